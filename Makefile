@@ -1,0 +1,55 @@
+# Two commands on a fresh machine with Python 3.11 and make:  `make run`  and  `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export CHINOOK_DB_URL ?= sqlite:///$(CURDIR)/sandbox/chinook/chinook.sqlite
+DAGSTER_HOST ?= 127.0.0.1
+DAGSTER_PORT ?= 3000
+
+.PHONY: install install-dev install-bench run dev test lint bench clean
+
+# constraints.txt pins every package (the lock); pyproject.toml lists what we use directly.
+$(BIN)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e .
+	touch $@
+
+$(BIN)/.installed-dev: $(BIN)/.installed
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+$(BIN)/.installed-bench: $(BIN)/.installed
+	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
+	touch $@
+
+install: $(BIN)/.installed
+install-dev: $(BIN)/.installed-dev
+install-bench: $(BIN)/.installed-bench
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml $(BIN)/.installed
+	$(BIN)/python -m integration_platform.instance
+
+## The main job: land every demo source in the lake and the warehouse, print a summary.
+run: $(BIN)/.installed $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m integration_platform.demo
+
+## The Dagster UI (webserver + daemon) on http://$(DAGSTER_HOST):$(DAGSTER_PORT).
+dev: $(BIN)/.installed $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -w workspace.yaml -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
+
+## The whole test suite, against the real services (see README).
+test: $(BIN)/.installed-dev
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(BIN)/.installed-dev
+	$(BIN)/ruff check integration_platform integration_platform_tests benchmarks
+	$(BIN)/mypy integration_platform
+
+## Benchmarks (never part of `make test`); results in benchmarks/results/.
+bench: $(BIN)/.installed-bench
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf .data $(DAGSTER_HOME)

@@ -1,0 +1,5 @@
+"""Declarative source types: a YAML file in defs/ becomes assets, checks, jobs and schedules."""
+
+from integration_platform.components.sql_source import SqlSource
+
+__all__ = ["SqlSource"]

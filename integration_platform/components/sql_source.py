@@ -1,0 +1,201 @@
+"""SqlSource: one YAML file declares a database's streams; this component turns it into assets.
+
+``defs/<source>/defs.yaml``::
+
+    type: integration_platform.components.SqlSource
+    attributes:
+      source: pagila                  # asset group, lake prefix, DuckDB schema
+      url_env: PAGILA_URL             # env var holding the SQLAlchemy URL (read at run time)
+      schema_name: public             # database schema (optional)
+      include: ["*"]                  # every table matching a glob (reflected at load time)
+      exclude: ["payment_p*"]
+      defaults: {cursor: last_update, lag: 0}   # applied to tables that have the column
+      tables:                         # explicit streams; override discovered ones
+        - table: payment
+          primary_key: [payment_id, payment_date]
+          partition: {column: payment_date, granularity: monthly, start: "2022-01-01"}
+      schedule: "0 3 * * *"           # daily incremental refresh (cron, UTC)
+
+Per stream: ``<source>/<stream>`` (Parquet in the lake) and ``warehouse/<source>/<stream>``
+(DuckDB), asset checks, a ``<source>_refresh`` job and its daily schedule, and one job and
+schedule per partition granularity. ``include`` needs the database at definition load
+(to list and reflect tables); a list of ``tables`` alone does not.
+"""
+
+import os
+from collections.abc import Callable
+from typing import Literal
+
+import dagster as dg
+import pyarrow as pa
+from pydantic import Field, field_validator, model_validator
+
+from integration_platform.components.stream_assets import stream_assets
+from integration_platform.pipeline.streams import IDENTIFIER, Partitioning, StreamSpec, to_identifier
+from integration_platform.resources.row_filter import RowFilter
+from integration_platform.resources.sql_database import SqlDatabaseResource, TableInfo
+
+KINDS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mariadb", "sqlite": "sqlite"}
+
+
+class SqlPartition(dg.Model, dg.Resolvable):
+    """Time partitions on a date/timestamp column, for append-only fact tables."""
+
+    column: str
+    granularity: Literal["daily", "monthly"]
+    start: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="First partition, YYYY-MM-DD.")
+
+
+class SqlTableStream(dg.Model, dg.Resolvable):
+    """One table as a stream. Unset fields come from ``defaults`` and reflection."""
+
+    table: str = Field(min_length=1)
+    name: str | None = Field(default=None, description="Stream name; default: the table name in snake_case.")
+    primary_key: list[str] | None = None
+    cursor: str | None = None
+    lag: float | None = Field(default=None, ge=0, description="Look-back (seconds for time cursors).")
+    write_disposition: Literal["replace", "append", "merge"] | None = None
+    partition: SqlPartition | None = None
+
+    @model_validator(mode="after")
+    def _cursor_or_partition(self) -> "SqlTableStream":
+        if self.cursor and self.partition:
+            raise ValueError(f"table {self.table!r}: set either 'cursor' or 'partition', not both")
+        if self.write_disposition == "replace" and self.cursor:
+            raise ValueError(f"table {self.table!r}: a 'cursor' needs write_disposition 'append' or 'merge'")
+        return self
+
+
+class StreamDefaults(dg.Model, dg.Resolvable):
+    """Applied to every stream that does not set the field itself."""
+
+    cursor: str | None = Field(default=None, description="Cursor column, used where the table has it.")
+    lag: float = Field(default=0.0, ge=0)
+
+
+class SqlSource(dg.Component, dg.Model, dg.Resolvable):
+    """A relational database whose tables land in the lake and the warehouse (see module doc)."""
+
+    source: str = Field(description="Identifier: asset group, lake prefix and DuckDB schema.")
+    url_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Env var with the SQLAlchemy URL.")
+    schema_name: str | None = None
+    include: list[str] = Field(default_factory=list, description="Globs of tables to land (reflected).")
+    exclude: list[str] = Field(default_factory=list)
+    tables: list[SqlTableStream] = Field(default_factory=list)
+    defaults: StreamDefaults = Field(default_factory=StreamDefaults)
+    schedule: str = Field(default="0 3 * * *", description="Cron (UTC) of the daily incremental refresh.")
+
+    @field_validator("source")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not IDENTIFIER.match(value):
+            raise ValueError(f"must match {IDENTIFIER.pattern} (lowercase letters, digits, underscores)")
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from dagster._utils.schedules import is_valid_cron_string
+
+        if not is_valid_cron_string(value):
+            raise ValueError(f"{value!r} is not a valid cron string (five fields, e.g. '0 3 * * *')")
+        return value
+
+    @model_validator(mode="after")
+    def _something_to_land(self) -> "SqlSource":
+        if not self.include and not self.tables:
+            raise ValueError("declare 'tables', or 'include' globs, or both")
+        return self
+
+    @property
+    def resource_key(self) -> str:
+        return f"{self.source}_db"
+
+    def _database(self) -> SqlDatabaseResource:
+        url = os.environ.get(self.url_env)
+        if not url:
+            raise ValueError(
+                f"source {self.source!r}: environment variable {self.url_env} (SQLAlchemy URL) is not set; "
+                "it is needed when definitions load because 'include' lists tables from the database"
+            )
+        return SqlDatabaseResource(url=url)
+
+    def _stream(self, entry: SqlTableStream, info: TableInfo | None) -> StreamSpec:
+        columns = set(info.columns) if info else set()
+        cursor = entry.cursor
+        if cursor is None and entry.partition is None and self.defaults.cursor in columns:
+            cursor = self.defaults.cursor
+        primary_key = tuple(entry.primary_key if entry.primary_key is not None else (info.primary_key if info else ()))
+        disposition = entry.write_disposition or (
+            "append" if entry.partition else "merge" if cursor and primary_key else "append" if cursor else "replace"
+        )
+        partitioning = (
+            Partitioning(entry.partition.column, entry.partition.granularity, entry.partition.start)
+            if entry.partition else None
+        )
+        return StreamSpec(
+            source=self.source, name=entry.name or to_identifier(entry.table),
+            write_disposition=disposition, primary_key=primary_key, cursor=cursor,
+            lag=entry.lag if entry.lag is not None else self.defaults.lag, partitioning=partitioning,
+            description=f"Table {entry.table} of the {self.source} database.", tags={"source_table": entry.table},
+        )
+
+    def streams(self) -> list[tuple[StreamSpec, str]]:
+        """``(spec, source table)`` for every declared or discovered table."""
+        explicit = {t.table: t for t in self.tables}
+        infos: dict[str, TableInfo] = {}
+        if self.include:
+            database = self._database()
+            for table in database.list_tables(self.schema_name, self.include, self.exclude):
+                infos[table] = database.describe(table, self.schema_name)
+        specs = []
+        for table in sorted(set(infos) | set(explicit)):
+            entry = explicit.get(table) or SqlTableStream(table=table)
+            specs.append((self._stream(entry, infos.get(table)), table))
+        names = [s.name for s, _ in specs]
+        clashes = sorted({n for n in names if names.count(n) > 1})
+        if clashes:
+            raise ValueError(f"source {self.source!r}: several tables map to the stream name(s) {clashes}; set 'name'")
+        return specs
+
+    def _extractor(self, table: str) -> Callable[[dg.AssetExecutionContext], Callable[[RowFilter | None], pa.RecordBatchReader]]:
+        key, schema = self.resource_key, self.schema_name
+
+        def factory(context: dg.AssetExecutionContext) -> Callable[[RowFilter | None], pa.RecordBatchReader]:
+            database: SqlDatabaseResource = getattr(context.resources, key)
+            return lambda row_filter: database.read(table, schema, row_filter)
+
+        return factory
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        url = os.environ.get(self.url_env, "")
+        kind = KINDS.get(url.split(":", 1)[0].split("+", 1)[0], "sql")
+        specs = self.streams()
+        assets = [a for spec, table in specs for a in stream_assets(spec, kind, self.resource_key, self._extractor(table))]
+        jobs: list[dg.UnresolvedAssetJobDefinition] = []
+        schedules: list[dg.ScheduleDefinition] = []
+        plain = [s for s, _ in specs if s.partitioning is None]
+        if plain:
+            selection = dg.AssetSelection.assets(*[k for s in plain for k in (s.lake_key, s.warehouse_key)])
+            job = dg.define_asset_job(f"{self.source}_refresh", selection=selection,
+                                      description=f"Incremental refresh of every unpartitioned {self.source} stream.")
+            jobs.append(job)
+            schedules.append(dg.ScheduleDefinition(job=job, cron_schedule=self.schedule, execution_timezone="UTC",
+                                                   default_status=dg.DefaultScheduleStatus.STOPPED))
+        for granularity in ("daily", "monthly"):
+            group = [s for s, _ in specs if s.partitioning and s.partitioning.granularity == granularity]
+            starts = {s.partitioning.start for s in group if s.partitioning}
+            for start in sorted(starts):
+                members = [s for s in group if s.partitioning and s.partitioning.start == start]
+                suffix = "" if len(starts) == 1 else f"_{start.replace('-', '')}"
+                job = dg.define_asset_job(
+                    f"{self.source}_{granularity}_partitions{suffix}",
+                    selection=dg.AssetSelection.assets(*[k for s in members for k in (s.lake_key, s.warehouse_key)]),
+                    partitions_def=members[0].partitioning.definition() if members[0].partitioning else None,
+                )
+                jobs.append(job)
+                schedules.append(dg.build_schedule_from_partitioned_job(job, default_status=dg.DefaultScheduleStatus.STOPPED))
+        return dg.Definitions(
+            assets=assets, jobs=jobs, schedules=schedules,
+            resources={self.resource_key: SqlDatabaseResource(url=dg.EnvVar(self.url_env))},
+        )

@@ -1,0 +1,186 @@
+"""The pair of assets every stream gets, whatever its source: lake (Parquet) -> warehouse (DuckDB).
+
+``<source>/<stream>`` extracts and lands; its materialisation metadata carries the
+high-water mark (``cursor_after``), read back by the next run. ``warehouse/<source>/<stream>``
+applies the pending landings to DuckDB inside one transaction, in the ``duckdb`` pool (limit
+1 in ``dagster.yaml``: DuckDB allows one writer per file), and runs the table's checks.
+"""
+
+import datetime as dt
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+import dagster as dg
+import duckdb
+
+from integration_platform.pipeline.cursors import CursorValue
+from integration_platform.pipeline.extract import Extractor, PartitionWindow, extract_and_land
+from integration_platform.pipeline.landing import Manifest, active_manifests, list_manifests
+from integration_platform.pipeline.loading import LEDGER, load, parquet_scan, pending, quote, table_name
+from integration_platform.pipeline.streams import StreamSpec
+from integration_platform.resources.lake import LakeResource
+
+FULL_REFRESH_TAG = "integration_platform/full_refresh"
+DUCKDB_POOL = "duckdb"
+PK_CHECK = "primary_key_unique_not_null"
+ROWS_CHECK = "rows_reconcile_with_lake"
+
+#: Builds the extractor of a run from the run's context (which holds the resources).
+ExtractorFactory = Callable[[dg.AssetExecutionContext], Extractor]
+
+
+class StreamRunConfig(dg.Config):
+    """Run config of a lake asset (set it in the launchpad)."""
+
+    full_refresh: bool = False
+    """Ignore the high-water mark and land the whole stream again; the warehouse table is
+    replaced by it. Same as the run tag ``integration_platform/full_refresh=true``."""
+
+
+def _cursor_from_metadata(context: dg.AssetExecutionContext, spec: StreamSpec) -> CursorValue | None:
+    event = context.instance.get_latest_materialization_event(spec.lake_key)
+    if event is None or event.asset_materialization is None:
+        return None
+    value = event.asset_materialization.metadata.get("cursor_after")
+    return CursorValue.from_json(value.value) if isinstance(value, dg.JsonMetadataValue) else None  # type: ignore[arg-type]
+
+
+def _partition(context: dg.AssetExecutionContext, spec: StreamSpec) -> PartitionWindow | None:
+    if spec.partitioning is None:
+        return None
+    window = context.partition_time_window
+    return PartitionWindow(context.partition_key, window.start.astimezone(dt.UTC), window.end.astimezone(dt.UTC))
+
+
+def _landing_metadata(manifest: Manifest, uri: str) -> dict[str, Any]:
+    seconds = max(manifest.seconds, 1e-6)
+    return {
+        "dagster/row_count": manifest.rows,
+        "dagster/uri": uri,
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name, kind) for name, kind in manifest.schema]
+        ),
+        "bytes": manifest.bytes,
+        "seconds": manifest.seconds,
+        "rows_per_second": round(manifest.rows / seconds),
+        "window": manifest.window,
+        "landing_id": manifest.landing_id,
+        "files": len(manifest.files),
+    }
+
+
+def lake_asset(spec: StreamSpec, kind: str, source_resource: str, extractor_factory: ExtractorFactory) -> dg.AssetsDefinition:
+    """The asset that extracts ``spec`` with the source's extractor and lands it in the lake."""
+
+    @dg.asset(
+        key=spec.lake_key, group_name=spec.source, kinds={kind, "parquet"},
+        partitions_def=spec.partitioning.definition() if spec.partitioning else None,
+        required_resource_keys={"lake", source_resource}, description=spec.description,
+        metadata={"write_disposition": spec.write_disposition, "primary_key": ", ".join(spec.primary_key),
+                  "cursor": spec.cursor or "", "lag": spec.lag},
+        tags=spec.tags,
+    )
+    def _lake(context: dg.AssetExecutionContext, config: StreamRunConfig) -> dg.MaterializeResult:
+        lake: LakeResource = context.resources.lake
+        store = lake.store()
+        full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG, "").lower() == "true"
+        before = None if spec.partitioning else _cursor_from_metadata(context, spec)
+        result = extract_and_land(store, spec, extractor_factory(context), cursor_before=before,
+                                  full_refresh=full_refresh, partition=_partition(context, spec))
+        manifest = result.manifest
+        context.log.info(
+            f"landed {manifest.rows} rows ({manifest.bytes} bytes) of {spec.path} window {manifest.window} "
+            f"in {manifest.seconds}s; {result.duplicates_dropped} already-landed rows dropped"
+        )
+        metadata = _landing_metadata(manifest, store.uri(manifest.key))
+        metadata["rows_read"] = result.rows_read
+        metadata["duplicates_dropped"] = result.duplicates_dropped
+        metadata["full_refresh"] = full_refresh
+        if spec.cursor:
+            metadata["cursor_before"] = dg.MetadataValue.json(result.cursor_before.as_json() if result.cursor_before else {})
+            metadata["cursor_after"] = dg.MetadataValue.json(result.cursor_after.as_json() if result.cursor_after else {})
+        return dg.MaterializeResult(metadata=metadata)
+
+    return _lake
+
+
+def _expected_rows(conn: duckdb.DuckDBPyConnection, lake: LakeResource, spec: StreamSpec) -> int:
+    """Rows the table must hold according to the lake and the load ledger."""
+    store = lake.store()
+    applied = set(conn.execute(f'SELECT "window", landing_id FROM {LEDGER} WHERE stream = ?', [spec.path]).fetchall())
+    manifests = [m for m in active_manifests(list_manifests(store, spec)) if (m.window, m.landing_id) in applied]
+    if spec.write_disposition != "merge":
+        return sum(m.rows for m in manifests)
+    keys = ", ".join(quote(k) for k in spec.primary_key)
+    with ExitStack() as stack:
+        files = [str(stack.enter_context(store.local_copy(f.key))) for m in manifests for f in m.files]
+        if not files:
+            return 0
+        row = conn.execute(f"SELECT count(*) FROM (SELECT DISTINCT {keys} FROM {parquet_scan(files)})").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _checks(conn: duckdb.DuckDBPyConnection, lake: LakeResource, spec: StreamSpec, table_rows: int) -> list[dg.AssetCheckResult]:
+    results = []
+    if spec.primary_key:
+        keys = ", ".join(quote(k) for k in spec.primary_key)
+        nulls = " OR ".join(f"{quote(k)} IS NULL" for k in spec.primary_key)
+        row = conn.execute(
+            f"SELECT count(*) - count(DISTINCT ({keys})), count(*) FILTER (WHERE {nulls}) FROM {table_name(spec)}"
+        ).fetchone()
+        duplicates, null_keys = (int(row[0]), int(row[1])) if row else (0, 0)
+        results.append(dg.AssetCheckResult(
+            check_name=PK_CHECK, passed=duplicates == 0 and null_keys == 0,
+            metadata={"duplicate_keys": duplicates, "null_keys": null_keys},
+        ))
+    expected = _expected_rows(conn, lake, spec)
+    results.append(dg.AssetCheckResult(
+        check_name=ROWS_CHECK, passed=expected == table_rows,
+        metadata={"rows_in_duckdb": table_rows, "rows_expected_from_lake": expected},
+    ))
+    return results
+
+
+def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
+    """The asset that applies the stream's pending landings to its DuckDB table."""
+    check_specs = [dg.AssetCheckSpec(ROWS_CHECK, asset=spec.warehouse_key,
+                                     description="Rows in DuckDB equal the rows of the applied landings.")]
+    if spec.primary_key:
+        check_specs.append(dg.AssetCheckSpec(PK_CHECK, asset=spec.warehouse_key,
+                                             description=f"({', '.join(spec.primary_key)}) is unique and never null."))
+
+    @dg.asset(
+        key=spec.warehouse_key, deps=[spec.lake_key], group_name=spec.source, kinds={"duckdb"},
+        pool=DUCKDB_POOL, partitions_def=spec.partitioning.definition() if spec.partitioning else None,
+        required_resource_keys={"lake", "warehouse"}, check_specs=check_specs,
+        description=f"DuckDB table {spec.source}.{spec.name} ({spec.write_disposition}).",
+    )
+    def _warehouse(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        lake: LakeResource = context.resources.lake
+        partition = context.partition_key if spec.partitioning else None
+        with context.resources.warehouse.get_connection() as conn:
+            todo = pending(conn, lake.store(), spec, partition)
+            result = load(conn, lake.store(), spec, todo)
+            checks = _checks(conn, lake, spec, result.table_rows)
+        context.log.info(f"applied {len(todo)} landing(s), {result.rows_loaded} rows, to {spec.source}.{spec.name}")
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": result.table_rows,
+                "dagster/table_name": f"{spec.source}.{spec.name}",
+                "rows_loaded": result.rows_loaded,
+                "landings_applied": len(todo),
+                "windows": ", ".join(result.windows),
+                "seconds": result.seconds,
+                "rows_per_second": round(result.rows_loaded / max(result.seconds, 1e-6)),
+            },
+            check_results=checks,
+        )
+
+    return _warehouse
+
+
+def stream_assets(spec: StreamSpec, kind: str, source_resource: str,
+                  extractor_factory: ExtractorFactory) -> list[dg.AssetsDefinition]:
+    """Both assets of a stream."""
+    return [lake_asset(spec, kind, source_resource, extractor_factory), warehouse_asset(spec)]

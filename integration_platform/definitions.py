@@ -1,0 +1,48 @@
+"""The code location: every source under ``defs/`` plus the platform-wide resources.
+
+Resources (all overridable by environment, read when definitions load, never at import):
+
+- ``lake``: ``LAKE_URL`` (default ``<project>/.data/lake``; ``s3://bucket/prefix`` for S3 with
+  ``S3_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``).
+- ``warehouse``: dagster-duckdb's ``DuckDBResource`` on ``WAREHOUSE_PATH`` (default
+  ``<project>/.data/warehouse.duckdb``).
+"""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+from dagster_duckdb import DuckDBResource
+
+from integration_platform.resources.lake import LakeResource
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _secret(name: str) -> str | dg.EnvVar | None:
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def platform_resources() -> dict[str, dg.ConfigurableResource]:
+    """The ``lake`` and ``warehouse`` resources every stream uses, configured from the environment."""
+    s3 = S3Resource(
+        endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None,
+        region_name=os.environ.get("AWS_REGION", "us-east-1"),
+        aws_access_key_id=_secret("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=_secret("AWS_SECRET_ACCESS_KEY"),
+    )
+    data = PROJECT_ROOT / ".data"
+    return {
+        "lake": LakeResource(url=os.environ.get("LAKE_URL") or str(data / "lake"), s3=s3),
+        "warehouse": DuckDBResource(database=os.environ.get("WAREHOUSE_PATH") or str(data / "warehouse.duckdb")),
+    }
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Everything under ``integration_platform/defs`` plus the platform resources."""
+    return dg.Definitions.merge(
+        dg.load_from_defs_folder(project_root=PROJECT_ROOT),
+        dg.Definitions(resources=platform_resources()),
+    )

@@ -1,0 +1,1 @@
+"""How rows travel: extract -> Arrow batches -> Parquet + manifest in the lake -> DuckDB."""

@@ -1,0 +1,113 @@
+"""High-water marks: how a cursor value is stored, compared and moved back by the look-back lag.
+
+A cursor value travels through JSON (manifests, materialisation metadata) as a
+:class:`CursorValue`: the value's kind and its text. Kinds: ``timestamp`` (ISO 8601, with
+offset when the column is zoned), ``date`` (ISO date), ``int``, ``float``, ``decimal``,
+``string``.
+"""
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+CursorPython = dt.datetime | dt.date | int | float | Decimal | str
+
+
+@dataclass(frozen=True)
+class CursorValue:
+    """A typed high-water mark. ``text`` is what the UI shows and JSON stores."""
+
+    kind: str
+    text: str
+
+    def to_python(self) -> CursorPython:
+        """The value as the Python object a DB-API driver binds (datetime, date, int, ...)."""
+        if self.kind == "timestamp":
+            return dt.datetime.fromisoformat(self.text)
+        if self.kind == "date":
+            return dt.date.fromisoformat(self.text)
+        if self.kind == "int":
+            return int(self.text)
+        if self.kind == "float":
+            return float(self.text)
+        if self.kind == "decimal":
+            return Decimal(self.text)
+        return self.text
+
+    def minus_lag(self, lag: float) -> CursorPython:
+        """The lower bound of the next extraction: this value moved back by ``lag``.
+
+        ``lag`` is seconds for timestamps, days (rounded up) for dates and units for numbers.
+        Raises ``ValueError`` for a non-zero lag on a string cursor.
+        """
+        value = self.to_python()
+        if not lag:
+            return value
+        if isinstance(value, dt.datetime):
+            return value - dt.timedelta(seconds=lag)
+        if isinstance(value, dt.date):
+            return value - dt.timedelta(days=int(-(-lag // 86400)))
+        if isinstance(value, int):
+            return value - int(lag)
+        if isinstance(value, float | Decimal):
+            return value - type(value)(lag)
+        raise ValueError(f"a look-back lag needs a time or numeric cursor, not {self.kind}")
+
+    def as_json(self) -> dict[str, str]:
+        return {"kind": self.kind, "text": self.text}
+
+    @classmethod
+    def from_json(cls, data: dict[str, str] | None) -> "CursorValue | None":
+        return cls(data["kind"], data["text"]) if data else None
+
+    @classmethod
+    def from_python(cls, value: Any) -> "CursorValue":
+        """Encode a Python value returned by Arrow or a driver. Raises ``TypeError`` otherwise."""
+        if isinstance(value, dt.datetime):
+            return cls("timestamp", value.isoformat())
+        if isinstance(value, dt.date):
+            return cls("date", value.isoformat())
+        if isinstance(value, bool):
+            raise TypeError("a boolean column cannot be a cursor")
+        if isinstance(value, int):
+            return cls("int", str(value))
+        if isinstance(value, float):
+            return cls("float", repr(value))
+        if isinstance(value, Decimal):
+            return cls("decimal", str(value))
+        if isinstance(value, str):
+            return cls("string", value)
+        raise TypeError(f"unsupported cursor value type {type(value).__name__}")
+
+
+class CursorRange:
+    """Running minimum and maximum of the cursor column over the batches of one landing."""
+
+    def __init__(self, column: str | None) -> None:
+        self.column = column
+        self.low: Any = None
+        self.high: Any = None
+
+    def observe(self, batch: pa.RecordBatch) -> None:
+        """Fold one batch in. Raises ``KeyError`` when the batch lacks the cursor column."""
+        if self.column is None or batch.num_rows == 0:
+            return
+        if self.column not in batch.schema.names:
+            raise KeyError(f"cursor column {self.column!r} is not in the extracted columns")
+        bounds = pc.min_max(batch.column(self.column)).as_py()
+        low, high = bounds["min"], bounds["max"]
+        if low is not None and (self.low is None or low < self.low):
+            self.low = low
+        if high is not None and (self.high is None or high > self.high):
+            self.high = high
+
+    def bounds(self) -> tuple[CursorValue | None, CursorValue | None]:
+        encode = CursorValue.from_python
+        return (
+            encode(self.low) if self.low is not None else None,
+            encode(self.high) if self.high is not None else None,
+        )

@@ -1,0 +1,280 @@
+"""Landing: Arrow record batches -> Parquet files + a manifest in the lake, all or nothing.
+
+Written here rather than taken from a library because the landing guarantees are the
+platform's core job: no library gives "deterministic key per window, staged then committed,
+manifest last, retry overwrites" over both a local folder and S3 while streaming.
+
+Layout of one stream in the lake::
+
+    <source>/<stream>/<window>/part-<landing>-<n>.parquet   data, unique per landing
+    <source>/<stream>/_manifests/<window>.json              written last = the commit point
+
+A *window* is the unit a retry overwrites: ``snapshot`` for a full-replace stream,
+``initial`` / ``after-<hash of the high-water mark>`` for an incremental stream and
+``partition=<key>`` for a partitioned one. A reader only trusts files named by a manifest,
+so files of a landing that died before its manifest are invisible and removed by the next
+landing of the same window.
+"""
+
+import datetime as dt
+import hashlib
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from integration_platform.pipeline.cursors import CursorRange, CursorValue
+from integration_platform.pipeline.streams import StreamSpec
+from integration_platform.resources.lake import LakeStore
+
+MANIFESTS = "_manifests"
+DEFAULT_ROW_GROUP_ROWS = 1_000_000
+DEFAULT_FILE_ROWS = 20_000_000
+QUEUE_DEPTH = 4
+
+
+class LandingError(RuntimeError):
+    """A landing failed; nothing of it became visible. The message names stream and window."""
+
+
+@dataclass
+class LandedFile:
+    key: str
+    rows: int
+    bytes: int
+
+
+@dataclass
+class Manifest:
+    """What one committed landing holds. Serialised as JSON next to the data.
+
+    ``full`` is true when the landing holds the whole stream (a replace snapshot or the
+    first / full-refresh load of an incremental stream): loading it replaces the table.
+    Cursor values are :class:`CursorValue` JSON dicts (``None`` for no rows / no cursor).
+    """
+
+    stream: str
+    window: str
+    landing_id: str
+    landed_at: str
+    full: bool
+    files: list[LandedFile]
+    rows: int
+    bytes: int
+    seconds: float
+    schema: list[tuple[str, str]]
+    primary_key: list[str]
+    cursor_column: str | None = None
+    cursor_before: dict[str, str] | None = None
+    cursor_min: dict[str, str] | None = None
+    cursor_max: dict[str, str] | None = None
+    partition: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return manifest_key(self.stream, self.window)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Manifest":
+        files = [LandedFile(**f) for f in data.pop("files")]
+        data["schema"] = [tuple(x) for x in data["schema"]]
+        return cls(files=files, **data)
+
+
+def manifest_key(stream_path: str, window: str) -> str:
+    return f"{stream_path}/{MANIFESTS}/{window}.json"
+
+
+def incremental_window(cursor_before: CursorValue | None) -> str:
+    """Window name of an incremental landing that starts at ``cursor_before`` (deterministic)."""
+    if cursor_before is None:
+        return "initial"
+    digest = hashlib.sha256(f"{cursor_before.kind}:{cursor_before.text}".encode()).hexdigest()
+    return f"after-{digest[:20]}"
+
+
+def list_manifests(store: LakeStore, spec: StreamSpec) -> list[Manifest]:
+    """Every committed manifest of the stream, oldest landing first."""
+    prefix = f"{spec.path}/{MANIFESTS}/"
+    manifests = [Manifest.from_json(store.get_json(k)) for k in store.list_keys(prefix) if k.endswith(".json")]
+    return sorted(manifests, key=lambda m: m.landed_at)
+
+
+def active_manifests(manifests: list[Manifest]) -> list[Manifest]:
+    """The landings that make up the stream now: the newest full landing and all after it.
+
+    For partitioned streams every partition's manifest is active.
+    """
+    if any(m.partition is not None for m in manifests):
+        return manifests
+    last_full = max((i for i, m in enumerate(manifests) if m.full), default=None)
+    return manifests[last_full:] if last_full is not None else manifests
+
+
+class _ParquetSink:
+    """Writes batches into row groups of ``row_group_rows`` and rolls files at ``file_rows``."""
+
+    def __init__(self, store: LakeStore, prefix: str, schema: pa.Schema, row_group_rows: int,
+                 file_rows: int, cursor: CursorRange) -> None:
+        self.store, self.prefix, self.schema = store, prefix, schema
+        self.row_group_rows, self.file_rows, self.cursor = row_group_rows, file_rows, cursor
+        self.pending: list[pa.RecordBatch] = []
+        self.pending_rows = 0
+        self.writer: pq.ParquetWriter | None = None
+        self.staging: list[tuple[Any, str]] = []
+        self.file_rows_written = 0
+        self.files: list[LandedFile] = []
+
+    def _open(self) -> pq.ParquetWriter:
+        key = f"{self.prefix}-{len(self.staging):05d}.parquet"
+        path = self.store.staging_path(key)
+        self.staging.append((path, key))
+        self.file_rows_written = 0
+        return pq.ParquetWriter(path, self.schema, compression="zstd", compression_level=1,
+                                write_statistics=True)
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if not batch.schema.equals(self.schema):
+            try:
+                batch = batch.cast(self.schema)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+                raise LandingError(
+                    f"a batch does not fit the stream's schema ({exc}); got {batch.schema}"
+                ) from exc
+        self.cursor.observe(batch)
+        self.pending.append(batch)
+        self.pending_rows += batch.num_rows
+        if self.pending_rows >= self.row_group_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending_rows and self.writer is not None:
+            return
+        if self.writer is None:
+            self.writer = self._open()
+        table = pa.Table.from_batches(self.pending, schema=self.schema)
+        self.writer.write_table(table, row_group_size=max(self.row_group_rows, 1))
+        self.file_rows_written += table.num_rows
+        self.pending, self.pending_rows = [], 0
+        if self.file_rows_written >= self.file_rows:
+            self._close_file()
+
+    def _close_file(self) -> None:
+        if self.writer is None:
+            return
+        self.writer.close()
+        self.writer = None
+        path, key = self.staging[-1]
+        self.files.append(LandedFile(key=key, rows=self.file_rows_written, bytes=path.stat().st_size))
+
+    def finish(self) -> None:
+        if self.pending_rows or not self.staging:
+            self._flush()
+        self._close_file()
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        for path, _ in self.staging:
+            self.store.discard(path)
+
+
+def _write_on_thread(sink: _ParquetSink, batches: Iterable[pa.RecordBatch]) -> None:
+    """Run the Parquet writer on its own thread behind a bounded queue.
+
+    Extraction (network, decoding) and Parquet encoding overlap; the queue depth bounds the
+    batches in flight, so memory stays flat. An error on either side stops both.
+    """
+    q: queue.Queue[pa.RecordBatch | None] = queue.Queue(maxsize=QUEUE_DEPTH)
+    failure: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            while (item := q.get()) is not None:
+                sink.add(item)
+            sink.finish()
+        except BaseException as exc:
+            failure.append(exc)
+            while q.get() is not None:  # drain so the producer is never blocked forever
+                pass
+
+    thread = threading.Thread(target=consume, name="parquet-writer", daemon=True)
+    thread.start()
+    try:
+        for batch in batches:
+            if failure:
+                break
+            q.put(batch)
+    finally:
+        q.put(None)
+        thread.join()
+    if failure:
+        raise failure[0]
+
+
+def land(store: LakeStore, spec: StreamSpec, window: str, batches: Iterable[pa.RecordBatch],
+         schema: pa.Schema, *, full: bool, cursor_before: CursorValue | None = None,
+         partition: str | None = None, row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+         file_rows: int = DEFAULT_FILE_ROWS, extra: dict[str, Any] | None = None) -> Manifest:
+    """Write ``batches`` (all of ``schema``) as Parquet under ``window`` and commit a manifest.
+
+    Memory: at most one row group (``row_group_rows`` rows) plus ``QUEUE_DEPTH`` batches.
+    Returns the committed :class:`Manifest`. On any error (from the batch iterator, the
+    writer or the store) every staged file is discarded, the previous landing of the window
+    stays as it was, and a :class:`LandingError` naming the stream and window is raised.
+    """
+    started = time.monotonic()
+    landing_id = uuid.uuid4().hex[:12]
+    cursor = CursorRange(spec.cursor)
+    sink = _ParquetSink(store, f"{spec.path}/{window}/part-{landing_id}", schema,
+                        row_group_rows, file_rows, cursor)
+    try:
+        _write_on_thread(sink, batches)
+        for path, key in sink.staging:
+            store.commit(path, key)
+    except BaseException as exc:
+        sink.discard()
+        if isinstance(exc, LandingError | KeyboardInterrupt | SystemExit):
+            raise
+        raise LandingError(f"landing {spec.path} window {window!r} failed, nothing landed: {exc}") from exc
+    low, high = cursor.bounds()
+    manifest = Manifest(
+        stream=spec.path, window=window, landing_id=landing_id,
+        landed_at=dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"), full=full,
+        files=sink.files, rows=sum(f.rows for f in sink.files), bytes=sum(f.bytes for f in sink.files),
+        seconds=round(time.monotonic() - started, 3),
+        schema=[(f.name, str(f.type)) for f in schema], primary_key=list(spec.primary_key),
+        cursor_column=spec.cursor, cursor_before=cursor_before.as_json() if cursor_before else None,
+        cursor_min=low.as_json() if low else None, cursor_max=high.as_json() if high else None,
+        partition=partition, extra=extra or {},
+    )
+    store.put_json(manifest.key, manifest.to_json())
+    _collect_garbage(store, spec, manifest)
+    return manifest
+
+
+def _collect_garbage(store: LakeStore, spec: StreamSpec, committed: Manifest) -> None:
+    """Remove what the new manifest superseded: older files of its window and, after a full
+    landing of a non-partitioned stream, every older window. Runs after the commit, so a
+    crash here leaves only unreferenced files, which the next landing removes."""
+    keep = {f.key for f in committed.files} | {committed.key}
+    if committed.full and committed.partition is None:
+        stale = [k for k in store.list_keys(f"{spec.path}/") if k not in keep]
+    else:
+        stale = [k for k in store.list_keys(f"{spec.path}/{committed.window}/") if k not in keep]
+    store.delete(stale)
+    stale_staging = getattr(store, "list_stale_staging", None)
+    if stale_staging is not None:
+        for path in stale_staging(f"{spec.path}/{committed.window}"):
+            if time.time() - path.stat().st_mtime > 3600:  # a concurrent writer's file is younger
+                path.unlink(missing_ok=True)

@@ -1,0 +1,167 @@
+"""Loading: committed landings -> one DuckDB table per stream, exactly once, in one transaction.
+
+Written here because it is the platform's core guarantee: which landings a table already
+holds is recorded *in the same DuckDB transaction* as the rows (the ``loads`` ledger), so a
+load that dies half-way leaves the table as it was, and a load that is repeated skips what
+it already applied. A landing that was re-landed (same window, new landing id) is applied
+again, replacing the rows of its window.
+
+Write dispositions:
+- ``replace``: each landing is the whole table (``CREATE OR REPLACE TABLE``).
+- ``append``: rows are added; re-applying a window first deletes that window's rows.
+- ``merge``: upsert on the primary key (delete the matching keys, insert the new rows).
+Partitioned streams load per partition: the partition's rows are replaced.
+"""
+
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import duckdb
+
+from integration_platform.pipeline.landing import Manifest, active_manifests, list_manifests
+from integration_platform.pipeline.streams import WINDOW_COLUMN, StreamSpec
+from integration_platform.resources.lake import LakeStore
+
+LEDGER_SCHEMA = "_integration_platform"
+LEDGER = f"{LEDGER_SCHEMA}.loads"
+
+
+def quote(identifier: str) -> str:
+    """A DuckDB quoted identifier (``"`` doubled), safe for any name."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _string(value: str) -> str:
+    """A DuckDB string literal (``'`` doubled)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def parquet_scan(files: list[str]) -> str:
+    """SQL for a DuckDB scan of local Parquet ``files``, every path quoted."""
+    return "read_parquet([" + ", ".join(_string(f) for f in files) + "])"
+
+
+def table_name(spec: StreamSpec) -> str:
+    return f"{quote(spec.source)}.{quote(spec.name)}"
+
+
+@dataclass
+class LoadResult:
+    """What one load applied: landings (windows), rows inserted, rows now in the table."""
+
+    windows: list[str]
+    rows_loaded: int
+    table_rows: int
+    seconds: float
+
+
+def ensure_ledger(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {LEDGER_SCHEMA}")
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {LEDGER} (stream VARCHAR, \"window\" VARCHAR, landing_id VARCHAR, "
+        "rows BIGINT, full_load BOOLEAN, loaded_at TIMESTAMPTZ DEFAULT now())"
+    )
+
+
+def pending(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec,
+            partition: str | None = None) -> list[Manifest]:
+    """Committed landings not yet applied to the table, in the order they must be applied.
+
+    For a partitioned stream pass ``partition`` to get that partition's landing, if new.
+    """
+    ensure_ledger(conn)
+    applied = set(conn.execute(
+        f'SELECT "window", landing_id FROM {LEDGER} WHERE stream = ?', [spec.path]
+    ).fetchall())
+    manifests = active_manifests(list_manifests(store, spec))
+    if partition is not None:
+        manifests = [m for m in manifests if m.partition == partition]
+    todo = [m for m in manifests if (m.window, m.landing_id) not in applied]
+    last_full = max((i for i, m in enumerate(todo) if m.full), default=0)
+    return todo[last_full:]
+
+
+def _columns(conn: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
+    return {row[0]: row[1] for row in conn.execute(f"DESCRIBE {relation}").fetchall()}
+
+
+def _evolve(conn: duckdb.DuckDBPyConnection, target: str, staged: str) -> list[str]:
+    """Add to ``target`` the columns ``staged`` has and it lacks (nullable). Returns their names."""
+    have = {c.lower() for c in _columns(conn, target)}
+    added = []
+    for column, kind in _columns(conn, staged).items():
+        if column.lower() not in have:
+            conn.execute(f"ALTER TABLE {target} ADD COLUMN {quote(column)} {kind}")
+            added.append(column)
+    return added
+
+
+def _apply(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, manifest: Manifest, files: list[str]) -> int:
+    target = table_name(spec)
+    source = parquet_scan(files)
+    with_window = f"SELECT *, {_string(manifest.window)} AS {quote(WINDOW_COLUMN)} FROM {source}"
+    if spec.write_disposition == "merge" and spec.cursor:
+        keys = ", ".join(quote(k) for k in spec.primary_key)
+        with_window += f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {quote(spec.cursor)} DESC) = 1"
+    if manifest.full:
+        conn.execute(f"CREATE OR REPLACE TABLE {target} AS {with_window}")
+        return manifest.rows
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {target} AS {with_window} LIMIT 0")
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_staged AS {with_window}")
+    _evolve(conn, target, "_ip_staged")
+    if spec.write_disposition == "merge":
+        keys = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in spec.primary_key)
+        conn.execute(f"DELETE FROM {target} AS t USING _ip_staged AS s WHERE {keys}")
+    else:
+        conn.execute(f"DELETE FROM {target} WHERE {quote(WINDOW_COLUMN)} = ?", [manifest.window])
+    conn.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _ip_staged")
+    conn.execute("DROP TABLE _ip_staged")
+    return manifest.rows
+
+
+def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec,
+         manifests: list[Manifest]) -> LoadResult:
+    """Apply ``manifests`` (from :func:`pending`) to the stream's table in one transaction.
+
+    Raises ``duckdb.Error`` (for example a type that cannot be cast into an existing column)
+    after rolling back: the table and the ledger are then exactly as before the call.
+    """
+    started = time.monotonic()
+    ensure_ledger(conn)
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(spec.source)}")
+    loaded = 0
+    with ExitStack() as stack:
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            for manifest in manifests:
+                files = [str(stack.enter_context(store.local_copy(f.key))) for f in manifest.files]
+                loaded += _apply(conn, spec, manifest, files)
+                if manifest.full:
+                    conn.execute(f"DELETE FROM {LEDGER} WHERE stream = ?", [spec.path])
+                conn.execute(f'DELETE FROM {LEDGER} WHERE stream = ? AND "window" = ?',
+                             [spec.path, manifest.window])
+                conn.execute(
+                    f'INSERT INTO {LEDGER} (stream, "window", landing_id, rows, full_load) VALUES (?, ?, ?, ?, ?)',
+                    [spec.path, manifest.window, manifest.landing_id, manifest.rows, manifest.full],
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return LoadResult(
+        windows=[m.window for m in manifests], rows_loaded=loaded,
+        table_rows=table_rows(conn, spec), seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def table_rows(conn: duckdb.DuckDBPyConnection, spec: StreamSpec) -> int:
+    """Rows in the stream's table (0 when it does not exist yet)."""
+    exists = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [spec.source, spec.name],
+    ).fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = conn.execute(f"SELECT count(*) FROM {table_name(spec)}").fetchone()
+    return int(row[0]) if row else 0

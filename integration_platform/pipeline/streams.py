@@ -1,0 +1,114 @@
+"""What a stream is: the contract every source (SQL, REST, files, queues) hands to the pipeline.
+
+A *stream* is one table-shaped flow of records from one source: a database table, an API
+endpoint, a family of dropped files. Its :class:`StreamSpec` says how it is keyed
+(primary key), how it is kept up to date (cursor / high-water mark, look-back lag, write
+disposition) and how it is partitioned. The pipeline (landing, loading, cursors) only ever
+sees a ``StreamSpec`` and Arrow record batches, never the source system.
+"""
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+import dagster as dg
+
+WriteDisposition = Literal["replace", "append", "merge"]
+Granularity = Literal["daily", "monthly"]
+
+#: Identifiers we put into lake keys, asset keys and DuckDB names.
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+#: Lineage column added to every warehouse table: the landing window a row came from.
+WINDOW_COLUMN = "_ip_window"
+
+
+def to_identifier(name: str) -> str:
+    """Turn a source-side name (``InvoiceLine``, ``order-items``) into a snake_case identifier.
+
+    Returns a string matching :data:`IDENTIFIER`. Raises ``ValueError`` when nothing usable
+    remains (for example a name made only of punctuation).
+    """
+    snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name.strip())
+    snake = re.sub(r"[^0-9a-zA-Z_]+", "_", snake).strip("_").lower()
+    if not snake:
+        raise ValueError(f"cannot derive an identifier from the name {name!r}")
+    if snake[0].isdigit():
+        snake = "_" + snake
+    return snake
+
+
+@dataclass(frozen=True)
+class Partitioning:
+    """Time partitioning of an append-only fact stream on a timestamp or date column.
+
+    ``start`` is an ISO date (``YYYY-MM-DD``); partitions are half-open windows
+    ``[start, end)`` in UTC of one day or one calendar month.
+    """
+
+    column: str
+    granularity: Granularity
+    start: str
+
+    def definition(self) -> dg.TimeWindowPartitionsDefinition:
+        """The Dagster partitions definition these windows correspond to."""
+        if self.granularity == "daily":
+            return dg.DailyPartitionsDefinition(start_date=self.start, end_offset=1)
+        return dg.MonthlyPartitionsDefinition(start_date=self.start, end_offset=1)
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One stream of one source, as the pipeline sees it.
+
+    - ``source``/``name``: identifiers; the lake asset is ``[source, name]``, the warehouse
+      asset ``["warehouse", source, name]`` and the DuckDB table ``"<source>"."<name>"``.
+    - ``primary_key``: column names; required for ``merge``; may be empty otherwise.
+    - ``cursor``: the high-water-mark column of an incremental stream, or ``None``.
+    - ``lag``: look-back applied below the high-water mark (seconds for date/time cursors,
+      units for numeric ones); rows already landed inside it are de-duplicated.
+    - ``partitioning``: time partitions for append-only facts (exclusive with ``cursor``).
+    """
+
+    source: str
+    name: str
+    write_disposition: WriteDisposition
+    primary_key: tuple[str, ...] = ()
+    cursor: str | None = None
+    lag: float = 0.0
+    partitioning: Partitioning | None = None
+    description: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for label, value in (("source", self.source), ("stream", self.name)):
+            if not IDENTIFIER.match(value):
+                raise ValueError(f"{label} name {value!r} must match {IDENTIFIER.pattern}")
+        if self.write_disposition == "merge" and not self.primary_key:
+            raise ValueError(f"stream {self.path}: write disposition 'merge' needs a primary key")
+        if self.cursor and self.write_disposition == "replace":
+            raise ValueError(
+                f"stream {self.path}: a cursor (incremental stream) needs write disposition "
+                "'append' or 'merge', not 'replace'"
+            )
+        if self.cursor and self.partitioning:
+            raise ValueError(f"stream {self.path}: use either a cursor or partitioning, not both")
+        if self.lag < 0:
+            raise ValueError(f"stream {self.path}: lag must be >= 0, got {self.lag}")
+
+    @property
+    def path(self) -> str:
+        """``source/name``: the stream's prefix in the lake."""
+        return f"{self.source}/{self.name}"
+
+    @property
+    def lake_key(self) -> dg.AssetKey:
+        return dg.AssetKey([self.source, self.name])
+
+    @property
+    def warehouse_key(self) -> dg.AssetKey:
+        return dg.AssetKey(["warehouse", self.source, self.name])
+
+    @property
+    def incremental(self) -> bool:
+        return self.cursor is not None

@@ -1,0 +1,195 @@
+"""The lake: where landed Parquet files and their manifests live (a local folder or S3).
+
+Both back ends offer the same small object-store interface, keyed by ``/``-separated keys
+relative to the lake root. Writes are two-phase: a file is written to a *staging path* (a
+hidden temporary name in the target folder for a local lake, a local temporary file for S3)
+and only :meth:`LakeStore.commit` makes it visible under its key (``os.replace`` locally, a
+completed single or multipart ``PutObject`` on S3), so readers never see half a file.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+from pydantic import Field
+
+TMP_MARK = ".tmp-"
+
+
+class LakeStore(Protocol):
+    """Object-store operations the pipeline needs. Keys are relative, ``/``-separated."""
+
+    def uri(self, key: str) -> str: ...
+
+    def staging_path(self, key: str) -> Path: ...
+
+    def commit(self, staging: Path, key: str) -> None: ...
+
+    def discard(self, staging: Path) -> None: ...
+
+    def put_json(self, key: str, obj: Any) -> None: ...
+
+    def get_json(self, key: str) -> Any: ...
+
+    def list_keys(self, prefix: str) -> list[str]: ...
+
+    def delete(self, keys: list[str]) -> None: ...
+
+    @contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]: ...
+
+
+class LocalLake:
+    """A lake in a local folder. ``root`` is created on first write."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise ValueError(f"lake key {key!r} escapes the lake root {self.root}")
+        return path
+
+    def uri(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+    def staging_path(self, key: str) -> Path:
+        final = self._path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return final.with_name(f"{TMP_MARK}{uuid.uuid4().hex}-{final.name}")
+
+    def commit(self, staging: Path, key: str) -> None:
+        final = self._path(key)
+        with open(staging, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(staging, final)
+
+    def discard(self, staging: Path) -> None:
+        staging.unlink(missing_ok=True)
+
+    def put_json(self, key: str, obj: Any) -> None:
+        staging = self.staging_path(key)
+        staging.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str))
+        self.commit(staging, key)
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self._path(key).read_text())
+
+    def list_keys(self, prefix: str) -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.exists():
+            return []
+        return sorted(
+            str(p.relative_to(self.root))
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(TMP_MARK)
+        )
+
+    def list_stale_staging(self, prefix: str) -> list[Path]:
+        """Temporary files left by killed writers under ``prefix`` (never part of a manifest)."""
+        base = self._path(prefix)
+        return [p for p in base.rglob(f"{TMP_MARK}*")] if base.exists() else []
+
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
+
+    @contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]:
+        yield self._path(key)
+
+
+class S3Lake:
+    """A lake under ``s3://bucket/prefix`` through a boto3 client from dagster-aws's S3Resource.
+
+    Uploads use boto3's transfer manager (multipart above 8 MiB); an object exists only once
+    its upload completed, so the staging file is a local temporary file.
+    """
+
+    def __init__(self, client: Any, bucket: str, prefix: str) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def staging_path(self, key: str) -> Path:
+        handle, name = tempfile.mkstemp(prefix=TMP_MARK, suffix="-" + key.rsplit("/", 1)[-1])
+        os.close(handle)
+        return Path(name)
+
+    def commit(self, staging: Path, key: str) -> None:
+        try:
+            self.client.upload_file(str(staging), self.bucket, self._key(key))
+        finally:
+            staging.unlink(missing_ok=True)
+
+    def discard(self, staging: Path) -> None:
+        staging.unlink(missing_ok=True)
+
+    def put_json(self, key: str, obj: Any) -> None:
+        body = json.dumps(obj, indent=1, sort_keys=True, default=str).encode()
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body)
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read())
+
+    def list_keys(self, prefix: str) -> list[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        strip = len(self._key("")) if self.prefix else 0
+        keys: list[str] = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        return sorted(keys)
+
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+            chunk = [{"Key": self._key(k)} for k in keys[start : start + 1000]]
+            if chunk:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+
+    @contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]:
+        folder = Path(tempfile.mkdtemp(prefix="ip-lake-"))
+        try:
+            target = folder / key.rsplit("/", 1)[-1]
+            self.client.download_file(self.bucket, self._key(key), str(target))
+            yield target
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+class LakeResource(dg.ConfigurableResource):
+    """Where streams land: a local folder (default ``.data/lake``) or ``s3://bucket/prefix``.
+
+    For S3 the boto3 client comes from the nested dagster-aws ``S3Resource`` (endpoint,
+    region and credentials through its own fields, typically ``dg.EnvVar``). Raises
+    ``ValueError`` for a URL scheme other than a path, ``file://`` or ``s3://``.
+    """
+
+    url: str = Field(default=".data/lake", description="Lake root: a folder path or s3://bucket/prefix.")
+    s3: S3Resource = Field(default_factory=S3Resource, description="S3 client settings for s3:// lakes.")
+
+    def store(self) -> LakeStore:
+        """The object store behind :attr:`url`."""
+        if self.url.startswith("s3://"):
+            bucket, _, prefix = self.url[len("s3://") :].partition("/")
+            if not bucket:
+                raise ValueError(f"lake URL {self.url!r} names no bucket")
+            return S3Lake(self.s3.get_client(), bucket, prefix)
+        if "://" in self.url and not self.url.startswith("file://"):
+            raise ValueError(f"lake URL {self.url!r}: use a folder path, file:// or s3://bucket/prefix")
+        return LocalLake(Path(self.url.removeprefix("file://")))
