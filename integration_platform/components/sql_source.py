@@ -191,7 +191,6 @@ class SqlSource(dg.Component, dg.Model, dg.Resolvable):
                 job = dg.define_asset_job(
                     f"{self.source}_{granularity}_partitions{suffix}",
                     selection=dg.AssetSelection.assets(*[k for s in members for k in (s.lake_key, s.warehouse_key)]),
-                    partitions_def=members[0].partitioning.definition() if members[0].partitioning else None,
                 )
                 jobs.append(job)
                 schedules.append(dg.build_schedule_from_partitioned_job(job, default_status=dg.DefaultScheduleStatus.STOPPED))

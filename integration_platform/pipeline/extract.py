@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from integration_platform.pipeline.cursors import CursorValue
@@ -28,6 +29,8 @@ from integration_platform.pipeline.landing import (
 from integration_platform.pipeline.streams import StreamSpec
 from integration_platform.resources.lake import LakeStore
 from integration_platform.resources.row_filter import RowFilter
+
+ROW_INDEX = "__ip_row_index"
 
 Extractor = Callable[[RowFilter | None], pa.RecordBatchReader]
 
@@ -69,6 +72,11 @@ def _already_landed(store: LakeStore, spec: StreamSpec, lower: Any, window: str,
     return pa.concat_tables(parts, promote_options="default").group_by(keys).aggregate([])
 
 
+def _flat_columns(schema: pa.Schema) -> list[str]:
+    """Columns usable as join keys when a stream has no primary key (nested types are not)."""
+    return [f.name for f in schema if not pa.types.is_nested(f.type)]
+
+
 def _drop_landed(reader: pa.RecordBatchReader, seen: pa.Table | None, keys: list[str],
                  counts: dict[str, int]) -> Iterator[pa.RecordBatch]:
     for batch in reader:
@@ -76,10 +84,15 @@ def _drop_landed(reader: pa.RecordBatchReader, seen: pa.Table | None, keys: list
         if seen is None or batch.num_rows == 0:
             yield batch
             continue
-        fresh = pa.Table.from_batches([batch]).join(seen, keys=keys, join_type="left anti")
-        fresh = fresh.select(batch.schema.names).cast(batch.schema)
+        # Join only the key columns (Acero cannot carry nested columns through a join), then
+        # take the surviving rows, in their original order, from the batch.
+        probe = pa.table([*(batch.column(k) for k in keys), pa.array(range(batch.num_rows), pa.int64())],
+                         names=[*keys, ROW_INDEX])
+        survivors = probe.join(seen, keys=keys, join_type="left anti").column(ROW_INDEX).combine_chunks()
+        fresh = batch.take(pc.take(survivors, pc.sort_indices(survivors)))
         counts["dropped"] += batch.num_rows - fresh.num_rows
-        yield from fresh.to_batches()
+        if fresh.num_rows:
+            yield fresh
 
 
 def extract_and_land(store: LakeStore, spec: StreamSpec, extractor: Extractor, *,
@@ -117,7 +130,7 @@ def extract_and_land(store: LakeStore, spec: StreamSpec, extractor: Extractor, *
     else:
         lower = before.minus_lag(spec.lag)
         reader = extractor(RowFilter(spec.cursor, lower, None))
-        keys = [*spec.primary_key, spec.cursor] if spec.primary_key else list(reader.schema.names)
+        keys = [*spec.primary_key, spec.cursor] if spec.primary_key else _flat_columns(reader.schema)
         batches = _drop_landed(reader, _already_landed(store, spec, lower, window, keys), keys, counts)
     manifest = land(store, spec, window, batches, reader.schema, full=before is None, cursor_before=before)
     after = CursorValue.from_json(manifest.cursor_max)

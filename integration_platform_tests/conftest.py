@@ -1,0 +1,72 @@
+"""Fixtures: real databases loaded with real data (pagila, chinook), a Dagster instance per test."""
+
+import uuid
+from collections.abc import Iterator
+
+import dagster as dg
+import pytest
+
+from integration_platform_tests.services import (
+    MARIADB_HOST,
+    MARIADB_PORT,
+    PG_HOST,
+    PG_PORT,
+    mariadb,
+    psql,
+    require_port,
+    shared_file,
+)
+
+PAGILA_TEMPLATE = "ip_test_pagila_template"
+
+
+@pytest.fixture(scope="session")
+def pagila_template() -> str:
+    """pagila (schema + data) loaded once per session into a template database."""
+    require_port(PG_HOST, PG_PORT, "PostgreSQL")
+    schema, data = shared_file("pagila", "pagila-schema.sql"), shared_file("pagila", "pagila-data.sql")
+    psql("postgres", "-c", f"DROP DATABASE IF EXISTS {PAGILA_TEMPLATE}")
+    psql("postgres", "-c", f"CREATE DATABASE {PAGILA_TEMPLATE}")
+    psql(PAGILA_TEMPLATE, "-f", str(schema))
+    psql(PAGILA_TEMPLATE, "-f", str(data))
+    return PAGILA_TEMPLATE
+
+
+@pytest.fixture
+def pagila_db(pagila_template: str) -> Iterator[str]:
+    """A fresh copy of pagila for one test; yields the database name."""
+    name = f"ip_test_pagila_{uuid.uuid4().hex[:8]}"
+    psql("postgres", "-c", f"CREATE DATABASE {name} TEMPLATE {pagila_template}")
+    try:
+        yield name
+    finally:
+        psql("postgres", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def pagila_url(pagila_db: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """SQLAlchemy URL of the test's pagila copy, also exported as PAGILA_URL."""
+    url = f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{pagila_db}"
+    monkeypatch.setenv("PAGILA_URL", url)
+    return url
+
+
+@pytest.fixture
+def chinook_mariadb(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """chinook loaded into MariaDB as a fresh database; yields its name (URL in CHINOOK_MARIADB_URL)."""
+    require_port(MARIADB_HOST, MARIADB_PORT, "MariaDB")
+    name = f"ip_test_chinook_{uuid.uuid4().hex[:8]}"
+    script = shared_file("chinook", "Chinook_MySql.sql").read_text(encoding="utf-8")
+    mariadb(script.replace("`Chinook`", f"`{name}`"))
+    monkeypatch.setenv("CHINOOK_MARIADB_URL", f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{name}")
+    try:
+        yield name
+    finally:
+        mariadb(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    """A persistent (temporary-folder) Dagster instance, so cursors survive between runs."""
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
