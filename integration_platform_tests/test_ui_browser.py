@@ -138,6 +138,11 @@ def dagster_ui(chromium_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
         PYTHONUNBUFFERED="1",
     )
     write_instance(home, env)
+    # Create the SQLite storages (and run their migrations) now: the webserver and the daemon
+    # starting together on an empty DAGSTER_HOME race to create them ("table alembic_version
+    # already exists") and one of them exits.
+    with dg.DagsterInstance.from_config(str(home)):
+        pass
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     webserver_log, daemon_log = tmp / "webserver.log", tmp / "daemon.log"
@@ -223,7 +228,7 @@ def _open_asset_page(page: Page) -> Locator:
         popup.wait_for(state="visible", timeout=5_000)  # the UI opens it ~1 s after the first render
     except Exception:  # not shown (already dismissed for this instance, or a UI without it)
         return materialize
-    _dismiss(popup)
+    _dismiss(popup); print("POPUP DISMISSED"); page.screenshot(path="/tmp/explore/after_dismiss.png")
     expect(popup).to_be_hidden()
     return materialize
 

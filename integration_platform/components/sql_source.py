@@ -137,7 +137,7 @@ class SqlSource(dg.Component, dg.Model, dg.Resolvable):
             source=self.source, name=entry.name or to_identifier(entry.table),
             write_disposition=disposition, primary_key=primary_key, cursor=cursor,
             lag=entry.lag if entry.lag is not None else self.defaults.lag, partitioning=partitioning,
-            description=f"Table {entry.table} of the {self.source} database.", tags={"source_table": entry.table},
+            description=f"Table {entry.table} of the {self.source} database.", metadata={"source_table": entry.table},
         )
 
     def streams(self) -> list[tuple[StreamSpec, str]]:

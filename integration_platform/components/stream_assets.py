@@ -78,8 +78,7 @@ def lake_asset(spec: StreamSpec, kind: str, source_resource: str, extractor_fact
         partitions_def=spec.partitioning.definition() if spec.partitioning else None,
         required_resource_keys={"lake", source_resource}, description=spec.description,
         metadata={"write_disposition": spec.write_disposition, "primary_key": ", ".join(spec.primary_key),
-                  "cursor": spec.cursor or "", "lag": spec.lag},
-        tags=spec.tags,
+                  "cursor": spec.cursor or "", "lag": spec.lag, **spec.metadata},
     )
     def _lake(context: dg.AssetExecutionContext, config: StreamRunConfig) -> dg.MaterializeResult:
         lake: LakeResource = context.resources.lake

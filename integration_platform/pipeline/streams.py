@@ -78,7 +78,7 @@ class StreamSpec:
     lag: float = 0.0
     partitioning: Partitioning | None = None
     description: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for label, value in (("source", self.source), ("stream", self.name)):

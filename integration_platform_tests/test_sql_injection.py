@@ -1,0 +1,115 @@
+"""A table name or a cursor value with quotes or SQL in it is data, never SQL, on every dialect."""
+
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import psycopg
+import pymysql
+import pytest
+
+from integration_platform_tests.harness import landed_rows, latest_metadata, platform
+from integration_platform_tests.services import (
+    MARIADB_HOST,
+    MARIADB_PORT,
+    PG_HOST,
+    PG_PORT,
+    mariadb,
+    psql,
+    require_port,
+)
+
+EVIL_TABLE = "evil\"'; DROP TABLE canary; --"
+EVIL_CODES = ["a'); DROP TABLE canary; --", "b\"; DELETE FROM canary; --", "c' OR '1'='1"]
+LATER_CODE = "z'; DROP TABLE canary; SELECT '"
+YAML = """
+type: integration_platform.components.SqlSource
+attributes:
+  source: injected
+  url_env: INJECTION_URL
+  tables:
+    - table: "evil\\"'; DROP TABLE canary; --"
+      name: evil
+      primary_key: [id]
+      cursor: code
+"""
+
+Execute = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
+Database = tuple[Execute, str]  # execute(sql, params), the evil table's quoted name
+
+
+@pytest.fixture(params=["postgresql", "mariadb", "sqlite"])
+def database(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database]:
+    """A database holding the evil table and a canary table; yields (execute, quoted table name)."""
+    name = f"ip_test_inject_{uuid.uuid4().hex[:8]}"
+    if request.param == "postgresql":
+        require_port(PG_HOST, PG_PORT, "PostgreSQL")
+        psql("postgres", "-c", f"CREATE DATABASE {name}")
+        monkeypatch.setenv("INJECTION_URL", f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{name}")
+
+        def run_pg(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+            with psycopg.connect(f"host={PG_HOST} port={PG_PORT} user=postgres dbname={name}", autocommit=True) as c:
+                cur = c.execute(sql.replace("?", "%s"), params)
+                return cur.fetchall() if cur.description else []
+
+        yield _prepared(run_pg, '"', '""')
+        psql("postgres", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    elif request.param == "mariadb":
+        require_port(MARIADB_HOST, MARIADB_PORT, "MariaDB")
+        mariadb(f"CREATE DATABASE `{name}`")
+        monkeypatch.setenv("INJECTION_URL", f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{name}")
+
+        def run_maria(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+            conn = pymysql.connect(host=MARIADB_HOST, port=MARIADB_PORT, user="root", database=name, autocommit=True)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(sql.replace("?", "%s"), params)
+                    return list(cur.fetchall())
+            finally:
+                conn.close()
+
+        yield _prepared(run_maria, "`", "``")
+        mariadb(f"DROP DATABASE IF EXISTS `{name}`")
+    else:
+        path = tmp_path / "inject.sqlite"
+        monkeypatch.setenv("INJECTION_URL", f"sqlite:///{path}")
+
+        def run_sqlite(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+            with sqlite3.connect(path) as conn:
+                return conn.execute(sql, params).fetchall()
+
+        yield _prepared(run_sqlite, '"', '""')
+
+
+def _prepared(execute: Execute, quote: str, escaped: str) -> Database:
+    table = quote + EVIL_TABLE.replace(quote, escaped) + quote
+    execute("CREATE TABLE canary (id INTEGER)", ())
+    execute("INSERT INTO canary VALUES (1)", ())
+    execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, code VARCHAR(64), note VARCHAR(64))", ())
+    for i, code in enumerate(EVIL_CODES, start=1):
+        execute(f"INSERT INTO {table} VALUES (?, ?, ?)", (i, code, "x'y\"z"))
+    return execute, table
+
+
+def test_quotes_in_table_names_and_cursor_values_stay_data(database: Database, tmp_path: Path,
+                                                            instance: dg.DagsterInstance) -> None:
+    injected = platform(YAML, tmp_path, instance)
+    first = injected.materialize()
+    assert landed_rows(first)["injected/evil"] == 3
+    mark = latest_metadata(instance, dg.AssetKey(["injected", "evil"]))["cursor_after"]
+    assert mark == {"kind": "string", "text": EVIL_CODES[2]}
+
+    execute, table = database
+    execute(f"INSERT INTO {table} VALUES (?, ?, ?)", (4, LATER_CODE, "later"))
+    second = injected.materialize()
+    assert landed_rows(second)["injected/evil"] == 1, "the string cursor was compared, not executed"
+    assert latest_metadata(instance, dg.AssetKey(["injected", "evil"]))["cursor_after"]["text"] == LATER_CODE
+    third = injected.materialize()
+    assert landed_rows(third)["injected/evil"] == 0, "the mark containing SQL was bound as a value"
+    assert execute("SELECT count(*) FROM canary", ()) == [(1,)]
+    rows = injected.query("SELECT id, code, note FROM injected.evil ORDER BY id")
+    assert rows == [*[(i, c, "x'y\"z") for i, c in enumerate(EVIL_CODES, start=1)], (4, LATER_CODE, "later")]
+
