@@ -228,7 +228,7 @@ def _open_asset_page(page: Page) -> Locator:
         popup.wait_for(state="visible", timeout=5_000)  # the UI opens it ~1 s after the first render
     except Exception:  # not shown (already dismissed for this instance, or a UI without it)
         return materialize
-    _dismiss(popup); print("POPUP DISMISSED"); page.screenshot(path="/tmp/explore/after_dismiss.png")
+    _dismiss(popup)
     expect(popup).to_be_hidden()
     return materialize
 

@@ -1,0 +1,87 @@
+"""A run SIGKILLed mid-extract: nothing partial is visible, the cursor stays, the retry lands each row once."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from integration_platform.pipeline.landing import list_manifests
+from integration_platform.pipeline.streams import StreamSpec
+from integration_platform.resources.lake import TMP_MARK
+from integration_platform_tests.harness import landed_rows, latest_metadata, platform
+from integration_platform_tests.services import PG_HOST, PG_PORT, REPO, psql, require_port
+
+YAML = """
+type: integration_platform.components.SqlSource
+attributes:
+  source: big
+  url_env: BIG_URL
+  tables:
+    - table: events
+      primary_key: [id]
+      cursor: updated_at
+"""
+FIRST_ROWS, LATER_ROWS = 200_000, 2_500_000
+STREAM = StreamSpec(source="big", name="events", write_disposition="merge", primary_key=("id",), cursor="updated_at")
+KEYS = [dg.AssetKey(["big", "events"]), dg.AssetKey(["warehouse", "big", "events"])]
+
+
+@pytest.fixture
+def big_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    require_port(PG_HOST, PG_PORT, "PostgreSQL")
+    name = f"ip_test_big_{uuid.uuid4().hex[:8]}"
+    psql("postgres", "-c", f"CREATE DATABASE {name}")
+    psql(name, "-c", "CREATE TABLE events AS SELECT g::bigint AS id, "
+         "timestamptz '2024-01-01' + g * interval '1 second' AS updated_at, md5(g::text) AS payload "
+         f"FROM generate_series(1, {FIRST_ROWS}) g", "-c", "ALTER TABLE events ADD PRIMARY KEY (id)")
+    monkeypatch.setenv("BIG_URL", f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{name}")
+    yield name
+    psql("postgres", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _staging_files(lake: Path) -> list[Path]:
+    return list(lake.rglob(f"{TMP_MARK}*")) if lake.exists() else []
+
+
+def test_kill_mid_extract_then_retry(big_db: str, tmp_path: Path) -> None:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    yaml_file = tmp_path / "big.yaml"
+    yaml_file.write_text(YAML)
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        target = platform(YAML, tmp_path, instance)
+        assert landed_rows(target.materialize(KEYS))["big/events"] == FIRST_ROWS
+        mark = latest_metadata(instance, KEYS[0])["cursor_after"]
+
+    psql(big_db, "-c", "INSERT INTO events SELECT g, timestamptz '2025-01-01' + g * interval '1 second', md5(g::text) "
+         f"FROM generate_series({FIRST_ROWS + 1}, {FIRST_ROWS + LATER_ROWS}) g")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "integration_platform_tests.run_stream", str(yaml_file), str(tmp_path), str(home), "big/events"],
+        cwd=REPO, env=os.environ.copy(), start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not _staging_files(tmp_path / "lake" / "big") and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert run.poll() is None, "the run ended before it could be killed mid-extract"
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        target = platform(YAML, tmp_path, instance)
+        assert [m.window for m in list_manifests(target.store, STREAM)] == ["initial"], "no partial landing is visible"
+        visible = target.store.list_keys("big/events/")
+        assert all(TMP_MARK not in k for k in visible) and len(visible) == 2  # one file + one manifest
+        assert latest_metadata(instance, KEYS[0])["cursor_after"] == mark, "the cursor did not advance"
+
+        retry = target.materialize(KEYS)
+        assert landed_rows(retry)["big/events"] == LATER_ROWS
+        total = FIRST_ROWS + LATER_ROWS
+        assert target.query("SELECT count(*), count(DISTINCT id) FROM big.events")[0] == (total, total)
+        assert all(e.passed for e in retry.get_asset_check_evaluations())
