@@ -1,7 +1,7 @@
 """Writes the Dagster instance config ``$DAGSTER_HOME/dagster.yaml`` from the project's ``dagster.yaml``.
 
 Run as ``python -m integration_platform.instance`` (``make run``/``make dev`` do). When
-``DAGSTER_PG_URL`` is set, run, event-log and schedule storage go to PostgreSQL through
+``DAGSTER_PG_URL`` (``postgresql+psycopg2://user:password@host:port/db``) is set, run, event-log and schedule storage go to PostgreSQL through
 dagster-postgres; the URL is referenced as ``{env: DAGSTER_PG_URL}`` so no password is
 written to disk. Exits with status 2 and a message when ``DAGSTER_HOME`` is not set.
 """
@@ -16,10 +16,21 @@ import yaml
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+PG_SCHEME = "postgresql+psycopg2://"
+
+
 def instance_config(environ: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, Any]:
-    """The instance config: the project's ``dagster.yaml`` plus Postgres storage when configured."""
+    """The instance config: the project's ``dagster.yaml`` plus Postgres storage when configured.
+
+    Raises ``ValueError`` when ``DAGSTER_PG_URL`` does not start with ``postgresql+psycopg2://``:
+    with SQLAlchemy 2.1 a bare ``postgresql://`` selects psycopg 3, under which
+    dagster-postgres's ``NOTIFY run_events, %(id)s`` is sent as a server-side parameter and fails.
+    """
     config: dict[str, Any] = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text()) or {}
-    if environ.get("DAGSTER_PG_URL"):
+    url = environ.get("DAGSTER_PG_URL")
+    if url:
+        if not url.startswith(PG_SCHEME):
+            raise ValueError(f"DAGSTER_PG_URL must start with {PG_SCHEME} (dagster-postgres needs psycopg2)")
         config["storage"] = {"postgres": {"postgres_url": {"env": "DAGSTER_PG_URL"}}}
     return config
 
@@ -40,7 +51,11 @@ def main() -> int:
     if not home:
         print("DAGSTER_HOME is not set: point it at a folder for Dagster's instance", file=sys.stderr)
         return 2
-    path = write_instance(Path(home))
+    try:
+        path = write_instance(Path(home))
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     storage = "PostgreSQL (DAGSTER_PG_URL)" if os.environ.get("DAGSTER_PG_URL") else f"SQLite under {home}"
     print(f"Dagster instance: {path} (storage: {storage})")
     return 0
