@@ -260,8 +260,12 @@ def test_materialize_chinook_artist_from_the_ui(page: Page, dagster_ui: DagsterU
         expect(page.get_by_text(str(ARTIST_ROWS), exact=True).first).to_be_visible()
     except Exception as exc:
         shot = dagster_ui.tmp / "failure.png"
-        page.screenshot(path=str(shot), full_page=True)
-        exc.add_note(f"screenshot: {shot}\n{dagster_ui.log_tails()}")
+        try:
+            page.screenshot(path=str(shot), full_page=True)
+            exc.add_note(f"screenshot: {shot}")
+        except Exception as shot_error:  # e.g. the browser is gone; keep the original error
+            exc.add_note(f"no screenshot: {shot_error}")
+        exc.add_note(dagster_ui.log_tails())
         raise
 
     # GraphQL: the run succeeded and materialised exactly chinook/artist.

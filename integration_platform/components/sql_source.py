@@ -24,11 +24,13 @@ schedule per partition granularity. ``include`` needs the database at definition
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
 import dagster as dg
 import pyarrow as pa
-from pydantic import Field, field_validator, model_validator
+from dagster._utils.schedules import is_valid_cron_string
+from pydantic import Field, model_validator
 
 from integration_platform.components.stream_assets import stream_assets
 from integration_platform.pipeline.streams import IDENTIFIER, Partitioning, StreamSpec, to_identifier
@@ -85,27 +87,16 @@ class SqlSource(dg.Component, dg.Model, dg.Resolvable):
     defaults: StreamDefaults = Field(default_factory=StreamDefaults)
     schedule: str = Field(default="0 3 * * *", description="Cron (UTC) of the daily incremental refresh.")
 
-    @field_validator("source")
-    @classmethod
-    def _identifier(cls, value: str) -> str:
-        if not IDENTIFIER.match(value):
-            raise ValueError(f"must match {IDENTIFIER.pattern} (lowercase letters, digits, underscores)")
-        return value
-
-    @field_validator("schedule")
-    @classmethod
-    def _cron(cls, value: str) -> str:
-        from dagster._utils.schedules import is_valid_cron_string
-
-        if not is_valid_cron_string(value):
-            raise ValueError(f"{value!r} is not a valid cron string (five fields, e.g. '0 3 * * *')")
-        return value
-
-    @model_validator(mode="after")
-    def _something_to_land(self) -> "SqlSource":
+    def validate_declaration(self, yaml_path: Path) -> None:
+        """Checks beyond the field types, each failing with ``ValueError("<file>: <field>: ...")``."""
+        if not IDENTIFIER.match(self.source):
+            raise ValueError(f"{yaml_path}: attributes.source: {self.source!r} must match {IDENTIFIER.pattern} "
+                             "(lowercase letters, digits, underscores)")
+        if not is_valid_cron_string(self.schedule):
+            raise ValueError(f"{yaml_path}: attributes.schedule: {self.schedule!r} is not a valid cron string "
+                             "(five fields, e.g. '0 3 * * *')")
         if not self.include and not self.tables:
-            raise ValueError("declare 'tables', or 'include' globs, or both")
-        return self
+            raise ValueError(f"{yaml_path}: attributes: declare 'tables', or 'include' globs, or both")
 
     @property
     def resource_key(self) -> str:
@@ -168,9 +159,14 @@ class SqlSource(dg.Component, dg.Model, dg.Resolvable):
         return factory
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        yaml_path = Path(context.path) / "defs.yaml"
+        self.validate_declaration(yaml_path)
         url = os.environ.get(self.url_env, "")
         kind = KINDS.get(url.split(":", 1)[0].split("+", 1)[0], "sql")
-        specs = self.streams()
+        try:
+            specs = self.streams()
+        except ValueError as exc:
+            raise ValueError(f"{yaml_path}: attributes.tables: {exc}") from exc
         assets = [a for spec, table in specs for a in stream_assets(spec, kind, self.resource_key, self._extractor(table))]
         jobs: list[dg.UnresolvedAssetJobDefinition] = []
         schedules: list[dg.ScheduleDefinition] = []
