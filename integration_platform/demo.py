@@ -6,6 +6,7 @@ Exit status: 0 when every step and every asset check passed, 1 otherwise.
 """
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import dagster as dg
@@ -22,7 +23,7 @@ class Row:
     where: str
 
 
-def _value(metadata: dict[str, dg.MetadataValue], key: str) -> str:
+def _value(metadata: Mapping[str, dg.MetadataValue], key: str) -> str:
     value = metadata.get(key)
     return "" if value is None else str(value.value)
 
@@ -35,8 +36,9 @@ def summarise(result: dg.ExecuteInProcessResult) -> list[Row]:
         md = materialization.metadata
         where = _value(md, "dagster/uri") or f"duckdb table {_value(md, 'dagster/table_name')}"
         landed = _value(md, "dagster/row_count") if "dagster/uri" in md else _value(md, "rows_loaded")
-        rows.append(Row(materialization.asset_key.to_user_string(), landed, _value(md, "bytes"),
-                        _value(md, "seconds"), where))
+        rows.append(
+            Row(materialization.asset_key.to_user_string(), landed, _value(md, "bytes"), _value(md, "seconds"), where)
+        )
     return rows
 
 
@@ -44,17 +46,26 @@ def main() -> int:
     definitions = defs()
     job = definitions.resolve_implicit_global_asset_job_def()
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False)
+        result = job.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        )
     table = summarise(result)
-    widths = [max(len(getattr(r, f)) for r in [Row("asset", "rows", "bytes", "seconds", "landed in"), *table])
-              for f in ("asset", "rows", "bytes", "seconds")]
+    widths = [
+        max(len(getattr(r, f)) for r in [Row("asset", "rows", "bytes", "seconds", "landed in"), *table])
+        for f in ("asset", "rows", "bytes", "seconds")
+    ]
     print(f"{'asset':<{widths[0]}}  {'rows':>{widths[1]}}  {'bytes':>{widths[2]}}  {'seconds':>{widths[3]}}  landed in")
     for r in table:
-        print(f"{r.asset:<{widths[0]}}  {r.rows:>{widths[1]}}  {r.bytes:>{widths[2]}}  {r.seconds:>{widths[3]}}  {r.where}")
+        cells = f"{r.asset:<{widths[0]}}  {r.rows:>{widths[1]}}  {r.bytes:>{widths[2]}}  {r.seconds:>{widths[3]}}"
+        print(f"{cells}  {r.where}")
     checks = result.get_asset_check_evaluations()
     failed = [c for c in checks if not c.passed]
-    print(f"\n{len(table)} assets materialised; {len(checks) - len(failed)}/{len(checks)} asset checks passed; "
-          f"run {result.run_id} ({'success' if result.success else 'FAILED'})")
+    print(
+        f"\n{len(table)} assets materialised; {len(checks) - len(failed)}/{len(checks)} asset checks passed; "
+        f"run {result.run_id} ({'success' if result.success else 'FAILED'})"
+    )
     for check in failed:
         print(f"  check failed: {check.asset_key.to_user_string()} {check.check_name} {check.metadata}")
     return 0 if result.success and not failed else 1

@@ -1,9 +1,10 @@
 """Writes the Dagster instance config ``$DAGSTER_HOME/dagster.yaml`` from the project's ``dagster.yaml``.
 
 Run as ``python -m integration_platform.instance`` (``make run``/``make dev`` do). When
-``DAGSTER_PG_URL`` (``postgresql+psycopg2://user:password@host:port/db``) is set, run, event-log and schedule storage go to PostgreSQL through
-dagster-postgres; the URL is referenced as ``{env: DAGSTER_PG_URL}`` so no password is
-written to disk. Exits with status 2 and a message when ``DAGSTER_HOME`` is not set.
+``DAGSTER_PG_URL`` (``postgresql+psycopg2://user:password@host:port/db``) is set, run,
+event-log and schedule storage go to PostgreSQL through dagster-postgres; the URL is
+referenced as ``{env: DAGSTER_PG_URL}`` so no password is written to disk.
+Exits with status 2 and a message when ``DAGSTER_HOME`` is not set.
 """
 
 import os

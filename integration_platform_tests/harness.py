@@ -40,15 +40,27 @@ class Platform:
     def store(self) -> LakeStore:
         return self.lake.store()
 
-    def materialize(self, selection: Sequence[dg.AssetKey] | str | None = None, *,
-                    partition_key: str | None = None, run_config: dict[str, Any] | None = None,
-                    tags: dict[str, str] | None = None, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    def materialize(
+        self,
+        selection: Sequence[dg.AssetKey] | str | None = None,
+        *,
+        partition_key: str | None = None,
+        run_config: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        raise_on_error: bool = True,
+    ) -> dg.ExecuteInProcessResult:
         assets = [a for a in self.defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
         if selection is None:
             selection = [k for a in assets if a.partitions_def is None for k in a.keys]
         return dg.materialize(
-            assets, resources=dict(self.defs.resources or {}), instance=self.instance, selection=selection,
-            partition_key=partition_key, run_config=run_config, tags=tags, raise_on_error=raise_on_error,
+            assets,
+            resources=dict(self.defs.resources or {}),
+            instance=self.instance,
+            selection=selection,
+            partition_key=partition_key,
+            run_config=run_config,
+            tags=tags,
+            raise_on_error=raise_on_error,
         )
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
@@ -56,13 +68,20 @@ class Platform:
             return conn.execute(sql, list(params)).fetchall()
 
 
-def platform(source_yaml: str, tmp_path: Path, instance: dg.DagsterInstance, *,
-             lake_url: str | None = None, s3_endpoint: str | None = None) -> Platform:
+def platform(
+    source_yaml: str,
+    tmp_path: Path,
+    instance: dg.DagsterInstance,
+    *,
+    lake_url: str | None = None,
+    s3_endpoint: str | None = None,
+) -> Platform:
     """Definitions for ``source_yaml`` with the lake under ``tmp_path`` (or ``lake_url``)."""
     component = load_source(source_yaml)
     built = component.build_defs(ComponentTree.for_test().load_context)
-    s3 = S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1",
-                    aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = S3Resource(
+        endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
     lake = LakeResource(url=lake_url or str(tmp_path / "lake"), s3=s3)
     warehouse_path = tmp_path / "warehouse.duckdb"
     defs = dg.Definitions.merge(

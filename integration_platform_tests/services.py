@@ -80,8 +80,9 @@ def moto_server() -> Iterator[str]:
     if not executable.exists():
         missing("moto_server (pip install 'moto[server]')")
     port = free_port()
-    process = subprocess.Popen([str(executable), "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [str(executable), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_for_port(port, process)
         yield f"http://127.0.0.1:{port}"
@@ -94,9 +95,24 @@ def psql(database: str, *args: str) -> str:
     if not shutil.which("psql"):
         missing("psql client")
     result = subprocess.run(
-        ["psql", "-h", PG_HOST, "-p", str(PG_PORT), "-U", "postgres", "-d", database,
-         "-v", "ON_ERROR_STOP=1", "-q", *args],
-        capture_output=True, text=True, check=False,
+        [
+            "psql",
+            "-h",
+            PG_HOST,
+            "-p",
+            str(PG_PORT),
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"psql {' '.join(args)} failed: {result.stderr[-2000:]}")

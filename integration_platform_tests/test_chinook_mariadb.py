@@ -20,8 +20,19 @@ attributes:
     - table: Invoice
       cursor: InvoiceDate
 """
-COUNTS = {"album": 347, "artist": 275, "customer": 59, "employee": 8, "genre": 25, "invoice": 412,
-          "invoice_line": 2240, "media_type": 5, "playlist": 18, "playlist_track": 8715, "track": 3503}
+COUNTS = {
+    "album": 347,
+    "artist": 275,
+    "customer": 59,
+    "employee": 8,
+    "genre": 25,
+    "invoice": 412,
+    "invoice_line": 2240,
+    "media_type": 5,
+    "playlist": 18,
+    "playlist_track": 8715,
+    "track": 3503,
+}
 
 
 def maria(db: str, sql: str) -> list[tuple[Any, ...]]:
@@ -34,8 +45,9 @@ def maria(db: str, sql: str) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-def test_chinook_full_then_incremental_on_mariadb(chinook_mariadb: str, tmp_path: Path,
-                                                   instance: dg.DagsterInstance) -> None:
+def test_chinook_full_then_incremental_on_mariadb(
+    chinook_mariadb: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
     chinook = platform(CHINOOK_YAML, tmp_path, instance)
     first = chinook.materialize()
     assert first.success
@@ -44,10 +56,15 @@ def test_chinook_full_then_incremental_on_mariadb(chinook_mariadb: str, tmp_path
         assert chinook.query(f"SELECT count(*) FROM chinook.{table}")[0][0] == rows
     track = latest_metadata(instance, dg.AssetKey(["chinook", "track"]))
     assert {c.name: c.type for c in track["dagster/column_schema"].columns}["UnitPrice"] == "decimal128(10, 2)"
-    assert latest_metadata(instance, dg.AssetKey(["chinook", "invoice"]))["cursor_after"]["text"].startswith("2025-12-22")
+    assert latest_metadata(instance, dg.AssetKey(["chinook", "invoice"]))["cursor_after"]["text"].startswith(
+        "2025-12-22"
+    )
 
-    maria(chinook_mariadb, "INSERT INTO Invoice (InvoiceId, CustomerId, InvoiceDate, BillingCountry, Total) VALUES "
-                           "(1001, 1, '2026-01-05 10:00:00', 'Italy', 3.96), (1002, 2, '2026-01-06 11:30:00', 'Chile', 0.99)")
+    maria(
+        chinook_mariadb,
+        "INSERT INTO Invoice (InvoiceId, CustomerId, InvoiceDate, BillingCountry, Total) VALUES "
+        "(1001, 1, '2026-01-05 10:00:00', 'Italy', 3.96), (1002, 2, '2026-01-06 11:30:00', 'Chile', 0.99)",
+    )
     second = chinook.materialize()
     assert landed_rows(second)["chinook/invoice"] == 2
     source = maria(chinook_mariadb, "SELECT * FROM Invoice ORDER BY InvoiceId")

@@ -26,7 +26,9 @@ def _load_as_project(config: Path, root: Path) -> dg.Definitions:
         "import dagster as dg\nfrom integration_platform.definitions import platform_resources\n\n"
         "defs = dg.Definitions(resources=platform_resources())\n"
     )
-    (root / "pyproject.toml").write_text(f'[tool.dg]\ndirectory_type = "project"\n[tool.dg.project]\nroot_module = "{module}"\n')
+    (root / "pyproject.toml").write_text(
+        f'[tool.dg]\ndirectory_type = "project"\n[tool.dg.project]\nroot_module = "{module}"\n'
+    )
     sys.path.insert(0, str(root))
     try:
         return dg.load_from_defs_folder(path_within_project=root)

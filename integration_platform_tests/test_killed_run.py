@@ -38,9 +38,15 @@ def big_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     require_port(PG_HOST, PG_PORT, "PostgreSQL")
     name = f"ip_test_big_{uuid.uuid4().hex[:8]}"
     psql("postgres", "-c", f"CREATE DATABASE {name}")
-    psql(name, "-c", "CREATE TABLE events AS SELECT g::bigint AS id, "
-         "timestamptz '2024-01-01' + g * interval '1 second' AS updated_at, md5(g::text) AS payload "
-         f"FROM generate_series(1, {FIRST_ROWS}) g", "-c", "ALTER TABLE events ADD PRIMARY KEY (id)")
+    psql(
+        name,
+        "-c",
+        "CREATE TABLE events AS SELECT g::bigint AS id, "
+        "timestamptz '2024-01-01' + g * interval '1 second' AS updated_at, md5(g::text) AS payload "
+        f"FROM generate_series(1, {FIRST_ROWS}) g",
+        "-c",
+        "ALTER TABLE events ADD PRIMARY KEY (id)",
+    )
     monkeypatch.setenv("BIG_URL", f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{name}")
     yield name
     psql("postgres", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -60,11 +66,25 @@ def test_kill_mid_extract_then_retry(big_db: str, tmp_path: Path) -> None:
         assert landed_rows(target.materialize(KEYS))["big/events"] == FIRST_ROWS
         mark = latest_metadata(instance, KEYS[0])["cursor_after"]
 
-    psql(big_db, "-c", "INSERT INTO events SELECT g, timestamptz '2025-01-01' + g * interval '1 second', md5(g::text) "
-         f"FROM generate_series({FIRST_ROWS + 1}, {FIRST_ROWS + LATER_ROWS}) g")
+    psql(
+        big_db,
+        "-c",
+        "INSERT INTO events SELECT g, timestamptz '2025-01-01' + g * interval '1 second', md5(g::text) "
+        f"FROM generate_series({FIRST_ROWS + 1}, {FIRST_ROWS + LATER_ROWS}) g",
+    )
     run = subprocess.Popen(
-        [sys.executable, "-m", "integration_platform_tests.run_stream", str(yaml_file), str(tmp_path), str(home), "big/events"],
-        cwd=REPO, env=os.environ.copy(), start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "integration_platform_tests.run_stream",
+            str(yaml_file),
+            str(tmp_path),
+            str(home),
+            "big/events",
+        ],
+        cwd=REPO,
+        env=os.environ.copy(),
+        start_new_session=True,
     )
     deadline = time.monotonic() + 120
     while not _staging_files(tmp_path / "lake" / "big") and run.poll() is None and time.monotonic() < deadline:

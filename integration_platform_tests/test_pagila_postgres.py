@@ -25,8 +25,22 @@ attributes:
     - table: payment
       partition: {column: payment_date, granularity: monthly, start: "2022-01-01"}
 """
-TABLES = ["actor", "address", "category", "city", "country", "customer", "film", "film_actor",
-          "film_category", "inventory", "language", "rental", "staff", "store"]
+TABLES = [
+    "actor",
+    "address",
+    "category",
+    "city",
+    "country",
+    "customer",
+    "film",
+    "film_actor",
+    "film_category",
+    "inventory",
+    "language",
+    "rental",
+    "staff",
+    "store",
+]
 PAYMENT_MONTHS = [f"2022-0{m}-01" for m in range(1, 8)]
 
 
@@ -80,10 +94,18 @@ def test_partitioned_payment_backfill_is_idempotent(pagila: Platform, pagila_db:
     assert again.success
     total = pg(pagila_db, "SELECT count(*) FROM payment")[0][0]
     assert pagila.query("SELECT count(*), count(DISTINCT payment_id) FROM pagila.payment")[0] == (total, total)
-    march = pg(pagila_db, "SELECT count(*) FROM payment WHERE payment_date >= '2022-03-01' AND payment_date < '2022-04-01'")
+    march = pg(
+        pagila_db, "SELECT count(*) FROM payment WHERE payment_date >= '2022-03-01' AND payment_date < '2022-04-01'"
+    )
     assert landed_rows(again)["pagila/payment"] == march[0][0]
-    by_month_source = dict(pg(pagila_db, "SELECT to_char(payment_date AT TIME ZONE 'UTC', 'YYYY-MM'), sum(amount) FROM payment GROUP BY 1"))
-    by_month_duck = dict(pagila.query("SELECT strftime(timezone('UTC', payment_date), '%Y-%m'), sum(amount) FROM pagila.payment GROUP BY 1"))
+    by_month_source = dict(
+        pg(pagila_db, "SELECT to_char(payment_date AT TIME ZONE 'UTC', 'YYYY-MM'), sum(amount) FROM payment GROUP BY 1")
+    )
+    by_month_duck = dict(
+        pagila.query(
+            "SELECT strftime(timezone('UTC', payment_date), '%Y-%m'), sum(amount) FROM pagila.payment GROUP BY 1"
+        )
+    )
     assert by_month_duck == by_month_source
 
 
@@ -97,9 +119,16 @@ def _warehouse_rows(p: Platform, table: str, key: str) -> list[tuple[Any, ...]]:
 
 def test_incremental_lands_exactly_the_changed_rows(pagila: Platform, pagila_db: str) -> None:
     assert pagila.materialize().success
-    pg(pagila_db, "UPDATE customer SET email = 'changed-' || customer_id || '@example.org' WHERE customer_id IN (1, 2, 3)")
+    pg(
+        pagila_db,
+        "UPDATE customer SET email = 'changed-' || customer_id || '@example.org' WHERE customer_id IN (1, 2, 3)",
+    )
     pg(pagila_db, "UPDATE rental SET return_date = now() WHERE rental_id IN (11, 12)")
-    pg(pagila_db, "INSERT INTO rental (rental_date, inventory_id, customer_id, staff_id) VALUES (now(), 1, 1, 1), (now(), 2, 2, 1)")
+    pg(
+        pagila_db,
+        "INSERT INTO rental (rental_date, inventory_id, customer_id, staff_id) "
+        "VALUES (now(), 1, 1, 1), (now(), 2, 2, 1)",
+    )
 
     second = pagila.materialize()
     assert second.success
@@ -113,19 +142,29 @@ def test_incremental_lands_exactly_the_changed_rows(pagila: Platform, pagila_db:
 
     third = pagila.materialize()
     assert set(landed_rows(third).values()) == {0}, "a run with no source changes lands nothing"
-    assert pagila.query("SELECT count(*) FROM pagila.rental")[0][0] == pg(pagila_db, "SELECT count(*) FROM rental")[0][0]
+    assert (
+        pagila.query("SELECT count(*) FROM pagila.rental")[0][0] == pg(pagila_db, "SELECT count(*) FROM rental")[0][0]
+    )
 
 
-def test_lag_reads_late_rows_without_duplicating_boundary_rows(pagila: Platform, pagila_db: str, tmp_path: Path,
-                                                                instance: dg.DagsterInstance) -> None:
-    lagged = platform(PAGILA_YAML.replace("defaults: {cursor: last_update}", "defaults: {cursor: last_update, lag: 3600}"),
-                      tmp_path, instance)
+def test_lag_reads_late_rows_without_duplicating_boundary_rows(
+    pagila: Platform, pagila_db: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    lagged = platform(
+        PAGILA_YAML.replace("defaults: {cursor: last_update}", "defaults: {cursor: last_update, lag: 3600}"),
+        tmp_path,
+        instance,
+    )
     actor = [dg.AssetKey(["pagila", "actor"]), dg.AssetKey(["warehouse", "pagila", "actor"])]
     assert lagged.materialize(actor).success
     mark = latest_metadata(instance, actor[0])["cursor_after"]
     # A row committed late: its cursor value lies 10 minutes below the high-water mark.
-    pg(pagila_db, "INSERT INTO actor (first_name, last_name, last_update) VALUES ('LATE', 'ROW', %s::timestamptz - interval '10 minutes')",
-       (mark["text"],))
+    pg(
+        pagila_db,
+        "INSERT INTO actor (first_name, last_name, last_update) "
+        "VALUES ('LATE', 'ROW', %s::timestamptz - interval '10 minutes')",
+        (mark["text"],),
+    )
     second = lagged.materialize(actor)
     metadata = latest_metadata(instance, actor[0])
     assert landed_rows(second)["pagila/actor"] == 1
@@ -157,4 +196,3 @@ def test_asset_check_fails_when_the_warehouse_drifts(pagila: Platform) -> None:
     result = pagila.materialize(language[1:])
     outcome = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert outcome == {"primary_key_unique_not_null": False, "rows_reconcile_with_lake": False}
-

@@ -22,8 +22,13 @@ def chinook_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_lake_on_s3(chinook_sqlite: None, tmp_path: Path, instance: dg.DagsterInstance) -> None:
     with moto_server() as endpoint:
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         s3.create_bucket(Bucket="lake")
         chinook = platform(CHINOOK_SQLITE_YAML, tmp_path, instance, lake_url="s3://lake/raw", s3_endpoint=endpoint)
         result = chinook.materialize()
@@ -34,12 +39,16 @@ def test_lake_on_s3(chinook_sqlite: None, tmp_path: Path, instance: dg.DagsterIn
         assert chinook.query("SELECT count(*) FROM chinook.track")[0][0] == 3503
         event = instance.get_latest_materialization_event(dg.AssetKey(["chinook", "track"]))
         assert event and event.asset_materialization
-        assert event.asset_materialization.metadata["dagster/uri"].value == "s3://lake/raw/chinook/track/_manifests/snapshot.json"
+        assert (
+            event.asset_materialization.metadata["dagster/uri"].value
+            == "s3://lake/raw/chinook/track/_manifests/snapshot.json"
+        )
         assert landed_rows(chinook.materialize())["chinook/invoice"] == 0, "incremental on S3 too"
 
 
-def test_full_materialisation_on_postgres_backed_storage(chinook_sqlite: None, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_materialisation_on_postgres_backed_storage(
+    chinook_sqlite: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     require_port(PG_HOST, PG_PORT, "PostgreSQL")
     name = f"ip_test_dagster_{uuid.uuid4().hex[:8]}"
     psql("postgres", "-c", f"CREATE DATABASE {name}")
@@ -56,7 +65,8 @@ def test_full_materialisation_on_postgres_backed_storage(chinook_sqlite: None, t
         with psycopg.connect(f"host={PG_HOST} port={PG_PORT} user=postgres dbname={name}") as conn:
             runs = conn.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'").fetchone()
             materialisations = conn.execute(
-                "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'").fetchone()
+                "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
+            ).fetchone()
         assert runs == (1,)
         assert materialisations == (22,), "11 lake + 11 warehouse assets recorded in PostgreSQL"
     finally:

@@ -23,7 +23,7 @@ from integration_platform_tests.services import (
 )
 
 EVIL_TABLE = "evil\"'; DROP TABLE canary; --"
-EVIL_CODES = ["a'); DROP TABLE canary; --", "b\"; DELETE FROM canary; --", "c' OR '1'='1"]
+EVIL_CODES = ["a'); DROP TABLE canary; --", 'b"; DELETE FROM canary; --', "c' OR '1'='1"]
 LATER_CODE = "z'; DROP TABLE canary; SELECT '"
 YAML = """
 type: integration_platform.components.SqlSource
@@ -94,8 +94,9 @@ def _prepared(execute: Execute, quote: str, escaped: str) -> Database:
     return execute, table
 
 
-def test_quotes_in_table_names_and_cursor_values_stay_data(database: Database, tmp_path: Path,
-                                                            instance: dg.DagsterInstance) -> None:
+def test_quotes_in_table_names_and_cursor_values_stay_data(
+    database: Database, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
     injected = platform(YAML, tmp_path, instance)
     first = injected.materialize()
     assert landed_rows(first)["injected/evil"] == 3
@@ -112,4 +113,3 @@ def test_quotes_in_table_names_and_cursor_values_stay_data(database: Database, t
     assert execute("SELECT count(*) FROM canary", ()) == [(1,)]
     rows = injected.query("SELECT id, code, note FROM injected.evil ORDER BY id")
     assert rows == [*[(i, c, "x'y\"z") for i, c in enumerate(EVIL_CODES, start=1)], (4, LATER_CODE, "later")]
-

@@ -78,7 +78,12 @@ def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
     with log.open("wb") as out:
         # A session of its own, so that stopping it reaches the code servers and run workers it spawns.
         return subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            cmd,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -151,10 +156,13 @@ def dagster_ui(chromium_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(_start(
-            [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-            env, webserver_log,
-        ))
+        procs.append(
+            _start(
+                [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+                env,
+                webserver_log,
+            )
+        )
         procs.append(_start([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env, daemon_log))
         _wait_for_server(url, procs, ui)
         yield ui
@@ -166,9 +174,7 @@ def dagster_ui(chromium_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture()
 def page(dagster_ui: DagsterUI, chromium_path: Path) -> Iterator[Page]:
     with sync_playwright() as pw:
-        browser: Browser = pw.chromium.launch(
-            executable_path=str(chromium_path), headless=True, args=CHROMIUM_ARGS
-        )
+        browser: Browser = pw.chromium.launch(executable_path=str(chromium_path), headless=True, args=CHROMIUM_ARGS)
         try:
             context = browser.new_context(base_url=dagster_ui.url, viewport={"width": 1400, "height": 900})
             page = context.new_page()

@@ -90,11 +90,15 @@ class SqlSource(dg.Component, dg.Model, dg.Resolvable):
     def validate_declaration(self, yaml_path: Path) -> None:
         """Checks beyond the field types, each failing with ``ValueError("<file>: <field>: ...")``."""
         if not IDENTIFIER.match(self.source):
-            raise ValueError(f"{yaml_path}: attributes.source: {self.source!r} must match {IDENTIFIER.pattern} "
-                             "(lowercase letters, digits, underscores)")
+            raise ValueError(
+                f"{yaml_path}: attributes.source: {self.source!r} must match {IDENTIFIER.pattern} "
+                "(lowercase letters, digits, underscores)"
+            )
         if not is_valid_cron_string(self.schedule):
-            raise ValueError(f"{yaml_path}: attributes.schedule: {self.schedule!r} is not a valid cron string "
-                             "(five fields, e.g. '0 3 * * *')")
+            raise ValueError(
+                f"{yaml_path}: attributes.schedule: {self.schedule!r} is not a valid cron string "
+                "(five fields, e.g. '0 3 * * *')"
+            )
         if not self.include and not self.tables:
             raise ValueError(f"{yaml_path}: attributes: declare 'tables', or 'include' globs, or both")
 
@@ -122,13 +126,19 @@ class SqlSource(dg.Component, dg.Model, dg.Resolvable):
         )
         partitioning = (
             Partitioning(entry.partition.column, entry.partition.granularity, entry.partition.start)
-            if entry.partition else None
+            if entry.partition
+            else None
         )
         return StreamSpec(
-            source=self.source, name=entry.name or to_identifier(entry.table),
-            write_disposition=disposition, primary_key=primary_key, cursor=cursor,
-            lag=entry.lag if entry.lag is not None else self.defaults.lag, partitioning=partitioning,
-            description=f"Table {entry.table} of the {self.source} database.", metadata={"source_table": entry.table},
+            source=self.source,
+            name=entry.name or to_identifier(entry.table),
+            write_disposition=disposition,
+            primary_key=primary_key,
+            cursor=cursor,
+            lag=entry.lag if entry.lag is not None else self.defaults.lag,
+            partitioning=partitioning,
+            description=f"Table {entry.table} of the {self.source} database.",
+            metadata={"source_table": entry.table},
         )
 
     def streams(self) -> list[tuple[StreamSpec, str]]:
@@ -149,7 +159,9 @@ class SqlSource(dg.Component, dg.Model, dg.Resolvable):
             raise ValueError(f"source {self.source!r}: several tables map to the stream name(s) {clashes}; set 'name'")
         return specs
 
-    def _extractor(self, table: str) -> Callable[[dg.AssetExecutionContext], Callable[[RowFilter | None], pa.RecordBatchReader]]:
+    def _extractor(
+        self, table: str
+    ) -> Callable[[dg.AssetExecutionContext], Callable[[RowFilter | None], pa.RecordBatchReader]]:
         key, schema = self.resource_key, self.schema_name
 
         def factory(context: dg.AssetExecutionContext) -> Callable[[RowFilter | None], pa.RecordBatchReader]:
@@ -167,17 +179,28 @@ class SqlSource(dg.Component, dg.Model, dg.Resolvable):
             specs = self.streams()
         except ValueError as exc:
             raise ValueError(f"{yaml_path}: attributes.tables: {exc}") from exc
-        assets = [a for spec, table in specs for a in stream_assets(spec, kind, self.resource_key, self._extractor(table))]
+        assets = [
+            a for spec, table in specs for a in stream_assets(spec, kind, self.resource_key, self._extractor(table))
+        ]
         jobs: list[dg.UnresolvedAssetJobDefinition] = []
-        schedules: list[dg.ScheduleDefinition] = []
+        schedules: list[dg.ScheduleDefinition | dg.UnresolvedPartitionedAssetScheduleDefinition] = []
         plain = [s for s, _ in specs if s.partitioning is None]
         if plain:
             selection = dg.AssetSelection.assets(*[k for s in plain for k in (s.lake_key, s.warehouse_key)])
-            job = dg.define_asset_job(f"{self.source}_refresh", selection=selection,
-                                      description=f"Incremental refresh of every unpartitioned {self.source} stream.")
+            job = dg.define_asset_job(
+                f"{self.source}_refresh",
+                selection=selection,
+                description=f"Incremental refresh of every unpartitioned {self.source} stream.",
+            )
             jobs.append(job)
-            schedules.append(dg.ScheduleDefinition(job=job, cron_schedule=self.schedule, execution_timezone="UTC",
-                                                   default_status=dg.DefaultScheduleStatus.STOPPED))
+            schedules.append(
+                dg.ScheduleDefinition(
+                    job=job,
+                    cron_schedule=self.schedule,
+                    execution_timezone="UTC",
+                    default_status=dg.DefaultScheduleStatus.STOPPED,
+                )
+            )
         for granularity in ("daily", "monthly"):
             group = [s for s, _ in specs if s.partitioning and s.partitioning.granularity == granularity]
             starts = {s.partitioning.start for s in group if s.partitioning}
@@ -189,8 +212,12 @@ class SqlSource(dg.Component, dg.Model, dg.Resolvable):
                     selection=dg.AssetSelection.assets(*[k for s in members for k in (s.lake_key, s.warehouse_key)]),
                 )
                 jobs.append(job)
-                schedules.append(dg.build_schedule_from_partitioned_job(job, default_status=dg.DefaultScheduleStatus.STOPPED))
+                schedules.append(
+                    dg.build_schedule_from_partitioned_job(job, default_status=dg.DefaultScheduleStatus.STOPPED)
+                )
         return dg.Definitions(
-            assets=assets, jobs=jobs, schedules=schedules,
+            assets=assets,
+            jobs=jobs,
+            schedules=schedules,
             resources={self.resource_key: SqlDatabaseResource(url=dg.EnvVar(self.url_env))},
         )

@@ -58,9 +58,7 @@ def _landing_metadata(manifest: Manifest, uri: str) -> dict[str, Any]:
     return {
         "dagster/row_count": manifest.rows,
         "dagster/uri": uri,
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name, kind) for name, kind in manifest.schema]
-        ),
+        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in manifest.schema]),
         "bytes": manifest.bytes,
         "seconds": manifest.seconds,
         "rows_per_second": round(manifest.rows / seconds),
@@ -70,23 +68,39 @@ def _landing_metadata(manifest: Manifest, uri: str) -> dict[str, Any]:
     }
 
 
-def lake_asset(spec: StreamSpec, kind: str, source_resource: str, extractor_factory: ExtractorFactory) -> dg.AssetsDefinition:
+def lake_asset(
+    spec: StreamSpec, kind: str, source_resource: str, extractor_factory: ExtractorFactory
+) -> dg.AssetsDefinition:
     """The asset that extracts ``spec`` with the source's extractor and lands it in the lake."""
 
     @dg.asset(
-        key=spec.lake_key, group_name=spec.source, kinds={kind, "parquet"},
+        key=spec.lake_key,
+        group_name=spec.source,
+        kinds={kind, "parquet"},
         partitions_def=spec.partitioning.definition() if spec.partitioning else None,
-        required_resource_keys={"lake", source_resource}, description=spec.description,
-        metadata={"write_disposition": spec.write_disposition, "primary_key": ", ".join(spec.primary_key),
-                  "cursor": spec.cursor or "", "lag": spec.lag, **spec.metadata},
+        required_resource_keys={"lake", source_resource},
+        description=spec.description,
+        metadata={
+            "write_disposition": spec.write_disposition,
+            "primary_key": ", ".join(spec.primary_key),
+            "cursor": spec.cursor or "",
+            "lag": spec.lag,
+            **spec.metadata,
+        },
     )
     def _lake(context: dg.AssetExecutionContext, config: StreamRunConfig) -> dg.MaterializeResult:
         lake: LakeResource = context.resources.lake
         store = lake.store()
         full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG, "").lower() == "true"
         before = None if spec.partitioning else _cursor_from_metadata(context, spec)
-        result = extract_and_land(store, spec, extractor_factory(context), cursor_before=before,
-                                  full_refresh=full_refresh, partition=_partition(context, spec))
+        result = extract_and_land(
+            store,
+            spec,
+            extractor_factory(context),
+            cursor_before=before,
+            full_refresh=full_refresh,
+            partition=_partition(context, spec),
+        )
         manifest = result.manifest
         context.log.info(
             f"landed {manifest.rows} rows ({manifest.bytes} bytes) of {spec.path} window {manifest.window} "
@@ -97,8 +111,12 @@ def lake_asset(spec: StreamSpec, kind: str, source_resource: str, extractor_fact
         metadata["duplicates_dropped"] = result.duplicates_dropped
         metadata["full_refresh"] = full_refresh
         if spec.cursor:
-            metadata["cursor_before"] = dg.MetadataValue.json(result.cursor_before.as_json() if result.cursor_before else {})
-            metadata["cursor_after"] = dg.MetadataValue.json(result.cursor_after.as_json() if result.cursor_after else {})
+            metadata["cursor_before"] = dg.MetadataValue.json(
+                result.cursor_before.as_json() if result.cursor_before else {}
+            )
+            metadata["cursor_after"] = dg.MetadataValue.json(
+                result.cursor_after.as_json() if result.cursor_after else {}
+            )
         return dg.MaterializeResult(metadata=metadata)
 
     return _lake
@@ -120,7 +138,9 @@ def _expected_rows(conn: duckdb.DuckDBPyConnection, lake: LakeResource, spec: St
     return int(row[0]) if row else 0
 
 
-def _checks(conn: duckdb.DuckDBPyConnection, lake: LakeResource, spec: StreamSpec, table_rows: int) -> list[dg.AssetCheckResult]:
+def _checks(
+    conn: duckdb.DuckDBPyConnection, lake: LakeResource, spec: StreamSpec, table_rows: int
+) -> list[dg.AssetCheckResult]:
     results = []
     if spec.primary_key:
         keys = ", ".join(quote(k) for k in spec.primary_key)
@@ -129,30 +149,49 @@ def _checks(conn: duckdb.DuckDBPyConnection, lake: LakeResource, spec: StreamSpe
             f"SELECT count(*) - count(DISTINCT ({keys})), count(*) FILTER (WHERE {nulls}) FROM {table_name(spec)}"
         ).fetchone()
         duplicates, null_keys = (int(row[0]), int(row[1])) if row else (0, 0)
-        results.append(dg.AssetCheckResult(
-            check_name=PK_CHECK, passed=duplicates == 0 and null_keys == 0,
-            metadata={"duplicate_keys": duplicates, "null_keys": null_keys},
-        ))
+        results.append(
+            dg.AssetCheckResult(
+                check_name=PK_CHECK,
+                passed=duplicates == 0 and null_keys == 0,
+                metadata={"duplicate_keys": duplicates, "null_keys": null_keys},
+            )
+        )
     expected = _expected_rows(conn, lake, spec)
-    results.append(dg.AssetCheckResult(
-        check_name=ROWS_CHECK, passed=expected == table_rows,
-        metadata={"rows_in_duckdb": table_rows, "rows_expected_from_lake": expected},
-    ))
+    results.append(
+        dg.AssetCheckResult(
+            check_name=ROWS_CHECK,
+            passed=expected == table_rows,
+            metadata={"rows_in_duckdb": table_rows, "rows_expected_from_lake": expected},
+        )
+    )
     return results
 
 
 def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
     """The asset that applies the stream's pending landings to its DuckDB table."""
-    check_specs = [dg.AssetCheckSpec(ROWS_CHECK, asset=spec.warehouse_key,
-                                     description="Rows in DuckDB equal the rows of the applied landings.")]
+    check_specs = [
+        dg.AssetCheckSpec(
+            ROWS_CHECK, asset=spec.warehouse_key, description="Rows in DuckDB equal the rows of the applied landings."
+        )
+    ]
     if spec.primary_key:
-        check_specs.append(dg.AssetCheckSpec(PK_CHECK, asset=spec.warehouse_key,
-                                             description=f"({', '.join(spec.primary_key)}) is unique and never null."))
+        check_specs.append(
+            dg.AssetCheckSpec(
+                PK_CHECK,
+                asset=spec.warehouse_key,
+                description=f"({', '.join(spec.primary_key)}) is unique and never null.",
+            )
+        )
 
     @dg.asset(
-        key=spec.warehouse_key, deps=[spec.lake_key], group_name=spec.source, kinds={"duckdb"},
-        pool=DUCKDB_POOL, partitions_def=spec.partitioning.definition() if spec.partitioning else None,
-        required_resource_keys={"lake", "warehouse"}, check_specs=check_specs,
+        key=spec.warehouse_key,
+        deps=[spec.lake_key],
+        group_name=spec.source,
+        kinds={"duckdb"},
+        pool=DUCKDB_POOL,
+        partitions_def=spec.partitioning.definition() if spec.partitioning else None,
+        required_resource_keys={"lake", "warehouse"},
+        check_specs=check_specs,
         description=f"DuckDB table {spec.source}.{spec.name} ({spec.write_disposition}).",
     )
     def _warehouse(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -179,7 +218,8 @@ def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
     return _warehouse
 
 
-def stream_assets(spec: StreamSpec, kind: str, source_resource: str,
-                  extractor_factory: ExtractorFactory) -> list[dg.AssetsDefinition]:
+def stream_assets(
+    spec: StreamSpec, kind: str, source_resource: str, extractor_factory: ExtractorFactory
+) -> list[dg.AssetsDefinition]:
     """Both assets of a stream."""
     return [lake_asset(spec, kind, source_resource, extractor_factory), warehouse_asset(spec)]

@@ -53,9 +53,17 @@ class CursorValue:
             return value - dt.timedelta(days=int(-(-lag // 86400)))
         if isinstance(value, int):
             return value - int(lag)
-        if isinstance(value, float | Decimal):
-            return value - type(value)(lag)
+        if isinstance(value, float):
+            return value - lag
+        if isinstance(value, Decimal):
+            return value - Decimal(str(lag))
         raise ValueError(f"a look-back lag needs a time or numeric cursor, not {self.kind}")
+
+    def is_below(self, other: Any) -> bool:
+        """``self < other`` where ``other`` is a Python value or a CursorValue of the same kind."""
+        right = other.to_python() if isinstance(other, CursorValue) else other
+        left: Any = self.to_python()
+        return bool(left < right)
 
     def as_json(self) -> dict[str, str]:
         return {"kind": self.kind, "text": self.text}

@@ -55,14 +55,13 @@ class Extraction:
     duplicates_dropped: int
 
 
-def _already_landed(store: LakeStore, spec: StreamSpec, lower: Any, window: str,
-                    keys: list[str]) -> pa.Table | None:
+def _already_landed(store: LakeStore, spec: StreamSpec, lower: Any, window: str, keys: list[str]) -> pa.Table | None:
     """The key columns of rows with ``cursor >= lower`` in the active landings, or None."""
     assert spec.cursor is not None
     parts = []
     for manifest in active_manifests(list_manifests(store, spec)):
         high = CursorValue.from_json(manifest.cursor_max)
-        if manifest.window == window or high is None or high.to_python() < lower:
+        if manifest.window == window or high is None or high.is_below(lower):
             continue
         for landed in manifest.files:
             with store.local_copy(landed.key) as path:
@@ -77,8 +76,9 @@ def _flat_columns(schema: pa.Schema) -> list[str]:
     return [f.name for f in schema if not pa.types.is_nested(f.type)]
 
 
-def _drop_landed(reader: pa.RecordBatchReader, seen: pa.Table | None, keys: list[str],
-                 counts: dict[str, int]) -> Iterator[pa.RecordBatch]:
+def _drop_landed(
+    reader: pa.RecordBatchReader, seen: pa.Table | None, keys: list[str], counts: dict[str, int]
+) -> Iterator[pa.RecordBatch]:
     for batch in reader:
         counts["read"] += batch.num_rows
         if seen is None or batch.num_rows == 0:
@@ -86,8 +86,9 @@ def _drop_landed(reader: pa.RecordBatchReader, seen: pa.Table | None, keys: list
             continue
         # Join only the key columns (Acero cannot carry nested columns through a join), then
         # take the surviving rows, in their original order, from the batch.
-        probe = pa.table([*(batch.column(k) for k in keys), pa.array(range(batch.num_rows), pa.int64())],
-                         names=[*keys, ROW_INDEX])
+        probe = pa.table(
+            [*(batch.column(k) for k in keys), pa.array(range(batch.num_rows), pa.int64())], names=[*keys, ROW_INDEX]
+        )
         survivors = probe.join(seen, keys=keys, join_type="left anti").column(ROW_INDEX).combine_chunks()
         fresh = batch.take(pc.take(survivors, pc.sort_indices(survivors)))
         counts["dropped"] += batch.num_rows - fresh.num_rows
@@ -95,9 +96,15 @@ def _drop_landed(reader: pa.RecordBatchReader, seen: pa.Table | None, keys: list
             yield fresh
 
 
-def extract_and_land(store: LakeStore, spec: StreamSpec, extractor: Extractor, *,
-                     cursor_before: CursorValue | None = None, full_refresh: bool = False,
-                     partition: PartitionWindow | None = None) -> Extraction:
+def extract_and_land(
+    store: LakeStore,
+    spec: StreamSpec,
+    extractor: Extractor,
+    *,
+    cursor_before: CursorValue | None = None,
+    full_refresh: bool = False,
+    partition: PartitionWindow | None = None,
+) -> Extraction:
     """Extract the stream's next window and land it (see the module docstring).
 
     - partitioned stream: ``partition`` is required; its rows replace the partition.
@@ -114,8 +121,15 @@ def extract_and_land(store: LakeStore, spec: StreamSpec, extractor: Extractor, *
         if partition is None:
             raise ValueError(f"stream {spec.path} is partitioned: a partition is required")
         reader = extractor(RowFilter(spec.partitioning.column, partition.start, partition.end))
-        manifest = land(store, spec, f"partition={partition.key}", _drop_landed(reader, None, [], counts),
-                        reader.schema, full=False, partition=partition.key)
+        manifest = land(
+            store,
+            spec,
+            f"partition={partition.key}",
+            _drop_landed(reader, None, [], counts),
+            reader.schema,
+            full=False,
+            partition=partition.key,
+        )
         return Extraction(manifest, None, None, counts["read"], 0)
     if spec.cursor is None:
         reader = extractor(None)
@@ -134,6 +148,6 @@ def extract_and_land(store: LakeStore, spec: StreamSpec, extractor: Extractor, *
         batches = _drop_landed(reader, _already_landed(store, spec, lower, window, keys), keys, counts)
     manifest = land(store, spec, window, batches, reader.schema, full=before is None, cursor_before=before)
     after = CursorValue.from_json(manifest.cursor_max)
-    if before is not None and (after is None or after.to_python() < before.to_python()):
+    if before is not None and (after is None or after.is_below(before)):
         after = before  # late rows below the mark, or nothing new: the mark never moves back
     return Extraction(manifest, before, after, counts["read"], counts["dropped"])

@@ -124,8 +124,9 @@ def active_manifests(manifests: list[Manifest]) -> list[Manifest]:
 class _ParquetSink:
     """Writes batches into row groups of ``row_group_rows`` and rolls files at ``file_rows``."""
 
-    def __init__(self, store: LakeStore, prefix: str, schema: pa.Schema, row_group_rows: int,
-                 file_rows: int, cursor: CursorRange) -> None:
+    def __init__(
+        self, store: LakeStore, prefix: str, schema: pa.Schema, row_group_rows: int, file_rows: int, cursor: CursorRange
+    ) -> None:
         self.store, self.prefix, self.schema = store, prefix, schema
         self.row_group_rows, self.file_rows, self.cursor = row_group_rows, file_rows, cursor
         self.pending: list[pa.RecordBatch] = []
@@ -140,17 +141,14 @@ class _ParquetSink:
         path = self.store.staging_path(key)
         self.staging.append((path, key))
         self.file_rows_written = 0
-        return pq.ParquetWriter(path, self.schema, compression="zstd", compression_level=1,
-                                write_statistics=True)
+        return pq.ParquetWriter(path, self.schema, compression="zstd", compression_level=1, write_statistics=True)
 
     def add(self, batch: pa.RecordBatch) -> None:
         if not batch.schema.equals(self.schema):
             try:
                 batch = batch.cast(self.schema)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
-                raise LandingError(
-                    f"a batch does not fit the stream's schema ({exc}); got {batch.schema}"
-                ) from exc
+                raise LandingError(f"a batch does not fit the stream's schema ({exc}); got {batch.schema}") from exc
         self.cursor.observe(batch)
         self.pending.append(batch)
         self.pending_rows += batch.num_rows
@@ -222,10 +220,20 @@ def _write_on_thread(sink: _ParquetSink, batches: Iterable[pa.RecordBatch]) -> N
         raise failure[0]
 
 
-def land(store: LakeStore, spec: StreamSpec, window: str, batches: Iterable[pa.RecordBatch],
-         schema: pa.Schema, *, full: bool, cursor_before: CursorValue | None = None,
-         partition: str | None = None, row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
-         file_rows: int = DEFAULT_FILE_ROWS, extra: dict[str, Any] | None = None) -> Manifest:
+def land(
+    store: LakeStore,
+    spec: StreamSpec,
+    window: str,
+    batches: Iterable[pa.RecordBatch],
+    schema: pa.Schema,
+    *,
+    full: bool,
+    cursor_before: CursorValue | None = None,
+    partition: str | None = None,
+    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+    file_rows: int = DEFAULT_FILE_ROWS,
+    extra: dict[str, Any] | None = None,
+) -> Manifest:
     """Write ``batches`` (all of ``schema``) as Parquet under ``window`` and commit a manifest.
 
     Memory: at most one row group (``row_group_rows`` rows) plus ``QUEUE_DEPTH`` batches.
@@ -236,8 +244,7 @@ def land(store: LakeStore, spec: StreamSpec, window: str, batches: Iterable[pa.R
     started = time.monotonic()
     landing_id = uuid.uuid4().hex[:12]
     cursor = CursorRange(spec.cursor)
-    sink = _ParquetSink(store, f"{spec.path}/{window}/part-{landing_id}", schema,
-                        row_group_rows, file_rows, cursor)
+    sink = _ParquetSink(store, f"{spec.path}/{window}/part-{landing_id}", schema, row_group_rows, file_rows, cursor)
     try:
         _write_on_thread(sink, batches)
         for path, key in sink.staging:
@@ -249,14 +256,23 @@ def land(store: LakeStore, spec: StreamSpec, window: str, batches: Iterable[pa.R
         raise LandingError(f"landing {spec.path} window {window!r} failed, nothing landed: {exc}") from exc
     low, high = cursor.bounds()
     manifest = Manifest(
-        stream=spec.path, window=window, landing_id=landing_id,
-        landed_at=dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"), full=full,
-        files=sink.files, rows=sum(f.rows for f in sink.files), bytes=sum(f.bytes for f in sink.files),
+        stream=spec.path,
+        window=window,
+        landing_id=landing_id,
+        landed_at=dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
+        full=full,
+        files=sink.files,
+        rows=sum(f.rows for f in sink.files),
+        bytes=sum(f.bytes for f in sink.files),
         seconds=round(time.monotonic() - started, 3),
-        schema=[(f.name, str(f.type)) for f in schema], primary_key=list(spec.primary_key),
-        cursor_column=spec.cursor, cursor_before=cursor_before.as_json() if cursor_before else None,
-        cursor_min=low.as_json() if low else None, cursor_max=high.as_json() if high else None,
-        partition=partition, extra=extra or {},
+        schema=[(f.name, str(f.type)) for f in schema],
+        primary_key=list(spec.primary_key),
+        cursor_column=spec.cursor,
+        cursor_before=cursor_before.as_json() if cursor_before else None,
+        cursor_min=low.as_json() if low else None,
+        cursor_max=high.as_json() if high else None,
+        partition=partition,
+        extra=extra or {},
     )
     store.put_json(manifest.key, manifest.to_json())
     _collect_garbage(store, spec, manifest)

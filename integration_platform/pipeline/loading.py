@@ -59,21 +59,20 @@ class LoadResult:
 def ensure_ledger(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {LEDGER_SCHEMA}")
     conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {LEDGER} (stream VARCHAR, \"window\" VARCHAR, landing_id VARCHAR, "
+        f'CREATE TABLE IF NOT EXISTS {LEDGER} (stream VARCHAR, "window" VARCHAR, landing_id VARCHAR, '
         "rows BIGINT, full_load BOOLEAN, loaded_at TIMESTAMPTZ DEFAULT now())"
     )
 
 
-def pending(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec,
-            partition: str | None = None) -> list[Manifest]:
+def pending(
+    conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, partition: str | None = None
+) -> list[Manifest]:
     """Committed landings not yet applied to the table, in the order they must be applied.
 
     For a partitioned stream pass ``partition`` to get that partition's landing, if new.
     """
     ensure_ledger(conn)
-    applied = set(conn.execute(
-        f'SELECT "window", landing_id FROM {LEDGER} WHERE stream = ?', [spec.path]
-    ).fetchall())
+    applied = set(conn.execute(f'SELECT "window", landing_id FROM {LEDGER} WHERE stream = ?', [spec.path]).fetchall())
     manifests = active_manifests(list_manifests(store, spec))
     if partition is not None:
         manifests = [m for m in manifests if m.partition == partition]
@@ -120,8 +119,7 @@ def _apply(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, manifest: Manifest
     return manifest.rows
 
 
-def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec,
-         manifests: list[Manifest]) -> LoadResult:
+def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, manifests: list[Manifest]) -> LoadResult:
     """Apply ``manifests`` (from :func:`pending`) to the stream's table in one transaction.
 
     Raises ``duckdb.Error`` (for example a type that cannot be cast into an existing column)
@@ -139,8 +137,7 @@ def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec,
                 loaded += _apply(conn, spec, manifest, files)
                 if manifest.full:
                     conn.execute(f"DELETE FROM {LEDGER} WHERE stream = ?", [spec.path])
-                conn.execute(f'DELETE FROM {LEDGER} WHERE stream = ? AND "window" = ?',
-                             [spec.path, manifest.window])
+                conn.execute(f'DELETE FROM {LEDGER} WHERE stream = ? AND "window" = ?', [spec.path, manifest.window])
                 conn.execute(
                     f'INSERT INTO {LEDGER} (stream, "window", landing_id, rows, full_load) VALUES (?, ?, ?, ?, ?)',
                     [spec.path, manifest.window, manifest.landing_id, manifest.rows, manifest.full],
@@ -150,8 +147,10 @@ def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec,
             conn.execute("ROLLBACK")
             raise
     return LoadResult(
-        windows=[m.window for m in manifests], rows_loaded=loaded,
-        table_rows=table_rows(conn, spec), seconds=round(time.monotonic() - started, 3),
+        windows=[m.window for m in manifests],
+        rows_loaded=loaded,
+        table_rows=table_rows(conn, spec),
+        seconds=round(time.monotonic() - started, 3),
     )
 
 

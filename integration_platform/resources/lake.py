@@ -89,9 +89,7 @@ class LocalLake:
         if not base.exists():
             return []
         return sorted(
-            str(p.relative_to(self.root))
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(TMP_MARK)
+            str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file() and not p.name.startswith(TMP_MARK)
         )
 
     def list_stale_staging(self, prefix: str) -> list[Path]:

@@ -88,8 +88,9 @@ def _convert(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def read_postgres(uri: str, table: str, schema: str | None, row_filter: RowFilter | None,
-                  batch_bytes: int = 16 << 20) -> pa.RecordBatchReader:
+def read_postgres(
+    uri: str, table: str, schema: str | None, row_filter: RowFilter | None, batch_bytes: int = 16 << 20
+) -> pa.RecordBatchReader:
     """Stream ``SELECT * FROM schema.table [WHERE filter]`` as Arrow batches.
 
     ``uri`` is a libpq URI (``postgresql://user@host:port/db``). Batches are about
@@ -120,4 +121,3 @@ def read_postgres(uri: str, table: str, schema: str | None, row_filter: RowFilte
             conn.close()
 
     return pa.RecordBatchReader.from_batches(out_schema, batches())
-

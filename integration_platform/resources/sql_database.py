@@ -119,8 +119,9 @@ class SqlDatabaseResource(dg.ConfigurableResource):
     def dialect(self) -> str:
         return sa.make_url(self.url).get_backend_name()
 
-    def list_tables(self, schema: str | None = None, include: Sequence[str] = ("*",),
-                    exclude: Sequence[str] = ()) -> list[str]:
+    def list_tables(
+        self, schema: str | None = None, include: Sequence[str] = ("*",), exclude: Sequence[str] = ()
+    ) -> list[str]:
         """Base tables of ``schema`` whose names match an ``include`` glob and no ``exclude`` glob.
 
         PostgreSQL partitions of a partitioned table are left out (the parent is listed).
@@ -129,15 +130,20 @@ class SqlDatabaseResource(dg.ConfigurableResource):
         names = inspector.get_table_names(schema=schema)
         if self.dialect == "postgresql":
             with self.engine().connect() as conn:
-                children = set(conn.execute(sa.text(
-                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :schema"
-                ), {"schema": schema or "public"}).scalars())
+                children = set(
+                    conn.execute(
+                        sa.text(
+                            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :schema"
+                        ),
+                        {"schema": schema or "public"},
+                    ).scalars()
+                )
             names = [n for n in names if n not in children]
         return sorted(
-            n for n in names
-            if any(fnmatch.fnmatchcase(n, p) for p in include)
-            and not any(fnmatch.fnmatchcase(n, p) for p in exclude)
+            n
+            for n in names
+            if any(fnmatch.fnmatchcase(n, p) for p in include) and not any(fnmatch.fnmatchcase(n, p) for p in exclude)
         )
 
     def describe(self, table: str, schema: str | None = None) -> TableInfo:
