@@ -1,0 +1,103 @@
+"""The landing and loading guarantees, on a real local lake and a real DuckDB file."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pyarrow as pa
+import pytest
+
+from integration_platform.instance import instance_config
+from integration_platform.pipeline.landing import LandingError, land, list_manifests
+from integration_platform.pipeline.loading import load, pending
+from integration_platform.pipeline.streams import StreamSpec
+from integration_platform.resources.lake import TMP_MARK, LocalLake
+
+SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string())])
+
+
+def batch(ids: range, schema: pa.Schema = SCHEMA) -> pa.RecordBatch:
+    columns = [pa.array(list(ids), pa.int64()), pa.array([f"n{i}" for i in ids])]
+    columns += [pa.array([f"extra{i}" for i in ids]) for _ in schema.names[2:]]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def apply(conn: duckdb.DuckDBPyConnection, lake: LocalLake, spec: StreamSpec) -> int:
+    return load(conn, lake, spec, pending(conn, lake, spec)).table_rows
+
+
+def test_a_failure_mid_stream_lands_nothing_and_keeps_the_previous_landing(tmp_path: Path) -> None:
+    lake = LocalLake(tmp_path / "lake")
+    spec = StreamSpec(source="s", name="t", write_disposition="replace", primary_key=("id",))
+    land(lake, spec, "snapshot", [batch(range(10))], SCHEMA, full=True)
+
+    def broken() -> Iterator[pa.RecordBatch]:
+        yield batch(range(100))
+        raise ConnectionResetError("server closed the connection unexpectedly")
+
+    with pytest.raises(LandingError, match=r"s/t window 'snapshot' failed, nothing landed: server closed"):
+        land(lake, spec, "snapshot", broken(), SCHEMA, full=True, row_group_rows=10)
+    [manifest] = list_manifests(lake, spec)
+    assert manifest.rows == 10
+    assert not list((tmp_path / "lake").rglob(f"{TMP_MARK}*")), "staged files are discarded"
+
+
+def test_a_batch_of_another_shape_is_refused_with_the_schema(tmp_path: Path) -> None:
+    lake = LocalLake(tmp_path / "lake")
+    spec = StreamSpec(source="s", name="t", write_disposition="replace")
+    wrong = pa.RecordBatch.from_arrays([pa.array(["x"])], names=["id"])
+    with pytest.raises(LandingError, match="does not fit the stream's schema"):
+        land(lake, spec, "snapshot", [wrong], SCHEMA, full=True)
+    assert list_manifests(lake, spec) == []
+
+
+def test_re_landing_a_window_replaces_its_rows_in_an_append_table(tmp_path: Path) -> None:
+    lake = LocalLake(tmp_path / "lake")
+    spec = StreamSpec(source="s", name="t", write_disposition="append", cursor="id")
+    land(lake, spec, "initial", [batch(range(5))], SCHEMA, full=True)
+    land(lake, spec, "after-x", [batch(range(5, 8))], SCHEMA, full=False)
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        assert apply(conn, lake, spec) == 8
+        land(lake, spec, "after-x", [batch(range(5, 9))], SCHEMA, full=False)  # the retry saw one more row
+        assert apply(conn, lake, spec) == 9
+        assert apply(conn, lake, spec) == 9, "nothing pending: applying again changes nothing"
+        assert conn.execute("SELECT count(DISTINCT id) FROM s.t").fetchone() == (9,)
+
+
+def test_a_new_source_column_becomes_a_nullable_warehouse_column(tmp_path: Path) -> None:
+    lake = LocalLake(tmp_path / "lake")
+    spec = StreamSpec(source="s", name="t", write_disposition="merge", primary_key=("id",), cursor="id")
+    land(lake, spec, "initial", [batch(range(3))], SCHEMA, full=True)
+    wider = SCHEMA.append(pa.field("nickname", pa.string()))
+    land(lake, spec, "after-y", [batch(range(2, 4), wider)], wider, full=False)
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        assert apply(conn, lake, spec) == 4
+        rows = conn.execute("SELECT id, nickname FROM s.t ORDER BY id").fetchall()
+    assert rows == [(0, None), (1, None), (2, "extra2"), (3, "extra3")]
+
+
+def test_a_failed_load_rolls_back_table_and_ledger(tmp_path: Path) -> None:
+    lake = LocalLake(tmp_path / "lake")
+    spec = StreamSpec(source="s", name="t", write_disposition="merge", primary_key=("id",), cursor="id")
+    land(lake, spec, "initial", [batch(range(3))], SCHEMA, full=True)
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        assert apply(conn, lake, spec) == 3
+        clash = pa.schema([("id", pa.int64()), ("name", pa.int64())])
+        bad = pa.RecordBatch.from_arrays([pa.array([9]), pa.array([1])], schema=clash)
+        conn.execute("ALTER TABLE s.t ALTER name TYPE DATE USING NULL")  # a column the new rows cannot fit
+        land(lake, spec, "after-z", [bad], clash, full=False)
+        with pytest.raises(duckdb.Error):
+            apply(conn, lake, spec)
+        assert conn.execute("SELECT count(*) FROM s.t").fetchone() == (3,)
+        assert len(pending(conn, lake, spec)) == 1, "the landing is still pending"
+
+
+def test_the_instance_puts_every_duckdb_writer_in_a_pool_of_one(tmp_path: Path) -> None:
+    config = instance_config({})
+    assert config["concurrency"]["pools"]["default_limit"] == 1
+    assert "storage" not in config
+    with pytest.raises(ValueError, match=r"postgresql\+psycopg2://"):
+        instance_config({"DAGSTER_PG_URL": "postgresql://u@h/db"})
+    with dg.instance_for_test(overrides={"concurrency": config["concurrency"]}) as instance:
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
