@@ -84,6 +84,9 @@ def test_full_load_matches_source_counts(pagila: Platform, pagila_db: str) -> No
     columns = {c.name: c.type for c in film["dagster/column_schema"].columns}
     assert columns["rental_rate"] == "decimal128(4, 2)" and columns["fulltext"] == "string"
     assert film["cursor_after"]["kind"] == "timestamp" and film["bytes"] > 0
+    warehouse_film = latest_metadata(pagila.instance, dg.AssetKey(["warehouse", "pagila", "film"]))
+    warehouse_columns = {c.name: c.type for c in warehouse_film["dagster/column_schema"].columns}
+    assert warehouse_columns["rental_rate"] == "DECIMAL(4,2)" and warehouse_columns["special_features"] == "VARCHAR[]"
 
 
 def test_partitioned_payment_backfill_is_idempotent(pagila: Platform, pagila_db: str) -> None:

@@ -17,7 +17,15 @@ import duckdb
 from integration_platform.pipeline.cursors import CursorValue
 from integration_platform.pipeline.extract import Extractor, PartitionWindow, extract_and_land
 from integration_platform.pipeline.landing import Manifest, active_manifests, list_manifests
-from integration_platform.pipeline.loading import LEDGER, load, parquet_scan, pending, quote, table_name
+from integration_platform.pipeline.loading import (
+    LEDGER,
+    load,
+    parquet_scan,
+    pending,
+    quote,
+    table_columns,
+    table_name,
+)
 from integration_platform.pipeline.streams import StreamSpec
 from integration_platform.resources.lake import LakeResource
 
@@ -201,11 +209,13 @@ def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
             todo = pending(conn, lake.store(), spec, partition)
             result = load(conn, lake.store(), spec, todo)
             checks = _checks(conn, lake, spec, result.table_rows)
+            columns = table_columns(conn, spec)
         context.log.info(f"applied {len(todo)} landing(s), {result.rows_loaded} rows, to {spec.source}.{spec.name}")
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": result.table_rows,
                 "dagster/table_name": f"{spec.source}.{spec.name}",
+                "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(c[0], c[1]) for c in columns]),
                 "rows_loaded": result.rows_loaded,
                 "landings_applied": len(todo),
                 "windows": ", ".join(result.windows),

@@ -154,13 +154,19 @@ def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, ma
     )
 
 
+def table_columns(conn: duckdb.DuckDBPyConnection, spec: StreamSpec) -> list[tuple[str, str]]:
+    """``(name, DuckDB type)`` of the stream's table, in order; empty when it does not exist yet."""
+    rows = conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+        [spec.source, spec.name],
+    ).fetchall()
+    return [(str(name), str(kind)) for name, kind in rows]
+
+
 def table_rows(conn: duckdb.DuckDBPyConnection, spec: StreamSpec) -> int:
     """Rows in the stream's table (0 when it does not exist yet)."""
-    exists = conn.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [spec.source, spec.name],
-    ).fetchone()
-    if not exists or not exists[0]:
+    if not table_columns(conn, spec):
         return 0
     row = conn.execute(f"SELECT count(*) FROM {table_name(spec)}").fetchone()
     return int(row[0]) if row else 0
