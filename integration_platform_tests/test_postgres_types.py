@@ -1,0 +1,55 @@
+"""PostgreSQL types through the ADBC path come out exact: numerics of every width, nulls, vendor types."""
+
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+
+import psycopg
+import pyarrow as pa
+import pytest
+
+from integration_platform.resources.row_filter import RowFilter
+from integration_platform.resources.sql_database import SqlDatabaseResource
+from integration_platform_tests.services import PG_HOST, PG_PORT, psql, require_port
+
+VALUES = [
+    (1, Decimal("-12345678901234.5678"), Decimal("-1234567890123456789012345678.0123456789"), Decimal("1e-20")),
+    (2, None, None, None),
+    (3, Decimal("0.0001"), Decimal("0.0000000001"), Decimal("123456789012345678901234567890")),
+    (4, Decimal("99999999999999.9999"), Decimal("9999999999999999999999999999.9999999999"), Decimal("-7")),
+    (5, Decimal("-0.0001"), Decimal("0"), Decimal("NaN")),
+]
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    require_port(PG_HOST, PG_PORT, "PostgreSQL")
+    name = f"ip_test_types_{uuid.uuid4().hex[:8]}"
+    psql("postgres", "-c", f"CREATE DATABASE {name}")
+    with psycopg.connect(f"host={PG_HOST} port={PG_PORT} user=postgres dbname={name}", autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE t (id int PRIMARY KEY, small numeric(18, 4), wide numeric(38, 10), free numeric,"
+            " doc tsvector DEFAULT to_tsvector('simple', 'a quick test'), tags text[] DEFAULT '{x,y}')"
+        )
+        for row in VALUES:
+            conn.execute("INSERT INTO t (id, small, wide, free) VALUES (%s, %s, %s, %s)", row)
+    yield name
+    psql("postgres", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_numerics_are_exact_decimals_and_vendor_types_are_text(database: str) -> None:
+    db = SqlDatabaseResource(url=f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{database}")
+    table = db.read("t").read_all().sort_by("id")
+    assert table.schema.field("small").type == pa.decimal128(18, 4)
+    assert table.schema.field("wide").type == pa.decimal128(38, 10)
+    assert table.schema.field("free").type == pa.string(), "unconstrained numeric keeps every digit as text"
+    assert table.schema.field("doc").type == pa.string()
+    assert table.column("small").to_pylist() == [v[1] for v in VALUES]
+    assert table.column("wide").to_pylist() == [v[2] for v in VALUES]
+    assert table.column("free").to_pylist()[1:3] == [None, "123456789012345678901234567890"]
+    assert table.column("doc").to_pylist()[0] == "'a':1 'quick':2 'test':3"
+    assert table.column("tags").to_pylist()[0] == ["x", "y"]
+    filtered = db.read("t", None, RowFilter("id", lower=3, upper=5)).read_all()
+    assert sorted(filtered.column("id").to_pylist()) == [3, 4]
+    sliced = db.read("t", None, RowFilter("small", lower=Decimal("-1"), upper=Decimal("1"))).read_all()
+    assert sorted(sliced.column("small").to_pylist()) == [Decimal("-0.0001"), Decimal("0.0001")]
