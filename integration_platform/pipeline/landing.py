@@ -37,7 +37,7 @@ MANIFESTS = "_manifests"
 DEFAULT_ROW_GROUP_ROWS = 1_000_000
 #: A row group is also closed once its Arrow data reaches this size, which bounds memory for
 #: wide rows (see benchmarks/sql_extract.py for the RSS / file-size trade-off measured here).
-DEFAULT_ROW_GROUP_BYTES = 48 << 20
+DEFAULT_ROW_GROUP_BYTES = 32 << 20
 DEFAULT_FILE_ROWS = 20_000_000
 QUEUE_DEPTH = 2
 

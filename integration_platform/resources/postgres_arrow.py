@@ -120,7 +120,7 @@ def _convert(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
 
 
 def read_postgres(
-    uri: str, table: str, schema: str | None, row_filter: RowFilter | None, batch_bytes: int = 16 << 20
+    uri: str, table: str, schema: str | None, row_filter: RowFilter | None, batch_bytes: int = 8 << 20
 ) -> pa.RecordBatchReader:
     """Stream ``SELECT * FROM schema.table [WHERE filter]`` as Arrow batches.
 
