@@ -39,7 +39,7 @@ DEFAULT_ROW_GROUP_ROWS = 1_000_000
 #: wide rows (see benchmarks/sql_extract.py for the RSS / file-size trade-off measured here).
 DEFAULT_ROW_GROUP_BYTES = 32 << 20
 DEFAULT_FILE_ROWS = 20_000_000
-QUEUE_DEPTH = 2
+QUEUE_DEPTH = 1
 
 
 class LandingError(RuntimeError):
