@@ -1,0 +1,35 @@
+"""Run every benchmark in turn, each as its own process, passing the command-line arguments through.
+
+Usage::
+
+    .venv/bin/python benchmarks/run_all.py                 # what `make bench` runs
+    .venv/bin/python benchmarks/run_all.py --rows 200000   # every benchmark at a reduced size
+
+Each benchmark ignores (and names) the arguments meant only for another one. Exits with the
+first non-zero status after running all of them.
+"""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+BENCHMARKS: tuple[str, ...] = ("sql_extract.py", "merge.py")
+
+
+def main(argv: list[str]) -> int:
+    """Run each script of :data:`BENCHMARKS` with ``argv``; return the first failing exit status (or 0)."""
+    status = 0
+    for script in BENCHMARKS:
+        print(f"=== {script} {' '.join(argv)}", flush=True)
+        started = time.perf_counter()
+        code = subprocess.run([sys.executable, str(BENCH_DIR / script), *argv], check=False).returncode
+        print(f"=== {script}: exit {code} after {time.perf_counter() - started:.0f} s\n", flush=True)
+        if code and not status:
+            status = code
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
