@@ -48,8 +48,9 @@ lint: $(BIN)/.installed-dev
 	$(BIN)/mypy integration_platform
 
 ## Benchmarks (never part of `make test`); results in benchmarks/results/.
+BENCH_ARGS ?= --double --peer-rows 500000
 bench: $(BIN)/.installed-bench
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .data $(DAGSTER_HOME)
