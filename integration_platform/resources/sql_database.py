@@ -3,10 +3,8 @@
 import fnmatch
 import json
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import dagster as dg
@@ -43,7 +41,7 @@ def arrow_type(sa_type: sa.types.TypeEngine[Any]) -> tuple[pa.DataType, Callable
         return pa.int16(), None
     if isinstance(sa_type, sa.Integer):
         return pa.int64(), None
-    if isinstance(sa_type, sa.Float) or isinstance(sa_type, sa.Double):
+    if isinstance(sa_type, sa.Float):  # before Numeric: Float is a Numeric subclass
         return pa.float64(), float_or_none
     if isinstance(sa_type, sa.Numeric):
         precision, scale = sa_type.precision, sa_type.scale or 0
@@ -78,9 +76,7 @@ def text_or_none(value: Any) -> str | None:
         return value
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
-    if isinstance(value, uuid.UUID | Decimal):
-        return str(value)
-    return str(value)
+    return str(value)  # UUID, Decimal, enums, vendor types
 
 
 def bytes_or_none(value: Any) -> bytes | None:
