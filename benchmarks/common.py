@@ -19,6 +19,7 @@ Runs are interleaved across methods (round ``r`` starts at method ``r mod n``), 
 """
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -185,6 +186,8 @@ def run_interleaved(methods: Sequence[Method], runs: int, warmup: Sequence[Metho
 
     ``warmup`` methods run once first, untimed (to warm the server's caches).
     """
+    code = code_version()
+    print(f"code measured: {code}", flush=True)
     for method in warmup:
         print(f"  warm-up: {method.name}", flush=True)
         run_once(method)
@@ -201,6 +204,9 @@ def run_interleaved(methods: Sequence[Method], runs: int, warmup: Sequence[Metho
                   f"  (process {sample.process_seconds:6.2f} s, CPU {_fmt(sample.cpu_seconds, '.1f')} s,"
                   f" peak RSS {sample.peak_rss_mb:7.1f} MB)",
                   flush=True)
+    if code_version().partition(", ")[2] != code.partition(", ")[2]:
+        print(f"WARNING: integration_platform/ changed during the runs (started with {code}, now "
+              f"{code_version()}): the runs mix two versions", flush=True)
     return [Summary(m, samples[m.name]) for m in methods]
 
 
@@ -228,7 +234,6 @@ def report(benchmark: str, summaries: Sequence[Summary], reference: str, bytes_l
     for title, _, _ in extra_columns:
         header += f" {title:>12}"
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"\ncode measured: {code_version()}")
     print(f"\n{benchmark}: median of {len(ref.samples)} runs; ratios relative to {reference!r}; "
           f"MB/s = {bytes_label}; load average now {load} on {os.cpu_count()} CPUs")
     print(header)
@@ -269,15 +274,23 @@ def report(benchmark: str, summaries: Sequence[Summary], reference: str, bytes_l
     return path
 
 
-def code_version() -> str:
-    """``git describe`` of the repository and whether ``integration_platform/`` has local edits."""
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
-        return done.stdout.strip()
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    return done.stdout.strip()
 
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--", "integration_platform")
-    return f"{head}{' + uncommitted changes in integration_platform/' if dirty else ''}"
+
+def code_version() -> str:
+    """The commit, and the ``integration_platform/`` tree measured (with a mark for local edits).
+
+    Two calls return the same text exactly when the platform's code is the same (a commit that
+    touches only other files changes the commit but not the tree). Local edits are fingerprinted
+    by ``git diff``'s hash, so an edit between two calls is noticed too.
+    """
+    head = _git("rev-parse", "--short", "HEAD") or "unknown"
+    tree = _git("rev-parse", "--short", "HEAD:integration_platform") or "unknown"
+    diff = _git("diff", "HEAD", "--", "integration_platform")
+    edits = f" + uncommitted edits {hashlib.sha1(diff.encode()).hexdigest()[:8]}" if diff else ""
+    return f"commit {head}, integration_platform/ tree {tree}{edits}"
 
 
 def rss_high_water_mb() -> float:
@@ -318,11 +331,15 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
 
 
 def select(methods: Sequence[Method], wanted: str, always: Sequence[str] = ()) -> list[Method]:
-    """The methods named in comma-separated ``wanted`` (all when empty), plus ``always``."""
+    """The methods named in comma-separated ``wanted`` (all when empty), plus ``always``.
+
+    Names this benchmark does not have are reported on stderr and ignored.
+    """
     names = {n.strip() for n in wanted.split(",") if n.strip()}
     if not names:
         return list(methods)
     unknown = names - {m.name for m in methods}
-    if unknown:
-        raise SystemExit(f"unknown methods {sorted(unknown)}; known: {[m.name for m in methods]}")
+    if unknown:  # run_all.py passes one --methods list to every benchmark
+        print(f"ignoring methods this benchmark does not have: {sorted(unknown)}; "
+              f"it has {[m.name for m in methods]}", file=sys.stderr)
     return [m for m in methods if m.name in names or m.name in always]

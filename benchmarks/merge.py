@@ -5,7 +5,8 @@ Usage::
     .venv/bin/python benchmarks/merge.py                  # 5,000,000 rows, 3 runs
     .venv/bin/python benchmarks/merge.py --rows 200000
 
-Setup (once per ``--rows``, kept in ``--workdir`` and reused while its marker matches):
+Setup (once per ``--rows`` and platform version, kept in ``--workdir``, reused while its marker
+matches):
 
 1. N rows are generated in DuckDB with ``range()`` (same column mix as ``sql_extract.py``:
    bigint id, integer, decimal(12,2), 20..60-character text, timestamptz, date, boolean,
@@ -43,6 +44,7 @@ from common import (
     Method,
     Role,
     child_report,
+    code_version,
     parse_args,
     python_child,
     report,
@@ -90,15 +92,22 @@ def delta_sizes(rows: int) -> tuple[int, int, int]:
 
 # ---------------------------------------------------------------- setup (parent process)
 
+def platform_code() -> str:
+    """The ``integration_platform/`` part of :func:`common.code_version`; setup is redone when it changes."""
+    return code_version().partition(", ")[2]
+
+
 def ensure_setup(workdir: Path, rows: int) -> dict[str, Any]:
-    """Build ``base.duckdb`` and land the delta in ``workdir`` unless its marker says it is done.
+    """Build ``base.duckdb`` and land the delta in ``workdir`` unless its marker says it is done
+    (same ``rows``, same platform code).
 
     Returns the marker: rows, updates, inserts, the delta manifest key and file paths.
     """
     marker_path = workdir / "setup.json"
     if marker_path.exists():
         marker = json.loads(marker_path.read_text())
-        if marker.get("rows") == rows and (workdir / "base.duckdb").exists():
+        same = marker.get("rows") == rows and marker.get("code") == platform_code()
+        if same and (workdir / "base.duckdb").exists():
             return dict(marker)
     import duckdb
 
@@ -134,8 +143,9 @@ def ensure_setup(workdir: Path, rows: int) -> dict[str, Any]:
     delta = land(store, spec, DELTA_WINDOW, reader, reader.schema, full=False)
     print(f"landed delta: {delta.rows:,} rows ({updates:,} updates, {inserts:,} new), "
           f"{delta.bytes / 1e3:.0f} kB", flush=True)
-    marker = {"rows": rows, "updates": updates, "inserts": inserts, "manifest_key": delta.key,
-              "files": [str(store.root / f.key) for f in delta.files], "delta_bytes": delta.bytes}
+    marker = {"rows": rows, "code": platform_code(), "updates": updates, "inserts": inserts,
+              "manifest_key": delta.key, "files": [str(store.root / f.key) for f in delta.files],
+              "delta_bytes": delta.bytes}
     marker_path.write_text(json.dumps(marker, indent=1))
     return marker
 
