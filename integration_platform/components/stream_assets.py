@@ -18,7 +18,7 @@ from integration_platform.pipeline.cursors import CursorValue
 from integration_platform.pipeline.extract import Extractor, PartitionWindow, extract_and_land
 from integration_platform.pipeline.landing import Manifest, active_manifests, list_manifests
 from integration_platform.pipeline.loading import (
-    LEDGER,
+    applied_landings,
     load,
     parquet_scan,
     pending,
@@ -27,7 +27,7 @@ from integration_platform.pipeline.loading import (
     table_name,
 )
 from integration_platform.pipeline.streams import StreamSpec
-from integration_platform.resources.lake import LakeResource
+from integration_platform.resources.lake import LakeResource, LakeStore
 
 FULL_REFRESH_TAG = "integration_platform/full_refresh"
 DUCKDB_POOL = "duckdb"
@@ -130,10 +130,9 @@ def lake_asset(
     return _lake
 
 
-def _expected_rows(conn: duckdb.DuckDBPyConnection, lake: LakeResource, spec: StreamSpec) -> int:
+def _expected_rows(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec) -> int:
     """Rows the table must hold according to the lake and the load ledger."""
-    store = lake.store()
-    applied = set(conn.execute(f'SELECT "window", landing_id FROM {LEDGER} WHERE stream = ?', [spec.path]).fetchall())
+    applied = applied_landings(conn, spec)
     manifests = [m for m in active_manifests(list_manifests(store, spec)) if (m.window, m.landing_id) in applied]
     if spec.write_disposition != "merge":
         return sum(m.rows for m in manifests)
@@ -147,7 +146,7 @@ def _expected_rows(conn: duckdb.DuckDBPyConnection, lake: LakeResource, spec: St
 
 
 def _checks(
-    conn: duckdb.DuckDBPyConnection, lake: LakeResource, spec: StreamSpec, table_rows: int
+    conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, table_rows: int
 ) -> list[dg.AssetCheckResult]:
     results = []
     if spec.primary_key:
@@ -164,7 +163,7 @@ def _checks(
                 metadata={"duplicate_keys": duplicates, "null_keys": null_keys},
             )
         )
-    expected = _expected_rows(conn, lake, spec)
+    expected = _expected_rows(conn, store, spec)
     results.append(
         dg.AssetCheckResult(
             check_name=ROWS_CHECK,
@@ -204,11 +203,12 @@ def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
     )
     def _warehouse(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         lake: LakeResource = context.resources.lake
+        store = lake.store()
         partition = context.partition_key if spec.partitioning else None
         with context.resources.warehouse.get_connection() as conn:
-            todo = pending(conn, lake.store(), spec, partition)
-            result = load(conn, lake.store(), spec, todo)
-            checks = _checks(conn, lake, spec, result.table_rows)
+            todo = pending(conn, store, spec, partition)
+            result = load(conn, store, spec, todo)
+            checks = _checks(conn, store, spec, result.table_rows)
             columns = table_columns(conn, spec)
         context.log.info(f"applied {len(todo)} landing(s), {result.rows_loaded} rows, to {spec.source}.{spec.name}")
         return dg.MaterializeResult(

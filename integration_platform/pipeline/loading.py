@@ -64,6 +64,13 @@ def ensure_ledger(conn: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def applied_landings(conn: duckdb.DuckDBPyConnection, spec: StreamSpec) -> set[tuple[str, str]]:
+    """``(window, landing_id)`` of every landing the ledger says the stream's table holds."""
+    ensure_ledger(conn)
+    rows = conn.execute(f'SELECT "window", landing_id FROM {LEDGER} WHERE stream = ?', [spec.path]).fetchall()
+    return {(str(window), str(landing)) for window, landing in rows}
+
+
 def pending(
     conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, partition: str | None = None
 ) -> list[Manifest]:
@@ -71,8 +78,7 @@ def pending(
 
     For a partitioned stream pass ``partition`` to get that partition's landing, if new.
     """
-    ensure_ledger(conn)
-    applied = set(conn.execute(f'SELECT "window", landing_id FROM {LEDGER} WHERE stream = ?', [spec.path]).fetchall())
+    applied = applied_landings(conn, spec)
     manifests = active_manifests(list_manifests(store, spec))
     if partition is not None:
         manifests = [m for m in manifests if m.partition == partition]
