@@ -16,15 +16,20 @@ from dagster.components.core.component_tree import ComponentTree
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
-from integration_platform.components import SqlSource
+from integration_platform.components import RestSource, SqlSource
 from integration_platform.resources.lake import LakeResource, LakeStore
 
 
-def load_source(text: str) -> SqlSource:
-    """A :class:`SqlSource` from the text of a ``defs.yaml``."""
+SOURCE_TYPES: dict[str, type[SqlSource] | type[RestSource]] = {
+    "integration_platform.components.SqlSource": SqlSource,
+    "integration_platform.components.RestSource": RestSource,
+}
+
+
+def load_source(text: str) -> SqlSource | RestSource:
+    """The source component declared by the text of a ``defs.yaml``."""
     document = yaml.safe_load(text)
-    assert document["type"] == "integration_platform.components.SqlSource"
-    return SqlSource.from_attributes_dict(attributes=document["attributes"])
+    return SOURCE_TYPES[document["type"]].from_attributes_dict(attributes=document["attributes"])
 
 
 @dataclass

@@ -23,18 +23,16 @@ schedule per partition granularity. ``include`` needs the database at definition
 """
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import dagster as dg
-import pyarrow as pa
 from dagster._utils.schedules import is_valid_cron_string
 from pydantic import Field, model_validator
 
-from integration_platform.components.stream_assets import stream_assets
+from integration_platform.components.stream_assets import ExtractionReport, ExtractorFactory, stream_assets
+from integration_platform.pipeline.extract import Extractor
 from integration_platform.pipeline.streams import IDENTIFIER, Partitioning, StreamSpec, to_identifier
-from integration_platform.resources.row_filter import RowFilter
 from integration_platform.resources.sql_database import SqlDatabaseResource, TableInfo
 
 KINDS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mariadb", "sqlite": "sqlite"}
@@ -159,12 +157,10 @@ class SqlSource(dg.Component, dg.Model, dg.Resolvable):
             raise ValueError(f"source {self.source!r}: several tables map to the stream name(s) {clashes}; set 'name'")
         return specs
 
-    def _extractor(
-        self, table: str
-    ) -> Callable[[dg.AssetExecutionContext], Callable[[RowFilter | None], pa.RecordBatchReader]]:
+    def _extractor(self, table: str) -> ExtractorFactory:
         key, schema = self.resource_key, self.schema_name
 
-        def factory(context: dg.AssetExecutionContext) -> Callable[[RowFilter | None], pa.RecordBatchReader]:
+        def factory(context: dg.AssetExecutionContext, _: ExtractionReport) -> Extractor:
             database: SqlDatabaseResource = getattr(context.resources, key)
             return lambda row_filter: database.read(table, schema, row_filter)
 

@@ -7,8 +7,10 @@ applies the pending landings to DuckDB inside one transaction, in the ``duckdb``
 """
 
 import datetime as dt
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
@@ -26,6 +28,8 @@ from integration_platform.pipeline.loading import (
     table_columns,
     table_name,
 )
+from integration_platform.pipeline.quarantine import quarantine_key, quarantined_rows, write_quarantine
+from integration_platform.pipeline.records import Rejected
 from integration_platform.pipeline.streams import StreamSpec
 from integration_platform.resources.lake import LakeResource, LakeStore
 
@@ -33,9 +37,22 @@ FULL_REFRESH_TAG = "integration_platform/full_refresh"
 DUCKDB_POOL = "duckdb"
 PK_CHECK = "primary_key_unique_not_null"
 ROWS_CHECK = "rows_reconcile_with_lake"
+QUARANTINE_CHECK = "quarantine_empty"
 
-#: Builds the extractor of a run from the run's context (which holds the resources).
-ExtractorFactory = Callable[[dg.AssetExecutionContext], Extractor]
+
+@dataclass
+class ExtractionReport:
+    """What an extractor tells the lake asset besides its rows: records it set aside
+    (written to the stream's quarantine), schema changes and source-specific metadata."""
+
+    rejected: list[Rejected] = field(default_factory=list)
+    schema_changes: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+#: Builds the extractor of a run from the run's context (which holds the resources); the
+#: extractor fills the report while it runs.
+ExtractorFactory = Callable[[dg.AssetExecutionContext, ExtractionReport], Extractor]
 
 
 class StreamRunConfig(dg.Config):
@@ -61,25 +78,62 @@ def _partition(context: dg.AssetExecutionContext, spec: StreamSpec) -> Partition
     return PartitionWindow(context.partition_key, window.start.astimezone(dt.UTC), window.end.astimezone(dt.UTC))
 
 
-def _landing_metadata(manifest: Manifest, uri: str) -> dict[str, Any]:
-    seconds = max(manifest.seconds, 1e-6)
+def _landing_metadata(manifest: Manifest, uri: str, seconds: float) -> dict[str, Any]:
+    """``seconds``: wall time of the whole extraction and landing (the manifest's own
+    ``seconds`` starts when the first batch is ready, after e.g. all HTTP pages were fetched)."""
     return {
         "dagster/row_count": manifest.rows,
         "dagster/uri": uri,
         "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in manifest.schema]),
         "bytes": manifest.bytes,
-        "seconds": manifest.seconds,
-        "rows_per_second": round(manifest.rows / seconds),
+        "seconds": round(seconds, 3),
+        "rows_per_second": round(manifest.rows / max(seconds, 1e-6)),
         "window": manifest.window,
         "landing_id": manifest.landing_id,
         "files": len(manifest.files),
     }
 
 
+def _quarantine_check(
+    store: LakeStore, spec: StreamSpec, window: str, report: ExtractionReport, run_id: str
+) -> tuple[dict[str, Any], dg.AssetCheckResult]:
+    written = write_quarantine(store, spec, window, report.rejected, run_id)
+    total = quarantined_rows(store, spec)
+    metadata: dict[str, Any] = {"quarantined": written, "quarantine_rows_total": total}
+    if written:
+        metadata["quarantine_uri"] = store.uri(quarantine_key(spec, window))
+    check = dg.AssetCheckResult(
+        check_name=QUARANTINE_CHECK,
+        passed=total == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"quarantined_rows": total, "reasons": "; ".join(sorted({r.reason for r in report.rejected})[:5])},
+    )
+    return metadata, check
+
+
 def lake_asset(
-    spec: StreamSpec, kind: str, source_resource: str, extractor_factory: ExtractorFactory
+    spec: StreamSpec,
+    kind: str,
+    source_resource: str,
+    extractor_factory: ExtractorFactory,
+    deps: Sequence[dg.AssetKey] = (),
+    quarantine: bool = False,
 ) -> dg.AssetsDefinition:
-    """The asset that extracts ``spec`` with the source's extractor and lands it in the lake."""
+    """The asset that extracts ``spec`` with the source's extractor and lands it in the lake.
+
+    ``deps``: assets the extraction reads (a parent stream a child fans out from).
+    ``quarantine``: the source may set records aside; adds the ``quarantine_empty`` check
+    (severity WARN), which fails while the stream's quarantine holds records.
+    """
+    check_specs = (
+        [
+            dg.AssetCheckSpec(
+                QUARANTINE_CHECK, asset=spec.lake_key, description="No records of this stream are in quarantine."
+            )
+        ]
+        if quarantine
+        else []
+    )
 
     @dg.asset(
         key=spec.lake_key,
@@ -87,6 +141,8 @@ def lake_asset(
         kinds={kind, "parquet"},
         partitions_def=spec.partitioning.definition() if spec.partitioning else None,
         required_resource_keys={"lake", source_resource},
+        deps=list(deps),
+        check_specs=check_specs,
         description=spec.description,
         metadata={
             "write_disposition": spec.write_disposition,
@@ -101,20 +157,23 @@ def lake_asset(
         store = lake.store()
         full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG, "").lower() == "true"
         before = None if spec.partitioning else _cursor_from_metadata(context, spec)
+        report = ExtractionReport()
+        started = time.monotonic()
         result = extract_and_land(
             store,
             spec,
-            extractor_factory(context),
+            extractor_factory(context, report),
             cursor_before=before,
             full_refresh=full_refresh,
             partition=_partition(context, spec),
         )
         manifest = result.manifest
+        seconds = time.monotonic() - started
         context.log.info(
             f"landed {manifest.rows} rows ({manifest.bytes} bytes) of {spec.path} window {manifest.window} "
-            f"in {manifest.seconds}s; {result.duplicates_dropped} already-landed rows dropped"
+            f"in {seconds:.3f}s; {result.duplicates_dropped} already-landed rows dropped"
         )
-        metadata = _landing_metadata(manifest, store.uri(manifest.key))
+        metadata = _landing_metadata(manifest, store.uri(manifest.key), seconds)
         metadata["rows_read"] = result.rows_read
         metadata["duplicates_dropped"] = result.duplicates_dropped
         metadata["full_refresh"] = full_refresh
@@ -125,7 +184,15 @@ def lake_asset(
             metadata["cursor_after"] = dg.MetadataValue.json(
                 result.cursor_after.as_json() if result.cursor_after else {}
             )
-        return dg.MaterializeResult(metadata=metadata)
+        metadata.update(report.metadata)
+        if report.schema_changes:
+            metadata["schema_changes"] = dg.MetadataValue.md("\n".join(f"- {c}" for c in report.schema_changes))
+        checks = []
+        if quarantine:
+            extra, check = _quarantine_check(store, spec, manifest.window, report, context.run.run_id)
+            metadata.update(extra)
+            checks.append(check)
+        return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
     return _lake
 
@@ -152,9 +219,13 @@ def _checks(
     if spec.primary_key:
         keys = ", ".join(quote(k) for k in spec.primary_key)
         nulls = " OR ".join(f"{quote(k)} IS NULL" for k in spec.primary_key)
-        row = conn.execute(
-            f"SELECT count(*) - count(DISTINCT ({keys})), count(*) FILTER (WHERE {nulls}) FROM {table_name(spec)}"
-        ).fetchone()
+        row = (
+            conn.execute(
+                f"SELECT count(*) - count(DISTINCT ({keys})), count(*) FILTER (WHERE {nulls}) FROM {table_name(spec)}"
+            ).fetchone()
+            if table_columns(conn, spec)
+            else None  # no table: nothing has ever landed
+        )
         duplicates, null_keys = (int(row[0]), int(row[1])) if row else (0, 0)
         results.append(
             dg.AssetCheckResult(
@@ -229,7 +300,12 @@ def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
 
 
 def stream_assets(
-    spec: StreamSpec, kind: str, source_resource: str, extractor_factory: ExtractorFactory
+    spec: StreamSpec,
+    kind: str,
+    source_resource: str,
+    extractor_factory: ExtractorFactory,
+    deps: Sequence[dg.AssetKey] = (),
+    quarantine: bool = False,
 ) -> list[dg.AssetsDefinition]:
-    """Both assets of a stream."""
-    return [lake_asset(spec, kind, source_resource, extractor_factory), warehouse_asset(spec)]
+    """Both assets of a stream (see :func:`lake_asset` for ``deps`` and ``quarantine``)."""
+    return [lake_asset(spec, kind, source_resource, extractor_factory, deps, quarantine), warehouse_asset(spec)]

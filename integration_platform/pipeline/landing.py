@@ -190,7 +190,9 @@ class _ParquetSink:
         self.files.append(LandedFile(key=key, rows=self.file_rows_written, bytes=path.stat().st_size))
 
     def finish(self) -> None:
-        if self.pending_rows or not self.staging:
+        # An empty landing still writes one file, which carries the schema to the warehouse;
+        # a stream with no columns at all (an API that returned nothing) writes none.
+        if self.pending_rows or (not self.staging and len(self.schema)):
             self._flush()
         self._close_file()
 

@@ -104,6 +104,11 @@ def _evolve(conn: duckdb.DuckDBPyConnection, target: str, staged: str) -> list[s
 
 def _apply(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, manifest: Manifest, files: list[str]) -> int:
     target = table_name(spec)
+    if not files:  # a landing without columns (nothing was ever seen): it only empties what it replaces
+        if table_columns(conn, spec):
+            window_only = "" if manifest.full else f" WHERE {quote(WINDOW_COLUMN)} = {_string(manifest.window)}"
+            conn.execute(f"DELETE FROM {target}{window_only}")
+        return 0
     source = parquet_scan(files)
     with_window = f"SELECT *, {_string(manifest.window)} AS {quote(WINDOW_COLUMN)} FROM {source}"
     if spec.write_disposition == "merge" and spec.cursor:

@@ -1,0 +1,71 @@
+"""Quarantine: records a stream rejected, kept in the lake as Parquet beside the stream.
+
+Layout: ``<source>/<stream>/_quarantine/<window>.parquet`` with columns ``origin`` (URL,
+file and line, queue and delivery tag), ``reason``, ``record`` (the record as JSON text),
+``run_id`` and ``quarantined_at`` (UTC). A window's file is rewritten each time the window
+lands (a retry replaces it; no rejections removes it); a full landing removes every older
+file with the rest of the stream's superseded data (see ``landing._collect_garbage``).
+"""
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from integration_platform.pipeline.records import Rejected
+from integration_platform.pipeline.streams import StreamSpec
+from integration_platform.resources.lake import LakeStore
+
+QUARANTINE = "_quarantine"
+SCHEMA = pa.schema(
+    [
+        ("origin", pa.string()),
+        ("reason", pa.string()),
+        ("record", pa.string()),
+        ("run_id", pa.string()),
+        ("quarantined_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def quarantine_key(spec: StreamSpec, window: str) -> str:
+    return f"{spec.path}/{QUARANTINE}/{window}.parquet"
+
+
+def write_quarantine(store: LakeStore, spec: StreamSpec, window: str, rejected: Sequence[Rejected], run_id: str) -> int:
+    """Replace the window's quarantine file with ``rejected``; returns how many were written."""
+    key = quarantine_key(spec, window)
+    if not rejected:
+        store.delete([k for k in store.list_keys(f"{spec.path}/{QUARANTINE}/") if k == key])
+        return 0
+    now = dt.datetime.now(dt.UTC)
+    table = pa.table(
+        [
+            [r.origin for r in rejected],
+            [r.reason for r in rejected],
+            [json.dumps(r.record, ensure_ascii=False, default=str) for r in rejected],
+            [run_id] * len(rejected),
+            [now] * len(rejected),
+        ],
+        schema=SCHEMA,
+    )
+    staging = store.staging_path(key)
+    try:
+        pq.write_table(table, staging, compression="zstd")
+        store.commit(staging, key)
+    except BaseException:
+        store.discard(staging)
+        raise
+    return len(rejected)
+
+
+def quarantined_rows(store: LakeStore, spec: StreamSpec) -> int:
+    """Records currently in the stream's quarantine (all windows)."""
+    total = 0
+    for key in store.list_keys(f"{spec.path}/{QUARANTINE}/"):
+        if key.endswith(".parquet"):
+            with store.local_copy(key) as path:
+                total += pq.ParquetFile(path).metadata.num_rows
+    return total

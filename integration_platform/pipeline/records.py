@@ -1,0 +1,289 @@
+"""JSON records -> Arrow with one stable schema per landing, for every source that speaks JSON
+(REST pages, JSON/NDJSON files, queue messages).
+
+Why our own code: the landing needs one schema for all of a stream's pages, known only at
+the end, while pages arrive one at a time and must not all be held in memory. Arrow does
+the conversions (``pa.array`` inference, ``pa.unify_schemas(promote_options="permissive")``,
+casts); this module only keeps the running schema and decides what is a change and what is
+a conflict:
+
+- a field seen for the first time becomes a nullable column (recorded in ``changes``);
+- a column widens when Arrow can promote losslessly (null -> any type, int64 -> double,
+  a struct gaining fields), also recorded;
+- anything else (a string where numbers were, a value that does not cast to a declared
+  column type) is a conflict: :class:`SchemaConflictError`, or, with
+  ``on_conflict="quarantine"``, the offending records go to ``rejected`` with the reason.
+
+``nested="json"`` keeps objects and lists as JSON text instead of structs and lists;
+``json_columns`` does the same for the named fields only (any value, scalars included).
+Converted pages go into a :class:`TableSpill` (memory up to a limit, then Arrow IPC files on
+disk); :meth:`TableSpill.reader` streams them back conformed to the final schema.
+"""
+
+import json
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+
+ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError)
+
+
+class SchemaConflictError(ValueError):
+    """A record does not fit the stream's schema (names the stream, field, value and origin)."""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record set aside: where it came from (URL, file:line, ...), why, and the record itself."""
+
+    origin: str
+    reason: str
+    record: Any
+
+
+def _unify(current: pa.DataType, new: pa.DataType) -> pa.DataType | None:
+    if current == new:
+        return current
+    try:
+        fields = [pa.schema([("x", current)]), pa.schema([("x", new)])]
+        return pa.unify_schemas(fields, promote_options="permissive").field("x").type
+    except ARROW_ERRORS:
+        return None
+
+
+def cast(array: pa.Array | pa.ChunkedArray, kind: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    """``array`` as ``kind``. Nested types are rebuilt from Python values: pyarrow 26's cast
+    of a list<struct<list<struct<null ...>>>> array returns an invalid array (seen on
+    PokeAPI's ``past_abilities``), even to its own type."""
+    if array.type == kind:
+        return array
+    if pa.types.is_nested(kind):
+        return pa.array(array.to_pylist(), type=kind)
+    return array.cast(kind)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class JsonRecords:
+    """Converts pages of JSON records to Arrow tables under one evolving schema (module doc).
+
+    ``columns``: declared Arrow types that win over inference (a timestamp kept as text by the
+    API, say). ``required``: fields every record must have (the primary key); records missing
+    one are conflicts. ``primary_key``: records whose key was already seen in this landing are
+    dropped (counted in ``duplicates``), the first one kept.
+    """
+
+    def __init__(
+        self,
+        stream: str,
+        *,
+        nested: Literal["struct", "json"] = "struct",
+        columns: Mapping[str, pa.DataType] | None = None,
+        on_conflict: Literal["fail", "quarantine"] = "fail",
+        primary_key: Sequence[str] = (),
+        json_columns: Sequence[str] = (),
+    ) -> None:
+        self.stream, self.nested, self.on_conflict = stream, nested, on_conflict
+        self.declared = dict(columns or {})
+        self.primary_key = tuple(primary_key)
+        self.json_columns = frozenset(json_columns)
+        self.declared.update({name: pa.string() for name in self.json_columns})
+        self.schema = pa.schema([(name, kind) for name, kind in self.declared.items()])
+        self.changes: list[str] = []
+        self.rejected: list[Rejected] = []
+        self.duplicates = 0
+        self._keys: set[tuple[Any, ...]] = set()
+
+    def _conflict(self, origin: str, reason: str, record: Any) -> None:
+        if self.on_conflict == "fail":
+            raise SchemaConflictError(f"stream {self.stream}: {reason} in {origin}")
+        self.rejected.append(Rejected(origin, reason, record))
+
+    def _column(self, name: str, values: list[Any]) -> tuple[pa.Array, pa.DataType]:
+        """The column as an array and its (possibly widened) type; raises ArrowInvalid etc. on conflict."""
+        inferred = pa.array(values)
+        declared = self.declared.get(name)
+        if declared is not None:
+            return cast(inferred, declared), declared
+        index = self.schema.get_field_index(name)
+        if index < 0:
+            return inferred, inferred.type
+        current = self.schema.field(index).type
+        unified = _unify(current, inferred.type)
+        if unified is None:
+            raise pa.ArrowTypeError(f"expected {current}, got {inferred.type}")
+        return cast(inferred, unified), unified
+
+    def _fits(self, name: str, value: Any, kind: pa.DataType | None) -> str | None:
+        """Why ``value`` cannot go into column ``name`` of type ``kind``, or None when it can."""
+        try:
+            array = pa.array([value])
+            if kind is not None and kind != array.type:
+                if name in self.declared:
+                    cast(array, kind)
+                elif _unify(kind, array.type) is None:
+                    return f"field {name!r}: expected {kind}, got {_short(value)}"
+        except ARROW_ERRORS as exc:
+            return f"field {name!r}: {_short(value)} does not convert: {exc}"
+        return None
+
+    def _isolate(self, name: str, objects: list[dict[str, Any]], origins: list[str]) -> None:
+        """Find the records that break column ``name``; raise or set them aside."""
+        index = self.schema.get_field_index(name)
+        kind = self.schema.field(index).type if index >= 0 else None
+        if kind is None:  # a new column: the first non-null value decides its type
+            first = next((o[name] for o in objects if o.get(name) is not None), None)
+            kind = pa.array([first]).type
+        keep: list[int] = []
+        before = len(objects)
+        for i, obj in enumerate(objects):
+            reason = self._fits(name, obj.get(name), kind) if obj.get(name) is not None else None
+            if reason is None:
+                keep.append(i)
+            else:
+                self._conflict(origins[i], reason, obj)
+        if len(keep) == before:  # no single record is to blame: the page as a whole does not convert
+            raise SchemaConflictError(f"stream {self.stream}: field {name!r} does not convert to one Arrow type")
+        objects[:] = [objects[i] for i in keep]
+        origins[:] = [origins[i] for i in keep]
+
+    def _admit(self, records: Sequence[Any], origin: str) -> tuple[list[dict[str, Any]], list[str]]:
+        objects: list[dict[str, Any]] = []
+        origins: list[str] = []
+        for i, record in enumerate(records):
+            where = f"{origin} record {i}"
+            if not isinstance(record, dict):
+                self._conflict(where, f"record is a JSON {type(record).__name__}, not an object", record)
+                continue
+            missing = [k for k in self.primary_key if record.get(k) is None]
+            if missing:
+                self._conflict(where, f"primary key field(s) {missing} missing or null", record)
+                continue
+            if self.primary_key:
+                key = tuple(json.dumps(record[k], sort_keys=True) for k in self.primary_key)
+                if key in self._keys:
+                    self.duplicates += 1
+                    continue
+                self._keys.add(key)
+            if self.json_columns:
+                record = {
+                    k: json.dumps(v, ensure_ascii=False) if k in self.json_columns and v is not None else v
+                    for k, v in record.items()
+                }
+            if self.nested == "json":
+                record = {
+                    k: json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v for k, v in record.items()
+                }
+            objects.append(record)
+            origins.append(where)
+        return objects, origins
+
+    def convert(self, records: Sequence[Any], origin: str) -> pa.Table:
+        """One page of records as an Arrow table in the current schema (which it may extend).
+
+        ``origin`` (a URL, a file name) goes into error messages and rejected records.
+        Raises :class:`SchemaConflictError` on a conflict when ``on_conflict`` is ``fail``.
+        """
+        objects, origins = self._admit(records, origin)
+        names = list(self.schema.names)
+        for obj in objects:
+            names.extend(k for k in obj if k not in names)
+        while True:
+            arrays, fields = [], []
+            for name in names:
+                try:
+                    array, kind = self._column(name, [o.get(name) for o in objects])
+                except ARROW_ERRORS:
+                    self._isolate(name, objects, origins)
+                    break
+                arrays.append(array)
+                fields.append(pa.field(name, kind))
+            else:
+                break
+        for field in fields:
+            index = self.schema.get_field_index(field.name)
+            if index < 0:
+                if len(self.schema):
+                    self.changes.append(f"new column {field.name} ({field.type}) first seen in {origin}")
+                self.schema = self.schema.append(field)
+            elif self.schema.field(index).type != field.type:
+                old = self.schema.field(index).type
+                if not pa.types.is_null(old):
+                    self.changes.append(f"column {field.name} widened from {old} to {field.type} in {origin}")
+                self.schema = self.schema.set(index, field)
+        return pa.Table.from_arrays(arrays, schema=pa.schema(fields)) if fields else pa.table({})
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with every column of ``schema`` (missing ones null), in its order and types."""
+    columns = [
+        cast(table.column(f.name), f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+class TableSpill:
+    """Arrow tables held in memory up to ``limit_bytes``, then written to Arrow IPC files.
+
+    Use as a context manager; the files go when it exits.
+    """
+
+    def __init__(self, limit_bytes: int = 64 << 20) -> None:
+        self.limit = limit_bytes
+        self._memory: list[pa.Table] = []
+        self._bytes = 0
+        self._dir = tempfile.TemporaryDirectory(prefix="ip-spill-")
+        self._files: list[Path] = []
+        self.rows = 0
+
+    def __enter__(self) -> "TableSpill":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Drop what is held and remove the spill files."""
+        self._memory = []
+        self._dir.cleanup()
+
+    def add(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        self.rows += table.num_rows
+        self._memory.append(table)
+        self._bytes += table.nbytes
+        if self._bytes >= self.limit:
+            for held in self._memory:
+                path = Path(self._dir.name) / f"{len(self._files):06d}.arrow"
+                with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, held.schema) as writer:
+                    writer.write_table(held)
+                self._files.append(path)
+            self._memory, self._bytes = [], 0
+
+    def tables(self) -> Iterator[pa.Table]:
+        for path in self._files:
+            with pa.memory_map(str(path)) as source:
+                yield pa.ipc.open_file(source).read_all()
+        yield from self._memory
+
+    def reader(self, schema: pa.Schema, batch_rows: int = 65536) -> pa.RecordBatchReader:
+        """Every held row conformed to ``schema``, as a stream of batches; the spill closes
+        itself when the stream ends (or fails)."""
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                for table in self.tables():
+                    yield from conform(table, schema).to_batches(max_chunksize=batch_rows)
+            finally:
+                self.close()
+
+        return pa.RecordBatchReader.from_batches(schema, batches())

@@ -1,0 +1,186 @@
+"""Real local HTTP servers for the REST tests: the PokeAPI mirror server, the fault proxy and datasette.
+
+Each runs as its own process on 127.0.0.1 and is stopped by pid when the ``with`` block ends:
+
+- ``pokeapi_server``: ``sandbox/pokeapi/server.py`` over a PokeAPI static mirror (paging, auth modes, OAuth2
+  token endpoint, ``/_stats``);
+- ``fault_proxy``: ``sandbox/fault_proxy.py`` in front of any of them, with a deterministic fault plan;
+- ``datasette_server``: datasette 1.0a41 serving a SQLite file (keyset pagination with a ``next`` token).
+
+The two sandbox scripts print ``listening on http://127.0.0.1:<port>`` when ready; a missing executable or data
+set skips the test (fails in CI) through ``services.missing``.
+"""
+
+import json
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import requests
+
+from integration_platform_tests.services import REPO, SHARED_DATA, free_port, missing, stop
+
+POKEAPI_SCRIPT = REPO / "sandbox" / "pokeapi" / "server.py"
+FAULT_PROXY_SCRIPT = REPO / "sandbox" / "fault_proxy.py"
+START_SECONDS = 30.0
+
+
+@dataclass
+class HttpServer:
+    """A running server: base URL without trailing slash, its process, whether it has /_stats and /_reset."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    has_control: bool = True
+
+    @property
+    def pid(self) -> int:
+        """The server process id."""
+        return self.process.pid
+
+    def stats(self) -> dict[str, Any]:
+        """GET /_stats: the request log, tokens issued and token requests."""
+        if not self.has_control:
+            raise NotImplementedError("this server has no /_stats endpoint")
+        response = requests.get(f"{self.url}/_stats", timeout=10)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def reset(self) -> None:
+        """POST /_reset: clear the request and token logs."""
+        if not self.has_control:
+            raise NotImplementedError("this server has no /_reset endpoint")
+        requests.post(f"{self.url}/_reset", timeout=10).raise_for_status()
+
+
+@dataclass
+class FaultProxy:
+    """A running fault proxy: base URL without trailing slash and its process."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        """The proxy process id."""
+        return self.process.pid
+
+    def stats(self) -> dict[str, Any]:
+        """GET /_proxy/stats: received, forwarded, faults per kind and the per-request log."""
+        response = requests.get(f"{self.url}/_proxy/stats", timeout=10)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def set_plan(self, plan: list[dict[str, Any]]) -> None:
+        """Replace the fault plan; resets the proxy's counters and log."""
+        requests.post(f"{self.url}/_proxy/plan", json=plan, timeout=10).raise_for_status()
+
+
+def _stderr_text(stderr: IO[bytes]) -> str:
+    stderr.flush()
+    stderr.seek(0)
+    return stderr.read().decode("utf-8", "replace")[-4000:]
+
+
+def _started(stack: ExitStack, args: list[str], what: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``sys.executable args`` and return it with the URL of its ``listening on`` line.
+
+    The process is registered on ``stack`` to be stopped by pid; stderr goes to a temporary file that is
+    quoted when the process dies or stays silent for START_SECONDS.
+    """
+    stderr = stack.enter_context(tempfile.TemporaryFile())
+    process = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=stderr)
+    stack.callback(stop, process)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:  # keeps draining stdout so the child can never block on a full pipe
+        assert process.stdout is not None
+        for raw in process.stdout:
+            lines.put(raw.decode("utf-8", "replace").strip())
+
+    threading.Thread(target=pump, name=f"{what}-stdout", daemon=True).start()
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.1)
+        except queue.Empty:
+            if process.poll() is not None:
+                raise RuntimeError(f"{what} exited with {process.returncode}:\n{_stderr_text(stderr)}") from None
+            continue
+        if line.startswith("listening on http://127.0.0.1:"):
+            return process, line.removeprefix("listening on ")
+    raise TimeoutError(f"{what} printed no 'listening on' line in {START_SECONDS}s:\n{_stderr_text(stderr)}")
+
+
+@contextmanager
+def pokeapi_server(
+    data_dir: Path | None = None, *, latency_ms: int = 0, auth_args: Sequence[str] = ()
+) -> Iterator[HttpServer]:
+    """Serve a PokeAPI mirror (default: the full shared subset) with sandbox/pokeapi/server.py.
+
+    ``auth_args`` are passed through, e.g. ``["--oauth2", "id:secret", "--token-ttl", "60"]`` or
+    ``["--api-key-header", "X-Api-Key", "--api-key", "k"]``.
+    """
+    if data_dir is None:
+        data_dir = SHARED_DATA / "pokeapi-subset" / "data"
+    if not (data_dir / "api" / "v2" / "index.json").is_file():
+        missing(f"PokeAPI mirror at {data_dir}")
+    args = [str(POKEAPI_SCRIPT), "--data", str(data_dir), "--port", "0", "--latency-ms", str(latency_ms)]
+    with ExitStack() as stack:
+        process, url = _started(stack, [*args, *auth_args], "pokeapi server")
+        yield HttpServer(url, process)
+
+
+@contextmanager
+def fault_proxy(upstream: str, plan: list[dict[str, Any]]) -> Iterator[FaultProxy]:
+    """Put sandbox/fault_proxy.py in front of ``upstream`` with the given fault plan."""
+    with ExitStack() as stack:
+        plan_file = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "plan.json"
+        plan_file.write_text(json.dumps(plan))
+        args = [str(FAULT_PROXY_SCRIPT), "--upstream", upstream, "--port", "0", "--plan", str(plan_file)]
+        process, url = _started(stack, args, "fault proxy")
+        yield FaultProxy(url, process)
+
+
+@contextmanager
+def datasette_server(db: Path) -> Iterator[HttpServer]:
+    """Serve a SQLite file with the venv's datasette (100 rows per page by default, at most 1,000 per page).
+
+    Its table JSON is ``/<db stem>/<table>.json``; ``stats()``/``reset()`` raise NotImplementedError.
+    """
+    executable = Path(sys.executable).with_name("datasette")
+    if not executable.exists():
+        missing("datasette (pip install datasette==1.0a41)")
+    if not db.is_file():
+        missing(f"SQLite database {db}")
+    port = free_port()
+    settings = ["--setting", "default_page_size", "100", "--setting", "max_returned_rows", "1000"]
+    command = [str(executable), "serve", str(db), "-h", "127.0.0.1", "-p", str(port), *settings]
+    url = f"http://127.0.0.1:{port}"
+    with ExitStack() as stack:
+        log = stack.enter_context(tempfile.TemporaryFile())
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        stack.callback(stop, process)
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"datasette exited with {process.returncode}:\n{_stderr_text(log)}")
+            try:
+                if requests.get(f"{url}/-/versions.json", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"datasette not answering on {url} after {START_SECONDS}s:\n{_stderr_text(log)}")
+            time.sleep(0.1)
+        yield HttpServer(url, process, has_control=False)
