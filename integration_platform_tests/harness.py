@@ -19,7 +19,6 @@ from dagster_duckdb import DuckDBResource
 from integration_platform.components import RestSource, SqlSource
 from integration_platform.resources.lake import LakeResource, LakeStore
 
-
 SOURCE_TYPES: dict[str, type[SqlSource] | type[RestSource]] = {
     "integration_platform.components.SqlSource": SqlSource,
     "integration_platform.components.RestSource": RestSource,

@@ -100,7 +100,9 @@ def test_lists_and_fan_out_land_every_record_of_the_mirror(
     firmness = p.query("SELECT firmness FROM poke.berry_details WHERE id = 1")[0][0]
     assert json.loads(firmness) == json.loads((MIRROR / "berry" / "1" / "index.json").read_text())["firmness"]
     # parent id -> sub-resource: every encounter of every pokemon, tagged with its pokemon
-    expected = sum(len(json.loads((MIRROR / "pokemon" / str(i) / "encounters" / "index.json").read_text())) for i in pokemon_ids)
+    expected = sum(
+        len(json.loads((MIRROR / "pokemon" / str(i) / "encounters" / "index.json").read_text())) for i in pokemon_ids
+    )
     assert p.query("SELECT count(*) FROM poke.encounters")[0][0] == expected
     assert p.query("SELECT count(DISTINCT _pokemon_details_id) FROM poke.encounters")[0][0] > 10
     details = latest_metadata(instance, dg.AssetKey(["poke", "pokemon_details"]))

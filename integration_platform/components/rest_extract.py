@@ -3,17 +3,19 @@
 A top-level stream walks its endpoint's pages; an incremental one sends the lower bound of
 its window (the high-water mark minus the lag) in its query parameter. A child stream reads
 its parent's landed records from the lake (the parent is an upstream asset), renders its
-path once per distinct parent record and fetches those paths with at most ``concurrency``
-requests in flight. Responses are converted in the order they complete: what lands does
-not depend on response order, and a record whose primary key was already seen in the
-landing is dropped, so offset pages that shift while being read never land a record twice.
+path once per distinct parent record and fetches those paths on ``concurrency`` threads.
+Responses are converted in parent order, whatever order they arrive in: what lands (rows
+and inferred schema) does not depend on timing. A record whose primary key was already
+seen in the landing is dropped, so offset pages that shift while being read never land a
+record twice.
 """
 
 import datetime as dt
 import json
 import string
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
@@ -127,25 +129,27 @@ class _Fetch:
 def _fan_out(
     fetch: _Fetch, rows: list[dict[str, Any]], concurrency: int
 ) -> Iterator[tuple[dict[str, Any], list[Page] | None]]:
-    """Fetch every parent row's path with at most ``concurrency`` requests in flight, yielding
-    results as they complete. The first failure cancels what has not started and is raised."""
+    """Fetch every parent row's path with ``concurrency`` workers and up to twice as many
+    requests queued, yielding results in parent order whatever order responses come in (so
+    the schema a landing infers never depends on timing). The first failure cancels what has
+    not started and is raised."""
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="rest-fan-out")
+    queued: deque[tuple[dict[str, Any], Future[list[Page] | None]]] = deque()
     todo = iter(rows)
-    running: dict[Future[list[Page] | None], dict[str, Any]] = {}
 
-    def submit(count: int) -> None:
-        for row in (next(todo, None) for _ in range(count)):
-            if row is not None:
-                running[pool.submit(fetch, render_path(fetch.plan.path, row), fetch.plan.params)] = row
+    def submit() -> None:
+        row = next(todo, None)
+        if row is not None:
+            queued.append((row, pool.submit(fetch, render_path(fetch.plan.path, row), fetch.plan.params)))
 
     try:
-        submit(2 * concurrency)
-        while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                row = running.pop(future)
-                yield row, future.result()
-            submit(len(done))
+        for _ in range(2 * concurrency):
+            submit()
+        while queued:
+            row, future = queued.popleft()
+            result = future.result()
+            submit()
+            yield row, result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

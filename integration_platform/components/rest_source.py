@@ -50,6 +50,11 @@ SECRET_FIELDS = {"token": "token_env", "api_key": "api_key_env", "password": "pa
 SECRET_FIELDS |= {"client_secret": "client_secret_env", "refresh_token": "refresh_token_env"}
 
 
+def _param_text(value: str | int | float | bool) -> str:
+    """A query parameter value as sent: YAML ``true`` becomes ``true``, ``50`` becomes ``50``."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 class RestAuth(dg.Model, dg.Resolvable):
     """How the API authenticates; secrets are named by environment variable (``*_env``)."""
 
@@ -138,7 +143,7 @@ class RestStream(dg.Model, dg.Resolvable):
 
     name: str = Field(pattern=IDENTIFIER.pattern)
     path: str = Field(min_length=1, description="Joined to base_url; {field} placeholders need a parent.")
-    params: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
     records: str | None = Field(default=None, description="JSON path of the records; $ for the whole body.")
     primary_key: list[str] = Field(default_factory=list)
     paginator: RestPaginator | None = None
@@ -184,7 +189,7 @@ class RestSource(dg.Component, dg.Model, dg.Resolvable):
     base_url: str | None = Field(default=None, pattern=r"^https?://")
     base_url_env: str | None = Field(default=None, pattern=ENV_NAME)
     headers: dict[str, str] = Field(default_factory=dict)
-    params: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
     auth: RestAuth = Field(default_factory=RestAuth)
     rate_limit: float | None = Field(default=None, gt=0, description="Requests per second for the whole run.")
     concurrency: int = Field(default=8, ge=1, le=256)
@@ -233,7 +238,7 @@ class RestSource(dg.Component, dg.Model, dg.Resolvable):
         return RestApiResource(
             base_url=dg.EnvVar(self.base_url_env) if self.base_url_env else str(self.base_url),  # type: ignore[arg-type]
             headers=self.headers,
-            params=self.params,
+            params={k: _param_text(v) for k, v in self.params.items()},
             auth=self.auth.resource_config(),
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
@@ -270,7 +275,7 @@ class RestSource(dg.Component, dg.Model, dg.Resolvable):
                 RestStreamPlan(
                     spec=specs[stream.name],
                     path=stream.path,
-                    params=stream.params,
+                    params={k: _param_text(v) for k, v in stream.params.items()},
                     records_path=stream.records if stream.records is not None else self.defaults.records,
                     paginator=Paginator(**paginator.model_dump()) if paginator else Paginator(),
                     incremental_param=stream.incremental.param if stream.incremental else None,

@@ -125,6 +125,15 @@ class OAuth2TokenAuth(AuthBase):
                     **({} if basic else {"client_id": config.client_id}),
                 )
                 self.refresh = token.get("refresh_token") or self.refresh
+        except Warning as exc:
+            # oauthlib raises a Warning carrying the token when the server granted another
+            # scope than asked (allowed by RFC 6749 section 5.1); the token is still good.
+            granted = getattr(exc, "token", None)
+            if not granted:
+                raise HttpAuthError(f"OAuth2 {self.grant} grant at {config.token_url}: {exc}") from None
+            token = granted
+            if self.grant == "refresh_token":
+                self.refresh = token.get("refresh_token") or self.refresh
         except OAuth2Error as exc:
             raise HttpAuthError(
                 f"OAuth2 {self.grant} grant at {config.token_url} refused: {exc.error} "

@@ -1,0 +1,149 @@
+"""REST source under faults, through a real proxy in front of the real PokeAPI server.
+
+429 with Retry-After, bursts of 500/503, connection resets, slow responses, bodies cut
+short and truncated JSON: retries recover with exact totals and no duplicates; an error past
+the retry budget fails the run with a clear message and lands nothing; the rate limit holds
+as counted by the server, also across processes sharing a run.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from integration_platform_tests.harness import latest_metadata, platform
+from integration_platform_tests.rest_servers import fault_proxy, pokeapi_server
+from integration_platform_tests.services import SHARED_DATA
+
+BERRY_IDS = {
+    int(p.name) for p in (SHARED_DATA / "pokeapi-subset" / "data" / "api" / "v2" / "berry").iterdir() if p.is_dir()
+}
+DETAILS = dg.AssetKey(["berry", "details"])
+
+
+def _yaml(url: str, *, retries: int = 6, rate_limit: float | None = None, concurrency: int = 4) -> str:
+    limit = f"rate_limit: {rate_limit}" if rate_limit else ""
+    return f"""
+type: integration_platform.components.RestSource
+attributes:
+  source: berry
+  base_url: {url}
+  max_retries: {retries}
+  backoff_factor: 0.05
+  read_timeout: 1
+  concurrency: {concurrency}
+  {limit}
+  streams:
+    - name: list
+      path: /api/v2/berry/
+      records: results
+      paginator: {{type: offset, limit: 10, total_path: count}}
+      primary_key: [name]
+    - name: details
+      path: "{{url}}"
+      parent: {{stream: list}}
+      records: $
+      primary_key: [id]
+"""
+
+
+def _max_in_window(times: list[float], seconds: float = 1.0) -> int:
+    times = sorted(times)
+    return max(sum(1 for u in times[i:] if u < t + seconds) for i, t in enumerate(times))
+
+
+def test_retries_recover_from_every_fault_with_exact_totals(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    plan: list[dict[str, Any]] = [
+        {"fault": "429", "at": [2], "retry_after": 1},
+        {"fault": "503", "at": [5, 6, 7]},
+        {"fault": "500", "every": 13},
+        {"fault": "502", "at": [40]},
+        {"fault": "reset", "at": [15, 30]},
+        {"fault": "slow", "at": [20], "seconds": 2.5},
+        {"fault": "truncate", "at": [25]},
+        {"fault": "truncate_json", "at": [35]},
+    ]
+    with pokeapi_server() as server, fault_proxy(server.url, plan) as proxy:
+        p = platform(_yaml(proxy.url), tmp_path, instance)
+        result = p.materialize()
+        stats = proxy.stats()
+    assert result.success
+    assert {kind for kind, count in stats["faults"].items() if count} == {
+        "429",
+        "503",
+        "500",
+        "502",
+        "reset",
+        "slow",
+        "truncate",
+        "truncate_json",
+    }
+    assert sum(stats["faults"].values()) >= 12
+    ids = [row[0] for row in p.query("SELECT id FROM berry.details")]
+    assert sorted(ids) == sorted(BERRY_IDS)  # every record once: none lost, none twice
+    assert p.query("SELECT count(*) FROM berry.list")[0][0] == len(BERRY_IDS)
+    sent = sum(latest_metadata(instance, dg.AssetKey(["berry", name]))["requests"] for name in ("list", "details"))
+    assert sent == stats["received"]  # every attempt the client made reached the server
+    assert stats["received"] > len(BERRY_IDS) + 7  # 7 list pages + 68 details, plus the retries
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+
+
+def test_an_error_past_the_retry_budget_fails_clearly_and_lands_nothing(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    with pokeapi_server() as server, fault_proxy(server.url, []) as proxy:
+        p = platform(_yaml(proxy.url, retries=2), tmp_path, instance)
+        assert p.materialize().success
+        before = latest_metadata(instance, DETAILS)["landing_id"]
+        proxy.set_plan([{"fault": "503", "path_regex": r"^/api/v2/berry/6\d/$"}])
+        failed = p.materialize([DETAILS, dg.AssetKey(["warehouse", "berry", "details"])], raise_on_error=False)
+    assert not failed.success
+    causes = [
+        e.step_failure_data.error.cause.message
+        for e in failed.all_events
+        if e.event_type == dg.DagsterEventType.STEP_FAILURE and e.step_failure_data.error.cause
+    ]
+    assert any("HTTP 503 Service Unavailable" in c and "(after 3 attempt(s))" in c for c in causes), causes
+    assert any("/api/v2/berry/6" in c for c in causes)
+    # the previous landing is still the stream's landing; the warehouse still holds it whole
+    manifest = json.loads((tmp_path / "lake" / "berry" / "details" / "_manifests" / "snapshot.json").read_text())
+    assert manifest["landing_id"] == before
+    assert not list((tmp_path / "lake" / "berry" / "details").rglob("*.tmp-*"))
+    assert p.query("SELECT count(*) FROM berry.details")[0][0] == len(BERRY_IDS)
+
+
+def test_the_rate_limit_is_never_exceeded_counted_at_the_server(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    limit = 15.0
+    with pokeapi_server() as server:
+        p = platform(_yaml(server.url, rate_limit=limit, concurrency=8), tmp_path, instance)
+        assert p.materialize().success
+        times = [r["t"] for r in server.stats()["requests"] if r["path"].startswith("/api/v2/")]
+    assert len(times) == len(BERRY_IDS) + 7
+    assert _max_in_window(times) <= limit
+    achieved = (len(times) - 1) / (max(times) - min(times))
+    assert 0.95 * limit <= achieved <= limit
+
+
+CLIENT = """
+import sys
+from integration_platform.resources.rest_api import RestApiResource
+client = RestApiResource(base_url=sys.argv[1], rate_limit=float(sys.argv[2])).client(sys.argv[3])
+for i in range(1, 31):
+    client.get_json(f"{sys.argv[1]}/api/v2/berry/{i}/")
+"""
+
+
+def test_processes_of_one_run_share_the_rate_limit(tmp_path: Path) -> None:
+    """Two processes (as Dagster's multiprocess executor starts per step) with the same run id."""
+    limit = 10.0
+    with pokeapi_server() as server:
+        args = [sys.executable, "-c", CLIENT, server.url, str(limit), f"run-{tmp_path.name}"]
+        workers = [subprocess.Popen(args) for _ in range(2)]
+        assert [w.wait(timeout=60) for w in workers] == [0, 0]
+        times = [r["t"] for r in server.stats()["requests"] if r["path"].startswith("/api/v2/")]
+    assert len(times) == 60
+    assert _max_in_window(times) <= limit
+    assert (max(times) - min(times)) >= 59 / limit * 0.99
