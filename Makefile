@@ -13,7 +13,7 @@ DAGSTER_PORT ?= 3000
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e .
+	$(BIN)/pip install -q -c constraints.txt -e '.[sandbox]'
 	touch $@
 
 $(BIN)/.installed-dev: $(BIN)/.installed
@@ -37,7 +37,8 @@ run: $(BIN)/.installed $(DAGSTER_HOME)/dagster.yaml
 
 ## The Dagster UI (webserver + daemon) on http://$(DAGSTER_HOST):$(DAGSTER_PORT).
 dev: $(BIN)/.installed $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -w workspace.yaml -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
+	$(BIN)/python -m integration_platform.standins -- \
+		$(BIN)/dagster dev -w workspace.yaml -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
 
 ## The whole test suite, against the real services (see README).
 test: $(BIN)/.installed-dev

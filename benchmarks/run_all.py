@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS: tuple[str, ...] = ("sql_extract.py", "merge.py")
+BENCHMARKS: tuple[str, ...] = ("sql_extract.py", "merge.py", "rest_fanout.py")
 
 
 def main(argv: list[str]) -> int:

@@ -1,5 +1,6 @@
 """The main job (``make run``): materialise every unpartitioned asset of the code location once,
 in this process, on the Dagster instance at ``$DAGSTER_HOME``, and print what landed where.
+The demo's HTTP sources are served by local stand-ins (:mod:`integration_platform.standins`).
 
 Running it again is incremental: cursors come from the previous materialisations.
 Exit status: 0 when every step and every asset check passed, 1 otherwise.
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from integration_platform.definitions import defs
+from integration_platform.standins import running_standins
 
 
 @dataclass
@@ -43,14 +45,17 @@ def summarise(result: dg.ExecuteInProcessResult) -> list[Row]:
 
 
 def main() -> int:
-    definitions = defs()
-    job = definitions.resolve_implicit_global_asset_job_def()
-    with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(
-            instance=instance,
-            raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-        )
+    with running_standins() as started:
+        for name, url in started.items():
+            print(f"stand-in {name}={url}", flush=True)
+        definitions = defs()
+        job = definitions.resolve_implicit_global_asset_job_def()
+        with dg.DagsterInstance.get() as instance:
+            result = job.execute_in_process(
+                instance=instance,
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            )
     table = summarise(result)
     widths = [
         max(len(getattr(r, f)) for r in [Row("asset", "rows", "bytes", "seconds", "landed in"), *table])

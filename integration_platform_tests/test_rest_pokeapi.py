@@ -24,11 +24,11 @@ def _detail_ids(endpoint: str) -> set[int]:
 
 
 def _yaml(url: str, limit: int = 20, paginator: str = "offset") -> str:
-    lister = (
-        f"{{type: offset, limit: {limit}, total_path: count}}"
-        if paginator == "offset"
-        else "{type: next_url, next_url_path: next}"
-    )
+    lister = {
+        "offset": f"{{type: offset, limit: {limit}, total_path: count}}",
+        "next_url": "{type: next_url, next_url_path: next}",
+        "page_number": f"{{type: page_number, limit: {limit}, limit_param: page_size, total_path: total_pages}}",
+    }[paginator]
     return f"""
 type: integration_platform.components.RestSource
 attributes:
@@ -66,7 +66,7 @@ attributes:
 """
 
 
-@pytest.mark.parametrize("paginator", ["offset", "next_url"])
+@pytest.mark.parametrize("paginator", ["offset", "next_url", "page_number"])
 def test_lists_and_fan_out_land_every_record_of_the_mirror(
     paginator: str, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
@@ -77,10 +77,10 @@ def test_lists_and_fan_out_land_every_record_of_the_mirror(
     assert result.success
     pokemon_ids, berry_ids = _detail_ids("pokemon"), _detail_ids("berry")
     assert len(pokemon_ids) == 50 and len(berry_ids) == 68
-    # every list page was fetched once: ceil(50 / 7) pages with offset/limit 7; following the
-    # server's own next URLs from the first page (default limit 20): ceil(50 / 20)
+    # every list page was fetched once: ceil(50 / 7) pages of 7 by offset or page number;
+    # following the server's own next URLs from the first page (default limit 20): ceil(50 / 20)
     list_pages = [r["path"] for r in requests if r["path"].split("?")[0] == "/api/v2/pokemon/"]
-    assert len(list_pages) == len(set(list_pages)) == (8 if paginator == "offset" else 3)
+    assert len(list_pages) == len(set(list_pages)) == {"offset": 8, "next_url": 3, "page_number": 8}[paginator]
     assert {r[0] for r in p.query("SELECT id FROM poke.pokemon_details")} == pokemon_ids
     assert {r[0] for r in p.query("SELECT id FROM poke.berry_details")} == berry_ids
     first = json.loads((MIRROR / "pokemon" / "1" / "index.json").read_text())

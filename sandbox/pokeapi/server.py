@@ -3,6 +3,7 @@
 Routes (trailing slash optional):
   GET /api/v2/                          the mirror's index.json, bytes unchanged
   GET /api/v2/<endpoint>/?offset=&limit= a page {"count", "next", "previous", "results"} with absolute URLs
+  GET /api/v2/<endpoint>/?page=&page_size= page-number paging instead: {"page", "total_pages", "results"}
   GET /api/v2/<endpoint>/<id or name>/  the detail file, bytes unchanged (its inner URLs stay relative)
   GET /api/v2/<endpoint>/<id>/<extra>/  a sub-resource file, e.g. pokemon/<id>/encounters
   POST /oauth/token                     RFC 6749 token endpoint (only with --oauth2)
@@ -313,6 +314,8 @@ class Handler(BaseHTTPRequestHandler):
         results = self.server.mirror.listing(endpoint)
         if results is None:
             return 404, NOT_FOUND
+        if "page" in query:
+            return self.numbered_page(results, query)
         try:
             offset = int((query.get("offset") or ["0"])[-1])
             limit = int((query.get("limit") or ["20"])[-1])
@@ -329,6 +332,21 @@ class Handler(BaseHTTPRequestHandler):
         previous = f"{base}?offset={begin}&limit={offset - begin}" if begin < offset else None
         rows = [{"name": r["name"], "url": self.server.base + r["url"]} for r in results[offset : offset + limit]]
         return 200, {"count": count, "next": following, "previous": previous, "results": rows}
+
+    def numbered_page(self, results: list[dict[str, str]], query: dict[str, list[str]]) -> tuple[int, Any]:
+        """Page-number paging (not the live API's; for clients that page by number):
+        ``?page=N&page_size=M`` (pages from 1) -> ``{"page", "total_pages", "results"}``."""
+        try:
+            page = int(query["page"][-1])
+            size = int((query.get("page_size") or ["20"])[-1])
+        except ValueError:
+            return 400, {"detail": "page and page_size must be integers."}
+        if page < 1 or size < 1:
+            return 400, {"detail": "page and page_size must be >= 1."}
+        rows = [
+            {"name": r["name"], "url": self.server.base + r["url"]} for r in results[(page - 1) * size : page * size]
+        ]
+        return 200, {"page": page, "total_pages": -(-len(results) // size), "results": rows}
 
 
 class PokeServer(ThreadingHTTPServer):

@@ -1,0 +1,110 @@
+"""Local stand-ins for the demo's HTTP sources, so ``make run`` and ``make dev`` need no network.
+
+- ``POKEAPI_URL``: ``sandbox/pokeapi/server.py`` serving the vendored PokeAPI slice the way the
+  live API pages it.
+- ``CHINOOK_API_URL``: datasette serving the vendored chinook SQLite file (read-only).
+
+A stand-in starts only when its variable is unset (point the variable at a real API to use
+that instead); each listens on 127.0.0.1 on a free port and is stopped by its pid.
+
+``python -m integration_platform.standins -- CMD ...`` runs CMD with the stand-ins up.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SANDBOX = PROJECT_ROOT / "sandbox"
+START_SECONDS = 30.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"stand-in {what} exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"stand-in {what} did not answer {url} within {START_SECONDS:.0f}s")
+
+
+def _start(stack: ExitStack, argv: list[str], probe: str, what: str) -> None:
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stack.callback(_stop, process)
+    _wait_http(probe, process, what)
+
+
+@contextmanager
+def running_standins() -> Iterator[dict[str, str]]:
+    """Start the stand-ins whose variables are unset, export their URLs, yield what was started.
+
+    Raises ``RuntimeError``/``TimeoutError`` naming the stand-in that did not come up.
+    """
+    started: dict[str, str] = {}
+    with ExitStack() as stack:
+        if not os.environ.get("POKEAPI_URL"):
+            port = _free_port()
+            url = f"http://127.0.0.1:{port}"
+            data = SANDBOX / "pokeapi" / "data"
+            argv = [sys.executable, str(SANDBOX / "pokeapi" / "server.py"), "--data", str(data), "--port", str(port)]
+            _start(stack, argv, f"{url}/api/v2/", "PokeAPI (sandbox/pokeapi/server.py)")
+            started["POKEAPI_URL"] = url
+        if not os.environ.get("CHINOOK_API_URL"):
+            port = _free_port()
+            url = f"http://127.0.0.1:{port}"
+            datasette = Path(sys.executable).with_name("datasette")
+            db = SANDBOX / "chinook" / "chinook.sqlite"
+            argv = [str(datasette), "serve", "-i", str(db), "-h", "127.0.0.1", "-p", str(port)]
+            _start(stack, argv, f"{url}/-/versions.json", "chinook API (datasette)")
+            started["CHINOOK_API_URL"] = url
+        os.environ.update(started)
+        try:
+            yield started
+        finally:
+            for name in started:
+                os.environ.pop(name, None)
+
+
+def main(argv: list[str]) -> int:
+    """Run ``argv`` (after ``--``) with the stand-ins up; returns its exit status."""
+    command = argv[argv.index("--") + 1 :] if "--" in argv else argv
+    if not command:
+        print("usage: python -m integration_platform.standins -- CMD [ARGS...]", file=sys.stderr)
+        return 2
+    with running_standins() as started:
+        for name, url in started.items():
+            print(f"stand-in {name}={url}", flush=True)
+        try:
+            return subprocess.call(command)
+        except KeyboardInterrupt:
+            return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
