@@ -117,7 +117,7 @@ def _started(stack: ExitStack, args: list[str], what: str) -> tuple[subprocess.P
             if process.poll() is not None:
                 raise RuntimeError(f"{what} exited with {process.returncode}:\n{_stderr_text(stderr)}") from None
             continue
-        if line.startswith("listening on http://127.0.0.1:"):
+        if line.startswith(("listening on http://127.0.0.1:", "listening on https://127.0.0.1:")):
             return process, line.removeprefix("listening on ")
     raise TimeoutError(f"{what} printed no 'listening on' line in {START_SECONDS}s:\n{_stderr_text(stderr)}")
 

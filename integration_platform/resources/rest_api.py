@@ -166,7 +166,8 @@ class RestClient:
             attempts += 1
             self.requests_sent += 1
             try:
-                response = self.session.get(url, params=params, timeout=timeout)
+                # verify per request: a session-level value loses to REQUESTS_CA_BUNDLE (psf/requests#3829)
+                response = self.session.get(url, params=params, timeout=timeout, verify=self.verify)
                 status = response.status_code
                 auth = self.session.auth
                 if status == 401 and isinstance(auth, OAuth2TokenAuth) and not renewed:
@@ -188,6 +189,11 @@ class RestClient:
                     snippet = response.text[:300].replace("\n", " ")
                     raise self._give_up(where, f"HTTP {status} {response.reason}: {snippet}", attempts, status)
                 return response.json(), response
+            except requests.exceptions.SSLError as exc:  # a certificate problem does not heal by retrying
+                why = re.search(r"certificate verify failed: ([^(')]+)", str(exc))
+                detail = why.group(1).strip() if why else type(exc).__name__
+                reason = f"TLS verification failed ({detail}); trust the server's CA with ca_bundle"
+                raise self._give_up(where, reason, attempts) from None
             except TRANSIENT as exc:
                 reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
                 try:

@@ -20,7 +20,8 @@ grants of RFC 6749 sections 4.4 and 6, BearerToken of RFC 6750); only storage li
 Clients authenticate with HTTP basic (RFC 6749 2.3.1, form-urlencoded id/secret) or client_id/client_secret
 in the body. A refresh issues a new refresh token; every refresh token issued so far stays valid.
 
-Prints exactly one line "listening on http://127.0.0.1:<port>" once it accepts connections.
+Prints exactly one line "listening on http://127.0.0.1:<port>" once it accepts connections
+("https://" with --tls-cert/--tls-key).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import binascii
 import hmac
 import json
 import re
+import ssl
 import sys
 import threading
 import time
@@ -393,6 +395,8 @@ def main(argv: list[str] | None = None) -> None:
     for flag, metavar in [("--api-key", "VALUE"), ("--basic", "USER:PASS"), ("--oauth2", "ID:SECRET")]:
         parser.add_argument(flag, metavar=metavar)
     parser.add_argument("--refresh-token", metavar="RT", help="an initial refresh token (--oauth2)")
+    parser.add_argument("--tls-cert", type=Path, help="serve HTTPS with this PEM certificate chain")
+    parser.add_argument("--tls-key", type=Path, help="the certificate's PEM private key")
     args = parser.parse_args(argv)
     modes = [args.bearer, args.api_key_header or args.api_key_query, args.basic, args.oauth2]
     if sum(1 for mode in modes if mode) > 1:
@@ -400,6 +404,11 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.data / "api" / "v2").is_dir():
         parser.error(f"{args.data}/api/v2 is not a directory")
     server = PokeServer(args.port, Mirror(args.data), Auth(args), args.latency_ms)
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        server.base = server.base.replace("http://", "https://")
     print(f"listening on {server.base}", flush=True)
     try:
         server.serve_forever()
