@@ -45,8 +45,8 @@ test: $(BIN)/.installed-dev
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed-dev
-	$(BIN)/ruff check integration_platform integration_platform_tests benchmarks
-	$(BIN)/mypy integration_platform
+	$(BIN)/ruff check integration_platform integration_platform_tests benchmarks sandbox
+	$(BIN)/mypy integration_platform integration_platform_tests sandbox
 
 ## Benchmarks (never part of `make test`); results in benchmarks/results/.
 BENCH_ARGS ?= --double --peer-rows 500000

@@ -113,3 +113,17 @@ def landed_rows(result: dg.ExecuteInProcessResult) -> dict[str, int]:
             assert isinstance(value, int)
             rows[key.to_user_string()] = value
     return rows
+
+
+def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
+    """The messages of the exceptions that failed steps of ``result`` (what the UI shows first)."""
+    messages = []
+    for event in result.all_events:
+        if event.event_type != dg.DagsterEventType.STEP_FAILURE:
+            continue
+        error = event.step_failure_data.error
+        while error is not None and error.cause is not None:
+            error = error.cause
+        if error is not None:
+            messages.append(error.message)
+    return messages

@@ -14,7 +14,7 @@ from typing import Any
 
 import dagster as dg
 
-from integration_platform_tests.harness import latest_metadata, platform
+from integration_platform_tests.harness import failure_messages, latest_metadata, platform
 from integration_platform_tests.rest_servers import fault_proxy, pokeapi_server
 from integration_platform_tests.services import SHARED_DATA
 
@@ -101,11 +101,7 @@ def test_an_error_past_the_retry_budget_fails_clearly_and_lands_nothing(
         proxy.set_plan([{"fault": "503", "path_regex": r"^/api/v2/berry/6\d/$"}])
         failed = p.materialize([DETAILS, dg.AssetKey(["warehouse", "berry", "details"])], raise_on_error=False)
     assert not failed.success
-    causes = [
-        e.step_failure_data.error.cause.message
-        for e in failed.all_events
-        if e.event_type == dg.DagsterEventType.STEP_FAILURE and e.step_failure_data.error.cause
-    ]
+    causes = failure_messages(failed)
     assert any("HTTP 503 Service Unavailable" in c and "(after 3 attempt(s))" in c for c in causes), causes
     assert any("/api/v2/berry/6" in c for c in causes)
     # the previous landing is still the stream's landing; the warehouse still holds it whole

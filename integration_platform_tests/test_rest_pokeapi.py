@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from integration_platform_tests.harness import latest_metadata, platform
+from integration_platform_tests.harness import failure_messages, latest_metadata, platform
 from integration_platform_tests.rest_servers import pokeapi_server
 from integration_platform_tests.services import SHARED_DATA
 
@@ -116,9 +116,9 @@ def test_a_child_fails_clearly_when_its_parent_never_landed(tmp_path: Path, inst
         p = platform(_yaml(server.url), tmp_path, instance)
         result = p.materialize([dg.AssetKey(["poke", "berry_details"])], raise_on_error=False)
     assert not result.success
-    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
-    message = str(failure.step_failure_data.error)
-    assert "poke/berry_details" in message and "parent poke/berries has not landed yet" in message
+    assert failure_messages(result) == [
+        "ValueError: stream poke/berry_details: its parent poke/berries has not landed yet; materialise it first\n"
+    ]
 
 
 def test_missing_details_are_skipped_only_when_declared(tmp_path: Path, instance: dg.DagsterInstance) -> None:
@@ -143,17 +143,14 @@ attributes:
     with pokeapi_server() as server:
         # berries' "name" values are not species ids: every detail request is a 404
         text = source.replace("{id}", "{{name}}")
-        (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
         strict = platform(text.format(url=server.url, skip="[]"), tmp_path / "a", instance)
         failed = strict.materialize(raise_on_error=False)
         lenient = platform(text.format(url=server.url, skip="[404]"), tmp_path / "b", instance)
         passed = lenient.materialize()
     assert not failed.success
-    errors = [
-        e.step_failure_data.error.cause.message
-        for e in failed.all_events
-        if e.event_type == dg.DagsterEventType.STEP_FAILURE and e.step_failure_data.error.cause
-    ]
+    errors = failure_messages(failed)
     assert any(re.search(r"GET http://127.0.0.1:\d+/api/v2/pokemon-species/[a-z-]+/: HTTP 404", e) for e in errors)
     assert passed.success
     assert latest_metadata(instance, dg.AssetKey(["species", "ids"]))["requests_skipped"] == 68

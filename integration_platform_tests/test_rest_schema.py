@@ -10,7 +10,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from integration_platform_tests.harness import latest_metadata, platform
+from integration_platform_tests.harness import failure_messages, latest_metadata, platform
 from integration_platform_tests.rest_servers import pokeapi_server
 from integration_platform_tests.services import SHARED_DATA
 
@@ -85,11 +85,7 @@ def test_a_type_conflict_fails_the_run_naming_field_and_url(
         p = platform(_yaml(server.url, "fail"), tmp_path, instance)
         result = p.materialize(raise_on_error=False)
     assert not result.success
-    causes = [
-        e.step_failure_data.error.cause.message
-        for e in result.all_events
-        if e.event_type == dg.DagsterEventType.STEP_FAILURE and e.step_failure_data.error.cause
-    ]
+    causes = failure_messages(result)
     assert any(
         "stream drift/details: field 'growth_time': expected int64, got \"slow\"" in c and "/api/v2/berry/50/" in c
         for c in causes

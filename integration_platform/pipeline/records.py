@@ -100,6 +100,7 @@ class JsonRecords:
         self.rejected: list[Rejected] = []
         self.duplicates = 0
         self._keys: set[tuple[Any, ...]] = set()
+        self._converted = False
 
     def _conflict(self, origin: str, reason: str, record: Any) -> None:
         if self.on_conflict == "fail":
@@ -210,7 +211,7 @@ class JsonRecords:
         for field in fields:
             index = self.schema.get_field_index(field.name)
             if index < 0:
-                if len(self.schema):
+                if self._converted:  # the first page defines the schema; later ones change it
                     self.changes.append(f"new column {field.name} ({field.type}) first seen in {origin}")
                 self.schema = self.schema.append(field)
             elif self.schema.field(index).type != field.type:
@@ -218,6 +219,7 @@ class JsonRecords:
                 if not pa.types.is_null(old):
                     self.changes.append(f"column {field.name} widened from {old} to {field.type} in {origin}")
                 self.schema = self.schema.set(index, field)
+        self._converted = self._converted or bool(objects)
         return pa.Table.from_arrays(arrays, schema=pa.schema(fields)) if fields else pa.table({})
 
 
