@@ -253,6 +253,7 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def do_GET(self) -> None:
+        self.arrived = time.time()  # "t" in the request log: when the request came in
         self.read_body()
         split = urlsplit(self.path)
         if split.path == "/_stats":
@@ -292,7 +293,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def answer(self, status: int, payload: Any, auth: str, headers: dict[str, str] | None = None) -> None:
         with self.server.lock:
-            entry = {"t": time.time(), "method": self.command, "path": self.path, "status": status, "auth": auth}
+            arrived = getattr(self, "arrived", time.time())
+            entry = {"t": arrived, "method": self.command, "path": self.path, "status": status, "auth": auth}
             self.server.request_log.append(entry)
         self.send_json(status, payload, headers)
 
