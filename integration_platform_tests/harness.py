@@ -16,16 +16,17 @@ from dagster.components.core.component_tree import ComponentTree
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
-from integration_platform.components import RestSource, SqlSource
+from integration_platform.components import FileSource, RestSource, SqlSource
 from integration_platform.resources.lake import LakeResource, LakeStore
 
-SOURCE_TYPES: dict[str, type[SqlSource] | type[RestSource]] = {
+SOURCE_TYPES: dict[str, type[SqlSource] | type[RestSource] | type[FileSource]] = {
     "integration_platform.components.SqlSource": SqlSource,
     "integration_platform.components.RestSource": RestSource,
+    "integration_platform.components.FileSource": FileSource,
 }
 
 
-def load_source(text: str) -> SqlSource | RestSource:
+def load_source(text: str) -> SqlSource | RestSource | FileSource:
     """The source component declared by the text of a ``defs.yaml``."""
     document = yaml.safe_load(text)
     return SOURCE_TYPES[document["type"]].from_attributes_dict(attributes=document["attributes"])

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from integration_platform.components.stream_assets import ExtractionReport
 from integration_platform.pipeline.landing import active_manifests, list_manifests
-from integration_platform.pipeline.records import JsonRecords, TableSpill
+from integration_platform.pipeline.records import ARROW_TYPES, JsonRecords, TableSpill
 from integration_platform.pipeline.streams import StreamSpec
 from integration_platform.resources.http_auth import OAuth2TokenAuth
 from integration_platform.resources.lake import LakeStore
@@ -33,15 +33,6 @@ from integration_platform.resources.paginators import Paginator
 from integration_platform.resources.rest_api import HttpSourceError, Page, RestClient
 from integration_platform.resources.row_filter import RowFilter
 
-ARROW_TYPES: dict[str, pa.DataType] = {
-    "string": pa.string(),
-    "int64": pa.int64(),
-    "float64": pa.float64(),
-    "bool": pa.bool_(),
-    "date": pa.date32(),
-    "timestamp": pa.timestamp("us"),
-    "timestamptz": pa.timestamp("us", tz="UTC"),
-}
 #: Declared column types: the Arrow ones above, or ``json`` (the value kept as JSON text).
 COLUMN_TYPES = (*ARROW_TYPES, "json")
 

@@ -199,7 +199,7 @@ class SqlSource(dg.Component, dg.Model, dg.Resolvable):
             )
         for granularity in ("daily", "monthly"):
             group = [s for s, _ in specs if s.partitioning and s.partitioning.granularity == granularity]
-            starts = {s.partitioning.start for s in group if s.partitioning}
+            starts = {s.partitioning.start for s in group if s.partitioning and s.partitioning.start}
             for start in sorted(starts):
                 members = [s for s in group if s.partitioning and s.partitioning.start == start]
                 suffix = "" if len(starts) == 1 else f"_{start.replace('-', '')}"

@@ -48,6 +48,8 @@ class ExtractionReport:
     rejected: list[Rejected] = field(default_factory=list)
     schema_changes: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Run after the landing committed (archiving a landed file, acknowledging messages).
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
 
 
 #: Builds the extractor of a run from the run's context (which holds the resources); the
@@ -74,6 +76,8 @@ def _cursor_from_metadata(context: dg.AssetExecutionContext, spec: StreamSpec) -
 def _partition(context: dg.AssetExecutionContext, spec: StreamSpec) -> PartitionWindow | None:
     if spec.partitioning is None:
         return None
+    if spec.partitioning.granularity == "dynamic":
+        return PartitionWindow(context.partition_key, None, None)
     window = context.partition_time_window
     return PartitionWindow(context.partition_key, window.start.astimezone(dt.UTC), window.end.astimezone(dt.UTC))
 
@@ -192,6 +196,8 @@ def lake_asset(
             extra, check = _quarantine_check(store, spec, manifest.window, report, context.run.run_id)
             metadata.update(extra)
             checks.append(check)
+        for hook in report.after_commit:
+            hook()
         return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
     return _lake
@@ -288,6 +294,7 @@ def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
                 "dagster/table_name": f"{spec.source}.{spec.name}",
                 "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(c[0], c[1]) for c in columns]),
                 "rows_loaded": result.rows_loaded,
+                "schema_changes": ", ".join(result.schema_changes),
                 "landings_applied": len(todo),
                 "windows": ", ".join(result.windows),
                 "seconds": result.seconds,

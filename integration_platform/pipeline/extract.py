@@ -120,7 +120,8 @@ def extract_and_land(
     if spec.partitioning is not None:
         if partition is None:
             raise ValueError(f"stream {spec.path} is partitioned: a partition is required")
-        reader = extractor(RowFilter(spec.partitioning.column, partition.start, partition.end))
+        column = spec.partitioning.column
+        reader = extractor(RowFilter(column, partition.start, partition.end) if column else None)
         manifest = land(
             store,
             spec,

@@ -16,6 +16,7 @@ so files of a landing that died before its manifest are invisible and removed by
 landing of the same window.
 """
 
+import base64
 import datetime as dt
 import hashlib
 import queue
@@ -291,7 +292,7 @@ def land(
         cursor_min=low.as_json() if low else None,
         cursor_max=high.as_json() if high else None,
         partition=partition,
-        extra=extra or {},
+        extra={**(extra or {}), "arrow_schema": base64.b64encode(schema.serialize().to_pybytes()).decode()},
     )
     store.put_json(manifest.key, manifest.to_json())
     _collect_garbage(store, spec, manifest)

@@ -15,7 +15,7 @@ Partitioned streams load per partition: the partition's rows are replaced.
 
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 
@@ -38,8 +38,9 @@ def _string(value: str) -> str:
 
 
 def parquet_scan(files: list[str]) -> str:
-    """SQL for a DuckDB scan of local Parquet ``files``, every path quoted."""
-    return "read_parquet([" + ", ".join(_string(f) for f in files) + "])"
+    """SQL for a DuckDB scan of local Parquet ``files``, every path quoted. Hive partitioning
+    is off: DuckDB would otherwise add a ``partition`` column for our ``partition=<key>`` folders."""
+    return "read_parquet([" + ", ".join(_string(f) for f in files) + "], hive_partitioning = false)"
 
 
 def table_name(spec: StreamSpec) -> str:
@@ -48,12 +49,14 @@ def table_name(spec: StreamSpec) -> str:
 
 @dataclass
 class LoadResult:
-    """What one load applied: landings (windows), rows inserted, rows now in the table."""
+    """What one load applied: landings (windows), rows inserted, rows now in the table, and the
+    table's schema changes (new columns, type changes)."""
 
     windows: list[str]
     rows_loaded: int
     table_rows: int
     seconds: float
+    schema_changes: list[str] = field(default_factory=list)
 
 
 def ensure_ledger(conn: duckdb.DuckDBPyConnection) -> None:
@@ -102,7 +105,52 @@ def _evolve(conn: duckdb.DuckDBPyConnection, target: str, staged: str) -> list[s
     return added
 
 
-def _apply(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, manifest: Manifest, files: list[str]) -> int:
+#: Type changes applied to a column in place: the new type holds every old value exactly.
+WIDENINGS = frozenset(
+    {
+        ("TINYINT", "SMALLINT"), ("TINYINT", "INTEGER"), ("TINYINT", "BIGINT"), ("SMALLINT", "INTEGER"),
+        ("SMALLINT", "BIGINT"), ("INTEGER", "BIGINT"), ("TINYINT", "DOUBLE"), ("SMALLINT", "DOUBLE"),
+        ("INTEGER", "DOUBLE"), ("BIGINT", "DOUBLE"), ("FLOAT", "DOUBLE"),
+    }
+)  # fmt: skip
+
+
+class SchemaChangeError(ValueError):
+    """A landing brings a column whose type the table cannot take (names table, column, types, window)."""
+
+
+def _has_values(conn: duckdb.DuckDBPyConnection, relation: str, column: str) -> bool:
+    row = conn.execute(f"SELECT count({quote(column)}) FROM {relation}").fetchone()
+    return bool(row and row[0])
+
+
+def _reconcile_types(conn: duckdb.DuckDBPyConnection, target: str, staged: str, window: str) -> list[str]:
+    """Make ``target``'s column types take ``staged``'s rows; returns the changes made.
+
+    A column that holds only NULLs on either side takes the other side's type (a field first
+    empty, later filled: Parquet's null type reads as INTEGER); a lossless widening (INTEGER ->
+    BIGINT -> DOUBLE) is applied in place; anything else raises :class:`SchemaChangeError`.
+    """
+    have = _columns(conn, target)
+    changes = []
+    for column, kind in _columns(conn, staged).items():
+        old = have.get(column)
+        if old is None or old == kind or not _has_values(conn, staged, column):
+            continue
+        if (old, kind) in WIDENINGS or not _has_values(conn, target, column):
+            conn.execute(f"ALTER TABLE {target} ALTER COLUMN {quote(column)} SET DATA TYPE {kind}")
+            changes.append(f"column {column}: {old} -> {kind}")
+            continue
+        raise SchemaChangeError(
+            f"table {target}: column {column!r} is {old} but landing {window!r} brings {kind}; "
+            "declare the column's type in the source, or full-refresh the stream to rebuild the table"
+        )
+    return changes
+
+
+def _apply(
+    conn: duckdb.DuckDBPyConnection, spec: StreamSpec, manifest: Manifest, files: list[str], changes: list[str]
+) -> int:
     target = table_name(spec)
     if not files:  # a landing without columns (nothing was ever seen): it only empties what it replaces
         if table_columns(conn, spec):
@@ -119,7 +167,8 @@ def _apply(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, manifest: Manifest
         return manifest.rows
     conn.execute(f"CREATE TABLE IF NOT EXISTS {target} AS {with_window} LIMIT 0")
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_staged AS {with_window}")
-    _evolve(conn, target, "_ip_staged")
+    changes.extend(f"new column {name}" for name in _evolve(conn, target, "_ip_staged"))
+    changes.extend(_reconcile_types(conn, target, "_ip_staged", manifest.window))
     if spec.write_disposition == "merge":
         keys = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in spec.primary_key)
         conn.execute(f"DELETE FROM {target} AS t USING _ip_staged AS s WHERE {keys}")
@@ -140,12 +189,13 @@ def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, ma
     ensure_ledger(conn)
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(spec.source)}")
     loaded = 0
+    changes: list[str] = []
     with ExitStack() as stack:
         conn.execute("BEGIN TRANSACTION")
         try:
             for manifest in manifests:
                 files = [str(stack.enter_context(store.local_copy(f.key))) for f in manifest.files]
-                loaded += _apply(conn, spec, manifest, files)
+                loaded += _apply(conn, spec, manifest, files, changes)
                 if manifest.full:
                     conn.execute(f"DELETE FROM {LEDGER} WHERE stream = ?", [spec.path])
                 conn.execute(f'DELETE FROM {LEDGER} WHERE stream = ? AND "window" = ?', [spec.path, manifest.window])
@@ -162,6 +212,7 @@ def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, ma
         rows_loaded=loaded,
         table_rows=table_rows(conn, spec),
         seconds=round(time.monotonic() - started, 3),
+        schema_changes=changes,
     )
 
 

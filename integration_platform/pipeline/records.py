@@ -32,6 +32,18 @@ import pyarrow as pa
 ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError)
 
 
+#: Arrow types a source's YAML may declare for a column, by name.
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "bool": pa.bool_(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us"),
+    "timestamptz": pa.timestamp("us", tz="UTC"),
+}
+
+
 class SchemaConflictError(ValueError):
     """A record does not fit the stream's schema (names the stream, field, value and origin)."""
 

@@ -14,7 +14,7 @@ from typing import Literal
 import dagster as dg
 
 WriteDisposition = Literal["replace", "append", "merge"]
-Granularity = Literal["daily", "monthly"]
+Granularity = Literal["daily", "monthly", "dynamic"]
 
 #: Identifiers we put into lake keys, asset keys and DuckDB names.
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -40,18 +40,30 @@ def to_identifier(name: str) -> str:
 
 @dataclass(frozen=True)
 class Partitioning:
-    """Time partitioning of an append-only fact stream on a timestamp or date column.
+    """How a stream is partitioned; each partition lands (and is replaced) on its own.
 
-    ``start`` is an ISO date (``YYYY-MM-DD``); partitions are half-open windows
-    ``[start, end)`` in UTC of one day or one calendar month.
+    - ``daily`` / ``monthly``: half-open UTC windows ``[start, end)`` from ``start`` (an ISO
+      date, ``YYYY-MM-DD``). ``column`` is the timestamp or date column a SQL source filters
+      on; ``None`` when the source finds a partition's rows itself (files named by date).
+    - ``dynamic``: partitions added at run time (one per dropped file), named ``name``.
     """
 
-    column: str
+    column: str | None
     granularity: Granularity
-    start: str
+    start: str | None = None
+    name: str | None = None
 
-    def definition(self) -> dg.TimeWindowPartitionsDefinition:
-        """The Dagster partitions definition these windows correspond to."""
+    def __post_init__(self) -> None:
+        if self.granularity == "dynamic" and not self.name:
+            raise ValueError("dynamic partitioning needs a name")
+        if self.granularity != "dynamic" and not self.start:
+            raise ValueError(f"{self.granularity} partitioning needs a start date")
+
+    def definition(self) -> dg.PartitionsDefinition:
+        """The Dagster partitions definition these partitions correspond to."""
+        if self.granularity == "dynamic":
+            return dg.DynamicPartitionsDefinition(name=self.name)
+        assert self.start is not None
         if self.granularity == "daily":
             return dg.DailyPartitionsDefinition(start_date=self.start, end_offset=1)
         return dg.MonthlyPartitionsDefinition(start_date=self.start, end_offset=1)

@@ -1,0 +1,143 @@
+"""Conform one file's table to the stream's known schema, row by row where it must.
+
+Why our own code: a stream made of many files (one per day, say) must keep one set of column
+types although each file's types are inferred on their own: a column empty in early files
+is Arrow's null type, a column with one stray text value is read as strings. The stream's
+*known schema* (the Arrow schema of its latest landing, kept in each manifest) decides:
+
+- a column the file lacks -> nulls of the known type;
+- a column the stream lacks -> a new nullable column (a schema change, recorded);
+- a known null column gets the file's type; a lossless widening (int64 -> double) widens it
+  (recorded); otherwise values are cast to the known type, and the rows whose value does
+  not convert are bad rows: quarantined with the reason, or, with ``on_bad_rows="fail"``, a
+  :class:`BadRowsError` naming file, row, column and value.
+
+Declared column types (YAML ``columns``) always win.
+"""
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from integration_platform.pipeline.landing import Manifest
+from integration_platform.pipeline.records import ARROW_ERRORS, Rejected, cast
+
+#: The manifest entry holding the landing's Arrow schema (base64 of its IPC form; see ``landing.land``).
+ARROW_SCHEMA = "arrow_schema"
+
+
+class BadRowsError(ValueError):
+    """Rows of a file do not fit the stream's types and the stream does not quarantine them."""
+
+
+def known_schema(manifests: list[Manifest]) -> pa.Schema | None:
+    """The Arrow schema of the newest landing that recorded one, or ``None``."""
+    for manifest in sorted(manifests, key=lambda m: m.landed_at, reverse=True):
+        text = manifest.extra.get(ARROW_SCHEMA)
+        if text:
+            return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+    return None
+
+
+@dataclass
+class Conformed:
+    """A file's rows in the stream's schema, what was set aside and what changed."""
+
+    table: pa.Table
+    rejected: list[Rejected] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
+
+
+def _widened(known: pa.DataType, seen: pa.DataType) -> pa.DataType | None:
+    if pa.types.is_null(known):
+        return seen
+    if pa.types.is_integer(known) and pa.types.is_floating(seen):
+        return pa.float64()
+    if pa.types.is_integer(known) and pa.types.is_integer(seen) and seen.bit_width > known.bit_width:
+        return seen
+    return None
+
+
+def _bad_rows(column: pa.Array, kind: pa.DataType) -> list[int]:
+    """Indexes of the values of ``column`` that do not cast to ``kind`` (safe cast)."""
+    bad = []
+    for index, value in enumerate(column):
+        if not value.is_valid:
+            continue
+        try:
+            pa.array([value.as_py()], type=column.type).cast(kind)
+        except ARROW_ERRORS:
+            bad.append(index)
+    return bad
+
+
+def conform(
+    table: pa.Table,
+    known: pa.Schema | None,
+    origin: str,
+    *,
+    declared: Mapping[str, pa.DataType] | None = None,
+    on_bad_rows: Literal["fail", "quarantine"] = "quarantine",
+) -> tuple[Conformed, pa.Schema]:
+    """``table`` (one file) in the stream's schema; returns it with the updated known schema.
+
+    ``origin`` names the file in reasons; rejected rows are ``"<origin> row <n>"`` (1-based,
+    data rows). Raises :class:`BadRowsError` for bad rows when ``on_bad_rows="fail"``.
+    """
+    table = table.combine_chunks()
+    target = {f.name: f.type for f in known} if known is not None else {}
+    order = list(target)
+    result = Conformed(table)
+    for name, kind in (declared or {}).items():
+        if name in target and target[name] != kind and known is not None:
+            result.changes.append(f"column {name}: declared {kind}, was {target[name]}")
+        target[name] = kind
+        if name not in order:
+            order.append(name)
+    keep = pa.array([True] * table.num_rows)
+    rejected_rows: set[int] = set()
+    columns: dict[str, pa.Array] = {}
+    for name in table.column_names:
+        column = table.column(name).combine_chunks()
+        if name not in target:
+            target[name] = column.type
+            order.append(name)
+            if known is not None:
+                result.changes.append(f"new column {name} ({column.type}) first seen in {origin}")
+            columns[name] = column
+            continue
+        kind = target[name]
+        if column.type == kind or pa.types.is_null(column.type):
+            columns[name] = cast(column, kind) if pa.types.is_null(column.type) else column
+            continue
+        wider = None if name in (declared or {}) else _widened(kind, column.type)
+        if wider is not None:
+            if not pa.types.is_null(kind):
+                result.changes.append(f"column {name} widened from {kind} to {wider} in {origin}")
+            target[name] = wider
+            columns[name] = cast(column, wider)
+            continue
+        bad = _bad_rows(column, kind)
+        for index in bad:
+            reason = f"column {name!r}: {column[index].as_py()!r} is not {kind}"
+            if on_bad_rows == "fail":
+                raise BadRowsError(f"{origin} row {index + 1}: {reason}")
+            if index not in rejected_rows:  # a row with several bad values is set aside once
+                rejected_rows.add(index)
+                row: dict[str, Any] = {n: table.column(n)[index].as_py() for n in table.column_names}
+                result.rejected.append(Rejected(f"{origin} row {index + 1}", reason, row))
+        if bad:
+            mask = [True] * table.num_rows
+            for index in bad:
+                mask[index] = False
+            keep = pc.and_(keep, pa.array(mask))
+            column = pc.if_else(pa.array(mask), column, pa.nulls(len(column), column.type))
+        columns[name] = column.cast(kind)
+    schema = pa.schema([(name, target[name]) for name in order])
+    arrays = [cast(columns[f.name], f.type) if f.name in columns else pa.nulls(table.num_rows, f.type) for f in schema]
+    result.table = pa.Table.from_arrays(arrays, schema=schema).filter(keep)
+    return result, schema

@@ -1,0 +1,65 @@
+"""What a file-drop server looks like to the platform, whatever its protocol (SFTP, FTP/FTPS).
+
+A resource (``SftpResource``, ``FtpResource``) opens a :class:`RemoteFiles` connection with
+``connect()``; file sources list a directory, download files and optionally archive them
+through it, and never see the protocol.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+class RemoteFileError(Exception):
+    """A file-drop operation failed; the message names the server, the path and the reason
+    (never a password or key)."""
+
+
+class HostKeyError(RemoteFileError):
+    """The server's SSH host key is unknown or differs from the expected one: the connection is refused."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One regular file in a remote directory: full path, bare name, size in bytes, mtime in Unix seconds."""
+
+    path: str
+    name: str
+    size: int
+    mtime: float
+
+
+class RemoteFiles(Protocol):
+    """An open connection to a file-drop server."""
+
+    def list(self, directory: str) -> Iterator[RemoteFile]:
+        """The regular files directly in ``directory`` (no recursion), in server order.
+
+        Raises :class:`RemoteFileError` when the directory does not exist or cannot be read.
+        """
+        ...
+
+    def download(self, path: str, local: Path) -> int:
+        """Copy remote ``path`` to the local file ``local`` (created or truncated); returns bytes copied.
+
+        Raises :class:`RemoteFileError` when the file vanished, cannot be read, or the copy
+        ends short of the size the server reported.
+        """
+        ...
+
+    def rename(self, path: str, target: str) -> None:
+        """Move remote ``path`` to ``target`` (used to archive a landed file); creates the target
+        directory when missing. Raises :class:`RemoteFileError`."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def download_all(files: RemoteFiles, paths: list[str], folder: Path) -> Iterator[tuple[str, Path]]:
+    """Download each remote path into ``folder`` (one local file per remote name) and yield
+    ``(remote path, local path)``; the caller owns ``folder``."""
+    for index, path in enumerate(paths):
+        local = folder / f"{index:06d}-{Path(path).name}"
+        files.download(path, local)
+        yield path, local

@@ -1,0 +1,209 @@
+"""SFTP drops end to end: a real OpenSSH sshd serving the 1,781 daily CSV drops of the Italian
+Civil Protection (24 columns until 2021-01-14, 30 from 2021-01-15), the drop sensor, the
+partitioned lake and warehouse assets, quarantine and host-key checking."""
+
+import csv
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+
+from integration_platform_tests.harness import Platform, failure_messages, latest_metadata, platform
+from integration_platform_tests.services import shared_file
+from integration_platform_tests.sftp_servers import SshServer, openssh_server
+
+LAKE = dg.AssetKey(["covid", "regions"])
+WAREHOUSE = dg.AssetKey(["warehouse", "covid", "regions"])
+
+
+@pytest.fixture
+def drops(tmp_path: Path) -> Path:
+    """A drop directory holding a copy of every daily file."""
+    source = shared_file("dpc-covid19-ita-regioni-daily", "dati-regioni")
+    target = tmp_path / "drops"
+    shutil.copytree(source, target)
+    return target
+
+
+def _yaml(server: SshServer, directory: Path, extra: str = "") -> str:
+    return f"""
+type: integration_platform.components.FileSource
+attributes:
+  source: covid
+  connection:
+    protocol: sftp
+    host: {server.host}
+    port: {server.port}
+    username: {server.username}
+    private_key_env: IP_TEST_SFTP_KEY
+    known_hosts: {server.known_hosts}
+  streams:
+    - name: regions
+      directory: {directory}
+      glob: "dpc-covid19-ita-regioni-*.csv"
+      partition: {{type: daily, start: "2020-02-24"}}
+      primary_key: [data, codice_regione]
+{extra}"""
+
+
+def _sensor_tick(p: Platform, cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
+    sensor = next(s for s in p.defs.sensors or [] if s.name == "covid_regions_drops")
+    resources = dict(p.defs.resources or {})
+    with dg.build_sensor_context(
+        cursor=cursor, definitions=p.defs, resources=resources, instance=p.instance
+    ) as context:
+        result = sensor.evaluate_tick(context)
+    return list(result.run_requests or []), result.cursor
+
+
+def _day(name: str) -> str:
+    digits = name.rsplit("-", 1)[1].removesuffix(".csv")
+    return f"{digits[:4]}-{digits[4:6]}-{digits[6:]}"
+
+
+def _source_rows(directory: Path, days: list[str]) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = []
+    for day in days:
+        with (directory / f"dpc-covid19-ita-regioni-{day.replace('-', '')}.csv").open(encoding="utf-8") as f:
+            rows.extend(csv.DictReader(f))
+    return rows
+
+
+def test_the_sensor_requests_every_file_once_and_drift_lands_as_one_table(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with openssh_server(drops) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, drops, "      max_partitions_per_tick: 2000"), tmp_path, instance)
+        first, cursor = _sensor_tick(p, None)
+        second, cursor = _sensor_tick(p, cursor)
+        third, _ = _sensor_tick(p, cursor)
+        days = ["2020-02-24", "2021-01-13", "2021-01-14", "2021-01-15", "2021-01-16", "2025-01-08"]
+        for day in days:
+            assert p.materialize([LAKE, WAREHOUSE], partition_key=day).success
+    files = sorted(os.listdir(drops))
+    assert len(files) == 1781
+    assert first == []  # nothing is stable at the first look
+    assert sorted(r.partition_key or "" for r in second) == [_day(f) for f in files]
+    assert len({r.run_key for r in second}) == 1781
+    assert third == []  # every file requested exactly once
+    columns = [
+        c
+        for c, _ in p.query(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'covid' AND table_name = 'regions'"
+        )
+    ]
+    assert len([c for c in columns if not c.startswith("_ip_")]) == 30, columns
+    nulls = p.query(
+        "SELECT data < '2021-01-15' AS early, count(*), count(codice_nuts_1) FROM covid.regions GROUP BY ALL ORDER BY 1"
+    )
+    assert nulls == [(False, 63, 63), (True, 63, 0)]
+    # per-region totals in DuckDB reconcile with the source files
+    expected: dict[str, int] = {}
+    for row in _source_rows(drops, days):
+        expected[row["denominazione_regione"]] = expected.get(row["denominazione_regione"], 0) + int(row["totale_casi"])
+    landed = dict(p.query("SELECT denominazione_regione, sum(totale_casi) FROM covid.regions GROUP BY ALL"))
+    assert landed == expected
+    changes = latest_metadata(instance, WAREHOUSE)
+    assert changes["dagster/row_count"] == 126
+
+
+def test_a_republished_file_replaces_its_partition(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    day, name = "2020-03-01", "dpc-covid19-ita-regioni-20200301.csv"
+    with openssh_server(drops) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, drops, "      max_partitions_per_tick: 2000"), tmp_path, instance)
+        _, cursor = _sensor_tick(p, None)
+        _, cursor = _sensor_tick(p, cursor)
+        assert p.materialize([LAKE, WAREHOUSE], partition_key=day).success
+        lines = (drops / name).read_text(encoding="utf-8").splitlines()
+        corrected = [lines[0], *[line.replace(",ITA,", ",ITA,", 1) for line in lines[1:11]]]  # 10 regions only
+        (drops / name).write_text("\n".join(corrected) + "\n", encoding="utf-8")
+        os.utime(drops / name, (1_900_000_000, 1_900_000_000))
+        seen, cursor = _sensor_tick(p, cursor)  # changed: not stable yet
+        again, cursor = _sensor_tick(p, cursor)
+        assert p.materialize([LAKE, WAREHOUSE], partition_key=day).success
+    assert seen == [] and [r.partition_key for r in again] == [day]
+    assert p.query("SELECT count(*), count(DISTINCT codice_regione) FROM covid.regions")[0] == (10, 10)
+
+
+def test_a_growing_file_waits_until_it_is_stable(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    source = (drops / "dpc-covid19-ita-regioni-20220101.csv").read_bytes()
+    target = incoming / "dpc-covid19-ita-regioni-20220101.csv"
+    with openssh_server(incoming) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, incoming), tmp_path, instance)
+        ticks: list[list[dg.RunRequest]] = []
+        cursor = None
+        for end in (len(source) // 3, 2 * len(source) // 3, len(source), None):
+            if end is not None:
+                target.write_bytes(source[:end])  # a partner still writing; None: done, look again
+            requests, cursor = _sensor_tick(p, cursor)
+            ticks.append(requests)
+        assert p.materialize([LAKE, WAREHOUSE], partition_key="2022-01-01").success
+    assert [len(t) for t in ticks] == [0, 0, 0, 1]
+    assert p.query("SELECT count(*) FROM covid.regions")[0][0] == 21
+
+
+def test_a_changed_host_key_is_refused(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with openssh_server(drops) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, drops), tmp_path, instance)
+        assert p.materialize([LAKE], partition_key="2020-02-24").success
+        server.replace_host_key()
+        refused = p.materialize([LAKE], partition_key="2020-02-25", raise_on_error=False)
+    assert not refused.success
+    messages = failure_messages(refused)
+    assert any("HostKeyError" in m and f"{server.port}" in m for m in messages), messages
+
+
+def test_bad_rows_go_to_quarantine_and_an_unparsable_file_fails_whole(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    good = (drops / "dpc-covid19-ita-regioni-20220101.csv").read_text(encoding="utf-8").splitlines()
+    bad = [*good[:3], good[3] + ",extra,columns", good[4].replace(",ITA,", ",ITA,", 1), *good[5:]]
+    fields = bad[4].split(",")
+    fields[6] = "n/a"  # ricoverati_con_sintomi is an integer column
+    bad[4] = ",".join(fields)
+    for day, lines in (("02", good), ("03", bad)):  # the same drop, dated as the day it stands for
+        text = "\n".join(lines).replace("2022-01-01T", f"2022-01-{day}T") + "\n"
+        (incoming / f"dpc-covid19-ita-regioni-202201{day}.csv").write_text(text, encoding="utf-8")
+    (incoming / "dpc-covid19-ita-regioni-20220104.csv").write_bytes(b"\xff\xfe\x00garbage\x00\n\x01,\x02\n")
+    with openssh_server(incoming) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, incoming), tmp_path, instance)
+        assert p.materialize([LAKE, WAREHOUSE], partition_key="2022-01-02").success
+        result = p.materialize([LAKE, WAREHOUSE], partition_key="2022-01-03")
+        broken = p.materialize([LAKE], partition_key="2022-01-04", raise_on_error=False)
+    assert p.query("SELECT count(*) FROM covid.regions WHERE data::date = '2022-01-03'")[0][0] == 19
+    quarantine = pq.read_table(tmp_path / "lake" / "covid" / "regions" / "_quarantine" / "partition=2022-01-03.parquet")
+    rows: list[dict[str, Any]] = quarantine.to_pylist()
+    assert sorted(r["origin"] for r in rows) == [
+        "dpc-covid19-ita-regioni-20220103.csv line 4",
+        "dpc-covid19-ita-regioni-20220103.csv row 3",
+    ]
+    assert {r["run_id"] for r in rows} == {result.run_id}
+    assert any("expected 30 columns, got 32" in r["reason"] for r in rows)
+    assert any("'ricoverati_con_sintomi': 'n/a' is not int64" in r["reason"] for r in rows)
+    check = next(c for c in result.get_asset_check_evaluations() if c.check_name == "quarantine_empty")
+    assert not check.passed and check.metadata["quarantined_rows"].value == 2
+    assert not broken.success
+    assert any(
+        "dpc-covid19-ita-regioni-20220104.csv: cannot be parsed as csv" in m for m in failure_messages(broken)
+    ), failure_messages(broken)
+    assert not (tmp_path / "lake" / "covid" / "regions" / "_manifests" / "partition=2022-01-04.json").exists()

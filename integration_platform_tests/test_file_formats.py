@@ -1,0 +1,93 @@
+"""Every file format, over explicit FTPS (a real pyftpdlib server), one dynamic partition per file.
+
+One real daily drop (21 regions) is written as CSV, JSON, NDJSON, Parquet, XML and Excel;
+each lands through its own stream and reconciles with the CSV it came from.
+"""
+
+import csv
+import json
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.csv as pv
+import pyarrow.parquet as pq
+import pytest
+from lxml import etree  # type: ignore[import-untyped]
+from openpyxl import Workbook
+
+from integration_platform_tests.ftp_servers import ftps_server
+from integration_platform_tests.harness import platform
+from integration_platform_tests.services import shared_file
+
+DAY = "dpc-covid19-ita-regioni-20210115.csv"
+FORMATS = {
+    "csv": ("csv", "{type: csv}"),
+    "json": ("json", "{type: json, records: $}"),
+    "ndjson": ("ndjson", "{type: ndjson}"),
+    "parquet": ("parquet", "{type: parquet}"),
+    "xml": ("xml", "{type: xml, record_path: //row}"),
+    "excel": ("xlsx", "{type: excel, sheet: regions}"),
+}
+
+
+def _write_all(source: Path, root: Path) -> None:
+    (root / "day.csv").write_bytes(source.read_bytes())
+    table = pv.read_csv(source)
+    records = table.to_pylist()
+    (root / "day.json").write_text(json.dumps(records, default=str))
+    (root / "day.ndjson").write_text("\n".join(json.dumps(r, default=str) for r in records) + "\n")
+    pq.write_table(table, root / "day.parquet")
+    rows = etree.Element("rows")
+    for record in records:
+        row = etree.SubElement(rows, "row")
+        for key, value in record.items():
+            etree.SubElement(row, key).text = "" if value is None else str(value)
+    (root / "day.xml").write_bytes(etree.tostring(rows, xml_declaration=True, encoding="utf-8"))
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.title = "regions"
+    sheet.append(list(records[0]))
+    for record in records:
+        sheet.append([str(v) if hasattr(v, "isoformat") else v for v in record.values()])
+    workbook.save(root / "day.xlsx")
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_each_format_lands_the_same_rows(
+    name: str, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = shared_file("dpc-covid19-ita-regioni-daily", "dati-regioni", DAY)
+    root = tmp_path / "ftp"
+    root.mkdir()
+    _write_all(source, root)
+    suffix, fmt = FORMATS[name]
+    with ftps_server(root) as server:
+        monkeypatch.setenv("IP_TEST_FTP_PASSWORD", server.password)
+        text = f"""
+type: integration_platform.components.FileSource
+attributes:
+  source: formats
+  connection:
+    protocol: ftp
+    host: {server.host}
+    port: {server.port}
+    username: {server.user}
+    password_env: IP_TEST_FTP_PASSWORD
+    ca_bundle: {server.ca_bundle}
+  streams:
+    - name: {name}
+      directory: /
+      glob: "*.{suffix}"
+      partition: {{type: per_file}}
+      format: {fmt}
+"""
+        p = platform(text, tmp_path, instance)
+        instance.add_dynamic_partitions(f"formats__{name}__files", [f"day.{suffix}"])
+        lake, warehouse = dg.AssetKey(["formats", name]), dg.AssetKey(["warehouse", "formats", name])
+        assert p.materialize([lake, warehouse], partition_key=f"day.{suffix}").success
+    with source.open(encoding="utf-8") as f:
+        expected = {row["denominazione_regione"]: int(row["totale_casi"]) for row in csv.DictReader(f)}
+    landed = p.query(f"SELECT denominazione_regione, totale_casi::BIGINT, _ip_file FROM formats.{name}")
+    assert {region: total for region, total, _ in landed} == expected
+    assert {file for _, _, file in landed} == {f"day.{suffix}"}

@@ -1,0 +1,272 @@
+"""SftpResource against a real OpenSSH sshd on 127.0.0.1 serving real partner drops (DPC COVID-19 daily CSVs)."""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import paramiko
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+
+from integration_platform.resources.remote_files import HostKeyError, RemoteFileError, download_all
+from integration_platform.resources.sftp import SftpResource
+from integration_platform_tests.services import REPO, missing, shared_file, stop
+from integration_platform_tests.sftp_servers import SshServer, fingerprint_of, openssh_server
+
+SANDBOX_SFTP = REPO / "sandbox" / "sftp" / "server.py"
+#: A spread of the daily drops: first day, the last 24-column file, the first 30-column one, the last day.
+DROPS = (
+    "dpc-covid19-ita-regioni-20200224.csv",
+    "dpc-covid19-ita-regioni-20210114.csv",
+    "dpc-covid19-ita-regioni-20210115.csv",
+    "dpc-covid19-ita-regioni-20250108.csv",
+)
+
+
+@pytest.fixture(scope="module")
+def drop_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``<tmp>/root/drop`` with the DROPS (mtimes kept), a subdirectory and a symlink; returns ``<tmp>/root``."""
+    source = shared_file("dpc-covid19-ita-regioni-daily", "dati-regioni")
+    root = tmp_path_factory.mktemp("sftp") / "root"
+    drop = root / "drop"
+    (drop / "older").mkdir(parents=True)
+    for name in DROPS:
+        shutil.copy2(source / name, drop / name)
+    shutil.copy2(source / "dpc-covid19-ita-regioni-20200301.csv", drop / "older" / "nested.csv")
+    (drop / "latest.csv").symlink_to(drop / DROPS[-1])
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(drop_root: Path) -> Iterator[SshServer]:
+    with openssh_server(drop_root) as running:
+        yield running
+
+
+def resource(server: SshServer, **overrides: object) -> SftpResource:
+    settings: dict[str, object] = {
+        "host": server.host,
+        "port": server.port,
+        "username": server.username,
+        "private_key": server.private_key_pem,
+        "known_hosts": str(server.known_hosts),
+        "connect_timeout": 5.0,
+        "timeout": 10.0,
+    }
+    settings.update(overrides)
+    return SftpResource(**settings)  # type: ignore[arg-type]
+
+
+def test_list_shows_regular_files_with_sizes_and_mtimes(server: SshServer, drop_root: Path) -> None:
+    drop = drop_root / "drop"
+    with resource(server).connect() as files:
+        listed = {f.name: f for f in files.list(str(drop))}
+    assert sorted(listed) == sorted(DROPS)  # not the subdirectory, not the symlink
+    for name, remote in listed.items():
+        local = os.stat(drop / name)
+        assert remote.path == f"{drop}/{name}"
+        assert remote.size == local.st_size
+        assert remote.mtime == int(local.st_mtime)  # SFTP v3 carries whole seconds
+
+
+def test_download_is_byte_identical(server: SshServer, drop_root: Path, tmp_path: Path) -> None:
+    drop = drop_root / "drop"
+    with resource(server).connect() as files:
+        paths = [f"{drop}/{name}" for name in DROPS]
+        for remote, local in download_all(files, paths, tmp_path):
+            assert local.read_bytes() == Path(remote).read_bytes()
+        assert files.download(paths[0], tmp_path / "again.csv") == (drop / DROPS[0]).stat().st_size
+
+
+def test_download_pipelines_large_files_and_survives_short_replies(
+    server: SshServer, drop_root: Path, tmp_path: Path
+) -> None:
+    big = drop_root / "big.bin"
+    big.write_bytes(os.urandom(3_000_017))
+    try:
+        # odd request size, few requests in flight: many rounds, a last partial request
+        with resource(server, request_size=100_003, max_concurrent_requests=3).connect() as files:
+            assert files.download(str(big), tmp_path / "a.bin") == big.stat().st_size
+        assert (tmp_path / "a.bin").read_bytes() == big.read_bytes()
+        # asking for more than OpenSSH answers (255 KiB per read): every reply is short, the rest is re-asked
+        with resource(server).connect() as files:
+            files._read_size = 1 << 20
+            assert files.download(str(big), tmp_path / "b.bin") == big.stat().st_size
+        assert (tmp_path / "b.bin").read_bytes() == big.read_bytes()
+    finally:
+        big.unlink()
+
+
+def test_download_shorter_than_reported_size_fails(
+    server: SshServer, drop_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stat = paramiko.SFTPFile.stat
+
+    def inflated(self: paramiko.SFTPFile) -> paramiko.SFTPAttributes:
+        attrs = stat(self)
+        attrs.st_size = (attrs.st_size or 0) + 1000  # as if the file shrank after it was opened
+        return attrs
+
+    monkeypatch.setattr(paramiko.SFTPFile, "stat", inflated)
+    path = f"{drop_root}/drop/{DROPS[0]}"
+    with resource(server).connect() as files, pytest.raises(RemoteFileError, match="download ended after") as error:
+        files.download(path, tmp_path / "short.csv")
+    assert path in str(error.value)
+
+
+def test_missing_directory_and_file_name_the_path(server: SshServer, drop_root: Path, tmp_path: Path) -> None:
+    with resource(server).connect() as files:
+        with pytest.raises(RemoteFileError) as error:
+            list(files.list(f"{drop_root}/no-such-dir"))
+        assert f"sftp://127.0.0.1:{server.port}{drop_root}/no-such-dir" in str(error.value)
+        with pytest.raises(RemoteFileError, match=r"no-such-file\.csv"):
+            files.download(f"{drop_root}/drop/no-such-file.csv", tmp_path / "x.csv")
+        # the session is still usable after a failed operation
+        assert len(list(files.list(f"{drop_root}/drop"))) == len(DROPS)
+
+
+def test_rename_into_a_new_archive_directory(server: SshServer, drop_root: Path) -> None:
+    drop = drop_root / "drop"
+    name = "to-archive.csv"
+    shutil.copy2(drop / DROPS[0], drop / name)
+    target = f"{drop_root}/archive/2020/02/{name}"
+    with resource(server).connect() as files:
+        files.rename(f"{drop}/{name}", target)
+        assert not (drop / name).exists()
+        assert Path(target).read_bytes() == (drop / DROPS[0]).read_bytes()
+        shutil.copy2(drop / DROPS[0], drop / name)  # the same name dropped again: the archive copy exists
+        with pytest.raises(RemoteFileError, match="exists"):
+            files.rename(f"{drop}/{name}", target)
+    (drop / name).unlink()
+
+
+def test_unknown_host_key_is_refused(server: SshServer, tmp_path: Path) -> None:
+    other = tmp_path / "known_hosts"
+    other.write_text(f"[127.0.0.1]:{server.port + 1} {server.host_public_key}\n")  # another server only
+    with pytest.raises(HostKeyError) as error:
+        with resource(server, known_hosts=str(other)).connect():
+            pass
+    message = str(error.value)
+    assert f"127.0.0.1:{server.port}" in message and "ssh-ed25519" in message
+    assert server.host_key_fingerprint in message and "not in known_hosts" in message
+    assert server.private_key_pem.splitlines()[1] not in message
+
+
+def test_fingerprint_pin_accepts_the_right_key_and_refuses_another(server: SshServer, drop_root: Path) -> None:
+    pinned = resource(server, known_hosts=None, host_key_fingerprint=server.host_key_fingerprint)
+    with pinned.connect() as files:
+        assert len(list(files.list(f"{drop_root}/drop"))) == len(DROPS)
+    wrong = "SHA256:" + "A" * 43
+    with pytest.raises(HostKeyError) as error:
+        with resource(server, known_hosts=None, host_key_fingerprint=wrong).connect():
+            pass
+    message = str(error.value)
+    assert server.host_key_fingerprint in message and wrong in message and "ssh-ed25519" in message
+
+
+def test_no_host_key_setting_is_refused(server: SshServer) -> None:
+    with pytest.raises(HostKeyError, match=r"set known_hosts .* or host_key_fingerprint"):
+        with resource(server, known_hosts=None).connect():
+            pass
+
+
+def test_private_key_formats_and_passphrase(server: SshServer, drop_root: Path) -> None:
+    key = serialization.load_ssh_private_key(server.private_key_pem.encode(), None)
+    pkcs8 = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+    locked = key.private_bytes(Encoding.PEM, PrivateFormat.OpenSSH, BestAvailableEncryption(b"s3cret-phrase")).decode()
+    for settings in ({"private_key": pkcs8}, {"private_key": locked, "private_key_passphrase": "s3cret-phrase"}):
+        with resource(server, **settings).connect() as files:
+            assert len(list(files.list(f"{drop_root}/drop"))) == len(DROPS)
+    with pytest.raises(RemoteFileError, match="is encrypted; set private_key_passphrase"):
+        with resource(server, private_key=locked).connect():
+            pass
+    with pytest.raises(RemoteFileError, match="wrong private_key_passphrase") as error:
+        with resource(server, private_key=locked, private_key_passphrase="not-it").connect():
+            pass
+    assert "not-it" not in str(error.value)
+
+
+def test_wrong_client_key_fails_without_leaking_it(server: SshServer) -> None:
+    stranger = ed25519.Ed25519PrivateKey.generate()
+    text = stranger.private_bytes(Encoding.PEM, PrivateFormat.OpenSSH, NoEncryption()).decode()
+    with pytest.raises(RemoteFileError, match=r"authentication as .* failed") as error:
+        with resource(server, private_key=text).connect():
+            pass
+    assert text.splitlines()[1] not in str(error.value)
+
+
+def test_changed_host_key_is_refused(drop_root: Path, tmp_path: Path) -> None:
+    with openssh_server(drop_root) as server:
+        old_known_hosts = server.write_known_hosts(tmp_path / "known_hosts")
+        old_fingerprint = server.host_key_fingerprint
+        with resource(server, known_hosts=str(old_known_hosts)).connect() as files:
+            assert len(list(files.list(f"{drop_root}/drop"))) == len(DROPS)
+        new_fingerprint = server.replace_host_key()
+        assert new_fingerprint != old_fingerprint
+        with pytest.raises(HostKeyError) as error:
+            with resource(server, known_hosts=str(old_known_hosts)).connect():
+                pass
+        message = str(error.value)
+        assert "CHANGED" in message and old_fingerprint in message and new_fingerprint in message
+        assert f"127.0.0.1:{server.port}" in message
+        with resource(server).connect() as files:  # the new key, once in known_hosts, is accepted
+            assert len(list(files.list(f"{drop_root}/drop"))) == len(DROPS)
+
+
+def test_sandbox_asyncssh_server_serves_the_resource(drop_root: Path, tmp_path: Path) -> None:
+    """The demo's pure-Python server (sandbox/sftp/server.py): password and key logins, chroot, rename, SIGTERM."""
+    if importlib.util.find_spec("asyncssh") is None:
+        missing("asyncssh (the sandbox extra)")
+    client = ed25519.Ed25519PrivateKey.generate()
+    (tmp_path / "client.pub").write_bytes(client.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH))
+    host_key = tmp_path / "host_key"
+    process = subprocess.Popen(
+        [sys.executable, str(SANDBOX_SFTP), "--root", str(drop_root), "--port", "0", "--user", "partner",
+         "--host-key", str(host_key), "--authorized-key", str(tmp_path / "client.pub"), "--password-env", "SFTP_PW"],
+        stdout=subprocess.PIPE, env={**os.environ, "SFTP_PW": "drop-pass"},
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().decode().strip()
+        assert line.startswith("listening on sftp://127.0.0.1:"), line
+        port = int(line.rsplit(":", 1)[1])
+        fingerprint = fingerprint_of((tmp_path / "host_key.pub").read_text())
+        key_text = client.private_bytes(Encoding.PEM, PrivateFormat.OpenSSH, NoEncryption()).decode()
+        for password, private_key in (("drop-pass", None), (None, key_text)):
+            config = SftpResource(
+                host="127.0.0.1",
+                port=port,
+                username="partner",
+                host_key_fingerprint=fingerprint,
+                password=password,
+                private_key=private_key,
+            )
+            with config.connect() as files:
+                listed = sorted(f.name for f in files.list("/drop"))  # chroot: / is drop_root
+                assert listed == sorted(DROPS)
+                assert (
+                    files.download(f"/drop/{DROPS[1]}", tmp_path / "d.csv")
+                    == (drop_root / "drop" / DROPS[1]).stat().st_size
+                )
+                assert (tmp_path / "d.csv").read_bytes() == (drop_root / "drop" / DROPS[1]).read_bytes()
+                files.rename(f"/drop/{DROPS[1]}", f"/sandbox-archive/{DROPS[1]}")
+                files.rename(f"/sandbox-archive/{DROPS[1]}", f"/drop/{DROPS[1]}")
+        with pytest.raises(RemoteFileError, match="authentication"):
+            with SftpResource(host="127.0.0.1", port=port, username="partner", host_key_fingerprint=fingerprint,
+                              password="wrong").connect():  # fmt: skip
+                pass
+    finally:
+        stop(process)
+    assert process.returncode == 0
