@@ -3,6 +3,9 @@
 - ``POKEAPI_URL``: ``sandbox/pokeapi/server.py`` serving the vendored PokeAPI slice the way the
   live API pages it.
 - ``CHINOOK_API_URL``: datasette serving the vendored chinook SQLite file (read-only).
+- ``COVID_SFTP_HOST`` / ``COVID_SFTP_PORT`` / ``COVID_SFTP_PASSWORD``: ``sandbox/sftp/server.py``
+  (asyncssh) serving ``sandbox/covid/`` with the demo host key ``sandbox/sftp/demo_host_key``
+  (its fingerprint is pinned in ``defs/covid/defs.yaml``) and a password made up per start.
 
 A stand-in starts only when its variable is unset (point the variable at a real API to use
 that instead); each listens on 127.0.0.1 on a free port and is stopped by its pid.
@@ -11,6 +14,7 @@ that instead); each listens on 127.0.0.1 on a free port and is stopped by its pi
 """
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -54,6 +58,19 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], what: str) -> None:
     raise TimeoutError(f"stand-in {what} did not answer {url} within {START_SECONDS:.0f}s")
 
 
+def _wait_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"stand-in {what} exited with status {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"stand-in {what} did not listen on port {port} within {START_SECONDS:.0f}s")
+
+
 def _start(stack: ExitStack, argv: list[str], probe: str, what: str) -> None:
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     stack.callback(_stop, process)
@@ -83,11 +100,29 @@ def running_standins() -> Iterator[dict[str, str]]:
             argv = [str(datasette), "serve", "-i", str(db), "-h", "127.0.0.1", "-p", str(port)]
             _start(stack, argv, f"{url}/-/versions.json", "chinook API (datasette)")
             started["CHINOOK_API_URL"] = url
+        if not os.environ.get("COVID_SFTP_HOST"):
+            port = _free_port()
+            password = secrets.token_urlsafe(16)
+            argv = [
+                sys.executable, str(SANDBOX / "sftp" / "server.py"), "--root", str(SANDBOX / "covid"),
+                "--port", str(port), "--user", "demo", "--host-key", str(SANDBOX / "sftp" / "demo_host_key"),
+                "--password-env", "COVID_SFTP_PASSWORD",
+            ]  # fmt: skip
+            process = subprocess.Popen(
+                argv,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, "COVID_SFTP_PASSWORD": password},
+            )
+            stack.callback(_stop, process)
+            _wait_port(port, process, "SFTP drops (sandbox/sftp/server.py)")
+            started.update({"COVID_SFTP_HOST": "127.0.0.1", "COVID_SFTP_PORT": str(port)})
+            os.environ["COVID_SFTP_PASSWORD"] = password
         os.environ.update(started)
         try:
             yield started
         finally:
-            for name in started:
+            for name in [*started, "COVID_SFTP_PASSWORD"]:
                 os.environ.pop(name, None)
 
 

@@ -54,6 +54,7 @@ class FileConnection(dg.Model, dg.Resolvable):
     host: str | None = None
     host_env: str | None = Field(default=None, pattern=ENV_NAME)
     port: int | None = Field(default=None, ge=1, le=65535)
+    port_env: str | None = Field(default=None, pattern=ENV_NAME, description="Env var holding the port instead.")
     username: str
     password_env: str | None = Field(default=None, pattern=ENV_NAME)
     private_key_env: str | None = Field(default=None, pattern=ENV_NAME, description="SFTP: PEM text of the key.")
@@ -68,6 +69,8 @@ class FileConnection(dg.Model, dg.Resolvable):
     def _complete(self) -> "FileConnection":
         if (self.host is None) == (self.host_env is None):
             raise ValueError("connection: set exactly one of 'host' and 'host_env'")
+        if self.port is not None and self.port_env is not None:
+            raise ValueError("connection: set 'port' or 'port_env', not both")
         if self.protocol == "sftp":
             if not (self.password_env or self.private_key_env):
                 raise ValueError("connection: sftp needs private_key_env or password_env")
@@ -82,10 +85,12 @@ class FileConnection(dg.Model, dg.Resolvable):
     def resource(self) -> SftpResource | FtpResource:
         host = dg.EnvVar(self.host_env) if self.host_env else self.host
         password = dg.EnvVar(self.password_env) if self.password_env else None
+        default_port = 21 if self.protocol == "ftp" else 22
+        port = dg.EnvVar.int(self.port_env) if self.port_env else (self.port or default_port)
         if self.protocol == "ftp":
             return FtpResource(
                 host=host,  # type: ignore[arg-type]
-                port=self.port or 21,
+                port=port,  # type: ignore[arg-type]
                 username=self.username,
                 password=password,  # type: ignore[arg-type]
                 tls=self.tls,
@@ -94,7 +99,7 @@ class FileConnection(dg.Model, dg.Resolvable):
             )
         return SftpResource(
             host=host,  # type: ignore[arg-type]
-            port=self.port or 22,
+            port=port,  # type: ignore[arg-type]
             username=self.username,
             password=password,  # type: ignore[arg-type]
             private_key=dg.EnvVar(self.private_key_env) if self.private_key_env else None,  # type: ignore[arg-type]
