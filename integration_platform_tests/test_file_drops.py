@@ -207,3 +207,27 @@ def test_bad_rows_go_to_quarantine_and_an_unparsable_file_fails_whole(
         "dpc-covid19-ita-regioni-20220104.csv: cannot be parsed as csv" in m for m in failure_messages(broken)
     ), failure_messages(broken)
     assert not (tmp_path / "lake" / "covid" / "regions" / "_manifests" / "partition=2022-01-04.json").exists()
+
+
+def test_a_backfill_of_many_days_lands_in_one_run(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with openssh_server(drops) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, drops), tmp_path, instance)
+        result = p.materialize(
+            [LAKE, WAREHOUSE],
+            tags={
+                "dagster/asset_partition_range_start": "2021-01-10",
+                "dagster/asset_partition_range_end": "2021-01-20",
+            },
+        )
+    assert result.success
+    assert p.query("SELECT count(*), count(DISTINCT _ip_file), count(codice_nuts_1) FROM covid.regions")[0] == (
+        231,
+        11,
+        126,
+    )
+    landed = {e.partition for e in result.get_asset_materialization_events() if e.asset_key == LAKE}
+    assert len(landed) == 11 and min(landed) == "2021-01-10" and max(landed) == "2021-01-20"
+    assert latest_metadata(instance, LAKE)["partitions_landed"] == 11

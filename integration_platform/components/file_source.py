@@ -206,10 +206,11 @@ class FileSource(dg.Component, dg.Model, dg.Resolvable):
     def _factory(self, plan: FileStreamPlan) -> ExtractorFactory:
         key = self.resource_key
 
-        def factory(context: dg.AssetExecutionContext, report: ExtractionReport) -> Extractor:
+        def factory(context: dg.AssetExecutionContext, report: ExtractionReport, partition: str | None) -> Extractor:
             remote: SftpResource | FtpResource = getattr(context.resources, key)
             lake: LakeResource = context.resources.lake
-            return extractor_for(plan, remote.connect, lake.store(), context.partition_key, report)
+            assert partition is not None  # file streams are always partitioned
+            return extractor_for(plan, remote.connect, lake.store(), partition, report)
 
         return factory
 

@@ -294,7 +294,7 @@ class RestSource(dg.Component, dg.Model, dg.Resolvable):
     def _factory(self, plan: RestStreamPlan) -> ExtractorFactory:
         key = self.resource_key
 
-        def factory(context: dg.AssetExecutionContext, report: ExtractionReport) -> Extractor:
+        def factory(context: dg.AssetExecutionContext, report: ExtractionReport, _: str | None) -> Extractor:
             api: RestApiResource = getattr(context.resources, key)
             lake: LakeResource = context.resources.lake
             return extractor_for(plan, lambda: api.client(context.run.run_id), lake.store(), report)

@@ -160,7 +160,7 @@ class SqlSource(dg.Component, dg.Model, dg.Resolvable):
     def _extractor(self, table: str) -> ExtractorFactory:
         key, schema = self.resource_key, self.schema_name
 
-        def factory(context: dg.AssetExecutionContext, _: ExtractionReport) -> Extractor:
+        def factory(context: dg.AssetExecutionContext, _: ExtractionReport, __: str | None) -> Extractor:
             database: SqlDatabaseResource = getattr(context.resources, key)
             return lambda row_filter: database.read(table, schema, row_filter)
 

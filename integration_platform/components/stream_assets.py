@@ -52,9 +52,9 @@ class ExtractionReport:
     after_commit: list[Callable[[], None]] = field(default_factory=list)
 
 
-#: Builds the extractor of a run from the run's context (which holds the resources); the
-#: extractor fills the report while it runs.
-ExtractorFactory = Callable[[dg.AssetExecutionContext, ExtractionReport], Extractor]
+#: Builds the extractor of one landing from the run's context (which holds the resources) and
+#: the partition key it lands (``None`` when unpartitioned); the extractor fills the report.
+ExtractorFactory = Callable[[dg.AssetExecutionContext, ExtractionReport, str | None], Extractor]
 
 
 class StreamRunConfig(dg.Config):
@@ -73,13 +73,19 @@ def _cursor_from_metadata(context: dg.AssetExecutionContext, spec: StreamSpec) -
     return CursorValue.from_json(value.value) if isinstance(value, dg.JsonMetadataValue) else None  # type: ignore[arg-type]
 
 
-def _partition(context: dg.AssetExecutionContext, spec: StreamSpec) -> PartitionWindow | None:
+def _partitions(context: dg.AssetExecutionContext, spec: StreamSpec) -> list[PartitionWindow | None]:
+    """The partitions this run materialises: one, or a whole range (a single-run backfill)."""
     if spec.partitioning is None:
-        return None
+        return [None]
     if spec.partitioning.granularity == "dynamic":
-        return PartitionWindow(context.partition_key, None, None)
-    window = context.partition_time_window
-    return PartitionWindow(context.partition_key, window.start.astimezone(dt.UTC), window.end.astimezone(dt.UTC))
+        return [PartitionWindow(key, None, None) for key in context.partition_keys]
+    definition = spec.partitioning.definition()
+    assert isinstance(definition, dg.TimeWindowPartitionsDefinition)
+    windows: list[PartitionWindow | None] = []
+    for key in context.partition_keys:
+        window = definition.time_window_for_partition_key(key)
+        windows.append(PartitionWindow(key, window.start.astimezone(dt.UTC), window.end.astimezone(dt.UTC)))
+    return windows
 
 
 def _landing_metadata(manifest: Manifest, uri: str, seconds: float) -> dict[str, Any]:
@@ -98,21 +104,80 @@ def _landing_metadata(manifest: Manifest, uri: str, seconds: float) -> dict[str,
     }
 
 
-def _quarantine_check(
-    store: LakeStore, spec: StreamSpec, window: str, report: ExtractionReport, run_id: str
-) -> tuple[dict[str, Any], dg.AssetCheckResult]:
-    written = write_quarantine(store, spec, window, report.rejected, run_id)
+def _quarantine_check(store: LakeStore, spec: StreamSpec, reasons: set[str]) -> tuple[int, dg.AssetCheckResult]:
     total = quarantined_rows(store, spec)
-    metadata: dict[str, Any] = {"quarantined": written, "quarantine_rows_total": total}
-    if written:
-        metadata["quarantine_uri"] = store.uri(quarantine_key(spec, window))
     check = dg.AssetCheckResult(
         check_name=QUARANTINE_CHECK,
         passed=total == 0,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"quarantined_rows": total, "reasons": "; ".join(sorted({r.reason for r in report.rejected})[:5])},
+        metadata={"quarantined_rows": total, "reasons": "; ".join(sorted(reasons)[:5])},
     )
-    return metadata, check
+    return total, check
+
+
+def _land_one(
+    context: dg.AssetExecutionContext,
+    store: LakeStore,
+    spec: StreamSpec,
+    extractor_factory: ExtractorFactory,
+    window: PartitionWindow | None,
+    full_refresh: bool,
+    quarantine: bool,
+) -> dict[str, Any]:
+    """Extract and land one window (the stream, or one partition); returns its metadata."""
+    before = None if spec.partitioning else _cursor_from_metadata(context, spec)
+    report = ExtractionReport()
+    started = time.monotonic()
+    result = extract_and_land(
+        store,
+        spec,
+        extractor_factory(context, report, window.key if window else None),
+        cursor_before=before,
+        full_refresh=full_refresh,
+        partition=window,
+    )
+    manifest = result.manifest
+    seconds = time.monotonic() - started
+    context.log.info(
+        f"landed {manifest.rows} rows ({manifest.bytes} bytes) of {spec.path} window {manifest.window} "
+        f"in {seconds:.3f}s; {result.duplicates_dropped} already-landed rows dropped"
+    )
+    metadata = _landing_metadata(manifest, store.uri(manifest.key), seconds)
+    metadata["rows_read"] = result.rows_read
+    metadata["duplicates_dropped"] = result.duplicates_dropped
+    metadata["full_refresh"] = full_refresh
+    if spec.cursor:
+        metadata["cursor_before"] = dg.MetadataValue.json(
+            result.cursor_before.as_json() if result.cursor_before else {}
+        )
+        metadata["cursor_after"] = dg.MetadataValue.json(result.cursor_after.as_json() if result.cursor_after else {})
+    metadata.update(report.metadata)
+    if report.schema_changes:
+        metadata["schema_changes"] = dg.MetadataValue.md("\n".join(f"- {c}" for c in report.schema_changes))
+    if quarantine:
+        written = write_quarantine(store, spec, manifest.window, report.rejected, context.run.run_id)
+        metadata["quarantined"] = written
+        if written:
+            metadata["quarantine_uri"] = store.uri(quarantine_key(spec, manifest.window))
+        metadata["_reasons"] = {r.reason for r in report.rejected}
+    for hook in report.after_commit:
+        hook()
+    return metadata
+
+
+def _summed(landed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Metadata of a run that landed several partitions (a single-run backfill)."""
+    rows = sum(int(m["dagster/row_count"]) for m in landed)
+    seconds = sum(float(m["seconds"]) for m in landed)
+    return {
+        "dagster/row_count": rows,
+        "partitions_landed": len(landed),
+        "bytes": sum(int(m["bytes"]) for m in landed),
+        "seconds": round(seconds, 3),
+        "rows_per_second": round(rows / max(seconds, 1e-6)),
+        "windows": f"{landed[0]['window']} .. {landed[-1]['window']}",
+        "quarantined": sum(int(m.get("quarantined", 0)) for m in landed),
+    }
 
 
 def lake_asset(
@@ -144,6 +209,7 @@ def lake_asset(
         group_name=spec.source,
         kinds={kind, "parquet"},
         partitions_def=spec.partitioning.definition() if spec.partitioning else None,
+        backfill_policy=dg.BackfillPolicy.single_run() if spec.partitioning else None,
         required_resource_keys={"lake", source_resource},
         deps=list(deps),
         check_specs=check_specs,
@@ -160,44 +226,17 @@ def lake_asset(
         lake: LakeResource = context.resources.lake
         store = lake.store()
         full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG, "").lower() == "true"
-        before = None if spec.partitioning else _cursor_from_metadata(context, spec)
-        report = ExtractionReport()
-        started = time.monotonic()
-        result = extract_and_land(
-            store,
-            spec,
-            extractor_factory(context, report),
-            cursor_before=before,
-            full_refresh=full_refresh,
-            partition=_partition(context, spec),
-        )
-        manifest = result.manifest
-        seconds = time.monotonic() - started
-        context.log.info(
-            f"landed {manifest.rows} rows ({manifest.bytes} bytes) of {spec.path} window {manifest.window} "
-            f"in {seconds:.3f}s; {result.duplicates_dropped} already-landed rows dropped"
-        )
-        metadata = _landing_metadata(manifest, store.uri(manifest.key), seconds)
-        metadata["rows_read"] = result.rows_read
-        metadata["duplicates_dropped"] = result.duplicates_dropped
-        metadata["full_refresh"] = full_refresh
-        if spec.cursor:
-            metadata["cursor_before"] = dg.MetadataValue.json(
-                result.cursor_before.as_json() if result.cursor_before else {}
-            )
-            metadata["cursor_after"] = dg.MetadataValue.json(
-                result.cursor_after.as_json() if result.cursor_after else {}
-            )
-        metadata.update(report.metadata)
-        if report.schema_changes:
-            metadata["schema_changes"] = dg.MetadataValue.md("\n".join(f"- {c}" for c in report.schema_changes))
+        landed: list[dict[str, Any]] = []
+        reasons: set[str] = set()
+        for window in _partitions(context, spec):
+            metadata = _land_one(context, store, spec, extractor_factory, window, full_refresh, quarantine)
+            reasons.update(metadata.pop("_reasons", set()))
+            landed.append(metadata)
+        metadata = landed[0] if len(landed) == 1 else _summed(landed)
         checks = []
         if quarantine:
-            extra, check = _quarantine_check(store, spec, manifest.window, report, context.run.run_id)
-            metadata.update(extra)
+            metadata["quarantine_rows_total"], check = _quarantine_check(store, spec, reasons)
             checks.append(check)
-        for hook in report.after_commit:
-            hook()
         return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
     return _lake
@@ -274,6 +313,7 @@ def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
         kinds={"duckdb"},
         pool=DUCKDB_POOL,
         partitions_def=spec.partitioning.definition() if spec.partitioning else None,
+        backfill_policy=dg.BackfillPolicy.single_run() if spec.partitioning else None,
         required_resource_keys={"lake", "warehouse"},
         check_specs=check_specs,
         description=f"DuckDB table {spec.source}.{spec.name} ({spec.write_disposition}).",
@@ -281,9 +321,9 @@ def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
     def _warehouse(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         lake: LakeResource = context.resources.lake
         store = lake.store()
-        partition = context.partition_key if spec.partitioning else None
+        keys: list[str | None] = list(context.partition_keys) if spec.partitioning else [None]
         with context.resources.warehouse.get_connection() as conn:
-            todo = pending(conn, store, spec, partition)
+            todo = [m for key in keys for m in pending(conn, store, spec, key)]
             result = load(conn, store, spec, todo)
             checks = _checks(conn, store, spec, result.table_rows)
             columns = table_columns(conn, spec)
