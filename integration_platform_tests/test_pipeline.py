@@ -10,7 +10,7 @@ import pytest
 
 from integration_platform.instance import instance_config
 from integration_platform.pipeline.landing import LandingError, land, list_manifests
-from integration_platform.pipeline.loading import load, pending
+from integration_platform.pipeline.loading import SchemaChangeError, load, pending
 from integration_platform.pipeline.streams import StreamSpec
 from integration_platform.resources.lake import TMP_MARK, LocalLake
 
@@ -85,9 +85,10 @@ def test_a_failed_load_rolls_back_table_and_ledger(tmp_path: Path) -> None:
         assert apply(conn, lake, spec) == 3
         clash = pa.schema([("id", pa.int64()), ("name", pa.int64())])
         bad = pa.RecordBatch.from_arrays([pa.array([9]), pa.array([1])], schema=clash)
-        conn.execute("ALTER TABLE s.t ALTER name TYPE DATE USING NULL")  # a column the new rows cannot fit
+        # a column the new rows cannot fit: dates in the table, integers in the landing
+        conn.execute("ALTER TABLE s.t ALTER name TYPE DATE USING DATE '2020-01-01'")
         land(lake, spec, "after-z", [bad], clash, full=False)
-        with pytest.raises(duckdb.Error):
+        with pytest.raises(SchemaChangeError, match=r"column 'name' is DATE but landing 'after-z' brings BIGINT"):
             apply(conn, lake, spec)
         assert conn.execute("SELECT count(*) FROM s.t").fetchone() == (3,)
         assert len(pending(conn, lake, spec)) == 1, "the landing is still pending"

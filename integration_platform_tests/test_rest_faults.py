@@ -116,10 +116,13 @@ def test_the_rate_limit_is_never_exceeded_counted_at_the_server(tmp_path: Path, 
     with pokeapi_server() as server:
         p = platform(_yaml(server.url, rate_limit=limit, concurrency=8), tmp_path, instance)
         assert p.materialize().success
-        times = [r["t"] for r in server.stats()["requests"] if r["path"].startswith("/api/v2/")]
+        requests = [r for r in server.stats()["requests"] if r["path"].startswith("/api/v2/")]
+    times = [r["t"] for r in requests]
     assert len(times) == len(BERRY_IDS) + 7
-    assert _max_in_window(times) <= limit
-    achieved = (len(times) - 1) / (max(times) - min(times))
+    assert _max_in_window(times) <= limit  # the whole run, list pages included
+    # the achieved rate of the fan-out (the list pages come in an earlier step)
+    details = [r["t"] for r in requests if r["path"].rstrip("/").split("/")[-1].isdigit()]
+    achieved = (len(details) - 1) / (max(details) - min(details))
     assert 0.95 * limit <= achieved <= limit
 
 

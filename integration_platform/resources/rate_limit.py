@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 #: Requests are spaced this much wider than ``1 / rate``: a request that reaches the server
-#: up to 30 ms late (thread scheduling on a busy host, measured up to ~40 ms here on 2 cores
-#: under load) cannot push a server-side one-second window over the limit; the achieved rate
-#: is 97% of the limit.
-SAFETY = 1.03
+#: up to 40 ms late (thread scheduling on a busy host: 1% let 41-42 of 40 requests into one
+#: server-side second here on 2 cores under load, 3% still let 11 of 10 through) cannot push a
+#: one-second window over the limit; the achieved rate is 96% of the limit.
+SAFETY = 1.04
 
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()

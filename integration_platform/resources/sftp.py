@@ -83,7 +83,10 @@ class SftpResource(dg.ConfigurableResource):
     5.2: how much the server may send before we acknowledge); ``max_packet_size`` (bytes) is
     the largest SSH data packet we accept; ``request_size`` (bytes) is the length of each SFTP
     read (capped by the server's ``limits@openssh.com`` when it reports one) and
-    ``max_concurrent_requests`` how many reads are in flight at once.
+    ``max_concurrent_requests`` how many reads are in flight at once. Their product (about
+    8 MiB) should cover the link's bandwidth x round-trip time; a window much larger than that
+    costs: paramiko's channel buffer moves its whole content on every partial read, so when
+    the reader falls behind a 32 MiB window made downloads slower, not faster.
     """
 
     host: str
@@ -195,7 +198,10 @@ class SftpResource(dg.ConfigurableResource):
 
     def _load_private_key(self) -> paramiko.PKey:
         assert self.private_key is not None
-        text = self.private_key.strip() + "\n"
+        text = self.private_key.strip()
+        if "\n" not in text and "\\n" in text:  # a key pasted into a .env file as one line with \n escapes
+            text = text.replace("\\n", "\n")
+        text += "\n"
         passphrase = self.private_key_passphrase.encode() if self.private_key_passphrase else None
         try:
             try:
