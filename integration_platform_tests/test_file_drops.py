@@ -231,3 +231,25 @@ def test_a_backfill_of_many_days_lands_in_one_run(
     landed = {e.partition for e in result.get_asset_materialization_events() if e.asset_key == LAKE}
     assert len(landed) == 11 and min(landed) == "2021-01-10" and max(landed) == "2021-01-20"
     assert latest_metadata(instance, LAKE)["partitions_landed"] == 11
+
+
+def test_marker_files_gate_the_sensor_and_landed_files_can_be_archived(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    name = "dpc-covid19-ita-regioni-20230301.csv"
+    shutil.copy(drops / name, incoming / name)
+    extra = f"      marker_suffix: .done\n      archive_directory: {incoming}/archive"
+    with openssh_server(incoming) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, incoming, extra), tmp_path, instance)
+        first, cursor = _sensor_tick(p, None)
+        second, cursor = _sensor_tick(p, cursor)  # stable, but no marker yet
+        (incoming / f"{name}.done").write_text("")
+        third, cursor = _sensor_tick(p, cursor)
+        assert p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01").success
+    assert (first, second, [r.partition_key for r in third]) == ([], [], ["2023-03-01"])
+    assert not (incoming / name).exists()
+    assert (incoming / "archive" / name).read_bytes() == (drops / name).read_bytes()
+    assert p.query("SELECT count(*) FROM covid.regions")[0][0] == 21
