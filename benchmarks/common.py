@@ -327,6 +327,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
     if unknown and args.child is None:
         print(f"{parser.prog}: ignoring arguments meant for other benchmarks: {' '.join(unknown)}",
               file=sys.stderr)
+    if args.runs < 3 and args.child is None:
+        print("note: fewer than 3 runs; the DESIGN asks for a median of at least 3", file=sys.stderr)
     return args
 
 

@@ -94,6 +94,8 @@ from common import (
     warm_imports,
 )
 
+from integration_platform.standins import stop
+
 SCRIPT = Path(__file__).resolve()
 MIRROR = REPO_ROOT.parent / "shared" / "data" / "pokeapi-subset" / "data"
 SERVER_SCRIPT = REPO_ROOT / "sandbox" / "pokeapi" / "server.py"
@@ -191,13 +193,7 @@ def pokeapi_server(data: Path, latency_ms: int) -> Iterator[str]:
                     url = line.removeprefix("listening on ")
             yield url
         finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop(process)
 
 
 def server_reset(url: str) -> None:
@@ -601,8 +597,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         child(args)
         return
-    if args.runs < 3:
-        print("note: fewer than 3 runs; the DESIGN asks for a median of at least 3", file=sys.stderr)
     for name in ("peer_details", "rate_details"):
         value = getattr(args, name)
         if value < PAGE or value % PAGE or value > args.details:

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -29,13 +29,15 @@ SANDBOX = PROJECT_ROOT / "sandbox"
 START_SECONDS = 30.0
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process we started, by its pid: SIGTERM, then SIGKILL after 10 s."""
     if process.poll() is None:
         process.terminate()
         try:
@@ -43,6 +45,26 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def wait_for_port(
+    port: int, process: subprocess.Popen[bytes], seconds: float = START_SECONDS, details: Callable[[], str] = str
+) -> None:
+    """Wait until ``process`` listens on 127.0.0.1:``port``.
+
+    Raises ``RuntimeError`` when the process exits first and ``TimeoutError`` after ``seconds``;
+    ``details()`` (a name, a log tail) is appended to the message.
+    """
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {process.returncode} {details()}".rstrip())
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {seconds}s {details()}".rstrip())
 
 
 def _wait_http(url: str, process: subprocess.Popen[bytes], what: str) -> None:
@@ -58,22 +80,9 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], what: str) -> None:
     raise TimeoutError(f"stand-in {what} did not answer {url} within {START_SECONDS:.0f}s")
 
 
-def _wait_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"stand-in {what} exited with status {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=2).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"stand-in {what} did not listen on port {port} within {START_SECONDS:.0f}s")
-
-
 def _start(stack: ExitStack, argv: list[str], probe: str, what: str) -> None:
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    stack.callback(_stop, process)
+    stack.callback(stop, process)
     _wait_http(probe, process, what)
 
 
@@ -86,14 +95,14 @@ def running_standins() -> Iterator[dict[str, str]]:
     started: dict[str, str] = {}
     with ExitStack() as stack:
         if not os.environ.get("POKEAPI_URL"):
-            port = _free_port()
+            port = free_port()
             url = f"http://127.0.0.1:{port}"
             data = SANDBOX / "pokeapi" / "data"
             argv = [sys.executable, str(SANDBOX / "pokeapi" / "server.py"), "--data", str(data), "--port", str(port)]
             _start(stack, argv, f"{url}/api/v2/", "PokeAPI (sandbox/pokeapi/server.py)")
             started["POKEAPI_URL"] = url
         if not os.environ.get("CHINOOK_API_URL"):
-            port = _free_port()
+            port = free_port()
             url = f"http://127.0.0.1:{port}"
             datasette = Path(sys.executable).with_name("datasette")
             db = SANDBOX / "chinook" / "chinook.sqlite"
@@ -101,7 +110,7 @@ def running_standins() -> Iterator[dict[str, str]]:
             _start(stack, argv, f"{url}/-/versions.json", "chinook API (datasette)")
             started["CHINOOK_API_URL"] = url
         if not os.environ.get("COVID_SFTP_HOST"):
-            port = _free_port()
+            port = free_port()
             password = secrets.token_urlsafe(16)
             argv = [
                 sys.executable, str(SANDBOX / "sftp" / "server.py"), "--root", str(SANDBOX / "covid"),
@@ -114,8 +123,8 @@ def running_standins() -> Iterator[dict[str, str]]:
                 stderr=subprocess.DEVNULL,
                 env={**os.environ, "COVID_SFTP_PASSWORD": password},
             )
-            stack.callback(_stop, process)
-            _wait_port(port, process, "SFTP drops (sandbox/sftp/server.py)")
+            stack.callback(stop, process)
+            wait_for_port(port, process, details=lambda: "(stand-in SFTP drops, sandbox/sftp/server.py)")
             started.update({"COVID_SFTP_HOST": "127.0.0.1", "COVID_SFTP_PORT": str(port)})
             os.environ["COVID_SFTP_PASSWORD"] = password
         os.environ.update(started)

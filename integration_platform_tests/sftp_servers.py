@@ -18,14 +18,14 @@ import hashlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from integration_platform_tests.processes import free_port, stop, wait_for_port
 
 SSHD = "/usr/sbin/sshd"
 #: OpenSSH's compile-time privilege-separation directory; sshd refuses to start as root without it.
@@ -35,38 +35,6 @@ START_SECONDS = 30.0
 
 class SshdMissing(RuntimeError):
     """``sshd`` or ``ssh-keygen`` is not installed (Debian: ``apt-get install openssh-server``)."""
-
-
-def _free_port() -> int:
-    # the same as services.free_port, which this module cannot import (it imports pytest)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for_port(port: int, process: "subprocess.Popen[bytes]", log: Path, seconds: float = START_SECONDS) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise RuntimeError(f"sshd on port {port} exited with {process.returncode}:\n{tail}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"sshd does not listen on 127.0.0.1:{port} after {seconds}s")
-
-
-def _stop(process: "subprocess.Popen[bytes]") -> None:
-    """SIGTERM by pid, SIGKILL after 10 s (as services.stop)."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _keygen(path: Path, comment: str) -> None:
@@ -173,11 +141,19 @@ class SshServer:
             self.process = subprocess.Popen(
                 [SSHD, "-D", "-e", "-f", str(self.config)], stdin=subprocess.DEVNULL, stdout=log, stderr=log
             )
-        _wait_for_port(self.port, self.process, self.log)
+        wait_for_port(
+            self.port,
+            self.process,
+            START_SECONDS,
+            lambda: self.log.read_text(errors="replace")[-2000:] if self.log.exists() else "",
+        )
+
+    def _log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
 
     def stop(self) -> None:
         if self.process is not None:
-            _stop(self.process)
+            stop(self.process)
             self.process = None
 
     def replace_host_key(self) -> str:
@@ -218,7 +194,7 @@ def sshd(root: Path) -> Iterator[SshServer]:
             root=root.resolve(),
             workdir=workdir,
             host="127.0.0.1",
-            port=_free_port(),
+            port=free_port(),
             username=username,
             private_key_path=client_key,
         )

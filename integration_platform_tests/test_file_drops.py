@@ -228,7 +228,7 @@ def test_a_backfill_of_many_days_lands_in_one_run(
         11,
         126,
     )
-    landed = {e.partition for e in result.get_asset_materialization_events() if e.asset_key == LAKE}
+    landed = {e.partition or "" for e in result.get_asset_materialization_events() if e.asset_key == LAKE}
     assert len(landed) == 11 and min(landed) == "2021-01-10" and max(landed) == "2021-01-20"
     assert latest_metadata(instance, LAKE)["partitions_landed"] == 11
 

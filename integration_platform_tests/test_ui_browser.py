@@ -13,7 +13,6 @@ Run alone with ``pytest -m browser``. Without ``/usr/bin/chromium`` the test is 
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from integration_platform.instance import write_instance
+from integration_platform_tests.processes import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -66,12 +66,6 @@ class DagsterUI:
             text = log.read_text(errors="replace").splitlines() if log.exists() else []
             parts.append(f"--- {log.name} (last {lines} lines) ---\n" + "\n".join(text[-lines:]))
         return "\n".join(parts)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -149,7 +143,7 @@ def dagster_ui(chromium_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
     # already exists") and one of them exits.
     with dg.DagsterInstance.from_config(str(home)):
         pass
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     webserver_log, daemon_log = tmp / "webserver.log", tmp / "daemon.log"
     ui = DagsterUI(url=url, home=home, tmp=tmp, logs=(webserver_log, daemon_log))
