@@ -10,7 +10,7 @@ file that cannot be parsed at all fails the run, and nothing of the partition la
 
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from integration_platform.components.file_drops import DropRules
 from integration_platform.components.file_formats import FileFormat, read_file
-from integration_platform.components.stream_assets import ExtractionReport
+from integration_platform.components.stream_assets import ExtractionReport, RunScope
 from integration_platform.pipeline.conform import conform, known_schema
 from integration_platform.pipeline.landing import list_manifests
 from integration_platform.pipeline.streams import StreamSpec
@@ -47,42 +47,61 @@ class FileStreamPlan:
     archive_directory: str | None = None
 
 
-def partition_files(files: list[RemoteFile], rules: DropRules, partition: str) -> list[RemoteFile]:
-    """The files of ``partition``, by name."""
-    chosen = [f for f in files if rules.matches(f.name) and rules.partition_key(f) == partition]
-    return sorted(chosen, key=lambda f: f.name)
+@dataclass
+class _Session:
+    """One connection and one listing for all partitions a step lands (a single-run backfill
+    of 1,781 days would otherwise open 1,781 sessions and list the directory 1,781 times)."""
+
+    remote: RemoteFiles
+    partitions: dict[str, list[RemoteFile]]
+    known: pa.Schema | None
+
+
+def _session(plan: FileStreamPlan, connector: Connector, store: LakeStore, scope: RunScope) -> _Session:
+    session = scope.cache.get("file_session")
+    if isinstance(session, _Session):
+        return session
+    remote = scope.stack.enter_context(connector())
+    partitions: dict[str, list[RemoteFile]] = {}
+    for file in remote.list(plan.directory):
+        key = plan.rules.partition_key(file) if plan.rules.matches(file.name) else None
+        if key is not None:
+            partitions.setdefault(key, []).append(file)
+    known = known_schema(list_manifests(store, plan.spec))
+    if known is not None and FILE_COLUMN in known.names:  # added after conforming
+        known = known.remove(known.get_field_index(FILE_COLUMN))
+    session = scope.cache["file_session"] = _Session(remote, partitions, known)
+    return session
 
 
 def _tables(
-    plan: FileStreamPlan, remote: RemoteFiles, files: list[RemoteFile], store: LakeStore, report: ExtractionReport
-) -> Iterator[pa.Table]:
-    known = known_schema(list_manifests(store, plan.spec))
-    if known is not None and FILE_COLUMN in known.names:  # added below, after conforming
-        known = known.remove(known.get_field_index(FILE_COLUMN))
+    plan: FileStreamPlan, session: _Session, files: list[RemoteFile], report: ExtractionReport
+) -> list[pa.Table]:
     declared = dict(plan.columns)
     downloaded = 0
     started = time.monotonic()
+    tables = []
     with tempfile.TemporaryDirectory(prefix="ip-drop-") as folder:
         for index, file in enumerate(files):
             local = Path(folder) / f"{index:05d}{Path(file.name).suffix}"  # openpyxl goes by the suffix
-            downloaded += remote.download(file.path, local)
+            downloaded += session.remote.download(file.path, local)
             table, rejected = read_file(local, plan.fmt, file.name, plan.spec.path)
-            local.unlink()
             report.rejected.extend(rejected)
-            result, known = conform(table, known, file.name, declared=declared, on_bad_rows=plan.on_bad_rows)
+            result, known = conform(table, session.known, file.name, declared=declared, on_bad_rows=plan.on_bad_rows)
             report.rejected.extend(result.rejected)
             report.schema_changes.extend(result.changes)
             names = pa.array([file.name] * result.table.num_rows, pa.string())
-            yield result.table.append_column(FILE_COLUMN, names)
-    seconds = time.monotonic() - started
+            tables.append(result.table.append_column(FILE_COLUMN, names))
+            session.known = known
     report.metadata.update(
         {
             "files": ", ".join(f.name for f in files),
             "file_count": len(files),
             "bytes_downloaded": downloaded,
-            "download_and_parse_seconds": round(seconds, 3),
+            "download_and_parse_seconds": round(time.monotonic() - started, 3),
         }
     )
+    return tables
 
 
 def extract_files(
@@ -94,26 +113,27 @@ def extract_files(
 ) -> pa.RecordBatchReader:
     """The rows of ``partition``'s files in the stream's schema.
 
-    Raises :class:`~integration_platform.resources.remote_files.RemoteFileError` when the
-    partition has no file or a transfer fails, ``FileFormatError`` for a file that is not
-    parseable, ``BadRowsError`` for bad rows when the stream does not quarantine them.
+    The connection, the directory listing and the known schema are shared by every partition
+    of the step (``report.scope``). Raises
+    :class:`~integration_platform.resources.remote_files.RemoteFileError` when the partition has
+    no file or a transfer fails, ``FileFormatError`` for a file that is not parseable,
+    ``BadRowsError`` for bad rows when the stream does not quarantine them.
     """
-    with connector() as remote:
-        files = partition_files(list(remote.list(plan.directory)), plan.rules, partition)
-        if not files:
-            raise RemoteFileError(f"no file in {plan.directory} belongs to partition {partition!r}")
-        tables = list(_tables(plan, remote, files, store, report))
+    session = _session(plan, connector, store, report.scope)
+    files = sorted(session.partitions.get(partition, []), key=lambda f: f.name)
+    if not files:
+        raise RemoteFileError(f"no file in {plan.directory} belongs to partition {partition!r}")
     # Files parsed earlier in the loop may predate a column a later one added: unify.
-    table = pa.concat_tables(tables, promote_options="permissive")
+    table = pa.concat_tables(_tables(plan, session, files, report), promote_options="permissive")
     if plan.archive_directory:
-        report.after_commit.append(lambda: _archive(connector, files, plan.archive_directory or ""))
+        target = plan.archive_directory.rstrip("/")
+
+        def archive() -> None:
+            for file in files:
+                session.remote.rename(file.path, f"{target}/{file.name}")
+
+        report.after_commit.append(archive)
     return pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=65536))
-
-
-def _archive(connector: Connector, files: list[RemoteFile], directory: str) -> None:
-    with connector() as remote:
-        for file in files:
-            remote.rename(file.path, f"{directory.rstrip('/')}/{file.name}")
 
 
 def extractor_for(

@@ -41,6 +41,16 @@ QUARANTINE_CHECK = "quarantine_empty"
 
 
 @dataclass
+class RunScope:
+    """What lives as long as the step (every partition of a single-run backfill): connections
+    (closed by ``stack`` when the step ends) and what extractors cache in ``cache``, such as a
+    directory listing or the stream's known schema."""
+
+    stack: ExitStack
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class ExtractionReport:
     """What an extractor tells the lake asset besides its rows: records it set aside
     (written to the stream's quarantine), schema changes and source-specific metadata."""
@@ -50,6 +60,8 @@ class ExtractionReport:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: Run after the landing committed (archiving a landed file, acknowledging messages).
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    #: Shared by the landings of one step.
+    scope: RunScope = field(default_factory=lambda: RunScope(ExitStack()))
 
 
 #: Builds the extractor of one landing from the run's context (which holds the resources) and
@@ -123,10 +135,11 @@ def _land_one(
     window: PartitionWindow | None,
     full_refresh: bool,
     quarantine: bool,
+    scope: RunScope,
 ) -> dict[str, Any]:
     """Extract and land one window (the stream, or one partition); returns its metadata."""
     before = None if spec.partitioning else _cursor_from_metadata(context, spec)
-    report = ExtractionReport()
+    report = ExtractionReport(scope=scope)
     started = time.monotonic()
     result = extract_and_land(
         store,
@@ -228,10 +241,12 @@ def lake_asset(
         full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG, "").lower() == "true"
         landed: list[dict[str, Any]] = []
         reasons: set[str] = set()
-        for window in _partitions(context, spec):
-            metadata = _land_one(context, store, spec, extractor_factory, window, full_refresh, quarantine)
-            reasons.update(metadata.pop("_reasons", set()))
-            landed.append(metadata)
+        with ExitStack() as stack:
+            scope = RunScope(stack)
+            for window in _partitions(context, spec):
+                metadata = _land_one(context, store, spec, extractor_factory, window, full_refresh, quarantine, scope)
+                reasons.update(metadata.pop("_reasons", set()))
+                landed.append(metadata)
         metadata = landed[0] if len(landed) == 1 else _summed(landed)
         checks = []
         if quarantine:
@@ -323,7 +338,7 @@ def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
         store = lake.store()
         keys: list[str | None] = list(context.partition_keys) if spec.partitioning else [None]
         with context.resources.warehouse.get_connection() as conn:
-            todo = [m for key in keys for m in pending(conn, store, spec, key)]
+            todo = pending(conn, store, spec, None if keys == [None] else {k for k in keys if k})
             result = load(conn, store, spec, todo)
             checks = _checks(conn, store, spec, result.table_rows)
             columns = table_columns(conn, spec)

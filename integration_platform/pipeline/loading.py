@@ -14,6 +14,7 @@ Partitioned streams load per partition: the partition's rows are replaced.
 """
 
 import time
+from collections.abc import Collection
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -75,16 +76,21 @@ def applied_landings(conn: duckdb.DuckDBPyConnection, spec: StreamSpec) -> set[t
 
 
 def pending(
-    conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, partition: str | None = None
+    conn: duckdb.DuckDBPyConnection,
+    store: LakeStore,
+    spec: StreamSpec,
+    partitions: str | Collection[str] | None = None,
 ) -> list[Manifest]:
     """Committed landings not yet applied to the table, in the order they must be applied.
 
-    For a partitioned stream pass ``partition`` to get that partition's landing, if new.
+    For a partitioned stream pass ``partitions`` (a key, or several: a single-run backfill) to
+    get those partitions' landings, if new. The manifests are listed once either way.
     """
     applied = applied_landings(conn, spec)
     manifests = active_manifests(list_manifests(store, spec))
-    if partition is not None:
-        manifests = [m for m in manifests if m.partition == partition]
+    if partitions is not None:
+        wanted = {partitions} if isinstance(partitions, str) else set(partitions)
+        manifests = [m for m in manifests if m.partition in wanted]
     todo = [m for m in manifests if (m.window, m.landing_id) not in applied]
     last_full = max((i for i, m in enumerate(todo) if m.full), default=0)
     return todo[last_full:]
