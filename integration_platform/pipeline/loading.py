@@ -185,6 +185,61 @@ def _apply(
     return manifest.rows
 
 
+def _apply_appends(
+    conn: duckdb.DuckDBPyConnection, spec: StreamSpec, batch: list[tuple[Manifest, list[str]]], changes: list[str]
+) -> int:
+    """Several landings of an append stream (a single-run backfill of partitions) at once: their
+    rows are staged together, then one DELETE of their windows and one INSERT reach the table,
+    instead of a scan of the growing table per landing."""
+    target = table_name(spec)
+    windows = [m.window for m, _ in batch]
+    staged = False
+    for manifest, files in batch:
+        if not files:
+            continue
+        select = f"SELECT *, {_string(manifest.window)} AS {quote(WINDOW_COLUMN)} FROM {parquet_scan(files)}"
+        if not staged:
+            conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_staged AS {select}")
+            staged = True
+            continue
+        conn.execute(f"CREATE OR REPLACE TEMP VIEW _ip_next AS {select}")
+        _evolve(conn, "_ip_staged", "_ip_next")
+        _reconcile_types(conn, "_ip_staged", "_ip_next", manifest.window)
+        conn.execute("INSERT INTO _ip_staged BY NAME SELECT * FROM _ip_next")
+    if table_columns(conn, spec) or staged:
+        if staged:
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM _ip_staged LIMIT 0")
+            changes.extend(f"new column {name}" for name in _evolve(conn, target, "_ip_staged"))
+            changes.extend(_reconcile_types(conn, target, "_ip_staged", f"{windows[0]} .. {windows[-1]}"))
+        conn.execute(f"DELETE FROM {target} WHERE {quote(WINDOW_COLUMN)} IN (SELECT unnest(?::VARCHAR[]))", [windows])
+        if staged:
+            conn.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _ip_staged")
+            conn.execute("DROP TABLE _ip_staged")
+            conn.execute("DROP VIEW IF EXISTS _ip_next")
+    return sum(m.rows for m, _ in batch)
+
+
+def _record(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, manifests: list[Manifest]) -> None:
+    """The ledger rows of ``manifests`` (replacing those of their windows; all of them after a full load)."""
+    if any(m.full for m in manifests):
+        conn.execute(f"DELETE FROM {LEDGER} WHERE stream = ?", [spec.path])
+    windows = [m.window for m in manifests]
+    conn.execute(
+        f'DELETE FROM {LEDGER} WHERE stream = ? AND "window" IN (SELECT unnest(?::VARCHAR[]))', [spec.path, windows]
+    )
+    conn.execute(
+        f'INSERT INTO {LEDGER} (stream, "window", landing_id, rows, full_load) '
+        "SELECT ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::BIGINT[]), unnest(?::BOOLEAN[])",
+        [
+            spec.path,
+            windows,
+            [m.landing_id for m in manifests],
+            [m.rows for m in manifests],
+            [m.full for m in manifests],
+        ],
+    )
+
+
 def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, manifests: list[Manifest]) -> LoadResult:
     """Apply ``manifests`` (from :func:`pending`) to the stream's table in one transaction.
 
@@ -199,16 +254,14 @@ def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, ma
     with ExitStack() as stack:
         conn.execute("BEGIN TRANSACTION")
         try:
-            for manifest in manifests:
-                files = [str(stack.enter_context(store.local_copy(f.key))) for f in manifest.files]
-                loaded += _apply(conn, spec, manifest, files, changes)
-                if manifest.full:
-                    conn.execute(f"DELETE FROM {LEDGER} WHERE stream = ?", [spec.path])
-                conn.execute(f'DELETE FROM {LEDGER} WHERE stream = ? AND "window" = ?', [spec.path, manifest.window])
-                conn.execute(
-                    f'INSERT INTO {LEDGER} (stream, "window", landing_id, rows, full_load) VALUES (?, ?, ?, ?, ?)',
-                    [spec.path, manifest.window, manifest.landing_id, manifest.rows, manifest.full],
-                )
+            local = [(m, [str(stack.enter_context(store.local_copy(f.key))) for f in m.files]) for m in manifests]
+            if spec.write_disposition == "append" and len(manifests) > 1 and not any(m.full for m in manifests):
+                loaded += _apply_appends(conn, spec, local, changes)
+                _record(conn, spec, manifests)
+            else:
+                for manifest, files in local:
+                    loaded += _apply(conn, spec, manifest, files, changes)
+                    _record(conn, spec, [manifest])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
