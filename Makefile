@@ -46,7 +46,8 @@ test: $(BIN)/.installed-dev
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check integration_platform integration_platform_tests benchmarks sandbox
-	$(BIN)/mypy integration_platform integration_platform_tests sandbox
+	$(BIN)/mypy integration_platform integration_platform_tests
+	for script in sandbox/*.py sandbox/*/server.py; do $(BIN)/mypy $$script || exit 1; done
 
 ## Benchmarks (never part of `make test`); results in benchmarks/results/.
 BENCH_ARGS ?= --double --peer-rows 500000
