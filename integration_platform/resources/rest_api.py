@@ -27,8 +27,13 @@ from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
 from integration_platform.resources.http_auth import HttpAuth, OAuth2TokenAuth, build_auth, secret_values
-from integration_platform.resources.paginators import PageRequest, Paginator, first_request, next_request
-from integration_platform.resources.paginators import select_records as select_records
+from integration_platform.resources.paginators import (
+    PageRequest,
+    Paginator,
+    first_request,
+    next_request,
+    select_records,
+)
 from integration_platform.resources.rate_limit import RateLimiter
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
