@@ -12,20 +12,19 @@ set skips the test (fails in CI) through ``services.missing``.
 """
 
 import json
-import queue
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import requests
 
+from integration_platform_tests.processes import log_tail, start_listening
 from integration_platform_tests.services import REPO, SHARED_DATA, free_port, missing, stop
 
 POKEAPI_SCRIPT = REPO / "sandbox" / "pokeapi" / "server.py"
@@ -86,40 +85,9 @@ class FaultProxy:
         requests.post(f"{self.url}/_proxy/plan", json=plan, timeout=10).raise_for_status()
 
 
-def _stderr_text(stderr: IO[bytes]) -> str:
-    stderr.flush()
-    stderr.seek(0)
-    return stderr.read().decode("utf-8", "replace")[-4000:]
-
-
 def _started(stack: ExitStack, args: list[str], what: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``sys.executable args`` and return it with the URL of its ``listening on`` line.
-
-    The process is registered on ``stack`` to be stopped by pid; stderr goes to a temporary file that is
-    quoted when the process dies or stays silent for START_SECONDS.
-    """
-    stderr = stack.enter_context(tempfile.TemporaryFile())
-    process = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=stderr)
-    stack.callback(stop, process)
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:  # keeps draining stdout so the child can never block on a full pipe
-        assert process.stdout is not None
-        for raw in process.stdout:
-            lines.put(raw.decode("utf-8", "replace").strip())
-
-    threading.Thread(target=pump, name=f"{what}-stdout", daemon=True).start()
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.1)
-        except queue.Empty:
-            if process.poll() is not None:
-                raise RuntimeError(f"{what} exited with {process.returncode}:\n{_stderr_text(stderr)}") from None
-            continue
-        if line.startswith(("listening on http://127.0.0.1:", "listening on https://127.0.0.1:")):
-            return process, line.removeprefix("listening on ")
-    raise TimeoutError(f"{what} printed no 'listening on' line in {START_SECONDS}s:\n{_stderr_text(stderr)}")
+    """A sandbox HTTP(S) script started on ``stack``, with its base URL (see ``processes.start_listening``)."""
+    return start_listening(stack, args, what)
 
 
 @contextmanager
@@ -174,13 +142,13 @@ def datasette_server(db: Path) -> Iterator[HttpServer]:
         deadline = time.monotonic() + START_SECONDS
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"datasette exited with {process.returncode}:\n{_stderr_text(log)}")
+                raise RuntimeError(f"datasette exited with {process.returncode}:\n{log_tail(log)}")
             try:
                 if requests.get(f"{url}/-/versions.json", timeout=2).ok:
                     break
             except requests.ConnectionError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"datasette not answering on {url} after {START_SECONDS}s:\n{_stderr_text(log)}")
+                raise TimeoutError(f"datasette not answering on {url} after {START_SECONDS}s:\n{log_tail(log)}")
             time.sleep(0.1)
         yield HttpServer(url, process, has_control=False)

@@ -3,18 +3,13 @@ HTTP basic, OAuth2 client credentials and refresh token (oauthlib's server side 
 short-lived tokens, so they expire and are renewed mid-run), and TLS verification with a
 custom CA bundle. Secrets come from env vars and never show in events, metadata or errors."""
 
-import datetime as dt
-import ipaddress
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from integration_platform_tests.certificates import self_signed_certificate
 from integration_platform_tests.harness import latest_metadata, platform
 from integration_platform_tests.rest_servers import pokeapi_server
 
@@ -120,33 +115,8 @@ def test_oauth2_tokens_expire_and_are_renewed_mid_run(
     assert SECRET not in _run_text(instance, result)
 
 
-def _self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 (its own CA) and its key, as PEM files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "integration-platform test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_file, key_file
-
-
 def test_tls_is_verified_and_a_custom_ca_bundle_is_trusted(tmp_path: Path, instance: dg.DagsterInstance) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     with pokeapi_server(auth_args=["--tls-cert", str(cert), "--tls-key", str(key)]) as server:
         assert server.url.startswith("https://")
         untrusted = platform(_yaml(server.url, "{type: none}"), tmp_path / "a", instance)
