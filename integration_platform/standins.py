@@ -47,6 +47,24 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+def _wait(ready: Callable[[], bool], process: subprocess.Popen[bytes], seconds: float, pause: float) -> bool:
+    """Poll ``ready()`` until it is true (returns True) or ``seconds`` pass (returns False).
+
+    Raises ``RuntimeError`` (with the exit status) when ``process`` exits first.
+    """
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with status {process.returncode}")
+        try:
+            if ready():
+                return True
+        except OSError:
+            pass
+        time.sleep(pause)
+    return False
+
+
 def wait_for_port(
     port: int, process: subprocess.Popen[bytes], seconds: float = START_SECONDS, details: Callable[[], str] = str
 ) -> None:
@@ -55,29 +73,30 @@ def wait_for_port(
     Raises ``RuntimeError`` when the process exits first and ``TimeoutError`` after ``seconds``;
     ``details()`` (a name, a log tail) is appended to the message.
     """
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server on port {port} exited with {process.returncode} {details()}".rstrip())
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {seconds}s {details()}".rstrip())
+
+    def listening() -> bool:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+
+    try:
+        up = _wait(listening, process, seconds, 0.05)
+    except RuntimeError as exc:
+        raise RuntimeError(f"server on port {port} {exc} {details()}".rstrip()) from None
+    if not up:
+        raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {seconds}s {details()}".rstrip())
 
 
 def _wait_http(url: str, process: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"stand-in {what} exited with status {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"stand-in {what} did not answer {url} within {START_SECONDS:.0f}s")
+    def answers() -> bool:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+
+    try:
+        up = _wait(answers, process, START_SECONDS, 0.2)
+    except RuntimeError as exc:
+        raise RuntimeError(f"stand-in {what} {exc}") from None
+    if not up:
+        raise TimeoutError(f"stand-in {what} did not answer {url} within {START_SECONDS:.0f}s")
 
 
 def _start(stack: ExitStack, argv: list[str], probe: str, what: str) -> None:
