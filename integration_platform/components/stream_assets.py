@@ -55,13 +55,13 @@ class ExtractionReport:
     """What an extractor tells the lake asset besides its rows: records it set aside
     (written to the stream's quarantine), schema changes and source-specific metadata."""
 
+    #: Shared by the landings of one step (connections, listings an extractor may reuse).
+    scope: RunScope
     rejected: list[Rejected] = field(default_factory=list)
     schema_changes: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     #: Run after the landing committed (archiving a landed file, acknowledging messages).
     after_commit: list[Callable[[], None]] = field(default_factory=list)
-    #: Shared by the landings of one step.
-    scope: RunScope = field(default_factory=lambda: RunScope(ExitStack()))
 
 
 #: Builds the extractor of one landing from the run's context (which holds the resources) and
