@@ -157,6 +157,8 @@ def _reconcile_types(conn: duckdb.DuckDBPyConnection, target: str, staged: str, 
 def _apply(
     conn: duckdb.DuckDBPyConnection, spec: StreamSpec, manifest: Manifest, files: list[str], changes: list[str]
 ) -> int:
+    """One full landing (it replaces the table), or one landing of a merge stream (an upsert).
+    Append landings go through :func:`_apply_appends`."""
     target = table_name(spec)
     if not files:  # a landing without columns (nothing was ever seen): it only empties what it replaces
         if table_columns(conn, spec):
@@ -171,15 +173,13 @@ def _apply(
     if manifest.full:
         conn.execute(f"CREATE OR REPLACE TABLE {target} AS {with_window}")
         return manifest.rows
+    assert spec.write_disposition == "merge", "append landings are applied by _apply_appends"
     conn.execute(f"CREATE TABLE IF NOT EXISTS {target} AS {with_window} LIMIT 0")
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_staged AS {with_window}")
     changes.extend(f"new column {name}" for name in _evolve(conn, target, "_ip_staged"))
     changes.extend(_reconcile_types(conn, target, "_ip_staged", manifest.window))
-    if spec.write_disposition == "merge":
-        keys = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in spec.primary_key)
-        conn.execute(f"DELETE FROM {target} AS t USING _ip_staged AS s WHERE {keys}")
-    else:
-        conn.execute(f"DELETE FROM {target} WHERE {quote(WINDOW_COLUMN)} = ?", [manifest.window])
+    keys = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in spec.primary_key)
+    conn.execute(f"DELETE FROM {target} AS t USING _ip_staged AS s WHERE {keys}")
     conn.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _ip_staged")
     conn.execute("DROP TABLE _ip_staged")
     return manifest.rows
@@ -188,9 +188,10 @@ def _apply(
 def _apply_appends(
     conn: duckdb.DuckDBPyConnection, spec: StreamSpec, batch: list[tuple[Manifest, list[str]]], changes: list[str]
 ) -> int:
-    """Several landings of an append stream (a single-run backfill of partitions) at once: their
-    rows are staged together, then one DELETE of their windows and one INSERT reach the table,
-    instead of a scan of the growing table per landing."""
+    """The non-full landings of an append stream (one, or the partitions of a single-run
+    backfill) at once: their rows are staged together, then one DELETE of their windows (a
+    retried window replaces its rows) and one INSERT reach the table, instead of a scan of the
+    growing table per landing."""
     target = table_name(spec)
     windows = [m.window for m, _ in batch]
     staged = False
@@ -255,13 +256,15 @@ def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, ma
         conn.execute("BEGIN TRANSACTION")
         try:
             local = [(m, [str(stack.enter_context(store.local_copy(f.key))) for f in m.files]) for m in manifests]
-            if spec.write_disposition == "append" and len(manifests) > 1 and not any(m.full for m in manifests):
-                loaded += _apply_appends(conn, spec, local, changes)
-                _record(conn, spec, manifests)
-            else:
-                for manifest, files in local:
+            appending = spec.write_disposition == "append"
+            appends = [(m, f) for m, f in local if appending and not m.full]
+            for manifest, files in local:  # a full landing comes first (see pending); merges in order
+                if manifest.full or not appending:
                     loaded += _apply(conn, spec, manifest, files, changes)
                     _record(conn, spec, [manifest])
+            if appends:
+                loaded += _apply_appends(conn, spec, appends, changes)
+                _record(conn, spec, [m for m, _ in appends])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
