@@ -12,7 +12,7 @@ import pytest
 
 from integration_platform_tests.harness import failure_messages, latest_metadata, platform
 from integration_platform_tests.rest_servers import pokeapi_server
-from integration_platform_tests.services import SHARED_DATA
+from integration_platform_tests.services import shared_file
 
 DETAILS = dg.AssetKey(["drift", "details"])
 
@@ -20,7 +20,7 @@ DETAILS = dg.AssetKey(["drift", "details"])
 @pytest.fixture
 def drifting_berries(tmp_path: Path) -> Path:
     """The mirror's berries; from id 40 on they carry a new field, and berry 50's growth_time is text."""
-    source = SHARED_DATA / "pokeapi-subset" / "data" / "api" / "v2"
+    source = shared_file("pokeapi-subset", "data", "api", "v2")
     target = tmp_path / "mirror" / "api" / "v2"
     shutil.copytree(source / "berry", target / "berry")
     shutil.copy(source / "index.json", target / "index.json")
