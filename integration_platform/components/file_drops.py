@@ -36,6 +36,7 @@ class DropRules:
     marker_suffix: str | None = None
 
     def matches(self, name: str) -> bool:
+        """Whether the file ``name`` belongs to the stream (marker files never do)."""
         if self.marker_suffix and name.endswith(self.marker_suffix):
             return False
         if self.regex is not None:
@@ -73,10 +74,12 @@ class DropState:
     requested: dict[str, str] = field(default_factory=dict)
 
     def to_cursor(self) -> str:
+        """The state as the sensor's cursor string (compact JSON)."""
         return json.dumps({"looked": self.looked, "requested": self.requested}, separators=(",", ":"))
 
     @classmethod
     def from_cursor(cls, cursor: str | None) -> "DropState":
+        """The state kept in a sensor cursor (empty for ``None``, the first tick)."""
         data = json.loads(cursor) if cursor else {}
         return cls(dict(data.get("looked", {})), dict(data.get("requested", {})))
 

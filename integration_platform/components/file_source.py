@@ -83,6 +83,7 @@ class FileConnection(dg.Model, dg.Resolvable):
         return self
 
     def resource(self) -> SftpResource | FtpResource:
+        """The drop server's resource; host, port and secrets given by env var stay ``EnvVar``."""
         host = dg.EnvVar(self.host_env) if self.host_env else self.host
         password = dg.EnvVar(self.password_env) if self.password_env else None
         default_port = 21 if self.protocol == "ftp" else 22

@@ -80,6 +80,7 @@ class RestAuth(dg.Model, dg.Resolvable):
         return self
 
     def resource_config(self) -> HttpAuth:
+        """The resource's auth config, each ``*_env`` secret as a ``dg.EnvVar`` of that name."""
         env_names = {name: getattr(self, env_field) for name, env_field in SECRET_FIELDS.items()}
         secrets = {name: dg.EnvVar(env) for name, env in env_names.items() if env}
         return HttpAuth(

@@ -31,6 +31,7 @@ SCHEMA = pa.schema(
 
 
 def quarantine_key(spec: StreamSpec, window: str) -> str:
+    """The lake key of ``window``'s quarantine file: ``<source>/<stream>/_quarantine/<window>.parquet``."""
     return f"{spec.path}/{QUARANTINE}/{window}.parquet"
 
 
