@@ -16,17 +16,19 @@ from dagster.components.core.component_tree import ComponentTree
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
-from integration_platform.components import FileSource, RestSource, SqlSource
+from integration_platform.components import FileSource, QueueSource, RestSource, SqlSource
 from integration_platform.resources.lake import LakeResource, LakeStore
 
-SOURCE_TYPES: dict[str, type[SqlSource] | type[RestSource] | type[FileSource]] = {
+Source = SqlSource | RestSource | FileSource | QueueSource
+SOURCE_TYPES: dict[str, type[Source]] = {
     "integration_platform.components.SqlSource": SqlSource,
     "integration_platform.components.RestSource": RestSource,
     "integration_platform.components.FileSource": FileSource,
+    "integration_platform.components.QueueSource": QueueSource,
 }
 
 
-def load_source(text: str) -> SqlSource | RestSource | FileSource:
+def load_source(text: str) -> Source:
     """The source component declared by the text of a ``defs.yaml``."""
     document = yaml.safe_load(text)
     return SOURCE_TYPES[document["type"]].from_attributes_dict(attributes=document["attributes"])

@@ -89,7 +89,9 @@ class JsonRecords:
     ``columns``: declared Arrow types that win over inference (a timestamp kept as text by the
     API, say). ``required``: fields every record must have (the primary key); records missing
     one are conflicts. ``primary_key``: records whose key was already seen in this landing are
-    dropped (counted in ``duplicates``), the first one kept.
+    dropped (counted in ``duplicates``), the first one kept. ``known``: the stream's schema so
+    far (its last landing's), so that types stay stable from landing to landing: a value that
+    does not fit a known column is a conflict, a new field is a change.
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class JsonRecords:
         on_conflict: Literal["fail", "quarantine"] = "fail",
         primary_key: Sequence[str] = (),
         json_columns: Sequence[str] = (),
+        known: pa.Schema | None = None,
     ) -> None:
         self.stream, self.nested, self.on_conflict = stream, nested, on_conflict
         self.declared = dict(columns or {})
@@ -108,11 +111,14 @@ class JsonRecords:
         self.json_columns = frozenset(json_columns)
         self.declared.update({name: pa.string() for name in self.json_columns})
         self.schema = pa.schema([(name, kind) for name, kind in self.declared.items()])
+        for known_field in known or ():
+            if known_field.name not in self.declared:
+                self.schema = self.schema.append(known_field)
         self.changes: list[str] = []
         self.rejected: list[Rejected] = []
         self.duplicates = 0
         self._keys: set[tuple[Any, ...]] = set()
-        self._converted = False
+        self._converted = known is not None
 
     def _conflict(self, origin: str, reason: str, record: Any) -> None:
         if self.on_conflict == "fail":

@@ -1,0 +1,150 @@
+"""Queue and topic messages -> Arrow rows, for every broker (RabbitMQ, Kafka).
+
+A message's body is one JSON object; it becomes one row: its fields (converted by
+:class:`~integration_platform.pipeline.records.JsonRecords` under the stream's known schema,
+so types stay stable from batch to batch), the message id in ``_ip_message_id`` (the
+stream's primary key: the warehouse merges on it, which turns at-least-once delivery into
+exactly-once rows) and the broker's own columns (routing key, partition, offset, ...).
+
+A message is *poison* when it cannot become a row: its body is not UTF-8 JSON, it is not an
+object, it has no message id, or a value does not fit the stream's types. Poison messages
+are returned with the reason, for the broker to dead-letter; they never stop a batch.
+"""
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from integration_platform.pipeline.records import JsonRecords, SchemaConflictError
+
+#: The primary key of every message stream.
+MESSAGE_ID = "_ip_message_id"
+_INDEX = "__ip_message_index"
+
+IdFrom = Literal["property", "field", "body_sha256"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One consumed message, broker-neutral.
+
+    ``message_id``: the broker-level id (AMQP ``message_id`` property; for Kafka
+    ``topic/partition/offset``), ``None`` when it has none. ``origin``: where it came from, for
+    errors and dead letters (``queue orders delivery 17``). ``attributes``: the broker's
+    columns for this message (names and types given by the decoder's ``attributes`` schema).
+    ``ref``: the broker's own handle (a delivery, a Kafka message), for acknowledging.
+    """
+
+    body: bytes
+    message_id: str | None
+    origin: str
+    attributes: Mapping[str, Any]
+    redelivered: bool = False
+    ref: Any = None
+
+
+@dataclass
+class DecodedBatch:
+    """The rows of a batch and what could not become rows.
+
+    ``table``: one row per accepted message (``None`` when there is none); ``poison``: the
+    messages set aside with their reasons; ``duplicates``: messages dropped because an
+    earlier message of the batch had the same id; ``changes``: schema changes seen.
+    """
+
+    table: pa.Table | None
+    poison: list[tuple[Message, str]] = field(default_factory=list)
+    duplicates: int = 0
+    changes: list[str] = field(default_factory=list)
+
+
+class MessageDecoder:
+    """Decodes batches of one stream's messages (see the module doc).
+
+    ``id_from``: ``property`` takes the broker's id (a message without one is poison),
+    ``field`` the body's ``id_field``, ``body_sha256`` the SHA-256 of the body (identical
+    bodies are then one row). ``columns``: declared Arrow types; ``attributes``: the broker
+    columns appended to every row. ``known``: the stream's landed schema, if any.
+    """
+
+    def __init__(
+        self,
+        stream: str,
+        *,
+        id_from: IdFrom,
+        id_field: str | None = None,
+        columns: Mapping[str, pa.DataType] | None = None,
+        nested: Literal["struct", "json"] = "struct",
+        attributes: pa.Schema,
+    ) -> None:
+        if id_from == "field" and not id_field:
+            raise ValueError(f"stream {stream}: message ids from a field need 'id_field'")
+        self.stream, self.id_from, self.id_field = stream, id_from, id_field
+        self.columns = dict(columns or {})
+        self.nested: Literal["struct", "json"] = nested
+        self.attributes = attributes
+        self.known: pa.Schema | None = None
+
+    def _message_id(self, message: Message, record: Any) -> str | None:
+        if self.id_from == "property":
+            return message.message_id
+        if self.id_from == "body_sha256":
+            return hashlib.sha256(message.body).hexdigest()
+        value = record.get(self.id_field) if isinstance(record, dict) else None
+        return None if value is None else str(value)
+
+    def _payload_schema(self) -> pa.Schema | None:
+        if self.known is None:
+            return None
+        names = set(self.attributes.names) | {MESSAGE_ID}
+        return pa.schema([f for f in self.known if f.name not in names])
+
+    def decode(self, messages: Sequence[Message]) -> DecodedBatch:
+        """Rows of ``messages`` in order of arrival (module doc). Updates ``known`` to the
+        batch's schema. Never raises for a bad message; raises ``ValueError`` only for a
+        batch that as a whole does not convert."""
+        poison: list[tuple[Message, str]] = []
+        records: list[dict[str, Any]] = []
+        for index, message in enumerate(messages):
+            try:
+                record = json.loads(message.body.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                poison.append((message, f"body is not UTF-8 JSON: {exc}"))
+                continue
+            if not isinstance(record, dict):
+                poison.append((message, f"body is a JSON {type(record).__name__}, not an object"))
+                continue
+            message_id = self._message_id(message, record)
+            if message_id is None:
+                source = {"property": "message_id property", "field": f"field {self.id_field!r}"}[self.id_from]
+                poison.append((message, f"message has no id ({source} missing)"))
+                continue
+            records.append({_INDEX: index, MESSAGE_ID: message_id, **record})
+        converter = JsonRecords(
+            self.stream,
+            nested=self.nested,
+            columns={_INDEX: pa.int64(), MESSAGE_ID: pa.string(), **self.columns},
+            on_conflict="quarantine",
+            primary_key=(MESSAGE_ID,),
+            known=self._payload_schema(),
+        )
+        try:
+            table = converter.convert(records, f"stream {self.stream}") if records else None
+        except SchemaConflictError as exc:
+            raise ValueError(f"{exc}; batch of {len(messages)} messages from {messages[0].origin}") from exc
+        for rejected in converter.rejected:
+            record = rejected.record if isinstance(rejected.record, dict) else {}
+            poison.append((messages[int(record[_INDEX])], rejected.reason))
+        if table is None or table.num_rows == 0:
+            return DecodedBatch(None, poison, converter.duplicates, converter.changes)
+        indexes = table.column(_INDEX).to_pylist()
+        table = table.drop_columns([_INDEX])
+        for attribute in self.attributes:
+            values = [messages[i].attributes.get(attribute.name) for i in indexes]
+            table = table.append_column(attribute, pa.array(values, attribute.type))
+        self.known = table.schema
+        return DecodedBatch(table, poison, converter.duplicates, converter.changes)

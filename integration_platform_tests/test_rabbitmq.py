@@ -1,0 +1,223 @@
+"""RabbitMQ queues landed exactly once, against the machine's real broker."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from integration_platform.pipeline.landing import list_manifests
+from integration_platform.pipeline.streams import StreamSpec
+from integration_platform.resources.rabbitmq import REASON_HEADER, BrokerError, RabbitMQResource
+from integration_platform_tests.harness import failure_messages, latest_metadata, platform
+from integration_platform_tests.rabbit import depth, fresh_queue, publish, take_all
+from integration_platform_tests.services import REPO
+
+
+def _yaml(queue: str, batch_size: int = 1000, extra: str = "") -> str:
+    return f"""
+type: integration_platform.components.QueueSource
+attributes:
+  source: shop
+  connection: {{broker: rabbitmq, host: 127.0.0.1, port: 5672}}
+  streams:
+    - name: orders
+      queue: {queue}
+      batch_size: {batch_size}
+      max_wait_seconds: 1
+{extra}"""
+
+
+LAKE = dg.AssetKey(["shop", "orders"])
+WAREHOUSE = dg.AssetKey(["warehouse", "shop", "orders"])
+SPEC = StreamSpec(source="shop", name="orders", write_disposition="merge", primary_key=("_ip_message_id",))
+
+
+def _order(i: int) -> dict[str, object]:
+    return {"order_id": i, "customer": f"c{i % 97}", "amount": round(i * 1.25, 2), "lines": [{"sku": f"s{i % 7}"}]}
+
+
+@pytest.fixture
+def queue() -> object:
+    with fresh_queue() as name:
+        yield name
+
+
+def test_n_messages_land_as_exactly_n_rows(queue: str, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    n = 3_500
+    publish(queue, [(_order(i), f"order-{i}") for i in range(n)])
+    target = platform(_yaml(queue), tmp_path, instance)
+    result = target.materialize([LAKE, WAREHOUSE])
+    assert result.success
+    meta = latest_metadata(instance, LAKE)
+    assert (meta["messages_consumed"], meta["dagster/row_count"], meta["batches_landed"]) == (n, n, 4)
+    assert meta["remaining_messages"] == 0 and meta["dead_lettered"] == 0
+    assert target.query("SELECT count(*), count(DISTINCT _ip_message_id), sum(order_id) FROM shop.orders")[0] == (
+        n,
+        n,
+        sum(range(n)),
+    )
+    assert target.query("SELECT amount, lines[1].sku FROM shop.orders WHERE order_id = 42") == [(52.5, "s0")]
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"rows_reconcile_with_lake": True, "primary_key_unique_not_null": True}
+    assert depth(queue) == 0
+
+    # Nothing waiting: a second run lands nothing and changes nothing.
+    target.materialize([LAKE, WAREHOUSE])
+    assert latest_metadata(instance, LAKE)["messages_consumed"] == 0
+    assert target.query("SELECT count(*) FROM shop.orders") == [(n,)]
+
+
+def test_duplicate_publishes_collapse_to_one_row(queue: str, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    messages = [(_order(i), f"order-{i}") for i in range(300)]
+    publish(queue, messages + messages[:100])  # a publisher retried 100 messages
+    target = platform(_yaml(queue, batch_size=250), tmp_path, instance)
+    target.materialize([LAKE, WAREHOUSE])
+    assert target.query("SELECT count(*), count(DISTINCT order_id) FROM shop.orders") == [(300, 300)]
+
+
+def test_poison_is_dead_lettered_with_reason(queue: str, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    good: list[tuple[bytes | dict[str, object], str | None]] = [(_order(i), f"order-{i}") for i in range(200)]
+    poison: list[tuple[bytes | dict[str, object], str | None]] = [
+        (b"{not json", "bad-json"),
+        (b"\xff\xfe\x00", "bad-utf8"),
+        (b"[1, 2, 3]", "a-list"),
+        (_order(9001), None),  # no message id
+        ({"order_id": "nine-thousand-two", "amount": 1.0}, "bad-type"),  # order_id is an integer column
+    ]
+    # Poison first and in the middle: the queue must never block behind one.
+    publish(queue, poison[:2] + good[:100] + poison[2:] + good[100:])
+    target = platform(_yaml(queue, batch_size=50), tmp_path, instance)
+    assert target.materialize([LAKE, WAREHOUSE]).success
+    assert target.query("SELECT count(*) FROM shop.orders") == [(200,)]
+    assert latest_metadata(instance, LAKE)["dead_lettered"] == 5
+    assert depth(queue) == 0
+    dead = {props.message_id: (props.headers or {}) for props, _ in take_all(f"{queue}.dead-letter")}
+    assert set(dead) == {"bad-json", "bad-utf8", "a-list", None, "bad-type"}
+    assert "not UTF-8 JSON" in dead["bad-json"][REASON_HEADER]
+    assert "not UTF-8 JSON" in dead["bad-utf8"][REASON_HEADER]
+    assert "JSON list, not an object" in dead["a-list"][REASON_HEADER]
+    assert "no id" in dead[None][REASON_HEADER]
+    assert "order_id" in dead["bad-type"][REASON_HEADER] and "nine-thousand-two" in dead["bad-type"][REASON_HEADER]
+    assert dead["bad-type"]["x-ip-source-queue"] == queue
+
+
+def test_run_killed_after_landing_before_ack_yields_n_rows(queue: str, tmp_path: Path) -> None:
+    """The drain is SIGKILLed inside the acknowledgement of its first batch: the batch is in the
+    lake, the broker still holds it. The next run gets it again and still yields exactly N rows."""
+    n, batch = 2_000, 500
+    publish(queue, [(_order(i), f"order-{i}") for i in range(n)])
+    yaml_file = tmp_path / "shop.yaml"
+    yaml_file.write_text(_yaml(queue, batch_size=batch))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    kill_in_ack = (
+        "import os, signal, sys\n"
+        "from integration_platform.resources.rabbitmq import RabbitSession\n"
+        "RabbitSession.ack = lambda self, deliveries: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "from integration_platform_tests.run_stream import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", kill_in_ack, str(yaml_file), str(tmp_path), str(home), "shop/orders"],
+        cwd=REPO,
+        env={**os.environ},
+        capture_output=True,
+        timeout=120,
+    )
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        target = platform(yaml_file.read_text(), tmp_path, instance)
+        landed = list_manifests(target.store, SPEC)
+        assert [m.rows for m in landed] == [batch]  # the first batch landed; its ack never happened
+        assert depth(queue) == n  # nothing was acknowledged
+
+        assert target.materialize([LAKE, WAREHOUSE]).success
+        meta = latest_metadata(instance, LAKE)
+        assert meta["already_landed_dropped"] == batch
+        assert meta["dagster/row_count"] == n - batch
+        assert target.query("SELECT count(*), count(DISTINCT order_id), sum(order_id) FROM shop.orders") == [
+            (n, n, sum(range(n)))
+        ]
+        assert depth(queue) == 0
+
+
+def test_new_fields_become_columns(queue: str, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    target = platform(_yaml(queue), tmp_path, instance)
+    publish(queue, [(_order(i), f"order-{i}") for i in range(10)])
+    target.materialize([LAKE, WAREHOUSE])
+    publish(queue, [({**_order(i), "coupon": "SPRING"}, f"order-{i}") for i in range(10, 15)])
+    target.materialize([LAKE, WAREHOUSE])
+    rows = target.query("SELECT count(*), count(coupon) FROM shop.orders")
+    assert rows == [(15, 5)]
+
+
+def test_ids_from_a_body_field(queue: str, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    extra = "      message_id: field\n      id_field: order_id\n"
+    publish(queue, [(_order(i), None) for i in range(50)] + [(_order(7), None)])
+    target = platform(_yaml(queue, extra=extra), tmp_path, instance)
+    target.materialize([LAKE, WAREHOUSE])
+    assert target.query("SELECT count(*), min(_ip_message_id) FROM shop.orders") == [(50, "0")]
+
+
+def test_missing_queue_and_unreachable_broker_are_clear(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    target = platform(_yaml("ip_test_no_such_queue"), tmp_path, instance)
+    result = target.materialize([LAKE], raise_on_error=False)
+    assert not result.success
+    assert any("ip_test_no_such_queue" in m and "NOT_FOUND" in m for m in failure_messages(result)), failure_messages(
+        result
+    )
+    with pytest.raises(BrokerError, match=r"cannot connect to amqp://guest@127\.0\.0\.1:1/"):
+        with RabbitMQResource(port=1, connect_timeout=2).connect():
+            pass
+
+
+def test_backlog_sensor_requests_one_drain_at_a_time(queue: str, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    target = platform(_yaml(queue), tmp_path, instance)
+    sensor = next(s for s in target.defs.sensors or [] if s.name == "shop_orders_backlog")
+    resources = dict(target.defs.resources or {})
+
+    def tick(cursor: str | None) -> tuple[list[dg.RunRequest], str | None, str]:
+        with dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources=resources, definitions=target.defs
+        ) as context:
+            data = sensor.evaluate_tick(context)
+        return list(data.run_requests or []), data.cursor, data.skip_message or ""
+
+    requests, _, skipped = tick(None)
+    assert not requests and "0 message(s)" in skipped
+    publish(queue, [(_order(i), f"order-{i}") for i in range(5)])
+    requests, cursor, _ = tick(None)
+    assert cursor == "1" and [r.run_key for r in requests] == ["shop/orders#1"]
+    assert requests[0].tags["integration_platform/drain"] == "shop/orders"
+    # A drain in flight: the next tick waits for it.
+    job = dg.define_asset_job("drain", selection=[LAKE]).resolve(asset_graph=target.defs.resolve_asset_graph())
+    instance.create_run_for_job(job_def=job, tags=requests[0].tags)
+    requests, _, skipped = tick("1")
+    assert not requests and "in flight" in skipped
+
+
+def test_publish_warehouse_rows_with_idempotent_ids(queue: str, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """Rows of a warehouse table go out with confirms; publishing again sends the same ids, so a
+    consumer that de-duplicates on them keeps each row once."""
+    with fresh_queue("ip_test_out") as out:
+        extra = (
+            f"  publish:\n    - name: orders_out\n      table: shop.orders\n      key_columns: [order_id]\n"
+            f"      queue: {out}\n"
+        )
+        publish(queue, [(_order(i), f"order-{i}") for i in range(120)])
+        target = platform(_yaml(queue, extra=extra), tmp_path, instance)
+        target.materialize([LAKE, WAREHOUSE])
+        publish_key = dg.AssetKey(["shop", "publish_orders_out"])
+        target.materialize([publish_key])
+        target.materialize([publish_key])
+        assert latest_metadata(instance, publish_key)["messages_published"] == 120
+        sent = take_all(out)
+        assert len(sent) == 240
+        ids = [props.message_id for props, _ in sent]
+        assert len(set(ids)) == 120 and sorted(ids[:120]) == sorted(ids[120:])
+        bodies = {json.loads(body)["order_id"] for _, body in sent}
+        assert bodies == set(range(120))
