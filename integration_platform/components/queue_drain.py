@@ -66,8 +66,8 @@ class MessageSource(Protocol):
 @dataclass(frozen=True)
 class DrainLimits:
     """How much one run takes: batches of ``batch_size`` messages, each closed after
-    ``max_wait_seconds``; the run stops at an idle or short batch, after ``max_messages`` or
-    after ``max_seconds``."""
+    ``max_wait_seconds``; the run stops at an empty batch, at a short one when the broker
+    reports nothing left, after ``max_messages`` or after ``max_seconds``."""
 
     batch_size: int = 10_000
     max_wait_seconds: float = 5.0
@@ -179,8 +179,8 @@ def drain(
         if decoded.changes:
             context.log.info(f"schema of {spec.path} changed: {'; '.join(decoded.changes[:10])}")
         stats.batch_seconds_max = max(stats.batch_seconds_max, time.monotonic() - in_hand)
-        if len(messages) < size:
-            break
+        if len(messages) < size and not source.remaining():
+            break  # a short batch with nothing left waiting: drained
     stats.seconds = time.monotonic() - started
     stats.remaining = source.remaining()
     context.log.info(

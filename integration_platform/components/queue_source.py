@@ -182,7 +182,8 @@ class QueueSource(dg.Component, dg.Model, dg.Resolvable):
                 session,
                 stream.queue,
                 f"{self.source}/{stream.name}",
-                prefetch=min(stream.batch_size, MAX_PREFETCH),
+                # Twice the batch: the broker keeps delivering while a batch lands.
+                prefetch=min(2 * stream.batch_size, MAX_PREFETCH),
                 dead_letter_exchange=stream.dead_letter_exchange or f"{stream.queue}.dlx",
                 dead_letter_queue=stream.dead_letter_queue or f"{stream.queue}.dead-letter",
             )

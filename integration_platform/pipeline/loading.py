@@ -26,6 +26,8 @@ from integration_platform.resources.lake import LakeStore
 
 LEDGER_SCHEMA = "_integration_platform"
 LEDGER = f"{LEDGER_SCHEMA}.loads"
+#: Staging-only column: the position of a row's landing among those applied together.
+SEQ = "_ip_seq"
 
 
 def quote(identifier: str) -> str:
@@ -154,51 +156,31 @@ def _reconcile_types(conn: duckdb.DuckDBPyConnection, target: str, staged: str, 
     return changes
 
 
-def _apply(
-    conn: duckdb.DuckDBPyConnection, spec: StreamSpec, manifest: Manifest, files: list[str], changes: list[str]
-) -> int:
-    """One full landing (it replaces the table), or one landing of a merge stream (an upsert).
-    Append landings go through :func:`_apply_appends`."""
+def _apply_full(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, manifest: Manifest, files: list[str]) -> int:
+    """One full landing: it replaces the table."""
     target = table_name(spec)
-    if not files:  # a landing without columns (nothing was ever seen): it only empties what it replaces
+    if not files:  # a landing without columns (nothing was ever seen): it only empties the table
         if table_columns(conn, spec):
-            window_only = "" if manifest.full else f" WHERE {quote(WINDOW_COLUMN)} = {_string(manifest.window)}"
-            conn.execute(f"DELETE FROM {target}{window_only}")
+            conn.execute(f"DELETE FROM {target}")
         return 0
-    source = parquet_scan(files)
-    with_window = f"SELECT *, {_string(manifest.window)} AS {quote(WINDOW_COLUMN)} FROM {source}"
+    select = f"SELECT *, {_string(manifest.window)} AS {quote(WINDOW_COLUMN)} FROM {parquet_scan(files)}"
     if spec.write_disposition == "merge" and spec.cursor:
         keys = ", ".join(quote(k) for k in spec.primary_key)
-        with_window += f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {quote(spec.cursor)} DESC) = 1"
-    if manifest.full:
-        conn.execute(f"CREATE OR REPLACE TABLE {target} AS {with_window}")
-        return manifest.rows
-    assert spec.write_disposition == "merge", "append landings are applied by _apply_appends"
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {target} AS {with_window} LIMIT 0")
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_staged AS {with_window}")
-    changes.extend(f"new column {name}" for name in _evolve(conn, target, "_ip_staged"))
-    changes.extend(_reconcile_types(conn, target, "_ip_staged", manifest.window))
-    keys = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in spec.primary_key)
-    conn.execute(f"DELETE FROM {target} AS t USING _ip_staged AS s WHERE {keys}")
-    conn.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _ip_staged")
-    conn.execute("DROP TABLE _ip_staged")
+        select += f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {quote(spec.cursor)} DESC) = 1"
+    conn.execute(f"CREATE OR REPLACE TABLE {target} AS {select}")
     return manifest.rows
 
 
-def _apply_appends(
-    conn: duckdb.DuckDBPyConnection, spec: StreamSpec, batch: list[tuple[Manifest, list[str]]], changes: list[str]
-) -> int:
-    """The non-full landings of an append stream (one, or the partitions of a single-run
-    backfill) at once: their rows are staged together, then one DELETE of their windows (a
-    retried window replaces its rows) and one INSERT reach the table, instead of a scan of the
-    growing table per landing."""
-    target = table_name(spec)
-    windows = [m.window for m, _ in batch]
+def _stage(conn: duckdb.DuckDBPyConnection, batch: list[tuple[Manifest, list[str]]]) -> bool:
+    """Stage the rows of ``batch`` in temp table ``_ip_staged`` with their window and the
+    landing's position (``_ip_seq``); the union of their columns, widened where they differ.
+    Returns False when no landing has files."""
     staged = False
-    for manifest, files in batch:
+    for seq, (manifest, files) in enumerate(batch):
         if not files:
             continue
-        select = f"SELECT *, {_string(manifest.window)} AS {quote(WINDOW_COLUMN)} FROM {parquet_scan(files)}"
+        window = _string(manifest.window)
+        select = f"SELECT *, {window} AS {quote(WINDOW_COLUMN)}, {seq} AS {SEQ} FROM {parquet_scan(files)}"
         if not staged:
             conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_staged AS {select}")
             staged = True
@@ -207,16 +189,46 @@ def _apply_appends(
         _evolve(conn, "_ip_staged", "_ip_next")
         _reconcile_types(conn, "_ip_staged", "_ip_next", manifest.window)
         conn.execute("INSERT INTO _ip_staged BY NAME SELECT * FROM _ip_next")
-    if table_columns(conn, spec) or staged:
-        if staged:
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM _ip_staged LIMIT 0")
-            changes.extend(f"new column {name}" for name in _evolve(conn, target, "_ip_staged"))
-            changes.extend(_reconcile_types(conn, target, "_ip_staged", f"{windows[0]} .. {windows[-1]}"))
+    conn.execute("DROP VIEW IF EXISTS _ip_next")
+    return staged
+
+
+def _apply_batch(
+    conn: duckdb.DuckDBPyConnection, spec: StreamSpec, batch: list[tuple[Manifest, list[str]]], changes: list[str]
+) -> int:
+    """The non-full landings of a stream (one, or many: a backfill's partitions, a queue's
+    batches) at once, instead of a scan of the growing table per landing. Their rows are
+    staged together, then one DELETE and one INSERT reach the table:
+
+    - append: the DELETE removes the rows of their windows (a retried window replaces its rows);
+    - merge: each primary key keeps its row from the latest landing (within a landing, the
+      highest cursor value), exactly as applying the landings one by one would; the DELETE
+      removes the table's rows with those keys (an upsert).
+    """
+    target = table_name(spec)
+    windows = [m.window for m, _ in batch]
+    staged = _stage(conn, batch)
+    merging = spec.write_disposition == "merge"
+    if staged:
+        order = f"{SEQ} DESC" + (f", {quote(spec.cursor)} DESC" if spec.cursor else "")
+        keys = ", ".join(quote(k) for k in spec.primary_key)
+        latest = f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1" if merging else ""
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_rows AS SELECT * EXCLUDE ({SEQ}) FROM _ip_staged{latest}")
+        conn.execute("DROP TABLE _ip_staged")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM _ip_rows LIMIT 0")
+        changes.extend(f"new column {name}" for name in _evolve(conn, target, "_ip_rows"))
+        label = windows[0] if len(windows) == 1 else f"{windows[0]} .. {windows[-1]}"
+        changes.extend(_reconcile_types(conn, target, "_ip_rows", label))
+    if not table_columns(conn, spec):
+        return 0
+    if not merging:
         conn.execute(f"DELETE FROM {target} WHERE {quote(WINDOW_COLUMN)} IN (SELECT unnest(?::VARCHAR[]))", [windows])
-        if staged:
-            conn.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _ip_staged")
-            conn.execute("DROP TABLE _ip_staged")
-            conn.execute("DROP VIEW IF EXISTS _ip_next")
+    if staged:
+        if merging:
+            match = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in spec.primary_key)
+            conn.execute(f"DELETE FROM {target} AS t USING _ip_rows AS s WHERE {match}")
+        conn.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _ip_rows")
+        conn.execute("DROP TABLE _ip_rows")
     return sum(m.rows for m, _ in batch)
 
 
@@ -256,15 +268,14 @@ def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, ma
         conn.execute("BEGIN TRANSACTION")
         try:
             local = [(m, [str(stack.enter_context(store.local_copy(f.key))) for f in m.files]) for m in manifests]
-            appending = spec.write_disposition == "append"
-            appends = [(m, f) for m, f in local if appending and not m.full]
-            for manifest, files in local:  # a full landing comes first (see pending); merges in order
-                if manifest.full or not appending:
-                    loaded += _apply(conn, spec, manifest, files, changes)
+            for manifest, files in local:  # a full landing comes first (see pending)
+                if manifest.full:
+                    loaded += _apply_full(conn, spec, manifest, files)
                     _record(conn, spec, [manifest])
-            if appends:
-                loaded += _apply_appends(conn, spec, appends, changes)
-                _record(conn, spec, [m for m, _ in appends])
+            batch = [(m, f) for m, f in local if not m.full]
+            if batch:
+                loaded += _apply_batch(conn, spec, batch, changes)
+                _record(conn, spec, [m for m, _ in batch])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
