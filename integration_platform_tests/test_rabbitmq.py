@@ -11,7 +11,8 @@ import pytest
 
 from integration_platform.pipeline.landing import list_manifests
 from integration_platform.pipeline.streams import StreamSpec
-from integration_platform.resources.rabbitmq import REASON_HEADER, BrokerError, RabbitMQResource
+from integration_platform.resources.brokers import BrokerError
+from integration_platform.resources.rabbitmq import REASON_HEADER, RabbitMQResource
 from integration_platform_tests.harness import failure_messages, latest_metadata, platform
 from integration_platform_tests.rabbit import depth, fresh_queue, publish, take_all
 from integration_platform_tests.services import REPO

@@ -62,6 +62,10 @@ class MessageSource(Protocol):
         """Messages still waiting (queue depth or consumer lag), if the broker says."""
         ...
 
+    def run_metadata(self) -> dict[str, Any]:
+        """What the run's materialisation records besides the counts (Kafka: offsets)."""
+        ...
+
 
 @dataclass(frozen=True)
 class DrainLimits:

@@ -8,12 +8,14 @@ An entry of a ``QueueSource``'s ``publish`` list::
       key_columns: [invoice_id]         # what identifies a row (default: the whole row)
       cursor: invoice_date              # optional: only rows changed since the last run
       queue: invoices_out               # RabbitMQ: default exchange, routing key = queue
-      # or exchange: events + routing_key: invoices
+      # or exchange: events + routing_key: invoices;  Kafka: topic: invoices_out
 
 Idempotent message ids: a message's id is the SHA-256 of (source, name, key values, cursor
 value), or of the whole row without a cursor, so publishing the same row version again sends
 the same id, and a consumer that de-duplicates on it (as ``QueueSource`` does) keeps one row.
-Every message is confirmed by the broker (RabbitMQ publisher confirms) before the run ends;
+RabbitMQ carries it as the ``message_id`` property, Kafka as the message key (consume with
+``message_id: key``). Every message is confirmed by the broker (RabbitMQ publisher confirms,
+Kafka delivery reports with ``acks=all``) before the run ends;
 the high-water mark (``cursor_after`` in the materialisation metadata) advances only then.
 The next run starts *at* the mark (``>=``), re-sending the rows that share it under the same
 ids, so a row committed late with the boundary value is not missed.
@@ -48,6 +50,7 @@ class PublishSpec(dg.Model, dg.Resolvable):
     key_columns: list[str] = Field(default_factory=list)
     cursor: str | None = None
     queue: str | None = None
+    topic: str | None = None
     exchange: str | None = None
     routing_key: str | None = None
     fetch_rows: int = Field(default=10_000, ge=1)
@@ -56,11 +59,16 @@ class PublishSpec(dg.Model, dg.Resolvable):
     def _consistent(self) -> "PublishSpec":
         if (self.table is None) == (self.query is None):
             raise ValueError(f"publish {self.name!r}: set exactly one of 'table' and 'query'")
-        if (self.queue is None) == (self.exchange is None):
-            raise ValueError(f"publish {self.name!r}: set 'queue' or 'exchange' (with 'routing_key')")
+        if [self.queue, self.exchange, self.topic].count(None) != 2:
+            raise ValueError(f"publish {self.name!r}: set one of 'queue', 'exchange' (with 'routing_key') and 'topic'")
         if self.exchange is not None and self.routing_key is None:
             raise ValueError(f"publish {self.name!r}: 'exchange' needs 'routing_key'")
         return self
+
+    @property
+    def destination(self) -> str:
+        """The queue, exchange or topic, for messages."""
+        return self.queue or self.topic or f"exchange {self.exchange}"
 
     @property
     def relation(self) -> str:
@@ -132,7 +140,7 @@ def publish_asset(
         deps=spec.upstream,
         pool="duckdb",
         required_resource_keys={"warehouse", resource_key},
-        description=f"Rows of {spec.table or 'a query'} published to {spec.queue or spec.exchange}, confirmed.",
+        description=f"Rows of {spec.table or 'a query'} published to {spec.destination}, confirmed.",
     )
     def _publish(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         mark = _last_mark(context) if spec.cursor else None
@@ -162,7 +170,7 @@ def publish_asset(
                     if spec.cursor and row[spec.cursor] is not None:
                         high = row[spec.cursor]  # rows come in cursor order: the last is the highest
         seconds = time.monotonic() - started
-        context.log.info(f"published {published} message(s) to {spec.queue or spec.exchange} in {seconds:.2f}s")
+        context.log.info(f"published {published} message(s) to {spec.destination} in {seconds:.2f}s")
         return dg.MaterializeResult(
             metadata={
                 "messages_published": published,

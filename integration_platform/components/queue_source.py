@@ -14,7 +14,7 @@
       streams:
         - name: orders
           queue: orders                   # kafka: topic: orders
-          message_id: property            # property | field (with id_field) | body_sha256
+          message_id: broker              # broker | key (Kafka) | field (with id_field) | body_sha256
           batch_size: 10000               # messages per landing (RabbitMQ: at most 65535)
           max_wait_seconds: 5             # a batch closes after this long
           columns: {amount: float64}
@@ -34,6 +34,7 @@ the optional schedule. Poison messages go to the dead-letter exchange and queue
 warehouse table (``queue_publish``).
 """
 
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +44,9 @@ import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string
 from pydantic import Field, model_validator
 
+from integration_platform.components.kafka_stream import ATTRIBUTES as KAFKA_ATTRIBUTES
+from integration_platform.components.kafka_stream import KafkaTopicSource, kafka_publisher, landed_offsets
+from integration_platform.components.kafka_stream import backlog as kafka_backlog
 from integration_platform.components.queue_drain import DrainLimits, MessageSource, drain
 from integration_platform.components.queue_publish import PublishSpec, publish_asset
 from integration_platform.components.rabbitmq_stream import ATTRIBUTES as RABBIT_ATTRIBUTES
@@ -51,7 +55,8 @@ from integration_platform.components.stream_assets import warehouse_asset
 from integration_platform.pipeline.messages import MESSAGE_ID, IdFrom, MessageDecoder
 from integration_platform.pipeline.records import ARROW_TYPES
 from integration_platform.pipeline.streams import IDENTIFIER, StreamSpec
-from integration_platform.resources.lake import LakeResource
+from integration_platform.resources.kafka import KafkaResource
+from integration_platform.resources.lake import LakeResource, LakeStore
 from integration_platform.resources.rabbitmq import MAX_PREFETCH, RabbitMQResource
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -66,32 +71,57 @@ ACTIVE = [
 
 
 class QueueConnection(dg.Model, dg.Resolvable):
-    """The broker. Secrets only by environment variable name (``*_env``)."""
+    """The broker. Secrets only by environment variable name (``*_env``).
 
-    broker: Literal["rabbitmq"]
+    RabbitMQ: ``host``/``host_env``, ``port``/``port_env``, ``username``, ``password_env``,
+    ``virtual_host``. Kafka: ``bootstrap_servers``/``bootstrap_servers_env``,
+    ``security_protocol``, ``sasl_mechanism``, ``username``, ``password_env`` and
+    ``client_config`` (further librdkafka properties).
+    """
+
+    broker: Literal["rabbitmq", "kafka"]
     host: str | None = None
     host_env: str | None = Field(default=None, pattern=ENV_NAME)
     port: int | None = Field(default=None, ge=1, le=65535)
     port_env: str | None = Field(default=None, pattern=ENV_NAME)
-    username: str = "guest"
+    username: str | None = None
     password_env: str | None = Field(default=None, pattern=ENV_NAME)
     virtual_host: str = "/"
+    bootstrap_servers: str | None = None
+    bootstrap_servers_env: str | None = Field(default=None, pattern=ENV_NAME)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    client_config: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _complete(self) -> "QueueConnection":
-        if (self.host is None) == (self.host_env is None):
-            raise ValueError("connection: set exactly one of 'host' and 'host_env'")
-        if self.port is not None and self.port_env is not None:
-            raise ValueError("connection: set 'port' or 'port_env', not both")
+        if self.broker == "rabbitmq":
+            if (self.host is None) == (self.host_env is None):
+                raise ValueError("connection: set exactly one of 'host' and 'host_env'")
+            if self.port is not None and self.port_env is not None:
+                raise ValueError("connection: set 'port' or 'port_env', not both")
+        elif (self.bootstrap_servers is None) == (self.bootstrap_servers_env is None):
+            raise ValueError("connection: kafka needs exactly one of 'bootstrap_servers' and 'bootstrap_servers_env'")
         return self
 
-    def resource(self) -> RabbitMQResource:
+    def resource(self) -> RabbitMQResource | KafkaResource:
         """The broker's resource; what is given by env var stays ``EnvVar`` (read at run time)."""
+        password = dg.EnvVar(self.password_env) if self.password_env else None
+        if self.broker == "kafka":
+            servers = dg.EnvVar(self.bootstrap_servers_env) if self.bootstrap_servers_env else self.bootstrap_servers
+            return KafkaResource(
+                bootstrap_servers=servers,  # type: ignore[arg-type]
+                security_protocol=self.security_protocol,
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_username=self.username,
+                sasl_password=password,  # type: ignore[arg-type]
+                client_config=self.client_config,
+            )
         return RabbitMQResource(
             host=dg.EnvVar(self.host_env) if self.host_env else self.host,  # type: ignore[arg-type]
             port=dg.EnvVar.int(self.port_env) if self.port_env else (self.port or 5672),  # type: ignore[arg-type]
-            username=self.username,
-            password=dg.EnvVar(self.password_env) if self.password_env else "guest",  # type: ignore[arg-type]
+            username=self.username or "guest",
+            password=password or "guest",  # type: ignore[arg-type]
             virtual_host=self.virtual_host,
         )
 
@@ -107,8 +137,13 @@ class QueueStream(dg.Model, dg.Resolvable):
     """One queue (RabbitMQ) or topic (Kafka) as a stream of JSON messages."""
 
     name: str = Field(pattern=IDENTIFIER.pattern)
-    queue: str | None = Field(default=None, min_length=1)
-    message_id: IdFrom = "property"
+    queue: str | None = Field(default=None, min_length=1, description="RabbitMQ: the queue.")
+    topic: str | None = Field(default=None, min_length=1, description="Kafka: the topic.")
+    group_id: str | None = Field(
+        default=None, description="Kafka consumer group; default integration_platform.<source>.<stream>."
+    )
+    dead_letter_topic: str | None = Field(default=None, description="Kafka; default <topic>.dead-letter.")
+    message_id: IdFrom = "broker"
     id_field: str | None = None
     columns: dict[str, str] = Field(default_factory=dict, description=f"Declared types: {', '.join(ARROW_TYPES)}.")
     nested: Literal["struct", "json"] = "struct"
@@ -132,11 +167,23 @@ class QueueStream(dg.Model, dg.Resolvable):
             raise ValueError(f"stream {self.name!r}: schedule {self.schedule!r} is not a cron string")
         return self
 
+    @property
+    def target(self) -> str:
+        """The queue or topic."""
+        return self.queue or self.topic or ""
+
     def validate_for(self, broker: str) -> None:
         """Raise ``ValueError`` naming the field when the stream does not fit ``broker``."""
-        if broker == "rabbitmq":
-            if not self.queue:
-                raise ValueError(f"stream {self.name!r}: a rabbitmq stream needs 'queue'")
+        if broker == "kafka":
+            if not self.topic or self.queue:
+                raise ValueError(f"stream {self.name!r}: a kafka stream needs 'topic' (not 'queue')")
+            if self.dead_letter_exchange or self.dead_letter_queue:
+                raise ValueError(f"stream {self.name!r}: kafka dead letters go to 'dead_letter_topic'")
+        else:
+            if not self.queue or self.topic:
+                raise ValueError(f"stream {self.name!r}: a rabbitmq stream needs 'queue' (not 'topic')")
+            if self.message_id == "key":
+                raise ValueError(f"stream {self.name!r}: message_id 'key' is for kafka streams")
             if self.batch_size > MAX_PREFETCH:
                 raise ValueError(
                     f"stream {self.name!r}: batch_size {self.batch_size} exceeds RabbitMQ's "
@@ -149,6 +196,10 @@ class DrainRunConfig(dg.Config):
 
     max_messages: int | None = None
     """Take at most this many messages in this run (default: the stream's ``max_messages_per_run``)."""
+    offset_reset: Literal["committed", "earliest", "latest", "timestamp"] = "committed"
+    """Kafka: where this run starts reading (messages already in the lake are not landed again)."""
+    reset_timestamp: str | None = None
+    """Kafka, with ``offset_reset: timestamp``: ISO 8601 date-time (UTC when no offset is given)."""
 
 
 class QueueSource(dg.Component, dg.Model, dg.Resolvable):
@@ -170,23 +221,63 @@ class QueueSource(dg.Component, dg.Model, dg.Resolvable):
             name=stream.name,
             write_disposition="merge",
             primary_key=(MESSAGE_ID,),
-            description=f"Messages of {self.connection.broker} queue {stream.queue}, landed exactly once.",
-            metadata={"queue": stream.queue or ""},
+            description=f"Messages of {self.connection.broker} {'topic' if stream.topic else 'queue'} {stream.target}, "
+            "landed exactly once.",
+            metadata={"topic" if stream.topic else "queue": stream.target},
         )
 
+    def group_id(self, stream: QueueStream) -> str:
+        return stream.group_id or f"integration_platform.{self.source}.{stream.name}"
+
     @contextmanager
-    def _open(self, broker: RabbitMQResource, stream: QueueStream) -> Iterator[MessageSource]:
+    def _open(
+        self,
+        broker: RabbitMQResource | KafkaResource,
+        stream: QueueStream,
+        spec: StreamSpec,
+        store: LakeStore,
+        config: DrainRunConfig,
+    ) -> Iterator[MessageSource]:
+        if isinstance(broker, KafkaResource):
+            assert stream.topic is not None
+            at = dt.datetime.fromisoformat(config.reset_timestamp) if config.reset_timestamp else None
+            with broker.consumer(self.group_id(stream)) as consumer:
+                source = KafkaTopicSource(
+                    broker,
+                    consumer,
+                    stream.topic,
+                    dead_letter_topic=stream.dead_letter_topic or f"{stream.topic}.dead-letter",
+                    landed_through=landed_offsets(store, spec),
+                    reset=config.offset_reset,
+                    reset_timestamp=at.replace(tzinfo=at.tzinfo or dt.UTC) if at else None,
+                )
+                try:
+                    yield source
+                finally:
+                    source.close()
+            return
+        if config.offset_reset != "committed":
+            raise dg.Failure(f"{spec.path}: offset_reset applies to Kafka topics; a RabbitMQ queue has no offsets")
         assert stream.queue is not None
         with broker.connect() as session:
             yield RabbitQueueSource(
                 session,
                 stream.queue,
-                f"{self.source}/{stream.name}",
+                spec.path,
                 # Twice the batch: the broker keeps delivering while a batch lands.
                 prefetch=min(2 * stream.batch_size, MAX_PREFETCH),
                 dead_letter_exchange=stream.dead_letter_exchange or f"{stream.queue}.dlx",
                 dead_letter_queue=stream.dead_letter_queue or f"{stream.queue}.dead-letter",
             )
+
+    def _backlog(self, broker: RabbitMQResource | KafkaResource, stream: QueueStream) -> tuple[int, str | None]:
+        """Messages waiting, and the run key part that names them (Kafka: the offset ranges)."""
+        if isinstance(broker, KafkaResource):
+            assert stream.topic is not None
+            return kafka_backlog(broker, stream.topic, self.group_id(stream))
+        assert stream.queue is not None
+        with broker.connect() as session:
+            return session.queue_depth(stream.queue)[0], None
 
     def _lake_asset(self, stream: QueueStream, spec: StreamSpec) -> dg.AssetsDefinition:
         key = self.resource_key
@@ -214,11 +305,18 @@ class QueueSource(dg.Component, dg.Model, dg.Resolvable):
                 id_field=stream.id_field,
                 columns={k: ARROW_TYPES[v] for k, v in stream.columns.items()},
                 nested=stream.nested,
-                attributes=RABBIT_ATTRIBUTES,
+                attributes=KAFKA_ATTRIBUTES if self.connection.broker == "kafka" else RABBIT_ATTRIBUTES,
             )
-            with self._open(getattr(context.resources, key), stream) as source:
+            with self._open(getattr(context.resources, key), stream, spec, store, config) as source:
                 stats = drain(context, store, spec, source, decoder, limits)
-            return dg.MaterializeResult(metadata={**stats.metadata(), "dagster/uri": store.uri(spec.path)})
+                extra = source.run_metadata()
+            return dg.MaterializeResult(
+                metadata={
+                    **stats.metadata(),
+                    **{k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in extra.items()},
+                    "dagster/uri": store.uri(spec.path),
+                }
+            )
 
         return _drain
 
@@ -231,26 +329,24 @@ class QueueSource(dg.Component, dg.Model, dg.Resolvable):
             asset_selection=[spec.lake_key, spec.warehouse_key],
             required_resource_keys={key},
             default_status=dg.DefaultSensorStatus.STOPPED,
-            description=f"Requests a drain of {stream.queue} when {stream.sensor.min_messages}+ messages wait.",
+            description=f"Requests a drain of {stream.target} when {stream.sensor.min_messages}+ messages wait.",
         )
         def _backlog(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-            broker: RabbitMQResource = getattr(context.resources, key)
-            assert stream.queue is not None
-            with broker.connect() as session:
-                depth, _ = session.queue_depth(stream.queue)
+            depth, ranges = self._backlog(getattr(context.resources, key), stream)
             if depth < stream.sensor.min_messages:
-                return dg.SkipReason(f"{depth} message(s) waiting in {stream.queue}")
+                return dg.SkipReason(f"{depth} message(s) waiting in {stream.target}")
             in_flight = context.instance.get_runs(
                 filters=dg.RunsFilter(tags={DRAIN_TAG: spec.path}, statuses=ACTIVE), limit=1
             )
             if in_flight:
                 return dg.SkipReason(f"{depth} message(s) waiting; drain run {in_flight[0].run_id} in flight")
-            # Delivery tags are channel-scoped and exist only once a message is delivered, so a
-            # sensor (which must not consume) cannot key on them: the key is a request counter.
+            # Kafka: the offset ranges waiting name the work. RabbitMQ's delivery tags are
+            # channel-scoped and exist only once a message is delivered, so a sensor (which must
+            # not consume) cannot key on them: the key is a request counter.
             sequence = int(context.cursor or 0) + 1
+            run_key = f"{spec.path}@{ranges}" if ranges else f"{spec.path}#{sequence}"
             return dg.SensorResult(
-                run_requests=[dg.RunRequest(run_key=f"{spec.path}#{sequence}", tags={DRAIN_TAG: spec.path})],
-                cursor=str(sequence),
+                run_requests=[dg.RunRequest(run_key=run_key, tags={DRAIN_TAG: spec.path})], cursor=str(sequence)
             )
 
         return _backlog
@@ -286,12 +382,17 @@ class QueueSource(dg.Component, dg.Model, dg.Resolvable):
                         default_status=dg.DefaultScheduleStatus.STOPPED,
                     )
                 )
+        kafka = self.connection.broker == "kafka"
         for i, entry in enumerate(self.publish):
             if names.count(entry.name) > 1:
                 raise ValueError(f"{yaml_path}: attributes.publish[{i}].name: {entry.name!r} is declared twice")
-            assets.append(
-                publish_asset(self.source, entry, self.resource_key, self.connection.broker, rabbit_publisher)
-            )
+            if kafka != (entry.topic is not None):
+                wanted = "'topic'" if kafka else "'queue' or 'exchange'"
+                raise ValueError(
+                    f"{yaml_path}: attributes.publish[{i}]: a {self.connection.broker} publication needs {wanted}"
+                )
+            opener = kafka_publisher if kafka else rabbit_publisher
+            assets.append(publish_asset(self.source, entry, self.resource_key, self.connection.broker, opener))
         return dg.Definitions(
             assets=assets,
             sensors=sensors,

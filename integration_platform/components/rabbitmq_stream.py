@@ -89,6 +89,9 @@ class RabbitQueueSource:
     def remaining(self) -> int | None:
         return self.session.queue_depth(self.queue)[0]
 
+    def run_metadata(self) -> dict[str, Any]:
+        return {"queue": self.queue}
+
 
 class RabbitPublisher:
     """Sends to ``exchange`` with ``routing_key`` on a confirm-mode channel: each ``send``

@@ -35,7 +35,7 @@ from integration_platform.pipeline.records import ARROW_ERRORS, JsonRecords, Sch
 MESSAGE_ID = "_ip_message_id"
 _INDEX = "__ip_message_index"
 
-IdFrom = Literal["property", "field", "body_sha256"]
+IdFrom = Literal["broker", "key", "field", "body_sha256"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ class Message:
     """One consumed message, broker-neutral.
 
     ``message_id``: the broker-level id (AMQP ``message_id`` property; for Kafka
-    ``topic/partition/offset``), ``None`` when it has none. ``origin``: where it came from, for
+    ``topic/partition/offset``), ``None`` when it has none; ``key``: the Kafka message key as
+    text (``None`` elsewhere). ``origin``: where it came from, for
     errors and dead letters (``queue orders delivery 17``). ``attributes``: the broker's
     columns for this message (names and types given by the decoder's ``attributes`` schema).
     ``ref``: the broker's own handle (a delivery, a Kafka message), for acknowledging.
@@ -53,6 +54,7 @@ class Message:
     message_id: str | None
     origin: str
     attributes: Mapping[str, Any]
+    key: str | None = None
     redelivered: bool = False
     ref: Any = None
 
@@ -75,8 +77,8 @@ class DecodedBatch:
 class MessageDecoder:
     """Decodes batches of one stream's messages (see the module doc).
 
-    ``id_from``: ``property`` takes the broker's id (a message without one is poison),
-    ``field`` the body's ``id_field``, ``body_sha256`` the SHA-256 of the body (identical
+    ``id_from``: ``broker`` takes the broker's id (a message without one is poison), ``key``
+    the Kafka message key, ``field`` the body's ``id_field``, ``body_sha256`` the SHA-256 of the body (identical
     bodies are then one row). ``columns``: declared Arrow types; ``attributes``: the broker
     columns appended to every row. ``known``: the stream's landed schema, if any.
     """
@@ -100,8 +102,10 @@ class MessageDecoder:
         self.known: pa.Schema | None = None
 
     def _message_id(self, message: Message, record: Any) -> str | None:
-        if self.id_from == "property":
+        if self.id_from == "broker":
             return message.message_id
+        if self.id_from == "key":
+            return message.key
         if self.id_from == "body_sha256":
             return hashlib.sha256(message.body).hexdigest()
         value = record.get(self.id_field) if isinstance(record, dict) else None
@@ -132,12 +136,12 @@ class MessageDecoder:
         payload = self._payload_schema()
         if not messages or not payload or self.nested == "json" or self.id_from == "field":
             return None
-        if self.id_from == "property":
-            ids = [m.message_id for m in messages]
+        if self.id_from == "body_sha256":
+            ids: list[str | None] = [hashlib.sha256(m.body).hexdigest() for m in messages]
+        else:
+            ids = [m.message_id if self.id_from == "broker" else m.key for m in messages]
             if any(i is None for i in ids):
                 return None
-        else:
-            ids = [hashlib.sha256(m.body).hexdigest() for m in messages]
         id_array = pa.array(ids, pa.string())
         if pc.count_distinct(id_array).as_py() != len(ids):
             return None
@@ -168,7 +172,11 @@ class MessageDecoder:
                 continue
             message_id = self._message_id(message, record)
             if message_id is None:
-                source = {"property": "message_id property", "field": f"field {self.id_field!r}"}[self.id_from]
+                source = {
+                    "broker": "the broker's message id",
+                    "key": "message key",
+                    "field": f"field {self.id_field!r}",
+                }[self.id_from]
                 poison.append((message, f"message has no id ({source} missing)"))
                 continue
             records.append({_INDEX: index, MESSAGE_ID: message_id, **record})

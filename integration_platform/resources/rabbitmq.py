@@ -31,16 +31,14 @@ import pika
 import pika.exceptions
 from pydantic import Field
 
+from integration_platform.resources.brokers import BrokerError
+
 #: AMQP 0-9-1 ``basic.qos`` prefetch-count is a 16-bit field.
 MAX_PREFETCH = 65_535
 
 #: Headers a dead-lettered message carries (besides its own).
 REASON_HEADER = "x-ip-dead-letter-reason"
 ORIGIN_HEADERS = ("x-ip-source-queue", "x-ip-stream", "x-ip-dead-lettered-at")
-
-
-class BrokerError(RuntimeError):
-    """The broker refused or dropped something; the message names broker and queue, never the password."""
 
 
 @dataclass(frozen=True)
