@@ -2,14 +2,19 @@
 
 Usage: python -m integration_platform_tests.run_stream <yaml file> <work dir> <instance dir> <asset key>...
 (asset keys as ``a/b``). The lake and warehouse live under <work dir>, as in the test process.
+:func:`killed_in` runs it with one method replaced by a SIGKILL of the process.
 """
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import dagster as dg
 
 from integration_platform_tests.harness import platform
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str]) -> int:
@@ -18,6 +23,21 @@ def main(argv: list[str]) -> int:
         target = platform(Path(yaml_file).read_text(), Path(work), instance)
         result = target.materialize([dg.AssetKey(k.split("/")) for k in keys])
     return 0 if result.success else 1
+
+
+def killed_in(module: str, cls: str, method: str, *argv: str) -> subprocess.CompletedProcess[bytes]:
+    """Run :func:`main` with ``argv`` in a subprocess where ``module.cls.method`` SIGKILLs the
+    process when first called (a run killed at exactly that point); returns the finished process."""
+    code = (
+        "import os, signal, sys\n"
+        f"from {module} import {cls}\n"
+        f"{cls}.{method} = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "from integration_platform_tests.run_stream import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *argv], cwd=REPO, env={**os.environ}, capture_output=True, timeout=120
+    )
 
 
 if __name__ == "__main__":

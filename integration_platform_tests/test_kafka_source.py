@@ -2,9 +2,6 @@
 
 import base64
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -14,7 +11,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from integration_platform_tests.harness import Platform, failure_messages, latest_metadata, platform
 from integration_platform_tests.kafka_broker import KafkaBroker, kafka_broker_fixture
-from integration_platform_tests.services import REPO
+from integration_platform_tests.run_stream import killed_in
 
 kafka_broker = kafka_broker_fixture("kafka_broker", scope="module")
 PARTITIONS = 3
@@ -119,19 +116,14 @@ def test_run_killed_after_landing_before_commit_yields_n_rows(
     yaml_file.write_text(_yaml(kafka_broker, topic, batch_size=300))
     home = tmp_path / "dagster_home"
     home.mkdir()
-    kill_in_commit = (
-        "import os, signal, sys\n"
-        "from integration_platform.components.kafka_stream import KafkaTopicSource\n"
-        "KafkaTopicSource.commit = lambda self, messages, manifest: os.kill(os.getpid(), signal.SIGKILL)\n"
-        "from integration_platform_tests.run_stream import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
-    killed = subprocess.run(
-        [sys.executable, "-c", kill_in_commit, str(yaml_file), str(tmp_path), str(home), "shop/orders"],
-        cwd=REPO,
-        env={**os.environ},
-        capture_output=True,
-        timeout=120,
+    killed = killed_in(
+        "integration_platform.components.kafka_stream",
+        "KafkaTopicSource",
+        "commit",
+        str(yaml_file),
+        str(tmp_path),
+        str(home),
+        "shop/orders",
     )
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     assert all(offset < 0 for offset in committed(kafka_broker, topic).values()), "nothing was committed"

@@ -1,9 +1,6 @@
 """RabbitMQ queues landed exactly once, against the machine's real broker."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -15,7 +12,7 @@ from integration_platform.resources.brokers import BrokerError
 from integration_platform.resources.rabbitmq import REASON_HEADER, RabbitMQResource
 from integration_platform_tests.harness import failure_messages, latest_metadata, platform
 from integration_platform_tests.rabbit import depth, fresh_queue, publish, take_all
-from integration_platform_tests.services import REPO
+from integration_platform_tests.run_stream import killed_in
 
 
 def _yaml(queue: str, batch_size: int = 1000, extra: str = "") -> str:
@@ -115,19 +112,14 @@ def test_run_killed_after_landing_before_ack_yields_n_rows(queue: str, tmp_path:
     yaml_file.write_text(_yaml(queue, batch_size=batch))
     home = tmp_path / "dagster_home"
     home.mkdir()
-    kill_in_ack = (
-        "import os, signal, sys\n"
-        "from integration_platform.resources.rabbitmq import RabbitSession\n"
-        "RabbitSession.ack = lambda self, deliveries: os.kill(os.getpid(), signal.SIGKILL)\n"
-        "from integration_platform_tests.run_stream import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
-    killed = subprocess.run(
-        [sys.executable, "-c", kill_in_ack, str(yaml_file), str(tmp_path), str(home), "shop/orders"],
-        cwd=REPO,
-        env={**os.environ},
-        capture_output=True,
-        timeout=120,
+    killed = killed_in(
+        "integration_platform.resources.rabbitmq",
+        "RabbitSession",
+        "ack",
+        str(yaml_file),
+        str(tmp_path),
+        str(home),
+        "shop/orders",
     )
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     with dg.instance_for_test(temp_dir=str(home)) as instance:
@@ -222,3 +214,38 @@ def test_publish_warehouse_rows_with_idempotent_ids(queue: str, tmp_path: Path, 
         assert len(set(ids)) == 120 and sorted(ids[:120]) == sorted(ids[120:])
         bodies = {json.loads(body)["order_id"] for _, body in sent}
         assert bodies == set(range(120))
+
+
+def test_publish_changes_since_the_last_run(queue: str, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """With a cursor, a publish sends the rows at or above the last high-water mark: the boundary
+    row again (same id), then only what changed."""
+    with fresh_queue("ip_test_out") as out:
+        extra = (
+            f"  publish:\n    - name: orders_out\n      table: shop.orders\n      key_columns: [order_id]\n"
+            f"      cursor: order_id\n      queue: {out}\n"
+        )
+        target = platform(_yaml(queue, extra=extra), tmp_path, instance)
+        publish_key = dg.AssetKey(["shop", "publish_orders_out"])
+        publish(queue, [(_order(i), f"order-{i}") for i in range(100)])
+        target.materialize([LAKE, WAREHOUSE])
+        target.materialize([publish_key])
+        first = {json.loads(body)["order_id"]: props.message_id for props, body in take_all(out)}
+        assert sorted(first) == list(range(100))
+        assert latest_metadata(instance, publish_key)["cursor_after"] == "99"
+
+        publish(queue, [(_order(i), f"order-{i}") for i in range(100, 110)])
+        target.materialize([LAKE, WAREHOUSE])
+        target.materialize([publish_key])
+        second = {json.loads(body)["order_id"]: props.message_id for props, body in take_all(out)}
+        assert sorted(second) == list(range(99, 110))
+        assert second[99] == first[99]  # the boundary row again, under the same id
+        assert latest_metadata(instance, publish_key)["cursor_before"] == "99"
+
+
+def test_drain_schedule_targets_both_assets(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    target = platform(_yaml("orders", extra='      schedule: "*/15 * * * *"\n'), tmp_path, instance)
+    schedule = target.defs.resolve_schedule_def("shop_orders_drain_schedule")
+    assert schedule.cron_schedule == "*/15 * * * *"
+    job = target.defs.resolve_job_def(schedule.job_name)
+    assert set(job.asset_layer.executable_asset_keys) == {LAKE, WAREHOUSE}
+    assert job.tags["integration_platform/drain"] == "shop/orders"

@@ -144,24 +144,25 @@ def publish_asset(
     )
     def _publish(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         mark = _last_mark(context) if spec.cursor else None
-        sql = f"SELECT * FROM {spec.relation} AS t"
-        params: list[Any] = []
-        if spec.cursor:
-            if mark is not None:
-                sql += f" WHERE {quote(spec.cursor)} >= ?"
-                params.append(mark)
-            sql += f" ORDER BY {quote(spec.cursor)}"
         started = time.monotonic()
         published, high = 0, mark
         with (
             context.resources.warehouse.get_connection() as conn,
             open_publisher(getattr(context.resources, resource_key), spec) as publisher,
         ):
-            cursor = conn.execute(sql, params)
-            columns = [d[0] for d in cursor.description]
-            missing = [c for c in [*spec.key_columns, *([spec.cursor] if spec.cursor else [])] if c not in columns]
+            described = conn.execute(f"DESCRIBE SELECT * FROM {spec.relation} AS t").fetchall()
+            types = {str(row[0]): str(row[1]) for row in described}
+            missing = [c for c in [*spec.key_columns, *([spec.cursor] if spec.cursor else [])] if c not in types]
             if missing:
                 raise dg.Failure(f"publish {spec.name}: column(s) {missing} not in {spec.table or 'the query'}")
+            sql, params = f"SELECT * FROM {spec.relation} AS t", []
+            if spec.cursor:
+                if mark is not None:  # the mark is kept as text: compare it as the column's type
+                    sql += f" WHERE {quote(spec.cursor)} >= CAST(? AS {types[spec.cursor]})"
+                    params.append(mark)
+                sql += f" ORDER BY {quote(spec.cursor)}"
+            cursor = conn.execute(sql, params)
+            columns = [d[0] for d in cursor.description]
             while rows := cursor.fetchmany(spec.fetch_rows):
                 for values in rows:
                     row = dict(zip(columns, values, strict=True))
