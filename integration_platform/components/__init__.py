@@ -1,8 +1,9 @@
 """Declarative source types: a YAML file in defs/ becomes assets, checks, jobs and schedules."""
 
+from integration_platform.components.airflow_dag import AirflowDag
 from integration_platform.components.file_source import FileSource
 from integration_platform.components.queue_source import QueueSource
 from integration_platform.components.rest_source import RestSource
 from integration_platform.components.sql_source import SqlSource
 
-__all__ = ["FileSource", "QueueSource", "RestSource", "SqlSource"]
+__all__ = ["AirflowDag", "FileSource", "QueueSource", "RestSource", "SqlSource"]

@@ -1,0 +1,376 @@
+"""AirflowResource and the Airflow DAG asset against a real Airflow (``airflow standalone``, started once
+per module per version: Airflow 3 over REST API v2 and Airflow 2 over v1) running the project's
+example DAG ``sandbox/airflow/dags/integration_platform_example.py``."""
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+import pytest
+import requests
+from dagster._serdes import serialize_value
+
+from integration_platform.components.airflow_dag import AirflowDag, airflow_dag_asset, dag_run_id_for
+from integration_platform.resources.airflow import RUN_ID, AirflowError, AirflowRunFailed, AirflowTimeout
+from integration_platform_tests.airflow_server import EXAMPLE_DAG, AirflowServer, airflow_server
+from integration_platform_tests.harness import failure_messages, latest_metadata
+from integration_platform_tests.rest_servers import fault_proxy
+
+JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
+PASSWORD_ENV = "IP_TEST_AIRFLOW_PASSWORD"
+
+
+@pytest.fixture(scope="module")
+def airflow(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowServer]:
+    """Airflow 3 (``v2``: REST API v2, JWT auth) or Airflow 2 (``v1``: REST API v1, basic auth), as the
+    test's parameter says. One at a time: pytest groups the tests by version and stops one
+    Airflow before it starts the other (two at once slow each other down on a small machine)."""
+    version: Literal["v2", "v1"] = "v1" if getattr(request, "param", "v2") == "v1" else "v2"
+    with airflow_server(version, tmp_path_factory.mktemp(f"airflow-{version}")) as server:
+        yield server
+
+
+V2 = pytest.mark.parametrize("airflow", ["v2"], indirect=True)
+V1 = pytest.mark.parametrize("airflow", ["v1"], indirect=True)
+
+
+def output_of(path: Path) -> dict[str, Any]:
+    """What the example DAG's ``write_output`` task wrote."""
+    document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return document
+
+
+def event_log_text(instance: dg.DagsterInstance, run_id: str) -> str:
+    """Every event of the run, serialised: what the UI and the event log store hold."""
+    return "\n".join(serialize_value(entry) for entry in instance.all_logs(run_id))
+
+
+def discard(server: AirflowServer, run_id: str) -> None:
+    """Mark a run the test does not wait for as failed, so Airflow spends no time running it."""
+    server.resource()._send("PATCH", f"/dags/{EXAMPLE_DAG}/dagRuns/{run_id}", json={"state": "failed"})
+
+
+def runs_with_id(server: AirflowServer, run_id: str) -> int:
+    """How many runs of the example DAG Airflow holds with ``run_id`` (straight from the API)."""
+    resource = server.resource()
+    body = resource._send("GET", f"/dags/{EXAMPLE_DAG}/dagRuns", params={"limit": 100}).json()
+    return sum(1 for run in body["dag_runs"] if run["dag_run_id"] == run_id)
+
+
+# -- the resource against Airflow 3 (v2) ---------------------------------------------------------
+
+
+@V2
+def test_trigger_with_conf_and_logical_date_succeeds(airflow: AirflowServer, tmp_path: Path) -> None:
+    resource = airflow.resource()
+    output = tmp_path / "out.json"
+    logical_date = datetime(2024, 3, 1, 6, 30, tzinfo=UTC)
+    run = resource.trigger_dag_run(EXAMPLE_DAG, {"output_path": str(output), "city": "Lisbon"}, logical_date, "t_conf")
+    assert (run.run_id, run.state) == ("t_conf", "queued")
+    done = resource.wait_for_dag_run(EXAMPLE_DAG, run.run_id)
+    assert done.state == "success"
+    assert done.duration_s is not None and done.duration_s > 0
+    assert done.url == f"{airflow.base_url}/dags/{EXAMPLE_DAG}/runs/t_conf"
+    written = output_of(output)
+    assert written["conf"]["city"] == "Lisbon"
+    assert written["logical_date"] == "2024-03-01T06:30:00+00:00"
+    assert written["run_id"] == "t_conf"
+
+
+@V2
+def test_failed_run_names_the_failed_task(airflow: AirflowServer) -> None:
+    resource = airflow.resource()
+    run = resource.trigger_dag_run(EXAMPLE_DAG, {"fail": True}, None, "t_fail")
+    with pytest.raises(AirflowRunFailed) as failed:
+        resource.wait_for_dag_run(EXAMPLE_DAG, run.run_id)
+    assert failed.value.failed_tasks == ["check_conf"]
+    message = str(failed.value)
+    assert EXAMPLE_DAG in message and "'t_fail'" in message and "'failed'" in message and "check_conf" in message
+
+
+@V2
+def test_timeout_names_the_run_and_its_state(airflow: AirflowServer) -> None:
+    resource = airflow.resource()
+    run = resource.trigger_dag_run(EXAMPLE_DAG, {"sleep_seconds": 15}, None, "t_slow")
+    with pytest.raises(AirflowTimeout) as timed_out:
+        resource.wait_for_dag_run(EXAMPLE_DAG, run.run_id, timeout_s=1.5, poll_s=0.5)
+    assert timed_out.value.run.state in ("queued", "running")
+    assert "'t_slow'" in str(timed_out.value) and "after 1.5s (timeout)" in str(timed_out.value)
+    discard(airflow, "t_slow")
+
+
+@V2
+def test_trigger_twice_with_one_run_id_makes_one_run(airflow: AirflowServer) -> None:
+    resource = airflow.resource()
+    first = resource.trigger_dag_run(EXAMPLE_DAG, {"attempt": 1}, datetime(2024, 4, 1, tzinfo=UTC), "t_twice")
+    # A retried step: same run id, a later "now" and other conf -> the run that exists.
+    second = resource.trigger_dag_run(EXAMPLE_DAG, {"attempt": 2}, datetime(2024, 4, 2, tzinfo=UTC), "t_twice")
+    assert (second.run_id, second.conf, second.logical_date) == (first.run_id, {"attempt": 1}, first.logical_date)
+    assert runs_with_id(airflow, "t_twice") == 1
+    discard(airflow, "t_twice")
+
+
+@V2
+def test_a_logical_date_held_by_another_run_is_a_clear_error(airflow: AirflowServer) -> None:
+    resource = airflow.resource()
+    when = datetime(2024, 4, 10, tzinfo=UTC)
+    resource.trigger_dag_run(EXAMPLE_DAG, {}, when, "t_date_a")
+    discard(airflow, "t_date_a")
+    with pytest.raises(AirflowError, match="another run already has logical date 2024-04-10") as conflict:
+        resource.trigger_dag_run(EXAMPLE_DAG, {}, when, "t_date_b")
+    assert conflict.value.status == 409
+
+
+def expired_copy(token: str, secret: str) -> str:
+    """``token`` with its times moved an hour back, signed again with the server's HS512 key."""
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    header, payload, _ = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims.update(iat=claims["iat"] - 7200, nbf=claims.get("nbf", claims["iat"]) - 7200, exp=int(time.time()) - 3600)
+    signed = f"{header}.{b64(json.dumps(claims).encode())}"
+    return f"{signed}.{b64(hmac.new(secret.encode(), signed.encode(), hashlib.sha512).digest())}"
+
+
+@V2
+def test_transient_faults_are_retried_and_a_lost_trigger_answer_makes_one_run(airflow: AirflowServer) -> None:
+    plan = [
+        {"fault": "503", "path_regex": "/auth/token$", "times": 1, "retry_after": 1},
+        {"fault": "truncate", "path_regex": "/dagRuns$", "times": 1},  # the run is created, its answer is cut
+        {"fault": "502", "path_regex": "/dagRuns/t_proxy$", "times": 2},
+    ]
+    with fault_proxy(airflow.base_url, plan) as proxy:
+        resource = airflow.resource(base_url=proxy.url, backoff_factor=0.05)
+        run = resource.trigger_dag_run(EXAMPLE_DAG, {"via": "proxy"}, None, "t_proxy")
+        faults = proxy.stats()["faults"]
+    assert (run.run_id, run.conf) == ("t_proxy", {"via": "proxy"})
+    assert {kind: count for kind, count in faults.items() if count} == {"503": 1, "truncate": 1, "502": 2}
+    assert runs_with_id(airflow, "t_proxy") == 1
+    discard(airflow, "t_proxy")
+
+
+@V2
+def test_an_expired_token_is_renewed(airflow: AirflowServer) -> None:
+    resource = airflow.resource()
+    run = resource.trigger_dag_run(EXAMPLE_DAG, {}, None, "t_token")
+    discard(airflow, "t_token")
+    assert resource._token is not None
+    expired = expired_copy(resource._token, airflow.jwt_secret)
+    probe = requests.get(
+        f"{airflow.base_url}/api/v2/dags/{EXAMPLE_DAG}", headers={"Authorization": f"Bearer {expired}"}, timeout=10
+    )
+    assert (probe.status_code, probe.json()["detail"]) == (401, "Token Expired")
+    resource._token = expired
+    assert resource.get_dag_run(EXAMPLE_DAG, run.run_id).run_id == "t_token"
+    assert resource._token not in (None, expired)
+
+
+@V2
+def test_refused_credentials_and_unknown_dags_fail_without_secrets(airflow: AirflowServer) -> None:
+    wrong = "wrong-" + airflow.password
+    with pytest.raises(AirflowError) as refused:
+        airflow.resource(password=wrong).get_dag_run(EXAMPLE_DAG, "t_conf")
+    assert refused.value.status == 401 and "refused a token for user 'dagster'" in str(refused.value)
+    assert wrong not in str(refused.value) and airflow.password not in str(refused.value)
+    with pytest.raises(AirflowError, match="Airflow has no DAG 'no_such_dag'"):
+        airflow.resource().trigger_dag_run("no_such_dag", {}, None, "t_unknown")
+    with pytest.raises(ValueError, match="allowed_run_id_pattern"):
+        airflow.resource().trigger_dag_run(EXAMPLE_DAG, {}, None, "has a space")
+    with pytest.raises(ValueError, match="timezone-aware"):
+        airflow.resource().trigger_dag_run(EXAMPLE_DAG, {}, datetime(2024, 1, 1), "t_naive")
+
+
+@V2
+def test_a_paused_dag_is_unpaused_unless_told_not_to(airflow: AirflowServer) -> None:
+    resource = airflow.resource()
+    resource._send("PATCH", f"/dags/{EXAMPLE_DAG}", json={"is_paused": True})
+    with pytest.raises(AirflowError, match="is paused and unpause is off"):
+        airflow.resource(unpause=False).trigger_dag_run(EXAMPLE_DAG, {}, None, "t_paused")
+    resource.trigger_dag_run(EXAMPLE_DAG, {}, None, "t_unpaused")
+    discard(airflow, "t_unpaused")
+    assert resource._send("GET", f"/dags/{EXAMPLE_DAG}").json()["is_paused"] is False
+
+
+# -- the asset ----------------------------------------------------------------------------------
+
+
+def test_dag_run_ids_are_deterministic_and_allowed() -> None:
+    key = dg.AssetKey(["airflow", "example output"])
+    run_id = dag_run_id_for("0f0e-11", key, "2024-01-01|eu/west")
+    assert run_id == dag_run_id_for("0f0e-11", key, "2024-01-01|eu/west") and RUN_ID.match(run_id)
+    assert run_id != dag_run_id_for("0f0e-11", dg.AssetKey(["airflow", "example_output"]), "2024-01-01|eu/west")
+    assert dag_run_id_for("abc", dg.AssetKey(["a", "b"])) == "dagster__a.b__abc"
+    assert dag_run_id_for("abc", dg.AssetKey(["a", "b"]), "2024-01-01") == "dagster__a.b__2024-01-01__abc"
+    assert dag_run_id_for("abc", dg.AssetKey(["a.b"])) != dag_run_id_for("abc", dg.AssetKey(["a", "b"]))
+    assert RUN_ID.match(dag_run_id_for("abc", dg.AssetKey(["x" * 300])))
+
+
+@V2
+def test_the_asset_materialises_when_the_run_succeeds(
+    airflow: AirflowServer, instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PASSWORD_ENV, airflow.password)
+    output = tmp_path / "asset.json"
+    asset = airflow_dag_asset("airflow/example_output", EXAMPLE_DAG, conf={"output_path": str(output), "x": 1})
+    resource = airflow.resource(password=dg.EnvVar(PASSWORD_ENV))
+    run_config = {"ops": {"airflow__example_output": {"config": {"conf": {"extra": "from the launchpad"}}}}}
+    result = dg.materialize([asset], resources={"airflow": resource}, instance=instance, run_config=run_config)
+    assert result.success
+    metadata = latest_metadata(instance, asset.key)
+    assert metadata["state"] == "success" and metadata["dag_id"] == EXAMPLE_DAG
+    assert metadata["dag_run_id"] == f"dagster__airflow.example_output__{result.run_id}"
+    assert metadata["airflow_url"] == f"{airflow.base_url}/dags/{EXAMPLE_DAG}/runs/{metadata['dag_run_id']}"
+    assert metadata["duration_s"] > 0
+    written = output_of(output)
+    assert written["conf"] == {"output_path": str(output), "x": 1, "extra": "from the launchpad"}
+    assert written["run_id"] == metadata["dag_run_id"]
+    log = event_log_text(instance, result.run_id)
+    assert airflow.password not in log and not JWT.search(log)
+
+
+@V2
+def test_the_asset_fails_clearly_when_the_run_fails(
+    airflow: AirflowServer, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PASSWORD_ENV, airflow.password)
+    asset = airflow_dag_asset("airflow/failing", EXAMPLE_DAG, conf={"fail": True})
+    resource = airflow.resource(password=dg.EnvVar(PASSWORD_ENV))
+    result = dg.materialize([asset], resources={"airflow": resource}, instance=instance, raise_on_error=False)
+    assert not result.success
+    (message,) = failure_messages(result)
+    assert f"run 'dagster__airflow.failing__{result.run_id}' ended 'failed'; failed tasks: check_conf" in message
+    assert instance.get_latest_materialization_event(asset.key) is None
+    log = event_log_text(instance, result.run_id)
+    assert airflow.password not in log and not JWT.search(log)
+
+
+@V2
+def test_a_retried_step_waits_for_the_run_it_started(airflow: AirflowServer, instance: dg.DagsterInstance) -> None:
+    retry = dg.RetryPolicy(max_retries=3)
+    asset = airflow_dag_asset(
+        "airflow/retried", EXAMPLE_DAG, conf={"sleep_seconds": 5}, timeout_s=2, retry_policy=retry
+    )
+    result = dg.materialize([asset], resources={"airflow": airflow.resource()}, instance=instance)
+    assert result.success
+    retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert retries and re.search(r"still '(queued|running)' after 2s \(timeout\)", str(retries[0].event_specific_data))
+    run_id = latest_metadata(instance, asset.key)["dag_run_id"]
+    assert run_id == f"dagster__airflow.retried__{result.run_id}" and runs_with_id(airflow, run_id) == 1
+
+
+@V2
+def test_a_daily_partition_runs_at_its_start(
+    airflow: AirflowServer, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    output = tmp_path / "partition.json"
+    daily = dg.DailyPartitionsDefinition(start_date="2024-06-01")
+    asset = airflow_dag_asset(
+        ["airflow", "daily"], EXAMPLE_DAG, conf={"output_path": str(output)}, partitions_def=daily
+    )
+    result = dg.materialize(
+        [asset], resources={"airflow": airflow.resource()}, instance=instance, partition_key="2024-06-03"
+    )
+    assert result.success
+    assert output_of(output)["logical_date"] == "2024-06-03T00:00:00+00:00"
+    metadata = latest_metadata(instance, asset.key)
+    assert metadata["dag_run_id"] == f"dagster__airflow.daily__2024-06-03__{result.run_id}"
+
+
+def test_components_sharing_a_connection_share_its_resource() -> None:
+    from dagster.components.core.component_tree import ComponentTree
+
+    context = ComponentTree.for_test().load_context
+    built = [
+        AirflowDag.from_attributes_dict(attributes={"asset_key": f"airflow/{name}", "dag_id": name, "connection": {}})
+        for name in ("one", "two")
+    ]
+    merged = dg.Definitions.merge(*(component.build_defs(context) for component in built))
+    assert sorted(merged.resources or {}) == ["airflow"]
+    with pytest.raises(ValueError, match="password_env"):
+        AirflowDag.from_attributes_dict(
+            attributes={"asset_key": "a", "dag_id": "d", "connection": {"password_env": "not-a-name"}}
+        )
+
+
+@V2
+def test_the_component_declares_the_asset_and_its_connection(
+    airflow: AirflowServer, instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IP_TEST_AIRFLOW_URL", airflow.base_url)
+    monkeypatch.setenv("IP_TEST_AIRFLOW_USER", airflow.username)
+    monkeypatch.setenv(PASSWORD_ENV, airflow.password)
+    output = tmp_path / "component.json"
+    component = AirflowDag.from_attributes_dict(
+        attributes={
+            "asset_key": "airflow/from_yaml",
+            "dag_id": EXAMPLE_DAG,
+            "conf": {"output_path": str(output), "source": "yaml"},
+            "deps": ["pokeapi/berries"],
+            "timeout_s": 120,
+            "poll_s": 0.5,
+            "connection": {
+                "base_url_env": "IP_TEST_AIRFLOW_URL",
+                "username_env": "IP_TEST_AIRFLOW_USER",
+                "password_env": PASSWORD_ENV,
+            },
+        }
+    )
+    from dagster.components.core.component_tree import ComponentTree
+
+    defs = component.build_defs(ComponentTree.for_test().load_context)
+    (asset,) = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
+    assert asset.key == dg.AssetKey(["airflow", "from_yaml"])
+    assert dg.AssetKey(["pokeapi", "berries"]) in asset.asset_deps[asset.key]
+    result = dg.materialize([asset], resources=dict(defs.resources or {}), instance=instance)
+    assert result.success
+    assert output_of(output)["conf"]["source"] == "yaml"
+
+
+# -- Airflow 2 (v1, basic auth) -----------------------------------------------------------------
+
+
+@V1
+def test_v1_asset_resource_failure_and_idempotency(
+    airflow: AirflowServer, instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PASSWORD_ENV, airflow.password)
+    output = tmp_path / "v1_asset.json"
+    resource = airflow.resource(password=dg.EnvVar(PASSWORD_ENV))
+    daily = dg.DailyPartitionsDefinition(start_date="2024-03-01")
+    asset = airflow_dag_asset(
+        "airflow/v1_output", EXAMPLE_DAG, conf={"output_path": str(output), "city": "Porto"}, partitions_def=daily
+    )
+    result = dg.materialize([asset], resources={"airflow": resource}, instance=instance, partition_key="2024-03-02")
+    assert result.success
+    metadata = latest_metadata(instance, asset.key)
+    run_id = f"dagster__airflow.v1_output__2024-03-02__{result.run_id}"
+    assert metadata["state"] == "success" and metadata["dag_run_id"] == run_id
+    assert metadata["airflow_url"] == f"{airflow.base_url}/dags/{EXAMPLE_DAG}/grid?dag_run_id={run_id}"
+    written = output_of(output)
+    assert (written["conf"]["city"], written["run_id"]) == ("Porto", run_id)
+    assert written["logical_date"] == "2024-03-02T00:00:00+00:00"
+    log = event_log_text(instance, result.run_id)
+    assert airflow.password not in log
+    # Basic auth: the header value is base64 of user:password; it must not leak either.
+    assert requests.auth._basic_auth_str(airflow.username, airflow.password).split()[1] not in log
+
+    plain = airflow.resource()
+    again = plain.trigger_dag_run(EXAMPLE_DAG, {"city": "other"}, None, run_id)  # a retried step
+    assert (again.conf["city"], again.state) == ("Porto", "success")
+    assert runs_with_id(airflow, run_id) == 1
+    failing = plain.trigger_dag_run(EXAMPLE_DAG, {"fail": True}, None, "v1_fail")
+    with pytest.raises(AirflowRunFailed, match="'v1_fail' ended 'failed'; failed tasks: check_conf"):
+        plain.wait_for_dag_run(EXAMPLE_DAG, failing.run_id)
+    with pytest.raises(AirflowError) as refused:
+        airflow.resource(password="wrong-" + airflow.password).get_dag_run(EXAMPLE_DAG, run_id)
+    assert refused.value.status in (401, 403) and airflow.password not in str(refused.value)
