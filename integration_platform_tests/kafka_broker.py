@@ -125,6 +125,20 @@ def _stop_group(process: subprocess.Popen[bytes], seconds: float = STOP_SECONDS)
         process.wait()
 
 
+def _start_jvm(
+    stack: ExitStack, argv: list[str], env: dict[str, str], port: int, log_path: Path
+) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """Start one JVM in its own process group, logging to ``log_path``; stopped (by group) when
+    ``stack`` closes. Waits until it listens on ``port``; returns the process and its log."""
+    log = stack.enter_context(log_path.open("w+b"))
+    process = subprocess.Popen(
+        argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    stack.callback(_stop_group, process)
+    wait_for_port(port, process, START_SECONDS, lambda: f"({argv[1]})\n{log_tail(log)}")
+    return process, log
+
+
 def _wait_until(ready: Callable[[], bool], process: subprocess.Popen[bytes], seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -255,17 +269,9 @@ def start_kafka(workdir: Path) -> Iterator[KafkaBroker]:
                 "tickTime": 500,
             },
         )
-        zk_log = stack.enter_context((workdir / "zookeeper.out").open("w+b"))
-        zookeeper = subprocess.Popen(
-            [run_class, "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(zk_properties)],
-            env=_java_env(home, logs, ZOOKEEPER_HEAP, log4j),
-            stdin=subprocess.DEVNULL,
-            stdout=zk_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        stack.callback(_stop_group, zookeeper)
-        wait_for_port(zk_port, zookeeper, START_SECONDS, lambda: f"(ZooKeeper)\n{log_tail(zk_log)}")
+        env = _java_env(home, logs, ZOOKEEPER_HEAP, log4j)
+        zookeeper_main = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
+        _start_jvm(stack, [run_class, zookeeper_main, str(zk_properties)], env, zk_port, workdir / "zookeeper.out")
 
         port = free_port()
         kafka_properties = _write_properties(
@@ -302,17 +308,14 @@ def start_kafka(workdir: Path) -> Iterator[KafkaBroker]:
                 "log.cleaner.threads": 1,
             },
         )
-        kafka_log = stack.enter_context((workdir / "kafka.out").open("w+b"))
-        kafka = subprocess.Popen(
+        # Its stop callback runs before ZooKeeper's: Kafka deregisters from it.
+        kafka, kafka_log = _start_jvm(
+            stack,
             [run_class, "kafka.Kafka", str(kafka_properties)],
-            env=_java_env(home, logs, BROKER_HEAP, log4j),
-            stdin=subprocess.DEVNULL,
-            stdout=kafka_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            _java_env(home, logs, BROKER_HEAP, log4j),
+            port,
+            workdir / "kafka.out",
         )
-        stack.callback(_stop_group, kafka)  # runs before ZooKeeper's: Kafka deregisters from it
-        wait_for_port(port, kafka, START_SECONDS, lambda: f"(Kafka broker)\n{log_tail(kafka_log)}")
         broker = KafkaBroker(
             home=home,
             workdir=workdir,
