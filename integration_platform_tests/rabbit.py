@@ -1,6 +1,8 @@
 """The machine's real RabbitMQ (127.0.0.1:5672, guest/guest) for the tests: fresh queues, raw publishing and reading."""
 
 import json
+import socket
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -61,3 +63,48 @@ def take_all(queue: str) -> list[tuple[pika.BasicProperties, bytes]]:
             if method is None:
                 return taken
             taken.append((properties, body))
+
+
+class CuttingProxy:
+    """A TCP forwarder to the broker that cuts the first connection (both ways, no goodbye)
+    once ``cut_after`` bytes came from the broker; later connections pass untouched."""
+
+    def __init__(self, cut_after: int) -> None:
+        self.cut_after, self.cuts = cut_after, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        first = True
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection((HOST, PORT))
+            limit = self.cut_after if first else None
+            first = False
+            threading.Thread(target=self._pump, args=(upstream, client, limit), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, upstream, None), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, limit: int | None) -> None:
+        sent = 0
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+                sent += len(data)
+                if limit is not None and sent >= limit:
+                    self.cuts += 1
+                    break
+        except OSError:
+            pass
+        for end in (source, sink):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            end.close()
+
+    def close(self) -> None:
+        self.listener.close()

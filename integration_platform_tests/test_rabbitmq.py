@@ -11,16 +11,16 @@ from integration_platform.pipeline.streams import StreamSpec
 from integration_platform.resources.brokers import BrokerError
 from integration_platform.resources.rabbitmq import REASON_HEADER, RabbitMQResource
 from integration_platform_tests.harness import failure_messages, latest_metadata, platform
-from integration_platform_tests.rabbit import depth, fresh_queue, publish, take_all
+from integration_platform_tests.rabbit import CuttingProxy, depth, fresh_queue, publish, take_all
 from integration_platform_tests.run_stream import killed_in
 
 
-def _yaml(queue: str, batch_size: int = 1000, extra: str = "") -> str:
+def _yaml(queue: str, batch_size: int = 1000, extra: str = "", port: int = 5672) -> str:
     return f"""
 type: integration_platform.components.QueueSource
 attributes:
   source: shop
-  connection: {{broker: rabbitmq, host: 127.0.0.1, port: 5672}}
+  connection: {{broker: rabbitmq, host: 127.0.0.1, port: {port}}}
   streams:
     - name: orders
       queue: {queue}
@@ -249,3 +249,26 @@ def test_drain_schedule_targets_both_assets(tmp_path: Path, instance: dg.Dagster
     job = target.defs.resolve_job_def(schedule.job_name)
     assert set(job.asset_layer.executable_asset_keys) == {LAKE, WAREHOUSE}
     assert job.tags["integration_platform/drain"] == "shop/orders"
+
+
+def test_connection_dropped_mid_drain(queue: str, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """The broker connection is cut mid-run: the run fails naming the broker, what was landed and
+    acknowledged stays, and the next run completes with every message exactly once."""
+    n = 3_000
+    publish(queue, [(_order(i), f"order-{i}") for i in range(n)])
+    proxy = CuttingProxy(cut_after=300_000)  # a few batches of 500 in
+    try:
+        cut = platform(_yaml(queue, batch_size=500, port=proxy.port), tmp_path, instance)
+        result = cut.materialize([LAKE], raise_on_error=False)
+    finally:
+        proxy.close()
+    assert not result.success and proxy.cuts == 1
+    assert any(f"amqp://guest@127.0.0.1:{proxy.port}/" in m for m in failure_messages(result)), failure_messages(result)
+    landed = sum(m.rows for m in list_manifests(cut.store, SPEC))
+    assert 0 < landed < n
+    target = platform(_yaml(queue, batch_size=500), tmp_path, instance)
+    assert target.materialize([LAKE, WAREHOUSE]).success
+    assert target.query("SELECT count(*), count(DISTINCT order_id), sum(order_id) FROM shop.orders") == [
+        (n, n, sum(range(n)))
+    ]
+    assert depth(queue) == 0
