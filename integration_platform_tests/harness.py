@@ -16,15 +16,17 @@ from dagster.components.core.component_tree import ComponentTree
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
-from integration_platform.components import FileSource, QueueSource, RestSource, SqlSource
+from integration_platform.components import FileSource, HttpSync, QueueSource, RestSource, SqlSource
 from integration_platform.resources.lake import LakeResource, LakeStore
 
-Source = SqlSource | RestSource | FileSource | QueueSource
+Source = SqlSource | RestSource | FileSource | QueueSource | HttpSync
 SOURCE_TYPES: dict[str, type[Source]] = {
     "integration_platform.components.SqlSource": SqlSource,
     "integration_platform.components.RestSource": RestSource,
     "integration_platform.components.FileSource": FileSource,
     "integration_platform.components.QueueSource": QueueSource,
+    "integration_platform.components.HttpSync": HttpSync,
+    "integration_platform.components.reverse_etl.HttpSync": HttpSync,
 }
 
 

@@ -1,0 +1,404 @@
+"""HttpSync: reverse ETL. One YAML file declares rows of a query posted to an HTTP API, incrementally.
+
+``defs/<sync>/defs.yaml``::
+
+    type: integration_platform.components.HttpSync
+    attributes:
+      sync: crm_contacts                    # asset reverse_etl/crm_contacts, lake reverse_etl/crm_contacts_results
+      source: {warehouse: true}             # DuckDB warehouse (pool duckdb); or {url_env: CRM_DB_URL} (SQLAlchemy URL)
+      query: "SELECT id, email, updated_at FROM crm.contacts"   # or table: crm.contacts
+      key_columns: [id]
+      cursor: updated_at                    # rows with cursor >= last mark, in cursor order; first run: all rows
+      target:
+        base_url_env: CRM_API_URL           # or base_url: https://...
+        path: /api/contacts/{id}            # {column} placeholders (record mode)
+        method: PUT                         # POST | PUT | PATCH
+        auth: {type: bearer, token_env: CRM_TOKEN}
+        idempotency_header: Idempotency-Key
+        wrap: null                          # e.g. "rows" -> {"rows": [...], **wrap_extra} (datasette's insert API)
+      mode: record                          # or batch (a JSON array of up to batch_size records per request)
+      mapping: {contact_id: id, mail: email, origin: "literal:warehouse", key: "@idempotency_key"}
+      # or hook: "package.module:function"  (row dict -> JSON body)
+      concurrency: 16
+      rate_limit: 50                        # requests/s, whole run
+      on_failure: dead_letter               # or fail
+      chunk_rows: 5000                      # rows read and posted per chunk (bounded memory)
+
+Idempotency key of a record: SHA-256 of (sync, key values, cursor value), so a retried or re-sent row version always
+carries the same key; a batch request's header key is the SHA-256 of its records' keys. Per-record results land as
+Parquet in ``reverse_etl/<sync>_results`` (one window per run), failures under ``dead_letter`` in
+``reverse_etl/<sync>_dead_letter``. The high-water mark (``cursor_after``) advances only over acknowledged rows: to
+the cursor value of the first row not acknowledged (the next run starts there, ``>=``), else to the last row's value.
+"""
+
+import asyncio
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import dagster as dg
+import pyarrow as pa
+import sqlalchemy as sa
+from pydantic import Field, model_validator
+
+from integration_platform.components.queue_publish import TABLE, _json_value
+from integration_platform.components.rest_source import ENV_NAME, RestAuth
+from integration_platform.pipeline.cursors import CursorValue
+from integration_platform.pipeline.http_push import HttpPusher, PushPolicy, PushRequest, PushResult
+from integration_platform.pipeline.landing import land
+from integration_platform.pipeline.loading import quote
+from integration_platform.pipeline.streams import IDENTIFIER, StreamSpec
+from integration_platform.resources.http_auth import HttpAuth
+from integration_platform.resources.lake import LakeResource
+
+GROUP = "reverse_etl"
+MARK = "\x00mark\x00"  # where the bound mark goes in the SQL text
+RESULT_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("idempotency_key", pa.string()),
+        ("status", pa.int32()),
+        ("response", pa.string()),
+        ("attempts", pa.int32()),
+        ("error", pa.string()),
+        ("sent_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+DEAD_LETTER_SCHEMA = pa.schema([*RESULT_SCHEMA, ("cursor", pa.string()), ("body", pa.string())])
+
+
+class SyncSource(dg.Model, dg.Resolvable):
+    """Where rows come from: the DuckDB warehouse, or a database named by a SQLAlchemy URL in ``url_env``."""
+
+    warehouse: bool = False
+    url_env: str | None = Field(default=None, pattern=ENV_NAME)
+
+    @model_validator(mode="after")
+    def _one(self) -> "SyncSource":
+        if self.warehouse == (self.url_env is not None):
+            raise ValueError("source: set exactly one of 'warehouse: true' and 'url_env'")
+        return self
+
+
+class SyncTarget(dg.Model, dg.Resolvable):
+    """The endpoint: base URL (literal or env), path, method, auth, headers, idempotency header, envelope."""
+
+    base_url: str | None = Field(default=None, pattern=r"^https?://")
+    base_url_env: str | None = Field(default=None, pattern=ENV_NAME)
+    path: str = Field(min_length=1)
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    auth: RestAuth = Field(default_factory=RestAuth)
+    headers: dict[str, str] = Field(default_factory=dict)
+    idempotency_header: str = "Idempotency-Key"
+    wrap: str | None = Field(default=None, description="Send {wrap: payload, **wrap_extra} instead of the payload.")
+    wrap_extra: dict[str, Any] = Field(default_factory=dict)
+    accept_statuses: list[int] = Field(default_factory=list, description="Non-2xx statuses that acknowledge.")
+
+    @model_validator(mode="after")
+    def _url(self) -> "SyncTarget":
+        if (self.base_url is None) == (self.base_url_env is None):
+            raise ValueError("target: set exactly one of 'base_url' and 'base_url_env'")
+        return self
+
+
+class HttpTargetResource(dg.ConfigurableResource):
+    """A sync's target API: base URL and auth, secrets as ``dg.EnvVar`` (read at run time, never shown)."""
+
+    base_url: str
+    auth: HttpAuth = Field(default_factory=HttpAuth)
+
+
+class HttpSync(dg.Component, dg.Model, dg.Resolvable):
+    """Rows of a query posted to an HTTP API (module doc)."""
+
+    sync: str = Field(pattern=IDENTIFIER.pattern)
+    source: SyncSource = Field(default_factory=lambda: SyncSource(warehouse=True))
+    query: str | None = None
+    table: str | None = Field(default=None, pattern=TABLE)
+    deps: list[str] = Field(default_factory=list, description="Asset keys (a/b/c) the query reads.")
+    key_columns: list[str] = Field(min_length=1)
+    cursor: str | None = None
+    target: SyncTarget
+    mode: Literal["record", "batch"] = "record"
+    batch_size: int = Field(default=100, ge=1)
+    mapping: dict[str, str] = Field(default_factory=dict)
+    hook: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$")
+    concurrency: int = Field(default=16, ge=1, le=256)
+    rate_limit: float | None = Field(default=None, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    backoff_factor: float = Field(default=0.5, ge=0)
+    max_retry_after: float = Field(default=300.0, gt=0)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    read_timeout: float = Field(default=60.0, gt=0)
+    on_failure: Literal["fail", "dead_letter"] = "fail"
+    chunk_rows: int = Field(default=5000, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "HttpSync":
+        if (self.query is None) == (self.table is None):
+            raise ValueError("set exactly one of 'query' and 'table'")
+        if self.mapping and self.hook:
+            raise ValueError("set at most one of 'mapping' and 'hook'")
+        if self.mode == "batch" and "{" in self.target.path:
+            raise ValueError("target.path placeholders need mode 'record' (one record per request)")
+        return self
+
+    @property
+    def asset_key(self) -> dg.AssetKey:
+        return dg.AssetKey([GROUP, self.sync])
+
+    @property
+    def resource_key(self) -> str:
+        return f"{self.sync}_target"
+
+    def resource(self) -> HttpTargetResource:
+        base = dg.EnvVar(self.target.base_url_env) if self.target.base_url_env else str(self.target.base_url)
+        return HttpTargetResource(base_url=base, auth=self.target.auth.resource_config())  # type: ignore[arg-type]
+
+    def idempotency_key(self, row: dict[str, Any]) -> str:
+        """64 hex digits: SHA-256 of (sync, key values, cursor value)."""
+        identity = [row[c] for c in self.key_columns] + ([row[self.cursor]] if self.cursor else [])
+        return hashlib.sha256(json.dumps([self.sync, identity], default=_json_value).encode()).hexdigest()
+
+    def body_builder(self) -> Callable[[dict[str, Any], str], Any]:
+        """``(row, idempotency key) -> JSON-able record``: the hook, the mapping, or the whole row."""
+        if self.hook:
+            module, name = self.hook.split(":")
+            function = getattr(importlib.import_module(module), name)
+            return lambda row, _: function(row)
+        if not self.mapping:
+            return lambda row, _: row
+        mapping = self.mapping
+
+        def mapped(row: dict[str, Any], key: str) -> dict[str, Any]:
+            body: dict[str, Any] = {}
+            for field_name, spec in mapping.items():
+                if spec.startswith("literal:"):
+                    body[field_name] = spec.removeprefix("literal:")
+                elif spec == "@idempotency_key":
+                    body[field_name] = key
+                else:
+                    body[field_name] = row[spec]
+            return body
+
+        return mapped
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        return dg.Definitions(assets=[sync_asset(self)], resources={self.resource_key: self.resource()})
+
+
+def _last_mark(context: dg.AssetExecutionContext) -> CursorValue | None:
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    if event is None or event.asset_materialization is None:
+        return None
+    meta = event.asset_materialization.metadata
+    text, kind = meta.get("cursor_after"), meta.get("cursor_kind")
+    if text is None or kind is None or text.value in ("", None):
+        return None
+    return CursorValue(str(kind.value), str(text.value))
+
+
+def _rows(
+    sync: HttpSync, context: dg.AssetExecutionContext, mark: CursorValue | None
+) -> Iterator[list[dict[str, Any]]]:
+    """Chunks of at most ``chunk_rows`` rows as dicts, in cursor order, from the mark on (``>=``)."""
+    relation = f"({sync.query})" if sync.query else ".".join(quote(p) for p in str(sync.table).split("."))
+    sql = f"SELECT * FROM {relation} AS t"
+    params: list[Any] = []
+    if sync.cursor:
+        if mark is not None:
+            sql += f" WHERE {quote(sync.cursor)} >= {MARK}"
+            params.append(mark.to_python())
+        sql += f" ORDER BY {quote(sync.cursor)}"
+    if sync.source.warehouse:
+        with context.resources.warehouse.get_connection() as conn:
+            cursor = conn.execute(sql.replace(MARK, "?"), params)
+            columns = [d[0] for d in cursor.description]
+            while rows := cursor.fetchmany(sync.chunk_rows):
+                yield [dict(zip(columns, values, strict=True)) for values in rows]
+        return
+    engine = sa.create_engine(os.environ[str(sync.source.url_env)])
+    try:
+        named = sql.replace(MARK, ":mark")
+        with engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=sync.chunk_rows).execute(
+                sa.text(named), {"mark": params[0]} if params else {}
+            )
+            for part in result.mappings().partitions(sync.chunk_rows):
+                yield [dict(r) for r in part]
+    finally:
+        engine.dispose()
+
+
+@dataclasses.dataclass
+class _Progress:
+    read: int = 0
+    sent: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    requests: int = 0
+    blocked: bool = False
+    mark: CursorValue | None = None
+    first_failure: str | None = None
+    dead: list[pa.RecordBatch] = dataclasses.field(default_factory=list)
+
+
+def sync_asset(sync: HttpSync) -> dg.AssetsDefinition:
+    """The asset that posts the sync's rows. Raises ``dg.Failure`` under ``on_failure: fail`` naming the first
+    failed record's key, status and error (after landing the results and recording the safe mark)."""
+    deps = [dg.AssetKey.from_user_string(d) for d in sync.deps]
+    if sync.table:
+        deps.append(dg.AssetKey(["warehouse", *sync.table.split(".")]))
+    resources = {"lake", sync.resource_key} | ({"warehouse"} if sync.source.warehouse else set())
+
+    @dg.asset(
+        key=sync.asset_key,
+        group_name=GROUP,
+        kinds={"http", "duckdb" if sync.source.warehouse else "sql"},
+        deps=deps,
+        pool="duckdb" if sync.source.warehouse else None,
+        required_resource_keys=resources,
+        description=f"Rows posted to {sync.target.method} {sync.target.path} ({sync.mode} mode).",
+    )
+    def _sync(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        target: HttpTargetResource = getattr(context.resources, sync.resource_key)
+        lake: LakeResource = context.resources.lake
+        mark = _last_mark(context) if sync.cursor else None
+        policy = PushPolicy(
+            concurrency=sync.concurrency,
+            connect_timeout=sync.connect_timeout,
+            read_timeout=sync.read_timeout,
+            max_retries=sync.max_retries,
+            backoff_factor=sync.backoff_factor,
+            max_retry_after=sync.max_retry_after,
+            accept_statuses=frozenset(sync.target.accept_statuses),
+            rate_limit=sync.rate_limit,
+        )
+        base = target.base_url.rstrip("/")
+        pusher = HttpPusher(
+            policy, target.auth, sync.target.headers, sync.target.idempotency_header, f"{context.run.run_id}|{base}"
+        )
+        progress = _Progress(mark=mark)
+        build = sync.body_builder()
+        started = time.monotonic()
+
+        def envelope(payload: Any) -> bytes:
+            body = {sync.target.wrap: payload, **sync.target.wrap_extra} if sync.target.wrap else payload
+            return json.dumps(body, default=_json_value).encode()
+
+        def requests_for(rows: list[dict[str, Any]], keys: list[str], bodies: list[Any]) -> list[PushRequest]:
+            if sync.mode == "record":
+                return [
+                    PushRequest(sync.target.method, base + sync.target.path.format(**row), envelope(b), k, (i,))
+                    for i, (row, k, b) in enumerate(zip(rows, keys, bodies, strict=True))
+                ]
+            out = []
+            for start in range(0, len(rows), sync.batch_size):
+                span = range(start, min(start + sync.batch_size, len(rows)))
+                key = hashlib.sha256("".join(keys[i] for i in span).encode()).hexdigest()
+                out.append(
+                    PushRequest(
+                        sync.target.method,
+                        base + sync.target.path,
+                        envelope([bodies[i] for i in span]),
+                        key,
+                        tuple(span),
+                    )
+                )
+            return out
+
+        def results(runner: asyncio.Runner) -> Iterator[pa.RecordBatch]:
+            for rows in _rows(sync, context, mark):
+                progress.read += len(rows)
+                keys = [sync.idempotency_key(r) for r in rows]
+                bodies = [build(r, k) for r, k in zip(rows, keys, strict=True)]
+                stop = (lambda: progress.first_failure is not None) if sync.on_failure == "fail" else (lambda: False)
+                outcome: list[PushResult | None] = [None] * len(rows)
+                for result in runner.run(pusher.send_all(requests_for(rows, keys, bodies), stop)):
+                    for i in result.request.rows:
+                        outcome[i] = result
+                table = _account(sync, progress, rows, keys, bodies, outcome)
+                yield table
+                if progress.first_failure is not None and sync.on_failure == "fail":
+                    return
+
+        spec = StreamSpec(source=GROUP, name=f"{sync.sync}_results", write_disposition="append")
+        window = f"run-{context.run.run_id}"
+        with asyncio.Runner() as runner:
+            runner.run(pusher.__aenter__())
+            try:
+                manifest = land(lake.store(), spec, window, results(runner), RESULT_SCHEMA, full=False)
+            finally:
+                runner.run(pusher.__aexit__())
+        if progress.dead:
+            dead_spec = StreamSpec(source=GROUP, name=f"{sync.sync}_dead_letter", write_disposition="append")
+            land(lake.store(), dead_spec, window, progress.dead, DEAD_LETTER_SCHEMA, full=False)
+        seconds = time.monotonic() - started
+        after = progress.mark
+        metadata: dict[str, Any] = {
+            "rows_read": progress.read,
+            "rows_sent": progress.sent,
+            "rows_succeeded": progress.succeeded,
+            "rows_failed": progress.failed,
+            "requests": pusher.requests_sent,
+            "requests_per_second": round(pusher.requests_sent / max(seconds, 1e-6), 1),
+            "seconds": round(seconds, 3),
+            "results_uri": dg.MetadataValue.path(f"{lake.url.rstrip('/')}/{manifest.key}"),
+            "cursor_before": "" if mark is None else mark.text,
+            "cursor_after": "" if after is None else after.text,
+            "cursor_kind": "" if after is None else after.kind,
+        }
+        context.log.info(
+            f"sync {sync.sync}: {progress.succeeded}/{progress.read} row(s) acknowledged, {progress.failed} failed, "
+            f"{pusher.requests_sent} request(s) in {seconds:.2f}s"
+        )
+        if progress.first_failure is not None and sync.on_failure == "fail":
+            context.log_event(dg.AssetMaterialization(asset_key=sync.asset_key, metadata=metadata))
+            raise dg.Failure(
+                f"sync {sync.sync}: {progress.first_failure}; the mark stays at {metadata['cursor_after']!r}"
+            )
+        return dg.MaterializeResult(metadata=metadata)
+
+    return _sync
+
+
+def _account(
+    sync: HttpSync,
+    progress: _Progress,
+    rows: list[dict[str, Any]],
+    keys: list[str],
+    bodies: list[Any],
+    outcome: list[PushResult | None],
+) -> pa.RecordBatch:
+    """Fold one chunk's outcomes into ``progress`` (counts, mark, dead letters); returns its results batch."""
+    columns: dict[str, list[Any]] = {name: [] for name in RESULT_SCHEMA.names}
+    dead: dict[str, list[Any]] = {name: [] for name in DEAD_LETTER_SCHEMA.names}
+    for row, key, body, result in zip(rows, keys, bodies, outcome, strict=True):
+        assert result is not None
+        ident = json.dumps([row[c] for c in sync.key_columns], default=_json_value)
+        values = [ident, key, result.status, result.response, result.attempts, result.error, result.sent_at]
+        for name, value in zip(RESULT_SCHEMA.names, values, strict=True):
+            columns[name].append(value)
+        sent = result.attempts > 0
+        progress.sent += sent
+        progress.succeeded += result.ok
+        failed = sent and not result.ok
+        progress.failed += failed
+        if failed and progress.first_failure is None:
+            progress.first_failure = f"record {ident} (idempotency key {key}): {result.error or result.status}"
+        if failed and sync.on_failure == "dead_letter":
+            cursor_text = CursorValue.from_python(row[sync.cursor]).text if sync.cursor else None
+            for name, value in zip(dead, [*values, cursor_text, json.dumps(body, default=_json_value)], strict=True):
+                dead[name].append(value)
+        acknowledged = result.ok or (failed and sync.on_failure == "dead_letter")
+        if sync.cursor and not progress.blocked and row[sync.cursor] is not None:
+            progress.mark = CursorValue.from_python(row[sync.cursor])
+            progress.blocked = not acknowledged  # the next run starts at this row's value
+    if dead["key"]:
+        progress.dead.append(pa.RecordBatch.from_pydict(dead, schema=DEAD_LETTER_SCHEMA))
+    return pa.RecordBatch.from_pydict(columns, schema=RESULT_SCHEMA)

@@ -1,0 +1,112 @@
+"""Reverse-ETL targets for tests and benchmarks, each on a free port and stopped by pid:
+``sandbox/push_target/server.py`` (SQLite, honours Idempotency-Key, latency, rejections) and datasette 1.0a41
+with its JSON write API."""
+
+import secrets
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from integration_platform_tests.processes import free_port, log_tail, start_listening, stop
+
+SCRIPT = Path(__file__).resolve().parent.parent / "sandbox" / "push_target" / "server.py"
+
+
+@dataclass
+class PushTarget:
+    """A running target: base URL without trailing slash, its process."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stats(self) -> dict[str, int]:
+        """Counters: requests, stored_requests, replays, rejected, unauthorised, items."""
+        response = requests.get(f"{self.url}/_stats", timeout=10)
+        response.raise_for_status()
+        result: dict[str, int] = response.json()
+        return result
+
+    def items(self) -> list[dict[str, Any]]:
+        """Every stored item: ``{"key", "path", "item"}`` in arrival order."""
+        response = requests.get(f"{self.url}/_items", timeout=60)
+        response.raise_for_status()
+        result: list[dict[str, Any]] = response.json()
+        return result
+
+    def reset(self) -> None:
+        requests.post(f"{self.url}/_reset", timeout=10).raise_for_status()
+
+
+@contextmanager
+def push_target(
+    db: Path, *, latency_ms: float = 0, token: str | None = None, reject_regex: str | None = None
+) -> Iterator[PushTarget]:
+    """Start the target storing into the SQLite file ``db``; yields it and stops it by pid afterwards."""
+    args = [str(SCRIPT), "--db", str(db), "--port", "0", "--latency-ms", str(latency_ms)]
+    if token:
+        args += ["--token", token]
+    if reject_regex:
+        args += ["--reject-regex", reject_regex]
+    with ExitStack() as stack:
+        process, url = start_listening(stack, args, "push target")
+        yield PushTarget(url, process)
+
+
+@dataclass
+class DatasetteTarget:
+    """datasette serving a SQLite file writable through its JSON write API, with an API token for ``root``."""
+
+    url: str
+    token: str
+    db: Path
+    process: subprocess.Popen[bytes]
+
+
+@contextmanager
+def datasette_target(db: Path, table_sql: str) -> Iterator[DatasetteTarget]:
+    """Create ``db`` with ``table_sql``, serve it with the venv's datasette (``--root``, a random secret) and yield
+    the server with a signed ``dstok_`` token for the root actor (``datasette create-token``). Stopped by pid."""
+    from integration_platform_tests.services import missing  # pytest-side; benchmarks never get here
+
+    executable = Path(sys.executable).with_name("datasette")
+    if not executable.exists():
+        missing("datasette (pip install datasette==1.0a41)")
+    with sqlite3.connect(db) as conn:
+        conn.executescript(table_sql)
+    secret = secrets.token_hex(16)
+    token = subprocess.run(
+        [str(executable), "create-token", "root", "--secret", secret], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [str(executable), "serve", str(db), "-h", "127.0.0.1", "-p", str(port), "--root", "--secret", secret]
+    with ExitStack() as stack:
+        log = stack.enter_context(tempfile.TemporaryFile())
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        stack.callback(stop, process)
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"datasette exited with {process.returncode}:\n{log_tail(log)}")
+            try:
+                if requests.get(f"{url}/-/versions.json", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"datasette not answering on {url}:\n{log_tail(log)}")
+            time.sleep(0.1)
+        yield DatasetteTarget(url, token, db, process)

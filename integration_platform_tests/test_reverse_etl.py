@@ -1,0 +1,257 @@
+"""Reverse ETL (HttpSync) against a real HTTP target that stores what it receives; no mocks.
+
+The target is ``sandbox/push_target/server.py`` (SQLite, honours Idempotency-Key), faults come from
+``sandbox/fault_proxy.py`` in front of it; assertions count what the target stored.
+"""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pyarrow.dataset as ds
+import pytest
+
+from integration_platform_tests.harness import failure_messages, latest_metadata, platform
+from integration_platform_tests.push_target import PushTarget, datasette_target, push_target
+from integration_platform_tests.rest_servers import fault_proxy
+
+REPO = Path(__file__).resolve().parent.parent
+KEY = dg.AssetKey(["reverse_etl", "contacts_out"])
+
+
+def sync_yaml(url: str, **extra: object) -> str:
+    attributes: dict[str, object] = {
+        "sync": "contacts_out",
+        "source": {"warehouse": True},
+        "query": "SELECT id, email, updated_at FROM crm.contacts",
+        "key_columns": ["id"],
+        "cursor": "updated_at",
+        "target": {"base_url": url, "path": "/api/contacts", "method": "POST"},
+        "mapping": {"contact_id": "id", "mail": "email", "origin": "literal:warehouse"},
+        "concurrency": 8,
+        "backoff_factor": 0.05,
+        "chunk_rows": 100,
+        **extra,
+    }
+    return json.dumps({"type": "integration_platform.components.reverse_etl.HttpSync", "attributes": attributes})
+
+
+def seed(warehouse: Path, rows: int) -> None:
+    with duckdb.connect(str(warehouse)) as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS crm")
+        conn.execute(
+            "CREATE OR REPLACE TABLE crm.contacts AS SELECT i AS id, 'user' || i || '@example.com' AS email, "
+            "TIMESTAMP '2026-01-01' + to_seconds(i // 10) AS updated_at FROM range(1, ? + 1) t(i)",
+            [rows],
+        )
+
+
+def arrived(target: PushTarget) -> Counter[int]:
+    """How many times each contact id was stored by the target."""
+    counts: Counter[int] = Counter()
+    for stored in target.items():
+        item = stored["item"]
+        for record in item if isinstance(item, list) else [item]:
+            counts[int(record["contact_id"])] += 1
+    return counts
+
+
+def test_every_row_arrives_once_and_only_changed_rows_are_sent_again(tmp_path: Path) -> None:
+    seed(tmp_path / "warehouse.duckdb", 500)
+    with push_target(tmp_path / "target.sqlite") as target, dg.instance_for_test() as instance:
+        plat = platform(sync_yaml(target.url), tmp_path, instance)
+        assert plat.materialize([KEY]).success
+        assert arrived(target) == Counter(range(1, 501))
+        meta = latest_metadata(instance, KEY)
+        assert (meta["rows_read"], meta["rows_succeeded"], meta["rows_failed"]) == (500, 500, 0)
+        assert meta["cursor_after"] == "2026-01-01T00:00:50"
+        results = ds.dataset(str(tmp_path / "lake" / "reverse_etl" / "contacts_out_results"), format="parquet")
+        assert results.count_rows() == 500
+        with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+            conn.execute(
+                "UPDATE crm.contacts SET email = 'new' || id, updated_at = TIMESTAMP '2026-02-01' WHERE id <= 5"
+            )
+        before = target.stats()
+        assert plat.materialize([KEY]).success
+        # The rows at the old mark (ids 500) are re-sent under the same key and stored nothing new.
+        stats = target.stats()
+        assert stats["stored_requests"] - before["stored_requests"] == 5
+        assert stats["replays"] - before["replays"] == 1
+        counts = arrived(target)
+        assert all(counts[i] == 2 for i in range(1, 6)) and all(counts[i] == 1 for i in range(6, 501))
+
+
+def test_faults_recover_with_each_row_stored_once(tmp_path: Path) -> None:
+    seed(tmp_path / "warehouse.duckdb", 300)
+    plan = [
+        {"fault": "429", "every": 7, "retry_after": 1, "times": 3},
+        {"fault": "500", "every": 11, "times": 5},
+        {"fault": "reset", "every": 13, "times": 5},
+        {"fault": "truncate", "every": 17, "times": 5},  # the target stored it; the client saw a broken answer
+    ]
+    with (
+        push_target(tmp_path / "target.sqlite") as target,
+        fault_proxy(target.url, plan) as proxy,
+        dg.instance_for_test() as instance,
+    ):
+        plat = platform(sync_yaml(proxy.url), tmp_path, instance)
+        assert plat.materialize([KEY]).success
+        faults = proxy.stats()["faults"]
+        assert sum(faults.values()) >= 10, faults
+        assert arrived(target) == Counter(range(1, 301))
+        assert target.stats()["replays"] >= 1  # truncated answers were retried and replayed, not stored again
+
+
+def test_batch_mode_and_secrets_stay_out_of_the_event_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seed(tmp_path / "warehouse.duckdb", 250)
+    secret = "s3cr3t-token-value"
+    monkeypatch.setenv("PUSH_TOKEN", secret)
+    with push_target(tmp_path / "target.sqlite", token=secret) as target, dg.instance_for_test() as instance:
+        yaml_text = sync_yaml(
+            target.url,
+            mode="batch",
+            batch_size=40,
+            target={
+                "base_url": target.url,
+                "path": "/api/contacts",
+                "auth": {"type": "bearer", "token_env": "PUSH_TOKEN"},
+            },
+        )
+        plat = platform(yaml_text, tmp_path, instance)
+        result = plat.materialize([KEY])
+        assert result.success
+        assert arrived(target) == Counter(range(1, 251))
+        assert target.stats()["stored_requests"] == 8  # chunks of 100 rows: 40 + 40 + 20, twice, then 40 + 10
+        logs = json.dumps([str(e) for e in instance.all_logs(result.run_id)])
+        assert secret not in logs
+
+
+def test_dead_letter_records_failures_and_advances(tmp_path: Path) -> None:
+    seed(tmp_path / "warehouse.duckdb", 100)
+    with (
+        push_target(tmp_path / "target.sqlite", reject_regex=r'"contact_id": (13|42)\b') as target,
+        dg.instance_for_test() as instance,
+    ):
+        plat = platform(sync_yaml(target.url, on_failure="dead_letter"), tmp_path, instance)
+        assert plat.materialize([KEY]).success
+        assert set(arrived(target)) == set(range(1, 101)) - {13, 42}
+        dead = ds.dataset(str(tmp_path / "lake" / "reverse_etl" / "contacts_out_dead_letter"), format="parquet")
+        table = dead.to_table().to_pylist()
+        assert sorted(json.loads(r["key"])[0] for r in table) == [13, 42]
+        assert {r["status"] for r in table} == {422}
+        meta = latest_metadata(instance, KEY)
+        assert meta["rows_failed"] == 2 and meta["cursor_after"] == "2026-01-01T00:00:10"
+
+
+def test_fail_policy_names_the_record_and_keeps_the_mark_before_it(tmp_path: Path) -> None:
+    seed(tmp_path / "warehouse.duckdb", 100)
+    with (
+        push_target(tmp_path / "target.sqlite", reject_regex=r'"contact_id": 42\b') as target,
+        dg.instance_for_test() as instance,
+    ):
+        plat = platform(sync_yaml(target.url, on_failure="fail", concurrency=1), tmp_path, instance)
+        result = plat.materialize([KEY], raise_on_error=False)
+        assert not result.success
+        message = " ".join(failure_messages(result))
+        assert "record [42]" in message and "422" in message
+        # id 42 has updated_at 00:00:04: the mark stays there, so the next run re-sends 40..49 and on.
+        assert latest_metadata(instance, KEY)["cursor_after"] == "2026-01-01T00:00:04"
+        assert 42 not in arrived(target)
+
+
+def test_run_killed_midway_then_rerun_stores_every_row_once(tmp_path: Path) -> None:
+    seed(tmp_path / "warehouse.duckdb", 2000)
+    home = tmp_path / "home"
+    home.mkdir()
+    with push_target(tmp_path / "target.sqlite", latency_ms=5) as target:
+        yaml_file = tmp_path / "sync.yaml"
+        yaml_file.write_text(sync_yaml(target.url, concurrency=4))
+        args = [sys.executable, "-m", "integration_platform_tests.run_stream", str(yaml_file), str(tmp_path), str(home)]
+        process = subprocess.Popen(
+            [*args, KEY.to_user_string()], cwd=REPO, env=dict(os.environ), stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 120
+        while target.stats()["items"] < 300 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        assert process.returncode == -9
+        partial = target.stats()["items"]
+        assert 300 <= partial < 2000
+        with dg.instance_for_test(temp_dir=str(home)) as instance:
+            assert latest_metadata(instance, KEY) == {}  # no mark was recorded by the killed run
+            assert platform(yaml_file.read_text(), tmp_path, instance).materialize([KEY]).success
+            assert latest_metadata(instance, KEY)["rows_succeeded"] == 2000
+        assert arrived(target) == Counter(range(1, 2001))
+        assert target.stats()["replays"] >= partial - 8  # rows of the killed run were replayed, not stored again
+
+
+def test_datasette_write_api_stores_every_row_once_through_faults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """datasette 1.0a41's ``POST /<db>/<table>/-/insert`` with ``{"rows": [...], "ignore": true}`` into a table keyed
+    on the idempotency key: a retried batch whose first answer was lost stores nothing twice."""
+    seed(tmp_path / "warehouse.duckdb", 400)
+    table = "CREATE TABLE contacts (idempotency_key TEXT PRIMARY KEY, contact_id INTEGER, mail TEXT);"
+    plan = [{"fault": "truncate", "every": 3, "times": 2}, {"fault": "503", "every": 4, "retry_after": 1, "times": 1}]
+    with (
+        datasette_target(tmp_path / "target.db", table) as target,
+        fault_proxy(target.url, plan) as proxy,
+        dg.instance_for_test() as instance,
+    ):
+        monkeypatch.setenv("DATASETTE_TOKEN", target.token)
+        yaml_text = sync_yaml(
+            proxy.url,
+            mode="batch",
+            batch_size=50,
+            mapping={"idempotency_key": "@idempotency_key", "contact_id": "id", "mail": "email"},
+            target={
+                "base_url": proxy.url,
+                "path": "/target/contacts/-/insert",
+                "auth": {"type": "bearer", "token_env": "DATASETTE_TOKEN"},
+                "wrap": "rows",
+                "wrap_extra": {"ignore": True},
+            },
+        )
+        plat = platform(yaml_text, tmp_path, instance)
+        assert plat.materialize([KEY]).success
+        assert sum(proxy.stats()["faults"].values()) == 3
+        with sqlite3.connect(target.db) as conn:
+            ids = [r[0] for r in conn.execute("SELECT contact_id FROM contacts")]
+        assert Counter(ids) == Counter(range(1, 401))
+        assert latest_metadata(instance, KEY)["rows_succeeded"] == 400
+
+
+def test_sqlalchemy_source_sends_only_changed_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source database named by a SQLAlchemy URL (SQLite here), integer cursor."""
+    source = tmp_path / "crm.sqlite"
+    with sqlite3.connect(source) as conn:
+        conn.execute("CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, version INTEGER)")
+        conn.executemany("INSERT INTO contacts VALUES (?, ?, ?)", [(i, f"u{i}", i) for i in range(1, 201)])
+    monkeypatch.setenv("CRM_DB_URL", f"sqlite:///{source}")
+    with push_target(tmp_path / "target.sqlite") as target, dg.instance_for_test() as instance:
+        yaml_text = sync_yaml(
+            target.url,
+            source={"url_env": "CRM_DB_URL"},
+            query="SELECT id, email, version FROM contacts",
+            cursor="version",
+            mapping={"contact_id": "id", "mail": "email"},
+        )
+        plat = platform(yaml_text, tmp_path, instance)
+        assert plat.materialize([KEY]).success
+        assert latest_metadata(instance, KEY)["cursor_after"] == "200"
+        with sqlite3.connect(source) as conn:
+            conn.execute("UPDATE contacts SET email = 'changed', version = 300 + id WHERE id IN (3, 7)")
+        assert plat.materialize([KEY]).success
+        meta = latest_metadata(instance, KEY)
+        assert (meta["rows_read"], meta["cursor_after"]) == (3, "307")  # 200 (the old mark) again, 3 and 7
+        counts = arrived(target)
+        assert counts == Counter({**dict.fromkeys(range(1, 201), 1), 3: 2, 7: 2})
