@@ -139,6 +139,14 @@ def handler(store: Store, args: argparse.Namespace) -> type[BaseHTTPRequestHandl
     return Handler
 
 
+class Server(ThreadingHTTPServer):
+    """``request_queue_size`` is the listen backlog, used by the constructor: set after it, it
+    is too late (the default 5 reset connections of a 16-wide load)."""
+
+    daemon_threads = True
+    request_queue_size = 256
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", required=True)
@@ -149,9 +157,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--idempotency-header", default="Idempotency-Key")
     args = parser.parse_args(argv)
     store = Store(args.db)
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler(store, args))
-    server.daemon_threads = True
-    server.request_queue_size = 256
+    server = Server(("127.0.0.1", args.port), handler(store, args))
     print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
     server.serve_forever()
     return 0
