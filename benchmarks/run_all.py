@@ -15,7 +15,15 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS: tuple[str, ...] = ("sql_extract.py", "merge.py", "rest_fanout.py", "sftp_download.py", "file_ingest.py")
+BENCHMARKS: tuple[str, ...] = (
+    "sql_extract.py",
+    "merge.py",
+    "rest_fanout.py",
+    "sftp_download.py",
+    "file_ingest.py",
+    "queue_ingest.py",
+    "reverse_etl.py",
+)
 
 
 def main(argv: list[str]) -> int:
