@@ -255,3 +255,31 @@ def test_sqlalchemy_source_sends_only_changed_rows(tmp_path: Path, monkeypatch: 
         assert (meta["rows_read"], meta["cursor_after"]) == (3, "307")  # 200 (the old mark) again, 3 and 7
         counts = arrived(target)
         assert counts == Counter({**dict.fromkeys(range(1, 201), 1), 3: 2, 7: 2})
+
+
+def contact_body(row: dict[str, object]) -> dict[str, object]:
+    """The ``hook`` of the test below: a body no column mapping can express."""
+    return {"contact": {"id": row["id"], "domain": str(row["email"]).split("@")[1]}, "tags": ["crm", "sync"]}
+
+
+def test_hook_put_with_path_placeholders_under_a_rate_limit(tmp_path: Path) -> None:
+    seed(tmp_path / "warehouse.duckdb", 60)
+    with push_target(tmp_path / "target.sqlite") as target, dg.instance_for_test() as instance:
+        document = json.loads(
+            sync_yaml(
+                target.url,
+                target={"base_url": target.url, "path": "/api/contacts/{id}", "method": "PUT"},
+                hook="integration_platform_tests.test_reverse_etl:contact_body",
+                rate_limit=40,
+            )
+        )
+        del document["attributes"]["mapping"]  # a hook instead of a mapping
+        yaml = json.dumps(document)
+        started = time.monotonic()
+        assert platform(yaml, tmp_path, instance).materialize([KEY]).success
+        seconds = time.monotonic() - started
+        stored = target.items()
+        assert sorted(s["path"] for s in stored) == sorted(f"/api/contacts/{i}" for i in range(1, 61))
+        first = next(s["item"] for s in stored if s["path"] == "/api/contacts/7")
+        assert first == {"contact": {"id": 7, "domain": "example.com"}, "tags": ["crm", "sync"]}
+        assert seconds >= 60 / 40 * 0.9, f"60 requests at 40/s took {seconds:.2f}s"
