@@ -17,27 +17,14 @@ from typing import Any
 import requests
 
 from integration_platform_tests.processes import free_port, log_tail, start_listening, stop
+from integration_platform_tests.rest_servers import HttpServer
 
 SCRIPT = Path(__file__).resolve().parent.parent / "sandbox" / "push_target" / "server.py"
 
 
-@dataclass
-class PushTarget:
-    """A running target: base URL without trailing slash, its process."""
-
-    url: str
-    process: subprocess.Popen[bytes]
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stats(self) -> dict[str, int]:
-        """Counters: requests, stored_requests, replays, rejected, unauthorised, items."""
-        response = requests.get(f"{self.url}/_stats", timeout=10)
-        response.raise_for_status()
-        result: dict[str, int] = response.json()
-        return result
+class PushTarget(HttpServer):
+    """A running target (``url``, ``process``, ``pid``); ``stats()`` counts requests,
+    stored_requests, replays, rejected, unauthorised and items; ``reset()`` forgets everything."""
 
     def items(self) -> list[dict[str, Any]]:
         """Every stored item: ``{"key", "path", "item"}`` in arrival order."""
@@ -45,9 +32,6 @@ class PushTarget:
         response.raise_for_status()
         result: list[dict[str, Any]] = response.json()
         return result
-
-    def reset(self) -> None:
-        requests.post(f"{self.url}/_reset", timeout=10).raise_for_status()
 
 
 @contextmanager
