@@ -256,14 +256,16 @@ def test_the_asset_fails_clearly_when_the_run_fails(
 
 @V2
 def test_a_retried_step_waits_for_the_run_it_started(airflow: AirflowServer, instance: dg.DagsterInstance) -> None:
-    retry = dg.RetryPolicy(max_retries=3)
+    # Enough attempts for a loaded machine: the run itself (queued, scheduled, 5 s of sleep) took
+    # longer than 4 x 2 s once in CI; 10 x 3 s leaves a wide margin and still times out first.
+    retry = dg.RetryPolicy(max_retries=10)
     asset = airflow_dag_asset(
-        "airflow/retried", EXAMPLE_DAG, conf={"sleep_seconds": 5}, timeout_s=2, retry_policy=retry
+        "airflow/retried", EXAMPLE_DAG, conf={"sleep_seconds": 5}, timeout_s=3, retry_policy=retry
     )
     result = dg.materialize([asset], resources={"airflow": airflow.resource()}, instance=instance)
     assert result.success
     retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
-    assert retries and re.search(r"still '(queued|running)' after 2s \(timeout\)", str(retries[0].event_specific_data))
+    assert retries and re.search(r"still '(queued|running)' after 3s \(timeout\)", str(retries[0].event_specific_data))
     run_id = latest_metadata(instance, asset.key)["dag_run_id"]
     assert run_id == f"dagster__airflow.retried__{result.run_id}" and runs_with_id(airflow, run_id) == 1
 
