@@ -5,9 +5,6 @@ with its JSON write API."""
 import secrets
 import sqlite3
 import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -16,8 +13,8 @@ from typing import Any
 
 import requests
 
-from integration_platform_tests.processes import free_port, log_tail, start_listening, stop
-from integration_platform_tests.rest_servers import HttpServer
+from integration_platform_tests.processes import start_listening
+from integration_platform_tests.rest_servers import HttpServer, datasette_executable, serve_datasette
 
 SCRIPT = Path(__file__).resolve().parent.parent / "sandbox" / "push_target" / "server.py"
 
@@ -63,34 +60,13 @@ class DatasetteTarget:
 def datasette_target(db: Path, table_sql: str) -> Iterator[DatasetteTarget]:
     """Create ``db`` with ``table_sql``, serve it with the venv's datasette (``--root``, a random secret) and yield
     the server with a signed ``dstok_`` token for the root actor (``datasette create-token``). Stopped by pid."""
-    from integration_platform_tests.services import missing  # pytest-side; benchmarks never get here
-
-    executable = Path(sys.executable).with_name("datasette")
-    if not executable.exists():
-        missing("datasette (pip install datasette==1.0a41)")
+    executable = datasette_executable()
     with sqlite3.connect(db) as conn:
         conn.executescript(table_sql)
     secret = secrets.token_hex(16)
     token = subprocess.run(
         [str(executable), "create-token", "root", "--secret", secret], capture_output=True, text=True, check=True
     ).stdout.strip()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [str(executable), "serve", str(db), "-h", "127.0.0.1", "-p", str(port), "--root", "--secret", secret]
     with ExitStack() as stack:
-        log = stack.enter_context(tempfile.TemporaryFile())
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        stack.callback(stop, process)
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"datasette exited with {process.returncode}:\n{log_tail(log)}")
-            try:
-                if requests.get(f"{url}/-/versions.json", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"datasette not answering on {url}:\n{log_tail(log)}")
-            time.sleep(0.1)
+        process, url = serve_datasette(stack, db, "--root", "--secret", secret)
         yield DatasetteTarget(url, token, db, process)

@@ -120,35 +120,47 @@ def fault_proxy(upstream: str, plan: list[dict[str, Any]]) -> Iterator[FaultProx
         yield FaultProxy(url, process)
 
 
+def datasette_executable() -> Path:
+    """The venv's ``datasette``; fails in CI (skips elsewhere) when it is not installed."""
+    executable = Path(sys.executable).with_name("datasette")
+    if not executable.exists():
+        missing("datasette (pip install datasette==1.0a41)")
+    return executable
+
+
+def serve_datasette(stack: ExitStack, db: Path, *options: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``datasette serve db`` with ``options`` on a free loopback port, stopped by pid when
+    ``stack`` closes; returns the process and its URL once ``/-/versions.json`` answers.
+    Raises RuntimeError (it exited) or TimeoutError (no answer in ``START_SECONDS``) with its log."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [str(datasette_executable()), "serve", str(db), "-h", "127.0.0.1", "-p", str(port), *options]
+    log = stack.enter_context(tempfile.TemporaryFile())
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    stack.callback(stop, process)
+    deadline = time.monotonic() + START_SECONDS
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"datasette exited with {process.returncode}:\n{log_tail(log)}")
+        try:
+            if requests.get(f"{url}/-/versions.json", timeout=2).ok:
+                return process, url
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"datasette not answering on {url} after {START_SECONDS}s:\n{log_tail(log)}")
+        time.sleep(0.1)
+
+
 @contextmanager
 def datasette_server(db: Path) -> Iterator[HttpServer]:
     """Serve a SQLite file with the venv's datasette (100 rows per page by default, at most 1,000 per page).
 
     Its table JSON is ``/<db stem>/<table>.json``; ``stats()``/``reset()`` raise NotImplementedError.
     """
-    executable = Path(sys.executable).with_name("datasette")
-    if not executable.exists():
-        missing("datasette (pip install datasette==1.0a41)")
     if not db.is_file():
         missing(f"SQLite database {db}")
-    port = free_port()
     settings = ["--setting", "default_page_size", "100", "--setting", "max_returned_rows", "1000"]
-    command = [str(executable), "serve", str(db), "-h", "127.0.0.1", "-p", str(port), *settings]
-    url = f"http://127.0.0.1:{port}"
     with ExitStack() as stack:
-        log = stack.enter_context(tempfile.TemporaryFile())
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        stack.callback(stop, process)
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"datasette exited with {process.returncode}:\n{log_tail(log)}")
-            try:
-                if requests.get(f"{url}/-/versions.json", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"datasette not answering on {url} after {START_SECONDS}s:\n{log_tail(log)}")
-            time.sleep(0.1)
+        process, url = serve_datasette(stack, db, *settings)
         yield HttpServer(url, process, has_control=False)
