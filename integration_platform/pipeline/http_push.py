@@ -26,8 +26,8 @@ from urllib3.util.retry import Retry
 
 from integration_platform.resources.http_auth import HttpAuth, OAuth2TokenAuth, build_auth, secret_values
 from integration_platform.resources.rate_limit import RateLimiter
+from integration_platform.resources.rest_api import retry_policy
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Characters of a response body kept in the results table.
 RESPONSE_CHARS = 2000
 
@@ -118,16 +118,8 @@ class HttpPusher:
 
     def _retry(self) -> Retry:
         p = self.policy
-        return Retry(
-            total=p.max_retries,
-            status_forcelist=RETRY_STATUSES,
-            allowed_methods=None,  # every method: requests carry an idempotency key
-            backoff_factor=p.backoff_factor,
-            backoff_max=p.backoff_max,
-            backoff_jitter=p.backoff_jitter,
-            respect_retry_after_header=True,
-            raise_on_status=False,
-        )
+        # Every method is retried: each request carries an idempotency key.
+        return retry_policy(p.max_retries, p.backoff_factor, p.backoff_max, p.backoff_jitter, allowed_methods=None)
 
     def _authorise(self, request: PushRequest) -> tuple[str, dict[str, str]]:
         """URL and headers with auth applied (blocking when an OAuth2 token must be fetched)."""

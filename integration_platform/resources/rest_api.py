@@ -48,6 +48,30 @@ TRANSIENT = (
 )
 
 
+def retry_policy(
+    max_retries: int,
+    backoff_factor: float,
+    backoff_max: float,
+    backoff_jitter: float,
+    allowed_methods: frozenset[str] | None = Retry.DEFAULT_ALLOWED_METHODS,
+) -> Retry:
+    """The platform's HTTP retry policy as a urllib3 ``Retry``: ``max_retries`` retries after the
+    first attempt on :data:`RETRY_STATUSES` and connection/read errors, exponential backoff
+    (seconds: ``backoff_factor`` doubling, capped at ``backoff_max``, plus up to ``backoff_jitter``)
+    and ``Retry-After`` honoured. ``allowed_methods``: the methods retried (``None``: every one,
+    for requests made idempotent by a key). The caller's loop asks it whether and how long to wait."""
+    return Retry(
+        total=max_retries,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=allowed_methods,
+        backoff_factor=backoff_factor,
+        backoff_max=backoff_max,
+        backoff_jitter=backoff_jitter,
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+
+
 class HttpSourceError(Exception):
     """A request failed for good (HTTP error, retries exhausted, a paginator that does not advance).
 
@@ -140,15 +164,7 @@ class RestClient:
 
     def _retry(self) -> Retry:
         c = self.config
-        return Retry(
-            total=c.max_retries,
-            status_forcelist=RETRY_STATUSES,
-            backoff_factor=c.backoff_factor,
-            backoff_max=c.backoff_max,
-            backoff_jitter=c.backoff_jitter,
-            respect_retry_after_header=True,
-            raise_on_status=False,
-        )
+        return retry_policy(c.max_retries, c.backoff_factor, c.backoff_max, c.backoff_jitter)
 
     def _give_up(self, where: str, reason: str, attempts: int, status: int | None = None) -> HttpSourceError:
         return HttpSourceError(f"GET {where}: {self.redact(reason)} (after {attempts} attempt(s))", status)
