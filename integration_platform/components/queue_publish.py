@@ -96,7 +96,9 @@ class Publisher(Protocol):
 PublisherFactory = Callable[[Any, "PublishSpec"], AbstractContextManager[Publisher]]
 
 
-def _json_value(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """``json.dumps`` ``default=`` for warehouse values: date/time as ISO 8601 text, Decimal as
+    text (no float rounding), bytes as hex, anything else as ``str``."""
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -112,7 +114,7 @@ def message_id(source: str, spec: PublishSpec, row: dict[str, Any]) -> str:
         identity: Any = [row[c] for c in spec.key_columns] + ([row[spec.cursor]] if spec.cursor else [])
     else:
         identity = row
-    text = json.dumps([source, spec.name, identity], sort_keys=True, default=_json_value)
+    text = json.dumps([source, spec.name, identity], sort_keys=True, default=json_default)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -166,7 +168,7 @@ def publish_asset(
             while rows := cursor.fetchmany(spec.fetch_rows):
                 for values in rows:
                     row = dict(zip(columns, values, strict=True))
-                    publisher.send(message_id(source, spec, row), json.dumps(row, default=_json_value).encode())
+                    publisher.send(message_id(source, spec, row), json.dumps(row, default=json_default).encode())
                     published += 1
                     if spec.cursor and row[spec.cursor] is not None:
                         high = row[spec.cursor]  # rows come in cursor order: the last is the highest
@@ -178,7 +180,7 @@ def publish_asset(
                 "seconds": round(seconds, 3),
                 "messages_per_second": round(published / max(seconds, 1e-6)),
                 "cursor_before": "" if mark is None else str(mark),
-                "cursor_after": "" if high is None else high if isinstance(high, str) else _json_value(high),
+                "cursor_after": "" if high is None else high if isinstance(high, str) else json_default(high),
             }
         )
 

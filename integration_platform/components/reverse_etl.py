@@ -46,7 +46,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from pydantic import Field, model_validator
 
-from integration_platform.components.queue_publish import TABLE, _json_value
+from integration_platform.components.queue_publish import TABLE, json_default
 from integration_platform.components.rest_source import ENV_NAME, RestAuth
 from integration_platform.pipeline.cursors import CursorValue
 from integration_platform.pipeline.http_push import HttpPusher, PushPolicy, PushRequest, PushResult
@@ -163,7 +163,7 @@ class HttpSync(dg.Component, dg.Model, dg.Resolvable):
     def idempotency_key(self, row: dict[str, Any]) -> str:
         """64 hex digits: SHA-256 of (sync, key values, cursor value)."""
         identity = [row[c] for c in self.key_columns] + ([row[self.cursor]] if self.cursor else [])
-        return hashlib.sha256(json.dumps([self.sync, identity], default=_json_value).encode()).hexdigest()
+        return hashlib.sha256(json.dumps([self.sync, identity], default=json_default).encode()).hexdigest()
 
     def body_builder(self) -> Callable[[dict[str, Any], str], Any]:
         """``(row, idempotency key) -> JSON-able record``: the hook, the mapping, or the whole row."""
@@ -289,7 +289,7 @@ def sync_asset(sync: HttpSync) -> dg.AssetsDefinition:
 
         def envelope(payload: Any) -> bytes:
             body = {sync.target.wrap: payload, **sync.target.wrap_extra} if sync.target.wrap else payload
-            return json.dumps(body, default=_json_value).encode()
+            return json.dumps(body, default=json_default).encode()
 
         def requests_for(rows: list[dict[str, Any]], keys: list[str], bodies: list[Any]) -> list[PushRequest]:
             if sync.mode == "record":
@@ -380,7 +380,7 @@ def _account(
     dead: dict[str, list[Any]] = {name: [] for name in DEAD_LETTER_SCHEMA.names}
     for row, key, body, result in zip(rows, keys, bodies, outcome, strict=True):
         assert result is not None
-        ident = json.dumps([row[c] for c in sync.key_columns], default=_json_value)
+        ident = json.dumps([row[c] for c in sync.key_columns], default=json_default)
         values = [ident, key, result.status, result.response, result.attempts, result.error, result.sent_at]
         for name, value in zip(RESULT_SCHEMA.names, values, strict=True):
             columns[name].append(value)
@@ -393,7 +393,7 @@ def _account(
             progress.first_failure = f"record {ident} (idempotency key {key}): {result.error or result.status}"
         if failed and sync.on_failure == "dead_letter":
             cursor_text = CursorValue.from_python(row[sync.cursor]).text if sync.cursor else None
-            for name, value in zip(dead, [*values, cursor_text, json.dumps(body, default=_json_value)], strict=True):
+            for name, value in zip(dead, [*values, cursor_text, json.dumps(body, default=json_default)], strict=True):
                 dead[name].append(value)
         acknowledged = result.ok or (failed and sync.on_failure == "dead_letter")
         if sync.cursor and not progress.blocked and row[sync.cursor] is not None:
