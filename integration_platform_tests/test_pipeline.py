@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from integration_platform.instance import instance_config
@@ -50,6 +51,27 @@ def test_a_batch_of_another_shape_is_refused_with_the_schema(tmp_path: Path) -> 
     with pytest.raises(LandingError, match="does not fit the stream's schema"):
         land(lake, spec, "snapshot", [wrong], SCHEMA, full=True)
     assert list_manifests(lake, spec) == []
+
+
+def test_only_low_cardinality_columns_are_dictionary_encoded(tmp_path: Path) -> None:
+    lake = LocalLake(tmp_path / "lake")
+    spec = StreamSpec(source="s", name="t", write_disposition="replace")
+    rows = 50_000
+    table = pa.table({
+        "id": pa.array(range(rows), pa.int64()),
+        "status": pa.array([("new", "paid", "shipped")[i % 3] for i in range(rows)]),
+        "note": pa.array([None] * rows, pa.string()),
+        "label": pa.array([f"customer {i * 7919}" for i in range(rows)]),
+    })
+    manifest = land(lake, spec, "snapshot", table.to_batches(max_chunksize=10_000), table.schema, full=True)
+    [landed] = manifest.files
+    metadata = pq.ParquetFile(lake.root / landed.key).metadata.row_group(0)
+    encodings = {metadata.column(i).path_in_schema: metadata.column(i).encodings for i in range(4)}
+    assert "RLE_DICTIONARY" in encodings["status"]
+    assert "RLE_DICTIONARY" in encodings["note"], "an all-null column costs nothing to encode either way"
+    assert "RLE_DICTIONARY" not in encodings["id"]
+    assert "RLE_DICTIONARY" not in encodings["label"]
+    assert pq.read_table(lake.root / landed.key).equals(table)
 
 
 def test_re_landing_a_window_replaces_its_rows_in_an_append_table(tmp_path: Path) -> None:

@@ -53,3 +53,11 @@ def test_numerics_are_exact_decimals_and_vendor_types_are_text(database: str) ->
     assert sorted(filtered.column("id").to_pylist()) == [3, 4]
     sliced = db.read("t", None, RowFilter("small", lower=Decimal("-1"), upper=Decimal("1"))).read_all()
     assert sorted(sliced.column("small").to_pylist()) == [Decimal("-0.0001"), Decimal("0.0001")]
+
+
+def test_a_value_a_decimal_cannot_hold_fails_naming_table_and_column(database: str) -> None:
+    with psycopg.connect(f"host={PG_HOST} port={PG_PORT} user=postgres dbname={database}", autocommit=True) as conn:
+        conn.execute("INSERT INTO t (id, small) VALUES (6, 'NaN')")
+    db = SqlDatabaseResource(url=f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{database}")
+    with pytest.raises(ValueError, match=r"\"t\" column 'small': cannot read numeric as decimal128\(18, 4\).*'nan'"):
+        db.read("t").read_all()

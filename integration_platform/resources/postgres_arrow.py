@@ -2,14 +2,19 @@
 reader measured on this stack (see ``benchmarks/sql_extract.py`` and DESIGN.md).
 
 The ADBC PostgreSQL driver streams ``COPY (query) TO STDOUT (FORMAT binary)`` straight into
-Arrow record batches. Two gaps are closed here:
+Arrow record batches. The driver is pinned at 1.8.0: the wheels of 1.9.0 to 1.13.0 are
+built without compiler optimisation (functions keep their ``-O0`` frame set-up, byte swaps
+are calls), and decode the same stream with 2.5x the CPU (3.8 s against 1.5 s for the
+5M-row benchmark table), CPU the PostgreSQL backend and the Parquet writer need on a small
+machine. Two gaps are closed here:
 
-- ``numeric`` arrives as an opaque string column (arbitrary precision), and parsing that
-  text was the largest single cost of an extract. Using the column's type modifier
-  (PostgreSQL encodes ``numeric(p, s)`` as ``((p << 16) | s) + 4``; see ``numeric.c``,
-  ``make_numeric_typmod``), ``numeric(p <= 18, s)`` is selected as the exact integer
-  ``value * 10^s`` in binary ``int8`` and reinterpreted as ``decimal128(p, s)``; wider
-  ones are cast from the text. An unconstrained ``numeric`` stays text: no digit is lost.
+- ``numeric`` arrives as an opaque string column (arbitrary precision). With the column's
+  type modifier, read from ``pg_attribute.atttypmod`` (PostgreSQL encodes ``numeric(p, s)``
+  as ``((p << 16) | s) + 4``; see ``numeric.c``, ``make_numeric_typmod``), it is cast to
+  ``decimal128(p, s)`` (``decimal256`` beyond 38 digits); Arrow's cast refuses, rather
+  than rounds, a value that does not fit. An unconstrained ``numeric`` stays text: no
+  digit is lost. Casting on the client is cheaper than any server-side rewrite measured
+  (``(col * 10^s)::int8`` cost the backend 20% more CPU than the plain COPY).
 - types the driver does not decode (``tsvector``, geometric types, ...) arrive as opaque
   binary; they are selected as ``col::text`` instead.
 
@@ -21,7 +26,6 @@ off its COPY path, which is why literals are rendered rather than bound.
 from collections.abc import Iterator
 
 import adbc_driver_postgresql.dbapi as adbc
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
@@ -29,29 +33,10 @@ from psycopg import sql
 from integration_platform.resources.row_filter import RowFilter
 
 NUMERIC_TYPMOD_OFFSET = 4
-#: numeric(p, s) with p up to 18 fits an int64 once scaled by 10^s (10^18 < 2^63).
-SCALED_INT_MAX_PRECISION = 18
 
 
-def _scaled_int64_to_decimal(column: pa.Array, kind: pa.Decimal128Type) -> pa.Array:
-    """Reinterpret int64 values ``v`` (= value * 10^scale) as decimal128 ``v / 10^scale``.
-
-    decimal128 stores a 16-byte little-endian two's-complement integer per value (Arrow
-    columnar format spec), so each value is the int64 sign-extended to 128 bits.
-    """
-    if column.offset:
-        column = pa.concat_arrays([column])  # materialise the slice at offset 0
-    validity, data = column.buffers()
-    low = np.frombuffer(data, dtype=np.int64, count=len(column))
-    wide = np.empty((len(column), 2), dtype=np.int64)
-    wide[:, 0] = low
-    wide[:, 1] = low >> 63
-    return pa.Array.from_buffers(kind, len(column), [validity, pa.py_buffer(wide)], null_count=column.null_count)
-
-
-def _numeric_type(field: pa.Field) -> pa.DataType:
-    """decimal128/256 for ``numeric(p, s)``, string for an unconstrained ``numeric``."""
-    typmod = int((field.metadata or {}).get(b"POSTGRESQL:typmod", b"-1"))
+def _numeric_type(typmod: int) -> pa.DataType:
+    """decimal128/256 for ``numeric(p, s)`` (from its ``atttypmod``), string for an unconstrained ``numeric``."""
     if typmod < NUMERIC_TYPMOD_OFFSET:
         return pa.string()
     packed = typmod - NUMERIC_TYPMOD_OFFSET
@@ -65,22 +50,18 @@ def _is_opaque(field: pa.Field) -> bool:
     return isinstance(field.type, pa.BaseExtensionType) and field.type.extension_name == "arrow.opaque"
 
 
-def _plan(probe: pa.Schema) -> tuple[list[sql.Composable], pa.Schema]:
-    """Select list and output schema from the schema of a ``LIMIT 0`` probe."""
+def _plan(probe: pa.Schema, typmods: dict[str, int]) -> tuple[list[sql.Composable], pa.Schema]:
+    """Select list and output schema from the schema of a ``LIMIT 0`` probe.
+
+    ``typmods`` maps each ``numeric`` column to its ``atttypmod`` (-1 when unconstrained).
+    """
     select: list[sql.Composable] = []
     fields: list[pa.Field] = []
     for field in probe:
         ident = sql.Identifier(field.name)
         if _is_opaque(field) and field.type.type_name == "numeric":
-            kind = _numeric_type(field)
-            if pa.types.is_decimal128(kind) and kind.precision <= SCALED_INT_MAX_PRECISION:
-                # numeric(p <= 18, s) travels as the exact integer value * 10^s (binary int8);
-                # _convert reinterprets it as decimal128(p, s) without parsing text.
-                factor = sql.Literal(10**kind.scale)
-                select.append(sql.SQL("({} * {})::int8 AS {}").format(ident, factor, ident))
-            else:
-                select.append(ident)
-            fields.append(pa.field(field.name, kind))
+            select.append(ident)
+            fields.append(pa.field(field.name, _numeric_type(typmods.get(field.name, -1))))
         elif _is_opaque(field):
             select.append(sql.SQL("{}::text AS {}").format(ident, ident))
             fields.append(pa.field(field.name, pa.string()))
@@ -88,6 +69,17 @@ def _plan(probe: pa.Schema) -> tuple[list[sql.Composable], pa.Schema]:
             select.append(ident)
             fields.append(pa.field(field.name, field.type))
     return select, pa.schema(fields)
+
+
+def _numeric_typmods(cur: adbc.Cursor, target: sql.Composable) -> dict[str, int]:
+    """``atttypmod`` of every ``numeric`` column of the table or view ``target``."""
+    query = sql.SQL(
+        "SELECT attname::text AS name, atttypmod AS typmod FROM pg_attribute WHERE attrelid = {}::regclass"
+        " AND attnum > 0 AND NOT attisdropped AND atttypid = 'numeric'::regtype"
+    ).format(sql.Literal(target.as_string()))
+    cur.execute(query.as_string())
+    rows = cur.fetch_arrow_table().to_pylist()
+    return {row["name"]: int(row["typmod"]) for row in rows}
 
 
 def _where(row_filter: RowFilter | None) -> sql.Composable:
@@ -102,19 +94,16 @@ def _where(row_filter: RowFilter | None) -> sql.Composable:
     return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts) if parts else sql.SQL("")
 
 
-def _convert(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+def _convert(batch: pa.RecordBatch, schema: pa.Schema, where: str) -> pa.RecordBatch:
     arrays = []
     for column, field in zip(batch.columns, schema, strict=True):
-        if pa.types.is_int64(column.type) and pa.types.is_decimal128(field.type):
-            arrays.append(_scaled_int64_to_decimal(column, field.type))
-            continue
         if isinstance(column.type, pa.BaseExtensionType):
             column = column.storage
             if column.type != field.type:
                 try:
                     column = pc.cast(column, field.type)
                 except pa.ArrowInvalid as exc:
-                    raise ValueError(f"column {field.name!r}: cannot read numeric as {field.type}: {exc}") from exc
+                    raise ValueError(f"{where} column {field.name!r}: cannot read numeric as {field.type}: {exc}") from exc
         arrays.append(column)
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
@@ -134,7 +123,9 @@ def read_postgres(
         cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_bytes)})
         target = sql.Identifier(schema, table) if schema else sql.Identifier(table)
         cur.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(target).as_string())
-        select, out_schema = _plan(cur.fetch_record_batch().schema)
+        probe = cur.fetch_record_batch().schema
+        numeric = any(_is_opaque(f) and f.type.type_name == "numeric" for f in probe)
+        select, out_schema = _plan(probe, _numeric_typmods(cur, target) if numeric else {})
         query = sql.SQL("SELECT {} FROM {}{}").format(sql.SQL(", ").join(select), target, _where(row_filter))
         cur.execute(query.as_string())
         source = cur.fetch_record_batch()
@@ -145,7 +136,7 @@ def read_postgres(
     def batches() -> Iterator[pa.RecordBatch]:
         try:
             for batch in source:
-                yield _convert(batch, out_schema)
+                yield _convert(batch, out_schema, target.as_string())
         finally:
             source.close()
             cur.close()
