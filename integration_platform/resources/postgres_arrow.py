@@ -103,7 +103,8 @@ def _convert(batch: pa.RecordBatch, schema: pa.Schema, where: str) -> pa.RecordB
                 try:
                     column = pc.cast(column, field.type)
                 except pa.ArrowInvalid as exc:
-                    raise ValueError(f"{where} column {field.name!r}: cannot read numeric as {field.type}: {exc}") from exc
+                    problem = f"cannot read numeric as {field.type}: {exc}"
+                    raise ValueError(f"{where} column {field.name!r}: {problem}") from exc
         arrays.append(column)
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
