@@ -215,6 +215,9 @@ class _ParquetSink:
         self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
         self.file_rows_written += table.num_rows
         self.pending, self.pending_rows, self.pending_bytes = [], 0, 0
+        # Hand the row group's freed buffers back to the OS now: pyarrow's mimalloc pool
+        # otherwise keeps them, and a 5M-row extract peaked 10-25 MB higher.
+        pa.default_memory_pool().release_unused()
         if self.file_rows_written >= self.file_rows:
             self._close_file()
 
