@@ -1,5 +1,6 @@
 """The landing and loading guarantees, on a real local lake and a real DuckDB file."""
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,6 +73,51 @@ def test_only_low_cardinality_columns_are_dictionary_encoded(tmp_path: Path) -> 
     assert "RLE_DICTIONARY" not in encodings["id"]
     assert "RLE_DICTIONARY" not in encodings["label"]
     assert pq.read_table(lake.root / landed.key).equals(table)
+
+
+def test_dictionary_choice_reaches_nested_leaves_and_odd_types(tmp_path: Path) -> None:
+    lake = LocalLake(tmp_path / "lake")
+    spec = StreamSpec(source="s", name="t", write_disposition="replace")
+    rows = 2_000
+    uids = pa.array([i.to_bytes(16, "big") for i in range(rows)], pa.binary(16))
+    table = pa.table(
+        {
+            "id": pa.array(range(rows), pa.int64()),
+            "tags": pa.array([["red", "blue"][: 1 + i % 2] for i in range(rows)]),
+            "category": pa.array([("a", "b")[i % 2] for i in range(rows)]).dictionary_encode(),
+            "uid": pa.ExtensionArray.from_storage(pa.uuid(), uids),
+        }
+    )
+    manifest = land(lake, spec, "snapshot", table.to_batches(max_chunksize=500), table.schema, full=True)
+    [landed] = manifest.files
+    metadata = pq.ParquetFile(lake.root / landed.key).metadata.row_group(0)
+    encodings = {metadata.column(i).path_in_schema: metadata.column(i).encodings for i in range(4)}
+    assert "RLE_DICTIONARY" in encodings["tags.list.element"]
+    assert "RLE_DICTIONARY" in encodings["category"]
+    assert "RLE_DICTIONARY" not in encodings["id"]
+    assert "RLE_DICTIONARY" not in encodings["uid"]
+    assert pq.read_table(lake.root / landed.key).column("tags").equals(table.column("tags"))
+
+
+def test_a_writer_failure_at_the_end_of_a_landing_raises_instead_of_hanging(tmp_path: Path) -> None:
+    lake = LocalLake(tmp_path / "lake")
+    spec = StreamSpec(source="s", name="t", write_disposition="replace")
+    interval = pa.table({"span": pa.array([(1, 2, 3)], pa.month_day_nano_interval())})  # no Parquet type
+    errors: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            land(lake, spec, "snapshot", interval.to_batches(), interval.schema, full=True)
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "land() hung after its writer failed"
+    [error] = errors
+    assert isinstance(error, LandingError) and "nothing landed" in str(error)
+    assert list_manifests(lake, spec) == []
 
 
 def test_re_landing_a_window_replaces_its_rows_in_an_append_table(tmp_path: Path) -> None:

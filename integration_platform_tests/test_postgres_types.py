@@ -27,9 +27,11 @@ def database() -> Iterator[str]:
     name = f"ip_test_types_{uuid.uuid4().hex[:8]}"
     psql("postgres", "-c", f"CREATE DATABASE {name}")
     with psycopg.connect(f"host={PG_HOST} port={PG_PORT} user=postgres dbname={name}", autocommit=True) as conn:
+        conn.execute("CREATE DOMAIN money_amount AS numeric(10, 2)")
         conn.execute(
             "CREATE TABLE t (id int PRIMARY KEY, small numeric(18, 4), wide numeric(38, 10), free numeric,"
-            " doc tsvector DEFAULT to_tsvector('simple', 'a quick test'), tags text[] DEFAULT '{x,y}')"
+            " doc tsvector DEFAULT to_tsvector('simple', 'a quick test'), tags text[] DEFAULT '{x,y}',"
+            " amount money_amount DEFAULT 12.34, huge numeric(100, 2) DEFAULT 1.5)"
         )
         for row in VALUES:
             conn.execute("INSERT INTO t (id, small, wide, free) VALUES (%s, %s, %s, %s)", row)
@@ -49,6 +51,10 @@ def test_numerics_are_exact_decimals_and_vendor_types_are_text(database: str) ->
     assert table.column("free").to_pylist()[1:3] == [None, "123456789012345678901234567890"]
     assert table.column("doc").to_pylist()[0] == "'a':1 'quick':2 'test':3"
     assert table.column("tags").to_pylist()[0] == ["x", "y"]
+    assert table.schema.field("amount").type == pa.decimal128(10, 2), "a domain's precision is the domain's"
+    assert table.column("amount").to_pylist()[0] == Decimal("12.34")
+    assert table.schema.field("huge").type == pa.string(), "beyond Arrow's 76 digits numeric stays text"
+    assert table.column("huge").to_pylist()[0] == "1.50"
     filtered = db.read("t", None, RowFilter("id", lower=3, upper=5)).read_all()
     assert sorted(filtered.column("id").to_pylist()) == [3, 4]
     sliced = db.read("t", None, RowFilter("small", lower=Decimal("-1"), upper=Decimal("1"))).read_all()

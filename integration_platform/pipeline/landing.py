@@ -130,24 +130,61 @@ def active_manifests(manifests: list[Manifest]) -> list[Manifest]:
     return manifests[last_full:] if last_full is not None else manifests
 
 
-def dictionary_columns(table: pa.Table) -> list[str]:
-    """Columns of ``table`` worth Parquet dictionary encoding: few distinct values in a sample.
+def _leaf_count(kind: pa.DataType) -> int:
+    """Parquet leaf columns one Arrow field of type ``kind`` becomes."""
+    if isinstance(kind, pa.BaseExtensionType):
+        return _leaf_count(kind.storage_type)
+    if pa.types.is_struct(kind):
+        return sum(_leaf_count(kind.field(i).type) for i in range(kind.num_fields))
+    if pa.types.is_map(kind):
+        return _leaf_count(kind.key_type) + _leaf_count(kind.item_type)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return _leaf_count(kind.value_type)
+    return 1
+
+
+def _few_distinct(column: pa.ChunkedArray) -> bool:
+    """True when at most ``DICTIONARY_MAX_DISTINCT_SHARE`` of the present values are distinct,
+    or when the type has no distinct-count kernel (the writer's default then applies)."""
+    present = len(column) - column.null_count
+    if present == 0 or pa.types.is_dictionary(column.type):
+        return True
+    if isinstance(column.type, pa.BaseExtensionType):
+        column = pa.chunked_array([chunk.storage for chunk in column.chunks], column.type.storage_type)
+    try:
+        distinct = pc.count_distinct(column).as_py()
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+        return True
+    return bool(distinct <= DICTIONARY_MAX_DISTINCT_SHARE * present)
+
+
+def dictionary_columns(table: pa.Table) -> list[str] | bool:
+    """Parquet column paths of ``table`` worth dictionary encoding: few distinct values in a sample.
 
     Parquet writers try a dictionary for every column and fall back to plain encoding once
     it outgrows its page; for near-unique columns (keys, timestamps, free text) that attempt
     is pure cost. Measured on the 5M-row benchmark table: dictionary on every column took
     1.93 s of CPU for 159 MB, none 1.39 s for 144 MB. Nested columns keep the writer's
-    default (dictionary on their leaves).
+    default (a dictionary on every leaf). Returns ``True`` when every column qualifies, else
+    the leaf paths (``tags.list.element``) as the writer's ``use_dictionary`` expects them,
+    read from the Parquet schema pyarrow itself derives for ``table``.
     """
     sample = table.slice(0, DICTIONARY_SAMPLE_ROWS)
-    chosen = []
-    for name, column in zip(sample.column_names, sample.columns, strict=True):
-        if pa.types.is_nested(column.type) or pa.types.is_boolean(column.type):
-            chosen.append(name)
-            continue
-        present = len(column) - column.null_count
-        if present == 0 or pc.count_distinct(column).as_py() <= DICTIONARY_MAX_DISTINCT_SHARE * present:
-            chosen.append(name)
+    keep = [pa.types.is_nested(c.type) or _few_distinct(c) for c in sample.columns]
+    if all(keep):
+        return True
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table.schema.empty_table(), buffer)
+    parquet_schema = pq.read_metadata(pa.BufferReader(buffer.getvalue())).schema
+    paths = [parquet_schema.column(i).path for i in range(len(parquet_schema))]
+    counts = [_leaf_count(field.type) for field in table.schema]
+    if sum(counts) != len(paths):  # a layout this function does not know: the writer's default
+        return True
+    chosen, start = [], 0
+    for count, wanted in zip(counts, keep, strict=True):
+        if wanted:
+            chosen += paths[start : start + count]
+        start += count
     return chosen
 
 
@@ -175,7 +212,7 @@ class _ParquetSink:
         self.staging: list[tuple[Any, str]] = []
         self.file_rows_written = 0
         self.files: list[LandedFile] = []
-        self.dictionary: list[str] | None = None
+        self.dictionary: list[str] | bool | None = None
 
     def _open(self, first: pa.Table) -> pq.ParquetWriter:
         key = f"{self.prefix}-{len(self.staging):05d}.parquet"
@@ -253,14 +290,15 @@ def _write_on_thread(sink: _ParquetSink, batches: Iterable[pa.RecordBatch]) -> N
     failure: list[BaseException] = []
 
     def consume() -> None:
+        item: pa.RecordBatch | None = None
         try:
             while (item := q.get()) is not None:
                 sink.add(item)
             sink.finish()
         except BaseException as exc:
             failure.append(exc)
-            while q.get() is not None:  # drain so the producer is never blocked forever
-                pass
+            while item is not None:  # drain so the producer is never blocked forever
+                item = q.get()
 
     thread = threading.Thread(target=consume, name="parquet-writer", daemon=True)
     thread.start()

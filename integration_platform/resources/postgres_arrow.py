@@ -33,6 +33,7 @@ from psycopg import sql
 from integration_platform.resources.row_filter import RowFilter
 
 NUMERIC_TYPMOD_OFFSET = 4
+DECIMAL256_MAX_PRECISION = 76
 
 
 def _numeric_type(typmod: int) -> pa.DataType:
@@ -42,6 +43,8 @@ def _numeric_type(typmod: int) -> pa.DataType:
     packed = typmod - NUMERIC_TYPMOD_OFFSET
     precision, scale = (packed >> 16) & 0xFFFF, packed & 0xFFFF
     if scale > precision or scale > 1000:  # negative scale (PG 15+) is stored wrapped: keep text
+        return pa.string()
+    if precision > DECIMAL256_MAX_PRECISION:  # numeric allows 1000 digits, Arrow 76: keep text
         return pa.string()
     return pa.decimal128(precision, scale) if precision <= 38 else pa.decimal256(precision, scale)
 
@@ -72,10 +75,17 @@ def _plan(probe: pa.Schema, typmods: dict[str, int]) -> tuple[list[sql.Composabl
 
 
 def _numeric_typmods(cur: adbc.Cursor, target: sql.Composable) -> dict[str, int]:
-    """``atttypmod`` of every ``numeric`` column of the table or view ``target``."""
+    """Type modifier of every ``numeric`` column of the table or view ``target``.
+
+    For a column of a domain over ``numeric`` (which the driver also reports as numeric) the
+    precision and scale live on the domain type (``pg_type.typtypmod``), not the column.
+    """
     query = sql.SQL(
-        "SELECT attname::text AS name, atttypmod AS typmod FROM pg_attribute WHERE attrelid = {}::regclass"
-        " AND attnum > 0 AND NOT attisdropped AND atttypid = 'numeric'::regtype"
+        "SELECT a.attname::text AS name,"
+        " CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END AS typmod"
+        " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
+        " WHERE a.attrelid = {}::regclass AND a.attnum > 0 AND NOT a.attisdropped"
+        " AND (a.atttypid = 'numeric'::regtype OR (t.typtype = 'd' AND t.typbasetype = 'numeric'::regtype))"
     ).format(sql.Literal(target.as_string()))
     cur.execute(query.as_string())
     rows = cur.fetch_arrow_table().to_pylist()
