@@ -53,6 +53,10 @@ def _is_opaque(field: pa.Field) -> bool:
     return isinstance(field.type, pa.BaseExtensionType) and field.type.extension_name == "arrow.opaque"
 
 
+def _is_numeric(field: pa.Field) -> bool:
+    return _is_opaque(field) and field.type.type_name == "numeric"
+
+
 def _plan(probe: pa.Schema, typmods: dict[str, int]) -> tuple[list[sql.Composable], pa.Schema]:
     """Select list and output schema from the schema of a ``LIMIT 0`` probe.
 
@@ -62,7 +66,7 @@ def _plan(probe: pa.Schema, typmods: dict[str, int]) -> tuple[list[sql.Composabl
     fields: list[pa.Field] = []
     for field in probe:
         ident = sql.Identifier(field.name)
-        if _is_opaque(field) and field.type.type_name == "numeric":
+        if _is_numeric(field):
             select.append(ident)
             fields.append(pa.field(field.name, _numeric_type(typmods.get(field.name, -1))))
         elif _is_opaque(field):
@@ -135,8 +139,8 @@ def read_postgres(
         target = sql.Identifier(schema, table) if schema else sql.Identifier(table)
         cur.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(target).as_string())
         probe = cur.fetch_record_batch().schema
-        numeric = any(_is_opaque(f) and f.type.type_name == "numeric" for f in probe)
-        select, out_schema = _plan(probe, _numeric_typmods(cur, target) if numeric else {})
+        typmods = _numeric_typmods(cur, target) if any(_is_numeric(f) for f in probe) else {}
+        select, out_schema = _plan(probe, typmods)
         query = sql.SQL("SELECT {} FROM {}{}").format(sql.SQL(", ").join(select), target, _where(row_filter))
         cur.execute(query.as_string())
         source = cur.fetch_record_batch()
@@ -144,10 +148,12 @@ def read_postgres(
         conn.close()
         raise
 
+    where = target.as_string()
+
     def batches() -> Iterator[pa.RecordBatch]:
         try:
             for batch in source:
-                yield _convert(batch, out_schema, target.as_string())
+                yield _convert(batch, out_schema, where)
         finally:
             source.close()
             cur.close()
