@@ -19,6 +19,7 @@ Runs are interleaved across methods (round ``r`` starts at method ``r mod n``), 
 """
 
 import argparse
+import atexit
 import hashlib
 import json
 import os
@@ -39,6 +40,9 @@ RESULTS_DIR = BENCH_DIR / "results"
 REPO_ROOT = BENCH_DIR.parent
 RESULT_MARK = "BENCH_RESULT "
 MB = 1_000_000
+# The shared local servers and harness (``sandbox``) are imported from the checkout, never the tests.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(1, str(REPO_ROOT))
 TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 
@@ -124,6 +128,19 @@ class BenchmarkError(RuntimeError):
     """A child process failed; the message carries the tail of its stderr."""
 
 
+#: Methods whose run failed in this process: name -> why. The others still run and are reported;
+#: the script then exits with status 1 (see :func:`_exit_on_failures`), so ``make bench`` is red.
+FAILURES: dict[str, str] = {}
+
+
+@atexit.register
+def _exit_on_failures() -> None:
+    if FAILURES:
+        print(f"\nFAILED methods: {', '.join(sorted(FAILURES))} (why: above)", flush=True)
+        sys.stderr.flush()
+        os._exit(1)
+
+
 def warm_imports(*modules: str) -> Method:
     """An untimed warm-up run that imports ``modules`` once (fills the OS page cache)."""
     code = "; ".join(f"import {m}" for m in modules)
@@ -195,7 +212,14 @@ def run_interleaved(methods: Sequence[Method], runs: int, warmup: Sequence[Metho
     for round_no in range(runs):
         shift = round_no % len(methods)
         for method in [*methods[shift:], *methods[:shift]]:
-            sample = run_once(method)
+            if method.name in FAILURES:
+                continue
+            try:
+                sample = run_once(method)
+            except BenchmarkError as exc:
+                FAILURES[method.name] = str(exc)
+                print(f"  FAILED {method.name} (left out of the remaining runs and the table): {exc}", flush=True)
+                continue
             samples[method.name].append(sample)
             got = sample.report.get("rows")
             if got is not None and method.rows is not None and int(got) != method.rows:
@@ -207,7 +231,7 @@ def run_interleaved(methods: Sequence[Method], runs: int, warmup: Sequence[Metho
     if code_version().partition(", ")[2] != code.partition(", ")[2]:
         print(f"WARNING: integration_platform/ changed during the runs (started with {code}, now "
               f"{code_version()}): the runs mix two versions", flush=True)
-    return [Summary(m, samples[m.name]) for m in methods]
+    return [Summary(m, samples[m.name]) for m in methods if m.name not in FAILURES]
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -227,7 +251,10 @@ def report(benchmark: str, summaries: Sequence[Summary], reference: str, bytes_l
     ``(header, report key, format)`` triples printed from the children's reports (medians).
     Returns the path of the JSON file.
     """
-    ref = next(s for s in summaries if s.method.name == reference)
+    ref = next((s for s in summaries if s.method.name == reference), None)
+    if ref is None:  # the reference failed (see FAILURES): print the figures without ratios
+        print(f"{benchmark}: reference method {reference!r} failed; no ratios")
+        ref = Summary(Method(reference, "limit", [], None), [Sample(0.0, 0.0, 0.0, {})])
     header = (f"{'method':<28} {'role':<8} {'rows':>10} {'seconds':>8} {'process_s':>9} {'cpu_s':>6} "
               f"{'rows/s':>11} "
               f"{'MB/s':>7} {'peak_RSS_MB':>11} {'rate_x':>7} {'time_x':>7}")

@@ -14,7 +14,7 @@ Data: the Italian Civil Protection's regional daily drops (``/work/shared/data/d
 dati-regioni``: 1,781 CSVs, 9.3 MB, one per day 2020-02-24..2025-01-08, 21 rows each, 24 columns until
 2021-01-14 and 30 from 2021-01-15), copied untimed into a temporary folder under ``--tmp`` (default
 ``/dev/shm`` when it has room, as ``sftp_download.py``) and served there by a real OpenSSH ``sshd`` on
-127.0.0.1 (``integration_platform_tests.sftp_servers.sshd``: ed25519 host key pinned in a known_hosts
+127.0.0.1 (``sandbox.sshd.sshd``: ed25519 host key pinned in a known_hosts
 file, one ed25519 client key), started once and stopped by pid. ``--days N`` measures the first N days
 (files); the server always holds all 1,781.
 
@@ -24,7 +24,7 @@ Python's ``csv`` module counts them; data columns = the distinct header names, 3
 
 - ``platform`` (platform): the project's ``FileSource`` (``protocol: sftp``, daily partitions from
   2020-02-24, glob ``dpc-covid19-ita-regioni-*.csv``, ``primary_key: [data, codice_regione]``),
-  built as the tests' harness builds it (``integration_platform_tests.harness.platform``) on a fresh
+  built as the tests' harness builds it (``sandbox.harness.platform``) on a fresh
   lake, DuckDB file and ``dg.instance_for_test()`` (its folder under ``--tmp`` too); timed: one
   single-run backfill of the whole range (run tags ``dagster/asset_partition_range_start`` /
   ``_end``) materialising the lake asset and the warehouse asset (with its checks). Also checks
@@ -192,7 +192,7 @@ def run_platform(args: argparse.Namespace, tmp: Path) -> None:
     """One single-run backfill of the range: lake + warehouse assets, on a fresh lake, DuckDB and instance."""
     import dagster as dg
 
-    from integration_platform_tests.harness import platform
+    from sandbox.harness import platform
 
     lake_key, warehouse_key = dg.AssetKey([SOURCE, STREAM]), dg.AssetKey(["warehouse", SOURCE, STREAM])
     last = FIRST_DAY + dt.timedelta(days=args.days - 1)
@@ -411,7 +411,7 @@ def sensor_ticks(args: argparse.Namespace, directory: Path, start: dt.date, runs
     """``runs`` times: the stream's definitions on a fresh instance, two ticks from an empty cursor."""
     import dagster as dg
 
-    from integration_platform_tests.harness import platform
+    from sandbox.harness import platform
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)  # backfill_policy on the assets
     text = platform_yaml(args, directory, start, max_partitions=SYNTHETIC_FILES)
@@ -540,7 +540,8 @@ def main(argv: list[str] | None = None) -> None:
         print("note: fewer than 3 sensor runs; the DESIGN asks for a median of at least 3", file=sys.stderr)
     if shutil.which("sftp") is None:
         raise SystemExit("OpenSSH's sftp client is required for the limit (Debian: openssh-client)")
-    from integration_platform_tests.sftp_servers import SshdMissing, sshd
+    from sandbox import ServerMissing
+    from sandbox.sshd import sshd
 
     size_all = sum(p.stat().st_size for p in args.data.glob(GLOB))
     args.tmp = args.tmp or default_tmp(size_all)
@@ -579,7 +580,7 @@ def main(argv: list[str] | None = None) -> None:
                     )
                     warmup = [
                         limit,
-                        warm_imports("dagster", "integration_platform_tests.harness", "pandas", "paramiko"),
+                        warm_imports("dagster", "sandbox.harness", "pandas", "paramiko"),
                     ]
                     summaries = run_interleaved(methods, args.runs, warmup=warmup)
                     path = report(
@@ -608,7 +609,7 @@ def main(argv: list[str] | None = None) -> None:
                             load_s=summary.median_report("load_s"),
                         )
                 records.extend(sensor_section(args, server, drops, synthetic))
-        except SshdMissing as exc:
+        except ServerMissing as exc:
             raise SystemExit(f"sshd is required for this benchmark: {exc}") from None
     path = RESULTS_DIR / ("file_ingest_sensor.json" if args.sensor_only else "file_ingest.json")
     path.parent.mkdir(parents=True, exist_ok=True)

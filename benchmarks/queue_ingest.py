@@ -14,7 +14,7 @@ reports them all ready). Each message is one JSON object of about 110 bytes, wit
 Methods, each in its own fresh process (see ``common.py``), interleaved, medians:
 
 - ``platform`` (platform): the project's ``QueueSource`` (``batch_size`` 10,000, ``max_wait_seconds``
-  1) built as the tests build it (``integration_platform_tests.harness.platform``) on a fresh lake,
+  1) built as the tests build it (``sandbox.harness.platform``) on a fresh lake,
   DuckDB file and ``dg.instance_for_test()``; timed: one run materialising the lake asset (drain:
   consume, decode, land, ack) and the warehouse asset (merge on ``_ip_message_id``, checks). The child
   then checks that DuckDB holds exactly N distinct ids. Before the timed part it measures the latency
@@ -147,12 +147,16 @@ def run_pandas(args: argparse.Namespace) -> None:
             def land(tag: int) -> None:
                 nonlocal batch
                 frame = pd.DataFrame([json.loads(b) for b in batch])
-                path = f"{folder}/batch.parquet"
+                # One file per batch: DuckDB caches what it read of a Parquet file by path, and a
+                # batch rewritten under the same name within the cache's validity was read back
+                # as the previous batch's bytes ("Snappy decompression failure").
+                path = f"{folder}/batch-{got}.parquet"
                 frame.to_parquet(path)
                 if got == len(batch):
                     db.execute(f"CREATE TABLE events AS SELECT * FROM read_parquet('{path}')")
                 else:
                     db.execute(f"INSERT INTO events SELECT * FROM read_parquet('{path}')")
+                Path(path).unlink()
                 channel.basic_ack(tag, multiple=True)
                 batch = []
 
@@ -175,7 +179,7 @@ def run_pandas(args: argparse.Namespace) -> None:
 def run_platform(args: argparse.Namespace) -> None:
     import dagster as dg
 
-    from integration_platform_tests.harness import platform
+    from sandbox.harness import platform
 
     keys = [dg.AssetKey(["bench", "events"]), dg.AssetKey(["warehouse", "bench", "events"])]
     probe = [dg.AssetKey(["bench", "probe"]), dg.AssetKey(["warehouse", "bench", "probe"])]
@@ -261,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
           f"queue {args.queue} on {HOST}:{PORT}", flush=True)
     try:
         summaries = run_interleaved(
-            methods, args.runs, warmup=[warm_imports("dagster", "integration_platform_tests.harness", "pandas")]
+            methods, args.runs, warmup=[warm_imports("dagster", "sandbox.harness", "pandas")]
         )
         report("queue_ingest", summaries, reference="bare_pika_consume", bytes_label="(not applicable)",
                extra_columns=[("batch_max_s", "batch_seconds_max", ".2f"), ("latency_s", "batch_latency_s", ".2f"),

@@ -45,7 +45,7 @@ def run_platform(args: argparse.Namespace) -> None:
     import dagster as dg
     import duckdb
 
-    from integration_platform_tests.harness import latest_metadata, platform
+    from sandbox.harness import latest_metadata, platform
 
     work = Path(tempfile.mkdtemp(dir=args.tmp))
     with duckdb.connect(str(work / "warehouse.duckdb")) as conn:
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         child(args)
         return
-    from integration_platform_tests.push_target import push_target
+    from sandbox.push_target import push_target
 
     with ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=args.tmp)))

@@ -10,7 +10,7 @@ Data (untimed, once): ``--size-mb`` MB (default 500, decimal) of ``os.urandom`` 
 in a temporary folder under ``--tmp`` (default ``/dev/shm`` when it has room, else the system temp
 folder: downloads are written there too, and on this shared VM disk write-back made runs on a disk
 folder vary by 2x). The folder is served by a real OpenSSH ``sshd`` on 127.0.0.1 with its own
-configuration (``integration_platform_tests.sftp_servers.sshd``: ed25519 host key, one ed25519
+configuration (``sandbox.sshd.sshd``: ed25519 host key, one ed25519
 client key, ``Subsystem sftp internal-sftp``), started once and stopped by pid.
 
 Methods, each run in its own fresh process (see ``common.py``), runs interleaved, medians:
@@ -302,7 +302,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if shutil.which("sftp") is None:
         raise SystemExit("OpenSSH's sftp client is required for the limit (Debian: openssh-client)")
-    from integration_platform_tests.sftp_servers import SshdMissing, sshd
+    from sandbox import ServerMissing
+    from sandbox.sshd import sshd
 
     size = args.size_mb * MB
     work = Path(tempfile.mkdtemp(prefix="ip-bench-sftp-", dir=args.tmp or default_tmp(size)))
@@ -331,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             print_speed_ratios(summaries)
             print(f"copies checked (size + SHA-256): OpenSSH {sum(o.checked for o in outputs)}, Python children all")
-    except SshdMissing as exc:
+    except ServerMissing as exc:
         raise SystemExit(f"sshd is required for this benchmark: {exc}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import requests
 
 from integration_platform.resources.airflow import AirflowResource
-from integration_platform_tests.processes import free_port
+from sandbox.processes import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 VENVS = {"v2": REPO / ".data" / "airflow-venv", "v1": REPO / ".data" / "airflow2-venv"}

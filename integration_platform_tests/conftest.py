@@ -12,10 +12,30 @@ from integration_platform_tests.services import (
     PG_HOST,
     PG_PORT,
     mariadb,
+    missing,
     psql,
     require_port,
     shared_file,
 )
+from sandbox import ServerMissing
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """A sandbox server whose program is not installed fails the test in CI and skips it elsewhere."""
+    try:
+        return (yield)
+    except ServerMissing as exc:
+        missing(str(exc))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """As :func:`pytest_runtest_setup`, for servers a test starts itself."""
+    try:
+        return (yield)
+    except ServerMissing as exc:
+        missing(str(exc))
 
 PAGILA_TEMPLATE = "ip_test_pagila_template"
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from integration_platform_tests.certificates import self_signed_certificate
-from integration_platform_tests.processes import start_listening
 from integration_platform_tests.services import REPO, missing
+from sandbox.processes import start_listening
 
 FTP_SCRIPT = REPO / "sandbox" / "ftp" / "server.py"
 START_SECONDS = 30.0

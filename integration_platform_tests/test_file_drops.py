@@ -12,9 +12,9 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from integration_platform_tests.harness import Platform, failure_messages, latest_metadata, platform
 from integration_platform_tests.services import shared_file
 from integration_platform_tests.sftp_servers import SshServer, openssh_server
+from sandbox.harness import Platform, failure_messages, latest_metadata, platform
 
 LAKE = dg.AssetKey(["covid", "regions"])
 WAREHOUSE = dg.AssetKey(["warehouse", "covid", "regions"])

@@ -16,8 +16,8 @@ from lxml import etree  # type: ignore[import-untyped]
 from openpyxl import Workbook
 
 from integration_platform_tests.ftp_servers import ftps_server
-from integration_platform_tests.harness import platform
 from integration_platform_tests.services import shared_file
+from sandbox.harness import platform
 
 DAY = "dpc-covid19-ita-regioni-20210115.csv"
 FORMATS = {

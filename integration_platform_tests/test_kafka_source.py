@@ -9,9 +9,9 @@ import dagster as dg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from integration_platform_tests.harness import Platform, failure_messages, latest_metadata, platform
 from integration_platform_tests.kafka_broker import KafkaBroker, kafka_broker_fixture
 from integration_platform_tests.run_stream import killed_in
+from sandbox.harness import Platform, failure_messages, latest_metadata, platform
 
 kafka_broker = kafka_broker_fixture("kafka_broker", scope="module")
 PARTITIONS = 3

@@ -15,8 +15,8 @@ import pytest
 from integration_platform.pipeline.landing import list_manifests
 from integration_platform.pipeline.streams import StreamSpec
 from integration_platform.resources.lake import TMP_MARK
-from integration_platform_tests.harness import landed_rows, latest_metadata, platform
 from integration_platform_tests.services import PG_HOST, PG_PORT, REPO, psql, require_port
+from sandbox.harness import landed_rows, latest_metadata, platform
 
 YAML = """
 type: integration_platform.components.SqlSource

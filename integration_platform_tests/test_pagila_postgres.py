@@ -10,8 +10,8 @@ import pytest
 
 from integration_platform.pipeline.landing import list_manifests
 from integration_platform.pipeline.streams import StreamSpec
-from integration_platform_tests.harness import Platform, landed_rows, latest_metadata, platform
 from integration_platform_tests.services import PG_HOST, PG_PORT
+from sandbox.harness import Platform, landed_rows, latest_metadata, platform
 
 PAGILA_YAML = """
 type: integration_platform.components.SqlSource

@@ -10,9 +10,9 @@ from integration_platform.pipeline.landing import list_manifests
 from integration_platform.pipeline.streams import StreamSpec
 from integration_platform.resources.brokers import BrokerError
 from integration_platform.resources.rabbitmq import REASON_HEADER, RabbitMQResource
-from integration_platform_tests.harness import failure_messages, latest_metadata, platform
 from integration_platform_tests.rabbit import CuttingProxy, depth, fresh_queue, publish, take_all
 from integration_platform_tests.run_stream import killed_in
+from sandbox.harness import failure_messages, latest_metadata, platform
 
 
 def _yaml(queue: str, batch_size: int = 1000, extra: str = "", port: int = 5672) -> str:

@@ -10,8 +10,8 @@ import pytest
 import requests
 
 from integration_platform_tests.certificates import self_signed_certificate
-from integration_platform_tests.harness import latest_metadata, platform
 from integration_platform_tests.rest_servers import pokeapi_server
+from sandbox.harness import latest_metadata, platform
 
 SECRET = "s3cr3t-Value-7f2b9c"
 STATS = dg.AssetKey(["secure", "stats"])

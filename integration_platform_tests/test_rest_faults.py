@@ -14,9 +14,9 @@ from typing import Any
 
 import dagster as dg
 
-from integration_platform_tests.harness import failure_messages, latest_metadata, platform
 from integration_platform_tests.rest_servers import fault_proxy, pokeapi_server
 from integration_platform_tests.services import shared_file
+from sandbox.harness import failure_messages, latest_metadata, platform
 
 
 def _berry_ids() -> set[int]:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from integration_platform_tests.harness import landed_rows, latest_metadata, platform
 from integration_platform_tests.rest_servers import datasette_server
 from integration_platform_tests.services import REPO
+from sandbox.harness import landed_rows, latest_metadata, platform
 
 INVOICES = dg.AssetKey(["chinook_api", "invoices"])
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from integration_platform_tests.harness import failure_messages, latest_metadata, platform
 from integration_platform_tests.rest_servers import pokeapi_server
 from integration_platform_tests.services import SHARED_DATA
+from sandbox.harness import failure_messages, latest_metadata, platform
 
 MIRROR = SHARED_DATA / "pokeapi-subset" / "data" / "api" / "v2"
 

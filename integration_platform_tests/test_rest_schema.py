@@ -10,9 +10,9 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from integration_platform_tests.harness import failure_messages, latest_metadata, platform
 from integration_platform_tests.rest_servers import pokeapi_server
 from integration_platform_tests.services import shared_file
+from sandbox.harness import failure_messages, latest_metadata, platform
 
 DETAILS = dg.AssetKey(["drift", "details"])
 

@@ -19,9 +19,9 @@ import duckdb
 import pyarrow.dataset as ds
 import pytest
 
-from integration_platform_tests.harness import failure_messages, latest_metadata, platform
-from integration_platform_tests.push_target import PushTarget, datasette_target, push_target
 from integration_platform_tests.rest_servers import fault_proxy
+from sandbox.harness import failure_messages, latest_metadata, platform
+from sandbox.push_target import PushTarget, datasette_target, push_target
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = dg.AssetKey(["reverse_etl", "contacts_out"])

@@ -9,8 +9,8 @@ import psycopg
 import pytest
 
 from integration_platform.instance import write_instance
-from integration_platform_tests.harness import landed_rows, platform
 from integration_platform_tests.services import PG_HOST, PG_PORT, REPO, moto_server, psql, require_port
+from sandbox.harness import landed_rows, platform
 
 CHINOOK_SQLITE_YAML = (REPO / "integration_platform" / "defs" / "chinook" / "defs.yaml").read_text()
 

@@ -11,7 +11,6 @@ import psycopg
 import pymysql
 import pytest
 
-from integration_platform_tests.harness import landed_rows, latest_metadata, platform
 from integration_platform_tests.services import (
     MARIADB_HOST,
     MARIADB_PORT,
@@ -21,6 +20,7 @@ from integration_platform_tests.services import (
     psql,
     require_port,
 )
+from sandbox.harness import landed_rows, latest_metadata, platform
 
 EVIL_TABLE = "evil\"'; DROP TABLE canary; --"
 EVIL_CODES = ["a'); DROP TABLE canary; --", 'b"; DELETE FROM canary; --', "c' OR '1'='1"]

@@ -27,7 +27,7 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from integration_platform.instance import write_instance
-from integration_platform_tests.processes import free_port
+from sandbox.processes import free_port
 
 pytestmark = pytest.mark.browser
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import requests
 
-from integration_platform_tests.processes import start_listening
-from integration_platform_tests.rest_servers import HttpServer, datasette_executable, serve_datasette
+from sandbox.http_servers import HttpServer, datasette_executable, serve_datasette
+from sandbox.processes import start_listening
 
-SCRIPT = Path(__file__).resolve().parent.parent / "sandbox" / "push_target" / "server.py"
+SCRIPT = Path(__file__).resolve().parent / "server.py"
 
 
 class PushTarget(HttpServer):
