@@ -51,13 +51,19 @@ class FtpServer:
 
 @contextmanager
 def ftps_server(
-    root: Path, *, tls: bool = True, require_session_reuse: bool = False, mlsd: bool = True
+    root: Path,
+    *,
+    tls: bool = True,
+    require_session_reuse: bool = False,
+    mlsd: bool = True,
+    hostile_names: tuple[str, ...] = (),
 ) -> Iterator[FtpServer]:
     """Serve ``root`` (read, write, rename, mkdir for the user) until the block ends.
 
     ``tls``: explicit FTPS with TLS required on control and data channels; ``require_session_reuse``: data
     channels must resume the control channel's TLS session (as vsftpd requires by default); ``mlsd=False``:
-    the server answers MLSD/MLST with 500, so clients must fall back to NLST + SIZE + MDTM.
+    the server answers MLSD/MLST with 500, so clients must fall back to NLST + SIZE + MDTM; ``hostile_names``:
+    every MLSD listing also lists these names (``../../x``) as files, as a hostile server would.
     """
     if importlib.util.find_spec("pyftpdlib") is None or (tls and importlib.util.find_spec("OpenSSL") is None):
         missing("pyftpdlib==2.2.0 and pyopenssl (pip install pyftpdlib==2.2.0 pyopenssl)")
@@ -73,6 +79,8 @@ def ftps_server(
                 args.append("--require-session-reuse")
         if not mlsd:
             args.append("--no-mlsd")
+        for name in hostile_names:
+            args += ["--hostile-name", name]
         env = {**os.environ, PASSWORD_ENV: password}
         process, url = start_listening(stack, args, "FTP server", env)
         port = int(url.rsplit(":", 1)[1])

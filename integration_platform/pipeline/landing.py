@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from integration_platform.pipeline.cursors import CursorRange, CursorValue
+from integration_platform.pipeline.names import check_segment
 from integration_platform.pipeline.streams import StreamSpec
 from integration_platform.resources.lake import LakeStore
 
@@ -101,7 +102,16 @@ class Manifest:
 
 
 def manifest_key(stream_path: str, window: str) -> str:
-    return f"{stream_path}/{MANIFESTS}/{window}.json"
+    """``<stream_path>/_manifests/<window>.json``; raises ``UnsafeNameError`` for a window that is
+    not one plain path segment (it may hold a remote file name)."""
+    return f"{stream_path}/{MANIFESTS}/{check_window(stream_path, window)}.json"
+
+
+def check_window(stream_path: str, window: str) -> str:
+    """``window`` when it is one plain path segment (see :func:`check_segment`), else
+    ``UnsafeNameError`` (a ``ValueError``) naming the stream: a window holds partition keys, which may come from
+    remote file names, and must never address a folder outside its stream."""
+    return check_segment(window, f"window of lake stream {stream_path}")
 
 
 def incremental_window(cursor_before: CursorValue | None) -> str:
@@ -337,6 +347,7 @@ def land(
     writer or the store) every staged file is discarded, the previous landing of the window
     stays as it was, and a :class:`LandingError` naming the stream and window is raised.
     """
+    check_window(spec.path, window)  # before anything is written or deleted
     started = time.monotonic()
     landing_id = uuid.uuid4().hex[:12]
     cursor = CursorRange(spec.cursor)
@@ -382,9 +393,11 @@ def _collect_garbage(store: LakeStore, spec: StreamSpec, committed: Manifest) ->
     crash here leaves only unreferenced files, which the next landing removes."""
     keep = {f.key for f in committed.files} | {committed.key}
     if committed.full and committed.partition is None:
-        stale = [k for k in store.list_keys(f"{spec.path}/") if k not in keep]
+        prefix = f"{spec.path}/"
     else:
-        stale = [k for k in store.list_keys(f"{spec.path}/{committed.window}/") if k not in keep]
+        prefix = f"{spec.path}/{check_window(spec.path, committed.window)}/"
+    # Only keys of this stream (and window) are ever deleted, whatever a store's listing returns.
+    stale = [k for k in store.list_keys(prefix) if k.startswith(prefix) and k not in keep]
     store.delete(stale)
     stale_staging = getattr(store, "list_stale_staging", None)
     if stale_staging is not None:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from integration_platform.pipeline.landing import check_window
 from integration_platform.pipeline.records import Rejected
 from integration_platform.pipeline.streams import StreamSpec
 from integration_platform.resources.lake import LakeStore
@@ -32,7 +33,7 @@ SCHEMA = pa.schema(
 
 def quarantine_key(spec: StreamSpec, window: str) -> str:
     """The lake key of ``window``'s quarantine file: ``<source>/<stream>/_quarantine/<window>.parquet``."""
-    return f"{spec.path}/{QUARANTINE}/{window}.parquet"
+    return f"{spec.path}/{QUARANTINE}/{check_window(spec.path, window)}.parquet"
 
 
 def write_quarantine(store: LakeStore, spec: StreamSpec, window: str, rejected: Sequence[Rejected], run_id: str) -> int:

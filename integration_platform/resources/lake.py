@@ -21,6 +21,8 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
+from integration_platform.pipeline.names import check_segment
+
 TMP_MARK = ".tmp-"
 
 
@@ -49,6 +51,20 @@ class LakeStore(Protocol):
     def local_copy(self, key: str) -> Iterator[Path]: ...
 
 
+def check_key(key: str) -> str:
+    """``key`` when each of its ``/``-separated segments is a plain name (``check_segment``; a prefix may
+    end in ``/``), else ``UnsafeNameError``: on S3 a ``..`` segment is a literal name, on disk it
+    leaves the folder, so neither store accepts one."""
+    if not key:  # the lake root
+        return key
+    segments = key.split("/")
+    if key.endswith("/"):
+        segments.pop()
+    for segment in segments:
+        check_segment(segment, f"segment of lake key {key!r}")
+    return key
+
+
 class LocalLake:
     """A lake in a local folder. ``root`` is created on first write."""
 
@@ -56,7 +72,7 @@ class LocalLake:
         self.root = root.resolve()
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
+        path = (self.root / check_key(key)).resolve()
         if self.root not in path.parents:
             raise ValueError(f"lake key {key!r} escapes the lake root {self.root}")
         return path
@@ -121,6 +137,7 @@ class S3Lake:
         self.prefix = prefix.strip("/")
 
     def _key(self, key: str) -> str:
+        check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def uri(self, key: str) -> str:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from integration_platform.pipeline.names import check_segment
+
 
 class RemoteFileError(Exception):
     """A file-drop operation failed; the message names the server, the path and the reason
@@ -22,12 +24,20 @@ class HostKeyError(RemoteFileError):
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One regular file in a remote directory: full path, bare name, size in bytes, mtime in Unix seconds."""
+    """One regular file in a remote directory: full path, bare name, size in bytes, mtime in Unix seconds.
+
+    The name comes from the server and becomes a partition key, a lake folder and an archive path, so it
+    must be one plain path segment: anything else (``../../x``, ``a/b``) raises
+    :class:`~integration_platform.pipeline.names.UnsafeNameError` (a ``ValueError``) naming it.
+    """
 
     path: str
     name: str
     size: int
     mtime: float
+
+    def __post_init__(self) -> None:
+        check_segment(self.name, f"file name listed at {self.path!r}")
 
 
 class RemoteFiles(Protocol):

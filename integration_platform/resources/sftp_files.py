@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NoReturn
 import paramiko
 from paramiko.sftp import CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_READ, CMD_STATUS, SFTP_EOF, int64
 
+from integration_platform.pipeline.names import UnsafeNameError
 from integration_platform.resources.remote_files import RemoteFile, RemoteFileError
 
 if TYPE_CHECKING:
@@ -103,7 +104,8 @@ class SftpFiles:
         except NETWORK_ERRORS as exc:
             self._fail("listing", directory, exc)
         for entry in entries:
-            path = posixpath.join(directory, entry.filename)
+            name = entry.filename
+            path = posixpath.join(directory, name)
             mode = entry.st_mode
             if mode is None:  # the server sent no permissions: ask for them
                 try:
@@ -113,9 +115,11 @@ class SftpFiles:
                 mode = entry.st_mode
             if mode is None or not stat.S_ISREG(mode):
                 continue
-            yield RemoteFile(
-                path=path, name=posixpath.basename(path), size=int(entry.st_size or 0), mtime=float(entry.st_mtime or 0)
-            )
+            try:
+                file = RemoteFile(path, name, int(entry.st_size or 0), float(entry.st_mtime or 0))
+            except UnsafeNameError as exc:
+                raise RemoteFileError(f"{self._url(directory)}: {exc}") from None
+            yield file
 
     def download(self, path: str, local: Path) -> int:
         """Copy remote ``path`` to ``local`` (created or truncated) with pipelined reads; returns the bytes copied.

@@ -9,6 +9,8 @@
                                                        (require_ssl_reuse=YES, its default), ProFTPD and FileZilla
                                                        Server do; pyftpdlib itself never requires it
   --no-mlsd                                            answer MLSD/MLST with 500, like servers without RFC 3659 MLSx
+  --hostile-name NAME (repeatable)                     a hostile server: every MLSD listing also lists NAME (for
+                                                       example ../../other/x.csv) as a 10-byte file of 2021-01-05
 
 The password is read from the environment variable named by --password-env, never from the command line.
 Passive data ports come from 61000-64999, above Linux's default ephemeral range. A failed login answers
@@ -24,6 +26,7 @@ from typing import Any, ClassVar
 
 from OpenSSL import SSL
 from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.filesystems import AbstractedFS
 from pyftpdlib.handlers import FTPHandler, TLS_DTPHandler, TLS_FTPHandler
 from pyftpdlib.servers import FTPServer
 
@@ -52,6 +55,20 @@ def without_mlsx(handler: type[Any]) -> type[Any]:
     return NoMlsx
 
 
+def listing_also(names: list[str]) -> type[AbstractedFS]:
+    """A file system whose MLSD listings end with ``names`` as plain files, whatever they hold: what a
+    hostile or broken server may send (RFC 3659 names are meant to be bare names)."""
+
+    class Hostile(AbstractedFS):
+        def format_mlsx(self, basedir: str, listing: Any, perms: str, facts: Any, ignore_err: bool = True) -> Any:
+            yield from super().format_mlsx(basedir, listing, perms, facts, ignore_err)
+            for name in names:
+                line = f"modify=20210105000000;size=10;type=file; {name}\r\n"
+                yield line.encode(self.cmd_channel.encoding, self.cmd_channel.unicode_errors)
+
+    return Hostile
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, help="directory served as the user's home")
@@ -63,6 +80,7 @@ def main() -> None:
     parser.add_argument("--key", help="PEM private key for --tls")
     parser.add_argument("--require-session-reuse", action="store_true")
     parser.add_argument("--no-mlsd", action="store_true")
+    parser.add_argument("--hostile-name", action="append", default=[], help="also list this name in MLSD")
     args = parser.parse_args()
 
     password = os.environ.get(args.password_env)
@@ -88,6 +106,8 @@ def main() -> None:
     if args.no_mlsd:
         handler = without_mlsx(handler)
     handler.authorizer = authorizer
+    if args.hostile_name:
+        handler.abstracted_fs = listing_also(args.hostile_name)
     handler.passive_ports = PASSIVE_PORTS
     handler.auth_failed_timeout = 0.1
     handler.banner = "integration-platform sandbox FTP server ready."

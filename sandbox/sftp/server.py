@@ -7,6 +7,9 @@
   --password-env NAME                   or/and: the environment variable holding U's password (never on the
                                         command line)
 
+  --hostile-name NAME (repeatable)      a hostile server: every directory listing also lists NAME (for example
+                                        ../../other/x.csv) as a 10-byte regular file
+
 At least one of --authorized-key and --password-env is required. Listens on 127.0.0.1 only and prints exactly
 one line "listening on sftp://127.0.0.1:<port>" once it accepts connections; the host key's fingerprint
 ("SHA256:...", what SftpResource.host_key_fingerprint expects) goes to stderr. Stops on SIGTERM or SIGINT.
@@ -19,7 +22,7 @@ import hmac
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import asyncssh
@@ -61,6 +64,30 @@ class OneUser(asyncssh.SSHServer):
         return username == self.user and hmac.compare_digest(password.encode(), self.password.encode())
 
 
+class HostileListing(asyncssh.SFTPServer):
+    """An SFTP server whose directory listings end with names no honest server sends (``../x``, ``a/b``)."""
+
+    def __init__(self, channel: asyncssh.SSHServerChannel, chroot: bytes, names: Sequence[str]) -> None:
+        super().__init__(channel, chroot=chroot)
+        self.names = names
+
+    async def scandir(self, path: bytes) -> AsyncIterator[asyncssh.SFTPName]:
+        async for entry in super().scandir(path):
+            yield entry
+        for name in self.names:
+            attrs = asyncssh.SFTPAttrs(type=asyncssh.FILEXFER_TYPE_REGULAR, size=10, permissions=0o100644,
+                                       mtime=1609804800, atime=1609804800)
+            yield asyncssh.SFTPName(name.encode(), attrs=attrs)
+
+
+def sftp_server(root: Path, hostile_names: Sequence[str]) -> Callable[[asyncssh.SSHServerChannel], asyncssh.SFTPServer]:
+    """The SFTP session factory: plain, or listing ``hostile_names`` too."""
+    chroot = str(root).encode()
+    if hostile_names:
+        return lambda channel: HostileListing(channel, chroot, hostile_names)
+    return lambda channel: asyncssh.SFTPServer(channel, chroot=chroot)
+
+
 async def serve(args: argparse.Namespace) -> None:
     root = Path(args.root).resolve()
     if not root.is_dir():
@@ -79,7 +106,7 @@ async def serve(args: argparse.Namespace) -> None:
         args.port,
         server_host_keys=[key],
         server_factory=lambda: OneUser(args.user, keys, password),
-        sftp_factory=lambda channel: asyncssh.SFTPServer(channel, chroot=str(root).encode()),
+        sftp_factory=sftp_server(root, args.hostile_name),
         allow_scp=False,
         process_factory=None,
         agent_forwarding=False,
@@ -106,6 +133,7 @@ def main() -> None:
     parser.add_argument("--host-key", required=True, help="private host key file (generated when missing)")
     parser.add_argument("--authorized-key", help="public key file of the client (authorized_keys format)")
     parser.add_argument("--password-env", help="name of the environment variable with the password")
+    parser.add_argument("--hostile-name", action="append", default=[], help="also list this name in directories")
     asyncio.run(serve(parser.parse_args()))
 
 

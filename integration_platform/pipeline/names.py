@@ -1,0 +1,43 @@
+"""Names from outside (remote file names, partition keys, window names) checked before they become
+part of a lake key or a remote path.
+
+A name that reaches the lake becomes one folder or file name under its stream's folder. One that
+holds a ``/`` (or a ``\\``, or is ``.`` / ``..``) would address another folder: a hostile FTP
+listing of ``../../other_source/x`` as a per-file partition once made landing's garbage collection
+delete another source's files. Every such name goes through :func:`check_segment` first.
+"""
+
+import re
+
+#: Bytes a lake key segment may take: file systems cap a name at 255 bytes, and a window name gets
+#: ``partition=`` and ``.json`` / ``.parquet`` around it.
+MAX_SEGMENT_BYTES = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class UnsafeNameError(ValueError):
+    """A name from outside would not stay one path segment; the message names what, where and why."""
+
+
+def check_segment(name: str, what: str) -> str:
+    """Return ``name`` when it is one plain path segment, else raise :class:`UnsafeNameError`.
+
+    Plain: not empty, not ``.`` or ``..``, no ``/`` or ``\\``, no control character (NUL, newline,
+    ...), at most :data:`MAX_SEGMENT_BYTES` bytes of UTF-8. ``what`` says where the name came from
+    (``"file name listed by sftp://host:22/drops"``, ``"window of lake stream src/orders"``) and is
+    quoted in the error.
+    """
+    if name in ("", ".", ".."):
+        problem = "is empty" if not name else f"is {name!r}"
+    elif "/" in name or "\\" in name:
+        problem = "holds a path separator"
+    elif _CONTROL.search(name):
+        problem = "holds a control character"
+    elif len(name.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES:
+        problem = f"is longer than {MAX_SEGMENT_BYTES} bytes"
+    else:
+        return name
+    raise UnsafeNameError(
+        f"refusing the {what} {name!r}: it {problem}, and a name must be one plain path segment "
+        "(no '/', '\\', control characters, '.' or '..') so it cannot address anything outside its own folder"
+    )
