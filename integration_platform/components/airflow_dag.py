@@ -34,6 +34,7 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
+from integration_platform.components.config_model import SecretSafeComponent
 from integration_platform.resources.airflow import (
     AirflowError,
     AirflowResource,
@@ -193,7 +194,7 @@ class AirflowConnection(dg.Model, dg.Resolvable):
         return _RESOURCES[cache_key]
 
 
-class AirflowDag(dg.Component, dg.Model, dg.Resolvable):
+class AirflowDag(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
     """An external Airflow DAG's output as an asset (see the module doc for the YAML)."""
 
     asset_key: str = Field(min_length=1, description="'a/b' for the key ['a', 'b'].")

@@ -33,6 +33,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, model_validator
 
+from integration_platform.components.config_model import SecretSafeComponent
 from integration_platform.components.file_drops import DropRules, DropState, plan_tick
 from integration_platform.components.file_extract import FileStreamPlan, extractor_for
 from integration_platform.components.file_formats import FileFormat
@@ -159,7 +160,7 @@ class FileStream(dg.Model, dg.Resolvable):
         return self
 
 
-class FileSource(dg.Component, dg.Model, dg.Resolvable):
+class FileSource(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
     """A file-drop server whose file streams land in the lake and the warehouse (see module doc)."""
 
     source: str = Field(pattern=IDENTIFIER.pattern, description="Asset group, lake prefix and DuckDB schema.")

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,7 +27,6 @@ from integration_platform.components.stream_assets import ExtractionReport
 from integration_platform.pipeline.landing import active_manifests, list_manifests
 from integration_platform.pipeline.records import ARROW_TYPES, JsonRecords, TableSpill
 from integration_platform.pipeline.streams import StreamSpec
-from integration_platform.resources.http_auth import OAuth2TokenAuth
 from integration_platform.resources.lake import LakeStore
 from integration_platform.resources.paginators import Paginator
 from integration_platform.resources.rest_api import HttpSourceError, Page, RestClient
@@ -50,6 +49,7 @@ class RestStreamPlan:
     initial_value: str | None = None
     cursor_format: str | None = None
     parent: StreamSpec | None = None
+    parent_path: str | None = None
     include_from_parent: tuple[str, ...] = ()
     skip_statuses: frozenset[int] = frozenset()
     nested: Literal["struct", "json"] = "struct"
@@ -62,14 +62,21 @@ class RestStreamPlan:
         return tuple(name for _, name, _, _ in string.Formatter().parse(self.path) if name)
 
 
-def render_path(template: str, row: dict[str, Any]) -> str:
-    """``template`` with ``{field}`` replaced by the parent record's values, URL-quoted.
+def render_path(template: str, row: dict[str, Any], base: str) -> str:
+    """``template`` with ``{field}`` replaced by the parent record's values, each URL-quoted into one
+    path segment.
 
-    A template that is exactly one placeholder whose value is an absolute URL yields that URL.
+    A template that is exactly one placeholder (``{url}``) whose value holds a scheme or a ``/`` takes
+    the value as a URI reference, resolved against ``base`` (the parent's request URL) per RFC 3986
+    section 5.2 (``urllib.parse.urljoin``): ``https://h/api/v2/items/1/`` stays as it is,
+    ``/api/v2/items/1/`` gets ``base``'s scheme and host. A URL on another origin is fetched without
+    credentials unless that origin is in ``allowed_hosts`` (``OriginBoundAuth``).
     """
     names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
-    if len(names) == 1 and template == "{" + names[0] + "}" and urlsplit(str(row[names[0]])).scheme:
-        return str(row[names[0]])
+    if len(names) == 1 and template == "{" + names[0] + "}":
+        value = str(row[names[0]])
+        if urlsplit(value).scheme or "/" in value:
+            return urljoin(base, value)
     return template.format_map({name: quote(str(row[name]), safe="") for name in names})
 
 
@@ -128,10 +135,16 @@ def _fan_out(
     queued: deque[tuple[dict[str, Any], Future[list[Page] | None]]] = deque()
     todo = iter(rows)
 
+    plan = fetch.plan
+    # References in parent records resolve against the parent's request URL (the API's base URL
+    # when that URL has placeholders of its own).
+    parent_path = plan.parent_path if plan.parent_path and "{" not in plan.parent_path else ""
+    base = fetch.client.url(parent_path)
+
     def submit() -> None:
         row = next(todo, None)
         if row is not None:
-            queued.append((row, pool.submit(fetch, render_path(fetch.plan.path, row), fetch.plan.params)))
+            queued.append((row, pool.submit(fetch, render_path(plan.path, row, base), plan.params)))
 
     try:
         for _ in range(2 * concurrency):
@@ -209,9 +222,8 @@ def extract_rest(
     )
     if plan.parent is not None:
         report.metadata.update({"parent_records": parents, "requests_skipped": skipped})
-    auth = client.session.auth
-    if isinstance(auth, OAuth2TokenAuth):
-        report.metadata["oauth2_tokens_obtained"] = auth.renewals
+    if client.oauth2 is not None:
+        report.metadata["oauth2_tokens_obtained"] = client.oauth2.renewals
     return spill.reader(records.schema)
 
 

@@ -36,16 +36,18 @@ import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string
 from pydantic import Field, model_validator
 
+from integration_platform.components.config_model import SecretSafeComponent
 from integration_platform.components.rest_extract import COLUMN_TYPES, RestStreamPlan, extractor_for
 from integration_platform.components.stream_assets import ExtractionReport, ExtractorFactory, stream_assets
 from integration_platform.pipeline.extract import Extractor
 from integration_platform.pipeline.streams import IDENTIFIER, StreamSpec
-from integration_platform.resources.http_auth import REQUIRED, AuthType, HttpAuth
+from integration_platform.resources.http_auth import ENV_NAME as ENV_NAME_RE
+from integration_platform.resources.http_auth import REQUIRED, AuthType, HttpAuth, check_headers, origin_of
 from integration_platform.resources.lake import LakeResource
 from integration_platform.resources.paginators import Paginator, PaginatorType, compile_path
 from integration_platform.resources.rest_api import RestApiResource
 
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ENV_NAME = ENV_NAME_RE.pattern
 SECRET_FIELDS = {"token": "token_env", "api_key": "api_key_env", "password": "password_env"}
 SECRET_FIELDS |= {"client_secret": "client_secret_env", "refresh_token": "refresh_token_env"}
 
@@ -183,13 +185,19 @@ class RestDefaults(dg.Model, dg.Resolvable):
     on_schema_conflict: Literal["fail", "quarantine"] = "fail"
 
 
-class RestSource(dg.Component, dg.Model, dg.Resolvable):
+class RestSource(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
     """An HTTP JSON API whose endpoints land in the lake and the warehouse (see module doc)."""
 
     source: str = Field(pattern=IDENTIFIER.pattern, description="Asset group, lake prefix and DuckDB schema.")
     base_url: str | None = Field(default=None, pattern=r"^https?://")
     base_url_env: str | None = Field(default=None, pattern=ENV_NAME)
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict, description="Headers without secrets, sent to every host.")
+    headers_env: dict[str, str] = Field(
+        default_factory=dict, description="Header -> name of the environment variable holding its (secret) value."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Origins (https://host[:port]) besides base_url's that get credentials."
+    )
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
     auth: RestAuth = Field(default_factory=RestAuth)
     rate_limit: float | None = Field(default=None, gt=0, description="Requests per second for the whole run.")
@@ -213,6 +221,13 @@ class RestSource(dg.Component, dg.Model, dg.Resolvable):
             raise self._fail(yaml_path, "base_url", "set exactly one of 'base_url' and 'base_url_env'")
         if not is_valid_cron_string(self.schedule):
             raise self._fail(yaml_path, "schedule", f"{self.schedule!r} is not a valid cron string (e.g. '0 3 * * *')")
+        check_headers(self.headers, self.headers_env, lambda where, why: self._fail(yaml_path, where, why))
+        for i, entry in enumerate(self.allowed_hosts):
+            try:
+                origin_of(entry)
+            except ValueError as exc:
+                why = f"{exc}; write an origin: https://host[:port]"
+                raise self._fail(yaml_path, f"allowed_hosts[{i}]", why) from None
         names = [s.name for s in self.streams]
         for i, stream in enumerate(self.streams):
             if names.count(stream.name) > 1:
@@ -239,6 +254,8 @@ class RestSource(dg.Component, dg.Model, dg.Resolvable):
         return RestApiResource(
             base_url=dg.EnvVar(self.base_url_env) if self.base_url_env else str(self.base_url),  # type: ignore[arg-type]
             headers=self.headers,
+            secret_headers_env=self.headers_env,
+            allowed_hosts=self.allowed_hosts,
             params={k: _param_text(v) for k, v in self.params.items()},
             auth=self.auth.resource_config(),
             connect_timeout=self.connect_timeout,
@@ -269,6 +286,7 @@ class RestSource(dg.Component, dg.Model, dg.Resolvable):
     def plans(self) -> list[RestStreamPlan]:
         """Every stream resolved with the defaults, parents first."""
         specs = {s.name: self._spec(s) for s in self.streams}
+        paths = {s.name: s.path for s in self.streams}
         plans = []
         for stream in self.streams:
             paginator = stream.paginator or self.defaults.paginator
@@ -283,6 +301,7 @@ class RestSource(dg.Component, dg.Model, dg.Resolvable):
                     initial_value=stream.incremental.initial_value if stream.incremental else None,
                     cursor_format=stream.incremental.format if stream.incremental else None,
                     parent=specs[stream.parent.stream] if stream.parent else None,
+                    parent_path=paths[stream.parent.stream] if stream.parent else None,
                     include_from_parent=tuple(stream.parent.include) if stream.parent else (),
                     skip_statuses=frozenset(stream.skip_statuses),
                     nested=stream.nested or self.defaults.nested,

@@ -40,12 +40,14 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
+from urllib.parse import quote as quote_segment
 
 import dagster as dg
 import pyarrow as pa
 import sqlalchemy as sa
 from pydantic import Field, model_validator
 
+from integration_platform.components.config_model import SecretSafeComponent
 from integration_platform.components.queue_publish import TABLE, json_default
 from integration_platform.components.rest_source import ENV_NAME, RestAuth
 from integration_platform.pipeline.cursors import CursorValue
@@ -53,7 +55,7 @@ from integration_platform.pipeline.http_push import HttpPusher, PushPolicy, Push
 from integration_platform.pipeline.landing import land
 from integration_platform.pipeline.loading import quote
 from integration_platform.pipeline.streams import IDENTIFIER, StreamSpec
-from integration_platform.resources.http_auth import HttpAuth
+from integration_platform.resources.http_auth import HttpAuth, check_headers, env_headers
 from integration_platform.resources.lake import LakeResource
 
 GROUP = "reverse_etl"
@@ -93,7 +95,10 @@ class SyncTarget(dg.Model, dg.Resolvable):
     path: str = Field(min_length=1)
     method: Literal["POST", "PUT", "PATCH"] = "POST"
     auth: RestAuth = Field(default_factory=RestAuth)
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict, description="Headers without secrets.")
+    headers_env: dict[str, str] = Field(
+        default_factory=dict, description="Header -> name of the environment variable holding its (secret) value."
+    )
     idempotency_header: str = "Idempotency-Key"
     wrap: str | None = Field(default=None, description="Send {wrap: payload, **wrap_extra} instead of the payload.")
     wrap_extra: dict[str, Any] = Field(default_factory=dict)
@@ -103,6 +108,7 @@ class SyncTarget(dg.Model, dg.Resolvable):
     def _url(self) -> "SyncTarget":
         if (self.base_url is None) == (self.base_url_env is None):
             raise ValueError("target: set exactly one of 'base_url' and 'base_url_env'")
+        check_headers(self.headers, self.headers_env, lambda where, why: ValueError(f"target.{where}: {why}"))
         return self
 
 
@@ -113,7 +119,7 @@ class HttpTargetResource(dg.ConfigurableResource):
     auth: HttpAuth = Field(default_factory=HttpAuth)
 
 
-class HttpSync(dg.Component, dg.Model, dg.Resolvable):
+class HttpSync(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
     """Rows of a query posted to an HTTP API (module doc)."""
 
     sync: str = Field(pattern=IDENTIFIER.pattern)
@@ -280,8 +286,14 @@ def sync_asset(sync: HttpSync) -> dg.AssetsDefinition:
             rate_limit=sync.rate_limit,
         )
         base = target.base_url.rstrip("/")
+        secret_headers = env_headers(sync.target.headers_env)
         pusher = HttpPusher(
-            policy, target.auth, sync.target.headers, sync.target.idempotency_header, f"{context.run.run_id}|{base}"
+            policy,
+            target.auth,
+            {**sync.target.headers, **secret_headers},
+            sync.target.idempotency_header,
+            f"{context.run.run_id}|{base}",
+            extra_secrets=list(secret_headers.values()),
         )
         progress = _Progress(mark=mark)
         build = sync.body_builder()
@@ -291,10 +303,15 @@ def sync_asset(sync: HttpSync) -> dg.AssetsDefinition:
             body = {sync.target.wrap: payload, **sync.target.wrap_extra} if sync.target.wrap else payload
             return json.dumps(body, default=json_default).encode()
 
+        def path_for(row: dict[str, Any]) -> str:
+            # Each value becomes one quoted path segment: a value such as "../admin" or ".evil.com/x"
+            # can neither leave the configured path nor change the host the credentials go to.
+            return sync.target.path.format_map({k: quote_segment(str(v), safe="") for k, v in row.items()})
+
         def requests_for(rows: list[dict[str, Any]], keys: list[str], bodies: list[Any]) -> list[PushRequest]:
             if sync.mode == "record":
                 return [
-                    PushRequest(sync.target.method, base + sync.target.path.format(**row), envelope(b), k, (i,))
+                    PushRequest(sync.target.method, base + path_for(row), envelope(b), k, (i,))
                     for i, (row, k, b) in enumerate(zip(rows, keys, bodies, strict=True))
                 ]
             out = []

@@ -30,6 +30,7 @@ import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string
 from pydantic import Field, model_validator
 
+from integration_platform.components.config_model import SecretSafeComponent
 from integration_platform.components.stream_assets import ExtractionReport, ExtractorFactory, stream_assets
 from integration_platform.pipeline.extract import Extractor
 from integration_platform.pipeline.streams import IDENTIFIER, Partitioning, StreamSpec, to_identifier
@@ -73,7 +74,7 @@ class StreamDefaults(dg.Model, dg.Resolvable):
     lag: float = Field(default=0.0, ge=0)
 
 
-class SqlSource(dg.Component, dg.Model, dg.Resolvable):
+class SqlSource(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
     """A relational database whose tables land in the lake and the warehouse (see module doc)."""
 
     source: str = Field(description="Identifier: asset group, lake prefix and DuckDB schema.")

@@ -24,7 +24,7 @@ from urllib3.exceptions import MaxRetryError
 from urllib3.response import HTTPResponse
 from urllib3.util.retry import Retry
 
-from integration_platform.resources.http_auth import HttpAuth, OAuth2TokenAuth, build_auth, secret_values
+from integration_platform.resources.http_auth import HttpAuth, OAuth2TokenAuth, build_auth, mask, secret_values
 from integration_platform.resources.rate_limit import RateLimiter
 from integration_platform.resources.rest_api import retry_policy
 
@@ -79,7 +79,8 @@ class HttpPusher:
     """Sends :class:`PushRequest` lists; use as ``async with HttpPusher(...) as pusher`` inside one event loop.
 
     ``scope`` names the rate-limit budget (run id + target). ``headers`` are sent with every request;
-    ``idempotency_header`` carries each request's key. ``requests_sent`` counts attempts.
+    ``idempotency_header`` carries each request's key; ``extra_secrets`` (secret header values) are masked
+    like the auth's in every text kept. ``requests_sent`` counts attempts.
     """
 
     def __init__(
@@ -89,10 +90,11 @@ class HttpPusher:
         headers: dict[str, str],
         idempotency_header: str,
         scope: str,
+        extra_secrets: list[str] | None = None,
     ) -> None:
         self.policy, self.headers, self.idempotency_header = policy, headers, idempotency_header
         self.auth = build_auth(auth, policy.read_timeout, policy.verify_tls)
-        self.secrets = secret_values(auth)
+        self.secrets = [*secret_values(auth), *(extra_secrets or [])]
         self.limiter = RateLimiter(policy.rate_limit, scope) if policy.rate_limit else None
         self.requests_sent = 0
         self._client: httpx.AsyncClient | None = None
@@ -110,11 +112,9 @@ class HttpPusher:
         if self._client is not None:
             await self._client.aclose()
 
-    def redact(self, text: str) -> str:
-        """``text`` with every secret value masked as ``***``."""
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+    def redact(self, text: str, limit: int | None = None) -> str:
+        """``text`` with every secret value masked as ``***``, then cut to ``limit`` characters."""
+        return mask(text, self.secrets, limit)
 
     def _retry(self) -> Retry:
         p = self.policy
@@ -158,7 +158,7 @@ class HttpPusher:
                     await asyncio.sleep(retry.get_backoff_time())
                     continue
                 status = response.status_code
-                result.status, result.response = status, self.redact(response.text[:RESPONSE_CHARS])
+                result.status, result.response = status, self.redact(response.text, RESPONSE_CHARS)
                 if 200 <= status < 300 or status in self.policy.accept_statuses:
                     result.ok, result.error = True, None
                     return result

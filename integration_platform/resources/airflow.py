@@ -40,6 +40,8 @@ from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
 from urllib3.util.retry import Retry
 
+from integration_platform.resources.http_auth import mask
+
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Airflow's default ``[scheduler] allowed_run_id_pattern``; run ids are at most 250 characters.
 RUN_ID = re.compile(r"^[A-Za-z0-9_.~:+-]{1,250}$")
@@ -151,11 +153,8 @@ class AirflowResource(dg.ConfigurableResource):
             self._session = session
         return self._session
 
-    def _redact(self, text: str) -> str:
-        for secret in (self.password, self._token):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+    def _redact(self, text: str, limit: int | None = None) -> str:
+        return mask(text, (self.password, self._token), limit)
 
     def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """One request (retried by urllib3); transport failures become :class:`AirflowError`."""
@@ -185,7 +184,7 @@ class AirflowResource(dg.ConfigurableResource):
             if response.status_code not in (200, 201):
                 raise AirflowError(
                     f"POST {url}: Airflow refused a token for user {self.username!r} "
-                    f"(HTTP {response.status_code}: {self._redact(response.text[:200])})",
+                    f"(HTTP {response.status_code}: {self._redact(response.text, 200)})",
                     response.status_code,
                 )
             self._token = str(response.json()["access_token"])
@@ -203,7 +202,7 @@ class AirflowResource(dg.ConfigurableResource):
                 continue
             if response.status_code < 400 or response.status_code in allow:
                 return response
-            detail = self._redact(response.text[:300].replace("\n", " "))
+            detail = self._redact(response.text, 300).replace("\n", " ")
             raise AirflowError(
                 f"{method} {url}: HTTP {response.status_code} {response.reason}: {detail}", response.status_code
             )

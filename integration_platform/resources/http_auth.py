@@ -10,9 +10,13 @@ grant, section 6). :class:`OAuth2TokenAuth` only decides *when* to renew: shortl
 ``expires_in`` runs out, or at once after the API answered 401 to the current token.
 """
 
+import os
+import re
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import dagster as dg
 import requests
@@ -197,7 +201,133 @@ def build_auth(config: HttpAuth, timeout: float, verify: bool | str) -> AuthBase
     return None
 
 
+def mask(text: str, secrets: Iterable[str | None], limit: int | None = None) -> str:
+    """``text`` with every non-empty value of ``secrets`` replaced by ``***``, then cut to ``limit``
+    characters. Masking comes first: cutting first could split a secret so that its visible part
+    no longer matches, and leave most of it in the text."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text if limit is None else text[:limit]
+
+
 def secret_values(config: HttpAuth) -> list[str]:
     """The secret strings of ``config``, for scrubbing them out of any text we show."""
     values = (config.token, config.api_key, config.password, config.client_secret, config.refresh_token)
     return [v for v in values if v]
+
+
+#: Header names whose values are secrets: they may only be given by environment variable name
+#: (``headers_env``), are sent only to allowed origins and are masked in every text we show.
+SECRET_HEADER = re.compile(r"^(authorization|proxy-authorization|cookie)$|token|key|secret|password|session|signature",
+                           re.IGNORECASE)
+DEFAULT_PORTS = {"http": 80, "https": 443}
+#: What an environment variable's name may look like (POSIX portable names).
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+Origin = tuple[str, str, int]
+
+
+def secret_header_names(headers: Iterable[str]) -> list[str]:
+    """The names among ``headers`` that :data:`SECRET_HEADER` calls secret (Authorization, Cookie,
+    ``*token*``, ``*key*``, ``*secret*``, ...), in the order given."""
+    return [name for name in headers if SECRET_HEADER.search(name)]
+
+
+def check_headers(
+    headers: Mapping[str, str], headers_env: Mapping[str, str], fail: Callable[[str, str], Exception]
+) -> None:
+    """Refuse a secret given inline: a header of ``headers`` whose name :data:`SECRET_HEADER` calls
+    secret must come from ``headers_env`` (header -> environment variable name), and each of those
+    names must be a variable name. Raises ``fail(field, why)``; the message names the header and never
+    repeats its value (it would otherwise land in Dagster's error records)."""
+    for name in secret_header_names(headers):
+        raise fail(
+            f"headers.{name}",
+            f"the header {name!r} carries a secret and cannot be written inline; put the value in an "
+            f"environment variable and name it: headers_env: {{{name}: MY_VARIABLE}}",
+        )
+    for name, variable in headers_env.items():
+        if not ENV_NAME.match(variable):
+            raise fail(f"headers_env.{name}", f"{variable!r} is not an environment variable name ({ENV_NAME.pattern})")
+
+
+def origin_of(url: str) -> Origin:
+    """The RFC 6454 origin of an absolute ``http(s)`` URL: ``(scheme, host, port)``, lower-cased, with the
+    scheme's default port filled in. Raises ``ValueError`` for a URL without scheme or host."""
+    parts = urlsplit(url.strip())
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if not scheme or not host:
+        raise ValueError(f"{url!r} is not an absolute URL with a scheme and a host")
+    port = parts.port or DEFAULT_PORTS.get(scheme)
+    if port is None:
+        raise ValueError(f"{url!r}: no port given and no default port for scheme {scheme!r}")
+    return scheme, host, port
+
+
+def allowed_origins(base_url: str, allowed_hosts: Iterable[str] = ()) -> frozenset[Origin]:
+    """The origins credentials may go to: the base URL's, plus each ``allowed_hosts`` entry
+    (``https://cdn.example.com`` or ``https://host:8443``: an origin, never a bare host, so the scheme
+    is a decision). Raises ``ValueError`` naming a malformed entry."""
+    return frozenset([origin_of(base_url), *(origin_of(entry) for entry in allowed_hosts)])
+
+
+def env_headers(names: Mapping[str, str]) -> dict[str, str]:
+    """``{header: value}`` for ``{header: environment variable name}``, read now. Raises ``ValueError``
+    naming the header and the variable (never a value) when the variable is unset or empty."""
+    values = {}
+    for header, variable in names.items():
+        value = os.environ.get(variable)
+        if not value:
+            raise ValueError(f"header {header!r}: environment variable {variable} is not set")
+        values[header] = value
+    return values
+
+
+class OriginBoundAuth(AuthBase):
+    """Credentials for the allowed origins only: ``inner`` (bearer, API key, basic, OAuth2) and the secret
+    ``headers`` are applied to a request whose URL's origin is in ``origins`` and to no other.
+
+    A child stream's ``{url}`` or a ``next`` link may name any host; this keeps the token at home, as
+    browsers do (RFC 6454 origins: scheme, host, port). ``inner`` is the wrapped auth (``None``: headers only).
+    """
+
+    def __init__(self, inner: AuthBase | None, headers: Mapping[str, str], origins: frozenset[Origin]) -> None:
+        self.inner, self.headers, self.origins = inner, dict(headers), origins
+
+    def allows(self, url: str) -> bool:
+        """Whether credentials may be sent to ``url``."""
+        try:
+            return origin_of(url) in self.origins
+        except ValueError:
+            return False
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if not self.allows(str(request.url)):
+            return request
+        request.headers.update(self.headers)
+        return self.inner(request) if self.inner is not None else request
+
+
+class CredentialSession(requests.Session):
+    """A ``requests.Session`` whose redirects never carry credentials to another origin.
+
+    requests itself drops only ``Authorization`` on a redirect to another host (``Session.rebuild_auth``)
+    and keeps an API-key header or a cookie header; here every credential header (``Authorization``,
+    ``Proxy-Authorization``, ``Cookie``, the API key's header and each secret header) is removed
+    when the redirect leaves the allowed origins (the session's :class:`OriginBoundAuth` decides), and
+    applied again when it goes to another allowed origin.
+    """
+
+    def __init__(self, credential_headers: Iterable[str]) -> None:
+        super().__init__()
+        self.credential_headers = {"authorization", "proxy-authorization", "cookie"}
+        self.credential_headers |= {h.lower() for h in credential_headers}
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        super().rebuild_auth(prepared_request, response)
+        auth = self.auth
+        if isinstance(auth, OriginBoundAuth) and auth.allows(str(prepared_request.url)):
+            auth(prepared_request)  # requests dropped Authorization on a change of host: an allowed one
+            return
+        for name in [h for h in prepared_request.headers if h.lower() in self.credential_headers]:
+            del prepared_request.headers[name]

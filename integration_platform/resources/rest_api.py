@@ -26,7 +26,17 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
-from integration_platform.resources.http_auth import HttpAuth, OAuth2TokenAuth, build_auth, secret_values
+from integration_platform.resources.http_auth import (
+    CredentialSession,
+    HttpAuth,
+    OAuth2TokenAuth,
+    OriginBoundAuth,
+    allowed_origins,
+    build_auth,
+    env_headers,
+    mask,
+    secret_values,
+)
 from integration_platform.resources.paginators import (
     PageRequest,
     Paginator,
@@ -86,6 +96,10 @@ class HttpSourceError(Exception):
 class RestApiResource(dg.ConfigurableResource):
     """An HTTP JSON API. Build clients with :meth:`client`; one client per run and API.
 
+    Credentials (``auth`` and the ``secret_headers_env`` headers) go only to the base URL's origin and the
+    ``allowed_hosts`` origins; a request or redirect to any other origin is sent without them (see
+    :class:`~integration_platform.resources.http_auth.OriginBoundAuth`).
+
     Timeouts are seconds; ``rate_limit`` is requests per second for the whole run (every
     thread and process of it), ``None`` for no limit; ``concurrency`` bounds parallel
     requests of a fan-out; ``max_retries`` counts retries after the first attempt;
@@ -94,7 +108,15 @@ class RestApiResource(dg.ConfigurableResource):
     """
 
     base_url: str = Field(description="Base URL; stream paths are joined to it.")
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict, description="Headers sent to every host (no secrets).")
+    secret_headers_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Header name -> environment variable holding its value; sent to allowed origins only.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Origins (https://host[:port]) besides the base URL's that may receive credentials.",
+    )
     params: dict[str, str] = Field(default_factory=dict)
     auth: HttpAuth = Field(default_factory=HttpAuth)
     connect_timeout: float = 10.0
@@ -129,31 +151,43 @@ class RestClient:
     def __init__(self, config: RestApiResource, scope: str) -> None:
         self.config = config
         self.verify: bool | str = config.ca_bundle or config.verify_tls
-        self.session = requests.Session()
+        secret_headers = env_headers(config.secret_headers_env)
+        key_header = [config.auth.api_key_name] if config.auth.type == "api_key" else []
+        self.session = CredentialSession([*secret_headers, *key_header])
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(config.concurrency, 1), max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update({"Accept": "application/json", **config.headers})
         self.session.verify = self.verify
-        self.session.auth = build_auth(config.auth, config.read_timeout, self.verify)
+        self.auth = OriginBoundAuth(
+            build_auth(config.auth, config.read_timeout, self.verify),
+            secret_headers,
+            allowed_origins(config.base_url, config.allowed_hosts),
+        )
+        self.session.auth = self.auth
         self.limiter = RateLimiter(config.rate_limit, f"{scope}|{config.base_url}") if config.rate_limit else None
-        self._secrets = secret_values(config.auth)
+        self._secrets = [*secret_values(config.auth), *secret_headers.values()]
         self.requests_sent = 0
+
+    @property
+    def oauth2(self) -> OAuth2TokenAuth | None:
+        """The OAuth2 token source, when the API uses one."""
+        return self.auth.inner if isinstance(self.auth.inner, OAuth2TokenAuth) else None
 
     def close(self) -> None:
         self.session.close()
 
     def url(self, path: str) -> str:
-        """``path`` joined to the base URL (an absolute ``path`` is used as it is)."""
+        """A configured ``path`` joined to the base URL (``/v1/orders`` under ``https://h/api`` is
+        ``https://h/api/v1/orders``); an absolute URL is used as it is."""
         if urlsplit(path).scheme:
             return path
         return urljoin(self.config.base_url.rstrip("/") + "/", path.lstrip("/"))
 
-    def redact(self, text: str) -> str:
-        """``text`` with secret values and the values of secret-looking query parameters masked."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+    def redact(self, text: str, limit: int | None = None) -> str:
+        """``text`` with secret values masked, then cut to ``limit`` characters: masking first, so a cut
+        never leaves part of a secret visible."""
+        return mask(text, self._secrets, limit)
 
     def redact_url(self, url: str, params: dict[str, str]) -> str:
         """``url`` with ``params`` appended, secrets masked: what errors and quarantine show."""
@@ -190,10 +224,10 @@ class RestClient:
                 # verify per request: a session-level value loses to REQUESTS_CA_BUNDLE (psf/requests#3829)
                 response = self.session.get(url, params=params, timeout=timeout, verify=self.verify)
                 status = response.status_code
-                auth = self.session.auth
-                if status == 401 and isinstance(auth, OAuth2TokenAuth) and not renewed:
+                oauth2 = self.oauth2
+                if status == 401 and oauth2 is not None and not renewed and self.auth.allows(url):
                     sent = response.request.headers.get("Authorization", "").removeprefix("Bearer ")
-                    auth.invalidate(sent)
+                    oauth2.invalidate(sent)
                     renewed = True
                     continue
                 if retry.is_retry("GET", status, has_retry_after="Retry-After" in response.headers):
@@ -207,7 +241,7 @@ class RestClient:
                     retry.sleep(response.raw)
                     continue
                 if status >= 400:
-                    snippet = response.text[:300].replace("\n", " ")
+                    snippet = self.redact(response.text, 300).replace("\n", " ")
                     raise self._give_up(where, f"HTTP {status} {response.reason}: {snippet}", attempts, status)
                 return response.json(), response
             except requests.exceptions.SSLError as exc:  # a certificate problem does not heal by retrying

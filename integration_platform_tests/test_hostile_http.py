@@ -1,0 +1,188 @@
+"""Credentials go only where configured, and no error keeps a secret: against a hostile API.
+
+Two real servers (``sandbox/hostile_api/server.py``) on two loopback ports, so two origins: *home* is the
+source's base URL; *foreign* is where home's links and redirects point. Home also answers with relative
+references (``/detail/2``, ``detail/4``) and echoes every header it receives in an error body.
+"""
+
+import json
+import traceback
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import requests
+
+from integration_platform_tests.services import REPO
+from integration_platform_tests.test_config_corpus import _load_as_project
+from sandbox.harness import failure_messages, platform
+from sandbox.processes import start_listening
+
+SCRIPT = REPO / "sandbox" / "hostile_api" / "server.py"
+TOKEN = "tok-" + "S3cr3tValue" * 3  # long enough that any 6-character piece of it is telling
+KEY = "key-Vq8wR2mZp5tL"
+HEADER_SECRET = "hdr-Lm4nB7xC1kQ9"
+DETAILS = dg.AssetKey(["hostile", "details"])
+
+
+@dataclass
+class Api:
+    url: str
+
+    def requests(self) -> list[dict[str, Any]]:
+        answer = requests.get(f"{self.url}/_requests", timeout=10)
+        answer.raise_for_status()
+        result: list[dict[str, Any]] = answer.json()
+        return result
+
+    def reset(self) -> None:
+        requests.post(f"{self.url}/_reset", timeout=10).raise_for_status()
+
+
+@pytest.fixture(scope="module")
+def apis() -> Iterator[tuple[Api, Api]]:
+    """(home, foreign): home's links and redirects lead to foreign."""
+    with ExitStack() as stack:
+        _, foreign = start_listening(stack, [str(SCRIPT), "--port", "0"], "foreign API")
+        _, home = start_listening(stack, [str(SCRIPT), "--port", "0", "--foreign", foreign], "home API")
+        yield Api(home), Api(foreign)
+
+
+@pytest.fixture(autouse=True)
+def secrets_in_env(monkeypatch: pytest.MonkeyPatch, apis: tuple[Api, Api]) -> None:
+    monkeypatch.setenv("HOSTILE_TOKEN", TOKEN)
+    monkeypatch.setenv("HOSTILE_KEY", KEY)
+    monkeypatch.setenv("HOSTILE_HEADER_SECRET", HEADER_SECRET)
+    for api in apis:
+        api.reset()
+
+
+def _yaml(home: str, auth: str, extra: str = "") -> str:
+    return f"""
+type: integration_platform.components.RestSource
+attributes:
+  source: hostile
+  base_url: {home}
+  auth: {auth}
+  headers_env: {{X-Session-Token: HOSTILE_HEADER_SECRET}}
+  max_retries: 0
+{extra}
+  defaults: {{paginator: {{type: single_page}}}}
+  streams:
+    - name: items
+      path: /items
+      records: results
+      primary_key: [id]
+    - name: details
+      path: "{{url}}"
+      parent: {{stream: items}}
+      records: $
+      primary_key: [id]
+"""
+
+
+def _sent_credentials(request: dict[str, Any]) -> list[str]:
+    values = " ".join(request["headers"].values()) + " " + request["path"]
+    named = (("token", TOKEN), ("api key", KEY), ("header", HEADER_SECRET))
+    return [name for name, secret in named if secret in values]
+
+
+def _text_of_run(instance: dg.DagsterInstance, run_id: str) -> str:
+    return "\n".join(str(record) for record in instance.all_logs(run_id))
+
+
+AUTHS = {
+    "bearer": "{type: bearer, token_env: HOSTILE_TOKEN}",
+    "api_key_header": "{type: api_key, api_key_env: HOSTILE_KEY, api_key_name: X-Api-Key}",
+    "api_key_query": "{type: api_key, api_key_env: HOSTILE_KEY, api_key_name: apikey, api_key_in: query}",
+}
+
+
+@pytest.mark.parametrize("auth", sorted(AUTHS))
+def test_credentials_stay_with_the_base_url_origin(
+    apis: tuple[Api, Api], auth: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """A fan-out over links to another host, a redirect to it and relative references: the foreign host never
+    gets a credential, home gets them on every request, and relative links resolve against home (RFC 3986)."""
+    home, foreign = apis
+    source = platform(_yaml(home.url, AUTHS[auth]), tmp_path, instance)
+    result = source.materialize()
+    assert result.success
+    served = {row[0]: row[1] for row in source.query("SELECT id, served_by FROM hostile.details")}
+    assert served == {1: foreign.url, 2: home.url, 3: foreign.url, 4: home.url}
+    home_requests = home.requests()
+    assert {r["path"].split("?")[0] for r in home_requests} == {"/items", "/detail/2", "/redirect/3", "/detail/4"}
+    for request in home_requests:
+        assert len(_sent_credentials(request)) == 2, request  # the auth's secret and the secret header
+    foreign_requests = foreign.requests()
+    assert sorted(r["path"].split("?")[0] for r in foreign_requests) == ["/detail/1", "/detail/3"]
+    for request in foreign_requests:
+        assert _sent_credentials(request) == [], request
+    assert TOKEN not in _text_of_run(instance, result.run_id) and KEY not in _text_of_run(instance, result.run_id)
+
+
+def test_allowed_hosts_extend_the_credentials_to_another_origin(
+    apis: tuple[Api, Api], tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    home, foreign = apis
+    text = _yaml(home.url, AUTHS["bearer"], f"  allowed_hosts: [{foreign.url}]")
+    source = platform(text, tmp_path, instance)
+    assert source.materialize().success
+    foreign_requests = foreign.requests()
+    assert len(foreign_requests) == 2
+    for request in foreign_requests:  # the linked URL and the redirect target both got them
+        assert _sent_credentials(request) == ["token", "header"], request
+
+
+def test_an_error_that_echoes_a_secret_never_stores_it(
+    apis: tuple[Api, Api], tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """The server echoes the Authorization header after 290 characters: cutting the text at 300 before masking
+    once left most of the token visible. No piece of the token reaches the run's records."""
+    home, _ = apis
+    text = _yaml(home.url, AUTHS["bearer"]).replace("path: /items", "path: /echo")
+    source = platform(text, tmp_path, instance)
+    result = source.materialize([dg.AssetKey(["hostile", "items"])], raise_on_error=False)
+    assert not result.success
+    messages = failure_messages(result)
+    assert any("HTTP 400" in m and "/echo" in m for m in messages), messages
+    records = _text_of_run(instance, result.run_id) + json.dumps(messages)
+    pieces = {TOKEN[i : i + 6] for i in range(len(TOKEN) - 5)} | {HEADER_SECRET[i : i + 6] for i in range(10)}
+    assert not [p for p in pieces if p in records]
+
+
+@pytest.mark.parametrize("header", ["Authorization", "Cookie", "X-Api-Key", "X-Auth-Token", "Client-Secret"])
+def test_an_inline_secret_header_is_refused_without_repeating_it(tmp_path: Path, header: str) -> None:
+    config = tmp_path / "inline_secret.yaml"
+    config.write_text(
+        "type: integration_platform.components.RestSource\n"
+        "attributes:\n  source: shop\n  base_url: https://api.example.com\n"
+        f'  headers: {{{header}: "{TOKEN}"}}\n'
+        "  streams:\n    - name: orders\n      path: /orders\n"
+    )
+    with pytest.raises(Exception) as refused:
+        _load_as_project(config, tmp_path / "project")
+    text = "".join(traceback.format_exception(refused.value))
+    assert f"attributes.headers.{header}" in text and "headers_env" in text
+    assert TOKEN not in text and TOKEN[4:14] not in text
+
+
+def test_an_inline_secret_in_a_pydantic_error_is_hidden(tmp_path: Path) -> None:
+    """A secret in a field that does not exist (``token:`` instead of ``token_env:``) is refused by pydantic,
+    whose errors quote their input: the component's model hides it."""
+    config = tmp_path / "token_inline.yaml"
+    config.write_text(
+        "type: integration_platform.components.RestSource\n"
+        "attributes:\n  source: shop\n  base_url: https://api.example.com\n"
+        f"  auth: {{type: bearer, token: {TOKEN}}}\n"
+        "  streams:\n    - name: orders\n      path: /orders\n"
+    )
+    with pytest.raises(Exception) as refused:
+        _load_as_project(config, tmp_path / "project")
+    text = "".join(traceback.format_exception(refused.value))
+    assert "Extra inputs are not permitted" in text and "auth" in text
+    assert TOKEN not in text
