@@ -15,6 +15,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
+from integration_platform.components.run_recovery import reclaim_dead_runs_sensor
 from integration_platform.resources.lake import LakeResource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -41,8 +42,9 @@ def platform_resources() -> dict[str, dg.ConfigurableResource]:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    """Everything under ``integration_platform/defs`` plus the platform resources."""
+    """Everything under ``integration_platform/defs`` plus the platform resources and the
+    ``reclaim_dead_runs`` sensor (frees the pool slots of runs whose process died)."""
     return dg.Definitions.merge(
         dg.load_from_defs_folder(project_root=PROJECT_ROOT),
-        dg.Definitions(resources=platform_resources()),
+        dg.Definitions(resources=platform_resources(), sensors=[reclaim_dead_runs_sensor]),
     )

@@ -1,7 +1,8 @@
 """Subprocess entry point for kill tests: materialise assets of a source YAML on a shared instance.
 
 Usage: python -m integration_platform_tests.run_stream <yaml file> <work dir> <instance dir> <asset key>...
-(asset keys as ``a/b``). The lake and warehouse live under <work dir>, as in the test process.
+(asset keys as ``a/b``). The lake and warehouse live under <work dir>, as in the test process; the instance has
+the project's settings (``dagster.yaml``: the ``duckdb`` pool of limit 1), as ``make run`` has.
 :func:`killed_in` runs it with one method replaced by a SIGKILL of the process.
 """
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from integration_platform.instance import instance_config
 from sandbox.harness import platform
 
 REPO = Path(__file__).resolve().parent.parent
@@ -19,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def main(argv: list[str]) -> int:
     yaml_file, work, home, *keys = argv
-    with dg.instance_for_test(temp_dir=home) as instance:
+    with dg.instance_for_test(temp_dir=home, overrides=instance_config({})) as instance:
         target = platform(Path(yaml_file).read_text(), Path(work), instance)
         result = target.materialize([dg.AssetKey(k.split("/")) for k in keys])
     return 0 if result.success else 1

@@ -12,9 +12,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from integration_platform.instance import instance_config
 from integration_platform.pipeline.landing import list_manifests
 from integration_platform.pipeline.streams import StreamSpec
 from integration_platform.resources.lake import TMP_MARK
+from integration_platform_tests.run_stream import killed_in
 from integration_platform_tests.services import PG_HOST, PG_PORT, REPO, psql, require_port
 from sandbox.harness import landed_rows, latest_metadata, platform
 
@@ -100,8 +102,58 @@ def test_kill_mid_extract_then_retry(big_db: str, tmp_path: Path) -> None:
         assert all(TMP_MARK not in k for k in visible) and len(visible) == 2  # one file + one manifest
         assert latest_metadata(instance, KEYS[0])["cursor_after"] == mark, "the cursor did not advance"
 
+        assert _staging_files(tmp_path / "lake"), "the killed writer left its staging file"
         retry = target.materialize(KEYS)
         assert landed_rows(retry)["big/events"] == LATER_ROWS
+        assert not _staging_files(tmp_path / "lake"), "the next landing removes a killed writer's staging files"
         total = FIRST_ROWS + LATER_ROWS
         assert target.query("SELECT count(*), count(DISTINCT id) FROM big.events")[0] == (total, total)
         assert all(e.passed for e in retry.get_asset_check_evaluations())
+
+
+CHINOOK_YAML = """
+type: integration_platform.components.SqlSource
+attributes:
+  source: chinook
+  url_env: CHINOOK_DB_URL
+  tables:
+    - table: InvoiceLine
+      primary_key: [InvoiceLineId]
+"""
+INVOICE_LINES = [dg.AssetKey(["chinook", "invoice_line"]), dg.AssetKey(["warehouse", "chinook", "invoice_line"])]
+
+
+def test_a_run_killed_in_its_warehouse_step_does_not_block_the_next_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 inside the DuckDB load, while the run holds the duckdb pool's only slot: the next load runs
+    unattended (no daemon), the dead run is marked failed, and the table holds every row once."""
+    monkeypatch.setenv("CHINOOK_DB_URL", f"sqlite:///{REPO / 'sandbox' / 'chinook' / 'chinook.sqlite'}")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    yaml_file = tmp_path / "chinook.yaml"
+    yaml_file.write_text(CHINOOK_YAML)
+    keys = [k.to_user_string() for k in INVOICE_LINES]
+    killed = killed_in("integration_platform.components", "stream_assets", "load", str(yaml_file), str(tmp_path),
+                       str(home), *keys)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    with dg.instance_for_test(temp_dir=str(home), overrides=instance_config({})) as instance:
+        info = instance.event_log_storage.get_concurrency_info("duckdb")
+        assert [slot.step_key for slot in info.claimed_slots] == ["warehouse__chinook__invoice_line"]
+        (dead,) = instance.get_runs()
+        assert dead.status == dg.DagsterRunStatus.STARTED, "the killed run never reported its end"
+
+    retry = subprocess.run(
+        [sys.executable, "-m", "integration_platform_tests.run_stream", str(yaml_file), str(tmp_path), str(home),
+         *keys],
+        cwd=REPO, capture_output=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert retry.returncode == 0, retry.stderr[-3000:]
+    with dg.instance_for_test(temp_dir=str(home), overrides=instance_config({})) as instance:
+        target = platform(CHINOOK_YAML, tmp_path, instance)
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots == []
+        assert target.query('SELECT count(*), count(DISTINCT "InvoiceLineId") FROM chinook.invoice_line')[0] == (
+            2240,
+            2240,
+        )

@@ -16,6 +16,7 @@ from typing import Any
 import dagster as dg
 import duckdb
 
+from integration_platform.components.run_recovery import reclaim_dead_runs, tag_run_host
 from integration_platform.pipeline.cursors import CursorValue
 from integration_platform.pipeline.extract import Extractor, PartitionWindow, extract_and_land
 from integration_platform.pipeline.landing import Manifest, active_manifests, list_manifests
@@ -238,6 +239,8 @@ def lake_asset(
         },
     )
     def _lake(context: dg.AssetExecutionContext, config: StreamRunConfig) -> dg.MaterializeResult:
+        tag_run_host(context)
+        reclaim_dead_runs(context.instance, context.log.warning)  # before this run's load needs the slot
         lake: LakeResource = context.resources.lake
         store = lake.store()
         full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG, "").lower() == "true"

@@ -389,8 +389,9 @@ def land(
 
 def _collect_garbage(store: LakeStore, spec: StreamSpec, committed: Manifest) -> None:
     """Remove what the new manifest superseded: older files of its window and, after a full
-    landing of a non-partitioned stream, every older window. Runs after the commit, so a
-    crash here leaves only unreferenced files, which the next landing removes."""
+    landing of a non-partitioned stream, every older window; and the stream's staging files whose
+    writer was killed (``LakeStore.remove_stale_staging``). Runs after the commit, so a crash here
+    leaves only unreferenced files, which the next landing removes."""
     keep = {f.key for f in committed.files} | {committed.key}
     if committed.full and committed.partition is None:
         prefix = f"{spec.path}/"
@@ -399,8 +400,4 @@ def _collect_garbage(store: LakeStore, spec: StreamSpec, committed: Manifest) ->
     # Only keys of this stream (and window) are ever deleted, whatever a store's listing returns.
     stale = [k for k in store.list_keys(prefix) if k.startswith(prefix) and k not in keep]
     store.delete(stale)
-    stale_staging = getattr(store, "list_stale_staging", None)
-    if stale_staging is not None:
-        for path in stale_staging(f"{spec.path}/{committed.window}"):
-            if time.time() - path.stat().st_mtime > 3600:  # a concurrent writer's file is younger
-                path.unlink(missing_ok=True)
+    store.remove_stale_staging(f"{spec.path}/")  # files of this stream's writers that were killed

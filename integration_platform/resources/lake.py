@@ -9,8 +9,11 @@ completed single or multipart ``PutObject`` on S3), so readers never see half a 
 
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +27,36 @@ from pydantic import Field
 from integration_platform.pipeline.names import check_segment
 
 TMP_MARK = ".tmp-"
+#: A staging file's name: ``.tmp-<pid>@<host>~<32 hex><suffix of the final name>``; the writer's pid
+#: and host let the next landing tell a dead writer's leftovers (removed at once) from a live
+#: writer's file. The final name itself is left out, so a long window name still fits in 255 bytes.
+_STAGING = re.compile(r"^\.tmp-(\d+)@([^~/]*)~[0-9a-f]{32}")
+#: Staging files whose writer cannot be judged (another host, an older name) are removed after this.
+STALE_STAGING_SECONDS = 3600
+
+
+def staging_name(final_name: str) -> str:
+    """A unique staging file name for ``final_name`` that records this process's pid and host."""
+    return f"{TMP_MARK}{os.getpid()}@{socket.gethostname()}~{uuid.uuid4().hex}{Path(final_name).suffix}"
+
+
+def writer_gone(path: Path) -> bool:
+    """Whether the staging file ``path`` was left by a writer that can no longer finish it: its process is
+    gone from this host, or (written on another host, or named the old way) it is older than
+    :data:`STALE_STAGING_SECONDS`. A file that vanished meanwhile counts as gone."""
+    found = _STAGING.match(path.name)
+    if found and found.group(2) == socket.gethostname():
+        try:
+            os.kill(int(found.group(1)), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    try:
+        return time.time() - path.stat().st_mtime > STALE_STAGING_SECONDS
+    except FileNotFoundError:
+        return True
 
 
 class LakeStore(Protocol):
@@ -45,6 +78,10 @@ class LakeStore(Protocol):
 
     def delete(self, keys: list[str]) -> None:
         """Remove ``keys``; a key that does not exist is not an error."""
+        ...
+
+    def remove_stale_staging(self, prefix: str) -> int:
+        """Remove staging files under ``prefix`` left by writers that are gone; returns how many."""
         ...
 
     @contextmanager
@@ -83,7 +120,7 @@ class LocalLake:
     def staging_path(self, key: str) -> Path:
         final = self._path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        return final.with_name(f"{TMP_MARK}{uuid.uuid4().hex}-{final.name}")
+        return final.with_name(staging_name(final.name))
 
     def commit(self, staging: Path, key: str) -> None:
         final = self._path(key)
@@ -110,10 +147,14 @@ class LocalLake:
             str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file() and not p.name.startswith(TMP_MARK)
         )
 
-    def list_stale_staging(self, prefix: str) -> list[Path]:
-        """Temporary files left by killed writers under ``prefix`` (never part of a manifest)."""
+    def remove_stale_staging(self, prefix: str) -> int:
+        """Remove the staging files under ``prefix`` whose writer is gone (:func:`writer_gone`; never part
+        of a manifest); returns how many."""
         base = self._path(prefix)
-        return [p for p in base.rglob(f"{TMP_MARK}*")] if base.exists() else []
+        stale = [p for p in base.rglob(f"{TMP_MARK}*") if writer_gone(p)] if base.exists() else []
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
 
     def delete(self, keys: list[str]) -> None:
         for key in keys:
@@ -144,9 +185,9 @@ class S3Lake:
         return f"s3://{self.bucket}/{self._key(key)}"
 
     def staging_path(self, key: str) -> Path:
-        handle, name = tempfile.mkstemp(prefix=TMP_MARK, suffix="-" + key.rsplit("/", 1)[-1])
-        os.close(handle)
-        return Path(name)
+        path = Path(tempfile.gettempdir()) / staging_name(key.rsplit("/", 1)[-1])
+        path.touch(mode=0o600, exist_ok=False)
+        return path
 
     def commit(self, staging: Path, key: str) -> None:
         try:
@@ -156,6 +197,15 @@ class S3Lake:
 
     def discard(self, staging: Path) -> None:
         staging.unlink(missing_ok=True)
+
+    def remove_stale_staging(self, prefix: str) -> int:
+        """Remove this host's local staging files (uploads in the temporary folder) whose writer is gone;
+        ``prefix`` is not used: a local temporary file does not record its stream. Returns how many."""
+        stale = [p for p in Path(tempfile.gettempdir()).glob(f"{TMP_MARK}*") if _STAGING.match(p.name)]
+        stale = [p for p in stale if writer_gone(p)]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
 
     def put_json(self, key: str, obj: Any) -> None:
         body = json.dumps(obj, indent=1, sort_keys=True, default=str).encode()
