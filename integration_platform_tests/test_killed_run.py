@@ -151,7 +151,8 @@ def test_a_run_killed_in_its_warehouse_step_does_not_block_the_next_load(
     assert retry.returncode == 0, retry.stderr[-3000:]
     with dg.instance_for_test(temp_dir=str(home), overrides=instance_config({})) as instance:
         target = platform(CHINOOK_YAML, tmp_path, instance)
-        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+        reclaimed = instance.get_run_by_id(dead.run_id)
+        assert reclaimed is not None and reclaimed.status == dg.DagsterRunStatus.FAILURE
         assert instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots == []
         assert target.query('SELECT count(*), count(DISTINCT "InvoiceLineId") FROM chinook.invoice_line')[0] == (
             2240,
