@@ -71,3 +71,22 @@ def test_full_materialisation_on_postgres_backed_storage(
         assert materialisations == (22,), "11 lake + 11 warehouse assets recorded in PostgreSQL"
     finally:
         psql("postgres", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_an_incremental_stream_refuses_an_ephemeral_instance(
+    chinook_sqlite: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without DAGSTER_HOME the high-water mark would be kept nowhere: the run fails saying how to fix it,
+    before anything lands; the documented switch lets it through (a full reload)."""
+    invoice = [dg.AssetKey(["chinook", "invoice"])]
+    monkeypatch.delenv("INTEGRATION_PLATFORM_ALLOW_EPHEMERAL", raising=False)
+    chinook = platform(CHINOOK_SQLITE_YAML, tmp_path, dg.DagsterInstance.ephemeral())
+    refused = chinook.materialize(invoice, raise_on_error=False)
+    assert not refused.success
+    (message,) = [e.step_failure_data.error.message for e in refused.all_events if e.is_step_failure]  # type: ignore[union-attr]
+    assert "DAGSTER_HOME" in message and "INTEGRATION_PLATFORM_ALLOW_EPHEMERAL=1" in message
+    assert not (tmp_path / "lake" / "chinook" / "invoice").exists(), "nothing landed"
+
+    monkeypatch.setenv("INTEGRATION_PLATFORM_ALLOW_EPHEMERAL", "1")
+    allowed = platform(CHINOOK_SQLITE_YAML, tmp_path, dg.DagsterInstance.ephemeral()).materialize(invoice)
+    assert allowed.success and landed_rows(allowed) == {"chinook/invoice": 412}

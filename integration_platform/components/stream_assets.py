@@ -7,6 +7,7 @@ applies the pending landings to DuckDB inside one transaction, in the ``duckdb``
 """
 
 import datetime as dt
+import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -35,6 +36,8 @@ from integration_platform.pipeline.streams import StreamSpec
 from integration_platform.resources.lake import LakeResource, LakeStore
 
 FULL_REFRESH_TAG = "integration_platform/full_refresh"
+#: Set to ``1`` to let incremental streams run on an ephemeral instance (see ``refuse_ephemeral_marks``).
+ALLOW_EPHEMERAL_ENV = "INTEGRATION_PLATFORM_ALLOW_EPHEMERAL"
 DUCKDB_POOL = "duckdb"
 PK_CHECK = "primary_key_unique_not_null"
 ROWS_CHECK = "rows_reconcile_with_lake"
@@ -76,6 +79,22 @@ class StreamRunConfig(dg.Config):
     full_refresh: bool = False
     """Ignore the high-water mark and land the whole stream again; the warehouse table is
     replaced by it. Same as the run tag ``integration_platform/full_refresh=true``."""
+
+
+def refuse_ephemeral_marks(context: dg.AssetExecutionContext, spec: StreamSpec) -> None:
+    """Raise ``dg.Failure`` when an incremental stream runs on an ephemeral instance (no ``DAGSTER_HOME``):
+    its high-water mark would be kept nowhere, so every run would silently be a full reload. The
+    environment variable :data:`ALLOW_EPHEMERAL_ENV` set to ``1`` allows it (benchmarks, one-off tests)."""
+    if not spec.incremental or not context.instance.is_ephemeral or os.environ.get(ALLOW_EPHEMERAL_ENV) == "1":
+        return
+    raise dg.Failure(
+        description=(
+            f"{spec.path} is incremental, but this run uses a throw-away Dagster instance (DAGSTER_HOME is not "
+            "set), so its high-water mark would be lost and every run would reload the whole stream. Set "
+            "DAGSTER_HOME to a folder that persists (make run and make dev use .dagster_home), or set "
+            f"{ALLOW_EPHEMERAL_ENV}=1 to accept a full reload each time."
+        )
+    )
 
 
 def _cursor_from_metadata(context: dg.AssetExecutionContext, spec: StreamSpec) -> CursorValue | None:
@@ -239,6 +258,7 @@ def lake_asset(
         },
     )
     def _lake(context: dg.AssetExecutionContext, config: StreamRunConfig) -> dg.MaterializeResult:
+        refuse_ephemeral_marks(context, spec)
         tag_run_host(context)
         reclaim_dead_runs(context.instance, context.log.warning)  # before this run's load needs the slot
         lake: LakeResource = context.resources.lake
