@@ -158,3 +158,28 @@ def test_a_run_killed_in_its_warehouse_step_does_not_block_the_next_load(
             2240,
             2240,
         )
+
+
+def test_a_load_waiting_for_a_reader_says_who_holds_the_warehouse(
+    tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An analyst's read-only DuckDB session holds the file: the load logs that process's PID and command,
+    waits, and goes on once the session closes."""
+    monkeypatch.setenv("CHINOOK_DB_URL", f"sqlite:///{REPO / 'sandbox' / 'chinook' / 'chinook.sqlite'}")
+    target = platform(CHINOOK_YAML, tmp_path, instance)
+    assert target.materialize(INVOICE_LINES).success
+    code = (
+        "import duckdb, sys, time\n"
+        f"conn = duckdb.connect({str(target.warehouse_path)!r}, read_only=True)\n"
+        "print('open', flush=True)\n"
+        "time.sleep(3)\n"
+    )
+    reader = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == b"open"
+        result = target.materialize([INVOICE_LINES[1]])
+    finally:
+        reader.wait(timeout=30)
+    assert result.success
+    warnings = [str(r.user_message) for r in instance.all_logs(result.run_id) if "held open by" in r.user_message]
+    assert warnings and f"PID {reader.pid}" in warnings[0] and "time.sleep(3)" in warnings[0], warnings

@@ -8,10 +8,12 @@ applies the pending landings to DuckDB inside one transaction, in the ``duckdb``
 
 import datetime as dt
 import os
+import re
 import time
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -336,6 +338,52 @@ def _checks(
     return results
 
 
+_LOCK_HOLDER = re.compile(r"[Cc]onflicting lock is held in (.*?) \(PID (\d+)\)")
+
+
+def lock_holder(database: str) -> str | None:
+    """Who holds the DuckDB file ``database`` open (``"PID 123: python analysis.py"``), or ``None`` when this
+    process can open it for writing now. DuckDB lets one process at a time hold a file for writing, and its
+    lock error names the holder's program and PID; the command line comes from ``/proc`` where readable."""
+    try:
+        duckdb.connect(database).close()
+        return None
+    except duckdb.IOException as exc:
+        found = _LOCK_HOLDER.search(str(exc))
+        if not found:
+            raise
+    pid = found.group(2)
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        command = found.group(1)
+    return f"PID {pid}: {command or found.group(1)}"
+
+
+@contextmanager
+def warehouse_connection(context: dg.AssetExecutionContext) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The warehouse resource's connection; when another process holds the DuckDB file, the step says who
+    (PID and command) before dagster-duckdb's retries wait for it (about 100 s), and fails naming it if the
+    file is still locked then. Readers block loads too: see the README on reading the warehouse."""
+    resource = context.resources.warehouse
+    holder = lock_holder(resource.database)
+    if holder:
+        context.log.warning(
+            f"the warehouse {resource.database} is held open by {holder}; waiting for it to close (DuckDB "
+            "lets one process at a time open a file for writing, and a reading process blocks writers too)"
+        )
+    with ExitStack() as stack:
+        try:
+            conn = stack.enter_context(resource.get_connection())
+        except duckdb.IOException as exc:
+            holder = lock_holder(resource.database) or holder or "another process"
+            raise dg.Failure(
+                description=f"the warehouse {resource.database} stayed locked by {holder}: close that connection "
+                f"(an analyst's DuckDB session?) and retry; DuckDB said: {exc}"
+            ) from None
+        yield conn
+
+
 def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
     """The asset that applies the stream's pending landings to its DuckDB table."""
     check_specs = [
@@ -368,7 +416,7 @@ def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
         lake: LakeResource = context.resources.lake
         store = lake.store()
         keys: list[str | None] = list(context.partition_keys) if spec.partitioning else [None]
-        with context.resources.warehouse.get_connection() as conn:
+        with warehouse_connection(context) as conn:
             todo = pending(conn, store, spec, None if keys == [None] else {k for k in keys if k})
             result = load(conn, store, spec, todo)
             checks = _checks(conn, store, spec, result.table_rows)
