@@ -198,4 +198,25 @@ def test_asset_check_fails_when_the_warehouse_drifts(pagila: Platform) -> None:
         conn.execute("INSERT INTO pagila.language SELECT * FROM pagila.language WHERE language_id = 1")
     result = pagila.materialize(language[1:])
     outcome = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert outcome == {"primary_key_unique_not_null": False, "rows_reconcile_with_lake": False}
+    assert outcome == {
+        "primary_key_unique_not_null": False,
+        "rows_reconcile_with_lake": False,
+        "rows_match_source": False,
+    }
+
+
+def test_rows_deleted_at_the_source_are_reported_by_a_warning_check(pagila: Platform, pagila_db: str) -> None:
+    """A cursor cannot see a deleted row: the lake and the table agree with each other, and only the check
+    against the source's COUNT(*) says the table holds a row the source no longer has."""
+    actor = [dg.AssetKey(["pagila", "actor"]), dg.AssetKey(["warehouse", "pagila", "actor"])]
+    pg(pagila_db, "INSERT INTO actor (first_name, last_name) VALUES ('GONE', 'SOON')")
+    first = pagila.materialize(actor)
+    assert {e.check_name: e.passed for e in first.get_asset_check_evaluations()}["rows_match_source"]
+    pg(pagila_db, "DELETE FROM actor WHERE first_name = 'GONE'")
+    second = pagila.materialize(actor)
+    assert second.success and landed_rows(second)["pagila/actor"] == 0
+    outcome = {e.check_name: e for e in second.get_asset_check_evaluations()}
+    assert outcome["rows_reconcile_with_lake"].passed
+    source = outcome["rows_match_source"]
+    assert not source.passed and source.severity == dg.AssetCheckSeverity.WARN
+    assert source.metadata["rows_not_at_source"].value == 1 and source.metadata["rows_at_source"].value == 200

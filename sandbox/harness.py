@@ -61,8 +61,9 @@ class Platform:
         assets = [a for a in self.defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
         if selection is None:
             selection = [k for a in assets if a.partitions_def is None for k in a.keys]
+        checks = list(self.defs.asset_checks or [])  # checks defined apart from their asset
         return dg.materialize(
-            assets,
+            [*assets, *checks],
             resources=dict(self.defs.resources or {}),
             instance=self.instance,
             selection=selection,

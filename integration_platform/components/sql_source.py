@@ -31,11 +31,13 @@ from dagster._utils.schedules import is_valid_cron_string
 from pydantic import Field, model_validator
 
 from integration_platform.components.config_model import SecretSafeComponent
-from integration_platform.components.stream_assets import ExtractionReport, ExtractorFactory, stream_assets
+from integration_platform.components.stream_assets import DUCKDB_POOL, ExtractionReport, ExtractorFactory, stream_assets
 from integration_platform.pipeline.extract import Extractor
+from integration_platform.pipeline.loading import table_rows
 from integration_platform.pipeline.streams import IDENTIFIER, Partitioning, StreamSpec, to_identifier
 from integration_platform.resources.sql_database import SqlDatabaseResource, TableInfo
 
+SOURCE_CHECK = "rows_match_source"
 KINDS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mariadb", "sqlite": "sqlite"}
 
 
@@ -167,6 +169,37 @@ class SqlSource(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
 
         return factory
 
+    def _source_check(self, spec: StreamSpec, table: str) -> dg.AssetChecksDefinition:
+        """``rows_match_source`` (WARN) on the warehouse table: its row count against ``COUNT(*)`` at the
+        source. Rows deleted at the source are not tracked by a cursor, so ``rows_reconcile_with_lake``
+        can pass while the table holds rows the source no longer has; this check says so."""
+        key, schema = self.resource_key, self.schema_name
+
+        @dg.asset_check(
+            asset=spec.warehouse_key,
+            name=SOURCE_CHECK,
+            required_resource_keys={key, "warehouse"},
+            pool=DUCKDB_POOL,  # it opens the DuckDB file, which only one process may hold
+            description=f"Rows in DuckDB equal COUNT(*) of {table} at the source (warns on drift, e.g. deletes).",
+        )
+        def _rows_match_source(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+            database: SqlDatabaseResource = getattr(context.resources, key)
+            at_source = database.count_rows(table, schema)
+            with context.resources.warehouse.get_connection() as conn:
+                in_duckdb = table_rows(conn, spec)
+            drift = in_duckdb - at_source
+            return dg.AssetCheckResult(
+                passed=drift == 0,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"rows_at_source": at_source, "rows_in_duckdb": in_duckdb, "rows_not_at_source": drift},
+                description=None if drift == 0 else (
+                    f"DuckDB holds {drift:+d} rows against the source: rows deleted at the source are not tracked "
+                    "by a cursor; a full refresh (run config full_refresh: true) makes the table match again"
+                ),
+            )
+
+        return _rows_match_source
+
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         yaml_path = Path(context.path) / "defs.yaml"
         self.validate_declaration(yaml_path)
@@ -212,8 +245,10 @@ class SqlSource(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
                 schedules.append(
                     dg.build_schedule_from_partitioned_job(job, default_status=dg.DefaultScheduleStatus.STOPPED)
                 )
+        checks = [self._source_check(spec, table) for spec, table in specs if spec.partitioning is None]
         return dg.Definitions(
             assets=assets,
+            asset_checks=checks,
             jobs=jobs,
             schedules=schedules,
             resources={self.resource_key: SqlDatabaseResource(url=dg.EnvVar(self.url_env))},

@@ -142,6 +142,13 @@ class SqlDatabaseResource(dg.ConfigurableResource):
             if any(fnmatch.fnmatchcase(n, p) for p in include) and not any(fnmatch.fnmatchcase(n, p) for p in exclude)
         )
 
+    def count_rows(self, table: str, schema: str | None = None) -> int:
+        """``SELECT COUNT(*)`` of one table (the name quoted by SQLAlchemy, never pasted into SQL).
+        Raises ``NoSuchTableError`` or the driver's error as :meth:`read` does."""
+        reflected = sa.Table(table, sa.MetaData(), schema=schema)
+        with self.engine().connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(reflected)).scalar_one())
+
     def describe(self, table: str, schema: str | None = None) -> TableInfo:
         """Columns and primary key of one table. Raises ``NoSuchTableError`` when missing."""
         reflected = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=self.engine())
