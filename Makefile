@@ -7,7 +7,7 @@ export CHINOOK_DB_URL ?= sqlite:///$(CURDIR)/sandbox/chinook/chinook.sqlite
 DAGSTER_HOST ?= 127.0.0.1
 DAGSTER_PORT ?= 3000
 
-.PHONY: install install-dev install-bench install-kafka install-airflow run dev test lint bench clean
+.PHONY: install install-dev install-bench install-kafka install-airflow run dev test test-fast lint bench clean
 
 # constraints.txt pins every package (the lock); pyproject.toml lists what we use directly.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -49,6 +49,10 @@ dev: $(BIN)/.installed $(DAGSTER_HOME)/dagster.yaml
 ## The whole test suite, against the real services (see README).
 test: $(BIN)/.installed-dev install-kafka install-airflow
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+## The tests that need no server (the pure core, JSON -> Arrow): seconds, for every change.
+test-fast: $(BIN)/.installed-dev
+	$(BIN)/python -m pytest -q -m fast $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check integration_platform integration_platform_tests benchmarks sandbox

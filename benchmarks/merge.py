@@ -23,7 +23,7 @@ checkpoints on close) and the result is verified (row count, updated rows) untim
 - ``delete_insert`` (``limit``: the least work the result needs): stage the delta's Parquet
   in a temp table, ``DELETE FROM t WHERE id IN (SELECT id FROM delta); INSERT INTO t SELECT *
   FROM delta`` in one transaction.
-- ``platform``: ``integration_platform.pipeline.loading.load(conn, store, spec, [manifest])``.
+- ``platform``: ``integration_platform.core.loading.load(conn, store, spec, [manifest])``.
 - ``merge_into`` (``peer``, when the installed DuckDB has it): ``MERGE INTO t USING delta ON
   t.id = delta.id WHEN MATCHED THEN UPDATE WHEN NOT MATCHED THEN INSERT``.
 
@@ -79,7 +79,7 @@ FROM ({ids}) AS ids(id)
 
 
 def _spec() -> Any:
-    from integration_platform.pipeline.streams import StreamSpec
+    from integration_platform.core.streams import StreamSpec
 
     return StreamSpec(source=SOURCE, name=STREAM, write_disposition="merge", primary_key=("id",))
 
@@ -111,9 +111,9 @@ def ensure_setup(workdir: Path, rows: int) -> dict[str, Any]:
             return dict(marker)
     import duckdb
 
-    from integration_platform.pipeline.extract import extract_and_land
-    from integration_platform.pipeline.landing import land
-    from integration_platform.pipeline.loading import load
+    from integration_platform.core.extract import extract_and_land
+    from integration_platform.core.landing import land
+    from integration_platform.core.loading import load
     from integration_platform.resources.lake import LocalLake
 
     shutil.rmtree(workdir, ignore_errors=True)
@@ -163,8 +163,8 @@ def run_child(name: str, workdir: Path) -> None:
     db_path = str(workdir / "run.duckdb")
 
     def platform(conn: duckdb.DuckDBPyConnection) -> None:
-        from integration_platform.pipeline.landing import Manifest
-        from integration_platform.pipeline.loading import load
+        from integration_platform.core.landing import Manifest
+        from integration_platform.core.loading import load
         from integration_platform.resources.lake import LocalLake
 
         store = LocalLake(workdir / "lake")
@@ -190,7 +190,7 @@ def run_child(name: str, workdir: Path) -> None:
     }
     apply = methods[name]
     if name == "platform":  # import outside the timed part, as the others' imports are
-        import integration_platform.pipeline.loading  # noqa: F401
+        import integration_platform.core.loading  # noqa: F401
 
     def work() -> dict[str, Any]:
         started = time.perf_counter()
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"merge: {delta_rows:,}-row delta ({marker['updates']:,} updates, {marker['inserts']:,} new) "
           f"into {args.rows:,} rows; {len(methods)} methods x {args.runs} runs", flush=True)
     summaries = run_interleaved(methods, args.runs,
-                                warmup=[warm_imports("duckdb", "integration_platform.pipeline.loading")])
+                                warmup=[warm_imports("duckdb", "integration_platform.core.loading")])
     report("merge", summaries, reference="delete_insert", bytes_label="n/a (no MB/s for a merge)",
            extra_columns=[("commit_s", "commit_s", ".2f"), ("close_s", "close_s", ".2f"),
                           ("import_RSS_MB", "baseline_rss_mb", ".0f")])

@@ -147,9 +147,9 @@ def run_platform(pg: str, table: str, tmp: Path, variant: str) -> None:
     and, where ``land()`` has it, no byte bound); ``rgmb<M>`` lands with ``row_group_bytes=M``
     MiB; ``batch<M>mb`` reads with ``read_postgres(batch_bytes=M MiB)``.
     """
-    from integration_platform.pipeline.extract import extract_and_land
-    from integration_platform.pipeline.landing import land
-    from integration_platform.pipeline.streams import StreamSpec
+    from integration_platform.core.extract import extract_and_land
+    from integration_platform.core.landing import land
+    from integration_platform.core.streams import StreamSpec
     from integration_platform.resources.lake import LocalLake
     from integration_platform.resources.postgres_arrow import read_postgres
     from integration_platform.resources.sql_database import SqlDatabaseResource
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"sql_extract: {len(methods)} methods x {args.runs} runs, bench_rows = {args.rows:,} rows, "
           f"{sizes[TABLE][1] / 1e6:.0f} MB total relation size", flush=True)
     warmup = [*(m for m in methods if m.role == "limit"),
-              warm_imports("integration_platform.pipeline.extract", "pandas", "dlt", "connectorx")]
+              warm_imports("integration_platform.core.extract", "pandas", "dlt", "connectorx")]
     summaries = run_interleaved(methods, args.runs, warmup=warmup)
     report("sql_extract", summaries, reference="limit",
            bytes_label="pg_total_relation_size of the source table / seconds",

@@ -18,13 +18,13 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from integration_platform.pipeline.landing import land
-from integration_platform.pipeline.names import UnsafeNameError, check_segment
-from integration_platform.pipeline.quarantine import write_quarantine
-from integration_platform.pipeline.records import Rejected
-from integration_platform.pipeline.streams import StreamSpec
+from integration_platform.core.lake import LakeStore, LocalLake, S3Lake
+from integration_platform.core.landing import land
+from integration_platform.core.names import UnsafeNameError, check_segment
+from integration_platform.core.quarantine import write_quarantine
+from integration_platform.core.records import Rejected
+from integration_platform.core.streams import StreamSpec
 from integration_platform.resources.ftp import FtpResource
-from integration_platform.resources.lake import LakeStore, LocalLake, S3Lake
 from integration_platform.resources.remote_files import RemoteFileError
 from integration_platform.resources.sftp import SftpResource
 from integration_platform_tests.ftp_servers import PASSWORD_ENV, FtpServer, ftps_server

@@ -5,7 +5,9 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from integration_platform.pipeline.records import JsonRecords, SchemaConflictError, TableSpill
+from integration_platform.core.records import JsonRecords, SchemaConflictError, TableSpill
+
+pytestmark = pytest.mark.fast
 
 
 def test_a_stable_schema_across_pages_with_widening_and_new_columns() -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from integration_platform.core.lake import TMP_MARK
+from integration_platform.core.landing import list_manifests
+from integration_platform.core.streams import StreamSpec
 from integration_platform.instance import instance_config
-from integration_platform.pipeline.landing import list_manifests
-from integration_platform.pipeline.streams import StreamSpec
-from integration_platform.resources.lake import TMP_MARK
 from integration_platform_tests.run_stream import killed_in
 from integration_platform_tests.services import PG_HOST, PG_PORT, REPO, psql, require_port
 from sandbox.harness import landed_rows, latest_metadata, platform

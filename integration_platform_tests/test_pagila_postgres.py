@@ -8,8 +8,8 @@ import duckdb
 import psycopg
 import pytest
 
-from integration_platform.pipeline.landing import list_manifests
-from integration_platform.pipeline.streams import StreamSpec
+from integration_platform.core.landing import list_manifests
+from integration_platform.core.streams import StreamSpec
 from integration_platform_tests.services import PG_HOST, PG_PORT
 from sandbox.harness import Platform, landed_rows, latest_metadata, platform
 

@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from integration_platform.core.lake import TMP_MARK, LocalLake
+from integration_platform.core.landing import LandingError, land, list_manifests
+from integration_platform.core.loading import SchemaChangeError, load, pending
+from integration_platform.core.streams import StreamSpec
 from integration_platform.instance import instance_config
-from integration_platform.pipeline.landing import LandingError, land, list_manifests
-from integration_platform.pipeline.loading import SchemaChangeError, load, pending
-from integration_platform.pipeline.streams import StreamSpec
-from integration_platform.resources.lake import TMP_MARK, LocalLake
 
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string())])
 

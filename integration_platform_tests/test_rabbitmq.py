@@ -6,8 +6,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from integration_platform.pipeline.landing import list_manifests
-from integration_platform.pipeline.streams import StreamSpec
+from integration_platform.core.landing import list_manifests
+from integration_platform.core.streams import StreamSpec
 from integration_platform.resources.brokers import BrokerError
 from integration_platform.resources.rabbitmq import REASON_HEADER, RabbitMQResource
 from integration_platform_tests.rabbit import CuttingProxy, depth, fresh_queue, publish, take_all

@@ -17,7 +17,8 @@ from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
 from integration_platform.components import FileSource, HttpSync, QueueSource, RestSource, SqlSource
-from integration_platform.resources.lake import LakeResource, LakeStore
+from integration_platform.core.lake import LakeStore
+from integration_platform.resources.lake import LakeResource
 
 Source = SqlSource | RestSource | FileSource | QueueSource | HttpSync
 SOURCE_TYPES: dict[str, type[Source]] = {

@@ -2,7 +2,7 @@
 
 The partition's files are found again at run time (the listing may have changed since the
 sensor looked), downloaded into a temporary folder, parsed (:mod:`file_formats`) and
-conformed to the stream's known schema (:mod:`~integration_platform.pipeline.conform`).
+conformed to the stream's known schema (:mod:`~integration_platform.core.conform`).
 Each row gets ``_ip_file``, the name of the file it came from. Rows set aside (bad column
 count, values that do not convert) go to the report and from there to the quarantine; a
 file that cannot be parsed at all fails the run, and nothing of the partition lands.
@@ -21,12 +21,12 @@ import pyarrow as pa
 from integration_platform.components.file_drops import DropRules
 from integration_platform.components.file_formats import FileFormat, read_file
 from integration_platform.components.stream_assets import ExtractionReport, RunScope
-from integration_platform.pipeline.conform import conform, known_schema
-from integration_platform.pipeline.landing import list_manifests
-from integration_platform.pipeline.streams import StreamSpec
-from integration_platform.resources.lake import LakeStore
+from integration_platform.core.conform import conform, known_schema
+from integration_platform.core.lake import LakeStore
+from integration_platform.core.landing import list_manifests
+from integration_platform.core.row_filter import RowFilter
+from integration_platform.core.streams import StreamSpec
 from integration_platform.resources.remote_files import RemoteFile, RemoteFileError, RemoteFiles
-from integration_platform.resources.row_filter import RowFilter
 
 FILE_COLUMN = "_ip_file"
 
@@ -139,5 +139,5 @@ def extract_files(
 def extractor_for(
     plan: FileStreamPlan, connector: Connector, store: LakeStore, partition: str, report: ExtractionReport
 ) -> Callable[[RowFilter | None], pa.RecordBatchReader]:
-    """The :data:`~integration_platform.pipeline.extract.Extractor` of one partition."""
+    """The :data:`~integration_platform.core.extract.Extractor` of one partition."""
     return lambda _: extract_files(plan, connector, store, partition, report)

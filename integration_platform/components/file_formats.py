@@ -3,7 +3,7 @@
 Parsing is the libraries' job: pyarrow's CSV reader (its ``invalid_row_handler`` sets rows
 with the wrong column count aside), ``json``, pyarrow's Parquet reader, lxml (records found
 by an XPath) and openpyxl (one sheet, first row = header). JSON-shaped records (JSON, NDJSON,
-XML, Excel rows) go through :class:`~integration_platform.pipeline.records.JsonRecords`, the
+XML, Excel rows) go through :class:`~integration_platform.core.records.JsonRecords`, the
 same conversion REST pages use.
 
 :func:`read_file` returns the table and the records it set aside; a file that cannot be
@@ -20,7 +20,7 @@ import pyarrow.csv as pv
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from integration_platform.pipeline.records import JsonRecords, Rejected
+from integration_platform.core.records import JsonRecords, Rejected
 from integration_platform.resources.paginators import select_records
 
 FileFormatName = Literal["csv", "json", "ndjson", "parquet", "xml", "excel"]

@@ -37,10 +37,16 @@ from integration_platform.components.config_model import SecretSafeComponent
 from integration_platform.components.file_drops import DropRules, DropState, plan_tick
 from integration_platform.components.file_extract import FileStreamPlan, extractor_for
 from integration_platform.components.file_formats import FileFormat
-from integration_platform.components.stream_assets import ExtractionReport, ExtractorFactory, stream_assets
-from integration_platform.pipeline.extract import Extractor
-from integration_platform.pipeline.records import ARROW_TYPES
-from integration_platform.pipeline.streams import IDENTIFIER, Partitioning, StreamSpec
+from integration_platform.components.stream_assets import (
+    ExtractionReport,
+    ExtractorFactory,
+    lake_key,
+    stream_assets,
+    warehouse_key,
+)
+from integration_platform.core.extract import Extractor
+from integration_platform.core.records import ARROW_TYPES
+from integration_platform.core.streams import IDENTIFIER, Partitioning, StreamSpec
 from integration_platform.resources.ftp import FtpResource
 from integration_platform.resources.lake import LakeResource
 from integration_platform.resources.sftp import SftpResource
@@ -223,7 +229,7 @@ class FileSource(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
         @dg.sensor(
             name=f"{self.source}_{stream.name}_drops",
             minimum_interval_seconds=stream.sensor_interval_seconds,
-            asset_selection=[spec.lake_key, spec.warehouse_key],
+            asset_selection=[lake_key(spec), warehouse_key(spec)],
             required_resource_keys={key},
             default_status=dg.DefaultSensorStatus.STOPPED,
             description=f"Requests a run per new or changed stable file in {stream.directory}.",

@@ -37,12 +37,12 @@ from confluent_kafka import (
 from confluent_kafka import Message as KafkaMessage
 
 from integration_platform.components.queue_publish import PublishSpec
-from integration_platform.pipeline.landing import Manifest, list_manifests
+from integration_platform.core.lake import LakeStore
+from integration_platform.core.landing import Manifest, list_manifests
+from integration_platform.core.streams import StreamSpec
 from integration_platform.pipeline.messages import Message
-from integration_platform.pipeline.streams import StreamSpec
 from integration_platform.resources.brokers import BrokerError
 from integration_platform.resources.kafka import KafkaResource
-from integration_platform.resources.lake import LakeStore
 
 ATTRIBUTES = pa.schema(
     [

@@ -28,11 +28,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from integration_platform.pipeline.conform import known_schema
-from integration_platform.pipeline.landing import Manifest, active_manifests, land, list_manifests
+from integration_platform.core.conform import known_schema
+from integration_platform.core.lake import LakeStore
+from integration_platform.core.landing import Manifest, active_manifests, land, list_manifests
+from integration_platform.core.streams import StreamSpec
 from integration_platform.pipeline.messages import MESSAGE_ID, Message, MessageDecoder
-from integration_platform.pipeline.streams import StreamSpec
-from integration_platform.resources.lake import LakeStore
 
 
 class MessageSource(Protocol):

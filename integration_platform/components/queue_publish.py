@@ -33,8 +33,8 @@ from typing import Any, Protocol
 import dagster as dg
 from pydantic import Field, model_validator
 
-from integration_platform.pipeline.loading import quote
-from integration_platform.pipeline.streams import IDENTIFIER
+from integration_platform.core.loading import quote
+from integration_platform.core.streams import IDENTIFIER
 
 TABLE = r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$"
 

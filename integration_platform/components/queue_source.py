@@ -51,12 +51,13 @@ from integration_platform.components.queue_drain import DrainLimits, MessageSour
 from integration_platform.components.queue_publish import PublishSpec, publish_asset
 from integration_platform.components.rabbitmq_stream import ATTRIBUTES as RABBIT_ATTRIBUTES
 from integration_platform.components.rabbitmq_stream import RabbitQueueSource, rabbit_publisher
-from integration_platform.components.stream_assets import warehouse_asset
+from integration_platform.components.stream_assets import lake_key, warehouse_asset, warehouse_key
+from integration_platform.core.lake import LakeStore
+from integration_platform.core.records import ARROW_TYPES
+from integration_platform.core.streams import IDENTIFIER, StreamSpec
 from integration_platform.pipeline.messages import MESSAGE_ID, MessageDecoder
-from integration_platform.pipeline.records import ARROW_TYPES
-from integration_platform.pipeline.streams import IDENTIFIER, StreamSpec
 from integration_platform.resources.kafka import KafkaResource
-from integration_platform.resources.lake import LakeResource, LakeStore
+from integration_platform.resources.lake import LakeResource
 from integration_platform.resources.rabbitmq import MAX_PREFETCH, RabbitMQResource
 
 #: Tag of every drain run, so the backlog sensor sees a drain in flight.
@@ -150,7 +151,7 @@ class QueueSource(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
         key = self.resource_key
 
         @dg.asset(
-            key=spec.lake_key,
+            key=lake_key(spec),
             group_name=self.source,
             kinds={self.connection.broker, "parquet"},
             required_resource_keys={"lake", key},
@@ -193,7 +194,7 @@ class QueueSource(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
         @dg.sensor(
             name=f"{self.source}_{stream.name}_backlog",
             minimum_interval_seconds=stream.sensor.interval_seconds,
-            asset_selection=[spec.lake_key, spec.warehouse_key],
+            asset_selection=[lake_key(spec), warehouse_key(spec)],
             required_resource_keys={key},
             default_status=dg.DefaultSensorStatus.STOPPED,
             description=f"Requests a drain of {stream.target} when {stream.sensor.min_messages}+ messages wait.",
@@ -237,7 +238,7 @@ class QueueSource(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
             if stream.schedule:
                 job = dg.define_asset_job(
                     f"{self.source}_{stream.name}_drain",
-                    selection=[spec.lake_key, spec.warehouse_key],
+                    selection=[lake_key(spec), warehouse_key(spec)],
                     tags={DRAIN_TAG: spec.path},
                 )
                 schedules.append(

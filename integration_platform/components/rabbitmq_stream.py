@@ -19,7 +19,7 @@ import pika
 import pyarrow as pa
 
 from integration_platform.components.queue_publish import PublishSpec
-from integration_platform.pipeline.landing import Manifest
+from integration_platform.core.landing import Manifest
 from integration_platform.pipeline.messages import Message
 from integration_platform.resources.rabbitmq import Delivery, RabbitMQResource, RabbitSession
 

@@ -24,13 +24,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from integration_platform.components.stream_assets import ExtractionReport
-from integration_platform.pipeline.landing import active_manifests, list_manifests
-from integration_platform.pipeline.records import ARROW_TYPES, JsonRecords, TableSpill
-from integration_platform.pipeline.streams import StreamSpec
-from integration_platform.resources.lake import LakeStore
+from integration_platform.core.lake import LakeStore
+from integration_platform.core.landing import active_manifests, list_manifests
+from integration_platform.core.records import ARROW_TYPES, JsonRecords, TableSpill
+from integration_platform.core.row_filter import RowFilter
+from integration_platform.core.streams import StreamSpec
 from integration_platform.resources.paginators import Paginator
 from integration_platform.resources.rest_api import HttpSourceError, Page, RestClient
-from integration_platform.resources.row_filter import RowFilter
 
 #: Declared column types: the Arrow ones above, or ``json`` (the value kept as JSON text).
 COLUMN_TYPES = (*ARROW_TYPES, "json")
@@ -230,7 +230,7 @@ def extract_rest(
 def extractor_for(
     plan: RestStreamPlan, client_factory: Callable[[], RestClient], store: LakeStore, report: ExtractionReport
 ) -> Callable[[RowFilter | None], pa.RecordBatchReader]:
-    """The :data:`~integration_platform.pipeline.extract.Extractor` of ``plan``."""
+    """The :data:`~integration_platform.core.extract.Extractor` of ``plan``."""
 
     def extract(row_filter: RowFilter | None) -> pa.RecordBatchReader:
         client = client_factory()

@@ -38,9 +38,9 @@ from pydantic import Field, model_validator
 
 from integration_platform.components.config_model import SecretSafeComponent
 from integration_platform.components.rest_extract import COLUMN_TYPES, RestStreamPlan, extractor_for
-from integration_platform.components.stream_assets import ExtractionReport, ExtractorFactory, stream_assets
-from integration_platform.pipeline.extract import Extractor
-from integration_platform.pipeline.streams import IDENTIFIER, StreamSpec
+from integration_platform.components.stream_assets import ExtractionReport, ExtractorFactory, lake_key, stream_assets
+from integration_platform.core.extract import Extractor
+from integration_platform.core.streams import IDENTIFIER, StreamSpec
 from integration_platform.resources.http_auth import ENV_NAME as ENV_NAME_RE
 from integration_platform.resources.http_auth import REQUIRED, AuthType, HttpAuth, check_headers, origin_of
 from integration_platform.resources.lake import LakeResource
@@ -336,7 +336,7 @@ class RestSource(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
                 "api",
                 self.resource_key,
                 self._factory(plan),
-                deps=[plan.parent.lake_key] if plan.parent else (),
+                deps=[lake_key(plan.parent)] if plan.parent else (),
                 quarantine=plan.on_conflict == "quarantine",
             )
         ]

@@ -50,11 +50,11 @@ from pydantic import Field, model_validator
 from integration_platform.components.config_model import SecretSafeComponent
 from integration_platform.components.queue_publish import TABLE, json_default
 from integration_platform.components.rest_source import ENV_NAME, RestAuth
-from integration_platform.pipeline.cursors import CursorValue
+from integration_platform.core.cursors import CursorValue
+from integration_platform.core.landing import land
+from integration_platform.core.loading import quote
+from integration_platform.core.streams import IDENTIFIER, StreamSpec
 from integration_platform.pipeline.http_push import HttpPusher, PushPolicy, PushRequest, PushResult
-from integration_platform.pipeline.landing import land
-from integration_platform.pipeline.loading import quote
-from integration_platform.pipeline.streams import IDENTIFIER, StreamSpec
 from integration_platform.resources.http_auth import HttpAuth, check_headers, env_headers
 from integration_platform.resources.lake import LakeResource
 

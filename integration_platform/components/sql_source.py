@@ -31,10 +31,17 @@ from dagster._utils.schedules import is_valid_cron_string
 from pydantic import Field, model_validator
 
 from integration_platform.components.config_model import SecretSafeComponent
-from integration_platform.components.stream_assets import DUCKDB_POOL, ExtractionReport, ExtractorFactory, stream_assets
-from integration_platform.pipeline.extract import Extractor
-from integration_platform.pipeline.loading import table_rows
-from integration_platform.pipeline.streams import IDENTIFIER, Partitioning, StreamSpec, to_identifier
+from integration_platform.components.stream_assets import (
+    DUCKDB_POOL,
+    ExtractionReport,
+    ExtractorFactory,
+    lake_key,
+    stream_assets,
+    warehouse_key,
+)
+from integration_platform.core.extract import Extractor
+from integration_platform.core.loading import table_rows
+from integration_platform.core.streams import IDENTIFIER, Partitioning, StreamSpec, to_identifier
 from integration_platform.resources.sql_database import SqlDatabaseResource, TableInfo
 
 SOURCE_CHECK = "rows_match_source"
@@ -176,7 +183,7 @@ class SqlSource(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
         key, schema = self.resource_key, self.schema_name
 
         @dg.asset_check(
-            asset=spec.warehouse_key,
+            asset=warehouse_key(spec),
             name=SOURCE_CHECK,
             required_resource_keys={key, "warehouse"},
             pool=DUCKDB_POOL,  # it opens the DuckDB file, which only one process may hold
@@ -216,7 +223,7 @@ class SqlSource(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
         schedules: list[dg.ScheduleDefinition | dg.UnresolvedPartitionedAssetScheduleDefinition] = []
         plain = [s for s, _ in specs if s.partitioning is None]
         if plain:
-            selection = dg.AssetSelection.assets(*[k for s in plain for k in (s.lake_key, s.warehouse_key)])
+            selection = dg.AssetSelection.assets(*[k for s in plain for k in (lake_key(s), warehouse_key(s))])
             job = dg.define_asset_job(
                 f"{self.source}_refresh",
                 selection=selection,
@@ -239,7 +246,7 @@ class SqlSource(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
                 suffix = "" if len(starts) == 1 else f"_{start.replace('-', '')}"
                 job = dg.define_asset_job(
                     f"{self.source}_{granularity}_partitions{suffix}",
-                    selection=dg.AssetSelection.assets(*[k for s in members for k in (s.lake_key, s.warehouse_key)]),
+                    selection=dg.AssetSelection.assets(*[k for s in members for k in (lake_key(s), warehouse_key(s))]),
                 )
                 jobs.append(job)
                 schedules.append(

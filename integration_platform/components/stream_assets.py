@@ -20,10 +20,11 @@ import dagster as dg
 import duckdb
 
 from integration_platform.components.run_recovery import reclaim_dead_runs, tag_run_host
-from integration_platform.pipeline.cursors import CursorValue
-from integration_platform.pipeline.extract import Extractor, PartitionWindow, extract_and_land
-from integration_platform.pipeline.landing import Manifest, active_manifests, list_manifests
-from integration_platform.pipeline.loading import (
+from integration_platform.core.cursors import CursorValue
+from integration_platform.core.extract import Extractor, PartitionWindow, extract_and_land
+from integration_platform.core.lake import LakeStore
+from integration_platform.core.landing import Manifest, active_manifests, list_manifests
+from integration_platform.core.loading import (
     applied_landings,
     load,
     parquet_scan,
@@ -32,10 +33,10 @@ from integration_platform.pipeline.loading import (
     table_columns,
     table_name,
 )
-from integration_platform.pipeline.quarantine import quarantine_key, quarantined_rows, write_quarantine
-from integration_platform.pipeline.records import Rejected
-from integration_platform.pipeline.streams import StreamSpec
-from integration_platform.resources.lake import LakeResource, LakeStore
+from integration_platform.core.quarantine import quarantine_key, quarantined_rows, write_quarantine
+from integration_platform.core.records import Rejected
+from integration_platform.core.streams import Partitioning, StreamSpec
+from integration_platform.resources.lake import LakeResource
 
 FULL_REFRESH_TAG = "integration_platform/full_refresh"
 #: Set to ``1`` to let incremental streams run on an ephemeral instance (see ``refuse_ephemeral_marks``).
@@ -83,6 +84,29 @@ class StreamRunConfig(dg.Config):
     replaced by it. Same as the run tag ``integration_platform/full_refresh=true``."""
 
 
+def lake_key(spec: StreamSpec) -> dg.AssetKey:
+    """The lake asset of a stream: ``[source, name]``."""
+    return dg.AssetKey([spec.source, spec.name])
+
+
+def warehouse_key(spec: StreamSpec) -> dg.AssetKey:
+    """The warehouse asset of a stream: ``["warehouse", source, name]``."""
+    return dg.AssetKey(["warehouse", spec.source, spec.name])
+
+
+def partitions_def(partitioning: Partitioning | None) -> dg.PartitionsDefinition | None:
+    """The Dagster partitions of a stream's :class:`Partitioning` (``None`` when unpartitioned): dynamic
+    ones by name, daily and monthly UTC windows from ``start`` including the current one."""
+    if partitioning is None:
+        return None
+    if partitioning.granularity == "dynamic":
+        return dg.DynamicPartitionsDefinition(name=partitioning.name)
+    assert partitioning.start is not None
+    if partitioning.granularity == "daily":
+        return dg.DailyPartitionsDefinition(start_date=partitioning.start, end_offset=1)
+    return dg.MonthlyPartitionsDefinition(start_date=partitioning.start, end_offset=1)
+
+
 def refuse_ephemeral_marks(context: dg.AssetExecutionContext, spec: StreamSpec) -> None:
     """Raise ``dg.Failure`` when an incremental stream runs on an ephemeral instance (no ``DAGSTER_HOME``):
     its high-water mark would be kept nowhere, so every run would silently be a full reload. The
@@ -100,7 +124,7 @@ def refuse_ephemeral_marks(context: dg.AssetExecutionContext, spec: StreamSpec) 
 
 
 def _cursor_from_metadata(context: dg.AssetExecutionContext, spec: StreamSpec) -> CursorValue | None:
-    event = context.instance.get_latest_materialization_event(spec.lake_key)
+    event = context.instance.get_latest_materialization_event(lake_key(spec))
     if event is None or event.asset_materialization is None:
         return None
     value = event.asset_materialization.metadata.get("cursor_after")
@@ -113,7 +137,7 @@ def _partitions(context: dg.AssetExecutionContext, spec: StreamSpec) -> list[Par
         return [None]
     if spec.partitioning.granularity == "dynamic":
         return [PartitionWindow(key, None, None) for key in context.partition_keys]
-    definition = spec.partitioning.definition()
+    definition = partitions_def(spec.partitioning)
     assert isinstance(definition, dg.TimeWindowPartitionsDefinition)
     windows: list[PartitionWindow | None] = []
     for key in context.partition_keys:
@@ -234,7 +258,7 @@ def lake_asset(
     check_specs = (
         [
             dg.AssetCheckSpec(
-                QUARANTINE_CHECK, asset=spec.lake_key, description="No records of this stream are in quarantine."
+                QUARANTINE_CHECK, asset=lake_key(spec), description="No records of this stream are in quarantine."
             )
         ]
         if quarantine
@@ -242,10 +266,10 @@ def lake_asset(
     )
 
     @dg.asset(
-        key=spec.lake_key,
+        key=lake_key(spec),
         group_name=spec.source,
         kinds={kind, "parquet"},
-        partitions_def=spec.partitioning.definition() if spec.partitioning else None,
+        partitions_def=partitions_def(spec.partitioning),
         backfill_policy=dg.BackfillPolicy.single_run() if spec.partitioning else None,
         required_resource_keys={"lake", source_resource},
         deps=list(deps),
@@ -388,25 +412,25 @@ def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
     """The asset that applies the stream's pending landings to its DuckDB table."""
     check_specs = [
         dg.AssetCheckSpec(
-            ROWS_CHECK, asset=spec.warehouse_key, description="Rows in DuckDB equal the rows of the applied landings."
+            ROWS_CHECK, asset=warehouse_key(spec), description="Rows in DuckDB equal the rows of the applied landings."
         )
     ]
     if spec.primary_key:
         check_specs.append(
             dg.AssetCheckSpec(
                 PK_CHECK,
-                asset=spec.warehouse_key,
+                asset=warehouse_key(spec),
                 description=f"({', '.join(spec.primary_key)}) is unique and never null.",
             )
         )
 
     @dg.asset(
-        key=spec.warehouse_key,
-        deps=[spec.lake_key],
+        key=warehouse_key(spec),
+        deps=[lake_key(spec)],
         group_name=spec.source,
         kinds={"duckdb"},
         pool=DUCKDB_POOL,
-        partitions_def=spec.partitioning.definition() if spec.partitioning else None,
+        partitions_def=partitions_def(spec.partitioning),
         backfill_policy=dg.BackfillPolicy.single_run() if spec.partitioning else None,
         required_resource_keys={"lake", "warehouse"},
         check_specs=check_specs,

@@ -1,7 +1,7 @@
 """Queue and topic messages -> Arrow rows, for every broker (RabbitMQ, Kafka).
 
 A message's body is one JSON object; it becomes one row: its fields (converted by
-:class:`~integration_platform.pipeline.records.JsonRecords` under the stream's known schema,
+:class:`~integration_platform.core.records.JsonRecords` under the stream's known schema,
 so types stay stable from batch to batch), the message id in ``_ip_message_id`` (the
 stream's primary key: the warehouse merges on it, which turns at-least-once delivery into
 exactly-once rows) and the broker's own columns (routing key, partition, offset, ...).
@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from integration_platform.pipeline.records import ARROW_ERRORS, JsonRecords, SchemaConflictError
+from integration_platform.core.records import ARROW_ERRORS, JsonRecords, SchemaConflictError
 
 #: The primary key of every message stream.
 MESSAGE_ID = "_ip_message_id"

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
-from integration_platform.resources.row_filter import RowFilter
+from integration_platform.core.row_filter import RowFilter
 
 NUMERIC_TYPMOD_OFFSET = 4
 DECIMAL256_MAX_PRECISION = 76

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from integration_platform.pipeline.names import check_segment
+from integration_platform.core.names import check_segment
 
 
 class RemoteFileError(Exception):
@@ -28,7 +28,7 @@ class RemoteFile:
 
     The name comes from the server and becomes a partition key, a lake folder and an archive path, so it
     must be one plain path segment: anything else (``../../x``, ``a/b``) raises
-    :class:`~integration_platform.pipeline.names.UnsafeNameError` (a ``ValueError``) naming it.
+    :class:`~integration_platform.core.names.UnsafeNameError` (a ``ValueError``) naming it.
     """
 
     path: str

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, NoReturn
 import paramiko
 from paramiko.sftp import CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_READ, CMD_STATUS, SFTP_EOF, int64
 
-from integration_platform.pipeline.names import UnsafeNameError
+from integration_platform.core.names import UnsafeNameError
 from integration_platform.resources.remote_files import RemoteFile, RemoteFileError
 
 if TYPE_CHECKING:

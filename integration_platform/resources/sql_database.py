@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from pydantic import Field
 from sqlalchemy.engine import Engine
 
+from integration_platform.core.row_filter import RowFilter
 from integration_platform.resources.postgres_arrow import read_postgres
-from integration_platform.resources.row_filter import RowFilter
 
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from integration_platform.pipeline.landing import Manifest, active_manifests, list_manifests
-from integration_platform.pipeline.streams import WINDOW_COLUMN, StreamSpec
-from integration_platform.resources.lake import LakeStore
+from integration_platform.core.lake import LakeStore
+from integration_platform.core.landing import Manifest, active_manifests, list_manifests
+from integration_platform.core.streams import WINDOW_COLUMN, StreamSpec
 
 LEDGER_SCHEMA = "_integration_platform"
 LEDGER = f"{LEDGER_SCHEMA}.loads"

@@ -31,10 +31,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from integration_platform.pipeline.cursors import CursorRange, CursorValue
-from integration_platform.pipeline.names import check_segment
-from integration_platform.pipeline.streams import StreamSpec
-from integration_platform.resources.lake import LakeStore
+from integration_platform.core.cursors import CursorRange, CursorValue
+from integration_platform.core.lake import LakeStore
+from integration_platform.core.names import check_segment
+from integration_platform.core.streams import StreamSpec
 
 MANIFESTS = "_manifests"
 DEFAULT_ROW_GROUP_ROWS = 1_000_000

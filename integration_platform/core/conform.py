@@ -23,8 +23,8 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from integration_platform.pipeline.landing import Manifest
-from integration_platform.pipeline.records import ARROW_ERRORS, Rejected, cast
+from integration_platform.core.landing import Manifest
+from integration_platform.core.records import ARROW_ERRORS, Rejected, cast
 
 #: The manifest entry holding the landing's Arrow schema (base64 of its IPC form; see ``landing.land``).
 ARROW_SCHEMA = "arrow_schema"

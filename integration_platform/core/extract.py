@@ -18,17 +18,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from integration_platform.pipeline.cursors import CursorValue
-from integration_platform.pipeline.landing import (
+from integration_platform.core.cursors import CursorValue
+from integration_platform.core.lake import LakeStore
+from integration_platform.core.landing import (
     Manifest,
     active_manifests,
     incremental_window,
     land,
     list_manifests,
 )
-from integration_platform.pipeline.streams import StreamSpec
-from integration_platform.resources.lake import LakeStore
-from integration_platform.resources.row_filter import RowFilter
+from integration_platform.core.row_filter import RowFilter
+from integration_platform.core.streams import StreamSpec
 
 ROW_INDEX = "__ip_row_index"
 

@@ -11,8 +11,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-import dagster as dg
-
 WriteDisposition = Literal["replace", "append", "merge"]
 Granularity = Literal["daily", "monthly", "dynamic"]
 
@@ -59,22 +57,14 @@ class Partitioning:
         if self.granularity != "dynamic" and not self.start:
             raise ValueError(f"{self.granularity} partitioning needs a start date")
 
-    def definition(self) -> dg.PartitionsDefinition:
-        """The Dagster partitions definition these partitions correspond to."""
-        if self.granularity == "dynamic":
-            return dg.DynamicPartitionsDefinition(name=self.name)
-        assert self.start is not None
-        if self.granularity == "daily":
-            return dg.DailyPartitionsDefinition(start_date=self.start, end_offset=1)
-        return dg.MonthlyPartitionsDefinition(start_date=self.start, end_offset=1)
 
 
 @dataclass(frozen=True)
 class StreamSpec:
     """One stream of one source, as the pipeline sees it.
 
-    - ``source``/``name``: identifiers; the lake asset is ``[source, name]``, the warehouse
-      asset ``["warehouse", source, name]`` and the DuckDB table ``"<source>"."<name>"``.
+    - ``source``/``name``: identifiers; the lake prefix is ``source/name`` and the DuckDB table
+      ``"<source>"."<name>"`` (the asset keys are made in ``components/stream_assets.py``).
     - ``primary_key``: column names; required for ``merge``; may be empty otherwise.
     - ``cursor``: the high-water-mark column of an incremental stream, or ``None``.
     - ``lag``: look-back applied below the high-water mark (seconds for date/time cursors,
@@ -113,13 +103,6 @@ class StreamSpec:
         """``source/name``: the stream's prefix in the lake."""
         return f"{self.source}/{self.name}"
 
-    @property
-    def lake_key(self) -> dg.AssetKey:
-        return dg.AssetKey([self.source, self.name])
-
-    @property
-    def warehouse_key(self) -> dg.AssetKey:
-        return dg.AssetKey(["warehouse", self.source, self.name])
 
     @property
     def incremental(self) -> bool:

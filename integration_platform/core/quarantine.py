@@ -14,10 +14,10 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from integration_platform.pipeline.landing import check_window
-from integration_platform.pipeline.records import Rejected
-from integration_platform.pipeline.streams import StreamSpec
-from integration_platform.resources.lake import LakeStore
+from integration_platform.core.lake import LakeStore
+from integration_platform.core.landing import check_window
+from integration_platform.core.records import Rejected
+from integration_platform.core.streams import StreamSpec
 
 QUARANTINE = "_quarantine"
 SCHEMA = pa.schema(

@@ -1,0 +1,235 @@
+"""The lake: where landed Parquet files and their manifests live (a local folder or S3).
+
+Both back ends offer the same small object-store interface, keyed by ``/``-separated keys
+relative to the lake root. Writes are two-phase: a file is written to a *staging path* (a
+hidden temporary name in the target folder for a local lake, a local temporary file for S3)
+and only :meth:`LakeStore.commit` makes it visible under its key (``os.replace`` locally, a
+completed single or multipart ``PutObject`` on S3), so readers never see half a file.
+"""
+
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from integration_platform.core.names import check_segment
+
+TMP_MARK = ".tmp-"
+#: A staging file's name: ``.tmp-<pid>@<host>~<32 hex><suffix of the final name>``; the writer's pid
+#: and host let the next landing tell a dead writer's leftovers (removed at once) from a live
+#: writer's file. The final name itself is left out, so a long window name still fits in 255 bytes.
+_STAGING = re.compile(r"^\.tmp-(\d+)@([^~/]*)~[0-9a-f]{32}")
+#: Staging files whose writer cannot be judged (another host, an older name) are removed after this.
+STALE_STAGING_SECONDS = 3600
+
+
+def staging_name(final_name: str) -> str:
+    """A unique staging file name for ``final_name`` that records this process's pid and host."""
+    return f"{TMP_MARK}{os.getpid()}@{socket.gethostname()}~{uuid.uuid4().hex}{Path(final_name).suffix}"
+
+
+def writer_gone(path: Path) -> bool:
+    """Whether the staging file ``path`` was left by a writer that can no longer finish it: its process is
+    gone from this host, or (written on another host, or named the old way) it is older than
+    :data:`STALE_STAGING_SECONDS`. A file that vanished meanwhile counts as gone."""
+    found = _STAGING.match(path.name)
+    if found and found.group(2) == socket.gethostname():
+        try:
+            os.kill(int(found.group(1)), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    try:
+        return time.time() - path.stat().st_mtime > STALE_STAGING_SECONDS
+    except FileNotFoundError:
+        return True
+
+
+class LakeStore(Protocol):
+    """Object-store operations the pipeline needs. Keys are relative, ``/``-separated."""
+
+    def uri(self, key: str) -> str: ...
+
+    def staging_path(self, key: str) -> Path: ...
+
+    def commit(self, staging: Path, key: str) -> None: ...
+
+    def discard(self, staging: Path) -> None: ...
+
+    def put_json(self, key: str, obj: Any) -> None: ...
+
+    def get_json(self, key: str) -> Any: ...
+
+    def list_keys(self, prefix: str) -> list[str]: ...
+
+    def delete(self, keys: list[str]) -> None:
+        """Remove ``keys``; a key that does not exist is not an error."""
+        ...
+
+    def remove_stale_staging(self, prefix: str) -> int:
+        """Remove staging files under ``prefix`` left by writers that are gone; returns how many."""
+        ...
+
+    @contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]: ...
+
+
+def check_key(key: str) -> str:
+    """``key`` when each of its ``/``-separated segments is a plain name (``check_segment``; a prefix may
+    end in ``/``), else ``UnsafeNameError``: on S3 a ``..`` segment is a literal name, on disk it
+    leaves the folder, so neither store accepts one."""
+    if not key:  # the lake root
+        return key
+    segments = key.split("/")
+    if key.endswith("/"):
+        segments.pop()
+    for segment in segments:
+        check_segment(segment, f"segment of lake key {key!r}")
+    return key
+
+
+class LocalLake:
+    """A lake in a local folder. ``root`` is created on first write."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / check_key(key)).resolve()
+        if self.root not in path.parents:
+            raise ValueError(f"lake key {key!r} escapes the lake root {self.root}")
+        return path
+
+    def uri(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+    def staging_path(self, key: str) -> Path:
+        final = self._path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return final.with_name(staging_name(final.name))
+
+    def commit(self, staging: Path, key: str) -> None:
+        final = self._path(key)
+        with open(staging, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(staging, final)
+
+    def discard(self, staging: Path) -> None:
+        staging.unlink(missing_ok=True)
+
+    def put_json(self, key: str, obj: Any) -> None:
+        staging = self.staging_path(key)
+        staging.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str))
+        self.commit(staging, key)
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self._path(key).read_text())
+
+    def list_keys(self, prefix: str) -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.exists():
+            return []
+        return sorted(
+            str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file() and not p.name.startswith(TMP_MARK)
+        )
+
+    def remove_stale_staging(self, prefix: str) -> int:
+        """Remove the staging files under ``prefix`` whose writer is gone (:func:`writer_gone`; never part
+        of a manifest); returns how many."""
+        base = self._path(prefix)
+        stale = [p for p in base.rglob(f"{TMP_MARK}*") if writer_gone(p)] if base.exists() else []
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
+
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
+
+    @contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]:
+        yield self._path(key)
+
+
+class S3Lake:
+    """A lake under ``s3://bucket/prefix`` through a boto3 client from dagster-aws's S3Resource.
+
+    Uploads use boto3's transfer manager (multipart above 8 MiB); an object exists only once
+    its upload completed, so the staging file is a local temporary file.
+    """
+
+    def __init__(self, client: Any, bucket: str, prefix: str) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+
+    def _key(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def staging_path(self, key: str) -> Path:
+        path = Path(tempfile.gettempdir()) / staging_name(key.rsplit("/", 1)[-1])
+        path.touch(mode=0o600, exist_ok=False)
+        return path
+
+    def commit(self, staging: Path, key: str) -> None:
+        try:
+            self.client.upload_file(str(staging), self.bucket, self._key(key))
+        finally:
+            staging.unlink(missing_ok=True)
+
+    def discard(self, staging: Path) -> None:
+        staging.unlink(missing_ok=True)
+
+    def remove_stale_staging(self, prefix: str) -> int:
+        """Remove this host's local staging files (uploads in the temporary folder) whose writer is gone;
+        ``prefix`` is not used: a local temporary file does not record its stream. Returns how many."""
+        stale = [p for p in Path(tempfile.gettempdir()).glob(f"{TMP_MARK}*") if _STAGING.match(p.name)]
+        stale = [p for p in stale if writer_gone(p)]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
+
+    def put_json(self, key: str, obj: Any) -> None:
+        body = json.dumps(obj, indent=1, sort_keys=True, default=str).encode()
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body)
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read())
+
+    def list_keys(self, prefix: str) -> list[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        strip = len(self._key("")) if self.prefix else 0
+        keys: list[str] = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        return sorted(keys)
+
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+            chunk = [{"Key": self._key(k)} for k in keys[start : start + 1000]]
+            if chunk:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+
+    @contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]:
+        folder = Path(tempfile.mkdtemp(prefix="ip-lake-"))
+        try:
+            target = folder / key.rsplit("/", 1)[-1]
+            self.client.download_file(self.bucket, self._key(key), str(target))
+            yield target
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
