@@ -1,7 +1,8 @@
 """Fixtures: real databases loaded with real data (pagila, chinook), a Dagster instance per test."""
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 import pytest
@@ -20,22 +21,27 @@ from integration_platform_tests.services import (
 from sandbox import ServerMissing
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+@contextmanager
+def _server_missing_is_missing() -> Iterator[None]:
     """A sandbox server whose program is not installed fails the test in CI and skips it elsewhere."""
     try:
-        return (yield)
+        yield
     except ServerMissing as exc:
         missing(str(exc))
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    """As :func:`pytest_runtest_setup`, for servers a test starts itself."""
-    try:
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    """Servers started by fixtures: see :func:`_server_missing_is_missing`."""
+    with _server_missing_is_missing():
         return (yield)
-    except ServerMissing as exc:
-        missing(str(exc))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Servers a test starts itself: see :func:`_server_missing_is_missing`."""
+    with _server_missing_is_missing():
+        return (yield)
 
 PAGILA_TEMPLATE = "ip_test_pagila_template"
 

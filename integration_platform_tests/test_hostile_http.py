@@ -155,18 +155,23 @@ def test_an_error_that_echoes_a_secret_never_stores_it(
     assert not [p for p in pieces if p in records]
 
 
-@pytest.mark.parametrize("header", ["Authorization", "Cookie", "X-Api-Key", "X-Auth-Token", "Client-Secret"])
-def test_an_inline_secret_header_is_refused_without_repeating_it(tmp_path: Path, header: str) -> None:
+def _load_error(tmp_path: Path, attribute_line: str) -> str:
+    """The full traceback text of loading a RestSource whose attributes include ``attribute_line``."""
     config = tmp_path / "inline_secret.yaml"
     config.write_text(
         "type: integration_platform.components.RestSource\n"
         "attributes:\n  source: shop\n  base_url: https://api.example.com\n"
-        f'  headers: {{{header}: "{TOKEN}"}}\n'
+        f"  {attribute_line}\n"
         "  streams:\n    - name: orders\n      path: /orders\n"
     )
     with pytest.raises(Exception) as refused:
         _load_as_project(config, tmp_path / "project")
-    text = "".join(traceback.format_exception(refused.value))
+    return "".join(traceback.format_exception(refused.value))
+
+
+@pytest.mark.parametrize("header", ["Authorization", "Cookie", "X-Api-Key", "X-Auth-Token", "Client-Secret"])
+def test_an_inline_secret_header_is_refused_without_repeating_it(tmp_path: Path, header: str) -> None:
+    text = _load_error(tmp_path, f'headers: {{{header}: "{TOKEN}"}}')
     assert f"attributes.headers.{header}" in text and "headers_env" in text
     assert TOKEN not in text and TOKEN[4:14] not in text
 
@@ -174,15 +179,6 @@ def test_an_inline_secret_header_is_refused_without_repeating_it(tmp_path: Path,
 def test_an_inline_secret_in_a_pydantic_error_is_hidden(tmp_path: Path) -> None:
     """A secret in a field that does not exist (``token:`` instead of ``token_env:``) is refused by pydantic,
     whose errors quote their input: the component's model hides it."""
-    config = tmp_path / "token_inline.yaml"
-    config.write_text(
-        "type: integration_platform.components.RestSource\n"
-        "attributes:\n  source: shop\n  base_url: https://api.example.com\n"
-        f"  auth: {{type: bearer, token: {TOKEN}}}\n"
-        "  streams:\n    - name: orders\n      path: /orders\n"
-    )
-    with pytest.raises(Exception) as refused:
-        _load_as_project(config, tmp_path / "project")
-    text = "".join(traceback.format_exception(refused.value))
+    text = _load_error(tmp_path, f"auth: {{type: bearer, token: {TOKEN}}}")
     assert "Extra inputs are not permitted" in text and "auth" in text
     assert TOKEN not in text

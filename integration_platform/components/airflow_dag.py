@@ -35,6 +35,7 @@ import dagster as dg
 from pydantic import Field
 
 from integration_platform.components.config_model import SecretSafeComponent
+from integration_platform.core.names import ENV_NAME
 from integration_platform.resources.airflow import (
     AirflowError,
     AirflowResource,
@@ -43,7 +44,6 @@ from integration_platform.resources.airflow import (
     DagRun,
 )
 
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 UNSAFE = re.compile(r"[^A-Za-z0-9_.~:+-]")
 _RESOURCES: dict[str, AirflowResource] = {}
 

@@ -45,13 +45,12 @@ from integration_platform.components.stream_assets import (
     warehouse_key,
 )
 from integration_platform.core.extract import Extractor
+from integration_platform.core.names import ENV_NAME
 from integration_platform.core.records import ARROW_TYPES
 from integration_platform.core.streams import IDENTIFIER, Partitioning, StreamSpec
 from integration_platform.resources.ftp import FtpResource
 from integration_platform.resources.lake import LakeResource
 from integration_platform.resources.sftp import SftpResource
-
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class FileConnection(dg.Model, dg.Resolvable):

@@ -6,13 +6,12 @@ import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string
 from pydantic import Field, model_validator
 
+from integration_platform.core.names import ENV_NAME
 from integration_platform.core.records import ARROW_TYPES
 from integration_platform.core.streams import IDENTIFIER
 from integration_platform.pipeline.messages import IdFrom
 from integration_platform.resources.kafka import KafkaResource
 from integration_platform.resources.rabbitmq import MAX_PREFETCH, RabbitMQResource
-
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class QueueConnection(dg.Model, dg.Resolvable):

@@ -40,14 +40,13 @@ from integration_platform.components.config_model import SecretSafeComponent
 from integration_platform.components.rest_extract import COLUMN_TYPES, RestStreamPlan, extractor_for
 from integration_platform.components.stream_assets import ExtractionReport, ExtractorFactory, lake_key, stream_assets
 from integration_platform.core.extract import Extractor
+from integration_platform.core.names import ENV_NAME
 from integration_platform.core.streams import IDENTIFIER, StreamSpec
-from integration_platform.resources.http_auth import ENV_NAME as ENV_NAME_RE
 from integration_platform.resources.http_auth import REQUIRED, AuthType, HttpAuth, check_headers, origin_of
 from integration_platform.resources.lake import LakeResource
 from integration_platform.resources.paginators import Paginator, PaginatorType, compile_path
 from integration_platform.resources.rest_api import RestApiResource
 
-ENV_NAME = ENV_NAME_RE.pattern
 SECRET_FIELDS = {"token": "token_env", "api_key": "api_key_env", "password": "password_env"}
 SECRET_FIELDS |= {"client_secret": "client_secret_env", "refresh_token": "refresh_token_env"}
 

@@ -41,6 +41,7 @@ from integration_platform.components.stream_assets import (
 )
 from integration_platform.core.extract import Extractor
 from integration_platform.core.loading import table_rows
+from integration_platform.core.names import ENV_NAME
 from integration_platform.core.streams import IDENTIFIER, Partitioning, StreamSpec, to_identifier
 from integration_platform.resources.sql_database import SqlDatabaseResource, TableInfo
 
@@ -87,7 +88,7 @@ class SqlSource(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
     """A relational database whose tables land in the lake and the warehouse (see module doc)."""
 
     source: str = Field(description="Identifier: asset group, lake prefix and DuckDB schema.")
-    url_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Env var with the SQLAlchemy URL.")
+    url_env: str = Field(pattern=ENV_NAME, description="Env var with the SQLAlchemy URL.")
     schema_name: str | None = None
     include: list[str] = Field(default_factory=list, description="Globs of tables to land (reflected).")
     exclude: list[str] = Field(default_factory=list)

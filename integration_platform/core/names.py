@@ -9,6 +9,9 @@ delete another source's files. Every such name goes through :func:`check_segment
 
 import re
 
+#: What an environment variable's name may look like (POSIX portable names): every ``*_env`` field.
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
 #: Bytes a lake key segment may take: file systems cap a name at 255 bytes, and a window name gets
 #: ``partition=`` and ``.json`` / ``.parquet`` around it.
 MAX_SEGMENT_BYTES = 200

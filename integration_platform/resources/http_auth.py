@@ -25,6 +25,8 @@ from pydantic import Field
 from requests.auth import AuthBase, HTTPBasicAuth
 from requests_oauthlib import OAuth2Session
 
+from integration_platform.core.names import ENV_NAME
+
 AuthType = Literal["none", "bearer", "api_key", "basic", "oauth2_client_credentials", "oauth2_refresh_token"]
 
 #: What each auth type needs, for validation messages (field -> meaning).
@@ -222,8 +224,7 @@ def secret_values(config: HttpAuth) -> list[str]:
 SECRET_HEADER = re.compile(r"^(authorization|proxy-authorization|cookie)$|token|key|secret|password|session|signature",
                            re.IGNORECASE)
 DEFAULT_PORTS = {"http": 80, "https": 443}
-#: What an environment variable's name may look like (POSIX portable names).
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(ENV_NAME)
 Origin = tuple[str, str, int]
 
 
@@ -247,8 +248,8 @@ def check_headers(
             f"environment variable and name it: headers_env: {{{name}: MY_VARIABLE}}",
         )
     for name, variable in headers_env.items():
-        if not ENV_NAME.match(variable):
-            raise fail(f"headers_env.{name}", f"{variable!r} is not an environment variable name ({ENV_NAME.pattern})")
+        if not _ENV_NAME.match(variable):
+            raise fail(f"headers_env.{name}", f"{variable!r} is not an environment variable name ({ENV_NAME})")
 
 
 def origin_of(url: str) -> Origin:
