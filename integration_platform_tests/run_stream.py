@@ -1,8 +1,9 @@
 """Subprocess entry point for kill tests: materialise assets of a source YAML on a shared instance.
 
-Usage: python -m integration_platform_tests.run_stream <yaml file> <work dir> <instance dir> <asset key>...
-(asset keys as ``a/b``). The lake and warehouse live under <work dir>, as in the test process; the instance has
-the project's settings (``dagster.yaml``: the ``duckdb`` pool of limit 1), as ``make run`` has.
+Usage: python -m integration_platform_tests.run_stream [--project-instance] <yaml file> <work dir> <instance dir>
+<asset key>... (asset keys as ``a/b``). The lake and warehouse live under <work dir>, as in the test process.
+With ``--project-instance`` the instance has the project's settings (``dagster.yaml``: the ``duckdb`` pool of
+limit 1), as ``make run`` has; open it in the test with the same ``overrides`` (:data:`PROJECT_OVERRIDES`).
 :func:`killed_in` runs it with one method replaced by a SIGKILL of the process.
 """
 
@@ -19,9 +20,14 @@ from sandbox.harness import platform
 REPO = Path(__file__).resolve().parent.parent
 
 
+#: The project's instance settings, for tests that open the instance a ``--project-instance`` run used.
+PROJECT_OVERRIDES = instance_config({})
+
+
 def main(argv: list[str]) -> int:
-    yaml_file, work, home, *keys = argv
-    with dg.instance_for_test(temp_dir=home, overrides=instance_config({})) as instance:
+    overrides = PROJECT_OVERRIDES if argv[:1] == ["--project-instance"] else None
+    yaml_file, work, home, *keys = argv[1:] if overrides else argv
+    with dg.instance_for_test(temp_dir=home, overrides=overrides) as instance:
         target = platform(Path(yaml_file).read_text(), Path(work), instance)
         result = target.materialize([dg.AssetKey(k.split("/")) for k in keys])
     return 0 if result.success else 1

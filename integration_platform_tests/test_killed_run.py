@@ -15,8 +15,7 @@ import pytest
 from integration_platform.core.lake import TMP_MARK
 from integration_platform.core.landing import list_manifests
 from integration_platform.core.streams import StreamSpec
-from integration_platform.instance import instance_config
-from integration_platform_tests.run_stream import killed_in
+from integration_platform_tests.run_stream import PROJECT_OVERRIDES, killed_in
 from integration_platform_tests.services import PG_HOST, PG_PORT, REPO, psql, require_port
 from sandbox.harness import landed_rows, latest_metadata, platform
 
@@ -134,22 +133,22 @@ def test_a_run_killed_in_its_warehouse_step_does_not_block_the_next_load(
     yaml_file = tmp_path / "chinook.yaml"
     yaml_file.write_text(CHINOOK_YAML)
     keys = [k.to_user_string() for k in INVOICE_LINES]
-    killed = killed_in("integration_platform.components", "stream_assets", "load", str(yaml_file), str(tmp_path),
-                       str(home), *keys)  # fmt: skip
+    killed = killed_in("integration_platform.components", "stream_assets", "load", "--project-instance",
+                       str(yaml_file), str(tmp_path), str(home), *keys)  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    with dg.instance_for_test(temp_dir=str(home), overrides=instance_config({})) as instance:
+    with dg.instance_for_test(temp_dir=str(home), overrides=PROJECT_OVERRIDES) as instance:
         info = instance.event_log_storage.get_concurrency_info("duckdb")
         assert [slot.step_key for slot in info.claimed_slots] == ["warehouse__chinook__invoice_line"]
         (dead,) = instance.get_runs()
         assert dead.status == dg.DagsterRunStatus.STARTED, "the killed run never reported its end"
 
     retry = subprocess.run(
-        [sys.executable, "-m", "integration_platform_tests.run_stream", str(yaml_file), str(tmp_path), str(home),
-         *keys],
+        [sys.executable, "-m", "integration_platform_tests.run_stream", "--project-instance", str(yaml_file),
+         str(tmp_path), str(home), *keys],
         cwd=REPO, capture_output=True, timeout=180, check=False,
     )  # fmt: skip
     assert retry.returncode == 0, retry.stderr[-3000:]
-    with dg.instance_for_test(temp_dir=str(home), overrides=instance_config({})) as instance:
+    with dg.instance_for_test(temp_dir=str(home), overrides=PROJECT_OVERRIDES) as instance:
         target = platform(CHINOOK_YAML, tmp_path, instance)
         reclaimed = instance.get_run_by_id(dead.run_id)
         assert reclaimed is not None and reclaimed.status == dg.DagsterRunStatus.FAILURE

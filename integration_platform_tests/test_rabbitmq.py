@@ -231,7 +231,7 @@ def test_publish_changes_since_the_last_run(queue: str, tmp_path: Path, instance
         target.materialize([publish_key])
         first = {json.loads(body)["order_id"]: props.message_id for props, body in take_all(out)}
         assert sorted(first) == list(range(100))
-        assert latest_metadata(instance, publish_key)["cursor_after"] == "99"
+        assert latest_metadata(instance, publish_key)["cursor_after"] == {"kind": "int", "text": "99"}
 
         publish(queue, [(_order(i), f"order-{i}") for i in range(100, 110)])
         target.materialize([LAKE, WAREHOUSE])
@@ -239,7 +239,7 @@ def test_publish_changes_since_the_last_run(queue: str, tmp_path: Path, instance
         second = {json.loads(body)["order_id"]: props.message_id for props, body in take_all(out)}
         assert sorted(second) == list(range(99, 110))
         assert second[99] == first[99]  # the boundary row again, under the same id
-        assert latest_metadata(instance, publish_key)["cursor_before"] == "99"
+        assert latest_metadata(instance, publish_key)["cursor_before"] == {"kind": "int", "text": "99"}
 
 
 def test_drain_schedule_targets_both_assets(tmp_path: Path, instance: dg.DagsterInstance) -> None:

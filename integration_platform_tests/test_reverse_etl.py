@@ -72,7 +72,7 @@ def test_every_row_arrives_once_and_only_changed_rows_are_sent_again(tmp_path: P
         assert arrived(target) == Counter(range(1, 501))
         meta = latest_metadata(instance, KEY)
         assert (meta["rows_read"], meta["rows_succeeded"], meta["rows_failed"]) == (500, 500, 0)
-        assert meta["cursor_after"] == "2026-01-01T00:00:50"
+        assert meta["cursor_after"] == {"kind": "timestamp", "text": "2026-01-01T00:00:50"}
         results = ds.dataset(str(tmp_path / "lake" / "reverse_etl" / "contacts_out_results"), format="parquet")
         assert results.count_rows() == 500
         with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
@@ -148,7 +148,7 @@ def test_dead_letter_records_failures_and_advances(tmp_path: Path) -> None:
         assert sorted(json.loads(r["key"])[0] for r in table) == [13, 42]
         assert {r["status"] for r in table} == {422}
         meta = latest_metadata(instance, KEY)
-        assert meta["rows_failed"] == 2 and meta["cursor_after"] == "2026-01-01T00:00:10"
+        assert meta["rows_failed"] == 2 and meta["cursor_after"] == {"kind": "timestamp", "text": "2026-01-01T00:00:10"}
 
 
 def test_fail_policy_names_the_record_and_keeps_the_mark_before_it(tmp_path: Path) -> None:
@@ -163,7 +163,7 @@ def test_fail_policy_names_the_record_and_keeps_the_mark_before_it(tmp_path: Pat
         message = " ".join(failure_messages(result))
         assert "record [42]" in message and "422" in message
         # id 42 has updated_at 00:00:04: the mark stays there, so the next run re-sends 40..49 and on.
-        assert latest_metadata(instance, KEY)["cursor_after"] == "2026-01-01T00:00:04"
+        assert latest_metadata(instance, KEY)["cursor_after"] == {"kind": "timestamp", "text": "2026-01-01T00:00:04"}
         assert 42 not in arrived(target)
 
 
@@ -247,12 +247,12 @@ def test_sqlalchemy_source_sends_only_changed_rows(tmp_path: Path, monkeypatch: 
         )
         plat = platform(yaml_text, tmp_path, instance)
         assert plat.materialize([KEY]).success
-        assert latest_metadata(instance, KEY)["cursor_after"] == "200"
+        assert latest_metadata(instance, KEY)["cursor_after"] == {"kind": "int", "text": "200"}
         with sqlite3.connect(source) as conn:
             conn.execute("UPDATE contacts SET email = 'changed', version = 300 + id WHERE id IN (3, 7)")
         assert plat.materialize([KEY]).success
         meta = latest_metadata(instance, KEY)
-        assert (meta["rows_read"], meta["cursor_after"]) == (3, "307")  # 200 (the old mark) again, 3 and 7
+        assert (meta["rows_read"], meta["cursor_after"]["text"]) == (3, "307")  # 200 (the old mark) again, 3 and 7
         counts = arrived(target)
         assert counts == Counter({**dict.fromkeys(range(1, 201), 1), 3: 2, 7: 2})
 

@@ -33,6 +33,8 @@ from typing import Any, Protocol
 import dagster as dg
 from pydantic import Field, model_validator
 
+from integration_platform.components.marks import mark_metadata, read_mark
+from integration_platform.core.cursors import CursorValue
 from integration_platform.core.loading import quote
 from integration_platform.core.streams import IDENTIFIER
 
@@ -118,14 +120,6 @@ def message_id(source: str, spec: PublishSpec, row: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _last_mark(context: dg.AssetExecutionContext) -> Any:
-    event = context.instance.get_latest_materialization_event(context.asset_key)
-    if event is None or event.asset_materialization is None:
-        return None
-    value = event.asset_materialization.metadata.get("cursor_after")
-    return value.value if value is not None and value.value != "" else None
-
-
 def publish_asset(
     source: str, spec: PublishSpec, resource_key: str, broker: str, open_publisher: PublisherFactory
 ) -> dg.AssetsDefinition:
@@ -145,9 +139,9 @@ def publish_asset(
         description=f"Rows of {spec.table or 'a query'} published to {spec.destination}, confirmed.",
     )
     def _publish(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        mark = _last_mark(context) if spec.cursor else None
+        mark = read_mark(context.instance, context.asset_key) if spec.cursor else None
         started = time.monotonic()
-        published, high = 0, mark
+        published, high, last = 0, mark, None
         with (
             context.resources.warehouse.get_connection() as conn,
             open_publisher(getattr(context.resources, resource_key), spec) as publisher,
@@ -159,9 +153,9 @@ def publish_asset(
                 raise dg.Failure(f"publish {spec.name}: column(s) {missing} not in {spec.table or 'the query'}")
             sql, params = f"SELECT * FROM {spec.relation} AS t", []
             if spec.cursor:
-                if mark is not None:  # the mark is kept as text: compare it as the column's type
+                if mark is not None:  # compared as the column's type, whatever the mark's kind
                     sql += f" WHERE {quote(spec.cursor)} >= CAST(? AS {types[spec.cursor]})"
-                    params.append(mark)
+                    params.append(mark.text)
                 sql += f" ORDER BY {quote(spec.cursor)}"
             cursor = conn.execute(sql, params)
             columns = [d[0] for d in cursor.description]
@@ -171,7 +165,9 @@ def publish_asset(
                     publisher.send(message_id(source, spec, row), json.dumps(row, default=json_default).encode())
                     published += 1
                     if spec.cursor and row[spec.cursor] is not None:
-                        high = row[spec.cursor]  # rows come in cursor order: the last is the highest
+                        last = row[spec.cursor]  # rows come in cursor order: the last is the highest
+            if last is not None:
+                high = CursorValue.from_python(last)
         seconds = time.monotonic() - started
         context.log.info(f"published {published} message(s) to {spec.destination} in {seconds:.2f}s")
         return dg.MaterializeResult(
@@ -179,8 +175,7 @@ def publish_asset(
                 "messages_published": published,
                 "seconds": round(seconds, 3),
                 "messages_per_second": round(published / max(seconds, 1e-6)),
-                "cursor_before": "" if mark is None else str(mark),
-                "cursor_after": "" if high is None else high if isinstance(high, str) else json_default(high),
+                **mark_metadata(mark, high),
             }
         )
 

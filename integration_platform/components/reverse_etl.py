@@ -48,6 +48,7 @@ import sqlalchemy as sa
 from pydantic import Field, model_validator
 
 from integration_platform.components.config_model import SecretSafeComponent
+from integration_platform.components.marks import mark_metadata, read_mark
 from integration_platform.components.queue_publish import TABLE, json_default
 from integration_platform.components.rest_source import ENV_NAME, RestAuth
 from integration_platform.core.cursors import CursorValue
@@ -198,17 +199,6 @@ class HttpSync(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
         return dg.Definitions(assets=[sync_asset(self)], resources={self.resource_key: self.resource()})
 
 
-def _last_mark(context: dg.AssetExecutionContext) -> CursorValue | None:
-    event = context.instance.get_latest_materialization_event(context.asset_key)
-    if event is None or event.asset_materialization is None:
-        return None
-    meta = event.asset_materialization.metadata
-    text, kind = meta.get("cursor_after"), meta.get("cursor_kind")
-    if text is None or kind is None or text.value in ("", None):
-        return None
-    return CursorValue(str(kind.value), str(text.value))
-
-
 def _rows(
     sync: HttpSync, context: dg.AssetExecutionContext, mark: CursorValue | None
 ) -> Iterator[list[dict[str, Any]]]:
@@ -274,7 +264,7 @@ def sync_asset(sync: HttpSync) -> dg.AssetsDefinition:
     def _sync(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         target: HttpTargetResource = getattr(context.resources, sync.resource_key)
         lake: LakeResource = context.resources.lake
-        mark = _last_mark(context) if sync.cursor else None
+        mark = read_mark(context.instance, context.asset_key) if sync.cursor else None
         policy = PushPolicy(
             concurrency=sync.concurrency,
             connect_timeout=sync.connect_timeout,
@@ -366,9 +356,7 @@ def sync_asset(sync: HttpSync) -> dg.AssetsDefinition:
             "requests_per_second": round(pusher.requests_sent / max(seconds, 1e-6), 1),
             "seconds": round(seconds, 3),
             "results_uri": dg.MetadataValue.path(f"{lake.url.rstrip('/')}/{manifest.key}"),
-            "cursor_before": "" if mark is None else mark.text,
-            "cursor_after": "" if after is None else after.text,
-            "cursor_kind": "" if after is None else after.kind,
+            **mark_metadata(mark, after),
         }
         context.log.info(
             f"sync {sync.sync}: {progress.succeeded}/{progress.read} row(s) acknowledged, {progress.failed} failed, "
@@ -377,7 +365,7 @@ def sync_asset(sync: HttpSync) -> dg.AssetsDefinition:
         if progress.first_failure is not None and sync.on_failure == "fail":
             context.log_event(dg.AssetMaterialization(asset_key=sync.asset_key, metadata=metadata))
             raise dg.Failure(
-                f"sync {sync.sync}: {progress.first_failure}; the mark stays at {metadata['cursor_after']!r}"
+                f"sync {sync.sync}: {progress.first_failure}; the mark stays at {after.text if after else None!r}"
             )
         return dg.MaterializeResult(metadata=metadata)
 

@@ -19,8 +19,8 @@ from typing import Any
 import dagster as dg
 import duckdb
 
+from integration_platform.components.marks import mark_metadata, read_mark
 from integration_platform.components.run_recovery import reclaim_dead_runs, tag_run_host
-from integration_platform.core.cursors import CursorValue
 from integration_platform.core.extract import Extractor, PartitionWindow, extract_and_land
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import Manifest, active_manifests, list_manifests
@@ -123,14 +123,6 @@ def refuse_ephemeral_marks(context: dg.AssetExecutionContext, spec: StreamSpec) 
     )
 
 
-def _cursor_from_metadata(context: dg.AssetExecutionContext, spec: StreamSpec) -> CursorValue | None:
-    event = context.instance.get_latest_materialization_event(lake_key(spec))
-    if event is None or event.asset_materialization is None:
-        return None
-    value = event.asset_materialization.metadata.get("cursor_after")
-    return CursorValue.from_json(value.value) if isinstance(value, dg.JsonMetadataValue) else None  # type: ignore[arg-type]
-
-
 def _partitions(context: dg.AssetExecutionContext, spec: StreamSpec) -> list[PartitionWindow | None]:
     """The partitions this run materialises: one, or a whole range (a single-run backfill)."""
     if spec.partitioning is None:
@@ -185,7 +177,7 @@ def _land_one(
     log: bool = True,
 ) -> dict[str, Any]:
     """Extract and land one window (the stream, or one partition); returns its metadata."""
-    before = None if spec.partitioning else _cursor_from_metadata(context, spec)
+    before = None if spec.partitioning else read_mark(context.instance, lake_key(spec))
     report = ExtractionReport(scope=scope)
     started = time.monotonic()
     result = extract_and_land(
@@ -208,10 +200,7 @@ def _land_one(
     metadata["duplicates_dropped"] = result.duplicates_dropped
     metadata["full_refresh"] = full_refresh
     if spec.cursor:
-        metadata["cursor_before"] = dg.MetadataValue.json(
-            result.cursor_before.as_json() if result.cursor_before else {}
-        )
-        metadata["cursor_after"] = dg.MetadataValue.json(result.cursor_after.as_json() if result.cursor_after else {})
+        metadata.update(mark_metadata(result.cursor_before, result.cursor_after))
     metadata.update(report.metadata)
     if report.schema_changes:
         metadata["schema_changes"] = dg.MetadataValue.md("\n".join(f"- {c}" for c in report.schema_changes))
