@@ -3,6 +3,7 @@
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -170,3 +171,24 @@ def test_the_instance_puts_every_duckdb_writer_in_a_pool_of_one(tmp_path: Path) 
         instance_config({"DAGSTER_PG_URL": "postgresql://u@h/db"})
     with dg.instance_for_test(overrides={"concurrency": config["concurrency"]}) as instance:
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+
+
+def test_marks_written_in_older_forms_are_still_read() -> None:
+    """One codec for high-water marks; marks stored before it (bare text, text + cursor_kind) stay readable."""
+    from integration_platform.components.marks import mark_metadata, read_mark
+    from integration_platform.core.cursors import CursorValue
+
+    key = dg.AssetKey(["shop", "orders"])
+    stamp = CursorValue("timestamp", "2026-01-01T00:00:50")
+    cases: list[tuple[dict[str, Any], CursorValue | None]] = [
+        ({**mark_metadata(None, stamp)}, stamp),
+        ({"cursor_after": "2026-01-01T00:00:50", "cursor_kind": "timestamp"}, stamp),
+        ({"cursor_after": "99"}, CursorValue("string", "99")),
+        ({"cursor_after": ""}, None),
+        ({**mark_metadata(None, None)}, None),
+    ]
+    with dg.instance_for_test() as instance:
+        assert read_mark(instance, key) is None
+        for metadata, expected in cases:
+            instance.report_runless_asset_event(dg.AssetMaterialization(key, metadata=metadata))
+            assert read_mark(instance, key) == expected, metadata
