@@ -2,7 +2,7 @@
 
 Two real servers (``sandbox/hostile_api/server.py``) on two loopback ports, so two origins: *home* is the
 source's base URL; *foreign* is where home's links and redirects point. Home also answers with relative
-references (``/detail/2``, ``detail/4``) and echoes every header it receives in an error body.
+references (``/detail/1``, ``detail/4``) and echoes every header it receives in an error body.
 """
 
 import json
@@ -17,6 +17,8 @@ import dagster as dg
 import pytest
 import requests
 
+from integration_platform.components.rest_extract import render_path
+from integration_platform.core.names import UnsafeNameError
 from integration_platform_tests.services import REPO
 from integration_platform_tests.test_config_corpus import _load_as_project
 from sandbox.harness import failure_messages, platform
@@ -85,9 +87,12 @@ attributes:
 """
 
 
+COOKIE = "cookie-Zt7yQw3e"  # what home sets for 127.0.0.1, which a cookie jar sends to every port
+
+
 def _sent_credentials(request: dict[str, Any]) -> list[str]:
     values = " ".join(request["headers"].values()) + " " + request["path"]
-    named = (("token", TOKEN), ("api key", KEY), ("header", HEADER_SECRET))
+    named = (("token", TOKEN), ("api key", KEY), ("header", HEADER_SECRET), ("cookie", COOKIE))
     return [name for name, secret in named if secret in values]
 
 
@@ -109,17 +114,20 @@ def test_credentials_stay_with_the_base_url_origin(
     """A fan-out over links to another host, a redirect to it and relative references: the foreign host never
     gets a credential, home gets them on every request, and relative links resolve against home (RFC 3986)."""
     home, foreign = apis
-    source = platform(_yaml(home.url, AUTHS[auth]), tmp_path, instance)
+    # one request at a time, in parent order: the link and the redirect to foreign come after home set its
+    # cookie (a jar matches 127.0.0.1 whatever the port)
+    source = platform(_yaml(home.url, AUTHS[auth], "  concurrency: 1"), tmp_path, instance)
     result = source.materialize()
     assert result.success
     served = {row[0]: row[1] for row in source.query("SELECT id, served_by FROM hostile.details")}
-    assert served == {1: foreign.url, 2: home.url, 3: foreign.url, 4: home.url}
+    assert served == {1: home.url, 2: foreign.url, 3: foreign.url, 4: home.url}
     home_requests = home.requests()
-    assert {r["path"].split("?")[0] for r in home_requests} == {"/items", "/detail/2", "/redirect/3", "/detail/4"}
-    for request in home_requests:
-        assert len(_sent_credentials(request)) == 2, request  # the auth's secret and the secret header
+    assert {r["path"].split("?")[0] for r in home_requests} == {"/items", "/detail/1", "/redirect/3", "/detail/4"}
+    for request in home_requests:  # the auth's secret and the secret header (and home's cookie, once set)
+        assert len(set(_sent_credentials(request)) - {"cookie"}) == 2, request
+    assert any("cookie" in _sent_credentials(r) for r in home_requests), "home's cookie came back to home"
     foreign_requests = foreign.requests()
-    assert sorted(r["path"].split("?")[0] for r in foreign_requests) == ["/detail/1", "/detail/3"]
+    assert sorted(r["path"].split("?")[0] for r in foreign_requests) == ["/detail/2", "/detail/3"]
     for request in foreign_requests:
         assert _sent_credentials(request) == [], request
     assert TOKEN not in _text_of_run(instance, result.run_id) and KEY not in _text_of_run(instance, result.run_id)
@@ -135,7 +143,7 @@ def test_allowed_hosts_extend_the_credentials_to_another_origin(
     foreign_requests = foreign.requests()
     assert len(foreign_requests) == 2
     for request in foreign_requests:  # the linked URL and the redirect target both got them
-        assert _sent_credentials(request) == ["token", "header"], request
+        assert {"token", "header"} <= set(_sent_credentials(request)), request
 
 
 def test_an_error_that_echoes_a_secret_never_stores_it(
@@ -182,3 +190,33 @@ def test_an_inline_secret_in_a_pydantic_error_is_hidden(tmp_path: Path) -> None:
     text = _load_error(tmp_path, f"auth: {{type: bearer, token: {TOKEN}}}")
     assert "Extra inputs are not permitted" in text and "auth" in text
     assert TOKEN not in text
+
+
+@pytest.mark.parametrize("name", ["api_key", "access_token", "X-Signature"])
+def test_an_inline_secret_query_parameter_is_refused(tmp_path: Path, name: str) -> None:
+    """Configured query parameters go to every host a fan-out reaches: a secret there must be the auth's."""
+    text = _load_error(tmp_path, f'params: {{{name}: "{TOKEN}"}}')
+    assert f"attributes.params.{name}" in text and "api_key_in: query" in text
+    assert TOKEN not in text
+
+
+def test_a_parent_value_fills_exactly_one_path_segment(
+    apis: tuple[Api, Api], tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """``a/../b`` from a parent record reaches the server as one encoded segment, never as a path that
+    climbs out of ``/path/v1/{ref}/roles``."""
+    home, _ = apis
+    text = _yaml(home.url, AUTHS["bearer"]).replace("path: /items", "path: /refs")
+    text = text.replace('path: "{url}"', 'path: "/path/v1/{ref}/roles"')
+    source = platform(text, tmp_path, instance)
+    assert source.materialize().success
+    paths = sorted(r["path"].split("?")[0] for r in home.requests() if r["path"].startswith("/path/"))
+    assert paths == ["/path/v1/a%2F..%2Fb/roles", "/path/v1/ok/roles"]
+
+
+def test_a_dot_segment_value_is_refused() -> None:
+    """``..`` cannot be sent as a path segment at all: requests decodes ``%2E`` and urllib3 then removes the
+    dot segment, so ``/users/../roles`` would reach ``/roles`` with the credentials. Refused, naming it."""
+    with pytest.raises(UnsafeNameError, match=r"value of \{id\} in '/users/\{id\}/roles' '\.\.'"):
+        render_path("/users/{id}/roles", {"id": ".."}, "https://api.example.com/")
+    assert render_path("/users/{id}/roles", {"id": "a/b"}, "https://api.example.com/") == "/users/a%2Fb/roles"

@@ -34,6 +34,8 @@ import dagster as dg
 from pydantic import Field, model_validator
 
 from integration_platform.components.marks import mark_metadata, read_mark
+from integration_platform.components.run_recovery import tag_run_host
+from integration_platform.components.stream_assets import refuse_ephemeral_marks
 from integration_platform.core.cursors import CursorValue
 from integration_platform.core.loading import quote
 from integration_platform.core.streams import IDENTIFIER
@@ -139,6 +141,8 @@ def publish_asset(
         description=f"Rows of {spec.table or 'a query'} published to {spec.destination}, confirmed.",
     )
     def _publish(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        refuse_ephemeral_marks(context, spec.cursor is not None, f"publication {spec.name}")
+        tag_run_host(context)  # it holds the duckdb slot: a kill from now on is reclaimable
         mark = read_mark(context.instance, context.asset_key) if spec.cursor else None
         started = time.monotonic()
         published, high, last = 0, mark, None

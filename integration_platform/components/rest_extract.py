@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from integration_platform.components.stream_assets import ExtractionReport
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import active_manifests, list_manifests
+from integration_platform.core.names import url_segment
 from integration_platform.core.records import ARROW_TYPES, JsonRecords, TableSpill
 from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import StreamSpec
@@ -77,7 +78,8 @@ def render_path(template: str, row: dict[str, Any], base: str) -> str:
         value = str(row[names[0]])
         if urlsplit(value).scheme or "/" in value:
             return urljoin(base, value)
-    return template.format_map({name: quote(str(row[name]), safe="") for name in names})
+    values = {name: url_segment(str(row[name]), f"value of {{{name}}} in {template!r}") for name in names}
+    return template.format_map(values)
 
 
 def param_value(value: Any, fmt: str | None) -> str:

@@ -42,7 +42,14 @@ from integration_platform.components.stream_assets import ExtractionReport, Extr
 from integration_platform.core.extract import Extractor
 from integration_platform.core.names import ENV_NAME
 from integration_platform.core.streams import IDENTIFIER, StreamSpec
-from integration_platform.resources.http_auth import REQUIRED, AuthType, HttpAuth, check_headers, origin_of
+from integration_platform.resources.http_auth import (
+    REQUIRED,
+    AuthType,
+    HttpAuth,
+    check_headers,
+    origin_of,
+    secret_header_names,
+)
 from integration_platform.resources.lake import LakeResource
 from integration_platform.resources.paginators import Paginator, PaginatorType, compile_path
 from integration_platform.resources.rest_api import RestApiResource
@@ -221,6 +228,15 @@ class RestSource(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
         if not is_valid_cron_string(self.schedule):
             raise self._fail(yaml_path, "schedule", f"{self.schedule!r} is not a valid cron string (e.g. '0 3 * * *')")
         check_headers(self.headers, self.headers_env, lambda where, why: self._fail(yaml_path, where, why))
+        every_params = [("params", self.params)]
+        every_params += [(f"streams[{i}].params", s.params) for i, s in enumerate(self.streams)]
+        for where, params in every_params:
+            for name in secret_header_names(params):
+                raise self._fail(
+                    yaml_path, f"{where}.{name}", f"the query parameter {name!r} carries a secret and cannot be "
+                    "written inline (it would go to every host): use auth: {type: api_key, api_key_in: query, "
+                    f"api_key_name: {name}, api_key_env: MY_VARIABLE}}",
+                )
         for i, entry in enumerate(self.allowed_hosts):
             try:
                 origin_of(entry)

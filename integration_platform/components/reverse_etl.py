@@ -40,7 +40,6 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
-from urllib.parse import quote as quote_segment
 
 import dagster as dg
 import pyarrow as pa
@@ -51,9 +50,12 @@ from integration_platform.components.config_model import SecretSafeComponent
 from integration_platform.components.marks import mark_metadata, read_mark
 from integration_platform.components.queue_publish import TABLE, json_default
 from integration_platform.components.rest_source import ENV_NAME, RestAuth
+from integration_platform.components.run_recovery import tag_run_host
+from integration_platform.components.stream_assets import refuse_ephemeral_marks
 from integration_platform.core.cursors import CursorValue
 from integration_platform.core.landing import land
 from integration_platform.core.loading import quote
+from integration_platform.core.names import url_segment
 from integration_platform.core.streams import IDENTIFIER, StreamSpec
 from integration_platform.pipeline.http_push import HttpPusher, PushPolicy, PushRequest, PushResult
 from integration_platform.resources.http_auth import HttpAuth, check_headers, env_headers
@@ -264,6 +266,8 @@ def sync_asset(sync: HttpSync) -> dg.AssetsDefinition:
     def _sync(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         target: HttpTargetResource = getattr(context.resources, sync.resource_key)
         lake: LakeResource = context.resources.lake
+        refuse_ephemeral_marks(context, sync.cursor is not None, f"sync {sync.sync}")
+        tag_run_host(context)  # it holds the duckdb slot: a kill from now on is reclaimable
         mark = read_mark(context.instance, context.asset_key) if sync.cursor else None
         policy = PushPolicy(
             concurrency=sync.concurrency,
@@ -296,7 +300,7 @@ def sync_asset(sync: HttpSync) -> dg.AssetsDefinition:
         def path_for(row: dict[str, Any]) -> str:
             # Each value becomes one quoted path segment: a value such as "../admin" or ".evil.com/x"
             # can neither leave the configured path nor change the host the credentials go to.
-            return sync.target.path.format_map({k: quote_segment(str(v), safe="") for k, v in row.items()})
+            return sync.target.path.format_map({k: url_segment(str(v), f"value of {{{k}}}") for k, v in row.items()})
 
         def requests_for(rows: list[dict[str, Any]], keys: list[str], bodies: list[Any]) -> list[PushRequest]:
             if sync.mode == "record":

@@ -14,36 +14,26 @@ check for local processes; where runs are launched elsewhere (Celery, Kubernetes
 monitoring with that launcher's health check does this job instead.
 """
 
-import os
-import socket
 from collections.abc import Callable
 
 import dagster as dg
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
 
-#: Run tag: the host whose process coordinates the run (set at the run's first lake step). A run
-#: tagged with another host is never judged from here: its PIDs mean nothing on this machine.
+from integration_platform.core.lake import host_id, process_alive
+
+#: Run tag: the host (``core.lake.host_id``: host name, boot id, PID namespace) whose processes run
+#: the run's steps, set by every lake and warehouse step. Only runs tagged with this host are judged
+#: from here: an untagged run, or one of another host or container, has PIDs that mean nothing here.
 HOST_TAG = "integration_platform/host"
 
 
-def process_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this host (signal 0; a process of another user counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _coordinator_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
-    """The pid of the process that started the run (its RUN_START event), if it logged one."""
+def _coordinator(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] | None:
+    """The pid of the process that started the run and when (its RUN_START event), if it logged one."""
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_START, limit=1).records
     for record in records:
         event = record.event_log_entry.dagster_event
         if event is not None and event.pid is not None:
-            return int(event.pid)
+            return int(event.pid), float(record.event_log_entry.timestamp)
     return None
 
 
@@ -51,22 +41,23 @@ def reclaim_dead_runs(instance: dg.DagsterInstance, log: Callable[[str], None]) 
     """Fail the unfinished runs holding pool slots whose coordinating process is gone, and free the slots
     of those and of finished runs that still hold some. Returns the run ids handled; ``log`` gets one line
     per run (run id, pid, slots). A run of another host (:data:`HOST_TAG`) or without a start event yet is
-    left alone. Never raises for a run that vanished meanwhile."""
+    left alone, and so is an untagged one. Never raises for a run that vanished meanwhile."""
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits:
         return []
-    here = socket.gethostname()
+    here = host_id()
     handled = []
     for run_id in sorted(storage.get_concurrency_run_ids()):
         run = instance.get_run_by_id(run_id)
-        if run is None or run.tags.get(HOST_TAG, here) != here:
+        if run is None or run.tags.get(HOST_TAG) != here:
             continue
         if run.status not in FINISHED_STATUSES:
-            pid = _coordinator_pid(instance, run_id)
-            if pid is None or process_alive(pid):
+            started = _coordinator(instance, run_id)
+            if started is None or process_alive(started[0], started_by=started[1]):
                 continue
+            pid = started[0]
             instance.report_run_failed(
-                run, f"the run's process (pid {pid} on {here}) is gone (killed?): marked failed by the platform"
+                run, f"the run's process (pid {pid}) is gone (killed?): marked failed by the platform"
             )
             why = f"its process {pid} is gone"
         else:
@@ -77,10 +68,10 @@ def reclaim_dead_runs(instance: dg.DagsterInstance, log: Callable[[str], None]) 
     return handled
 
 
-def tag_run_host(context: dg.AssetExecutionContext) -> None:
+def tag_run_host(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> None:
     """Tag the step's run with this host (:data:`HOST_TAG`) unless it is tagged already."""
     if HOST_TAG not in context.run.tags:
-        context.instance.add_run_tags(context.run.run_id, {HOST_TAG: socket.gethostname()})
+        context.instance.add_run_tags(context.run.run_id, {HOST_TAG: host_id()})
 
 
 @dg.sensor(

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -107,18 +106,19 @@ def partitions_def(partitioning: Partitioning | None) -> dg.PartitionsDefinition
     return dg.MonthlyPartitionsDefinition(start_date=partitioning.start, end_offset=1)
 
 
-def refuse_ephemeral_marks(context: dg.AssetExecutionContext, spec: StreamSpec) -> None:
-    """Raise ``dg.Failure`` when an incremental stream runs on an ephemeral instance (no ``DAGSTER_HOME``):
-    its high-water mark would be kept nowhere, so every run would silently be a full reload. The
-    environment variable :data:`ALLOW_EPHEMERAL_ENV` set to ``1`` allows it (benchmarks, one-off tests)."""
-    if not spec.incremental or not context.instance.is_ephemeral or os.environ.get(ALLOW_EPHEMERAL_ENV) == "1":
+def refuse_ephemeral_marks(context: dg.AssetExecutionContext, incremental: bool, what: str) -> None:
+    """Raise ``dg.Failure`` when an asset that keeps a high-water mark (an incremental stream, a sync or a
+    publication with a cursor; ``incremental``) runs on an ephemeral instance (no ``DAGSTER_HOME``): the
+    mark would be kept nowhere, so every run would silently start from scratch (reload or re-send
+    everything). The environment variable :data:`ALLOW_EPHEMERAL_ENV` set to ``1`` allows it."""
+    if not incremental or not context.instance.is_ephemeral or os.environ.get(ALLOW_EPHEMERAL_ENV) == "1":
         return
     raise dg.Failure(
         description=(
-            f"{spec.path} is incremental, but this run uses a throw-away Dagster instance (DAGSTER_HOME is not "
-            "set), so its high-water mark would be lost and every run would reload the whole stream. Set "
+            f"{what} is incremental, but this run uses a throw-away Dagster instance (DAGSTER_HOME is not "
+            "set), so its high-water mark would be lost and every run would start from scratch. Set "
             "DAGSTER_HOME to a folder that persists (make run and make dev use .dagster_home), or set "
-            f"{ALLOW_EPHEMERAL_ENV}=1 to accept a full reload each time."
+            f"{ALLOW_EPHEMERAL_ENV}=1 to accept starting from scratch each time."
         )
     )
 
@@ -273,7 +273,7 @@ def lake_asset(
         },
     )
     def _lake(context: dg.AssetExecutionContext, config: StreamRunConfig) -> dg.MaterializeResult:
-        refuse_ephemeral_marks(context, spec)
+        refuse_ephemeral_marks(context, spec.incremental, spec.path)
         tag_run_host(context)
         reclaim_dead_runs(context.instance, context.log.warning)  # before this run's load needs the slot
         lake: LakeResource = context.resources.lake
@@ -355,9 +355,9 @@ _LOCK_HOLDER = re.compile(r"[Cc]onflicting lock is held in (.*?) \(PID (\d+)\)")
 
 
 def lock_holder(database: str) -> str | None:
-    """Who holds the DuckDB file ``database`` open (``"PID 123: python analysis.py"``), or ``None`` when this
+    """Who holds the DuckDB file ``database`` open (``"PID 123 (/usr/bin/python3)"``), or ``None`` when this
     process can open it for writing now. DuckDB lets one process at a time hold a file for writing, and its
-    lock error names the holder's program and PID; the command line comes from ``/proc`` where readable."""
+    lock error names the holder's program and PID; the command line is left out (it may carry a password)."""
     try:
         duckdb.connect(database).close()
         return None
@@ -365,18 +365,15 @@ def lock_holder(database: str) -> str | None:
         found = _LOCK_HOLDER.search(str(exc))
         if not found:
             raise
-    pid = found.group(2)
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        command = found.group(1)
-    return f"PID {pid}: {command or found.group(1)}"
+    return f"PID {found.group(2)} ({found.group(1)})"
 
 
 @contextmanager
-def warehouse_connection(context: dg.AssetExecutionContext) -> Iterator[duckdb.DuckDBPyConnection]:
+def warehouse_connection(
+    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """The warehouse resource's connection; when another process holds the DuckDB file, the step says who
-    (PID and command) before dagster-duckdb's retries wait for it (about 100 s), and fails naming it if the
+    (PID and program) before dagster-duckdb's retries wait for it (about 100 s), and fails naming it if the
     file is still locked then. Readers block loads too: see the README on reading the warehouse."""
     resource = context.resources.warehouse
     holder = lock_holder(resource.database)
@@ -426,6 +423,7 @@ def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
         description=f"DuckDB table {spec.source}.{spec.name} ({spec.write_disposition}).",
     )
     def _warehouse(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        tag_run_host(context)  # the slot is held from here: a kill from now on is reclaimable
         lake: LakeResource = context.resources.lake
         store = lake.store()
         keys: list[str | None] = list(context.partition_keys) if spec.partitioning else [None]

@@ -7,6 +7,8 @@ and only :meth:`LakeStore.commit` makes it visible under its key (``os.replace``
 completed single or multipart ``PutObject`` on S3), so readers never see half a file.
 """
 
+import functools
+import hashlib
 import json
 import os
 import re
@@ -20,10 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from integration_platform.core.names import check_segment
+from integration_platform.core.names import MAX_KEY_SEGMENT_BYTES, check_segment
 
 TMP_MARK = ".tmp-"
-#: A staging file's name: ``.tmp-<pid>@<host>~<32 hex><suffix of the final name>``; the writer's pid
+#: A staging file's name: ``.tmp-<pid>@<host id>~<32 hex><suffix of the final name>``; the writer's pid
 #: and host let the next landing tell a dead writer's leftovers (removed at once) from a live
 #: writer's file. The final name itself is left out, so a long window name still fits in 255 bytes.
 _STAGING = re.compile(r"^\.tmp-(\d+)@([^~/]*)~[0-9a-f]{32}")
@@ -31,28 +33,56 @@ _STAGING = re.compile(r"^\.tmp-(\d+)@([^~/]*)~[0-9a-f]{32}")
 STALE_STAGING_SECONDS = 3600
 
 
+@functools.cache
+def host_id() -> str:
+    """This machine and PID namespace, as 12 hex digits: the host name, the kernel's boot id and the PID
+    namespace's inode. Two containers with one host name, or one host after a reboot, differ, so a pid
+    is only ever judged where it means something."""
+    parts = [socket.gethostname()]
+    for source in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(Path(source).read_text().strip() if "boot_id" in source else str(os.stat(source).st_ino))
+        except OSError:
+            parts.append("?")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
+def process_alive(pid: int, started_by: float | None = None) -> bool:
+    """Whether process ``pid`` of this host exists and, with ``started_by`` (Unix seconds), had started by
+    then: a process started later holds a reused pid, so the one asked about is gone. A process of
+    another user counts as alive."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if started_by is None:
+        return True
+    try:
+        return os.stat(f"/proc/{pid}").st_ctime <= started_by + 1
+    except OSError:
+        return True
+
+
 def staging_name(final_name: str) -> str:
-    """A unique staging file name for ``final_name`` that records this process's pid and host."""
-    return f"{TMP_MARK}{os.getpid()}@{socket.gethostname()}~{uuid.uuid4().hex}{Path(final_name).suffix}"
+    """A unique staging file name for ``final_name`` that records this process's pid and :func:`host_id`."""
+    return f"{TMP_MARK}{os.getpid()}@{host_id()}~{uuid.uuid4().hex}{Path(final_name).suffix}"
 
 
 def writer_gone(path: Path) -> bool:
     """Whether the staging file ``path`` was left by a writer that can no longer finish it: its process is
-    gone from this host, or (written on another host, or named the old way) it is older than
-    :data:`STALE_STAGING_SECONDS`. A file that vanished meanwhile counts as gone."""
-    found = _STAGING.match(path.name)
-    if found and found.group(2) == socket.gethostname():
-        try:
-            os.kill(int(found.group(1)), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+    gone from this host (or its pid was reused since the file was written), or (written on another
+    host, or named the old way) it is older than :data:`STALE_STAGING_SECONDS`. A file that vanished
+    meanwhile counts as gone."""
     try:
-        return time.time() - path.stat().st_mtime > STALE_STAGING_SECONDS
+        mtime = path.stat().st_mtime
     except FileNotFoundError:
         return True
+    found = _STAGING.match(path.name)
+    if found and found.group(2) == host_id():
+        return not process_alive(int(found.group(1)), started_by=mtime)
+    return time.time() - mtime > STALE_STAGING_SECONDS
 
 
 class LakeStore(Protocol):
@@ -94,7 +124,7 @@ def check_key(key: str) -> str:
     if key.endswith("/"):
         segments.pop()
     for segment in segments:
-        check_segment(segment, f"segment of lake key {key!r}")
+        check_segment(segment, f"segment of lake key {key!r}", MAX_KEY_SEGMENT_BYTES)
     return key
 
 

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from integration_platform.core.cursors import CursorRange, CursorValue
 from integration_platform.core.lake import LakeStore
-from integration_platform.core.names import check_segment
+from integration_platform.core.names import MAX_KEY_SEGMENT_BYTES, check_segment
 from integration_platform.core.streams import StreamSpec
 
 MANIFESTS = "_manifests"
@@ -111,7 +111,8 @@ def check_window(stream_path: str, window: str) -> str:
     """``window`` when it is one plain path segment (see :func:`check_segment`), else
     ``UnsafeNameError`` (a ``ValueError``) naming the stream: a window holds partition keys, which may come from
     remote file names, and must never address a folder outside its stream."""
-    return check_segment(window, f"window of lake stream {stream_path}")
+    # "<window>.parquet" (quarantine) is the longest name a window becomes
+    return check_segment(window, f"window of lake stream {stream_path}", MAX_KEY_SEGMENT_BYTES - len(".parquet"))
 
 
 def incremental_window(cursor_before: CursorValue | None) -> str:

@@ -8,13 +8,16 @@ delete another source's files. Every such name goes through :func:`check_segment
 """
 
 import re
+from urllib.parse import quote
 
 #: What an environment variable's name may look like (POSIX portable names): every ``*_env`` field.
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
-#: Bytes a lake key segment may take: file systems cap a name at 255 bytes, and a window name gets
-#: ``partition=`` and ``.json`` / ``.parquet`` around it.
+#: Bytes a name from outside (a remote file name, a partition key) may take: file systems cap a name
+#: at 255 bytes, and a window name puts ``partition=`` before it and ``.json`` / ``.parquet`` after.
 MAX_SEGMENT_BYTES = 200
+#: Bytes any one segment of a lake key may take (file systems' NAME_MAX).
+MAX_KEY_SEGMENT_BYTES = 255
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -22,11 +25,12 @@ class UnsafeNameError(ValueError):
     """A name from outside would not stay one path segment; the message names what, where and why."""
 
 
-def check_segment(name: str, what: str) -> str:
+def check_segment(name: str, what: str, max_bytes: int = MAX_SEGMENT_BYTES) -> str:
     """Return ``name`` when it is one plain path segment, else raise :class:`UnsafeNameError`.
 
     Plain: not empty, not ``.`` or ``..``, no ``/`` or ``\\``, no control character (NUL, newline,
-    ...), at most :data:`MAX_SEGMENT_BYTES` bytes of UTF-8. ``what`` says where the name came from
+    ...), at most ``max_bytes`` bytes of UTF-8 (:data:`MAX_SEGMENT_BYTES` for a name from outside).
+    ``what`` says where the name came from
     (``"file name listed by sftp://host:22/drops"``, ``"window of lake stream src/orders"``) and is
     quoted in the error.
     """
@@ -36,11 +40,23 @@ def check_segment(name: str, what: str) -> str:
         problem = "holds a path separator"
     elif _CONTROL.search(name):
         problem = "holds a control character"
-    elif len(name.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES:
-        problem = f"is longer than {MAX_SEGMENT_BYTES} bytes"
+    elif len(name.encode("utf-8", "surrogatepass")) > max_bytes:
+        problem = f"is longer than {max_bytes} bytes"
     else:
         return name
     raise UnsafeNameError(
         f"refusing the {what} {name!r}: it {problem}, and a name must be one plain path segment "
         "(no '/', '\\', control characters, '.' or '..') so it cannot address anything outside its own folder"
     )
+
+
+def url_segment(value: str, what: str) -> str:
+    """``value`` percent-encoded as one URL path segment (RFC 3986): ``/``, ``?``, ``#`` and the rest are
+    encoded. ``.`` and ``..`` raise :class:`UnsafeNameError` naming ``what``: HTTP clients remove dot
+    segments (RFC 3986 section 5.2.4; requests even decodes ``%2E`` first), so ``/users/../roles``
+    would become ``/roles``, with the credentials meant for the first."""
+    if value in (".", ".."):
+        raise UnsafeNameError(
+            f"refusing the {what} {value!r}: as a URL path segment it would be removed as a dot segment"
+        )
+    return quote(value, safe="")

@@ -207,9 +207,8 @@ def mask(text: str, secrets: Iterable[str | None], limit: int | None = None) -> 
     """``text`` with every non-empty value of ``secrets`` replaced by ``***``, then cut to ``limit``
     characters. Masking comes first: cutting first could split a secret so that its visible part
     no longer matches, and leave most of it in the text."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):  # a secret inside another one
+        text = text.replace(secret, "***")
     return text if limit is None else text[:limit]
 
 
@@ -219,25 +218,29 @@ def secret_values(config: HttpAuth) -> list[str]:
     return [v for v in values if v]
 
 
-#: Header names whose values are secrets: they may only be given by environment variable name
-#: (``headers_env``), are sent only to allowed origins and are masked in every text we show.
-SECRET_HEADER = re.compile(r"^(authorization|proxy-authorization|cookie)$|token|key|secret|password|session|signature",
-                           re.IGNORECASE)
+#: Names (of headers and query parameters) whose values are secrets: they may only be given by
+#: environment variable name (``headers_env``, the auth's ``*_env``), are sent only to allowed origins
+#: and are masked in every URL we show. Broad on purpose: a name caught wrongly (``X-Partition-Key``)
+#: costs a line of ``headers_env``; one missed leaks a secret.
+SECRET_NAME = re.compile(
+    r"auth(?!ors?)|cookie|token|secret|passw|session|signature|credential|apikey|(?:^|[-_.])key(?:$|[-_.])",
+    re.IGNORECASE,
+)
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _ENV_NAME = re.compile(ENV_NAME)
 Origin = tuple[str, str, int]
 
 
 def secret_header_names(headers: Iterable[str]) -> list[str]:
-    """The names among ``headers`` that :data:`SECRET_HEADER` calls secret (Authorization, Cookie,
-    ``*token*``, ``*key*``, ``*secret*``, ...), in the order given."""
-    return [name for name in headers if SECRET_HEADER.search(name)]
+    """The names among ``headers`` (or query parameters) that :data:`SECRET_NAME` calls secret
+    (Authorization, Cookie, ``*token*``, ``*key*``, ``*secret*``, ...), in the order given."""
+    return [name for name in headers if SECRET_NAME.search(name)]
 
 
 def check_headers(
     headers: Mapping[str, str], headers_env: Mapping[str, str], fail: Callable[[str, str], Exception]
 ) -> None:
-    """Refuse a secret given inline: a header of ``headers`` whose name :data:`SECRET_HEADER` calls
+    """Refuse a secret given inline: a header of ``headers`` whose name :data:`SECRET_NAME` calls
     secret must come from ``headers_env`` (header -> environment variable name), and each of those
     names must be a variable name. Raises ``fail(field, why)``; the message names the header and never
     repeats its value (it would otherwise land in Dagster's error records)."""
@@ -304,6 +307,9 @@ class OriginBoundAuth(AuthBase):
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         if not self.allows(str(request.url)):
+            # the cookie jar matches cookies by domain only (not scheme or port): drop them here too
+            for name in [h for h in request.headers if h.lower() == "cookie" or h in self.headers]:
+                del request.headers[name]
             return request
         request.headers.update(self.headers)
         return self.inner(request) if self.inner is not None else request
@@ -314,14 +320,14 @@ class CredentialSession(requests.Session):
 
     requests itself drops only ``Authorization`` on a redirect to another host (``Session.rebuild_auth``)
     and keeps an API-key header or a cookie header; here every credential header (``Authorization``,
-    ``Proxy-Authorization``, ``Cookie``, the API key's header and each secret header) is removed
+    ``Cookie``, the API key's header and each secret header) is removed
     when the redirect leaves the allowed origins (the session's :class:`OriginBoundAuth` decides), and
     applied again when it goes to another allowed origin.
     """
 
     def __init__(self, credential_headers: Iterable[str]) -> None:
         super().__init__()
-        self.credential_headers = {"authorization", "proxy-authorization", "cookie"}
+        self.credential_headers = {"authorization", "cookie"}  # a proxy's own credentials stay
         self.credential_headers |= {h.lower() for h in credential_headers}
 
     def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:

@@ -27,6 +27,7 @@ from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
 from integration_platform.resources.http_auth import (
+    SECRET_NAME,
     CredentialSession,
     HttpAuth,
     OAuth2TokenAuth,
@@ -47,7 +48,6 @@ from integration_platform.resources.paginators import (
 from integration_platform.resources.rate_limit import RateLimiter
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-SENSITIVE_PARAMS = re.compile(r"(key|token|secret|password|signature|auth)", re.IGNORECASE)
 #: Errors while reading a response that a new attempt may cure.
 TRANSIENT = (
     requests.ConnectionError,
@@ -164,7 +164,8 @@ class RestClient:
             secret_headers,
             allowed_origins(config.base_url, config.allowed_hosts),
         )
-        self.session.auth = self.auth
+        if self.auth.inner is not None or secret_headers:
+            self.session.auth = self.auth  # else requests' own: credentials in the URL, ~/.netrc per host
         self.limiter = RateLimiter(config.rate_limit, f"{scope}|{config.base_url}") if config.rate_limit else None
         self._secrets = [*secret_values(config.auth), *secret_headers.values()]
         self.requests_sent = 0
@@ -193,7 +194,7 @@ class RestClient:
         """``url`` with ``params`` appended, secrets masked: what errors and quarantine show."""
         parts = urlsplit(url)
         query = [*parse_qsl(parts.query, keep_blank_values=True), *params.items()]
-        masked = [(k, "***" if SENSITIVE_PARAMS.search(k) else v) for k, v in query]
+        masked = [(k, "***" if SECRET_NAME.search(k) else v) for k, v in query]
         return self.redact(urlunsplit(parts._replace(query=urlencode(masked))))
 
     def _retry(self) -> Retry:

@@ -3,15 +3,19 @@ host and echoes the credentials it receives in its error bodies.
 
     python sandbox/hostile_api/server.py --port 0 [--foreign http://127.0.0.1:<port>]
 
-GET /items            -> {"results": [{"id": 1, "url": "<foreign>/detail/1"}, {"id": 2, "url": "/detail/2"},
+GET /items            -> {"results": [{"id": 1, "url": "/detail/1"}, {"id": 2, "url": "<foreign>/detail/2"},
                           {"id": 3, "url": "/redirect/3"}, {"id": 4, "url": "detail/4"}]} (without --foreign:
                           the foreign entries point at this server)
 GET /detail/<n>       -> {"id": n, "served_by": "<this server's URL>"}
+GET /refs             -> {"results": [{"id": 1, "ref": "a/../b"}, {"id": 2, "ref": "ok"}]}
+GET /path/<rest>      -> {"id": <n>, "path": "<the path as received>"} (n from the query ?id=)
 GET /redirect/<n>     -> 302 to <foreign>/detail/<n>
 GET /echo             -> 400 whose body is 290 characters of text followed by every request header, values
                          included (so a client that cuts error text before masking it shows part of a secret)
 GET /_requests        -> every request received so far: [{"path", "headers": {name: value}}]
 POST /_reset          -> forget them
+
+Every answer sets the cookie sid=cookie-Zt7yQw3e, which a cookie jar keeps for 127.0.0.1 and every port.
 
 Listens on 127.0.0.1 only and prints exactly one line "listening on http://127.0.0.1:<port>" when ready.
 """
@@ -34,6 +38,7 @@ class Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         self.send_response(status)
+        self.send_header("Set-Cookie", "sid=cookie-Zt7yQw3e; Path=/")  # for 127.0.0.1, whatever the port
         self.send_header("Content-Type", "application/json" if not isinstance(body, str) else "text/plain")
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
@@ -52,14 +57,19 @@ class Handler(BaseHTTPRequestHandler):
         foreign = self.server.foreign or self.server.url
         if path == "/items":
             results = [
-                {"id": 1, "url": f"{foreign}/detail/1"},
-                {"id": 2, "url": "/detail/2"},
+                {"id": 1, "url": "/detail/1"},
+                {"id": 2, "url": f"{foreign}/detail/2"},
                 {"id": 3, "url": "/redirect/3"},
                 {"id": 4, "url": "detail/4"},
             ]
             self._send(200, {"results": results})
         elif path.startswith("/detail/"):
             self._send(200, {"id": int(path.rsplit("/", 1)[1]), "served_by": self.server.url})
+        elif path == "/refs":
+            self._send(200, {"results": [{"id": 1, "ref": "a/../b"}, {"id": 2, "ref": "ok"}]})
+        elif path.startswith("/path/"):
+            query = self.path.partition("?")[2]
+            self._send(200, {"id": int(query.removeprefix("id=") or 0), "path": path})
         elif path.startswith("/redirect/"):
             self._send(302, {}, {"Location": f"{foreign}/detail/{path.rsplit('/', 1)[1]}"})
         elif path == "/echo":
