@@ -7,8 +7,8 @@ is Arrow's null type, a column with one stray text value is read as strings. The
 
 - a column the file lacks -> nulls of the known type;
 - a column the stream lacks -> a new nullable column (a schema change, recorded);
-- a known null column gets the file's type; a lossless widening (int64 -> double) widens it
-  (recorded); otherwise values are cast to the known type, and the rows whose value does
+- a known null column gets the file's type; a widening (int64 -> double, exact up to 2^53)
+  widens it (recorded); otherwise values are cast to the known type, and the rows whose value does
   not convert are bad rows: quarantined with the reason, or, with ``on_bad_rows="fail"``, a
   :class:`BadRowsError` naming file, row, column and value.
 

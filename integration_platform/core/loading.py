@@ -136,8 +136,8 @@ def _reconcile_types(conn: duckdb.DuckDBPyConnection, target: str, staged: str, 
     """Make ``target``'s column types take ``staged``'s rows; returns the changes made.
 
     A column that holds only NULLs on either side takes the other side's type (a field first
-    empty, later filled: Parquet's null type reads as INTEGER); a lossless widening (INTEGER ->
-    BIGINT -> DOUBLE) is applied in place; anything else raises :class:`SchemaChangeError`.
+    empty, later filled: Parquet's null type reads as INTEGER); a widening (INTEGER -> BIGINT,
+    lossless; BIGINT -> DOUBLE, exact up to 2^53) is applied in place; anything else raises :class:`SchemaChangeError`.
     """
     have = _columns(conn, target)
     changes = []

@@ -8,8 +8,9 @@ casts); this module only keeps the running schema and decides what is a change a
 a conflict:
 
 - a field seen for the first time becomes a nullable column (recorded in ``changes``);
-- a column widens when Arrow can promote losslessly (null -> any type, int64 -> double,
-  a struct gaining fields), also recorded;
+- a column widens when Arrow can promote it (null -> any type, int64 -> double, a struct
+  gaining fields), also recorded; int64 -> double is exact only for integers up to 2^53 in
+  magnitude (larger ones are rounded to the nearest double), so declare such columns instead;
 - anything else (a string where numbers were, a value that does not cast to a declared
   column type) is a conflict: :class:`SchemaConflictError`, or, with
   ``on_conflict="quarantine"``, the offending records go to ``rejected`` with the reason.
