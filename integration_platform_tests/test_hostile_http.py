@@ -220,3 +220,10 @@ def test_a_dot_segment_value_is_refused() -> None:
     with pytest.raises(UnsafeNameError, match=r"value of \{id\} in '/users/\{id\}/roles' '\.\.'"):
         render_path("/users/{id}/roles", {"id": ".."}, "https://api.example.com/")
     assert render_path("/users/{id}/roles", {"id": "a/b"}, "https://api.example.com/") == "/users/a%2Fb/roles"
+
+
+def test_a_secret_given_where_an_object_belongs_is_not_repeated(tmp_path: Path) -> None:
+    """``auth: "Bearer …"`` passes Dagster's first validation (any field may be a template string) and fails
+    when the component is built, a second pydantic validation: its error hides the input too."""
+    text = _load_error(tmp_path, f'auth: "Bearer {TOKEN}"')
+    assert "auth" in text and TOKEN not in text

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
-from integration_platform.components.config_model import SecretSafeComponent
+from integration_platform.components.config_model import SafeModel, SecretSafeComponent
 from integration_platform.core.names import ENV_NAME
 from integration_platform.resources.airflow import (
     AirflowError,
@@ -167,7 +167,7 @@ def airflow_dag_asset(
     return _airflow_dag
 
 
-class AirflowConnection(dg.Model, dg.Resolvable):
+class AirflowConnection(SafeModel, dg.Resolvable):
     """The Airflow deployment, every value read from an environment variable at run time."""
 
     resource_key: str = "airflow"
@@ -194,7 +194,7 @@ class AirflowConnection(dg.Model, dg.Resolvable):
         return _RESOURCES[cache_key]
 
 
-class AirflowDag(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
+class AirflowDag(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
     """An external Airflow DAG's output as an asset (see the module doc for the YAML)."""
 
     asset_key: str = Field(min_length=1, description="'a/b' for the key ['a', 'b'].")

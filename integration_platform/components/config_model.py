@@ -6,26 +6,59 @@ Dagster validates a ``defs.yaml`` against a pydantic model it derives from the c
 secret written inline by mistake (refused because secrets come only by ``*_env`` name) was
 repeated in the very error that refused it, and from there in Dagster's load errors and logs.
 :class:`SecretSafeComponent` replaces each error's input with :data:`HIDDEN` before Dagster sees
-it; the errors still name the file, line, field and rule.
+it; the errors still name the file, line, field and rule. Dagster then builds the component (and
+its nested models) from the validated attributes, a second validation: :class:`SafeModel`, the base
+of every model here, hides inputs there too.
 """
 
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import BaseModel, ValidationError, ValidatorFunctionWrapHandler, model_validator
+import dagster as dg
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidatorFunctionWrapHandler, model_validator
 from pydantic_core import InitErrorDetails
 
 HIDDEN = "<hidden>"
 
 
+def _takes_model(annotation: Any) -> bool:
+    """Whether a derived field's type offers a model (``SomeModel | str``, ``list[SomeModel | str]``)."""
+    if isinstance(annotation, type):
+        return issubclass(annotation, BaseModel)
+    return any(_takes_model(arg) for arg in get_args(annotation))
+
+
+def _strings_for_models(model: BaseModel) -> list[tuple[str | int, ...]]:
+    """Where a plain string stands in for an object. Dagster lets every field be a ``{{ template }}``
+    string; anything else there fails only when the component is built, and that error quotes the
+    YAML line, value included, so it is refused here first, without the value."""
+    found: list[tuple[str | int, ...]] = []
+    for name, field in type(model).model_fields.items():
+        if not _takes_model(field.annotation):
+            continue
+        value = getattr(model, name)
+        if name not in model.model_fields_set:  # Dagster's "unset" default is a string too
+            continue
+        items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+        for index, item in items:
+            if isinstance(item, str) and "{{" not in item:
+                found.append((name,) if index is None else (name, index))
+    return found
+
+
 def _hide_inputs(cls: type[BaseModel], data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     try:
-        return handler(data)
+        result = handler(data)
     except ValidationError as exc:
         details = [
             InitErrorDetails(type=e["type"], loc=e["loc"], input=HIDDEN, ctx=e.get("ctx", {}))  # type: ignore[typeddict-item]
             for e in exc.errors(include_url=False)
         ]
         raise ValidationError.from_exception_data(exc.title, details, hide_input=True) from None
+    misplaced = _strings_for_models(result)
+    if misplaced:
+        details = [InitErrorDetails(type="dict_type", loc=loc, input=HIDDEN) for loc in misplaced]
+        raise ValidationError.from_exception_data(cls.__name__, details, hide_input=True)
+    return result
 
 
 class SecretSafeComponent:
@@ -43,3 +76,9 @@ class SecretSafeComponent:
             "hide_inputs": model_validator(mode="wrap")(classmethod(_hide_inputs)),  # type: ignore[arg-type]
         }
         return type(base.__name__, (base,), namespace)
+
+
+class SafeModel(dg.Model):
+    """``dg.Model`` (unknown fields refused) whose validation errors never quote input values."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)

@@ -20,6 +20,7 @@ import pyarrow.csv as pv
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from integration_platform.components.config_model import SafeModel
 from integration_platform.core.records import JsonRecords, Rejected
 from integration_platform.resources.paginators import select_records
 
@@ -30,7 +31,7 @@ class FileFormatError(ValueError):
     """A file could not be parsed at all (names the file and the reason); nothing of it lands."""
 
 
-class CsvOptions(dg.Model, dg.Resolvable):
+class CsvOptions(SafeModel, dg.Resolvable):
     """CSV dialect (RFC 4180 by default)."""
 
     delimiter: str = Field(default=",", min_length=1, max_length=1)
@@ -42,7 +43,7 @@ class CsvOptions(dg.Model, dg.Resolvable):
     skip_rows: int = Field(default=0, ge=0, description="Lines to skip before the header.")
 
 
-class FileFormat(dg.Model, dg.Resolvable):
+class FileFormat(SafeModel, dg.Resolvable):
     """How the files are parsed; the options of other formats are ignored."""
 
     type: FileFormatName = "csv"

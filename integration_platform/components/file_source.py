@@ -33,7 +33,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, model_validator
 
-from integration_platform.components.config_model import SecretSafeComponent
+from integration_platform.components.config_model import SafeModel, SecretSafeComponent
 from integration_platform.components.file_drops import DropRules, DropState, plan_tick
 from integration_platform.components.file_extract import FileStreamPlan, extractor_for
 from integration_platform.components.file_formats import FileFormat
@@ -53,7 +53,7 @@ from integration_platform.resources.lake import LakeResource
 from integration_platform.resources.sftp import SftpResource
 
 
-class FileConnection(dg.Model, dg.Resolvable):
+class FileConnection(SafeModel, dg.Resolvable):
     """The drop server. Secrets only by environment variable name (``*_env``)."""
 
     protocol: Literal["sftp", "ftp"]
@@ -119,7 +119,7 @@ class FileConnection(dg.Model, dg.Resolvable):
         )
 
 
-class FilePartition(dg.Model, dg.Resolvable):
+class FilePartition(SafeModel, dg.Resolvable):
     """``daily`` (the date in the name, or the mtime) or ``per_file`` (a dynamic partition per file)."""
 
     type: Literal["daily", "per_file"] = "daily"
@@ -135,7 +135,7 @@ class FilePartition(dg.Model, dg.Resolvable):
         return self
 
 
-class FileStream(dg.Model, dg.Resolvable):
+class FileStream(SafeModel, dg.Resolvable):
     """One family of files in one directory."""
 
     name: str = Field(pattern=IDENTIFIER.pattern)
@@ -165,7 +165,7 @@ class FileStream(dg.Model, dg.Resolvable):
         return self
 
 
-class FileSource(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
+class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
     """A file-drop server whose file streams land in the lake and the warehouse (see module doc)."""
 
     source: str = Field(pattern=IDENTIFIER.pattern, description="Asset group, lake prefix and DuckDB schema.")

@@ -6,6 +6,7 @@ import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string
 from pydantic import Field, model_validator
 
+from integration_platform.components.config_model import SafeModel
 from integration_platform.core.names import ENV_NAME
 from integration_platform.core.records import ARROW_TYPES
 from integration_platform.core.streams import IDENTIFIER
@@ -14,7 +15,7 @@ from integration_platform.resources.kafka import KafkaResource
 from integration_platform.resources.rabbitmq import MAX_PREFETCH, RabbitMQResource
 
 
-class QueueConnection(dg.Model, dg.Resolvable):
+class QueueConnection(SafeModel, dg.Resolvable):
     """The broker. Secrets only by environment variable name (``*_env``).
 
     RabbitMQ: ``host``/``host_env``, ``port``/``port_env``, ``username``, ``password_env``,
@@ -70,14 +71,14 @@ class QueueConnection(dg.Model, dg.Resolvable):
         )
 
 
-class BacklogSensor(dg.Model, dg.Resolvable):
+class BacklogSensor(SafeModel, dg.Resolvable):
     """When the backlog sensor requests a drain: at least ``min_messages`` waiting."""
 
     min_messages: int = Field(default=1, ge=1)
     interval_seconds: int = Field(default=30, ge=5)
 
 
-class QueueStream(dg.Model, dg.Resolvable):
+class QueueStream(SafeModel, dg.Resolvable):
     """One queue (RabbitMQ) or topic (Kafka) as a stream of JSON messages."""
 
     name: str = Field(pattern=IDENTIFIER.pattern)

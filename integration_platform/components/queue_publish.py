@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import dagster as dg
 from pydantic import Field, model_validator
 
+from integration_platform.components.config_model import SafeModel
 from integration_platform.components.marks import mark_metadata, read_mark
 from integration_platform.components.run_recovery import tag_run_host
 from integration_platform.components.stream_assets import refuse_ephemeral_marks
@@ -43,7 +44,7 @@ from integration_platform.core.streams import IDENTIFIER
 TABLE = r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$"
 
 
-class PublishSpec(dg.Model, dg.Resolvable):
+class PublishSpec(SafeModel, dg.Resolvable):
     """One publication: which rows (``table`` or ``query``), where to (``queue`` or
     ``exchange`` + ``routing_key``), keyed how (module doc)."""
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from integration_platform.components.config_model import SecretSafeComponent
+from integration_platform.components.config_model import SafeModel, SecretSafeComponent
 from integration_platform.components.kafka_stream import ATTRIBUTES as KAFKA_ATTRIBUTES
 from integration_platform.components.kafka_stream import KafkaTopicSource, kafka_publisher, landed_offsets
 from integration_platform.components.kafka_stream import backlog as kafka_backlog
@@ -70,7 +70,7 @@ ACTIVE = [
 ]
 
 
-class QueueSource(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
+class QueueSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
     """A broker whose queues or topics land in the lake and the warehouse (see module doc)."""
 
     source: str = Field(pattern=IDENTIFIER.pattern, description="Asset group, lake prefix and DuckDB schema.")

@@ -36,7 +36,7 @@ import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string
 from pydantic import Field, model_validator
 
-from integration_platform.components.config_model import SecretSafeComponent
+from integration_platform.components.config_model import SafeModel, SecretSafeComponent
 from integration_platform.components.rest_extract import COLUMN_TYPES, RestStreamPlan, extractor_for
 from integration_platform.components.stream_assets import ExtractionReport, ExtractorFactory, lake_key, stream_assets
 from integration_platform.core.extract import Extractor
@@ -63,7 +63,7 @@ def _param_text(value: str | int | float | bool) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-class RestAuth(dg.Model, dg.Resolvable):
+class RestAuth(SafeModel, dg.Resolvable):
     """How the API authenticates; secrets are named by environment variable (``*_env``)."""
 
     type: AuthType = "none"
@@ -103,7 +103,7 @@ class RestAuth(dg.Model, dg.Resolvable):
         )
 
 
-class RestPaginator(dg.Model, dg.Resolvable):
+class RestPaginator(SafeModel, dg.Resolvable):
     """See :mod:`integration_platform.resources.paginators`."""
 
     type: PaginatorType
@@ -130,7 +130,7 @@ class RestPaginator(dg.Model, dg.Resolvable):
         return self
 
 
-class RestIncremental(dg.Model, dg.Resolvable):
+class RestIncremental(SafeModel, dg.Resolvable):
     """The stream's high-water mark: the record field ``cursor``, sent back in ``param``."""
 
     cursor: str
@@ -140,14 +140,14 @@ class RestIncremental(dg.Model, dg.Resolvable):
     lag: float = Field(default=0.0, ge=0, description="Look-back: seconds for time cursors, units for numbers.")
 
 
-class RestParent(dg.Model, dg.Resolvable):
+class RestParent(SafeModel, dg.Resolvable):
     """Fan out from another stream of the source: one request per distinct parent record."""
 
     stream: str
     include: list[str] = Field(default_factory=list, description="Parent fields copied as _<parent>_<field>.")
 
 
-class RestStream(dg.Model, dg.Resolvable):
+class RestStream(SafeModel, dg.Resolvable):
     """One endpoint as a stream. Unset fields come from ``defaults``."""
 
     name: str = Field(pattern=IDENTIFIER.pattern)
@@ -182,7 +182,7 @@ class RestStream(dg.Model, dg.Resolvable):
         return self
 
 
-class RestDefaults(dg.Model, dg.Resolvable):
+class RestDefaults(SafeModel, dg.Resolvable):
     """Applied to every stream that does not set the field itself."""
 
     paginator: RestPaginator | None = None
@@ -191,7 +191,7 @@ class RestDefaults(dg.Model, dg.Resolvable):
     on_schema_conflict: Literal["fail", "quarantine"] = "fail"
 
 
-class RestSource(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
+class RestSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
     """An HTTP JSON API whose endpoints land in the lake and the warehouse (see module doc)."""
 
     source: str = Field(pattern=IDENTIFIER.pattern, description="Asset group, lake prefix and DuckDB schema.")

@@ -46,7 +46,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from pydantic import Field, model_validator
 
-from integration_platform.components.config_model import SecretSafeComponent
+from integration_platform.components.config_model import SafeModel, SecretSafeComponent
 from integration_platform.components.marks import mark_metadata, read_mark
 from integration_platform.components.queue_publish import TABLE, json_default
 from integration_platform.components.rest_source import ENV_NAME, RestAuth
@@ -77,7 +77,7 @@ RESULT_SCHEMA = pa.schema(
 DEAD_LETTER_SCHEMA = pa.schema([*RESULT_SCHEMA, ("cursor", pa.string()), ("body", pa.string())])
 
 
-class SyncSource(dg.Model, dg.Resolvable):
+class SyncSource(SafeModel, dg.Resolvable):
     """Where rows come from: the DuckDB warehouse, or a database named by a SQLAlchemy URL in ``url_env``."""
 
     warehouse: bool = False
@@ -90,7 +90,7 @@ class SyncSource(dg.Model, dg.Resolvable):
         return self
 
 
-class SyncTarget(dg.Model, dg.Resolvable):
+class SyncTarget(SafeModel, dg.Resolvable):
     """The endpoint: base URL (literal or env), path, method, auth, headers, idempotency header, envelope."""
 
     base_url: str | None = Field(default=None, pattern=r"^https?://")
@@ -122,7 +122,7 @@ class HttpTargetResource(dg.ConfigurableResource):
     auth: HttpAuth = Field(default_factory=HttpAuth)
 
 
-class HttpSync(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
+class HttpSync(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
     """Rows of a query posted to an HTTP API (module doc)."""
 
     sync: str = Field(pattern=IDENTIFIER.pattern)

@@ -30,7 +30,7 @@ import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string
 from pydantic import Field, model_validator
 
-from integration_platform.components.config_model import SecretSafeComponent
+from integration_platform.components.config_model import SafeModel, SecretSafeComponent
 from integration_platform.components.run_recovery import tag_run_host
 from integration_platform.components.stream_assets import (
     DUCKDB_POOL,
@@ -51,7 +51,7 @@ SOURCE_CHECK = "rows_match_source"
 KINDS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mariadb", "sqlite": "sqlite"}
 
 
-class SqlPartition(dg.Model, dg.Resolvable):
+class SqlPartition(SafeModel, dg.Resolvable):
     """Time partitions on a date/timestamp column, for append-only fact tables."""
 
     column: str
@@ -59,7 +59,7 @@ class SqlPartition(dg.Model, dg.Resolvable):
     start: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="First partition, YYYY-MM-DD.")
 
 
-class SqlTableStream(dg.Model, dg.Resolvable):
+class SqlTableStream(SafeModel, dg.Resolvable):
     """One table as a stream. Unset fields come from ``defaults`` and reflection."""
 
     table: str = Field(min_length=1)
@@ -79,14 +79,14 @@ class SqlTableStream(dg.Model, dg.Resolvable):
         return self
 
 
-class StreamDefaults(dg.Model, dg.Resolvable):
+class StreamDefaults(SafeModel, dg.Resolvable):
     """Applied to every stream that does not set the field itself."""
 
     cursor: str | None = Field(default=None, description="Cursor column, used where the table has it.")
     lag: float = Field(default=0.0, ge=0)
 
 
-class SqlSource(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
+class SqlSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
     """A relational database whose tables land in the lake and the warehouse (see module doc)."""
 
     source: str = Field(description="Identifier: asset group, lake prefix and DuckDB schema.")
@@ -112,6 +112,14 @@ class SqlSource(SecretSafeComponent, dg.Component, dg.Model, dg.Resolvable):
             )
         if not self.include and not self.tables:
             raise ValueError(f"{yaml_path}: attributes: declare 'tables', or 'include' globs, or both")
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(self.tables):
+            if entry.table in seen:  # the later entry would silently win over the earlier one
+                raise ValueError(
+                    f"{yaml_path}: attributes.tables[{i}].table: {entry.table!r} is already declared at "
+                    f"tables[{seen[entry.table]}]; declare each table once"
+                )
+            seen[entry.table] = i
 
     @property
     def resource_key(self) -> str:
