@@ -9,11 +9,15 @@ are kept: text with its kind in ``cursor_kind`` (reverse ETL), and bare text (br
 read as kind ``string`` and compared after a cast to the column's type).
 """
 
+import os
 from typing import Any
 
 import dagster as dg
 
 from integration_platform.core.cursors import CursorValue
+
+#: Set to ``1`` to let assets that keep a mark run on an ephemeral instance (see ``refuse_ephemeral_marks``).
+ALLOW_EPHEMERAL_ENV = "INTEGRATION_PLATFORM_ALLOW_EPHEMERAL"
 
 
 def read_mark(instance: dg.DagsterInstance, key: dg.AssetKey) -> CursorValue | None:
@@ -41,3 +45,20 @@ def mark_metadata(before: CursorValue | None, after: CursorValue | None) -> dict
         "cursor_before": dg.MetadataValue.json(before.as_json() if before else {}),
         "cursor_after": dg.MetadataValue.json(after.as_json() if after else {}),
     }
+
+
+def refuse_ephemeral_marks(context: dg.AssetExecutionContext, incremental: bool, what: str) -> None:
+    """Raise ``dg.Failure`` when an asset that keeps a high-water mark (an incremental stream, a sync or a
+    publication with a cursor; ``incremental``) runs on an ephemeral instance (no ``DAGSTER_HOME``): the
+    mark would be kept nowhere, so every run would silently start from scratch (reload or re-send
+    everything). The environment variable :data:`ALLOW_EPHEMERAL_ENV` set to ``1`` allows it."""
+    if not incremental or not context.instance.is_ephemeral or os.environ.get(ALLOW_EPHEMERAL_ENV) == "1":
+        return
+    raise dg.Failure(
+        description=(
+            f"{what} is incremental, but this run uses a throw-away Dagster instance (DAGSTER_HOME is not "
+            "set), so its high-water mark would be lost and every run would start from scratch. Set "
+            "DAGSTER_HOME to a folder that persists (make run and make dev use .dagster_home), or set "
+            f"{ALLOW_EPHEMERAL_ENV}=1 to accept starting from scratch each time."
+        )
+    )

@@ -34,9 +34,8 @@ import dagster as dg
 from pydantic import Field, model_validator
 
 from integration_platform.components.config_model import SafeModel
-from integration_platform.components.marks import mark_metadata, read_mark
+from integration_platform.components.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.components.run_recovery import tag_run_host
-from integration_platform.components.stream_assets import refuse_ephemeral_marks
 from integration_platform.core.cursors import CursorValue
 from integration_platform.core.loading import quote
 from integration_platform.core.streams import IDENTIFIER

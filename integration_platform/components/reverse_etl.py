@@ -47,11 +47,10 @@ import sqlalchemy as sa
 from pydantic import Field, model_validator
 
 from integration_platform.components.config_model import SafeModel, SecretSafeComponent
-from integration_platform.components.marks import mark_metadata, read_mark
+from integration_platform.components.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.components.queue_publish import TABLE, json_default
 from integration_platform.components.rest_source import ENV_NAME, RestAuth
 from integration_platform.components.run_recovery import tag_run_host
-from integration_platform.components.stream_assets import refuse_ephemeral_marks
 from integration_platform.core.cursors import CursorValue
 from integration_platform.core.landing import land
 from integration_platform.core.loading import quote

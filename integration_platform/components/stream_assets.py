@@ -7,7 +7,6 @@ applies the pending landings to DuckDB inside one transaction, in the ``duckdb``
 """
 
 import datetime as dt
-import os
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -18,7 +17,7 @@ from typing import Any
 import dagster as dg
 import duckdb
 
-from integration_platform.components.marks import mark_metadata, read_mark
+from integration_platform.components.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.components.run_recovery import reclaim_dead_runs, tag_run_host
 from integration_platform.core.extract import Extractor, PartitionWindow, extract_and_land
 from integration_platform.core.lake import LakeStore
@@ -38,8 +37,6 @@ from integration_platform.core.streams import Partitioning, StreamSpec
 from integration_platform.resources.lake import LakeResource
 
 FULL_REFRESH_TAG = "integration_platform/full_refresh"
-#: Set to ``1`` to let incremental streams run on an ephemeral instance (see ``refuse_ephemeral_marks``).
-ALLOW_EPHEMERAL_ENV = "INTEGRATION_PLATFORM_ALLOW_EPHEMERAL"
 DUCKDB_POOL = "duckdb"
 PK_CHECK = "primary_key_unique_not_null"
 ROWS_CHECK = "rows_reconcile_with_lake"
@@ -104,23 +101,6 @@ def partitions_def(partitioning: Partitioning | None) -> dg.PartitionsDefinition
     if partitioning.granularity == "daily":
         return dg.DailyPartitionsDefinition(start_date=partitioning.start, end_offset=1)
     return dg.MonthlyPartitionsDefinition(start_date=partitioning.start, end_offset=1)
-
-
-def refuse_ephemeral_marks(context: dg.AssetExecutionContext, incremental: bool, what: str) -> None:
-    """Raise ``dg.Failure`` when an asset that keeps a high-water mark (an incremental stream, a sync or a
-    publication with a cursor; ``incremental``) runs on an ephemeral instance (no ``DAGSTER_HOME``): the
-    mark would be kept nowhere, so every run would silently start from scratch (reload or re-send
-    everything). The environment variable :data:`ALLOW_EPHEMERAL_ENV` set to ``1`` allows it."""
-    if not incremental or not context.instance.is_ephemeral or os.environ.get(ALLOW_EPHEMERAL_ENV) == "1":
-        return
-    raise dg.Failure(
-        description=(
-            f"{what} is incremental, but this run uses a throw-away Dagster instance (DAGSTER_HOME is not "
-            "set), so its high-water mark would be lost and every run would start from scratch. Set "
-            "DAGSTER_HOME to a folder that persists (make run and make dev use .dagster_home), or set "
-            f"{ALLOW_EPHEMERAL_ENV}=1 to accept starting from scratch each time."
-        )
-    )
 
 
 def _partitions(context: dg.AssetExecutionContext, spec: StreamSpec) -> list[PartitionWindow | None]:

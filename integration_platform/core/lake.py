@@ -38,13 +38,15 @@ def host_id() -> str:
     """This machine and PID namespace, as 12 hex digits: the host name, the kernel's boot id and the PID
     namespace's inode. Two containers with one host name, or one host after a reboot, differ, so a pid
     is only ever judged where it means something."""
-    parts = [socket.gethostname()]
-    for source in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
-        try:
-            parts.append(Path(source).read_text().strip() if "boot_id" in source else str(os.stat(source).st_ino))
-        except OSError:
-            parts.append("?")
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = "?"
+    try:
+        namespace = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        namespace = "?"
+    return hashlib.sha256(f"{socket.gethostname()}|{boot}|{namespace}".encode()).hexdigest()[:12]
 
 
 def process_alive(pid: int, started_by: float | None = None) -> bool:
