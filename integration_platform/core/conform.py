@@ -7,7 +7,8 @@ is Arrow's null type, a column with one stray text value is read as strings. The
 
 - a column the file lacks -> nulls of the known type;
 - a column the stream lacks -> a new nullable column (a schema change, recorded);
-- a known null column gets the file's type; a widening (int64 -> double, exact up to 2^53)
+- a known null column gets the file's type; a widening by the one rule of
+  :mod:`~integration_platform.core.schema_evolution` (int64 -> double, exact up to 2^53)
   widens it (recorded); otherwise values are cast to the known type, and the rows whose value does
   not convert are bad rows: quarantined with the reason, or, with ``on_bad_rows="fail"``, a
   :class:`BadRowsError` naming file, row, column and value.
@@ -25,6 +26,7 @@ import pyarrow.compute as pc
 
 from integration_platform.core.landing import Manifest
 from integration_platform.core.records import ARROW_ERRORS, Rejected, cast
+from integration_platform.core.schema_evolution import widened
 
 #: The manifest entry holding the landing's Arrow schema (base64 of its IPC form; see ``landing.land``).
 ARROW_SCHEMA = "arrow_schema"
@@ -50,16 +52,6 @@ class Conformed:
     table: pa.Table
     rejected: list[Rejected] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)
-
-
-def _widened(known: pa.DataType, seen: pa.DataType) -> pa.DataType | None:
-    if pa.types.is_null(known):
-        return seen
-    if pa.types.is_integer(known) and pa.types.is_floating(seen):
-        return pa.float64()
-    if pa.types.is_integer(known) and pa.types.is_integer(seen) and seen.bit_width > known.bit_width:
-        return seen
-    return None
 
 
 def _bad_rows(column: pa.Array, kind: pa.DataType) -> list[int]:
@@ -114,9 +106,9 @@ def conform(
         if column.type == kind or pa.types.is_null(column.type):
             columns[name] = cast(column, kind) if pa.types.is_null(column.type) else column
             continue
-        wider = None if name in (declared or {}) else _widened(kind, column.type)
+        wider = None if name in (declared or {}) else widened(kind, column.type)
         if wider is not None:
-            if not pa.types.is_null(kind):
+            if wider != kind and not pa.types.is_null(kind):
                 result.changes.append(f"column {name} widened from {kind} to {wider} in {origin}")
             target[name] = wider
             columns[name] = cast(column, wider)

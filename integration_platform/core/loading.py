@@ -22,6 +22,7 @@ import duckdb
 
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import Manifest, active_manifests, list_manifests
+from integration_platform.core.schema_evolution import sql_widened
 from integration_platform.core.streams import WINDOW_COLUMN, StreamSpec
 
 LEDGER_SCHEMA = "_integration_platform"
@@ -113,16 +114,6 @@ def _evolve(conn: duckdb.DuckDBPyConnection, target: str, staged: str) -> list[s
     return added
 
 
-#: Type changes applied to a column in place: the new type holds every old value exactly.
-WIDENINGS = frozenset(
-    {
-        ("TINYINT", "SMALLINT"), ("TINYINT", "INTEGER"), ("TINYINT", "BIGINT"), ("SMALLINT", "INTEGER"),
-        ("SMALLINT", "BIGINT"), ("INTEGER", "BIGINT"), ("TINYINT", "DOUBLE"), ("SMALLINT", "DOUBLE"),
-        ("INTEGER", "DOUBLE"), ("BIGINT", "DOUBLE"), ("FLOAT", "DOUBLE"),
-    }
-)  # fmt: skip
-
-
 class SchemaChangeError(ValueError):
     """A landing brings a column whose type the table cannot take (names table, column, types, window)."""
 
@@ -136,8 +127,11 @@ def _reconcile_types(conn: duckdb.DuckDBPyConnection, target: str, staged: str, 
     """Make ``target``'s column types take ``staged``'s rows; returns the changes made.
 
     A column that holds only NULLs on either side takes the other side's type (a field first
-    empty, later filled: Parquet's null type reads as INTEGER); a widening (INTEGER -> BIGINT,
-    lossless; BIGINT -> DOUBLE, exact up to 2^53) is applied in place; anything else raises :class:`SchemaChangeError`.
+    empty, later filled: Parquet's null type reads as INTEGER); otherwise the one widening rule
+    (:func:`~integration_platform.core.schema_evolution.sql_widened`: INTEGER -> BIGINT exact;
+    BIGINT -> DOUBLE exact up to 2^53) decides: a column that already holds the staged type is
+    kept (the insert casts), a wider type is applied in place, and a conflict raises
+    :class:`SchemaChangeError`.
     """
     have = _columns(conn, target)
     changes = []
@@ -145,9 +139,12 @@ def _reconcile_types(conn: duckdb.DuckDBPyConnection, target: str, staged: str, 
         old = have.get(column)
         if old is None or old == kind or not _has_values(conn, staged, column):
             continue
-        if (old, kind) in WIDENINGS or not _has_values(conn, target, column):
-            conn.execute(f"ALTER TABLE {target} ALTER COLUMN {quote(column)} SET DATA TYPE {kind}")
-            changes.append(f"column {column}: {old} -> {kind}")
+        wider = sql_widened(old, kind) if _has_values(conn, target, column) else kind
+        if wider == old:
+            continue
+        if wider is not None:
+            conn.execute(f"ALTER TABLE {target} ALTER COLUMN {quote(column)} SET DATA TYPE {wider}")
+            changes.append(f"column {column}: {old} -> {wider}")
             continue
         raise SchemaChangeError(
             f"table {target}: column {column!r} is {old} but landing {window!r} brings {kind}; "

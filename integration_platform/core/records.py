@@ -3,12 +3,12 @@
 
 Why our own code: the landing needs one schema for all of a stream's pages, known only at
 the end, while pages arrive one at a time and must not all be held in memory. Arrow does
-the conversions (``pa.array`` inference, ``pa.unify_schemas(promote_options="permissive")``,
-casts); this module only keeps the running schema and decides what is a change and what is
-a conflict:
+the conversions (``pa.array`` inference, casts); this module only keeps the running schema and
+decides, by the one widening rule of :mod:`~integration_platform.core.schema_evolution`, what is
+a change and what is a conflict:
 
 - a field seen for the first time becomes a nullable column (recorded in ``changes``);
-- a column widens when Arrow can promote it (null -> any type, int64 -> double, a struct
+- a column widens by that rule (null -> any type, int64 -> double, a struct
   gaining fields), also recorded; int64 -> double is exact only for integers up to 2^53 in
   magnitude (larger ones are rounded to the nearest double), so declare such columns instead;
 - anything else (a string where numbers were, a value that does not cast to a declared
@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
+
+from integration_platform.core.schema_evolution import widened
 
 ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError)
 
@@ -56,16 +58,6 @@ class Rejected:
     origin: str
     reason: str
     record: Any
-
-
-def _unify(current: pa.DataType, new: pa.DataType) -> pa.DataType | None:
-    if current == new:
-        return current
-    try:
-        fields = [pa.schema([("x", current)]), pa.schema([("x", new)])]
-        return pa.unify_schemas(fields, promote_options="permissive").field("x").type
-    except ARROW_ERRORS:
-        return None
 
 
 def cast(array: pa.Array | pa.ChunkedArray, kind: pa.DataType) -> pa.Array | pa.ChunkedArray:
@@ -136,7 +128,7 @@ class JsonRecords:
         if index < 0:
             return inferred, inferred.type
         current = self.schema.field(index).type
-        unified = _unify(current, inferred.type)
+        unified = widened(current, inferred.type)
         if unified is None:
             raise pa.ArrowTypeError(f"expected {current}, got {inferred.type}")
         return cast(inferred, unified), unified
@@ -148,7 +140,7 @@ class JsonRecords:
             if kind is not None and kind != array.type:
                 if name in self.declared:
                     cast(array, kind)
-                elif _unify(kind, array.type) is None:
+                elif widened(kind, array.type) is None:
                     return f"field {name!r}: expected {kind}, got {_short(value)}"
         except ARROW_ERRORS as exc:
             return f"field {name!r}: {_short(value)} does not convert: {exc}"
@@ -242,7 +234,7 @@ class JsonRecords:
         return pa.Table.from_arrays(arrays, schema=pa.schema(fields)) if fields else pa.table({})
 
 
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+def cast_to_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table`` with every column of ``schema`` (missing ones null), in its order and types."""
     columns = [
         cast(table.column(f.name), f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
@@ -303,7 +295,7 @@ class TableSpill:
         def batches() -> Iterator[pa.RecordBatch]:
             try:
                 for table in self.tables():
-                    yield from conform(table, schema).to_batches(max_chunksize=batch_rows)
+                    yield from cast_to_schema(table, schema).to_batches(max_chunksize=batch_rows)
             finally:
                 self.close()
 

@@ -1,0 +1,85 @@
+"""The one widening rule, for Arrow types and DuckDB types, and the loads that follow it."""
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from integration_platform.core.conform import conform
+from integration_platform.core.lake import LocalLake
+from integration_platform.core.landing import land
+from integration_platform.core.loading import load, pending
+from integration_platform.core.records import JsonRecords
+from integration_platform.core.schema_evolution import SQL_TYPES, WIDENINGS, sql_widened, widened
+from integration_platform.core.streams import StreamSpec
+
+pytestmark = pytest.mark.fast
+
+
+@pytest.mark.parametrize(
+    ("known", "new", "expected"),
+    [
+        (pa.int32(), pa.int64(), pa.int64()),
+        (pa.int64(), pa.int32(), pa.int64()),  # a narrower value fits the known column
+        (pa.int64(), pa.float64(), pa.float64()),
+        (pa.float64(), pa.int64(), pa.float64()),
+        (pa.int64(), pa.float32(), pa.float64()),  # float32 holds integers exactly only to 2^24
+        (pa.uint8(), pa.int8(), pa.int16()),
+        (pa.uint32(), pa.int64(), pa.int64()),
+        (pa.null(), pa.string(), pa.string()),
+        (pa.string(), pa.null(), pa.string()),
+        (pa.string(), pa.large_string(), pa.large_string()),
+        (pa.int64(), pa.uint64(), None),  # Arrow's permissive rule says int64 and loses values over 2^63
+        (pa.int64(), pa.string(), None),
+        (pa.bool_(), pa.int64(), None),
+        (pa.date32(), pa.timestamp("us"), None),
+        (pa.list_(pa.null()), pa.list_(pa.int64()), pa.list_(pa.int64())),
+        (pa.list_(pa.int64()), pa.list_(pa.string()), None),
+    ],
+)
+def test_widened_follows_the_one_table(known: pa.DataType, new: pa.DataType, expected: pa.DataType | None) -> None:
+    assert widened(known, new) == expected
+
+
+def test_structs_merge_field_by_field_known_fields_first() -> None:
+    known = pa.struct([("a", pa.int64()), ("b", pa.string())])
+    new = pa.struct([("c", pa.bool_()), ("a", pa.float64())])
+    assert widened(known, new) == pa.struct([("a", pa.float64()), ("b", pa.string()), ("c", pa.bool_())])
+    assert widened(known, pa.struct([("b", pa.int64())])) is None  # a conflict inside is a conflict
+
+
+def test_the_sql_rule_is_the_arrow_rule_read_through_duckdb_names() -> None:
+    for (known, new), wide in WIDENINGS.items():
+        names = {kind: name for name, kind in SQL_TYPES.items()}
+        if known in names and new in names:
+            assert sql_widened(names[known], names[new]) == names[wide]
+    assert sql_widened("BIGINT", "INTEGER") == "BIGINT"
+    assert sql_widened("INTEGER", "VARCHAR") is None
+    # DuckDB names the types as the rule does (what DESCRIBE prints for each Arrow type)
+    conn = duckdb.connect()
+    for name, kind in SQL_TYPES.items():
+        probe = pa.table({"x": pa.array([1], type=kind)})
+        assert conn.execute("DESCRIBE SELECT * FROM probe").fetchall()[0][1] == name, probe.schema
+
+
+def test_records_files_and_loading_agree_on_int_then_double() -> None:
+    records = JsonRecords("s")
+    records.convert([{"x": 1}], "page 1")
+    records.convert([{"x": 2.5}], "page 2")
+    assert records.schema.field("x").type == pa.float64()
+    conformed, known = conform(pa.table({"x": [2.5]}), pa.schema([("x", pa.int64())]), "file.csv")
+    assert known.field("x").type == pa.float64() and conformed.changes
+    conformed, known = conform(pa.table({"x": [3]}), known, "later.csv")  # an int file keeps the double column
+    assert known.field("x").type == pa.float64() and not conformed.changes
+
+
+def test_loading_keeps_a_double_column_for_integer_landings(tmp_path: Path) -> None:
+    store = LocalLake(tmp_path / "lake")
+    spec = StreamSpec(source="s", name="t", write_disposition="append")
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    for window, table in [("w1", pa.table({"x": [1.5]})), ("w2", pa.table({"x": [2]}))]:
+        land(store, spec, window, table.to_batches(), table.schema, full=False)
+        load(conn, store, spec, pending(conn, store, spec))
+    assert conn.execute("SELECT x FROM s.t ORDER BY x").fetchall() == [(1.5,), (2.0,)]
+    assert conn.execute("DESCRIBE s.t").fetchall()[0][1] == "DOUBLE"
