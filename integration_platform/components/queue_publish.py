@@ -21,13 +21,10 @@ The next run starts *at* the mark (``>=``), re-sending the rows that share it un
 ids, so a row committed late with the boundary value is not missed.
 """
 
-import datetime as dt
-import hashlib
 import json
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from decimal import Decimal
 from typing import Any, Protocol
 
 import dagster as dg
@@ -36,8 +33,14 @@ from pydantic import Field, model_validator
 from integration_platform.components.config_model import SafeModel
 from integration_platform.components.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.components.run_recovery import tag_run_host
-from integration_platform.core.cursors import CursorValue
-from integration_platform.core.loading import quote
+from integration_platform.core.outbound import (
+    MissingColumnsError,
+    Watermark,
+    json_default,
+    relation_sql,
+    row_id,
+    select_since,
+)
 from integration_platform.core.streams import IDENTIFIER
 
 TABLE = r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$"
@@ -75,13 +78,6 @@ class PublishSpec(SafeModel, dg.Resolvable):
         return self.queue or self.topic or f"exchange {self.exchange}"
 
     @property
-    def relation(self) -> str:
-        if self.table:
-            schema, table = self.table.split(".")
-            return f"{quote(schema)}.{quote(table)}"
-        return f"({self.query})"
-
-    @property
     def upstream(self) -> list[dg.AssetKey]:
         keys = [dg.AssetKey.from_user_string(d) for d in self.deps]
         if self.table:
@@ -100,26 +96,9 @@ class Publisher(Protocol):
 PublisherFactory = Callable[[Any, "PublishSpec"], AbstractContextManager[Publisher]]
 
 
-def json_default(value: Any) -> Any:
-    """``json.dumps`` ``default=`` for warehouse values: date/time as ISO 8601 text, Decimal as
-    text (no float rounding), bytes as hex, anything else as ``str``."""
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, bytes):
-        return value.hex()
-    return str(value)
-
-
 def message_id(source: str, spec: PublishSpec, row: dict[str, Any]) -> str:
-    """The row's idempotent message id: 64 hex digits (module doc)."""
-    if spec.key_columns:
-        identity: Any = [row[c] for c in spec.key_columns] + ([row[spec.cursor]] if spec.cursor else [])
-    else:
-        identity = row
-    text = json.dumps([source, spec.name, identity], sort_keys=True, default=json_default)
-    return hashlib.sha256(text.encode()).hexdigest()
+    """The row's idempotent message id: 64 hex digits (:func:`~integration_platform.core.outbound.row_id`)."""
+    return row_id([source, spec.name], row, spec.key_columns, spec.cursor)
 
 
 def publish_asset(
@@ -145,33 +124,22 @@ def publish_asset(
         tag_run_host(context)  # it holds the duckdb slot: a kill from now on is reclaimable
         mark = read_mark(context.instance, context.asset_key) if spec.cursor else None
         started = time.monotonic()
-        published, high, last = 0, mark, None
+        published, watermark = 0, Watermark(mark)
+        relation = relation_sql(spec.table, spec.query)
         with (
             context.resources.warehouse.get_connection() as conn,
             open_publisher(getattr(context.resources, resource_key), spec) as publisher,
         ):
-            described = conn.execute(f"DESCRIBE SELECT * FROM {spec.relation} AS t").fetchall()
-            types = {str(row[0]): str(row[1]) for row in described}
-            missing = [c for c in [*spec.key_columns, *([spec.cursor] if spec.cursor else [])] if c not in types]
-            if missing:
-                raise dg.Failure(f"publish {spec.name}: column(s) {missing} not in {spec.table or 'the query'}")
-            sql, params = f"SELECT * FROM {spec.relation} AS t", []
-            if spec.cursor:
-                if mark is not None:  # compared as the column's type, whatever the mark's kind
-                    sql += f" WHERE {quote(spec.cursor)} >= CAST(? AS {types[spec.cursor]})"
-                    params.append(mark.text)
-                sql += f" ORDER BY {quote(spec.cursor)}"
-            cursor = conn.execute(sql, params)
-            columns = [d[0] for d in cursor.description]
-            while rows := cursor.fetchmany(spec.fetch_rows):
-                for values in rows:
-                    row = dict(zip(columns, values, strict=True))
-                    publisher.send(message_id(source, spec, row), json.dumps(row, default=json_default).encode())
-                    published += 1
-                    if spec.cursor and row[spec.cursor] is not None:
-                        last = row[spec.cursor]  # rows come in cursor order: the last is the highest
-            if last is not None:
-                high = CursorValue.from_python(last)
+            try:
+                for rows in select_since(conn, relation, spec.cursor, mark, spec.fetch_rows, spec.key_columns):
+                    for row in rows:
+                        publisher.send(message_id(source, spec, row), json.dumps(row, default=json_default).encode())
+                        published += 1
+                        if spec.cursor:  # confirmed on leaving the publisher's context, or nothing is recorded
+                            watermark.observe(row[spec.cursor], acknowledged=True)
+            except MissingColumnsError as exc:
+                raise dg.Failure(f"publish {spec.name}: {exc}") from exc
+        high = watermark.value
         seconds = time.monotonic() - started
         context.log.info(f"published {published} message(s) to {spec.destination} in {seconds:.2f}s")
         return dg.MaterializeResult(

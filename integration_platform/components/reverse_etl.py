@@ -33,7 +33,6 @@ the cursor value of the first row not acknowledged (the next run starts there, `
 
 import asyncio
 import dataclasses
-import hashlib
 import importlib
 import json
 import os
@@ -48,20 +47,28 @@ from pydantic import Field, model_validator
 
 from integration_platform.components.config_model import SafeModel, SecretSafeComponent
 from integration_platform.components.marks import mark_metadata, read_mark, refuse_ephemeral_marks
-from integration_platform.components.queue_publish import TABLE, json_default
+from integration_platform.components.queue_publish import TABLE
 from integration_platform.components.rest_source import ENV_NAME, RestAuth
 from integration_platform.components.run_recovery import tag_run_host
 from integration_platform.core.cursors import CursorValue
 from integration_platform.core.landing import land
-from integration_platform.core.loading import quote
 from integration_platform.core.names import url_segment
+from integration_platform.core.outbound import (
+    MissingColumnsError,
+    Watermark,
+    batch_id,
+    json_default,
+    relation_sql,
+    row_id,
+    select_since,
+    select_since_sqlalchemy,
+)
 from integration_platform.core.streams import IDENTIFIER, StreamSpec
 from integration_platform.pipeline.http_push import HttpPusher, PushPolicy, PushRequest, PushResult
 from integration_platform.resources.http_auth import HttpAuth, check_headers, env_headers
 from integration_platform.resources.lake import LakeResource
 
 GROUP = "reverse_etl"
-MARK = "\x00mark\x00"  # where the bound mark goes in the SQL text
 RESULT_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
@@ -169,9 +176,8 @@ class HttpSync(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
         return HttpTargetResource(base_url=base, auth=self.target.auth.resource_config())  # type: ignore[arg-type]
 
     def idempotency_key(self, row: dict[str, Any]) -> str:
-        """64 hex digits: SHA-256 of (sync, key values, cursor value)."""
-        identity = [row[c] for c in self.key_columns] + ([row[self.cursor]] if self.cursor else [])
-        return hashlib.sha256(json.dumps([self.sync, identity], default=json_default).encode()).hexdigest()
+        """64 hex digits: SHA-256 of (sync, key values, cursor value) (:func:`.outbound.row_id`)."""
+        return row_id([self.sync], row, self.key_columns, self.cursor)
 
     def body_builder(self) -> Callable[[dict[str, Any], str], Any]:
         """``(row, idempotency key) -> JSON-able record``: the hook, the mapping, or the whole row."""
@@ -196,53 +202,157 @@ class HttpSync(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
 
         return mapped
 
+    def envelope(self, payload: Any) -> bytes:
+        """The request body: ``payload`` as JSON, or ``{wrap: payload, **wrap_extra}``."""
+        body = {self.target.wrap: payload, **self.target.wrap_extra} if self.target.wrap else payload
+        return json.dumps(body, default=json_default).encode()
+
+    def requests_for(
+        self, base: str, rows: list[dict[str, Any]], keys: list[str], bodies: list[Any]
+    ) -> list[PushRequest]:
+        """One request per row (record mode: each ``{column}`` of the path filled with one quoted path
+        segment, so a value such as ``../admin`` can neither leave the path nor change the host the
+        credentials go to), or per ``batch_size`` rows (batch mode, keyed by their ids' :func:`batch_id`).
+        Raises :class:`~integration_platform.core.names.UnsafeNameError` for a value that cannot be a segment."""
+        method, path = self.target.method, self.target.path
+        if self.mode == "record":
+            return [
+                PushRequest(method, base + _fill(path, row), self.envelope(body), key, (i,))
+                for i, (row, key, body) in enumerate(zip(rows, keys, bodies, strict=True))
+            ]
+        spans = [
+            range(start, min(start + self.batch_size, len(rows))) for start in range(0, len(rows), self.batch_size)
+        ]
+        return [
+            PushRequest(
+                method,
+                base + path,
+                self.envelope([bodies[i] for i in span]),
+                batch_id([keys[i] for i in span]),
+                tuple(span),
+            )
+            for span in spans
+        ]
+
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         return dg.Definitions(assets=[sync_asset(self)], resources={self.resource_key: self.resource()})
 
 
-def _rows(
+def _fill(path: str, row: dict[str, Any]) -> str:
+    return path.format_map({k: url_segment(str(v), f"value of {{{k}}}") for k, v in row.items()})
+
+
+def _read_rows(
     sync: HttpSync, context: dg.AssetExecutionContext, mark: CursorValue | None
 ) -> Iterator[list[dict[str, Any]]]:
-    """Chunks of at most ``chunk_rows`` rows as dicts, in cursor order, from the mark on (``>=``)."""
-    relation = f"({sync.query})" if sync.query else ".".join(quote(p) for p in str(sync.table).split("."))
-    sql = f"SELECT * FROM {relation} AS t"
-    params: list[Any] = []
-    if sync.cursor:
-        if mark is not None:
-            sql += f" WHERE {quote(sync.cursor)} >= {MARK}"
-            params.append(mark.to_python())
-        sql += f" ORDER BY {quote(sync.cursor)}"
-    if sync.source.warehouse:
-        with context.resources.warehouse.get_connection() as conn:
-            cursor = conn.execute(sql.replace(MARK, "?"), params)
-            columns = [d[0] for d in cursor.description]
-            while rows := cursor.fetchmany(sync.chunk_rows):
-                yield [dict(zip(columns, values, strict=True)) for values in rows]
-        return
-    engine = sa.create_engine(os.environ[str(sync.source.url_env)])
+    """Chunks of at most ``chunk_rows`` rows in cursor order from the mark on (``>=``), from the
+    warehouse or the database at ``source.url_env``; raises ``dg.Failure`` for a missing column."""
+    relation = relation_sql(sync.table, sync.query)
     try:
-        named = sql.replace(MARK, ":mark")
-        with engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=sync.chunk_rows).execute(
-                sa.text(named), {"mark": params[0]} if params else {}
-            )
-            for part in result.mappings().partitions(sync.chunk_rows):
-                yield [dict(r) for r in part]
-    finally:
-        engine.dispose()
+        if sync.source.warehouse:
+            with context.resources.warehouse.get_connection() as conn:
+                yield from select_since(conn, relation, sync.cursor, mark, sync.chunk_rows, sync.key_columns)
+            return
+        engine = sa.create_engine(os.environ[str(sync.source.url_env)])
+        try:
+            yield from select_since_sqlalchemy(engine, relation, sync.cursor, mark, sync.chunk_rows)
+        finally:
+            engine.dispose()
+    except MissingColumnsError as exc:
+        raise dg.Failure(f"sync {sync.sync}: {exc}") from exc
 
 
 @dataclasses.dataclass
 class _Progress:
+    """A run's counts, its high-water mark, its first failure and its dead letters, chunk by chunk."""
+
+    sync: HttpSync
+    watermark: Watermark
     read: int = 0
     sent: int = 0
     succeeded: int = 0
     failed: int = 0
-    requests: int = 0
-    blocked: bool = False
-    mark: CursorValue | None = None
     first_failure: str | None = None
     dead: list[pa.RecordBatch] = dataclasses.field(default_factory=list)
+
+    @property
+    def stopped(self) -> bool:
+        """True once a record failed under ``on_failure: fail``: nothing more is sent."""
+        return self.first_failure is not None and self.sync.on_failure == "fail"
+
+    def account(
+        self, rows: list[dict[str, Any]], keys: list[str], bodies: list[Any], outcome: list[PushResult | None]
+    ) -> pa.RecordBatch:
+        """Fold one chunk's outcomes in (counts, mark, dead letters); returns its results batch."""
+        sync = self.sync
+        columns: dict[str, list[Any]] = {name: [] for name in RESULT_SCHEMA.names}
+        dead: dict[str, list[Any]] = {name: [] for name in DEAD_LETTER_SCHEMA.names}
+        for row, key, body, result in zip(rows, keys, bodies, outcome, strict=True):
+            assert result is not None
+            ident = json.dumps([row[c] for c in sync.key_columns], default=json_default)
+            values = [ident, key, result.status, result.response, result.attempts, result.error, result.sent_at]
+            for name, value in zip(RESULT_SCHEMA.names, values, strict=True):
+                columns[name].append(value)
+            sent = result.attempts > 0
+            failed = sent and not result.ok
+            self.sent += sent
+            self.succeeded += result.ok
+            self.failed += failed
+            if failed and self.first_failure is None:
+                self.first_failure = f"record {ident} (idempotency key {key}): {result.error or result.status}"
+            if failed and sync.on_failure == "dead_letter":
+                cursor_text = CursorValue.from_python(row[sync.cursor]).text if sync.cursor else None
+                extra = [cursor_text, json.dumps(body, default=json_default)]
+                for name, value in zip(dead, [*values, *extra], strict=True):
+                    dead[name].append(value)
+            if sync.cursor:
+                self.watermark.observe(row[sync.cursor], result.ok or (failed and sync.on_failure == "dead_letter"))
+        if dead["key"]:
+            self.dead.append(pa.RecordBatch.from_pydict(dead, schema=DEAD_LETTER_SCHEMA))
+        return pa.RecordBatch.from_pydict(columns, schema=RESULT_SCHEMA)
+
+
+def _pusher(sync: HttpSync, target: HttpTargetResource, run_id: str) -> HttpPusher:
+    policy = PushPolicy(
+        concurrency=sync.concurrency,
+        connect_timeout=sync.connect_timeout,
+        read_timeout=sync.read_timeout,
+        max_retries=sync.max_retries,
+        backoff_factor=sync.backoff_factor,
+        max_retry_after=sync.max_retry_after,
+        accept_statuses=frozenset(sync.target.accept_statuses),
+        rate_limit=sync.rate_limit,
+    )
+    secret_headers = env_headers(sync.target.headers_env)
+    headers = {**sync.target.headers, **secret_headers}
+    base = target.base_url.rstrip("/")
+    return HttpPusher(
+        policy, target.auth, headers, sync.target.idempotency_header, f"{run_id}|{base}", list(secret_headers.values())
+    )
+
+
+def _push(
+    sync: HttpSync, context: dg.AssetExecutionContext, base: str, pusher: HttpPusher, progress: _Progress
+) -> Iterator[pa.RecordBatch]:
+    """Send every chunk of rows (each chunk's requests concurrently) and yield its results batch."""
+    build = sync.body_builder()
+    with asyncio.Runner() as runner:
+        runner.run(pusher.__aenter__())
+        try:
+            for rows in _read_rows(sync, context, progress.watermark.value):
+                progress.read += len(rows)
+                keys = [sync.idempotency_key(r) for r in rows]
+                bodies = [build(r, k) for r, k in zip(rows, keys, strict=True)]
+                outcome: list[PushResult | None] = [None] * len(rows)
+                requests = sync.requests_for(base, rows, keys, bodies)
+                for result in runner.run(pusher.send_all(requests, lambda: progress.stopped)):
+                    for i in result.request.rows:
+                        outcome[i] = result
+                yield progress.account(rows, keys, bodies, outcome)
+                if progress.stopped:
+                    return
+        finally:
+            runner.run(pusher.__aexit__())
 
 
 def sync_asset(sync: HttpSync) -> dg.AssetsDefinition:
@@ -268,88 +378,18 @@ def sync_asset(sync: HttpSync) -> dg.AssetsDefinition:
         refuse_ephemeral_marks(context, sync.cursor is not None, f"sync {sync.sync}")
         tag_run_host(context)  # it holds the duckdb slot: a kill from now on is reclaimable
         mark = read_mark(context.instance, context.asset_key) if sync.cursor else None
-        policy = PushPolicy(
-            concurrency=sync.concurrency,
-            connect_timeout=sync.connect_timeout,
-            read_timeout=sync.read_timeout,
-            max_retries=sync.max_retries,
-            backoff_factor=sync.backoff_factor,
-            max_retry_after=sync.max_retry_after,
-            accept_statuses=frozenset(sync.target.accept_statuses),
-            rate_limit=sync.rate_limit,
-        )
-        base = target.base_url.rstrip("/")
-        secret_headers = env_headers(sync.target.headers_env)
-        pusher = HttpPusher(
-            policy,
-            target.auth,
-            {**sync.target.headers, **secret_headers},
-            sync.target.idempotency_header,
-            f"{context.run.run_id}|{base}",
-            extra_secrets=list(secret_headers.values()),
-        )
-        progress = _Progress(mark=mark)
-        build = sync.body_builder()
+        progress = _Progress(sync, Watermark(mark))
+        pusher = _pusher(sync, target, context.run.run_id)
         started = time.monotonic()
-
-        def envelope(payload: Any) -> bytes:
-            body = {sync.target.wrap: payload, **sync.target.wrap_extra} if sync.target.wrap else payload
-            return json.dumps(body, default=json_default).encode()
-
-        def path_for(row: dict[str, Any]) -> str:
-            # Each value becomes one quoted path segment: a value such as "../admin" or ".evil.com/x"
-            # can neither leave the configured path nor change the host the credentials go to.
-            return sync.target.path.format_map({k: url_segment(str(v), f"value of {{{k}}}") for k, v in row.items()})
-
-        def requests_for(rows: list[dict[str, Any]], keys: list[str], bodies: list[Any]) -> list[PushRequest]:
-            if sync.mode == "record":
-                return [
-                    PushRequest(sync.target.method, base + path_for(row), envelope(b), k, (i,))
-                    for i, (row, k, b) in enumerate(zip(rows, keys, bodies, strict=True))
-                ]
-            out = []
-            for start in range(0, len(rows), sync.batch_size):
-                span = range(start, min(start + sync.batch_size, len(rows)))
-                key = hashlib.sha256("".join(keys[i] for i in span).encode()).hexdigest()
-                out.append(
-                    PushRequest(
-                        sync.target.method,
-                        base + sync.target.path,
-                        envelope([bodies[i] for i in span]),
-                        key,
-                        tuple(span),
-                    )
-                )
-            return out
-
-        def results(runner: asyncio.Runner) -> Iterator[pa.RecordBatch]:
-            for rows in _rows(sync, context, mark):
-                progress.read += len(rows)
-                keys = [sync.idempotency_key(r) for r in rows]
-                bodies = [build(r, k) for r, k in zip(rows, keys, strict=True)]
-                stop = (lambda: progress.first_failure is not None) if sync.on_failure == "fail" else (lambda: False)
-                outcome: list[PushResult | None] = [None] * len(rows)
-                for result in runner.run(pusher.send_all(requests_for(rows, keys, bodies), stop)):
-                    for i in result.request.rows:
-                        outcome[i] = result
-                table = _account(sync, progress, rows, keys, bodies, outcome)
-                yield table
-                if progress.first_failure is not None and sync.on_failure == "fail":
-                    return
-
-        spec = StreamSpec(source=GROUP, name=f"{sync.sync}_results", write_disposition="append")
         window = f"run-{context.run.run_id}"
-        with asyncio.Runner() as runner:
-            runner.run(pusher.__aenter__())
-            try:
-                manifest = land(lake.store(), spec, window, results(runner), RESULT_SCHEMA, full=False)
-            finally:
-                runner.run(pusher.__aexit__())
+        results = _push(sync, context, target.base_url.rstrip("/"), pusher, progress)
+        results_spec = StreamSpec(source=GROUP, name=f"{sync.sync}_results", write_disposition="append")
+        manifest = land(lake.store(), results_spec, window, results, RESULT_SCHEMA, full=False)
         if progress.dead:
             dead_spec = StreamSpec(source=GROUP, name=f"{sync.sync}_dead_letter", write_disposition="append")
             land(lake.store(), dead_spec, window, progress.dead, DEAD_LETTER_SCHEMA, full=False)
         seconds = time.monotonic() - started
-        after = progress.mark
+        after = progress.watermark.value
         metadata: dict[str, Any] = {
             "rows_read": progress.read,
             "rows_sent": progress.sent,
@@ -365,7 +405,7 @@ def sync_asset(sync: HttpSync) -> dg.AssetsDefinition:
             f"sync {sync.sync}: {progress.succeeded}/{progress.read} row(s) acknowledged, {progress.failed} failed, "
             f"{pusher.requests_sent} request(s) in {seconds:.2f}s"
         )
-        if progress.first_failure is not None and sync.on_failure == "fail":
+        if progress.stopped:
             context.log_event(dg.AssetMaterialization(asset_key=sync.asset_key, metadata=metadata))
             raise dg.Failure(
                 f"sync {sync.sync}: {progress.first_failure}; the mark stays at {after.text if after else None!r}"
@@ -373,40 +413,3 @@ def sync_asset(sync: HttpSync) -> dg.AssetsDefinition:
         return dg.MaterializeResult(metadata=metadata)
 
     return _sync
-
-
-def _account(
-    sync: HttpSync,
-    progress: _Progress,
-    rows: list[dict[str, Any]],
-    keys: list[str],
-    bodies: list[Any],
-    outcome: list[PushResult | None],
-) -> pa.RecordBatch:
-    """Fold one chunk's outcomes into ``progress`` (counts, mark, dead letters); returns its results batch."""
-    columns: dict[str, list[Any]] = {name: [] for name in RESULT_SCHEMA.names}
-    dead: dict[str, list[Any]] = {name: [] for name in DEAD_LETTER_SCHEMA.names}
-    for row, key, body, result in zip(rows, keys, bodies, outcome, strict=True):
-        assert result is not None
-        ident = json.dumps([row[c] for c in sync.key_columns], default=json_default)
-        values = [ident, key, result.status, result.response, result.attempts, result.error, result.sent_at]
-        for name, value in zip(RESULT_SCHEMA.names, values, strict=True):
-            columns[name].append(value)
-        sent = result.attempts > 0
-        progress.sent += sent
-        progress.succeeded += result.ok
-        failed = sent and not result.ok
-        progress.failed += failed
-        if failed and progress.first_failure is None:
-            progress.first_failure = f"record {ident} (idempotency key {key}): {result.error or result.status}"
-        if failed and sync.on_failure == "dead_letter":
-            cursor_text = CursorValue.from_python(row[sync.cursor]).text if sync.cursor else None
-            for name, value in zip(dead, [*values, cursor_text, json.dumps(body, default=json_default)], strict=True):
-                dead[name].append(value)
-        acknowledged = result.ok or (failed and sync.on_failure == "dead_letter")
-        if sync.cursor and not progress.blocked and row[sync.cursor] is not None:
-            progress.mark = CursorValue.from_python(row[sync.cursor])
-            progress.blocked = not acknowledged  # the next run starts at this row's value
-    if dead["key"]:
-        progress.dead.append(pa.RecordBatch.from_pydict(dead, schema=DEAD_LETTER_SCHEMA))
-    return pa.RecordBatch.from_pydict(columns, schema=RESULT_SCHEMA)

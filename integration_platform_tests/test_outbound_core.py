@@ -1,0 +1,75 @@
+"""The outbound core without a broker or an HTTP target: ids, the mark's advance, reading since the mark."""
+
+import datetime as dt
+import hashlib
+import json
+
+import duckdb
+import pytest
+import sqlalchemy as sa
+
+from integration_platform.core.cursors import CursorValue
+from integration_platform.core.outbound import (
+    MissingColumnsError,
+    Watermark,
+    batch_id,
+    json_default,
+    relation_sql,
+    row_id,
+    select_since,
+    select_since_sqlalchemy,
+)
+
+pytestmark = pytest.mark.fast
+
+
+def test_row_ids_are_the_ids_sent_before_the_core_existed() -> None:
+    """Publications and syncs keep their ids across the move to one core (consumers de-duplicate on them)."""
+    row = {"id": 7, "email": "a@example.com", "updated_at": dt.datetime(2024, 1, 2, 3, 4, 5)}
+    identity = [7, row["updated_at"]]
+    old_publish = json.dumps(["src", "pub", identity], sort_keys=True, default=json_default)
+    expected = [hashlib.sha256(old_publish.encode()).hexdigest()]
+    old_sync = ["sync", identity]
+    assert row_id(["src", "pub"], row, ["id"], "updated_at") == expected[0]
+    plain = hashlib.sha256(json.dumps(old_sync, default=json_default).encode()).hexdigest()
+    assert row_id(["sync"], row, ["id"], "updated_at") == plain
+    whole = hashlib.sha256(json.dumps(["src", "pub", row], sort_keys=True, default=json_default).encode()).hexdigest()
+    assert row_id(["src", "pub"], row, [], None) == whole
+    assert row_id(["src", "pub"], {**row, "updated_at": dt.datetime(2024, 1, 3)}, ["id"], "updated_at") != expected[0]
+    assert batch_id(["a", "b"]) != batch_id(["b", "a"]) and len(batch_id(["a"])) == 64
+
+
+def test_the_mark_stops_at_the_first_unacknowledged_row() -> None:
+    start = CursorValue.from_python(1)
+    mark = Watermark(start)
+    assert mark.value == start
+    for value, ok in [(2, True), (None, False), (3, True), (4, False), (5, True)]:
+        mark.observe(value, ok)
+    assert mark.value == CursorValue.from_python(4)  # the next run starts at 4 (>=) and sends it again
+    assert mark.blocked
+
+
+def test_select_since_reads_from_the_mark_in_cursor_order_as_the_column_type() -> None:
+    conn = duckdb.connect()
+    conn.execute(
+        "CREATE SCHEMA s; CREATE TABLE s.t AS SELECT * FROM (VALUES (3, 30), (1, 10), (2, 20), (10, 100)) v(k, c)"
+    )
+    relation = relation_sql("s.t", None)
+    mark = CursorValue("string", "10")  # an old bare-text mark: compared as an integer, not as text
+    rows = [r for chunk in select_since(conn, relation, "k", CursorValue("int", "2"), 2) for r in chunk]
+    assert [r["k"] for r in rows] == [2, 3, 10]
+    assert [r["k"] for chunk in select_since(conn, relation, "k", mark, 100) for r in chunk] == [10]
+    assert [len(chunk) for chunk in select_since(conn, relation, "k", None, 3)] == [3, 1]
+    with pytest.raises(MissingColumnsError, match=r"\['nope'\] not in"):
+        list(select_since(conn, relation, "k", None, 3, required=["nope"]))
+
+
+def test_select_since_sqlalchemy_binds_the_mark_as_its_python_value() -> None:
+    engine = sa.create_engine("sqlite://")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE t (k INTEGER, at TEXT)"))
+        conn.execute(sa.text("INSERT INTO t VALUES (1, 'a'), (3, 'c'), (2, 'b')"))
+    chunks = list(
+        select_since_sqlalchemy(engine, relation_sql(None, "SELECT * FROM t"), "k", CursorValue.from_python(2), 1)
+    )
+    assert [[r["k"] for r in chunk] for chunk in chunks] == [[2], [3]]
