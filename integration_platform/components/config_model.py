@@ -14,6 +14,7 @@ of every model here, hides inputs there too.
 from typing import Any, get_args
 
 import dagster as dg
+from dagster._utils.schedules import is_valid_cron_string
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidatorFunctionWrapHandler, model_validator
 from pydantic_core import InitErrorDetails
 
@@ -82,3 +83,21 @@ class SafeModel(dg.Model):
     """``dg.Model`` (unknown fields refused) whose validation errors never quote input values."""
 
     model_config = ConfigDict(hide_input_in_errors=True)
+
+
+def cron_problem(value: str) -> str | None:
+    """Why ``value`` is not a cron string Dagster's schedules take (five fields, UTC), or ``None``.
+
+    Dagster's own rule (``dagster._utils.schedules.is_valid_cron_string``: croniter's, plus five
+    fields and no 30th/31st of February) is the one a schedule is built with, so it is asked here,
+    the one place the platform imports it from."""
+    if is_valid_cron_string(value):
+        return None
+    return f"{value!r} is not a valid cron string (five fields, e.g. '0 3 * * *')"
+
+
+def require_exactly_one(model: BaseModel, first: str, second: str, where: str = "") -> None:
+    """Raise ``ValueError("<where>set exactly one of '<first>' and '<second>'")`` unless exactly one
+    of the two fields of ``model`` is set (not ``None``); ``where`` ends with ``": "`` when given."""
+    if (getattr(model, first) is None) == (getattr(model, second) is None):
+        raise ValueError(f"{where}set exactly one of {first!r} and {second!r}")

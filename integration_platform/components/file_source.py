@@ -33,7 +33,11 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, model_validator
 
-from integration_platform.components.config_model import SafeModel, SecretSafeComponent
+from integration_platform.components.config_model import (
+    SafeModel,
+    SecretSafeComponent,
+    require_exactly_one,
+)
 from integration_platform.components.file_drops import DropRules, DropState, plan_tick
 from integration_platform.components.file_extract import FileStreamPlan, extractor_for
 from integration_platform.components.file_formats import FileFormat
@@ -73,8 +77,7 @@ class FileConnection(SafeModel, dg.Resolvable):
 
     @model_validator(mode="after")
     def _complete(self) -> "FileConnection":
-        if (self.host is None) == (self.host_env is None):
-            raise ValueError("connection: set exactly one of 'host' and 'host_env'")
+        require_exactly_one(self, "host", "host_env", "connection: ")
         if self.port is not None and self.port_env is not None:
             raise ValueError("connection: set 'port' or 'port_env', not both")
         if self.protocol == "sftp":

@@ -3,10 +3,9 @@
 from typing import Literal
 
 import dagster as dg
-from dagster._utils.schedules import is_valid_cron_string
 from pydantic import Field, model_validator
 
-from integration_platform.components.config_model import SafeModel
+from integration_platform.components.config_model import SafeModel, cron_problem, require_exactly_one
 from integration_platform.core.names import ENV_NAME
 from integration_platform.core.records import ARROW_TYPES
 from integration_platform.core.streams import IDENTIFIER
@@ -41,12 +40,11 @@ class QueueConnection(SafeModel, dg.Resolvable):
     @model_validator(mode="after")
     def _complete(self) -> "QueueConnection":
         if self.broker == "rabbitmq":
-            if (self.host is None) == (self.host_env is None):
-                raise ValueError("connection: set exactly one of 'host' and 'host_env'")
+            require_exactly_one(self, "host", "host_env", "connection: ")
             if self.port is not None and self.port_env is not None:
                 raise ValueError("connection: set 'port' or 'port_env', not both")
-        elif (self.bootstrap_servers is None) == (self.bootstrap_servers_env is None):
-            raise ValueError("connection: kafka needs exactly one of 'bootstrap_servers' and 'bootstrap_servers_env'")
+        else:
+            require_exactly_one(self, "bootstrap_servers", "bootstrap_servers_env", "connection: kafka: ")
         return self
 
     def resource(self) -> RabbitMQResource | KafkaResource:
@@ -108,8 +106,8 @@ class QueueStream(SafeModel, dg.Resolvable):
         bad = {k: v for k, v in self.columns.items() if v not in ARROW_TYPES}
         if bad:
             raise ValueError(f"stream {self.name!r}: columns {bad}: allowed types are {', '.join(ARROW_TYPES)}")
-        if self.schedule is not None and not is_valid_cron_string(self.schedule):
-            raise ValueError(f"stream {self.name!r}: schedule {self.schedule!r} is not a cron string")
+        if self.schedule is not None and (problem := cron_problem(self.schedule)):
+            raise ValueError(f"stream {self.name!r}: schedule: {problem}")
         return self
 
     @property

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import dagster as dg
 from pydantic import Field, model_validator
 
-from integration_platform.components.config_model import SafeModel
+from integration_platform.components.config_model import SafeModel, require_exactly_one
 from integration_platform.components.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.components.run_recovery import tag_run_host
 from integration_platform.core.outbound import (
@@ -64,8 +64,7 @@ class PublishSpec(SafeModel, dg.Resolvable):
 
     @model_validator(mode="after")
     def _consistent(self) -> "PublishSpec":
-        if (self.table is None) == (self.query is None):
-            raise ValueError(f"publish {self.name!r}: set exactly one of 'table' and 'query'")
+        require_exactly_one(self, "table", "query", f"publish {self.name!r}: ")
         if [self.queue, self.exchange, self.topic].count(None) != 2:
             raise ValueError(f"publish {self.name!r}: set one of 'queue', 'exchange' (with 'routing_key') and 'topic'")
         if self.exchange is not None and self.routing_key is None:

@@ -51,6 +51,7 @@ from integration_platform.components.queue_drain import DrainLimits, MessageSour
 from integration_platform.components.queue_publish import PublishSpec, publish_asset
 from integration_platform.components.rabbitmq_stream import ATTRIBUTES as RABBIT_ATTRIBUTES
 from integration_platform.components.rabbitmq_stream import RabbitQueueSource, rabbit_publisher
+from integration_platform.components.schedules import refresh_job
 from integration_platform.components.stream_assets import lake_key, warehouse_asset, warehouse_key
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.records import ARROW_TYPES
@@ -236,20 +237,13 @@ class QueueSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
             assets += [self._lake_asset(stream, spec), warehouse_asset(spec)]
             sensors.append(self._sensor(stream, spec))
             if stream.schedule:
-                job = dg.define_asset_job(
+                _, schedule = refresh_job(
                     f"{self.source}_{stream.name}_drain",
-                    selection=[lake_key(spec), warehouse_key(spec)],
+                    [lake_key(spec), warehouse_key(spec)],
+                    stream.schedule,
                     tags={DRAIN_TAG: spec.path},
                 )
-                schedules.append(
-                    dg.ScheduleDefinition(
-                        name=f"{self.source}_{stream.name}_drain_schedule",
-                        job=job,
-                        cron_schedule=stream.schedule,
-                        execution_timezone="UTC",
-                        default_status=dg.DefaultScheduleStatus.STOPPED,
-                    )
-                )
+                schedules.append(schedule)
         kafka = self.connection.broker == "kafka"
         for i, entry in enumerate(self.publish):
             if names.count(entry.name) > 1:

@@ -33,11 +33,16 @@ from pathlib import Path
 from typing import Literal
 
 import dagster as dg
-from dagster._utils.schedules import is_valid_cron_string
 from pydantic import Field, model_validator
 
-from integration_platform.components.config_model import SafeModel, SecretSafeComponent
+from integration_platform.components.config_model import (
+    SafeModel,
+    SecretSafeComponent,
+    cron_problem,
+    require_exactly_one,
+)
 from integration_platform.components.rest_extract import COLUMN_TYPES, RestStreamPlan, extractor_for
+from integration_platform.components.schedules import refresh_job
 from integration_platform.components.stream_assets import ExtractionReport, ExtractorFactory, lake_key, stream_assets
 from integration_platform.core.extract import Extractor
 from integration_platform.core.names import ENV_NAME
@@ -223,17 +228,21 @@ class RestSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
 
     def validate_declaration(self, yaml_path: Path) -> None:
         """Checks across fields, each failing with ``ValueError("<file>: <field>: ...")``."""
-        if (self.base_url is None) == (self.base_url_env is None):
-            raise self._fail(yaml_path, "base_url", "set exactly one of 'base_url' and 'base_url_env'")
-        if not is_valid_cron_string(self.schedule):
-            raise self._fail(yaml_path, "schedule", f"{self.schedule!r} is not a valid cron string (e.g. '0 3 * * *')")
+        try:
+            require_exactly_one(self, "base_url", "base_url_env")
+        except ValueError as exc:
+            raise self._fail(yaml_path, "base_url", str(exc)) from None
+        if problem := cron_problem(self.schedule):
+            raise self._fail(yaml_path, "schedule", problem)
         check_headers(self.headers, self.headers_env, lambda where, why: self._fail(yaml_path, where, why))
         every_params = [("params", self.params)]
         every_params += [(f"streams[{i}].params", s.params) for i, s in enumerate(self.streams)]
         for where, params in every_params:
             for name in secret_header_names(params):
                 raise self._fail(
-                    yaml_path, f"{where}.{name}", f"the query parameter {name!r} carries a secret and cannot be "
+                    yaml_path,
+                    f"{where}.{name}",
+                    f"the query parameter {name!r} carries a secret and cannot be "
                     "written inline (it would go to every host): use auth: {type: api_key, api_key_in: query, "
                     f"api_key_name: {name}, api_key_env: MY_VARIABLE}}",
                 )
@@ -355,16 +364,11 @@ class RestSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
                 quarantine=plan.on_conflict == "quarantine",
             )
         ]
-        job = dg.define_asset_job(
+        job, schedule = refresh_job(
             f"{self.source}_refresh",
-            selection=dg.AssetSelection.groups(self.source),
-            description=f"Refresh of every {self.source} stream (incremental where declared).",
-        )
-        schedule = dg.ScheduleDefinition(
-            job=job,
-            cron_schedule=self.schedule,
-            execution_timezone="UTC",
-            default_status=dg.DefaultScheduleStatus.STOPPED,
+            dg.AssetSelection.groups(self.source),
+            self.schedule,
+            f"Refresh of every {self.source} stream (incremental where declared).",
         )
         return dg.Definitions(
             assets=assets, jobs=[job], schedules=[schedule], resources={self.resource_key: self.resource()}

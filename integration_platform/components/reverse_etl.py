@@ -45,7 +45,11 @@ import pyarrow as pa
 import sqlalchemy as sa
 from pydantic import Field, model_validator
 
-from integration_platform.components.config_model import SafeModel, SecretSafeComponent
+from integration_platform.components.config_model import (
+    SafeModel,
+    SecretSafeComponent,
+    require_exactly_one,
+)
 from integration_platform.components.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.components.queue_publish import TABLE
 from integration_platform.components.rest_source import ENV_NAME, RestAuth
@@ -115,8 +119,7 @@ class SyncTarget(SafeModel, dg.Resolvable):
 
     @model_validator(mode="after")
     def _url(self) -> "SyncTarget":
-        if (self.base_url is None) == (self.base_url_env is None):
-            raise ValueError("target: set exactly one of 'base_url' and 'base_url_env'")
+        require_exactly_one(self, "base_url", "base_url_env", "target: ")
         check_headers(self.headers, self.headers_env, lambda where, why: ValueError(f"target.{where}: {why}"))
         return self
 
@@ -155,8 +158,7 @@ class HttpSync(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
 
     @model_validator(mode="after")
     def _consistent(self) -> "HttpSync":
-        if (self.query is None) == (self.table is None):
-            raise ValueError("set exactly one of 'query' and 'table'")
+        require_exactly_one(self, "query", "table")
         if self.mapping and self.hook:
             raise ValueError("set at most one of 'mapping' and 'hook'")
         if self.mode == "batch" and "{" in self.target.path:

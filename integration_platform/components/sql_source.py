@@ -27,11 +27,15 @@ from pathlib import Path
 from typing import Literal
 
 import dagster as dg
-from dagster._utils.schedules import is_valid_cron_string
 from pydantic import Field, model_validator
 
-from integration_platform.components.config_model import SafeModel, SecretSafeComponent
+from integration_platform.components.config_model import (
+    SafeModel,
+    SecretSafeComponent,
+    cron_problem,
+)
 from integration_platform.components.run_recovery import tag_run_host
+from integration_platform.components.schedules import refresh_job
 from integration_platform.components.stream_assets import (
     DUCKDB_POOL,
     ExtractionReport,
@@ -105,11 +109,8 @@ class SqlSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
                 f"{yaml_path}: attributes.source: {self.source!r} must match {IDENTIFIER.pattern} "
                 "(lowercase letters, digits, underscores)"
             )
-        if not is_valid_cron_string(self.schedule):
-            raise ValueError(
-                f"{yaml_path}: attributes.schedule: {self.schedule!r} is not a valid cron string "
-                "(five fields, e.g. '0 3 * * *')"
-            )
+        if problem := cron_problem(self.schedule):
+            raise ValueError(f"{yaml_path}: attributes.schedule: {problem}")
         if not self.include and not self.tables:
             raise ValueError(f"{yaml_path}: attributes: declare 'tables', or 'include' globs, or both")
         seen: dict[str, int] = {}
@@ -211,7 +212,9 @@ class SqlSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
                 passed=drift == 0,
                 severity=dg.AssetCheckSeverity.WARN,
                 metadata={"rows_at_source": at_source, "rows_in_duckdb": in_duckdb, "rows_not_at_source": drift},
-                description=None if drift == 0 else (
+                description=None
+                if drift == 0
+                else (
                     f"DuckDB holds {drift:+d} rows against the source: rows deleted at the source are not tracked "
                     "by a cursor; a full refresh (run config full_refresh: true) makes the table match again"
                 ),
@@ -236,20 +239,14 @@ class SqlSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
         plain = [s for s, _ in specs if s.partitioning is None]
         if plain:
             selection = dg.AssetSelection.assets(*[k for s in plain for k in (lake_key(s), warehouse_key(s))])
-            job = dg.define_asset_job(
+            job, schedule = refresh_job(
                 f"{self.source}_refresh",
-                selection=selection,
-                description=f"Incremental refresh of every unpartitioned {self.source} stream.",
+                selection,
+                self.schedule,
+                f"Incremental refresh of every unpartitioned {self.source} stream.",
             )
             jobs.append(job)
-            schedules.append(
-                dg.ScheduleDefinition(
-                    job=job,
-                    cron_schedule=self.schedule,
-                    execution_timezone="UTC",
-                    default_status=dg.DefaultScheduleStatus.STOPPED,
-                )
-            )
+            schedules.append(schedule)
         for granularity in ("daily", "monthly"):
             group = [s for s, _ in specs if s.partitioning and s.partitioning.granularity == granularity]
             starts = {s.partitioning.start for s in group if s.partitioning and s.partitioning.start}
