@@ -56,6 +56,7 @@ test-fast: $(BIN)/.installed-dev
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check integration_platform integration_platform_tests benchmarks sandbox
+	$(BIN)/ruff format --check integration_platform integration_platform_tests benchmarks sandbox
 	$(BIN)/mypy integration_platform integration_platform_tests
 	for script in sandbox/*.py sandbox/*/server.py; do $(BIN)/mypy $$script || exit 1; done
 	$(BIN)/mypy sandbox/airflow/dags

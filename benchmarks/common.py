@@ -165,13 +165,15 @@ def run_once(method: Method) -> Sample:
     if method.prepare is not None:
         method.prepare()
     env = {**os.environ, **method.env}
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            tempfile.NamedTemporaryFile("r", suffix=".time") as timing:
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile("r", suffix=".time") as timing,
+    ):
         argv = [TIME, "-f", "%M %U %S", "-o", timing.name, *method.argv] if TIME else method.argv
         started = time.perf_counter()
         stdout_to = subprocess.DEVNULL if method.discard_stdout else out
-        child = subprocess.Popen(argv, stdout=stdout_to, stderr=err, stdin=subprocess.DEVNULL, env=env,
-                                 cwd=REPO_ROOT)
+        child = subprocess.Popen(argv, stdout=stdout_to, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=REPO_ROOT)
         _, status, usage = os.wait4(child.pid, 0)
         elapsed = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
@@ -190,12 +192,13 @@ def run_once(method: Method) -> Sample:
     report: dict[str, Any] = {}
     for line in stdout.splitlines():
         if line.startswith(RESULT_MARK):
-            report = json.loads(line[len(RESULT_MARK):])
+            report = json.loads(line[len(RESULT_MARK) :])
     if "--child" in method.argv and "seconds" not in report:
         raise BenchmarkError(f"{method.name} printed no result line; stderr:\n{stderr[-3000:]}")
     seconds = float(report.get("seconds", elapsed))
-    return Sample(seconds=seconds, process_seconds=elapsed, peak_rss_mb=max_rss_kib * 1024 / MB,
-                  report=report, cpu_seconds=cpu)
+    return Sample(
+        seconds=seconds, process_seconds=elapsed, peak_rss_mb=max_rss_kib * 1024 / MB, report=report, cpu_seconds=cpu
+    )
 
 
 def run_interleaved(methods: Sequence[Method], runs: int, warmup: Sequence[Method] = ()) -> list[Summary]:
@@ -224,13 +227,18 @@ def run_interleaved(methods: Sequence[Method], runs: int, warmup: Sequence[Metho
             got = sample.report.get("rows")
             if got is not None and method.rows is not None and int(got) != method.rows:
                 print(f"  WARNING: {method.name} produced {got} rows, expected {method.rows}", flush=True)
-            print(f"  run {round_no + 1}/{runs} {method.name:<28} {sample.seconds:8.2f} s"
-                  f"  (process {sample.process_seconds:6.2f} s, CPU {_fmt(sample.cpu_seconds, '.1f')} s,"
-                  f" peak RSS {sample.peak_rss_mb:7.1f} MB)",
-                  flush=True)
+            print(
+                f"  run {round_no + 1}/{runs} {method.name:<28} {sample.seconds:8.2f} s"
+                f"  (process {sample.process_seconds:6.2f} s, CPU {_fmt(sample.cpu_seconds, '.1f')} s,"
+                f" peak RSS {sample.peak_rss_mb:7.1f} MB)",
+                flush=True,
+            )
     if code_version().partition(", ")[2] != code.partition(", ")[2]:
-        print(f"WARNING: integration_platform/ changed during the runs (started with {code}, now "
-              f"{code_version()}): the runs mix two versions", flush=True)
+        print(
+            f"WARNING: integration_platform/ changed during the runs (started with {code}, now "
+            f"{code_version()}): the runs mix two versions",
+            flush=True,
+        )
     return [Summary(m, samples[m.name]) for m in methods if m.name not in FAILURES]
 
 
@@ -238,8 +246,13 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def report(benchmark: str, summaries: Sequence[Summary], reference: str, bytes_label: str,
-           extra_columns: Sequence[tuple[str, str, str]] = ()) -> Path:
+def report(
+    benchmark: str,
+    summaries: Sequence[Summary],
+    reference: str,
+    bytes_label: str,
+    extra_columns: Sequence[tuple[str, str, str]] = (),
+) -> Path:
     """Print the figures table and write ``benchmarks/results/<benchmark>.json``.
 
     ``reference`` names the method ratios are relative to (normally the ``limit``):
@@ -255,24 +268,30 @@ def report(benchmark: str, summaries: Sequence[Summary], reference: str, bytes_l
     if ref is None:  # the reference failed (see FAILURES): print the figures without ratios
         print(f"{benchmark}: reference method {reference!r} failed; no ratios")
         ref = Summary(Method(reference, "limit", [], None), [Sample(0.0, 0.0, 0.0, {})])
-    header = (f"{'method':<28} {'role':<8} {'rows':>10} {'seconds':>8} {'process_s':>9} {'cpu_s':>6} "
-              f"{'rows/s':>11} "
-              f"{'MB/s':>7} {'peak_RSS_MB':>11} {'rate_x':>7} {'time_x':>7}")
+    header = (
+        f"{'method':<28} {'role':<8} {'rows':>10} {'seconds':>8} {'process_s':>9} {'cpu_s':>6} "
+        f"{'rows/s':>11} "
+        f"{'MB/s':>7} {'peak_RSS_MB':>11} {'rate_x':>7} {'time_x':>7}"
+    )
     for title, _, _ in extra_columns:
         header += f" {title:>12}"
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"\n{benchmark}: median of {len(ref.samples)} runs; ratios relative to {reference!r}; "
-          f"MB/s = {bytes_label}; load average now {load} on {os.cpu_count()} CPUs")
+    print(
+        f"\n{benchmark}: median of {len(ref.samples)} runs; ratios relative to {reference!r}; "
+        f"MB/s = {bytes_label}; load average now {load} on {os.cpu_count()} CPUs"
+    )
     print(header)
     print("-" * len(header))
     notes: list[str] = []
     for s in summaries:
         rate_x = s.rows_per_s / ref.rows_per_s if s.rows_per_s and ref.rows_per_s else None
         time_x = s.seconds / ref.seconds if s.rows == ref.rows and ref.seconds else None
-        line = (f"{s.method.name:<28} {s.method.role:<8} {_fmt(s.rows, ',d'):>10} {s.seconds:8.2f} "
-                f"{s.process_seconds:9.2f} {_fmt(s.cpu_seconds, '.1f'):>6} {_fmt(s.rows_per_s, ',.0f'):>11} "
-                f"{_fmt(s.mb_per_s, '.1f'):>7} {s.peak_rss_mb:11.1f} {_fmt(rate_x, '.3f'):>7} "
-                f"{_fmt(time_x, '.2f'):>7}")
+        line = (
+            f"{s.method.name:<28} {s.method.role:<8} {_fmt(s.rows, ',d'):>10} {s.seconds:8.2f} "
+            f"{s.process_seconds:9.2f} {_fmt(s.cpu_seconds, '.1f'):>6} {_fmt(s.rows_per_s, ',.0f'):>11} "
+            f"{_fmt(s.mb_per_s, '.1f'):>7} {s.peak_rss_mb:11.1f} {_fmt(rate_x, '.3f'):>7} "
+            f"{_fmt(time_x, '.2f'):>7}"
+        )
         for _, key, spec in extra_columns:
             line += f" {_fmt(s.median_report(key), spec):>12}"
         print(line)
@@ -341,8 +360,9 @@ def child_report(work: Callable[[], dict[str, Any]]) -> None:
     seconds = time.perf_counter() - started
     if result.get("out_bytes") is not None:
         result["out_mb"] = result["out_bytes"] / MB
-    print(RESULT_MARK + json.dumps({**result, "seconds": seconds, "baseline_rss_mb": baseline}, default=str),
-          flush=True)
+    print(
+        RESULT_MARK + json.dumps({**result, "seconds": seconds, "baseline_rss_mb": baseline}, default=str), flush=True
+    )
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -352,8 +372,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args, unknown = parser.parse_known_args(argv)
     if unknown and args.child is None:
-        print(f"{parser.prog}: ignoring arguments meant for other benchmarks: {' '.join(unknown)}",
-              file=sys.stderr)
+        print(f"{parser.prog}: ignoring arguments meant for other benchmarks: {' '.join(unknown)}", file=sys.stderr)
     if args.runs < 3 and args.child is None:
         print("note: fewer than 3 runs; the DESIGN asks for a median of at least 3", file=sys.stderr)
     return args
@@ -369,6 +388,8 @@ def select(methods: Sequence[Method], wanted: str, always: Sequence[str] = ()) -
         return list(methods)
     unknown = names - {m.name for m in methods}
     if unknown:  # run_all.py passes one --methods list to every benchmark
-        print(f"ignoring methods this benchmark does not have: {sorted(unknown)}; "
-              f"it has {[m.name for m in methods]}", file=sys.stderr)
+        print(
+            f"ignoring methods this benchmark does not have: {sorted(unknown)}; it has {[m.name for m in methods]}",
+            file=sys.stderr,
+        )
     return [m for m in methods if m.name in names or m.name in always]

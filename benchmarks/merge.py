@@ -92,6 +92,7 @@ def delta_sizes(rows: int) -> tuple[int, int, int]:
 
 # ---------------------------------------------------------------- setup (parent process)
 
+
 def platform_code() -> str:
     """The ``integration_platform/`` part of :func:`common.code_version`; setup is redone when it changes."""
     return code_version().partition(", ")[2]
@@ -126,31 +127,48 @@ def ensure_setup(workdir: Path, rows: int) -> dict[str, Any]:
     started = time.perf_counter()
     base_sql = ROWS_SQL.format(label_prefix="'customer '", ids=f"SELECT range + 1 FROM range({rows})")
     base = extract_and_land(store, spec, lambda _: gen.sql(base_sql).to_arrow_reader(100_000))
-    print(f"landed base: {base.manifest.rows:,} rows, {base.manifest.bytes / 1e6:.1f} MB "
-          f"in {time.perf_counter() - started:.1f} s", flush=True)
+    print(
+        f"landed base: {base.manifest.rows:,} rows, {base.manifest.bytes / 1e6:.1f} MB "
+        f"in {time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
 
     started = time.perf_counter()
     with duckdb.connect(str(workdir / "base.duckdb")) as conn:
         result = load(conn, store, spec, [base.manifest])
-    print(f"loaded base.duckdb: {result.table_rows:,} rows in {time.perf_counter() - started:.1f} s "
-          f"({(workdir / 'base.duckdb').stat().st_size / 1e6:.0f} MB)", flush=True)
+    print(
+        f"loaded base.duckdb: {result.table_rows:,} rows in {time.perf_counter() - started:.1f} s "
+        f"({(workdir / 'base.duckdb').stat().st_size / 1e6:.0f} MB)",
+        flush=True,
+    )
 
-    delta_ids = (f"SELECT range * {step} + 7 FROM range({updates}) UNION ALL "
-                 f"SELECT range + {rows + 1} FROM range({inserts})")
+    delta_ids = (
+        f"SELECT range * {step} + 7 FROM range({updates}) UNION ALL SELECT range + {rows + 1} FROM range({inserts})"
+    )
     delta_sql = ROWS_SQL.format(label_prefix=f"'{UPDATE_LABEL}'", ids=delta_ids).replace(
-        "WHEN id % 31 = 0 THEN NULL", "WHEN false THEN NULL")  # every delta row carries its label
+        "WHEN id % 31 = 0 THEN NULL", "WHEN false THEN NULL"
+    )  # every delta row carries its label
     reader = gen.sql(delta_sql).to_arrow_reader(100_000)
     delta = land(store, spec, DELTA_WINDOW, reader, reader.schema, full=False)
-    print(f"landed delta: {delta.rows:,} rows ({updates:,} updates, {inserts:,} new), "
-          f"{delta.bytes / 1e3:.0f} kB", flush=True)
-    marker = {"rows": rows, "code": platform_code(), "updates": updates, "inserts": inserts,
-              "manifest_key": delta.key, "files": [str(store.root / f.key) for f in delta.files],
-              "delta_bytes": delta.bytes}
+    print(
+        f"landed delta: {delta.rows:,} rows ({updates:,} updates, {inserts:,} new), {delta.bytes / 1e3:.0f} kB",
+        flush=True,
+    )
+    marker = {
+        "rows": rows,
+        "code": platform_code(),
+        "updates": updates,
+        "inserts": inserts,
+        "manifest_key": delta.key,
+        "files": [str(store.root / f.key) for f in delta.files],
+        "delta_bytes": delta.bytes,
+    }
     marker_path.write_text(json.dumps(marker, indent=1))
     return marker
 
 
 # ---------------------------------------------------------------- methods (child processes)
+
 
 def run_child(name: str, workdir: Path) -> None:
     """Apply the delta to ``workdir/run.duckdb`` with method ``name``; verify untimed."""
@@ -158,8 +176,7 @@ def run_child(name: str, workdir: Path) -> None:
 
     marker = json.loads((workdir / "setup.json").read_text())
     files = ", ".join("'" + f.replace("'", "''") + "'" for f in marker["files"])
-    stage = (f"CREATE TEMP TABLE delta AS SELECT *, '{DELTA_WINDOW}' AS _ip_window "
-             f"FROM read_parquet([{files}])")
+    stage = f"CREATE TEMP TABLE delta AS SELECT *, '{DELTA_WINDOW}' AS _ip_window FROM read_parquet([{files}])"
     db_path = str(workdir / "run.duckdb")
 
     def platform(conn: duckdb.DuckDBPyConnection) -> None:
@@ -181,12 +198,16 @@ def run_child(name: str, workdir: Path) -> None:
     def merge_into(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute("BEGIN TRANSACTION")
         conn.execute(stage)
-        conn.execute(f"MERGE INTO {TARGET} AS t USING delta ON t.id = delta.id "
-                     "WHEN MATCHED THEN UPDATE WHEN NOT MATCHED THEN INSERT")
+        conn.execute(
+            f"MERGE INTO {TARGET} AS t USING delta ON t.id = delta.id "
+            "WHEN MATCHED THEN UPDATE WHEN NOT MATCHED THEN INSERT"
+        )
         conn.execute("COMMIT")
 
     methods: dict[str, Callable[[duckdb.DuckDBPyConnection], None]] = {
-        "platform": platform, "delete_insert": delete_insert, "merge_into": merge_into,
+        "platform": platform,
+        "delete_insert": delete_insert,
+        "merge_into": merge_into,
     }
     apply = methods[name]
     if name == "platform":  # import outside the timed part, as the others' imports are
@@ -202,14 +223,16 @@ def run_child(name: str, workdir: Path) -> None:
 
     child_report(work)
     with duckdb.connect(db_path, read_only=True) as conn:
-        row = conn.execute(f"SELECT count(*), count(*) FILTER (WHERE label LIKE '{UPDATE_LABEL}%') "
-                           f"FROM {TARGET}").fetchone()
+        row = conn.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE label LIKE '{UPDATE_LABEL}%') FROM {TARGET}"
+        ).fetchone()
     expected = (marker["rows"] + marker["inserts"], marker["updates"] + marker["inserts"])
     if row != expected:
         raise SystemExit(f"{name}: table has (rows, delta rows) {row}, expected {expected}")
 
 
 # ---------------------------------------------------------------- parent
+
 
 def has_merge_into() -> bool:
     """Whether the installed DuckDB understands ``MERGE INTO`` (DuckDB 1.4+)."""
@@ -228,8 +251,9 @@ def main(argv: list[str] | None = None) -> None:
     """Parse arguments; as parent set up and run every method; as child run one."""
     parser = argparse.ArgumentParser(prog="merge.py", description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=5_000_000, help="rows of the base table (default 5M)")
-    parser.add_argument("--workdir", default=None,
-                        help="folder for the lake and DuckDB files (default: <tmp>/ip-bench-merge-<rows>)")
+    parser.add_argument(
+        "--workdir", default=None, help="folder for the lake and DuckDB files (default: <tmp>/ip-bench-merge-<rows>)"
+    )
     args = parse_args(parser, argv)
     workdir = Path(args.workdir or Path(tempfile.gettempdir()) / f"ip-bench-merge-{args.rows}")
     if args.child:
@@ -251,18 +275,33 @@ def main(argv: list[str] | None = None) -> None:
         names.append(("merge_into", "peer"))
     else:
         print("merge_into: the installed DuckDB has no MERGE INTO; skipped")
-    methods = select([
-        Method(name, role, python_child(SCRIPT, name, "--workdir", str(workdir)), delta_rows,
-               prepare=fresh_copy)
-        for name, role in names
-    ], args.methods, always=("delete_insert",))
-    print(f"merge: {delta_rows:,}-row delta ({marker['updates']:,} updates, {marker['inserts']:,} new) "
-          f"into {args.rows:,} rows; {len(methods)} methods x {args.runs} runs", flush=True)
-    summaries = run_interleaved(methods, args.runs,
-                                warmup=[warm_imports("duckdb", "integration_platform.core.loading")])
-    report("merge", summaries, reference="delete_insert", bytes_label="n/a (no MB/s for a merge)",
-           extra_columns=[("commit_s", "commit_s", ".2f"), ("close_s", "close_s", ".2f"),
-                          ("import_RSS_MB", "baseline_rss_mb", ".0f")])
+    methods = select(
+        [
+            Method(name, role, python_child(SCRIPT, name, "--workdir", str(workdir)), delta_rows, prepare=fresh_copy)
+            for name, role in names
+        ],
+        args.methods,
+        always=("delete_insert",),
+    )
+    print(
+        f"merge: {delta_rows:,}-row delta ({marker['updates']:,} updates, {marker['inserts']:,} new) "
+        f"into {args.rows:,} rows; {len(methods)} methods x {args.runs} runs",
+        flush=True,
+    )
+    summaries = run_interleaved(
+        methods, args.runs, warmup=[warm_imports("duckdb", "integration_platform.core.loading")]
+    )
+    report(
+        "merge",
+        summaries,
+        reference="delete_insert",
+        bytes_label="n/a (no MB/s for a merge)",
+        extra_columns=[
+            ("commit_s", "commit_s", ".2f"),
+            ("close_s", "close_s", ".2f"),
+            ("import_RSS_MB", "baseline_rss_mb", ".0f"),
+        ],
+    )
     for leftover in (run, run.with_name(run.name + ".wal")):
         leftover.unlink(missing_ok=True)
 

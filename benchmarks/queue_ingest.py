@@ -86,8 +86,14 @@ def _connection() -> Any:
 
 def body(i: int) -> bytes:
     at = f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z"
-    event = {"event_id": i, "user": f"u{i % 5000}", "kind": KINDS[i % 3], "amount": round(i % 1000 * 0.37, 2),
-             "at": at, "tags": ["a", "b"][: 1 + i % 2]}
+    event = {
+        "event_id": i,
+        "user": f"u{i % 5000}",
+        "kind": KINDS[i % 3],
+        "amount": round(i % 1000 * 0.37, 2),
+        "at": at,
+        "tags": ["a", "b"][: 1 + i % 2],
+    }
     return json.dumps(event, separators=(",", ":")).encode()
 
 
@@ -139,8 +145,7 @@ def run_pandas(args: argparse.Namespace) -> None:
     def work() -> dict[str, Any]:
         got = 0
         batch: list[bytes] = []
-        with tempfile.TemporaryDirectory() as folder, duckdb.connect(f"{folder}/w.duckdb") as db, \
-                _connection() as conn:
+        with tempfile.TemporaryDirectory() as folder, duckdb.connect(f"{folder}/w.duckdb") as db, _connection() as conn:
             channel = conn.channel()
             channel.basic_qos(prefetch_count=BATCH)
 
@@ -198,8 +203,11 @@ def run_platform(args: argparse.Namespace) -> None:
             event = instance.get_latest_materialization_event(keys[0])
             meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
             batch_max = meta.get("batch_seconds_max")
-            return {"rows": rows[0], "batch_seconds_max": batch_max.value if batch_max else None,
-                    "batch_latency_s": batch_latency}
+            return {
+                "rows": rows[0],
+                "batch_seconds_max": batch_max.value if batch_max else None,
+                "batch_latency_s": batch_latency,
+            }
 
         child_report(work)
 
@@ -247,29 +255,50 @@ def main(argv: list[str] | None = None) -> None:
     def prepare() -> None:
         started = time.perf_counter()
         fill(args.queue, args.messages)
-        print(f"  (filled {args.queue} with {args.messages:,} messages in {time.perf_counter() - started:.1f} s)",
-              flush=True)
+        print(
+            f"  (filled {args.queue} with {args.messages:,} messages in {time.perf_counter() - started:.1f} s)",
+            flush=True,
+        )
 
     methods = select(
         [
             Method("platform", "platform", python_child(SCRIPT, "platform", *common), args.messages, prepare=prepare),
-            Method("bare_pika_consume", "limit", python_child(SCRIPT, "bare_pika_consume", *common), args.messages,
-                   prepare=prepare),
-            Method("pika_pandas_duckdb", "peer", python_child(SCRIPT, "pika_pandas_duckdb", *common), args.messages,
-                   prepare=prepare),
+            Method(
+                "bare_pika_consume",
+                "limit",
+                python_child(SCRIPT, "bare_pika_consume", *common),
+                args.messages,
+                prepare=prepare,
+            ),
+            Method(
+                "pika_pandas_duckdb",
+                "peer",
+                python_child(SCRIPT, "pika_pandas_duckdb", *common),
+                args.messages,
+                prepare=prepare,
+            ),
         ],
         args.methods,
         always=("platform", "bare_pika_consume"),
     )
-    print(f"queue_ingest: {args.messages:,} JSON messages of ~{len(body(args.messages // 2))} bytes per run, "
-          f"queue {args.queue} on {HOST}:{PORT}", flush=True)
+    print(
+        f"queue_ingest: {args.messages:,} JSON messages of ~{len(body(args.messages // 2))} bytes per run, "
+        f"queue {args.queue} on {HOST}:{PORT}",
+        flush=True,
+    )
     try:
-        summaries = run_interleaved(
-            methods, args.runs, warmup=[warm_imports("dagster", "sandbox.harness", "pandas")]
+        summaries = run_interleaved(methods, args.runs, warmup=[warm_imports("dagster", "sandbox.harness", "pandas")])
+        report(
+            "queue_ingest",
+            summaries,
+            reference="bare_pika_consume",
+            bytes_label="(not applicable)",
+            extra_columns=[
+                ("batch_max_s", "batch_seconds_max", ".2f"),
+                ("latency_s", "batch_latency_s", ".2f"),
+                ("import_RSS_MB", "baseline_rss_mb", ".0f"),
+            ],
         )
-        report("queue_ingest", summaries, reference="bare_pika_consume", bytes_label="(not applicable)",
-               extra_columns=[("batch_max_s", "batch_seconds_max", ".2f"), ("latency_s", "batch_latency_s", ".2f"),
-                              ("import_RSS_MB", "baseline_rss_mb", ".0f")])
     finally:
         with _connection() as conn:
             conn.channel().queue_delete(args.queue)

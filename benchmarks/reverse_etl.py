@@ -65,7 +65,7 @@ def run_platform(args: argparse.Namespace) -> None:
         "concurrency": args.concurrency,
         "chunk_rows": 5000,
     }
-    text = json.dumps({"type": "integration_platform.components.reverse_etl.HttpSync", "attributes": attributes})
+    text = json.dumps({"type": "integration_platform.components.HttpSync", "attributes": attributes})
     key = dg.AssetKey(["reverse_etl", "bench"])
     with dg.instance_for_test() as instance:
         plat = platform(text, work, instance)

@@ -95,7 +95,7 @@ def verify(local: Path, size: int, sha256: str) -> None:
 
 
 def run_platform(args: argparse.Namespace, variant: str, local: Path) -> None:
-    from integration_platform.resources.sftp import SftpResource
+    from integration_platform.sources.files.sftp import SftpResource
 
     settings = VARIANTS[variant] if variant else {}
     config = SftpResource(
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"sshd on {server.host}:{server.port}",
                 flush=True,
             )
-            warmup = [methods[0], warm_imports("paramiko", "integration_platform.resources.sftp")]
+            warmup = [methods[0], warm_imports("paramiko", "integration_platform.sources.files.sftp")]
             summaries = run_interleaved(methods, args.runs, warmup=warmup)
             for output in outputs:
                 output()

@@ -89,6 +89,7 @@ FROM generate_series(1, {rows}::bigint) AS g
 
 # ---------------------------------------------------------------- setup (parent process)
 
+
 def ensure_database(pg: str) -> None:
     """Create database ``ip_bench`` when it does not exist."""
     import psycopg
@@ -127,6 +128,7 @@ def ensure_table(pg: str, table: str, rows: int) -> int:
 
 # ---------------------------------------------------------------- methods (child processes)
 
+
 def _parquet_totals(folder: Path) -> dict[str, int]:
     """Rows (from Parquet footers) and bytes of every ``*.parquet`` file under ``folder``."""
     import pyarrow.parquet as pq
@@ -151,8 +153,8 @@ def run_platform(pg: str, table: str, tmp: Path, variant: str) -> None:
     from integration_platform.core.landing import land
     from integration_platform.core.streams import StreamSpec
     from integration_platform.resources.lake import LocalLake
-    from integration_platform.resources.postgres_arrow import read_postgres
-    from integration_platform.resources.sql_database import SqlDatabaseResource
+    from integration_platform.sources.sql.database import SqlDatabaseResource
+    from integration_platform.sources.sql.postgres_arrow import read_postgres
 
     url = pg.replace("postgresql://", "postgresql+psycopg://", 1) + f"/{DATABASE}"
 
@@ -162,8 +164,11 @@ def run_platform(pg: str, table: str, tmp: Path, variant: str) -> None:
         spec = StreamSpec(source="bench", name=table, write_disposition="replace", primary_key=("id",))
         if variant == "":
             extraction = extract_and_land(store, spec, lambda rf: db.read(table, None, rf))
-            return {"rows": extraction.manifest.rows, "out_bytes": extraction.manifest.bytes,
-                    "files": len(extraction.manifest.files)}
+            return {
+                "rows": extraction.manifest.rows,
+                "out_bytes": extraction.manifest.bytes,
+                "files": len(extraction.manifest.files),
+            }
         if variant == "read_only":
             rows = sum(batch.num_rows for batch in db.read(table))
             return {"rows": rows, "out_bytes": None}
@@ -173,12 +178,19 @@ def run_platform(pg: str, table: str, tmp: Path, variant: str) -> None:
                 rows_bound, bytes_bound = int(variant[4:]), 1 << 40
             else:
                 rows_bound, bytes_bound = 1 << 40, int(variant[4:]) << 20
-            manifest = land(store, spec, "snapshot", reader, reader.schema, full=True,
-                            row_group_rows=rows_bound, row_group_bytes=bytes_bound)
+            manifest = land(
+                store,
+                spec,
+                "snapshot",
+                reader,
+                reader.schema,
+                full=True,
+                row_group_rows=rows_bound,
+                row_group_bytes=bytes_bound,
+            )
             return {"rows": manifest.rows, "out_bytes": manifest.bytes}
         if variant.startswith("batch") and variant.endswith("mb"):
-            reader = read_postgres(f"{pg}/{DATABASE}", table, None, None,
-                                   batch_bytes=int(variant[5:-2]) << 20)
+            reader = read_postgres(f"{pg}/{DATABASE}", table, None, None, batch_bytes=int(variant[5:-2]) << 20)
             manifest = land(store, spec, "snapshot", reader, reader.schema, full=True)
             return {"rows": manifest.rows, "out_bytes": manifest.bytes}
         raise SystemExit(f"unknown platform variant {variant!r}")
@@ -213,11 +225,15 @@ def run_dlt(pg: str, table: str, tmp: Path, backend: str) -> None:
 
     def work() -> dict[str, Any]:
         pipeline = dlt.pipeline(
-            pipeline_name=f"bench_{backend}", pipelines_dir=str(tmp / "pipelines"),
-            destination=dlt.destinations.filesystem(bucket_url=str(lake)), dataset_name="bench",
+            pipeline_name=f"bench_{backend}",
+            pipelines_dir=str(tmp / "pipelines"),
+            destination=dlt.destinations.filesystem(bucket_url=str(lake)),
+            dataset_name="bench",
         )
-        pipeline.run(sql_table(credentials=url, table=table, backend=backend),  # type: ignore[arg-type]
-                      loader_file_format="parquet")
+        pipeline.run(
+            sql_table(credentials=url, table=table, backend=backend),  # type: ignore[arg-type]
+            loader_file_format="parquet",
+        )
         return _parquet_totals(lake / "bench" / table)
 
     child_report(work)
@@ -242,6 +258,7 @@ def child(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- parent
 
+
 def build_methods(args: argparse.Namespace, sizes: dict[str, tuple[int, int]]) -> list[Method]:
     """Every method of this run; ``sizes`` maps table -> (rows, pg_total_relation_size)."""
     dlt_env = {"RUNTIME__DLTHUB_TELEMETRY": "false"}
@@ -252,28 +269,50 @@ def build_methods(args: argparse.Namespace, sizes: dict[str, tuple[int, int]]) -
         user_host = args.pg.removeprefix("postgresql://")
         user, _, hostport = user_host.rpartition("@")
         host, _, port = hostport.partition(":")
-        argv = ["psql", "-X", "-q", "-h", host, "-p", port or "5432", "-U", user or "postgres",
-                "-d", DATABASE, "-c", f'COPY "{table}" TO STDOUT (FORMAT binary)']
+        argv = [
+            "psql",
+            "-X",
+            "-q",
+            "-h",
+            host,
+            "-p",
+            port or "5432",
+            "-U",
+            user or "postgres",
+            "-d",
+            DATABASE,
+            "-c",
+            f'COPY "{table}" TO STDOUT (FORMAT binary)',
+        ]
         return Method(name, "limit", argv, rows, size, discard_stdout=True)
 
     def py(name: str, role: Role, table: str, note: str = "", env: dict[str, str] | None = None) -> Method:
         rows, size = sizes[table]
-        return Method(name, role, python_child(SCRIPT, name, "--table", table, *common), rows, size,
-                      note=note, env=env or {})
+        return Method(
+            name, role, python_child(SCRIPT, name, "--table", table, *common), rows, size, note=note, env=env or {}
+        )
 
     methods = [limit("limit", TABLE), py("platform", "platform", TABLE), py("pandas_read_sql", "peer", TABLE)]
     for backend in ("sqlalchemy", "pyarrow", "connectorx"):
         name = f"dlt_{backend}"
         if args.peer_rows and name in args.slow_peers.split(","):
-            methods.append(py(f"{name}_small", "peer", TABLE_SMALL, env=dlt_env,
-                              note=f"measured on {TABLE_SMALL} ({sizes[TABLE_SMALL][0]:,} rows, not "
-                                   f"{args.rows:,}): compare rows/s and rate_x, not seconds"))
+            methods.append(
+                py(
+                    f"{name}_small",
+                    "peer",
+                    TABLE_SMALL,
+                    env=dlt_env,
+                    note=f"measured on {TABLE_SMALL} ({sizes[TABLE_SMALL][0]:,} rows, not "
+                    f"{args.rows:,}): compare rows/s and rate_x, not seconds",
+                )
+            )
         else:
             methods.append(py(name, "peer", TABLE, env=dlt_env))
     if args.double:
-        methods += [limit("limit_2x", TABLE_2X),
-                    py("platform_2x", "platform", TABLE_2X,
-                       note=f"{TABLE_2X}: twice the rows; peak RSS should stay flat")]
+        methods += [
+            limit("limit_2x", TABLE_2X),
+            py("platform_2x", "platform", TABLE_2X, note=f"{TABLE_2X}: twice the rows; peak RSS should stay flat"),
+        ]
     if args.variants:
         methods += [
             py("platform_read_only", "platform", TABLE, note="reader drained, nothing written"),
@@ -291,8 +330,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sql_extract.py", description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=5_000_000, help="rows of bench_rows (default 5,000,000)")
     parser.add_argument("--double", action="store_true", help="also extract bench_rows_2x (2N rows)")
-    parser.add_argument("--peer-rows", type=int, default=0,
-                        help="run the slow peers (--slow-peers) on bench_rows_small of this many rows")
+    parser.add_argument(
+        "--peer-rows",
+        type=int,
+        default=0,
+        help="run the slow peers (--slow-peers) on bench_rows_small of this many rows",
+    )
     parser.add_argument("--slow-peers", default=",".join(SLOW_PEERS), help="methods --peer-rows applies to")
     parser.add_argument("--variants", action="store_true", help="also run platform diagnostic variants")
     parser.add_argument("--pg", default=DEFAULT_PG, help="server URL without database (trust auth)")
@@ -314,14 +357,23 @@ def main(argv: list[str] | None = None) -> None:
         sizes[TABLE_SMALL] = (args.peer_rows, ensure_table(args.pg, TABLE_SMALL, args.peer_rows))
     methods = select(build_methods(args, sizes), args.methods, always=("limit",))
     subprocess.run(["psql", "--version"], check=False)
-    print(f"sql_extract: {len(methods)} methods x {args.runs} runs, bench_rows = {args.rows:,} rows, "
-          f"{sizes[TABLE][1] / 1e6:.0f} MB total relation size", flush=True)
-    warmup = [*(m for m in methods if m.role == "limit"),
-              warm_imports("integration_platform.core.extract", "pandas", "dlt", "connectorx")]
+    print(
+        f"sql_extract: {len(methods)} methods x {args.runs} runs, bench_rows = {args.rows:,} rows, "
+        f"{sizes[TABLE][1] / 1e6:.0f} MB total relation size",
+        flush=True,
+    )
+    warmup = [
+        *(m for m in methods if m.role == "limit"),
+        warm_imports("integration_platform.core.extract", "pandas", "dlt", "connectorx"),
+    ]
     summaries = run_interleaved(methods, args.runs, warmup=warmup)
-    report("sql_extract", summaries, reference="limit",
-           bytes_label="pg_total_relation_size of the source table / seconds",
-           extra_columns=[("out_MB", "out_mb", ".1f"), ("import_RSS_MB", "baseline_rss_mb", ".0f")])
+    report(
+        "sql_extract",
+        summaries,
+        reference="limit",
+        bytes_label="pg_total_relation_size of the source table / seconds",
+        extra_columns=[("out_MB", "out_mb", ".1f"), ("import_RSS_MB", "baseline_rss_mb", ".0f")],
+    )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
-from integration_platform.components.run_recovery import reclaim_dead_runs_sensor
+from integration_platform.assets.run_recovery import reclaim_dead_runs_sensor
 from integration_platform.resources.lake import LakeResource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import requests
 
-from integration_platform.resources.airflow import AirflowResource
+from integration_platform.orchestration.airflow.resource import AirflowResource
 from sandbox.processes import free_port
 
 REPO = Path(__file__).resolve().parent.parent

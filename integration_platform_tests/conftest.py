@@ -43,6 +43,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     with _server_missing_is_missing():
         return (yield)
 
+
 PAGILA_TEMPLATE = "ip_test_pagila_template"
 
 

@@ -18,8 +18,8 @@ import pytest
 import requests
 from dagster._serdes import serialize_value
 
-from integration_platform.components.airflow_dag import AirflowDag, airflow_dag_asset, dag_run_id_for
-from integration_platform.resources.airflow import RUN_ID, AirflowError, AirflowRunFailed, AirflowTimeout
+from integration_platform.orchestration.airflow.component import AirflowDag, airflow_dag_asset, dag_run_id_for
+from integration_platform.orchestration.airflow.resource import RUN_ID, AirflowError, AirflowRunFailed, AirflowTimeout
 from integration_platform_tests.airflow_server import EXAMPLE_DAG, AirflowServer, airflow_server
 from integration_platform_tests.rest_servers import fault_proxy
 from sandbox.harness import failure_messages, latest_metadata

@@ -14,8 +14,8 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from integration_platform.resources.ftp import FtpResource, SessionReusingFTP_TLS, parse_time_val
-from integration_platform.resources.remote_files import RemoteFileError, download_all
+from integration_platform.sources.files.ftp import FtpResource, SessionReusingFTP_TLS, parse_time_val
+from integration_platform.sources.files.remote_files import RemoteFileError, download_all
 from integration_platform_tests.ftp_servers import FtpServer, ftps_server
 from integration_platform_tests.services import shared_file
 

@@ -17,8 +17,8 @@ import dagster as dg
 import pytest
 import requests
 
-from integration_platform.components.rest_extract import render_path
 from integration_platform.core.names import UnsafeNameError
+from integration_platform.sources.rest.extract import render_path
 from integration_platform_tests.services import REPO
 from integration_platform_tests.test_config_corpus import _load_as_project
 from sandbox.harness import failure_messages, platform

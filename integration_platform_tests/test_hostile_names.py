@@ -24,9 +24,9 @@ from integration_platform.core.names import UnsafeNameError, check_segment
 from integration_platform.core.quarantine import write_quarantine
 from integration_platform.core.records import Rejected
 from integration_platform.core.streams import StreamSpec
-from integration_platform.resources.ftp import FtpResource
-from integration_platform.resources.remote_files import RemoteFileError
-from integration_platform.resources.sftp import SftpResource
+from integration_platform.sources.files.ftp import FtpResource
+from integration_platform.sources.files.remote_files import RemoteFileError
+from integration_platform.sources.files.sftp import SftpResource
 from integration_platform_tests.ftp_servers import PASSWORD_ENV, FtpServer, ftps_server
 from integration_platform_tests.services import REPO, missing, moto_server
 from integration_platform_tests.sftp_servers import fingerprint_of
@@ -77,9 +77,12 @@ def hostile_sftp(tmp_path: Path) -> Iterator[tuple[SftpResource, Path]]:
         _, url = start_listening(stack, args, "hostile SFTP server", {**os.environ, "IP_TEST_SFTP_PW": "pw"})
         fingerprint = fingerprint_of((tmp_path / "host_key.pub").read_text())
         port = int(url.rsplit(":", 1)[1])
-        yield SftpResource(
-            host="127.0.0.1", port=port, username="partner", password="pw", host_key_fingerprint=fingerprint
-        ), root
+        yield (
+            SftpResource(
+                host="127.0.0.1", port=port, username="partner", password="pw", host_key_fingerprint=fingerprint
+            ),
+            root,
+        )
 
 
 def test_sftp_listing_refuses_names_that_are_not_one_path_segment(hostile_sftp: tuple[SftpResource, Path]) -> None:
@@ -128,9 +131,12 @@ def test_a_hostile_ftp_listing_changes_nothing_in_the_lake(
         monkeypatch.setenv(PASSWORD_ENV, hostile.password)
         attacker = platform(_file_source("partner", "orders", hostile), tmp_path, instance)
         sensor = next(s for s in attacker.defs.sensors or [] if s.name == "partner_orders_drops")
-        with dg.build_sensor_context(
-            definitions=attacker.defs, resources=dict(attacker.defs.resources or {}), instance=instance
-        ) as context, pytest.raises(Exception) as tick:
+        with (
+            dg.build_sensor_context(
+                definitions=attacker.defs, resources=dict(attacker.defs.resources or {}), instance=instance
+            ) as context,
+            pytest.raises(Exception) as tick,
+        ):
             sensor.evaluate_tick(context)
         assert repr(ESCAPE) in str(tick.value) and "one plain path segment" in str(tick.value)
         # a person adding the partition by hand gets the same refusal from the run
@@ -177,9 +183,7 @@ def _contents(lake: LakeStore) -> dict[str, bytes]:
     ["partition=../../../../other_source/x", "../other_source", "..", ".", "", "a/b", "a\\b", "x\x00y", "x\ny",
      "partition=" + "z" * 300],
 )  # fmt: skip
-def test_landing_refuses_a_window_outside_its_stream_and_deletes_nothing(
-    store: LakeStore, window: str
-) -> None:
+def test_landing_refuses_a_window_outside_its_stream_and_deletes_nothing(store: LakeStore, window: str) -> None:
     lake = store
     before = _contents(lake)
     spec = StreamSpec(source="partner", name="orders", write_disposition="append")

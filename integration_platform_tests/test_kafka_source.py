@@ -117,7 +117,7 @@ def test_run_killed_after_landing_before_commit_yields_n_rows(
     home = tmp_path / "dagster_home"
     home.mkdir()
     killed = killed_in(
-        "integration_platform.components.kafka_stream",
+        "integration_platform.sources.queues.kafka_stream",
         "KafkaTopicSource",
         "commit",
         str(yaml_file),

@@ -59,12 +59,14 @@ def test_only_low_cardinality_columns_are_dictionary_encoded(tmp_path: Path) -> 
     lake = LocalLake(tmp_path / "lake")
     spec = StreamSpec(source="s", name="t", write_disposition="replace")
     rows = 50_000
-    table = pa.table({
-        "id": pa.array(range(rows), pa.int64()),
-        "status": pa.array([("new", "paid", "shipped")[i % 3] for i in range(rows)]),
-        "note": pa.array([None] * rows, pa.string()),
-        "label": pa.array([f"customer {i * 7919}" for i in range(rows)]),
-    })
+    table = pa.table(
+        {
+            "id": pa.array(range(rows), pa.int64()),
+            "status": pa.array([("new", "paid", "shipped")[i % 3] for i in range(rows)]),
+            "note": pa.array([None] * rows, pa.string()),
+            "label": pa.array([f"customer {i * 7919}" for i in range(rows)]),
+        }
+    )
     manifest = land(lake, spec, "snapshot", table.to_batches(max_chunksize=10_000), table.schema, full=True)
     [landed] = manifest.files
     metadata = pq.ParquetFile(lake.root / landed.key).metadata.row_group(0)
@@ -175,7 +177,7 @@ def test_the_instance_puts_every_duckdb_writer_in_a_pool_of_one(tmp_path: Path) 
 
 def test_marks_written_in_older_forms_are_still_read() -> None:
     """One codec for high-water marks; marks stored before it (bare text, text + cursor_kind) stay readable."""
-    from integration_platform.components.marks import mark_metadata, read_mark
+    from integration_platform.assets.marks import mark_metadata, read_mark
     from integration_platform.core.cursors import CursorValue
 
     key = dg.AssetKey(["shop", "orders"])

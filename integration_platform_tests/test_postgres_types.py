@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from integration_platform.core.row_filter import RowFilter
-from integration_platform.resources.sql_database import SqlDatabaseResource
+from integration_platform.sources.sql.database import SqlDatabaseResource
 from integration_platform_tests.services import PG_HOST, PG_PORT, psql, require_port
 
 VALUES = [

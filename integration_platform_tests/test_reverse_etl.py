@@ -41,7 +41,7 @@ def sync_yaml(url: str, **extra: object) -> str:
         "chunk_rows": 100,
         **extra,
     }
-    return json.dumps({"type": "integration_platform.components.reverse_etl.HttpSync", "attributes": attributes})
+    return json.dumps({"type": "integration_platform.components.HttpSync", "attributes": attributes})
 
 
 def seed(warehouse: Path, rows: int) -> None:

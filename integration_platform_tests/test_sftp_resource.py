@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from integration_platform.resources.remote_files import HostKeyError, RemoteFileError, download_all
-from integration_platform.resources.sftp import SftpResource
+from integration_platform.sources.files.remote_files import HostKeyError, RemoteFileError, download_all
+from integration_platform.sources.files.sftp import SftpResource
 from integration_platform_tests.services import REPO, missing, shared_file, stop
 from integration_platform_tests.sftp_servers import SshServer, fingerprint_of, openssh_server
 

@@ -27,7 +27,6 @@ SOURCE_TYPES: dict[str, type[Source]] = {
     "integration_platform.components.FileSource": FileSource,
     "integration_platform.components.QueueSource": QueueSource,
     "integration_platform.components.HttpSync": HttpSync,
-    "integration_platform.components.reverse_etl.HttpSync": HttpSync,
 }
 
 

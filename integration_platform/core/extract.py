@@ -11,7 +11,8 @@ landing. The new landing thus holds exactly the rows that changed.
 """
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -27,12 +28,37 @@ from integration_platform.core.landing import (
     land,
     list_manifests,
 )
+from integration_platform.core.records import Rejected
 from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import StreamSpec
 
 ROW_INDEX = "__ip_row_index"
 
 Extractor = Callable[[RowFilter | None], pa.RecordBatchReader]
+
+
+@dataclass
+class RunScope:
+    """What lives as long as the step (every partition of a single-run backfill): connections
+    (closed by ``stack`` when the step ends) and what extractors cache in ``cache``, such as a
+    directory listing or the stream's known schema."""
+
+    stack: ExitStack
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExtractionReport:
+    """What an extractor tells the lake asset besides its rows: records it set aside
+    (written to the stream's quarantine), schema changes and source-specific metadata."""
+
+    #: Shared by the landings of one step (connections, listings an extractor may reuse).
+    scope: RunScope
+    rejected: list[Rejected] = field(default_factory=list)
+    schema_changes: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    #: Run after the landing committed (archiving a landed file, acknowledging messages).
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -58,13 +58,12 @@ class Partitioning:
             raise ValueError(f"{self.granularity} partitioning needs a start date")
 
 
-
 @dataclass(frozen=True)
 class StreamSpec:
     """One stream of one source, as the pipeline sees it.
 
     - ``source``/``name``: identifiers; the lake prefix is ``source/name`` and the DuckDB table
-      ``"<source>"."<name>"`` (the asset keys are made in ``components/stream_assets.py``).
+      ``"<source>"."<name>"`` (the asset keys are made in ``assets/stream_assets.py``).
     - ``primary_key``: column names; required for ``merge``; may be empty otherwise.
     - ``cursor``: the high-water-mark column of an incremental stream, or ``None``.
     - ``lag``: look-back applied below the high-water mark (seconds for date/time cursors,
@@ -102,7 +101,6 @@ class StreamSpec:
     def path(self) -> str:
         """``source/name``: the stream's prefix in the lake."""
         return f"{self.source}/{self.name}"
-
 
     @property
     def incremental(self) -> bool:

@@ -1,6 +1,2 @@
-"""One ConfigurableResource per external system: connection and I/O only."""
-
-from integration_platform.resources.lake import LakeResource
-from integration_platform.resources.sql_database import SqlDatabaseResource
-
-__all__ = ["LakeResource", "SqlDatabaseResource"]
+"""Resources shared by several kinds: the lake, HTTP credentials, retries and rate limits, the
+brokers. A resource only one kind uses lives in that kind's folder (``sources/<kind>/``)."""

@@ -110,14 +110,14 @@ class OAuth2TokenAuth(AuthBase):
         assert config.token_url and config.client_id
         try:
             if self.grant == "client_credentials":
-                client = BackendApplicationClient(client_id=config.client_id, scope=config.scopes)
+                client = BackendApplicationClient(client_id=config.client_id, scope=list[object](config.scopes))
                 session = OAuth2Session(client=client)
                 token = session.fetch_token(
                     config.token_url,
                     client_id=config.client_id,
                     client_secret=config.client_secret,
                     timeout=self.timeout,
-                    verify=self.verify,
+                    verify=self.verify,  # type: ignore[arg-type]  # requests takes a CA bundle path too
                 )
             else:
                 session = OAuth2Session(client_id=config.client_id, scope=config.scopes or None)
@@ -127,7 +127,7 @@ class OAuth2TokenAuth(AuthBase):
                     refresh_token=self.refresh,
                     auth=basic,
                     timeout=self.timeout,
-                    verify=self.verify,
+                    verify=self.verify,  # type: ignore[arg-type]  # requests takes a CA bundle path too
                     **({} if basic else {"client_id": config.client_id}),
                 )
                 self.refresh = token.get("refresh_token") or self.refresh

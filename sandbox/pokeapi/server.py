@@ -141,7 +141,7 @@ class Validator(oauth2.RequestValidator):
         with self.lock:
             return refresh_token in self.refresh
 
-    def save_bearer_token(self, token: dict[str, Any], request: OAuthRequest) -> None:
+    def save_bearer_token(self, token: Any, request: OAuthRequest, *args: Any, **kwargs: Any) -> None:
         with self.lock:
             self.access[token["access_token"]] = time.time() + float(token["expires_in"])
             if token.get("refresh_token"):
@@ -151,7 +151,7 @@ class Validator(oauth2.RequestValidator):
     def validate_bearer_token(self, token: str | None, scopes: list[str], request: OAuthRequest) -> bool:
         with self.lock:
             expiry = self.access.get(token) if token else None
-        request.auth_state = (
+        request.auth_state = (  # type: ignore[attr-defined]  # oauthlib requests take any attribute
             "missing" if not token else "invalid" if expiry is None else "expired" if expiry <= time.time() else "ok"
         )
         return bool(request.auth_state == "ok")
@@ -166,7 +166,7 @@ class OAuthServer(oauth2.TokenEndpoint, oauth2.ResourceEndpoint):
             "client_credentials": oauth2.ClientCredentialsGrant(validator),
             "refresh_token": oauth2.RefreshTokenGrant(validator),
         }
-        oauth2.TokenEndpoint.__init__(self, "client_credentials", bearer, grants)
+        oauth2.TokenEndpoint.__init__(self, "client_credentials", bearer, grants)  # type: ignore[arg-type]  # a token handler, not a name
         oauth2.ResourceEndpoint.__init__(self, "Bearer", {"Bearer": bearer})
 
 

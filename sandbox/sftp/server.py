@@ -75,8 +75,9 @@ class HostileListing(asyncssh.SFTPServer):
         async for entry in super().scandir(path):
             yield entry
         for name in self.names:
-            attrs = asyncssh.SFTPAttrs(type=asyncssh.FILEXFER_TYPE_REGULAR, size=10, permissions=0o100644,
-                                       mtime=1609804800, atime=1609804800)
+            attrs = asyncssh.SFTPAttrs(
+                type=asyncssh.FILEXFER_TYPE_REGULAR, size=10, permissions=0o100644, mtime=1609804800, atime=1609804800
+            )
             yield asyncssh.SFTPName(name.encode(), attrs=attrs)
 
 

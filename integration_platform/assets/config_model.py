@@ -1,0 +1,103 @@
+"""The YAML model of every component, with input values kept out of validation errors.
+
+Dagster validates a ``defs.yaml`` against a pydantic model it derives from the component class
+(``Resolvable.model()``) and rebuilds pydantic's errors with their inputs shown
+(``input_value={'type': 'bearer', 'token': 'hunter2'}``, ``dagster._utils.pydantic_yaml``), so a
+secret written inline by mistake (refused because secrets come only by ``*_env`` name) was
+repeated in the very error that refused it, and from there in Dagster's load errors and logs.
+:class:`SecretSafeComponent` replaces each error's input with :data:`HIDDEN` before Dagster sees
+it; the errors still name the file, line, field and rule. Dagster then builds the component (and
+its nested models) from the validated attributes, a second validation: :class:`SafeModel`, the base
+of every model here, hides inputs there too.
+"""
+
+from typing import Any, get_args
+
+import dagster as dg
+from dagster._utils.schedules import is_valid_cron_string
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidatorFunctionWrapHandler, model_validator
+from pydantic_core import InitErrorDetails
+
+HIDDEN = "<hidden>"
+
+
+def _takes_model(annotation: Any) -> bool:
+    """Whether a derived field's type offers a model (``SomeModel | str``, ``list[SomeModel | str]``)."""
+    if isinstance(annotation, type):
+        return issubclass(annotation, BaseModel)
+    return any(_takes_model(arg) for arg in get_args(annotation))
+
+
+def _strings_for_models(model: BaseModel) -> list[tuple[str | int, ...]]:
+    """Where a plain string stands in for an object. Dagster lets every field be a ``{{ template }}``
+    string; anything else there fails only when the component is built, and that error quotes the
+    YAML line, value included, so it is refused here first, without the value."""
+    found: list[tuple[str | int, ...]] = []
+    for name, field in type(model).model_fields.items():
+        if not _takes_model(field.annotation):
+            continue
+        value = getattr(model, name)
+        if name not in model.model_fields_set:  # Dagster's "unset" default is a string too
+            continue
+        items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+        for index, item in items:
+            if isinstance(item, str) and "{{" not in item:
+                found.append((name,) if index is None else (name, index))
+    return found
+
+
+def _hide_inputs(cls: type[BaseModel], data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        result = handler(data)
+    except ValidationError as exc:
+        details = [
+            InitErrorDetails(type=e["type"], loc=e["loc"], input=HIDDEN, ctx=e.get("ctx", {}))
+            for e in exc.errors(include_url=False)
+        ]
+        raise ValidationError.from_exception_data(exc.title, details, hide_input=True) from None
+    misplaced = _strings_for_models(result)
+    if misplaced:
+        details = [InitErrorDetails(type="dict_type", loc=loc, input=HIDDEN) for loc in misplaced]
+        raise ValidationError.from_exception_data(cls.__name__, details, hide_input=True)
+    return result
+
+
+class SecretSafeComponent:
+    """Mixin for a ``dg.Component``: its YAML model's validation errors never quote input values."""
+
+    @classmethod
+    def get_model_cls(cls) -> type[BaseModel] | None:
+        """Dagster's derived model of the component, subclassed with a wrap validator that hides inputs."""
+        base: type[BaseModel] | None = super().get_model_cls()  # type: ignore[misc]
+        if base is None or getattr(base, "_inputs_hidden", False):
+            return base
+        namespace: dict[str, Any] = {
+            "__module__": base.__module__,
+            "_inputs_hidden": True,
+            "hide_inputs": model_validator(mode="wrap")(classmethod(_hide_inputs)),  # type: ignore[arg-type]
+        }
+        return type(base.__name__, (base,), namespace)
+
+
+class SafeModel(dg.Model):
+    """``dg.Model`` (unknown fields refused) whose validation errors never quote input values."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+
+def cron_problem(value: str) -> str | None:
+    """Why ``value`` is not a cron string Dagster's schedules take (five fields, UTC), or ``None``.
+
+    Dagster's own rule (``dagster._utils.schedules.is_valid_cron_string``: croniter's, plus five
+    fields and no 30th/31st of February) is the one a schedule is built with, so it is asked here,
+    the one place the platform imports it from."""
+    if is_valid_cron_string(value):
+        return None
+    return f"{value!r} is not a valid cron string (five fields, e.g. '0 3 * * *')"
+
+
+def require_exactly_one(model: BaseModel, first: str, second: str, where: str = "") -> None:
+    """Raise ``ValueError("<where>set exactly one of '<first>' and '<second>'")`` unless exactly one
+    of the two fields of ``model`` is set (not ``None``); ``where`` ends with ``": "`` when given."""
+    if (getattr(model, first) is None) == (getattr(model, second) is None):
+        raise ValueError(f"{where}set exactly one of {first!r} and {second!r}")

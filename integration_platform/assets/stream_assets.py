@@ -1,0 +1,417 @@
+"""The pair of assets every stream gets, whatever its source: lake (Parquet) -> warehouse (DuckDB).
+
+``<source>/<stream>`` extracts and lands; its materialisation metadata carries the
+high-water mark (``cursor_after``), read back by the next run. ``warehouse/<source>/<stream>``
+applies the pending landings to DuckDB inside one transaction, in the ``duckdb`` pool (limit
+1 in ``dagster.yaml``: DuckDB allows one writer per file), and runs the table's checks.
+"""
+
+import datetime as dt
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import dagster as dg
+import duckdb
+
+from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
+from integration_platform.assets.run_recovery import reclaim_dead_runs, tag_run_host
+from integration_platform.core.extract import ExtractionReport, Extractor, PartitionWindow, RunScope, extract_and_land
+from integration_platform.core.lake import LakeStore
+from integration_platform.core.landing import Manifest, active_manifests, list_manifests
+from integration_platform.core.loading import (
+    applied_landings,
+    load,
+    parquet_scan,
+    pending,
+    quote,
+    table_columns,
+    table_name,
+)
+from integration_platform.core.quarantine import quarantine_key, quarantined_rows, write_quarantine
+from integration_platform.core.streams import Partitioning, StreamSpec
+from integration_platform.resources.lake import LakeResource
+
+FULL_REFRESH_TAG = "integration_platform/full_refresh"
+DUCKDB_POOL = "duckdb"
+PK_CHECK = "primary_key_unique_not_null"
+ROWS_CHECK = "rows_reconcile_with_lake"
+QUARANTINE_CHECK = "quarantine_empty"
+
+
+#: Builds the extractor of one landing from the run's context (which holds the resources) and
+#: the partition key it lands (``None`` when unpartitioned); the extractor fills the report.
+ExtractorFactory = Callable[[dg.AssetExecutionContext, ExtractionReport, str | None], Extractor]
+
+
+class StreamRunConfig(dg.Config):
+    """Run config of a lake asset (set it in the launchpad)."""
+
+    full_refresh: bool = False
+    """Ignore the high-water mark and land the whole stream again; the warehouse table is
+    replaced by it. Same as the run tag ``integration_platform/full_refresh=true``."""
+
+
+def lake_key(spec: StreamSpec) -> dg.AssetKey:
+    """The lake asset of a stream: ``[source, name]``."""
+    return dg.AssetKey([spec.source, spec.name])
+
+
+def warehouse_key(spec: StreamSpec) -> dg.AssetKey:
+    """The warehouse asset of a stream: ``["warehouse", source, name]``."""
+    return dg.AssetKey(["warehouse", spec.source, spec.name])
+
+
+def partitions_def(partitioning: Partitioning | None) -> dg.PartitionsDefinition | None:
+    """The Dagster partitions of a stream's :class:`Partitioning` (``None`` when unpartitioned): dynamic
+    ones by name, daily and monthly UTC windows from ``start`` including the current one."""
+    if partitioning is None:
+        return None
+    if partitioning.granularity == "dynamic":
+        return dg.DynamicPartitionsDefinition(name=partitioning.name)
+    assert partitioning.start is not None
+    if partitioning.granularity == "daily":
+        return dg.DailyPartitionsDefinition(start_date=partitioning.start, end_offset=1)
+    return dg.MonthlyPartitionsDefinition(start_date=partitioning.start, end_offset=1)
+
+
+def _partitions(context: dg.AssetExecutionContext, spec: StreamSpec) -> list[PartitionWindow | None]:
+    """The partitions this run materialises: one, or a whole range (a single-run backfill)."""
+    if spec.partitioning is None:
+        return [None]
+    if spec.partitioning.granularity == "dynamic":
+        return [PartitionWindow(key, None, None) for key in context.partition_keys]
+    definition = partitions_def(spec.partitioning)
+    assert isinstance(definition, dg.TimeWindowPartitionsDefinition)
+    windows: list[PartitionWindow | None] = []
+    for key in context.partition_keys:
+        window = definition.time_window_for_partition_key(key)
+        windows.append(PartitionWindow(key, window.start.astimezone(dt.UTC), window.end.astimezone(dt.UTC)))
+    return windows
+
+
+def _landing_metadata(manifest: Manifest, uri: str, seconds: float) -> dict[str, Any]:
+    """``seconds``: wall time of the whole extraction and landing (the manifest's own
+    ``seconds`` starts when the first batch is ready, after e.g. all HTTP pages were fetched)."""
+    return {
+        "dagster/row_count": manifest.rows,
+        "dagster/uri": uri,
+        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in manifest.schema]),
+        "bytes": manifest.bytes,
+        "seconds": round(seconds, 3),
+        "rows_per_second": round(manifest.rows / max(seconds, 1e-6)),
+        "window": manifest.window,
+        "landing_id": manifest.landing_id,
+        "files": len(manifest.files),
+    }
+
+
+def _quarantine_check(store: LakeStore, spec: StreamSpec, reasons: set[str]) -> tuple[int, dg.AssetCheckResult]:
+    total = quarantined_rows(store, spec)
+    check = dg.AssetCheckResult(
+        check_name=QUARANTINE_CHECK,
+        passed=total == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"quarantined_rows": total, "reasons": "; ".join(sorted(reasons)[:5])},
+    )
+    return total, check
+
+
+def _land_one(
+    context: dg.AssetExecutionContext,
+    store: LakeStore,
+    spec: StreamSpec,
+    extractor_factory: ExtractorFactory,
+    window: PartitionWindow | None,
+    full_refresh: bool,
+    quarantine: bool,
+    scope: RunScope,
+    log: bool = True,
+) -> dict[str, Any]:
+    """Extract and land one window (the stream, or one partition); returns its metadata."""
+    before = None if spec.partitioning else read_mark(context.instance, lake_key(spec))
+    report = ExtractionReport(scope=scope)
+    started = time.monotonic()
+    result = extract_and_land(
+        store,
+        spec,
+        extractor_factory(context, report, window.key if window else None),
+        cursor_before=before,
+        full_refresh=full_refresh,
+        partition=window,
+    )
+    manifest = result.manifest
+    seconds = time.monotonic() - started
+    if log:  # every log line is a stored event: a backfill of 1,781 days logs a summary instead
+        context.log.info(
+            f"landed {manifest.rows} rows ({manifest.bytes} bytes) of {spec.path} window {manifest.window} "
+            f"in {seconds:.3f}s; {result.duplicates_dropped} already-landed rows dropped"
+        )
+    metadata = _landing_metadata(manifest, store.uri(manifest.key), seconds)
+    metadata["rows_read"] = result.rows_read
+    metadata["duplicates_dropped"] = result.duplicates_dropped
+    metadata["full_refresh"] = full_refresh
+    if spec.cursor:
+        metadata.update(mark_metadata(result.cursor_before, result.cursor_after))
+    metadata.update(report.metadata)
+    if report.schema_changes:
+        metadata["schema_changes"] = dg.MetadataValue.md("\n".join(f"- {c}" for c in report.schema_changes))
+    if quarantine:
+        written = write_quarantine(store, spec, manifest.window, report.rejected, context.run.run_id)
+        metadata["quarantined"] = written
+        if written:
+            metadata["quarantine_uri"] = store.uri(quarantine_key(spec, manifest.window))
+        metadata["_reasons"] = {r.reason for r in report.rejected}
+    for hook in report.after_commit:
+        hook()
+    return metadata
+
+
+def _summed(landed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Metadata of a run that landed several partitions (a single-run backfill)."""
+    rows = sum(int(m["dagster/row_count"]) for m in landed)
+    seconds = sum(float(m["seconds"]) for m in landed)
+    return {
+        "dagster/row_count": rows,
+        "partitions_landed": len(landed),
+        "bytes": sum(int(m["bytes"]) for m in landed),
+        "seconds": round(seconds, 3),
+        "rows_per_second": round(rows / max(seconds, 1e-6)),
+        "windows": f"{landed[0]['window']} .. {landed[-1]['window']}",
+        "quarantined": sum(int(m.get("quarantined", 0)) for m in landed),
+    }
+
+
+def lake_asset(
+    spec: StreamSpec,
+    kind: str,
+    source_resource: str,
+    extractor_factory: ExtractorFactory,
+    deps: Sequence[dg.AssetKey] = (),
+    quarantine: bool = False,
+) -> dg.AssetsDefinition:
+    """The asset that extracts ``spec`` with the source's extractor and lands it in the lake.
+
+    ``deps``: assets the extraction reads (a parent stream a child fans out from).
+    ``quarantine``: the source may set records aside; adds the ``quarantine_empty`` check
+    (severity WARN), which fails while the stream's quarantine holds records.
+    """
+    check_specs = (
+        [
+            dg.AssetCheckSpec(
+                QUARANTINE_CHECK, asset=lake_key(spec), description="No records of this stream are in quarantine."
+            )
+        ]
+        if quarantine
+        else []
+    )
+
+    @dg.asset(
+        key=lake_key(spec),
+        group_name=spec.source,
+        kinds={kind, "parquet"},
+        partitions_def=partitions_def(spec.partitioning),
+        backfill_policy=dg.BackfillPolicy.single_run() if spec.partitioning else None,
+        required_resource_keys={"lake", source_resource},
+        deps=list(deps),
+        check_specs=check_specs,
+        description=spec.description,
+        metadata={
+            "write_disposition": spec.write_disposition,
+            "primary_key": ", ".join(spec.primary_key),
+            "cursor": spec.cursor or "",
+            "lag": spec.lag,
+            **spec.metadata,
+        },
+    )
+    def _lake(context: dg.AssetExecutionContext, config: StreamRunConfig) -> dg.MaterializeResult:
+        refuse_ephemeral_marks(context, spec.incremental, spec.path)
+        tag_run_host(context)
+        reclaim_dead_runs(context.instance, context.log.warning)  # before this run's load needs the slot
+        lake: LakeResource = context.resources.lake
+        store = lake.store()
+        full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG, "").lower() == "true"
+        landed: list[dict[str, Any]] = []
+        reasons: set[str] = set()
+        with ExitStack() as stack:
+            scope = RunScope(stack)
+            windows = _partitions(context, spec)
+            for window in windows:
+                metadata = _land_one(
+                    context, store, spec, extractor_factory, window, full_refresh, quarantine, scope, len(windows) == 1
+                )
+                reasons.update(metadata.pop("_reasons", set()))
+                landed.append(metadata)
+        if len(landed) > 1:
+            rows = sum(int(m["dagster/row_count"]) for m in landed)
+            context.log.info(f"landed {len(landed)} partitions of {spec.path}, {rows} rows")
+        metadata = landed[0] if len(landed) == 1 else _summed(landed)
+        checks = []
+        if quarantine:
+            metadata["quarantine_rows_total"], check = _quarantine_check(store, spec, reasons)
+            checks.append(check)
+        return dg.MaterializeResult(metadata=metadata, check_results=checks)
+
+    return _lake
+
+
+def _expected_rows(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec) -> int:
+    """Rows the table must hold according to the lake and the load ledger."""
+    applied = applied_landings(conn, spec)
+    manifests = [m for m in active_manifests(list_manifests(store, spec)) if (m.window, m.landing_id) in applied]
+    if spec.write_disposition != "merge":
+        return sum(m.rows for m in manifests)
+    keys = ", ".join(quote(k) for k in spec.primary_key)
+    with ExitStack() as stack:
+        files = [str(stack.enter_context(store.local_copy(f.key))) for m in manifests for f in m.files]
+        if not files:
+            return 0
+        row = conn.execute(f"SELECT count(*) FROM (SELECT DISTINCT {keys} FROM {parquet_scan(files)})").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _checks(
+    conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, table_rows: int
+) -> list[dg.AssetCheckResult]:
+    results = []
+    if spec.primary_key:
+        keys = ", ".join(quote(k) for k in spec.primary_key)
+        nulls = " OR ".join(f"{quote(k)} IS NULL" for k in spec.primary_key)
+        row = (
+            conn.execute(
+                f"SELECT count(*) - count(DISTINCT ({keys})), count(*) FILTER (WHERE {nulls}) FROM {table_name(spec)}"
+            ).fetchone()
+            if table_columns(conn, spec)
+            else None  # no table: nothing has ever landed
+        )
+        duplicates, null_keys = (int(row[0]), int(row[1])) if row else (0, 0)
+        results.append(
+            dg.AssetCheckResult(
+                check_name=PK_CHECK,
+                passed=duplicates == 0 and null_keys == 0,
+                metadata={"duplicate_keys": duplicates, "null_keys": null_keys},
+            )
+        )
+    expected = _expected_rows(conn, store, spec)
+    results.append(
+        dg.AssetCheckResult(
+            check_name=ROWS_CHECK,
+            passed=expected == table_rows,
+            metadata={"rows_in_duckdb": table_rows, "rows_expected_from_lake": expected},
+        )
+    )
+    return results
+
+
+_LOCK_HOLDER = re.compile(r"[Cc]onflicting lock is held in (.*?) \(PID (\d+)\)")
+
+
+def lock_holder(database: str) -> str | None:
+    """Who holds the DuckDB file ``database`` open (``"PID 123 (/usr/bin/python3)"``), or ``None`` when this
+    process can open it for writing now. DuckDB lets one process at a time hold a file for writing, and its
+    lock error names the holder's program and PID; the command line is left out (it may carry a password)."""
+    try:
+        duckdb.connect(database).close()
+        return None
+    except duckdb.IOException as exc:
+        found = _LOCK_HOLDER.search(str(exc))
+        if not found:
+            raise
+    return f"PID {found.group(2)} ({found.group(1)})"
+
+
+@contextmanager
+def warehouse_connection(
+    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The warehouse resource's connection; when another process holds the DuckDB file, the step says who
+    (PID and program) before dagster-duckdb's retries wait for it (about 100 s), and fails naming it if the
+    file is still locked then. Readers block loads too: see the README on reading the warehouse."""
+    resource = context.resources.warehouse
+    holder = lock_holder(resource.database)
+    if holder:
+        context.log.warning(
+            f"the warehouse {resource.database} is held open by {holder}; waiting for it to close (DuckDB "
+            "lets one process at a time open a file for writing, and a reading process blocks writers too)"
+        )
+    with ExitStack() as stack:
+        try:
+            conn = stack.enter_context(resource.get_connection())
+        except duckdb.IOException as exc:
+            holder = lock_holder(resource.database) or holder or "another process"
+            raise dg.Failure(
+                description=f"the warehouse {resource.database} stayed locked by {holder}: close that connection "
+                f"(an analyst's DuckDB session?) and retry; DuckDB said: {exc}"
+            ) from None
+        yield conn
+
+
+def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
+    """The asset that applies the stream's pending landings to its DuckDB table."""
+    check_specs = [
+        dg.AssetCheckSpec(
+            ROWS_CHECK, asset=warehouse_key(spec), description="Rows in DuckDB equal the rows of the applied landings."
+        )
+    ]
+    if spec.primary_key:
+        check_specs.append(
+            dg.AssetCheckSpec(
+                PK_CHECK,
+                asset=warehouse_key(spec),
+                description=f"({', '.join(spec.primary_key)}) is unique and never null.",
+            )
+        )
+
+    @dg.asset(
+        key=warehouse_key(spec),
+        deps=[lake_key(spec)],
+        group_name=spec.source,
+        kinds={"duckdb"},
+        pool=DUCKDB_POOL,
+        partitions_def=partitions_def(spec.partitioning),
+        backfill_policy=dg.BackfillPolicy.single_run() if spec.partitioning else None,
+        required_resource_keys={"lake", "warehouse"},
+        check_specs=check_specs,
+        description=f"DuckDB table {spec.source}.{spec.name} ({spec.write_disposition}).",
+    )
+    def _warehouse(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        tag_run_host(context)  # the slot is held from here: a kill from now on is reclaimable
+        lake: LakeResource = context.resources.lake
+        store = lake.store()
+        keys: list[str | None] = list(context.partition_keys) if spec.partitioning else [None]
+        with warehouse_connection(context) as conn:
+            todo = pending(conn, store, spec, None if keys == [None] else {k for k in keys if k})
+            result = load(conn, store, spec, todo)
+            checks = _checks(conn, store, spec, result.table_rows)
+            columns = table_columns(conn, spec)
+        context.log.info(f"applied {len(todo)} landing(s), {result.rows_loaded} rows, to {spec.source}.{spec.name}")
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": result.table_rows,
+                "dagster/table_name": f"{spec.source}.{spec.name}",
+                "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(c[0], c[1]) for c in columns]),
+                "rows_loaded": result.rows_loaded,
+                "schema_changes": ", ".join(result.schema_changes),
+                "landings_applied": len(todo),
+                "windows": ", ".join(result.windows),
+                "seconds": result.seconds,
+                "rows_per_second": round(result.rows_loaded / max(result.seconds, 1e-6)),
+            },
+            check_results=checks,
+        )
+
+    return _warehouse
+
+
+def stream_assets(
+    spec: StreamSpec,
+    kind: str,
+    source_resource: str,
+    extractor_factory: ExtractorFactory,
+    deps: Sequence[dg.AssetKey] = (),
+    quarantine: bool = False,
+) -> list[dg.AssetsDefinition]:
+    """Both assets of a stream (see :func:`lake_asset` for ``deps`` and ``quarantine``)."""
+    return [lake_asset(spec, kind, source_resource, extractor_factory, deps, quarantine), warehouse_asset(spec)]

@@ -1,0 +1,43 @@
+"""JSON paths (JSONPath, by jsonpath-ng) over parsed JSON bodies: the records of a page or a file,
+the values a paginator reads. Paths such as ``results``, ``data.items``, ``$.meta.next``."""
+
+from functools import lru_cache
+from typing import Any
+
+from jsonpath_ng import JSONPath
+from jsonpath_ng.ext import parse
+
+
+@lru_cache(maxsize=256)
+def compile_path(path: str) -> JSONPath:
+    """Parse a JSONPath once. Raises ``ValueError`` (jsonpath-ng's parse error) when invalid."""
+    try:
+        return parse(path)
+    except Exception as exc:  # jsonpath-ng raises bare Exception subclasses for syntax errors
+        raise ValueError(f"invalid JSON path {path!r}: {exc}") from None
+
+
+def find(body: Any, path: str) -> list[Any]:
+    """Every value ``path`` matches in ``body``."""
+    return [match.value for match in compile_path(path).find(body)]
+
+
+def find_one(body: Any, path: str) -> Any:
+    """The first value ``path`` matches in ``body``, or ``None``."""
+    values = find(body, path)
+    return values[0] if values else None
+
+
+def select_records(body: Any, path: str | None) -> list[Any]:
+    """The records of a page: what ``path`` selects (a list, or one object), or the body itself.
+
+    ``None`` or ``$`` selects the body: a list is the records, an object is one record.
+    """
+    if path in (None, "", "$"):
+        values = [body]
+    else:
+        assert path is not None
+        values = find(body, path)
+    if len(values) == 1 and isinstance(values[0], list):
+        return list(values[0])
+    return [v for v in values if v is not None]

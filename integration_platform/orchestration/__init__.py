@@ -1,0 +1,1 @@
+"""Other orchestrators the platform drives (Airflow DAG runs as assets)."""

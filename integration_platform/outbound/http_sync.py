@@ -1,0 +1,417 @@
+"""HttpSync: reverse ETL. One YAML file declares rows of a query posted to an HTTP API, incrementally.
+
+``defs/<sync>/defs.yaml``::
+
+    type: integration_platform.components.HttpSync
+    attributes:
+      sync: crm_contacts                    # asset reverse_etl/crm_contacts, lake reverse_etl/crm_contacts_results
+      source: {warehouse: true}             # DuckDB warehouse (pool duckdb); or {url_env: CRM_DB_URL} (SQLAlchemy URL)
+      query: "SELECT id, email, updated_at FROM crm.contacts"   # or table: crm.contacts
+      key_columns: [id]
+      cursor: updated_at                    # rows with cursor >= last mark, in cursor order; first run: all rows
+      target:
+        base_url_env: CRM_API_URL           # or base_url: https://...
+        path: /api/contacts/{id}            # {column} placeholders (record mode)
+        method: PUT                         # POST | PUT | PATCH
+        auth: {type: bearer, token_env: CRM_TOKEN}
+        idempotency_header: Idempotency-Key
+        wrap: null                          # e.g. "rows" -> {"rows": [...], **wrap_extra} (datasette's insert API)
+      mode: record                          # or batch (a JSON array of up to batch_size records per request)
+      mapping: {contact_id: id, mail: email, origin: "literal:warehouse", key: "@idempotency_key"}
+      # or hook: "package.module:function"  (row dict -> JSON body)
+      concurrency: 16
+      rate_limit: 50                        # requests/s, whole run
+      on_failure: dead_letter               # or fail
+      chunk_rows: 5000                      # rows read and posted per chunk (bounded memory)
+
+Idempotency key of a record: SHA-256 of (sync, key values, cursor value), so a retried or re-sent row version always
+carries the same key; a batch request's header key is the SHA-256 of its records' keys. Per-record results land as
+Parquet in ``reverse_etl/<sync>_results`` (one window per run), failures under ``dead_letter`` in
+``reverse_etl/<sync>_dead_letter``. The high-water mark (``cursor_after``) advances only over acknowledged rows: to
+the cursor value of the first row not acknowledged (the next run starts there, ``>=``), else to the last row's value.
+"""
+
+import asyncio
+import dataclasses
+import importlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import dagster as dg
+import pyarrow as pa
+import sqlalchemy as sa
+from pydantic import Field, model_validator
+
+from integration_platform.assets.config_model import (
+    SafeModel,
+    SecretSafeComponent,
+    require_exactly_one,
+)
+from integration_platform.assets.http_config import RestAuth
+from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
+from integration_platform.assets.run_recovery import tag_run_host
+from integration_platform.core.cursors import CursorValue
+from integration_platform.core.landing import land
+from integration_platform.core.names import ENV_NAME, url_segment
+from integration_platform.core.outbound import (
+    MissingColumnsError,
+    Watermark,
+    batch_id,
+    json_default,
+    relation_sql,
+    row_id,
+    select_since,
+    select_since_sqlalchemy,
+)
+from integration_platform.core.streams import IDENTIFIER, StreamSpec
+from integration_platform.outbound.http_push import HttpPusher, PushPolicy, PushRequest, PushResult
+from integration_platform.outbound.publish import TABLE
+from integration_platform.resources.http_auth import HttpAuth, check_headers, env_headers
+from integration_platform.resources.lake import LakeResource
+
+GROUP = "reverse_etl"
+RESULT_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("idempotency_key", pa.string()),
+        ("status", pa.int32()),
+        ("response", pa.string()),
+        ("attempts", pa.int32()),
+        ("error", pa.string()),
+        ("sent_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+DEAD_LETTER_SCHEMA = pa.schema([*RESULT_SCHEMA, ("cursor", pa.string()), ("body", pa.string())])
+
+
+class SyncSource(SafeModel, dg.Resolvable):
+    """Where rows come from: the DuckDB warehouse, or a database named by a SQLAlchemy URL in ``url_env``."""
+
+    warehouse: bool = False
+    url_env: str | None = Field(default=None, pattern=ENV_NAME)
+
+    @model_validator(mode="after")
+    def _one(self) -> "SyncSource":
+        if self.warehouse == (self.url_env is not None):
+            raise ValueError("source: set exactly one of 'warehouse: true' and 'url_env'")
+        return self
+
+
+class SyncTarget(SafeModel, dg.Resolvable):
+    """The endpoint: base URL (literal or env), path, method, auth, headers, idempotency header, envelope."""
+
+    base_url: str | None = Field(default=None, pattern=r"^https?://")
+    base_url_env: str | None = Field(default=None, pattern=ENV_NAME)
+    path: str = Field(min_length=1)
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    auth: RestAuth = Field(default_factory=RestAuth)
+    headers: dict[str, str] = Field(default_factory=dict, description="Headers without secrets.")
+    headers_env: dict[str, str] = Field(
+        default_factory=dict, description="Header -> name of the environment variable holding its (secret) value."
+    )
+    idempotency_header: str = "Idempotency-Key"
+    wrap: str | None = Field(default=None, description="Send {wrap: payload, **wrap_extra} instead of the payload.")
+    wrap_extra: dict[str, Any] = Field(default_factory=dict)
+    accept_statuses: list[int] = Field(default_factory=list, description="Non-2xx statuses that acknowledge.")
+
+    @model_validator(mode="after")
+    def _url(self) -> "SyncTarget":
+        require_exactly_one(self, "base_url", "base_url_env", "target: ")
+        check_headers(self.headers, self.headers_env, lambda where, why: ValueError(f"target.{where}: {why}"))
+        return self
+
+
+class HttpTargetResource(dg.ConfigurableResource):
+    """A sync's target API: base URL and auth, secrets as ``dg.EnvVar`` (read at run time, never shown)."""
+
+    base_url: str
+    auth: HttpAuth = Field(default_factory=HttpAuth)
+
+
+class HttpSync(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
+    """Rows of a query posted to an HTTP API (module doc)."""
+
+    sync: str = Field(pattern=IDENTIFIER.pattern)
+    source: SyncSource = Field(default_factory=lambda: SyncSource(warehouse=True))
+    query: str | None = None
+    table: str | None = Field(default=None, pattern=TABLE)
+    deps: list[str] = Field(default_factory=list, description="Asset keys (a/b/c) the query reads.")
+    key_columns: list[str] = Field(min_length=1)
+    cursor: str | None = None
+    target: SyncTarget
+    mode: Literal["record", "batch"] = "record"
+    batch_size: int = Field(default=100, ge=1)
+    mapping: dict[str, str] = Field(default_factory=dict)
+    hook: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$")
+    concurrency: int = Field(default=16, ge=1, le=256)
+    rate_limit: float | None = Field(default=None, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    backoff_factor: float = Field(default=0.5, ge=0)
+    max_retry_after: float = Field(default=300.0, gt=0)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    read_timeout: float = Field(default=60.0, gt=0)
+    on_failure: Literal["fail", "dead_letter"] = "fail"
+    chunk_rows: int = Field(default=5000, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "HttpSync":
+        require_exactly_one(self, "query", "table")
+        if self.mapping and self.hook:
+            raise ValueError("set at most one of 'mapping' and 'hook'")
+        if self.mode == "batch" and "{" in self.target.path:
+            raise ValueError("target.path placeholders need mode 'record' (one record per request)")
+        return self
+
+    @property
+    def asset_key(self) -> dg.AssetKey:
+        return dg.AssetKey([GROUP, self.sync])
+
+    @property
+    def resource_key(self) -> str:
+        return f"{self.sync}_target"
+
+    def resource(self) -> HttpTargetResource:
+        base = dg.EnvVar(self.target.base_url_env) if self.target.base_url_env else str(self.target.base_url)
+        return HttpTargetResource(base_url=base, auth=self.target.auth.resource_config())
+
+    def idempotency_key(self, row: dict[str, Any]) -> str:
+        """64 hex digits: SHA-256 of (sync, key values, cursor value) (:func:`.outbound.row_id`)."""
+        return row_id([self.sync], row, self.key_columns, self.cursor)
+
+    def body_builder(self) -> Callable[[dict[str, Any], str], Any]:
+        """``(row, idempotency key) -> JSON-able record``: the hook, the mapping, or the whole row."""
+        if self.hook:
+            module, name = self.hook.split(":")
+            function = getattr(importlib.import_module(module), name)
+            return lambda row, _: function(row)
+        if not self.mapping:
+            return lambda row, _: row
+        mapping = self.mapping
+
+        def mapped(row: dict[str, Any], key: str) -> dict[str, Any]:
+            body: dict[str, Any] = {}
+            for field_name, spec in mapping.items():
+                if spec.startswith("literal:"):
+                    body[field_name] = spec.removeprefix("literal:")
+                elif spec == "@idempotency_key":
+                    body[field_name] = key
+                else:
+                    body[field_name] = row[spec]
+            return body
+
+        return mapped
+
+    def envelope(self, payload: Any) -> bytes:
+        """The request body: ``payload`` as JSON, or ``{wrap: payload, **wrap_extra}``."""
+        body = {self.target.wrap: payload, **self.target.wrap_extra} if self.target.wrap else payload
+        return json.dumps(body, default=json_default).encode()
+
+    def requests_for(
+        self, base: str, rows: list[dict[str, Any]], keys: list[str], bodies: list[Any]
+    ) -> list[PushRequest]:
+        """One request per row (record mode: each ``{column}`` of the path filled with one quoted path
+        segment, so a value such as ``../admin`` can neither leave the path nor change the host the
+        credentials go to), or per ``batch_size`` rows (batch mode, keyed by their ids' :func:`batch_id`).
+        Raises :class:`~integration_platform.core.names.UnsafeNameError` for a value that cannot be a segment."""
+        method, path = self.target.method, self.target.path
+        if self.mode == "record":
+            return [
+                PushRequest(method, base + _fill(path, row), self.envelope(body), key, (i,))
+                for i, (row, key, body) in enumerate(zip(rows, keys, bodies, strict=True))
+            ]
+        spans = [
+            range(start, min(start + self.batch_size, len(rows))) for start in range(0, len(rows), self.batch_size)
+        ]
+        return [
+            PushRequest(
+                method,
+                base + path,
+                self.envelope([bodies[i] for i in span]),
+                batch_id([keys[i] for i in span]),
+                tuple(span),
+            )
+            for span in spans
+        ]
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        return dg.Definitions(assets=[sync_asset(self)], resources={self.resource_key: self.resource()})
+
+
+def _fill(path: str, row: dict[str, Any]) -> str:
+    return path.format_map({k: url_segment(str(v), f"value of {{{k}}}") for k, v in row.items()})
+
+
+def _read_rows(
+    sync: HttpSync, context: dg.AssetExecutionContext, mark: CursorValue | None
+) -> Iterator[list[dict[str, Any]]]:
+    """Chunks of at most ``chunk_rows`` rows in cursor order from the mark on (``>=``), from the
+    warehouse or the database at ``source.url_env``; raises ``dg.Failure`` for a missing column."""
+    relation = relation_sql(sync.table, sync.query)
+    try:
+        if sync.source.warehouse:
+            with context.resources.warehouse.get_connection() as conn:
+                yield from select_since(conn, relation, sync.cursor, mark, sync.chunk_rows, sync.key_columns)
+            return
+        engine = sa.create_engine(os.environ[str(sync.source.url_env)])
+        try:
+            yield from select_since_sqlalchemy(engine, relation, sync.cursor, mark, sync.chunk_rows)
+        finally:
+            engine.dispose()
+    except MissingColumnsError as exc:
+        raise dg.Failure(f"sync {sync.sync}: {exc}") from exc
+
+
+@dataclasses.dataclass
+class _Progress:
+    """A run's counts, its high-water mark, its first failure and its dead letters, chunk by chunk."""
+
+    sync: HttpSync
+    watermark: Watermark
+    read: int = 0
+    sent: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    first_failure: str | None = None
+    dead: list[pa.RecordBatch] = dataclasses.field(default_factory=list)
+
+    @property
+    def stopped(self) -> bool:
+        """True once a record failed under ``on_failure: fail``: nothing more is sent."""
+        return self.first_failure is not None and self.sync.on_failure == "fail"
+
+    def account(
+        self, rows: list[dict[str, Any]], keys: list[str], bodies: list[Any], outcome: list[PushResult | None]
+    ) -> pa.RecordBatch:
+        """Fold one chunk's outcomes in (counts, mark, dead letters); returns its results batch."""
+        sync = self.sync
+        columns: dict[str, list[Any]] = {name: [] for name in RESULT_SCHEMA.names}
+        dead: dict[str, list[Any]] = {name: [] for name in DEAD_LETTER_SCHEMA.names}
+        for row, key, body, result in zip(rows, keys, bodies, outcome, strict=True):
+            assert result is not None
+            ident = json.dumps([row[c] for c in sync.key_columns], default=json_default)
+            values = [ident, key, result.status, result.response, result.attempts, result.error, result.sent_at]
+            for name, value in zip(RESULT_SCHEMA.names, values, strict=True):
+                columns[name].append(value)
+            sent = result.attempts > 0
+            failed = sent and not result.ok
+            self.sent += sent
+            self.succeeded += result.ok
+            self.failed += failed
+            if failed and self.first_failure is None:
+                self.first_failure = f"record {ident} (idempotency key {key}): {result.error or result.status}"
+            if failed and sync.on_failure == "dead_letter":
+                cursor_text = CursorValue.from_python(row[sync.cursor]).text if sync.cursor else None
+                extra = [cursor_text, json.dumps(body, default=json_default)]
+                for name, value in zip(dead, [*values, *extra], strict=True):
+                    dead[name].append(value)
+            if sync.cursor:
+                self.watermark.observe(row[sync.cursor], result.ok or (failed and sync.on_failure == "dead_letter"))
+        if dead["key"]:
+            self.dead.append(pa.RecordBatch.from_pydict(dead, schema=DEAD_LETTER_SCHEMA))
+        return pa.RecordBatch.from_pydict(columns, schema=RESULT_SCHEMA)
+
+
+def _pusher(sync: HttpSync, target: HttpTargetResource, run_id: str) -> HttpPusher:
+    policy = PushPolicy(
+        concurrency=sync.concurrency,
+        connect_timeout=sync.connect_timeout,
+        read_timeout=sync.read_timeout,
+        max_retries=sync.max_retries,
+        backoff_factor=sync.backoff_factor,
+        max_retry_after=sync.max_retry_after,
+        accept_statuses=frozenset(sync.target.accept_statuses),
+        rate_limit=sync.rate_limit,
+    )
+    secret_headers = env_headers(sync.target.headers_env)
+    headers = {**sync.target.headers, **secret_headers}
+    base = target.base_url.rstrip("/")
+    return HttpPusher(
+        policy, target.auth, headers, sync.target.idempotency_header, f"{run_id}|{base}", list(secret_headers.values())
+    )
+
+
+def _push(
+    sync: HttpSync, context: dg.AssetExecutionContext, base: str, pusher: HttpPusher, progress: _Progress
+) -> Iterator[pa.RecordBatch]:
+    """Send every chunk of rows (each chunk's requests concurrently) and yield its results batch."""
+    build = sync.body_builder()
+    with asyncio.Runner() as runner:
+        runner.run(pusher.__aenter__())
+        try:
+            for rows in _read_rows(sync, context, progress.watermark.value):
+                progress.read += len(rows)
+                keys = [sync.idempotency_key(r) for r in rows]
+                bodies = [build(r, k) for r, k in zip(rows, keys, strict=True)]
+                outcome: list[PushResult | None] = [None] * len(rows)
+                requests = sync.requests_for(base, rows, keys, bodies)
+                for result in runner.run(pusher.send_all(requests, lambda: progress.stopped)):
+                    for i in result.request.rows:
+                        outcome[i] = result
+                yield progress.account(rows, keys, bodies, outcome)
+                if progress.stopped:
+                    return
+        finally:
+            runner.run(pusher.__aexit__())
+
+
+def sync_asset(sync: HttpSync) -> dg.AssetsDefinition:
+    """The asset that posts the sync's rows. Raises ``dg.Failure`` under ``on_failure: fail`` naming the first
+    failed record's key, status and error (after landing the results and recording the safe mark)."""
+    deps = [dg.AssetKey.from_user_string(d) for d in sync.deps]
+    if sync.table:
+        deps.append(dg.AssetKey(["warehouse", *sync.table.split(".")]))
+    resources = {"lake", sync.resource_key} | ({"warehouse"} if sync.source.warehouse else set())
+
+    @dg.asset(
+        key=sync.asset_key,
+        group_name=GROUP,
+        kinds={"http", "duckdb" if sync.source.warehouse else "sql"},
+        deps=deps,
+        pool="duckdb" if sync.source.warehouse else None,
+        required_resource_keys=resources,
+        description=f"Rows posted to {sync.target.method} {sync.target.path} ({sync.mode} mode).",
+    )
+    def _sync(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        target: HttpTargetResource = getattr(context.resources, sync.resource_key)
+        lake: LakeResource = context.resources.lake
+        refuse_ephemeral_marks(context, sync.cursor is not None, f"sync {sync.sync}")
+        tag_run_host(context)  # it holds the duckdb slot: a kill from now on is reclaimable
+        mark = read_mark(context.instance, context.asset_key) if sync.cursor else None
+        progress = _Progress(sync, Watermark(mark))
+        pusher = _pusher(sync, target, context.run.run_id)
+        started = time.monotonic()
+        window = f"run-{context.run.run_id}"
+        results = _push(sync, context, target.base_url.rstrip("/"), pusher, progress)
+        results_spec = StreamSpec(source=GROUP, name=f"{sync.sync}_results", write_disposition="append")
+        manifest = land(lake.store(), results_spec, window, results, RESULT_SCHEMA, full=False)
+        if progress.dead:
+            dead_spec = StreamSpec(source=GROUP, name=f"{sync.sync}_dead_letter", write_disposition="append")
+            land(lake.store(), dead_spec, window, progress.dead, DEAD_LETTER_SCHEMA, full=False)
+        seconds = time.monotonic() - started
+        after = progress.watermark.value
+        metadata: dict[str, Any] = {
+            "rows_read": progress.read,
+            "rows_sent": progress.sent,
+            "rows_succeeded": progress.succeeded,
+            "rows_failed": progress.failed,
+            "requests": pusher.requests_sent,
+            "requests_per_second": round(pusher.requests_sent / max(seconds, 1e-6), 1),
+            "seconds": round(seconds, 3),
+            "results_uri": dg.MetadataValue.path(f"{lake.url.rstrip('/')}/{manifest.key}"),
+            **mark_metadata(mark, after),
+        }
+        context.log.info(
+            f"sync {sync.sync}: {progress.succeeded}/{progress.read} row(s) acknowledged, {progress.failed} failed, "
+            f"{pusher.requests_sent} request(s) in {seconds:.2f}s"
+        )
+        if progress.stopped:
+            context.log_event(dg.AssetMaterialization(asset_key=sync.asset_key, metadata=metadata))
+            raise dg.Failure(
+                f"sync {sync.sync}: {progress.first_failure}; the mark stays at {after.text if after else None!r}"
+            )
+        return dg.MaterializeResult(metadata=metadata)
+
+    return _sync

@@ -1,1 +1,0 @@
-"""How rows travel: extract -> Arrow batches -> Parquet + manifest in the lake -> DuckDB."""

@@ -1,0 +1,31 @@
+"""The platform's one HTTP retry policy, as urllib3's ``Retry``: REST extraction (requests) and
+HTTP push (httpx) both ask it whether to try again and how long to wait."""
+
+from urllib3.util.retry import Retry
+
+#: Statuses retried: 429 Too Many Requests and the 5xx a retry may cure (RFC 9110 section 15).
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def retry_policy(
+    max_retries: int,
+    backoff_factor: float,
+    backoff_max: float,
+    backoff_jitter: float,
+    allowed_methods: frozenset[str] | None = Retry.DEFAULT_ALLOWED_METHODS,
+) -> Retry:
+    """The platform's HTTP retry policy as a urllib3 ``Retry``: ``max_retries`` retries after the
+    first attempt on :data:`RETRY_STATUSES` and connection/read errors, exponential backoff
+    (seconds: ``backoff_factor`` doubling, capped at ``backoff_max``, plus up to ``backoff_jitter``)
+    and ``Retry-After`` honoured. ``allowed_methods``: the methods retried (``None``: every one,
+    for requests made idempotent by a key). The caller's loop asks it whether and how long to wait."""
+    return Retry(
+        total=max_retries,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=allowed_methods,
+        backoff_factor=backoff_factor,
+        backoff_max=backoff_max,
+        backoff_jitter=backoff_jitter,
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )

@@ -1,0 +1,273 @@
+"""FileSource: one YAML file declares a partner's drop server and its file streams.
+
+``defs/<source>/defs.yaml``::
+
+    type: integration_platform.components.FileSource
+    attributes:
+      source: covid                         # asset group, lake prefix, DuckDB schema
+      connection:
+        protocol: sftp                      # sftp | ftp (explicit FTPS unless tls: false)
+        host_env: COVID_SFTP_HOST
+        port: 2222
+        username: partner
+        private_key_env: COVID_SFTP_KEY     # PEM text; or password_env
+        known_hosts: /etc/integration_platform/known_hosts   # or host_key_fingerprint: SHA256:...
+      streams:
+        - name: regions
+          directory: /drops/dati-regioni
+          glob: "dpc-covid19-ita-regioni-*.csv"
+          partition: {type: daily, date_format: "%Y%m%d", start: "2020-02-24"}
+          format: {type: csv}
+          primary_key: [data, codice_regione]
+          archive_directory: /drops/archive   # optional: move files there once landed
+
+Per stream: the lake and warehouse assets (partitioned daily by the date in the file name,
+or one dynamic partition per file), a ``quarantine_empty`` check, and a sensor
+``<source>_<stream>_drops`` that requests a run per new or changed stable file (stopped by
+default; switch it on in the UI). Backfill any range of days from the UI.
+"""
+
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field, model_validator
+
+from integration_platform.assets.config_model import (
+    SafeModel,
+    SecretSafeComponent,
+    require_exactly_one,
+)
+from integration_platform.assets.stream_assets import (
+    ExtractionReport,
+    ExtractorFactory,
+    lake_key,
+    stream_assets,
+    warehouse_key,
+)
+from integration_platform.core.extract import Extractor
+from integration_platform.core.names import ENV_NAME
+from integration_platform.core.records import ARROW_TYPES
+from integration_platform.core.streams import IDENTIFIER, Partitioning, StreamSpec
+from integration_platform.resources.lake import LakeResource
+from integration_platform.sources.files.drops import DropRules, DropState, plan_tick
+from integration_platform.sources.files.extract import FileStreamPlan, extractor_for
+from integration_platform.sources.files.formats import FileFormat
+from integration_platform.sources.files.ftp import FtpResource
+from integration_platform.sources.files.sftp import SftpResource
+
+
+class FileConnection(SafeModel, dg.Resolvable):
+    """The drop server. Secrets only by environment variable name (``*_env``)."""
+
+    protocol: Literal["sftp", "ftp"]
+    host: str | None = None
+    host_env: str | None = Field(default=None, pattern=ENV_NAME)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    port_env: str | None = Field(default=None, pattern=ENV_NAME, description="Env var holding the port instead.")
+    username: str
+    password_env: str | None = Field(default=None, pattern=ENV_NAME)
+    private_key_env: str | None = Field(default=None, pattern=ENV_NAME, description="SFTP: PEM text of the key.")
+    private_key_passphrase_env: str | None = Field(default=None, pattern=ENV_NAME)
+    known_hosts: str | None = Field(default=None, description="SFTP: OpenSSH known_hosts file.")
+    host_key_fingerprint: str | None = Field(default=None, pattern=r"^SHA256:[A-Za-z0-9+/]{43}$")
+    tls: bool = Field(default=True, description="FTP: explicit FTPS (AUTH TLS, PROT P).")
+    ca_bundle: str | None = None
+    timeout: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _complete(self) -> "FileConnection":
+        require_exactly_one(self, "host", "host_env", "connection: ")
+        if self.port is not None and self.port_env is not None:
+            raise ValueError("connection: set 'port' or 'port_env', not both")
+        if self.protocol == "sftp":
+            if not (self.password_env or self.private_key_env):
+                raise ValueError("connection: sftp needs private_key_env or password_env")
+            if not (self.known_hosts or self.host_key_fingerprint):
+                raise ValueError(
+                    "connection: sftp needs known_hosts or host_key_fingerprint (unknown host keys are refused)"
+                )
+        elif not self.password_env:
+            raise ValueError("connection: ftp needs password_env")
+        return self
+
+    def resource(self) -> SftpResource | FtpResource:
+        """The drop server's resource; host, port and secrets given by env var stay ``EnvVar``."""
+        host = dg.EnvVar(self.host_env) if self.host_env else self.host
+        password = dg.EnvVar(self.password_env) if self.password_env else None
+        default_port = 21 if self.protocol == "ftp" else 22
+        port = dg.EnvVar.int(self.port_env) if self.port_env else (self.port or default_port)
+        if self.protocol == "ftp":
+            return FtpResource(
+                host=host,  # type: ignore[arg-type]
+                port=port,
+                username=self.username,
+                password=password,  # type: ignore[arg-type]
+                tls=self.tls,
+                ca_bundle=self.ca_bundle,
+                timeout=self.timeout,
+            )
+        return SftpResource(
+            host=host,  # type: ignore[arg-type]
+            port=port,
+            username=self.username,
+            password=password,
+            private_key=dg.EnvVar(self.private_key_env) if self.private_key_env else None,
+            private_key_passphrase=(
+                dg.EnvVar(self.private_key_passphrase_env) if self.private_key_passphrase_env else None
+            ),
+            known_hosts=self.known_hosts,
+            host_key_fingerprint=self.host_key_fingerprint,
+            timeout=self.timeout,
+        )
+
+
+class FilePartition(SafeModel, dg.Resolvable):
+    """``daily`` (the date in the name, or the mtime) or ``per_file`` (a dynamic partition per file)."""
+
+    type: Literal["daily", "per_file"] = "daily"
+    date_from: Literal["name", "mtime"] = "name"
+    date_regex: str = Field(default=r"(\d{8}|\d{4}-\d{2}-\d{2})", description="Group 1 holds the date.")
+    date_format: str | None = Field(default=None, description="strptime format of the date; default ISO / YYYYMMDD.")
+    start: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="First daily partition.")
+
+    @model_validator(mode="after")
+    def _start(self) -> "FilePartition":
+        if self.type == "daily" and not self.start:
+            raise ValueError("partition: a daily partition needs 'start' (YYYY-MM-DD)")
+        return self
+
+
+class FileStream(SafeModel, dg.Resolvable):
+    """One family of files in one directory."""
+
+    name: str = Field(pattern=IDENTIFIER.pattern)
+    directory: str = Field(min_length=1)
+    glob: str | None = None
+    regex: str | None = None
+    partition: FilePartition = Field(
+        default_factory=lambda: FilePartition(type="per_file"),
+        description="Default per_file: a daily default would need a start date the platform cannot guess.",
+    )
+    format: FileFormat = Field(default_factory=FileFormat)
+    columns: dict[str, str] = Field(default_factory=dict, description=f"Declared types: {', '.join(ARROW_TYPES)}.")
+    primary_key: list[str] = Field(default_factory=list)
+    write_disposition: Literal["append", "merge"] = "append"
+    on_bad_rows: Literal["fail", "quarantine"] = "quarantine"
+    marker_suffix: str | None = Field(default=None, description="A file is ready once <name><suffix> exists.")
+    archive_directory: str | None = None
+    sensor_interval_seconds: int = Field(default=60, ge=5)
+    max_partitions_per_tick: int = Field(default=500, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "FileStream":
+        if self.glob and self.regex:
+            raise ValueError(f"stream {self.name!r}: set 'glob' or 'regex', not both")
+        bad = {k: v for k, v in self.columns.items() if v not in ARROW_TYPES}
+        if bad:
+            raise ValueError(f"stream {self.name!r}: columns {bad}: allowed types are {', '.join(ARROW_TYPES)}")
+        if self.write_disposition == "merge" and not self.primary_key:
+            raise ValueError(f"stream {self.name!r}: write_disposition 'merge' needs a primary_key")
+        return self
+
+
+class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
+    """A file-drop server whose file streams land in the lake and the warehouse (see module doc)."""
+
+    source: str = Field(pattern=IDENTIFIER.pattern, description="Asset group, lake prefix and DuckDB schema.")
+    connection: FileConnection
+    streams: list[FileStream] = Field(min_length=1)
+
+    @property
+    def resource_key(self) -> str:
+        return f"{self.source}_files"
+
+    def _plan(self, stream: FileStream) -> FileStreamPlan:
+        part = stream.partition
+        if part.type == "daily":
+            partitioning = Partitioning(None, "daily", start=part.start)
+        else:
+            partitioning = Partitioning(None, "dynamic", name=f"{self.source}__{stream.name}__files")
+        spec = StreamSpec(
+            source=self.source,
+            name=stream.name,
+            write_disposition=stream.write_disposition,
+            primary_key=tuple(stream.primary_key),
+            partitioning=partitioning,
+            description=f"Files {stream.glob or stream.regex or '*'} in {stream.directory} ({stream.format.type}).",
+            metadata={"directory": stream.directory},
+        )
+        rules = DropRules(
+            glob=stream.glob,
+            regex=stream.regex,
+            partition=part.type,
+            date_from=part.date_from,
+            date_regex=part.date_regex,
+            date_format=part.date_format,
+            marker_suffix=stream.marker_suffix,
+        )
+        return FileStreamPlan(
+            spec=spec,
+            directory=stream.directory,
+            rules=rules,
+            fmt=stream.format,
+            columns=tuple((k, ARROW_TYPES[v]) for k, v in stream.columns.items()),
+            on_bad_rows=stream.on_bad_rows,
+            archive_directory=stream.archive_directory,
+        )
+
+    def _factory(self, plan: FileStreamPlan) -> ExtractorFactory:
+        key = self.resource_key
+
+        def factory(context: dg.AssetExecutionContext, report: ExtractionReport, partition: str | None) -> Extractor:
+            remote: SftpResource | FtpResource = getattr(context.resources, key)
+            lake: LakeResource = context.resources.lake
+            assert partition is not None  # file streams are always partitioned
+            return extractor_for(plan, remote.connect, lake.store(), partition, report)
+
+        return factory
+
+    def _sensor(self, plan: FileStreamPlan, stream: FileStream) -> dg.SensorDefinition:
+        key, spec = self.resource_key, plan.spec
+        dynamic = spec.partitioning.name if spec.partitioning and spec.partitioning.granularity == "dynamic" else None
+
+        @dg.sensor(
+            name=f"{self.source}_{stream.name}_drops",
+            minimum_interval_seconds=stream.sensor_interval_seconds,
+            asset_selection=[lake_key(spec), warehouse_key(spec)],
+            required_resource_keys={key},
+            default_status=dg.DefaultSensorStatus.STOPPED,
+            description=f"Requests a run per new or changed stable file in {stream.directory}.",
+        )
+        def _drops(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+            remote: SftpResource | FtpResource = getattr(context.resources, key)
+            with remote.connect() as files:
+                listing = list(files.list(plan.directory))
+            tick = plan_tick(listing, DropState.from_cursor(context.cursor), plan.rules, stream.max_partitions_per_tick)
+            if tick.unparsable:
+                context.log.warning(f"no date in the names of {len(tick.unparsable)} file(s): {tick.unparsable[:5]}")
+            context.log.info(
+                f"{len(listing)} files listed; {len(tick.partitions)} partition(s) requested; "
+                f"{len(tick.waiting)} file(s) waiting to be stable"
+            )
+            requests = [dg.RunRequest(run_key=tick.run_key(p), partition_key=p) for p in sorted(tick.partitions)]
+            added = [dg.AddDynamicPartitionsRequest(dynamic, sorted(tick.partitions))] if dynamic and requests else []
+            return dg.SensorResult(
+                run_requests=requests, cursor=tick.state.to_cursor(), dynamic_partitions_requests=added
+            )
+
+        return _drops
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        yaml_path = Path(context.path) / "defs.yaml"
+        names = [s.name for s in self.streams]
+        for i, stream in enumerate(self.streams):
+            if names.count(stream.name) > 1:
+                raise ValueError(f"{yaml_path}: attributes.streams[{i}].name: {stream.name!r} is declared twice")
+        assets, sensors = [], []
+        for stream in self.streams:
+            plan = self._plan(stream)
+            kind = self.connection.protocol
+            assets.extend(stream_assets(plan.spec, kind, self.resource_key, self._factory(plan), quarantine=True))
+            sensors.append(self._sensor(plan, stream))
+        return dg.Definitions(assets=assets, sensors=sensors, resources={self.resource_key: self.connection.resource()})

@@ -1,0 +1,162 @@
+"""Dropped files -> Arrow tables: CSV, JSON, NDJSON, Parquet, XML and Excel.
+
+Parsing is the libraries' job: pyarrow's CSV reader (its ``invalid_row_handler`` sets rows
+with the wrong column count aside), ``json``, pyarrow's Parquet reader, lxml (records found
+by an XPath) and openpyxl (one sheet, first row = header). JSON-shaped records (JSON, NDJSON,
+XML, Excel rows) go through :class:`~integration_platform.core.records.JsonRecords`, the
+same conversion REST pages use.
+
+:func:`read_file` returns the table and the records it set aside; a file that cannot be
+parsed at all raises :class:`FileFormatError` naming the file and the reason.
+"""
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.csv as pv
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from integration_platform.assets.config_model import SafeModel
+from integration_platform.core.json_paths import select_records
+from integration_platform.core.records import JsonRecords, Rejected
+
+FileFormatName = Literal["csv", "json", "ndjson", "parquet", "xml", "excel"]
+
+
+class FileFormatError(ValueError):
+    """A file could not be parsed at all (names the file and the reason); nothing of it lands."""
+
+
+class CsvOptions(SafeModel, dg.Resolvable):
+    """CSV dialect (RFC 4180 by default)."""
+
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    quote_char: str = Field(default='"', min_length=1, max_length=1)
+    encoding: str = "utf-8"
+    header: bool = Field(default=True, description="First row holds the column names.")
+    column_names: list[str] = Field(default_factory=list, description="Names when there is no header.")
+    null_values: list[str] = Field(default_factory=lambda: [""], description="Strings read as NULL.")
+    skip_rows: int = Field(default=0, ge=0, description="Lines to skip before the header.")
+
+
+class FileFormat(SafeModel, dg.Resolvable):
+    """How the files are parsed; the options of other formats are ignored."""
+
+    type: FileFormatName = "csv"
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+    records: str | None = Field(default=None, description="JSON: JSON path of the records ($ = the body).")
+    record_path: str | None = Field(default=None, description="XML: XPath of the record elements, e.g. //row.")
+    sheet: str | int = Field(default=0, description="Excel: sheet name or 0-based index.")
+
+
+def _line_of(path: Path, encoding: str, text: str, cache: dict[str, str]) -> int | None:
+    """The line where ``text`` starts in the file (pyarrow does not number rows when quoted
+    values may hold newlines); read only when a row was rejected."""
+    if "content" not in cache:
+        cache["content"] = path.read_text(encoding=encoding, errors="replace")
+    position = cache["content"].find(text)
+    return cache["content"].count("\n", 0, position) + 1 if position >= 0 else None
+
+
+def _csv(path: Path, options: CsvOptions, origin: str, rejected: list[Rejected]) -> pa.Table:
+    cache: dict[str, str] = {}
+
+    def invalid(row: Any) -> str:
+        number = row.number if row.number is not None else _line_of(path, options.encoding, row.text, cache)
+        where = f"{origin} line {number}" if number is not None else origin
+        reason = f"expected {row.expected_columns} columns, got {row.actual_columns}"
+        rejected.append(Rejected(where, reason, row.text))
+        return "skip"
+
+    read = pv.ReadOptions(
+        encoding=options.encoding,
+        skip_rows=options.skip_rows,
+        column_names=options.column_names or None,
+        autogenerate_column_names=not options.header and not options.column_names,
+        block_size=4 << 20,
+    )
+    parse = pv.ParseOptions(
+        delimiter=options.delimiter,
+        quote_char=options.quote_char,
+        newlines_in_values=True,
+        invalid_row_handler=invalid,
+    )
+    convert = pv.ConvertOptions(null_values=options.null_values, strings_can_be_null=True)
+    return pv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+
+
+def _json_records(records: list[Any], origin: str, rejected: list[Rejected], stream: str) -> pa.Table:
+    converter = JsonRecords(stream, on_conflict="quarantine")
+    table = converter.convert(records, origin)
+    rejected.extend(converter.rejected)
+    return table
+
+
+def _ndjson(path: Path, origin: str, rejected: list[Rejected]) -> list[Any]:
+    records = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                rejected.append(Rejected(f"{origin} line {number}", f"invalid JSON: {exc.msg}", line.rstrip("\n")))
+    return records
+
+
+def _xml(path: Path, record_path: str) -> list[dict[str, Any]]:
+    from lxml import etree  # type: ignore[import-untyped]
+
+    tree = etree.parse(str(path), etree.XMLParser(resolve_entities=False, no_network=True))
+    records = []
+    for element in tree.xpath(record_path):
+        record: dict[str, Any] = dict(element.attrib)
+        for child in element:
+            if isinstance(child.tag, str):
+                record[etree.QName(child).localname] = child.text
+        records.append(record)
+    return records
+
+
+def _excel(path: Path, sheet: str | int) -> list[dict[str, Any]]:
+    from openpyxl import load_workbook
+
+    workbook = load_workbook(path, read_only=True, data_only=True)
+    try:
+        worksheet = workbook[sheet] if isinstance(sheet, str) else workbook.worksheets[sheet]
+        rows = worksheet.iter_rows(values_only=True)
+        header = [str(cell) if cell is not None else f"column_{i}" for i, cell in enumerate(next(rows, ()))]
+        return [dict(zip(header, row, strict=False)) for row in rows if any(cell is not None for cell in row)]
+    finally:
+        workbook.close()
+
+
+def read_file(path: Path, fmt: FileFormat, origin: str, stream: str) -> tuple[pa.Table, list[Rejected]]:
+    """Parse the local file ``path`` (``origin`` names it in messages). Returns the table and
+    the rows set aside (wrong column count, invalid NDJSON line, a record that breaks the
+    file's own types). Raises :class:`FileFormatError` when the file cannot be parsed."""
+    rejected: list[Rejected] = []
+    try:
+        if fmt.type in ("csv", "parquet"):
+            table = _csv(path, fmt.csv, origin, rejected) if fmt.type == "csv" else pq.read_table(path)
+            _ = table.column_names  # names and text must be valid UTF-8: a binary file passes the CSV parser
+            table.validate(full=True)
+            return table, rejected
+        if fmt.type == "json":
+            records = select_records(json.loads(path.read_text(encoding="utf-8")), fmt.records)
+        elif fmt.type == "ndjson":
+            records = _ndjson(path, origin, rejected)
+        elif fmt.type == "xml":
+            records = _xml(path, fmt.record_path or "/*/*")
+        else:
+            records = _excel(path, fmt.sheet)
+        return _json_records(records, origin, rejected, stream), rejected
+    except FileFormatError:
+        raise
+    except Exception as exc:  # every parser has its own error types; all mean "not this format"
+        raise FileFormatError(f"{origin}: cannot be parsed as {fmt.type}: {type(exc).__name__}: {exc}") from None

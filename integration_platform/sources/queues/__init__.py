@@ -1,0 +1,1 @@
+"""Message queues (RabbitMQ, Kafka): QueueSource, the drain loop, message decoding, per-broker streams."""

@@ -1,0 +1,294 @@
+"""A Kafka topic as a :class:`~integration_platform.sources.queues.drain.MessageSource`.
+
+The consumer is *assigned* every partition of the topic (no group rebalance) at the group's
+committed offsets, or where the run config resets it: ``earliest``, ``latest`` or a
+``timestamp`` (``offsets_for_times``, Kafka 0.10.1+). A partition the group never committed
+starts at its earliest offset. After each landing the batch's offsets are committed
+synchronously (last offset + 1 per partition); each manifest records the batch's offset range
+per partition, and so does the run's materialisation metadata.
+
+A message below the highest offset the lake already holds for its partition (a batch landed by
+a run that died before committing, or a reset to an earlier offset) may be landed already: the
+batch is checked against the ids in the lake (see ``queue_drain``). The broker id of a Kafka
+message is ``topic/partition/offset``.
+
+Columns besides the body's fields: ``_ip_message_id``, ``_ip_topic``, ``_ip_partition``,
+``_ip_offset``, ``_ip_key`` (the key as UTF-8 text), ``_ip_timestamp`` (the message timestamp,
+Kafka 0.10+; null before) and ``_ip_received_at``.
+"""
+
+import base64
+import datetime as dt
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import pyarrow as pa
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_INVALID,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    TopicPartition,
+)
+from confluent_kafka import Message as KafkaMessage
+
+from integration_platform.core.lake import LakeStore
+from integration_platform.core.landing import Manifest, list_manifests
+from integration_platform.core.streams import StreamSpec
+from integration_platform.outbound.publish import PublishSpec
+from integration_platform.resources.brokers import BrokerError
+from integration_platform.resources.kafka import KafkaResource
+from integration_platform.sources.queues.messages import Message
+
+ATTRIBUTES = pa.schema(
+    [
+        ("_ip_topic", pa.string()),
+        ("_ip_partition", pa.int32()),
+        ("_ip_offset", pa.int64()),
+        ("_ip_key", pa.string()),
+        ("_ip_timestamp", pa.timestamp("us", tz="UTC")),
+        ("_ip_received_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+Reset = Literal["committed", "earliest", "latest", "timestamp"]
+#: Record format v2 (headers) arrived in Kafka 0.11; ListOffsets v1 (offsets_for_times) in 0.10.1.
+HEADERS_SINCE, TIMESTAMP_LOOKUP_SINCE = (0, 11), (0, 10, 1)
+REASON_HEADER = "x-ip-dead-letter-reason"
+
+
+def landed_offsets(store: LakeStore, spec: StreamSpec) -> dict[int, int]:
+    """Per partition, the next offset after the highest one any landing of the stream holds."""
+    through: dict[int, int] = {}
+    for manifest in list_manifests(store, spec):
+        for partition, (_, next_offset) in manifest.extra.get("offsets", {}).items():
+            through[int(partition)] = max(through.get(int(partition), 0), int(next_offset))
+    return through
+
+
+class KafkaTopicSource:
+    """Consumes ``topic`` as ``group_id``; poison goes to ``dead_letter_topic`` (module doc)."""
+
+    def __init__(
+        self,
+        kafka: KafkaResource,
+        consumer: Consumer,
+        topic: str,
+        *,
+        dead_letter_topic: str,
+        landed_through: dict[int, int],
+        reset: Reset = "committed",
+        reset_timestamp: dt.datetime | None = None,
+    ) -> None:
+        self.kafka, self.consumer, self.topic, self.dlt = kafka, consumer, topic, dead_letter_topic
+        self.landed_through = landed_through
+        self.partitions = kafka.partitions(consumer, topic)
+        self.start = self._start_offsets(reset, reset_timestamp)
+        self.committed: dict[int, int] = dict(self.start)
+        self._producer: Any = None
+        consumer.assign([TopicPartition(topic, p, offset) for p, offset in self.start.items()])
+
+    def _start_offsets(self, reset: Reset, at: dt.datetime | None) -> dict[int, int]:
+        partitions = [TopicPartition(self.topic, p) for p in self.partitions]
+        try:
+            if reset == "timestamp":
+                if at is None:
+                    raise ValueError("reset 'timestamp' needs reset_timestamp")
+                if not self.kafka.supports(TIMESTAMP_LOOKUP_SINCE):
+                    raise BrokerError(
+                        f"reset to a timestamp needs Kafka >= 0.10.1 (ListOffsets v1); {self.kafka.where} is "
+                        f"configured as {'.'.join(map(str, self.kafka.broker_version() or ()))}"
+                    )
+                millis = int(at.timestamp() * 1000)
+                found = self.consumer.offsets_for_times(
+                    [TopicPartition(self.topic, p, millis) for p in self.partitions], timeout=self.kafka.timeout
+                )
+                return {tp.partition: self._resolve(tp.partition, tp.offset, OFFSET_END) for tp in found}
+            if reset in ("earliest", "latest"):
+                whence = OFFSET_BEGINNING if reset == "earliest" else OFFSET_END
+                return {p: self._resolve(p, whence, whence) for p in self.partitions}
+            found = self.consumer.committed(partitions, timeout=self.kafka.timeout)
+            return {tp.partition: self._resolve(tp.partition, tp.offset, OFFSET_BEGINNING) for tp in found}
+        except BrokerError:
+            raise
+        except Exception as exc:  # KafkaException, or librdkafka's own errors
+            raise self.kafka.error(f"offsets of {self.topic!r}", exc) from None
+
+    def _resolve(self, partition: int, offset: int, missing: int) -> int:
+        """A concrete offset: logical ones (beginning, end, none committed) from the watermarks."""
+        if offset >= 0:
+            return offset
+        low, high = self.consumer.get_watermark_offsets(
+            TopicPartition(self.topic, partition), timeout=self.kafka.timeout, cached=False
+        )
+        whence = missing if offset in (OFFSET_INVALID, -1) else offset
+        return int(low) if whence == OFFSET_BEGINNING else int(high)
+
+    def _message(self, raw: KafkaMessage, received: dt.datetime) -> Message:
+        kind, millis = raw.timestamp()
+        key = raw.key()
+        text_key = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+        partition, offset = int(raw.partition() or 0), int(raw.offset() or 0)
+        return Message(
+            body=raw.value() or b"",
+            message_id=f"{self.topic}/{partition}/{offset}",
+            origin=f"topic {self.topic} partition {partition} offset {offset}",
+            attributes={
+                "_ip_topic": self.topic,
+                "_ip_partition": partition,
+                "_ip_offset": offset,
+                "_ip_key": text_key,
+                "_ip_timestamp": (
+                    None if kind == TIMESTAMP_NOT_AVAILABLE else dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
+                ),
+                "_ip_received_at": received,
+            },
+            key=text_key,
+            redelivered=offset < self.landed_through.get(partition, 0),
+            ref=(partition, offset),
+        )
+
+    def next_batch(self, size: int, max_wait: float) -> list[Message]:
+        raw = self.consumer.consume(num_messages=size, timeout=max_wait)
+        received = dt.datetime.now(dt.UTC)
+        for message in raw:
+            error = message.error()
+            if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                raise self.kafka.error(f"consuming {self.topic!r}", error)
+        return [self._message(m, received) for m in raw if m.error() is None]
+
+    def maybe_landed(self, messages: Sequence[Message]) -> bool:
+        return any(m.redelivered for m in messages)
+
+    def _ranges(self, messages: Sequence[Message]) -> dict[int, tuple[int, int]]:
+        ranges: dict[int, tuple[int, int]] = {}
+        for message in messages:
+            partition, offset = message.ref
+            low, high = ranges.get(partition, (offset, offset))
+            ranges[partition] = (min(low, offset), max(high, offset))
+        return ranges
+
+    def dead_letter(self, message: Message, reason: str) -> None:
+        if self._producer is None:
+            self._producer = self.kafka.new_producer()
+        partition, offset = message.ref
+        origin = {"topic": self.topic, "partition": partition, "offset": offset, "reason": reason[:1000]}
+        if self.kafka.supports(HEADERS_SINCE):
+            value, headers = (
+                message.body,
+                [(REASON_HEADER, reason[:1000].encode())]
+                + [(f"x-ip-source-{k}", str(v).encode()) for k, v in origin.items() if k != "reason"],
+            )
+        else:  # no headers before 0.11: the reason and the original travel in a JSON envelope
+            envelope = {**origin, "key": message.key, "value_base64": base64.b64encode(message.body).decode()}
+            value, headers = json.dumps(envelope).encode(), None
+        failures: list[str] = []
+
+        def delivered(error: KafkaError | None, _: Any) -> None:
+            if error is not None:
+                failures.append(error.str())
+
+        self._producer.produce(self.dlt, value=value, key=message.key, headers=headers, on_delivery=delivered)
+        if self._producer.flush(self.kafka.timeout) or failures:
+            raise BrokerError(
+                f"dead letter to {self.dlt!r} on {self.kafka.where} not delivered: {failures or 'timeout'}"
+            )
+
+    def commit(self, messages: Sequence[Message], manifest: Manifest | None) -> None:
+        ranges = self._ranges(messages)
+        offsets = [TopicPartition(self.topic, p, high + 1) for p, (_, high) in ranges.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except Exception as exc:
+            raise self.kafka.error(f"committing offsets of {self.topic!r}", exc) from None
+        for partition, (_, high) in ranges.items():
+            self.committed[partition] = high + 1
+            self.landed_through[partition] = max(self.landed_through.get(partition, 0), high + 1)
+
+    def landing_extra(self, messages: Sequence[Message]) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "offsets": {str(p): [low, high + 1] for p, (low, high) in self._ranges(messages).items()},
+        }
+
+    def remaining(self) -> int | None:
+        total = 0
+        for partition in self.partitions:
+            _, high = self.consumer.get_watermark_offsets(
+                TopicPartition(self.topic, partition), timeout=self.kafka.timeout, cached=False
+            )
+            total += max(0, int(high) - self.committed.get(partition, 0))
+        return total
+
+    def close(self) -> None:
+        """Flush the dead-letter producer, if one was made."""
+        if self._producer is not None:
+            self._producer.flush(self.kafka.timeout)
+
+    def run_metadata(self) -> dict[str, Any]:
+        """Offsets where the run started and what it committed, per partition."""
+        return {
+            "offsets_start": {str(p): o for p, o in sorted(self.start.items())},
+            "offsets_committed": {str(p): o for p, o in sorted(self.committed.items())},
+        }
+
+
+def backlog(kafka: KafkaResource, topic: str, group_id: str) -> tuple[int, str]:
+    """``(messages waiting, offset ranges)`` of ``group_id`` on ``topic``: per partition from the
+    committed offset (earliest when none) to the high watermark, as ``p0:10-25,p1:3-3``."""
+    with kafka.consumer(group_id) as consumer:
+        partitions = kafka.partitions(consumer, topic)
+        try:
+            committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=kafka.timeout)
+        except Exception as exc:
+            raise kafka.error(f"committed offsets of {topic!r}", exc) from None
+        lag, ranges = 0, []
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=kafka.timeout)
+            start = tp.offset if tp.offset >= 0 else low
+            lag += max(0, high - start)
+            ranges.append(f"p{tp.partition}:{start}-{high}")
+    return lag, ",".join(ranges)
+
+
+class KafkaPublisher:
+    """Produces to ``topic`` with the message id as the key; delivery reports are collected and
+    :meth:`flush` raises :class:`BrokerError` when any message was not delivered."""
+
+    def __init__(self, kafka: KafkaResource, topic: str) -> None:
+        self.kafka, self.topic = kafka, topic
+        self.producer = kafka.new_producer()
+        self.failures: list[str] = []
+
+    def _delivered(self, error: KafkaError | None, _: Any) -> None:
+        if error is not None:
+            self.failures.append(error.str())
+
+    def send(self, message_id: str, body: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(self.topic, value=body, key=message_id, on_delivery=self._delivered)
+                break
+            except BufferError:  # librdkafka's local queue is full: serve delivery reports, retry
+                self.producer.poll(0.1)
+        self.producer.poll(0)
+
+    def flush(self) -> None:
+        left = self.producer.flush(self.kafka.timeout)
+        if left or self.failures:
+            raise BrokerError(
+                f"{len(self.failures) + left} message(s) to {self.topic!r} on {self.kafka.where} not delivered: "
+                f"{(self.failures or ['flush timed out'])[:3]}"
+            )
+
+
+@contextmanager
+def kafka_publisher(kafka: KafkaResource, spec: PublishSpec) -> Iterator[KafkaPublisher]:
+    """A :class:`KafkaPublisher` for ``spec.topic``; leaving the block waits for every delivery report."""
+    assert spec.topic is not None
+    publisher = KafkaPublisher(kafka, spec.topic)
+    yield publisher
+    publisher.flush()

@@ -1,0 +1,117 @@
+"""A RabbitMQ queue as a :class:`~integration_platform.sources.queues.drain.MessageSource`.
+
+Columns each row gets besides the body's fields: ``_ip_message_id`` (see ``pipeline.messages``),
+``_ip_routing_key``, ``_ip_exchange``, ``_ip_published_at`` (the AMQP ``timestamp`` property,
+seconds since the epoch, when the publisher set it) and ``_ip_received_at``.
+
+Redeliveries: a delivery with ``redelivered`` set may have been landed by a run that died
+before acknowledging; a batch holding one is checked against the ids in the lake (see
+``queue_drain``).
+"""
+
+import datetime as dt
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import pika
+import pyarrow as pa
+
+from integration_platform.core.landing import Manifest
+from integration_platform.outbound.publish import PublishSpec
+from integration_platform.resources.rabbitmq import Delivery, RabbitMQResource, RabbitSession
+from integration_platform.sources.queues.messages import Message
+
+ATTRIBUTES = pa.schema(
+    [
+        ("_ip_routing_key", pa.string()),
+        ("_ip_exchange", pa.string()),
+        ("_ip_published_at", pa.timestamp("us", tz="UTC")),
+        ("_ip_received_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+class RabbitQueueSource:
+    """Consumes ``queue`` on an open session; poison goes to ``dead_letter_exchange`` with
+    routing key ``dead_letter_queue`` (both declared, durable, when the source starts)."""
+
+    def __init__(
+        self,
+        session: RabbitSession,
+        queue: str,
+        stream: str,
+        *,
+        prefetch: int,
+        dead_letter_exchange: str,
+        dead_letter_queue: str,
+    ) -> None:
+        self.session, self.queue, self.stream = session, queue, stream
+        self.dlx, self.dlq = dead_letter_exchange, dead_letter_queue
+        session.queue_depth(queue)  # a missing queue is a clear error before anything else
+        session.declare_dead_letter(self.dlx, self.dlq)
+        session.consume(queue, prefetch)
+
+    def _message(self, delivery: Delivery, received: dt.datetime) -> Message:
+        stamp = delivery.properties.timestamp
+        return Message(
+            body=delivery.body,
+            message_id=delivery.properties.message_id,
+            origin=f"queue {self.queue} delivery {delivery.tag}",
+            attributes={
+                "_ip_routing_key": delivery.routing_key,
+                "_ip_exchange": delivery.exchange,
+                "_ip_published_at": dt.datetime.fromtimestamp(stamp, dt.UTC) if stamp is not None else None,
+                "_ip_received_at": received,
+            },
+            redelivered=delivery.redelivered,
+            ref=delivery,
+        )
+
+    def next_batch(self, size: int, max_wait: float) -> list[Message]:
+        deliveries = self.session.next_batch(size, max_wait)
+        received = dt.datetime.now(dt.UTC)
+        return [self._message(d, received) for d in deliveries]
+
+    def maybe_landed(self, messages: Sequence[Message]) -> bool:
+        return any(m.redelivered for m in messages)
+
+    def dead_letter(self, message: Message, reason: str) -> None:
+        self.session.dead_letter(self.dlx, self.dlq, self.queue, self.stream, message.ref, reason)
+
+    def commit(self, messages: Sequence[Message], manifest: Manifest | None) -> None:
+        self.session.ack([m.ref for m in messages])
+
+    def landing_extra(self, messages: Sequence[Message]) -> dict[str, Any]:
+        return {"queue": self.queue, "messages": len(messages)}
+
+    def remaining(self) -> int | None:
+        return self.session.queue_depth(self.queue)[0]
+
+    def run_metadata(self) -> dict[str, Any]:
+        return {"queue": self.queue}
+
+
+class RabbitPublisher:
+    """Sends to ``exchange`` with ``routing_key`` on a confirm-mode channel: each ``send``
+    returns once the broker confirmed the message (persistent, ``message_id`` set)."""
+
+    def __init__(self, session: RabbitSession, exchange: str, routing_key: str) -> None:
+        self.session, self.exchange, self.routing_key = session, exchange, routing_key
+
+    def send(self, message_id: str, body: bytes) -> None:
+        properties = pika.BasicProperties(
+            content_type="application/json", delivery_mode=2, message_id=message_id, timestamp=int(time.time())
+        )
+        self.session.publish(self.exchange, self.routing_key, body, properties)
+
+
+@contextmanager
+def rabbit_publisher(broker: RabbitMQResource, spec: PublishSpec) -> Iterator[RabbitPublisher]:
+    """A :class:`RabbitPublisher` for ``spec``: its ``queue`` through the default exchange, or
+    its ``exchange`` and ``routing_key``."""
+    exchange, routing_key = (spec.exchange, spec.routing_key) if spec.exchange is not None else ("", spec.queue)
+    assert routing_key is not None
+    with broker.connect() as session:
+        yield RabbitPublisher(session, exchange, routing_key)

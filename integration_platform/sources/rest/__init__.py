@@ -1,0 +1,1 @@
+"""REST APIs: RestSource, its extractor (pages, parents -> children), client, paginators."""

@@ -1,0 +1,331 @@
+"""RestSource: one YAML file declares an HTTP API's streams; this component turns it into assets.
+
+``defs/<source>/defs.yaml``::
+
+    type: integration_platform.components.RestSource
+    attributes:
+      source: pokeapi                       # asset group, lake prefix, DuckDB schema
+      base_url_env: POKEAPI_URL             # or base_url: https://pokeapi.co
+      auth: {type: bearer, token_env: POKEAPI_TOKEN}
+      rate_limit: 20                        # requests per second, whole run
+      concurrency: 8                        # parallel requests of a fan-out
+      defaults:
+        paginator: {type: offset, limit: 100, total_path: count}
+        records: results
+      streams:
+        - name: berries
+          path: /api/v2/berry/
+          primary_key: [name]
+        - name: berry_details               # one request per parent record
+          path: "{url}"
+          parent: {stream: berries, include: [name]}
+          records: $
+          paginator: {type: single_page}
+          primary_key: [id]
+
+Per stream: ``<source>/<stream>`` (Parquet) and ``warehouse/<source>/<stream>`` (DuckDB), the
+same checks as every stream, ``quarantine_empty`` when records may be quarantined, a
+``<source>_refresh`` job and its daily schedule (stopped by default). Every value is checked
+when definitions load; errors name the file, the field and what is allowed.
+"""
+
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field, model_validator
+
+from integration_platform.assets.config_model import (
+    SafeModel,
+    SecretSafeComponent,
+    cron_problem,
+    require_exactly_one,
+)
+from integration_platform.assets.http_config import RestAuth
+from integration_platform.assets.schedules import refresh_job
+from integration_platform.assets.stream_assets import ExtractionReport, ExtractorFactory, lake_key, stream_assets
+from integration_platform.core.extract import Extractor
+from integration_platform.core.json_paths import compile_path
+from integration_platform.core.names import ENV_NAME
+from integration_platform.core.streams import IDENTIFIER, StreamSpec
+from integration_platform.resources.http_auth import (
+    check_headers,
+    origin_of,
+    secret_header_names,
+)
+from integration_platform.resources.lake import LakeResource
+from integration_platform.sources.rest.client import RestApiResource
+from integration_platform.sources.rest.extract import COLUMN_TYPES, RestStreamPlan, extractor_for
+from integration_platform.sources.rest.paginators import Paginator, PaginatorType
+
+
+def _param_text(value: str | int | float | bool) -> str:
+    """A query parameter value as sent: YAML ``true`` becomes ``true``, ``50`` becomes ``50``."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+class RestPaginator(SafeModel, dg.Resolvable):
+    """See :mod:`integration_platform.sources.rest.paginators`."""
+
+    type: PaginatorType
+    limit: int | None = Field(default=None, ge=1)
+    limit_param: str = "limit"
+    offset_param: str = "offset"
+    page_param: str = "page"
+    start_page: int = Field(default=1, ge=0)
+    total_path: str | None = None
+    cursor_path: str | None = None
+    cursor_param: str | None = None
+    next_url_path: str | None = None
+    max_pages: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _complete(self) -> "RestPaginator":
+        needs = {"cursor": ("cursor_path", "cursor_param"), "next_url": ("next_url_path",), "offset": ("limit",)}
+        missing = [name for name in needs.get(self.type, ()) if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"paginator type {self.type!r} needs {', '.join(missing)}")
+        for name in ("total_path", "cursor_path", "next_url_path"):
+            if getattr(self, name):
+                compile_path(getattr(self, name))
+        return self
+
+
+class RestIncremental(SafeModel, dg.Resolvable):
+    """The stream's high-water mark: the record field ``cursor``, sent back in ``param``."""
+
+    cursor: str
+    param: str
+    initial_value: str | None = Field(default=None, description="Lower bound of the first run.")
+    format: str | None = Field(default=None, description="strftime format of the bound for time cursors.")
+    lag: float = Field(default=0.0, ge=0, description="Look-back: seconds for time cursors, units for numbers.")
+
+
+class RestParent(SafeModel, dg.Resolvable):
+    """Fan out from another stream of the source: one request per distinct parent record."""
+
+    stream: str
+    include: list[str] = Field(default_factory=list, description="Parent fields copied as _<parent>_<field>.")
+
+
+class RestStream(SafeModel, dg.Resolvable):
+    """One endpoint as a stream. Unset fields come from ``defaults``."""
+
+    name: str = Field(pattern=IDENTIFIER.pattern)
+    path: str = Field(min_length=1, description="Joined to base_url; {field} placeholders need a parent.")
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    records: str | None = Field(default=None, description="JSON path of the records; $ for the whole body.")
+    primary_key: list[str] = Field(default_factory=list)
+    paginator: RestPaginator | None = None
+    incremental: RestIncremental | None = None
+    parent: RestParent | None = None
+    write_disposition: Literal["replace", "append", "merge"] | None = None
+    nested: Literal["struct", "json"] | None = None
+    columns: dict[str, str] = Field(default_factory=dict, description=f"Declared types: {', '.join(COLUMN_TYPES)}.")
+    on_schema_conflict: Literal["fail", "quarantine"] | None = None
+    skip_statuses: list[int] = Field(default_factory=list, description="HTTP statuses that skip a parent record.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RestStream":
+        if self.records:
+            compile_path(self.records)
+        bad = {k: v for k, v in self.columns.items() if v not in COLUMN_TYPES}
+        if bad:
+            raise ValueError(f"stream {self.name!r}: columns {bad}: allowed types are {', '.join(COLUMN_TYPES)}")
+        if self.incremental and self.parent:
+            raise ValueError(f"stream {self.name!r}: a child stream (parent) cannot also be incremental")
+        if self.incremental and self.write_disposition == "replace":
+            raise ValueError(f"stream {self.name!r}: 'incremental' needs write_disposition 'append' or 'merge'")
+        if self.write_disposition == "merge" and not self.primary_key:
+            raise ValueError(f"stream {self.name!r}: write_disposition 'merge' needs a primary_key")
+        if "{" in self.path and not self.parent:
+            raise ValueError(f"stream {self.name!r}: path {self.path!r} has placeholders but no 'parent'")
+        return self
+
+
+class RestDefaults(SafeModel, dg.Resolvable):
+    """Applied to every stream that does not set the field itself."""
+
+    paginator: RestPaginator | None = None
+    records: str | None = None
+    nested: Literal["struct", "json"] = "struct"
+    on_schema_conflict: Literal["fail", "quarantine"] = "fail"
+
+
+class RestSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
+    """An HTTP JSON API whose endpoints land in the lake and the warehouse (see module doc)."""
+
+    source: str = Field(pattern=IDENTIFIER.pattern, description="Asset group, lake prefix and DuckDB schema.")
+    base_url: str | None = Field(default=None, pattern=r"^https?://")
+    base_url_env: str | None = Field(default=None, pattern=ENV_NAME)
+    headers: dict[str, str] = Field(default_factory=dict, description="Headers without secrets, sent to every host.")
+    headers_env: dict[str, str] = Field(
+        default_factory=dict, description="Header -> name of the environment variable holding its (secret) value."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Origins (https://host[:port]) besides base_url's that get credentials."
+    )
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    auth: RestAuth = Field(default_factory=RestAuth)
+    rate_limit: float | None = Field(default=None, gt=0, description="Requests per second for the whole run.")
+    concurrency: int = Field(default=8, ge=1, le=256)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    read_timeout: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    backoff_factor: float = Field(default=0.5, ge=0)
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+    defaults: RestDefaults = Field(default_factory=RestDefaults)
+    streams: list[RestStream] = Field(min_length=1)
+    schedule: str = Field(default="0 3 * * *", description="Cron (UTC) of the daily refresh.")
+
+    def _fail(self, yaml_path: Path, where: str, message: str) -> ValueError:
+        return ValueError(f"{yaml_path}: attributes.{where}: {message}")
+
+    def validate_declaration(self, yaml_path: Path) -> None:
+        """Checks across fields, each failing with ``ValueError("<file>: <field>: ...")``."""
+        try:
+            require_exactly_one(self, "base_url", "base_url_env")
+        except ValueError as exc:
+            raise self._fail(yaml_path, "base_url", str(exc)) from None
+        if problem := cron_problem(self.schedule):
+            raise self._fail(yaml_path, "schedule", problem)
+        check_headers(self.headers, self.headers_env, lambda where, why: self._fail(yaml_path, where, why))
+        every_params = [("params", self.params)]
+        every_params += [(f"streams[{i}].params", s.params) for i, s in enumerate(self.streams)]
+        for where, params in every_params:
+            for name in secret_header_names(params):
+                raise self._fail(
+                    yaml_path,
+                    f"{where}.{name}",
+                    f"the query parameter {name!r} carries a secret and cannot be "
+                    "written inline (it would go to every host): use auth: {type: api_key, api_key_in: query, "
+                    f"api_key_name: {name}, api_key_env: MY_VARIABLE}}",
+                )
+        for i, entry in enumerate(self.allowed_hosts):
+            try:
+                origin_of(entry)
+            except ValueError as exc:
+                why = f"{exc}; write an origin: https://host[:port]"
+                raise self._fail(yaml_path, f"allowed_hosts[{i}]", why) from None
+        names = [s.name for s in self.streams]
+        for i, stream in enumerate(self.streams):
+            if names.count(stream.name) > 1:
+                raise self._fail(yaml_path, f"streams[{i}].name", f"{stream.name!r} is declared more than once")
+            if stream.parent and stream.parent.stream not in names:
+                known = f"{stream.parent.stream!r} is not a stream; one of {names}"
+                raise self._fail(yaml_path, f"streams[{i}].parent.stream", known)
+        parents = {s.name: s.parent.stream for s in self.streams if s.parent}
+        for i, stream in enumerate(self.streams):
+            chain, name = [stream.name], stream.name
+            while name in parents:
+                name = parents[name]
+                if name in chain:
+                    cycle = " -> ".join([*chain, name])
+                    raise self._fail(yaml_path, f"streams[{i}].parent.stream", f"parents form a cycle: {cycle}")
+                chain.append(name)
+
+    @property
+    def resource_key(self) -> str:
+        return f"{self.source}_api"
+
+    def resource(self) -> RestApiResource:
+        """The API's resource; secrets and an env base URL stay ``EnvVar`` (read at run time)."""
+        return RestApiResource(
+            base_url=dg.EnvVar(self.base_url_env) if self.base_url_env else str(self.base_url),
+            headers=self.headers,
+            secret_headers_env=self.headers_env,
+            allowed_hosts=self.allowed_hosts,
+            params={k: _param_text(v) for k, v in self.params.items()},
+            auth=self.auth.resource_config(),
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            verify_tls=self.verify_tls,
+            ca_bundle=self.ca_bundle,
+            max_retries=self.max_retries,
+            backoff_factor=self.backoff_factor,
+            rate_limit=self.rate_limit,
+            concurrency=self.concurrency,
+        )
+
+    def _spec(self, stream: RestStream) -> StreamSpec:
+        cursor = stream.incremental.cursor if stream.incremental else None
+        primary_key = tuple(stream.primary_key)
+        disposition = stream.write_disposition or (("merge" if primary_key else "append") if cursor else "replace")
+        return StreamSpec(
+            source=self.source,
+            name=stream.name,
+            write_disposition=disposition,
+            primary_key=primary_key,
+            cursor=cursor,
+            lag=stream.incremental.lag if stream.incremental else 0.0,
+            description=f"GET {stream.path} of the {self.source} API.",
+            metadata={"endpoint": stream.path},
+        )
+
+    def plans(self) -> list[RestStreamPlan]:
+        """Every stream resolved with the defaults, parents first."""
+        specs = {s.name: self._spec(s) for s in self.streams}
+        paths = {s.name: s.path for s in self.streams}
+        plans = []
+        for stream in self.streams:
+            paginator = stream.paginator or self.defaults.paginator
+            plans.append(
+                RestStreamPlan(
+                    spec=specs[stream.name],
+                    path=stream.path,
+                    params={k: _param_text(v) for k, v in stream.params.items()},
+                    records_path=stream.records if stream.records is not None else self.defaults.records,
+                    paginator=Paginator(**paginator.model_dump()) if paginator else Paginator(),
+                    incremental_param=stream.incremental.param if stream.incremental else None,
+                    initial_value=stream.incremental.initial_value if stream.incremental else None,
+                    cursor_format=stream.incremental.format if stream.incremental else None,
+                    parent=specs[stream.parent.stream] if stream.parent else None,
+                    parent_path=paths[stream.parent.stream] if stream.parent else None,
+                    include_from_parent=tuple(stream.parent.include) if stream.parent else (),
+                    skip_statuses=frozenset(stream.skip_statuses),
+                    nested=stream.nested or self.defaults.nested,
+                    columns=tuple(stream.columns.items()),
+                    on_conflict=stream.on_schema_conflict or self.defaults.on_schema_conflict,
+                )
+            )
+        return plans
+
+    def _factory(self, plan: RestStreamPlan) -> ExtractorFactory:
+        key = self.resource_key
+
+        def factory(context: dg.AssetExecutionContext, report: ExtractionReport, _: str | None) -> Extractor:
+            api: RestApiResource = getattr(context.resources, key)
+            lake: LakeResource = context.resources.lake
+            return extractor_for(plan, lambda: api.client(context.run.run_id), lake.store(), report)
+
+        return factory
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        yaml_path = Path(context.path) / "defs.yaml"
+        self.validate_declaration(yaml_path)
+        try:
+            plans = self.plans()
+        except ValueError as exc:
+            raise ValueError(f"{yaml_path}: attributes.streams: {exc}") from exc
+        assets = [
+            a
+            for plan in plans
+            for a in stream_assets(
+                plan.spec,
+                "api",
+                self.resource_key,
+                self._factory(plan),
+                deps=[lake_key(plan.parent)] if plan.parent else (),
+                quarantine=plan.on_conflict == "quarantine",
+            )
+        ]
+        job, schedule = refresh_job(
+            f"{self.source}_refresh",
+            dg.AssetSelection.groups(self.source),
+            self.schedule,
+            f"Refresh of every {self.source} stream (incremental where declared).",
+        )
+        return dg.Definitions(
+            assets=assets, jobs=[job], schedules=[schedule], resources={self.resource_key: self.resource()}
+        )

@@ -1,0 +1,1 @@
+"""Relational databases: SqlSource, its extractor, SqlDatabaseResource, the PostgreSQL Arrow path."""

@@ -1,0 +1,276 @@
+"""SqlSource: one YAML file declares a database's streams; this component turns it into assets.
+
+``defs/<source>/defs.yaml``::
+
+    type: integration_platform.components.SqlSource
+    attributes:
+      source: pagila                  # asset group, lake prefix, DuckDB schema
+      url_env: PAGILA_URL             # env var holding the SQLAlchemy URL (read at run time)
+      schema_name: public             # database schema (optional)
+      include: ["*"]                  # every table matching a glob (reflected at load time)
+      exclude: ["payment_p*"]
+      defaults: {cursor: last_update, lag: 0}   # applied to tables that have the column
+      tables:                         # explicit streams; override discovered ones
+        - table: payment
+          primary_key: [payment_id, payment_date]
+          partition: {column: payment_date, granularity: monthly, start: "2022-01-01"}
+      schedule: "0 3 * * *"           # daily incremental refresh (cron, UTC)
+
+Per stream: ``<source>/<stream>`` (Parquet in the lake) and ``warehouse/<source>/<stream>``
+(DuckDB), asset checks, a ``<source>_refresh`` job and its daily schedule, and one job and
+schedule per partition granularity. ``include`` needs the database at definition load
+(to list and reflect tables); a list of ``tables`` alone does not.
+"""
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field, model_validator
+
+from integration_platform.assets.config_model import (
+    SafeModel,
+    SecretSafeComponent,
+    cron_problem,
+)
+from integration_platform.assets.run_recovery import tag_run_host
+from integration_platform.assets.schedules import refresh_job
+from integration_platform.assets.stream_assets import (
+    DUCKDB_POOL,
+    ExtractionReport,
+    ExtractorFactory,
+    lake_key,
+    stream_assets,
+    warehouse_connection,
+    warehouse_key,
+)
+from integration_platform.core.extract import Extractor
+from integration_platform.core.loading import table_rows
+from integration_platform.core.names import ENV_NAME
+from integration_platform.core.streams import IDENTIFIER, Partitioning, StreamSpec, to_identifier
+from integration_platform.sources.sql.database import SqlDatabaseResource, TableInfo
+
+SOURCE_CHECK = "rows_match_source"
+KINDS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mariadb", "sqlite": "sqlite"}
+
+
+class SqlPartition(SafeModel, dg.Resolvable):
+    """Time partitions on a date/timestamp column, for append-only fact tables."""
+
+    column: str
+    granularity: Literal["daily", "monthly"]
+    start: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="First partition, YYYY-MM-DD.")
+
+
+class SqlTableStream(SafeModel, dg.Resolvable):
+    """One table as a stream. Unset fields come from ``defaults`` and reflection."""
+
+    table: str = Field(min_length=1)
+    name: str | None = Field(default=None, description="Stream name; default: the table name in snake_case.")
+    primary_key: list[str] | None = None
+    cursor: str | None = None
+    lag: float | None = Field(default=None, ge=0, description="Look-back (seconds for time cursors).")
+    write_disposition: Literal["replace", "append", "merge"] | None = None
+    partition: SqlPartition | None = None
+
+    @model_validator(mode="after")
+    def _cursor_or_partition(self) -> "SqlTableStream":
+        if self.cursor and self.partition:
+            raise ValueError(f"table {self.table!r}: set either 'cursor' or 'partition', not both")
+        if self.write_disposition == "replace" and self.cursor:
+            raise ValueError(f"table {self.table!r}: a 'cursor' needs write_disposition 'append' or 'merge'")
+        return self
+
+
+class StreamDefaults(SafeModel, dg.Resolvable):
+    """Applied to every stream that does not set the field itself."""
+
+    cursor: str | None = Field(default=None, description="Cursor column, used where the table has it.")
+    lag: float = Field(default=0.0, ge=0)
+
+
+class SqlSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
+    """A relational database whose tables land in the lake and the warehouse (see module doc)."""
+
+    source: str = Field(description="Identifier: asset group, lake prefix and DuckDB schema.")
+    url_env: str = Field(pattern=ENV_NAME, description="Env var with the SQLAlchemy URL.")
+    schema_name: str | None = None
+    include: list[str] = Field(default_factory=list, description="Globs of tables to land (reflected).")
+    exclude: list[str] = Field(default_factory=list)
+    tables: list[SqlTableStream] = Field(default_factory=list)
+    defaults: StreamDefaults = Field(default_factory=StreamDefaults)
+    schedule: str = Field(default="0 3 * * *", description="Cron (UTC) of the daily incremental refresh.")
+
+    def validate_declaration(self, yaml_path: Path) -> None:
+        """Checks beyond the field types, each failing with ``ValueError("<file>: <field>: ...")``."""
+        if not IDENTIFIER.match(self.source):
+            raise ValueError(
+                f"{yaml_path}: attributes.source: {self.source!r} must match {IDENTIFIER.pattern} "
+                "(lowercase letters, digits, underscores)"
+            )
+        if problem := cron_problem(self.schedule):
+            raise ValueError(f"{yaml_path}: attributes.schedule: {problem}")
+        if not self.include and not self.tables:
+            raise ValueError(f"{yaml_path}: attributes: declare 'tables', or 'include' globs, or both")
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(self.tables):
+            if entry.table in seen:  # the later entry would silently win over the earlier one
+                raise ValueError(
+                    f"{yaml_path}: attributes.tables[{i}].table: {entry.table!r} is already declared at "
+                    f"tables[{seen[entry.table]}]; declare each table once"
+                )
+            seen[entry.table] = i
+
+    @property
+    def resource_key(self) -> str:
+        return f"{self.source}_db"
+
+    def _database(self) -> SqlDatabaseResource:
+        url = os.environ.get(self.url_env)
+        if not url:
+            raise ValueError(
+                f"source {self.source!r}: environment variable {self.url_env} (SQLAlchemy URL) is not set; "
+                "it is needed when definitions load because 'include' lists tables from the database"
+            )
+        return SqlDatabaseResource(url=url)
+
+    def _stream(self, entry: SqlTableStream, info: TableInfo | None) -> StreamSpec:
+        columns = set(info.columns) if info else set()
+        cursor = entry.cursor
+        if cursor is None and entry.partition is None and self.defaults.cursor in columns:
+            cursor = self.defaults.cursor
+        primary_key = tuple(entry.primary_key if entry.primary_key is not None else (info.primary_key if info else ()))
+        disposition = entry.write_disposition or (
+            "append" if entry.partition else "merge" if cursor and primary_key else "append" if cursor else "replace"
+        )
+        partitioning = (
+            Partitioning(entry.partition.column, entry.partition.granularity, entry.partition.start)
+            if entry.partition
+            else None
+        )
+        return StreamSpec(
+            source=self.source,
+            name=entry.name or to_identifier(entry.table),
+            write_disposition=disposition,
+            primary_key=primary_key,
+            cursor=cursor,
+            lag=entry.lag if entry.lag is not None else self.defaults.lag,
+            partitioning=partitioning,
+            description=f"Table {entry.table} of the {self.source} database.",
+            metadata={"source_table": entry.table},
+        )
+
+    def streams(self) -> list[tuple[StreamSpec, str]]:
+        """``(spec, source table)`` for every declared or discovered table."""
+        explicit = {t.table: t for t in self.tables}
+        infos: dict[str, TableInfo] = {}
+        if self.include:
+            database = self._database()
+            for table in database.list_tables(self.schema_name, self.include, self.exclude):
+                infos[table] = database.describe(table, self.schema_name)
+        specs = []
+        for table in sorted(set(infos) | set(explicit)):
+            entry = explicit.get(table) or SqlTableStream(table=table)
+            specs.append((self._stream(entry, infos.get(table)), table))
+        names = [s.name for s, _ in specs]
+        clashes = sorted({n for n in names if names.count(n) > 1})
+        if clashes:
+            raise ValueError(f"source {self.source!r}: several tables map to the stream name(s) {clashes}; set 'name'")
+        return specs
+
+    def _extractor(self, table: str) -> ExtractorFactory:
+        key, schema = self.resource_key, self.schema_name
+
+        def factory(context: dg.AssetExecutionContext, _: ExtractionReport, __: str | None) -> Extractor:
+            database: SqlDatabaseResource = getattr(context.resources, key)
+            return lambda row_filter: database.read(table, schema, row_filter)
+
+        return factory
+
+    def _source_check(self, spec: StreamSpec, table: str) -> dg.AssetChecksDefinition:
+        """``rows_match_source`` (WARN) on the warehouse table: its row count against ``COUNT(*)`` at the
+        source. Rows deleted at the source are not tracked by a cursor, so ``rows_reconcile_with_lake``
+        can pass while the table holds rows the source no longer has; this check says so."""
+        key, schema = self.resource_key, self.schema_name
+
+        @dg.asset_check(
+            asset=warehouse_key(spec),
+            name=SOURCE_CHECK,
+            required_resource_keys={key, "warehouse"},
+            pool=DUCKDB_POOL,  # it opens the DuckDB file, which only one process may hold
+            description=f"Rows in DuckDB equal COUNT(*) of {table} at the source (warns on drift, e.g. deletes).",
+        )
+        def _rows_match_source(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+            database: SqlDatabaseResource = getattr(context.resources, key)
+            at_source = database.count_rows(table, schema)
+            tag_run_host(context)
+            with warehouse_connection(context) as conn:
+                in_duckdb = table_rows(conn, spec)
+            drift = in_duckdb - at_source
+            return dg.AssetCheckResult(
+                passed=drift == 0,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"rows_at_source": at_source, "rows_in_duckdb": in_duckdb, "rows_not_at_source": drift},
+                description=None
+                if drift == 0
+                else (
+                    f"DuckDB holds {drift:+d} rows against the source: rows deleted at the source are not tracked "
+                    "by a cursor; a full refresh (run config full_refresh: true) makes the table match again"
+                ),
+            )
+
+        return _rows_match_source
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        yaml_path = Path(context.path) / "defs.yaml"
+        self.validate_declaration(yaml_path)
+        url = os.environ.get(self.url_env, "")
+        kind = KINDS.get(url.split(":", 1)[0].split("+", 1)[0], "sql")
+        try:
+            specs = self.streams()
+        except ValueError as exc:
+            raise ValueError(f"{yaml_path}: attributes.tables: {exc}") from exc
+        assets = [
+            a for spec, table in specs for a in stream_assets(spec, kind, self.resource_key, self._extractor(table))
+        ]
+        jobs: list[dg.UnresolvedAssetJobDefinition] = []
+        schedules: list[dg.ScheduleDefinition | dg.UnresolvedPartitionedAssetScheduleDefinition] = []
+        plain = [s for s, _ in specs if s.partitioning is None]
+        if plain:
+            selection = dg.AssetSelection.assets(*[k for s in plain for k in (lake_key(s), warehouse_key(s))])
+            job, schedule = refresh_job(
+                f"{self.source}_refresh",
+                selection,
+                self.schedule,
+                f"Incremental refresh of every unpartitioned {self.source} stream.",
+            )
+            jobs.append(job)
+            schedules.append(schedule)
+        for granularity in ("daily", "monthly"):
+            group = [s for s, _ in specs if s.partitioning and s.partitioning.granularity == granularity]
+            starts = {s.partitioning.start for s in group if s.partitioning and s.partitioning.start}
+            for start in sorted(starts):
+                members = [s for s in group if s.partitioning and s.partitioning.start == start]
+                suffix = "" if len(starts) == 1 else f"_{start.replace('-', '')}"
+                job = dg.define_asset_job(
+                    f"{self.source}_{granularity}_partitions{suffix}",
+                    selection=dg.AssetSelection.assets(*[k for s in members for k in (lake_key(s), warehouse_key(s))]),
+                )
+                jobs.append(job)
+                schedules.append(
+                    dg.build_schedule_from_partitioned_job(job, default_status=dg.DefaultScheduleStatus.STOPPED)
+                )
+        # an append stream keeps every version of a row, so only replace and merge tables can match COUNT(*)
+        checks = [
+            self._source_check(spec, table)
+            for spec, table in specs
+            if spec.partitioning is None and spec.write_disposition != "append"
+        ]
+        return dg.Definitions(
+            assets=assets,
+            asset_checks=checks,
+            jobs=jobs,
+            schedules=schedules,
+            resources={self.resource_key: SqlDatabaseResource(url=dg.EnvVar(self.url_env))},
+        )

@@ -1,0 +1,37 @@
+"""The definitions graph of the demo and of every valid config in the corpus matches its snapshot
+(``snapshots/<name>.json``): asset keys, groups, kinds, dependencies, partitions, pools, checks,
+jobs and their selections, schedules, sensors, resources.
+
+A deliberate change is recorded with ``UPDATE_SNAPSHOTS=1 make test-fast`` and reviewed in the diff."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from integration_platform.definitions import PROJECT_ROOT, defs
+from integration_platform_tests.definitions_snapshot import graph
+from integration_platform_tests.test_config_corpus import CONFIGS, _load_as_project
+
+pytestmark = pytest.mark.fast
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+
+
+def _compare(name: str, current: dict[str, object]) -> None:
+    path = SNAPSHOTS / f"{name}.json"
+    text = json.dumps(current, indent=1, sort_keys=True) + "\n"
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        path.write_text(text)
+    assert path.exists(), f"no snapshot {path.name}: run with UPDATE_SNAPSHOTS=1 and review it"
+    assert json.loads(path.read_text()) == json.loads(text), f"the definitions graph of {name} changed"
+
+
+def test_demo_definitions_match_the_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHINOOK_DB_URL", f"sqlite:///{PROJECT_ROOT}/sandbox/chinook/chinook.sqlite")
+    _compare("demo", graph(defs()))
+
+
+@pytest.mark.parametrize("config", sorted((CONFIGS / "valid").glob("*.yaml")), ids=lambda p: p.stem)
+def test_corpus_definitions_match_the_snapshot(config: Path, tmp_path: Path) -> None:
+    _compare(f"corpus_{config.stem}", graph(_load_as_project(config, tmp_path)))
