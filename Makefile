@@ -39,10 +39,12 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml $(BIN)/.installed
 
 ## The main job: land every demo source in the lake and the warehouse, print a summary.
 run: $(BIN)/.installed $(DAGSTER_HOME)/dagster.yaml
+	-$(BIN)/python -m integration_platform.refresh_state
 	$(BIN)/python -m integration_platform.demo
 
 ## The Dagster UI (webserver + daemon) on http://$(DAGSTER_HOST):$(DAGSTER_PORT).
 dev: $(BIN)/.installed $(DAGSTER_HOME)/dagster.yaml
+	-$(BIN)/python -m integration_platform.refresh_state
 	$(BIN)/python -m integration_platform.standins -- \
 		$(BIN)/dagster dev -w workspace.yaml -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
 

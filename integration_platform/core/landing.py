@@ -347,6 +347,9 @@ def land(
     Returns the committed :class:`Manifest`. On any error (from the batch iterator, the
     writer or the store) every staged file is discarded, the previous landing of the window
     stays as it was, and a :class:`LandingError` naming the stream and window is raised.
+
+    Over 60 lines: write, commit and clean up are one try block on purpose, so that no path out
+    of it leaves a staged file behind or commits a manifest for files not written.
     """
     check_window(spec.path, window)  # before anything is written or deleted
     started = time.monotonic()

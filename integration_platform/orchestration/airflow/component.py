@@ -94,6 +94,13 @@ def _metadata(run: DagRun) -> dict[str, Any]:
     return metadata
 
 
+def _as_key(key: dg.AssetKey | str | Sequence[str]) -> dg.AssetKey:
+    """An ``AssetKey`` from a key, a ``"a/b"`` string or a list of parts."""
+    if isinstance(key, dg.AssetKey):
+        return key
+    return dg.AssetKey.from_user_string(key) if isinstance(key, str) else dg.AssetKey(list(key))
+
+
 def airflow_dag_asset(
     key: dg.AssetKey | str | Sequence[str],
     dag_id: str,
@@ -117,18 +124,16 @@ def airflow_dag_asset(
     when the run fails, times out or cannot be triggered; a retry policy may retry only a timeout
     (the retry waits on the same run) or a transport/5xx/429 error, since a retry of a failed
     run's id would only find the same failed run.
+
+    Over 60 lines: the decorator's arguments and the mapping of Airflow's errors to retryable or
+    final failures, kept together so the retry rules above read next to the code that applies them.
     """
-    if isinstance(key, str):
-        asset_key = dg.AssetKey.from_user_string(key)
-    elif isinstance(key, dg.AssetKey):
-        asset_key = key
-    else:
-        asset_key = dg.AssetKey(list(key))
+    asset_key = _as_key(key)
     declared = dict(conf or {})
 
     @dg.asset(
         key=asset_key,
-        deps=[dg.AssetKey.from_user_string(d) if isinstance(d, str) else d for d in deps],
+        deps=[_as_key(d) if isinstance(d, str) else d for d in deps],
         partitions_def=partitions_def,
         group_name=group_name,
         description=description or f"The output of Airflow DAG {dag_id!r}, materialised by a successful run.",
@@ -141,8 +146,9 @@ def airflow_dag_asset(
         airflow: AirflowResource = getattr(context.resources, resource_key)
         partition = context.partition_key if context.has_partition_key else None
         run_id = dag_run_id_for(context.run.run_id, asset_key, partition)
-        note = f"Dagster run {context.run.run_id}, asset {asset_key.to_user_string()}"
-        note += f", partition {partition}" if partition is not None else ""
+        note = f"Dagster run {context.run.run_id}, asset {asset_key.to_user_string()}" + (
+            f", partition {partition}" if partition is not None else ""
+        )
         seen: list[str] = []
 
         def report(run: DagRun) -> None:

@@ -173,6 +173,9 @@ def extract_rest(
     streams them in the final schema. Raises ``HttpSourceError``, ``HttpAuthError``,
     ``SchemaConflictError`` or ``ValueError`` (parent not landed); nothing is returned then,
     so nothing lands.
+
+    Over 60 lines: the fan-out's bounded look-ahead, spill and schema tracking share their state
+    across pages; the steps are named in comments where they change.
     """
     spec = plan.spec
     columns = dict(plan.columns)

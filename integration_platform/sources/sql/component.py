@@ -18,15 +18,29 @@
 
 Per stream: ``<source>/<stream>`` (Parquet in the lake) and ``warehouse/<source>/<stream>``
 (DuckDB), asset checks, a ``<source>_refresh`` job and its daily schedule, and one job and
-schedule per partition granularity. ``include`` needs the database at definition load
-(to list and reflect tables); a list of ``tables`` alone does not.
+schedule per partition granularity.
+
+Table discovery for ``include`` is cached state (Dagster's state-backed components): the tables
+found and their columns and primary keys are kept in a JSON file under ``defs/.local_defs_state/``,
+keyed by source and by a hash of the database URL. Definitions load from that file without
+touching the database, so a database that is down never stops the code location from loading.
+The first load without a file discovers once and writes it; ``python -m
+integration_platform.refresh_state`` (run by ``make run`` and ``make dev``) refreshes it on
+demand, keeping the previous file when the database cannot be reached.
 """
 
+import hashlib
+import json
+import logging
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
+import sqlalchemy as sa
+from dagster.components.utils.defs_state import DefsStateConfig
+from dagster.components.utils.project_paths import get_local_state_path
+from dagster_shared.serdes.objects.models.defs_state_info import DefsStateManagementType
 from pydantic import Field, model_validator
 
 from integration_platform.assets.config_model import (
@@ -51,6 +65,7 @@ from integration_platform.core.names import ENV_NAME
 from integration_platform.core.streams import IDENTIFIER, Partitioning, StreamSpec, to_identifier
 from integration_platform.sources.sql.database import SqlDatabaseResource, TableInfo
 
+LOG = logging.getLogger(__name__)
 SOURCE_CHECK = "rows_match_source"
 KINDS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mariadb", "sqlite": "sqlite"}
 
@@ -90,7 +105,7 @@ class StreamDefaults(SafeModel, dg.Resolvable):
     lag: float = Field(default=0.0, ge=0)
 
 
-class SqlSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
+class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Resolvable):
     """A relational database whose tables land in the lake and the warehouse (see module doc)."""
 
     source: str = Field(description="Identifier: asset group, lake prefix and DuckDB schema.")
@@ -131,7 +146,7 @@ class SqlSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
         if not url:
             raise ValueError(
                 f"source {self.source!r}: environment variable {self.url_env} (SQLAlchemy URL) is not set; "
-                "it is needed when definitions load because 'include' lists tables from the database"
+                "it is needed to discover the tables 'include' selects"
             )
         return SqlDatabaseResource(url=url)
 
@@ -161,14 +176,73 @@ class SqlSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
             metadata={"source_table": entry.table},
         )
 
-    def streams(self) -> list[tuple[StreamSpec, str]]:
-        """``(spec, source table)`` for every declared or discovered table."""
+    @property
+    def defs_state_config(self) -> DefsStateConfig:
+        """Local-file state keyed by source and database (a hash of the URL, never the URL: it
+        may hold a password); refreshed on demand, not by ``dagster dev`` (module doc)."""
+        digest = hashlib.sha256(os.environ.get(self.url_env, "").encode()).hexdigest()[:16]
+        return DefsStateConfig(
+            key=f"SqlSource.{self.source}.{digest}",
+            management_type=DefsStateManagementType.LOCAL_FILESYSTEM,
+            refresh_if_dev=False,
+        )
+
+    def discover(self) -> dict[str, TableInfo]:
+        """The tables ``include``/``exclude`` select, with columns and primary keys, read from the
+        database ({} without ``include``). Raises ``ValueError`` when ``url_env`` is not set and
+        ``sqlalchemy.exc.SQLAlchemyError`` when the database cannot be read."""
+        if not self.include:
+            return {}
+        database = self._database()
+        try:
+            return {
+                table: database.describe(table, self.schema_name)
+                for table in database.list_tables(self.schema_name, self.include, self.exclude)
+            }
+        finally:
+            database.dispose()
+
+    def write_state_to_path(self, state_path: Path) -> None:
+        """Discover the tables and write them to ``state_path`` as JSON, atomically: a failed
+        discovery raises (as :meth:`discover`) and leaves any previous file as it was."""
+        tables = {
+            name: {"columns": list(i.columns), "primary_key": list(i.primary_key)}
+            for name, i in self.discover().items()
+        }
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        staging = state_path.with_name(f".{state_path.name}.{os.getpid()}.tmp")
+        staging.write_text(json.dumps({"tables": tables}, indent=1, sort_keys=True))
+        os.replace(staging, state_path)
+
+    def _cached_tables(self, context: dg.ComponentLoadContext, state_path: Path | None) -> dict[str, TableInfo]:
+        """The discovered tables from the state file; without one, discovered now and written
+        (once). A database that cannot be reached then leaves only the declared ``tables``, with a
+        warning naming the source and the error (never the URL)."""
+        if not self.include:
+            return {}
+        if state_path is None:
+            state_path = get_local_state_path(self.defs_state_config.key, context.project_root)
+            try:
+                self.write_state_to_path(state_path)
+            except (ValueError, sa.exc.SQLAlchemyError) as exc:
+                LOG.warning(
+                    "source %s: tables for 'include' could not be discovered (%s); loading only the declared "
+                    "tables until `python -m integration_platform.refresh_state` succeeds",
+                    self.source,
+                    type(exc).__name__,
+                )
+                return {}
+        data: dict[str, Any] = json.loads(state_path.read_text())
+        return {
+            name: TableInfo(name=name, columns=tuple(t["columns"]), primary_key=tuple(t["primary_key"]))
+            for name, t in data["tables"].items()
+        }
+
+    def streams(self, infos: dict[str, TableInfo] | None = None) -> list[tuple[StreamSpec, str]]:
+        """``(spec, source table)`` for every declared table and every table in ``infos`` (the
+        discovered ones; read from the database when not given)."""
         explicit = {t.table: t for t in self.tables}
-        infos: dict[str, TableInfo] = {}
-        if self.include:
-            database = self._database()
-            for table in database.list_tables(self.schema_name, self.include, self.exclude):
-                infos[table] = database.describe(table, self.schema_name)
+        infos = self.discover() if infos is None else infos
         specs = []
         for table in sorted(set(infos) | set(explicit)):
             entry = explicit.get(table) or SqlTableStream(table=table)
@@ -222,13 +296,14 @@ class SqlSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
 
         return _rows_match_source
 
-    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+    def build_defs_from_state(self, context: dg.ComponentLoadContext, state_path: Path | None) -> dg.Definitions:
+        """The source's definitions from its declaration and the cached discovery (module doc)."""
         yaml_path = Path(context.path) / "defs.yaml"
         self.validate_declaration(yaml_path)
         url = os.environ.get(self.url_env, "")
         kind = KINDS.get(url.split(":", 1)[0].split("+", 1)[0], "sql")
         try:
-            specs = self.streams()
+            specs = self.streams(self._cached_tables(context, state_path))
         except ValueError as exc:
             raise ValueError(f"{yaml_path}: attributes.tables: {exc}") from exc
         assets = [

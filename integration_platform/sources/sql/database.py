@@ -111,6 +111,14 @@ class SqlDatabaseResource(dg.ConfigurableResource):
                 _ENGINES[self.url] = sa.create_engine(self.url, pool_pre_ping=True)
             return _ENGINES[self.url]
 
+    def dispose(self) -> None:
+        """Close the pooled connections of this URL and forget its engine (the next use opens a new
+        one): a definitions load that discovered tables keeps no connection open."""
+        with _ENGINES_LOCK:
+            engine = _ENGINES.pop(self.url, None)
+        if engine is not None:
+            engine.dispose()
+
     @property
     def dialect(self) -> str:
         return sa.make_url(self.url).get_backend_name()

@@ -1,0 +1,91 @@
+"""Table discovery for SqlSource ``include`` is cached state: definitions load without the database,
+a refresh picks up new tables, a failed refresh keeps the previous state, and a database that is
+down at the first load leaves the declared tables loadable (a real SQLite database, no mocks)."""
+
+import logging
+import shutil
+import sqlite3
+import sys
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from integration_platform.refresh_state import refresh
+
+pytestmark = pytest.mark.fast
+
+
+def _project(root: Path, url_env: str) -> str:
+    module = f"ip_state_{uuid.uuid4().hex[:8]}"
+    defs = root / module / "defs" / "shop"
+    defs.mkdir(parents=True)
+    (root / module / "__init__.py").write_text("")
+    (root / module / "defs" / "__init__.py").write_text("")
+    (root / module / "defs" / "platform.py").write_text(
+        "import dagster as dg\nfrom integration_platform.definitions import platform_resources\n\n"
+        "defs = dg.Definitions(resources=platform_resources())\n"
+    )
+    (defs / "defs.yaml").write_text(
+        "type: integration_platform.components.SqlSource\n"
+        f"attributes:\n  source: shop\n  url_env: {url_env}\n  include: ['*']\n"
+        "  tables:\n    - table: orders\n      cursor: updated_at\n"
+    )
+    (root / "pyproject.toml").write_text(
+        f'[tool.dg]\ndirectory_type = "project"\n[tool.dg.project]\nroot_module = "{module}"\n'
+    )
+    return module
+
+
+def _keys(root: Path) -> set[str]:
+    defs = dg.load_from_defs_folder(path_within_project=root)
+    return {k.to_user_string() for k in defs.resolve_all_asset_keys() if k.path[0] != "warehouse"}
+
+
+def _database(path: Path, tables: list[str]) -> None:
+    with sqlite3.connect(path) as conn:
+        for table in tables:
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY, updated_at TEXT)")
+
+
+def test_discovery_is_cached_refreshed_on_demand_and_never_blocks_loading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "shop.sqlite"
+    _database(db, ["orders", "customers"])
+    monkeypatch.setenv("SHOP_DB_URL", f"sqlite:///{db}")
+    project = tmp_path / "project"
+    project.mkdir()
+    _project(project, "SHOP_DB_URL")
+    monkeypatch.syspath_prepend(str(project))
+
+    assert _keys(project) == {"shop/orders", "shop/customers"}  # first load: discovered once, cached
+    _database(db, ["invoices"])
+    hidden = tmp_path / "away.sqlite"
+    shutil.move(db, hidden)  # the database is gone: loading still works, from the cache
+    assert _keys(project) == {"shop/orders", "shop/customers"}
+
+    shutil.move(hidden, db)
+    assert set(refresh(project).values()) == {None}
+    assert _keys(project) == {"shop/orders", "shop/customers", "shop/invoices"}
+
+    shutil.move(db, hidden)
+    db.mkdir()  # not a database file: the refresh fails and keeps the previous state
+    failures = [e for e in refresh(project).values() if e]
+    assert failures and "OperationalError" in failures[0]
+    assert _keys(project) == {"shop/orders", "shop/customers", "shop/invoices"}
+
+
+def test_a_database_down_at_the_first_load_leaves_the_declared_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("DOWN_DB_URL", "postgresql+psycopg://postgres:s3cret@127.0.0.1:1/nowhere")
+    project = tmp_path / "project"
+    project.mkdir()
+    _project(project, "DOWN_DB_URL")
+    monkeypatch.syspath_prepend(str(project))
+    with caplog.at_level(logging.WARNING):
+        assert _keys(project) == {"shop/orders"}
+    assert "could not be discovered" in caplog.text and "s3cret" not in caplog.text
+    assert sys.modules  # the load above ran in this process, without a server
