@@ -25,6 +25,10 @@ def graph(defs: dg.Definitions) -> dict[str, Any]:
             "pool": sorted(node.pools or []),
             "checks": sorted(k.name for k in node.check_keys),
             "executable": node.is_executable,
+            "owners": sorted(node.owners),
+            "tags": {k: v for k, v in sorted(node.tags.items()) if not k.startswith("dagster/")},
+            "automation_condition": node.automation_condition.get_label() if node.automation_condition else None,
+            "description": node.description,
         }
     jobs = {}
     for job in repo.get_all_jobs():
