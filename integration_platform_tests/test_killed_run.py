@@ -133,7 +133,7 @@ def test_a_run_killed_in_its_warehouse_step_does_not_block_the_next_load(
     yaml_file = tmp_path / "chinook.yaml"
     yaml_file.write_text(CHINOOK_YAML)
     keys = [k.to_user_string() for k in INVOICE_LINES]
-    killed = killed_in("integration_platform.components", "stream_assets", "load", "--project-instance",
+    killed = killed_in("integration_platform.assets", "stream_assets", "load", "--project-instance",
                        str(yaml_file), str(tmp_path), str(home), *keys)  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     with dg.instance_for_test(temp_dir=str(home), overrides=PROJECT_OVERRIDES) as instance:

@@ -1,12 +1,19 @@
 """A proactive request-rate limit shared by every thread and process of one Dagster run.
 
 Why our own code: the limit must hold for the whole run, whose steps Dagster's default
-executor runs in separate processes, each with its own fan-out threads. The state is one
-float (the earliest time the next request may leave), kept in a small file and updated
-under ``fcntl.flock``; in-process threads also serialise on a lock. The algorithm is
-GCRA (Generic Cell Rate Algorithm, ATM Forum TM 4.0; the "virtual scheduling" form):
-requests leave evenly spaced ``1 / rate`` seconds apart, never in bursts, so any window
-of one second holds at most ``rate`` of them.
+executor runs in separate processes, each with its own fan-out threads. The state is two
+floats in a small file updated under ``fcntl.flock`` (in-process threads also serialise on a
+lock): the next free slot and the time of the last admission.
+
+A request passes in two phases. It first reserves a slot (GCRA, the Generic Cell Rate
+Algorithm of ATM Forum TM 4.0 in its "virtual scheduling" form: slots ``1 / rate`` seconds
+apart, never in bursts) and sleeps until it; then it is admitted only if the last admission,
+by any thread or process, is at least ``1 / rate`` seconds ago, else it sleeps again. The
+second phase is what makes the limit hold by construction: a thread that wakes late (a busy
+host) is admitted late, and the next one waits for it, so admissions are never closer than
+``1 / rate`` seconds and any one-second window holds at most ``rate`` of them, whatever the
+scheduling. Only the time between admission and the bytes leaving remains; :data:`SAFETY`
+widens the spacing for that.
 """
 
 import fcntl
@@ -16,13 +23,15 @@ import struct
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-#: Requests are spaced this much wider than ``1 / rate``: a request that reaches the server
-#: up to 40 ms late (thread scheduling on a busy host: 1% let 41-42 of 40 requests into one
-#: server-side second here on 2 cores under load, 3% still let 11 of 10 through) cannot push a
+#: Admissions are spaced this much wider than ``1 / rate``, so that the time between admission
+#: and the request reaching the server (up to 40 ms on a busy host) cannot push a server-side
 #: one-second window over the limit; the achieved rate is 96% of the limit.
 SAFETY = 1.04
+_STATE = struct.Struct("<dd")  # next free slot, last admission (wall-clock seconds)
 
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
@@ -53,31 +62,57 @@ class RateLimiter:
     non-positive rate.
     """
 
-    def __init__(self, rate: float, scope: str, state_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        rate: float,
+        scope: str,
+        state_dir: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if rate <= 0:
             raise ValueError(f"rate limit must be > 0 requests per second, got {rate}")
         self.interval = SAFETY / rate
+        self.clock, self.sleep = clock, sleep  # injectable for a test with a controlled clock
         digest = hashlib.sha256(scope.encode()).hexdigest()[:24]
         folder = state_dir or Path(tempfile.gettempdir()) / "integration_platform-rate"
         folder.mkdir(parents=True, exist_ok=True)
         self.path = str(folder / f"{digest}.gcra")
         _forget_old_runs(folder)
 
-    def acquire(self) -> float:
-        """Reserve the next slot and sleep until it comes; returns the seconds slept."""
+    @contextmanager
+    def _state(self) -> Iterator[list[float]]:
+        """The ``[next slot, last admission]`` pair, locked against every thread and process; what
+        the caller leaves in the list is written back."""
         with _thread_lock(self.path):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                raw = os.pread(fd, 8, 0)
-                # The state is a wall-clock time: it must mean the same in every process.
-                earliest = struct.unpack("<d", raw)[0] if len(raw) == 8 else 0.0
-                now = time.time()
-                slot = max(now, earliest)
-                os.pwrite(fd, struct.pack("<d", slot + self.interval), 0)
+                raw = os.pread(fd, _STATE.size, 0)
+                # wall-clock times: they must mean the same in every process; an 8-byte file is
+                # the older form (the next slot only)
+                state = list(_STATE.unpack(raw)) if len(raw) == _STATE.size else [0.0, 0.0]
+                if len(raw) == 8:
+                    state[0] = struct.unpack("<d", raw)[0]
+                yield state
+                os.pwrite(fd, _STATE.pack(*state), 0)
             finally:
                 os.close(fd)  # closing releases the flock
-        wait = slot - now
-        if wait > 0:
-            time.sleep(wait)
-        return wait
+
+    def acquire(self) -> float:
+        """Wait until the caller may send one request (module doc); returns the time of its
+        admission (``clock()`` seconds), which is at least ``1 / rate`` after every other."""
+        with self._state() as state:
+            now = self.clock()
+            slot = max(now, state[0])
+            state[0] = slot + self.interval
+        if slot > now:
+            self.sleep(slot - now)
+        while True:
+            with self._state() as state:
+                now = self.clock()
+                due = state[1] + self.interval
+                if now >= due:
+                    state[1] = now
+                    return now
+            self.sleep(due - now)
