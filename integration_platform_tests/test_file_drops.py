@@ -91,13 +91,15 @@ def test_the_sensor_requests_every_file_once_and_drift_lands_as_one_table(
     assert sorted(r.partition_key or "" for r in second) == [_day(f) for f in files]
     assert len({r.run_key for r in second}) == 1781
     assert third == []  # every file requested exactly once
-    columns = [
-        c
-        for c, _ in p.query(
+    types = dict(
+        p.query(
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_schema = 'covid' AND table_name = 'regions'"
         )
-    ]
+    )
+    columns = list(types)
+    assert types["codice_regione"] == "VARCHAR"  # region codes keep their leading zero ("01")
+    assert p.query("SELECT count(*) FROM covid.regions WHERE codice_regione = '01'")[0][0] == 6
     assert len([c for c in columns if not c.startswith("_ip_")]) == 30, columns
     nulls = p.query(
         "SELECT data < '2021-01-15' AS early, count(*), count(codice_nuts_1) FROM covid.regions GROUP BY ALL ORDER BY 1"

@@ -11,6 +11,7 @@ its nested models) from the validated attributes, a second validation: :class:`S
 of every model here, hides inputs there too.
 """
 
+import difflib
 from typing import Any, get_args
 
 import dagster as dg
@@ -46,12 +47,39 @@ def _strings_for_models(model: BaseModel) -> list[tuple[str | int, ...]]:
     return found
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model a field's type offers (``SomeModel | str``, ``list[SomeModel]``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(_model_in, get_args(annotation)) if m is not None), None)
+
+
+def _unknown_field(cls: type[BaseModel], loc: tuple[Any, ...]) -> ValueError:
+    """An unknown field's error that names the fields allowed where it stands, with the closest
+    one first when it looks like a typo (``tabels`` -> ``tables``); raised as pydantic's
+    ``value_error``, which Dagster's YAML errors re-raise with the file and line."""
+    model: type[BaseModel] | None = cls
+    for part in loc[:-1]:
+        if isinstance(part, str) and model is not None and part in model.model_fields:
+            model = _model_in(model.model_fields[part].annotation)
+    allowed = sorted(model.model_fields) if model is not None else []
+    name = str(loc[-1])
+    # a secret written inline: its field takes the environment variable's name instead
+    close = [f"{name}_env"] if f"{name}_env" in allowed else difflib.get_close_matches(name, allowed, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return ValueError(f"unknown field {loc[-1]!r}; {hint}allowed: {', '.join(allowed)}")
+
+
 def _hide_inputs(cls: type[BaseModel], data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     try:
         result = handler(data)
     except ValidationError as exc:
         details = [
-            InitErrorDetails(type=e["type"], loc=e["loc"], input=HIDDEN, ctx=e.get("ctx", {}))
+            InitErrorDetails(
+                type="value_error", loc=e["loc"], input=HIDDEN, ctx={"error": _unknown_field(cls, e["loc"])}
+            )
+            if e["type"] == "extra_forbidden"
+            else InitErrorDetails(type=e["type"], loc=e["loc"], input=HIDDEN, ctx=e.get("ctx", {}))
             for e in exc.errors(include_url=False)
         ]
         raise ValidationError.from_exception_data(exc.title, details, hide_input=True) from None

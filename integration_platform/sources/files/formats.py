@@ -11,11 +11,13 @@ parsed at all raises :class:`FileFormatError` naming the file and the reason.
 """
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
 from pydantic import Field
@@ -86,7 +88,55 @@ def _csv(path: Path, options: CsvOptions, origin: str, rejected: list[Rejected])
         invalid_row_handler=invalid,
     )
     convert = pv.ConvertOptions(null_values=options.null_values, strings_can_be_null=True)
-    return pv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+    table = pv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+    return _keep_codes_as_text(path, table, read, parse, convert, options)
+
+
+#: A value that a number type would change: a leading zero ("066", "-01"), or more digits than
+#: a double holds exactly (16 or more: IBANs, card and account numbers).
+_CODE = r"^[+-]?(0[0-9]|[0-9]{16,})"
+
+
+def _code_in_file(options: CsvOptions) -> re.Pattern[bytes]:
+    """:data:`_CODE` at the start of any field, as a pattern over the raw file (cheap proof that
+    the file holds no such value at all)."""
+    delimiter, quote = (re.escape(c.encode(options.encoding)) for c in (options.delimiter, options.quote_char))
+    return re.compile(rb"(?:^|" + delimiter + rb")" + quote + rb"?[+-]?(?:0[0-9]|[0-9]{16})", re.MULTILINE)
+
+
+def _keep_codes_as_text(
+    path: Path,
+    table: pa.Table,
+    read: pv.ReadOptions,
+    parse: pv.ParseOptions,
+    convert: pv.ConvertOptions,
+    options: CsvOptions,
+) -> pa.Table:
+    """``table`` with every column pyarrow typed as a number that holds a code (:data:`_CODE`)
+    read again as text, so "066" stays "066" (a declared column type still wins later). Only
+    files where such a field can exist at all (:func:`_code_in_file`) are read a second time,
+    and only their numeric columns."""
+    numeric = [f.name for f in table.schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)]
+    if not numeric or not _code_in_file(options).search(path.read_bytes()):
+        return table
+    as_text = pv.ConvertOptions(
+        null_values=options.null_values,
+        strings_can_be_null=True,
+        include_columns=numeric,
+        column_types={name: pa.string() for name in numeric},
+    )
+    quiet = pv.ParseOptions(
+        delimiter=parse.delimiter,
+        quote_char=parse.quote_char,
+        newlines_in_values=True,
+        invalid_row_handler=lambda _: "skip",  # already set aside by the first read
+    )
+    text = pv.read_csv(path, read_options=read, parse_options=quiet, convert_options=as_text)
+    for name in numeric:
+        column = text.column(name)
+        if pc.any(pc.match_substring_regex(column, _CODE)).as_py():
+            table = table.set_column(table.schema.get_field_index(name), name, column)
+    return table
 
 
 def _json_records(records: list[Any], origin: str, rejected: list[Rejected], stream: str) -> pa.Table:
