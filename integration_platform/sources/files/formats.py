@@ -43,6 +43,9 @@ class CsvOptions(SafeModel, dg.Resolvable):
     column_names: list[str] = Field(default_factory=list, description="Names when there is no header.")
     null_values: list[str] = Field(default_factory=lambda: [""], description="Strings read as NULL.")
     skip_rows: int = Field(default=0, ge=0, description="Lines to skip before the header.")
+    on_cut_last_line: Literal["fail", "quarantine"] = Field(
+        default="fail", description="A last line without line end and with the wrong column count: a cut file."
+    )
 
 
 class FileFormat(SafeModel, dg.Resolvable):
@@ -55,22 +58,56 @@ class FileFormat(SafeModel, dg.Resolvable):
     sheet: str | int = Field(default=0, description="Excel: sheet name or 0-based index.")
 
 
-def _line_of(path: Path, encoding: str, text: str, cache: dict[str, str]) -> int | None:
-    """The line where ``text`` starts in the file (pyarrow does not number rows when quoted
-    values may hold newlines); read only when a row was rejected."""
+def _line_of(path: Path, encoding: str, text: str, cache: dict[str, Any]) -> int | None:
+    """The line where the rejected row ``text`` stands (pyarrow does not number rows when quoted
+    values may hold newlines): the first whole-line occurrence not yet claimed by an earlier
+    rejected row (a prefix of a longer line, or an earlier copy of the same row, is not it). The
+    file is read only when a row was rejected."""
     if "content" not in cache:
         cache["content"] = path.read_text(encoding=encoding, errors="replace")
-    position = cache["content"].find(text)
-    return cache["content"].count("\n", 0, position) + 1 if position >= 0 else None
+        cache["claimed"] = set()
+    content: str = cache["content"]
+    start = 0
+    while (position := content.find(text, start)) >= 0:
+        end = position + len(text)
+        whole = (position == 0 or content[position - 1] == "\n") and (end == len(content) or content[end] in "\r\n")
+        if whole and position not in cache["claimed"]:
+            cache["claimed"].add(position)
+            return content.count("\n", 0, position) + 1
+        start = position + 1
+    return None
+
+
+def _unterminated_tail(path: Path) -> str | None:
+    """The file's last line when it has no line end (a cut file, or one written without a final
+    newline; only a cut one also has the wrong column count), else ``None``. Reads the last 64 KiB."""
+    with path.open("rb") as f:
+        f.seek(max(0, f.seek(0, 2) - 65536))
+        tail = f.read()
+    if not tail or tail.endswith(b"\n"):
+        return None
+    return tail.rsplit(b"\n", 1)[-1].decode("utf-8", errors="replace").rstrip("\r")
+
+
+#: A column name a header may bring: printable, no markup, at most 255 characters.
+_PLAUSIBLE_NAME = re.compile(r"^[^\x00-\x1f<>]{1,255}$")
 
 
 def _csv(path: Path, options: CsvOptions, origin: str, rejected: list[Rejected]) -> pa.Table:
-    cache: dict[str, str] = {}
+
+    cache: dict[str, Any] = {}
+    cut = _unterminated_tail(path)
 
     def invalid(row: Any) -> str:
         number = row.number if row.number is not None else _line_of(path, options.encoding, row.text, cache)
         where = f"{origin} line {number}" if number is not None else origin
         reason = f"expected {row.expected_columns} columns, got {row.actual_columns}"
+        if cut and row.text.rstrip("\r\n") == cut and options.on_cut_last_line == "fail":
+            cache["cut"] = (
+                f"{where}: the last line is cut ({reason}, no line end): the file is still being written or "
+                "was truncated; it lands once complete (or set csv.on_cut_last_line: quarantine)"
+            )
+            return "skip"  # an exception raised here would reach the caller as pyarrow's own parse error
         rejected.append(Rejected(where, reason, row.text))
         return "skip"
 
@@ -89,6 +126,13 @@ def _csv(path: Path, options: CsvOptions, origin: str, rejected: list[Rejected])
     )
     convert = pv.ConvertOptions(null_values=options.null_values, strings_can_be_null=True)
     table = pv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+    if "cut" in cache:
+        raise FileFormatError(cache["cut"])
+    bad = [name for name in table.column_names if not _PLAUSIBLE_NAME.match(name)]
+    if bad:  # it would become a warehouse column for good
+        raise FileFormatError(
+            f"{origin}: the header holds {len(bad)} name(s) that are not column names: {bad[0][:60]!r}"
+        )
     return _keep_codes_as_text(path, table, read, parse, convert, options)
 
 
@@ -186,11 +230,32 @@ def _excel(path: Path, sheet: str | int) -> list[dict[str, Any]]:
         workbook.close()
 
 
+#: How an HTML page starts (an error page saved under a drop's name: "502 Bad Gateway").
+_HTML = re.compile(rb"^\s*(?:<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>])", re.IGNORECASE)
+
+
+def _sniff(path: Path, kind: FileFormatName, origin: str, encoding: str = "utf-8") -> None:
+    """Raise :class:`FileFormatError` for a file that is not what its format says, before any
+    parser sees it: empty, an HTML page (for every format but XML), or binary (a NUL byte in the
+    first 4 KiB of a text format in an encoding without NUL bytes: not UTF-16 or UTF-32)."""
+    with path.open("rb") as f:
+        head = f.read(4096)
+    if not head.strip():
+        raise FileFormatError(f"{origin}: the file is empty")
+    if kind != "xml" and _HTML.match(head.removeprefix(b"\xef\xbb\xbf")):
+        first = head.decode("utf-8", errors="replace").strip().splitlines()[0][:80]
+        raise FileFormatError(f"{origin}: is an HTML page, not {kind} (it starts {first!r})")
+    wide = encoding.lower().replace("-", "").startswith(("utf16", "utf32"))
+    if kind in ("csv", "json", "ndjson", "xml") and not wide and b"\x00" in head:
+        raise FileFormatError(f"{origin}: holds binary data (a NUL byte in its first 4 KiB), not {kind} text")
+
+
 def read_file(path: Path, fmt: FileFormat, origin: str, stream: str) -> tuple[pa.Table, list[Rejected]]:
     """Parse the local file ``path`` (``origin`` names it in messages). Returns the table and
     the rows set aside (wrong column count, invalid NDJSON line, a record that breaks the
     file's own types). Raises :class:`FileFormatError` when the file cannot be parsed."""
     rejected: list[Rejected] = []
+    _sniff(path, fmt.type, origin, fmt.csv.encoding if fmt.type == "csv" else "utf-8")
     try:
         if fmt.type in ("csv", "parquet"):
             table = _csv(path, fmt.csv, origin, rejected) if fmt.type == "csv" else pq.read_table(path)

@@ -1,0 +1,88 @@
+"""What a dropped file holds is checked before it lands (real files, no server): codes keep their
+text ("066" stays "066"), HTML error pages, binary and empty files are bad files, a cut last line
+fails the file, a header that is no column name never reaches the warehouse, and a rejected row is
+named by its own line."""
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from integration_platform.sources.files.formats import FileFormat, FileFormatError, read_file
+
+pytestmark = pytest.mark.fast
+
+
+def _read(tmp_path: Path, text: str) -> tuple[pa.Table, list[str]]:
+    path = tmp_path / "drop.csv"
+    path.write_text(text, encoding="utf-8")
+    table, rejected = read_file(path, FileFormat(), "drop.csv", "s")
+    return table, [r.origin for r in rejected]
+
+
+def test_leading_zeros_and_long_numbers_stay_text(tmp_path: Path) -> None:
+    table, rejected = _read(
+        tmp_path,
+        "region,count,iban,price,at,note\n"
+        '01,5,1234567890123456789,1.50,09:30,"a, b"\n'
+        "13,6,12,2.00,10:00,c\n"
+        "07,7\n"  # wrong column count: set aside once
+        "-05,8,3,0.25,11:00,d\n",
+    )
+    assert table.schema.field("region").type == pa.string()
+    assert table.column("region").to_pylist() == ["01", "13", "-05"]
+    assert table.schema.field("iban").type == pa.string()
+    assert table.column("iban").to_pylist()[0] == "1234567890123456789"
+    assert table.schema.field("count").type == pa.int64()
+    assert table.schema.field("price").type == pa.float64()  # "0.25" is a number, not a code
+    assert rejected == ["drop.csv line 4"]
+
+
+def test_a_file_without_codes_is_read_once_and_keeps_its_numbers(tmp_path: Path) -> None:
+    table, _ = _read(tmp_path, "region,count\n1,5\n13,6\n")
+    assert table.schema.field("region").type == pa.int64()
+
+
+def test_the_file_precheck_follows_the_delimiter(tmp_path: Path) -> None:
+    path = tmp_path / "drop.csv"
+    path.write_text("region;count\n01;5\n13;6\n", encoding="utf-8")
+    table, _ = read_file(path, FileFormat(csv={"delimiter": ";"}), "drop.csv", "s")  # type: ignore[arg-type]
+    assert table.column("region").to_pylist() == ["01", "13"]
+
+
+def _fails(tmp_path: Path, content: bytes, kind: str = "csv") -> str:
+    path = tmp_path / f"drop.{kind}"
+    path.write_bytes(content)
+    with pytest.raises(FileFormatError) as failure:
+        read_file(path, FileFormat(type=kind), f"drop.{kind}", "s")  # type: ignore[arg-type]
+    return str(failure.value)
+
+
+def test_html_binary_and_empty_drops_are_bad_files(tmp_path: Path) -> None:
+    page = b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>\n"
+    assert "drop.csv: is an HTML page, not csv (it starts '<!DOCTYPE html>')" in _fails(tmp_path, page)
+    assert "is an HTML page, not json" in _fails(tmp_path, b"\xef\xbb\xbf  <html><body>oops", "json")
+    assert "holds binary data" in _fails(tmp_path, b"a,b\n\x00\x01\x02,3\n")
+    assert "the file is empty" in _fails(tmp_path, b"")
+    assert "the file is empty" in _fails(tmp_path, b"\n\n", "ndjson")
+    assert "not column names: '<title>502</title>'" in _fails(tmp_path, b"a,<title>502</title>\n1,2\n")
+
+
+def test_a_cut_last_line_fails_the_file_and_a_missing_final_newline_does_not(tmp_path: Path) -> None:
+    whole = "region,count,name\n01,5,a\n02,6,b\n"
+    assert "drop.csv line 4: the last line is cut (expected 3 columns, got 2" in _fails(
+        tmp_path, (whole + "03,7").encode()
+    )
+    table, rejected = _read(tmp_path, whole + "03,7,c")  # no final newline, but whole
+    assert table.num_rows == 3 and rejected == []
+    path = tmp_path / "cut.csv"
+    path.write_text(whole + "03,7")
+    options = FileFormat(csv={"on_cut_last_line": "quarantine"})  # type: ignore[arg-type]
+    table, set_aside = read_file(path, options, "cut.csv", "s")
+    assert table.num_rows == 2 and [r.origin for r in set_aside] == ["cut.csv line 4"]
+
+
+def test_a_rejected_row_is_named_by_its_own_line_not_an_earlier_prefix(tmp_path: Path) -> None:
+    # line 2 starts with the text of the bad line 4; a prefix search named line 2
+    _, rejected = _read(tmp_path, 'a,b,c\n1,2,3\n"x\ny",5,6\n1,2\n1,2,3\n')
+    assert rejected == ["drop.csv line 5"]
