@@ -89,3 +89,21 @@ def test_a_database_down_at_the_first_load_leaves_the_declared_tables(
         assert _keys(project) == {"shop/orders"}
     assert "could not be discovered" in caplog.text and "s3cret" not in caplog.text
     assert sys.modules  # the load above ran in this process, without a server
+
+
+def test_a_declared_column_the_cached_table_lacks_fails_the_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "shop.sqlite"
+    _database(db, ["orders"])
+    monkeypatch.setenv("TYPO_DB_URL", f"sqlite:///{db}")
+    project = tmp_path / "project"
+    project.mkdir()
+    module = _project(project, "TYPO_DB_URL")
+    yaml_path = project / module / "defs" / "shop" / "defs.yaml"
+    yaml_path.write_text(yaml_path.read_text().replace("cursor: updated_at", "cursor: updatedat"))
+    monkeypatch.syspath_prepend(str(project))
+    with pytest.raises(Exception) as failure:
+        _keys(project)
+    text = str(failure.value) + "".join(str(c) for c in [failure.value.__cause__, failure.value.__context__])
+    assert "table 'orders': cursor 'updatedat' is not a column of the table (id, updated_at)" in text

@@ -102,6 +102,28 @@ def _flat_columns(schema: pa.Schema) -> list[str]:
     return [f.name for f in schema if not pa.types.is_nested(f.type)]
 
 
+class MissingColumnError(ValueError):
+    """A stream's cursor, primary-key or partition column is not among the source's columns."""
+
+
+def require_columns(spec: StreamSpec, schema: pa.Schema) -> None:
+    """Raise :class:`MissingColumnError` naming the stream, the column, its role and the columns
+    that exist when ``schema`` (the extractor's, known before any row is read) lacks the cursor, a
+    primary-key column or the partition column. A schema without columns (nothing was extracted)
+    passes: there is nothing to land."""
+    if not schema.names:
+        return
+    roles = [("cursor", spec.cursor)] + [("primary key", key) for key in spec.primary_key]
+    if spec.partitioning is not None and spec.partitioning.column:
+        roles.append(("partition", spec.partitioning.column))
+    for role, column in roles:
+        if column and column not in schema.names:
+            raise MissingColumnError(
+                f"stream {spec.path}: {role} column {column!r} is not among the source's columns "
+                f"({', '.join(schema.names)}); nothing was landed"
+            )
+
+
 def _drop_landed(
     reader: pa.RecordBatchReader, seen: pa.Table | None, keys: list[str], counts: dict[str, int]
 ) -> Iterator[pa.RecordBatch]:
@@ -138,7 +160,8 @@ def extract_and_land(
     - incremental stream: ``cursor_before`` is the high-water mark of the last committed
       landing (``None`` or ``full_refresh`` means load everything again).
 
-    Raises ``ValueError`` for a partitioned stream without ``partition``; whatever the
+    Raises ``ValueError`` for a partitioned stream without ``partition``,
+    :class:`MissingColumnError` (before anything lands) for a declared column the source lacks; whatever the
     extractor raises, wrapped in :class:`LandingError` by :func:`land` when it happens
     mid-stream. The high-water mark moves only in the returned value, after the commit.
     """
@@ -148,6 +171,7 @@ def extract_and_land(
             raise ValueError(f"stream {spec.path} is partitioned: a partition is required")
         column = spec.partitioning.column
         reader = extractor(RowFilter(column, partition.start, partition.end) if column else None)
+        require_columns(spec, reader.schema)
         manifest = land(
             store,
             spec,
@@ -160,6 +184,7 @@ def extract_and_land(
         return Extraction(manifest, None, None, counts["read"], 0)
     if spec.cursor is None:
         reader = extractor(None)
+        require_columns(spec, reader.schema)
         manifest = land(store, spec, "snapshot", _drop_landed(reader, None, [], counts), reader.schema, full=True)
         return Extraction(manifest, None, None, counts["read"], 0)
 
@@ -167,10 +192,12 @@ def extract_and_land(
     window = incremental_window(before)
     if before is None:
         reader = extractor(None)
+        require_columns(spec, reader.schema)
         batches = _drop_landed(reader, None, [], counts)
     else:
         lower = before.minus_lag(spec.lag)
         reader = extractor(RowFilter(spec.cursor, lower, None))
+        require_columns(spec, reader.schema)
         keys = [*spec.primary_key, spec.cursor] if spec.primary_key else _flat_columns(reader.schema)
         batches = _drop_landed(reader, _already_landed(store, spec, lower, window, keys), keys, counts)
     manifest = land(store, spec, window, batches, reader.schema, full=before is None, cursor_before=before)

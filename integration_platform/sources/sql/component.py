@@ -164,6 +164,15 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             if entry.partition
             else None
         )
+        if info is not None:  # columns known without the network (cached discovery): check now
+            wanted = [("cursor", cursor), ("partition.column", entry.partition.column if entry.partition else None)]
+            wanted += [("primary_key", key) for key in primary_key]
+            for field, column in wanted:
+                if column and column not in columns:
+                    raise ValueError(
+                        f"table {entry.table!r}: {field} {column!r} is not a column of the table "
+                        f"({', '.join(info.columns)})"
+                    )
         return StreamSpec(
             source=self.source,
             name=entry.name or to_identifier(entry.table),
