@@ -129,3 +129,25 @@ def require_exactly_one(model: BaseModel, first: str, second: str, where: str = 
     of the two fields of ``model`` is set (not ``None``); ``where`` ends with ``": "`` when given."""
     if (getattr(model, first) is None) == (getattr(model, second) is None):
         raise ValueError(f"{where}set exactly one of {first!r} and {second!r}")
+
+
+def from_env(value: str | None, env: str | None, what: str) -> str:
+    """The one value-or-env field: ``dg.EnvVar(env)`` when the name of an environment variable is
+    given (read by the resource at run time, never shown in the UI), else ``value``. Raises
+    ``ValueError`` naming ``what`` when neither is set (the model's validation normally refused
+    that already, with :func:`require_exactly_one`)."""
+    if env:
+        return dg.EnvVar(env)
+    if value is None:
+        raise ValueError(f"{what}: set it or the environment variable holding it ({what}_env)")
+    return value
+
+
+def secret_from_env(env: str | None) -> str | None:
+    """``dg.EnvVar(env)`` for a secret given by environment variable name, or ``None``."""
+    return dg.EnvVar(env) if env else None
+
+
+def port_from_env(value: int | None, env: str | None, default: int) -> int:
+    """A port: ``dg.EnvVar.int(env)`` when given by environment variable, else ``value`` or ``default``."""
+    return dg.EnvVar.int(env) if env else (value or default)

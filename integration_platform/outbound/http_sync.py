@@ -48,6 +48,7 @@ from pydantic import Field, model_validator
 from integration_platform.assets.config_model import (
     SafeModel,
     SecretSafeComponent,
+    from_env,
     require_exactly_one,
 )
 from integration_platform.assets.http_config import RestAuth
@@ -174,7 +175,7 @@ class HttpSync(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
         return f"{self.sync}_target"
 
     def resource(self) -> HttpTargetResource:
-        base = dg.EnvVar(self.target.base_url_env) if self.target.base_url_env else str(self.target.base_url)
+        base = from_env(self.target.base_url, self.target.base_url_env, "target.base_url")
         return HttpTargetResource(base_url=base, auth=self.target.auth.resource_config())
 
     def idempotency_key(self, row: dict[str, Any]) -> str:

@@ -36,7 +36,10 @@ from pydantic import Field, model_validator
 from integration_platform.assets.config_model import (
     SafeModel,
     SecretSafeComponent,
+    from_env,
+    port_from_env,
     require_exactly_one,
+    secret_from_env,
 )
 from integration_platform.assets.stream_assets import (
     ExtractionReport,
@@ -93,29 +96,26 @@ class FileConnection(SafeModel, dg.Resolvable):
 
     def resource(self) -> SftpResource | FtpResource:
         """The drop server's resource; host, port and secrets given by env var stay ``EnvVar``."""
-        host = dg.EnvVar(self.host_env) if self.host_env else self.host
-        password = dg.EnvVar(self.password_env) if self.password_env else None
-        default_port = 21 if self.protocol == "ftp" else 22
-        port = dg.EnvVar.int(self.port_env) if self.port_env else (self.port or default_port)
+        host = from_env(self.host, self.host_env, "host")
+        password = secret_from_env(self.password_env)
+        port = port_from_env(self.port, self.port_env, 21 if self.protocol == "ftp" else 22)
         if self.protocol == "ftp":
             return FtpResource(
-                host=host,  # type: ignore[arg-type]
+                host=host,
                 port=port,
                 username=self.username,
-                password=password,  # type: ignore[arg-type]
+                password=from_env(None, self.password_env, "password"),
                 tls=self.tls,
                 ca_bundle=self.ca_bundle,
                 timeout=self.timeout,
             )
         return SftpResource(
-            host=host,  # type: ignore[arg-type]
+            host=host,
             port=port,
             username=self.username,
             password=password,
-            private_key=dg.EnvVar(self.private_key_env) if self.private_key_env else None,
-            private_key_passphrase=(
-                dg.EnvVar(self.private_key_passphrase_env) if self.private_key_passphrase_env else None
-            ),
+            private_key=secret_from_env(self.private_key_env),
+            private_key_passphrase=secret_from_env(self.private_key_passphrase_env),
             known_hosts=self.known_hosts,
             host_key_fingerprint=self.host_key_fingerprint,
             timeout=self.timeout,

@@ -5,7 +5,14 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, model_validator
 
-from integration_platform.assets.config_model import SafeModel, cron_problem, require_exactly_one
+from integration_platform.assets.config_model import (
+    SafeModel,
+    cron_problem,
+    from_env,
+    port_from_env,
+    require_exactly_one,
+    secret_from_env,
+)
 from integration_platform.core.names import ENV_NAME
 from integration_platform.core.records import ARROW_TYPES
 from integration_platform.core.streams import IDENTIFIER
@@ -49,11 +56,10 @@ class QueueConnection(SafeModel, dg.Resolvable):
 
     def resource(self) -> RabbitMQResource | KafkaResource:
         """The broker's resource; what is given by env var stays ``EnvVar`` (read at run time)."""
-        password = dg.EnvVar(self.password_env) if self.password_env else None
+        password = secret_from_env(self.password_env)
         if self.broker == "kafka":
-            servers = dg.EnvVar(self.bootstrap_servers_env) if self.bootstrap_servers_env else self.bootstrap_servers
             return KafkaResource(
-                bootstrap_servers=servers,  # type: ignore[arg-type]
+                bootstrap_servers=from_env(self.bootstrap_servers, self.bootstrap_servers_env, "bootstrap_servers"),
                 security_protocol=self.security_protocol,
                 sasl_mechanism=self.sasl_mechanism,
                 sasl_username=self.username,
@@ -61,8 +67,8 @@ class QueueConnection(SafeModel, dg.Resolvable):
                 client_config=self.client_config,
             )
         return RabbitMQResource(
-            host=dg.EnvVar(self.host_env) if self.host_env else self.host,  # type: ignore[arg-type]
-            port=dg.EnvVar.int(self.port_env) if self.port_env else (self.port or 5672),
+            host=from_env(self.host, self.host_env, "host"),
+            port=port_from_env(self.port, self.port_env, 5672),
             username=self.username or "guest",
             password=password or "guest",
             virtual_host=self.virtual_host,

@@ -39,6 +39,7 @@ from integration_platform.assets.config_model import (
     SafeModel,
     SecretSafeComponent,
     cron_problem,
+    from_env,
     require_exactly_one,
 )
 from integration_platform.assets.http_config import RestAuth
@@ -232,7 +233,7 @@ class RestSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
     def resource(self) -> RestApiResource:
         """The API's resource; secrets and an env base URL stay ``EnvVar`` (read at run time)."""
         return RestApiResource(
-            base_url=dg.EnvVar(self.base_url_env) if self.base_url_env else str(self.base_url),
+            base_url=from_env(self.base_url, self.base_url_env, "base_url"),
             headers=self.headers,
             secret_headers_env=self.headers_env,
             allowed_hosts=self.allowed_hosts,
