@@ -10,6 +10,7 @@ from integration_platform.core.extract import MissingColumnError, extract_and_la
 from integration_platform.core.lake import LocalLake
 from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import StreamSpec
+from integration_platform.sources.sql.database import _column
 
 pytestmark = pytest.mark.fast
 
@@ -32,3 +33,8 @@ def test_nothing_lands_for_a_missing_column(tmp_path: Path, spec: StreamSpec, me
         extract_and_land(lake, spec, _extractor)
     assert "(id, updated); nothing was landed" in str(failure.value)
     assert not list((tmp_path / "lake").rglob("*.parquet")) and not list((tmp_path / "lake").rglob("*.json"))
+
+
+def test_a_database_value_that_does_not_fit_names_table_column_and_value() -> None:
+    with pytest.raises(ValueError, match=r"table t: column 'c': value 40000 does not fit int16"):
+        _column("t", "c", pa.int16(), None, [1, 40000, 2])

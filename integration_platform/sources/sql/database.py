@@ -11,6 +11,7 @@ import dagster as dg
 import pyarrow as pa
 import sqlalchemy as sa
 from pydantic import Field
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
 
 from integration_platform.core.row_filter import RowFilter
@@ -29,18 +30,49 @@ class TableInfo:
     primary_key: tuple[str, ...]
 
 
+class Geometry(sa.types.UserDefinedType[bytes]):
+    """A MySQL/MariaDB spatial column (SQLAlchemy reflects them as an unknown type, whose bytes
+    were decoded as UTF-8 and lost): read as standard WKB through ``ST_AsBinary``."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "GEOMETRY"
+
+
+#: MySQL/MariaDB spatial type names (``information_schema``'s ``DATA_TYPE``).
+SPATIAL_TYPES = (
+    "geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon",
+    "geometrycollection", "geomcollection",
+)  # fmt: skip
+
+
+def _set_text(kind: mysql.SET) -> Callable[[Any], str | None]:
+    """A SET value as MySQL's own text form: its members comma-separated in the order the column
+    declares them (a Python set's order changes from process to process)."""
+    members = list(kind.values)
+    return lambda value: None if value is None else ",".join(m for m in members if m in value)
+
+
 def arrow_type(sa_type: sa.types.TypeEngine[Any]) -> tuple[pa.DataType, Callable[[Any], Any] | None]:
     """Arrow type for a SQLAlchemy column type, and a per-value converter where needed.
 
-    Unknown types become text (``str(value)``) rather than failing, so a new vendor type
-    never stops a load; the column is still typed and stable across batches.
+    Unsigned integers (MySQL/MariaDB) take a type that holds their whole range (``SMALLINT
+    UNSIGNED`` -> int32, ``BIGINT UNSIGNED`` -> uint64); ``SET`` is text in declaration order;
+    spatial types are WKB bytes. Unknown types become text (``str(value)``) rather than failing,
+    so a new vendor type never stops a load; the column is still typed and stable across batches.
     """
+    unsigned = bool(getattr(sa_type, "unsigned", False))
     if isinstance(sa_type, sa.Boolean):
         return pa.bool_(), None
+    if isinstance(sa_type, Geometry):
+        return pa.binary(), bytes_or_none
+    if isinstance(sa_type, mysql.SET):
+        return pa.string(), _set_text(sa_type)
     if isinstance(sa_type, sa.SmallInteger):
-        return pa.int16(), None
+        return (pa.int32() if unsigned else pa.int16()), None
     if isinstance(sa_type, sa.Integer):
-        return pa.int64(), None
+        return (pa.uint64() if unsigned and isinstance(sa_type, sa.BigInteger) else pa.int64()), None
     if isinstance(sa_type, sa.Float):  # before Numeric: Float is a Numeric subclass
         return pa.float64(), float_or_none
     if isinstance(sa_type, sa.Numeric):
@@ -87,6 +119,27 @@ def json_or_none(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str)
 
 
+_CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError)
+
+
+def _column(
+    table: str, name: str, kind: pa.DataType, convert: Callable[[Any], Any] | None, values: Sequence[Any]
+) -> pa.Array:
+    """One column of a batch as ``kind``; raises ``ValueError`` naming the table, the column and the
+    first value that does not fit (pyarrow's own message names neither)."""
+    try:
+        return pa.array([convert(v) for v in values] if convert else values, type=kind)
+    except _CONVERSION_ERRORS as exc:
+        for value in values:
+            try:
+                pa.array([convert(value) if convert else value], type=kind)
+            except _CONVERSION_ERRORS:
+                raise ValueError(
+                    f"table {table}: column {name!r}: value {value!r} does not fit {kind}: {exc}"
+                ) from None
+        raise ValueError(f"table {table}: column {name!r} does not convert to {kind}: {exc}") from None
+
+
 class SqlDatabaseResource(dg.ConfigurableResource):
     """A relational database reached through SQLAlchemy (PostgreSQL, MySQL/MariaDB, SQLite, ...).
 
@@ -108,7 +161,11 @@ class SqlDatabaseResource(dg.ConfigurableResource):
         """A pooled engine per URL, shared by every resource instance in the process."""
         with _ENGINES_LOCK:
             if self.url not in _ENGINES:
-                _ENGINES[self.url] = sa.create_engine(self.url, pool_pre_ping=True)
+                engine = sa.create_engine(self.url, pool_pre_ping=True)
+                dialect: Any = engine.dialect  # MySQLDialect: its reflection's type-name table
+                if dialect.name in ("mysql", "mariadb"):  # this engine only, not the dialect class
+                    dialect.ischema_names = {**dialect.ischema_names, **dict.fromkeys(SPATIAL_TYPES, Geometry)}
+                _ENGINES[self.url] = engine
             return _ENGINES[self.url]
 
     def dispose(self) -> None:
@@ -182,7 +239,11 @@ class SqlDatabaseResource(dg.ConfigurableResource):
         reflected = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=engine)
         typed = [(c.name, *arrow_type(c.type)) for c in reflected.columns]
         arrow_schema = pa.schema([(name, kind) for name, kind, _ in typed])
-        statement = sa.select(reflected)
+        selected = [
+            sa.func.ST_AsBinary(c, type_=sa.LargeBinary).label(c.name) if isinstance(c.type, Geometry) else c
+            for c in reflected.columns
+        ]
+        statement = sa.select(*selected).select_from(reflected)
         if row_filter is not None:
             column = reflected.c[row_filter.column]
             if row_filter.lower is not None:
@@ -197,8 +258,8 @@ class SqlDatabaseResource(dg.ConfigurableResource):
                 for rows in result.partitions(batch_rows):
                     columns = list(zip(*rows, strict=True))
                     arrays = [
-                        pa.array([convert(v) for v in values] if convert else values, type=kind)
-                        for (_, kind, convert), values in zip(typed, columns, strict=True)
+                        _column(table, name, kind, convert, values)
+                        for (name, kind, convert), values in zip(typed, columns, strict=True)
                     ]
                     yield pa.RecordBatch.from_arrays(arrays, schema=arrow_schema)
 

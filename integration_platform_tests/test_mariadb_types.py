@@ -1,0 +1,48 @@
+"""MariaDB types through the generic path land faithfully (a real MariaDB server): unsigned
+integers in a type that holds their range, SET in declaration order every time, spatial columns
+as standard WKB."""
+
+import uuid
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pytest
+
+from integration_platform.sources.sql.database import SqlDatabaseResource
+from integration_platform_tests.services import MARIADB_HOST, MARIADB_PORT, mariadb, require_port
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    require_port(MARIADB_HOST, MARIADB_PORT, "MariaDB")
+    name = f"ip_test_types_{uuid.uuid4().hex[:8]}"
+    mariadb(
+        f"CREATE DATABASE `{name}`; USE `{name}`;"
+        "CREATE TABLE t (id INT PRIMARY KEY, small SMALLINT UNSIGNED, tiny TINYINT UNSIGNED, medium MEDIUMINT UNSIGNED,"
+        " plain INT UNSIGNED, big BIGINT UNSIGNED, signed_small SMALLINT, tags SET('red','green','blue'),"
+        " place POINT, shape GEOMETRY);"
+        "INSERT INTO t VALUES (1, 40000, 255, 16777215, 4294967295, 18446744073709551615, -32768, 'blue,red',"
+        " ST_GeomFromText('POINT(1 2)'), ST_GeomFromText('LINESTRING(0 0, 3 4)')),"
+        " (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);"
+    )
+    yield name
+    mariadb(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def test_unsigned_set_and_spatial_types_land_faithfully(database: str) -> None:
+    db = SqlDatabaseResource(url=f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{database}")
+    try:
+        table = db.read("t").read_all().sort_by("id")
+    finally:
+        db.dispose()
+    types = {f.name: f.type for f in table.schema}
+    assert types["small"] == pa.int32() and types["big"] == pa.uint64() and types["signed_small"] == pa.int16()
+    first = table.to_pylist()[0]
+    assert (first["small"], first["tiny"], first["medium"], first["plain"]) == (40000, 255, 16777215, 4294967295)
+    assert first["big"] == 18446744073709551615 and first["signed_small"] == -32768
+    assert first["tags"] == "red,blue"  # declaration order, the same in every process
+    assert types["place"] == pa.binary() and types["shape"] == pa.binary()
+    # WKB: byte order 1 (little endian), type 1 (point), x = 1.0, y = 2.0
+    assert first["place"] == bytes.fromhex("0101000000000000000000f03f0000000000000040")
+    assert first["shape"][:5] == bytes.fromhex("0102000000")  # a linestring
+    assert table.to_pylist()[1]["tags"] is None and table.to_pylist()[1]["place"] is None
