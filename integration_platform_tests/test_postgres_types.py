@@ -3,9 +3,12 @@
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 
+import duckdb
 import psycopg
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from integration_platform.core.row_filter import RowFilter
@@ -67,3 +70,29 @@ def test_a_value_a_decimal_cannot_hold_fails_naming_table_and_column(database: s
     db = SqlDatabaseResource(url=f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{database}")
     with pytest.raises(ValueError, match=r"\"t\" column 'small': cannot read numeric as decimal128\(18, 4\).*'nan'"):
         db.read("t").read_all()
+
+
+def test_infinities_money_and_intervals_land_faithfully(tmp_path: Path) -> None:
+    require_port(PG_HOST, PG_PORT, "PostgreSQL")
+    name = f"ip_test_inf_{uuid.uuid4().hex[:8]}"
+    psql("postgres", "-c", f"CREATE DATABASE {name}")
+    try:
+        with psycopg.connect(f"host={PG_HOST} port={PG_PORT} user=postgres dbname={name}", autocommit=True) as conn:
+            conn.execute("CREATE TABLE t (id int, ts timestamp, tz timestamptz, d date, m money, iv interval)")
+            conn.execute(
+                "INSERT INTO t VALUES (1, 'infinity', 'infinity', 'infinity', 12.34, '1 year 2 mons 3 days 04:05:06'),"
+                " (2, '-infinity', '-infinity', '-infinity', -5, '-3 hours'),"
+                " (3, '2021-01-01 10:00', '2021-01-01 10:00+00', '2021-01-01', 0, NULL)"
+            )
+        db = SqlDatabaseResource(url=f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{name}")
+        table = db.read("t").read_all().sort_by("id")
+    finally:
+        psql("postgres", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    assert table.column("m").to_pylist() == [Decimal("12.34"), Decimal("-5"), Decimal("0")]
+    assert table.column("iv").to_pylist() == ["1 year 2 mons 3 days 04:05:06", "-03:00:00", None]
+    pq.write_table(table, tmp_path / "t.parquet")  # what landing writes; DuckDB reads it back
+    rows = duckdb.sql(
+        f"SELECT ts::VARCHAR, tz::VARCHAR, d::VARCHAR FROM '{tmp_path / 't.parquet'}' ORDER BY id"
+    ).fetchall()
+    assert rows[:2] == [("infinity",) * 3, ("-infinity",) * 3]
+    assert rows[2][0] == "2021-01-01 10:00:00" and rows[2][2] == "2021-01-01"

@@ -16,7 +16,14 @@ machine. Two gaps are closed here:
   digit is lost. Casting on the client is cheaper than any server-side rewrite measured
   (``(col * 10^s)::int8`` cost the backend 20% more CPU than the plain COPY).
 - types the driver does not decode (``tsvector``, geometric types, ...) arrive as opaque
-  binary; they are selected as ``col::text`` instead.
+  binary; they are selected as ``col::text`` instead. So is ``interval`` (Arrow's
+  month-day-nano interval has no Parquet form, and a month is no fixed duration).
+- ``money`` arrives as bare int64 cents; it is selected as ``numeric`` and lands as
+  ``decimal128(30, 6)``, exact for every locale's fraction digits.
+- ``infinity``/``-infinity`` of ``timestamp``, ``timestamptz`` and ``date`` overflow in the
+  driver's shift from PostgreSQL's epoch (2000-01-01) to Unix's, into two values near year
+  290,000 BC; those exact values are mapped back to DuckDB's own infinities (the largest and
+  smallest int64 microseconds, int32 days), which DuckDB shows as ``infinity``/``-infinity``.
 
 The query is composed with ``psycopg.sql`` (identifiers and literals quoted by psycopg), so
 a table name or a cursor value cannot inject SQL. Bound parameters would force the driver
@@ -34,6 +41,14 @@ from integration_platform.core.row_filter import RowFilter
 
 NUMERIC_TYPMOD_OFFSET = 4
 DECIMAL256_MAX_PRECISION = 76
+MONEY_TYPE = pa.decimal128(30, 6)
+_POSTGRES_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
+_POSTGRES_EPOCH_DAYS = 10_957
+#: storage type -> (wrapped +infinity, wrapped -infinity, DuckDB +infinity, DuckDB -infinity)
+WRAPPED_INFINITY = {
+    pa.int64(): (-(2**63) + _POSTGRES_EPOCH_US - 1, -(2**63) + _POSTGRES_EPOCH_US, 2**63 - 1, -(2**63) + 1),
+    pa.int32(): (-(2**31) + _POSTGRES_EPOCH_DAYS - 1, -(2**31) + _POSTGRES_EPOCH_DAYS, 2**31 - 1, -(2**31) + 1),
+}
 
 
 def _numeric_type(typmod: int) -> pa.DataType:
@@ -57,19 +72,24 @@ def _is_numeric(field: pa.Field) -> bool:
     return _is_opaque(field) and field.type.type_name == "numeric"
 
 
-def _plan(probe: pa.Schema, typmods: dict[str, int]) -> tuple[list[sql.Composable], pa.Schema]:
+def _plan(probe: pa.Schema, types: dict[str, tuple[str, int]]) -> tuple[list[sql.Composable], pa.Schema]:
     """Select list and output schema from the schema of a ``LIMIT 0`` probe.
 
-    ``typmods`` maps each ``numeric`` column to its ``atttypmod`` (-1 when unconstrained).
+    ``types`` maps each column to its PostgreSQL type (a domain's base type) and type modifier
+    (``numeric``: -1 when unconstrained), from :func:`_column_types`.
     """
     select: list[sql.Composable] = []
     fields: list[pa.Field] = []
     for field in probe:
         ident = sql.Identifier(field.name)
-        if _is_numeric(field):
+        kind, typmod = types.get(field.name, ("", -1))
+        if kind == "money":
+            select.append(sql.SQL("{}::numeric AS {}").format(ident, ident))
+            fields.append(pa.field(field.name, MONEY_TYPE))
+        elif _is_numeric(field):
             select.append(ident)
-            fields.append(pa.field(field.name, _numeric_type(typmods.get(field.name, -1))))
-        elif _is_opaque(field):
+            fields.append(pa.field(field.name, _numeric_type(typmod)))
+        elif _is_opaque(field) or kind == "interval":
             select.append(sql.SQL("{}::text AS {}").format(ident, ident))
             fields.append(pa.field(field.name, pa.string()))
         else:
@@ -78,22 +98,22 @@ def _plan(probe: pa.Schema, typmods: dict[str, int]) -> tuple[list[sql.Composabl
     return select, pa.schema(fields)
 
 
-def _numeric_typmods(cur: adbc.Cursor, target: sql.Composable) -> dict[str, int]:
-    """Type modifier of every ``numeric`` column of the table or view ``target``.
+def _column_types(cur: adbc.Cursor, target: sql.Composable) -> dict[str, tuple[str, int]]:
+    """``{column: (type name, type modifier)}`` of the table or view ``target``.
 
-    For a column of a domain over ``numeric`` (which the driver also reports as numeric) the
-    precision and scale live on the domain type (``pg_type.typtypmod``), not the column.
+    For a column of a domain the type is the domain's base type, and for a domain over
+    ``numeric`` the precision and scale live on the domain type (``pg_type.typtypmod``).
     """
     query = sql.SQL(
         "SELECT a.attname::text AS name,"
+        " CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END::regtype::text AS kind,"
         " CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END AS typmod"
         " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
         " WHERE a.attrelid = {}::regclass AND a.attnum > 0 AND NOT a.attisdropped"
-        " AND (a.atttypid = 'numeric'::regtype OR (t.typtype = 'd' AND t.typbasetype = 'numeric'::regtype))"
     ).format(sql.Literal(target.as_string()))
     cur.execute(query.as_string())
     rows = cur.fetch_arrow_table().to_pylist()
-    return {row["name"]: int(row["typmod"]) for row in rows}
+    return {row["name"]: (str(row["kind"]), int(row["typmod"])) for row in rows}
 
 
 def _where(row_filter: RowFilter | None) -> sql.Composable:
@@ -108,6 +128,20 @@ def _where(row_filter: RowFilter | None) -> sql.Composable:
     return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts) if parts else sql.SQL("")
 
 
+def _infinities(column: pa.Array) -> pa.Array:
+    """``column`` (timestamp[us] or date32) with the driver's wrapped infinities (module doc)
+    replaced by DuckDB's; untouched (and not scanned further) when no value is that early."""
+    storage_type = pa.int32() if pa.types.is_date32(column.type) else pa.int64()
+    lowest = pc.min(column.cast(storage_type)).as_py()
+    wrapped_pos, wrapped_neg, pos, neg = WRAPPED_INFINITY[storage_type]
+    if lowest is None or lowest > wrapped_neg:
+        return column
+    raw = column.cast(storage_type)
+    raw = pc.if_else(pc.equal(raw, wrapped_pos), pa.scalar(pos, storage_type), raw)
+    raw = pc.if_else(pc.equal(raw, wrapped_neg), pa.scalar(neg, storage_type), raw)
+    return raw.cast(column.type)
+
+
 def _convert(batch: pa.RecordBatch, schema: pa.Schema, where: str) -> pa.RecordBatch:
     arrays = []
     for column, field in zip(batch.columns, schema, strict=True):
@@ -119,6 +153,8 @@ def _convert(batch: pa.RecordBatch, schema: pa.Schema, where: str) -> pa.RecordB
                 except pa.ArrowInvalid as exc:
                     problem = f"cannot read numeric as {field.type}: {exc}"
                     raise ValueError(f"{where} column {field.name!r}: {problem}") from exc
+        elif (pa.types.is_timestamp(column.type) and column.type.unit == "us") or pa.types.is_date32(column.type):
+            column = _infinities(column)
         arrays.append(column)
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
@@ -139,8 +175,7 @@ def read_postgres(
         target = sql.Identifier(schema, table) if schema else sql.Identifier(table)
         cur.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(target).as_string())
         probe = cur.fetch_record_batch().schema
-        typmods = _numeric_typmods(cur, target) if any(_is_numeric(f) for f in probe) else {}
-        select, out_schema = _plan(probe, typmods)
+        select, out_schema = _plan(probe, _column_types(cur, target))
         query = sql.SQL("SELECT {} FROM {}{}").format(sql.SQL(", ").join(select), target, _where(row_filter))
         cur.execute(query.as_string())
         source = cur.fetch_record_batch()
