@@ -81,20 +81,40 @@ class Extraction:
     duplicates_dropped: int
 
 
-def _already_landed(store: LakeStore, spec: StreamSpec, lower: Any, window: str, keys: list[str]) -> pa.Table | None:
-    """The key columns of rows with ``cursor >= lower`` in the active landings, or None."""
-    assert spec.cursor is not None
+def landed_keys(
+    store: LakeStore, spec: StreamSpec, keys: list[str], *, since: Any = None, skip_window: str | None = None
+) -> pa.Table | None:
+    """The distinct ``keys`` of the rows in the stream's active landings, or ``None`` when there
+    are none: what "already landed" means for every kind (an incremental re-read inside its lag,
+    a queue's redelivered messages). ``since``: only rows with ``cursor >= since`` (landings whose
+    highest cursor is below it are not read); ``skip_window``: a window being replaced."""
     parts = []
     for manifest in active_manifests(list_manifests(store, spec)):
-        high = CursorValue.from_json(manifest.cursor_max)
-        if manifest.window == window or high is None or high.is_below(lower):
+        high = CursorValue.from_json(manifest.cursor_max) if since is not None else None
+        if manifest.window == skip_window or (since is not None and (high is None or high.is_below(since))):
             continue
+        filters = [(spec.cursor, ">=", since)] if since is not None and spec.cursor else None
         for landed in manifest.files:
             with store.local_copy(landed.key) as path:
-                parts.append(pq.read_table(path, columns=keys, filters=[(spec.cursor, ">=", lower)]))
+                parts.append(pq.read_table(path, columns=keys, filters=filters))
     if not parts:
         return None
     return pa.concat_tables(parts, promote_options="default").group_by(keys).aggregate([])
+
+
+def without_landed(
+    rows: pa.RecordBatch | pa.Table, seen: pa.Table | None, keys: list[str]
+) -> pa.RecordBatch | pa.Table:
+    """``rows`` without those whose ``keys`` are in ``seen`` (from :func:`landed_keys`), in their
+    original order. Only the key columns are joined (Acero cannot carry nested columns through
+    a join); the surviving rows are then taken from ``rows``."""
+    if seen is None or rows.num_rows == 0:
+        return rows
+    probe = pa.table(
+        [*(rows.column(k) for k in keys), pa.array(range(rows.num_rows), pa.int64())], names=[*keys, ROW_INDEX]
+    )
+    survivors = probe.join(seen, keys=keys, join_type="left anti").column(ROW_INDEX).combine_chunks()
+    return rows.take(pc.take(survivors, pc.sort_indices(survivors)))
 
 
 def _flat_columns(schema: pa.Schema) -> list[str]:
@@ -132,13 +152,7 @@ def _drop_landed(
         if seen is None or batch.num_rows == 0:
             yield batch
             continue
-        # Join only the key columns (Acero cannot carry nested columns through a join), then
-        # take the surviving rows, in their original order, from the batch.
-        probe = pa.table(
-            [*(batch.column(k) for k in keys), pa.array(range(batch.num_rows), pa.int64())], names=[*keys, ROW_INDEX]
-        )
-        survivors = probe.join(seen, keys=keys, join_type="left anti").column(ROW_INDEX).combine_chunks()
-        fresh = batch.take(pc.take(survivors, pc.sort_indices(survivors)))
+        fresh = without_landed(batch, seen, keys)
         counts["dropped"] += batch.num_rows - fresh.num_rows
         if fresh.num_rows:
             yield fresh
@@ -199,7 +213,7 @@ def extract_and_land(
         reader = extractor(RowFilter(spec.cursor, lower, None))
         require_columns(spec, reader.schema)
         keys = [*spec.primary_key, spec.cursor] if spec.primary_key else _flat_columns(reader.schema)
-        batches = _drop_landed(reader, _already_landed(store, spec, lower, window, keys), keys, counts)
+        batches = _drop_landed(reader, landed_keys(store, spec, keys, since=lower, skip_window=window), keys, counts)
     manifest = land(store, spec, window, batches, reader.schema, full=before is None, cursor_before=before)
     after = CursorValue.from_json(manifest.cursor_max)
     if before is not None and (after is None or after.is_below(before)):

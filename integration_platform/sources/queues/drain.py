@@ -25,12 +25,11 @@ from typing import Any, Protocol
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from integration_platform.core.conform import known_schema
+from integration_platform.core.extract import landed_keys, without_landed
 from integration_platform.core.lake import LakeStore
-from integration_platform.core.landing import Manifest, active_manifests, land, list_manifests
+from integration_platform.core.landing import Manifest, land, list_manifests
 from integration_platform.core.streams import StreamSpec
 from integration_platform.sources.queues.messages import MESSAGE_ID, Message, MessageDecoder
 
@@ -113,23 +112,6 @@ class DrainStats:
         }
 
 
-def landed_ids(store: LakeStore, spec: StreamSpec) -> set[str]:
-    """Every message id in the stream's active landings (reads one column of each file)."""
-    ids: set[str] = set()
-    for manifest in active_manifests(list_manifests(store, spec)):
-        for landed in manifest.files:
-            with store.local_copy(landed.key) as path:
-                ids.update(pq.read_table(path, columns=[MESSAGE_ID]).column(0).to_pylist())
-    return ids
-
-
-def _without(table: pa.Table, ids: set[str]) -> tuple[pa.Table, int]:
-    """``table`` without the rows whose message id is in ``ids``, and how many were dropped."""
-    mask = pc.invert(pc.is_in(table.column(MESSAGE_ID), value_set=pa.array(list(ids), pa.string())))
-    kept = table.filter(mask)
-    return kept, table.num_rows - kept.num_rows
-
-
 def drain(
     context: dg.AssetExecutionContext,
     store: LakeStore,
@@ -151,7 +133,8 @@ def drain(
     started = time.monotonic()
     decoder.known = known_schema(list_manifests(store, spec))
     run = context.run.run_id[:8]
-    landed: set[str] | None = None
+    landed: pa.Table | None = None
+    checked = False
     while stats.messages < limits.max_messages and time.monotonic() - started < limits.max_seconds:
         size = min(limits.batch_size, limits.max_messages - stats.messages)
         messages = source.next_batch(size, limits.max_wait_seconds)
@@ -162,10 +145,11 @@ def drain(
         decoded = decoder.decode(messages)
         table = decoded.table
         if table is not None and source.maybe_landed(messages):
-            if landed is None:
-                landed = landed_ids(store, spec)
-            table, dropped = _without(table, landed)
-            stats.already_landed += dropped
+            if not checked:  # the lake's ids are read once per run, then kept up to date here
+                landed, checked = landed_keys(store, spec, [MESSAGE_ID]), True
+            before = table.num_rows
+            table = without_landed(table, landed, [MESSAGE_ID])
+            stats.already_landed += before - table.num_rows
         manifest = None
         if table is not None and table.num_rows:
             window = f"batch-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{run}"
@@ -176,8 +160,9 @@ def drain(
             stats.bytes += manifest.bytes
             stats.batches += 1
             stats.windows = (stats.windows[0] if stats.windows else window, window)
-            if landed is not None:
-                landed.update(table.column(MESSAGE_ID).to_pylist())
+            if checked:
+                ids = table.select([MESSAGE_ID])
+                landed = ids if landed is None else pa.concat_tables([landed, ids])
         for message, reason in decoded.poison:
             source.dead_letter(message, reason)
         source.commit(messages, manifest)
