@@ -1,5 +1,6 @@
 """PostgreSQL types through the ADBC path come out exact: numerics of every width, nulls, vendor types."""
 
+import datetime as dt
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -96,3 +97,70 @@ def test_infinities_money_and_intervals_land_faithfully(tmp_path: Path) -> None:
     ).fetchall()
     assert rows[:2] == [("infinity",) * 3, ("-infinity",) * 3]
     assert rows[2][0] == "2021-01-01 10:00:00" and rows[2][2] == "2021-01-01"
+
+
+#: One column per type of PostgreSQL's data-types chapter, with a value; the sweep below checks
+#: each lands either typed (TYPED) or as exactly PostgreSQL's own text form.
+SWEEP_COLUMNS = """
+ id int, i2 smallint, i8 bigint, r4 real, r8 double precision, num numeric(10,3), b boolean, vc varchar(5), tx text,
+ by bytea, d date, t time, ttz timetz, ts timestamp, tstz timestamptz, iv interval, m money,
+ e mood, pt point, ln line, lseg lseg, bx box, pth path, pg polygon, ci circle,
+ inet_ inet, cidr_ cidr, mac macaddr, mac8 macaddr8, bits bit(4), vbits varbit(8),
+ tsv tsvector, tsq tsquery, u uuid, x xml, j json, jb jsonb, arr int[], tarr text[], comp pair,
+ rng int4range, drng daterange, mrng int4multirange, o oid, rc regclass, lsn pg_lsn
+"""
+SWEEP_VALUES = """
+ 1, -32768, 9223372036854775807, 1.5, 2.25e300, 12.345, true, 'hello', 'text',
+ '\\xdeadbeef', '2021-01-02', '10:11:12.5', '10:11:12+02', '2021-01-02 03:04:05.678', '2021-01-02 03:04:05+00',
+ '1 day 02:00', 9.99, 'happy', '(1,2)', '{1,-1,0}', '[(0,0),(1,1)]', '((0,0),(1,1))', '[(0,0),(1,1),(2,0)]',
+ '((0,0),(1,1),(1,0))', '<(0,0),2>', '192.168.0.1/24', '10.0.0.0/8', '08:00:2b:01:02:03', '08:00:2b:01:02:03:04:05',
+ B'1010', B'101', 'a quick fox', 'quick & fox', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '<a>x</a>', '{"k": [1, 2]}',
+ '{"k": [1, 2]}', '{1,2,3}', '{"a","b c"}', '(1,"x y")', '[1,5)', '[2021-01-01,2021-02-01)', '{[1,3),[5,7)}',
+ 3000000000, 'sweep', '16/B374D848'
+"""
+TYPED = {
+    "id": (pa.int32(), 1),
+    "i2": (pa.int16(), -32768),
+    "i8": (pa.int64(), 9223372036854775807),
+    "r4": (pa.float32(), 1.5),
+    "r8": (pa.float64(), 2.25e300),
+    "num": (pa.decimal128(10, 3), Decimal("12.345")),
+    "b": (pa.bool_(), True),
+    "by": (pa.binary(), b"\xde\xad\xbe\xef"),
+    "d": (pa.date32(), dt.date(2021, 1, 2)),
+    "t": (pa.time64("us"), dt.time(10, 11, 12, 500000)),
+    "ts": (pa.timestamp("us"), dt.datetime(2021, 1, 2, 3, 4, 5, 678000)),
+    "tstz": (pa.timestamp("us", tz="UTC"), dt.datetime(2021, 1, 2, 3, 4, 5, tzinfo=dt.UTC)),
+    "m": (pa.decimal128(30, 6), Decimal("9.99")),
+    "arr": (pa.list_(pa.int32()), [1, 2, 3]),
+    "tarr": (pa.list_(pa.string()), ["a", "b c"]),
+    "comp": (pa.struct([("a", pa.int32()), ("b", pa.string())]), {"a": 1, "b": "x y"}),
+    "o": (pa.int64(), 3000000000),  # unsigned 32-bit: an int32 turned it negative
+}
+
+
+def test_every_type_of_the_data_types_chapter_lands_typed_or_as_its_text() -> None:
+    require_port(PG_HOST, PG_PORT, "PostgreSQL")
+    name = f"ip_test_sweep_{uuid.uuid4().hex[:8]}"
+    psql("postgres", "-c", f"CREATE DATABASE {name}")
+    try:
+        with psycopg.connect(f"host={PG_HOST} port={PG_PORT} user=postgres dbname={name}", autocommit=True) as conn:
+            conn.execute("CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); CREATE TYPE pair AS (a int, b text)")
+            conn.execute(f"CREATE TABLE sweep ({SWEEP_COLUMNS}); INSERT INTO sweep VALUES ({SWEEP_VALUES})")
+            conn.execute("INSERT INTO sweep (id) VALUES (2)")  # every type NULL
+            described = conn.execute("SELECT * FROM sweep LIMIT 0").description
+            columns = [d.name for d in described or []]
+            texts = conn.execute(
+                f"SELECT {', '.join(f'{c}::text' for c in columns)} FROM sweep WHERE id = 1"
+            ).fetchone()
+        db = SqlDatabaseResource(url=f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{name}")
+        table = db.read("sweep").read_all().sort_by("id")
+    finally:
+        psql("postgres", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    assert texts is not None and table.column_names == columns
+    first, empty = table.to_pylist()
+    for column, text in zip(columns, texts, strict=True):
+        kind, value = TYPED.get(column, (pa.string(), text))
+        assert table.schema.field(column).type == kind, column
+        assert first[column] == value, column
+        assert column == "id" or empty[column] is None, column

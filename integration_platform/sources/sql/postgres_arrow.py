@@ -18,6 +18,8 @@ machine. Two gaps are closed here:
 - types the driver does not decode (``tsvector``, geometric types, ...) arrive as opaque
   binary; they are selected as ``col::text`` instead. So is ``interval`` (Arrow's
   month-day-nano interval has no Parquet form, and a month is no fixed duration).
+- ``oid`` (unsigned 32-bit) arrives as int32, so OIDs above 2^31 turned negative; it is
+  selected as ``bigint``.
 - ``money`` arrives as bare int64 cents; it is selected as ``numeric`` and lands as
   ``decimal128(30, 6)``, exact for every locale's fraction digits.
 - ``infinity``/``-infinity`` of ``timestamp``, ``timestamptz`` and ``date`` overflow in the
@@ -83,7 +85,10 @@ def _plan(probe: pa.Schema, types: dict[str, tuple[str, int]]) -> tuple[list[sql
     for field in probe:
         ident = sql.Identifier(field.name)
         kind, typmod = types.get(field.name, ("", -1))
-        if kind == "money":
+        if kind == "oid":
+            select.append(sql.SQL("{}::bigint AS {}").format(ident, ident))
+            fields.append(pa.field(field.name, pa.int64()))
+        elif kind == "money":
             select.append(sql.SQL("{}::numeric AS {}").format(ident, ident))
             fields.append(pa.field(field.name, MONEY_TYPE))
         elif _is_numeric(field):
