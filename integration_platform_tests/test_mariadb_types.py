@@ -1,6 +1,6 @@
 """MariaDB types through the generic path land faithfully (a real MariaDB server): unsigned
 integers in a type that holds their range, SET in declaration order every time, spatial columns
-as standard WKB."""
+as standard WKB, TIME as the duration it is; a zero date fails naming its column."""
 
 import uuid
 from collections.abc import Iterator
@@ -20,10 +20,10 @@ def database() -> Iterator[str]:
         f"CREATE DATABASE `{name}`; USE `{name}`;"
         "CREATE TABLE t (id INT PRIMARY KEY, small SMALLINT UNSIGNED, tiny TINYINT UNSIGNED, medium MEDIUMINT UNSIGNED,"
         " plain INT UNSIGNED, big BIGINT UNSIGNED, signed_small SMALLINT, tags SET('red','green','blue'),"
-        " place POINT, shape GEOMETRY);"
+        " place POINT, shape GEOMETRY, span TIME);"
         "INSERT INTO t VALUES (1, 40000, 255, 16777215, 4294967295, 18446744073709551615, -32768, 'blue,red',"
-        " ST_GeomFromText('POINT(1 2)'), ST_GeomFromText('LINESTRING(0 0, 3 4)')),"
-        " (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);"
+        " ST_GeomFromText('POINT(1 2)'), ST_GeomFromText('LINESTRING(0 0, 3 4)'), '-838:59:59'),"
+        " (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '25:00:00');"
     )
     yield name
     mariadb(f"DROP DATABASE IF EXISTS `{name}`")
@@ -46,3 +46,17 @@ def test_unsigned_set_and_spatial_types_land_faithfully(database: str) -> None:
     assert first["place"] == bytes.fromhex("0101000000000000000000f03f0000000000000040")
     assert first["shape"][:5] == bytes.fromhex("0102000000")  # a linestring
     assert table.to_pylist()[1]["tags"] is None and table.to_pylist()[1]["place"] is None
+    # TIME is a duration up to 838 hours: as a time of day, 25:00:00 became 01:00
+    assert table.column("span").to_pylist() == ["-838:59:59", "25:00:00"]
+
+
+def test_a_zero_date_fails_naming_table_column_value_and_a_way_out(database: str) -> None:
+    mariadb(f"USE `{database}`; CREATE TABLE z (id INT PRIMARY KEY, d DATE); INSERT INTO z VALUES (1, '0000-00-00');")
+    db = SqlDatabaseResource(url=f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{database}")
+    try:
+        with pytest.raises(ValueError) as failure:
+            db.read("z").read_all()
+    finally:
+        db.dispose()
+    assert "table z: column 'd': value '0000-00-00' does not fit date32" in str(failure.value)
+    assert "NULLIF(column, '0000-00-00')" in str(failure.value)

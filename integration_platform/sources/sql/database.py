@@ -59,6 +59,8 @@ def arrow_type(sa_type: sa.types.TypeEngine[Any]) -> tuple[pa.DataType, Callable
 
     Unsigned integers (MySQL/MariaDB) take a type that holds their whole range (``SMALLINT
     UNSIGNED`` -> int32, ``BIGINT UNSIGNED`` -> uint64); ``SET`` is text in declaration order;
+    MySQL's ``TIME`` (a duration up to 838 hours, negative too; as a time of day ``25:00:00``
+    became 01:00 through SQLAlchemy's own conversion) is read as MySQL's text (``-838:59:59``);
     spatial types are WKB bytes. Unknown types become text (``str(value)``) rather than failing,
     so a new vendor type never stops a load; the column is still typed and stable across batches.
     """
@@ -69,6 +71,8 @@ def arrow_type(sa_type: sa.types.TypeEngine[Any]) -> tuple[pa.DataType, Callable
         return pa.binary(), bytes_or_none
     if isinstance(sa_type, mysql.SET):
         return pa.string(), _set_text(sa_type)
+    if isinstance(sa_type, mysql.TIME):  # a duration from -838:59:59 to 838:59:59, not a time of day
+        return pa.string(), text_or_none  # selected as CAST(... AS CHAR): the driver's time wraps at 24h
     if isinstance(sa_type, sa.SmallInteger):
         return (pa.int32() if unsigned else pa.int16()), None
     if isinstance(sa_type, sa.Integer):
@@ -134,8 +138,15 @@ def _column(
             try:
                 pa.array([convert(value) if convert else value], type=kind)
             except _CONVERSION_ERRORS:
+                zero_date = isinstance(value, str) and value.startswith("0000-00-00")
+                hint = (
+                    "; MySQL's zero dates have no date value: make them NULL at the source, or read the table "
+                    "through a view with NULLIF(column, '0000-00-00')"
+                    if zero_date
+                    else ""
+                )
                 raise ValueError(
-                    f"table {table}: column {name!r}: value {value!r} does not fit {kind}: {exc}"
+                    f"table {table}: column {name!r}: value {value!r} does not fit {kind}: {exc}{hint}"
                 ) from None
         raise ValueError(f"table {table}: column {name!r} does not convert to {kind}: {exc}") from None
 
@@ -240,7 +251,11 @@ class SqlDatabaseResource(dg.ConfigurableResource):
         typed = [(c.name, *arrow_type(c.type)) for c in reflected.columns]
         arrow_schema = pa.schema([(name, kind) for name, kind, _ in typed])
         selected = [
-            sa.func.ST_AsBinary(c, type_=sa.LargeBinary).label(c.name) if isinstance(c.type, Geometry) else c
+            sa.func.ST_AsBinary(c, type_=sa.LargeBinary).label(c.name)
+            if isinstance(c.type, Geometry)
+            else sa.cast(c, sa.String).label(c.name)
+            if isinstance(c.type, mysql.TIME)
+            else c
             for c in reflected.columns
         ]
         statement = sa.select(*selected).select_from(reflected)
