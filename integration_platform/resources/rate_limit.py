@@ -8,13 +8,13 @@ lock): the next free slot and the time of the last admission.
 A request passes in two phases. It first reserves a slot (GCRA, the Generic Cell Rate
 Algorithm of ATM Forum TM 4.0 in its "virtual scheduling" form: slots ``SAFETY / rate``
 seconds apart, never in bursts) and sleeps until it; then it is admitted only if the last
-admission, by any thread or process, is at least ``1 / rate`` seconds ago, else it sleeps
-again. The second phase is what makes the limit hold by construction: a thread that wakes
-late (a busy host) is admitted late, and the next one waits for it, so admissions are never
-closer than ``1 / rate`` seconds and any one-second window holds at most ``rate`` of them,
-whatever the scheduling. The slots' wider spacing (:data:`SAFETY`) absorbs the time between
-admission and the bytes leaving, and lets the requests behind a late one catch up with the
-schedule instead of all staying late.
+admission, by any thread or process, is at least as far back, else it sleeps again. The second
+phase is what makes the limit hold by construction: a thread that wakes late (a busy host) is
+admitted late, and the next one waits for it, so admissions are never closer than
+``SAFETY / rate`` seconds and any one-second window holds fewer than ``rate`` of them, whatever
+the scheduling. The margin (:data:`SAFETY`) is left for the time between admission and the
+bytes reaching the server. The price of a late wake-up is paid by the requests behind it
+(they are shifted by it), never by the server.
 """
 
 import fcntl
@@ -73,8 +73,7 @@ class RateLimiter:
     ) -> None:
         if rate <= 0:
             raise ValueError(f"rate limit must be > 0 requests per second, got {rate}")
-        self.interval = SAFETY / rate  # between slots
-        self.min_gap = 1.0 / rate  # between admissions: the promise
+        self.interval = SAFETY / rate  # between slots, and between admissions
         self.clock, self.sleep = clock, sleep  # injectable for a test with a controlled clock
         digest = hashlib.sha256(scope.encode()).hexdigest()[:24]
         folder = state_dir or Path(tempfile.gettempdir()) / "integration_platform-rate"
@@ -103,7 +102,7 @@ class RateLimiter:
 
     def acquire(self) -> float:
         """Wait until the caller may send one request (module doc); returns the time of its
-        admission (``clock()`` seconds), which is at least ``1 / rate`` after every other."""
+        admission (``clock()`` seconds), at least ``SAFETY / rate`` after every other."""
         with self._state() as state:
             now = self.clock()
             slot = max(now, state[0])
@@ -113,7 +112,7 @@ class RateLimiter:
         while True:
             with self._state() as state:
                 now = self.clock()
-                due = state[1] + self.min_gap
+                due = state[1] + self.interval
                 if now >= due:
                     state[1] = now
                     return now
