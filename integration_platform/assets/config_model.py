@@ -70,7 +70,47 @@ def _unknown_field(cls: type[BaseModel], loc: tuple[Any, ...]) -> ValueError:
     return ValueError(f"unknown field {loc[-1]!r}; {hint}allowed: {', '.join(allowed)}")
 
 
+#: Dagster's derived model of a component -> the component's own model (its true field types).
+_SOURCE_MODELS: dict[type[BaseModel], type[BaseModel]] = {}
+
+
+def _leaf_types(annotation: Any) -> set[Any]:
+    args = get_args(annotation)
+    return set().union(*map(_leaf_types, args)) if args else {annotation}
+
+
+def _text_for_numbers(model: type[BaseModel], data: Any, loc: tuple[str | int, ...] = ()) -> list[InitErrorDetails]:
+    """Text where a number belongs (``lag: "five minutes"``), found on the component's own model.
+    Dagster's derived model lets every field also be a template string, and pydantic then fails
+    inside a number's bound (``ge=0``) with a bare ``TypeError`` naming neither file nor field;
+    found here first, the error names both."""
+    found: list[InitErrorDetails] = []
+    if not isinstance(data, dict):
+        return found
+    for name, value in data.items():
+        field = model.model_fields.get(name) if isinstance(name, str) else None
+        if field is None:
+            continue
+        leaves, nested = _leaf_types(field.annotation), _model_in(field.annotation)
+        if isinstance(value, str) and "{{" not in value and leaves & {int, float} and str not in leaves:
+            try:
+                float(value)
+            except ValueError:
+                kind = "int_parsing" if float not in leaves else "float_parsing"
+                found.append(InitErrorDetails(type=kind, loc=(*loc, name), input=HIDDEN))
+        elif nested is not None:
+            items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+            for index, item in items:
+                where = (*loc, name) if index is None else (*loc, name, index)
+                found += _text_for_numbers(nested, item, where)
+    return found
+
+
 def _hide_inputs(cls: type[BaseModel], data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    source = _SOURCE_MODELS.get(cls)
+    wrong = _text_for_numbers(source, data) if source is not None else []
+    if wrong:
+        raise ValidationError.from_exception_data(cls.__name__, wrong, hide_input=True)
     try:
         result = handler(data)
     except ValidationError as exc:
@@ -104,7 +144,10 @@ class SecretSafeComponent:
             "_inputs_hidden": True,
             "hide_inputs": model_validator(mode="wrap")(classmethod(_hide_inputs)),  # type: ignore[arg-type]
         }
-        return type(base.__name__, (base,), namespace)
+        derived: type[BaseModel] = type(base.__name__, (base,), namespace)
+        if issubclass(cls, BaseModel):
+            _SOURCE_MODELS[derived] = cls
+        return derived
 
 
 class SafeModel(dg.Model):
