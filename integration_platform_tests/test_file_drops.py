@@ -205,10 +205,43 @@ def test_bad_rows_go_to_quarantine_and_an_unparsable_file_fails_whole(
     check = next(c for c in result.get_asset_check_evaluations() if c.check_name == "quarantine_empty")
     assert not check.passed and check.metadata["quarantined_rows"].value == 2
     assert not broken.success
-    assert any(
-        "dpc-covid19-ita-regioni-20220104.csv: cannot be parsed as csv" in m for m in failure_messages(broken)
-    ), failure_messages(broken)
+    assert any("dpc-covid19-ita-regioni-20220104.csv: holds binary data" in m for m in failure_messages(broken)), (
+        failure_messages(broken)
+    )
     assert not (tmp_path / "lake" / "covid" / "regions" / "_manifests" / "partition=2022-01-04.json").exists()
+
+
+def test_html_cut_and_empty_drops_fail_their_partition_and_change_nothing_else(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    good = (drops / "dpc-covid19-ita-regioni-20220101.csv").read_text(encoding="utf-8")
+    (incoming / "dpc-covid19-ita-regioni-20220101.csv").write_text(good, encoding="utf-8")
+    bad = {
+        "05": (b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head></html>\n", "is an HTML page"),
+        "06": (good.encode()[: len(good.encode()) - 40], "the last line is cut"),
+        "07": (b"", "the file is empty"),
+    }
+    for day, (content, _) in bad.items():
+        (incoming / f"dpc-covid19-ita-regioni-202201{day}.csv").write_bytes(content)
+    with openssh_server(incoming) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, incoming), tmp_path, instance)
+        assert p.materialize([LAKE, WAREHOUSE], partition_key="2022-01-01").success
+        before = p.query("SELECT * FROM covid.regions ORDER BY ALL")
+        columns = p.query("SELECT column_name FROM information_schema.columns WHERE table_name = 'regions'")
+        for day, (_, reason) in bad.items():
+            result = p.materialize([LAKE, WAREHOUSE], partition_key=f"2022-01-{day}", raise_on_error=False)
+            name = f"dpc-covid19-ita-regioni-202201{day}.csv"
+            assert not result.success
+            assert any(name in m and reason in m for m in failure_messages(result)), failure_messages(result)
+            assert not (
+                tmp_path / "lake" / "covid" / "regions" / "_manifests" / f"partition=2022-01-{day}.json"
+            ).exists()
+    assert p.query("SELECT * FROM covid.regions ORDER BY ALL") == before  # nothing else changed
+    assert p.query("SELECT column_name FROM information_schema.columns WHERE table_name = 'regions'") == columns
+    assert sorted(os.listdir(tmp_path / "lake" / "covid" / "regions" / "_manifests")) == ["partition=2022-01-01.json"]
 
 
 def test_a_backfill_of_many_days_lands_in_one_run(
