@@ -2,8 +2,10 @@
 integers in a type that holds their range, SET in declaration order every time, spatial columns
 as standard WKB, TIME as the duration it is; a zero date fails naming its column."""
 
+import datetime as dt
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pyarrow as pa
 import pytest
@@ -60,3 +62,40 @@ def test_a_zero_date_fails_naming_table_column_value_and_a_way_out(database: str
         db.dispose()
     assert "table z: column 'd': value '0000-00-00' does not fit date32" in str(failure.value)
     assert "NULLIF(column, '0000-00-00')" in str(failure.value)
+
+
+def test_the_other_types_land_typed_or_as_their_text(database: str) -> None:
+    mariadb(
+        f"USE `{database}`; CREATE TABLE s (id INT PRIMARY KEY, ti TINYINT, mi MEDIUMINT, bi BIGINT, f FLOAT,"
+        " db DOUBLE, dec_ DECIMAL(20,4), y YEAR, bt BIT(8), d DATE, dt DATETIME(3), ts TIMESTAMP NULL,"
+        " e ENUM('a','b'), j JSON, ch CHAR(3), txt TEXT, bl BLOB, vb VARBINARY(4));"
+        "INSERT INTO s VALUES (1, -128, -8388608, -9000000000, 1.5, 2.25, 12.3456, 2021, b'101', '2021-01-02',"
+        " '2021-01-02 03:04:05.678', '2021-01-02 03:04:05', 'b', '{\"k\": [1]}', 'ab', 'x', 'blob', 'vb');"
+    )
+    db = SqlDatabaseResource(url=f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{database}")
+    try:
+        table = db.read("s").read_all()
+    finally:
+        db.dispose()
+    expected = {
+        "ti": (pa.int64(), -128),
+        "mi": (pa.int64(), -8388608),
+        "bi": (pa.int64(), -9000000000),
+        "f": (pa.float64(), 1.5),
+        "db": (pa.float64(), 2.25),
+        "dec_": (pa.decimal128(20, 4), Decimal("12.3456")),
+        "y": (pa.string(), "2021"),
+        "bt": (pa.string(), "5"),
+        "d": (pa.date32(), dt.date(2021, 1, 2)),
+        "dt": (pa.timestamp("us"), dt.datetime(2021, 1, 2, 3, 4, 5, 678000)),
+        "ts": (pa.timestamp("us"), dt.datetime(2021, 1, 2, 3, 4, 5)),
+        "e": (pa.string(), "b"),
+        "j": (pa.string(), '{"k": [1]}'),
+        "ch": (pa.string(), "ab"),
+        "txt": (pa.string(), "x"),
+        "bl": (pa.binary(), b"blob"),
+        "vb": (pa.binary(), b"vb"),
+    }
+    row = table.to_pylist()[0]
+    for column, (kind, value) in expected.items():
+        assert (table.schema.field(column).type, row[column]) == (kind, value), column
