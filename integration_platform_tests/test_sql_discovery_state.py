@@ -107,3 +107,17 @@ def test_a_declared_column_the_cached_table_lacks_fails_the_load(
         _keys(project)
     text = str(failure.value) + "".join(str(c) for c in [failure.value.__cause__, failure.value.__context__])
     assert "table 'orders': cursor 'updatedat' is not a column of the table (id, updated_at)" in text
+
+
+def test_changing_include_or_exclude_discovers_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "shop.sqlite"
+    _database(db, ["orders", "customers"])
+    monkeypatch.setenv("SEL_DB_URL", f"sqlite:///{db}")
+    project = tmp_path / "project"
+    project.mkdir()
+    module = _project(project, "SEL_DB_URL")
+    monkeypatch.syspath_prepend(str(project))
+    assert _keys(project) == {"shop/orders", "shop/customers"}
+    yaml_path = project / module / "defs" / "shop" / "defs.yaml"
+    yaml_path.write_text(yaml_path.read_text().replace("include: ['*']", "include: ['*']\n  exclude: [customers]"))
+    assert _keys(project) == {"shop/orders"}  # not the table list cached for the old selection

@@ -72,6 +72,8 @@ def _unknown_field(cls: type[BaseModel], loc: tuple[Any, ...]) -> ValueError:
 
 #: Dagster's derived model of a component -> the component's own model (its true field types).
 _SOURCE_MODELS: dict[type[BaseModel], type[BaseModel]] = {}
+#: Component class -> its derived model with hidden inputs (built once).
+_DERIVED_MODELS: dict[type, type[BaseModel]] = {}
 
 
 def _leaf_types(annotation: Any) -> set[Any]:
@@ -93,11 +95,8 @@ def _text_for_numbers(model: type[BaseModel], data: Any, loc: tuple[str | int, .
             continue
         leaves, nested = _leaf_types(field.annotation), _model_in(field.annotation)
         if isinstance(value, str) and "{{" not in value and leaves & {int, float} and str not in leaves:
-            try:
-                float(value)
-            except ValueError:
-                kind = "int_parsing" if float not in leaves else "float_parsing"
-                found.append(InitErrorDetails(type=kind, loc=(*loc, name), input=HIDDEN))
+            kind = "int_type" if float not in leaves else "float_type"  # YAML text, even "5": write 5
+            found.append(InitErrorDetails(type=kind, loc=(*loc, name), input=HIDDEN))
         elif nested is not None:
             items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
             for index, item in items:
@@ -136,6 +135,8 @@ class SecretSafeComponent:
     @classmethod
     def get_model_cls(cls) -> type[BaseModel] | None:
         """Dagster's derived model of the component, subclassed with a wrap validator that hides inputs."""
+        if cls in _DERIVED_MODELS:  # Dagster asks on every load: one derived class per component class
+            return _DERIVED_MODELS[cls]
         base: type[BaseModel] | None = super().get_model_cls()  # type: ignore[misc]
         if base is None or getattr(base, "_inputs_hidden", False):
             return base
@@ -147,6 +148,7 @@ class SecretSafeComponent:
         derived: type[BaseModel] = type(base.__name__, (base,), namespace)
         if issubclass(cls, BaseModel):
             _SOURCE_MODELS[derived] = cls
+        _DERIVED_MODELS[cls] = derived
         return derived
 
 

@@ -10,7 +10,7 @@ key and cursor value, or the same whole row when there is no key) are dropped be
 landing. The new landing thus holds exactly the rows that changed.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,22 +126,27 @@ class MissingColumnError(ValueError):
     """A stream's cursor, primary-key or partition column is not among the source's columns."""
 
 
+def missing_column(spec: StreamSpec, columns: Sequence[str]) -> tuple[str, str] | None:
+    """``(role, column)`` of the first of the stream's cursor, primary-key and partition columns
+    that ``columns`` lacks, or ``None``."""
+    roles = [("cursor", spec.cursor)] + [("primary key", key) for key in spec.primary_key]
+    if spec.partitioning is not None and spec.partitioning.column:
+        roles.append(("partition", spec.partitioning.column))
+    return next(((role, column) for role, column in roles if column and column not in columns), None)
+
+
 def require_columns(spec: StreamSpec, schema: pa.Schema) -> None:
     """Raise :class:`MissingColumnError` naming the stream, the column, its role and the columns
     that exist when ``schema`` (the extractor's, known before any row is read) lacks the cursor, a
     primary-key column or the partition column. A schema without columns (nothing was extracted)
     passes: there is nothing to land."""
-    if not schema.names:
-        return
-    roles = [("cursor", spec.cursor)] + [("primary key", key) for key in spec.primary_key]
-    if spec.partitioning is not None and spec.partitioning.column:
-        roles.append(("partition", spec.partitioning.column))
-    for role, column in roles:
-        if column and column not in schema.names:
-            raise MissingColumnError(
-                f"stream {spec.path}: {role} column {column!r} is not among the source's columns "
-                f"({', '.join(schema.names)}); nothing was landed"
-            )
+    missing = missing_column(spec, schema.names) if schema.names else None
+    if missing is not None:
+        role, column = missing
+        raise MissingColumnError(
+            f"stream {spec.path}: {role} column {column!r} is not among the source's columns "
+            f"({', '.join(schema.names)}); nothing was landed"
+        )
 
 
 def _drop_landed(

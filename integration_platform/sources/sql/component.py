@@ -59,7 +59,7 @@ from integration_platform.assets.stream_assets import (
     warehouse_connection,
     warehouse_key,
 )
-from integration_platform.core.extract import Extractor
+from integration_platform.core.extract import Extractor, missing_column
 from integration_platform.core.loading import table_rows
 from integration_platform.core.names import ENV_NAME
 from integration_platform.core.streams import IDENTIFIER, Partitioning, StreamSpec, to_identifier
@@ -103,6 +103,15 @@ class StreamDefaults(SafeModel, dg.Resolvable):
 
     cursor: str | None = Field(default=None, description="Cursor column, used where the table has it.")
     lag: float = Field(default=0.0, ge=0)
+
+
+def _write_tables(state_path: Path, tables: dict[str, TableInfo]) -> None:
+    """``tables`` as the state file's JSON, written to a staging name and renamed over it."""
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    staging = state_path.with_name(f".{state_path.name}.{os.getpid()}.tmp")
+    document = {name: {"columns": list(i.columns), "primary_key": list(i.primary_key)} for name, i in tables.items()}
+    staging.write_text(json.dumps({"tables": document}, indent=1, sort_keys=True))
+    os.replace(staging, state_path)
 
 
 class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Resolvable):
@@ -164,16 +173,7 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             if entry.partition
             else None
         )
-        if info is not None:  # columns known without the network (cached discovery): check now
-            wanted = [("cursor", cursor), ("partition.column", entry.partition.column if entry.partition else None)]
-            wanted += [("primary_key", key) for key in primary_key]
-            for field, column in wanted:
-                if column and column not in columns:
-                    raise ValueError(
-                        f"table {entry.table!r}: {field} {column!r} is not a column of the table "
-                        f"({', '.join(info.columns)})"
-                    )
-        return StreamSpec(
+        spec = StreamSpec(
             source=self.source,
             name=entry.name or to_identifier(entry.table),
             write_disposition=disposition,
@@ -184,12 +184,22 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             description=f"Table {entry.table} of the {self.source} database.",
             metadata={"source_table": entry.table},
         )
+        missing = missing_column(spec, info.columns) if info is not None else None
+        if info is not None and missing is not None:  # columns known without the network: check now
+            raise ValueError(
+                f"table {entry.table!r}: {missing[0]} {missing[1]!r} is not a column of the table "
+                f"({', '.join(info.columns)}); if the table changed since its columns were cached, "
+                "run `python -m integration_platform.refresh_state`"
+            )
+        return spec
 
     @property
     def defs_state_config(self) -> DefsStateConfig:
-        """Local-file state keyed by source and database (a hash of the URL, never the URL: it
-        may hold a password); refreshed on demand, not by ``dagster dev`` (module doc)."""
-        digest = hashlib.sha256(os.environ.get(self.url_env, "").encode()).hexdigest()[:16]
+        """Local-file state keyed by source and by a hash of what discovery depends on (the URL,
+        never in the clear: it may hold a password; the schema, ``include`` and ``exclude``);
+        refreshed on demand, not by ``dagster dev`` (module doc)."""
+        selection = json.dumps([os.environ.get(self.url_env, ""), self.schema_name, self.include, self.exclude])
+        digest = hashlib.sha256(selection.encode()).hexdigest()[:16]
         return DefsStateConfig(
             key=f"SqlSource.{self.source}.{digest}",
             management_type=DefsStateManagementType.LOCAL_FILESYSTEM,
@@ -214,38 +224,36 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
     def write_state_to_path(self, state_path: Path) -> None:
         """Discover the tables and write them to ``state_path`` as JSON, atomically: a failed
         discovery raises (as :meth:`discover`) and leaves any previous file as it was."""
-        tables = {
-            name: {"columns": list(i.columns), "primary_key": list(i.primary_key)}
-            for name, i in self.discover().items()
-        }
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        staging = state_path.with_name(f".{state_path.name}.{os.getpid()}.tmp")
-        staging.write_text(json.dumps({"tables": tables}, indent=1, sort_keys=True))
-        os.replace(staging, state_path)
+        _write_tables(state_path, self.discover())
 
     def _cached_tables(self, context: dg.ComponentLoadContext, state_path: Path | None) -> dict[str, TableInfo]:
         """The discovered tables from the state file; without one, discovered now and written
         (once). A database that cannot be reached then leaves only the declared ``tables``, with a
-        warning naming the source and the error (never the URL)."""
+        warning naming the source and the error (never the URL); a folder that cannot be written
+        (a read-only deployment) keeps what was discovered for this load only."""
         if not self.include:
             return {}
-        if state_path is None:
-            state_path = get_local_state_path(self.defs_state_config.key, context.project_root)
-            try:
-                self.write_state_to_path(state_path)
-            except (ValueError, sa.exc.SQLAlchemyError) as exc:
-                LOG.warning(
-                    "source %s: tables for 'include' could not be discovered (%s); loading only the declared "
-                    "tables until `python -m integration_platform.refresh_state` succeeds",
-                    self.source,
-                    type(exc).__name__,
-                )
-                return {}
-        data: dict[str, Any] = json.loads(state_path.read_text())
-        return {
-            name: TableInfo(name=name, columns=tuple(t["columns"]), primary_key=tuple(t["primary_key"]))
-            for name, t in data["tables"].items()
-        }
+        if state_path is not None:
+            data: dict[str, Any] = json.loads(state_path.read_text())
+            return {
+                name: TableInfo(name=name, columns=tuple(t["columns"]), primary_key=tuple(t["primary_key"]))
+                for name, t in data["tables"].items()
+            }
+        try:
+            tables = self.discover()
+        except (ValueError, sa.exc.SQLAlchemyError) as exc:
+            LOG.warning(
+                "source %s: tables for 'include' could not be discovered (%s); loading only the declared "
+                "tables until `python -m integration_platform.refresh_state` succeeds",
+                self.source,
+                type(exc).__name__,
+            )
+            return {}
+        try:
+            _write_tables(get_local_state_path(self.defs_state_config.key, context.project_root), tables)
+        except OSError as exc:
+            LOG.warning("source %s: discovered tables could not be cached (%s)", self.source, exc)
+        return tables
 
     def streams(self, infos: dict[str, TableInfo] | None = None) -> list[tuple[StreamSpec, str]]:
         """``(spec, source table)`` for every declared table and every table in ``infos`` (the
