@@ -23,19 +23,33 @@ def _read(tmp_path: Path, text: str) -> tuple[pa.Table, list[str]]:
 def test_leading_zeros_and_long_numbers_stay_text(tmp_path: Path) -> None:
     table, rejected = _read(
         tmp_path,
-        "region,count,iban,price,at,note\n"
-        '01,5,1234567890123456789,1.50,09:30,"a, b"\n'
-        "13,6,12,2.00,10:00,c\n"
+        "region,count,card,id,price,at,note\n"
+        '01,5,12345678901234567890123,1234567890123456789,1.50,09:30,"a, b"\n'
+        "13,6,12,2,2.00,10:00,c\n"
         "07,7\n"  # wrong column count: set aside once
-        "-05,8,3,0.25,11:00,d\n",
+        "-05,8,3,3,0.25,11:00,d\n",
     )
     assert table.schema.field("region").type == pa.string()
     assert table.column("region").to_pylist() == ["01", "13", "-05"]
-    assert table.schema.field("iban").type == pa.string()
-    assert table.column("iban").to_pylist()[0] == "1234567890123456789"
+    assert table.schema.field("card").type == pa.string()  # 23 digits: a double would round it
+    assert table.column("card").to_pylist()[0] == "12345678901234567890123"
+    assert table.schema.field("id").type == pa.int64()  # 19 digits: int64 holds them exactly
     assert table.schema.field("count").type == pa.int64()
     assert table.schema.field("price").type == pa.float64()  # "0.25" is a number, not a code
     assert rejected == ["drop.csv line 4"]
+
+
+def test_other_encodings_and_blank_header_cells(tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    path.write_text("region,count\n066,5\n13,6\n", encoding="utf-16")
+    table, _ = read_file(path, FileFormat(csv={"encoding": "utf-16"}), "wide.csv", "s")  # type: ignore[arg-type]
+    assert table.column("region").to_pylist() == ["066", "13"]
+    path = tmp_path / "latin.csv"
+    path.write_bytes("a,b,c\n1,2,caf\xe9\n3,caf\xe9".encode("latin-1"))
+    with pytest.raises(FileFormatError, match="the last line is cut"):
+        read_file(path, FileFormat(csv={"encoding": "latin-1"}), "latin.csv", "s")  # type: ignore[arg-type]
+    table, _ = _read(tmp_path, ",name\n0,a\n1,b\n")  # what pandas' to_csv writes for its index
+    assert table.column_names == ["column_0", "name"]
 
 
 def test_a_file_without_codes_is_read_once_and_keeps_its_numbers(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from integration_platform.core.cursors import CursorValue
 from integration_platform.core.outbound import (
-    MissingColumnsError,
+    MissingColumnError,
     Watermark,
     batch_id,
     json_default,
@@ -60,7 +60,7 @@ def test_select_since_reads_from_the_mark_in_cursor_order_as_the_column_type() -
     assert [r["k"] for r in rows] == [2, 3, 10]
     assert [r["k"] for chunk in select_since(conn, relation, "k", mark, 100) for r in chunk] == [10]
     assert [len(chunk) for chunk in select_since(conn, relation, "k", None, 3)] == [3, 1]
-    with pytest.raises(MissingColumnsError, match=r"\['nope'\] not in"):
+    with pytest.raises(MissingColumnError, match=r"\['nope'\] not in"):
         list(select_since(conn, relation, "k", None, 3, required=["nope"]))
 
 

@@ -6,7 +6,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, model_validator
 
-from integration_platform.assets.config_model import SafeModel
+from integration_platform.assets.config_model import SafeModel, secret_from_env
 from integration_platform.core.names import ENV_NAME
 from integration_platform.resources.http_auth import REQUIRED, AuthType, HttpAuth
 
@@ -41,7 +41,7 @@ class RestAuth(SafeModel, dg.Resolvable):
     def resource_config(self) -> HttpAuth:
         """The resource's auth config, each ``*_env`` secret as a ``dg.EnvVar`` of that name."""
         env_names = {name: getattr(self, env_field) for name, env_field in SECRET_FIELDS.items()}
-        secrets = {name: dg.EnvVar(env) for name, env in env_names.items() if env}
+        secrets = {name: secret_from_env(env) for name, env in env_names.items() if env}
         return HttpAuth(
             type=self.type,
             api_key_name=self.api_key_name,

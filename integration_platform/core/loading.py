@@ -139,7 +139,9 @@ def _reconcile_types(conn: duckdb.DuckDBPyConnection, target: str, staged: str, 
         old = have.get(column)
         if old is None or old == kind or not _has_values(conn, staged, column):
             continue
-        wider = sql_widened(old, kind) if _has_values(conn, target, column) else kind
+        wider = sql_widened(old, kind)  # the rule first: the scan of the column only when it says no
+        if wider is None and not _has_values(conn, target, column):
+            wider = kind
         if wider == old:
             continue
         if wider is not None:

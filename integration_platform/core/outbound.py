@@ -24,13 +24,10 @@ import duckdb
 import sqlalchemy as sa
 
 from integration_platform.core.cursors import CursorValue
+from integration_platform.core.extract import MissingColumnError
 from integration_platform.core.loading import quote
 
 Row = dict[str, Any]
-
-
-class MissingColumnsError(ValueError):
-    """Key or cursor columns that the relation does not have (names them and the relation)."""
 
 
 def json_default(value: Any) -> Any:
@@ -85,13 +82,13 @@ def select_since(
 ) -> Iterator[list[Row]]:
     """Chunks of at most ``chunk_rows`` rows of ``relation`` (see :func:`relation_sql`) from a
     DuckDB connection, in ``cursor`` order and from ``mark`` on (``>=``; the mark is compared as
-    the cursor column's type, whatever kind it was stored as). Raises :class:`MissingColumnsError`
+    the cursor column's type, whatever kind it was stored as). Raises :class:`MissingColumnError`
     when ``cursor`` or a ``required`` column is not in the relation, ``duckdb.Error`` on bad SQL."""
     described = conn.execute(f"DESCRIBE SELECT * FROM {relation} AS t").fetchall()
     types = {str(row[0]): str(row[1]) for row in described}
     missing = [c for c in [*required, *([cursor] if cursor else [])] if c not in types]
     if missing:
-        raise MissingColumnsError(f"column(s) {missing} not in {relation}")
+        raise MissingColumnError(f"column(s) {missing} not in {relation}")
     bound = f"CAST(? AS {types[cursor]})" if cursor and mark is not None else None
     result = conn.execute(_select(relation, cursor, bound), [mark.text] if bound and mark else [])
     columns = [d[0] for d in result.description]
@@ -100,14 +97,23 @@ def select_since(
 
 
 def select_since_sqlalchemy(
-    engine: sa.Engine, relation: str, cursor: str | None, mark: CursorValue | None, chunk_rows: int
+    engine: sa.Engine,
+    relation: str,
+    cursor: str | None,
+    mark: CursorValue | None,
+    chunk_rows: int,
+    required: Sequence[str] = (),
 ) -> Iterator[list[Row]]:
     """:func:`select_since` for any database SQLAlchemy reaches (rows streamed, ``chunk_rows`` at a
-    time; the mark bound as its Python value). Raises ``sqlalchemy.exc.SQLAlchemyError``."""
+    time; the mark bound as its Python value). Raises :class:`MissingColumnError` for a ``required``
+    column the result lacks, ``sqlalchemy.exc.SQLAlchemyError`` (a missing cursor column among them)."""
     sql = _select(relation, cursor, ":mark" if cursor and mark is not None else None)
     params = {"mark": mark.to_python()} if cursor and mark is not None else {}
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(sa.text(sql), params)
+        missing = [c for c in required if c not in result.keys()]
+        if missing:
+            raise MissingColumnError(f"column(s) {missing} not in {relation}")
         for part in result.mappings().partitions(chunk_rows):
             yield [dict(r) for r in part]
 

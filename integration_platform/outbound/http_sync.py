@@ -58,7 +58,7 @@ from integration_platform.core.cursors import CursorValue
 from integration_platform.core.landing import land
 from integration_platform.core.names import ENV_NAME, url_segment
 from integration_platform.core.outbound import (
-    MissingColumnsError,
+    MissingColumnError,
     Watermark,
     batch_id,
     json_default,
@@ -258,10 +258,10 @@ def _read_rows(
             return
         engine = sa.create_engine(os.environ[str(sync.source.url_env)])
         try:
-            yield from select_since_sqlalchemy(engine, relation, sync.cursor, mark, sync.chunk_rows)
+            yield from select_since_sqlalchemy(engine, relation, sync.cursor, mark, sync.chunk_rows, sync.key_columns)
         finally:
             engine.dispose()
-    except MissingColumnsError as exc:
+    except MissingColumnError as exc:
         raise dg.Failure(f"sync {sync.sync}: {exc}") from exc
 
 

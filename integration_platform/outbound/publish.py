@@ -34,7 +34,7 @@ from integration_platform.assets.config_model import SafeModel, require_exactly_
 from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.assets.run_recovery import tag_run_host
 from integration_platform.core.outbound import (
-    MissingColumnsError,
+    MissingColumnError,
     Watermark,
     json_default,
     relation_sql,
@@ -136,7 +136,7 @@ def publish_asset(
                         published += 1
                         if spec.cursor:  # confirmed on leaving the publisher's context, or nothing is recorded
                             watermark.observe(row[spec.cursor], acknowledged=True)
-            except MissingColumnsError as exc:
+            except MissingColumnError as exc:
                 raise dg.Failure(f"publish {spec.name}: {exc}") from exc
         high = watermark.value
         seconds = time.monotonic() - started

@@ -59,7 +59,7 @@ class RateLimiter:
 
     ``scope`` names what shares the budget (the API and the run id); ``state_dir`` holds the
     state files (default: the system temp dir). ``acquire()`` blocks until the caller may
-    send one request and returns the seconds it waited. Raises ``ValueError`` for a
+    send one request and returns the time it was admitted. Raises ``ValueError`` for a
     non-positive rate.
     """
 
@@ -90,11 +90,8 @@ class RateLimiter:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 raw = os.pread(fd, _STATE.size, 0)
-                # wall-clock times: they must mean the same in every process; an 8-byte file is
-                # the older form (the next slot only)
+                # wall-clock times: they must mean the same in every process
                 state = list(_STATE.unpack(raw)) if len(raw) == _STATE.size else [0.0, 0.0]
-                if len(raw) == 8:
-                    state[0] = struct.unpack("<d", raw)[0]
                 yield state
                 os.pwrite(fd, _STATE.pack(*state), 0)
             finally:

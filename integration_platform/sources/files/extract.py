@@ -1,7 +1,7 @@
 """Extraction of one partition of a file stream: list, download, parse, conform, hand to landing.
 
 The partition's files are found again at run time (the listing may have changed since the
-sensor looked), downloaded into a temporary folder, parsed (:mod:`file_formats`) and
+sensor looked), downloaded into a temporary folder, parsed (:mod:`~integration_platform.sources.files.formats`) and
 conformed to the stream's known schema (:mod:`~integration_platform.core.conform`).
 Each row gets ``_ip_file``, the name of the file it came from. Rows set aside (bad column
 count, values that do not convert) go to the report and from there to the quarantine; a

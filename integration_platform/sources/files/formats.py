@@ -11,6 +11,7 @@ parsed at all raises :class:`FileFormatError` naming the file and the reason.
 """
 
 import json
+import mmap
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -60,33 +61,41 @@ class FileFormat(SafeModel, dg.Resolvable):
 
 def _line_of(path: Path, encoding: str, text: str, cache: dict[str, Any]) -> int | None:
     """The line where the rejected row ``text`` stands (pyarrow does not number rows when quoted
-    values may hold newlines): the first whole-line occurrence not yet claimed by an earlier
-    rejected row (a prefix of a longer line, or an earlier copy of the same row, is not it). The
-    file is read only when a row was rejected."""
+    values may hold newlines): the first whole-line occurrence after the one an earlier rejected
+    row with the same text claimed (a prefix of a longer line, or an earlier copy of the same row,
+    is not it). The file is read only when a row was rejected."""
     if "content" not in cache:
         cache["content"] = path.read_text(encoding=encoding, errors="replace")
-        cache["claimed"] = set()
+        cache["next"] = {}  # rejected text -> where the search for its next copy starts
     content: str = cache["content"]
-    start = 0
+    start = cache["next"].get(text, 0)
     while (position := content.find(text, start)) >= 0:
         end = position + len(text)
-        whole = (position == 0 or content[position - 1] == "\n") and (end == len(content) or content[end] in "\r\n")
-        if whole and position not in cache["claimed"]:
-            cache["claimed"].add(position)
-            return content.count("\n", 0, position) + 1
         start = position + 1
+        if (position == 0 or content[position - 1] == "\n") and (end == len(content) or content[end] in "\r\n"):
+            cache["next"][text] = start
+            return content.count("\n", 0, position) + 1
     return None
 
 
-def _unterminated_tail(path: Path) -> str | None:
+def _ascii_compatible(encoding: str) -> bool:
+    """Whether ``encoding`` writes ASCII as ASCII bytes (UTF-8, Latin-1, ...; not UTF-16/32), so
+    the byte-level checks below can look for ``\\n``, digits and delimiters directly."""
+    return "\n,0".encode(encoding, errors="replace") == b"\n,0"
+
+
+def _unterminated_tail(path: Path, encoding: str) -> str | None:
     """The file's last line when it has no line end (a cut file, or one written without a final
-    newline; only a cut one also has the wrong column count), else ``None``. Reads the last 64 KiB."""
+    newline; only a cut one also has the wrong column count), else ``None``. Reads the last 64 KiB;
+    ``None`` for an encoding that is not ASCII-compatible (not checked)."""
+    if not _ascii_compatible(encoding):
+        return None
     with path.open("rb") as f:
         f.seek(max(0, f.seek(0, 2) - 65536))
         tail = f.read()
     if not tail or tail.endswith(b"\n"):
         return None
-    return tail.rsplit(b"\n", 1)[-1].decode("utf-8", errors="replace").rstrip("\r")
+    return tail.rsplit(b"\n", 1)[-1].decode(encoding, errors="replace").rstrip("\r")
 
 
 #: A column name a header may bring: printable, no markup, at most 255 characters.
@@ -96,7 +105,7 @@ _PLAUSIBLE_NAME = re.compile(r"^[^\x00-\x1f<>]{1,255}$")
 def _csv(path: Path, options: CsvOptions, origin: str, rejected: list[Rejected]) -> pa.Table:
 
     cache: dict[str, Any] = {}
-    cut = _unterminated_tail(path)
+    cut = _unterminated_tail(path, options.encoding)
 
     def invalid(row: Any) -> str:
         number = row.number if row.number is not None else _line_of(path, options.encoding, row.text, cache)
@@ -128,24 +137,38 @@ def _csv(path: Path, options: CsvOptions, origin: str, rejected: list[Rejected])
     table = pv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
     if "cut" in cache:
         raise FileFormatError(cache["cut"])
-    bad = [name for name in table.column_names if not _PLAUSIBLE_NAME.match(name)]
+    names = [name or f"column_{i}" for i, name in enumerate(table.column_names)]  # a blank header cell
+    bad = [name for name in names if not _PLAUSIBLE_NAME.match(name)]
     if bad:  # it would become a warehouse column for good
         raise FileFormatError(
             f"{origin}: the header holds {len(bad)} name(s) that are not column names: {bad[0][:60]!r}"
         )
-    return _keep_codes_as_text(path, table, read, parse, convert, options)
+    return _keep_codes_as_text(path, table, read, parse, convert, options).rename_columns(names)
 
 
-#: A value that a number type would change: a leading zero ("066", "-01"), or more digits than
-#: a double holds exactly (16 or more: IBANs, card and account numbers).
+#: Values a number type would change: a leading zero ("066", "-01") in any numeric column; in a
+#: column typed double, also an integer of 16 or more digits (account and card numbers), which a
+#: double does not hold exactly (an int64 column holds up to 19 digits exactly).
+_LEADING_ZERO = r"^[+-]?0[0-9]"
 _CODE = r"^[+-]?(0[0-9]|[0-9]{16,})"
 
 
 def _code_in_file(options: CsvOptions) -> re.Pattern[bytes]:
-    """:data:`_CODE` at the start of any field, as a pattern over the raw file (cheap proof that
-    the file holds no such value at all)."""
+    """A whole field holding such a value, as a pattern over the raw file (cheap proof that the
+    file holds none at all; a time such as ``09:30`` or a date does not match)."""
     delimiter, quote = (re.escape(c.encode(options.encoding)) for c in (options.delimiter, options.quote_char))
-    return re.compile(rb"(?:^|" + delimiter + rb")" + quote + rb"?[+-]?(?:0[0-9]|[0-9]{16})", re.MULTILINE)
+    number = rb"[+-]?(?:0[0-9]+|[0-9]{16,})(?:\.[0-9]*)?"
+    end = rb"(?=" + delimiter + rb"|\r|\n|$)"
+    return re.compile(rb"(?:^|" + delimiter + rb")" + quote + rb"?" + number + quote + rb"?" + end, re.MULTILINE)
+
+
+def _may_hold_codes(path: Path, options: CsvOptions) -> bool:
+    """Whether the raw file has a field :func:`_code_in_file` matches (always true for an encoding
+    that is not ASCII-compatible, where bytes cannot be matched directly); the file is mapped, not read."""
+    if not _ascii_compatible(options.encoding):
+        return True
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return _code_in_file(options).search(data) is not None
 
 
 def _keep_codes_as_text(
@@ -156,12 +179,12 @@ def _keep_codes_as_text(
     convert: pv.ConvertOptions,
     options: CsvOptions,
 ) -> pa.Table:
-    """``table`` with every column pyarrow typed as a number that holds a code (:data:`_CODE`)
-    read again as text, so "066" stays "066" (a declared column type still wins later). Only
+    """``table`` with every column pyarrow typed as a number that holds a code (:data:`_CODE`,
+    :data:`_LEADING_ZERO`) read again as text, so "066" stays "066" (a declared column type still wins later). Only
     files where such a field can exist at all (:func:`_code_in_file`) are read a second time,
     and only their numeric columns."""
     numeric = [f.name for f in table.schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)]
-    if not numeric or not _code_in_file(options).search(path.read_bytes()):
+    if not numeric or not _may_hold_codes(path, options):
         return table
     as_text = pv.ConvertOptions(
         null_values=options.null_values,
@@ -178,7 +201,8 @@ def _keep_codes_as_text(
     text = pv.read_csv(path, read_options=read, parse_options=quiet, convert_options=as_text)
     for name in numeric:
         column = text.column(name)
-        if pc.any(pc.match_substring_regex(column, _CODE)).as_py():
+        code = _CODE if pa.types.is_floating(table.schema.field(name).type) else _LEADING_ZERO
+        if pc.any(pc.match_substring_regex(column, code)).as_py():
             table = table.set_column(table.schema.get_field_index(name), name, column)
     return table
 
@@ -245,7 +269,7 @@ def _sniff(path: Path, kind: FileFormatName, origin: str, encoding: str = "utf-8
     if kind != "xml" and _HTML.match(head.removeprefix(b"\xef\xbb\xbf")):
         first = head.decode("utf-8", errors="replace").strip().splitlines()[0][:80]
         raise FileFormatError(f"{origin}: is an HTML page, not {kind} (it starts {first!r})")
-    wide = encoding.lower().replace("-", "").startswith(("utf16", "utf32"))
+    wide = not _ascii_compatible(encoding) or head.startswith((b"\xff\xfe", b"\xfe\xff"))  # UTF-16/32, or a BOM
     if kind in ("csv", "json", "ndjson", "xml") and not wide and b"\x00" in head:
         raise FileFormatError(f"{origin}: holds binary data (a NUL byte in its first 4 KiB), not {kind} text")
 

@@ -25,13 +25,13 @@
           table: shop.orders
           queue: orders_replay
 
-Per stream: ``<source>/<stream>`` drains the queue into the lake (``queue_drain``: land, then
+Per stream: ``<source>/<stream>`` drains the queue into the lake (``drain.py``: land, then
 acknowledge), ``warehouse/<source>/<stream>`` merges on ``_ip_message_id``, a sensor
 ``<source>_<stream>_backlog`` (stopped by default) requests a drain when messages wait, and
 the optional schedule. Poison messages go to the dead-letter exchange and queue
 (RabbitMQ: ``<queue>.dlx`` / ``<queue>.dead-letter``) or topic (Kafka:
 ``<topic>.dead-letter``) with the reason. Per ``publish`` entry: an asset publishing a
-warehouse table (``queue_publish``).
+warehouse table (:mod:`~integration_platform.outbound.publish`).
 """
 
 import datetime as dt

@@ -9,7 +9,7 @@ per partition, and so does the run's materialisation metadata.
 
 A message below the highest offset the lake already holds for its partition (a batch landed by
 a run that died before committing, or a reset to an earlier offset) may be landed already: the
-batch is checked against the ids in the lake (see ``queue_drain``). The broker id of a Kafka
+batch is checked against the ids in the lake (see ``drain.py``). The broker id of a Kafka
 message is ``topic/partition/offset``.
 
 Columns besides the body's fields: ``_ip_message_id``, ``_ip_topic``, ``_ip_partition``,

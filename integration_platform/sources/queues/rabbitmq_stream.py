@@ -1,12 +1,12 @@
 """A RabbitMQ queue as a :class:`~integration_platform.sources.queues.drain.MessageSource`.
 
-Columns each row gets besides the body's fields: ``_ip_message_id`` (see ``pipeline.messages``),
+Columns each row gets besides the body's fields: ``_ip_message_id`` (see ``messages.py``),
 ``_ip_routing_key``, ``_ip_exchange``, ``_ip_published_at`` (the AMQP ``timestamp`` property,
 seconds since the epoch, when the publisher set it) and ``_ip_received_at``.
 
 Redeliveries: a delivery with ``redelivered`` set may have been landed by a run that died
 before acknowledging; a batch holding one is checked against the ids in the lake (see
-``queue_drain``).
+``drain.py``).
 """
 
 import datetime as dt

@@ -14,6 +14,7 @@ from pydantic import Field
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
 
+from integration_platform.core.extract import MissingColumnError
 from integration_platform.core.row_filter import RowFilter
 from integration_platform.sources.sql.postgres_arrow import read_postgres
 
@@ -260,6 +261,11 @@ class SqlDatabaseResource(dg.ConfigurableResource):
         ]
         statement = sa.select(*selected).select_from(reflected)
         if row_filter is not None:
+            if row_filter.column not in reflected.c:
+                raise MissingColumnError(
+                    f"table {table}: column {row_filter.column!r} to filter on is not among its columns "
+                    f"({', '.join(reflected.c.keys())}); nothing was landed"
+                )
             column = reflected.c[row_filter.column]
             if row_filter.lower is not None:
                 statement = statement.where(column >= row_filter.lower)

@@ -137,11 +137,11 @@ def _infinities(column: pa.Array) -> pa.Array:
     """``column`` (timestamp[us] or date32) with the driver's wrapped infinities (module doc)
     replaced by DuckDB's; untouched (and not scanned further) when no value is that early."""
     storage_type = pa.int32() if pa.types.is_date32(column.type) else pa.int64()
-    lowest = pc.min(column.cast(storage_type)).as_py()
+    raw = column.cast(storage_type)
+    lowest = pc.min(raw).as_py()
     wrapped_pos, wrapped_neg, pos, neg = WRAPPED_INFINITY[storage_type]
     if lowest is None or lowest > wrapped_neg:
         return column
-    raw = column.cast(storage_type)
     raw = pc.if_else(pc.equal(raw, wrapped_pos), pa.scalar(pos, storage_type), raw)
     raw = pc.if_else(pc.equal(raw, wrapped_neg), pa.scalar(neg, storage_type), raw)
     return raw.cast(column.type)
