@@ -100,3 +100,11 @@ def test_a_rejected_row_is_named_by_its_own_line_not_an_earlier_prefix(tmp_path:
     # line 2 starts with the text of the bad line 4; a prefix search named line 2
     _, rejected = _read(tmp_path, 'a,b,c\n1,2,3\n"x\ny",5,6\n1,2\n1,2,3\n')
     assert rejected == ["drop.csv line 5"]
+
+
+def test_an_xml_file_in_utf16_with_its_byte_order_mark_is_not_binary(tmp_path: Path) -> None:
+    path = tmp_path / "rows.xml"
+    path.write_text('<?xml version="1.0" encoding="UTF-16"?><rows><row><a>1</a></row></rows>', encoding="utf-16")
+    table, _ = read_file(path, FileFormat(type="xml", record_path="//row"), "rows.xml", "s")
+    assert table.to_pylist() == [{"a": "1"}]
+    assert "holds binary data" in _fails(tmp_path, b"\xff\xfe\x00garbage\x00\n")  # a CSV read as UTF-8

@@ -269,7 +269,10 @@ def _sniff(path: Path, kind: FileFormatName, origin: str, encoding: str = "utf-8
     if kind != "xml" and _HTML.match(head.removeprefix(b"\xef\xbb\xbf")):
         first = head.decode("utf-8", errors="replace").strip().splitlines()[0][:80]
         raise FileFormatError(f"{origin}: is an HTML page, not {kind} (it starts {first!r})")
-    wide = not _ascii_compatible(encoding) or head.startswith((b"\xff\xfe", b"\xfe\xff"))  # UTF-16/32, or a BOM
+    # UTF-16/32 text holds NUL bytes: a configured wide encoding, or an XML file with a UTF-16/32
+    # byte-order mark (the XML parser honours it; other formats read the encoding configured)
+    bom = kind == "xml" and head.startswith((b"\xff\xfe", b"\xfe\xff"))
+    wide = not _ascii_compatible(encoding) or bom
     if kind in ("csv", "json", "ndjson", "xml") and not wide and b"\x00" in head:
         raise FileFormatError(f"{origin}: holds binary data (a NUL byte in its first 4 KiB), not {kind} text")
 
