@@ -16,7 +16,7 @@ row version carries the same id, so a consumer that de-duplicates on it keeps on
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -72,6 +72,12 @@ def _select(relation: str, cursor: str | None, mark: str | None) -> str:
     return sql
 
 
+def _require(relation: str, have: Collection[str], names: Sequence[str]) -> None:
+    missing = [c for c in names if c not in have]
+    if missing:
+        raise MissingColumnError(f"column(s) {missing} not in {relation}")
+
+
 def select_since(
     conn: duckdb.DuckDBPyConnection,
     relation: str,
@@ -86,9 +92,7 @@ def select_since(
     when ``cursor`` or a ``required`` column is not in the relation, ``duckdb.Error`` on bad SQL."""
     described = conn.execute(f"DESCRIBE SELECT * FROM {relation} AS t").fetchall()
     types = {str(row[0]): str(row[1]) for row in described}
-    missing = [c for c in [*required, *([cursor] if cursor else [])] if c not in types]
-    if missing:
-        raise MissingColumnError(f"column(s) {missing} not in {relation}")
+    _require(relation, types, [*required, *([cursor] if cursor else [])])
     bound = f"CAST(? AS {types[cursor]})" if cursor and mark is not None else None
     result = conn.execute(_select(relation, cursor, bound), [mark.text] if bound and mark else [])
     columns = [d[0] for d in result.description]
@@ -111,9 +115,7 @@ def select_since_sqlalchemy(
     params = {"mark": mark.to_python()} if cursor and mark is not None else {}
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(sa.text(sql), params)
-        missing = [c for c in required if c not in result.keys()]
-        if missing:
-            raise MissingColumnError(f"column(s) {missing} not in {relation}")
+        _require(relation, result.keys(), required)
         for part in result.mappings().partitions(chunk_rows):
             yield [dict(r) for r in part]
 
