@@ -184,6 +184,43 @@ def _summed(landed: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def lake_asset_arguments(
+    spec: StreamSpec,
+    kind: str,
+    source_resource: str,
+    deps: Sequence[dg.AssetKey] = (),
+    check_specs: Sequence[dg.AssetCheckSpec] = (),
+) -> dict[str, Any]:
+    """The ``dg.asset`` arguments of a stream's lake asset, for every kind: key, group, kinds
+    ``{kind, "parquet"}``, partitions (a single-run backfill policy when partitioned), the lake and
+    the source's resource, and the stream's contract as definition metadata (the cursor and lag
+    only for incremental streams)."""
+    metadata: dict[str, Any] = {"write_disposition": spec.write_disposition, "primary_key": ", ".join(spec.primary_key)}
+    if spec.cursor:
+        metadata |= {"cursor": spec.cursor, "lag": spec.lag}
+    return {
+        "key": lake_key(spec),
+        "group_name": spec.source,
+        "kinds": {kind, "parquet"},
+        "partitions_def": partitions_def(spec.partitioning),
+        "backfill_policy": dg.BackfillPolicy.single_run() if spec.partitioning else None,
+        "required_resource_keys": {"lake", source_resource},
+        "deps": list(deps),
+        "check_specs": list(check_specs),
+        "description": spec.description,
+        "metadata": {**metadata, **spec.metadata},
+    }
+
+
+def start_lake_step(context: dg.AssetExecutionContext) -> LakeStore:
+    """What every lake step does first, whatever its kind: tag the run with this host, reclaim the
+    pool slots of dead runs (before this run's load needs the slot), and open the lake."""
+    tag_run_host(context)
+    reclaim_dead_runs(context.instance, context.log.warning)
+    lake: LakeResource = context.resources.lake
+    return lake.store()
+
+
 def lake_asset(
     spec: StreamSpec,
     kind: str,
@@ -204,30 +241,10 @@ def lake_asset(
     empty = "No records of this stream are in quarantine."
     check_specs = [dg.AssetCheckSpec(QUARANTINE_CHECK, asset=lake_key(spec), description=empty)] if quarantine else []
 
-    @dg.asset(
-        key=lake_key(spec),
-        group_name=spec.source,
-        kinds={kind, "parquet"},
-        partitions_def=partitions_def(spec.partitioning),
-        backfill_policy=dg.BackfillPolicy.single_run() if spec.partitioning else None,
-        required_resource_keys={"lake", source_resource},
-        deps=list(deps),
-        check_specs=check_specs,
-        description=spec.description,
-        metadata={
-            "write_disposition": spec.write_disposition,
-            "primary_key": ", ".join(spec.primary_key),
-            "cursor": spec.cursor or "",
-            "lag": spec.lag,
-            **spec.metadata,
-        },
-    )
+    @dg.asset(**lake_asset_arguments(spec, kind, source_resource, deps, check_specs))
     def _lake(context: dg.AssetExecutionContext, config: StreamRunConfig) -> dg.MaterializeResult:
         refuse_ephemeral_marks(context, spec.incremental, spec.path)
-        tag_run_host(context)
-        reclaim_dead_runs(context.instance, context.log.warning)  # before this run's load needs the slot
-        lake: LakeResource = context.resources.lake
-        store = lake.store()
+        store = start_lake_step(context)
         full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG, "").lower() == "true"
         landed: list[dict[str, Any]] = []
         with ExitStack() as stack:

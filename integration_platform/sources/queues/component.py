@@ -25,8 +25,9 @@
           table: shop.orders
           queue: orders_replay
 
-Per stream: ``<source>/<stream>`` drains the queue into the lake (``drain.py``: land, then
-acknowledge), ``warehouse/<source>/<stream>`` merges on ``_ip_message_id``, a sensor
+Per stream: ``<source>/<stream>`` drains the queue into the lake in micro-batches
+(``drain.py`` reads them, ``core.micro_batches`` lands each, then it is acknowledged),
+``warehouse/<source>/<stream>`` merges on ``_ip_message_id``, a sensor
 ``<source>_<stream>_backlog`` (stopped by default) requests a drain when messages wait, and
 the optional schedule. Poison messages go to the dead-letter exchange and queue
 (RabbitMQ: ``<queue>.dlx`` / ``<queue>.dead-letter``) or topic (Kafka:
@@ -44,13 +45,18 @@ from pydantic import Field
 
 from integration_platform.assets.config_model import SafeModel, SecretSafeComponent
 from integration_platform.assets.schedules import refresh_job
-from integration_platform.assets.stream_assets import lake_key, warehouse_asset, warehouse_key
+from integration_platform.assets.stream_assets import (
+    lake_asset_arguments,
+    lake_key,
+    start_lake_step,
+    warehouse_asset,
+    warehouse_key,
+)
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.records import ARROW_TYPES
 from integration_platform.core.streams import IDENTIFIER, StreamSpec
 from integration_platform.outbound.publish import PublishSpec, publish_asset
 from integration_platform.resources.kafka import KafkaResource
-from integration_platform.resources.lake import LakeResource
 from integration_platform.resources.rabbitmq import MAX_PREFETCH, RabbitMQResource
 from integration_platform.sources.queues.config import DrainRunConfig, QueueConnection, QueueStream
 from integration_platform.sources.queues.drain import DrainLimits, MessageSource, drain
@@ -151,17 +157,9 @@ class QueueSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
     def _lake_asset(self, stream: QueueStream, spec: StreamSpec) -> dg.AssetsDefinition:
         key = self.resource_key
 
-        @dg.asset(
-            key=lake_key(spec),
-            group_name=self.source,
-            kinds={self.connection.broker, "parquet"},
-            required_resource_keys={"lake", key},
-            description=spec.description,
-            metadata={"write_disposition": "merge", "primary_key": MESSAGE_ID, **spec.metadata},
-        )
+        @dg.asset(**lake_asset_arguments(spec, self.connection.broker, key))
         def _drain(context: dg.AssetExecutionContext, config: DrainRunConfig) -> dg.MaterializeResult:
-            lake: LakeResource = context.resources.lake
-            store = lake.store()
+            store = start_lake_step(context)
             limits = DrainLimits(
                 batch_size=stream.batch_size,
                 max_wait_seconds=stream.max_wait_seconds,
@@ -177,7 +175,7 @@ class QueueSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
                 attributes=KAFKA_ATTRIBUTES if self.connection.broker == "kafka" else RABBIT_ATTRIBUTES,
             )
             with self._open(getattr(context.resources, key), stream, spec, store, config) as source:
-                stats = drain(context, store, spec, source, decoder, limits)
+                stats = drain(store, spec, source, decoder, limits, context.run.run_id, context.log.info)
                 extra = source.run_metadata()
             return dg.MaterializeResult(
                 metadata={

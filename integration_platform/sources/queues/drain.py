@@ -1,37 +1,27 @@
-"""Draining a queue or topic into the lake, batch by batch: land, then acknowledge.
+"""Draining a queue or topic: the queue kind's reader of micro-batches.
 
-Why our own loop: the order of the steps is the landing guarantee. For each batch:
+The landing itself, and its order (drop what the lake already holds, land, then acknowledge), is
+the core's :func:`~integration_platform.core.micro_batches.land_micro_batches`, shared with every
+log-like source. What is the queue's own is here: taking up to ``batch_size`` messages (waiting
+at most ``max_wait_seconds``), decoding them under the stream's known schema, and what happens
+when a batch is safe: publish its poison messages to the dead-letter destination, with confirms,
+then acknowledge the batch (RabbitMQ ``basic.ack``) or commit its offsets (Kafka).
 
-1. take up to ``batch_size`` messages (waiting at most ``max_wait_seconds``);
-2. decode them; when the broker says some may have been landed before (a redelivery after
-   a run died between landing and acknowledging), drop the rows whose ``_ip_message_id`` the
-   lake already holds (the ids of the stream's active landings, read once per run);
-3. land the rows as one Parquet landing with its manifest (the commit);
-4. publish the poison messages to the dead-letter destination, with confirms;
-5. only then acknowledge the batch (RabbitMQ ``basic.ack``) or commit its offsets (Kafka).
-
-A run killed anywhere before 5 leaves the batch unacknowledged: the broker delivers it again
-and step 2 (and, behind it, the warehouse merge on ``_ip_message_id``) keeps each message to
-one row. A run killed between 4 and 5 dead-letters those poison messages a second time
-(dead letters are at-least-once; they keep their message id). Each landing has its own
-window ``batch-<UTC time>-<run>``, so landings never overwrite one another.
+A run killed between dead-lettering and acknowledging dead-letters those poison messages a second
+time (dead letters are at-least-once; they keep their message id).
 """
 
-import datetime as dt
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import dagster as dg
-import pyarrow as pa
-
 from integration_platform.core.conform import known_schema
-from integration_platform.core.extract import landed_keys, without_landed
 from integration_platform.core.lake import LakeStore
-from integration_platform.core.landing import Manifest, land, list_manifests
+from integration_platform.core.landing import Manifest, list_manifests
+from integration_platform.core.micro_batches import MicroBatch, MicroBatchStats, land_micro_batches
 from integration_platform.core.streams import StreamSpec
-from integration_platform.sources.queues.messages import MESSAGE_ID, Message, MessageDecoder
+from integration_platform.sources.queues.messages import Message, MessageDecoder
 
 
 class MessageSource(Protocol):
@@ -83,100 +73,101 @@ class DrainStats:
     """What one run did; ``metadata()`` is the lake asset's materialisation metadata."""
 
     messages: int = 0
-    rows_landed: int = 0
-    batches: int = 0
-    bytes: int = 0
-    already_landed: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
     seconds: float = 0.0
-    #: Longest time from a batch in hand to the batch landed and acknowledged (seconds).
-    batch_seconds_max: float = 0.0
     remaining: int | None = None
-    windows: tuple[str, str] | None = None
+    landing: MicroBatchStats = field(default_factory=MicroBatchStats)
 
     def metadata(self) -> dict[str, Any]:
+        landing = self.landing
         return {
-            "dagster/row_count": self.rows_landed,
+            "dagster/row_count": landing.rows_landed,
             "messages_consumed": self.messages,
-            "batches_landed": self.batches,
-            "bytes": self.bytes,
-            "already_landed_dropped": self.already_landed,
+            "batches_landed": landing.batches,
+            "bytes": landing.bytes,
+            "already_landed_dropped": landing.already_landed,
             "duplicate_ids_dropped": self.duplicates,
             "dead_lettered": self.dead_lettered,
             "seconds": round(self.seconds, 3),
             "messages_per_second": round(self.messages / max(self.seconds, 1e-6)),
-            "batch_seconds_max": round(self.batch_seconds_max, 3),
+            "batch_seconds_max": round(landing.batch_seconds_max, 3),
             "remaining_messages": self.remaining,
-            "windows": " .. ".join(self.windows) if self.windows else "",
+            "windows": " .. ".join(landing.windows) if landing.windows else "",
         }
 
 
+def message_batches(
+    source: MessageSource,
+    decoder: MessageDecoder,
+    limits: DrainLimits,
+    stats: DrainStats,
+    log: Callable[[str], None],
+) -> Iterator[MicroBatch]:
+    """Batches of ``source`` until it is idle or a limit is reached, counted in ``stats``.
+
+    A batch's ``acknowledge`` dead-letters its poison messages, then acknowledges it. The generator
+    resumes only after the previous batch was landed and acknowledged, so "a short batch with
+    nothing left waiting" is judged on the broker's state after that acknowledgement.
+    """
+    started = time.monotonic()
+    while stats.messages < limits.max_messages and time.monotonic() - started < limits.max_seconds:
+        size = min(limits.batch_size, limits.max_messages - stats.messages)
+        messages = source.next_batch(size, limits.max_wait_seconds)
+        if not messages:
+            return
+        received_at = time.monotonic()
+        stats.messages += len(messages)
+        decoded = decoder.decode(messages)
+
+        def acknowledge(
+            manifest: Manifest | None, messages: Sequence[Message] = messages, poison: Any = decoded.poison
+        ) -> None:
+            for message, reason in poison:
+                source.dead_letter(message, reason)
+            source.commit(messages, manifest)
+
+        yield MicroBatch(
+            decoded.table,
+            decoded.table is not None and source.maybe_landed(messages),
+            acknowledge,
+            extra=source.landing_extra(messages),
+            received_at=received_at,
+        )
+        stats.duplicates += decoded.duplicates
+        stats.dead_lettered += len(decoded.poison)
+        if decoded.changes:
+            log(f"schema changed: {'; '.join(decoded.changes[:10])}")
+        if len(messages) < size and not source.remaining():
+            return  # a short batch with nothing left waiting: drained
+
+
 def drain(
-    context: dg.AssetExecutionContext,
     store: LakeStore,
     spec: StreamSpec,
     source: MessageSource,
     decoder: MessageDecoder,
     limits: DrainLimits,
+    run_id: str,
+    log: Callable[[str], None],
 ) -> DrainStats:
     """Land batches of ``source`` until it is idle or a limit is reached (module doc).
 
     Raises whatever the broker or the landing raises; the batch in hand is then neither
     acknowledged nor lost (the broker delivers it again), and every earlier batch stays landed
     and acknowledged.
-
-    Over 60 lines: receive, land, dead-letter and acknowledge are one loop whose order is the
-    at-least-once guarantee; split, the order would be spread over functions that must not be reused apart.
     """
     stats = DrainStats()
     started = time.monotonic()
     decoder.known = known_schema(list_manifests(store, spec))
-    run = context.run.run_id[:8]
-    landed: pa.Table | None = None
-    checked = False
-    while stats.messages < limits.max_messages and time.monotonic() - started < limits.max_seconds:
-        size = min(limits.batch_size, limits.max_messages - stats.messages)
-        messages = source.next_batch(size, limits.max_wait_seconds)
-        if not messages:
-            break
-        in_hand = time.monotonic()
-        stats.messages += len(messages)
-        decoded = decoder.decode(messages)
-        table = decoded.table
-        if table is not None and source.maybe_landed(messages):
-            if not checked:  # the lake's ids are read once per run, then kept up to date here
-                landed, checked = landed_keys(store, spec, [MESSAGE_ID]), True
-            before = table.num_rows
-            table = without_landed(table, landed, [MESSAGE_ID])
-            stats.already_landed += before - table.num_rows
-        manifest = None
-        if table is not None and table.num_rows:
-            window = f"batch-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{run}"
-            manifest = land(
-                store, spec, window, table.to_batches(), table.schema, full=False, extra=source.landing_extra(messages)
-            )
-            stats.rows_landed += manifest.rows
-            stats.bytes += manifest.bytes
-            stats.batches += 1
-            stats.windows = (stats.windows[0] if stats.windows else window, window)
-            if checked:
-                ids = table.select([MESSAGE_ID])
-                landed = ids if landed is None else pa.concat_tables([landed, ids])
-        for message, reason in decoded.poison:
-            source.dead_letter(message, reason)
-        source.commit(messages, manifest)
-        stats.duplicates += decoded.duplicates
-        stats.dead_lettered += len(decoded.poison)
-        if decoded.changes:
-            context.log.info(f"schema of {spec.path} changed: {'; '.join(decoded.changes[:10])}")
-        stats.batch_seconds_max = max(stats.batch_seconds_max, time.monotonic() - in_hand)
-        if len(messages) < size and not source.remaining():
-            break  # a short batch with nothing left waiting: drained
+    stats.landing = land_micro_batches(
+        store, spec, message_batches(source, decoder, limits, stats, lambda line: log(f"{spec.path}: {line}")), run_id
+    )
     stats.seconds = time.monotonic() - started
     stats.remaining = source.remaining()
-    context.log.info(
-        f"{spec.path}: {stats.messages} messages, {stats.rows_landed} rows landed in {stats.batches} batch(es), "
-        f"{stats.dead_lettered} dead-lettered, {stats.already_landed} already landed, in {stats.seconds:.2f}s"
+    log(
+        f"{spec.path}: {stats.messages} messages, {stats.landing.rows_landed} rows landed in "
+        f"{stats.landing.batches} batch(es), {stats.dead_lettered} dead-lettered, "
+        f"{stats.landing.already_landed} already landed, in {stats.seconds:.2f}s"
     )
     return stats
