@@ -15,6 +15,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
+from integration_platform.assets.automation import warehouse_follows_lake
 from integration_platform.assets.run_recovery import reclaim_dead_runs_sensor
 from integration_platform.resources.lake import LakeResource
 
@@ -43,8 +44,9 @@ def platform_resources() -> dict[str, dg.ConfigurableResource]:
 @dg.definitions
 def defs() -> dg.Definitions:
     """Everything under ``integration_platform/defs`` plus the platform resources and the
-    ``reclaim_dead_runs`` sensor (frees the pool slots of runs whose process died)."""
+    sensors ``reclaim_dead_runs`` (frees the pool slots of runs whose process died) and
+    ``warehouse_follows_lake`` (loads a warehouse table when its lake asset changed without it)."""
     return dg.Definitions.merge(
-        dg.load_from_defs_folder(project_root=PROJECT_ROOT),
-        dg.Definitions(resources=platform_resources(), sensors=[reclaim_dead_runs_sensor]),
+        dg.load_from_defs_folder(path_within_project=PROJECT_ROOT),
+        dg.Definitions(resources=platform_resources(), sensors=[reclaim_dead_runs_sensor, warehouse_follows_lake]),
     )

@@ -40,7 +40,7 @@ def summarise(result: dg.ExecuteInProcessResult) -> list[Row]:
         materialization = event.step_materialization_data.materialization
         md = materialization.metadata
         where = _value(md, "dagster/uri") or f"duckdb table {_value(md, 'dagster/table_name')}"
-        landed = _value(md, "dagster/row_count") if "dagster/uri" in md else _value(md, "rows_loaded")
+        landed = _value(md, "rows_landed") if "dagster/uri" in md else _value(md, "rows_loaded")
         name = materialization.asset_key.to_user_string()
         if materialization.partition:
             name += f" [{materialization.partition}]"

@@ -112,7 +112,8 @@ def test_the_sensor_requests_every_file_once_and_drift_lands_as_one_table(
     landed = dict(p.query("SELECT denominazione_regione, sum(totale_casi) FROM covid.regions GROUP BY ALL"))
     assert landed == expected
     changes = latest_metadata(instance, WAREHOUSE)
-    assert changes["dagster/row_count"] == 126
+    assert changes["table_rows"] == 126
+    assert changes["dagster/row_count"] == 21  # the rows of its partition (2025-01-08), not the table's
 
 
 def test_a_republished_file_replaces_its_partition(
@@ -266,6 +267,14 @@ def test_a_backfill_of_many_days_lands_in_one_run(
     landed = {e.partition or "" for e in result.get_asset_materialization_events() if e.asset_key == LAKE}
     assert len(landed) == 11 and min(landed) == "2021-01-10" and max(landed) == "2021-01-20"
     assert latest_metadata(instance, LAKE)["partitions_landed"] == 11
+    # One run, eleven materialisations, each with its own partition's figures (not the run's total).
+    for asset in (LAKE, WAREHOUSE):
+        counts = {
+            e.partition: e.step_materialization_data.materialization.metadata["dagster/row_count"].value
+            for e in result.get_asset_materialization_events()
+            if e.asset_key == asset
+        }
+        assert counts == {day: 21 for day in landed}, asset
 
 
 def test_marker_files_gate_the_sensor_and_landed_files_can_be_archived(

@@ -101,7 +101,7 @@ def test_n_messages_land_once_and_offsets_are_committed(
     # More messages: the next run starts at the committed offsets and lands only those.
     produce(kafka_broker, topic, _orders(30, start=n))
     target.materialize([LAKE, WAREHOUSE])
-    assert latest_metadata(instance, LAKE)["dagster/row_count"] == 30
+    assert latest_metadata(instance, LAKE)["rows_landed"] == 30
     assert _rows(target)[:2] == (n + 30, n + 30)
     target.materialize([LAKE, WAREHOUSE])
     assert latest_metadata(instance, LAKE)["messages_consumed"] == 0
@@ -132,7 +132,7 @@ def test_run_killed_after_landing_before_commit_yields_n_rows(
         assert target.materialize([LAKE, WAREHOUSE]).success
         meta = latest_metadata(instance, LAKE)
         assert meta["already_landed_dropped"] == 300
-        assert meta["dagster/row_count"] == n - 300
+        assert meta["rows_landed"] == n - 300
         assert _rows(target) == (n, n, sum(range(n)))
         assert sum(committed(kafka_broker, topic).values()) == n
 

@@ -145,6 +145,12 @@ def test_incremental_lands_exactly_the_changed_rows(pagila: Platform, pagila_db:
 
     third = pagila.materialize()
     assert set(landed_rows(third).values()) == {0}, "a run with no source changes lands nothing"
+    # Landing nothing new, the lake asset still shows the rows the stream holds (updated rows once),
+    # and its mark as a person reads it beside the machine form.
+    rental = latest_metadata(pagila.instance, dg.AssetKey(["pagila", "rental"]))
+    assert rental["rows_landed"] == 0
+    assert rental["dagster/row_count"] == pg(pagila_db, "SELECT count(*) FROM rental")[0][0]
+    assert rental["high_water_mark"] == rental["cursor_after"]["text"] != ""
     assert (
         pagila.query("SELECT count(*) FROM pagila.rental")[0][0] == pg(pagila_db, "SELECT count(*) FROM rental")[0][0]
     )
@@ -196,6 +202,14 @@ def test_asset_check_fails_when_the_warehouse_drifts(pagila: Platform) -> None:
     assert pagila.materialize(language).success
     with duckdb.connect(str(pagila.warehouse_path)) as conn:
         conn.execute("INSERT INTO pagila.language SELECT * FROM pagila.language WHERE language_id = 1")
+    # The checks alone (the UI's "Execute checks"), against what is loaded: no load, the same verdicts.
+    alone = pagila.materialize(dg.AssetSelection.checks_for_assets(language[1]))
+    assert alone.get_asset_materialization_events() == []
+    assert {e.check_name: e.passed for e in alone.get_asset_check_evaluations()} == {
+        "primary_key_unique_not_null": False,
+        "rows_reconcile_with_lake": False,
+        "rows_match_source": False,
+    }
     result = pagila.materialize(language[1:])
     outcome = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert outcome == {

@@ -51,7 +51,7 @@ def test_n_messages_land_as_exactly_n_rows(queue: str, tmp_path: Path, instance:
     result = target.materialize([LAKE, WAREHOUSE])
     assert result.success
     meta = latest_metadata(instance, LAKE)
-    assert (meta["messages_consumed"], meta["dagster/row_count"], meta["batches_landed"]) == (n, n, 4)
+    assert (meta["messages_consumed"], meta["rows_landed"], meta["batches_landed"]) == (n, n, 4)
     assert meta["remaining_messages"] == 0 and meta["dead_lettered"] == 0
     assert target.query("SELECT count(*), count(DISTINCT _ip_message_id), sum(order_id) FROM shop.orders")[0] == (
         n,
@@ -131,7 +131,7 @@ def test_run_killed_after_landing_before_ack_yields_n_rows(queue: str, tmp_path:
         assert target.materialize([LAKE, WAREHOUSE]).success
         meta = latest_metadata(instance, LAKE)
         assert meta["already_landed_dropped"] == batch
-        assert meta["dagster/row_count"] == n - batch
+        assert meta["rows_landed"] == n - batch
         assert target.query("SELECT count(*), count(DISTINCT order_id), sum(order_id) FROM shop.orders") == [
             (n, n, sum(range(n)))
         ]

@@ -31,6 +31,7 @@ def _project(root: Path, url_env: str) -> str:
         "type: integration_platform.components.SqlSource\n"
         f"attributes:\n  source: shop\n  url_env: {url_env}\n  include: ['*']\n"
         "  tables:\n    - table: orders\n      cursor: updated_at\n"
+        "    - table: refunds\n      cursor: updated_at\n      write_disposition: merge\n"
     )
     (root / "pyproject.toml").write_text(
         f'[tool.dg]\ndirectory_type = "project"\n[tool.dg.project]\nroot_module = "{module}"\n'
@@ -53,28 +54,28 @@ def test_discovery_is_cached_refreshed_on_demand_and_never_blocks_loading(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     db = tmp_path / "shop.sqlite"
-    _database(db, ["orders", "customers"])
+    _database(db, ["orders", "customers", "refunds"])
     monkeypatch.setenv("SHOP_DB_URL", f"sqlite:///{db}")
     project = tmp_path / "project"
     project.mkdir()
     _project(project, "SHOP_DB_URL")
     monkeypatch.syspath_prepend(str(project))
 
-    assert _keys(project) == {"shop/orders", "shop/customers"}  # first load: discovered once, cached
+    assert _keys(project) == {"shop/orders", "shop/customers", "shop/refunds"}  # first load: discovered once, cached
     _database(db, ["invoices"])
     hidden = tmp_path / "away.sqlite"
     shutil.move(db, hidden)  # the database is gone: loading still works, from the cache
-    assert _keys(project) == {"shop/orders", "shop/customers"}
+    assert _keys(project) == {"shop/orders", "shop/customers", "shop/refunds"}
 
     shutil.move(hidden, db)
     assert set(refresh(project).values()) == {None}
-    assert _keys(project) == {"shop/orders", "shop/customers", "shop/invoices"}
+    assert _keys(project) == {"shop/orders", "shop/customers", "shop/refunds", "shop/invoices"}
 
     shutil.move(db, hidden)
     db.mkdir()  # not a database file: the refresh fails and keeps the previous state
     failures = [e for e in refresh(project).values() if e]
     assert failures and "OperationalError" in failures[0]
-    assert _keys(project) == {"shop/orders", "shop/customers", "shop/invoices"}
+    assert _keys(project) == {"shop/orders", "shop/customers", "shop/refunds", "shop/invoices"}
 
 
 def test_a_database_down_at_the_first_load_leaves_the_declared_tables(
@@ -88,6 +89,8 @@ def test_a_database_down_at_the_first_load_leaves_the_declared_tables(
     with caplog.at_level(logging.WARNING):
         assert _keys(project) == {"shop/orders"}
     assert "could not be discovered" in caplog.text and "s3cret" not in caplog.text
+    # A merge table whose primary key only the database can tell is left out, and said so.
+    assert "table refunds is left out until its database can be read" in caplog.text
     assert sys.modules  # the load above ran in this process, without a server
 
 
@@ -111,13 +114,13 @@ def test_a_declared_column_the_cached_table_lacks_fails_the_load(
 
 def test_changing_include_or_exclude_discovers_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "shop.sqlite"
-    _database(db, ["orders", "customers"])
+    _database(db, ["orders", "customers", "refunds"])
     monkeypatch.setenv("SEL_DB_URL", f"sqlite:///{db}")
     project = tmp_path / "project"
     project.mkdir()
     module = _project(project, "SEL_DB_URL")
     monkeypatch.syspath_prepend(str(project))
-    assert _keys(project) == {"shop/orders", "shop/customers"}
+    assert _keys(project) == {"shop/orders", "shop/customers", "shop/refunds"}
     yaml_path = project / module / "defs" / "shop" / "defs.yaml"
     yaml_path.write_text(yaml_path.read_text().replace("include: ['*']", "include: ['*']\n  exclude: [customers]"))
-    assert _keys(project) == {"shop/orders"}  # not the table list cached for the old selection
+    assert _keys(project) == {"shop/orders", "shop/refunds"}  # not the table list cached for the old selection

@@ -51,7 +51,7 @@ class Platform:
 
     def materialize(
         self,
-        selection: Sequence[dg.AssetKey] | str | None = None,
+        selection: Sequence[dg.AssetKey] | dg.AssetSelection | str | None = None,
         *,
         partition_key: str | None = None,
         run_config: dict[str, Any] | None = None,
@@ -115,7 +115,7 @@ def landed_rows(result: dg.ExecuteInProcessResult) -> dict[str, int]:
         materialization = event.step_materialization_data.materialization
         key = materialization.asset_key
         if key.path[0] != "warehouse":
-            value = materialization.metadata["dagster/row_count"].value
+            value = materialization.metadata["rows_landed"].value
             assert isinstance(value, int)
             rows[key.to_user_string()] = value
     return rows

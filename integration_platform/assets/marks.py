@@ -40,10 +40,14 @@ def read_mark(instance: dg.DagsterInstance, key: dg.AssetKey) -> CursorValue | N
 
 
 def mark_metadata(before: CursorValue | None, after: CursorValue | None) -> dict[str, dg.MetadataValue]:
-    """``cursor_before`` and ``cursor_after`` as the metadata entries :func:`read_mark` reads (``{}`` for none)."""
+    """``cursor_before`` and ``cursor_after`` as the metadata entries :func:`read_mark` reads (``{}`` for none),
+    and beside them ``high_water_mark``: the mark after the run as a person reads it (its text, e.g.
+    ``2024-05-01 12:00:00``), absent when there is none."""
+    readable = {"high_water_mark": dg.MetadataValue.text(after.text)} if after else {}
     return {
         "cursor_before": dg.MetadataValue.json(before.as_json() if before else {}),
         "cursor_after": dg.MetadataValue.json(after.as_json() if after else {}),
+        **readable,
     }
 
 

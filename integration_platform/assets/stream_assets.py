@@ -16,19 +16,29 @@ from typing import Any
 import dagster as dg
 import duckdb
 
+from integration_platform.assets.automation import FOLLOWS_LAKE
 from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.assets.run_recovery import reclaim_dead_runs, tag_run_host
-from integration_platform.core.extract import ExtractionReport, Extractor, PartitionWindow, RunScope, extract_and_land
+from integration_platform.core.extract import (
+    ExtractionReport,
+    Extractor,
+    PartitionWindow,
+    RunScope,
+    extract_and_land,
+    rows_held,
+)
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import Manifest, active_manifests, list_manifests
 from integration_platform.core.loading import (
     applied_landings,
     load,
     parquet_scan,
+    partition_rows,
     pending,
     quote,
     table_columns,
     table_name,
+    table_rows,
 )
 from integration_platform.core.quarantine import quarantine_key, quarantined_rows, write_quarantine
 from integration_platform.core.streams import Partitioning, StreamSpec
@@ -97,6 +107,7 @@ def _landing_metadata(manifest: Manifest, uri: str, seconds: float) -> dict[str,
     ``seconds`` starts when the first batch is ready, after e.g. all HTTP pages were fetched)."""
     return {
         "dagster/row_count": manifest.rows,
+        "rows_landed": manifest.rows,
         "dagster/uri": uri,
         "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in manifest.schema]),
         "bytes": manifest.bytes,
@@ -170,11 +181,13 @@ def _land_one(
 
 
 def _summed(landed: list[dict[str, Any]]) -> dict[str, Any]:
-    """Metadata of a run that landed several partitions (a single-run backfill)."""
-    rows = sum(int(m["dagster/row_count"]) for m in landed)
+    """Metadata of a run that landed several partitions (a single-run backfill), for all of them; each
+    partition's own counts are partition-scoped metadata (``_land_one``), which Dagster puts on that
+    partition's materialisation over these."""
+    rows = sum(int(m["rows_landed"]) for m in landed)
     seconds = sum(float(m["seconds"]) for m in landed)
     return {
-        "dagster/row_count": rows,
+        "rows_landed_in_run": rows,
         "partitions_landed": len(landed),
         "bytes": sum(int(m["bytes"]) for m in landed),
         "seconds": round(seconds, 3),
@@ -256,9 +269,14 @@ def lake_asset(
                 )
         reasons = {reason for m in landed for reason in m.pop("_reasons", set())}
         if len(landed) > 1:
-            rows = sum(int(m["dagster/row_count"]) for m in landed)
+            rows = sum(int(m["rows_landed"]) for m in landed)
             context.log.info(f"landed {len(landed)} partitions of {spec.path}, {rows} rows")
+            for window, one_landing in zip(windows, landed, strict=True):
+                assert window is not None
+                context.add_asset_metadata(one_landing, partition_key=window.key)
         metadata = landed[0] if len(landed) == 1 else _summed(landed)
+        if spec.partitioning is None:  # the rows the stream holds now, beside this landing's rows_landed
+            metadata["dagster/row_count"] = rows_held(store, spec)
         checks = []
         if quarantine:
             metadata["quarantine_rows_total"], check = _quarantine_check(store, spec, reasons)
@@ -281,6 +299,14 @@ def _expected_rows(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: Stre
             return 0
         row = conn.execute(f"SELECT count(*) FROM (SELECT DISTINCT {keys} FROM {parquet_scan(files)})").fetchone()
     return int(row[0]) if row else 0
+
+
+def _selected(
+    context: dg.AssetExecutionContext, spec: StreamSpec, checks: list[dg.AssetCheckResult]
+) -> Iterator[dg.AssetCheckResult]:
+    """The results of the checks this run selected (a subset run must not report the others)."""
+    selected = context.selected_asset_check_keys
+    return (c for c in checks if dg.AssetCheckKey(warehouse_key(spec), c.check_name or "") in selected)
 
 
 def _checks(
@@ -375,32 +401,55 @@ def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
             )
         )
 
-    @dg.asset(
-        key=warehouse_key(spec),
-        deps=[lake_key(spec)],
-        group_name=spec.source,
-        kinds={"duckdb"},
+    # A multi-asset only to be subsettable: its checks can then run alone, against what is loaded.
+    @dg.multi_asset(
+        name="__".join(warehouse_key(spec).path),
+        specs=[
+            dg.AssetSpec(
+                warehouse_key(spec),
+                deps=[lake_key(spec)],
+                group_name=spec.source,
+                kinds={"duckdb"},
+                partitions_def=partitions_def(spec.partitioning),
+                description=f"DuckDB table {spec.source}.{spec.name} ({spec.write_disposition}).",
+                automation_condition=FOLLOWS_LAKE,
+            )
+        ],
+        check_specs=check_specs,
+        can_subset=True,
         pool=DUCKDB_POOL,
         partitions_def=partitions_def(spec.partitioning),
         backfill_policy=dg.BackfillPolicy.single_run() if spec.partitioning else None,
         required_resource_keys={"lake", "warehouse"},
-        check_specs=check_specs,
-        description=f"DuckDB table {spec.source}.{spec.name} ({spec.write_disposition}).",
     )
-    def _warehouse(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    def _warehouse(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         tag_run_host(context)  # the slot is held from here: a kill from now on is reclaimable
         lake: LakeResource = context.resources.lake
         store = lake.store()
+        if warehouse_key(spec) not in context.selected_asset_keys:  # the checks alone
+            with warehouse_connection(context) as conn:
+                checks = _checks(conn, store, spec, table_rows(conn, spec))
+            yield from _selected(context, spec, checks)
+            return
         keys: list[str | None] = list(context.partition_keys) if spec.partitioning else [None]
         with warehouse_connection(context) as conn:
             todo = pending(conn, store, spec, None if keys == [None] else {k for k in keys if k})
             result = load(conn, store, spec, todo)
             checks = _checks(conn, store, spec, result.table_rows)
             columns = table_columns(conn, spec)
+            if spec.partitioning is not None:  # each partition's page shows its own rows, not the table's
+                held = partition_rows(conn, spec, [k for k in keys if k])
+                for key in keys:
+                    assert key is not None
+                    context.add_asset_metadata(
+                        {"dagster/row_count": held.get(key, 0)}, asset_key=warehouse_key(spec), partition_key=key
+                    )
         context.log.info(f"applied {len(todo)} landing(s), {result.rows_loaded} rows, to {spec.source}.{spec.name}")
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
+            asset_key=warehouse_key(spec),
             metadata={
-                "dagster/row_count": result.table_rows,
+                **({} if spec.partitioning else {"dagster/row_count": result.table_rows}),
+                "table_rows": result.table_rows,
                 "dagster/table_name": f"{spec.source}.{spec.name}",
                 "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(c[0], c[1]) for c in columns]),
                 "rows_loaded": result.rows_loaded,
@@ -410,8 +459,8 @@ def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
                 "seconds": result.seconds,
                 "rows_per_second": round(result.rows_loaded / max(result.seconds, 1e-6)),
             },
-            check_results=checks,
         )
+        yield from _selected(context, spec, checks)
 
     return _warehouse
 

@@ -304,3 +304,17 @@ def table_rows(conn: duckdb.DuckDBPyConnection, spec: StreamSpec) -> int:
         return 0
     row = conn.execute(f"SELECT count(*) FROM {table_name(spec)}").fetchone()
     return int(row[0]) if row else 0
+
+
+def partition_rows(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, partition_keys: list[str]) -> dict[str, int]:
+    """``{partition key: rows of the stream's table that came from that partition's landing}`` for the
+    given keys (a key without rows is absent), counted on the lineage column ``_ip_window``."""
+    if not partition_keys:
+        return {}
+    windows = {f"partition={key}": key for key in partition_keys}
+    counted = conn.execute(
+        f"SELECT {quote(WINDOW_COLUMN)}, count(*) FROM {table_name(spec)} "
+        f"WHERE {quote(WINDOW_COLUMN)} IN (SELECT unnest(?)) GROUP BY ALL",
+        [list(windows)],
+    ).fetchall()
+    return {windows[window]: int(rows) for window, rows in counted}

@@ -52,6 +52,7 @@ from integration_platform.assets.stream_assets import (
     warehouse_asset,
     warehouse_key,
 )
+from integration_platform.core.extract import rows_held
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.records import ARROW_TYPES
 from integration_platform.core.streams import IDENTIFIER, StreamSpec
@@ -180,6 +181,7 @@ class QueueSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
             return dg.MaterializeResult(
                 metadata={
                     **stats.metadata(),
+                    "dagster/row_count": rows_held(store, spec),
                     **{k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in extra.items()},
                     "dagster/uri": store.uri(spec.path),
                 }

@@ -82,7 +82,7 @@ class DrainStats:
     def metadata(self) -> dict[str, Any]:
         landing = self.landing
         return {
-            "dagster/row_count": landing.rows_landed,
+            "rows_landed": landing.rows_landed,
             "messages_consumed": self.messages,
             "batches_landed": landing.batches,
             "bytes": landing.bytes,

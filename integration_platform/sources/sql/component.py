@@ -226,11 +226,11 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
         discovery raises (as :meth:`discover`) and leaves any previous file as it was."""
         _write_tables(state_path, self.discover())
 
-    def _cached_tables(self, context: dg.ComponentLoadContext, state_path: Path | None) -> dict[str, TableInfo]:
+    def _cached_tables(self, context: dg.ComponentLoadContext, state_path: Path | None) -> dict[str, TableInfo] | None:
         """The discovered tables from the state file; without one, discovered now and written
-        (once). A database that cannot be reached then leaves only the declared ``tables``, with a
-        warning naming the source and the error (never the URL); a folder that cannot be written
-        (a read-only deployment) keeps what was discovered for this load only."""
+        (once). A database that cannot be reached then gives ``None`` (only the declared ``tables``
+        load), with a warning naming the source and the error (never the URL); a folder that cannot
+        be written (a read-only deployment) keeps what was discovered for this load only."""
         if not self.include:
             return {}
         if state_path is not None:
@@ -248,7 +248,7 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
                 self.source,
                 type(exc).__name__,
             )
-            return {}
+            return None
         try:
             _write_tables(get_local_state_path(self.defs_state_config.key, context.project_root), tables)
         except OSError as exc:
@@ -268,6 +268,20 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
         clashes = sorted({n for n in names if names.count(n) > 1})
         if clashes:
             raise ValueError(f"source {self.source!r}: several tables map to the stream name(s) {clashes}; set 'name'")
+        return specs
+
+    def _declared_streams(self) -> list[tuple[StreamSpec, str]]:
+        """The declared tables when discovery failed (the database is down at the first load): a table
+        that needs what only the database can say (a merge without a declared primary key) is left out,
+        with a warning naming it, so that the code location still loads."""
+        specs = []
+        for entry in self.tables:
+            try:
+                specs.append((self._stream(entry, None), entry.table))
+            except ValueError as exc:
+                LOG.warning(
+                    "source %s: table %s is left out until its database can be read: %s", self.source, entry.table, exc
+                )
         return specs
 
     def _extractor(self, table: str) -> ExtractorFactory:
@@ -320,7 +334,8 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
         url = os.environ.get(self.url_env, "")
         kind = KINDS.get(url.split(":", 1)[0].split("+", 1)[0], "sql")
         try:
-            specs = self.streams(self._cached_tables(context, state_path))
+            tables = self._cached_tables(context, state_path)
+            specs = self.streams(tables) if tables is not None else self._declared_streams()
         except ValueError as exc:
             raise ValueError(f"{yaml_path}: attributes.tables: {exc}") from exc
         assets = [
