@@ -15,13 +15,14 @@ that instead); each listens on 127.0.0.1 on a free port and is stopped by its pi
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -163,10 +164,46 @@ def main(argv: list[str]) -> int:
     with running_standins() as started:
         for name, url in started.items():
             print(f"stand-in {name}={url}", flush=True)
-        try:
-            return subprocess.call(command)
-        except KeyboardInterrupt:
-            return 130
+        return run_until_signalled(command)
+
+
+def run_until_signalled(command: list[str], grace_seconds: float = 10.0) -> int:
+    """Run ``command`` in its own process group and return its exit status; SIGINT, SIGTERM or SIGHUP
+    to this process is passed on once, as SIGINT (Ctrl-C) to that whole group.
+
+    Why: ``dagster dev`` shuts its webserver, daemon and code servers down on Ctrl-C, but only when
+    they all get it. A terminal's Ctrl-C reached them (same group), a SIGTERM to ``make dev`` did
+    not: make passed it to this process alone, Python's default action ended it at once, and
+    ``dagster dev`` with all its children and the stand-ins were left running. Now the group gets
+    Ctrl-C exactly once (a second one makes ``dagster dev`` give up on a clean stop); whatever is
+    still there after ``grace_seconds`` is killed, and the stand-ins are stopped by the caller.
+    """
+    child = subprocess.Popen(command, process_group=0)
+    signalled: list[int] = []
+
+    def pass_on(signum: int, _frame: object) -> None:
+        if not signalled and child.poll() is None:
+            os.killpg(child.pid, signal.SIGINT)
+        signalled.append(signum)
+
+    previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    deadline: float | None = None
+    try:
+        while True:
+            try:
+                status = child.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if signalled and deadline is None:
+                    deadline = time.monotonic() + grace_seconds
+                if deadline is not None and time.monotonic() > deadline:
+                    os.killpg(child.pid, signal.SIGKILL)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    with suppress(ProcessLookupError):  # children the command left behind
+        os.killpg(child.pid, signal.SIGKILL)
+    return 128 + signalled[0] if signalled else status
 
 
 if __name__ == "__main__":
