@@ -137,6 +137,57 @@ def test_a_republished_file_replaces_its_partition(
     assert p.query("SELECT count(*), count(DISTINCT codice_regione) FROM covid.regions")[0] == (10, 10)
 
 
+def _tick(p: Platform, cursor: str | None) -> tuple[list[dg.RunRequest], str | None, str | None]:
+    """One tick: its run requests, its cursor and its skip reason."""
+    sensor = next(s for s in p.defs.sensors or [] if s.name == "covid_regions_drops")
+    with dg.build_sensor_context(
+        cursor=cursor, definitions=p.defs, resources=dict(p.defs.resources or {}), instance=p.instance
+    ) as context:
+        result = sensor.evaluate_tick(context)
+    return list(result.run_requests or []), result.cursor, result.skip_message
+
+
+def test_the_sensor_remembers_through_the_lake_not_its_cursor(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Days landed by a backfill (no sensor involved) are never requested; the cursor holds only what
+    has not landed and is empty once everything has; the skip reason says what the sensor waits for."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    days = [f"2021-01-{d:02d}" for d in range(10, 16)]
+    for day in days:
+        name = f"dpc-covid19-ita-regioni-{day.replace('-', '')}.csv"
+        shutil.copy(drops / name, incoming / name)
+    with openssh_server(incoming) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, incoming), tmp_path, instance)
+        backfill = p.materialize(
+            [LAKE, WAREHOUSE],
+            tags={"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[3]},
+        )
+        assert backfill.success
+        first, cursor, first_skip = _tick(p, None)  # a sensor switched on after the backfill
+        second, cursor, _ = _tick(p, cursor)
+        assert first == [] and first_skip is not None
+        assert "6 file(s) listed; 4 already in the lake; 2 waiting to be stable" in first_skip
+        assert sorted(r.partition_key or "" for r in second) == days[4:]  # only what the lake lacks
+        third, cursor, third_skip = _tick(p, cursor)
+        assert third == [] and third_skip is not None and "2 requested, not landed yet" in third_skip
+        for request in second:
+            assert p.materialize([LAKE, WAREHOUSE], partition_key=request.partition_key).success
+        fourth, cursor, _ = _tick(p, cursor)
+        assert fourth == [] and cursor == '{"looked":{},"requested":{}}'  # everything landed: nothing kept
+
+        # A re-published day is a new version: requested again once stable, and only it.
+        republished = incoming / f"dpc-covid19-ita-regioni-{days[1].replace('-', '')}.csv"
+        os.utime(republished, (1_900_000_000, 1_900_000_000))
+        fifth, cursor, _ = _tick(p, cursor)
+        sixth, cursor, _ = _tick(p, cursor)
+        fresh_sensor, _, _ = _tick(p, None)  # another deployment, without this cursor, agrees
+    assert fifth == [] and [r.partition_key for r in sixth] == [days[1]]
+    assert fresh_sensor == []  # not stable for a sensor that has never seen it: nothing yet
+
+
 def test_a_growing_file_waits_until_it_is_stable(
     drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -152,6 +152,7 @@ def _land_one(
         cursor_before=before,
         full_refresh=full_refresh,
         partition=window,
+        extra=report.landing_extra,
     )
     manifest = result.manifest
     seconds = time.monotonic() - started

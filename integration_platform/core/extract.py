@@ -59,6 +59,9 @@ class ExtractionReport:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: Run after the landing committed (archiving a landed file, acknowledging messages).
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    #: What the landing's manifest records besides rows (a file stream: the files and their
+    #: versions, which the drop sensor reads back); filled by the extractor before its first row.
+    landing_extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,7 @@ def extract_and_land(
     cursor_before: CursorValue | None = None,
     full_refresh: bool = False,
     partition: PartitionWindow | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Extraction:
     """Extract the stream's next window and land it (see the module docstring).
 
@@ -189,6 +193,9 @@ def extract_and_land(
     - full-replace stream: the whole table lands as the ``snapshot`` window.
     - incremental stream: ``cursor_before`` is the high-water mark of the last committed
       landing (``None`` or ``full_refresh`` means load everything again).
+
+    ``extra``: recorded in the manifest (:attr:`ExtractionReport.landing_extra`); read when the
+    manifest is written, so the extractor may fill it while it reads.
 
     Raises ``ValueError`` for a partitioned stream without ``partition``,
     :class:`MissingColumnError` (before anything lands) for a declared column the source lacks; whatever the
@@ -210,12 +217,15 @@ def extract_and_land(
             reader.schema,
             full=False,
             partition=partition.key,
+            extra=extra,
         )
         return Extraction(manifest, None, None, counts["read"], 0)
     if spec.cursor is None:
         reader = extractor(None)
         require_columns(spec, reader.schema)
-        manifest = land(store, spec, "snapshot", _drop_landed(reader, None, [], counts), reader.schema, full=True)
+        manifest = land(
+            store, spec, "snapshot", _drop_landed(reader, None, [], counts), reader.schema, full=True, extra=extra
+        )
         return Extraction(manifest, None, None, counts["read"], 0)
 
     before = None if full_refresh else cursor_before
@@ -230,7 +240,7 @@ def extract_and_land(
         require_columns(spec, reader.schema)
         keys = [*spec.primary_key, spec.cursor] if spec.primary_key else _flat_columns(reader.schema)
         batches = _drop_landed(reader, landed_keys(store, spec, keys, since=lower, skip_window=window), keys, counts)
-    manifest = land(store, spec, window, batches, reader.schema, full=before is None, cursor_before=before)
+    manifest = land(store, spec, window, batches, reader.schema, full=before is None, cursor_before=before, extra=extra)
     after = CursorValue.from_json(manifest.cursor_max)
     if before is not None and (after is None or after.is_below(before)):
         after = before  # late rows below the mark, or nothing new: the mark never moves back

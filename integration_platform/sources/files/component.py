@@ -23,10 +23,11 @@
 
 Per stream: the lake and warehouse assets (partitioned daily by the date in the file name,
 or one dynamic partition per file), a ``quarantine_empty`` check, and a sensor
-``<source>_<stream>_drops`` that requests a run per new or changed stable file (stopped by
-default; switch it on in the UI). Backfill any range of days from the UI.
+``<source>_<stream>_drops`` that requests a run per stable file whose version the lake does not
+hold (stopped by default; switch it on in the UI). Backfill any range of days from the UI.
 """
 
+import datetime as dt
 from pathlib import Path
 from typing import Literal
 
@@ -49,11 +50,12 @@ from integration_platform.assets.stream_assets import (
     warehouse_key,
 )
 from integration_platform.core.extract import Extractor
+from integration_platform.core.landing import active_manifests, list_manifests
 from integration_platform.core.names import ENV_NAME
 from integration_platform.core.records import ARROW_TYPES
 from integration_platform.core.streams import IDENTIFIER, Partitioning, StreamSpec
 from integration_platform.resources.lake import LakeResource
-from integration_platform.sources.files.drops import DropRules, DropState, plan_tick
+from integration_platform.sources.files.drops import DropRules, DropState, landed, plan_tick
 from integration_platform.sources.files.extract import FileStreamPlan, extractor_for
 from integration_platform.sources.files.formats import FileFormat
 from integration_platform.sources.files.ftp import FtpResource
@@ -235,23 +237,32 @@ class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
             name=f"{self.source}_{stream.name}_drops",
             minimum_interval_seconds=stream.sensor_interval_seconds,
             asset_selection=[lake_key(spec), warehouse_key(spec)],
-            required_resource_keys={key},
+            required_resource_keys={key, "lake"},
             default_status=dg.DefaultSensorStatus.STOPPED,
-            description=f"Requests a run per new or changed stable file in {stream.directory}.",
+            description=f"Requests a run per stable file in {stream.directory} whose version the lake does not hold.",
         )
-        def _drops(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        def _drops(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
             remote: SftpResource | FtpResource = getattr(context.resources, key)
+            lake: LakeResource = context.resources.lake
             with remote.connect() as files:
                 listing = list(files.list(plan.directory))
-            tick = plan_tick(listing, DropState.from_cursor(context.cursor), plan.rules, stream.max_partitions_per_tick)
+            held = landed(
+                (m.partition, m.extra, dt.datetime.fromisoformat(m.landed_at).timestamp())
+                for m in active_manifests(list_manifests(lake.store(), spec))
+            )
+            state = DropState.from_cursor(context.cursor)
+            tick = plan_tick(listing, state, plan.rules, stream.max_partitions_per_tick, held)
             if tick.unparsable:
                 context.log.warning(f"no date in the names of {len(tick.unparsable)} file(s): {tick.unparsable[:5]}")
-            context.log.info(
-                f"{len(listing)} files listed; {len(tick.partitions)} partition(s) requested; "
-                f"{len(tick.waiting)} file(s) waiting to be stable"
-            )
+            if not tick.partitions:
+                # Skipping keeps the cursor: a SkipReason cannot carry one, so the stability memory is
+                # updated through the context when it changed.
+                if tick.state != state:
+                    context.update_cursor(tick.state.to_cursor())
+                return dg.SkipReason(tick.skip_reason(len(listing)))
             requests = [dg.RunRequest(run_key=tick.run_key(p), partition_key=p) for p in sorted(tick.partitions)]
-            added = [dg.AddDynamicPartitionsRequest(dynamic, sorted(tick.partitions))] if dynamic and requests else []
+            added = [dg.AddDynamicPartitionsRequest(dynamic, sorted(tick.partitions))] if dynamic else []
+            context.log.info(f"{len(requests)} partition(s) requested; {tick.skip_reason(len(listing))}")
             return dg.SensorResult(
                 run_requests=requests, cursor=tick.state.to_cursor(), dynamic_partitions_requests=added
             )

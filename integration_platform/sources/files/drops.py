@@ -5,10 +5,14 @@ Pure decisions (no I/O), so the sensor's behaviour is easy to reason about and t
 - :class:`DropRules` matches names (glob or regex) and derives a file's partition key: the
   date in its name (``date_regex`` + ``date_format``) or its mtime (UTC day) for daily
   partitions, the file name itself for per-file (dynamic) partitions.
-- :func:`plan_tick` compares a listing with the sensor's cursor (:class:`DropState`): a file
-  is requested once per version (size and mtime), only when stable: seen unchanged at the
-  previous tick, or accompanied by its marker file. A re-published file is a new version
-  and is requested again; its partition is landed again and replaces the old rows.
+- :func:`plan_tick` compares a listing with what the lake holds (:class:`Landed`, read from the
+  stream's manifests, which record each landed file's version: size and mtime) and with the
+  sensor's cursor (:class:`DropState`). A file is requested when the lake does not hold its
+  current version and it is stable: seen unchanged at the previous tick, or accompanied by its
+  marker file. The lake is the memory, so files landed by a backfill, by ``make run`` or by
+  another deployment are never requested again, and a re-published file (a new version) is. The
+  cursor holds only files not landed yet: what was seen (for stability) and what was requested
+  (so a run in flight is not requested twice); it is empty once everything has landed.
 """
 
 import datetime as dt
@@ -61,14 +65,48 @@ class DropRules:
             return None
 
 
+#: The manifest ``extra`` entry of a file stream's landing: ``{file name: version}``.
+LANDED_FILES = "landed_files"
+
+
 def version(file: RemoteFile) -> str:
     """A file version's signature: size and mtime (whole seconds)."""
     return f"{file.size}:{int(file.mtime)}"
 
 
 @dataclass
+class Landed:
+    """What the stream's lake holds, from its manifests: ``versions`` of the files its landings
+    recorded, and for landings that recorded none (made before they did) the partition's landing
+    time (``landed_at``, UNIX seconds): a file of that partition no newer than it was landed."""
+
+    versions: dict[str, str] = field(default_factory=dict)
+    landed_at: dict[str, float] = field(default_factory=dict)
+
+    def holds(self, file: RemoteFile, partition: str | None) -> bool:
+        """Whether the lake holds this version of ``file`` (of ``partition``)."""
+        if file.name in self.versions:
+            return self.versions[file.name] == version(file)
+        at = self.landed_at.get(partition or "")
+        return at is not None and file.mtime <= at
+
+
+def landed(manifests: Iterable[tuple[str | None, dict[str, object], float]]) -> Landed:
+    """:class:`Landed` from ``(partition, extra, landed_at)`` of the stream's active manifests."""
+    result = Landed()
+    for partition, extra, at in manifests:
+        files = extra.get(LANDED_FILES)
+        if isinstance(files, dict):
+            result.versions.update({str(k): str(v) for k, v in files.items()})
+        elif partition is not None:
+            result.landed_at[partition] = max(at, result.landed_at.get(partition, 0.0))
+    return result
+
+
+@dataclass
 class DropState:
-    """The sensor cursor: each file's version at the last look, and the version last requested."""
+    """The sensor cursor: the version of each file not landed yet at the last look, and the version
+    last requested of each file not landed yet."""
 
     looked: dict[str, str] = field(default_factory=dict)
     requested: dict[str, str] = field(default_factory=dict)
@@ -90,7 +128,9 @@ class TickPlan:
 
     partitions: dict[str, list[RemoteFile]] = field(default_factory=dict)
     waiting: list[str] = field(default_factory=list)
+    in_flight: list[str] = field(default_factory=list)
     unparsable: list[str] = field(default_factory=list)
+    landed: int = 0
     state: DropState = field(default_factory=DropState)
 
     def run_key(self, partition: str) -> str:
@@ -98,32 +138,46 @@ class TickPlan:
         files = sorted((f.name, version(f)) for f in self.partitions[partition])
         return f"{partition}:{hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]}"
 
+    def skip_reason(self, listed: int) -> str:
+        """Why nothing was requested, as the sensor page shows it."""
+        parts = [f"{listed} file(s) listed", f"{self.landed} already in the lake"]
+        if self.waiting:
+            parts.append(f"{len(self.waiting)} waiting to be stable ({', '.join(self.waiting[:3])})")
+        if self.in_flight:
+            parts.append(f"{len(self.in_flight)} requested, not landed yet")
+        if self.unparsable:
+            parts.append(f"{len(self.unparsable)} without a date in the name ({', '.join(self.unparsable[:3])})")
+        return "; ".join(parts)
 
-def plan_tick(listing: Iterable[RemoteFile], state: DropState, rules: DropRules, max_partitions: int) -> TickPlan:
-    """Decide which partitions to request from a directory listing.
 
-    A file qualifies when it matches, its version differs from the one last requested and it
-    is stable; at most ``max_partitions`` partitions are requested per tick (the rest wait for
-    the next tick, their files staying unrequested in the cursor).
+def plan_tick(
+    listing: Iterable[RemoteFile], state: DropState, rules: DropRules, max_partitions: int, lake: Landed
+) -> TickPlan:
+    """Decide which partitions to request from a directory listing and what the lake holds.
+
+    A file qualifies when it matches, the lake does not hold its version, it was not requested in
+    that version already and it is stable; at most ``max_partitions`` partitions are requested per
+    tick (the rest wait for the next tick, their files staying in the cursor).
     """
     everything = list(listing)
     files = sorted((f for f in everything if rules.matches(f.name)), key=lambda f: f.name)
-    names = {f.name for f in files}
     suffix = rules.marker_suffix
     markers = {f.name[: -len(suffix)] for f in everything if f.name.endswith(suffix)} if suffix else set()
-    plan = TickPlan(state=DropState(looked={f.name: version(f) for f in files}, requested=dict(state.requested)))
-    for name in list(plan.state.requested):
-        if name not in names:  # deleted upstream: forget it, so a re-drop is new
-            del plan.state.requested[name]
+    plan = TickPlan()
     for file in files:
-        current = version(file)
+        current, key = version(file), rules.partition_key(file)
+        if lake.holds(file, key):
+            plan.landed += 1
+            continue
+        plan.state.looked[file.name] = current
         if state.requested.get(file.name) == current:
+            plan.state.requested[file.name] = current
+            plan.in_flight.append(file.name)
             continue
         stable = file.name in markers if rules.marker_suffix else state.looked.get(file.name) == current
         if not stable:
             plan.waiting.append(file.name)
             continue
-        key = rules.partition_key(file)
         if key is None:
             plan.unparsable.append(file.name)
             continue

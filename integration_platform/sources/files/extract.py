@@ -24,7 +24,7 @@ from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import list_manifests
 from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import StreamSpec
-from integration_platform.sources.files.drops import DropRules
+from integration_platform.sources.files.drops import LANDED_FILES, DropRules, version
 from integration_platform.sources.files.formats import FileFormat, read_file
 from integration_platform.sources.files.remote_files import RemoteFile, RemoteFileError, RemoteFiles
 
@@ -123,6 +123,7 @@ def extract_files(
     files = sorted(session.partitions.get(partition, []), key=lambda f: f.name)
     if not files:
         raise RemoteFileError(f"no file in {plan.directory} belongs to partition {partition!r}")
+    report.landing_extra[LANDED_FILES] = {f.name: version(f) for f in files}  # the drop sensor's memory
     # Files parsed earlier in the loop may predate a column a later one added: unify.
     table = pa.concat_tables(_tables(plan, session, files, report), promote_options="permissive")
     if plan.archive_directory:

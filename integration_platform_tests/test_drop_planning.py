@@ -1,0 +1,59 @@
+"""The drop sensor's decisions, without a server: the lake's manifests are its memory (landings that
+predate recorded versions included), the cursor holds only what has not landed, and the per-tick limit
+leaves the rest for later."""
+
+import pytest
+
+from integration_platform.sources.files.drops import LANDED_FILES, DropRules, DropState, landed, plan_tick, version
+from integration_platform.sources.files.remote_files import RemoteFile
+
+pytestmark = pytest.mark.fast
+
+RULES = DropRules(glob="drop-*.csv")
+
+
+def drop(day: str, size: int = 100, mtime: float = 1_700_000_000) -> RemoteFile:
+    name = f"drop-{day.replace('-', '')}.csv"
+    return RemoteFile(path=f"/in/{name}", name=name, size=size, mtime=mtime)
+
+
+def twice(listing: list[RemoteFile], lake_manifests: list[tuple[str | None, dict[str, object], float]]) -> list[str]:
+    """The partitions requested at the second of two looks at the same listing (stable by then)."""
+    lake = landed(lake_manifests)
+    first = plan_tick(listing, DropState(), RULES, 100, lake)
+    assert first.partitions == {}
+    return sorted(plan_tick(listing, first.state, RULES, 100, lake).partitions)
+
+
+def test_a_landing_that_recorded_versions_is_trusted_for_that_version_only() -> None:
+    one, two = drop("2024-01-01"), drop("2024-01-02")
+    manifests: list[tuple[str | None, dict[str, object], float]] = [
+        ("2024-01-01", {LANDED_FILES: {one.name: version(one)}}, 1_800_000_000)
+    ]
+    assert twice([one, two], manifests) == ["2024-01-02"]
+    republished = drop("2024-01-01", size=120)
+    assert twice([republished, two], manifests) == ["2024-01-01", "2024-01-02"]
+
+
+def test_a_landing_without_recorded_versions_holds_its_partition_files_no_newer_than_it() -> None:
+    """Landings made before manifests recorded files: judged by landing time, so an upgrade re-lands nothing."""
+    old, newer = drop("2024-01-01", mtime=1_700_000_000), drop("2024-01-02", mtime=1_700_000_000)
+    manifests: list[tuple[str | None, dict[str, object], float]] = [
+        ("2024-01-01", {}, 1_700_000_500),
+        ("2024-01-02", {}, 1_699_999_000),  # the file changed after that landing
+    ]
+    assert twice([old, newer], manifests) == ["2024-01-02"]
+
+
+def test_the_cursor_keeps_only_what_has_not_landed() -> None:
+    files = [drop(f"2024-01-{d:02d}") for d in range(1, 6)]
+    lake = landed([])
+    seen = plan_tick(files, DropState(), RULES, 2, lake)
+    requested = plan_tick(files, seen.state, RULES, 2, lake)
+    assert sorted(requested.partitions) == ["2024-01-01", "2024-01-02"]  # at most 2 per tick
+    later = plan_tick(files, requested.state, RULES, 2, lake)
+    assert sorted(later.partitions) == ["2024-01-03", "2024-01-04"] and len(later.in_flight) == 2
+    done = landed([(None, {LANDED_FILES: {f.name: version(f) for f in files}}, 0.0)])
+    after = plan_tick(files, later.state, RULES, 2, done)
+    assert after.partitions == {} and after.state == DropState() and after.landed == 5
+    assert after.skip_reason(5) == "5 file(s) listed; 5 already in the lake"
