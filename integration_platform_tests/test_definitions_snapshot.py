@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from integration_platform.definitions import PROJECT_ROOT, defs
@@ -29,7 +30,15 @@ def _compare(name: str, current: dict[str, object]) -> None:
 
 def test_demo_definitions_match_the_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHINOOK_DB_URL", f"sqlite:///{PROJECT_ROOT}/sandbox/chinook/chinook.sqlite")
-    _compare("demo", graph(defs()))
+    demo = defs()
+    _compare("demo", graph(demo))
+    # The demo's drops are January 2021: no partition that cannot hold data, and a job to launch them.
+    regions = demo.resolve_assets_def(dg.AssetKey(["covid", "regions"])).partitions_def
+    assert regions is not None
+    keys = regions.get_partition_keys()
+    assert (keys[0], keys[-1], len(keys)) == ("2021-01-01", "2021-01-31", 31)
+    assert demo.resolve_job_def("covid_regions") is not None
+    assert demo.resolve_schedule_def("covid_regions_schedule").default_status == dg.DefaultScheduleStatus.STOPPED
 
 
 @pytest.mark.parametrize("config", sorted((CONFIGS / "valid").glob("*.yaml")), ids=lambda p: p.stem)

@@ -188,6 +188,28 @@ def test_the_sensor_remembers_through_the_lake_not_its_cursor(
     assert fresh_sensor == []  # not stable for a sensor that has never seen it: nothing yet
 
 
+def test_a_day_without_a_drop_fails_with_the_reason_not_a_trace(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    shutil.copy(drops / "dpc-covid19-ita-regioni-20210110.csv", incoming)
+    with openssh_server(incoming) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, incoming), tmp_path, instance)
+        missing = p.materialize([LAKE], partition_key="2021-01-11", raise_on_error=False)
+    assert not missing.success
+    failures = [e for e in missing.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    error = failures[0].step_failure_data
+    assert error.user_failure_data is not None  # a dg.Failure: its description is what the UI shows
+    assert error.error is not None and error.error.cls_name == "Failure"
+    assert (
+        "partition 2021-01-11 of covid/regions has no file in " in error.error.message
+        and "(the matching files cover 2021-01-10 .. 2021-01-10); nothing was landed for it" in error.error.message
+    )
+    assert p.store.list_keys("covid/regions/_manifests") == []
+
+
 def test_a_growing_file_waits_until_it_is_stable(
     drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:

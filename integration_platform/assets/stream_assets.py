@@ -76,15 +76,18 @@ def warehouse_key(spec: StreamSpec) -> dg.AssetKey:
 
 def partitions_def(partitioning: Partitioning | None) -> dg.PartitionsDefinition | None:
     """The Dagster partitions of a stream's :class:`Partitioning` (``None`` when unpartitioned): dynamic
-    ones by name, daily and monthly UTC windows from ``start`` including the current one."""
+    ones by name, daily and monthly UTC windows from ``start`` up to ``end`` (exclusive) or, without
+    it, including the current one."""
     if partitioning is None:
         return None
     if partitioning.granularity == "dynamic":
         return dg.DynamicPartitionsDefinition(name=partitioning.name)
     assert partitioning.start is not None
+    start, end = partitioning.start, partitioning.end
+    closed: dict[str, Any] = {"end_date": end} if end else {"end_offset": 1}
     if partitioning.granularity == "daily":
-        return dg.DailyPartitionsDefinition(start_date=partitioning.start, end_offset=1)
-    return dg.MonthlyPartitionsDefinition(start_date=partitioning.start, end_offset=1)
+        return dg.DailyPartitionsDefinition(start_date=start, **closed)
+    return dg.MonthlyPartitionsDefinition(start_date=start, **closed)
 
 
 def _partitions(context: dg.AssetExecutionContext, spec: StreamSpec) -> list[PartitionWindow | None]:

@@ -43,6 +43,8 @@ class Partitioning:
     - ``daily`` / ``monthly``: half-open UTC windows ``[start, end)`` from ``start`` (an ISO
       date, ``YYYY-MM-DD``). ``column`` is the timestamp or date column a SQL source filters
       on; ``None`` when the source finds a partition's rows itself (files named by date).
+      ``end`` (an ISO date, exclusive) closes a finished dataset: no partition from that date on,
+      so none that cannot hold data; without it the partitions run up to the current one.
     - ``dynamic``: partitions added at run time (one per dropped file), named ``name``.
     """
 
@@ -50,12 +52,15 @@ class Partitioning:
     granularity: Granularity
     start: str | None = None
     name: str | None = None
+    end: str | None = None
 
     def __post_init__(self) -> None:
         if self.granularity == "dynamic" and not self.name:
             raise ValueError("dynamic partitioning needs a name")
         if self.granularity != "dynamic" and not self.start:
             raise ValueError(f"{self.granularity} partitioning needs a start date")
+        if self.end is not None and (self.start is None or self.end <= self.start):
+            raise ValueError(f"partition end {self.end} must come after its start {self.start}")
 
 
 @dataclass(frozen=True)

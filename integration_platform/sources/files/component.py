@@ -22,7 +22,8 @@
           archive_directory: /drops/archive   # optional: move files there once landed
 
 Per stream: the lake and warehouse assets (partitioned daily by the date in the file name,
-or one dynamic partition per file), a ``quarantine_empty`` check, and a sensor
+or one dynamic partition per file), a ``quarantine_empty`` check, a job ``<source>_<stream>``
+(with a daily schedule, stopped by default, for daily partitions), and a sensor
 ``<source>_<stream>_drops`` that requests a run per stable file whose version the lake does not
 hold (stopped by default; switch it on in the UI). Backfill any range of days from the UI.
 """
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 import dagster as dg
+import pyarrow as pa
 from pydantic import Field, model_validator
 
 from integration_platform.assets.config_model import (
@@ -53,10 +55,11 @@ from integration_platform.core.extract import Extractor
 from integration_platform.core.landing import active_manifests, list_manifests
 from integration_platform.core.names import ENV_NAME
 from integration_platform.core.records import ARROW_TYPES
+from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import IDENTIFIER, Partitioning, StreamSpec
 from integration_platform.resources.lake import LakeResource
 from integration_platform.sources.files.drops import DropRules, DropState, landed, plan_tick
-from integration_platform.sources.files.extract import FileStreamPlan, extractor_for
+from integration_platform.sources.files.extract import FileStreamPlan, NoFileError, extractor_for
 from integration_platform.sources.files.formats import FileFormat
 from integration_platform.sources.files.ftp import FtpResource
 from integration_platform.sources.files.sftp import SftpResource
@@ -132,11 +135,18 @@ class FilePartition(SafeModel, dg.Resolvable):
     date_regex: str = Field(default=r"(\d{8}|\d{4}-\d{2}-\d{2})", description="Group 1 holds the date.")
     date_format: str | None = Field(default=None, description="strptime format of the date; default ISO / YYYYMMDD.")
     start: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="First daily partition.")
+    end: str | None = Field(
+        default=None,
+        pattern=r"^\d{4}-\d{2}-\d{2}$",
+        description="First day without a partition (exclusive), for a finished series of drops.",
+    )
 
     @model_validator(mode="after")
     def _start(self) -> "FilePartition":
         if self.type == "daily" and not self.start:
             raise ValueError("partition: a daily partition needs 'start' (YYYY-MM-DD)")
+        if self.end is not None and (self.type != "daily" or self.start is None or self.end <= self.start):
+            raise ValueError("partition: 'end' needs a daily partition and a date after 'start'")
         return self
 
 
@@ -187,7 +197,7 @@ class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
     def _plan(self, stream: FileStream) -> FileStreamPlan:
         part = stream.partition
         if part.type == "daily":
-            partitioning = Partitioning(None, "daily", start=part.start)
+            partitioning = Partitioning(None, "daily", start=part.start, end=part.end)
         else:
             partitioning = Partitioning(None, "dynamic", name=f"{self.source}__{stream.name}__files")
         spec = StreamSpec(
@@ -225,7 +235,15 @@ class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
             remote: SftpResource | FtpResource = getattr(context.resources, key)
             lake: LakeResource = context.resources.lake
             assert partition is not None  # file streams are always partitioned
-            return extractor_for(plan, remote.connect, lake.store(), partition, report)
+            extractor = extractor_for(plan, remote.connect, lake.store(), partition, report)
+
+            def extract(row_filter: RowFilter | None) -> pa.RecordBatchReader:
+                try:
+                    return extractor(row_filter)
+                except NoFileError as exc:  # a day without a drop: the reason, not a stack trace
+                    raise dg.Failure(description=str(exc)) from None
+
+            return extract
 
         return factory
 
@@ -275,10 +293,26 @@ class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
         for i, stream in enumerate(self.streams):
             if names.count(stream.name) > 1:
                 raise ValueError(f"{yaml_path}: attributes.streams[{i}].name: {stream.name!r} is declared twice")
-        assets, sensors = [], []
+        assets, sensors, jobs, schedules = [], [], [], []
         for stream in self.streams:
             plan = self._plan(stream)
             kind = self.connection.protocol
             assets.extend(stream_assets(plan.spec, kind, self.resource_key, self._factory(plan), quarantine=True))
             sensors.append(self._sensor(plan, stream))
-        return dg.Definitions(assets=assets, sensors=sensors, resources={self.resource_key: self.connection.resource()})
+            job = dg.define_asset_job(
+                f"{self.source}_{stream.name}",
+                selection=[lake_key(plan.spec), warehouse_key(plan.spec)],
+                description=f"Land and load partitions of {plan.spec.path} (launch with a partition or a range).",
+            )
+            jobs.append(job)
+            if stream.partition.type == "daily":  # each day, the day before: a drop that came on time
+                schedules.append(
+                    dg.build_schedule_from_partitioned_job(job, default_status=dg.DefaultScheduleStatus.STOPPED)
+                )
+        return dg.Definitions(
+            assets=assets,
+            sensors=sensors,
+            jobs=jobs,
+            schedules=schedules,
+            resources={self.resource_key: self.connection.resource()},
+        )

@@ -34,6 +34,10 @@ FILE_COLUMN = "_ip_file"
 Connector = Callable[[], AbstractContextManager[RemoteFiles]]
 
 
+class NoFileError(RemoteFileError):
+    """A partition asked for has no file on the server (a day without a drop)."""
+
+
 @dataclass(frozen=True)
 class FileStreamPlan:
     """One file stream as the extractor runs it (resolved from the source's YAML)."""
@@ -114,15 +118,20 @@ def extract_files(
     """The rows of ``partition``'s files in the stream's schema.
 
     The connection, the directory listing and the known schema are shared by every partition
-    of the step (``report.scope``). Raises
-    :class:`~integration_platform.sources.files.remote_files.RemoteFileError` when the partition has
-    no file or a transfer fails, ``FileFormatError`` for a file that is not parseable,
-    ``BadRowsError`` for bad rows when the stream does not quarantine them.
+    of the step (``report.scope``). Raises :class:`NoFileError` when the partition has no file,
+    :class:`~integration_platform.sources.files.remote_files.RemoteFileError` when a transfer
+    fails, ``FileFormatError`` for a file that is not parseable, ``BadRowsError`` for bad rows
+    when the stream does not quarantine them.
     """
     session = _session(plan, connector, store, report.scope)
     files = sorted(session.partitions.get(partition, []), key=lambda f: f.name)
     if not files:
-        raise RemoteFileError(f"no file in {plan.directory} belongs to partition {partition!r}")
+        days = sorted(session.partitions)
+        cover = f"the matching files cover {days[0]} .. {days[-1]}" if days else "no file matches"
+        raise NoFileError(
+            f"partition {partition} of {plan.spec.path} has no file in {plan.directory} ({cover}); "
+            "nothing was landed for it"
+        )
     report.landing_extra[LANDED_FILES] = {f.name: version(f) for f in files}  # the drop sensor's memory
     # Files parsed earlier in the loop may predate a column a later one added: unify.
     table = pa.concat_tables(_tables(plan, session, files, report), promote_options="permissive")

@@ -76,6 +76,15 @@ class SqlPartition(SafeModel, dg.Resolvable):
     column: str
     granularity: Literal["daily", "monthly"]
     start: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="First partition, YYYY-MM-DD.")
+    end: str | None = Field(
+        default=None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="First date without a partition (exclusive)."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SqlPartition":
+        if self.end is not None and self.end <= self.start:
+            raise ValueError(f"partition: end {self.end} must come after start {self.start}")
+        return self
 
 
 class SqlTableStream(SafeModel, dg.Resolvable):
@@ -169,7 +178,9 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             "append" if entry.partition else "merge" if cursor and primary_key else "append" if cursor else "replace"
         )
         partitioning = (
-            Partitioning(entry.partition.column, entry.partition.granularity, entry.partition.start)
+            Partitioning(
+                entry.partition.column, entry.partition.granularity, entry.partition.start, end=entry.partition.end
+            )
             if entry.partition
             else None
         )
@@ -356,10 +367,19 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             schedules.append(schedule)
         for granularity in ("daily", "monthly"):
             group = [s for s, _ in specs if s.partitioning and s.partitioning.granularity == granularity]
-            starts = {s.partitioning.start for s in group if s.partitioning and s.partitioning.start}
-            for start in sorted(starts):
-                members = [s for s in group if s.partitioning and s.partitioning.start == start]
-                suffix = "" if len(starts) == 1 else f"_{start.replace('-', '')}"
+            # one job per partitions definition: a job's assets must share it
+            ranges = {(s.partitioning.start or "", s.partitioning.end or "") for s in group if s.partitioning}
+            for start, end in sorted(ranges):
+                members = [
+                    s
+                    for s in group
+                    if s.partitioning and (s.partitioning.start, s.partitioning.end or "") == (start, end)
+                ]
+                suffix = (
+                    ""
+                    if len(ranges) == 1
+                    else f"_{start.replace('-', '')}" + (f"_{end.replace('-', '')}" if end else "")
+                )
                 job = dg.define_asset_job(
                     f"{self.source}_{granularity}_partitions{suffix}",
                     selection=dg.AssetSelection.assets(*[k for s in members for k in (lake_key(s), warehouse_key(s))]),
