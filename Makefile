@@ -3,7 +3,6 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
-export CHINOOK_DB_URL ?= sqlite:///$(CURDIR)/sandbox/chinook/chinook.sqlite
 DAGSTER_HOST ?= 127.0.0.1
 DAGSTER_PORT ?= 3000
 

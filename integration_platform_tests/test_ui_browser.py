@@ -132,7 +132,6 @@ def dagster_ui(chromium_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
     # A fresh SQLite instance: DAGSTER_PG_URL (dropped above) would share runs with other users.
     env.update(
         DAGSTER_HOME=str(home),
-        CHINOOK_DB_URL=f"sqlite:///{REPO}/sandbox/chinook/chinook.sqlite",
         LAKE_URL=str(tmp / "lake"),
         WAREHOUSE_PATH=str(tmp / "warehouse.duckdb"),
         PYTHONUNBUFFERED="1",

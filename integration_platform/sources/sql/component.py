@@ -5,7 +5,8 @@
     type: integration_platform.components.SqlSource
     attributes:
       source: pagila                  # asset group, lake prefix, DuckDB schema
-      url_env: PAGILA_URL             # env var holding the SQLAlchemy URL (read at run time)
+      url_env: PAGILA_URL             # env var holding the SQLAlchemy URL (read at run time);
+                                      # or url: for one without a password (a SQLite file)
       schema_name: public             # database schema (optional)
       include: ["*"]                  # every table matching a glob (reflected at load time)
       exclude: ["payment_p*"]
@@ -47,6 +48,8 @@ from integration_platform.assets.config_model import (
     SafeModel,
     SecretSafeComponent,
     cron_problem,
+    from_env,
+    require_exactly_one,
 )
 from integration_platform.assets.run_recovery import tag_run_host
 from integration_platform.assets.schedules import refresh_job
@@ -127,13 +130,22 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
     """A relational database whose tables land in the lake and the warehouse (see module doc)."""
 
     source: str = Field(description="Identifier: asset group, lake prefix and DuckDB schema.")
-    url_env: str = Field(pattern=ENV_NAME, description="Env var with the SQLAlchemy URL.")
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL without a password (a SQLite file: "
+        "'sqlite:///{{ context.project_root }}/data.sqlite'); a URL with one goes in url_env.",
+    )
+    url_env: str | None = Field(default=None, pattern=ENV_NAME, description="Env var with the SQLAlchemy URL.")
     schema_name: str | None = None
     include: list[str] = Field(default_factory=list, description="Globs of tables to land (reflected).")
     exclude: list[str] = Field(default_factory=list)
     tables: list[SqlTableStream] = Field(default_factory=list)
     defaults: StreamDefaults = Field(default_factory=StreamDefaults)
     schedule: str = Field(default="0 3 * * *", description="Cron (UTC) of the daily incremental refresh.")
+
+    def _url(self) -> str:
+        """The URL: ``url``, or the value of ``url_env`` (empty when that is not set)."""
+        return self.url or os.environ.get(self.url_env or "", "")
 
     def validate_declaration(self, yaml_path: Path) -> None:
         """Checks beyond the field types, each failing with ``ValueError("<file>: <field>: ...")``."""
@@ -144,6 +156,20 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             )
         if problem := cron_problem(self.schedule):
             raise ValueError(f"{yaml_path}: attributes.schedule: {problem}")
+        try:
+            require_exactly_one(self, "url", "url_env", "attributes: ")
+        except ValueError as exc:
+            raise ValueError(f"{yaml_path}: {exc}") from None
+        if self.url is not None:
+            try:
+                password = sa.engine.make_url(self.url).password
+            except sa.exc.ArgumentError:
+                raise ValueError(f"{yaml_path}: attributes.url: not a SQLAlchemy URL") from None
+            if password is not None:  # never in YAML, where the UI and the repository show it
+                raise ValueError(
+                    f"{yaml_path}: attributes.url: holds a password; put the URL in an environment variable "
+                    "named by url_env"
+                )
         if not self.include and not self.tables:
             raise ValueError(f"{yaml_path}: attributes: declare 'tables', or 'include' globs, or both")
         seen: dict[str, int] = {}
@@ -160,7 +186,7 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
         return f"{self.source}_db"
 
     def _database(self) -> SqlDatabaseResource:
-        url = os.environ.get(self.url_env)
+        url = self._url()
         if not url:
             raise ValueError(
                 f"source {self.source!r}: environment variable {self.url_env} (SQLAlchemy URL) is not set; "
@@ -209,7 +235,7 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
         """Local-file state keyed by source and by a hash of what discovery depends on (the URL,
         never in the clear: it may hold a password; the schema, ``include`` and ``exclude``);
         refreshed on demand, not by ``dagster dev`` (module doc)."""
-        selection = json.dumps([os.environ.get(self.url_env, ""), self.schema_name, self.include, self.exclude])
+        selection = json.dumps([self._url(), self.schema_name, self.include, self.exclude])
         digest = hashlib.sha256(selection.encode()).hexdigest()[:16]
         return DefsStateConfig(
             key=f"SqlSource.{self.source}.{digest}",
@@ -342,7 +368,7 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
         """The source's definitions from its declaration and the cached discovery (module doc)."""
         yaml_path = Path(context.path) / "defs.yaml"
         self.validate_declaration(yaml_path)
-        url = os.environ.get(self.url_env, "")
+        url = self._url()
         kind = KINDS.get(url.split(":", 1)[0].split("+", 1)[0], "sql")
         try:
             tables = self._cached_tables(context, state_path)
@@ -399,5 +425,5 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             asset_checks=checks,
             jobs=jobs,
             schedules=schedules,
-            resources={self.resource_key: SqlDatabaseResource(url=dg.EnvVar(self.url_env))},
+            resources={self.resource_key: SqlDatabaseResource(url=from_env(self.url, self.url_env, "url"))},
         )
