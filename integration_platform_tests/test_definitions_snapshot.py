@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from integration_platform.definitions import PROJECT_ROOT, defs
+from integration_platform.definitions import defs
 from integration_platform_tests.definitions_snapshot import graph
 from integration_platform_tests.test_config_corpus import CONFIGS, _load_as_project
 
