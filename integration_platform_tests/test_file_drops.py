@@ -278,6 +278,11 @@ def test_bad_rows_go_to_quarantine_and_an_unparsable_file_fails_whole(
     assert any("'ricoverati_con_sintomi': 'n/a' is not int64" in r["reason"] for r in rows)
     check = next(c for c in result.get_asset_check_evaluations() if c.check_name == "quarantine_empty")
     assert not check.passed and check.metadata["quarantined_rows"].value == 2
+    # The check alone (the UI's "Execute checks"), against what is landed: no landing, the same verdict.
+    alone = p.materialize(dg.AssetSelection.checks_for_assets(LAKE))
+    assert alone.get_asset_materialization_events() == []
+    again = [c for c in alone.get_asset_check_evaluations() if c.check_name == "quarantine_empty"]
+    assert len(again) == 1 and not again[0].passed and again[0].metadata["quarantined_rows"].value == 2
     assert not broken.success
     assert any("dpc-covid19-ita-regioni-20220104.csv: holds binary data" in m for m in failure_messages(broken)), (
         failure_messages(broken)

@@ -125,6 +125,7 @@ def _landing_metadata(manifest: Manifest, uri: str, seconds: float) -> dict[str,
 def _quarantine_check(store: LakeStore, spec: StreamSpec, reasons: set[str]) -> tuple[int, dg.AssetCheckResult]:
     total = quarantined_rows(store, spec)
     check = dg.AssetCheckResult(
+        asset_key=lake_key(spec),
         check_name=QUARANTINE_CHECK,
         passed=total == 0,
         severity=dg.AssetCheckSeverity.WARN,
@@ -208,24 +209,32 @@ def lake_asset_arguments(
     deps: Sequence[dg.AssetKey] = (),
     check_specs: Sequence[dg.AssetCheckSpec] = (),
 ) -> dict[str, Any]:
-    """The ``dg.asset`` arguments of a stream's lake asset, for every kind: key, group, kinds
-    ``{kind, "parquet"}``, partitions (a single-run backfill policy when partitioned), the lake and
-    the source's resource, and the stream's contract as definition metadata (the cursor and lag
-    only for incremental streams)."""
+    """The ``dg.multi_asset`` arguments of a stream's lake asset, for every kind: the asset (key,
+    group, kinds ``{kind, "parquet"}``, partitions, the stream's contract as definition metadata, the
+    cursor and lag only for incremental streams), its checks, a single-run backfill policy when
+    partitioned, and the lake and the source's resource. A multi-asset of one asset only to be
+    subsettable: its checks can then run alone, against what is landed."""
     metadata: dict[str, Any] = {"write_disposition": spec.write_disposition, "primary_key": ", ".join(spec.primary_key)}
     if spec.cursor:
         metadata |= {"cursor": spec.cursor, "lag": spec.lag}
+    partitions = partitions_def(spec.partitioning)
+    asset = dg.AssetSpec(
+        lake_key(spec),
+        group_name=spec.source,
+        kinds={kind, "parquet"},
+        partitions_def=partitions,
+        deps=list(deps),
+        description=spec.description,
+        metadata={**metadata, **spec.metadata},
+    )
     return {
-        "key": lake_key(spec),
-        "group_name": spec.source,
-        "kinds": {kind, "parquet"},
-        "partitions_def": partitions_def(spec.partitioning),
+        "name": "__".join(lake_key(spec).path),
+        "specs": [asset],
+        "check_specs": list(check_specs),
+        "can_subset": True,
+        "partitions_def": partitions,
         "backfill_policy": dg.BackfillPolicy.single_run() if spec.partitioning else None,
         "required_resource_keys": {"lake", source_resource},
-        "deps": list(deps),
-        "check_specs": list(check_specs),
-        "description": spec.description,
-        "metadata": {**metadata, **spec.metadata},
     }
 
 
@@ -258,8 +267,14 @@ def lake_asset(
     empty = "No records of this stream are in quarantine."
     check_specs = [dg.AssetCheckSpec(QUARANTINE_CHECK, asset=lake_key(spec), description=empty)] if quarantine else []
 
-    @dg.asset(**lake_asset_arguments(spec, kind, source_resource, deps, check_specs))
-    def _lake(context: dg.AssetExecutionContext, config: StreamRunConfig) -> dg.MaterializeResult:
+    @dg.multi_asset(**lake_asset_arguments(spec, kind, source_resource, deps, check_specs))
+    def _lake(
+        context: dg.AssetExecutionContext, config: StreamRunConfig
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        if lake_key(spec) not in context.selected_asset_keys:  # its check alone, against what is landed
+            lake: LakeResource = context.resources.lake
+            yield _quarantine_check(lake.store(), spec, set())[1]
+            return
         refuse_ephemeral_marks(context, spec.incremental, spec.path)
         store = start_lake_step(context)
         full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG, "").lower() == "true"
@@ -285,7 +300,7 @@ def lake_asset(
         if quarantine:
             metadata["quarantine_rows_total"], check = _quarantine_check(store, spec, reasons)
             checks.append(check)
-        return dg.MaterializeResult(metadata=metadata, check_results=checks)
+        yield dg.MaterializeResult(asset_key=lake_key(spec), metadata=metadata, check_results=checks)
 
     return _lake
 

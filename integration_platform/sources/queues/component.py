@@ -156,9 +156,9 @@ class QueueSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
             return session.queue_depth(stream.queue)[0], None
 
     def _lake_asset(self, stream: QueueStream, spec: StreamSpec) -> dg.AssetsDefinition:
-        key = self.resource_key
+        key, spec_key = self.resource_key, lake_key(spec)
 
-        @dg.asset(**lake_asset_arguments(spec, self.connection.broker, key))
+        @dg.multi_asset(**lake_asset_arguments(spec, self.connection.broker, key))
         def _drain(context: dg.AssetExecutionContext, config: DrainRunConfig) -> dg.MaterializeResult:
             store = start_lake_step(context)
             limits = DrainLimits(
@@ -179,12 +179,13 @@ class QueueSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
                 stats = drain(store, spec, source, decoder, limits, context.run.run_id, context.log.info)
                 extra = source.run_metadata()
             return dg.MaterializeResult(
+                asset_key=spec_key,
                 metadata={
                     **stats.metadata(),
                     "dagster/row_count": rows_held(store, spec),
                     **{k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in extra.items()},
                     "dagster/uri": store.uri(spec.path),
-                }
+                },
             )
 
         return _drain
