@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import psycopg
 import pyarrow as pa
@@ -15,6 +16,7 @@ import pytest
 from integration_platform.core.row_filter import RowFilter
 from integration_platform.sources.sql.database import SqlDatabaseResource
 from integration_platform_tests.services import PG_HOST, PG_PORT, psql, require_port
+from sandbox.harness import latest_metadata, platform
 
 VALUES = [
     (1, Decimal("-12345678901234.5678"), Decimal("-1234567890123456789012345678.0123456789"), Decimal("1e-20")),
@@ -164,3 +166,25 @@ def test_every_type_of_the_data_types_chapter_lands_typed_or_as_its_text() -> No
         assert table.schema.field(column).type == kind, column
         assert first[column] == value, column
         assert column == "id" or empty[column] is None, column
+
+
+def test_database_comments_become_the_asset_and_column_descriptions(
+    database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with psycopg.connect(f"host={PG_HOST} port={PG_PORT} user=postgres dbname={database}", autocommit=True) as conn:
+        conn.execute("COMMENT ON TABLE t IS 'Amounts as the ledger books them.'")
+        conn.execute("COMMENT ON COLUMN t.small IS 'Booked amount, 4 decimals.'")
+    monkeypatch.setenv("COMMENTS_DB_URL", f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{database}")
+    source = "type: integration_platform.components.SqlSource\nattributes:\n  source: ledger\n"
+    source += "  url_env: COMMENTS_DB_URL\n  include: ['t']\n"
+    with dg.instance_for_test() as instance:
+        ledger = platform(source, tmp_path, instance)
+        lake, warehouse = dg.AssetKey(["ledger", "t"]), dg.AssetKey(["warehouse", "ledger", "t"])
+        assert (
+            ledger.defs.resolve_assets_def(lake).specs_by_key[lake].description == "Amounts as the ledger books them."
+        )
+        assert ledger.materialize([lake, warehouse]).success
+        for key in (lake, warehouse):
+            schema = latest_metadata(instance, key)["dagster/column_schema"]
+            described = {c.name: c.description for c in schema.columns}
+            assert described["small"] == "Booked amount, 4 decimals." and described["id"] is None, key

@@ -105,14 +105,22 @@ def _partitions(context: dg.AssetExecutionContext, spec: StreamSpec) -> list[Par
     return windows
 
 
-def _landing_metadata(manifest: Manifest, uri: str, seconds: float) -> dict[str, Any]:
+def column_schema(spec: StreamSpec, columns: Sequence[tuple[str, str]]) -> dg.TableSchema:
+    """``(name, type)`` columns as Dagster's column schema, each with the source's description of it."""
+    described = spec.column_descriptions
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name, kind, description=described.get(name)) for name, kind in columns]
+    )
+
+
+def _landing_metadata(spec: StreamSpec, manifest: Manifest, uri: str, seconds: float) -> dict[str, Any]:
     """``seconds``: wall time of the whole extraction and landing (the manifest's own
     ``seconds`` starts when the first batch is ready, after e.g. all HTTP pages were fetched)."""
     return {
         "dagster/row_count": manifest.rows,
         "rows_landed": manifest.rows,
         "dagster/uri": uri,
-        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in manifest.schema]),
+        "dagster/column_schema": column_schema(spec, manifest.schema),
         "bytes": manifest.bytes,
         "seconds": round(seconds, 3),
         "rows_per_second": round(manifest.rows / max(seconds, 1e-6)),
@@ -165,7 +173,7 @@ def _land_one(
             f"landed {manifest.rows} rows ({manifest.bytes} bytes) of {spec.path} window {manifest.window} "
             f"in {seconds:.3f}s; {result.duplicates_dropped} already-landed rows dropped"
         )
-    metadata = _landing_metadata(manifest, store.uri(manifest.key), seconds)
+    metadata = _landing_metadata(spec, manifest, store.uri(manifest.key), seconds)
     metadata["rows_read"] = result.rows_read
     metadata["duplicates_dropped"] = result.duplicates_dropped
     metadata["full_refresh"] = full_refresh
@@ -470,7 +478,7 @@ def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
                 **({} if spec.partitioning else {"dagster/row_count": result.table_rows}),
                 "table_rows": result.table_rows,
                 "dagster/table_name": f"{spec.source}.{spec.name}",
-                "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(c[0], c[1]) for c in columns]),
+                "dagster/column_schema": column_schema(spec, [(c[0], c[1]) for c in columns]),
                 "rows_loaded": result.rows_loaded,
                 "schema_changes": ", ".join(result.schema_changes),
                 "landings_applied": len(todo),

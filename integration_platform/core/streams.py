@@ -85,6 +85,8 @@ class StreamSpec:
     partitioning: Partitioning | None = None
     description: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    #: Column name -> what the source says it holds (a database's column comments).
+    column_descriptions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for label, value in (("source", self.source), ("stream", self.name)):

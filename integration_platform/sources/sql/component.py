@@ -121,7 +121,15 @@ def _write_tables(state_path: Path, tables: dict[str, TableInfo]) -> None:
     """``tables`` as the state file's JSON, written to a staging name and renamed over it."""
     state_path.parent.mkdir(parents=True, exist_ok=True)
     staging = state_path.with_name(f".{state_path.name}.{os.getpid()}.tmp")
-    document = {name: {"columns": list(i.columns), "primary_key": list(i.primary_key)} for name, i in tables.items()}
+    document = {
+        name: {
+            "columns": list(i.columns),
+            "primary_key": list(i.primary_key),
+            "comment": i.comment,
+            "column_comments": dict(i.column_comments),
+        }
+        for name, i in tables.items()
+    }
     staging.write_text(json.dumps({"tables": document}, indent=1, sort_keys=True))
     os.replace(staging, state_path)
 
@@ -218,8 +226,11 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             cursor=cursor,
             lag=entry.lag if entry.lag is not None else self.defaults.lag,
             partitioning=partitioning,
-            description=f"Table {entry.table} of the {self.source} database.",
+            description=(
+                info.comment if info and info.comment else f"Table {entry.table} of the {self.source} database."
+            ),
             metadata={"source_table": entry.table},
+            column_descriptions=dict(info.column_comments) if info else {},
         )
         missing = missing_column(spec, info.columns) if info is not None else None
         if info is not None and missing is not None:  # columns known without the network: check now
@@ -273,7 +284,13 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
         if state_path is not None:
             data: dict[str, Any] = json.loads(state_path.read_text())
             return {
-                name: TableInfo(name=name, columns=tuple(t["columns"]), primary_key=tuple(t["primary_key"]))
+                name: TableInfo(
+                    name=name,
+                    columns=tuple(t["columns"]),
+                    primary_key=tuple(t["primary_key"]),
+                    comment=t.get("comment"),  # absent from states cached before comments were kept
+                    column_comments=tuple(t.get("column_comments", {}).items()),
+                )
                 for name, t in data["tables"].items()
             }
         try:

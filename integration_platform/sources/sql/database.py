@@ -24,11 +24,14 @@ _ENGINES_LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class TableInfo:
-    """What reflection tells about one table: its columns (in order) and primary key."""
+    """What reflection tells about one table: its columns (in order), primary key and the comments the
+    database keeps on the table and its columns (``COMMENT ON``; none in SQLite)."""
 
     name: str
     columns: tuple[str, ...]
     primary_key: tuple[str, ...]
+    comment: str | None = None
+    column_comments: tuple[tuple[str, str], ...] = ()
 
 
 class Geometry(sa.types.UserDefinedType[bytes]):
@@ -227,12 +230,14 @@ class SqlDatabaseResource(dg.ConfigurableResource):
             return int(conn.execute(sa.select(sa.func.count()).select_from(reflected)).scalar_one())
 
     def describe(self, table: str, schema: str | None = None) -> TableInfo:
-        """Columns and primary key of one table. Raises ``NoSuchTableError`` when missing."""
+        """Columns, primary key and comments of one table. Raises ``NoSuchTableError`` when missing."""
         reflected = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=self.engine())
         return TableInfo(
             name=table,
             columns=tuple(c.name for c in reflected.columns),
             primary_key=tuple(c.name for c in reflected.primary_key.columns),
+            comment=reflected.comment or None,
+            column_comments=tuple((c.name, c.comment) for c in reflected.columns if c.comment),
         )
 
     def read(self, table: str, schema: str | None = None, row_filter: RowFilter | None = None) -> pa.RecordBatchReader:
