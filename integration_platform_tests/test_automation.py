@@ -17,6 +17,7 @@ type: integration_platform.components.SqlSource
 attributes:
   source: shop
   url_env: AUTOMATION_DB_URL
+  schedule: "*/5 * * * *"
   tables:
     - table: orders
       primary_key: [id]
@@ -86,3 +87,24 @@ def test_a_lake_asset_materialised_alone_gets_its_warehouse_load_requested(
 def test_the_code_location_runs_the_automation_sensor_by_default() -> None:
     sensor = code_location().get_sensor_def("warehouse_follows_lake")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_a_scheduled_table_is_fresh_once_loaded_since_the_last_tick(
+    database: Path, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """Dagster's freshness check on the warehouse table, run on its own: it fails before the table was
+    loaded and passes once a load happened after the schedule's last tick minus its gap."""
+    shop = platform(YAML, tmp_path, instance)
+    check = dg.AssetCheckKey(WAREHOUSE_ORDERS, "freshness_check")
+    assert check in {k for c in shop.defs.asset_checks or [] for k in c.check_keys}
+    sensor = next(s for s in shop.defs.sensors or [] if s.name == "shop_refresh_freshness")
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+
+    def verdict() -> bool:
+        result = shop.materialize(dg.AssetSelection.checks(check))
+        [evaluation] = result.get_asset_check_evaluations()
+        return evaluation.passed
+
+    assert verdict() is False  # never loaded: stale
+    assert shop.materialize([ORDERS, WAREHOUSE_ORDERS]).success
+    assert verdict() is True

@@ -42,9 +42,16 @@ from integration_platform.assets.config_model import (
     from_env,
     require_exactly_one,
 )
+from integration_platform.assets.freshness import freshness_checks
 from integration_platform.assets.http_config import RestAuth
 from integration_platform.assets.schedules import refresh_job
-from integration_platform.assets.stream_assets import ExtractionReport, ExtractorFactory, lake_key, stream_assets
+from integration_platform.assets.stream_assets import (
+    ExtractionReport,
+    ExtractorFactory,
+    lake_key,
+    stream_assets,
+    warehouse_key,
+)
 from integration_platform.core.extract import Extractor
 from integration_platform.core.json_paths import compile_path
 from integration_platform.core.names import ENV_NAME
@@ -327,6 +334,12 @@ class RestSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
             self.schedule,
             f"Refresh of every {self.source} stream (incremental where declared).",
         )
+        fresh, fresh_sensor = freshness_checks(job.name, [warehouse_key(plan.spec) for plan in plans], self.schedule)
         return dg.Definitions(
-            assets=assets, jobs=[job], schedules=[schedule], resources={self.resource_key: self.resource()}
+            assets=assets,
+            asset_checks=fresh,
+            jobs=[job],
+            schedules=[schedule],
+            sensors=[fresh_sensor],
+            resources={self.resource_key: self.resource()},
         )

@@ -51,6 +51,7 @@ from integration_platform.assets.config_model import (
     from_env,
     require_exactly_one,
 )
+from integration_platform.assets.freshness import freshness_checks
 from integration_platform.assets.run_recovery import tag_run_host
 from integration_platform.assets.schedules import refresh_job
 from integration_platform.assets.stream_assets import (
@@ -398,6 +399,8 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
         jobs: list[dg.UnresolvedAssetJobDefinition] = []
         schedules: list[dg.ScheduleDefinition | dg.UnresolvedPartitionedAssetScheduleDefinition] = []
         plain = [s for s, _ in specs if s.partitioning is None]
+        fresh: list[dg.AssetChecksDefinition] = []
+        sensors: list[dg.SensorDefinition] = []
         if plain:
             selection = dg.AssetSelection.assets(*[k for s in plain for k in (lake_key(s), warehouse_key(s))])
             job, schedule = refresh_job(
@@ -408,6 +411,8 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             )
             jobs.append(job)
             schedules.append(schedule)
+            fresh, fresh_sensor = freshness_checks(job.name, [warehouse_key(s) for s in plain], self.schedule)
+            sensors.append(fresh_sensor)
         for granularity in ("daily", "monthly"):
             group = [s for s, _ in specs if s.partitioning and s.partitioning.granularity == granularity]
             # one job per partitions definition: a job's assets must share it
@@ -439,8 +444,9 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
         ]
         return dg.Definitions(
             assets=assets,
-            asset_checks=checks,
+            asset_checks=[*checks, *fresh],
             jobs=jobs,
             schedules=schedules,
+            sensors=sensors,
             resources={self.resource_key: SqlDatabaseResource(url=from_env(self.url, self.url_env, "url"))},
         )

@@ -1,0 +1,46 @@
+"""Freshness checks: is a scheduled table as recent as its schedule promises?
+
+Dagster's own last-update freshness checks (``build_last_update_freshness_checks``), one per
+warehouse asset a refresh schedule loads: at each tick of the schedule's cron (UTC), the table must
+have been loaded since the tick before (the run that tick started). A table whose schedule is off,
+or whose runs fail, fails its check (severity WARN) until it is loaded again. The checks are
+evaluated by the sensor ``<job>_freshness`` (stopped by default, like the schedule: switch both on
+together) or run on their own from the UI.
+"""
+
+import datetime as dt
+from collections.abc import Sequence
+
+import dagster as dg
+from croniter import croniter
+
+#: Ticks looked at to find the longest gap of a cron (a week of hourly ticks; a weekday cron's
+#: Friday-to-Monday gap is among them).
+GAP_TICKS = 24 * 7
+
+
+def longest_gap(cron: str) -> dt.timedelta:
+    """The longest time between two consecutive ticks of ``cron`` (UTC) over its next
+    :data:`GAP_TICKS` ticks. Raises ``ValueError`` (croniter's) for a malformed expression."""
+    ticks = croniter(cron, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    previous = ticks.get_next(dt.datetime)
+    longest = dt.timedelta(0)
+    for _ in range(GAP_TICKS):
+        current = ticks.get_next(dt.datetime)
+        longest = max(longest, current - previous)
+        previous = current
+    return longest
+
+
+def freshness_checks(
+    job_name: str, keys: Sequence[dg.AssetKey], cron: str
+) -> tuple[list[dg.AssetChecksDefinition], dg.SensorDefinition]:
+    """The freshness checks of ``keys`` (loaded by the job ``job_name`` on ``cron``) and the sensor
+    ``<job_name>_freshness`` that evaluates them (module doc)."""
+    checks = list(
+        dg.build_last_update_freshness_checks(
+            assets=list(keys), deadline_cron=cron, lower_bound_delta=longest_gap(cron), timezone="UTC"
+        )
+    )
+    sensor = dg.build_sensor_for_freshness_checks(freshness_checks=checks, name=f"{job_name}_freshness")
+    return checks, sensor
