@@ -127,6 +127,13 @@ def login(
         )
     except OAuth2Error as exc:
         raise LoginError(f"the token endpoint {token_url} refused the code: {exc.error}") from None
+    except Warning as exc:
+        # oauthlib raises a Warning carrying the token when the provider granted other scopes than
+        # asked (allowed by RFC 6749 section 5.1, and common): the token is issued, keep it.
+        granted = getattr(exc, "token", None)
+        if not granted:
+            raise LoginError(f"the token endpoint {token_url}: {exc}") from None
+        token = granted
     if not token.get("refresh_token"):
         raise LoginError(
             "the provider issued no refresh token: ask for the scope or parameter it needs for one "

@@ -178,17 +178,27 @@ def run_until_signalled(command: list[str], grace_seconds: float = 10.0) -> int:
     Ctrl-C exactly once (a second one makes ``dagster dev`` give up on a clean stop); whatever is
     still there after ``grace_seconds`` is killed, and the stand-ins are stopped by the caller.
     """
-    child = subprocess.Popen(command, process_group=0)
     signalled: list[int] = []
+    started: list[subprocess.Popen[bytes]] = []
+    sent: list[bool] = []
+
+    def ctrl_c() -> None:
+        if started and not sent and started[0].poll() is None:
+            sent.append(True)
+            os.killpg(started[0].pid, signal.SIGINT)
 
     def pass_on(signum: int, _frame: object) -> None:
-        if not signalled and child.poll() is None:
-            os.killpg(child.pid, signal.SIGINT)
         signalled.append(signum)
+        ctrl_c()
 
+    # Handlers first: a signal arriving while the child starts is passed on right after.
     previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     deadline: float | None = None
     try:
+        child = subprocess.Popen(command, process_group=0)
+        started.append(child)
+        if signalled:
+            ctrl_c()
         while True:
             try:
                 status = child.wait(timeout=0.2)

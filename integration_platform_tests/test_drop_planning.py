@@ -57,3 +57,14 @@ def test_the_cursor_keeps_only_what_has_not_landed() -> None:
     after = plan_tick(files, later.state, RULES, 2, done)
     assert after.partitions == {} and after.state == DropState() and after.landed == 5
     assert after.skip_reason(5) == "5 file(s) listed; 5 already in the lake"
+
+
+def test_a_file_dated_outside_the_partitions_is_reported_not_requested() -> None:
+    """A request for a partition key the stream lacks would fail the whole tick, in-range days included."""
+    files = [drop("2023-12-31"), drop("2024-01-01"), drop("2024-02-01")]
+    january = {"2024-01-01"}.__contains__
+    first = plan_tick(files, DropState(), RULES, 100, landed([]), january)
+    second = plan_tick(files, first.state, RULES, 100, landed([]), january)
+    assert sorted(second.partitions) == ["2024-01-01"]
+    assert second.outside == ["drop-20231231.csv", "drop-20240201.csv"]
+    assert "2 dated outside the stream's partitions (drop-20231231.csv, drop-20240201.csv)" in second.skip_reason(3)

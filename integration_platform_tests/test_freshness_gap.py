@@ -16,6 +16,8 @@ pytestmark = pytest.mark.fast
         ("*/15 * * * *", dt.timedelta(minutes=15)),
         ("0 3 * * 1-5", dt.timedelta(hours=72)),  # Friday to Monday
         ("0 */6 * * *", dt.timedelta(hours=6)),
+        ("*/15 * * * 1-5", dt.timedelta(days=2, minutes=15)),  # frequent, yet Friday to Monday counts
+        ("0 3 1 * *", dt.timedelta(days=31)),
     ],
 )
 def test_longest_gap(cron: str, gap: dt.timedelta) -> None:

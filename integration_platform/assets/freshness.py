@@ -14,21 +14,22 @@ from collections.abc import Sequence
 import dagster as dg
 from croniter import croniter
 
-#: Ticks looked at to find the longest gap of a cron (a week of hourly ticks; a weekday cron's
-#: Friday-to-Monday gap is among them).
-GAP_TICKS = 24 * 7
+#: The span of ticks looked at to find the longest gap of a cron: more than a week, so a weekday
+#: cron's Friday-to-Monday gap is among them however often it ticks; a monthly cron gets 13 ticks.
+GAP_SPAN = dt.timedelta(days=8)
+MIN_TICKS = 13
 
 
 def longest_gap(cron: str) -> dt.timedelta:
-    """The longest time between two consecutive ticks of ``cron`` (UTC) over its next
-    :data:`GAP_TICKS` ticks. Raises ``ValueError`` (croniter's) for a malformed expression."""
-    ticks = croniter(cron, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    """The longest time between two consecutive ticks of ``cron`` (UTC) over :data:`GAP_SPAN` (and at
+    least :data:`MIN_TICKS` ticks). Raises ``ValueError`` (croniter's) for a malformed expression."""
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    ticks = croniter(cron, start)
     previous = ticks.get_next(dt.datetime)
-    longest = dt.timedelta(0)
-    for _ in range(GAP_TICKS):
+    longest, seen = dt.timedelta(0), 1
+    while previous - start < GAP_SPAN or seen < MIN_TICKS:
         current = ticks.get_next(dt.datetime)
-        longest = max(longest, current - previous)
-        previous = current
+        longest, previous, seen = max(longest, current - previous), current, seen + 1
     return longest
 
 

@@ -308,6 +308,8 @@ def lake_asset(
         if quarantine:
             metadata["quarantine_rows_total"], check = _quarantine_check(store, spec, reasons)
             checks.append(check)
+        selected = context.selected_asset_check_keys
+        checks = [c for c in checks if dg.AssetCheckKey(lake_key(spec), c.check_name or "") in selected]
         yield dg.MaterializeResult(asset_key=lake_key(spec), metadata=metadata, check_results=checks)
 
     return _lake

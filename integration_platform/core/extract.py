@@ -105,12 +105,14 @@ def landed_keys(
     return pa.concat_tables(parts, promote_options="default").group_by(keys).aggregate([])
 
 
-def rows_held(store: LakeStore, spec: StreamSpec) -> int:
+def rows_held(store: LakeStore, spec: StreamSpec, *, each_key_once: bool = False) -> int:
     """The rows the stream's lake holds now (what its table holds once loaded): for a merge stream the
     distinct primary keys of its active landings (read only when there are landings after the last
-    full one), otherwise the rows of its active landings. Partitioned streams: all partitions."""
+    full one), otherwise the rows of its active landings. Partitioned streams: all partitions.
+    ``each_key_once``: the source lands each key at most once (a queue, whose redelivered messages
+    are dropped before landing), so the manifests' row counts are exact and no file is read."""
     manifests = active_manifests(list_manifests(store, spec))
-    if spec.write_disposition != "merge" or not spec.primary_key or len(manifests) <= 1:
+    if each_key_once or spec.write_disposition != "merge" or not spec.primary_key or len(manifests) <= 1:
         return sum(m.rows for m in manifests)
     keys = landed_keys(store, spec, list(spec.primary_key))
     return 0 if keys is None else keys.num_rows

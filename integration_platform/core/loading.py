@@ -309,7 +309,7 @@ def table_rows(conn: duckdb.DuckDBPyConnection, spec: StreamSpec) -> int:
 def partition_rows(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, partition_keys: list[str]) -> dict[str, int]:
     """``{partition key: rows of the stream's table that came from that partition's landing}`` for the
     given keys (a key without rows is absent), counted on the lineage column ``_ip_window``."""
-    if not partition_keys:
+    if not partition_keys or not table_columns(conn, spec):  # no table yet: nothing loaded
         return {}
     windows = {f"partition={key}": key for key in partition_keys}
     counted = conn.execute(

@@ -48,6 +48,7 @@ from integration_platform.assets.stream_assets import (
     ExtractionReport,
     ExtractorFactory,
     lake_key,
+    partitions_def,
     stream_assets,
     warehouse_key,
 )
@@ -250,6 +251,8 @@ class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
     def _sensor(self, plan: FileStreamPlan, stream: FileStream) -> dg.SensorDefinition:
         key, spec = self.resource_key, plan.spec
         dynamic = spec.partitioning.name if spec.partitioning and spec.partitioning.granularity == "dynamic" else None
+        days = partitions_def(spec.partitioning)
+        assert days is not None  # file streams are always partitioned
 
         @dg.sensor(
             name=f"{self.source}_{stream.name}_drops",
@@ -269,7 +272,10 @@ class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
                 for m in active_manifests(list_manifests(lake.store(), spec))
             )
             state = DropState.from_cursor(context.cursor)
-            tick = plan_tick(listing, state, plan.rules, stream.max_partitions_per_tick, held)
+            accepts = None if dynamic else days.has_partition_key
+            tick = plan_tick(listing, state, plan.rules, stream.max_partitions_per_tick, held, accepts)
+            if tick.outside:
+                context.log.warning(f"{len(tick.outside)} file(s) dated outside the partitions: {tick.outside[:5]}")
             if tick.unparsable:
                 context.log.warning(f"no date in the names of {len(tick.unparsable)} file(s): {tick.unparsable[:5]}")
             if not tick.partitions:

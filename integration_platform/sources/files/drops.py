@@ -20,7 +20,7 @@ import fnmatch
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -130,6 +130,7 @@ class TickPlan:
     waiting: list[str] = field(default_factory=list)
     in_flight: list[str] = field(default_factory=list)
     unparsable: list[str] = field(default_factory=list)
+    outside: list[str] = field(default_factory=list)
     landed: int = 0
     state: DropState = field(default_factory=DropState)
 
@@ -147,17 +148,26 @@ class TickPlan:
             parts.append(f"{len(self.in_flight)} requested, not landed yet")
         if self.unparsable:
             parts.append(f"{len(self.unparsable)} without a date in the name ({', '.join(self.unparsable[:3])})")
+        if self.outside:
+            parts.append(f"{len(self.outside)} dated outside the stream's partitions ({', '.join(self.outside[:3])})")
         return "; ".join(parts)
 
 
 def plan_tick(
-    listing: Iterable[RemoteFile], state: DropState, rules: DropRules, max_partitions: int, lake: Landed
+    listing: Iterable[RemoteFile],
+    state: DropState,
+    rules: DropRules,
+    max_partitions: int,
+    lake: Landed,
+    accepts: Callable[[str], bool] | None = None,
 ) -> TickPlan:
     """Decide which partitions to request from a directory listing and what the lake holds.
 
     A file qualifies when it matches, the lake does not hold its version, it was not requested in
     that version already and it is stable; at most ``max_partitions`` partitions are requested per
-    tick (the rest wait for the next tick, their files staying in the cursor).
+    tick (the rest wait for the next tick, their files staying in the cursor). ``accepts``: whether
+    the stream has a partition of that key (a file dated before ``start`` or from ``end`` on is
+    listed in ``outside``, not requested: a request for a key the stream lacks fails the tick).
     """
     everything = list(listing)
     files = sorted((f for f in everything if rules.matches(f.name)), key=lambda f: f.name)
@@ -180,6 +190,9 @@ def plan_tick(
             continue
         if key is None:
             plan.unparsable.append(file.name)
+            continue
+        if accepts is not None and not accepts(key):
+            plan.outside.append(file.name)
             continue
         if key not in plan.partitions and len(plan.partitions) >= max_partitions:
             continue

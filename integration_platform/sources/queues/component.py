@@ -182,7 +182,7 @@ class QueueSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
                 asset_key=spec_key,
                 metadata={
                     **stats.metadata(),
-                    "dagster/row_count": rows_held(store, spec),
+                    "dagster/row_count": rows_held(store, spec, each_key_once=True),
                     **{k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in extra.items()},
                     "dagster/uri": store.uri(spec.path),
                 },

@@ -34,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,6 +72,9 @@ from integration_platform.sources.sql.database import SqlDatabaseResource, Table
 
 LOG = logging.getLogger(__name__)
 SOURCE_CHECK = "rows_match_source"
+#: Query parameters of a URL that carry credentials (``?password=``, ODBC's ``odbc_connect=...PWD=``).
+SECRET_QUERY = re.compile(r"pass|pwd|secret|token|key|credential|odbc_connect", re.IGNORECASE)
+
 KINDS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mariadb", "sqlite": "sqlite"}
 
 
@@ -171,10 +175,11 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             raise ValueError(f"{yaml_path}: {exc}") from None
         if self.url is not None:
             try:
-                password = sa.engine.make_url(self.url).password
+                parsed = sa.engine.make_url(self.url)
             except sa.exc.ArgumentError:
                 raise ValueError(f"{yaml_path}: attributes.url: not a SQLAlchemy URL") from None
-            if password is not None:  # never in YAML, where the UI and the repository show it
+            secret_query = [name for name in parsed.query if SECRET_QUERY.search(name)]
+            if parsed.password is not None or secret_query:  # never in YAML, where the UI and the repository show it
                 raise ValueError(
                     f"{yaml_path}: attributes.url: holds a password; put the URL in an environment variable "
                     "named by url_env"
@@ -327,10 +332,21 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
 
     def _declared_streams(self) -> list[tuple[StreamSpec, str]]:
         """The declared tables when discovery failed (the database is down at the first load): a table
-        that needs what only the database can say (a merge without a declared primary key) is left out,
-        with a warning naming it, so that the code location still loads."""
+        whose loading depends on what only the database can say (its primary key, the write
+        disposition inferred from it, whether it has the default cursor column) is left out, with a
+        warning naming it, so that the code location still loads and no table loads another way than
+        it will once the database answers."""
         specs = []
         for entry in self.tables:
+            default_cursor = self.defaults.cursor and entry.cursor is None and entry.partition is None
+            if (entry.primary_key is None and entry.write_disposition is None) or default_cursor:
+                LOG.warning(
+                    "source %s: table %s is left out until its database can be read: its primary key, "
+                    "write disposition or cursor comes from the database",
+                    self.source,
+                    entry.table,
+                )
+                continue
             try:
                 specs.append((self._stream(entry, None), entry.table))
             except ValueError as exc:
