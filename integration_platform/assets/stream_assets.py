@@ -193,6 +193,14 @@ def _land_one(
     return metadata
 
 
+def windows_text(windows: Sequence[str]) -> str:
+    """The windows a step applied, for its metadata: all of them up to 5, else the first and the
+    last with the count (run-wide metadata is copied onto each partition's materialisation)."""
+    if len(windows) <= 5:
+        return ", ".join(windows)
+    return f"{windows[0]} .. {windows[-1]} ({len(windows)} windows)"
+
+
 def _summed(landed: list[dict[str, Any]]) -> dict[str, Any]:
     """Metadata of a run that landed several partitions (a single-run backfill), for all of them; each
     partition's own counts are partition-scoped metadata (``_land_one``), which Dagster puts on that
@@ -205,7 +213,7 @@ def _summed(landed: list[dict[str, Any]]) -> dict[str, Any]:
         "bytes": sum(int(m["bytes"]) for m in landed),
         "seconds": round(seconds, 3),
         "rows_per_second": round(rows / max(seconds, 1e-6)),
-        "windows": f"{landed[0]['window']} .. {landed[-1]['window']}",
+        "windows": windows_text([str(m["window"]) for m in landed]),
         "quarantined": sum(int(m.get("quarantined", 0)) for m in landed),
     }
 
@@ -246,13 +254,16 @@ def lake_asset_arguments(
     }
 
 
-def start_lake_step(context: dg.AssetExecutionContext) -> LakeStore:
+def start_lake_step(context: dg.AssetExecutionContext, spec: StreamSpec) -> LakeStore:
     """What every lake step does first, whatever its kind: tag the run with this host, reclaim the
-    pool slots of dead runs (before this run's load needs the slot), and open the lake."""
+    pool slots of dead runs (before this run's load needs the slot), open the lake and remove the
+    stream's staging files whose writer was killed (each landing then sweeps only its window)."""
     tag_run_host(context)
     reclaim_dead_runs(context.instance, context.log.warning)
     lake: LakeResource = context.resources.lake
-    return lake.store()
+    store = lake.store()
+    store.remove_stale_staging(f"{spec.path}/")
+    return store
 
 
 def lake_asset(
@@ -284,7 +295,7 @@ def lake_asset(
             yield _quarantine_check(lake.store(), spec, set())[1]
             return
         refuse_ephemeral_marks(context, spec.incremental, spec.path)
-        store = start_lake_step(context)
+        store = start_lake_step(context, spec)
         full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG, "").lower() == "true"
         landed: list[dict[str, Any]] = []
         with ExitStack() as stack:
@@ -300,6 +311,8 @@ def lake_asset(
             context.log.info(f"landed {len(landed)} partitions of {spec.path}, {rows} rows")
             for window, one_landing in zip(windows, landed, strict=True):
                 assert window is not None
+                if window is not windows[-1]:  # the UI shows the columns of the latest materialisation
+                    one_landing.pop("dagster/column_schema", None)
                 context.add_asset_metadata(one_landing, partition_key=window.key)
         metadata = landed[0] if len(landed) == 1 else _summed(landed)
         if spec.partitioning is None:  # the rows the stream holds now, beside this landing's rows_landed
@@ -466,13 +479,19 @@ def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
             result = load(conn, store, spec, todo)
             checks = _checks(conn, store, spec, result.table_rows)
             columns = table_columns(conn, spec)
+            schema = {"dagster/column_schema": column_schema(spec, [(c[0], c[1]) for c in columns])}
             if spec.partitioning is not None:  # each partition's page shows its own rows, not the table's
                 held = partition_rows(conn, spec, [k for k in keys if k])
                 for key in keys:
                     assert key is not None
+                    # Run-wide metadata is copied onto every partition's materialisation: the column
+                    # schema goes on the last one only (the UI shows the latest's columns).
                     context.add_asset_metadata(
-                        {"dagster/row_count": held.get(key, 0)}, asset_key=warehouse_key(spec), partition_key=key
+                        {"dagster/row_count": held.get(key, 0), **(schema if key == keys[-1] else {})},
+                        asset_key=warehouse_key(spec),
+                        partition_key=key,
                     )
+                schema = {}
         context.log.info(f"applied {len(todo)} landing(s), {result.rows_loaded} rows, to {spec.source}.{spec.name}")
         yield dg.MaterializeResult(
             asset_key=warehouse_key(spec),
@@ -480,11 +499,11 @@ def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
                 **({} if spec.partitioning else {"dagster/row_count": result.table_rows}),
                 "table_rows": result.table_rows,
                 "dagster/table_name": f"{spec.source}.{spec.name}",
-                "dagster/column_schema": column_schema(spec, [(c[0], c[1]) for c in columns]),
+                **schema,
                 "rows_loaded": result.rows_loaded,
                 "schema_changes": ", ".join(result.schema_changes),
                 "landings_applied": len(todo),
-                "windows": ", ".join(result.windows),
+                "windows": windows_text(result.windows),
                 "seconds": result.seconds,
                 "rows_per_second": round(result.rows_loaded / max(result.seconds, 1e-6)),
             },

@@ -29,6 +29,8 @@ LEDGER_SCHEMA = "_integration_platform"
 LEDGER = f"{LEDGER_SCHEMA}.loads"
 #: Staging-only column: the position of a row's landing among those applied together.
 SEQ = "_ip_seq"
+#: Staging-only column: the local path of the Parquet file a staged row was read from.
+FILE_PATH = "_ip_staged_path"
 
 
 def quote(identifier: str) -> str:
@@ -173,23 +175,33 @@ def _apply_full(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, manifest: Man
 def _stage(conn: duckdb.DuckDBPyConnection, batch: list[tuple[Manifest, list[str]]]) -> bool:
     """Stage the rows of ``batch`` in temp table ``_ip_staged`` with their window and the
     landing's position (``_ip_seq``); the union of their columns, widened where they differ.
-    Returns False when no landing has files."""
-    staged = False
+    Returns False when no landing has files.
+
+    Landings of the same schema are staged by one scan (a backfill of 1,781 daily files with two
+    schemas is two statements, not 1,781): each file's rows get their landing's window and
+    position through a join on the file's path. Schemas are then reconciled pairwise with the one
+    widening rule, as one landing at a time would be."""
+    groups: dict[tuple[tuple[str, str], ...], list[tuple[str, str, int]]] = {}
     for seq, (manifest, files) in enumerate(batch):
-        if not files:
+        for path in files:
+            groups.setdefault(tuple(manifest.schema), []).append((path, manifest.window, seq))
+    for number, members in enumerate(groups.values()):
+        paths, windows, seqs = (list(column) for column in zip(*members, strict=True))
+        select = (
+            f"SELECT s.* EXCLUDE ({FILE_PATH}), w.window AS {quote(WINDOW_COLUMN)}, w.seq AS {SEQ} "
+            f"FROM read_parquet(?, filename = '{FILE_PATH}', hive_partitioning = false) AS s JOIN "
+            f"(SELECT unnest(?::VARCHAR[]) AS path, unnest(?::VARCHAR[]) AS window, unnest(?::BIGINT[]) AS seq) AS w "
+            f"ON s.{FILE_PATH} = w.path"
+        )
+        if number == 0:
+            conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_staged AS {select}", [paths, paths, windows, seqs])
             continue
-        window = _string(manifest.window)
-        select = f"SELECT *, {window} AS {quote(WINDOW_COLUMN)}, {seq} AS {SEQ} FROM {parquet_scan(files)}"
-        if not staged:
-            conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_staged AS {select}")
-            staged = True
-            continue
-        conn.execute(f"CREATE OR REPLACE TEMP VIEW _ip_next AS {select}")
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_next AS {select}", [paths, paths, windows, seqs])
         _evolve(conn, "_ip_staged", "_ip_next")
-        _reconcile_types(conn, "_ip_staged", "_ip_next", manifest.window)
+        _reconcile_types(conn, "_ip_staged", "_ip_next", batch[seqs[0]][0].window)
         conn.execute("INSERT INTO _ip_staged BY NAME SELECT * FROM _ip_next")
-    conn.execute("DROP VIEW IF EXISTS _ip_next")
-    return staged
+        conn.execute("DROP TABLE _ip_next")
+    return bool(groups)
 
 
 def _apply_batch(

@@ -160,7 +160,7 @@ class QueueSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
 
         @dg.multi_asset(**lake_asset_arguments(spec, self.connection.broker, key))
         def _drain(context: dg.AssetExecutionContext, config: DrainRunConfig) -> dg.MaterializeResult:
-            store = start_lake_step(context)
+            store = start_lake_step(context, spec)
             limits = DrainLimits(
                 batch_size=stream.batch_size,
                 max_wait_seconds=stream.max_wait_seconds,
