@@ -6,9 +6,9 @@ Usage::
     .venv/bin/python benchmarks/file_ingest.py --days 200         # the first 200 days only (quick check)
     .venv/bin/python benchmarks/file_ingest.py --sensor-only      # only the sensor's tick times (~30 s)
 
-Cost: one platform run of all 1,781 days takes about 2 minutes (most of it Dagster storing one
-materialisation event per partition and asset), so the default invocation takes about 8 minutes;
-``--days 200`` about 1.5 minutes.
+Cost: one ``platform`` run of all 1,781 days takes 70-90 s (most of it Dagster storing events per
+partition and asset on SQLite), ``platform_postgres`` 30-35 s, so the default invocation takes about
+8 minutes; ``--days 200`` about 1.5 minutes.
 
 Data: the Italian Civil Protection's regional daily drops (``/work/shared/data/dpc-covid19-ita-regioni-daily/
 dati-regioni``: 1,781 CSVs, 9.3 MB, one per day 2020-02-24..2025-01-08, 21 rows each, 24 columns until
@@ -29,6 +29,10 @@ Python's ``csv`` module counts them; data columns = the distinct header names, 3
   single-run backfill of the whole range (run tags ``dagster/asset_partition_range_start`` /
   ``_end``) materialising the lake asset and the warehouse asset (with its checks). Also checks
   the 2 platform columns (``_ip_file``, ``_ip_window``) and one ``_ip_file`` per day.
+- ``platform_postgres`` (platform): the same, with Dagster's storage in PostgreSQL (dagster-postgres, a
+  fresh database per run on ``IP_BENCH_DAGSTER_PG``, default the machine's server on 127.0.0.1:5432,
+  dropped afterwards) and the README's large-backfill settings (``DAGSTER_EVENT_BATCH_SIZE``,
+  ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS``): what a deployment loading history would run.
 - ``openssh_sftp_duckdb`` (limit, the reference): OpenSSH ``sftp -b <batch>`` with one ``get`` per
   file (same client key, ``StrictHostKeyChecking=yes`` against the known_hosts file, ``-F
   /dev/null``) into a temporary folder, then DuckDB ``CREATE TABLE t AS SELECT * FROM
@@ -100,6 +104,10 @@ PLATFORM_COLUMNS = ("_ip_file", "_ip_window")
 SOURCE, STREAM = "covid", "regions"
 SENSOR = f"{SOURCE}_{STREAM}_drops"
 KEY_ENV = "IP_BENCH_SFTP_KEY"
+#: The server of ``platform_postgres``'s Dagster storage (the machine's PostgreSQL; a database per run).
+PG_URL = os.environ.get("IP_BENCH_DAGSTER_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
+#: The README's settings for large backfills (section "Large backfills"), set for ``platform_postgres``.
+BULK_ENV = {"DAGSTER_EVENT_BATCH_SIZE": "1000", "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true"}
 #: Dagster's default timeout of a sensor evaluation (the daemon gives up on the tick after it).
 TICK_BUDGET_S = 60.0
 
@@ -188,6 +196,32 @@ def check_table(database: Path, table: str, args: argparse.Namespace, platform_c
 # ---------------------------------------------------------------- methods (child processes)
 
 
+@contextmanager
+def bench_instance(args: argparse.Namespace, home: Path) -> Iterator[Any]:
+    """A fresh Dagster instance for one platform run: SQLite under ``home`` (``platform``), or
+    dagster-postgres storage in a new database on ``PG_URL`` dropped afterwards (``platform_postgres``)."""
+    import dagster as dg
+
+    if args.child != "platform_postgres":
+        with dg.instance_for_test(temp_dir=str(home)) as instance:
+            yield instance
+        return
+    import sqlalchemy
+
+    database = f"ip_bench_{os.getpid()}"
+    admin = sqlalchemy.create_engine(f"{PG_URL}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {database}")
+    try:
+        storage = {"postgres": {"postgres_url": f"{PG_URL}/{database}"}}
+        with dg.instance_for_test(temp_dir=str(home), overrides={"storage": storage}) as instance:
+            yield instance
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        admin.dispose()
+
+
 def run_platform(args: argparse.Namespace, tmp: Path) -> None:
     """One single-run backfill of the range: lake + warehouse assets, on a fresh lake, DuckDB and instance."""
     import dagster as dg
@@ -202,7 +236,7 @@ def run_platform(args: argparse.Namespace, tmp: Path) -> None:
     }
     home = tmp / "dagster_home"
     home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
+    with bench_instance(args, home) as instance:
         p = platform(platform_yaml(args, Path(args.drops), FIRST_DAY), tmp, instance)
         outcome: dict[str, Any] = {}
 
@@ -319,6 +353,7 @@ def run_paramiko_pandas(args: argparse.Namespace, tmp: Path) -> None:
 
 CHILDREN: dict[str, Callable[[argparse.Namespace, Path], None]] = {
     "platform": run_platform,
+    "platform_postgres": run_platform,
     "openssh_sftp_duckdb": run_openssh_duckdb,
     "paramiko_pandas": run_paramiko_pandas,
 }
@@ -383,12 +418,18 @@ def build_methods(args: argparse.Namespace, server: Any, rows: int, columns: int
     common += ["--known-hosts", str(args.known_hosts), "--drops", str(args.drops), "--days", str(args.days)]
     common += ["--expect-rows", str(rows), "--expect-columns", str(columns), "--tmp", args.tmp]
 
-    def py(name: str, role: Role, note: str = "") -> Method:
-        env = {KEY_ENV: server.private_key_pem} if name == "platform" else {}
+    def py(name: str, role: Role, note: str = "", env: dict[str, str] | None = None) -> Method:
+        env = {KEY_ENV: server.private_key_pem, **(env or {})} if name.startswith("platform") else {}
         return Method(name, role, python_child(SCRIPT, name, *common), rows, size, note=note, env=env)
 
     return [
         py("platform", "platform", "fetch_s = lake step (list, download, parse, land), load_s = warehouse step"),
+        py(
+            "platform_postgres",
+            "platform",
+            "Dagster storage in PostgreSQL with the README's bulk-backfill settings (" + ", ".join(BULK_ENV) + ")",
+            env=BULK_ENV,
+        ),
         py("openssh_sftp_duckdb", "limit", "fetch_s = sftp -b (one get per file), load_s = DuckDB read_csv"),
         py("paramiko_pandas", "peer", "fetch_s = get + read_csv + concat + to_parquet, load_s = DuckDB"),
     ]

@@ -5,6 +5,8 @@ partitioned lake and warehouse assets, quarantine and host-key checking."""
 import csv
 import os
 import shutil
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -356,6 +358,44 @@ def test_a_backfill_of_many_days_lands_in_one_run(
             if e.asset_key == asset
         }
         assert counts == {day: 21 for day in landed}, asset
+    ahead = {
+        e.partition: e.step_materialization_data.materialization.metadata["files_read_ahead"].value
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == LAKE
+    }
+    assert ahead == {day: 1 for day in landed}, "each day's file was downloaded and parsed ahead"
+
+
+def test_a_backfill_reads_ahead_but_stops_at_the_first_bad_file(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next files are downloaded and parsed ahead on their own connection; a bad one fails the
+    step when its turn comes, naming it, after the days before it landed and with nothing after it
+    landed; the read-ahead thread and its folder are gone when the step ends."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    days = [f"2022-01-0{d}" for d in range(1, 8)]
+    for day in days:
+        name = f"dpc-covid19-ita-regioni-{day.replace('-', '')}.csv"
+        shutil.copyfile(drops / name, incoming / name)
+    (incoming / "dpc-covid19-ita-regioni-20220105.csv").write_bytes(b"<!DOCTYPE html>\n<html></html>\n")
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    tempfile.tempdir = None  # re-read TMPDIR
+    try:
+        with openssh_server(incoming) as server:
+            monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+            p = platform(_yaml(server, incoming), tmp_path, instance)
+            tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]}
+            result = p.materialize([LAKE, WAREHOUSE], tags=tags, raise_on_error=False)
+    finally:
+        tempfile.tempdir = None
+    assert not result.success
+    assert any("dpc-covid19-ita-regioni-20220105.csv: is an HTML page" in m for m in failure_messages(result))
+    manifests = sorted(os.listdir(tmp_path / "lake" / "covid" / "regions" / "_manifests"))
+    assert manifests == [f"partition={day}.json" for day in days[:4]]
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("drop-read-ahead")]
+    assert not [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith("ip-drop")]
 
 
 def test_marker_files_gate_the_sensor_and_landed_files_can_be_archived(

@@ -299,7 +299,8 @@ def lake_asset(
         full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG, "").lower() == "true"
         landed: list[dict[str, Any]] = []
         with ExitStack() as stack:
-            scope, windows = RunScope(stack), _partitions(context, spec)
+            windows = _partitions(context, spec)
+            scope = RunScope(stack, partition_keys=tuple(w.key for w in windows if w is not None))
             for window in windows:
                 one = len(windows) == 1
                 landed.append(

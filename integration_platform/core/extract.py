@@ -45,6 +45,9 @@ class RunScope:
 
     stack: ExitStack
     cache: dict[str, Any] = field(default_factory=dict)
+    #: The partitions the step lands, in landing order (empty when the stream is not partitioned):
+    #: an extractor may read ahead (a file stream downloads the next partitions' files meanwhile).
+    partition_keys: tuple[str, ...] = ()
 
 
 @dataclass

@@ -137,7 +137,11 @@ class LocalLake:
         self.root = root.resolve()
 
     def _path(self, key: str) -> Path:
-        path = (self.root / check_key(key)).resolve()
+        """The file of ``key`` under the root, worked out lexically: :func:`check_key` refuses every
+        segment that could leave the root (``..``, separators, control characters), so no
+        ``resolve()`` (a ``realpath`` of every folder, 2.7 ms of each 15 ms small-file landing).
+        A symbolic link inside the lake could only be put there by someone who can write the lake."""
+        path = self.root.joinpath(check_key(key))
         if self.root not in path.parents:
             raise ValueError(f"lake key {key!r} escapes the lake root {self.root}")
         return path
