@@ -59,6 +59,12 @@ Rate-limit check (after the table, one run): ``platform`` with ``rate_limit: --r
 server's timestamps of the detail requests (taken when each answer is sent, i.e. after the
 50 ms sleep): achieved rate = (n - 1) / (t_last - t_first), which must be within 0.95..1.0 of the
 limit, and the most requests in any window [t_i, t_i + 1 s), which must not exceed the limit.
+
+Fault check (after it, one run each): ``platform`` on all details through ``sandbox/fault_proxy.py``
+in front of the server, first with no faults, then with 5% of detail requests answered 429 with
+``Retry-After: 1`` and 3% answered 500 (every 20th and every 33rd, counted at the proxy). A worker
+waiting out a Retry-After must not stop the others, so the faulty run must take at most (the
+fault-free run + the Retry-After seconds / concurrency) x 1.2.
 """
 
 import argparse
@@ -99,7 +105,13 @@ from integration_platform.standins import stop
 SCRIPT = Path(__file__).resolve()
 MIRROR = REPO_ROOT.parent / "shared" / "data" / "pokeapi-subset" / "data"
 SERVER_SCRIPT = REPO_ROOT / "sandbox" / "pokeapi" / "server.py"
+PROXY_SCRIPT = REPO_ROOT / "sandbox" / "fault_proxy.py"
 ENDPOINT = "ability"
+#: The fault mix of the fault check: 5% of detail requests answered 429 with Retry-After 1 s, 3% 500.
+FAULT_PLAN = [
+    {"fault": "429", "path_regex": rf"/{ENDPOINT}/[0-9]+/", "every": 20, "retry_after": 1},
+    {"fault": "500", "path_regex": rf"/{ENDPOINT}/[0-9]+/", "every": 33, "offset": 7},
+]
 SOURCE, LIST_STREAM, DETAIL_STREAM = "bench", "abilities", "ability_details"
 PAGE = 100
 DETAIL_PATH = re.compile(rf"^/api/v2/{ENDPOINT}/\d+/?$")
@@ -166,8 +178,23 @@ def build_data(mirror: Path, root: Path, details: int) -> list[int]:
 @contextmanager
 def pokeapi_server(data: Path, latency_ms: int) -> Iterator[str]:
     """Run ``sandbox/pokeapi/server.py`` over ``data``; yield its base URL; stop it by pid."""
+    argv = [sys.executable, str(SERVER_SCRIPT), "--data", str(data), "--port", "0", "--latency-ms", str(latency_ms)]
+    with served(argv, "the PokeAPI server") as url:
+        yield url
+
+
+@contextmanager
+def fault_proxy(upstream: str) -> Iterator[str]:
+    """Run ``sandbox/fault_proxy.py`` in front of ``upstream`` (no faults until a plan is posted)."""
+    argv = [sys.executable, str(PROXY_SCRIPT), "--upstream", upstream, "--port", "0"]
+    with served(argv, "the fault proxy") as url:
+        yield url
+
+
+@contextmanager
+def served(argv: list[str], what: str) -> Iterator[str]:
+    """Run a server that prints ``listening on http://127.0.0.1:<port>``; yield that URL; stop it by pid."""
     with tempfile.TemporaryFile() as stderr:
-        argv = [sys.executable, str(SERVER_SCRIPT), "--data", str(data), "--port", "0", "--latency-ms", str(latency_ms)]
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL)
         try:
             lines: queue.Queue[str] = queue.Queue()
@@ -184,7 +211,7 @@ def pokeapi_server(data: Path, latency_ms: int) -> Iterator[str]:
                 if time.monotonic() > deadline or process.poll() is not None:
                     stderr.seek(0)
                     tail = stderr.read().decode(errors="replace")[-3000:]
-                    raise SystemExit(f"the PokeAPI server did not start (exit {process.poll()}):\n{tail}")
+                    raise SystemExit(f"{what} did not start (exit {process.poll()}):\n{tail}")
                 try:
                     line = lines.get(timeout=0.1)
                 except queue.Empty:
@@ -574,6 +601,46 @@ def rate_limit_check(args: argparse.Namespace, url: str) -> dict[str, Any]:
     }
 
 
+def fault_check(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    """``platform`` through the fault proxy twice (one run each): without faults, then with
+    ``FAULT_PLAN``; the second must take at most (the first + Retry-After seconds / concurrency) x 1.2."""
+    print(
+        f"\nfault check: platform through sandbox/fault_proxy.py, {args.details:,} details, concurrency "
+        f"{args.concurrency}, latency {args.latency_ms} ms; faults: 5% 429 (Retry-After 1 s) + 3% 500",
+        flush=True,
+    )
+    with fault_proxy(url) as proxy:
+        runs: dict[str, tuple[float, dict[str, Any]]] = {}
+        for label, plan in (("fault-free", []), ("faults", FAULT_PLAN)):
+            requests.post(f"{proxy}/_proxy/plan", json=plan, timeout=10).raise_for_status()
+            method = Method(f"platform_{label}", "platform", child_argv(args, "platform", proxy, args.details), None)
+            seconds = run_once(method).seconds
+            stats = requests.get(f"{proxy}/_proxy/stats", timeout=30).json()
+            runs[label] = (seconds, stats)
+            print(f"  {label}: {seconds:.2f} s, {stats['received']:,} requests at the proxy, faults {stats['faults']}")
+    clean, (faulty, stats) = runs["fault-free"][0], runs["faults"]
+    waited = stats["faults"].get("429", 0) * 1.0  # Retry-After seconds in all
+    budget = (clean + waited / args.concurrency) * 1.2
+    passed = faulty <= budget
+    print(
+        f"  with faults / budget = {faulty:.2f} / {budget:.2f} s = {faulty / budget:.3f} (budget = (fault-free "
+        f"{clean:.2f} s + {waited:.0f} s of Retry-After / {args.concurrency}) x 1.2): {'PASS' if passed else 'FAIL'}"
+    )
+    return {
+        "benchmark": "rest_fanout",
+        "method": "platform_fault_check",
+        "role": "platform",
+        "details": args.details,
+        "concurrency": args.concurrency,
+        "fault_free_s": round(clean, 4),
+        "seconds": round(faulty, 4),
+        "faults": stats["faults"],
+        "retry_after_s": waited,
+        "budget_s": round(budget, 4),
+        "pass": passed,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments; as parent build the data, start the server and run every method; as child run one."""
     parser = argparse.ArgumentParser(prog="rest_fanout.py", description=__doc__.split("\n")[0])
@@ -588,6 +655,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="parallel requests (default 16)")
     parser.add_argument("--rate-limit", type=float, default=40.0, help="requests/s of the rate-limit check; 0: skip")
     parser.add_argument("--rate-details", type=int, default=800, help="details of the rate-limit check")
+    parser.add_argument("--no-fault-check", action="store_true", help="skip the fault check (two more runs)")
     parser.add_argument("--mirror", type=Path, default=MIRROR, help="the PokeAPI mirror (holds api/v2)")
     parser.add_argument("--tmp", default=tempfile.gettempdir(), help="folder for the data and outputs")
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -652,6 +720,8 @@ def main(argv: list[str] | None = None) -> None:
             )
             if args.rate_limit > 0:
                 records.append(rate_limit_check(args, url))
+            if not args.no_fault_check:
+                records.append(fault_check(args, url))
             path.write_text(json.dumps(records, indent=1) + "\n")
             print(f"results (with requests/s and the rate-limit check): {path}")
     finally:

@@ -7,6 +7,7 @@ as counted by the server, also across processes sharing a run.
 """
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,27 @@ def test_retries_recover_from_every_fault_with_exact_totals(tmp_path: Path, inst
     assert sent == stats["received"]  # every attempt the client made reached the server
     assert stats["received"] > len(berry_ids) + 7  # 7 list pages + 68 details, plus the retries
     assert all(c.passed for c in result.get_asset_check_evaluations())
+
+
+def test_a_worker_waiting_out_retry_after_does_not_stop_the_others(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """No head-of-line blocking: the first detail request is answered 429 with Retry-After 2 s; while
+    its worker waits, the other workers fetch every other detail (results are still taken in parent
+    order; before, at most twice the concurrency were queued behind it and then every worker idled)."""
+    berry_ids = _berry_ids()
+    detail = r"/berry/[0-9]+/"
+    plan = [{"fault": "429", "path_regex": detail, "at": [1], "retry_after": 2}]
+    with pokeapi_server(latency_ms=20) as server, fault_proxy(server.url, plan) as proxy:
+        p = platform(_yaml(proxy.url, concurrency=4), tmp_path, instance)
+        result = p.materialize()
+        log = proxy.stats()["log"]
+    assert result.success
+    details = [e for e in log if re.search(detail, e["path"])]
+    refused = next(e for e in details if e["fault"] == "429")
+    retry = next(e for e in details if e["path"] == refused["path"] and e["n"] > refused["n"])
+    assert retry["t"] - refused["t"] >= 1.9, "the Retry-After was honoured"
+    during = [e for e in details if refused["t"] < e["t"] < retry["t"]]
+    assert len(during) == len(berry_ids) - 1, "every other detail was fetched while one worker waited"
+    assert sorted(row[0] for row in p.query("SELECT id FROM berry.details")) == sorted(berry_ids)
 
 
 def test_an_error_past_the_retry_budget_fails_clearly_and_lands_nothing(

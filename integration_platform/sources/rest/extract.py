@@ -15,7 +15,7 @@ import json
 import string
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
@@ -126,16 +126,28 @@ class _Fetch:
             raise
 
 
+#: The fan-out holds at most this many results per worker that wait for an earlier parent's
+#: (a worker sleeping out a Retry-After at the head of the order must not stop the others).
+REORDER_RESULTS_PER_WORKER = 64
+
+
 def _fan_out(
     fetch: _Fetch, rows: list[dict[str, Any]], concurrency: int
 ) -> Iterator[tuple[dict[str, Any], list[Page] | None]]:
-    """Fetch every parent row's path with ``concurrency`` workers and up to twice as many
-    requests queued, yielding results in parent order whatever order responses come in (so
-    the schema a landing infers never depends on timing). The first failure cancels what has
-    not started and is raised."""
+    """Fetch every parent row's path with ``concurrency`` workers, yielding results in parent
+    order whatever order responses come in (so the schema a landing infers never depends on
+    timing). The first failure in parent order is raised; what has not started is cancelled.
+
+    New requests are queued whenever any request finishes, not only the oldest: a worker waiting
+    out a ``Retry-After`` (or a slow response) at the head of the order leaves the others busy.
+    Twice ``concurrency`` requests are kept queued or running, and at most
+    ``REORDER_RESULTS_PER_WORKER * concurrency`` results wait for an earlier one (memory bound).
+    """
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="rest-fan-out")
-    queued: deque[tuple[dict[str, Any], Future[list[Page] | None]]] = deque()
+    ordered: deque[tuple[dict[str, Any], Future[list[Page] | None]]] = deque()
+    unfinished: set[Future[list[Page] | None]] = set()
     todo = iter(rows)
+    limit = REORDER_RESULTS_PER_WORKER * concurrency
 
     plan = fetch.plan
     # References in parent records resolve against the parent's request URL (the API's base URL
@@ -143,18 +155,27 @@ def _fan_out(
     parent_path = plan.parent_path if plan.parent_path and "{" not in plan.parent_path else ""
     base = fetch.client.url(parent_path)
 
-    def submit() -> None:
-        row = next(todo, None)
-        if row is not None:
-            queued.append((row, pool.submit(fetch, render_path(plan.path, row, base), plan.params)))
+    def top_up() -> None:
+        unfinished.difference_update([f for f in unfinished if f.done()])
+        while len(unfinished) < 2 * concurrency and len(ordered) < limit:
+            row = next(todo, None)
+            if row is None:
+                return
+            future = pool.submit(fetch, render_path(plan.path, row, base), plan.params)
+            ordered.append((row, future))
+            unfinished.add(future)
 
     try:
-        for _ in range(2 * concurrency):
-            submit()
-        while queued:
-            row, future = queued.popleft()
+        top_up()
+        while ordered:
+            row, future = ordered[0]
+            if not future.done():
+                wait(unfinished, return_when=FIRST_COMPLETED)
+                top_up()
+                continue
+            ordered.popleft()
             result = future.result()
-            submit()
+            top_up()
             yield row, result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
