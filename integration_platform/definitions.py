@@ -21,6 +21,17 @@ from integration_platform.resources.lake import LakeResource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+#: Dagster's multiprocess executor (one process per step, as by default), with the step processes
+#: forked from a server that has already imported the platform (Python's ``forkserver`` start
+#: method with preloaded modules, a setting of the executor): a step starts in about 1 s instead
+#: of 3 s, which re-importing Dagster and every kind cost. An incremental run of one small table
+#: (lake, warehouse, two checks: four steps) from ``dagster asset materialize``: 12-14 s instead
+#: of 19-23 s on the 2-core test machine.
+EXECUTOR = dg.multiprocess_executor.configured(
+    {"start_method": {"forkserver": {"preload_modules": ["integration_platform.components"]}}},
+    name="multiprocess_forkserver",
+)
+
 
 def _secret(name: str) -> str | dg.EnvVar | None:
     return dg.EnvVar(name) if os.environ.get(name) else None
@@ -45,8 +56,13 @@ def platform_resources() -> dict[str, dg.ConfigurableResource]:
 def defs() -> dg.Definitions:
     """Everything under ``integration_platform/defs`` plus the platform resources and the
     sensors ``reclaim_dead_runs`` (frees the pool slots of runs whose process died) and
-    ``warehouse_follows_lake`` (loads a warehouse table when its lake asset changed without it)."""
+    ``warehouse_follows_lake`` (loads a warehouse table when its lake asset changed without it), and
+    the executor of every job (:data:`EXECUTOR`)."""
     return dg.Definitions.merge(
         dg.load_from_defs_folder(path_within_project=PROJECT_ROOT),
-        dg.Definitions(resources=platform_resources(), sensors=[reclaim_dead_runs_sensor, warehouse_follows_lake]),
+        dg.Definitions(
+            resources=platform_resources(),
+            sensors=[reclaim_dead_runs_sensor, warehouse_follows_lake],
+            executor=EXECUTOR,
+        ),
     )
