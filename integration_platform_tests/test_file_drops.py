@@ -67,6 +67,15 @@ def _day(name: str) -> str:
     return f"{digits[:4]}-{digits[4:6]}-{digits[6:]}"
 
 
+def _drops_of(drops: Path, days: list[str], folder: Path) -> Path:
+    """``folder`` (created) holding a copy of the drops of ``days`` only."""
+    folder.mkdir()
+    for day in days:
+        name = f"dpc-covid19-ita-regioni-{day.replace('-', '')}.csv"
+        shutil.copyfile(drops / name, folder / name)
+    return folder
+
+
 def _source_rows(directory: Path, days: list[str]) -> list[dict[str, str]]:
     rows: list[dict[str, str]] = []
     for day in days:
@@ -154,12 +163,8 @@ def test_the_sensor_remembers_through_the_lake_not_its_cursor(
 ) -> None:
     """Days landed by a backfill (no sensor involved) are never requested; the cursor holds only what
     has not landed and is empty once everything has; the skip reason says what the sensor waits for."""
-    incoming = tmp_path / "incoming"
-    incoming.mkdir()
     days = [f"2021-01-{d:02d}" for d in range(10, 16)]
-    for day in days:
-        name = f"dpc-covid19-ita-regioni-{day.replace('-', '')}.csv"
-        shutil.copy(drops / name, incoming / name)
+    incoming = _drops_of(drops, days, tmp_path / "incoming")
     with openssh_server(incoming) as server:
         monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
         p = platform(_yaml(server, incoming), tmp_path, instance)
@@ -372,12 +377,8 @@ def test_a_backfill_reads_ahead_but_stops_at_the_first_bad_file(
     """The next files are downloaded and parsed ahead on their own connection; a bad one fails the
     step when its turn comes, naming it, after the days before it landed and with nothing after it
     landed; the read-ahead thread and its folder are gone when the step ends."""
-    incoming = tmp_path / "incoming"
-    incoming.mkdir()
     days = [f"2022-01-0{d}" for d in range(1, 8)]
-    for day in days:
-        name = f"dpc-covid19-ita-regioni-{day.replace('-', '')}.csv"
-        shutil.copyfile(drops / name, incoming / name)
+    incoming = _drops_of(drops, days, tmp_path / "incoming")
     (incoming / "dpc-covid19-ita-regioni-20220105.csv").write_bytes(b"<!DOCTYPE html>\n<html></html>\n")
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()

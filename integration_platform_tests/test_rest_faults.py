@@ -97,7 +97,9 @@ def test_retries_recover_from_every_fault_with_exact_totals(tmp_path: Path, inst
     assert all(c.passed for c in result.get_asset_check_evaluations())
 
 
-def test_a_worker_waiting_out_retry_after_does_not_stop_the_others(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+def test_a_worker_waiting_out_retry_after_does_not_stop_the_others(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
     """No head-of-line blocking: the first detail request is answered 429 with Retry-After 2 s; while
     its worker waits, the other workers fetch every other detail (results are still taken in parent
     order; before, at most twice the concurrency were queued behind it and then every worker idled)."""
