@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 import duckdb
@@ -218,6 +218,12 @@ def _summed(landed: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def default_tags(spec: StreamSpec, layer: Literal["lake", "warehouse"]) -> dict[str, str]:
+    """The tags every stream asset carries, for the catalog's filters (``tag:layer=warehouse``):
+    its layer, its source and its write disposition. ``post_processing`` in YAML adds to them."""
+    return {"layer": layer, "source": spec.source, "write_disposition": spec.write_disposition}
+
+
 def lake_asset_arguments(
     spec: StreamSpec,
     kind: str,
@@ -242,6 +248,7 @@ def lake_asset_arguments(
         deps=list(deps),
         description=spec.description,
         metadata={**metadata, **spec.metadata},
+        tags=default_tags(spec, "lake"),
     )
     return {
         "name": "__".join(lake_key(spec).path),
@@ -456,6 +463,7 @@ def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
                 partitions_def=partitions_def(spec.partitioning),
                 description=f"DuckDB table {spec.source}.{spec.name} ({spec.write_disposition}).",
                 automation_condition=FOLLOWS_LAKE,
+                tags=default_tags(spec, "warehouse"),
             )
         ],
         check_specs=check_specs,
