@@ -57,13 +57,16 @@ def ftps_server(
     require_session_reuse: bool = False,
     mlsd: bool = True,
     hostile_names: tuple[str, ...] = (),
+    max_logins: int = 0,
 ) -> Iterator[FtpServer]:
     """Serve ``root`` (read, write, rename, mkdir for the user) until the block ends.
 
     ``tls``: explicit FTPS with TLS required on control and data channels; ``require_session_reuse``: data
     channels must resume the control channel's TLS session (as vsftpd requires by default); ``mlsd=False``:
     the server answers MLSD/MLST with 500, so clients must fall back to NLST + SIZE + MDTM; ``hostile_names``:
-    every MLSD listing also lists these names (``../../x``) as files, as a hostile server would.
+    every MLSD listing also lists these names (``../../x``) as files, as a hostile server would;
+    ``max_logins``: at most this many sessions at once from 127.0.0.1 (0: no limit), as partner servers
+    allowing one login per user do.
     """
     if importlib.util.find_spec("pyftpdlib") is None or (tls and importlib.util.find_spec("OpenSSL") is None):
         missing("pyftpdlib==2.2.0 and pyopenssl (pip install pyftpdlib==2.2.0 pyopenssl)")
@@ -81,6 +84,8 @@ def ftps_server(
             args.append("--no-mlsd")
         for name in hostile_names:
             args += ["--hostile-name", name]
+        if max_logins:
+            args += ["--max-logins", str(max_logins)]
         env = {**os.environ, PASSWORD_ENV: password}
         process, url = start_listening(stack, args, "FTP server", env)
         port = int(url.rsplit(":", 1)[1])

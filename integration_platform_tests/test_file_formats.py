@@ -91,3 +91,54 @@ attributes:
     landed = p.query(f"SELECT denominazione_regione, totale_casi::BIGINT, _ip_file FROM formats.{name}")
     assert {region: total for region, total, _ in landed} == expected
     assert {file for _, _, file in landed} == {f"day.{suffix}"}
+
+
+def test_a_server_allowing_one_login_still_backfills_without_read_ahead(
+    tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backfill reads the next files ahead on a second session; a server that refuses it (one login
+    per user) costs only the read-ahead: every day lands, read on the step's own session."""
+    days = ["20210110", "20210111", "20210112", "20210113"]
+    root = tmp_path / "ftp"
+    root.mkdir()
+    for day in days:
+        name = f"dpc-covid19-ita-regioni-{day}.csv"
+        (root / name).write_bytes(shared_file("dpc-covid19-ita-regioni-daily", "dati-regioni", name).read_bytes())
+    with ftps_server(root, max_logins=1) as server:
+        monkeypatch.setenv("IP_TEST_FTP_PASSWORD", server.password)
+        text = f"""
+type: integration_platform.components.FileSource
+attributes:
+  source: covid
+  connection:
+    protocol: ftp
+    host: {server.host}
+    port: {server.port}
+    username: {server.user}
+    password_env: IP_TEST_FTP_PASSWORD
+    ca_bundle: {server.ca_bundle}
+  streams:
+    - name: regions
+      directory: /
+      glob: "dpc-covid19-ita-regioni-*.csv"
+      partition: {{type: daily, start: "2021-01-10", end: "2021-01-14"}}
+"""
+        p = platform(text, tmp_path, instance)
+        tags = {"dagster/asset_partition_range_start": "2021-01-10", "dagster/asset_partition_range_end": "2021-01-13"}
+        result = p.materialize(
+            [dg.AssetKey(["covid", "regions"]), dg.AssetKey(["warehouse", "covid", "regions"])], tags=tags
+        )
+    assert result.success
+    assert p.query("SELECT count(*), count(DISTINCT _ip_file) FROM covid.regions")[0] == (84, 4)
+    lake = {
+        e.partition: e.step_materialization_data.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey(["covid", "regions"])
+    }
+    assert {day: m["files_read_ahead"].value for day, m in lake.items()} == {
+        "2021-01-10": 0,
+        "2021-01-11": 0,
+        "2021-01-12": 0,
+        "2021-01-13": 0,
+    }
+    assert "421" in str(lake["2021-01-10"]["read_ahead_stopped"].value)

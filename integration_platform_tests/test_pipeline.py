@@ -159,6 +159,31 @@ def test_a_new_source_column_becomes_a_nullable_warehouse_column(tmp_path: Path)
     assert rows == [(0, None), (1, None), (2, "extra2"), (3, "extra3")]
 
 
+def test_landings_of_two_schemas_load_together_with_their_own_windows(tmp_path: Path) -> None:
+    """Landings are staged one scan per schema: each row keeps its landing's window, a merge keeps the
+    latest landing's row per key, and a source column with the staging helper's name is data like any."""
+    lake = LocalLake(tmp_path / "lake")
+    spec = StreamSpec(source="s", name="t", write_disposition="merge", primary_key=("id",), cursor="id")
+    odd = SCHEMA.append(pa.field("_ip_staged_path", pa.string()))
+    land(lake, spec, "initial", [batch(range(3))], SCHEMA, full=True)
+    land(lake, spec, "after-a", [batch(range(2, 5))], SCHEMA, full=False)
+    land(lake, spec, "after-b", [batch(range(4, 7), odd)], odd, full=False)
+    land(lake, spec, "after-c", [batch(range(6, 8))], SCHEMA, full=False)
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        assert apply(conn, lake, spec) == 8
+        rows = conn.execute("SELECT id, _ip_window, _ip_staged_path FROM s.t ORDER BY id").fetchall()
+    assert rows == [
+        (0, "initial", None),
+        (1, "initial", None),
+        (2, "after-a", None),
+        (3, "after-a", None),
+        (4, "after-b", "extra4"),
+        (5, "after-b", "extra5"),
+        (6, "after-c", None),
+        (7, "after-c", None),
+    ]
+
+
 def test_a_failed_load_rolls_back_table_and_ledger(tmp_path: Path) -> None:
     lake = LocalLake(tmp_path / "lake")
     spec = StreamSpec(source="s", name="t", write_disposition="merge", primary_key=("id",), cursor="id")

@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 
+from integration_platform.sources.rest.extract import REORDER_RESULTS_PER_WORKER
 from integration_platform_tests.rest_servers import fault_proxy, pokeapi_server
 from integration_platform_tests.services import shared_file
 from sandbox.harness import failure_messages, latest_metadata, platform
@@ -101,7 +102,7 @@ def test_a_worker_waiting_out_retry_after_does_not_stop_the_others(
     tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
     """No head-of-line blocking: the first detail request is answered 429 with Retry-After 2 s; while
-    its worker waits, the other workers fetch every other detail (results are still taken in parent
+    its worker waits, the other workers fetch the other details, up to the memory bound (results are taken in parent
     order; before, at most twice the concurrency were queued behind it and then every worker idled)."""
     berry_ids = _berry_ids()
     detail = r"/berry/[0-9]+/"
@@ -116,7 +117,8 @@ def test_a_worker_waiting_out_retry_after_does_not_stop_the_others(
     retry = next(e for e in details if e["path"] == refused["path"] and e["n"] > refused["n"])
     assert retry["t"] - refused["t"] >= 1.9, "the Retry-After was honoured"
     during = [e for e in details if refused["t"] < e["t"] < retry["t"]]
-    assert len(during) == len(berry_ids) - 1, "every other detail was fetched while one worker waited"
+    bound = REORDER_RESULTS_PER_WORKER * 4 - 1  # concurrency 4; results wait in order, memory-bound
+    assert len(during) == min(len(berry_ids) - 1, bound), "the other workers went on while one waited"
     assert sorted(row[0] for row in p.query("SELECT id FROM berry.details")) == sorted(berry_ids)
 
 

@@ -48,7 +48,7 @@ QUEUE_DEPTH = 1
 #: group (up to ``DICTIONARY_SAMPLE_ROWS``) are distinct.
 DICTIONARY_MAX_DISTINCT_SHARE = 0.1
 DICTIONARY_SAMPLE_ROWS = 100_000
-#: Below this many rows in the first row group the writer's default (a dictionary everywhere) is kept.
+#: A whole landing of fewer rows keeps the writer's default (a dictionary for every column).
 DICTIONARY_MIN_ROWS = 10_000
 
 
@@ -183,12 +183,8 @@ def dictionary_columns(table: pa.Table) -> list[str] | bool:
     the leaf paths (``tags.list.element``) as the writer's ``use_dictionary`` expects them,
     read from the Parquet schema pyarrow itself derives for ``table``.
 
-    A first row group under ``DICTIONARY_MIN_ROWS`` rows is the whole landing (row groups close
-    at ``DEFAULT_ROW_GROUP_ROWS`` rows): it keeps the default, since the choice costs more than it
-    saves there (2 ms of a 10 ms landing of a 21-row daily file). Flat columns are their own path.
+    Flat columns are their own path (no Parquet schema is derived for them).
     """
-    if table.num_rows < DICTIONARY_MIN_ROWS:
-        return True
     sample = table.slice(0, DICTIONARY_SAMPLE_ROWS)
     keep = [pa.types.is_nested(c.type) or _few_distinct(c) for c in sample.columns]
     if all(keep):
@@ -235,6 +231,8 @@ class _ParquetSink:
         self.file_rows_written = 0
         self.files: list[LandedFile] = []
         self.dictionary: list[str] | bool | None = None
+        #: Set by :meth:`finish`: a file opened from now on holds the landing's last rows.
+        self.finishing = False
 
     def _open(self, first: pa.Table) -> pq.ParquetWriter:
         key = f"{self.prefix}-{len(self.staging):05d}.parquet"
@@ -242,7 +240,10 @@ class _ParquetSink:
         self.staging.append((path, key))
         self.file_rows_written = 0
         if self.dictionary is None:
-            self.dictionary = dictionary_columns(first)
+            # A whole landing under DICTIONARY_MIN_ROWS rows keeps the writer's default: the choice
+            # costs more than it saves there (2 ms of a 10 ms landing of a 21-row daily file).
+            small = self.finishing and first.num_rows < DICTIONARY_MIN_ROWS
+            self.dictionary = True if small else dictionary_columns(first)
         return pq.ParquetWriter(
             path,
             self.schema,
@@ -289,6 +290,7 @@ class _ParquetSink:
         self.files.append(LandedFile(key=key, rows=self.file_rows_written, bytes=path.stat().st_size))
 
     def finish(self) -> None:
+        self.finishing = True
         # An empty landing still writes one file, which carries the schema to the warehouse;
         # a stream with no columns at all (an API that returned nothing) writes none.
         if self.pending_rows or (not self.staging and len(self.schema)):

@@ -29,7 +29,8 @@ LEDGER_SCHEMA = "_integration_platform"
 LEDGER = f"{LEDGER_SCHEMA}.loads"
 #: Staging-only column: the position of a row's landing among those applied together.
 SEQ = "_ip_seq"
-#: Staging-only column: the local path of the Parquet file a staged row was read from.
+#: Staging-only column: the local path of the Parquet file a staged row was read from (a digit is
+#: appended while a landed column has the name).
 FILE_PATH = "_ip_staged_path"
 
 
@@ -181,17 +182,20 @@ def _stage(conn: duckdb.DuckDBPyConnection, batch: list[tuple[Manifest, list[str
     schemas is two statements, not 1,781): each file's rows get their landing's window and
     position through a join on the file's path. Schemas are then reconciled pairwise with the one
     widening rule, as one landing at a time would be."""
-    groups: dict[tuple[tuple[str, str], ...], list[tuple[str, str, int]]] = {}
+    groups: dict[tuple[tuple[str, str], ...], dict[str, tuple[str, int]]] = {}
     for seq, (manifest, files) in enumerate(batch):
-        for path in files:
-            groups.setdefault(tuple(manifest.schema), []).append((path, manifest.window, seq))
-    for number, members in enumerate(groups.values()):
-        paths, windows, seqs = (list(column) for column in zip(*members, strict=True))
+        for path in files:  # a path once per group: a file read twice would double its rows
+            groups.setdefault(tuple(manifest.schema), {}).setdefault(path, (manifest.window, seq))
+    for number, (schema, members) in enumerate(groups.items()):
+        paths = list(members)
+        windows, seqs = [members[p][0] for p in paths], [members[p][1] for p in paths]
+        taken = {name.lower() for name, _ in schema}
+        column = next(f"{FILE_PATH}{n or ''}" for n in range(len(taken) + 1) if f"{FILE_PATH}{n or ''}" not in taken)
         select = (
-            f"SELECT s.* EXCLUDE ({FILE_PATH}), w.window AS {quote(WINDOW_COLUMN)}, w.seq AS {SEQ} "
-            f"FROM read_parquet(?, filename = '{FILE_PATH}', hive_partitioning = false) AS s JOIN "
+            f"SELECT s.* EXCLUDE ({column}), w.window AS {quote(WINDOW_COLUMN)}, w.seq AS {SEQ} "
+            f"FROM read_parquet(?, filename = '{column}', hive_partitioning = false) AS s JOIN "
             f"(SELECT unnest(?::VARCHAR[]) AS path, unnest(?::VARCHAR[]) AS window, unnest(?::BIGINT[]) AS seq) AS w "
-            f"ON s.{FILE_PATH} = w.path"
+            f"ON s.{column} = w.path"
         )
         if number == 0:
             conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_staged AS {select}", [paths, paths, windows, seqs])

@@ -387,10 +387,13 @@ def sync_asset(sync: HttpSync) -> dg.AssetsDefinition:
         window = f"run-{context.run.run_id}"
         results = _push(sync, context, target.base_url.rstrip("/"), pusher, progress)
         results_spec = StreamSpec(source=GROUP, name=f"{sync.sync}_results", write_disposition="append")
-        manifest = land(lake.store(), results_spec, window, results, RESULT_SCHEMA, full=False)
+        dead_spec = StreamSpec(source=GROUP, name=f"{sync.sync}_dead_letter", write_disposition="append")
+        store = lake.store()
+        for spec in (results_spec, dead_spec):  # a landing sweeps only its window; each run has its own
+            store.remove_stale_staging(f"{spec.path}/")
+        manifest = land(store, results_spec, window, results, RESULT_SCHEMA, full=False)
         if progress.dead:
-            dead_spec = StreamSpec(source=GROUP, name=f"{sync.sync}_dead_letter", write_disposition="append")
-            land(lake.store(), dead_spec, window, progress.dead, DEAD_LETTER_SCHEMA, full=False)
+            land(store, dead_spec, window, progress.dead, DEAD_LETTER_SCHEMA, full=False)
         seconds = time.monotonic() - started
         after = progress.watermark.value
         metadata: dict[str, Any] = {

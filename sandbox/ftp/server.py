@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--key", help="PEM private key for --tls")
     parser.add_argument("--require-session-reuse", action="store_true")
     parser.add_argument("--no-mlsd", action="store_true")
+    parser.add_argument("--max-logins", type=int, default=0, help="control connections per client IP (0: no limit)")
     parser.add_argument("--hostile-name", action="append", default=[], help="also list this name in MLSD")
     args = parser.parse_args()
 
@@ -113,6 +114,7 @@ def main() -> None:
     handler.banner = "integration-platform sandbox FTP server ready."
 
     server = FTPServer(("127.0.0.1", args.port), handler)
+    server.max_cons_per_ip = args.max_logins  # pyftpdlib answers 421 to one more
     port = server.address[1]
     print(f"listening on ftp://127.0.0.1:{port}", flush=True)
     try:

@@ -28,7 +28,7 @@ from integration_platform.core.records import Rejected
 from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import StreamSpec
 from integration_platform.sources.files.drops import LANDED_FILES, DropRules, version
-from integration_platform.sources.files.formats import FileFormat, read_file
+from integration_platform.sources.files.formats import FileFormat, FileFormatError, read_file
 from integration_platform.sources.files.remote_files import RemoteFile, RemoteFileError, RemoteFiles
 
 FILE_COLUMN = "_ip_file"
@@ -80,6 +80,7 @@ class _ReadAhead:
         self.waiting = deque(files)
         self.pending: dict[str, Future[_Read]] = {}
         self.ahead_bytes = self.submitted = 0
+        self.stopped: str | None = None
         self.folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ip-drop-ahead-")))
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drop-read-ahead")
         self.connection = ExitStack()  # entered and used on the pool's thread only
@@ -102,22 +103,38 @@ class _ReadAhead:
             self.remote = self.connection.enter_context(self.connector())
         local = self.folder / f"{number:06d}{Path(file.name).suffix}"  # openpyxl goes by the suffix
         try:
-            size = self.remote.download(file.path, local)
+            size = self.remote.download(file.path, local, file.size)
             table, rejected = read_file(local, self.plan.fmt, file.name, self.plan.spec.path)
         finally:
             local.unlink(missing_ok=True)
         return table, rejected, size
 
     def take(self, file: RemoteFile) -> _Read | None:
-        """The rows of ``file`` when it was read ahead (raising what reading it raised), else None."""
+        """The rows of ``file`` when it was read ahead, else None: the step then reads it itself.
+
+        A file that does not parse raises its :class:`FileFormatError` here, as the step's own read
+        would. Any other failure (the server refused a second session, as servers allowing one login
+        per user do; the connection broke) stops the read-ahead for the rest of the step, is kept in
+        :attr:`stopped`, and the step reads this file and the next ones on its own connection."""
         future = self.pending.pop(file.path, None)
-        if future is None:  # asked out of order: the step reads it itself
+        if future is None:  # asked out of order, or stopped: the step reads it itself
             with suppress(ValueError):
                 self.waiting.remove(file)
             return None
         self.ahead_bytes -= file.size
+        try:
+            read = future.result()
+        except FileFormatError:
+            raise
+        except Exception as exc:
+            self.stopped = f"{type(exc).__name__}: {exc}"
+            self.waiting.clear()
+            for other in self.pending.values():
+                other.cancel()
+            self.pending.clear()
+            return None
         self._fill()
-        return future.result()
+        return read
 
     def close(self) -> None:
         for future in self.pending.values():
@@ -171,7 +188,7 @@ def _tables(
             ahead += read is not None
             if read is None:
                 local = Path(folder) / f"{index:05d}{Path(file.name).suffix}"  # openpyxl goes by the suffix
-                size = session.remote.download(file.path, local)
+                size = session.remote.download(file.path, local, file.size)
                 read = (*read_file(local, plan.fmt, file.name, plan.spec.path), size)
             table, rejected, size = read
             downloaded += size
@@ -188,6 +205,7 @@ def _tables(
             "file_count": len(files),
             "bytes_downloaded": downloaded,
             "files_read_ahead": ahead,
+            **({"read_ahead_stopped": session.ahead.stopped} if session.ahead and session.ahead.stopped else {}),
             "download_and_parse_seconds": round(time.monotonic() - started, 3),
         }
     )

@@ -195,15 +195,16 @@ class FtpFiles:
             self._sizes[file.path] = file.size
         return iter(files)
 
-    def download(self, path: str, local: Path) -> int:
+    def download(self, path: str, local: Path, listed_size: int | None = None) -> int:
         """``RETR`` remote ``path`` into ``local`` (created or truncated); returns the bytes copied.
 
-        Raises :class:`RemoteFileError` when the file cannot be read or the byte count differs from the size
-        :meth:`list` saw (or SIZE reports): short of it when the transfer was cut, over it when the file grew
-        since. ``local`` is removed on failure; an ``OSError`` opening it is raised as it is.
+        Raises :class:`RemoteFileError` when the file cannot be read or the byte count differs from
+        ``listed_size``, else from the size :meth:`list` saw on this connection (or SIZE reports): short
+        of it when the transfer was cut, over it when the file grew since. ``local`` is removed on
+        failure; an ``OSError`` opening it is raised as it is.
         """
         with self._guard("download", path):
-            expected = self._sizes.get(path)
+            expected = listed_size if listed_size is not None else self._sizes.get(path)
             if expected is None:
                 expected = self._size(path)
         try:

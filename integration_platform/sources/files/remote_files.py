@@ -50,8 +50,11 @@ class RemoteFiles(Protocol):
         """
         ...
 
-    def download(self, path: str, local: Path) -> int:
+    def download(self, path: str, local: Path, listed_size: int | None = None) -> int:
         """Copy remote ``path`` to the local file ``local`` (created or truncated); returns bytes copied.
+
+        ``listed_size``: the size a listing reported (bytes), on any connection; a protocol that cannot
+        ask an open file its size (FTP) checks the copy against it.
 
         Raises :class:`RemoteFileError` when the file vanished, cannot be read, or the copy
         ends short of the size the server reported.

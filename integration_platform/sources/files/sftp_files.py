@@ -127,8 +127,9 @@ class SftpFiles:
                 raise RemoteFileError(f"{self._url(directory)}: {exc}") from None
             yield file
 
-    def download(self, path: str, local: Path) -> int:
+    def download(self, path: str, local: Path, listed_size: int | None = None) -> int:
         """Copy remote ``path`` to ``local`` (created or truncated) with pipelined reads; returns the bytes copied.
+        ``listed_size`` is not used: the open file's own size is the reference.
 
         The size is the open file's ``fstat``; raises :class:`RemoteFileError` when the file is missing or
         unreadable, a read fails, or the server's replies end before that size (the file shrank meanwhile).

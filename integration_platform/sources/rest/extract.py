@@ -126,9 +126,10 @@ class _Fetch:
             raise
 
 
-#: The fan-out holds at most this many results per worker that wait for an earlier parent's
-#: (a worker sleeping out a Retry-After at the head of the order must not stop the others).
-REORDER_RESULTS_PER_WORKER = 64
+#: The fan-out holds at most this many requests per worker, queued, running or done and waiting for
+#: an earlier parent's result: enough to keep the other workers busy through a 1 s Retry-After at
+#: 50 ms per request, while results (parsed pages) stay bounded in memory.
+REORDER_RESULTS_PER_WORKER = 16
 
 
 def _fan_out(
