@@ -15,7 +15,7 @@ import pytest
 from lxml import etree  # type: ignore[import-untyped]
 from openpyxl import Workbook
 
-from integration_platform_tests.ftp_servers import ftps_server
+from integration_platform_tests.ftp_servers import FtpServer, ftps_server
 from integration_platform_tests.services import shared_file
 from sandbox.harness import platform
 
@@ -53,6 +53,22 @@ def _write_all(source: Path, root: Path) -> None:
     workbook.save(root / "day.xlsx")
 
 
+def _ftp_source(server: FtpServer, source: str) -> str:
+    """The head of a FileSource YAML reading from ``server`` (its ``streams:`` list follows)."""
+    return f"""
+type: integration_platform.components.FileSource
+attributes:
+  source: {source}
+  connection:
+    protocol: ftp
+    host: {server.host}
+    port: {server.port}
+    username: {server.user}
+    password_env: IP_TEST_FTP_PASSWORD
+    ca_bundle: {server.ca_bundle}
+  streams:"""
+
+
 @pytest.mark.parametrize("name", sorted(FORMATS))
 def test_each_format_lands_the_same_rows(
     name: str, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
@@ -64,24 +80,16 @@ def test_each_format_lands_the_same_rows(
     suffix, fmt = FORMATS[name]
     with ftps_server(root) as server:
         monkeypatch.setenv("IP_TEST_FTP_PASSWORD", server.password)
-        text = f"""
-type: integration_platform.components.FileSource
-attributes:
-  source: formats
-  connection:
-    protocol: ftp
-    host: {server.host}
-    port: {server.port}
-    username: {server.user}
-    password_env: IP_TEST_FTP_PASSWORD
-    ca_bundle: {server.ca_bundle}
-  streams:
+        text = (
+            _ftp_source(server, "formats")
+            + f"""
     - name: {name}
       directory: /
       glob: "*.{suffix}"
       partition: {{type: per_file}}
       format: {fmt}
 """
+        )
         p = platform(text, tmp_path, instance)
         instance.add_dynamic_partitions(f"formats__{name}__files", [f"day.{suffix}"])
         lake, warehouse = dg.AssetKey(["formats", name]), dg.AssetKey(["warehouse", "formats", name])
@@ -106,23 +114,15 @@ def test_a_server_allowing_one_login_still_backfills_without_read_ahead(
         (root / name).write_bytes(shared_file("dpc-covid19-ita-regioni-daily", "dati-regioni", name).read_bytes())
     with ftps_server(root, max_logins=1) as server:
         monkeypatch.setenv("IP_TEST_FTP_PASSWORD", server.password)
-        text = f"""
-type: integration_platform.components.FileSource
-attributes:
-  source: covid
-  connection:
-    protocol: ftp
-    host: {server.host}
-    port: {server.port}
-    username: {server.user}
-    password_env: IP_TEST_FTP_PASSWORD
-    ca_bundle: {server.ca_bundle}
-  streams:
+        text = (
+            _ftp_source(server, "covid")
+            + """
     - name: regions
       directory: /
       glob: "dpc-covid19-ita-regioni-*.csv"
-      partition: {{type: daily, start: "2021-01-10", end: "2021-01-14"}}
+      partition: {type: daily, start: "2021-01-10", end: "2021-01-14"}
 """
+        )
         p = platform(text, tmp_path, instance)
         tags = {"dagster/asset_partition_range_start": "2021-01-10", "dagster/asset_partition_range_end": "2021-01-13"}
         result = p.materialize(
