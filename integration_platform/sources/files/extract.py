@@ -101,13 +101,7 @@ class _ReadAhead:
     def _read(self, file: RemoteFile, number: int) -> _Read:
         if self.remote is None:
             self.remote = self.connection.enter_context(self.connector())
-        local = self.folder / f"{number:06d}{Path(file.name).suffix}"  # openpyxl goes by the suffix
-        try:
-            size = self.remote.download(file.path, local, file.size)
-            table, rejected = read_file(local, self.plan.fmt, file.name, self.plan.spec.path)
-        finally:
-            local.unlink(missing_ok=True)
-        return table, rejected, size
+        return _download_and_read(self.plan, self.remote, file, self.folder, number)
 
     def take(self, file: RemoteFile) -> _Read | None:
         """The rows of ``file`` when it was read ahead, else None: the step then reads it itself.
@@ -128,19 +122,35 @@ class _ReadAhead:
             raise
         except Exception as exc:
             self.stopped = f"{type(exc).__name__}: {exc}"
-            self.waiting.clear()
-            for other in self.pending.values():
-                other.cancel()
-            self.pending.clear()
+            self._cancel()
             return None
         self._fill()
         return read
 
-    def close(self) -> None:
+    def _cancel(self) -> None:
+        """Read nothing more ahead: drop what waits and cancel what has not started."""
+        self.waiting.clear()
         for future in self.pending.values():
             future.cancel()
+        self.pending.clear()
+
+    def close(self) -> None:
+        self._cancel()
         self.pool.shutdown(wait=True)
         self.connection.close()
+
+
+def _download_and_read(plan: FileStreamPlan, remote: RemoteFiles, file: RemoteFile, folder: Path, number: int) -> _Read:
+    """Download ``file`` into ``folder`` as ``<number><suffix>`` (openpyxl goes by the suffix), parse it and
+    remove the local copy. Raises what the download (:class:`RemoteFileError`) or the parser
+    (:class:`FileFormatError`) raises."""
+    local = folder / f"{number:06d}{Path(file.name).suffix}"
+    try:
+        size = remote.download(file.path, local, file.size)
+        table, rejected = read_file(local, plan.fmt, file.name, plan.spec.path)
+    finally:
+        local.unlink(missing_ok=True)
+    return table, rejected, size
 
 
 @dataclass
@@ -187,9 +197,7 @@ def _tables(
             read = session.ahead.take(file) if session.ahead else None
             ahead += read is not None
             if read is None:
-                local = Path(folder) / f"{index:05d}{Path(file.name).suffix}"  # openpyxl goes by the suffix
-                size = session.remote.download(file.path, local, file.size)
-                read = (*read_file(local, plan.fmt, file.name, plan.spec.path), size)
+                read = _download_and_read(plan, session.remote, file, Path(folder), index)
             table, rejected, size = read
             downloaded += size
             report.rejected.extend(rejected)
