@@ -228,7 +228,7 @@ def run_platform(args: argparse.Namespace, tmp: Path) -> None:
 
     from sandbox.harness import platform
 
-    lake_key, warehouse_key = dg.AssetKey([SOURCE, STREAM]), dg.AssetKey(["warehouse", SOURCE, STREAM])
+    lake_key, warehouse_key = dg.AssetKey([SOURCE, STREAM]), dg.AssetKey(["warehouse", f"{SOURCE}.{STREAM}"])
     last = FIRST_DAY + dt.timedelta(days=args.days - 1)
     tags = {
         "dagster/asset_partition_range_start": FIRST_DAY.isoformat(),

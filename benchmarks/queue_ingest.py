@@ -186,8 +186,8 @@ def run_platform(args: argparse.Namespace) -> None:
 
     from sandbox.harness import platform
 
-    keys = [dg.AssetKey(["bench", "events"]), dg.AssetKey(["warehouse", "bench", "events"])]
-    probe = [dg.AssetKey(["bench", "probe"]), dg.AssetKey(["warehouse", "bench", "probe"])]
+    keys = [dg.AssetKey(["bench", "events"]), dg.AssetKey(["warehouse", "bench.events"])]
+    probe = [dg.AssetKey(["bench", "probe"]), dg.AssetKey(["warehouse", "bench.probe"])]
     yaml = PLATFORM_YAML.format(host=HOST, port=PORT, queue=args.queue, batch=BATCH)
     with tempfile.TemporaryDirectory() as folder, dg.instance_for_test() as instance:
         target = platform(yaml, Path(folder), instance)

@@ -315,7 +315,7 @@ def run_platform(args: argparse.Namespace, tmp: Path) -> None:
     }
     defs = dg.Definitions.merge(built, dg.Definitions(resources=resources))
     assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
-    timed_keys = [dg.AssetKey([SOURCE, DETAIL_STREAM]), dg.AssetKey(["warehouse", SOURCE, DETAIL_STREAM])]
+    timed_keys = [dg.AssetKey([SOURCE, DETAIL_STREAM]), dg.AssetKey(["warehouse", f"{SOURCE}.{DETAIL_STREAM}"])]
 
     with dg.instance_for_test() as instance:
 

@@ -28,8 +28,8 @@ attributes:
 """
 
 ORDERS, EVENTS = dg.AssetKey(["shop", "orders"]), dg.AssetKey(["shop", "order_events"])
-WAREHOUSE_ORDERS = dg.AssetKey(["warehouse", "shop", "orders"])
-WAREHOUSE_EVENTS = dg.AssetKey(["warehouse", "shop", "order_events"])
+WAREHOUSE_ORDERS = dg.AssetKey(["warehouse", "shop.orders"])
+WAREHOUSE_EVENTS = dg.AssetKey(["warehouse", "shop.order_events"])
 
 
 @pytest.fixture

@@ -66,11 +66,11 @@ def test_yaml_owners_and_tags_reach_the_assets_beside_the_default_tags(tmp_path:
     defs = _load_as_project(CONFIGS / "valid" / "sql_attributes.yaml", tmp_path)
     graph = defs.resolve_asset_graph()
     specs = {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
-    for key in ("crm/accounts", "crm/contacts", "warehouse/crm/accounts", "warehouse/crm/contacts"):
+    for key in ("crm/accounts", "crm/contacts", "warehouse/crm.accounts", "warehouse/crm.contacts"):
         layer = "warehouse" if key.startswith("warehouse/") else "lake"
         disposition = "merge" if key.endswith("accounts") else "replace"  # accounts has a cursor
         expected = {"tier": "gold", "layer": layer, "source": "crm", "write_disposition": disposition}
         assert {k: v for k, v in specs[key].tags.items() if not k.startswith("dagster/")} == expected, key
         assert list(specs[key].owners) == ["team:sales-data"], key
     warehouse = dg.AssetSelection.from_string("tag:layer=warehouse").resolve(graph)
-    assert {k.to_user_string() for k in warehouse} == {"warehouse/crm/accounts", "warehouse/crm/contacts"}
+    assert {k.to_user_string() for k in warehouse} == {"warehouse/crm.accounts", "warehouse/crm.contacts"}

@@ -41,6 +41,19 @@ def test_demo_definitions_match_the_snapshot(monkeypatch: pytest.MonkeyPatch) ->
     assert demo.resolve_schedule_def("covid_regions_schedule").default_status == dg.DefaultScheduleStatus.STOPPED
 
 
+def test_every_asset_has_its_own_label_in_the_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The asset graph labels a node with the last part of its key alone (dagster-webserver's
+    ``AssetNode``): a stream's lake and warehouse assets must not both show as ``invoice``."""
+    monkeypatch.delenv("CHINOOK_DB_URL", raising=False)
+    keys = list(defs().resolve_asset_graph().get_all_asset_keys())
+    by_label: dict[str, list[str]] = {}
+    for key in keys:
+        by_label.setdefault(key.path[-1], []).append(key.to_user_string())
+    assert {label: k for label, k in by_label.items() if len(k) > 1} == {}
+    assert by_label["invoice"] == ["chinook/invoice"]
+    assert by_label["chinook.invoice"] == ["warehouse/chinook.invoice"]
+
+
 @pytest.mark.parametrize("config", sorted((CONFIGS / "valid").glob("*.yaml")), ids=lambda p: p.stem)
 def test_corpus_definitions_match_the_snapshot(config: Path, tmp_path: Path) -> None:
     _compare(f"corpus_{config.stem}", graph(_load_as_project(config, tmp_path)))

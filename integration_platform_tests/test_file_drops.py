@@ -19,7 +19,7 @@ from integration_platform_tests.sftp_servers import SshServer, openssh_server
 from sandbox.harness import Platform, failure_messages, latest_metadata, platform
 
 LAKE = dg.AssetKey(["covid", "regions"])
-WAREHOUSE = dg.AssetKey(["warehouse", "covid", "regions"])
+WAREHOUSE = dg.AssetKey(["warehouse", "covid.regions"])
 
 
 @pytest.fixture

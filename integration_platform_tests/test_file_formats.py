@@ -92,7 +92,7 @@ def test_each_format_lands_the_same_rows(
         )
         p = platform(text, tmp_path, instance)
         instance.add_dynamic_partitions(f"formats__{name}__files", [f"day.{suffix}"])
-        lake, warehouse = dg.AssetKey(["formats", name]), dg.AssetKey(["warehouse", "formats", name])
+        lake, warehouse = dg.AssetKey(["formats", name]), dg.AssetKey(["warehouse", f"formats.{name}"])
         assert p.materialize([lake, warehouse], partition_key=f"day.{suffix}").success
     with source.open(encoding="utf-8") as f:
         expected = {row["denominazione_regione"]: int(row["totale_casi"]) for row in csv.DictReader(f)}
@@ -126,7 +126,7 @@ def test_a_server_allowing_one_login_still_backfills_without_read_ahead(
         p = platform(text, tmp_path, instance)
         tags = {"dagster/asset_partition_range_start": "2021-01-10", "dagster/asset_partition_range_end": "2021-01-13"}
         result = p.materialize(
-            [dg.AssetKey(["covid", "regions"]), dg.AssetKey(["warehouse", "covid", "regions"])], tags=tags
+            [dg.AssetKey(["covid", "regions"]), dg.AssetKey(["warehouse", "covid.regions"])], tags=tags
         )
     assert result.success
     assert p.query("SELECT count(*), count(DISTINCT _ip_file) FROM covid.regions")[0] == (84, 4)

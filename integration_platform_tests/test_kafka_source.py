@@ -16,7 +16,7 @@ from sandbox.harness import Platform, failure_messages, latest_metadata, platfor
 kafka_broker = kafka_broker_fixture("kafka_broker", scope="module")
 PARTITIONS = 3
 LAKE = dg.AssetKey(["shop", "orders"])
-WAREHOUSE = dg.AssetKey(["warehouse", "shop", "orders"])
+WAREHOUSE = dg.AssetKey(["warehouse", "shop.orders"])
 
 
 def _yaml(broker: KafkaBroker, topic: str, batch_size: int = 500, extra: str = "") -> str:
@@ -232,7 +232,7 @@ def test_publish_to_a_topic_with_keys_as_idempotent_ids(
     target.materialize([publish])
     target.materialize([publish])
     assert latest_metadata(instance, publish)["messages_published"] == 40
-    replay = [dg.AssetKey(["shop", "replay"]), dg.AssetKey(["warehouse", "shop", "replay"])]
+    replay = [dg.AssetKey(["shop", "replay"]), dg.AssetKey(["warehouse", "shop.replay"])]
     assert target.materialize(replay).success
     assert latest_metadata(instance, replay[0])["messages_consumed"] == 80
     assert target.query("SELECT count(*), count(DISTINCT order_id) FROM shop.replay") == [(40, 40)]

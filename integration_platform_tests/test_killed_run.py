@@ -31,7 +31,7 @@ attributes:
 """
 FIRST_ROWS, LATER_ROWS = 200_000, 2_500_000
 STREAM = StreamSpec(source="big", name="events", write_disposition="merge", primary_key=("id",), cursor="updated_at")
-KEYS = [dg.AssetKey(["big", "events"]), dg.AssetKey(["warehouse", "big", "events"])]
+KEYS = [dg.AssetKey(["big", "events"]), dg.AssetKey(["warehouse", "big.events"])]
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ attributes:
     - table: InvoiceLine
       primary_key: [InvoiceLineId]
 """
-INVOICE_LINES = [dg.AssetKey(["chinook", "invoice_line"]), dg.AssetKey(["warehouse", "chinook", "invoice_line"])]
+INVOICE_LINES = [dg.AssetKey(["chinook", "invoice_line"]), dg.AssetKey(["warehouse", "chinook.invoice_line"])]
 
 
 def test_a_run_killed_in_its_warehouse_step_does_not_block_the_next_load(

@@ -58,11 +58,11 @@ def pagila(pagila_db: str, pagila_url: str, tmp_path: Path, instance: dg.Dagster
 def test_every_table_is_a_stream_with_kinds_checks_and_jobs(pagila: Platform) -> None:
     keys = {k.to_user_string() for k in pagila.defs.resolve_all_asset_keys()}
     for table in [*TABLES, "payment"]:
-        assert f"pagila/{table}" in keys and f"warehouse/pagila/{table}" in keys
+        assert f"pagila/{table}" in keys and f"warehouse/pagila.{table}" in keys
     assert not any("payment_p2022" in k for k in keys), "partitions of payment must not be streams"
     graph = pagila.defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey(["pagila", "rental"])).kinds == {"postgres", "parquet"}
-    assert graph.get(dg.AssetKey(["warehouse", "pagila", "rental"])).pools == {"duckdb"}
+    assert graph.get(dg.AssetKey(["warehouse", "pagila.rental"])).pools == {"duckdb"}
     checks = {c.name for c in pagila.defs.resolve_asset_graph().asset_check_keys}
     assert {"primary_key_unique_not_null", "rows_reconcile_with_lake"} <= checks
     jobs = {j.name for j in pagila.defs.resolve_all_job_defs()}
@@ -84,13 +84,13 @@ def test_full_load_matches_source_counts(pagila: Platform, pagila_db: str) -> No
     columns = {c.name: c.type for c in film["dagster/column_schema"].columns}
     assert columns["rental_rate"] == "decimal128(4, 2)" and columns["fulltext"] == "string"
     assert film["cursor_after"]["kind"] == "timestamp" and film["bytes"] > 0
-    warehouse_film = latest_metadata(pagila.instance, dg.AssetKey(["warehouse", "pagila", "film"]))
+    warehouse_film = latest_metadata(pagila.instance, dg.AssetKey(["warehouse", "pagila.film"]))
     warehouse_columns = {c.name: c.type for c in warehouse_film["dagster/column_schema"].columns}
     assert warehouse_columns["rental_rate"] == "DECIMAL(4,2)" and warehouse_columns["special_features"] == "VARCHAR[]"
 
 
 def test_partitioned_payment_backfill_is_idempotent(pagila: Platform, pagila_db: str) -> None:
-    payment = [dg.AssetKey(["pagila", "payment"]), dg.AssetKey(["warehouse", "pagila", "payment"])]
+    payment = [dg.AssetKey(["pagila", "payment"]), dg.AssetKey(["warehouse", "pagila.payment"])]
     for month in PAYMENT_MONTHS:
         assert pagila.materialize(payment, partition_key=month).success
     again = pagila.materialize(payment, partition_key="2022-03-01")
@@ -164,7 +164,7 @@ def test_lag_reads_late_rows_without_duplicating_boundary_rows(
         tmp_path,
         instance,
     )
-    actor = [dg.AssetKey(["pagila", "actor"]), dg.AssetKey(["warehouse", "pagila", "actor"])]
+    actor = [dg.AssetKey(["pagila", "actor"]), dg.AssetKey(["warehouse", "pagila.actor"])]
     assert lagged.materialize(actor).success
     mark = latest_metadata(instance, actor[0])["cursor_after"]
     # A row committed late: its cursor value lies 10 minutes below the high-water mark.
@@ -183,7 +183,7 @@ def test_lag_reads_late_rows_without_duplicating_boundary_rows(
 
 
 def test_full_refresh_from_run_config_replaces_the_table(pagila: Platform, pagila_db: str) -> None:
-    actor = [dg.AssetKey(["pagila", "actor"]), dg.AssetKey(["warehouse", "pagila", "actor"])]
+    actor = [dg.AssetKey(["pagila", "actor"]), dg.AssetKey(["warehouse", "pagila.actor"])]
     assert pagila.materialize(actor).success
     pg(pagila_db, "UPDATE actor SET first_name = 'X' WHERE actor_id = 5")
     assert landed_rows(pagila.materialize(actor))["pagila/actor"] == 1
@@ -198,7 +198,7 @@ def test_full_refresh_from_run_config_replaces_the_table(pagila: Platform, pagil
 
 
 def test_asset_check_fails_when_the_warehouse_drifts(pagila: Platform) -> None:
-    language = [dg.AssetKey(["pagila", "language"]), dg.AssetKey(["warehouse", "pagila", "language"])]
+    language = [dg.AssetKey(["pagila", "language"]), dg.AssetKey(["warehouse", "pagila.language"])]
     assert pagila.materialize(language).success
     with duckdb.connect(str(pagila.warehouse_path)) as conn:
         conn.execute("INSERT INTO pagila.language SELECT * FROM pagila.language WHERE language_id = 1")
@@ -224,7 +224,7 @@ def test_asset_check_fails_when_the_warehouse_drifts(pagila: Platform) -> None:
 def test_rows_deleted_at_the_source_are_reported_by_a_warning_check(pagila: Platform, pagila_db: str) -> None:
     """A cursor cannot see a deleted row: the lake and the table agree with each other, and only the check
     against the source's COUNT(*) says the table holds a row the source no longer has."""
-    actor = [dg.AssetKey(["pagila", "actor"]), dg.AssetKey(["warehouse", "pagila", "actor"])]
+    actor = [dg.AssetKey(["pagila", "actor"]), dg.AssetKey(["warehouse", "pagila.actor"])]
     pg(pagila_db, "INSERT INTO actor (first_name, last_name) VALUES ('GONE', 'SOON')")
     first = pagila.materialize(actor)
     assert {e.check_name: e.passed for e in first.get_asset_check_evaluations()}["rows_match_source"]

@@ -179,7 +179,7 @@ def test_database_comments_become_the_asset_and_column_descriptions(
     source += "  url_env: COMMENTS_DB_URL\n  include: ['t']\n"
     with dg.instance_for_test() as instance:
         ledger = platform(source, tmp_path, instance)
-        lake, warehouse = dg.AssetKey(["ledger", "t"]), dg.AssetKey(["warehouse", "ledger", "t"])
+        lake, warehouse = dg.AssetKey(["ledger", "t"]), dg.AssetKey(["warehouse", "ledger.t"])
         assert (
             ledger.defs.resolve_assets_def(lake).specs_by_key[lake].description == "Amounts as the ledger books them."
         )

@@ -30,7 +30,7 @@ attributes:
 
 
 LAKE = dg.AssetKey(["shop", "orders"])
-WAREHOUSE = dg.AssetKey(["warehouse", "shop", "orders"])
+WAREHOUSE = dg.AssetKey(["warehouse", "shop.orders"])
 SPEC = StreamSpec(source="shop", name="orders", write_disposition="merge", primary_key=("_ip_message_id",))
 
 

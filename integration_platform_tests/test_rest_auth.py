@@ -123,7 +123,7 @@ def test_tls_is_verified_and_a_custom_ca_bundle_is_trusted(tmp_path: Path, insta
         refused = untrusted.materialize([STATS], raise_on_error=False)
         text = _yaml(server.url, "{type: none}").replace("  max_retries: 2", f"  max_retries: 2\n  ca_bundle: {cert}")
         trusted = platform(text, tmp_path / "b", instance)
-        result = trusted.materialize([STATS, dg.AssetKey(["warehouse", "secure", "stats"])])
+        result = trusted.materialize([STATS, dg.AssetKey(["warehouse", "secure.stats"])])
         log = requests.get(f"{server.url}/_stats", timeout=10, verify=str(cert)).json()["requests"]
     assert not refused.success
     assert "TLS verification failed (self-signed certificate)" in _run_text(instance, refused)

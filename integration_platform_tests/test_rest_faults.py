@@ -133,7 +133,7 @@ def test_an_error_past_the_retry_budget_fails_clearly_and_lands_nothing(
         assert p.materialize().success
         before = latest_metadata(instance, DETAILS)["landing_id"]
         proxy.set_plan([{"fault": "503", "path_regex": r"^/api/v2/berry/6\d/$"}])
-        failed = p.materialize([DETAILS, dg.AssetKey(["warehouse", "berry", "details"])], raise_on_error=False)
+        failed = p.materialize([DETAILS, dg.AssetKey(["warehouse", "berry.details"])], raise_on_error=False)
     assert not failed.success
     causes = failure_messages(failed)
     assert any("HTTP 503 Service Unavailable" in c and "(after 3 attempt(s))" in c for c in causes), causes

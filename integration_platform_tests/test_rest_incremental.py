@@ -56,7 +56,7 @@ def test_invoices_land_incrementally_by_invoice_date(tmp_path: Path, instance: d
             "(1001, 1, '2026-01-02 00:00:00', 'Oslo', 1.98), (1002, 2, '2026-01-03 00:00:00', 'Rome', 3.96), "
             f"(1003, 3, '{last_date}', 'Lyon', 0.99)",
         )
-        second = p.materialize([INVOICES, dg.AssetKey(["warehouse", "chinook_api", "invoices"])])
+        second = p.materialize([INVOICES, dg.AssetKey(["warehouse", "chinook_api.invoices"])])
         after_second = latest_metadata(instance, INVOICES)
         third = p.materialize([INVOICES])
     assert first.success and second.success and third.success

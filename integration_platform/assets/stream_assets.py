@@ -1,7 +1,8 @@
 """The pair of assets every stream gets, whatever its source: lake (Parquet) -> warehouse (DuckDB).
 
 ``<source>/<stream>`` extracts and lands; its materialisation metadata carries the
-high-water mark (``cursor_after``), read back by the next run. ``warehouse/<source>/<stream>``
+high-water mark (``cursor_after``), read back by the next run. ``warehouse/<source>.<stream>``
+(labelled with its DuckDB table's name in the asset graph, so the pair never shows one name twice)
 applies the pending landings to DuckDB inside one transaction, in the ``duckdb`` pool (limit
 1 in ``dagster.yaml``: DuckDB allows one writer per file), and runs the table's checks.
 """
@@ -69,9 +70,18 @@ def lake_key(spec: StreamSpec) -> dg.AssetKey:
     return dg.AssetKey([spec.source, spec.name])
 
 
+def warehouse_table_key(table: str) -> dg.AssetKey:
+    """The asset of the warehouse table ``schema.table`` (unquoted): ``["warehouse", "schema.table"]``.
+
+    The table's qualified name is the key's last part because the asset graph labels a node with
+    the last part alone: with ``["warehouse", source, name]`` (until December 2026) a stream's lake and
+    warehouse assets both showed as ``name``."""
+    return dg.AssetKey(["warehouse", table])
+
+
 def warehouse_key(spec: StreamSpec) -> dg.AssetKey:
-    """The warehouse asset of a stream: ``["warehouse", source, name]``."""
-    return dg.AssetKey(["warehouse", spec.source, spec.name])
+    """The warehouse asset of a stream: ``["warehouse", "<source>.<name>"]`` (see :func:`warehouse_table_key`)."""
+    return warehouse_table_key(f"{spec.source}.{spec.name}")
 
 
 def partitions_def(partitioning: Partitioning | None) -> dg.PartitionsDefinition | None:
@@ -453,7 +463,7 @@ def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
 
     # A multi-asset only to be subsettable: its checks can then run alone, against what is loaded.
     @dg.multi_asset(
-        name="__".join(warehouse_key(spec).path),
+        name=f"warehouse__{spec.source}__{spec.name}",  # an op name: no dot allowed
         specs=[
             dg.AssetSpec(
                 warehouse_key(spec),

@@ -54,6 +54,7 @@ from integration_platform.assets.config_model import (
 from integration_platform.assets.http_config import RestAuth
 from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.assets.run_recovery import tag_run_host
+from integration_platform.assets.stream_assets import warehouse_table_key
 from integration_platform.core.cursors import CursorValue
 from integration_platform.core.landing import land
 from integration_platform.core.names import ENV_NAME, url_segment
@@ -363,7 +364,7 @@ def sync_asset(sync: HttpSync) -> dg.AssetsDefinition:
     failed record's key, status and error (after landing the results and recording the safe mark)."""
     deps = [dg.AssetKey.from_user_string(d) for d in sync.deps]
     if sync.table:
-        deps.append(dg.AssetKey(["warehouse", *sync.table.split(".")]))
+        deps.append(warehouse_table_key(sync.table))
     resources = {"lake", sync.resource_key} | ({"warehouse"} if sync.source.warehouse else set())
 
     @dg.asset(

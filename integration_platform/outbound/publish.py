@@ -4,7 +4,7 @@ An entry of a ``QueueSource``'s ``publish`` list::
 
     - name: invoices_out                # asset <source>/publish_<name>
       table: chinook.invoices           # a warehouse table (its asset becomes a dependency)
-      # or: query: "SELECT ... FROM chinook.invoices JOIN ..." with deps: ["warehouse/chinook/invoices"]
+      # or: query: "SELECT ... FROM chinook.invoices JOIN ..." with deps: ["warehouse/chinook.invoices"]
       key_columns: [invoice_id]         # what identifies a row (default: the whole row)
       cursor: invoice_date              # optional: only rows changed since the last run
       queue: invoices_out               # RabbitMQ: default exchange, routing key = queue
@@ -33,6 +33,7 @@ from pydantic import Field, model_validator
 from integration_platform.assets.config_model import SafeModel, require_exactly_one
 from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.assets.run_recovery import tag_run_host
+from integration_platform.assets.stream_assets import warehouse_table_key
 from integration_platform.core.outbound import (
     MissingColumnError,
     Watermark,
@@ -80,7 +81,7 @@ class PublishSpec(SafeModel, dg.Resolvable):
     def upstream(self) -> list[dg.AssetKey]:
         keys = [dg.AssetKey.from_user_string(d) for d in self.deps]
         if self.table:
-            keys.append(dg.AssetKey(["warehouse", *self.table.split(".")]))
+            keys.append(warehouse_table_key(self.table))
         return keys
 
 

@@ -27,7 +27,7 @@
 
 Per stream: ``<source>/<stream>`` drains the queue into the lake in micro-batches
 (``drain.py`` reads them, ``core.micro_batches`` lands each, then it is acknowledged),
-``warehouse/<source>/<stream>`` merges on ``_ip_message_id``, a sensor
+``warehouse/<source>.<stream>`` merges on ``_ip_message_id``, a sensor
 ``<source>_<stream>_backlog`` (stopped by default) requests a drain when messages wait, and
 the optional schedule. Poison messages go to the dead-letter exchange and queue
 (RabbitMQ: ``<queue>.dlx`` / ``<queue>.dead-letter``) or topic (Kafka:

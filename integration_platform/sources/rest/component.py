@@ -23,7 +23,7 @@
           paginator: {type: single_page}
           primary_key: [id]
 
-Per stream: ``<source>/<stream>`` (Parquet) and ``warehouse/<source>/<stream>`` (DuckDB), the
+Per stream: ``<source>/<stream>`` (Parquet) and ``warehouse/<source>.<stream>`` (DuckDB), the
 same checks as every stream, ``quarantine_empty`` when records may be quarantined, a
 ``<source>_refresh`` job and its daily schedule (stopped by default). Every value is checked
 when definitions load; errors name the file, the field and what is allowed.

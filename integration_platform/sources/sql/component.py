@@ -17,7 +17,7 @@
           partition: {column: payment_date, granularity: monthly, start: "2022-01-01"}
       schedule: "0 3 * * *"           # daily incremental refresh (cron, UTC)
 
-Per stream: ``<source>/<stream>`` (Parquet in the lake) and ``warehouse/<source>/<stream>``
+Per stream: ``<source>/<stream>`` (Parquet in the lake) and ``warehouse/<source>.<stream>``
 (DuckDB), asset checks, a ``<source>_refresh`` job and its daily schedule, and one job and
 schedule per partition granularity.
 
