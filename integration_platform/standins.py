@@ -171,11 +171,11 @@ def run_until_signalled(command: list[str], grace_seconds: float = 10.0) -> int:
     """Run ``command`` in its own process group and return its exit status; SIGINT, SIGTERM or SIGHUP
     to this process is passed on once, as SIGINT (Ctrl-C) to that whole group.
 
-    Why: ``dagster dev`` shuts its webserver, daemon and code servers down on Ctrl-C, but only when
+    Why: ``dg dev`` (like ``dagster dev``) shuts its webserver, daemon and code servers down on Ctrl-C, but only when
     they all get it. A terminal's Ctrl-C reached them (same group), a SIGTERM to ``make dev`` did
     not: make passed it to this process alone, Python's default action ended it at once, and
-    ``dagster dev`` with all its children and the stand-ins were left running. Now the group gets
-    Ctrl-C exactly once (a second one makes ``dagster dev`` give up on a clean stop); whatever is
+    ``dg dev`` with all its children and the stand-ins were left running. Now the group gets
+    Ctrl-C exactly once (a second one makes it give up on a clean stop); whatever is
     still there after ``grace_seconds`` is killed, and the stand-ins are stopped by the caller.
     """
     signalled: list[int] = []

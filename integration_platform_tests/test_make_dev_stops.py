@@ -1,6 +1,6 @@
 """``make dev`` stops within 10 s of Ctrl-C or SIGTERM and leaves no process behind: the webserver,
 the daemon, the code servers and the demo's stand-in servers all end (the real command, with a real
-``dagster dev``, on a free port and a throw-away instance folder)."""
+``dg dev``, on a free port and a throw-away instance folder)."""
 
 import os
 import signal
@@ -58,7 +58,7 @@ def test_make_dev_stops_within_10_s_and_leaves_nothing(how: str, tmp_path: Path)
     try:
         wait_for_ui(port, make)
         started = session_processes(make.pid)
-        assert len(started) >= 6, started  # make, stand-ins, dagster dev, webserver, daemon, code server
+        assert len(started) >= 6, started  # make, stand-ins, dg dev, webserver, daemon, code server
         sent = time.monotonic()
         if how == "ctrl-c":
             os.killpg(make.pid, signal.SIGINT)  # what a terminal does: the whole foreground group
