@@ -7,6 +7,7 @@ from contextlib import contextmanager
 import dagster as dg
 import pytest
 
+from integration_platform_tests.oidc_provider import oidc_provider
 from integration_platform_tests.services import (
     MARIADB_HOST,
     MARIADB_PORT,
@@ -90,6 +91,13 @@ def chinook_mariadb(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield name
     finally:
         mariadb(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture(scope="session")
+def provider() -> Iterator[str]:
+    """A real OpenID Connect provider on loopback (see :mod:`integration_platform_tests.oidc_provider`)."""
+    with oidc_provider() as issuer:
+        yield issuer
 
 
 @pytest.fixture

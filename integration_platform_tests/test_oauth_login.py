@@ -6,9 +6,8 @@ exchanged with the PKCE verifier, and the refresh token it yields then works for
 
 import os
 import re
-import subprocess
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,26 +16,7 @@ import requests
 from integration_platform import oauth_login
 from integration_platform.oauth_login import LoginError, login
 from integration_platform.resources.http_auth import HttpAuth, OAuth2TokenAuth, build_auth
-from integration_platform.standins import free_port, stop, wait_for_port
-
-SERVER = Path(__file__).resolve().parent.parent / "sandbox" / "oidc" / "server.mjs"
-CLIENT = "integration-platform"
-SCOPES = ["openid", "offline_access"]
-
-
-@pytest.fixture(scope="session")
-def provider() -> Iterator[str]:
-    """The provider's issuer URL (``http://127.0.0.1:<port>``)."""
-    assert (SERVER.parent / "node_modules" / "oidc-provider").is_dir(), "run `make install-oidc` (.ci/install_oidc.sh)"
-    port = free_port()
-    process = subprocess.Popen(
-        ["node", str(SERVER), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
+from integration_platform_tests.oidc_provider import CLIENT, SCOPES
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,10 @@
 """REST auth against a real server that checks credentials: bearer, API key (header, query),
-HTTP basic, OAuth2 client credentials and refresh token (oauthlib's server side issuing
-short-lived tokens, so they expire and are renewed mid-run), and TLS verification with a
-custom CA bundle. Secrets come from env vars and never show in events, metadata or errors."""
+HTTP basic, OAuth2 client credentials (tokens from a certified OpenID Connect provider,
+oidc-provider, which the API checks by token introspection) and refresh token (oauthlib's server
+side), both issuing short-lived tokens so that they expire and are renewed mid-run, and TLS
+verification with a custom CA bundle. Secrets come from env vars and never show in events,
+metadata or errors. (The refresh token's first step, the login, runs against oidc-provider in
+``test_oauth_login.py``.)"""
 
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import pytest
 import requests
 
 from integration_platform_tests.certificates import self_signed_certificate
+from integration_platform_tests.oidc_provider import API_CLIENT, SERVICE_CLIENT, SERVICE_SECRET, TOKEN_TTL_S
 from integration_platform_tests.rest_servers import pokeapi_server
 from sandbox.harness import latest_metadata, platform
 
@@ -86,18 +90,47 @@ def test_each_auth_kind_reaches_the_api_and_keeps_its_secret(
     assert "HTTP 401" in _run_text(instance, refused)
 
 
-@pytest.mark.parametrize("grant", ["client_credentials", "refresh_token"])
-def test_oauth2_tokens_expire_and_are_renewed_mid_run(
-    grant: str, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+def test_oauth2_client_credentials_from_a_certified_provider_expire_and_are_renewed_mid_run(
+    provider: str, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the test provider is plain http on loopback
+    monkeypatch.setenv("IP_TEST_SECRET", SERVICE_SECRET)
+    introspection = ["--introspect", f"{provider}/token/introspection"]
+    introspection += ["--introspect-client", f"{API_CLIENT}:{SERVICE_SECRET}"]
+    auth = (
+        f"{{type: oauth2_client_credentials, token_url: {provider}/token, client_id: {SERVICE_CLIENT}, "
+        "client_secret_env: IP_TEST_SECRET}"
+    )
+    with pokeapi_server(auth_args=introspection) as server:
+        p = platform(_yaml(server.url, auth, details=True, rate_limit=25), tmp_path, instance)
+        result = p.materialize()
+        api = [r for r in server.stats()["requests"] if r["path"].startswith("/api/")]
+        monkeypatch.setenv("IP_TEST_SECRET", "wrong-" + SERVICE_SECRET)
+        refused = p.materialize([STATS], raise_on_error=False)
+    assert result.success
+    assert p.query("SELECT count(*) FROM secure.berry_details")[0][0] == 68
+    # 68 details at 25 requests/s take ~2.7 s with tokens of TOKEN_TTL_S: several renewals in one run,
+    # each token checked by the API at the provider.
+    assert TOKEN_TTL_S <= 1
+    assert latest_metadata(instance, DETAILS)["oauth2_tokens_obtained"] >= 3
+    assert len({r["token"] for r in api if r["auth"] == "ok"}) >= 3
+    assert sum(r["auth"] == "ok" for r in api) == 3 + 4 + 68  # stats pages, berry pages, details
+    assert not refused.success  # the provider refuses the wrong client secret
+    assert "invalid_client" in _run_text(instance, refused)
+    for run in (result, refused):
+        assert SERVICE_SECRET not in _run_text(instance, run)
+
+
+def test_oauth2_refresh_tokens_expire_and_are_renewed_mid_run(
+    tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the test token endpoint is plain http on loopback
     monkeypatch.setenv("IP_TEST_SECRET", SECRET)
     monkeypatch.setenv("IP_TEST_REFRESH", "rt-" + SECRET)
     args = ["--oauth2", f"platform:{SECRET}", "--token-ttl", "1", "--refresh-token", "rt-" + SECRET]
-    extra = "refresh_token_env: IP_TEST_REFRESH, " if grant == "refresh_token" else ""
     auth = (
-        f"{{type: oauth2_{grant}, token_url: URL/oauth/token, client_id: platform, {extra}"
-        "client_secret_env: IP_TEST_SECRET}"
+        "{type: oauth2_refresh_token, token_url: URL/oauth/token, client_id: platform, "
+        "refresh_token_env: IP_TEST_REFRESH, client_secret_env: IP_TEST_SECRET}"
     )
     with pokeapi_server(auth_args=args) as server:
         text = _yaml(server.url, auth.replace("URL", server.url), details=True, rate_limit=25)
@@ -110,7 +143,7 @@ def test_oauth2_tokens_expire_and_are_renewed_mid_run(
     # 68 details at 25 requests/s take ~2.7 s with 1 s tokens: several renewals in one run
     assert latest_metadata(instance, DETAILS)["oauth2_tokens_obtained"] >= 3
     assert stats["tokens_issued"] >= 3
-    assert {t["grant_type"] for t in stats["token_requests"]} == {grant}
+    assert {t["grant_type"] for t in stats["token_requests"]} == {"refresh_token"}
     assert sum(r["auth"] == "ok" for r in api) == 3 + 4 + 68  # stats pages, berry pages, details
     assert SECRET not in _run_text(instance, result)
 

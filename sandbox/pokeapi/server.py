@@ -7,6 +7,9 @@ Routes (trailing slash optional):
   GET /api/v2/<endpoint>/<id or name>/  the detail file, bytes unchanged (its inner URLs stay relative)
   GET /api/v2/<endpoint>/<id>/<extra>/  a sub-resource file, e.g. pokemon/<id>/encounters
   POST /oauth/token                     RFC 6749 token endpoint (only with --oauth2)
+With --introspect URL (and --introspect-client ID:SECRET), /api requests need a bearer token that the
+authorization server at URL says is active (RFC 7662 token introspection, the way an API gateway in front
+of a real API checks tokens it did not issue); the request log then carries a digest of each token.
   GET /_stats, POST /_reset             control endpoints, never subject to auth or latency
 
 Paging follows the live API's deploy function (github.com/PokeAPI/deploy, functions/src/index.ts): default
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 import re
@@ -40,7 +44,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import parse_qs, unquote_plus, urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlencode, urlsplit
+from urllib.request import Request, urlopen
 
 from oauthlib import oauth2
 from oauthlib.common import Request as OAuthRequest
@@ -183,6 +188,10 @@ class Auth:
             self.mode = "header" if args.api_key_header else "query"
         elif args.basic:
             self.mode = "basic"
+        elif args.introspect:
+            if not args.introspect_client:
+                raise SystemExit("--introspect needs --introspect-client")
+            self.mode = "introspect"
         elif args.oauth2:
             client_id, _, secret = args.oauth2.partition(":")
             self.mode, self.validator = "oauth2", Validator(client_id, secret, args.refresh_token)
@@ -201,6 +210,11 @@ class Auth:
             return _state(given, self.args.api_key), {"WWW-Authenticate": f'ApiKey {self.mode}="{name}"'}
         if self.mode == "basic":
             return _state(_basic(header), self.args.basic), {"WWW-Authenticate": 'Basic realm="pokeapi"'}
+        if self.mode == "introspect":
+            given = header[7:].strip() if header and header[:7].lower() == "bearer " else None
+            handler.token_seen = hashlib.sha256(given.encode()).hexdigest()[:12] if given else None  # type: ignore[attr-defined]
+            state = "missing" if not given else "ok" if self.introspect(given) else "invalid"
+            return state, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
         if self.oauth is not None:
             headers = {"Authorization": header} if header else {}
             uri = f"http://127.0.0.1{handler.path}"
@@ -210,6 +224,18 @@ class Auth:
             description = described.get(state, "The access token is invalid")
             return state, {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{description}"'}
         return "none", {}
+
+
+    def introspect(self, token: str) -> bool:
+        """Whether the authorization server says ``token`` is active (RFC 7662 section 2)."""
+        basic = base64.b64encode(self.args.introspect_client.encode()).decode()
+        request = Request(
+            self.args.introspect,
+            data=urlencode({"token": token, "token_type_hint": "access_token"}).encode(),
+            headers={"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        with urlopen(request, timeout=10) as response:
+            return json.load(response).get("active") is True
 
 
 def _basic(header: str | None) -> str | None:
@@ -295,6 +321,8 @@ class Handler(BaseHTTPRequestHandler):
         with self.server.lock:
             arrived = getattr(self, "arrived", time.time())
             entry = {"t": arrived, "method": self.command, "path": self.path, "status": status, "auth": auth}
+            if self.server.auth.mode == "introspect":
+                entry["token"] = getattr(self, "token_seen", None)
             self.server.request_log.append(entry)
         self.send_json(status, payload, headers)
 
@@ -397,10 +425,12 @@ def main(argv: list[str] | None = None) -> None:
     for flag, metavar in [("--api-key", "VALUE"), ("--basic", "USER:PASS"), ("--oauth2", "ID:SECRET")]:
         parser.add_argument(flag, metavar=metavar)
     parser.add_argument("--refresh-token", metavar="RT", help="an initial refresh token (--oauth2)")
+    parser.add_argument("--introspect", metavar="URL", help="check bearer tokens at this RFC 7662 endpoint")
+    parser.add_argument("--introspect-client", metavar="ID:SECRET", help="the API's credentials there")
     parser.add_argument("--tls-cert", type=Path, help="serve HTTPS with this PEM certificate chain")
     parser.add_argument("--tls-key", type=Path, help="the certificate's PEM private key")
     args = parser.parse_args(argv)
-    modes = [args.bearer, args.api_key_header or args.api_key_query, args.basic, args.oauth2]
+    modes = [args.bearer, args.api_key_header or args.api_key_query, args.basic, args.oauth2, args.introspect]
     if sum(1 for mode in modes if mode) > 1:
         parser.error("choose at most one auth mode")
     if not (args.data / "api" / "v2").is_dir():
