@@ -7,6 +7,7 @@ metadata or errors. (The refresh token's first step, the login, runs against oid
 ``test_oauth_login.py``.)"""
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -15,7 +16,8 @@ import requests
 from integration_platform_tests.certificates import self_signed_certificate
 from integration_platform_tests.oidc_provider import API_CLIENT, SERVICE_CLIENT, SERVICE_SECRET, TOKEN_TTL_S
 from integration_platform_tests.rest_servers import pokeapi_server
-from sandbox.harness import latest_metadata, platform
+from sandbox.harness import Platform, latest_metadata, platform
+from sandbox.http_servers import HttpServer
 
 SECRET = "s3cr3t-Value-7f2b9c"
 STATS = dg.AssetKey(["secure", "stats"])
@@ -69,18 +71,26 @@ def _run_text(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -
     return "\n".join(str(record) for record in instance.all_logs(result.run_id))
 
 
+def _right_then_wrong_secret(
+    p: Platform, server: HttpServer, secret: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dg.ExecuteInProcessResult, list[dict[str, Any]], dg.ExecuteInProcessResult]:
+    """Materialise everything with ``IP_TEST_SECRET=secret``, then ``STATS`` with a wrong secret:
+    (the first run, the /api requests the server saw during it, the second run)."""
+    monkeypatch.setenv("IP_TEST_SECRET", secret)
+    result = p.materialize()
+    api = [r for r in server.stats()["requests"] if r["path"].startswith("/api/")]
+    monkeypatch.setenv("IP_TEST_SECRET", "wrong-" + secret)
+    return result, api, p.materialize([STATS], raise_on_error=False)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_each_auth_kind_reaches_the_api_and_keeps_its_secret(
     case: str, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server_args, auth = CASES[case]
-    monkeypatch.setenv("IP_TEST_SECRET", SECRET)
     with pokeapi_server(auth_args=server_args) as server:
         p = platform(_yaml(server.url, auth), tmp_path, instance)
-        result = p.materialize()
-        requests = [r for r in server.stats()["requests"] if r["path"].startswith("/api/")]
-        monkeypatch.setenv("IP_TEST_SECRET", "wrong-" + SECRET)
-        refused = p.materialize([STATS], raise_on_error=False)
+        result, requests, refused = _right_then_wrong_secret(p, server, SECRET, monkeypatch)
     assert result.success
     assert p.query("SELECT count(*) FROM secure.stats")[0][0] == 9
     assert len(requests) == 3 and all(r["auth"] == "ok" for r in requests)
@@ -94,7 +104,6 @@ def test_oauth2_client_credentials_from_a_certified_provider_expire_and_are_rene
     provider: str, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the test provider is plain http on loopback
-    monkeypatch.setenv("IP_TEST_SECRET", SERVICE_SECRET)
     introspection = ["--introspect", f"{provider}/token/introspection"]
     introspection += ["--introspect-client", f"{API_CLIENT}:{SERVICE_SECRET}"]
     auth = (
@@ -103,10 +112,7 @@ def test_oauth2_client_credentials_from_a_certified_provider_expire_and_are_rene
     )
     with pokeapi_server(auth_args=introspection) as server:
         p = platform(_yaml(server.url, auth, details=True, rate_limit=25), tmp_path, instance)
-        result = p.materialize()
-        api = [r for r in server.stats()["requests"] if r["path"].startswith("/api/")]
-        monkeypatch.setenv("IP_TEST_SECRET", "wrong-" + SERVICE_SECRET)
-        refused = p.materialize([STATS], raise_on_error=False)
+        result, api, refused = _right_then_wrong_secret(p, server, SERVICE_SECRET, monkeypatch)
     assert result.success
     assert p.query("SELECT count(*) FROM secure.berry_details")[0][0] == 68
     # 68 details at 25 requests/s take ~2.7 s with tokens of TOKEN_TTL_S: several renewals in one run,

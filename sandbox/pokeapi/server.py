@@ -225,7 +225,6 @@ class Auth:
             return state, {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{description}"'}
         return "none", {}
 
-
     def introspect(self, token: str) -> bool:
         """Whether the authorization server says ``token`` is active (RFC 7662 section 2)."""
         basic = base64.b64encode(self.args.introspect_client.encode()).decode()
