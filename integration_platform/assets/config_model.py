@@ -16,7 +16,14 @@ from typing import Any, get_args
 
 import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidatorFunctionWrapHandler, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails
 
 HIDDEN = "<hidden>"
@@ -47,11 +54,27 @@ def _strings_for_models(model: BaseModel) -> list[tuple[str | int, ...]]:
     return found
 
 
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The model a field's type offers (``SomeModel | str``, ``list[SomeModel]``), if any."""
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models a field's type offers (``SomeModel | str``, ``list[SomeModel]``, a tagged union's members)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    return next((m for m in map(_model_in, get_args(annotation)) if m is not None), None)
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in _models_in(arg)]
+
+
+def _member(models: list[type[BaseModel]], tag: Any) -> type[BaseModel] | None:
+    """The model among ``models`` whose ``type`` field is the literal ``tag`` (a tagged union's member)."""
+    for model in models:
+        field = model.model_fields.get("type")
+        if field is not None and tag in get_args(field.annotation):
+            return model
+    return None
+
+
+def _model_in(annotation: Any, data: Any = None) -> type[BaseModel] | None:
+    """The model a field's type offers for ``data``: of a tagged union, the member ``data["type"]`` names."""
+    models = _models_in(annotation)
+    picked = _member(models, data.get("type")) if len(models) > 1 and isinstance(data, dict) else None
+    return picked or (models[0] if models else None)
 
 
 def _unknown_field(cls: type[BaseModel], loc: tuple[Any, ...]) -> ValueError:
@@ -59,9 +82,14 @@ def _unknown_field(cls: type[BaseModel], loc: tuple[Any, ...]) -> ValueError:
     one first when it looks like a typo (``tabels`` -> ``tables``); raised as pydantic's
     ``value_error``, which Dagster's YAML errors re-raise with the file and line."""
     model: type[BaseModel] | None = cls
+    candidates = [cls]
     for part in loc[:-1]:
-        if isinstance(part, str) and model is not None and part in model.model_fields:
-            model = _model_in(model.model_fields[part].annotation)
+        member = _member(candidates, part) if len(candidates) > 1 else None
+        if member is not None:  # a tagged union's member, named by its tag in the location
+            model, candidates = member, [member]
+        elif isinstance(part, str) and model is not None and part in model.model_fields:
+            candidates = _models_in(model.model_fields[part].annotation)
+            model = candidates[0] if candidates else None
     allowed = sorted(model.model_fields) if model is not None else []
     name = str(loc[-1])
     # a secret written inline: its field takes the environment variable's name instead
@@ -93,16 +121,23 @@ def _text_for_numbers(model: type[BaseModel], data: Any, loc: tuple[str | int, .
         field = model.model_fields.get(name) if isinstance(name, str) else None
         if field is None:
             continue
-        leaves, nested = _leaf_types(field.annotation), _model_in(field.annotation)
+        leaves = _leaf_types(field.annotation)
         if isinstance(value, str) and "{{" not in value and leaves & {int, float} and str not in leaves:
             kind = "int_type" if float not in leaves else "float_type"  # YAML text, even "5": write 5
             found.append(InitErrorDetails(type=kind, loc=(*loc, name), input=HIDDEN))
-        elif nested is not None:
+        elif _models_in(field.annotation):
             items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
             for index, item in items:
                 where = (*loc, name) if index is None else (*loc, name, index)
-                found += _text_for_numbers(nested, item, where)
+                nested = _model_in(field.annotation, item)
+                found += _text_for_numbers(nested, item, where) if nested is not None else []
     return found
+
+
+def _readable(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """``loc`` without pydantic's label of a tagged union (``tagged-union[function-after[...], ...]``):
+    the member's tag follows it, so ``paginator.offset.limit`` reads as the YAML does."""
+    return tuple(part for part in loc if not (isinstance(part, str) and part.startswith("tagged-union[")))
 
 
 def _hide_inputs(cls: type[BaseModel], data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
@@ -115,10 +150,10 @@ def _hide_inputs(cls: type[BaseModel], data: Any, handler: ValidatorFunctionWrap
     except ValidationError as exc:
         details = [
             InitErrorDetails(
-                type="value_error", loc=e["loc"], input=HIDDEN, ctx={"error": _unknown_field(cls, e["loc"])}
+                type="value_error", loc=_readable(e["loc"]), input=HIDDEN, ctx={"error": _unknown_field(cls, e["loc"])}
             )
             if e["type"] == "extra_forbidden"
-            else InitErrorDetails(type=e["type"], loc=e["loc"], input=HIDDEN, ctx=e.get("ctx", {}))
+            else InitErrorDetails(type=e["type"], loc=_readable(e["loc"]), input=HIDDEN, ctx=e.get("ctx", {}))
             for e in exc.errors(include_url=False)
         ]
         raise ValidationError.from_exception_data(exc.title, details, hide_input=True) from None
@@ -186,6 +221,29 @@ def from_env(value: str | None, env: str | None, what: str) -> str:
     if value is None:
         raise ValueError(f"{what}: set it or the environment variable holding it ({what}_env)")
     return value
+
+
+def typed_union(union: Any) -> dg.Resolver:
+    """The resolver of a field whose YAML is one of several models told apart by their ``type``
+    (``Annotated[A | B, Field(discriminator="type")]``, optionally ``| None``): annotate the field
+    ``Annotated[<union>, typed_union(<union>)]``.
+
+    Why: Dagster derives the YAML model of a ``dg.Resolvable`` and makes each of its fields
+    template-able, ``Literal`` tags included, after which pydantic refuses the discriminator. A
+    resolver's ``model_field_type`` is taken as it is, so plain pydantic members keep their tags,
+    and an error names the member (``paginator.offset.limit: Field required``). A value that
+    arrives unvalidated (a ``{{ template }}`` rendered to a mapping) is validated here; raises
+    pydantic's ``ValidationError`` when it fits no member."""
+    adapter: TypeAdapter[Any] = TypeAdapter(union)
+
+    def resolve(context: dg.ResolutionContext, value: Any) -> Any:
+        if isinstance(value, str):  # a template: render it, then validate what it gave
+            value = context.resolve_value(value)
+        return value if value is None or isinstance(value, BaseModel) else adapter.validate_python(value)
+
+    # inject_before_resolve=False: Dagster would otherwise hand a rendered template's mapping to the
+    # model unvalidated, past this function
+    return dg.Resolver(resolve, model_field_type=union, inject_before_resolve=False)
 
 
 def secret_from_env(env: str | None) -> str | None:

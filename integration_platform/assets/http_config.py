@@ -1,54 +1,90 @@
 """The YAML model of HTTP authentication, shared by every kind that calls an HTTP API (REST
-sources, HTTP sync): secrets are named by environment variable only (``*_env``)."""
+sources, HTTP sync): one model per ``type``, each taking only its own fields (the way dlt's typed
+REST config does), secrets named by environment variable only (``*_env``)."""
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-import dagster as dg
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from integration_platform.assets.config_model import SafeModel, secret_from_env
+from integration_platform.assets.config_model import SafeModel, secret_from_env, typed_union
 from integration_platform.core.names import ENV_NAME
-from integration_platform.resources.http_auth import REQUIRED, AuthType, HttpAuth
+from integration_platform.resources.http_auth import HttpAuth
 
 SECRET_FIELDS = {"token": "token_env", "api_key": "api_key_env", "password": "password_env"}
 SECRET_FIELDS |= {"client_secret": "client_secret_env", "refresh_token": "refresh_token_env"}
 
 
-class RestAuth(SafeModel, dg.Resolvable):
-    """How the API authenticates; secrets are named by environment variable (``*_env``)."""
-
-    type: AuthType = "none"
-    token_env: str | None = Field(default=None, pattern=ENV_NAME)
-    api_key_env: str | None = Field(default=None, pattern=ENV_NAME)
-    api_key_name: str = "X-API-Key"
-    api_key_in: Literal["header", "query"] = "header"
-    username: str | None = None
-    password_env: str | None = Field(default=None, pattern=ENV_NAME)
-    token_url: str | None = None
-    client_id: str | None = None
-    client_secret_env: str | None = Field(default=None, pattern=ENV_NAME)
-    refresh_token_env: str | None = Field(default=None, pattern=ENV_NAME)
-    scopes: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _required(self) -> "RestAuth":
-        needs = [SECRET_FIELDS.get(name, name) for name in REQUIRED[self.type]]
-        missing = [name for name in needs if not getattr(self, name)]
-        if missing:
-            raise ValueError(f"auth type {self.type!r} needs {', '.join(missing)}")
-        return self
+class AuthConfig(SafeModel):
+    """The base of every auth type's model."""
 
     def resource_config(self) -> HttpAuth:
-        """The resource's auth config, each ``*_env`` secret as a ``dg.EnvVar`` of that name."""
-        env_names = {name: getattr(self, env_field) for name, env_field in SECRET_FIELDS.items()}
-        secrets = {name: secret_from_env(env) for name, env in env_names.items() if env}
-        return HttpAuth(
-            type=self.type,
-            api_key_name=self.api_key_name,
-            api_key_in=self.api_key_in,
-            username=self.username,
-            token_url=self.token_url,
-            client_id=self.client_id,
-            scopes=self.scopes,
-            **secrets,
-        )
+        """The resource's auth config (:class:`HttpAuth`), each ``*_env`` secret as a ``dg.EnvVar`` of that name."""
+        fields: dict[str, Any] = self.model_dump()
+        for name, env_field in SECRET_FIELDS.items():
+            env = fields.pop(env_field, None)
+            if env:
+                fields[name] = secret_from_env(env)
+        return HttpAuth(**fields)
+
+
+class NoAuth(AuthConfig):
+    """No credentials."""
+
+    type: Literal["none"] = "none"
+
+
+class BearerAuth(AuthConfig):
+    """``Authorization: Bearer <token>`` (RFC 6750 section 2.1)."""
+
+    type: Literal["bearer"]
+    token_env: str = Field(pattern=ENV_NAME)
+
+
+class ApiKeyAuth(AuthConfig):
+    """An API key in a header or a query parameter named ``api_key_name``."""
+
+    type: Literal["api_key"]
+    api_key_env: str = Field(pattern=ENV_NAME)
+    api_key_name: str = "X-API-Key"
+    api_key_in: Literal["header", "query"] = "header"
+
+
+class BasicAuth(AuthConfig):
+    """HTTP basic (RFC 7617)."""
+
+    type: Literal["basic"]
+    username: str
+    password_env: str = Field(pattern=ENV_NAME)
+
+
+class OAuth2ClientCredentials(AuthConfig):
+    """Access tokens from ``token_url`` by the client's id and secret (RFC 6749 section 4.4)."""
+
+    type: Literal["oauth2_client_credentials"]
+    token_url: str
+    client_id: str
+    client_secret_env: str = Field(pattern=ENV_NAME)
+    scopes: list[str] = Field(default_factory=list)
+
+
+class OAuth2RefreshToken(AuthConfig):
+    """Access tokens from ``token_url`` by a refresh token (RFC 6749 section 6; get one with
+    ``python -m integration_platform.oauth_login``); a public client has no secret."""
+
+    type: Literal["oauth2_refresh_token"]
+    token_url: str
+    client_id: str
+    refresh_token_env: str = Field(pattern=ENV_NAME)
+    client_secret_env: str | None = Field(default=None, pattern=ENV_NAME)
+    scopes: list[str] = Field(default_factory=list)
+
+
+#: How an API authenticates, in YAML (``auth: {type: bearer, token_env: CRM_TOKEN}``).
+RestAuth = Annotated[
+    NoAuth | BearerAuth | ApiKeyAuth | BasicAuth | OAuth2ClientCredentials | OAuth2RefreshToken,
+    Field(discriminator="type"),
+]
+#: The annotation of an ``auth`` field of a component model (default: no credentials). The field's
+#: own type is the members' base: Dagster inspects it, and the union's constrained fields would
+#: fail its check for models that are not ``dg.Resolvable``.
+AuthField = Annotated[AuthConfig, typed_union(RestAuth)]

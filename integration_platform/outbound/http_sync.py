@@ -51,7 +51,7 @@ from integration_platform.assets.config_model import (
     from_env,
     require_exactly_one,
 )
-from integration_platform.assets.http_config import RestAuth
+from integration_platform.assets.http_config import AuthField, NoAuth
 from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.assets.run_recovery import tag_run_host
 from integration_platform.assets.stream_assets import warehouse_table_key
@@ -109,7 +109,7 @@ class SyncTarget(SafeModel, dg.Resolvable):
     base_url_env: str | None = Field(default=None, pattern=ENV_NAME)
     path: str = Field(min_length=1)
     method: Literal["POST", "PUT", "PATCH"] = "POST"
-    auth: RestAuth = Field(default_factory=RestAuth)
+    auth: AuthField = NoAuth()
     headers: dict[str, str] = Field(default_factory=dict, description="Headers without secrets.")
     headers_env: dict[str, str] = Field(
         default_factory=dict, description="Header -> name of the environment variable holding its (secret) value."

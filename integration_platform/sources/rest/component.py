@@ -30,7 +30,7 @@ when definitions load; errors name the file, the field and what is allowed.
 """
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import dagster as dg
 from pydantic import Field, model_validator
@@ -41,9 +41,10 @@ from integration_platform.assets.config_model import (
     cron_problem,
     from_env,
     require_exactly_one,
+    typed_union,
 )
 from integration_platform.assets.freshness import freshness_checks
-from integration_platform.assets.http_config import RestAuth
+from integration_platform.assets.http_config import AuthField, NoAuth
 from integration_platform.assets.schedules import refresh_job
 from integration_platform.assets.stream_assets import (
     ExtractionReport,
@@ -64,7 +65,7 @@ from integration_platform.resources.http_auth import (
 from integration_platform.resources.lake import LakeResource
 from integration_platform.sources.rest.client import RestApiResource
 from integration_platform.sources.rest.extract import COLUMN_TYPES, RestStreamPlan, extractor_for
-from integration_platform.sources.rest.paginators import Paginator, PaginatorType
+from integration_platform.sources.rest.paginators import Paginator
 
 
 def _param_text(value: str | int | float | bool) -> str:
@@ -72,31 +73,79 @@ def _param_text(value: str | int | float | bool) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-class RestPaginator(SafeModel, dg.Resolvable):
-    """See :mod:`integration_platform.sources.rest.paginators`."""
+class PaginatorConfig(SafeModel):
+    """The base of every paginator type's model (see :data:`RestPaginator`)."""
 
-    type: PaginatorType
-    limit: int | None = Field(default=None, ge=1)
-    limit_param: str = "limit"
-    offset_param: str = "offset"
-    page_param: str = "page"
-    start_page: int = Field(default=1, ge=0)
-    total_path: str | None = None
-    cursor_path: str | None = None
-    cursor_param: str | None = None
-    next_url_path: str | None = None
+
+class _Paging(PaginatorConfig):
+    """What every paginator that follows pages takes; JSON paths are checked when the YAML loads."""
+
     max_pages: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
-    def _complete(self) -> "RestPaginator":
-        needs = {"cursor": ("cursor_path", "cursor_param"), "next_url": ("next_url_path",), "offset": ("limit",)}
-        missing = [name for name in needs.get(self.type, ()) if getattr(self, name) is None]
-        if missing:
-            raise ValueError(f"paginator type {self.type!r} needs {', '.join(missing)}")
+    def _paths_compile(self) -> "_Paging":
         for name in ("total_path", "cursor_path", "next_url_path"):
-            if getattr(self, name):
+            if getattr(self, name, None):
                 compile_path(getattr(self, name))
         return self
+
+
+class OffsetPaginator(_Paging):
+    """``offset``/``limit`` query parameters; ends on an empty page or at the total at ``total_path``."""
+
+    type: Literal["offset"]
+    limit: int = Field(ge=1)
+    limit_param: str = "limit"
+    offset_param: str = "offset"
+    total_path: str | None = None
+
+
+class PageNumberPaginator(_Paging):
+    """A page counter from ``start_page``; ends on an empty page or after the page count at ``total_path``."""
+
+    type: Literal["page_number"]
+    page_param: str = "page"
+    start_page: int = Field(default=1, ge=0)
+    limit: int | None = Field(default=None, ge=1)
+    limit_param: str = "limit"
+    total_path: str | None = None
+
+
+class CursorPaginator(_Paging):
+    """The token at ``cursor_path`` goes back as ``cursor_param``; ends when it is missing or empty."""
+
+    type: Literal["cursor"]
+    cursor_path: str
+    cursor_param: str
+    limit: int | None = Field(default=None, ge=1)
+    limit_param: str = "limit"
+
+
+class NextUrlPaginator(_Paging):
+    """The URL at ``next_url_path`` (absolute or relative); ends when it is missing."""
+
+    type: Literal["next_url"]
+    next_url_path: str
+
+
+class LinkHeaderPaginator(_Paging):
+    """The ``rel="next"`` target of the RFC 8288 ``Link`` header; ends when there is none."""
+
+    type: Literal["link_header"]
+
+
+class SinglePage(PaginatorConfig):
+    """One request."""
+
+    type: Literal["single_page"]
+
+
+#: A stream's paginator in YAML: one model per ``type``, each taking only the fields it uses, the
+#: way dlt's typed REST config does (see :mod:`integration_platform.sources.rest.paginators`).
+RestPaginator = Annotated[
+    OffsetPaginator | PageNumberPaginator | CursorPaginator | NextUrlPaginator | LinkHeaderPaginator | SinglePage,
+    Field(discriminator="type"),
+]
 
 
 class RestIncremental(SafeModel, dg.Resolvable):
@@ -124,7 +173,7 @@ class RestStream(SafeModel, dg.Resolvable):
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
     records: str | None = Field(default=None, description="JSON path of the records; $ for the whole body.")
     primary_key: list[str] = Field(default_factory=list)
-    paginator: RestPaginator | None = None
+    paginator: Annotated[PaginatorConfig | None, typed_union(RestPaginator | None)] = None
     incremental: RestIncremental | None = None
     parent: RestParent | None = None
     write_disposition: Literal["replace", "append", "merge"] | None = None
@@ -154,7 +203,7 @@ class RestStream(SafeModel, dg.Resolvable):
 class RestDefaults(SafeModel, dg.Resolvable):
     """Applied to every stream that does not set the field itself."""
 
-    paginator: RestPaginator | None = None
+    paginator: Annotated[PaginatorConfig | None, typed_union(RestPaginator | None)] = None
     records: str | None = None
     nested: Literal["struct", "json"] = "struct"
     on_schema_conflict: Literal["fail", "quarantine"] = "fail"
@@ -174,7 +223,7 @@ class RestSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
         default_factory=list, description="Origins (https://host[:port]) besides base_url's that get credentials."
     )
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    auth: RestAuth = Field(default_factory=RestAuth)
+    auth: AuthField = NoAuth()
     rate_limit: float | None = Field(default=None, gt=0, description="Requests per second for the whole run.")
     concurrency: int = Field(default=8, ge=1, le=256)
     connect_timeout: float = Field(default=10.0, gt=0)
