@@ -3,6 +3,7 @@ Civil Protection (24 columns until 2021-01-14, 30 from 2021-01-15), the drop sen
 partitioned lake and warehouse assets, quarantine and host-key checking."""
 
 import csv
+import logging
 import os
 import shutil
 import tempfile
@@ -198,26 +199,42 @@ def test_the_sensor_remembers_through_the_lake_not_its_cursor(
     assert [r.partition_key for r in fresh_sensor] == [days[1]]
 
 
-def test_a_day_without_a_drop_fails_with_the_reason_not_a_trace(
+def test_a_day_without_a_drop_is_skipped_with_the_reason(
     drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     incoming = tmp_path / "incoming"
     incoming.mkdir()
     shutil.copy(drops / "dpc-covid19-ita-regioni-20210110.csv", incoming)
+    reason = (
+        f"partition 2021-01-11 of covid/regions has no file in {incoming} (the matching files cover 2021-01-10 .. "
+        "2021-01-10); nothing was landed for it"
+    )
     with openssh_server(incoming) as server:
         monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
         p = platform(_yaml(server, incoming), tmp_path, instance)
-        missing = p.materialize([LAKE], partition_key="2021-01-11", raise_on_error=False)
-    assert not missing.success
-    failures = [e for e in missing.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
-    error = failures[0].step_failure_data
-    assert error.user_failure_data is not None  # a dg.Failure: its description is what the UI shows
-    assert error.error is not None and error.error.cls_name == "Failure"
-    assert (
-        "partition 2021-01-11 of covid/regions has no file in " in error.error.message
-        and "(the matching files cover 2021-01-10 .. 2021-01-10); nothing was landed for it" in error.error.message
-    )
-    assert p.store.list_keys("covid/regions/_manifests") == []
+        missing = p.materialize([LAKE, WAREHOUSE], partition_key="2021-01-11", raise_on_error=False)
+        assert p.store.list_keys("covid/regions/_manifests") == []
+        # A single-run backfill over both days lands the one with a file; the other says why it has nothing.
+        days = {"dagster/asset_partition_range_start": "2021-01-10", "dagster/asset_partition_range_end": "2021-01-11"}
+        both = p.materialize([LAKE, WAREHOUSE], tags=days)
+    # Alone, the day is skipped: the run succeeds, nothing is materialised, the warehouse load is skipped.
+    assert missing.success
+    assert missing.get_asset_materialization_events() == []
+    skipped = [e.step_key for e in missing.all_events if e.event_type == dg.DagsterEventType.STEP_SKIPPED]
+    assert skipped == ["warehouse__covid__regions"]
+    warnings = [r.user_message for r in instance.all_logs(missing.run_id) if r.level >= logging.WARNING]
+    assert f"skipped: {reason}" in warnings
+    by_partition = {
+        (e.asset_key.to_user_string(), e.partition): e.step_materialization_data.materialization.metadata
+        for e in both.get_asset_materialization_events()
+    }
+    assert by_partition[("covid/regions", "2021-01-10")]["rows_landed"].value == 21
+    assert by_partition[("covid/regions", "2021-01-11")]["rows_landed"].value == 0
+    assert by_partition[("covid/regions", "2021-01-11")]["skipped"].value == reason
+    assert p.query("SELECT count(*) FROM covid.regions")[0][0] == 21
+    assert [k.rsplit("/", 1)[-1] for k in p.store.list_keys("covid/regions/_manifests")] == [
+        "partition=2021-01-10.json"
+    ]
 
 
 def test_a_growing_file_waits_until_it_is_stable(

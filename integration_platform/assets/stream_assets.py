@@ -23,6 +23,7 @@ from integration_platform.assets.run_recovery import reclaim_dead_runs, tag_run_
 from integration_platform.core.extract import (
     ExtractionReport,
     Extractor,
+    NothingToLand,
     PartitionWindow,
     RunScope,
     extract_and_land,
@@ -50,6 +51,8 @@ DUCKDB_POOL = "duckdb"
 PK_CHECK = "primary_key_unique_not_null"
 ROWS_CHECK = "rows_reconcile_with_lake"
 QUARANTINE_CHECK = "quarantine_empty"
+#: Metadata of a partition that was skipped: why (the source had nothing for it).
+SKIPPED = "skipped"
 
 
 #: Builds the extractor of one landing from the run's context (which holds the resources) and
@@ -163,19 +166,24 @@ def _land_one(
     scope: RunScope,
     log: bool = True,
 ) -> dict[str, Any]:
-    """Extract and land one window (the stream, or one partition); returns its metadata."""
+    """Extract and land one window (the stream, or one partition); returns its metadata, or only
+    ``{SKIPPED: reason}`` when the source has nothing for it (:class:`NothingToLand`)."""
     before = None if spec.partitioning else read_mark(context.instance, lake_key(spec))
     report = ExtractionReport(scope=scope)
     started = time.monotonic()
-    result = extract_and_land(
-        store,
-        spec,
-        extractor_factory(context, report, window.key if window else None),
-        cursor_before=before,
-        full_refresh=full_refresh,
-        partition=window,
-        extra=report.landing_extra,
-    )
+    try:
+        result = extract_and_land(
+            store,
+            spec,
+            extractor_factory(context, report, window.key if window else None),
+            cursor_before=before,
+            full_refresh=full_refresh,
+            partition=window,
+            extra=report.landing_extra,
+        )
+    except NothingToLand as exc:  # a day without a drop: skipped, with the reason, not a failed run
+        context.log.warning(f"skipped: {exc}")
+        return {SKIPPED: str(exc)}
     manifest = result.manifest
     seconds = time.monotonic() - started
     if log:  # every log line is a stored event: a backfill of 1,781 days logs a summary instead
@@ -259,6 +267,7 @@ def lake_asset_arguments(
         description=spec.description,
         metadata={**metadata, **spec.metadata},
         tags=default_tags(spec, "lake"),
+        skippable=spec.partitioning is not None,  # a partition the source has nothing for (NothingToLand)
     )
     return {
         "name": "__".join(lake_key(spec).path),
@@ -324,6 +333,13 @@ def lake_asset(
                     _land_one(context, store, spec, extractor_factory, window, full_refresh, quarantine, scope, one)
                 )
         reasons = {reason for m in landed for reason in m.pop("_reasons", set())}
+        skipped = {w.key: m[SKIPPED] for w, m in zip(windows, landed, strict=True) if w is not None and SKIPPED in m}
+        if skipped and len(skipped) == len(landed):
+            return  # nothing to land: not materialised (skippable), so its warehouse load is skipped too
+        for key, reason in skipped.items():  # a single-run backfill materialises its whole range
+            context.add_asset_metadata({SKIPPED: reason, "rows_landed": 0}, partition_key=key)
+        landed_windows = [w for w, m in zip(windows, landed, strict=True) if SKIPPED not in m]
+        windows, landed = landed_windows, [m for m in landed if SKIPPED not in m]
         if len(landed) > 1:
             rows = sum(int(m["rows_landed"]) for m in landed)
             context.log.info(f"landed {len(landed)} partitions of {spec.path}, {rows} rows")

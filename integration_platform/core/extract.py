@@ -141,6 +141,11 @@ def _flat_columns(schema: pa.Schema) -> list[str]:
     return [f.name for f in schema if not pa.types.is_nested(f.type)]
 
 
+class NothingToLand(Exception):
+    """Raised by an extractor when the source holds nothing for its window (a day without a drop):
+    the window is skipped, with this message as the reason; nothing lands and no manifest is written."""
+
+
 class MissingColumnError(ValueError):
     """A stream's cursor, primary-key or partition column is not among the source's columns."""
 

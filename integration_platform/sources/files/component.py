@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Literal
 
 import dagster as dg
-import pyarrow as pa
 from pydantic import Field, model_validator
 
 from integration_platform.assets.config_model import (
@@ -56,11 +55,10 @@ from integration_platform.core.extract import Extractor
 from integration_platform.core.landing import active_manifests, list_manifests
 from integration_platform.core.names import ENV_NAME
 from integration_platform.core.records import ARROW_TYPES
-from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import IDENTIFIER, Partitioning, StreamSpec
 from integration_platform.resources.lake import LakeResource
 from integration_platform.sources.files.drops import DropRules, DropState, landed, plan_tick
-from integration_platform.sources.files.extract import FileStreamPlan, NoFileError, extractor_for
+from integration_platform.sources.files.extract import FileStreamPlan, extractor_for
 from integration_platform.sources.files.formats import FileFormat
 from integration_platform.sources.files.ftp import FtpResource
 from integration_platform.sources.files.sftp import SftpResource
@@ -236,15 +234,7 @@ class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
             remote: SftpResource | FtpResource = getattr(context.resources, key)
             lake: LakeResource = context.resources.lake
             assert partition is not None  # file streams are always partitioned
-            extractor = extractor_for(plan, remote.connect, lake.store(), partition, report)
-
-            def extract(row_filter: RowFilter | None) -> pa.RecordBatchReader:
-                try:
-                    return extractor(row_filter)
-                except NoFileError as exc:  # a day without a drop: the reason, not a stack trace
-                    raise dg.Failure(description=str(exc)) from None
-
-            return extract
+            return extractor_for(plan, remote.connect, lake.store(), partition, report)
 
         return factory
 

@@ -21,7 +21,7 @@ from typing import Literal
 import pyarrow as pa
 
 from integration_platform.core.conform import conform, known_schema
-from integration_platform.core.extract import ExtractionReport, RunScope
+from integration_platform.core.extract import ExtractionReport, NothingToLand, RunScope
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import list_manifests
 from integration_platform.core.records import Rejected
@@ -29,7 +29,7 @@ from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import StreamSpec
 from integration_platform.sources.files.drops import LANDED_FILES, DropRules, version
 from integration_platform.sources.files.formats import FileFormat, FileFormatError, read_file
-from integration_platform.sources.files.remote_files import RemoteFile, RemoteFileError, RemoteFiles
+from integration_platform.sources.files.remote_files import RemoteFile, RemoteFiles
 
 FILE_COLUMN = "_ip_file"
 
@@ -37,8 +37,8 @@ FILE_COLUMN = "_ip_file"
 Connector = Callable[[], AbstractContextManager[RemoteFiles]]
 
 
-class NoFileError(RemoteFileError):
-    """A partition asked for has no file on the server (a day without a drop)."""
+class NoFileError(NothingToLand):
+    """A partition asked for has no file on the server (a day without a drop): it is skipped."""
 
 
 @dataclass(frozen=True)
@@ -230,7 +230,8 @@ def extract_files(
     """The rows of ``partition``'s files in the stream's schema.
 
     The connection, the directory listing and the known schema are shared by every partition
-    of the step (``report.scope``). Raises :class:`NoFileError` when the partition has no file,
+    of the step (``report.scope``). Raises :class:`NoFileError` when the partition has no file (the
+    step skips it),
     :class:`~integration_platform.sources.files.remote_files.RemoteFileError` when a transfer
     fails, ``FileFormatError`` for a file that is not parseable, ``BadRowsError`` for bad rows
     when the stream does not quarantine them.
