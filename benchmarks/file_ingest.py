@@ -247,13 +247,17 @@ def run_platform(args: argparse.Namespace, tmp: Path) -> None:
                 raise SystemExit("platform: the backfill run failed")
             steps = {s.step_key: s for s in instance.get_run_step_stats(result.run_id)}
 
-            def step_seconds(key: dg.AssetKey) -> float | None:
-                stats = steps.get("__".join(key.path))
+            def step_seconds(step_key: str) -> float | None:
+                stats = steps.get(step_key)
                 if stats is None or stats.start_time is None or stats.end_time is None:
                     return None
                 return stats.end_time - stats.start_time
 
-            return {"fetch_s": step_seconds(lake_key), "load_s": step_seconds(warehouse_key)}
+            # the steps' op names (an op name has no dot, unlike the warehouse asset's key)
+            return {
+                "fetch_s": step_seconds(f"{SOURCE}__{STREAM}"),
+                "load_s": step_seconds(f"warehouse__{SOURCE}__{STREAM}"),
+            }
 
         def checked() -> None:
             result = outcome["result"]
