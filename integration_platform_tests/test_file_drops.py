@@ -222,11 +222,11 @@ def test_a_day_without_a_drop_is_skipped_with_the_reason(
     assert missing.get_asset_materialization_events() == []
     skipped = [e.step_key for e in missing.all_events if e.event_type == dg.DagsterEventType.STEP_SKIPPED]
     assert skipped == ["warehouse__covid__regions"]
-    warnings = [r.user_message for r in instance.all_logs(missing.run_id) if r.level >= logging.WARNING]
+    warnings = [r.user_message for r in instance.all_logs(missing.run_id) if int(r.level) >= logging.WARNING]
     assert f"skipped: {reason}" in warnings
     by_partition = {
-        (e.asset_key.to_user_string(), e.partition): e.step_materialization_data.materialization.metadata
-        for e in both.get_asset_materialization_events()
+        (m.asset_key.to_user_string(), m.partition): m.metadata
+        for m in (e.step_materialization_data.materialization for e in both.get_asset_materialization_events())
     }
     assert by_partition[("covid/regions", "2021-01-10")]["rows_landed"].value == 21
     assert by_partition[("covid/regions", "2021-01-11")]["rows_landed"].value == 0
