@@ -231,6 +231,9 @@ def test_a_day_without_a_drop_is_skipped_with_the_reason(
     assert by_partition[("covid/regions", "2021-01-10")]["rows_landed"].value == 21
     assert by_partition[("covid/regions", "2021-01-11")]["rows_landed"].value == 0
     assert by_partition[("covid/regions", "2021-01-11")]["skipped"].value == reason
+    assert by_partition[("covid/regions", "2021-01-11")]["dagster/row_count"].value == 0  # not the other day's
+    assert "window" not in by_partition[("covid/regions", "2021-01-11")]
+    assert by_partition[("covid/regions", "2021-01-10")]["window"].value == "partition=2021-01-10"
     assert p.query("SELECT count(*) FROM covid.regions")[0][0] == 21
     assert [k.rsplit("/", 1)[-1] for k in p.store.list_keys("covid/regions/_manifests")] == [
         "partition=2021-01-10.json"

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from integration_platform_tests.certificates import self_signed_certificate
-from integration_platform_tests.oidc_provider import API_CLIENT, SERVICE_CLIENT, SERVICE_SECRET, TOKEN_TTL_S
+from integration_platform_tests.oidc_provider import API_CLIENT, SERVICE_CLIENT, SERVICE_SECRET
 from integration_platform_tests.rest_servers import pokeapi_server
 from sandbox.harness import Platform, latest_metadata, platform
 from sandbox.http_servers import HttpServer
@@ -115,9 +115,8 @@ def test_oauth2_client_credentials_from_a_certified_provider_expire_and_are_rene
         result, api, refused = _right_then_wrong_secret(p, server, SERVICE_SECRET, monkeypatch)
     assert result.success
     assert p.query("SELECT count(*) FROM secure.berry_details")[0][0] == 68
-    # 68 details at 25 requests/s take ~2.7 s with tokens of TOKEN_TTL_S: several renewals in one run,
+    # 68 details at 25 requests/s take ~2.7 s with tokens of TOKEN_TTL_S (1 s): several renewals in one run,
     # each token checked by the API at the provider.
-    assert TOKEN_TTL_S <= 1
     assert latest_metadata(instance, DETAILS)["oauth2_tokens_obtained"] >= 3
     assert len({r["token"] for r in api if r["auth"] == "ok"}) >= 3
     assert sum(r["auth"] == "ok" for r in api) == 3 + 4 + 68  # stats pages, berry pages, details

@@ -1,6 +1,8 @@
 """Paginators and auth are typed per ``type`` (tagged unions, as dlt's typed REST config), also when
 the value comes from a ``{{ template }}``: the right model, every field checked, secrets by env name."""
 
+import traceback
+
 import dagster as dg
 import pytest
 import yaml
@@ -48,3 +50,20 @@ def test_auth_types_and_the_resource_config_they_give() -> None:
     assert isinstance(plain.auth, NoAuth) and plain.auth.resource_config().type == "none"
     with pytest.raises(ValidationError):
         BearerAuth.model_validate({"type": "bearer", "token_env": "not a variable name"})
+
+
+def test_templates_inside_a_typed_value_are_rendered_and_a_rendered_secret_is_never_echoed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IP_TEST_TOKEN_URL", "https://auth.example.com/token")
+    monkeypatch.setenv("IP_TEST_TOKEN", "SUPERSECRET9")
+    base = "source: api\nbase_url: https://api.example.com\nstreams: [{name: a, path: /x}]\n"
+    source = RestSource.resolve_from_yaml(
+        base + "auth: {type: oauth2_client_credentials, token_url: '{{ env.IP_TEST_TOKEN_URL }}', "
+        "client_id: etl, client_secret_env: IP_TEST_SECRET}"
+    )
+    assert source.auth.resource_config().token_url == "https://auth.example.com/token"
+    with pytest.raises(Exception) as failure:  # a secret rendered where an object belongs
+        RestSource.resolve_from_yaml(base + "auth: '{{ env.IP_TEST_TOKEN }}'")
+    assert "SUPERSECRET9" not in "".join(traceback.format_exception(failure.value))
+    assert isinstance(RestSource.resolve_from_yaml(base + "auth: {}").auth, NoAuth)  # no type: no credentials

@@ -271,7 +271,7 @@ def _evidence(page: Page, ui: DagsterUI, name: str) -> Iterator[None]:
     """On failure, note a screenshot, the page's text and the servers' log tails on the error."""
     try:
         yield
-    except Exception as exc:
+    except (Exception, pytest.fail.Exception) as exc:  # pytest.fail (a timed-out wait) is a BaseException
         shot, text = ui.tmp / f"{name}.png", ui.tmp / f"{name}.txt"
         try:
             page.screenshot(path=str(shot), full_page=True)

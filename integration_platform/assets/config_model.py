@@ -55,9 +55,12 @@ def _strings_for_models(model: BaseModel) -> list[tuple[str | int, ...]]:
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
-    """The models a field's type offers (``SomeModel | str``, ``list[SomeModel]``, a tagged union's members)."""
+    """The models a field's type offers (``SomeModel | str``, ``list[SomeModel]``, a tagged union's
+    members, also behind a :func:`typed_union` resolver)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
+    if isinstance(annotation, dg.Resolver) and annotation.model_field_type is not None:
+        return _models_in(annotation.model_field_type)
     return [model for arg in get_args(annotation) for model in _models_in(arg)]
 
 
@@ -135,9 +138,10 @@ def _text_for_numbers(model: type[BaseModel], data: Any, loc: tuple[str | int, .
 
 
 def _readable(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
-    """``loc`` without pydantic's label of a tagged union (``tagged-union[function-after[...], ...]``):
-    the member's tag follows it, so ``paginator.offset.limit`` reads as the YAML does."""
-    return tuple(part for part in loc if not (isinstance(part, str) and part.startswith("tagged-union[")))
+    """``loc`` without pydantic's labels of union branches (``tagged-union[function-after[...], ...]``,
+    ``tuple[RestStreamModel, ...]``): what is left reads as the YAML does,
+    ``attributes.streams.0.paginator.offset.limit`` (a tagged union's member is named by its tag)."""
+    return tuple(part for part in loc if not (isinstance(part, str) and part.startswith(("tagged-union[", "tuple["))))
 
 
 def _hide_inputs(cls: type[BaseModel], data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
@@ -226,24 +230,38 @@ def from_env(value: str | None, env: str | None, what: str) -> str:
 def typed_union(union: Any) -> dg.Resolver:
     """The resolver of a field whose YAML is one of several models told apart by their ``type``
     (``Annotated[A | B, Field(discriminator="type")]``, optionally ``| None``): annotate the field
-    ``Annotated[<union>, typed_union(<union>)]``.
+    ``Annotated[<base of the members>, typed_union(<union>)]``.
 
     Why: Dagster derives the YAML model of a ``dg.Resolvable`` and makes each of its fields
     template-able, ``Literal`` tags included, after which pydantic refuses the discriminator. A
     resolver's ``model_field_type`` is taken as it is, so plain pydantic members keep their tags,
-    and an error names the member (``paginator.offset.limit: Field required``). A value that
-    arrives unvalidated (a ``{{ template }}`` rendered to a mapping) is validated here; raises
-    pydantic's ``ValidationError`` when it fits no member."""
-    adapter: TypeAdapter[Any] = TypeAdapter(union)
+    and an error names the member (``paginator.offset.limit: Field required``). The members being
+    plain models, Dagster no longer renders ``{{ templates }}`` inside them: this function renders
+    every string of the value (the whole value may be one template too), then validates the result
+    against the union, so a rendered value meets the same rules. Raises pydantic's
+    ``ValidationError``, inputs hidden (a rendered secret must not be echoed), when it fits no member."""
+    adapter: TypeAdapter[Any] = TypeAdapter(union, config=ConfigDict(hide_input_in_errors=True))
 
     def resolve(context: dg.ResolutionContext, value: Any) -> Any:
-        if isinstance(value, str):  # a template: render it, then validate what it gave
-            value = context.resolve_value(value)
-        return value if value is None or isinstance(value, BaseModel) else adapter.validate_python(value)
+        if isinstance(value, BaseModel):
+            value = value.model_dump(exclude_unset=True)
+        return adapter.validate_python(context.resolve_value(value))
 
     # inject_before_resolve=False: Dagster would otherwise hand a rendered template's mapping to the
     # model unvalidated, past this function
     return dg.Resolver(resolve, model_field_type=union, inject_before_resolve=False)
+
+
+def current_asset_keys(deps: list[str]) -> list[str]:
+    """``deps`` (asset keys as ``a/b/c``) unchanged, or ``ValueError`` for a warehouse asset named in
+    its form from before December 2026 (``warehouse/chinook/invoice``, now
+    ``warehouse/chinook.invoice``): Dagster would take it for an asset defined elsewhere and the
+    dependency would silently never be met."""
+    for dep in deps:
+        parts = dep.strip("/").split("/")
+        if parts[0] == "warehouse" and len(parts) > 2:
+            raise ValueError(f"deps: {dep!r} is a warehouse asset's old key; write 'warehouse/{'.'.join(parts[1:])}'")
+    return deps
 
 
 def secret_from_env(env: str | None) -> str | None:

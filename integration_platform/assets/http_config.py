@@ -4,7 +4,7 @@ REST config does), secrets named by environment variable only (``*_env``)."""
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Discriminator, Field, Tag
 
 from integration_platform.assets.config_model import SafeModel, secret_from_env, typed_union
 from integration_platform.core.names import ENV_NAME
@@ -79,10 +79,20 @@ class OAuth2RefreshToken(AuthConfig):
     scopes: list[str] = Field(default_factory=list)
 
 
+def _auth_type(value: Any) -> str:
+    """The member an ``auth`` value belongs to: its ``type``, ``none`` when it has none (``auth: {}``)."""
+    return str(value.get("type", "none") if isinstance(value, dict) else getattr(value, "type", "none"))
+
+
 #: How an API authenticates, in YAML (``auth: {type: bearer, token_env: CRM_TOKEN}``).
 RestAuth = Annotated[
-    NoAuth | BearerAuth | ApiKeyAuth | BasicAuth | OAuth2ClientCredentials | OAuth2RefreshToken,
-    Field(discriminator="type"),
+    Annotated[NoAuth, Tag("none")]
+    | Annotated[BearerAuth, Tag("bearer")]
+    | Annotated[ApiKeyAuth, Tag("api_key")]
+    | Annotated[BasicAuth, Tag("basic")]
+    | Annotated[OAuth2ClientCredentials, Tag("oauth2_client_credentials")]
+    | Annotated[OAuth2RefreshToken, Tag("oauth2_refresh_token")],
+    Discriminator(_auth_type),
 ]
 #: The annotation of an ``auth`` field of a component model (default: no credentials). The field's
 #: own type is the members' base: Dagster inspects it, and the union's constrained fields would

@@ -267,7 +267,6 @@ def lake_asset_arguments(
         description=spec.description,
         metadata={**metadata, **spec.metadata},
         tags=default_tags(spec, "lake"),
-        skippable=spec.partitioning is not None,  # a partition the source has nothing for (NothingToLand)
     )
     return {
         "name": "__".join(lake_key(spec).path),
@@ -333,22 +332,26 @@ def lake_asset(
                     _land_one(context, store, spec, extractor_factory, window, full_refresh, quarantine, scope, one)
                 )
         reasons = {reason for m in landed for reason in m.pop("_reasons", set())}
-        skipped = {w.key: m[SKIPPED] for w, m in zip(windows, landed, strict=True) if w is not None and SKIPPED in m}
-        if skipped and len(skipped) == len(landed):
-            return  # nothing to land: not materialised (skippable), so its warehouse load is skipped too
-        for key, reason in skipped.items():  # a single-run backfill materialises its whole range
-            context.add_asset_metadata({SKIPPED: reason, "rows_landed": 0}, partition_key=key)
-        landed_windows = [w for w, m in zip(windows, landed, strict=True) if SKIPPED not in m]
-        windows, landed = landed_windows, [m for m in landed if SKIPPED not in m]
-        if len(landed) > 1:
-            rows = sum(int(m["rows_landed"]) for m in landed)
-            context.log.info(f"landed {len(landed)} partitions of {spec.path}, {rows} rows")
-            for window, one_landing in zip(windows, landed, strict=True):
+        skipped = sum(SKIPPED in m for m in landed)
+        if skipped == len(landed):
+            # nothing to land: not materialised (a subsettable asset's output is optional), and its
+            # warehouse load is skipped with it
+            return
+        if len(landed) > 1:  # a single-run backfill: every partition of the range gets its own figures
+            done = [m for m in landed if SKIPPED not in m]
+            last = max(i for i, m in enumerate(landed) if SKIPPED not in m)
+            rows = sum(int(m["rows_landed"]) for m in done)
+            context.log.info(f"landed {len(done)} partitions of {spec.path}, {rows} rows; {skipped} skipped")
+            for index, (window, one_landing) in enumerate(zip(windows, landed, strict=True)):
                 assert window is not None
-                if window is not windows[-1]:  # the UI shows the columns of the latest materialisation
+                if SKIPPED in one_landing:  # Dagster materialises the whole range: say why it holds nothing
+                    one_landing = {SKIPPED: one_landing[SKIPPED], "rows_landed": 0, "dagster/row_count": 0}
+                elif index != last:  # the UI shows the columns of the latest materialisation
                     one_landing.pop("dagster/column_schema", None)
                 context.add_asset_metadata(one_landing, partition_key=window.key)
-        metadata = landed[0] if len(landed) == 1 else _summed(landed)
+            metadata = {**_summed(done), "partitions_skipped": skipped}
+        else:
+            metadata = landed[0]
         if spec.partitioning is None:  # the rows the stream holds now, beside this landing's rows_landed
             metadata["dagster/row_count"] = rows_held(store, spec)
         checks = []

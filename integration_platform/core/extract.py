@@ -142,8 +142,10 @@ def _flat_columns(schema: pa.Schema) -> list[str]:
 
 
 class NothingToLand(Exception):
-    """Raised by an extractor when the source holds nothing for its window (a day without a drop):
-    the window is skipped, with this message as the reason; nothing lands and no manifest is written."""
+    """Raised by an extractor when it is called (before it returns its reader) because the source
+    holds nothing for its window (a day without a drop): the window is skipped, with this message
+    as the reason; nothing lands and no manifest is written. Raised later, while batches are read,
+    it fails the landing like any other error."""
 
 
 class MissingColumnError(ValueError):

@@ -38,6 +38,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
@@ -48,6 +49,7 @@ from pydantic import Field, model_validator
 from integration_platform.assets.config_model import (
     SafeModel,
     SecretSafeComponent,
+    current_asset_keys,
     from_env,
     require_exactly_one,
 )
@@ -148,6 +150,7 @@ class HttpSync(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
     batch_size: int = Field(default=100, ge=1)
     mapping: dict[str, str] = Field(default_factory=dict)
     hook: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$")
+
     concurrency: int = Field(default=16, ge=1, le=256)
     rate_limit: float | None = Field(default=None, gt=0)
     max_retries: int = Field(default=5, ge=0)
@@ -239,6 +242,12 @@ class HttpSync(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
         ]
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        """The sync's asset and its target resource; raises ``ValueError("<file>: attributes.deps: ...")``
+        for a dependency named by a warehouse asset's old key."""
+        try:
+            current_asset_keys(self.deps)
+        except ValueError as exc:
+            raise ValueError(f"{Path(context.path) / 'defs.yaml'}: attributes.{exc}") from None
         return dg.Definitions(assets=[sync_asset(self)], resources={self.resource_key: self.resource()})
 
 

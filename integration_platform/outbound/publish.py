@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import dagster as dg
 from pydantic import Field, model_validator
 
-from integration_platform.assets.config_model import SafeModel, require_exactly_one
+from integration_platform.assets.config_model import SafeModel, current_asset_keys, require_exactly_one
 from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.assets.run_recovery import tag_run_host
 from integration_platform.assets.stream_assets import warehouse_table_key
@@ -62,6 +62,11 @@ class PublishSpec(SafeModel, dg.Resolvable):
     exchange: str | None = None
     routing_key: str | None = None
     fetch_rows: int = Field(default=10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _current_deps(self) -> "PublishSpec":
+        current_asset_keys(self.deps)
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> "PublishSpec":

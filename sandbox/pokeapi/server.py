@@ -321,7 +321,7 @@ class Handler(BaseHTTPRequestHandler):
             arrived = getattr(self, "arrived", time.time())
             entry = {"t": arrived, "method": self.command, "path": self.path, "status": status, "auth": auth}
             if self.server.auth.mode == "introspect":
-                entry["token"] = getattr(self, "token_seen", None)
+                entry["token"] = self.__dict__.pop("token_seen", None)  # this request's, not the connection's last
             self.server.request_log.append(entry)
         self.send_json(status, payload, headers)
 

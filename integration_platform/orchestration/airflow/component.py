@@ -32,9 +32,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from integration_platform.assets.config_model import SafeModel, SecretSafeComponent
+from integration_platform.assets.config_model import SafeModel, SecretSafeComponent, current_asset_keys
 from integration_platform.core.names import ENV_NAME
 from integration_platform.orchestration.airflow.resource import (
     AirflowError,
@@ -212,6 +212,11 @@ class AirflowDag(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
     group_name: str | None = None
     description: str | None = None
     connection: AirflowConnection | None = None
+
+    @model_validator(mode="after")
+    def _current_deps(self) -> "AirflowDag":
+        current_asset_keys(self.deps)
+        return self
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         resource_key = self.connection.resource_key if self.connection else "airflow"

@@ -85,8 +85,9 @@ class _Paging(PaginatorConfig):
     @model_validator(mode="after")
     def _paths_compile(self) -> "_Paging":
         for name in ("total_path", "cursor_path", "next_url_path"):
-            if getattr(self, name, None):
-                compile_path(getattr(self, name))
+            value = getattr(self, name, None)
+            if value and "{{" not in value:  # a template is checked once rendered (typed_union)
+                compile_path(value)
         return self
 
 
