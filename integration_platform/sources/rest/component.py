@@ -147,6 +147,8 @@ RestPaginator = Annotated[
     OffsetPaginator | PageNumberPaginator | CursorPaginator | NextUrlPaginator | LinkHeaderPaginator | SinglePage,
     Field(discriminator="type"),
 ]
+#: The annotation of a ``paginator`` field (streams, defaults): unset means the defaults' or one page.
+PaginatorField = Annotated[PaginatorConfig | None, typed_union(RestPaginator | None)]
 
 
 class RestIncremental(SafeModel, dg.Resolvable):
@@ -174,7 +176,7 @@ class RestStream(SafeModel, dg.Resolvable):
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
     records: str | None = Field(default=None, description="JSON path of the records; $ for the whole body.")
     primary_key: list[str] = Field(default_factory=list)
-    paginator: Annotated[PaginatorConfig | None, typed_union(RestPaginator | None)] = None
+    paginator: PaginatorField = None
     incremental: RestIncremental | None = None
     parent: RestParent | None = None
     write_disposition: Literal["replace", "append", "merge"] | None = None
@@ -204,7 +206,7 @@ class RestStream(SafeModel, dg.Resolvable):
 class RestDefaults(SafeModel, dg.Resolvable):
     """Applied to every stream that does not set the field itself."""
 
-    paginator: Annotated[PaginatorConfig | None, typed_union(RestPaginator | None)] = None
+    paginator: PaginatorField = None
     records: str | None = None
     nested: Literal["struct", "json"] = "struct"
     on_schema_conflict: Literal["fail", "quarantine"] = "fail"
