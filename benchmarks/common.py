@@ -365,9 +365,17 @@ def child_report(work: Callable[[], dict[str, Any]]) -> None:
     )
 
 
-def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse known arguments; unknown ones (meant for another benchmark via run_all.py) are reported."""
-    parser.add_argument("--runs", type=int, default=3, help="runs per method (median is reported); >= 3")
+def parse_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None, default_runs: int = 3
+) -> argparse.Namespace:
+    """Parse known arguments; unknown ones (meant for another benchmark via run_all.py) are reported.
+    ``default_runs``: ``--runs`` when not given (a benchmark whose runs spread widely takes more)."""
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=default_runs,
+        help=f"runs per method (median is reported; default {default_runs}); >= 3",
+    )
     parser.add_argument("--methods", default="", help="comma-separated subset of methods to run")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args, unknown = parser.parse_known_args(argv)
