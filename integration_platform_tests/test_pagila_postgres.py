@@ -141,7 +141,9 @@ def test_incremental_lands_exactly_the_changed_rows(pagila: Platform, pagila_db:
     assert all(landed[f"pagila/{t}"] == 0 for t in TABLES if t not in ("customer", "rental"))
     assert _warehouse_rows(pagila, "customer", "customer_id") == _source_rows(pagila_db, "customer", "customer_id")
     assert _warehouse_rows(pagila, "rental", "rental_id") == _source_rows(pagila_db, "rental", "rental_id")
-    assert all(e.passed for e in second.get_asset_check_evaluations())
+    assert all(e.passed for e in second.get_asset_check_evaluations()), [
+        (e.asset_key, e.check_name, e.metadata) for e in second.get_asset_check_evaluations() if not e.passed
+    ]
 
     third = pagila.materialize()
     assert set(landed_rows(third).values()) == {0}, "a run with no source changes lands nothing"

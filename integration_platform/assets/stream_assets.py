@@ -21,12 +21,15 @@ from integration_platform.assets.automation import FOLLOWS_LAKE
 from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.assets.run_recovery import reclaim_dead_runs, tag_run_host
 from integration_platform.core.extract import (
+    Extraction,
     ExtractionReport,
     Extractor,
     NothingToLand,
+    PartitionToLand,
     PartitionWindow,
     RunScope,
     extract_and_land,
+    extract_and_land_partitions,
     rows_held,
 )
 from integration_platform.core.lake import LakeStore
@@ -34,10 +37,11 @@ from integration_platform.core.landing import Manifest, active_manifests, list_m
 from integration_platform.core.loading import (
     applied_landings,
     load,
-    parquet_scan,
+    local_copies,
     partition_rows,
     pending,
     quote,
+    scans_by_schema,
     table_columns,
     table_name,
     table_rows,
@@ -164,7 +168,6 @@ def _land_one(
     full_refresh: bool,
     quarantine: bool,
     scope: RunScope,
-    log: bool = True,
 ) -> dict[str, Any]:
     """Extract and land one window (the stream, or one partition); returns its metadata, or only
     ``{SKIPPED: reason}`` when the source has nothing for it (:class:`NothingToLand`)."""
@@ -184,13 +187,72 @@ def _land_one(
     except NothingToLand as exc:  # a day without a drop: skipped, with the reason, not a failed run
         context.log.warning(f"skipped: {exc}")
         return {SKIPPED: str(exc)}
-    manifest = result.manifest
     seconds = time.monotonic() - started
-    if log:  # every log line is a stored event: a backfill of 1,781 days logs a summary instead
-        context.log.info(
-            f"landed {manifest.rows} rows ({manifest.bytes} bytes) of {spec.path} window {manifest.window} "
-            f"in {seconds:.3f}s; {result.duplicates_dropped} already-landed rows dropped"
-        )
+    manifest = result.manifest
+    context.log.info(
+        f"landed {manifest.rows} rows ({manifest.bytes} bytes) of {spec.path} window {manifest.window} "
+        f"in {seconds:.3f}s; {result.duplicates_dropped} already-landed rows dropped"
+    )
+    return _after_landing(context, store, spec, result, report, seconds, full_refresh, quarantine)
+
+
+def _land_range(
+    context: dg.AssetExecutionContext,
+    store: LakeStore,
+    spec: StreamSpec,
+    extractor_factory: ExtractorFactory,
+    windows: list[PartitionWindow],
+    full_refresh: bool,
+    quarantine: bool,
+    scope: RunScope,
+) -> list[dict[str, Any]]:
+    """Extract and land the partitions of a single-run backfill through the core's range landing (small
+    partitions share files, each keeps its own manifest); returns each one's metadata in ``windows``
+    order, as :func:`_land_one` would. A failing partition fails the step after the partitions before
+    it landed (and ran their after-commit hooks); a landed partition whose quarantine or hooks fail
+    fails the step after every other landed partition ran its own. One log line per skipped
+    partition, none per landed one (every log line is a stored event)."""
+    reports: dict[str, ExtractionReport] = {}
+
+    def partitions() -> Iterator[PartitionToLand]:
+        for window in windows:
+            report = reports[window.key] = ExtractionReport(scope=scope)
+            yield window, extractor_factory(context, report, window.key), report.landing_extra
+
+    landed: dict[str, dict[str, Any]] = {}
+    failed: Exception | None = None  # a landed partition's quarantine or hook failed: the others still run theirs
+    for window, outcome, seconds in extract_and_land_partitions(store, spec, partitions()):
+        if isinstance(outcome, NothingToLand):
+            context.log.warning(f"skipped partition {window.key}: {outcome}")
+            landed[window.key] = {SKIPPED: str(outcome)}
+            continue
+        report = reports.pop(window.key)
+        try:
+            landed[window.key] = _after_landing(
+                context, store, spec, outcome, report, seconds, full_refresh, quarantine
+            )  # fmt: skip
+        except Exception as exc:
+            context.log.error(f"partition {window.key} landed, but what follows its landing failed: {exc}")
+            failed = failed or exc
+    if failed is not None:
+        raise failed
+    return [landed[window.key] for window in windows]
+
+
+def _after_landing(
+    context: dg.AssetExecutionContext,
+    store: LakeStore,
+    spec: StreamSpec,
+    result: Extraction,
+    report: ExtractionReport,
+    seconds: float,
+    full_refresh: bool,
+    quarantine: bool,
+) -> dict[str, Any]:
+    """What follows a committed landing, whatever landed it: its metadata (``seconds``: the wall time of
+    its extraction and landing), its quarantined records written, then the extractor's after-commit
+    hooks (archive the files, acknowledge messages)."""
+    manifest = result.manifest
     metadata = _landing_metadata(spec, manifest, store.uri(manifest.key), seconds)
     metadata["rows_read"] = result.rows_read
     metadata["duplicates_dropped"] = result.duplicates_dropped
@@ -322,15 +384,16 @@ def lake_asset(
         refuse_ephemeral_marks(context, spec.incremental, spec.path)
         store = start_lake_step(context, spec)
         full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG, "").lower() == "true"
-        landed: list[dict[str, Any]] = []
         with ExitStack() as stack:
             windows = _partitions(context, spec)
             scope = RunScope(stack, partition_keys=tuple(w.key for w in windows if w is not None))
-            for window in windows:
-                one = len(windows) == 1
-                landed.append(
-                    _land_one(context, store, spec, extractor_factory, window, full_refresh, quarantine, scope, one)
-                )
+            ranged = [w for w in windows if w is not None]
+            if len(windows) > 1 and len(ranged) == len(windows):  # a single-run backfill
+                landed = _land_range(context, store, spec, extractor_factory, ranged, full_refresh, quarantine, scope)
+            else:
+                landed = [
+                    _land_one(context, store, spec, extractor_factory, windows[0], full_refresh, quarantine, scope)
+                ]
         reasons = {reason for m in landed for reason in m.pop("_reasons", set())}
         skipped = sum(SKIPPED in m for m in landed)
         if skipped == len(landed):
@@ -373,10 +436,13 @@ def _expected_rows(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: Stre
         return sum(m.rows for m in manifests)
     keys = ", ".join(quote(k) for k in spec.primary_key)
     with ExitStack() as stack:
-        files = [str(stack.enter_context(store.local_copy(f.key))) for m in manifests for f in m.files]
-        if not files:
+        copies = local_copies(stack, store, manifests)
+        scans = scans_by_schema([(m, [(copies[f.key], f) for f in m.files]) for m in manifests])
+        if not scans:
             return 0
-        row = conn.execute(f"SELECT count(*) FROM (SELECT DISTINCT {keys} FROM {parquet_scan(files)})").fetchone()
+        union = " UNION ALL ".join(f"SELECT {keys} FROM ({sql})" for sql, _, _ in scans)
+        params = [p for _, values, _ in scans for p in values]
+        row = conn.execute(f"SELECT count(*) FROM (SELECT DISTINCT * FROM ({union}))", params).fetchone()
     return int(row[0]) if row else 0
 
 

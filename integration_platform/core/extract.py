@@ -10,24 +10,28 @@ key and cursor value, or the same whole row when there is no key) are dropped be
 landing. The new landing thus holds exactly the rows that changed.
 """
 
-from collections.abc import Callable, Iterator, Sequence
+import itertools
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from integration_platform.core.cursors import CursorValue
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import (
+    LandingError,
     Manifest,
     active_manifests,
     incremental_window,
     land,
     list_manifests,
+    read_landed,
 )
+from integration_platform.core.partition_landing import SHARED_PARTITION_BYTES, SharedLanding, shareable, sweep_shared
 from integration_platform.core.records import Rejected
 from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import StreamSpec
@@ -94,15 +98,13 @@ def landed_keys(
     are none: what "already landed" means for every kind (an incremental re-read inside its lag,
     a queue's redelivered messages). ``since``: only rows with ``cursor >= since`` (landings whose
     highest cursor is below it are not read); ``skip_window``: a window being replaced."""
-    parts = []
+    parts: list[pa.Table] = []
     for manifest in active_manifests(list_manifests(store, spec)):
         high = CursorValue.from_json(manifest.cursor_max) if since is not None else None
         if manifest.window == skip_window or (since is not None and (high is None or high.is_below(since))):
             continue
         filters = [(spec.cursor, ">=", since)] if since is not None and spec.cursor else None
-        for landed in manifest.files:
-            with store.local_copy(landed.key) as path:
-                parts.append(pq.read_table(path, columns=keys, filters=filters))
+        parts.extend(read_landed(store, landed, keys, filters) for landed in manifest.files)
     if not parts:
         return None
     return pa.concat_tables(parts, promote_options="default").group_by(keys).aggregate([])
@@ -257,3 +259,90 @@ def extract_and_land(
     if before is not None and (after is None or after.is_below(before)):
         after = before  # late rows below the mark, or nothing new: the mark never moves back
     return Extraction(manifest, before, after, counts["read"], counts["dropped"])
+
+
+#: One partition of a range to land: its window, its extractor and what its manifest records besides
+#: rows (read when the manifest is written, so the extractor may fill it while it reads).
+PartitionToLand = tuple[PartitionWindow, Extractor, dict[str, Any]]
+
+
+def _small(batches: Iterator[pa.RecordBatch]) -> tuple[list[pa.RecordBatch], bool]:
+    """The first batches of a partition, read until they pass ``SHARED_PARTITION_BYTES`` or end;
+    and whether they ended (the partition is small: all of it is in the list)."""
+    taken: list[pa.RecordBatch] = []
+    size = 0
+    for batch in batches:
+        taken.append(batch)
+        size += batch.nbytes
+        if size > SHARED_PARTITION_BYTES:
+            return taken, False
+    return taken, True
+
+
+def extract_and_land_partitions(
+    store: LakeStore, spec: StreamSpec, partitions: Iterable[PartitionToLand]
+) -> Generator[tuple[PartitionWindow, Extraction | NothingToLand, float], None, None]:
+    """Extract and land a range of partitions of a partitioned stream (a single-run backfill), small
+    ones into shared files (:mod:`~integration_platform.core.partition_landing`), each with its own
+    manifest. Yields ``(window, Extraction, seconds)`` per partition once its manifest is committed (a
+    shared file's partitions together, when the file is; ``seconds``: the partition's extraction and
+    landing), or ``(window, NothingToLand, 0.0)`` for a skipped one.
+
+    Each partition's rows replace that partition, exactly as :func:`extract_and_land` lands one.
+    Raises what an extractor raises when called (:class:`MissingColumnError` too), ``LandingError`` for
+    a failure while its batches are read or written, after committing, and yielding, the partitions
+    before the failing one: a failure at day 500 keeps days 1..499 landed, as one landing per day
+    would. Closed early (an interrupted run), it lands nothing more. Raises ``ValueError`` for an
+    unpartitioned stream.
+
+    Over 60 lines: the loop and its two ways out (commit what is whole on an error, drop the open
+    file on an interrupt) share the open shared file; split, each piece would need all of it.
+    """
+    if spec.partitioning is None:
+        raise ValueError(f"stream {spec.path} is not partitioned")
+    column = spec.partitioning.column
+    shared = SharedLanding(store, spec)
+    windows: dict[str, tuple[PartitionWindow, float]] = {}
+
+    def done(manifest: Manifest) -> tuple[PartitionWindow, Extraction, float]:
+        window, seconds = windows.pop(str(manifest.partition))
+        return window, Extraction(manifest, None, None, manifest.rows, 0), seconds or manifest.seconds
+
+    try:
+        for window, extractor, extra in partitions:
+            started = time.monotonic()
+            try:
+                reader = extractor(RowFilter(column, window.start, window.end) if column else None)
+            except NothingToLand as exc:
+                yield window, exc, 0.0
+                continue
+            require_columns(spec, reader.schema)
+            name = f"partition={window.key}"
+            batches = iter(reader)
+            try:
+                first, whole = _small(batches)
+            except Exception as exc:
+                raise LandingError(f"landing {spec.path} window {name!r} failed, nothing of it landed: {exc}") from exc
+            if whole and shareable(reader.schema):
+                rows, size = sum(b.num_rows for b in first), sum(b.nbytes for b in first)
+                if shared.needs_new_file(reader.schema, rows, size):
+                    yield from (done(m) for m in shared.finish())
+                windows[window.key] = (window, 0.0)  # the manifest's own seconds: extraction + commit
+                shared.add(window.key, reader.schema, first, extra, time.monotonic() - started)
+                continue
+            chained = itertools.chain(first, batches)
+            manifest = land(store, spec, name, chained, reader.schema, full=False, partition=window.key, extra=extra)
+            windows[window.key] = (window, time.monotonic() - started)
+            yield done(manifest)
+    except Exception:
+        try:
+            for manifest in shared.finish():  # the partitions before the failing one land
+                yield done(manifest)
+        finally:
+            shared.discard()
+        raise
+    except BaseException:  # closed early, interrupted: what is open does not land
+        shared.discard()
+        raise
+    yield from (done(m) for m in shared.finish())
+    sweep_shared(store, spec)

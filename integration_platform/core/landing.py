@@ -7,6 +7,8 @@ manifest last, retry overwrites" over both a local folder and S3 while streaming
 Layout of one stream in the lake::
 
     <source>/<stream>/<window>/part-<landing>-<n>.parquet   data, unique per landing
+    <source>/<stream>/_shared/<time>-<landing>-<n>.parquet  data of many small partitions landed by
+                                                            one step (core.partition_landing)
     <source>/<stream>/_manifests/<window>.json              written last = the commit point
 
 A *window* is the unit a retry overwrites: ``snapshot`` for a full-replace stream,
@@ -58,9 +60,17 @@ class LandingError(RuntimeError):
 
 @dataclass
 class LandedFile:
+    """One Parquet file of a landing: its key, the landing's rows in it and their bytes.
+
+    ``offset`` is set when the file is shared by the landings of several partitions (one step
+    landing a range, see :mod:`~integration_platform.core.partition_landing`): the landing's rows are
+    then the file's rows ``[offset, offset + rows)`` and ``bytes`` is their share of the file's size
+    (by rows). ``None``: the landing owns the whole file."""
+
     key: str
     rows: int
     bytes: int
+    offset: int | None = None
 
 
 @dataclass
@@ -95,7 +105,11 @@ class Manifest:
         return manifest_key(self.stream, self.window)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The manifest as JSON; a file's ``offset`` only when set, so a manifest of a whole-file landing
+        reads the same as before shared files existed (and older code can read it)."""
+        data = asdict(self)
+        data["files"] = [{k: v for k, v in f.items() if k != "offset" or v is not None} for f in data["files"]]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Manifest":
@@ -206,6 +220,14 @@ def dictionary_columns(table: pa.Table) -> list[str] | bool:
     return chosen
 
 
+def parquet_writer(path: Any, schema: pa.Schema, dictionary: list[str] | bool) -> pq.ParquetWriter:
+    """The lake's Parquet writer for ``schema`` at ``path``: zstd level 1, statistics, a dictionary for
+    the ``dictionary`` columns (see :func:`dictionary_columns`)."""
+    return pq.ParquetWriter(
+        path, schema, compression="zstd", compression_level=1, write_statistics=True, use_dictionary=dictionary
+    )
+
+
 class _ParquetSink:
     """Writes batches into row groups of at most ``row_group_rows`` rows / ``row_group_bytes``
     bytes of Arrow data, and rolls to a new file at ``file_rows``."""
@@ -244,14 +266,7 @@ class _ParquetSink:
             # costs more than it saves there (2 ms of a 10 ms landing of a 21-row daily file).
             small = self.finishing and first.num_rows < DICTIONARY_MIN_ROWS
             self.dictionary = True if small else dictionary_columns(first)
-        return pq.ParquetWriter(
-            path,
-            self.schema,
-            compression="zstd",
-            compression_level=1,
-            write_statistics=True,
-            use_dictionary=self.dictionary,
-        )
+        return parquet_writer(path, self.schema, self.dictionary)
 
     def add(self, batch: pa.RecordBatch) -> None:
         if not batch.schema.equals(self.schema):
@@ -374,9 +389,6 @@ def land(
     Returns the committed :class:`Manifest`. On any error (from the batch iterator, the
     writer or the store) every staged file is discarded, the previous landing of the window
     stays as it was, and a :class:`LandingError` naming the stream and window is raised.
-
-    Over 60 lines: write, commit and clean up are one try block on purpose, so that no path out
-    of it leaves a staged file behind or commits a manifest for files not written.
     """
     check_window(spec.path, window)  # before anything is written or deleted
     started = time.monotonic()
@@ -393,6 +405,27 @@ def land(
         if isinstance(exc, LandingError | KeyboardInterrupt | SystemExit):
             raise
         raise LandingError(f"landing {spec.path} window {window!r} failed, nothing landed: {exc}") from exc
+    return commit_manifest(
+        store, spec, window, landing_id, started, sink.files, schema, cursor, full, cursor_before, partition, extra
+    )
+
+
+def commit_manifest(
+    store: LakeStore,
+    spec: StreamSpec,
+    window: str,
+    landing_id: str,
+    started: float,
+    files: list[LandedFile],
+    schema: pa.Schema,
+    cursor: CursorRange,
+    full: bool,
+    cursor_before: CursorValue | None = None,
+    partition: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Manifest:
+    """Write the manifest of a landing whose ``files`` are committed (the commit point), then remove what
+    it superseded (:func:`_collect_garbage`). ``started``: ``time.monotonic()`` when the landing began."""
     low, high = cursor.bounds()
     manifest = Manifest(
         stream=spec.path,
@@ -400,9 +433,9 @@ def land(
         landing_id=landing_id,
         landed_at=dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
         full=full,
-        files=sink.files,
-        rows=sum(f.rows for f in sink.files),
-        bytes=sum(f.bytes for f in sink.files),
+        files=files,
+        rows=sum(f.rows for f in files),
+        bytes=sum(f.bytes for f in files),
         seconds=round(time.monotonic() - started, 3),
         schema=[(f.name, str(f.type)) for f in schema],
         primary_key=list(spec.primary_key),
@@ -416,6 +449,31 @@ def land(
     store.put_json(manifest.key, manifest.to_json())
     _collect_garbage(store, spec, manifest)
     return manifest
+
+
+def read_landed(
+    store: LakeStore, landed: LandedFile, columns: list[str] | None = None, filters: Any = None
+) -> pa.Table:
+    """The rows one landing holds in ``landed`` (of a shared file, only its own range, reading only the
+    row groups that overlap it), with ``columns`` (all when ``None``) and, when given, only those
+    passing ``filters`` (pyarrow's filter list form). Raises what pyarrow raises for a missing column
+    or an unreadable file."""
+    with store.local_copy(landed.key) as path:
+        if landed.offset is None:
+            return pq.read_table(path, columns=columns, filters=filters)
+        parquet = pq.ParquetFile(path)
+        groups, start, first = [], 0, None
+        for index in range(parquet.metadata.num_row_groups):
+            rows = parquet.metadata.row_group(index).num_rows
+            if start < landed.offset + landed.rows and start + rows > landed.offset:
+                groups.append(index)
+                first = start if first is None else first
+            start += rows
+        table = parquet.read_row_groups(groups, columns=columns) if groups else parquet.schema_arrow.empty_table()
+        if columns is not None and not groups:
+            table = table.select(columns)
+        table = table.slice(landed.offset - (first or 0), landed.rows)
+    return table if filters is None else table.filter(pq.filters_to_expression(filters))
 
 
 def _collect_garbage(store: LakeStore, spec: StreamSpec, committed: Manifest) -> None:

@@ -14,14 +14,15 @@ Partitioned streams load per partition: the partition's rows are replaced.
 """
 
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 
 from integration_platform.core.lake import LakeStore
-from integration_platform.core.landing import Manifest, active_manifests, list_manifests
+from integration_platform.core.landing import LandedFile, Manifest, active_manifests, list_manifests
 from integration_platform.core.schema_evolution import sql_widened
 from integration_platform.core.streams import WINDOW_COLUMN, StreamSpec
 
@@ -173,43 +174,103 @@ def _apply_full(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, manifest: Man
     return manifest.rows
 
 
-def _stage(conn: duckdb.DuckDBPyConnection, batch: list[tuple[Manifest, list[str]]]) -> bool:
+#: A shared file's ranges are matched on DuckDB's row number of the file (see core.partition_landing).
+_ROW_NUMBER = "file_row_number"
+_TO_THE_END = 1 << 62
+
+
+def landed_scan(files: Sequence[tuple[str, LandedFile, str, int]], taken: Collection[str]) -> tuple[str, list[Any]]:
+    """SQL and parameters of a DuckDB scan of exactly the rows that landings hold in local Parquet
+    ``files`` — ``(local path, landed file, window, seq)``, all of one schema whose column names are
+    ``taken`` — with each row's ``window`` as ``_ip_window`` and ``seq`` as ``_ip_seq``: a whole file's
+    rows, and of a file shared by several partitions only each landing's range ``[offset, offset +
+    rows)``. A file or range listed twice is read once (it would double its rows).
+
+    Ranges are matched by an ASOF join on DuckDB's ``file_row_number`` (the range starting at or
+    before the row, then the row must be before its end): one lookup per row, where a join on the
+    path with a range condition compares each row with every range of its file. Empty ranges are
+    left out of the join, since one would share its start with the next range and could take its
+    rows; the file is still scanned, so its columns are staged."""
+    ranged = any(landed.offset is not None for _, landed, _, _ in files)
+    members: dict[tuple[str, int, int], tuple[str, int]] = {}
+    for path, landed, window, seq in files:
+        lo = landed.offset or 0
+        hi = _TO_THE_END if landed.offset is None else lo + landed.rows
+        if hi > lo or not ranged:
+            members.setdefault((path, lo, hi), (window, seq))
+    lower = {name.lower() for name in taken}
+    column = next(f"{FILE_PATH}{n or ''}" for n in range(len(lower) + 1) if f"{FILE_PATH}{n or ''}" not in lower)
+    paths = list(dict.fromkeys(path for path, _, _, _ in files))
+    params: list[Any] = [
+        paths,
+        [path for path, _, _ in members],
+        [window for window, _ in members.values()],
+        [seq for _, seq in members.values()],
+        [lo for _, lo, _ in members],
+        [hi for _, _, hi in members],
+    ]
+    rows = ", file_row_number = true" if ranged else ""
+    join, within = ("ASOF JOIN", f" AND s.{_ROW_NUMBER} >= w.lo") if ranged else ("JOIN", "")
+    sql = (
+        f"SELECT s.* EXCLUDE ({f'{column}, {_ROW_NUMBER}' if ranged else column}), "
+        f"w.window AS {quote(WINDOW_COLUMN)}, w.seq AS {SEQ} "
+        f"FROM read_parquet(?, filename = '{column}'{rows}, hive_partitioning = false) AS s {join} "
+        "(SELECT unnest(?::VARCHAR[]) AS path, unnest(?::VARCHAR[]) AS window, unnest(?::BIGINT[]) AS seq, "
+        "unnest(?::BIGINT[]) AS lo, unnest(?::BIGINT[]) AS hi) AS w "
+        f"ON s.{column} = w.path{within}" + (f" WHERE s.{_ROW_NUMBER} < w.hi" if ranged else "")
+    )
+    return sql, params
+
+
+def local_copies(stack: ExitStack, store: LakeStore, manifests: Sequence[Manifest]) -> dict[str, str]:
+    """``{key: local path}`` of every file ``manifests`` name, each fetched once (a shared file is named
+    by many landings), kept until ``stack`` closes."""
+    keys = dict.fromkeys(f.key for m in manifests for f in m.files)
+    return {key: str(stack.enter_context(store.local_copy(key))) for key in keys}
+
+
+#: A landed file as the loader reads it: its local path and its entry in the manifest.
+LocalFile = tuple[str, LandedFile]
+
+
+def scans_by_schema(
+    landings: Sequence[tuple[Manifest, list[LocalFile]]],
+) -> list[tuple[str, list[Any], list[tuple[str, LandedFile, str, int]]]]:
+    """One :func:`landed_scan` (SQL, parameters and its members) per schema among ``landings``, in the
+    order the schemas first appear; a landing's ``seq`` is its position in ``landings``."""
+    groups: dict[tuple[tuple[str, str], ...], list[tuple[str, LandedFile, str, int]]] = {}
+    for seq, (manifest, files) in enumerate(landings):
+        members = groups.setdefault(tuple(manifest.schema), [])
+        members.extend((path, landed, manifest.window, seq) for path, landed in files)
+    return [
+        (*landed_scan(members, [name for name, _ in schema]), members) for schema, members in groups.items() if members
+    ]
+
+
+def _stage(conn: duckdb.DuckDBPyConnection, batch: list[tuple[Manifest, list[LocalFile]]]) -> bool:
     """Stage the rows of ``batch`` in temp table ``_ip_staged`` with their window and the
     landing's position (``_ip_seq``); the union of their columns, widened where they differ.
     Returns False when no landing has files.
 
     Landings of the same schema are staged by one scan (a backfill of 1,781 daily files with two
     schemas is two statements, not 1,781): each file's rows get their landing's window and
-    position through a join on the file's path. Schemas are then reconciled pairwise with the one
-    widening rule, as one landing at a time would be."""
-    groups: dict[tuple[tuple[str, str], ...], dict[str, tuple[str, int]]] = {}
-    for seq, (manifest, files) in enumerate(batch):
-        for path in files:  # a path once per group: a file read twice would double its rows
-            groups.setdefault(tuple(manifest.schema), {}).setdefault(path, (manifest.window, seq))
-    for number, (schema, members) in enumerate(groups.items()):
-        paths = list(members)
-        windows, seqs = [members[p][0] for p in paths], [members[p][1] for p in paths]
-        taken = {name.lower() for name, _ in schema}
-        column = next(f"{FILE_PATH}{n or ''}" for n in range(len(taken) + 1) if f"{FILE_PATH}{n or ''}" not in taken)
-        select = (
-            f"SELECT s.* EXCLUDE ({column}), w.window AS {quote(WINDOW_COLUMN)}, w.seq AS {SEQ} "
-            f"FROM read_parquet(?, filename = '{column}', hive_partitioning = false) AS s JOIN "
-            f"(SELECT unnest(?::VARCHAR[]) AS path, unnest(?::VARCHAR[]) AS window, unnest(?::BIGINT[]) AS seq) AS w "
-            f"ON s.{column} = w.path"
-        )
+    position through a join on the file's path (:func:`landed_scan`). Schemas are then reconciled
+    pairwise with the one widening rule, as one landing at a time would be."""
+    groups = scans_by_schema(batch)
+    for number, (select, params, members) in enumerate(groups):
         if number == 0:
-            conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_staged AS {select}", [paths, paths, windows, seqs])
+            conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_staged AS {select}", params)
             continue
-        conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_next AS {select}", [paths, paths, windows, seqs])
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_next AS {select}", params)
         _evolve(conn, "_ip_staged", "_ip_next")
-        _reconcile_types(conn, "_ip_staged", "_ip_next", batch[seqs[0]][0].window)
+        _reconcile_types(conn, "_ip_staged", "_ip_next", members[0][2])
         conn.execute("INSERT INTO _ip_staged BY NAME SELECT * FROM _ip_next")
         conn.execute("DROP TABLE _ip_next")
     return bool(groups)
 
 
 def _apply_batch(
-    conn: duckdb.DuckDBPyConnection, spec: StreamSpec, batch: list[tuple[Manifest, list[str]]], changes: list[str]
+    conn: duckdb.DuckDBPyConnection, spec: StreamSpec, batch: list[tuple[Manifest, list[LocalFile]]], changes: list[str]
 ) -> int:
     """The non-full landings of a stream (one, or many: a backfill's partitions, a queue's
     batches) at once, instead of a scan of the growing table per landing. Their rows are
@@ -282,10 +343,11 @@ def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, ma
     with ExitStack() as stack:
         conn.execute("BEGIN TRANSACTION")
         try:
-            local = [(m, [str(stack.enter_context(store.local_copy(f.key))) for f in m.files]) for m in manifests]
+            copies = local_copies(stack, store, manifests)
+            local = [(m, [(copies[f.key], f) for f in m.files]) for m in manifests]
             for manifest, files in local:  # a full landing comes first (see pending)
                 if manifest.full:
-                    loaded += _apply_full(conn, spec, manifest, files)
+                    loaded += _apply_full(conn, spec, manifest, [path for path, _ in files])
                     _record(conn, spec, [manifest])
             batch = [(m, f) for m, f in local if not m.full]
             if batch:

@@ -21,11 +21,10 @@ from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from integration_platform.core.extract import ExtractionReport
 from integration_platform.core.lake import LakeStore
-from integration_platform.core.landing import active_manifests, list_manifests
+from integration_platform.core.landing import active_manifests, list_manifests, read_landed
 from integration_platform.core.names import url_segment
 from integration_platform.core.records import ARROW_TYPES, JsonRecords, TableSpill
 from integration_platform.core.row_filter import RowFilter
@@ -104,9 +103,7 @@ def parent_rows(store: LakeStore, parent: StreamSpec, fields: Sequence[str], chi
     rows: dict[str, dict[str, Any]] = {}
     for manifest in manifests:
         for landed in manifest.files:
-            with store.local_copy(landed.key) as path:
-                table = pq.read_table(path, columns=list(fields))
-            for row in table.to_pylist():
+            for row in read_landed(store, landed, list(fields)).to_pylist():
                 rows.setdefault(json.dumps(row, sort_keys=True, default=str), row)
     return list(rows.values())
 
