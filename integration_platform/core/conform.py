@@ -93,11 +93,12 @@ def conform(
         target[name] = kind
         if name not in order:
             order.append(name)
-    keep = pa.array([True] * table.num_rows)
+    keep: pa.Array | None = None  # the rows kept, once some are set aside
     rejected_rows: set[int] = set()
     columns: dict[str, pa.Array] = {}
     for name in table.column_names:
-        column = table.column(name).combine_chunks()
+        chunked = table.column(name)  # one chunk after combine_chunks, unless the table has no rows
+        column = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
         if name not in target:
             target[name] = column.type
             order.append(name)
@@ -107,7 +108,7 @@ def conform(
             continue
         kind = target[name]
         if column.type == kind or pa.types.is_null(column.type):
-            columns[name] = cast(column, kind) if pa.types.is_null(column.type) else column
+            columns[name] = pa.nulls(len(column), kind) if pa.types.is_null(column.type) else column
             continue
         wider = None if name in (declared or {}) else widened(kind, column.type)
         if wider is not None:
@@ -116,7 +117,11 @@ def conform(
             target[name] = wider
             columns[name] = cast(column, wider)
             continue
-        bad = _bad_rows(column, kind)
+        try:  # every value converts (the usual case): one cast, not one per value
+            columns[name] = column.cast(kind)
+            continue
+        except ARROW_ERRORS:
+            bad = _bad_rows(column, kind)
         for index in bad:
             reason = f"column {name!r}: {column[index].as_py()!r} is not {kind}"
             if on_bad_rows == "fail":
@@ -129,10 +134,11 @@ def conform(
             mask = [True] * table.num_rows
             for index in bad:
                 mask[index] = False
-            keep = pc.and_(keep, pa.array(mask))
+            keep = pa.array(mask) if keep is None else pc.and_(keep, pa.array(mask))
             column = pc.if_else(pa.array(mask), column, pa.nulls(len(column), column.type))
         columns[name] = column.cast(kind)
     schema = pa.schema([(name, target[name]) for name in order])
     arrays = [cast(columns[f.name], f.type) if f.name in columns else pa.nulls(table.num_rows, f.type) for f in schema]
-    result.table = pa.Table.from_arrays(arrays, schema=schema).filter(keep)
+    conformed = pa.Table.from_arrays(arrays, schema=schema)
+    result.table = conformed if keep is None else conformed.filter(keep)
     return result, schema

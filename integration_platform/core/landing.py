@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import pyarrow as pa
@@ -107,8 +107,13 @@ class Manifest:
     def to_json(self) -> dict[str, Any]:
         """The manifest as JSON; a file's ``offset`` only when set, so a manifest of a whole-file landing
         reads the same as before shared files existed (and older code can read it)."""
-        data = asdict(self)
-        data["files"] = [{k: v for k, v in f.items() if k != "offset" or v is not None} for f in data["files"]]
+        data = {f.name: getattr(self, f.name) for f in fields(self)}  # asdict deep-copies: 0.5 ms a manifest
+        data["files"] = [
+            {"key": f.key, "rows": f.rows, "bytes": f.bytes, **({} if f.offset is None else {"offset": f.offset})}
+            for f in self.files
+        ]
+        data["schema"] = [list(column) for column in self.schema]
+        data["extra"] = dict(self.extra)
         return data
 
     @classmethod

@@ -192,12 +192,14 @@ def _tables(
     downloaded = ahead = 0
     started = time.monotonic()
     tables = []
-    with tempfile.TemporaryDirectory(prefix="ip-drop-") as folder:
+    with ExitStack() as stack:
+        folder: Path | None = None  # made when a file was not read ahead (a read-ahead range rarely needs it)
         for index, file in enumerate(files):
             read = session.ahead.take(file) if session.ahead else None
             ahead += read is not None
             if read is None:
-                read = _download_and_read(plan, session.remote, file, Path(folder), index)
+                folder = folder or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ip-drop-")))
+                read = _download_and_read(plan, session.remote, file, folder, index)
             table, rejected, size = read
             downloaded += size
             report.rejected.extend(rejected)
