@@ -33,6 +33,13 @@ Python's ``csv`` module counts them; data columns = the distinct header names, 3
   fresh database per run on ``IP_BENCH_DAGSTER_PG``, default the machine's server on 127.0.0.1:5432,
   dropped afterwards) and the README's large-backfill settings (``DAGSTER_EVENT_BATCH_SIZE``,
   ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS``): what a deployment loading history would run.
+- ``platform_daemon`` (platform): the same backfill as a user launches it from the UI: the stream in
+  a code location of its own (``sandbox.harness.definitions`` with the platform's executor), served
+  by ``dagster-webserver`` and ``dagster-daemon run`` (started untimed, stopped by pid) on
+  dagster-postgres storage with the same settings; timed from the ``launchPartitionBackfill``
+  GraphQL request (what the UI's "Launch backfill" sends) until the backfill reads
+  ``COMPLETED_SUCCESS`` (polled every 0.25 s). ``to_run_start_s``: from the request until its one
+  run started (the daemon's share before any work).
 - ``openssh_sftp_duckdb`` (limit, the reference): OpenSSH ``sftp -b <batch>`` with one ``get`` per
   file (same client key, ``StrictHostKeyChecking=yes`` against the known_hosts file, ``-F
   /dev/null``) into a temporary folder, then DuckDB ``CREATE TABLE t AS SELECT * FROM
@@ -197,6 +204,23 @@ def check_table(database: Path, table: str, args: argparse.Namespace, platform_c
 
 
 @contextmanager
+def postgres_database() -> Iterator[str]:
+    """The URL of a new database on ``PG_URL`` for one run's Dagster storage, dropped afterwards."""
+    import sqlalchemy
+
+    database = f"ip_bench_{os.getpid()}"
+    admin = sqlalchemy.create_engine(f"{PG_URL}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {database}")
+    try:
+        yield f"{PG_URL}/{database}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        admin.dispose()
+
+
+@contextmanager
 def bench_instance(args: argparse.Namespace, home: Path) -> Iterator[Any]:
     """A fresh Dagster instance for one platform run: SQLite under ``home`` (``platform``), or
     dagster-postgres storage in a new database on ``PG_URL`` dropped afterwards (``platform_postgres``)."""
@@ -206,20 +230,25 @@ def bench_instance(args: argparse.Namespace, home: Path) -> Iterator[Any]:
         with dg.instance_for_test(temp_dir=str(home)) as instance:
             yield instance
         return
-    import sqlalchemy
-
-    database = f"ip_bench_{os.getpid()}"
-    admin = sqlalchemy.create_engine(f"{PG_URL}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {database}")
-    try:
-        storage = {"postgres": {"postgres_url": f"{PG_URL}/{database}"}}
+    with postgres_database() as url:
+        storage = {"postgres": {"postgres_url": url}}
         with dg.instance_for_test(temp_dir=str(home), overrides={"storage": storage}) as instance:
             yield instance
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-        admin.dispose()
+
+
+def step_seconds(instance: Any, run_id: str) -> dict[str, float | None]:
+    """``fetch_s`` / ``load_s``: the lake / warehouse step's seconds in run ``run_id`` (Dagster's step stats;
+    ``None`` when a step has none)."""
+    steps = {s.step_key: s for s in instance.get_run_step_stats(run_id)}
+
+    def seconds(step_key: str) -> float | None:
+        stats = steps.get(step_key)
+        if stats is None or stats.start_time is None or stats.end_time is None:
+            return None
+        return float(stats.end_time - stats.start_time)
+
+    # the steps' op names (an op name has no dot, unlike the warehouse asset's key)
+    return {"fetch_s": seconds(f"{SOURCE}__{STREAM}"), "load_s": seconds(f"warehouse__{SOURCE}__{STREAM}")}
 
 
 def run_platform(args: argparse.Namespace, tmp: Path) -> None:
@@ -245,19 +274,7 @@ def run_platform(args: argparse.Namespace, tmp: Path) -> None:
             outcome["result"] = result
             if not result.success:
                 raise SystemExit("platform: the backfill run failed")
-            steps = {s.step_key: s for s in instance.get_run_step_stats(result.run_id)}
-
-            def step_seconds(step_key: str) -> float | None:
-                stats = steps.get(step_key)
-                if stats is None or stats.start_time is None or stats.end_time is None:
-                    return None
-                return stats.end_time - stats.start_time
-
-            # the steps' op names (an op name has no dot, unlike the warehouse asset's key)
-            return {
-                "fetch_s": step_seconds(f"{SOURCE}__{STREAM}"),
-                "load_s": step_seconds(f"warehouse__{SOURCE}__{STREAM}"),
-            }
+            return step_seconds(instance, result.run_id)
 
         def checked() -> None:
             result = outcome["result"]
@@ -268,6 +285,88 @@ def run_platform(args: argparse.Namespace, tmp: Path) -> None:
 
         child_report(work)
         checked()
+
+
+#: The code location of ``platform_daemon``: the benchmark's source, the platform's executor.
+DAEMON_LOCATION = """
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from integration_platform.definitions import EXECUTOR
+from sandbox.harness import definitions
+
+defs = dg.Definitions.merge(
+    definitions(Path(os.environ["IP_BENCH_SOURCE_YAML"]).read_text(), Path(os.environ["IP_BENCH_TMP"]))[0],
+    dg.Definitions(executor=EXECUTOR),
+)
+"""
+DAEMON_WORKSPACE = """
+load_from:
+  - python_file:
+      relative_path: location.py
+      location_name: file_ingest_bench
+      working_directory: {repo}
+"""
+#: How long ``platform_daemon`` waits for the backfill to end.
+BACKFILL_LIMIT_S = 1800.0
+
+
+def run_platform_daemon(args: argparse.Namespace, tmp: Path) -> None:
+    """The same backfill as a user launches it: ``launchPartitionBackfill`` (what the UI's Launch backfill
+    sends) to a webserver, run by ``dagster-daemon``, timed until the backfill is ``COMPLETED_SUCCESS``."""
+    import dagster as dg
+
+    from integration_platform.instance import write_instance
+    from sandbox.dagster_ui import BACKFILL_RUNNING, BACKFILL_STATUS, LAUNCH_BACKFILL, graphql, webserver_and_daemon
+
+    lake_key, warehouse_key = dg.AssetKey([SOURCE, STREAM]), dg.AssetKey(["warehouse", f"{SOURCE}.{STREAM}"])
+    (tmp / "source.yaml").write_text(platform_yaml(args, Path(args.drops), FIRST_DAY))
+    (tmp / "location.py").write_text(DAEMON_LOCATION)
+    (tmp / "workspace.yaml").write_text(DAEMON_WORKSPACE.format(repo=REPO_ROOT))
+    home = tmp / "dagster_home"
+    with postgres_database() as url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
+        env.update(BULK_ENV, DAGSTER_HOME=str(home), DAGSTER_PG_URL=url, PYTHONPATH=str(REPO_ROOT))
+        env.update(IP_BENCH_SOURCE_YAML=str(tmp / "source.yaml"), IP_BENCH_TMP=str(tmp))
+        write_instance(home, env)
+        os.environ.update(env)  # this process reads the instance too (DAGSTER_PG_URL)
+        with (
+            dg.DagsterInstance.from_config(str(home)) as instance,  # creates the storage before both start
+            webserver_and_daemon(tmp / "workspace.yaml", tmp, env, tmp) as services,
+        ):
+            web = services.url
+            days = [(FIRST_DAY + dt.timedelta(days=n)).isoformat() for n in range(args.days)]
+            selection = [{"path": lake_key.path}, {"path": warehouse_key.path}]
+            params = {"partitionNames": days, "assetSelection": selection, "fromFailure": False}
+
+            def work() -> dict[str, Any]:
+                launched_at = time.time()
+                launched = graphql(web, LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+                if launched["__typename"] != "LaunchBackfillSuccess":
+                    raise SystemExit(f"platform_daemon: launching the backfill failed: {launched}")
+                backfill_id = launched["backfillId"]
+                deadline = time.monotonic() + BACKFILL_LIMIT_S
+                while True:
+                    status = graphql(web, BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+                    if status["status"] not in BACKFILL_RUNNING:
+                        break
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"platform_daemon: backfill {backfill_id} not done in {BACKFILL_LIMIT_S} s")
+                    time.sleep(0.25)
+                runs = status["runs"]
+                if status["status"] != "COMPLETED_SUCCESS" or [r["status"] for r in runs] != ["SUCCESS"]:
+                    raise SystemExit(f"platform_daemon: backfill {backfill_id} ended {status}")
+                run = instance.get_run_record_by_id(runs[0]["runId"])
+                started = run.start_time - launched_at if run and run.start_time else None
+                return {**step_seconds(instance, runs[0]["runId"]), "to_run_start_s": started}
+
+            child_report(work)
+            landed = instance.get_materialized_partitions(lake_key)
+            if len(landed) != args.days:
+                raise SystemExit(f"platform_daemon: {len(landed)} lake partitions materialised, expected {args.days}")
+        check_table(tmp / "warehouse.duckdb", f"{SOURCE}.{STREAM}", args, platform_columns=True)
 
 
 def run_openssh_duckdb(args: argparse.Namespace, tmp: Path) -> None:
@@ -358,6 +457,7 @@ def run_paramiko_pandas(args: argparse.Namespace, tmp: Path) -> None:
 CHILDREN: dict[str, Callable[[argparse.Namespace, Path], None]] = {
     "platform": run_platform,
     "platform_postgres": run_platform,
+    "platform_daemon": run_platform_daemon,
     "openssh_sftp_duckdb": run_openssh_duckdb,
     "paramiko_pandas": run_paramiko_pandas,
 }
@@ -432,6 +532,13 @@ def build_methods(args: argparse.Namespace, server: Any, rows: int, columns: int
             "platform_postgres",
             "platform",
             "Dagster storage in PostgreSQL with the README's bulk-backfill settings (" + ", ".join(BULK_ENV) + ")",
+            env=BULK_ENV,
+        ),
+        py(
+            "platform_daemon",
+            "platform",
+            "as platform_postgres, launched as the UI launches a backfill (webserver + dagster-daemon), "
+            "timed from the request to the backfill done; to_run_start_s: until its run started",
             env=BULK_ENV,
         ),
         py("openssh_sftp_duckdb", "limit", "fetch_s = sftp -b (one get per file), load_s = DuckDB read_csv"),
@@ -636,6 +743,7 @@ def main(argv: list[str] | None = None) -> None:
                         extra_columns=[
                             ("fetch_s", "fetch_s", ".2f"),
                             ("load_s", "load_s", ".2f"),
+                            ("to_run_start_s", "to_run_start_s", ".1f"),
                             ("import_RSS_MB", "baseline_rss_mb", ".0f"),
                         ],
                     )
@@ -652,6 +760,7 @@ def main(argv: list[str] | None = None) -> None:
                             seconds_each=[round(s.seconds, 4) for s in summary.samples],
                             fetch_s=summary.median_report("fetch_s"),
                             load_s=summary.median_report("load_s"),
+                            to_run_start_s=summary.median_report("to_run_start_s"),
                         )
                 records.extend(sensor_section(args, server, drops, synthetic))
         except ServerMissing as exc:

@@ -23,7 +23,6 @@ daemon logs.
 
 import os
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -34,13 +33,20 @@ from typing import Any
 
 import dagster as dg
 import pytest
-import requests
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from integration_platform.instance import write_instance
 from integration_platform.standins import running_standins
-from sandbox.processes import free_port
+from sandbox.dagster_ui import (
+    BACKFILL_RUNNING,
+    BACKFILL_STATUS,
+    LAUNCH_BACKFILL,
+    DagsterServices,
+    DagsterUIError,
+    graphql,
+    webserver_and_daemon,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -69,9 +75,7 @@ AUTOMATION_TIMEOUT_S = 180  # the automation sensor ticks every 30 s, then its r
 BACKFILL_TIMEOUT_S = 300
 SENSOR_TICK_TIMEOUT_S = 120
 
-SERVER_START_TIMEOUT_S = 90
 RUN_TIMEOUT_S = 90
-STOP_TIMEOUT_S = 20
 UI_TIMEOUT_MS = 60_000
 
 
@@ -80,60 +84,10 @@ class DagsterUI:
     url: str
     home: Path
     tmp: Path
-    logs: tuple[Path, ...]
+    services: DagsterServices
 
     def log_tails(self, lines: int = 40) -> str:
-        parts = []
-        for log in self.logs:
-            text = log.read_text(errors="replace").splitlines() if log.exists() else []
-            parts.append(f"--- {log.name} (last {lines} lines) ---\n" + "\n".join(text[-lines:]))
-        return "\n".join(parts)
-
-
-def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        # A session of its own, so that stopping it reaches the code servers and run workers it spawns.
-        return subprocess.Popen(
-            cmd,
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group we created (pgid == pid), SIGKILL it if it is still there after a while."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    try:
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=STOP_TIMEOUT_S)
-
-
-def _wait_for_server(url: str, procs: list[subprocess.Popen[bytes]], ui: DagsterUI) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        for proc in procs:
-            if proc.poll() is not None:
-                pytest.fail(f"{proc.args!r} exited with {proc.returncode} during start-up\n{ui.log_tails()}")
-        try:
-            if requests.get(f"{url}/server_info", timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{url}/server_info did not answer within {SERVER_START_TIMEOUT_S}s\n{ui.log_tails()}")
+        return self.services.log_tails(lines)
 
 
 @pytest.fixture(scope="module")
@@ -177,26 +131,11 @@ def dagster_ui(chromium_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
                 timeout=DEMO_TIMEOUT_S,
             )
         assert demo.returncode == 0, demo_log.read_text(errors="replace")[-4000:]
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        webserver_log, daemon_log = tmp / "webserver.log", tmp / "daemon.log"
-        ui = DagsterUI(url=url, home=home, tmp=tmp, logs=(webserver_log, daemon_log))
-
-        procs: list[subprocess.Popen[bytes]] = []
         try:
-            procs.append(
-                _start(
-                    [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                    env,
-                    webserver_log,
-                )
-            )
-            procs.append(_start([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env, daemon_log))
-            _wait_for_server(url, procs, ui)
-            yield ui
-        finally:
-            for proc in reversed(procs):
-                _stop(proc)
+            with webserver_and_daemon(REPO / "workspace.yaml", REPO, env, tmp, bin_dir=BIN) as services:
+                yield DagsterUI(url=services.url, home=home, tmp=tmp, services=services)
+        except DagsterUIError as exc:
+            pytest.fail(str(exc))
 
 
 @pytest.fixture()
@@ -213,12 +152,7 @@ def page(dagster_ui: DagsterUI, chromium_path: Path) -> Iterator[Page]:
 
 
 def _graphql(ui: DagsterUI, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    payload = {"query": query, "variables": variables or {}}
-    response = requests.post(f"{ui.url}/graphql", json=payload, timeout=10)
-    response.raise_for_status()
-    body: dict[str, Any] = response.json()
-    assert not body.get("errors"), body["errors"]
-    return body["data"]
+    return graphql(ui.url, query, variables, timeout=10)
 
 
 RUNS_QUERY = "{ runsOrError { __typename ... on Runs { results { runId status } } } }"
@@ -370,35 +304,17 @@ def test_incremental_run_with_nothing_new_shows_the_stream_total(page: Page, dag
         _expect_metadata(page, "dagster/row_count", str(INVOICE_ROWS))  # what the stream holds
 
 
-BACKFILL_MUTATION = """
-mutation Backfill($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-  }
-}
-"""
-BACKFILL_QUERY = """
-query Backfill($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    ... on PartitionBackfill { status runs(limit: 10) { runId status } }
-  }
-}
-"""
-
-
 def test_backfill_partitions_show_their_own_row_counts(page: Page, dagster_ui: DagsterUI) -> None:
     days = ["2021-01-05", "2021-01-06", "2021-01-07"]
     keys = [{"path": ["covid", "regions"]}, {"path": ["warehouse", "covid.regions"]}]
     params = {"partitionNames": days, "assetSelection": keys, "fromFailure": False}
-    launched = _graphql(dagster_ui, BACKFILL_MUTATION, {"params": params})["launchPartitionBackfill"]
+    launched = _graphql(dagster_ui, LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     backfill_id = launched["backfillId"]
 
     def finished() -> dict[str, Any] | None:
-        backfill = _graphql(dagster_ui, BACKFILL_QUERY, {"id": backfill_id})["partitionBackfillOrError"]
-        return backfill if backfill["status"] not in ("REQUESTED", "CANCELING") else None
+        backfill = _graphql(dagster_ui, BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+        return backfill if backfill["status"] not in BACKFILL_RUNNING else None
 
     backfill = _wait_for(f"backfill {backfill_id}", BACKFILL_TIMEOUT_S, finished)
     assert backfill["status"] == "COMPLETED_SUCCESS", backfill

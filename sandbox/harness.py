@@ -87,6 +87,16 @@ def platform(
     s3_endpoint: str | None = None,
 ) -> Platform:
     """Definitions for ``source_yaml`` with the lake under ``tmp_path`` (or ``lake_url``)."""
+    defs, lake, warehouse_path = definitions(source_yaml, tmp_path, lake_url=lake_url, s3_endpoint=s3_endpoint)
+    return Platform(defs=defs, instance=instance, lake=lake, warehouse_path=warehouse_path)
+
+
+def definitions(
+    source_yaml: str, tmp_path: Path, *, lake_url: str | None = None, s3_endpoint: str | None = None
+) -> tuple[dg.Definitions, LakeResource, Path]:
+    """``source_yaml``'s definitions with the ``lake`` (under ``tmp_path``, or ``lake_url``) and the
+    ``warehouse`` (``tmp_path/warehouse.duckdb``) resources; also returns those two. What
+    :func:`platform` wires, for a code location of its own (a webserver and daemon loading it)."""
     component = load_source(source_yaml)
     built = component.build_defs(ComponentTree.for_test().load_context)
     s3 = S3Resource(
@@ -97,7 +107,7 @@ def platform(
     defs = dg.Definitions.merge(
         built, dg.Definitions(resources={"lake": lake, "warehouse": DuckDBResource(database=str(warehouse_path))})
     )
-    return Platform(defs=defs, instance=instance, lake=lake, warehouse_path=warehouse_path)
+    return defs, lake, warehouse_path
 
 
 def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, Any]:
