@@ -530,6 +530,57 @@ def warehouse_connection(
         yield conn
 
 
+def _apply_pending(
+    context: dg.AssetExecutionContext, spec: StreamSpec
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """The warehouse asset's body: apply the stream's pending landings (of the run's partitions) to its
+    table and yield its materialisation and checks; or, with the checks selected alone, only those."""
+    tag_run_host(context)  # the slot is held from here: a kill from now on is reclaimable
+    lake: LakeResource = context.resources.lake
+    store = lake.store()
+    if warehouse_key(spec) not in context.selected_asset_keys:  # the checks alone
+        with warehouse_connection(context) as conn:
+            checks = _checks(conn, store, spec, table_rows(conn, spec))
+        yield from _selected(context, spec, checks)
+        return
+    keys: list[str | None] = list(context.partition_keys) if spec.partitioning else [None]
+    with warehouse_connection(context) as conn:
+        todo = pending(conn, store, spec, None if keys == [None] else {k for k in keys if k})
+        result = load(conn, store, spec, todo)
+        checks = _checks(conn, store, spec, result.table_rows)
+        columns = table_columns(conn, spec)
+        schema = {"dagster/column_schema": column_schema(spec, [(c[0], c[1]) for c in columns])}
+        if spec.partitioning is not None:  # each partition's page shows its own rows, not the table's
+            held = partition_rows(conn, spec, [k for k in keys if k])
+            for key in keys:
+                assert key is not None
+                # Run-wide metadata is copied onto every partition's materialisation: the column
+                # schema goes on the last one only (the UI shows the latest's columns).
+                context.add_asset_metadata(
+                    {"dagster/row_count": held.get(key, 0), **(schema if key == keys[-1] else {})},
+                    asset_key=warehouse_key(spec),
+                    partition_key=key,
+                )
+            schema = {}
+    context.log.info(f"applied {len(todo)} landing(s), {result.rows_loaded} rows, to {spec.source}.{spec.name}")
+    yield dg.MaterializeResult(
+        asset_key=warehouse_key(spec),
+        metadata={
+            **({} if spec.partitioning else {"dagster/row_count": result.table_rows}),
+            "table_rows": result.table_rows,
+            "dagster/table_name": f"{spec.source}.{spec.name}",
+            **schema,
+            "rows_loaded": result.rows_loaded,
+            "schema_changes": ", ".join(result.schema_changes),
+            "landings_applied": len(todo),
+            "windows": windows_text(result.windows),
+            "seconds": result.seconds,
+            "rows_per_second": round(result.rows_loaded / max(result.seconds, 1e-6)),
+        },
+    )
+    yield from _selected(context, spec, checks)
+
+
 def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
     """The asset that applies the stream's pending landings to its DuckDB table."""
     check_specs = [
@@ -569,50 +620,7 @@ def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
         required_resource_keys={"lake", "warehouse"},
     )
     def _warehouse(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        tag_run_host(context)  # the slot is held from here: a kill from now on is reclaimable
-        lake: LakeResource = context.resources.lake
-        store = lake.store()
-        if warehouse_key(spec) not in context.selected_asset_keys:  # the checks alone
-            with warehouse_connection(context) as conn:
-                checks = _checks(conn, store, spec, table_rows(conn, spec))
-            yield from _selected(context, spec, checks)
-            return
-        keys: list[str | None] = list(context.partition_keys) if spec.partitioning else [None]
-        with warehouse_connection(context) as conn:
-            todo = pending(conn, store, spec, None if keys == [None] else {k for k in keys if k})
-            result = load(conn, store, spec, todo)
-            checks = _checks(conn, store, spec, result.table_rows)
-            columns = table_columns(conn, spec)
-            schema = {"dagster/column_schema": column_schema(spec, [(c[0], c[1]) for c in columns])}
-            if spec.partitioning is not None:  # each partition's page shows its own rows, not the table's
-                held = partition_rows(conn, spec, [k for k in keys if k])
-                for key in keys:
-                    assert key is not None
-                    # Run-wide metadata is copied onto every partition's materialisation: the column
-                    # schema goes on the last one only (the UI shows the latest's columns).
-                    context.add_asset_metadata(
-                        {"dagster/row_count": held.get(key, 0), **(schema if key == keys[-1] else {})},
-                        asset_key=warehouse_key(spec),
-                        partition_key=key,
-                    )
-                schema = {}
-        context.log.info(f"applied {len(todo)} landing(s), {result.rows_loaded} rows, to {spec.source}.{spec.name}")
-        yield dg.MaterializeResult(
-            asset_key=warehouse_key(spec),
-            metadata={
-                **({} if spec.partitioning else {"dagster/row_count": result.table_rows}),
-                "table_rows": result.table_rows,
-                "dagster/table_name": f"{spec.source}.{spec.name}",
-                **schema,
-                "rows_loaded": result.rows_loaded,
-                "schema_changes": ", ".join(result.schema_changes),
-                "landings_applied": len(todo),
-                "windows": windows_text(result.windows),
-                "seconds": result.seconds,
-                "rows_per_second": round(result.rows_loaded / max(result.seconds, 1e-6)),
-            },
-        )
-        yield from _selected(context, spec, checks)
+        yield from _apply_pending(context, spec)
 
     return _warehouse
 

@@ -215,6 +215,9 @@ def extract_and_land(
     :class:`MissingColumnError` (before anything lands) for a declared column the source lacks; whatever the
     extractor raises, wrapped in :class:`LandingError` by :func:`land` when it happens
     mid-stream. The high-water mark moves only in the returned value, after the commit.
+
+    Over 60 lines with this docstring: the three landings (partition, snapshot, incremental) are a
+    few lines each and read best side by side.
     """
     counts = {"read": 0, "dropped": 0}
     if spec.partitioning is not None:

@@ -368,6 +368,52 @@ def _push(
             runner.run(pusher.__aexit__())
 
 
+def _run_sync(context: dg.AssetExecutionContext, sync: HttpSync) -> dg.MaterializeResult:
+    """The sync asset's body (see :func:`sync_asset`): push the rows since the mark, land the results
+    and dead letters, and return the materialisation's metadata."""
+    target: HttpTargetResource = getattr(context.resources, sync.resource_key)
+    lake: LakeResource = context.resources.lake
+    refuse_ephemeral_marks(context, sync.cursor is not None, f"sync {sync.sync}")
+    tag_run_host(context)  # it holds the duckdb slot: a kill from now on is reclaimable
+    mark = read_mark(context.instance, context.asset_key) if sync.cursor else None
+    progress = _Progress(sync, Watermark(mark))
+    pusher = _pusher(sync, target, context.run.run_id)
+    started = time.monotonic()
+    window = f"run-{context.run.run_id}"
+    results = _push(sync, context, target.base_url.rstrip("/"), pusher, progress)
+    results_spec = StreamSpec(source=GROUP, name=f"{sync.sync}_results", write_disposition="append")
+    dead_spec = StreamSpec(source=GROUP, name=f"{sync.sync}_dead_letter", write_disposition="append")
+    store = lake.store()
+    for spec in (results_spec, dead_spec):  # a landing sweeps only its window; each run has its own
+        store.remove_stale_staging(f"{spec.path}/")
+    manifest = land(store, results_spec, window, results, RESULT_SCHEMA, full=False)
+    if progress.dead:
+        land(store, dead_spec, window, progress.dead, DEAD_LETTER_SCHEMA, full=False)
+    seconds = time.monotonic() - started
+    after = progress.watermark.value
+    metadata: dict[str, Any] = {
+        "rows_read": progress.read,
+        "rows_sent": progress.sent,
+        "rows_succeeded": progress.succeeded,
+        "rows_failed": progress.failed,
+        "requests": pusher.requests_sent,
+        "requests_per_second": round(pusher.requests_sent / max(seconds, 1e-6), 1),
+        "seconds": round(seconds, 3),
+        "results_uri": dg.MetadataValue.path(f"{lake.url.rstrip('/')}/{manifest.key}"),
+        **mark_metadata(mark, after),
+    }
+    context.log.info(
+        f"sync {sync.sync}: {progress.succeeded}/{progress.read} row(s) acknowledged, {progress.failed} failed, "
+        f"{pusher.requests_sent} request(s) in {seconds:.2f}s"
+    )
+    if progress.stopped:
+        context.log_event(dg.AssetMaterialization(asset_key=sync.asset_key, metadata=metadata))
+        raise dg.Failure(
+            f"sync {sync.sync}: {progress.first_failure}; the mark stays at {after.text if after else None!r}"
+        )
+    return dg.MaterializeResult(metadata=metadata)
+
+
 def sync_asset(sync: HttpSync) -> dg.AssetsDefinition:
     """The asset that posts the sync's rows. Raises ``dg.Failure`` under ``on_failure: fail`` naming the first
     failed record's key, status and error (after landing the results and recording the safe mark)."""
@@ -386,46 +432,6 @@ def sync_asset(sync: HttpSync) -> dg.AssetsDefinition:
         description=f"Rows posted to {sync.target.method} {sync.target.path} ({sync.mode} mode).",
     )
     def _sync(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        target: HttpTargetResource = getattr(context.resources, sync.resource_key)
-        lake: LakeResource = context.resources.lake
-        refuse_ephemeral_marks(context, sync.cursor is not None, f"sync {sync.sync}")
-        tag_run_host(context)  # it holds the duckdb slot: a kill from now on is reclaimable
-        mark = read_mark(context.instance, context.asset_key) if sync.cursor else None
-        progress = _Progress(sync, Watermark(mark))
-        pusher = _pusher(sync, target, context.run.run_id)
-        started = time.monotonic()
-        window = f"run-{context.run.run_id}"
-        results = _push(sync, context, target.base_url.rstrip("/"), pusher, progress)
-        results_spec = StreamSpec(source=GROUP, name=f"{sync.sync}_results", write_disposition="append")
-        dead_spec = StreamSpec(source=GROUP, name=f"{sync.sync}_dead_letter", write_disposition="append")
-        store = lake.store()
-        for spec in (results_spec, dead_spec):  # a landing sweeps only its window; each run has its own
-            store.remove_stale_staging(f"{spec.path}/")
-        manifest = land(store, results_spec, window, results, RESULT_SCHEMA, full=False)
-        if progress.dead:
-            land(store, dead_spec, window, progress.dead, DEAD_LETTER_SCHEMA, full=False)
-        seconds = time.monotonic() - started
-        after = progress.watermark.value
-        metadata: dict[str, Any] = {
-            "rows_read": progress.read,
-            "rows_sent": progress.sent,
-            "rows_succeeded": progress.succeeded,
-            "rows_failed": progress.failed,
-            "requests": pusher.requests_sent,
-            "requests_per_second": round(pusher.requests_sent / max(seconds, 1e-6), 1),
-            "seconds": round(seconds, 3),
-            "results_uri": dg.MetadataValue.path(f"{lake.url.rstrip('/')}/{manifest.key}"),
-            **mark_metadata(mark, after),
-        }
-        context.log.info(
-            f"sync {sync.sync}: {progress.succeeded}/{progress.read} row(s) acknowledged, {progress.failed} failed, "
-            f"{pusher.requests_sent} request(s) in {seconds:.2f}s"
-        )
-        if progress.stopped:
-            context.log_event(dg.AssetMaterialization(asset_key=sync.asset_key, metadata=metadata))
-            raise dg.Failure(
-                f"sync {sync.sync}: {progress.first_failure}; the mark stays at {after.text if after else None!r}"
-            )
-        return dg.MaterializeResult(metadata=metadata)
+        return _run_sync(context, sync)
 
     return _sync

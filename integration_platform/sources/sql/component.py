@@ -398,6 +398,37 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
 
         return _rows_match_source
 
+    def _partition_jobs(
+        self, specs: list[StreamSpec]
+    ) -> "tuple[list[dg.UnresolvedAssetJobDefinition], list[dg.UnresolvedPartitionedAssetScheduleDefinition]]":
+        """One job (and its stopped schedule) per partitions definition of the partitioned ``specs``: a
+        job's assets must share it."""
+        jobs: list[dg.UnresolvedAssetJobDefinition] = []
+        schedules: list[dg.UnresolvedPartitionedAssetScheduleDefinition] = []
+        for granularity in ("daily", "monthly"):
+            group = [s for s in specs if s.partitioning and s.partitioning.granularity == granularity]
+            ranges = {(s.partitioning.start or "", s.partitioning.end or "") for s in group if s.partitioning}
+            for start, end in sorted(ranges):
+                members = [
+                    s
+                    for s in group
+                    if s.partitioning and (s.partitioning.start or "", s.partitioning.end or "") == (start, end)
+                ]
+                suffix = (
+                    ""
+                    if len(ranges) == 1
+                    else f"_{start.replace('-', '')}" + (f"_{end.replace('-', '')}" if end else "")
+                )
+                job = dg.define_asset_job(
+                    f"{self.source}_{granularity}_partitions{suffix}",
+                    selection=dg.AssetSelection.assets(*[k for s in members for k in (lake_key(s), warehouse_key(s))]),
+                )
+                jobs.append(job)
+                schedules.append(
+                    dg.build_schedule_from_partitioned_job(job, default_status=dg.DefaultScheduleStatus.STOPPED)
+                )
+        return jobs, schedules
+
     def build_defs_from_state(self, context: dg.ComponentLoadContext, state_path: Path | None) -> dg.Definitions:
         """The source's definitions from its declaration and the cached discovery (module doc)."""
         yaml_path = Path(context.path) / "defs.yaml"
@@ -429,29 +460,9 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             schedules.append(schedule)
             fresh, fresh_sensor = freshness_checks(job.name, [warehouse_key(s) for s in plain], self.schedule)
             sensors.append(fresh_sensor)
-        for granularity in ("daily", "monthly"):
-            group = [s for s, _ in specs if s.partitioning and s.partitioning.granularity == granularity]
-            # one job per partitions definition: a job's assets must share it
-            ranges = {(s.partitioning.start or "", s.partitioning.end or "") for s in group if s.partitioning}
-            for start, end in sorted(ranges):
-                members = [
-                    s
-                    for s in group
-                    if s.partitioning and (s.partitioning.start, s.partitioning.end or "") == (start, end)
-                ]
-                suffix = (
-                    ""
-                    if len(ranges) == 1
-                    else f"_{start.replace('-', '')}" + (f"_{end.replace('-', '')}" if end else "")
-                )
-                job = dg.define_asset_job(
-                    f"{self.source}_{granularity}_partitions{suffix}",
-                    selection=dg.AssetSelection.assets(*[k for s in members for k in (lake_key(s), warehouse_key(s))]),
-                )
-                jobs.append(job)
-                schedules.append(
-                    dg.build_schedule_from_partitioned_job(job, default_status=dg.DefaultScheduleStatus.STOPPED)
-                )
+        partitioned_jobs, partitioned_schedules = self._partition_jobs([spec for spec, _ in specs])
+        jobs.extend(partitioned_jobs)
+        schedules.extend(partitioned_schedules)
         # an append stream keeps every version of a row, so only replace and merge tables can match COUNT(*)
         checks = [
             self._source_check(spec, table)
