@@ -4,6 +4,7 @@ alone, and the sweep of shared files no manifest names. A real local lake and a 
 
 import datetime as dt
 import os
+import resource
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from integration_platform.core.extract import (
     landed_keys,
 )
 from integration_platform.core.lake import TMP_MARK, LocalLake
-from integration_platform.core.landing import land, list_manifests, read_landed
+from integration_platform.core.landing import LandingError, land, list_manifests, read_landed
 from integration_platform.core.loading import load, partition_rows, pending, scans_by_schema
 from integration_platform.core.partition_landing import SHARED, SharedLanding, sweep_shared
 from integration_platform.core.streams import Partitioning, StreamSpec
@@ -240,3 +241,33 @@ def test_a_shared_file_closes_at_its_byte_bound_and_a_closed_landing_leaves_no_s
     landing.close()
     assert not list((tmp_path / "lake").rglob(f"{TMP_MARK}*"))
     assert len(shared_files(lake)) == 3 and d[0] not in {m.partition for m in list_manifests(lake, SPEC)}
+
+
+def test_a_failed_write_of_the_open_file_lands_none_of_its_partitions_and_keeps_committed_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real write error from the OS (the file size limit, as a full disk would): Arrow closes the file,
+    so the partitions in it did not land and say so; those of committed files stay."""
+    monkeypatch.setattr(partition_landing, "DEFAULT_ROW_GROUP_BYTES", 1)  # every partition is written at once
+    lake = LocalLake(tmp_path / "lake")
+    shared = SharedLanding(lake, SPEC)
+    first = days(2)
+    for day in first:
+        shared.add(day, SCHEMA, rows(day, 3).to_batches(), {}, 0.01)
+    assert [m.partition for m in shared.finish()] == first
+    later = days(2, first=3)
+    big = pa.Table.from_arrays(
+        [pa.array(range(4000), pa.int64()), pa.array([os.urandom(32).hex() for _ in range(4000)])], schema=SCHEMA
+    )  # about 260 KB of incompressible text
+    shared.add(later[0], SCHEMA, rows(later[0], 3).to_batches(), {}, 0.01)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))  # Python ignores SIGXFSZ: writes fail with EFBIG
+    try:
+        with pytest.raises(LandingError, match=rf"partitions {later[0]}\.\.{later[1]}, in that file, did not land"):
+            shared.add(later[1], SCHEMA, big.to_batches(), {}, 0.01)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert shared.open is None and list(shared.finish()) == []
+    assert sorted(str(m.partition) for m in list_manifests(lake, SPEC)) == first
+    assert len(shared_files(lake)) == 1
+    assert not list((tmp_path / "lake").rglob(f"{TMP_MARK}*"))

@@ -94,21 +94,33 @@ def _start(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> sub
         )
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group we created (pgid == pid), SIGKILL it if it is still there after a while."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+def _group_alive(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether any process of the group ``proc`` leads (pgid == pid) is left; reaps ``proc`` itself."""
+    proc.poll()
     try:
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group we created (pgid == pid), whether or not its leader is still there (its
+    code servers and run workers may be), and SIGKILL the group if anything of it is left after
+    :data:`STOP_TIMEOUT_S`."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while _group_alive(proc) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _group_alive(proc):
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        proc.wait(timeout=STOP_TIMEOUT_S)
+    proc.wait(timeout=STOP_TIMEOUT_S)
 
 
 @contextmanager
@@ -153,5 +165,11 @@ def webserver_and_daemon(
             time.sleep(0.5)
         yield services
     finally:
+        errors = []
         for proc in reversed(procs):
-            _stop(proc)
+            try:
+                _stop(proc)
+            except Exception as exc:  # still stop the other one
+                errors.append(exc)
+        if errors:
+            raise errors[0]

@@ -295,8 +295,9 @@ def extract_and_land_partitions(
     Raises what an extractor raises when called (:class:`MissingColumnError` too), ``LandingError`` for
     a failure while its batches are read or written, after committing, and yielding, the partitions
     before the failing one: a failure at day 500 keeps days 1..499 landed, as one landing per day
-    would. Closed early (an interrupted run), it lands nothing more. Raises ``ValueError`` for an
-    unpartitioned stream.
+    would; except when writing the shared file itself fails (a full disk): that file's partitions
+    (those since the last committed file) did not land either, and the error says which. Closed early
+    (an interrupted run), it lands nothing more. Raises ``ValueError`` for an unpartitioned stream.
 
     Over 60 lines: the loop and its two ways out (commit what is whole on an error, drop the open
     file on an interrupt) share the open shared file; split, each piece would need all of it.

@@ -147,7 +147,9 @@ class SharedLanding:
         shared file (opening one). ``seconds``: the partition's extraction time, reported in its manifest.
 
         Raises ``UnsafeNameError`` for a key that is no plain window name, :class:`LandingError` when a
-        batch does not fit ``schema`` (nothing of the partition is added)."""
+        batch does not fit ``schema`` (nothing of the partition is added), and :class:`LandingError`
+        when writing the open file fails: the file is discarded, so none of its partitions (this one
+        and the uncommitted ones before it) landed."""
         check_window(self.spec.path, f"partition={key}")
         fitted = []
         for batch in batches:
@@ -173,7 +175,15 @@ class SharedLanding:
         target.partitions.append(_Partition(key, schema, target.rows, rows, cursor, extra, seconds))
         target.rows += rows
         if target.pending_bytes >= DEFAULT_ROW_GROUP_BYTES:
-            self._write_pending(target)
+            try:
+                self._write_pending(target)
+            except Exception as exc:  # Arrow closes the file on a write error: nothing in it can commit
+                first, last = target.partitions[0].key, target.partitions[-1].key
+                self.discard()
+                raise LandingError(
+                    f"writing the shared file of {self.spec.path} failed ({type(exc).__name__}: {exc}); "
+                    f"partitions {first}..{last}, in that file, did not land"
+                ) from exc
 
     def _write_pending(self, target: _OpenFile) -> None:
         table = pa.Table.from_batches(target.pending, schema=target.schema)
