@@ -29,7 +29,7 @@ from integration_platform.core.landing import (
     incremental_window,
     land,
     list_manifests,
-    read_landed,
+    read_landed_files,
 )
 from integration_platform.core.partition_landing import SHARED_PARTITION_BYTES, SharedLanding, shareable, sweep_shared
 from integration_platform.core.records import Rejected
@@ -98,13 +98,14 @@ def landed_keys(
     are none: what "already landed" means for every kind (an incremental re-read inside its lag,
     a queue's redelivered messages). ``since``: only rows with ``cursor >= since`` (landings whose
     highest cursor is below it are not read); ``skip_window``: a window being replaced."""
-    parts: list[pa.Table] = []
+    files = []
     for manifest in active_manifests(list_manifests(store, spec)):
         high = CursorValue.from_json(manifest.cursor_max) if since is not None else None
         if manifest.window == skip_window or (since is not None and (high is None or high.is_below(since))):
             continue
-        filters = [(spec.cursor, ">=", since)] if since is not None and spec.cursor else None
-        parts.extend(read_landed(store, landed, keys, filters) for landed in manifest.files)
+        files.extend(manifest.files)
+    filters = [(spec.cursor, ">=", since)] if since is not None and spec.cursor else None
+    parts = read_landed_files(store, files, keys, filters)
     if not parts:
         return None
     return pa.concat_tables(parts, promote_options="default").group_by(keys).aggregate([])

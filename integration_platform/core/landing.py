@@ -26,8 +26,9 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -459,26 +460,46 @@ def commit_manifest(
 def read_landed(
     store: LakeStore, landed: LandedFile, columns: list[str] | None = None, filters: Any = None
 ) -> pa.Table:
-    """The rows one landing holds in ``landed`` (of a shared file, only its own range, reading only the
-    row groups that overlap it), with ``columns`` (all when ``None``) and, when given, only those
-    passing ``filters`` (pyarrow's filter list form). Raises what pyarrow raises for a missing column
-    or an unreadable file."""
-    with store.local_copy(landed.key) as path:
-        if landed.offset is None:
-            return pq.read_table(path, columns=columns, filters=filters)
-        parquet = pq.ParquetFile(path)
-        groups, start, first = [], 0, None
-        for index in range(parquet.metadata.num_row_groups):
-            rows = parquet.metadata.row_group(index).num_rows
-            if start < landed.offset + landed.rows and start + rows > landed.offset:
-                groups.append(index)
-                first = start if first is None else first
-            start += rows
-        table = parquet.read_row_groups(groups, columns=columns) if groups else parquet.schema_arrow.empty_table()
-        if columns is not None and not groups:
-            table = table.select(columns)
-        table = table.slice(landed.offset - (first or 0), landed.rows)
-    return table if filters is None else table.filter(pq.filters_to_expression(filters))
+    """The rows one landing holds in ``landed``: :func:`read_landed_files` of that one file."""
+    return read_landed_files(store, [landed], columns, filters)[0]
+
+
+def read_landed_files(
+    store: LakeStore, files: Sequence[LandedFile], columns: list[str] | None = None, filters: Any = None
+) -> list[pa.Table]:
+    """The rows each of ``files`` holds, one table per entry in order: a whole file, or of a shared
+    file only its own range (reading only the row groups that overlap it), with ``columns`` (all when
+    ``None``) and, when given, only the rows passing ``filters`` (pyarrow's filter list form). Each
+    lake file is fetched once however many entries name it (a shared file holds many partitions; on
+    S3 a fetch is a download). Raises what pyarrow raises for a missing column or an unreadable file."""
+    tables: list[pa.Table | None] = [None] * len(files)
+    by_key: dict[str, list[int]] = {}
+    for index, landed in enumerate(files):
+        by_key.setdefault(landed.key, []).append(index)
+    for key, indexes in by_key.items():
+        with store.local_copy(key) as path:
+            for index in indexes:
+                table = _read_range(path, files[index], columns)
+                tables[index] = table if filters is None else table.filter(pq.filters_to_expression(filters))
+    return [t for t in tables if t is not None]
+
+
+def _read_range(path: Path, landed: LandedFile, columns: list[str] | None) -> pa.Table:
+    """``landed``'s rows of the local Parquet file ``path`` (see :func:`read_landed_files`)."""
+    if landed.offset is None:
+        return pq.read_table(path, columns=columns)
+    parquet = pq.ParquetFile(path)
+    groups, start, first = [], 0, None
+    for index in range(parquet.metadata.num_row_groups):
+        rows = parquet.metadata.row_group(index).num_rows
+        if start < landed.offset + landed.rows and start + rows > landed.offset:
+            groups.append(index)
+            first = start if first is None else first
+        start += rows
+    table = parquet.read_row_groups(groups, columns=columns) if groups else parquet.schema_arrow.empty_table()
+    if columns is not None and not groups:
+        table = table.select(columns)
+    return table.slice(landed.offset - (first or 0), landed.rows)
 
 
 def _collect_garbage(store: LakeStore, spec: StreamSpec, committed: Manifest) -> None:

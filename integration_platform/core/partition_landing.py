@@ -69,6 +69,8 @@ SHARED_GRACE = dt.timedelta(hours=24)
 #: column of that name would clash with: such a stream lands each partition on its own.
 ROW_NUMBER_COLUMN = "file_row_number"
 _SHARED_NAME = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]{12}-\d{5}\.parquet$")
+#: The UTC time in a shared file's name (written by :meth:`SharedLanding.finish`, read by :func:`sweep_shared`).
+_NAME_TIME = "%Y%m%dT%H%M%SZ"
 
 
 def shareable(schema: pa.Schema) -> bool:
@@ -207,7 +209,8 @@ class SharedLanding:
             target.writer.close()
             size = target.path.stat().st_size
             # Named when committed: the time in the name is when the file became visible (see sweep_shared).
-            key = f"{self.prefix}{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{self.landing_id}-{self.files:05d}.parquet"
+            named = dt.datetime.now(dt.UTC).strftime(_NAME_TIME)
+            key = f"{self.prefix}{named}-{self.landing_id}-{self.files:05d}.parquet"
             self.files += 1
             self.store.commit(target.path, key)
         except BaseException:
@@ -249,7 +252,7 @@ def sweep_shared(store: LakeStore, spec: StreamSpec, now: dt.datetime | None = N
     old = []
     for key in store.list_keys(prefix):
         found = _SHARED_NAME.match(key[len(prefix) :]) if key.startswith(prefix) else None
-        if found and dt.datetime.strptime(found.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC) < limit:
+        if found and dt.datetime.strptime(found.group(1), _NAME_TIME).replace(tzinfo=dt.UTC) < limit:
             old.append(key)
     if not old:
         return []

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from integration_platform.core.extract import ExtractionReport
 from integration_platform.core.lake import LakeStore
-from integration_platform.core.landing import active_manifests, list_manifests, read_landed
+from integration_platform.core.landing import active_manifests, list_manifests, read_landed_files
 from integration_platform.core.names import url_segment
 from integration_platform.core.records import ARROW_TYPES, JsonRecords, TableSpill
 from integration_platform.core.row_filter import RowFilter
@@ -101,10 +101,9 @@ def parent_rows(store: LakeStore, parent: StreamSpec, fields: Sequence[str], chi
     if absent:
         raise ValueError(f"stream {child}: parent {parent.path} has no field(s) {absent}; it has {sorted(known)}")
     rows: dict[str, dict[str, Any]] = {}
-    for manifest in manifests:
-        for landed in manifest.files:
-            for row in read_landed(store, landed, list(fields)).to_pylist():
-                rows.setdefault(json.dumps(row, sort_keys=True, default=str), row)
+    for table in read_landed_files(store, [f for m in manifests for f in m.files], list(fields)):
+        for row in table.to_pylist():
+            rows.setdefault(json.dumps(row, sort_keys=True, default=str), row)
     return list(rows.values())
 
 
