@@ -20,6 +20,7 @@ import duckdb
 from integration_platform.assets.automation import FOLLOWS_LAKE
 from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.assets.run_recovery import reclaim_dead_runs, tag_run_host
+from integration_platform.core.changes import CHANGE_COLUMNS
 from integration_platform.core.extract import (
     Extraction,
     ExtractionReport,
@@ -35,7 +36,10 @@ from integration_platform.core.extract import (
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import Manifest, active_manifests, list_manifests
 from integration_platform.core.loading import (
+    SEQ,
     applied_landings,
+    kept,
+    latest_first,
     load,
     local_copies,
     partition_rows,
@@ -440,9 +444,16 @@ def _expected_rows(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: Stre
         scans = scans_by_schema([(m, [(copies[f.key], f) for f in m.files]) for m in manifests])
         if not scans:
             return 0
-        union = " UNION ALL ".join(f"SELECT {keys} FROM ({sql})" for sql, _, _ in scans)
         params = [p for _, values, _ in scans for p in values]
-        row = conn.execute(f"SELECT count(*) FROM (SELECT DISTINCT * FROM ({union}))", params).fetchone()
+        if spec.changes:  # each key's latest change, unless it deleted the row
+            columns = f"{keys}, {SEQ}, " + ", ".join(quote(c) for c in CHANGE_COLUMNS)
+            union = " UNION ALL ".join(f"SELECT {columns} FROM ({sql})" for sql, _, _ in scans)
+            latest = f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {latest_first(spec)}) = 1"
+            query = f"SELECT count(*) FROM (SELECT * FROM ({union}) {latest}) WHERE {kept(spec)}"
+        else:
+            union = " UNION ALL ".join(f"SELECT {keys} FROM ({sql})" for sql, _, _ in scans)
+            query = f"SELECT count(*) FROM (SELECT DISTINCT * FROM ({union}))"
+        row = conn.execute(query, params).fetchone()
     return int(row[0]) if row else 0
 
 

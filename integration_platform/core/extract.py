@@ -117,6 +117,10 @@ def rows_held(store: LakeStore, spec: StreamSpec, *, each_key_once: bool = False
     full one), otherwise the rows of its active landings. Partitioned streams: all partitions.
     ``each_key_once``: the source lands each key at most once (a queue, whose redelivered messages
     are dropped before landing), so the manifests' row counts are exact and no file is read."""
+    if spec.changes:
+        from integration_platform.core.changes import rows_after_changes  # changes lands through this module
+
+        return rows_after_changes(store, spec)
     manifests = active_manifests(list_manifests(store, spec))
     if each_key_once or spec.write_disposition != "merge" or not spec.primary_key or len(manifests) <= 1:
         return sum(m.rows for m in manifests)

@@ -10,6 +10,9 @@ Write dispositions:
 - ``replace``: each landing is the whole table (``CREATE OR REPLACE TABLE``).
 - ``append``: rows are added; re-applying a window first deletes that window's rows.
 - ``merge``: upsert on the primary key (delete the matching keys, insert the new rows).
+- change data capture (a merge stream with ``changes``): each key's latest change in log order
+  wins; a delete removes the row (``hard``) or stamps ``_ip_deleted_at`` on it (``soft``); with
+  ``history`` every change is also appended to ``<stream>__history``.
 Partitioned streams load per partition: the partition's rows are replaced.
 """
 
@@ -21,6 +24,14 @@ from typing import Any
 
 import duckdb
 
+from integration_platform.core.changes import (
+    CHANGE_COLUMNS,
+    COMMITTED_COLUMN,
+    DELETED_COLUMN,
+    OP_COLUMN,
+    POSITION_COLUMN,
+    SEQ_COLUMN,
+)
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import LandedFile, Manifest, active_manifests, list_manifests
 from integration_platform.core.schema_evolution import sql_widened
@@ -53,6 +64,26 @@ def parquet_scan(files: list[str]) -> str:
 
 def table_name(spec: StreamSpec) -> str:
     return f"{quote(spec.source)}.{quote(spec.name)}"
+
+
+def history_table_name(spec: StreamSpec) -> str:
+    """The history table of a change stream: every version of every row."""
+    return f"{quote(spec.source)}.{quote(spec.name + '__history')}"
+
+
+def latest_first(spec: StreamSpec) -> str:
+    """ORDER BY of the rows of one primary key, latest version first: the landing's position among
+    those applied together (``_ip_seq``), then the log order of a change stream or the cursor."""
+    if spec.changes:
+        return f"{SEQ} DESC, {quote(POSITION_COLUMN)} DESC, {quote(SEQ_COLUMN)} DESC"
+    return f"{SEQ} DESC" + (f", {quote(spec.cursor)} DESC" if spec.cursor else "")
+
+
+def kept(spec: StreamSpec) -> str:
+    """The SQL condition a key's latest version must meet to be a row of the table: not a hard delete."""
+    if spec.changes and spec.changes.deletes == "hard":
+        return f"{quote(OP_COLUMN)} <> 'delete'"
+    return "true"
 
 
 @dataclass
@@ -171,7 +202,22 @@ def _apply_full(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, manifest: Man
         keys = ", ".join(quote(k) for k in spec.primary_key)
         select += f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {quote(spec.cursor)} DESC) = 1"
     conn.execute(f"CREATE OR REPLACE TABLE {target} AS {select}")
+    if spec.changes and spec.changes.deletes == "soft":
+        conn.execute(f"ALTER TABLE {target} ADD COLUMN {quote(DELETED_COLUMN)} TIMESTAMPTZ")
+    if spec.changes and spec.changes.history:
+        _append_history(conn, spec, target, [manifest.window])
     return manifest.rows
+
+
+def _append_history(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, rows: str, windows: list[str]) -> None:
+    """Append the change rows of ``rows`` (a table or temp table) to the stream's history table,
+    replacing those of ``windows`` (a re-applied landing must not add its versions twice)."""
+    history = history_table_name(spec)
+    columns = ", ".join(quote(c) for c, _ in _columns(conn, rows).items() if c not in (SEQ, DELETED_COLUMN))
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {history} AS SELECT {columns} FROM {rows} LIMIT 0")
+    _evolve(conn, history, rows)
+    conn.execute(f"DELETE FROM {history} WHERE {quote(WINDOW_COLUMN)} IN (SELECT unnest(?::VARCHAR[]))", [windows])
+    conn.execute(f"INSERT INTO {history} BY NAME SELECT {columns} FROM {rows}")
 
 
 #: A shared file's ranges are matched on DuckDB's row number of the file (see core.partition_landing).
@@ -279,17 +325,26 @@ def _apply_batch(
     - append: the DELETE removes the rows of their windows (a retried window replaces its rows);
     - merge: each primary key keeps its row from the latest landing (within a landing, the
       highest cursor value), exactly as applying the landings one by one would; the DELETE
-      removes the table's rows with those keys (an upsert).
+      removes the table's rows with those keys (an upsert);
+    - change data capture: as merge, in log order; a key whose latest change is a delete is not
+      inserted again (hard), or keeps its row stamped ``_ip_deleted_at`` (soft).
     """
     target = table_name(spec)
     windows = [m.window for m, _ in batch]
     staged = _stage(conn, batch)
     merging = spec.write_disposition == "merge"
     if staged:
-        order = f"{SEQ} DESC" + (f", {quote(spec.cursor)} DESC" if spec.cursor else "")
+        if spec.changes and spec.changes.history:
+            _append_history(conn, spec, "_ip_staged", windows)
         keys = ", ".join(quote(k) for k in spec.primary_key)
+        order = latest_first(spec)
         latest = f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1" if merging else ""
         conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_rows AS SELECT * EXCLUDE ({SEQ}) FROM _ip_staged{latest}")
+        if spec.changes and spec.changes.deletes == "soft":  # what a deleted row last held, for its stamped row
+            conn.execute(
+                f"CREATE OR REPLACE TEMP TABLE _ip_last AS SELECT * EXCLUDE ({SEQ}) FROM _ip_staged "
+                f"WHERE {quote(OP_COLUMN)} <> 'delete'{latest}"
+            )
         conn.execute("DROP TABLE _ip_staged")
         conn.execute(f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM _ip_rows LIMIT 0")
         changes.extend(f"new column {name}" for name in _evolve(conn, target, "_ip_rows"))
@@ -300,12 +355,53 @@ def _apply_batch(
     if not merging:
         conn.execute(f"DELETE FROM {target} WHERE {quote(WINDOW_COLUMN)} IN (SELECT unnest(?::VARCHAR[]))", [windows])
     if staged:
-        if merging:
+        if spec.changes:
+            _apply_changes(conn, spec, target)
+        elif merging:
             match = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in spec.primary_key)
             conn.execute(f"DELETE FROM {target} AS t USING _ip_rows AS s WHERE {match}")
         conn.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _ip_rows")
         conn.execute("DROP TABLE _ip_rows")
     return sum(m.rows for m, _ in batch)
+
+
+def _apply_changes(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, target: str) -> None:
+    """Make room in ``target`` for ``_ip_rows`` (each key's latest change) and leave in ``_ip_rows``
+    only what is inserted: rows with a changed key leave the table; a deleted key's row is not
+    inserted again, or (soft deletes) stays in the table stamped with the time of its deletion, so
+    the table holds every key ever seen (one inserted and deleted between two loads too)."""
+    assert spec.changes is not None
+    match = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in spec.primary_key)
+    deleted = f"s.{quote(OP_COLUMN)} = 'delete'"
+    if spec.changes.deletes == "soft":
+        if DELETED_COLUMN not in _columns(conn, target):
+            conn.execute(f"ALTER TABLE {target} ADD COLUMN {quote(DELETED_COLUMN)} TIMESTAMPTZ")
+        stamp = ", ".join(
+            f"{quote(c)} = s.{quote(c)}" for c in (OP_COLUMN, POSITION_COLUMN, SEQ_COLUMN, COMMITTED_COLUMN)
+        )
+        conn.execute(
+            f"UPDATE {target} AS t SET {quote(DELETED_COLUMN)} = s.{quote(COMMITTED_COLUMN)}, {stamp}, "
+            f"{quote(WINDOW_COLUMN)} = s.{quote(WINDOW_COLUMN)} FROM _ip_rows AS s WHERE {match} AND {deleted}"
+        )
+        # a key inserted and deleted since the last load: its row as it last was (the delete's own
+        # values first: with REPLICA IDENTITY FULL it carries the whole old row), stamped
+        fixed = {*spec.primary_key, *CHANGE_COLUMNS, WINDOW_COLUMN}
+        values = ", ".join(
+            f"COALESCE(s.{quote(c)}, l.{quote(c)}) AS {quote(c)}" for c in _columns(conn, "_ip_rows") if c not in fixed
+        )
+        on = " AND ".join(f"l.{quote(k)} = s.{quote(k)}" for k in spec.primary_key)
+        conn.execute(
+            f"INSERT INTO {target} BY NAME SELECT s.{quote(COMMITTED_COLUMN)} AS {quote(DELETED_COLUMN)}, "
+            + ", ".join(f"s.{quote(c)}" for c in (*spec.primary_key, *CHANGE_COLUMNS, WINDOW_COLUMN))
+            + (f", {values}" if values else "")
+            + f" FROM _ip_rows AS s LEFT JOIN _ip_last AS l ON {on} WHERE {deleted} "
+            f"AND NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {match})"
+        )
+        conn.execute("DROP TABLE _ip_last")
+        conn.execute(f"DELETE FROM {target} AS t USING _ip_rows AS s WHERE {match} AND NOT {deleted}")
+    else:
+        conn.execute(f"DELETE FROM {target} AS t USING _ip_rows AS s WHERE {match}")
+    conn.execute(f"DELETE FROM _ip_rows WHERE {quote(OP_COLUMN)} = 'delete'")
 
 
 def _record(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, manifests: list[Manifest]) -> None:
@@ -381,6 +477,14 @@ def table_rows(conn: duckdb.DuckDBPyConnection, spec: StreamSpec) -> int:
     if not table_columns(conn, spec):
         return 0
     row = conn.execute(f"SELECT count(*) FROM {table_name(spec)}").fetchone()
+    return int(row[0]) if row else 0
+
+
+def live_rows(conn: duckdb.DuckDBPyConnection, spec: StreamSpec) -> int:
+    """Rows of the stream's table that exist at the source: all of them, but those a soft delete kept."""
+    if not (spec.changes and spec.changes.deletes == "soft" and table_columns(conn, spec)):
+        return table_rows(conn, spec)
+    row = conn.execute(f"SELECT count(*) FROM {table_name(spec)} WHERE {quote(DELETED_COLUMN)} IS NULL").fetchone()
     return int(row[0]) if row else 0
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 WriteDisposition = Literal["replace", "append", "merge"]
+DeleteMode = Literal["hard", "soft"]
 Granularity = Literal["daily", "monthly", "dynamic"]
 
 #: Identifiers we put into lake keys, asset keys and DuckDB names.
@@ -64,6 +65,24 @@ class Partitioning:
 
 
 @dataclass(frozen=True)
+class ChangeCapture:
+    """A stream read from a database's change log (change data capture) rather than by a cursor.
+
+    Its landings hold change rows: the table's columns plus the change columns of
+    :mod:`~integration_platform.core.changes` (operation, log position, order within the
+    transaction, commit time). Loading merges them by primary key in log order:
+
+    - ``deletes``: ``hard`` removes a deleted row from the table; ``soft`` keeps it with the time
+      of its deletion in ``_ip_deleted_at`` (``NULL`` for rows that exist).
+    - ``history``: also append every change to ``<stream>__history`` (all versions of every row,
+      the snapshot's first), for audit.
+    """
+
+    deletes: DeleteMode = "hard"
+    history: bool = False
+
+
+@dataclass(frozen=True)
 class StreamSpec:
     """One stream of one source, as the pipeline sees it.
 
@@ -74,6 +93,7 @@ class StreamSpec:
     - ``lag``: look-back applied below the high-water mark (seconds for date/time cursors,
       units for numeric ones); rows already landed inside it are de-duplicated.
     - ``partitioning``: time partitions for append-only facts (exclusive with ``cursor``).
+    - ``changes``: the stream is read from a change log (merge by primary key, no cursor).
     """
 
     source: str
@@ -87,6 +107,7 @@ class StreamSpec:
     metadata: dict[str, str] = field(default_factory=dict)
     #: Column name -> what the source says it holds (a database's column comments).
     column_descriptions: dict[str, str] = field(default_factory=dict)
+    changes: ChangeCapture | None = None
 
     def __post_init__(self) -> None:
         for label, value in (("source", self.source), ("stream", self.name)):
@@ -101,6 +122,11 @@ class StreamSpec:
             )
         if self.cursor and self.partitioning:
             raise ValueError(f"stream {self.path}: use either a cursor or partitioning, not both")
+        if self.changes and (self.write_disposition != "merge" or self.cursor or self.partitioning):
+            raise ValueError(
+                f"stream {self.path}: change data capture merges by primary key: write disposition 'merge', "
+                "no cursor, no partitioning"
+            )
         if self.lag < 0:
             raise ValueError(f"stream {self.path}: lag must be >= 0, got {self.lag}")
 

@@ -15,6 +15,8 @@
         - table: payment
           primary_key: [payment_id, payment_date]
           partition: {column: payment_date, granularity: monthly, start: "2022-01-01"}
+        - table: film                 # change data capture (PostgreSQL): deletes and every
+          cdc: {deletes: hard}        # change, from a replication slot (sources/sql/change_assets.py)
       schedule: "0 3 * * *"           # daily incremental refresh (cron, UTC)
 
 Per stream: ``<source>/<stream>`` (Parquet in the lake) and ``warehouse/<source>.<stream>``
@@ -61,13 +63,15 @@ from integration_platform.assets.stream_assets import (
     ExtractorFactory,
     lake_key,
     stream_assets,
+    warehouse_asset,
     warehouse_connection,
     warehouse_key,
 )
 from integration_platform.core.extract import Extractor, missing_column
-from integration_platform.core.loading import table_rows
+from integration_platform.core.loading import live_rows
 from integration_platform.core.names import ENV_NAME
-from integration_platform.core.streams import IDENTIFIER, Partitioning, StreamSpec, to_identifier
+from integration_platform.core.streams import IDENTIFIER, ChangeCapture, Partitioning, StreamSpec, to_identifier
+from integration_platform.sources.sql.change_assets import SqlChangeCapture, change_lake_asset, change_sensor
 from integration_platform.sources.sql.database import SqlDatabaseResource, TableInfo
 
 LOG = logging.getLogger(__name__)
@@ -105,11 +109,19 @@ class SqlTableStream(SafeModel, dg.Resolvable):
     lag: float | None = Field(default=None, ge=0, description="Look-back (seconds for time cursors).")
     write_disposition: Literal["replace", "append", "merge"] | None = None
     partition: SqlPartition | None = None
+    cdc: SqlChangeCapture | None = Field(
+        default=None, description="Read the table from the database's change log (PostgreSQL logical replication)."
+    )
 
     @model_validator(mode="after")
     def _cursor_or_partition(self) -> "SqlTableStream":
         if self.cursor and self.partition:
             raise ValueError(f"table {self.table!r}: set either 'cursor' or 'partition', not both")
+        if self.cdc and (self.cursor or self.partition or self.write_disposition not in (None, "merge")):
+            raise ValueError(
+                f"table {self.table!r}: 'cdc' merges changes by primary key: no 'cursor', no 'partition', "
+                "write_disposition 'merge' or unset"
+            )
         if self.write_disposition == "replace" and self.cursor:
             raise ValueError(f"table {self.table!r}: a 'cursor' needs write_disposition 'append' or 'merge'")
         return self
@@ -211,11 +223,19 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
     def _stream(self, entry: SqlTableStream, info: TableInfo | None) -> StreamSpec:
         columns = set(info.columns) if info else set()
         cursor = entry.cursor
-        if cursor is None and entry.partition is None and self.defaults.cursor in columns:
+        if cursor is None and entry.partition is None and entry.cdc is None and self.defaults.cursor in columns:
             cursor = self.defaults.cursor
         primary_key = tuple(entry.primary_key if entry.primary_key is not None else (info.primary_key if info else ()))
         disposition = entry.write_disposition or (
-            "append" if entry.partition else "merge" if cursor and primary_key else "append" if cursor else "replace"
+            "merge"
+            if entry.cdc
+            else "append"
+            if entry.partition
+            else "merge"
+            if cursor and primary_key
+            else "append"
+            if cursor
+            else "replace"
         )
         partitioning = (
             Partitioning(
@@ -237,6 +257,7 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             ),
             metadata={"source_table": entry.table},
             column_descriptions=dict(info.column_comments) if info else {},
+            changes=ChangeCapture(entry.cdc.deletes, entry.cdc.history) if entry.cdc else None,
         )
         missing = missing_column(spec, info.columns) if info is not None else None
         if info is not None and missing is not None:  # columns known without the network: check now
@@ -365,9 +386,10 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
         return factory
 
     def _source_check(self, spec: StreamSpec, table: str) -> dg.AssetChecksDefinition:
-        """``rows_match_source`` (WARN) on the warehouse table: its row count against ``COUNT(*)`` at the
-        source. Rows deleted at the source are not tracked by a cursor, so ``rows_reconcile_with_lake``
-        can pass while the table holds rows the source no longer has; this check says so."""
+        """``rows_match_source`` (WARN) on the warehouse table: its row count (without soft-deleted rows)
+        against ``COUNT(*)`` at the source. Rows deleted at the source are not tracked by a cursor, so
+        ``rows_reconcile_with_lake`` can pass while the table holds rows the source no longer has; this
+        check says so."""
         key, schema = self.resource_key, self.schema_name
 
         @dg.asset_check(
@@ -382,7 +404,7 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             at_source = database.count_rows(table, schema)
             tag_run_host(context)
             with warehouse_connection(context) as conn:
-                in_duckdb = table_rows(conn, spec)
+                in_duckdb = live_rows(conn, spec)
             drift = in_duckdb - at_source
             return dg.AssetCheckResult(
                 passed=drift == 0,
@@ -391,8 +413,13 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
                 description=None
                 if drift == 0
                 else (
-                    f"DuckDB holds {drift:+d} rows against the source: rows deleted at the source are not tracked "
-                    "by a cursor; a full refresh (run config full_refresh: true) makes the table match again"
+                    f"DuckDB holds {drift:+d} rows against the source: "
+                    + (
+                        "changes made since the last drain are not applied yet"
+                        if spec.changes
+                        else "rows deleted at the source are not tracked by a cursor; a full refresh (run config "
+                        "full_refresh: true) makes the table match again"
+                    )
                 ),
             )
 
@@ -429,6 +456,25 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
                 )
         return jobs, schedules
 
+    def _assets(
+        self, specs: list[tuple[StreamSpec, str]], kind: str
+    ) -> tuple[list[dg.AssetsDefinition], list[dg.SensorDefinition]]:
+        """Both assets of every stream, and the drain sensor of each change-captured one."""
+        explicit = {t.table: t for t in self.tables}
+        assets: list[dg.AssetsDefinition] = []
+        sensors: list[dg.SensorDefinition] = []
+        for spec, table in specs:
+            options = explicit[table].cdc if table in explicit else None
+            if options is None:
+                assets += stream_assets(spec, kind, self.resource_key, self._extractor(table))
+                continue
+            if kind in ("mysql", "mariadb", "sqlite"):  # unknown until run time when the URL's env var is unset
+                raise ValueError(f"table {table!r}: 'cdc' needs a PostgreSQL source (this one is {kind})")
+            key, schema = self.resource_key, self.schema_name
+            assets += [change_lake_asset(spec, kind, key, table, schema, options), warehouse_asset(spec)]
+            sensors.append(change_sensor(spec, key, table, schema, options))
+        return assets, sensors
+
     def build_defs_from_state(self, context: dg.ComponentLoadContext, state_path: Path | None) -> dg.Definitions:
         """The source's definitions from its declaration and the cached discovery (module doc)."""
         yaml_path = Path(context.path) / "defs.yaml"
@@ -440,14 +486,11 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             specs = self.streams(tables) if tables is not None else self._declared_streams()
         except ValueError as exc:
             raise ValueError(f"{yaml_path}: attributes.tables: {exc}") from exc
-        assets = [
-            a for spec, table in specs for a in stream_assets(spec, kind, self.resource_key, self._extractor(table))
-        ]
+        assets, sensors = self._assets(specs, kind)
         jobs: list[dg.UnresolvedAssetJobDefinition] = []
         schedules: list[dg.ScheduleDefinition | dg.UnresolvedPartitionedAssetScheduleDefinition] = []
         plain = [s for s, _ in specs if s.partitioning is None]
         fresh: list[dg.AssetChecksDefinition] = []
-        sensors: list[dg.SensorDefinition] = []
         if plain:
             selection = dg.AssetSelection.assets(*[k for s in plain for k in (lake_key(s), warehouse_key(s))])
             job, schedule = refresh_job(

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from integration_platform.core.extract import MissingColumnError
 from integration_platform.core.row_filter import RowFilter
 from integration_platform.sources.sql.postgres_arrow import read_postgres
+from integration_platform.sources.sql.postgres_cdc import PostgresChangeLog
 
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -240,6 +241,17 @@ class SqlDatabaseResource(dg.ConfigurableResource):
             column_comments=tuple((c.name, c.comment) for c in reflected.columns if c.comment),
         )
 
+    def libpq_uri(self) -> str:
+        """The URL as a libpq URI (``postgresql://...``, password included) for PostgreSQL's own clients."""
+        return sa.make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def change_log(self, table: str, schema: str | None, prefix: str, publication: str | None) -> PostgresChangeLog:
+        """The table's change log (see :class:`PostgresChangeLog`). Raises ``ValueError`` for a database
+        other than PostgreSQL."""
+        if self.dialect != "postgresql":
+            raise ValueError(f"table {table}: change data capture (cdc) needs PostgreSQL, not {self.dialect}")
+        return PostgresChangeLog(self.libpq_uri(), table, schema, prefix, publication)
+
     def read(self, table: str, schema: str | None = None, row_filter: RowFilter | None = None) -> pa.RecordBatchReader:
         """Stream the table's rows (all columns) as an Arrow ``RecordBatchReader``.
 
@@ -247,8 +259,7 @@ class SqlDatabaseResource(dg.ConfigurableResource):
         values. The reader's schema is fixed before the first row is read.
         """
         if self.dialect == "postgresql":
-            uri = sa.make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
-            return read_postgres(uri, table, schema, row_filter)
+            return read_postgres(self.libpq_uri(), table, schema, row_filter)
         return self._read_generic(table, schema, row_filter)
 
     def _read_generic(self, table: str, schema: str | None, row_filter: RowFilter | None) -> pa.RecordBatchReader:

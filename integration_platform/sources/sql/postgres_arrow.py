@@ -32,7 +32,7 @@ a table name or a cursor value cannot inject SQL. Bound parameters would force t
 off its COPY path, which is why literals are rendered rather than bound.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -168,13 +168,27 @@ def _convert(batch: pa.RecordBatch, schema: pa.Schema, where: str) -> pa.RecordB
 
 
 def read_postgres(
-    uri: str, table: str, schema: str | None, row_filter: RowFilter | None, batch_bytes: int = 8 << 20
+    uri: str,
+    table: str,
+    schema: str | None,
+    row_filter: RowFilter | None,
+    batch_bytes: int = 8 << 20,
+    *,
+    snapshot: str | None = None,
+    relation: sql.Composable | None = None,
+    extra: Sequence[sql.Composable] = (),
 ) -> pa.RecordBatchReader:
     """Stream ``SELECT * FROM schema.table [WHERE filter]`` as Arrow batches.
 
     ``uri`` is a libpq URI (``postgresql://user@host:port/db``). Batches are about
     ``batch_bytes`` of Arrow data each. The connection closes when the reader is exhausted
     or closed. Raises ``adbc_driver_manager.Error`` subclasses for connection or SQL errors.
+
+    For change data capture: ``snapshot`` reads in the exported snapshot of that name (a
+    repeatable-read transaction, ``SET TRANSACTION SNAPSHOT``); ``relation`` replaces the table in
+    the FROM clause by rows typed exactly like the table's columns (a ``VALUES`` list with an alias),
+    read through the same conversion so they get the table's Arrow types; ``extra`` are select-list
+    items appended after the table's columns.
     """
     # Imported here, not with the module: the ADBC driver manager imports pyarrow.dataset and pandas
     # (0.45 s), which every code location would otherwise pay for when it loads, PostgreSQL or not.
@@ -184,11 +198,20 @@ def read_postgres(
     try:
         cur = conn.cursor()
         cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_bytes)})
+        if snapshot is not None:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)).as_string())
         target = sql.Identifier(schema, table) if schema else sql.Identifier(table)
         cur.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(target).as_string())
         probe = cur.fetch_record_batch().schema
         select, out_schema = _plan(probe, _column_types(cur, target))
-        query = sql.SQL("SELECT {} FROM {}{}").format(sql.SQL(", ").join(select), target, _where(row_filter))
+        if extra:
+            probe_extra = sql.SQL("SELECT {} FROM {} LIMIT 0").format(sql.SQL(", ").join(extra), relation or target)
+            cur.execute(probe_extra.as_string())
+            out_schema = pa.schema([*out_schema, *cur.fetch_record_batch().schema])
+        query = sql.SQL("SELECT {} FROM {}{}").format(
+            sql.SQL(", ").join([*select, *extra]), relation or target, _where(row_filter)
+        )
         cur.execute(query.as_string())
         source = cur.fetch_record_batch()
     except BaseException:

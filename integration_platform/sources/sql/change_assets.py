@@ -1,0 +1,149 @@
+"""The Dagster side of a SqlSource table read by change data capture (``cdc:`` in YAML).
+
+The lake asset runs :func:`~integration_platform.core.changes.capture` over the table's change
+log (PostgreSQL: :class:`~integration_platform.sources.sql.postgres_cdc.PostgresChangeLog`); the
+warehouse asset is every stream's. Besides: the ``log_lag_within_limit`` check (WARN when the slot
+retains more WAL than ``lag_warn_bytes``: a slot nobody drains fills the source's disk) and a
+sensor, stopped by default, that requests a drain when the slot has changes waiting.
+"""
+
+from typing import Any, Literal
+
+import dagster as dg
+from pydantic import Field
+
+from integration_platform.assets.config_model import SafeModel
+from integration_platform.assets.stream_assets import (
+    FULL_REFRESH_TAG,
+    StreamRunConfig,
+    lake_asset_arguments,
+    lake_key,
+    start_lake_step,
+    warehouse_key,
+)
+from integration_platform.core.changes import ChangeLimits, capture
+from integration_platform.core.extract import rows_held
+from integration_platform.core.streams import StreamSpec
+from integration_platform.sources.sql.database import SqlDatabaseResource
+from integration_platform.sources.sql.postgres_cdc import SLOT_NAME, cursor_prefix
+
+LAG_CHECK = "log_lag_within_limit"
+DRAIN_TAG = "integration_platform/cdc_drain"
+
+
+class SqlChangeCapture(SafeModel, dg.Resolvable):
+    """``cdc:`` of a table: read it from the database's change log instead of by a cursor."""
+
+    publication: str | None = Field(
+        default=None,
+        pattern=SLOT_NAME.pattern,
+        description="An existing publication holding the table; default: one per stream, created when missing.",
+    )
+    deletes: Literal["hard", "soft"] = Field(
+        default="hard", description="hard: deleted rows leave the table; soft: they stay with _ip_deleted_at set."
+    )
+    history: bool = Field(default=False, description="Also keep every version of every row in <stream>__history.")
+    batch_changes: int = Field(default=20_000, ge=1, description="Changes per landed batch (whole transactions).")
+    max_changes: int = Field(default=5_000_000, ge=1, description="Changes one run takes at most.")
+    lag_warn_bytes: int = Field(default=1 << 30, ge=0, description="WAL the slot may retain before the check warns.")
+    sensor_interval_seconds: int = Field(default=60, ge=5, description="How often the drain sensor looks.")
+
+
+def _status_check(spec: StreamSpec, status: dict[str, Any], limit: int) -> dg.AssetCheckResult:
+    retained = int(status.get("wal_retained_bytes", 0))
+    exists = bool(status.get("slot_exists"))
+    return dg.AssetCheckResult(
+        asset_key=lake_key(spec),
+        check_name=LAG_CHECK,
+        passed=exists and retained <= limit,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"wal_retained_bytes": retained, "limit_bytes": limit, "slot": str(status.get("slot", ""))},
+        description=None
+        if exists and retained <= limit
+        else f"slot {status.get('slot')} does not exist (the next run takes a snapshot)"
+        if not exists
+        else f"slot {status.get('slot')} retains {retained} bytes of WAL (limit {limit}): drain the stream",
+    )
+
+
+def change_lake_asset(
+    spec: StreamSpec, kind: str, resource_key: str, table: str, schema: str | None, options: SqlChangeCapture
+) -> dg.AssetsDefinition:
+    """The lake asset of a change-captured table (module doc)."""
+    check = dg.AssetCheckSpec(
+        LAG_CHECK, asset=lake_key(spec), description=f"The replication slot retains <= {options.lag_warn_bytes} bytes."
+    )
+    prefix = cursor_prefix(spec.source, spec.name)
+
+    @dg.multi_asset(**lake_asset_arguments(spec, kind, resource_key, check_specs=[check]))
+    def _capture(context: dg.AssetExecutionContext, config: StreamRunConfig) -> dg.MaterializeResult:
+        database: SqlDatabaseResource = getattr(context.resources, resource_key)
+        log = database.change_log(table, schema, prefix, options.publication)
+        store = start_lake_step(context, spec)
+        full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG, "").lower() == "true"
+        limits = ChangeLimits(batch_changes=options.batch_changes, max_changes=options.max_changes)
+        stats = capture(
+            store,
+            spec,
+            log,
+            log.new_cursor,
+            limits,
+            context.run.run_id,
+            full_refresh=full_refresh,
+            say=context.log.info,
+        )
+        status = log.status(stats.cursor)
+        context.log.info(
+            f"{spec.path}: {stats.landing.rows_landed} changes landed in {stats.landing.batches} batch(es) "
+            f"{stats.changes}; slot {stats.cursor} at {status.get('confirmed_flush_lsn')}, "
+            f"{status.get('wal_retained_bytes')} bytes of WAL retained"
+        )
+        return dg.MaterializeResult(
+            asset_key=lake_key(spec),
+            metadata={
+                **stats.metadata(),
+                **status,
+                "dagster/row_count": rows_held(store, spec),
+                "dagster/uri": store.uri(spec.path),
+            },
+            check_results=[_status_check(spec, status, options.lag_warn_bytes)]
+            if dg.AssetCheckKey(lake_key(spec), LAG_CHECK) in context.selected_asset_check_keys
+            else [],
+        )
+
+    return _capture
+
+
+def change_sensor(
+    spec: StreamSpec, resource_key: str, table: str, schema: str | None, options: SqlChangeCapture
+) -> dg.SensorDefinition:
+    """Requests a drain of the stream (lake and warehouse) when its slot has changes waiting and no
+    drain of it is in flight; the run key is the slot's confirmed position, so one position is
+    drained once."""
+    prefix = cursor_prefix(spec.source, spec.name)
+
+    @dg.sensor(
+        name=f"{spec.source}_{spec.name}_changes",
+        minimum_interval_seconds=options.sensor_interval_seconds,
+        asset_selection=[lake_key(spec), warehouse_key(spec)],
+        required_resource_keys={resource_key},
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description=f"Requests a drain of {table} when its replication slot has changes waiting.",
+    )
+    def _changes(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        database: SqlDatabaseResource = getattr(context.resources, resource_key)
+        log = database.change_log(table, schema, prefix, options.publication)
+        waiting, position = log.waiting()
+        if position is None:
+            return dg.SkipReason(f"no replication slot for {spec.path} yet: materialise it once to take the snapshot")
+        if not waiting:
+            return dg.SkipReason(f"no changes waiting after {position}")
+        active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+        in_flight = context.instance.get_runs(filters=dg.RunsFilter(tags={DRAIN_TAG: spec.path}, statuses=active))
+        if in_flight:
+            return dg.SkipReason(f"changes waiting after {position}; drain run {in_flight[0].run_id} in flight")
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(run_key=f"{spec.path}@{position}", tags={DRAIN_TAG: spec.path})]
+        )
+
+    return _changes

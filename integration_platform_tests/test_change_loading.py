@@ -1,0 +1,101 @@
+"""Loading change rows (the core of change data capture) into DuckDB: log order, deletes, history."""
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from integration_platform.core.changes import rows_after_changes
+from integration_platform.core.lake import LocalLake
+from integration_platform.core.landing import land
+from integration_platform.core.loading import load, pending
+from integration_platform.core.streams import ChangeCapture, StreamSpec
+
+pytestmark = pytest.mark.fast
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def changes(rows: list[tuple[int, str | None, str, int, int]]) -> pa.Table:
+    """Change rows ``(id, name, op, log position, seq)``."""
+    return pa.table(
+        {
+            "id": pa.array([r[0] for r in rows], pa.int64()),
+            "name": pa.array([r[1] for r in rows], pa.string()),
+            "_ip_op": [r[2] for r in rows],
+            "_ip_log_position": pa.array([r[3] for r in rows], pa.int64()),
+            "_ip_change_seq": pa.array([r[4] for r in rows], pa.int32()),
+            "_ip_committed_at": pa.array([T0 + dt.timedelta(seconds=r[3]) for r in rows], pa.timestamp("us", "UTC")),
+        }
+    )
+
+
+def apply(tmp_path: Path, spec: StreamSpec, landings: list[tuple[str, pa.Table, bool]]) -> duckdb.DuckDBPyConnection:
+    store = LocalLake(tmp_path / "lake")
+    for window, table, full in landings:
+        land(store, spec, window, table.to_batches(), table.schema, full=full)
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    load(conn, store, spec, pending(conn, store, spec))
+    (held,) = conn.execute(f"SELECT count(*) FROM {spec.source}.{spec.name}").fetchall()[0]
+    assert rows_after_changes(store, spec) == held
+    return conn
+
+
+def spec(**changes: Any) -> StreamSpec:
+    return StreamSpec("src", "t", "merge", primary_key=("id",), changes=ChangeCapture(**changes))
+
+
+SNAPSHOT = changes([(1, "a", "snapshot", 10, 0), (2, "b", "snapshot", 10, 0), (3, "c", "snapshot", 10, 0)])
+#: Log order differs from file order: each key's latest change must win by position, then seq.
+BATCH = changes(
+    [
+        (1, "a2", "update", 20, 1),
+        (1, "a1", "update", 20, 0),
+        (2, None, "delete", 30, 0),
+        (4, "d", "insert", 20, 2),
+        (4, None, "delete", 40, 0),
+        (4, "d2", "insert", 50, 0),
+        (3, None, "delete", 60, 0),
+        (3, "c2", "insert", 60, 1),
+        (5, "e", "insert", 61, 0),
+        (5, "e2", "update", 62, 0),
+        (5, None, "delete", 63, 0),
+    ]
+)
+
+
+def test_hard_deletes_in_log_order(tmp_path: Path) -> None:
+    conn = apply(tmp_path, spec(), [("snap", SNAPSHOT, True), ("b1", BATCH, False)])
+    rows = conn.execute("SELECT id, name, _ip_op FROM src.t ORDER BY id").fetchall()
+    assert rows == [(1, "a2", "update"), (3, "c2", "insert"), (4, "d2", "insert")]
+
+
+def test_a_delete_in_a_later_landing_removes_the_row(tmp_path: Path) -> None:
+    later = changes([(1, None, "delete", 70, 0)])
+    conn = apply(tmp_path, spec(), [("snap", SNAPSHOT, True), ("b1", BATCH, False), ("b2", later, False)])
+    assert conn.execute("SELECT id FROM src.t ORDER BY id").fetchall() == [(3,), (4,)]
+
+
+def test_soft_deletes_keep_the_row_stamped(tmp_path: Path) -> None:
+    conn = apply(tmp_path, spec(deletes="soft"), [("snap", SNAPSHOT, True), ("b1", BATCH, False)])
+    rows = conn.execute("SELECT id, name, _ip_op, _ip_deleted_at FROM src.t ORDER BY id").fetchall()
+    assert rows == [
+        (1, "a2", "update", None),
+        (2, "b", "delete", T0 + dt.timedelta(seconds=30)),  # the row as it was, stamped
+        (3, "c2", "insert", None),
+        (4, "d2", "insert", None),
+        (5, "e2", "delete", T0 + dt.timedelta(seconds=63)),  # inserted and deleted in the batch: as it last was
+    ]
+
+
+def test_history_holds_every_version_once_even_when_reapplied(tmp_path: Path) -> None:
+    conn = apply(tmp_path, spec(history=True), [("snap", SNAPSHOT, True), ("b1", BATCH, False)])
+    versions = conn.execute("SELECT id, count(*) FROM src.t__history GROUP BY id ORDER BY id").fetchall()
+    assert versions == [(1, 3), (2, 2), (3, 3), (4, 3), (5, 3)]
+    store = LocalLake(tmp_path / "lake")
+    again = changes([(1, "a3", "update", 20, 1)])  # the window landed again (a retried landing)
+    land(store, spec(history=True), "b1", again.to_batches(), again.schema, full=False)
+    load(conn, store, spec(history=True), pending(conn, store, spec(history=True)))
+    assert conn.execute("SELECT count(*) FROM src.t__history").fetchone() == (3 + 1,)  # snapshot + b1 as retried

@@ -1,0 +1,81 @@
+"""A PostgreSQL cluster of our own, for change data capture: ``wal_level=logical`` on a loopback port.
+
+The machine's shared PostgreSQL runs with ``wal_level=replica``, which has no logical decoding, so
+the CDC tests and benchmark start their own cluster from Debian's binaries: ``initdb`` into a
+temporary folder (as the ``postgres`` user when run as root: PostgreSQL refuses to run as root),
+``postgres`` listening on 127.0.0.1 only, stopped by pid (SIGINT: PostgreSQL's fast shutdown) and
+its folder removed.
+"""
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sandbox import ServerMissing
+from sandbox.processes import free_port, stop, wait_for_port
+
+SETTINGS = {
+    "wal_level": "logical",
+    "listen_addresses": "127.0.0.1",
+    "max_replication_slots": "20",
+    "max_wal_senders": "20",
+    "fsync": "off",  # a throwaway cluster: durability is not what the tests measure
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "shared_buffers": "256MB",
+    "max_wal_size": "4GB",
+}
+
+
+def _binaries() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[4]))
+    if not found:
+        raise ServerMissing("PostgreSQL server binaries (apt-get install postgresql-15)")
+    return Path(found[-1]).parent
+
+
+@contextmanager
+def logical_postgres(settings: dict[str, str] | None = None) -> Iterator[str]:
+    """Start a cluster with :data:`SETTINGS` (and ``settings`` over them); yields its libpq URI
+    (``postgresql://postgres@127.0.0.1:<port>/postgres``, trust authentication). Raises
+    :class:`~sandbox.ServerMissing` without Debian's PostgreSQL binaries and ``RuntimeError`` when
+    the server exits at start."""
+    binaries = _binaries()
+    folder = Path(tempfile.mkdtemp(prefix="ip-pg-"))
+    user = group = None
+    if os.geteuid() == 0:
+        user = group = "postgres"
+        shutil.chown(folder, "postgres", "postgres")
+    try:
+        subprocess.run(
+            [str(binaries / "initdb"), "-D", str(folder / "data"), "-A", "trust", "-U", "postgres", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+            user=user,
+            group=group,
+        )
+        port = free_port()
+        options = [f"-c{name}={value}" for name, value in {**SETTINGS, **(settings or {})}.items()]
+        with open(folder / "server.log", "wb") as log:
+            process = subprocess.Popen(
+                [str(binaries / "postgres"), "-D", str(folder / "data"), "-p", str(port), "-k", str(folder), *options],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                user=user,
+                group=group,
+            )
+        try:
+            wait_for_port(port, process, details=lambda: (folder / "server.log").read_text()[-2000:])
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+            stop(process)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
