@@ -189,11 +189,13 @@ def test_snapshot_and_1000_mixed_changes_equal_the_source_row_for_row(
             assert passed, (table, name, metadata)
 
 
-def test_a_run_killed_between_landing_and_confirming_repeats_nothing(
-    source: str, tmp_path: Path, instance: dg.DagsterInstance
+@pytest.mark.parametrize("killed_at", ["_decode", "confirm"])
+def test_a_run_killed_mid_batch_loses_and_repeats_nothing(
+    source: str, tmp_path: Path, instance: dg.DagsterInstance, killed_at: str
 ) -> None:
-    """kill -9 right after a batch's landing committed, before the slot was advanced: the rerun
-    neither lands that batch again nor misses the rest (the history holds each change once)."""
+    """kill -9 while a batch is read (nothing landed) or right after its landing committed, before the
+    slot was advanced: the rerun neither lands a change twice nor misses one (the history holds each
+    change of the source once)."""
     text = yaml(batch=200)
     target = platform(text, tmp_path, instance)
     assert target.materialize([FILM]).success
@@ -201,7 +203,7 @@ def test_a_run_killed_between_landing_and_confirming_repeats_nothing(
     home = tmp_path / "home"
     home.mkdir()
     (tmp_path / "pagila.yaml").write_text(text)
-    killed = killed_in("integration_platform.sources.sql.postgres_cdc", "PostgresChangeLog", "confirm",
+    killed = killed_in("integration_platform.sources.sql.postgres_cdc", "PostgresChangeLog", killed_at,
                        str(tmp_path / "pagila.yaml"), str(tmp_path), str(home), "pagila/film")  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert target.materialize([FILM, dg.AssetKey(["warehouse", "pagila.film"])]).success
@@ -224,7 +226,13 @@ def test_five_updates_between_runs_keep_five_versions_and_a_new_column_appears(
         sql(source, "UPDATE film SET rental_rate = %s WHERE film_id = 7", [f"{n}.25"])
     sql(source, "ALTER TABLE film ADD COLUMN studio text")
     sql(source, "UPDATE film SET studio = 'Pagila Pictures' WHERE film_id IN (8, 9)")
-    assert target.materialize().success
+    sql(source, "ALTER TABLE film ALTER COLUMN rental_duration TYPE bigint")  # widened: int2 -> int8
+    sql(source, "UPDATE film SET rental_duration = 5000000000 WHERE film_id = 10")
+    result = target.materialize()
+    assert result.success
+    changed = latest_metadata(instance, dg.AssetKey(["warehouse", "pagila.film"]))["schema_changes"]
+    assert "new column studio" in changed and "column rental_duration: SMALLINT -> BIGINT" in changed, changed
+    assert target.query("SELECT rental_duration FROM pagila.film WHERE film_id = 10") == [(5000000000,)]
     versions = target.query(
         "SELECT _ip_op, rental_rate::text FROM pagila.film__history WHERE film_id = 7 "
         "ORDER BY _ip_log_position, _ip_change_seq"
@@ -273,3 +281,30 @@ def test_a_truncate_fails_naming_the_table_and_a_full_refresh_recovers(
     assert meta["snapshot_taken"] is True and meta["snapshot_rows"] == 0 and meta["log_cursor"] != old
     slots = sql(source, "SELECT slot_name FROM pg_replication_slots WHERE database = current_database()")
     assert [s for (s,) in slots] == [meta["log_cursor"]], "the old slot was not dropped"
+
+
+def test_the_drain_sensor_requests_a_run_only_when_the_table_has_changes_waiting(
+    source: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    target = platform(yaml(), tmp_path, instance)
+    sensor = next(s for s in target.defs.sensors or [] if s.name == "pagila_film_changes")
+    assert isinstance(sensor, dg.SensorDefinition)
+
+    def tick() -> tuple[list[dg.RunRequest], str | None]:
+        resources = dict(target.defs.resources or {})
+        with dg.build_sensor_context(definitions=target.defs, resources=resources, instance=instance) as context:
+            result = sensor.evaluate_tick(context)
+        return list(result.run_requests or []), result.skip_message
+
+    requests, skipped = tick()
+    assert requests == [] and skipped and "no replication slot" in skipped
+    assert target.materialize([FILM]).success
+    sql(source, "UPDATE actor SET first_name = 'X' WHERE actor_id = 1")  # another table's change
+    sql(source, "CHECKPOINT")
+    assert tick()[0] == []
+    sql(source, "UPDATE film SET length = 99 WHERE film_id = 3")
+    sql(source, "CHECKPOINT")
+    requests, _ = tick()
+    assert len(requests) == 1 and (requests[0].run_key or "").startswith("pagila/film@")
+    assert target.materialize([FILM]).success and latest_metadata(instance, FILM)["updates"] == 1
+    assert tick()[0] == []

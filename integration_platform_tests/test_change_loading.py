@@ -99,3 +99,5 @@ def test_history_holds_every_version_once_even_when_reapplied(tmp_path: Path) ->
     land(store, spec(history=True), "b1", again.to_batches(), again.schema, full=False)
     load(conn, store, spec(history=True), pending(conn, store, spec(history=True)))
     assert conn.execute("SELECT count(*) FROM src.t__history").fetchone() == (3 + 1,)  # snapshot + b1 as retried
+    columns = [c for (c,) in conn.execute("SELECT column_name FROM (DESCRIBE src.t__history)").fetchall()]
+    assert columns == ["id", "name", "_ip_op", "_ip_log_position", "_ip_change_seq", "_ip_committed_at", "_ip_window"]

@@ -138,9 +138,10 @@ def _columns(conn: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
     return {row[0]: row[1] for row in conn.execute(f"DESCRIBE {relation}").fetchall()}
 
 
-def _evolve(conn: duckdb.DuckDBPyConnection, target: str, staged: str) -> list[str]:
-    """Add to ``target`` the columns ``staged`` has and it lacks (nullable). Returns their names."""
-    have = {c.lower() for c in _columns(conn, target)}
+def _evolve(conn: duckdb.DuckDBPyConnection, target: str, staged: str, skip: Collection[str] = ()) -> list[str]:
+    """Add to ``target`` the columns ``staged`` has and it lacks (nullable), but those in ``skip``.
+    Returns their names."""
+    have = {c.lower() for c in [*_columns(conn, target), *skip]}
     added = []
     for column, kind in _columns(conn, staged).items():
         if column.lower() not in have:
@@ -215,7 +216,8 @@ def _append_history(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, rows: str
     history = history_table_name(spec)
     columns = ", ".join(quote(c) for c, _ in _columns(conn, rows).items() if c not in (SEQ, DELETED_COLUMN))
     conn.execute(f"CREATE TABLE IF NOT EXISTS {history} AS SELECT {columns} FROM {rows} LIMIT 0")
-    _evolve(conn, history, rows)
+    _evolve(conn, history, rows, skip=(SEQ, DELETED_COLUMN))
+    _reconcile_types(conn, history, rows, windows[0] if len(windows) == 1 else f"{windows[0]} .. {windows[-1]}")
     conn.execute(f"DELETE FROM {history} WHERE {quote(WINDOW_COLUMN)} IN (SELECT unnest(?::VARCHAR[]))", [windows])
     conn.execute(f"INSERT INTO {history} BY NAME SELECT {columns} FROM {rows}")
 
