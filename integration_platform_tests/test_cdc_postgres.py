@@ -19,6 +19,7 @@ import dagster as dg
 import psycopg
 import pytest
 
+from integration_platform.sources.sql.postgres_cdc import array_constant
 from integration_platform_tests.run_stream import killed_in
 from integration_platform_tests.services import missing, shared_file
 from sandbox.harness import Platform, latest_metadata, platform
@@ -308,3 +309,14 @@ def test_the_drain_sensor_requests_a_run_only_when_the_table_has_changes_waiting
     assert len(requests) == 1 and (requests[0].run_key or "").startswith("pagila/film@")
     assert target.materialize([FILM]).success and latest_metadata(instance, FILM)["updates"] == 1
     assert tick()[0] == []
+
+
+def test_text_sent_back_to_postgresql_round_trips_whatever_it_holds(cdc_cluster: str) -> None:
+    """Values from the log go back to PostgreSQL as one array constant per column: quotes, backslashes,
+    braces, commas, the word NULL, empty strings and newlines arrive as they left."""
+    values = ["", "NULL", None, "a,b", '{"x"}', "back\\slash", "it's", "ünï ☃", "\\\"'\\'", "line\nbreak\ttab", "}{"]
+    for standard_strings in ("on", "off"):
+        with psycopg.connect(cdc_cluster, autocommit=True) as conn:
+            conn.execute(f"SET standard_conforming_strings = {standard_strings}")
+            back = conn.execute(f"SELECT unnest({array_constant(values)})").fetchall()
+        assert [v for (v,) in back] == values

@@ -33,7 +33,8 @@ SETTINGS = {
 }
 
 
-def _binaries() -> Path:
+def binaries() -> Path:
+    """The folder of the newest installed PostgreSQL server binaries (Debian: /usr/lib/postgresql/<v>/bin)."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[4]))
     if not found:
         raise ServerMissing("PostgreSQL server binaries (apt-get install postgresql-15)")
@@ -46,7 +47,7 @@ def logical_postgres(settings: dict[str, str] | None = None) -> Iterator[str]:
     (``postgresql://postgres@127.0.0.1:<port>/postgres``, trust authentication). Raises
     :class:`~sandbox.ServerMissing` without Debian's PostgreSQL binaries and ``RuntimeError`` when
     the server exits at start."""
-    binaries = _binaries()
+    folder_of = binaries()
     folder = Path(tempfile.mkdtemp(prefix="ip-pg-"))
     user = group = None
     if os.geteuid() == 0:
@@ -54,7 +55,7 @@ def logical_postgres(settings: dict[str, str] | None = None) -> Iterator[str]:
         shutil.chown(folder, "postgres", "postgres")
     try:
         subprocess.run(
-            [str(binaries / "initdb"), "-D", str(folder / "data"), "-A", "trust", "-U", "postgres", "-E", "UTF8"],
+            [str(folder_of / "initdb"), "-D", str(folder / "data"), "-A", "trust", "-U", "postgres", "-E", "UTF8"],
             check=True,
             capture_output=True,
             user=user,
@@ -64,7 +65,7 @@ def logical_postgres(settings: dict[str, str] | None = None) -> Iterator[str]:
         options = [f"-c{name}={value}" for name, value in {**SETTINGS, **(settings or {})}.items()]
         with open(folder / "server.log", "wb") as log:
             process = subprocess.Popen(
-                [str(binaries / "postgres"), "-D", str(folder / "data"), "-p", str(port), "-k", str(folder), *options],
+                [str(folder_of / "postgres"), "-D", str(folder / "data"), "-p", str(port), "-k", str(folder), *options],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 user=user,

@@ -177,6 +177,7 @@ def read_postgres(
     snapshot: str | None = None,
     relation: sql.Composable | None = None,
     extra: Sequence[sql.Composable] = (),
+    extra_schema: pa.Schema | None = None,
 ) -> pa.RecordBatchReader:
     """Stream ``SELECT * FROM schema.table [WHERE filter]`` as Arrow batches.
 
@@ -188,7 +189,8 @@ def read_postgres(
     repeatable-read transaction, ``SET TRANSACTION SNAPSHOT``); ``relation`` replaces the table in
     the FROM clause by rows typed exactly like the table's columns (a ``VALUES`` list with an alias),
     read through the same conversion so they get the table's Arrow types; ``extra`` are select-list
-    items appended after the table's columns.
+    items appended after the table's columns, of the Arrow types ``extra_schema`` gives (required with
+    ``extra``: the reader's schema is known before the query runs).
     """
     # Imported here, not with the module: the ADBC driver manager imports pyarrow.dataset and pandas
     # (0.45 s), which every code location would otherwise pay for when it loads, PostgreSQL or not.
@@ -205,10 +207,8 @@ def read_postgres(
         cur.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(target).as_string())
         probe = cur.fetch_record_batch().schema
         select, out_schema = _plan(probe, _column_types(cur, target))
-        if extra:
-            probe_extra = sql.SQL("SELECT {} FROM {} LIMIT 0").format(sql.SQL(", ").join(extra), relation or target)
-            cur.execute(probe_extra.as_string())
-            out_schema = pa.schema([*out_schema, *cur.fetch_record_batch().schema])
+        if extra_schema is not None:
+            out_schema = pa.schema([*out_schema, *extra_schema])
         query = sql.SQL("SELECT {} FROM {}{}").format(
             sql.SQL(", ").join([*select, *extra]), relation or target, _where(row_filter)
         )
