@@ -228,13 +228,14 @@ class PostgresChangeLog:
             # (pg_current_wal_lsn) would skip commits not yet flushed (synchronous_commit = off).
             upto = str(conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()[0])  # type: ignore[index]
             while True:
-                rows = conn.execute(
-                    "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes(%s, %s::pg_lsn, %s, "
+                rows = conn.execute(  # binary results: the messages as bytes, not hex text to decode
+                    "SELECT (lsn - '0/0')::bigint, data FROM pg_logical_slot_peek_binary_changes(%s, %s::pg_lsn, %s, "
                     "'proto_version', '1', 'publication_names', %s)",
                     [cursor, upto, limits.batch_changes, self.publication],
+                    binary=True,
                 ).fetchall()
                 done = len(rows) < limits.batch_changes
-                batch = list(transactions((lsn_int(lsn), bytes(data)) for lsn, data in rows))
+                batch = list(transactions((int(lsn), bytes(data)) for lsn, data in rows))
                 position = max([lsn_int(upto)] if done else [], default=0)
                 position = max([position, *(t.end_lsn for t in batch)])
                 if position == 0:  # a full batch always ends in a commit; nothing at all: up to the end
