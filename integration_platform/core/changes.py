@@ -52,9 +52,23 @@ COMMITTED_COLUMN = "_ip_committed_at"
 DELETED_COLUMN = "_ip_deleted_at"
 CHANGE_COLUMNS = (OP_COLUMN, POSITION_COLUMN, SEQ_COLUMN, COMMITTED_COLUMN)
 Operation = Literal["snapshot", "insert", "update", "delete"]
+#: The change columns' Arrow types (text, bigint, integer, timestamptz as the SQL readers give them).
+CHANGE_SCHEMA = pa.schema(
+    [
+        pa.field(OP_COLUMN, pa.string()),
+        pa.field(POSITION_COLUMN, pa.int64()),
+        pa.field(SEQ_COLUMN, pa.int32()),
+        pa.field(COMMITTED_COLUMN, pa.timestamp("us", "UTC")),
+    ]
+)
 #: Manifest ``extra`` keys: the log cursor (slot) a snapshot started, and a landing's log position.
 CURSOR_KEY = "log_cursor"
 POSITION_KEY = "log_position"
+
+
+class ChangeCaptureError(RuntimeError):
+    """The change log cannot be landed as it is (a truncate, a value the log left out, a server not set
+    up for capture); the message names the table and the fix."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +116,8 @@ class ChangeLog(Protocol):
         ...
 
     def status(self, cursor: str) -> dict[str, Any]:
-        """What the materialisation shows about the cursor (position, bytes of log retained)."""
+        """What the materialisation shows about the cursor: at least ``log_cursor_exists`` and, when it
+        does, ``log_retained_bytes`` (log the server keeps for it), then the kind's own figures."""
         ...
 
 

@@ -25,7 +25,7 @@ from integration_platform.core.changes import ChangeLimits, capture
 from integration_platform.core.extract import rows_held
 from integration_platform.core.streams import StreamSpec
 from integration_platform.sources.sql.database import SqlDatabaseResource
-from integration_platform.sources.sql.postgres_cdc import SLOT_NAME, cursor_prefix
+from integration_platform.sources.sql.postgres_cdc import SLOT_NAME, PostgresChangeLog, cursor_prefix
 
 LAG_CHECK = "log_lag_within_limit"
 DRAIN_TAG = "integration_platform/cdc_drain"
@@ -49,20 +49,20 @@ class SqlChangeCapture(SafeModel, dg.Resolvable):
     sensor_interval_seconds: int = Field(default=60, ge=5, description="How often the drain sensor looks.")
 
 
-def _status_check(spec: StreamSpec, status: dict[str, Any], limit: int) -> dg.AssetCheckResult:
-    retained = int(status.get("wal_retained_bytes", 0))
-    exists = bool(status.get("slot_exists"))
+def _status_check(spec: StreamSpec, cursor: str, status: dict[str, Any], limit: int) -> dg.AssetCheckResult:
+    retained = int(status.get("log_retained_bytes", 0))
+    exists = bool(status.get("log_cursor_exists"))
     return dg.AssetCheckResult(
         asset_key=lake_key(spec),
         check_name=LAG_CHECK,
         passed=exists and retained <= limit,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"wal_retained_bytes": retained, "limit_bytes": limit, "slot": str(status.get("slot", ""))},
+        metadata={"log_retained_bytes": retained, "limit_bytes": limit, "log_cursor": cursor},
         description=None
         if exists and retained <= limit
-        else f"slot {status.get('slot')} does not exist (the next run takes a snapshot)"
+        else f"the change log of {cursor} is gone (the next run takes a snapshot)"
         if not exists
-        else f"slot {status.get('slot')} retains {retained} bytes of WAL (limit {limit}): drain the stream",
+        else f"{cursor}: the server keeps {retained} bytes of log for this stream (limit {limit}): drain it",
     )
 
 
@@ -95,8 +95,8 @@ def change_lake_asset(
         status = log.status(stats.cursor)
         context.log.info(
             f"{spec.path}: {stats.landing.rows_landed} changes landed in {stats.landing.batches} batch(es) "
-            f"{stats.changes}; slot {stats.cursor} at {status.get('confirmed_flush_lsn')}, "
-            f"{status.get('wal_retained_bytes')} bytes of WAL retained"
+            f"{stats.changes}; log cursor {stats.cursor} at {stats.position or '(unchanged)'}, "
+            f"{status.get('log_retained_bytes')} bytes of log retained"
         )
         return dg.MaterializeResult(
             asset_key=lake_key(spec),
@@ -106,7 +106,7 @@ def change_lake_asset(
                 "dagster/row_count": rows_held(store, spec),
                 "dagster/uri": store.uri(spec.path),
             },
-            check_results=[_status_check(spec, status, options.lag_warn_bytes)]
+            check_results=[_status_check(spec, stats.cursor, status, options.lag_warn_bytes)]
             if dg.AssetCheckKey(lake_key(spec), LAG_CHECK) in context.selected_asset_check_keys
             else [],
         )
@@ -133,6 +133,8 @@ def change_sensor(
     def _changes(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         database: SqlDatabaseResource = getattr(context.resources, resource_key)
         log = database.change_log(table, schema, prefix, options.publication)
+        if not isinstance(log, PostgresChangeLog):
+            return dg.SkipReason(f"{spec.path}: only a PostgreSQL slot can be looked at without reading it")
         waiting, position = log.waiting()
         if position is None:
             return dg.SkipReason(f"no replication slot for {spec.path} yet: materialise it once to take the snapshot")

@@ -468,11 +468,12 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             if options is None:
                 assets += stream_assets(spec, kind, self.resource_key, self._extractor(table))
                 continue
-            if kind in ("mysql", "mariadb", "sqlite"):  # unknown until run time when the URL's env var is unset
-                raise ValueError(f"table {table!r}: 'cdc' needs a PostgreSQL source (this one is {kind})")
+            if kind == "sqlite":  # other kinds are known only at run time when the URL's env var is unset
+                raise ValueError(f"table {table!r}: 'cdc' needs PostgreSQL or MySQL/MariaDB (this source is {kind})")
             key, schema = self.resource_key, self.schema_name
             assets += [change_lake_asset(spec, kind, key, table, schema, options), warehouse_asset(spec)]
-            sensors.append(change_sensor(spec, key, table, schema, options))
+            if kind not in ("mysql", "mariadb"):  # a binlog has no server-side cursor to peek at
+                sensors.append(change_sensor(spec, key, table, schema, options))
         return assets, sensors
 
     def build_defs_from_state(self, context: dg.ComponentLoadContext, state_path: Path | None) -> dg.Definitions:

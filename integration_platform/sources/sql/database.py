@@ -4,8 +4,9 @@ import fnmatch
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import pyarrow as pa
@@ -18,6 +19,9 @@ from integration_platform.core.extract import MissingColumnError
 from integration_platform.core.row_filter import RowFilter
 from integration_platform.sources.sql.postgres_arrow import read_postgres
 from integration_platform.sources.sql.postgres_cdc import PostgresChangeLog
+
+if TYPE_CHECKING:
+    from integration_platform.sources.sql.mariadb_cdc import MariaDbChangeLog
 
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -129,6 +133,20 @@ def json_or_none(value: Any) -> str | None:
 
 
 _CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError)
+
+
+#: A column as the generic reader lands it: name, Arrow type, converter of each value (or None).
+TypedColumn = tuple[str, pa.DataType, Callable[[Any], Any] | None]
+
+
+def arrow_batch(table: str, typed: Sequence[TypedColumn], columns: Sequence[Sequence[Any]]) -> pa.RecordBatch:
+    """One record batch of ``columns`` (values per column, in ``typed``'s order) with ``typed``'s types;
+    raises ``ValueError`` naming the table, column and value that does not fit."""
+    arrays = [
+        _column(table, name, kind, convert, values)
+        for (name, kind, convert), values in zip(typed, columns, strict=True)
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema([(name, kind) for name, kind, _ in typed]))
 
 
 def _column(
@@ -245,12 +263,21 @@ class SqlDatabaseResource(dg.ConfigurableResource):
         """The URL as a libpq URI (``postgresql://...``, password included) for PostgreSQL's own clients."""
         return sa.make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
 
-    def change_log(self, table: str, schema: str | None, prefix: str, publication: str | None) -> PostgresChangeLog:
-        """The table's change log (see :class:`PostgresChangeLog`). Raises ``ValueError`` for a database
-        other than PostgreSQL."""
-        if self.dialect != "postgresql":
-            raise ValueError(f"table {table}: change data capture (cdc) needs PostgreSQL, not {self.dialect}")
-        return PostgresChangeLog(self.libpq_uri(), table, schema, prefix, publication)
+    def change_log(
+        self, table: str, schema: str | None, prefix: str, publication: str | None
+    ) -> "PostgresChangeLog | MariaDbChangeLog":
+        """The table's change log: a replication slot (:class:`PostgresChangeLog`; ``prefix`` names its
+        slots, ``publication`` an existing publication) or the binlog (:class:`MariaDbChangeLog`).
+        Raises ``ValueError`` for a database without one the platform reads."""
+        if self.dialect == "postgresql":
+            return PostgresChangeLog(self.libpq_uri(), table, schema, prefix, publication)
+        if self.dialect in ("mysql", "mariadb"):
+            from integration_platform.sources.sql.mariadb_cdc import MariaDbChangeLog  # it imports this module
+
+            return MariaDbChangeLog(self, table, schema)
+        raise ValueError(
+            f"table {table}: change data capture (cdc) needs PostgreSQL or MySQL/MariaDB, not {self.dialect}"
+        )
 
     def read(self, table: str, schema: str | None = None, row_filter: RowFilter | None = None) -> pa.RecordBatchReader:
         """Stream the table's rows (all columns) as an Arrow ``RecordBatchReader``.
@@ -262,7 +289,17 @@ class SqlDatabaseResource(dg.ConfigurableResource):
             return read_postgres(self.libpq_uri(), table, schema, row_filter)
         return self._read_generic(table, schema, row_filter)
 
-    def _read_generic(self, table: str, schema: str | None, row_filter: RowFilter | None) -> pa.RecordBatchReader:
+    def typed_columns(self, table: str, schema: str | None) -> list[TypedColumn]:
+        """``(name, Arrow type, converter)`` of each column of the table as the generic reader lands it
+        (:func:`arrow_type`), for values read another way (a binlog) to land with the same types."""
+        reflected = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=self.engine())
+        return [(c.name, *arrow_type(c.type)) for c in reflected.columns]
+
+    def _read_generic(
+        self, table: str, schema: str | None, row_filter: RowFilter | None, connection: sa.Connection | None = None
+    ) -> pa.RecordBatchReader:
+        """The generic reader; on ``connection`` when given (a transaction the caller opened, such as a
+        consistent snapshot), else on a connection of its own."""
         engine = self.engine()
         reflected = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=engine)
         typed = [(c.name, *arrow_type(c.type)) for c in reflected.columns]
@@ -290,14 +327,10 @@ class SqlDatabaseResource(dg.ConfigurableResource):
         batch_rows = self.batch_rows
 
         def batches() -> Iterator[pa.RecordBatch]:
-            with engine.connect() as conn:
+            with ExitStack() as stack:
+                conn = connection or stack.enter_context(engine.connect())
                 result = conn.execution_options(stream_results=True, max_row_buffer=batch_rows).execute(statement)
                 for rows in result.partitions(batch_rows):
-                    columns = list(zip(*rows, strict=True))
-                    arrays = [
-                        _column(table, name, kind, convert, values)
-                        for (name, kind, convert), values in zip(typed, columns, strict=True)
-                    ]
-                    yield pa.RecordBatch.from_arrays(arrays, schema=arrow_schema)
+                    yield arrow_batch(table, typed, list(zip(*rows, strict=True)))
 
         return pa.RecordBatchReader.from_batches(arrow_schema, batches())

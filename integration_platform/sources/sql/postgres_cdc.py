@@ -37,31 +37,20 @@ from psycopg import sql
 
 from integration_platform.core.changes import (
     CHANGE_COLUMNS,
+    CHANGE_SCHEMA,
     COMMITTED_COLUMN,
     OP_COLUMN,
     POSITION_COLUMN,
     SEQ_COLUMN,
     ChangeBatch,
+    ChangeCaptureError,
     ChangeLimits,
 )
 from integration_platform.sources.sql.pgoutput import UNCHANGED, Change, Transaction, lsn_int, lsn_text, transactions
 from integration_platform.sources.sql.postgres_arrow import read_postgres
 
-#: The change columns' Arrow types, as the reader gives them for text, bigint, integer and timestamptz.
-CHANGE_SCHEMA = pa.schema(
-    [
-        pa.field(OP_COLUMN, pa.string()),
-        pa.field(POSITION_COLUMN, pa.int64()),
-        pa.field(SEQ_COLUMN, pa.int32()),
-        pa.field(COMMITTED_COLUMN, pa.timestamp("us", "UTC")),
-    ]
-)
 #: Replication slot and publication names: PostgreSQL identifiers we create (63 bytes at most).
 SLOT_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-
-class ChangeCaptureError(RuntimeError):
-    """The change log cannot be landed as it is (a truncate, a value the log left out); names table and fix."""
 
 
 def array_constant(values: Sequence[str | None]) -> str:
@@ -176,7 +165,8 @@ class PostgresChangeLog:
         return [str(name) for (name,) in rows]
 
     def status(self, cursor: str) -> dict[str, Any]:
-        """The slot's confirmed position and the bytes of WAL it retains (``restart_lsn`` to now)."""
+        """The slot's confirmed position and the bytes of WAL it retains (``restart_lsn`` to now), also
+        as the keys every change log reports (``log_cursor_exists``, ``log_retained_bytes``)."""
         with self._connect() as conn:
             row = conn.execute(
                 "SELECT confirmed_flush_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, "
@@ -185,8 +175,9 @@ class PostgresChangeLog:
                 [cursor],
             ).fetchone()
         if row is None:
-            return {"slot": cursor, "slot_exists": False}
-        return {"slot": cursor, "slot_exists": True, "confirmed_flush_lsn": row[0], "wal_retained_bytes": int(row[1]),
+            return {"log_cursor_exists": False, "slot": cursor}
+        return {"log_cursor_exists": True, "log_retained_bytes": int(row[1]), "slot": cursor,
+                "confirmed_flush_lsn": row[0], "wal_retained_bytes": int(row[1]),
                 "wal_unconfirmed_bytes": int(row[2])}  # fmt: skip
 
     def waiting(self) -> tuple[bool, str | None]:

@@ -1,0 +1,235 @@
+"""Change data capture from a real MariaDB binlog (our own server, row-based, full row metadata) on chinook.
+
+The oracle is the platform's own full extract of the same table at the end: after a snapshot and a
+drain of mixed changes, the warehouse table equals it value for value and type for type (unsigned,
+SET, ENUM, TIME, DECIMAL and DATETIME columns included).
+"""
+
+import random
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import pymysql
+import pytest
+
+from integration_platform.core.landing import list_manifests
+from integration_platform.core.streams import StreamSpec
+from integration_platform.sources.sql.database import SqlDatabaseResource
+from integration_platform_tests.run_stream import killed_in
+from integration_platform_tests.services import MARIADB_HOST, MARIADB_PORT, missing, require_port, shared_file
+from sandbox.harness import Platform, latest_metadata, platform
+from sandbox.mariadb_server import binlog_mariadb
+
+YAML = """
+type: integration_platform.components.SqlSource
+attributes:
+  source: chinook
+  url_env: CHINOOK_CDC_URL
+  include: [InvoiceLine, Track, gadget]
+  tables:
+    - table: InvoiceLine
+      cdc: {history: true, batch_changes: BATCH}
+    - table: Track
+      cdc: {batch_changes: BATCH}
+    - table: gadget
+      cdc: {deletes: soft, batch_changes: BATCH}
+"""
+LINES = dg.AssetKey(["chinook", "invoice_line"])
+GADGETS = """
+CREATE TABLE gadget (
+    id INT UNSIGNED PRIMARY KEY,
+    big BIGINT UNSIGNED,
+    small SMALLINT UNSIGNED,
+    flags SET('red', 'green', 'blue'),
+    kind ENUM('tool', 'toy'),
+    span TIME,
+    made DATETIME(6),
+    price DECIMAL(12, 3),
+    note TEXT,
+    data BLOB
+);
+INSERT INTO gadget VALUES
+    (1, 18446744073709551615, 65535, 'blue,red', 'toy', '-838:59:59', '2024-02-29 23:59:59.123456', 1.5, 'a', x'00ff'),
+    (2, 0, 0, '', 'tool', '25:00:00', '1999-12-31 00:00:00', -0.001, NULL, NULL);
+"""
+
+
+def yaml(batch: int = 20_000) -> str:
+    return YAML.replace("BATCH", str(batch))
+
+
+def run_sql(port: int, statement: str, database: str | None = None) -> list[tuple[Any, ...]]:
+    with pymysql.connect(host="127.0.0.1", port=port, user="root", database=database, autocommit=True) as conn:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+            return list(cur.fetchall())
+
+
+@pytest.fixture(scope="session")
+def binlog_server() -> Iterator[int]:
+    """Our own MariaDB with a row-based binlog; yields its port."""
+    with binlog_mariadb() as port:
+        yield port
+
+
+@pytest.fixture
+def chinook(binlog_server: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """chinook (and the gadget table of unusual types) as a fresh database; URL in CHINOOK_CDC_URL."""
+    name = f"chinook_{uuid.uuid4().hex[:8]}"
+    script = shared_file("chinook", "Chinook_MySql.sql").read_text(encoding="utf-8").replace("`Chinook`", f"`{name}`")
+    client = "mariadb"
+    loaded = subprocess.run(
+        [client, "-h", "127.0.0.1", "-P", str(binlog_server), "-u", "root", "--batch"],
+        input=script + f"\nUSE `{name}`;\n" + GADGETS,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if loaded.returncode != 0:
+        missing(f"chinook loaded into our MariaDB: {loaded.stderr[-500:]}")
+    url = f"mysql+pymysql://root@127.0.0.1:{binlog_server}/{name}"
+    monkeypatch.setenv("CHINOOK_CDC_URL", url)
+    try:
+        yield name
+    finally:
+        run_sql(binlog_server, f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def same_as_a_full_extract(target: Platform, url: str, table: str, stream: str, key: str) -> None:
+    """The warehouse table (its existing rows) equals the platform's own full extract, value for value, and
+    every change landing has exactly the snapshot's column types."""
+    fresh = SqlDatabaseResource(url=url).read(table).read_all().sort_by(key)
+    where = " WHERE _ip_deleted_at IS NULL" if stream == "gadget" else ""
+    with duckdb.connect(str(target.warehouse_path), read_only=True) as conn:
+        landed = conn.execute(f'SELECT * FROM chinook."{stream}"{where} ORDER BY "{key}"').to_arrow_table()
+    assert landed.select(fresh.column_names).cast(fresh.schema).to_pylist() == fresh.to_pylist()
+    spec = StreamSpec("chinook", stream, "merge", primary_key=(key,))
+    manifests = list_manifests(target.store, spec)
+    snapshot = dict(next(m for m in manifests if m.full).schema)
+    for manifest in manifests:
+        types = dict(manifest.schema)
+        assert {c: types[c] for c in fresh.column_names if c in types} == {
+            c: snapshot[c] for c in fresh.column_names if c in types
+        }, manifest.window
+
+
+def mixed_changes(port: int, database: str, count: int, seed: int) -> int:
+    """``count`` random inserts, updates and deletes of InvoiceLine, Track and gadget, each in its own
+    transaction; returns the number of InvoiceLine row changes."""
+    rng = random.Random(seed)
+    changed = 0
+    next_line, next_gadget = 100_000, 1000
+    with pymysql.connect(host="127.0.0.1", port=port, user="root", database=database, autocommit=True) as conn:
+        with conn.cursor() as cur:
+            for _ in range(count):
+                op = rng.choice(["insert", "update", "update", "delete", "track", "gadget"])
+                if op == "insert":
+                    next_line += 1
+                    changed += cur.execute(
+                        "INSERT INTO InvoiceLine VALUES (%s, %s, %s, %s, %s)",
+                        (next_line, rng.randint(1, 412), rng.randint(1, 3503), "0.99", rng.randint(1, 5)),
+                    )
+                elif op == "update":
+                    changed += cur.execute(
+                        "UPDATE InvoiceLine SET Quantity = Quantity + 1, UnitPrice = UnitPrice + 0.01 "
+                        "WHERE InvoiceLineId = %s",
+                        (rng.randint(1, 2240),),
+                    )
+                elif op == "delete":
+                    changed += cur.execute("DELETE FROM InvoiceLine WHERE InvoiceLineId = %s", (rng.randint(1, 2240),))
+                elif op == "track":
+                    cur.execute(
+                        "UPDATE Track SET Name = CONCAT(Name, ' *'), Composer = NULL WHERE TrackId = %s",
+                        (rng.randint(1, 3503),),
+                    )
+                else:
+                    next_gadget += 1
+                    cur.execute(
+                        "INSERT INTO gadget VALUES (%s, 18446744073709551000, 40000, 'green,red', 'tool', "
+                        "'100:00:01.5', NOW(6), 12345.678, 'it''s', x'01')",
+                        (next_gadget,),
+                    )
+                    cur.execute(
+                        "UPDATE gadget SET flags = 'blue', span = '-00:00:01' WHERE id = %s",
+                        (rng.choice([1, 2, next_gadget]),),
+                    )
+                    cur.execute("DELETE FROM gadget WHERE id = %s", (next_gadget - 1,))
+    return changed
+
+
+def test_snapshot_and_1000_mixed_changes_equal_a_full_extract(
+    chinook: str, binlog_server: int, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    target = platform(yaml(), tmp_path, instance)
+    url = f"mysql+pymysql://root@127.0.0.1:{binlog_server}/{chinook}"
+    assert target.materialize().success
+    first = latest_metadata(instance, LINES)
+    assert first["snapshot_taken"] is True and first["snapshot_rows"] == 2240
+    mixed_changes(binlog_server, chinook, 1000, seed=3)
+    assert target.materialize().success
+    meta = latest_metadata(instance, LINES)
+    assert meta["snapshot_taken"] is False and min(meta["inserts"], meta["updates"], meta["deletes"]) > 50
+    assert meta["binlog_position"] == meta["binlog_server_position"] or meta["log_retained_bytes"] < 10_000
+    same_as_a_full_extract(target, url, "InvoiceLine", "invoice_line", "InvoiceLineId")
+    same_as_a_full_extract(target, url, "Track", "track", "TrackId")
+    same_as_a_full_extract(target, url, "gadget", "gadget", "id")
+    assert target.query("SELECT count(*) FROM chinook.gadget WHERE _ip_deleted_at IS NOT NULL")[0][0] > 0
+
+
+@pytest.mark.parametrize("killed_at", ["_batch", "confirm"])
+def test_a_run_killed_mid_batch_loses_and_repeats_nothing(
+    chinook: str, binlog_server: int, tmp_path: Path, instance: dg.DagsterInstance, killed_at: str
+) -> None:
+    text = yaml(batch=100)
+    target = platform(text, tmp_path, instance)
+    assert target.materialize([LINES]).success
+    changed = mixed_changes(binlog_server, chinook, 500, seed=4)
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / "chinook.yaml").write_text(text)
+    killed = killed_in("integration_platform.sources.sql.mariadb_cdc", "MariaDbChangeLog", killed_at,
+                       str(tmp_path / "chinook.yaml"), str(tmp_path), str(home), "chinook/invoice_line")  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert target.materialize([LINES, dg.AssetKey(["warehouse", "chinook.invoice_line"])]).success
+    url = f"mysql+pymysql://root@127.0.0.1:{binlog_server}/{chinook}"
+    same_as_a_full_extract(target, url, "InvoiceLine", "invoice_line", "InvoiceLineId")
+    history = target.query("SELECT count(*) FROM chinook.invoice_line__history WHERE _ip_op <> 'snapshot'")[0][0]
+    assert history == changed, "a change was lost or landed twice"
+
+
+def test_a_column_added_at_the_source_appears(
+    chinook: str, binlog_server: int, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    target = platform(yaml(), tmp_path, instance)
+    assert target.materialize([LINES]).success
+    run_sql(binlog_server, "ALTER TABLE InvoiceLine ADD COLUMN Discount DECIMAL(5, 2) NULL", chinook)
+    run_sql(binlog_server, "UPDATE InvoiceLine SET Discount = 0.25 WHERE InvoiceLineId IN (3, 4)", chinook)
+    assert target.materialize([LINES, dg.AssetKey(["warehouse", "chinook.invoice_line"])]).success
+    rows = target.query('SELECT "InvoiceLineId", "Discount" FROM chinook.invoice_line WHERE "Discount" IS NOT NULL')
+    assert sorted(rows) == [(3, Decimal("0.25")), (4, Decimal("0.25"))]
+
+
+def test_a_server_without_a_row_binlog_is_refused_naming_what_it_needs(
+    tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_port(MARIADB_HOST, MARIADB_PORT, "MariaDB")
+    name = f"chinook_{uuid.uuid4().hex[:8]}"
+    run_sql(MARIADB_PORT, f"CREATE DATABASE `{name}`")
+    try:
+        run_sql(MARIADB_PORT, "CREATE TABLE InvoiceLine (InvoiceLineId INT PRIMARY KEY)", name)
+        monkeypatch.setenv("CHINOOK_CDC_URL", f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{name}")
+        only_lines = YAML.split("    - table: Track")[0].replace("[InvoiceLine, Track, gadget]", "[InvoiceLine]")
+        target = platform(only_lines.replace("BATCH", "100"), tmp_path, instance)
+        result = target.materialize([LINES], raise_on_error=False)
+        assert not result.success
+        errors = [str(e.event_specific_data.error) for e in result.all_events if e.event_type_value == "STEP_FAILURE"]  # type: ignore[union-attr]
+        assert any("binlog_format=ROW" in e and "log_bin" in e for e in errors), errors
+    finally:
+        run_sql(MARIADB_PORT, f"DROP DATABASE IF EXISTS `{name}`")
