@@ -8,6 +8,7 @@ limit 1), as ``make run`` has; open it in the test with the same ``overrides`` (
 """
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,20 @@ def killed_in(module: str, cls: str, method: str, *argv: str) -> subprocess.Comp
     return subprocess.run(
         [sys.executable, "-c", code, *argv], cwd=REPO, env={**os.environ}, capture_output=True, timeout=120
     )
+
+
+def killed_materialization(
+    tmp_path: Path, yaml_text: str, module: str, cls: str, method: str, *keys: str
+) -> subprocess.CompletedProcess[bytes]:
+    """:func:`killed_in` for the source ``yaml_text`` (written to ``tmp_path/source.yaml``) with its lake and
+    warehouse under ``tmp_path`` and its instance in ``tmp_path/home``: ``keys`` materialised, SIGKILLed at
+    the first call of ``module.cls.method``. Asserts the process died of that SIGKILL."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    (tmp_path / "source.yaml").write_text(yaml_text)
+    killed = killed_in(module, cls, method, str(tmp_path / "source.yaml"), str(tmp_path), str(home), *keys)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    return killed
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ SET, ENUM, TIME, DECIMAL and DATETIME columns included).
 """
 
 import random
-import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import pytest
 from integration_platform.core.landing import list_manifests
 from integration_platform.core.streams import StreamSpec
 from integration_platform.sources.sql.database import SqlDatabaseResource
-from integration_platform_tests.run_stream import killed_in
+from integration_platform_tests.run_stream import killed_materialization
 from integration_platform_tests.services import MARIADB_HOST, MARIADB_PORT, missing, require_port, shared_file
 from sandbox.harness import Platform, latest_metadata, platform
 from sandbox.mariadb_server import binlog_mariadb
@@ -191,12 +190,14 @@ def test_a_run_killed_mid_batch_loses_and_repeats_nothing(
     target = platform(text, tmp_path, instance)
     assert target.materialize([LINES]).success
     changed = mixed_changes(binlog_server, chinook, 500, seed=4)
-    home = tmp_path / "home"
-    home.mkdir()
-    (tmp_path / "chinook.yaml").write_text(text)
-    killed = killed_in("integration_platform.sources.sql.mariadb_cdc", "MariaDbChangeLog", killed_at,
-                       str(tmp_path / "chinook.yaml"), str(tmp_path), str(home), "chinook/invoice_line")  # fmt: skip
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    killed_materialization(
+        tmp_path,
+        text,
+        "integration_platform.sources.sql.mariadb_cdc",
+        "MariaDbChangeLog",
+        killed_at,
+        "chinook/invoice_line",
+    )
     assert target.materialize([LINES, dg.AssetKey(["warehouse", "chinook.invoice_line"])]).success
     url = f"mysql+pymysql://root@127.0.0.1:{binlog_server}/{chinook}"
     same_as_a_full_extract(target, url, "InvoiceLine", "invoice_line", "InvoiceLineId")

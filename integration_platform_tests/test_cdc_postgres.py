@@ -8,7 +8,6 @@ left behind.
 
 import random
 import shutil
-import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import psycopg
 import pytest
 
 from integration_platform.sources.sql.postgres_cdc import array_constant
-from integration_platform_tests.run_stream import killed_in
+from integration_platform_tests.run_stream import killed_materialization
 from integration_platform_tests.services import missing, shared_file
 from sandbox.harness import Platform, latest_metadata, platform
 from sandbox.postgres_cluster import logical_postgres
@@ -201,12 +200,9 @@ def test_a_run_killed_mid_batch_loses_and_repeats_nothing(
     target = platform(text, tmp_path, instance)
     assert target.materialize([FILM]).success
     film_changes = mixed_changes(source, 600, seed=2)["film"]
-    home = tmp_path / "home"
-    home.mkdir()
-    (tmp_path / "pagila.yaml").write_text(text)
-    killed = killed_in("integration_platform.sources.sql.postgres_cdc", "PostgresChangeLog", killed_at,
-                       str(tmp_path / "pagila.yaml"), str(tmp_path), str(home), "pagila/film")  # fmt: skip
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    killed_materialization(
+        tmp_path, text, "integration_platform.sources.sql.postgres_cdc", "PostgresChangeLog", killed_at, "pagila/film"
+    )
     assert target.materialize([FILM, dg.AssetKey(["warehouse", "pagila.film"])]).success
     assert warehouse_films(target) == film_rows(source)
     history = target.query(
