@@ -8,7 +8,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from integration_platform.core.changes import rows_after_changes
+from integration_platform.core.extract import rows_held
 from integration_platform.core.lake import LocalLake
 from integration_platform.core.landing import land
 from integration_platform.core.loading import load, pending
@@ -39,7 +39,7 @@ def apply(tmp_path: Path, spec: StreamSpec, landings: list[tuple[str, pa.Table, 
     conn = duckdb.connect(str(tmp_path / "w.duckdb"))
     load(conn, store, spec, pending(conn, store, spec))
     (held,) = conn.execute(f"SELECT count(*) FROM {spec.source}.{spec.name}").fetchall()[0]
-    assert rows_after_changes(store, spec) == held
+    assert rows_held(store, spec) == held
     return conn
 
 

@@ -20,7 +20,6 @@ import duckdb
 from integration_platform.assets.automation import FOLLOWS_LAKE
 from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.assets.run_recovery import reclaim_dead_runs, tag_run_host
-from integration_platform.core.changes import CHANGE_COLUMNS
 from integration_platform.core.extract import (
     Extraction,
     ExtractionReport,
@@ -36,10 +35,8 @@ from integration_platform.core.extract import (
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import Manifest, active_manifests, list_manifests
 from integration_platform.core.loading import (
-    SEQ,
     applied_landings,
-    kept,
-    latest_first,
+    live_keys,
     load,
     local_copies,
     partition_rows,
@@ -263,7 +260,6 @@ def _after_landing(
     metadata["full_refresh"] = full_refresh
     if spec.cursor:
         metadata.update(mark_metadata(result.cursor_before, result.cursor_after))
-    metadata.update(report.metadata)
     if report.schema_changes:
         metadata["schema_changes"] = dg.MetadataValue.md("\n".join(f"- {c}" for c in report.schema_changes))
     if quarantine:
@@ -274,6 +270,7 @@ def _after_landing(
         metadata["_reasons"] = {r.reason for r in report.rejected}
     for hook in report.after_commit:
         hook()
+    metadata.update(report.metadata)  # after the hooks: what they did is the extractor's to report too
     return metadata
 
 
@@ -438,21 +435,13 @@ def _expected_rows(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: Stre
     manifests = [m for m in active_manifests(list_manifests(store, spec)) if (m.window, m.landing_id) in applied]
     if spec.write_disposition != "merge":
         return sum(m.rows for m in manifests)
-    keys = ", ".join(quote(k) for k in spec.primary_key)
     with ExitStack() as stack:
         copies = local_copies(stack, store, manifests)
         scans = scans_by_schema([(m, [(copies[f.key], f) for f in m.files]) for m in manifests])
         if not scans:
             return 0
-        params = [p for _, values, _ in scans for p in values]
-        if spec.changes:  # each key's latest change, unless it deleted the row
-            columns = f"{keys}, {SEQ}, " + ", ".join(quote(c) for c in CHANGE_COLUMNS)
-            union = " UNION ALL ".join(f"SELECT {columns} FROM ({sql})" for sql, _, _ in scans)
-            latest = f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {latest_first(spec)}) = 1"
-            query = f"SELECT count(*) FROM (SELECT * FROM ({union}) {latest}) WHERE {kept(spec)}"
-        else:
-            union = " UNION ALL ".join(f"SELECT {keys} FROM ({sql})" for sql, _, _ in scans)
-            query = f"SELECT count(*) FROM (SELECT DISTINCT * FROM ({union}))"
+        keys_sql, params = live_keys(spec, manifests, scans)
+        query = f"SELECT count(*) FROM ({keys_sql})"
         row = conn.execute(query, params).fetchone()
     return int(row[0]) if row else 0
 

@@ -41,16 +41,10 @@ from typing import Any, Literal, Protocol
 import pyarrow as pa
 
 from integration_platform.core.lake import LakeStore
-from integration_platform.core.landing import Manifest, active_manifests, land, list_manifests, read_landed_files
+from integration_platform.core.landing import Manifest, active_manifests, land, list_manifests
 from integration_platform.core.micro_batches import MicroBatch, MicroBatchStats, land_micro_batches
-from integration_platform.core.streams import StreamSpec
+from integration_platform.core.streams import COMMITTED_COLUMN, OP_COLUMN, POSITION_COLUMN, SEQ_COLUMN, StreamSpec
 
-OP_COLUMN = "_ip_op"
-POSITION_COLUMN = "_ip_log_position"
-SEQ_COLUMN = "_ip_change_seq"
-COMMITTED_COLUMN = "_ip_committed_at"
-DELETED_COLUMN = "_ip_deleted_at"
-CHANGE_COLUMNS = (OP_COLUMN, POSITION_COLUMN, SEQ_COLUMN, COMMITTED_COLUMN)
 Operation = Literal["snapshot", "insert", "update", "delete"]
 #: The change columns' Arrow types (text, bigint, integer, timestamptz as the SQL readers give them).
 CHANGE_SCHEMA = pa.schema(
@@ -145,26 +139,6 @@ class CaptureStats:
             "log_position": self.position,
             "seconds": round(self.seconds, 3),
         }
-
-
-def rows_after_changes(store: LakeStore, spec: StreamSpec) -> int:
-    """Rows the stream's table holds once its active landings are applied: the keys whose latest
-    change (by landing, then log order) is not a delete (with soft deletes, every key). Reads only
-    the key and change columns."""
-    assert spec.changes is not None
-    keys = list(spec.primary_key)
-    parts = []
-    for number, manifest in enumerate(active_manifests(list_manifests(store, spec))):
-        for table in read_landed_files(store, manifest.files, [*keys, OP_COLUMN, POSITION_COLUMN, SEQ_COLUMN]):
-            parts.append(table.append_column("_landing", pa.array([number] * table.num_rows, pa.int64())))
-    if not parts:
-        return 0
-    rows = pa.concat_tables(parts, promote_options="default")
-    if spec.changes.deletes == "soft":
-        return rows.group_by(keys).aggregate([]).num_rows
-    order = [("_landing", "descending"), (POSITION_COLUMN, "descending"), (SEQ_COLUMN, "descending")]
-    latest = rows.sort_by(order).group_by(keys, use_threads=False).aggregate([(OP_COLUMN, "first")])
-    return sum(op != "delete" for op in latest.column(f"{OP_COLUMN}_first").to_pylist())
 
 
 def _stamp(run_id: str) -> str:

@@ -34,7 +34,7 @@ from integration_platform.core.landing import (
 from integration_platform.core.partition_landing import SHARED_PARTITION_BYTES, SharedLanding, shareable, sweep_shared
 from integration_platform.core.records import Rejected
 from integration_platform.core.row_filter import RowFilter
-from integration_platform.core.streams import StreamSpec
+from integration_platform.core.streams import OP_COLUMN, StreamSpec
 
 ROW_INDEX = "__ip_row_index"
 
@@ -113,15 +113,16 @@ def landed_keys(
 
 def rows_held(store: LakeStore, spec: StreamSpec, *, each_key_once: bool = False) -> int:
     """The rows the stream's lake holds now (what its table holds once loaded): for a merge stream the
-    distinct primary keys of its active landings (read only when there are landings after the last
+    distinct primary keys of its active landings (without deleted ones, when changes or tombstones
+    landed) (read only when there are landings after the last
     full one), otherwise the rows of its active landings. Partitioned streams: all partitions.
     ``each_key_once``: the source lands each key at most once (a queue, whose redelivered messages
     are dropped before landing), so the manifests' row counts are exact and no file is read."""
-    if spec.changes:
-        from integration_platform.core.changes import rows_after_changes  # changes lands through this module
-
-        return rows_after_changes(store, spec)
     manifests = active_manifests(list_manifests(store, spec))
+    if spec.changes or any(OP_COLUMN in dict(m.schema) for m in manifests):  # deletes among the landings
+        from integration_platform.core.loading import keys_held  # loading reads landings through this module
+
+        return keys_held(store, spec, manifests)
     if each_key_once or spec.write_disposition != "merge" or not spec.primary_key or len(manifests) <= 1:
         return sum(m.rows for m in manifests)
     keys = landed_keys(store, spec, list(spec.primary_key))
@@ -260,7 +261,10 @@ def extract_and_land(
         lower = before.minus_lag(spec.lag)
         reader = extractor(RowFilter(spec.cursor, lower, None))
         require_columns(spec, reader.schema)
-        keys = [*spec.primary_key, spec.cursor] if spec.primary_key else _flat_columns(reader.schema)
+        # dict.fromkeys: a cursor that is the key itself (an id counting up) is one column, not two
+        keys = (
+            list(dict.fromkeys([*spec.primary_key, spec.cursor])) if spec.primary_key else _flat_columns(reader.schema)
+        )
         batches = _drop_landed(reader, landed_keys(store, spec, keys, since=lower, skip_window=window), keys, counts)
     manifest = land(store, spec, window, batches, reader.schema, full=before is None, cursor_before=before, extra=extra)
     after = CursorValue.from_json(manifest.cursor_max)

@@ -24,18 +24,19 @@ from typing import Any
 
 import duckdb
 
-from integration_platform.core.changes import (
+from integration_platform.core.lake import LakeStore
+from integration_platform.core.landing import LandedFile, Manifest, active_manifests, list_manifests
+from integration_platform.core.schema_evolution import sql_widened
+from integration_platform.core.streams import (
     CHANGE_COLUMNS,
     COMMITTED_COLUMN,
     DELETED_COLUMN,
     OP_COLUMN,
     POSITION_COLUMN,
     SEQ_COLUMN,
+    WINDOW_COLUMN,
+    StreamSpec,
 )
-from integration_platform.core.lake import LakeStore
-from integration_platform.core.landing import LandedFile, Manifest, active_manifests, list_manifests
-from integration_platform.core.schema_evolution import sql_widened
-from integration_platform.core.streams import WINDOW_COLUMN, StreamSpec
 
 LEDGER_SCHEMA = "_integration_platform"
 LEDGER = f"{LEDGER_SCHEMA}.loads"
@@ -79,11 +80,29 @@ def latest_first(spec: StreamSpec) -> str:
     return f"{SEQ} DESC" + (f", {quote(spec.cursor)} DESC" if spec.cursor else "")
 
 
-def kept(spec: StreamSpec) -> str:
-    """The SQL condition a key's latest version must meet to be a row of the table: not a hard delete."""
-    if spec.changes and spec.changes.deletes == "hard":
-        return f"{quote(OP_COLUMN)} <> 'delete'"
-    return "true"
+def live_keys(
+    spec: StreamSpec, manifests: Sequence[Manifest], scans: Sequence[tuple[str, list[Any], Any]]
+) -> tuple[str, list[Any]]:
+    """SQL and parameters of the primary keys a merge stream's table holds once ``manifests`` are applied,
+    given ``scans`` (:func:`scans_by_schema` of them, in landing order): each key's latest version
+    (:func:`latest_first`) unless it is a delete (a change, or a tombstone of a key the source no longer
+    has: :mod:`~integration_platform.core.deletes`); with soft deletes every key. Landings without the
+    change columns read them as NULL (DuckDB's ``UNION ALL BY NAME``)."""
+    keys = ", ".join(quote(k) for k in spec.primary_key)
+    deletes = spec.changes is not None or any(OP_COLUMN in dict(m.schema) for m in manifests)
+    wanted = [*spec.primary_key, SEQ, *(CHANGE_COLUMNS if deletes else ()), *([spec.cursor] if spec.cursor else ())]
+    names = ", ".join(_string(name) for name in wanted)
+    union = " UNION ALL BY NAME ".join(f"SELECT COLUMNS(c -> c IN ({names})) FROM ({sql})" for sql, _, _ in scans)
+    params = [p for _, values, _ in scans for p in values]
+    if not deletes:
+        return f"SELECT DISTINCT {keys} FROM ({union})", params
+    latest = (
+        f"SELECT * FROM ({union}) QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {latest_first(spec)}) = 1"
+    )
+    soft = spec.changes is not None and spec.changes.deletes == "soft"
+    return f"SELECT {keys} FROM ({latest})" + (
+        "" if soft else f" WHERE {quote(OP_COLUMN)} IS DISTINCT FROM 'delete'"
+    ), params
 
 
 @dataclass
@@ -348,6 +367,8 @@ def _apply_batch(
                 f"WHERE {quote(OP_COLUMN)} <> 'delete'{latest}"
             )
         conn.execute("DROP TABLE _ip_staged")
+        if merging and not spec.changes and OP_COLUMN in _columns(conn, "_ip_rows"):
+            _apply_tombstones(conn, spec, target)
         conn.execute(f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM _ip_rows LIMIT 0")
         changes.extend(f"new column {name}" for name in _evolve(conn, target, "_ip_rows"))
         label = windows[0] if len(windows) == 1 else f"{windows[0]} .. {windows[-1]}"
@@ -365,6 +386,17 @@ def _apply_batch(
         conn.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _ip_rows")
         conn.execute("DROP TABLE _ip_rows")
     return sum(m.rows for m, _ in batch)
+
+
+def _apply_tombstones(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, target: str) -> None:
+    """Tombstones among ``_ip_rows`` (keys whose latest version says ``delete``: the source no longer has
+    them, :mod:`~integration_platform.core.deletes`) leave the table and ``_ip_rows``, and so does the
+    ``_ip_op`` column, which only tombstones carry."""
+    if table_columns(conn, spec):
+        match = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in spec.primary_key)
+        conn.execute(f"DELETE FROM {target} AS t USING _ip_rows AS s WHERE {match} AND s.{quote(OP_COLUMN)} = 'delete'")
+    conn.execute(f"DELETE FROM _ip_rows WHERE {quote(OP_COLUMN)} = 'delete'")
+    conn.execute(f"ALTER TABLE _ip_rows DROP COLUMN {quote(OP_COLUMN)}")
 
 
 def _apply_changes(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, target: str) -> None:
@@ -479,6 +511,19 @@ def table_rows(conn: duckdb.DuckDBPyConnection, spec: StreamSpec) -> int:
     if not table_columns(conn, spec):
         return 0
     row = conn.execute(f"SELECT count(*) FROM {table_name(spec)}").fetchone()
+    return int(row[0]) if row else 0
+
+
+def keys_held(store: LakeStore, spec: StreamSpec, manifests: Sequence[Manifest]) -> int:
+    """The primary keys a merge stream's table holds once ``manifests`` (its active landings) are applied
+    (:func:`live_keys`), counted by an in-memory DuckDB over the landed files."""
+    with ExitStack() as stack, duckdb.connect() as conn:
+        copies = local_copies(stack, store, manifests)
+        scans = scans_by_schema([(m, [(copies[f.key], f) for f in m.files]) for m in manifests])
+        if not scans:
+            return 0
+        held, params = live_keys(spec, manifests, scans)
+        row = conn.execute(f"SELECT count(*) FROM ({held})", params).fetchone()
     return int(row[0]) if row else 0
 
 

@@ -20,6 +20,16 @@ IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 #: Lineage column added to every warehouse table: the landing window a row came from.
 WINDOW_COLUMN = "_ip_window"
+#: Columns of a change row (change data capture, :mod:`~integration_platform.core.changes`): the
+#: operation (``snapshot``/``insert``/``update``/``delete``; a tombstone of
+#: :mod:`~integration_platform.core.deletes` has only this one), the commit's log position, the
+#: change's order within its transaction, the commit time; and the soft-delete stamp.
+OP_COLUMN = "_ip_op"
+POSITION_COLUMN = "_ip_log_position"
+SEQ_COLUMN = "_ip_change_seq"
+COMMITTED_COLUMN = "_ip_committed_at"
+DELETED_COLUMN = "_ip_deleted_at"
+CHANGE_COLUMNS = (OP_COLUMN, POSITION_COLUMN, SEQ_COLUMN, COMMITTED_COLUMN)
 
 
 def to_identifier(name: str) -> str:

@@ -67,10 +67,12 @@ from integration_platform.assets.stream_assets import (
     warehouse_connection,
     warehouse_key,
 )
+from integration_platform.core.deletes import land_deletes
 from integration_platform.core.extract import Extractor, missing_column
 from integration_platform.core.loading import live_rows
 from integration_platform.core.names import ENV_NAME
 from integration_platform.core.streams import IDENTIFIER, ChangeCapture, Partitioning, StreamSpec, to_identifier
+from integration_platform.resources.lake import LakeResource
 from integration_platform.sources.sql.change_assets import SqlChangeCapture, change_lake_asset, change_sensor
 from integration_platform.sources.sql.database import SqlDatabaseResource, TableInfo
 
@@ -112,11 +114,21 @@ class SqlTableStream(SafeModel, dg.Resolvable):
     cdc: SqlChangeCapture | None = Field(
         default=None, description="Read the table from the database's change log (PostgreSQL logical replication)."
     )
+    delete_missing: bool = Field(
+        default=False,
+        description="Without a change log: after each incremental landing, compare the source's primary keys "
+        "with the lake's and delete the rows whose key is gone (a full key scan of the table per run).",
+    )
 
     @model_validator(mode="after")
     def _cursor_or_partition(self) -> "SqlTableStream":
         if self.cursor and self.partition:
             raise ValueError(f"table {self.table!r}: set either 'cursor' or 'partition', not both")
+        if self.delete_missing and (self.cdc or self.partition or self.write_disposition in ("replace", "append")):
+            raise ValueError(
+                f"table {self.table!r}: 'delete_missing' is for incremental merge streams (a cursor and a primary "
+                "key): 'cdc' sees deletes itself, and a stream without a cursor lands the whole table each run"
+            )
         if self.cdc and (self.cursor or self.partition or self.write_disposition not in (None, "merge")):
             raise ValueError(
                 f"table {self.table!r}: 'cdc' merges changes by primary key: no 'cursor', no 'partition', "
@@ -259,6 +271,11 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             column_descriptions=dict(info.column_comments) if info else {},
             changes=ChangeCapture(entry.cdc.deletes, entry.cdc.history) if entry.cdc else None,
         )
+        if entry.delete_missing and not (spec.cursor and spec.primary_key and spec.write_disposition == "merge"):
+            raise ValueError(
+                f"table {entry.table!r}: 'delete_missing' needs a cursor and a primary key (a merge stream); this "
+                f"stream has cursor {spec.cursor!r} and primary key {list(spec.primary_key)}"
+            )
         missing = missing_column(spec, info.columns) if info is not None else None
         if info is not None and missing is not None:  # columns known without the network: check now
             raise ValueError(
@@ -376,11 +393,24 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
                 )
         return specs
 
-    def _extractor(self, table: str) -> ExtractorFactory:
+    def _extractor(self, table: str, spec: StreamSpec, delete_missing: bool = False) -> ExtractorFactory:
+        """Reads the table; with ``delete_missing``, once the landing committed, lands tombstones for the
+        keys the source no longer has (:func:`~integration_platform.core.deletes.land_deletes`)."""
         key, schema = self.resource_key, self.schema_name
 
-        def factory(context: dg.AssetExecutionContext, _: ExtractionReport, __: str | None) -> Extractor:
+        def factory(context: dg.AssetExecutionContext, report: ExtractionReport, __: str | None) -> Extractor:
             database: SqlDatabaseResource = getattr(context.resources, key)
+            if delete_missing:
+
+                def detect_deletes() -> None:
+                    lake: LakeResource = context.resources.lake
+                    keys = database.read_keys(table, schema, spec.primary_key)
+                    tombstones = land_deletes(lake.store(), spec, keys, context.run.run_id)
+                    report.metadata["rows_deleted_at_source"] = tombstones.rows if tombstones else 0
+                    if tombstones:
+                        context.log.info(f"{spec.path}: {tombstones.rows} row(s) gone from the source, tombstoned")
+
+                report.after_commit.append(detect_deletes)
             return lambda row_filter: database.read(table, schema, row_filter)
 
         return factory
@@ -466,7 +496,8 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
         for spec, table in specs:
             options = explicit[table].cdc if table in explicit else None
             if options is None:
-                assets += stream_assets(spec, kind, self.resource_key, self._extractor(table))
+                delete_missing = table in explicit and explicit[table].delete_missing
+                assets += stream_assets(spec, kind, self.resource_key, self._extractor(table, spec, delete_missing))
                 continue
             if kind == "sqlite":  # other kinds are known only at run time when the URL's env var is unset
                 raise ValueError(f"table {table!r}: 'cdc' needs PostgreSQL or MySQL/MariaDB (this source is {kind})")

@@ -289,6 +289,24 @@ class SqlDatabaseResource(dg.ConfigurableResource):
             return read_postgres(self.libpq_uri(), table, schema, row_filter)
         return self._read_generic(table, schema, row_filter)
 
+    def read_keys(self, table: str, schema: str | None, keys: Sequence[str]) -> Iterator[pa.RecordBatch]:
+        """Every value of the ``keys`` columns of the table, streamed in batches of ``batch_rows`` (a
+        server-side cursor: memory is one batch), typed as :meth:`read` types them. Raises
+        ``MissingColumnError`` naming a key the table lacks."""
+        reflected = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=self.engine())
+        missing = [k for k in keys if k not in reflected.c]
+        if missing:
+            raise MissingColumnError(
+                f"table {table}: primary key column(s) {missing} are not among its columns "
+                f"({', '.join(reflected.c.keys())})"
+            )
+        typed = [(k, *arrow_type(reflected.c[k].type)) for k in keys]
+        statement = sa.select(*[reflected.c[k] for k in keys])
+        with self.engine().connect() as conn:
+            result = conn.execution_options(stream_results=True, max_row_buffer=self.batch_rows).execute(statement)
+            for rows in result.partitions(self.batch_rows):
+                yield arrow_batch(table, typed, list(zip(*rows, strict=True)))
+
     def typed_columns(self, table: str, schema: str | None) -> list[TypedColumn]:
         """``(name, Arrow type, converter)`` of each column of the table as the generic reader lands it
         (:func:`arrow_type`), for values read another way (a binlog) to land with the same types."""

@@ -35,13 +35,8 @@ from typing import Any
 import pyarrow as pa
 import sqlalchemy as sa
 
-from integration_platform.core.changes import (
-    CHANGE_COLUMNS,
-    CHANGE_SCHEMA,
-    ChangeBatch,
-    ChangeCaptureError,
-    ChangeLimits,
-)
+from integration_platform.core.changes import CHANGE_SCHEMA, ChangeBatch, ChangeCaptureError, ChangeLimits
+from integration_platform.core.streams import CHANGE_COLUMNS
 from integration_platform.sources.sql.database import SqlDatabaseResource, TypedColumn, arrow_batch
 
 #: Binlog settings change capture needs, as the server must report them.

@@ -35,17 +35,8 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from integration_platform.core.changes import (
-    CHANGE_COLUMNS,
-    CHANGE_SCHEMA,
-    COMMITTED_COLUMN,
-    OP_COLUMN,
-    POSITION_COLUMN,
-    SEQ_COLUMN,
-    ChangeBatch,
-    ChangeCaptureError,
-    ChangeLimits,
-)
+from integration_platform.core.changes import CHANGE_SCHEMA, ChangeBatch, ChangeCaptureError, ChangeLimits
+from integration_platform.core.streams import CHANGE_COLUMNS, COMMITTED_COLUMN, OP_COLUMN, POSITION_COLUMN, SEQ_COLUMN
 from integration_platform.sources.sql.pgoutput import UNCHANGED, Change, Transaction, lsn_int, lsn_text, transactions
 from integration_platform.sources.sql.postgres_arrow import read_postgres
 
