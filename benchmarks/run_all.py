@@ -18,6 +18,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 BENCHMARKS: tuple[str, ...] = (
     "sql_extract.py",
     "merge.py",
+    "cdc.py",
     "rest_fanout.py",
     "sftp_download.py",
     "file_ingest.py",
