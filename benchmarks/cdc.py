@@ -23,6 +23,9 @@ Methods, each a fresh process, timed until its result is committed:
   the slot) and ``load`` (merge in log order, deletes applied) into the warehouse copy.
 - ``full_refresh`` (``peer``: what a user does without a change log to see deletes): the
   platform's full extract of the whole table and a ``replace`` load.
+- ``read_peek`` / ``read_stream``: reading and decoding the changes only, nothing landed, to choose
+  the client: psycopg 3 polling ``pg_logical_slot_peek_binary_changes`` (what the platform does) or
+  psycopg 2's streaming ``LogicalReplicationConnection`` (neither advances the slot).
 
 Every run's table is verified untimed (rows and the sum of ``quantity`` equal the source's). Rates
 are changes per second for all three (the full refresh reads every row to apply them).
@@ -151,6 +154,7 @@ def setup(server: str, workdir: Path, rows: int, changes: int) -> dict[str, Any]
         "publication": log.publication,
         "end_lsn": str(end[0]),
         "changes": made,
+        "transactions": transactions,
         "rows_after": count,
         "quantity_after": total,
         "snapshot_key": snapshot.key,
@@ -202,8 +206,65 @@ def run_child(name: str, workdir: Path) -> None:
             loaded = load(conn, store, spec, [landed.manifest])
         return {"rows": marker["changes"], "rows_read": landed.manifest.rows, "load_s": loaded.seconds}
 
-    work = {"platform_cdc": platform_cdc, "full_refresh": full_refresh}[name]
+    def read_peek() -> dict[str, Any]:
+        """How the platform reads the slot (psycopg 3 polling peek), decoded, nothing landed."""
+        import psycopg
+
+        from integration_platform.sources.sql.pgoutput import transactions
+
+        with psycopg.connect(uri, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT (lsn - '0/0')::bigint, data FROM pg_logical_slot_peek_binary_changes(%s, %s::pg_lsn, NULL, "
+                "'proto_version', '1', 'publication_names', %s)",
+                [marker["slot"], marker["end_lsn"], marker["publication"]],
+                binary=True,
+            ).fetchall()
+        changes = sum(len(t.changes) for t in transactions((int(lsn), bytes(data)) for lsn, data in rows))
+        return {"rows": changes}
+
+    def read_stream() -> dict[str, Any]:
+        """The alternative: psycopg 2's streaming LogicalReplicationConnection, decoded the same way."""
+        import select
+
+        import psycopg2
+        import psycopg2.extras
+
+        from integration_platform.sources.sql.pgoutput import transactions
+
+        conn = psycopg2.connect(uri, connection_factory=psycopg2.extras.LogicalReplicationConnection)
+        cur = conn.cursor()
+        cur.start_replication(
+            slot_name=marker["slot"],
+            decode=False,
+            options={"proto_version": "1", "publication_names": marker["publication"]},
+        )
+
+        def messages() -> Any:
+            while True:
+                message = cur.read_message()
+                if message is None:
+                    select.select([cur], [], [], 1.0)
+                    continue
+                yield message.data_start, message.payload
+
+        changes, seen = 0, 0
+        for transaction in transactions(messages()):
+            changes += len(transaction.changes)
+            seen += 1
+            if seen == marker["transactions"]:
+                break
+        conn.close()
+        return {"rows": changes}
+
+    work = {
+        "platform_cdc": platform_cdc,
+        "full_refresh": full_refresh,
+        "read_peek": read_peek,
+        "read_stream": read_stream,
+    }[name]
     child_report(work)
+    if name.startswith("read_"):
+        return
     with duckdb.connect(db_path, read_only=True) as conn:
         row = conn.execute(f'SELECT count(*), coalesce(sum(quantity), 0) FROM "{SOURCE}"."{STREAM}"').fetchone()
     expected = (marker["rows_after"], marker["quantity_after"])
@@ -267,6 +328,22 @@ def main(argv: list[str] | None = None) -> None:
                         count,
                         prepare=fresh_full,
                         note=f"reads all {marker['rows_after']:,} rows to apply the changes",
+                    ),
+                    Method(
+                        "read_peek",
+                        "platform",
+                        python_child(SCRIPT, "read_peek", *child),
+                        count,
+                        prepare=lambda: copy_slot(uri, marker["slot"]),
+                        note="reading and decoding only: psycopg 3 polling peek, as the platform reads",
+                    ),
+                    Method(
+                        "read_stream",
+                        "peer",
+                        python_child(SCRIPT, "read_stream", *child),
+                        count,
+                        prepare=lambda: copy_slot(uri, marker["slot"]),
+                        note="reading and decoding only: psycopg 2 LogicalReplicationConnection streaming",
                     ),
                 ],
                 args.methods,

@@ -7,6 +7,7 @@ SET, ENUM, TIME, DECIMAL and DATETIME columns included).
 
 import random
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -234,3 +235,66 @@ def test_a_server_without_a_row_binlog_is_refused_naming_what_it_needs(
         assert any("binlog_format=ROW" in e and "log_bin" in e for e in errors), errors
     finally:
         run_sql(MARIADB_PORT, f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def test_the_drain_sensor_reads_the_binlog_from_the_landed_position(
+    chinook: str, binlog_server: int, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    target = platform(yaml(), tmp_path, instance)
+    sensor = next(s for s in target.defs.sensors or [] if s.name == "chinook_invoice_line_changes")
+    assert isinstance(sensor, dg.SensorDefinition)
+
+    def tick() -> tuple[list[dg.RunRequest], str | None]:
+        resources = dict(target.defs.resources or {})
+        with dg.build_sensor_context(definitions=target.defs, resources=resources, instance=instance) as context:
+            result = sensor.evaluate_tick(context)
+        return list(result.run_requests or []), result.skip_message
+
+    requests, skipped = tick()
+    assert requests == [] and skipped and "no change log position" in skipped
+    assert target.materialize([LINES]).success
+    run_sql(binlog_server, "UPDATE Track SET Name = 'x' WHERE TrackId = 1", chinook)  # another table's change
+    assert tick()[0] == []
+    run_sql(binlog_server, "DELETE FROM InvoiceLine WHERE InvoiceLineId = 5", chinook)
+    requests, _ = tick()
+    assert len(requests) == 1 and (requests[0].run_key or "").startswith("chinook/invoice_line@binlog.")
+    assert target.materialize([LINES]).success and latest_metadata(instance, LINES)["deletes"] == 1
+    assert tick()[0] == []
+
+
+def test_writes_during_the_snapshot_are_neither_missed_nor_doubled(
+    chinook: str, binlog_server: int, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """The snapshot lines up with the binlog position it starts from: rows inserted and updated while it is
+    read land exactly once, through the snapshot or through the changes after it."""
+    stop, written = threading.Event(), [0]
+
+    def writer() -> None:
+        with pymysql.connect(host="127.0.0.1", port=binlog_server, user="root", database=chinook) as conn:
+            conn.autocommit(True)
+            with conn.cursor() as cur:
+                while not stop.is_set():
+                    line = 200_000 + written[0]
+                    cur.execute("INSERT INTO InvoiceLine VALUES (%s, 1, 1, 0.99, 1)", (line,))
+                    cur.execute(
+                        "UPDATE InvoiceLine SET Quantity = Quantity + 1 WHERE InvoiceLineId = %s", (line % 2240 + 1,)
+                    )
+                    written[0] += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        target = platform(yaml(batch=50), tmp_path, instance)
+        assert target.materialize([LINES]).success
+    finally:
+        stop.set()
+        thread.join()
+    assert written[0] > 20, "the writer did not overlap the snapshot"
+    assert target.materialize([LINES, dg.AssetKey(["warehouse", "chinook.invoice_line"])]).success
+    url = f"mysql+pymysql://root@127.0.0.1:{binlog_server}/{chinook}"
+    same_as_a_full_extract(target, url, "InvoiceLine", "invoice_line", "InvoiceLineId")
+    history = target.query(
+        'SELECT "InvoiceLineId", _ip_log_position, _ip_change_seq, count(*) FROM chinook.invoice_line__history '
+        "GROUP BY ALL HAVING count(*) > 1"
+    )
+    assert history == [], "a change landed twice"

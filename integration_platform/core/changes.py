@@ -109,6 +109,12 @@ class ChangeLog(Protocol):
         """Drop the stream's cursors other than ``keep``; returns their names."""
         ...
 
+    def waiting(self, landed: str) -> tuple[bool, str | None]:
+        """Whether a change of the table waits after ``landed`` (the newest landing's position; a slot
+        knows its own), and a label of the position looked from (``None``: nothing to look at yet).
+        Consumes nothing."""
+        ...
+
     def status(self, cursor: str) -> dict[str, Any]:
         """What the materialisation shows about the cursor: at least ``log_cursor_exists`` and, when it
         does, ``log_retained_bytes`` (log the server keeps for it), then the kind's own figures."""
@@ -141,6 +147,15 @@ class CaptureStats:
         }
 
 
+def landed_position(store: LakeStore, spec: StreamSpec) -> tuple[str, str]:
+    """The log cursor the stream's snapshot started and the log position of its newest landing (``""``
+    for either when there is none)."""
+    manifests = active_manifests(list_manifests(store, spec))
+    snapshot = next((m for m in reversed(manifests) if m.full), None)
+    cursor = str(snapshot.extra.get(CURSOR_KEY, "")) if snapshot else ""
+    return cursor, str(manifests[-1].extra.get(POSITION_KEY, "")) if manifests else ""
+
+
 def _stamp(run_id: str) -> str:
     return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{run_id[:8]}"
 
@@ -164,10 +179,7 @@ def capture(
     """
     started = time.monotonic()
     stats = CaptureStats()
-    manifests = active_manifests(list_manifests(store, spec))
-    snapshot = next((m for m in reversed(manifests) if m.full), None)
-    cursor = str(snapshot.extra.get(CURSOR_KEY, "")) if snapshot else ""
-    landed = str(manifests[-1].extra.get(POSITION_KEY, "")) if manifests else ""
+    cursor, landed = landed_position(store, spec)
     if full_refresh or not cursor or not landed or not log.resume(cursor, landed):
         reason = "full refresh" if full_refresh else "no snapshot yet" if not cursor else f"log cursor {cursor} is gone"
         cursor = new_cursor()

@@ -4,7 +4,7 @@ The lake asset runs :func:`~integration_platform.core.changes.capture` over the 
 log (PostgreSQL: :class:`~integration_platform.sources.sql.postgres_cdc.PostgresChangeLog`); the
 warehouse asset is every stream's. Besides: the ``log_lag_within_limit`` check (WARN when the slot
 retains more WAL than ``lag_warn_bytes``: a slot nobody drains fills the source's disk) and a
-sensor, stopped by default, that requests a drain when the slot has changes waiting.
+sensor, stopped by default, that requests a drain when the log has changes of the table waiting.
 """
 
 from typing import Any, Literal
@@ -21,11 +21,12 @@ from integration_platform.assets.stream_assets import (
     start_lake_step,
     warehouse_key,
 )
-from integration_platform.core.changes import ChangeLimits, capture
+from integration_platform.core.changes import ChangeLimits, capture, landed_position
 from integration_platform.core.extract import rows_held
 from integration_platform.core.streams import StreamSpec
+from integration_platform.resources.lake import LakeResource
 from integration_platform.sources.sql.database import SqlDatabaseResource
-from integration_platform.sources.sql.postgres_cdc import SLOT_NAME, PostgresChangeLog, cursor_prefix
+from integration_platform.sources.sql.postgres_cdc import SLOT_NAME, cursor_prefix
 
 LAG_CHECK = "log_lag_within_limit"
 DRAIN_TAG = "integration_platform/cdc_drain"
@@ -117,27 +118,28 @@ def change_lake_asset(
 def change_sensor(
     spec: StreamSpec, resource_key: str, table: str, schema: str | None, options: SqlChangeCapture
 ) -> dg.SensorDefinition:
-    """Requests a drain of the stream (lake and warehouse) when its slot has changes waiting and no
-    drain of it is in flight; the run key is the slot's confirmed position, so one position is
-    drained once."""
+    """Requests a drain of the stream (lake and warehouse) when its log has a change of the table
+    waiting and no drain of it is in flight; the run key names the position looked from, so one
+    position is drained once."""
     prefix = cursor_prefix(spec.source, spec.name)
 
     @dg.sensor(
         name=f"{spec.source}_{spec.name}_changes",
         minimum_interval_seconds=options.sensor_interval_seconds,
         asset_selection=[lake_key(spec), warehouse_key(spec)],
-        required_resource_keys={resource_key},
+        required_resource_keys={resource_key, "lake"},
         default_status=dg.DefaultSensorStatus.STOPPED,
-        description=f"Requests a drain of {table} when its replication slot has changes waiting.",
+        description=f"Requests a drain of {table} when its change log has changes of it waiting.",
     )
     def _changes(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         database: SqlDatabaseResource = getattr(context.resources, resource_key)
         log = database.change_log(table, schema, prefix, options.publication)
-        if not isinstance(log, PostgresChangeLog):
-            return dg.SkipReason(f"{spec.path}: only a PostgreSQL slot can be looked at without reading it")
-        waiting, position = log.waiting()
+        lake: LakeResource = context.resources.lake
+        waiting, position = log.waiting(landed_position(lake.store(), spec)[1])
         if position is None:
-            return dg.SkipReason(f"no replication slot for {spec.path} yet: materialise it once to take the snapshot")
+            return dg.SkipReason(
+                f"no change log position for {spec.path} yet: materialise it once to take the snapshot"
+            )
         if not waiting:
             return dg.SkipReason(f"no changes waiting after {position}")
         active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]

@@ -503,8 +503,7 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
                 raise ValueError(f"table {table!r}: 'cdc' needs PostgreSQL or MySQL/MariaDB (this source is {kind})")
             key, schema = self.resource_key, self.schema_name
             assets += [change_lake_asset(spec, kind, key, table, schema, options), warehouse_asset(spec)]
-            if kind not in ("mysql", "mariadb"):  # a binlog has no server-side cursor to peek at
-                sensors.append(change_sensor(spec, key, table, schema, options))
+            sensors.append(change_sensor(spec, key, table, schema, options))
         return assets, sensors
 
     def build_defs_from_state(self, context: dg.ComponentLoadContext, state_path: Path | None) -> dg.Definitions:

@@ -149,24 +149,47 @@ class MariaDbChangeLog:
         return {"log_cursor_exists": True, "log_retained_bytes": behind, "binlog_position": self._position,
                 "binlog_server_position": current}  # fmt: skip
 
-    def batches(self, cursor: str, limits: ChangeLimits) -> Iterator[ChangeBatch]:
-        """Batches of whole transactions of this table after the landed position, to the binlog's end."""
+    def waiting(self, landed: str) -> tuple[bool, str | None]:
+        """Whether the binlog after ``landed`` holds a row change of the table (read from there up to
+        the first such event, or to its end), and ``landed..<server position>`` as the label (``None``
+        before the first snapshot)."""
+        if not landed:
+            return False, None
+        with self.database.engine().connect() as conn:
+            status = conn.exec_driver_sql("SHOW MASTER STATUS").first()
+        label = f"{landed}..{status[0]}:{status[1]}" if status else landed
+        stream = self._stream(landed, row_events_only=True)
+        try:
+            return next(iter(stream), None) is not None, label
+        finally:
+            stream.close()
+
+    def _stream(self, position: str, row_events_only: bool = False) -> Any:
+        """python-mysql-replication's non-blocking reader of the table's row events (and commits) after
+        ``position``."""
         from pymysqlreplication import BinLogStreamReader
         from pymysqlreplication.event import XidEvent
         from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
-        if self._position is None:
-            raise ChangeCaptureError(f"table {self.schema}.{self.table}: no binlog position to read from")
         url = sa.make_url(self.database.url)
-        log_file, _, log_pos = self._position.rpartition(":")
-        stream = BinLogStreamReader(
+        log_file, _, log_pos = position.rpartition(":")
+        events = [WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, *([] if row_events_only else [XidEvent])]
+        return BinLogStreamReader(
             connection_settings={"host": url.host or "127.0.0.1", "port": url.port or 3306,
                                  "user": url.username or "root", "passwd": url.password or ""},
             server_id=random.randint(1 << 20, 1 << 30),  # a replica id no real replica uses
             blocking=False, resume_stream=True, log_file=log_file, log_pos=int(log_pos),
-            only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, XidEvent],
-            only_schemas=[self.schema], only_tables=[self.table],
+            only_events=events, only_schemas=[self.schema], only_tables=[self.table],
         )  # fmt: skip
+
+    def batches(self, cursor: str, limits: ChangeLimits) -> Iterator[ChangeBatch]:
+        """Batches of whole transactions of this table after the landed position, to the binlog's end."""
+        from pymysqlreplication.event import XidEvent
+        from pymysqlreplication.row_event import UpdateRowsEvent, WriteRowsEvent
+
+        if self._position is None:
+            raise ChangeCaptureError(f"table {self.schema}.{self.table}: no binlog position to read from")
+        stream = self._stream(self._position)
         started, taken = time.monotonic(), 0
         typed = self.database.typed_columns(self.table, self.schema)
         pending: list[tuple[str, dict[str, Any]]] = []  # this transaction's changes

@@ -171,9 +171,10 @@ class PostgresChangeLog:
                 "confirmed_flush_lsn": row[0], "wal_retained_bytes": int(row[1]),
                 "wal_unconfirmed_bytes": int(row[2])}  # fmt: skip
 
-    def waiting(self) -> tuple[bool, str | None]:
+    def waiting(self, landed: str = "") -> tuple[bool, str | None]:
         """Whether the stream's slot has a change of the table waiting, and its confirmed position
-        (``None`` when the stream has no slot yet). Peeks one change; consumes nothing."""
+        (``None`` when the stream has no slot yet); ``landed`` is not needed (the slot knows). Peeks one
+        change; consumes nothing."""
         with self._connect() as conn:
             row = conn.execute(
                 "SELECT slot_name::text, confirmed_flush_lsn::text FROM pg_replication_slots "
