@@ -167,6 +167,21 @@ def _convert(batch: pa.RecordBatch, schema: pa.Schema, where: str) -> pa.RecordB
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
+def _planned(cur: "adbc.Cursor", target: sql.Composable) -> tuple[list[sql.Composable], pa.Schema]:
+    """Select list and Arrow schema of ``target`` (:func:`_plan` of a ``LIMIT 0`` probe)."""
+    cur.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(target).as_string())
+    probe = cur.fetch_record_batch().schema
+    return _plan(probe, _column_types(cur, target))
+
+
+def postgres_schema(uri: str, table: str, schema: str | None) -> pa.Schema:
+    """The Arrow schema :func:`read_postgres` gives the table's rows (one probe, no rows read)."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    with adbc.connect(uri) as conn, conn.cursor() as cur:
+        return _planned(cur, sql.Identifier(schema, table) if schema else sql.Identifier(table))[1]
+
+
 def read_postgres(
     uri: str,
     table: str,
@@ -204,9 +219,7 @@ def read_postgres(
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cur.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)).as_string())
         target = sql.Identifier(schema, table) if schema else sql.Identifier(table)
-        cur.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(target).as_string())
-        probe = cur.fetch_record_batch().schema
-        select, out_schema = _plan(probe, _column_types(cur, target))
+        select, out_schema = _planned(cur, target)
         if extra_schema is not None:
             out_schema = pa.schema([*out_schema, *extra_schema])
         query = sql.SQL("SELECT {} FROM {}{}").format(

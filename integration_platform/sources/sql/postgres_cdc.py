@@ -33,12 +33,13 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 from psycopg import sql
 
 from integration_platform.core.changes import CHANGE_SCHEMA, ChangeBatch, ChangeCaptureError, ChangeLimits
 from integration_platform.core.streams import CHANGE_COLUMNS, COMMITTED_COLUMN, OP_COLUMN, POSITION_COLUMN, SEQ_COLUMN
 from integration_platform.sources.sql.pgoutput import UNCHANGED, Change, Transaction, lsn_int, lsn_text, transactions
-from integration_platform.sources.sql.postgres_arrow import read_postgres
+from integration_platform.sources.sql.postgres_arrow import postgres_schema, read_postgres
 
 #: Replication slot and publication names: PostgreSQL identifiers we create (63 bytes at most).
 SLOT_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -54,6 +55,27 @@ def array_constant(values: Sequence[str | None]) -> str:
     and text from the server cannot hold a NUL byte."""
     inner = ",".join("NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
     return "E'{" + inner.replace("\\", "\\\\").replace("'", "''") + "}'::text[]"
+
+
+def arrow_from_text(values: Sequence[str | None], kind: pa.DataType) -> pa.Array | None:
+    """Values as pgoutput writes them (PostgreSQL's text output, ISO dates, the session's UTC) as Arrow
+    ``kind`` (the snapshot's type of the column), where Arrow parses that text exactly: text as is
+    (every type the snapshot reads as text is read as its text form), ``t``/``f`` booleans, integers,
+    floats (PostgreSQL writes the shortest exact form, ``NaN``, ``Infinity``), decimals that fit,
+    dates and timestamps in the years 1-9999. ``None`` for anything else (arrays, bytea, times,
+    ``infinity``, a value Arrow refuses): PostgreSQL then parses the column."""
+    text = pa.array(values, pa.string())
+    if pa.types.is_string(kind):
+        return text
+    if pa.types.is_boolean(kind):
+        return pc.equal(text, "t")
+    parseable = (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal, pa.types.is_date32)
+    if not (any(check(kind) for check in parseable) or (pa.types.is_timestamp(kind) and kind.unit == "us")):
+        return None
+    try:
+        return pc.cast(text, kind)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
 
 
 def cursor_prefix(source: str, stream: str) -> str:
@@ -207,6 +229,9 @@ class PostgresChangeLog:
         slot does not hold WAL of other tables' changes."""
         started, taken = time.monotonic(), 0
         with self._connect() as conn:
+            # pgoutput writes values with this session's settings: ISO dates, times in UTC (arrow_from_text)
+            conn.execute("SET DateStyle = 'ISO, YMD'")
+            conn.execute("SET TimeZone = 'UTC'")
             # Logical decoding reads only WAL flushed to disk: confirming up to the insert position
             # (pg_current_wal_lsn) would skip commits not yet flushed (synchronous_commit = off).
             upto = str(conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()[0])  # type: ignore[index]
@@ -258,21 +283,45 @@ class PostgresChangeLog:
                 counts[change.op] = counts.get(change.op, 0) + 1
         if not ops:
             return ChangeBatch(None, position, counts)
-        names = [*(name for name, _ in columns), *CHANGE_COLUMNS]
-        kinds = [*(kind for _, kind in columns), "text", "bigint", "integer", "timestamptz"]
+        target = postgres_schema(self.uri, self.table, self.schema)
+        typed = {
+            name: arrow_from_text(column, target.field(name).type)
+            for (name, _), column in zip(columns, values[: len(columns)], strict=True)
+        }
+        slow = [name for name, array in typed.items() if array is None]
+        if slow:  # what Arrow cannot parse as PostgreSQL writes it: PostgreSQL's own input functions
+            parsed = self._parse_on_server(columns, values, slow)
+            typed |= {name: parsed.column(name) for name in slow}
+        meta = [
+            pa.array(ops, pa.string()),
+            pa.array([int(p) for p in positions], pa.int64()),  # type: ignore[arg-type]
+            pa.array([int(q) for q in seqs], pa.int32()),  # type: ignore[arg-type]
+            pc.cast(pa.array(times, pa.string()), pa.timestamp("us", "UTC")),
+        ]
+        table = pa.table([*typed.values(), *meta], schema=pa.schema([*target, *CHANGE_SCHEMA]))
+        return ChangeBatch(table, position, counts)
+
+    def _parse_on_server(
+        self, columns: list[tuple[str, str]], values: list[list[str | None]], slow: list[str]
+    ) -> pa.Table:
+        """The ``slow`` columns' text cast to their types by PostgreSQL and read by the snapshot's reader
+        (the other columns as NULLs): one ``text[]`` constant per column, unnested into rows."""
+        names = [name for name, _ in columns]
         casts = sql.SQL(", ").join(
-            sql.SQL("r.{}::{} AS {}").format(sql.Identifier(name), sql.SQL(kind), sql.Identifier(name))
-            for name, kind in zip(names, kinds, strict=True)
+            sql.SQL("r.{}::{} AS {}" if name in slow else "NULL::{1} AS {2}").format(
+                sql.Identifier(name), sql.SQL(kind), sql.Identifier(name)
+            )
+            for name, kind in columns
         )
-        arrays = sql.SQL(", ".join(array_constant(column) for column in values))
+        arrays = sql.SQL(
+            ", ".join(
+                array_constant(column) for name, column in zip(names, values[: len(names)], strict=True) if name in slow
+            )
+        )
         listed = sql.SQL("(SELECT {} FROM unnest({}) AS r ({})) AS v").format(
-            casts, arrays, sql.SQL(", ").join(sql.Identifier(n) for n in names)
+            casts, arrays, sql.SQL(", ").join(sql.Identifier(n) for n in names if n in slow)
         )
-        extra = [sql.Identifier(name) for name in CHANGE_COLUMNS]
-        reader = read_postgres(
-            self.uri, self.table, self.schema, None, relation=listed, extra=extra, extra_schema=CHANGE_SCHEMA
-        )
-        return ChangeBatch(reader.read_all(), position, counts)
+        return read_postgres(self.uri, self.table, self.schema, None, relation=listed).read_all()
 
     def _value(self, change: Change, index: int, transaction: Transaction) -> str | None:
         """One column's text of ``change``; an unchanged TOASTed value is taken from the old row, or
