@@ -250,13 +250,22 @@ def test_five_updates_between_runs_keep_five_versions_and_a_new_column_appears(
 def test_the_slot_advances_each_run_and_retains_little_wal_after_a_drain(
     source: str, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
-    target = platform(yaml(), tmp_path, instance)
+    text = yaml().replace("cdc: {history: true,", "cdc: {history: true, lag_warn_bytes: 16777216,")
+    target = platform(text, tmp_path, instance)
     assert target.materialize([FILM]).success
     before = latest_metadata(instance, FILM)["confirmed_flush_lsn"]
     # 40 MB of WAL from a table nobody captures, and one change of film
     sql(source, "CREATE TABLE noise AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 150000) g")
     sql(source, "UPDATE film SET length = length + 1 WHERE film_id = 1")
     sql(source, "CHECKPOINT")
+    held = sql(source, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) FROM pg_replication_slots")
+    assert held[0][0] > 16 << 20, "the test's WAL is too small to show the slot lets it go"
+    lag_check = dg.AssetCheckKey(FILM, "log_lag_within_limit")
+    warned = target.materialize(dg.AssetSelection.checks(lag_check))  # the check alone: the slot before a drain
+    (evaluation,) = [
+        e.asset_check_evaluation_data for e in warned.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
     assert target.materialize([FILM]).success
     meta = latest_metadata(instance, FILM)
     lsn = sql(source, "SELECT %s::pg_lsn > %s::pg_lsn", [meta["confirmed_flush_lsn"], before])

@@ -115,8 +115,9 @@ class ChangeLog(Protocol):
         Consumes nothing."""
         ...
 
-    def status(self, cursor: str) -> dict[str, Any]:
-        """What the materialisation shows about the cursor: at least ``log_cursor_exists`` and, when it
+    def status(self, cursor: str, landed: str) -> dict[str, Any]:
+        """What the materialisation shows about the cursor (``landed``: the newest landing's position) at
+        least ``log_cursor_exists`` and, when it
         does, ``log_retained_bytes`` (log the server keeps for it), then the kind's own figures."""
         ...
 

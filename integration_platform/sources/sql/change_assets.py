@@ -7,6 +7,7 @@ retains more WAL than ``lag_warn_bytes``: a slot nobody drains fills the source'
 sensor, stopped by default, that requests a drain when the log has changes of the table waiting.
 """
 
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import dagster as dg
@@ -77,9 +78,17 @@ def change_lake_asset(
     prefix = cursor_prefix(spec.source, spec.name)
 
     @dg.multi_asset(**lake_asset_arguments(spec, kind, resource_key, check_specs=[check]))
-    def _capture(context: dg.AssetExecutionContext, config: StreamRunConfig) -> dg.MaterializeResult:
+    def _capture(
+        context: dg.AssetExecutionContext, config: StreamRunConfig
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         database: SqlDatabaseResource = getattr(context.resources, resource_key)
         log = database.change_log(table, schema, prefix, options.publication)
+        if lake_key(spec) not in context.selected_asset_keys:  # the check alone: the log as it is now
+            lake: LakeResource = context.resources.lake
+            cursor, landed = landed_position(lake.store(), spec)
+            status = log.status(cursor, landed) if cursor else {"log_cursor_exists": False}
+            yield _status_check(spec, cursor, status, options.lag_warn_bytes)
+            return
         store = start_lake_step(context, spec)
         full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG, "").lower() == "true"
         limits = ChangeLimits(batch_changes=options.batch_changes, max_changes=options.max_changes)
@@ -93,13 +102,13 @@ def change_lake_asset(
             full_refresh=full_refresh,
             say=context.log.info,
         )
-        status = log.status(stats.cursor)
+        status = log.status(stats.cursor, stats.position)
         context.log.info(
             f"{spec.path}: {stats.landing.rows_landed} changes landed in {stats.landing.batches} batch(es) "
             f"{stats.changes}; log cursor {stats.cursor} at {stats.position or '(unchanged)'}, "
             f"{status.get('log_retained_bytes')} bytes of log retained"
         )
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             asset_key=lake_key(spec),
             metadata={
                 **stats.metadata(),

@@ -135,18 +135,20 @@ class MariaDbChangeLog:
         """No server-side cursor to drop."""
         return []
 
-    def status(self, cursor: str) -> dict[str, Any]:
-        """The landed binlog position, the server's, and the binlog bytes between them."""
+    def status(self, cursor: str, landed: str = "") -> dict[str, Any]:
+        """The landed binlog position (this run's, else ``landed``), the server's, and the binlog bytes
+        between them."""
         with self.database.engine().connect() as conn:
             logs = [(str(name), int(size)) for name, size, *_ in conn.exec_driver_sql("SHOW BINARY LOGS")]
         sizes = dict(logs)
-        name, _, offset = (self._position or "").rpartition(":")
+        position = self._position or landed
+        name, _, offset = position.rpartition(":")
         if name not in sizes:
-            return {"log_cursor_exists": False, "binlog_position": self._position}
+            return {"log_cursor_exists": False, "binlog_position": position}
         after = [size for log, size in logs if log > name]
         behind = sizes[name] - int(offset) + sum(after)
         current = f"{logs[-1][0]}:{logs[-1][1]}"
-        return {"log_cursor_exists": True, "log_retained_bytes": behind, "binlog_position": self._position,
+        return {"log_cursor_exists": True, "log_retained_bytes": behind, "binlog_position": position,
                 "binlog_server_position": current}  # fmt: skip
 
     def waiting(self, landed: str) -> tuple[bool, str | None]:
