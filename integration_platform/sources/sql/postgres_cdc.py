@@ -10,8 +10,8 @@ a run). The pieces, each from PostgreSQL itself:
   the table is read through the SQL source's own reader (ADBC binary COPY) in a repeatable-read
   transaction that imports the exported snapshot, so the snapshot holds exactly the changes the
   slot will not send.
-- **changes**: psycopg 2's ``LogicalReplicationConnection`` streams the slot (psycopg 3 has no
-  replication protocol support) from its confirmed position; whole transactions are gathered into
+- **changes**: psycopg 2's ``LogicalReplicationConnection`` streams the slot (psycopg 3 cannot
+  stream the replication protocol's COPY BOTH) from its confirmed position; whole transactions are gathered into
   batches, each landed and only then confirmed as the stream's flush feedback (waiting for the
   server's answer, so the slot has moved when :meth:`PostgresChangeLog.confirm` returns). The run
   ends when the walsender's keepalive says it has decoded the WAL flushed when the run started.
