@@ -19,13 +19,14 @@ Methods, each a fresh process, timed until its result is committed:
 
 - ``pg_recvlogical`` (``limit``): PostgreSQL's own client streams the same changes through a copy of
   the slot with the same pgoutput options to ``/dev/null`` (decoding on the server, nothing landed).
-- ``platform_cdc`` (``platform``): ``capture`` (peek, decode, type through PostgreSQL, land, advance
-  the slot) and ``load`` (merge in log order, deletes applied) into the warehouse copy.
+- ``platform_cdc`` (``platform``): ``capture`` (stream, decode, type, land, confirm to the slot) and
+  ``load`` (merge in log order, deletes applied) into the warehouse copy.
 - ``full_refresh`` (``peer``: what a user does without a change log to see deletes): the
   platform's full extract of the whole table and a ``replace`` load.
-- ``read_peek`` / ``read_stream``: reading and decoding the changes only, nothing landed, to choose
-  the client: psycopg 3 polling ``pg_logical_slot_peek_binary_changes`` (what the platform does) or
-  psycopg 2's streaming ``LogicalReplicationConnection`` (neither advances the slot).
+- ``read_stream`` / ``read_peek``: reading and decoding the changes only, nothing landed, to choose
+  the client: psycopg 2's streaming ``LogicalReplicationConnection`` (what the platform does) or
+  psycopg 3 polling ``pg_logical_slot_peek_binary_changes`` in batches, each then confirmed with
+  ``pg_replication_slot_advance``.
 
 Every run's table is verified untimed (rows and the sum of ``quantity`` equal the source's). Rates
 are changes per second for all three (the full refresh reads every row to apply them).
@@ -213,7 +214,7 @@ def run_child(name: str, workdir: Path) -> None:
         return {"rows": marker["changes"], "rows_read": landed.manifest.rows, "load_s": loaded.seconds}
 
     def read_peek() -> dict[str, Any]:
-        """How the platform reads the slot: psycopg 3 peeks batches of whole transactions (50,000 changes),
+        """The other way to read the slot: psycopg 3 peeks batches of whole transactions (50,000 changes),
         each decoded, then confirmed by advancing the slot; nothing landed."""
         import psycopg
 
@@ -237,7 +238,7 @@ def run_child(name: str, workdir: Path) -> None:
                 )
 
     def read_stream() -> dict[str, Any]:
-        """The alternative: psycopg 2's streaming LogicalReplicationConnection, decoded the same way."""
+        """How the platform reads the slot: psycopg 2's streaming LogicalReplicationConnection, decoded."""
         import select
 
         import psycopg2
@@ -345,19 +346,19 @@ def main(argv: list[str] | None = None) -> None:
                     ),
                     Method(
                         "read_peek",
-                        "platform",
+                        "peer",
                         python_child(SCRIPT, "read_peek", *child),
                         count,
                         prepare=lambda: copy_slot(uri, marker["slot"]),
-                        note="reading and decoding only: psycopg 3 peeks in batches and advances, as the platform",
+                        note="reading and decoding only: psycopg 3 peeks batches and advances (the road not taken)",
                     ),
                     Method(
                         "read_stream",
-                        "peer",
+                        "platform",
                         python_child(SCRIPT, "read_stream", *child),
                         count,
                         prepare=lambda: copy_slot(uri, marker["slot"]),
-                        note="reading and decoding only: psycopg 2 LogicalReplicationConnection streaming",
+                        note="reading and decoding only: psycopg 2 streaming, as the platform reads",
                     ),
                 ],
                 args.methods,

@@ -143,6 +143,10 @@ def change_sensor(
     def _changes(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         database: SqlDatabaseResource = getattr(context.resources, resource_key)
         log = database.change_log(table, schema, prefix, options.publication)
+        active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+        in_flight = context.instance.get_runs(filters=dg.RunsFilter(tags={DRAIN_TAG: spec.path}, statuses=active))
+        if in_flight:  # first: a slot being streamed cannot be peeked at
+            return dg.SkipReason(f"drain run {in_flight[0].run_id} of {spec.path} in flight")
         lake: LakeResource = context.resources.lake
         waiting, position = log.waiting(landed_position(lake.store(), spec)[1])
         if position is None:
@@ -151,10 +155,6 @@ def change_sensor(
             )
         if not waiting:
             return dg.SkipReason(f"no changes waiting after {position}")
-        active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
-        in_flight = context.instance.get_runs(filters=dg.RunsFilter(tags={DRAIN_TAG: spec.path}, statuses=active))
-        if in_flight:
-            return dg.SkipReason(f"changes waiting after {position}; drain run {in_flight[0].run_id} in flight")
         return dg.SensorResult(
             run_requests=[dg.RunRequest(run_key=f"{spec.path}@{position}", tags={DRAIN_TAG: spec.path})]
         )
