@@ -36,13 +36,11 @@ from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import Manifest, active_manifests, list_manifests
 from integration_platform.core.loading import (
     applied_landings,
-    live_keys,
+    keys_held,
     load,
-    local_copies,
     partition_rows,
     pending,
     quote,
-    scans_by_schema,
     table_columns,
     table_name,
     table_rows,
@@ -435,15 +433,7 @@ def _expected_rows(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: Stre
     manifests = [m for m in active_manifests(list_manifests(store, spec)) if (m.window, m.landing_id) in applied]
     if spec.write_disposition != "merge":
         return sum(m.rows for m in manifests)
-    with ExitStack() as stack:
-        copies = local_copies(stack, store, manifests)
-        scans = scans_by_schema([(m, [(copies[f.key], f) for f in m.files]) for m in manifests])
-        if not scans:
-            return 0
-        keys_sql, params = live_keys(spec, manifests, scans)
-        query = f"SELECT count(*) FROM ({keys_sql})"
-        row = conn.execute(query, params).fetchone()
-    return int(row[0]) if row else 0
+    return keys_held(store, spec, manifests)
 
 
 def _selected(

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -45,7 +45,6 @@ from integration_platform.core.landing import Manifest, active_manifests, land, 
 from integration_platform.core.micro_batches import MicroBatch, MicroBatchStats, land_micro_batches
 from integration_platform.core.streams import COMMITTED_COLUMN, OP_COLUMN, POSITION_COLUMN, SEQ_COLUMN, StreamSpec
 
-Operation = Literal["snapshot", "insert", "update", "delete"]
 #: The change columns' Arrow types (text, bigint, integer, timestamptz as the SQL readers give them).
 CHANGE_SCHEMA = pa.schema(
     [

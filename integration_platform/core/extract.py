@@ -113,9 +113,9 @@ def landed_keys(
 
 def rows_held(store: LakeStore, spec: StreamSpec, *, each_key_once: bool = False) -> int:
     """The rows the stream's lake holds now (what its table holds once loaded): for a merge stream the
-    distinct primary keys of its active landings (without deleted ones, when changes or tombstones
-    landed) (read only when there are landings after the last
-    full one), otherwise the rows of its active landings. Partitioned streams: all partitions.
+    distinct primary keys of its active landings, without those a change or a tombstone deleted (read
+    only when there are landings after the last full one), otherwise the rows of its active landings.
+    Partitioned streams: all partitions.
     ``each_key_once``: the source lands each key at most once (a queue, whose redelivered messages
     are dropped before landing), so the manifests' row counts are exact and no file is read."""
     manifests = active_manifests(list_manifests(store, spec))
