@@ -298,3 +298,44 @@ def test_writes_during_the_snapshot_are_neither_missed_nor_doubled(
         "GROUP BY ALL HAVING count(*) > 1"
     )
     assert history == [], "a change landed twice"
+
+
+def test_an_update_of_a_primary_key_moves_the_row(
+    chinook: str, binlog_server: int, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """An update changing the key lands as a delete of the old key and the new row: the old key does not
+    stay in the warehouse."""
+    target = platform(yaml(), tmp_path, instance)
+    assert target.materialize([LINES]).success
+    run_sql(binlog_server, "UPDATE InvoiceLine SET InvoiceLineId = 900000 WHERE InvoiceLineId = 9", chinook)
+    assert target.materialize([LINES, dg.AssetKey(["warehouse", "chinook.invoice_line"])]).success
+    assert target.query('SELECT count(*) FROM chinook.invoice_line WHERE "InvoiceLineId" = 9') == [(0,)]
+    url = f"mysql+pymysql://root@127.0.0.1:{binlog_server}/{chinook}"
+    same_as_a_full_extract(target, url, "InvoiceLine", "invoice_line", "InvoiceLineId")
+    moved = target.query(
+        "SELECT \"InvoiceLineId\", _ip_op FROM chinook.invoice_line__history WHERE _ip_op <> 'snapshot' ORDER BY 1"
+    )
+    assert moved == [(9, "delete"), (900000, "update")]
+
+
+def test_timestamps_from_the_snapshot_and_the_binlog_agree_whatever_the_server_time_zone(
+    chinook: str, binlog_server: int, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """The binlog holds TIMESTAMP values in UTC; the snapshot reads them in UTC too, not in the server's
+    time zone, so a row's value does not shift between its snapshot and its changes."""
+    run_sql(binlog_server, "CREATE TABLE stamp (id INT PRIMARY KEY, at TIMESTAMP(6) NULL)", chinook)
+    run_sql(binlog_server, "INSERT INTO stamp VALUES (1, '2024-06-01 12:00:00'), (2, '2024-06-01 12:00:00')", chinook)
+    text = YAML.replace("[InvoiceLine, Track, gadget]", "[stamp]").split("    - table: InvoiceLine")[0]
+    run_sql(binlog_server, "SET GLOBAL time_zone = '+05:00'")  # new sessions read TIMESTAMPs 5 h ahead
+    try:
+        target = platform(text + "    - table: stamp\n      cdc: {}\n", tmp_path, instance)
+        key = dg.AssetKey(["chinook", "stamp"])
+        assert target.materialize([key]).success
+        run_sql(binlog_server, "UPDATE stamp SET at = at WHERE id = 2", chinook)  # logged, value unchanged
+        run_sql(binlog_server, "UPDATE stamp SET id = 3 WHERE id = 2", chinook)
+        assert target.materialize([key, dg.AssetKey(["warehouse", "chinook.stamp"])]).success
+    finally:
+        run_sql(binlog_server, "SET GLOBAL time_zone = SYSTEM")
+    rows = target.query('SELECT id, "at"::text FROM chinook.stamp ORDER BY id')
+    utc = run_sql(binlog_server, "SELECT CONVERT_TZ(at, @@session.time_zone, '+00:00') FROM stamp", chinook)[0][0]
+    assert rows == [(1, str(utc)), (3, str(utc))] and str(utc) == "2024-06-01 12:00:00"

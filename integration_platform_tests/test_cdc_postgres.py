@@ -20,9 +20,10 @@ import dagster as dg
 import psycopg
 import pytest
 
+from integration_platform.core.changes import ChangeCaptureError
 from integration_platform.core.landing import list_manifests
 from integration_platform.core.streams import StreamSpec
-from integration_platform.sources.sql.postgres_cdc import array_constant
+from integration_platform.sources.sql.postgres_cdc import PostgresChangeLog, array_constant, cursor_prefix
 from integration_platform_tests.run_stream import killed_materialization
 from integration_platform_tests.services import missing, shared_file
 from sandbox.harness import Platform, latest_metadata, platform
@@ -364,3 +365,99 @@ def test_writes_during_the_snapshot_are_neither_missed_nor_doubled(
         "SELECT film_id, _ip_log_position, _ip_change_seq FROM pagila.film__history GROUP BY ALL HAVING count(*) > 1"
     )
     assert doubled == [], "a change landed twice"
+
+
+def test_an_update_of_a_primary_key_moves_the_row_and_its_cascade(
+    source: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """An update that changes the key lands as a delete of the old key and the new row: the old key does
+    not stay in the warehouse, here or in film_actor, whose key follows by ON UPDATE CASCADE."""
+    target = platform(yaml(), tmp_path, instance)
+    assert target.materialize().success
+    sql(source, "UPDATE film SET film_id = 5001 WHERE film_id = 1")
+    sql(source, "CHECKPOINT")
+    assert target.materialize().success
+    assert target.query("SELECT count(*) FROM pagila.film WHERE film_id = 1") == [(0,)]
+    assert warehouse_films(target) == film_rows(source)
+    pairs = "SELECT actor_id, film_id, last_update FROM {} ORDER BY 1, 2"
+    assert target.query(pairs.format("pagila.film_actor WHERE _ip_deleted_at IS NULL")) == sql(
+        source, pairs.format("film_actor")
+    )
+    moved = target.query(
+        "SELECT film_id, _ip_op FROM pagila.film__history WHERE film_id IN (1, 5001) AND _ip_op <> 'snapshot'"
+    )
+    assert sorted(moved) == [(1, "delete"), (5001, "update")]
+
+
+def test_a_table_without_a_replica_identity_is_refused_and_stays_writable(source: str) -> None:
+    """Publishing a table without a replica identity would make PostgreSQL refuse its updates and deletes:
+    the capture refuses first, naming the fix, and publishes nothing."""
+    sql(source, "CREATE TABLE note (body text)")
+    sql(source, "INSERT INTO note VALUES ('a'), ('b')")
+    log = PostgresChangeLog(source, "note", "public", cursor_prefix("pagila", "note"))
+    with pytest.raises(ChangeCaptureError, match=r"public\.note has no replica identity.*REPLICA IDENTITY FULL"):
+        with log.snapshot(log.new_cursor()):
+            pass
+    sql(source, "UPDATE note SET body = 'c' WHERE body = 'a'")
+    sql(source, "DELETE FROM note WHERE body = 'b'")
+    assert sql(source, "SELECT body FROM note") == [("c",)]
+    assert sql(source, "SELECT count(*) FROM pg_publication") == [(0,)]
+    assert sql(source, "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()") == [(0,)]
+
+
+def test_an_unchanged_toasted_value_fails_naming_the_fix_and_replica_identity_full_recovers(
+    source: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """pgoutput leaves an unchanged TOASTed value out of an update unless the table logs whole old rows:
+    the run fails naming the column and the fix (never lands NULL); with REPLICA IDENTITY FULL and a full
+    refresh, later updates carry the value."""
+    text = YAML.replace("include: [film, film_actor]", "include: [film]").split("    - table: film_actor")[0]
+    target = platform(text.replace("BATCH", "1000"), tmp_path, instance)
+    sql(source, "ALTER TABLE film ADD COLUMN script text")
+    sql(source, "ALTER TABLE film ALTER COLUMN script SET STORAGE EXTERNAL")  # out of line, uncompressed
+    sql(source, "UPDATE film SET script = repeat('INT. VIDEO STORE - NIGHT. ', 4000) WHERE film_id = 2")
+    assert target.materialize([FILM]).success
+    sql(source, "UPDATE film SET length = 1 WHERE film_id = 2")
+    sql(source, "CHECKPOINT")
+    failed = target.materialize([FILM], raise_on_error=False)
+    assert not failed.success
+    errors = [str(e.event_specific_data.error) for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]  # type: ignore[union-attr]
+    assert any("'script' out of the log" in e and "REPLICA IDENTITY FULL" in e and "full_refresh" in e for e in errors)
+    sql(source, "ALTER TABLE film REPLICA IDENTITY FULL")
+    assert target.materialize([FILM], run_config={"ops": {"pagila__film": {"config": {"full_refresh": True}}}}).success
+    sql(source, "UPDATE film SET length = 2 WHERE film_id = 2")
+    sql(source, "CHECKPOINT")
+    assert target.materialize([FILM, dg.AssetKey(["warehouse", "pagila.film"])]).success
+    assert latest_metadata(instance, FILM)["updates"] == 1
+    assert target.query("SELECT length, md5(script) FROM pagila.film WHERE film_id = 2") == sql(
+        source, "SELECT length, md5(script) FROM film WHERE film_id = 2"
+    )
+
+
+def test_a_lost_slot_is_dropped_and_a_new_snapshot_taken(
+    source: str, cdc_cluster: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """A slot whose WAL was removed (past max_slot_wal_keep_size) cannot be read: the next run drops it
+    and takes a new snapshot instead of failing for ever."""
+    target = platform(yaml(), tmp_path, instance)
+    assert target.materialize([FILM]).success
+    old = latest_metadata(instance, FILM)["log_cursor"]
+    sql(source, "UPDATE film SET length = 3 WHERE film_id = 4")
+    try:
+        sql(cdc_cluster, "ALTER SYSTEM SET max_slot_wal_keep_size = '32MB'")
+        sql(cdc_cluster, "SELECT pg_reload_conf()")
+        for _ in range(4):
+            sql(source, "CREATE TABLE IF NOT EXISTS noise (pad text)")
+            sql(source, "INSERT INTO noise SELECT repeat(md5(g::text), 8) FROM generate_series(1, 100000) g")
+            sql(source, "SELECT pg_switch_wal()")
+            sql(source, "CHECKPOINT")
+        assert sql(source, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s", [old]) == [("lost",)]
+    finally:
+        sql(cdc_cluster, "ALTER SYSTEM RESET max_slot_wal_keep_size")
+        sql(cdc_cluster, "SELECT pg_reload_conf()")
+    assert target.materialize([FILM, dg.AssetKey(["warehouse", "pagila.film"])]).success
+    meta = latest_metadata(instance, FILM)
+    assert meta["snapshot_taken"] is True and meta["log_cursor"] != old
+    slots = sql(source, "SELECT slot_name FROM pg_replication_slots WHERE database = current_database()")
+    assert [s for (s,) in slots] == [meta["log_cursor"]]
+    assert warehouse_films(target) == film_rows(source)

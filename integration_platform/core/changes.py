@@ -33,8 +33,8 @@ that never advance and fill the disk, duplicates after a restart):
 
 import datetime as dt
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Generator, Iterator
+from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -96,8 +96,9 @@ class ChangeLog(Protocol):
         """False when ``cursor`` no longer exists; else move it forward to ``landed`` if behind."""
         ...
 
-    def batches(self, cursor: str, limits: ChangeLimits) -> Iterator[ChangeBatch]:
-        """The changes after ``cursor``'s confirmed position, in log order, whole transactions."""
+    def batches(self, cursor: str, limits: ChangeLimits) -> Generator[ChangeBatch, None, None]:
+        """The changes after ``cursor``'s confirmed position, in log order, whole transactions; closed
+        when the run stops taking them."""
         ...
 
     def confirm(self, cursor: str, position: str) -> None:
@@ -201,8 +202,8 @@ def capture(
     if dropped:
         say(f"{spec.path}: dropped stale log cursor(s) {', '.join(dropped)}")
 
-    def micro_batches() -> Iterator[MicroBatch]:
-        for batch in log.batches(cursor, limits):
+    def micro_batches(batches: Iterator[ChangeBatch]) -> Iterator[MicroBatch]:
+        for batch in batches:
             for op, count in batch.changes.items():
                 stats.changes[op] = stats.changes.get(op, 0) + count
 
@@ -212,6 +213,8 @@ def capture(
 
             yield MicroBatch(batch.rows, False, confirm, extra={POSITION_KEY: batch.position})
 
-    stats.landing = land_micro_batches(store, spec, micro_batches(), run_id)
+    # closed however the landing ends: reading the log holds a replication connection open
+    with closing(log.batches(cursor, limits)) as batches:
+        stats.landing = land_micro_batches(store, spec, micro_batches(batches), run_id)
     stats.seconds = time.monotonic() - started
     return stats

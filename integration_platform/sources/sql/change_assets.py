@@ -82,7 +82,7 @@ def change_lake_asset(
         context: dg.AssetExecutionContext, config: StreamRunConfig
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         database: SqlDatabaseResource = getattr(context.resources, resource_key)
-        log = database.change_log(table, schema, prefix, options.publication)
+        log = database.change_log(table, schema, prefix, options.publication, spec.primary_key)
         if lake_key(spec) not in context.selected_asset_keys:  # the check alone: the log as it is now
             lake: LakeResource = context.resources.lake
             cursor, landed = landed_position(lake.store(), spec)
@@ -142,7 +142,7 @@ def change_sensor(
     )
     def _changes(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         database: SqlDatabaseResource = getattr(context.resources, resource_key)
-        log = database.change_log(table, schema, prefix, options.publication)
+        log = database.change_log(table, schema, prefix, options.publication, spec.primary_key)
         active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
         in_flight = context.instance.get_runs(filters=dg.RunsFilter(tags={DRAIN_TAG: spec.path}, statuses=active))
         if in_flight:  # first: a slot being streamed cannot be peeked at

@@ -264,17 +264,18 @@ class SqlDatabaseResource(dg.ConfigurableResource):
         return sa.make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
 
     def change_log(
-        self, table: str, schema: str | None, prefix: str, publication: str | None
+        self, table: str, schema: str | None, prefix: str, publication: str | None, primary_key: Sequence[str] = ()
     ) -> "PostgresChangeLog | MariaDbChangeLog":
         """The table's change log: a replication slot (:class:`PostgresChangeLog`; ``prefix`` names its
-        slots, ``publication`` an existing publication) or the binlog (:class:`MariaDbChangeLog`).
-        Raises ``ValueError`` for a database without one the platform reads."""
+        slots, ``publication`` an existing publication) or the binlog (:class:`MariaDbChangeLog`);
+        ``primary_key``: the stream's key columns (an update changing them lands as a delete of the old
+        key and the update). Raises ``ValueError`` for a database without one the platform reads."""
         if self.dialect == "postgresql":
-            return PostgresChangeLog(self.libpq_uri(), table, schema, prefix, publication)
+            return PostgresChangeLog(self.libpq_uri(), table, schema, prefix, publication, primary_key)
         if self.dialect in ("mysql", "mariadb"):
             from integration_platform.sources.sql.mariadb_cdc import MariaDbChangeLog  # it imports this module
 
-            return MariaDbChangeLog(self, table, schema)
+            return MariaDbChangeLog(self, table, schema, primary_key)
         raise ValueError(
             f"table {table}: change data capture (cdc) needs PostgreSQL or MySQL/MariaDB, not {self.dialect}"
         )

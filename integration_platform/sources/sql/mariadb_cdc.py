@@ -28,7 +28,7 @@ import datetime as dt
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -65,13 +65,16 @@ class MariaDbChangeLog:
     :class:`~integration_platform.core.changes.ChangeLog`.
 
     ``database``: the SQL source's resource (a ``mysql+pymysql://`` or ``mariadb+pymysql://`` URL);
-    ``table`` in ``schema`` (the database name; default: the URL's). Raises
+    ``table`` in ``schema`` (the database name; default: the URL's); ``primary_key``: the stream's key
+    columns (an update changing them lands as a delete of the old key, then the update). Raises
     ``sqlalchemy.exc.SQLAlchemyError`` / ``pymysql.err.Error`` for connection and SQL errors and
     :class:`ChangeCaptureError` for a server whose binlog cannot be captured.
     """
 
-    def __init__(self, database: SqlDatabaseResource, table: str, schema: str | None) -> None:
-        self.database, self.table = database, table
+    def __init__(
+        self, database: SqlDatabaseResource, table: str, schema: str | None, primary_key: Sequence[str] = ()
+    ) -> None:
+        self.database, self.table, self.primary_key = database, table, tuple(primary_key)
         self.schema = schema or sa.make_url(database.url).database or ""
         self._position: str | None = None
 
@@ -97,13 +100,22 @@ class MariaDbChangeLog:
 
     @contextmanager
     def snapshot(self, cursor: str) -> Iterator[tuple[pa.RecordBatchReader, str]]:
-        """The table as of a consistent snapshot and the binlog position it lines up with (module doc)."""
+        """The table as of a consistent snapshot and the binlog position it lines up with (module doc).
+        TIMESTAMP values are read in UTC, as the binlog holds them."""
         with self.database.engine().connect() as conn:
+            conn.detach()  # its session's time zone is not returned to the pool
             self._check_server(conn)
+            conn.exec_driver_sql("SET time_zone = '+00:00'")
             conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
             status: dict[str, Any] = {
                 str(name): value for name, value in conn.exec_driver_sql("SHOW STATUS LIKE 'binlog_snapshot_%%'")
             }
+            if not status.get("Binlog_snapshot_file"):
+                raise ChangeCaptureError(
+                    f"table {self.schema}.{self.table}: the server reports no binlog_snapshot_file status, which "
+                    "lines a snapshot up with its binlog position without locking tables (MariaDB has it; MySQL "
+                    "does not): change data capture needs MariaDB"
+                )
             position = f"{status['Binlog_snapshot_file']}:{status['Binlog_snapshot_position']}"
             rows = self.database._read_generic(self.table, self.schema, None, connection=conn)
             extra = [pa.scalar("snapshot"), pa.scalar(position_int(position)), pa.scalar(0, pa.int32()),
@@ -184,13 +196,17 @@ class MariaDbChangeLog:
             only_events=events, only_schemas=[self.schema], only_tables=[self.table],
         )  # fmt: skip
 
-    def batches(self, cursor: str, limits: ChangeLimits) -> Iterator[ChangeBatch]:
-        """Batches of whole transactions of this table after the landed position, to the binlog's end."""
+    def batches(self, cursor: str, limits: ChangeLimits) -> Generator[ChangeBatch, None, None]:
+        """Batches of whole transactions of this table after the landed position, up to the binlog's end
+        when the run started (a run ends while writers keep committing)."""
         from pymysqlreplication.event import XidEvent
         from pymysqlreplication.row_event import UpdateRowsEvent, WriteRowsEvent
 
         if self._position is None:
             raise ChangeCaptureError(f"table {self.schema}.{self.table}: no binlog position to read from")
+        with self.database.engine().connect() as conn:
+            end = conn.exec_driver_sql("SHOW MASTER STATUS").first()
+        upto = position_int(f"{end[0]}:{end[1]}") if end else 1 << 62
         stream = self._stream(self._position)
         started, taken = time.monotonic(), 0
         typed = self.database.typed_columns(self.table, self.schema)
@@ -206,6 +222,8 @@ class MariaDbChangeLog:
                     done.extend((op, row, order, seq, committed) for seq, (op, row) in enumerate(pending))
                     taken += len(pending)
                     pending = []
+                    if order >= upto:
+                        break
                     if len(done) >= limits.batch_changes:
                         yield self._batch(typed, done, position)
                         done = []
@@ -216,7 +234,10 @@ class MariaDbChangeLog:
                     if isinstance(event, WriteRowsEvent):
                         pending.append(("insert", row["values"]))
                     elif isinstance(event, UpdateRowsEvent):
-                        pending.append(("update", row["after_values"]))
+                        before, after = row["before_values"], row["after_values"]
+                        if any(before.get(k) != after.get(k) for k in self.primary_key):
+                            pending.append(("delete", before))  # the old key goes, then the new one comes
+                        pending.append(("update", after))
                     else:
                         pending.append(("delete", row["values"]))
         finally:

@@ -73,13 +73,15 @@ UNCHANGED = object()
 @dataclass
 class Change:
     """One row change: ``insert``/``update``/``delete``; ``new`` (insert, update) and ``old`` (an
-    update or delete's replica identity: the key columns, or the whole row with REPLICA IDENTITY
-    FULL; ``None`` when not sent), as values in the relation's column order."""
+    update or delete's replica identity: the key columns, the others NULL, when sent with marker
+    ``K``; the whole row with REPLICA IDENTITY FULL, marker ``O``, then ``old_is_row``; ``None``
+    when not sent: an update that changed no key column), as values in the relation's column order."""
 
     op: str
     relation: Relation
     new: list[Value] | None
     old: list[Value] | None
+    old_is_row: bool = False
 
 
 @dataclass
@@ -180,14 +182,20 @@ def _change(kind: bytes, reader: _Reader, relations: dict[int, Relation]) -> Cha
         raise PgOutputError(f"pgoutput {kind!r} at {lsn_text(reader.lsn)}: relation {oid} was never described")
     old: list[Value] | None = None
     marker = reader.take(1)
+    old_is_row = marker == b"O"
     if kind != b"I" and marker in (b"K", b"O"):
         old = reader.tuple_data()
         if kind == b"D":
-            return Change("delete", relation, None, old)
+            return Change("delete", relation, None, old, old_is_row)
         marker = reader.take(1)
     if marker != b"N":
         raise PgOutputError(f"pgoutput {kind!r} at {lsn_text(reader.lsn)}: expected a new tuple, got {marker!r}")
-    return Change("insert" if kind == b"I" else "update", relation, reader.tuple_data(), old)
+    return Change("insert" if kind == b"I" else "update", relation, reader.tuple_data(), old, old_is_row)
+
+
+def begin_final_lsn(data: bytes) -> int | None:
+    """The commit LSN a ``B`` (begin) message announces for its transaction; ``None`` for another message."""
+    return int(_UINT64.unpack_from(data, 1)[0]) if data[:1] == b"B" and len(data) >= 9 else None
 
 
 def transactions(messages: Iterable[tuple[int, bytes]]) -> Iterator[Transaction]:

@@ -31,7 +31,7 @@ import re
 import select
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -42,7 +42,15 @@ from psycopg import sql
 
 from integration_platform.core.changes import CHANGE_SCHEMA, ChangeBatch, ChangeCaptureError, ChangeLimits
 from integration_platform.core.streams import CHANGE_COLUMNS, COMMITTED_COLUMN, OP_COLUMN, POSITION_COLUMN, SEQ_COLUMN
-from integration_platform.sources.sql.pgoutput import UNCHANGED, Change, Transaction, lsn_int, lsn_text, transactions
+from integration_platform.sources.sql.pgoutput import (
+    UNCHANGED,
+    Change,
+    Transaction,
+    begin_final_lsn,
+    lsn_int,
+    lsn_text,
+    transactions,
+)
 from integration_platform.sources.sql.postgres_arrow import postgres_schema, read_postgres
 
 #: Seconds the server has to answer a confirmation (flush feedback) on the replication stream.
@@ -97,14 +105,25 @@ class PostgresChangeLog:
 
     ``uri``: libpq URI of the database; ``table``/``schema``: the captured table; ``prefix``: from
     :func:`cursor_prefix`; ``publication``: an existing publication to read, or ``None`` to use (and
-    create when missing) ``<prefix>``. Raises ``psycopg.Error`` for connection and SQL errors and
-    :class:`ChangeCaptureError` for changes that cannot be landed.
+    create when missing) ``<prefix>``; ``primary_key``: the stream's key columns (an update that
+    changes them lands as a delete of the old key, then the update; default: the replica identity's
+    columns). Raises ``psycopg.Error`` for connection and SQL errors and :class:`ChangeCaptureError`
+    for a table that cannot be captured or changes that cannot be landed.
     """
 
-    def __init__(self, uri: str, table: str, schema: str | None, prefix: str, publication: str | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        table: str,
+        schema: str | None,
+        prefix: str,
+        publication: str | None = None,
+        primary_key: Sequence[str] = (),
+    ) -> None:
         if not SLOT_NAME.match(prefix) or (publication is not None and not SLOT_NAME.match(publication)):
             raise ValueError(f"slot prefix {prefix!r} / publication {publication!r}: not a plain lowercase name")
         self.uri, self.table, self.schema = uri, table, schema or "public"
+        self.primary_key = tuple(primary_key)
         self.prefix, self.publication = prefix, publication or prefix
         self._create_publication = publication is None
         self._stream: Any = None  # psycopg 2's replication cursor while batches() streams the slot
@@ -117,12 +136,31 @@ class PostgresChangeLog:
         return f"{self.prefix}_{uuid.uuid4().hex[:8]}"
 
     def _ensure_publication(self, conn: psycopg.Connection[Any]) -> None:
+        """Create the stream's publication when missing; a partitioned table publishes its partitions'
+        changes as its own (``publish_via_partition_root``). A table without a replica identity is
+        refused first: once published, PostgreSQL rejects every UPDATE and DELETE on it."""
         found = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [self.publication]).fetchone()
         if found is None:
             if not self._create_publication:
                 raise ChangeCaptureError(f"publication {self.publication!r} does not exist in the source database")
             target = sql.Identifier(self.schema, self.table)
-            conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(self.publication), target))
+            identity = conn.execute(
+                "SELECT c.relreplident::text, "
+                "EXISTS (SELECT FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) "
+                "FROM pg_class c WHERE c.oid = %s::regclass",
+                [target.as_string(conn)],
+            ).fetchone()
+            if identity is None or identity[0] == "n" or (identity[0] == "d" and not identity[1]):
+                raise ChangeCaptureError(
+                    f"table {self.schema}.{self.table} has no replica identity (no primary key, or REPLICA IDENTITY "
+                    "NOTHING): once published, PostgreSQL would refuse every UPDATE and DELETE on it. Add a primary "
+                    "key, or run ALTER TABLE ... REPLICA IDENTITY FULL (or USING INDEX) on the source first"
+                )
+            conn.execute(
+                sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)").format(
+                    sql.Identifier(self.publication), target
+                )
+            )
 
     @contextmanager
     def snapshot(self, cursor: str) -> Iterator[tuple[pa.RecordBatchReader, str]]:
@@ -156,12 +194,18 @@ class PostgresChangeLog:
             replication.close()
 
     def resume(self, cursor: str, landed: str) -> bool:
-        """False when slot ``cursor`` is gone; else advance it to ``landed`` when it is behind."""
+        """False when slot ``cursor`` is gone, or lost (its WAL was removed past
+        ``max_slot_wal_keep_size``: it is dropped then); else advance it to ``landed`` when it is behind."""
         with self._connect() as conn:
             row = conn.execute(
-                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", [cursor]
+                "SELECT confirmed_flush_lsn::text, wal_status = 'lost' OR restart_lsn IS NULL "
+                "FROM pg_replication_slots WHERE slot_name = %s",
+                [cursor],
             ).fetchone()
             if row is None:
+                return False
+            if row[1]:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", [cursor])
                 return False
             if lsn_int(str(row[0])) < lsn_int(landed):
                 conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", [cursor, landed])
@@ -175,14 +219,20 @@ class PostgresChangeLog:
             with self._connect() as conn:
                 conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", [cursor, position])
             return
-        stream, answered = self._stream, self._stream.io_timestamp
-        stream.send_feedback(flush_lsn=lsn_int(position), reply=True, force=True)
-        deadline = time.monotonic() + FEEDBACK_SECONDS
-        while stream.io_timestamp == answered:  # the keepalive that answers comes after the flush is applied
-            if time.monotonic() > deadline:
-                raise ChangeCaptureError(f"slot {cursor}: the server did not answer the confirmation of {position}")
-            if stream.read_message() is None:
-                select.select([stream], [], [], 0.1)
+        # The stream is not read here (a message read would be lost to batches()): the walsender
+        # applies feedback even while its sends wait on us, and the slot's view shows when it has.
+        target, deadline = lsn_int(position), time.monotonic() + FEEDBACK_SECONDS
+        self._stream.send_feedback(flush_lsn=target, force=True)
+        with self._connect() as conn:
+            while True:
+                row = conn.execute(
+                    "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", [cursor]
+                ).fetchone()
+                if row is not None and row[0] is not None and lsn_int(str(row[0])) >= target:
+                    return
+                if time.monotonic() > deadline:
+                    raise ChangeCaptureError(f"slot {cursor}: the server did not apply the confirmation of {position}")
+                time.sleep(0.02)
 
     def drop_other_cursors(self, keep: str | None) -> list[str]:
         """Drop the stream's inactive slots other than ``keep`` (left by a run killed mid-snapshot)."""
@@ -198,16 +248,17 @@ class PostgresChangeLog:
 
     def status(self, cursor: str, landed: str = "") -> dict[str, Any]:
         """The slot's confirmed position and the bytes of WAL it retains (``restart_lsn`` to now), also
-        as the keys every change log reports (``log_cursor_exists``, ``log_retained_bytes``)."""
+        as the keys every change log reports (``log_cursor_exists``, ``log_retained_bytes``); a lost
+        slot (``wal_status`` ``lost``) counts as gone."""
         with self._connect() as conn:
             row = conn.execute(
                 "SELECT confirmed_flush_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, "
-                "pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
+                "pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, wal_status "
                 "FROM pg_replication_slots WHERE slot_name = %s",
                 [cursor],
             ).fetchone()
-        if row is None:
-            return {"log_cursor_exists": False, "slot": cursor}
+        if row is None or row[1] is None or row[3] == "lost":
+            return {"log_cursor_exists": False, "slot": cursor, "wal_status": row[3] if row else "dropped"}
         return {"log_cursor_exists": True, "log_retained_bytes": int(row[1]), "slot": cursor,
                 "confirmed_flush_lsn": row[0], "wal_retained_bytes": int(row[1]),
                 "wal_unconfirmed_bytes": int(row[2])}  # fmt: skip
@@ -242,7 +293,7 @@ class PostgresChangeLog:
             ).fetchall()
         return [(str(name), str(kind)) for name, kind in rows]
 
-    def batches(self, cursor: str, limits: ChangeLimits) -> Iterator[ChangeBatch]:
+    def batches(self, cursor: str, limits: ChangeLimits) -> Generator[ChangeBatch, None, None]:
         """Batches of whole transactions after slot ``cursor``'s confirmed position, up to the WAL
         flushed when the run started, streamed through psycopg 2's ``LogicalReplicationConnection``;
         the last one (maybe without rows) confirms up to that end, so the slot does not hold WAL of
@@ -259,7 +310,7 @@ class PostgresChangeLog:
             replication = psycopg2.connect(
                 self.uri,
                 connection_factory=psycopg2.extras.LogicalReplicationConnection,
-                options="-c DateStyle=ISO,YMD -c TimeZone=UTC",
+                options="-c DateStyle=ISO,YMD -c TimeZone=UTC -c extra_float_digits=3",
             )
             try:
                 self._stream = replication.cursor()
@@ -285,16 +336,22 @@ class PostgresChangeLog:
                 replication.close()
 
     def _messages(self, upto: int) -> Iterator[tuple[int, bytes]]:
-        """``(LSN, pgoutput message)`` from the stream until the walsender has decoded the WAL up to
-        ``upto`` and no transaction is open: its keepalives carry the position it has sent up to
-        (``wal_end``), and an idle stream asks for one at once, then every 0.5 s."""
+        """``(LSN, pgoutput message)`` from the stream up to the WAL position ``upto``: it stops before
+        the first transaction committed after it (its begin message announces its commit LSN; pgoutput
+        sends transactions in commit order), so a run ends while writers keep committing; or, when
+        the stream is idle, once the walsender has decoded the WAL up to ``upto`` and no transaction
+        is open: its keepalives carry the position it has sent up to (``wal_end``), and an idle stream
+        asks for one at once, then every 0.5 s."""
         stream, inside, asked = self._stream, False, 0.0
         while True:
             message = stream.read_message()
             if message is not None:
-                kind = message.payload[:1]
-                inside = kind == b"B" or (inside and kind != b"C")
-                yield message.data_start, bytes(message.payload)
+                data = bytes(message.payload)
+                final = begin_final_lsn(data)
+                if final is not None and final > upto:
+                    return
+                inside = final is not None or (inside and data[:1] != b"C")
+                yield message.data_start, data
                 continue
             if not inside and stream.wal_end >= upto:
                 return
@@ -310,6 +367,7 @@ class PostgresChangeLog:
         ops, positions, seqs, times = values[len(columns) :]
         counts: dict[str, int] = {}
         where: dict[int, list[int | None]] = {}  # relation message -> tuple index of each current column
+        keys: dict[int, list[int]] = {}  # relation message -> tuple index of each key column
         for transaction in batch:
             for relation in transaction.truncated:
                 if (relation.namespace, relation.name) == (self.schema, self.table):
@@ -318,19 +376,25 @@ class PostgresChangeLog:
                         "run the stream with full_refresh: true to take a new snapshot"
                     )
             commit_lsn, committed_at = str(transaction.commit_lsn), transaction.committed_at.isoformat()
-            for seq, change in enumerate(transaction.changes):
-                if (change.relation.namespace, change.relation.name) != (self.schema, self.table):
+            seq = 0
+            for change in transaction.changes:
+                relation = change.relation
+                if (relation.namespace, relation.name) != (self.schema, self.table):
                     continue
-                if id(change.relation) not in where:
-                    names = [c.name for c in change.relation.columns]
-                    where[id(change.relation)] = [names.index(n) if n in names else None for n, _ in columns]
-                for column, index in zip(values, where[id(change.relation)], strict=False):
-                    column.append(None if index is None else self._value(change, index, transaction))
-                ops.append(change.op)
-                positions.append(commit_lsn)
-                seqs.append(str(seq))
-                times.append(committed_at)
-                counts[change.op] = counts.get(change.op, 0) + 1
+                if id(relation) not in where:
+                    names = [c.name for c in relation.columns]
+                    where[id(relation)] = [names.index(n) if n in names else None for n, _ in columns]
+                    key_names = self.primary_key or [c.name for c in relation.columns if c.key]
+                    keys[id(relation)] = [names.index(n) for n in key_names if n in names]
+                for op, row in self._rows(change, keys[id(relation)]):
+                    for column, index in zip(values, where[id(relation)], strict=False):
+                        column.append(None if index is None else self._value(change, row, index, transaction))
+                    ops.append(op)
+                    positions.append(commit_lsn)
+                    seqs.append(str(seq))
+                    times.append(committed_at)
+                    counts[op] = counts.get(op, 0) + 1
+                    seq += 1
         if not ops:
             return ChangeBatch(None, position, counts)
         target = postgres_schema(self.uri, self.table, self.schema)
@@ -373,17 +437,34 @@ class PostgresChangeLog:
         )
         return read_postgres(self.uri, self.table, self.schema, None, relation=listed).read_all()
 
-    def _value(self, change: Change, index: int, transaction: Transaction) -> str | None:
-        """One column's text of ``change``; an unchanged TOASTed value is taken from the old row, or
-        raises :class:`ChangeCaptureError`."""
-        value = (change.new if change.new is not None else change.old or [])[index]
+    @staticmethod
+    def _rows(change: Change, keys: Sequence[int]) -> list[tuple[str, list[Any]]]:
+        """The change rows of ``change`` as ``(op, tuple)``: an update that changed a key column (its old
+        tuple then differs in a key column) is a delete of the old key followed by the update, so the
+        old key does not stay in the warehouse."""
+        if change.new is None:
+            return [(change.op, change.old or [])]
+        old = change.old
+        if (
+            change.op == "update"
+            and old is not None
+            and any(old[k] is not UNCHANGED and old[k] != change.new[k] for k in keys)
+        ):
+            return [("delete", old), ("update", change.new)]
+        return [(change.op, change.new)]
+
+    def _value(self, change: Change, row: list[Any], index: int, transaction: Transaction) -> str | None:
+        """One column's text of ``row`` (a tuple of ``change``); an unchanged TOASTed value is taken from the
+        old row when the log sent it whole (REPLICA IDENTITY FULL), or raises :class:`ChangeCaptureError`."""
+        value = row[index]
         if value is UNCHANGED:
-            value = change.old[index] if change.old is not None else UNCHANGED
+            value = change.old[index] if change.old is not None and change.old_is_row else UNCHANGED
             if value is UNCHANGED:
                 name = change.relation.columns[index].name
                 raise ChangeCaptureError(
                     f"table {self.schema}.{self.table}: an update at {lsn_text(transaction.commit_lsn)} left column "
-                    f"{name!r} out of the log (an unchanged TOASTed value); run ALTER TABLE ... REPLICA IDENTITY "
-                    "FULL on the source so that updates carry it"
+                    f"{name!r} out of the log (an unchanged TOASTed value, which only a whole old row carries). Run "
+                    "ALTER TABLE ... REPLICA IDENTITY FULL on the source so that later updates carry it, then run "
+                    "the stream with full_refresh: true (the log cannot give this update's value again)"
                 )
         return None if value is None else str(value)
