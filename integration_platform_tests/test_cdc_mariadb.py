@@ -24,7 +24,7 @@ from integration_platform.core.streams import StreamSpec
 from integration_platform.sources.sql.database import SqlDatabaseResource
 from integration_platform_tests.run_stream import killed_materialization
 from integration_platform_tests.services import MARIADB_HOST, MARIADB_PORT, missing, require_port, shared_file
-from sandbox.harness import Platform, latest_metadata, platform
+from sandbox.harness import Platform, failure_messages, latest_metadata, platform
 from sandbox.mariadb_server import binlog_mariadb
 
 YAML = """
@@ -231,7 +231,7 @@ def test_a_server_without_a_row_binlog_is_refused_naming_what_it_needs(
         target = platform(only_lines.replace("BATCH", "100"), tmp_path, instance)
         result = target.materialize([LINES], raise_on_error=False)
         assert not result.success
-        errors = [str(e.event_specific_data.error) for e in result.all_events if e.event_type_value == "STEP_FAILURE"]  # type: ignore[union-attr]
+        errors = failure_messages(result)
         assert any("binlog_format=ROW" in e and "log_bin" in e for e in errors), errors
     finally:
         run_sql(MARIADB_PORT, f"DROP DATABASE IF EXISTS `{name}`")
@@ -241,25 +241,16 @@ def test_the_drain_sensor_reads_the_binlog_from_the_landed_position(
     chinook: str, binlog_server: int, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
     target = platform(yaml(), tmp_path, instance)
-    sensor = next(s for s in target.defs.sensors or [] if s.name == "chinook_invoice_line_changes")
-    assert isinstance(sensor, dg.SensorDefinition)
-
-    def tick() -> tuple[list[dg.RunRequest], str | None]:
-        resources = dict(target.defs.resources or {})
-        with dg.build_sensor_context(definitions=target.defs, resources=resources, instance=instance) as context:
-            result = sensor.evaluate_tick(context)
-        return list(result.run_requests or []), result.skip_message
-
-    requests, skipped = tick()
+    requests, skipped = target.tick("chinook_invoice_line_changes")
     assert requests == [] and skipped and "no change log position" in skipped
     assert target.materialize([LINES]).success
     run_sql(binlog_server, "UPDATE Track SET Name = 'x' WHERE TrackId = 1", chinook)  # another table's change
-    assert tick()[0] == []
+    assert target.tick("chinook_invoice_line_changes")[0] == []
     run_sql(binlog_server, "DELETE FROM InvoiceLine WHERE InvoiceLineId = 5", chinook)
-    requests, _ = tick()
+    requests, _ = target.tick("chinook_invoice_line_changes")
     assert len(requests) == 1 and (requests[0].run_key or "").startswith("chinook/invoice_line@binlog.")
     assert target.materialize([LINES]).success and latest_metadata(instance, LINES)["deletes"] == 1
-    assert tick()[0] == []
+    assert target.tick("chinook_invoice_line_changes")[0] == []
 
 
 def test_writes_during_the_snapshot_are_neither_missed_nor_doubled(

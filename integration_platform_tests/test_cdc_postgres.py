@@ -26,7 +26,7 @@ from integration_platform.core.streams import StreamSpec
 from integration_platform.sources.sql.postgres_cdc import PostgresChangeLog, array_constant, cursor_prefix
 from integration_platform_tests.run_stream import killed_materialization
 from integration_platform_tests.services import missing, shared_file
-from sandbox.harness import Platform, latest_metadata, platform
+from sandbox.harness import Platform, failure_messages, latest_metadata, platform
 from sandbox.postgres_cluster import logical_postgres
 
 TEMPLATE = "pagila_cdc_template"
@@ -286,7 +286,7 @@ def test_a_truncate_fails_naming_the_table_and_a_full_refresh_recovers(
     sql(source, "TRUNCATE film_actor")
     failed = target.materialize([key], raise_on_error=False)
     assert not failed.success
-    errors = [str(e.event_specific_data.error) for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]  # type: ignore[union-attr]
+    errors = failure_messages(failed)
     assert any("public.film_actor was truncated" in e and "full_refresh" in e for e in errors), errors
     assert target.materialize(
         [key], run_config={"ops": {"pagila__film_actor": {"config": {"full_refresh": True}}}}
@@ -301,27 +301,18 @@ def test_the_drain_sensor_requests_a_run_only_when_the_table_has_changes_waiting
     source: str, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
     target = platform(yaml(), tmp_path, instance)
-    sensor = next(s for s in target.defs.sensors or [] if s.name == "pagila_film_changes")
-    assert isinstance(sensor, dg.SensorDefinition)
-
-    def tick() -> tuple[list[dg.RunRequest], str | None]:
-        resources = dict(target.defs.resources or {})
-        with dg.build_sensor_context(definitions=target.defs, resources=resources, instance=instance) as context:
-            result = sensor.evaluate_tick(context)
-        return list(result.run_requests or []), result.skip_message
-
-    requests, skipped = tick()
+    requests, skipped = target.tick("pagila_film_changes")
     assert requests == [] and skipped and "no change log position" in skipped
     assert target.materialize([FILM]).success
     sql(source, "UPDATE actor SET first_name = 'X' WHERE actor_id = 1")  # another table's change
     sql(source, "CHECKPOINT")
-    assert tick()[0] == []
+    assert target.tick("pagila_film_changes")[0] == []
     sql(source, "UPDATE film SET length = 99 WHERE film_id = 3")
     sql(source, "CHECKPOINT")
-    requests, _ = tick()
+    requests, _ = target.tick("pagila_film_changes")
     assert len(requests) == 1 and (requests[0].run_key or "").startswith("pagila/film@")
     assert target.materialize([FILM]).success and latest_metadata(instance, FILM)["updates"] == 1
-    assert tick()[0] == []
+    assert target.tick("pagila_film_changes")[0] == []
 
 
 def test_text_sent_back_to_postgresql_round_trips_whatever_it_holds(cdc_cluster: str) -> None:
@@ -421,7 +412,7 @@ def test_an_unchanged_toasted_value_fails_naming_the_fix_and_replica_identity_fu
     sql(source, "CHECKPOINT")
     failed = target.materialize([FILM], raise_on_error=False)
     assert not failed.success
-    errors = [str(e.event_specific_data.error) for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]  # type: ignore[union-attr]
+    errors = failure_messages(failed)
     assert any("'script' out of the log" in e and "REPLICA IDENTITY FULL" in e and "full_refresh" in e for e in errors)
     sql(source, "ALTER TABLE film REPLICA IDENTITY FULL")
     assert target.materialize([FILM], run_config={"ops": {"pagila__film": {"config": {"full_refresh": True}}}}).success

@@ -77,6 +77,15 @@ class Platform:
         with duckdb.connect(str(self.warehouse_path), read_only=True) as conn:
             return conn.execute(sql, list(params)).fetchall()
 
+    def tick(self, sensor_name: str) -> tuple[list[dg.RunRequest], str | None]:
+        """One evaluation of sensor ``sensor_name`` on the instance: its run requests and skip message."""
+        sensor = next(s for s in self.defs.sensors or [] if s.name == sensor_name)
+        assert isinstance(sensor, dg.SensorDefinition)
+        resources = dict(self.defs.resources or {})
+        with dg.build_sensor_context(definitions=self.defs, resources=resources, instance=self.instance) as context:
+            result = sensor.evaluate_tick(context)
+        return list(result.run_requests or []), result.skip_message
+
 
 def platform(
     source_yaml: str,

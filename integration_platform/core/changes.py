@@ -31,7 +31,6 @@ that never advance and fill the disk, duplicates after a restart):
    dropped.
 """
 
-import datetime as dt
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager, closing
@@ -41,7 +40,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from integration_platform.core.lake import LakeStore
-from integration_platform.core.landing import Manifest, active_manifests, land, list_manifests
+from integration_platform.core.landing import Manifest, active_manifests, land, list_manifests, stamped_window
 from integration_platform.core.micro_batches import MicroBatch, MicroBatchStats, land_micro_batches
 from integration_platform.core.streams import COMMITTED_COLUMN, OP_COLUMN, POSITION_COLUMN, SEQ_COLUMN, StreamSpec
 
@@ -109,10 +108,10 @@ class ChangeLog(Protocol):
         """Drop the stream's cursors other than ``keep``; returns their names."""
         ...
 
-    def waiting(self, landed: str) -> tuple[bool, str | None]:
-        """Whether a change of the table waits after ``landed`` (the newest landing's position; a slot
-        knows its own), and a label of the position looked from (``None``: nothing to look at yet).
-        Consumes nothing."""
+    def waiting(self, cursor: str, landed: str) -> tuple[bool, str | None]:
+        """Whether a change of the table waits for log cursor ``cursor`` (the one the stream's snapshot
+        started) after ``landed`` (the newest landing's position; a slot knows its own), and a label of
+        the position looked from (``None``: nothing to look at yet). Consumes nothing."""
         ...
 
     def status(self, cursor: str, landed: str) -> dict[str, Any]:
@@ -157,10 +156,6 @@ def landed_position(store: LakeStore, spec: StreamSpec) -> tuple[str, str]:
     return cursor, str(manifests[-1].extra.get(POSITION_KEY, "")) if manifests else ""
 
 
-def _stamp(run_id: str) -> str:
-    return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{run_id[:8]}"
-
-
 def capture(
     store: LakeStore,
     spec: StreamSpec,
@@ -188,7 +183,7 @@ def capture(
             manifest = land(
                 store,
                 spec,
-                f"snapshot-{_stamp(run_id)}",
+                stamped_window("snapshot", run_id),
                 reader,
                 reader.schema,
                 full=True,

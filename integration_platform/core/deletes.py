@@ -14,7 +14,6 @@ memory limit that spills to a temporary folder.
 """
 
 import dataclasses
-import datetime as dt
 import tempfile
 from collections.abc import Iterable
 from contextlib import ExitStack
@@ -23,8 +22,8 @@ import duckdb
 import pyarrow as pa
 
 from integration_platform.core.lake import LakeStore
-from integration_platform.core.landing import Manifest, active_manifests, land, list_manifests
-from integration_platform.core.loading import live_keys, local_copies, quote, scans_by_schema
+from integration_platform.core.landing import Manifest, active_manifests, land, list_manifests, stamped_window
+from integration_platform.core.loading import live_keys_over, quote
 from integration_platform.core.streams import OP_COLUMN, StreamSpec
 
 #: Manifest ``extra`` key of a landing of tombstones.
@@ -47,12 +46,10 @@ def land_deletes(
         spill = stack.enter_context(tempfile.TemporaryDirectory(prefix="ip-deletes-"))
         conn.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
         conn.execute("SET temp_directory = ?", [spill])
-        copies = local_copies(stack, store, manifests)
-        scans = scans_by_schema([(m, [(copies[f.key], f) for f in m.files]) for m in manifests])
-        if not scans:
+        query = live_keys_over(stack, store, spec, manifests)
+        if query is None:
             return None
-        held, params = live_keys(spec, manifests, scans)
-        conn.execute(f"CREATE TEMP TABLE held AS {held}", params)
+        conn.execute(f"CREATE TEMP TABLE held AS {query[0]}", query[1])
         conn.execute(f"CREATE TEMP TABLE present AS SELECT {keys} FROM held LIMIT 0")
         for batch in source_keys:
             conn.register("_ip_batch", pa.Table.from_batches([batch]))
@@ -64,6 +61,6 @@ def land_deletes(
         ).to_arrow_table()
     if not gone.num_rows:
         return None
-    window = f"deletes-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{run_id[:8]}"
+    window = stamped_window("deletes", run_id)
     keys_only = dataclasses.replace(spec, cursor=None)  # a tombstone has no cursor value: it moves no mark
     return land(store, keys_only, window, gone.to_batches(), gone.schema, full=False, extra={TOMBSTONES_KEY: True})

@@ -146,6 +146,12 @@ def incremental_window(cursor_before: CursorValue | None) -> str:
     return f"after-{digest[:20]}"
 
 
+def stamped_window(kind: str, run_id: str) -> str:
+    """Window name of a landing that has no natural window (a micro-batch, a snapshot, tombstones):
+    ``<kind>-<UTC time to the microsecond>-<run id's first 8 characters>``, which sorts by time."""
+    return f"{kind}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{run_id[:8]}"
+
+
 def list_manifests(store: LakeStore, spec: StreamSpec) -> list[Manifest]:
     """Every committed manifest of the stream, oldest landing first."""
     prefix = f"{spec.path}/{MANIFESTS}/"

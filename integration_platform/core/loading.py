@@ -518,13 +518,21 @@ def keys_held(store: LakeStore, spec: StreamSpec, manifests: Sequence[Manifest])
     """The primary keys a merge stream's table holds once ``manifests`` (its active landings) are applied
     (:func:`live_keys`), counted by an in-memory DuckDB over the landed files."""
     with ExitStack() as stack, duckdb.connect() as conn:
-        copies = local_copies(stack, store, manifests)
-        scans = scans_by_schema([(m, [(copies[f.key], f) for f in m.files]) for m in manifests])
-        if not scans:
+        query = live_keys_over(stack, store, spec, manifests)
+        if query is None:
             return 0
-        held, params = live_keys(spec, manifests, scans)
-        row = conn.execute(f"SELECT count(*) FROM ({held})", params).fetchone()
+        row = conn.execute(f"SELECT count(*) FROM ({query[0]})", query[1]).fetchone()
     return int(row[0]) if row else 0
+
+
+def live_keys_over(
+    stack: ExitStack, store: LakeStore, spec: StreamSpec, manifests: Sequence[Manifest]
+) -> tuple[str, list[Any]] | None:
+    """:func:`live_keys`' query and parameters over local copies of ``manifests``' files, which stay while
+    ``stack`` is open; ``None`` when the manifests hold no file."""
+    copies = local_copies(stack, store, manifests)
+    scans = scans_by_schema([(m, [(copies[f.key], f) for f in m.files]) for m in manifests])
+    return live_keys(spec, manifests, scans) if scans else None
 
 
 def live_rows(conn: duckdb.DuckDBPyConnection, spec: StreamSpec) -> int:

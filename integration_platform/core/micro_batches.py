@@ -19,7 +19,6 @@ A run killed anywhere before 3 leaves the batch unacknowledged: the source deliv
 1 (and, behind it, the warehouse merge on the primary key) keeps each row once.
 """
 
-import datetime as dt
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ import pyarrow as pa
 
 from integration_platform.core.extract import landed_keys, without_landed
 from integration_platform.core.lake import LakeStore
-from integration_platform.core.landing import Manifest, land
+from integration_platform.core.landing import Manifest, land, stamped_window
 from integration_platform.core.streams import StreamSpec
 
 
@@ -94,7 +93,7 @@ def land_micro_batches(
             stats.already_landed += before - table.num_rows
         manifest = None
         if table is not None and table.num_rows:
-            window = f"batch-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{run_id[:8]}"
+            window = stamped_window("batch", run_id)
             manifest = land(store, spec, window, table.to_batches(), table.schema, full=False, extra=batch.extra)
             stats.rows_landed += manifest.rows
             stats.bytes += manifest.bytes

@@ -148,7 +148,7 @@ def change_sensor(
         if in_flight:  # first: a slot being streamed cannot be peeked at
             return dg.SkipReason(f"drain run {in_flight[0].run_id} of {spec.path} in flight")
         lake: LakeResource = context.resources.lake
-        waiting, position = log.waiting(landed_position(lake.store(), spec)[1])
+        waiting, position = log.waiting(*landed_position(lake.store(), spec))
         if position is None:
             return dg.SkipReason(
                 f"no change log position for {spec.path} yet: materialise it once to take the snapshot"

@@ -163,7 +163,7 @@ class MariaDbChangeLog:
         return {"log_cursor_exists": True, "log_retained_bytes": behind, "binlog_position": position,
                 "binlog_server_position": current}  # fmt: skip
 
-    def waiting(self, landed: str) -> tuple[bool, str | None]:
+    def waiting(self, cursor: str, landed: str) -> tuple[bool, str | None]:
         """Whether the binlog after ``landed`` holds a row change of the table (read from there up to
         the first such event, or to its end), and ``landed..<server position>`` as the label (``None``
         before the first snapshot)."""

@@ -263,24 +263,28 @@ class PostgresChangeLog:
                 "confirmed_flush_lsn": row[0], "wal_retained_bytes": int(row[1]),
                 "wal_unconfirmed_bytes": int(row[2])}  # fmt: skip
 
-    def waiting(self, landed: str = "") -> tuple[bool, str | None]:
-        """Whether the stream's slot has a change of the table waiting, and its confirmed position
-        (``None`` when the stream has no slot yet); ``landed`` is not needed (the slot knows). Peeks one
-        change; consumes nothing."""
+    def waiting(self, cursor: str, landed: str = "") -> tuple[bool, str | None]:
+        """Whether slot ``cursor`` (the one the stream's snapshot started) has a change of the table
+        waiting, and its confirmed position (``None`` when there is no such slot: the next run takes a
+        snapshot); ``landed`` is not needed (the slot knows). Peeks one change, consumes nothing; a slot
+        a run is streaming cannot be peeked at and counts as nothing waiting."""
         with self._connect() as conn:
             row = conn.execute(
-                "SELECT slot_name::text, confirmed_flush_lsn::text FROM pg_replication_slots "
-                "WHERE starts_with(slot_name::text, %s) ORDER BY slot_name LIMIT 1",
-                [self.prefix + "_"],
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s AND NOT active",
+                [cursor],
             ).fetchone()
             if row is None:
-                return False, None
-            peeked = conn.execute(
-                "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, 1, "
-                "'proto_version', '1', 'publication_names', %s)",
-                [row[0], self.publication],
-            ).fetchall()
-        return any(bytes(data)[:1] in (b"I", b"U", b"D", b"T") for (data,) in peeked), str(row[1])
+                in_use = conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", [cursor]).fetchone()
+                return False, (f"{cursor} (being read)" if in_use else None)
+            try:
+                peeked = conn.execute(
+                    "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, 1, "
+                    "'proto_version', '1', 'publication_names', %s)",
+                    [cursor, self.publication],
+                ).fetchall()
+            except psycopg.errors.ObjectInUse:  # a run started streaming it since the query above
+                return False, f"{cursor} (being read)"
+        return any(bytes(data)[:1] in (b"I", b"U", b"D", b"T") for (data,) in peeked), str(row[0])
 
     def _columns(self, conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
         """``(name, SQL type)`` of the table's columns now, types schema-qualified where not built in."""
