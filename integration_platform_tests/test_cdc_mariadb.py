@@ -206,16 +206,23 @@ def test_a_run_killed_mid_batch_loses_and_repeats_nothing(
     assert history == changed, "a change was lost or landed twice"
 
 
-def test_a_column_added_at_the_source_appears(
+def test_five_updates_between_runs_keep_five_versions_and_a_column_added_at_the_source_appears(
     chinook: str, binlog_server: int, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
     target = platform(yaml(), tmp_path, instance)
     assert target.materialize([LINES]).success
+    for n in range(5):
+        run_sql(binlog_server, f"UPDATE InvoiceLine SET Quantity = {10 + n} WHERE InvoiceLineId = 7", chinook)
     run_sql(binlog_server, "ALTER TABLE InvoiceLine ADD COLUMN Discount DECIMAL(5, 2) NULL", chinook)
     run_sql(binlog_server, "UPDATE InvoiceLine SET Discount = 0.25 WHERE InvoiceLineId IN (3, 4)", chinook)
     assert target.materialize([LINES, dg.AssetKey(["warehouse", "chinook.invoice_line"])]).success
     rows = target.query('SELECT "InvoiceLineId", "Discount" FROM chinook.invoice_line WHERE "Discount" IS NOT NULL')
     assert sorted(rows) == [(3, Decimal("0.25")), (4, Decimal("0.25"))]
+    versions = target.query(
+        'SELECT _ip_op, "Quantity" FROM chinook.invoice_line__history WHERE "InvoiceLineId" = 7 '
+        "ORDER BY _ip_log_position, _ip_change_seq"
+    )
+    assert versions == [("snapshot", 1), *[("update", 10 + n) for n in range(5)]]
 
 
 def test_a_server_without_a_row_binlog_is_refused_naming_what_it_needs(

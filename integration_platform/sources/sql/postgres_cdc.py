@@ -286,16 +286,22 @@ class PostgresChangeLog:
                 return False, f"{cursor} (being read)"
         return any(bytes(data)[:1] in (b"I", b"U", b"D", b"T") for (data,) in peeked), str(row[0])
 
-    def _columns(self, conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
-        """``(name, SQL type)`` of the table's columns now, types schema-qualified where not built in."""
+    def _columns(self, conn: psycopg.Connection[Any]) -> list[tuple[str, str, str | None]]:
+        """``(name, SQL type, generation expression)`` of the table's columns now (types and the
+        expressions of stored generated columns schema-qualified where not built in; ``None`` for a
+        column that is not generated)."""
         with conn.transaction():
             conn.execute("SET LOCAL search_path = ''")
             rows = conn.execute(
-                "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute "
-                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), "
+                "CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END "
+                "FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+                "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
                 [sql.Identifier(self.schema, self.table).as_string(conn)],
             ).fetchall()
-        return [(str(name), str(kind)) for name, kind in rows]
+        return [
+            (str(name), str(kind), None if expression is None else str(expression)) for name, kind, expression in rows
+        ]
 
     def batches(self, cursor: str, limits: ChangeLimits) -> Generator[ChangeBatch, None, None]:
         """Batches of whole transactions after slot ``cursor``'s confirmed position, up to the WAL
@@ -387,7 +393,7 @@ class PostgresChangeLog:
                     continue
                 if id(relation) not in where:
                     names = [c.name for c in relation.columns]
-                    where[id(relation)] = [names.index(n) if n in names else None for n, _ in columns]
+                    where[id(relation)] = [names.index(n) if n in names else None for n, _, _ in columns]
                     key_names = self.primary_key or [c.name for c in relation.columns if c.key]
                     keys[id(relation)] = [names.index(n) for n in key_names if n in names]
                 for op, row in self._rows(change, keys[id(relation)]):
@@ -402,9 +408,9 @@ class PostgresChangeLog:
         if not ops:
             return ChangeBatch(None, position, counts)
         target = postgres_schema(self.uri, self.table, self.schema)
-        typed = {
-            name: arrow_from_text(column, target.field(name).type)
-            for (name, _), column in zip(columns, values[: len(columns)], strict=True)
+        typed = {  # generated columns are not in the log (PostgreSQL 15): computed by the server below
+            name: None if generated else arrow_from_text(column, target.field(name).type)
+            for (name, _, generated), column in zip(columns, values[: len(columns)], strict=True)
         }
         slow = [name for name, array in typed.items() if array is None]
         if slow:  # what Arrow cannot parse as PostgreSQL writes it: PostgreSQL's own input functions
@@ -420,24 +426,30 @@ class PostgresChangeLog:
         return ChangeBatch(table, position, counts)
 
     def _parse_on_server(
-        self, columns: list[tuple[str, str]], values: list[list[str | None]], slow: list[str]
+        self, columns: list[tuple[str, str, str | None]], values: list[list[str | None]], slow: list[str]
     ) -> pa.Table:
         """The ``slow`` columns' text cast to their types by PostgreSQL and read by the snapshot's reader
-        (the other columns as NULLs): one ``text[]`` constant per column, unnested into rows."""
-        names = [name for name, _ in columns]
-        casts = sql.SQL(", ").join(
-            sql.SQL("r.{}::{} AS {}" if name in slow else "NULL::{1} AS {2}").format(
-                sql.Identifier(name), sql.SQL(kind), sql.Identifier(name)
-            )
-            for name, kind in columns
+        (the other columns as NULLs): one ``text[]`` constant per column, unnested into rows. A stored
+        generated column is computed from its expression over the row's other columns (all of them
+        sent then)."""
+        generates = any(generated for _, _, generated in columns)
+        sent = [(name, kind) for name, kind, generated in columns if not generated and (generates or name in slow)]
+        texts = dict(zip((name for name, _, _ in columns), values, strict=False))
+        typed = sql.SQL(", ").join(
+            sql.SQL("r.{}::{} AS {}").format(sql.Identifier(name), sql.SQL(kind), sql.Identifier(name))
+            for name, kind in sent
         )
-        arrays = sql.SQL(
-            ", ".join(
-                array_constant(column) for name, column in zip(names, values[: len(names)], strict=True) if name in slow
+        outer = sql.SQL(", ").join(
+            sql.SQL("({})::{} AS {}").format(sql.SQL(generated), sql.SQL(kind), sql.Identifier(name))
+            if generated
+            else sql.SQL("t.{0} AS {0}" if name in slow else "NULL::{1} AS {0}").format(
+                sql.Identifier(name), sql.SQL(kind)
             )
+            for name, kind, generated in columns
         )
-        listed = sql.SQL("(SELECT {} FROM unnest({}) AS r ({})) AS v").format(
-            casts, arrays, sql.SQL(", ").join(sql.Identifier(n) for n in names if n in slow)
+        arrays = sql.SQL(", ".join(array_constant(texts[name]) for name, _ in sent))
+        listed = sql.SQL("(SELECT {} FROM (SELECT {} FROM unnest({}) AS r ({})) AS t) AS v").format(
+            outer, typed, arrays, sql.SQL(", ").join(sql.Identifier(name) for name, _ in sent)
         )
         return read_postgres(self.uri, self.table, self.schema, None, relation=listed).read_all()
 
