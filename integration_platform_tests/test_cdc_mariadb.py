@@ -22,6 +22,7 @@ import pytest
 from integration_platform.core.landing import list_manifests
 from integration_platform.core.streams import StreamSpec
 from integration_platform.sources.sql.database import SqlDatabaseResource
+from integration_platform.sources.sql.mariadb_cdc import MariaDbChangeLog
 from integration_platform_tests.run_stream import killed_materialization
 from integration_platform_tests.services import MARIADB_HOST, MARIADB_PORT, missing, require_port, shared_file
 from sandbox.harness import Platform, failure_messages, latest_metadata, platform
@@ -337,3 +338,23 @@ def test_timestamps_from_the_snapshot_and_the_binlog_agree_whatever_the_server_t
     rows = target.query('SELECT id, "at"::text FROM chinook.stamp ORDER BY id')
     utc = run_sql(binlog_server, "SELECT CONVERT_TZ(at, @@session.time_zone, '+00:00') FROM stamp", chinook)[0][0]
     assert rows == [(1, str(utc)), (3, str(utc))] and str(utc) == "2024-06-01 12:00:00"
+
+
+def test_a_second_drain_while_one_runs_fails_at_once_and_lands_nothing(
+    chinook: str, binlog_server: int, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """The binlog position lives only in the lake: two drains at once would land the same changes twice.
+    The second one finds the capture's lock (GET_LOCK on the server) held and fails before reading."""
+    target = platform(yaml(), tmp_path, instance)
+    assert target.materialize([LINES]).success
+    run_sql(binlog_server, "DELETE FROM InvoiceLine WHERE InvoiceLineId = 11", chinook)
+    url = f"mysql+pymysql://root@127.0.0.1:{binlog_server}/{chinook}"
+    name = MariaDbChangeLog(SqlDatabaseResource(url=url), "InvoiceLine", chinook).lock_name()
+    with pymysql.connect(host="127.0.0.1", port=binlog_server, user="root") as holder:
+        with holder.cursor() as cur:
+            cur.execute("SELECT GET_LOCK(%s, 0)", (name,))
+            assert cur.fetchone() == (1,)
+        failed = target.materialize([LINES], raise_on_error=False)
+    assert not failed.success
+    assert any("another run is capturing" in m for m in failure_messages(failed)), failure_messages(failed)
+    assert target.materialize([LINES]).success and latest_metadata(instance, LINES)["deletes"] == 1

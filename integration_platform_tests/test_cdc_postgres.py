@@ -461,3 +461,24 @@ def test_a_lost_slot_is_dropped_and_a_new_snapshot_taken(
     slots = sql(source, "SELECT slot_name FROM pg_replication_slots WHERE database = current_database()")
     assert [s for (s,) in slots] == [meta["log_cursor"]]
     assert warehouse_films(target) == film_rows(source)
+
+
+def test_a_second_drain_while_one_runs_fails_at_once_and_lands_nothing(
+    source: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """Two drains of one stream would read the same landed position: the second one finds the capture's
+    lock on the source held and fails, naming why, before it touches the slot or the lake."""
+    target = platform(yaml(), tmp_path, instance)
+    assert target.materialize([FILM]).success
+    sql(source, "UPDATE film SET length = 5 WHERE film_id = 6")
+    sql(source, "CHECKPOINT")
+    manifests = len(list_manifests(target.store, StreamSpec("pagila", "film", "merge", primary_key=("film_id",))))
+    with psycopg.connect(source, autocommit=True) as holder:  # what a first drain in flight holds
+        holder.execute("SELECT pg_advisory_lock(hashtext(%s))", [cursor_prefix("pagila", "film")])
+        failed = target.materialize([FILM], raise_on_error=False)
+    assert not failed.success
+    assert any("another run is capturing" in m for m in failure_messages(failed)), failure_messages(failed)
+    assert (
+        len(list_manifests(target.store, StreamSpec("pagila", "film", "merge", primary_key=("film_id",)))) == manifests
+    )
+    assert target.materialize([FILM]).success and latest_metadata(instance, FILM)["updates"] == 1

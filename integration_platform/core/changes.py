@@ -16,8 +16,10 @@ miss nor repeat a change), then batches of changes. Each change row holds the ta
 
 Written here, not taken from a library, because the order is the landing guarantee (the
 failure modes of change capture are all in it: positions saved before the data landed, slots
-that never advance and fill the disk, duplicates after a restart):
+that never advance and fill the disk, duplicates after a restart or from two drains at once):
 
+0. the whole capture holds the log's exclusive lock (a lock on the source server, named after the
+   stream): a second drain started meanwhile fails at once instead of landing the same changes;
 1. the log's cursor (a replication slot) is named in the snapshot's manifest; a run finds it, or
    takes a new snapshot with a new cursor (first run, full refresh, cursor lost);
 2. a cursor behind the position of the newest landing (a run died between landing and
@@ -85,6 +87,12 @@ class ChangeBatch:
 
 class ChangeLog(Protocol):
     """A database's change log as :func:`capture` sees it (PostgreSQL: ``sources.sql.postgres_cdc``)."""
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        """Held for a whole capture: one drain of the stream at a time (a second one would read the same
+        landed position and land its changes again). Raises :class:`ChangeCaptureError` at once when
+        another run holds it."""
+        ...
 
     def snapshot(self, cursor: str) -> AbstractContextManager[tuple[pa.RecordBatchReader, str]]:
         """Create the log cursor ``cursor`` and yield the table's rows as of its start, with the
@@ -173,6 +181,20 @@ def capture(
     Raises whatever the log or the landing raises; what was landed and confirmed before stays so,
     and the next run resumes after it, neither losing nor repeating a change.
     """
+    with log.exclusive():
+        return _capture(store, spec, log, new_cursor, limits, run_id, full_refresh, say)
+
+
+def _capture(
+    store: LakeStore,
+    spec: StreamSpec,
+    log: ChangeLog,
+    new_cursor: Callable[[], str],
+    limits: ChangeLimits,
+    run_id: str,
+    full_refresh: bool,
+    say: Callable[[str], None],
+) -> CaptureStats:
     started = time.monotonic()
     stats = CaptureStats()
     cursor, landed = landed_position(store, spec)

@@ -25,6 +25,7 @@ columns added later decode by name) and a user with ``REPLICATION SLAVE`` and
 """
 
 import datetime as dt
+import hashlib
 import random
 import time
 import uuid
@@ -77,6 +78,25 @@ class MariaDbChangeLog:
         self.database, self.table, self.primary_key = database, table, tuple(primary_key)
         self.schema = schema or sa.make_url(database.url).database or ""
         self._position: str | None = None
+
+    def lock_name(self) -> str:
+        """The server-wide lock (``GET_LOCK``) of this table's capture: ``ip_cdc_`` and a hash of the
+        schema and table (the name is at most 64 characters)."""
+        digest = hashlib.sha256(f"{self.schema}.{self.table}".encode()).hexdigest()[:24]
+        return f"ip_cdc_{digest}"
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """``GET_LOCK(<lock_name>, 0)`` on a connection of its own while the capture runs; raises
+        :class:`ChangeCaptureError` when another session holds it."""
+        with self.database.engine().connect() as conn:
+            conn.detach()  # the lock is the session's: it must not go back to the pool held
+            if conn.exec_driver_sql("SELECT GET_LOCK(%s, 0)", (self.lock_name(),)).scalar() != 1:
+                raise ChangeCaptureError(
+                    f"table {self.schema}.{self.table}: another run is capturing its changes (lock "
+                    f"{self.lock_name()!r} held); this run lands nothing"
+                )
+            yield  # released with the connection
 
     def new_cursor(self) -> str:
         """A name for this snapshot's generation (the binlog has no server-side cursor to name)."""

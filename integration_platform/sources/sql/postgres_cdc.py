@@ -131,6 +131,20 @@ class PostgresChangeLog:
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.uri, autocommit=True)
 
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """A session advisory lock on the source, keyed by the slot prefix (``pg_try_advisory_lock``
+        of its ``hashtext``), held on a connection of its own while the capture runs; raises
+        :class:`ChangeCaptureError` when another session holds it."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [self.prefix]).fetchone()
+            if not (row and row[0]):
+                raise ChangeCaptureError(
+                    f"table {self.schema}.{self.table}: another run is capturing its changes (advisory lock on "
+                    f"hashtext('{self.prefix}') held); this run lands nothing"
+                )
+            yield  # the lock goes with the connection
+
     def new_cursor(self) -> str:
         """A new slot name: the prefix and a generation suffix."""
         return f"{self.prefix}_{uuid.uuid4().hex[:8]}"
