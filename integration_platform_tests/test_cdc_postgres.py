@@ -11,6 +11,7 @@ import random
 import shutil
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -482,3 +483,32 @@ def test_a_second_drain_while_one_runs_fails_at_once_and_lands_nothing(
         len(list_manifests(target.store, StreamSpec("pagila", "film", "merge", primary_key=("film_id",)))) == manifests
     )
     assert target.materialize([FILM]).success and latest_metadata(instance, FILM)["updates"] == 1
+
+
+def test_batches_landing_slower_than_the_wal_sender_timeout_keep_the_stream(
+    source: str, cdc_cluster: str, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream is not read while a batch lands; the walsender drops a client silent for
+    wal_sender_timeout. Each batch here takes 2.5 s to land against a 1 s timeout: the drain still ends
+    with every change."""
+    target = platform(yaml(batch=200), tmp_path, instance)
+    assert target.materialize([FILM]).success
+    film_changes = mixed_changes(source, 500, seed=5)["film"]
+    confirm = PostgresChangeLog.confirm
+
+    def slow_confirm(self: PostgresChangeLog, cursor: str, position: str) -> None:
+        time.sleep(2.5)  # a slow lake: the stream stays unread this long
+        confirm(self, cursor, position)
+
+    monkeypatch.setattr(PostgresChangeLog, "confirm", slow_confirm)
+    try:
+        sql(cdc_cluster, "ALTER SYSTEM SET wal_sender_timeout = '1s'")
+        sql(cdc_cluster, "SELECT pg_reload_conf()")
+        assert target.materialize([FILM, dg.AssetKey(["warehouse", "pagila.film"])]).success
+    finally:
+        sql(cdc_cluster, "ALTER SYSTEM RESET wal_sender_timeout")
+        sql(cdc_cluster, "SELECT pg_reload_conf()")
+    assert latest_metadata(instance, FILM)["batches_landed"] >= 2
+    assert warehouse_films(target) == film_rows(source)
+    changes = target.query("SELECT count(*) FROM pagila.film__history WHERE _ip_op <> 'snapshot'")[0][0]
+    assert changes == film_changes

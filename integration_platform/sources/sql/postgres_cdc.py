@@ -29,6 +29,7 @@ a run). The pieces, each from PostgreSQL itself:
 import hashlib
 import re
 import select
+import threading
 import time
 import uuid
 from collections.abc import Generator, Iterator, Sequence
@@ -99,6 +100,35 @@ def cursor_prefix(source: str, stream: str) -> str:
     return f"ip_{source}_{stream}"[:44] + f"_{digest}"
 
 
+class _KeepAlive:
+    """Sends a status message on the replication stream every ``interval`` seconds while a batch lands
+    (the stream is not read then): the walsender drops a client silent for ``wal_sender_timeout``
+    (PostgreSQL docs 20.6.1), and landing a batch to a slow lake can take longer. ``interval``: a
+    quarter of the server's timeout; none when it is 0 (disabled)."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.lock, self.stopped = lock, threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self, stream: Any, interval: float) -> None:
+        if interval > 0:
+            self.thread = threading.Thread(target=self._run, args=(stream, interval), name="cdc-keepalive", daemon=True)
+            self.thread.start()
+
+    def _run(self, stream: Any, interval: float) -> None:
+        while not self.stopped.wait(interval):
+            with self.lock:
+                try:
+                    stream.send_feedback(force=True)  # the positions sent before, kept by psycopg 2
+                except Exception:  # a closed or broken stream: batches() sees it on its next read
+                    return
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.thread is not None:
+            self.thread.join()
+
+
 class PostgresChangeLog:
     """A table's changes through a logical replication slot (module doc); implements
     :class:`~integration_platform.core.changes.ChangeLog`.
@@ -127,6 +157,7 @@ class PostgresChangeLog:
         self.prefix, self.publication = prefix, publication or prefix
         self._create_publication = publication is None
         self._stream: Any = None  # psycopg 2's replication cursor while batches() streams the slot
+        self._stream_lock = threading.Lock()  # the stream is used by batches() and by its keepalive thread
 
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.uri, autocommit=True)
@@ -236,16 +267,21 @@ class PostgresChangeLog:
         # The stream is not read here (a message read would be lost to batches()): the walsender
         # applies feedback even while its sends wait on us, and the slot's view shows when it has.
         target, deadline = lsn_int(position), time.monotonic() + FEEDBACK_SECONDS
-        self._stream.send_feedback(flush_lsn=target, force=True)
+        with self._stream_lock:
+            self._stream.send_feedback(flush_lsn=target, force=True)
         with self._connect() as conn:
             while True:
                 row = conn.execute(
-                    "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", [cursor]
+                    "SELECT confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = %s", [cursor]
                 ).fetchone()
                 if row is not None and row[0] is not None and lsn_int(str(row[0])) >= target:
                     return
-                if time.monotonic() > deadline:
-                    raise ChangeCaptureError(f"slot {cursor}: the server did not apply the confirmation of {position}")
+                if row is None or not row[1] or time.monotonic() > deadline:
+                    why = "its replication connection was lost" if row is None or not row[1] else "no answer in time"
+                    raise ChangeCaptureError(
+                        f"slot {cursor}: the server did not apply the confirmation of {position} ({why}); "
+                        "the next run reads the batch again and skips what landed"
+                    )
                 time.sleep(0.02)
 
     def drop_other_cursors(self, keep: str | None) -> list[str]:
@@ -331,6 +367,7 @@ class PostgresChangeLog:
             # (pg_current_wal_lsn) would skip commits not yet flushed (synchronous_commit = off).
             upto = lsn_int(str(conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()[0]))  # type: ignore[index]
             # pgoutput writes values with the walsender's settings: ISO dates, times in UTC (arrow_from_text)
+            keepalive = _KeepAlive(self._stream_lock)
             replication = psycopg2.connect(
                 self.uri,
                 connection_factory=psycopg2.extras.LogicalReplicationConnection,
@@ -343,6 +380,8 @@ class PostgresChangeLog:
                     decode=False,
                     options={"proto_version": "1", "publication_names": self.publication},
                 )
+                timeout = conn.execute("SELECT setting::int FROM pg_settings WHERE name = 'wal_sender_timeout'")
+                keepalive.start(self._stream, int(timeout.fetchone()[0]) / 4000)  # type: ignore[index]
                 pending: list[Transaction] = []
                 count, end = 0, 0
                 for transaction in transactions(self._messages(upto)):
@@ -356,6 +395,7 @@ class PostgresChangeLog:
                             return
                 yield self._decode(conn, pending, lsn_text(max(upto, end)))
             finally:
+                keepalive.stop()
                 self._stream = None
                 replication.close()
 
@@ -368,7 +408,8 @@ class PostgresChangeLog:
         asks for one at once, then every 0.5 s."""
         stream, inside, asked = self._stream, False, 0.0
         while True:
-            message = stream.read_message()
+            with self._stream_lock:
+                message = stream.read_message()
             if message is not None:
                 data = bytes(message.payload)
                 final = begin_final_lsn(data)
@@ -380,7 +421,8 @@ class PostgresChangeLog:
             if not inside and stream.wal_end >= upto:
                 return
             if time.monotonic() - asked > 0.5:
-                stream.send_feedback(reply=True)
+                with self._stream_lock:
+                    stream.send_feedback(reply=True)
                 asked = time.monotonic()
             select.select([stream], [], [], 0.1)
 
