@@ -401,3 +401,18 @@ def select(methods: Sequence[Method], wanted: str, always: Sequence[str] = ()) -
             file=sys.stderr,
         )
     return [m for m in methods if m.name in names or m.name in always]
+
+
+def step_seconds(instance: Any, run_id: str, source: str, stream: str) -> dict[str, float | None]:
+    """``fetch_s`` / ``load_s``: the seconds of stream ``source``/``stream``'s lake / warehouse step in run
+    ``run_id`` (Dagster's step stats, from step start to step end; ``None`` when a step has none)."""
+    steps = {s.step_key: s for s in instance.get_run_step_stats(run_id)}
+
+    def seconds(step_key: str) -> float | None:
+        stats = steps.get(step_key)
+        if stats is None or stats.start_time is None or stats.end_time is None:
+            return None
+        return float(stats.end_time - stats.start_time)
+
+    # the steps' op names (an op name has no dot, unlike the warehouse asset's key)
+    return {"fetch_s": seconds(f"{source}__{stream}"), "load_s": seconds(f"warehouse__{source}__{stream}")}

@@ -95,6 +95,7 @@ from common import (
     report,
     run_interleaved,
     select,
+    step_seconds,
     warm_imports,
 )
 
@@ -236,21 +237,6 @@ def bench_instance(args: argparse.Namespace, home: Path) -> Iterator[Any]:
             yield instance
 
 
-def step_seconds(instance: Any, run_id: str) -> dict[str, float | None]:
-    """``fetch_s`` / ``load_s``: the lake / warehouse step's seconds in run ``run_id`` (Dagster's step stats;
-    ``None`` when a step has none)."""
-    steps = {s.step_key: s for s in instance.get_run_step_stats(run_id)}
-
-    def seconds(step_key: str) -> float | None:
-        stats = steps.get(step_key)
-        if stats is None or stats.start_time is None or stats.end_time is None:
-            return None
-        return float(stats.end_time - stats.start_time)
-
-    # the steps' op names (an op name has no dot, unlike the warehouse asset's key)
-    return {"fetch_s": seconds(f"{SOURCE}__{STREAM}"), "load_s": seconds(f"warehouse__{SOURCE}__{STREAM}")}
-
-
 def run_platform(args: argparse.Namespace, tmp: Path) -> None:
     """One single-run backfill of the range: lake + warehouse assets, on a fresh lake, DuckDB and instance."""
     import dagster as dg
@@ -274,7 +260,7 @@ def run_platform(args: argparse.Namespace, tmp: Path) -> None:
             outcome["result"] = result
             if not result.success:
                 raise SystemExit("platform: the backfill run failed")
-            return step_seconds(instance, result.run_id)
+            return step_seconds(instance, result.run_id, SOURCE, STREAM)
 
         def checked() -> None:
             result = outcome["result"]

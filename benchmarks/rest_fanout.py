@@ -97,6 +97,7 @@ from common import (
     run_interleaved,
     run_once,
     select,
+    step_seconds,
     warm_imports,
 )
 
@@ -327,7 +328,7 @@ def run_platform(args: argparse.Namespace, tmp: Path) -> None:
 
         def work() -> dict[str, Any]:
             result = materialize(timed_keys)
-            return {"success": result.success}
+            return {"success": result.success, **step_seconds(instance, result.run_id, SOURCE, DETAIL_STREAM)}
 
         def after(result: dict[str, Any]) -> dict[str, Any]:
             with duckdb.connect(str(warehouse), read_only=True) as conn:
@@ -699,6 +700,8 @@ def main(argv: list[str] | None = None) -> None:
                     ("requests", "requests", ",.0f"),
                     ("req/s", "requests_per_s", ",.1f"),
                     ("eff_conc", "eff_concurrency", ".1f"),
+                    ("fetch_s", "fetch_s", ".2f"),
+                    ("load_s", "load_s", ".2f"),
                     ("import_RSS_MB", "baseline_rss_mb", ".0f"),
                 ],
             )
