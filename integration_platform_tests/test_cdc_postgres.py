@@ -6,6 +6,7 @@ appears; the slot's confirmed position advances and retains little WAL after a d
 left behind.
 """
 
+import datetime as dt
 import json
 import random
 import shutil
@@ -453,6 +454,8 @@ def test_a_lost_slot_is_dropped_and_a_new_snapshot_taken(
             sql(source, "SELECT pg_switch_wal()")
             sql(source, "CHECKPOINT")
         assert sql(source, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s", [old]) == [("lost",)]
+        requests, _ = target.tick("pagila_film_changes")  # the drain sensor asks for the run that replaces it
+        assert len(requests) == 1 and (requests[0].run_key or "").endswith("(lost)")
     finally:
         sql(cdc_cluster, "ALTER SYSTEM RESET max_slot_wal_keep_size")
         sql(cdc_cluster, "SELECT pg_reload_conf()")
@@ -512,3 +515,52 @@ def test_batches_landing_slower_than_the_wal_sender_timeout_keep_the_stream(
     assert warehouse_films(target) == film_rows(source)
     changes = target.query("SELECT count(*) FROM pagila.film__history WHERE _ip_op <> 'snapshot'")[0][0]
     assert changes == film_changes
+
+
+def test_a_partitioned_table_lands_its_partitions_changes_even_from_an_older_publication(
+    source: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """Changes to a partitioned table are written to its partitions; a publication without
+    publish_via_partition_root sends them under the partitions' names, which would be skipped as other
+    tables'. The stream's own publication, even one made before the option was set, is altered."""
+    sql(source, "CREATE TABLE measure (id int, day date, v int, PRIMARY KEY (id, day)) PARTITION BY RANGE (day)")
+    sql(source, "CREATE TABLE measure_2024 PARTITION OF measure FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')")
+    sql(source, "CREATE TABLE measure_2025 PARTITION OF measure FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')")
+    sql(source, "INSERT INTO measure VALUES (1, '2024-03-01', 10)")
+    sql(source, f"CREATE PUBLICATION {cursor_prefix('pagila', 'measure')} FOR TABLE measure")  # as made before
+    text = YAML.replace("include: [film, film_actor]", "include: [measure]").split("  tables:")[0]
+    target = platform(text + "  tables:\n    - table: measure\n      cdc: {}\n", tmp_path, instance)
+    key = dg.AssetKey(["pagila", "measure"])
+    assert target.materialize([key]).success
+    sql(source, "INSERT INTO measure VALUES (2, '2024-05-01', 20), (3, '2025-02-01', 30)")
+    sql(source, "UPDATE measure SET v = 11 WHERE id = 1")
+    sql(source, "DELETE FROM measure WHERE id = 3")
+    sql(source, "CHECKPOINT")
+    assert target.materialize([key, dg.AssetKey(["warehouse", "pagila.measure"])]).success
+    rows = "SELECT id, day, v FROM {} ORDER BY id"
+    assert (
+        target.query(rows.format("pagila.measure"))
+        == sql(source, rows.format("measure"))
+        == [
+            (1, dt.date(2024, 3, 1), 11),
+            (2, dt.date(2024, 5, 1), 20),
+        ]
+    )
+    assert sql(source, "SELECT pubviaroot FROM pg_publication") == [(True,)]
+
+
+def test_a_key_outside_the_replica_identity_is_refused_naming_it(
+    source: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """With REPLICA IDENTITY USING INDEX on other columns, the log carries no old film_id for updates and
+    deletes: deletes would land without their key. The run fails naming the key and the fix."""
+    target = platform(yaml(), tmp_path, instance)
+    assert target.materialize([FILM]).success
+    sql(source, "CREATE UNIQUE INDEX film_title_key ON film (title)")
+    sql(source, "ALTER TABLE film REPLICA IDENTITY USING INDEX film_title_key")
+    sql(source, "UPDATE film SET length = 7 WHERE film_id = 8")
+    sql(source, "CHECKPOINT")
+    failed = target.materialize([FILM], raise_on_error=False)
+    assert not failed.success
+    messages = failure_messages(failed)
+    assert any("['film_id'] has column(s) ['film_id'] outside the table's replica identity" in m for m in messages)

@@ -46,6 +46,7 @@ from integration_platform.core.streams import CHANGE_COLUMNS, COMMITTED_COLUMN, 
 from integration_platform.sources.sql.pgoutput import (
     UNCHANGED,
     Change,
+    Relation,
     Transaction,
     begin_final_lsn,
     lsn_int,
@@ -206,6 +207,29 @@ class PostgresChangeLog:
                     sql.Identifier(self.publication), target
                 )
             )
+        self._check_partition_root(conn)
+
+    def _check_partition_root(self, conn: psycopg.Connection[Any]) -> None:
+        """A partitioned table's changes must arrive under its own name, or they would be taken for another
+        table's and skipped: the stream's own publication is altered to ``publish_via_partition_root``
+        (one created before it was set), a publication the YAML names without it is refused."""
+        row = conn.execute(
+            "SELECT p.pubviaroot, c.relkind::text FROM pg_publication p, pg_class c "
+            "WHERE p.pubname = %s AND c.oid = %s::regclass",
+            [self.publication, sql.Identifier(self.schema, self.table).as_string(conn)],
+        ).fetchone()
+        if row is None or row[0] or row[1] != "p":
+            return
+        if not self._create_publication:
+            raise ChangeCaptureError(
+                f"publication {self.publication!r} publishes the partitions of {self.schema}.{self.table} under their "
+                "own names: run ALTER PUBLICATION ... SET (publish_via_partition_root = true) on the source"
+            )
+        conn.execute(
+            sql.SQL("ALTER PUBLICATION {} SET (publish_via_partition_root = true)").format(
+                sql.Identifier(self.publication)
+            )
+        )
 
     @contextmanager
     def snapshot(self, cursor: str) -> Iterator[tuple[pa.RecordBatchReader, str]]:
@@ -317,15 +341,19 @@ class PostgresChangeLog:
         """Whether slot ``cursor`` (the one the stream's snapshot started) has a change of the table
         waiting, and its confirmed position (``None`` when there is no such slot: the next run takes a
         snapshot); ``landed`` is not needed (the slot knows). Peeks one change, consumes nothing; a slot
-        a run is streaming cannot be peeked at and counts as nothing waiting."""
+        a run is streaming cannot be peeked at and counts as nothing waiting; a lost slot (its WAL
+        removed) counts as a change waiting, so that a drain replaces it with a new snapshot."""
         with self._connect() as conn:
             row = conn.execute(
-                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s AND NOT active",
+                "SELECT confirmed_flush_lsn::text, wal_status = 'lost' OR restart_lsn IS NULL "
+                "FROM pg_replication_slots WHERE slot_name = %s AND NOT active",
                 [cursor],
             ).fetchone()
             if row is None:
                 in_use = conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", [cursor]).fetchone()
                 return False, (f"{cursor} (being read)" if in_use else None)
+            if row[1]:
+                return True, f"{cursor} (lost)"
             try:
                 peeked = conn.execute(
                     "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, 1, "
@@ -334,6 +362,8 @@ class PostgresChangeLog:
                 ).fetchall()
             except psycopg.errors.ObjectInUse:  # a run started streaming it since the query above
                 return False, f"{cursor} (being read)"
+            except psycopg.errors.ObjectNotInPrerequisiteState:  # lost since the query above
+                return True, f"{cursor} (lost)"
         return any(bytes(data)[:1] in (b"I", b"U", b"D", b"T") for (data,) in peeked), str(row[0])
 
     def _columns(self, conn: psycopg.Connection[Any]) -> list[tuple[str, str, str | None]]:
@@ -363,6 +393,7 @@ class PostgresChangeLog:
 
         started, taken = time.monotonic(), 0
         with self._connect() as conn:
+            self._check_partition_root(conn)
             # Logical decoding reads only WAL flushed to disk: confirming up to the insert position
             # (pg_current_wal_lsn) would skip commits not yet flushed (synchronous_commit = off).
             upto = lsn_int(str(conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()[0]))  # type: ignore[index]
@@ -450,8 +481,7 @@ class PostgresChangeLog:
                 if id(relation) not in where:
                     names = [c.name for c in relation.columns]
                     where[id(relation)] = [names.index(n) if n in names else None for n, _, _ in columns]
-                    key_names = self.primary_key or [c.name for c in relation.columns if c.key]
-                    keys[id(relation)] = [names.index(n) for n in key_names if n in names]
+                    keys[id(relation)] = self._key_indexes(relation)
                 for op, row in self._rows(change, keys[id(relation)]):
                     for column, index in zip(values, where[id(relation)], strict=False):
                         column.append(None if index is None else self._value(change, row, index, transaction))
@@ -487,16 +517,22 @@ class PostgresChangeLog:
         """The ``slow`` columns' text cast to their types by PostgreSQL and read by the snapshot's reader
         (the other columns as NULLs): one ``text[]`` constant per column, unnested into rows. A stored
         generated column is computed from its expression over the row's other columns (all of them
-        sent then)."""
+        sent then), for inserts and updates; the expression runs on the source with the capture
+        user's rights, as the table's own writes run it."""
         generates = any(generated for _, _, generated in columns)
         sent = [(name, kind) for name, kind, generated in columns if not generated and (generates or name in slow)]
         texts = dict(zip((name for name, _, _ in columns), values, strict=False))
+        if generates:  # the operation goes along: a delete carries only its key, its expression is not evaluated
+            sent.append((OP_COLUMN, "text"))
+            texts[OP_COLUMN] = values[len(columns)]
         typed = sql.SQL(", ").join(
             sql.SQL("r.{}::{} AS {}").format(sql.Identifier(name), sql.SQL(kind), sql.Identifier(name))
             for name, kind in sent
         )
         outer = sql.SQL(", ").join(
-            sql.SQL("({})::{} AS {}").format(sql.SQL(generated), sql.SQL(kind), sql.Identifier(name))
+            sql.SQL("CASE WHEN t.{} <> 'delete' THEN ({})::{} END AS {}").format(
+                sql.Identifier(OP_COLUMN), sql.SQL(generated), sql.SQL(kind), sql.Identifier(name)
+            )
             if generated
             else sql.SQL("t.{0} AS {0}" if name in slow else "NULL::{1} AS {0}").format(
                 sql.Identifier(name), sql.SQL(kind)
@@ -509,6 +545,25 @@ class PostgresChangeLog:
         )
         return read_postgres(self.uri, self.table, self.schema, None, relation=listed).read_all()
 
+    def _key_indexes(self, relation: Relation) -> list[int]:
+        """Tuple indexes of the stream's key columns in ``relation``. The log carries an update's or a
+        delete's old key only in replica-identity columns: a key outside them (REPLICA IDENTITY USING
+        INDEX on other columns) would land deletes without a key and miss key changes, so it is
+        refused, as is a key column the table no longer has."""
+        names = [c.name for c in relation.columns]
+        key = self.primary_key or tuple(c.name for c in relation.columns if c.key)
+        missing = [k for k in key if k not in names]
+        outside = [k for k in key if k in names and not relation.columns[names.index(k)].key]
+        if missing or (outside and relation.replica_identity != "f"):
+            raise ChangeCaptureError(
+                f"table {self.schema}.{self.table}: the stream's primary key {list(key)} "
+                + (f"names column(s) {missing} the table does not have" if missing else
+                   f"has column(s) {outside} outside the table's replica identity, so the log does not carry "
+                   "them for updates and deletes: make the key the table's primary key, or set REPLICA "
+                   "IDENTITY FULL (or USING INDEX on the key) on the source")
+            )  # fmt: skip
+        return [names.index(k) for k in key]
+
     @staticmethod
     def _rows(change: Change, keys: Sequence[int]) -> list[tuple[str, list[Any]]]:
         """The change rows of ``change`` as ``(op, tuple)``: an update that changed a key column (its old
@@ -520,7 +575,9 @@ class PostgresChangeLog:
         if (
             change.op == "update"
             and old is not None
-            and any(old[k] is not UNCHANGED and old[k] != change.new[k] for k in keys)
+            and any(
+                old[k] is not UNCHANGED and change.new[k] is not UNCHANGED and old[k] != change.new[k] for k in keys
+            )
         ):
             return [("delete", old), ("update", change.new)]
         return [(change.op, change.new)]
@@ -530,7 +587,8 @@ class PostgresChangeLog:
         old row when the log sent it whole (REPLICA IDENTITY FULL), or raises :class:`ChangeCaptureError`."""
         value = row[index]
         if value is UNCHANGED:
-            value = change.old[index] if change.old is not None and change.old_is_row else UNCHANGED
+            whole = change.old_is_row or change.relation.columns[index].key  # a key-only old tuple has the key
+            value = change.old[index] if change.old is not None and whole else UNCHANGED
             if value is UNCHANGED:
                 name = change.relation.columns[index].name
                 raise ChangeCaptureError(
