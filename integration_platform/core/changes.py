@@ -182,56 +182,44 @@ def capture(
     and the next run resumes after it, neither losing nor repeating a change.
     """
     with log.exclusive():
-        return _capture(store, spec, log, new_cursor, limits, run_id, full_refresh, say)
+        started = time.monotonic()
+        stats = CaptureStats()
+        cursor, landed = landed_position(store, spec)
+        if full_refresh or not cursor or not landed or not log.resume(cursor, landed):
+            gone = f"log cursor {cursor} is gone"
+            reason = "full refresh" if full_refresh else "no snapshot yet" if not cursor else gone
+            cursor = new_cursor()
+            with log.snapshot(cursor) as (reader, position):
+                manifest = land(
+                    store,
+                    spec,
+                    stamped_window("snapshot", run_id),
+                    reader,
+                    reader.schema,
+                    full=True,
+                    extra={CURSOR_KEY: cursor, POSITION_KEY: position},
+                )
+            stats.snapshot_rows = manifest.rows
+            stats.position = position
+            say(f"{spec.path}: snapshot of {manifest.rows} rows at {position} ({reason}); log cursor {cursor}")
+        stats.cursor = cursor
+        dropped = log.drop_other_cursors(cursor)
+        if dropped:
+            say(f"{spec.path}: dropped stale log cursor(s) {', '.join(dropped)}")
 
+        def micro_batches(batches: Iterator[ChangeBatch]) -> Iterator[MicroBatch]:
+            for batch in batches:
+                for op, count in batch.changes.items():
+                    stats.changes[op] = stats.changes.get(op, 0) + count
 
-def _capture(
-    store: LakeStore,
-    spec: StreamSpec,
-    log: ChangeLog,
-    new_cursor: Callable[[], str],
-    limits: ChangeLimits,
-    run_id: str,
-    full_refresh: bool,
-    say: Callable[[str], None],
-) -> CaptureStats:
-    started = time.monotonic()
-    stats = CaptureStats()
-    cursor, landed = landed_position(store, spec)
-    if full_refresh or not cursor or not landed or not log.resume(cursor, landed):
-        reason = "full refresh" if full_refresh else "no snapshot yet" if not cursor else f"log cursor {cursor} is gone"
-        cursor = new_cursor()
-        with log.snapshot(cursor) as (reader, position):
-            manifest = land(
-                store,
-                spec,
-                stamped_window("snapshot", run_id),
-                reader,
-                reader.schema,
-                full=True,
-                extra={CURSOR_KEY: cursor, POSITION_KEY: position},
-            )
-        stats.snapshot_rows = manifest.rows
-        stats.position = position
-        say(f"{spec.path}: snapshot of {manifest.rows} rows at {position} ({reason}); log cursor {cursor}")
-    stats.cursor = cursor
-    dropped = log.drop_other_cursors(cursor)
-    if dropped:
-        say(f"{spec.path}: dropped stale log cursor(s) {', '.join(dropped)}")
+                def confirm(_: Manifest | None, position: str = batch.position) -> None:
+                    log.confirm(cursor, position)
+                    stats.position = position
 
-    def micro_batches(batches: Iterator[ChangeBatch]) -> Iterator[MicroBatch]:
-        for batch in batches:
-            for op, count in batch.changes.items():
-                stats.changes[op] = stats.changes.get(op, 0) + count
+                yield MicroBatch(batch.rows, False, confirm, extra={POSITION_KEY: batch.position})
 
-            def confirm(_: Manifest | None, position: str = batch.position) -> None:
-                log.confirm(cursor, position)
-                stats.position = position
-
-            yield MicroBatch(batch.rows, False, confirm, extra={POSITION_KEY: batch.position})
-
-    # closed however the landing ends: reading the log holds a replication connection open
-    with closing(log.batches(cursor, limits)) as batches:
-        stats.landing = land_micro_batches(store, spec, micro_batches(batches), run_id)
-    stats.seconds = time.monotonic() - started
-    return stats
+        # closed however the landing ends: reading the log holds a replication connection open
+        with closing(log.batches(cursor, limits)) as batches:
+            stats.landing = land_micro_batches(store, spec, micro_batches(batches), run_id)
+        stats.seconds = time.monotonic() - started
+        return stats
