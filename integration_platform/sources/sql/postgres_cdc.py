@@ -159,6 +159,7 @@ class PostgresChangeLog:
         self._create_publication = publication is None
         self._stream: Any = None  # psycopg 2's replication cursor while batches() streams the slot
         self._stream_lock = threading.Lock()  # the stream is used by batches() and by its keepalive thread
+        self._batches_conn: Any = None  # batches()' psycopg 3 connection while it streams
 
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.uri, autocommit=True)
@@ -290,23 +291,24 @@ class PostgresChangeLog:
             return
         # The stream is not read here (a message read would be lost to batches()): the walsender
         # applies feedback even while its sends wait on us, and the slot's view shows when it has.
-        target, deadline = lsn_int(position), time.monotonic() + FEEDBACK_SECONDS
+        target, deadline, pause = lsn_int(position), time.monotonic() + FEEDBACK_SECONDS, 0.002
         with self._stream_lock:
             self._stream.send_feedback(flush_lsn=target, force=True)
-        with self._connect() as conn:
-            while True:
-                row = conn.execute(
-                    "SELECT confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = %s", [cursor]
-                ).fetchone()
-                if row is not None and row[0] is not None and lsn_int(str(row[0])) >= target:
-                    return
-                if row is None or not row[1] or time.monotonic() > deadline:
-                    why = "its replication connection was lost" if row is None or not row[1] else "no answer in time"
-                    raise ChangeCaptureError(
-                        f"slot {cursor}: the server did not apply the confirmation of {position} ({why}); "
-                        "the next run reads the batch again and skips what landed"
-                    )
-                time.sleep(0.02)
+        conn = self._batches_conn  # batches()' own connection: it is suspended while a batch is confirmed
+        while True:
+            row = conn.execute(
+                "SELECT confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = %s", [cursor]
+            ).fetchone()
+            if row is not None and row[0] is not None and lsn_int(str(row[0])) >= target:
+                return
+            if row is None or not row[1] or time.monotonic() > deadline:
+                why = "its replication connection was lost" if row is None or not row[1] else "no answer in time"
+                raise ChangeCaptureError(
+                    f"slot {cursor}: the server did not apply the confirmation of {position} ({why}); "
+                    "the next run reads the batch again and skips what landed"
+                )
+            time.sleep(pause)  # the walsender applies it within milliseconds, unless busy decoding
+            pause = min(pause * 2, 0.05)
 
     def drop_other_cursors(self, keep: str | None) -> list[str]:
         """Drop the stream's inactive slots other than ``keep`` (left by a run killed mid-snapshot)."""
@@ -393,6 +395,7 @@ class PostgresChangeLog:
 
         started, taken = time.monotonic(), 0
         with self._connect() as conn:
+            self._batches_conn = conn
             self._check_partition_root(conn)
             # Logical decoding reads only WAL flushed to disk: confirming up to the insert position
             # (pg_current_wal_lsn) would skip commits not yet flushed (synchronous_commit = off).
@@ -427,7 +430,7 @@ class PostgresChangeLog:
                 yield self._decode(conn, pending, lsn_text(max(upto, end)))
             finally:
                 keepalive.stop()
-                self._stream = None
+                self._stream = self._batches_conn = None
                 replication.close()
 
     def _messages(self, upto: int) -> Iterator[tuple[int, bytes]]:
