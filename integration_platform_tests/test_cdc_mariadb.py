@@ -25,7 +25,7 @@ from integration_platform.sources.sql.database import SqlDatabaseResource
 from integration_platform.sources.sql.mariadb_cdc import MariaDbChangeLog
 from integration_platform_tests.run_stream import killed_materialization
 from integration_platform_tests.services import MARIADB_HOST, MARIADB_PORT, missing, require_port, shared_file
-from sandbox.harness import Platform, failure_messages, latest_metadata, platform
+from sandbox.harness import Platform, failure_messages, latest_metadata, meanwhile, platform
 from sandbox.mariadb_server import binlog_mariadb
 
 YAML = """
@@ -266,29 +266,25 @@ def test_writes_during_the_snapshot_are_neither_missed_nor_doubled(
 ) -> None:
     """The snapshot lines up with the binlog position it starts from: rows inserted and updated while it is
     read land exactly once, through the snapshot or through the changes after it."""
-    stop, written = threading.Event(), [0]
 
-    def writer() -> None:
+    def writer(stop: threading.Event) -> int:
+        written = 0
         with pymysql.connect(host="127.0.0.1", port=binlog_server, user="root", database=chinook) as conn:
             conn.autocommit(True)
             with conn.cursor() as cur:
                 while not stop.is_set():
-                    line = 200_000 + written[0]
+                    line = 200_000 + written
                     cur.execute("INSERT INTO InvoiceLine VALUES (%s, 1, 1, 0.99, 1)", (line,))
                     cur.execute(
                         "UPDATE InvoiceLine SET Quantity = Quantity + 1 WHERE InvoiceLineId = %s", (line % 2240 + 1,)
                     )
-                    written[0] += 1
+                    written += 1
+        return written
 
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
+    with meanwhile(writer) as written:
         target = platform(yaml(batch=50), tmp_path, instance)
         assert target.materialize([LINES]).success
-    finally:
-        stop.set()
-        thread.join()
-    assert written[0] > 20, "the writer did not overlap the snapshot"
+    assert written() > 20, "the writer did not overlap the snapshot"
     assert target.materialize([LINES, dg.AssetKey(["warehouse", "chinook.invoice_line"])]).success
     url = f"mysql+pymysql://root@127.0.0.1:{binlog_server}/{chinook}"
     same_as_a_full_extract(target, url, "InvoiceLine", "invoice_line", "InvoiceLineId")

@@ -28,7 +28,7 @@ from integration_platform.core.streams import StreamSpec
 from integration_platform.sources.sql.postgres_cdc import PostgresChangeLog, array_constant, cursor_prefix
 from integration_platform_tests.run_stream import killed_materialization
 from integration_platform_tests.services import missing, shared_file
-from sandbox.harness import Platform, failure_messages, latest_metadata, platform
+from sandbox.harness import Platform, failure_messages, latest_metadata, meanwhile, platform
 from sandbox.postgres_cluster import logical_postgres
 
 TEMPLATE = "pagila_cdc_template"
@@ -342,25 +342,22 @@ def test_writes_during_the_snapshot_are_neither_missed_nor_doubled(
 ) -> None:
     """Snapshot and changes line up at the slot's consistent point: rows changed while the first run takes
     its snapshot land exactly once, through the snapshot or through the changes after it."""
-    stop, written = threading.Event(), [0]
 
-    def writer() -> None:
+    def writer(stop: threading.Event) -> int:
+        written = 0
         with psycopg.connect(source, autocommit=True) as conn:
             while not stop.is_set():
-                film_id = written[0] % 1000 + 1
-                conn.execute("UPDATE film SET rental_rate = rental_rate + 0.01 WHERE film_id = %s", [film_id])
-                written[0] += 1
+                conn.execute(
+                    "UPDATE film SET rental_rate = rental_rate + 0.01 WHERE film_id = %s", [written % 1000 + 1]
+                )
+                written += 1
             conn.execute("CHECKPOINT")
+        return written
 
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
+    with meanwhile(writer) as written:
         target = platform(yaml(batch=50), tmp_path, instance)
         assert target.materialize([FILM]).success
-    finally:
-        stop.set()
-        thread.join()
-    assert written[0] > 20, "the writer did not overlap the snapshot"
+    assert written() > 20, "the writer did not overlap the snapshot"
     assert target.materialize([FILM, dg.AssetKey(["warehouse", "pagila.film"])]).success
     assert warehouse_films(target) == film_rows(source)
     doubled = target.query(

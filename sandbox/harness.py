@@ -4,7 +4,10 @@ The YAML goes through the same component class as ``defs/``; only the lake and t
 warehouse are pointed at the test's temporary folder (or a real S3 server).
 """
 
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,3 +155,18 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
         if error is not None:
             messages.append(error.message)
     return messages
+
+
+@contextmanager
+def meanwhile(work: Callable[[threading.Event], int]) -> Iterator[Callable[[], int]]:
+    """Run ``work(stop)`` on a thread of its own while the ``with`` block runs (a writer at the source
+    during a snapshot); after the block ``stop`` is set and the thread joined. Yields a callable giving
+    what ``work`` returned (how many writes), raising what it raised."""
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="meanwhile") as pool:
+        future = pool.submit(work, stop)
+        try:
+            yield future.result
+        finally:
+            stop.set()
+            future.exception()  # joined: the block's own error, if any, is the one that propagates
