@@ -57,6 +57,8 @@ from integration_platform.sources.sql.postgres_arrow import postgres_schema, rea
 
 #: Seconds the server has to answer a confirmation (flush feedback) on the replication stream.
 FEEDBACK_SECONDS = 30.0
+#: A slot whose WAL is gone (``max_slot_wal_keep_size`` passed): it can give no more changes.
+SLOT_LOST = "(wal_status = 'lost' OR restart_lsn IS NULL)"
 #: Replication slot and publication names: PostgreSQL identifiers we create (63 bytes at most).
 SLOT_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -268,8 +270,7 @@ class PostgresChangeLog:
         ``max_slot_wal_keep_size``: it is dropped then); else advance it to ``landed`` when it is behind."""
         with self._connect() as conn:
             row = conn.execute(
-                "SELECT confirmed_flush_lsn::text, wal_status = 'lost' OR restart_lsn IS NULL "
-                "FROM pg_replication_slots WHERE slot_name = %s",
+                f"SELECT confirmed_flush_lsn::text, {SLOT_LOST} FROM pg_replication_slots WHERE slot_name = %s",
                 [cursor],
             ).fetchone()
             if row is None:
@@ -329,11 +330,11 @@ class PostgresChangeLog:
         with self._connect() as conn:
             row = conn.execute(
                 "SELECT confirmed_flush_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, "
-                "pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, wal_status "
+                f"pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, wal_status, {SLOT_LOST} "
                 "FROM pg_replication_slots WHERE slot_name = %s",
                 [cursor],
             ).fetchone()
-        if row is None or row[1] is None or row[3] == "lost":
+        if row is None or row[4]:
             return {"log_cursor_exists": False, "slot": cursor, "wal_status": row[3] if row else "dropped"}
         return {"log_cursor_exists": True, "log_retained_bytes": int(row[1]), "slot": cursor,
                 "confirmed_flush_lsn": row[0], "wal_retained_bytes": int(row[1]),
@@ -347,8 +348,8 @@ class PostgresChangeLog:
         removed) counts as a change waiting, so that a drain replaces it with a new snapshot."""
         with self._connect() as conn:
             row = conn.execute(
-                "SELECT confirmed_flush_lsn::text, wal_status = 'lost' OR restart_lsn IS NULL "
-                "FROM pg_replication_slots WHERE slot_name = %s AND NOT active",
+                f"SELECT confirmed_flush_lsn::text, {SLOT_LOST} FROM pg_replication_slots "
+                "WHERE slot_name = %s AND NOT active",
                 [cursor],
             ).fetchone()
             if row is None:
