@@ -259,6 +259,33 @@ def test_five_updates_between_runs_keep_five_versions_and_new_columns_appear(
     assert target.query("SELECT rental_rate::text FROM pagila.film WHERE film_id = 7") == [("4.25",)]
 
 
+def test_a_commit_not_yet_flushed_when_the_run_starts_is_captured_by_that_run(
+    source: str, cdc_cluster: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """The cluster commits with synchronous_commit = off, and logical decoding reads only flushed WAL:
+    with the WAL writer slowed to 3 s, the update committed just before the run is still unflushed
+    when it starts; the run waits for that flush instead of ending the drain before the update."""
+    target = platform(yaml(), tmp_path, instance)
+    assert target.materialize([FILM]).success
+    sql(cdc_cluster, "ALTER SYSTEM SET wal_writer_delay = '3s'")
+    sql(cdc_cluster, "SELECT pg_reload_conf()")
+    try:
+        # An idle WAL writer flushes the first commit it is woken for at once, the next ones only once
+        # wal_writer_delay has passed since: a first update, its flush awaited, then the one under test.
+        lag = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn())::bigint"
+        sql(source, "UPDATE film SET title = 'FLUSHED' WHERE film_id = 2")
+        deadline = time.monotonic() + 10
+        while sql(source, lag)[0][0] > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sql(source, "UPDATE film SET title = 'COMMITTED JUST BEFORE' WHERE film_id = 3")
+        assert sql(source, lag)[0][0] > 0, "the update's WAL was flushed at once: the case is not reproduced"
+        assert target.materialize([FILM, dg.AssetKey(["warehouse", "pagila.film"])]).success
+    finally:
+        sql(cdc_cluster, "ALTER SYSTEM RESET wal_writer_delay")
+        sql(cdc_cluster, "SELECT pg_reload_conf()")
+    assert target.query("SELECT title FROM pagila.film WHERE film_id = 3") == [("COMMITTED JUST BEFORE",)]
+
+
 def test_the_slot_advances_each_run_and_retains_little_wal_after_a_drain(
     source: str, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:

@@ -13,9 +13,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import psycopg
 
 from sandbox import ServerMissing
 from sandbox.processes import free_port, stop, wait_for_port
@@ -39,6 +42,21 @@ def binaries() -> Path:
     if not found:
         raise ServerMissing("PostgreSQL server binaries (apt-get install postgresql-15)")
     return Path(found[-1]).parent
+
+
+def accepting(uri: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    """Wait until the server at ``uri`` accepts a session: it listens before its startup (crash
+    recovery, the first checkpoint) has finished and answers "the database system is starting up"
+    meanwhile. Raises ``RuntimeError`` when it exits or is not ready after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            psycopg.connect(uri, connect_timeout=5).close()
+            return
+        except psycopg.OperationalError as error:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL at {uri} did not start: {error}") from error
+            time.sleep(0.05)
 
 
 @contextmanager
@@ -73,7 +91,9 @@ def logical_postgres(settings: dict[str, str] | None = None) -> Iterator[str]:
             )
         try:
             wait_for_port(port, process, details=lambda: (folder / "server.log").read_text()[-2000:])
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            uri = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            accepting(uri, process)
+            yield uri
         finally:
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)

@@ -398,9 +398,7 @@ class PostgresChangeLog:
         with self._connect() as conn:
             self._batches_conn = conn
             self._check_partition_root(conn)
-            # Logical decoding reads only WAL flushed to disk: confirming up to the insert position
-            # (pg_current_wal_lsn) would skip commits not yet flushed (synchronous_commit = off).
-            upto = lsn_int(str(conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()[0]))  # type: ignore[index]
+            upto = self._flushed_upto(conn)
             # pgoutput writes values with the walsender's settings: ISO dates, times in UTC (arrow_from_text)
             keepalive = _KeepAlive(self._stream_lock)
             replication = psycopg2.connect(
@@ -433,6 +431,23 @@ class PostgresChangeLog:
                 keepalive.stop()
                 self._stream = self._batches_conn = None
                 replication.close()
+
+    @staticmethod
+    def _flushed_upto(conn: psycopg.Connection[Any]) -> int:
+        """The WAL insert position now, once the server has flushed WAL up to it (as an integer LSN).
+
+        Logical decoding reads only flushed WAL, and a commit made with ``synchronous_commit = off``
+        returns before its WAL is flushed (the WAL writer flushes it within ``3 * wal_writer_delay``,
+        0.6 s by default; PostgreSQL docs, "Asynchronous Commit"). Ending the drain at the flush
+        position alone would leave such a commit, made before the run started, for a later run;
+        ending it at the insert position without waiting would confirm past WAL not yet decoded.
+        After 10 s without the flush (a stalled disk) the flushed position is taken."""
+        flushed = "SELECT pg_wal_lsn_diff(pg_current_wal_flush_lsn(), '0/0')::bigint"
+        inserted = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint").fetchone()[0]  # type: ignore[index]
+        deadline = time.monotonic() + 10
+        while (done := conn.execute(flushed).fetchone()[0]) < inserted and time.monotonic() < deadline:  # type: ignore[index]
+            time.sleep(0.005)
+        return int(min(inserted, done))
 
     def _messages(self, upto: int) -> Iterator[tuple[int, bytes]]:
         """``(LSN, pgoutput message)`` from the stream up to the WAL position ``upto``: it stops before
