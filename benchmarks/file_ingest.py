@@ -280,12 +280,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from integration_platform.definitions import EXECUTOR
+from integration_platform.assets.executor import run_sized_executor
 from sandbox.harness import definitions
 
 defs = dg.Definitions.merge(
     definitions(Path(os.environ["IP_BENCH_SOURCE_YAML"]).read_text(), Path(os.environ["IP_BENCH_TMP"]))[0],
-    dg.Definitions(executor=EXECUTOR),
+    dg.Definitions(executor=run_sized_executor),
 )
 """
 DAEMON_WORKSPACE = """
@@ -346,7 +346,7 @@ def run_platform_daemon(args: argparse.Namespace, tmp: Path) -> None:
                     raise SystemExit(f"platform_daemon: backfill {backfill_id} ended {status}")
                 run = instance.get_run_record_by_id(runs[0]["runId"])
                 started = run.start_time - launched_at if run and run.start_time else None
-                return {**step_seconds(instance, runs[0]["runId"]), "to_run_start_s": started}
+                return {**step_seconds(instance, runs[0]["runId"], SOURCE, STREAM), "to_run_start_s": started}
 
             child_report(work)
             landed = instance.get_materialized_partitions(lake_key)

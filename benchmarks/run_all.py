@@ -16,6 +16,7 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 BENCHMARKS: tuple[str, ...] = (
+    "small_run.py",
     "sql_extract.py",
     "merge.py",
     "cdc.py",

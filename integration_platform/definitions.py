@@ -8,6 +8,7 @@ Resources (all overridable by environment, read when definitions load, never at 
   ``<project>/.data/warehouse.duckdb``).
 """
 
+import functools
 import os
 from pathlib import Path
 
@@ -16,23 +17,11 @@ from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
 from integration_platform.assets.automation import warehouse_follows_lake
+from integration_platform.assets.executor import run_sized_executor
 from integration_platform.assets.run_recovery import reclaim_dead_runs_sensor
 from integration_platform.resources.lake import LakeResource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-#: Dagster's multiprocess executor (one process per step, as by default), with the step processes
-#: forked from a server that has already imported the platform (Python's ``forkserver`` start
-#: method with preloaded modules, a setting of the executor): a step starts in about 1 s instead
-#: of 3 s, which re-importing Dagster and every kind cost. An incremental run of one small table
-#: (lake, warehouse, two checks: four steps) from ``dagster asset materialize``: 12-14 s instead
-#: of 19-23 s on the 2-core test machine. ``pandas`` is preloaded too: DuckDB's Python client imports
-#: it on a process's first query with parameters (0.33 s), which every step paid (three runs each:
-#: lake step 0.30-0.48 s -> 0.14-0.16 s, warehouse step 0.33-0.56 s -> 0.20-0.27 s).
-EXECUTOR = dg.multiprocess_executor.configured(
-    {"start_method": {"forkserver": {"preload_modules": ["integration_platform.components", "pandas"]}}},
-    name="multiprocess_forkserver",
-)
 
 
 def _secret(name: str) -> str | dg.EnvVar | None:
@@ -59,12 +48,25 @@ def defs() -> dg.Definitions:
     """Everything under ``integration_platform/defs`` plus the platform resources and the
     sensors ``reclaim_dead_runs`` (frees the pool slots of runs whose process died) and
     ``warehouse_follows_lake`` (loads a warehouse table when its lake asset changed without it), and
-    the executor of every job (:data:`EXECUTOR`)."""
+    the executor of every job (:func:`~integration_platform.assets.executor.run_sized_executor`: in process
+    for a run of at most 6 steps, multiprocess otherwise).
+
+    Built once per process for the same environment and the same files under ``defs/``: Dagster
+    calls this function four times in one ``dagster asset materialize`` (to find the target, the
+    repository, the job and the job's load data), 0.3 s each after the first."""
+    folder = PROJECT_ROOT / "integration_platform" / "defs"
+    files = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(folder.rglob("*")) if f.is_file())
+    return _built(tuple(sorted(os.environ.items())), files)
+
+
+@functools.lru_cache(maxsize=4)
+def _built(environment: tuple[tuple[str, str], ...], files: tuple[tuple[str, int, int], ...]) -> dg.Definitions:
+    """The definitions for one environment and one state of ``defs/`` (the key; read from the process)."""
     return dg.Definitions.merge(
         dg.load_from_defs_folder(path_within_project=PROJECT_ROOT),
         dg.Definitions(
             resources=platform_resources(),
             sensors=[reclaim_dead_runs_sensor, warehouse_follows_lake],
-            executor=EXECUTOR,
+            executor=run_sized_executor,
         ),
     )

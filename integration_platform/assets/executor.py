@@ -1,0 +1,111 @@
+"""The executor of every job: Dagster's in-process executor for small runs, its multiprocess
+executor (step processes forked from a preloaded server) for the others.
+
+Why a choice by run size: a step process costs about 1 s to start even when forked from a server
+that has imported the platform, and the server itself about 3 s per run; a run of one stream (its
+lake and warehouse steps and their checks) has nothing to run side by side, so those seconds were
+most of its time (an incremental run of one small table from ``dagster asset materialize``: 13-15 s
+multiprocess, 8 s in process, on the 2-core test machine). Larger runs keep one process per step,
+so independent streams land side by side and a crashing step does not take the others down.
+
+Both executors are Dagster's own, configured by Dagster's config system; this module only picks
+one per run, from the number of steps the run executes (``in_process_max_steps``, default 6). The
+guarantees are the same either way: steps run in dependency order, the ``duckdb`` pool admits one
+warehouse step at a time across runs (both executors claim pool slots), retries follow the same
+``retries`` setting.
+"""
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import dagster as dg
+
+from integration_platform.components import KINDS
+
+#: Steps a run may execute and still run in one process (one stream's lake and warehouse steps
+#: and its check steps are 2-6).
+IN_PROCESS_MAX_STEPS = 6
+
+_MULTIPROCESS_FIELDS = dg.multiprocess_executor.config_schema.config_type.fields  # type: ignore[union-attr]
+
+#: The step processes of a multiprocess run are forked from a server that has already imported the
+#: platform's kinds (Python's ``forkserver`` start method with preloaded modules, a setting of Dagster's
+#: executor): a step starts in about 1 s instead of 3 s, which re-importing Dagster and every kind
+#: cost (an incremental run of one small table, four steps: 12-14 s instead of 19-23 s when every run
+#: was multiprocess). ``pandas`` is preloaded too: DuckDB's Python client imports it on a process's
+#: first query with parameters (0.33 s), which every step paid (three runs each: lake step
+#: 0.30-0.48 s -> 0.14-0.16 s, warehouse step 0.33-0.56 s -> 0.20-0.27 s).
+START_METHOD = {"forkserver": {"preload_modules": [*KINDS.values(), "pandas"]}}
+
+
+class RunSizedExecutor(dg.Executor):
+    """Delegates a run to ``small`` (in process) when it executes at most ``max_steps`` steps,
+    otherwise to ``large`` (multiprocess). ``retries`` and the step dependency settings are the
+    same configuration in both, so what Dagster reads from the executor before the plan is known
+    holds for either."""
+
+    def __init__(self, small: dg.Executor, large: dg.Executor, max_steps: int) -> None:
+        self.small, self.large, self.max_steps = small, large, max_steps
+
+    @property
+    def retries(self) -> Any:
+        return self.large.retries
+
+    @property
+    def step_dependency_config(self) -> Any:
+        return self.large.step_dependency_config
+
+    def chosen(self, execution_plan: Any) -> dg.Executor:
+        """The executor for a plan: in process when its steps to execute are few."""
+        return self.small if len(execution_plan.step_keys_to_execute) <= self.max_steps else self.large
+
+    def execute(self, plan_context: Any, execution_plan: Any) -> Iterator[dg.DagsterEvent]:
+        return self.chosen(execution_plan).execute(plan_context, execution_plan)
+
+
+def _requirements(config: Mapping[str, object]) -> Any:
+    """The multiprocess executor's requirements (a reconstructable job, a persistent instance)."""
+    return dg.multiprocess_executor.get_requirements({k: v for k, v in config.items() if k in _MULTIPROCESS_FIELDS})
+
+
+@dg.executor(
+    name="in_process_or_multiprocess",
+    config_schema={
+        **_MULTIPROCESS_FIELDS,
+        "start_method": dg.Field(
+            _MULTIPROCESS_FIELDS["start_method"].config_type,
+            default_value=START_METHOD,
+            description="How the step processes of a multiprocess run start (Dagster's multiprocess "
+            "executor setting; default: forked from a server with the platform preloaded).",
+        ),
+        "in_process_max_steps": dg.Field(
+            int,
+            default_value=IN_PROCESS_MAX_STEPS,
+            description="A run executing at most this many steps runs them in its own process "
+            "(Dagster's in_process executor); a larger run uses the multiprocess executor with the "
+            "other settings here. 0 makes every run multiprocess.",
+        ),
+    },
+    requirements=_requirements,
+)
+def run_sized_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
+    """Dagster's in-process executor for runs of at most ``in_process_max_steps`` steps, its
+    multiprocess executor (configured by the other settings: ``max_concurrent``, ``start_method``,
+    ``retries``...) for larger ones. Raises what Dagster's executors raise for bad configuration."""
+    config = dict(init_context.executor_config)
+    max_steps = int(str(config.pop("in_process_max_steps")))
+
+    def made(definition: dg.ExecutorDefinition, executor_config: Mapping[str, object]) -> dg.Executor:
+        context = dg.InitExecutorContext(
+            job=init_context.job,
+            executor_def=definition,
+            executor_config=executor_config,
+            instance=init_context.instance,
+        )
+        return definition.executor_creation_fn(context)  # type: ignore[misc]
+
+    small = made(
+        dg.in_process_executor,
+        {"retries": config["retries"], "step_dependency_config": config.get("step_dependency_config")},
+    )
+    return RunSizedExecutor(small, made(dg.multiprocess_executor, config), max_steps)

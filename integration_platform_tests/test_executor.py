@@ -1,0 +1,67 @@
+"""The executor chooses by run size, through the path a user takes: ``dagster asset materialize`` on the
+project's code location, with an instance on disk. A run of one stream (four steps) executes in the
+CLI's process; a run of two streams, or one with ``in_process_max_steps: 0``, uses a process per step;
+both land the same rows."""
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from integration_platform.instance import write_instance
+
+REPO = Path(__file__).resolve().parent.parent
+DAGSTER = str(Path(sys.executable).parent / "dagster")
+ONE_STREAM = "chinook/invoice,warehouse/chinook.invoice"
+TWO_STREAMS = f"{ONE_STREAM},chinook/customer,warehouse/chinook.customer"
+
+
+def materialize(env: dict[str, str], selection: str, *extra: str) -> str:
+    """Run the CLI; returns its run's engine-event messages (how it executed its steps)."""
+    done = subprocess.run(
+        [DAGSTER, "asset", "materialize", "-m", "integration_platform.definitions", "--select", selection, *extra],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        run = instance.get_runs(limit=1)[0]
+        assert run.is_success
+        engine = [
+            entry.message
+            for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+            if entry.message.startswith("Executing steps")
+        ]
+    assert len(engine) == 1, engine
+    return engine[0]
+
+
+def test_a_run_of_one_stream_executes_in_process_and_a_larger_one_per_step(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
+    env.update(
+        DAGSTER_HOME=str(tmp_path / "home"),
+        LAKE_URL=str(tmp_path / "lake"),
+        WAREHOUSE_PATH=str(tmp_path / "warehouse.duckdb"),
+    )
+    write_instance(tmp_path / "home", env)
+    assert materialize(env, ONE_STREAM).startswith("Executing steps in process")
+    forced = '{"execution": {"config": {"in_process_max_steps": 0}}}'
+    assert materialize(env, ONE_STREAM, "--config-json", forced).startswith("Executing steps using multiprocess")
+    assert materialize(env, TWO_STREAMS).startswith("Executing steps using multiprocess")
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM chinook.invoice), (SELECT count(DISTINCT InvoiceId) FROM chinook.invoice), "
+            "(SELECT count(*) FROM chinook.customer)"
+        ).fetchone()
+    source = REPO / "sandbox" / "chinook" / "chinook.sqlite"
+    with sqlite3.connect(source) as lite:
+        expected = lite.execute("SELECT (SELECT count(*) FROM Invoice), (SELECT count(*) FROM Invoice), "
+                                "(SELECT count(*) FROM Customer)").fetchone()  # fmt: skip
+    assert counts == expected
