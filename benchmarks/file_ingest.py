@@ -280,12 +280,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from integration_platform.assets.executor import run_sized_executor
+from integration_platform.definitions import EXECUTOR
 from sandbox.harness import definitions
 
 defs = dg.Definitions.merge(
     definitions(Path(os.environ["IP_BENCH_SOURCE_YAML"]).read_text(), Path(os.environ["IP_BENCH_TMP"]))[0],
-    dg.Definitions(executor=run_sized_executor),
+    dg.Definitions(executor=EXECUTOR),
 )
 """
 DAEMON_WORKSPACE = """

@@ -19,9 +19,15 @@ from dagster_duckdb import DuckDBResource
 from integration_platform.assets.automation import warehouse_follows_lake
 from integration_platform.assets.executor import run_sized_executor
 from integration_platform.assets.run_recovery import reclaim_dead_runs_sensor
+from integration_platform.components import KINDS
 from integration_platform.resources.lake import LakeResource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: The executor of every job: in process for a run of at most 6 steps (one stream: its lake and
+#: warehouse steps and their checks), a process per step otherwise, forked from a server that has
+#: imported every kind and pandas (:mod:`integration_platform.assets.executor`).
+EXECUTOR = run_sized_executor([*KINDS.values(), "pandas"])
 
 
 def _secret(name: str) -> str | dg.EnvVar | None:
@@ -48,8 +54,7 @@ def defs() -> dg.Definitions:
     """Everything under ``integration_platform/defs`` plus the platform resources and the
     sensors ``reclaim_dead_runs`` (frees the pool slots of runs whose process died) and
     ``warehouse_follows_lake`` (loads a warehouse table when its lake asset changed without it), and
-    the executor of every job (:func:`~integration_platform.assets.executor.run_sized_executor`: in process
-    for a run of at most 6 steps, multiprocess otherwise).
+    the executor of every job (:data:`EXECUTOR`).
 
     Built once per process for the same environment and the same files under ``defs/``: Dagster
     calls this function four times in one ``dagster asset materialize`` (to find the target, the
@@ -67,6 +72,6 @@ def _built(environment: tuple[tuple[str, str], ...], files: tuple[tuple[str, int
         dg.Definitions(
             resources=platform_resources(),
             sensors=[reclaim_dead_runs_sensor, warehouse_follows_lake],
-            executor=run_sized_executor,
+            executor=EXECUTOR,
         ),
     )

@@ -20,22 +20,11 @@ from typing import Any
 
 import dagster as dg
 
-from integration_platform.components import KINDS
-
 #: Steps a run may execute and still run in one process (one stream's lake and warehouse steps
 #: and its check steps are 2-6).
 IN_PROCESS_MAX_STEPS = 6
 
 _MULTIPROCESS_FIELDS = dg.multiprocess_executor.config_schema.config_type.fields  # type: ignore[union-attr]
-
-#: The step processes of a multiprocess run are forked from a server that has already imported the
-#: platform's kinds (Python's ``forkserver`` start method with preloaded modules, a setting of Dagster's
-#: executor): a step starts in about 1 s instead of 3 s, which re-importing Dagster and every kind
-#: cost (an incremental run of one small table, four steps: 12-14 s instead of 19-23 s when every run
-#: was multiprocess). ``pandas`` is preloaded too: DuckDB's Python client imports it on a process's
-#: first query with parameters (0.33 s), which every step paid (three runs each: lake step
-#: 0.30-0.48 s -> 0.14-0.16 s, warehouse step 0.33-0.56 s -> 0.20-0.27 s).
-START_METHOD = {"forkserver": {"preload_modules": [*KINDS.values(), "pandas"]}}
 
 
 class RunSizedExecutor(dg.Executor):
@@ -68,27 +57,45 @@ def _requirements(config: Mapping[str, object]) -> Any:
     return dg.multiprocess_executor.get_requirements({k: v for k, v in config.items() if k in _MULTIPROCESS_FIELDS})
 
 
-@dg.executor(
-    name="in_process_or_multiprocess",
-    config_schema={
-        **_MULTIPROCESS_FIELDS,
-        "start_method": dg.Field(
-            _MULTIPROCESS_FIELDS["start_method"].config_type,
-            default_value=START_METHOD,
-            description="How the step processes of a multiprocess run start (Dagster's multiprocess "
-            "executor setting; default: forked from a server with the platform preloaded).",
-        ),
-        "in_process_max_steps": dg.Field(
-            int,
-            default_value=IN_PROCESS_MAX_STEPS,
-            description="A run executing at most this many steps runs them in its own process "
-            "(Dagster's in_process executor); a larger run uses the multiprocess executor with the "
-            "other settings here. 0 makes every run multiprocess.",
-        ),
-    },
-    requirements=_requirements,
-)
-def run_sized_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
+def run_sized_executor(preload_modules: list[str]) -> dg.ExecutorDefinition:
+    """The executor definition (Dagster's ``in_process`` or ``multiprocess`` executor, chosen per run by
+    its number of steps; config: the multiprocess executor's settings plus ``in_process_max_steps``),
+    whose multiprocess runs fork their step processes from a server that has imported
+    ``preload_modules`` (the default ``start_method``).
+
+    Why preloaded: a step forked from a server that has already imported the platform's kinds starts
+    in about 1 s instead of 3 s, which re-importing Dagster and every kind cost (an incremental run
+    of one small table, four steps: 12-14 s instead of 19-23 s when every run was multiprocess);
+    ``pandas`` belongs in the list too: DuckDB's Python client imports it on a process's first query
+    with parameters (0.33 s), which every step paid."""
+
+    @dg.executor(
+        name="in_process_or_multiprocess",
+        config_schema={
+            **_MULTIPROCESS_FIELDS,
+            "start_method": dg.Field(
+                _MULTIPROCESS_FIELDS["start_method"].config_type,
+                default_value={"forkserver": {"preload_modules": list(preload_modules)}},
+                description="How the step processes of a multiprocess run start (Dagster's multiprocess "
+                "executor setting; default: forked from a server with the platform preloaded).",
+            ),
+            "in_process_max_steps": dg.Field(
+                int,
+                default_value=IN_PROCESS_MAX_STEPS,
+                description="A run executing at most this many steps runs them in its own process "
+                "(Dagster's in_process executor); a larger run uses the multiprocess executor with the "
+                "other settings here. 0 makes every run multiprocess.",
+            ),
+        },
+        requirements=_requirements,
+    )
+    def executor(init_context: dg.InitExecutorContext) -> dg.Executor:
+        return _created(init_context)
+
+    return executor
+
+
+def _created(init_context: dg.InitExecutorContext) -> dg.Executor:
     """Dagster's in-process executor for runs of at most ``in_process_max_steps`` steps, its
     multiprocess executor (configured by the other settings: ``max_concurrent``, ``start_method``,
     ``retries``...) for larger ones. Raises what Dagster's executors raise for bad configuration."""
