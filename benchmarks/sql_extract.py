@@ -16,7 +16,8 @@ The database ``ip_bench`` on 127.0.0.1:5432 (user ``postgres``, trust auth; over
 Methods, each in its own fresh process (see ``common.py``):
 
 - ``limit``: ``psql -c "COPY bench_rows TO STDOUT (FORMAT binary)" > /dev/null``, one stream.
-- ``platform``: ``SqlDatabaseResource.read`` (ADBC binary COPY) -> ``extract_and_land`` into
+- ``platform``: ``SqlDatabaseResource.read`` (ADBC binary COPY, two page-range streams in one
+  snapshot from 256 MB of heap) -> ``extract_and_land`` into
   a ``LocalLake`` (zstd Parquet, writer on its own thread).
 - ``pandas_read_sql``: ``pandas.read_sql`` on a SQLAlchemy engine + ``DataFrame.to_parquet``.
 - ``dlt_sqlalchemy`` / ``dlt_pyarrow`` / ``dlt_connectorx``: dlt's ``sql_table`` with that
@@ -147,7 +148,8 @@ def run_platform(pg: str, table: str, tmp: Path, variant: str) -> None:
     ``variant`` (diagnostics, ``--variants``): ``""`` the real path; ``read_only`` drains the
     reader without writing; ``rows<N>`` lands with row groups of ``N`` rows (``row_group_rows=N``
     and, where ``land()`` has it, no byte bound); ``rgmb<M>`` lands with ``row_group_bytes=M``
-    MiB; ``batch<M>mb`` reads with ``read_postgres(batch_bytes=M MiB)``.
+    MiB; ``batch<M>mb`` reads with ``read_postgres(batch_bytes=M MiB)``; ``parallel<N>`` reads with
+    ``parallel_readers=N`` (the real path has 2: two page-range streams in one snapshot).
     """
     from integration_platform.core.extract import extract_and_land
     from integration_platform.core.landing import land
@@ -159,10 +161,11 @@ def run_platform(pg: str, table: str, tmp: Path, variant: str) -> None:
     url = pg.replace("postgresql://", "postgresql+psycopg://", 1) + f"/{DATABASE}"
 
     def work() -> dict[str, Any]:
-        db = SqlDatabaseResource(url=url)
+        readers = int(variant.removeprefix("parallel")) if variant.startswith("parallel") else 2
+        db = SqlDatabaseResource(url=url, parallel_readers=readers)
         store = LocalLake(tmp)
         spec = StreamSpec(source="bench", name=table, write_disposition="replace", primary_key=("id",))
-        if variant == "":
+        if variant == "" or variant.startswith("parallel"):
             extraction = extract_and_land(store, spec, lambda rf: db.read(table, None, rf))
             return {
                 "rows": extraction.manifest.rows,
@@ -312,10 +315,13 @@ def build_methods(args: argparse.Namespace, sizes: dict[str, tuple[int, int]]) -
         methods += [
             limit("limit_2x", TABLE_2X),
             py("platform_2x", "platform", TABLE_2X, note=f"{TABLE_2X}: twice the rows; peak RSS should stay flat"),
+            py("platform_parallel1_2x", "platform", TABLE_2X, note=f"{TABLE_2X}: parallel_readers=1 (one stream)"),
         ]
     if args.variants:
         methods += [
             py("platform_read_only", "platform", TABLE, note="reader drained, nothing written"),
+            py("platform_parallel1", "platform", TABLE, note="parallel_readers=1: one COPY stream"),
+            py("platform_parallel3", "platform", TABLE, note="parallel_readers=3: three page-range streams"),
             py("platform_rows250000", "platform", TABLE, note="row groups of 250,000 rows, no byte bound"),
             py("platform_rows1000000", "platform", TABLE, note="row groups of 1,000,000 rows, no byte bound"),
             py("platform_rgmb16", "platform", TABLE, note="land(row_group_bytes=16 MiB)"),

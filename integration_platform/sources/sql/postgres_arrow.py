@@ -124,15 +124,19 @@ def _column_types(cur: "adbc.Cursor", target: sql.Composable) -> dict[str, tuple
     return {row["name"]: (str(row["kind"]), int(row["typmod"])) for row in rows}
 
 
-def _where(row_filter: RowFilter | None) -> sql.Composable:
-    if row_filter is None:
-        return sql.SQL("")
+def _where(row_filter: RowFilter | None, pages: tuple[int, int | None] | None = None) -> sql.Composable:
     parts = []
-    column = sql.Identifier(row_filter.column)
-    if row_filter.lower is not None:
-        parts.append(sql.SQL("{} >= {}").format(column, sql.Literal(row_filter.lower)))
-    if row_filter.upper is not None:
-        parts.append(sql.SQL("{} < {}").format(column, sql.Literal(row_filter.upper)))
+    if row_filter is not None:
+        column = sql.Identifier(row_filter.column)
+        if row_filter.lower is not None:
+            parts.append(sql.SQL("{} >= {}").format(column, sql.Literal(row_filter.lower)))
+        if row_filter.upper is not None:
+            parts.append(sql.SQL("{} < {}").format(column, sql.Literal(row_filter.upper)))
+    if pages is not None:
+        first, end = pages
+        parts.append(sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({int(first)},0)")))
+        if end is not None:
+            parts.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({int(end)},0)")))
     return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts) if parts else sql.SQL("")
 
 
@@ -193,6 +197,7 @@ def read_postgres(
     relation: sql.Composable | None = None,
     extra: Sequence[sql.Composable] = (),
     extra_schema: pa.Schema | None = None,
+    pages: tuple[int, int | None] | None = None,
 ) -> pa.RecordBatchReader:
     """Stream ``SELECT * FROM schema.table [WHERE filter]`` as Arrow batches.
 
@@ -206,6 +211,10 @@ def read_postgres(
     read through the same conversion so they get the table's Arrow types; ``extra`` are select-list
     items appended after the table's columns, of the Arrow types ``extra_schema`` gives (required with
     ``extra``: the reader's schema is known before the query runs).
+
+    ``pages``: only the rows stored in heap pages ``[first, end)`` (``end`` ``None``: to the end of
+    the table), a TID range scan (PostgreSQL 14+); :func:`read_postgres_parallel` reads a table
+    as such ranges side by side.
     """
     # Imported here, not with the module: the ADBC driver manager imports pyarrow.dataset and pandas
     # (0.45 s), which every code location would otherwise pay for when it loads, PostgreSQL or not.
@@ -223,7 +232,7 @@ def read_postgres(
         if extra_schema is not None:
             out_schema = pa.schema([*out_schema, *extra_schema])
         query = sql.SQL("SELECT {} FROM {}{}").format(
-            sql.SQL(", ").join([*select, *extra]), relation or target, _where(row_filter)
+            sql.SQL(", ").join([*select, *extra]), relation or target, _where(row_filter, pages)
         )
         cur.execute(query.as_string())
         source = cur.fetch_record_batch()
@@ -243,3 +252,117 @@ def read_postgres(
             conn.close()
 
     return pa.RecordBatchReader.from_batches(out_schema, batches())
+
+
+#: A table smaller than this is read as one stream: two streams gained nothing measurable there.
+PARALLEL_MIN_BYTES = 256 << 20
+#: TID range scans (``ctid >= ... AND ctid < ...`` reading only those pages) came with PostgreSQL 14;
+#: before, each range would scan the whole table.
+TID_RANGE_SCAN_VERSION = 140000
+
+
+def read_postgres_parallel(
+    uri: str,
+    table: str,
+    schema: str | None,
+    row_filter: RowFilter | None,
+    readers: int,
+    batch_bytes: int = 8 << 20,
+    min_bytes: int = PARALLEL_MIN_BYTES,
+) -> pa.RecordBatchReader:
+    """:func:`read_postgres` as ``readers`` streams side by side, each over its own range of the
+    table's heap pages (``ctid`` ranges, a TID range scan), all in one snapshot: a coordinating
+    repeatable-read transaction exports it (``pg_export_snapshot``) and stays open until every
+    reader has joined it, so the union is exactly the rows one ``SELECT`` would have read then, none
+    twice (a row version lives in one page) and none missed (the last range is open-ended, so pages
+    added after the table's size was read are covered). Batches arrive in no defined order; each
+    reader's batches are ``batch_bytes / readers`` and at most ``readers`` of them wait, so memory
+    stays about one stream's. A table under ``min_bytes`` of heap, a server before PostgreSQL 14 or
+    ``readers`` below 2 get the single stream. Raises what :func:`read_postgres` raises, from the
+    reader that failed, when the batch after the failure is taken.
+
+    Measured (``benchmarks/sql_extract.py``, 2 cores, zstd Parquet landed): 5M rows 5.13 -> 4.40 s,
+    10M rows 8.79 -> 8.53 s with two streams; three streams were slower than one (5.85 s).
+
+    Why our own code: no library splits a PostgreSQL COPY across connections in one snapshot (the
+    extract is the platform's core path); the ranges and the queue are the whole of it.
+    """
+    import psycopg
+
+    target = sql.Identifier(schema, table) if schema else sql.Identifier(table)
+    coordinator = psycopg.connect(uri)
+    try:
+        coordinator.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        snapshot = str(coordinator.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
+        version, pages, block = coordinator.execute(
+            sql.SQL(
+                "SELECT current_setting('server_version_num')::int, "
+                "pg_relation_size({0}::regclass) / current_setting('block_size')::int, "
+                "current_setting('block_size')::int"
+            ).format(sql.Literal(target.as_string(coordinator)))
+        ).fetchone()  # type: ignore[misc]
+        if readers < 2 or version < TID_RANGE_SCAN_VERSION or pages * block < min_bytes:
+            return read_postgres(uri, table, schema, row_filter, batch_bytes)
+        step = -(-int(pages) // readers)
+        firsts = list(range(0, int(pages), step))
+        ends: list[int | None] = [*firsts[1:], None]
+        each = max(1 << 20, batch_bytes // len(firsts))
+        opened = [
+            read_postgres(uri, table, schema, row_filter, each, snapshot=snapshot, pages=pair)
+            for pair in zip(firsts, ends, strict=True)
+        ]
+    finally:
+        coordinator.close()  # every reader has set its snapshot (each opened its transaction above)
+    return _merged(opened)
+
+
+def _merged(readers: Sequence[pa.RecordBatchReader]) -> pa.RecordBatchReader:
+    """The batches of ``readers``, each drained by a thread of its own into one bounded queue."""
+    import queue
+    import threading
+
+    done = object()
+    pending: queue.Queue[object] = queue.Queue(maxsize=len(readers))
+    stop = threading.Event()
+
+    def drain(reader: pa.RecordBatchReader) -> None:
+        try:
+            for batch in reader:
+                while not stop.is_set():
+                    try:
+                        pending.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            pending.put(done)
+        except BaseException as exc:  # handed to the consumer
+            pending.put(exc)
+        finally:
+            reader.close()
+
+    threads = [threading.Thread(target=drain, args=(r,), daemon=True, name="pg-range") for r in readers]
+    for thread in threads:
+        thread.start()
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        left = len(threads)
+        try:
+            while left:
+                item = pending.get()
+                if item is done:
+                    left -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+        finally:
+            stop.set()
+            while any(t.is_alive() for t in threads):
+                try:
+                    pending.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+
+    return pa.RecordBatchReader.from_batches(readers[0].schema, batches())
