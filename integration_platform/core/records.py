@@ -197,13 +197,40 @@ class JsonRecords:
             origins.append(where)
         return objects, origins
 
+    @staticmethod
+    def _page_of(
+        name: str, objects: list[dict[str, Any]], origins: list[str], unlike: pa.DataType | None = None
+    ) -> str:
+        """The origin of the page of the first record with a non-null value of ``name`` (whose own Arrow
+        type is not ``unlike``, when given: the value that widened the column)."""
+        for obj, where in zip(objects, origins, strict=True):
+            value = obj.get(name)
+            if value is not None and (unlike is None or pa.array([value]).type != unlike):
+                return where.rpartition(" record ")[0]
+        return origins[0].rpartition(" record ")[0] if origins else ""
+
     def convert(self, records: Sequence[Any], origin: str) -> pa.Table:
         """One page of records as an Arrow table in the current schema (which it may extend).
 
         ``origin`` (a URL, a file name) goes into error messages and rejected records.
         Raises :class:`SchemaConflictError` on a conflict when ``on_conflict`` is ``fail``.
         """
-        objects, origins = self._admit(records, origin)
+        return self.convert_pages([(records, origin)])
+
+    def convert_pages(self, pages: Sequence[tuple[Sequence[Any], str]]) -> pa.Table:
+        """Several pages ``(records, origin)`` as one Arrow table, as :meth:`convert` would convert
+        their records one page after the other (same schema, same conflicts and changes, each
+        named by its own page's origin). Converting one column of many pages at once costs Arrow
+        one array instead of one per page: a fan-out of one-record pages spent most of its CPU there."""
+        objects: list[dict[str, Any]] = []
+        origins: list[str] = []
+        defining: set[str] | None = None  # the fields of the first page with records, when it defines the schema
+        for records, origin in pages:
+            admitted, where = self._admit(records, origin)
+            if admitted and defining is None and not self._converted:
+                defining = {k for obj in admitted for k in obj}
+            objects += admitted
+            origins += where
         names = list(self.schema.names)
         for obj in objects:
             names.extend(k for k in obj if k not in names)
@@ -222,13 +249,15 @@ class JsonRecords:
         for field in fields:
             index = self.schema.get_field_index(field.name)
             if index < 0:
-                if self._converted:  # the first page defines the schema; later ones change it
-                    self.changes.append(f"new column {field.name} ({field.type}) first seen in {origin}")
+                if self._converted or field.name not in (defining or ()):  # the first page defines the schema
+                    page = self._page_of(field.name, objects, origins)
+                    self.changes.append(f"new column {field.name} ({field.type}) first seen in {page}")
                 self.schema = self.schema.append(field)
             elif self.schema.field(index).type != field.type:
                 old = self.schema.field(index).type
                 if not pa.types.is_null(old):
-                    self.changes.append(f"column {field.name} widened from {old} to {field.type} in {origin}")
+                    page = self._page_of(field.name, objects, origins, unlike=old)
+                    self.changes.append(f"column {field.name} widened from {old} to {field.type} in {page}")
                 self.schema = self.schema.set(index, field)
         self._converted = self._converted or bool(objects)
         return pa.Table.from_arrays(arrays, schema=pa.schema(fields)) if fields else pa.table({})

@@ -34,6 +34,9 @@ from integration_platform.sources.rest.paginators import Paginator
 
 #: Declared column types: the Arrow ones above, or ``json`` (the value kept as JSON text).
 COLUMN_TYPES = (*ARROW_TYPES, "json")
+#: Fan-out pages are converted to Arrow this many records at a time (a detail page often holds one
+#: record; converting each alone cost one Arrow array per column per request).
+CONVERT_RECORDS = 500
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,8 @@ def extract_rest(
             fields = tuple(dict.fromkeys([*plan.placeholders, *plan.include_from_parent]))
             rows = parent_rows(store, plan.parent, fields, spec.path)
             parents = len(rows)
+            group: list[tuple[list[Any], str]] = []  # pages converted together (JsonRecords.convert_pages)
+            held = 0
             for row, fetched in _fan_out(_Fetch(client, plan), rows, max(client.config.concurrency, 1)):
                 if fetched is None:
                     skipped += 1
@@ -228,8 +233,12 @@ def extract_rest(
                 for page in fetched:
                     pages += 1
                     page_records = [{**r, **extra} if isinstance(r, dict) else r for r in page.records]
-                    origin = client.redact_url(page.request.url, page.request.params)
-                    spill.add(records.convert(page_records, origin))
+                    group.append((page_records, client.redact_url(page.request.url, page.request.params)))
+                    held += len(page_records)
+                if held >= CONVERT_RECORDS:
+                    spill.add(records.convert_pages(group))
+                    group, held = [], 0
+            spill.add(records.convert_pages(group))
     except BaseException:
         spill.close()
         raise
