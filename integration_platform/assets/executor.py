@@ -4,8 +4,9 @@ executor (step processes forked from a preloaded server) for the others.
 Why a choice by run size: a step process costs about 1 s to start even when forked from a server
 that has imported the platform, and the server itself about 3 s per run; a run of one stream (its
 lake and warehouse steps and their checks) has nothing to run side by side, so those seconds were
-most of its time (an incremental run of one small table from ``dagster asset materialize``: 13-15 s
-multiprocess, 8 s in process, on the 2-core test machine). Larger runs keep one process per step,
+most of its time (an incremental run of one small table from ``dagster asset materialize``, median
+of 3 in ``benchmarks/small_run.py`` on the 2-core test machine: 10.8 s multiprocess, 5.6 s in
+process). Larger runs keep one process per step,
 so independent streams land side by side and a crashing step does not take the others down.
 
 Both executors are Dagster's own, configured by Dagster's config system; this module only picks
