@@ -39,6 +39,16 @@ def test_leading_zeros_and_long_numbers_stay_text(tmp_path: Path) -> None:
     assert rejected == ["drop.csv line 4"]
 
 
+def test_a_code_in_the_last_block_of_a_large_file_keeps_only_its_column_as_text(tmp_path: Path) -> None:
+    rows = "".join(f"{i},{i + 1},{i}.5\n" for i in range(1, 400_000))  # ~8 MB: several 4 MB blocks
+    table, _ = _read(tmp_path, "a,b,c\n" + rows + "7,08,1.5\n")
+    assert table.num_rows == 400_000
+    assert table.schema.field("a").type == pa.int64()
+    assert table.schema.field("b").type == pa.string()
+    assert table.column("b").to_pylist()[-2:] == ["400000", "08"]
+    assert table.schema.field("c").type == pa.float64()
+
+
 def test_other_encodings_and_blank_header_cells(tmp_path: Path) -> None:
     path = tmp_path / "wide.csv"
     path.write_text("region,count\n066,5\n13,6\n", encoding="utf-16")
