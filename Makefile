@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DAGSTER_HOST ?= 127.0.0.1
 DAGSTER_PORT ?= 3000
 
-.PHONY: install install-dev install-bench install-kafka install-airflow install-oidc run dev test test-fast lint bench clean
+.PHONY: install install-dev install-bench install-kafka install-airflow install-oidc install-azurite run dev test test-fast lint bench clean
 
 # constraints.txt pins every package (the lock); pyproject.toml lists what we use directly.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -32,6 +32,10 @@ install-kafka:
 ## The OpenID Connect provider (npm oidc-provider) the OAuth2 login tests start, into sandbox/oidc/.
 install-oidc:
 	bash .ci/install_oidc.sh
+
+## Azurite (npm), the Azure Blob Storage emulator the Azure lake tests start, into sandbox/azurite/.
+install-azurite:
+	bash .ci/install_azurite.sh
 ## Apache Airflow 3 and 2 for the Airflow tests, each in its own venv under .data/ (never in .venv).
 install-airflow:
 	bash .ci/install_airflow.sh
@@ -55,7 +59,7 @@ dev: $(BIN)/.installed $(DAGSTER_HOME)/dagster.yaml
 		$(BIN)/dg dev -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
 
 ## The whole test suite, against the real services (see README).
-test: $(BIN)/.installed-dev install-kafka install-airflow install-oidc
+test: $(BIN)/.installed-dev install-kafka install-airflow install-oidc install-azurite
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 ## The tests that need no server (the pure core, JSON -> Arrow): seconds, for every change.

@@ -3,7 +3,10 @@
 Resources (all overridable by environment, read when definitions load, never at import):
 
 - ``lake``: ``LAKE_URL`` (default ``<project>/.data/lake``; ``s3://bucket/prefix`` for S3 with
-  ``S3_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``).
+  ``S3_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``;
+  ``gs://bucket/prefix`` for Google Cloud Storage with ``GCS_PROJECT``, ``GCS_TOKEN`` and
+  ``GCS_ENDPOINT_URL``; ``az://container/prefix`` for Azure Blob Storage with
+  ``AZURE_STORAGE_ACCOUNT_NAME`` and ``AZURE_STORAGE_ACCOUNT_KEY`` or ``AZURE_STORAGE_CONNECTION_STRING``).
 - ``warehouse``: dagster-duckdb's ``DuckDBResource`` on ``WAREHOUSE_PATH`` (default
   ``<project>/.data/warehouse.duckdb``).
 """
@@ -20,7 +23,7 @@ from integration_platform.assets.automation import warehouse_follows_lake
 from integration_platform.assets.executor import run_sized_executor
 from integration_platform.assets.run_recovery import reclaim_dead_runs_sensor
 from integration_platform.components import KINDS
-from integration_platform.resources.lake import LakeResource
+from integration_platform.resources.lake import AzureBlobSettings, GcsSettings, LakeResource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,9 +45,19 @@ def platform_resources() -> dict[str, dg.ConfigurableResource]:
         aws_access_key_id=_secret("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=_secret("AWS_SECRET_ACCESS_KEY"),
     )
+    gcs = GcsSettings(
+        project=os.environ.get("GCS_PROJECT") or None,
+        token=os.environ.get("GCS_TOKEN") or None,
+        endpoint_url=os.environ.get("GCS_ENDPOINT_URL") or None,
+    )
+    azure = AzureBlobSettings(
+        account_name=os.environ.get("AZURE_STORAGE_ACCOUNT_NAME") or None,
+        account_key=_secret("AZURE_STORAGE_ACCOUNT_KEY"),
+        connection_string=_secret("AZURE_STORAGE_CONNECTION_STRING"),
+    )
     data = PROJECT_ROOT / ".data"
     return {
-        "lake": LakeResource(url=os.environ.get("LAKE_URL") or str(data / "lake"), s3=s3),
+        "lake": LakeResource(url=os.environ.get("LAKE_URL") or str(data / "lake"), s3=s3, gcs=gcs, azure=azure),
         "warehouse": DuckDBResource(database=os.environ.get("WAREHOUSE_PATH") or str(data / "warehouse.duckdb")),
     }
 

@@ -1,12 +1,14 @@
 """Subprocess entry point for kill tests: materialise assets of a source YAML on a shared instance.
 
 Usage: python -m integration_platform_tests.run_stream [--project-instance] <yaml file> <work dir> <instance dir>
-<asset key>... (asset keys as ``a/b``). The lake and warehouse live under <work dir>, as in the test process.
+<asset key>... (asset keys as ``a/b``). The lake and warehouse live under <work dir>, as in the test process,
+unless the environment names another lake (:data:`LAKE_ENV`).
 With ``--project-instance`` the instance has the project's settings (``dagster.yaml``: the ``duckdb`` pool of
 limit 1), as ``make run`` has; open it in the test with the same ``overrides`` (:data:`PROJECT_OVERRIDES`).
 :func:`killed_in` runs it with one method replaced by a SIGKILL of the process.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -14,11 +16,15 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 
 from integration_platform.instance import instance_config
+from integration_platform.resources.lake import LakeResource
 from sandbox.harness import platform
 
 REPO = Path(__file__).resolve().parent.parent
+#: The lake of the run, when not the work dir's folder (see :func:`_lake`).
+LAKE_ENV = "IP_RUN_STREAM_LAKE"
 
 
 #: The project's instance settings, for tests that open the instance a ``--project-instance`` run used.
@@ -29,9 +35,16 @@ def main(argv: list[str]) -> int:
     overrides = PROJECT_OVERRIDES if argv[:1] == ["--project-instance"] else None
     yaml_file, work, home, *keys = argv[1:] if overrides else argv
     with dg.instance_for_test(temp_dir=home, overrides=overrides) as instance:
-        target = platform(Path(yaml_file).read_text(), Path(work), instance)
+        target = platform(Path(yaml_file).read_text(), Path(work), instance, lake=_lake())
         result = target.materialize([dg.AssetKey(k.split("/")) for k in keys])
     return 0 if result.success else 1
+
+
+def _lake() -> LakeResource | None:
+    """The lake named by ``IP_RUN_STREAM_LAKE`` (a JSON object of :class:`LakeResource` fields other
+    than ``s3``), else None: the lake under the work dir."""
+    fields = os.environ.get(LAKE_ENV)
+    return LakeResource(s3=S3Resource(), **json.loads(fields)) if fields else None
 
 
 def killed_in(module: str, cls: str, method: str, *argv: str) -> subprocess.CompletedProcess[bytes]:

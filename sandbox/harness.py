@@ -97,24 +97,32 @@ def platform(
     *,
     lake_url: str | None = None,
     s3_endpoint: str | None = None,
+    lake: LakeResource | None = None,
 ) -> Platform:
-    """Definitions for ``source_yaml`` with the lake under ``tmp_path`` (or ``lake_url``)."""
-    defs, lake, warehouse_path = definitions(source_yaml, tmp_path, lake_url=lake_url, s3_endpoint=s3_endpoint)
+    """Definitions for ``source_yaml`` with the lake under ``tmp_path`` (or ``lake_url``, or ``lake``)."""
+    defs, lake, warehouse_path = definitions(
+        source_yaml, tmp_path, lake_url=lake_url, s3_endpoint=s3_endpoint, lake=lake
+    )
     return Platform(defs=defs, instance=instance, lake=lake, warehouse_path=warehouse_path)
 
 
 def definitions(
-    source_yaml: str, tmp_path: Path, *, lake_url: str | None = None, s3_endpoint: str | None = None
+    source_yaml: str,
+    tmp_path: Path,
+    *,
+    lake_url: str | None = None,
+    s3_endpoint: str | None = None,
+    lake: LakeResource | None = None,
 ) -> tuple[dg.Definitions, LakeResource, Path]:
-    """``source_yaml``'s definitions with the ``lake`` (under ``tmp_path``, or ``lake_url``) and the
-    ``warehouse`` (``tmp_path/warehouse.duckdb``) resources; also returns those two. What
+    """``source_yaml``'s definitions with the ``lake`` (under ``tmp_path``, or ``lake_url``, or ``lake`` as
+    given) and the ``warehouse`` (``tmp_path/warehouse.duckdb``) resources; also returns those two. What
     :func:`platform` wires, for a code location of its own (a webserver and daemon loading it)."""
     component = load_source(source_yaml)
     built = component.build_defs(ComponentTree.for_test().load_context)
     s3 = S3Resource(
         endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
     )
-    lake = LakeResource(url=lake_url or str(tmp_path / "lake"), s3=s3)
+    lake = lake or LakeResource(url=lake_url or str(tmp_path / "lake"), s3=s3)
     warehouse_path = tmp_path / "warehouse.duckdb"
     defs = dg.Definitions.merge(
         built, dg.Definitions(resources={"lake": lake, "warehouse": DuckDBResource(database=str(warehouse_path))})

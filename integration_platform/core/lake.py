@@ -1,10 +1,12 @@
-"""The lake: where landed Parquet files and their manifests live (a local folder or S3).
+"""The lake: where landed Parquet files and their manifests live (a local folder, S3, GCS or Azure Blob).
 
-Both back ends offer the same small object-store interface, keyed by ``/``-separated keys
+Every back end offers the same small object-store interface, keyed by ``/``-separated keys
 relative to the lake root. Writes are two-phase: a file is written to a *staging path* (a
-hidden temporary name in the target folder for a local lake, a local temporary file for S3)
-and only :meth:`LakeStore.commit` makes it visible under its key (``os.replace`` locally, a
-completed single or multipart ``PutObject`` on S3), so readers never see half a file.
+hidden temporary name in the target folder for a local lake, a local temporary file for an
+object store) and only :meth:`LakeStore.commit` makes it visible under its key (``os.replace``
+locally; in an object store, an upload that completed: S3's single or multipart ``PutObject``,
+a GCS upload (single or resumable), an Azure block blob's ``Put Blob`` or ``Put Block List``),
+so readers never see half a file.
 """
 
 import functools
@@ -18,7 +20,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -165,7 +167,7 @@ class LocalLake:
 
     def put_json(self, key: str, obj: Any) -> None:
         staging = self.staging_path(key)
-        staging.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str))
+        staging.write_bytes(_json_body(obj))
         self.commit(staging, key)
 
     def get_json(self, key: str) -> Any:
@@ -197,15 +199,14 @@ class LocalLake:
         yield self._path(key)
 
 
-class S3Lake:
-    """A lake under ``s3://bucket/prefix`` through a boto3 client from dagster-aws's S3Resource.
+class _ObjectStoreLake:
+    """What every lake in an object store shares: keys under ``<scheme>://<bucket>/<prefix>``, and
+    staging in a local temporary file, because an object exists only once its upload completed
+    (there is nothing to rename)."""
 
-    Uploads use boto3's transfer manager (multipart above 8 MiB); an object exists only once
-    its upload completed, so the staging file is a local temporary file.
-    """
+    scheme = ""
 
-    def __init__(self, client: Any, bucket: str, prefix: str) -> None:
-        self.client = client
+    def __init__(self, bucket: str, prefix: str) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
 
@@ -214,7 +215,7 @@ class S3Lake:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def uri(self, key: str) -> str:
-        return f"s3://{self.bucket}/{self._key(key)}"
+        return f"{self.scheme}://{self.bucket}/{self._key(key)}"
 
     def staging_path(self, key: str) -> Path:
         path = Path(tempfile.gettempdir()) / staging_name(key.rsplit("/", 1)[-1])
@@ -223,7 +224,7 @@ class S3Lake:
 
     def commit(self, staging: Path, key: str) -> None:
         try:
-            self.client.upload_file(str(staging), self.bucket, self._key(key))
+            self._upload(staging, key)
         finally:
             staging.unlink(missing_ok=True)
 
@@ -239,9 +240,43 @@ class S3Lake:
             path.unlink(missing_ok=True)
         return len(stale)
 
+    @contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]:
+        folder = Path(tempfile.mkdtemp(prefix="ip-lake-"))
+        try:
+            target = folder / key.rsplit("/", 1)[-1]
+            self._download(key, target)
+            yield target
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _upload(self, staging: Path, key: str) -> None:
+        raise NotImplementedError
+
+    def _download(self, key: str, target: Path) -> None:
+        raise NotImplementedError
+
+
+class S3Lake(_ObjectStoreLake):
+    """A lake under ``s3://bucket/prefix`` through a boto3 client from dagster-aws's S3Resource.
+
+    Uploads use boto3's transfer manager (multipart above 8 MiB).
+    """
+
+    scheme = "s3"
+
+    def __init__(self, client: Any, bucket: str, prefix: str) -> None:
+        super().__init__(bucket, prefix)
+        self.client = client
+
+    def _upload(self, staging: Path, key: str) -> None:
+        self.client.upload_file(str(staging), self.bucket, self._key(key))
+
+    def _download(self, key: str, target: Path) -> None:
+        self.client.download_file(self.bucket, self._key(key), str(target))
+
     def put_json(self, key: str, obj: Any) -> None:
-        body = json.dumps(obj, indent=1, sort_keys=True, default=str).encode()
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body)
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=_json_body(obj))
 
     def get_json(self, key: str) -> Any:
         return json.loads(self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read())
@@ -260,12 +295,58 @@ class S3Lake:
             if chunk:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
 
-    @contextmanager
-    def local_copy(self, key: str) -> Iterator[Path]:
-        folder = Path(tempfile.mkdtemp(prefix="ip-lake-"))
+
+class FsspecLake(_ObjectStoreLake):
+    """A lake under ``<scheme>://bucket/prefix`` through an fsspec filesystem: ``gs://`` with gcsfs,
+    ``az://`` / ``abfs://`` with adlfs (Azure Blob Storage), or any fsspec filesystem whose
+    ``put_file`` makes an object visible only once it is complete.
+
+    ``fs`` must not cache listings (``use_listings_cache=False``): the landing lists manifests
+    written by other processes. Raises what the filesystem raises (``OSError`` subclasses,
+    ``FileNotFoundError`` for a missing key in :meth:`get_json`).
+    """
+
+    def __init__(self, fs: Any, scheme: str, bucket: str, prefix: str) -> None:
+        super().__init__(bucket, prefix)
+        self.fs = fs
+        self.scheme = scheme
+
+    def _path(self, key: str) -> str:
+        return f"{self.bucket}/{self._key(key)}"
+
+    def _upload(self, staging: Path, key: str) -> None:
+        self.fs.put_file(str(staging), self._path(key))
+
+    def _download(self, key: str, target: Path) -> None:
+        self.fs.get_file(self._path(key), str(target))
+
+    def put_json(self, key: str, obj: Any) -> None:
+        self.fs.pipe_file(self._path(key), _json_body(obj))
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.fs.cat_file(self._path(key)))
+
+    def list_keys(self, prefix: str) -> list[str]:
+        base, root = self._path(prefix), self._path("")  # root ends with "/"
         try:
-            target = folder / key.rsplit("/", 1)[-1]
-            self.client.download_file(self.bucket, self._key(key), str(target))
-            yield target
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            found = self.fs.find(base.rstrip("/"))
+        except FileNotFoundError:
+            return []
+        # find() of a folder also returns a file of the same name: keep what is under the prefix.
+        return sorted(path[len(root) :] for path in found if path.startswith(base))
+
+    def delete(self, keys: list[str]) -> None:
+        paths = [self._path(key) for key in keys]
+        for start in range(0, len(paths), 1000):
+            chunk = paths[start : start + 1000]
+            try:
+                self.fs.rm(chunk)  # batched where the store has a batch delete (GCS, Azure)
+            except FileNotFoundError:  # one was gone already: the rest one by one
+                for path in chunk:
+                    with suppress(FileNotFoundError):
+                        self.fs.rm_file(path)
+
+
+def _json_body(obj: Any) -> bytes:
+    """A manifest or other lake JSON as stored: indented, keys sorted (stable, diffable)."""
+    return json.dumps(obj, indent=1, sort_keys=True, default=str).encode()

