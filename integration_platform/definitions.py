@@ -23,7 +23,8 @@ from integration_platform.assets.automation import warehouse_follows_lake
 from integration_platform.assets.executor import run_sized_executor
 from integration_platform.assets.run_recovery import reclaim_dead_runs_sensor
 from integration_platform.components import KINDS
-from integration_platform.resources.lake import AzureBlobSettings, GcsSettings, LakeResource
+from integration_platform.resources.lake import LakeResource
+from integration_platform.resources.object_stores import AzureBlobSettings, GcsSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

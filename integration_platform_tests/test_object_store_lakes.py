@@ -21,7 +21,8 @@ from dagster_aws.s3 import S3Resource
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import list_manifests
 from integration_platform.core.streams import StreamSpec
-from integration_platform.resources.lake import AzureBlobSettings, GcsSettings, LakeResource
+from integration_platform.resources.lake import LakeResource
+from integration_platform.resources.object_stores import AzureBlobSettings, GcsSettings
 from integration_platform_tests.run_stream import LAKE_ENV, killed_in
 from integration_platform_tests.services import REPO, missing
 from sandbox.harness import landed_rows, latest_metadata, platform

@@ -12,38 +12,17 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from integration_platform.core.lake import FsspecLake, LakeStore, LocalLake, S3Lake
+from integration_platform.resources.object_stores import (
+    AzureBlobSettings,
+    GcsSettings,
+    azure_filesystem,
+    gcs_filesystem,
+)
 
 #: The URL schemes of a lake in an object store, besides ``s3://``: Google Cloud Storage through
 #: gcsfs, Azure Blob Storage through adlfs (``abfs://`` is adlfs's other name for ``az://``).
 GCS_SCHEMES = ("gs",)
 AZURE_SCHEMES = ("az", "abfs")
-
-
-class GcsSettings(dg.Config):
-    """How a ``gs://`` lake reaches Google Cloud Storage (gcsfs's own arguments, same names)."""
-
-    project: str | None = Field(default=None, description="Google Cloud project (None: the credentials' own).")
-    token: str | None = Field(
-        default=None,
-        description="gcsfs token: a service-account JSON file path, 'google_default', 'cloud' or 'anon' "
-        "(None: gcsfs tries them in turn).",
-    )
-    endpoint_url: str | None = Field(
-        default=None, description="Another endpoint, e.g. http://127.0.0.1:4443 for fake-gcs-server (None: Google's)."
-    )
-
-
-class AzureBlobSettings(dg.Config):
-    """How an ``az://`` or ``abfs://`` lake reaches Azure Blob Storage (adlfs's own arguments, same names).
-
-    Give ``connection_string`` or ``account_name`` with ``account_key`` (or with nothing, for Azure
-    AD credentials found by azure-identity); secrets through ``dg.EnvVar``, never in YAML."""
-
-    account_name: str | None = Field(default=None, description="Storage account name.")
-    account_key: str | None = Field(default=None, description="Storage account key (a secret: dg.EnvVar).")
-    connection_string: str | None = Field(
-        default=None, description="Storage connection string, endpoint included (a secret: dg.EnvVar)."
-    )
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -81,24 +60,5 @@ class LakeResource(dg.ConfigurableResource):
         return FsspecLake(self._filesystem(scheme), scheme, bucket, prefix)
 
     def _filesystem(self, scheme: str) -> Any:
-        """A new gcsfs or adlfs filesystem (not fsspec's cached instance: an instance made before a
-        fork is not usable after it) that does not cache listings."""
-        fresh = {"skip_instance_cache": True, "use_listings_cache": False}
-        if scheme in GCS_SCHEMES:
-            try:  # the plain filesystem: gcsfs's default one probes every bucket for hierarchical namespaces
-                from gcsfs.core import GCSFileSystem  # (one gRPC call per bucket, 60 s against an emulator)
-            except ImportError as exc:
-                raise ImportError(f"a gs:// lake needs gcsfs: pip install 'integration_platform[gcs]' ({exc})") from exc
-            gcs = self.gcs
-            return GCSFileSystem(project=gcs.project, token=gcs.token, endpoint_url=gcs.endpoint_url, **fresh)
-        try:
-            from adlfs import AzureBlobFileSystem
-        except ImportError as exc:
-            raise ImportError(f"an az:// lake needs adlfs: pip install 'integration_platform[azure]' ({exc})") from exc
-        azure = self.azure
-        return AzureBlobFileSystem(
-            account_name=azure.account_name,
-            account_key=azure.account_key,
-            connection_string=azure.connection_string,
-            **fresh,
-        )
+        """A new gcsfs or adlfs filesystem for a ``gs://`` or ``az://`` lake."""
+        return gcs_filesystem(self.gcs) if scheme in GCS_SCHEMES else azure_filesystem(self.azure)

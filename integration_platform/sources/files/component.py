@@ -6,7 +6,7 @@
     attributes:
       source: covid                         # asset group, lake prefix, DuckDB schema
       connection:
-        protocol: sftp                      # sftp | ftp (explicit FTPS unless tls: false)
+        protocol: sftp                      # sftp | ftp (explicit FTPS unless tls: false) | s3 | gcs | azure
         host_env: COVID_SFTP_HOST
         port: 2222
         username: partner
@@ -20,6 +20,13 @@
           format: {type: csv}
           primary_key: [data, codice_regione]
           archive_directory: /drops/archive   # optional: move files there once landed
+
+A bucket instead of a server (``directory`` is then a key prefix)::
+
+      connection:
+        protocol: gcs                       # or s3 (endpoint_url, region, *_env keys) or azure
+        bucket: partner-drops               # the Azure container for azure
+        gcs_token: /etc/keys/drops.json     # azure: connection_string_env or account_name + account_key_env
 
 Per stream: the lake and warehouse assets (partitioned daily by the date in the file name,
 or one dynamic partition per file), a ``quarantine_empty`` check, a job ``<source>_<stream>``
@@ -57,22 +64,28 @@ from integration_platform.core.names import ENV_NAME
 from integration_platform.core.records import ARROW_TYPES
 from integration_platform.core.streams import IDENTIFIER, Partitioning, StreamSpec
 from integration_platform.resources.lake import LakeResource
+from integration_platform.resources.object_stores import AzureBlobSettings, GcsSettings
+from integration_platform.sources.files.bucket_files import BucketResource
 from integration_platform.sources.files.drops import DropRules, DropState, landed, plan_tick
 from integration_platform.sources.files.extract import FileStreamPlan, extractor_for
 from integration_platform.sources.files.formats import FileFormat
 from integration_platform.sources.files.ftp import FtpResource
 from integration_platform.sources.files.sftp import SftpResource
 
+#: Drop sources in an object store (``bucket_files.py``) rather than on a server.
+BUCKET_PROTOCOLS = ("s3", "gcs", "azure")
+DropResource = SftpResource | FtpResource | BucketResource
+
 
 class FileConnection(SafeModel, dg.Resolvable):
-    """The drop server. Secrets only by environment variable name (``*_env``)."""
+    """The drop server or bucket. Secrets only by environment variable name (``*_env``)."""
 
-    protocol: Literal["sftp", "ftp"]
+    protocol: Literal["sftp", "ftp", "s3", "gcs", "azure"]
     host: str | None = None
     host_env: str | None = Field(default=None, pattern=ENV_NAME)
     port: int | None = Field(default=None, ge=1, le=65535)
     port_env: str | None = Field(default=None, pattern=ENV_NAME, description="Env var holding the port instead.")
-    username: str
+    username: str | None = None
     password_env: str | None = Field(default=None, pattern=ENV_NAME)
     private_key_env: str | None = Field(default=None, pattern=ENV_NAME, description="SFTP: PEM text of the key.")
     private_key_passphrase_env: str | None = Field(default=None, pattern=ENV_NAME)
@@ -81,10 +94,34 @@ class FileConnection(SafeModel, dg.Resolvable):
     tls: bool = Field(default=True, description="FTP: explicit FTPS (AUTH TLS, PROT P).")
     ca_bundle: str | None = None
     timeout: float = Field(default=60.0, gt=0)
+    bucket: str | None = Field(default=None, description="s3/gcs: the bucket; azure: the container.")
+    endpoint_url: str | None = Field(default=None, description="s3/gcs: another endpoint (MinIO, an emulator).")
+    endpoint_url_env: str | None = Field(default=None, pattern=ENV_NAME)
+    region: str | None = Field(default=None, description="s3: the bucket's region.")
+    access_key_id_env: str | None = Field(default=None, pattern=ENV_NAME, description="s3: access key id.")
+    secret_access_key_env: str | None = Field(default=None, pattern=ENV_NAME, description="s3: secret access key.")
+    gcs_project: str | None = None
+    gcs_token: str | None = Field(default=None, description="gcs: a service-account JSON file, google_default, anon.")
+    account_name: str | None = Field(default=None, description="azure: the storage account.")
+    account_key_env: str | None = Field(default=None, pattern=ENV_NAME, description="azure: the account key.")
+    connection_string_env: str | None = Field(default=None, pattern=ENV_NAME, description="azure: connection string.")
 
     @model_validator(mode="after")
     def _complete(self) -> "FileConnection":
+        if self.protocol in BUCKET_PROTOCOLS:
+            if not self.bucket:
+                raise ValueError(f"connection: {self.protocol} needs bucket")
+            server = [
+                f for f in ("host", "host_env", "port", "port_env", "username", "password_env") if getattr(self, f)
+            ]
+            if server:
+                raise ValueError(f"connection: {self.protocol} takes no server settings: {', '.join(server)}")
+            if self.endpoint_url and self.endpoint_url_env:
+                raise ValueError("connection: set 'endpoint_url' or 'endpoint_url_env', not both")
+            return self
         require_exactly_one(self, "host", "host_env", "connection: ")
+        if not self.username:
+            raise ValueError(f"connection: {self.protocol} needs username")
         if self.port is not None and self.port_env is not None:
             raise ValueError("connection: set 'port' or 'port_env', not both")
         if self.protocol == "sftp":
@@ -98,16 +135,19 @@ class FileConnection(SafeModel, dg.Resolvable):
             raise ValueError("connection: ftp needs password_env")
         return self
 
-    def resource(self) -> SftpResource | FtpResource:
-        """The drop server's resource; host, port and secrets given by env var stay ``EnvVar``."""
+    def resource(self) -> DropResource:
+        """The drop server's or bucket's resource; host, port, endpoint and secrets given by env var stay ``EnvVar``."""
+        if self.protocol in BUCKET_PROTOCOLS:
+            return self._bucket()
         host = from_env(self.host, self.host_env, "host")
         password = secret_from_env(self.password_env)
         port = port_from_env(self.port, self.port_env, 21 if self.protocol == "ftp" else 22)
+        username = self.username or ""
         if self.protocol == "ftp":
             return FtpResource(
                 host=host,
                 port=port,
-                username=self.username,
+                username=username,
                 password=from_env(None, self.password_env, "password"),
                 tls=self.tls,
                 ca_bundle=self.ca_bundle,
@@ -116,13 +156,38 @@ class FileConnection(SafeModel, dg.Resolvable):
         return SftpResource(
             host=host,
             port=port,
-            username=self.username,
+            username=username,
             password=password,
             private_key=secret_from_env(self.private_key_env),
             private_key_passphrase=secret_from_env(self.private_key_passphrase_env),
             known_hosts=self.known_hosts,
             host_key_fingerprint=self.host_key_fingerprint,
             timeout=self.timeout,
+        )
+
+    def _bucket(self) -> BucketResource:
+        endpoint = (
+            from_env(self.endpoint_url, self.endpoint_url_env, "endpoint_url")
+            if (self.endpoint_url or self.endpoint_url_env)
+            else None
+        )
+        return BucketResource(
+            store=self.protocol,  # type: ignore[arg-type]  # one of BUCKET_PROTOCOLS, checked above
+            bucket=self.bucket or "",
+            endpoint_url=endpoint if self.protocol == "s3" else None,
+            region=self.region,
+            access_key_id=secret_from_env(self.access_key_id_env),
+            secret_access_key=secret_from_env(self.secret_access_key_env),
+            gcs=GcsSettings(
+                project=self.gcs_project,
+                token=self.gcs_token,
+                endpoint_url=endpoint if self.protocol == "gcs" else None,
+            ),
+            azure=AzureBlobSettings(
+                account_name=self.account_name,
+                account_key=secret_from_env(self.account_key_env),
+                connection_string=secret_from_env(self.connection_string_env),
+            ),
         )
 
 
@@ -231,7 +296,7 @@ class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
         key = self.resource_key
 
         def factory(context: dg.AssetExecutionContext, report: ExtractionReport, partition: str | None) -> Extractor:
-            remote: SftpResource | FtpResource = getattr(context.resources, key)
+            remote: DropResource = getattr(context.resources, key)
             lake: LakeResource = context.resources.lake
             assert partition is not None  # file streams are always partitioned
             return extractor_for(plan, remote.connect, lake.store(), partition, report)
@@ -253,7 +318,7 @@ class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
             description=f"Requests a run per stable file in {stream.directory} whose version the lake does not hold.",
         )
         def _drops(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-            remote: SftpResource | FtpResource = getattr(context.resources, key)
+            remote: DropResource = getattr(context.resources, key)
             lake: LakeResource = context.resources.lake
             with remote.connect() as files:
                 listing = list(files.list(plan.directory))

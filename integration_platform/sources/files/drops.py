@@ -70,8 +70,10 @@ LANDED_FILES = "landed_files"
 
 
 def version(file: RemoteFile) -> str:
-    """A file version's signature: size and mtime (whole seconds)."""
-    return f"{file.size}:{int(file.mtime)}"
+    """A file version's signature: size and mtime (whole seconds), and the store's version tag where
+    it has one (a GCS generation, an Azure ETag: a re-published object within the same second)."""
+    plain = f"{file.size}:{int(file.mtime)}"
+    return f"{plain}:{file.tag}" if file.tag else plain
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""What a file-drop server looks like to the platform, whatever its protocol (SFTP, FTP/FTPS).
+"""What a file-drop server looks like to the platform, whatever its protocol (SFTP, FTP/FTPS, a bucket).
 
 A resource (``SftpResource``, ``FtpResource``) opens a :class:`RemoteFiles` connection with
 ``connect()``; file sources list a directory, download files and optionally archive them
@@ -24,7 +24,8 @@ class HostKeyError(RemoteFileError):
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One regular file in a remote directory: full path, bare name, size in bytes, mtime in Unix seconds.
+    """One regular file in a remote directory: full path, bare name, size in bytes, mtime in Unix seconds,
+    and ``tag``, the store's version of it where it has one (a GCS generation, an Azure ETag; None on SFTP/FTP).
 
     The name comes from the server and becomes a partition key, a lake folder and an archive path, so it
     must be one plain path segment: anything else (``../../x``, ``a/b``) raises
@@ -35,6 +36,7 @@ class RemoteFile:
     name: str
     size: int
     mtime: float
+    tag: str | None = None
 
     def __post_init__(self) -> None:
         check_segment(self.name, f"file name listed at {self.path!r}")

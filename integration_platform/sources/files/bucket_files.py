@@ -1,0 +1,147 @@
+"""File drops in an object store: an S3 bucket, a GCS bucket or an Azure Blob container.
+
+:class:`BucketResource` opens a :class:`BucketFiles`, the :class:`RemoteFiles` of the drop sources,
+over an fsspec filesystem (:mod:`integration_platform.resources.object_stores`). A "directory" is a
+key prefix; an object is listed only once its upload completed (S3 and GCS show an object when its
+single or multipart/resumable upload finished, Azure a block blob when its block list is committed),
+so a half-uploaded drop is never seen. A re-published object has a new version: its GCS generation
+or Azure ETag (S3 through pyarrow lists no ETag: its last-modified second and size).
+"""
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+from pydantic import Field
+
+from integration_platform.core.names import check_segment
+from integration_platform.resources.object_stores import (
+    AzureBlobSettings,
+    GcsSettings,
+    azure_filesystem,
+    gcs_filesystem,
+)
+from integration_platform.sources.files.remote_files import RemoteFile, RemoteFileError
+
+BucketStore = Literal["s3", "gcs", "azure"]
+
+
+class BucketFiles:
+    """The objects under a bucket's prefixes as a drop directory. ``fs``: an fsspec filesystem whose
+    paths are ``<bucket>/<key>``; ``where``: how errors name the store (``gs://bucket``)."""
+
+    def __init__(self, fs: Any, bucket: str, where: str) -> None:
+        self.fs, self.bucket, self.where = fs, bucket, where
+
+    def _path(self, key: str) -> str:
+        return f"{self.bucket}/{key.strip('/')}"
+
+    def list(self, directory: str) -> Iterator[RemoteFile]:
+        """The objects directly under the prefix ``directory`` (no deeper ones). Raises
+        :class:`RemoteFileError` naming the store and prefix when the listing fails."""
+        prefix = directory.strip("/")
+        try:
+            listed = self.fs.ls(self._path(prefix), detail=True)
+        except FileNotFoundError:
+            return
+        except Exception as exc:
+            raise RemoteFileError(
+                f"{self.where}: listing {prefix or '/'!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        for info in listed:
+            if info.get("type") != "file":
+                continue
+            name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
+            check_segment(name, f"object name listed under {self.where}/{prefix}")
+            yield RemoteFile(
+                path=f"{prefix}/{name}" if prefix else name,
+                name=name,
+                size=int(info.get("size") or 0),
+                mtime=_modified(info),
+                tag=str(info.get("generation") or info.get("etag") or "") or None,
+            )
+
+    def download(self, path: str, local: Path, listed_size: int | None = None) -> int:
+        """Copy the object ``path`` to ``local``; returns its bytes. Raises :class:`RemoteFileError` when it
+        vanished, cannot be read or the copy differs from the listed size (it was replaced meanwhile)."""
+        try:
+            self.fs.get_file(self._path(path), str(local))
+        except Exception as exc:
+            raise RemoteFileError(f"{self.where}: download of {path!r} failed: {type(exc).__name__}: {exc}") from exc
+        size = local.stat().st_size
+        if listed_size is not None and size != listed_size:
+            raise RemoteFileError(
+                f"{self.where}: {path!r} was listed with {listed_size} bytes and downloaded with {size}: "
+                "it was replaced meanwhile; the next run takes the new version"
+            )
+        return size
+
+    def rename(self, path: str, target: str) -> None:
+        """Move the object (a copy, then a delete of the original; object stores have no rename).
+        Raises :class:`RemoteFileError`."""
+        try:
+            self.fs.mv(self._path(path), self._path(target))
+        except Exception as exc:
+            raise RemoteFileError(f"{self.where}: moving {path!r} to {target!r} failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Nothing to close: the filesystem's HTTP sessions end with it."""
+
+
+def _modified(info: dict[str, Any]) -> float:
+    """An object's last-modified time in Unix seconds, from any of the filesystems' listings."""
+    value = info.get("mtime") or info.get("last_modified") or info.get("updated")
+    if isinstance(value, dt.datetime):
+        return value.timestamp()
+    if isinstance(value, str):
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return float(value or 0)
+
+
+class BucketResource(dg.ConfigurableResource):
+    """A drop bucket: ``store`` (``s3``, ``gcs`` or ``azure``) and ``bucket`` (the Azure container).
+
+    S3 goes through pyarrow's ``S3FileSystem`` (``endpoint_url``, ``region``, ``access_key_id``,
+    ``secret_access_key``; the keys as ``dg.EnvVar``, or the AWS default chain when unset); GCS and
+    Azure through gcsfs and adlfs with :class:`GcsSettings` / :class:`AzureBlobSettings`."""
+
+    store: BucketStore
+    bucket: str = Field(description="Bucket (S3, GCS) or container (Azure).")
+    endpoint_url: str | None = Field(default=None, description="S3: another endpoint (MinIO, a test server).")
+    region: str | None = Field(default=None, description="S3: the bucket's region.")
+    access_key_id: str | None = Field(default=None, description="S3: access key id (dg.EnvVar).")
+    secret_access_key: str | None = Field(default=None, description="S3: secret access key (dg.EnvVar).")
+    gcs: GcsSettings = Field(default_factory=GcsSettings)
+    azure: AzureBlobSettings = Field(default_factory=AzureBlobSettings)
+
+    @property
+    def where(self) -> str:
+        """The bucket as a URL, for messages: ``s3://b``, ``gs://b``, ``az://c``."""
+        return f"{ {'s3': 's3', 'gcs': 'gs', 'azure': 'az'}[self.store] }://{self.bucket}"
+
+    @contextmanager
+    def connect(self) -> Iterator[BucketFiles]:
+        """The bucket's objects as :class:`BucketFiles`. Raises ``ImportError`` naming the extra
+        when the store's library is missing."""
+        if self.store == "gcs":
+            fs = gcs_filesystem(self.gcs)
+        elif self.store == "azure":
+            fs = azure_filesystem(self.azure)
+        else:
+            fs = self._s3()
+        yield BucketFiles(fs, self.bucket, self.where)
+
+    def _s3(self) -> Any:
+        import pyarrow.fs as pafs
+        from fsspec.implementations.arrow import ArrowFSWrapper
+
+        options: dict[str, Any] = {"region": self.region or "us-east-1"}
+        if self.endpoint_url:
+            scheme, _, host = self.endpoint_url.partition("://")
+            options.update(endpoint_override=host.rstrip("/"), scheme=scheme)
+        if self.access_key_id or self.secret_access_key:
+            options.update(access_key=self.access_key_id, secret_key=self.secret_access_key)
+        return ArrowFSWrapper(pafs.S3FileSystem(**options))

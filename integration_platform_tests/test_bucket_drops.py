@@ -1,0 +1,204 @@
+"""File drops in a bucket: S3 (moto), Google Cloud Storage (fake-gcs-server), Azure Blob (Azurite).
+
+Real servers on loopback, real daily CSV drops of the Italian Civil Protection: the drop sensor
+requests each object once, the partitions land and reconcile with the files, a re-published object
+lands again, a half-uploaded one is never seen, and landed objects are archived.
+"""
+
+import csv
+import io
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import boto3
+import dagster as dg
+import pytest
+
+from integration_platform.sources.files.bucket_files import BucketResource
+from integration_platform_tests.services import missing, moto_server, shared_file
+from sandbox.harness import Platform, platform
+from sandbox.object_stores import MissingServer, azurite, fake_gcs_server
+
+LAKE = dg.AssetKey(["covid", "regions"])
+WAREHOUSE = dg.AssetKey(["warehouse", "covid.regions"])
+DAYS = ["2021-01-14", "2021-01-15", "2021-01-16"]  # 24 columns, then 30
+STORES = ["s3", "gcs", "azure"]
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[dict[str, Any]]:
+    """The three object-store servers, once for the module."""
+    with ExitStack() as stack:
+        try:
+            yield {
+                "s3": stack.enter_context(moto_server()),
+                "gcs": fake_gcs_server(stack),
+                "azure": azurite(stack).connection_string,
+            }
+        except MissingServer as exc:
+            missing(str(exc))
+
+
+def connection_yaml(store: str, bucket: str, servers: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> str:
+    """The ``connection:`` block of a FileSource on ``bucket`` of ``store`` (secrets by env var)."""
+    if store == "s3":
+        monkeypatch.setenv("IP_TEST_S3_KEY", "testing")
+        monkeypatch.setenv("IP_TEST_S3_SECRET", "testing")
+        return (
+            f"protocol: s3\n    bucket: {bucket}\n    endpoint_url: {servers['s3']}\n    region: us-east-1\n"
+            "    access_key_id_env: IP_TEST_S3_KEY\n    secret_access_key_env: IP_TEST_S3_SECRET"
+        )
+    if store == "gcs":
+        return f"protocol: gcs\n    bucket: {bucket}\n    endpoint_url: {servers['gcs']}\n    gcs_token: anon"
+    monkeypatch.setenv("IP_TEST_AZURE_CONNECTION", servers["azure"])
+    return f"protocol: azure\n    bucket: {bucket}\n    connection_string_env: IP_TEST_AZURE_CONNECTION"
+
+
+def source_yaml(connection: str) -> str:
+    return f"""
+type: integration_platform.components.FileSource
+attributes:
+  source: covid
+  connection:
+    {connection}
+  streams:
+    - name: regions
+      directory: incoming/regions
+      glob: "dpc-covid19-ita-regioni-*.csv"
+      partition: {{type: daily, start: "2020-02-24"}}
+      primary_key: [data, codice_regione]
+      archive_directory: archive/regions
+"""
+
+
+def bucket_resource(p: Platform) -> BucketResource:
+    resources = dict(p.defs.resources or {})
+    with dg.build_resources({"files": resources["covid_files"]}) as built:
+        resource: BucketResource = built.files
+    return resource
+
+
+def new_bucket(store: str, servers: dict[str, Any]) -> str:
+    bucket = f"drops-{uuid.uuid4().hex[:10]}"
+    if store == "s3":
+        client = boto3.client(
+            "s3",
+            endpoint_url=servers["s3"],
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        client.create_bucket(Bucket=bucket)
+    return bucket
+
+
+def file_name(day: str) -> str:
+    return f"dpc-covid19-ita-regioni-{day.replace('-', '')}.csv"
+
+
+def sensor_tick(p: Platform, cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
+    sensor = next(s for s in p.defs.sensors or [] if s.name == "covid_regions_drops")
+    with dg.build_sensor_context(
+        cursor=cursor, definitions=p.defs, resources=dict(p.defs.resources or {}), instance=p.instance
+    ) as context:
+        result = sensor.evaluate_tick(context)
+    return list(result.run_requests or []), result.cursor
+
+
+def half_upload(store: str, fs: Any, bucket: str, key: str, servers: dict[str, Any]) -> Any:
+    """Begin an upload of ``key`` and do not complete it (a multipart upload, a resumable session,
+    an uncommitted block); returns what must stay referenced while it is pending (the GCS file
+    handle: closing it would complete the upload)."""
+    if store == "s3":
+        client = boto3.client(
+            "s3",
+            endpoint_url=servers["s3"],
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        upload = client.create_multipart_upload(Bucket=bucket, Key=key)
+        client.upload_part(Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"data,x\n" * 10)
+    elif store == "gcs":
+        handle = fs.open(f"{bucket}/{key}", "wb", block_size=256 * 1024)
+        handle.write(b"data,x\n" * 60_000)  # > one block: the resumable session is opened and a chunk sent
+        handle.flush()
+        assert handle.location, "the resumable upload session is open"
+        return handle
+    else:
+        from azure.storage.blob import BlobServiceClient
+
+        blob = BlobServiceClient.from_connection_string(servers["azure"]).get_blob_client(bucket, key)
+        blob.stage_block("YmxvY2stMQ==", b"data,x\n" * 10)  # staged, no block list committed
+    return None
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_the_sensor_lands_each_object_once_and_a_republished_one_again(
+    store: str, servers: dict[str, Any], tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drops = shared_file("dpc-covid19-ita-regioni-daily", "dati-regioni")
+    bucket = new_bucket(store, servers)
+    p = platform(source_yaml(connection_yaml(store, bucket, servers, monkeypatch)), tmp_path, instance)
+    resource = bucket_resource(p)
+    with resource.connect() as files:
+        fs = files.fs
+        if store != "s3":
+            fs.mkdir(bucket)
+        for day in DAYS:
+            fs.pipe_file(f"{bucket}/incoming/regions/{file_name(day)}", (drops / file_name(day)).read_bytes())
+        fs.pipe_file(f"{bucket}/incoming/regions/older/{file_name('2020-03-01')}", b"not,listed\n")  # deeper
+        pending = half_upload(store, fs, bucket, f"incoming/regions/{file_name('2021-01-17')}", servers)
+        listed = sorted(f.name for f in files.list("incoming/regions"))
+    assert listed == [file_name(d) for d in DAYS], "neither a deeper object nor a half-uploaded one is listed"
+
+    first, cursor = sensor_tick(p, None)
+    second, cursor = sensor_tick(p, cursor)
+    third, cursor = sensor_tick(p, cursor)
+    assert first == [] and third == []
+    assert sorted(r.partition_key or "" for r in second) == DAYS, "each stable object requested once"
+    if pending is not None:
+        pending.discard()  # the GCS session ends without an object
+    for request in second:
+        assert p.materialize([LAKE, WAREHOUSE], partition_key=request.partition_key).success
+
+    expected: dict[str, int] = {}
+    for day in DAYS:
+        for row in csv.DictReader(io.StringIO((drops / file_name(day)).read_text(encoding="utf-8"))):
+            expected[row["denominazione_regione"]] = expected.get(row["denominazione_regione"], 0) + int(
+                row["totale_casi"]
+            )
+    assert dict(p.query("SELECT denominazione_regione, sum(totale_casi) FROM covid.regions GROUP BY ALL")) == expected
+    assert p.query("SELECT count(*) FROM covid.regions WHERE codice_regione = '01'")[0][0] == 3
+    with resource.connect() as files:
+        assert sorted(f.name for f in files.list("archive/regions")) == [file_name(d) for d in DAYS]
+        assert list(files.list("incoming/regions")) == [], "landed objects were archived"
+
+        # The partner re-publishes one day with 10 regions only.
+        lines = (drops / file_name(DAYS[1])).read_text(encoding="utf-8").splitlines()
+        files.fs.pipe_file(f"{bucket}/incoming/regions/{file_name(DAYS[1])}", ("\n".join(lines[:11]) + "\n").encode())
+    seen, cursor = sensor_tick(p, cursor)
+    again, cursor = sensor_tick(p, cursor)
+    assert seen == [] and [r.partition_key for r in again] == [DAYS[1]]
+    assert p.materialize([LAKE, WAREHOUSE], partition_key=DAYS[1]).success
+    assert p.query(f"SELECT count(*) FROM covid.regions WHERE CAST(data AS DATE) = DATE '{DAYS[1]}'")[0][0] == 10
+    assert p.query("SELECT count(*) FROM covid.regions")[0][0] == 52
+
+
+@pytest.mark.parametrize("store", ["gcs", "azure"])
+def test_an_object_republished_with_the_same_size_in_the_same_second_is_a_new_version(
+    store: str, servers: dict[str, Any], tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = new_bucket(store, servers)
+    p = platform(source_yaml(connection_yaml(store, bucket, servers, monkeypatch)), tmp_path, instance)
+    with bucket_resource(p).connect() as files:
+        files.fs.mkdir(bucket)
+        path = f"{bucket}/incoming/regions/{file_name(DAYS[0])}"
+        files.fs.pipe_file(path, b"data,x\n2021-01-14,1\n")
+        (before,) = files.list("incoming/regions")
+        files.fs.pipe_file(path, b"data,x\n2021-01-14,2\n")
+        (after,) = files.list("incoming/regions")
+    assert before.size == after.size and before.tag and after.tag and before.tag != after.tag
