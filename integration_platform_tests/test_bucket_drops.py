@@ -81,17 +81,20 @@ def bucket_resource(p: Platform) -> BucketResource:
     return resource
 
 
+def s3_client(servers: dict[str, Any]) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=servers["s3"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
 def new_bucket(store: str, servers: dict[str, Any]) -> str:
     bucket = f"drops-{uuid.uuid4().hex[:10]}"
     if store == "s3":
-        client = boto3.client(
-            "s3",
-            endpoint_url=servers["s3"],
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        client.create_bucket(Bucket=bucket)
+        s3_client(servers).create_bucket(Bucket=bucket)
     return bucket
 
 
@@ -113,13 +116,7 @@ def half_upload(store: str, fs: Any, bucket: str, key: str, servers: dict[str, A
     an uncommitted block); returns what must stay referenced while it is pending (the GCS file
     handle: closing it would complete the upload)."""
     if store == "s3":
-        client = boto3.client(
-            "s3",
-            endpoint_url=servers["s3"],
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        client = s3_client(servers)
         upload = client.create_multipart_upload(Bucket=bucket, Key=key)
         client.upload_part(Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"data,x\n" * 10)
     elif store == "gcs":
