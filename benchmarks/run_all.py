@@ -25,6 +25,7 @@ BENCHMARKS: tuple[str, ...] = (
     "file_ingest.py",
     "queue_ingest.py",
     "reverse_etl.py",
+    "object_store_lake.py",
 )
 
 

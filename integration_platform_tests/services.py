@@ -8,14 +8,14 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 
-from sandbox.processes import free_port, stop, wait_for_port
+from sandbox import ServerMissing
+from sandbox.object_stores import moto_s3
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -47,18 +47,12 @@ def shared_file(*parts: str) -> Path:
 @contextmanager
 def moto_server() -> Iterator[str]:
     """A real S3 API server (moto in server mode) on 127.0.0.1; yields its endpoint URL."""
-    executable = Path(sys.executable).with_name("moto_server")
-    if not executable.exists():
-        missing("moto_server (pip install 'moto[server]')")
-    port = free_port()
-    process = subprocess.Popen(
-        [str(executable), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
+    with ExitStack() as stack:
+        try:
+            endpoint = moto_s3(stack)
+        except ServerMissing as exc:
+            missing(str(exc))
+        yield endpoint
 
 
 def psql(database: str, *args: str) -> str:

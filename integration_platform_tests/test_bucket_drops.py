@@ -19,8 +19,9 @@ import pytest
 
 from integration_platform.sources.files.bucket_files import BucketResource
 from integration_platform_tests.services import missing, moto_server, shared_file
+from sandbox import ServerMissing
 from sandbox.harness import Platform, platform
-from sandbox.object_stores import MissingServer, azurite, fake_gcs_server
+from sandbox.object_stores import azurite, fake_gcs_server
 
 LAKE = dg.AssetKey(["covid", "regions"])
 WAREHOUSE = dg.AssetKey(["warehouse", "covid.regions"])
@@ -38,7 +39,7 @@ def servers() -> Iterator[dict[str, Any]]:
                 "gcs": fake_gcs_server(stack),
                 "azure": azurite(stack).connection_string,
             }
-        except MissingServer as exc:
+        except ServerMissing as exc:
             missing(str(exc))
 
 

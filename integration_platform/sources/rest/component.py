@@ -57,13 +57,13 @@ from integration_platform.core.extract import Extractor
 from integration_platform.core.json_paths import compile_path
 from integration_platform.core.names import ENV_NAME
 from integration_platform.core.streams import IDENTIFIER, StreamSpec
+from integration_platform.resources.http_api import RestApiResource
 from integration_platform.resources.http_auth import (
     check_headers,
     origin_of,
     secret_header_names,
 )
 from integration_platform.resources.lake import LakeResource
-from integration_platform.sources.rest.client import RestApiResource
 from integration_platform.sources.rest.extract import COLUMN_TYPES, RestStreamPlan, extractor_for
 from integration_platform.sources.rest.paginators import Paginator
 

@@ -29,7 +29,8 @@ from integration_platform.core.names import url_segment
 from integration_platform.core.records import ARROW_TYPES, JsonRecords, TableSpill
 from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import StreamSpec
-from integration_platform.sources.rest.client import HttpSourceError, Page, RestClient
+from integration_platform.resources.http_api import HttpSourceError, RestClient
+from integration_platform.sources.rest.client import Page, endpoint_pages
 from integration_platform.sources.rest.paginators import Paginator
 
 #: Declared column types: the Arrow ones above, or ``json`` (the value kept as JSON text).
@@ -118,7 +119,7 @@ class _Fetch:
 
     def __call__(self, path: str, params: dict[str, str]) -> list[Page] | None:
         try:
-            return list(self.client.pages(path, params, self.plan.paginator, self.plan.records_path))
+            return list(endpoint_pages(self.client, path, params, self.plan.paginator, self.plan.records_path))
         except HttpSourceError as exc:
             if exc.status in self.plan.skip_statuses:
                 return None
@@ -216,7 +217,7 @@ def extract_rest(
             lower = row_filter.lower if row_filter is not None else plan.initial_value
             if plan.incremental_param and lower is not None:
                 params[plan.incremental_param] = param_value(lower, plan.cursor_format)
-            for page in client.pages(plan.path, params, plan.paginator, plan.records_path):
+            for page in endpoint_pages(client, plan.path, params, plan.paginator, plan.records_path):
                 pages += 1
                 spill.add(records.convert(page.records, client.redact_url(page.request.url, page.request.params)))
         else:
