@@ -19,17 +19,18 @@ from dagster.components.core.component_tree import ComponentTree
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
-from integration_platform.components import FileSource, HttpSync, QueueSource, RestSource, SqlSource
+from integration_platform.components import FileSource, HtmlSource, HttpSync, QueueSource, RestSource, SqlSource
 from integration_platform.core.lake import LakeStore
 from integration_platform.resources.lake import LakeResource
 
-Source = SqlSource | RestSource | FileSource | QueueSource | HttpSync
+Source = SqlSource | RestSource | FileSource | QueueSource | HttpSync | HtmlSource
 SOURCE_TYPES: dict[str, type[Source]] = {
     "integration_platform.components.SqlSource": SqlSource,
     "integration_platform.components.RestSource": RestSource,
     "integration_platform.components.FileSource": FileSource,
     "integration_platform.components.QueueSource": QueueSource,
     "integration_platform.components.HttpSync": HttpSync,
+    "integration_platform.components.HtmlSource": HtmlSource,
 }
 
 

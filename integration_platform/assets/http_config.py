@@ -1,14 +1,23 @@
 """The YAML model of HTTP authentication, shared by every kind that calls an HTTP API (REST
-sources, HTTP sync): one model per ``type``, each taking only its own fields (the way dlt's typed
-REST config does), secrets named by environment variable only (``*_env``)."""
+sources, HTML sources, HTTP sync): one model per ``type``, each taking only its own fields (the way
+dlt's typed REST config does), secrets named by environment variable only (``*_env``); and
+:class:`HttpSiteConfig`, the connection fields of a source that reads over HTTP."""
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag
 
-from integration_platform.assets.config_model import SafeModel, secret_from_env, typed_union
+from integration_platform.assets.config_model import (
+    SafeModel,
+    from_env,
+    require_exactly_one,
+    secret_from_env,
+    typed_union,
+)
 from integration_platform.core.names import ENV_NAME
-from integration_platform.resources.http_auth import HttpAuth
+from integration_platform.resources.http_api import RestApiResource
+from integration_platform.resources.http_auth import HttpAuth, check_headers, origin_of, secret_header_names
 
 SECRET_FIELDS = {"token": "token_env", "api_key": "api_key_env", "password": "password_env"}
 SECRET_FIELDS |= {"client_secret": "client_secret_env", "refresh_token": "refresh_token_env"}
@@ -98,3 +107,74 @@ RestAuth = Annotated[
 #: own type is the members' base: Dagster inspects it, and the union's constrained fields would
 #: fail its check for models that are not ``dg.Resolvable``.
 AuthField = Annotated[AuthConfig, typed_union(RestAuth)]
+
+
+def param_text(value: str | int | float | bool) -> str:
+    """A query parameter value as sent: YAML ``true`` becomes ``true``, ``50`` becomes ``50``."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+class HttpSiteConfig(SafeModel):
+    """The connection fields of a source read over HTTP (REST API, HTML site): where, how to
+    authenticate, how fast. Secrets only by environment variable name."""
+
+    base_url: str | None = Field(default=None, pattern=r"^https?://")
+    base_url_env: str | None = Field(default=None, pattern=ENV_NAME)
+    headers: dict[str, str] = Field(default_factory=dict, description="Headers without secrets, sent to every host.")
+    headers_env: dict[str, str] = Field(
+        default_factory=dict, description="Header -> name of the environment variable holding its (secret) value."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Origins (https://host[:port]) besides base_url's that get credentials."
+    )
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    auth: AuthField = NoAuth()
+    rate_limit: float | None = Field(default=None, gt=0, description="Requests per second for the whole run.")
+    concurrency: int = Field(default=8, ge=1, le=256)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    read_timeout: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    backoff_factor: float = Field(default=0.5, ge=0)
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+
+    def validate_site(self, fail: Callable[[str, str], ValueError], extra_params: dict[str, dict[str, Any]]) -> None:
+        """Checks across the connection fields; ``fail(field, why)`` makes the error raised.
+        ``extra_params``: other ``params`` mappings by field name (a stream's), checked for secrets too."""
+        try:
+            require_exactly_one(self, "base_url", "base_url_env")
+        except ValueError as exc:
+            raise fail("base_url", str(exc)) from None
+        check_headers(self.headers, self.headers_env, fail)
+        for where, params in [("params", self.params), *extra_params.items()]:
+            for name in secret_header_names(params):
+                raise fail(
+                    f"{where}.{name}",
+                    f"the query parameter {name!r} carries a secret and cannot be "
+                    "written inline (it would go to every host): use auth: {type: api_key, api_key_in: query, "
+                    f"api_key_name: {name}, api_key_env: MY_VARIABLE}}",
+                )
+        for i, entry in enumerate(self.allowed_hosts):
+            try:
+                origin_of(entry)
+            except ValueError as exc:
+                raise fail(f"allowed_hosts[{i}]", f"{exc}; write an origin: https://host[:port]") from None
+
+    def site_resource(self) -> RestApiResource:
+        """The site's resource; secrets and an env base URL stay ``EnvVar`` (read at run time)."""
+        return RestApiResource(
+            base_url=from_env(self.base_url, self.base_url_env, "base_url"),
+            headers=self.headers,
+            secret_headers_env=self.headers_env,
+            allowed_hosts=self.allowed_hosts,
+            params={k: param_text(v) for k, v in self.params.items()},
+            auth=self.auth.resource_config(),
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            verify_tls=self.verify_tls,
+            ca_bundle=self.ca_bundle,
+            max_retries=self.max_retries,
+            backoff_factor=self.backoff_factor,
+            rate_limit=self.rate_limit,
+            concurrency=self.concurrency,
+        )

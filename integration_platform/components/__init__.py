@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from integration_platform.orchestration.airflow.component import AirflowDag
     from integration_platform.outbound.http_sync import HttpSync
     from integration_platform.sources.files.component import FileSource
+    from integration_platform.sources.html.component import HtmlSource
     from integration_platform.sources.queues.component import QueueSource
     from integration_platform.sources.rest.component import RestSource
     from integration_platform.sources.sql.component import SqlSource
@@ -21,13 +22,14 @@ if TYPE_CHECKING:
 KINDS = {
     "AirflowDag": "integration_platform.orchestration.airflow.component",
     "FileSource": "integration_platform.sources.files.component",
+    "HtmlSource": "integration_platform.sources.html.component",
     "HttpSync": "integration_platform.outbound.http_sync",
     "QueueSource": "integration_platform.sources.queues.component",
     "RestSource": "integration_platform.sources.rest.component",
     "SqlSource": "integration_platform.sources.sql.component",
 }
 
-__all__ = ["AirflowDag", "FileSource", "HttpSync", "QueueSource", "RestSource", "SqlSource"]
+__all__ = ["AirflowDag", "FileSource", "HtmlSource", "HttpSync", "QueueSource", "RestSource", "SqlSource"]
 
 
 def __getattr__(name: str) -> Any:

@@ -39,12 +39,10 @@ from integration_platform.assets.config_model import (
     SafeModel,
     SecretSafeComponent,
     cron_problem,
-    from_env,
-    require_exactly_one,
     typed_union,
 )
 from integration_platform.assets.freshness import freshness_checks
-from integration_platform.assets.http_config import AuthField, NoAuth
+from integration_platform.assets.http_config import HttpSiteConfig, param_text
 from integration_platform.assets.schedules import refresh_job
 from integration_platform.assets.stream_assets import (
     ExtractionReport,
@@ -55,22 +53,11 @@ from integration_platform.assets.stream_assets import (
 )
 from integration_platform.core.extract import Extractor
 from integration_platform.core.json_paths import compile_path
-from integration_platform.core.names import ENV_NAME
 from integration_platform.core.streams import IDENTIFIER, StreamSpec
 from integration_platform.resources.http_api import RestApiResource
-from integration_platform.resources.http_auth import (
-    check_headers,
-    origin_of,
-    secret_header_names,
-)
 from integration_platform.resources.lake import LakeResource
 from integration_platform.sources.rest.extract import COLUMN_TYPES, RestStreamPlan, extractor_for
 from integration_platform.sources.rest.paginators import Paginator
-
-
-def _param_text(value: str | int | float | bool) -> str:
-    """A query parameter value as sent: YAML ``true`` becomes ``true``, ``50`` becomes ``50``."""
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 class PaginatorConfig(SafeModel):
@@ -212,29 +199,10 @@ class RestDefaults(SafeModel, dg.Resolvable):
     on_schema_conflict: Literal["fail", "quarantine"] = "fail"
 
 
-class RestSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
+class RestSource(SecretSafeComponent, dg.Component, HttpSiteConfig, dg.Resolvable):
     """An HTTP JSON API whose endpoints land in the lake and the warehouse (see module doc)."""
 
     source: str = Field(pattern=IDENTIFIER.pattern, description="Asset group, lake prefix and DuckDB schema.")
-    base_url: str | None = Field(default=None, pattern=r"^https?://")
-    base_url_env: str | None = Field(default=None, pattern=ENV_NAME)
-    headers: dict[str, str] = Field(default_factory=dict, description="Headers without secrets, sent to every host.")
-    headers_env: dict[str, str] = Field(
-        default_factory=dict, description="Header -> name of the environment variable holding its (secret) value."
-    )
-    allowed_hosts: list[str] = Field(
-        default_factory=list, description="Origins (https://host[:port]) besides base_url's that get credentials."
-    )
-    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    auth: AuthField = NoAuth()
-    rate_limit: float | None = Field(default=None, gt=0, description="Requests per second for the whole run.")
-    concurrency: int = Field(default=8, ge=1, le=256)
-    connect_timeout: float = Field(default=10.0, gt=0)
-    read_timeout: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=5, ge=0)
-    backoff_factor: float = Field(default=0.5, ge=0)
-    verify_tls: bool = True
-    ca_bundle: str | None = None
     defaults: RestDefaults = Field(default_factory=RestDefaults)
     streams: list[RestStream] = Field(min_length=1)
     schedule: str = Field(default="0 3 * * *", description="Cron (UTC) of the daily refresh.")
@@ -244,30 +212,12 @@ class RestSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
 
     def validate_declaration(self, yaml_path: Path) -> None:
         """Checks across fields, each failing with ``ValueError("<file>: <field>: ...")``."""
-        try:
-            require_exactly_one(self, "base_url", "base_url_env")
-        except ValueError as exc:
-            raise self._fail(yaml_path, "base_url", str(exc)) from None
         if problem := cron_problem(self.schedule):
             raise self._fail(yaml_path, "schedule", problem)
-        check_headers(self.headers, self.headers_env, lambda where, why: self._fail(yaml_path, where, why))
-        every_params = [("params", self.params)]
-        every_params += [(f"streams[{i}].params", s.params) for i, s in enumerate(self.streams)]
-        for where, params in every_params:
-            for name in secret_header_names(params):
-                raise self._fail(
-                    yaml_path,
-                    f"{where}.{name}",
-                    f"the query parameter {name!r} carries a secret and cannot be "
-                    "written inline (it would go to every host): use auth: {type: api_key, api_key_in: query, "
-                    f"api_key_name: {name}, api_key_env: MY_VARIABLE}}",
-                )
-        for i, entry in enumerate(self.allowed_hosts):
-            try:
-                origin_of(entry)
-            except ValueError as exc:
-                why = f"{exc}; write an origin: https://host[:port]"
-                raise self._fail(yaml_path, f"allowed_hosts[{i}]", why) from None
+        self.validate_site(
+            lambda where, why: self._fail(yaml_path, where, why),
+            {f"streams[{i}].params": s.params for i, s in enumerate(self.streams)},
+        )
         names = [s.name for s in self.streams]
         for i, stream in enumerate(self.streams):
             if names.count(stream.name) > 1:
@@ -290,23 +240,8 @@ class RestSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
         return f"{self.source}_api"
 
     def resource(self) -> RestApiResource:
-        """The API's resource; secrets and an env base URL stay ``EnvVar`` (read at run time)."""
-        return RestApiResource(
-            base_url=from_env(self.base_url, self.base_url_env, "base_url"),
-            headers=self.headers,
-            secret_headers_env=self.headers_env,
-            allowed_hosts=self.allowed_hosts,
-            params={k: _param_text(v) for k, v in self.params.items()},
-            auth=self.auth.resource_config(),
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-            verify_tls=self.verify_tls,
-            ca_bundle=self.ca_bundle,
-            max_retries=self.max_retries,
-            backoff_factor=self.backoff_factor,
-            rate_limit=self.rate_limit,
-            concurrency=self.concurrency,
-        )
+        """The API's resource (:meth:`HttpSiteConfig.site_resource`)."""
+        return self.site_resource()
 
     def _spec(self, stream: RestStream) -> StreamSpec:
         cursor = stream.incremental.cursor if stream.incremental else None
@@ -334,7 +269,7 @@ class RestSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
                 RestStreamPlan(
                     spec=specs[stream.name],
                     path=stream.path,
-                    params={k: _param_text(v) for k, v in stream.params.items()},
+                    params={k: param_text(v) for k, v in stream.params.items()},
                     records_path=stream.records if stream.records is not None else self.defaults.records,
                     paginator=Paginator(**paginator.model_dump()) if paginator else Paginator(),
                     incremental_param=stream.incremental.param if stream.incremental else None,

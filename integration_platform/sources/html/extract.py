@@ -1,0 +1,238 @@
+"""Extraction of one HTML stream: pages fetched through the shared HTTP client, records picked by CSS
+selectors, the next page followed, robots.txt honoured.
+
+Parsing is selectolax's Lexbor engine (a maintained HTML5 parser with CSS selectors). Measured on
+datasette's 100-row table pages of chinook (128 KB each, 6 columns picked per row): selectolax
+5.5 ms per page, lxml with cssselect 8.2 ms, BeautifulSoup on lxml 107 ms.
+
+robots.txt (RFC 9309) is read once per run and origin with the standard library's
+``urllib.robotparser``: a 4xx answer means no rules (section 2.3.1.3), a server error or no answer
+after the client's retries means "disallow everything" (section 2.3.1.4), and a ``Crawl-delay`` is
+kept between requests. Every value picked from a page is text; declared ``types`` convert it
+(a value that does not convert is quarantined with its page and row).
+"""
+
+import time
+import urllib.robotparser
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlencode, urljoin, urlsplit
+
+import pyarrow as pa
+from selectolax.lexbor import LexborHTMLParser, LexborNode
+
+from integration_platform.core.extract import ExtractionReport
+from integration_platform.core.records import ARROW_TYPES, JsonRecords, TableSpill
+from integration_platform.core.row_filter import RowFilter
+from integration_platform.core.streams import StreamSpec
+from integration_platform.resources.http_api import HttpSourceError, RestClient
+from integration_platform.resources.http_auth import Origin, allowed_origins, origin_of
+
+#: The ``Accept`` header of a page request.
+ACCEPT_HTML = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"
+#: Content types a page may have; anything else (JSON, an image, a PDF) fails naming the URL.
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+#: A column name a page's table header may give: printable, no markup, at most 255 characters.
+MAX_NAME = 255
+
+
+class HtmlSourceError(HttpSourceError):
+    """A page cannot be read as declared: robots.txt forbids it, it is not HTML, a selector found
+    no table, a header gives no usable column names, or the next-page link leaves the site."""
+
+
+@dataclass(frozen=True)
+class HtmlColumn:
+    """One column of a row: the text of the first node ``css`` finds in the row, or its ``attribute``."""
+
+    name: str
+    css: str
+    attribute: str | None = None
+
+
+@dataclass(frozen=True)
+class HtmlStreamPlan:
+    """One HTML stream as the extractor runs it (resolved from the source's YAML).
+
+    Either ``rows`` with ``columns`` (a record per row node), or ``table`` (a ``<table>`` whose
+    header cells name the columns; ``header_attribute`` takes the name from that attribute of each
+    header cell instead of its text).
+    """
+
+    spec: StreamSpec
+    path: str
+    params: dict[str, str] = field(default_factory=dict)
+    rows: str | None = None
+    columns: tuple[HtmlColumn, ...] = ()
+    table: str | None = None
+    header_attribute: str | None = None
+    next_page: str | None = None
+    max_pages: int = 1000
+    types: tuple[tuple[str, str], ...] = ()
+    robots_txt: Literal["obey", "ignore"] = "obey"
+    user_agent: str = "integration_platform"
+
+
+class Robots:
+    """The robots.txt rules of the origins a run visits, each read once (RFC 9309)."""
+
+    def __init__(self, client: RestClient, user_agent: str) -> None:
+        self.client, self.user_agent = client, user_agent
+        self.parsers: dict[str, urllib.robotparser.RobotFileParser] = {}
+        self.last_request = 0.0
+
+    def check(self, url: str) -> None:
+        """Wait out the origin's ``Crawl-delay`` since the last request, then return when ``url`` may be
+        fetched; raises :class:`HtmlSourceError` when robots.txt disallows it or cannot be read."""
+        origin = "{}://{}".format(*urlsplit(url)[:2])
+        parser = self.parsers.get(origin) or self._read(origin)
+        if not parser.can_fetch(self.user_agent, url):
+            raise HtmlSourceError(
+                f"GET {self.client.redact(url)}: {origin}/robots.txt disallows it for user agent "
+                f"{self.user_agent!r}; set robots_txt: ignore only with the site owner's permission"
+            )
+        delay = parser.crawl_delay(self.user_agent)
+        if delay:
+            time.sleep(max(0.0, self.last_request + float(delay) - time.monotonic()))
+        self.last_request = time.monotonic()
+
+    def _read(self, origin: str) -> urllib.robotparser.RobotFileParser:
+        parser = urllib.robotparser.RobotFileParser(f"{origin}/robots.txt")
+        try:
+            text, _ = self.client.get(f"{origin}/robots.txt", accept="text/plain")
+        except HttpSourceError as exc:
+            if exc.status is None or exc.status >= 500:  # unreachable: assume complete disallow (2.3.1.4)
+                raise HtmlSourceError(
+                    f"{origin}/robots.txt cannot be read ({exc}): RFC 9309 says to assume every page is "
+                    "disallowed; retry later, or set robots_txt: ignore with the site owner's permission"
+                ) from None
+            text = ""  # 4xx: unavailable, no rules (2.3.1.3)
+        parser.parse(str(text).splitlines())
+        self.parsers[origin] = parser
+        return parser
+
+
+def _text(node: LexborNode | None, attribute: str | None) -> str | None:
+    """A node's text (stripped; ``None`` when blank or no node) or attribute value."""
+    if node is None:
+        return None
+    if attribute:
+        value = node.attributes.get(attribute)
+        return value.strip() or None if value is not None else None
+    return node.text(separator=" ", strip=True) or None
+
+
+def _records_by_selectors(tree: LexborHTMLParser, plan: HtmlStreamPlan) -> list[dict[str, Any]]:
+    assert plan.rows is not None
+    return [{c.name: _text(row.css_first(c.css), c.attribute) for c in plan.columns} for row in tree.css(plan.rows)]
+
+
+def _records_of_table(tree: LexborHTMLParser, plan: HtmlStreamPlan, where: str) -> list[dict[str, Any]]:
+    assert plan.table is not None
+    table = tree.css_first(plan.table)
+    if table is None:
+        raise HtmlSourceError(f"GET {where}: no element matches the table selector {plan.table!r}")
+    header = table.css("thead th") or table.css("tr:first-child th")
+    names = [_text(cell, plan.header_attribute) or "" for cell in header]
+    bad = [n for n in names if not n or len(n) > MAX_NAME or any(ord(ch) < 32 or ch in "<>" for ch in n)]
+    if not names or bad:
+        raise HtmlSourceError(
+            f"GET {where}: the header of table {plan.table!r} gives no usable column names "
+            f"({bad[:3] if bad else 'no <th> cells'}); set header_attribute, or use rows and columns"
+        )
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise HtmlSourceError(f"GET {where}: table {plan.table!r} names columns more than once: {twice}")
+    records = []
+    for row in table.css("tbody tr") or table.css("tr"):
+        cells = row.css("td")
+        if cells:
+            records.append({name: _text(cell, None) for name, cell in zip(names, cells, strict=False)})
+    return records
+
+
+def _next_url(
+    tree: LexborHTMLParser, plan: HtmlStreamPlan, page_url: str, allowed: frozenset[Origin], where: str
+) -> str | None:
+    """The next page's absolute URL, or None at the last page. Raises :class:`HtmlSourceError` when the
+    link leaves the site (another origin than the base URL's and the allowed hosts')."""
+    if plan.next_page is None:
+        return None
+    link = tree.css_first(plan.next_page)
+    href = link.attributes.get("href") if link is not None else None
+    if not href:
+        return None
+    target = urljoin(page_url, href.strip())
+    try:
+        leaves = origin_of(target) not in allowed
+    except ValueError:  # not an http(s) URL with a host
+        leaves = True
+    if leaves:
+        raise HtmlSourceError(
+            f"GET {where}: the next-page link leads off the site, to {target[:200]!r}; "
+            "add its origin to allowed_hosts if the site continues there"
+        )
+    return target
+
+
+def html_pages(plan: HtmlStreamPlan, client: RestClient) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """``(page URL, records)`` of every page, in order, following ``next_page`` up to ``max_pages``.
+    Raises :class:`HtmlSourceError` (robots.txt, not HTML, a bad table, a link off the site or back
+    to a page already read) or :class:`HttpSourceError` (the request failed)."""
+    robots = Robots(client, plan.user_agent) if plan.robots_txt == "obey" else None
+    base = client.url(plan.path)
+    params = {**client.config.params, **plan.params}
+    url: str | None = f"{base}{'&' if '?' in base else '?'}{urlencode(params)}" if params else base
+    allowed = allowed_origins(client.config.base_url, client.config.allowed_hosts)
+    seen: set[str] = set()
+    while url is not None and len(seen) < plan.max_pages:
+        where = client.redact(url)
+        if url in seen:
+            raise HtmlSourceError(f"GET {where}: the next-page link points back to a page already read")
+        seen.add(url)
+        if robots is not None:
+            robots.check(url)
+        body, response = client.get(url, accept=ACCEPT_HTML)
+        kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if kind not in HTML_TYPES:
+            raise HtmlSourceError(f"GET {where}: expected an HTML page, got Content-Type {kind or 'none'!r}")
+        tree = LexborHTMLParser(body)
+        records = _records_of_table(tree, plan, where) if plan.table else _records_by_selectors(tree, plan)
+        yield response.url, records
+        url = _next_url(tree, plan, response.url, allowed, where)
+
+
+def extract_html(plan: HtmlStreamPlan, client: RestClient, report: ExtractionReport) -> pa.RecordBatchReader:
+    """Every record of the stream's pages as Arrow (declared ``types`` applied; a value that does not
+    convert is set aside for the quarantine with its page and row). Raises what :func:`html_pages` raises."""
+    records = JsonRecords(
+        plan.spec.path,
+        columns={name: ARROW_TYPES[kind] for name, kind in plan.types},
+        on_conflict="quarantine",
+        primary_key=plan.spec.primary_key,
+    )
+    spill = TableSpill()
+    pages = rows = 0
+    for url, found in html_pages(plan, client):
+        pages += 1
+        rows += len(found)
+        spill.add(records.convert(found, client.redact(url)))
+    report.rejected.extend(records.rejected)
+    report.metadata.update({"pages_fetched": pages, "rows_read": rows, "requests_sent": client.requests_sent})
+    return spill.reader(records.schema)
+
+
+def extractor_for(
+    plan: HtmlStreamPlan, client_factory: Callable[[], RestClient], report: ExtractionReport
+) -> Callable[[RowFilter | None], pa.RecordBatchReader]:
+    """The :data:`~integration_platform.core.extract.Extractor` of ``plan`` (a full read each run)."""
+
+    def extract(_: RowFilter | None) -> pa.RecordBatchReader:
+        client = client_factory()
+        try:
+            return extract_html(plan, client, report)
+        finally:
+            client.close()
+
+    return extract

@@ -1,0 +1,201 @@
+"""HtmlSource against real HTML served by a real server: datasette's table pages of the chinook
+database (100 rows a page, a "Next page" link), reconciled with the database itself; robots.txt
+honoured; pages that are not what the YAML says fail naming the page."""
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import dagster as dg
+import pytest
+
+from integration_platform_tests.services import REPO, missing
+from sandbox import ServerMissing
+from sandbox.harness import failure_messages, landed_rows, platform
+from sandbox.http_servers import serve_datasette
+
+CHINOOK = REPO / "sandbox" / "chinook" / "chinook.sqlite"
+
+
+@pytest.fixture(scope="module")
+def datasette() -> Iterator[str]:
+    """datasette serving chinook on loopback, once for the module; yields its URL."""
+    with ExitStack() as stack:
+        try:
+            _, url = serve_datasette(stack, CHINOOK)
+        except ServerMissing as exc:
+            missing(str(exc))
+        yield url
+
+
+def source_yaml(base_url: str, streams: str, extra: str = "") -> str:
+    return f"""
+type: integration_platform.components.HtmlSource
+attributes:
+  source: chinook_site
+  base_url: {base_url}
+{extra}  streams:
+{streams}"""
+
+
+TRACKS = """    - name: tracks
+      path: /chinook/Track
+      params: {_size: 100}
+      rows: "table.rows-and-columns tbody tr"
+      columns:
+        track_id: "td.col-TrackId"
+        name: "td.col-Name"
+        album_id: "td.col-AlbumId em"
+        composer: "td.col-Composer"
+        milliseconds: "td.col-Milliseconds"
+        unit_price: "td.col-UnitPrice"
+        link: {css: "td.col-TrackId a", attribute: href}
+      types: {track_id: int64, album_id: int64, milliseconds: int64, unit_price: float64}
+      next_page: 'a[href^="http"][href*="_next="]'  # the Next page link (export links are relative)
+      primary_key: [track_id]
+      write_disposition: merge
+"""
+GENRES = """    - name: genres
+      path: /chinook/Genre
+      table: "table.rows-and-columns"
+      header_attribute: data-column
+"""
+
+
+def database(sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(CHINOOK) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_paged_table_pages_land_and_reconcile_with_the_database(
+    datasette: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    p = platform(source_yaml(datasette, TRACKS + GENRES), tmp_path, instance)
+    result = p.materialize()
+    assert result.success, failure_messages(result)
+    assert landed_rows(result) == {"chinook_site/tracks": 3503, "chinook_site/genres": 25}
+    landed = p.query(
+        "SELECT track_id, name, album_id, composer, milliseconds, unit_price FROM chinook_site.tracks ORDER BY 1"
+    )
+    source = database(
+        "SELECT TrackId, Name, AlbumId, NULLIF(Composer, ''), Milliseconds, UnitPrice FROM Track ORDER BY 1"
+    )
+    assert landed == [tuple(row) for row in source]
+    assert p.query("SELECT link FROM chinook_site.tracks WHERE track_id = 2")[0][0] == "/chinook/Track/2"
+    genres = p.query('SELECT "GenreId", "Name" FROM chinook_site.genres ORDER BY CAST("GenreId" AS INTEGER)')
+    assert genres == [(str(i), name) for i, name in database("SELECT GenreId, Name FROM Genre ORDER BY 1")]
+    event = instance.get_latest_materialization_event(dg.AssetKey(["chinook_site", "tracks"]))
+    assert event and event.asset_materialization
+    assert event.asset_materialization.metadata["pages_fetched"].value == 36
+
+
+class _Site(BaseHTTPRequestHandler):
+    """A small site: a robots.txt, an HTML page with a table, a JSON "page", and a page whose next link
+    leaves the site. ``ROBOTS`` is what /robots.txt answers (None: 404)."""
+
+    ROBOTS: ClassVar[str | None] = None
+    hits: ClassVar[list[str]] = []
+    url: ClassVar[str] = ""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        type(self).hits.append(self.path)
+        if self.path == "/robots.txt":
+            if self.ROBOTS is None:
+                self._send(404, "text/plain", "no robots here")
+            else:
+                self._send(200, "text/plain", self.ROBOTS)
+        elif self.path.startswith("/private") or self.path.startswith("/public"):
+            table = "<table><tr><th>a</th><th>b</th></tr><tr><td>1</td><td>x</td></tr></table>"
+            self._send(200, "text/html; charset=utf-8", f"<html><body>{table}</body></html>")
+        elif self.path.startswith("/data.json"):
+            self._send(200, "application/json", '{"a": 1}')
+        elif self.path.startswith("/leaves"):
+            link = '<a class="next" href="http://198.51.100.7/steal">next</a>'
+            table = "<table><tr><th>a</th></tr><tr><td>1</td></tr></table>"
+            self._send(200, "text/html", f"<html><body>{table}{link}</body></html>")
+        else:
+            self._send(404, "text/plain", "not found")
+
+    def _send(self, status: int, kind: str, body: str) -> None:
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def site() -> Iterator[type[_Site]]:
+    _Site.ROBOTS, _Site.hits = None, []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Site)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Site.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield _Site
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _stream(path: str, extra: str = "") -> str:
+    return f"""    - name: page
+      path: {path}
+      table: "table"
+{extra}"""
+
+
+def test_robots_txt_is_honoured_unless_the_source_ignores_it(
+    site: type[_Site], tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    url = site.url
+    site.ROBOTS = "User-agent: *\nDisallow: /private\n"
+    refused = platform(source_yaml(url, _stream("/private/list")), tmp_path / "a", instance).materialize(
+        raise_on_error=False
+    )
+    assert not refused.success
+    assert any("robots.txt disallows it" in m and "/private/list" in m for m in failure_messages(refused))
+    assert "/private/list" not in site.hits, "the disallowed page was never requested"
+    allowed = platform(source_yaml(url, _stream("/public/list")), tmp_path / "b", instance).materialize()
+    assert landed_rows(allowed) == {"chinook_site/page": 1}
+    ignoring = platform(
+        source_yaml(url, _stream("/private/list"), "  robots_txt: ignore\n"), tmp_path / "c", instance
+    ).materialize()
+    assert landed_rows(ignoring) == {"chinook_site/page": 1}
+    site.ROBOTS = None  # 404: no rules (RFC 9309 2.3.1.3)
+    assert platform(source_yaml(url, _stream("/private/list")), tmp_path / "d", instance).materialize().success
+
+
+def test_a_page_that_is_not_html_or_links_off_the_site_fails_naming_it(
+    site: type[_Site], tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    url = site.url
+    not_html = platform(source_yaml(url, _stream("/data.json")), tmp_path / "a", instance)
+    failed = not_html.materialize(raise_on_error=False)
+    assert any("expected an HTML page, got Content-Type 'application/json'" in m for m in failure_messages(failed))
+    leaving = platform(source_yaml(url, _stream("/leaves", '      next_page: "a.next"\n')), tmp_path / "b", instance)
+    failed = leaving.materialize(raise_on_error=False)
+    assert any("leads off the site" in m and "198.51.100.7" in m for m in failure_messages(failed))
+    assert not (tmp_path / "b" / "lake" / "chinook_site" / "page" / "_manifests").exists(), "nothing landed"
+
+
+def test_a_declaration_that_cannot_work_is_refused_when_definitions_load(tmp_path: Path) -> None:
+    both = """    - name: page
+      path: /x
+      table: "table"
+      rows: "tr"
+      columns: {a: "td"}
+"""
+    with pytest.raises(Exception, match="set 'rows' \\(with 'columns'\\) or 'table', one of them"):
+        platform(source_yaml("http://127.0.0.1:9", both), tmp_path, dg.DagsterInstance.ephemeral())
+    bad_type = TRACKS.replace("unit_price: float64", "unit_price: money")
+    with pytest.raises(Exception, match="allowed types are"):
+        platform(source_yaml("http://127.0.0.1:9", bad_type), tmp_path, dg.DagsterInstance.ephemeral())
