@@ -26,6 +26,7 @@ BENCHMARKS: tuple[str, ...] = (
     "queue_ingest.py",
     "reverse_etl.py",
     "object_store_lake.py",
+    "html_extract.py",
 )
 
 

@@ -178,6 +178,10 @@ def _next_url(
 
 def html_pages(plan: HtmlStreamPlan, client: RestClient) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """``(page URL, records)`` of every page, in order, following ``next_page`` up to ``max_pages``.
+
+    One page at a time: on datasette's chinook pages (124 pages) the server takes about 45 ms a page
+    and picking the rows 5 ms, and fetching the next page on a helper thread while picking measured
+    no faster (6.5 s against 5.8 s for the bare GETs and parses in turn, within the run-to-run noise).
     Raises :class:`HtmlSourceError` (robots.txt, not HTML, a bad table, a link off the site or back
     to a page already read) or :class:`HttpSourceError` (the request failed)."""
     robots = Robots(client, plan.user_agent) if plan.robots_txt == "obey" else None
