@@ -187,6 +187,7 @@ def test_a_page_that_is_not_html_or_links_off_the_site_fails_naming_it(
     assert not (tmp_path / "b" / "lake" / "chinook_site" / "page" / "_manifests").exists(), "nothing landed"
 
 
+@pytest.mark.fast
 def test_a_declaration_that_cannot_work_is_refused_when_definitions_load(tmp_path: Path) -> None:
     both = """    - name: page
       path: /x

@@ -165,6 +165,7 @@ def test_a_landing_killed_before_its_manifest_leaves_nothing_visible(
     assert not listed & set(uploaded)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("url", "message"),
     [
