@@ -48,7 +48,7 @@ def platform_resources() -> dict[str, dg.ConfigurableResource]:
     )
     gcs = GcsSettings(
         project=os.environ.get("GCS_PROJECT") or None,
-        token=os.environ.get("GCS_TOKEN") or None,
+        token=_secret("GCS_TOKEN"),  # gcsfs also takes a raw access token here
         endpoint_url=os.environ.get("GCS_ENDPOINT_URL") or None,
     )
     azure = AzureBlobSettings(

@@ -53,7 +53,10 @@ def connection_yaml(store: str, bucket: str, servers: dict[str, Any], monkeypatc
             "    access_key_id_env: IP_TEST_S3_KEY\n    secret_access_key_env: IP_TEST_S3_SECRET"
         )
     if store == "gcs":
-        return f"protocol: gcs\n    bucket: {bucket}\n    endpoint_url: {servers['gcs']}\n    gcs_token: anon"
+        monkeypatch.setenv("IP_TEST_GCS_TOKEN", "anon")
+        endpoint = servers["gcs"]
+        token = "gcs_token_env: IP_TEST_GCS_TOKEN"
+        return f"protocol: gcs\n    bucket: {bucket}\n    endpoint_url: {endpoint}\n    {token}"
     monkeypatch.setenv("IP_TEST_AZURE_CONNECTION", servers["azure"])
     return f"protocol: azure\n    bucket: {bucket}\n    connection_string_env: IP_TEST_AZURE_CONNECTION"
 
@@ -200,3 +203,33 @@ def test_an_object_republished_with_the_same_size_in_the_same_second_is_a_new_ve
         files.fs.pipe_file(path, b"data,x\n2021-01-14,2\n")
         (after,) = files.list("incoming/regions")
     assert before.size == after.size and before.tag and after.tag and before.tag != after.tag
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_names_with_glob_characters_and_folder_markers_are_plain_names(
+    store: str, servers: dict[str, Any], tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``a?.csv`` archives itself only (fsspec's mv and rm would expand it as a glob); a zero-byte
+    ``<prefix>/`` folder marker (Hadoop and Spark write them) hides nothing; on Azure a name adlfs
+    would read as a blob version is refused."""
+    bucket = new_bucket(store, servers)
+    p = platform(source_yaml(connection_yaml(store, bucket, servers, monkeypatch)), tmp_path, instance)
+    with bucket_resource(p).connect() as files:
+        if store != "s3":
+            files.fs.mkdir(bucket)
+        for name in ("a?.csv", "ab.csv", "*.csv"):
+            files.fs.pipe_file(f"{bucket}/in/{name}", name.encode())
+        if store != "s3":  # pyarrow's S3 filesystem refuses a key ending in "/"
+            files.fs.pipe_file(f"{bucket}/in/", b"")
+        assert sorted(f.name for f in files.list("in")) == ["*.csv", "a?.csv", "ab.csv"]
+        files.rename("in/a?.csv", "archive/a?.csv")
+        files.rename("in/*.csv", "archive/*.csv")
+        assert [f.name for f in files.list("in")] == ["ab.csv"]
+        assert sorted(f.name for f in files.list("archive")) == ["*.csv", "a?.csv"]
+        if store == "azure":  # written by Azure's own SDK: adlfs itself would write "in/b.csv"
+            from azure.storage.blob import BlobServiceClient
+
+            service = BlobServiceClient.from_connection_string(servers["azure"])
+            service.get_blob_client(bucket, "in/b.csv?versionid=1").upload_blob(b"x")
+            with pytest.raises(ValueError, match="versionid"):
+                list(files.list("in"))

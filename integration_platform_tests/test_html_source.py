@@ -116,6 +116,15 @@ class _Site(BaseHTTPRequestHandler):
             self._send(200, "text/html; charset=utf-8", f"<html><body>{table}</body></html>")
         elif self.path.startswith("/data.json"):
             self._send(200, "application/json", '{"a": 1}')
+        elif self.path.startswith("/paged"):  # /paged/N links to /paged/N+1 up to 3, then to "#"
+            number = int(self.path.rsplit("/", 1)[1])
+            link = (
+                f'<a class="next" href="/paged/{number + 1}">next</a>'
+                if number < 3
+                else '<a class="next" href="#">next</a>'
+            )
+            table = f"<table><tr><th>n</th></tr><tr><td>{number}</td></tr></table>"
+            self._send(200, "text/html", f"<html><body>{table}{link}</body></html>")
         elif self.path.startswith("/leaves"):
             link = '<a class="next" href="http://198.51.100.7/steal">next</a>'
             table = "<table><tr><th>a</th></tr><tr><td>1</td></tr></table>"
@@ -172,6 +181,24 @@ def test_robots_txt_is_honoured_unless_the_source_ignores_it(
     assert landed_rows(ignoring) == {"chinook_site/page": 1}
     site.ROBOTS = None  # 404: no rules (RFC 9309 2.3.1.3)
     assert platform(source_yaml(url, _stream("/private/list")), tmp_path / "d", instance).materialize().success
+    # RFC 9309 matching: the longest rule wins over an earlier Allow, "*" patterns, groups of one agent merged
+    site.ROBOTS = "User-agent: *\nAllow: /\nDisallow: /public/*list\n\nUser-agent: *\nDisallow: /private\n"
+    for path in ("/public/list", "/private/list"):
+        result = platform(source_yaml(url, _stream(path)), tmp_path / f"e{len(path)}", instance).materialize(
+            raise_on_error=False
+        )
+        assert not result.success and any("robots.txt disallows it" in m for m in failure_messages(result)), path
+
+
+def test_next_links_end_at_a_disabled_link_and_max_pages_refuses_a_partial_read(
+    site: type[_Site], tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    paged = _stream("/paged/1", '      next_page: "a.next"\n      types: {n: int64}\n')
+    result = platform(source_yaml(site.url, paged), tmp_path / "a", instance).materialize()
+    assert landed_rows(result) == {"chinook_site/page": 3}, "pages 1..3, then the '#' link ends them"
+    capped = platform(source_yaml(site.url, paged + "      max_pages: 2\n"), tmp_path / "b", instance)
+    failed = capped.materialize(raise_on_error=False)
+    assert any("more than max_pages (2) pages; nothing lands" in m for m in failure_messages(failed))
 
 
 def test_a_page_that_is_not_html_or_links_off_the_site_fails_naming_it(
@@ -200,3 +227,6 @@ def test_a_declaration_that_cannot_work_is_refused_when_definitions_load(tmp_pat
     bad_type = TRACKS.replace("unit_price: float64", "unit_price: money")
     with pytest.raises(Exception, match="allowed types are"):
         platform(source_yaml("http://127.0.0.1:9", bad_type), tmp_path, dg.DagsterInstance.ephemeral())
+    agent = source_yaml("http://127.0.0.1:9", GENRES, "  headers: {User-Agent: other}\n")
+    with pytest.raises(Exception, match="set user_agent instead"):
+        platform(agent, tmp_path, dg.DagsterInstance.ephemeral())

@@ -187,3 +187,10 @@ def test_a_hostile_key_never_reaches_the_store(store: str, servers: dict[str, An
         with pytest.raises(ValueError):
             lake.put_json(key, {})
     assert lake.list_keys("") == []
+    for key in ("w/*.json", "w/a.json", "w/a[1].json", "w/a1.json"):
+        lake.put_json(key, {"key": key})
+    lake.delete(["w/*.json", "w/a[1].json", "w/missing.json"])  # literal keys, never globs
+    assert lake.list_keys("w/") == ["w/a.json", "w/a1.json"]
+    if store == "az":  # adlfs reads "?versionid=" as a blob version: such a key would land elsewhere
+        with pytest.raises(ValueError, match="versionid"):
+            lake.put_json("w/partition=a?versionid=1.json", {})

@@ -10,9 +10,12 @@ together) or run on their own from the UI.
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 import dagster as dg
 from croniter import croniter
+
+from integration_platform.assets.schedules import refresh_job
 
 #: The span of ticks looked at to find the longest gap of a cron: more than a week, so a weekday
 #: cron's Friday-to-Monday gap is among them however often it ticks; a monthly cron gets 13 ticks.
@@ -45,3 +48,21 @@ def freshness_checks(
     )
     sensor = dg.build_sensor_for_freshness_checks(freshness_checks=checks, name=f"{job_name}_freshness")
     return checks, sensor
+
+
+def refreshed_source(
+    source: str,
+    assets: Sequence[dg.AssetsDefinition],
+    warehouse_keys: Sequence[dg.AssetKey],
+    cron: str,
+    description: str,
+    resources: dict[str, Any],
+) -> dg.Definitions:
+    """A source's definitions refreshed as one: its ``assets``, the job ``<source>_refresh`` of its
+    group with a daily ``cron`` schedule (stopped by default, :func:`refresh_job`), and a freshness check
+    of each warehouse table against that schedule (:func:`freshness_checks`)."""
+    job, schedule = refresh_job(f"{source}_refresh", dg.AssetSelection.groups(source), cron, description)
+    fresh, fresh_sensor = freshness_checks(job.name, list(warehouse_keys), cron)
+    return dg.Definitions(
+        assets=assets, asset_checks=fresh, jobs=[job], schedules=[schedule], sensors=[fresh_sensor], resources=resources
+    )

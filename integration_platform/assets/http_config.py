@@ -3,13 +3,15 @@ sources, HTML sources, HTTP sync): one model per ``type``, each taking only its 
 dlt's typed REST config does), secrets named by environment variable only (``*_env``); and
 :class:`HttpSiteConfig`, the connection fields of a source that reads over HTTP."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag
 
 from integration_platform.assets.config_model import (
     SafeModel,
+    cron_problem,
     from_env,
     require_exactly_one,
     secret_from_env,
@@ -137,6 +139,22 @@ class HttpSiteConfig(SafeModel):
     backoff_factor: float = Field(default=0.5, ge=0)
     verify_tls: bool = True
     ca_bundle: str | None = None
+
+    def validate_source(self, yaml_path: Path, schedule: str, streams: Sequence[Any]) -> None:
+        """The checks every HTTP source makes when definitions load: the refresh ``schedule``'s cron, the
+        connection fields (:meth:`validate_site`, the streams' ``params`` included) and each stream's
+        ``name`` declared once. Raises ``ValueError("<file>: attributes.<field>: ...")``."""
+
+        def fail(where: str, why: str) -> ValueError:
+            return ValueError(f"{yaml_path}: attributes.{where}: {why}")
+
+        if problem := cron_problem(schedule):
+            raise fail("schedule", problem)
+        self.validate_site(fail, {f"streams[{i}].params": s.params for i, s in enumerate(streams)})
+        names = [s.name for s in streams]
+        for i, stream in enumerate(streams):
+            if names.count(stream.name) > 1:
+                raise fail(f"streams[{i}].name", f"{stream.name!r} is declared more than once")
 
     def validate_site(self, fail: Callable[[str, str], ValueError], extra_params: dict[str, dict[str, Any]]) -> None:
         """Checks across the connection fields; ``fail(field, why)`` makes the error raised.

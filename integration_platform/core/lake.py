@@ -24,7 +24,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol
 
-from integration_platform.core.names import MAX_KEY_SEGMENT_BYTES, check_segment
+from integration_platform.core.names import MAX_KEY_SEGMENT_BYTES, UnsafeNameError, check_segment
 
 TMP_MARK = ".tmp-"
 #: A staging file's name: ``.tmp-<pid>@<host id>~<32 hex><suffix of the final name>``; the writer's pid
@@ -302,16 +302,23 @@ class FsspecLake(_ObjectStoreLake):
     ``put_file`` makes an object visible only once it is complete.
 
     ``fs`` must not cache listings (``use_listings_cache=False``): the landing lists manifests
-    written by other processes. Raises what the filesystem raises (``OSError`` subclasses,
-    ``FileNotFoundError`` for a missing key in :meth:`get_json`).
+    written by other processes. Only single-object operations: fsspec's ``rm`` and ``mv`` expand
+    ``*``, ``?`` and ``[`` as a glob, and a key may hold them (a dropped file's name is a partition
+    key). ``unsafe``: substrings a key may not hold for this filesystem (an Azure key's
+    ``?versionid=``), refused with ``UnsafeNameError``. Raises what the filesystem raises
+    (``OSError`` subclasses, ``FileNotFoundError`` for a missing key in :meth:`get_json`).
     """
 
-    def __init__(self, fs: Any, scheme: str, bucket: str, prefix: str) -> None:
+    def __init__(self, fs: Any, scheme: str, bucket: str, prefix: str, unsafe: tuple[str, ...] = ()) -> None:
         super().__init__(bucket, prefix)
         self.fs = fs
         self.scheme = scheme
+        self.unsafe = unsafe
 
     def _path(self, key: str) -> str:
+        for unsafe in self.unsafe:
+            if unsafe in key:
+                raise UnsafeNameError(f"lake key {key!r} holds {unsafe!r}, which the {self.scheme}:// client misreads")
         return f"{self.bucket}/{self._key(key)}"
 
     def _upload(self, staging: Path, key: str) -> None:
@@ -336,15 +343,9 @@ class FsspecLake(_ObjectStoreLake):
         return sorted(path[len(root) :] for path in found if path.startswith(base))
 
     def delete(self, keys: list[str]) -> None:
-        paths = [self._path(key) for key in keys]
-        for start in range(0, len(paths), 1000):
-            chunk = paths[start : start + 1000]
-            try:
-                self.fs.rm(chunk)  # batched where the store has a batch delete (GCS, Azure)
-            except FileNotFoundError:  # one was gone already: the rest one by one
-                for path in chunk:
-                    with suppress(FileNotFoundError):
-                        self.fs.rm_file(path)
+        for path in [self._path(key) for key in keys]:  # all checked before the first delete
+            with suppress(FileNotFoundError):
+                self.fs.rm_file(path)
 
 
 def _json_body(obj: Any) -> bytes:

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from integration_platform.core.lake import FsspecLake, LakeStore, LocalLake, S3Lake
 from integration_platform.resources.object_stores import (
+    AZURE_UNSAFE,
     AzureBlobSettings,
     GcsSettings,
     azure_filesystem,
@@ -57,7 +58,8 @@ class LakeResource(dg.ConfigurableResource):
             raise ValueError(f"lake URL {self.url!r} names no bucket")
         if scheme == "s3":
             return S3Lake(self.s3.get_client(), bucket, prefix)
-        return FsspecLake(self._filesystem(scheme), scheme, bucket, prefix)
+        unsafe = AZURE_UNSAFE if scheme in AZURE_SCHEMES else ()
+        return FsspecLake(self._filesystem(scheme), scheme, bucket, prefix, unsafe)
 
     def _filesystem(self, scheme: str) -> Any:
         """A new gcsfs or adlfs filesystem for a ``gs://`` or ``az://`` lake."""

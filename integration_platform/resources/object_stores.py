@@ -13,6 +13,9 @@ import dagster as dg
 from pydantic import Field
 
 _FRESH = {"skip_instance_cache": True, "use_listings_cache": False}
+#: What an Azure key or blob name may not hold: adlfs splits a path at ``?versionid=`` (a blob
+#: version) even when versions are off, so ``a.csv?versionid=1`` would read or write ``a.csv``.
+AZURE_UNSAFE = ("?versionid=",)
 
 
 class GcsSettings(dg.Config):

@@ -17,8 +17,9 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
-from integration_platform.core.names import check_segment
+from integration_platform.core.names import UnsafeNameError, check_segment
 from integration_platform.resources.object_stores import (
+    AZURE_UNSAFE,
     AzureBlobSettings,
     GcsSettings,
     azure_filesystem,
@@ -31,31 +32,44 @@ BucketStore = Literal["s3", "gcs", "azure"]
 
 class BucketFiles:
     """The objects under a bucket's prefixes as a drop directory. ``fs``: an fsspec filesystem whose
-    paths are ``<bucket>/<key>``; ``where``: how errors name the store (``gs://bucket``)."""
+    paths are ``<bucket>/<key>``; ``where``: how errors name the store (``gs://bucket``); ``unsafe``:
+    substrings an object name may not hold for this store's client (:data:`AZURE_UNSAFE`).
 
-    def __init__(self, fs: Any, bucket: str, where: str) -> None:
-        self.fs, self.bucket, self.where = fs, bucket, where
+    Only single-object operations (``get_file``, ``cp_file``, ``rm_file``): fsspec's ``rm`` and ``mv``
+    expand ``*``, ``?`` and ``[`` in a path as a glob, and such characters are legal in object names."""
+
+    def __init__(self, fs: Any, bucket: str, where: str, unsafe: tuple[str, ...] = ()) -> None:
+        self.fs, self.bucket, self.where, self.unsafe = fs, bucket, where, unsafe
 
     def _path(self, key: str) -> str:
         return f"{self.bucket}/{key.strip('/')}"
 
     def list(self, directory: str) -> Iterator[RemoteFile]:
-        """The objects directly under the prefix ``directory`` (no deeper ones). Raises
-        :class:`RemoteFileError` naming the store and prefix when the listing fails."""
+        """The objects directly under the prefix ``directory`` (no deeper ones, no folder-marker objects
+        ending in ``/``). Raises :class:`RemoteFileError` naming the store and prefix when the listing
+        fails, ``UnsafeNameError`` for an object name that is not one plain path segment or that the
+        store's client would read as something else (:attr:`unsafe`)."""
         prefix = directory.strip("/")
-        try:
-            listed = self.fs.ls(self._path(prefix), detail=True)
+        base = self._path(prefix).rstrip("/")
+        try:  # find, not ls: adlfs lists only the marker when a zero-byte "<prefix>/" blob exists
+            listed = self.fs.find(base, maxdepth=1, detail=True)
         except FileNotFoundError:
             return
         except Exception as exc:
             raise RemoteFileError(
                 f"{self.where}: listing {prefix or '/'!r} failed: {type(exc).__name__}: {exc}"
             ) from exc
-        for info in listed:
-            if info.get("type") != "file":
-                continue
-            name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
+        for path, info in sorted(listed.items()):
+            name = str(path)[len(base) + 1 :]
+            if info.get("type") != "file" or not name or "/" in name:
+                continue  # the prefix itself, a marker, or an object further down
             check_segment(name, f"object name listed under {self.where}/{prefix}")
+            for unsafe in self.unsafe:
+                if unsafe in name:
+                    raise UnsafeNameError(
+                        f"object name listed under {self.where}/{prefix}: {name!r} holds {unsafe!r}, "
+                        "which this store's client reads as a version marker: refused"
+                    )
             yield RemoteFile(
                 path=f"{prefix}/{name}" if prefix else name,
                 name=name,
@@ -83,7 +97,8 @@ class BucketFiles:
         """Move the object (a copy, then a delete of the original; object stores have no rename).
         Raises :class:`RemoteFileError`."""
         try:
-            self.fs.mv(self._path(path), self._path(target))
+            self.fs.cp_file(self._path(path), self._path(target))
+            self.fs.rm_file(self._path(path))
         except Exception as exc:
             raise RemoteFileError(f"{self.where}: moving {path!r} to {target!r} failed: {exc}") from exc
 
@@ -132,7 +147,7 @@ class BucketResource(dg.ConfigurableResource):
             fs = azure_filesystem(self.azure)
         else:
             fs = self._s3()
-        yield BucketFiles(fs, self.bucket, self.where)
+        yield BucketFiles(fs, self.bucket, self.where, AZURE_UNSAFE if self.store == "azure" else ())
 
     def _s3(self) -> Any:
         import pyarrow.fs as pafs

@@ -26,7 +26,8 @@ A bucket instead of a server (``directory`` is then a key prefix)::
       connection:
         protocol: gcs                       # or s3 (endpoint_url, region, *_env keys) or azure
         bucket: partner-drops               # the Azure container for azure
-        gcs_token: /etc/keys/drops.json     # azure: connection_string_env or account_name + account_key_env
+        gcs_token_env: DROPS_GCS_TOKEN      # holds a service-account JSON path (or anon); azure:
+                                            # connection_string_env or account_name + account_key_env
 
 Per stream: the lake and warehouse assets (partitioned daily by the date in the file name,
 or one dynamic partition per file), a ``quarantine_empty`` check, a job ``<source>_<stream>``
@@ -101,7 +102,9 @@ class FileConnection(SafeModel, dg.Resolvable):
     access_key_id_env: str | None = Field(default=None, pattern=ENV_NAME, description="s3: access key id.")
     secret_access_key_env: str | None = Field(default=None, pattern=ENV_NAME, description="s3: secret access key.")
     gcs_project: str | None = None
-    gcs_token: str | None = Field(default=None, description="gcs: a service-account JSON file, google_default, anon.")
+    gcs_token_env: str | None = Field(
+        default=None, pattern=ENV_NAME, description="gcs: env var holding a service-account JSON path, or anon."
+    )
     account_name: str | None = Field(default=None, description="azure: the storage account.")
     account_key_env: str | None = Field(default=None, pattern=ENV_NAME, description="azure: the account key.")
     connection_string_env: str | None = Field(default=None, pattern=ENV_NAME, description="azure: connection string.")
@@ -180,7 +183,7 @@ class FileConnection(SafeModel, dg.Resolvable):
             secret_access_key=secret_from_env(self.secret_access_key_env),
             gcs=GcsSettings(
                 project=self.gcs_project,
-                token=self.gcs_token,
+                token=secret_from_env(self.gcs_token_env),
                 endpoint_url=endpoint if self.protocol == "gcs" else None,
             ),
             azure=AzureBlobSettings(

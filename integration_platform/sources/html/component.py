@@ -7,6 +7,7 @@
       source: catalogue                     # asset group, lake prefix, DuckDB schema
       base_url_env: CATALOGUE_URL           # or base_url:; auth, headers, rate_limit as RestSource
       robots_txt: obey                      # or ignore (only with the site owner's permission)
+      user_agent: integration_platform      # sent as User-Agent and matched in robots.txt
       streams:
         - name: tracks
           path: /chinook/Track
@@ -35,10 +36,9 @@ from typing import Annotated, Literal
 import dagster as dg
 from pydantic import Field, model_validator
 
-from integration_platform.assets.config_model import SafeModel, SecretSafeComponent, cron_problem, typed_union
-from integration_platform.assets.freshness import freshness_checks
+from integration_platform.assets.config_model import SafeModel, SecretSafeComponent, typed_union
+from integration_platform.assets.freshness import refreshed_source
 from integration_platform.assets.http_config import HttpSiteConfig, param_text
-from integration_platform.assets.schedules import refresh_job
 from integration_platform.assets.stream_assets import (
     ExtractionReport,
     ExtractorFactory,
@@ -111,16 +111,9 @@ class HtmlSource(SecretSafeComponent, dg.Component, HttpSiteConfig, dg.Resolvabl
 
     def validate_declaration(self, yaml_path: Path) -> None:
         """Checks across fields, each failing with ``ValueError("<file>: <field>: ...")``."""
-        if problem := cron_problem(self.schedule):
-            raise self._fail(yaml_path, "schedule", problem)
-        self.validate_site(
-            lambda where, why: self._fail(yaml_path, where, why),
-            {f"streams[{i}].params": s.params for i, s in enumerate(self.streams)},
-        )
-        names = [s.name for s in self.streams]
-        for i, stream in enumerate(self.streams):
-            if names.count(stream.name) > 1:
-                raise self._fail(yaml_path, f"streams[{i}].name", f"{stream.name!r} is declared more than once")
+        self.validate_source(yaml_path, self.schedule, self.streams)
+        if any(name.lower() == "user-agent" for name in [*self.headers, *self.headers_env]):
+            raise self._fail(yaml_path, "headers", "set user_agent instead: robots.txt is matched against it")
 
     @property
     def resource_key(self) -> str:
@@ -179,18 +172,11 @@ class HtmlSource(SecretSafeComponent, dg.Component, HttpSiteConfig, dg.Resolvabl
             for plan in plans
             for a in stream_assets(plan.spec, "html", self.resource_key, self._factory(plan), quarantine=True)
         ]
-        job, schedule = refresh_job(
-            f"{self.source}_refresh",
-            dg.AssetSelection.groups(self.source),
+        return refreshed_source(
+            self.source,
+            assets,
+            [warehouse_key(plan.spec) for plan in plans],
             self.schedule,
             f"Refresh of every {self.source} page stream.",
-        )
-        fresh, fresh_sensor = freshness_checks(job.name, [warehouse_key(plan.spec) for plan in plans], self.schedule)
-        return dg.Definitions(
-            assets=assets,
-            asset_checks=fresh,
-            jobs=[job],
-            schedules=[schedule],
-            sensors=[fresh_sensor],
-            resources={self.resource_key: self.resource()},
+            {self.resource_key: self.resource()},
         )

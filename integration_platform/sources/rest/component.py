@@ -38,12 +38,10 @@ from pydantic import Field, model_validator
 from integration_platform.assets.config_model import (
     SafeModel,
     SecretSafeComponent,
-    cron_problem,
     typed_union,
 )
-from integration_platform.assets.freshness import freshness_checks
+from integration_platform.assets.freshness import refreshed_source
 from integration_platform.assets.http_config import HttpSiteConfig, param_text
-from integration_platform.assets.schedules import refresh_job
 from integration_platform.assets.stream_assets import (
     ExtractionReport,
     ExtractorFactory,
@@ -212,16 +210,9 @@ class RestSource(SecretSafeComponent, dg.Component, HttpSiteConfig, dg.Resolvabl
 
     def validate_declaration(self, yaml_path: Path) -> None:
         """Checks across fields, each failing with ``ValueError("<file>: <field>: ...")``."""
-        if problem := cron_problem(self.schedule):
-            raise self._fail(yaml_path, "schedule", problem)
-        self.validate_site(
-            lambda where, why: self._fail(yaml_path, where, why),
-            {f"streams[{i}].params": s.params for i, s in enumerate(self.streams)},
-        )
+        self.validate_source(yaml_path, self.schedule, self.streams)
         names = [s.name for s in self.streams]
         for i, stream in enumerate(self.streams):
-            if names.count(stream.name) > 1:
-                raise self._fail(yaml_path, f"streams[{i}].name", f"{stream.name!r} is declared more than once")
             if stream.parent and stream.parent.stream not in names:
                 known = f"{stream.parent.stream!r} is not a stream; one of {names}"
                 raise self._fail(yaml_path, f"streams[{i}].parent.stream", known)
@@ -315,18 +306,11 @@ class RestSource(SecretSafeComponent, dg.Component, HttpSiteConfig, dg.Resolvabl
                 quarantine=plan.on_conflict == "quarantine",
             )
         ]
-        job, schedule = refresh_job(
-            f"{self.source}_refresh",
-            dg.AssetSelection.groups(self.source),
+        return refreshed_source(
+            self.source,
+            assets,
+            [warehouse_key(plan.spec) for plan in plans],
             self.schedule,
             f"Refresh of every {self.source} stream (incremental where declared).",
-        )
-        fresh, fresh_sensor = freshness_checks(job.name, [warehouse_key(plan.spec) for plan in plans], self.schedule)
-        return dg.Definitions(
-            assets=assets,
-            asset_checks=fresh,
-            jobs=[job],
-            schedules=[schedule],
-            sensors=[fresh_sensor],
-            resources={self.resource_key: self.resource()},
+            {self.resource_key: self.resource()},
         )
