@@ -2,8 +2,10 @@
 database (100 rows a page, a "Next page" link), reconciled with the database itself; robots.txt
 honoured; pages that are not what the YAML says fail naming the page."""
 
+import itertools
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -99,6 +101,7 @@ class _Site(BaseHTTPRequestHandler):
 
     ROBOTS: ClassVar[str | None] = None
     hits: ClassVar[list[str]] = []
+    times: ClassVar[list[float]] = []
     url: ClassVar[str] = ""
 
     def log_message(self, *args: Any) -> None:
@@ -106,6 +109,7 @@ class _Site(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         type(self).hits.append(self.path)
+        type(self).times.append(time.monotonic())
         if self.path == "/robots.txt":
             if self.ROBOTS is None:
                 self._send(404, "text/plain", "no robots here")
@@ -143,7 +147,7 @@ class _Site(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def site() -> Iterator[type[_Site]]:
-    _Site.ROBOTS, _Site.hits = None, []
+    _Site.ROBOTS, _Site.hits, _Site.times = None, [], []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Site)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -190,12 +194,17 @@ def test_robots_txt_is_honoured_unless_the_source_ignores_it(
         assert not result.success and any("robots.txt disallows it" in m for m in failure_messages(result)), path
 
 
-def test_next_links_end_at_a_disabled_link_and_max_pages_refuses_a_partial_read(
+def test_next_links_end_at_a_disabled_link_crawl_delay_is_kept_and_max_pages_refuses_a_partial_read(
     site: type[_Site], tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
     paged = _stream("/paged/1", '      next_page: "a.next"\n      types: {n: int64}\n')
     result = platform(source_yaml(site.url, paged), tmp_path / "a", instance).materialize()
     assert landed_rows(result) == {"chinook_site/page": 3}, "pages 1..3, then the '#' link ends them"
+    site.ROBOTS = "User-agent: *\nCrawl-delay: 1\n"
+    site.hits, site.times = [], []
+    assert platform(source_yaml(site.url, paged), tmp_path / "c", instance).materialize().success
+    pages = [t for path, t in zip(site.hits, site.times, strict=True) if path.startswith("/paged")]
+    assert len(pages) == 3 and all(b - a >= 0.95 for a, b in itertools.pairwise(pages)), pages
     capped = platform(source_yaml(site.url, paged + "      max_pages: 2\n"), tmp_path / "b", instance)
     failed = capped.materialize(raise_on_error=False)
     assert any("more than max_pages (2) pages; nothing lands" in m for m in failure_messages(failed))
