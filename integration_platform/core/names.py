@@ -25,6 +25,17 @@ class UnsafeNameError(ValueError):
     """A name from outside would not stay one path segment; the message names what, where and why."""
 
 
+#: A column name that comes from outside (a CSV header, an HTML table's header cells): printable, no
+#: markup, 1 to 255 characters. Anything else would become a warehouse column for good.
+_PLAUSIBLE_COLUMN = re.compile(r"[^\x00-\x1f<>]{1,255}")
+
+
+def implausible_column_names(names: list[str]) -> list[str]:
+    """The names among ``names`` that are no column names (empty, over 255 characters, control
+    characters, ``<`` or ``>``: an error page's markup read as a header), in order."""
+    return [name for name in names if not _PLAUSIBLE_COLUMN.fullmatch(name)]
+
+
 def check_segment(name: str, what: str, max_bytes: int = MAX_SEGMENT_BYTES) -> str:
     """Return ``name`` when it is one plain path segment, else raise :class:`UnsafeNameError`.
 

@@ -24,6 +24,7 @@ from pydantic import Field
 
 from integration_platform.assets.config_model import SafeModel
 from integration_platform.core.json_paths import select_records
+from integration_platform.core.names import implausible_column_names
 from integration_platform.core.records import JsonRecords, Rejected
 
 FileFormatName = Literal["csv", "json", "ndjson", "parquet", "xml", "excel"]
@@ -97,10 +98,6 @@ def _unterminated_tail(path: Path, encoding: str) -> str | None:
     return tail.rsplit(b"\n", 1)[-1].decode(encoding, errors="replace").rstrip("\r")
 
 
-#: A column name a header may bring: printable, no markup, at most 255 characters.
-_PLAUSIBLE_NAME = re.compile(r"^[^\x00-\x1f<>]{1,255}$")
-
-
 def _csv(path: Path, options: CsvOptions, origin: str, rejected: list[Rejected]) -> pa.Table:
 
     cache: dict[str, Any] = {}
@@ -137,7 +134,7 @@ def _csv(path: Path, options: CsvOptions, origin: str, rejected: list[Rejected])
     if "cut" in cache:
         raise FileFormatError(cache["cut"])
     names = [name or f"column_{i}" for i, name in enumerate(table.column_names)]  # a blank header cell
-    bad = [name for name in names if not _PLAUSIBLE_NAME.match(name)]
+    bad = implausible_column_names(names)
     if bad:  # it would become a warehouse column for good
         raise FileFormatError(
             f"{origin}: the header holds {len(bad)} name(s) that are not column names: {bad[0][:60]!r}"

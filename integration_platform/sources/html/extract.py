@@ -25,6 +25,7 @@ from protego import Protego
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from integration_platform.core.extract import ExtractionReport
+from integration_platform.core.names import implausible_column_names
 from integration_platform.core.records import ARROW_TYPES, JsonRecords, TableSpill
 from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import StreamSpec
@@ -35,8 +36,6 @@ from integration_platform.resources.http_auth import Origin, allowed_origins, or
 ACCEPT_HTML = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"
 #: Content types a page may have; anything else (JSON, an image, a PDF) fails naming the URL.
 HTML_TYPES = ("text/html", "application/xhtml+xml")
-#: A column name a page's table header may give: printable, no markup, at most 255 characters.
-MAX_NAME = 255
 
 
 class HtmlSourceError(HttpSourceError):
@@ -135,7 +134,7 @@ def _records_of_table(tree: LexborHTMLParser, plan: HtmlStreamPlan, where: str) 
         raise HtmlSourceError(f"GET {where}: no element matches the table selector {plan.table!r}")
     header = table.css("thead th") or table.css("tr:first-child th")
     names = [_text(cell, plan.header_attribute) or "" for cell in header]
-    bad = [n for n in names if not n or len(n) > MAX_NAME or any(ord(ch) < 32 or ch in "<>" for ch in n)]
+    bad = implausible_column_names(names)
     if not names or bad:
         raise HtmlSourceError(
             f"GET {where}: the header of table {plan.table!r} gives no usable column names "
