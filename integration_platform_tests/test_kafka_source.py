@@ -1,25 +1,60 @@
-"""Kafka topics landed exactly once, against a real Kafka 0.9.0.1 broker (see kafka_broker.py)."""
+"""Kafka topics landed exactly once, against two real brokers: Apache Kafka 0.9.0.1 (the legacy
+protocol, see kafka_broker.py) and noida-db's Kafka mode (the current protocol, see
+sandbox/kafka_current.py). The tests that need the current protocol (timestamps, headers,
+offsets_for_times, transactions) run against noida-db only; on 0.9 the same features are refused
+with a clear error or travel another way (dead letters in an envelope)."""
 
 import base64
+import datetime as dt
 import json
 import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import dagster as dg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from integration_platform_tests.kafka_broker import KafkaBroker, kafka_broker_fixture
+from integration_platform_tests.kafka_broker import KafkaBroker, require_kafka, start_kafka
 from integration_platform_tests.run_stream import killed_in
 from sandbox.harness import Platform, failure_messages, latest_metadata, platform
+from sandbox.kafka_current import CurrentKafka, start_noida_kafka
 
-kafka_broker = kafka_broker_fixture("kafka_broker", scope="module")
+Broker = KafkaBroker | CurrentKafka
 PARTITIONS = 3
 LAKE = dg.AssetKey(["shop", "orders"])
 WAREHOUSE = dg.AssetKey(["warehouse", "shop.orders"])
+#: Two hours ago to the minute: messages older than the topic's retention (7 days, as Kafka's
+#: default) are deleted by the broker, and noida-db does so as soon as a partition is fetched.
+T0 = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) - dt.timedelta(hours=2)
 
 
-def _yaml(broker: KafkaBroker, topic: str, batch_size: int = 500, extra: str = "") -> str:
+@pytest.fixture(scope="module", params=["kafka-0.9.0.1", "noida-db"])
+def kafka_broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """Each broker once per module; the tests taking ``kafka_broker`` run against both."""
+    if request.param == "noida-db":
+        with start_noida_kafka(tmp_path_factory.mktemp("noida")) as current:
+            yield current
+        return
+    require_kafka()
+    with start_kafka(tmp_path_factory.mktemp("kafka")) as legacy:
+        yield legacy
+
+
+@pytest.fixture(scope="module")
+def current_kafka() -> Iterator[CurrentKafka]:
+    """The current-protocol broker alone, for the tests of what Kafka 0.9 lacks."""
+    with start_noida_kafka() as broker:
+        yield broker
+
+
+def _legacy(broker: Broker) -> bool:
+    return isinstance(broker, KafkaBroker)
+
+
+def _yaml(broker: Broker, topic: str, batch_size: int = 500, extra: str = "", client_config: str = "") -> str:
+    if _legacy(broker):
+        client_config = f'api.version.request: "false", broker.version.fallback: "0.9.0.1", {client_config}'
     return f"""
 type: integration_platform.components.QueueSource
 attributes:
@@ -27,7 +62,7 @@ attributes:
   connection:
     broker: kafka
     bootstrap_servers: "{broker.bootstrap}"
-    client_config: {{api.version.request: "false", broker.version.fallback: "0.9.0.1"}}
+    client_config: {{{client_config.rstrip(", ")}}}
   streams:
     - name: orders
       topic: {topic}
@@ -36,24 +71,42 @@ attributes:
 {extra}"""
 
 
-@pytest.fixture
-def topic(kafka_broker: KafkaBroker) -> str:
+def _topic(broker: Broker) -> str:
     name = f"ip_test_orders_{uuid.uuid4().hex[:8]}"
-    kafka_broker.create_topic(name, PARTITIONS)
-    kafka_broker.create_topic(f"{name}.dead-letter", 1)
+    broker.create_topic(name, PARTITIONS)
+    broker.create_topic(f"{name}.dead-letter", 1)
     return name
+
+
+@pytest.fixture
+def topic(kafka_broker: Broker) -> str:
+    return _topic(kafka_broker)
 
 
 def _order(i: int) -> dict[str, object]:
     return {"order_id": i, "customer": f"c{i % 97}", "amount": round(i * 1.25, 2)}
 
 
-def produce(broker: KafkaBroker, topic: str, values: list[bytes], keys: list[str] | None = None) -> None:
+def produce(
+    broker: Broker,
+    topic: str,
+    values: list[bytes],
+    keys: list[str] | None = None,
+    timestamps: Sequence[dt.datetime] | None = None,
+    headers: Sequence[list[tuple[str, str | bytes | None]] | None] | None = None,
+) -> None:
     producer = Producer(broker.client_config({"linger.ms": 5}))
     errors: list[str] = []
     for i, value in enumerate(values):
         key = keys[i] if keys else str(i)
-        producer.produce(topic, value=value, key=key, on_delivery=lambda e, _: errors.append(str(e)) if e else None)
+        producer.produce(
+            topic,
+            value=value,
+            key=key,
+            on_delivery=lambda e, _: errors.append(str(e)) if e else None,
+            timestamp=int(timestamps[i].timestamp() * 1000) if timestamps else 0,  # 0: now
+            headers=list(headers[i] or []) if headers else None,
+        )
         producer.poll(0)
     assert producer.flush(30) == 0 and not errors
 
@@ -62,7 +115,7 @@ def _orders(n: int, start: int = 0) -> list[bytes]:
     return [json.dumps(_order(i)).encode() for i in range(start, start + n)]
 
 
-def committed(broker: KafkaBroker, topic: str, group: str = "integration_platform.shop.orders") -> dict[int, int]:
+def committed(broker: Broker, topic: str, group: str = "integration_platform.shop.orders") -> dict[int, int]:
     consumer = Consumer(broker.client_config({"group.id": group}))
     try:
         found = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=30)
@@ -77,7 +130,7 @@ def _rows(target: Platform) -> tuple[int, int, int]:
 
 
 def test_n_messages_land_once_and_offsets_are_committed(
-    kafka_broker: KafkaBroker, topic: str, tmp_path: Path, instance: dg.DagsterInstance
+    kafka_broker: Broker, topic: str, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
     n = 1_200
     produce(kafka_broker, topic, _orders(n))
@@ -107,9 +160,7 @@ def test_n_messages_land_once_and_offsets_are_committed(
     assert latest_metadata(instance, LAKE)["messages_consumed"] == 0
 
 
-def test_run_killed_after_landing_before_commit_yields_n_rows(
-    kafka_broker: KafkaBroker, topic: str, tmp_path: Path
-) -> None:
+def test_run_killed_after_landing_before_commit_yields_n_rows(kafka_broker: Broker, topic: str, tmp_path: Path) -> None:
     n = 900
     produce(kafka_broker, topic, _orders(n))
     yaml_file = tmp_path / "shop.yaml"
@@ -137,9 +188,28 @@ def test_run_killed_after_landing_before_commit_yields_n_rows(
         assert sum(committed(kafka_broker, topic).values()) == n
 
 
-def test_poison_goes_to_the_dead_letter_topic_in_an_envelope(
-    kafka_broker: KafkaBroker, topic: str, tmp_path: Path, instance: dg.DagsterInstance
+def _dead_letters(broker: Broker, topic: str) -> list[tuple[bytes, str, dict[str, bytes]]]:
+    """``(value, key, headers)`` of each message in ``topic``'s dead-letter topic."""
+    consumer = Consumer(broker.client_config({"group.id": f"t{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}))
+    consumer.assign([TopicPartition(f"{topic}.dead-letter", 0, 0)])
+    try:
+        found = [m for m in consumer.consume(10, timeout=10) if m.error() is None]
+    finally:
+        consumer.close()
+    return [(m.value() or b"", (m.key() or b"").decode(), _header_bytes(m.headers())) for m in found]
+
+
+def _header_bytes(headers: object) -> dict[str, bytes]:
+    """A consumed message's headers (librdkafka gives a list of ``(name, bytes)``) as a dict."""
+    assert headers is None or isinstance(headers, list)
+    return {str(name): bytes(value or b"") for name, value in headers or []}
+
+
+def test_poison_goes_to_the_dead_letter_topic_with_its_reason(
+    kafka_broker: Broker, topic: str, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
+    """Kafka 0.11+: the original value and key, the reason and the origin in headers. Kafka 0.9
+    has no headers: the reason and the original travel in a JSON envelope."""
     values = _orders(50)
     values[10] = b"{broken"
     values[20] = json.dumps({"order_id": "twenty", "amount": 1.0}).encode()
@@ -148,24 +218,27 @@ def test_poison_goes_to_the_dead_letter_topic_in_an_envelope(
     assert target.materialize([LAKE, WAREHOUSE]).success
     assert target.query("SELECT count(*) FROM shop.orders") == [(48,)]
     assert latest_metadata(instance, LAKE)["dead_lettered"] == 2
-    consumer = Consumer(
-        kafka_broker.client_config({"group.id": f"t{uuid.uuid4().hex}", "auto.offset.reset": "earliest"})
-    )
-    consumer.assign([TopicPartition(f"{topic}.dead-letter", 0, 0)])
-    try:
-        dead = [json.loads(m.value() or b"") for m in consumer.consume(10, timeout=10) if m.error() is None]
-    finally:
-        consumer.close()
+    dead = _dead_letters(kafka_broker, topic)
     assert len(dead) == 2
-    reasons = {base64.b64decode(d["value_base64"]): d["reason"] for d in dead}
+    if _legacy(kafka_broker):
+        envelopes = [json.loads(value) for value, _, _ in dead]
+        reasons = {base64.b64decode(d["value_base64"]): d["reason"] for d in envelopes}
+        broken = next(d for d in envelopes if base64.b64decode(d["value_base64"]) == b"{broken")
+        assert broken["topic"] == topic and broken["key"] == "10"
+    else:
+        reasons = {value: headers["x-ip-dead-letter-reason"].decode() for value, _, headers in dead}
+        _, key, headers = next(d for d in dead if d[0] == b"{broken")
+        assert key == "10" and headers["x-ip-source-topic"] == topic.encode()
+        partition, offset = int(headers["x-ip-source-partition"]), int(headers["x-ip-source-offset"])
+        assert target.query(  # the neighbours landed; the poison's own offset did not
+            "SELECT count(*) FROM shop.orders WHERE _ip_partition = ? AND _ip_offset = ?", [partition, offset]
+        ) == [(0,)]
     assert "not UTF-8 JSON" in reasons[b"{broken"]
-    broken = next(d for d in dead if base64.b64decode(d["value_base64"]) == b"{broken")
-    assert broken["topic"] == topic and broken["key"] == "10"
     assert any("order_id" in r and "twenty" in r for r in reasons.values())
 
 
 def test_offset_reset_from_run_config(
-    kafka_broker: KafkaBroker, topic: str, tmp_path: Path, instance: dg.DagsterInstance
+    kafka_broker: Broker, topic: str, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
     produce(kafka_broker, topic, _orders(60))
     target = platform(_yaml(kafka_broker, topic), tmp_path, instance)
@@ -182,13 +255,59 @@ def test_offset_reset_from_run_config(
     assert target.materialize([LAKE], run_config=latest).success
     assert latest_metadata(instance, LAKE)["messages_consumed"] == 0  # skipped to the end
 
-    at = {"ops": {"shop__orders": {"config": {"offset_reset": "timestamp", "reset_timestamp": "2026-01-01T00:00"}}}}
-    result = target.materialize([LAKE], run_config=at, raise_on_error=False)
-    assert any("needs Kafka >= 0.10.1" in m and "0.9.0.1" in m for m in failure_messages(result))
+    if _legacy(kafka_broker):  # the current protocol's answer: test_reset_to_a_timestamp...
+        at = {"ops": {"shop__orders": {"config": {"offset_reset": "timestamp", "reset_timestamp": "2026-01-01T00:00"}}}}
+        result = target.materialize([LAKE], run_config=at, raise_on_error=False)
+        assert any("needs Kafka >= 0.10.1" in m and "0.9.0.1" in m for m in failure_messages(result))
+
+
+def _reset_to(at: str) -> dict[str, object]:
+    return {"ops": {"shop__orders": {"config": {"offset_reset": "timestamp", "reset_timestamp": at}}}}
+
+
+def test_reset_to_a_timestamp_with_timestamps_and_headers_as_columns(
+    current_kafka: CurrentKafka, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """40 messages one minute apart from T0: a reset to T0 + 25 min lands the last 15, each with
+    its own timestamp and headers; a reset past the last message lands nothing."""
+    topic = _topic(current_kafka)
+    stamps = [T0 + dt.timedelta(minutes=i) for i in range(40)]
+    headers: list[list[tuple[str, str | bytes | None]] | None] = [
+        [("trace-id", f"t{i}".encode()), ("tag", b"a"), ("tag", b"\xff")] if i % 10 == 0 else None for i in range(40)
+    ]
+    produce(current_kafka, topic, _orders(40), timestamps=stamps, headers=headers)
+    target = platform(_yaml(current_kafka, topic), tmp_path, instance)
+    assert target.materialize(
+        [LAKE, WAREHOUSE], run_config=_reset_to((T0 + dt.timedelta(minutes=25)).isoformat())
+    ).success
+    meta = latest_metadata(instance, LAKE)
+    assert meta["messages_consumed"] == 15 and meta["rows_landed"] == 15
+    assert target.query("SELECT min(order_id), max(order_id), count(*) FROM shop.orders") == [(25, 39, 15)]
+    consumer = Consumer(current_kafka.client_config({"group.id": f"t{uuid.uuid4().hex}"}))
+    try:  # where the broker says the time starts, per partition
+        at = int((T0 + dt.timedelta(minutes=25)).timestamp() * 1000)
+        found = consumer.offsets_for_times([TopicPartition(topic, p, at) for p in range(PARTITIONS)], timeout=30)
+    finally:
+        consumer.close()
+    assert meta["offsets_start"] == {str(tp.partition): tp.offset for tp in found}
+    rows = target.query(
+        "SELECT order_id, _ip_timestamp, _ip_headers->>'trace-id', _ip_headers->'tag', _ip_headers "
+        "FROM shop.orders ORDER BY order_id"
+    )
+    assert all(stamp == T0 + dt.timedelta(minutes=order_id) for order_id, stamp, *_ in rows)
+    with_headers = {order_id: (trace, tags) for order_id, _, trace, tags, _ in rows if trace is not None}
+    assert with_headers == {30: ("t30", '["a","\\\\xff"]')}
+    assert sum(1 for *_, raw in rows if raw is None) == 14
+
+    produce(current_kafka, topic, _orders(5, start=40), timestamps=[T0 + dt.timedelta(hours=1)] * 5)
+    assert target.materialize([LAKE], run_config=_reset_to((T0 + dt.timedelta(hours=1, seconds=1)).isoformat())).success
+    meta = latest_metadata(instance, LAKE)
+    assert meta["messages_consumed"] == 0  # past the last message: each partition's end
+    assert sum(meta["offsets_start"].values()) == 45
 
 
 def test_backlog_sensor_keys_runs_by_offset_ranges(
-    kafka_broker: KafkaBroker, topic: str, tmp_path: Path, instance: dg.DagsterInstance
+    kafka_broker: Broker, topic: str, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
     target = platform(_yaml(kafka_broker, topic), tmp_path, instance)
     sensor = next(s for s in target.defs.sensors or [] if s.name == "shop_orders_backlog")
@@ -213,7 +332,7 @@ def test_backlog_sensor_keys_runs_by_offset_ranges(
 
 
 def test_publish_to_a_topic_with_keys_as_idempotent_ids(
-    kafka_broker: KafkaBroker, topic: str, tmp_path: Path, instance: dg.DagsterInstance
+    kafka_broker: Broker, topic: str, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
     """Warehouse rows go out with their id as the key; published twice, consumed with
     ``message_id: key``, each row lands once."""
@@ -236,3 +355,71 @@ def test_publish_to_a_topic_with_keys_as_idempotent_ids(
     assert target.materialize(replay).success
     assert latest_metadata(instance, replay[0])["messages_consumed"] == 80
     assert target.query("SELECT count(*), count(DISTINCT order_id) FROM shop.replay") == [(40, 40)]
+
+
+def _read_committed(broker: Broker, topic: str, partitions: int) -> list[bytes]:
+    """Every message of ``topic`` a ``read_committed`` consumer sees (keys)."""
+    consumer = Consumer(broker.client_config({"group.id": f"t{uuid.uuid4().hex}", "isolation.level": "read_committed"}))
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    keys: list[bytes] = []
+    try:
+        while batch := consumer.consume(500, timeout=2):
+            keys += [m.key() or b"" for m in batch if m.error() is None]
+    finally:
+        consumer.close()
+    return keys
+
+
+@pytest.mark.parametrize("transactional", [True, False])
+def test_a_transactional_publication_is_all_or_nothing(
+    current_kafka: CurrentKafka, tmp_path: Path, instance: dg.DagsterInstance, transactional: bool
+) -> None:
+    """Row 30 of 40 is too large for the producer (``message.max.bytes``), so the run fails after
+    sending 30 messages: in a transaction a ``read_committed`` consumer sees none of them (without
+    one, the 30 stay visible); the next run, without the large row, publishes every row once."""
+    topic = _topic(current_kafka)
+    out = f"{topic}_out"
+    current_kafka.create_topic(out, 2)
+    produce(current_kafka, topic, _orders(40))
+
+    def publication(large: str) -> str:
+        query = f"SELECT order_id, CASE WHEN order_id = 30 THEN {large} ELSE customer END AS customer FROM shop.orders"
+        return (
+            f'  publish:\n    - name: orders_out\n      query: "{query}"\n      deps: [warehouse/shop.orders]\n'
+            f"      key_columns: [order_id]\n      cursor: order_id\n      topic: {out}\n"
+            f"      transactional: {str(transactional).lower()}\n      fetch_rows: 7\n"
+        )
+
+    config = '"message.max.bytes": "2000"'
+    target = platform(
+        _yaml(current_kafka, topic, extra=publication("repeat('x', 5000)"), client_config=config), tmp_path, instance
+    )
+    assert target.materialize([LAKE, WAREHOUSE]).success
+    publish = dg.AssetKey(["shop", "publish_orders_out"])
+    failed = target.materialize([publish], raise_on_error=False)
+    assert not failed.success
+    assert any("producing to" in m and "too large" in m.lower() for m in failure_messages(failed))
+    assert len(_read_committed(current_kafka, out, 2)) == (0 if transactional else 30)
+
+    fixed = platform(
+        _yaml(current_kafka, topic, extra=publication("customer"), client_config=config), tmp_path, instance
+    )
+    assert fixed.materialize([publish]).success
+    meta = latest_metadata(instance, publish)
+    assert meta["messages_published"] == 40 and meta.get("transactional", False) == transactional
+    keys = _read_committed(current_kafka, out, 2)
+    assert len(set(keys)) == 40 and len(keys) == (40 if transactional else 70)
+
+
+@pytest.mark.parametrize("kafka_broker", ["kafka-0.9.0.1"], indirect=True)
+def test_transactions_are_refused_on_kafka_0_9(
+    kafka_broker: Broker, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """The current broker's side: test_a_transactional_publication_is_all_or_nothing."""
+    topic = _topic(kafka_broker)
+    produce(kafka_broker, topic, _orders(3))
+    extra = f"  publish:\n    - name: out\n      table: shop.orders\n      topic: {topic}\n      transactional: true\n"
+    target = platform(_yaml(kafka_broker, topic, extra=extra), tmp_path, instance)
+    target.materialize([LAKE, WAREHOUSE])
+    result = target.materialize([dg.AssetKey(["shop", "publish_out"])], raise_on_error=False)
+    assert any("transactions need Kafka >= 0.11" in m and "0.9.0.1" in m for m in failure_messages(result))

@@ -9,13 +9,17 @@ An entry of a ``QueueSource``'s ``publish`` list::
       cursor: invoice_date              # optional: only rows changed since the last run
       queue: invoices_out               # RabbitMQ: default exchange, routing key = queue
       # or exchange: events + routing_key: invoices;  Kafka: topic: invoices_out
+      transactional: false              # Kafka 0.11+: all of a run's messages visible, or none
 
 Idempotent message ids: a message's id is the SHA-256 of (source, name, key values, cursor
 value), or of the whole row without a cursor, so publishing the same row version again sends
 the same id, and a consumer that de-duplicates on it (as ``QueueSource`` does) keeps one row.
 RabbitMQ carries it as the ``message_id`` property, Kafka as the message key (consume with
 ``message_id: key``). Every message is confirmed by the broker (RabbitMQ publisher confirms,
-Kafka delivery reports with ``acks=all``) before the run ends;
+Kafka delivery reports with ``acks=all``, from an idempotent producer on Kafka 0.11+) before
+the run ends; with ``transactional: true`` a Kafka publication is one transaction, committed
+once every message is delivered and aborted when the run fails (``read_committed`` consumers,
+the default, see all of it or none);
 the high-water mark (``cursor_after`` in the materialisation metadata) advances only then.
 The next run starts *at* the mark (``>=``), re-sending the rows that share it under the same
 ids, so a row committed late with the boundary value is not missed.
@@ -62,6 +66,9 @@ class PublishSpec(SafeModel, dg.Resolvable):
     exchange: str | None = None
     routing_key: str | None = None
     fetch_rows: int = Field(default=10_000, ge=1)
+    transactional: bool = Field(
+        default=False, description="Kafka 0.11+: the run's messages in one transaction (all or none visible)."
+    )
 
     @model_validator(mode="after")
     def _current_deps(self) -> "PublishSpec":
@@ -75,6 +82,8 @@ class PublishSpec(SafeModel, dg.Resolvable):
             raise ValueError(f"publish {self.name!r}: set one of 'queue', 'exchange' (with 'routing_key') and 'topic'")
         if self.exchange is not None and self.routing_key is None:
             raise ValueError(f"publish {self.name!r}: 'exchange' needs 'routing_key'")
+        if self.transactional and self.topic is None:
+            raise ValueError(f"publish {self.name!r}: 'transactional' is for Kafka topics")
         return self
 
     @property
@@ -152,6 +161,7 @@ def publish_asset(
                 "messages_published": published,
                 "seconds": round(seconds, 3),
                 "messages_per_second": round(published / max(seconds, 1e-6)),
+                **({"transactional": True} if spec.transactional else {}),
                 **mark_metadata(mark, high),
             }
         )

@@ -31,7 +31,11 @@ from pydantic import Field
 from integration_platform.resources.brokers import BrokerError
 
 #: librdkafka properties this resource sets itself (from its own fields).
-OWN_PROPERTIES = ("bootstrap.servers", "group.id", "sasl.username", "sasl.password", "enable.auto.commit")
+OWN_PROPERTIES = (
+    "bootstrap.servers", "group.id", "sasl.username", "sasl.password", "enable.auto.commit", "transactional.id",
+)  # fmt: skip
+#: Idempotent producers and transactions (InitProducerId, record format v2) arrived in Kafka 0.11.
+IDEMPOTENCE_SINCE = (0, 11)
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
@@ -109,6 +113,9 @@ class KafkaResource(dg.ConfigurableResource):
                 "enable.auto.offset.store": False,
                 "enable.partition.eof": False,
                 "auto.offset.reset": "earliest",
+                # librdkafka's default, said here: messages of open or aborted transactions are
+                # never landed (the consumer stops at the last stable offset).
+                "isolation.level": "read_committed",
             }
         )
         try:
@@ -116,9 +123,25 @@ class KafkaResource(dg.ConfigurableResource):
         finally:
             consumer.close()
 
-    def new_producer(self) -> Producer:
-        """A producer waiting for every in-sync replica (``acks=all``); the caller flushes it."""
-        return Producer({**self._config(), "acks": "all", "linger.ms": 5})
+    def new_producer(self, transactional_id: str | None = None) -> Producer:
+        """A producer waiting for every in-sync replica (``acks=all``); the caller flushes it.
+
+        Idempotent (``enable.idempotence``: the broker drops a batch the client retries after a
+        lost answer, and keeps each partition's order) unless the broker is told to be older than
+        0.11 or ``client_config`` turns it off. With ``transactional_id`` the producer is
+        transactional (the caller runs ``init_transactions``); raises :class:`BrokerError` when
+        the broker is told to be older than 0.11."""
+        config = {**self._config(), "acks": "all", "linger.ms": 5}
+        if self.supports(IDEMPOTENCE_SINCE):
+            config.setdefault("enable.idempotence", True)
+        if transactional_id is not None:
+            if not self.supports(IDEMPOTENCE_SINCE):
+                raise BrokerError(
+                    f"transactions need Kafka >= 0.11; {self.where} is configured as "
+                    f"{'.'.join(map(str, self.broker_version() or ()))}"
+                )
+            config["transactional.id"] = transactional_id
+        return Producer(config)
 
     def partitions(self, consumer: Consumer, topic: str) -> list[int]:
         """The partition ids of ``topic``; raises :class:`BrokerError` when it does not exist."""

@@ -21,6 +21,11 @@ from integration_platform.resources.rabbitmq import MAX_PREFETCH, RabbitMQResour
 from integration_platform.sources.queues.messages import IdFrom
 
 
+def librdkafka_value(value: str | bool | int | float) -> str:
+    """A librdkafka property value as the text it parses (YAML's ``true`` -> ``"true"``, ``2000`` -> ``"2000"``)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 class QueueConnection(SafeModel, dg.Resolvable):
     """The broker. Secrets only by environment variable name (``*_env``).
 
@@ -42,7 +47,7 @@ class QueueConnection(SafeModel, dg.Resolvable):
     bootstrap_servers_env: str | None = Field(default=None, pattern=ENV_NAME)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
-    client_config: dict[str, str] = Field(default_factory=dict)
+    client_config: dict[str, str | bool | int | float] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _complete(self) -> "QueueConnection":
@@ -64,7 +69,7 @@ class QueueConnection(SafeModel, dg.Resolvable):
                 sasl_mechanism=self.sasl_mechanism,
                 sasl_username=self.username,
                 sasl_password=password,
-                client_config=self.client_config,
+                client_config={name: librdkafka_value(value) for name, value in self.client_config.items()},
             )
         return RabbitMQResource(
             host=from_env(self.host, self.host_env, "host"),

@@ -14,13 +14,14 @@ message is ``topic/partition/offset``.
 
 Columns besides the body's fields: ``_ip_message_id``, ``_ip_topic``, ``_ip_partition``,
 ``_ip_offset``, ``_ip_key`` (the key as UTF-8 text), ``_ip_timestamp`` (the message timestamp,
-Kafka 0.10+; null before) and ``_ip_received_at``.
+Kafka 0.10+; null before), ``_ip_headers`` (see :func:`headers_json`; Kafka 0.11+, null without
+headers) and ``_ip_received_at``.
 """
 
 import base64
 import datetime as dt
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
+    KafkaException,
     TopicPartition,
 )
 from confluent_kafka import Message as KafkaMessage
@@ -51,6 +53,7 @@ ATTRIBUTES = pa.schema(
         ("_ip_offset", pa.int64()),
         ("_ip_key", pa.string()),
         ("_ip_timestamp", pa.timestamp("us", tz="UTC")),
+        ("_ip_headers", pa.string()),
         ("_ip_received_at", pa.timestamp("us", tz="UTC")),
     ]
 )
@@ -58,6 +61,22 @@ Reset = Literal["committed", "earliest", "latest", "timestamp"]
 #: Record format v2 (headers) arrived in Kafka 0.11; ListOffsets v1 (offsets_for_times) in 0.10.1.
 HEADERS_SINCE, TIMESTAMP_LOOKUP_SINCE = (0, 11), (0, 10, 1)
 REASON_HEADER = "x-ip-dead-letter-reason"
+
+
+def headers_json(
+    headers: Mapping[str, str | bytes | None] | Sequence[tuple[str, str | bytes | None]] | None,
+) -> str | None:
+    """A message's headers as a JSON object (``None`` without any): each name to its value as
+    text (UTF-8; bytes that are not UTF-8 as ``\\xNN`` escapes; a null value as ``null``); a name
+    sent more than once maps to the array of its values in order. Query it in DuckDB as
+    ``_ip_headers->>'name'``."""
+    if not headers:
+        return None
+    values: dict[str, list[str | None]] = {}
+    for name, value in headers.items() if isinstance(headers, Mapping) else headers:
+        text = value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+        values.setdefault(name, []).append(text)
+    return json.dumps({name: found[0] if len(found) == 1 else found for name, found in values.items()})
 
 
 def landed_offsets(store: LakeStore, spec: StreamSpec) -> dict[int, int]:
@@ -144,6 +163,7 @@ class KafkaTopicSource:
                 "_ip_timestamp": (
                     None if kind == TIMESTAMP_NOT_AVAILABLE else dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
                 ),
+                "_ip_headers": headers_json(raw.headers()),
                 "_ip_received_at": received,
             },
             key=text_key,
@@ -256,12 +276,23 @@ def backlog(kafka: KafkaResource, topic: str, group_id: str) -> tuple[int, str]:
 
 class KafkaPublisher:
     """Produces to ``topic`` with the message id as the key; delivery reports are collected and
-    :meth:`flush` raises :class:`BrokerError` when any message was not delivered."""
+    :meth:`flush` raises :class:`BrokerError` when any message was not delivered.
 
-    def __init__(self, kafka: KafkaResource, topic: str) -> None:
-        self.kafka, self.topic = kafka, topic
-        self.producer = kafka.new_producer()
+    With ``transactional_id`` every message goes out in one Kafka transaction (KIP-98): committed
+    by :meth:`flush`, aborted by :meth:`abort`, so a ``read_committed`` consumer sees all of a
+    publication's messages or none. Kafka bounds a transaction's life by the producer's
+    ``transaction.timeout.ms`` (librdkafka: 60 s; raise it in ``client_config`` for large runs)."""
+
+    def __init__(self, kafka: KafkaResource, topic: str, transactional_id: str | None = None) -> None:
+        self.kafka, self.topic, self.transactional = kafka, topic, transactional_id is not None
+        self.producer = kafka.new_producer(transactional_id)
         self.failures: list[str] = []
+        if self.transactional:
+            try:
+                self.producer.init_transactions(kafka.timeout)
+                self.producer.begin_transaction()
+            except KafkaException as exc:
+                raise kafka.error(f"starting transaction {transactional_id!r}", exc) from None
 
     def _delivered(self, error: KafkaError | None, _: Any) -> None:
         if error is not None:
@@ -274,21 +305,49 @@ class KafkaPublisher:
                 break
             except BufferError:  # librdkafka's local queue is full: serve delivery reports, retry
                 self.producer.poll(0.1)
+            except KafkaException as exc:
+                raise self.kafka.error(f"producing to {self.topic!r}", exc) from None
         self.producer.poll(0)
 
     def flush(self) -> None:
+        """Wait for every delivery report (and commit the transaction); :class:`BrokerError` when
+        a message was not delivered (the transaction is then aborted)."""
         left = self.producer.flush(self.kafka.timeout)
         if left or self.failures:
+            self.abort()
             raise BrokerError(
                 f"{len(self.failures) + left} message(s) to {self.topic!r} on {self.kafka.where} not delivered: "
                 f"{(self.failures or ['flush timed out'])[:3]}"
             )
+        if self.transactional:
+            try:
+                self.producer.commit_transaction(self.kafka.timeout)
+            except KafkaException as exc:
+                self.abort()
+                raise self.kafka.error(f"committing the transaction on {self.topic!r}", exc) from None
+
+    def abort(self) -> None:
+        """Abort the open transaction, if any (best effort: the broker aborts it at its timeout)."""
+        if self.transactional:
+            try:
+                self.producer.abort_transaction(self.kafka.timeout)
+            except KafkaException:
+                pass
 
 
 @contextmanager
 def kafka_publisher(kafka: KafkaResource, spec: PublishSpec) -> Iterator[KafkaPublisher]:
-    """A :class:`KafkaPublisher` for ``spec.topic``; leaving the block waits for every delivery report."""
+    """A :class:`KafkaPublisher` for ``spec.topic``; leaving the block waits for every delivery
+    report (and commits), leaving it by an exception aborts a transactional publication.
+
+    The transactional id of ``transactional: true`` is ``integration_platform.<topic>.<name>``,
+    the same for every run, so a new run fences a previous instance still producing."""
     assert spec.topic is not None
-    publisher = KafkaPublisher(kafka, spec.topic)
-    yield publisher
+    transactional_id = f"integration_platform.{spec.topic}.{spec.name}" if spec.transactional else None
+    publisher = KafkaPublisher(kafka, spec.topic, transactional_id)
+    try:
+        yield publisher
+    except BaseException:
+        publisher.abort()
+        raise
     publisher.flush()
