@@ -24,6 +24,7 @@ BENCHMARKS: tuple[str, ...] = (
     "sftp_download.py",
     "file_ingest.py",
     "queue_ingest.py",
+    "kafka_ingest.py",
     "reverse_etl.py",
     "object_store_lake.py",
     "html_extract.py",
