@@ -16,6 +16,11 @@ Not Kafka:
   consumer de-duplicates.
 - retention (7 days, Kafka's default) is applied when a partition is fetched, not by a background
   task every 5 minutes: messages with older timestamps are served once, then gone.
+- a Fetch answer holds everything from the offsets asked to the end of each partition, whatever
+  the request's ``max_bytes`` / ``partition_max_bytes`` (librdkafka's ``fetch.max.bytes``,
+  ``max.partition.fetch.bytes``): past librdkafka's ``receive.message.max.bytes`` (100 MB) the
+  client drops the answer ("Invalid response size") and retries forever, so a consumer of a topic
+  holding more than that from its position reads nothing (raise ``receive.message.max.bytes``).
 """
 
 import datetime as dt
@@ -143,3 +148,23 @@ def test_zstd_round_trip(broker: CurrentKafka) -> None:
         producer.produce(topic, value=b"y" * 200, key=str(i))
     assert producer.flush(10) == 0
     assert len(_read(broker, topic)) == 100
+
+
+def test_fetch_ignores_the_requested_size_limits(broker: CurrentKafka) -> None:
+    """2 MB in the partition, a consumer that takes answers of at most 1 MB and asks for 64 KB at a
+    time: Kafka would answer 64 KB per fetch; noida-db sends all 2 MB, which the client drops."""
+    topic = _topic(broker)
+    producer = Producer(broker.client_config())
+    for i in range(2_000):
+        producer.produce(topic, value=b"z" * 1_000, key=str(i))
+    assert producer.flush(10) == 0
+    limits = {"message.max.bytes": 65_536, "fetch.max.bytes": 65_536, "max.partition.fetch.bytes": 65_536}
+    limits["receive.message.max.bytes"] = 1_000_000
+    consumer = Consumer(broker.client_config({"group.id": f"g{uuid.uuid4().hex}", **limits}))
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    try:
+        got = [m for m in consumer.consume(500, timeout=3) if m.error() is None]
+    finally:
+        consumer.close()
+    assert got == []
+    assert len(_read(broker, topic)) == 2_000  # with the default limits it is all there

@@ -38,7 +38,7 @@ _INDEX = "__ip_message_index"
 IdFrom = Literal["broker", "key", "field", "body_sha256"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Message:
     """One consumed message, broker-neutral.
 
@@ -46,7 +46,9 @@ class Message:
     ``topic/partition/offset``), ``None`` when it has none; ``key``: the Kafka message key as
     text (``None`` elsewhere). ``origin``: where it came from, for
     errors and dead letters (``queue orders delivery 17``). ``attributes``: the broker's
-    columns for this message (names and types given by the decoder's ``attributes`` schema).
+    columns for this message (names and types given by the decoder's ``attributes`` schema; each
+    value as ``pyarrow.array`` takes it for that type: a timestamp may be a ``datetime`` or an
+    integer in the type's unit).
     ``ref``: the broker's own handle (a delivery, a Kafka message), for acknowledging.
     """
 
