@@ -15,11 +15,13 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from integration_platform.core.lake import LakeStore
-from integration_platform.core.landing import list_manifests
+from integration_platform.core.lake import FsspecLake, LakeStore
+from integration_platform.core.landing import land, list_manifests
+from integration_platform.core.loading import duckdb_paths, load, pending
 from integration_platform.core.streams import StreamSpec
 from integration_platform.resources.lake import LakeResource
 from integration_platform.resources.object_stores import AzureBlobSettings, GcsSettings
@@ -194,3 +196,29 @@ def test_a_hostile_key_never_reaches_the_store(store: str, servers: dict[str, An
     if store == "az":  # adlfs reads "?versionid=" as a blob version: such a key would land elsewhere
         with pytest.raises(ValueError, match="versionid"):
             lake.put_json("w/partition=a?versionid=1.json", {})
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_duckdb_reads_the_lake_through_its_registered_filesystem(store: str, servers: dict[str, Any]) -> None:
+    """The loader reads a GCS / Azure lake where it lies (the store's fsspec filesystem registered on
+    the DuckDB connection for the load, then unregistered), never as a glob: windows named ``a*``,
+    ``a[1]`` and ``ab`` each load their own rows once."""
+    lake = resource(lake_fields(store, servers)).store()
+    assert isinstance(lake, FsspecLake)
+    spec = StreamSpec(source="s", name="events", write_disposition="append")
+    schema = pa.schema([("id", pa.int64()), ("window", pa.string())])
+    for window, ids in (("a*", range(0, 5)), ("ab", range(5, 12)), ("a[1]", range(12, 14))):
+        rows = pa.record_batch([pa.array(list(ids), pa.int64()), pa.array([window] * len(ids))], schema=schema)
+        land(lake, spec, window, [rows], schema, full=False)
+    with duckdb.connect() as conn, ExitStack() as stack:
+        manifests = pending(conn, lake, spec)
+        paths = duckdb_paths(stack, conn, lake, manifests)
+        remote = {key.split("/")[2] for key, path in paths.items() if path.startswith(f"{lake.protocols[0]}://")}
+        assert remote == {"ab"}  # a window with a glob character is read from a local copy
+        assert set(conn.list_filesystems()) & set(lake.protocols)
+        stack.close()
+        assert not set(conn.list_filesystems()) & set(lake.protocols), "unregistered after the load"
+        assert load(conn, lake, spec, manifests).table_rows == 14
+        counts = conn.execute('SELECT "window", count(*), sum(id) FROM s.events GROUP BY 1 ORDER BY 1').fetchall()
+        assert counts == [("a*", 5, 10), ("a[1]", 2, 25), ("ab", 7, 56)]
+        assert conn.list_filesystems() == []

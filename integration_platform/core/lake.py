@@ -321,6 +321,19 @@ class FsspecLake(_ObjectStoreLake):
                 raise UnsafeNameError(f"lake key {key!r} holds {unsafe!r}, which the {self.scheme}:// client misreads")
         return f"{self.bucket}/{self._key(key)}"
 
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        """The URL schemes ``fs`` answers to (``("gs", "gcs")``, ``("abfs", "az", "abfss")``)."""
+        protocol = self.fs.protocol
+        return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+    def reader_uri(self, key: str) -> str:
+        """``<protocol>://<bucket>/<prefix>/<key>`` for a reader holding ``fs`` (DuckDB with it
+        registered); the key is checked as for every other operation. The protocol is the
+        filesystem's first (``abfs`` for an ``az://`` lake): DuckDB names the files it read
+        (``filename``) with it, and the loader matches those names to the manifests'."""
+        return f"{self.protocols[0]}://{self._path(key)}"
+
     def _upload(self, staging: Path, key: str) -> None:
         self.fs.put_file(str(staging), self._path(key))
 

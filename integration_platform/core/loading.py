@@ -16,6 +16,7 @@ Write dispositions:
 Partitioned streams load per partition: the partition's rows are replaced.
 """
 
+import re
 import time
 from collections.abc import Collection, Sequence
 from contextlib import ExitStack
@@ -24,7 +25,7 @@ from typing import Any
 
 import duckdb
 
-from integration_platform.core.lake import LakeStore
+from integration_platform.core.lake import FsspecLake, LakeStore
 from integration_platform.core.landing import LandedFile, Manifest, active_manifests, list_manifests
 from integration_platform.core.schema_evolution import sql_widened
 from integration_platform.core.streams import (
@@ -296,6 +297,41 @@ def local_copies(stack: ExitStack, store: LakeStore, manifests: Sequence[Manifes
     return {key: str(stack.enter_context(store.local_copy(key))) for key in keys}
 
 
+#: What fsspec's glob (and so DuckDB through a registered filesystem) reads as a pattern.
+_GLOB = re.compile(r"[*?\[]")
+
+
+def duckdb_paths(
+    stack: ExitStack, conn: duckdb.DuckDBPyConnection, store: LakeStore, manifests: Sequence[Manifest]
+) -> dict[str, str]:
+    """``{key: path DuckDB on conn reads}`` of every file ``manifests`` name, valid until ``stack`` closes.
+
+    A lake on an fsspec filesystem (GCS, Azure Blob) is read where it is: its filesystem is
+    registered on ``conn`` (DuckDB's own gcs/azure extensions cannot be installed offline) and
+    unregistered when ``stack`` closes; DuckDB then reads only the byte ranges it needs. Measured
+    on fake-gcs-server and Azurite: a 40 MB Parquet file of 2M rows into a table in 0.18 s (GCS)
+    and 0.29-0.33 s (Azure) this way, 0.14 s and 0.27-0.40 s through a local copy. Any other
+    lake: :func:`local_copies` (a folder's files are their own copies; S3 through boto3).
+
+    DuckDB hands a path to the registered filesystem as a glob pattern, so a key holding ``*``,
+    ``?`` or ``[`` (a window named after a dropped file may) is read from a local copy instead:
+    ``a[1]`` would match ``a1`` and never the object ``a[1]`` itself.
+    """
+    if not isinstance(store, FsspecLake):
+        return local_copies(stack, store, manifests)
+    literal = [m for m in manifests if not any(_GLOB.search(f.key) for f in m.files)]
+    copies = local_copies(stack, store, [m for m in manifests if m not in literal])
+    if not literal:
+        return copies
+    before = set(conn.list_filesystems())
+    if not before & set(store.protocols):
+        conn.register_filesystem(store.fs)
+        for name in set(conn.list_filesystems()) - before:
+            stack.callback(conn.unregister_filesystem, name)
+    keys = dict.fromkeys(f.key for m in literal for f in m.files)
+    return {**copies, **{key: store.reader_uri(key) for key in keys}}
+
+
 #: A landed file as the loader reads it: its local path and its entry in the manifest.
 LocalFile = tuple[str, LandedFile]
 
@@ -473,7 +509,7 @@ def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, ma
     with ExitStack() as stack:
         conn.execute("BEGIN TRANSACTION")
         try:
-            copies = local_copies(stack, store, manifests)
+            copies = duckdb_paths(stack, conn, store, manifests)
             local = [(m, [(copies[f.key], f) for f in m.files]) for m in manifests]
             for manifest, files in local:  # a full landing comes first (see pending)
                 if manifest.full:
