@@ -48,6 +48,8 @@ PARTITIONS = 3
 #: size limits (test_kafka_current.py); librdkafka drops answers above ``receive.message.max.bytes``
 #: (100 MB) and retries forever: 1,000,000 messages are 122 MB. Every method gets the same setting.
 RECEIVE_MAX = 1_000_000_000
+#: Seconds a peer may take before it is failed (messages missing would otherwise loop for ever).
+TIMEOUT = 600
 
 PLATFORM_YAML = """
 type: integration_platform.components.QueueSource
@@ -108,9 +110,11 @@ def _consumer(args: argparse.Namespace) -> Any:
 
 def run_bare(args: argparse.Namespace) -> None:
     def work() -> dict[str, Any]:
-        consumer, got = _consumer(args), 0
+        consumer, got, deadline = _consumer(args), 0, time.monotonic() + TIMEOUT
         try:
             while got < args.messages:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"bare_consume: {got} of {args.messages} messages after {TIMEOUT} s")
                 got += sum(1 for m in consumer.consume(BATCH, 1.0) if m.error() is None)
             consumer.commit(asynchronous=False)
         finally:
@@ -125,10 +129,12 @@ def run_pandas(args: argparse.Namespace) -> None:
     import pandas as pd
 
     def work() -> dict[str, Any]:
-        consumer, got, batch = _consumer(args), 0, []
+        consumer, got, batch, deadline = _consumer(args), 0, [], time.monotonic() + TIMEOUT
         with tempfile.TemporaryDirectory() as folder, duckdb.connect(f"{folder}/w.duckdb") as db:
             try:
                 while got < args.messages:
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"kafka_pandas_duckdb: {got} of {args.messages} after {TIMEOUT} s")
                     batch += [m.value() for m in consumer.consume(BATCH - len(batch), 1.0) if m.error() is None]
                     if len(batch) < BATCH and got + len(batch) < args.messages:
                         continue

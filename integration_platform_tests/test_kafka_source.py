@@ -7,6 +7,7 @@ with a clear error or travel another way (dead letters in an envelope)."""
 import base64
 import datetime as dt
 import json
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -358,13 +359,27 @@ def test_publish_to_a_topic_with_keys_as_idempotent_ids(
 
 
 def _read_committed(broker: Broker, topic: str, partitions: int) -> list[bytes]:
-    """Every message of ``topic`` a ``read_committed`` consumer sees (keys)."""
+    """The keys of every message of ``topic`` a ``read_committed`` consumer sees before a marker
+    sent now to each partition: a marker is delivered only once no transaction before it is still
+    open, so an empty answer means "aborted", never "not decided yet" or "the consumer was slow"."""
+    marker = f"marker-{uuid.uuid4().hex}".encode()
+    producer = Producer(broker.client_config())
+    for partition in range(partitions):
+        producer.produce(topic, value=b"", key=marker, partition=partition)
+    assert producer.flush(10) == 0
     consumer = Consumer(broker.client_config({"group.id": f"t{uuid.uuid4().hex}", "isolation.level": "read_committed"}))
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     keys: list[bytes] = []
+    markers, deadline = 0, time.monotonic() + 30
     try:
-        while batch := consumer.consume(500, timeout=2):
-            keys += [m.key() or b"" for m in batch if m.error() is None]
+        while markers < partitions:
+            assert time.monotonic() < deadline, f"markers not delivered: a transaction on {topic} is still open"
+            for message in consumer.consume(500, timeout=1):
+                key = message.key() or b""
+                if message.error() is None:
+                    markers += key == marker
+                    if not key.startswith(b"marker-"):
+                        keys.append(key)
     finally:
         consumer.close()
     return keys
@@ -376,15 +391,19 @@ def test_a_transactional_publication_is_all_or_nothing(
 ) -> None:
     """Row 30 of 40 is too large for the producer (``message.max.bytes``), so the run fails after
     sending 30 messages: in a transaction a ``read_committed`` consumer sees none of them (without
-    one, the 30 stay visible); the next run, without the large row, publishes every row once."""
+    one, the 30 stay visible); the next run, without the large row, publishes every row once, and a
+    stream reading the topic back drains it to a lag of 0 (a transaction's commit marker takes an
+    offset no message has: committed offsets must step over it)."""
     topic = _topic(current_kafka)
     out = f"{topic}_out"
     current_kafka.create_topic(out, 2)
+    current_kafka.create_topic(f"{out}.dead-letter", 1)
     produce(current_kafka, topic, _orders(40))
 
     def publication(large: str) -> str:
         query = f"SELECT order_id, CASE WHEN order_id = 30 THEN {large} ELSE customer END AS customer FROM shop.orders"
         return (
+            f"    - name: replay\n      topic: {out}\n      message_id: key\n      max_wait_seconds: 1\n"
             f'  publish:\n    - name: orders_out\n      query: "{query}"\n      deps: [warehouse/shop.orders]\n'
             f"      key_columns: [order_id]\n      cursor: order_id\n      topic: {out}\n"
             f"      transactional: {str(transactional).lower()}\n      fetch_rows: 7\n"
@@ -407,6 +426,10 @@ def test_a_transactional_publication_is_all_or_nothing(
     assert fixed.materialize([publish]).success
     meta = latest_metadata(instance, publish)
     assert meta["messages_published"] == 40 and meta.get("transactional", False) == transactional
+    replay = [dg.AssetKey(["shop", "replay"]), dg.AssetKey(["warehouse", "shop.replay"])]
+    assert fixed.materialize(replay).success
+    assert latest_metadata(instance, replay[0])["remaining_messages"] == 0
+    assert fixed.query("SELECT count(DISTINCT order_id) FROM shop.replay") == [(40,)]
     keys = _read_committed(current_kafka, out, 2)
     assert len(set(keys)) == 40 and len(keys) == (40 if transactional else 70)
 

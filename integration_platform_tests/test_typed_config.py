@@ -67,3 +67,24 @@ def test_templates_inside_a_typed_value_are_rendered_and_a_rendered_secret_is_ne
         RestSource.resolve_from_yaml(base + "auth: '{{ env.IP_TEST_TOKEN }}'")
     assert "SUPERSECRET9" not in "".join(traceback.format_exception(failure.value))
     assert isinstance(RestSource.resolve_from_yaml(base + "auth: {}").auth, NoAuth)  # no type: no credentials
+
+
+def test_kafka_client_config_takes_yaml_scalars_as_librdkafka_text() -> None:
+    """``client_config: {enable.idempotence: false, message.max.bytes: 2000}`` reaches librdkafka
+    as the text it parses, not Python's ``False`` / ``2000``."""
+    from integration_platform.resources.kafka import KafkaResource
+    from integration_platform.sources.queues.config import QueueConnection
+
+    connection = QueueConnection(
+        broker="kafka",
+        bootstrap_servers="127.0.0.1:9092",
+        client_config={"enable.idempotence": False, "message.max.bytes": 2000, "linger.ms": 5.5, "acks": "all"},
+    )
+    resource = connection.resource()
+    assert isinstance(resource, KafkaResource)
+    assert resource.client_config == {
+        "enable.idempotence": "false",
+        "message.max.bytes": "2000",
+        "linger.ms": "5.5",
+        "acks": "all",
+    }

@@ -38,6 +38,7 @@ warehouse table (:mod:`~integration_platform.outbound.publish`).
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -254,7 +255,7 @@ class QueueSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
                 raise ValueError(
                     f"{yaml_path}: attributes.publish[{i}]: a {self.connection.broker} publication needs {wanted}"
                 )
-            opener = kafka_publisher if kafka else rabbit_publisher
+            opener = partial(kafka_publisher, source=self.source) if kafka else rabbit_publisher
             assets.append(publish_asset(self.source, entry, self.resource_key, self.connection.broker, opener))
         return dg.Definitions(
             assets=assets,

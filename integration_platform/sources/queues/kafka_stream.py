@@ -21,6 +21,7 @@ headers) and ``_ip_received_at``.
 import base64
 import datetime as dt
 import json
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -61,6 +62,9 @@ Reset = Literal["committed", "earliest", "latest", "timestamp"]
 #: Record format v2 (headers) arrived in Kafka 0.11; ListOffsets v1 (offsets_for_times) in 0.10.1.
 HEADERS_SINCE, TIMESTAMP_LOOKUP_SINCE = (0, 11), (0, 10, 1)
 REASON_HEADER = "x-ip-dead-letter-reason"
+#: commit_transaction tries on retriable errors, each bounded by the resource's timeout.
+COMMIT_ATTEMPTS = 3
+LOG = logging.getLogger(__name__)
 
 
 def headers_json(
@@ -219,14 +223,22 @@ class KafkaTopicSource:
             )
 
     def commit(self, messages: Sequence[Message], manifest: Manifest | None) -> None:
+        """Commit, per partition, the consumer's position after the batch: the last message's
+        offset + 1, or past it when a transaction's commit marker follows (the marker takes an
+        offset but is never delivered; committing at it would leave a lag of 1 for ever)."""
         ranges = self._ranges(messages)
-        offsets = [TopicPartition(self.topic, p, high + 1) for p, (_, high) in ranges.items()]
         try:
+            positions = self.consumer.position([TopicPartition(self.topic, p) for p in ranges])
+            after = {tp.partition: tp.offset for tp in positions}
+            offsets = [
+                TopicPartition(self.topic, p, max(high + 1, after.get(p, -1))) for p, (_, high) in ranges.items()
+            ]
             self.consumer.commit(offsets=offsets, asynchronous=False)
         except Exception as exc:
             raise self.kafka.error(f"committing offsets of {self.topic!r}", exc) from None
+        for tp in offsets:
+            self.committed[tp.partition] = tp.offset
         for partition, (_, high) in ranges.items():
-            self.committed[partition] = high + 1
             self.landed_through[partition] = max(self.landed_through.get(partition, 0), high + 1)
 
     def landing_extra(self, messages: Sequence[Message]) -> dict[str, Any]:
@@ -286,14 +298,14 @@ class KafkaPublisher:
 
     def __init__(self, kafka: KafkaResource, topic: str, transactional_id: str | None = None) -> None:
         self.kafka, self.topic, self.transactional = kafka, topic, transactional_id is not None
-        self.producer = kafka.new_producer(transactional_id)
         self.failures: list[str] = []
-        if self.transactional:
-            try:
+        try:  # librdkafka refuses contradictory settings here (transactions without idempotence)
+            self.producer = kafka.new_producer(transactional_id)
+            if self.transactional:
                 self.producer.init_transactions(kafka.timeout)
                 self.producer.begin_transaction()
-            except KafkaException as exc:
-                raise kafka.error(f"starting transaction {transactional_id!r}", exc) from None
+        except KafkaException as exc:
+            raise kafka.error(f"starting a producer for {topic!r} (transactional id {transactional_id})", exc) from None
 
     def _delivered(self, error: KafkaError | None, _: Any) -> None:
         if error is not None:
@@ -321,30 +333,52 @@ class KafkaPublisher:
                 f"{(self.failures or ['flush timed out'])[:3]}"
             )
         if self.transactional:
+            self._commit()
+
+    def _commit(self) -> None:
+        """``commit_transaction`` as librdkafka's transactional API says (INTRODUCTION.md,
+        "Transactional Producer"): retry a retriable error, abort when the error requires it;
+        any other error (fatal, fenced) leaves the outcome to the broker, and says so."""
+        for _ in range(COMMIT_ATTEMPTS):
             try:
                 self.producer.commit_transaction(self.kafka.timeout)
+                return
             except KafkaException as exc:
-                self.abort()
-                raise self.kafka.error(f"committing the transaction on {self.topic!r}", exc) from None
+                error = exc.args[0] if exc.args else None
+                if isinstance(error, KafkaError) and error.retriable():
+                    continue
+                if isinstance(error, KafkaError) and error.txn_requires_abort():
+                    self.abort()
+                    raise self.kafka.error(f"committing the transaction on {self.topic!r} (aborted)", exc) from None
+                raise self.kafka.error(
+                    f"committing the transaction on {self.topic!r} (outcome unknown: the broker aborts it "
+                    "at its timeout unless it was committed; the next run sends the rows again under the same ids)",
+                    exc,
+                ) from None
+        raise BrokerError(
+            f"committing the transaction on {self.topic!r}: still retriable after {COMMIT_ATTEMPTS} tries"
+        )
 
     def abort(self) -> None:
-        """Abort the open transaction, if any (best effort: the broker aborts it at its timeout)."""
+        """Abort the open transaction, if any. Best effort: an abort that fails is logged, and the
+        broker aborts the transaction at ``transaction.timeout.ms``."""
         if self.transactional:
             try:
                 self.producer.abort_transaction(self.kafka.timeout)
-            except KafkaException:
-                pass
+            except KafkaException as exc:
+                LOG.warning("aborting the transaction on %r failed: %s", self.topic, self.kafka.error("abort", exc))
 
 
 @contextmanager
-def kafka_publisher(kafka: KafkaResource, spec: PublishSpec) -> Iterator[KafkaPublisher]:
+def kafka_publisher(kafka: KafkaResource, spec: PublishSpec, source: str = "") -> Iterator[KafkaPublisher]:
     """A :class:`KafkaPublisher` for ``spec.topic``; leaving the block waits for every delivery
     report (and commits), leaving it by an exception aborts a transactional publication.
 
-    The transactional id of ``transactional: true`` is ``integration_platform.<topic>.<name>``,
-    the same for every run, so a new run fences a previous instance still producing."""
+    The transactional id of ``transactional: true`` is ``integration_platform.<source>.<name>``
+    (the publication's asset), the same for every run, so a new run fences a previous instance
+    still producing."""
     assert spec.topic is not None
-    transactional_id = f"integration_platform.{spec.topic}.{spec.name}" if spec.transactional else None
+    transactional_id = f"integration_platform.{source}.{spec.name}" if spec.transactional else None
     publisher = KafkaPublisher(kafka, spec.topic, transactional_id)
     try:
         yield publisher
