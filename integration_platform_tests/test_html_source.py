@@ -8,7 +8,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from functools import partial
+from html.parser import HTMLParser
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -93,6 +95,77 @@ def test_paged_table_pages_land_and_reconcile_with_the_database(
     event = instance.get_latest_materialization_event(dg.AssetKey(["chinook_site", "tracks"]))
     assert event and event.asset_materialization
     assert event.asset_materialization.metadata["pages_fetched"].value == 36
+
+
+#: The HTML documentation Debian's essential package base-passwd ships, and the master files it documents.
+BASE_PASSWD_DOCS = Path("/usr/share/doc/base-passwd")
+BASE_PASSWD_MASTER = Path("/usr/share/base-passwd")
+
+
+class _EntryNames(HTMLParser):
+    """The standard library's HTML parser as the independent reading: the text of each ``<dt>``
+    of a ``<dl>`` directly inside a ``<div class="VARIABLELIST">`` (DocBook's variable lists)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[tuple[str, str]] = []
+        self.names: list[str] = []
+        self.text: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "dt" and [t for t, _ in self.stack[-2:]] == ["div", "dl"] and self.stack[-2][1] == "VARIABLELIST":
+            self.text = []
+        self.stack.append((tag, dict(attrs).get("class") or ""))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.stack and self.stack.pop()[0] != tag:
+            pass  # elements left open (the document's <P>) end with their parent
+        if tag == "dt" and self.text is not None:
+            self.names.append(" ".join("".join(self.text).split()))
+            self.text = None
+
+    def handle_data(self, data: str) -> None:
+        if self.text is not None:
+            self.text.append(data)
+
+
+def test_a_debian_packages_html_documentation_reconciles_with_the_files_it_documents(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """base-passwd's users-and-groups.html (DocBook, upper-case tags and classes), served by a real
+    HTTP server: one row per documented user or group, the same names the standard library's
+    parser reads, and every user and group of the package's own master files among them (all but
+    ``_apt``, which base-passwd 3.6 added to the files and not to the document)."""
+    page = BASE_PASSWD_DOCS / "users-and-groups.html"
+    if not page.exists():
+        missing(f"{page} (Debian's base-passwd package)")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(BASE_PASSWD_DOCS)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        stream = """    - name: entries
+      path: /users-and-groups.html
+      rows: "div.VARIABLELIST > dl > dt"
+      columns: {name: "dt"}
+"""
+        p = platform(source_yaml(f"http://127.0.0.1:{server.server_address[1]}", stream), tmp_path, instance)
+        result = p.materialize()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.success, failure_messages(result)
+    reading = _EntryNames()
+    reading.feed(page.read_text(encoding="utf-8"))
+    assert len(reading.names) > 40
+    assert landed_rows(result) == {"chinook_site/entries": len(reading.names)}
+    landed = [name for (name,) in p.query("SELECT name FROM chinook_site.entries ORDER BY name")]
+    assert landed == sorted(reading.names)
+    documented = {part for name in landed for part in name.split(", ")}  # "nobody, nogroup" is one entry
+    masters = {
+        line.split(":", 1)[0]
+        for master in ("passwd.master", "group.master")
+        for line in (BASE_PASSWD_MASTER / master).read_text().splitlines()
+    }
+    assert masters - documented == {"_apt"}
 
 
 class _Site(BaseHTTPRequestHandler):
