@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from common import Method, child_report, parse_args, python_child, report, run_interleaved, select, warm_imports
-from queue_ingest import body
+from queue_ingest import body, drain_once
 
 SCRIPT = Path(__file__).resolve()
 BATCH = 10_000
@@ -169,18 +169,7 @@ def run_platform(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as folder, dg.instance_for_test() as instance:
         target = platform(yaml, Path(folder), instance)
 
-        def work() -> dict[str, Any]:
-            if not target.materialize(keys).success:
-                raise SystemExit("platform run failed")
-            rows = target.query("SELECT count(*), count(DISTINCT _ip_message_id) FROM bench.events")[0]
-            if rows != (args.messages, args.messages):
-                raise SystemExit(f"platform: DuckDB holds {rows} (rows, distinct ids), expected {args.messages}")
-            event = instance.get_latest_materialization_event(keys[0])
-            meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
-            batch_max = meta.get("batch_seconds_max")
-            return {"rows": rows[0], "batch_seconds_max": batch_max.value if batch_max else None}
-
-        child_report(work)
+        child_report(lambda: drain_once(target, instance, keys, args.messages))
 
 
 CHILDREN = {"platform": run_platform, "bare_consume": run_bare, "kafka_pandas_duckdb": run_pandas}

@@ -194,22 +194,24 @@ def run_platform(args: argparse.Namespace) -> None:
         batch_latency = latency(f"{args.queue}_probe", target, probe)
 
         def work() -> dict[str, Any]:
-            result = target.materialize(keys)
-            if not result.success:
-                raise SystemExit("platform run failed")
-            rows = target.query("SELECT count(*), count(DISTINCT _ip_message_id) FROM bench.events")[0]
-            if rows != (args.messages, args.messages):
-                raise SystemExit(f"platform: DuckDB holds {rows} (rows, distinct ids), expected {args.messages}")
-            event = instance.get_latest_materialization_event(keys[0])
-            meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
-            batch_max = meta.get("batch_seconds_max")
-            return {
-                "rows": rows[0],
-                "batch_seconds_max": batch_max.value if batch_max else None,
-                "batch_latency_s": batch_latency,
-            }
+            return {**drain_once(target, instance, keys, args.messages), "batch_latency_s": batch_latency}
 
         child_report(work)
+
+
+def drain_once(target: Any, instance: Any, keys: list[Any], messages: int) -> dict[str, Any]:
+    """One platform run materialising ``keys`` (the stream's lake and warehouse assets); exits when
+    it fails or when ``bench.events`` does not hold exactly ``messages`` distinct message ids.
+    Returns the rows and the slowest batch's seconds (also kafka_ingest.py's platform method)."""
+    if not target.materialize(keys).success:
+        raise SystemExit("platform run failed")
+    rows = target.query("SELECT count(*), count(DISTINCT _ip_message_id) FROM bench.events")[0]
+    if rows != (messages, messages):
+        raise SystemExit(f"platform: DuckDB holds {rows} (rows, distinct ids), expected {messages}")
+    event = instance.get_latest_materialization_event(keys[0])
+    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    batch_max = meta.get("batch_seconds_max")
+    return {"rows": rows[0], "batch_seconds_max": batch_max.value if batch_max else None}
 
 
 def latency(queue: str, target: Any, keys: list[Any]) -> float:

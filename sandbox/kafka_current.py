@@ -28,8 +28,6 @@ not installed (the dev extra).
 """
 
 import os
-import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -42,10 +40,9 @@ from typing import IO, Any
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from sandbox import ServerMissing
-from sandbox.processes import free_port, log_tail, wait_for_port
+from sandbox.processes import free_port, log_tail, start_server
 
 NOIDA_VERSION = "0.2.2"
-STOP_SECONDS = 10.0
 
 
 def noida_binary() -> Path:
@@ -98,18 +95,6 @@ class CurrentKafka:
             future.result(timeout)
 
 
-def _stop_cleanly(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (noida-db then saves its state), SIGKILL after :data:`STOP_SECONDS`."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_SECONDS)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @contextmanager
 def start_noida_kafka(workdir: Path | None = None) -> Iterator[CurrentKafka]:
     """Start noida-db's Kafka broker alone (``--only kafka``) on a free 127.0.0.1 port with its data
@@ -124,12 +109,7 @@ def start_noida_kafka(workdir: Path | None = None) -> Iterator[CurrentKafka]:
         log = stack.enter_context((workdir / "noida-db.log").open("w+b"))
         args = [str(noida_binary()), "start", "--only", "kafka", "--host", "127.0.0.1"]
         args += ["--kafka-port", str(port), "--data-dir", str(workdir / "data")]
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        stack.callback(_stop_cleanly, process)
-        try:
-            wait_for_port(port, process)
-        except Exception as exc:
-            raise RuntimeError(f"noida-db did not start on 127.0.0.1:{port}: {exc}\n{log_tail(log)}") from exc
+        process = start_server(stack, args, port, "noida-db", log)  # stopped by SIGTERM: it saves its state
         broker = CurrentKafka(port=port, workdir=workdir, _log=log)
         deadline = time.monotonic() + 30
         while True:

@@ -14,13 +14,12 @@ process on a free port of 127.0.0.1, registered on an ``ExitStack`` to be stoppe
 
 import subprocess
 import sys
-import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox import ServerMissing
-from sandbox.processes import free_port, log_tail, stop, wait_for_port
+from sandbox.processes import free_port, start_server
 
 AZURITE_BIN = Path(__file__).resolve().parent / "azurite" / "node_modules" / ".bin" / "azurite-blob"
 #: Azurite's development account, as Microsoft documents it for the emulator (learn.microsoft.com,
@@ -41,17 +40,6 @@ def fake_gcs_binary() -> Path:
     return binary
 
 
-def _start(stack: ExitStack, args: list[str], port: int, what: str) -> subprocess.Popen[bytes]:
-    log = stack.enter_context(tempfile.TemporaryFile())
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    stack.callback(stop, process)
-    try:
-        wait_for_port(port, process)
-    except Exception as exc:
-        raise RuntimeError(f"{what} did not start on 127.0.0.1:{port}: {exc}\n{log_tail(log)}") from exc
-    return process
-
-
 def moto_s3(stack: ExitStack) -> str:
     """Start moto's S3 API server on a free loopback port; returns its endpoint URL. Raises
     :class:`ServerMissing` without ``moto_server``, ``RuntimeError`` when it did not start."""
@@ -59,7 +47,7 @@ def moto_s3(stack: ExitStack) -> str:
     if not executable.exists():
         raise ServerMissing("moto_server (pip install 'moto[server]': the dev extra)")
     port = free_port()
-    _start(stack, [str(executable), "-H", "127.0.0.1", "-p", str(port)], port, "moto_server")
+    start_server(stack, [str(executable), "-H", "127.0.0.1", "-p", str(port)], port, "moto_server")
     return f"http://127.0.0.1:{port}"
 
 
@@ -68,7 +56,7 @@ def fake_gcs_server(stack: ExitStack) -> str:
     (``http://127.0.0.1:<port>``). Raises :class:`ServerMissing` or ``RuntimeError`` (it did not start)."""
     port = free_port()
     args = [str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "memory"]
-    _start(stack, args, port, "fake-gcs-server")
+    start_server(stack, args, port, "fake-gcs-server")
     return f"http://127.0.0.1:{port}"
 
 
@@ -96,5 +84,5 @@ def azurite(stack: ExitStack) -> Azurite:
     port = free_port()
     args = [str(AZURITE_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(port)]
     args += ["--inMemoryPersistence", "--skipApiVersionCheck", "--silent", "--disableTelemetry"]
-    process = _start(stack, args, port, "azurite")
+    process = start_server(stack, args, port, "azurite")
     return Azurite(f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}", process)

@@ -14,10 +14,27 @@ from typing import IO
 
 from integration_platform.standins import free_port, stop, wait_for_port
 
-__all__ = ["free_port", "log_tail", "start_listening", "stop", "wait_for_port"]
+__all__ = ["free_port", "log_tail", "start_listening", "start_server", "stop", "wait_for_port"]
 
 START_SECONDS = 30.0
 LISTENING = "listening on "
+
+
+def start_server(
+    stack: ExitStack, args: list[str], port: int, what: str, log: IO[bytes] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``args`` writing to ``log`` (a temporary file when ``None``), registered on ``stack`` to be
+    stopped by pid (:func:`stop`); wait until it listens on 127.0.0.1:``port``. Raises
+    ``RuntimeError`` naming ``what`` with the end of its output when it does not."""
+    if log is None:
+        log = stack.enter_context(tempfile.TemporaryFile())
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    stack.callback(stop, process)
+    try:
+        wait_for_port(port, process)
+    except Exception as exc:
+        raise RuntimeError(f"{what} did not start on 127.0.0.1:{port}: {exc}\n{log_tail(log)}") from exc
+    return process
 
 
 def log_tail(stderr: IO[bytes]) -> str:
