@@ -108,9 +108,12 @@ def file_name(day: str) -> str:
 
 def sensor_tick(p: Platform, cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
     sensor = next(s for s in p.defs.sensors or [] if s.name == "covid_regions_drops")
-    with dg.build_sensor_context(
-        cursor=cursor, definitions=p.defs, resources=dict(p.defs.resources or {}), instance=p.instance
-    ) as context:
+    with (
+        dg.partition_loading_context(dynamic_partitions_store=p.instance),  # as the sensor daemon sets it
+        dg.build_sensor_context(
+            cursor=cursor, definitions=p.defs, resources=dict(p.defs.resources or {}), instance=p.instance
+        ) as context,
+    ):
         result = sensor.evaluate_tick(context)
     return list(result.run_requests or []), result.cursor
 
@@ -187,6 +190,42 @@ def test_the_sensor_lands_each_object_once_and_a_republished_one_again(
     assert p.materialize([LAKE, WAREHOUSE], partition_key=DAYS[1]).success
     assert p.query(f"SELECT count(*) FROM covid.regions WHERE CAST(data AS DATE) = DATE '{DAYS[1]}'")[0][0] == 10
     assert p.query("SELECT count(*) FROM covid.regions")[0][0] == 52
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_per_file_partitions_wait_for_their_marker_object(
+    store: str, servers: dict[str, Any], tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``partition: per_file`` with ``marker_suffix: .done``: an object is requested once its
+    ``<name>.done`` object exists (the marker says it is complete), never before and never twice,
+    each as its own dynamic partition, and lands its own rows."""
+    drops = shared_file("dpc-covid19-ita-regioni-daily", "dati-regioni")
+    bucket = new_bucket(store, servers)
+    yaml = source_yaml(connection_yaml(store, bucket, servers, monkeypatch)).replace(
+        'partition: {type: daily, start: "2020-02-24"}', "partition: {type: per_file}\n      marker_suffix: .done"
+    )
+    p = platform(yaml, tmp_path, instance)
+    # The sensor asks for each file's partition with its run request; the daemon adds it first, a
+    # sensor evaluated by hand checks the request against the partitions that exist already.
+    instance.add_dynamic_partitions("covid__regions__files", [file_name(d) for d in DAYS[:2]])
+    with bucket_resource(p).connect() as files:
+        if store != "s3":
+            files.fs.mkdir(bucket)
+        for day in DAYS[:2]:
+            files.fs.pipe_file(f"{bucket}/incoming/regions/{file_name(day)}", (drops / file_name(day)).read_bytes())
+        files.fs.pipe_file(f"{bucket}/incoming/regions/{file_name(DAYS[0])}.done", b"")
+        first, cursor = sensor_tick(p, None)
+        second, cursor = sensor_tick(p, cursor)
+        files.fs.pipe_file(f"{bucket}/incoming/regions/{file_name(DAYS[1])}.done", b"")
+        third, cursor = sensor_tick(p, cursor)
+        fourth, cursor = sensor_tick(p, cursor)
+    assert [r.partition_key for r in first] == [file_name(DAYS[0])], "only the object with its marker"
+    assert second == [] and fourth == []
+    assert [r.partition_key for r in third] == [file_name(DAYS[1])]
+    for request in first + third:
+        assert p.materialize([LAKE, WAREHOUSE], partition_key=request.partition_key).success
+    rows = sum(len((drops / file_name(d)).read_text(encoding="utf-8").splitlines()) - 1 for d in DAYS[:2])
+    assert p.query("SELECT count(*) FROM covid.regions")[0][0] == rows
 
 
 @pytest.mark.parametrize("store", ["gcs", "azure"])
