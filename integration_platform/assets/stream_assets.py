@@ -487,6 +487,8 @@ def lock_holder(database: str) -> str | None:
     try:
         duckdb.connect(database).close()
         return None
+    except duckdb.ConnectionException:
+        return None  # this process has the file open already (with another configuration): no lock to wait for
     except duckdb.IOException as exc:
         found = _LOCK_HOLDER.search(str(exc))
         if not found:
@@ -517,6 +519,11 @@ def warehouse_connection(
                 description=f"the warehouse {resource.database} stayed locked by {holder}: close that connection "
                 f"(an analyst's DuckDB session?) and retry; DuckDB said: {exc}"
             ) from None
+        # dagster-duckdb closes its connection only when the block ends without an exception; a failed
+        # step's connection stayed open until garbage collection, and any later connect in the process
+        # with another configuration failed ("Can't open a connection to same database file with a
+        # different configuration"). Closing twice is harmless.
+        stack.callback(conn.close)
         yield conn
 
 

@@ -56,7 +56,7 @@ from integration_platform.assets.config_model import (
 from integration_platform.assets.http_config import AuthField, NoAuth
 from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.assets.run_recovery import tag_run_host
-from integration_platform.assets.stream_assets import warehouse_table_key
+from integration_platform.assets.stream_assets import warehouse_connection, warehouse_table_key
 from integration_platform.core.cursors import CursorValue
 from integration_platform.core.landing import land
 from integration_platform.core.names import ENV_NAME, url_segment
@@ -263,7 +263,7 @@ def _read_rows(
     relation = relation_sql(sync.table, sync.query)
     try:
         if sync.source.warehouse:
-            with context.resources.warehouse.get_connection() as conn:
+            with warehouse_connection(context) as conn:
                 yield from select_since(conn, relation, sync.cursor, mark, sync.chunk_rows, sync.key_columns)
             return
         engine = sa.create_engine(os.environ[str(sync.source.url_env)])

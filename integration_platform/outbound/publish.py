@@ -37,7 +37,7 @@ from pydantic import Field, model_validator
 from integration_platform.assets.config_model import SafeModel, current_asset_keys, require_exactly_one
 from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.assets.run_recovery import tag_run_host
-from integration_platform.assets.stream_assets import warehouse_table_key
+from integration_platform.assets.stream_assets import warehouse_connection, warehouse_table_key
 from integration_platform.core.outbound import (
     MissingColumnError,
     Watermark,
@@ -141,7 +141,7 @@ def publish_asset(
         published, watermark = 0, Watermark(mark)
         relation = relation_sql(spec.table, spec.query)
         with (
-            context.resources.warehouse.get_connection() as conn,
+            warehouse_connection(context) as conn,
             open_publisher(getattr(context.resources, resource_key), spec) as publisher,
         ):
             try:
