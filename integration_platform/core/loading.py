@@ -319,8 +319,11 @@ def duckdb_paths(
     """
     if not isinstance(store, FsspecLake):
         return local_copies(stack, store, manifests)
-    literal = [m for m in manifests if not any(_GLOB.search(f.key) for f in m.files)]
-    copies = local_copies(stack, store, [m for m in manifests if m not in literal])
+    literal: list[Manifest] = []
+    globbed: list[Manifest] = []
+    for manifest in manifests:
+        (globbed if any(_GLOB.search(f.key) for f in manifest.files) else literal).append(manifest)
+    copies = local_copies(stack, store, globbed)
     if not literal:
         return copies
     before = set(conn.list_filesystems())
