@@ -34,8 +34,9 @@ from integration_platform.resources.brokers import BrokerError
 OWN_PROPERTIES = (
     "bootstrap.servers", "group.id", "sasl.username", "sasl.password", "enable.auto.commit", "transactional.id",
 )  # fmt: skip
-#: Idempotent producers and transactions (InitProducerId, record format v2) arrived in Kafka 0.11.
-IDEMPOTENCE_SINCE = (0, 11)
+#: Record format v2 arrived in Kafka 0.11, and with it headers, idempotent producers and
+#: transactions (InitProducerId).
+RECORD_V2_SINCE = (0, 11)
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
@@ -132,10 +133,10 @@ class KafkaResource(dg.ConfigurableResource):
         transactional (the caller runs ``init_transactions``); raises :class:`BrokerError` when
         the broker is told to be older than 0.11."""
         config = {**self._config(), "acks": "all", "linger.ms": 5}
-        if self.supports(IDEMPOTENCE_SINCE):
+        if self.supports(RECORD_V2_SINCE):
             config.setdefault("enable.idempotence", True)
         if transactional_id is not None:
-            if not self.supports(IDEMPOTENCE_SINCE):
+            if not self.supports(RECORD_V2_SINCE):
                 raise BrokerError(
                     f"transactions need Kafka >= 0.11; {self.where} is configured as "
                     f"{'.'.join(map(str, self.broker_version() or ()))}"

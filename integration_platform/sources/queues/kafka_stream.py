@@ -44,7 +44,7 @@ from integration_platform.core.landing import Manifest, list_manifests
 from integration_platform.core.streams import StreamSpec
 from integration_platform.outbound.publish import PublishSpec
 from integration_platform.resources.brokers import BrokerError
-from integration_platform.resources.kafka import KafkaResource
+from integration_platform.resources.kafka import RECORD_V2_SINCE, KafkaResource
 from integration_platform.sources.queues.messages import Message
 
 ATTRIBUTES = pa.schema(
@@ -59,8 +59,8 @@ ATTRIBUTES = pa.schema(
     ]
 )
 Reset = Literal["committed", "earliest", "latest", "timestamp"]
-#: Record format v2 (headers) arrived in Kafka 0.11; ListOffsets v1 (offsets_for_times) in 0.10.1.
-HEADERS_SINCE, TIMESTAMP_LOOKUP_SINCE = (0, 11), (0, 10, 1)
+#: ListOffsets v1 (offsets_for_times) arrived in Kafka 0.10.1; headers with RECORD_V2_SINCE (0.11).
+TIMESTAMP_LOOKUP_SINCE = (0, 10, 1)
 REASON_HEADER = "x-ip-dead-letter-reason"
 #: commit_transaction tries on retriable errors, each bounded by the resource's timeout.
 COMMIT_ATTEMPTS = 3
@@ -201,7 +201,7 @@ class KafkaTopicSource:
             self._producer = self.kafka.new_producer()
         partition, offset = message.ref
         origin = {"topic": self.topic, "partition": partition, "offset": offset, "reason": reason[:1000]}
-        if self.kafka.supports(HEADERS_SINCE):
+        if self.kafka.supports(RECORD_V2_SINCE):
             value, headers = (
                 message.body,
                 [(REASON_HEADER, reason[:1000].encode())]
