@@ -24,7 +24,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol
 
-from integration_platform.core.names import MAX_KEY_SEGMENT_BYTES, UnsafeNameError, check_segment
+from integration_platform.core.names import MAX_KEY_SEGMENT_BYTES, check_segment, refuse_misread
 
 TMP_MARK = ".tmp-"
 #: A staging file's name: ``.tmp-<pid>@<host id>~<32 hex><suffix of the final name>``; the writer's pid
@@ -316,9 +316,7 @@ class FsspecLake(_ObjectStoreLake):
         self.unsafe = unsafe
 
     def _path(self, key: str) -> str:
-        for unsafe in self.unsafe:
-            if unsafe in key:
-                raise UnsafeNameError(f"lake key {key!r} holds {unsafe!r}, which the {self.scheme}:// client misreads")
+        refuse_misread(key, self.unsafe, "lake key", f"the {self.scheme}:// client misreads")
         return f"{self.bucket}/{self._key(key)}"
 
     @property

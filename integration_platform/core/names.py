@@ -36,6 +36,15 @@ def implausible_column_names(names: list[str]) -> list[str]:
     return [name for name in names if not _PLAUSIBLE_COLUMN.fullmatch(name)]
 
 
+def refuse_misread(name: str, unsafe: tuple[str, ...], what: str, why: str) -> str:
+    """Return ``name`` unless it holds one of ``unsafe`` (substrings a store's client reads as something
+    else, such as adlfs's ``?versionid=``); then raise :class:`UnsafeNameError` naming ``what`` and ``why``."""
+    for part in unsafe:
+        if part in name:
+            raise UnsafeNameError(f"{what}: {name!r} holds {part!r}, which {why}: refused")
+    return name
+
+
 def check_segment(name: str, what: str, max_bytes: int = MAX_SEGMENT_BYTES) -> str:
     """Return ``name`` when it is one plain path segment, else raise :class:`UnsafeNameError`.
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
-from integration_platform.core.names import UnsafeNameError, check_segment
+from integration_platform.core.names import check_segment, refuse_misread
 from integration_platform.resources.object_stores import (
     AZURE_UNSAFE,
     AzureBlobSettings,
@@ -64,12 +64,10 @@ class BucketFiles:
             if info.get("type") != "file" or not name or "/" in name:
                 continue  # the prefix itself, a marker, or an object further down
             check_segment(name, f"object name listed under {self.where}/{prefix}")
-            for unsafe in self.unsafe:
-                if unsafe in name:
-                    raise UnsafeNameError(
-                        f"object name listed under {self.where}/{prefix}: {name!r} holds {unsafe!r}, "
-                        "which this store's client reads as a version marker: refused"
-                    )
+            refuse_misread(
+                name, self.unsafe, f"object name listed under {self.where}/{prefix}",
+                "this store's client reads as a version marker",
+            )  # fmt: skip
             yield RemoteFile(
                 path=f"{prefix}/{name}" if prefix else name,
                 name=name,
