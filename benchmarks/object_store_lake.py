@@ -75,14 +75,12 @@ def make_source(work: Path, rows: int) -> Path:
 
 def lake(store: str, args: argparse.Namespace, bucket: str) -> Any:
     """The platform's lake store for ``store`` (``local``: a folder under ``--out``)."""
-    from dagster_aws.s3 import S3Resource
-
     from integration_platform.resources.lake import LakeResource
-    from integration_platform.resources.object_stores import AzureBlobSettings, GcsSettings
+    from integration_platform.resources.object_stores import AzureBlobSettings, GcsSettings, S3Settings
 
     if store == "local":
-        return LakeResource(url=args.out, s3=S3Resource()).store()
-    s3 = S3Resource(
+        return LakeResource(url=args.out).store()
+    s3 = S3Settings(
         endpoint_url=args.s3, region_name="us-east-1", aws_access_key_id="bench", aws_secret_access_key="bench"
     )
     return LakeResource(

@@ -290,7 +290,6 @@ def run_platform(args: argparse.Namespace, tmp: Path) -> None:
     import duckdb
     import yaml
     from dagster.components.core.component_tree import ComponentTree
-    from dagster_aws.s3 import S3Resource
     from dagster_duckdb import DuckDBResource
 
     from integration_platform.components import RestSource
@@ -311,7 +310,7 @@ def run_platform(args: argparse.Namespace, tmp: Path) -> None:
     built = component.build_defs(ComponentTree.for_test().load_context)
     warehouse = tmp / "warehouse.duckdb"
     resources = {
-        "lake": LakeResource(url=str(tmp / "lake"), s3=S3Resource()),
+        "lake": LakeResource(url=str(tmp / "lake")),
         "warehouse": DuckDBResource(database=str(warehouse)),
     }
     defs = dg.Definitions.merge(built, dg.Definitions(resources=resources))

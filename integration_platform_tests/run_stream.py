@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 
 from integration_platform.instance import instance_config
 from integration_platform.resources.lake import LakeResource
@@ -44,7 +43,7 @@ def _lake() -> LakeResource | None:
     """The lake named by ``IP_RUN_STREAM_LAKE`` (a JSON object of :class:`LakeResource` fields other
     than ``s3``), else None: the lake under the work dir."""
     fields = os.environ.get(LAKE_ENV)
-    return LakeResource(s3=S3Resource(), **json.loads(fields)) if fields else None
+    return LakeResource(**json.loads(fields)) if fields else None
 
 
 def killed_in(module: str, cls: str, method: str, *argv: str) -> subprocess.CompletedProcess[bytes]:

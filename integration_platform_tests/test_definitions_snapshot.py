@@ -6,6 +6,8 @@ A deliberate change is recorded with ``UPDATE_SNAPSHOTS=1 make test-fast`` and r
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -57,3 +59,24 @@ def test_every_asset_has_its_own_label_in_the_graph(monkeypatch: pytest.MonkeyPa
 @pytest.mark.parametrize("config", sorted((CONFIGS / "valid").glob("*.yaml")), ids=lambda p: p.stem)
 def test_corpus_definitions_match_the_snapshot(config: Path, tmp_path: Path) -> None:
     _compare(f"corpus_{config.stem}", graph(_load_as_project(config, tmp_path)))
+
+
+def test_loading_the_code_location_imports_no_client_it_does_not_use() -> None:
+    """Every process that runs a step loads the code location first: with the lake in a folder,
+    neither dagster-aws (0.65 s of imports) nor boto3 is imported, and the UI still gets the
+    component tree of ``defs/``."""
+    code = (
+        "import sys\n"
+        "import integration_platform.definitions as d\n"
+        "built = d.defs()\n"
+        "tree = built.component_tree\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'dagster_aws', 'boto3', 'botocore'}))\n"
+        "print(tree is not None and tree.defs_module_path.name)\n"
+        "print(len(built.resolve_all_asset_keys()))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("LAKE_URL", "CHINOOK_DB_URL")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    unused, tree, assets = done.stdout.split("\n")[:3]
+    assert unused == "[]", done.stdout
+    assert tree == "defs"
+    assert int(assets) == len(defs().resolve_all_asset_keys()) > 30

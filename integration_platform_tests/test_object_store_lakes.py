@@ -17,7 +17,6 @@ import dagster as dg
 import duckdb
 import pyarrow as pa
 import pytest
-from dagster_aws.s3 import S3Resource
 
 from integration_platform.core.lake import FsspecLake, LakeStore
 from integration_platform.core.landing import land, list_manifests
@@ -65,7 +64,6 @@ def lake_fields(store: str, servers: dict[str, Any]) -> dict[str, Any]:
 def resource(fields: dict[str, Any]) -> LakeResource:
     return LakeResource(
         url=fields["url"],
-        s3=S3Resource(),
         gcs=GcsSettings(**fields.get("gcs", {})),
         azure=AzureBlobSettings(**fields.get("azure", {})),
     )

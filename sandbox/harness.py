@@ -16,12 +16,12 @@ import dagster as dg
 import duckdb
 import yaml
 from dagster.components.core.component_tree import ComponentTree
-from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
 from integration_platform.components import FileSource, HtmlSource, HttpSync, QueueSource, RestSource, SqlSource
 from integration_platform.core.lake import LakeStore
 from integration_platform.resources.lake import LakeResource
+from integration_platform.resources.object_stores import S3Settings
 
 Source = SqlSource | RestSource | FileSource | QueueSource | HttpSync | HtmlSource
 SOURCE_TYPES: dict[str, type[Source]] = {
@@ -120,7 +120,7 @@ def definitions(
     :func:`platform` wires, for a code location of its own (a webserver and daemon loading it)."""
     component = load_source(source_yaml)
     built = component.build_defs(ComponentTree.for_test().load_context)
-    s3 = S3Resource(
+    s3 = S3Settings(
         endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
     )
     lake = lake or LakeResource(url=lake_url or str(tmp_path / "lake"), s3=s3)

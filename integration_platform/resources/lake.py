@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from integration_platform.core.lake import FsspecLake, LakeStore, LocalLake, S3Lake
@@ -16,8 +15,10 @@ from integration_platform.resources.object_stores import (
     AZURE_UNSAFE,
     AzureBlobSettings,
     GcsSettings,
+    S3Settings,
     azure_filesystem,
     gcs_filesystem,
+    s3_client,
 )
 
 #: The URL schemes of a lake in an object store, besides ``s3://``: Google Cloud Storage through
@@ -30,15 +31,15 @@ class LakeResource(dg.ConfigurableResource):
     """Where streams land: a local folder (default ``.data/lake``), ``s3://bucket/prefix``,
     ``gs://bucket/prefix`` or ``az://container/prefix`` (also ``abfs://``).
 
-    For S3 the boto3 client comes from the nested dagster-aws ``S3Resource`` (endpoint,
-    region and credentials through its own fields, typically ``dg.EnvVar``); for GCS and Azure the
+    For S3 the boto3 client comes from dagster-aws's ``S3Resource`` built from :class:`S3Settings` (endpoint,
+    region and credentials, secrets as ``dg.EnvVar``); for GCS and Azure the
     fsspec filesystems gcsfs and adlfs, configured by :class:`GcsSettings` and :class:`AzureBlobSettings`
     (``pip install 'integration_platform[gcs]'`` / ``[azure]``). Raises ``ValueError`` for another
     URL scheme or a URL without a bucket, ``ImportError`` naming the extra when its library is missing.
     """
 
     url: str = Field(default=".data/lake", description="Lake root: a folder path, s3://, gs:// or az://bucket/prefix.")
-    s3: S3Resource = Field(default_factory=S3Resource, description="S3 client settings for s3:// lakes.")
+    s3: S3Settings = Field(default_factory=S3Settings, description="S3 client settings for s3:// lakes.")
     gcs: GcsSettings = Field(default_factory=GcsSettings, description="GCS settings for gs:// lakes.")
     azure: AzureBlobSettings = Field(
         default_factory=AzureBlobSettings, description="Azure Blob settings for az:// and abfs:// lakes."
@@ -57,7 +58,7 @@ class LakeResource(dg.ConfigurableResource):
         if not bucket:
             raise ValueError(f"lake URL {self.url!r} names no bucket")
         if scheme == "s3":
-            return S3Lake(self.s3.get_client(), bucket, prefix)
+            return S3Lake(s3_client(self.s3), bucket, prefix)
         unsafe = AZURE_UNSAFE if scheme in AZURE_SCHEMES else ()
         return FsspecLake(self._filesystem(scheme), scheme, bucket, prefix, unsafe)
 

@@ -1,5 +1,5 @@
-"""How the platform reaches Google Cloud Storage, Azure Blob Storage and S3 through fsspec filesystems:
-the settings a resource nests and the filesystems they open (for the lake and for file drops).
+"""How the platform reaches Google Cloud Storage, Azure Blob Storage and S3: the settings a resource
+nests and the clients they open (fsspec filesystems for the lake and for file drops, boto3 for an S3 lake).
 
 The filesystems are the field's: gcsfs and adlfs (extras ``gcs`` and ``azure``), and for drops on S3
 pyarrow's own ``S3FileSystem`` behind fsspec's ``ArrowFSWrapper`` (s3fs pins a botocore other than
@@ -16,6 +16,30 @@ _FRESH = {"skip_instance_cache": True, "use_listings_cache": False}
 #: What an Azure key or blob name may not hold: adlfs splits a path at ``?versionid=`` (a blob
 #: version) even when versions are off, so ``a.csv?versionid=1`` would read or write ``a.csv``.
 AZURE_UNSAFE = ("?versionid=",)
+
+
+class S3Settings(dg.Config):
+    """How to reach S3 or an S3-compatible server (the fields of dagster-aws's ``S3Resource``, same names).
+
+    Settings rather than a nested ``S3Resource`` so that importing the definitions does not import
+    dagster-aws: its package imports every one of its components, boto3 and Dagster's test
+    utilities, 0.65 s on this machine, paid by every process that loads the code location even
+    when no lake is on S3. :func:`s3_client` imports it when an S3 lake is opened."""
+
+    endpoint_url: str | None = Field(default=None, description="Another endpoint (MinIO, a test server; None: AWS).")
+    region_name: str | None = Field(default=None, description="The bucket's region.")
+    profile_name: str | None = Field(default=None, description="A profile of the AWS config files.")
+    aws_access_key_id: str | None = Field(default=None, description="Access key id (dg.EnvVar).")
+    aws_secret_access_key: str | None = Field(default=None, description="Secret access key (a secret: dg.EnvVar).")
+    aws_session_token: str | None = Field(default=None, description="Session token (a secret: dg.EnvVar).")
+
+
+def s3_client(settings: S3Settings) -> Any:
+    """A boto3 S3 client from dagster-aws's ``S3Resource`` with these settings (unset fields: boto3's
+    default credential chain and region)."""
+    from dagster_aws.s3 import S3Resource
+
+    return S3Resource(**{k: v for k, v in settings.model_dump().items() if v is not None}).get_client()
 
 
 class GcsSettings(dg.Config):
