@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pytest
 
+from integration_platform.sources.rest import extract
 from integration_platform.sources.rest.extract import REORDER_RESULTS_PER_WORKER
 from integration_platform_tests.rest_servers import fault_proxy, pokeapi_server
 from integration_platform_tests.services import shared_file
@@ -117,10 +119,33 @@ def test_a_worker_waiting_out_retry_after_does_not_stop_the_others(
     retry = next(e for e in details if e["path"] == refused["path"] and e["n"] > refused["n"])
     assert retry["t"] - refused["t"] >= 1.9, "the Retry-After was honoured"
     during = [e for e in details if refused["t"] < e["t"] < retry["t"]]
-    # Concurrency 4: up to 64 requests wait in parent order (the memory bound); one more when the refused
-    # request was not the first in that order (requests arrive in any order) and the first was yielded.
+    # Concurrency 4: up to 512 requests wait in parent order (the count bound; more than the 68 details);
+    # one more when the refused request was not the first in that order and the first was yielded.
     bound = REORDER_RESULTS_PER_WORKER * 4 - 1
     assert len(during) >= min(len(berry_ids) - 1, bound), "the other workers went on while one waited"
+    assert sorted(row[0] for row in p.query("SELECT id FROM berry.details")) == sorted(berry_ids)
+
+
+def test_the_reorder_window_is_bounded_by_the_bytes_of_the_bodies_waiting(
+    tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memory bound: with a byte budget smaller than one body, the first body that finishes ahead of
+    the refused request stops new requests; only those already queued (twice the concurrency) go on, and
+    every detail still lands once after the Retry-After."""
+    monkeypatch.setattr(extract, "REORDER_BODY_BYTES", 1)
+    berry_ids = _berry_ids()
+    detail = r"/berry/[0-9]+/"
+    plan = [{"fault": "429", "path_regex": detail, "at": [1], "retry_after": 2}]
+    with pokeapi_server(latency_ms=20) as server, fault_proxy(server.url, plan) as proxy:
+        p = platform(_yaml(proxy.url, concurrency=4), tmp_path, instance)
+        result = p.materialize()
+        log = proxy.stats()["log"]
+    assert result.success
+    details = [e for e in log if re.search(detail, e["path"])]
+    refused = next(e for e in details if e["fault"] == "429")
+    retry = next(e for e in details if e["path"] == refused["path"] and e["n"] > refused["n"])
+    during = [e for e in details if refused["t"] < e["t"] < retry["t"]]
+    assert 1 <= len(during) <= 2 * 4, len(during)
     assert sorted(row[0] for row in p.query("SELECT id FROM berry.details")) == sorted(berry_ids)
 
 

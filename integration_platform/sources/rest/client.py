@@ -12,11 +12,13 @@ from integration_platform.sources.rest.paginators import PageRequest, Paginator,
 
 @dataclass
 class Page:
-    """One page: its records, the request that fetched it and the raw body."""
+    """One page: its records, the request that fetched it, the decoded body and its size in bytes
+    (as received, after any content decoding)."""
 
     records: list[Any]
     request: PageRequest
     body: Any
+    size: int = 0
 
 
 def endpoint_pages(
@@ -41,5 +43,5 @@ def endpoint_pages(
             records = select_records(body, records_path)
         except (ValueError, TypeError) as exc:
             raise HttpSourceError(f"GET {client.redact_url(request.url, request.params)}: {exc}") from None
-        yield Page(records, request, body)
+        yield Page(records, request, body, len(response.content))
         request = next_request(paginator, request, body, response, len(records))
