@@ -21,6 +21,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from integration_platform.assets.automation import warehouse_follows_lake
+from integration_platform.assets.cluster import celery_executor, cluster_mode
 from integration_platform.assets.executor import run_sized_executor
 from integration_platform.assets.run_recovery import reclaim_dead_runs_sensor
 from integration_platform.components import KINDS
@@ -70,7 +71,8 @@ def defs() -> dg.Definitions:
     """Everything under ``integration_platform/defs`` plus the platform resources and the
     sensors ``reclaim_dead_runs`` (frees the pool slots of runs whose process died) and
     ``warehouse_follows_lake`` (loads a warehouse table when its lake asset changed without it), and
-    the executor of every job (:data:`EXECUTOR`).
+    the executor of every job (:data:`EXECUTOR`, or Dagster's Celery executor when ``IP_EXECUTOR=celery``:
+    :mod:`integration_platform.assets.cluster`).
 
     Built once per process for the same environment and the same files under ``defs/``: Dagster
     calls this function four times in one ``dagster asset materialize`` (to find the target, the
@@ -102,7 +104,7 @@ def _built(environment: tuple[tuple[str, str], ...], files: tuple[tuple[str, int
         dg.Definitions(
             resources=platform_resources(),
             sensors=[reclaim_dead_runs_sensor, warehouse_follows_lake],
-            executor=EXECUTOR,
+            executor=celery_executor() if cluster_mode() else EXECUTOR,
             component_tree=tree,
         ),
     )

@@ -18,6 +18,7 @@ import dagster as dg
 import duckdb
 
 from integration_platform.assets.automation import FOLLOWS_LAKE
+from integration_platform.assets.cluster import warehouse_step_tags
 from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.assets.run_recovery import reclaim_dead_runs, tag_run_host
 from integration_platform.core.extract import (
@@ -612,6 +613,7 @@ def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
         check_specs=check_specs,
         can_subset=True,
         pool=DUCKDB_POOL,
+        op_tags=warehouse_step_tags(),
         partitions_def=partitions_def(spec.partitioning),
         backfill_policy=dg.BackfillPolicy.single_run() if spec.partitioning else None,
         required_resource_keys={"lake", "warehouse"},

@@ -46,6 +46,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from pydantic import Field, model_validator
 
+from integration_platform.assets.cluster import warehouse_step_tags
 from integration_platform.assets.config_model import (
     SafeModel,
     SecretSafeComponent,
@@ -56,7 +57,7 @@ from integration_platform.assets.config_model import (
 from integration_platform.assets.http_config import AuthField, NoAuth
 from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.assets.run_recovery import tag_run_host
-from integration_platform.assets.stream_assets import warehouse_connection, warehouse_table_key
+from integration_platform.assets.stream_assets import DUCKDB_POOL, warehouse_connection, warehouse_table_key
 from integration_platform.core.cursors import CursorValue
 from integration_platform.core.landing import land
 from integration_platform.core.names import ENV_NAME, url_segment
@@ -427,7 +428,8 @@ def sync_asset(sync: HttpSync) -> dg.AssetsDefinition:
         group_name=GROUP,
         kinds={"http", "duckdb" if sync.source.warehouse else "sql"},
         deps=deps,
-        pool="duckdb" if sync.source.warehouse else None,
+        pool=DUCKDB_POOL if sync.source.warehouse else None,
+        op_tags=warehouse_step_tags() if sync.source.warehouse else None,
         required_resource_keys=resources,
         description=f"Rows posted to {sync.target.method} {sync.target.path} ({sync.mode} mode).",
     )

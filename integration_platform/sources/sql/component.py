@@ -47,6 +47,7 @@ from dagster.components.utils.project_paths import get_local_state_path
 from dagster_shared.serdes.objects.models.defs_state_info import DefsStateManagementType
 from pydantic import Field, model_validator
 
+from integration_platform.assets.cluster import warehouse_step_tags
 from integration_platform.assets.config_model import (
     SafeModel,
     SecretSafeComponent,
@@ -427,6 +428,7 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             name=SOURCE_CHECK,
             required_resource_keys={key, "warehouse"},
             pool=DUCKDB_POOL,  # it opens the DuckDB file, which only one process may hold
+            op_tags=warehouse_step_tags(),
             description=f"Rows in DuckDB equal COUNT(*) of {table} at the source (warns on drift, e.g. deletes).",
         )
         def _rows_match_source(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:

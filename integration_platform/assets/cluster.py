@@ -1,0 +1,88 @@
+"""Cluster mode: the same definitions with every run's steps on Celery workers, through Dagster's
+own Celery executor (dagster-celery) over RabbitMQ, chosen by ``IP_EXECUTOR=celery`` and nothing in
+any source's YAML.
+
+Queues: a step that opens the DuckDB file (every step in the ``duckdb`` pool: warehouse assets, the
+checks that query the warehouse, publications and syncs reading it) carries dagster-celery's queue
+tag ``warehouse`` (:func:`warehouse_step_tags`), which exactly one worker serves, the one next to the
+DuckDB file: DuckDB admits one writing process per file. Every other step goes to dagster-celery's
+default queue ``dagster``, which every worker serves; they land in the lake, which must then be one
+every worker reaches (``LAKE_URL=s3://...``, ``gs://``, ``az://``).
+
+Delivery: dagster-celery's defaults acknowledge a task when a worker receives it and return results
+over ``rpc://``, so a worker killed mid-step loses the step. This mode sets Celery's own settings for
+at-least-once delivery (``task_acks_late``, ``task_reject_on_worker_lost``) and a result backend that
+outlives a worker (the Redis at ``IP_CELERY_BACKEND``). The platform's landing guarantees (two-phase
+lake writes, the warehouse's ledger of applied landings) make a step run twice land its rows once.
+
+Environment (read when the definitions load):
+
+- ``IP_EXECUTOR``: ``celery`` for this mode; unset or ``local`` for :mod:`.executor`'s choice by run size.
+- ``IP_CELERY_BROKER``: the broker URL (default ``pyamqp://guest:guest@127.0.0.1:5672//``, RabbitMQ).
+- ``IP_CELERY_BACKEND``: the result backend URL (default ``redis://127.0.0.1:6379/0``).
+"""
+
+import os
+from typing import Any
+
+import dagster as dg
+
+MODE_ENV = "IP_EXECUTOR"
+BROKER_ENV = "IP_CELERY_BROKER"
+BACKEND_ENV = "IP_CELERY_BACKEND"
+DEFAULT_BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
+DEFAULT_BACKEND = "redis://127.0.0.1:6379/0"
+
+#: dagster-celery's step tag naming a step's queue (``dagster_celery.tags.DAGSTER_CELERY_QUEUE_TAG``,
+#: written here so that defining assets does not import Celery).
+CELERY_QUEUE_TAG = "dagster-celery/queue"
+#: The queue of the steps that open the DuckDB file; one worker serves it.
+WAREHOUSE_QUEUE = "warehouse"
+#: dagster-celery's default queue, which every worker serves.
+DEFAULT_QUEUE = "dagster"
+
+#: Celery settings (https://docs.celeryq.dev/en/stable/userguide/configuration.html) for at-least-once
+#: delivery: acknowledge a task when it has run, not when it is received, and put it back on the
+#: queue when the worker process running it dies.
+AT_LEAST_ONCE: dict[str, Any] = {
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "broker_connection_retry_on_startup": True,
+}
+
+
+def warehouse_step_tags() -> dict[str, str]:
+    """The op tags of a step that opens the DuckDB file: its Celery queue in cluster mode (ignored
+    by the other executors)."""
+    return {CELERY_QUEUE_TAG: WAREHOUSE_QUEUE}
+
+
+def cluster_mode() -> bool:
+    """Whether ``IP_EXECUTOR`` selects cluster mode. Raises ``ValueError`` for a value it does not know."""
+    mode = os.environ.get(MODE_ENV, "local").strip().lower() or "local"
+    if mode not in ("local", "celery"):
+        raise ValueError(f"{MODE_ENV}={mode!r}: use 'celery' (cluster mode) or 'local' (the default)")
+    return mode == "celery"
+
+
+def celery_config() -> dict[str, Any]:
+    """dagster-celery's executor configuration for this mode: ``broker``, ``backend`` and
+    ``config_source`` (the at-least-once settings). The same configuration starts the workers
+    (``python -m integration_platform.cluster worker``), so both ends agree on the broker."""
+    return {
+        "broker": os.environ.get(BROKER_ENV) or DEFAULT_BROKER,
+        "backend": os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND,
+        "config_source": dict(AT_LEAST_ONCE),
+    }
+
+
+def celery_executor() -> dg.ExecutorDefinition:
+    """Dagster's Celery executor (dagster-celery) configured by :func:`celery_config`. Raises
+    ``ImportError`` naming the extra when dagster-celery is not installed."""
+    try:
+        from dagster_celery import celery_executor as dagster_celery_executor
+    except ImportError as exc:
+        raise ImportError(
+            f"cluster mode needs dagster-celery: pip install 'integration_platform[cluster]' ({exc})"
+        ) from exc
+    return dagster_celery_executor.configured(celery_config(), name="celery")

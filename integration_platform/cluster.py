@@ -1,0 +1,77 @@
+"""Start a Celery worker of cluster mode (:mod:`integration_platform.assets.cluster`).
+
+Usage::
+
+    python -m integration_platform.cluster worker --name w1 --queues dagster,warehouse   # next to the DuckDB file
+    python -m integration_platform.cluster worker --name w2                             # any other machine
+
+The worker is dagster-celery's own (``celery -A dagster_celery.app worker``, as ``dagster-celery
+worker start`` runs it) with the broker, result backend and at-least-once settings of
+:func:`~integration_platform.assets.cluster.celery_config`, from the same environment as the code
+location (``IP_CELERY_BROKER``, ``IP_CELERY_BACKEND``, ``DAGSTER_HOME`` on the shared PostgreSQL
+storage, ``LAKE_URL`` on the shared object store, ``WAREHOUSE_PATH`` on the warehouse's worker).
+This process becomes the worker (``exec``), so its pid is the worker's: stop it with SIGTERM
+(Celery's warm shutdown: running steps finish) or SIGQUIT.
+
+Only one worker may serve the ``warehouse`` queue: DuckDB admits one writing process per file.
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from integration_platform.assets.cluster import DEFAULT_QUEUE, celery_config
+
+
+def worker_argv(name: str, queues: list[str], concurrency: int, config_dir: str) -> list[str]:
+    """The ``celery worker`` command line of a worker named ``name`` (``name@host``) consuming
+    ``queues`` with ``concurrency`` processes, its settings module in ``config_dir``."""
+    celery = shutil.which("celery", path=str(Path(sys.executable).parent)) or "celery"
+    # One -Q with the list: Celery 5 keeps only the last of several -Q options (which
+    # ``dagster-celery worker start`` passes, one per queue).
+    argv = [celery, "-A", "dagster_celery.app", "worker", "--prefetch-multiplier=1", "--loglevel", "INFO"]
+    return [*argv, "-Q", ",".join(queues), "-n", f"{name}@%h", "--concurrency", str(concurrency)]
+
+
+def settings_dir() -> str:
+    """A folder holding dagster-celery's settings module (``dagster_celery_config.py``) for
+    :func:`celery_config`, written by dagster-celery's own CLI helper."""
+    from dagster_celery.cli import get_config_dir
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+        yaml.safe_dump({"execution": {"config": celery_config()}}, handle)
+    try:
+        return str(get_config_dir(handle.name))
+    finally:
+        os.unlink(handle.name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse ``worker --name N [--queues a,b] [--concurrency C]`` and exec the worker.
+
+    Raises ``SystemExit`` on bad arguments and ``ImportError`` naming the extra when dagster-celery
+    is missing."""
+    parser = argparse.ArgumentParser(prog="python -m integration_platform.cluster", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    worker = commands.add_parser("worker", help="run a Celery worker of cluster mode in this process")
+    worker.add_argument("--name", required=True, help="worker name (the node is name@host)")
+    worker.add_argument("--queues", default=DEFAULT_QUEUE, help="comma-separated queues (default: dagster)")
+    worker.add_argument("--concurrency", type=int, default=os.cpu_count() or 1, help="worker processes")
+    args = parser.parse_args(argv)
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    if not queues or len(queues) > 4:  # dagster-celery refuses more than four (a Celery 4 bug)
+        parser.error("--queues: give one to four queue names")
+    config_dir = settings_dir()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (config_dir, env.get("PYTHONPATH", "")) if p)
+    command = worker_argv(args.name, queues, args.concurrency, config_dir)
+    os.execve(command[0], command, env)
+
+
+if __name__ == "__main__":
+    main()

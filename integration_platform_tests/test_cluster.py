@@ -1,0 +1,167 @@
+"""Cluster mode on a real cluster of one machine: Dagster's Celery executor over the running RabbitMQ,
+the Redis result backend, Dagster's storage in PostgreSQL, the lake on an S3 API server (moto), and
+two Celery workers started by ``python -m integration_platform.cluster worker`` as separate processes
+with separate working folders: ``w1`` serves the ``dagster`` and ``warehouse`` queues next to the
+DuckDB file, ``w2`` only ``dagster`` and has no warehouse.
+
+The run is ``dagster asset materialize`` of six chinook streams (SQLite, vendored) with
+``IP_EXECUTOR=celery``; the same selection also runs in one process (the default executor) on a local
+lake and warehouse of its own, and both warehouses must hold the same rows."""
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import duckdb
+import pytest
+from kombu import Connection
+
+from integration_platform.assets.cluster import DEFAULT_QUEUE, WAREHOUSE_QUEUE
+from integration_platform.instance import write_instance
+from integration_platform_tests.services import PG_HOST, PG_PORT, REPO, moto_server, psql, require_port
+from sandbox.processes import stop
+
+BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
+BACKEND = "redis://127.0.0.1:6379/15"  # a database of its own on the machine's Redis
+TABLES = ("artist", "album", "genre", "media_type", "playlist", "employee")
+SELECTION = ",".join([*(f"chinook/{t}" for t in TABLES), *(f"warehouse/chinook.{t}" for t in TABLES)])
+DAGSTER = str(Path(sys.executable).parent / "dagster")
+READY_SECONDS = 60
+
+
+def _purge_queues() -> None:
+    """Empty the two queues, so that no message of an earlier, failed session reaches these workers."""
+    with Connection(BROKER) as connection:
+        for queue in (DEFAULT_QUEUE, WAREHOUSE_QUEUE):
+            channel = connection.channel()
+            try:
+                channel.queue_purge(queue)
+            except Exception:  # the queue does not exist yet: nothing to purge
+                pass
+            finally:
+                channel.close()
+
+
+def _start_worker(name: str, queues: str, env: dict[str, str], folder: Path) -> subprocess.Popen[bytes]:
+    folder.mkdir(parents=True)
+    log = folder / "worker.log"
+    argv = [sys.executable, "-m", "integration_platform.cluster", "worker", "--name", name, "--queues", queues]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*argv, "--concurrency", "1"], cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + READY_SECONDS
+    while f"{name}@" not in log.read_text(errors="replace") or " ready." not in log.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop(process)
+            raise AssertionError(f"worker {name} did not start:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.2)
+    return process
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """The environment of a code location in cluster mode, with both workers running."""
+    require_port(PG_HOST, PG_PORT, "PostgreSQL")
+    require_port("127.0.0.1", 5672, "RabbitMQ")
+    require_port("127.0.0.1", 6379, "Redis")
+    root = tmp_path_factory.mktemp("cluster")
+    database = f"ip_test_cluster_{uuid.uuid4().hex[:8]}"
+    psql("postgres", "-c", f"CREATE DATABASE {database}")
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        with moto_server() as endpoint:
+            boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name="us-east-1",
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+            ).create_bucket(Bucket="lake")
+            env = {
+                **os.environ,
+                "DAGSTER_HOME": str(root / "home"),
+                "DAGSTER_PG_URL": f"postgresql+psycopg2://postgres@{PG_HOST}:{PG_PORT}/{database}",
+                "IP_EXECUTOR": "celery",
+                "IP_CELERY_BROKER": BROKER,
+                "IP_CELERY_BACKEND": BACKEND,
+                "LAKE_URL": "s3://lake/raw",
+                "S3_ENDPOINT_URL": endpoint,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "WAREHOUSE_PATH": str(root / "w1" / "warehouse.duckdb"),
+                "CHINOOK_DB_URL": f"sqlite:///{REPO / 'sandbox' / 'chinook' / 'chinook.sqlite'}",
+                "PYTHONPATH": str(REPO),
+            }
+            write_instance(root / "home", env)
+            _purge_queues()
+            workers.append(_start_worker("w1", f"{DEFAULT_QUEUE},{WAREHOUSE_QUEUE}", env, root / "w1"))
+            no_warehouse = {**env, "WAREHOUSE_PATH": str(root / "w2" / "no-warehouse-here.duckdb")}
+            workers.append(_start_worker("w2", DEFAULT_QUEUE, no_warehouse, root / "w2"))
+            yield {"env": env, "root": root}
+    finally:
+        for worker in workers:
+            stop(worker)
+        psql("postgres", "-c", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+def _materialize(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    argv = [DAGSTER, "asset", "materialize", "-m", "integration_platform.definitions", "--select", SELECTION]
+    return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def _rows(warehouse: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Each table's rows without the platform's columns, sorted."""
+    data_columns = "COLUMNS(c -> c NOT LIKE '\\_ip\\_%' ESCAPE '\\')"
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        return {t: sorted(conn.execute(f"SELECT {data_columns} FROM chinook.{t}").fetchall()) for t in TABLES}
+
+
+def test_steps_run_on_both_workers_and_warehouse_steps_only_on_its_worker(cluster: dict[str, object]) -> None:
+    env = dict(cluster["env"])  # type: ignore[call-overload]
+    root = Path(str(cluster["root"]))
+    done = _materialize(env, root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DAGSTER_PG_URL", env["DAGSTER_PG_URL"])
+        instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+        run = instance.get_runs(limit=1)[0]
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        worker_of: dict[str, str] = {}
+        for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+            event = entry.dagster_event
+            assert event is not None
+            metadata = event.engine_event_data.metadata if event.engine_event_data else {}
+            if "Celery worker" in metadata and event.step_key:
+                worker_of[event.step_key] = str(metadata["Celery worker"].value).split("@")[0]
+        instance.dispose()
+
+    lake_steps = {k: w for k, w in worker_of.items() if k.startswith("chinook__")}
+    # The warehouse assets and their rows_match_source checks; the freshness check reads only the event log.
+    warehouse_steps = {k: w for k, w in worker_of.items() if k.startswith("warehouse__")}
+    assert len(lake_steps) == len(TABLES) and len(warehouse_steps) == 2 * len(TABLES), worker_of
+    assert set(lake_steps.values()) == {"w1", "w2"}, f"lake steps spread over both workers: {lake_steps}"
+    assert set(warehouse_steps.values()) == {"w1"}, f"warehouse steps only on w1: {warehouse_steps}"
+    assert not (root / "w2" / "no-warehouse-here.duckdb").exists()
+
+    # The same selection in one process, on a lake and warehouse of its own.
+    local = root / "local"
+    single = {
+        k: v for k, v in env.items() if k not in ("IP_EXECUTOR", "DAGSTER_PG_URL", "LAKE_URL", "S3_ENDPOINT_URL")
+    }
+    single |= {"DAGSTER_HOME": str(local / "home"), "LAKE_URL": str(local / "lake")}
+    single["WAREHOUSE_PATH"] = str(local / "warehouse.duckdb")
+    write_instance(local / "home", single)
+    alone = _materialize(single, root)
+    assert alone.returncode == 0, alone.stdout[-3000:] + alone.stderr[-3000:]
+    clustered, in_one_process = _rows(Path(env["WAREHOUSE_PATH"])), _rows(local / "warehouse.duckdb")
+    assert {t: len(r) for t, r in clustered.items()} == {t: len(r) for t, r in in_one_process.items()}
+    assert clustered == in_one_process
+    assert len(clustered["artist"]) == 275

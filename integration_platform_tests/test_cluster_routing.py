@@ -1,0 +1,78 @@
+"""Cluster mode's routing, without a cluster: ``IP_EXECUTOR=celery`` selects Dagster's Celery executor
+with the at-least-once settings, and every step that opens the DuckDB file (and no other) goes to the
+one ``warehouse`` queue, in the demo and in every valid config of the corpus."""
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
+
+from integration_platform.assets import cluster
+from integration_platform.definitions import defs
+from integration_platform_tests.test_config_corpus import CONFIGS, _load_as_project
+
+pytestmark = pytest.mark.fast
+
+
+def _steps(definitions: dg.Definitions) -> list[tuple[str, Any]]:
+    """Every op of the definitions' assets and asset checks, by name."""
+    nodes: dict[str, Any] = {}
+    for item in [*(definitions.assets or []), *(definitions.asset_checks or [])]:
+        if isinstance(item, dg.AssetsDefinition) and item.is_executable:
+            nodes[item.node_def.name] = item.node_def
+    return sorted(nodes.items())
+
+
+def _assert_routed(definitions: dg.Definitions) -> int:
+    """Asserts the rule on every step; returns how many steps open the warehouse."""
+    warehouse_steps = 0
+    for name, node in _steps(definitions):
+        opens_warehouse = "warehouse" in getattr(node, "required_resource_keys", set())
+        queue = node.tags.get(DAGSTER_CELERY_QUEUE_TAG)
+        if opens_warehouse:
+            warehouse_steps += 1
+            assert queue == cluster.WAREHOUSE_QUEUE, f"step {name} opens the DuckDB file but goes to queue {queue!r}"
+            assert getattr(node, "pool", None) == "duckdb", f"step {name} opens the DuckDB file outside the pool"
+        else:
+            assert queue is None, f"step {name} does not open the DuckDB file but is bound to queue {queue!r}"
+    return warehouse_steps
+
+
+def test_the_tag_is_dagster_celerys_own() -> None:
+    assert cluster.CELERY_QUEUE_TAG == DAGSTER_CELERY_QUEUE_TAG
+
+
+def test_every_demo_step_that_opens_the_warehouse_goes_to_its_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHINOOK_DB_URL", raising=False)
+    # The demo's warehouse assets and the SQL sources' rows_match_source checks.
+    assert _assert_routed(defs()) > 20
+
+
+@pytest.mark.parametrize("config", sorted((CONFIGS / "valid").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_corpus_step_that_opens_the_warehouse_goes_to_its_queue(config: Path, tmp_path: Path) -> None:
+    assert _assert_routed(_load_as_project(config, tmp_path)) >= 0
+
+
+def test_ip_executor_celery_selects_dagsters_celery_executor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(cluster.MODE_ENV, "celery")
+    monkeypatch.setenv(cluster.BROKER_ENV, "pyamqp://guest:guest@127.0.0.1:5672//")
+    monkeypatch.delenv(cluster.BACKEND_ENV, raising=False)
+    job = defs().resolve_implicit_global_asset_job_def()
+    executor = job.executor_def
+    assert executor.name == "celery"
+    config = executor.config_schema.config_type  # type: ignore[union-attr]
+    assert config is not None
+    settings = cluster.celery_config()
+    assert settings["backend"] == "redis://127.0.0.1:6379/0"  # not dagster-celery's rpc://, lost with a worker
+    assert settings["config_source"]["task_acks_late"] is True
+    assert settings["config_source"]["task_reject_on_worker_lost"] is True
+
+
+def test_a_mode_it_does_not_know_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(cluster.MODE_ENV, "kubernetes")
+    with pytest.raises(ValueError, match="IP_EXECUTOR='kubernetes'"):
+        cluster.cluster_mode()
+    monkeypatch.delenv(cluster.MODE_ENV)
+    assert cluster.cluster_mode() is False
