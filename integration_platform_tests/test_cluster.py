@@ -9,6 +9,8 @@ The run is ``dagster asset materialize`` of six chinook streams (SQLite, vendore
 lake and warehouse of its own, and both warehouses must hold the same rows."""
 
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -49,12 +51,20 @@ def _purge_queues() -> None:
 
 
 def _start_worker(name: str, queues: str, env: dict[str, str], folder: Path) -> subprocess.Popen[bytes]:
+    """``python -m integration_platform.cluster worker`` in ``folder``, in a session of its own (so that
+    a SIGKILL of its process group takes the worker and its pool process, as a lost machine would);
+    returns once Celery logs the worker ready."""
     folder.mkdir(parents=True)
     log = folder / "worker.log"
     argv = [sys.executable, "-m", "integration_platform.cluster", "worker", "--name", name, "--queues", queues]
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [*argv, "--concurrency", "1"], cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT
+            [*argv, "--concurrency", "1"],
+            cwd=folder,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     deadline = time.monotonic() + READY_SECONDS
     while f"{name}@" not in log.read_text(errors="replace") or " ready." not in log.read_text(errors="replace"):
@@ -104,15 +114,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obje
             workers.append(_start_worker("w1", f"{DEFAULT_QUEUE},{WAREHOUSE_QUEUE}", env, root / "w1"))
             no_warehouse = {**env, "WAREHOUSE_PATH": str(root / "w2" / "no-warehouse-here.duckdb")}
             workers.append(_start_worker("w2", DEFAULT_QUEUE, no_warehouse, root / "w2"))
-            yield {"env": env, "root": root}
+            yield {"env": env, "root": root, "workers": workers}
     finally:
         for worker in workers:
             stop(worker)
         psql("postgres", "-c", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
-def _materialize(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    argv = [DAGSTER, "asset", "materialize", "-m", "integration_platform.definitions", "--select", SELECTION]
+def _materialize(env: dict[str, str], cwd: Path, selection: str = SELECTION) -> subprocess.CompletedProcess[str]:
+    argv = [DAGSTER, "asset", "materialize", "-m", "integration_platform.definitions", "--select", selection]
     return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
@@ -153,9 +163,7 @@ def test_steps_run_on_both_workers_and_warehouse_steps_only_on_its_worker(cluste
 
     # The same selection in one process, on a lake and warehouse of its own.
     local = root / "local"
-    single = {
-        k: v for k, v in env.items() if k not in ("IP_EXECUTOR", "DAGSTER_PG_URL", "LAKE_URL", "S3_ENDPOINT_URL")
-    }
+    single = {k: v for k, v in env.items() if k not in ("IP_EXECUTOR", "DAGSTER_PG_URL", "LAKE_URL", "S3_ENDPOINT_URL")}
     single |= {"DAGSTER_HOME": str(local / "home"), "LAKE_URL": str(local / "lake")}
     single["WAREHOUSE_PATH"] = str(local / "warehouse.duckdb")
     write_instance(local / "home", single)
@@ -165,3 +173,75 @@ def test_steps_run_on_both_workers_and_warehouse_steps_only_on_its_worker(cluste
     assert {t: len(r) for t, r in clustered.items()} == {t: len(r) for t, r in in_one_process.items()}
     assert clustered == in_one_process
     assert len(clustered["artist"]) == 275
+
+
+#: Imported by every Python process of the killed worker (``sitecustomize``): its first upload of a
+#: lake part SIGKILLs the worker's whole process group, mid-lake-step, as a machine lost would stop.
+KILL_AT_FIRST_UPLOAD = """
+import os, signal
+from integration_platform.core import lake
+
+def _killed(*args, **kwargs):
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+lake.S3Lake._upload = _killed
+"""
+KILL_TABLES = ("customer", "track", "invoice_line", "playlist_track")
+
+
+def test_a_worker_killed_mid_lake_step_loses_and_duplicates_nothing(cluster: dict[str, object]) -> None:
+    """SIGKILL of a whole worker during a lake step's upload: the broker hands the unacknowledged step
+    to the surviving worker, the run succeeds, and every table holds each source row once."""
+    env = dict(cluster["env"])  # type: ignore[call-overload]
+    root = Path(str(cluster["root"]))
+    workers: list[subprocess.Popen[bytes]] = cluster["workers"]  # type: ignore[assignment]
+    stop(workers.pop())  # w2: the killed worker takes its place, so it surely gets a lake step
+    hook = root / "kill_hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(KILL_AT_FIRST_UPLOAD)
+    doomed = {**env, "PYTHONPATH": f"{hook}{os.pathsep}{env['PYTHONPATH']}"}
+    doomed["WAREHOUSE_PATH"] = str(root / "w3" / "no-warehouse-here.duckdb")
+    killed = _start_worker("w3", DEFAULT_QUEUE, doomed, root / "w3")
+    workers.append(killed)
+    selection = ",".join([*(f"chinook/{t}" for t in KILL_TABLES), *(f"warehouse/chinook.{t}" for t in KILL_TABLES)])
+    done = _materialize(env, root, selection)
+    assert killed.wait(timeout=60) == -signal.SIGKILL, "the worker was killed by its first upload"
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DAGSTER_PG_URL", env["DAGSTER_PG_URL"])
+        instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+        run = instance.get_runs(limit=1)[0]
+        starts: dict[str, list[str]] = {}
+        for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+            event = entry.dagster_event
+            assert event is not None
+            metadata = event.engine_event_data.metadata if event.engine_event_data else {}
+            if "Celery worker" in metadata and event.step_key:
+                starts.setdefault(event.step_key, []).append(str(metadata["Celery worker"].value).split("@")[0])
+        instance.dispose()
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    again = {step: ran_on for step, ran_on in starts.items() if len(ran_on) > 1}
+    assert list(again.values()) == [["w3", "w1"]], f"one step, started on w3 and run again on w1: {starts}"
+
+    source = sqlite3.connect(REPO / "sandbox" / "chinook" / "chinook.sqlite")
+    with duckdb.connect(env["WAREHOUSE_PATH"], read_only=True) as conn:
+        for table in KILL_TABLES:
+            name = "".join(part.capitalize() for part in table.split("_"))
+            expected = source.execute(f"SELECT count(*) FROM {name}").fetchone()
+            rows, distinct = conn.execute(
+                f"SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT * EXCLUDE ({_platform_columns(conn, table)}) "
+                f"FROM chinook.{table})) FROM chinook.{table}"
+            ).fetchone() or (0, 0)
+            assert expected is not None and rows == distinct == expected[0], (table, rows, distinct, expected)
+    source.close()
+
+
+def _platform_columns(conn: duckdb.DuckDBPyConnection, table: str) -> str:
+    """The platform's own columns of a warehouse table (``_ip_*``), comma-separated."""
+    columns = conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'chinook' AND table_name = ? "
+        "AND column_name LIKE '\\_ip\\_%' ESCAPE '\\'",
+        [table],
+    ).fetchall()
+    return ", ".join(c[0] for c in columns)
