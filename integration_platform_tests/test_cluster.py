@@ -13,7 +13,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +21,12 @@ import boto3
 import dagster as dg
 import duckdb
 import pytest
-from kombu import Connection
 
 from integration_platform.assets.cluster import DEFAULT_QUEUE, WAREHOUSE_QUEUE
+from integration_platform.demo import step_workers
 from integration_platform.instance import write_instance
 from integration_platform_tests.services import PG_HOST, PG_PORT, REPO, moto_server, psql, require_port
+from sandbox.cluster import purge_queues, start_worker
 from sandbox.processes import stop
 
 BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
@@ -34,45 +34,6 @@ BACKEND = "redis://127.0.0.1:6379/15"  # a database of its own on the machine's 
 TABLES = ("artist", "album", "genre", "media_type", "playlist", "employee")
 SELECTION = ",".join([*(f"chinook/{t}" for t in TABLES), *(f"warehouse/chinook.{t}" for t in TABLES)])
 DAGSTER = str(Path(sys.executable).parent / "dagster")
-READY_SECONDS = 60
-
-
-def _purge_queues() -> None:
-    """Empty the two queues, so that no message of an earlier, failed session reaches these workers."""
-    with Connection(BROKER) as connection:
-        for queue in (DEFAULT_QUEUE, WAREHOUSE_QUEUE):
-            channel = connection.channel()
-            try:
-                channel.queue_purge(queue)
-            except Exception:  # the queue does not exist yet: nothing to purge
-                pass
-            finally:
-                channel.close()
-
-
-def _start_worker(name: str, queues: str, env: dict[str, str], folder: Path) -> subprocess.Popen[bytes]:
-    """``python -m integration_platform.cluster worker`` in ``folder``, in a session of its own (so that
-    a SIGKILL of its process group takes the worker and its pool process, as a lost machine would);
-    returns once Celery logs the worker ready."""
-    folder.mkdir(parents=True)
-    log = folder / "worker.log"
-    argv = [sys.executable, "-m", "integration_platform.cluster", "worker", "--name", name, "--queues", queues]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*argv, "--concurrency", "1"],
-            cwd=folder,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + READY_SECONDS
-    while f"{name}@" not in log.read_text(errors="replace") or " ready." not in log.read_text(errors="replace"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop(process)
-            raise AssertionError(f"worker {name} did not start:\n{log.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.2)
-    return process
 
 
 @pytest.fixture(scope="module")
@@ -110,10 +71,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obje
                 "PYTHONPATH": str(REPO),
             }
             write_instance(root / "home", env)
-            _purge_queues()
-            workers.append(_start_worker("w1", f"{DEFAULT_QUEUE},{WAREHOUSE_QUEUE}", env, root / "w1"))
+            purge_queues(BROKER)
+            workers.append(start_worker("w1", f"{DEFAULT_QUEUE},{WAREHOUSE_QUEUE}", env, root / "w1"))
             no_warehouse = {**env, "WAREHOUSE_PATH": str(root / "w2" / "no-warehouse-here.duckdb")}
-            workers.append(_start_worker("w2", DEFAULT_QUEUE, no_warehouse, root / "w2"))
+            workers.append(start_worker("w2", DEFAULT_QUEUE, no_warehouse, root / "w2"))
             yield {"env": env, "root": root, "workers": workers}
     finally:
         for worker in workers:
@@ -144,13 +105,7 @@ def test_steps_run_on_both_workers_and_warehouse_steps_only_on_its_worker(cluste
         instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
         run = instance.get_runs(limit=1)[0]
         assert run.status == dg.DagsterRunStatus.SUCCESS
-        worker_of: dict[str, str] = {}
-        for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
-            event = entry.dagster_event
-            assert event is not None
-            metadata = event.engine_event_data.metadata if event.engine_event_data else {}
-            if "Celery worker" in metadata and event.step_key:
-                worker_of[event.step_key] = str(metadata["Celery worker"].value).split("@")[0]
+        worker_of = {step: on[-1].split("@")[0] for step, on in step_workers(instance, run.run_id).items()}
         instance.dispose()
 
     lake_steps = {k: w for k, w in worker_of.items() if k.startswith("chinook__")}
@@ -201,7 +156,7 @@ def test_a_worker_killed_mid_lake_step_loses_and_duplicates_nothing(cluster: dic
     (hook / "sitecustomize.py").write_text(KILL_AT_FIRST_UPLOAD)
     doomed = {**env, "PYTHONPATH": f"{hook}{os.pathsep}{env['PYTHONPATH']}"}
     doomed["WAREHOUSE_PATH"] = str(root / "w3" / "no-warehouse-here.duckdb")
-    killed = _start_worker("w3", DEFAULT_QUEUE, doomed, root / "w3")
+    killed = start_worker("w3", DEFAULT_QUEUE, doomed, root / "w3")
     workers.append(killed)
     selection = ",".join([*(f"chinook/{t}" for t in KILL_TABLES), *(f"warehouse/chinook.{t}" for t in KILL_TABLES)])
     done = _materialize(env, root, selection)
@@ -212,13 +167,7 @@ def test_a_worker_killed_mid_lake_step_loses_and_duplicates_nothing(cluster: dic
         patch.setenv("DAGSTER_PG_URL", env["DAGSTER_PG_URL"])
         instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
         run = instance.get_runs(limit=1)[0]
-        starts: dict[str, list[str]] = {}
-        for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
-            event = entry.dagster_event
-            assert event is not None
-            metadata = event.engine_event_data.metadata if event.engine_event_data else {}
-            if "Celery worker" in metadata and event.step_key:
-                starts.setdefault(event.step_key, []).append(str(metadata["Celery worker"].value).split("@")[0])
+        starts = {step: [w.split("@")[0] for w in on] for step, on in step_workers(instance, run.run_id).items()}
         instance.dispose()
     assert run.status == dg.DagsterRunStatus.SUCCESS
     again = {step: ran_on for step, ran_on in starts.items() if len(ran_on) > 1}

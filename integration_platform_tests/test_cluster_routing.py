@@ -62,7 +62,7 @@ def test_ip_executor_celery_selects_dagsters_celery_executor(monkeypatch: pytest
     job = defs().resolve_implicit_global_asset_job_def()
     executor = job.executor_def
     assert executor.name == "celery"
-    config = executor.config_schema.config_type  # type: ignore[union-attr]
+    config = executor.config_schema.config_type
     assert config is not None
     settings = cluster.celery_config()
     assert settings["backend"] == "redis://127.0.0.1:6379/0"  # not dagster-celery's rpc://, lost with a worker
