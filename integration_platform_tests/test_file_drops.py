@@ -15,6 +15,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
+from integration_platform.assets.run_queue import SOURCE_RUN_TAG
 from integration_platform_tests.services import shared_file
 from integration_platform_tests.sftp_servers import SshServer, openssh_server
 from sandbox.harness import Platform, failure_messages, latest_metadata, platform
@@ -102,6 +103,7 @@ def test_the_sensor_requests_every_file_once_and_drift_lands_as_one_table(
     assert first == []  # nothing is stable at the first look
     assert sorted(r.partition_key or "" for r in second) == [_day(f) for f in files]
     assert len({r.run_key for r in second}) == 1781
+    assert {r.tags.get(SOURCE_RUN_TAG) for r in second} == {"covid"}  # the run queue's limit per source
     assert third == []  # every file requested exactly once
     types = dict(
         p.query(

@@ -186,6 +186,7 @@ def test_backlog_sensor_requests_one_drain_at_a_time(queue: str, tmp_path: Path,
     requests, cursor, _ = tick(None)
     assert cursor == "1" and [r.run_key for r in requests] == ["shop/orders#1"]
     assert requests[0].tags["integration_platform/drain"] == "shop/orders"
+    assert requests[0].tags["integration_platform/source"] == "shop"  # the run queue's limit per source
     # A drain in flight: the next tick waits for it.
     job = dg.define_asset_job("drain", selection=[LAKE]).resolve(asset_graph=target.defs.resolve_asset_graph())
     instance.create_run_for_job(job_def=job, tags=requests[0].tags)

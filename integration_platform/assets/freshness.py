@@ -61,7 +61,7 @@ def refreshed_source(
     """A source's definitions refreshed as one: its ``assets``, the job ``<source>_refresh`` of its
     group with a daily ``cron`` schedule (stopped by default, :func:`refresh_job`), and a freshness check
     of each warehouse table against that schedule (:func:`freshness_checks`)."""
-    job, schedule = refresh_job(f"{source}_refresh", dg.AssetSelection.groups(source), cron, description)
+    job, schedule = refresh_job(f"{source}_refresh", source, dg.AssetSelection.groups(source), cron, description)
     fresh, fresh_sensor = freshness_checks(job.name, list(warehouse_keys), cron)
     return dg.Definitions(
         assets=assets, asset_checks=fresh, jobs=[job], schedules=[schedule], sensors=[fresh_sensor], resources=resources

@@ -51,6 +51,7 @@ from integration_platform.assets.config_model import (
     require_exactly_one,
     secret_from_env,
 )
+from integration_platform.assets.run_queue import source_run_tags
 from integration_platform.assets.stream_assets import (
     ExtractionReport,
     ExtractorFactory,
@@ -342,7 +343,10 @@ class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
                 if tick.state != state:
                     context.update_cursor(tick.state.to_cursor())
                 return dg.SkipReason(tick.skip_reason(len(listing)))
-            requests = [dg.RunRequest(run_key=tick.run_key(p), partition_key=p) for p in sorted(tick.partitions)]
+            tags = source_run_tags(plan.spec.source)
+            requests = [
+                dg.RunRequest(run_key=tick.run_key(p), partition_key=p, tags=tags) for p in sorted(tick.partitions)
+            ]
             added = [dg.AddDynamicPartitionsRequest(dynamic, sorted(tick.partitions))] if dynamic else []
             context.log.info(f"{len(requests)} partition(s) requested; {tick.skip_reason(len(listing))}")
             return dg.SensorResult(
@@ -367,6 +371,7 @@ class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
                 f"{self.source}_{stream.name}",
                 selection=[lake_key(plan.spec), warehouse_key(plan.spec)],
                 description=f"Land and load partitions of {plan.spec.path} (launch with a partition or a range).",
+                tags=source_run_tags(plan.spec.source),
             )
             jobs.append(job)
             if stream.partition.type == "daily":  # each day, the day before: a drop that came on time

@@ -45,6 +45,7 @@ import dagster as dg
 from pydantic import Field
 
 from integration_platform.assets.config_model import SafeModel, SecretSafeComponent
+from integration_platform.assets.run_queue import source_run_tags
 from integration_platform.assets.schedules import refresh_job
 from integration_platform.assets.stream_assets import (
     lake_asset_arguments,
@@ -217,7 +218,10 @@ class QueueSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
             sequence = int(context.cursor or 0) + 1
             run_key = f"{spec.path}@{ranges}" if ranges else f"{spec.path}#{sequence}"
             return dg.SensorResult(
-                run_requests=[dg.RunRequest(run_key=run_key, tags={DRAIN_TAG: spec.path})], cursor=str(sequence)
+                run_requests=[
+                    dg.RunRequest(run_key=run_key, tags={DRAIN_TAG: spec.path, **source_run_tags(spec.source)})
+                ],
+                cursor=str(sequence),
             )
 
         return _backlog
@@ -241,6 +245,7 @@ class QueueSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
             if stream.schedule:
                 _, schedule = refresh_job(
                     f"{self.source}_{stream.name}_drain",
+                    self.source,
                     [lake_key(spec), warehouse_key(spec)],
                     stream.schedule,
                     tags={DRAIN_TAG: spec.path},

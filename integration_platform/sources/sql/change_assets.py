@@ -14,6 +14,7 @@ import dagster as dg
 from pydantic import Field
 
 from integration_platform.assets.config_model import SafeModel
+from integration_platform.assets.run_queue import source_run_tags
 from integration_platform.assets.stream_assets import (
     FULL_REFRESH_TAG,
     StreamRunConfig,
@@ -156,7 +157,11 @@ def change_sensor(
         if not waiting:
             return dg.SkipReason(f"no changes waiting after {position}")
         return dg.SensorResult(
-            run_requests=[dg.RunRequest(run_key=f"{spec.path}@{position}", tags={DRAIN_TAG: spec.path})]
+            run_requests=[
+                dg.RunRequest(
+                    run_key=f"{spec.path}@{position}", tags={DRAIN_TAG: spec.path, **source_run_tags(spec.source)}
+                )
+            ]
         )
 
     return _changes

@@ -56,6 +56,7 @@ from integration_platform.assets.config_model import (
     require_exactly_one,
 )
 from integration_platform.assets.freshness import freshness_checks
+from integration_platform.assets.run_queue import source_run_tags
 from integration_platform.assets.run_recovery import tag_run_host
 from integration_platform.assets.schedules import refresh_job
 from integration_platform.assets.stream_assets import (
@@ -481,6 +482,7 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
                 job = dg.define_asset_job(
                     f"{self.source}_{granularity}_partitions{suffix}",
                     selection=dg.AssetSelection.assets(*[k for s in members for k in (lake_key(s), warehouse_key(s))]),
+                    tags=source_run_tags(self.source),
                 )
                 jobs.append(job)
                 schedules.append(
@@ -528,6 +530,7 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             selection = dg.AssetSelection.assets(*[k for s in plain for k in (lake_key(s), warehouse_key(s))])
             job, schedule = refresh_job(
                 f"{self.source}_refresh",
+                self.source,
                 selection,
                 self.schedule,
                 f"Incremental refresh of every unpartitioned {self.source} stream.",
