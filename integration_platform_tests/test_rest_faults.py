@@ -100,25 +100,30 @@ def test_retries_recover_from_every_fault_with_exact_totals(tmp_path: Path, inst
     assert all(c.passed for c in result.get_asset_check_evaluations())
 
 
-def test_a_worker_waiting_out_retry_after_does_not_stop_the_others(
-    tmp_path: Path, instance: dg.DagsterInstance
-) -> None:
-    """No head-of-line blocking: the first detail request is answered 429 with Retry-After 2 s; while
-    its worker waits, the other workers fetch the other details, up to the memory bound (results are taken in parent
-    order; before, at most twice the concurrency were queued behind it and then every worker idled)."""
-    berry_ids = _berry_ids()
+def _while_one_waits(tmp_path: Path, instance: dg.DagsterInstance) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+    """A fan-out at concurrency 4 whose first detail request is answered 429 with Retry-After 2 s:
+    the platform, the refused request and the detail requests the proxy saw during the wait."""
     detail = r"/berry/[0-9]+/"
     plan = [{"fault": "429", "path_regex": detail, "at": [1], "retry_after": 2}]
     with pokeapi_server(latency_ms=20) as server, fault_proxy(server.url, plan) as proxy:
         p = platform(_yaml(proxy.url, concurrency=4), tmp_path, instance)
-        result = p.materialize()
+        assert p.materialize().success
         log = proxy.stats()["log"]
-    assert result.success
     details = [e for e in log if re.search(detail, e["path"])]
     refused = next(e for e in details if e["fault"] == "429")
     retry = next(e for e in details if e["path"] == refused["path"] and e["n"] > refused["n"])
     assert retry["t"] - refused["t"] >= 1.9, "the Retry-After was honoured"
-    during = [e for e in details if refused["t"] < e["t"] < retry["t"]]
+    return p, refused, [e for e in details if refused["t"] < e["t"] < retry["t"]]
+
+
+def test_a_worker_waiting_out_retry_after_does_not_stop_the_others(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """No head-of-line blocking: while the worker of a refused request waits, the other workers fetch
+    the other details, up to the memory bound (results are taken in parent order; before, at most twice
+    the concurrency were queued behind it and then every worker idled)."""
+    berry_ids = _berry_ids()
+    p, _, during = _while_one_waits(tmp_path, instance)
     # Concurrency 4: up to 512 requests wait in parent order (the count bound; more than the 68 details);
     # one more when the refused request was not the first in that order and the first was yielded.
     bound = REORDER_RESULTS_PER_WORKER * 4 - 1
@@ -134,17 +139,7 @@ def test_the_reorder_window_is_bounded_by_the_bytes_of_the_bodies_waiting(
     every detail still lands once after the Retry-After."""
     monkeypatch.setattr(extract, "REORDER_BODY_BYTES", 1)
     berry_ids = _berry_ids()
-    detail = r"/berry/[0-9]+/"
-    plan = [{"fault": "429", "path_regex": detail, "at": [1], "retry_after": 2}]
-    with pokeapi_server(latency_ms=20) as server, fault_proxy(server.url, plan) as proxy:
-        p = platform(_yaml(proxy.url, concurrency=4), tmp_path, instance)
-        result = p.materialize()
-        log = proxy.stats()["log"]
-    assert result.success
-    details = [e for e in log if re.search(detail, e["path"])]
-    refused = next(e for e in details if e["fault"] == "429")
-    retry = next(e for e in details if e["path"] == refused["path"] and e["n"] > refused["n"])
-    during = [e for e in details if refused["t"] < e["t"] < retry["t"]]
+    p, _, during = _while_one_waits(tmp_path, instance)
     assert 1 <= len(during) <= 2 * 4, len(during)
     assert sorted(row[0] for row in p.query("SELECT id FROM berry.details")) == sorted(berry_ids)
 
