@@ -21,7 +21,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from integration_platform.assets.automation import warehouse_follows_lake
-from integration_platform.assets.cluster import celery_executor, cluster_mode
+from integration_platform.assets.cluster import celery_executor, celery_queues_sensor, cluster_mode
 from integration_platform.assets.executor import run_sized_executor
 from integration_platform.assets.run_recovery import reclaim_dead_runs_sensor
 from integration_platform.components import KINDS
@@ -103,7 +103,12 @@ def _built(environment: tuple[tuple[str, str], ...], files: tuple[tuple[str, int
         folder,
         dg.Definitions(
             resources=platform_resources(),
-            sensors=[reclaim_dead_runs_sensor, warehouse_follows_lake],
+            # the queue-depth sensor only in cluster mode: elsewhere there is no broker to ask
+            sensors=[
+                reclaim_dead_runs_sensor,
+                warehouse_follows_lake,
+                *([celery_queues_sensor] if cluster_mode() else []),
+            ],
             executor=celery_executor() if cluster_mode() else EXECUTOR,
             component_tree=tree,
         ),

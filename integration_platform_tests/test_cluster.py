@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +22,10 @@ import boto3
 import dagster as dg
 import duckdb
 import pytest
+from kombu import Connection, Queue
 
-from integration_platform.assets.cluster import DEFAULT_QUEUE, WAREHOUSE_QUEUE
+from integration_platform.assets.cluster import DEFAULT_QUEUE, WAREHOUSE_QUEUE, celery_queues_sensor, queue_depths
+from integration_platform.assets.run_recovery import HOST_TAG
 from integration_platform.demo import step_workers
 from integration_platform.instance import write_instance
 from integration_platform_tests.services import PG_HOST, PG_PORT, REPO, moto_server, psql, require_port
@@ -115,6 +118,14 @@ def test_steps_run_on_both_workers_and_warehouse_steps_only_on_its_worker(cluste
     assert set(lake_steps.values()) == {"w1", "w2"}, f"lake steps spread over both workers: {lake_steps}"
     assert set(warehouse_steps.values()) == {"w1"}, f"warehouse steps only on w1: {warehouse_steps}"
     assert not (root / "w2" / "no-warehouse-here.duckdb").exists()
+    # Steps run away from the run's coordinator: no step may tag the run as one of its host's, or a
+    # worker of another host would judge the coordinator's pid there and fail a live run.
+    assert HOST_TAG not in run.tags
+    # Queue depth as the UI's sensor page shows it: both queues drained, w1 and w2 on dagster, w1 on warehouse.
+    with dg.build_sensor_context() as context:
+        tick = celery_queues_sensor(context)
+    assert isinstance(tick, dg.SkipReason)
+    assert tick.skip_message == "dagster: 0 waiting, 2 workers; warehouse: 0 waiting, 1 worker"
 
     # The same selection in one process, on a lake and warehouse of its own.
     local = root / "local"
@@ -128,6 +139,52 @@ def test_steps_run_on_both_workers_and_warehouse_steps_only_on_its_worker(cluste
     assert {t: len(r) for t, r in clustered.items()} == {t: len(r) for t, r in in_one_process.items()}
     assert clustered == in_one_process
     assert len(clustered["artist"]) == 275
+
+
+def test_the_daemons_sensor_and_schedule_runs_execute_on_the_workers(cluster: dict[str, object]) -> None:
+    """``dagster-daemon run`` on a code location with a sensor and an every-minute schedule: the runs they
+    request are launched by the daemon (its run queue and run launcher, unchanged) and their steps run on
+    the Celery workers, the warehouse step on ``w1``."""
+    env = dict(cluster["env"])  # type: ignore[call-overload]
+    root = Path(str(cluster["root"]))
+    location = Path(__file__).with_name("cluster_location.py")
+    daemon_log = root / "daemon.log"
+    with daemon_log.open("wb") as out:
+        daemon = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-f", str(location)],
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("DAGSTER_PG_URL", env["DAGSTER_PG_URL"])
+            instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+            deadline = time.monotonic() + 150  # the schedule fires at the next minute, then the run
+            done: dict[str, dg.DagsterRun] = {}
+            while len(done) < 2:
+                assert time.monotonic() < deadline, f"runs so far: {done}\n{daemon_log.read_text()[-3000:]}"
+                assert daemon.poll() is None, daemon_log.read_text()[-3000:]
+                for job in ("genre_by_sensor", "genre_by_schedule"):
+                    for run in instance.get_runs(filters=dg.RunsFilter(job_name=job)):
+                        if run.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
+                            done.setdefault(job, run)
+                time.sleep(1)
+            workers = {name: step_workers(instance, run.run_id) for name, run in done.items()}
+            instance.dispose()
+    finally:
+        stop(daemon)
+    assert {name: run.status for name, run in done.items()} == {
+        "genre_by_sensor": dg.DagsterRunStatus.SUCCESS,
+        "genre_by_schedule": dg.DagsterRunStatus.SUCCESS,
+    }
+    assert done["genre_by_schedule"].tags.get("dagster/schedule_name") == "genre_every_minute"
+    assert done["genre_by_sensor"].tags.get("dagster/sensor_name") == "genre_once"
+    for name, on in workers.items():
+        assert {"chinook__genre", "warehouse__chinook__genre"} <= set(on), (name, on)  # every step on a worker
+        assert on["warehouse__chinook__genre"][-1].startswith("w1@"), (name, on)
 
 
 #: Imported by every Python process of the killed worker (``sitecustomize``): its first upload of a
@@ -194,3 +251,17 @@ def _platform_columns(conn: duckdb.DuckDBPyConnection, table: str) -> str:
         [table],
     ).fetchall()
     return ", ".join(c[0] for c in columns)
+
+
+def test_queue_depths_count_waiting_messages_and_consumers() -> None:
+    require_port("127.0.0.1", 5672, "RabbitMQ")
+    name = f"ip_test_depth_{uuid.uuid4().hex[:8]}"
+    with Connection(BROKER) as connection:
+        queue = Queue(name, routing_key=name)
+        with connection.Producer() as producer:
+            for i in range(3):
+                producer.publish({"n": i}, routing_key=name, declare=[queue])
+        try:
+            assert queue_depths(BROKER, [name, f"{name}_absent"]) == {name: (3, 0), f"{name}_absent": None}
+        finally:
+            queue(connection.default_channel).delete()

@@ -86,3 +86,49 @@ def celery_executor() -> dg.ExecutorDefinition:
             f"cluster mode needs dagster-celery: pip install 'integration_platform[cluster]' ({exc})"
         ) from exc
     return dagster_celery_executor.configured(celery_config(), name="celery")
+
+
+def queue_depths(broker: str, queues: list[str]) -> dict[str, tuple[int, int] | None]:
+    """Queue name -> (messages waiting, consumers) on ``broker`` (AMQP ``queue.declare`` with
+    ``passive``: reads, creates nothing), or None for a queue the broker does not have yet.
+    Raises kombu's ``OperationalError`` when the broker cannot be reached in 5 s."""
+    from kombu import Connection
+
+    depths: dict[str, tuple[int, int] | None] = {}
+    with Connection(broker, connect_timeout=5) as connection:
+        for queue in queues:
+            channel = connection.channel()
+            try:
+                _, waiting, consumers = channel.queue_declare(queue, passive=True)
+                depths[queue] = (int(waiting), int(consumers))
+            except connection.channel_errors:  # 404 NOT_FOUND: never declared
+                depths[queue] = None
+            finally:
+                try:
+                    channel.close()
+                except connection.channel_errors:  # closed by the broker with the 404
+                    pass
+    return depths
+
+
+def describe_depths(depths: dict[str, tuple[int, int] | None]) -> str:
+    """``dagster: 3 waiting, 2 workers; warehouse: not declared yet`` (what the sensor's ticks show)."""
+    return "; ".join(
+        f"{queue}: not declared yet"
+        if depth is None
+        else f"{queue}: {depth[0]} waiting, {depth[1]} worker{'' if depth[1] == 1 else 's'}"
+        for queue, depth in depths.items()
+    )
+
+
+@dg.sensor(
+    name="celery_queues",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Cluster mode: messages waiting and workers consuming per Celery queue, in each tick's message.",
+)
+def celery_queues_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    """Reports the depth of the ``dagster`` and ``warehouse`` queues in its tick (the UI's sensor
+    page lists each tick's message); it never requests runs."""
+    broker = str(celery_config()["broker"])
+    return dg.SkipReason(describe_depths(queue_depths(broker, [DEFAULT_QUEUE, WAREHOUSE_QUEUE])))

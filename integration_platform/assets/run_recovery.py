@@ -19,6 +19,7 @@ from collections.abc import Callable
 import dagster as dg
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
 
+from integration_platform.assets.cluster import cluster_mode
 from integration_platform.core.lake import host_id, process_alive
 
 #: Run tag: the host (``core.lake.host_id``: host name, boot id, PID namespace) whose processes run
@@ -69,7 +70,14 @@ def reclaim_dead_runs(instance: dg.DagsterInstance, log: Callable[[str], None]) 
 
 
 def tag_run_host(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> None:
-    """Tag the step's run with this host (:data:`HOST_TAG`) unless it is tagged already."""
+    """Tag the step's run with this host (:data:`HOST_TAG`) unless it is tagged already.
+
+    Not in cluster mode (``IP_EXECUTOR=celery``): there the step runs on a Celery worker, and the
+    process that coordinates the run (whose pid :func:`reclaim_dead_runs` judges) lives on another
+    host, so a worker would take a live coordinator for a dead one and fail a running run. Such runs
+    stay untagged, which this module leaves alone."""
+    if cluster_mode():
+        return
     if HOST_TAG not in context.run.tags:
         context.instance.add_run_tags(context.run.run_id, {HOST_TAG: host_id()})
 
