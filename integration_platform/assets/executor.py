@@ -9,6 +9,14 @@ of 3 in ``benchmarks/small_run.py`` on the 2-core test machine: 10.8 s multiproc
 process). Larger runs keep one process per step,
 so independent streams land side by side and a crashing step does not take the others down.
 
+Within a multiprocess run, steps that open the DuckDB file (tagged by
+:func:`~integration_platform.assets.cluster.warehouse_step_tags`) start one at a time (the
+executor's ``tag_concurrency_limits``): otherwise they all become ready at once, all but one wait
+for the ``duckdb`` pool's slot, and Dagster re-checks a blocked claim after 1 s, then ever longer
+(x1.1 per attempt, up to 15 s), so the last ones idled for many seconds after the slot was free.
+On the demo's 18 unpartitioned streams (50 steps) that waiting made the run 87 s against 20 s in
+process (``benchmarks/cluster_scale.py``). The pool still serialises them across runs.
+
 Both executors are Dagster's own, configured by Dagster's config system; this module only picks
 one per run, from the number of steps the run executes (``in_process_max_steps``, default 6). The
 guarantees are the same either way: steps run in dependency order, the ``duckdb`` pool admits one
@@ -20,6 +28,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
+
+from integration_platform.assets.cluster import CELERY_QUEUE_TAG, WAREHOUSE_QUEUE
 
 #: Steps a run may execute and still run in one process (one stream's lake and warehouse steps
 #: and its check steps are 2-6).
@@ -79,6 +89,14 @@ def run_sized_executor(preload_modules: list[str]) -> dg.ExecutorDefinition:
                 default_value={"forkserver": {"preload_modules": list(preload_modules)}},
                 description="How the step processes of a multiprocess run start (Dagster's multiprocess "
                 "executor setting; default: forked from a server with the platform preloaded).",
+            ),
+            "tag_concurrency_limits": dg.Field(
+                _MULTIPROCESS_FIELDS["tag_concurrency_limits"].config_type,
+                is_required=False,
+                default_value=[{"key": CELERY_QUEUE_TAG, "value": WAREHOUSE_QUEUE, "limit": 1}],
+                description="Dagster's multiprocess executor setting. Default: one step that opens the "
+                "DuckDB file at a time within the run, so that such steps do not wait on the duckdb pool "
+                "(see the module's docstring).",
             ),
             "in_process_max_steps": dg.Field(
                 int,
