@@ -28,6 +28,7 @@ BENCHMARKS: tuple[str, ...] = (
     "reverse_etl.py",
     "object_store_lake.py",
     "html_extract.py",
+    "cluster_scale.py",
 )
 
 
