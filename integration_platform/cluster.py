@@ -7,7 +7,7 @@ Usage::
 
 The worker is dagster-celery's own (``celery -A dagster_celery.app worker``, as ``dagster-celery
 worker start`` runs it) with the broker, result backend and at-least-once settings of
-:func:`~integration_platform.assets.cluster.celery_config`, from the same environment as the code
+:func:`~integration_platform.assets.cluster.worker_settings`, from the same environment as the code
 location (``IP_CELERY_BROKER``, ``IP_CELERY_BACKEND``, ``DAGSTER_HOME`` on the shared PostgreSQL
 storage, ``LAKE_URL`` on the shared object store, ``WAREHOUSE_PATH`` on the warehouse's worker).
 This process becomes the worker (``exec``), so its pid is the worker's: stop it with SIGTERM
@@ -23,32 +23,37 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
-from integration_platform.assets.cluster import DEFAULT_QUEUE, celery_config
+from integration_platform.assets.cluster import DEFAULT_QUEUE
 
 
 def worker_argv(name: str, queues: list[str], concurrency: int, config_dir: str) -> list[str]:
     """The ``celery worker`` command line of a worker named ``name`` (``name@host``) consuming
     ``queues`` with ``concurrency`` processes, its settings module in ``config_dir``."""
-    celery = shutil.which("celery", path=str(Path(sys.executable).parent)) or "celery"
+    celery = shutil.which("celery", path=str(Path(sys.executable).parent)) or shutil.which("celery")
+    if celery is None:
+        raise FileNotFoundError(
+            "no celery executable next to this Python or on PATH: pip install 'integration_platform[cluster]'"
+        )
     # One -Q with the list: Celery 5 keeps only the last of several -Q options (which
     # ``dagster-celery worker start`` passes, one per queue).
     argv = [celery, "-A", "dagster_celery.app", "worker", "--prefetch-multiplier=1", "--loglevel", "INFO"]
     return [*argv, "-Q", ",".join(queues), "-n", f"{name}@%h", "--concurrency", str(concurrency)]
 
 
-def settings_dir() -> str:
-    """A folder holding dagster-celery's settings module (``dagster_celery_config.py``) for
-    :func:`celery_config`, written by dagster-celery's own CLI helper."""
-    from dagster_celery.cli import get_config_dir
+#: The settings module dagster-celery's app loads by name (``dagster_celery_config``) when a worker
+#: starts. It reads the settings from the environment then (:func:`worker_settings`): dagster-celery's
+#: own ``worker start`` writes the broker URL, password included, into such a file instead.
+SETTINGS_MODULE = """from integration_platform.assets.cluster import worker_settings
 
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-        yaml.safe_dump({"execution": {"config": celery_config()}}, handle)
-    try:
-        return str(get_config_dir(handle.name))
-    finally:
-        os.unlink(handle.name)
+globals().update(worker_settings())
+"""
+
+
+def settings_dir() -> str:
+    """A new folder holding the ``dagster_celery_config.py`` of :data:`SETTINGS_MODULE` (no secret in it)."""
+    folder = tempfile.mkdtemp(prefix="ip-celery-settings-")
+    Path(folder, "dagster_celery_config.py").write_text(SETTINGS_MODULE)
+    return folder
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,7 +21,12 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from integration_platform.assets.automation import warehouse_follows_lake
-from integration_platform.assets.cluster import celery_executor, celery_queues_sensor, cluster_mode
+from integration_platform.assets.cluster import (
+    celery_executor,
+    celery_queues_sensor,
+    cluster_mode,
+    require_shared_lake,
+)
 from integration_platform.assets.executor import run_sized_executor
 from integration_platform.assets.run_recovery import reclaim_dead_runs_sensor
 from integration_platform.components import KINDS
@@ -89,11 +94,15 @@ def _built(environment: tuple[tuple[str, str], ...], files: tuple[tuple[str, int
     The project's ``defs/`` folder through Dagster's ``ComponentTree``, its tree attached for the UI,
     rather than ``dg.load_from_defs_folder``: that also imports every installed package registered as
     a component library, to list their component types in the UI, and dagster-aws's import alone
-    (all its components, boto3, Dagster's test utilities) took 0.65 s of the 1.7 s every process
-    spent loading this code location: the code server, each run and each step process. The project
-    declares its sources in ``defs/`` and adds no component through the UI, so the listing and
-    UI-managed components are all it leaves out. Dagster's preview and beta warnings about its own
-    component machinery are silenced as ``load_from_defs_folder`` silences them."""
+    (all its components, boto3, Dagster's test utilities) took 0.65 s of the 1.7 s each run and step
+    process spent loading this code location. (The code server still imports them once, when Dagster
+    snapshots the component tree for the UI.) The project declares its sources in ``defs/`` and adds
+    no component through the UI, so the listing and UI-managed components are all it leaves out.
+    Dagster's preview and beta warnings about its own component machinery are silenced as
+    ``load_from_defs_folder`` silences them."""
+    resources = platform_resources()
+    if cluster_mode():
+        require_shared_lake(resources["lake"].url)  # type: ignore[attr-defined]
     tree = dg.ComponentTree.for_project(path_within_project=PROJECT_ROOT)
     with warnings.catch_warnings():
         for category in (dg.PreviewWarning, dg.BetaWarning, dg.SupersessionWarning):
@@ -102,7 +111,7 @@ def _built(environment: tuple[tuple[str, str], ...], files: tuple[tuple[str, int
     return dg.Definitions.merge(
         folder,
         dg.Definitions(
-            resources=platform_resources(),
+            resources=resources,
             # the queue-depth sensor only in cluster mode: elsewhere there is no broker to ask
             sensors=[
                 reclaim_dead_runs_sensor,

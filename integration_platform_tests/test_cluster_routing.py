@@ -10,6 +10,8 @@ import pytest
 from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
 
 from integration_platform.assets import cluster
+from integration_platform.assets.run_recovery import reclaim_dead_runs
+from integration_platform.cluster import settings_dir
 from integration_platform.definitions import defs
 from integration_platform_tests.test_config_corpus import CONFIGS, _load_as_project
 
@@ -57,6 +59,7 @@ def test_every_corpus_step_that_opens_the_warehouse_goes_to_its_queue(config: Pa
 
 def test_ip_executor_celery_selects_dagsters_celery_executor(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(cluster.MODE_ENV, "celery")
+    monkeypatch.setenv("LAKE_URL", "s3://lake/raw")
     monkeypatch.setenv(cluster.BROKER_ENV, "pyamqp://guest:guest@127.0.0.1:5672//")
     monkeypatch.delenv(cluster.BACKEND_ENV, raising=False)
     job = defs().resolve_implicit_global_asset_job_def()
@@ -76,3 +79,40 @@ def test_a_mode_it_does_not_know_is_refused(monkeypatch: pytest.MonkeyPatch) -> 
         cluster.cluster_mode()
     monkeypatch.delenv(cluster.MODE_ENV)
     assert cluster.cluster_mode() is False
+
+
+def test_cluster_mode_refuses_a_lake_the_workers_do_not_share(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A folder lake: each worker would land in its own, and the warehouse step would find nothing."""
+    monkeypatch.setenv(cluster.MODE_ENV, "celery")
+    monkeypatch.setenv("LAKE_URL", str(tmp_path / "lake"))
+    with pytest.raises(ValueError, match="IP_EXECUTOR=celery needs a lake every worker reaches"):
+        defs()
+    cluster.require_shared_lake("gs://bucket/raw")  # an object store passes
+
+
+def test_the_workers_settings_file_holds_no_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings module a worker loads reads the broker URL from the environment when it starts:
+    the password never reaches the file (dagster-celery's own ``worker start`` writes it there)."""
+    monkeypatch.setenv(cluster.BROKER_ENV, "pyamqp://ip:s3cret-pw@127.0.0.1:5672//")
+    folder = Path(settings_dir())
+    text = (folder / "dagster_celery_config.py").read_text()
+    assert "s3cret-pw" not in text
+    namespace: dict[str, Any] = {}
+    exec(compile(text, "dagster_celery_config.py", "exec"), namespace)
+    assert namespace["broker_url"] == "pyamqp://ip:s3cret-pw@127.0.0.1:5672//"
+    assert namespace["task_acks_late"] is True and namespace["task_reject_on_worker_lost"] is True
+
+
+def test_a_finished_run_of_any_host_gives_its_pool_slots_back(tmp_path: Path) -> None:
+    """Cluster runs carry no host tag; one that ended still holding a duckdb slot (its coordinator
+    died after the run was marked failed) must not block the warehouse for ever."""
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        storage = instance.event_log_storage
+        storage.set_concurrency_slots("duckdb", 1)
+        run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job(), tags={})
+        claim = storage.claim_concurrency_slot("duckdb", run.run_id, "warehouse__a__b")
+        assert claim.is_claimed
+        instance.report_run_failed(run, "its coordinator died")
+        freed = reclaim_dead_runs(instance, lambda _: None)
+        assert freed == [run.run_id]
+        assert storage.get_concurrency_info("duckdb").active_slot_count == 0

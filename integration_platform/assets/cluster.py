@@ -76,6 +76,26 @@ def celery_config() -> dict[str, Any]:
     }
 
 
+def worker_settings() -> dict[str, Any]:
+    """The Celery settings of a worker (lower-case setting names): the broker, the result backend and
+    the at-least-once settings of :func:`celery_config`, read from the environment when the worker
+    starts, so that no password reaches a file."""
+    config = celery_config()
+    return {"broker_url": config["broker"], "result_backend": config["backend"], **config["config_source"]}
+
+
+def require_shared_lake(lake_url: str) -> None:
+    """Raises ``ValueError`` unless ``lake_url`` is an object store every worker reaches: in cluster
+    mode a lake step lands on one worker and the warehouse step reads its landing on another, so a
+    folder lake would leave the warehouse with nothing to load and the run would still succeed."""
+    scheme = lake_url.partition("://")[0] if "://" in lake_url else ""
+    if scheme not in ("s3", "gs", "az", "abfs"):
+        raise ValueError(
+            f"{MODE_ENV}=celery needs a lake every worker reaches: set LAKE_URL to s3://, gs:// or az://bucket/prefix "
+            f"(it is {lake_url!r})"
+        )
+
+
 def celery_executor() -> dg.ExecutorDefinition:
     """Dagster's Celery executor (dagster-celery) configured by :func:`celery_config`. Raises
     ``ImportError`` naming the extra when dagster-celery is not installed."""

@@ -41,8 +41,10 @@ def _coordinator(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float]
 def reclaim_dead_runs(instance: dg.DagsterInstance, log: Callable[[str], None]) -> list[str]:
     """Fail the unfinished runs holding pool slots whose coordinating process is gone, and free the slots
     of those and of finished runs that still hold some. Returns the run ids handled; ``log`` gets one line
-    per run (run id, pid, slots). A run of another host (:data:`HOST_TAG`) or without a start event yet is
-    left alone, and so is an untagged one. Never raises for a run that vanished meanwhile."""
+    per run (run id, pid, slots). An unfinished run of another host (:data:`HOST_TAG`), an untagged one
+    (cluster mode's) or one without a start event yet is left alone; a finished run's slots are freed
+    whatever its host, since no process of it can still use them. Never raises for a run that vanished
+    meanwhile."""
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits:
         return []
@@ -50,7 +52,7 @@ def reclaim_dead_runs(instance: dg.DagsterInstance, log: Callable[[str], None]) 
     handled = []
     for run_id in sorted(storage.get_concurrency_run_ids()):
         run = instance.get_run_by_id(run_id)
-        if run is None or run.tags.get(HOST_TAG) != here:
+        if run is None or (run.status not in FINISHED_STATUSES and run.tags.get(HOST_TAG) != here):
             continue
         if run.status not in FINISHED_STATUSES:
             started = _coordinator(instance, run_id)
