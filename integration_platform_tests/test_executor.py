@@ -44,7 +44,9 @@ def materialize(env: dict[str, str], selection: str, *extra: str) -> str:
     return engine[0]
 
 
-def test_a_run_of_one_stream_executes_in_process_and_a_larger_one_per_step(tmp_path: Path) -> None:
+def project_env(tmp_path: Path) -> dict[str, str]:
+    """This process's environment with the project's instance, lake and warehouse under ``tmp_path``
+    (the instance's ``dagster.yaml`` written)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
     env.update(
         DAGSTER_HOME=str(tmp_path / "home"),
@@ -52,6 +54,11 @@ def test_a_run_of_one_stream_executes_in_process_and_a_larger_one_per_step(tmp_p
         WAREHOUSE_PATH=str(tmp_path / "warehouse.duckdb"),
     )
     write_instance(tmp_path / "home", env)
+    return env
+
+
+def test_a_run_of_one_stream_executes_in_process_and_a_larger_one_per_step(tmp_path: Path) -> None:
+    env = project_env(tmp_path)
     assert materialize(env, ONE_STREAM).startswith("Executing steps in process")
     forced = '{"execution": {"config": {"in_process_max_steps": 0}}}'
     assert materialize(env, ONE_STREAM, "--config-json", forced).startswith("Executing steps using multiprocess")
@@ -72,13 +79,7 @@ def test_warehouse_steps_of_a_multiprocess_run_never_wait_on_the_duckdb_pool(tmp
     """Four streams, eight steps that open the DuckDB file (warehouse assets, rows_match_source checks):
     the executor starts them one at a time, so none is ever blocked on the pool's slot (which Dagster
     re-checks after ever longer waits, up to 15 s)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
-    env.update(
-        DAGSTER_HOME=str(tmp_path / "home"),
-        LAKE_URL=str(tmp_path / "lake"),
-        WAREHOUSE_PATH=str(tmp_path / "warehouse.duckdb"),
-    )
-    write_instance(tmp_path / "home", env)
+    env = project_env(tmp_path)
     tables = ("artist", "album", "genre", "media_type")
     selection = ",".join(f"chinook/{t},warehouse/chinook.{t}" for t in tables)
     assert materialize(env, selection).startswith("Executing steps using multiprocess")
