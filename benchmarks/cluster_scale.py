@@ -20,9 +20,10 @@ Methods (runs interleaved, medians):
   step count): every step one after the other in the CLI's process.
 - ``multiprocess`` (the platform's choice on one machine for a run this size): a process per step,
   forked from a preloaded server, at most as many at once as the machine has cores.
-- ``celery_1_worker``: ``IP_EXECUTOR=celery``, one worker serving both queues with 2 processes.
-- ``celery_2_workers``: two workers with 2 processes each, separate working folders; ``w1`` also
-  serves the ``warehouse`` queue.
+- ``celery_1_worker``: ``IP_EXECUTOR=celery``, one machine: ``w1`` serving the ``dagster`` queue
+  with 2 processes and ``wh`` the ``warehouse`` queue with its one process.
+- ``celery_2_workers``: the same plus ``w2``, a second worker of the ``dagster`` queue with 2
+  processes, in a working folder of its own.
 
 Printed per method: seconds, the ratio to ``in_process`` and each worker's busy seconds (the sum of
 its steps' durations from Dagster's step stats). Then the per-step tax: the lake step of one tiny
@@ -45,18 +46,16 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import psycopg
 from common import REPO_ROOT, parse_args
 
 from integration_platform.assets.cluster import DEFAULT_QUEUE, WAREHOUSE_QUEUE
 from integration_platform.demo import step_workers
 from integration_platform.instance import write_instance
 from integration_platform.standins import running_standins, stop
-from sandbox.cluster import purge_queues, start_worker
+from sandbox.cluster import fresh_database, purge_queues, start_worker
 from sandbox.object_stores import moto_s3
 
 DAGSTER = str(Path(sys.executable).parent / "dagster")
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
 BACKEND = "redis://127.0.0.1:6379/14"
 TINY = "chinook/media_type"
@@ -79,19 +78,21 @@ def demo_selection() -> str:
 
 def run_method(method: str, selection: str, endpoint: str, work: Path) -> dict[str, Any]:
     """One run of ``method`` from nothing; its seconds, steps and each worker's busy seconds."""
-    database = f"ip_bench_cluster_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {database}")
     folder = work / f"{method}-{uuid.uuid4().hex[:6]}"
+    with fresh_database("ip_bench_cluster") as database:
+        return _run(method, selection, endpoint, folder, database)
+
+
+def _run(method: str, selection: str, endpoint: str, folder: Path, database: str) -> dict[str, Any]:
     env = {
         **os.environ,
         "DAGSTER_HOME": str(folder / "home"),
-        "DAGSTER_PG_URL": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}",
+        "DAGSTER_PG_URL": database,
         "LAKE_URL": f"s3://lake/{folder.name}",
         "S3_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "bench",
         "AWS_SECRET_ACCESS_KEY": "bench",
-        "WAREHOUSE_PATH": str(folder / "w1" / "warehouse.duckdb"),
+        "WAREHOUSE_PATH": str(folder / "wh" / "warehouse.duckdb"),
         "IP_CELERY_BROKER": BROKER,
         "IP_CELERY_BACKEND": BACKEND,
         "PYTHONPATH": str(REPO_ROOT),
@@ -103,12 +104,13 @@ def run_method(method: str, selection: str, endpoint: str, work: Path) -> dict[s
         if method.startswith("celery"):
             env["IP_EXECUTOR"] = "celery"
             purge_queues(BROKER)
-            workers.append(start_worker("w1", f"{DEFAULT_QUEUE},{WAREHOUSE_QUEUE}", env, folder / "w1", concurrency=2))
+            workers.append(start_worker("wh", WAREHOUSE_QUEUE, env, folder / "wh"))
+            workers.append(start_worker("w1", DEFAULT_QUEUE, env, folder / "w1", concurrency=2))
             if method == "celery_2_workers":
                 workers.append(start_worker("w2", DEFAULT_QUEUE, env, folder / "w2", concurrency=2))
         else:
             env.pop("IP_EXECUTOR", None)
-            (folder / "w1").mkdir(parents=True, exist_ok=True)
+            (folder / "wh").mkdir(parents=True, exist_ok=True)
             max_steps = 10_000 if method == "in_process" else 0
             argv += ["--config-json", json.dumps({"execution": {"config": {"in_process_max_steps": max_steps}}})]
         started = time.perf_counter()
@@ -120,8 +122,6 @@ def run_method(method: str, selection: str, endpoint: str, work: Path) -> dict[s
     finally:
         for worker in workers:
             stop(worker)
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
 def _busy(env: dict[str, str]) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 Usage::
 
-    python -m integration_platform.cluster worker --name w1 --queues dagster,warehouse   # next to the DuckDB file
-    python -m integration_platform.cluster worker --name w2                             # any other machine
+    python -m integration_platform.cluster worker --name wh --queues warehouse   # next to the DuckDB file
+    python -m integration_platform.cluster worker --name w1                      # on any machine, any number
 
 The worker is dagster-celery's own (``celery -A dagster_celery.app worker``, as ``dagster-celery
 worker start`` runs it) with the broker, result backend and at-least-once settings of
@@ -13,7 +13,10 @@ storage, ``LAKE_URL`` on the shared object store, ``WAREHOUSE_PATH`` on the ware
 This process becomes the worker (``exec``), so its pid is the worker's: stop it with SIGTERM
 (Celery's warm shutdown: running steps finish) or SIGQUIT.
 
-Only one worker may serve the ``warehouse`` queue: DuckDB admits one writing process per file.
+Only one worker process may serve the ``warehouse`` queue: DuckDB admits one writing process per
+file, and in cluster mode that queue is what keeps the rule (no Dagster pool holds the steps back).
+A worker serving it therefore runs one process (``--concurrency`` 1, refused otherwise), and it
+refuses to start when the broker already has a consumer on that queue.
 """
 
 import argparse
@@ -23,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from integration_platform.assets.cluster import DEFAULT_QUEUE
+from integration_platform.assets.cluster import DEFAULT_QUEUE, WAREHOUSE_QUEUE, celery_config, queue_depths
 
 
 def worker_argv(name: str, queues: list[str], concurrency: int, config_dir: str) -> list[str]:
@@ -56,25 +59,55 @@ def settings_dir() -> str:
     return folder
 
 
+def check_single_warehouse_worker(queues: list[str], concurrency: int | None, broker: str) -> int:
+    """The worker's process count: ``concurrency``, or 1 for a worker of the ``warehouse`` queue
+    (:data:`~integration_platform.assets.cluster.WAREHOUSE_QUEUE`) and the machine's cores for the others.
+
+    Raises ``ValueError`` when a ``warehouse`` worker is asked for more than one process, or when
+    ``broker`` already has a consumer on that queue (another worker holds the DuckDB file's writer
+    role); kombu's ``OperationalError`` when the broker cannot be reached in 5 s."""
+    if WAREHOUSE_QUEUE not in queues:
+        return concurrency or os.cpu_count() or 1
+    if concurrency not in (None, 1):
+        raise ValueError(
+            f"--concurrency {concurrency}: a worker of the {WAREHOUSE_QUEUE!r} queue runs one process, since "
+            "DuckDB admits one writing process per file; start other workers for the other queues"
+        )
+    consumers = (queue_depths(broker, [WAREHOUSE_QUEUE])[WAREHOUSE_QUEUE] or (0, 0))[1]
+    if consumers:
+        raise ValueError(
+            f"the {WAREHOUSE_QUEUE!r} queue already has {consumers} worker(s) on the broker: only one may serve it "
+            "(DuckDB admits one writing process per file)"
+        )
+    return 1
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse ``worker --name N [--queues a,b] [--concurrency C]`` and exec the worker.
 
-    Raises ``SystemExit`` on bad arguments and ``ImportError`` naming the extra when dagster-celery
+    Raises ``SystemExit`` on bad arguments or a second worker of the ``warehouse`` queue
+    (:func:`check_single_warehouse_worker`), and ``ImportError`` naming the extra when dagster-celery
     is missing."""
     parser = argparse.ArgumentParser(prog="python -m integration_platform.cluster", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     worker = commands.add_parser("worker", help="run a Celery worker of cluster mode in this process")
     worker.add_argument("--name", required=True, help="worker name (the node is name@host)")
     worker.add_argument("--queues", default=DEFAULT_QUEUE, help="comma-separated queues (default: dagster)")
-    worker.add_argument("--concurrency", type=int, default=os.cpu_count() or 1, help="worker processes")
+    worker.add_argument(
+        "--concurrency", type=int, default=None, help="worker processes (default: 1 for warehouse, else the cores)"
+    )
     args = parser.parse_args(argv)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     if not queues or len(queues) > 4:  # dagster-celery refuses more than four (a Celery 4 bug)
         parser.error("--queues: give one to four queue names")
+    try:
+        concurrency = check_single_warehouse_worker(queues, args.concurrency, str(celery_config()["broker"]))
+    except ValueError as exc:
+        parser.error(str(exc))
     config_dir = settings_dir()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (config_dir, env.get("PYTHONPATH", "")) if p)
-    command = worker_argv(args.name, queues, args.concurrency, config_dir)
+    command = worker_argv(args.name, queues, concurrency, config_dir)
     os.execve(command[0], command, env)
 
 

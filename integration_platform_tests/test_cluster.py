@@ -1,13 +1,14 @@
 """Cluster mode on a real cluster of one machine: Dagster's Celery executor over the running RabbitMQ,
 the Redis result backend, Dagster's storage in PostgreSQL, the lake on an S3 API server (moto), and
-two Celery workers started by ``python -m integration_platform.cluster worker`` as separate processes
-with separate working folders: ``w1`` serves the ``dagster`` and ``warehouse`` queues next to the
-DuckDB file, ``w2`` only ``dagster`` and has no warehouse.
+three Celery workers started by ``python -m integration_platform.cluster worker`` as separate processes
+with separate working folders: ``wh`` serves the ``warehouse`` queue with one process next to the
+DuckDB file, ``w1`` and ``w2`` the ``dagster`` queue and have no warehouse.
 
 The run is ``dagster asset materialize`` of six chinook streams (SQLite, vendored) with
 ``IP_EXECUTOR=celery``; the same selection also runs in one process (the default executor) on a local
 lake and warehouse of its own, and both warehouses must hold the same rows."""
 
+import itertools
 import os
 import signal
 import sqlite3
@@ -69,15 +70,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obje
                 "S3_ENDPOINT_URL": endpoint,
                 "AWS_ACCESS_KEY_ID": "testing",
                 "AWS_SECRET_ACCESS_KEY": "testing",
-                "WAREHOUSE_PATH": str(root / "w1" / "warehouse.duckdb"),
+                "WAREHOUSE_PATH": str(root / "wh" / "warehouse.duckdb"),
                 "CHINOOK_DB_URL": f"sqlite:///{REPO / 'sandbox' / 'chinook' / 'chinook.sqlite'}",
                 "PYTHONPATH": str(REPO),
             }
             write_instance(root / "home", env)
             purge_queues(BROKER)
-            workers.append(start_worker("w1", f"{DEFAULT_QUEUE},{WAREHOUSE_QUEUE}", env, root / "w1"))
-            no_warehouse = {**env, "WAREHOUSE_PATH": str(root / "w2" / "no-warehouse-here.duckdb")}
-            workers.append(start_worker("w2", DEFAULT_QUEUE, no_warehouse, root / "w2"))
+            workers.append(start_worker("wh", WAREHOUSE_QUEUE, env, root / "wh"))
+            for name in ("w1", "w2"):
+                no_warehouse = {**env, "WAREHOUSE_PATH": str(root / name / "no-warehouse-here.duckdb")}
+                workers.append(start_worker(name, DEFAULT_QUEUE, no_warehouse, root / name))
             yield {"env": env, "root": root, "workers": workers}
     finally:
         for worker in workers:
@@ -88,6 +90,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obje
 def _materialize(env: dict[str, str], cwd: Path, selection: str = SELECTION) -> subprocess.CompletedProcess[str]:
     argv = [DAGSTER, "asset", "materialize", "-m", "integration_platform.definitions", "--select", selection]
     return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def _submissions(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
+    """Step key -> when the run's coordinator submitted its Celery task (dagster-celery's engine event)."""
+    return {
+        entry.step_key: entry.timestamp
+        for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+        if entry.step_key and entry.user_message.startswith("Submitting celery task")
+    }
 
 
 def _rows(warehouse: Path) -> dict[str, list[tuple[object, ...]]]:
@@ -109,6 +120,8 @@ def test_steps_run_on_both_workers_and_warehouse_steps_only_on_its_worker(cluste
         run = instance.get_runs(limit=1)[0]
         assert run.status == dg.DagsterRunStatus.SUCCESS
         worker_of = {step: on[-1].split("@")[0] for step, on in step_workers(instance, run.run_id).items()}
+        spans = {s.step_key: (s.start_time, s.end_time) for s in instance.get_run_step_stats(run.run_id)}
+        submitted = _submissions(instance, run.run_id)
         instance.dispose()
 
     lake_steps = {k: w for k, w in worker_of.items() if k.startswith("chinook__")}
@@ -116,12 +129,18 @@ def test_steps_run_on_both_workers_and_warehouse_steps_only_on_its_worker(cluste
     warehouse_steps = {k: w for k, w in worker_of.items() if k.startswith("warehouse__")}
     assert len(lake_steps) == len(TABLES) and len(warehouse_steps) == 2 * len(TABLES), worker_of
     assert set(lake_steps.values()) == {"w1", "w2"}, f"lake steps spread over both workers: {lake_steps}"
-    assert set(warehouse_steps.values()) == {"w1"}, f"warehouse steps only on w1: {warehouse_steps}"
-    assert not (root / "w2" / "no-warehouse-here.duckdb").exists()
+    assert set(warehouse_steps.values()) == {"wh"}, f"warehouse steps only on wh: {warehouse_steps}"
+    assert not any((root / name / "no-warehouse-here.duckdb").exists() for name in ("w1", "w2"))
+    # No Dagster pool holds them back in this mode: several are submitted while one runs, and the
+    # queue's one process runs them one after the other, never two at once on the DuckDB file.
+    ordered = sorted((spans[k] for k in warehouse_steps), key=lambda span: span[0] or 0)
+    assert all(a[1] is not None and b[0] is not None and a[1] <= b[0] for a, b in itertools.pairwise(ordered)), ordered
+    first_end = min(end for _, end in ordered if end is not None)
+    assert sum(1 for k in warehouse_steps if submitted[k] < first_end) >= 2, (submitted, ordered)
     # Steps run away from the run's coordinator: no step may tag the run as one of its host's, or a
     # worker of another host would judge the coordinator's pid there and fail a live run.
     assert HOST_TAG not in run.tags
-    # Queue depth as the UI's sensor page shows it: both queues drained, w1 and w2 on dagster, w1 on warehouse.
+    # Queue depth as the UI's sensor page shows it: both queues drained, w1 and w2 on dagster, wh on warehouse.
     with dg.build_sensor_context() as context:
         tick = celery_queues_sensor(context)
     assert isinstance(tick, dg.SkipReason)
@@ -139,6 +158,16 @@ def test_steps_run_on_both_workers_and_warehouse_steps_only_on_its_worker(cluste
     assert {t: len(r) for t, r in clustered.items()} == {t: len(r) for t, r in in_one_process.items()}
     assert clustered == in_one_process
     assert len(clustered["artist"]) == 275
+
+
+def test_a_second_warehouse_worker_is_refused(cluster: dict[str, object]) -> None:
+    """``wh`` consumes the warehouse queue: another worker of it would open the DuckDB file beside it."""
+    env = dict(cluster["env"])  # type: ignore[call-overload]
+    argv = [sys.executable, "-m", "integration_platform.cluster", "worker", "--name", "wh2", "--queues", "warehouse"]
+    refused = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "the 'warehouse' queue already has 1 worker(s) on the broker" in refused.stderr
+    assert queue_depths(BROKER, [WAREHOUSE_QUEUE]) == {WAREHOUSE_QUEUE: (0, 1)}
 
 
 def test_the_daemons_sensor_and_schedule_runs_execute_on_the_workers(cluster: dict[str, object]) -> None:
@@ -184,7 +213,7 @@ def test_the_daemons_sensor_and_schedule_runs_execute_on_the_workers(cluster: di
     assert done["genre_by_sensor"].tags.get("dagster/sensor_name") == "genre_once"
     for name, on in workers.items():
         assert {"chinook__genre", "warehouse__chinook__genre"} <= set(on), (name, on)  # every step on a worker
-        assert on["warehouse__chinook__genre"][-1].startswith("w1@"), (name, on)
+        assert on["warehouse__chinook__genre"][-1].startswith("wh@"), (name, on)
 
 
 #: Imported by every Python process of the killed worker (``sitecustomize``): its first upload of a
@@ -265,3 +294,51 @@ def test_queue_depths_count_waiting_messages_and_consumers() -> None:
             assert queue_depths(BROKER, [name, f"{name}_absent"]) == {name: (3, 0), f"{name}_absent": None}
         finally:
             queue(connection.default_channel).delete()
+
+
+#: The first upload of a lake part hangs (as a step stuck on a dead connection would).
+HANG_AT_FIRST_UPLOAD = """
+import time
+from integration_platform.core import lake
+
+lake.S3Lake._upload = lambda *args, **kwargs: time.sleep(600)
+"""
+
+
+def test_a_step_past_its_time_limit_fails_the_run_instead_of_holding_it(cluster: dict[str, object]) -> None:
+    """dagster-celery's coordinator waits on a step's result with no timeout: a step hung on a worker
+    would hold its run for ever. With ``IP_CELERY_STEP_TIME_LIMIT`` the worker kills it and the run
+    fails, naming the step, and nothing of it is landed. (Last in this module: it stops the other
+    workers of the ``dagster`` queue, so that the limited worker gets the step.)"""
+    env = dict(cluster["env"])  # type: ignore[call-overload]
+    root = Path(str(cluster["root"]))
+    workers: list[subprocess.Popen[bytes]] = cluster["workers"]  # type: ignore[assignment]
+    for worker in workers[1:]:  # every one but wh
+        stop(worker)
+    hook = root / "hang_hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HANG_AT_FIRST_UPLOAD)
+    # The coordinator's limit travels in each task's message (Celery's timelimit header); the worker
+    # has the same environment, as the README asks.
+    env["IP_CELERY_STEP_TIME_LIMIT"] = "4"
+    hanging = {**env, "PYTHONPATH": f"{hook}{os.pathsep}{env['PYTHONPATH']}"}
+    hanging["WAREHOUSE_PATH"] = str(root / "w4" / "no-warehouse-here.duckdb")
+    workers.append(start_worker("w4", DEFAULT_QUEUE, hanging, root / "w4"))
+    started = time.monotonic()
+    done = _materialize(env, root, "chinook/invoice")
+    seconds = time.monotonic() - started
+    assert done.returncode != 0, done.stdout[-3000:]
+    assert seconds < 60, f"the run failed after {seconds:.0f} s, not at the step's 4 s limit"
+    assert "Hard time limit (4s) exceeded" in (root / "w4" / "worker.log").read_text()
+    # Celery stops the step's process with SIGTERM first: the step fails as interrupted, its staged
+    # landing discarded, and says so.
+    assert "landing chinook/invoice window 'initial' failed, nothing landed" in done.stderr, done.stderr[-3000:]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DAGSTER_PG_URL", env["DAGSTER_PG_URL"])
+        instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+        run = instance.get_runs(limit=1)[0]
+        steps = {stat.step_key: stat.status for stat in instance.get_run_step_stats(run.run_id)}
+        assert run.status == dg.DagsterRunStatus.FAILURE
+        assert {k: s.value for k, s in steps.items() if s} == {"chinook__invoice": "FAILURE"}
+        assert instance.get_latest_materialization_event(dg.AssetKey(["chinook", "invoice"])) is None
+        instance.dispose()

@@ -11,7 +11,7 @@ from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
 
 from integration_platform.assets import cluster
 from integration_platform.assets.run_recovery import reclaim_dead_runs
-from integration_platform.cluster import settings_dir
+from integration_platform.cluster import check_single_warehouse_worker, main, settings_dir
 from integration_platform.definitions import defs
 from integration_platform_tests.test_config_corpus import CONFIGS, _load_as_project
 
@@ -27,8 +27,9 @@ def _steps(definitions: dg.Definitions) -> list[tuple[str, Any]]:
     return sorted(nodes.items())
 
 
-def _assert_routed(definitions: dg.Definitions) -> int:
-    """Asserts the rule on every step; returns how many steps open the warehouse."""
+def _assert_routed(definitions: dg.Definitions, pool: str | None = "duckdb") -> int:
+    """Asserts the rule on every step (those that open the warehouse in ``pool``); returns how many
+    steps open the warehouse."""
     warehouse_steps = 0
     for name, node in _steps(definitions):
         opens_warehouse = "warehouse" in getattr(node, "required_resource_keys", set())
@@ -36,7 +37,7 @@ def _assert_routed(definitions: dg.Definitions) -> int:
         if opens_warehouse:
             warehouse_steps += 1
             assert queue == cluster.WAREHOUSE_QUEUE, f"step {name} opens the DuckDB file but goes to queue {queue!r}"
-            assert getattr(node, "pool", None) == "duckdb", f"step {name} opens the DuckDB file outside the pool"
+            assert getattr(node, "pool", None) == pool, f"step {name} opens the DuckDB file in pool {node.pool!r}"
         else:
             assert queue is None, f"step {name} does not open the DuckDB file but is bound to queue {queue!r}"
     return warehouse_steps
@@ -57,6 +58,31 @@ def test_every_corpus_step_that_opens_the_warehouse_goes_to_its_queue(config: Pa
     assert _assert_routed(_load_as_project(config, tmp_path)) >= 0
 
 
+def test_in_cluster_mode_the_warehouse_queue_keeps_the_single_writer_rule_not_the_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No Dagster pool holds cluster mode's warehouse steps back (its coordinator would re-try them
+    after ever longer waits): the queue's one worker process runs them in turn."""
+    monkeypatch.delenv("CHINOOK_DB_URL", raising=False)
+    monkeypatch.setenv(cluster.MODE_ENV, "celery")
+    monkeypatch.setenv("LAKE_URL", "s3://lake/raw")
+    assert _assert_routed(defs(), pool=None) > 20
+
+
+def test_a_warehouse_worker_runs_one_process(capsys: pytest.CaptureFixture[str]) -> None:
+    # Refused before the broker is asked (an unreachable one here), and before any worker starts.
+    with pytest.raises(ValueError, match="--concurrency 2: a worker of the 'warehouse' queue runs one process"):
+        check_single_warehouse_worker(
+            [cluster.DEFAULT_QUEUE, cluster.WAREHOUSE_QUEUE], 2, "pyamqp://nobody@127.0.0.1:9//"
+        )
+    with pytest.raises(SystemExit) as refused:
+        main(["worker", "--name", "wh", "--queues", "warehouse", "--concurrency", "3"])
+    assert refused.value.code == 2
+    assert "a worker of the 'warehouse' queue runs one process" in capsys.readouterr().err
+    assert check_single_warehouse_worker([cluster.DEFAULT_QUEUE], None, "unused") >= 1
+    assert check_single_warehouse_worker([cluster.DEFAULT_QUEUE], 5, "unused") == 5
+
+
 def test_ip_executor_celery_selects_dagsters_celery_executor(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(cluster.MODE_ENV, "celery")
     monkeypatch.setenv("LAKE_URL", "s3://lake/raw")
@@ -71,6 +97,18 @@ def test_ip_executor_celery_selects_dagsters_celery_executor(monkeypatch: pytest
     assert settings["backend"] == "redis://127.0.0.1:6379/0"  # not dagster-celery's rpc://, lost with a worker
     assert settings["config_source"]["task_acks_late"] is True
     assert settings["config_source"]["task_reject_on_worker_lost"] is True
+
+
+def test_the_step_time_limit_stays_under_rabbitmqs_consumer_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(cluster.TIME_LIMIT_ENV, raising=False)
+    assert cluster.celery_config()["config_source"]["task_time_limit"] == 1740 < 30 * 60
+    monkeypatch.setenv(cluster.TIME_LIMIT_ENV, "0")
+    assert "task_time_limit" not in cluster.worker_settings()
+    monkeypatch.setenv(cluster.TIME_LIMIT_ENV, "7200")
+    assert cluster.worker_settings()["task_time_limit"] == 7200
+    monkeypatch.setenv(cluster.TIME_LIMIT_ENV, "2h")
+    with pytest.raises(ValueError, match="IP_CELERY_STEP_TIME_LIMIT='2h': give whole seconds"):
+        cluster.celery_config()
 
 
 def test_a_mode_it_does_not_know_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,14 +1,15 @@
 """Cluster mode on one machine (``make run-cluster``), and the worker helpers its test shares.
 
-``python sandbox/cluster.py`` (what ``make run-cluster`` runs) starts what cluster mode needs that is
-not already running: an S3 API server on loopback for the lake (moto), a fresh PostgreSQL database
-for Dagster's storage on the machine's server (127.0.0.1:5432, unless ``DAGSTER_PG_URL`` names one),
-the demo's stand-in servers, and two Celery workers as separate processes with separate working
-folders under ``.data/cluster/``: ``w1`` serves the ``dagster`` and ``warehouse`` queues next to the
-DuckDB file, ``w2`` only ``dagster``. RabbitMQ (the broker) and Redis (the result backend) are the
-machine's. It then runs the same demo as ``make run`` through them (:mod:`integration_platform.demo`
-in cluster mode), which prints the summary and the worker of every step, and stops everything it
-started, by pid; the database it created is dropped.
+``python sandbox/cluster.py`` (what ``make run-cluster`` runs) starts what cluster mode needs that
+is not already running: an S3 API server on loopback for the lake (moto), a fresh PostgreSQL
+database for Dagster's storage on the machine's server (127.0.0.1:5432, unless ``DAGSTER_PG_URL``
+names one), the demo's stand-in servers, and three Celery workers as separate processes with
+separate working folders under ``.data/cluster/``: ``wh`` serves the ``warehouse`` queue with one
+process next to the DuckDB file, ``w1`` and ``w2`` the ``dagster`` queue and have no warehouse.
+RabbitMQ (the broker) and Redis (the result backend) are the machine's. It then runs the same demo
+as ``make run`` through them (:mod:`integration_platform.demo` in cluster mode), which prints the
+summary and the worker of every step, and stops everything it started, by pid; the database it
+created is dropped.
 """
 
 import os
@@ -16,7 +17,8 @@ import subprocess
 import sys
 import time
 import uuid
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import psycopg
@@ -76,18 +78,19 @@ def start_worker(
         time.sleep(0.2)
 
 
-def _database(stack: ExitStack) -> str:
-    """A fresh PostgreSQL database for Dagster's storage, dropped when ``stack`` closes; its URL."""
-    name = f"ip_cluster_demo_{uuid.uuid4().hex[:8]}"
+@contextmanager
+def fresh_database(prefix: str = "ip_cluster_demo") -> Iterator[str]:
+    """A new PostgreSQL database (``<prefix>_<random>``) on the machine's server for Dagster's
+    storage, dropped on exit, its connections closed; yields its SQLAlchemy URL. Raises psycopg's
+    ``OperationalError`` when the server at 127.0.0.1:5432 cannot be reached."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
-
-    def drop() -> None:
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-    stack.callback(drop)
-    return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
 
 
 def main() -> int:
@@ -106,27 +109,26 @@ def main() -> int:
             {
                 "IP_EXECUTOR": "celery",
                 "DAGSTER_HOME": str(folder / "home"),
-                "DAGSTER_PG_URL": os.environ.get("DAGSTER_PG_URL") or _database(stack),
+                "DAGSTER_PG_URL": os.environ.get("DAGSTER_PG_URL") or stack.enter_context(fresh_database()),
                 "LAKE_URL": "s3://lake/raw",
                 "S3_ENDPOINT_URL": endpoint,
                 "AWS_ACCESS_KEY_ID": "demo",
                 "AWS_SECRET_ACCESS_KEY": "demo",
-                "WAREHOUSE_PATH": str(folder / "w1" / "warehouse.duckdb"),
+                "WAREHOUSE_PATH": str(folder / "wh" / "warehouse.duckdb"),
                 "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
             }
         )
-        for stale in (folder / "w1" / "warehouse.duckdb", folder / "home" / "demo_sensor_cursors.json"):
+        for stale in (folder / "wh" / "warehouse.duckdb", folder / "home" / "demo_sensor_cursors.json"):
             stale.unlink(missing_ok=True)
         write_instance(folder / "home")
         print(f"lake s3://lake/raw on {endpoint}; Dagster storage {os.environ['DAGSTER_PG_URL']}", flush=True)
         stack.enter_context(running_standins())  # exported before the workers start: they reach them too
         purge_queues(str(celery_config()["broker"]))
-        # w2 stands for another machine: its warehouse path is one no step of it may open.
-        w2 = {**os.environ, "WAREHOUSE_PATH": str(folder / "w2" / "no-warehouse-here.duckdb")}
-        for name, queues, env in (
-            ("w1", f"{DEFAULT_QUEUE},{WAREHOUSE_QUEUE}", dict(os.environ)),
-            ("w2", DEFAULT_QUEUE, w2),
-        ):
+        # w1 and w2 stand for other machines: their warehouse path is one no step of theirs may open.
+        for name, queues in (("wh", WAREHOUSE_QUEUE), ("w1", DEFAULT_QUEUE), ("w2", DEFAULT_QUEUE)):
+            env = dict(os.environ)
+            if name != "wh":
+                env["WAREHOUSE_PATH"] = str(folder / name / "no-warehouse-here.duckdb")
             worker = start_worker(name, queues, env, folder / name)
             stack.callback(stop, worker)
             print(f"Celery worker {name} (pid {worker.pid}) serves {queues}; its log: {folder / name / 'worker.log'}")

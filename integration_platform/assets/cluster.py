@@ -2,24 +2,38 @@
 own Celery executor (dagster-celery) over RabbitMQ, chosen by ``IP_EXECUTOR=celery`` and nothing in
 any source's YAML.
 
-Queues: a step that opens the DuckDB file (every step in the ``duckdb`` pool: warehouse assets, the
-checks that query the warehouse, publications and syncs reading it) carries dagster-celery's queue
-tag ``warehouse`` (:func:`warehouse_step_tags`), which exactly one worker serves, the one next to the
-DuckDB file: DuckDB admits one writing process per file. Every other step goes to dagster-celery's
-default queue ``dagster``, which every worker serves; they land in the lake, which must then be one
-every worker reaches (``LAKE_URL=s3://...``, ``gs://``, ``az://``).
+Queues: a step that opens the DuckDB file (warehouse assets, the checks that query the warehouse,
+publications and syncs reading it: :func:`warehouse_step`) carries dagster-celery's queue tag
+``warehouse``, which exactly one worker process serves, next to the DuckDB file: DuckDB admits one
+writing process per file, and that queue now enforces it, in the order the steps were submitted.
+Outside this mode the rule is Dagster's pool ``duckdb`` of limit 1; in it the pool is left off,
+since a step blocked on a pool is re-tried by the run's coordinator after ever longer waits (1 s
+growing to 15 s, Dagster's ``InstanceConcurrencyContext``), and dagster-celery has no per-run tag
+limit to start such steps one at a time: the demo's 29 warehouse steps spent most of a run in those
+waits. Every other step goes to dagster-celery's default queue ``dagster``, which every worker
+serves; they land in the lake, which must then be one every worker reaches (``LAKE_URL=s3://...``,
+``gs://``, ``az://``).
 
 Delivery: dagster-celery's defaults acknowledge a task when a worker receives it and return results
 over ``rpc://``, so a worker killed mid-step loses the step. This mode sets Celery's own settings for
 at-least-once delivery (``task_acks_late``, ``task_reject_on_worker_lost``) and a result backend that
 outlives a worker (the Redis at ``IP_CELERY_BACKEND``). The platform's landing guarantees (two-phase
 lake writes, the warehouse's ledger of applied landings) make a step run twice land its rows once.
+A step that runs longer than its time limit (``IP_CELERY_STEP_TIME_LIMIT``, Celery's hard
+``task_time_limit``) has its worker process killed and fails its run, naming the step, rather than
+holding the run for ever: dagster-celery's coordinator waits on a step's result with no timeout.
 
 Environment (read when the definitions load):
 
 - ``IP_EXECUTOR``: ``celery`` for this mode; unset or ``local`` for :mod:`.executor`'s choice by run size.
 - ``IP_CELERY_BROKER``: the broker URL (default ``pyamqp://guest:guest@127.0.0.1:5672//``, RabbitMQ).
 - ``IP_CELERY_BACKEND``: the result backend URL (default ``redis://127.0.0.1:6379/0``).
+- ``IP_CELERY_STEP_TIME_LIMIT``: seconds a step may run on a worker (default 1740, 29 min; ``0`` for
+  none). The run's coordinator writes it into each step's message (Celery's ``timelimit`` header),
+  which the worker obeys; a worker's own setting applies only to messages without one. The default
+  stays under RabbitMQ's ``consumer_timeout`` (30 min by default): past it the broker takes an
+  unacknowledged task back and hands it to another worker while the first still runs it. Raise
+  both together for longer steps.
 """
 
 import os
@@ -30,6 +44,10 @@ import dagster as dg
 MODE_ENV = "IP_EXECUTOR"
 BROKER_ENV = "IP_CELERY_BROKER"
 BACKEND_ENV = "IP_CELERY_BACKEND"
+TIME_LIMIT_ENV = "IP_CELERY_STEP_TIME_LIMIT"
+#: Seconds: one minute under RabbitMQ's default ``consumer_timeout`` of 30 min
+#: (https://www.rabbitmq.com/docs/consumers#acknowledgement-timeout).
+DEFAULT_TIME_LIMIT = 29 * 60
 DEFAULT_BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
 DEFAULT_BACKEND = "redis://127.0.0.1:6379/0"
 
@@ -51,10 +69,17 @@ AT_LEAST_ONCE: dict[str, Any] = {
 }
 
 
-def warehouse_step_tags() -> dict[str, str]:
-    """The op tags of a step that opens the DuckDB file: its Celery queue in cluster mode (ignored
-    by the other executors)."""
-    return {CELERY_QUEUE_TAG: WAREHOUSE_QUEUE}
+#: The Dagster pool of the steps that open the DuckDB file outside cluster mode; ``dagster.yaml``
+#: limits every pool to one step at a time across all runs.
+DUCKDB_POOL = "duckdb"
+
+
+def warehouse_step() -> dict[str, Any]:
+    """The keyword arguments ``pool`` and ``op_tags`` of a step that opens the DuckDB file: the queue
+    tag ``warehouse`` always (ignored by the other executors; the multiprocess executor limits it to
+    one step at a time), and the pool :data:`DUCKDB_POOL` outside cluster mode, where the queue's one
+    worker process keeps the single-writer rule instead (see the module's docstring)."""
+    return {"pool": None if cluster_mode() else DUCKDB_POOL, "op_tags": {CELERY_QUEUE_TAG: WAREHOUSE_QUEUE}}
 
 
 def cluster_mode() -> bool:
@@ -65,14 +90,28 @@ def cluster_mode() -> bool:
     return mode == "celery"
 
 
+def step_time_limit() -> int | None:
+    """Seconds a step may run on a worker (``IP_CELERY_STEP_TIME_LIMIT``, default
+    :data:`DEFAULT_TIME_LIMIT`), None for no limit (``0``). Raises ``ValueError`` naming the variable
+    for a value that is not a whole number of seconds >= 0."""
+    raw = os.environ.get(TIME_LIMIT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIME_LIMIT
+    if not raw.isdigit():
+        raise ValueError(f"{TIME_LIMIT_ENV}={raw!r}: give whole seconds (0 for no limit)")
+    return int(raw) or None
+
+
 def celery_config() -> dict[str, Any]:
     """dagster-celery's executor configuration for this mode: ``broker``, ``backend`` and
-    ``config_source`` (the at-least-once settings). The same configuration starts the workers
-    (``python -m integration_platform.cluster worker``), so both ends agree on the broker."""
+    ``config_source`` (the at-least-once settings and the step time limit). The same configuration
+    starts the workers (``python -m integration_platform.cluster worker``), so both ends agree on the
+    broker. Raises ``ValueError`` for a bad ``IP_CELERY_STEP_TIME_LIMIT``."""
+    limit = step_time_limit()
     return {
         "broker": os.environ.get(BROKER_ENV) or DEFAULT_BROKER,
         "backend": os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND,
-        "config_source": dict(AT_LEAST_ONCE),
+        "config_source": {**AT_LEAST_ONCE, **({"task_time_limit": limit} if limit else {})},
     }
 
 

@@ -10,7 +10,7 @@ process). Larger runs keep one process per step,
 so independent streams land side by side and a crashing step does not take the others down.
 
 Within a multiprocess run, steps that open the DuckDB file (tagged by
-:func:`~integration_platform.assets.cluster.warehouse_step_tags`) start one at a time (the
+:func:`~integration_platform.assets.cluster.warehouse_step`) start one at a time (the
 executor's ``tag_concurrency_limits``): otherwise they all become ready at once, all but one wait
 for the ``duckdb`` pool's slot, and Dagster re-checks a blocked claim after 1 s, then ever longer
 (x1.1 per attempt, up to 15 s), so the last ones idled for many seconds after the slot was free.

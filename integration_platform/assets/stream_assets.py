@@ -18,7 +18,7 @@ import dagster as dg
 import duckdb
 
 from integration_platform.assets.automation import FOLLOWS_LAKE
-from integration_platform.assets.cluster import warehouse_step_tags
+from integration_platform.assets.cluster import warehouse_step
 from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.assets.run_recovery import reclaim_dead_runs, tag_run_host
 from integration_platform.core.extract import (
@@ -51,7 +51,6 @@ from integration_platform.core.streams import Partitioning, StreamSpec
 from integration_platform.resources.lake import LakeResource
 
 FULL_REFRESH_TAG = "integration_platform/full_refresh"
-DUCKDB_POOL = "duckdb"
 PK_CHECK = "primary_key_unique_not_null"
 ROWS_CHECK = "rows_reconcile_with_lake"
 QUARANTINE_CHECK = "quarantine_empty"
@@ -612,8 +611,7 @@ def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
         ],
         check_specs=check_specs,
         can_subset=True,
-        pool=DUCKDB_POOL,
-        op_tags=warehouse_step_tags(),
+        **warehouse_step(),
         partitions_def=partitions_def(spec.partitioning),
         backfill_policy=dg.BackfillPolicy.single_run() if spec.partitioning else None,
         required_resource_keys={"lake", "warehouse"},

@@ -46,7 +46,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from pydantic import Field, model_validator
 
-from integration_platform.assets.cluster import warehouse_step_tags
+from integration_platform.assets.cluster import warehouse_step
 from integration_platform.assets.config_model import (
     SafeModel,
     SecretSafeComponent,
@@ -57,7 +57,7 @@ from integration_platform.assets.config_model import (
 from integration_platform.assets.http_config import AuthField, NoAuth
 from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.assets.run_recovery import tag_run_host
-from integration_platform.assets.stream_assets import DUCKDB_POOL, warehouse_connection, warehouse_table_key
+from integration_platform.assets.stream_assets import warehouse_connection, warehouse_table_key
 from integration_platform.core.cursors import CursorValue
 from integration_platform.core.landing import land
 from integration_platform.core.names import ENV_NAME, url_segment
@@ -428,8 +428,7 @@ def sync_asset(sync: HttpSync) -> dg.AssetsDefinition:
         group_name=GROUP,
         kinds={"http", "duckdb" if sync.source.warehouse else "sql"},
         deps=deps,
-        pool=DUCKDB_POOL if sync.source.warehouse else None,
-        op_tags=warehouse_step_tags() if sync.source.warehouse else None,
+        **(warehouse_step() if sync.source.warehouse else {}),
         required_resource_keys=resources,
         description=f"Rows posted to {sync.target.method} {sync.target.path} ({sync.mode} mode).",
     )

@@ -34,11 +34,11 @@ from typing import Any, Protocol
 import dagster as dg
 from pydantic import Field, model_validator
 
-from integration_platform.assets.cluster import warehouse_step_tags
+from integration_platform.assets.cluster import warehouse_step
 from integration_platform.assets.config_model import SafeModel, current_asset_keys, require_exactly_one
 from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.assets.run_recovery import tag_run_host
-from integration_platform.assets.stream_assets import DUCKDB_POOL, warehouse_connection, warehouse_table_key
+from integration_platform.assets.stream_assets import warehouse_connection, warehouse_table_key
 from integration_platform.core.outbound import (
     MissingColumnError,
     Watermark,
@@ -130,8 +130,7 @@ def publish_asset(
         group_name=source,
         kinds={broker, "duckdb"},
         deps=spec.upstream,
-        pool=DUCKDB_POOL,
-        op_tags=warehouse_step_tags(),
+        **warehouse_step(),
         required_resource_keys={"warehouse", resource_key},
         description=f"Rows of {spec.table or 'a query'} published to {spec.destination}, confirmed.",
     )

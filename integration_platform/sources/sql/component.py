@@ -47,7 +47,7 @@ from dagster.components.utils.project_paths import get_local_state_path
 from dagster_shared.serdes.objects.models.defs_state_info import DefsStateManagementType
 from pydantic import Field, model_validator
 
-from integration_platform.assets.cluster import warehouse_step_tags
+from integration_platform.assets.cluster import warehouse_step
 from integration_platform.assets.config_model import (
     SafeModel,
     SecretSafeComponent,
@@ -60,7 +60,6 @@ from integration_platform.assets.run_queue import source_run_tags
 from integration_platform.assets.run_recovery import tag_run_host
 from integration_platform.assets.schedules import refresh_job
 from integration_platform.assets.stream_assets import (
-    DUCKDB_POOL,
     ExtractionReport,
     ExtractorFactory,
     lake_key,
@@ -428,8 +427,7 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             asset=warehouse_key(spec),
             name=SOURCE_CHECK,
             required_resource_keys={key, "warehouse"},
-            pool=DUCKDB_POOL,  # it opens the DuckDB file, which only one process may hold
-            op_tags=warehouse_step_tags(),
+            **warehouse_step(),  # it opens the DuckDB file, which only one process may hold
             description=f"Rows in DuckDB equal COUNT(*) of {table} at the source (warns on drift, e.g. deletes).",
         )
         def _rows_match_source(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
