@@ -46,25 +46,14 @@ def worker_argv(name: str, queues: list[str], concurrency: int, config_dir: str)
 #: The settings module dagster-celery's app loads by name (``dagster_celery_config``) when a worker
 #: starts. It reads the settings from the environment then (:func:`worker_settings`): dagster-celery's
 #: own ``worker start`` writes the broker URL, password included, into such a file instead. It also
-#: loads the code location in the worker's main process (:func:`preload_definitions`).
+#: builds the code location in the worker's main process, before Celery forks its pool processes
+#: (:mod:`integration_platform.preload`).
 SETTINGS_MODULE = """from integration_platform.assets.cluster import worker_settings
-from integration_platform.cluster import preload_definitions
 
 globals().update(worker_settings())
-preload_definitions()
+
+import integration_platform.preload  # noqa: E402,F401
 """
-
-
-def preload_definitions() -> None:
-    """Import and build the code location (``integration_platform.definitions``) in the worker's
-    main process, before Celery forks its pool processes: each of them then starts its first step
-    with the definitions built (they are cached per process for the same environment), where it
-    would otherwise import and build them itself, about 1.5 s on the 2-core test machine. A code
-    location that does not load fails the worker at start, not at its first step. Raises what
-    loading the definitions raises."""
-    from integration_platform.definitions import defs
-
-    defs()
 
 
 def settings_dir() -> str:

@@ -37,8 +37,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 #: The executor of every job: in process for a run of at most 6 steps (one stream: its lake and
 #: warehouse steps and their checks), a process per step otherwise, forked from a server that has
-#: imported every kind and pandas (:mod:`integration_platform.assets.executor`).
-EXECUTOR = run_sized_executor([*KINDS.values(), "pandas"])
+#: imported every kind and pandas and built these definitions (:mod:`integration_platform.assets.executor`).
+EXECUTOR = run_sized_executor([*KINDS.values(), "pandas", "integration_platform.preload"])
 
 
 def _secret(name: str) -> str | dg.EnvVar | None:
