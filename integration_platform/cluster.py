@@ -15,11 +15,17 @@ This process becomes the worker (``exec``), so its pid is the worker's: stop it 
 
 Only one worker process may serve the ``warehouse`` queue: DuckDB admits one writing process per
 file, and in cluster mode that queue is what keeps the rule (no Dagster pool holds the steps back).
-A worker serving it therefore runs one process (``--concurrency`` 1, refused otherwise), and it
-refuses to start when the broker already has a consumer on that queue.
+A worker of that queue therefore serves it alone with one process (other queues or ``--concurrency``
+above 1 are refused), holds an exclusive lock on ``<WAREHOUSE_PATH>.worker.lock`` for its whole
+life (through the ``exec``, until its last process exits, warm shutdown included), and refuses to
+start when the broker already has a consumer on that queue. These are guards against mistakes, not
+a distributed lock: two such workers started at the same instant on two machines can both pass the
+broker's check (RabbitMQ 3.10 has no policy for a single active consumer, and dagster-celery
+declares the queues itself).
 """
 
 import argparse
+import fcntl
 import os
 import shutil
 import sys
@@ -63,35 +69,69 @@ def settings_dir() -> str:
     return folder
 
 
-def check_single_warehouse_worker(queues: list[str], concurrency: int | None, broker: str) -> int:
+def hold_warehouse_lock(warehouse_path: str) -> int:
+    """Take an exclusive ``flock`` on ``<warehouse_path>.worker.lock`` (created) and return its file
+    descriptor, inheritable, so that the lock lasts through ``exec`` into the worker and its pool
+    processes until the last of them exits. Raises ``ValueError`` naming the lock file when another
+    process holds it (another warehouse worker of this machine, or one still finishing its steps)."""
+    lock = f"{warehouse_path}.worker.lock"
+    Path(lock).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ValueError(
+            f"another worker of the {WAREHOUSE_QUEUE!r} queue holds {lock}: one process writes {warehouse_path}"
+        ) from None
+    os.set_inheritable(fd, True)
+    return fd
+
+
+def worker_concurrency(queues: list[str], concurrency: int | None) -> int:
     """The worker's process count: ``concurrency``, or 1 for a worker of the ``warehouse`` queue
     (:data:`~integration_platform.assets.cluster.WAREHOUSE_QUEUE`) and the machine's cores for the others.
 
-    Raises ``ValueError`` when a ``warehouse`` worker is asked for more than one process, or when
-    ``broker`` already has a consumer on that queue (another worker holds the DuckDB file's writer
-    role); kombu's ``OperationalError`` when the broker cannot be reached in 5 s."""
+    Raises ``ValueError`` when a ``warehouse`` worker is asked for another queue too or for more than
+    one process."""
     if WAREHOUSE_QUEUE not in queues:
         return concurrency or os.cpu_count() or 1
+    if len(queues) > 1:
+        raise ValueError(
+            f"--queues {','.join(queues)}: a worker of the {WAREHOUSE_QUEUE!r} queue serves it alone, with one "
+            "process (DuckDB admits one writing process per file; steps of other queues would wait behind it): "
+            "start another worker for the others"
+        )
     if concurrency not in (None, 1):
         raise ValueError(
             f"--concurrency {concurrency}: a worker of the {WAREHOUSE_QUEUE!r} queue runs one process, since "
             "DuckDB admits one writing process per file; start other workers for the other queues"
         )
-    consumers = (queue_depths(broker, [WAREHOUSE_QUEUE])[WAREHOUSE_QUEUE] or (0, 0))[1]
+    return 1
+
+
+def refuse_second_warehouse_consumer(broker: str) -> None:
+    """Raises ``ValueError`` when ``broker`` already has a consumer on the ``warehouse`` queue
+    (another worker holds the DuckDB file's writer role), or cannot be reached in 5 s to ask."""
+    from kombu.exceptions import OperationalError
+
+    try:
+        consumers = (queue_depths(broker, [WAREHOUSE_QUEUE])[WAREHOUSE_QUEUE] or (0, 0))[1]
+    except (OperationalError, OSError) as exc:
+        raise ValueError(f"cannot ask the broker whether the {WAREHOUSE_QUEUE!r} queue has a worker: {exc}") from exc
     if consumers:
         raise ValueError(
             f"the {WAREHOUSE_QUEUE!r} queue already has {consumers} worker(s) on the broker: only one may serve it "
             "(DuckDB admits one writing process per file)"
         )
-    return 1
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse ``worker --name N [--queues a,b] [--concurrency C]`` and exec the worker.
 
     Raises ``SystemExit`` on bad arguments or a second worker of the ``warehouse`` queue
-    (:func:`check_single_warehouse_worker`), and ``ImportError`` naming the extra when dagster-celery
-    is missing."""
+    (:func:`worker_concurrency`, :func:`hold_warehouse_lock`, :func:`refuse_second_warehouse_consumer`),
+    and ``ImportError`` naming the extra when dagster-celery is missing."""
     parser = argparse.ArgumentParser(prog="python -m integration_platform.cluster", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     worker = commands.add_parser("worker", help="run a Celery worker of cluster mode in this process")
@@ -105,7 +145,16 @@ def main(argv: list[str] | None = None) -> None:
     if not queues or len(queues) > 4:  # dagster-celery refuses more than four (a Celery 4 bug)
         parser.error("--queues: give one to four queue names")
     try:
-        concurrency = check_single_warehouse_worker(queues, args.concurrency, str(celery_config()["broker"]))
+        concurrency = worker_concurrency(queues, args.concurrency)
+        if WAREHOUSE_QUEUE in queues:
+            from dagster_duckdb import DuckDBResource
+
+            from integration_platform.definitions import platform_resources
+
+            warehouse = platform_resources()["warehouse"]
+            assert isinstance(warehouse, DuckDBResource)
+            hold_warehouse_lock(warehouse.database)
+            refuse_second_warehouse_consumer(str(celery_config()["broker"]))
     except ValueError as exc:
         parser.error(str(exc))
     config_dir = settings_dir()

@@ -161,10 +161,17 @@ def test_steps_run_on_both_workers_and_warehouse_steps_only_on_its_worker(cluste
 
 
 def test_a_second_warehouse_worker_is_refused(cluster: dict[str, object]) -> None:
-    """``wh`` consumes the warehouse queue: another worker of it would open the DuckDB file beside it."""
+    """``wh`` consumes the warehouse queue: another worker of it would open the DuckDB file beside it
+    (on this machine: the lock ``wh`` holds through its exec) or write a second warehouse (on another
+    machine: the broker already has its consumer)."""
     env = dict(cluster["env"])  # type: ignore[call-overload]
+    root = Path(str(cluster["root"]))
     argv = [sys.executable, "-m", "integration_platform.cluster", "worker", "--name", "wh2", "--queues", "warehouse"]
-    refused = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    beside = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert beside.returncode == 2, beside.stdout + beside.stderr
+    assert f"another worker of the 'warehouse' queue holds {env['WAREHOUSE_PATH']}.worker.lock" in beside.stderr
+    elsewhere = {**env, "WAREHOUSE_PATH": str(root / "wh2" / "warehouse.duckdb")}
+    refused = subprocess.run(argv, env=elsewhere, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "the 'warehouse' queue already has 1 worker(s) on the broker" in refused.stderr
     assert queue_depths(BROKER, [WAREHOUSE_QUEUE]) == {WAREHOUSE_QUEUE: (0, 1)}
@@ -318,10 +325,10 @@ def test_a_step_past_its_time_limit_fails_the_run_instead_of_holding_it(cluster:
     hook = root / "hang_hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(HANG_AT_FIRST_UPLOAD)
-    # The coordinator's limit travels in each task's message (Celery's timelimit header); the worker
-    # has the same environment, as the README asks.
+    # The coordinator's limit travels in each task's message (Celery's timelimit header): the worker
+    # has none of its own here, so only the message can stop the step.
     env["IP_CELERY_STEP_TIME_LIMIT"] = "4"
-    hanging = {**env, "PYTHONPATH": f"{hook}{os.pathsep}{env['PYTHONPATH']}"}
+    hanging = {**env, "PYTHONPATH": f"{hook}{os.pathsep}{env['PYTHONPATH']}", "IP_CELERY_STEP_TIME_LIMIT": "0"}
     hanging["WAREHOUSE_PATH"] = str(root / "w4" / "no-warehouse-here.duckdb")
     workers.append(start_worker("w4", DEFAULT_QUEUE, hanging, root / "w4"))
     started = time.monotonic()

@@ -2,6 +2,7 @@
 with the at-least-once settings, and every step that opens the DuckDB file (and no other) goes to the
 one ``warehouse`` queue, in the demo and in every valid config of the corpus."""
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,13 @@ from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
 
 from integration_platform.assets import cluster
 from integration_platform.assets.run_recovery import reclaim_dead_runs
-from integration_platform.cluster import check_single_warehouse_worker, main, settings_dir
+from integration_platform.cluster import (
+    hold_warehouse_lock,
+    main,
+    refuse_second_warehouse_consumer,
+    settings_dir,
+    worker_concurrency,
+)
 from integration_platform.definitions import defs
 from integration_platform_tests.test_config_corpus import CONFIGS, _load_as_project
 
@@ -53,9 +60,15 @@ def test_every_demo_step_that_opens_the_warehouse_goes_to_its_queue(monkeypatch:
     assert _assert_routed(defs()) > 20
 
 
+@pytest.mark.parametrize("clustered", [False, True], ids=["local", "celery"])
 @pytest.mark.parametrize("config", sorted((CONFIGS / "valid").glob("*.yaml")), ids=lambda p: p.stem)
-def test_every_corpus_step_that_opens_the_warehouse_goes_to_its_queue(config: Path, tmp_path: Path) -> None:
-    assert _assert_routed(_load_as_project(config, tmp_path)) >= 0
+def test_every_corpus_step_that_opens_the_warehouse_goes_to_its_queue(
+    config: Path, clustered: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if clustered:
+        monkeypatch.setenv(cluster.MODE_ENV, "celery")
+        monkeypatch.setenv("LAKE_URL", "s3://lake/raw")
+    assert _assert_routed(_load_as_project(config, tmp_path), pool=None if clustered else "duckdb") >= 0
 
 
 def test_in_cluster_mode_the_warehouse_queue_keeps_the_single_writer_rule_not_the_pool(
@@ -69,18 +82,35 @@ def test_in_cluster_mode_the_warehouse_queue_keeps_the_single_writer_rule_not_th
     assert _assert_routed(defs(), pool=None) > 20
 
 
-def test_a_warehouse_worker_runs_one_process(capsys: pytest.CaptureFixture[str]) -> None:
-    # Refused before the broker is asked (an unreachable one here), and before any worker starts.
+def test_a_warehouse_worker_runs_one_process_for_that_queue_alone(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ValueError, match="--concurrency 2: a worker of the 'warehouse' queue runs one process"):
-        check_single_warehouse_worker(
-            [cluster.DEFAULT_QUEUE, cluster.WAREHOUSE_QUEUE], 2, "pyamqp://nobody@127.0.0.1:9//"
-        )
+        worker_concurrency([cluster.WAREHOUSE_QUEUE], 2)
+    with pytest.raises(
+        ValueError, match="--queues dagster,warehouse: a worker of the 'warehouse' queue serves it alone"
+    ):
+        worker_concurrency([cluster.DEFAULT_QUEUE, cluster.WAREHOUSE_QUEUE], None)
+    assert worker_concurrency([cluster.WAREHOUSE_QUEUE], None) == 1
+    assert worker_concurrency([cluster.DEFAULT_QUEUE], None) >= 1
+    assert worker_concurrency([cluster.DEFAULT_QUEUE], 5) == 5
+    # Refused before the lock is taken or the broker asked, and before any worker starts.
     with pytest.raises(SystemExit) as refused:
         main(["worker", "--name", "wh", "--queues", "warehouse", "--concurrency", "3"])
     assert refused.value.code == 2
     assert "a worker of the 'warehouse' queue runs one process" in capsys.readouterr().err
-    assert check_single_warehouse_worker([cluster.DEFAULT_QUEUE], None, "unused") >= 1
-    assert check_single_warehouse_worker([cluster.DEFAULT_QUEUE], 5, "unused") == 5
+    with pytest.raises(ValueError, match="cannot ask the broker whether the 'warehouse' queue has a worker"):
+        refuse_second_warehouse_consumer("pyamqp://nobody@127.0.0.1:9//")
+
+
+def test_one_warehouse_worker_per_duckdb_file_on_a_machine(tmp_path: Path) -> None:
+    warehouse = str(tmp_path / "w" / "warehouse.duckdb")
+    held = hold_warehouse_lock(warehouse)
+    try:
+        assert os.get_inheritable(held)  # it outlives the exec into the worker
+        with pytest.raises(ValueError, match=r"another worker of the 'warehouse' queue holds .*duckdb.worker.lock"):
+            hold_warehouse_lock(warehouse)
+    finally:
+        os.close(held)
+    os.close(hold_warehouse_lock(warehouse))  # free again once its holder is gone
 
 
 def test_ip_executor_celery_selects_dagsters_celery_executor(monkeypatch: pytest.MonkeyPatch) -> None:

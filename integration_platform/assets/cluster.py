@@ -30,7 +30,9 @@ Environment (read when the definitions load):
 - ``IP_CELERY_BACKEND``: the result backend URL (default ``redis://127.0.0.1:6379/0``).
 - ``IP_CELERY_STEP_TIME_LIMIT``: seconds a step may run on a worker (default 1740, 29 min; ``0`` for
   none). The run's coordinator writes it into each step's message (Celery's ``timelimit`` header),
-  which the worker obeys; a worker's own setting applies only to messages without one. The default
+  which the worker obeys; a worker's own setting applies only to messages without one, so ``0``
+  means no limit only where the workers have ``0`` too. Celery stops the step's process with
+  SIGTERM, then SIGKILL 0.1 s later (billiard's pool). The default
   stays under RabbitMQ's ``consumer_timeout`` (30 min by default): past it the broker takes an
   unacknowledged task back and hands it to another worker while the first still runs it. Raise
   both together for longer steps.

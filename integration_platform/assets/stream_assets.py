@@ -4,7 +4,9 @@
 high-water mark (``cursor_after``), read back by the next run. ``warehouse/<source>.<stream>``
 (labelled with its DuckDB table's name in the asset graph, so the pair never shows one name twice)
 applies the pending landings to DuckDB inside one transaction, in the ``duckdb`` pool (limit
-1 in ``dagster.yaml``: DuckDB allows one writer per file), and runs the table's checks.
+1 in ``dagster.yaml``: DuckDB allows one writer per file; in cluster mode the ``warehouse`` queue's
+one worker process keeps that rule instead, :mod:`integration_platform.assets.cluster`), and runs
+the table's checks.
 """
 
 import datetime as dt

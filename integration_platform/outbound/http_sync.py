@@ -5,7 +5,7 @@
     type: integration_platform.components.HttpSync
     attributes:
       sync: crm_contacts                    # asset reverse_etl/crm_contacts, lake reverse_etl/crm_contacts_results
-      source: {warehouse: true}             # DuckDB warehouse (pool duckdb); or {url_env: CRM_DB_URL} (SQLAlchemy URL)
+      source: {warehouse: true}             # the DuckDB warehouse, or {url_env: CRM_DB_URL} (SQLAlchemy URL)
       query: "SELECT id, email, updated_at FROM crm.contacts"   # or table: crm.contacts
       key_columns: [id]
       cursor: updated_at                    # rows with cursor >= last mark, in cursor order; first run: all rows
