@@ -7,6 +7,7 @@ referenced as ``{env: DAGSTER_PG_URL}`` so no password is written to disk.
 Exits with status 2 and a message when ``DAGSTER_HOME`` is not set.
 """
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -45,6 +46,24 @@ def write_instance(home: Path, environ: dict[str, str] | os._Environ[str] = os.e
         + yaml.safe_dump(instance_config(environ), sort_keys=False)
     )
     return target
+
+
+def import_instance_storage(dagster_home: str | None) -> list[str]:
+    """Import the modules of the storage classes that ``dagster_home``'s ``dagster.yaml`` names
+    (SQLite or dagster-postgres: run, event log, schedule storage) without creating them, so without
+    opening a connection (:mod:`integration_platform.preload`); returns the module names imported.
+    None or a home that is not a folder (yet) imports nothing. Raises what reading ``dagster.yaml``
+    or an import raises."""
+    if not dagster_home or not os.path.isdir(dagster_home):
+        return []
+    from dagster._core.instance.ref import InstanceRef
+
+    ref = InstanceRef.from_dir(dagster_home)
+    classes = (ref.storage_data, ref.run_storage_data, ref.event_storage_data, ref.schedule_storage_data)
+    modules = sorted({data.module_name for data in classes if data is not None})
+    for module in modules:
+        importlib.import_module(module)
+    return modules
 
 
 def main() -> int:

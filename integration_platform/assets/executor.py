@@ -79,7 +79,10 @@ def run_sized_executor(preload_modules: list[str]) -> dg.ExecutorDefinition:
     of one small table, four steps: 12-14 s instead of 19-23 s when every run was multiprocess);
     ``pandas`` belongs in the list too: DuckDB's Python client imports it on a process's first query
     with parameters (0.33 s), which every step paid; and :mod:`integration_platform.preload`, which
-    builds the definitions once in the server (the demo's 18 streams, 50 steps: 46.4 s -> 39.4 s)."""
+    builds the definitions and imports the instance's storage modules once in the server: each step
+    process took 0.5 s from ``STEP_WORKER_STARTING`` to ``STEP_START``, 62% of it importing the
+    storage (alembic among them), and takes 0.2 s; the demo's 18 streams as one run (50 steps):
+    46.4 s -> 32.2 s, median of 3 (``benchmarks/cluster_scale.py``)."""
 
     @dg.executor(
         name="in_process_or_multiprocess",
