@@ -83,7 +83,12 @@ def defs() -> dg.Definitions:
     calls this function four times in one ``dagster asset materialize`` (to find the target, the
     repository, the job and the job's load data), 0.3 s each after the first."""
     folder = PROJECT_ROOT / "integration_platform" / "defs"
-    files = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(folder.rglob("*")) if f.is_file())
+    # Not __pycache__: importing defs/ writes it, and the first build would not match the next call.
+    files = tuple(
+        (str(f), f.stat().st_mtime_ns, f.stat().st_size)
+        for f in sorted(folder.rglob("*"))
+        if f.is_file() and "__pycache__" not in f.parts
+    )
     return _built(tuple(sorted(os.environ.items())), files)
 
 

@@ -3,6 +3,7 @@ imported. Measured on the demo's 11 chinook streams as one multiprocess run (34 
 process took 0.5 s from ``STEP_WORKER_STARTING`` to ``STEP_START``, 62% of it importing the
 instance's storage modules (alembic among them); with them preloaded, 0.2 s."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from integration_platform.instance import import_instance_storage, write_instance
+from integration_platform_tests.services import REPO
 
 pytestmark = pytest.mark.fast
 
@@ -26,6 +28,8 @@ def test_importing_it_builds_the_definitions_and_imports_the_storage(tmp_path: P
     """In a fresh interpreter, as the step server imports it: afterwards the definitions are built
     once and found in the cache by the next call, and alembic (which the SQL storage imports) is loaded."""
     write_instance(tmp_path, {})
+    # As in a fresh clone: importing defs/ writes its __pycache__, which must not change the cache's key.
+    shutil.rmtree(REPO / "integration_platform" / "defs" / "__pycache__", ignore_errors=True)
     probe = (
         "import sys\n"
         "import integration_platform.preload\n"
