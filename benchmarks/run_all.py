@@ -22,6 +22,7 @@ BENCHMARKS: tuple[str, ...] = (
     "cdc.py",
     "rest_fanout.py",
     "sftp_download.py",
+    "sftp_download.py --files 1781",
     "file_ingest.py",
     "queue_ingest.py",
     "kafka_ingest.py",
@@ -33,13 +34,15 @@ BENCHMARKS: tuple[str, ...] = (
 
 
 def main(argv: list[str]) -> int:
-    """Run each script of :data:`BENCHMARKS` with ``argv``; return the first failing exit status (or 0)."""
+    """Run each entry of :data:`BENCHMARKS` (a script and its own arguments) with ``argv`` after them; return
+    the first failing exit status (or 0)."""
     status = 0
-    for script in BENCHMARKS:
-        print(f"=== {script} {' '.join(argv)}", flush=True)
+    for entry in BENCHMARKS:
+        script, *own = entry.split()
+        print(f"=== {entry} {' '.join(argv)}", flush=True)
         started = time.perf_counter()
-        code = subprocess.run([sys.executable, str(BENCH_DIR / script), *argv], check=False).returncode
-        print(f"=== {script}: exit {code} after {time.perf_counter() - started:.0f} s\n", flush=True)
+        code = subprocess.run([sys.executable, str(BENCH_DIR / script), *own, *argv], check=False).returncode
+        print(f"=== {entry}: exit {code} after {time.perf_counter() - started:.0f} s\n", flush=True)
         if code and not status:
             status = code
     return status

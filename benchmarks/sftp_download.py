@@ -5,6 +5,7 @@ Usage::
     .venv/bin/python benchmarks/sftp_download.py                  # 500 MB, 7 runs (about 3.5 minutes)
     .venv/bin/python benchmarks/sftp_download.py --size-mb 200 --runs 5
     .venv/bin/python benchmarks/sftp_download.py --variants       # + tuning variants of the platform (~3 more min)
+    .venv/bin/python benchmarks/sftp_download.py --files 1781     # 1,781 files of 5 KB instead (about 1 minute)
 
 Data (untimed, once): ``--size-mb`` MB (default 500, decimal) of ``os.urandom`` bytes, incompressible,
 in a temporary folder under ``--tmp`` (default ``/dev/shm`` when it has room, else the system temp
@@ -31,6 +32,12 @@ December 2026), so a median of 3 moved by 15% between two idle runs of the same 
   and ``paramiko_tuned_get`` (``get()`` on an SFTP channel with the platform's window, packet
   size and cipher).
 
+With ``--files N`` the source is N files of ``--file-kb`` KB (random bytes, default 5, the size of a
+daily drop) instead of one large file: OpenSSH ``get <folder>/*`` (one file after the other, each
+with its reads pipelined), the platform's ``download_many`` (``platform``: several files in flight
+at once) and its ``download()`` per file (``platform_one_by_one``: open, fstat, read, close, one
+round trip each), and paramiko's ``listdir`` + ``get()`` per file (``paramiko_default_get``).
+
 Every Python child checks its file (size and SHA-256 against the source) after the timed part;
 the OpenSSH outputs are checked by the parent before the next run. MB/s is the file's size
 divided by seconds; ``speed_x`` (printed under the table) is a method's MB/s over each limit's.
@@ -40,6 +47,7 @@ CPU is the client process only (``sshd`` spends about the same in every method).
 import argparse
 import hashlib
 import os
+import queue
 import shutil
 import subprocess
 import tempfile
@@ -81,25 +89,32 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def sha256_of(path: Path) -> str:
+    """SHA-256 of a file, or of a folder's files concatenated in name order."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(8 * MIB):
-            digest.update(chunk)
+    for file in sorted(path.iterdir()) if path.is_dir() else [path]:
+        with open(file, "rb") as handle:
+            while chunk := handle.read(8 * MIB):
+                digest.update(chunk)
     return digest.hexdigest()
 
 
+def size_of(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.iterdir()) if path.is_dir() else path.stat().st_size
+
+
 def verify(local: Path, size: int, sha256: str) -> None:
-    """Exit non-zero unless ``local`` has ``size`` bytes and the source's SHA-256; then remove it."""
-    got = local.stat().st_size
+    """Exit non-zero unless ``local`` (a file, or a folder of small files) has ``size`` bytes and the
+    source's SHA-256; then remove it."""
+    got = size_of(local)
     if got != size or sha256_of(local) != sha256:
         raise SystemExit(f"{local}: {got:,} bytes, expected {size:,} (or a different SHA-256)")
-    local.unlink()
+    shutil.rmtree(local) if local.is_dir() else local.unlink()
 
 
 def run_platform(args: argparse.Namespace, variant: str, local: Path) -> None:
     from integration_platform.sources.files.sftp import SftpResource
 
-    settings = VARIANTS[variant] if variant else {}
+    settings = VARIANTS[variant] if variant and variant != "one_by_one" else {}
     config = SftpResource(
         host="127.0.0.1",
         port=args.port,
@@ -111,7 +126,17 @@ def run_platform(args: argparse.Namespace, variant: str, local: Path) -> None:
 
     def work() -> dict[str, Any]:
         with config.connect() as files:
-            copied = files.download(args.remote, local)
+            if args.files and variant == "one_by_one":  # download() per file: four round trips each
+                listed = sorted(files.list(args.remote), key=lambda f: f.name)
+                copied = sum(files.download(f.path, local / f.name, f.size) for f in listed)
+            elif args.files:  # many small files: listed, then pipelined (download_many)
+                todo: queue.SimpleQueue[Any] = queue.SimpleQueue()
+                for file in sorted(files.list(args.remote), key=lambda f: f.name):
+                    todo.put((file, local / file.name))
+                todo.put(None)
+                copied = sum(size for _, size in files.download_many(todo))
+            else:
+                copied = files.download(args.remote, local)
             transport = files.client.get_transport()
             cipher = transport.remote_cipher if transport else None
         return {"out_bytes": copied, "cipher": cipher}
@@ -145,11 +170,15 @@ def run_paramiko(args: argparse.Namespace, tuned: bool, local: Path) -> None:
         else:
             sftp = client.open_sftp()
         assert sftp is not None
-        sftp.get(args.remote, str(local))
+        if args.files:  # many small files: listdir, then get() each, as a script would
+            for name in sorted(sftp.listdir(args.remote)):
+                sftp.get(f"{args.remote}/{name}", str(local / name))
+        else:
+            sftp.get(args.remote, str(local))
         cipher = transport.remote_cipher
         sftp.close()
         client.close()
-        return {"out_bytes": local.stat().st_size, "cipher": cipher}
+        return {"out_bytes": size_of(local), "cipher": cipher}
 
     child_report(work)
 
@@ -158,6 +187,8 @@ def child(args: argparse.Namespace) -> None:
     """One child process: download ``args.remote`` to ``args.out``, report, then verify the copy (untimed)."""
     local = Path(args.out)
     local.unlink(missing_ok=True)
+    if args.files:
+        local.mkdir()
     name = args.child
     if name == "platform" or name.startswith("platform_"):
         run_platform(args, name.removeprefix("platform").lstrip("_"), local)
@@ -179,9 +210,19 @@ class OpensshOutput:
         self.checked = 0
 
     def __call__(self) -> None:
-        if self.local.exists():
+        if self.local.exists() and (self.local.is_file() or any(self.local.iterdir())):
             verify(self.local, self.size, self.sha256)
             self.checked += 1
+
+
+def make_small_files(folder: Path, count: int, size: int) -> tuple[Path, str]:
+    """``folder/small/NNNNNN.csv``: ``count`` files of ``size`` random bytes; returns the folder and the SHA-256
+    of the files concatenated in name order."""
+    path = folder / "small"
+    path.mkdir()
+    for number in range(count):
+        (path / f"{number:06d}.csv").write_bytes(os.urandom(size))
+    return path, sha256_of(path)
 
 
 def make_source(folder: Path, size: int) -> tuple[Path, str]:
@@ -213,7 +254,10 @@ def build_methods(
     def openssh(name: str, extra: list[str], note: str) -> Method:
         local = work / f"{name}.out"
         batch = work / f"{name}.batch"
-        batch.write_text(f'get "{source}" "{local}"\n')
+        if args.files:  # a glob: OpenSSH's client gets the files one after the other into the folder
+            batch.write_text(f"lmkdir {local}\nget {source}/* {local}/\n")  # unquoted, or sftp does not glob
+        else:
+            batch.write_text(f'get "{source}" "{local}"\n')
         output = OpensshOutput(local, size, sha256)
         outputs.append(output)
         argv = [
@@ -260,6 +304,8 @@ def build_methods(
             str(size),
             "--sha256",
             sha256,
+            "--files",
+            str(args.files),
         )
         return Method(name, role, argv, None, size, note=note)
 
@@ -269,6 +315,8 @@ def build_methods(
         py("platform", "platform"),
         py("paramiko_default_get", "peer", "paramiko defaults: aes128-ctr, 2 MiB window, 32 KiB packets and reads"),
     ]
+    if args.files:
+        methods.append(py("platform_one_by_one", "platform", "download() per file, one after the other"))
     if args.variants:
         methods += [
             py(f"platform_{name}", "platform", f"SftpResource({', '.join(f'{k}={v!r}' for k, v in s.items())})")
@@ -297,6 +345,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tmp", default=None, help="folder for the file and the copies (default /dev/shm)")
     for hidden in ("--port", "--user", "--key", "--known-hosts", "--remote", "--out", "--sha256"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--files", type=int, default=0, help="instead of one large file, this many small files (e.g. 1781)"
+    )
+    parser.add_argument("--file-kb", type=int, default=5, help="with --files: each file's size in KB (default 5)")
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parse_args(parser, argv, default_runs=7)
     if args.child:
@@ -307,17 +359,21 @@ def main(argv: list[str] | None = None) -> None:
     from sandbox import ServerMissing
     from sandbox.sshd import sshd
 
-    size = args.size_mb * MB
+    size = args.files * args.file_kb * 1000 if args.files else args.size_mb * MB
     work = Path(tempfile.mkdtemp(prefix="ip-bench-sftp-", dir=args.tmp or default_tmp(size)))
     try:
-        source, sha256 = make_source(work, size)
+        if args.files:
+            source, sha256 = make_small_files(work, args.files, args.file_kb * 1000)
+        else:
+            source, sha256 = make_source(work, size)
         with sshd(work) as server:
             known_hosts = server.write_known_hosts(work / "known_hosts")
             methods, outputs = build_methods(args, server, work, source, size, sha256, known_hosts)
             methods = select(methods, args.methods, always=("openssh_sftp",))
             subprocess.run(["ssh", "-V"], check=False)
+            what = f"{args.files:,} files of {args.file_kb} KB" if args.files else f"{size / MB:,.0f} MB file"
             print(
-                f"sftp_download: {len(methods)} methods x {args.runs} runs, {size / MB:,.0f} MB file in {work}, "
+                f"sftp_download: {len(methods)} methods x {args.runs} runs, {what} in {work}, "
                 f"sshd on {server.host}:{server.port}",
                 flush=True,
             )

@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,13 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from integration_platform.sources.files.remote_files import HostKeyError, RemoteFileError, download_all
+from integration_platform.sources.files.remote_files import (
+    Download,
+    HostKeyError,
+    RemoteFile,
+    RemoteFileError,
+    download_all,
+)
 from integration_platform.sources.files.sftp import SftpResource
 from integration_platform_tests.services import REPO, missing, shared_file
 from integration_platform_tests.sftp_servers import SshServer, fingerprint_of, openssh_server
@@ -110,21 +117,28 @@ def test_download_pipelines_large_files_and_survives_short_replies(
         big.unlink()
 
 
-def test_download_shorter_than_reported_size_fails(
-    server: SshServer, drop_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    stat = paramiko.SFTPFile.stat
-
-    def inflated(self: paramiko.SFTPFile) -> paramiko.SFTPAttributes:
-        attrs = stat(self)
-        attrs.st_size = (attrs.st_size or 0) + 1000  # as if the file shrank after it was opened
-        return attrs
-
-    monkeypatch.setattr(paramiko.SFTPFile, "stat", inflated)
-    path = f"{drop_root}/drop/{DROPS[0]}"
+def test_download_shorter_than_reported_size_fails(server: SshServer, drop_root: Path, tmp_path: Path) -> None:
+    """A file whose reads end before the size its fstat reported (a file that shrank after it was opened)
+    fails naming the path. Real and deterministic: sysfs reports 4,096 bytes for a file of a few bytes,
+    and the test sshd serves the whole file system by absolute path."""
+    path = "/sys/devices/system/cpu/online"
+    assert Path(path).stat().st_size > len(Path(path).read_bytes()), "sysfs no longer reports 4096 bytes"
     with resource(server).connect() as files, pytest.raises(RemoteFileError, match="download ended after") as error:
         files.download(path, tmp_path / "short.csv")
     assert path in str(error.value)
+    # one file of several: those before it are yielded, it fails, and the session stays usable
+    with resource(server).connect() as files:
+        listed = {f.name: f for f in files.list(f"{drop_root}/drop")}
+        first = listed[DROPS[0]]
+        todo: queue.SimpleQueue[Download | None] = queue.SimpleQueue()
+        for item in [(first, tmp_path / "1.csv"), (RemoteFile(path, "online", 0, 0.0), tmp_path / "2"), None]:
+            todo.put(item)
+        done = []
+        with pytest.raises(RemoteFileError, match=f"{path}: download ended after"):
+            for (file, _), size in files.download_many(todo):
+                done.append((file.name, size))
+        assert done == [(DROPS[0], first.size)]
+        assert files.download(first.path, tmp_path / "again.csv") == first.size
 
 
 def test_missing_directory_and_file_name_the_path(server: SshServer, drop_root: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ or Azure ETag (S3 through pyarrow lists no ETag: its last-modified second and si
 """
 
 import datetime as dt
+import queue
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +26,7 @@ from integration_platform.resources.object_stores import (
     azure_filesystem,
     gcs_filesystem,
 )
-from integration_platform.sources.files.remote_files import RemoteFile, RemoteFileError
+from integration_platform.sources.files.remote_files import Download, RemoteFile, RemoteFileError, download_one_by_one
 
 BucketStore = Literal["s3", "gcs", "azure"]
 
@@ -75,6 +76,10 @@ class BucketFiles:
                 mtime=_modified(info),
                 tag=str(info.get("generation") or info.get("etag") or "") or None,
             )
+
+    def download_many(self, todo: "queue.SimpleQueue[Download | None]") -> Iterator[tuple[Download, int]]:
+        """:meth:`download` of each file put on ``todo``, one after the other (``download_one_by_one``)."""
+        return download_one_by_one(self, todo)
 
     def download(self, path: str, local: Path, listed_size: int | None = None) -> int:
         """Copy the object ``path`` to ``local``; returns its bytes. Raises :class:`RemoteFileError` when it

@@ -8,6 +8,7 @@ count, values that do not convert) go to the report and from there to the quaran
 file that cannot be parsed at all fails the run, and nothing of the partition lands.
 """
 
+import queue
 import tempfile
 import time
 from collections import deque
@@ -29,7 +30,7 @@ from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import StreamSpec
 from integration_platform.sources.files.drops import LANDED_FILES, DropRules, version
 from integration_platform.sources.files.formats import FileFormat, FileFormatError, read_file
-from integration_platform.sources.files.remote_files import RemoteFile, RemoteFiles
+from integration_platform.sources.files.remote_files import Download, RemoteFile, RemoteFiles
 
 FILE_COLUMN = "_ip_file"
 
@@ -63,10 +64,15 @@ READ_AHEAD_BYTES = 64 << 20
 _Read = tuple[pa.Table, list[Rejected], int]
 
 
+class _ReadStopped(Exception):
+    """The read-ahead stopped before this file (an earlier file's download failed, or the step closed it)."""
+
+
 class _ReadAhead:
-    """Downloads the files of the step's next partitions on one thread with its own connection and
-    parses each downloaded file on a second thread, while the step's thread conforms and lands the
-    current partition: a pipeline of three stages.
+    """Downloads the files of the step's next partitions on one thread with its own connection
+    (:meth:`~integration_platform.sources.files.remote_files.RemoteFiles.download_many`: SFTP keeps
+    several files in flight) and parses each downloaded file on a second thread, while the step's
+    thread conforms and lands the current partition: a pipeline of three stages.
 
     Written here rather than taken from a library because the order and the bound are the
     landing's: files come in the step's partition order, and what is read ahead is bounded by
@@ -86,9 +92,10 @@ class _ReadAhead:
         self.folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ip-drop-ahead-")))
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drop-download")
         self.parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drop-parse")
-        self.downloads: list[Future[tuple[Path, int]]] = []
-        self.connection = ExitStack()  # entered and used on the pool's thread only
-        self.remote: RemoteFiles | None = None
+        self.todo: queue.SimpleQueue[Download | None] = queue.SimpleQueue()
+        self.downloads: deque[Future[tuple[Path, int]]] = deque()  # in the order put on todo, not yet done
+        self.closing = False
+        self.downloader: Future[None] | None = None
         stack.callback(self.close)
         self._fill()
 
@@ -100,14 +107,28 @@ class _ReadAhead:
             self.waiting.popleft()
             self.ahead_bytes += file.size
             self.submitted += 1
-            downloaded = self.pool.submit(self._download, file, self.submitted)
-            self.downloads = [d for d in self.downloads if not d.done()] + [downloaded]
+            downloaded: Future[tuple[Path, int]] = Future()
+            self.downloads.append(downloaded)
+            self.todo.put((file, self.folder / f"{self.submitted:06d}{Path(file.name).suffix}"))
             self.pending[file.path] = self.parser.submit(self._parse, file, downloaded)
+        if self.downloader is None and self.downloads:
+            self.downloader = self.pool.submit(self._download_all)
 
-    def _download(self, file: RemoteFile, number: int) -> tuple[Path, int]:
-        if self.remote is None:
-            self.remote = self.connection.enter_context(self.connector())
-        return _download(self.remote, file, self.folder, number)
+    def _download_all(self) -> None:
+        """The download thread: every file put on ``todo``, in order, on its own connection; each file's
+        future gets its local copy, or the failure (the files after a failed one: :class:`_ReadStopped`)."""
+        try:
+            with self.connector() as remote:
+                for (_, local), size in remote.download_many(self.todo):
+                    self.downloads.popleft().set_result((local, size))
+                    if self.closing:  # the step stopped reading ahead: what is in flight is dropped
+                        return
+        except Exception as exc:
+            if self.downloads:
+                self.downloads.popleft().set_exception(exc)
+        finally:
+            while self.downloads:
+                self.downloads.popleft().set_exception(_ReadStopped())
 
     def _parse(self, file: RemoteFile, downloaded: Future[tuple[Path, int]]) -> _Read:
         local, size = downloaded.result()  # the download's failure, raised for this file
@@ -139,19 +160,18 @@ class _ReadAhead:
         return read
 
     def _cancel(self) -> None:
-        """Read nothing more ahead: drop what waits and cancel what has not started."""
+        """Read nothing more ahead: drop what waits, end the download thread after the file it is on."""
         self.waiting.clear()
-        for download in self.downloads:
-            download.cancel()
+        self.closing = True
+        self.todo.put(None)
         for future in self.pending.values():
             future.cancel()
         self.pending.clear()
 
     def close(self) -> None:
         self._cancel()
-        self.parser.shutdown(wait=True)  # a parse waiting on a cancelled download ends at once
         self.pool.shutdown(wait=True)
-        self.connection.close()
+        self.parser.shutdown(wait=True)  # a parse waiting on a download ends once the download thread has
 
 
 def _download(remote: RemoteFiles, file: RemoteFile, folder: Path, number: int) -> tuple[Path, int]:

@@ -20,6 +20,7 @@ path and the reason; the password is never in them and the underlying exception 
 import datetime as dt
 import ftplib
 import posixpath
+import queue
 import socket
 import ssl
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from integration_platform.sources.files.remote_files import RemoteFile, RemoteFileError
+from integration_platform.sources.files.remote_files import Download, RemoteFile, RemoteFileError, download_one_by_one
 
 #: Bytes asked of the data socket per ``recv`` in :meth:`FtpFiles.download`. A 200 MB file from a local
 #: pyftpdlib server (median of 5, 2 shared cores): FTPS 8 KiB 0.84 s, 256 KiB 0.70 s, 1 MiB 0.88 s; plain FTP
@@ -194,6 +195,10 @@ class FtpFiles:
         for file in files:
             self._sizes[file.path] = file.size
         return iter(files)
+
+    def download_many(self, todo: "queue.SimpleQueue[Download | None]") -> Iterator[tuple[Download, int]]:
+        """:meth:`download` of each file put on ``todo``, one after the other (``download_one_by_one``)."""
+        return download_one_by_one(self, todo)
 
     def download(self, path: str, local: Path, listed_size: int | None = None) -> int:
         """``RETR`` remote ``path`` into ``local`` (created or truncated); returns the bytes copied.

@@ -5,6 +5,7 @@ A resource (``SftpResource``, ``FtpResource``) opens a :class:`RemoteFiles` conn
 through it, and never see the protocol.
 """
 
+import queue
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,10 @@ class RemoteFile:
         check_segment(self.name, f"file name listed at {self.path!r}")
 
 
+#: A file to download and the local path to copy it to.
+Download = tuple[RemoteFile, Path]
+
+
 class RemoteFiles(Protocol):
     """An open connection to a file-drop server."""
 
@@ -63,12 +68,28 @@ class RemoteFiles(Protocol):
         """
         ...
 
+    def download_many(self, todo: "queue.SimpleQueue[Download | None]") -> Iterator[tuple[Download, int]]:
+        """Download the files put on ``todo`` (until ``None``) in that order; yields ``((file, local), bytes
+        copied)`` as each is done, waiting on ``todo`` only when nothing is under way. Raises
+        :class:`RemoteFileError` for the first file that fails, after yielding those before it."""
+        ...
+
     def rename(self, path: str, target: str) -> None:
         """Move remote ``path`` to ``target`` (used to archive a landed file); creates the target
         directory when missing. Raises :class:`RemoteFileError`."""
         ...
 
     def close(self) -> None: ...
+
+
+def download_one_by_one(
+    files: RemoteFiles, todo: "queue.SimpleQueue[Download | None]"
+) -> Iterator[tuple[Download, int]]:
+    """:meth:`RemoteFiles.download_many` for a protocol that transfers one file at a time (FTP, buckets):
+    each file's :meth:`~RemoteFiles.download` (with its listed size) in turn."""
+    while (item := todo.get()) is not None:
+        file, local = item
+        yield item, files.download(file.path, local, file.size)
 
 
 def download_all(files: RemoteFiles, paths: list[str], folder: Path) -> Iterator[tuple[str, Path]]:

@@ -23,7 +23,10 @@ sleeps. :meth:`SftpFiles.download` instead keeps ``max_concurrent_requests`` rea
 request size is lowered to the server's ``limits@openssh.com`` read limit when it reports one,
 and to any shorter reply it sends (draft-02 lets a server return fewer bytes than asked). With
 a large channel window and maximum packet size and AES-GCM this runs at roughly OpenSSH
-``sftp``'s speed on loopback (see ``benchmarks/sftp_download.py``).
+``sftp``'s speed on loopback (see ``benchmarks/sftp_download.py``). Many small files go through
+:meth:`SftpFiles.download_many`, which keeps several files in flight on the same channel (their
+opens, fstats, first reads and closes pipelined): a 5 KB file costs one round trip's share instead
+of four round trips.
 
 Errors: everything is raised as :class:`RemoteFileError` (host keys: :class:`HostKeyError`)
 naming ``sftp://host:port`` and the path; messages never contain the password, the private

@@ -8,18 +8,34 @@ OpenSSH's ``limits@openssh.com`` extension (OpenSSH ``PROTOCOL``, section 4.8).
 
 import os
 import posixpath
+import queue
 import stat
 from collections import deque
 from collections.abc import Iterator
-from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import paramiko
-from paramiko.sftp import CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_READ, CMD_STATUS, SFTP_EOF, int64
+from paramiko.sftp import (
+    CMD_ATTRS,
+    CMD_CLOSE,
+    CMD_DATA,
+    CMD_EXTENDED,
+    CMD_EXTENDED_REPLY,
+    CMD_FSTAT,
+    CMD_HANDLE,
+    CMD_OPEN,
+    CMD_READ,
+    CMD_STATUS,
+    SFTP_EOF,
+    SFTP_FLAG_READ,
+    int64,
+)
+from paramiko.sftp_attr import SFTPAttributes
 
 from integration_platform.core.names import UnsafeNameError
-from integration_platform.sources.files.remote_files import RemoteFile, RemoteFileError
+from integration_platform.sources.files.remote_files import Download, RemoteFile, RemoteFileError
 
 if TYPE_CHECKING:
     from integration_platform.sources.files.sftp import SftpResource
@@ -28,6 +44,24 @@ if TYPE_CHECKING:
 #: says so) and for the network, EOFError and SSHException for a dropped connection, SFTPError for
 #: a reply it does not understand.
 NETWORK_ERRORS = (OSError, EOFError, paramiko.SSHException, paramiko.SFTPError)
+
+
+#: Files :meth:`SftpFiles.download_many` keeps in flight (each: an open, or an fstat and a read of up to
+#: ``request_size``, or a close): 16 reached the rate of 1,781 small files that 64 reached.
+FILES_IN_FLIGHT = 16
+
+
+@dataclass
+class _Transfer:
+    """One file of :meth:`SftpFiles.download_many`: the request whose reply it waits for (None: done), its
+    handle once open, its fstat's request until answered, the bytes copied, and its failure if any."""
+
+    item: Download
+    waiting: int | None
+    handle: bytes | None = None
+    stat: int | None = None
+    copied: int = 0
+    error: RemoteFileError | None = None
 
 
 class _Replies:
@@ -76,7 +110,11 @@ class SftpFiles:
             self.client.close()
 
     def _fail(self, what: str, path: str, exc: BaseException) -> NoReturn:
-        """Raise :class:`RemoteFileError` for ``exc``; when the connection itself failed (timeout, drop,
+        """Raise :meth:`_error` for ``exc``."""
+        raise self._error(what, path, exc) from exc
+
+    def _error(self, what: str, path: str, exc: BaseException) -> RemoteFileError:
+        """The :class:`RemoteFileError` for ``exc``; when the connection itself failed (timeout, drop,
         garbled reply) the session is marked unusable, so later calls fail at once."""
         transport = self.client.get_transport()
         session_lost = isinstance(exc, TimeoutError | EOFError | ConnectionError | paramiko.SSHException) or (
@@ -90,7 +128,7 @@ class SftpFiles:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if session_lost:
             self._broken = reason
-        raise RemoteFileError(f"{self._url(path)}: {what} failed: {reason}") from exc
+        return RemoteFileError(f"{self._url(path)}: {what} failed: {reason}")
 
     def _check(self, path: str) -> None:
         if self._broken:
@@ -135,35 +173,132 @@ class SftpFiles:
         unreadable, a read fails, or the server's replies end before that size (the file shrank meanwhile).
         A file that grows meanwhile is copied up to the size it had when opened.
         """
-        self._check(path)
-        try:
-            remote = self.sftp.open(path, "rb")
-        except NETWORK_ERRORS as exc:
-            self._fail("open", path, exc)
-        try:
+        name = posixpath.basename(path) or path
+        todo: queue.SimpleQueue[Download | None] = queue.SimpleQueue()
+        todo.put((RemoteFile(path, name, listed_size or 0, 0.0), local))
+        todo.put(None)
+        return sum(copied for _, copied in self.download_many(todo))
+
+    def download_many(self, todo: "queue.SimpleQueue[Download | None]") -> Iterator[tuple[Download, int]]:
+        """Download the files put on ``todo`` (until ``None``) as :meth:`download` does each, with up to
+        :data:`FILES_IN_FLIGHT` of them in flight at once; yields ``((file, local), bytes copied)`` in
+        ``todo``'s order. Waits on ``todo`` only when nothing is in flight.
+
+        Raises :class:`RemoteFileError` for the first file (in that order) that fails, after yielding those
+        before it; nothing after it is yielded. Why pipelined: a file costs four round trips (open, fstat,
+        read, close); on 1,781 files of 5 KB from OpenSSH over loopback one after the other took 1.0 ms a
+        file and 0.47 ms of CPU, pipelined 0.4 ms and 0.25 ms (most of the CPU is paramiko's, per message).
+        """
+        sink = _Replies()
+        flight: deque[_Transfer] = deque()
+        ended = False
+        while True:
+            while not ended and len(flight) < FILES_IN_FLIGHT:
+                try:
+                    item = todo.get(block=not flight)
+                except queue.Empty:
+                    break
+                if item is None:
+                    ended = True
+                    break
+                flight.append(self._open(item, sink))
+            if not flight:
+                return
+            for transfer in flight:  # every reply that came in moves its transfer on (sending its next request)
+                while transfer.waiting is not None and transfer.waiting in sink.replies:
+                    self._advance(transfer, sink)
+            head = flight[0]
+            if head.waiting is None:
+                flight.popleft()
+                if head.error is not None:
+                    raise head.error
+                yield head.item, head.copied
+                continue
             try:
-                size = int(remote.stat().st_size or 0)
+                self._wire._read_response()  # one reply, into the sink
             except NETWORK_ERRORS as exc:
-                self._fail("stat", path, exc)
-            fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                copied = self._pipelined_read(
-                    cast(bytes, remote.handle), size, fd, path
-                )  # bytes (the stub says SFTPHandle)
-            finally:
-                os.close(fd)
-        except BaseException:
-            if not self._broken:
-                with suppress(*NETWORK_ERRORS):
-                    remote.close()
-            raise
+                self._fail("download", head.item[0].path, exc)
+
+    def _open(self, item: Download, sink: "_Replies") -> "_Transfer":
+        self._check(item[0].path)
         try:
-            remote.close()
+            num = self._wire._async_request(sink, CMD_OPEN, item[0].path, SFTP_FLAG_READ, SFTPAttributes())
         except NETWORK_ERRORS as exc:
-            self._fail("close", path, exc)
+            self._fail("open", item[0].path, exc)
+        return _Transfer(item, num)
+
+    def _advance(self, transfer: "_Transfer", sink: "_Replies") -> None:
+        """Take the reply ``transfer`` waits for and send its next request: open -> fstat and the first read
+        (one round trip) -> close -> done (``waiting`` None). A failure of this file (a status reply: missing,
+        unreadable; a short copy) is kept in ``transfer.error``, raised when its turn comes, and its handle is
+        still closed; a failure of the session raises :class:`RemoteFileError` at once."""
+        assert transfer.waiting is not None
+        kind, msg = sink.replies.pop(transfer.waiting)
+        transfer.waiting = None
+        path = transfer.item[0].path
+        wire = self._wire
+        try:
+            if transfer.handle is None:  # the open's reply
+                if kind != CMD_HANDLE:
+                    wire._convert_status(msg)  # raises for a failure status
+                    raise paramiko.SFTPError(f"unexpected reply type {kind} to an open")
+                transfer.handle = msg.get_binary()
+                transfer.stat = wire._async_request(sink, CMD_FSTAT, transfer.handle)
+                first = self._server_read_limit()
+                transfer.waiting = wire._async_request(sink, CMD_READ, transfer.handle, int64(0), first)
+            elif transfer.stat is not None:  # the first read's reply; the fstat's came before it
+                stat_kind, stat_msg = sink.replies.pop(transfer.stat)
+                transfer.stat = None
+                try:
+                    if stat_kind != CMD_ATTRS:
+                        wire._convert_status(stat_msg)
+                        raise paramiko.SFTPError(f"unexpected reply type {stat_kind} to an fstat")
+                    attributes = SFTPAttributes._from_msg(stat_msg)  # type: ignore[attr-defined]  # not in the stubs
+                    size = int(attributes.st_size or 0)
+                    transfer.copied = self._first_read(transfer, kind, msg, size)
+                finally:
+                    if not self._broken:
+                        transfer.waiting = wire._async_request(sink, CMD_CLOSE, transfer.handle)
+            else:  # the close's reply
+                wire._convert_status(msg)
+        except RemoteFileError as exc:  # from the rest of a large file's reads, or a short copy
+            transfer.error = transfer.error or exc
+            if self._broken:
+                raise
+        except NETWORK_ERRORS as exc:  # a failure status (the file), or the session itself
+            what = "open" if transfer.handle is None else "read" if transfer.waiting is not None else "close"
+            error = self._error(what, path, exc)
+            if self._broken:
+                raise error from exc
+            transfer.error = transfer.error or error
+
+    def _first_read(self, transfer: "_Transfer", kind: int, msg: paramiko.Message, size: int) -> int:
+        """Write the first read's data (at most ``size`` bytes: what the file held at its fstat) and read
+        the rest with :meth:`_pipelined_read`; returns the bytes copied. Raises :class:`RemoteFileError`
+        when the copy ends short of ``size``."""
+        file, local = transfer.item
+        assert transfer.handle is not None
+        if kind == CMD_DATA:
+            data = msg.get_string()[:size]
+        elif kind == CMD_STATUS and msg.get_int() == SFTP_EOF:
+            data = b""
+        else:
+            msg.rewind()
+            msg.get_int()  # the request id
+            self._wire._convert_status(msg)
+            raise paramiko.SFTPError(f"unexpected reply type {kind} to a read")
+        fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            copied = os.write(fd, data) if data else 0
+            while copied < len(data):
+                copied += os.write(fd, memoryview(data)[copied:])
+            if data and copied < size:
+                copied += self._pipelined_read(cast(bytes, transfer.handle), size, fd, file.path, start=copied)
+        finally:
+            os.close(fd)
         if copied != size:
             raise RemoteFileError(
-                f"{self._url(path)}: download ended after {copied:,} of {size:,} bytes (the file shrank or "
+                f"{self._url(file.path)}: download ended after {copied:,} of {size:,} bytes (the file shrank or "
                 "was replaced while it was read)"
             )
         return copied
@@ -224,15 +359,15 @@ class SftpFiles:
             self._read_size = max(size, 1)
         return self._read_size
 
-    def _pipelined_read(self, handle: bytes, size: int, fd: int, path: str) -> int:
-        """Read ``[0, size)`` of the open ``handle`` with up to ``max_concurrent_requests`` SSH_FXP_READs in
+    def _pipelined_read(self, handle: bytes, size: int, fd: int, path: str, start: int = 0) -> int:
+        """Read ``[start, size)`` of the open ``handle`` with up to ``max_concurrent_requests`` SSH_FXP_READs in
         flight, writing each SSH_FXP_DATA at its offset in ``fd``; returns the bytes written."""
         sftp = self._wire
         request = self._server_read_limit()
         depth = max(self.config.max_concurrent_requests, 1)
         sink = _Replies()
         pending: deque[tuple[int, int, int]] = deque()  # (request id, offset, length)
-        offset = copied = 0
+        offset, copied = start, 0
         end = size
         error: RemoteFileError | None = None
         try:
