@@ -112,6 +112,7 @@ def verify(local: Path, size: int, sha256: str) -> None:
 
 
 def run_platform(args: argparse.Namespace, variant: str, local: Path) -> None:
+    from integration_platform.sources.files.remote_files import Download
     from integration_platform.sources.files.sftp import SftpResource
 
     settings = VARIANTS[variant] if variant and variant != "one_by_one" else {}
@@ -132,7 +133,7 @@ def run_platform(args: argparse.Namespace, variant: str, local: Path) -> None:
             elif args.files:  # many small files: listed, then pipelined (download_many)
                 todo: queue.SimpleQueue[Any] = queue.SimpleQueue()
                 for file in sorted(files.list(args.remote), key=lambda f: f.name):
-                    todo.put((file, local / file.name))
+                    todo.put(Download(file.path, local / file.name, file.size))
                 todo.put(None)
                 copied = sum(size for _, size in files.download_many(todo))
             else:

@@ -6,8 +6,12 @@ import queue
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import ExitStack, suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -20,6 +24,10 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
+from integration_platform.core.streams import StreamSpec
+from integration_platform.sources.files.drops import DropRules
+from integration_platform.sources.files.extract import READ_AHEAD_FILES, FileStreamPlan, _ReadAhead
+from integration_platform.sources.files.formats import FileFormat
 from integration_platform.sources.files.remote_files import (
     Download,
     HostKeyError,
@@ -130,14 +138,52 @@ def test_download_shorter_than_reported_size_fails(server: SshServer, drop_root:
         listed = {f.name: f for f in files.list(f"{drop_root}/drop")}
         first = listed[DROPS[0]]
         todo: queue.SimpleQueue[Download | None] = queue.SimpleQueue()
-        for item in [(first, tmp_path / "1.csv"), (RemoteFile(path, "online", 0, 0.0), tmp_path / "2"), None]:
+        for item in [Download(first.path, tmp_path / "1.csv", first.size), Download(path, tmp_path / "2"), None]:
             todo.put(item)
         done = []
         with pytest.raises(RemoteFileError, match=f"{path}: download ended after"):
-            for (file, _), size in files.download_many(todo):
-                done.append((file.name, size))
-        assert done == [(DROPS[0], first.size)]
+            for download, size in files.download_many(todo):
+                done.append((download.path, size))
+        assert done == [(first.path, first.size)]
+        assert not (tmp_path / "2").exists(), "the short copy is removed"
         assert files.download(first.path, tmp_path / "again.csv") == first.size
+
+
+def _open_drop_files(drop_root: Path) -> list[str]:
+    """The files under ``drop_root`` that any process holds open (read from /proc: the sshd session's
+    sftp server is the only one that opens them)."""
+    held = []
+    for fds in Path("/proc").glob("[0-9]*/fd"):
+        with suppress(OSError):
+            for fd in fds.iterdir():
+                with suppress(OSError):
+                    if os.readlink(fd).startswith(f"{drop_root}/"):
+                        held.append(os.readlink(fd))
+    return held
+
+
+def test_a_failed_file_closes_the_others_in_flight(server: SshServer, drop_root: Path, tmp_path: Path) -> None:
+    """The first of several files in flight is missing: its error is raised, nothing is yielded, and the
+    server holds no handle of the files opened after it (their closes were sent and answered first)."""
+    with resource(server).connect() as files:
+        listed = sorted((f for f in files.list(f"{drop_root}/drop")), key=lambda f: f.name)
+        todo: queue.SimpleQueue[Download | None] = queue.SimpleQueue()
+        todo.put(Download(f"{drop_root}/drop/vanished.csv", tmp_path / "0.csv"))
+        for number, file in enumerate(listed, start=1):
+            todo.put(Download(file.path, tmp_path / f"{number}.csv", file.size))
+        todo.put(None)
+        with pytest.raises(RemoteFileError, match=r"vanished\.csv: open failed"):
+            next(files.download_many(todo))
+        assert _open_drop_files(drop_root) == []
+        # closing the generator part-way closes what is in flight too
+        for number, file in enumerate(listed):
+            todo.put(Download(file.path, tmp_path / f"again-{number}.csv", file.size))
+        todo.put(None)
+        downloads = files.download_many(todo)
+        assert next(downloads)[1] == listed[0].size
+        downloads.close()
+        assert _open_drop_files(drop_root) == []
+        assert files.download(listed[0].path, tmp_path / "last.csv") == listed[0].size
 
 
 def test_missing_directory_and_file_name_the_path(server: SshServer, drop_root: Path, tmp_path: Path) -> None:
@@ -284,3 +330,42 @@ def test_sandbox_asyncssh_server_serves_the_resource(drop_root: Path, tmp_path: 
     finally:
         stop(process)
     assert process.returncode == 0
+
+
+def test_the_read_ahead_ends_cleanly_after_a_failed_download(
+    server: SshServer, drop_root: Path, tmp_path: Path
+) -> None:
+    """A backfill's read-ahead over more files than it reads ahead, where the second file vanished between
+    the listing and its download: the first is read ahead, the second and those after are left to the step
+    (``take`` returns None and says why), and closing the read-ahead returns at once. Before, taking the
+    first file queued more files for a download thread that had ended, and closing waited on them for ever."""
+    many = tmp_path / "many"
+    many.mkdir()
+    for day in range(READ_AHEAD_FILES + 4):
+        shutil.copy2(drop_root / "drop" / DROPS[0], many / f"dpc-covid19-ita-regioni-202003{day + 1:02d}.csv")
+    plan = FileStreamPlan(StreamSpec("covid", "regions", "append"), str(many), DropRules(glob="*.csv"), FileFormat())
+    with resource(server).connect() as files:
+        listed = sorted(files.list(str(many)), key=lambda f: f.name)
+    vanished = RemoteFile(f"{many}/dpc-covid19-ita-regioni-20200229.csv", "vanished.csv", 5000, 0.0)
+    order = [listed[0], vanished, *listed[1:]]
+    outcome: dict[str, Any] = {}
+
+    def backfill() -> None:
+        with ExitStack() as stack:
+            ahead = _ReadAhead(plan, resource(server).connect, order, stack)
+            assert ahead.downloader is not None
+            ahead.downloader.result(timeout=10)  # the download thread ended at the vanished file
+            outcome["first"] = ahead.take(order[0])
+            time.sleep(0.5)  # landing the first partition: the parse thread takes up the next file meanwhile
+            outcome["rest"] = [ahead.take(file) for file in order[1:]]
+            outcome["stopped"] = ahead.stopped
+        outcome["closed"] = True
+
+    thread = threading.Thread(target=backfill, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert outcome.get("closed"), f"the read-ahead did not close: {outcome}"
+    table, rejected, size = outcome["first"]
+    assert table.num_rows == 21 and not rejected and size == listed[0].size
+    assert outcome["rest"] == [None] * len(order[1:]), "the step reads the vanished file and the rest itself"
+    assert "20200229.csv: open failed" in outcome["stopped"]

@@ -10,7 +10,7 @@ or Azure ETag (S3 through pyarrow lists no ETag: its last-modified second and si
 
 import datetime as dt
 import queue
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -77,7 +77,7 @@ class BucketFiles:
                 tag=str(info.get("generation") or info.get("etag") or "") or None,
             )
 
-    def download_many(self, todo: "queue.SimpleQueue[Download | None]") -> Iterator[tuple[Download, int]]:
+    def download_many(self, todo: "queue.SimpleQueue[Download | None]") -> Generator[tuple[Download, int], None, None]:
         """:meth:`download` of each file put on ``todo``, one after the other (``download_one_by_one``)."""
         return download_one_by_one(self, todo)
 

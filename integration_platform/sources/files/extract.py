@@ -10,11 +10,12 @@ file that cannot be parsed at all fails the run, and nothing of the partition la
 
 import queue
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, ExitStack, suppress
+from contextlib import AbstractContextManager, ExitStack, closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -95,6 +96,8 @@ class _ReadAhead:
         self.todo: queue.SimpleQueue[Download | None] = queue.SimpleQueue()
         self.downloads: deque[Future[tuple[Path, int]]] = deque()  # in the order put on todo, not yet done
         self.closing = False
+        self.ended = False  # the download thread ended: nothing more is downloaded ahead
+        self.lock = threading.Lock()
         self.downloader: Future[None] | None = None
         stack.callback(self.close)
         self._fill()
@@ -108,8 +111,13 @@ class _ReadAhead:
             self.ahead_bytes += file.size
             self.submitted += 1
             downloaded: Future[tuple[Path, int]] = Future()
-            self.downloads.append(downloaded)
-            self.todo.put((file, self.folder / f"{self.submitted:06d}{Path(file.name).suffix}"))
+            with self.lock:  # the download thread, once ended, takes nothing more: the file fails at once
+                if self.ended:
+                    downloaded.set_exception(_ReadStopped())
+                else:
+                    self.downloads.append(downloaded)
+                    local = self.folder / f"{self.submitted:06d}{Path(file.name).suffix}"
+                    self.todo.put(Download(file.path, local, file.size))
             self.pending[file.path] = self.parser.submit(self._parse, file, downloaded)
         if self.downloader is None and self.downloads:
             self.downloader = self.pool.submit(self._download_all)
@@ -118,17 +126,19 @@ class _ReadAhead:
         """The download thread: every file put on ``todo``, in order, on its own connection; each file's
         future gets its local copy, or the failure (the files after a failed one: :class:`_ReadStopped`)."""
         try:
-            with self.connector() as remote:
-                for (_, local), size in remote.download_many(self.todo):
-                    self.downloads.popleft().set_result((local, size))
+            with self.connector() as remote, closing(remote.download_many(self.todo)) as downloads:
+                for download, size in downloads:
+                    self.downloads.popleft().set_result((download.local, size))
                     if self.closing:  # the step stopped reading ahead: what is in flight is dropped
                         return
         except Exception as exc:
             if self.downloads:
                 self.downloads.popleft().set_exception(exc)
         finally:
-            while self.downloads:
-                self.downloads.popleft().set_exception(_ReadStopped())
+            with self.lock:
+                self.ended = True
+                while self.downloads:
+                    self.downloads.popleft().set_exception(_ReadStopped())
 
     def _parse(self, file: RemoteFile, downloaded: Future[tuple[Path, int]]) -> _Read:
         local, size = downloaded.result()  # the download's failure, raised for this file
@@ -171,7 +181,7 @@ class _ReadAhead:
     def close(self) -> None:
         self._cancel()
         self.pool.shutdown(wait=True)
-        self.parser.shutdown(wait=True)  # a parse waiting on a download ends once the download thread has
+        self.parser.shutdown(wait=True)  # a parse waits on a download that the ended download thread resolved
 
 
 def _download(remote: RemoteFiles, file: RemoteFile, folder: Path, number: int) -> tuple[Path, int]:

@@ -23,7 +23,7 @@ import posixpath
 import queue
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -196,7 +196,7 @@ class FtpFiles:
             self._sizes[file.path] = file.size
         return iter(files)
 
-    def download_many(self, todo: "queue.SimpleQueue[Download | None]") -> Iterator[tuple[Download, int]]:
+    def download_many(self, todo: "queue.SimpleQueue[Download | None]") -> Generator[tuple[Download, int], None, None]:
         """:meth:`download` of each file put on ``todo``, one after the other (``download_one_by_one``)."""
         return download_one_by_one(self, todo)
 

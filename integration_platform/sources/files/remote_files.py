@@ -6,10 +6,10 @@ through it, and never see the protocol.
 """
 
 import queue
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from integration_platform.core.names import check_segment
 
@@ -43,8 +43,13 @@ class RemoteFile:
         check_segment(self.name, f"file name listed at {self.path!r}")
 
 
-#: A file to download and the local path to copy it to.
-Download = tuple[RemoteFile, Path]
+class Download(NamedTuple):
+    """A file to download: its remote path, the local path to copy it to, and its size as listed (bytes;
+    ``None`` when not listed)."""
+
+    path: str
+    local: Path
+    listed_size: int | None = None
 
 
 class RemoteFiles(Protocol):
@@ -68,8 +73,8 @@ class RemoteFiles(Protocol):
         """
         ...
 
-    def download_many(self, todo: "queue.SimpleQueue[Download | None]") -> Iterator[tuple[Download, int]]:
-        """Download the files put on ``todo`` (until ``None``) in that order; yields ``((file, local), bytes
+    def download_many(self, todo: "queue.SimpleQueue[Download | None]") -> Generator[tuple[Download, int], None, None]:
+        """Download the files put on ``todo`` (until ``None``) in that order; yields ``(download, bytes
         copied)`` as each is done, waiting on ``todo`` only when nothing is under way. Raises
         :class:`RemoteFileError` for the first file that fails, after yielding those before it."""
         ...
@@ -84,12 +89,11 @@ class RemoteFiles(Protocol):
 
 def download_one_by_one(
     files: RemoteFiles, todo: "queue.SimpleQueue[Download | None]"
-) -> Iterator[tuple[Download, int]]:
+) -> Generator[tuple[Download, int], None, None]:
     """:meth:`RemoteFiles.download_many` for a protocol that transfers one file at a time (FTP, buckets):
     each file's :meth:`~RemoteFiles.download` (with its listed size) in turn."""
     while (item := todo.get()) is not None:
-        file, local = item
-        yield item, files.download(file.path, local, file.size)
+        yield item, files.download(item.path, item.local, item.listed_size)
 
 
 def download_all(files: RemoteFiles, paths: list[str], folder: Path) -> Iterator[tuple[str, Path]]:

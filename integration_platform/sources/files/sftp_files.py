@@ -11,10 +11,10 @@ import posixpath
 import queue
 import stat
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import paramiko
 from paramiko.sftp import (
@@ -46,22 +46,25 @@ if TYPE_CHECKING:
 NETWORK_ERRORS = (OSError, EOFError, paramiko.SSHException, paramiko.SFTPError)
 
 
-#: Files :meth:`SftpFiles.download_many` keeps in flight (each: an open, or an fstat and a read of up to
-#: ``request_size``, or a close): 16 reached the rate of 1,781 small files that 64 reached.
+#: Files :meth:`SftpFiles.download_many` keeps in flight (each waiting on its open, or on its fstat and
+#: first read, or on its close).
 FILES_IN_FLIGHT = 16
 
 
 @dataclass
 class _Transfer:
-    """One file of :meth:`SftpFiles.download_many`: the request whose reply it waits for (None: done), its
-    handle once open, its fstat's request until answered, the bytes copied, and its failure if any."""
+    """One file of :meth:`SftpFiles.download_many`: its stage (``open``, ``read``: the fstat and the first
+    read, ``close``, ``done``), the request whose reply it waits for, its handle once open, its fstat's
+    request, the bytes copied, its failure if any, and whether it is only being closed (``abandoned``)."""
 
     item: Download
-    waiting: int | None
+    waiting: int
+    stage: str = "open"
     handle: bytes | None = None
     stat: int | None = None
     copied: int = 0
     error: RemoteFileError | None = None
+    abandoned: bool = False
 
 
 class _Replies:
@@ -170,114 +173,150 @@ class SftpFiles:
         ``listed_size`` is not used: the open file's own size is the reference.
 
         The size is the open file's ``fstat``; raises :class:`RemoteFileError` when the file is missing or
-        unreadable, a read fails, or the server's replies end before that size (the file shrank meanwhile).
-        A file that grows meanwhile is copied up to the size it had when opened.
+        unreadable, a read fails, the server's replies end before that size (the file shrank meanwhile), or
+        the local copy cannot be written. A file that grows meanwhile is copied up to its size at the fstat.
         """
-        name = posixpath.basename(path) or path
         todo: queue.SimpleQueue[Download | None] = queue.SimpleQueue()
-        todo.put((RemoteFile(path, name, listed_size or 0, 0.0), local))
+        todo.put(Download(path, local, listed_size))
         todo.put(None)
         return sum(copied for _, copied in self.download_many(todo))
 
-    def download_many(self, todo: "queue.SimpleQueue[Download | None]") -> Iterator[tuple[Download, int]]:
+    def download_many(self, todo: "queue.SimpleQueue[Download | None]") -> Generator[tuple[Download, int], None, None]:
         """Download the files put on ``todo`` (until ``None``) as :meth:`download` does each, with up to
-        :data:`FILES_IN_FLIGHT` of them in flight at once; yields ``((file, local), bytes copied)`` in
-        ``todo``'s order. Waits on ``todo`` only when nothing is in flight.
+        :data:`FILES_IN_FLIGHT` of them in flight at once; yields ``(download, bytes copied)`` in ``todo``'s
+        order. Waits on ``todo`` only when nothing is in flight.
 
         Raises :class:`RemoteFileError` for the first file (in that order) that fails, after yielding those
-        before it; nothing after it is yielded. Why pipelined: a file costs four round trips (open, fstat,
-        read, close); on 1,781 files of 5 KB from OpenSSH over loopback one after the other took 1.0 ms a
-        file and 0.47 ms of CPU, pipelined 0.4 ms and 0.25 ms (most of the CPU is paramiko's, per message).
+        before it; nothing after it is yielded. Whenever it stops (a failure, or the caller closing it), the
+        handles of the files still in flight are closed first, unless the session itself failed. Why
+        pipelined: a file costs four round trips (open, fstat, read, close); on 1,781 files of 5 KB from
+        OpenSSH over loopback one after the other took 1.0 ms a file and 0.47 ms of CPU, pipelined 0.4 ms and
+        0.25 ms (most of the CPU is paramiko's, per message). Replies are matched by request id, in whatever
+        order they come.
         """
         sink = _Replies()
         flight: deque[_Transfer] = deque()
         ended = False
-        while True:
-            while not ended and len(flight) < FILES_IN_FLIGHT:
-                try:
-                    item = todo.get(block=not flight)
-                except queue.Empty:
-                    break
-                if item is None:
-                    ended = True
-                    break
-                flight.append(self._open(item, sink))
-            if not flight:
-                return
-            for transfer in flight:  # every reply that came in moves its transfer on (sending its next request)
-                while transfer.waiting is not None and transfer.waiting in sink.replies:
-                    self._advance(transfer, sink)
-            head = flight[0]
-            if head.waiting is None:
-                flight.popleft()
-                if head.error is not None:
-                    raise head.error
-                yield head.item, head.copied
-                continue
-            try:
-                self._wire._read_response()  # one reply, into the sink
-            except NETWORK_ERRORS as exc:
-                self._fail("download", head.item[0].path, exc)
+        try:
+            while True:
+                while not ended and len(flight) < FILES_IN_FLIGHT:
+                    try:
+                        item = todo.get(block=not flight)
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        ended = True
+                        break
+                    flight.append(self._open(item, sink))
+                if not flight:
+                    return
+                self._advance_all(flight, sink)
+                head = flight[0]
+                if head.stage == "done":
+                    flight.popleft()
+                    if head.error is not None:
+                        raise head.error
+                    yield head.item, head.copied
+                else:
+                    self._next_reply(head.item.path)
+        finally:
+            if flight and not self._broken:  # close what is still open (a failure, or the caller stopped)
+                for transfer in flight:
+                    transfer.abandoned = True
+                while not self._broken and any(t.stage != "done" for t in flight):
+                    self._advance_all(flight, sink)
+                    waiting = next((t for t in flight if t.stage != "done"), None)
+                    if waiting is not None:
+                        self._next_reply(waiting.item.path)
+
+    def _next_reply(self, path: str) -> None:
+        """Read one reply into the sink it was sent for; raises :class:`RemoteFileError` naming ``path`` when
+        the session fails."""
+        try:
+            self._wire._read_response()
+        except NETWORK_ERRORS as exc:
+            self._fail("download", path, exc)
 
     def _open(self, item: Download, sink: "_Replies") -> "_Transfer":
-        self._check(item[0].path)
+        self._check(item.path)
         try:
-            num = self._wire._async_request(sink, CMD_OPEN, item[0].path, SFTP_FLAG_READ, SFTPAttributes())
+            num = self._wire._async_request(sink, CMD_OPEN, item.path, SFTP_FLAG_READ, SFTPAttributes())
         except NETWORK_ERRORS as exc:
-            self._fail("open", item[0].path, exc)
+            self._fail("open", item.path, exc)
         return _Transfer(item, num)
 
+    def _advance_all(self, flight: "deque[_Transfer]", sink: "_Replies") -> None:
+        """Move on every transfer whose replies came in (its fstat's too, in the read stage)."""
+        for transfer in flight:
+            while transfer.stage != "done" and transfer.waiting in sink.replies:
+                if transfer.stage == "read" and transfer.stat not in sink.replies:
+                    break
+                self._advance(transfer, sink)
+
     def _advance(self, transfer: "_Transfer", sink: "_Replies") -> None:
-        """Take the reply ``transfer`` waits for and send its next request: open -> fstat and the first read
-        (one round trip) -> close -> done (``waiting`` None). A failure of this file (a status reply: missing,
-        unreadable; a short copy) is kept in ``transfer.error``, raised when its turn comes, and its handle is
-        still closed; a failure of the session raises :class:`RemoteFileError` at once."""
-        assert transfer.waiting is not None
+        """Take the reply (replies) ``transfer`` waits for and send its next request: open -> fstat and the
+        first read together -> close -> done. A failure of this file (a failure status: missing, unreadable;
+        a short copy; the local copy not written) is kept in ``transfer.error``, raised when its turn comes,
+        and its handle is still closed; a failure of the session raises :class:`RemoteFileError` at once.
+        An abandoned transfer is only closed."""
         kind, msg = sink.replies.pop(transfer.waiting)
-        transfer.waiting = None
-        path = transfer.item[0].path
-        wire = self._wire
+        stage, path, wire = transfer.stage, transfer.item.path, self._wire
+        transfer.stage = "done"  # unless a next request is sent below
         try:
-            if transfer.handle is None:  # the open's reply
+            if stage == "open":
                 if kind != CMD_HANDLE:
                     wire._convert_status(msg)  # raises for a failure status
                     raise paramiko.SFTPError(f"unexpected reply type {kind} to an open")
                 transfer.handle = msg.get_binary()
+                if transfer.abandoned:
+                    self._close(transfer, sink)
+                    return
                 transfer.stat = wire._async_request(sink, CMD_FSTAT, transfer.handle)
                 first = self._server_read_limit()
+                transfer.stage = "read"
                 transfer.waiting = wire._async_request(sink, CMD_READ, transfer.handle, int64(0), first)
-            elif transfer.stat is not None:  # the first read's reply; the fstat's came before it
+            elif stage == "read":
+                assert transfer.stat is not None
                 stat_kind, stat_msg = sink.replies.pop(transfer.stat)
-                transfer.stat = None
                 try:
-                    if stat_kind != CMD_ATTRS:
-                        wire._convert_status(stat_msg)
-                        raise paramiko.SFTPError(f"unexpected reply type {stat_kind} to an fstat")
-                    attributes = SFTPAttributes._from_msg(stat_msg)  # type: ignore[attr-defined]  # not in the stubs
-                    size = int(attributes.st_size or 0)
-                    transfer.copied = self._first_read(transfer, kind, msg, size)
+                    if not transfer.abandoned:
+                        transfer.copied = self._first_read(transfer, stat_kind, stat_msg, kind, msg)
                 finally:
                     if not self._broken:
-                        transfer.waiting = wire._async_request(sink, CMD_CLOSE, transfer.handle)
-            else:  # the close's reply
+                        transfer.stage, transfer.waiting = (
+                            "close",
+                            wire._async_request(sink, CMD_CLOSE, transfer.handle),
+                        )
+            elif stage == "close":
                 wire._convert_status(msg)
-        except RemoteFileError as exc:  # from the rest of a large file's reads, or a short copy
+        except RemoteFileError as exc:  # the rest of a large file's reads, a short copy, the local copy
             transfer.error = transfer.error or exc
             if self._broken:
                 raise
         except NETWORK_ERRORS as exc:  # a failure status (the file), or the session itself
-            what = "open" if transfer.handle is None else "read" if transfer.waiting is not None else "close"
-            error = self._error(what, path, exc)
+            error = self._error(stage, path, exc)
             if self._broken:
                 raise error from exc
             transfer.error = transfer.error or error
 
-    def _first_read(self, transfer: "_Transfer", kind: int, msg: paramiko.Message, size: int) -> int:
-        """Write the first read's data (at most ``size`` bytes: what the file held at its fstat) and read
-        the rest with :meth:`_pipelined_read`; returns the bytes copied. Raises :class:`RemoteFileError`
-        when the copy ends short of ``size``."""
-        file, local = transfer.item
-        assert transfer.handle is not None
+    def _close(self, transfer: "_Transfer", sink: "_Replies") -> None:
+        transfer.stage, transfer.waiting = "close", self._wire._async_request(sink, CMD_CLOSE, transfer.handle)
+
+    def _first_read(
+        self, transfer: "_Transfer", stat_kind: int, stat_msg: paramiko.Message, kind: int, msg: paramiko.Message
+    ) -> int:
+        """Check the fstat's reply, write the first read's data (at most the fstat's size: a file that grew
+        since is copied up to that size) and read the rest with :meth:`_pipelined_read`; returns the bytes
+        copied. Raises :class:`RemoteFileError` when the copy ends short of the size or the local copy cannot
+        be written (removed then), ``OSError`` for a failure status."""
+        path, local = transfer.item.path, transfer.item.local
+        if stat_kind != CMD_ATTRS:
+            try:
+                self._wire._convert_status(stat_msg)
+                raise paramiko.SFTPError(f"unexpected reply type {stat_kind} to an fstat")
+            except NETWORK_ERRORS as exc:
+                raise self._error("stat", path, exc) from exc
+        size = int(SFTPAttributes._from_msg(stat_msg).st_size or 0)  # type: ignore[attr-defined]  # not in the stubs
         if kind == CMD_DATA:
             data = msg.get_string()[:size]
         elif kind == CMD_STATUS and msg.get_int() == SFTP_EOF:
@@ -287,18 +326,27 @@ class SftpFiles:
             msg.get_int()  # the request id
             self._wire._convert_status(msg)
             raise paramiko.SFTPError(f"unexpected reply type {kind} to a read")
-        fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            copied = os.write(fd, data) if data else 0
-            while copied < len(data):
-                copied += os.write(fd, memoryview(data)[copied:])
-            if data and copied < size:
-                copied += self._pipelined_read(cast(bytes, transfer.handle), size, fd, file.path, start=copied)
-        finally:
-            os.close(fd)
+            fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                copied = 0
+                while copied < len(data):
+                    copied += os.write(fd, memoryview(data)[copied:])
+                if data and copied < size:
+                    assert transfer.handle is not None
+                    copied += self._pipelined_read(transfer.handle, size, fd, path, start=copied)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            local.unlink(missing_ok=True)
+            raise RemoteFileError(f"{self._url(path)}: writing the local copy {local} failed: {exc}") from exc
+        except BaseException:
+            local.unlink(missing_ok=True)
+            raise
         if copied != size:
+            local.unlink(missing_ok=True)
             raise RemoteFileError(
-                f"{self._url(file.path)}: download ended after {copied:,} of {size:,} bytes (the file shrank or "
+                f"{self._url(path)}: download ended after {copied:,} of {size:,} bytes (the file shrank or "
                 "was replaced while it was read)"
             )
         return copied
