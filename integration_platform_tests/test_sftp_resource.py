@@ -1,6 +1,7 @@
 """SftpResource against a real OpenSSH sshd on 127.0.0.1 serving real partner drops (DPC COVID-19 daily CSVs)."""
 
 import importlib.util
+import json
 import os
 import queue
 import shutil
@@ -369,3 +370,56 @@ def test_the_read_ahead_ends_cleanly_after_a_failed_download(
     assert table.num_rows == 21 and not rejected and size == listed[0].size
     assert outcome["rest"] == [None] * len(order[1:]), "the step reads the vanished file and the rest itself"
     assert "20200229.csv: open failed" in outcome["stopped"]
+
+
+def test_a_local_copy_that_cannot_be_written_is_named_as_such(
+    server: SshServer, drop_root: Path, tmp_path: Path
+) -> None:
+    """The local side failing is not a remote read failure: a missing local folder (a one-read file) and a
+    full disk part-way through a larger file (a child process limited to 1 MB per file, RLIMIT_FSIZE) both
+    say "writing the local copy ... failed", leave no partial copy, and the session stays usable."""
+    path = f"{drop_root}/drop/{DROPS[0]}"
+    with resource(server).connect() as files:
+        with pytest.raises(RemoteFileError, match=r"writing the local copy .*/missing/x\.csv failed"):
+            files.download(path, tmp_path / "missing" / "x.csv")
+        assert files.download(path, tmp_path / "x.csv") == (drop_root / "drop" / DROPS[0]).stat().st_size
+    big = drop_root / "big-local.bin"
+    big.write_bytes(os.urandom(3_000_000))
+    settings = {
+        "host": server.host,
+        "port": server.port,
+        "username": server.username,
+        "private_key": server.private_key_pem,
+        "known_hosts": str(server.known_hosts),
+    }
+    script = f"""
+import json, resource, signal, sys
+from pathlib import Path
+from integration_platform.sources.files.remote_files import RemoteFileError
+from integration_platform.sources.files.sftp import SftpResource
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+local = Path(sys.argv[1])
+with SftpResource(**json.loads(sys.argv[2])).connect() as files:
+    try:
+        files.download({str(big)!r}, local)
+    except RemoteFileError as exc:
+        print("ERROR", exc)
+    print("EXISTS", local.exists())
+    print("AGAIN", files.download({path!r}, local.with_name("small.csv")))
+"""
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "big.bin"), json.dumps(settings)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
+    finally:
+        big.unlink()
+    assert child.returncode == 0, child.stderr
+    assert "writing the local copy failed" in child.stdout and "File too large" in child.stdout, child.stdout
+    assert "read failed" not in child.stdout
+    assert "EXISTS False" in child.stdout
+    assert f"AGAIN {(drop_root / 'drop' / DROPS[0]).stat().st_size}" in child.stdout
