@@ -298,10 +298,7 @@ class SftpFiles:
                         transfer.copied = self._first_read(transfer, stat_kind, stat_msg, kind, msg)
                 finally:
                     if not self._broken:
-                        transfer.stage, transfer.waiting = (
-                            "close",
-                            wire._async_request(sink, CMD_CLOSE, transfer.handle),
-                        )
+                        self._close(transfer, sink)
             elif stage == "close":
                 wire._convert_status(msg)
         except RemoteFileError as exc:  # the rest of a large file's reads, a short copy, the local copy
@@ -318,6 +315,7 @@ class SftpFiles:
             raise
 
     def _close(self, transfer: "_Transfer", sink: "_Replies") -> None:
+        """Send ``transfer``'s close; it then waits for the close's reply."""
         transfer.stage, transfer.waiting = "close", self._wire._async_request(sink, CMD_CLOSE, transfer.handle)
 
     def _first_read(
