@@ -29,6 +29,7 @@ from integration_platform.core.landing import list_manifests
 from integration_platform.core.records import Rejected
 from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import StreamSpec
+from integration_platform.sources.files.csv_batch import FileResult, read_files
 from integration_platform.sources.files.drops import LANDED_FILES, DropRules, version
 from integration_platform.sources.files.formats import FileFormat, FileFormatError, read_file
 from integration_platform.sources.files.remote_files import Download, RemoteFile, RemoteFiles
@@ -60,6 +61,8 @@ class FileStreamPlan:
 #: ``READ_AHEAD_BYTES`` of them (by their listed size), but always the next one.
 READ_AHEAD_FILES = 16
 READ_AHEAD_BYTES = 64 << 20
+#: At most this many downloaded files are parsed in one go (small CSV files in one pyarrow call).
+PARSE_TOGETHER = READ_AHEAD_FILES
 
 #: A file read ahead: its parsed rows, the rows its parser set aside and the bytes downloaded.
 _Read = tuple[pa.Table, list[Rejected], int]
@@ -100,6 +103,8 @@ class _ReadAhead:
         self.ended = False  # the download thread ended: nothing more is downloaded ahead
         self.lock = threading.Lock()
         self.downloader: Future[None] | None = None
+        self.queued: deque[tuple[RemoteFile, Future[tuple[Path, int]]]] = deque()  # submitted, not yet parsed
+        self.parsed: dict[str, tuple[FileResult, int]] = {}  # parsed with an earlier file, not yet asked for
         stack.callback(self.close)
         self._fill()
 
@@ -119,6 +124,8 @@ class _ReadAhead:
                     self.downloads.append(downloaded)
                     local = self.folder / f"{self.submitted:06d}{Path(file.name).suffix}"
                     self.todo.put(Download(file.path, local, file.size))
+            with self.lock:
+                self.queued.append((file, downloaded))
             self.pending[file.path] = self.parser.submit(self._parse, file, downloaded)
         if self.downloader is None and self.downloads:
             self.downloader = self.pool.submit(self._download_all)
@@ -142,8 +149,35 @@ class _ReadAhead:
                     self.downloads.popleft().set_exception(_ReadStopped())
 
     def _parse(self, file: RemoteFile, downloaded: Future[tuple[Path, int]]) -> _Read:
-        local, size = downloaded.result()  # the download's failure, raised for this file
-        table, rejected = _parse(self.plan, file, local)
+        """The parse thread's task for ``file``: its rows, parsed together with the files queued
+        after it whose downloads are done (:func:`~integration_platform.sources.files.csv_batch.read_files`:
+        one pyarrow call for many small CSV files), unless an earlier task already parsed it."""
+        with self.lock:
+            while self.queued and self.queued[0][0] is not file:
+                self.queued.popleft()  # cancelled before its task ran
+            if self.queued:
+                self.queued.popleft()
+            later = list(self.queued)
+        if file.path in self.parsed:
+            result, size = self.parsed.pop(file.path)
+        else:
+            local, size = downloaded.result()  # the download's failure, raised for this file
+            batch = [(file, local, size)]
+            for other, done in later:
+                if not done.done() or done.exception() is not None or len(batch) == PARSE_TOGETHER:
+                    break
+                batch.append((other, *done.result()))
+            try:
+                results = read_files([(path, f.name) for f, path, _ in batch], self.plan.fmt, self.plan.spec.path)
+            finally:
+                for _, path, _ in batch:
+                    path.unlink(missing_ok=True)
+            result = results[0]
+            for (other, _, other_size), other_result in zip(batch[1:], results[1:], strict=True):
+                self.parsed[other.path] = (other_result, other_size)
+        if isinstance(result, FileFormatError):
+            raise result
+        table, rejected = result
         return table, rejected, size
 
     def take(self, file: RemoteFile) -> _Read | None:

@@ -254,11 +254,16 @@ _HTML = re.compile(rb"^\s*(?:<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>])"
 
 
 def _sniff(path: Path, kind: FileFormatName, origin: str, encoding: str = "utf-8") -> None:
-    """Raise :class:`FileFormatError` for a file that is not what its format says, before any
-    parser sees it: empty, an HTML page (for every format but XML), or binary (a NUL byte in the
-    first 4 KiB of a text format in an encoding without NUL bytes: not UTF-16 or UTF-32)."""
+    """:func:`sniff_head` of the file's first 4 KiB."""
     with path.open("rb") as f:
-        head = f.read(4096)
+        sniff_head(f.read(4096), kind, origin, encoding)
+
+
+def sniff_head(head: bytes, kind: FileFormatName, origin: str, encoding: str = "utf-8") -> None:
+    """Raise :class:`FileFormatError` for a file (``head``: its first 4 KiB) that is not what its
+    format says, before any parser sees it: empty, an HTML page (for every format but XML), or
+    binary (a NUL byte in the first 4 KiB of a text format in an encoding without NUL bytes: not
+    UTF-16 or UTF-32)."""
     if not head.strip():
         raise FileFormatError(f"{origin}: the file is empty")
     if kind != "xml" and _HTML.match(head.removeprefix(b"\xef\xbb\xbf")):

@@ -1,0 +1,315 @@
+"""Many small CSV files parsed in one pyarrow call, each file's table exactly as it alone gives.
+
+Why our own code: a pyarrow ``read_csv`` call has a fixed cost of about 0.4 ms, and a file with
+numeric columns takes two (:func:`~integration_platform.sources.files.formats.read_file` reads
+those columns again as text to keep codes such as "08"). On 5 KB daily drops that fixed cost is
+most of the parse, and the parse was the critical path of a backfill's read-ahead. No library
+parses a group of files while keeping each file's own inferred types.
+
+How: the files of a group share their header line byte for byte. Their rows are joined into one
+CSV text, a row of empty fields (NULL in every column) between two files, and parsed twice (typed,
+then the numeric columns as text) for the whole group. Each file's rows are then sliced back, and
+each column gets the type that pyarrow's inference would give the file alone, which follows from
+the group's type and the file's own values:
+
+- no value in the file: the null type;
+- the group's ``int64``: ``int64``;
+- the group's ``double``: ``int64`` when every value of the file is written as an integer of at
+  most 18 digits, ``double`` when one holds ``.``, ``e``, ``n`` or ``i`` (no integer does);
+- the group's ``string``: ``string`` when one value could not be read as any other type (holds a
+  character no number, boolean, date, time or timestamp is written with);
+- the group's ``timestamp[s]``: itself when one value is not at midnight (else it may be a date);
+
+and then the file's own codes are kept as text, as :func:`read_file` does. A file whose type does
+not follow from these rules, and every file of a group whose parse sets a row aside or whose types
+fall outside them, is parsed alone: what the caller gets is always what ``read_file`` returns.
+
+Only files that cannot mislead the join take part: UTF-8, a header line without quotes, at most
+:data:`BATCH_FILE_BYTES`, ending with a line end, every quote character part of a quoted field
+that starts and ends at field boundaries (so no file can end inside a quoted value and swallow
+the next file's rows), and a group whose parse yields exactly one all-NULL row per join.
+"""
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pv
+
+from integration_platform.core.names import implausible_column_names
+from integration_platform.core.records import Rejected
+from integration_platform.sources.files.formats import (
+    _CODE,
+    _LEADING_ZERO,
+    CsvOptions,
+    FileFormat,
+    FileFormatError,
+    read_file,
+    sniff_head,
+)
+
+#: A file larger than this is parsed alone: the fixed cost of a call no longer matters.
+BATCH_FILE_BYTES = 256 << 10
+#: The bytes of one group's joined text; below the reader's block (4 MiB), so pyarrow infers each
+#: column's type from all of the group's rows, as it does from all of a small file's rows.
+BATCH_BYTES = 2 << 20
+
+#: Values of a ``double`` column that pyarrow's reader also reads as ``int64`` (and those that it
+#: surely does not: no integer holds these characters).
+_SURE_INT = r"^-?[0-9]{1,18}$"
+_NOT_INT = r"[.eEnNiI]"
+#: A text value that no other type's reader accepts: it holds a character outside those of numbers,
+#: dates, times and timestamps, and is not a boolean, NaN or infinity.
+_MAY_BE_OTHER = r"^[0-9+\-.:,TtZzeE ]*$"
+_OTHER_WORDS = r"(?i)^[+-]?(true|false|nan|inf|infinity)$"
+
+FileResult = tuple[pa.Table, list[Rejected]] | FileFormatError
+
+
+def read_files(files: Sequence[tuple[Path, str]], fmt: FileFormat, stream: str) -> list[FileResult]:
+    """Parse the local files ``files`` (``(path, origin)`` pairs, ``origin`` naming each in
+    messages); element i of the result is what ``read_file(files[i][0], fmt, files[i][1], stream)``
+    returns, or the :class:`FileFormatError` it raises. Small CSV files with the same header are
+    parsed together (module docstring); any other file alone."""
+    results: list[FileResult | None] = [None] * len(files)
+    if _batchable(fmt.csv) and fmt.type == "csv":
+        groups: dict[bytes, list[tuple[int, bytes]]] = {}
+        for index, (path, origin) in enumerate(files):
+            data = _joinable(path, origin, fmt.csv)
+            if data is not None:
+                header, _, rows = data.partition(b"\n")
+                groups.setdefault(header, []).append((index, rows))
+        for header, members in groups.items():
+            for start in range(0, len(members), 256):
+                _read_group(header, members[start : start + 256], files, fmt.csv, results)
+    out: list[FileResult] = []
+    for (path, origin), result in zip(files, results, strict=True):
+        if result is None:
+            try:
+                result = read_file(path, fmt, origin, stream)
+            except FileFormatError as exc:
+                result = exc
+        out.append(result)
+    return out
+
+
+def _batchable(options: CsvOptions) -> bool:
+    return (
+        options.header
+        and not options.column_names
+        and options.skip_rows == 0
+        and "" in options.null_values
+        and options.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+    )
+
+
+def _joinable(path: Path, origin: str, options: CsvOptions) -> bytes | None:
+    """The file's bytes when it may be joined with others (module docstring), else None."""
+    data = path.read_bytes()
+    if len(data) > BATCH_FILE_BYTES or not data.endswith(b"\n"):
+        return None
+    try:
+        sniff_head(data[:4096], "csv", origin, "utf-8")
+    except FileFormatError:
+        return None  # parsed alone, which raises it
+    quote = options.quote_char.encode()
+    header = data[: data.index(b"\n")]
+    if quote in header or b"\r" in header.rstrip(b"\r"):
+        return None
+    if quote in data and quote in _quoted_fields(options).sub(b"", data):
+        return None
+    return data
+
+
+def _quoted_fields(options: CsvOptions) -> re.Pattern[bytes]:
+    q, d = re.escape(options.quote_char.encode()), re.escape(options.delimiter.encode())
+    return re.compile(
+        rb"(?<![^" + d + rb"\n])" + q + rb"(?:[^" + q + rb"]|" + q + q + rb")*" + q + rb"(?=" + d + rb"|\r?\n|\Z)"
+    )
+
+
+def _read_group(
+    header: bytes,
+    members: list[tuple[int, bytes]],
+    files: Sequence[tuple[Path, str]],
+    options: CsvOptions,
+    results: list[FileResult | None],
+) -> None:
+    """Parse ``members`` (index into ``files``, the bytes after the header line) together and put
+    each one's table in ``results`` where its type follows from the group's; leave the others None."""
+    if len(members) < 2:
+        return
+    columns = header.count(options.delimiter.encode()) + 1
+    if columns < 2:  # a row of empty fields would be an empty line, which the reader skips
+        return
+    join = options.delimiter.encode() * (columns - 1) + b"\n"
+    text = header + b"\n" + join.join(rows for _, rows in members)
+    if len(text) > BATCH_BYTES:
+        half = len(members) // 2
+        _read_group(header, members[:half], files, options, results)
+        _read_group(header, members[half:], files, options, results)
+        return
+    set_aside: list[object] = []
+
+    def invalid(row: object) -> str:
+        set_aside.append(row)
+        return "skip"
+
+    read = pv.ReadOptions(block_size=4 << 20)
+    parse = pv.ParseOptions(
+        delimiter=options.delimiter, quote_char=options.quote_char, newlines_in_values=True, invalid_row_handler=invalid
+    )
+    convert = pv.ConvertOptions(null_values=options.null_values, strings_can_be_null=True)
+    try:
+        table = pv.read_csv(pa.BufferReader(text), read_options=read, parse_options=parse, convert_options=convert)
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return
+    if set_aside or table.num_columns != columns:
+        return  # a row set aside is named by its own file and line: parsed alone
+    kinds = [field.type for field in table.schema]
+    if not all(_handled(kind) for kind in kinds):
+        return
+    valid = np.zeros(table.num_rows, dtype=np.int64)
+    for column in table.columns:
+        valid += column.is_valid().to_numpy(zero_copy_only=False)
+    joins = np.flatnonzero(valid == 0)
+    if len(joins) != len(members) - 1:
+        return  # a row of the files themselves is empty in every column: cannot tell where files end
+    starts = np.concatenate(([0], joins + 1))
+    ends = np.concatenate((joins, [table.num_rows]))
+    numeric = [f.name for f in table.schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)]
+    texts = _texts(text, numeric, options) if numeric else None
+    if numeric and (texts is None or texts.num_rows != table.num_rows):
+        return
+    names = [name or f"column_{i}" for i, name in enumerate(table.column_names)]
+    if implausible_column_names(names):
+        return  # each file alone raises it
+    counts = _Counts(table, texts, numeric, starts, ends)
+    for file, (index, _) in enumerate(members):
+        one = _file_table(table, texts, counts, file)
+        if one is not None:
+            results[index] = (one.rename_columns(names), [])
+
+
+def _handled(kind: pa.DataType) -> bool:
+    return (
+        pa.types.is_null(kind)
+        or kind == pa.int64()
+        or kind == pa.float64()
+        or kind == pa.string()
+        or (pa.types.is_timestamp(kind) and kind.unit == "s")
+    )
+
+
+def _texts(text: bytes, numeric: list[str], options: CsvOptions) -> pa.Table | None:
+    parse = pv.ParseOptions(
+        delimiter=options.delimiter,
+        quote_char=options.quote_char,
+        newlines_in_values=True,
+        invalid_row_handler=lambda _: "skip",
+    )
+    convert = pv.ConvertOptions(
+        null_values=options.null_values,
+        strings_can_be_null=True,
+        include_columns=numeric,
+        column_types={name: pa.string() for name in numeric},
+    )
+    try:
+        return pv.read_csv(
+            pa.BufferReader(text),
+            read_options=pv.ReadOptions(block_size=4 << 20),
+            parse_options=parse,
+            convert_options=convert,
+        )
+    except pa.ArrowInvalid:
+        return None
+
+
+class _Counts:
+    """Per column and per file of a group, how many values the file holds of each kind the module
+    docstring's rules look at: ``of[kind]`` is a (columns x files) array. Each kind is matched once
+    over all the group's columns, as one array, not once per column and file."""
+
+    def __init__(
+        self, table: pa.Table, texts: pa.Table | None, numeric: list[str], starts: np.ndarray, ends: np.ndarray
+    ) -> None:
+        self.names = table.column_names
+        self.starts, self.ends = starts, ends
+        rows = table.num_rows
+        self.of: dict[str, np.ndarray] = {}
+        valid = (
+            np.stack([column.is_valid().to_numpy(zero_copy_only=False) for column in table.columns])
+            if rows
+            else np.zeros((table.num_columns, 0), bool)
+        )
+        self.of["valid"] = self._per_file(valid)
+        strings = [f.name for f in table.schema if f.type == pa.string()]
+        may_be_other = self._matching(table, strings, (_MAY_BE_OTHER, _OTHER_WORDS))
+        self._put("text only", strings, ~(may_be_other[0] | may_be_other[1]) if strings else None)
+        stamps = [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
+        if stamps:
+            seconds = np.stack(
+                [pc.cast(table.column(name), pa.int64()).to_numpy(zero_copy_only=False) for name in stamps]
+            )
+            self._put("not midnight", stamps, np.nan_to_num(seconds) % 86400 != 0)
+        if texts is not None and numeric:
+            sure, not_int, code, zero = self._matching(texts, numeric, (_SURE_INT, _NOT_INT, _CODE, _LEADING_ZERO))
+            for kind, flags in (("sure int", sure), ("not int", not_int), ("code", code), ("leading zero", zero)):
+                self._put(kind, numeric, flags)
+
+    def _matching(self, table: pa.Table, names: list[str], patterns: tuple[str, ...]) -> list[np.ndarray]:
+        """For each pattern, a (len(names) x rows) array: the value matches (NULL does not)."""
+        if not names:
+            return [np.zeros((0, table.num_rows), bool) for _ in patterns]
+        values = pa.chunked_array([chunk for name in names for chunk in table.column(name).chunks], pa.string())
+        return [
+            pc.fill_null(pc.match_substring_regex(values, pattern), False)
+            .to_numpy(zero_copy_only=False)
+            .reshape(len(names), -1)
+            for pattern in patterns
+        ]
+
+    def _per_file(self, flags: np.ndarray) -> np.ndarray:
+        running = np.zeros((flags.shape[0], flags.shape[1] + 1), np.int64)
+        np.cumsum(flags, axis=1, out=running[:, 1:])
+        return running[:, self.ends] - running[:, self.starts]
+
+    def _put(self, kind: str, names: list[str], flags: np.ndarray | None) -> None:
+        """``of[kind]`` for all columns: the counts of ``names``' ``flags``, 0 for the others."""
+        counts = np.zeros((len(self.names), len(self.starts)), np.int64)
+        if flags is not None and names:
+            counts[[self.names.index(name) for name in names]] = self._per_file(flags)
+        self.of[kind] = counts
+
+
+def _file_table(table: pa.Table, texts: pa.Table | None, counts: _Counts, file: int) -> pa.Table | None:
+    """The rows of the group's ``file``-th file, typed as the file alone would be, or None when the
+    file's types do not follow from the group's (it is then parsed alone)."""
+    start, end = int(counts.starts[file]), int(counts.ends[file])
+    rows = end - start
+    one = table.slice(start, rows)
+    of = {kind: values[:, file] for kind, values in counts.of.items()}
+    for i, field in enumerate(table.schema):
+        name, kind = field.name, field.type
+        if of["valid"][i] == 0:
+            one = one.set_column(i, name, pa.nulls(rows))
+        elif kind == pa.string() and of["text only"][i] == 0:
+            return None
+        elif pa.types.is_timestamp(kind) and of["not midnight"][i] == 0:
+            return None
+        elif kind in (pa.int64(), pa.float64()):
+            assert texts is not None
+            code = "leading zero" if kind == pa.int64() else "code"
+            as_int = kind == pa.float64() and of["not int"][i] == 0
+            if as_int:
+                if of["sure int"][i] != of["valid"][i]:
+                    return None  # integers that pyarrow might or might not read as int64 ("+5", 19 digits)
+                code = "leading zero"
+            if of[code][i]:
+                one = one.set_column(i, name, texts.column(name).slice(start, rows))
+            elif as_int:
+                one = one.set_column(i, name, pc.cast(texts.column(name).slice(start, rows), pa.int64()))
+    return one
