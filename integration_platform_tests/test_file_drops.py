@@ -417,7 +417,7 @@ def test_a_backfill_reads_ahead_but_stops_at_the_first_bad_file(
     assert any("dpc-covid19-ita-regioni-20220105.csv: is an HTML page" in m for m in failure_messages(result))
     manifests = sorted(os.listdir(tmp_path / "lake" / "covid" / "regions" / "_manifests"))
     assert manifests == [f"partition={day}.json" for day in days[:4]]
-    assert not [t.name for t in threading.enumerate() if t.name.startswith("drop-read-ahead")]
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(("drop-download", "drop-parse"))]
     assert not [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith("ip-drop")]
 
 

@@ -75,8 +75,9 @@ class _ReadStopped(Exception):
 class _ReadAhead:
     """Downloads the files of the step's next partitions on one thread with its own connection
     (:meth:`~integration_platform.sources.files.remote_files.RemoteFiles.download_many`: SFTP keeps
-    several files in flight) and parses each downloaded file on a second thread, while the step's
-    thread conforms and lands the current partition: a pipeline of three stages.
+    several files in flight) and parses the downloaded files on a second thread, those downloaded by
+    the time it gets to them together (:func:`~integration_platform.sources.files.csv_batch.read_files`),
+    while the step's thread conforms and lands the current partition: a pipeline of three stages.
 
     Written here rather than taken from a library because the order and the bound are the
     landing's: files come in the step's partition order, and what is read ahead is bounded by
