@@ -376,7 +376,11 @@ def test_a_backfill_of_many_days_lands_in_one_run(
     )
     landed = {e.partition or "" for e in result.get_asset_materialization_events() if e.asset_key == LAKE}
     assert len(landed) == 11 and min(landed) == "2021-01-10" and max(landed) == "2021-01-20"
-    assert latest_metadata(instance, LAKE)["partitions_landed"] == 11
+    run = latest_metadata(instance, LAKE)
+    assert run["partitions_landed"] == 11 and run["rows_landed_in_run"] == 231 and run["seconds_in_run"] > 0
+    assert run["rows_per_second_in_run"] == round(231 / max(run["seconds_in_run"], 1e-3))
+    # a partition's own seconds are the step's time on it (its file was read ahead): no rate from them
+    assert "rows_per_second" not in run and run["bytes"] < run["bytes_in_run"]
     # One run, eleven materialisations, each with its own partition's figures (not the run's total).
     for asset in (LAKE, WAREHOUSE):
         counts = {
