@@ -151,6 +151,23 @@ CASES: dict[str, list[bytes | str]] = {
         H + "1,2,3\n",
     ],
     "values with spaces and signs": [H + " 5,+1,-0\n", H + "5 ,1,0\n", H + "-,+,.\n"],
+    # found by a hostile probe of the first version:
+    "an empty cell is no text": ["a,b\n1,x\n", "a,b\n1,\n2,5\n", "a,b\n2,\n3,2021-01-01\n"],
+    "hexadecimal integers": ["a,b\n1,x\n", "a,b\n1,0x10\n", "a,b\n2,0XFFFFFFFFFFFFFFFF\n", "a,b\n3,-0x10\n"],
+    "tabs and spaces that pyarrow trims": [
+        "a,b\n1,x\n",
+        "a,b\n1,\t5\n",
+        "a,b\n1,5\t\n",
+        "a,b\n1,\t2021-01-01\n",
+        "a,b\n1,12:00\t\n",
+        "a,b\n1, nan\n",
+        "a,b\n1,INFINITY\t\n",
+        "a,b\n1, \n2,\t \n",
+        "a,b\n1, \n2,5\n",
+    ],
+    "NaN with a payload": ["a,b\n1,x\n", "a,b\n1,nan(x)\n", "a,b\n1,-NaN(1_a)\n", "a,b\n1,nan(a b)\n"],
+    "the same name twice": ["a,a\nx,y\n", "a,a\nz,w\n", "a,a\n1,x\n", "a,a\n2,y\n"],
+    "a header that is not UTF-8": [b"a,\xff\n1,x\n", b"a,\xff\n1,y\n"],
 }
 
 
@@ -165,6 +182,7 @@ CELLS = [
     "nan", "inf", "-inf", "true", "False", "TRUE", "2021-01-01", "2021-01-01T00:00:00",
     "2021-01-01T17:00:00", "2021-01-01 17:00:00", "2021-01-01T17:00:00Z", "2021-01-01T17:00:00.5", "12:00:00",
     "12:00", "abc", "ITA", "T", "e", " 5", '"x, y"', '"multi\nline"', '"say ""hi"""', '""',
+    "0x10", " nan", "\t5", "nan(x)", " ", "\t2021-01-01",
 ]  # fmt: skip
 
 

@@ -62,9 +62,10 @@ BATCH_BYTES = 2 << 20
 _SURE_INT = r"^-?[0-9]{1,18}$"
 _NOT_INT = r"[.eEnNiI]"
 #: A text value that no other type's reader accepts: it holds a character outside those of numbers,
-#: dates, times and timestamps, and is not a boolean, NaN or infinity.
-_MAY_BE_OTHER = r"^[0-9+\-.:,TtZzeE ]*$"
-_OTHER_WORDS = r"(?i)^[+-]?(true|false|nan|inf|infinity)$"
+#: dates, times and timestamps and the spaces and tabs pyarrow trims around them, or only spaces and
+#: tabs, and is not a boolean, NaN ("nan(x)" too), infinity or a hexadecimal integer ("0x10").
+_MAY_BE_OTHER = r"^[ \t]*[0-9+\-.:,TtZzeE][0-9+\-.:,TtZzeE \t]*$"
+_OTHER_WORDS = r"(?i)^[ \t]*[+-]?(true|false|nan|nan\(.*\)|inf|infinity|0x[0-9a-f]+)[ \t]*$"
 
 FileResult = tuple[pa.Table, list[Rejected]] | FileFormatError
 
@@ -84,7 +85,7 @@ def read_files(files: Sequence[tuple[Path, str]], fmt: FileFormat, stream: str) 
                 groups.setdefault(header, []).append((index, rows))
         for header, members in groups.items():
             for start in range(0, len(members), 256):
-                _read_group(header, members[start : start + 256], files, fmt.csv, results)
+                _read_group(header, members[start : start + 256], fmt.csv, results)
     out: list[FileResult] = []
     for (path, origin), result in zip(files, results, strict=True):
         if result is None:
@@ -119,6 +120,12 @@ def _joinable(path: Path, origin: str, options: CsvOptions) -> bytes | None:
     header = data[: data.index(b"\n")]
     if quote in header or b"\r" in header.rstrip(b"\r"):
         return None
+    try:
+        names = header.decode("utf-8").split(options.delimiter)
+    except UnicodeDecodeError:
+        return None  # parsed alone, which names the file
+    if len(set(names)) != len(names):
+        return None  # the same name twice: no column can be told from its twin by name
     if quote in data and quote in _quoted_fields(options).sub(b"", data):
         return None
     return data
@@ -134,12 +141,22 @@ def _quoted_fields(options: CsvOptions) -> re.Pattern[bytes]:
 def _read_group(
     header: bytes,
     members: list[tuple[int, bytes]],
-    files: Sequence[tuple[Path, str]],
     options: CsvOptions,
     results: list[FileResult | None],
 ) -> None:
-    """Parse ``members`` (index into ``files``, the bytes after the header line) together and put
-    each one's table in ``results`` where its type follows from the group's; leave the others None."""
+    """Parse ``members`` (a file's index in ``results``, its bytes after the header line) together and put
+    each one's table in ``results`` where its type follows from the group's; leave the others None
+    (also on any error: each file alone then gives what it gives)."""
+    try:
+        _read_together(header, members, options, results)
+    except Exception:
+        for index, _ in members:
+            results[index] = None
+
+
+def _read_together(
+    header: bytes, members: list[tuple[int, bytes]], options: CsvOptions, results: list[FileResult | None]
+) -> None:
     if len(members) < 2:
         return
     columns = header.count(options.delimiter.encode()) + 1
@@ -149,8 +166,8 @@ def _read_group(
     text = header + b"\n" + join.join(rows for _, rows in members)
     if len(text) > BATCH_BYTES:
         half = len(members) // 2
-        _read_group(header, members[:half], files, options, results)
-        _read_group(header, members[half:], files, options, results)
+        _read_together(header, members[:half], options, results)
+        _read_together(header, members[half:], options, results)
         return
     set_aside: list[object] = []
 
@@ -248,7 +265,9 @@ class _Counts:
         self.of["valid"] = self._per_file(valid)
         strings = [f.name for f in table.schema if f.type == pa.string()]
         may_be_other = self._matching(table, strings, (_MAY_BE_OTHER, _OTHER_WORDS))
-        self._put("text only", strings, ~(may_be_other[0] | may_be_other[1]) if strings else None)
+        if strings:  # a NULL is no value at all: not one that only text can be
+            valid_strings = valid[[self.names.index(name) for name in strings]]
+            self._put("text only", strings, valid_strings & ~(may_be_other[0] | may_be_other[1]))
         stamps = [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
         if stamps:
             seconds = np.stack(
