@@ -109,6 +109,8 @@ def _batchable(options: CsvOptions) -> bool:
 
 def _joinable(path: Path, origin: str, options: CsvOptions) -> bytes | None:
     """The file's bytes when it may be joined with others (module docstring), else None."""
+    if path.stat().st_size > BATCH_FILE_BYTES:  # not read here: a large file is parsed alone, in blocks
+        return None
     data = path.read_bytes()
     if len(data) > BATCH_FILE_BYTES or not data.endswith(b"\n"):
         return None
