@@ -5,6 +5,7 @@ Checked on all 1,781 real daily drops, on hand-made files that try to mislead th
 random groups drawn from values that sit on the edges of pyarrow's type inference.
 """
 
+import gzip
 import random
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def _alone(path: Path, fmt: FileFormat) -> tuple[pa.Table, list[object]] | str:
 def _together(paths: list[Path], fmt: FileFormat) -> list[tuple[pa.Table, list[object]] | str]:
     out: list[tuple[pa.Table, list[object]] | str] = []
     for result in read_files([(p, p.name) for p in paths], fmt, "s"):
-        if isinstance(result, FileFormatError):
+        if isinstance(result, Exception):
             out.append(str(result))
         else:
             table, rejected = result
@@ -209,10 +210,37 @@ def test_random_groups_give_what_each_file_gives_alone(tmp_path: Path, monkeypat
     assert 0 < together < compared, f"{together} of {compared} random files were parsed in a group"
 
 
-def test_options_the_join_does_not_cover_parse_each_file_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    paths = _files(tmp_path, ["x\n" + H + "1,2,3\n", "x\n" + H + "4,5,6\n"])
-    fmt = FileFormat(csv=CsvOptions(skip_rows=1))
+@pytest.mark.parametrize(
+    "options",
+    [
+        CsvOptions(skip_rows=1),
+        CsvOptions(header=False),
+        CsvOptions(column_names=["x", "y", "z"]),
+        CsvOptions(null_values=["NA"]),
+        CsvOptions(encoding="latin-1"),
+    ],
+    ids=["skip_rows", "no header", "column_names", "null_values without empty", "latin-1"],
+)
+def test_options_the_join_does_not_cover_parse_each_file_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: CsvOptions
+) -> None:
+    # two columns before the header: joined, the first file's would become the group's header
+    paths = _files(tmp_path, ["gen,2021\n" + H + "1,2,3\n", "gen,2022\n" + H + "4,5,6\n", "gen,2023\n" + H + "7,8,9\n"])
+    fmt = FileFormat(csv=options)
     alone = _Alone(monkeypatch)
     _assert_same(paths, fmt)
     assert alone.count == len(paths)
-    _assert_same(paths, FileFormat(csv=CsvOptions(null_values=["NA"])))
+
+
+def test_a_compressed_file_and_one_that_cannot_be_read_answer_for_themselves(tmp_path: Path) -> None:
+    paths = _files(tmp_path, [H + "1,2,3\n", H + "4,5,6\n"])
+    packed = tmp_path / "f002.csv.gz"
+    packed.write_bytes(gzip.compress((H + "7,8,9\n").encode()))
+    gone = tmp_path / "gone.csv"
+    results = read_files([(p, p.name) for p in [*paths, packed, gone]], CSV, "s")
+    _assert_same([*paths, packed])
+    assert isinstance(results[3], FileNotFoundError)  # its own error, in its own place
+    assert [r[0].num_rows for r in results[:2] if not isinstance(r, Exception)] == [1, 1]
+    # pyarrow decompresses by the name's suffix: such a file is never joined as raw bytes
+    assert csv_batch._compressed(packed) and csv_batch._compressed(tmp_path / "x.csv.zst")
+    assert not csv_batch._compressed(paths[0])

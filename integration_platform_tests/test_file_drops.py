@@ -2,12 +2,14 @@
 Civil Protection (24 columns until 2021-01-14, 30 from 2021-01-15), the drop sensor, the
 partitioned lake and warehouse assets, quarantine and host-key checking."""
 
+import contextlib
 import csv
 import logging
 import os
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from integration_platform.assets.run_queue import SOURCE_RUN_TAG
+from integration_platform.sources.files import extract
 from integration_platform_tests.services import shared_file
 from integration_platform_tests.sftp_servers import SshServer, openssh_server
 from sandbox.harness import Platform, failure_messages, latest_metadata, platform
@@ -423,6 +426,47 @@ def test_a_backfill_reads_ahead_but_stops_at_the_first_bad_file(
     assert manifests == [f"partition={day}.json" for day in days[:4]]
     assert not [t.name for t in threading.enumerate() if t.name.startswith(("drop-download", "drop-parse"))]
     assert not [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith("ip-drop")]
+
+
+def test_files_parsed_together_each_land_or_fail_in_their_own_turn(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parse thread parses the files downloaded by the time it gets to them in one go; here it
+    waits for every queued download first, so the grouping is certain: a bad file among them fails the
+    step in its own turn, naming it, and the days before it land with their own rows."""
+    days = [f"2022-01-0{d}" for d in range(1, 8)]
+    incoming = _drops_of(drops, days, tmp_path / "incoming")
+    (incoming / "dpc-covid19-ita-regioni-20220104.csv").write_bytes(b"<!DOCTYPE html>\n<html></html>\n")
+    parsed_together: list[int] = []
+    real_parse, real_read_files = extract._ReadAhead._parse, extract.read_files
+
+    def parse_when_all_downloaded(self: Any, file: Any, downloaded: Any) -> Any:
+        deadline = time.monotonic() + 30
+        while self.waiting and time.monotonic() < deadline:  # every file put in the queue
+            time.sleep(0.005)
+        with self.lock:
+            queued = [done for _, done in self.queued]
+        for done in queued:  # a download's failure is the file's own; only its end is awaited here
+            with contextlib.suppress(Exception):
+                done.result(timeout=30)
+        return real_parse(self, file, downloaded)
+
+    def counted(files: Any, *args: Any) -> Any:
+        parsed_together.append(len(files))
+        return real_read_files(files, *args)
+
+    monkeypatch.setattr(extract._ReadAhead, "_parse", parse_when_all_downloaded)
+    monkeypatch.setattr(extract, "read_files", counted)
+    with openssh_server(incoming) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, incoming), tmp_path, instance)
+        tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]}
+        result = p.materialize([LAKE, WAREHOUSE], tags=tags, raise_on_error=False)
+    assert parsed_together[0] == 7, parsed_together  # all seven files in one go
+    assert not result.success
+    assert any("dpc-covid19-ita-regioni-20220104.csv: is an HTML page" in m for m in failure_messages(result))
+    manifests = sorted(os.listdir(tmp_path / "lake" / "covid" / "regions" / "_manifests"))
+    assert manifests == [f"partition={day}.json" for day in days[:3]]
 
 
 def test_marker_files_gate_the_sensor_and_landed_files_can_be_archived(

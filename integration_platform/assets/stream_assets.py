@@ -288,13 +288,14 @@ def _summed(landed: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
     materialisation, under that partition's own metadata (``_land_one``), so its keys say they are the
     run's: a skipped partition would otherwise show the run's bytes as its own."""
     rows = sum(int(m["rows_landed"]) for m in landed)
+    shown = round(seconds, 3)  # the rate is the one these seconds give
     return {
         "rows_landed_in_run": rows,
         "partitions_landed": len(landed),
         "bytes_in_run": sum(int(m["bytes"]) for m in landed),
-        "seconds_in_run": round(seconds, 3),
-        "rows_per_second_in_run": round(rows / max(seconds, 1e-3)),
-        "windows": windows_text([str(m["window"]) for m in landed]),
+        "seconds_in_run": shown,
+        "rows_per_second_in_run": round(rows / max(shown, 1e-3)),
+        "windows_in_run": windows_text([str(m["window"]) for m in landed]),
         "quarantined_in_run": sum(int(m.get("quarantined", 0)) for m in landed),
     }
 

@@ -24,8 +24,9 @@ and then the file's own codes are kept as text, as :func:`read_file` does. A fil
 not follow from these rules, and every file of a group whose parse sets a row aside or whose types
 fall outside them, is parsed alone: what the caller gets is always what ``read_file`` returns.
 
-Only files that cannot mislead the join take part: UTF-8, a header line without quotes, at most
-:data:`BATCH_FILE_BYTES`, ending with a line end, every quote character part of a quoted field
+Only files that cannot mislead the join take part: UTF-8, not compressed, a header line without
+quotes naming no column twice, at most :data:`BATCH_FILE_BYTES`, ending with a line end, every
+quote character part of a quoted field
 that starts and ends at field boundaries (so no file can end inside a quoted value and swallow
 the next file's rows), and a group whose parse yields exactly one all-NULL row per join.
 """
@@ -67,14 +68,19 @@ _NOT_INT = r"[.eEnNiI]"
 _MAY_BE_OTHER = r"^[ \t]*[0-9+\-.:,TtZzeE][0-9+\-.:,TtZzeE \t]*$"
 _OTHER_WORDS = r"(?i)^[ \t]*[+-]?(true|false|nan|nan\(.*\)|inf|infinity|0x[0-9a-f]+)[ \t]*$"
 
-FileResult = tuple[pa.Table, list[Rejected]] | FileFormatError
+#: At most this many files are parsed in one group (a group's text is also bounded by :data:`BATCH_BYTES`).
+GROUP_FILES = 256
+
+#: A file's rows and the rows set aside, or what parsing it raised (a :class:`FileFormatError`, or an
+#: ``OSError`` reading the local copy), to be raised in that file's turn, not another's.
+FileResult = tuple[pa.Table, list[Rejected]] | Exception
 
 
 def read_files(files: Sequence[tuple[Path, str]], fmt: FileFormat, stream: str) -> list[FileResult]:
     """Parse the local files ``files`` (``(path, origin)`` pairs, ``origin`` naming each in
     messages); element i of the result is what ``read_file(files[i][0], fmt, files[i][1], stream)``
-    returns, or the :class:`FileFormatError` it raises. Small CSV files with the same header are
-    parsed together (module docstring); any other file alone."""
+    returns, or the exception it raises (:class:`FileFormatError`, ``OSError``). Small CSV files with
+    the same header are parsed together (module docstring); any other file alone."""
     results: list[FileResult | None] = [None] * len(files)
     if _batchable(fmt.csv) and fmt.type == "csv":
         groups: dict[bytes, list[tuple[int, bytes]]] = {}
@@ -84,14 +90,14 @@ def read_files(files: Sequence[tuple[Path, str]], fmt: FileFormat, stream: str) 
                 header, _, rows = data.partition(b"\n")
                 groups.setdefault(header, []).append((index, rows))
         for header, members in groups.items():
-            for start in range(0, len(members), 256):
-                _read_group(header, members[start : start + 256], fmt.csv, results)
+            for start in range(0, len(members), GROUP_FILES):
+                _read_group(header, members[start : start + GROUP_FILES], fmt.csv, results)
     out: list[FileResult] = []
     for (path, origin), result in zip(files, results, strict=True):
         if result is None:
             try:
                 result = read_file(path, fmt, origin, stream)
-            except FileFormatError as exc:
+            except (FileFormatError, OSError) as exc:
                 result = exc
         out.append(result)
     return out
@@ -108,12 +114,22 @@ def _batchable(options: CsvOptions) -> bool:
 
 
 def _joinable(path: Path, origin: str, options: CsvOptions) -> bytes | None:
-    """The file's bytes when it may be joined with others (module docstring), else None."""
-    if path.stat().st_size > BATCH_FILE_BYTES:  # not read here: a large file is parsed alone, in blocks
+    """The file's bytes when it may be joined with others (module docstring), else None (also when
+    it cannot be read: parsed alone, it raises that in its own turn)."""
+    if path.suffix.lower() not in ("", ".csv", ".txt", ".tsv") and _compressed(path):
+        return None  # pyarrow decompresses by the name's suffix (".gz", ".zst", ...): alone, it still does
+    try:
+        if path.stat().st_size > BATCH_FILE_BYTES:  # not read here: a large file is parsed alone, in blocks
+            return None
+        data = path.read_bytes()
+    except OSError:
         return None
-    data = path.read_bytes()
     if len(data) > BATCH_FILE_BYTES or not data.endswith(b"\n"):
         return None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None  # a column pyarrow would read as binary: parsed alone, as any file would be
     try:
         sniff_head(data[:4096], "csv", origin, "utf-8")
     except FileFormatError:
@@ -122,15 +138,20 @@ def _joinable(path: Path, origin: str, options: CsvOptions) -> bytes | None:
     header = data[: data.index(b"\n")]
     if quote in header or b"\r" in header.rstrip(b"\r"):
         return None
-    try:
-        names = header.decode("utf-8").split(options.delimiter)
-    except UnicodeDecodeError:
-        return None  # parsed alone, which names the file
+    names = header.decode("utf-8").split(options.delimiter)
     if len(set(names)) != len(names):
         return None  # the same name twice: no column can be told from its twin by name
     if quote in data and quote in _quoted_fields(options).sub(b"", data):
         return None
     return data
+
+
+def _compressed(path: Path) -> bool:
+    """Whether pyarrow's reader would decompress ``path``, going by its name."""
+    try:
+        return pa.Codec.detect(str(path)) is not None
+    except (TypeError, ValueError):  # no codec for this suffix
+        return False
 
 
 def _quoted_fields(options: CsvOptions) -> re.Pattern[bytes]:
@@ -298,10 +319,10 @@ class _Counts:
         np.cumsum(flags, axis=1, out=running[:, 1:])
         return running[:, self.ends] - running[:, self.starts]
 
-    def _put(self, kind: str, names: list[str], flags: np.ndarray | None) -> None:
+    def _put(self, kind: str, names: list[str], flags: np.ndarray) -> None:
         """``of[kind]`` for all columns: the counts of ``names``' ``flags``, 0 for the others."""
         counts = np.zeros((len(self.names), len(self.starts)), np.int64)
-        if flags is not None and names:
+        if names:
             counts[[self.names.index(name) for name in names]] = self._per_file(flags)
         self.of[kind] = counts
 

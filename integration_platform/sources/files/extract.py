@@ -61,8 +61,6 @@ class FileStreamPlan:
 #: ``READ_AHEAD_BYTES`` of them (by their listed size), but always the next one.
 READ_AHEAD_FILES = 16
 READ_AHEAD_BYTES = 64 << 20
-#: At most this many downloaded files are parsed in one go (small CSV files in one pyarrow call).
-PARSE_TOGETHER = READ_AHEAD_FILES
 
 #: A file read ahead: its parsed rows, the rows its parser set aside and the bytes downloaded.
 _Read = tuple[pa.Table, list[Rejected], int]
@@ -153,11 +151,9 @@ class _ReadAhead:
         """The parse thread's task for ``file``: its rows, parsed together with the files queued
         after it whose downloads are done (:func:`~integration_platform.sources.files.csv_batch.read_files`:
         one pyarrow call for many small CSV files), unless an earlier task already parsed it."""
-        with self.lock:
-            while self.queued and self.queued[0][0] is not file:
-                self.queued.popleft()  # cancelled before its task ran
-            if self.queued:
-                self.queued.popleft()
+        with self.lock:  # tasks run in the order submitted, and none after one is cancelled
+            assert self.queued and self.queued[0][0] is file, f"{file.path} is not the next file queued"
+            self.queued.popleft()
             later = list(self.queued)
         if file.path in self.parsed:
             result, size = self.parsed.pop(file.path)
@@ -165,7 +161,7 @@ class _ReadAhead:
             local, size = downloaded.result()  # the download's failure, raised for this file
             batch = [(file, local, size)]
             for other, done in later:
-                if not done.done() or done.exception() is not None or len(batch) == PARSE_TOGETHER:
+                if not done.done() or done.exception() is not None:
                     break
                 batch.append((other, *done.result()))
             try:
@@ -176,7 +172,7 @@ class _ReadAhead:
             result = results[0]
             for (other, _, other_size), other_result in zip(batch[1:], results[1:], strict=True):
                 self.parsed[other.path] = (other_result, other_size)
-        if isinstance(result, FileFormatError):
+        if isinstance(result, Exception):  # raised in this file's turn (a FileFormatError fails the step)
             raise result
         table, rejected = result
         return table, rejected, size
