@@ -244,3 +244,10 @@ def test_a_compressed_file_and_one_that_cannot_be_read_answer_for_themselves(tmp
     # pyarrow decompresses by the name's suffix: such a file is never joined as raw bytes
     assert csv_batch._compressed(packed) and csv_batch._compressed(tmp_path / "x.csv.zst")
     assert not csv_batch._compressed(paths[0])
+
+
+def test_an_option_added_later_turns_grouping_off_until_the_join_knows_it() -> None:
+    class Later(CsvOptions):
+        escape_char: str = ""
+
+    assert csv_batch._batchable(Later()) and not csv_batch._batchable(Later(escape_char="\\"))

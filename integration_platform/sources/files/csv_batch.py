@@ -103,9 +103,19 @@ def read_files(files: Sequence[tuple[Path, str]], fmt: FileFormat, stream: str) 
     return out
 
 
+#: The CSV options whose meaning the join keeps; any other option set away from its default (one
+#: added later included) turns grouping off.
+_JOIN_KEEPS = frozenset(
+    {"delimiter", "quote_char", "encoding", "header", "column_names", "null_values", "skip_rows", "on_cut_last_line"}
+)
+
+
 def _batchable(options: CsvOptions) -> bool:
+    defaults = type(options)()
+    others = [name for name in type(options).model_fields if name not in _JOIN_KEEPS]
     return (
-        options.header
+        all(getattr(options, name) == getattr(defaults, name) for name in others)
+        and options.header
         and not options.column_names
         and options.skip_rows == 0
         and "" in options.null_values
