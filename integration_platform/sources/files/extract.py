@@ -123,7 +123,6 @@ class _ReadAhead:
                     self.downloads.append(downloaded)
                     local = self.folder / f"{self.submitted:06d}{Path(file.name).suffix}"
                     self.todo.put(Download(file.path, local, file.size))
-            with self.lock:
                 self.queued.append((file, downloaded))
             self.pending[file.path] = self.parser.submit(self._parse, file, downloaded)
         if self.downloader is None and self.downloads:
@@ -150,7 +149,7 @@ class _ReadAhead:
     def _parse(self, file: RemoteFile, downloaded: Future[tuple[Path, int]]) -> _Read:
         """The parse thread's task for ``file``: its rows, parsed together with the files queued
         after it whose downloads are done (:func:`~integration_platform.sources.files.csv_batch.read_files`:
-        one pyarrow call for many small CSV files), unless an earlier task already parsed it."""
+        one pair of pyarrow reads for a group of small CSV files), unless an earlier task parsed it."""
         with self.lock:  # tasks run in the order submitted, and none after one is cancelled
             assert self.queued and self.queued[0][0] is file, f"{file.path} is not the next file queued"
             self.queued.popleft()
