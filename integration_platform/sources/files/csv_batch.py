@@ -213,31 +213,30 @@ def _read_together(
         delimiter=options.delimiter, quote_char=options.quote_char, newlines_in_values=True, invalid_row_handler=invalid
     )
     convert = pv.ConvertOptions(null_values=options.null_values, strings_can_be_null=True)
-    try:
-        table = pv.read_csv(pa.BufferReader(text), read_options=read, parse_options=parse, convert_options=convert)
-    except (pa.ArrowInvalid, UnicodeDecodeError):
-        return
+    table = pv.read_csv(pa.BufferReader(text), read_options=read, parse_options=parse, convert_options=convert)
     if set_aside or table.num_columns != columns:
         return  # a row set aside is named by its own file and line: parsed alone
     kinds = [field.type for field in table.schema]
     if not all(_handled(kind) for kind in kinds):
         return
-    valid = np.zeros(table.num_rows, dtype=np.int64)
-    for column in table.columns:
-        valid += column.is_valid().to_numpy(zero_copy_only=False)
-    joins = np.flatnonzero(valid == 0)
+    valid = (  # (columns x rows): the value is not NULL
+        np.stack([column.is_valid().to_numpy(zero_copy_only=False) for column in table.columns])
+        if table.num_rows
+        else np.zeros((table.num_columns, 0), bool)
+    )
+    joins = np.flatnonzero(~valid.any(axis=0))
     if len(joins) != len(members) - 1:
         return  # a row of the files themselves is empty in every column: cannot tell where files end
     starts = np.concatenate(([0], joins + 1))
     ends = np.concatenate((joins, [table.num_rows]))
     numeric = [f.name for f in table.schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)]
     texts = _texts(text, numeric, options) if numeric else None
-    if numeric and (texts is None or texts.num_rows != table.num_rows):
+    if texts is not None and texts.num_rows != table.num_rows:
         return
     names = [name or f"column_{i}" for i, name in enumerate(table.column_names)]
     if implausible_column_names(names):
         return  # each file alone raises it
-    counts = _Counts(table, texts, numeric, starts, ends)
+    counts = _Counts(table, valid, texts, numeric, starts, ends)
     for file, (index, _) in enumerate(members):
         one = _file_table(table, texts, counts, file)
         if one is not None:
@@ -254,7 +253,7 @@ def _handled(kind: pa.DataType) -> bool:
     )
 
 
-def _texts(text: bytes, numeric: list[str], options: CsvOptions) -> pa.Table | None:
+def _texts(text: bytes, numeric: list[str], options: CsvOptions) -> pa.Table:
     parse = pv.ParseOptions(
         delimiter=options.delimiter,
         quote_char=options.quote_char,
@@ -267,15 +266,12 @@ def _texts(text: bytes, numeric: list[str], options: CsvOptions) -> pa.Table | N
         include_columns=numeric,
         column_types={name: pa.string() for name in numeric},
     )
-    try:
-        return pv.read_csv(
-            pa.BufferReader(text),
-            read_options=pv.ReadOptions(block_size=4 << 20),
-            parse_options=parse,
-            convert_options=convert,
-        )
-    except pa.ArrowInvalid:
-        return None
+    return pv.read_csv(
+        pa.BufferReader(text),
+        read_options=pv.ReadOptions(block_size=4 << 20),
+        parse_options=parse,
+        convert_options=convert,
+    )
 
 
 class _Counts:
@@ -284,17 +280,18 @@ class _Counts:
     over all the group's columns, as one array, not once per column and file."""
 
     def __init__(
-        self, table: pa.Table, texts: pa.Table | None, numeric: list[str], starts: np.ndarray, ends: np.ndarray
+        self,
+        table: pa.Table,
+        valid: np.ndarray,
+        texts: pa.Table | None,
+        numeric: list[str],
+        starts: np.ndarray,
+        ends: np.ndarray,
     ) -> None:
+        """``valid``: (columns x rows), whether each value of ``table`` is not NULL."""
         self.names = table.column_names
         self.starts, self.ends = starts, ends
-        rows = table.num_rows
         self.of: dict[str, np.ndarray] = {}
-        valid = (
-            np.stack([column.is_valid().to_numpy(zero_copy_only=False) for column in table.columns])
-            if rows
-            else np.zeros((table.num_columns, 0), bool)
-        )
         self.of["valid"] = self._per_file(valid)
         strings = [f.name for f in table.schema if f.type == pa.string()]
         may_be_other = self._matching(table, strings, (_MAY_BE_OTHER, _OTHER_WORDS))
