@@ -23,6 +23,7 @@ from integration_platform.assets.automation import FOLLOWS_LAKE
 from integration_platform.assets.cluster import warehouse_step
 from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.assets.run_recovery import reclaim_dead_runs, tag_run_host
+from integration_platform.core.collector import existing_objects_frozen
 from integration_platform.core.extract import (
     Extraction,
     ExtractionReport,
@@ -387,6 +388,7 @@ def lake_asset(
         store = start_lake_step(context, spec)
         full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG, "").lower() == "true"
         with ExitStack() as stack:
+            stack.enter_context(existing_objects_frozen())  # full collections skip Dagster's objects
             windows = _partitions(context, spec)
             scope = RunScope(stack, partition_keys=tuple(w.key for w in windows if w is not None))
             ranged = [w for w in windows if w is not None]
