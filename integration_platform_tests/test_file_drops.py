@@ -392,12 +392,17 @@ def test_a_backfill_of_many_days_lands_in_one_run(
             if e.asset_key == asset
         }
         assert counts == {day: 21 for day in landed}, asset
-    ahead = {
-        e.partition: e.step_materialization_data.materialization.metadata["files_read_ahead"].value
+    lake = {
+        e.partition: e.step_materialization_data.materialization.metadata
         for e in result.get_asset_materialization_events()
         if e.asset_key == LAKE
     }
+    ahead = {day: m["files_read_ahead"].value for day, m in lake.items()}
     assert ahead == {day: 1 for day in landed}, "each day's file was downloaded and parsed ahead"
+    # the step did not download or parse a file read ahead: it shows the time it waited for it
+    assert all("download_and_parse_seconds" not in m for m in lake.values())
+    waits = [m["read_ahead_wait_seconds"].value for m in lake.values()]
+    assert all(isinstance(w, float) and 0 <= w < run["seconds_in_run"] for w in waits)
 
 
 def test_a_backfill_reads_ahead_but_stops_at_the_first_bad_file(
