@@ -57,14 +57,14 @@ def test_blocks_in_two_threads_unfreeze_when_the_last_ends() -> None:
     def first() -> None:
         with existing_objects_frozen():
             first_in.set()
-            second_in.wait(10)
+            seen["second_entered"] = second_in.wait(10)
         first_out.set()
 
     def second() -> None:
-        first_in.wait(10)
+        seen["first_entered"] = first_in.wait(10)
         with existing_objects_frozen():
             second_in.set()
-            first_out.wait(10)
+            seen["first_left"] = first_out.wait(10)
             seen["after_first_left"] = gc.get_freeze_count()
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
@@ -72,7 +72,17 @@ def test_blocks_in_two_threads_unfreeze_when_the_last_ends() -> None:
         thread.start()
     for thread in threads:
         thread.join(20)
+    assert seen["first_entered"] and seen["second_entered"] and seen["first_left"], "the blocks did not overlap"
     assert seen["after_first_left"] > 0, "the first thread to leave unfroze under the second"
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_failure_inside_ends_the_block() -> None:
+    with pytest.raises(RuntimeError, match="the step failed"), existing_objects_frozen():
+        raise RuntimeError("the step failed")
+    assert gc.get_freeze_count() == 0, "a failed block left the objects frozen"
+    with existing_objects_frozen():
+        assert gc.get_freeze_count() > 0, "after a failed block, the next one no longer freezes"
     assert gc.get_freeze_count() == 0
 
 

@@ -142,6 +142,7 @@ def test_a_server_allowing_one_login_still_backfills_without_read_ahead(
         "2021-01-13": 0,
     }
     assert "421" in str(lake["2021-01-10"]["read_ahead_stopped"].value)
-    # each day's file was downloaded and parsed by the step itself, and timed as such
-    assert all(float(m["download_and_parse_seconds"].value) > 0 for m in lake.values())  # type: ignore[arg-type]
-    assert all("read_ahead_wait_seconds" not in m for m in lake.values())
+    # each day's file was downloaded and parsed by the step itself, and timed as such; the wait for
+    # the read-ahead that failed is the read-ahead's, not the download's
+    assert all(float(m["download_and_parse_seconds"].value) >= 0 for m in lake.values())  # type: ignore[arg-type]
+    assert all(float(m["read_ahead_wait_seconds"].value) >= 0 for m in lake.values())  # type: ignore[arg-type]

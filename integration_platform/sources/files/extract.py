@@ -277,6 +277,11 @@ def _session(plan: FileStreamPlan, connector: Connector, store: LakeStore, scope
 def _tables(
     plan: FileStreamPlan, session: _Session, files: list[RemoteFile], report: ExtractionReport
 ) -> list[pa.Table]:
+    """The conformed rows of each of ``files`` (read ahead, or downloaded and parsed here). Adds to
+    ``report.metadata``: ``files``, ``file_count``, ``bytes_downloaded``, ``files_read_ahead``,
+    ``read_ahead_stopped`` (why, when it stopped), ``download_and_parse_seconds`` (the files read here)
+    and, when the step reads ahead, ``read_ahead_wait_seconds`` (waiting for the files read ahead).
+    Raises ``FileFormatError`` for a file that does not parse, and a failed download as the connection raises it."""
     declared = dict(plan.columns)
     downloaded = ahead = 0
     waited = read_here = 0.0  # seconds waiting for files read ahead / downloading and parsing the others
@@ -286,13 +291,13 @@ def _tables(
         for index, file in enumerate(files):
             started = time.monotonic()
             read = session.ahead.take(file) if session.ahead else None
+            waited += time.monotonic() - started  # a read-ahead that failed on this file included
             ahead += read is not None
             if read is None:
                 folder = folder or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ip-drop-")))
+                started = time.monotonic()
                 read = _download_and_read(plan, session.remote, file, folder, index)
                 read_here += time.monotonic() - started
-            else:
-                waited += time.monotonic() - started
             table, rejected, size = read
             downloaded += size
             report.rejected.extend(rejected)
@@ -309,10 +314,10 @@ def _tables(
             "bytes_downloaded": downloaded,
             "files_read_ahead": ahead,
             **({"read_ahead_stopped": session.ahead.stopped} if session.ahead and session.ahead.stopped else {}),
-            # a file read ahead was downloaded and parsed on other threads, overlapping other partitions:
-            # what this partition spent on it is the wait, named as such
+            # seconds: a file read ahead was downloaded and parsed on other threads, overlapping other
+            # partitions; what this partition spent on it is the wait for it, named as such
             **({"download_and_parse_seconds": round(read_here, 3)} if ahead < len(files) else {}),
-            **({"read_ahead_wait_seconds": round(waited, 3)} if ahead else {}),
+            **({"read_ahead_wait_seconds": round(waited, 3)} if session.ahead else {}),
         }
     )
     return tables
