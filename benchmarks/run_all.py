@@ -3,7 +3,13 @@
 Usage::
 
     .venv/bin/python benchmarks/run_all.py                 # what `make bench` runs
-    .venv/bin/python benchmarks/run_all.py --rows 200000   # every benchmark at a reduced size
+    .venv/bin/python benchmarks/run_all.py --rows 20000 --days 300 --messages 100000 --details 1200
+                                                           # a quicker pass, each at a reduced size
+
+Sizes: ``--rows`` is the table of ``sql_extract``, ``merge``, ``cdc`` and ``object_store_lake``
+(5M by default) but the rows ``reverse_etl`` posts (20,000 by default: a larger value makes it
+longer, not shorter); ``--days`` the drops of ``file_ingest``; ``--messages`` the queue and topic of
+``queue_ingest`` and ``kafka_ingest``; ``--details`` the requests of ``rest_fanout``.
 
 Each benchmark ignores (and names) the arguments meant only for another one. Exits with the
 first non-zero status after running all of them.
