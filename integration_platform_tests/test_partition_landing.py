@@ -243,6 +243,23 @@ def test_a_shared_file_closes_at_its_byte_bound_and_a_closed_landing_leaves_no_s
     assert len(shared_files(lake)) == 3 and d[0] not in {m.partition for m in list_manifests(lake, SPEC)}
 
 
+def test_the_size_a_caller_hands_to_add_is_the_one_the_byte_bound_counts(tmp_path: Path) -> None:
+    """``add(..., size=)`` counts the caller's Arrow bytes (the range landing hands on what it measured)
+    rather than asking the batches again, and without it the batches are asked: either way the open file
+    reaches its byte bound exactly when those bytes say so."""
+    lake = LocalLake(tmp_path / "lake")
+    d = days(3)
+    small = rows(d[0], 2)
+    shared = SharedLanding(lake, SPEC, file_bytes=1_000_000)
+    shared.add(d[0], SCHEMA, small.to_batches(), {}, 0.01, size=999_990)  # as if it were almost the bound
+    assert shared.needs_new_file(SCHEMA, 2, 11) and not shared.needs_new_file(SCHEMA, 2, 10)
+    assert [m.partition for m in shared.finish()] == [d[0]]
+    shared.add(d[1], SCHEMA, small.to_batches(), {}, 0.01)  # asked of the batches
+    assert not shared.needs_new_file(SCHEMA, 2, 1_000_000 - small.nbytes)
+    assert shared.needs_new_file(SCHEMA, 2, 1_000_000 - small.nbytes + 1)
+    assert [m.partition for m in shared.finish()] == [d[1]]
+
+
 def test_a_failed_write_of_the_open_file_lands_none_of_its_partitions_and_keeps_committed_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -278,17 +278,19 @@ def extract_and_land(
 PartitionToLand = tuple[PartitionWindow, Extractor, dict[str, Any]]
 
 
-def _small(batches: Iterator[pa.RecordBatch]) -> tuple[list[pa.RecordBatch], bool]:
+def _small(batches: Iterator[pa.RecordBatch]) -> tuple[list[pa.RecordBatch], bool, int]:
     """The first batches of a partition, read until they pass ``SHARED_PARTITION_BYTES`` or end;
-    and whether they ended (the partition is small: all of it is in the list)."""
+    whether they ended (the partition is small: all of it is in the list); and their Arrow bytes.
+    The bytes are handed on rather than asked again: ``RecordBatch.nbytes`` costs 0.13-0.23 ms
+    whatever the batch's size (pyarrow 26), and was asked four times per partition of a backfill."""
     taken: list[pa.RecordBatch] = []
     size = 0
     for batch in batches:
         taken.append(batch)
         size += batch.nbytes
         if size > SHARED_PARTITION_BYTES:
-            return taken, False
-    return taken, True
+            return taken, False, size
+    return taken, True, size
 
 
 def extract_and_land_partitions(
@@ -333,15 +335,15 @@ def extract_and_land_partitions(
             name = f"partition={window.key}"
             batches = iter(reader)
             try:
-                first, whole = _small(batches)
+                first, whole, size = _small(batches)
             except Exception as exc:
                 raise LandingError(f"landing {spec.path} window {name!r} failed, nothing of it landed: {exc}") from exc
             if whole and shareable(reader.schema):
-                rows, size = sum(b.num_rows for b in first), sum(b.nbytes for b in first)
+                rows = sum(b.num_rows for b in first)
                 if shared.needs_new_file(reader.schema, rows, size):
                     yield from (done(m) for m in shared.finish())
                 windows[window.key] = (window, 0.0)  # the manifest's own seconds: extraction + commit
-                shared.add(window.key, reader.schema, first, extra, time.monotonic() - started)
+                shared.add(window.key, reader.schema, first, extra, time.monotonic() - started, size=size)
                 continue
             chained = itertools.chain(first, batches)
             manifest = land(store, spec, name, chained, reader.schema, full=False, partition=window.key, extra=extra)

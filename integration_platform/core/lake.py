@@ -137,14 +137,19 @@ class LocalLake:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+        self._root_parts = self.root.parts
 
     def _path(self, key: str) -> Path:
         """The file of ``key`` under the root, worked out lexically: :func:`check_key` refuses every
         segment that could leave the root (``..``, separators, control characters), so no
         ``resolve()`` (a ``realpath`` of every folder, 2.7 ms of each 15 ms small-file landing).
-        A symbolic link inside the lake could only be put there by someone who can write the lake."""
+        A symbolic link inside the lake could only be put there by someone who can write the lake.
+        The root must be a strict prefix of the result's parts (``root in path.parents`` said the
+        same at 22 us a call, four calls per manifest)."""
         path = self.root.joinpath(check_key(key))
-        if self.root not in path.parents:
+        depth = len(self._root_parts)
+        parts = path.parts
+        if len(parts) <= depth or parts[:depth] != self._root_parts:
             raise ValueError(f"lake key {key!r} escapes the lake root {self.root}")
         return path
 
@@ -360,5 +365,8 @@ class FsspecLake(_ObjectStoreLake):
 
 
 def _json_body(obj: Any) -> bytes:
-    """A manifest or other lake JSON as stored: indented, keys sorted (stable, diffable)."""
-    return json.dumps(obj, indent=1, sort_keys=True, default=str).encode()
+    """A manifest or other lake JSON as stored: keys sorted (stable), one line. Not indented: with an
+    ``indent`` the standard library encodes in pure Python, 0.35 ms against 0.05 ms for a file-drop
+    partition's manifest, and a backfill of 1,781 partitions writes 1,781 manifests on the step's thread
+    (``python -m json.tool`` shows one indented)."""
+    return json.dumps(obj, sort_keys=True, default=str).encode()
