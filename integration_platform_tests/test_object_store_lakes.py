@@ -180,6 +180,19 @@ def test_a_lake_url_the_platform_cannot_open_is_refused_naming_it(url: str, mess
     assert repr(url) in str(refused.value)
 
 
+@pytest.mark.fast
+@pytest.mark.parametrize("url", ["lake", "s3://bucket/prefix"])
+def test_a_resource_opens_its_store_once(url: str, tmp_path: Path) -> None:
+    """A backfill asks for the store once per partition: the second call returns the first store (an S3
+    store is a boto3 client, 234 ms to build), and another resource opens its own. Building an S3 client
+    does not connect, so no server is needed."""
+    fields = {"url": str(tmp_path / url) if "://" not in url else url}
+    lake = resource(fields)
+    first = lake.store()
+    assert lake.store() is first
+    assert resource(fields).store() is not first
+
+
 @pytest.mark.parametrize("store", STORES)
 def test_a_hostile_key_never_reaches_the_store(store: str, servers: dict[str, Any]) -> None:
     lake = resource(lake_fields(store, servers)).store()
