@@ -193,6 +193,21 @@ def test_a_resource_opens_its_store_once(url: str, tmp_path: Path) -> None:
     assert resource(fields).store() is not first
 
 
+@pytest.mark.fast
+def test_a_step_opens_the_store_on_its_own_copy_of_the_resource(tmp_path: Path) -> None:
+    """The store is kept on the object Dagster sets up for the step, never on the one the definitions
+    hold (a client opened there would be shared by every process forked from a preloaded server)."""
+    shared = LakeResource(url=str(tmp_path / "lake"))
+    opened: list[LakeStore] = []
+
+    @dg.asset
+    def probe(lake: LakeResource) -> None:
+        opened.append(lake.store())
+
+    assert dg.materialize([probe], resources={"lake": shared}).success
+    assert len(opened) == 1 and shared._store is None
+
+
 @pytest.mark.parametrize("store", STORES)
 def test_a_hostile_key_never_reaches_the_store(store: str, servers: dict[str, Any]) -> None:
     lake = resource(lake_fields(store, servers)).store()

@@ -3,6 +3,7 @@ partition when read back or loaded, earlier partitions kept when one fails, re-l
 alone, and the sweep of shared files no manifest names. A real local lake and a real DuckDB."""
 
 import datetime as dt
+import functools
 import os
 import resource
 from collections.abc import Iterator
@@ -258,6 +259,20 @@ def test_the_size_a_caller_hands_to_add_is_the_one_the_byte_bound_counts(tmp_pat
     assert not shared.needs_new_file(SCHEMA, 2, 1_000_000 - small.nbytes)
     assert shared.needs_new_file(SCHEMA, 2, 1_000_000 - small.nbytes + 1)
     assert [m.partition for m in shared.finish()] == [d[1]]
+
+
+def test_a_range_landing_counts_each_partitions_bytes_toward_the_files_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bytes a range landing measured while reading a partition (not asked again) close the shared
+    file at its bound: six days of which two fit a file make three files."""
+    lake = LocalLake(tmp_path / "lake")
+    size = rows(days(1)[0], 100).nbytes
+    bounded = functools.partial(SharedLanding, file_bytes=2 * size + size // 2)
+    monkeypatch.setattr("integration_platform.core.extract.SharedLanding", bounded)
+    landed = land_range(lake, {day: rows(day, 100) for day in days(6)})
+    assert all(isinstance(outcome, Extraction) for outcome in landed.values())
+    assert len(shared_files(lake)) == 3
 
 
 def test_a_failed_write_of_the_open_file_lands_none_of_its_partitions_and_keeps_committed_ones(

@@ -154,8 +154,9 @@ class SharedLanding:
     ) -> None:
         """Write partition ``key``'s rows (``batches``, all of ``schema``, possibly none) into the open
         shared file (opening one). ``seconds``: the partition's extraction time, reported in its manifest.
-        ``size``: the batches' Arrow bytes when the caller has them (``RecordBatch.nbytes`` costs 0.13-0.23
-        ms a batch, whatever its size); asked of the batches when ``None``.
+        ``size``: the batches' Arrow bytes as handed, before any cast, when the caller has them
+        (``RecordBatch.nbytes`` costs 0.13-0.23 ms for a 30-column batch, whatever its row count); asked
+        of the batches after the cast when ``None``.
 
         Raises ``UnsafeNameError`` for a key that is no plain window name, :class:`LandingError` when a
         batch does not fit ``schema`` (nothing of the partition is added), and :class:`LandingError`

@@ -52,7 +52,13 @@ class LakeResource(dg.ConfigurableResource):
         backfill asks for it once per partition, and opening an S3 store (dagster-aws builds a boto3
         session and client) took 234 ms, 7 minutes over 1,781 daily partitions. The stores hold no
         per-call state; a boto3 client and an fsspec filesystem may be used from several threads, and
-        two threads opening it at once only open it twice."""
+        two threads opening it at once only open it twice.
+
+        Lifetime: Dagster sets a resource up as a new object for each step process, in-process run or
+        sensor tick, so the store lives as long as that and is opened after any fork. Call it only
+        through ``context.resources`` (or a resource parameter), never on the object given to
+        ``Definitions``: a client opened there before the multiprocess executor forks would be shared
+        by every step (see ``object_stores``)."""
         if self._store is None:
             self._store = self._open()
         return self._store
