@@ -388,7 +388,7 @@ def lake_asset(
         store = start_lake_step(context, spec)
         full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG, "").lower() == "true"
         with ExitStack() as stack:
-            stack.enter_context(existing_objects_frozen())  # full collections skip Dagster's objects
+            stack.enter_context(existing_objects_frozen())  # no collection walks what the step inherits
             windows = _partitions(context, spec)
             scope = RunScope(stack, partition_keys=tuple(w.key for w in windows if w is not None))
             ranged = [w for w in windows if w is not None]
