@@ -265,8 +265,9 @@ def report(
     Returns the path of the JSON file.
     """
     ref = next((s for s in summaries if s.method.name == reference), None)
-    if ref is None:  # the reference failed (see FAILURES): print the figures without ratios
-        print(f"{benchmark}: reference method {reference!r} failed; no ratios")
+    if ref is None:  # the reference failed (see FAILURES) or was not selected: the figures without ratios
+        why = "failed" if reference in FAILURES else "was not run (--methods)"
+        print(f"{benchmark}: reference method {reference!r} {why}; no ratios")
         ref = Summary(Method(reference, "limit", [], None), [Sample(0.0, 0.0, 0.0, {})])
     header = (
         f"{'method':<28} {'role':<8} {'rows':>10} {'seconds':>8} {'process_s':>9} {'cpu_s':>6} "
@@ -276,8 +277,9 @@ def report(
     for title, _, _ in extra_columns:
         header += f" {title:>12}"
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    runs = max((len(s.samples) for s in summaries), default=0)  # the reference may not have run
     print(
-        f"\n{benchmark}: median of {len(ref.samples)} runs; ratios relative to {reference!r}; "
+        f"\n{benchmark}: median of {runs} runs; ratios relative to {reference!r}; "
         f"MB/s = {bytes_label}; load average now {load} on {os.cpu_count()} CPUs"
     )
     print(header)
