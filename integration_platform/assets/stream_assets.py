@@ -22,6 +22,7 @@ import duckdb
 from integration_platform.assets.automation import FOLLOWS_LAKE
 from integration_platform.assets.cluster import warehouse_step
 from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
+from integration_platform.assets.partition_metadata import add_partition_metadata
 from integration_platform.assets.run_recovery import reclaim_dead_runs, tag_run_host
 from integration_platform.core.collector import existing_objects_frozen
 from integration_platform.core.extract import (
@@ -411,6 +412,7 @@ def lake_asset(
             last = max(i for i, m in enumerate(landed) if SKIPPED not in m)
             rows = sum(int(m["rows_landed"]) for m in done)
             context.log.info(f"landed {len(done)} partitions of {spec.path}, {rows} rows; {skipped} skipped")
+            by_partition: dict[str, dict[str, Any]] = {}
             for index, (window, one_landing) in enumerate(zip(windows, landed, strict=True)):
                 assert window is not None
                 if SKIPPED in one_landing:  # Dagster materialises the whole range: say why it holds nothing
@@ -421,7 +423,8 @@ def lake_asset(
                     one_landing.pop("rows_per_second", None)
                     if index != last:  # the UI shows the columns of the latest materialisation
                         one_landing.pop("dagster/column_schema", None)
-                context.add_asset_metadata(one_landing, partition_key=window.key)
+                by_partition[window.key] = one_landing
+            add_partition_metadata(context, lake_key(spec), by_partition)
             metadata = {**_summed(done, seconds), "partitions_skipped": skipped}
         else:
             metadata = landed[0]
@@ -560,15 +563,17 @@ def _apply_pending(
         schema = {"dagster/column_schema": column_schema(spec, [(c[0], c[1]) for c in columns])}
         if spec.partitioning is not None:  # each partition's page shows its own rows, not the table's
             held = partition_rows(conn, spec, [k for k in keys if k])
-            for key in keys:
-                assert key is not None
-                # Run-wide metadata is copied onto every partition's materialisation: the column
-                # schema goes on the last one only (the UI shows the latest's columns).
-                context.add_asset_metadata(
-                    {"dagster/row_count": held.get(key, 0), **(schema if key == keys[-1] else {})},
-                    asset_key=warehouse_key(spec),
-                    partition_key=key,
-                )
+            # Run-wide metadata is copied onto every partition's materialisation: the column
+            # schema goes on the last one only (the UI shows the latest's columns).
+            add_partition_metadata(
+                context,
+                warehouse_key(spec),
+                {
+                    key: {"dagster/row_count": held.get(key, 0), **(schema if key == keys[-1] else {})}
+                    for key in keys
+                    if key is not None
+                },
+            )
             schema = {}
     context.log.info(f"applied {len(todo)} landing(s), {result.rows_loaded} rows, to {spec.source}.{spec.name}")
     yield dg.MaterializeResult(
