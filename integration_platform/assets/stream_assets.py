@@ -565,15 +565,11 @@ def _apply_pending(
             held = partition_rows(conn, spec, [k for k in keys if k])
             # Run-wide metadata is copied onto every partition's materialisation: the column
             # schema goes on the last one only (the UI shows the latest's columns).
-            add_partition_metadata(
-                context,
-                warehouse_key(spec),
-                {
-                    key: {"dagster/row_count": held.get(key, 0), **(schema if key == keys[-1] else {})}
-                    for key in keys
-                    if key is not None
-                },
-            )
+            by_partition: dict[str, dict[str, Any]] = {}
+            for key in keys:
+                assert key is not None
+                by_partition[key] = {"dagster/row_count": held.get(key, 0), **(schema if key == keys[-1] else {})}
+            add_partition_metadata(context, warehouse_key(spec), by_partition)
             schema = {}
     context.log.info(f"applied {len(todo)} landing(s), {result.rows_loaded} rows, to {spec.source}.{spec.name}")
     yield dg.MaterializeResult(
