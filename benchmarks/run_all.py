@@ -42,7 +42,6 @@ BENCHMARKS: tuple[str, ...] = (
 def main(argv: list[str]) -> int:
     """Run each entry of :data:`BENCHMARKS` (a script and its own arguments) with ``argv`` after them; print
     a summary (each entry's exit status and seconds); return the first failing exit status (or 0)."""
-    status = 0
     done: list[tuple[str, int, float]] = []
     for entry in BENCHMARKS:
         script, *own = entry.split()
@@ -52,15 +51,13 @@ def main(argv: list[str]) -> int:
         seconds = time.perf_counter() - started
         print(f"=== {entry}: exit {code} after {seconds:.0f} s\n", flush=True)
         done.append((entry, code, seconds))
-        if code and not status:
-            status = code
     print(f"{'benchmark':<32} {'exit':>4} {'seconds':>8}")
     for entry, code, seconds in done:
         print(f"{entry:<32} {code:>4} {seconds:>8.0f}")
     failed = sum(1 for _, code, _ in done if code)
     total = sum(seconds for _, _, seconds in done)
     print(f"{len(done) - failed} of {len(done)} exited 0 in {total / 60:.1f} min", flush=True)
-    return status
+    return next((code for _, code, _ in done if code), 0)
 
 
 if __name__ == "__main__":
