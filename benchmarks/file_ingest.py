@@ -591,6 +591,9 @@ def sensor_section(args: argparse.Namespace, server: Any, drops: Path, synthetic
     """Time the sensor's two ticks on both directories; print and return the figures."""
     os.environ[KEY_ENV] = server.private_key_pem
     runs = args.sensor_runs
+    if runs < 1:
+        print("\nsensor ticks: not timed (--sensor-runs 0)", flush=True)
+        return []
     print(
         f"\nsensor ticks: {SENSOR}, max_partitions_per_tick {SYNTHETIC_FILES}, evaluate_tick timed in this "
         f"process, median of {runs}; budget = Dagster's {TICK_BUDGET_S:.0f} s sensor evaluation timeout",
@@ -665,7 +668,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--days", type=int, default=ALL_DAYS, help=f"days (files) landed, from 2020-02-24 (default all {ALL_DAYS})"
     )
-    parser.add_argument("--sensor-runs", type=int, default=3, help="repetitions of the sensor's two ticks (median)")
+    parser.add_argument(
+        "--sensor-runs", type=int, default=3, help="repetitions of the sensor's two ticks (median); 0 skips them"
+    )
     parser.add_argument("--sensor-only", action="store_true", help="only the sensor ticks, no methods")
     parser.add_argument("--data", type=Path, default=DATA, help="the folder of the daily CSV files")
     parser.add_argument("--tmp", default=None, help="folder for the copy, the lakes and the databases")
