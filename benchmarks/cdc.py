@@ -76,7 +76,8 @@ def _spec() -> Any:
 
 
 def _log(uri: str) -> Any:
-    from integration_platform.sources.sql.postgres_cdc import PostgresChangeLog, cursor_prefix
+    from integration_platform.sources.sql.postgres_cdc import PostgresChangeLog
+    from integration_platform.sources.sql.slot_names import cursor_prefix
 
     return PostgresChangeLog(uri, TABLE, "public", cursor_prefix(SOURCE, STREAM))
 

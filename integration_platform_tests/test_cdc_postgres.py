@@ -25,7 +25,8 @@ import pytest
 from integration_platform.core.changes import ChangeCaptureError
 from integration_platform.core.landing import list_manifests
 from integration_platform.core.streams import StreamSpec
-from integration_platform.sources.sql.postgres_cdc import PostgresChangeLog, array_constant, cursor_prefix
+from integration_platform.sources.sql.postgres_cdc import PostgresChangeLog, array_constant
+from integration_platform.sources.sql.slot_names import cursor_prefix
 from integration_platform_tests.run_stream import killed_materialization
 from integration_platform_tests.services import missing, shared_file
 from sandbox.harness import Platform, failure_messages, latest_metadata, meanwhile, platform

@@ -28,7 +28,7 @@ from integration_platform.core.extract import rows_held
 from integration_platform.core.streams import StreamSpec
 from integration_platform.resources.lake import LakeResource
 from integration_platform.sources.sql.database import SqlDatabaseResource
-from integration_platform.sources.sql.postgres_cdc import SLOT_NAME, cursor_prefix
+from integration_platform.sources.sql.slot_names import SLOT_NAME, cursor_prefix
 
 LAG_CHECK = "log_lag_within_limit"
 DRAIN_TAG = "integration_platform/cdc_drain"

@@ -17,11 +17,10 @@ from sqlalchemy.engine import Engine
 
 from integration_platform.core.extract import MissingColumnError
 from integration_platform.core.row_filter import RowFilter
-from integration_platform.sources.sql.postgres_arrow import read_postgres, read_postgres_parallel
-from integration_platform.sources.sql.postgres_cdc import PostgresChangeLog
 
 if TYPE_CHECKING:
     from integration_platform.sources.sql.mariadb_cdc import MariaDbChangeLog
+    from integration_platform.sources.sql.postgres_cdc import PostgresChangeLog
 
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -277,6 +276,8 @@ class SqlDatabaseResource(dg.ConfigurableResource):
         ``primary_key``: the stream's key columns (an update changing them lands as a delete of the old
         key and the update). Raises ``ValueError`` for a database without one the platform reads."""
         if self.dialect == "postgresql":
+            from integration_platform.sources.sql.postgres_cdc import PostgresChangeLog  # psycopg: only here
+
             return PostgresChangeLog(self.libpq_uri(), table, schema, prefix, publication, primary_key)
         if self.dialect in ("mysql", "mariadb"):
             from integration_platform.sources.sql.mariadb_cdc import MariaDbChangeLog  # it imports this module
@@ -292,6 +293,8 @@ class SqlDatabaseResource(dg.ConfigurableResource):
         ``row_filter`` is pushed into the query's WHERE clause with bound or driver-quoted
         values. The reader's schema is fixed before the first row is read.
         """
+        if self.dialect == "postgresql":  # psycopg is imported when a PostgreSQL table is read
+            from integration_platform.sources.sql.postgres_arrow import read_postgres, read_postgres_parallel
         if self.dialect == "postgresql" and row_filter is None:  # a filter may use an index: one stream
             return read_postgres_parallel(self.libpq_uri(), table, schema, None, self.parallel_readers)
         if self.dialect == "postgresql":

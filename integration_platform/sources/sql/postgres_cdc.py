@@ -26,8 +26,6 @@ a run). The pieces, each from PostgreSQL itself:
   ``bytea`` as binary, infinities as DuckDB's...); PostgreSQL's own input functions parse them.
 """
 
-import hashlib
-import re
 import select
 import threading
 import time
@@ -54,13 +52,12 @@ from integration_platform.sources.sql.pgoutput import (
     transactions,
 )
 from integration_platform.sources.sql.postgres_arrow import postgres_schema, read_postgres
+from integration_platform.sources.sql.slot_names import SLOT_NAME
 
 #: Seconds the server has to answer a confirmation (flush feedback) on the replication stream.
 FEEDBACK_SECONDS = 30.0
 #: A slot whose WAL is gone (``max_slot_wal_keep_size`` passed): it can give no more changes.
 SLOT_LOST = "(wal_status = 'lost' OR restart_lsn IS NULL)"
-#: Replication slot and publication names: PostgreSQL identifiers we create (63 bytes at most).
-SLOT_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 def array_constant(values: Sequence[str | None]) -> str:
@@ -94,13 +91,6 @@ def arrow_from_text(values: Sequence[str | None], kind: pa.DataType) -> pa.Array
         return pc.cast(text, kind)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-
-
-def cursor_prefix(source: str, stream: str) -> str:
-    """The stream's slot (and publication) name without the generation: ``ip_<source>_<stream>`` cut
-    to fit, then a hash of the full path, so two streams never share a prefix."""
-    digest = hashlib.sha256(f"{source}/{stream}".encode()).hexdigest()[:6]
-    return f"ip_{source}_{stream}"[:44] + f"_{digest}"
 
 
 class _KeepAlive:
