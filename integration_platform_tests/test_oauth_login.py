@@ -15,7 +15,8 @@ import requests
 
 from integration_platform import oauth_login
 from integration_platform.oauth_login import LoginError, login
-from integration_platform.resources.http_auth import HttpAuth, OAuth2TokenAuth, build_auth
+from integration_platform.resources.http_auth import HttpAuth
+from integration_platform.resources.http_credentials import OAuth2TokenAuth, build_auth
 from integration_platform_tests.oidc_provider import CLIENT, SCOPES
 
 

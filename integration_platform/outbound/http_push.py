@@ -8,7 +8,7 @@ retried: each carries an idempotency key header (draft-ietf-httpapi-idempotency-
 that did reach the target creates nothing new there. Every attempt passes the run-wide :class:`RateLimiter`
 (blocking, so it runs on a worker thread via ``asyncio.to_thread``).
 
-Auth reuses ``resources/http_auth.build_auth``: the ``requests`` auth object is applied to a throw-away prepared
+Auth reuses ``resources/http_credentials.build_auth``: the ``requests`` auth object is applied to a throw-away prepared
 request and its headers / URL are copied (OAuth2 tokens renewed once after a 401). Errors and response texts are
 scrubbed of secret values.
 """
@@ -24,7 +24,8 @@ from urllib3.exceptions import MaxRetryError
 from urllib3.response import HTTPResponse
 from urllib3.util.retry import Retry
 
-from integration_platform.resources.http_auth import HttpAuth, OAuth2TokenAuth, build_auth, mask, secret_values
+from integration_platform.resources.http_auth import HttpAuth, mask, secret_values
+from integration_platform.resources.http_credentials import OAuth2TokenAuth, build_auth
 from integration_platform.resources.http_retry import retry_policy
 from integration_platform.resources.rate_limit import RateLimiter
 

@@ -1,7 +1,9 @@
 """RestApiResource: one HTTP API or web site, with its auth, retries, rate limit, timeouts and TLS settings.
 
 Shared by the kinds that read over HTTP: the REST sources (JSON, their paginators in
-``sources/rest/client.py``) and the HTML sources (pages).
+``sources/rest/client.py``) and the HTML sources (pages). The resource holds the settings; its
+:meth:`RestApiResource.client` builds a :class:`~integration_platform.resources.http_client.RestClient`,
+whose module imports ``requests``, so building the definitions does not.
 
 HTTP is ``requests``; the retry policy is urllib3's ``Retry`` (exponential backoff with
 jitter, ``Retry-After`` honoured on 429/503, status list 429/500/502/503/504, connection and
@@ -15,42 +17,15 @@ redacted and the reason; they never chain the underlying exception (its text may
 URL with a secret).
 """
 
-import json
-import re
-from collections.abc import Callable
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import requests
 from pydantic import Field
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError
-from urllib3.util.retry import Retry
 
-from integration_platform.resources.http_auth import (
-    SECRET_NAME,
-    CredentialSession,
-    HttpAuth,
-    OAuth2TokenAuth,
-    OriginBoundAuth,
-    allowed_origins,
-    build_auth,
-    env_headers,
-    mask,
-    secret_values,
-)
-from integration_platform.resources.http_retry import retry_policy
-from integration_platform.resources.rate_limit import RateLimiter
+from integration_platform.resources.http_auth import HttpAuth
 
-#: Errors while reading a response that a new attempt may cure.
-TRANSIENT = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.ContentDecodingError,
-    requests.exceptions.JSONDecodeError,
-)
+if TYPE_CHECKING:
+    from integration_platform.resources.http_client import RestClient
 
 
 class HttpSourceError(Exception):
@@ -104,135 +79,6 @@ class RestApiResource(dg.ConfigurableResource):
 
     def client(self, scope: str) -> "RestClient":
         """A client whose rate limit is shared by everything using the same ``scope`` (the run id)."""
+        from integration_platform.resources.http_client import RestClient  # requests: when a step builds one
+
         return RestClient(self, scope)
-
-
-class RestClient:
-    """The runtime side of :class:`RestApiResource`: a pooled session, auth, limiter, retries."""
-
-    def __init__(self, config: RestApiResource, scope: str) -> None:
-        self.config = config
-        self.verify: bool | str = config.ca_bundle or config.verify_tls
-        secret_headers = env_headers(config.secret_headers_env)
-        key_header = [config.auth.api_key_name] if config.auth.type == "api_key" else []
-        self.session = CredentialSession([*secret_headers, *key_header])
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(config.concurrency, 1), max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers.update({"Accept": "application/json", **config.headers})
-        self.session.verify = self.verify
-        self.auth = OriginBoundAuth(
-            build_auth(config.auth, config.read_timeout, self.verify),
-            secret_headers,
-            allowed_origins(config.base_url, config.allowed_hosts),
-        )
-        if self.auth.inner is not None or secret_headers:
-            self.session.auth = self.auth  # else requests' own: credentials in the URL, ~/.netrc per host
-        self.limiter = RateLimiter(config.rate_limit, f"{scope}|{config.base_url}") if config.rate_limit else None
-        self._secrets = [*secret_values(config.auth), *secret_headers.values()]
-        self.requests_sent = 0
-
-    @property
-    def oauth2(self) -> OAuth2TokenAuth | None:
-        """The OAuth2 token source, when the API uses one."""
-        return self.auth.inner if isinstance(self.auth.inner, OAuth2TokenAuth) else None
-
-    def close(self) -> None:
-        self.session.close()
-
-    def url(self, path: str) -> str:
-        """A configured ``path`` joined to the base URL (``/v1/orders`` under ``https://h/api`` is
-        ``https://h/api/v1/orders``); an absolute URL is used as it is."""
-        if urlsplit(path).scheme:
-            return path
-        return urljoin(self.config.base_url.rstrip("/") + "/", path.lstrip("/"))
-
-    def redact(self, text: str, limit: int | None = None) -> str:
-        """``text`` with secret values masked, then cut to ``limit`` characters: masking first, so a cut
-        never leaves part of a secret visible."""
-        return mask(text, self._secrets, limit)
-
-    def redact_url(self, url: str, params: dict[str, str]) -> str:
-        """``url`` with ``params`` appended, secrets masked: what errors and quarantine show."""
-        parts = urlsplit(url)
-        query = [*parse_qsl(parts.query, keep_blank_values=True), *params.items()]
-        masked = [(k, "***" if SECRET_NAME.search(k) else v) for k, v in query]
-        return self.redact(urlunsplit(parts._replace(query=urlencode(masked))))
-
-    def _retry(self) -> Retry:
-        c = self.config
-        return retry_policy(c.max_retries, c.backoff_factor, c.backoff_max, c.backoff_jitter)
-
-    def _give_up(self, where: str, reason: str, attempts: int, status: int | None = None) -> HttpSourceError:
-        return HttpSourceError(f"GET {where}: {self.redact(reason)} (after {attempts} attempt(s))", status)
-
-    def get_json(self, url: str, params: dict[str, str] | None = None) -> tuple[Any, requests.Response]:
-        """GET ``url`` and decode its JSON body (:meth:`get`); an invalid body is retried as a cut one."""
-        return self.get(url, params, _json)
-
-    def get(
-        self,
-        url: str,
-        params: dict[str, str] | None = None,
-        decode: Callable[[requests.Response], Any] = lambda response: response.text,
-        accept: str | None = None,
-    ) -> tuple[Any, requests.Response]:
-        """GET ``url`` and ``decode`` its body (default: the text), retrying transient failures
-        (``decode`` raising ``json.JSONDecodeError`` counts as one). ``accept`` replaces the session's
-        ``Accept`` header (``application/json``) for this request.
-
-        Returns ``(decoded body, response)``. Raises :class:`HttpSourceError` on a non-retryable
-        status (4xx other than 429), when the retry budget is spent, or when ``Retry-After``
-        asks for longer than ``max_retry_after``; raises ``HttpAuthError`` when a token
-        cannot be obtained.
-        """
-        params = params or {}
-        where = self.redact_url(url, params)
-        retry, attempts, renewed = self._retry(), 0, False
-        timeout = (self.config.connect_timeout, self.config.read_timeout)
-        headers = {"Accept": accept} if accept else None
-        while True:
-            if self.limiter is not None:
-                self.limiter.acquire()
-            attempts += 1
-            self.requests_sent += 1
-            try:
-                # verify per request: a session-level value loses to REQUESTS_CA_BUNDLE (psf/requests#3829)
-                response = self.session.get(url, params=params, timeout=timeout, verify=self.verify, headers=headers)
-                status = response.status_code
-                oauth2 = self.oauth2
-                if status == 401 and oauth2 is not None and not renewed and self.auth.allows(url):
-                    sent = response.request.headers.get("Authorization", "").removeprefix("Bearer ")
-                    oauth2.invalidate(sent)
-                    renewed = True
-                    continue
-                if retry.is_retry("GET", status, has_retry_after="Retry-After" in response.headers):
-                    try:
-                        retry = retry.increment("GET", where, response=response.raw)
-                    except MaxRetryError:
-                        raise self._give_up(where, f"HTTP {status} {response.reason}", attempts, status) from None
-                    wait = retry.get_retry_after(response.raw)
-                    if wait is not None and wait > self.config.max_retry_after:
-                        raise self._give_up(where, f"Retry-After {wait:.0f}s exceeds max_retry_after", attempts)
-                    retry.sleep(response.raw)
-                    continue
-                if status >= 400:
-                    snippet = self.redact(response.text, 300).replace("\n", " ")
-                    raise self._give_up(where, f"HTTP {status} {response.reason}: {snippet}", attempts, status)
-                return decode(response), response
-            except requests.exceptions.SSLError as exc:  # a certificate problem does not heal by retrying
-                why = re.search(r"certificate verify failed: ([^(')]+)", str(exc))
-                detail = why.group(1).strip() if why else type(exc).__name__
-                reason = f"TLS verification failed ({detail}); trust the server's CA with ca_bundle"
-                raise self._give_up(where, reason, attempts) from None
-            except TRANSIENT as exc:
-                reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
-                try:
-                    retry = retry.increment("GET", where, error=exc)
-                except MaxRetryError:
-                    raise self._give_up(where, reason, attempts) from None
-                retry.sleep()
-
-
-def _json(response: requests.Response) -> Any:
-    return response.json()

@@ -17,7 +17,7 @@ server error or no answer means "disallow everything" (section 2.3.1.4, and what
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urldefrag, urlencode, urljoin, urlsplit
 
 import pyarrow as pa
@@ -29,8 +29,11 @@ from integration_platform.core.names import implausible_column_names
 from integration_platform.core.records import ARROW_TYPES, JsonRecords, TableSpill
 from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import StreamSpec
-from integration_platform.resources.http_api import HttpSourceError, RestClient
+from integration_platform.resources.http_api import HttpSourceError
 from integration_platform.resources.http_auth import Origin, allowed_origins, origin_of
+
+if TYPE_CHECKING:
+    from integration_platform.resources.http_client import RestClient
 
 #: The ``Accept`` header of a page request.
 ACCEPT_HTML = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"
@@ -78,7 +81,7 @@ class HtmlStreamPlan:
 class Robots:
     """The robots.txt rules of the origins a run visits, each read once (RFC 9309)."""
 
-    def __init__(self, client: RestClient, user_agent: str) -> None:
+    def __init__(self, client: "RestClient", user_agent: str) -> None:
         self.client, self.user_agent = client, user_agent
         self.parsers: dict[str, Protego] = {}
         self.last_request = 0.0
@@ -177,7 +180,7 @@ def _next_url(
     return target
 
 
-def html_pages(plan: HtmlStreamPlan, client: RestClient) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+def html_pages(plan: HtmlStreamPlan, client: "RestClient") -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """``(page URL, records)`` of every page, in order, following ``next_page`` (at most ``max_pages``).
 
     One page at a time: on datasette's chinook pages (124 pages) the server takes about 45 ms a page
@@ -212,7 +215,7 @@ def html_pages(plan: HtmlStreamPlan, client: RestClient) -> Iterator[tuple[str, 
         url = _next_url(tree, plan, response.url, allowed, where)
 
 
-def extract_html(plan: HtmlStreamPlan, client: RestClient, report: ExtractionReport) -> pa.RecordBatchReader:
+def extract_html(plan: HtmlStreamPlan, client: "RestClient", report: ExtractionReport) -> pa.RecordBatchReader:
     """Every record of the stream's pages as Arrow (declared ``types`` applied; a value that does not
     convert is set aside for the quarantine with its page and row). Raises what :func:`html_pages` raises."""
     records = JsonRecords(
@@ -233,7 +236,7 @@ def extract_html(plan: HtmlStreamPlan, client: RestClient, report: ExtractionRep
 
 
 def extractor_for(
-    plan: HtmlStreamPlan, client_factory: Callable[[], RestClient], report: ExtractionReport
+    plan: HtmlStreamPlan, client_factory: Callable[[], "RestClient"], report: ExtractionReport
 ) -> Callable[[RowFilter | None], pa.RecordBatchReader]:
     """The :data:`~integration_platform.core.extract.Extractor` of ``plan`` (a full read each run)."""
 

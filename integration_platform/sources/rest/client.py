@@ -1,13 +1,16 @@
 """Pages of a REST endpoint: the paginators (``paginators.py``) driven over the shared HTTP client
-(:class:`~integration_platform.resources.http_api.RestClient`), records selected from each body."""
+(:class:`~integration_platform.resources.http_client.RestClient`), records selected from each body."""
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from integration_platform.core.json_paths import select_records
-from integration_platform.resources.http_api import HttpSourceError, RestClient
+from integration_platform.resources.http_api import HttpSourceError
 from integration_platform.sources.rest.paginators import PageRequest, Paginator, first_request, next_request
+
+if TYPE_CHECKING:
+    from integration_platform.resources.http_client import RestClient
 
 
 @dataclass
@@ -22,7 +25,7 @@ class Page:
 
 
 def endpoint_pages(
-    client: RestClient, path: str, params: dict[str, str], paginator: Paginator, records_path: str | None
+    client: "RestClient", path: str, params: dict[str, str], paginator: Paginator, records_path: str | None
 ) -> Iterator[Page]:
     """Every page of ``path``, in order. Raises :class:`HttpSourceError` when the paginator
     asks for the page it just fetched (a loop) or passes ``max_pages``."""

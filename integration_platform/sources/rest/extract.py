@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urljoin, urlsplit
 
 import pyarrow as pa
@@ -29,9 +29,12 @@ from integration_platform.core.names import url_segment
 from integration_platform.core.records import ARROW_TYPES, JsonRecords, TableSpill
 from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import StreamSpec
-from integration_platform.resources.http_api import HttpSourceError, RestClient
+from integration_platform.resources.http_api import HttpSourceError
 from integration_platform.sources.rest.client import Page, endpoint_pages
 from integration_platform.sources.rest.paginators import Paginator
+
+if TYPE_CHECKING:
+    from integration_platform.resources.http_client import RestClient
 
 #: Declared column types: the Arrow ones above, or ``json`` (the value kept as JSON text).
 COLUMN_TYPES = (*ARROW_TYPES, "json")
@@ -114,7 +117,7 @@ def parent_rows(store: LakeStore, parent: StreamSpec, fields: Sequence[str], chi
 class _Fetch:
     """The pages of one request chain, run on a worker thread."""
 
-    def __init__(self, client: RestClient, plan: RestStreamPlan) -> None:
+    def __init__(self, client: "RestClient", plan: RestStreamPlan) -> None:
         self.client, self.plan = client, plan
 
     def __call__(self, path: str, params: dict[str, str]) -> list[Page] | None:
@@ -204,7 +207,7 @@ def _fan_out(
 
 def extract_rest(
     plan: RestStreamPlan,
-    client: RestClient,
+    client: "RestClient",
     store: LakeStore,
     row_filter: RowFilter | None,
     report: ExtractionReport,
@@ -281,7 +284,7 @@ def extract_rest(
 
 
 def extractor_for(
-    plan: RestStreamPlan, client_factory: Callable[[], RestClient], store: LakeStore, report: ExtractionReport
+    plan: RestStreamPlan, client_factory: Callable[[], "RestClient"], store: LakeStore, report: ExtractionReport
 ) -> Callable[[RowFilter | None], pa.RecordBatchReader]:
     """The :data:`~integration_platform.core.extract.Extractor` of ``plan``."""
 

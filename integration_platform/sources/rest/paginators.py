@@ -18,13 +18,15 @@ JSON paths use JSONPath (jsonpath-ng): ``results``, ``data.items``, ``$.meta.nex
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urljoin
 
 import dagster as dg
-import requests
 
 from integration_platform.core.json_paths import find_one
+
+if TYPE_CHECKING:
+    import requests
 
 PaginatorType = Literal["offset", "page_number", "cursor", "next_url", "link_header", "single_page"]
 
@@ -71,7 +73,7 @@ def _int_at(body: Any, path: str | None) -> int | None:
 
 
 def next_request(
-    paginator: Paginator, current: PageRequest, body: Any, response: requests.Response, records: int
+    paginator: Paginator, current: PageRequest, body: Any, response: "requests.Response", records: int
 ) -> PageRequest | None:
     """The request for the page after ``current``, or ``None`` when this was the last page.
 

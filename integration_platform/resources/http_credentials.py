@@ -1,0 +1,216 @@
+"""The ``requests`` side of :mod:`~integration_platform.resources.http_auth`: each auth type as a
+``requests.auth.AuthBase`` attached to the session, credentials kept to the allowed origins, and a session
+whose redirects never carry them elsewhere.
+
+OAuth2 tokens come from requests-oauthlib (``OAuth2Session.fetch_token`` for the client
+credentials grant, RFC 6749 section 4.4; ``OAuth2Session.refresh_token`` for the refresh token
+grant, section 6). :class:`OAuth2TokenAuth` only decides *when* to renew: shortly before
+``expires_in`` runs out, or at once after the API answered 401 to the current token. No error raised
+here ever contains a secret.
+"""
+
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+import requests
+from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
+from requests.auth import AuthBase, HTTPBasicAuth
+from requests_oauthlib import OAuth2Session
+
+from integration_platform.resources.http_auth import REQUIRED, HttpAuth, HttpAuthError, Origin, origin_of
+
+
+class BearerAuth(AuthBase):
+    """``Authorization: Bearer <token>`` (RFC 6750 section 2.1)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        return request
+
+
+class ApiKeyAuth(AuthBase):
+    """An API key sent as a header or a query parameter."""
+
+    def __init__(self, name: str, key: str, location: Literal["header", "query"]) -> None:
+        self.name, self.key, self.location = name, key, location
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self.location == "header":
+            request.headers[self.name] = self.key
+        else:
+            request.prepare_url(request.url, {self.name: self.key})
+        return request
+
+
+class OAuth2TokenAuth(AuthBase):
+    """Bearer tokens from an OAuth2 token endpoint, renewed when they expire.
+
+    ``grant`` is ``client_credentials`` (a new token is fetched with the client's id and
+    secret) or ``refresh_token`` (the refresh token, rotated when the server issues a new
+    one, buys the next access token). Thread-safe: concurrent requests share one token and
+    at most one renewal runs at a time. ``renewals`` counts tokens obtained.
+    """
+
+    def __init__(self, grant: Literal["client_credentials", "refresh_token"], config: HttpAuth, timeout: float) -> None:
+        assert config.token_url and config.client_id
+        self.grant, self.config, self.timeout = grant, config, timeout
+        self.refresh = config.refresh_token
+        self.verify: bool | str = True
+        self.renewals = 0
+        self._token: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    def _fetch(self) -> dict[str, Any]:
+        config = self.config
+        assert config.token_url and config.client_id
+        try:
+            if self.grant == "client_credentials":
+                client = BackendApplicationClient(client_id=config.client_id, scope=list[object](config.scopes))
+                session = OAuth2Session(client=client)
+                token = session.fetch_token(
+                    config.token_url,
+                    client_id=config.client_id,
+                    client_secret=config.client_secret,
+                    timeout=self.timeout,
+                    verify=self.verify,  # type: ignore[arg-type]  # requests takes a CA bundle path too
+                )
+            else:
+                session = OAuth2Session(client_id=config.client_id, scope=config.scopes or None)
+                basic = HTTPBasicAuth(config.client_id, config.client_secret) if config.client_secret else None
+                token = session.refresh_token(
+                    config.token_url,
+                    refresh_token=self.refresh,
+                    auth=basic,
+                    timeout=self.timeout,
+                    verify=self.verify,  # type: ignore[arg-type]  # requests takes a CA bundle path too
+                    **({} if basic else {"client_id": config.client_id}),
+                )
+                self.refresh = token.get("refresh_token") or self.refresh
+        except Warning as exc:
+            # oauthlib raises a Warning carrying the token when the server granted another
+            # scope than asked (allowed by RFC 6749 section 5.1); the token is still good.
+            granted = getattr(exc, "token", None)
+            if not granted:
+                raise HttpAuthError(f"OAuth2 {self.grant} grant at {config.token_url}: {exc}") from None
+            token = granted
+            if self.grant == "refresh_token":
+                self.refresh = token.get("refresh_token") or self.refresh
+        except OAuth2Error as exc:
+            raise HttpAuthError(
+                f"OAuth2 {self.grant} grant at {config.token_url} refused: {exc.error} "
+                f"(HTTP {exc.status_code}) {exc.description or ''}".strip()
+            ) from None
+        except requests.RequestException as exc:
+            raise HttpAuthError(f"OAuth2 token endpoint {config.token_url} unreachable: {type(exc).__name__}") from None
+        self.renewals += 1
+        return dict(token)
+
+    def _fresh(self, token: dict[str, Any] | None) -> bool:
+        if token is None:
+            return False
+        expires_at = token.get("expires_at")
+        if expires_at is None:
+            return True
+        lifetime = float(token.get("expires_in") or 60)
+        # Renew a little before expiry: 10% of the lifetime, at most 30 s.
+        return time.time() < float(expires_at) - min(30.0, lifetime / 10)
+
+    def access_token(self) -> str:
+        """The current access token, fetching a new one when it is missing or about to expire."""
+        with self._lock:
+            if not self._fresh(self._token):
+                self._token = self._fetch()
+            assert self._token is not None
+            return str(self._token["access_token"])
+
+    def invalidate(self, token: str) -> None:
+        """The API refused ``token`` (HTTP 401): the next request gets a new one."""
+        with self._lock:
+            if self._token is not None and self._token.get("access_token") == token:
+                self._token = None
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.access_token()}"
+        return request
+
+
+def build_auth(config: HttpAuth, timeout: float, verify: bool | str) -> AuthBase | None:
+    """The ``requests`` auth object for ``config``; ``None`` for ``type: none``.
+
+    Raises ``ValueError`` naming the missing field when the type's required fields are unset.
+    """
+    missing = [name for name in REQUIRED[config.type] if not getattr(config, name)]
+    if missing:
+        raise ValueError(f"auth type {config.type!r} needs {', '.join(missing)}")
+    if config.type == "bearer":
+        return BearerAuth(str(config.token))
+    if config.type == "api_key":
+        return ApiKeyAuth(config.api_key_name, str(config.api_key), config.api_key_in)
+    if config.type == "basic":
+        return HTTPBasicAuth(str(config.username), str(config.password))
+    if config.type in ("oauth2_client_credentials", "oauth2_refresh_token"):
+        grant: Literal["client_credentials", "refresh_token"] = (
+            "client_credentials" if config.type == "oauth2_client_credentials" else "refresh_token"
+        )
+        auth = OAuth2TokenAuth(grant, config, timeout)
+        auth.verify = verify
+        return auth
+    return None
+
+
+class OriginBoundAuth(AuthBase):
+    """Credentials for the allowed origins only: ``inner`` (bearer, API key, basic, OAuth2) and the secret
+    ``headers`` are applied to a request whose URL's origin is in ``origins`` and to no other.
+
+    A child stream's ``{url}`` or a ``next`` link may name any host; this keeps the token at home, as
+    browsers do (RFC 6454 origins: scheme, host, port). ``inner`` is the wrapped auth (``None``: headers only).
+    """
+
+    def __init__(self, inner: AuthBase | None, headers: Mapping[str, str], origins: frozenset[Origin]) -> None:
+        self.inner, self.headers, self.origins = inner, dict(headers), origins
+
+    def allows(self, url: str) -> bool:
+        """Whether credentials may be sent to ``url``."""
+        try:
+            return origin_of(url) in self.origins
+        except ValueError:
+            return False
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if not self.allows(str(request.url)):
+            # the cookie jar matches cookies by domain only (not scheme or port): drop them here too
+            for name in [h for h in request.headers if h.lower() == "cookie" or h in self.headers]:
+                del request.headers[name]
+            return request
+        request.headers.update(self.headers)
+        return self.inner(request) if self.inner is not None else request
+
+
+class CredentialSession(requests.Session):
+    """A ``requests.Session`` whose redirects never carry credentials to another origin.
+
+    requests itself drops only ``Authorization`` on a redirect to another host (``Session.rebuild_auth``)
+    and keeps an API-key header or a cookie header; here every credential header (``Authorization``,
+    ``Cookie``, the API key's header and each secret header) is removed
+    when the redirect leaves the allowed origins (the session's :class:`OriginBoundAuth` decides), and
+    applied again when it goes to another allowed origin.
+    """
+
+    def __init__(self, credential_headers: Iterable[str]) -> None:
+        super().__init__()
+        self.credential_headers = {"authorization", "cookie"}  # a proxy's own credentials stay
+        self.credential_headers |= {h.lower() for h in credential_headers}
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        super().rebuild_auth(prepared_request, response)
+        auth = self.auth
+        if isinstance(auth, OriginBoundAuth) and auth.allows(str(prepared_request.url)):
+            auth(prepared_request)  # requests dropped Authorization on a change of host: an allowed one
+            return
+        for name in [h for h in prepared_request.headers if h.lower() in self.credential_headers]:
+            del prepared_request.headers[name]
