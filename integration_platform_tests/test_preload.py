@@ -26,7 +26,8 @@ def test_the_storage_modules_of_the_instance_are_named_and_imported(tmp_path: Pa
 
 def test_importing_it_builds_the_definitions_and_imports_the_storage(tmp_path: Path) -> None:
     """In a fresh interpreter, as the step server imports it: afterwards the definitions are built
-    once and found in the cache by the next call, and alembic (which the SQL storage imports) is loaded."""
+    once and found in the cache by the next call, and alembic (which the SQL storage imports) and the
+    clients a step imports when it connects (left out of the definitions' own load) are loaded."""
     write_instance(tmp_path, {})
     # As in a fresh clone: importing defs/ writes its __pycache__, which must not change the cache's key.
     shutil.rmtree(REPO / "integration_platform" / "defs" / "__pycache__", ignore_errors=True)
@@ -36,8 +37,9 @@ def test_importing_it_builds_the_definitions_and_imports_the_storage(tmp_path: P
         "from integration_platform.definitions import _built, defs\n"
         "defs()\n"
         "print(_built.cache_info().misses, _built.cache_info().hits, 'alembic' in sys.modules)\n"
+        "print(*sorted({m.split('.')[0] for m in sys.modules} & {'psycopg', 'paramiko', 'requests', 'oauthlib'}))\n"
     )
     env = {"DAGSTER_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["1", "1", "True"], done.stdout
+    assert done.stdout.split() == ["1", "1", "True", "oauthlib", "paramiko", "psycopg", "requests"], done.stdout

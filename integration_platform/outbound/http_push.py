@@ -2,7 +2,7 @@
 
 HTTP is ``httpx2`` (the httpx API; already pinned through datasette) with one ``AsyncClient`` per sync and at most
 ``concurrency`` requests in flight (an ``asyncio.Semaphore``). The retry policy is urllib3's ``Retry`` as in
-``resources/http_api.py``: statuses 429/500/502/503/504 and transport errors are retried with exponential backoff
+``resources/http_client.py``: statuses 429/500/502/503/504 and transport errors are retried with exponential backoff
 and jitter; ``Retry-After`` (RFC 9110 section 10.2.3) is honoured on 429/503. Every request, POST included, is
 retried: each carries an idempotency key header (draft-ietf-httpapi-idempotency-key-header), so a retry of a request
 that did reach the target creates nothing new there. Every attempt passes the run-wide :class:`RateLimiter`

@@ -8,9 +8,10 @@ whose module imports ``requests``, so building the definitions does not.
 HTTP is ``requests``; the retry policy is urllib3's ``Retry`` (exponential backoff with
 jitter, ``Retry-After`` honoured on 429/503, status list 429/500/502/503/504, connection and
 read errors). urllib3 applies a ``Retry`` only around the status line and headers, so the
-attempts run in :meth:`RestClient.get`, which asks the same ``Retry`` object whether to
-go on and how long to sleep; that way a body cut short or invalid JSON is retried too, and
-every attempt passes the run's :class:`RateLimiter` (so retries never exceed the limit).
+attempts run in :meth:`~integration_platform.resources.http_client.RestClient.get`, which asks the
+same ``Retry`` object whether to go on and how long to sleep; that way a body cut short or invalid
+JSON is retried too, and every attempt passes the run's
+:class:`~integration_platform.resources.rate_limit.RateLimiter` (so retries never exceed the limit).
 
 Errors raised (:class:`HttpSourceError`) name the method, the URL with secret query values
 redacted and the reason; they never chain the underlying exception (its text may hold the
@@ -44,7 +45,7 @@ class RestApiResource(dg.ConfigurableResource):
 
     Credentials (``auth`` and the ``secret_headers_env`` headers) go only to the base URL's origin and the
     ``allowed_hosts`` origins; a request or redirect to any other origin is sent without them (see
-    :class:`~integration_platform.resources.http_auth.OriginBoundAuth`).
+    :class:`~integration_platform.resources.http_credentials.OriginBoundAuth`).
 
     Timeouts are seconds; ``rate_limit`` is requests per second for the whole run (every
     thread and process of it), ``None`` for no limit; ``concurrency`` bounds parallel

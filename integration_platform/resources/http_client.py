@@ -1,6 +1,8 @@
 """RestClient: the runtime side of :class:`~integration_platform.resources.http_api.RestApiResource`, one
 pooled ``requests`` session with the resource's auth, rate limit and retries (the retry design and the
-errors raised are described in :mod:`integration_platform.resources.http_api`).
+errors raised are described in :mod:`integration_platform.resources.http_api`). Kept apart from the
+resource so that building the definitions does not import ``requests``: ``RestApiResource.client()``
+imports this module.
 """
 
 import json

@@ -6,7 +6,8 @@ OAuth2 tokens come from requests-oauthlib (``OAuth2Session.fetch_token`` for the
 credentials grant, RFC 6749 section 4.4; ``OAuth2Session.refresh_token`` for the refresh token
 grant, section 6). :class:`OAuth2TokenAuth` only decides *when* to renew: shortly before
 ``expires_in`` runs out, or at once after the API answered 401 to the current token. No error raised
-here ever contains a secret.
+here ever contains a secret. Kept apart from the settings so that building the definitions does not
+import ``requests`` or ``oauthlib``: :mod:`~integration_platform.resources.http_client` imports this module.
 """
 
 import threading

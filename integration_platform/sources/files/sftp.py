@@ -6,7 +6,8 @@ AES-GCM for SSH is RFC 5647 as OpenSSH implements it (``aes128-gcm@openssh.com``
 version 3, draft-ietf-secsh-filexfer-02, the version OpenSSH and nearly every server speak;
 ``limits@openssh.com`` is OpenSSH's extension reporting the server's largest read (OpenSSH
 ``PROTOCOL`` file, section 4.8). SSH itself is paramiko (``SSHClient``, ``Transport``,
-``SFTPClient``); this module adds host-key policy, error messages and the download loop.
+``SFTPClient``); the platform adds host-key policy and error messages (``sftp_connect.py``) and the
+download loop (``sftp_files.py``).
 
 Host keys. A connection is refused unless the server's host key is checked: against an
 OpenSSH ``known_hosts`` file (an unknown key is refused, a changed key is refused) or against
@@ -28,7 +29,8 @@ a large channel window and maximum packet size and AES-GCM this runs at roughly 
 opens, fstats, first reads and closes pipelined): a 5 KB file costs one round trip's share instead
 of four round trips.
 
-Errors: everything is raised as :class:`RemoteFileError` (host keys: :class:`HostKeyError`)
+Errors: everything is raised as :class:`~integration_platform.sources.files.remote_files.RemoteFileError`
+(host keys: :class:`~integration_platform.sources.files.remote_files.HostKeyError`)
 naming ``sftp://host:port`` and the path; messages never contain the password, the private
 key or its passphrase. The connection is opened in :mod:`~integration_platform.sources.files.sftp_connect`,
 the session's operations are :mod:`~integration_platform.sources.files.sftp_files`; both import paramiko, this
@@ -108,10 +110,11 @@ class SftpResource(dg.ConfigurableResource):
     def connect(self) -> Iterator["SftpFiles"]:
         """An authenticated SFTP session, closed when the block ends.
 
-        Raises :class:`HostKeyError` when neither ``known_hosts`` nor ``host_key_fingerprint``
-        is set, or the server's host key is unknown or differs from the expected one; raises
-        :class:`RemoteFileError` when the server cannot be reached, authentication fails, the
-        private key cannot be loaded or no cipher is shared.
+        Raises :class:`~integration_platform.sources.files.remote_files.HostKeyError` when neither
+        ``known_hosts`` nor ``host_key_fingerprint`` is set, or the server's host key is unknown or
+        differs from the expected one; raises :class:`~integration_platform.sources.files.remote_files.RemoteFileError`
+        when the server cannot be reached, authentication fails, the private key cannot be loaded or no
+        cipher is shared.
         """
         from integration_platform.sources.files.sftp_connect import open_client  # paramiko: when a step connects
         from integration_platform.sources.files.sftp_files import SftpFiles

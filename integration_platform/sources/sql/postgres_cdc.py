@@ -127,8 +127,9 @@ class PostgresChangeLog:
     :class:`~integration_platform.core.changes.ChangeLog`.
 
     ``uri``: libpq URI of the database; ``table``/``schema``: the captured table; ``prefix``: from
-    :func:`cursor_prefix`; ``publication``: an existing publication to read, or ``None`` to use (and
-    create when missing) ``<prefix>``; ``primary_key``: the stream's key columns (an update that
+    :func:`~integration_platform.sources.sql.slot_names.cursor_prefix`; ``publication``: an existing
+    publication to read, or ``None`` to use (and create when missing) ``<prefix>``; ``primary_key``: the
+    stream's key columns (an update that
     changes them lands as a delete of the old key, then the update; default: the replica identity's
     columns). Raises ``psycopg.Error`` for connection and SQL errors and :class:`ChangeCaptureError`
     for a table that cannot be captured or changes that cannot be landed.
