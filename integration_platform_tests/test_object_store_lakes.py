@@ -2,7 +2,8 @@
 
 The chinook demo lands with the lake in each store and reconciles with the same run on a local
 lake; a landing killed after its Parquet upload and before its manifest leaves nothing visible, and
-the retry lands each row once and removes the orphan upload.
+the retry lands each row once and removes the orphan upload. Reading many objects at once (the
+manifests of a partitioned stream) keeps their order on every store, S3 (moto) and a local lake included.
 """
 
 import json
@@ -13,19 +14,20 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import boto3
 import dagster as dg
 import duckdb
 import pyarrow as pa
 import pytest
 
-from integration_platform.core.lake import FsspecLake, LakeStore
+from integration_platform.core.lake import FsspecLake, LakeStore, LocalLake, S3Lake
 from integration_platform.core.landing import land, list_manifests
 from integration_platform.core.loading import duckdb_paths, load, pending
 from integration_platform.core.streams import StreamSpec
 from integration_platform.resources.lake import LakeResource
 from integration_platform.resources.object_stores import AzureBlobSettings, GcsSettings
 from integration_platform_tests.run_stream import LAKE_ENV, killed_in
-from integration_platform_tests.services import REPO, missing
+from integration_platform_tests.services import REPO, missing, moto_server
 from sandbox import ServerMissing
 from sandbox.harness import landed_rows, latest_metadata, platform
 from sandbox.object_stores import azurite, fake_gcs_server
@@ -222,6 +224,35 @@ def test_a_hostile_key_never_reaches_the_store(store: str, servers: dict[str, An
     if store == "az":  # adlfs reads "?versionid=" as a blob version: such a key would land elsewhere
         with pytest.raises(ValueError, match="versionid"):
             lake.put_json("w/partition=a?versionid=1.json", {})
+
+
+def reads_many_in_order(lake: LakeStore) -> None:
+    """``get_json_many`` of 25 keys (names a glob would expand among them) returns each object in the keys'
+    order, as ``get_json`` one by one does; a missing key raises what ``get_json`` raises."""
+    keys = [f"m/{name}.json" for name in ("a*", "a[1]", "a?", *(f"{i:02d}" for i in range(22)))]
+    for key in keys:
+        lake.put_json(key, {"key": key})
+    order = keys[::-1]
+    assert lake.get_json_many(order) == [{"key": key} for key in order] == [lake.get_json(k) for k in order]
+    with pytest.raises(Exception) as one:
+        lake.get_json("m/missing.json")
+    with pytest.raises(type(one.value)):
+        lake.get_json_many([*keys[:12], "m/missing.json", *keys[12:]])
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_many_objects_are_read_at_once_in_their_order(store: str, servers: dict[str, Any]) -> None:
+    reads_many_in_order(resource(lake_fields(store, servers)).store())
+
+
+def test_many_objects_are_read_at_once_in_their_order_on_s3_and_locally(tmp_path: Path) -> None:
+    reads_many_in_order(LocalLake(tmp_path))
+    with moto_server() as endpoint:
+        s3 = boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
+        )
+        s3.create_bucket(Bucket="lake")
+        reads_many_in_order(S3Lake(s3, "lake", "raw"))
 
 
 @pytest.mark.parametrize("store", STORES)

@@ -20,6 +20,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,6 +34,9 @@ TMP_MARK = ".tmp-"
 _STAGING = re.compile(r"^\.tmp-(\d+)@([^~/]*)~[0-9a-f]{32}")
 #: Staging files whose writer cannot be judged (another host, an older name) are removed after this.
 STALE_STAGING_SECONDS = 3600
+#: Objects an object-store lake reads at once in :meth:`LakeStore.get_json_many`: botocore's default
+#: connection pool (``max_pool_connections``) holds 10, so more threads would only queue for it.
+READ_CONCURRENCY = 10
 
 
 @functools.cache
@@ -103,6 +107,12 @@ class LakeStore(Protocol):
     def put_json(self, key: str, obj: Any) -> None: ...
 
     def get_json(self, key: str) -> Any: ...
+
+    def get_json_many(self, keys: list[str]) -> list[Any]:
+        """The JSON objects at ``keys``, in their order (an object store reads several at once: each
+        read is one round trip, and a partitioned stream has a manifest per partition). Raises what
+        :meth:`get_json` raises."""
+        ...
 
     def list_keys(self, prefix: str) -> list[str]: ...
 
@@ -177,6 +187,9 @@ class LocalLake:
 
     def get_json(self, key: str) -> Any:
         return json.loads(self._path(key).read_text())
+
+    def get_json_many(self, keys: list[str]) -> list[Any]:
+        return [self.get_json(key) for key in keys]
 
     def list_keys(self, prefix: str) -> list[str]:
         base = self._path(prefix) if prefix else self.root
@@ -254,6 +267,18 @@ class _ObjectStoreLake:
             yield target
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    def get_json(self, key: str) -> Any:
+        raise NotImplementedError
+
+    def get_json_many(self, keys: list[str]) -> list[Any]:
+        """:meth:`get_json` of each key, :data:`READ_CONCURRENCY` at a time (boto3's clients and fsspec's
+        filesystems may be shared by threads). Not fsspec's ``cat`` of a list: it expands ``*``, ``?``
+        and ``[`` as a glob, and a key may hold them."""
+        if len(keys) < 2:
+            return [self.get_json(key) for key in keys]
+        with ThreadPoolExecutor(min(READ_CONCURRENCY, len(keys)), thread_name_prefix="lake-read") as pool:
+            return list(pool.map(self.get_json, keys))
 
     def _upload(self, staging: Path, key: str) -> None:
         raise NotImplementedError

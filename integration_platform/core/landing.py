@@ -155,7 +155,8 @@ def stamped_window(kind: str, run_id: str) -> str:
 def list_manifests(store: LakeStore, spec: StreamSpec) -> list[Manifest]:
     """Every committed manifest of the stream, oldest landing first."""
     prefix = f"{spec.path}/{MANIFESTS}/"
-    manifests = [Manifest.from_json(store.get_json(k)) for k in store.list_keys(prefix) if k.endswith(".json")]
+    keys = [k for k in store.list_keys(prefix) if k.endswith(".json")]
+    manifests = [Manifest.from_json(data) for data in store.get_json_many(keys)]
     return sorted(manifests, key=lambda m: m.landed_at)
 
 
