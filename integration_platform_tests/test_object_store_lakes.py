@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import dagster as dg
@@ -23,6 +23,7 @@ import pytest
 from integration_platform.core.lake import FsspecLake, LakeStore, LocalLake, S3Lake
 from integration_platform.core.landing import land, list_manifests
 from integration_platform.core.loading import duckdb_paths, load, pending
+from integration_platform.core.manifest_reads import forget_read, read_listed
 from integration_platform.core.streams import StreamSpec
 from integration_platform.resources.lake import LakeResource
 from integration_platform.resources.object_stores import AzureBlobSettings, GcsSettings
@@ -240,12 +241,55 @@ def reads_many_in_order(lake: LakeStore) -> None:
         lake.get_json_many([*keys[:12], "m/missing.json", *keys[12:]])
 
 
+class CountingReads:
+    """A real store whose reads are counted (every other call goes to it unchanged)."""
+
+    def __init__(self, lake: LakeStore) -> None:
+        self.lake, self.read = lake, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.lake, name)
+
+    def get_json_many(self, keys: list[str]) -> list[Any]:
+        self.read += len(keys)
+        return self.lake.get_json_many(keys)
+
+
+def reads_only_what_changed(lake: LakeStore, versioned: bool) -> None:
+    """A second listing takes the manifests this process read from memory where the store versions them
+    (an object store's ETag) and reads them all again where it does not (a local lake); a manifest written
+    again, a new one and a removed one are seen at once either way, and no caller shares a read object."""
+    forget_read()
+    counted = CountingReads(lake)
+    store = cast(LakeStore, counted)
+    for i in range(30):
+        lake.put_json(f"s/_manifests/{i:02d}.json", {"i": i, "landing_id": uuid.uuid4().hex})
+    first = read_listed(store, "s/_manifests/")
+    assert [m["i"] for m in first] == list(range(30)) and counted.read == 30
+    first[0]["i"] = "changed by a caller"
+    again = read_listed(store, "s/_manifests/")
+    assert [m["i"] for m in again] == list(range(30)) and again[1:] == first[1:]
+    assert counted.read == (30 if versioned else 60)
+    lake.put_json("s/_manifests/03.json", {"i": 103, "landing_id": uuid.uuid4().hex})
+    lake.put_json("s/_manifests/30.json", {"i": 30, "landing_id": uuid.uuid4().hex})
+    lake.delete(["s/_manifests/07.json"])
+    before = counted.read
+    third = [m["i"] for m in read_listed(store, "s/_manifests/")]
+    assert third == [0, 1, 2, 103, 4, 5, 6, *range(8, 31)]
+    assert counted.read - before == (2 if versioned else 30)
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_listing_reads_only_the_manifests_that_changed(store: str, servers: dict[str, Any]) -> None:
+    reads_only_what_changed(resource(lake_fields(store, servers)).store(), versioned=True)
+
+
 @pytest.mark.parametrize("store", STORES)
 def test_many_objects_are_read_at_once_in_their_order(store: str, servers: dict[str, Any]) -> None:
     reads_many_in_order(resource(lake_fields(store, servers)).store())
 
 
-def test_many_objects_are_read_at_once_in_their_order_on_s3_and_locally(tmp_path: Path) -> None:
+def test_many_objects_are_read_at_once_and_only_when_changed_on_s3_and_locally(tmp_path: Path) -> None:
     reads_many_in_order(LocalLake(tmp_path))
     with moto_server() as endpoint:
         s3 = boto3.client(
@@ -253,6 +297,8 @@ def test_many_objects_are_read_at_once_in_their_order_on_s3_and_locally(tmp_path
         )
         s3.create_bucket(Bucket="lake")
         reads_many_in_order(S3Lake(s3, "lake", "raw"))
+        reads_only_what_changed(S3Lake(s3, "lake", f"raw-{uuid.uuid4().hex[:8]}"), versioned=True)
+    reads_only_what_changed(LocalLake(tmp_path / "local"), versioned=False)
 
 
 @pytest.mark.parametrize("store", STORES)

@@ -116,6 +116,13 @@ class LakeStore(Protocol):
 
     def list_keys(self, prefix: str) -> list[str]: ...
 
+    def list_versions(self, prefix: str) -> dict[str, str | None]:
+        """``{key: version}`` of the keys :meth:`list_keys` lists: a version is a token that changes
+        whenever the object is written again (an object store's ETag), ``None`` where the store has
+        none a reader may rely on (a local lake: a file's modification time is as coarse as the
+        kernel's clock tick, and its inode may be reused)."""
+        ...
+
     def delete(self, keys: list[str]) -> None:
         """Remove ``keys``; a key that does not exist is not an error."""
         ...
@@ -192,12 +199,18 @@ class LocalLake:
         return [self.get_json(key) for key in keys]
 
     def list_keys(self, prefix: str) -> list[str]:
+        return sorted(self.list_versions(prefix))
+
+    def list_versions(self, prefix: str) -> dict[str, str | None]:
+        """No versions (``None``): reading a local file again costs less than the risk of a stale one."""
         base = self._path(prefix) if prefix else self.root
         if not base.exists():
-            return []
-        return sorted(
-            str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file() and not p.name.startswith(TMP_MARK)
-        )
+            return {}
+        return {
+            str(p.relative_to(self.root)): None
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(TMP_MARK)
+        }
 
     def remove_stale_staging(self, prefix: str) -> int:
         """Remove the staging files under ``prefix`` whose writer is gone (:func:`writer_gone`; never part
@@ -312,12 +325,16 @@ class S3Lake(_ObjectStoreLake):
         return json.loads(self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read())
 
     def list_keys(self, prefix: str) -> list[str]:
+        return sorted(self.list_versions(prefix))
+
+    def list_versions(self, prefix: str) -> dict[str, str | None]:
+        """Versions are S3's ETags (``ListObjectsV2``), which change with the object's content."""
         paginator = self.client.get_paginator("list_objects_v2")
         strip = len(self._key("")) if self.prefix else 0
-        keys: list[str] = []
+        versions: dict[str, str | None] = {}
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
-            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
-        return sorted(keys)
+            versions.update((obj["Key"][strip:], str(obj["ETag"])) for obj in page.get("Contents", []))
+        return versions
 
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
@@ -375,13 +392,22 @@ class FsspecLake(_ObjectStoreLake):
         return json.loads(self.fs.cat_file(self._path(key)))
 
     def list_keys(self, prefix: str) -> list[str]:
+        return sorted(self.list_versions(prefix))
+
+    def list_versions(self, prefix: str) -> dict[str, str | None]:
+        """Versions are the ETags gcsfs and adlfs report for each object (they change with every write,
+        or with the content); ``None`` from a filesystem that reports none."""
         base, root = self._path(prefix), self._path("")  # root ends with "/"
         try:
-            found = self.fs.find(base.rstrip("/"))
+            found = self.fs.find(base.rstrip("/"), detail=True)
         except FileNotFoundError:
-            return []
+            return {}
         # find() of a folder also returns a file of the same name: keep what is under the prefix.
-        return sorted(path[len(root) :] for path in found if path.startswith(base))
+        return {
+            path[len(root) :]: str(info["etag"]) if info.get("etag") else None
+            for path, info in found.items()
+            if path.startswith(base)
+        }
 
     def delete(self, keys: list[str]) -> None:
         for path in [self._path(key) for key in keys]:  # all checked before the first delete

@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from integration_platform.core.cursors import CursorRange, CursorValue
 from integration_platform.core.lake import LakeStore
+from integration_platform.core.manifest_reads import read_listed
 from integration_platform.core.names import MAX_KEY_SEGMENT_BYTES, check_segment
 from integration_platform.core.streams import StreamSpec
 
@@ -154,9 +155,7 @@ def stamped_window(kind: str, run_id: str) -> str:
 
 def list_manifests(store: LakeStore, spec: StreamSpec) -> list[Manifest]:
     """Every committed manifest of the stream, oldest landing first."""
-    prefix = f"{spec.path}/{MANIFESTS}/"
-    keys = [k for k in store.list_keys(prefix) if k.endswith(".json")]
-    manifests = [Manifest.from_json(data) for data in store.get_json_many(keys)]
+    manifests = [Manifest.from_json(data) for data in read_listed(store, f"{spec.path}/{MANIFESTS}/")]
     return sorted(manifests, key=lambda m: m.landed_at)
 
 
