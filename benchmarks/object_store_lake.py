@@ -22,6 +22,15 @@ nulls) made by DuckDB into a Parquet source file, untimed. Each method runs in a
   ``BlobClient.upload_blob``. Checked untimed: the object's size.
 
 ``time_x`` of a platform method against its store's SDK upload is printed per store at the end.
+
+Manifest listings (after the table, in this process; ``--manifests 0`` skips them): ``--manifests``
+(default 1,781, the daily drops of the file-drop benchmark) small JSON manifests of one stream written
+to each store (untimed), then, median of 3 each: ``list_only`` (limit: the store's listing alone),
+``one_by_one`` (peer: the listing and a read of each manifest after another, as a script does and as
+the platform did before 6 December 2026), ``platform_cold`` (``read_listed``, what a run does: the
+listing, then the manifests 10 at a time) and ``platform_again`` (``read_listed`` once more with
+nothing changed, what the drop sensor's next tick does in the long-lived code server: the listing,
+the manifests from memory). Ratios against ``one_by_one``; every read is checked against the first.
 """
 
 import argparse
@@ -196,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="object_store_lake.py", description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=5_000_000, help="rows of the table (default 5,000,000)")
     parser.add_argument("--tmp", default=None, help="folder for the source and the local lake")
+    parser.add_argument("--manifests", type=int, default=1781, help="manifests of the listing section; 0: skip it")
     for hidden in ("--source", "--file", "--out", "--bucket", "--s3", "--gcs", "--azure"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     args = parse_args(parser, argv)
@@ -262,6 +272,8 @@ def main(argv: list[str] | None = None) -> None:
             summaries = run_interleaved(methods, args.runs, warmup=warmup)
             report("object_store_lake", summaries, reference="sdk_s3", bytes_label="Parquet bytes / seconds")
             print_store_ratios(summaries)
+            if args.manifests > 0:
+                manifest_listings(servers, make_buckets(servers), args.manifests)
     except ServerMissing as exc:
         raise SystemExit(f"object_store_lake: a server is missing: {exc}") from None
     finally:
@@ -299,6 +311,47 @@ def print_store_ratios(summaries: list[Summary]) -> None:
             encode = f"; of which encoding (platform_local) {local:.2f} s" if local else ""
             print(f"  {store:6s} {platform:7.2f} s / {sdk:6.2f} s = {platform / sdk:5.2f}x{encode}")
     print(json.dumps({k: round(v, 3) for k, v in seconds.items()}))
+
+
+def manifest_listings(servers: dict[str, str], buckets: dict[str, str], count: int) -> None:
+    """The manifest-listing section (module doc): per store, the seconds of each way and its ratio."""
+    import statistics
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from integration_platform.core.manifest_reads import forget_read, read_listed
+
+    prefix = "bench/drops/_manifests/"
+    print(f"\nmanifest listings: {count:,} manifests of one stream per store, median of 3 (module doc)")
+    print(f"  {'store':6s} {'list_only':>10s} {'one_by_one':>11s} {'platform_cold':>14s} {'platform_again':>15s}")
+    for store in STORES:
+        lake_store = lake(store, argparse.Namespace(out=None, **servers), buckets[store])
+        keys = [f"{prefix}{day:05d}.json" for day in range(count)]
+        with ThreadPoolExecutor(8) as pool:  # untimed: what 1,781 landings left behind
+            bodies = [{"window": key, "landing_id": uuid.uuid4().hex} for key in keys]
+            list(pool.map(lake_store.put_json, keys, bodies))
+        timed: dict[str, list[float]] = {"list_only": [], "one_by_one": [], "platform_cold": [], "platform_again": []}
+        for _ in range(3):
+            started = time.perf_counter()
+            listed = lake_store.list_keys(prefix)
+            timed["list_only"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            expected = [lake_store.get_json(key) for key in lake_store.list_keys(prefix)]
+            timed["one_by_one"].append(time.perf_counter() - started)
+            forget_read()
+            for name in ("platform_cold", "platform_again"):
+                started = time.perf_counter()
+                got = read_listed(lake_store, prefix)
+                timed[name].append(time.perf_counter() - started)
+                if got != expected or len(listed) != count:
+                    raise SystemExit(f"manifest listings: {store} {name} read {len(got)} manifests, not the {count}")
+        median = {name: statistics.median(values) for name, values in timed.items()}
+        print(
+            f"  {store:6s} {median['list_only']:9.2f}s {median['one_by_one']:10.2f}s {median['platform_cold']:13.2f}s "
+            f"{median['platform_again']:14.2f}s   one_by_one / platform_cold "
+            f"{median['one_by_one'] / median['platform_cold']:.1f}x, / platform_again "
+            f"{median['one_by_one'] / median['platform_again']:.1f}x"
+        )
 
 
 if __name__ == "__main__":
