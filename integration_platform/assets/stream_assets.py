@@ -441,16 +441,10 @@ def lake_asset(
     return _lake
 
 
-def _expected_rows(
-    conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, active: list[Manifest] | None
-) -> int:
-    """Rows the table must hold according to the lake and the load ledger; ``active``: the stream's active
-    manifests as the load listed them (``None``: listed here). Each listing reads every manifest, one
-    request each on an object store, so a step lists once: the load's own listing is also the one
-    consistent with what it applied (a partition re-landed since then is not the landing the table holds)."""
+def _expected_rows(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec) -> int:
+    """Rows the table must hold according to the lake and the load ledger."""
     applied = applied_landings(conn, spec)
-    listed = active if active is not None else active_manifests(list_manifests(store, spec))
-    manifests = [m for m in listed if (m.window, m.landing_id) in applied]
+    manifests = [m for m in active_manifests(list_manifests(store, spec)) if (m.window, m.landing_id) in applied]
     if spec.write_disposition != "merge":
         return sum(m.rows for m in manifests)
     return keys_held(store, spec, manifests)
@@ -465,11 +459,7 @@ def _selected(
 
 
 def _checks(
-    conn: duckdb.DuckDBPyConnection,
-    store: LakeStore,
-    spec: StreamSpec,
-    table_rows: int,
-    active: list[Manifest] | None = None,
+    conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, table_rows: int
 ) -> list[dg.AssetCheckResult]:
     results = []
     if spec.primary_key:
@@ -490,7 +480,7 @@ def _checks(
                 metadata={"duplicate_keys": duplicates, "null_keys": null_keys},
             )
         )
-    expected = _expected_rows(conn, store, spec, active)
+    expected = _expected_rows(conn, store, spec)
     results.append(
         dg.AssetCheckResult(
             check_name=ROWS_CHECK,
@@ -566,10 +556,9 @@ def _apply_pending(
         return
     keys: list[str | None] = list(context.partition_keys) if spec.partitioning else [None]
     with warehouse_connection(context) as conn:
-        active = active_manifests(list_manifests(store, spec))  # listed once for the load and its row check
-        todo = pending(conn, store, spec, None if keys == [None] else {k for k in keys if k}, active)
+        todo = pending(conn, store, spec, None if keys == [None] else {k for k in keys if k})
         result = load(conn, store, spec, todo)
-        checks = _checks(conn, store, spec, result.table_rows, active)
+        checks = _checks(conn, store, spec, result.table_rows)
         columns = table_columns(conn, spec)
         schema = {"dagster/column_schema": column_schema(spec, [(c[0], c[1]) for c in columns])}
         if spec.partitioning is not None:  # each partition's page shows its own rows, not the table's

@@ -138,16 +138,14 @@ def pending(
     store: LakeStore,
     spec: StreamSpec,
     partitions: str | Collection[str] | None = None,
-    active: list[Manifest] | None = None,
 ) -> list[Manifest]:
     """Committed landings not yet applied to the table, in the order they must be applied.
 
     For a partitioned stream pass ``partitions`` (a key, or several: a single-run backfill) to
-    get those partitions' landings, if new. The manifests are listed once either way, or not at all
-    when the caller passes the stream's ``active`` ones (``active_manifests(list_manifests(...))``).
+    get those partitions' landings, if new. The manifests are listed once either way.
     """
     applied = applied_landings(conn, spec)
-    manifests = active if active is not None else active_manifests(list_manifests(store, spec))
+    manifests = active_manifests(list_manifests(store, spec))
     if partitions is not None:
         wanted = {partitions} if isinstance(partitions, str) else set(partitions)
         manifests = [m for m in manifests if m.partition in wanted]
