@@ -6,6 +6,8 @@ the retry lands each row once and removes the orphan upload. Reading many object
 manifests of a partitioned stream) keeps their order on every store, S3 (moto) and a local lake included.
 """
 
+import base64
+import hashlib
 import json
 import signal
 import uuid
@@ -23,7 +25,7 @@ import pytest
 from integration_platform.core.lake import FsspecLake, LakeStore, LocalLake, S3Lake
 from integration_platform.core.landing import land, list_manifests
 from integration_platform.core.loading import duckdb_paths, load, pending
-from integration_platform.core.manifest_reads import forget_read, read_listed
+from integration_platform.core.manifest_reads import forget_read, is_version_of, read_listed
 from integration_platform.core.streams import StreamSpec
 from integration_platform.resources.lake import LakeResource
 from integration_platform.resources.object_stores import AzureBlobSettings, GcsSettings
@@ -228,17 +230,18 @@ def test_a_hostile_key_never_reaches_the_store(store: str, servers: dict[str, An
 
 
 def reads_many_in_order(lake: LakeStore) -> None:
-    """``get_json_many`` of 25 keys (names a glob would expand among them) returns each object in the keys'
+    """``get_bytes_many`` of 25 keys (names a glob would expand among them) returns each object in the keys'
     order, as ``get_json`` one by one does; a missing key raises what ``get_json`` raises."""
     keys = [f"m/{name}.json" for name in ("a*", "a[1]", "a?", *(f"{i:02d}" for i in range(22)))]
     for key in keys:
         lake.put_json(key, {"key": key})
     order = keys[::-1]
-    assert lake.get_json_many(order) == [{"key": key} for key in order] == [lake.get_json(k) for k in order]
+    read = [json.loads(body) for body in lake.get_bytes_many(order)]
+    assert read == [{"key": key} for key in order] == [lake.get_json(k) for k in order]
     with pytest.raises(Exception) as one:
         lake.get_json("m/missing.json")
     with pytest.raises(type(one.value)):
-        lake.get_json_many([*keys[:12], "m/missing.json", *keys[12:]])
+        lake.get_bytes_many([*keys[:12], "m/missing.json", *keys[12:]])
 
 
 class CountingReads:
@@ -250,9 +253,9 @@ class CountingReads:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.lake, name)
 
-    def get_json_many(self, keys: list[str]) -> list[Any]:
+    def get_bytes_many(self, keys: list[str]) -> list[bytes]:
         self.read += len(keys)
-        return self.lake.get_json_many(keys)
+        return self.lake.get_bytes_many(keys)
 
 
 def reads_only_what_changed(lake: LakeStore, versioned: bool) -> None:
@@ -279,9 +282,49 @@ def reads_only_what_changed(lake: LakeStore, versioned: bool) -> None:
     assert counted.read - before == (2 if versioned else 30)
 
 
+class WrittenAfterListing(CountingReads):
+    """A real store where another writer replaces ``key`` with ``body`` right after each listing."""
+
+    def __init__(self, lake: LakeStore, key: str, body: dict[str, Any]) -> None:
+        super().__init__(lake)
+        self.key, self.body = key, body
+
+    def list_versions(self, prefix: str) -> dict[str, str | None]:
+        listed = self.lake.list_versions(prefix)
+        self.lake.put_json(self.key, self.body)
+        return listed
+
+
+def keeps_no_read_under_another_version(lake: LakeStore) -> None:
+    """A manifest written again between the listing and the read is returned as read, but not kept under
+    the listing's version: where the ETag is the content's MD5 (S3, fake-gcs-server) the first content
+    written back brings that version back, and it must read as the first content, not the second."""
+    forget_read()
+    first, second = {"landing_id": "first"}, {"landing_id": "second"}
+    lake.put_json("r/_manifests/day.json", first)
+    racing = cast(LakeStore, WrittenAfterListing(lake, "r/_manifests/day.json", second))
+    assert read_listed(racing, "r/_manifests/") == [second]
+    lake.put_json("r/_manifests/day.json", first)  # restored: the same bytes, the same content-hash ETag
+    assert read_listed(lake, "r/_manifests/") == [first]
+
+
+@pytest.mark.fast
+def test_a_content_hash_etag_must_be_the_md5_of_what_was_read() -> None:
+    body = b'{"landing_id": "x"}'
+    md5 = hashlib.md5(body, usedforsecurity=False)
+    assert is_version_of(body, f'"{md5.hexdigest()}"') and is_version_of(body, md5.hexdigest().upper())
+    assert is_version_of(body, base64.b64encode(md5.digest()).decode())
+    assert not is_version_of(b"{}", f'"{md5.hexdigest()}"')
+    assert not is_version_of(b"{}", base64.b64encode(md5.digest()).decode())
+    # ETags that name one write (Azure's, GCS's generation-based, S3's multipart or encrypted ones)
+    for tag in ('"0x8DC1F2A3B4C5D6E"', "CKih16GjycICEAE=", '"9b2cf535f27731c974343645a3985328-3"'):
+        assert is_version_of(b"{}", tag)
+
+
 @pytest.mark.parametrize("store", STORES)
 def test_a_listing_reads_only_the_manifests_that_changed(store: str, servers: dict[str, Any]) -> None:
     reads_only_what_changed(resource(lake_fields(store, servers)).store(), versioned=True)
+    keeps_no_read_under_another_version(resource(lake_fields(store, servers)).store())
 
 
 @pytest.mark.parametrize("store", STORES)
@@ -298,6 +341,7 @@ def test_many_objects_are_read_at_once_and_only_when_changed_on_s3_and_locally(t
         s3.create_bucket(Bucket="lake")
         reads_many_in_order(S3Lake(s3, "lake", "raw"))
         reads_only_what_changed(S3Lake(s3, "lake", f"raw-{uuid.uuid4().hex[:8]}"), versioned=True)
+        keeps_no_read_under_another_version(S3Lake(s3, "lake", f"raw-{uuid.uuid4().hex[:8]}"))
     reads_only_what_changed(LocalLake(tmp_path / "local"), versioned=False)
 
 

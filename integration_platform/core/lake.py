@@ -34,7 +34,7 @@ TMP_MARK = ".tmp-"
 _STAGING = re.compile(r"^\.tmp-(\d+)@([^~/]*)~[0-9a-f]{32}")
 #: Staging files whose writer cannot be judged (another host, an older name) are removed after this.
 STALE_STAGING_SECONDS = 3600
-#: Objects an object-store lake reads at once in :meth:`LakeStore.get_json_many`: botocore's default
+#: Objects an object-store lake reads at once in :meth:`LakeStore.get_bytes_many`: botocore's default
 #: connection pool (``max_pool_connections``) holds 10, so more threads would only queue for it.
 READ_CONCURRENCY = 10
 
@@ -108,10 +108,10 @@ class LakeStore(Protocol):
 
     def get_json(self, key: str) -> Any: ...
 
-    def get_json_many(self, keys: list[str]) -> list[Any]:
-        """The JSON objects at ``keys``, in their order (an object store reads several at once: each
-        read is one round trip, and a partitioned stream has a manifest per partition). Raises what
-        :meth:`get_json` raises."""
+    def get_bytes_many(self, keys: list[str]) -> list[bytes]:
+        """The content of the objects at ``keys``, in their order (an object store reads several at once:
+        each read is one round trip, and a partitioned stream has a manifest per partition). Raises what
+        :meth:`get_json` raises for a missing or unreadable key."""
         ...
 
     def list_keys(self, prefix: str) -> list[str]: ...
@@ -195,8 +195,8 @@ class LocalLake:
     def get_json(self, key: str) -> Any:
         return json.loads(self._path(key).read_text())
 
-    def get_json_many(self, keys: list[str]) -> list[Any]:
-        return [self.get_json(key) for key in keys]
+    def get_bytes_many(self, keys: list[str]) -> list[bytes]:
+        return [self._path(key).read_bytes() for key in keys]
 
     def list_keys(self, prefix: str) -> list[str]:
         return sorted(self.list_versions(prefix))
@@ -282,16 +282,19 @@ class _ObjectStoreLake:
             shutil.rmtree(folder, ignore_errors=True)
 
     def get_json(self, key: str) -> Any:
-        raise NotImplementedError
+        return json.loads(self._get_bytes(key))
 
-    def get_json_many(self, keys: list[str]) -> list[Any]:
-        """:meth:`get_json` of each key, :data:`READ_CONCURRENCY` at a time (boto3's clients and fsspec's
+    def get_bytes_many(self, keys: list[str]) -> list[bytes]:
+        """The content of each key, :data:`READ_CONCURRENCY` at a time (boto3's clients and fsspec's
         filesystems may be shared by threads). Not fsspec's ``cat`` of a list: it expands ``*``, ``?``
         and ``[`` as a glob, and a key may hold them."""
         if len(keys) < 2:
-            return [self.get_json(key) for key in keys]
+            return [self._get_bytes(key) for key in keys]
         with ThreadPoolExecutor(min(READ_CONCURRENCY, len(keys)), thread_name_prefix="lake-read") as pool:
-            return list(pool.map(self.get_json, keys))
+            return list(pool.map(self._get_bytes, keys))
+
+    def _get_bytes(self, key: str) -> bytes:
+        raise NotImplementedError
 
     def _upload(self, staging: Path, key: str) -> None:
         raise NotImplementedError
@@ -321,8 +324,8 @@ class S3Lake(_ObjectStoreLake):
     def put_json(self, key: str, obj: Any) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=_json_body(obj))
 
-    def get_json(self, key: str) -> Any:
-        return json.loads(self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read())
+    def _get_bytes(self, key: str) -> bytes:
+        return bytes(self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read())
 
     def list_keys(self, prefix: str) -> list[str]:
         return sorted(self.list_versions(prefix))
@@ -388,8 +391,8 @@ class FsspecLake(_ObjectStoreLake):
     def put_json(self, key: str, obj: Any) -> None:
         self.fs.pipe_file(self._path(key), _json_body(obj))
 
-    def get_json(self, key: str) -> Any:
-        return json.loads(self.fs.cat_file(self._path(key)))
+    def _get_bytes(self, key: str) -> bytes:
+        return bytes(self.fs.cat_file(self._path(key)))
 
     def list_keys(self, prefix: str) -> list[str]:
         return sorted(self.list_versions(prefix))
@@ -402,6 +405,8 @@ class FsspecLake(_ObjectStoreLake):
             found = self.fs.find(base.rstrip("/"), detail=True)
         except FileNotFoundError:
             return {}
+        if isinstance(found, list):  # adlfs, for a blob named like the folder: its path only, no details
+            found = {path: {} for path in found}
         # find() of a folder also returns a file of the same name: keep what is under the prefix.
         return {
             path[len(root) :]: str(info["etag"]) if info.get("etag") else None
