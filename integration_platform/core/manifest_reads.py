@@ -64,12 +64,11 @@ def read_listed(store: LakeStore, prefix: str, suffix: str = ".json") -> list[An
     listing and reads raise, and ``json.JSONDecodeError`` for an object that is not JSON."""
     versions = {k: v for k, v in store.list_versions(prefix).items() if k.endswith(suffix)}
     keys = sorted(versions)
+    slots = {key: (store.uri(key), version) for key, version in versions.items() if version is not None}
     bodies: dict[str, bytes] = {}
     with _LOCK:
-        for key in keys:
-            version = versions[key]
-            slot = (store.uri(key), version) if version is not None else None
-            if slot is not None and slot in _BODIES:
+        for key, slot in slots.items():
+            if slot in _BODIES:
                 _BODIES.move_to_end(slot)
                 bodies[key] = _BODIES[slot]
     missing = [key for key in keys if key not in bodies]
@@ -77,10 +76,9 @@ def read_listed(store: LakeStore, prefix: str, suffix: str = ".json") -> list[An
     with _LOCK:
         for key, body in zip(missing, read, strict=True):
             bodies[key] = body
-            version = versions[key]
-            slot = (store.uri(key), version) if version is not None else None
-            if slot is not None and slot not in _BODIES and is_version_of(body, version or ""):
-                _BODIES[slot] = body
+            listed = slots.get(key)
+            if listed is not None and listed not in _BODIES and is_version_of(body, listed[1]):
+                _BODIES[listed] = body
                 _HELD[0] += len(body)
         while _HELD[0] > MAX_CACHED_BYTES and _BODIES:
             _HELD[0] -= len(_BODIES.popitem(last=False)[1])

@@ -293,13 +293,14 @@ class SqlDatabaseResource(dg.ConfigurableResource):
         ``row_filter`` is pushed into the query's WHERE clause with bound or driver-quoted
         values. The reader's schema is fixed before the first row is read.
         """
-        if self.dialect == "postgresql":  # psycopg is imported when a PostgreSQL table is read
-            from integration_platform.sources.sql.postgres_arrow import read_postgres, read_postgres_parallel
-        if self.dialect == "postgresql" and row_filter is None:  # a filter may use an index: one stream
+        if self.dialect != "postgresql":
+            return self._read_generic(table, schema, row_filter)
+        # psycopg is imported when a PostgreSQL table is read, not when the definitions load
+        from integration_platform.sources.sql.postgres_arrow import read_postgres, read_postgres_parallel
+
+        if row_filter is None:  # a filter may use an index: one stream
             return read_postgres_parallel(self.libpq_uri(), table, schema, None, self.parallel_readers)
-        if self.dialect == "postgresql":
-            return read_postgres(self.libpq_uri(), table, schema, row_filter)
-        return self._read_generic(table, schema, row_filter)
+        return read_postgres(self.libpq_uri(), table, schema, row_filter)
 
     def read_keys(self, table: str, schema: str | None, keys: Sequence[str]) -> Iterator[pa.RecordBatch]:
         """Every value of the ``keys`` columns of the table, streamed in batches of ``batch_rows`` (a
