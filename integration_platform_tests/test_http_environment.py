@@ -20,7 +20,7 @@ from integration_platform.resources.http_api import RestApiResource
 class _Answer(BaseHTTPRequestHandler):
     via = "origin"
 
-    def do_GET(self) -> None:  # noqa: N802  (http.server's name)
+    def do_GET(self) -> None:
         body = json.dumps({"via": self.via, "target": self.path}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

@@ -13,7 +13,7 @@ import ``requests`` or ``oauthlib``: :mod:`~integration_platform.resources.http_
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import requests
@@ -22,6 +22,9 @@ from requests.auth import AuthBase, HTTPBasicAuth
 from requests_oauthlib import OAuth2Session
 
 from integration_platform.resources.http_auth import REQUIRED, HttpAuth, HttpAuthError, Origin, origin_of
+
+if TYPE_CHECKING:
+    from requests.sessions import _Settings  # a TypedDict of types-requests only
 
 
 class BearerAuth(AuthBase):
@@ -207,12 +210,12 @@ class CredentialSession(requests.Session):
         super().__init__()
         self.credential_headers = {"authorization", "cookie"}  # a proxy's own credentials stay
         self.credential_headers |= {h.lower() for h in credential_headers}
-        self._environment: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._environment: dict[tuple[Any, ...], _Settings] = {}
         self._environment_lock = threading.Lock()
 
     def merge_environment_settings(
         self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
-    ) -> dict[str, Any]:
+    ) -> "_Settings":
         """requests' merge of the environment (proxy variables, ``no_proxy``, ``REQUESTS_CA_BUNDLE``)
         into a request's settings, asked once per origin and settings for the session's life.
 
