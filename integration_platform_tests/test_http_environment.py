@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from integration_platform.resources.http_api import RestApiResource
+from integration_platform.resources.http_client import RestClient
 
 
 class _Answer(BaseHTTPRequestHandler):
@@ -57,8 +58,8 @@ def proxy_port() -> Iterator[int]:
     yield from _serve(_Proxy)
 
 
-def _get(client: object, url: str) -> dict[str, str]:
-    body, _ = client.get_json(url)  # type: ignore[attr-defined]
+def _get(client: RestClient, url: str) -> dict[str, str]:
+    body, _ = client.get_json(url)
     assert isinstance(body, dict)
     return body
 
@@ -85,11 +86,19 @@ def test_each_origin_keeps_its_own_proxy_setting(
             assert _get(client, f"{proxied}/a/{i}") == {"via": "proxy", "target": f"{proxied}/a/{i}"}
             assert _get(client, f"{direct}/b/{i}") == {"via": "origin", "target": f"/b/{i}"}
         assert asked == [f"{proxied}/a/0", f"{direct}/b/0"]  # once per origin, not per request
+        client.session.trust_env = False  # the session's own settings are part of what is remembered
+        assert _get(client, f"{proxied}/c") == {"via": "origin", "target": "/c"}
+        client.session.trust_env = True
+        client.session.proxies = {"http": f"http://127.0.0.1:{proxy_port}"}  # beats NO_PROXY, as in requests
+        assert _get(client, f"{direct}/d") == {"via": "proxy", "target": f"{direct}/d"}
+        user = f"http://someone:pw@127.0.0.1:{origin_port}/e"  # the same origin as `proxied`
+        assert _get(client, user)["via"] == "proxy"
+        assert not any("pw" in str(key) for key in client.session._environment)
     finally:
         client.close()
 
 
-def test_a_new_session_reads_a_changed_environment(
+def test_a_new_session_reads_the_environment_again(
     monkeypatch: pytest.MonkeyPatch, origin_port: int, proxy_port: int
 ) -> None:
     for name in ("http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "no_proxy", "NO_PROXY"):

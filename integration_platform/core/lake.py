@@ -332,12 +332,13 @@ class S3Lake(_ObjectStoreLake):
 
     def list_versions(self, prefix: str) -> dict[str, str | None]:
         """Versions are S3's ETags (``ListObjectsV2``), which change with the object's content; ``None``
-        for an object listed without one (an S3-compatible server may leave it out: read every time)."""
+        for an object listed without one or with an empty one (an S3-compatible server may leave it out):
+        read every time."""
         paginator = self.client.get_paginator("list_objects_v2")
         strip = len(self._key("")) if self.prefix else 0
         versions: dict[str, str | None] = {}
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
-            versions.update((obj["Key"][strip:], obj.get("ETag")) for obj in page.get("Contents", []))
+            versions.update((obj["Key"][strip:], obj.get("ETag") or None) for obj in page.get("Contents", []))
         return versions
 
     def delete(self, keys: list[str]) -> None:

@@ -196,6 +196,15 @@ class OriginBoundAuth(AuthBase):
         return self.inner(request) if self.inner is not None else request
 
 
+def _hashable(value: Any) -> Any:
+    """A settings value as a dictionary key: a mapping as its sorted items, a list as a tuple."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _hashable(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
 class CredentialSession(requests.Session):
     """A ``requests.Session`` whose redirects never carry credentials to another origin.
 
@@ -216,23 +225,39 @@ class CredentialSession(requests.Session):
     def merge_environment_settings(
         self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
     ) -> "_Settings":
-        """requests' merge of the environment (proxy variables, ``no_proxy``, ``REQUESTS_CA_BUNDLE``)
-        into a request's settings, asked once per origin and settings for the session's life.
+        """requests' merge of the environment (the proxy variables with ``no_proxy``, then
+        ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE``) into a request's settings, asked once per origin
+        and settings for the session's life.
 
         requests asks it on every request, and reading the proxy variables walks ``os.environ``:
-        3% of the fan-out benchmark's time with Python's lock held (py-spy ``--gil``), on each of
-        its 2,400 requests. A session lives for one step, so an environment changed later takes
-        effect at the next step. Each caller gets its own copy of the proxies.
+        0.39 s of Python's lock for the fan-out benchmark's 2,400 requests (0.015 s remembered), 3%
+        of its run (py-spy ``--gil``). A session lives for one step, so an environment changed later
+        takes effect at the next step. The key holds what the result depends on: the origin (scheme,
+        host and port, never the URL's user and password), the request's settings and the session's
+        own (``trust_env``, ``proxies``, ``stream``, ``verify``, ``cert``). Each caller gets its own
+        copy of the proxies; unlike requests, a remembered answer does not fill the ``proxies`` passed
+        in (``Session.request`` passes a new one and uses only the answer). A redirect still reads the
+        environment itself (``Session.rebuild_proxies``), as in requests.
         """
         parts = urlsplit(url.decode() if isinstance(url, bytes) else str(url))
-        key = (
-            parts.scheme,
-            parts.netloc,
-            tuple(sorted((proxies or {}).items())),
-            stream,
-            verify,
-            cert if not isinstance(cert, list) else tuple(cert),
-        )
+        try:
+            key = (
+                parts.scheme,
+                parts.hostname,
+                parts.port,
+                _hashable(proxies),
+                stream,
+                _hashable(verify),
+                _hashable(cert),
+                self.trust_env,
+                _hashable(self.proxies),
+                self.stream,
+                _hashable(self.verify),
+                _hashable(self.cert),
+            )
+            hash(key)
+        except (TypeError, ValueError):  # a value that cannot be a key, or a port out of range: ask requests
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
         with self._environment_lock:
             found = self._environment.get(key)
         if found is None:
