@@ -230,7 +230,7 @@ class CredentialSession(requests.Session):
         and settings for the session's life.
 
         requests asks it on every request, and reading the proxy variables walks ``os.environ``:
-        0.39 s of Python's lock for the fan-out benchmark's 2,400 requests (0.015 s remembered), 3%
+        0.39 s of Python's lock for the fan-out benchmark's 2,400 requests (0.03 s remembered), 3%
         of its run (py-spy ``--gil``). A session lives for one step, so an environment changed later
         takes effect at the next step. The key holds what the result depends on: the origin (scheme,
         host and port, never the URL's user and password), the request's settings and the session's
