@@ -8,7 +8,7 @@ multiprocess executor's server it also finds the definitions built (they are cac
 the same environment and ``defs/`` files); a Celery pool process still builds them (0.1 s), since
 Celery adds its logging variables to the environment after loading its settings, so the cache's key
 differs. It also imports the clients a step imports when it connects (psycopg, paramiko and
-cryptography, requests and oauthlib), which building the definitions leaves out so that every other
+cryptography, requests and oauthlib, SQLAlchemy), which building the definitions leaves out so that every other
 process loads the code location faster. Nothing here opens a connection: a forked process must not
 share one.
 
@@ -20,7 +20,8 @@ import os
 import integration_platform.resources.http_client
 import integration_platform.sources.files.sftp_connect
 import integration_platform.sources.sql.postgres_arrow
-import integration_platform.sources.sql.postgres_cdc  # noqa: F401  (imported for the step processes)
+import integration_platform.sources.sql.postgres_cdc
+import integration_platform.sources.sql.sa_arrow  # noqa: F401  (imported for the step processes)
 from integration_platform.definitions import defs
 from integration_platform.instance import import_instance_storage
 

@@ -10,7 +10,7 @@ from integration_platform.core.extract import MissingColumnError, extract_and_la
 from integration_platform.core.lake import LocalLake
 from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import StreamSpec
-from integration_platform.sources.sql.database import _column
+from integration_platform.sources.sql.sa_arrow import _column
 
 pytestmark = pytest.mark.fast
 

@@ -37,9 +37,12 @@ def test_importing_it_builds_the_definitions_and_imports_the_storage(tmp_path: P
         "from integration_platform.definitions import _built, defs\n"
         "defs()\n"
         "print(_built.cache_info().misses, _built.cache_info().hits, 'alembic' in sys.modules)\n"
-        "print(*sorted({m.split('.')[0] for m in sys.modules} & {'psycopg', 'paramiko', 'requests', 'oauthlib'}))\n"
+        "clients = {'psycopg', 'paramiko', 'requests', 'oauthlib', 'sqlalchemy'}\n"
+        "print(*sorted({m.split('.')[0] for m in sys.modules} & clients))\n"
     )
     env = {"DAGSTER_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["1", "1", "True", "oauthlib", "paramiko", "psycopg", "requests"], done.stdout
+    assert done.stdout.split() == ["1", "1", "True", "oauthlib", "paramiko", "psycopg", "requests", "sqlalchemy"], (
+        done.stdout
+    )

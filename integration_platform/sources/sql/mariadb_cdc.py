@@ -38,7 +38,8 @@ import sqlalchemy as sa
 
 from integration_platform.core.changes import CHANGE_SCHEMA, ChangeBatch, ChangeCaptureError, ChangeLimits
 from integration_platform.core.streams import CHANGE_COLUMNS
-from integration_platform.sources.sql.database import SqlDatabaseResource, TypedColumn, arrow_batch
+from integration_platform.sources.sql.database import SqlDatabaseResource
+from integration_platform.sources.sql.sa_arrow import TypedColumn, arrow_batch
 
 #: Binlog settings change capture needs, as the server must report them.
 REQUIRED = {"log_bin": "ON", "binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"}
