@@ -262,7 +262,7 @@ def run_platform(args: argparse.Namespace, tmp: Path) -> None:
             outcome["result"] = result
             if not result.success:
                 raise SystemExit("platform: the backfill run failed")
-            return step_seconds(instance, result.run_id, SOURCE, STREAM)
+            return {}
 
         def checked() -> None:
             result = outcome["result"]
@@ -271,7 +271,7 @@ def run_platform(args: argparse.Namespace, tmp: Path) -> None:
                 raise SystemExit(f"platform: {len(landed)} lake partitions materialised, expected {args.days}")
             check_table(p.warehouse_path, f"{SOURCE}.{STREAM}", args, platform_columns=True)
 
-        child_report(work)
+        child_report(work, lambda _: step_seconds(instance, outcome["result"].run_id, SOURCE, STREAM))
         checked()
 
 
@@ -346,13 +346,17 @@ def run_platform_daemon(args: argparse.Namespace, tmp: Path) -> None:
                 runs = status["runs"]
                 if status["status"] != "COMPLETED_SUCCESS" or [r["status"] for r in runs] != ["SUCCESS"]:
                     raise SystemExit(f"platform_daemon: backfill {backfill_id} ended {status}")
-                run = instance.get_run_record_by_id(runs[0]["runId"])
+                return {"run_id": runs[0]["runId"], "launched_at": launched_at}
+
+            def after(timed: dict[str, Any]) -> dict[str, Any]:
+                run_id, launched_at = timed.pop("run_id"), timed.pop("launched_at")
+                run = instance.get_run_record_by_id(run_id)
                 started = run.start_time - launched_at if run and run.start_time else None
                 ended = run.end_time - launched_at if run and run.end_time else None
-                steps = step_seconds(instance, runs[0]["runId"], SOURCE, STREAM)
+                steps = step_seconds(instance, run_id, SOURCE, STREAM)
                 return {**steps, "to_run_start_s": started, "to_run_end_s": ended}
 
-            child_report(work)
+            child_report(work, after)
             landed = instance.get_materialized_partitions(lake_key)
             if len(landed) != args.days:
                 raise SystemExit(f"platform_daemon: {len(landed)} lake partitions materialised, expected {args.days}")

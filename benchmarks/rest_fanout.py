@@ -327,14 +327,15 @@ def run_platform(args: argparse.Namespace, tmp: Path) -> None:
 
         def work() -> dict[str, Any]:
             result = materialize(timed_keys)
-            return {"success": result.success, **step_seconds(instance, result.run_id, SOURCE, DETAIL_STREAM)}
+            return {"success": result.success, "run_id": result.run_id}
 
         def after(result: dict[str, Any]) -> dict[str, Any]:
             with duckdb.connect(str(warehouse), read_only=True) as conn:
                 ids = [row[0] for row in conn.execute(f"SELECT id FROM {SOURCE}.{DETAIL_STREAM}").fetchall()]
             if not result["success"]:
                 raise SystemExit("platform: the run failed")
-            return counted(args.url, ids, args.count, "platform")
+            steps = step_seconds(instance, result.pop("run_id"), SOURCE, DETAIL_STREAM)
+            return {**steps, **counted(args.url, ids, args.count, "platform")}
 
         child_result(work, after, args.latency_ms / 1000)
 
