@@ -66,7 +66,10 @@ def test_loading_the_code_location_imports_no_client_it_does_not_use() -> None:
     neither dagster-aws (0.65 s of imports) nor boto3 is imported, nor the clients a step imports
     when it connects (psycopg, paramiko and cryptography, requests and oauthlib: about 0.2 s; SQLAlchemy,
     0.09 s, which the demo's SQLite source reaches only when it reads), and the UI still gets the
-    component tree of ``defs/``."""
+    component tree of ``defs/``. Measured once the demo's table discovery is cached (as after the first
+    load of a clone, which discovers the tables through SQLAlchemy and writes the state): this
+    process's own load below writes it if it is missing."""
+    expected = len(defs().resolve_all_asset_keys())
     code = (
         "import sys\n"
         "import integration_platform.definitions as d\n"
@@ -83,4 +86,4 @@ def test_loading_the_code_location_imports_no_client_it_does_not_use() -> None:
     unused, tree, assets = done.stdout.split("\n")[:3]
     assert unused == "[]", done.stdout
     assert tree == "defs"
-    assert int(assets) == len(defs().resolve_all_asset_keys()) > 30
+    assert int(assets) == expected > 30

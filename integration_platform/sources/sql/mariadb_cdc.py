@@ -12,9 +12,10 @@ The pieces, each from the server or a well-kept client:
   into transactions by their ``Xid`` (commit) events. The position is the binlog file and the
   offset after a commit (``binlog.000003:4711``); as an ordering integer, the file's number in the
   high 32 bits and the offset in the low.
-- **types**: each value goes through the generic reader's own converters (:func:`arrow_type`),
-  so a change row has the snapshot's Arrow types; a ``TIME`` (a ``timedelta`` from the binlog) is
-  written as MySQL's text (``-838:59:59``), as the snapshot selects it.
+- **types**: each value goes through the generic reader's own converters
+  (:func:`~integration_platform.sources.sql.sa_arrow.arrow_type`), so a change row has the snapshot's
+  Arrow types; a ``TIME`` (a ``timedelta`` from the binlog) is written as MySQL's text
+  (``-838:59:59``), as the snapshot selects it.
 
 There is no slot: the position lives only in the lake (each landing's manifest), so confirming is
 a no-op and a binlog purged past it (``expire_logs_days``) makes :meth:`MariaDbChangeLog.resume`
