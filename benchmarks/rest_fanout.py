@@ -544,6 +544,14 @@ def throughput(summaries: list[Summary], args: argparse.Namespace) -> list[dict[
     if serial_rate and platform_rate:
         print(f"platform / serial_requests = {platform_rate / serial_rate:.1f}x (the seed recipe reports about 10x)")
     print(f"platform / ceiling C/L = {platform_rate / ceiling:.3f}")
+    pool = by_name.get("threadpool_requests")
+    step = by_name["platform"].median_report("fetch_s")
+    if pool is not None and step:
+        # the run's figure above also holds the run's start, the warehouse step and its checks
+        print(
+            f"details step alone (fetch_s {step:.2f} s, landing included) / bare pool ({pool.seconds:.2f} s): "
+            f"{pool.seconds / step:.3f}x"
+        )
     return rows
 
 
