@@ -80,6 +80,10 @@ LOG = logging.getLogger(__name__)
 SOURCE_CHECK = "rows_match_source"
 #: Query parameters of a URL that carry credentials (``?password=``, ODBC's ``odbc_connect=...PWD=``).
 SECRET_QUERY = re.compile(r"pass|pwd|secret|token|key|credential|odbc_connect", re.IGNORECASE)
+#: A password written as ``PWD=`` or ``Password=`` anywhere in a URL: ODBC connection-string pairs,
+#: which pyodbc's dialect passes on from the URL's database part (``mssql+pyodbc://host/db;PWD=...``)
+#: where SQLAlchemy sees neither a password nor a query.
+PASSWORD_PAIR = re.compile(r"(pwd|passw(or)?d)\s*=", re.IGNORECASE)
 #: A URL with no host part, ``dialect+driver:///path`` (a SQLite file). In SQLAlchemy's URL grammar
 #: (``sqlalchemy.engine.url._parse_url``) user, password, host and port stand between ``://`` and the
 #: next ``/``, and query parameters after a ``?``: such a URL without a ``?`` holds no credential and
@@ -203,19 +207,21 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             require_exactly_one(self, "url", "url_env", "attributes: ")
         except ValueError as exc:
             raise ValueError(f"{yaml_path}: {exc}") from None
-        if self.url is not None and not NO_AUTHORITY.match(self.url):
+        # never a password in YAML, where the UI and the repository show it
+        secret = self.url is not None and bool(PASSWORD_PAIR.search(self.url))
+        if self.url is not None and not secret and not NO_AUTHORITY.match(self.url):
             import sqlalchemy as sa  # SQLAlchemy's own parser, for a URL that may hold a credential
 
             try:
                 parsed = sa.engine.make_url(self.url)
             except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is no number (never echoed)
                 raise ValueError(f"{yaml_path}: attributes.url: not a SQLAlchemy URL") from None
-            secret_query = [name for name in parsed.query if SECRET_QUERY.search(name)]
-            if parsed.password is not None or secret_query:  # never in YAML, where the UI and the repository show it
-                raise ValueError(
-                    f"{yaml_path}: attributes.url: holds a password; put the URL in an environment variable "
-                    "named by url_env"
-                )
+            secret = parsed.password is not None or any(SECRET_QUERY.search(name) for name in parsed.query)
+        if secret:
+            raise ValueError(
+                f"{yaml_path}: attributes.url: holds a password; put the URL in an environment variable "
+                "named by url_env"
+            )
         if not self.include and not self.tables:
             raise ValueError(f"{yaml_path}: attributes: declare 'tables', or 'include' globs, or both")
         seen: dict[str, int] = {}
