@@ -330,10 +330,10 @@ def run_platform(args: argparse.Namespace, tmp: Path) -> None:
             return {"success": result.success, "run_id": result.run_id}
 
         def after(result: dict[str, Any]) -> dict[str, Any]:
+            if not result["success"]:  # before reading the table, which a failed run may not have made
+                raise SystemExit("platform: the run failed")
             with duckdb.connect(str(warehouse), read_only=True) as conn:
                 ids = [row[0] for row in conn.execute(f"SELECT id FROM {SOURCE}.{DETAIL_STREAM}").fetchall()]
-            if not result["success"]:
-                raise SystemExit("platform: the run failed")
             steps = step_seconds(instance, result.pop("run_id"), SOURCE, DETAIL_STREAM)
             return {**steps, **counted(args.url, ids, args.count, "platform")}
 
