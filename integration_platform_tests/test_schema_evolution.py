@@ -6,9 +6,9 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from integration_platform.core.conform import conform
+from integration_platform.core.conform import conform, known_schema
 from integration_platform.core.lake import LocalLake
-from integration_platform.core.landing import land
+from integration_platform.core.landing import land, list_manifests
 from integration_platform.core.loading import load, pending
 from integration_platform.core.records import JsonRecords
 from integration_platform.core.schema_evolution import SQL_TYPES, WIDENINGS, sql_widened, widened
@@ -83,3 +83,27 @@ def test_loading_keeps_a_double_column_for_integer_landings(tmp_path: Path) -> N
         load(conn, store, spec, pending(conn, store, spec))
     assert conn.execute("SELECT x FROM s.t ORDER BY x").fetchall() == [(1.5,), (2.0,)]
     assert conn.execute("DESCRIBE s.t").fetchall()[0][1] == "DOUBLE"
+
+
+def test_a_file_that_changes_nothing_keeps_the_known_schema_object() -> None:
+    known = pa.schema([("day", pa.string()), ("cases", pa.int64()), ("note", pa.string())])
+    file = pa.table({"cases": pa.array([3, None]), "day": ["2020-02-24", "2020-02-25"], "note": pa.nulls(2)})
+    result, schema = conform(file, known, "a.csv")
+    assert schema is known and result.table.schema.equals(known) and not result.changes
+    assert result.table.to_pydict() == {"day": ["2020-02-24", "2020-02-25"], "cases": [3, None], "note": [None, None]}
+    # a new column, a widening or a declared type changes it: a new schema, the known one untouched
+    wider, schema = conform(pa.table({"cases": [1.5], "extra": [True]}), known, "b.csv")
+    assert schema.names == ["day", "cases", "note", "extra"] and schema.field("cases").type == pa.float64()
+    assert wider.table.schema.equals(schema) and known.field("cases").type == pa.int64()
+    _, declared = conform(file, known, "a.csv", declared={"cases": pa.float64()})
+    assert declared is not known and declared.field("cases").type == pa.float64()
+
+
+def test_the_known_schema_read_back_from_a_landing_is_names_and_types_only(tmp_path: Path) -> None:
+    spec = StreamSpec(source="s", name="t", write_disposition="append")
+    strict = pa.schema([pa.field("id", pa.int64(), nullable=False, metadata={"k": "v"})], metadata={"m": "1"})
+    store = LocalLake(tmp_path)
+    land(store, spec, "full", [pa.record_batch({"id": [1]}, schema=strict)], strict, full=True)
+    known = known_schema(list_manifests(store, spec))
+    assert known is not None and known.equals(pa.schema([("id", pa.int64())]), check_metadata=True)
+    assert known.field("id").nullable and known.metadata is None

@@ -37,11 +37,13 @@ class BadRowsError(ValueError):
 
 
 def known_schema(manifests: list[Manifest]) -> pa.Schema | None:
-    """The Arrow schema of the newest landing that recorded one, or ``None``."""
+    """The Arrow schema of the newest landing that recorded one, as names and types only (nullable
+    fields, no metadata: what :func:`conform` builds), or ``None``."""
     for manifest in sorted(manifests, key=lambda m: m.landed_at, reverse=True):
         text = manifest.extra.get(ARROW_SCHEMA)
         if text:
-            return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+            recorded = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+            return pa.schema(list(zip(recorded.names, recorded.types, strict=True)))
     return None
 
 
@@ -75,7 +77,9 @@ def conform(
     declared: Mapping[str, pa.DataType] | None = None,
     on_bad_rows: Literal["fail", "quarantine"] = "quarantine",
 ) -> tuple[Conformed, pa.Schema]:
-    """``table`` (one file) in the stream's schema; returns it with the updated known schema.
+    """``table`` (one file) in the stream's schema; returns it with the updated known schema: ``known``
+    itself when the file changes nothing (the conformed table then has ``known`` as its schema), else
+    a new schema of names and types only.
 
     ``origin`` names the file in reasons; rejected rows are ``"<origin> row <n>"`` (1-based,
     data rows). Raises :class:`BadRowsError` for bad rows when ``on_bad_rows="fail"``.
@@ -83,25 +87,26 @@ def conform(
     Over 60 lines: one pass over the columns whose four cases (new, same, widened, cast with bad
     rows) share the running schema and the row mask; split, each piece would take all of them.
     """
-    table = table.combine_chunks()
-    target = {f.name: f.type for f in known} if known is not None else {}
+    target = dict(zip(known.names, known.types, strict=True)) if known is not None else {}
     order = list(target)
+    changed = known is None  # the known schema changes: a new column, a widened or declared type
     result = Conformed(table)
     for name, kind in (declared or {}).items():
         if name in target and target[name] != kind and known is not None:
             result.changes.append(f"column {name}: declared {kind}, was {target[name]}")
+        changed = changed or target.get(name) != kind
         target[name] = kind
         if name not in order:
             order.append(name)
     keep: pa.Array | None = None  # the rows kept, once some are set aside
     rejected_rows: set[int] = set()
     columns: dict[str, pa.Array] = {}
-    for name in table.column_names:
-        chunked = table.column(name)  # one chunk after combine_chunks, unless the table has no rows
+    for name, chunked in zip(table.column_names, table.columns, strict=True):
         column = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
         if name not in target:
             target[name] = column.type
             order.append(name)
+            changed = True
             if known is not None:
                 result.changes.append(f"new column {name} ({column.type}) first seen in {origin}")
             columns[name] = column
@@ -114,6 +119,7 @@ def conform(
         if wider is not None:
             if wider != kind and not pa.types.is_null(kind):
                 result.changes.append(f"column {name} widened from {kind} to {wider} in {origin}")
+            changed = changed or wider != kind
             target[name] = wider
             columns[name] = cast(column, wider)
             continue
@@ -137,8 +143,9 @@ def conform(
             keep = pa.array(mask) if keep is None else pc.and_(keep, pa.array(mask))
             column = pc.if_else(pa.array(mask), column, pa.nulls(len(column), column.type))
         columns[name] = column.cast(kind)
-    schema = pa.schema([(name, target[name]) for name in order])
-    arrays = [cast(columns[f.name], f.type) if f.name in columns else pa.nulls(table.num_rows, f.type) for f in schema]
+    # Every array in ``columns`` has its column's target type by now (kept, cast or widened above).
+    schema = known if not changed and known is not None else pa.schema([(name, target[name]) for name in order])
+    arrays = [columns[name] if name in columns else pa.nulls(table.num_rows, target[name]) for name in order]
     conformed = pa.Table.from_arrays(arrays, schema=schema)
     result.table = conformed if keep is None else conformed.filter(keep)
     return result, schema
