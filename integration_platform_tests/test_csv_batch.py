@@ -251,3 +251,15 @@ def test_an_option_added_later_turns_grouping_off_until_the_join_knows_it() -> N
         escape_char: str = ""
 
     assert csv_batch._batchable(Later()) and not csv_batch._batchable(Later(escape_char="\\"))
+
+
+def test_the_quote_check_jumping_between_quotes_answers_as_removing_every_quoted_field() -> None:
+    fields = csv_batch._quoted_fields(CsvOptions())
+    rng = random.Random(20261206)
+    answers = set()
+    for _ in range(20000):
+        data = bytes(rng.choice(b'ab,"\n\r') for _ in range(rng.randint(0, 12)))
+        expected = b'"' not in fields.sub(b"", data)
+        assert csv_batch._quotes_well_formed(data, b'"', fields) == expected, data
+        answers.add(expected)
+    assert answers == {True, False}

@@ -151,9 +151,22 @@ def _joinable(path: Path, origin: str, options: CsvOptions) -> bytes | None:
     names = header.decode("utf-8").split(options.delimiter)
     if len(set(names)) != len(names):
         return None  # the same name twice: no column can be told from its twin by name
-    if quote in data and quote in _quoted_fields(options).sub(b"", data):
+    if not _quotes_well_formed(data, quote, _quoted_fields(options)):
         return None
     return data
+
+
+def _quotes_well_formed(data: bytes, quote: bytes, fields: re.Pattern[bytes]) -> bool:
+    """Whether every ``quote`` in ``data`` is part of a quoted field (``fields``), taken from the left.
+    Jumps from quote to quote: the pattern starts with a look-behind, so a search would try it at
+    every byte (0.24 s of 1.0 s for the 1,781 daily drops)."""
+    at = data.find(quote)
+    while at != -1:
+        match = fields.match(data, at)
+        if match is None:
+            return False
+        at = data.find(quote, match.end())
+    return True
 
 
 def _compressed(path: Path) -> bool:
@@ -237,8 +250,9 @@ def _read_together(
     if implausible_column_names(names):
         return  # each file alone raises it
     counts = _Counts(table, valid, texts, numeric, starts, ends)
+    actions = _actions(table.schema, counts)
     for file, (index, _) in enumerate(members):
-        one = _file_table(table, texts, counts, file)
+        one = _file_table(table, texts, counts, actions, file)
         if one is not None:
             results[index] = (one.rename_columns(names), [])
 
@@ -314,8 +328,11 @@ class _Counts:
         if not names:
             return [np.zeros((0, table.num_rows), bool) for _ in patterns]
         values = pa.chunked_array([chunk for name in names for chunk in table.column(name).chunks], pa.string())
+        # Each distinct value is matched once: daily drops repeat theirs (region names, codes, dates)
+        encoded = pc.dictionary_encode(values).combine_chunks()
+        indices = encoded.indices
         return [
-            pc.fill_null(pc.match_substring_regex(values, pattern), False)
+            pc.fill_null(pc.take(pc.match_substring_regex(encoded.dictionary, pattern), indices), False)
             .to_numpy(zero_copy_only=False)
             .reshape(len(names), -1)
             for pattern in patterns
@@ -334,31 +351,59 @@ class _Counts:
         self.of[kind] = counts
 
 
-def _file_table(table: pa.Table, texts: pa.Table | None, counts: _Counts, file: int) -> pa.Table | None:
-    """The rows of the group's ``file``-th file, typed as the file alone would be, or None when the
-    file's types do not follow from the group's (it is then parsed alone)."""
+#: What :func:`_file_table` does with a column of a file (:func:`_actions`).
+_KEEP, _NULLS, _ALONE, _TEXT, _AS_INT = range(5)
+#: The kinds of value :class:`_Counts` counts.
+_KINDS = ("valid", "text only", "not midnight", "sure int", "not int", "code", "leading zero")
+
+
+def _actions(schema: pa.Schema, counts: _Counts) -> np.ndarray:
+    """A (columns x files) array: what each file's column becomes so that it is typed as the file alone
+    would type it (module docstring): kept, all NULL (the null type), read as text (its codes), cast to
+    ``int64``, or ``_ALONE`` when the file's type does not follow from the group's (it is parsed alone).
+    Decided for all columns and files at once, from ``counts``."""
+    shape = counts.of["valid"].shape
+    zeros = np.zeros(shape, np.int64)
+    of = {kind: counts.of.get(kind, zeros) for kind in _KINDS}  # a kind no column has: counted nowhere
+    kinds = list(schema.types)
+
+    def each(test: list[bool]) -> np.ndarray:  # one flag per column, as a column of the array
+        return np.array(test, bool).reshape(-1, 1)
+
+    is_int, is_float = each([k == pa.int64() for k in kinds]), each([k == pa.float64() for k in kinds])
+    as_int = is_float & (of["not int"] == 0)
+    code = np.where(is_int | as_int, of["leading zero"], of["code"]) > 0
+    actions = np.full(shape, _KEEP, np.int8)
+    actions[(is_int | is_float) & ~as_int & code] = _TEXT
+    actions[as_int & code] = _TEXT
+    actions[as_int & ~code] = _AS_INT
+    actions[as_int & (of["sure int"] != of["valid"])] = _ALONE  # "+5", 19 digits: pyarrow might or might not
+    actions[each([k == pa.string() for k in kinds]) & (of["text only"] == 0)] = _ALONE
+    actions[each([pa.types.is_timestamp(k) for k in kinds]) & (of["not midnight"] == 0)] = _ALONE
+    actions[of["valid"] == 0] = _NULLS  # no value in the file: the null type, whatever else holds
+    return actions
+
+
+def _file_table(
+    table: pa.Table, texts: pa.Table | None, counts: _Counts, actions: np.ndarray, file: int
+) -> pa.Table | None:
+    """The rows of the group's ``file``-th file, typed as the file alone would be (``actions``, from
+    :func:`_actions`), or None when the file's types do not follow from the group's (it is then parsed alone)."""
+    todo = actions[:, file]
+    if (todo == _ALONE).any():
+        return None
     start, end = int(counts.starts[file]), int(counts.ends[file])
     rows = end - start
     one = table.slice(start, rows)
-    of = {kind: values[:, file] for kind, values in counts.of.items()}
-    for i, field in enumerate(table.schema):
-        name, kind = field.name, field.type
-        if of["valid"][i] == 0:
-            one = one.set_column(i, name, pa.nulls(rows))
-        elif kind == pa.string() and of["text only"][i] == 0:
-            return None
-        elif pa.types.is_timestamp(kind) and of["not midnight"][i] == 0:
-            return None
-        elif kind in (pa.int64(), pa.float64()):
-            assert texts is not None
-            code = "leading zero" if kind == pa.int64() else "code"
-            as_int = kind == pa.float64() and of["not int"][i] == 0
-            if as_int:
-                if of["sure int"][i] != of["valid"][i]:
-                    return None  # integers that pyarrow might or might not read as int64 ("+5", 19 digits)
-                code = "leading zero"
-            if of[code][i]:
-                one = one.set_column(i, name, texts.column(name).slice(start, rows))
-            elif as_int:
-                one = one.set_column(i, name, pc.cast(texts.column(name).slice(start, rows), pa.int64()))
-    return one
+    changed = np.flatnonzero(todo != _KEEP).tolist()
+    if not changed:
+        return one
+    names, columns = table.column_names, one.columns
+    for i in changed:
+        if todo[i] == _NULLS:
+            columns[i] = pa.chunked_array([pa.nulls(rows)])
+            continue
+        assert texts is not None
+        text = texts.column(names[i]).slice(start, rows)
+        columns[i] = text if todo[i] == _TEXT else pc.cast(text, pa.int64())
+    return pa.Table.from_arrays(columns, names=names)  # one table, not one per column changed
