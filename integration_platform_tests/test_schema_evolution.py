@@ -91,12 +91,25 @@ def test_a_file_that_changes_nothing_keeps_the_known_schema_object() -> None:
     result, schema = conform(file, known, "a.csv")
     assert schema is known and result.table.schema.equals(known) and not result.changes
     assert result.table.to_pydict() == {"day": ["2020-02-24", "2020-02-25"], "cases": [3, None], "note": [None, None]}
-    # a new column, a widening or a declared type changes it: a new schema, the known one untouched
-    wider, schema = conform(pa.table({"cases": [1.5], "extra": [True]}), known, "b.csv")
-    assert schema.names == ["day", "cases", "note", "extra"] and schema.field("cases").type == pa.float64()
-    assert wider.table.schema.equals(schema) and known.field("cases").type == pa.int64()
+    # a new column, a widening or a declared type changes it, each alone: a new schema, the known one untouched
+    extra, schema = conform(pa.table({"cases": [1], "extra": [True]}), known, "b.csv")
+    assert schema.names == ["day", "cases", "note", "extra"] and extra.table.schema.equals(schema)
+    wider, schema = conform(pa.table({"cases": [1.5]}), known, "c.csv")
+    assert schema is not known and schema.field("cases").type == pa.float64() and wider.table.schema.equals(schema)
+    assert known.field("cases").type == pa.int64()
     _, declared = conform(file, known, "a.csv", declared={"cases": pa.float64()})
     assert declared is not known and declared.field("cases").type == pa.float64()
+    # a known schema with a NOT NULL field or metadata is not handed on: the file's nulls would break the writer
+    strict = pa.schema([pa.field("day", pa.string(), nullable=False), ("cases", pa.int64())], metadata={"m": "1"})
+    kept, schema = conform(pa.table({"cases": [1]}), strict, "d.csv")
+    assert schema is not strict and schema.field("day").nullable and schema.metadata is None
+    assert kept.table.to_pydict() == {"day": [None], "cases": [1]}
+
+
+def test_a_file_with_two_columns_of_one_name_is_refused_naming_both() -> None:
+    twice = pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=["a", "a"])
+    with pytest.raises(ValueError, match=r"twice.csv: column names \['a'\] appear more than once"):
+        conform(twice, None, "twice.csv")
 
 
 def test_the_known_schema_read_back_from_a_landing_is_names_and_types_only(tmp_path: Path) -> None:

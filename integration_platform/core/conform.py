@@ -78,18 +78,27 @@ def conform(
     on_bad_rows: Literal["fail", "quarantine"] = "quarantine",
 ) -> tuple[Conformed, pa.Schema]:
     """``table`` (one file) in the stream's schema; returns it with the updated known schema: ``known``
-    itself when the file changes nothing (the conformed table then has ``known`` as its schema), else
-    a new schema of names and types only.
+    itself when the file changes nothing and ``known`` is names and types only (nullable fields, no
+    metadata; the conformed table then has ``known`` as its schema), else a new schema of names and types.
 
     ``origin`` names the file in reasons; rejected rows are ``"<origin> row <n>"`` (1-based,
-    data rows). Raises :class:`BadRowsError` for bad rows when ``on_bad_rows="fail"``.
+    data rows). Raises :class:`BadRowsError` for bad rows when ``on_bad_rows="fail"``, and
+    ``ValueError`` when two columns of ``table`` have the same name.
 
     Over 60 lines: one pass over the columns whose four cases (new, same, widened, cast with bad
     rows) share the running schema and the row mask; split, each piece would take all of them.
     """
+    names = table.column_names
+    if len(set(names)) != len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(
+            f"{origin}: column names {repeated} appear more than once; no column can be told from its twin"
+        )
     target = dict(zip(known.names, known.types, strict=True)) if known is not None else {}
     order = list(target)
-    changed = known is None  # the known schema changes: a new column, a widened or declared type
+    # The known schema changes (a new column, a widened or declared type), or is not one of names and
+    # types only (a nullable field without metadata): a new one is built.
+    changed = known is None or known.metadata is not None or not all(f.nullable and not f.metadata for f in known)
     result = Conformed(table)
     for name, kind in (declared or {}).items():
         if name in target and target[name] != kind and known is not None:
@@ -101,7 +110,7 @@ def conform(
     keep: pa.Array | None = None  # the rows kept, once some are set aside
     rejected_rows: set[int] = set()
     columns: dict[str, pa.Array] = {}
-    for name, chunked in zip(table.column_names, table.columns, strict=True):
+    for name, chunked in zip(names, table.columns, strict=True):
         column = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
         if name not in target:
             target[name] = column.type
