@@ -309,19 +309,23 @@ class _Counts:
         self.of["valid"] = self._per_file(valid)
         strings = [f.name for f in table.schema if f.type == pa.string()]
         may_be_other = self._matching(table, strings, (_MAY_BE_OTHER, _OTHER_WORDS))
-        if strings:  # a NULL is no value at all: not one that only text can be
-            valid_strings = valid[[self.names.index(name) for name in strings]]
-            self._put("text only", strings, valid_strings & ~(may_be_other[0] | may_be_other[1]))
+        # a NULL is no value at all: not one that only text can be
+        valid_strings = valid[[self.names.index(name) for name in strings]]
+        self._put("text only", strings, valid_strings & ~(may_be_other[0] | may_be_other[1]))
         stamps = [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
+        seconds = np.zeros((0, table.num_rows), np.int64)
         if stamps:
             seconds = np.stack(
                 [pc.cast(table.column(name), pa.int64()).to_numpy(zero_copy_only=False) for name in stamps]
             )
-            self._put("not midnight", stamps, np.nan_to_num(seconds) % 86400 != 0)
-        if texts is not None and numeric:
-            sure, not_int, code, zero = self._matching(texts, numeric, (_SURE_INT, _NOT_INT, _CODE, _LEADING_ZERO))
-            for kind, flags in (("sure int", sure), ("not int", not_int), ("code", code), ("leading zero", zero)):
-                self._put(kind, numeric, flags)
+        self._put("not midnight", stamps, np.nan_to_num(seconds) % 86400 != 0)
+        if texts is None:  # no numeric column: every numeric kind is counted nowhere
+            numeric = []
+        matched = self._matching(
+            table if texts is None else texts, numeric, (_SURE_INT, _NOT_INT, _CODE, _LEADING_ZERO)
+        )
+        for kind, flags in zip(("sure int", "not int", "code", "leading zero"), matched, strict=True):
+            self._put(kind, numeric, flags)
 
     def _matching(self, table: pa.Table, names: list[str], patterns: tuple[str, ...]) -> list[np.ndarray]:
         """For each pattern, a (len(names) x rows) array: the value matches (NULL does not)."""
@@ -353,18 +357,15 @@ class _Counts:
 
 #: What :func:`_file_table` does with a column of a file (:func:`_actions`).
 _KEEP, _NULLS, _ALONE, _TEXT, _AS_INT = range(5)
-#: The kinds of value :class:`_Counts` counts.
-_KINDS = ("valid", "text only", "not midnight", "sure int", "not int", "code", "leading zero")
 
 
 def _actions(schema: pa.Schema, counts: _Counts) -> np.ndarray:
-    """A (columns x files) array: what each file's column becomes so that it is typed as the file alone
-    would type it (module docstring): kept, all NULL (the null type), read as text (its codes), cast to
-    ``int64``, or ``_ALONE`` when the file's type does not follow from the group's (it is parsed alone).
-    Decided for all columns and files at once, from ``counts``."""
-    shape = counts.of["valid"].shape
-    zeros = np.zeros(shape, np.int64)
-    of = {kind: counts.of.get(kind, zeros) for kind in _KINDS}  # a kind no column has: counted nowhere
+    """A (columns x files) ``int8`` array: what each file's column becomes so that it is typed as the file
+    alone would type it (module docstring): ``_KEEP``, ``_NULLS`` (no value: the null type), ``_TEXT`` (its
+    codes, read as text), ``_AS_INT`` (cast to ``int64``), or ``_ALONE`` when the file's type does not
+    follow from the group's (it is parsed alone). Decided for all columns and files at once, from ``counts``."""
+    of = counts.of
+    shape = of["valid"].shape
     kinds = list(schema.types)
 
     def each(test: list[bool]) -> np.ndarray:  # one flag per column, as a column of the array
@@ -374,8 +375,7 @@ def _actions(schema: pa.Schema, counts: _Counts) -> np.ndarray:
     as_int = is_float & (of["not int"] == 0)
     code = np.where(is_int | as_int, of["leading zero"], of["code"]) > 0
     actions = np.full(shape, _KEEP, np.int8)
-    actions[(is_int | is_float) & ~as_int & code] = _TEXT
-    actions[as_int & code] = _TEXT
+    actions[(is_int | is_float) & code] = _TEXT
     actions[as_int & ~code] = _AS_INT
     actions[as_int & (of["sure int"] != of["valid"])] = _ALONE  # "+5", 19 digits: pyarrow might or might not
     actions[each([k == pa.string() for k in kinds]) & (of["text only"] == 0)] = _ALONE
