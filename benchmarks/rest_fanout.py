@@ -280,8 +280,12 @@ def detail_urls(url: str, count: int) -> list[str]:
 
 
 def flat(record: dict[str, Any]) -> dict[str, Any]:
-    """Nested values as JSON text, as the platform's ``nested: json`` keeps them."""
-    return {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in record.items()}
+    """Nested values as JSON text, the same text as the platform's ``nested: json`` (compact, non-ASCII
+    kept), written as a script would write it: by the standard library."""
+    return {
+        k: json.dumps(v, ensure_ascii=False, separators=(",", ":")) if isinstance(v, dict | list) else v
+        for k, v in record.items()
+    }
 
 
 def run_platform(args: argparse.Namespace, tmp: Path) -> None:
