@@ -4,12 +4,17 @@ import datetime as dt
 import json
 import math
 import random
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from integration_platform.core.records import JsonRecords, SchemaConflictError, TableSpill, json_text
+from integration_platform.core.lake import LocalLake
+from integration_platform.core.quarantine import quarantine_key, write_quarantine
+from integration_platform.core.records import JsonRecords, Rejected, SchemaConflictError, TableSpill, json_text
+from integration_platform.core.streams import StreamSpec
 
 pytestmark = pytest.mark.fast
 
@@ -65,6 +70,59 @@ def test_conflicts_fail_by_default_and_name_field_value_and_origin() -> None:
     table = mixed.convert([{"age": 40}, {"age": "old"}, {"age": 2**70}], "GET /users?page=3")
     assert table.column("age").to_pylist() == [40]
     assert [r.origin for r in mixed.rejected] == ["GET /users?page=3 record 1", "GET /users?page=3 record 2"]
+
+
+#: A page as Python's JSON parsers read it from a hostile API: lone surrogates (``"\\ud800"``) in a
+#: string, in a nested object's string and in a field name.
+SURROGATES = """[{"id": 1, "name": "ok", "o": {"a": "x"}}, {"id": 2, "name": "bad \\ud800 name", "o": {"a": "y"}},
+ {"id": 3, "name": "ok", "o": {"a": "\\udc00"}}, {"id": 4, "name": "ok", "\\udfffk": 1, "o": {"a": "z"}}]"""
+
+
+def test_lone_surrogates_are_conflicts_named_in_text_utf8_can_hold(tmp_path: Path) -> None:
+    page = json.loads(SURROGATES)
+    with pytest.raises(SchemaConflictError) as failed:
+        JsonRecords("api/users").convert(page[:3], "GET /users")
+    message = str(failed.value)
+    message.encode()  # the error names the value in text that can be logged
+    assert "stream api/users: field 'name': \"bad \\ud800 name\" does not convert" in message
+    assert "GET /users record 1" in message
+    with pytest.raises(SchemaConflictError, match=r"field name '\\udfffk' is not valid Unicode .* in GET /u record 0"):
+        JsonRecords("api/users").convert(page[3:], "GET /u")
+    records = JsonRecords("api/users", on_conflict="quarantine")
+    table = records.convert(page, "GET /users")
+    assert table.column("id").to_pylist() == [1]
+    assert table.schema.names == ["id", "name", "o"]
+    assert [r.origin for r in records.rejected] == ["GET /users record 3", "GET /users record 1", "GET /users record 2"]
+    assert records.rejected[0].reason == "field name '\\udfffk' is not valid Unicode (a lone surrogate)"
+    assert records.rejected[2].reason.startswith('field \'o\': {"a": "\\udc00"} does not convert')
+    lake = LocalLake(tmp_path / "lake")
+    spec = StreamSpec(source="api", name="users", write_disposition="append")
+    assert write_quarantine(lake, spec, "snapshot", records.rejected, "run-1") == 3
+    with lake.local_copy(quarantine_key(spec, "snapshot")) as path:
+        written = pq.read_table(path).to_pylist()
+    assert [json.loads(row["record"]) for row in written] == [page[3], page[1], page[2]]  # the same values
+    assert "\\ud800" in written[1]["reason"]
+
+
+def test_a_lone_surrogate_in_a_new_columns_first_value_or_in_the_origin_is_set_aside() -> None:
+    page = json.loads('[{"id": 1, "a": "\\ud800"}, {"id": 2, "a": "x", "l": ["\\udc00"]}, {"id": 3, "l": ["y"]}]')
+    records = JsonRecords("f/x", on_conflict="quarantine")
+    table = records.convert(page, "drop/f\udcff.json")  # a file name as os.fsdecode reads a non-UTF-8 byte
+    assert [r.origin for r in records.rejected] == ["drop/f\\udcff.json record 0", "drop/f\\udcff.json record 1"]
+    assert table.to_pylist() == [{"id": 3, "a": None, "l": ["y"]}]
+    with pytest.raises(SchemaConflictError, match=r"field 'id': .* in drop/f\\udcff.json record 0"):
+        JsonRecords("f/x").convert([{"id": "\ud800"}], "drop/f\udcff.json")
+
+
+def test_write_quarantine_escapes_a_lone_surrogate_in_any_column(tmp_path: Path) -> None:
+    lake = LocalLake(tmp_path / "lake")
+    spec = StreamSpec(source="f", name="x", write_disposition="append")
+    rejected = [Rejected("drop/f\udcff.csv line 2", "bad \ud800", {"k\udc00": "v\ud800"})]
+    assert write_quarantine(lake, spec, "2021-01-01", rejected, "run-1") == 1
+    with lake.local_copy(quarantine_key(spec, "2021-01-01")) as path:
+        row = pq.read_table(path).to_pylist()[0]
+    assert (row["origin"], row["reason"]) == ("drop/f\\udcff.csv line 2", "bad \\ud800")
+    assert json.loads(row["record"]) == {"k\udc00": "v\ud800"}
 
 
 _CHARACTERS = ["a", " ", '"', "\\", "\n", "\x01", "é", "\u2028", "😀", "\ud800", "/"]

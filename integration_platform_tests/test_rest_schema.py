@@ -55,25 +55,42 @@ attributes:
 """
 
 
+def _hostile_strings(mirror: Path) -> None:
+    """Lone surrogates, as a hostile API may send them (``"\\ud800"``, which Python's JSON parsers
+    read as a lone surrogate that UTF-8 cannot hold): in berry 45's name, in berry 46's nested
+    ``firmness.name``, in the name of a field of berry 47."""
+    for berry, change in ((45, ("name", "\ud800")), (46, ("firmness", {"name": "\udc00"})), (47, ("\udfffk", 1))):
+        detail = mirror / "api" / "v2" / "berry" / str(berry) / "index.json"
+        record = json.loads(detail.read_text())
+        record[change[0]] = change[1]
+        detail.write_text(json.dumps(record))  # ensure_ascii: the surrogates as JSON escapes
+
+
 def test_new_fields_become_columns_and_conflicts_go_to_quarantine(
     drifting_berries: Path, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
+    _hostile_strings(drifting_berries)
     with pokeapi_server(drifting_berries) as server:
         p = platform(_yaml(server.url, "quarantine"), tmp_path, instance)
         result = p.materialize()
     assert result.success
-    assert p.query("SELECT count(*) FROM drift.details")[0][0] == 67
+    quarantine = pq.read_table(tmp_path / "lake" / "drift" / "details" / "_quarantine" / "snapshot.parquet")
+    rows = {json.loads(row["record"])["id"]: row for row in quarantine.to_pylist()}
+    assert sorted(rows) == [45, 46, 47, 50], {k: v["reason"] for k, v in rows.items()}
+    assert p.query("SELECT count(*) FROM drift.details")[0][0] == 64
     seasons = dict(p.query("SELECT season IS NULL, count(*) FROM drift.details GROUP BY ALL"))
-    assert seasons == {True: 39, False: 28}
+    assert seasons == {True: 39, False: 25}
     assert p.query("SELECT typeof(growth_time) FROM drift.details LIMIT 1")[0][0] == "BIGINT"
     metadata = latest_metadata(instance, DETAILS)
     assert "new column season (string)" in metadata["schema_changes"]
-    assert metadata["quarantined"] == 1 and metadata["quarantine_rows_total"] == 1
-    quarantine = pq.read_table(tmp_path / "lake" / "drift" / "details" / "_quarantine" / "snapshot.parquet")
-    row = quarantine.to_pylist()[0]
-    assert row["origin"].endswith("/api/v2/berry/50/ record 0")
-    assert "field 'growth_time': expected int64" in row["reason"]
-    assert json.loads(row["record"])["id"] == 50 and row["run_id"] == result.run_id
+    assert metadata["quarantined"] == 4 and metadata["quarantine_rows_total"] == 4
+    assert rows[50]["origin"].endswith("/api/v2/berry/50/ record 0")
+    assert "field 'growth_time': expected int64" in rows[50]["reason"]
+    assert rows[50]["run_id"] == result.run_id
+    assert "field 'name': \"\\ud800\" does not convert" in rows[45]["reason"]
+    assert json.loads(rows[45]["record"])["name"] == "\ud800"  # the record as the API sent it
+    assert "field 'firmness'" in rows[46]["reason"]
+    assert "field name '\\udfffk' is not valid Unicode" in rows[47]["reason"]
     check = next(c for c in result.get_asset_check_evaluations() if c.check_name == "quarantine_empty")
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
 
@@ -91,3 +108,35 @@ def test_a_type_conflict_fails_the_run_naming_field_and_url(
         for c in causes
     ), causes
     assert not (tmp_path / "lake" / "drift" / "details" / "_manifests").exists()
+
+
+def test_a_cursor_or_next_url_with_a_lone_surrogate_fails_naming_the_page(
+    drifting_berries: Path, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    berries = drifting_berries / "api" / "v2" / "berry"
+    for berry, field, value in ((1, "token", "\ud800"), (2, "next", "/api/v2/berry/?c=\udc00")):
+        detail = berries / str(berry) / "index.json"
+        detail.write_text(json.dumps({**json.loads(detail.read_text()), field: value}))  # as JSON escapes
+    with pokeapi_server(drifting_berries) as server:
+        yaml = f"""
+type: integration_platform.components.RestSource
+attributes:
+  source: hostile
+  base_url: {server.url}
+  streams:
+    - name: by_cursor
+      path: /api/v2/berry/1/
+      records: flavors
+      paginator: {{type: cursor, cursor_path: token, cursor_param: c}}
+    - name: by_next_url
+      path: /api/v2/berry/2/
+      records: flavors
+      paginator: {{type: next_url, next_url_path: next}}
+"""
+        p = platform(yaml, tmp_path, instance)
+        result = p.materialize(raise_on_error=False)
+    assert not result.success
+    causes = failure_messages(result)
+    for path, what in (("/api/v2/berry/1/", "cursor"), ("/api/v2/berry/2/", "next URL")):
+        assert any(f"{path}: the {what} in the body holds a lone surrogate" in c for c in causes), causes
+    assert not (tmp_path / "lake" / "hostile").exists()

@@ -1,7 +1,8 @@
 """Quarantine: records a stream rejected, kept in the lake as Parquet beside the stream.
 
 Layout: ``<source>/<stream>/_quarantine/<window>.parquet`` with columns ``origin`` (URL,
-file and line, queue and delivery tag), ``reason``, ``record`` (the record as JSON text),
+file and line, queue and delivery tag), ``reason``, ``record`` (the record as JSON text; a lone
+surrogate, which UTF-8 cannot hold, as its JSON escape ``\\ud800``),
 ``run_id`` and ``quarantined_at`` (UTC). A window's file is rewritten each time the window
 lands (a retry replaces it; no rejections removes it); a full landing removes every older
 file with the rest of the stream's superseded data (see ``landing._collect_garbage``).
@@ -16,7 +17,7 @@ import pyarrow.parquet as pq
 
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import check_window
-from integration_platform.core.records import Rejected
+from integration_platform.core.records import Rejected, utf8_safe
 from integration_platform.core.streams import StreamSpec
 
 QUARANTINE = "_quarantine"
@@ -45,9 +46,9 @@ def write_quarantine(store: LakeStore, spec: StreamSpec, window: str, rejected: 
     now = dt.datetime.now(dt.UTC)
     table = pa.table(
         [
-            [r.origin for r in rejected],
-            [r.reason for r in rejected],
-            [json.dumps(r.record, ensure_ascii=False, default=str) for r in rejected],
+            [utf8_safe(r.origin) for r in rejected],
+            [utf8_safe(r.reason) for r in rejected],
+            [utf8_safe(json.dumps(r.record, ensure_ascii=False, default=str)) for r in rejected],
             [run_id] * len(rejected),
             [now] * len(rejected),
         ],

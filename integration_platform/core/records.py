@@ -12,8 +12,9 @@ a change and what is a conflict:
   gaining fields), also recorded; int64 -> double is exact only for integers up to 2^53 in
   magnitude (larger ones are rounded to the nearest double), so declare such columns instead;
 - anything else (a string where numbers were, a value that does not cast to a declared
-  column type) is a conflict: :class:`SchemaConflictError`, or, with
-  ``on_conflict="quarantine"``, the offending records go to ``rejected`` with the reason.
+  column type, a string or a field name with a lone surrogate, which UTF-8 cannot hold) is a
+  conflict: :class:`SchemaConflictError`, or, with ``on_conflict="quarantine"``, the offending
+  records go to ``rejected`` with the reason.
 
 ``nested="json"`` keeps objects and lists as JSON text instead of structs and lists;
 ``json_columns`` does the same for the named fields only (any value, scalars included). The text is
@@ -35,7 +36,16 @@ import pyarrow as pa
 
 from integration_platform.core.schema_evolution import widened
 
-ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError)
+#: What Arrow raises for a value it cannot convert. ``UnicodeEncodeError``: a string with a lone
+#: surrogate (Python's JSON parsers read ``"\\ud800"`` as one), which UTF-8 cannot hold.
+ARROW_ERRORS = (
+    pa.ArrowInvalid,
+    pa.ArrowTypeError,
+    pa.ArrowNotImplementedError,
+    OverflowError,
+    TypeError,
+    UnicodeEncodeError,
+)
 
 
 #: Arrow types a source's YAML may declare for a column, by name.
@@ -125,6 +135,19 @@ def cast(array: pa.Array | pa.ChunkedArray, kind: pa.DataType) -> pa.Array | pa.
     return array.cast(kind)
 
 
+def utf8_safe(text: str) -> str:
+    """``text`` with each lone surrogate written as its escape (``\\ud800``), so that it encodes as
+    UTF-8 (an error message, a quarantined record); ``text`` itself when it has none. In JSON text
+    the escape is JSON's own, so the text still parses to the same value, except that a high
+    surrogate followed by a low one parses as the one character they encode (as ``json.loads``
+    reads the same escapes from an API)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
 def _short(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -168,6 +191,7 @@ class JsonRecords:
         self._converted = known is not None
 
     def _conflict(self, origin: str, reason: str, record: Any) -> None:
+        reason = utf8_safe(reason)  # a value or an Arrow message quoting one may hold a lone surrogate
         if self.on_conflict == "fail":
             raise SchemaConflictError(f"stream {self.stream}: {reason} in {origin}")
         self.rejected.append(Rejected(origin, reason, record))
@@ -204,9 +228,14 @@ class JsonRecords:
         """Find the records that break column ``name``; raise or set them aside."""
         index = self.schema.get_field_index(name)
         kind = self.schema.field(index).type if index >= 0 else None
-        if kind is None:  # a new column: the first non-null value decides its type
-            first = next((o[name] for o in objects if o.get(name) is not None), None)
-            kind = pa.array([first]).type
+        if kind is None:  # a new column: the first non-null value that converts decides its type
+            for obj in objects:
+                if obj.get(name) is not None:
+                    try:
+                        kind = pa.array([obj[name]]).type
+                        break
+                    except ARROW_ERRORS:
+                        continue
         keep: list[int] = []
         before = len(objects)
         for i, obj in enumerate(objects):
@@ -220,9 +249,23 @@ class JsonRecords:
         objects[:] = [objects[i] for i in keep]
         origins[:] = [origins[i] for i in keep]
 
+    def _drop_unnamed(self, unnamed: set[str], objects: list[dict[str, Any]], origins: list[str]) -> None:
+        """Raise for, or set aside, the records with a field named in ``unnamed``: names with a lone
+        surrogate, which no column name can hold (UTF-8 cannot encode it)."""
+        keep: list[int] = []
+        for i, obj in enumerate(objects):
+            bad = next((name for name in obj if name in unnamed), None)
+            if bad is None:
+                keep.append(i)
+            else:  # repr writes the surrogate as an escape
+                self._conflict(origins[i], f"field name {bad!r} is not valid Unicode (a lone surrogate)", obj)
+        objects[:] = [objects[i] for i in keep]
+        origins[:] = [origins[i] for i in keep]
+
     def _admit(self, records: Sequence[Any], origin: str) -> tuple[list[dict[str, Any]], list[str]]:
         objects: list[dict[str, Any]] = []
         origins: list[str] = []
+        origin = utf8_safe(origin)  # a file name may hold a lone surrogate
         for i, record in enumerate(records):
             where = f"{origin} record {i}"
             if not isinstance(record, dict):
@@ -284,6 +327,10 @@ class JsonRecords:
         names = list(self.schema.names)
         for obj in objects:
             names.extend(k for k in obj if k not in names)
+        unnamed = {name for name in names[len(self.schema.names) :] if utf8_safe(name) != name}
+        if unnamed:
+            self._drop_unnamed(unnamed, objects, origins)
+            names = [name for name in names if name not in unnamed]
         while True:
             arrays, fields = [], []
             for name in names:

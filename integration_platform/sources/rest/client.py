@@ -28,7 +28,8 @@ def endpoint_pages(
     client: "RestClient", path: str, params: dict[str, str], paginator: Paginator, records_path: str | None
 ) -> Iterator[Page]:
     """Every page of ``path``, in order. Raises :class:`HttpSourceError` when the paginator
-    asks for the page it just fetched (a loop) or passes ``max_pages``."""
+    asks for the page it just fetched (a loop), or when a page's cursor or next URL cannot go into a
+    URL (a lone surrogate); stops at ``max_pages``."""
     request: PageRequest | None = first_request(paginator, client.url(path), {**client.config.params, **params})
     seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
     while request is not None:
@@ -47,4 +48,8 @@ def endpoint_pages(
         except (ValueError, TypeError) as exc:
             raise HttpSourceError(f"GET {client.redact_url(request.url, request.params)}: {exc}") from None
         yield Page(records, request, body, len(response.content))
-        request = next_request(paginator, request, body, response, len(records))
+        fetched = request
+        try:
+            request = next_request(paginator, fetched, body, response, len(records))
+        except ValueError as exc:
+            raise HttpSourceError(f"GET {client.redact_url(fetched.url, fetched.params)}: {exc}") from None

@@ -72,12 +72,24 @@ def _int_at(body: Any, path: str | None) -> int | None:
     return int(value) if isinstance(value, int | float | str) and str(value).strip().isdigit() else None
 
 
+def _from_body(value: Any, what: str) -> str:
+    """``value`` (a cursor or a URL the body holds) as text for the next request; raises ``ValueError``
+    when it holds a lone surrogate (JSON's ``"\\ud800"``), which no URL can carry."""
+    text = str(value)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"the {what} in the body holds a lone surrogate, which no URL can carry") from None
+    return text
+
+
 def next_request(
     paginator: Paginator, current: PageRequest, body: Any, response: "requests.Response", records: int
 ) -> PageRequest | None:
     """The request for the page after ``current``, or ``None`` when this was the last page.
 
-    ``records`` is how many records the current page held.
+    ``records`` is how many records the current page held. Raises ``ValueError`` when the body's
+    cursor or next URL cannot go into a URL.
     """
     kind = paginator.type
     if kind == "single_page":
@@ -101,10 +113,10 @@ def next_request(
         token = find_one(body, paginator.cursor_path)
         if token in (None, ""):
             return None
-        return PageRequest(current.url, {**current.params, paginator.cursor_param: str(token)})
+        return PageRequest(current.url, {**current.params, paginator.cursor_param: _from_body(token, "cursor")})
     if kind == "next_url":
         assert paginator.next_url_path
         target = find_one(body, paginator.next_url_path)
-        return PageRequest(urljoin(response.url, str(target))) if target else None
+        return PageRequest(urljoin(response.url, _from_body(target, "next URL"))) if target else None
     target = response.links.get("next", {}).get("url")
     return PageRequest(urljoin(response.url, target)) if target else None
