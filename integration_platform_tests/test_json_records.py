@@ -109,9 +109,19 @@ def test_a_lone_surrogate_in_a_new_columns_first_value_or_in_the_origin_is_set_a
     records = JsonRecords("f/x", on_conflict="quarantine")
     table = records.convert(page, "drop/f\udcff.json")  # a file name as os.fsdecode reads a non-UTF-8 byte
     assert [r.origin for r in records.rejected] == ["drop/f\\udcff.json record 0", "drop/f\\udcff.json record 1"]
-    assert table.to_pylist() == [{"id": 3, "a": None, "l": ["y"]}]
+    assert table.to_pylist() == [{"id": 3, "l": ["y"]}]  # "a" only in rejected records: no column
     with pytest.raises(SchemaConflictError, match=r"field 'id': .* in drop/f\\udcff.json record 0"):
         JsonRecords("f/x").convert([{"id": "\ud800"}], "drop/f\udcff.json")
+
+
+def test_a_field_only_rejected_records_have_becomes_no_column() -> None:
+    records = JsonRecords("api/users", on_conflict="quarantine")
+    records.convert([{"id": 1, "name": "a"}], "page 1")
+    page = [{"id": 2, "name": "\ud800", "extra": 5}, {"id": "x", "other": 1}, {"id": 4, "name": "d"}]
+    table = records.convert(page, "page 2")
+    assert table.to_pylist() == [{"id": 4, "name": "d"}]
+    assert records.schema.names == ["id", "name"] and records.changes == []
+    assert [r.origin for r in records.rejected] == ["page 2 record 1", "page 2 record 0"]
 
 
 def test_write_quarantine_escapes_a_lone_surrogate_in_any_column(tmp_path: Path) -> None:

@@ -289,6 +289,13 @@ class JsonRecords:
             origins.append(where)
         return objects, origins
 
+    def _names(self, objects: list[dict[str, Any]]) -> list[str]:
+        """The schema's column names, then the fields new in ``objects`` in the order they first appear."""
+        names = list(self.schema.names)
+        for obj in objects:
+            names.extend(k for k in obj if k not in names)
+        return names
+
     @staticmethod
     def _page_of(
         name: str, objects: list[dict[str, Any]], origins: list[str], unlike: pa.DataType | None = None
@@ -324,13 +331,11 @@ class JsonRecords:
                 defining = {k for obj in admitted for k in obj}
             objects += admitted
             origins += where
-        names = list(self.schema.names)
-        for obj in objects:
-            names.extend(k for k in obj if k not in names)
+        names = self._names(objects)
         unnamed = {name for name in names[len(self.schema.names) :] if utf8_safe(name) != name}
         if unnamed:
             self._drop_unnamed(unnamed, objects, origins)
-            names = [name for name in names if name not in unnamed]
+            names = self._names(objects)
         while True:
             arrays, fields = [], []
             for name in names:
@@ -338,6 +343,7 @@ class JsonRecords:
                     array, kind = self._column(name, [o.get(name) for o in objects])
                 except ARROW_ERRORS:
                     self._isolate(name, objects, origins)
+                    names = self._names(objects)  # a field only rejected records had is no column
                     break
                 arrays.append(array)
                 fields.append(pa.field(name, kind))
