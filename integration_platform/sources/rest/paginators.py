@@ -74,12 +74,12 @@ def _int_at(body: Any, path: str | None) -> int | None:
 
 def _from_body(value: Any, what: str) -> str:
     """``value`` (a cursor or a URL the body holds) as text for the next request; raises ``ValueError``
-    when it holds a lone surrogate (JSON's ``"\\ud800"``), which no URL can carry."""
+    when it holds a lone surrogate (JSON's ``"\\ud800"``), which cannot be sent as UTF-8."""
     text = str(value)
     try:
         text.encode()
     except UnicodeEncodeError:
-        raise ValueError(f"the {what} in the body holds a lone surrogate, which no URL can carry") from None
+        raise ValueError(f"the {what} in the body holds a lone surrogate, which cannot be sent as UTF-8") from None
     return text
 
 
