@@ -52,6 +52,28 @@ def test_duplicates_and_records_without_key_or_not_objects() -> None:
     assert records.rejected[0].origin == "page record 2"
 
 
+def test_a_rejected_record_does_not_hide_a_later_good_one_with_its_key() -> None:
+    records = JsonRecords("s/x", primary_key=["id"], on_conflict="quarantine")
+    page = [{"id": 1, "v": "\ud800"}, {"id": 1, "v": "fixed"}, {"id": 1, "v": "later"}, {"id": 2, "v": 5}]
+    table = records.convert(page, "p1")
+    # id 2's number is a conflict only because id 1's kept string defines the column
+    assert table.to_pylist() == [{"id": 1, "v": "fixed"}]
+    assert records.duplicates == 1 and [r.origin for r in records.rejected] == ["p1 record 0", "p1 record 3"]
+    # across pages of one landing, and across pages converted together, the kept key stays taken
+    again = records.convert_pages(
+        [([{"id": 1, "v": "dup"}, {"id": 2, "v": "two"}], "p2"), ([{"id": 2, "v": "x"}], "p3")]
+    )
+    assert again.to_pylist() == [{"id": 2, "v": "two"}] and records.duplicates == 3
+    assert records.changes == []
+
+
+def test_a_duplicate_is_not_checked_and_a_field_only_it_has_is_no_column() -> None:
+    records = JsonRecords("s/x", primary_key=["id"], on_conflict="fail")
+    table = records.convert([{"id": 1, "v": "a"}, {"id": 1, "v": 5, "extra": "\ud800"}], "p")
+    assert table.to_pylist() == [{"id": 1, "v": "a"}] and table.column_names == ["id", "v"]
+    assert records.duplicates == 1 and records.rejected == []
+
+
 def test_declared_types_json_columns_and_nested_as_text() -> None:
     records = JsonRecords(
         "s/x", nested="json", columns={"at": pa.timestamp("us")}, json_columns=["payload"], primary_key=["id"]

@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 import pyarrow as pa
@@ -47,6 +47,8 @@ ARROW_ERRORS = (
     UnicodeEncodeError,
 )
 
+
+_T = TypeVar("_T")
 
 #: Arrow types a source's YAML may declare for a column, by name.
 ARROW_TYPES: dict[str, pa.DataType] = {
@@ -111,6 +113,11 @@ def json_text(value: Any) -> str:
     return text
 
 
+def _without(items: list[_T], gone: set[int]) -> list[_T]:
+    """``items`` without the ones at the indexes in ``gone``."""
+    return [item for i, item in enumerate(items) if i not in gone]
+
+
 class SchemaConflictError(ValueError):
     """A record does not fit the stream's schema (names the stream, field, value and origin)."""
 
@@ -158,8 +165,9 @@ class JsonRecords:
 
     ``columns``: declared Arrow types that win over inference (a timestamp kept as text by the
     API, say). ``required``: fields every record must have (the primary key); records missing
-    one are conflicts. ``primary_key``: records whose key was already seen in this landing are
-    dropped (counted in ``duplicates``), the first one kept. ``known``: the stream's schema so
+    one are conflicts. ``primary_key``: of the records with one key in this landing, the first
+    that fits the schema is kept, the later ones are dropped (counted in ``duplicates``); a
+    rejected record does not hide a later good one with its key. ``known``: the stream's schema so
     far (its last landing's), so that types stay stable from landing to landing: a value that
     does not fit a known column is a conflict, a new field is a change.
     """
@@ -224,8 +232,8 @@ class JsonRecords:
             return f"field {name!r}: {_short(value)} does not convert: {exc}"
         return None
 
-    def _isolate(self, name: str, objects: list[dict[str, Any]], origins: list[str]) -> None:
-        """Find the records that break column ``name``; raise or set them aside."""
+    def _isolate(self, name: str, objects: list[dict[str, Any]], origins: list[str]) -> list[int]:
+        """The indexes of the records that fit column ``name``; the others raise or are set aside."""
         index = self.schema.get_field_index(name)
         kind = self.schema.field(index).type if index >= 0 else None
         if kind is None:  # a new column: the first non-null value that converts decides its type
@@ -237,21 +245,19 @@ class JsonRecords:
                     except ARROW_ERRORS:
                         continue
         keep: list[int] = []
-        before = len(objects)
         for i, obj in enumerate(objects):
             reason = self._fits(name, obj.get(name), kind) if obj.get(name) is not None else None
             if reason is None:
                 keep.append(i)
             else:
                 self._conflict(origins[i], reason, obj)
-        if len(keep) == before:  # no single record is to blame: the page as a whole does not convert
+        if len(keep) == len(objects):  # no single record is to blame: the page as a whole does not convert
             raise SchemaConflictError(f"stream {self.stream}: field {name!r} does not convert to one Arrow type")
-        objects[:] = [objects[i] for i in keep]
-        origins[:] = [origins[i] for i in keep]
+        return keep
 
-    def _drop_unnamed(self, unnamed: set[str], objects: list[dict[str, Any]], origins: list[str]) -> None:
-        """Raise for, or set aside, the records with a field named in ``unnamed``: names with a lone
-        surrogate, which no column name can hold (UTF-8 cannot encode it)."""
+    def _named(self, unnamed: set[str], objects: list[dict[str, Any]], origins: list[str]) -> list[int]:
+        """The indexes of the records with no field named in ``unnamed`` (names with a lone surrogate,
+        which no column name can hold: UTF-8 cannot encode it); the others raise or are set aside."""
         keep: list[int] = []
         for i, obj in enumerate(objects):
             bad = next((name for name in obj if name in unnamed), None)
@@ -259,10 +265,10 @@ class JsonRecords:
                 keep.append(i)
             else:  # repr writes the surrogate as an escape
                 self._conflict(origins[i], f"field name {bad!r} is not valid Unicode (a lone surrogate)", obj)
-        objects[:] = [objects[i] for i in keep]
-        origins[:] = [origins[i] for i in keep]
+        return keep
 
     def _admit(self, records: Sequence[Any], origin: str) -> tuple[list[dict[str, Any]], list[str]]:
+        """The page's records that are objects with their primary key, and each one's origin."""
         objects: list[dict[str, Any]] = []
         origins: list[str] = []
         origin = utf8_safe(origin)  # a file name may hold a lone surrogate
@@ -275,12 +281,6 @@ class JsonRecords:
             if missing:
                 self._conflict(where, f"primary key field(s) {missing} missing or null", record)
                 continue
-            if self.primary_key:
-                key = tuple(json.dumps(record[k], sort_keys=True) for k in self.primary_key)
-                if key in self._keys:
-                    self.duplicates += 1
-                    continue
-                self._keys.add(key)
             if self.json_columns:
                 record = {k: json_text(v) if k in self.json_columns and v is not None else v for k, v in record.items()}
             if self.nested == "json":
@@ -288,6 +288,17 @@ class JsonRecords:
             objects.append(record)
             origins.append(where)
         return objects, origins
+
+    def _first_of_each_key(self, keys: list[tuple[str, ...]]) -> list[int]:
+        """The indexes of the records whose key neither an earlier record here nor an earlier
+        landing (``_keys``) has: the ones kept; the others are duplicates."""
+        seen = set(self._keys)
+        first: list[int] = []
+        for i, key in enumerate(keys):
+            if key not in seen:
+                seen.add(key)
+                first.append(i)
+        return first
 
     def _names(self, objects: list[dict[str, Any]]) -> list[str]:
         """The schema's column names, then the fields new in ``objects`` in the order they first appear."""
@@ -308,6 +319,26 @@ class JsonRecords:
                 return where.rpartition(" record ")[0]
         return origins[0].rpartition(" record ")[0] if origins else ""
 
+    def _columns(
+        self, objects: list[dict[str, Any]], origins: list[str]
+    ) -> tuple[list[pa.Array], list[pa.Field], list[int] | None]:
+        """The records' columns and fields in the current schema (which they may widen or extend) and
+        ``None``; or, when some records do not fit, the indexes of the ones that do (the others raised
+        or were set aside)."""
+        names = self._names(objects)
+        unnamed = {name for name in names[len(self.schema.names) :] if utf8_safe(name) != name}
+        if unnamed:
+            return [], [], self._named(unnamed, objects, origins)
+        arrays, fields = [], []
+        for name in names:
+            try:
+                array, kind = self._column(name, [o.get(name) for o in objects])
+            except ARROW_ERRORS:
+                return [], [], self._isolate(name, objects, origins)
+            arrays.append(array)
+            fields.append(pa.field(name, kind))
+        return arrays, fields, None
+
     def convert(self, records: Sequence[Any], origin: str) -> pa.Table:
         """One page of records as an Arrow table in the current schema (which it may extend).
 
@@ -324,35 +355,42 @@ class JsonRecords:
         process's CPU went from 16.5 to 14.0 s."""
         objects: list[dict[str, Any]] = []
         origins: list[str] = []
-        defining: set[str] | None = None  # the fields of the first page with records, when it defines the schema
+        first_page = 0  # how many of ``objects`` the first page with records gave, when it defines the schema
         for records, origin in pages:
             admitted, where = self._admit(records, origin)
-            if admitted and defining is None and not self._converted:
-                defining = {k for obj in admitted for k in obj}
             objects += admitted
             origins += where
-        names = self._names(objects)
-        unnamed = {name for name in names[len(self.schema.names) :] if utf8_safe(name) != name}
-        if unnamed:
-            self._drop_unnamed(unnamed, objects, origins)
-            names = self._names(objects)
+            if admitted and not first_page and not self._converted:
+                first_page = len(objects)
+        # Duplicates are dropped after conversion, not before: when the first record of a key is
+        # rejected, the next one with that key is the one that lands.
+        keys = (
+            [tuple(json.dumps(o[k], sort_keys=True) for k in self.primary_key) for o in objects]
+            if self.primary_key
+            else []
+        )
         while True:
-            arrays, fields = [], []
-            for name in names:
-                try:
-                    array, kind = self._column(name, [o.get(name) for o in objects])
-                except ARROW_ERRORS:
-                    self._isolate(name, objects, origins)
-                    names = self._names(objects)  # a field only rejected records had is no column
-                    break
-                arrays.append(array)
-                fields.append(pa.field(name, kind))
+            if self.primary_key:
+                live = self._first_of_each_key(keys)
+                view, view_origins = [objects[i] for i in live], [origins[i] for i in live]
             else:
+                live, view, view_origins = list(range(len(objects))), objects, origins
+            arrays, fields, keep = self._columns(view, view_origins)
+            if keep is None:
                 break
+            gone = set(live) - {live[i] for i in keep}  # rejected: a field only they had is no column
+            objects, origins = _without(objects, gone), _without(origins, gone)
+            keys = _without(keys, gone)
+            first_page -= sum(1 for i in gone if i < first_page)
+        defining = {k for i in live if i < first_page for k in objects[i]}  # the first page defines the schema
+        if self.primary_key:
+            self.duplicates += len(objects) - len(live)
+            self._keys.update(keys[i] for i in live)
+        objects, origins = view, view_origins
         for field in fields:
             index = self.schema.get_field_index(field.name)
             if index < 0:
-                if self._converted or field.name not in (defining or ()):  # the first page defines the schema
+                if self._converted or field.name not in defining:
                     page = self._page_of(field.name, objects, origins)
                     self.changes.append(f"new column {field.name} ({field.type}) first seen in {page}")
                 self.schema = self.schema.append(field)
