@@ -93,7 +93,7 @@ def produce(
     broker: Broker,
     topic: str,
     values: list[bytes],
-    keys: list[str] | None = None,
+    keys: Sequence[str | bytes] | None = None,
     timestamps: Sequence[dt.datetime] | None = None,
     headers: Sequence[list[tuple[str, str | bytes | None]] | None] | None = None,
 ) -> None:
@@ -152,6 +152,11 @@ def test_n_messages_land_once_and_offsets_are_committed(
     assert target.query("SELECT _ip_message_id FROM shop.orders WHERE _ip_partition = 0 AND _ip_offset = 0") == [
         (f"{topic}/0/0",)
     ]
+    assert target.query(  # each row's own key, topic and message id
+        "SELECT count(*) FROM shop.orders WHERE _ip_key = CAST(order_id AS VARCHAR) AND _ip_topic = ? "
+        "AND _ip_message_id = concat(_ip_topic, '/', _ip_partition, '/', _ip_offset)",
+        [topic],
+    ) == [(n,)]
 
     # More messages: the next run starts at the committed offsets and lands only those.
     produce(kafka_broker, topic, _orders(30, start=n))
@@ -277,7 +282,8 @@ def test_reset_to_a_timestamp_with_timestamps_and_headers_as_columns(
     headers: list[list[tuple[str, str | bytes | None]] | None] = [
         [("trace-id", f"t{i}".encode()), ("tag", b"a"), ("tag", b"\xff")] if i % 10 == 0 else None for i in range(40)
     ]
-    produce(current_kafka, topic, _orders(40), timestamps=stamps, headers=headers)
+    keys = [b"\xff" + str(i).encode() if i == 30 else str(i) for i in range(40)]  # one key not UTF-8
+    produce(current_kafka, topic, _orders(40), keys=keys, timestamps=stamps, headers=headers)
     target = platform(_yaml(current_kafka, topic), tmp_path, instance)
     assert target.materialize(
         [LAKE, WAREHOUSE], run_config=_reset_to((T0 + dt.timedelta(minutes=25)).isoformat())
@@ -300,6 +306,11 @@ def test_reset_to_a_timestamp_with_timestamps_and_headers_as_columns(
     with_headers = {order_id: (trace, tags) for order_id, _, trace, tags, _ in rows if trace is not None}
     assert with_headers == {30: ("t30", '["a","\\\\xff"]')}
     assert sum(1 for *_, raw in rows if raw is None) == 14
+    assert target.query("SELECT order_id, _ip_key FROM shop.orders WHERE order_id IN (29, 30, 31) ORDER BY 1") == [
+        (29, "29"),
+        (30, "\ufffd30"),
+        (31, "31"),
+    ]
 
     produce(current_kafka, topic, _orders(5, start=40), timestamps=[T0 + dt.timedelta(hours=1)] * 5)
     assert target.materialize([LAKE], run_config=_reset_to((T0 + dt.timedelta(hours=1, seconds=1)).isoformat())).success

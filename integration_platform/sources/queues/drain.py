@@ -12,7 +12,7 @@ time (dead letters are at-least-once; they keep their message id).
 """
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,17 +21,17 @@ from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import Manifest, list_manifests
 from integration_platform.core.micro_batches import MicroBatch, MicroBatchStats, land_micro_batches
 from integration_platform.core.streams import StreamSpec
-from integration_platform.sources.queues.messages import Message, MessageDecoder
+from integration_platform.sources.queues.messages import Message, MessageBatch, MessageDecoder
 
 
 class MessageSource(Protocol):
     """A broker as the drain loop sees it (RabbitMQ: ``rabbitmq_stream``; Kafka: ``kafka_stream``)."""
 
-    def next_batch(self, size: int, max_wait: float) -> Sequence[Message]:
+    def next_batch(self, size: int, max_wait: float) -> MessageBatch:
         """Up to ``size`` messages, after at most ``max_wait`` seconds (none when idle)."""
         ...
 
-    def maybe_landed(self, messages: Sequence[Message]) -> bool:
+    def maybe_landed(self, batch: MessageBatch) -> bool:
         """May the lake hold some of these already (redelivered, or below the landed offsets)?"""
         ...
 
@@ -39,11 +39,11 @@ class MessageSource(Protocol):
         """Publish a poison message to the dead-letter destination, confirmed."""
         ...
 
-    def commit(self, messages: Sequence[Message], manifest: Manifest | None) -> None:
+    def commit(self, batch: MessageBatch, manifest: Manifest | None) -> None:
         """Acknowledge / commit every message of the batch (called after its landing)."""
         ...
 
-    def landing_extra(self, messages: Sequence[Message]) -> dict[str, Any]:
+    def landing_extra(self, batch: MessageBatch) -> dict[str, Any]:
         """What the batch's manifest records besides rows (Kafka: its offset ranges)."""
         ...
 
@@ -113,32 +113,32 @@ def message_batches(
     started = time.monotonic()
     while stats.messages < limits.max_messages and time.monotonic() - started < limits.max_seconds:
         size = min(limits.batch_size, limits.max_messages - stats.messages)
-        messages = source.next_batch(size, limits.max_wait_seconds)
-        if not messages:
+        batch = source.next_batch(size, limits.max_wait_seconds)
+        if not len(batch):
             return
         received_at = time.monotonic()
-        stats.messages += len(messages)
-        decoded = decoder.decode(messages)
+        stats.messages += len(batch)
+        decoded = decoder.decode(batch)
 
         def acknowledge(
-            manifest: Manifest | None, messages: Sequence[Message] = messages, poison: Any = decoded.poison
+            manifest: Manifest | None, batch: MessageBatch = batch, poison: list[tuple[Message, str]] = decoded.poison
         ) -> None:
             for message, reason in poison:
                 source.dead_letter(message, reason)
-            source.commit(messages, manifest)
+            source.commit(batch, manifest)
 
         yield MicroBatch(
             decoded.table,
-            decoded.table is not None and source.maybe_landed(messages),
+            decoded.table is not None and source.maybe_landed(batch),
             acknowledge,
-            extra=source.landing_extra(messages),
+            extra=source.landing_extra(batch),
             received_at=received_at,
         )
         stats.duplicates += decoded.duplicates
         stats.dead_lettered += len(decoded.poison)
         if decoded.changes:
             log(f"schema changed: {'; '.join(decoded.changes[:10])}")
-        if len(messages) < size and not source.remaining():
+        if len(batch) < size and not source.remaining():
             return  # a short batch with nothing left waiting: drained
 
 

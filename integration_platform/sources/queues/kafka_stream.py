@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_END,
@@ -37,7 +38,6 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
-from confluent_kafka import Message as KafkaMessage
 
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import Manifest, list_manifests
@@ -45,7 +45,7 @@ from integration_platform.core.streams import StreamSpec
 from integration_platform.outbound.publish import PublishSpec
 from integration_platform.resources.brokers import BrokerError
 from integration_platform.resources.kafka import RECORD_V2_SINCE, KafkaResource
-from integration_platform.sources.queues.messages import Message
+from integration_platform.sources.queues.messages import Message, MessageBatch
 
 ATTRIBUTES = pa.schema(
     [
@@ -81,6 +81,14 @@ def headers_json(
         text = value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
         values.setdefault(name, []).append(text)
     return json.dumps({name: found[0] if len(found) == 1 else found for name, found in values.items()})
+
+
+def _texts(keys: list[bytes | str | None]) -> pa.Array:
+    """Message keys as a string array: UTF-8 as it is, other bytes with U+FFFD for what does not decode."""
+    try:
+        return pa.array(keys, pa.binary()).cast(pa.string())
+    except (pa.ArrowInvalid, TypeError):  # not UTF-8, or already text
+        return pa.array([k.decode("utf-8", "replace") if isinstance(k, bytes) else k for k in keys], pa.string())
 
 
 def landed_offsets(store: LakeStore, spec: StreamSpec) -> dict[int, int]:
@@ -150,51 +158,64 @@ class KafkaTopicSource:
         whence = missing if offset in (OFFSET_INVALID, -1) else offset
         return int(low) if whence == OFFSET_BEGINNING else int(high)
 
-    def _message(self, raw: KafkaMessage, received: dt.datetime) -> Message:
-        kind, millis = raw.timestamp()
-        key = raw.key()
-        text_key = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
-        partition, offset = raw.partition() or 0, raw.offset() or 0
-        headers = raw.headers()
-        return Message(
-            raw.value() or b"",
-            f"{self.topic}/{partition}/{offset}",
-            f"topic {self.topic} partition {partition} offset {offset}",
-            {
-                "_ip_topic": self.topic,
-                "_ip_partition": partition,
-                "_ip_offset": offset,
-                "_ip_key": text_key,
-                # microseconds since the epoch, as Arrow takes them for the column's type (a
-                # datetime per message cost an eighth of the drain's CPU, measured)
-                "_ip_timestamp": None if kind == TIMESTAMP_NOT_AVAILABLE else millis * 1000,
-                "_ip_headers": headers_json(headers) if headers else None,
-                "_ip_received_at": received,
-            },
-            text_key,
-            offset < self.landed_through.get(partition, 0),
-            (partition, offset),
-        )
-
-    def next_batch(self, size: int, max_wait: float) -> list[Message]:
+    def next_batch(self, size: int, max_wait: float) -> MessageBatch:
         raw = self.consumer.consume(num_messages=size, timeout=max_wait)
         received = dt.datetime.now(dt.UTC)
-        for message in raw:
-            error = message.error()
+        for consumed in raw:
+            error = consumed.error()
             if error is not None and error.code() != KafkaError._PARTITION_EOF:
                 raise self.kafka.error(f"consuming {self.topic!r}", error)
-        return [self._message(m, received) for m in raw if m.error() is None]
+        raw = [m for m in raw if m.error() is None]
+        partitions = pa.array([m.partition() for m in raw], pa.int32())
+        offsets = pa.array([m.offset() for m in raw], pa.int64())
+        keys = _texts([m.key() for m in raw])
+        stamps = [m.timestamp() for m in raw]
+        headers = [m.headers() for m in raw]
+        attributes = pa.table(
+            [
+                pa.repeat(pa.scalar(self.topic, pa.string()), len(raw)),
+                partitions,
+                offsets,
+                keys,
+                # microseconds since the epoch, as Arrow takes them for the column's type (a
+                # datetime per message cost an eighth of the drain's CPU, measured)
+                pa.array([None if k == TIMESTAMP_NOT_AVAILABLE else ms * 1000 for k, ms in stamps], ATTRIBUTES[4].type),
+                pa.array([headers_json(h) if h else None for h in headers], pa.string()),
+                pa.repeat(pa.scalar(received, ATTRIBUTES[6].type), len(raw)),
+            ],
+            schema=ATTRIBUTES,
+        )
+        ids = pc.binary_join_element_wise(self.topic, partitions.cast(pa.string()), offsets.cast(pa.string()), "/")
+        bodies = [m.value() or b"" for m in raw]
 
-    def maybe_landed(self, messages: Sequence[Message]) -> bool:
-        return any(m.redelivered for m in messages)
+        def message(i: int) -> Message:
+            partition, offset = partitions[i].as_py(), offsets[i].as_py()
+            return Message(
+                bodies[i],
+                ids[i].as_py(),
+                f"topic {self.topic} partition {partition} offset {offset}",
+                keys[i].as_py(),
+                offset < self.landed_through.get(partition, 0),
+                (partition, offset),
+            )
 
-    def _ranges(self, messages: Sequence[Message]) -> dict[int, tuple[int, int]]:
-        ranges: dict[int, tuple[int, int]] = {}
-        for message in messages:
-            partition, offset = message.ref
-            low, high = ranges.get(partition, (offset, offset))
-            ranges[partition] = (min(low, offset), max(high, offset))
-        return ranges
+        return MessageBatch(bodies, ids, keys, attributes, message)
+
+    def maybe_landed(self, batch: MessageBatch) -> bool:
+        return any(low < self.landed_through.get(p, 0) for p, (low, _) in self._ranges(batch).items())
+
+    def _ranges(self, batch: MessageBatch) -> dict[int, tuple[int, int]]:
+        """Per partition, the lowest and the highest offset of the batch."""
+        ranges = batch.attributes.group_by("_ip_partition").aggregate([("_ip_offset", "min"), ("_ip_offset", "max")])
+        return {
+            p: (low, high)
+            for p, low, high in zip(
+                ranges["_ip_partition"].to_pylist(),
+                ranges["_ip_offset_min"].to_pylist(),
+                ranges["_ip_offset_max"].to_pylist(),
+                strict=True,
+            )
+        }
 
     def dead_letter(self, message: Message, reason: str) -> None:
         if self._producer is None:
@@ -222,11 +243,11 @@ class KafkaTopicSource:
                 f"dead letter to {self.dlt!r} on {self.kafka.where} not delivered: {failures or 'timeout'}"
             )
 
-    def commit(self, messages: Sequence[Message], manifest: Manifest | None) -> None:
+    def commit(self, batch: MessageBatch, manifest: Manifest | None) -> None:
         """Commit, per partition, the consumer's position after the batch: the last message's
         offset + 1, or past it when a transaction's commit marker follows (the marker takes an
         offset but is never delivered; committing at it would leave a lag of 1 for ever)."""
-        ranges = self._ranges(messages)
+        ranges = self._ranges(batch)
         try:
             positions = self.consumer.position([TopicPartition(self.topic, p) for p in ranges])
             after = {tp.partition: tp.offset for tp in positions}
@@ -241,10 +262,10 @@ class KafkaTopicSource:
         for partition, (_, high) in ranges.items():
             self.landed_through[partition] = max(self.landed_through.get(partition, 0), high + 1)
 
-    def landing_extra(self, messages: Sequence[Message]) -> dict[str, Any]:
+    def landing_extra(self, batch: MessageBatch) -> dict[str, Any]:
         return {
             "topic": self.topic,
-            "offsets": {str(p): [low, high + 1] for p, (low, high) in self._ranges(messages).items()},
+            "offsets": {str(p): [low, high + 1] for p, (low, high) in sorted(self._ranges(batch).items())},
         }
 
     def remaining(self) -> int | None:

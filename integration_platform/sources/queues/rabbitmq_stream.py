@@ -2,7 +2,8 @@
 
 Columns each row gets besides the body's fields: ``_ip_message_id`` (see ``messages.py``),
 ``_ip_routing_key``, ``_ip_exchange``, ``_ip_published_at`` (the AMQP ``timestamp`` property,
-seconds since the epoch, when the publisher set it) and ``_ip_received_at``.
+seconds since the epoch, when the publisher set it; null outside the years 1-9999) and
+``_ip_received_at``.
 
 Redeliveries: a delivery with ``redelivered`` set may have been landed by a run that died
 before acknowledging; a batch holding one is checked against the ids in the lake (see
@@ -11,7 +12,7 @@ before acknowledging; a batch holding one is checked against the ids in the lake
 
 import datetime as dt
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,7 +22,7 @@ import pyarrow as pa
 from integration_platform.core.landing import Manifest
 from integration_platform.outbound.publish import PublishSpec
 from integration_platform.resources.rabbitmq import Delivery, RabbitMQResource, RabbitSession
-from integration_platform.sources.queues.messages import Message
+from integration_platform.sources.queues.messages import Message, MessageBatch
 
 ATTRIBUTES = pa.schema(
     [
@@ -31,6 +32,18 @@ ATTRIBUTES = pa.schema(
         ("_ip_received_at", pa.timestamp("us", tz="UTC")),
     ]
 )
+
+
+#: AMQP timestamps (seconds) that are datetimes: the years 1 to 9999.
+_SECONDS = (
+    int(dt.datetime.min.replace(tzinfo=dt.UTC).timestamp()),
+    int(dt.datetime.max.replace(tzinfo=dt.UTC).timestamp()),
+)
+
+
+def _micros(seconds: int | None) -> int | None:
+    """An AMQP timestamp as microseconds since the epoch; ``None`` when absent or outside ``_SECONDS``."""
+    return seconds * 1_000_000 if seconds is not None and _SECONDS[0] <= seconds <= _SECONDS[1] else None
 
 
 class RabbitQueueSource:
@@ -53,38 +66,41 @@ class RabbitQueueSource:
         session.declare_dead_letter(self.dlx, self.dlq)
         session.consume(queue, prefetch)
 
-    def _message(self, delivery: Delivery, received: dt.datetime) -> Message:
-        stamp = delivery.properties.timestamp
+    def _message(self, delivery: Delivery) -> Message:
         return Message(
             body=delivery.body,
             message_id=delivery.properties.message_id,
             origin=f"queue {self.queue} delivery {delivery.tag}",
-            attributes={
-                "_ip_routing_key": delivery.routing_key,
-                "_ip_exchange": delivery.exchange,
-                "_ip_published_at": dt.datetime.fromtimestamp(stamp, dt.UTC) if stamp is not None else None,
-                "_ip_received_at": received,
-            },
             redelivered=delivery.redelivered,
             ref=delivery,
         )
 
-    def next_batch(self, size: int, max_wait: float) -> list[Message]:
+    def next_batch(self, size: int, max_wait: float) -> MessageBatch:
         deliveries = self.session.next_batch(size, max_wait)
         received = dt.datetime.now(dt.UTC)
-        return [self._message(d, received) for d in deliveries]
+        stamps = [d.properties.timestamp for d in deliveries]
+        attributes = pa.table(
+            [
+                pa.array([d.routing_key for d in deliveries], pa.string()),
+                pa.array([d.exchange for d in deliveries], pa.string()),
+                pa.array([_micros(s) for s in stamps], pa.timestamp("us", tz="UTC")),
+                pa.repeat(pa.scalar(received, pa.timestamp("us", tz="UTC")), len(deliveries)),
+            ],
+            schema=ATTRIBUTES,
+        )
+        return MessageBatch.of([self._message(d) for d in deliveries], attributes)
 
-    def maybe_landed(self, messages: Sequence[Message]) -> bool:
-        return any(m.redelivered for m in messages)
+    def maybe_landed(self, batch: MessageBatch) -> bool:
+        return any(batch.message(i).redelivered for i in range(len(batch)))
 
     def dead_letter(self, message: Message, reason: str) -> None:
         self.session.dead_letter(self.dlx, self.dlq, self.queue, self.stream, message.ref, reason)
 
-    def commit(self, messages: Sequence[Message], manifest: Manifest | None) -> None:
-        self.session.ack([m.ref for m in messages])
+    def commit(self, batch: MessageBatch, manifest: Manifest | None) -> None:
+        self.session.ack([batch.message(i).ref for i in range(len(batch))])
 
-    def landing_extra(self, messages: Sequence[Message]) -> dict[str, Any]:
-        return {"queue": self.queue, "messages": len(messages)}
+    def landing_extra(self, batch: MessageBatch) -> dict[str, Any]:
+        return {"queue": self.queue, "messages": len(batch)}
 
     def remaining(self) -> int | None:
         return self.session.queue_depth(self.queue)[0]
