@@ -74,6 +74,25 @@ def test_a_duplicate_is_not_checked_and_a_field_only_it_has_is_no_column() -> No
     assert records.duplicates == 1 and records.rejected == []
 
 
+def test_pages_converted_together_report_changes_as_page_by_page_and_keys_are_the_values_sent() -> None:
+    pages: list[tuple[list[dict[str, Any]], str]] = [
+        ([{"v": "\ud800"}], "p1"),
+        ([{"v": "ok", "w": 1}], "p2"),
+        ([{"v": "x", "u": 2}], "p3"),
+    ]
+    together = JsonRecords("s/x", on_conflict="quarantine")
+    together.convert_pages(pages)
+    one_by_one = JsonRecords("s/x", on_conflict="quarantine")
+    for records, origin in pages:
+        one_by_one.convert(records, origin)
+    # p1's only record is rejected: p2 defines the schema, p3's field is the one change
+    assert together.changes == one_by_one.changes == ["new column u (int64) first seen in p3"]
+    # a key is the value as sent, whatever JSON text a json_columns field becomes
+    keyed = JsonRecords("s/x", primary_key=["id"], json_columns=["id"])
+    assert keyed.convert([{"id": {"a": 1, "b": 2}}, {"id": {"b": 2, "a": 1}}], "p").num_rows == 1
+    assert keyed.duplicates == 1
+
+
 def test_declared_types_json_columns_and_nested_as_text() -> None:
     records = JsonRecords(
         "s/x", nested="json", columns={"at": pa.timestamp("us")}, json_columns=["payload"], primary_key=["id"]

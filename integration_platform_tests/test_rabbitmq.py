@@ -72,27 +72,29 @@ def test_n_messages_land_as_exactly_n_rows(queue: str, tmp_path: Path, instance:
 
 def test_broker_columns_hold_each_messages_own_values(queue: str, tmp_path: Path, instance: dg.DagsterInstance) -> None:
     """Routing key, exchange and the publisher's timestamp per message; a timestamp no datetime can
-    hold (AMQP allows any 64-bit value) is null instead of failing the batch."""
+    hold (AMQP allows any 64-bit value) is null and a message id that is not UTF-8 is escaped,
+    instead of failing the batch."""
     stamps = [1_700_000_000, None, 2**63 - 1, 1_700_000_060]
+    ids: list[str | bytes] = ["o0", "o1", "o2", b"o\xff3"]
     with connection() as conn:
         channel = conn.channel()
         channel.confirm_delivery()
         for i, stamp in enumerate(stamps):
-            properties = pika.BasicProperties(message_id=f"o{i}", delivery_mode=2, timestamp=stamp)
+            properties = pika.BasicProperties(message_id=ids[i], delivery_mode=2, timestamp=stamp)
             channel.basic_publish("", queue, json.dumps(_order(i)).encode(), properties)
     target = platform(_yaml(queue), tmp_path, instance)
     assert target.materialize([LAKE, WAREHOUSE]).success
     rows = target.query(
-        "SELECT order_id, _ip_routing_key, _ip_exchange, epoch(_ip_published_at), epoch(_ip_received_at) "
-        "FROM shop.orders ORDER BY order_id"
+        "SELECT order_id, _ip_routing_key, _ip_exchange, epoch(_ip_published_at), _ip_message_id, "
+        "epoch(_ip_received_at) FROM shop.orders ORDER BY order_id"
     )
-    assert [row[:4] for row in rows] == [
-        (0, queue, "", 1_700_000_000),
-        (1, queue, "", None),
-        (2, queue, "", None),
-        (3, queue, "", 1_700_000_060),
+    assert [row[:5] for row in rows] == [
+        (0, queue, "", 1_700_000_000, "o0"),
+        (1, queue, "", None, "o1"),
+        (2, queue, "", None, "o2"),
+        (3, queue, "", 1_700_000_060, "o\\xff3"),
     ]
-    assert len({row[4] for row in rows}) == 1 and rows[0][4] > 1_700_000_060
+    assert len({row[5] for row in rows}) == 1 and rows[0][5] > 1_700_000_060
 
 
 def test_duplicate_publishes_collapse_to_one_row(queue: str, tmp_path: Path, instance: dg.DagsterInstance) -> None:

@@ -267,10 +267,14 @@ class JsonRecords:
                 self._conflict(origins[i], f"field name {bad!r} is not valid Unicode (a lone surrogate)", obj)
         return keep
 
-    def _admit(self, records: Sequence[Any], origin: str) -> tuple[list[dict[str, Any]], list[str]]:
-        """The page's records that are objects with their primary key, and each one's origin."""
+    def _admit(
+        self, records: Sequence[Any], origin: str
+    ) -> tuple[list[dict[str, Any]], list[str], list[tuple[str, ...]]]:
+        """The page's records that are objects with their primary key, each one's origin and key (of
+        the values as received, before any become JSON text)."""
         objects: list[dict[str, Any]] = []
         origins: list[str] = []
+        keys: list[tuple[str, ...]] = []
         origin = utf8_safe(origin)  # a file name may hold a lone surrogate
         for i, record in enumerate(records):
             where = f"{origin} record {i}"
@@ -281,21 +285,23 @@ class JsonRecords:
             if missing:
                 self._conflict(where, f"primary key field(s) {missing} missing or null", record)
                 continue
+            if self.primary_key:
+                keys.append(tuple(json.dumps(record[k], sort_keys=True) for k in self.primary_key))
             if self.json_columns:
                 record = {k: json_text(v) if k in self.json_columns and v is not None else v for k, v in record.items()}
             if self.nested == "json":
                 record = {k: json_text(v) if isinstance(v, dict | list) else v for k, v in record.items()}
             objects.append(record)
             origins.append(where)
-        return objects, origins
+        return objects, origins, keys
 
     def _first_of_each_key(self, keys: list[tuple[str, ...]]) -> list[int]:
         """The indexes of the records whose key neither an earlier record here nor an earlier
         landing (``_keys``) has: the ones kept; the others are duplicates."""
-        seen = set(self._keys)
+        landed, seen = self._keys, set()
         first: list[int] = []
         for i, key in enumerate(keys):
-            if key not in seen:
+            if key not in landed and key not in seen:
                 seen.add(key)
                 first.append(i)
         return first
@@ -355,20 +361,16 @@ class JsonRecords:
         process's CPU went from 16.5 to 14.0 s."""
         objects: list[dict[str, Any]] = []
         origins: list[str] = []
-        first_page = 0  # how many of ``objects`` the first page with records gave, when it defines the schema
-        for records, origin in pages:
-            admitted, where = self._admit(records, origin)
+        keys: list[tuple[str, ...]] = []
+        page_of: list[int] = []  # each record's page, by number
+        for number, (records, origin) in enumerate(pages):
+            admitted, where, admitted_keys = self._admit(records, origin)
             objects += admitted
             origins += where
-            if admitted and not first_page and not self._converted:
-                first_page = len(objects)
+            keys += admitted_keys
+            page_of += [number] * len(admitted)
         # Duplicates are dropped after conversion, not before: when the first record of a key is
         # rejected, the next one with that key is the one that lands.
-        keys = (
-            [tuple(json.dumps(o[k], sort_keys=True) for k in self.primary_key) for o in objects]
-            if self.primary_key
-            else []
-        )
         while True:
             if self.primary_key:
                 live = self._first_of_each_key(keys)
@@ -380,9 +382,10 @@ class JsonRecords:
                 break
             gone = set(live) - {live[i] for i in keep}  # rejected: a field only they had is no column
             objects, origins = _without(objects, gone), _without(origins, gone)
-            keys = _without(keys, gone)
-            first_page -= sum(1 for i in gone if i < first_page)
-        defining = {k for i in live if i < first_page for k in objects[i]}  # the first page defines the schema
+            keys, page_of = _without(keys, gone), _without(page_of, gone)
+        # the first page with records that land defines the schema of a stream's first landing
+        first = page_of[live[0]] if live and not self._converted else -1
+        defining = {k for i in live if page_of[i] == first for k in objects[i]}
         if self.primary_key:
             self.duplicates += len(objects) - len(live)
             self._keys.update(keys[i] for i in live)

@@ -41,6 +41,12 @@ _SECONDS = (
 )
 
 
+def _text(value: str | bytes | None) -> str | None:
+    """An AMQP short string as text. pika hands over one that is not UTF-8 as bytes: those as ``\\xNN``
+    escapes, as ``_ip_headers`` writes them (a message id ``b"o\\xff"`` is ``o\\xff``)."""
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+
+
 def _micros(seconds: int | None) -> int | None:
     """An AMQP timestamp as microseconds since the epoch; ``None`` when absent or outside ``_SECONDS``."""
     return seconds * 1_000_000 if seconds is not None and _SECONDS[0] <= seconds <= _SECONDS[1] else None
@@ -69,7 +75,7 @@ class RabbitQueueSource:
     def _message(self, delivery: Delivery) -> Message:
         return Message(
             body=delivery.body,
-            message_id=delivery.properties.message_id,
+            message_id=_text(delivery.properties.message_id),
             origin=f"queue {self.queue} delivery {delivery.tag}",
             redelivered=delivery.redelivered,
             ref=delivery,
@@ -81,8 +87,8 @@ class RabbitQueueSource:
         stamps = [d.properties.timestamp for d in deliveries]
         attributes = pa.table(
             [
-                pa.array([d.routing_key for d in deliveries], pa.string()),
-                pa.array([d.exchange for d in deliveries], pa.string()),
+                pa.array([_text(d.routing_key) for d in deliveries], pa.string()),
+                pa.array([_text(d.exchange) for d in deliveries], pa.string()),
                 pa.array([_micros(s) for s in stamps], pa.timestamp("us", tz="UTC")),
                 pa.repeat(pa.scalar(received, pa.timestamp("us", tz="UTC")), len(deliveries)),
             ],
