@@ -198,6 +198,23 @@ def test_missing_directory_and_file_name_the_path(server: SshServer, drop_root: 
         assert len(list(files.list(f"{drop_root}/drop"))) == len(DROPS)
 
 
+def test_a_name_that_is_not_utf8_fails_the_listing_naming_it(server: SshServer, drop_root: Path) -> None:
+    hostile = drop_root / "hostile"
+    hostile.mkdir()
+    (hostile / "ok.csv").write_text("a\n1\n")
+    with open(os.fsencode(hostile) + b"/bad\xff.csv", "wb") as out:  # a byte name no UTF-8 decodes
+        out.write(b"a\n2\n")
+    with resource(server).connect() as files:
+        with pytest.raises(RemoteFileError) as error:
+            list(files.list(str(hostile)))
+        assert str(error.value) == (
+            f"sftp://127.0.0.1:{server.port}{hostile}: listing failed: the name 'bad\\\\xff.csv' is not UTF-8; "
+            "rename that file"
+        )
+        # the session is still usable
+        assert len(list(files.list(f"{drop_root}/drop"))) == len(DROPS)
+
+
 def test_rename_into_a_new_archive_directory(server: SshServer, drop_root: Path) -> None:
     drop = drop_root / "drop"
     name = "to-archive.csv"
