@@ -208,8 +208,8 @@ def test_a_name_that_is_not_utf8_fails_the_listing_naming_it(server: SshServer, 
         with pytest.raises(RemoteFileError) as error:
             list(files.list(str(hostile)))
         assert str(error.value) == (
-            f"sftp://127.0.0.1:{server.port}{hostile}: listing failed: the name 'bad\\\\xff.csv' is not UTF-8; "
-            "rename that file"
+            f"sftp://127.0.0.1:{server.port}{hostile}: listing failed: the server sent text that is not UTF-8, "
+            "b'bad\\xff.csv' (a file name, or the listing line of one): rename that file"
         )
         # the session is still usable
         assert len(list(files.list(f"{drop_root}/drop"))) == len(DROPS)

@@ -152,17 +152,18 @@ class SftpFiles:
         """The regular files directly in ``directory`` (``S_ISREG``: no directories, links or devices), in
         server order; ``size`` from the server's attributes (bytes), ``mtime`` Unix seconds (SFTP v3 sends whole
         seconds). Raises :class:`RemoteFileError` when the directory is missing or unreadable, or holds a
-        name that is not UTF-8 (SFTP v3 names are bytes; paramiko decodes them as UTF-8, strictly),
-        naming it with ``\\xNN`` escapes; the session stays usable."""
+        name that is not UTF-8 (SFTP v3 names are bytes; paramiko decodes them, and each entry's
+        ``ls -l`` line, as UTF-8, strictly), quoting the bytes it could not decode; the session stays
+        usable (paramiko leaves the directory's handle open on the server until the session ends)."""
         self._check(directory)
         try:
             entries = self.sftp.listdir_attr(directory)
         except NETWORK_ERRORS as exc:
             self._fail("listing", directory, exc)
         except UnicodeDecodeError as exc:  # a whole reply was read: the session is still in step
-            name = bytes(exc.object).decode("utf-8", "backslashreplace")
-            raise RemoteFileError(
-                f"{self._url(directory)}: listing failed: the name {name!r} is not UTF-8; rename that file"
+            raise RemoteFileError(  # the bytes' repr: \xNN escapes, no control character
+                f"{self._url(directory)}: listing failed: the server sent text that is not UTF-8, "
+                f"{bytes(exc.object)!r} (a file name, or the listing line of one): rename that file"
             ) from None
         for entry in entries:
             name = entry.filename

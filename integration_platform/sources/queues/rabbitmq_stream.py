@@ -36,8 +36,8 @@ ATTRIBUTES = pa.schema(
 
 #: AMQP timestamps (seconds) that are datetimes: the years 1 to 9999.
 _SECONDS = (
-    int(dt.datetime.min.replace(tzinfo=dt.UTC).timestamp()),
-    int(dt.datetime.max.replace(tzinfo=dt.UTC).timestamp()),
+    int(dt.datetime(1, 1, 1, tzinfo=dt.UTC).timestamp()),
+    int(dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC).timestamp()),  # datetime.max's rounds up a second
 )
 
 
