@@ -45,7 +45,7 @@ from integration_platform.core.streams import StreamSpec
 from integration_platform.outbound.publish import PublishSpec
 from integration_platform.resources.brokers import BrokerError
 from integration_platform.resources.kafka import RECORD_V2_SINCE, KafkaResource
-from integration_platform.sources.queues.messages import Message, MessageBatch
+from integration_platform.sources.queues.messages import Message, MessageBatch, escaped_text
 
 ATTRIBUTES = pa.schema(
     [
@@ -78,8 +78,7 @@ def headers_json(
         return None
     values: dict[str, list[str | None]] = {}
     for name, value in headers.items() if isinstance(headers, Mapping) else headers:
-        text = value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
-        values.setdefault(name, []).append(text)
+        values.setdefault(name, []).append(escaped_text(value))
     return json.dumps({name: found[0] if len(found) == 1 else found for name, found in values.items()})
 
 

@@ -38,6 +38,12 @@ _INDEX = "__ip_message_index"
 IdFrom = Literal["broker", "key", "field", "body_sha256"]
 
 
+def escaped_text(value: str | bytes | None) -> str | None:
+    """A broker's text field (a header value, an AMQP short string) as text: bytes as UTF-8, those that
+    are not UTF-8 as ``\\xNN`` escapes (``b"o\\xff"`` is ``o\\xff``, the same as that literal text)."""
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """One consumed message, broker-neutral, whole: what dead letters and error messages need.
@@ -156,7 +162,9 @@ class MessageDecoder:
         fast = self._decode_known(batch)
         return fast if fast is not None else self._decode_each(batch)
 
-    def _with_attributes(self, table: pa.Table, batch: MessageBatch, indexes: pa.Array | None = None) -> pa.Table:
+    def _with_attributes(
+        self, table: pa.Table, batch: MessageBatch, indexes: pa.Array | pa.ChunkedArray | None = None
+    ) -> pa.Table:
         """``table`` with the broker's columns of the messages at ``indexes`` (all when ``None``)."""
         attributes = batch.attributes if indexes is None else batch.attributes.take(indexes)
         for attribute in self.attributes:

@@ -22,7 +22,7 @@ import pyarrow as pa
 from integration_platform.core.landing import Manifest
 from integration_platform.outbound.publish import PublishSpec
 from integration_platform.resources.rabbitmq import Delivery, RabbitMQResource, RabbitSession
-from integration_platform.sources.queues.messages import Message, MessageBatch
+from integration_platform.sources.queues.messages import Message, MessageBatch, escaped_text
 
 ATTRIBUTES = pa.schema(
     [
@@ -39,12 +39,6 @@ _SECONDS = (
     int(dt.datetime(1, 1, 1, tzinfo=dt.UTC).timestamp()),
     int(dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC).timestamp()),  # datetime.max's rounds up a second
 )
-
-
-def _text(value: str | bytes | None) -> str | None:
-    """An AMQP short string as text. pika hands over one that is not UTF-8 as bytes: those as ``\\xNN``
-    escapes, as ``_ip_headers`` writes them (a message id ``b"o\\xff"`` is ``o\\xff``)."""
-    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
 
 
 def _micros(seconds: int | None) -> int | None:
@@ -73,9 +67,10 @@ class RabbitQueueSource:
         session.consume(queue, prefetch)
 
     def _message(self, delivery: Delivery) -> Message:
+        # pika hands over an AMQP short string that is not UTF-8 as bytes
         return Message(
             body=delivery.body,
-            message_id=_text(delivery.properties.message_id),
+            message_id=escaped_text(delivery.properties.message_id),
             origin=f"queue {self.queue} delivery {delivery.tag}",
             redelivered=delivery.redelivered,
             ref=delivery,
@@ -87,8 +82,8 @@ class RabbitQueueSource:
         stamps = [d.properties.timestamp for d in deliveries]
         attributes = pa.table(
             [
-                pa.array([_text(d.routing_key) for d in deliveries], pa.string()),
-                pa.array([_text(d.exchange) for d in deliveries], pa.string()),
+                pa.array([escaped_text(d.routing_key) for d in deliveries], pa.string()),
+                pa.array([escaped_text(d.exchange) for d in deliveries], pa.string()),
                 pa.array([_micros(s) for s in stamps], pa.timestamp("us", tz="UTC")),
                 pa.repeat(pa.scalar(received, pa.timestamp("us", tz="UTC")), len(deliveries)),
             ],
