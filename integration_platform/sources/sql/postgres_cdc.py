@@ -26,6 +26,7 @@ a run). The pieces, each from PostgreSQL itself:
   ``bytea`` as binary, infinities as DuckDB's...); PostgreSQL's own input functions parse them.
 """
 
+import itertools
 import select
 import threading
 import time
@@ -40,7 +41,7 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from integration_platform.core.changes import CHANGE_SCHEMA, ChangeBatch, ChangeCaptureError, ChangeLimits
-from integration_platform.core.streams import CHANGE_COLUMNS, COMMITTED_COLUMN, OP_COLUMN, POSITION_COLUMN, SEQ_COLUMN
+from integration_platform.core.streams import COMMITTED_COLUMN, OP_COLUMN, POSITION_COLUMN, SEQ_COLUMN
 from integration_platform.sources.sql.pgoutput import (
     UNCHANGED,
     Change,
@@ -91,6 +92,16 @@ def arrow_from_text(values: Sequence[str | None], kind: pa.DataType) -> pa.Array
         return pc.cast(text, kind)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
+
+
+def _column(rows: list[list[Any]], index: int | None) -> list[Any]:
+    """The values at tuple index ``index`` of ``rows``, or NULLs where the relation had no such column."""
+    return [None] * len(rows) if index is None else [row[index] for row in rows]
+
+
+def _joined(parts: list[list[Any]]) -> list[Any]:
+    """``parts`` one after the other (the one part itself, uncopied, when there is one)."""
+    return parts[0] if len(parts) == 1 else list(itertools.chain.from_iterable(parts))
 
 
 class _KeepAlive:
@@ -468,13 +479,22 @@ class PostgresChangeLog:
             select.select([stream], [], [], 0.1)
 
     def _decode(self, conn: psycopg.Connection[Any], batch: Sequence[Transaction], position: str) -> ChangeBatch:
-        """The changes of ``batch`` to this table as Arrow rows of the snapshot's types (module doc)."""
+        """The changes of ``batch`` to this table as Arrow rows of the snapshot's types (module doc).
+
+        Rows are gathered whole and turned into columns at the end, one list comprehension per column
+        and run of rows with one relation message, rather than one call per value (200,000 changes
+        of 7 columns: 0.55 s of the capture's thread before, py-spy). A row holding an unchanged
+        TOASTed value goes through :meth:`_value` first."""
         columns = self._columns(conn)
-        values: list[list[str | None]] = [[] for _ in range(len(columns) + len(CHANGE_COLUMNS))]
-        ops, positions, seqs, times = values[len(columns) :]
+        runs: list[tuple[list[int | None], list[list[Any]]]] = []  # (tuple index of each column, rows)
+        ops: list[str | None] = []
+        positions: list[int] = []
+        seqs: list[int] = []
+        times: list[str] = []
         counts: dict[str, int] = {}
         where: dict[int, list[int | None]] = {}  # relation message -> tuple index of each current column
         keys: dict[int, list[int]] = {}  # relation message -> tuple index of each key column
+        used: dict[int, set[int]] = {}  # relation message -> the tuple indexes of current columns
         for transaction in batch:
             for relation in transaction.truncated:
                 if (relation.namespace, relation.name) == (self.schema, self.table):
@@ -482,27 +502,42 @@ class PostgresChangeLog:
                         f"table {self.schema}.{self.table} was truncated at {lsn_text(transaction.commit_lsn)}: "
                         "run the stream with full_refresh: true to take a new snapshot"
                     )
-            commit_lsn, committed_at = str(transaction.commit_lsn), transaction.committed_at.isoformat()
+            commit_lsn, committed_at = transaction.commit_lsn, transaction.committed_at.isoformat()
             seq = 0
             for change in transaction.changes:
                 relation = change.relation
                 if (relation.namespace, relation.name) != (self.schema, self.table):
                     continue
-                if id(relation) not in where:
+                mapping = where.get(id(relation))
+                if mapping is None:
                     names = [c.name for c in relation.columns]
-                    where[id(relation)] = [names.index(n) if n in names else None for n, _, _ in columns]
+                    mapping = where[id(relation)] = [names.index(n) if n in names else None for n, _, _ in columns]
                     keys[id(relation)] = self._key_indexes(relation)
+                    used[id(relation)] = {index for index in mapping if index is not None}
+                if not runs or runs[-1][0] is not mapping:
+                    runs.append((mapping, []))
+                rows = runs[-1][1]
                 for op, row in self._rows(change, keys[id(relation)]):
-                    for column, index in zip(values, where[id(relation)], strict=False):
-                        column.append(None if index is None else self._value(change, row, index, transaction))
+                    if UNCHANGED in row:
+                        row = [
+                            self._value(change, row, index, transaction)
+                            if value is UNCHANGED and index in used[id(relation)]
+                            else value
+                            for index, value in enumerate(row)
+                        ]
+                    rows.append(row)
                     ops.append(op)
                     positions.append(commit_lsn)
-                    seqs.append(str(seq))
+                    seqs.append(seq)
                     times.append(committed_at)
                     counts[op] = counts.get(op, 0) + 1
                     seq += 1
         if not ops:
             return ChangeBatch(None, position, counts)
+        values: list[list[str | None]] = [
+            _joined([_column(rows, mapping[at]) for mapping, rows in runs]) for at in range(len(columns))
+        ]
+        values.append(ops)
         target = postgres_schema(self.uri, self.table, self.schema)
         typed = {  # generated columns are not in the log (PostgreSQL 15): computed by the server below
             name: None if generated else arrow_from_text(column, target.field(name).type)
@@ -514,8 +549,8 @@ class PostgresChangeLog:
             typed |= {name: parsed.column(name) for name in slow}
         meta = [
             pa.array(ops, pa.string()),
-            pa.array([int(p) for p in positions], pa.int64()),  # type: ignore[arg-type]
-            pa.array([int(q) for q in seqs], pa.int32()),  # type: ignore[arg-type]
+            pa.array(positions, pa.int64()),
+            pa.array(seqs, pa.int32()),
             pc.cast(pa.array(times, pa.string()), pa.timestamp("us", "UTC")),
         ]
         table = pa.table([*typed.values(), *meta], schema=pa.schema([*target, *CHANGE_SCHEMA]))
