@@ -101,3 +101,35 @@ def test_history_holds_every_version_once_even_when_reapplied(tmp_path: Path) ->
     assert conn.execute("SELECT count(*) FROM src.t__history").fetchone() == (3 + 1,)  # snapshot + b1 as retried
     columns = [c for (c,) in conn.execute("SELECT column_name FROM (DESCRIBE src.t__history)").fetchall()]
     assert columns == ["id", "name", "_ip_op", "_ip_log_position", "_ip_change_seq", "_ip_committed_at", "_ip_window"]
+
+
+def test_a_merge_keeps_each_keys_latest_row_whether_or_not_a_key_repeats_in_one_load(tmp_path: Path) -> None:
+    """A merge of several landings in one load: with no key twice among them the staged rows are
+    inserted as they are; with a key twice (one landing after another, or within one landing by its
+    cursor; NULL keys count as one key, as the window groups them) each key keeps its latest row."""
+
+    def rows(ids: list[int | None], names: list[str], at: list[int]) -> pa.Table:
+        return pa.table({"id": pa.array(ids, pa.int64()), "name": names, "at": pa.array(at, pa.int64())})
+
+    merge = StreamSpec("src", "m", "merge", primary_key=("id",), cursor="at")
+    unique = apply(tmp_path / "unique", merge, [("w1", rows([1, 2], ["a", "b"], [1, 1]), False)])
+    assert unique.execute("SELECT id, name FROM src.m ORDER BY id").fetchall() == [(1, "a"), (2, "b")]
+    repeated = apply(
+        tmp_path / "repeated",
+        merge,
+        [
+            ("w1", rows([1, 2, None], ["a", "b", "n1"], [1, 1, 1]), False),
+            ("w2", rows([2, 3, 3, None], ["b2", "c-late", "c-early", "n2"], [2, 5, 4, 2]), False),
+        ],
+    )
+    assert repeated.execute("SELECT id, name FROM src.m ORDER BY id NULLS LAST").fetchall() == [
+        (1, "a"),
+        (2, "b2"),
+        (3, "c-late"),
+        (None, "n2"),
+    ]
+    store = LocalLake(tmp_path / "unique" / "lake")  # a later load with unique keys replaces rows by key
+    later = rows([2, 4], ["b3", "d"], [3, 3])
+    land(store, merge, "w2", later.to_batches(), later.schema, full=False)
+    load(unique, store, merge, pending(unique, store, merge))
+    assert unique.execute("SELECT id, name FROM src.m ORDER BY id").fetchall() == [(1, "a"), (2, "b3"), (4, "d")]

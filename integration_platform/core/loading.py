@@ -398,14 +398,20 @@ def _apply_batch(
             _append_history(conn, spec, "_ip_staged", windows)
         keys = ", ".join(quote(k) for k in spec.primary_key)
         order = latest_first(spec)
-        latest = f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1" if merging else ""
-        conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_rows AS SELECT * EXCLUDE ({SEQ}) FROM _ip_staged{latest}")
+        choose = merging and (bool(spec.changes) or _repeats_a_key(conn, keys))
+        latest = f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1" if choose else ""
         if spec.changes and spec.changes.deletes == "soft":  # what a deleted row last held, for its stamped row
             conn.execute(
                 f"CREATE OR REPLACE TEMP TABLE _ip_last AS SELECT * EXCLUDE ({SEQ}) FROM _ip_staged "
                 f"WHERE {quote(OP_COLUMN)} <> 'delete'{latest}"
             )
-        conn.execute("DROP TABLE _ip_staged")
+        if latest:
+            conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_rows AS SELECT * EXCLUDE ({SEQ}) FROM _ip_staged{latest}")
+            conn.execute("DROP TABLE _ip_staged")
+        else:  # every staged row is kept: the staged table becomes _ip_rows, not copied
+            conn.execute(f"ALTER TABLE _ip_staged DROP COLUMN {SEQ}")
+            conn.execute("DROP TABLE IF EXISTS _ip_rows")
+            conn.execute("ALTER TABLE _ip_staged RENAME TO _ip_rows")
         if merging and not spec.changes and OP_COLUMN in _columns(conn, "_ip_rows"):
             _apply_tombstones(conn, spec, target)
         conn.execute(f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM _ip_rows LIMIT 0")
@@ -425,6 +431,14 @@ def _apply_batch(
         conn.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _ip_rows")
         conn.execute("DROP TABLE _ip_rows")
     return sum(m.rows for m, _ in batch)
+
+
+def _repeats_a_key(conn: duckdb.DuckDBPyConnection, keys: str) -> bool:
+    """Whether two rows of ``_ip_staged`` share the primary key ``keys`` (SQL, quoted, comma-separated;
+    NULLs equal, as ``PARTITION BY`` groups them). Without such rows a merge has nothing to choose
+    between and the staged table is used as it is: the window that picks each key's latest row took
+    0.67 s of 1M queued messages with unique ids, the check 0.16 s (DuckDB 1.5, 2 cores)."""
+    return conn.execute(f"SELECT 1 FROM _ip_staged GROUP BY {keys} HAVING count(*) > 1 LIMIT 1").fetchone() is not None
 
 
 def _apply_tombstones(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, target: str) -> None:
