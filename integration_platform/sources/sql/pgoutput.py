@@ -102,7 +102,7 @@ class _Reader:
 
     def take(self, size: int) -> bytes:
         if self.at + size > len(self.data):
-            raise PgOutputError(f"pgoutput message {self.data[:1]!r} at {lsn_text(self.lsn)} is truncated")
+            raise _truncated(self.data, self.lsn)
         chunk = self.data[self.at : self.at + size]
         self.at += size
         return chunk
@@ -133,36 +133,40 @@ class _Reader:
         self.at = end + 1
         return text
 
-    def tuple_data(self) -> list[Value]:
-        """A TupleData, read with offsets into the message (no slice per field: this loop is the
-        decoder's hot path, one iteration per column of every change)."""
-        data, at, end = self.data, self.at, len(self.data)
-        try:
-            (count,) = _INT16.unpack_from(data, at)
-            at += 2
-            values: list[Value] = []
-            for _ in range(count):
-                kind = data[at]
-                at += 1
-                if kind == 116:  # t: text
-                    (size,) = _INT32.unpack_from(data, at)
-                    at += 4
-                    values.append(data[at : at + size].decode())
-                    at += size
-                elif kind == 110:  # n: NULL
-                    values.append(None)
-                elif kind == 117:  # u: unchanged TOASTed value
-                    values.append(UNCHANGED)
-                else:
-                    raise PgOutputError(
-                        f"pgoutput tuple at {lsn_text(self.lsn)}: value kind {chr(kind)!r} (binary mode?)"
-                    )
-        except (struct.error, IndexError):
-            at = end + 1
-        if at > end:
-            raise PgOutputError(f"pgoutput message {self.data[:1]!r} at {lsn_text(self.lsn)} is truncated")
-        self.at = at
-        return values
+
+def _truncated(data: bytes, lsn: int) -> PgOutputError:
+    return PgOutputError(f"pgoutput message {data[:1]!r} at {lsn_text(lsn)} is truncated")
+
+
+def _tuple_data(data: bytes, at: int, lsn: int) -> tuple[list[Value], int]:
+    """The TupleData at offset ``at`` of ``data`` and the offset after it, read with offsets into the
+    message (no slice per field: this loop is the decoder's hot path, one iteration per column of
+    every change). Raises :class:`PgOutputError` when the message ends inside it or a value is not text."""
+    end = len(data)
+    values: list[Value] = []
+    try:
+        (count,) = _INT16.unpack_from(data, at)
+        at += 2
+        append = values.append
+        for _ in range(count):
+            kind = data[at]
+            at += 1
+            if kind == 116:  # t: text
+                (size,) = _INT32.unpack_from(data, at)
+                at += 4
+                append(data[at : at + size].decode())
+                at += size
+            elif kind == 110:  # n: NULL
+                append(None)
+            elif kind == 117:  # u: unchanged TOASTed value
+                append(UNCHANGED)
+            else:
+                raise PgOutputError(f"pgoutput tuple at {lsn_text(lsn)}: value kind {chr(kind)!r} (binary mode?)")
+    except (struct.error, IndexError):
+        at = end + 1
+    if at > end:
+        raise _truncated(data, lsn)
+    return values, at
 
 
 def _relation(reader: _Reader) -> Relation:
@@ -175,22 +179,30 @@ def _relation(reader: _Reader) -> Relation:
     return Relation(oid, namespace, name, identity, tuple(columns))
 
 
-def _change(kind: bytes, reader: _Reader, relations: dict[int, Relation]) -> Change:
-    oid = reader.uint32()
+def _change(kind: bytes, data: bytes, lsn: int, relations: dict[int, Relation]) -> Change:
+    """An ``I``, ``U`` or ``D`` message: relation OID (Int32), then the tuples, each after its marker
+    byte (``K``/``O`` an old key or row, ``N`` the new row); read with offsets, without a
+    :class:`_Reader`, as these are nearly every message of a capture."""
+    if len(data) < 6:
+        raise _truncated(data, lsn)
+    (oid,) = _UINT32.unpack_from(data, 1)
     relation = relations.get(oid)
     if relation is None:
-        raise PgOutputError(f"pgoutput {kind!r} at {lsn_text(reader.lsn)}: relation {oid} was never described")
+        raise PgOutputError(f"pgoutput {kind!r} at {lsn_text(lsn)}: relation {oid} was never described")
     old: list[Value] | None = None
-    marker = reader.take(1)
+    marker, at = data[5:6], 6
     old_is_row = marker == b"O"
     if kind != b"I" and marker in (b"K", b"O"):
-        old = reader.tuple_data()
+        old, at = _tuple_data(data, at, lsn)
         if kind == b"D":
             return Change("delete", relation, None, old, old_is_row)
-        marker = reader.take(1)
+        if at >= len(data):
+            raise _truncated(data, lsn)
+        marker, at = data[at : at + 1], at + 1
     if marker != b"N":
-        raise PgOutputError(f"pgoutput {kind!r} at {lsn_text(reader.lsn)}: expected a new tuple, got {marker!r}")
-    return Change("insert" if kind == b"I" else "update", relation, reader.tuple_data(), old, old_is_row)
+        raise PgOutputError(f"pgoutput {kind!r} at {lsn_text(lsn)}: expected a new tuple, got {marker!r}")
+    new, _ = _tuple_data(data, at, lsn)
+    return Change("insert" if kind == b"I" else "update", relation, new, old, old_is_row)
 
 
 def begin_final_lsn(data: bytes) -> int | None:
@@ -207,7 +219,13 @@ def transactions(messages: Iterable[tuple[int, bytes]]) -> Iterator[Transaction]
     relations: dict[int, Relation] = {}
     current: Transaction | None = None
     for lsn, data in messages:
-        kind, reader = data[:1], _Reader(data, lsn)
+        kind = data[:1]
+        if kind in (b"I", b"U", b"D"):
+            if current is None:
+                raise PgOutputError(f"pgoutput change at {lsn_text(lsn)} outside a transaction")
+            current.changes.append(_change(kind, data, lsn, relations))
+            continue
+        reader = _Reader(data, lsn)
         if kind == b"B":
             commit_lsn, committed_at = reader.uint64(), reader.time()
             current = Transaction(commit_lsn, 0, committed_at)
@@ -222,10 +240,6 @@ def transactions(messages: Iterable[tuple[int, bytes]]) -> Iterator[Transaction]
         elif kind == b"R":
             relation = _relation(reader)
             relations[relation.oid] = relation
-        elif kind in (b"I", b"U", b"D"):
-            if current is None:
-                raise PgOutputError(f"pgoutput change at {lsn_text(lsn)} outside a transaction")
-            current.changes.append(_change(kind, reader, relations))
         elif kind == b"T":
             if current is None:
                 raise PgOutputError(f"pgoutput truncate at {lsn_text(lsn)} outside a transaction")
