@@ -1,5 +1,6 @@
 """Loading change rows (the core of change data capture) into DuckDB: log order, deletes, history."""
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -8,6 +9,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from integration_platform.core.deletes import TOMBSTONES_KEY
 from integration_platform.core.extract import rows_held
 from integration_platform.core.lake import LocalLake
 from integration_platform.core.landing import land
@@ -128,8 +130,37 @@ def test_a_merge_keeps_each_keys_latest_row_whether_or_not_a_key_repeats_in_one_
         (3, "c-late"),
         (None, "n2"),
     ]
+    nulls = LocalLake(tmp_path / "nulls")  # only NULL keys repeat: one of them stays, as the window keeps one
+    only_nulls = rows([1, None, None], ["a", "n1", "n2"], [1, 1, 2])
+    land(nulls, merge, "w1", only_nulls.to_batches(), only_nulls.schema, full=False)
+    with duckdb.connect() as conn:
+        load(conn, nulls, merge, pending(conn, nulls, merge))
+        got = conn.execute("SELECT id, name FROM src.m ORDER BY id NULLS LAST").fetchall()
+    assert got == [(1, "a"), (None, "n2")]
     store = LocalLake(tmp_path / "unique" / "lake")  # a later load with unique keys replaces rows by key
     later = rows([2, 4], ["b3", "d"], [3, 3])
     land(store, merge, "w2", later.to_batches(), later.schema, full=False)
     load(unique, store, merge, pending(unique, store, merge))
     assert unique.execute("SELECT id, name FROM src.m ORDER BY id").fetchall() == [(1, "a"), (2, "b3"), (4, "d")]
+
+
+def test_tombstones_alone_load_into_a_merge_with_a_cursor_and_a_table_named_ip_rows_survives(tmp_path: Path) -> None:
+    """Tombstone landings hold only the keys and ``_ip_op``: a load of them alone, a key twice among
+    them, has no cursor column to order by, and deletes the keys. The loader's scratch table
+    ``_ip_rows`` is a temporary one: a warehouse table ``main._ip_rows`` keeps its rows."""
+    merge = StreamSpec("src", "m", "merge", primary_key=("id",), cursor="at")
+    data = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "at": pa.array([1, 1, 1], pa.int64())})
+    conn = apply(tmp_path, merge, [("w1", data, False)])
+    conn.execute("CREATE TABLE main._ip_rows AS SELECT 7 AS x")  # a table of the warehouse's own
+    store = LocalLake(tmp_path / "lake")
+    keys_only = dataclasses.replace(merge, cursor=None)  # as land_deletes lands tombstones
+    for window, key in (("t1", 2), ("t2", 2), ("t3", 3)):
+        gone = pa.table({"id": pa.array([key], pa.int64()), "_ip_op": ["delete"]})
+        land(store, keys_only, window, gone.to_batches(), gone.schema, full=False, extra={TOMBSTONES_KEY: True})
+    load(conn, store, merge, pending(conn, store, merge))
+    assert conn.execute("SELECT id FROM src.m ORDER BY id").fetchall() == [(1,)]
+    later = pa.table({"id": pa.array([4], pa.int64()), "at": pa.array([2], pa.int64())})  # no key repeats
+    land(store, merge, "w2", later.to_batches(), later.schema, full=False)
+    load(conn, store, merge, pending(conn, store, merge))
+    assert conn.execute("SELECT id FROM src.m ORDER BY id").fetchall() == [(1,), (4,)]
+    assert conn.execute("SELECT x FROM main._ip_rows").fetchall() == [(7,)]

@@ -308,7 +308,8 @@ def test_a_failed_write_of_the_open_file_lands_none_of_its_partitions_and_keeps_
 def test_a_local_listing_holds_the_files_under_the_prefix_and_no_staging_file(tmp_path: Path) -> None:
     """``LocalLake.list_keys`` (walked with ``os.scandir``): files in nested folders with their
     keys relative to the root, staging files left out, a link to a file listed, a linked folder not
-    entered, and a prefix that is missing or names a file lists nothing."""
+    entered, a link that leads nowhere (a loop, a path through a file) no file, and a prefix that is
+    missing or names a file lists nothing."""
     lake = LocalLake(tmp_path / "lake")
     for key in ("s/t/manifests/a.json", "s/t/manifests/2021/b.json", "s/t/data/c.parquet", "s/u/d.json"):
         lake.put_json(key, {"key": key})
@@ -318,6 +319,8 @@ def test_a_local_listing_holds_the_files_under_the_prefix_and_no_staging_file(tm
     (outside / "e.json").write_text("{}")
     (tmp_path / "lake/s/t/manifests/linked").symlink_to(outside, target_is_directory=True)
     (tmp_path / "lake/s/t/manifests/f.json").symlink_to(tmp_path / "lake/s/u/d.json")
+    (tmp_path / "lake/s/t/manifests/loop").symlink_to(tmp_path / "lake/s/t/manifests/loop")  # leads nowhere
+    (tmp_path / "lake/s/t/manifests/through").symlink_to(tmp_path / "lake/s/u/d.json/x")  # through a file
 
     assert lake.list_keys("s/t/manifests/") == [
         "s/t/manifests/2021/b.json",

@@ -89,13 +89,14 @@ def test_each_kind_of_change_and_value_is_decoded() -> None:
 @pytest.mark.parametrize(
     "message",
     [
-        change(b"I", (b"N", tuple_data("1", "a", None))),
+        change(b"I", (b"N", tuple_data("1", "Zoë €", None))),
         change(b"U", (b"K", tuple_data("1", None, None)), (b"N", tuple_data("2", "b", "c"))),
         change(b"D", (b"O", tuple_data("1", "a", "b"))),
     ],
     ids=["insert", "update with old key", "delete with old row"],
 )
 def test_a_change_cut_short_anywhere_fails_as_truncated(message: bytes) -> None:
+    """Every proper prefix, including one that ends inside a character of several bytes."""
     for length in range(1, len(message)):
         with pytest.raises(PgOutputError, match="is truncated"):
             decode(relation(), begin(), message[:length], commit())
@@ -104,8 +105,12 @@ def test_a_change_cut_short_anywhere_fails_as_truncated(message: bytes) -> None:
 
 def test_what_the_decoder_does_not_know_fails_naming_it() -> None:
     binary = change(b"I", (b"N", tuple_data("1")[:2] + b"b" + struct.pack(">i", 1) + b"\x01"))
+    negative = change(b"I", (b"N", struct.pack(">h", 3) + b"t" + struct.pack(">i", -5) + b"nn"))
+    latin1 = change(b"I", (b"N", struct.pack(">h", 1) + b"t" + struct.pack(">i", 4) + "Zoë".encode("latin-1") + b"!"))
     failures = {
         "binary mode": [relation(), begin(), binary, commit()],
+        "is truncated": [relation(), begin(), negative, commit()],
+        "not UTF-8": [relation(), begin(), latin1, commit()],
         f"relation {OID} was never described": [begin(), change(b"I", (b"N", tuple_data("1"))), commit()],
         "outside a transaction": [relation(), change(b"I", (b"N", tuple_data("1")))],
         "expected a new tuple": [relation(), begin(), change(b"U", (b"X", tuple_data("1"))), commit()],

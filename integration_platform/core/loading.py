@@ -73,12 +73,15 @@ def history_table_name(spec: StreamSpec) -> str:
     return f"{quote(spec.source)}.{quote(spec.name + '__history')}"
 
 
-def latest_first(spec: StreamSpec) -> str:
+def latest_first(spec: StreamSpec, columns: Collection[str] | None = None) -> str:
     """ORDER BY of the rows of one primary key, latest version first: the landing's position among
-    those applied together (``_ip_seq``), then the log order of a change stream or the cursor."""
+    those applied together (``_ip_seq``), then the log order of a change stream or the cursor; the
+    cursor only when it is among ``columns`` (the rows' columns, when given): tombstone landings
+    hold only the keys, so a batch of them alone has no cursor column."""
     if spec.changes:
         return f"{SEQ} DESC, {quote(POSITION_COLUMN)} DESC, {quote(SEQ_COLUMN)} DESC"
-    return f"{SEQ} DESC" + (f", {quote(spec.cursor)} DESC" if spec.cursor else "")
+    cursor = spec.cursor if spec.cursor and (columns is None or spec.cursor in columns) else None
+    return f"{SEQ} DESC" + (f", {quote(cursor)} DESC" if cursor else "")
 
 
 def live_keys(
@@ -397,7 +400,7 @@ def _apply_batch(
         if spec.changes and spec.changes.history:
             _append_history(conn, spec, "_ip_staged", windows)
         keys = ", ".join(quote(k) for k in spec.primary_key)
-        order = latest_first(spec)
+        order = latest_first(spec, _columns(conn, "temp._ip_staged"))
         choose = merging and (bool(spec.changes) or _repeats_a_key(conn, keys))
         latest = f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1" if choose else ""
         if spec.changes and spec.changes.deletes == "soft":  # what a deleted row last held, for its stamped row
@@ -409,9 +412,9 @@ def _apply_batch(
             conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_rows AS SELECT * EXCLUDE ({SEQ}) FROM _ip_staged{latest}")
             conn.execute("DROP TABLE _ip_staged")
         else:  # every staged row is kept: the staged table becomes _ip_rows, not copied
-            conn.execute(f"ALTER TABLE _ip_staged DROP COLUMN {SEQ}")
-            conn.execute("DROP TABLE IF EXISTS _ip_rows")
-            conn.execute("ALTER TABLE _ip_staged RENAME TO _ip_rows")
+            conn.execute(f"ALTER TABLE temp._ip_staged DROP COLUMN {SEQ}")
+            conn.execute("DROP TABLE IF EXISTS temp._ip_rows")  # qualified: never the warehouse's own table
+            conn.execute("ALTER TABLE temp._ip_staged RENAME TO _ip_rows")
         if merging and not spec.changes and OP_COLUMN in _columns(conn, "_ip_rows"):
             _apply_tombstones(conn, spec, target)
         conn.execute(f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM _ip_rows LIMIT 0")
@@ -438,7 +441,8 @@ def _repeats_a_key(conn: duckdb.DuckDBPyConnection, keys: str) -> bool:
     NULLs equal, as ``PARTITION BY`` groups them). Without such rows a merge has nothing to choose
     between and the staged table is used as it is: the window that picks each key's latest row took
     0.67 s of 1M queued messages with unique ids, the check 0.16 s (DuckDB 1.5, 2 cores)."""
-    return conn.execute(f"SELECT 1 FROM _ip_staged GROUP BY {keys} HAVING count(*) > 1 LIMIT 1").fetchone() is not None
+    repeated = f"SELECT 1 FROM temp._ip_staged GROUP BY {keys} HAVING count(*) > 1 LIMIT 1"
+    return conn.execute(repeated).fetchone() is not None
 
 
 def _apply_tombstones(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, target: str) -> None:

@@ -129,21 +129,35 @@ class _Reader:
         end = self.data.find(b"\0", self.at)
         if end < 0:
             raise PgOutputError(f"pgoutput message at {lsn_text(self.lsn)}: string without its terminator")
-        text = self.data[self.at : end].decode()
+        try:
+            text = self.data[self.at : end].decode()
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(self.data, self.lsn, exc) from None
         self.at = end + 1
         return text
 
 
 def _truncated(data: bytes, lsn: int) -> PgOutputError:
+    """The error for a message that ends before what it announces (a length past its end, or negative)."""
     return PgOutputError(f"pgoutput message {data[:1]!r} at {lsn_text(lsn)} is truncated")
+
+
+def _not_utf8(data: bytes, lsn: int, exc: UnicodeDecodeError) -> PgOutputError:
+    """The error for text that is not UTF-8 (a database whose encoding is not UTF-8 sends its own)."""
+    return PgOutputError(
+        f"pgoutput message {data[:1]!r} at {lsn_text(lsn)}: text that is not UTF-8 ({exc.reason} at byte "
+        f"{exc.start} of a value): the platform reads databases whose encoding is UTF8"
+    )
 
 
 def _tuple_data(data: bytes, at: int, lsn: int) -> tuple[list[Value], int]:
     """The TupleData at offset ``at`` of ``data`` and the offset after it, read with offsets into the
     message (no slice per field: this loop is the decoder's hot path, one iteration per column of
-    every change). Raises :class:`PgOutputError` when the message ends inside it or a value is not text."""
+    every change). Raises :class:`PgOutputError` when the message ends inside it (or a length is
+    negative), or a value is not text, or not UTF-8."""
     end = len(data)
     values: list[Value] = []
+    count = 0
     try:
         (count,) = _INT16.unpack_from(data, at)
         at += 2
@@ -154,6 +168,8 @@ def _tuple_data(data: bytes, at: int, lsn: int) -> tuple[list[Value], int]:
             if kind == 116:  # t: text
                 (size,) = _INT32.unpack_from(data, at)
                 at += 4
+                if size < 0 or at + size > end:
+                    break
                 append(data[at : at + size].decode())
                 at += size
             elif kind == 110:  # n: NULL
@@ -164,7 +180,9 @@ def _tuple_data(data: bytes, at: int, lsn: int) -> tuple[list[Value], int]:
                 raise PgOutputError(f"pgoutput tuple at {lsn_text(lsn)}: value kind {chr(kind)!r} (binary mode?)")
     except (struct.error, IndexError):
         at = end + 1
-    if at > end:
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(data, lsn, exc) from None
+    if at > end or len(values) < count:
         raise _truncated(data, lsn)
     return values, at
 
