@@ -143,10 +143,10 @@ def _truncated(data: bytes, lsn: int) -> PgOutputError:
 
 
 def _not_utf8(data: bytes, lsn: int, exc: UnicodeDecodeError) -> PgOutputError:
-    """The error for text that is not UTF-8 (a database whose encoding is not UTF-8 sends its own)."""
+    """The error for text that is not UTF-8 (the decoder reads every name and value as UTF-8)."""
     return PgOutputError(
         f"pgoutput message {data[:1]!r} at {lsn_text(lsn)}: text that is not UTF-8 ({exc.reason} at byte "
-        f"{exc.start} of a value): the platform reads databases whose encoding is UTF8"
+        f"{exc.start} of a value)"
     )
 
 
