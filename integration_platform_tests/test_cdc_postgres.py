@@ -432,18 +432,25 @@ def test_a_table_without_a_replica_identity_is_refused_and_stays_writable(source
     assert sql(source, "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()") == [(0,)]
 
 
+def film_with_a_toasted_script(source: str, tmp_path: Path, instance: dg.DagsterInstance, film_id: int) -> Platform:
+    """The film stream alone, its snapshot landed after film ``film_id`` got a ``script`` stored out of
+    line (TOASTed, uncompressed): an update of another column then leaves the script out of the log."""
+    text = YAML.replace("include: [film, film_actor]", "include: [film]").split("    - table: film_actor")[0]
+    target = platform(text.replace("BATCH", "1000"), tmp_path, instance)
+    sql(source, "ALTER TABLE film ADD COLUMN script text")
+    sql(source, "ALTER TABLE film ALTER COLUMN script SET STORAGE EXTERNAL")
+    sql(source, "UPDATE film SET script = repeat('INT. VIDEO STORE - NIGHT. ', 4000) WHERE film_id = %s", [film_id])
+    assert target.materialize([FILM]).success
+    return target
+
+
 def test_an_unchanged_toasted_value_fails_naming_the_fix_and_replica_identity_full_recovers(
     source: str, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
     """pgoutput leaves an unchanged TOASTed value out of an update unless the table logs whole old rows:
     the run fails naming the column and the fix (never lands NULL); with REPLICA IDENTITY FULL and a full
     refresh, later updates carry the value."""
-    text = YAML.replace("include: [film, film_actor]", "include: [film]").split("    - table: film_actor")[0]
-    target = platform(text.replace("BATCH", "1000"), tmp_path, instance)
-    sql(source, "ALTER TABLE film ADD COLUMN script text")
-    sql(source, "ALTER TABLE film ALTER COLUMN script SET STORAGE EXTERNAL")  # out of line, uncompressed
-    sql(source, "UPDATE film SET script = repeat('INT. VIDEO STORE - NIGHT. ', 4000) WHERE film_id = 2")
-    assert target.materialize([FILM]).success
+    target = film_with_a_toasted_script(source, tmp_path, instance, film_id=2)
     sql(source, "UPDATE film SET length = 1 WHERE film_id = 2")
     sql(source, "CHECKPOINT")
     failed = target.materialize([FILM], raise_on_error=False)
@@ -467,12 +474,7 @@ def test_an_unchanged_toasted_value_of_a_column_dropped_since_is_not_needed(
     """An update logged before its table lost a column carries that column (the relation message is the
     table as it was), here as an unchanged TOASTed value: the column is no longer landed, so the update
     lands without it rather than failing for a value nothing asks for."""
-    text = YAML.replace("include: [film, film_actor]", "include: [film]").split("    - table: film_actor")[0]
-    target = platform(text.replace("BATCH", "1000"), tmp_path, instance)
-    sql(source, "ALTER TABLE film ADD COLUMN script text")
-    sql(source, "ALTER TABLE film ALTER COLUMN script SET STORAGE EXTERNAL")  # out of line, uncompressed
-    sql(source, "UPDATE film SET script = repeat('EXT. PARKING LOT - DAY. ', 4000) WHERE film_id = 3")
-    assert target.materialize([FILM]).success
+    target = film_with_a_toasted_script(source, tmp_path, instance, film_id=3)
     sql(source, "UPDATE film SET length = 7 WHERE film_id = 3")  # script: an unchanged TOASTed value
     sql(source, "ALTER TABLE film DROP COLUMN script")
     sql(source, "CHECKPOINT")
