@@ -107,16 +107,18 @@ def test_what_the_decoder_does_not_know_fails_naming_it() -> None:
     binary = change(b"I", (b"N", tuple_data("1")[:2] + b"b" + struct.pack(">i", 1) + b"\x01"))
     negative = change(b"I", (b"N", struct.pack(">h", 3) + b"t" + struct.pack(">i", -5) + b"nn"))
     latin1 = change(b"I", (b"N", struct.pack(">h", 1) + b"t" + struct.pack(">i", 4) + "Zoë".encode("latin-1") + b"!"))
-    failures = {
-        "binary mode": [relation(), begin(), binary, commit()],
-        "is truncated": [relation(), begin(), negative, commit()],
-        "not UTF-8": [relation(), begin(), latin1, commit()],
-        f"relation {OID} was never described": [begin(), change(b"I", (b"N", tuple_data("1"))), commit()],
-        "outside a transaction": [relation(), change(b"I", (b"N", tuple_data("1")))],
-        "expected a new tuple": [relation(), begin(), change(b"U", (b"X", tuple_data("1"))), commit()],
-        "is not supported": [begin(), b"M\0" + struct.pack(">Q", LSN) + text("prefix"), commit()],
-        "without its begin": [commit()],
-    }
-    for reason, messages in failures.items():
+    latin1_name = relation().replace(text("films"), "Zoë".encode("latin-1") + b"\0")
+    failures = [
+        ("binary mode", [relation(), begin(), binary, commit()]),
+        ("is truncated", [relation(), begin(), negative, commit()]),
+        ("not UTF-8", [relation(), begin(), latin1, commit()]),
+        ("not UTF-8", [latin1_name, begin(), commit()]),
+        (f"relation {OID} was never described", [begin(), change(b"I", (b"N", tuple_data("1"))), commit()]),
+        ("outside a transaction", [relation(), change(b"I", (b"N", tuple_data("1")))]),
+        ("expected a new tuple", [relation(), begin(), change(b"U", (b"X", tuple_data("1"))), commit()]),
+        ("is not supported", [begin(), b"M\0" + struct.pack(">Q", LSN) + text("prefix"), commit()]),
+        ("without its begin", [commit()]),
+    ]
+    for reason, messages in failures:
         with pytest.raises(PgOutputError, match=reason):
             decode(*messages)
