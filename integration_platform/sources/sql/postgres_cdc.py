@@ -484,7 +484,7 @@ class PostgresChangeLog:
         Rows are gathered whole and turned into columns at the end, one list comprehension per column
         and run of rows with one relation message, rather than one call per value (200,000 changes
         of 7 columns: 0.55 s of the capture's thread before, py-spy). A row holding an unchanged
-        TOASTed value goes through :meth:`_value` first."""
+        TOASTed value gets it from :meth:`_unchanged` first."""
         columns = self._columns(conn)
         runs: list[tuple[list[int | None], list[list[Any]]]] = []  # (tuple index of each column, rows)
         ops: list[str | None] = []
@@ -520,7 +520,7 @@ class PostgresChangeLog:
                 for op, row in self._rows(change, keys[id(relation)]):
                     if UNCHANGED in row:
                         row = [
-                            self._value(change, row, index, transaction)
+                            self._unchanged(change, index, transaction)
                             if value is UNCHANGED and index in used[id(relation)]
                             else value
                             for index, value in enumerate(row)
@@ -627,19 +627,17 @@ class PostgresChangeLog:
             return [("delete", old), ("update", change.new)]
         return [(change.op, change.new)]
 
-    def _value(self, change: Change, row: list[Any], index: int, transaction: Transaction) -> str | None:
-        """One column's text of ``row`` (a tuple of ``change``); an unchanged TOASTed value is taken from the
+    def _unchanged(self, change: Change, index: int, transaction: Transaction) -> str | None:
+        """The text of column ``index`` that ``change`` left out as an unchanged TOASTed value: taken from the
         old row when the log sent it whole (REPLICA IDENTITY FULL), or raises :class:`ChangeCaptureError`."""
-        value = row[index]
+        whole = change.old_is_row or change.relation.columns[index].key  # a key-only old tuple has the key
+        value = change.old[index] if change.old is not None and whole else UNCHANGED
         if value is UNCHANGED:
-            whole = change.old_is_row or change.relation.columns[index].key  # a key-only old tuple has the key
-            value = change.old[index] if change.old is not None and whole else UNCHANGED
-            if value is UNCHANGED:
-                name = change.relation.columns[index].name
-                raise ChangeCaptureError(
-                    f"table {self.schema}.{self.table}: an update at {lsn_text(transaction.commit_lsn)} left column "
-                    f"{name!r} out of the log (an unchanged TOASTed value, which only a whole old row carries). Run "
-                    "ALTER TABLE ... REPLICA IDENTITY FULL on the source so that later updates carry it, then run "
-                    "the stream with full_refresh: true (the log cannot give this update's value again)"
-                )
-        return None if value is None else str(value)
+            name = change.relation.columns[index].name
+            raise ChangeCaptureError(
+                f"table {self.schema}.{self.table}: an update at {lsn_text(transaction.commit_lsn)} left column "
+                f"{name!r} out of the log (an unchanged TOASTed value, which only a whole old row carries). Run "
+                "ALTER TABLE ... REPLICA IDENTITY FULL on the source so that later updates carry it, then run "
+                "the stream with full_refresh: true (the log cannot give this update's value again)"
+            )
+        return value if isinstance(value, str) else None  # a tuple holds text, NULL or UNCHANGED
