@@ -164,3 +164,43 @@ def test_tombstones_alone_load_into_a_merge_with_a_cursor_and_a_table_named_ip_r
     load(conn, store, merge, pending(conn, store, merge))
     assert conn.execute("SELECT id FROM src.m ORDER BY id").fetchall() == [(1,), (4,)]
     assert conn.execute("SELECT x FROM main._ip_rows").fetchall() == [(7,)]
+
+
+@pytest.mark.parametrize(
+    ("source", "name", "database"),
+    [
+        ("main", "_ip_rows", "w"),  # two parts, "main"."_ip_rows" was the loader's temp table
+        ("main", "_ip_staged", "w"),
+        ("main", "_ip_last", "w"),
+        ("temp", "t", "w"),  # two parts, "temp"."t" was ambiguous with DuckDB's temp catalog
+        ("system", "t", "w"),
+        ("warehouse", "t", "warehouse"),  # ... and with the warehouse's own catalog
+    ],
+)
+def test_a_stream_whose_two_part_name_means_something_else_in_duckdb_keeps_its_rows(
+    tmp_path: Path, source: str, name: str, database: str
+) -> None:
+    """The stream's table is named in full (catalog, schema, table): a source ``main`` with a stream
+    named as one of the loader's scratch tables, or a source named as a catalog, loads into its own
+    table, by merge (a key twice: the window's copy) and by append (the staged table renamed)."""
+    store = LocalLake(tmp_path / "lake")
+    merge = StreamSpec(source, name, "merge", primary_key=("id",), cursor="at")
+    append = StreamSpec(source, f"{name}_appended", "append")
+    rows = pa.table({"id": pa.array([1, 2, 2], pa.int64()), "at": pa.array([1, 1, 2], pa.int64())})
+    for spec in (merge, append):
+        land(store, spec, "w1", rows.to_batches(), rows.schema, full=False)
+    path = str(tmp_path / f"{database}.duckdb")
+    with duckdb.connect(path) as conn:
+        for spec in (merge, append):
+            result = load(conn, store, spec, pending(conn, store, spec))
+            assert result.table_rows == (2 if spec is merge else 3), spec.path
+    with duckdb.connect(path) as conn:  # a new connection: no temp table of the load is left to count
+        for spec, held in ((merge, [(1, 1), (2, 2)]), (append, [(1, 1), (2, 1), (2, 2)])):
+            got = conn.execute(f'SELECT id, "at" FROM "{database}"."{source}"."{spec.name}" ORDER BY ALL').fetchall()
+            assert got == held, spec.path
+
+
+@pytest.mark.parametrize("source", ["information_schema", "pg_catalog", "_integration_platform"])
+def test_a_source_named_as_a_schema_duckdb_or_the_ledger_owns_is_refused(source: str) -> None:
+    with pytest.raises(ValueError, match=rf"source name '{source}' is reserved: .* choose another"):
+        StreamSpec(source, "t", "append")

@@ -465,10 +465,9 @@ def _checks(
     if spec.primary_key:
         keys = ", ".join(quote(k) for k in spec.primary_key)
         nulls = " OR ".join(f"{quote(k)} IS NULL" for k in spec.primary_key)
+        counted = f"SELECT count(*) - count(DISTINCT ({keys})), count(*) FILTER (WHERE {nulls})"
         row = (
-            conn.execute(
-                f"SELECT count(*) - count(DISTINCT ({keys})), count(*) FILTER (WHERE {nulls}) FROM {table_name(spec)}"
-            ).fetchone()
+            conn.execute(f"{counted} FROM {table_name(conn, spec)}").fetchone()
             if table_columns(conn, spec)
             else None  # no table: nothing has ever landed
         )

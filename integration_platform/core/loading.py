@@ -32,6 +32,7 @@ from integration_platform.core.streams import (
     CHANGE_COLUMNS,
     COMMITTED_COLUMN,
     DELETED_COLUMN,
+    LEDGER_SCHEMA,
     OP_COLUMN,
     POSITION_COLUMN,
     SEQ_COLUMN,
@@ -39,7 +40,6 @@ from integration_platform.core.streams import (
     StreamSpec,
 )
 
-LEDGER_SCHEMA = "_integration_platform"
 LEDGER = f"{LEDGER_SCHEMA}.loads"
 #: Staging-only column: the position of a row's landing among those applied together.
 SEQ = "_ip_seq"
@@ -64,13 +64,26 @@ def parquet_scan(files: list[str]) -> str:
     return "read_parquet([" + ", ".join(_string(f) for f in files) + "], hive_partitioning = false)"
 
 
-def table_name(spec: StreamSpec) -> str:
-    return f"{quote(spec.source)}.{quote(spec.name)}"
+def _catalog(conn: duckdb.DuckDBPyConnection) -> str:
+    """The warehouse's catalog: DuckDB names a database file's catalog after the file (``warehouse`` for
+    ``warehouse.duckdb``)."""
+    row = conn.execute("SELECT current_database()").fetchone()
+    return str(row[0]) if row else "memory"
 
 
-def history_table_name(spec: StreamSpec) -> str:
-    """The history table of a change stream: every version of every row."""
-    return f"{quote(spec.source)}.{quote(spec.name + '__history')}"
+def table_name(conn: duckdb.DuckDBPyConnection, spec: StreamSpec) -> str:
+    """The stream's table as SQL, ``"<catalog>"."<source>"."<stream>"``.
+
+    Qualified in full because two parts can name something else: ``"main"."_ip_rows"`` is the
+    loader's own temp table (``temp.main._ip_rows``, searched first), into which a stream of that
+    name in a source ``main`` was loaded and lost; and a source named ``temp``, ``system`` or as
+    the warehouse's catalog made every name in it an "ambiguous reference"."""
+    return f"{quote(_catalog(conn))}.{quote(spec.source)}.{quote(spec.name)}"
+
+
+def history_table_name(conn: duckdb.DuckDBPyConnection, spec: StreamSpec) -> str:
+    """The history table of a change stream: every version of every row (qualified as :func:`table_name`)."""
+    return f"{quote(_catalog(conn))}.{quote(spec.source)}.{quote(spec.name + '__history')}"
 
 
 def latest_first(spec: StreamSpec, columns: Collection[str] | None = None) -> str:
@@ -216,7 +229,7 @@ def _reconcile_types(conn: duckdb.DuckDBPyConnection, target: str, staged: str, 
 
 def _apply_full(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, manifest: Manifest, files: list[str]) -> int:
     """One full landing: it replaces the table."""
-    target = table_name(spec)
+    target = table_name(conn, spec)
     if not files:  # a landing without columns (nothing was ever seen): it only empties the table
         if table_columns(conn, spec):
             conn.execute(f"DELETE FROM {target}")
@@ -236,7 +249,7 @@ def _apply_full(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, manifest: Man
 def _append_history(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, rows: str, windows: list[str]) -> None:
     """Append the change rows of ``rows`` (a table or temp table) to the stream's history table,
     replacing those of ``windows`` (a re-applied landing must not add its versions twice)."""
-    history = history_table_name(spec)
+    history = history_table_name(conn, spec)
     columns = ", ".join(quote(c) for c, _ in _columns(conn, rows).items() if c not in (SEQ, DELETED_COLUMN))
     conn.execute(f"CREATE TABLE IF NOT EXISTS {history} AS SELECT {columns} FROM {rows} LIMIT 0")
     _evolve(conn, history, rows, skip=(SEQ, DELETED_COLUMN))
@@ -392,7 +405,7 @@ def _apply_batch(
     - change data capture: as merge, in log order; a key whose latest change is a delete is not
       inserted again (hard), or keeps its row stamped ``_ip_deleted_at`` (soft).
     """
-    target = table_name(spec)
+    target = table_name(conn, spec)
     windows = [m.window for m, _ in batch]
     staged = _stage(conn, batch)
     merging = spec.write_disposition == "merge"
@@ -400,7 +413,7 @@ def _apply_batch(
         if spec.changes and spec.changes.history:
             _append_history(conn, spec, "_ip_staged", windows)
         keys = ", ".join(quote(k) for k in spec.primary_key)
-        order = latest_first(spec, _columns(conn, "temp._ip_staged"))
+        order = latest_first(spec, _columns(conn, "temp.main._ip_staged"))
         choose = merging and (bool(spec.changes) or _repeats_a_key(conn, keys))
         latest = f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1" if choose else ""
         if spec.changes and spec.changes.deletes == "soft":  # what a deleted row last held, for its stamped row
@@ -412,9 +425,9 @@ def _apply_batch(
             conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_rows AS SELECT * EXCLUDE ({SEQ}) FROM _ip_staged{latest}")
             conn.execute("DROP TABLE _ip_staged")
         else:  # every staged row is kept: the staged table becomes _ip_rows, not copied
-            conn.execute(f"ALTER TABLE temp._ip_staged DROP COLUMN {SEQ}")
-            conn.execute("DROP TABLE IF EXISTS temp._ip_rows")  # qualified: never the warehouse's own table
-            conn.execute("ALTER TABLE temp._ip_staged RENAME TO _ip_rows")
+            conn.execute(f"ALTER TABLE temp.main._ip_staged DROP COLUMN {SEQ}")
+            conn.execute("DROP TABLE IF EXISTS temp.main._ip_rows")  # qualified: never the warehouse's own table
+            conn.execute("ALTER TABLE temp.main._ip_staged RENAME TO _ip_rows")
         if merging and not spec.changes and OP_COLUMN in _columns(conn, "_ip_rows"):
             _apply_tombstones(conn, spec, target)
         conn.execute(f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM _ip_rows LIMIT 0")
@@ -441,7 +454,7 @@ def _repeats_a_key(conn: duckdb.DuckDBPyConnection, keys: str) -> bool:
     NULLs equal, as ``PARTITION BY`` groups them). Without such rows a merge has nothing to choose
     between and the staged table is used as it is: the window that picks each key's latest row took
     0.67 s of 1M queued messages with unique ids, the check 0.16 s (DuckDB 1.5, 2 cores)."""
-    repeated = f"SELECT 1 FROM temp._ip_staged GROUP BY {keys} HAVING count(*) > 1 LIMIT 1"
+    repeated = f"SELECT 1 FROM temp.main._ip_staged GROUP BY {keys} HAVING count(*) > 1 LIMIT 1"
     return conn.execute(repeated).fetchone() is not None
 
 
@@ -524,7 +537,7 @@ def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, ma
     """
     started = time.monotonic()
     ensure_ledger(conn)
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(spec.source)}")
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(_catalog(conn))}.{quote(spec.source)}")
     loaded = 0
     changes: list[str] = []
     with ExitStack() as stack:
@@ -557,7 +570,7 @@ def table_columns(conn: duckdb.DuckDBPyConnection, spec: StreamSpec) -> list[tup
     """``(name, DuckDB type)`` of the stream's table, in order; empty when it does not exist yet."""
     rows = conn.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+        "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ? ORDER BY ordinal_position",
         [spec.source, spec.name],
     ).fetchall()
     return [(str(name), str(kind)) for name, kind in rows]
@@ -567,7 +580,7 @@ def table_rows(conn: duckdb.DuckDBPyConnection, spec: StreamSpec) -> int:
     """Rows in the stream's table (0 when it does not exist yet)."""
     if not table_columns(conn, spec):
         return 0
-    row = conn.execute(f"SELECT count(*) FROM {table_name(spec)}").fetchone()
+    row = conn.execute(f"SELECT count(*) FROM {table_name(conn, spec)}").fetchone()
     return int(row[0]) if row else 0
 
 
@@ -596,7 +609,8 @@ def live_rows(conn: duckdb.DuckDBPyConnection, spec: StreamSpec) -> int:
     """Rows of the stream's table that exist at the source: all of them, but those a soft delete kept."""
     if not (spec.changes and spec.changes.deletes == "soft" and table_columns(conn, spec)):
         return table_rows(conn, spec)
-    row = conn.execute(f"SELECT count(*) FROM {table_name(spec)} WHERE {quote(DELETED_COLUMN)} IS NULL").fetchone()
+    table = table_name(conn, spec)
+    row = conn.execute(f"SELECT count(*) FROM {table} WHERE {quote(DELETED_COLUMN)} IS NULL").fetchone()
     return int(row[0]) if row else 0
 
 
@@ -607,7 +621,7 @@ def partition_rows(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, partition_
         return {}
     windows = {f"partition={key}": key for key in partition_keys}
     counted = conn.execute(
-        f"SELECT {quote(WINDOW_COLUMN)}, count(*) FROM {table_name(spec)} "
+        f"SELECT {quote(WINDOW_COLUMN)}, count(*) FROM {table_name(conn, spec)} "
         f"WHERE {quote(WINDOW_COLUMN)} IN (SELECT unnest(?)) GROUP BY ALL",
         [list(windows)],
     ).fetchall()

@@ -18,6 +18,12 @@ Granularity = Literal["daily", "monthly", "dynamic"]
 #: Identifiers we put into lake keys, asset keys and DuckDB names.
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 
+#: The warehouse schema of the platform's own tables (the load ledger, ``core.loading``).
+LEDGER_SCHEMA = "_integration_platform"
+#: Names a source cannot take, since its streams' tables go to the DuckDB schema of that name:
+#: DuckDB's own schemas (they take no tables) and the platform's ledger.
+RESERVED_SOURCES = frozenset({"information_schema", "pg_catalog", LEDGER_SCHEMA})
+
 #: Lineage column added to every warehouse table: the landing window a row came from.
 WINDOW_COLUMN = "_ip_window"
 #: Columns of a change row (change data capture, :mod:`~integration_platform.core.changes`): the
@@ -123,6 +129,12 @@ class StreamSpec:
         for label, value in (("source", self.source), ("stream", self.name)):
             if not IDENTIFIER.match(value):
                 raise ValueError(f"{label} name {value!r} must match {IDENTIFIER.pattern}")
+        if self.source in RESERVED_SOURCES:
+            owner = "the platform's load ledger" if self.source == LEDGER_SCHEMA else "DuckDB's own"
+            raise ValueError(
+                f"source name {self.source!r} is reserved: a source's tables go to the warehouse schema of its "
+                f"name, and {self.source!r} is {owner}; choose another"
+            )
         if self.write_disposition == "merge" and not self.primary_key:
             raise ValueError(f"stream {self.path}: write disposition 'merge' needs a primary key")
         if self.cursor and self.write_disposition == "replace":
