@@ -170,19 +170,19 @@ def test_tombstones_alone_load_into_a_merge_with_a_cursor_and_a_table_named_ip_r
     ("source", "name", "database"),
     [
         ("main", "_ip_rows", "w"),  # two parts, "main"."_ip_rows" was the loader's temp table
-        ("main", "_ip_staged", "w"),
-        ("main", "_ip_last", "w"),
         ("temp", "t", "w"),  # two parts, "temp"."t" was ambiguous with DuckDB's temp catalog
         ("system", "t", "w"),
         ("warehouse", "t", "warehouse"),  # ... and with the warehouse's own catalog
+        ("s", "t", "_integration_platform"),  # the ledger's two parts with a catalog of that name
     ],
 )
 def test_a_stream_whose_two_part_name_means_something_else_in_duckdb_keeps_its_rows(
     tmp_path: Path, source: str, name: str, database: str
 ) -> None:
-    """The stream's table is named in full (catalog, schema, table): a source ``main`` with a stream
-    named as one of the loader's scratch tables, or a source named as a catalog, loads into its own
-    table, by merge (a key twice: the window's copy) and by append (the staged table renamed)."""
+    """The stream's table and the ledger are named in full (catalog, schema, table): a source ``main``
+    with a stream named as one of the loader's scratch tables, or a source or warehouse file named as a
+    catalog or schema, loads into its own table, by merge (a key twice: the window's copy) and by
+    append (the staged table renamed)."""
     store = LocalLake(tmp_path / "lake")
     merge = StreamSpec(source, name, "merge", primary_key=("id",), cursor="at")
     append = StreamSpec(source, f"{name}_appended", "append")
@@ -194,13 +194,42 @@ def test_a_stream_whose_two_part_name_means_something_else_in_duckdb_keeps_its_r
         for spec in (merge, append):
             result = load(conn, store, spec, pending(conn, store, spec))
             assert result.table_rows == (2 if spec is merge else 3), spec.path
+            assert pending(conn, store, spec) == [], "the ledger holds the landing"
     with duckdb.connect(path) as conn:  # a new connection: no temp table of the load is left to count
         for spec, held in ((merge, [(1, 1), (2, 2)]), (append, [(1, 1), (2, 1), (2, 2)])):
             got = conn.execute(f'SELECT id, "at" FROM "{database}"."{source}"."{spec.name}" ORDER BY ALL').fetchall()
             assert got == held, spec.path
 
 
+@pytest.mark.parametrize("name", ["_ip_last", "_ip_rows", "_ip_staged"])
+def test_a_change_stream_with_soft_deletes_named_as_a_scratch_table_in_source_main_keeps_its_rows(
+    tmp_path: Path, name: str
+) -> None:
+    """Soft deletes read what a deleted row last held from the scratch table ``_ip_last``: a stream of
+    that name in a source ``main`` lost a row to it, ``_ip_rows`` failed to bind."""
+    soft = StreamSpec("main", name, "merge", primary_key=("id",), changes=ChangeCapture(deletes="soft", history=True))
+    conn = apply(tmp_path, soft, [("snapshot", SNAPSHOT, True), ("b1", BATCH, False)])
+    kept = conn.execute(f'SELECT id, name, _ip_deleted_at IS NOT NULL FROM main."{name}" ORDER BY id').fetchall()
+    assert kept == [(1, "a2", False), (2, "b", True), (3, "c2", False), (4, "d2", False), (5, "e2", True)]
+
+
+def test_an_append_stream_of_two_schemas_named_ip_next_in_source_main_keeps_its_rows(tmp_path: Path) -> None:
+    """Landings of two schemas are staged through the scratch table ``_ip_next`` (dropped before the
+    stream's table is named, so this one held before the names were qualified: it pins that)."""
+    spec = StreamSpec("main", "_ip_next", "append")
+    narrow = pa.table({"id": pa.array([1], pa.int64())})
+    wide = pa.table({"id": pa.array([2], pa.int64()), "name": ["b"]})
+    conn = apply(tmp_path, spec, [("w1", narrow, False), ("w2", wide, False)])
+    assert conn.execute('SELECT id, name FROM main."_ip_next" ORDER BY id').fetchall() == [(1, None), (2, "b")]
+
+
 @pytest.mark.parametrize("source", ["information_schema", "pg_catalog", "_integration_platform"])
 def test_a_source_named_as_a_schema_duckdb_or_the_ledger_owns_is_refused(source: str) -> None:
     with pytest.raises(ValueError, match=rf"source name '{source}' is reserved: .* choose another"):
         StreamSpec(source, "t", "append")
+
+
+def test_a_name_with_a_trailing_line_end_is_refused() -> None:
+    """``$`` also matches before a final newline: the name pattern must hold for the whole name."""
+    with pytest.raises(ValueError, match=r"source name 's\\n' must match"):
+        StreamSpec("s\n", "t", "append")

@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from integration_platform.core.cursors import CursorValue
+from integration_platform.core.loading import current_catalog
 from integration_platform.core.outbound import (
     MissingColumnError,
     Watermark,
@@ -62,6 +63,17 @@ def test_select_since_reads_from_the_mark_in_cursor_order_as_the_column_type() -
     assert [len(chunk) for chunk in select_since(conn, relation, "k", None, 3)] == [3, 1]
     with pytest.raises(MissingColumnError, match=r"\['nope'\] not in"):
         list(select_since(conn, relation, "k", None, 3, required=["nope"]))
+
+
+def test_a_warehouse_table_of_a_source_named_as_a_catalog_is_read_through_the_warehouse_catalog() -> None:
+    """``temp.t`` alone is ambiguous in DuckDB (the temp catalog): the warehouse's catalog goes first."""
+    conn = duckdb.connect()
+    conn.execute("CREATE SCHEMA memory.temp; CREATE TABLE memory.temp.t AS SELECT 1 AS k")
+    with pytest.raises(duckdb.BinderException, match="Ambiguous reference"):
+        list(select_since(conn, relation_sql("temp.t", None), "k", None, 10))
+    relation = relation_sql("temp.t", None, current_catalog(conn))
+    assert relation == '"memory"."temp"."t"'
+    assert [r["k"] for chunk in select_since(conn, relation, "k", None, 10) for r in chunk] == [1]
 
 
 def test_select_since_sqlalchemy_binds_the_mark_as_its_python_value() -> None:

@@ -40,7 +40,6 @@ from integration_platform.core.streams import (
     StreamSpec,
 )
 
-LEDGER = f"{LEDGER_SCHEMA}.loads"
 #: Staging-only column: the position of a row's landing among those applied together.
 SEQ = "_ip_seq"
 #: Staging-only column: the local path of the Parquet file a staged row was read from (a digit is
@@ -64,11 +63,17 @@ def parquet_scan(files: list[str]) -> str:
     return "read_parquet([" + ", ".join(_string(f) for f in files) + "], hive_partitioning = false)"
 
 
-def _catalog(conn: duckdb.DuckDBPyConnection) -> str:
+def current_catalog(conn: duckdb.DuckDBPyConnection) -> str:
     """The warehouse's catalog: DuckDB names a database file's catalog after the file (``warehouse`` for
-    ``warehouse.duckdb``)."""
-    row = conn.execute("SELECT current_database()").fetchone()
-    return str(row[0]) if row else "memory"
+    ``warehouse.duckdb``; ``memory`` in memory)."""
+    (catalog,) = conn.execute("SELECT current_database()").fetchone() or ("memory",)
+    return str(catalog)
+
+
+def ledger_name(conn: duckdb.DuckDBPyConnection) -> str:
+    """The load ledger's table, qualified in full as :func:`table_name` (a warehouse file named
+    ``_integration_platform.duckdb`` made ``_integration_platform.loads`` ambiguous)."""
+    return f"{quote(current_catalog(conn))}.{LEDGER_SCHEMA}.loads"
 
 
 def table_name(conn: duckdb.DuckDBPyConnection, spec: StreamSpec) -> str:
@@ -78,12 +83,12 @@ def table_name(conn: duckdb.DuckDBPyConnection, spec: StreamSpec) -> str:
     loader's own temp table (``temp.main._ip_rows``, searched first), into which a stream of that
     name in a source ``main`` was loaded and lost; and a source named ``temp``, ``system`` or as
     the warehouse's catalog made every name in it an "ambiguous reference"."""
-    return f"{quote(_catalog(conn))}.{quote(spec.source)}.{quote(spec.name)}"
+    return f"{quote(current_catalog(conn))}.{quote(spec.source)}.{quote(spec.name)}"
 
 
 def history_table_name(conn: duckdb.DuckDBPyConnection, spec: StreamSpec) -> str:
     """The history table of a change stream: every version of every row (qualified as :func:`table_name`)."""
-    return f"{quote(_catalog(conn))}.{quote(spec.source)}.{quote(spec.name + '__history')}"
+    return f"{quote(current_catalog(conn))}.{quote(spec.source)}.{quote(spec.name + '__history')}"
 
 
 def latest_first(spec: StreamSpec, columns: Collection[str] | None = None) -> str:
@@ -135,9 +140,9 @@ class LoadResult:
 
 
 def ensure_ledger(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {LEDGER_SCHEMA}")
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(current_catalog(conn))}.{LEDGER_SCHEMA}")
     conn.execute(
-        f'CREATE TABLE IF NOT EXISTS {LEDGER} (stream VARCHAR, "window" VARCHAR, landing_id VARCHAR, '
+        f'CREATE TABLE IF NOT EXISTS {ledger_name(conn)} (stream VARCHAR, "window" VARCHAR, landing_id VARCHAR, '
         "rows BIGINT, full_load BOOLEAN, loaded_at TIMESTAMPTZ DEFAULT now())"
     )
 
@@ -145,7 +150,8 @@ def ensure_ledger(conn: duckdb.DuckDBPyConnection) -> None:
 def applied_landings(conn: duckdb.DuckDBPyConnection, spec: StreamSpec) -> set[tuple[str, str]]:
     """``(window, landing_id)`` of every landing the ledger says the stream's table holds."""
     ensure_ledger(conn)
-    rows = conn.execute(f'SELECT "window", landing_id FROM {LEDGER} WHERE stream = ?', [spec.path]).fetchall()
+    ledger = ledger_name(conn)
+    rows = conn.execute(f'SELECT "window", landing_id FROM {ledger} WHERE stream = ?', [spec.path]).fetchall()
     return {(str(window), str(landing)) for window, landing in rows}
 
 
@@ -510,14 +516,15 @@ def _apply_changes(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, target: st
 
 def _record(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, manifests: list[Manifest]) -> None:
     """The ledger rows of ``manifests`` (replacing those of their windows; all of them after a full load)."""
+    ledger = ledger_name(conn)
     if any(m.full for m in manifests):
-        conn.execute(f"DELETE FROM {LEDGER} WHERE stream = ?", [spec.path])
+        conn.execute(f"DELETE FROM {ledger} WHERE stream = ?", [spec.path])
     windows = [m.window for m in manifests]
     conn.execute(
-        f'DELETE FROM {LEDGER} WHERE stream = ? AND "window" IN (SELECT unnest(?::VARCHAR[]))', [spec.path, windows]
+        f'DELETE FROM {ledger} WHERE stream = ? AND "window" IN (SELECT unnest(?::VARCHAR[]))', [spec.path, windows]
     )
     conn.execute(
-        f'INSERT INTO {LEDGER} (stream, "window", landing_id, rows, full_load) '
+        f'INSERT INTO {ledger} (stream, "window", landing_id, rows, full_load) '
         "SELECT ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::BIGINT[]), unnest(?::BOOLEAN[])",
         [
             spec.path,
@@ -537,7 +544,7 @@ def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, ma
     """
     started = time.monotonic()
     ensure_ledger(conn)
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(_catalog(conn))}.{quote(spec.source)}")
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(current_catalog(conn))}.{quote(spec.source)}")
     loaded = 0
     changes: list[str] = []
     with ExitStack() as stack:

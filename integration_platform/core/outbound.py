@@ -42,10 +42,12 @@ def json_default(value: Any) -> Any:
     return str(value)
 
 
-def relation_sql(table: str | None, query: str | None) -> str:
-    """The FROM item for a ``schema.table`` (each part quoted) or a query (parenthesised)."""
+def relation_sql(table: str | None, query: str | None, catalog: str | None = None) -> str:
+    """The FROM item for a ``schema.table`` (each part quoted; in ``catalog`` when given, as the warehouse
+    names a stream's table, since ``temp.t`` or ``system.t`` alone is an ambiguous reference in DuckDB) or
+    a query (parenthesised)."""
     if table:
-        return ".".join(quote(part) for part in table.split("."))
+        return ".".join(quote(part) for part in ([catalog] if catalog else []) + table.split("."))
     return f"({query})"
 
 

@@ -103,7 +103,8 @@ class StreamSpec:
     """One stream of one source, as the pipeline sees it.
 
     - ``source``/``name``: identifiers; the lake prefix is ``source/name`` and the DuckDB table
-      ``"<source>"."<name>"`` (the asset keys are made in ``assets/stream_assets.py``).
+      ``"<source>"."<name>"`` in the warehouse's catalog (``core.loading.table_name``; the asset keys
+      are made in ``assets/stream_assets.py``).
     - ``primary_key``: column names; required for ``merge``; may be empty otherwise.
     - ``cursor``: the high-water-mark column of an incremental stream, or ``None``.
     - ``lag``: look-back applied below the high-water mark (seconds for date/time cursors,
@@ -127,7 +128,7 @@ class StreamSpec:
 
     def __post_init__(self) -> None:
         for label, value in (("source", self.source), ("stream", self.name)):
-            if not IDENTIFIER.match(value):
+            if not IDENTIFIER.fullmatch(value):
                 raise ValueError(f"{label} name {value!r} must match {IDENTIFIER.pattern}")
         if self.source in RESERVED_SOURCES:
             owner = "the platform's load ledger" if self.source == LEDGER_SCHEMA else "DuckDB's own"

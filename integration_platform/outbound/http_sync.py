@@ -60,6 +60,7 @@ from integration_platform.assets.run_recovery import tag_run_host
 from integration_platform.assets.stream_assets import warehouse_connection, warehouse_table_key
 from integration_platform.core.cursors import CursorValue
 from integration_platform.core.landing import land
+from integration_platform.core.loading import current_catalog
 from integration_platform.core.names import ENV_NAME, url_segment
 from integration_platform.core.outbound import (
     MissingColumnError,
@@ -261,13 +262,14 @@ def _read_rows(
 ) -> Iterator[list[dict[str, Any]]]:
     """Chunks of at most ``chunk_rows`` rows in cursor order from the mark on (``>=``), from the
     warehouse or the database at ``source.url_env``; raises ``dg.Failure`` for a missing column."""
-    relation = relation_sql(sync.table, sync.query)
     try:
         if sync.source.warehouse:
             with warehouse_connection(context) as conn:
+                relation = relation_sql(sync.table, sync.query, current_catalog(conn))
                 yield from select_since(conn, relation, sync.cursor, mark, sync.chunk_rows, sync.key_columns)
             return
         engine = sa.create_engine(os.environ[str(sync.source.url_env)])
+        relation = relation_sql(sync.table, sync.query)
         try:
             yield from select_since_sqlalchemy(engine, relation, sync.cursor, mark, sync.chunk_rows, sync.key_columns)
         finally:

@@ -39,6 +39,7 @@ from integration_platform.assets.config_model import SafeModel, current_asset_ke
 from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
 from integration_platform.assets.run_recovery import tag_run_host
 from integration_platform.assets.stream_assets import warehouse_connection, warehouse_table_key
+from integration_platform.core.loading import current_catalog
 from integration_platform.core.outbound import (
     MissingColumnError,
     Watermark,
@@ -140,11 +141,11 @@ def publish_asset(
         mark = read_mark(context.instance, context.asset_key) if spec.cursor else None
         started = time.monotonic()
         published, watermark = 0, Watermark(mark)
-        relation = relation_sql(spec.table, spec.query)
         with (
             warehouse_connection(context) as conn,
             open_publisher(getattr(context.resources, resource_key), spec) as publisher,
         ):
+            relation = relation_sql(spec.table, spec.query, current_catalog(conn))
             try:
                 for rows in select_since(conn, relation, spec.cursor, mark, spec.fetch_rows, spec.key_columns):
                     for row in rows:

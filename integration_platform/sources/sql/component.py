@@ -196,7 +196,7 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
 
     def validate_declaration(self, yaml_path: Path) -> None:
         """Checks beyond the field types, each failing with ``ValueError("<file>: <field>: ...")``."""
-        if not IDENTIFIER.match(self.source):
+        if not IDENTIFIER.fullmatch(self.source):
             raise ValueError(
                 f"{yaml_path}: attributes.source: {self.source!r} must match {IDENTIFIER.pattern} "
                 "(lowercase letters, digits, underscores)"
