@@ -17,7 +17,9 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
+from integration_platform.assets import stream_assets
 from integration_platform.assets.run_queue import SOURCE_RUN_TAG
+from integration_platform.core import landing
 from integration_platform.sources.files import extract
 from integration_platform_tests.services import shared_file
 from integration_platform_tests.sftp_servers import SshServer, openssh_server
@@ -361,6 +363,24 @@ def test_html_cut_and_empty_drops_fail_their_partition_and_change_nothing_else(
 def test_a_backfill_of_many_days_lands_in_one_run(
     drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The manifest listings the warehouse step makes (it reads every manifest of the stream each time).
+    in_warehouse_step, listings = [False], []
+    apply_pending, read_listed = stream_assets._apply_pending, landing.read_listed
+
+    def counted_step(*args: Any) -> Any:
+        in_warehouse_step[0] = True
+        try:
+            yield from apply_pending(*args)
+        finally:
+            in_warehouse_step[0] = False
+
+    def counted_listing(store: Any, prefix: str, *args: Any) -> Any:
+        if in_warehouse_step[0]:
+            listings.append(prefix)
+        return read_listed(store, prefix, *args)
+
+    monkeypatch.setattr(stream_assets, "_apply_pending", counted_step)
+    monkeypatch.setattr(landing, "read_listed", counted_listing)
     with openssh_server(drops) as server:
         monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
         p = platform(_yaml(server, drops), tmp_path, instance)
@@ -372,6 +392,8 @@ def test_a_backfill_of_many_days_lands_in_one_run(
             },
         )
     assert result.success
+    # once for the load and its row check together (it was twice: the check listed them again)
+    assert listings == ["covid/regions/_manifests/"], listings
     assert p.query("SELECT count(*), count(DISTINCT _ip_file), count(codice_nuts_1) FROM covid.regions")[0] == (
         231,
         11,

@@ -160,14 +160,18 @@ def pending(
     store: LakeStore,
     spec: StreamSpec,
     partitions: str | Collection[str] | None = None,
+    *,
+    active: list[Manifest] | None = None,
 ) -> list[Manifest]:
     """Committed landings not yet applied to the table, in the order they must be applied.
 
     For a partitioned stream pass ``partitions`` (a key, or several: a single-run backfill) to
-    get those partitions' landings, if new. The manifests are listed once either way.
+    get those partitions' landings, if new. The manifests are listed once either way; ``active``:
+    the stream's active manifests (:func:`active_manifests`, oldest first) when the caller has
+    listed them already, so that its row check compares the table with the same listing.
     """
     applied = applied_landings(conn, spec)
-    manifests = active_manifests(list_manifests(store, spec))
+    manifests = active_manifests(list_manifests(store, spec)) if active is None else active
     if partitions is not None:
         wanted = {partitions} if isinstance(partitions, str) else set(partitions)
         manifests = [m for m in manifests if m.partition in wanted]
