@@ -1,15 +1,25 @@
 """A stream whose cursor, primary key or partition column the source lacks fails before anything
-lands, naming the column and the columns that exist (the core path, a real local lake)."""
+lands, naming the column and the columns that exist; a merge stream's row without a primary key fails
+its landing (the core path, a real local lake)."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from integration_platform.core.extract import MissingColumnError, extract_and_land
+from integration_platform.core.extract import (
+    MissingColumnError,
+    PartitionToLand,
+    PartitionWindow,
+    extract_and_land,
+    extract_and_land_partitions,
+    rows_held,
+)
 from integration_platform.core.lake import LocalLake
+from integration_platform.core.landing import LandingError, incremental_window, list_manifests
 from integration_platform.core.row_filter import RowFilter
-from integration_platform.core.streams import StreamSpec
+from integration_platform.core.streams import Partitioning, StreamSpec
 from integration_platform.sources.sql.sa_arrow import _column
 
 pytestmark = pytest.mark.fast
@@ -38,3 +48,45 @@ def test_nothing_lands_for_a_missing_column(tmp_path: Path, spec: StreamSpec, me
 def test_a_database_value_that_does_not_fit_names_table_column_and_value() -> None:
     with pytest.raises(ValueError, match=r"table t: column 'c': value 40000 does not fit int16"):
         _column("t", "c", pa.int16(), None, [1, 40000, 2])
+
+
+def _rows(ids: list[int | None], since: int = 0) -> Callable[[RowFilter | None], pa.RecordBatchReader]:
+    table = pa.table({"id": pa.array(ids, pa.int64()), "updated": pa.array(range(since, since + len(ids)), pa.int64())})
+    return lambda _: pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=2))
+
+
+def test_a_merge_stream_refuses_a_null_key_and_keeps_what_landed(tmp_path: Path) -> None:
+    """Before, a merge kept one of a load's null-key rows (PARTITION BY groups nulls) and piled up those
+    of later loads (DELETE ... USING matches no null): neither the table nor its row count was true."""
+    lake = LocalLake(tmp_path / "lake")
+    spec = StreamSpec("s", "t", "merge", primary_key=("id",), cursor="updated")
+    first = extract_and_land(lake, spec, _rows([1, 2, 3]))
+    with pytest.raises(
+        LandingError, match=r"1 row\(s\) of a batch have no value in primary-key column 'id'"
+    ) as failure:
+        extract_and_land(lake, spec, _rows([4, 5, None, 6], since=10), cursor_before=first.cursor_after)
+    assert f"landing s/t window {incremental_window(first.cursor_after)!r} failed, nothing landed" in str(failure.value)
+    assert [m.window for m in list_manifests(lake, spec)] == ["initial"]  # the rows before it (4, 5) did not land
+    assert rows_held(lake, spec) == 3 and len(list((tmp_path / "lake").rglob("*.parquet"))) == 1
+
+
+def test_an_append_stream_lands_a_null_key(tmp_path: Path) -> None:
+    lake = LocalLake(tmp_path / "lake")
+    spec = StreamSpec("s", "t", "append", primary_key=("id",), cursor="updated")
+    assert extract_and_land(lake, spec, _rows([1, None, None])).manifest.rows == 3
+
+
+def test_a_backfill_of_a_merge_stream_stops_at_the_partition_with_a_null_key(tmp_path: Path) -> None:
+    lake = LocalLake(tmp_path / "lake")
+    spec = StreamSpec(
+        "s", "t", "merge", primary_key=("id",), partitioning=Partitioning(None, "daily", start="2021-01-01")
+    )
+    days = [(d, PartitionWindow(d, None, None)) for d in ("2021-01-01", "2021-01-02", "2021-01-03")]
+    todo: list[PartitionToLand] = [
+        (window, _rows([n, None] if day == "2021-01-02" else [n]), {}) for n, (day, window) in enumerate(days)
+    ]
+    landed = []
+    with pytest.raises(LandingError, match=r"window 'partition=2021-01-02'.*primary-key column 'id'"):
+        for window, _, _ in extract_and_land_partitions(lake, spec, todo):
+            landed.append(window.key)
+    assert landed == ["2021-01-01"] and [m.partition for m in list_manifests(lake, spec)] == ["2021-01-01"]

@@ -160,6 +160,33 @@ class MissingColumnError(ValueError):
     """A stream's cursor, primary-key or partition column is not among the source's columns."""
 
 
+class NullKeyError(ValueError):
+    """A row of a merge stream has no value (null) in a primary-key column."""
+
+
+def refuse_null_keys(spec: StreamSpec, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``batches`` unchanged; for a merge stream, raises :class:`NullKeyError` (naming the column and the
+    rows; the landing wraps it in a ``LandingError`` naming the stream and window) at the first batch
+    with a null in a primary-key column, so its landing fails whole.
+
+    Why refused rather than landed: a merge matches rows by key, and SQL's null equals nothing, so
+    such rows were neither replaced nor kept apart: DuckDB's ``PARTITION BY`` kept one of a load's
+    null-key rows and dropped the others, while ``DELETE ... USING`` never matched the null-key rows of
+    earlier loads, so they piled up. Other dispositions land them (their asset check reports the
+    null). Cost: ``null_count`` is kept with an Arrow array."""
+    keys = spec.primary_key if spec.write_disposition == "merge" else ()
+    for batch in batches:
+        for key in keys:
+            nulls = batch.column(key).null_count
+            if nulls:
+                raise NullKeyError(
+                    f"{nulls:,} row(s) of a batch have no value in primary-key "
+                    f"column {key!r}; a merge matches rows by key, so each needs one: declare a primary key the "
+                    "source always fills, or land the stream with write_disposition append"
+                )
+        yield batch
+
+
 def missing_column(spec: StreamSpec, columns: Sequence[str]) -> tuple[str, str] | None:
     """``(role, column)`` of the first of the stream's cursor, primary-key and partition columns
     that ``columns`` lacks, or ``None``."""
@@ -236,7 +263,7 @@ def extract_and_land(
             store,
             spec,
             f"partition={partition.key}",
-            _drop_landed(reader, None, [], counts),
+            _drop_landed(refuse_null_keys(spec, reader), None, [], counts),
             reader.schema,
             full=False,
             partition=partition.key,
@@ -247,7 +274,13 @@ def extract_and_land(
         reader = extractor(None)
         require_columns(spec, reader.schema)
         manifest = land(
-            store, spec, "snapshot", _drop_landed(reader, None, [], counts), reader.schema, full=True, extra=extra
+            store,
+            spec,
+            "snapshot",
+            _drop_landed(refuse_null_keys(spec, reader), None, [], counts),
+            reader.schema,
+            full=True,
+            extra=extra,
         )
         return Extraction(manifest, None, None, counts["read"], 0)
 
@@ -256,7 +289,7 @@ def extract_and_land(
     if before is None:
         reader = extractor(None)
         require_columns(spec, reader.schema)
-        batches = _drop_landed(reader, None, [], counts)
+        batches = _drop_landed(refuse_null_keys(spec, reader), None, [], counts)
     else:
         lower = before.minus_lag(spec.lag)
         reader = extractor(RowFilter(spec.cursor, lower, None))
@@ -265,7 +298,8 @@ def extract_and_land(
         keys = (
             list(dict.fromkeys([*spec.primary_key, spec.cursor])) if spec.primary_key else _flat_columns(reader.schema)
         )
-        batches = _drop_landed(reader, landed_keys(store, spec, keys, since=lower, skip_window=window), keys, counts)
+        seen = landed_keys(store, spec, keys, since=lower, skip_window=window)
+        batches = _drop_landed(refuse_null_keys(spec, reader), seen, keys, counts)
     manifest = land(store, spec, window, batches, reader.schema, full=before is None, cursor_before=before, extra=extra)
     after = CursorValue.from_json(manifest.cursor_max)
     if before is not None and (after is None or after.is_below(before)):
@@ -334,7 +368,7 @@ def extract_and_land_partitions(
                 continue
             require_columns(spec, reader.schema)
             name = f"partition={window.key}"
-            batches = iter(reader)
+            batches = refuse_null_keys(spec, reader)
             try:
                 first, whole, size = _small(batches)
             except Exception as exc:
