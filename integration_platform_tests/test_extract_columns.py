@@ -12,6 +12,7 @@ from integration_platform.core.extract import (
     MissingColumnError,
     PartitionToLand,
     PartitionWindow,
+    ReservedColumnError,
     extract_and_land,
     extract_and_land_partitions,
     rows_held,
@@ -90,3 +91,15 @@ def test_a_backfill_of_a_merge_stream_stops_at_the_partition_with_a_null_key(tmp
         for window, _, _ in extract_and_land_partitions(lake, spec, todo):
             landed.append(window.key)
     assert landed == ["2021-01-01"] and [m.partition for m in list_manifests(lake, spec)] == ["2021-01-01"]
+
+
+@pytest.mark.parametrize("column", ["_ip_op", "_IP_WINDOW", "_ip_seq", "_ip_deleted_at", "_ip_log_position"])
+def test_a_source_column_named_as_a_loader_column_is_refused(tmp_path: Path, column: str) -> None:
+    """Before, a source's ``_ip_op`` of ``delete`` was taken for a tombstone (the row left the table), its
+    ``_ip_window`` duplicated rows when the window landed again, and its ``_ip_seq`` lost its values."""
+    lake = LocalLake(tmp_path / "lake")
+    table = pa.table({"id": [1, 2], column: ["delete", "keep"]})
+    spec = StreamSpec("s", "t", "merge", primary_key=("id",))
+    with pytest.raises(ReservedColumnError, match=f"the source has a column '{column}'.*nothing was landed"):
+        extract_and_land(lake, spec, lambda _: pa.RecordBatchReader.from_batches(table.schema, table.to_batches()))
+    assert not list((tmp_path / "lake").rglob("*.parquet"))

@@ -338,6 +338,11 @@ def test_html_cut_and_empty_drops_fail_their_partition_and_change_nothing_else(
         "05": (b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head></html>\n", "is an HTML page"),
         "06": (good.encode()[: len(good.encode()) - 40], "the last line is cut"),
         "07": (b"", "the file is empty"),
+        # a column the platform adds to each row (the file's name): two columns of one name before
+        "08": (
+            "".join(f"{line},{'_IP_FILE' if n == 0 else 'x'}\n" for n, line in enumerate(good.splitlines())).encode(),
+            "has a column '_ip_file'",
+        ),
     }
     for day, (content, _) in bad.items():
         (incoming / f"dpc-covid19-ita-regioni-202201{day}.csv").write_bytes(content)

@@ -120,3 +120,25 @@ def test_the_known_schema_read_back_from_a_landing_is_names_and_types_only(tmp_p
     known = known_schema(list_manifests(store, spec))
     assert known is not None and known.equals(pa.schema([("id", pa.int64())]), check_metadata=True)
     assert known.field("id").nullable and known.metadata is None
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["two loads", "one load"])
+def test_a_column_whose_name_changes_case_is_widened_not_cast(tmp_path: Path, together: bool) -> None:
+    """DuckDB matches names without case: ``amount`` (DOUBLE) inserts into ``Amount`` (BIGINT). The types were
+    compared by exact name, so nothing widened and the insert rounded 2.75 to 3 without a word."""
+    store = LocalLake(tmp_path / "lake")
+    spec = StreamSpec(source="s", name="sales", write_disposition="append")
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    changes = []
+    landings = [("a", pa.table({"id": [1], "Amount": [10]})), ("b", pa.table({"id": [2], "amount": [2.75]}))]
+    for window, table in landings:
+        land(store, spec, window, table.to_batches(), table.schema, full=False)
+        if not together:
+            changes += load(conn, store, spec, pending(conn, store, spec)).schema_changes
+    if together:
+        changes += load(conn, store, spec, pending(conn, store, spec)).schema_changes
+    assert conn.execute("SELECT id, amount FROM s.sales ORDER BY id").fetchall() == [(1, 10.0), (2, 2.75)]
+    assert (
+        dict(conn.execute("SELECT column_name, column_type FROM (DESCRIBE s.sales)").fetchall())["Amount"] == "DOUBLE"
+    )
+    assert changes == ([] if together else ["column amount: BIGINT -> DOUBLE"])  # one load creates the table DOUBLE

@@ -34,7 +34,7 @@ from integration_platform.core.landing import (
 from integration_platform.core.partition_landing import SHARED_PARTITION_BYTES, SharedLanding, shareable, sweep_shared
 from integration_platform.core.records import Rejected
 from integration_platform.core.row_filter import RowFilter
-from integration_platform.core.streams import OP_COLUMN, StreamSpec
+from integration_platform.core.streams import LOADER_COLUMNS, OP_COLUMN, StreamSpec
 
 ROW_INDEX = "__ip_row_index"
 
@@ -160,6 +160,10 @@ class MissingColumnError(ValueError):
     """A stream's cursor, primary-key or partition column is not among the source's columns."""
 
 
+class ReservedColumnError(ValueError):
+    """A source's column has the name of one of the platform's own columns (:data:`LOADER_COLUMNS`)."""
+
+
 class NullKeyError(ValueError):
     """A row of a merge stream has no value (null) in a primary-key column."""
 
@@ -199,8 +203,16 @@ def missing_column(spec: StreamSpec, columns: Sequence[str]) -> tuple[str, str] 
 def require_columns(spec: StreamSpec, schema: pa.Schema) -> None:
     """Raise :class:`MissingColumnError` naming the stream, the column, its role and the columns
     that exist when ``schema`` (the extractor's, known before any row is read) lacks the cursor, a
-    primary-key column or the partition column. A schema without columns (nothing was extracted)
+    primary-key column or the partition column; :class:`ReservedColumnError` when it has a column of
+    :data:`~integration_platform.core.streams.LOADER_COLUMNS` (the loader would take a source's
+    ``_ip_op`` of ``delete`` for a tombstone). A schema without columns (nothing was extracted)
     passes: there is nothing to land."""
+    reserved = next((name for name in schema.names if name.lower() in LOADER_COLUMNS), None)
+    if reserved is not None:
+        raise ReservedColumnError(
+            f"stream {spec.path}: the source has a column {reserved!r}, a name the platform keeps for its own "
+            f"columns ({', '.join(sorted(LOADER_COLUMNS))}, in any case); rename it at the source; nothing was landed"
+        )
     missing = missing_column(spec, schema.names) if schema.names else None
     if missing is not None:
         role, column = missing

@@ -36,12 +36,13 @@ from integration_platform.core.streams import (
     OP_COLUMN,
     POSITION_COLUMN,
     SEQ_COLUMN,
+    STAGED_SEQ_COLUMN,
     WINDOW_COLUMN,
     StreamSpec,
 )
 
 #: Staging-only column: the position of a row's landing among those applied together.
-SEQ = "_ip_seq"
+SEQ = STAGED_SEQ_COLUMN
 #: Staging-only column: the local path of the Parquet file a staged row was read from (a digit is
 #: appended while a landed column has the name).
 FILE_PATH = "_ip_staged_path"
@@ -208,6 +209,7 @@ def _has_values(conn: duckdb.DuckDBPyConnection, relation: str, column: str) -> 
 def _reconcile_types(conn: duckdb.DuckDBPyConnection, target: str, staged: str, window: str) -> list[str]:
     """Make ``target``'s column types take ``staged``'s rows; returns the changes made.
 
+    Columns are matched without case, as DuckDB matches them (``Amount`` and ``amount`` are one column).
     A column that holds only NULLs on either side takes the other side's type (a field first
     empty, later filled: Parquet's null type reads as INTEGER); otherwise the one widening rule
     (:func:`~integration_platform.core.schema_evolution.sql_widened`: INTEGER -> BIGINT exact;
@@ -215,10 +217,10 @@ def _reconcile_types(conn: duckdb.DuckDBPyConnection, target: str, staged: str, 
     kept (the insert casts), a wider type is applied in place, and a conflict raises
     :class:`SchemaChangeError`.
     """
-    have = _columns(conn, target)
+    have = {name.lower(): kind for name, kind in _columns(conn, target).items()}  # DuckDB matches names without case
     changes = []
     for column, kind in _columns(conn, staged).items():
-        old = have.get(column)
+        old = have.get(column.lower())
         if old is None or old == kind or not _has_values(conn, staged, column):
             continue
         wider = sql_widened(old, kind)  # the rule first: the scan of the column only when it says no

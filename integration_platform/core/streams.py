@@ -36,6 +36,12 @@ SEQ_COLUMN = "_ip_change_seq"
 COMMITTED_COLUMN = "_ip_committed_at"
 DELETED_COLUMN = "_ip_deleted_at"
 CHANGE_COLUMNS = (OP_COLUMN, POSITION_COLUMN, SEQ_COLUMN, COMMITTED_COLUMN)
+#: Staging column of the warehouse loader: the position of a row's landing among those applied together.
+STAGED_SEQ_COLUMN = "_ip_seq"
+#: Columns only the platform writes, lower-case: the loader takes a landed column of one of these names
+#: (in any case: DuckDB matches names without case) for its own, so a source's column of that name
+#: would pass for a tombstone, a window or a change and delete or duplicate rows.
+LOADER_COLUMNS = frozenset(name.lower() for name in (WINDOW_COLUMN, *CHANGE_COLUMNS, DELETED_COLUMN, STAGED_SEQ_COLUMN))
 
 
 def to_identifier(name: str) -> str:

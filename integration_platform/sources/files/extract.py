@@ -301,6 +301,10 @@ def _tables(
             table, rejected, size = read
             downloaded += size
             report.rejected.extend(rejected)
+            if any(name.lower() == FILE_COLUMN for name in table.column_names):
+                raise FileFormatError(
+                    f"{file.name}: has a column {FILE_COLUMN!r}, the name of the platform's column of each row's file"
+                )
             result, known = conform(table, session.known, file.name, declared=declared, on_bad_rows=plan.on_bad_rows)
             report.rejected.extend(result.rejected)
             report.schema_changes.extend(result.changes)

@@ -7,7 +7,9 @@ stream's primary key: the warehouse merges on it, which turns at-least-once deli
 exactly-once rows) and the broker's own columns (routing key, partition, offset, ...).
 
 A message is *poison* when it cannot become a row: its body is not UTF-8 JSON, it is not an
-object, it has no message id, or a value does not fit the stream's types. Poison messages
+object, it has no message id, a field has the name of a platform column (``_ip_message_id`` would
+replace the message's id, ``_ip_op`` would make it a tombstone), or a value does not fit the
+stream's types. Poison messages
 are returned with the reason, for the broker to dead-letter; they never stop a batch.
 
 Two paths, one result. Once the stream has a known schema, a batch is first parsed in one
@@ -30,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from integration_platform.core.records import ARROW_ERRORS, JsonRecords, SchemaConflictError
+from integration_platform.core.streams import LOADER_COLUMNS
 
 #: The primary key of every message stream.
 MESSAGE_ID = "_ip_message_id"
@@ -138,6 +141,9 @@ class MessageDecoder:
         self.nested: Literal["struct", "json"] = nested
         self.attributes = attributes
         self.known: pa.Schema | None = None
+        #: Body fields that would stand in for the platform's columns (the message id, the broker's, the
+        #: loader's), lower-case: DuckDB matches names without case.
+        self.reserved = frozenset(n.lower() for n in (_INDEX, MESSAGE_ID, *attributes.names, *LOADER_COLUMNS))
 
     def _message_ids(self, batch: MessageBatch) -> list[str | None] | None:
         """Each message's id, by ``id_from``; ``None`` for ``field`` (the id is in the body)."""
@@ -208,6 +214,10 @@ class MessageDecoder:
                 continue
             if not isinstance(record, dict):
                 poison.append((batch.message(index), f"body is a JSON {type(record).__name__}, not an object"))
+                continue
+            taken = next((name for name in record if name.lower() in self.reserved), None)
+            if taken is not None:
+                poison.append((batch.message(index), f"body field {taken!r} has the name of a platform column"))
                 continue
             if ids is not None:
                 message_id = ids[index]
