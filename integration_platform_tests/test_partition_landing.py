@@ -337,3 +337,27 @@ def test_a_local_listing_holds_the_files_under_the_prefix_and_no_staging_file(tm
     assert lake.list_keys("s/missing/") == []
     assert lake.list_keys("s/u/d.json") == []
     assert lake.list_versions("s/u/") == {"s/u/d.json": None}
+
+
+def test_a_partition_landed_again_replaces_its_rows_in_a_merge_stream_too(tmp_path: Path) -> None:
+    """A key the source removed from a partition leaves the table when the partition lands again; before, a
+    merge stream kept it (only append deleted a window's rows), and the table held more than the lake."""
+    lake = LocalLake(tmp_path / "lake")
+    spec = StreamSpec("shop", "orders", "merge", primary_key=("id",), partitioning=SPEC.partitioning)
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+
+    def land_day(day: str, ids: list[int]) -> None:
+        table = pa.table({"id": pa.array(ids, pa.int64()), "day": [day] * len(ids)})
+        for _ in extract_and_land_partitions(lake, spec, [(PartitionWindow(day, None, None), extractor(table), {})]):
+            pass
+        load(conn, lake, spec, pending(conn, lake, spec))
+
+    land_day("2021-01-01", [1, 2, 3])
+    land_day("2021-01-02", [4])
+    land_day("2021-01-01", [1, 2])  # order 3 was a mistake, removed at the source
+    assert conn.execute("SELECT id, day FROM shop.orders ORDER BY id").fetchall() == [
+        (1, "2021-01-01"),
+        (2, "2021-01-01"),
+        (4, "2021-01-02"),
+    ]
+    assert partition_rows(conn, spec, ["2021-01-01", "2021-01-02"]) == {"2021-01-01": 2, "2021-01-02": 1}

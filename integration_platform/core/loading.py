@@ -413,7 +413,8 @@ def _apply_batch(
     - append: the DELETE removes the rows of their windows (a retried window replaces its rows);
     - merge: each primary key keeps its row from the latest landing (within a landing, the
       highest cursor value), exactly as applying the landings one by one would; the DELETE
-      removes the table's rows with those keys (an upsert);
+      removes the table's rows with those keys (an upsert); a partitioned stream's windows lose
+      their rows first too, as append (a key the source removed from a partition leaves the table);
     - change data capture: as merge, in log order; a key whose latest change is a delete is not
       inserted again (hard), or keeps its row stamped ``_ip_deleted_at`` (soft).
     """
@@ -448,7 +449,7 @@ def _apply_batch(
         changes.extend(_reconcile_types(conn, target, "_ip_rows", label))
     if not table_columns(conn, spec):
         return 0
-    if not merging:
+    if not merging or spec.partitioning is not None:  # a partition's rows replace it, merge or not
         conn.execute(f"DELETE FROM {target} WHERE {quote(WINDOW_COLUMN)} IN (SELECT unnest(?::VARCHAR[]))", [windows])
     if staged:
         if spec.changes:
