@@ -9,8 +9,8 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from integration_platform.core.deletes import TOMBSTONES_KEY
-from integration_platform.core.extract import rows_held
+from integration_platform.core.deletes import TOMBSTONES_KEY, land_deletes
+from integration_platform.core.extract import extract_and_land, rows_held
 from integration_platform.core.lake import LocalLake
 from integration_platform.core.landing import land
 from integration_platform.core.loading import load, pending
@@ -233,3 +233,35 @@ def test_a_name_with_a_trailing_line_end_is_refused() -> None:
     """``$`` also matches before a final newline: the name pattern must hold for the whole name."""
     with pytest.raises(ValueError, match=r"source name 's\\n' must match"):
         StreamSpec("s\n", "t", "append")
+
+
+def test_a_key_deleted_then_restored_unchanged_lands_again(tmp_path: Path) -> None:
+    """Delete detection tombstoned key 2; the source then has it again exactly as before (same cursor value,
+    inside the look-back). Before, the re-read dropped it as already landed, so it stayed deleted until a
+    full refresh; keys 1 and 3, never deleted, are still dropped as already landed."""
+    store = LocalLake(tmp_path / "lake")
+    spec = StreamSpec("s", "customers", "merge", primary_key=("id",), cursor="updated", lag=3600)
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    rows = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "updated": pa.array([100] * 3, pa.int64())})
+
+    def read(_: object) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches())
+
+    first = extract_and_land(store, spec, read)
+    land_deletes(store, spec, [pa.record_batch({"id": pa.array([1, 3], pa.int64())})], "run00001")
+    load(conn, store, spec, pending(conn, store, spec))
+    assert conn.execute("SELECT id FROM s.customers ORDER BY id").fetchall() == [(1,), (3,)]
+    again = extract_and_land(store, spec, read, cursor_before=first.cursor_after)
+    assert (again.rows_read, again.duplicates_dropped, again.manifest.rows) == (3, 2, 1)
+    load(conn, store, spec, pending(conn, store, spec))
+    assert conn.execute("SELECT id FROM s.customers ORDER BY id").fetchall() == [(1,), (2,), (3,)]
+    assert rows_held(store, spec) == 3
+    # the mark did not move, so the next run replaces that window: with key 2 again, once
+    extract_and_land(store, spec, read, cursor_before=again.cursor_after)
+    load(conn, store, spec, pending(conn, store, spec))
+    assert conn.execute("SELECT id, count(*) FROM s.customers GROUP BY id ORDER BY id").fetchall() == [
+        (1, 1),
+        (2, 1),
+        (3, 1),
+    ]
+    assert rows_held(store, spec) == 3

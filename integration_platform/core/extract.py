@@ -37,6 +37,8 @@ from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import LOADER_COLUMNS, OP_COLUMN, StreamSpec
 
 ROW_INDEX = "__ip_row_index"
+#: Working columns of :func:`landed_keys`: the position of a row's landing, and of the last tombstone of its key.
+LANDING, DELETED_BY = "__ip_landing", "__ip_deleted_by"
 
 Extractor = Callable[[RowFilter | None], pa.RecordBatchReader]
 
@@ -97,18 +99,59 @@ def landed_keys(
     """The distinct ``keys`` of the rows in the stream's active landings, or ``None`` when there
     are none: what "already landed" means for every kind (an incremental re-read inside its lag,
     a queue's redelivered messages). ``since``: only rows with ``cursor >= since`` (landings whose
-    highest cursor is below it are not read); ``skip_window``: a window being replaced."""
-    files = []
-    for manifest in active_manifests(list_manifests(store, spec)):
+    highest cursor is below it are not read); ``skip_window``: a window being replaced.
+
+    A row whose key a later landing of tombstones deleted (:mod:`~integration_platform.core.deletes`) is
+    not "already landed": the source has it again, so it lands again. Before, a key deleted and then
+    restored unchanged at the source stayed deleted until a full refresh."""
+    manifests = active_manifests(list_manifests(store, spec))
+    files, landings = [], []
+    for index, manifest in enumerate(manifests):
         high = CursorValue.from_json(manifest.cursor_max) if since is not None else None
         if manifest.window == skip_window or (since is not None and (high is None or high.is_below(since))):
             continue
         files.extend(manifest.files)
+        landings.extend([index] * len(manifest.files))
     filters = [(spec.cursor, ">=", since)] if since is not None and spec.cursor else None
     parts = read_landed_files(store, files, keys, filters)
     if not parts:
         return None
+    tombstones = [i for i, m in enumerate(manifests) if OP_COLUMN in dict(m.schema)] if spec.primary_key else []
+    if tombstones and tombstones[-1] > min(landings):
+        parts = [_not_deleted_since(store, spec, manifests, tombstones, parts, landings)]
     return pa.concat_tables(parts, promote_options="default").group_by(keys).aggregate([])
+
+
+def _not_deleted_since(
+    store: LakeStore,
+    spec: StreamSpec,
+    manifests: list[Manifest],
+    tombstones: list[int],
+    parts: list[pa.Table],
+    landings: list[int],
+) -> pa.Table:
+    """The rows of ``parts`` (read from ``manifests[landings[i]]``) whose primary key no later landing of
+    ``tombstones`` (indexes into ``manifests``) deleted."""
+    held = pa.concat_tables(
+        [
+            p.append_column(LANDING, pa.array([i] * p.num_rows, pa.int64()))
+            for p, i in zip(parts, landings, strict=True)
+        ],
+        promote_options="default",
+    )
+    pk = list(spec.primary_key)
+    deleted = pa.concat_tables(
+        [
+            part.append_column(DELETED_BY, pa.array([i] * part.num_rows, pa.int64()))
+            for i in tombstones
+            for part in read_landed_files(store, manifests[i].files, pk)
+        ],
+        promote_options="default",
+    )
+    last = deleted.group_by(pk).aggregate([(DELETED_BY, "max")]).rename_columns([*pk, DELETED_BY])
+    joined = held.join(last, keys=pk, join_type="left outer")
+    live = pc.or_kleene(pc.is_null(joined[DELETED_BY]), pc.less(joined[DELETED_BY], joined[LANDING]))
+    return joined.filter(live).drop_columns([LANDING, DELETED_BY])
 
 
 def rows_held(store: LakeStore, spec: StreamSpec, *, each_key_once: bool = False) -> int:
