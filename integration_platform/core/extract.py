@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from integration_platform.core.cursors import CursorValue
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import (
+    LandedFile,
     LandingError,
     Manifest,
     active_manifests,
@@ -34,6 +35,7 @@ from integration_platform.core.landing import (
 from integration_platform.core.partition_landing import SHARED_PARTITION_BYTES, SharedLanding, shareable, sweep_shared
 from integration_platform.core.records import Rejected
 from integration_platform.core.row_filter import RowFilter
+from integration_platform.core.schema_evolution import widened
 from integration_platform.core.streams import LOADER_COLUMNS, OP_COLUMN, StreamSpec
 
 ROW_INDEX = "__ip_row_index"
@@ -105,21 +107,33 @@ def landed_keys(
     not "already landed": the source has it again, so it lands again. Before, a key deleted and then
     restored unchanged at the source stayed deleted until a full refresh."""
     manifests = active_manifests(list_manifests(store, spec))
-    files, landings = [], []
+    # by the key columns each landing has (a keyless stream's keys are all its columns, and a column
+    # added since is not in the older landings: read as null); each group read at once, so a shared
+    # file is fetched once per group
+    groups: dict[tuple[str, ...], tuple[list[LandedFile], list[int]]] = {}
     for index, manifest in enumerate(manifests):
         high = CursorValue.from_json(manifest.cursor_max) if since is not None else None
         if manifest.window == skip_window or (since is not None and (high is None or high.is_below(since))):
             continue
+        columns = {name for name, _ in manifest.schema}
+        files, indexes = groups.setdefault(tuple(k for k in keys if k in columns), ([], []))
         files.extend(manifest.files)
-        landings.extend([index] * len(manifest.files))
+        indexes.extend([index] * len(manifest.files))
     filters = [(spec.cursor, ">=", since)] if since is not None and spec.cursor else None
-    parts = read_landed_files(store, files, keys, filters)
+    parts, landings = [], []
+    for present, (files, indexes) in groups.items():
+        parts += read_landed_files(store, files, list(present), filters)
+        landings += indexes
     if not parts:
         return None
     tombstones = [i for i, m in enumerate(manifests) if OP_COLUMN in dict(m.schema)] if spec.primary_key else []
     if tombstones and tombstones[-1] > min(landings):
         parts = [_not_deleted_since(store, spec, manifests, tombstones, parts, landings)]
-    return pa.concat_tables(parts, promote_options="default").group_by(keys).aggregate([])
+    held = pa.concat_tables(parts, promote_options="permissive")
+    for key in keys:  # a column no landing has yet: null in all of them
+        if key not in held.column_names:
+            held = held.append_column(key, pa.nulls(held.num_rows))
+    return held.group_by(keys).aggregate([])
 
 
 def _not_deleted_since(
@@ -177,14 +191,55 @@ def without_landed(
 ) -> pa.RecordBatch | pa.Table:
     """``rows`` without those whose ``keys`` are in ``seen`` (from :func:`landed_keys`), in their
     original order. Only the key columns are joined (Acero cannot carry nested columns through
-    a join); the surviving rows are then taken from ``rows``."""
+    a join); the surviving rows are then taken from ``rows``.
+
+    A null matches a null, as the warehouse's ``PARTITION BY`` groups them (Acero's join matches no
+    null: a keyless stream's rows with any null were landed again by every run that re-read them),
+    and a key column whose type widened since it landed (``int32`` to ``int64``, ``int64`` to
+    ``double``) is compared in the wider type (the join refused the two). When the types conflict
+    no row is already landed, and the load reports the conflict."""
     if seen is None or rows.num_rows == 0:
         return rows
-    probe = pa.table(
-        [*(rows.column(k) for k in keys), pa.array(range(rows.num_rows), pa.int64())], names=[*keys, ROW_INDEX]
-    )
-    survivors = probe.join(seen, keys=keys, join_type="left anti").column(ROW_INDEX).combine_chunks()
+    joinable = _joinable_keys([rows.column(k) for k in keys], [seen.column(k) for k in keys])
+    if joinable is None:
+        return rows
+    left, right = joinable
+    names = [f"__ip_key_{i}" for i in range(len(left))]
+    probe = pa.table([*left, pa.array(range(rows.num_rows), pa.int64())], names=[*names, ROW_INDEX])
+    survivors = probe.join(pa.table(right, names=names), keys=names, join_type="left anti").column(ROW_INDEX)
+    survivors = survivors.combine_chunks()
     return rows.take(pc.take(survivors, pc.sort_indices(survivors)))
+
+
+def _joinable_keys(
+    left: list[pa.Array | pa.ChunkedArray], right: list[pa.Array | pa.ChunkedArray]
+) -> tuple[list[Any], list[Any]] | None:
+    """The key columns of both sides as a hash join can compare them: each pair cast to the type that
+    holds both (:func:`~integration_platform.core.schema_evolution.widened`), and a pair holding nulls
+    as its is-null flags plus its values with the nulls filled by one value common to both sides (its
+    flags alone when it holds no value). ``None`` when a pair's types conflict."""
+    out_left, out_right = [], []
+    for a, b in zip(left, right, strict=True):
+        if a.type != b.type:
+            kind = widened(b.type, a.type)
+            try:
+                a, b = (a, b) if kind is None else (a.cast(kind), b.cast(kind))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                kind = None
+            if kind is None:
+                return None
+        if not (a.null_count or b.null_count):
+            out_left.append(a)
+            out_right.append(b)
+            continue
+        out_left.append(pc.is_null(a))
+        out_right.append(pc.is_null(b))
+        values = pc.drop_null(b) if len(b) > b.null_count else pc.drop_null(a)
+        if len(values):
+            filler = values[0]
+            out_left.append(pc.fill_null(a, filler))
+            out_right.append(pc.fill_null(b, filler))
+    return out_left, out_right
 
 
 def _flat_columns(schema: pa.Schema) -> list[str]:

@@ -7,9 +7,12 @@ stream's primary key: the warehouse merges on it, which turns at-least-once deli
 exactly-once rows) and the broker's own columns (routing key, partition, offset, ...).
 
 A message is *poison* when it cannot become a row: its body is not UTF-8 JSON, it is not an
-object, it has no message id, a field has the name of a platform column (``_ip_message_id`` would
-replace the message's id, ``_ip_op`` would make it a tombstone), or a value does not fit the
-stream's types. Poison messages
+object, it has no message id, or a value does not fit the stream's types.
+
+A body's fields named as the platform's columns (in any case) are dropped, and the batch's schema
+changes say so: they are the platform's to write (``_ip_message_id`` would have replaced the
+message's id, ``_ip_op = 'delete'`` made it a tombstone). A warehouse row published back to a topic
+carries its old ones (``publish`` sends whole rows); consumed again, it gets this consumption's. Poison messages
 are returned with the reason, for the broker to dead-letter; they never stop a batch.
 
 Two paths, one result. Once the stream has a known schema, a batch is first parsed in one
@@ -142,7 +145,7 @@ class MessageDecoder:
         self.attributes = attributes
         self.known: pa.Schema | None = None
         #: Body fields that would stand in for the platform's columns (the message id, the broker's, the
-        #: loader's), lower-case: DuckDB matches names without case.
+        #: loader's), lower-case (DuckDB matches names without case): dropped (module doc).
         self.reserved = frozenset(n.lower() for n in (_INDEX, MESSAGE_ID, *attributes.names, *LOADER_COLUMNS))
 
     def _message_ids(self, batch: MessageBatch) -> list[str | None] | None:
@@ -205,6 +208,7 @@ class MessageDecoder:
     def _decode_each(self, batch: MessageBatch) -> DecodedBatch:
         poison: list[tuple[Message, str]] = []
         records: list[dict[str, Any]] = []
+        dropped: set[str] = set()
         ids = self._message_ids(batch)
         for index, body in enumerate(batch.bodies):
             try:
@@ -215,10 +219,9 @@ class MessageDecoder:
             if not isinstance(record, dict):
                 poison.append((batch.message(index), f"body is a JSON {type(record).__name__}, not an object"))
                 continue
-            taken = next((name for name in record if name.lower() in self.reserved), None)
-            if taken is not None:
-                poison.append((batch.message(index), f"body field {taken!r} has the name of a platform column"))
-                continue
+            if any(name.lower() in self.reserved for name in record):
+                dropped.update(name for name in record if name.lower() in self.reserved)
+                record = {name: value for name, value in record.items() if name.lower() not in self.reserved}
             if ids is not None:
                 message_id = ids[index]
             else:
@@ -245,6 +248,8 @@ class MessageDecoder:
             table = converter.convert(records, f"stream {self.stream}") if records else None
         except SchemaConflictError as exc:
             raise ValueError(f"{exc}; batch of {len(batch)} messages from {batch.message(0).origin}") from exc
+        if dropped:
+            converter.changes.append(f"body fields dropped, named as platform columns: {', '.join(sorted(dropped))}")
         for rejected in converter.rejected:
             record = rejected.record if isinstance(rejected.record, dict) else {}
             poison.append((batch.message(int(record[_INDEX])), rejected.reason))
