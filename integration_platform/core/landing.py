@@ -285,7 +285,8 @@ class _ParquetSink:
             try:
                 batch = batch.cast(self.schema)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
-                raise LandingError(f"a batch does not fit the stream's schema ({exc}); got {batch.schema}") from exc
+                # not a LandingError: land() wraps it naming the stream and the window
+                raise ValueError(f"a batch does not fit the stream's schema ({exc}); got {batch.schema}") from exc
         self.cursor.observe(batch)
         self.pending.append(batch)
         self.pending_rows += batch.num_rows
