@@ -95,6 +95,19 @@ def test_a_column_first_all_null_then_filled(tmp_path: Path) -> None:
     assert conn.execute("SELECT ts, note FROM s.events ORDER BY ts").fetchall() == [(1, None), (2, None), (3, "hi")]
 
 
-def test_keys_of_conflicting_types_match_nothing() -> None:
-    rows = pa.table({"id": ["1", "2"]})
-    assert without_landed(rows, pa.table({"id": pa.array([1], pa.int64())}), ["id"]).num_rows == 2
+@pytest.mark.parametrize(
+    ("landed", "now"),
+    [
+        (pa.array([1, 2], pa.timestamp("us", "+00:00")), pa.array([1, 2], pa.timestamp("us", "UTC"))),
+        (pa.array([1000, 2000], pa.timestamp("us")), pa.array([1, 2], pa.timestamp("ms"))),
+        (pa.array(["a", "b"]), pa.array(["a", "b"]).dictionary_encode()),
+    ],
+    ids=["another name of the zone", "another time unit", "a dictionary"],
+)
+def test_keys_of_one_value_in_another_type_match(landed: pa.Array, now: pa.Array) -> None:
+    assert without_landed(pa.table({"k": now}), pa.table({"k": landed}), ["k"]).num_rows == 0
+
+
+def test_keys_that_cannot_be_compared_fail_naming_the_column() -> None:
+    with pytest.raises(ValueError, match=r"key column 'id' is bool now but date32\[day\] in the rows already landed"):
+        without_landed(pa.table({"id": [True]}), pa.table({"id": pa.array([1], pa.date32())}), ["id"])

@@ -2,6 +2,7 @@
 
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,11 @@ import pyarrow as pa
 import pytest
 
 from integration_platform.core.deletes import TOMBSTONES_KEY, land_deletes
-from integration_platform.core.extract import extract_and_land, rows_held
+from integration_platform.core.extract import ReservedColumnError, extract_and_land, rows_held
 from integration_platform.core.lake import LocalLake
-from integration_platform.core.landing import land
+from integration_platform.core.landing import LandingError, land
 from integration_platform.core.loading import load, pending
+from integration_platform.core.micro_batches import MicroBatch, land_micro_batches
 from integration_platform.core.streams import ChangeCapture, StreamSpec
 
 pytestmark = pytest.mark.fast
@@ -265,3 +267,39 @@ def test_a_key_deleted_then_restored_unchanged_lands_again(tmp_path: Path) -> No
         (3, 1),
     ]
     assert rows_held(store, spec) == 3
+
+
+def test_a_widened_key_is_compared_after_tombstones_too(tmp_path: Path) -> None:
+    """With tombstones among the landings, the rows already landed went through a second join, which
+    refused int32 landings beside int64 ones: every run failed until a full refresh."""
+    store = LocalLake(tmp_path / "lake")
+    spec = StreamSpec("s", "items", "merge", primary_key=("id",), cursor="updated", lag=100)
+
+    def source(table: pa.Table) -> Callable[[object], pa.RecordBatchReader]:
+        return lambda _: pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+
+    old = pa.table({"id": pa.array([1, 2, 3], pa.int32()), "updated": pa.array([10, 20, 30], pa.int64())})
+    new = pa.table({"id": pa.array([1, 3, 4], pa.int64()), "updated": pa.array([10, 30, 40], pa.int64())})
+    first = extract_and_land(store, spec, source(old))
+    second = extract_and_land(store, spec, source(new), cursor_before=first.cursor_after)  # ALTER ... TYPE bigint
+    land_deletes(store, spec, [pa.record_batch({"id": pa.array([1, 3, 4], pa.int64())})], "run00001")
+    third = extract_and_land(store, spec, source(new), cursor_before=second.cursor_after)
+    assert (second.manifest.rows, third.duplicates_dropped, third.manifest.rows) == (1, 3, 0)
+
+
+def test_change_batches_refuse_a_null_key_and_a_loader_column(tmp_path: Path) -> None:
+    """Change data capture lands through micro-batches, past ``extract_and_land``'s checks: a key
+    declared on a nullable column piled up null-key rows, a table column ``_ip_window`` displaced the
+    loader's."""
+    store = LocalLake(tmp_path / "lake")
+    spec = StreamSpec("src", "t", "merge", primary_key=("id",), changes=ChangeCapture())
+    acknowledged: list[object] = []
+    for extra, message in (
+        ({"id": pa.array([1, None], pa.int64())}, r"1 row\(s\) of a batch have no value in primary-key column 'id'"),
+        ({"id": pa.array([1, 2], pa.int64()), "_ip_window": ["a", "b"]}, "the source has a column '_ip_window'"),
+    ):
+        rows = pa.table({**extra, "_ip_op": ["insert", "insert"]})
+        batch = MicroBatch(rows, maybe_landed=False, acknowledge=acknowledged.append)
+        with pytest.raises((LandingError, ReservedColumnError), match=message):
+            land_micro_batches(store, spec, [batch], "run00001")
+    assert acknowledged == [] and not list((tmp_path / "lake").rglob("*.parquet"))

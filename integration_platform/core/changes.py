@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+from integration_platform.core.extract import refuse_null_keys, refuse_reserved_columns
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import Manifest, active_manifests, land, list_manifests, stamped_window
 from integration_platform.core.micro_batches import MicroBatch, MicroBatchStats, land_micro_batches
@@ -190,11 +191,12 @@ def capture(
             reason = "full refresh" if full_refresh else "no snapshot yet" if not cursor else gone
             cursor = new_cursor()
             with log.snapshot(cursor) as (reader, position):
+                refuse_reserved_columns(spec, reader.schema)
                 manifest = land(
                     store,
                     spec,
                     stamped_window("snapshot", run_id),
-                    reader,
+                    refuse_null_keys(spec, reader),
                     reader.schema,
                     full=True,
                     extra={CURSOR_KEY: cursor, POSITION_KEY: position},

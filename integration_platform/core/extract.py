@@ -36,7 +36,7 @@ from integration_platform.core.partition_landing import SHARED_PARTITION_BYTES, 
 from integration_platform.core.records import Rejected
 from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.schema_evolution import widened
-from integration_platform.core.streams import LOADER_COLUMNS, OP_COLUMN, StreamSpec
+from integration_platform.core.streams import CHANGE_COLUMNS, LOADER_COLUMNS, OP_COLUMN, StreamSpec
 
 ROW_INDEX = "__ip_row_index"
 #: Working columns of :func:`landed_keys`: the position of a row's landing, and of the last tombstone of its key.
@@ -129,7 +129,7 @@ def landed_keys(
     tombstones = [i for i, m in enumerate(manifests) if OP_COLUMN in dict(m.schema)] if spec.primary_key else []
     if tombstones and tombstones[-1] > min(landings):
         parts = [_not_deleted_since(store, spec, manifests, tombstones, parts, landings)]
-    held = pa.concat_tables(parts, promote_options="permissive")
+    held = _concat(spec, parts)
     for key in keys:  # a column no landing has yet: null in all of them
         if key not in held.column_names:
             held = held.append_column(key, pa.nulls(held.num_rows))
@@ -146,26 +146,38 @@ def _not_deleted_since(
 ) -> pa.Table:
     """The rows of ``parts`` (read from ``manifests[landings[i]]``) whose primary key no later landing of
     ``tombstones`` (indexes into ``manifests``) deleted."""
-    held = pa.concat_tables(
-        [
-            p.append_column(LANDING, pa.array([i] * p.num_rows, pa.int64()))
-            for p, i in zip(parts, landings, strict=True)
-        ],
-        promote_options="default",
-    )
+    held = _concat(spec, parts)
     pk = list(spec.primary_key)
-    deleted = pa.concat_tables(
+    deleted = _concat(
+        spec,
         [
             part.append_column(DELETED_BY, pa.array([i] * part.num_rows, pa.int64()))
             for i in tombstones
             for part in read_landed_files(store, manifests[i].files, pk)
         ],
-        promote_options="default",
     )
     last = deleted.group_by(pk).aggregate([(DELETED_BY, "max")]).rename_columns([*pk, DELETED_BY])
-    joined = held.join(last, keys=pk, join_type="left outer")
+    left, right = _joinable_keys(pk, [held[k] for k in pk], [last[k] for k in pk])
+    names = [f"__ip_key_{i}" for i in range(len(left))]
+    landing = pa.array([i for p, i in zip(parts, landings, strict=True) for _ in range(p.num_rows)], pa.int64())
+    probe = pa.table([*left, landing, pa.array(range(held.num_rows), pa.int64())], names=[*names, LANDING, ROW_INDEX])
+    joined = probe.join(
+        pa.table([*right, last[DELETED_BY]], names=[*names, DELETED_BY]), keys=names, join_type="left outer"
+    )
     live = pc.or_kleene(pc.is_null(joined[DELETED_BY]), pc.less(joined[DELETED_BY], joined[LANDING]))
-    return joined.filter(live).drop_columns([LANDING, DELETED_BY])
+    return held.take(joined.filter(live)[ROW_INDEX])
+
+
+def _concat(spec: StreamSpec, parts: list[pa.Table]) -> pa.Table:
+    """``parts`` (landed key columns) as one table, a column's types widened to one; ``ValueError``
+    naming the stream when they conflict."""
+    try:
+        return pa.concat_tables(parts, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ValueError(
+            f"stream {spec.path}: its landings hold key columns of conflicting types ({exc}); "
+            "declare the column's type in the source, or full-refresh the stream"
+        ) from exc
 
 
 def rows_held(store: LakeStore, spec: StreamSpec, *, each_key_once: bool = False) -> int:
@@ -196,14 +208,11 @@ def without_landed(
     A null matches a null, as the warehouse's ``PARTITION BY`` groups them (Acero's join matches no
     null: a keyless stream's rows with any null were landed again by every run that re-read them),
     and a key column whose type widened since it landed (``int32`` to ``int64``, ``int64`` to
-    ``double``) is compared in the wider type (the join refused the two). When the types conflict
-    no row is already landed, and the load reports the conflict."""
+    ``double``) is compared in the wider type (the join refused the two). Raises ``ValueError``
+    naming the column when its types cannot be compared (see :func:`_joinable_keys`)."""
     if seen is None or rows.num_rows == 0:
         return rows
-    joinable = _joinable_keys([rows.column(k) for k in keys], [seen.column(k) for k in keys])
-    if joinable is None:
-        return rows
-    left, right = joinable
+    left, right = _joinable_keys(keys, [rows.column(k) for k in keys], [seen.column(k) for k in keys])
     names = [f"__ip_key_{i}" for i in range(len(left))]
     probe = pa.table([*left, pa.array(range(rows.num_rows), pa.int64())], names=[*names, ROW_INDEX])
     survivors = probe.join(pa.table(right, names=names), keys=names, join_type="left anti").column(ROW_INDEX)
@@ -212,22 +221,19 @@ def without_landed(
 
 
 def _joinable_keys(
-    left: list[pa.Array | pa.ChunkedArray], right: list[pa.Array | pa.ChunkedArray]
-) -> tuple[list[Any], list[Any]] | None:
-    """The key columns of both sides as a hash join can compare them: each pair cast to the type that
-    holds both (:func:`~integration_platform.core.schema_evolution.widened`), and a pair holding nulls
-    as its is-null flags plus its values with the nulls filled by one value common to both sides (its
-    flags alone when it holds no value). ``None`` when a pair's types conflict."""
+    keys: Sequence[str], left: list[pa.Array | pa.ChunkedArray], right: list[pa.Array | pa.ChunkedArray]
+) -> tuple[list[Any], list[Any]]:
+    """The key columns ``keys`` of both sides as a hash join can compare them: each pair in one type (the
+    one that holds both, :func:`~integration_platform.core.schema_evolution.widened`, else either side's
+    if the other's values cast to it exactly: a time zone's other name, a finer time unit; dictionaries
+    decoded), and a pair holding nulls as its is-null flags plus its values with the nulls filled by one
+    value common to both sides (its flags alone when it holds no value). Raises ``ValueError`` naming
+    the column and both types when they cannot be compared."""
     out_left, out_right = [], []
-    for a, b in zip(left, right, strict=True):
+    for key, a, b in zip(keys, left, right, strict=True):
+        a, b = (c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in (a, b))
         if a.type != b.type:
-            kind = widened(b.type, a.type)
-            try:
-                a, b = (a, b) if kind is None else (a.cast(kind), b.cast(kind))
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                kind = None
-            if kind is None:
-                return None
+            a, b = _one_type(key, a, b)
         if not (a.null_count or b.null_count):
             out_left.append(a)
             out_right.append(b)
@@ -240,6 +246,21 @@ def _joinable_keys(
             out_left.append(pc.fill_null(a, filler))
             out_right.append(pc.fill_null(b, filler))
     return out_left, out_right
+
+
+def _one_type(key: str, new: Any, landed: Any) -> tuple[Any, Any]:
+    """``new`` and ``landed`` (a key column's values now and as landed) cast to one type (see
+    :func:`_joinable_keys`); ``ValueError`` when there is none."""
+    wider = widened(landed.type, new.type)
+    for kind in [wider] if wider is not None else [new.type, landed.type]:
+        try:
+            return new.cast(kind), landed.cast(kind)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            continue
+    raise ValueError(
+        f"key column {key!r} is {new.type} now but {landed.type} in the rows already landed, which cannot be "
+        "compared; declare the column's type in the source, or full-refresh the stream"
+    )
 
 
 def _flat_columns(schema: pa.Schema) -> list[str]:
@@ -298,6 +319,19 @@ def missing_column(spec: StreamSpec, columns: Sequence[str]) -> tuple[str, str] 
     return next(((role, column) for role, column in roles if column and column not in columns), None)
 
 
+def refuse_reserved_columns(spec: StreamSpec, schema: pa.Schema) -> None:
+    """Raise :class:`ReservedColumnError` naming the stream and the column when ``schema`` (what a source
+    brings to land) has a column of :data:`~integration_platform.core.streams.LOADER_COLUMNS`, in any
+    case; a change stream's own change columns (``spec.changes``) excepted."""
+    own = {c.lower() for c in CHANGE_COLUMNS} if spec.changes else set()
+    reserved = next((name for name in schema.names if name.lower() in LOADER_COLUMNS - own), None)
+    if reserved is not None:
+        raise ReservedColumnError(
+            f"stream {spec.path}: the source has a column {reserved!r}, a name the platform keeps for its own "
+            f"columns ({', '.join(sorted(LOADER_COLUMNS))}, in any case); rename it at the source; nothing was landed"
+        )
+
+
 def require_columns(spec: StreamSpec, schema: pa.Schema) -> None:
     """Raise :class:`MissingColumnError` naming the stream, the column, its role and the columns
     that exist when ``schema`` (the extractor's, known before any row is read) lacks the cursor, a
@@ -305,12 +339,7 @@ def require_columns(spec: StreamSpec, schema: pa.Schema) -> None:
     :data:`~integration_platform.core.streams.LOADER_COLUMNS` (the loader would take a source's
     ``_ip_op`` of ``delete`` for a tombstone). A schema without columns (nothing was extracted)
     passes: there is nothing to land."""
-    reserved = next((name for name in schema.names if name.lower() in LOADER_COLUMNS), None)
-    if reserved is not None:
-        raise ReservedColumnError(
-            f"stream {spec.path}: the source has a column {reserved!r}, a name the platform keeps for its own "
-            f"columns ({', '.join(sorted(LOADER_COLUMNS))}, in any case); rename it at the source; nothing was landed"
-        )
+    refuse_reserved_columns(spec, schema)
     missing = missing_column(spec, schema.names) if schema.names else None
     if missing is not None:
         role, column = missing

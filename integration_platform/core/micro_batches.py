@@ -26,7 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from integration_platform.core.extract import landed_keys, without_landed
+from integration_platform.core.extract import landed_keys, refuse_null_keys, refuse_reserved_columns, without_landed
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import Manifest, land, stamped_window
 from integration_platform.core.streams import StreamSpec
@@ -94,7 +94,9 @@ def land_micro_batches(
         manifest = None
         if table is not None and table.num_rows:
             window = stamped_window("batch", run_id)
-            manifest = land(store, spec, window, table.to_batches(), table.schema, full=False, extra=batch.extra)
+            refuse_reserved_columns(spec, table.schema)
+            batches = refuse_null_keys(spec, table.to_batches())
+            manifest = land(store, spec, window, batches, table.schema, full=False, extra=batch.extra)
             stats.rows_landed += manifest.rows
             stats.bytes += manifest.bytes
             stats.batches += 1

@@ -146,7 +146,9 @@ class MessageDecoder:
         self.known: pa.Schema | None = None
         #: Body fields that would stand in for the platform's columns (the message id, the broker's, the
         #: loader's), lower-case (DuckDB matches names without case): dropped (module doc).
-        self.reserved = frozenset(n.lower() for n in (_INDEX, MESSAGE_ID, *attributes.names, *LOADER_COLUMNS))
+        #: The id field itself excepted: a warehouse row published back keeps its ``_ip_message_id``.
+        reserved = {n.lower() for n in (_INDEX, MESSAGE_ID, *attributes.names, *LOADER_COLUMNS)}
+        self.reserved = frozenset(reserved - {id_field.lower()} if id_from == "field" and id_field else reserved)
 
     def _message_ids(self, batch: MessageBatch) -> list[str | None] | None:
         """Each message's id, by ``id_from``; ``None`` for ``field`` (the id is in the body)."""
@@ -162,7 +164,8 @@ class MessageDecoder:
         if self.known is None:
             return None
         names = set(self.attributes.names) | {MESSAGE_ID}
-        return pa.schema([f for f in self.known if f.name not in names])
+        # a known schema from landings before platform-named fields were dropped may still hold them
+        return pa.schema([f for f in self.known if f.name not in names and f.name.lower() not in self.reserved])
 
     def decode(self, batch: MessageBatch) -> DecodedBatch:
         """Rows of ``batch`` in order of arrival (module doc). Updates ``known`` to the
@@ -235,7 +238,9 @@ class MessageDecoder:
                 }[self.id_from]
                 poison.append((batch.message(index), f"message has no id ({source} missing)"))
                 continue
-            records.append({_INDEX: index, MESSAGE_ID: message_id, **record})
+            row = {_INDEX: index, MESSAGE_ID: message_id, **record}
+            row[MESSAGE_ID] = message_id  # as text, where the id field is the id column itself
+            records.append(row)
         converter = JsonRecords(
             self.stream,
             nested=self.nested,
