@@ -361,3 +361,32 @@ def test_a_partition_landed_again_replaces_its_rows_in_a_merge_stream_too(tmp_pa
         (4, "2021-01-02"),
     ]
     assert partition_rows(conn, spec, ["2021-01-01", "2021-01-02"]) == {"2021-01-01": 2, "2021-01-02": 1}
+
+
+def test_a_key_a_partition_no_longer_holds_takes_its_row_from_another_partition(tmp_path: Path) -> None:
+    """Order 7 landed on day 1, was updated on day 2; day 2 lands again without it: the table takes day 1's
+    row, as a rebuild from the lake does (deleting day 2's rows had lost the order)."""
+    lake = LocalLake(tmp_path / "lake")
+    spec = StreamSpec("shop", "orders", "merge", primary_key=("id",), partitioning=SPEC.partitioning)
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+
+    def land_day(day: str, ids: list[int], version: str, note: bool = False) -> None:
+        table = pa.table({"id": pa.array(ids, pa.int64()), "v": [version] * len(ids)})
+        table = table.append_column("note", pa.array(["n"] * len(ids))) if note else table
+        for _ in extract_and_land_partitions(lake, spec, [(PartitionWindow(day, None, None), extractor(table), {})]):
+            pass
+        load(conn, lake, spec, pending(conn, lake, spec))
+
+    land_day("2021-01-01", [1, 7], "v1", note=True)  # another schema than day 2's: one scan per schema
+    land_day("2021-01-02", [2, 7], "v2")
+    assert conn.execute("SELECT id, v FROM shop.orders ORDER BY id").fetchall() == [(1, "v1"), (2, "v2"), (7, "v2")]
+    land_day("2021-01-02", [2], "v2b")
+    held = conn.execute("SELECT id, v, note, _ip_window FROM shop.orders ORDER BY id").fetchall()
+    assert held == [
+        (1, "v1", "n", "partition=2021-01-01"),
+        (2, "v2b", None, "partition=2021-01-02"),
+        (7, "v1", "n", "partition=2021-01-01"),
+    ]
+    rebuilt = duckdb.connect(str(tmp_path / "rebuilt.duckdb"))
+    load(rebuilt, lake, spec, pending(rebuilt, lake, spec))
+    assert rebuilt.execute("SELECT id, v, note, _ip_window FROM shop.orders ORDER BY id").fetchall() == held

@@ -18,7 +18,7 @@ Partitioned streams load per partition: the partition's rows are replaced.
 
 import re
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -403,8 +403,59 @@ def _stage(conn: duckdb.DuckDBPyConnection, batch: list[tuple[Manifest, list[Loc
     return bool(groups)
 
 
+def _held_elsewhere(
+    conn: duckdb.DuckDBPyConnection,
+    spec: StreamSpec,
+    target: str,
+    windows: list[str],
+    staged: bool,
+    others: "Callable[[], list[tuple[Manifest, list[LocalFile]]]]",
+) -> bool:
+    """For a partitioned merge stream whose partitions ``windows`` land again: stage in ``_ip_back`` the
+    rows to put back for the keys those partitions no longer hold (in the table from them, not in
+    ``_ip_rows``) but another active landing does (``others()``, read only when there is such a key):
+    each key's row from the latest of those landings, as a rebuild from the lake would hold it. Before,
+    deleting the partitions' rows lost such a key (a key landed on day 1 and updated on day 2, with day
+    2 landed again without it). Returns whether ``_ip_back`` holds rows; ``target`` takes its columns."""
+    keys = ", ".join(quote(k) for k in spec.primary_key)
+    kept = f" EXCEPT SELECT {keys} FROM _ip_rows" if staged else ""
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE _ip_gone AS SELECT {keys} FROM {target} "
+        f"WHERE {quote(WINDOW_COLUMN)} IN (SELECT unnest(?::VARCHAR[])){kept}",
+        [windows],
+    )
+    gone = conn.execute("SELECT count(*) FROM _ip_gone").fetchone()
+    landings = others() if gone and gone[0] else []
+    match = " AND ".join(f"b.{quote(k)} = g.{quote(k)}" for k in spec.primary_key)
+    for number, (select, params, members) in enumerate(scans_by_schema(landings)):
+        rows = f"SELECT b.* FROM ({select}) AS b SEMI JOIN _ip_gone AS g ON {match}"
+        if number == 0:
+            conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_back AS {rows}", params)
+            continue
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_next AS {rows}", params)
+        _evolve(conn, "_ip_back", "_ip_next")
+        _reconcile_types(conn, "_ip_back", "_ip_next", members[0][2])
+        conn.execute("INSERT INTO _ip_back BY NAME SELECT * FROM _ip_next")
+        conn.execute("DROP TABLE _ip_next")
+    conn.execute("DROP TABLE _ip_gone")
+    if not landings:
+        return False
+    order = latest_first(spec, _columns(conn, "temp.main._ip_back"))
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE _ip_back AS SELECT * EXCLUDE ({SEQ}) FROM _ip_back "
+        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
+    )
+    _evolve(conn, target, "_ip_back")
+    _reconcile_types(conn, target, "_ip_back", "the landings holding keys the partitions no longer hold")
+    return True
+
+
 def _apply_batch(
-    conn: duckdb.DuckDBPyConnection, spec: StreamSpec, batch: list[tuple[Manifest, list[LocalFile]]], changes: list[str]
+    conn: duckdb.DuckDBPyConnection,
+    spec: StreamSpec,
+    batch: list[tuple[Manifest, list[LocalFile]]],
+    changes: list[str],
+    others: "Callable[[], list[tuple[Manifest, list[LocalFile]]]] | None" = None,
 ) -> int:
     """The non-full landings of a stream (one, or many: a backfill's partitions, a queue's
     batches) at once, instead of a scan of the growing table per landing. Their rows are
@@ -414,7 +465,9 @@ def _apply_batch(
     - merge: each primary key keeps its row from the latest landing (within a landing, the
       highest cursor value), exactly as applying the landings one by one would; the DELETE
       removes the table's rows with those keys (an upsert); a partitioned stream's windows lose
-      their rows first too, as append (a key the source removed from a partition leaves the table);
+      their rows first too, as append (a key the source removed from a partition leaves the table,
+      or takes its row from the latest other landing holding it: ``others()``, the stream's other
+      active landings, see :func:`_held_elsewhere`);
     - change data capture: as merge, in log order; a key whose latest change is a delete is not
       inserted again (hard), or keeps its row stamped ``_ip_deleted_at`` (soft).
     """
@@ -449,8 +502,14 @@ def _apply_batch(
         changes.extend(_reconcile_types(conn, target, "_ip_rows", label))
     if not table_columns(conn, spec):
         return 0
+    restored = False
+    if merging and spec.partitioning is not None and not spec.changes and others is not None:
+        restored = _held_elsewhere(conn, spec, target, windows, staged, others)
     if not merging or spec.partitioning is not None:  # a partition's rows replace it, merge or not
         conn.execute(f"DELETE FROM {target} WHERE {quote(WINDOW_COLUMN)} IN (SELECT unnest(?::VARCHAR[]))", [windows])
+    if restored:
+        conn.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _ip_back")
+        conn.execute("DROP TABLE _ip_back")
     if staged:
         if spec.changes:
             _apply_changes(conn, spec, target)
@@ -564,8 +623,15 @@ def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, ma
                     loaded += _apply_full(conn, spec, manifest, [path for path, _ in files])
                     _record(conn, spec, [manifest])
             batch = [(m, f) for m, f in local if not m.full]
+
+            def others() -> list[tuple[Manifest, list[LocalFile]]]:
+                windows = {m.window for m in manifests}
+                rest = [m for m in active_manifests(list_manifests(store, spec)) if m.window not in windows]
+                paths = duckdb_paths(stack, conn, store, rest)
+                return [(m, [(paths[f.key], f) for f in m.files]) for m in rest]
+
             if batch:
-                loaded += _apply_batch(conn, spec, batch, changes)
+                loaded += _apply_batch(conn, spec, batch, changes, others)
                 _record(conn, spec, [m for m, _ in batch])
             conn.execute("COMMIT")
         except BaseException:
