@@ -225,10 +225,11 @@ def _joinable_keys(
 ) -> tuple[list[Any], list[Any]]:
     """The key columns ``keys`` of both sides as a hash join can compare them: each pair in one type (the
     one that holds both, :func:`~integration_platform.core.schema_evolution.widened`, else either side's
-    if the other's values cast to it exactly: a time zone's other name, a finer time unit; dictionaries
-    decoded), and a pair holding nulls as its is-null flags plus its values with the nulls filled by one
-    value common to both sides (its flags alone when it holds no value). Raises ``ValueError`` naming
-    the column and both types when they cannot be compared."""
+    if the other's values, of the same kind, cast to it exactly: a time zone's other name, a finer time
+    unit, another decimal precision; dictionaries decoded), and a pair holding nulls as its is-null
+    flags plus its values with the nulls filled by one value common to both sides (its flags alone
+    when it holds no value). Raises ``ValueError`` naming the column and both types when they cannot
+    be compared."""
     out_left, out_right = [], []
     for key, a, b in zip(keys, left, right, strict=True):
         a, b = (c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in (a, b))
@@ -248,11 +249,18 @@ def _joinable_keys(
     return out_left, out_right
 
 
+#: Kinds of value whose types :func:`_one_type` may cast into each other (exactly, or not at all).
+_KINDS = (pa.types.is_timestamp, pa.types.is_decimal, pa.types.is_date, pa.types.is_time, pa.types.is_duration)
+
+
 def _one_type(key: str, new: Any, landed: Any) -> tuple[Any, Any]:
     """``new`` and ``landed`` (a key column's values now and as landed) cast to one type (see
     :func:`_joinable_keys`); ``ValueError`` when there is none."""
     wider = widened(landed.type, new.type)
-    for kind in [wider] if wider is not None else [new.type, landed.type]:
+    # else only one kind of value in two types (a zone's other name, another unit or precision): a
+    # cast across kinds would make different values equal ("007" and 7)
+    same = next((True for kind in _KINDS if kind(new.type) and kind(landed.type)), False)
+    for kind in [wider] if wider is not None else [new.type, landed.type] if same else []:
         try:
             return new.cast(kind), landed.cast(kind)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
