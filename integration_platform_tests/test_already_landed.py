@@ -118,3 +118,11 @@ def test_keys_of_one_value_in_another_type_match(landed: pa.Array, now: pa.Array
 def test_keys_that_cannot_be_compared_fail_naming_the_column(now: pa.Array, landed: pa.Array, types: str) -> None:
     with pytest.raises(ValueError, match=f"key column 'id' is {types} in the rows already landed"):
         without_landed(pa.table({"id": now}), pa.table({"id": landed}), ["id"])
+
+
+def test_a_key_landed_as_a_dictionary_and_as_text(tmp_path: Path) -> None:
+    spec = StreamSpec("s", "events", "append", primary_key=("k",), cursor="n", lag=10)  # re-reads both landings
+    first = pa.table({"k": pa.array(["x", "y"]).dictionary_encode(), "n": pa.array([1, 2], pa.int64())})
+    second = pa.table({"k": pa.array(["y", "z"]), "n": pa.array([2, 3], pa.int64())})
+    done, _ = _land(tmp_path, spec, [first, second, second])
+    assert [e.duplicates_dropped for e in done] == [0, 1, 2]

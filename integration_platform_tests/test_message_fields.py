@@ -41,3 +41,10 @@ def test_an_id_field_of_a_platform_name_is_the_id() -> None:
     out = decoder.decode(_batch([{"_ip_message_id": 7, "n": 1}, {"_ip_message_id": "order-2", "n": 2}]))
     assert out.table is not None and not out.poison
     assert out.table.column(MESSAGE_ID).to_pylist() == ["7", "order-2"]
+
+
+def test_an_id_field_named_as_a_broker_column_is_read_then_dropped() -> None:
+    decoder = MessageDecoder("s/replay", id_from="field", id_field="_ip_topic", attributes=ATTRIBUTES)
+    out = decoder.decode(_batch([{"_ip_topic": "a1", "n": 1}]))
+    assert out.table is not None and out.table.column_names.count("_ip_topic") == 1
+    assert out.table.column(MESSAGE_ID).to_pylist() == ["a1"] and out.table.column("_ip_topic").to_pylist() == [None]

@@ -390,3 +390,27 @@ def test_a_key_a_partition_no_longer_holds_takes_its_row_from_another_partition(
     rebuilt = duckdb.connect(str(tmp_path / "rebuilt.duckdb"))
     load(rebuilt, lake, spec, pending(rebuilt, lake, spec))
     assert rebuilt.execute("SELECT id, v, note, _ip_window FROM shop.orders ORDER BY id").fetchall() == held
+
+
+def test_only_loaded_landings_put_a_key_back(tmp_path: Path) -> None:
+    """The warehouse step loads a run's partitions only: a key is put back from a landing the table holds,
+    never from one landed but not loaded yet (its rows would be in the table without a ledger entry);
+    and a stream whose other landings hold no file loads as before."""
+    lake = LocalLake(tmp_path / "lake")
+    spec = StreamSpec("shop", "orders", "merge", primary_key=("id",), partitioning=SPEC.partitioning)
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+
+    def land_day(day: str, table: pa.Table, loaded: bool = True) -> None:
+        for _ in extract_and_land_partitions(lake, spec, [(PartitionWindow(day, None, None), extractor(table), {})]):
+            pass
+        if loaded:
+            load(conn, lake, spec, pending(conn, lake, spec, day))
+
+    def orders(ids: list[int], version: str) -> pa.Table:
+        return pa.table({"id": pa.array(ids, pa.int64()), "v": [version] * len(ids)})
+
+    land_day("2021-01-01", pa.table({}))  # nothing that day: a landing without files
+    land_day("2021-01-02", orders([2, 7], "v2"))
+    land_day("2021-01-03", orders([7, 9], "v3"), loaded=False)
+    land_day("2021-01-02", orders([2], "v2b"))
+    assert conn.execute("SELECT id, v FROM shop.orders ORDER BY id").fetchall() == [(2, "v2b")]

@@ -169,10 +169,18 @@ def _not_deleted_since(
 
 
 def _concat(spec: StreamSpec, parts: list[pa.Table]) -> pa.Table:
-    """``parts`` (landed key columns) as one table, a column's types widened to one; ``ValueError``
-    naming the stream when they conflict."""
+    """``parts`` (landed key columns) as one table, dictionaries decoded and a column's types widened to
+    one; ``ValueError`` naming the stream when they conflict."""
+    decoded = [
+        part.cast(
+            pa.schema([f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in part.schema])
+        )
+        if any(pa.types.is_dictionary(f.type) for f in part.schema)
+        else part
+        for part in parts
+    ]
     try:
-        return pa.concat_tables(parts, promote_options="permissive")
+        return pa.concat_tables(decoded, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise ValueError(
             f"stream {spec.path}: its landings hold key columns of conflicting types ({exc}); "

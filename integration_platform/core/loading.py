@@ -414,7 +414,7 @@ def _held_elsewhere(
     """For a partitioned merge stream whose partitions ``windows`` land again: stage in ``_ip_back`` the
     rows to put back for the keys those partitions no longer hold (in the table from them, not in
     ``_ip_rows``) but another active landing does (``others()``, read only when there is such a key):
-    each key's row from the latest of those landings, as a rebuild from the lake would hold it. Before,
+    each key's row from the latest of those landings that is loaded, as a rebuild from the lake would hold it. Before,
     deleting the partitions' rows lost such a key (a key landed on day 1 and updated on day 2, with day
     2 landed again without it). Returns whether ``_ip_back`` holds rows; ``target`` takes its columns."""
     keys = ", ".join(quote(k) for k in spec.primary_key)
@@ -425,9 +425,9 @@ def _held_elsewhere(
         [windows],
     )
     gone = conn.execute("SELECT count(*) FROM _ip_gone").fetchone()
-    landings = others() if gone and gone[0] else []
+    scans = scans_by_schema(others()) if gone and gone[0] else []
     match = " AND ".join(f"b.{quote(k)} = g.{quote(k)}" for k in spec.primary_key)
-    for number, (select, params, members) in enumerate(scans_by_schema(landings)):
+    for number, (select, params, members) in enumerate(scans):
         rows = f"SELECT b.* FROM ({select}) AS b SEMI JOIN _ip_gone AS g ON {match}"
         if number == 0:
             conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_back AS {rows}", params)
@@ -438,7 +438,7 @@ def _held_elsewhere(
         conn.execute("INSERT INTO _ip_back BY NAME SELECT * FROM _ip_next")
         conn.execute("DROP TABLE _ip_next")
     conn.execute("DROP TABLE _ip_gone")
-    if not landings:
+    if not scans:  # no other landing, or none with files
         return False
     order = latest_first(spec, _columns(conn, "temp.main._ip_back"))
     conn.execute(
@@ -625,8 +625,12 @@ def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, ma
             batch = [(m, f) for m, f in local if not m.full]
 
             def others() -> list[tuple[Manifest, list[LocalFile]]]:
-                windows = {m.window for m in manifests}
-                rest = [m for m in active_manifests(list_manifests(store, spec)) if m.window not in windows]
+                windows, applied = {m.window for m in manifests}, applied_landings(conn, spec)
+                rest = [
+                    m
+                    for m in active_manifests(list_manifests(store, spec))
+                    if m.window not in windows and (m.window, m.landing_id) in applied  # loaded ones only
+                ]
                 paths = duckdb_paths(stack, conn, store, rest)
                 return [(m, [(paths[f.key], f) for f in m.files]) for m in rest]
 

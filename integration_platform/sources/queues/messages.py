@@ -146,9 +146,9 @@ class MessageDecoder:
         self.known: pa.Schema | None = None
         #: Body fields that would stand in for the platform's columns (the message id, the broker's, the
         #: loader's), lower-case (DuckDB matches names without case): dropped (module doc).
-        #: The id field itself excepted: a warehouse row published back keeps its ``_ip_message_id``.
-        reserved = {n.lower() for n in (_INDEX, MESSAGE_ID, *attributes.names, *LOADER_COLUMNS)}
-        self.reserved = frozenset(reserved - {id_field.lower()} if id_from == "field" and id_field else reserved)
+        #: The id field may be one of them (a warehouse row published back keeps its ``_ip_message_id``):
+        #: the id is read from it before it is dropped.
+        self.reserved = frozenset(n.lower() for n in (_INDEX, MESSAGE_ID, *attributes.names, *LOADER_COLUMNS))
 
     def _message_ids(self, batch: MessageBatch) -> list[str | None] | None:
         """Each message's id, by ``id_from``; ``None`` for ``field`` (the id is in the body)."""
@@ -222,14 +222,14 @@ class MessageDecoder:
             if not isinstance(record, dict):
                 poison.append((batch.message(index), f"body is a JSON {type(record).__name__}, not an object"))
                 continue
-            if any(name.lower() in self.reserved for name in record):
-                dropped.update(name for name in record if name.lower() in self.reserved)
-                record = {name: value for name, value in record.items() if name.lower() not in self.reserved}
             if ids is not None:
                 message_id = ids[index]
             else:
                 value = record.get(self.id_field or "")
                 message_id = None if value is None else str(value)
+            if any(name.lower() in self.reserved for name in record):
+                dropped.update(name for name in record if name.lower() in self.reserved and name != self.id_field)
+                record = {name: value for name, value in record.items() if name.lower() not in self.reserved}
             if message_id is None:
                 source = {
                     "broker": "the broker's message id",
@@ -238,9 +238,7 @@ class MessageDecoder:
                 }[self.id_from]
                 poison.append((batch.message(index), f"message has no id ({source} missing)"))
                 continue
-            row = {_INDEX: index, MESSAGE_ID: message_id, **record}
-            row[MESSAGE_ID] = message_id  # as text, where the id field is the id column itself
-            records.append(row)
+            records.append({_INDEX: index, MESSAGE_ID: message_id, **record})
         converter = JsonRecords(
             self.stream,
             nested=self.nested,
