@@ -391,16 +391,29 @@ def _stage(conn: duckdb.DuckDBPyConnection, batch: list[tuple[Manifest, list[Loc
     position through a join on the file's path (:func:`landed_scan`). Schemas are then reconciled
     pairwise with the one widening rule, as one landing at a time would be."""
     groups = scans_by_schema(batch)
-    for number, (select, params, members) in enumerate(groups):
-        if number == 0:
-            conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_staged AS {select}", params)
-            continue
-        conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_next AS {select}", params)
-        _evolve(conn, "_ip_staged", "_ip_next")
-        _reconcile_types(conn, "_ip_staged", "_ip_next", members[0][2])
-        conn.execute("INSERT INTO _ip_staged BY NAME SELECT * FROM _ip_next")
-        conn.execute("DROP TABLE _ip_next")
+    _union_scans(conn, "_ip_staged", groups)
     return bool(groups)
+
+
+def _union_scans(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    scans: list[tuple[str, list[Any], list[tuple[str, LandedFile, str, int]]]],
+    rows: str = "{select}",
+) -> None:
+    """Create temp table ``table`` from ``scans`` (:func:`scans_by_schema`), each scan's SQL put into the
+    ``{select}`` of ``rows``: the first scan's rows, then each next one's with its new columns added and
+    its types reconciled (:func:`_reconcile_types`), as one landing at a time would be."""
+    for number, (select, params, members) in enumerate(scans):
+        query = rows.format(select=select)
+        if number == 0:
+            conn.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {query}", params)
+            continue
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_next AS {query}", params)
+        _evolve(conn, table, "_ip_next")
+        _reconcile_types(conn, table, "_ip_next", members[0][2])
+        conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _ip_next")
+        conn.execute("DROP TABLE _ip_next")
 
 
 def _held_elsewhere(
@@ -414,9 +427,10 @@ def _held_elsewhere(
     """For a partitioned merge stream whose partitions ``windows`` land again: stage in ``_ip_back`` the
     rows to put back for the keys those partitions no longer hold (in the table from them, not in
     ``_ip_rows``) but another active landing does (``others()``, read only when there is such a key):
-    each key's row from the latest of those landings that is loaded, as a rebuild from the lake would hold it. Before,
-    deleting the partitions' rows lost such a key (a key landed on day 1 and updated on day 2, with day
-    2 landed again without it). Returns whether ``_ip_back`` holds rows; ``target`` takes its columns."""
+    each key's row from the latest of those landings that is loaded, as a rebuild from the lake would
+    hold it. Before, deleting the partitions' rows lost such a key (a key landed on day 1 and updated on
+    day 2, with day 2 landed again without it). Returns whether ``_ip_back`` holds rows; ``target``
+    takes its columns."""
     keys = ", ".join(quote(k) for k in spec.primary_key)
     kept = f" EXCEPT SELECT {keys} FROM _ip_rows" if staged else ""
     conn.execute(
@@ -426,17 +440,8 @@ def _held_elsewhere(
     )
     gone = conn.execute("SELECT count(*) FROM _ip_gone").fetchone()
     scans = scans_by_schema(others()) if gone and gone[0] else []
-    match = " AND ".join(f"b.{quote(k)} = g.{quote(k)}" for k in spec.primary_key)
-    for number, (select, params, members) in enumerate(scans):
-        rows = f"SELECT b.* FROM ({select}) AS b SEMI JOIN _ip_gone AS g ON {match}"
-        if number == 0:
-            conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_back AS {rows}", params)
-            continue
-        conn.execute(f"CREATE OR REPLACE TEMP TABLE _ip_next AS {rows}", params)
-        _evolve(conn, "_ip_back", "_ip_next")
-        _reconcile_types(conn, "_ip_back", "_ip_next", members[0][2])
-        conn.execute("INSERT INTO _ip_back BY NAME SELECT * FROM _ip_next")
-        conn.execute("DROP TABLE _ip_next")
+    match = " AND ".join(f"b.{quote(k)} = g.{quote(k)}" for k in spec.primary_key).replace("{", "{{").replace("}", "}}")
+    _union_scans(conn, "_ip_back", scans, f"SELECT b.* FROM ({{select}}) AS b SEMI JOIN _ip_gone AS g ON {match}")
     conn.execute("DROP TABLE _ip_gone")
     if not scans:  # no other landing, or none with files
         return False
