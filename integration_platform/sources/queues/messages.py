@@ -7,13 +7,13 @@ stream's primary key: the warehouse merges on it, which turns at-least-once deli
 exactly-once rows) and the broker's own columns (routing key, partition, offset, ...).
 
 A message is *poison* when it cannot become a row: its body is not UTF-8 JSON, it is not an
-object, it has no message id, or a value does not fit the stream's types.
+object, it has no message id, or a value does not fit the stream's types. Poison messages
+are returned with the reason, for the broker to dead-letter; they never stop a batch.
 
 A body's fields named as the platform's columns (in any case) are dropped, and the batch's schema
 changes say so: they are the platform's to write (``_ip_message_id`` would have replaced the
 message's id, ``_ip_op = 'delete'`` made it a tombstone). A warehouse row published back to a topic
-carries its old ones (``publish`` sends whole rows); consumed again, it gets this consumption's. Poison messages
-are returned with the reason, for the broker to dead-letter; they never stop a batch.
+carries its old ones (``publish`` sends whole rows); consumed again, it gets this consumption's.
 
 Two paths, one result. Once the stream has a known schema, a batch is first parsed in one
 go by Arrow's JSON reader (``pyarrow.json.read_json`` over the bodies joined by newlines,
@@ -163,9 +163,9 @@ class MessageDecoder:
     def _payload_schema(self) -> pa.Schema | None:
         if self.known is None:
             return None
-        names = set(self.attributes.names) | {MESSAGE_ID}
-        # a known schema from landings before platform-named fields were dropped may still hold them
-        return pa.schema([f for f in self.known if f.name not in names and f.name.lower() not in self.reserved])
+        # the message id and the broker's columns; and platform-named fields that landings before they
+        # were dropped may still hold
+        return pa.schema([f for f in self.known if f.name.lower() not in self.reserved])
 
     def decode(self, batch: MessageBatch) -> DecodedBatch:
         """Rows of ``batch`` in order of arrival (module doc). Updates ``known`` to the
