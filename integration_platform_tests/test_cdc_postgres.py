@@ -483,6 +483,25 @@ def test_an_unchanged_toasted_value_of_a_column_dropped_since_is_not_needed(
     assert target.query("SELECT length FROM pagila.film WHERE film_id = 3") == [(7,)]
 
 
+def test_a_table_column_named_as_a_change_column_fails_the_run_naming_it(
+    source: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """A table column ``_IP_OP`` sat beside the decoder's own ``_ip_op``, which DuckDB takes for the same
+    column: a row's ``'delete'`` could delete it. The change batch and a new snapshot both fail naming the
+    column, and the warehouse keeps the row."""
+    target = platform(yaml(), tmp_path, instance)
+    both = [FILM, dg.AssetKey(["warehouse", "pagila.film"])]
+    assert target.materialize(both).success
+    sql(source, 'ALTER TABLE film ADD COLUMN "_IP_OP" text')
+    sql(source, """UPDATE film SET "_IP_OP" = 'delete' WHERE film_id = 5""")
+    sql(source, "CHECKPOINT")
+    for config in ({}, {"ops": {"pagila__film": {"config": {"full_refresh": True}}}}):
+        failed = target.materialize([FILM], run_config=config, raise_on_error=False)
+        assert not failed.success
+        assert any("the source has a column '_IP_OP'" in m for m in failure_messages(failed)), config
+    assert target.query("SELECT count(*) FROM pagila.film WHERE film_id = 5") == [(1,)]
+
+
 def test_a_lost_slot_is_dropped_and_a_new_snapshot_taken(
     source: str, cdc_cluster: str, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:

@@ -290,13 +290,15 @@ def test_a_widened_key_is_compared_after_tombstones_too(tmp_path: Path) -> None:
 def test_change_batches_refuse_a_null_key_and_a_loader_column(tmp_path: Path) -> None:
     """Change data capture lands through micro-batches, past ``extract_and_land``'s checks: a key
     declared on a nullable column piled up null-key rows, a table column ``_ip_window`` displaced the
-    loader's."""
+    loader's, and a table column ``_IP_OP`` sat beside the decoder's ``_ip_op`` (DuckDB takes them for
+    one column)."""
     store = LocalLake(tmp_path / "lake")
     spec = StreamSpec("src", "t", "merge", primary_key=("id",), changes=ChangeCapture())
     acknowledged: list[object] = []
     for extra, message in (
         ({"id": pa.array([1, None], pa.int64())}, r"1 row\(s\) of a batch have no value in primary-key column 'id'"),
         ({"id": pa.array([1, 2], pa.int64()), "_ip_window": ["a", "b"]}, "the source has a column '_ip_window'"),
+        ({"id": pa.array([1, 2], pa.int64()), "_IP_OP": ["delete", "delete"]}, "the source has a column '_IP_OP'"),
     ):
         rows = pa.table({**extra, "_ip_op": ["insert", "insert"]})
         batch = MicroBatch(rows, maybe_landed=False, acknowledge=acknowledged.append)

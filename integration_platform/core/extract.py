@@ -338,9 +338,19 @@ def missing_column(spec: StreamSpec, columns: Sequence[str]) -> tuple[str, str] 
 def refuse_reserved_columns(spec: StreamSpec, schema: pa.Schema) -> None:
     """Raise :class:`ReservedColumnError` naming the stream and the column when ``schema`` (what a source
     brings to land) has a column of :data:`~integration_platform.core.streams.LOADER_COLUMNS`, in any
-    case; a change stream's own change columns (``spec.changes``) excepted."""
+    case. A change stream's own change columns (``spec.changes``) are excepted once each: a second
+    column of one of those names is the source table's (a change log's decoder adds its columns after
+    the table's), which the decoder's would otherwise shadow or duplicate."""
     own = {c.lower() for c in CHANGE_COLUMNS} if spec.changes else set()
-    reserved = next((name for name in schema.names if name.lower() in LOADER_COLUMNS - own), None)
+    lowered = [name.lower() for name in schema.names]
+    reserved = next(
+        (
+            name
+            for name, low in zip(schema.names, lowered, strict=True)
+            if low in LOADER_COLUMNS and (low not in own or lowered.count(low) > 1)
+        ),
+        None,
+    )
     if reserved is not None:
         raise ReservedColumnError(
             f"stream {spec.path}: the source has a column {reserved!r}, a name the platform keeps for its own "
