@@ -101,12 +101,19 @@ class CursorRange:
         self.high: Any = None
 
     def observe(self, batch: pa.RecordBatch) -> None:
-        """Fold one batch in. Raises ``KeyError`` when the batch lacks the cursor column."""
+        """Fold one batch in. Raises ``KeyError`` when the batch lacks the cursor column.
+
+        A floating-point cursor's NaN and infinite values are left out of the range: a mark of NaN
+        or infinity compares above every later value (PostgreSQL sorts NaN above all numbers), so
+        the next runs read only those rows and every new row was lost. The rows themselves land."""
         if self.column is None or batch.num_rows == 0:
             return
         if self.column not in batch.schema.names:
             raise KeyError(f"cursor column {self.column!r} is not in the extracted columns")
-        bounds = pc.min_max(batch.column(self.column)).as_py()
+        values = batch.column(self.column)
+        if pa.types.is_floating(values.type):
+            values = values.filter(pc.is_finite(values))
+        bounds = pc.min_max(values).as_py()
         low, high = bounds["min"], bounds["max"]
         if low is not None and (self.low is None or low < self.low):
             self.low = low
