@@ -103,3 +103,13 @@ def test_a_source_column_named_as_a_loader_column_is_refused(tmp_path: Path, col
     with pytest.raises(ReservedColumnError, match=f"the source has a column '{column}'.*nothing was landed"):
         extract_and_land(lake, spec, lambda _: pa.RecordBatchReader.from_batches(table.schema, table.to_batches()))
     assert not list((tmp_path / "lake").rglob("*.parquet"))
+
+
+def test_a_lag_on_a_text_cursor_names_the_stream_the_column_and_the_fix(tmp_path: Path) -> None:
+    """A cursor the source gives as text (an undeclared REST field) cannot move back by a lag: the second
+    run failed with "a look-back lag needs a time or numeric cursor", naming neither stream nor column."""
+    lake = LocalLake(tmp_path / "lake")
+    spec = StreamSpec("s", "t", "append", cursor="updated", lag=60)
+    first = extract_and_land(lake, spec, _extractor)
+    with pytest.raises(ValueError, match=r"stream s/t: cursor 'updated' holds string values .*declare the cursor"):
+        extract_and_land(lake, spec, _extractor, cursor_before=first.cursor_after)

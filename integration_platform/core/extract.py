@@ -456,7 +456,13 @@ def extract_and_land(
         require_columns(spec, reader.schema)
         batches = _drop_landed(refuse_null_keys(spec, reader), None, [], counts)
     else:
-        lower = before.minus_lag(spec.lag)
+        try:
+            lower = before.minus_lag(spec.lag)
+        except ValueError as exc:
+            raise ValueError(
+                f"stream {spec.path}: cursor {spec.cursor!r} holds {before.kind} values ({exc}); declare the "
+                "cursor column's type (a timestamp or a number) in the source, or set lag: 0"
+            ) from exc
         reader = extractor(RowFilter(spec.cursor, lower, None))
         require_columns(spec, reader.schema)
         # dict.fromkeys: a cursor that is the key itself (an id counting up) is one column, not two
