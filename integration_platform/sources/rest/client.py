@@ -28,10 +28,14 @@ def endpoint_pages(
     client: "RestClient", path: str, params: dict[str, str], paginator: Paginator, records_path: str | None
 ) -> Iterator[Page]:
     """Every page of ``path``, in order. Raises :class:`HttpSourceError` when the paginator
-    asks for the page it just fetched (a loop), or when a page's cursor or next URL cannot go into a
-    URL (a lone surrogate); stops at ``max_pages``."""
+    asks for a page it already fetched (a loop), when a page with records repeats the page before it
+    byte for byte (the API ignores the paginator's parameter, or clamps to its last page: paging went on
+    for ever, landing the same records again and again), when the records path matches nothing in a
+    body, or when a page's cursor or next URL cannot go into a URL (a lone surrogate); stops at
+    ``max_pages``."""
     request: PageRequest | None = first_request(paginator, client.url(path), {**client.config.params, **params})
     seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    previous: bytes | None = None  # the last page's body, when it held records
     while request is not None:
         ident = (request.url, tuple(sorted(request.params.items())))
         if ident in seen:
@@ -47,6 +51,12 @@ def endpoint_pages(
             records = select_records(body, records_path)
         except (ValueError, TypeError) as exc:
             raise HttpSourceError(f"GET {client.redact_url(request.url, request.params)}: {exc}") from None
+        if records and response.content == previous:
+            raise HttpSourceError(
+                f"GET {client.redact_url(request.url, request.params)}: the page repeats the page before it; the "
+                f"API ignores the {paginator.type} paginator's parameter or stays on its last page: check its settings"
+            )
+        previous = response.content if records else None
         yield Page(records, request, body, len(response.content))
         fetched = request
         try:

@@ -94,7 +94,7 @@ def next_request(
     kind = paginator.type
     if kind == "single_page":
         return None
-    if kind in ("offset", "page_number") and records == 0:
+    if records == 0:  # as dlt's paginators do (stop_after_empty_page): a cursor API may hand out cursors for ever
         return None
     if kind == "offset":
         offset = int(current.params.get(paginator.offset_param, "0")) + records
@@ -118,5 +118,19 @@ def next_request(
         assert paginator.next_url_path
         target = find_one(body, paginator.next_url_path)
         return PageRequest(urljoin(response.url, _from_body(target, "next URL"))) if target else None
-    target = response.links.get("next", {}).get("url")
+    target = next_link(response.headers.get("Link", ""))
     return PageRequest(urljoin(response.url, target)) if target else None
+
+
+def next_link(header: str) -> str | None:
+    """The target of the link whose relation types include ``next`` in a ``Link`` header (RFC 8288,
+    section 3.3: parameter names and relation types are compared case-insensitively, and ``rel`` may list several separated
+    by spaces, as in ``rel="next last"``), or ``None``. requests' ``Response.links`` keys each link by
+    its whole ``rel`` text, so ``rel="Next"`` or ``rel="prev next"`` read as the last page."""
+    from requests.utils import parse_header_links
+
+    for link in parse_header_links(header) if header else []:
+        rel = next((value for name, value in link.items() if name.lower() == "rel"), "")  # REL="next" too
+        if "next" in rel.lower().split():
+            return link.get("url") or None
+    return None

@@ -1,0 +1,146 @@
+"""Paging a REST endpoint served by a real local HTTP server whose pages go wrong: an error body sent
+with status 200, cursors handed out past the last record, a page repeated for ever, ``Link`` headers
+written as RFC 8288 allows."""
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import dagster as dg
+import pytest
+
+from sandbox.harness import failure_messages, platform
+
+#: ``(path, query) -> (status, headers, JSON body)``
+Handler = Callable[[str, dict[str, str]], tuple[int, dict[str, str], Any]]
+ITEMS = dg.AssetKey(["shop", "items"])
+WAREHOUSE = dg.AssetKey(["warehouse", "shop.items"])
+
+
+@contextmanager
+def serving(handler: Handler) -> Iterator[tuple[str, list[str]]]:
+    """An HTTP server on 127.0.0.1 answering GETs with ``handler``; yields its URL and the paths+queries asked."""
+    asked: list[str] = []
+
+    class Reply(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            parts = urlsplit(self.path)
+            asked.append(self.path)
+            status, headers, body = handler(parts.path, {k: v[0] for k, v in parse_qs(parts.query).items()})
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            for name, value in {"Content-Type": "application/json", **headers}.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Reply)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _yaml(url: str, paginator: str, records: str = "data") -> str:
+    return f"""
+type: integration_platform.components.RestSource
+attributes:
+  source: shop
+  base_url: {url}
+  max_retries: 0
+  streams:
+    - name: items
+      path: /items
+      records: {records}
+      paginator: {paginator}
+      primary_key: [id]
+"""
+
+
+def test_a_body_without_the_records_path_fails_the_run_and_keeps_the_table(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """An API answering 200 with an error object instead of its records: the run took it for a page without
+    records, and the snapshot replaced the table with nothing. It now fails naming the path and the body's
+    keys; a page whose records are ``[]`` is still an empty page."""
+    body: dict[str, Any] = {"data": [{"id": 1}, {"id": 2}]}
+    with serving(lambda path, query: (200, {}, body)) as (url, _):
+        p = platform(_yaml(url, "{type: single_page}"), tmp_path, instance)
+        assert p.materialize([ITEMS, WAREHOUSE]).success
+        body = {"error": {"code": 503, "message": "maintenance"}}
+        failed = p.materialize([ITEMS, WAREHOUSE], raise_on_error=False)
+        assert not failed.success
+        assert any(
+            "GET http://127.0.0.1" in m
+            and "the records path 'data' matches nothing in the body (an object with keys ['error'])" in m
+            for m in failure_messages(failed)
+        ), failure_messages(failed)
+        assert p.query("SELECT count(*) FROM shop.items") == [(2,)]
+        body = {"data": []}
+        assert p.materialize([ITEMS, WAREHOUSE]).success
+    assert p.query("SELECT count(*) FROM shop.items") == [(0,)]
+
+
+def test_a_cursor_paginator_stops_on_an_empty_page(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """An API handing out a fresh cursor with every page, empty ones too: paging went on to ``max_pages``
+    (for ever without it). It stops at the first empty page, as the README and dlt's paginators say."""
+
+    def pages(path: str, query: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        page = int(query.get("cursor", "0"))
+        return 200, {}, {"data": [{"id": page * 10 + i} for i in range(3)] if page < 2 else [], "next": str(page + 1)}
+
+    with serving(pages) as (url, asked):
+        p = platform(
+            _yaml(url, "{type: cursor, cursor_path: next, cursor_param: cursor, max_pages: 50}"), tmp_path, instance
+        )
+        assert p.materialize([ITEMS, WAREHOUSE]).success
+    assert len(asked) == 3, asked
+    assert p.query("SELECT count(*) FROM shop.items") == [(6,)]
+
+
+def test_a_page_repeating_the_one_before_fails_naming_the_paginator(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """An API paging with ``skip`` while the stream sends ``offset``: every page is the first, so paging went
+    on for ever (to ``max_pages`` here), landing the same records again and again. The second page fails
+    the run, naming the paginator, and nothing lands."""
+    first = {"data": [{"id": i} for i in range(10)]}
+    with serving(lambda path, query: (200, {}, first)) as (url, asked):
+        p = platform(_yaml(url, "{type: offset, limit: 10, max_pages: 50}"), tmp_path, instance)
+        failed = p.materialize([ITEMS], raise_on_error=False)
+    assert not failed.success and len(asked) == 2, asked
+    assert any(
+        "offset=10" in m and "the page repeats the page before it; the API ignores the offset paginator's" in m
+        for m in failure_messages(failed)
+    ), failure_messages(failed)
+    assert not list((tmp_path / "lake").rglob("*.parquet"))
+
+
+@pytest.mark.parametrize("rel", ['rel="Next"', 'REL="next"', 'rel="next last"', 'rel="prev next"', "rel=next"])
+def test_a_link_header_next_is_found_however_rfc_8288_lets_it_be_written(
+    tmp_path: Path, instance: dg.DagsterInstance, rel: str
+) -> None:
+    """Relation types compare case-insensitively and ``rel`` may list several (RFC 8288, 3.3): each of these
+    read one page of three, silently (requests' ``Response.links`` keys a link by its whole ``rel``)."""
+
+    def pages(path: str, query: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        page = int(query.get("page", "1"))
+        link = {"Link": f"<{path}?page={page + 1}>; {rel}"} if page < 3 else {}
+        return 200, link, {"data": [{"id": page}]}
+
+    with serving(pages) as (url, _):
+        p = platform(_yaml(url, "{type: link_header, max_pages: 50}"), tmp_path, instance)
+        assert p.materialize([ITEMS, WAREHOUSE]).success
+    assert p.query("SELECT count(*) FROM shop.items") == [(3,)]
