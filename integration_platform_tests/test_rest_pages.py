@@ -28,7 +28,7 @@ def serving(handler: Handler) -> Iterator[tuple[str, list[str]]]:
     asked: list[str] = []
 
     class Reply(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             parts = urlsplit(self.path)
             asked.append(self.path)
             status, headers, body = handler(parts.path, {k: v[0] for k, v in parse_qs(parts.query).items()})

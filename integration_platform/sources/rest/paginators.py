@@ -124,9 +124,10 @@ def next_request(
 
 def next_link(header: str) -> str | None:
     """The target of the link whose relation types include ``next`` in a ``Link`` header (RFC 8288,
-    section 3.3: parameter names and relation types are compared case-insensitively, and ``rel`` may list several separated
-    by spaces, as in ``rel="next last"``), or ``None``. requests' ``Response.links`` keys each link by
-    its whole ``rel`` text, so ``rel="Next"`` or ``rel="prev next"`` read as the last page."""
+    section 3.3: parameter names and relation types are compared case-insensitively, and ``rel`` may
+    list several separated by spaces, as in ``rel="next last"``), or ``None``. requests'
+    ``Response.links`` keys each link by its whole ``rel`` text, so ``rel="Next"`` or ``rel="prev next"``
+    read as the last page."""
     from requests.utils import parse_header_links
 
     for link in parse_header_links(header) if header else []:
