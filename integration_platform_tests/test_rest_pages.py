@@ -144,3 +144,28 @@ def test_a_link_header_next_is_found_however_rfc_8288_lets_it_be_written(
         p = platform(_yaml(url, "{type: link_header, max_pages: 50}"), tmp_path, instance)
         assert p.materialize([ITEMS, WAREHOUSE]).success
     assert p.query("SELECT count(*) FROM shop.items") == [(3,)]
+
+
+def test_a_row_updated_while_a_run_pages_lands_its_new_version(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """Keyset paging by ``updated_at``: a row updated while the run pages comes twice, its old version on
+    the first page and its new one later. Keeping the first of each key lost the update for good, as the
+    mark moved past it. Both land; the warehouse keeps the latest, and equals the source."""
+    source = {1: 1, 2: 2, 3: 3, 4: 4}  # id -> updated_at
+
+    def pages(path: str, query: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        after, since = query.get("after"), query.get("since")
+        rows = sorted((t, i) for i, t in source.items() if (t > int(after) if after else t >= int(since or 0)))[:2]
+        body: dict[str, Any] = {"data": [{"id": i, "updated_at": t} for t, i in rows]}
+        if len(rows) == 2:
+            body["next"] = str(rows[-1][0])
+        if after is None and since is None:  # the first page of the first run: a writer updates row 1
+            source.update({1: 5, 5: 6})
+        return 200, {}, body
+
+    text = _yaml(url="URL", paginator="{type: cursor, cursor_path: next, cursor_param: after}")
+    text += "      incremental: {cursor: updated_at, param: since}\n"
+    with serving(pages) as (url, _):
+        p = platform(text.replace("URL", url), tmp_path, instance)
+        assert p.materialize([ITEMS, WAREHOUSE]).success
+        assert p.materialize([ITEMS, WAREHOUSE]).success
+    assert dict(p.query("SELECT id, updated_at FROM shop.items")) == source

@@ -167,7 +167,11 @@ class JsonRecords:
     API, say). ``required``: fields every record must have (the primary key); records missing
     one are conflicts. ``primary_key``: of the records with one key in this landing, the first
     that fits the schema is kept, the later ones are dropped (counted in ``duplicates``); a
-    rejected record does not hide a later good one with its key. ``known``: the stream's schema so
+    rejected record does not hide a later good one with its key. ``version``: the field telling a
+    key's versions apart (an incremental stream's cursor): records with one key and different values
+    of it are not duplicates, they all land and the warehouse keeps the latest (a row updated while a
+    run paged came twice, and keeping the first lost the update for good, as the high-water mark moved
+    past it). ``known``: the stream's schema so
     far (its last landing's), so that types stay stable from landing to landing: a value that
     does not fit a known column is a conflict, a new field is a change.
     """
@@ -182,10 +186,12 @@ class JsonRecords:
         primary_key: Sequence[str] = (),
         json_columns: Sequence[str] = (),
         known: pa.Schema | None = None,
+        version: str | None = None,
     ) -> None:
         self.stream, self.nested, self.on_conflict = stream, nested, on_conflict
         self.declared = dict(columns or {})
         self.primary_key = tuple(primary_key)
+        self.version = version if version and version not in self.primary_key else None
         self.json_columns = frozenset(json_columns)
         self.declared.update({name: pa.string() for name in self.json_columns})
         self.schema = pa.schema([(name, kind) for name, kind in self.declared.items()])
@@ -286,7 +292,8 @@ class JsonRecords:
                 self._conflict(where, f"primary key field(s) {missing} missing or null", record)
                 continue
             if self.primary_key:
-                keys.append(tuple(json.dumps(record[k], sort_keys=True) for k in self.primary_key))
+                key = tuple(json.dumps(record[k], sort_keys=True) for k in self.primary_key)
+                keys.append((*key, json.dumps(record.get(self.version), sort_keys=True)) if self.version else key)
             if self.json_columns:
                 record = {k: json_text(v) if k in self.json_columns and v is not None else v for k, v in record.items()}
             if self.nested == "json":

@@ -231,6 +231,7 @@ def extract_rest(
         json_columns=[k for k, v in columns.items() if v == "json"],
         on_conflict=plan.on_conflict,
         primary_key=spec.primary_key,
+        version=spec.cursor,
     )
     spill = TableSpill()
     pages = skipped = parents = 0
