@@ -169,3 +169,48 @@ def test_a_row_updated_while_a_run_pages_lands_its_new_version(tmp_path: Path, i
         assert p.materialize([ITEMS, WAREHOUSE]).success
         assert p.materialize([ITEMS, WAREHOUSE]).success
     assert dict(p.query("SELECT id, updated_at FROM shop.items")) == source
+
+
+def test_a_child_of_an_incremental_parent_is_fetched_once_per_parent_row(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """An order updated at the source has two versions in its stream's lake: its lines were fetched once
+    per version and landed twice, half of them with the old status. Only the parent's rows as its table
+    holds them (each key's latest version) are parents."""
+    orders: dict[int, dict[str, Any]] = {
+        1: {"id": 1, "status": "open", "updated_at": 1},
+        2: {"id": 2, "status": "open", "updated_at": 1},
+    }
+
+    def pages(path: str, query: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        if path == "/orders":
+            return 200, {}, {"data": [o for o in orders.values() if o["updated_at"] >= int(query.get("since", 0))]}
+        return 200, {}, {"data": [{"sku": "X", "qty": 2}, {"sku": "Y", "qty": 1}]}
+
+    text = """
+type: integration_platform.components.RestSource
+attributes:
+  source: shop
+  base_url: URL
+  streams:
+    - name: orders
+      path: /orders
+      records: data
+      primary_key: [id]
+      incremental: {cursor: updated_at, param: since}
+    - name: lines
+      path: /orders/{id}/lines
+      records: data
+      parent: {stream: orders, include: [id, status]}
+"""
+    with serving(pages) as (url, asked):
+        p = platform(text.replace("URL", url), tmp_path, instance)
+        assert p.materialize().success
+        orders[1] = {"id": 1, "status": "shipped", "updated_at": 2}
+        del asked[:]
+        assert p.materialize().success
+    assert sorted(a for a in asked if "lines" in a) == ["/orders/1/lines", "/orders/2/lines"]
+    assert p.query("SELECT _orders_id, _orders_status, count(*) FROM shop.lines GROUP BY ALL ORDER BY 1") == [
+        (1, "shipped", 2),
+        (2, "open", 2),
+    ]

@@ -28,7 +28,7 @@ from integration_platform.core.landing import active_manifests, list_manifests, 
 from integration_platform.core.names import url_segment
 from integration_platform.core.records import ARROW_TYPES, JsonRecords, TableSpill
 from integration_platform.core.row_filter import RowFilter
-from integration_platform.core.streams import StreamSpec
+from integration_platform.core.streams import OP_COLUMN, StreamSpec
 from integration_platform.resources.http_api import HttpSourceError
 from integration_platform.sources.rest.client import Page, endpoint_pages
 from integration_platform.sources.rest.paginators import Paginator
@@ -96,7 +96,12 @@ def param_value(value: Any, fmt: str | None) -> str:
 
 
 def parent_rows(store: LakeStore, parent: StreamSpec, fields: Sequence[str], child: str) -> list[dict[str, Any]]:
-    """The distinct values of ``fields`` over the parent's current landings, as dicts.
+    """The distinct values of ``fields`` over the parent's rows as its table holds them, as dicts: of a
+    merge parent, each key's latest version (the latest landing's; within one, the highest
+    cursor, then the last), without the keys a later landing of tombstones deleted; otherwise every
+    row of its current landings. Before, an incremental parent's old and new versions of one row were
+    both parents: its child was fetched once per version and landed twice, half of it with stale
+    fields.
 
     Raises ``ValueError`` when the parent has not landed or lacks one of the fields.
     """
@@ -108,9 +113,28 @@ def parent_rows(store: LakeStore, parent: StreamSpec, fields: Sequence[str], chi
     if absent:
         raise ValueError(f"stream {child}: parent {parent.path} has no field(s) {absent}; it has {sorted(known)}")
     rows: dict[str, dict[str, Any]] = {}
-    for table in read_landed_files(store, [f for m in manifests for f in m.files], list(fields)):
-        for row in table.to_pylist():
-            rows.setdefault(json.dumps(row, sort_keys=True, default=str), row)
+    if parent.write_disposition != "merge" or not parent.primary_key:
+        for table in read_landed_files(store, [f for m in manifests for f in m.files], list(fields)):
+            for row in table.to_pylist():
+                rows.setdefault(json.dumps(row, sort_keys=True, default=str), row)
+        return list(rows.values())
+    latest: dict[str, dict[str, Any]] = {}
+    for manifest in manifests:  # in landing order: a later landing's version replaces an earlier one's
+        has = dict(manifest.schema)
+        wanted = [*parent.primary_key, *(c for c in (parent.cursor, OP_COLUMN) if c and c in has)]
+        columns = list(dict.fromkeys([*wanted, *(f for f in fields if f in has)]))
+        for table in read_landed_files(store, manifest.files, columns):
+            if parent.cursor in table.column_names:
+                table = table.sort_by([(parent.cursor, "ascending")])  # stable: the last of equal cursors wins
+            for row in table.to_pylist():
+                key = json.dumps([row[k] for k in parent.primary_key], default=str)
+                if row.pop(OP_COLUMN, None) == "delete":
+                    latest.pop(key, None)
+                else:
+                    latest[key] = row
+    for row in latest.values():
+        values = {f: row.get(f) for f in fields}
+        rows.setdefault(json.dumps(values, sort_keys=True, default=str), values)
     return list(rows.values())
 
 
