@@ -1,5 +1,7 @@
-"""High-water marks from cursor values a real PostgreSQL holds that compare oddly (NaN, infinities)."""
+"""High-water marks from cursor values that compare oddly: NaN and infinities in a real PostgreSQL, times
+SQLite keeps as text."""
 
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,3 +62,28 @@ def test_a_nan_or_infinite_float_cursor_never_becomes_the_mark(database: str, tm
         assert new in ids(later) and set(ids(later)) <= {2, 3, new}
         assert later.cursor_after == CursorValue("float", f"{new}.0")
         mark = later.cursor_after
+
+
+def test_a_sqlite_time_written_without_fraction_is_read_again_at_the_mark(tmp_path: Path) -> None:
+    """SQLite keeps times as the text written (``CURRENT_TIMESTAMP``: ``2024-01-01 10:00:00``, as in the
+    demo's chinook invoices) and the bound went in as ``... 10:00:00.000000``, which sorts after it as text:
+    a row sharing the mark's time, committed after the run, was never read. It lands, and a row landed
+    already is not landed again."""
+    path = tmp_path / "shop.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, updated_at DATETIME)")
+        conn.execute("INSERT INTO t VALUES (1, '2024-01-01 10:00:00'), (2, '2024-01-01T09:00:00.250')")
+    store, db = LocalLake(tmp_path / "lake"), SqlDatabaseResource(url=f"sqlite:///{path}")
+    spec = StreamSpec("probe", "t", "merge", primary_key=("id",), cursor="updated_at")
+
+    def run(mark: CursorValue | None) -> Extraction:
+        return extract_and_land(store, spec, lambda row_filter: db.read("t", None, row_filter), cursor_before=mark)
+
+    first = run(None)
+    assert first.manifest.rows == 2 and first.cursor_after is not None
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO t VALUES (3, '2024-01-01 10:00:00'), (4, '2024-01-01 09:59:59')")
+    second = run(first.cursor_after)
+    ids = [i for part in read_landed_files(store, second.manifest.files, ["id"]) for i in part.column("id").to_pylist()]
+    assert ids == [3] and second.duplicates_dropped == 1  # row 1 read again at the mark, and dropped
+    dispose_engine(f"sqlite:///{path}")

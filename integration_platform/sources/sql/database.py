@@ -5,10 +5,10 @@ definitions of a SQL source load without it (0.09 s of a code location's 1.0 s l
 """
 
 import fnmatch
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import pyarrow as pa
@@ -233,11 +233,11 @@ class SqlDatabaseResource(dg.ConfigurableResource):
                     f"table {table}: column {row_filter.column!r} to filter on is not among its columns "
                     f"({', '.join(reflected.c.keys())}); nothing was landed"
                 )
-            column = reflected.c[row_filter.column]
+            column, bound = compared(engine.dialect.name, reflected.c[row_filter.column])
             if row_filter.lower is not None:
-                statement = statement.where(column >= row_filter.lower)
+                statement = statement.where(column >= bound(row_filter.lower))
             if row_filter.upper is not None:
-                statement = statement.where(column < row_filter.upper)
+                statement = statement.where(column < bound(row_filter.upper))
         batch_rows = self.batch_rows
 
         def batches() -> Iterator[pa.RecordBatch]:
@@ -248,3 +248,19 @@ class SqlDatabaseResource(dg.ConfigurableResource):
                     yield arrow_batch(table, typed, list(zip(*rows, strict=True)))
 
         return pa.RecordBatchReader.from_batches(arrow_schema, batches())
+
+
+def compared(dialect: str, column: Any) -> tuple[Any, Callable[[Any], Any]]:
+    """``column`` as a row filter compares it, and how a bound (a Python value) is put beside it.
+
+    SQLite keeps times as text in whatever form was written (``'2024-01-01 10:00:00'``, as
+    ``CURRENT_TIMESTAMP`` writes), and SQLAlchemy binds ``'2024-01-01 10:00:00.000000'``, which sorts
+    after it: a row sharing the mark's time was never read again. There a date-time column is
+    compared as julian days (SQLite's ``julianday()``; only milliseconds count, so times that differ
+    below that compare equal and are re-read, then dropped as already landed); no index on the column
+    is used then. Elsewhere the column and the bound as they are."""
+    import sqlalchemy as sa
+
+    if dialect == "sqlite" and isinstance(column.type, sa.DateTime):
+        return sa.func.julianday(column), lambda value: sa.func.julianday(sa.literal(value, column.type))
+    return column, lambda value: value
