@@ -1,5 +1,5 @@
 """High-water marks from cursor values that compare oddly: NaN and infinities in a real PostgreSQL, times
-SQLite keeps as text."""
+SQLite keeps as text, MariaDB's single-precision floats."""
 
 import sqlite3
 import uuid
@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import pymysql
 import pytest
 
 from integration_platform.core.cursors import CursorValue
@@ -16,7 +17,7 @@ from integration_platform.core.landing import read_landed_files
 from integration_platform.core.streams import StreamSpec
 from integration_platform.sources.sql.database import SqlDatabaseResource
 from integration_platform.sources.sql.sa_arrow import dispose_engine
-from integration_platform_tests.services import PG_HOST, PG_PORT, psql, require_port
+from integration_platform_tests.services import MARIADB_HOST, MARIADB_PORT, PG_HOST, PG_PORT, psql, require_port
 
 
 @pytest.fixture
@@ -87,3 +88,32 @@ def test_a_sqlite_time_written_without_fraction_is_read_again_at_the_mark(tmp_pa
     ids = [i for part in read_landed_files(store, second.manifest.files, ["id"]) for i in part.column("id").to_pylist()]
     assert ids == [3] and second.duplicates_dropped == 1  # row 1 read again at the mark, and dropped
     dispose_engine(f"sqlite:///{path}")
+
+
+def test_a_mariadb_single_precision_cursor_reads_again_the_rows_at_the_mark(tmp_path: Path) -> None:
+    """MariaDB sends a FLOAT as its shortest text (1.3 for 1.2999999523...): the mark 1.3 was above the stored
+    value, so rows sharing it, committed after the run, were never read. They land."""
+    require_port(MARIADB_HOST, MARIADB_PORT, "MariaDB")
+    name = f"ip_test_cursor_{uuid.uuid4().hex[:8]}"
+    root = pymysql.connect(host=MARIADB_HOST, port=MARIADB_PORT, user="root", autocommit=True)
+    root.cursor().execute(f"CREATE DATABASE {name}")
+    url = f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{name}"
+    try:
+        conn = pymysql.connect(host=MARIADB_HOST, port=MARIADB_PORT, user="root", database=name, autocommit=True)
+        conn.cursor().execute("CREATE TABLE t (id INT PRIMARY KEY, v FLOAT)")
+        conn.cursor().execute("INSERT INTO t VALUES (1, 1.3)")
+        store, db = LocalLake(tmp_path / "lake"), SqlDatabaseResource(url=url)
+        spec = StreamSpec("probe", "t", "merge", primary_key=("id",), cursor="v")
+        first = extract_and_land(store, spec, lambda row_filter: db.read("t", None, row_filter))
+        conn.cursor().execute("INSERT INTO t VALUES (2, 1.3), (3, 1.3), (4, 1.25)")
+        second = extract_and_land(
+            store, spec, lambda row_filter: db.read("t", None, row_filter), cursor_before=first.cursor_after
+        )
+        parts = read_landed_files(store, second.manifest.files, ["id"])
+        assert sorted(i for part in parts for i in part.column("id").to_pylist()) == [2, 3]
+        assert second.duplicates_dropped == 1
+        conn.close()
+    finally:
+        dispose_engine(url)
+        root.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
+        root.close()

@@ -8,6 +8,7 @@ import fnmatch
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -258,9 +259,31 @@ def compared(dialect: str, column: Any) -> tuple[Any, Callable[[Any], Any]]:
     after it: a row sharing the mark's time was never read again. There a date-time column is
     compared as julian days (SQLite's ``julianday()``; only milliseconds count, so times that differ
     below that compare equal and are re-read, then dropped as already landed); no index on the column
-    is used then. Elsewhere the column and the bound as they are."""
+    is used then.
+
+    MariaDB and MySQL send a ``FLOAT`` (single precision) as the shortest text that reads back as it
+    (``1.3`` for 1.2999999523...), so the mark is the double 1.3, which the stored value is below: rows
+    sharing the mark's value were never read again. There a bound is the largest single-precision value
+    not above it (as a double), which the stored values equal to it pass. Elsewhere the column and the
+    bound as they are."""
     import sqlalchemy as sa
+    from sqlalchemy.dialects import mysql
 
     if dialect == "sqlite" and isinstance(column.type, sa.DateTime):
         return sa.func.julianday(column), lambda value: sa.func.julianday(sa.literal(value, column.type))
+    if isinstance(column.type, mysql.FLOAT):
+        return column, _single_precision_floor
     return column, lambda value: value
+
+
+def _single_precision_floor(value: Any) -> Any:
+    """``value`` (a number) as the largest single-precision float not above it, as a Python float; other
+    values as they are."""
+    import numpy as np
+
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return value
+    single = np.float32(value)
+    if float(single) > float(value):
+        single = np.nextafter(single, np.float32(-np.inf))
+    return float(single)
