@@ -11,6 +11,7 @@ landing. The new landing thus holds exactly the rows that changed.
 """
 
 import itertools
+import json
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import ExitStack
@@ -133,7 +134,24 @@ def landed_keys(
     for key in keys:  # a column no landing has yet: null in all of them
         if key not in held.column_names:
             held = held.append_column(key, pa.nulls(held.num_rows))
-    return held.group_by(keys).aggregate([])
+    held = held.select(keys)
+    return _nested_as_text(held).group_by(keys).aggregate([])
+
+
+def _nested_as_text(table: Any) -> Any:
+    """``table`` (a table or batch) with each nested column (struct, list, map) as the JSON text of its
+    values, keys sorted, nulls kept: a keyless stream's rows are told apart by all their columns, and a
+    hash join compares no nested value. Before, nested columns were left out of the comparison, and a
+    new row differing from a landed one only in a nested field (``data.button``) was dropped as already
+    landed. Cost: one ``json.dumps`` per nested value (keyless incremental streams only)."""
+    for index, column in enumerate(table.schema):
+        if pa.types.is_nested(column.type):
+            text = [
+                None if v is None else json.dumps(v, sort_keys=True, default=str)
+                for v in table.column(index).to_pylist()
+            ]
+            table = table.set_column(index, column.name, pa.array(text, pa.string()))
+    return table
 
 
 def _not_deleted_since(
@@ -220,7 +238,8 @@ def without_landed(
     naming the column when its types cannot be compared (see :func:`_joinable_keys`)."""
     if seen is None or rows.num_rows == 0:
         return rows
-    left, right = _joinable_keys(keys, [rows.column(k) for k in keys], [seen.column(k) for k in keys])
+    mine = _nested_as_text(rows.select(keys))
+    left, right = _joinable_keys(keys, [mine.column(k) for k in keys], [seen.column(k) for k in keys])
     names = [f"__ip_key_{i}" for i in range(len(left))]
     probe = pa.table([*left, pa.array(range(rows.num_rows), pa.int64())], names=[*names, ROW_INDEX])
     survivors = probe.join(pa.table(right, names=names), keys=names, join_type="left anti").column(ROW_INDEX)
@@ -277,11 +296,6 @@ def _one_type(key: str, new: Any, landed: Any) -> tuple[Any, Any]:
         f"key column {key!r} is {new.type} now but {landed.type} in the rows already landed, which cannot be "
         "compared; declare the column's type in the source, or full-refresh the stream"
     )
-
-
-def _flat_columns(schema: pa.Schema) -> list[str]:
-    """Columns usable as join keys when a stream has no primary key (nested types are not)."""
-    return [f.name for f in schema if not pa.types.is_nested(f.type)]
 
 
 class NothingToLand(Exception):
@@ -466,9 +480,7 @@ def extract_and_land(
         reader = extractor(RowFilter(spec.cursor, lower, None))
         require_columns(spec, reader.schema)
         # dict.fromkeys: a cursor that is the key itself (an id counting up) is one column, not two
-        keys = (
-            list(dict.fromkeys([*spec.primary_key, spec.cursor])) if spec.primary_key else _flat_columns(reader.schema)
-        )
+        keys = list(dict.fromkeys([*spec.primary_key, spec.cursor])) if spec.primary_key else list(reader.schema.names)
         seen = landed_keys(store, spec, keys, since=lower, skip_window=window)
         batches = _drop_landed(refuse_null_keys(spec, reader), seen, keys, counts)
     manifest = land(store, spec, window, batches, reader.schema, full=before is None, cursor_before=before, extra=extra)
