@@ -249,3 +249,34 @@ attributes:
     assert latest_metadata(instance, events_key)["duplicates_dropped"] == 1
     landed = p.query('SELECT "at", "data".button, tags FROM shop.events ORDER BY 1, 2, 3')
     assert landed == [(100, "buy", ["a", "b"]), (100, "buy", ["b"]), (100, "cancel", ["a", "b"]), (101, None, None)]
+
+
+def test_rows_an_api_returns_below_the_bound_are_not_landed_again(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """An API filtering by day, sent the bound as a date (``format: "%Y-%m-%d"``), returns the whole day:
+    the rows below the bound were compared with nothing and landed again by every run. Now only the new
+    row lands."""
+    rows = [{"event": "a", "at": "2024-01-05T08:00:00Z"}, {"event": "b", "at": "2024-01-05T12:00:00Z"}]
+
+    def pages(path: str, query: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        since = query.get("since")
+        return 200, {}, {"data": [r for r in rows if since is None or r["at"][:10] >= since]}
+
+    text = """
+type: integration_platform.components.RestSource
+attributes:
+  source: shop
+  base_url: URL
+  streams:
+    - name: events
+      path: /events
+      records: data
+      columns: {at: timestamptz}
+      incremental: {cursor: at, param: since, format: "%Y-%m-%d"}
+"""
+    with serving(pages) as (url, _):
+        p = platform(text.replace("URL", url), tmp_path, instance)
+        assert p.materialize().success
+        rows.append({"event": "c", "at": "2024-01-05T15:00:00Z"})
+        assert p.materialize().success
+        assert p.materialize().success
+    assert p.query("SELECT event, count(*) FROM shop.events GROUP BY ALL ORDER BY 1") == [("a", 1), ("b", 1), ("c", 1)]

@@ -14,7 +14,7 @@ import itertools
 import json
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -390,10 +390,25 @@ def require_columns(spec: StreamSpec, schema: pa.Schema) -> None:
 
 
 def _drop_landed(
-    reader: pa.RecordBatchReader, seen: pa.Table | None, keys: list[str], counts: dict[str, int]
+    reader: pa.RecordBatchReader,
+    seen: pa.Table | None,
+    keys: list[str],
+    counts: dict[str, int],
+    below: tuple[str, Any, Callable[[Any], pa.Table | None]] | None = None,
 ) -> Iterator[pa.RecordBatch]:
+    """``reader``'s batches without their rows already landed (in ``seen``), counted in ``counts``.
+
+    ``below``: ``(cursor, since, landed)``: ``seen`` holds the rows landed with ``cursor >= since``; a
+    batch holding rows below ``since`` (an API filtering by day when sent a time) gets ``landed(its
+    lowest cursor)`` first. Before, those rows were compared with nothing and landed again every run."""
     for batch in reader:
         counts["read"] += batch.num_rows
+        if below is not None and batch.num_rows:
+            cursor, since, landed = below
+            low = pc.min(batch.column(cursor)).as_py()
+            with suppress(TypeError):  # a value that does not compare with the bound: as before
+                if low is not None and low < since:
+                    seen, below = landed(low), (cursor, low, landed)
         if seen is None or batch.num_rows == 0:
             yield batch
             continue
@@ -482,7 +497,12 @@ def extract_and_land(
         # dict.fromkeys: a cursor that is the key itself (an id counting up) is one column, not two
         keys = list(dict.fromkeys([*spec.primary_key, spec.cursor])) if spec.primary_key else list(reader.schema.names)
         seen = landed_keys(store, spec, keys, since=lower, skip_window=window)
-        batches = _drop_landed(refuse_null_keys(spec, reader), seen, keys, counts)
+
+        def landed(since: Any) -> pa.Table | None:
+            return landed_keys(store, spec, keys, since=since, skip_window=window)
+
+        below = (spec.cursor, lower, landed)
+        batches = _drop_landed(refuse_null_keys(spec, reader), seen, keys, counts, below)
     manifest = land(store, spec, window, batches, reader.schema, full=before is None, cursor_before=before, extra=extra)
     after = CursorValue.from_json(manifest.cursor_max)
     if before is not None and (after is None or after.is_below(before)):
