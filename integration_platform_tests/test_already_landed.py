@@ -28,7 +28,12 @@ def _land(
     for table in tables:
 
         def read(window: RowFilter | None, table: pa.Table = table) -> pa.RecordBatchReader:
-            rows = table if window is None else table.filter(pa.compute.field(window.column) >= window.lower)
+            # compared in Python, as a database would: a uint64 above 2**63 against an int mark too
+            if window is None:
+                return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+            rows = table.filter(
+                pa.array([v is not None and v >= window.lower for v in table[window.column].to_pylist()])
+            )
             return pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches())
 
         extraction = extract_and_land(lake, spec, read, cursor_before=mark)
@@ -126,3 +131,22 @@ def test_a_key_landed_as_a_dictionary_and_as_text(tmp_path: Path) -> None:
     second = pa.table({"k": pa.array(["y", "z"]), "n": pa.array([2, 3], pa.int64())})
     done, _ = _land(tmp_path, spec, [first, second, second])
     assert [e.duplicates_dropped for e in done] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("lag", [0, 10], ids=["mark above 2**63", "mark moved below 2**63 by the lag"])
+def test_a_uint64_cursor_above_2_63_compares_exactly(tmp_path: Path, lag: int) -> None:
+    """A MySQL ``BIGINT UNSIGNED`` cursor lands as uint64. Before, once the mark passed 2**63 every run
+    failed with a bare ``OverflowError`` (the landed rows' filter made the mark an int64 scalar), and a
+    mark in int64's range with landed values above it cast the column to int64 (``ArrowInvalid``)."""
+    spec = StreamSpec("s", "events", "append", cursor="id", lag=lag)
+    high = 2**63
+    first = pa.table({"id": pa.array([high - 1, high], pa.uint64())})
+    second = pa.table({"id": pa.array([high - 1, high, 2**64 - 1], pa.uint64())})
+    done, conn = _land(tmp_path, spec, [first, second, second])
+    assert [e.cursor_after for e in done] == [CursorValue("int", str(high))] + [CursorValue("int", str(2**64 - 1))] * 2
+    assert [e.rows_read - e.duplicates_dropped for e in done] == [2, 1, 0]
+    assert conn.execute("SELECT id::varchar FROM s.events ORDER BY id").fetchall() == [
+        (str(high - 1),),
+        (str(high),),
+        (str(2**64 - 1),),
+    ]

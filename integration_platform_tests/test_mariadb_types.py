@@ -6,10 +6,17 @@ import datetime as dt
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 
+from integration_platform.core.cursors import CursorValue
+from integration_platform.core.extract import extract_and_land
+from integration_platform.core.lake import LocalLake
+from integration_platform.core.loading import load, pending
+from integration_platform.core.streams import StreamSpec
 from integration_platform.sources.sql.database import SqlDatabaseResource
 from integration_platform_tests.services import MARIADB_HOST, MARIADB_PORT, mariadb, require_port
 
@@ -99,3 +106,34 @@ def test_the_other_types_land_typed_or_as_their_text(database: str) -> None:
     row = table.to_pylist()[0]
     for column, (kind, value) in expected.items():
         assert (table.schema.field(column).type, row[column]) == (kind, value), column
+
+
+def test_a_bigint_unsigned_cursor_above_2_63_keeps_running(database: str, tmp_path: Path) -> None:
+    """``BIGINT UNSIGNED`` lands as uint64; once the mark passed 2**63, every run after failed with a bare
+    ``OverflowError`` (naming no stream, column or value) while filtering the rows already landed."""
+    mariadb(
+        f"USE `{database}`; CREATE TABLE u (id BIGINT UNSIGNED PRIMARY KEY, note VARCHAR(10));"
+        "INSERT INTO u VALUES (9223372036854775807, 'a'), (9223372036854775808, 'b');"
+    )
+    db = SqlDatabaseResource(url=f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{database}")
+    lake, conn = LocalLake(tmp_path / "lake"), duckdb.connect(str(tmp_path / "w.duckdb"))
+    spec = StreamSpec("my", "u", "append", cursor="id")
+    mark: CursorValue | None = None
+    landed = []
+    try:
+        for insert in ("", "INSERT INTO u VALUES (18446744073709551615, 'c');", ""):
+            if insert:
+                mariadb(f"USE `{database}`; {insert}")
+            extraction = extract_and_land(lake, spec, lambda f: db.read("u", None, f), cursor_before=mark)
+            load(conn, lake, spec, pending(conn, lake, spec))
+            mark = extraction.cursor_after
+            landed.append(extraction.manifest.rows)
+    finally:
+        db.dispose()
+    assert mark == CursorValue("int", "18446744073709551615")
+    assert landed == [2, 1, 0]
+    assert conn.execute("SELECT id::varchar, note FROM my.u ORDER BY id").fetchall() == [
+        ("9223372036854775807", "a"),
+        ("9223372036854775808", "b"),
+        ("18446744073709551615", "c"),
+    ]

@@ -106,7 +106,10 @@ def landed_keys(
 
     A row whose key a later landing of tombstones deleted (:mod:`~integration_platform.core.deletes`) is
     not "already landed": the source has it again, so it lands again. Before, a key deleted and then
-    restored unchanged at the source stayed deleted until a full refresh."""
+    restored unchanged at the source stayed deleted until a full refresh.
+
+    Raises ``ValueError`` naming the stream, the cursor column and ``since`` when the landed cursor
+    values cannot be compared with it."""
     manifests = active_manifests(list_manifests(store, spec))
     # by the key columns each landing has (a keyless stream's keys are all its columns, and a column
     # added since is not in the older landings: read as null); each group read at once, so a shared
@@ -123,7 +126,13 @@ def landed_keys(
     filters = [(spec.cursor, ">=", since)] if since is not None and spec.cursor else None
     parts, landings = [], []
     for present, (files, indexes) in groups.items():
-        parts += read_landed_files(store, files, list(present), filters)
+        try:
+            parts += read_landed_files(store, files, list(present), filters)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError) as exc:
+            raise ValueError(
+                f"stream {spec.path}: the rows already landed cannot be compared with cursor column "
+                f"{spec.cursor!r} >= {since!r} ({type(exc).__name__}: {exc}); full-refresh the stream"
+            ) from exc
         landings += indexes
     if not parts:
         return None

@@ -476,7 +476,8 @@ def read_landed_files(
 ) -> list[pa.Table]:
     """The rows each of ``files`` holds, one table per entry in order: a whole file, or of a shared
     file only its own range (reading only the row groups that overlap it), with ``columns`` (all when
-    ``None``) and, when given, only the rows passing ``filters`` (pyarrow's filter list form). Each
+    ``None``) and, when given, only the rows passing ``filters`` (``(column, op, value)`` triples, all to
+    hold; an integer compared exactly whatever the column's integer type, see :func:`_filter_expression`). Each
     lake file is fetched once however many entries name it (a shared file holds many partitions; on
     S3 a fetch is a download). Raises what pyarrow raises for a missing column or an unreadable file."""
     tables: list[pa.Table | None] = [None] * len(files)
@@ -487,8 +488,47 @@ def read_landed_files(
         with store.local_copy(key) as path:
             for index in indexes:
                 table = _read_range(path, files[index], columns)
-                tables[index] = table if filters is None else table.filter(pq.filters_to_expression(filters))
+                tables[index] = table if filters is None else table.filter(_filter_expression(filters, table.schema))
     return [t for t in tables if t is not None]
+
+
+#: Wide enough for every Arrow integer and every value of one (uint64's 20 digits, int64's negatives).
+_ANY_INTEGER = pa.decimal128(38, 0)
+
+
+def _filter_expression(filters: Sequence[tuple[str, str, Any]], schema: pa.Schema) -> pc.Expression:
+    """``filters`` (``(column, op, value)`` triples, all to hold) as one expression over ``schema``'s
+    columns. An integer is compared in its column's type, or, when that type cannot hold it (a
+    ``uint64`` cursor above 2**63, or a mark moved below 0 by the lag against an unsigned column), both
+    in ``decimal128(38, 0)``: pyarrow's own form (``pq.filters_to_expression``) made every integer an
+    int64 scalar, which raised a bare ``OverflowError`` above 2**63 and cast a ``uint64`` column holding
+    such values to int64 (``ArrowInvalid``)."""
+    typed = []
+    for column, op, value in filters:
+        kind = schema.field(column).type if column in schema.names else None
+        if isinstance(value, int) and not isinstance(value, bool) and kind is not None and pa.types.is_integer(kind):
+            try:
+                typed.append((pc.field(column), op, pa.scalar(value, kind)))
+            except (OverflowError, pa.ArrowInvalid):
+                typed.append((pc.field(column).cast(_ANY_INTEGER), op, pa.scalar(value, _ANY_INTEGER)))
+        else:
+            typed.append((pc.field(column), op, pa.scalar(value)))
+    expressions = [_COMPARISONS[op](field, scalar) for field, op, scalar in typed]
+    combined = expressions[0]
+    for expression in expressions[1:]:
+        combined = combined & expression
+    return combined
+
+
+_COMPARISONS: dict[str, Any] = {
+    "==": lambda a, b: a == b,
+    "=": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
 
 
 def _read_range(path: Path, landed: LandedFile, columns: list[str] | None) -> pa.Table:
