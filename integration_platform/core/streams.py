@@ -65,7 +65,9 @@ class Partitioning:
 
     - ``daily`` / ``monthly``: half-open UTC windows ``[start, end)`` from ``start`` (an ISO
       date, ``YYYY-MM-DD``). ``column`` is the timestamp or date column a SQL source filters
-      on; ``None`` when the source finds a partition's rows itself (files named by date).
+      on (a date or a timestamp without time zone by its own day, whatever the server's time zone;
+      a timestamptz by its UTC day); ``None`` when the source finds a partition's rows itself
+      (files named by date).
       ``end`` (an ISO date, exclusive) closes a finished dataset: no partition from that date on,
       so none that cannot hold data; without it the partitions run up to the current one.
     - ``dynamic``: partitions added at run time (one per dropped file), named ``name``.

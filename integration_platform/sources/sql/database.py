@@ -16,7 +16,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from integration_platform.core.extract import MissingColumnError
-from integration_platform.core.row_filter import RowFilter
+from integration_platform.core.row_filter import RowFilter, TimeKind, bound_for
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -161,7 +161,10 @@ class SqlDatabaseResource(dg.ConfigurableResource):
         """Stream the table's rows (all columns) as an Arrow ``RecordBatchReader``.
 
         ``row_filter`` is pushed into the query's WHERE clause with bound or driver-quoted
-        values. The reader's schema is fixed before the first row is read.
+        values; a datetime bound (a time partition's UTC-aware window) is compared as the column's
+        kind of value: a date, a timestamp without time zone (the bound's wall-clock time) or an
+        instant (:func:`~integration_platform.core.row_filter.bound_for`). The reader's schema is fixed
+        before the first row is read.
         """
         if self.dialect != "postgresql":
             return self._read_generic(table, schema, row_filter)
@@ -234,11 +237,13 @@ class SqlDatabaseResource(dg.ConfigurableResource):
                     f"table {table}: column {row_filter.column!r} to filter on is not among its columns "
                     f"({', '.join(reflected.c.keys())}); nothing was landed"
                 )
-            column, bound = compared(engine.dialect.name, reflected.c[row_filter.column])
+            column = reflected.c[row_filter.column]
+            kind = _time_kind(column.type)
+            left, bound = compared(engine.dialect.name, column)
             if row_filter.lower is not None:
-                statement = statement.where(column >= bound(row_filter.lower))
+                statement = statement.where(left >= bound(bound_for(row_filter.lower, kind)))
             if row_filter.upper is not None:
-                statement = statement.where(column < bound(row_filter.upper))
+                statement = statement.where(left < bound(bound_for(row_filter.upper, kind)))
         batch_rows = self.batch_rows
 
         def batches() -> Iterator[pa.RecordBatch]:
@@ -287,3 +292,17 @@ def _single_precision_floor(value: Any) -> Any:
     if float(single) > float(value):
         single = np.nextafter(single, np.float32(-np.inf))
     return float(single)
+
+
+def _time_kind(sa_type: "sa.types.TypeEngine[object]") -> TimeKind | None:
+    """What a :class:`RowFilter` bound becomes for a column of ``sa_type``
+    (:func:`~integration_platform.core.row_filter.bound_for`): a time partition's UTC-aware bounds bound
+    as they were against a ``DATE`` column of SQLite were rendered as ``'2024-01-01 00:00:00.000000'``,
+    a text after the date ``'2024-01-01'``, so each day's rows landed in the partition before."""
+    import sqlalchemy as sa
+
+    if isinstance(sa_type, sa.DateTime):
+        return "timestamptz" if sa_type.timezone else "timestamp"
+    if isinstance(sa_type, sa.Date):
+        return "date"
+    return None

@@ -29,7 +29,8 @@ machine. Two gaps are closed here:
 
 The query is composed with ``psycopg.sql`` (identifiers and literals quoted by psycopg), so
 a table name or a cursor value cannot inject SQL. Bound parameters would force the driver
-off its COPY path, which is why literals are rendered rather than bound.
+off its COPY path, which is why literals are rendered rather than bound. A time bound is rendered
+as the filter column's own type (``date``, ``timestamp`` or ``timestamptz``; see :func:`_where`).
 """
 
 from collections.abc import Iterator, Sequence
@@ -39,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
-from integration_platform.core.row_filter import RowFilter
+from integration_platform.core.row_filter import RowFilter, TimeKind, bound_for
 
 if TYPE_CHECKING:
     import adbc_driver_postgresql.dbapi as adbc
@@ -124,14 +125,32 @@ def _column_types(cur: "adbc.Cursor", target: sql.Composable) -> dict[str, tuple
     return {row["name"]: (str(row["kind"]), int(row["typmod"])) for row in rows}
 
 
-def _where(row_filter: RowFilter | None, pages: tuple[int, int | None] | None = None) -> sql.Composable:
+#: PostgreSQL's names of its time types (``regtype::text``, a domain's base type) -> what a bound becomes.
+_TIME_KINDS: dict[str, TimeKind] = {
+    "date": "date",
+    "timestamp without time zone": "timestamp",
+    "timestamp with time zone": "timestamptz",
+}
+
+
+def _where(
+    row_filter: RowFilter | None,
+    pages: tuple[int, int | None] | None = None,
+    types: dict[str, tuple[str, int]] | None = None,
+) -> sql.Composable:
+    """The WHERE clause of ``row_filter`` and ``pages``; ``types`` (:func:`_column_types`) gives the
+    filter column's type, so a datetime bound is rendered as a ``date``, a ``timestamp`` (its wall-clock
+    time) or a ``timestamptz`` literal as the column is (:func:`~integration_platform.core.row_filter.bound_for`):
+    an aware bound rendered as ``timestamptz`` against a ``date`` or ``timestamp`` column was compared at
+    the session time zone's midnight."""
     parts = []
     if row_filter is not None:
         column = sql.Identifier(row_filter.column)
+        kind = _TIME_KINDS.get((types or {}).get(row_filter.column, ("", -1))[0])
         if row_filter.lower is not None:
-            parts.append(sql.SQL("{} >= {}").format(column, sql.Literal(row_filter.lower)))
+            parts.append(sql.SQL("{} >= {}").format(column, sql.Literal(bound_for(row_filter.lower, kind))))
         if row_filter.upper is not None:
-            parts.append(sql.SQL("{} < {}").format(column, sql.Literal(row_filter.upper)))
+            parts.append(sql.SQL("{} < {}").format(column, sql.Literal(bound_for(row_filter.upper, kind))))
     if pages is not None:
         first, end = pages
         parts.append(sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({int(first)},0)")))
@@ -171,11 +190,15 @@ def _convert(batch: pa.RecordBatch, schema: pa.Schema, where: str) -> pa.RecordB
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _planned(cur: "adbc.Cursor", target: sql.Composable) -> tuple[list[sql.Composable], pa.Schema]:
-    """Select list and Arrow schema of ``target`` (:func:`_plan` of a ``LIMIT 0`` probe)."""
+def _planned(
+    cur: "adbc.Cursor", target: sql.Composable
+) -> tuple[list[sql.Composable], pa.Schema, dict[str, tuple[str, int]]]:
+    """Select list and Arrow schema of ``target`` (:func:`_plan` of a ``LIMIT 0`` probe), and its
+    columns' types (:func:`_column_types`)."""
     cur.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(target).as_string())
     probe = cur.fetch_record_batch().schema
-    return _plan(probe, _column_types(cur, target))
+    types = _column_types(cur, target)
+    return (*_plan(probe, types), types)
 
 
 def postgres_schema(uri: str, table: str, schema: str | None) -> pa.Schema:
@@ -228,11 +251,11 @@ def read_postgres(
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cur.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)).as_string())
         target = sql.Identifier(schema, table) if schema else sql.Identifier(table)
-        select, out_schema = _planned(cur, target)
+        select, out_schema, types = _planned(cur, target)
         if extra_schema is not None:
             out_schema = pa.schema([*out_schema, *extra_schema])
         query = sql.SQL("SELECT {} FROM {}{}").format(
-            sql.SQL(", ").join([*select, *extra]), relation or target, _where(row_filter, pages)
+            sql.SQL(", ").join([*select, *extra]), relation or target, _where(row_filter, pages, types)
         )
         cur.execute(query.as_string())
         source = cur.fetch_record_batch()
