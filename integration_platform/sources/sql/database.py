@@ -176,26 +176,22 @@ class SqlDatabaseResource(dg.ConfigurableResource):
         return read_postgres(self.libpq_uri(), table, schema, row_filter)
 
     def read_keys(self, table: str, schema: str | None, keys: Sequence[str]) -> Iterator[pa.RecordBatch]:
-        """Every value of the ``keys`` columns of the table, streamed in batches of ``batch_rows`` (a
-        server-side cursor: memory is one batch), typed as :meth:`read` types them. Raises
-        ``MissingColumnError`` naming a key the table lacks."""
-        import sqlalchemy as sa
+        """Every value of the ``keys`` columns of the table (batches of those columns only, in ``keys``'
+        order), read by the very reader :meth:`read` lands the rows with, restricted to them: PostgreSQL
+        through ADBC (batches of about 8 MB), other dialects through SQLAlchemy's server-side cursor
+        (``batch_rows`` rows); memory is one batch. So a key compares with the landed rows' keys
+        exactly: read through SQLAlchemy's generic mapping instead, PostgreSQL's ``inet`` lost its
+        ``/32``, ``timetz`` its zone, an unconstrained ``numeric`` came as ``1E-7``, ``money`` as
+        ``$1.25``, MariaDB's ``TIME`` as ``1 day, 1:00:00``, and delete detection tombstoned live rows.
+        Raises ``MissingColumnError`` naming the keys the table lacks."""
+        if self.dialect == "postgresql":
+            from integration_platform.sources.sql.postgres_arrow import read_postgres
 
-        from integration_platform.sources.sql.sa_arrow import arrow_batch, arrow_type
-
-        reflected = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=self.engine())
-        missing = [k for k in keys if k not in reflected.c]
-        if missing:
-            raise MissingColumnError(
-                f"table {table}: primary key column(s) {missing} are not among its columns "
-                f"({', '.join(reflected.c.keys())})"
-            )
-        typed = [(k, *arrow_type(reflected.c[k].type)) for k in keys]
-        statement = sa.select(*[reflected.c[k] for k in keys])
-        with self.engine().connect() as conn:
-            result = conn.execution_options(stream_results=True, max_row_buffer=self.batch_rows).execute(statement)
-            for rows in result.partitions(self.batch_rows):
-                yield arrow_batch(table, typed, list(zip(*rows, strict=True)))
+            reader = read_postgres(self.libpq_uri(), table, schema, None, columns=keys)
+        else:
+            reader = self._read_generic(table, schema, None, columns=keys)
+        with reader:
+            yield from reader
 
     def typed_columns(self, table: str, schema: str | None) -> "list[TypedColumn]":
         """``(name, Arrow type, converter)`` of each column of the table as the generic reader lands it
@@ -209,10 +205,16 @@ class SqlDatabaseResource(dg.ConfigurableResource):
         return [(c.name, *arrow_type(c.type)) for c in reflected.columns]
 
     def _read_generic(
-        self, table: str, schema: str | None, row_filter: RowFilter | None, connection: "sa.Connection | None" = None
+        self,
+        table: str,
+        schema: str | None,
+        row_filter: RowFilter | None,
+        connection: "sa.Connection | None" = None,
+        columns: Sequence[str] | None = None,
     ) -> pa.RecordBatchReader:
         """The generic reader; on ``connection`` when given (a transaction the caller opened, such as a
-        consistent snapshot), else on a connection of its own."""
+        consistent snapshot), else on a connection of its own. ``columns``: only these, in this order
+        (``MissingColumnError`` naming those the table lacks)."""
         import sqlalchemy as sa
         from sqlalchemy.dialects import mysql
 
@@ -220,7 +222,13 @@ class SqlDatabaseResource(dg.ConfigurableResource):
 
         engine = self.engine()
         reflected = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=engine)
-        typed = [(c.name, *arrow_type(c.type)) for c in reflected.columns]
+        missing = [c for c in columns or () if c not in reflected.c]
+        if missing:
+            raise MissingColumnError(
+                f"table {table}: column(s) {missing} are not among its columns ({', '.join(reflected.c.keys())})"
+            )
+        chosen = list(reflected.columns) if columns is None else [reflected.c[c] for c in columns]
+        typed = [(c.name, *arrow_type(c.type)) for c in chosen]
         arrow_schema = pa.schema([(name, kind) for name, kind, _ in typed])
         selected = [
             sa.func.ST_AsBinary(c, type_=sa.LargeBinary).label(c.name)
@@ -228,7 +236,7 @@ class SqlDatabaseResource(dg.ConfigurableResource):
             else sa.cast(c, sa.String).label(c.name)
             if isinstance(c.type, mysql.TIME)
             else c
-            for c in reflected.columns
+            for c in chosen
         ]
         statement = sa.select(*selected).select_from(reflected)
         if row_filter is not None:
