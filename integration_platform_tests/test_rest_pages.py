@@ -53,7 +53,8 @@ def serving(handler: Handler) -> Iterator[tuple[str, list[str]]]:
         server.server_close()
 
 
-def _yaml(url: str, paginator: str, records: str = "data") -> str:
+def _source(url: str, streams: str) -> str:
+    """A REST source ``shop`` at ``url`` with ``streams`` (YAML list items, indented by four spaces)."""
     return f"""
 type: integration_platform.components.RestSource
 attributes:
@@ -61,12 +62,13 @@ attributes:
   base_url: {url}
   max_retries: 0
   streams:
-    - name: items
-      path: /items
-      records: {records}
-      paginator: {paginator}
-      primary_key: [id]
-"""
+{streams}"""
+
+
+def _yaml(url: str, paginator: str, extra: str = "") -> str:
+    """The stream ``items`` at ``/items`` (records under ``data``, key ``id``) with ``paginator``, then ``extra``."""
+    items = f"    - name: items\n      path: /items\n      records: data\n      paginator: {paginator}\n"
+    return _source(url, items + "      primary_key: [id]\n" + extra)
 
 
 def test_a_body_without_the_records_path_fails_the_run_and_keeps_the_table(
@@ -162,10 +164,12 @@ def test_a_row_updated_while_a_run_pages_lands_its_new_version(tmp_path: Path, i
             source.update({1: 5, 5: 6})
         return 200, {}, body
 
-    text = _yaml(url="URL", paginator="{type: cursor, cursor_path: next, cursor_param: after}")
-    text += "      incremental: {cursor: updated_at, param: since}\n"
+    paginator, incremental = (
+        "{type: cursor, cursor_path: next, cursor_param: after}",
+        "{cursor: updated_at, param: since}",
+    )
     with serving(pages) as (url, _):
-        p = platform(text.replace("URL", url), tmp_path, instance)
+        p = platform(_yaml(url, paginator, f"      incremental: {incremental}\n"), tmp_path, instance)
         assert p.materialize([ITEMS, WAREHOUSE]).success
         assert p.materialize([ITEMS, WAREHOUSE]).success
     assert dict(p.query("SELECT id, updated_at FROM shop.items")) == source
@@ -187,12 +191,7 @@ def test_a_child_of_an_incremental_parent_is_fetched_once_per_parent_row(
             return 200, {}, {"data": [o for o in orders.values() if o["updated_at"] >= int(query.get("since", 0))]}
         return 200, {}, {"data": [{"sku": "X", "qty": 2}, {"sku": "Y", "qty": 1}]}
 
-    text = """
-type: integration_platform.components.RestSource
-attributes:
-  source: shop
-  base_url: URL
-  streams:
+    streams = """\
     - name: orders
       path: /orders
       records: data
@@ -204,7 +203,7 @@ attributes:
       parent: {stream: orders, include: [id, status]}
 """
     with serving(pages) as (url, asked):
-        p = platform(text.replace("URL", url), tmp_path, instance)
+        p = platform(_source(url, streams), tmp_path, instance)
         assert p.materialize().success
         orders[1] = {"id": 1, "status": "shipped", "updated_at": 2}
         del asked[:]
@@ -227,12 +226,7 @@ def test_a_keyless_row_differing_only_in_a_nested_field_is_not_already_landed(
     def pages(path: str, query: dict[str, str]) -> tuple[int, dict[str, str], Any]:
         return 200, {}, {"data": [e for e in events if e["at"] >= int(query.get("since", 0))]}
 
-    text = """
-type: integration_platform.components.RestSource
-attributes:
-  source: shop
-  base_url: URL
-  streams:
+    streams = """\
     - name: events
       path: /events
       records: data
@@ -240,7 +234,7 @@ attributes:
 """
     events_key = dg.AssetKey(["shop", "events"])
     with serving(pages) as (url, _):
-        p = platform(text.replace("URL", url), tmp_path, instance)
+        p = platform(_source(url, streams), tmp_path, instance)
         assert p.materialize().success
         events.append({"at": 100, "type": "click", "data": {"button": "cancel"}, "tags": ["a", "b"]})
         events.append({"at": 100, "type": "click", "data": {"button": "buy"}, "tags": ["b"]})
@@ -261,12 +255,7 @@ def test_rows_an_api_returns_below_the_bound_are_not_landed_again(tmp_path: Path
         since = query.get("since")
         return 200, {}, {"data": [r for r in rows if since is None or r["at"][:10] >= since]}
 
-    text = """
-type: integration_platform.components.RestSource
-attributes:
-  source: shop
-  base_url: URL
-  streams:
+    streams = """\
     - name: events
       path: /events
       records: data
@@ -274,7 +263,7 @@ attributes:
       incremental: {cursor: at, param: since, format: "%Y-%m-%d"}
 """
     with serving(pages) as (url, _):
-        p = platform(text.replace("URL", url), tmp_path, instance)
+        p = platform(_source(url, streams), tmp_path, instance)
         assert p.materialize().success
         rows.append({"event": "c", "at": "2024-01-05T15:00:00Z"})
         assert p.materialize().success
