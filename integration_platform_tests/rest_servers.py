@@ -7,6 +7,9 @@ Each runs as its own process on 127.0.0.1 and is stopped by pid when the ``with`
 - ``fault_proxy``: ``sandbox/fault_proxy.py`` in front of any of them, with a deterministic fault plan;
 - ``datasette_server``: datasette 1.0a41 serving a SQLite file (keyset pagination with a ``next`` token).
 
+``scripted_server`` is the exception: a few lines of ``http.server`` on a thread of the test, answering
+as the test's function says, for the hostile answers (redirects, echoes, bad headers) a test needs once.
+
 The two sandbox scripts print ``listening on http://127.0.0.1:<port>`` when ready; a missing executable or data
 set skips the test (fails in CI) through ``services.missing``.
 """
@@ -14,9 +17,11 @@ set skips the test (fails in CI) through ``services.missing``.
 import json
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +106,62 @@ def datasette_server(db: Path) -> Iterator[HttpServer]:
     with ExitStack() as stack:
         process, url = serve_datasette(stack, db, *settings)
         yield HttpServer(url, process, has_control=False)
+
+
+#: What a scripted server answers: status, headers (a list value: the header repeated), body (JSON unless
+#: bytes or str).
+Answer = tuple[int, dict[str, str | list[str]], Any]
+
+
+@dataclass
+class ScriptedServer:
+    """A running :func:`scripted_server`: base URL without trailing slash and every request received, as
+    ``{"method", "path" (with the query), "headers", "body"}``."""
+
+    url: str
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+
+@contextmanager
+def scripted_server(answer: Callable[[dict[str, Any]], Answer]) -> Iterator[ScriptedServer]:
+    """An HTTP server on 127.0.0.1 (a free port) answering each GET or POST with ``answer(request)``;
+    ``request`` is what :attr:`ScriptedServer.requests` records, plus ``"url"``, the server's base URL."""
+    served = ScriptedServer("")
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length).decode("latin-1") if length else ""
+            request = {"method": self.command, "path": self.path, "headers": dict(self.headers.items()), "body": body}
+            served.requests.append(request)
+            status, headers, content = answer({**request, "url": served.url})
+            data = content if isinstance(content, bytes) else str(content).encode()
+            if not isinstance(content, bytes | str):
+                data = json.dumps(content).encode()
+            self.send_response(status)
+            for name, value in headers.items():
+                for one in value if isinstance(value, list) else [value]:
+                    self.send_header(name, one)
+            self.send_header("Content-Length", str(len(data)))
+            if "Content-Type" not in headers:
+                self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_POST = do_GET
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    served.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield served
+    finally:
+        server.shutdown()
+        server.server_close()

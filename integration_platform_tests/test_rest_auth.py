@@ -13,9 +13,11 @@ import dagster as dg
 import pytest
 import requests
 
+from integration_platform.resources.http_api import RestApiResource
+from integration_platform.resources.http_auth import HttpAuth, HttpAuthError
 from integration_platform_tests.certificates import self_signed_certificate
 from integration_platform_tests.oidc_provider import API_CLIENT, SERVICE_CLIENT, SERVICE_SECRET
-from integration_platform_tests.rest_servers import pokeapi_server
+from integration_platform_tests.rest_servers import pokeapi_server, scripted_server
 from sandbox.harness import Platform, latest_metadata, platform
 from sandbox.http_servers import HttpServer
 
@@ -168,3 +170,30 @@ def test_tls_is_verified_and_a_custom_ca_bundle_is_trusted(tmp_path: Path, insta
     assert "(after 1 attempt(s))" in _run_text(instance, refused)  # not retried: it cannot heal
     assert result.success and trusted.query("SELECT count(*) FROM secure.stats")[0][0] == 9
     assert len([r for r in log if r["path"].startswith("/api/")]) == 3  # refused handshakes never became requests
+
+
+@pytest.mark.parametrize("grant", ["oauth2_refresh_token", "oauth2_client_credentials"])
+def test_a_token_request_is_never_redirected(grant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The token endpoint answers 307 to another host, which would issue a token of its own: requests
+    would POST the refresh token (or the client's credentials) there and the API would get that host's
+    token. The request fails instead, naming the token URL and where the redirect pointed."""
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # plain http on loopback
+    foreign_token = {"access_token": "foreign-token", "token_type": "Bearer", "expires_in": 3600}
+    with scripted_server(lambda request: (200, {}, foreign_token)) as foreign:
+
+        def home_answer(request: dict[str, Any]) -> tuple[int, dict[str, str | list[str]], Any]:
+            if request["path"] == "/token":
+                return 307, {"Location": f"{foreign.url}/token?from=home"}, b""
+            return 200, {}, {"data": [{"id": 1}]}
+
+        with scripted_server(home_answer) as home:
+            secrets = {"refresh_token": SECRET} if grant == "oauth2_refresh_token" else {"client_secret": SECRET}
+            auth = HttpAuth(type=grant, token_url=f"{home.url}/token", client_id="platform", **secrets)  # type: ignore[arg-type]
+            client = RestApiResource(base_url=home.url, max_retries=0, auth=auth).client("test")
+            with pytest.raises(HttpAuthError) as refused:
+                client.get_json(f"{home.url}/items")
+    assert foreign.requests == []
+    assert [r["path"] for r in home.requests] == ["/token"]  # no request with a token at all
+    message = str(refused.value)
+    assert f"at {home.url}/token" in message and f"HTTP 307 redirecting to {foreign.url}" in message, message
+    assert SECRET not in message and "from=home" not in message

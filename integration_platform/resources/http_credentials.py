@@ -4,7 +4,8 @@ whose redirects never carry them elsewhere.
 
 OAuth2 tokens come from requests-oauthlib (``OAuth2Session.fetch_token`` for the client
 credentials grant, RFC 6749 section 4.4; ``OAuth2Session.refresh_token`` for the refresh token
-grant, section 6). :class:`OAuth2TokenAuth` only decides *when* to renew: shortly before
+grant, section 6), through a :class:`TokenSession` that never follows a redirect of the token
+endpoint. :class:`OAuth2TokenAuth` only decides *when* to renew: shortly before
 ``expires_in`` runs out, or at once after the API answered 401 to the current token. No error raised
 here ever contains a secret. Kept apart from the settings so that building the definitions does not
 import ``requests`` or ``oauthlib``: :mod:`~integration_platform.resources.http_client` imports this module.
@@ -14,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
@@ -52,6 +53,47 @@ class ApiKeyAuth(AuthBase):
         return request
 
 
+class TokenSession(OAuth2Session):
+    """An ``OAuth2Session`` whose token requests are never redirected: a token endpoint answering 3xx
+    fails with :class:`HttpAuthError` naming ``token_url`` and the origin the answer points to.
+
+    requests follows a 307 or 308 with the method and body unchanged, so a POST carrying the refresh
+    token (or the client secret) would reach whatever host the ``Location`` names, and the access
+    token that host hands out would then be used against the API. RFC 6749 section 3.2 lets a token
+    request go only to the token endpoint.
+    """
+
+    def __init__(self, token_url: str, grant: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.token_url, self.grant = token_url, grant
+        self.register_compliance_hook("access_token_response", self._refuse_redirect)
+        self.register_compliance_hook("refresh_token_response", self._refuse_redirect)
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        """requests-oauthlib's request, never following a redirect (it passes no ``allow_redirects``)."""
+        kwargs["allow_redirects"] = False
+        return super().request(*args, **kwargs)
+
+    def _refuse_redirect(self, response: requests.Response) -> requests.Response:
+        """The token response, or :class:`HttpAuthError` for a redirect (raised before its body is read
+        as a token). Names the target's origin only: its path or query might hold anything."""
+        if not 300 <= response.status_code < 400:
+            return response
+        response.close()
+        location = response.headers.get("Location")
+        try:
+            target = urlsplit(urljoin(self.token_url, location or ""))
+            where = f"{target.scheme}://{target.hostname}" + (f":{target.port}" if target.port else "")
+        except ValueError:
+            where = "an invalid URL"
+        to = f"to {where}" if location else "without a Location"
+        raise HttpAuthError(
+            f"OAuth2 {self.grant} grant at {self.token_url}: the token endpoint answered HTTP "
+            f"{response.status_code} redirecting {to}; token requests are never redirected "
+            "(set token_url to the endpoint that issues the tokens)"
+        )
+
+
 class OAuth2TokenAuth(AuthBase):
     """Bearer tokens from an OAuth2 token endpoint, renewed when they expire.
 
@@ -76,7 +118,7 @@ class OAuth2TokenAuth(AuthBase):
         try:
             if self.grant == "client_credentials":
                 client = BackendApplicationClient(client_id=config.client_id, scope=list[object](config.scopes))
-                session = OAuth2Session(client=client)
+                session = TokenSession(config.token_url, self.grant, client=client)
                 token = session.fetch_token(
                     config.token_url,
                     client_id=config.client_id,
@@ -85,7 +127,9 @@ class OAuth2TokenAuth(AuthBase):
                     verify=self.verify,  # type: ignore[arg-type]  # requests takes a CA bundle path too
                 )
             else:
-                session = OAuth2Session(client_id=config.client_id, scope=config.scopes or None)
+                session = TokenSession(
+                    config.token_url, self.grant, client_id=config.client_id, scope=config.scopes or None
+                )
                 basic = HTTPBasicAuth(config.client_id, config.client_secret) if config.client_secret else None
                 token = session.refresh_token(
                     config.token_url,
@@ -126,7 +170,10 @@ class OAuth2TokenAuth(AuthBase):
         return time.time() < float(expires_at) - min(30.0, lifetime / 10)
 
     def access_token(self) -> str:
-        """The current access token, fetching a new one when it is missing or about to expire."""
+        """The current access token, fetching a new one when it is missing or about to expire.
+
+        Raises :class:`HttpAuthError` when the token endpoint refuses, cannot be reached or answers
+        with a redirect."""
         with self._lock:
             if not self._fresh(self._token):
                 self._token = self._fetch()
