@@ -5,6 +5,7 @@ source's base URL; *foreign* is where home's links and redirects point. Home als
 references (``/detail/1``, ``detail/4``) and echoes every header it receives in an error body.
 """
 
+import base64
 import json
 import traceback
 from collections.abc import Iterator
@@ -18,7 +19,10 @@ import pytest
 import requests
 
 from integration_platform.core.names import UnsafeNameError
+from integration_platform.resources.http_api import HttpSourceError, RestApiResource
+from integration_platform.resources.http_auth import HttpAuth, HttpAuthError
 from integration_platform.sources.rest.extract import render_path
+from integration_platform_tests.rest_servers import scripted_server
 from integration_platform_tests.services import REPO
 from integration_platform_tests.test_config_corpus import _load_as_project
 from sandbox.harness import failure_messages, platform
@@ -161,6 +165,69 @@ def test_an_error_that_echoes_a_secret_never_stores_it(
     records = _text_of_run(instance, result.run_id) + json.dumps(messages)
     pieces = {TOKEN[i : i + 6] for i in range(len(TOKEN) - 5)} | {HEADER_SECRET[i : i + 6] for i in range(10)}
     assert not [p for p in pieces if p in records]
+
+
+def _echo(request: dict[str, Any]) -> tuple[int, dict[str, str | list[str]], Any]:
+    """A token endpoint at /token issuing TOKEN; every other path a 400 echoing the request line and headers."""
+    if request["path"] == "/token":
+        return 200, {}, {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 3600}
+    return 400, {}, {"error": "bad request", "you_sent": {"path": request["path"], **request["headers"]}}
+
+
+def basic_credentials(username: str, password: str) -> str:
+    """The value after ``Basic`` that requests sends (RFC 7617)."""
+    return base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+ODD_KEY = "k3y/Secret+Value=="  # characters that a query string percent-encodes
+
+ECHOED = {
+    "basic": (HttpAuth(type="basic", username="etl", password=KEY), [basic_credentials("etl", KEY)]),
+    "api_key_query": (
+        HttpAuth(type="api_key", api_key=ODD_KEY, api_key_name="apikey", api_key_in="query"),
+        ["k3y%2FSecret%2BValue%3D%3D"],
+    ),
+    "oauth2": (
+        HttpAuth(type="oauth2_client_credentials", token_url="TOKEN_URL", client_id="etl", client_secret=KEY),
+        [TOKEN],
+    ),
+}
+
+
+@pytest.mark.parametrize("auth", sorted(ECHOED))
+def test_a_secret_echoed_in_the_form_it_was_sent_is_masked(auth: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An API echoing the request in its error: the basic ``Authorization`` value (base64 of user:password),
+    an API key as percent-encoded in the query, an OAuth2 access token are secrets as much as the raw values."""
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # plain http on loopback
+    config, sent = ECHOED[auth]
+    with scripted_server(_echo) as api:
+        config = config.model_copy(update={"token_url": f"{api.url}/token"} if config.token_url else {})
+        client = RestApiResource(base_url=api.url, max_retries=0, auth=config).client("test")
+        with pytest.raises(HttpSourceError, match="HTTP 400") as failed:
+            client.get_json(f"{api.url}/items")
+    echoed = json.dumps(api.requests[-1])
+    assert [form for form in sent if form in echoed] == sent  # what the server saw, as it saw it
+    shown = [form for form in [*sent, KEY, ODD_KEY, TOKEN] if form in str(failed.value)]
+    assert shown == [] and "/items" in str(failed.value), str(failed.value)
+
+
+def test_a_token_endpoint_echoing_the_client_credentials_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token endpoint refusing the client with its basic credentials in the error description."""
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    sent = basic_credentials("etl", KEY)
+
+    def refuse(request: dict[str, Any]) -> tuple[int, dict[str, str | list[str]], Any]:
+        return 401, {}, {"error": "invalid_client", "error_description": f"refused {request['headers']}"}
+
+    with scripted_server(refuse) as api:
+        auth = HttpAuth(
+            type="oauth2_client_credentials", token_url=f"{api.url}/token", client_id="etl", client_secret=KEY
+        )
+        client = RestApiResource(base_url=api.url, max_retries=0, auth=auth).client("test")
+        with pytest.raises(HttpAuthError, match="invalid_client") as failed:
+            client.get_json(f"{api.url}/items")
+    assert sent in json.dumps(api.requests[0]) and "refused" in str(failed.value)
+    assert sent not in str(failed.value) and KEY not in str(failed.value), str(failed.value)
 
 
 def _load_error(tmp_path: Path, attribute_line: str) -> str:

@@ -9,11 +9,12 @@ step builds a client: building the definitions needs only this module, which doe
 ``requests`` or ``oauthlib``.
 """
 
+import base64
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 import dagster as dg
 from pydantic import Field
@@ -55,18 +56,44 @@ class HttpAuth(dg.Config):
     scopes: list[str] = Field(default_factory=list)
 
 
+def sent_forms(secret: str) -> set[str]:
+    """The forms in which ``secret`` goes out and may be echoed back: as it is, and percent-encoded as in
+    a query string or a form body (``quote_plus``: ``/`` as ``%2F``, a space as ``+``) or a path segment
+    (``quote``: a space as ``%20``)."""
+    return {secret, quote_plus(secret), quote(secret, safe="")}
+
+
+def basic_credentials(username: str, password: str) -> str:
+    """What follows ``Basic`` in the ``Authorization`` header requests sends for ``username`` and
+    ``password`` (RFC 7617): base64 of ``username:password`` encoded as latin-1 (UTF-8 when it is not
+    latin-1): a secret in itself, since it decodes to the password."""
+    joined = f"{username}:{password}"
+    try:
+        raw = joined.encode("latin-1")
+    except UnicodeEncodeError:
+        raw = joined.encode()
+    return base64.b64encode(raw).decode()
+
+
 def mask(text: str, secrets: Iterable[str | None], limit: int | None = None) -> str:
-    """``text`` with every non-empty value of ``secrets`` replaced by ``***``, then cut to ``limit``
-    characters. Masking comes first: cutting first could split a secret so that its visible part
-    no longer matches, and leave most of it in the text."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):  # a secret inside another one
+    """``text`` with every non-empty value of ``secrets``, in each of its :func:`sent_forms`, replaced by
+    ``***``, then cut to ``limit`` characters. Masking comes first: cutting first could split a secret so
+    that its visible part no longer matches, and leave most of it in the text."""
+    forms = {form for secret in secrets if secret for form in sent_forms(secret)}
+    for secret in sorted(forms, key=len, reverse=True):  # a secret inside another one
         text = text.replace(secret, "***")
     return text if limit is None else text[:limit]
 
 
 def secret_values(config: HttpAuth) -> list[str]:
-    """The secret strings of ``config``, for scrubbing them out of any text we show."""
-    values = (config.token, config.api_key, config.password, config.client_secret, config.refresh_token)
+    """The secret strings of ``config``, for scrubbing them out of any text we show: each secret field,
+    and the HTTP basic credentials built of them (``basic``'s user and password; an OAuth2 client's id
+    and secret, which requests-oauthlib sends to the token endpoint that way)."""
+    values = [config.token, config.api_key, config.password, config.client_secret, config.refresh_token]
+    if config.type == "basic" and config.username is not None and config.password:
+        values.append(basic_credentials(config.username, config.password))
+    if config.client_id is not None and config.client_secret:
+        values.append(basic_credentials(config.client_id, config.client_secret))
     return [v for v in values if v]
 
 

@@ -79,8 +79,11 @@ class RestClient:
 
     def redact(self, text: str, limit: int | None = None) -> str:
         """``text`` with secret values masked, then cut to ``limit`` characters: masking first, so a cut
-        never leaves part of a secret visible."""
-        return mask(text, self._secrets, limit)
+        never leaves part of a secret visible. The secrets are the configured ones, the OAuth2 tokens
+        obtained so far, each in every form it is sent in (``http_auth.mask``: as it is and percent-encoded;
+        ``secret_values``: the basic ``Authorization`` value)."""
+        oauth2 = self.oauth2
+        return mask(text, [*self._secrets, *oauth2.secrets()] if oauth2 is not None else self._secrets, limit)
 
     def redact_url(self, url: str, params: dict[str, str]) -> str:
         """``url`` with ``params`` appended, secrets masked: what errors and quarantine show."""

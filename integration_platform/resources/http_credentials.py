@@ -22,7 +22,15 @@ from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
 from requests.auth import AuthBase, HTTPBasicAuth
 from requests_oauthlib import OAuth2Session
 
-from integration_platform.resources.http_auth import REQUIRED, HttpAuth, HttpAuthError, Origin, origin_of
+from integration_platform.resources.http_auth import (
+    REQUIRED,
+    HttpAuth,
+    HttpAuthError,
+    Origin,
+    mask,
+    origin_of,
+    secret_values,
+)
 
 if TYPE_CHECKING:
     from requests.sessions import _Settings  # a TypedDict of types-requests only
@@ -100,7 +108,8 @@ class OAuth2TokenAuth(AuthBase):
     ``grant`` is ``client_credentials`` (a new token is fetched with the client's id and
     secret) or ``refresh_token`` (the refresh token, rotated when the server issues a new
     one, buys the next access token). Thread-safe: concurrent requests share one token and
-    at most one renewal runs at a time. ``renewals`` counts tokens obtained.
+    at most one renewal runs at a time. ``renewals`` counts tokens obtained; :meth:`secrets` lists the
+    tokens obtained, to be masked like the configured secrets.
     """
 
     def __init__(self, grant: Literal["client_credentials", "refresh_token"], config: HttpAuth, timeout: float) -> None:
@@ -109,10 +118,24 @@ class OAuth2TokenAuth(AuthBase):
         self.refresh = config.refresh_token
         self.verify: bool | str = True
         self.renewals = 0
+        self._obtained: list[str] = []  # access tokens and rotated refresh tokens, for masking
         self._token: dict[str, Any] | None = None
         self._lock = threading.Lock()
 
+    def secrets(self) -> list[str]:
+        """The access tokens obtained so far and the refresh tokens the server rotated in: secrets the
+        configuration does not hold."""
+        return list(self._obtained)
+
     def _fetch(self) -> dict[str, Any]:
+        try:
+            token = self._grant()
+        except HttpAuthError as exc:  # a token endpoint's error description may echo what it was sent
+            raise HttpAuthError(mask(str(exc), [*secret_values(self.config), *self._obtained])) from None
+        self._obtained += [str(token[name]) for name in ("access_token", "refresh_token") if token.get(name)]
+        return token
+
+    def _grant(self) -> dict[str, Any]:
         config = self.config
         assert config.token_url and config.client_id
         try:
