@@ -230,6 +230,21 @@ def test_a_token_endpoint_echoing_the_client_credentials_is_masked(monkeypatch: 
     assert sent not in str(failed.value) and KEY not in str(failed.value), str(failed.value)
 
 
+def test_a_password_in_the_base_urls_user_info_is_masked() -> None:
+    """``http://etl:<password>@host`` (allowed; requests sends it as basic auth): the URL in the error shows
+    ``etl:***@``, and the password, percent-encoded as written or as the basic value echoed, shows nowhere."""
+    password = "pw/" + KEY  # written %2F in the URL
+    with scripted_server(_echo) as api:
+        base = api.url.replace("http://", f"http://etl:{password.replace('/', '%2F')}@")
+        client = RestApiResource(base_url=base, max_retries=0).client("test")
+        with pytest.raises(HttpSourceError, match="HTTP 400") as failed:
+            client.get_json(client.url("/items"))
+    assert basic_credentials("etl", password) in json.dumps(api.requests[0])
+    message = str(failed.value)
+    assert message.startswith(f"GET http://etl:***@{api.url.removeprefix('http://')}/items: HTTP 400"), message
+    assert KEY not in message and basic_credentials("etl", password) not in message, message
+
+
 def _load_error(tmp_path: Path, attribute_line: str) -> str:
     """The full traceback text of loading a RestSource whose attributes include ``attribute_line``."""
     config = tmp_path / "inline_secret.yaml"

@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -17,7 +17,14 @@ from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
 from integration_platform.resources.http_api import HttpSourceError, RestApiResource
-from integration_platform.resources.http_auth import SECRET_NAME, allowed_origins, env_headers, mask, secret_values
+from integration_platform.resources.http_auth import (
+    SECRET_NAME,
+    allowed_origins,
+    basic_credentials,
+    env_headers,
+    mask,
+    secret_values,
+)
 from integration_platform.resources.http_credentials import (
     CredentialSession,
     OAuth2TokenAuth,
@@ -59,7 +66,7 @@ class RestClient:
         if self.auth.inner is not None or secret_headers:
             self.session.auth = self.auth  # else requests' own: credentials in the URL, ~/.netrc per host
         self.limiter = RateLimiter(config.rate_limit, f"{scope}|{config.base_url}") if config.rate_limit else None
-        self._secrets = [*secret_values(config.auth), *secret_headers.values()]
+        self._secrets = [*secret_values(config.auth), *secret_headers.values(), *_userinfo_secrets(config.base_url)]
         self.requests_sent = 0
 
     @property
@@ -86,11 +93,20 @@ class RestClient:
         return mask(text, [*self._secrets, *oauth2.secrets()] if oauth2 is not None else self._secrets, limit)
 
     def redact_url(self, url: str, params: dict[str, str]) -> str:
-        """``url`` with ``params`` appended, secrets masked: what errors and quarantine show."""
-        parts = urlsplit(url)
-        query = [*parse_qsl(parts.query, keep_blank_values=True), *params.items()]
-        masked = [(k, "***" if SECRET_NAME.search(k) else v) for k, v in query]
-        return self.redact(urlunsplit(parts._replace(query=urlencode(masked))))
+        """``url`` with ``params`` appended, secrets masked: what errors and quarantine show. Masked are
+        the password of the URL's user info (``https://etl:***@host``), the values of secret-named query
+        parameters and every secret value; a URL that does not parse (``http://[::1/x``) keeps its text
+        with the secret values and secret-named query values masked."""
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            head, _, query = url.partition("?")
+            return self.redact(f"{head}?{_masked_query(query, params)}" if query or params else head)
+        netloc = parts.netloc
+        if parts.password is not None:
+            userinfo, _, host = netloc.rpartition("@")
+            netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+        return self.redact(urlunsplit(parts._replace(netloc=netloc, query=_masked_query(parts.query, params))))
 
     def _retry(self) -> Retry:
         c = self.config
@@ -165,6 +181,25 @@ class RestClient:
                 except MaxRetryError:
                     raise self._give_up(where, reason, attempts) from None
                 retry.sleep()
+
+
+def _masked_query(query: str, params: dict[str, str]) -> str:
+    """``query`` with ``params`` appended, the values of secret-named parameters as ``***``."""
+    pairs = [*parse_qsl(query, keep_blank_values=True), *params.items()]
+    return urlencode([(k, "***" if SECRET_NAME.search(k) else v) for k, v in pairs])
+
+
+def _userinfo_secrets(url: str) -> list[str]:
+    """The password of ``url``'s user info (``https://etl:pw@host``), as written and decoded, and the basic
+    ``Authorization`` value requests builds of it: secrets to mask wherever they show."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return []
+    if not parts.password:
+        return []
+    password = unquote(parts.password)
+    return [parts.password, password, basic_credentials(unquote(parts.username or ""), password)]
 
 
 def _json(response: requests.Response) -> Any:
