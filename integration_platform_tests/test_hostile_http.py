@@ -137,6 +137,25 @@ def test_credentials_stay_with_the_base_url_origin(
     assert TOKEN not in _text_of_run(instance, result.run_id) and KEY not in _text_of_run(instance, result.run_id)
 
 
+def test_without_auth_the_home_cookie_stays_home() -> None:
+    """``auth: none`` and no secret header (the API's session is its cookie): the cookie home set goes back to
+    home, never to another origin that a next link or a parent's URL names (another port of 127.0.0.1, which
+    the cookie jar, matching domains only, would send it to), nor through a redirect there."""
+    with scripted_server(lambda request: (200, {}, {"id": 2})) as foreign:
+
+        def home_answer(request: dict[str, Any]) -> tuple[int, dict[str, str | list[str]], Any]:
+            if request["path"] == "/redirect":
+                return 302, {"Location": f"{foreign.url}/detail"}, b""
+            return 200, {"Set-Cookie": f"sid={COOKIE}; Path=/"}, {"id": 1}
+
+        with scripted_server(home_answer) as home:
+            client = RestApiResource(base_url=home.url, max_retries=0).client("test")
+            for url in (f"{home.url}/items", f"{foreign.url}/detail", f"{home.url}/redirect", f"{home.url}/items"):
+                client.get_json(url)
+    assert [r["headers"].get("Cookie") for r in home.requests] == [None, f"sid={COOKIE}", f"sid={COOKIE}"]
+    assert [r["headers"].get("Cookie") for r in foreign.requests] == [None, None]
+
+
 def test_allowed_hosts_extend_the_credentials_to_another_origin(
     apis: tuple[Api, Api], tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:

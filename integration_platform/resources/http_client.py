@@ -52,7 +52,8 @@ class RestClient:
         self.verify: bool | str = config.ca_bundle or config.verify_tls
         secret_headers = env_headers(config.secret_headers_env)
         key_header = [config.auth.api_key_name] if config.auth.type == "api_key" else []
-        self.session = CredentialSession([*secret_headers, *key_header])
+        origins = allowed_origins(config.base_url, config.allowed_hosts)
+        self.session = CredentialSession([*secret_headers, *key_header], origins)
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(config.concurrency, 1), max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -61,10 +62,11 @@ class RestClient:
         self.auth = OriginBoundAuth(
             build_auth(config.auth, config.read_timeout, self.verify),
             secret_headers,
-            allowed_origins(config.base_url, config.allowed_hosts),
+            origins,
         )
         if self.auth.inner is not None or secret_headers:
             self.session.auth = self.auth  # else requests' own: credentials in the URL, ~/.netrc per host
+        # (cookies stay with the allowed origins either way: CredentialSession.prepare_request)
         self.limiter = RateLimiter(config.rate_limit, f"{scope}|{config.base_url}") if config.rate_limit else None
         self._secrets = [*secret_values(config.auth), *secret_headers.values(), *_userinfo_secrets(config.base_url)]
         self.requests_sent = 0

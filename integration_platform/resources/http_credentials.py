@@ -283,10 +283,15 @@ class CredentialSession(requests.Session):
     ``Cookie``, the API key's header and each secret header) is removed
     when the redirect leaves the allowed origins (the session's :class:`OriginBoundAuth` decides), and
     applied again when it goes to another allowed origin.
+
+    Cookies go only to ``origins`` (the allowed ones), with an auth or without (``auth: none``, where the
+    session has no :class:`OriginBoundAuth`): the cookie jar matches by domain only, so the cookie home
+    set for ``127.0.0.1`` would go to every port, and a session cookie is a credential.
     """
 
-    def __init__(self, credential_headers: Iterable[str]) -> None:
+    def __init__(self, credential_headers: Iterable[str], origins: frozenset[Origin]) -> None:
         super().__init__()
+        self.origins = origins
         self.credential_headers = {"authorization", "cookie"}  # a proxy's own credentials stay
         self.credential_headers |= {h.lower() for h in credential_headers}
         self._environment: dict[tuple[Any, ...], _Settings] = {}
@@ -335,6 +340,18 @@ class CredentialSession(requests.Session):
             with self._environment_lock:
                 self._environment[key] = found
         return {**found, "proxies": dict(found["proxies"])}
+
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        """requests' preparation, without the ``Cookie`` header for an origin outside ``origins``."""
+        prepared = super().prepare_request(request)
+        try:
+            allowed = origin_of(str(prepared.url)) in self.origins
+        except ValueError:
+            allowed = False
+        if not allowed:
+            for name in [h for h in prepared.headers if h.lower() == "cookie"]:
+                del prepared.headers[name]
+        return prepared
 
     def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
         super().rebuild_auth(prepared_request, response)
