@@ -18,7 +18,7 @@ import json
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -110,7 +110,7 @@ def datasette_server(db: Path) -> Iterator[HttpServer]:
 
 #: What a scripted server answers: status, headers (a list value: the header repeated), body (JSON unless
 #: bytes or str).
-Answer = tuple[int, dict[str, str | list[str]], Any]
+Answer = tuple[int, Mapping[str, str | list[str]], Any]
 
 
 @dataclass

@@ -16,9 +16,10 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from integration_platform.resources.http_api import HttpSourceError, RestApiResource
 from integration_platform.sources.rest import extract
 from integration_platform.sources.rest.extract import REORDER_RESULTS_PER_WORKER
-from integration_platform_tests.rest_servers import fault_proxy, pokeapi_server
+from integration_platform_tests.rest_servers import fault_proxy, pokeapi_server, scripted_server
 from integration_platform_tests.services import shared_file
 from sandbox.harness import failure_messages, latest_metadata, platform
 
@@ -208,3 +209,19 @@ def test_processes_of_one_run_share_the_rate_limit(tmp_path: Path) -> None:
     assert len(times) == 60
     assert _max_in_window(times) <= limit
     assert (max(times) - min(times)) >= 59 / limit * 0.99
+
+
+@pytest.mark.parametrize("retry_after", ["1.5", "-1", "soon"])
+def test_an_invalid_retry_after_counts_as_absent(retry_after: str) -> None:
+    """A 429 whose Retry-After is neither whole seconds nor an HTTP date (RFC 9110 section 10.2.3) is retried
+    after the backoff, as without one; urllib3 raised a bare InvalidHeader naming no request. Past the retry
+    budget the error names the request and the status."""
+    answers = iter([(429, {"Retry-After": retry_after}, {"error": "slow down"})] * 2)
+    with scripted_server(lambda request: next(answers, (200, {}, {"data": [1]}))) as api:
+        resource = RestApiResource(base_url=api.url, max_retries=2, backoff_factor=0.01, backoff_jitter=0)
+        body, _ = resource.client("test").get_json(f"{api.url}/orders")
+        assert body == {"data": [1]} and len(api.requests) == 3
+        answers = iter([(429, {"Retry-After": retry_after}, {"error": "slow down"})] * 2)
+        with pytest.raises(HttpSourceError) as failed:
+            resource.model_copy(update={"max_retries": 1}).client("test").get_json(f"{api.url}/orders")
+    assert str(failed.value) == f"GET {api.url}/orders: HTTP 429 Too Many Requests (after 2 attempt(s))"

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit, urlun
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError
+from urllib3.exceptions import InvalidHeader, MaxRetryError
 from urllib3.util.retry import Retry
 
 from integration_platform.resources.http_api import HttpSourceError, RestApiResource
@@ -132,6 +132,7 @@ class RestClient:
         (``decode`` raising ``json.JSONDecodeError`` counts as one). ``accept`` replaces the session's
         ``Accept`` header (``application/json``) for this request.
 
+        A ``Retry-After`` that is neither whole seconds nor an HTTP date counts as absent (the backoff).
         Returns ``(decoded body, response)``. Raises :class:`HttpSourceError` on a non-retryable
         status (4xx other than 429), when the retry budget is spent, or when ``Retry-After``
         asks for longer than ``max_retry_after``; raises ``HttpAuthError`` when a token
@@ -162,7 +163,11 @@ class RestClient:
                         retry = retry.increment("GET", where, response=response.raw)
                     except MaxRetryError:
                         raise self._give_up(where, f"HTTP {status} {response.reason}", attempts, status) from None
-                    wait = retry.get_retry_after(response.raw)
+                    try:
+                        wait = retry.get_retry_after(response.raw)
+                    except InvalidHeader:  # "1.5", "-1", junk: neither seconds nor a date (RFC 9110 10.2.3)
+                        retry.sleep()  # as if absent: the backoff
+                        continue
                     if wait is not None and wait > self.config.max_retry_after:
                         raise self._give_up(where, f"Retry-After {wait:.0f}s exceeds max_retry_after", attempts)
                     retry.sleep(response.raw)
