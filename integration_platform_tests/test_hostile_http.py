@@ -315,6 +315,32 @@ def test_a_parent_value_fills_exactly_one_path_segment(
     assert paths == ["/path/v1/a%2F..%2Fb/roles", "/path/v1/ok/roles"]
 
 
+BAD_REFERENCES = {
+    "file:///etc/passwd": "GET file:///etc/passwd (from its parent's record): value of {url} in '{url}' is not an "
+    "http(s) URL (scheme 'file')",
+    f"http://[::1/x?token={TOKEN}": "GET http://[::1/x?token=%2A%2A%2A (from its parent's record): value of {url} in "
+    "'{url}' is not a URL (Invalid IPv6 URL)",
+}
+
+
+@pytest.mark.parametrize("reference", sorted(BAD_REFERENCES), ids=["file_scheme", "unclosed_ipv6"])
+def test_a_parent_reference_that_is_no_http_url_fails_naming_stream_and_url(
+    reference: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """A parent's ``{url}`` of another scheme or malformed failed with requests' bare InvalidSchema or
+    urllib's ValueError, naming neither the stream nor (masked) the URL."""
+
+    def answer(request: dict[str, Any]) -> tuple[int, dict[str, str | list[str]], Any]:
+        return 200, {}, {"results": [{"id": 1, "url": reference}]} if request["path"] == "/items" else {"id": 1}
+
+    with scripted_server(answer) as api:
+        source = platform(_yaml(api.url, AUTHS["bearer"]), tmp_path, instance)
+        result = source.materialize(raise_on_error=False)
+    messages = failure_messages(result)
+    assert any(f"HttpSourceError: stream hostile/details: {BAD_REFERENCES[reference]}" in m for m in messages), messages
+    assert TOKEN not in json.dumps(messages) and TOKEN not in _text_of_run(instance, result.run_id)
+
+
 def test_a_dot_segment_value_is_refused() -> None:
     """``..`` cannot be sent as a path segment at all: requests decodes ``%2E`` and urllib3 then removes the
     dot segment, so ``/users/../roles`` would reach ``/roles`` with the credentials. Refused, naming it."""

@@ -225,3 +225,26 @@ def test_an_invalid_retry_after_counts_as_absent(retry_after: str) -> None:
         with pytest.raises(HttpSourceError) as failed:
             resource.model_copy(update={"max_retries": 1}).client("test").get_json(f"{api.url}/orders")
     assert str(failed.value) == f"GET {api.url}/orders: HTTP 429 Too Many Requests (after 2 attempt(s))"
+
+
+def test_a_redirect_loop_fails_naming_the_request() -> None:
+    """/orders -> /a -> /b -> /a ...: requests gave up with a bare TooManyRedirects naming no request."""
+    loop = {"/orders": "/a", "/a": "/b", "/b": "/a"}
+    with scripted_server(lambda request: (302, {"Location": loop[request["path"]]}, b"")) as api:
+        with pytest.raises(HttpSourceError) as failed:
+            RestApiResource(base_url=api.url, max_retries=3).client("test").get_json(f"{api.url}/orders")
+    assert len(api.requests) == 31  # one attempt: a loop does not heal
+    assert str(failed.value) == (
+        f"GET {api.url}/orders: more than 30 redirects, the last to {api.url}/b (after 1 attempt(s))"
+    )
+
+
+def test_a_url_of_another_scheme_fails_naming_it() -> None:
+    """A next link or configured URL of another scheme: requests' bare InvalidSchema named no request."""
+    client = RestApiResource(base_url="http://127.0.0.1:9", max_retries=3).client("test")
+    with pytest.raises(HttpSourceError) as failed:
+        client.get_json("ftp://127.0.0.1/x?api_key=abc")
+    assert str(failed.value) == (
+        "GET ftp://127.0.0.1/x?api_key=%2A%2A%2A: not a valid http(s) URL; only http and https URLs are fetched "
+        "(after 1 attempt(s))"
+    )

@@ -135,7 +135,8 @@ class RestClient:
         A ``Retry-After`` that is neither whole seconds nor an HTTP date counts as absent (the backoff).
         Returns ``(decoded body, response)``. Raises :class:`HttpSourceError` on a non-retryable
         status (4xx other than 429), when the retry budget is spent, or when ``Retry-After``
-        asks for longer than ``max_retry_after``; raises ``HttpAuthError`` when a token
+        asks for longer than ``max_retry_after``, on a redirect loop (past requests' 30 redirects) and for a
+        URL that is not a valid ``http(s)`` one; raises ``HttpAuthError`` when a token
         cannot be obtained.
         """
         params = params or {}
@@ -176,6 +177,17 @@ class RestClient:
                     snippet = self.redact(response.text, 300).replace("\n", " ")
                     raise self._give_up(where, f"HTTP {status} {response.reason}: {snippet}", attempts, status)
                 return decode(response), response
+            except requests.exceptions.TooManyRedirects as exc:  # a loop: another attempt loops again
+                last = exc.response.url if exc.response is not None else url
+                reason = f"more than {self.session.max_redirects} redirects, the last to {self.redact_url(last, {})}"
+                raise self._give_up(where, reason, attempts) from None
+            except (
+                requests.exceptions.InvalidSchema,
+                requests.exceptions.InvalidURL,
+                requests.exceptions.MissingSchema,
+            ):
+                reason = "not a valid http(s) URL; only http and https URLs are fetched"
+                raise self._give_up(where, reason, attempts) from None
             except requests.exceptions.SSLError as exc:  # a certificate problem does not heal by retrying
                 why = re.search(r"certificate verify failed: ([^(')]+)", str(exc))
                 detail = why.group(1).strip() if why else type(exc).__name__

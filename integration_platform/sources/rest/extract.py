@@ -25,7 +25,7 @@ import pyarrow as pa
 from integration_platform.core.extract import ExtractionReport
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import active_manifests, list_manifests, read_landed_files
-from integration_platform.core.names import url_segment
+from integration_platform.core.names import UnsafeNameError, url_segment
 from integration_platform.core.records import ARROW_TYPES, JsonRecords, TableSpill
 from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import OP_COLUMN, StreamSpec
@@ -78,12 +78,25 @@ def render_path(template: str, row: dict[str, Any], base: str) -> str:
     section 5.2 (``urllib.parse.urljoin``): ``https://h/api/v2/items/1/`` stays as it is,
     ``/api/v2/items/1/`` gets ``base``'s scheme and host. A URL on another origin is fetched without
     credentials unless that origin is in ``allowed_hosts`` (``OriginBoundAuth``).
+
+    Raises :class:`~integration_platform.core.names.UnsafeNameError` (a ``ValueError``) naming the
+    placeholder and the template, never the value, for a reference that is no URL or not an ``http(s)``
+    one (``file:///etc/passwd``, ``http://[::1/x``), or for a value that cannot be one path segment.
     """
     names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
     if len(names) == 1 and template == "{" + names[0] + "}":
-        value = str(row[names[0]])
-        if urlsplit(value).scheme or "/" in value:
-            return urljoin(base, value)
+        value, what = str(row[names[0]]), f"value of {{{names[0]}}} in {template!r}"
+        try:
+            if urlsplit(value).scheme or "/" in value:
+                url = urljoin(base, value)
+                scheme = urlsplit(url).scheme.lower()
+                if scheme not in ("http", "https"):
+                    raise UnsafeNameError(f"{what} is not an http(s) URL (scheme {scheme!r}); only those are fetched")
+                return url
+        except UnsafeNameError:
+            raise
+        except ValueError as exc:  # urlsplit: an unclosed IPv6 bracket, a port out of range
+            raise UnsafeNameError(f"{what} is not a URL ({exc})") from None
     values = {name: url_segment(str(row[name]), f"value of {{{name}}} in {template!r}") for name in names}
     return template.format_map(values)
 
@@ -205,7 +218,14 @@ def _fan_out(
             row = next(todo, None)
             if row is None:
                 return
-            future = pool.submit(fetch, render_path(plan.path, row, base), plan.params)
+            try:
+                path = render_path(plan.path, row, base)
+            except ValueError as exc:  # the parent's value as the URL it would be, masked as any URL shown
+                shown = ", ".join(fetch.client.redact_url(str(row[name]), {}) for name in plan.placeholders)
+                raise HttpSourceError(
+                    f"stream {plan.spec.path}: GET {shown} (from its parent's record): {exc}"
+                ) from None
+            future = pool.submit(fetch, path, plan.params)
             ordered.append((row, future))
             unfinished.add(future)
 
