@@ -6,10 +6,15 @@ the retry budget fails the run with a clear message and lands nothing; the rate 
 as counted by the server, also across processes sharing a run.
 """
 
+import contextlib
+import gzip
 import json
 import re
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +253,50 @@ def test_a_url_of_another_scheme_fails_naming_it() -> None:
         "GET ftp://127.0.0.1/x?api_key=%2A%2A%2A: not a valid http(s) URL; only http and https URLs are fetched "
         "(after 1 attempt(s))"
     )
+
+
+def test_a_body_inflating_past_max_body_bytes_fails_without_holding_it() -> None:
+    """A 10 KB gzip body inflating to 10 MB (a gzip bomb: 0.3 MB became 300 MB in memory): reading stops
+    past ``max_body_bytes`` of decoded bytes, the request fails naming it, and it is not retried."""
+    bomb = gzip.compress(b"[" + b"0," * (5 << 20) + b"0]")
+    with scripted_server(lambda request: (200, {"Content-Encoding": "gzip"}, bomb)) as api:
+        client = RestApiResource(base_url=api.url, max_retries=3, max_body_bytes=1 << 20).client("test")
+        with pytest.raises(HttpSourceError) as failed:
+            client.get_json(f"{api.url}/items")
+    assert len(bomb) < 64 << 10 and len(api.requests) == 1
+    assert str(failed.value) == (
+        f"GET {api.url}/items: the response body passed max_body_bytes (1,048,576 bytes, decoded) (after 1 attempt(s))"
+    )
+
+
+def test_a_body_dripping_past_request_timeout_is_cut_and_retried() -> None:
+    """A server sending its body a byte every 0.2 s: ``read_timeout`` (the gap between two reads) never
+    fires, so a request was held for as long as the server liked. Each attempt ends at ``request_timeout``."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port, attempts = server.getsockname()[1], []
+
+    def drip() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            attempts.append(time.monotonic())
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+                with contextlib.suppress(OSError):
+                    for _ in range(100):
+                        conn.sendall(b" ")
+                        time.sleep(0.2)
+
+    threading.Thread(target=drip, daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    client = RestApiResource(base_url=url, max_retries=1, backoff_factor=0, request_timeout=1, read_timeout=5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(HttpSourceError, match=rf"GET {url}/items: AttemptTooLong \(after 2 attempt\(s\)\)"):
+            client.client("test").get_json(f"{url}/items")
+    finally:
+        server.close()
+    assert len(attempts) == 2 and time.monotonic() - started < 4

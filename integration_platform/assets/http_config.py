@@ -135,6 +135,8 @@ class HttpSiteConfig(SafeModel):
     concurrency: int = Field(default=8, ge=1, le=256)
     connect_timeout: float = Field(default=10.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0)
+    request_timeout: float = Field(default=600.0, gt=0, description="Seconds one attempt may take in all.")
+    max_body_bytes: int = Field(default=256 << 20, gt=0, description="Bytes of one response body, decoded.")
     max_retries: int = Field(default=5, ge=0)
     backoff_factor: float = Field(default=0.5, ge=0)
     verify_tls: bool = True
@@ -189,6 +191,8 @@ class HttpSiteConfig(SafeModel):
             auth=self.auth.resource_config(),
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
+            request_timeout=self.request_timeout,
+            max_body_bytes=self.max_body_bytes,
             verify_tls=self.verify_tls,
             ca_bundle=self.ca_bundle,
             max_retries=self.max_retries,
