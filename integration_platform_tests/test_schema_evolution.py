@@ -142,3 +142,26 @@ def test_a_column_whose_name_changes_case_is_widened_not_cast(tmp_path: Path, to
         dict(conn.execute("SELECT column_name, column_type FROM (DESCRIBE s.sales)").fetchall())["Amount"] == "DOUBLE"
     )
     assert changes == ([] if together else ["column amount: BIGINT -> DOUBLE"])  # one load creates the table DOUBLE
+
+
+@pytest.mark.parametrize(
+    ("known", "values", "bad"),
+    [
+        (pa.bool_(), pa.array([1, 2, 0], pa.int64()), [2]),  # 2 had landed as true
+        (pa.date32(), pa.array([0, 86400 + 3600], pa.timestamp("s")), [2]),  # the time of day was dropped
+        (pa.time32("s"), pa.array([3600], pa.timestamp("s")), [1]),  # the date was dropped
+        (pa.int64(), pa.array(["10115", "01067", "+5"], pa.string()), [2, 3]),  # a code: 01067 had become 1067
+        (pa.float64(), pa.array(["08", "1.50", "-0.5"], pa.string()), [1]),  # 08 had become 8.0
+        (pa.int64(), pa.array([0, 86400], pa.timestamp("s")), [1, 2]),  # timestamps had landed as epoch seconds
+        (pa.int64(), pa.array([18000], pa.date32()), [1]),  # failed with a bare ArrowNotImplementedError
+        (pa.float64(), pa.array([3, 12345678901234567], pa.int64()), [2]),  # past 2**53: a bare ArrowInvalid
+    ],
+)
+def test_a_value_a_days_cast_would_change_is_a_bad_row(known: pa.DataType, values: pa.Array, bad: list[int]) -> None:
+    """A file whose column another day fixed the type of: a value the cast changes, or that the type has no
+    way to hold, is a bad row (quarantined, naming file, row, column and value), not silently changed."""
+    result, schema = conform(pa.table({"c": values}), pa.schema([("c", known)]), "day2.csv")
+    assert schema.field("c").type == known
+    assert [r.origin for r in result.rejected] == [f"day2.csv row {i}" for i in bad]
+    assert all("column 'c': " in r.reason and f"is not {known}" in r.reason for r in result.rejected)
+    assert result.table.num_rows == len(values) - len(bad)

@@ -10,7 +10,8 @@ is Arrow's null type, a column with one stray text value is read as strings. The
 - a known null column gets the file's type; a widening by the one rule of
   :mod:`~integration_platform.core.schema_evolution` (int64 -> double, exact up to 2^53)
   widens it (recorded); otherwise values are cast to the known type, and the rows whose value does
-  not convert are bad rows: quarantined with the reason, or, with ``on_bad_rows="fail"``, a
+  not convert, or not exactly (:func:`_changed_by_cast`), are bad rows: quarantined with the reason,
+  or, with ``on_bad_rows="fail"``, a
   :class:`BadRowsError` naming file, row, column and value.
 
 Declared column types (YAML ``columns``) always win.
@@ -64,9 +65,53 @@ def _bad_rows(column: pa.Array, kind: pa.DataType) -> list[int]:
             continue
         try:
             pa.array([value.as_py()], type=column.type).cast(kind)
-        except ARROW_ERRORS:
+        except (*ARROW_ERRORS, OverflowError):
             bad.append(index)
     return bad
+
+
+#: A text value written as a code (a leading zero before a digit: ``08``, ``01067``), which no number holds.
+_CODE_TEXT = r"^[ \t]*[+-]?0[0-9]"
+
+
+def _temporal(kind: pa.DataType) -> bool:
+    return pa.types.is_temporal(kind)
+
+
+def _changed_by_cast(column: pa.Array, converted: pa.Array) -> list[int]:
+    """Indexes of the values of ``column`` that its cast ``converted`` does not hold:
+
+    - a time and a number (or a boolean) are different kinds: every value (a day's timestamps into an
+      ``int64`` column landed as epoch seconds);
+    - text into a number: a code (``01067`` into an ``int64`` column became 1067, ``08`` into a
+      ``double`` one 8.0), and into an integer any text that does not come back as written;
+    - else, cast back, they differ (a day's ``2`` into a ``bool`` column was landed as ``true``, a time
+      of day into a ``date`` column lost it), or the cast has no way back (a timestamp into a
+      ``time`` column: the date is gone).
+
+    Other text is not checked: a text ``1.50`` or a time written with ``T`` does not come back as
+    written, though it converted exactly."""
+    source, target = column.type, converted.type
+    valid = column.is_valid()
+    if _temporal(source) != _temporal(target) and not (pa.types.is_string(source) or pa.types.is_string(target)):
+        return pc.indices_nonzero(valid).to_pylist()
+    if pa.types.is_string(source) or pa.types.is_large_string(source):
+        if not (pa.types.is_integer(target) or pa.types.is_floating(target) or pa.types.is_decimal(target)):
+            return []
+        changed = pc.fill_null(pc.match_substring_regex(column, _CODE_TEXT), False)
+        if pa.types.is_integer(target):
+            changed = pc.or_(changed, pc.invert(pc.fill_null(pc.equal(converted.cast(source), column), True)))
+    else:
+        try:
+            back = converted.cast(source)
+        except ARROW_ERRORS:
+            return pc.indices_nonzero(valid).to_pylist()
+        same = pc.fill_null(pc.equal(back, column), False)
+        if pa.types.is_floating(source):
+            same = pc.or_(same, pc.fill_null(pc.and_(pc.is_nan(back), pc.is_nan(column)), False))
+        changed = pc.invert(same)
+    changed = pc.and_(changed, valid)
+    return pc.indices_nonzero(changed).to_pylist() if pc.any(changed).as_py() else []
 
 
 def conform(
@@ -125,18 +170,28 @@ def conform(
             columns[name] = pa.nulls(len(column), kind) if pa.types.is_null(column.type) else column
             continue
         wider = None if name in (declared or {}) else widened(kind, column.type)
-        if wider is not None:
+        try:  # int64 into double: exact up to 2**53; beyond, the values are bad rows below
+            as_wider = None if wider is None else cast(column, wider)
+        except ARROW_ERRORS:
+            as_wider = None
+        if wider is not None and as_wider is not None:
             if wider != kind and not pa.types.is_null(kind):
                 result.changes.append(f"column {name} widened from {kind} to {wider} in {origin}")
             changed = changed or wider != kind
             target[name] = wider
-            columns[name] = cast(column, wider)
+            columns[name] = as_wider
             continue
-        try:  # every value converts (the usual case): one cast, not one per value
-            columns[name] = column.cast(kind)
-            continue
-        except ARROW_ERRORS:
+        try:  # every value converts exactly (the usual case): one cast, not one per value
+            converted = column.cast(kind)
+            bad = _changed_by_cast(column, converted)
+            if not bad:
+                columns[name] = converted
+                continue
+        except (*ARROW_ERRORS, OverflowError):
             bad = _bad_rows(column, kind)
+            if len(bad) < len(column) - column.null_count:  # the values that convert: exactly?
+                rest = pc.if_else(pa.array([i not in set(bad) for i in range(len(column))]), column, None)
+                bad = sorted({*bad, *_changed_by_cast(rest, rest.cast(kind))})
         for index in bad:
             reason = f"column {name!r}: {column[index].as_py()!r} is not {kind}"
             if on_bad_rows == "fail":
@@ -151,7 +206,8 @@ def conform(
                 mask[index] = False
             keep = pa.array(mask) if keep is None else pc.and_(keep, pa.array(mask))
             column = pc.if_else(pa.array(mask), column, pa.nulls(len(column), column.type))
-        columns[name] = column.cast(kind)
+        # no value left when every one was bad: nulls of the type (a cast Arrow lacks, date to int, raised)
+        columns[name] = column.cast(kind) if column.null_count < len(column) else pa.nulls(len(column), kind)
     # Every array in ``columns`` has its column's target type by now (kept, cast or widened above).
     schema = known if not changed and known is not None else pa.schema([(name, target[name]) for name in order])
     arrays = [columns[name] if name in columns else pa.nulls(table.num_rows, target[name]) for name in order]
