@@ -26,6 +26,16 @@ machine. Two gaps are closed here:
   driver's shift from PostgreSQL's epoch (2000-01-01) to Unix's, into two values near year
   290,000 BC; those exact values are mapped back to DuckDB's own infinities (the largest and
   smallest int64 microseconds, int32 days), which DuckDB shows as ``infinity``/``-infinity``.
+- arrays and composite types arrive as lists and structs, but with none of the fixes above applied
+  inside them (money as cents, ``infinity`` as 290,000 BC, ``uuid`` as raw bytes, ...), and a
+  multi-dimensional array flattened (``{{1,2},{3,4}}`` as ``[1,2,3,4]``) or its lower bound dropped.
+  An array or composite stays a list or struct only when its elements or fields, at any depth, are
+  types the driver renders exactly (:data:`NESTED_FAITHFUL_OIDS`, enums, composites of those; read from
+  ``pg_type``/``pg_attribute`` in one recursive query) and an array column is declared with at most one
+  dimension; otherwise it is selected as ``col::text``. PostgreSQL does not enforce declared dimensions,
+  so each list column carries a server-side shape check (:func:`_shape_check`, NULL for every ordinary
+  value, one null count per batch on the client): a value a list cannot hold fails the read naming
+  table, column and value.
 
 The query is composed with ``psycopg.sql`` (identifiers and literals quoted by psycopg), so
 a table name or a cursor value cannot inject SQL. Bound parameters would force the driver
@@ -34,6 +44,7 @@ as the filter column's own type (``date``, ``timestamp`` or ``timestamptz``; see
 """
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -79,37 +90,143 @@ def _is_numeric(field: pa.Field) -> bool:
     return _is_opaque(field) and field.type.type_name == "numeric"
 
 
-def _plan(probe: pa.Schema, types: dict[str, tuple[str, int]]) -> tuple[list[sql.Composable], pa.Schema]:
-    """Select list and output schema from the schema of a ``LIMIT 0`` probe.
+#: Built-in types (``pg_type.oid``, fixed across versions) the driver renders exactly inside an array or a
+#: composite: ``int2``, ``int4``, ``int8``, ``float4``, ``float8``, ``bool``, ``text``, ``varchar``, ``bpchar``,
+#: ``name``, ``bytea``, ``json``, ``jsonb`` (checked against PostgreSQL's own text by
+#: ``test_postgres_types.py``). Not here, so such an array or composite lands as its text: ``numeric``
+#: (the driver writes ``nan``/``inf`` for ``NaN``/``Infinity``), ``money`` (bare cents), ``oid`` (int32,
+#: negative above 2^31), ``date``/``timestamp``/``timestamptz`` (``infinity`` wraps to 290,000 BC), ``time``
+#: (``24:00`` becomes ``00:00``), ``interval`` (no Parquet form), ``uuid``, ``timetz``, network and other types
+#: (raw binary). Enums (their labels) are faithful too.
+NESTED_FAITHFUL_OIDS = frozenset({21, 23, 20, 700, 701, 16, 25, 1043, 1042, 19, 17, 114, 3802})
 
-    ``types`` maps each column to its PostgreSQL type (a domain's base type) and type modifier
-    (``numeric``: -1 when unconstrained), from :func:`_column_types`.
+
+@dataclass(frozen=True)
+class _PgType:
+    """One row of :func:`_type_catalog`: ``pg_type`` with a composite's field types."""
+
+    kind: str  # pg_type.typtype: b(ase), c(omposite), d(omain), e(num), p(seudo), r(ange), m(ultirange)
+    base: int  # a domain's base type
+    element: int  # a true array's element type (``typlen = -1 AND typelem <> 0``), else 0
+    fields: tuple[int, ...]  # a composite's field types, in order
+
+
+@dataclass(frozen=True)
+class _Column:
+    """A column's PostgreSQL type, from :func:`_column_types`: ``kind`` is its (domain's base) type name,
+    ``typmod`` its type modifier (``numeric``: -1 when unconstrained), ``oid`` its type (a domain's own),
+    ``dims`` the dimensions it was declared with (``pg_attribute.attndims``; 0 for a view's column)."""
+
+    kind: str
+    typmod: int
+    oid: int = 0
+    dims: int = 0
+
+
+def _faithful(oid: int, catalog: dict[int, _PgType], depth: int = 0) -> bool:
+    """Whether the driver renders every value of type ``oid`` (an array's element or a composite's field,
+    at any depth) exactly: only :data:`NESTED_FAITHFUL_OIDS`, enums, and composites of those. An array
+    below the top level is not: its shape (dimensions, lower bound) is not checked there."""
+    entry = catalog.get(oid)
+    if entry is None or depth > 32:
+        return oid in NESTED_FAITHFUL_OIDS
+    if entry.kind == "d":
+        return _faithful(entry.base, catalog, depth + 1)
+    if entry.element:
+        return False
+    if entry.kind == "c":
+        return all(_faithful(field, catalog, depth + 1) for field in entry.fields)
+    return entry.kind == "e" or oid in NESTED_FAITHFUL_OIDS
+
+
+def _has_extension(kind: pa.DataType) -> bool:
+    """Whether ``kind`` holds an extension type (the driver's opaque values) at any depth."""
+    if isinstance(kind, pa.BaseExtensionType):
+        return True
+    return any(_has_extension(kind.field(i).type) for i in range(kind.num_fields))
+
+
+def _nested_kept(field: pa.Field, column: _Column, catalog: dict[int, _PgType]) -> bool:
+    """Whether the array or composite ``column`` (probed as ``field``) lands as the driver's list or
+    struct: a one-dimensional array (as declared) or a composite whose elements or fields are all
+    :func:`_faithful`. Otherwise it is selected as its text."""
+    oid = column.oid
+    while oid in catalog and catalog[oid].kind == "d":
+        oid = catalog[oid].base
+    entry = catalog.get(oid)
+    if entry is None or _has_extension(field.type):
+        return False
+    if entry.element:
+        return column.dims <= 1 and pa.types.is_list(field.type) and _faithful(entry.element, catalog)
+    return pa.types.is_struct(field.type) and _faithful(oid, catalog)
+
+
+def _is_nested(column: _Column, catalog: dict[int, _PgType]) -> bool:
+    oid = column.oid
+    while oid in catalog and catalog[oid].kind == "d":
+        oid = catalog[oid].base
+    entry = catalog.get(oid)
+    return entry is not None and (bool(entry.element) or entry.kind == "c")
+
+
+@dataclass
+class _Plan:
+    """What :func:`_plan` gives: the select list, the output schema, and per list column kept as the
+    driver's list the expression of its shape check (:func:`_shape_check`), selected after all else."""
+
+    select: list[sql.Composable]
+    schema: pa.Schema
+    checks: dict[str, sql.Composable]
+
+
+def _shape_check(ident: sql.Identifier) -> sql.Composable:
+    """The text of an array that a list cannot hold (more than one dimension, or a lower bound other than
+    1: the driver flattens ``{{1,2},{3,4}}`` to ``[1,2,3,4]`` and drops the ``[0:2]=`` of a lower bound),
+    NULL for every other value. PostgreSQL does not enforce an array column's declared dimensions."""
+    return sql.SQL("CASE WHEN array_ndims({0}) > 1 OR array_lower({0}, 1) <> 1 THEN {0}::text END").format(ident)
+
+
+def _plan(probe: pa.Schema, types: dict[str, _Column], catalog: dict[int, _PgType] | None = None) -> _Plan:
+    """Select list, output schema and array shape checks from the schema of a ``LIMIT 0`` probe.
+
+    ``types`` maps each column to its PostgreSQL type (:func:`_column_types`); ``catalog`` holds the
+    types its arrays and composites are made of (:func:`_type_catalog`). An array or composite whose
+    elements or fields the driver would not render exactly (:func:`_nested_kept`) is selected as text.
     """
-    select: list[sql.Composable] = []
+    catalog = catalog or {}
+    plan = _Plan([], pa.schema([]), {})
     fields: list[pa.Field] = []
     for field in probe:
         ident = sql.Identifier(field.name)
-        kind, typmod = types.get(field.name, ("", -1))
+        column = types.get(field.name, _Column("", -1))
+        kind, typmod = column.kind, column.typmod
         if kind == "oid":
-            select.append(sql.SQL("{}::bigint AS {}").format(ident, ident))
+            plan.select.append(sql.SQL("{}::bigint AS {}").format(ident, ident))
             fields.append(pa.field(field.name, pa.int64()))
         elif kind == "money":
-            select.append(sql.SQL("{}::numeric AS {}").format(ident, ident))
+            plan.select.append(sql.SQL("{}::numeric AS {}").format(ident, ident))
             fields.append(pa.field(field.name, MONEY_TYPE))
         elif _is_numeric(field):
-            select.append(ident)
+            plan.select.append(ident)
             fields.append(pa.field(field.name, _numeric_type(typmod)))
-        elif _is_opaque(field) or kind == "interval":
-            select.append(sql.SQL("{}::text AS {}").format(ident, ident))
+        elif (
+            _is_opaque(field)
+            or kind == "interval"
+            or (_is_nested(column, catalog) and not _nested_kept(field, column, catalog))
+        ):
+            plan.select.append(sql.SQL("{}::text AS {}").format(ident, ident))
             fields.append(pa.field(field.name, pa.string()))
         else:
-            select.append(ident)
+            plan.select.append(ident)
             fields.append(pa.field(field.name, field.type))
-    return select, pa.schema(fields)
+            if pa.types.is_list(field.type):
+                plan.checks[field.name] = _shape_check(ident)
+    plan.schema = pa.schema(fields)
+    return plan
 
 
-def _column_types(cur: "adbc.Cursor", target: sql.Composable) -> dict[str, tuple[str, int]]:
-    """``{column: (type name, type modifier)}`` of the table or view ``target``.
+def _column_types(cur: "adbc.Cursor", target: sql.Composable) -> dict[str, _Column]:
+    """Each column of the table or view ``target`` and its type (:class:`_Column`).
 
     For a column of a domain the type is the domain's base type, and for a domain over
     ``numeric`` the precision and scale live on the domain type (``pg_type.typtypmod``).
@@ -117,13 +234,42 @@ def _column_types(cur: "adbc.Cursor", target: sql.Composable) -> dict[str, tuple
     query = sql.SQL(
         "SELECT a.attname::text AS name,"
         " CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END::regtype::text AS kind,"
-        " CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END AS typmod"
+        " CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END AS typmod,"
+        " a.atttypid::int8 AS oid, a.attndims::int8 AS dims"
         " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
         " WHERE a.attrelid = {}::regclass AND a.attnum > 0 AND NOT a.attisdropped"
     ).format(sql.Literal(target.as_string()))
     cur.execute(query.as_string())
     rows = cur.fetch_arrow_table().to_pylist()
-    return {row["name"]: (str(row["kind"]), int(row["typmod"])) for row in rows}
+    return {
+        row["name"]: _Column(str(row["kind"]), int(row["typmod"]), int(row["oid"]), int(row["dims"])) for row in rows
+    }
+
+
+def _type_catalog(cur: "adbc.Cursor", target: sql.Composable) -> dict[int, _PgType]:
+    """Every type the columns of ``target`` are made of (domains' bases, arrays' elements, composites'
+    fields, at any depth), by ``pg_type.oid``: one recursive catalog query."""
+    query = sql.SQL(
+        "WITH RECURSIVE reach(oid) AS ("
+        " SELECT a.atttypid FROM pg_attribute a"
+        " WHERE a.attrelid = {}::regclass AND a.attnum > 0 AND NOT a.attisdropped"
+        " UNION SELECT part.oid FROM reach r JOIN pg_type t ON t.oid = r.oid CROSS JOIN LATERAL ("
+        "  SELECT t.typbasetype WHERE t.typtype = 'd'"
+        "  UNION ALL SELECT t.typelem WHERE t.typlen = -1 AND t.typelem <> 0"
+        "  UNION ALL SELECT f.atttypid FROM pg_attribute f"
+        "   WHERE t.typtype = 'c' AND f.attrelid = t.typrelid AND f.attnum > 0 AND NOT f.attisdropped"
+        " ) part(oid))"
+        " SELECT t.oid::int8 AS oid, t.typtype::text AS kind, t.typbasetype::int8 AS base,"
+        " CASE WHEN t.typlen = -1 AND t.typelem <> 0 AND t.typtype <> 'd' THEN t.typelem ELSE 0 END::int8 AS element,"
+        " ARRAY(SELECT f.atttypid::int8 FROM pg_attribute f WHERE t.typtype = 'c' AND f.attrelid = t.typrelid"
+        "  AND f.attnum > 0 AND NOT f.attisdropped ORDER BY f.attnum) AS fields"
+        " FROM pg_type t WHERE t.oid IN (SELECT oid FROM reach)"
+    ).format(sql.Literal(target.as_string()))
+    cur.execute(query.as_string())
+    return {
+        int(row["oid"]): _PgType(str(row["kind"]), int(row["base"]), int(row["element"]), tuple(row["fields"] or ()))
+        for row in cur.fetch_arrow_table().to_pylist()
+    }
 
 
 #: PostgreSQL's names of its time types (``regtype::text``, a domain's base type) -> what a bound becomes.
@@ -137,7 +283,7 @@ _TIME_KINDS: dict[str, TimeKind] = {
 def _where(
     row_filter: RowFilter | None,
     pages: tuple[int, int | None] | None = None,
-    types: dict[str, tuple[str, int]] | None = None,
+    types: dict[str, _Column] | None = None,
 ) -> sql.Composable:
     """The WHERE clause of ``row_filter`` and ``pages``; ``types`` (:func:`_column_types`) gives the
     filter column's type, so a datetime bound is rendered as a ``date``, a ``timestamp`` (its wall-clock
@@ -147,7 +293,7 @@ def _where(
     parts = []
     if row_filter is not None:
         column = sql.Identifier(row_filter.column)
-        kind = _TIME_KINDS.get((types or {}).get(row_filter.column, ("", -1))[0])
+        kind = _TIME_KINDS.get((types or {}).get(row_filter.column, _Column("", -1)).kind)
         if row_filter.lower is not None:
             parts.append(sql.SQL("{} >= {}").format(column, sql.Literal(bound_for(row_filter.lower, kind))))
         if row_filter.upper is not None:
@@ -174,7 +320,23 @@ def _infinities(column: pa.Array) -> pa.Array:
     return raw.cast(column.type)
 
 
-def _convert(batch: pa.RecordBatch, schema: pa.Schema, where: str) -> pa.RecordBatch:
+def _convert(batch: pa.RecordBatch, schema: pa.Schema, where: str, checks: Sequence[str] = ()) -> pa.RecordBatch:
+    """``batch`` as ``schema``: numerics cast, infinities mapped (module doc). ``checks`` names the list
+    columns whose shape checks (:func:`_shape_check`) are ``batch``'s last columns, in order; raises
+    ``ValueError`` naming ``where``, the column and the value when one holds an array a list cannot hold,
+    or a value a decimal cannot hold."""
+    if checks:
+        shapes = batch.columns[len(batch.columns) - len(checks) :]
+        batch = batch.select(range(len(batch.columns) - len(checks)))
+        for name, shape in zip(checks, shapes, strict=True):
+            if shape.null_count != len(shape):
+                value = shape.filter(pc.is_valid(shape))[0].as_py()
+                raise ValueError(
+                    f"{where} column {name!r}: the array {value} has more than one dimension or does not start "
+                    "at index 1, which a list cannot hold (it would land flattened or renumbered); read the table "
+                    f"through a view selecting {name}::text, or declare the column with its dimensions (integer[][]: "
+                    "it lands as its text)"
+                )
     arrays = []
     for column, field in zip(batch.columns, schema, strict=True):
         if isinstance(column.type, pa.BaseExtensionType):
@@ -191,29 +353,32 @@ def _convert(batch: pa.RecordBatch, schema: pa.Schema, where: str) -> pa.RecordB
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _only(
-    select: list[sql.Composable], planned: pa.Schema, columns: Sequence[str], where: str
-) -> tuple[list[sql.Composable], pa.Schema]:
-    """The select list and schema of ``planned`` (:func:`_planned`) restricted to ``columns``, in their
-    order; ``MissingColumnError`` naming ``where`` and the columns it lacks."""
+def _only(plan: _Plan, columns: Sequence[str], where: str) -> _Plan:
+    """``plan`` (:func:`_planned`) restricted to ``columns``, in their order; ``MissingColumnError``
+    naming ``where`` and the columns it lacks."""
+    planned = plan.schema
     missing = [c for c in columns if c not in planned.names]
     if missing:
         raise MissingColumnError(
             f"table {where}: column(s) {missing} are not among its columns ({', '.join(planned.names)})"
         )
     index = {name: i for i, name in enumerate(planned.names)}
-    return [select[index[c]] for c in columns], pa.schema([planned.field(c) for c in columns])
+    return _Plan(
+        [plan.select[index[c]] for c in columns],
+        pa.schema([planned.field(c) for c in columns]),
+        {c: check for c, check in plan.checks.items() if c in columns},
+    )
 
 
-def _planned(
-    cur: "adbc.Cursor", target: sql.Composable
-) -> tuple[list[sql.Composable], pa.Schema, dict[str, tuple[str, int]]]:
-    """Select list and Arrow schema of ``target`` (:func:`_plan` of a ``LIMIT 0`` probe), and its
-    columns' types (:func:`_column_types`)."""
+def _planned(cur: "adbc.Cursor", target: sql.Composable) -> tuple[_Plan, dict[str, _Column]]:
+    """The :func:`_plan` of ``target`` (from a ``LIMIT 0`` probe and the catalog), and its columns'
+    types (:func:`_column_types`)."""
     cur.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(target).as_string())
     probe = cur.fetch_record_batch().schema
     types = _column_types(cur, target)
-    return (*_plan(probe, types), types)
+    nested = any(pa.types.is_nested(f.type) for f in probe)
+    catalog = _type_catalog(cur, target) if nested else {}
+    return _plan(probe, types, catalog), types
 
 
 def postgres_schema(uri: str, table: str, schema: str | None) -> pa.Schema:
@@ -221,7 +386,7 @@ def postgres_schema(uri: str, table: str, schema: str | None) -> pa.Schema:
     import adbc_driver_postgresql.dbapi as adbc
 
     with adbc.connect(uri) as conn, conn.cursor() as cur:
-        return _planned(cur, sql.Identifier(schema, table) if schema else sql.Identifier(table))[1]
+        return _planned(cur, sql.Identifier(schema, table) if schema else sql.Identifier(table))[0].schema
 
 
 def read_postgres(
@@ -271,13 +436,17 @@ def read_postgres(
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cur.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)).as_string())
         target = sql.Identifier(schema, table) if schema else sql.Identifier(table)
-        select, out_schema, types = _planned(cur, target)
+        plan, types = _planned(cur, target)
         if columns is not None:
-            select, out_schema = _only(select, out_schema, columns, target.as_string())
+            plan = _only(plan, columns, target.as_string())
+        out_schema = plan.schema
         if extra_schema is not None:
             out_schema = pa.schema([*out_schema, *extra_schema])
+        checks = list(plan.checks)
         query = sql.SQL("SELECT {} FROM {}{}").format(
-            sql.SQL(", ").join([*select, *extra]), relation or target, _where(row_filter, pages, types)
+            sql.SQL(", ").join([*plan.select, *extra, *plan.checks.values()]),
+            relation or target,
+            _where(row_filter, pages, types),
         )
         cur.execute(query.as_string())
         source = cur.fetch_record_batch()
@@ -290,7 +459,7 @@ def read_postgres(
     def batches() -> Iterator[pa.RecordBatch]:
         try:
             for batch in source:
-                yield _convert(batch, out_schema, where)
+                yield _convert(batch, out_schema, where, checks)
         finally:
             source.close()
             cur.close()
