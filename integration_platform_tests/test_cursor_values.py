@@ -11,7 +11,7 @@ import pymysql
 import pytest
 
 from integration_platform.core.cursors import CursorValue
-from integration_platform.core.extract import Extraction, extract_and_land
+from integration_platform.core.extract import CursorTypeError, Extraction, extract_and_land
 from integration_platform.core.lake import LocalLake
 from integration_platform.core.landing import read_landed_files
 from integration_platform.core.streams import StreamSpec
@@ -113,6 +113,80 @@ def test_a_mariadb_single_precision_cursor_reads_again_the_rows_at_the_mark(tmp_
         assert sorted(i for part in parts for i in part.column("id").to_pylist()) == [2, 3]
         assert second.duplicates_dropped == 1
         conn.close()
+    finally:
+        dispose_engine(url)
+        root.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
+        root.close()
+
+
+@pytest.mark.parametrize("kind", ["timestamp", "timestamptz", "date"])
+def test_an_infinite_time_cursor_never_becomes_the_mark(database: str, tmp_path: Path, kind: str) -> None:
+    """PostgreSQL's ``infinity``/``-infinity`` (landed as DuckDB's) failed every run with "date value out of
+    range", naming no column. The mark is the latest finite time; the infinite rows land, later rows too,
+    and a run reading back only the infinite row passes."""
+    _sql(database, f"CREATE TABLE t (id int PRIMARY KEY, at {kind})")
+    _sql(database, "INSERT INTO t VALUES (1, '2024-01-01'), (2, 'infinity'), (3, '-infinity')")
+    store, db = LocalLake(tmp_path / "lake"), SqlDatabaseResource(url=database)
+    spec = StreamSpec("probe", "t", "merge", primary_key=("id",), cursor="at", lag=86400)
+
+    def run(mark: CursorValue | None) -> Extraction:
+        return extract_and_land(store, spec, lambda row_filter: db.read("t", None, row_filter), cursor_before=mark)
+
+    def ids(extraction: Extraction) -> list[int]:
+        parts = read_landed_files(store, extraction.manifest.files, ["id"])
+        return sorted(i for part in parts for i in part.column("id").to_pylist())
+
+    first = run(None)
+    assert ids(first) == [1, 2, 3] and first.cursor_after is not None
+    assert first.cursor_after.text.startswith("2024-01-01")
+    _sql(database, "INSERT INTO t VALUES (4, '2024-01-05')")
+    second = run(first.cursor_after)
+    assert 4 in ids(second) and second.cursor_after is not None and second.cursor_after.text.startswith("2024-01-05")
+    _sql(database, "UPDATE t SET at = '2024-01-01' WHERE id = 4")  # only the infinite row is read now
+    third = run(second.cursor_after)
+    assert third.cursor_after == second.cursor_after
+
+
+@pytest.mark.parametrize(
+    ("column", "problem"),
+    [
+        ("t time", "its type is time64"),
+        ("t bytea", "its type is binary"),
+        ("t boolean", "its type is bool"),
+        ("t numeric", "unconstrained PostgreSQL numeric.*declare the column numeric\\(p, s\\)"),
+    ],
+)
+def test_a_cursor_a_mark_cannot_hold_is_refused_naming_stream_and_column_before_anything_lands(
+    database: str, tmp_path: Path, column: str, problem: str
+) -> None:
+    """A ``time`` or ``bytea`` cursor failed with "unsupported cursor value type time" naming neither stream
+    nor column, after the files were written; an unconstrained ``numeric`` (landed as text) took the text
+    maximum as the mark ('99' of 1..120), which then never advanced, and 'NaN' stopped it for good."""
+    _sql(database, f"CREATE TABLE t (id int PRIMARY KEY, {column})")
+    _sql(database, "INSERT INTO t (id) VALUES (1)")
+    store, db = LocalLake(tmp_path / "lake"), SqlDatabaseResource(url=database)
+    spec = StreamSpec("probe", "t", "merge", primary_key=("id",), cursor="t")
+    with pytest.raises(CursorTypeError, match=rf"stream probe/t: cursor column 't' cannot hold .*{problem}"):
+        extract_and_land(store, spec, lambda row_filter: db.read("t", None, row_filter))
+    assert not [p for p in (tmp_path / "lake").rglob("*") if p.is_file()], "nothing is written"
+
+
+def test_a_mariadb_binary_cursor_is_refused_naming_stream_and_column(tmp_path: Path) -> None:
+    require_port(MARIADB_HOST, MARIADB_PORT, "MariaDB")
+    name = f"ip_test_cursor_{uuid.uuid4().hex[:8]}"
+    root = pymysql.connect(host=MARIADB_HOST, port=MARIADB_PORT, user="root", autocommit=True)
+    root.cursor().execute(f"CREATE DATABASE {name}")
+    url = f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{name}"
+    try:
+        conn = pymysql.connect(host=MARIADB_HOST, port=MARIADB_PORT, user="root", database=name, autocommit=True)
+        conn.cursor().execute("CREATE TABLE t (id INT PRIMARY KEY, tag BINARY(4))")
+        conn.cursor().execute("INSERT INTO t VALUES (1, 'ab')")
+        conn.close()
+        store, db = LocalLake(tmp_path / "lake"), SqlDatabaseResource(url=url)
+        spec = StreamSpec("probe", "t", "merge", primary_key=("id",), cursor="tag")
+        with pytest.raises(CursorTypeError, match=r"stream probe/t: cursor column 'tag' .*its type is binary"):
+            extract_and_land(store, spec, lambda row_filter: db.read("t", None, row_filter))
+        assert not [p for p in (tmp_path / "lake").rglob("*") if p.is_file()]
     finally:
         dispose_engine(url)
         root.cursor().execute(f"DROP DATABASE IF EXISTS {name}")

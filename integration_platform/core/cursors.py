@@ -16,6 +16,66 @@ import pyarrow.compute as pc
 
 CursorPython = dt.datetime | dt.date | int | float | Decimal | str
 
+#: Field metadata a source sets on a column that must not be a cursor, its value saying why (UTF-8):
+#: PostgreSQL's unconstrained ``numeric`` lands as text, whose maximum is no numeric maximum.
+#: :func:`cursor_type_problem` refuses such a cursor before anything lands.
+NOT_A_CURSOR = b"integration_platform.not_a_cursor"
+
+#: The Arrow types a cursor column may have (a dictionary of one of them too; a column of nulls only).
+CURSOR_TYPES = "a timestamp, a date, an integer, a float, a decimal or a string"
+
+#: Python's datetime range (years 1 to 9999) in each timestamp unit, and date32's in days.
+_PY_RANGE = {
+    "s": (-62_135_596_800, 253_402_300_799),
+    "ms": (-62_135_596_800_000, 253_402_300_799_999),
+    "us": (-62_135_596_800_000_000, 253_402_300_799_999_999),
+    "ns": (-(2**63), 2**63 - 1),
+    "date32[day]": (-719_162, 2_932_896),
+    "date64[ms]": (-62_135_596_800_000, 253_402_300_799_999),
+}
+
+
+def cursor_type_problem(field: pa.Field) -> str | None:
+    """Why the column ``field`` cannot be a cursor (its type is none of :data:`CURSOR_TYPES`, or its
+    source set :data:`NOT_A_CURSOR`), or ``None`` when it can."""
+    reason = (field.metadata or {}).get(NOT_A_CURSOR)
+    if reason is not None:
+        return reason.decode()
+    kind = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+    known = (
+        pa.types.is_timestamp(kind)
+        or pa.types.is_date(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_decimal(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_null(kind)
+    )
+    return None if known else f"its type is {field.type}"
+
+
+def markable(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """``values`` (a cursor column) without the values a mark leaves out: a float's NaN and infinities,
+    and a timestamp's or date's beyond Python's years 1 to 9999 (PostgreSQL's ``infinity``/``-infinity``,
+    landed as DuckDB's, the largest and smallest int64/int32). A mark of NaN or infinity compares above
+    every later value (PostgreSQL sorts NaN above all numbers), so the next runs read only those rows and
+    every new row was lost; an infinite date failed every run with "date value out of range". Untouched
+    (and not copied) when there is none."""
+    if pa.types.is_floating(values.type):
+        return values.filter(pc.is_finite(values))
+    if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
+        if pa.types.is_timestamp(values.type):
+            storage, (low, high) = pa.int64(), _PY_RANGE[values.type.unit]
+        else:
+            storage = pa.int32() if pa.types.is_date32(values.type) else pa.int64()
+            low, high = _PY_RANGE[str(values.type)]
+        raw = values.cast(storage)
+        bounds = pc.min_max(raw).as_py()
+        if bounds["min"] is not None and (bounds["min"] < low or bounds["max"] > high):
+            return values.filter(pc.and_(pc.greater_equal(raw, low), pc.less_equal(raw, high)))
+    return values
+
 
 @dataclass(frozen=True)
 class CursorValue:
@@ -103,16 +163,13 @@ class CursorRange:
     def observe(self, batch: pa.RecordBatch) -> None:
         """Fold one batch in. Raises ``KeyError`` when the batch lacks the cursor column.
 
-        A floating-point cursor's NaN and infinite values are left out of the range: a mark of NaN
-        or infinity compares above every later value (PostgreSQL sorts NaN above all numbers), so
-        the next runs read only those rows and every new row was lost. The rows themselves land."""
+        A floating-point cursor's NaN and infinite values, and a time's ``infinity``/``-infinity``, are
+        left out of the range (:func:`markable`). The rows themselves land."""
         if self.column is None or batch.num_rows == 0:
             return
         if self.column not in batch.schema.names:
             raise KeyError(f"cursor column {self.column!r} is not in the extracted columns")
-        values = batch.column(self.column)
-        if pa.types.is_floating(values.type):
-            values = values.filter(pc.is_finite(values))
+        values = markable(batch.column(self.column))
         bounds = pc.min_max(values).as_py()
         low, high = bounds["min"], bounds["max"]
         if low is not None and (self.low is None or low < self.low):

@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from integration_platform.core.cursors import CursorValue
+from integration_platform.core.cursors import CURSOR_TYPES, CursorValue, cursor_type_problem, markable
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import (
     LandedFile,
@@ -381,13 +381,20 @@ def refuse_reserved_columns(spec: StreamSpec, schema: pa.Schema) -> None:
         )
 
 
+class CursorTypeError(ValueError):
+    """A stream's cursor column has a type a high-water mark cannot hold or compare."""
+
+
 def require_columns(spec: StreamSpec, schema: pa.Schema) -> None:
     """Raise :class:`MissingColumnError` naming the stream, the column, its role and the columns
     that exist when ``schema`` (the extractor's, known before any row is read) lacks the cursor, a
     primary-key column or the partition column; :class:`ReservedColumnError` when it has a column of
     :data:`~integration_platform.core.streams.LOADER_COLUMNS` (the loader would take a source's
-    ``_ip_op`` of ``delete`` for a tombstone). A schema without columns (nothing was extracted)
-    passes: there is nothing to land."""
+    ``_ip_op`` of ``delete`` for a tombstone); :class:`CursorTypeError` naming the stream, the cursor
+    column, why and the types a cursor may have when the cursor's type cannot be a mark
+    (:func:`~integration_platform.core.cursors.cursor_type_problem`: a ``time``, ``bytes``; before, the run
+    failed with "unsupported cursor value type" after its files were written). A schema without columns
+    (nothing was extracted) passes: there is nothing to land."""
     refuse_reserved_columns(spec, schema)
     missing = missing_column(spec, schema.names) if schema.names else None
     if missing is not None:
@@ -396,6 +403,14 @@ def require_columns(spec: StreamSpec, schema: pa.Schema) -> None:
             f"stream {spec.path}: {role} column {column!r} is not among the source's columns "
             f"({', '.join(schema.names)}); nothing was landed"
         )
+    if spec.cursor and spec.cursor in schema.names:
+        problem = cursor_type_problem(schema.field(spec.cursor))
+        if problem is not None:
+            raise CursorTypeError(
+                f"stream {spec.path}: cursor column {spec.cursor!r} cannot hold a high-water mark: {problem}; "
+                f"a cursor may be {CURSOR_TYPES} column: choose another, or land the stream without one "
+                "(a full replace each run); nothing was landed"
+            )
 
 
 def _drop_landed(
@@ -414,7 +429,7 @@ def _drop_landed(
         counts["read"] += batch.num_rows
         if below is not None and batch.num_rows:
             cursor, since, landed = below
-            low = pc.min(batch.column(cursor)).as_py()
+            low = pc.min(markable(batch.column(cursor))).as_py()
             with suppress(TypeError):  # a value that does not compare with the bound: as before
                 if low is not None and low < since:
                     seen, below = landed(low), (cursor, low, landed)

@@ -13,8 +13,10 @@ machine. Two gaps are closed here:
   as ``((p << 16) | s) + 4``; see ``numeric.c``, ``make_numeric_typmod``), it is cast to
   ``decimal128(p, s)`` (``decimal256`` beyond 38 digits); Arrow's cast refuses, rather
   than rounds, a value that does not fit. An unconstrained ``numeric`` stays text: no
-  digit is lost. Casting on the client is cheaper than any server-side rewrite measured
-  (``(col * 10^s)::int8`` cost the backend 20% more CPU than the plain COPY).
+  digit is lost; its field carries :data:`~integration_platform.core.cursors.NOT_A_CURSOR`, so a cursor on
+  it is refused before anything lands (its text maximum is no numeric maximum). Casting on the client
+  is cheaper than any server-side rewrite measured (``(col * 10^s)::int8`` cost the backend 20% more
+  CPU than the plain COPY).
 - types the driver does not decode (``tsvector``, geometric types, ...) arrive as opaque
   binary; they are selected as ``col::text`` instead. So is ``interval`` (Arrow's
   month-day-nano interval has no Parquet form, and a month is no fixed duration).
@@ -51,6 +53,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
+from integration_platform.core.cursors import NOT_A_CURSOR
 from integration_platform.core.extract import MissingColumnError
 from integration_platform.core.row_filter import RowFilter, TimeKind, bound_for
 
@@ -67,6 +70,14 @@ WRAPPED_INFINITY = {
     pa.int64(): (-(2**63) + _POSTGRES_EPOCH_US - 1, -(2**63) + _POSTGRES_EPOCH_US, 2**63 - 1, -(2**63) + 1),
     pa.int32(): (-(2**31) + _POSTGRES_EPOCH_DAYS - 1, -(2**31) + _POSTGRES_EPOCH_DAYS, 2**31 - 1, -(2**31) + 1),
 }
+
+
+#: Why a ``numeric`` landed as text cannot be a cursor (:data:`~integration_platform.core.cursors.NOT_A_CURSOR`).
+NUMERIC_TEXT_CURSOR = (
+    b"it is an unconstrained PostgreSQL numeric (or one of more than 76 digits), which lands as its text to keep "
+    b"every digit, and text compares as text (the mark of 1..120 was '99', and 'NaN' stopped it for good): declare "
+    b"the column numeric(p, s), which lands as a decimal, or read the table through a view casting it"
+)
 
 
 def _numeric_type(typmod: int) -> pa.DataType:
@@ -208,7 +219,9 @@ def _plan(probe: pa.Schema, types: dict[str, _Column], catalog: dict[int, _PgTyp
             fields.append(pa.field(field.name, MONEY_TYPE))
         elif _is_numeric(field):
             plan.select.append(ident)
-            fields.append(pa.field(field.name, _numeric_type(typmod)))
+            numeric = _numeric_type(typmod)
+            text = pa.types.is_string(numeric)
+            fields.append(pa.field(field.name, numeric, metadata={NOT_A_CURSOR: NUMERIC_TEXT_CURSOR} if text else None))
         elif (
             _is_opaque(field)
             or kind == "interval"
