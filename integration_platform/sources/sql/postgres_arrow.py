@@ -333,6 +333,21 @@ def _infinities(column: pa.Array) -> pa.Array:
     return raw.cast(column.type)
 
 
+#: The driver's text of numeric's special values -> PostgreSQL's own.
+_NUMERIC_SPECIALS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _numeric_text(column: pa.Array) -> pa.Array:
+    """An unconstrained ``numeric`` column (text) with the driver's ``nan``/``inf``/``-inf`` written as
+    PostgreSQL writes them (``NaN``, ``Infinity``, ``-Infinity``); untouched when it holds none."""
+    special = pc.is_in(column, value_set=pa.array(list(_NUMERIC_SPECIALS)))
+    if not pc.any(special).as_py():
+        return column
+    for driver, postgres in _NUMERIC_SPECIALS.items():
+        column = pc.if_else(pc.equal(column, driver), postgres, column)
+    return column
+
+
 def _convert(batch: pa.RecordBatch, schema: pa.Schema, where: str, checks: Sequence[str] = ()) -> pa.RecordBatch:
     """``batch`` as ``schema``: numerics cast, infinities mapped (module doc). ``checks`` names the list
     columns whose shape checks (:func:`_shape_check`) are ``batch``'s last columns, in order; raises
@@ -354,7 +369,9 @@ def _convert(batch: pa.RecordBatch, schema: pa.Schema, where: str, checks: Seque
     for column, field in zip(batch.columns, schema, strict=True):
         if isinstance(column.type, pa.BaseExtensionType):
             column = column.storage
-            if column.type != field.type:
+            if pa.types.is_string(column.type) and column.type == field.type:
+                column = _numeric_text(column)
+            elif column.type != field.type:
                 try:
                     column = pc.cast(column, field.type)
                 except pa.ArrowInvalid as exc:
