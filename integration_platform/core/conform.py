@@ -74,41 +74,43 @@ def _bad_rows(column: pa.Array, kind: pa.DataType) -> list[int]:
 _CODE_TEXT = r"^[ \t]*[+-]?0[0-9]"
 
 
-def _temporal(kind: pa.DataType) -> bool:
-    return pa.types.is_temporal(kind)
+def _text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+
+
+def _time(kind: pa.DataType) -> bool:
+    """A point or time of day (a duration is a number of units)."""
+    return pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_time(kind)
 
 
 def _changed_by_cast(column: pa.Array, converted: pa.Array) -> list[int]:
     """Indexes of the values of ``column`` that its cast ``converted`` does not hold:
 
+    - text into a number: a code (``01067`` into an ``int64`` column became 1067, ``08`` into a
+      ``double`` one 8.0); other text is not checked (it is parsed or written: ``1.50`` or a time
+      written with ``T`` does not come back as written, though it converted exactly);
     - a time and a number (or a boolean) are different kinds: every value (a day's timestamps into an
       ``int64`` column landed as epoch seconds);
-    - text into a number: a code (``01067`` into an ``int64`` column became 1067, ``08`` into a
-      ``double`` one 8.0), and into an integer any text that does not come back as written;
+    - a timestamp into a ``time`` column: every value (the date is gone);
     - else, cast back, they differ (a day's ``2`` into a ``bool`` column was landed as ``true``, a time
-      of day into a ``date`` column lost it), or the cast has no way back (a timestamp into a
-      ``time`` column: the date is gone).
-
-    Other text is not checked: a text ``1.50`` or a time written with ``T`` does not come back as
-    written, though it converted exactly."""
+      of day into a ``date`` column lost it); where Arrow cannot cast back or compare (nested types),
+      the safe cast is trusted."""
     source, target = column.type, converted.type
     valid = column.is_valid()
-    if _temporal(source) != _temporal(target) and not (pa.types.is_string(source) or pa.types.is_string(target)):
-        return pc.indices_nonzero(valid).to_pylist()
-    if pa.types.is_string(source) or pa.types.is_large_string(source):
-        if not (pa.types.is_integer(target) or pa.types.is_floating(target) or pa.types.is_decimal(target)):
+    if _text(source) or _text(target):
+        if not (_text(source) and (pa.types.is_integer(target) or pa.types.is_floating(target))):
             return []
         changed = pc.fill_null(pc.match_substring_regex(column, _CODE_TEXT), False)
-        if pa.types.is_integer(target):
-            changed = pc.or_(changed, pc.invert(pc.fill_null(pc.equal(converted.cast(source), column), True)))
+    elif _time(source) != _time(target) or (pa.types.is_timestamp(source) and pa.types.is_time(target)):
+        return pc.indices_nonzero(valid).to_pylist()
     else:
         try:
             back = converted.cast(source)
+            same = pc.fill_null(pc.equal(back, column), False)
+            if pa.types.is_floating(source):
+                same = pc.or_(same, pc.fill_null(pc.and_(pc.is_nan(back), pc.is_nan(column)), False))
         except ARROW_ERRORS:
-            return pc.indices_nonzero(valid).to_pylist()
-        same = pc.fill_null(pc.equal(back, column), False)
-        if pa.types.is_floating(source):
-            same = pc.or_(same, pc.fill_null(pc.and_(pc.is_nan(back), pc.is_nan(column)), False))
+            return []
         changed = pc.invert(same)
     changed = pc.and_(changed, valid)
     return pc.indices_nonzero(changed).to_pylist() if pc.any(changed).as_py() else []
@@ -190,7 +192,8 @@ def conform(
         except (*ARROW_ERRORS, OverflowError):
             bad = _bad_rows(column, kind)
             if len(bad) < len(column) - column.null_count:  # the values that convert: exactly?
-                rest = pc.if_else(pa.array([i not in set(bad) for i in range(len(column))]), column, None)
+                unconvertible = pc.is_in(pa.array(range(len(column))), value_set=pa.array(bad, pa.int64()))
+                rest = pc.if_else(unconvertible, pa.nulls(len(column), column.type), column)
                 bad = sorted({*bad, *_changed_by_cast(rest, rest.cast(kind))})
         for index in bad:
             reason = f"column {name!r}: {column[index].as_py()!r} is not {kind}"

@@ -7,6 +7,7 @@ offset when the column is zoned), ``date`` (ISO date), ``int``, ``float``, ``dec
 """
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -62,8 +63,13 @@ def markable(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     every later value (PostgreSQL sorts NaN above all numbers), so the next runs read only those rows and
     every new row was lost; an infinite date failed every run with "date value out of range". Untouched
     (and not copied) when there is none."""
+    if pa.types.is_dictionary(values.type):  # no min/max kernel for dictionaries
+        values = values.dictionary_decode() if isinstance(values, pa.Array) else values.cast(values.type.value_type)
     if pa.types.is_floating(values.type):
-        return values.filter(pc.is_finite(values))
+        # min_max skips NaN (NaN only when all are); filter only when a bound is not finite
+        bounds = pc.min_max(values).as_py()
+        finite = [b for b in bounds.values() if b is not None and math.isfinite(b)]
+        return values if len(finite) == 2 else values.filter(pc.is_finite(values))
     if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
         if pa.types.is_timestamp(values.type):
             storage, (low, high) = pa.int64(), _PY_RANGE[values.type.unit]

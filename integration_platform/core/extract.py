@@ -430,9 +430,11 @@ def _drop_landed(
         if below is not None and batch.num_rows:
             cursor, since, landed = below
             low = pc.min(markable(batch.column(cursor))).as_py()
+            lower = False
             with suppress(TypeError):  # a value that does not compare with the bound: as before
-                if low is not None and low < since:
-                    seen, below = landed(low), (cursor, low, landed)
+                lower = low is not None and low < since
+            if lower:
+                seen, below = landed(low), (cursor, low, landed)
         if seen is None or batch.num_rows == 0:
             yield batch
             continue

@@ -28,23 +28,27 @@ def find_one(body: Any, path: str) -> Any:
     return values[0] if values else None
 
 
+#: Top-level keys of an error body (JSON:API and GraphQL ``errors``, Google's ``error``, ...).
+ERROR_KEYS = frozenset({"error", "errors", "fault"})
+
+
 def select_records(body: Any, path: str | None) -> list[Any]:
     """The records of a page: what ``path`` selects (a list, or one object), or the body itself.
 
-    ``None`` or ``$`` selects the body: a list is the records, an object is one record. Raises
-    ``ValueError`` naming the path and the body's top-level keys when ``path`` matches nothing: an
-    error body sent with status 200 (``{"error": ...}``) was taken for a page without records, and a
-    full-refresh stream's table was replaced by nothing. A path holding ``[]`` or ``null`` is a page
-    without records.
+    ``None`` or ``$`` selects the body: a list is the records, an object is one record. A path matching
+    nothing is a page without records (protobuf-style APIs leave an empty list out: ``{}``), unless the
+    body is an error object (a top-level key of :data:`ERROR_KEYS`): then ``ValueError`` naming the path
+    and the body's keys. An error body sent with status 200 (``{"error": ...}``) was taken for a page
+    without records, and a full-refresh stream's table was replaced by nothing.
     """
     if path in (None, "", "$"):
         values = [body]
     else:
         assert path is not None
         values = find(body, path)
-        if not values:
-            shape = f"an object with keys {sorted(body)[:10]}" if isinstance(body, dict) else type(body).__name__
-            raise ValueError(f"the records path {path!r} matches nothing in the body ({shape})")
+        if not values and isinstance(body, dict) and ERROR_KEYS & {str(k).lower() for k in body}:
+            keys = sorted(body)[:10]
+            raise ValueError(f"the records path {path!r} matches nothing in an error body (an object with keys {keys})")
     if len(values) == 1 and isinstance(values[0], list):
         return list(values[0])
     return [v for v in values if v is not None]

@@ -36,6 +36,7 @@ def endpoint_pages(
     request: PageRequest | None = first_request(paginator, client.url(path), {**client.config.params, **params})
     seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
     previous: bytes | None = None  # the last page's body, when it held records
+    empty = 0  # pages in a row without records
     while request is not None:
         ident = (request.url, tuple(sorted(request.params.items())))
         if ident in seen:
@@ -60,6 +61,7 @@ def endpoint_pages(
         yield Page(records, request, body, len(response.content))
         fetched = request
         try:
-            request = next_request(paginator, fetched, body, response, len(records))
+            empty = 0 if records else empty + 1
+            request = next_request(paginator, fetched, body, response, len(records), empty)
         except ValueError as exc:
             raise HttpSourceError(f"GET {client.redact_url(fetched.url, fetched.params)}: {exc}") from None

@@ -138,7 +138,8 @@ def parent_rows(store: LakeStore, parent: StreamSpec, fields: Sequence[str], chi
         columns = list(dict.fromkeys([*wanted, *(f for f in fields if f in has)]))
         for table in read_landed_files(store, manifest.files, columns):
             if parent.cursor in table.column_names:
-                table = table.sort_by([(parent.cursor, "ascending")])  # stable: the last of equal cursors wins
+                # stable, nulls first: the last of equal cursors wins, a null cursor loses (as the loader orders)
+                table = table.sort_by([(parent.cursor, "ascending", "at_start")])
             for row in table.to_pylist():
                 key = json.dumps([row[k] for k in parent.primary_key], default=str)
                 if row.pop(OP_COLUMN, None) == "delete":

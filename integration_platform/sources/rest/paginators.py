@@ -83,18 +83,31 @@ def _from_body(value: Any, what: str) -> str:
     return text
 
 
+#: A ``cursor``, ``next_url`` or ``link_header`` paginator stops after this many empty pages in a row,
+#: though the body still has a next cursor or link: an API filtering after it pages may return an empty
+#: page before more records, and one handing out a fresh cursor with every empty page paged for ever.
+EMPTY_PAGES_BEFORE_STOP = 10
+
+
 def next_request(
-    paginator: Paginator, current: PageRequest, body: Any, response: "requests.Response", records: int
+    paginator: Paginator,
+    current: PageRequest,
+    body: Any,
+    response: "requests.Response",
+    records: int,
+    empty_pages: int = 0,
 ) -> PageRequest | None:
     """The request for the page after ``current``, or ``None`` when this was the last page.
 
-    ``records`` is how many records the current page held. Raises ``ValueError`` when the body's
-    cursor or next URL cannot go into a URL.
+    ``records`` is how many records the current page held; ``empty_pages``, how many pages in a row
+    (this one included) held none. ``offset`` and ``page_number`` stop at the first empty page, the
+    others after :data:`EMPTY_PAGES_BEFORE_STOP`. Raises ``ValueError`` when the body's cursor or next
+    URL cannot go into a URL.
     """
     kind = paginator.type
     if kind == "single_page":
         return None
-    if records == 0:  # as dlt's paginators do (stop_after_empty_page): a cursor API may hand out cursors for ever
+    if records == 0 and (kind in ("offset", "page_number") or empty_pages >= EMPTY_PAGES_BEFORE_STOP):
         return None
     if kind == "offset":
         offset = int(current.params.get(paginator.offset_param, "0")) + records
