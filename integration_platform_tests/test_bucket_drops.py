@@ -6,7 +6,9 @@ lands again, a half-uploaded one is never seen, and landed objects are archived.
 """
 
 import csv
+import http.server
 import io
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -18,10 +20,11 @@ import dagster as dg
 import pytest
 
 from integration_platform.sources.files.bucket_files import BucketResource
-from integration_platform_tests.services import missing, moto_server, shared_file
+from integration_platform.sources.files.remote_files import RemoteFileError
+from integration_platform_tests.services import missing, shared_file
 from sandbox import ServerMissing
 from sandbox.harness import Platform, platform
-from sandbox.object_stores import azurite, fake_gcs_server
+from sandbox.object_stores import azurite, fake_gcs_server, moto_s3
 
 LAKE = dg.AssetKey(["covid", "regions"])
 WAREHOUSE = dg.AssetKey(["warehouse", "covid.regions"])
@@ -31,16 +34,17 @@ STORES = ["s3", "gcs", "azure"]
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[dict[str, Any]]:
-    """The three object-store servers, once for the module."""
+    """The three object-store servers, once for the module; a server that is not installed is
+    its :class:`ServerMissing`, and the tests of that store skip (:func:`new_bucket`)."""
+    starts = {"s3": moto_s3, "gcs": fake_gcs_server, "azure": lambda s: azurite(s).connection_string}
     with ExitStack() as stack:
-        try:
-            yield {
-                "s3": stack.enter_context(moto_server()),
-                "gcs": fake_gcs_server(stack),
-                "azure": azurite(stack).connection_string,
-            }
-        except ServerMissing as exc:
-            missing(str(exc))
+        started: dict[str, Any] = {}
+        for store, start in starts.items():
+            try:
+                started[store] = start(stack)
+            except ServerMissing as exc:
+                started[store] = exc
+        yield started
 
 
 def connection_yaml(store: str, bucket: str, servers: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> str:
@@ -96,6 +100,8 @@ def s3_client(servers: dict[str, Any]) -> Any:
 
 
 def new_bucket(store: str, servers: dict[str, Any]) -> str:
+    if isinstance(servers[store], ServerMissing):
+        missing(str(servers[store]))
     bucket = f"drops-{uuid.uuid4().hex[:10]}"
     if store == "s3":
         s3_client(servers).create_bucket(Bucket=bucket)
@@ -272,3 +278,64 @@ def test_names_with_glob_characters_and_folder_markers_are_plain_names(
             service.get_blob_client(bucket, "in/b.csv?versionid=1").upload_blob(b"x")
             with pytest.raises(ValueError, match="versionid"):
                 list(files.list("in"))
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_bucket_that_does_not_exist_fails_the_listing_and_an_empty_prefix_lists_nothing(
+    store: str, servers: dict[str, Any], tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsspec's find drops a failed listing (``on_error="omit"``): a misspelled bucket read as an
+    empty drop, the run "succeeded" landing nothing and the sensor saw 0 files. A prefix with no
+    object (never written, or emptied by archiving) is an empty listing."""
+    bucket = new_bucket(store, servers)
+    p = platform(source_yaml(connection_yaml(store, bucket, servers, monkeypatch)), tmp_path, instance)
+    with bucket_resource(p).connect() as files:
+        if store != "s3":
+            files.fs.mkdir(bucket)
+        files.fs.pipe_file(f"{bucket}/incoming/other/x.csv", b"x\n")
+        assert list(files.list("incoming/regions")) == []
+        assert list(files.list("never/written")) == []
+    missing_bucket = f"{bucket}-typo"
+    p = platform(source_yaml(connection_yaml(store, missing_bucket, servers, monkeypatch)), tmp_path / "2", instance)
+    with bucket_resource(p).connect() as files, pytest.raises(RemoteFileError) as failed:
+        list(files.list("incoming/regions"))
+    assert missing_bucket in str(failed.value) and "incoming/regions" in str(failed.value)
+    result = p.materialize([LAKE, WAREHOUSE], partition_key=DAYS[0], raise_on_error=False)
+    assert not result.success, "a run on a missing bucket fails rather than landing nothing"
+
+
+class _Denied(http.server.BaseHTTPRequestHandler):
+    """An S3 endpoint that refuses every request with 403 AccessDenied."""
+
+    def _deny(self) -> None:
+        body = b"<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+        self.send_response(403)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_HEAD = do_PUT = do_POST = _deny
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_access_denied_fails_the_listing_naming_the_bucket_and_the_cause() -> None:
+    """A 403 on the listing read as an empty prefix (fsspec's walk dropped it)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Denied)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        resource = BucketResource(
+            store="s3", bucket="drops", endpoint_url=f"http://127.0.0.1:{server.server_port}",
+            access_key_id="a", secret_access_key="b",
+        )  # fmt: skip
+        with resource.connect() as files, pytest.raises(RemoteFileError) as failed:
+            list(files.list("incoming"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    message = str(failed.value)
+    assert "s3://drops" in message and "'incoming'" in message and "ACCESS_DENIED" in message.upper(), message
+    assert "b" not in message.split("failed:")[0].replace("s3://drops", ""), "no secret"

@@ -47,19 +47,32 @@ class BucketFiles:
 
     def list(self, directory: str) -> Iterator[RemoteFile]:
         """The objects directly under the prefix ``directory`` (no deeper ones, no folder-marker objects
-        ending in ``/``). Raises :class:`RemoteFileError` naming the store and prefix when the listing
-        fails, ``UnsafeNameError`` for an object name that is not one plain path segment or that the
-        store's client would read as something else (:attr:`unsafe`)."""
+        ending in ``/``). A prefix holding no object is an empty listing (a store has no directories: an
+        empty one and a missing one are the same); a bucket that does not exist is not.
+
+        Raises :class:`RemoteFileError` naming the store, the prefix and the cause when the listing fails
+        (the bucket does not exist, access is denied, the endpoint does not answer), ``UnsafeNameError``
+        for an object name that is not one plain path segment or that the store's client would read as
+        something else (:attr:`unsafe`)."""
         prefix = directory.strip("/")
         base = self._path(prefix).rstrip("/")
         try:  # find, not ls: adlfs lists only the marker when a zero-byte "<prefix>/" blob exists
-            listed = self.fs.find(base, maxdepth=1, detail=True)
+            # on_error="raise": fsspec's walk (under find on S3) drops a failed listing by default, so a
+            # missing bucket, a 403 or a dead endpoint read as an empty prefix
+            listed = self.fs.find(base, maxdepth=1, detail=True, on_error="raise")
         except FileNotFoundError:
-            return
+            listed = {}
         except Exception as exc:
-            raise RemoteFileError(
-                f"{self.where}: listing {prefix or '/'!r} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise self._listing_error(prefix, exc) from exc
+        if not listed:  # an empty prefix, or a bucket that is not there (adlfs and gcsfs list nothing)
+            try:
+                self.fs.info(self.bucket)
+            except FileNotFoundError:
+                raise RemoteFileError(
+                    f"{self.where}: listing {prefix or '/'!r} failed: the bucket {self.bucket!r} does not exist"
+                ) from None
+            except Exception as exc:
+                raise self._listing_error(prefix, exc) from exc
         for path, info in sorted(listed.items()):
             name = str(path)[len(base) + 1 :]
             if info.get("type") != "file" or not name or "/" in name:
@@ -76,6 +89,9 @@ class BucketFiles:
                 mtime=_modified(info),
                 tag=str(info.get("generation") or info.get("etag") or "") or None,
             )
+
+    def _listing_error(self, prefix: str, exc: Exception) -> RemoteFileError:
+        return RemoteFileError(f"{self.where}: listing {prefix or '/'!r} failed: {type(exc).__name__}: {exc}")
 
     def download_many(self, todo: "queue.SimpleQueue[Download | None]") -> Generator[tuple[Download, int], None, None]:
         """:meth:`download` of each file put on ``todo``, one after the other (``download_one_by_one``)."""
