@@ -230,6 +230,33 @@ def test_rename_into_a_new_archive_directory(server: SshServer, drop_root: Path)
     (drop / name).unlink()
 
 
+def test_a_server_whose_sftp_subsystem_never_answers_fails_within_the_timeout(tmp_path: Path) -> None:
+    """paramiko's from_transport waited for the server's VERSION with no timeout (the channel's came
+    after): a server that accepted the login but never started SFTP held connect() for ever."""
+    with openssh_server(tmp_path) as stalled:
+        stalled.stop()
+        stalled.sftp_subsystem = "/bin/sleep 30"  # accepts the subsystem request, never speaks SFTP
+        stalled.start()
+        failed: dict[str, BaseException] = {}
+
+        def connect() -> None:
+            try:
+                with resource(stalled, connect_timeout=2.0, timeout=1.0).connect():
+                    pass
+            except BaseException as exc:
+                failed["error"] = exc
+
+        started = time.monotonic()
+        thread = threading.Thread(target=connect, daemon=True)
+        thread.start()
+        thread.join(15)
+        assert not thread.is_alive(), "connect() still waits for the SFTP subsystem"
+    assert time.monotonic() - started < 10
+    error = failed["error"]
+    assert isinstance(error, RemoteFileError), error
+    assert f"127.0.0.1:{stalled.port}" in str(error) and "SFTP subsystem" in str(error) and "timeout=1.0s" in str(error)
+
+
 def test_unknown_host_key_is_refused(server: SshServer, tmp_path: Path) -> None:
     other = tmp_path / "known_hosts"
     other.write_text(f"[127.0.0.1]:{server.port + 1} {server.host_public_key}\n")  # another server only

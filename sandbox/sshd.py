@@ -3,7 +3,8 @@
 :func:`sshd` starts ``/usr/sbin/sshd -D -e -f <config>`` (Debian package ``openssh-server``)
 with its own configuration in a temporary folder: a free high port on 127.0.0.1 only, a
 freshly generated ed25519 host key, public-key authentication only (one freshly generated
-ed25519 client key in its own ``AuthorizedKeysFile``), ``Subsystem sftp internal-sftp``, no
+ed25519 client key in its own ``AuthorizedKeysFile``), ``Subsystem sftp internal-sftp`` (or
+``sftp_subsystem``), no
 PAM, no chroot (clients use absolute paths under the served folder), running as the current
 user. It is stopped by pid. It does not import pytest, so the SFTP benchmarks use it too; when
 ``sshd`` or ``ssh-keygen`` is absent it raises :class:`~sandbox.ServerMissing`.
@@ -65,6 +66,8 @@ class SshServer:
     username: str
     private_key_path: Path
     process: "subprocess.Popen[bytes] | None" = None
+    #: The ``Subsystem sftp`` command (a test may set one that never answers, then restart)
+    sftp_subsystem: str = "internal-sftp"
     log: Path = field(init=False)
     config: Path = field(init=False)
     host_key_path: Path = field(init=False)
@@ -126,7 +129,7 @@ class SshServer:
                     "PrintMotd no",
                     "MaxStartups 100:30:200",
                     "LogLevel INFO",
-                    "Subsystem sftp internal-sftp",
+                    f"Subsystem sftp {self.sftp_subsystem}",
                     "",
                 ]
             )

@@ -94,23 +94,21 @@ class SftpFiles:
         self._read_size: int | None = None
         transport = client.get_transport()
         assert transport is not None
-        try:
-            sftp = paramiko.SFTPClient.from_transport(
-                transport, window_size=config.window_size, max_packet_size=config.max_packet_size
+        try:  # from_transport, with the timeout set before the client waits for the server's VERSION
+            channel = transport.open_session(
+                window_size=config.window_size, max_packet_size=config.max_packet_size, timeout=config.timeout
             )
+            channel.settimeout(config.timeout)
+            channel.invoke_subsystem("sftp")
+            sftp = paramiko.SFTPClient(channel)
         except NETWORK_ERRORS as exc:
             client.close()
-            raise RemoteFileError(f"{self.where}: cannot start the SFTP subsystem: {exc}") from exc
-        if sftp is None:
-            client.close()
-            raise RemoteFileError(f"{self.where}: cannot start the SFTP subsystem")
+            reason = f"no reply within timeout={config.timeout}s" if isinstance(exc, TimeoutError) else str(exc)
+            raise RemoteFileError(f"{self.where}: cannot start the SFTP subsystem: {reason}") from exc
         self.sftp: paramiko.SFTPClient = sftp
         #: The same client through paramiko's request layer (``_request``, ``_async_request``,
         #: ``_read_response``), which its stubs leave out: pipelined reads need it (module doc).
         self._wire: Any = sftp
-        channel = sftp.get_channel()
-        assert channel is not None
-        channel.settimeout(config.timeout)
         self._broken: str | None = None
 
     def close(self) -> None:
