@@ -521,3 +521,69 @@ def test_marker_files_gate_the_sensor_and_landed_files_can_be_archived(
     assert not (incoming / name).exists()
     assert (incoming / "archive" / name).read_bytes() == (drops / name).read_bytes()
     assert p.query("SELECT count(*) FROM covid.regions")[0][0] == 21
+
+
+def test_a_run_lands_and_archives_only_the_files_whose_marker_is_there(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Markers gate each file, as the sensor judges them: a same-day sibling still being uploaded
+    (no marker yet) was landed half-written and archived by the run its sibling's marker triggered,
+    and its remaining rows never landed."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    name, sibling = "dpc-covid19-ita-regioni-20230301.csv", "dpc-covid19-ita-regioni-20230301_b.csv"
+    shutil.copy(drops / name, incoming / name)
+    (incoming / f"{name}.done").write_text("")
+    lines = (drops / name).read_text(encoding="utf-8").splitlines(keepends=True)
+    (incoming / sibling).write_text("".join(lines[:6]), encoding="utf-8")  # half uploaded, no marker
+    extra = f"      marker_suffix: .done\n      archive_directory: {incoming}/archive"
+    with openssh_server(incoming) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, incoming, extra), tmp_path, instance)
+        assert p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01").success
+    assert (incoming / sibling).exists(), "the file without its marker stays where it is"
+    assert sorted(os.listdir(incoming / "archive")) == [name]
+    assert p.query("SELECT DISTINCT _ip_file FROM covid.regions") == [(name,)]
+    assert sibling in str(latest_metadata(instance, LAKE)["files_waiting_for_marker"])
+
+
+def test_a_file_replaced_after_it_was_landed_is_not_archived(tmp_path: Path) -> None:
+    """Archiving went by name: a correction re-published between the download and the archive was
+    moved to the archive unlanded. The archive checks each file's version against a listing taken
+    at archive time and leaves a changed one for the sensor to land."""
+    from integration_platform.core.extract import ExtractionReport, RunScope
+    from integration_platform.core.lake import LocalLake
+    from integration_platform.core.streams import StreamSpec
+    from integration_platform.sources.files.drops import DropRules
+    from integration_platform.sources.files.formats import FileFormat
+    from integration_platform.sources.files.sftp import SftpResource
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    (incoming / "orders_20240101.csv").write_text("id,amount\n1,10\n2,20\n")
+    (incoming / "orders_20240102.csv").write_text("id,amount\n3,30\n")
+    plan = extract.FileStreamPlan(
+        StreamSpec("shop", "orders", "append"), str(incoming), DropRules(glob="orders_*.csv"), FileFormat(),
+        archive_directory=str(incoming / "archive"),
+    )  # fmt: skip
+    with openssh_server(incoming) as server, contextlib.ExitStack() as stack:
+        files = SftpResource(
+            host=server.host, port=server.port, username=server.username,
+            private_key=server.private_key_pem, known_hosts=str(server.known_hosts),
+        )  # fmt: skip
+        scope = RunScope(stack, partition_keys=("2024-01-01", "2024-01-02"))
+        reports = {day: ExtractionReport(scope) for day in scope.partition_keys}
+        for day, report in reports.items():
+            assert extract.extract_files(plan, files.connect, LocalLake(tmp_path / "lake"), day, report).read_all()
+        staged = incoming / ".orders_20240101.csv.part"  # the correction, uploaded then renamed into place
+        staged.write_text("id,amount\n1,11\n2,22\n3,33\n")
+        os.utime(staged, (1_900_000_000, 1_900_000_000))
+        os.replace(staged, incoming / "orders_20240101.csv")
+        for report in reports.values():
+            for hook in report.after_commit:
+                hook()
+    assert sorted(os.listdir(incoming)) == ["archive", "orders_20240101.csv"]
+    assert (incoming / "orders_20240101.csv").read_text().endswith("3,33\n"), "the correction stays to be landed"
+    assert "orders_20240101.csv" in reports["2024-01-01"].metadata["files_not_archived"]
+    assert "files_not_archived" not in reports["2024-01-02"].metadata
+    assert len(os.listdir(incoming / "archive")) == 1

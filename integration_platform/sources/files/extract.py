@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, closing, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -252,6 +252,11 @@ class _Session:
     partitions: dict[str, list[RemoteFile]]
     known: pa.Schema | None
     ahead: _ReadAhead | None = None
+    #: Files of each partition left out for want of their marker (streams with ``marker_suffix``).
+    unmarked: dict[str, list[str]] = field(default_factory=dict)
+    #: The directory as listed for archiving (:func:`_archive_listing`) and when (``time.monotonic()``).
+    archive_listing: dict[str, RemoteFile] | None = None
+    archive_listed_at: float = 0.0
 
 
 def _session(plan: FileStreamPlan, connector: Connector, store: LakeStore, scope: RunScope) -> _Session:
@@ -260,14 +265,24 @@ def _session(plan: FileStreamPlan, connector: Connector, store: LakeStore, scope
         return session
     remote = scope.stack.enter_context(connector())
     partitions: dict[str, list[RemoteFile]] = {}
-    for file in remote.list(plan.directory):
+    unmarked: dict[str, list[str]] = {}
+    listed = list(remote.list(plan.directory))
+    suffix = plan.rules.marker_suffix
+    # with markers, each file waits for its own: a sibling's marker does not make a file still
+    # being uploaded ready (the sensor judges each file so; the run must take the same files)
+    marked = {f.name[: -len(suffix)] for f in listed if f.name.endswith(suffix)} if suffix else None
+    for file in listed:
         key = plan.rules.partition_key(file) if plan.rules.matches(file.name) else None
-        if key is not None:
+        if key is None:
+            continue
+        if marked is not None and file.name not in marked:
+            unmarked.setdefault(key, []).append(file.name)
+        else:
             partitions.setdefault(key, []).append(file)
     known = known_schema(list_manifests(store, plan.spec))
     if known is not None and FILE_COLUMN in known.names:  # added after conforming
         known = known.remove(known.get_field_index(FILE_COLUMN))
-    session = scope.cache["file_session"] = _Session(remote, partitions, known)
+    session = scope.cache["file_session"] = _Session(remote, partitions, known, unmarked=unmarked)
     if len(scope.partition_keys) > 1:
         files = [f for key in scope.partition_keys for f in sorted(partitions.get(key, []), key=lambda f: f.name)]
         session.ahead = _ReadAhead(plan, connector, files, scope.stack)
@@ -327,6 +342,22 @@ def _tables(
     return tables
 
 
+#: A step archiving several partitions lists the directory again for the version check when its
+#: archive listing is older than this (seconds): one listing per step in the common case, not one
+#: stat per file; a file replaced after the listing and before its rename is still moved.
+ARCHIVE_LISTING_MAX_AGE = 2.0
+
+
+def _archive_listing(plan: FileStreamPlan, session: _Session) -> dict[str, RemoteFile]:
+    """The stream's directory by file name, as listed at archive time (reused for
+    :data:`ARCHIVE_LISTING_MAX_AGE` seconds). Raises what the listing raises (:class:`RemoteFileError`)."""
+    now = time.monotonic()
+    if session.archive_listing is None or now - session.archive_listed_at > ARCHIVE_LISTING_MAX_AGE:
+        session.archive_listing = {f.name: f for f in session.remote.list(plan.directory)}
+        session.archive_listed_at = now
+    return session.archive_listing
+
+
 def extract_files(
     plan: FileStreamPlan,
     connector: Connector,
@@ -337,8 +368,10 @@ def extract_files(
     """The rows of ``partition``'s files in the stream's schema.
 
     The connection, the directory listing and the known schema are shared by every partition
-    of the step (``report.scope``). Raises :class:`NoFileError` when the partition has no file (the
-    step skips it),
+    of the step (``report.scope``). With markers, only the files whose own marker is listed are taken.
+    With an archive directory, each file is moved after the commit only while a listing taken then still
+    shows the version landed (else ``files_not_archived`` names it). Raises :class:`NoFileError` when the
+    partition has no file ready (the step skips it),
     :class:`~integration_platform.sources.files.remote_files.RemoteFileError` when a transfer
     fails, ``FileFormatError`` for a file that is not parseable, ``BadRowsError`` for bad rows
     when the stream does not quarantine them.
@@ -348,19 +381,33 @@ def extract_files(
     if not files:
         days = sorted(session.partitions)
         cover = f"the matching files cover {days[0]} .. {days[-1]}" if days else "no file matches"
+        waiting = session.unmarked.get(partition, [])
+        if waiting:
+            cover += f"; {len(waiting)} without their {plan.rules.marker_suffix} marker yet: {', '.join(waiting[:3])}"
         raise NoFileError(
             f"partition {partition} of {plan.spec.path} has no file in {plan.directory} ({cover}); "
             "nothing was landed for it"
         )
-    report.landing_extra[LANDED_FILES] = {f.name: version(f) for f in files}  # the drop sensor's memory
+    landed = {f.name: version(f) for f in files}
+    report.landing_extra[LANDED_FILES] = landed  # the drop sensor's memory
+    if session.unmarked.get(partition):
+        report.metadata["files_waiting_for_marker"] = ", ".join(session.unmarked[partition])
     # Files parsed earlier in the loop may predate a column a later one added: unify.
     table = pa.concat_tables(_tables(plan, session, files, report), promote_options="permissive")
     if plan.archive_directory:
         target = plan.archive_directory.rstrip("/")
 
         def archive() -> None:
+            current = _archive_listing(plan, session)
+            left = []
             for file in files:
+                now = current.get(file.name)
+                if now is None or version(now) != landed[file.name]:
+                    left.append(file.name)  # replaced (or gone) since it was listed: the sensor lands the new one
+                    continue
                 session.remote.rename(file.path, f"{target}/{file.name}")
+            if left:
+                report.metadata["files_not_archived"] = ", ".join(left) + " (changed since listed: not archived)"
 
         report.after_commit.append(archive)
     return pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=65536))
