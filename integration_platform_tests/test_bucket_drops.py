@@ -184,7 +184,8 @@ def test_the_sensor_lands_each_object_once_and_a_republished_one_again(
     assert dict(p.query("SELECT denominazione_regione, sum(totale_casi) FROM covid.regions GROUP BY ALL")) == expected
     assert p.query("SELECT count(*) FROM covid.regions WHERE codice_regione = '01'")[0][0] == 3
     with resource.connect() as files:
-        assert sorted(f.name for f in files.list("archive/regions")) == [file_name(d) for d in DAYS]
+        archived = sorted(f.name for f in files.list("archive/regions"))  # <stem>.<mtime>-<size>B[-<tag>].csv
+        assert [n.split(".")[0] for n in archived] == [file_name(d).removesuffix(".csv") for d in DAYS], archived
         assert list(files.list("incoming/regions")) == [], "landed objects were archived"
 
         # The partner re-publishes one day with 10 regions only.
@@ -196,6 +197,10 @@ def test_the_sensor_lands_each_object_once_and_a_republished_one_again(
     assert p.materialize([LAKE, WAREHOUSE], partition_key=DAYS[1]).success
     assert p.query(f"SELECT count(*) FROM covid.regions WHERE CAST(data AS DATE) = DATE '{DAYS[1]}'")[0][0] == 10
     assert p.query("SELECT count(*) FROM covid.regions")[0][0] == 52
+    with resource.connect() as files:  # the re-sent object archived next to the first, not over it
+        archived = sorted(f.name for f in files.list("archive/regions"))
+        assert [n.split(".")[0] for n in archived].count(file_name(DAYS[1]).removesuffix(".csv")) == 2, archived
+        assert list(files.list("incoming/regions")) == []
 
 
 @pytest.mark.parametrize("store", STORES)

@@ -519,7 +519,9 @@ def test_marker_files_gate_the_sensor_and_landed_files_can_be_archived(
         assert p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01").success
     assert (first, second, [r.partition_key for r in third]) == ([], [], ["2023-03-01"])
     assert not (incoming / name).exists()
-    assert (incoming / "archive" / name).read_bytes() == (drops / name).read_bytes()
+    (archived,) = os.listdir(incoming / "archive")
+    assert archived == extract.archived_name(_listed(incoming / "archive", name))
+    assert (incoming / "archive" / archived).read_bytes() == (drops / name).read_bytes()
     assert p.query("SELECT count(*) FROM covid.regions")[0][0] == 21
 
 
@@ -542,9 +544,17 @@ def test_a_run_lands_and_archives_only_the_files_whose_marker_is_there(
         p = platform(_yaml(server, incoming, extra), tmp_path, instance)
         assert p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01").success
     assert (incoming / sibling).exists(), "the file without its marker stays where it is"
-    assert sorted(os.listdir(incoming / "archive")) == [name]
+    assert sorted(os.listdir(incoming / "archive")) == [extract.archived_name(_listed(incoming / "archive", name))]
     assert p.query("SELECT DISTINCT _ip_file FROM covid.regions") == [(name,)]
     assert sibling in str(latest_metadata(instance, LAKE)["files_waiting_for_marker"])
+
+
+def _listed(folder: Path, name: str) -> Any:
+    """The :class:`RemoteFile` a listing gives of the one file in ``folder`` (archived from ``name``)."""
+    from integration_platform.sources.files.remote_files import RemoteFile
+
+    (only,) = list(folder.iterdir())
+    return RemoteFile(str(only), name, only.stat().st_size, only.stat().st_mtime)
 
 
 def test_a_file_replaced_after_it_was_landed_is_not_archived(tmp_path: Path) -> None:
@@ -587,3 +597,31 @@ def test_a_file_replaced_after_it_was_landed_is_not_archived(tmp_path: Path) -> 
     assert "orders_20240101.csv" in reports["2024-01-01"].metadata["files_not_archived"]
     assert "files_not_archived" not in reports["2024-01-02"].metadata
     assert len(os.listdir(incoming / "archive")) == 1
+
+
+def test_a_corrected_file_re_sent_after_the_first_was_archived_lands_and_archives_too(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archive target was ``archive/<name>``: the re-sent file landed, then the SFTP rename failed
+    (the target exists), the run failed, the warehouse kept the old rows and the sensor, seeing the
+    new version in the lake, never retried. Each version now archives under its own name."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    day, name = "2023-03-01", "dpc-covid19-ita-regioni-20230301.csv"
+    shutil.copy(drops / name, incoming / name)
+    with openssh_server(incoming) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, incoming, f"      archive_directory: {incoming}/archive"), tmp_path, instance)
+        assert p.materialize([LAKE, WAREHOUSE], partition_key=day).success
+        lines = (drops / name).read_text(encoding="utf-8").splitlines()
+        (incoming / name).write_text("\n".join(lines[:11]) + "\n", encoding="utf-8")  # the correction: 10 regions
+        os.utime(incoming / name, (1_900_000_000, 1_900_000_000))
+        _, cursor = _sensor_tick(p, None)
+        again, cursor = _sensor_tick(p, cursor)
+        assert [r.partition_key for r in again] == [day]
+        assert p.materialize([LAKE, WAREHOUSE], partition_key=day).success
+    assert not (incoming / name).exists()
+    archived = sorted(os.listdir(incoming / "archive"))
+    assert len(archived) == 2 and all(a.startswith(name.removesuffix(".csv") + ".") for a in archived), archived
+    assert "20300317T" in archived[1] or "20300317T" in archived[0], "the version's mtime names it"
+    assert p.query("SELECT count(*) FROM covid.regions")[0][0] == 10

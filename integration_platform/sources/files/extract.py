@@ -8,6 +8,8 @@ count, values that do not convert) go to the report and from there to the quaran
 file that cannot be parsed at all fails the run, and nothing of the partition lands.
 """
 
+import datetime as dt
+import hashlib
 import queue
 import tempfile
 import threading
@@ -358,6 +360,19 @@ def _archive_listing(plan: FileStreamPlan, session: _Session) -> dict[str, Remot
     return session.archive_listing
 
 
+def archived_name(file: RemoteFile) -> str:
+    """The name ``file`` takes in the archive directory: its name with its version before the suffix,
+    ``orders_20240101.20240102T030405Z-1234B.csv`` (mtime in UTC, size in bytes, and 8 hex digits of
+    the store's tag where it has one), so a corrected file re-sent under the same name archives next
+    to the first (an SFTP rename onto an existing name fails; FTP servers and buckets overwrite)."""
+    stem, dot, suffix = file.name.rpartition(".")
+    if not dot or not stem:
+        stem, suffix = file.name, ""
+    stamp = dt.datetime.fromtimestamp(int(file.mtime), dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    tag = f"-{hashlib.sha256(file.tag.encode()).hexdigest()[:8]}" if file.tag else ""
+    return f"{stem}.{stamp}-{file.size}B{tag}" + (f".{suffix}" if suffix else "")
+
+
 def extract_files(
     plan: FileStreamPlan,
     connector: Connector,
@@ -370,8 +385,8 @@ def extract_files(
     The connection, the directory listing and the known schema are shared by every partition
     of the step (``report.scope``). With markers, only the files whose own marker is listed are taken.
     With an archive directory, each file is moved after the commit only while a listing taken then still
-    shows the version landed (else ``files_not_archived`` names it). Raises :class:`NoFileError` when the
-    partition has no file ready (the step skips it),
+    shows the version landed (else ``files_not_archived`` names it), under :func:`archived_name`.
+    Raises :class:`NoFileError` when the partition has no file ready (the step skips it),
     :class:`~integration_platform.sources.files.remote_files.RemoteFileError` when a transfer
     fails, ``FileFormatError`` for a file that is not parseable, ``BadRowsError`` for bad rows
     when the stream does not quarantine them.
@@ -405,7 +420,7 @@ def extract_files(
                 if now is None or version(now) != landed[file.name]:
                     left.append(file.name)  # replaced (or gone) since it was listed: the sensor lands the new one
                     continue
-                session.remote.rename(file.path, f"{target}/{file.name}")
+                session.remote.rename(file.path, f"{target}/{archived_name(file)}")
             if left:
                 report.metadata["files_not_archived"] = ", ".join(left) + " (changed since listed: not archived)"
 
