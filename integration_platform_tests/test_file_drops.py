@@ -549,6 +549,33 @@ def test_a_run_lands_and_archives_only_the_files_whose_marker_is_there(
     assert sibling in str(latest_metadata(instance, LAKE)["files_waiting_for_marker"])
 
 
+def test_a_days_file_archived_earlier_keeps_its_rows_when_a_later_file_lands(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A landing replaces its day, and an archived file is gone from the listing: when a day's second
+    file came later (its own marker), the day was landed from it alone and the first file's rows were
+    lost. They are kept from the lake, and the sensor's memory still holds both files."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    name, sibling = "dpc-covid19-ita-regioni-20230301.csv", "dpc-covid19-ita-regioni-20230301_b.csv"
+    shutil.copy(drops / name, incoming / name)
+    (incoming / f"{name}.done").write_text("")
+    extra = f"      marker_suffix: .done\n      archive_directory: {incoming}/archive"
+    with openssh_server(incoming) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, incoming, extra), tmp_path, instance)
+        assert p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01").success
+        shutil.copy(drops / name, incoming / sibling)
+        (incoming / f"{sibling}.done").write_text("")
+        assert p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01").success
+    assert p.query("SELECT _ip_file, count(*) FROM covid.regions GROUP BY ALL ORDER BY 1") == [
+        (name, 21),
+        (sibling, 21),
+    ]
+    assert latest_metadata(instance, LAKE)["files_kept_from_archive"] == name
+    assert len(os.listdir(incoming / "archive")) == 2
+
+
 def _listed(folder: Path, name: str) -> Any:
     """The :class:`RemoteFile` a listing gives of the one file in ``folder`` (archived from ``name``)."""
     from integration_platform.sources.files.remote_files import RemoteFile

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from integration_platform.core.conform import conform, known_schema
 from integration_platform.core.extract import ExtractionReport, NothingToLand, RunScope
 from integration_platform.core.lake import LakeStore
-from integration_platform.core.landing import list_manifests
+from integration_platform.core.landing import Manifest, active_manifests, list_manifests, read_landed_files
 from integration_platform.core.records import Rejected
 from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import StreamSpec
@@ -256,6 +257,9 @@ class _Session:
     ahead: _ReadAhead | None = None
     #: Files of each partition left out for want of their marker (streams with ``marker_suffix``).
     unmarked: dict[str, list[str]] = field(default_factory=dict)
+    #: Each partition's latest active landing when the step started (a stream with an archive directory
+    #: keeps the rows of its files archived since: :func:`_archived_rows`).
+    landed_before: dict[str, Manifest] = field(default_factory=dict)
     #: The directory as listed for archiving (:func:`_archive_listing`) and when (``time.monotonic()``).
     archive_listing: dict[str, RemoteFile] | None = None
     archive_listed_at: float = 0.0
@@ -281,10 +285,13 @@ def _session(plan: FileStreamPlan, connector: Connector, store: LakeStore, scope
             unmarked.setdefault(key, []).append(file.name)
         else:
             partitions.setdefault(key, []).append(file)
-    known = known_schema(list_manifests(store, plan.spec))
+    manifests = list_manifests(store, plan.spec)
+    known = known_schema(manifests)
     if known is not None and FILE_COLUMN in known.names:  # added after conforming
         known = known.remove(known.get_field_index(FILE_COLUMN))
     session = scope.cache["file_session"] = _Session(remote, partitions, known, unmarked=unmarked)
+    if plan.archive_directory:
+        session.landed_before = {m.partition: m for m in active_manifests(manifests) if m.partition is not None}
     if len(scope.partition_keys) > 1:
         files = [f for key in scope.partition_keys for f in sorted(partitions.get(key, []), key=lambda f: f.name)]
         session.ahead = _ReadAhead(plan, connector, files, scope.stack)
@@ -373,6 +380,27 @@ def archived_name(file: RemoteFile) -> str:
     return f"{stem}.{stamp}-{file.size}B{tag}" + (f".{suffix}" if suffix else "")
 
 
+def _archived_rows(
+    store: LakeStore, before: Manifest | None, files: list[RemoteFile], landed: dict[str, str], report: ExtractionReport
+) -> list[pa.Table]:
+    """The rows that the partition's landing ``before`` holds of files it landed that are no longer listed
+    (archived since), added to ``landed`` (the new landing's files and versions); ``files_kept_from_archive``
+    names them in ``report.metadata``.
+
+    Why: a landing replaces its partition, and with an archive directory a file landed earlier is gone from
+    the listing once archived. A day whose second file came later (its own marker), or whose file was
+    re-published, was landed from the files listed then, and the archived file's rows were lost."""
+    earlier: dict[str, str] = dict(before.extra.get(LANDED_FILES) or {}) if before is not None else {}
+    kept = sorted(set(earlier) - {f.name for f in files})
+    if before is None or not kept:
+        return []
+    wanted = pa.array(kept, pa.string())
+    rows = [t.filter(pc.is_in(t[FILE_COLUMN], value_set=wanted)) for t in read_landed_files(store, before.files)]
+    landed.update({name: earlier[name] for name in kept})
+    report.metadata["files_kept_from_archive"] = ", ".join(kept)
+    return rows
+
+
 def extract_files(
     plan: FileStreamPlan,
     connector: Connector,
@@ -407,8 +435,11 @@ def extract_files(
     report.landing_extra[LANDED_FILES] = landed  # the drop sensor's memory
     if session.unmarked.get(partition):
         report.metadata["files_waiting_for_marker"] = ", ".join(session.unmarked[partition])
+    tables = _tables(plan, session, files, report)
+    if plan.archive_directory:
+        tables += _archived_rows(store, session.landed_before.get(partition), files, landed, report)
     # Files parsed earlier in the loop may predate a column a later one added: unify.
-    table = pa.concat_tables(_tables(plan, session, files, report), promote_options="permissive")
+    table = pa.concat_tables(tables, promote_options="permissive")
     if plan.archive_directory:
         target = plan.archive_directory.rstrip("/")
 
