@@ -4,14 +4,19 @@ The target is ``sandbox/push_target/server.py`` (SQLite, honours Idempotency-Key
 ``sandbox/fault_proxy.py`` in front of it; assertions count what the target stored.
 """
 
+import gzip
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -19,7 +24,7 @@ import duckdb
 import pyarrow.dataset as ds
 import pytest
 
-from integration_platform_tests.rest_servers import fault_proxy
+from integration_platform_tests.rest_servers import fault_proxy, scripted_server
 from sandbox.harness import failure_messages, latest_metadata, platform
 from sandbox.push_target import PushTarget, datasette_target, push_target
 
@@ -283,3 +288,156 @@ def test_hook_put_with_path_placeholders_under_a_rate_limit(tmp_path: Path) -> N
         first = next(s["item"] for s in stored if s["path"] == "/api/contacts/7")
         assert first == {"contact": {"id": 7, "domain": "example.com"}, "tags": ["crm", "sync"]}
         assert seconds >= 60 / 40 * 0.9, f"60 requests at 40/s took {seconds:.2f}s"
+
+
+def results(tmp_path: Path, name: str = "results") -> list[dict[str, object]]:
+    """The rows of ``reverse_etl/contacts_out_<name>`` in the lake."""
+    return (
+        ds.dataset(str(tmp_path / "lake" / "reverse_etl" / f"contacts_out_{name}"), format="parquet")
+        .to_table()
+        .to_pylist()
+    )
+
+
+def test_an_oauth2_token_obtained_at_run_time_is_masked_in_results_and_dead_letters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pusher masked only the secrets known when it was built; a target echoing the Authorization header
+    put the access token obtained at run time in the results and dead-letter Parquet."""
+    token = "ya29.ACCESS-TOKEN-issued-at-run-time-0123456789"
+
+    def answer(request: dict[str, object]) -> tuple[int, dict[str, str], object]:
+        if str(request["path"]).startswith("/token"):
+            return 200, {}, {"access_token": token, "token_type": "bearer", "expires_in": 3600}
+        headers = request["headers"]
+        assert isinstance(headers, dict)
+        return 422, {}, {"error": "invalid", "echo": headers.get("Authorization")}
+
+    seed(tmp_path / "warehouse.duckdb", 2)
+    monkeypatch.setenv("PUSH_CLIENT_SECRET", "client-secret-value")
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # a plain-http token endpoint on 127.0.0.1
+    with scripted_server(answer) as server, dg.instance_for_test() as instance:
+        auth = {
+            "type": "oauth2_client_credentials",
+            "token_url": f"{server.url}/token",
+            "client_id": "cid",
+            "client_secret_env": "PUSH_CLIENT_SECRET",
+        }
+        target = {"base_url": server.url, "path": "/api/contacts", "auth": auth}
+        plat = platform(sync_yaml(server.url, on_failure="dead_letter", target=target), tmp_path, instance)
+        assert plat.materialize([KEY]).success
+        assert any(token in json.dumps(r) for r in server.requests)  # the token was sent and echoed
+    for name in ("results", "dead_letter"):
+        rows = results(tmp_path, name)
+        assert len(rows) == 2 and all("Bearer ***" in str(r["response"]) for r in rows)
+        assert token not in json.dumps(rows, default=str)
+
+
+@contextmanager
+def trickling_target(interval: float) -> Iterator[str]:
+    """A target answering 200 with headers promising 1 MB, then one body byte every ``interval`` seconds."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n")
+            while not stop.wait(interval):
+                try:
+                    conn.sendall(b" ")
+                except OSError:
+                    return
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        listener.close()
+
+
+def test_an_attempt_ends_at_request_timeout_and_a_body_past_max_body_bytes_fails(tmp_path: Path) -> None:
+    """httpx's read timeout bounds the gap between two reads: a target trickling its body held the sync for ever."""
+    seed(tmp_path / "warehouse.duckdb", 1)
+    options = {"on_failure": "dead_letter", "max_retries": 0, "read_timeout": 5, "request_timeout": 1}
+    with trickling_target(0.1) as url, dg.instance_for_test() as instance:
+        started = time.monotonic()
+        assert platform(sync_yaml(url, **options), tmp_path, instance).materialize([KEY]).success
+        assert time.monotonic() - started < 15
+    (row,) = results(tmp_path)
+    assert row["status"] is None and "request_timeout (1s)" in str(row["error"])
+    with (
+        scripted_server(lambda request: (200, {}, "x" * 5000)) as server,
+        dg.instance_for_test() as instance,
+    ):
+        big = {**options, "request_timeout": 60, "max_body_bytes": 1000, "max_retries": 3}
+        assert platform(sync_yaml(server.url, **big), tmp_path, instance).materialize([KEY]).success
+        assert len(server.requests) == 1  # another attempt gets as much: not retried
+    errors = [r["error"] for r in results(tmp_path)]
+    assert any("passed max_body_bytes (1,000 bytes)" in str(e) for e in errors)
+
+
+def test_a_malformed_retry_after_counts_as_absent(tmp_path: Path) -> None:
+    """urllib3 raised InvalidHeader on ``Retry-After: soon``, which crashed the whole sync."""
+    seed(tmp_path / "warehouse.duckdb", 1)
+    answers = iter([(503, {"Retry-After": "soon"}, "busy"), (200, {}, {"ok": True})])
+    with scripted_server(lambda request: next(answers)) as server, dg.instance_for_test() as instance:
+        assert platform(sync_yaml(server.url), tmp_path, instance).materialize([KEY]).success
+        assert len(server.requests) == 2
+    (row,) = results(tmp_path)
+    assert (row["status"], row["attempts"]) == (200, 2)
+
+
+def test_a_body_its_content_encoding_does_not_describe_fails_the_row(tmp_path: Path) -> None:
+    """httpx's DecodingError is no TransportError: it escaped the pusher, the run failed bare, nothing recorded."""
+    seed(tmp_path / "warehouse.duckdb", 3)
+
+    def answer(request: dict[str, object]) -> tuple[int, dict[str, str], object]:
+        if '"contact_id": 2' in str(request["body"]):
+            return 200, {"Content-Encoding": "gzip"}, b"this is not gzip"
+        return 200, {"Content-Encoding": "gzip"}, gzip.compress(b'{"ok": true}')
+
+    with scripted_server(answer) as server, dg.instance_for_test() as instance:
+        result = platform(sync_yaml(server.url, on_failure="dead_letter", max_retries=1), tmp_path, instance)
+        assert result.materialize([KEY]).success
+        meta = latest_metadata(instance, KEY)
+        assert (meta["rows_succeeded"], meta["rows_failed"]) == (2, 1)
+    (letter,) = results(tmp_path, "dead_letter")
+    assert json.loads(str(letter["key"])) == [2] and "DecodingError" in str(letter["error"])
+
+
+def test_no_oauth2_token_fails_the_rows_naming_the_token_endpoint_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token endpoint's refusal escaped the pusher and the run failed as a LandingError of the results."""
+    seed(tmp_path / "warehouse.duckdb", 2)
+    monkeypatch.setenv("PUSH_CLIENT_SECRET", "client-secret-value")
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    with (
+        scripted_server(lambda request: (401, {}, {"error": "invalid_client"})) as server,
+        dg.instance_for_test() as instance,
+    ):
+        auth = {
+            "type": "oauth2_client_credentials",
+            "token_url": f"{server.url}/token",
+            "client_id": "cid",
+            "client_secret_env": "PUSH_CLIENT_SECRET",
+        }
+        target = {"base_url": server.url, "path": "/api/contacts", "auth": auth}
+        result = platform(sync_yaml(server.url, target=target, concurrency=1), tmp_path, instance).materialize(
+            [KEY], raise_on_error=False
+        )
+        assert not result.success
+        message = " ".join(failure_messages(result))
+        assert "sync contacts_out: record [1]" in message and "no OAuth2 access token" in message
+        assert "LandingError" not in message and "client-secret-value" not in message
+        assert all(str(r["path"]).startswith("/token") for r in server.requests)

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 
 import httpx2 as httpx
 import requests
-from urllib3.exceptions import MaxRetryError
+from urllib3.exceptions import InvalidHeader, MaxRetryError
 from urllib3.response import HTTPResponse
 from urllib3.util.retry import Retry
 
-from integration_platform.resources.http_auth import HttpAuth, mask, secret_values
+from integration_platform.resources.http_auth import HttpAuth, HttpAuthError, mask, secret_values
 from integration_platform.resources.http_credentials import OAuth2TokenAuth, build_auth
 from integration_platform.resources.http_retry import retry_policy
 from integration_platform.resources.rate_limit import RateLimiter
@@ -47,7 +47,8 @@ class PushRequest:
 @dataclass
 class PushResult:
     """The outcome of one request. ``status`` is the final HTTP status (``None``: no response, or not sent);
-    ``ok`` is true when the target acknowledged it (2xx or an accepted status)."""
+    ``ok`` is true when the target acknowledged it (2xx or an accepted status); ``stopped`` when it was
+    never sent because the batch stopped after a failure."""
 
     request: PushRequest
     ok: bool = False
@@ -56,12 +57,21 @@ class PushResult:
     attempts: int = 0
     error: str | None = None
     sent_at: dt.datetime | None = None
+    stopped: bool = False
+
+    @property
+    def failed(self) -> bool:
+        """True when the request failed: sent and not acknowledged, or refused before sending (no token);
+        false for one never sent because the batch stopped (``stopped``)."""
+        return not self.ok and not self.stopped
 
 
 @dataclass
 class PushPolicy:
     """Concurrency, timeouts (seconds), retry budget and backoff (urllib3 ``Retry`` parameters), the longest
-    ``Retry-After`` honoured before giving up, statuses besides 2xx that acknowledge, rate (requests/s or None)."""
+    ``Retry-After`` honoured before giving up, statuses besides 2xx that acknowledge, rate (requests/s or None),
+    the longest one attempt may take in all (seconds, body included) and the largest response body (bytes,
+    decoded)."""
 
     concurrency: int = 16
     connect_timeout: float = 10.0
@@ -74,6 +84,19 @@ class PushPolicy:
     accept_statuses: frozenset[int] = field(default_factory=frozenset)
     rate_limit: float | None = None
     verify_tls: bool | str = True
+    request_timeout: float = 600.0
+    max_body_bytes: int = 16 << 20
+
+
+class BodyTooLarge(Exception):
+    """A response body passed ``max_body_bytes`` (decoded)."""
+
+
+class AttemptTooLong(httpx.TimeoutException):
+    """One attempt passed ``request_timeout`` in all (a transient failure: retried)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
 
 
 class HttpPusher:
@@ -114,8 +137,11 @@ class HttpPusher:
             await self._client.aclose()
 
     def redact(self, text: str, limit: int | None = None) -> str:
-        """``text`` with every secret value masked as ``***``, then cut to ``limit`` characters."""
-        return mask(text, self.secrets, limit)
+        """``text`` with every secret value masked as ``***``, then cut to ``limit`` characters. The secrets
+        are the configured ones and the OAuth2 tokens obtained so far (a target may echo its
+        ``Authorization`` header in an answer the results keep)."""
+        obtained = self.auth.secrets() if isinstance(self.auth, OAuth2TokenAuth) else []
+        return mask(text, [*self.secrets, *obtained], limit)
 
     def _retry(self) -> Retry:
         p = self.policy
@@ -132,6 +158,27 @@ class HttpPusher:
         added = {k: str(v) for k, v in prepared.headers.items() if k.lower() != "content-length"}
         return str(prepared.url), {**headers, **added}
 
+    async def _attempt(self, request: PushRequest, url: str, headers: dict[str, str]) -> tuple[httpx.Response, bytes]:
+        """One attempt: the response and its body (decoded), read as it comes. Raises :class:`BodyTooLarge`
+        past ``max_body_bytes`` and :class:`AttemptTooLong` (an ``httpx.TimeoutException``: transient)
+        when the attempt passes ``request_timeout`` in all: httpx's read timeout bounds only the gap
+        between two reads, so a target sending a byte at a time held a sync for ever."""
+        assert self._client is not None
+        p = self.policy
+        try:
+            async with asyncio.timeout(p.request_timeout):
+                stream = self._client.stream(request.method, url, content=request.body, headers=headers)
+                async with stream as response:
+                    chunks, size = [], 0
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > p.max_body_bytes:
+                            raise BodyTooLarge(f"the response body passed max_body_bytes ({p.max_body_bytes:,} bytes)")
+                        chunks.append(chunk)
+                    return response, b"".join(chunks)
+        except TimeoutError:
+            raise AttemptTooLong(f"the attempt passed request_timeout ({p.request_timeout:g}s)") from None
+
     async def _send(self, request: PushRequest, stop: Callable[[], bool]) -> PushResult:
         assert self._client is not None and self._semaphore is not None
         result = PushResult(request)
@@ -140,17 +187,27 @@ class HttpPusher:
             while True:
                 if stop():
                     result.error = result.error or "not sent: the sync stopped after a failure"
+                    result.stopped = result.attempts == 0
                     return result
                 if self.limiter is not None:
                     await asyncio.to_thread(self.limiter.acquire)
                 oauth = isinstance(self.auth, OAuth2TokenAuth)
-                url, headers = await asyncio.to_thread(self._authorise, request) if oauth else self._authorise(request)
+                try:
+                    authorise = asyncio.to_thread(self._authorise, request) if oauth else None
+                    url, headers = await authorise if authorise else self._authorise(request)
+                except (HttpAuthError, requests.RequestException) as exc:  # no token: nothing can be sent
+                    result.error = self.redact(f"not sent: no OAuth2 access token: {exc}")
+                    return result
                 result.attempts += 1
                 self.requests_sent += 1
                 result.sent_at = dt.datetime.now(dt.UTC)
                 try:
-                    response = await self._client.request(request.method, url, content=request.body, headers=headers)
-                except httpx.TransportError as exc:
+                    response, content = await self._attempt(request, url, headers)
+                except BodyTooLarge as exc:  # another attempt gets as much
+                    result.status, result.error = None, str(exc)
+                    return result
+                except (httpx.TransportError, httpx.DecodingError, AttemptTooLong) as exc:
+                    # DecodingError: a body its Content-Encoding does not describe (a broken proxy, a cut answer)
                     result.status, result.error = None, self.redact(f"{type(exc).__name__}: {exc}")
                     try:
                         retry = retry.increment(request.method, url, error=exc)
@@ -159,7 +216,8 @@ class HttpPusher:
                     await asyncio.sleep(retry.get_backoff_time())
                     continue
                 status = response.status_code
-                result.status, result.response = status, self.redact(response.text, RESPONSE_CHARS)
+                text = content.decode(response.encoding or "utf-8", errors="replace")
+                result.status, result.response = status, self.redact(text, RESPONSE_CHARS)
                 if 200 <= status < 300 or status in self.policy.accept_statuses:
                     result.ok, result.error = True, None
                     return result
@@ -176,22 +234,41 @@ class HttpPusher:
                 except MaxRetryError:
                     result.error += f" (after {result.attempts} attempt(s))"
                     return result
-                wait = retry.get_retry_after(raw)
+                try:
+                    wait = retry.get_retry_after(raw)
+                except InvalidHeader:  # "soon", "1.5", "-1": neither seconds nor a date (RFC 9110 10.2.3)
+                    wait = None  # as if absent: the backoff
                 if wait is not None and wait > self.policy.max_retry_after:
                     result.error += f": Retry-After {wait:.0f}s exceeds max_retry_after"
                     return result
                 await asyncio.sleep(wait if wait is not None else retry.get_backoff_time())
 
     async def send_all(
-        self, batch: Sequence[PushRequest], stop: Callable[[], bool] = lambda: False
+        self,
+        batch: Sequence[PushRequest],
+        stop: Callable[[], bool] = lambda: False,
+        stop_on_failure: bool = False,
     ) -> list[PushResult]:
         """Send every request of ``batch`` (at most ``concurrency`` at once); results in the same order.
 
         ``stop()`` is checked before each attempt: once it is true, requests not yet sent come back unsent
-        (``attempts == 0``) while those in flight finish. Never raises for HTTP or transport failures: they are
-        in the results.
+        (``attempts == 0``) while those in flight finish. With ``stop_on_failure`` the first request that
+        fails stops the batch the same way (no new request starts after it). Never raises for HTTP or
+        transport failures: they are in the results.
         """
-        return list(await asyncio.gather(*(self._send(r, stop) for r in batch)))
+        failed = False
+
+        def stopped() -> bool:
+            return failed or stop()
+
+        async def one(request: PushRequest) -> PushResult:
+            nonlocal failed
+            result = await self._send(request, stopped)
+            if stop_on_failure and result.failed:
+                failed = True
+            return result
+
+        return list(await asyncio.gather(*(one(r) for r in batch)))
 
 
 def requests_per_second(results: Sequence[PushResult], seconds: float) -> float:

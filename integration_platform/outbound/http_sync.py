@@ -29,6 +29,10 @@ carries the same key; a batch request's header key is the SHA-256 of its records
 Parquet in ``reverse_etl/<sync>_results`` (one window per run), failures under ``dead_letter`` in
 ``reverse_etl/<sync>_dead_letter``. The high-water mark (``cursor_after``) advances only over acknowledged rows: to
 the cursor value of the first row not acknowledged (the next run starts there, ``>=``), else to the last row's value.
+
+One attempt may take ``request_timeout`` seconds in all and read a response body of up to ``max_body_bytes``
+(decoded); a ``Retry-After`` that is neither seconds nor a date counts as absent. A row whose request could not be
+made (no OAuth2 token) fails like one the target refused.
 """
 
 import asyncio
@@ -160,6 +164,8 @@ class HttpSync(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
     max_retry_after: float = Field(default=300.0, gt=0)
     connect_timeout: float = Field(default=10.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0)
+    request_timeout: float = Field(default=600.0, gt=0, description="Seconds one attempt may take in all.")
+    max_body_bytes: int = Field(default=16 << 20, gt=0, description="Bytes of one response body, decoded.")
     on_failure: Literal["fail", "dead_letter"] = "fail"
     chunk_rows: int = Field(default=5000, ge=1)
 
@@ -310,7 +316,7 @@ class _Progress:
             for name, value in zip(RESULT_SCHEMA.names, values, strict=True):
                 columns[name].append(value)
             sent = result.attempts > 0
-            failed = sent and not result.ok
+            failed = result.failed
             self.sent += sent
             self.succeeded += result.ok
             self.failed += failed
@@ -333,6 +339,8 @@ def _pusher(sync: HttpSync, target: HttpTargetResource, run_id: str) -> HttpPush
         concurrency=sync.concurrency,
         connect_timeout=sync.connect_timeout,
         read_timeout=sync.read_timeout,
+        request_timeout=sync.request_timeout,
+        max_body_bytes=sync.max_body_bytes,
         max_retries=sync.max_retries,
         backoff_factor=sync.backoff_factor,
         max_retry_after=sync.max_retry_after,
