@@ -15,6 +15,7 @@ from integration_platform.core.outbound import (
     Watermark,
     batch_id,
     json_default,
+    json_safe,
     relation_sql,
     row_id,
     select_since,
@@ -44,10 +45,46 @@ def test_the_mark_stops_at_the_first_unacknowledged_row() -> None:
     start = CursorValue.from_python(1)
     mark = Watermark(start)
     assert mark.value == start
-    for value, ok in [(2, True), (None, False), (3, True), (4, False), (5, True)]:
+    for value, ok in [(2, True), (None, True), (3, True), (4, False), (5, True)]:
         mark.observe(value, ok)
     assert mark.value == CursorValue.from_python(4)  # the next run starts at 4 (>=) and sends it again
     assert mark.blocked
+
+
+def test_an_unacknowledged_row_with_a_null_cursor_stops_the_mark() -> None:
+    """``cursor >= mark`` never reads a NULL cursor again: the mark passed it, and the row was lost."""
+    mark = Watermark(CursorValue.from_python(1))
+    for value, ok in [(2, True), (None, False), (3, True), (4, True)]:
+        mark.observe(value, ok)
+    assert mark.blocked and mark.value == CursorValue.from_python(2)
+
+
+def test_the_rows_read_again_and_already_acknowledged_are_listed() -> None:
+    """The ties at the mark, and every row acknowledged after a failure stopped it: the next run reads them
+    again (``>=``), and in batch mode would send them in other batches, under other keys."""
+    mark = Watermark(CursorValue.from_python(1), acknowledged=["old-at-1"])
+    assert mark.done("old-at-1") and not mark.done("other")
+    for value, ok, rid in [(1, True, "old-at-1"), (2, True, "a"), (3, True, "b"), (3, True, "c")]:
+        mark.observe(value, ok, rid)
+    assert mark.value == CursorValue.from_python(3) and mark.acknowledged == ["b", "c"]
+    stopped = Watermark(None)
+    for value, ok, rid in [(2, True, "a"), (3, True, "b"), (3, False, "c"), (4, True, "d"), (5, False, "e")]:
+        stopped.observe(value, ok, rid)
+    assert stopped.value == CursorValue.from_python(3) and stopped.acknowledged == ["b", "d"]
+    untouched = Watermark(CursorValue.from_python(9), acknowledged=["x"])  # no row read: the list is kept
+    assert untouched.acknowledged == ["x"]
+
+
+def test_without_a_cursor_the_id_covers_the_row_values() -> None:
+    """Key values alone gave a changed row its old id: a target de-duplicating on it replayed the old answer."""
+    row = {"id": 7, "email": "a@example.com"}
+    assert row_id(["s"], row, ["id"], None) != row_id(["s"], {**row, "email": "b@example.com"}, ["id"], None)
+    assert row_id(["s"], row, ["id"], None) == row_id(["s"], dict(row), ["id"], None)
+
+
+def test_json_safe_turns_nan_and_infinities_into_null() -> None:
+    value = {"a": float("nan"), "b": [1.5, float("inf"), {"c": -float("inf")}], "d": (2, "x")}
+    assert json_safe(value) == {"a": None, "b": [1.5, None, {"c": None}], "d": [2, "x"]}
 
 
 def test_select_since_reads_from_the_mark_in_cursor_order_as_the_column_type() -> None:

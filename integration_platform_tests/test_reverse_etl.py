@@ -86,10 +86,11 @@ def test_every_row_arrives_once_and_only_changed_rows_are_sent_again(tmp_path: P
             )
         before = target.stats()
         assert plat.materialize([KEY]).success
-        # The rows at the old mark (ids 500) are re-sent under the same key and stored nothing new.
+        # The row at the old mark (id 500) is read again but was acknowledged: it is not sent again.
         stats = target.stats()
         assert stats["stored_requests"] - before["stored_requests"] == 5
-        assert stats["replays"] - before["replays"] == 1
+        assert stats["replays"] - before["replays"] == 0
+        assert latest_metadata(instance, KEY)["rows_skipped"] == 1
         counts = arrived(target)
         assert all(counts[i] == 2 for i in range(1, 6)) and all(counts[i] == 1 for i in range(6, 501))
 
@@ -290,6 +291,89 @@ def test_hook_put_with_path_placeholders_under_a_rate_limit(tmp_path: Path) -> N
         assert seconds >= 60 / 40 * 0.9, f"60 requests at 40/s took {seconds:.2f}s"
 
 
+def test_batch_mode_never_sends_an_acknowledged_row_again_in_another_batch(tmp_path: Path) -> None:
+    """Each run reads the rows at the mark again (``>=``); a batch's key is that of its rows, so rows 20..25
+    acknowledged as one batch, then read again with 26..30, went out as a new batch the target stored."""
+    seed(tmp_path / "warehouse.duckdb", 25)
+    with push_target(tmp_path / "target.sqlite") as target, dg.instance_for_test() as instance:
+        plat = platform(sync_yaml(target.url, mode="batch", batch_size=10), tmp_path, instance)
+        assert plat.materialize([KEY]).success
+        seed(tmp_path / "warehouse.duckdb", 30)  # 26..30 share the mark's value (00:00:02) with 20..25
+        assert plat.materialize([KEY]).success
+        assert arrived(target) == Counter(range(1, 31))
+        meta = latest_metadata(instance, KEY)
+        assert (meta["rows_read"], meta["rows_skipped"], meta["rows_succeeded"]) == (11, 6, 5)
+
+
+def test_batch_mode_after_a_failure_resends_no_acknowledged_row(tmp_path: Path) -> None:
+    """A failure stops the mark at its row's value (00:00:01, row 13's); rows with that value acknowledged in
+    earlier batches went again in new batches (of other rows, so under new keys) on the next run."""
+    seed(tmp_path / "warehouse.duckdb", 30)
+    db = tmp_path / "target.sqlite"
+    with dg.instance_for_test() as instance:
+        options = {"mode": "batch", "batch_size": 5, "concurrency": 1, "on_failure": "fail", "max_retries": 0}
+        with push_target(db, reject_regex=r'"contact_id": 13\b') as target:
+            result = platform(sync_yaml(target.url, **options), tmp_path, instance).materialize(
+                [KEY], raise_on_error=False
+            )
+            assert not result.success
+            assert len(arrived(target)) == 10 and 13 not in arrived(target)  # ties come in any order
+            assert target.stats()["requests"] == 3  # nothing is sent after the failed batch
+        with push_target(db) as target:
+            assert platform(sync_yaml(target.url, **options), tmp_path, instance).materialize([KEY]).success
+            assert arrived(target) == Counter(range(1, 31))
+
+
+def test_a_row_with_a_null_cursor_fails_and_the_mark_waits_for_it(tmp_path: Path) -> None:
+    """A NULL cursor is never read again (``cursor >= mark``): the mark moved past the failed row, lost for good."""
+    seed(tmp_path / "warehouse.duckdb", 20)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+        conn.execute("UPDATE crm.contacts SET updated_at = NULL WHERE id = 6")
+    with push_target(tmp_path / "target.sqlite") as target, dg.instance_for_test() as instance:
+        result = platform(sync_yaml(target.url), tmp_path, instance).materialize([KEY], raise_on_error=False)
+        assert not result.success
+        message = " ".join(failure_messages(result))
+        assert "record [6]" in message and "'updated_at' is NULL" in message
+        assert 6 not in arrived(target)
+        # NULLs sort last: every other row was sent; the mark stays at the last row before the NULL one
+        assert latest_metadata(instance, KEY)["cursor_after"] == {"kind": "timestamp", "text": "2026-01-01T00:00:02"}
+    with push_target(tmp_path / "target2.sqlite") as target, dg.instance_for_test() as instance:
+        dead = platform(sync_yaml(target.url, on_failure="dead_letter"), tmp_path, instance).materialize([KEY])
+        assert dead.success and set(arrived(target)) == set(range(1, 21)) - {6}
+        letters = ds.dataset(str(tmp_path / "lake" / "reverse_etl" / "contacts_out_dead_letter"), format="parquet")
+        (letter,) = letters.to_table().to_pylist()
+        assert json.loads(letter["key"]) == [6] and letter["cursor"] is None and "NULL" in letter["error"]
+
+
+def test_without_a_cursor_a_changed_row_goes_out_under_a_new_key(tmp_path: Path) -> None:
+    """The key was SHA-256 of (sync, key values): a changed row carried its old key and the target replayed the
+    old answer; the update was dropped while rows_succeeded counted it."""
+    seed(tmp_path / "warehouse.duckdb", 5)
+    with push_target(tmp_path / "target.sqlite") as target, dg.instance_for_test() as instance:
+        plat = platform(sync_yaml(target.url, cursor=None), tmp_path, instance)
+        assert plat.materialize([KEY]).success
+        with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+            conn.execute("UPDATE crm.contacts SET email = 'changed@example.com' WHERE id = 3")
+        assert plat.materialize([KEY]).success
+        mails = [s["item"]["mail"] for s in target.items() if s["item"]["contact_id"] == 3]
+        assert mails == ["user3@example.com", "changed@example.com"]
+        assert target.stats()["replays"] == 4  # the 4 unchanged rows, under their old keys
+
+
+def test_on_failure_fail_starts_no_request_after_the_failure(tmp_path: Path) -> None:
+    """progress.stopped was set only after the whole chunk: 97 more rows went out after a 422."""
+    seed(tmp_path / "warehouse.duckdb", 100)
+    with (
+        push_target(tmp_path / "target.sqlite", reject_regex=r'"contact_id": 3\b') as target,
+        dg.instance_for_test() as instance,
+    ):
+        plat = platform(sync_yaml(target.url, on_failure="fail", concurrency=1), tmp_path, instance)
+        assert not plat.materialize([KEY], raise_on_error=False).success
+        assert target.stats()["requests"] == 3
+        meta = latest_metadata(instance, KEY)
+        assert (meta["rows_sent"], meta["rows_failed"]) == (3, 1)
+
+
 def results(tmp_path: Path, name: str = "results") -> list[dict[str, object]]:
     """The rows of ``reverse_etl/contacts_out_<name>`` in the lake."""
     return (
@@ -441,3 +525,55 @@ def test_no_oauth2_token_fails_the_rows_naming_the_token_endpoint_refusal(
         assert "sync contacts_out: record [1]" in message and "no OAuth2 access token" in message
         assert "LandingError" not in message and "client-secret-value" not in message
         assert all(str(r["path"]).startswith("/token") for r in server.requests)
+
+
+def test_path_values_null_or_empty_fail_the_row_and_other_columns_do_not_matter(tmp_path: Path) -> None:
+    """Every column was checked as a path segment (an unrelated ``..`` stopped the sync), and a NULL or empty
+    placeholder value wrote to ``/api/contacts/None/profile`` or ``/api/contacts//profile``."""
+    seed(tmp_path / "warehouse.duckdb", 4)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+        conn.execute("UPDATE crm.contacts SET email = CASE id WHEN 2 THEN NULL WHEN 3 THEN '' ELSE email END")
+    query = "SELECT id, email, updated_at, '..' AS note FROM crm.contacts"
+    target_options = {"path": "/api/contacts/{email}/profile", "method": "POST"}
+    with scripted_server(lambda request: (200, {}, {"ok": True})) as server, dg.instance_for_test() as instance:
+        yaml = sync_yaml(
+            server.url, query=query, on_failure="dead_letter", target={"base_url": server.url, **target_options}
+        )
+        assert platform(yaml, tmp_path, instance).materialize([KEY]).success
+        paths = sorted(str(r["path"]) for r in server.requests)
+    assert paths == ["/api/contacts/user1%40example.com/profile", "/api/contacts/user4%40example.com/profile"]
+    letters = {json.loads(str(r["key"]))[0]: str(r["error"]) for r in results(tmp_path, "dead_letter")}
+    assert letters == {2: "not sent: path column 'email' is NULL", 3: "not sent: path column 'email' is empty"}
+
+
+def test_nan_and_infinity_are_sent_as_null(tmp_path: Path) -> None:
+    """``json.dumps`` wrote ``"score": NaN``, which is no JSON."""
+    seed(tmp_path / "warehouse.duckdb", 2)
+    score = "CASE id WHEN 1 THEN 'NaN'::DOUBLE ELSE 'inf'::DOUBLE END AS score"
+    query = f"SELECT id, email, updated_at, {score} FROM crm.contacts"
+    mapping = {"contact_id": "id", "score": "score"}
+    with scripted_server(lambda request: (200, {}, {"ok": True})) as server, dg.instance_for_test() as instance:
+        assert (
+            platform(sync_yaml(server.url, query=query, mapping=mapping), tmp_path, instance).materialize([KEY]).success
+        )
+        bodies = [str(r["body"]) for r in server.requests]
+    assert sorted(json.loads(b)["contact_id"] for b in bodies) == [1, 2]
+    assert all(json.loads(b)["score"] is None and "NaN" not in b and "Infinity" not in b for b in bodies)
+
+
+def test_a_mapping_or_path_column_the_query_lacks_fails_naming_the_sync_and_column(tmp_path: Path) -> None:
+    """A missing column failed with a bare KeyError ('emial') at the first row, naming neither sync nor column list."""
+    seed(tmp_path / "warehouse.duckdb", 2)
+    with scripted_server(lambda request: (200, {}, {"ok": True})) as server, dg.instance_for_test() as instance:
+        for extra in (
+            {"mapping": {"mail": "emial"}},
+            {"target": {"base_url": server.url, "path": "/api/contacts/{slug}", "method": "POST"}},
+        ):
+            result = platform(sync_yaml(server.url, **extra), tmp_path, instance).materialize(
+                [KEY], raise_on_error=False
+            )
+            assert not result.success
+            message = " ".join(failure_messages(result))
+            assert "sync contacts_out: column(s)" in message and ("'emial'" in message or "'slug'" in message)
+            assert "LandingError" not in message
+        assert server.requests == []

@@ -39,6 +39,17 @@ def read_mark(instance: dg.DagsterInstance, key: dg.AssetKey) -> CursorValue | N
     return CursorValue(str(kind.value) if kind is not None and kind.value else "string", str(raw))
 
 
+def read_acknowledged(instance: dg.DagsterInstance, key: dg.AssetKey) -> list[str]:
+    """The ids listed as ``acknowledged_at_mark`` in ``key``'s latest materialisation (a reverse-ETL sync's
+    rows acknowledged at or after its mark), or ``[]``."""
+    event = instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        return []
+    value = event.asset_materialization.metadata.get("acknowledged_at_mark")
+    raw: Any = value.value if value is not None else None
+    return [str(v) for v in raw] if isinstance(raw, list) else []
+
+
 def mark_metadata(before: CursorValue | None, after: CursorValue | None) -> dict[str, dg.MetadataValue]:
     """``cursor_before`` and ``cursor_after`` as the metadata entries :func:`read_mark` reads (``{}`` for none),
     and beside them ``high_water_mark``: the mark after the run as a person reads it (its text, e.g.

@@ -8,14 +8,18 @@ row version carries the same id, so a consumer that de-duplicates on it keeps on
 - :func:`select_since` reads a relation from a DuckDB connection, :func:`select_since_sqlalchemy`
   from any SQLAlchemy engine; both yield chunks of rows as dicts, in cursor order, from the mark on.
 - :func:`row_id` is the one idempotency id: SHA-256 of (scope, key values, cursor value), or of the
-  whole row when no key columns are given; :func:`batch_id` is the id of several rows sent at once.
+  whole row when there are no key columns or no cursor (then the values are what tells one version
+  of a row from the next); :func:`batch_id` is the id of several rows sent at once.
 - :class:`Watermark` advances the mark over acknowledged rows and stops at the first row that
-  was not (the next run starts at its value).
+  was not (the next run starts at its value); it also lists the rows acknowledged at or after the
+  mark, which the next run reads again and need not send again.
+- :func:`json_safe` turns NaN and infinities (which JSON has no spelling for) into ``null``.
 """
 
 import datetime as dt
 import hashlib
 import json
+import math
 from collections.abc import Collection, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
@@ -42,6 +46,19 @@ def json_default(value: Any) -> Any:
     return str(value)
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every float NaN or infinity, at any depth of dicts, lists and tuples, as ``None``:
+    JSON (RFC 8259) has no spelling for them and ``json.dumps`` would write ``NaN``, which targets
+    refuse or misread. The same rule as the REST source's JSON reading (a missing number is null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def relation_sql(table: str | None, query: str | None, catalog: str | None = None) -> str:
     """The FROM item for a ``schema.table`` (each part quoted; in ``catalog`` when given, as the warehouse
     names a stream's table, since ``temp.t`` or ``system.t`` alone is an ambiguous reference in DuckDB) or
@@ -53,9 +70,11 @@ def relation_sql(table: str | None, query: str | None, catalog: str | None = Non
 
 def row_id(scope: Sequence[str], row: Row, key_columns: Sequence[str], cursor: str | None) -> str:
     """A row version's idempotency id: 64 hex digits, SHA-256 of the JSON of ``[*scope, identity]``
-    where identity is the key values plus the cursor value, or the whole row without key columns.
-    ``scope`` names the sender (a publication: source and name; a sync: its name)."""
-    identity: Any = [row[c] for c in key_columns] + ([row[cursor]] if cursor else []) if key_columns else row
+    where identity is the key values plus the cursor value, or the whole row without key columns or
+    without a cursor (key values alone would give a changed row its old version's id, and a target
+    de-duplicating on it would keep the old version). ``scope`` names the sender (a publication:
+    source and name; a sync: its name)."""
+    identity: Any = [*(row[c] for c in key_columns), row[cursor]] if key_columns and cursor else row
     text = json.dumps([*scope, identity], sort_keys=True, default=json_default)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -125,21 +144,46 @@ def select_since_sqlalchemy(
 class Watermark:
     """The high-water mark of rows sent in cursor order: it follows each row whose cursor value is
     not null while every row before it was acknowledged, and stays at the value of the first row
-    that was not (so the next run, reading ``>=`` the mark, sends that row again).
+    that was not (so the next run, reading ``>=`` the mark, sends that row again). A row with a null
+    cursor that was not acknowledged stops it too (at the value before it): the mark never passes a
+    row that still has to be sent.
 
-    ``value`` is the mark to record: the starting mark when no row advanced it."""
+    ``value`` is the mark to record: the starting mark when no row advanced it. ``acknowledged`` lists
+    the ids of the acknowledged rows the next run reads again (cursor at or after the mark): the rows
+    that share the mark's value, and, once the mark stopped, every row acknowledged after it. The
+    next run leaves them out (:meth:`done`), so a row version is not sent twice even when requests
+    group rows differently (a batch's id is that of its rows)."""
 
-    def __init__(self, start: CursorValue | None) -> None:
+    def __init__(self, start: CursorValue | None, acknowledged: Collection[str] = ()) -> None:
         self._start = start
         self._last: Any = None
+        self._previous = frozenset(acknowledged)
+        self._tail: list[str] = []
         self.blocked = False
 
-    def observe(self, cursor_value: Any, acknowledged: bool) -> None:
-        """One row's cursor value (``None``: the row does not move the mark) and its outcome."""
-        if self.blocked or cursor_value is None:
+    def done(self, row_id: str) -> bool:
+        """True when ``row_id`` was acknowledged by an earlier run (listed in its ``acknowledged``)."""
+        return row_id in self._previous
+
+    def observe(self, cursor_value: Any, acknowledged: bool, row_id: str | None = None) -> None:
+        """One row's cursor value (``None``: the row does not move the mark, but stops it when not
+        acknowledged), its outcome and its id (kept in :attr:`acknowledged` when the next run reads
+        the row again). Rows come in cursor order."""
+        if cursor_value is None:
+            self.blocked = self.blocked or not acknowledged
             return
-        self._last = cursor_value
-        self.blocked = not acknowledged
+        if not self.blocked:
+            if cursor_value != self._last:
+                self._tail = []
+            self._last = cursor_value
+            self.blocked = not acknowledged
+        if acknowledged and row_id is not None:
+            self._tail.append(row_id)
+
+    @property
+    def acknowledged(self) -> list[str]:
+        """Ids of acknowledged rows at or after the mark (sorted): the next run's :meth:`done` set."""
+        return sorted(set(self._tail) if self._last is not None else self._previous | set(self._tail))
 
     @property
     def value(self) -> CursorValue | None:

@@ -24,15 +24,22 @@
       on_failure: dead_letter               # or fail
       chunk_rows: 5000                      # rows read and posted per chunk (bounded memory)
 
-Idempotency key of a record: SHA-256 of (sync, key values, cursor value), so a retried or re-sent row version always
-carries the same key; a batch request's header key is the SHA-256 of its records' keys. Per-record results land as
-Parquet in ``reverse_etl/<sync>_results`` (one window per run), failures under ``dead_letter`` in
+Idempotency key of a record: SHA-256 of (sync, key values, cursor value), or of (sync, whole row) without a cursor
+(a changed row is a new version, under a new key), so a retried or re-sent row version always carries the same key;
+a batch request's header key is the SHA-256 of its records' keys. Per-record results land as Parquet in
+``reverse_etl/<sync>_results`` (one window per run), failures under ``dead_letter`` in
 ``reverse_etl/<sync>_dead_letter``. The high-water mark (``cursor_after``) advances only over acknowledged rows: to
 the cursor value of the first row not acknowledged (the next run starts there, ``>=``), else to the last row's value.
+The ids of the acknowledged rows the next run reads again (those at the mark, and after it when a failure stopped
+it) are kept beside the mark (``acknowledged_at_mark``) and those rows are not sent again (``rows_skipped``): a
+batch's key is that of its rows, so a row re-sent in a batch of other rows would reach the target as a new request.
 
-One attempt may take ``request_timeout`` seconds in all and read a response body of up to ``max_body_bytes``
-(decoded); a ``Retry-After`` that is neither seconds nor a date counts as absent. A row whose request could not be
-made (no OAuth2 token) fails like one the target refused.
+A row is refused, not sent, and fails as ``on_failure`` says, naming the column, when its cursor is NULL (``cursor
+>= mark`` never reads it again) or a path placeholder's value is NULL, empty or not one path segment. NaN and
+infinite numbers are sent as ``null`` (JSON has no spelling for them). A mapping or path placeholder naming a column
+the query lacks fails the run before anything is sent. One attempt may take ``request_timeout`` seconds in all and
+read a response body of up to ``max_body_bytes`` (decoded); a ``Retry-After`` that is neither seconds nor a date
+counts as absent.
 """
 
 import asyncio
@@ -40,6 +47,7 @@ import dataclasses
 import importlib
 import json
 import os
+import string
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -59,18 +67,19 @@ from integration_platform.assets.config_model import (
     require_exactly_one,
 )
 from integration_platform.assets.http_config import AuthField, NoAuth
-from integration_platform.assets.marks import mark_metadata, read_mark, refuse_ephemeral_marks
+from integration_platform.assets.marks import mark_metadata, read_acknowledged, read_mark, refuse_ephemeral_marks
 from integration_platform.assets.run_recovery import tag_run_host
 from integration_platform.assets.stream_assets import warehouse_connection, warehouse_table_key
 from integration_platform.core.cursors import CursorValue
-from integration_platform.core.landing import land
+from integration_platform.core.landing import LandingError, land
 from integration_platform.core.loading import current_catalog
-from integration_platform.core.names import ENV_NAME, url_segment
+from integration_platform.core.names import ENV_NAME, UnsafeNameError, url_segment
 from integration_platform.core.outbound import (
     MissingColumnError,
     Watermark,
     batch_id,
     json_default,
+    json_safe,
     relation_sql,
     row_id,
     select_since,
@@ -191,7 +200,8 @@ class HttpSync(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
         return HttpTargetResource(base_url=base, auth=self.target.auth.resource_config())
 
     def idempotency_key(self, row: dict[str, Any]) -> str:
-        """64 hex digits: SHA-256 of (sync, key values, cursor value) (:func:`.outbound.row_id`)."""
+        """64 hex digits: SHA-256 of (sync, key values, cursor value), or of (sync, row) without a cursor
+        (:func:`.outbound.row_id`)."""
         return row_id([self.sync], row, self.key_columns, self.cursor)
 
     def body_builder(self) -> Callable[[dict[str, Any], str], Any]:
@@ -218,9 +228,37 @@ class HttpSync(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
         return mapped
 
     def envelope(self, payload: Any) -> bytes:
-        """The request body: ``payload`` as JSON, or ``{wrap: payload, **wrap_extra}``."""
+        """The request body: ``payload`` as JSON, or ``{wrap: payload, **wrap_extra}``; NaN and infinities
+        as ``null`` (:func:`.outbound.json_safe`)."""
         body = {self.target.wrap: payload, **self.target.wrap_extra} if self.target.wrap else payload
-        return json.dumps(body, default=json_default).encode()
+        return json.dumps(json_safe(body), default=json_default, allow_nan=False).encode()
+
+    @property
+    def path_columns(self) -> list[str]:
+        """The columns the target path's ``{column}`` placeholders name, in order."""
+        return [name for _, name, _, _ in string.Formatter().parse(self.target.path) if name]
+
+    @property
+    def required_columns(self) -> list[str]:
+        """Columns the rows must have: key columns, path placeholders and the mapping's columns."""
+        mapped = [c for c in self.mapping.values() if not c.startswith("literal:") and c != "@idempotency_key"]
+        return list(dict.fromkeys([*self.key_columns, *self.path_columns, *mapped]))
+
+    def refusal(self, row: dict[str, Any]) -> str | None:
+        """Why ``row`` cannot be sent (``None``: it can): a NULL cursor (``cursor >= mark`` would never read it
+        again, so the mark could not wait for it), or a path placeholder whose value is NULL, empty or not
+        one path segment (it would address another resource)."""
+        if self.cursor and row[self.cursor] is None:
+            return f"not sent: cursor column {self.cursor!r} is NULL"
+        for column in self.path_columns:
+            value = row[column]
+            if value is None or str(value) == "":
+                return f"not sent: path column {column!r} is {'NULL' if value is None else 'empty'}"
+            try:
+                url_segment(str(value), f"value of {{{column}}}")
+            except UnsafeNameError as exc:
+                return f"not sent: path column {column!r}: {exc}"
+        return None
 
     def requests_for(
         self, base: str, rows: list[dict[str, Any]], keys: list[str], bodies: list[Any]
@@ -260,7 +298,10 @@ class HttpSync(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
 
 
 def _fill(path: str, row: dict[str, Any]) -> str:
-    return path.format_map({k: url_segment(str(v), f"value of {{{k}}}") for k, v in row.items()})
+    """``path`` with each ``{column}`` placeholder filled with the row's value as one quoted segment; only
+    the placeholders' columns are looked at."""
+    names = [name for _, name, _, _ in string.Formatter().parse(path) if name]
+    return path.format_map({k: url_segment(str(row[k]), f"value of {{{k}}}") for k in names})
 
 
 def _read_rows(
@@ -272,12 +313,14 @@ def _read_rows(
         if sync.source.warehouse:
             with warehouse_connection(context) as conn:
                 relation = relation_sql(sync.table, sync.query, current_catalog(conn))
-                yield from select_since(conn, relation, sync.cursor, mark, sync.chunk_rows, sync.key_columns)
+                yield from select_since(conn, relation, sync.cursor, mark, sync.chunk_rows, sync.required_columns)
             return
         engine = sa.create_engine(os.environ[str(sync.source.url_env)])
         relation = relation_sql(sync.table, sync.query)
         try:
-            yield from select_since_sqlalchemy(engine, relation, sync.cursor, mark, sync.chunk_rows, sync.key_columns)
+            yield from select_since_sqlalchemy(
+                engine, relation, sync.cursor, mark, sync.chunk_rows, sync.required_columns
+            )
         finally:
             engine.dispose()
     except MissingColumnError as exc:
@@ -294,6 +337,7 @@ class _Progress:
     sent: int = 0
     succeeded: int = 0
     failed: int = 0
+    skipped: int = 0
     first_failure: str | None = None
     dead: list[pa.RecordBatch] = dataclasses.field(default_factory=list)
 
@@ -305,12 +349,17 @@ class _Progress:
     def account(
         self, rows: list[dict[str, Any]], keys: list[str], bodies: list[Any], outcome: list[PushResult | None]
     ) -> pa.RecordBatch:
-        """Fold one chunk's outcomes in (counts, mark, dead letters); returns its results batch."""
+        """Fold one chunk's outcomes in (counts, mark, dead letters); returns its results batch. An outcome
+        of ``None`` is a row acknowledged by an earlier run and left out (no results row)."""
         sync = self.sync
         columns: dict[str, list[Any]] = {name: [] for name in RESULT_SCHEMA.names}
         dead: dict[str, list[Any]] = {name: [] for name in DEAD_LETTER_SCHEMA.names}
         for row, key, body, result in zip(rows, keys, bodies, outcome, strict=True):
-            assert result is not None
+            if result is None:
+                self.skipped += 1
+                if sync.cursor:
+                    self.watermark.observe(row[sync.cursor], True, key)
+                continue
             ident = json.dumps([row[c] for c in sync.key_columns], default=json_default)
             values = [ident, key, result.status, result.response, result.attempts, result.error, result.sent_at]
             for name, value in zip(RESULT_SCHEMA.names, values, strict=True):
@@ -323,12 +372,14 @@ class _Progress:
             if failed and self.first_failure is None:
                 self.first_failure = f"record {ident} (idempotency key {key}): {result.error or result.status}"
             if failed and sync.on_failure == "dead_letter":
-                cursor_text = CursorValue.from_python(row[sync.cursor]).text if sync.cursor else None
-                extra = [cursor_text, json.dumps(body, default=json_default)]
+                at = row[sync.cursor] if sync.cursor else None
+                cursor_text = CursorValue.from_python(at).text if at is not None else None
+                extra = [cursor_text, json.dumps(json_safe(body), default=json_default)]
                 for name, value in zip(dead, [*values, *extra], strict=True):
                     dead[name].append(value)
             if sync.cursor:
-                self.watermark.observe(row[sync.cursor], result.ok or (failed and sync.on_failure == "dead_letter"))
+                done = result.ok or (failed and sync.on_failure == "dead_letter")
+                self.watermark.observe(row[sync.cursor], done, key)
         if dead["key"]:
             self.dead.append(pa.RecordBatch.from_pydict(dead, schema=DEAD_LETTER_SCHEMA))
         return pa.RecordBatch.from_pydict(columns, schema=RESULT_SCHEMA)
@@ -366,12 +417,29 @@ def _push(
             for rows in _read_rows(sync, context, progress.watermark.value):
                 progress.read += len(rows)
                 keys = [sync.idempotency_key(r) for r in rows]
-                bodies = [build(r, k) for r, k in zip(rows, keys, strict=True)]
-                outcome: list[PushResult | None] = [None] * len(rows)
-                requests = sync.requests_for(base, rows, keys, bodies)
-                for result in runner.run(pusher.send_all(requests, lambda: progress.stopped)):
+                outcome: list[PushResult | None] = [None] * len(rows)  # None: acknowledged by an earlier run
+                todo: list[int] = []  # positions to send
+                refused = False
+                for i, (row, key) in enumerate(zip(rows, keys, strict=True)):
+                    if progress.watermark.done(key):
+                        continue
+                    if refused and sync.on_failure == "fail":  # nothing is sent after a failure
+                        outcome[i] = PushResult(PushRequest("", "", b"", key, (i,)), stopped=True)
+                    elif (why := sync.refusal(row)) is not None:
+                        outcome[i] = PushResult(PushRequest("", "", b"", key, (i,)), error=why)
+                        refused = True
+                    else:
+                        todo.append(i)
+                bodies: list[Any] = [None] * len(rows)
+                for i in todo:
+                    bodies[i] = build(rows[i], keys[i])
+                requests = sync.requests_for(
+                    base, [rows[i] for i in todo], [keys[i] for i in todo], [bodies[i] for i in todo]
+                )
+                stop_on_failure = sync.on_failure == "fail"
+                for result in runner.run(pusher.send_all(requests, lambda: progress.stopped, stop_on_failure)):
                     for i in result.request.rows:
-                        outcome[i] = result
+                        outcome[todo[i]] = result
                 yield progress.account(rows, keys, bodies, outcome)
                 if progress.stopped:
                     return
@@ -387,7 +455,8 @@ def _run_sync(context: dg.AssetExecutionContext, sync: HttpSync) -> dg.Materiali
     refuse_ephemeral_marks(context, sync.cursor is not None, f"sync {sync.sync}")
     tag_run_host(context)  # it holds the duckdb slot: a kill from now on is reclaimable
     mark = read_mark(context.instance, context.asset_key) if sync.cursor else None
-    progress = _Progress(sync, Watermark(mark))
+    acknowledged = read_acknowledged(context.instance, context.asset_key) if sync.cursor else []
+    progress = _Progress(sync, Watermark(mark, acknowledged))
     pusher = _pusher(sync, target, context.run.run_id)
     started = time.monotonic()
     window = f"run-{context.run.run_id}"
@@ -397,7 +466,12 @@ def _run_sync(context: dg.AssetExecutionContext, sync: HttpSync) -> dg.Materiali
     store = lake.store()
     for spec in (results_spec, dead_spec):  # a landing sweeps only its window; each run has its own
         store.remove_stale_staging(f"{spec.path}/")
-    manifest = land(store, results_spec, window, results, RESULT_SCHEMA, full=False)
+    try:
+        manifest = land(store, results_spec, window, results, RESULT_SCHEMA, full=False)
+    except LandingError as exc:  # a failure reading the rows (a missing column) is the sync's, not the landing's
+        if isinstance(exc.__cause__, dg.Failure):
+            raise exc.__cause__ from None
+        raise
     if progress.dead:
         land(store, dead_spec, window, progress.dead, DEAD_LETTER_SCHEMA, full=False)
     seconds = time.monotonic() - started
@@ -407,11 +481,13 @@ def _run_sync(context: dg.AssetExecutionContext, sync: HttpSync) -> dg.Materiali
         "rows_sent": progress.sent,
         "rows_succeeded": progress.succeeded,
         "rows_failed": progress.failed,
+        "rows_skipped": progress.skipped,
         "requests": pusher.requests_sent,
         "requests_per_second": round(pusher.requests_sent / max(seconds, 1e-6), 1),
         "seconds": round(seconds, 3),
         "results_uri": dg.MetadataValue.path(f"{lake.url.rstrip('/')}/{manifest.key}"),
         **mark_metadata(mark, after),
+        **({"acknowledged_at_mark": dg.MetadataValue.json(progress.watermark.acknowledged)} if sync.cursor else {}),
     }
     context.log.info(
         f"sync {sync.sync}: {progress.succeeded}/{progress.read} row(s) acknowledged, {progress.failed} failed, "
