@@ -258,6 +258,34 @@ def test_publish_warehouse_rows_with_idempotent_ids(queue: str, tmp_path: Path, 
         assert bodies == set(range(120))
 
 
+def test_publish_sends_nan_as_null_and_a_refused_message_names_the_publication_and_row(
+    queue: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """``json.dumps`` wrote ``NaN`` (no JSON); an unroutable message failed as a BrokerError naming neither the
+    publication nor the row."""
+    rows = "SELECT * FROM (VALUES (1, 'NaN'::DOUBLE), (2, 'inf'::DOUBLE), (3, 1.5)) t(order_id, score)"
+    publish_key = dg.AssetKey(["shop", "publish_orders_out"])
+    with fresh_queue("ip_test_out") as out:
+        for destination in (out, "ip_test_no_such_queue"):
+            extra = (
+                f'  publish:\n    - name: orders_out\n      query: "{rows}"\n      key_columns: [order_id]\n'
+                f"      queue: {destination}\n"
+            )
+            result = platform(_yaml(queue, extra=extra), tmp_path, instance).materialize(
+                [publish_key], raise_on_error=False
+            )
+            if destination == out:
+                assert result.success
+                bodies = [body for _, body in take_all(out)]
+                assert all(b"NaN" not in body and b"Infinity" not in body for body in bodies)
+                scores = {json.loads(body)["order_id"]: json.loads(body)["score"] for body in bodies}
+                assert scores == {1: None, 2: None, 3: 1.5}
+            else:
+                assert not result.success
+                message = " ".join(failure_messages(result))
+                assert "publish orders_out: row [1] (message id " in message and "UnroutableError" in message
+
+
 def test_publish_changes_since_the_last_run(queue: str, tmp_path: Path, instance: dg.DagsterInstance) -> None:
     """With a cursor, a publish sends the rows at or above the last high-water mark: the boundary
     row again (same id), then only what changed."""

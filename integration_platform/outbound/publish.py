@@ -22,7 +22,8 @@ once every message is delivered and aborted when the run fails (``read_committed
 the default, see all of it or none);
 the high-water mark (``cursor_after`` in the materialisation metadata) advances only then.
 The next run starts *at* the mark (``>=``), re-sending the rows that share it under the same
-ids, so a row committed late with the boundary value is not missed.
+ids, so a row committed late with the boundary value is not missed. NaN and infinite numbers
+are sent as ``null`` (JSON has no spelling for them).
 """
 
 import json
@@ -44,6 +45,7 @@ from integration_platform.core.outbound import (
     MissingColumnError,
     Watermark,
     json_default,
+    json_safe,
     relation_sql,
     row_id,
     select_since,
@@ -117,13 +119,21 @@ def message_id(source: str, spec: PublishSpec, row: dict[str, Any]) -> str:
     return row_id([source, spec.name], row, spec.key_columns, spec.cursor)
 
 
+def _which(spec: PublishSpec, row: dict[str, Any], ident: str) -> str:
+    """The row a message carries, for errors: its key values and message id (never the whole row)."""
+    keys = json.dumps([row[c] for c in spec.key_columns], default=json_default) if spec.key_columns else None
+    return f"row {keys} (message id {ident})" if keys else f"message id {ident}"
+
+
 def publish_asset(
     source: str, spec: PublishSpec, resource_key: str, broker: str, open_publisher: PublisherFactory
 ) -> dg.AssetsDefinition:
     """The asset that publishes ``spec``'s rows through the broker resource ``resource_key``.
 
     Raises ``dg.Failure`` naming the publication when a column is missing or the broker does
-    not confirm a message; nothing is marked published then (the next run sends again).
+    not confirm a message (naming the row's key values and message id when the broker refused it
+    as it was sent); nothing is marked published then (the next run sends again). NaN and
+    infinities are sent as JSON ``null``.
     """
 
     @dg.asset(
@@ -149,7 +159,12 @@ def publish_asset(
             try:
                 for rows in select_since(conn, relation, spec.cursor, mark, spec.fetch_rows, spec.key_columns):
                     for row in rows:
-                        publisher.send(message_id(source, spec, row), json.dumps(row, default=json_default).encode())
+                        ident = message_id(source, spec, row)
+                        body = json.dumps(json_safe(row), default=json_default, allow_nan=False).encode()
+                        try:
+                            publisher.send(ident, body)
+                        except Exception as exc:  # the broker's error names neither publication nor row
+                            raise dg.Failure(f"publish {spec.name}: {_which(spec, row, ident)}: {exc}") from None
                         published += 1
                         if spec.cursor:  # confirmed on leaving the publisher's context, or nothing is recorded
                             watermark.observe(row[spec.cursor], acknowledged=True)
