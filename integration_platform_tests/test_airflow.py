@@ -19,9 +19,15 @@ import requests
 from dagster._serdes import serialize_value
 
 from integration_platform.orchestration.airflow.component import AirflowDag, airflow_dag_asset, dag_run_id_for
-from integration_platform.orchestration.airflow.resource import RUN_ID, AirflowError, AirflowRunFailed, AirflowTimeout
+from integration_platform.orchestration.airflow.resource import (
+    RUN_ID,
+    AirflowError,
+    AirflowResource,
+    AirflowRunFailed,
+    AirflowTimeout,
+)
 from integration_platform_tests.airflow_server import EXAMPLE_DAG, AirflowServer, airflow_server
-from integration_platform_tests.rest_servers import fault_proxy
+from integration_platform_tests.rest_servers import fault_proxy, scripted_server
 from sandbox.harness import failure_messages, latest_metadata
 
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
@@ -202,6 +208,23 @@ def test_a_paused_dag_is_unpaused_unless_told_not_to(airflow: AirflowServer) -> 
 
 
 # -- the asset ----------------------------------------------------------------------------------
+
+
+def test_the_token_request_is_not_redirected_so_the_password_stays_with_the_configured_airflow() -> None:
+    """A 307 keeps method and body: requests re-sent the JSON body with the password to the Location's host
+    (it strips only the Authorization header)."""
+    password = "S3cret-Airflow-Pw"
+    with scripted_server(lambda request: (500, {}, "thanks")) as other:
+        redirect = {"Location": f"{other.url}/collect"}
+        with scripted_server(lambda request: (307, redirect, "")) as configured:
+            resource = AirflowResource(base_url=configured.url, username="admin", password=password, max_retries=0)
+            with pytest.raises(AirflowError) as refused:
+                resource.get_dag_run(EXAMPLE_DAG, "t_redirect")
+            assert len(configured.requests) == 1
+        assert other.requests == []
+    message = str(refused.value)
+    assert f"POST {configured.url}/auth/token" in message and f"to {other.url};" in message
+    assert password not in message and refused.value.status == 307
 
 
 def test_dag_run_ids_are_deterministic_and_allowed() -> None:

@@ -22,6 +22,9 @@ Endpoints: ``GET|PATCH /dags/{dag_id}`` (pause flag), ``POST /dags/{dag_id}/dagR
 
 Errors raised (:class:`AirflowError` and its subclasses) name the DAG, the run id and the HTTP
 status; they never contain the password or the token and never chain the underlying exception.
+The token request is never redirected (a 307/308 would carry its JSON body, the password, to the
+``Location``): a redirect fails naming the configured URL and the redirect's origin. Other
+requests follow redirects; requests drops their ``Authorization`` header on another host.
 """
 
 import re
@@ -31,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urljoin, urlsplit
 
 import dagster as dg
 import requests
@@ -51,6 +54,17 @@ def _task_label(instance: dict[str, Any]) -> str:
     """``task_id``, or ``task_id[i]`` for the i-th instance of a mapped task."""
     index = instance.get("map_index")
     return f"{instance['task_id']}[{index}]" if isinstance(index, int) and index >= 0 else str(instance["task_id"])
+
+
+def _origin(location: str, base: str) -> str:
+    """The origin (``scheme://host[:port]``, no user info or path) a ``Location`` header points to,
+    resolved against ``base``; ``an unparsable location`` when it is none."""
+    try:
+        parts = urlsplit(urljoin(base, location))
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "an unparsable location"
+    return f"{parts.scheme}://{parts.hostname}{port}" if parts.hostname else "an unparsable location"
 
 
 class AirflowError(Exception):
@@ -180,7 +194,17 @@ class AirflowResource(dg.ConfigurableResource):
         """The JWT for ``v2``, obtained from ``POST /auth/token`` when there is none yet."""
         if self._token is None:
             url = f"{self.base_url.rstrip('/')}/auth/token"
-            response = self._request("POST", url, json={"username": self.username, "password": self.password})
+            # Never redirected: a 307/308 keeps the body, so requests would send the password wherever the
+            # Location points (it strips only the Authorization header).
+            credentials = {"username": self.username, "password": self.password}
+            response = self._request("POST", url, json=credentials, allow_redirects=False)
+            if response.is_redirect:
+                raise AirflowError(
+                    f"POST {url}: Airflow answered HTTP {response.status_code} redirecting the token request "
+                    f"to {_origin(response.headers.get('Location', ''), url)}; it carries the password, so it is "
+                    "not followed: set base_url to the address Airflow serves its API at",
+                    response.status_code,
+                )
             if response.status_code not in (200, 201):
                 raise AirflowError(
                     f"POST {url}: Airflow refused a token for user {self.username!r} "
