@@ -102,6 +102,21 @@ def test_select_since_reads_from_the_mark_in_cursor_order_as_the_column_type() -
         list(select_since(conn, relation, "k", None, 3, required=["nope"]))
 
 
+def test_rows_with_a_null_cursor_are_read_on_every_run_when_asked() -> None:
+    """``cursor >= mark`` never matches NULL: a sync reads those rows each run (to refuse them by name)."""
+    conn = duckdb.connect()
+    conn.execute("CREATE SCHEMA s; CREATE TABLE s.t AS SELECT * FROM (VALUES (1, 10), (NULL, 20), (3, 30)) v(k, c)")
+    relation, mark = relation_sql("s.t", None), CursorValue("int", "2")
+    assert [r["c"] for chunk in select_since(conn, relation, "k", mark, 10) for r in chunk] == [30]
+    read = [r["c"] for chunk in select_since(conn, relation, "k", mark, 10, null_cursor_rows=True) for r in chunk]
+    assert sorted(read) == [20, 30]
+    engine = sa.create_engine("sqlite://")
+    with engine.begin() as db:
+        db.execute(sa.text("CREATE TABLE t AS SELECT 1 AS k, 10 AS c UNION ALL SELECT NULL, 20 UNION ALL SELECT 3, 30"))
+    chunks = select_since_sqlalchemy(engine, "t", "k", mark, 10, null_cursor_rows=True)
+    assert sorted(r["c"] for chunk in chunks for r in chunk) == [20, 30]
+
+
 def test_a_warehouse_table_of_a_source_named_as_a_catalog_is_read_through_the_warehouse_catalog() -> None:
     """``temp.t`` alone is ambiguous in DuckDB (the temp catalog): the warehouse's catalog goes first."""
     conn = duckdb.connect()

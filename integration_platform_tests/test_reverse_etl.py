@@ -325,7 +325,8 @@ def test_batch_mode_after_a_failure_resends_no_acknowledged_row(tmp_path: Path) 
 
 
 def test_a_row_with_a_null_cursor_fails_and_the_mark_waits_for_it(tmp_path: Path) -> None:
-    """A NULL cursor is never read again (``cursor >= mark``): the mark moved past the failed row, lost for good."""
+    """A NULL cursor is never read again by ``cursor >= mark``: the mark moved past the failed row, lost for good.
+    Now it is refused naming the column, and read (and refused) again on every run until its cursor is set."""
     seed(tmp_path / "warehouse.duckdb", 20)
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
         conn.execute("UPDATE crm.contacts SET updated_at = NULL WHERE id = 6")
@@ -337,6 +338,8 @@ def test_a_row_with_a_null_cursor_fails_and_the_mark_waits_for_it(tmp_path: Path
         assert 6 not in arrived(target)
         # NULLs sort last: every other row was sent; the mark stays at the last row before the NULL one
         assert latest_metadata(instance, KEY)["cursor_after"] == {"kind": "timestamp", "text": "2026-01-01T00:00:02"}
+        again = platform(sync_yaml(target.url), tmp_path, instance).materialize([KEY], raise_on_error=False)
+        assert not again.success and "record [6]" in " ".join(failure_messages(again))  # read again, never passed over
     with push_target(tmp_path / "target2.sqlite") as target, dg.instance_for_test() as instance:
         dead = platform(sync_yaml(target.url, on_failure="dead_letter"), tmp_path, instance).materialize([KEY])
         assert dead.success and set(arrived(target)) == set(range(1, 21)) - {6}

@@ -84,11 +84,12 @@ def batch_id(ids: Sequence[str]) -> str:
     return hashlib.sha256("".join(ids).encode()).hexdigest()
 
 
-def _select(relation: str, cursor: str | None, mark: str | None) -> str:
+def _select(relation: str, cursor: str | None, mark: str | None, null_cursor_rows: bool = False) -> str:
     sql = f"SELECT * FROM {relation} AS t"
     if cursor:
         if mark is not None:
-            sql += f" WHERE {quote(cursor)} >= {mark}"
+            nulls = f" OR {quote(cursor)} IS NULL" if null_cursor_rows else ""
+            sql += f" WHERE ({quote(cursor)} >= {mark}{nulls})"
         sql += f" ORDER BY {quote(cursor)}"
     return sql
 
@@ -106,16 +107,19 @@ def select_since(
     mark: CursorValue | None,
     chunk_rows: int,
     required: Sequence[str] = (),
+    null_cursor_rows: bool = False,
 ) -> Iterator[list[Row]]:
     """Chunks of at most ``chunk_rows`` rows of ``relation`` (see :func:`relation_sql`) from a
     DuckDB connection, in ``cursor`` order and from ``mark`` on (``>=``; the mark is compared as
-    the cursor column's type, whatever kind it was stored as). Raises :class:`MissingColumnError`
+    the cursor column's type, whatever kind it was stored as); with ``null_cursor_rows`` the rows
+    whose cursor is NULL too, on every run (where the database sorts NULLs). Raises :class:`MissingColumnError`
     when ``cursor`` or a ``required`` column is not in the relation, ``duckdb.Error`` on bad SQL."""
     described = conn.execute(f"DESCRIBE SELECT * FROM {relation} AS t").fetchall()
     types = {str(row[0]): str(row[1]) for row in described}
     _require(relation, types, [*required, *([cursor] if cursor else [])])
     bound = f"CAST(? AS {types[cursor]})" if cursor and mark is not None else None
-    result = conn.execute(_select(relation, cursor, bound), [mark.text] if bound and mark else [])
+    sql = _select(relation, cursor, bound, null_cursor_rows)
+    result = conn.execute(sql, [mark.text] if bound and mark else [])
     columns = [d[0] for d in result.description]
     while rows := result.fetchmany(chunk_rows):
         yield [dict(zip(columns, values, strict=True)) for values in rows]
@@ -128,11 +132,12 @@ def select_since_sqlalchemy(
     mark: CursorValue | None,
     chunk_rows: int,
     required: Sequence[str] = (),
+    null_cursor_rows: bool = False,
 ) -> Iterator[list[Row]]:
     """:func:`select_since` for any database SQLAlchemy reaches (rows streamed, ``chunk_rows`` at a
     time; the mark bound as its Python value). Raises :class:`MissingColumnError` for a ``required``
     column the result lacks, ``sqlalchemy.exc.SQLAlchemyError`` (a missing cursor column among them)."""
-    sql = _select(relation, cursor, ":mark" if cursor and mark is not None else None)
+    sql = _select(relation, cursor, ":mark" if cursor and mark is not None else None, null_cursor_rows)
     params = {"mark": mark.to_python()} if cursor and mark is not None else {}
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(sa.text(sql), params)

@@ -34,10 +34,11 @@ The ids of the acknowledged rows the next run reads again (those at the mark, an
 it) are kept beside the mark (``acknowledged_at_mark``) and those rows are not sent again (``rows_skipped``): a
 batch's key is that of its rows, so a row re-sent in a batch of other rows would reach the target as a new request.
 
-A row is refused, not sent, and fails as ``on_failure`` says, naming the column, when its cursor is NULL (``cursor
->= mark`` never reads it again) or a path placeholder's value is NULL, empty or not one path segment. NaN and
-infinite numbers are sent as ``null`` (JSON has no spelling for them). A mapping or path placeholder naming a column
-the query lacks fails the run before anything is sent. One attempt may take ``request_timeout`` seconds in all and
+A row is refused, not sent, and fails as ``on_failure`` says, naming the column, when its cursor is NULL (such rows
+are read on every run, refused each time until the cursor is set: the mark cannot wait for them) or a path
+placeholder's value is NULL, empty or not one path segment. NaN and infinite numbers are sent as ``null`` (JSON has
+no spelling for them). A mapping or path placeholder naming a column the query lacks fails the run before anything
+is sent. One attempt may take ``request_timeout`` seconds in all and
 read a response body of up to ``max_body_bytes`` (decoded); a ``Retry-After`` that is neither seconds nor a date
 counts as absent.
 """
@@ -307,19 +308,22 @@ def _fill(path: str, row: dict[str, Any]) -> str:
 def _read_rows(
     sync: HttpSync, context: dg.AssetExecutionContext, mark: CursorValue | None
 ) -> Iterator[list[dict[str, Any]]]:
-    """Chunks of at most ``chunk_rows`` rows in cursor order from the mark on (``>=``), from the
-    warehouse or the database at ``source.url_env``; raises ``dg.Failure`` for a missing column."""
+    """Chunks of at most ``chunk_rows`` rows in cursor order from the mark on (``>=``), and those whose
+    cursor is NULL (refused on every run, so they are never passed over in silence), from the warehouse
+    or the database at ``source.url_env``; raises ``dg.Failure`` for a missing column."""
     try:
         if sync.source.warehouse:
             with warehouse_connection(context) as conn:
                 relation = relation_sql(sync.table, sync.query, current_catalog(conn))
-                yield from select_since(conn, relation, sync.cursor, mark, sync.chunk_rows, sync.required_columns)
+                yield from select_since(
+                    conn, relation, sync.cursor, mark, sync.chunk_rows, sync.required_columns, null_cursor_rows=True
+                )
             return
         engine = sa.create_engine(os.environ[str(sync.source.url_env)])
         relation = relation_sql(sync.table, sync.query)
         try:
             yield from select_since_sqlalchemy(
-                engine, relation, sync.cursor, mark, sync.chunk_rows, sync.required_columns
+                engine, relation, sync.cursor, mark, sync.chunk_rows, sync.required_columns, null_cursor_rows=True
             )
         finally:
             engine.dispose()
