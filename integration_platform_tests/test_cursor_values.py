@@ -5,6 +5,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pymysql
@@ -32,9 +33,38 @@ def database() -> Iterator[str]:
     psql("postgres", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@pytest.fixture
+def mariadb() -> Iterator[tuple[str, Any]]:
+    """A scratch database on the shared MariaDB: its SQLAlchemy URL and an autocommit cursor on it."""
+    require_port(MARIADB_HOST, MARIADB_PORT, "MariaDB")
+    name = f"ip_test_cursor_{uuid.uuid4().hex[:8]}"
+    root = pymysql.connect(host=MARIADB_HOST, port=MARIADB_PORT, user="root", autocommit=True)
+    root.cursor().execute(f"CREATE DATABASE {name}")
+    url = f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{name}"
+    conn = pymysql.connect(host=MARIADB_HOST, port=MARIADB_PORT, user="root", database=name, autocommit=True)
+    try:
+        yield url, conn.cursor()
+    finally:
+        conn.close()
+        dispose_engine(url)
+        root.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
+        root.close()
+
+
 def _sql(url: str, statement: str) -> None:
     with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
         conn.execute(statement)
+
+
+def _run(store: LocalLake, spec: StreamSpec, db: SqlDatabaseResource, mark: CursorValue | None) -> Extraction:
+    """One incremental run of table ``t`` from ``mark``."""
+    return extract_and_land(store, spec, lambda row_filter: db.read("t", None, row_filter), cursor_before=mark)
+
+
+def _landed_ids(store: LocalLake, extraction: Extraction) -> list[int]:
+    """The ``id`` values ``extraction`` landed, sorted."""
+    parts = read_landed_files(store, extraction.manifest.files, ["id"])
+    return sorted(i for part in parts for i in part.column("id").to_pylist())
 
 
 def test_a_nan_or_infinite_float_cursor_never_becomes_the_mark(database: str, tmp_path: Path) -> None:
@@ -47,11 +77,10 @@ def test_a_nan_or_infinite_float_cursor_never_becomes_the_mark(database: str, tm
     spec = StreamSpec("probe", "t", "merge", primary_key=("id",), cursor="v")
 
     def run(mark: CursorValue | None) -> Extraction:
-        return extract_and_land(store, spec, lambda row_filter: db.read("t", None, row_filter), cursor_before=mark)
+        return _run(store, spec, db, mark)
 
     def ids(extraction: Extraction) -> list[int]:
-        parts = read_landed_files(store, extraction.manifest.files, ["id"])
-        return sorted(i for part in parts for i in part.column("id").to_pylist())
+        return _landed_ids(store, extraction)
 
     first = run(None)
     assert ids(first) == [1, 2, 3, 4] and first.cursor_after == CursorValue("float", "1.0")
@@ -90,33 +119,24 @@ def test_a_sqlite_time_written_without_fraction_is_read_again_at_the_mark(tmp_pa
     dispose_engine(f"sqlite:///{path}")
 
 
-def test_a_mariadb_single_precision_cursor_reads_again_the_rows_at_the_mark(tmp_path: Path) -> None:
+def test_a_mariadb_single_precision_cursor_reads_again_the_rows_at_the_mark(
+    mariadb: tuple[str, Any], tmp_path: Path
+) -> None:
     """MariaDB sends a FLOAT as its shortest text (1.3 for 1.2999999523...): the mark 1.3 was above the stored
     value, so rows sharing it, committed after the run, were never read. They land."""
-    require_port(MARIADB_HOST, MARIADB_PORT, "MariaDB")
-    name = f"ip_test_cursor_{uuid.uuid4().hex[:8]}"
-    root = pymysql.connect(host=MARIADB_HOST, port=MARIADB_PORT, user="root", autocommit=True)
-    root.cursor().execute(f"CREATE DATABASE {name}")
-    url = f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{name}"
-    try:
-        conn = pymysql.connect(host=MARIADB_HOST, port=MARIADB_PORT, user="root", database=name, autocommit=True)
-        conn.cursor().execute("CREATE TABLE t (id INT PRIMARY KEY, v FLOAT)")
-        conn.cursor().execute("INSERT INTO t VALUES (1, 1.3)")
-        store, db = LocalLake(tmp_path / "lake"), SqlDatabaseResource(url=url)
-        spec = StreamSpec("probe", "t", "merge", primary_key=("id",), cursor="v")
-        first = extract_and_land(store, spec, lambda row_filter: db.read("t", None, row_filter))
-        conn.cursor().execute("INSERT INTO t VALUES (2, 1.3), (3, 1.3), (4, 1.25)")
-        second = extract_and_land(
-            store, spec, lambda row_filter: db.read("t", None, row_filter), cursor_before=first.cursor_after
-        )
-        parts = read_landed_files(store, second.manifest.files, ["id"])
-        assert sorted(i for part in parts for i in part.column("id").to_pylist()) == [2, 3]
-        assert second.duplicates_dropped == 1
-        conn.close()
-    finally:
-        dispose_engine(url)
-        root.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
-        root.close()
+    url, cursor = mariadb
+    cursor.execute("CREATE TABLE t (id INT PRIMARY KEY, v FLOAT)")
+    cursor.execute("INSERT INTO t VALUES (1, 1.3)")
+    store, db = LocalLake(tmp_path / "lake"), SqlDatabaseResource(url=url)
+    spec = StreamSpec("probe", "t", "merge", primary_key=("id",), cursor="v")
+    first = extract_and_land(store, spec, lambda row_filter: db.read("t", None, row_filter))
+    cursor.execute("INSERT INTO t VALUES (2, 1.3), (3, 1.3), (4, 1.25)")
+    second = extract_and_land(
+        store, spec, lambda row_filter: db.read("t", None, row_filter), cursor_before=first.cursor_after
+    )
+    parts = read_landed_files(store, second.manifest.files, ["id"])
+    assert sorted(i for part in parts for i in part.column("id").to_pylist()) == [2, 3]
+    assert second.duplicates_dropped == 1
 
 
 @pytest.mark.parametrize("kind", ["timestamp", "timestamptz", "date"])
@@ -130,11 +150,10 @@ def test_an_infinite_time_cursor_never_becomes_the_mark(database: str, tmp_path:
     spec = StreamSpec("probe", "t", "merge", primary_key=("id",), cursor="at", lag=86400)
 
     def run(mark: CursorValue | None) -> Extraction:
-        return extract_and_land(store, spec, lambda row_filter: db.read("t", None, row_filter), cursor_before=mark)
+        return _run(store, spec, db, mark)
 
     def ids(extraction: Extraction) -> list[int]:
-        parts = read_landed_files(store, extraction.manifest.files, ["id"])
-        return sorted(i for part in parts for i in part.column("id").to_pylist())
+        return _landed_ids(store, extraction)
 
     first = run(None)
     assert ids(first) == [1, 2, 3] and first.cursor_after is not None
@@ -171,23 +190,12 @@ def test_a_cursor_a_mark_cannot_hold_is_refused_naming_stream_and_column_before_
     assert not [p for p in (tmp_path / "lake").rglob("*") if p.is_file()], "nothing is written"
 
 
-def test_a_mariadb_binary_cursor_is_refused_naming_stream_and_column(tmp_path: Path) -> None:
-    require_port(MARIADB_HOST, MARIADB_PORT, "MariaDB")
-    name = f"ip_test_cursor_{uuid.uuid4().hex[:8]}"
-    root = pymysql.connect(host=MARIADB_HOST, port=MARIADB_PORT, user="root", autocommit=True)
-    root.cursor().execute(f"CREATE DATABASE {name}")
-    url = f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{name}"
-    try:
-        conn = pymysql.connect(host=MARIADB_HOST, port=MARIADB_PORT, user="root", database=name, autocommit=True)
-        conn.cursor().execute("CREATE TABLE t (id INT PRIMARY KEY, tag BINARY(4))")
-        conn.cursor().execute("INSERT INTO t VALUES (1, 'ab')")
-        conn.close()
-        store, db = LocalLake(tmp_path / "lake"), SqlDatabaseResource(url=url)
-        spec = StreamSpec("probe", "t", "merge", primary_key=("id",), cursor="tag")
-        with pytest.raises(CursorTypeError, match=r"stream probe/t: cursor column 'tag' .*its type is binary"):
-            extract_and_land(store, spec, lambda row_filter: db.read("t", None, row_filter))
-        assert not [p for p in (tmp_path / "lake").rglob("*") if p.is_file()]
-    finally:
-        dispose_engine(url)
-        root.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
-        root.close()
+def test_a_mariadb_binary_cursor_is_refused_naming_stream_and_column(mariadb: tuple[str, Any], tmp_path: Path) -> None:
+    url, cursor = mariadb
+    cursor.execute("CREATE TABLE t (id INT PRIMARY KEY, tag BINARY(4))")
+    cursor.execute("INSERT INTO t VALUES (1, 'ab')")
+    store, db = LocalLake(tmp_path / "lake"), SqlDatabaseResource(url=url)
+    spec = StreamSpec("probe", "t", "merge", primary_key=("id",), cursor="tag")
+    with pytest.raises(CursorTypeError, match=r"stream probe/t: cursor column 'tag' .*its type is binary"):
+        extract_and_land(store, spec, lambda row_filter: db.read("t", None, row_filter))
+    assert not [p for p in (tmp_path / "lake").rglob("*") if p.is_file()]
