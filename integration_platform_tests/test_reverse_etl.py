@@ -452,8 +452,10 @@ def trickling_target(interval: float) -> Iterator[str]:
         listener.close()
 
 
-def test_an_attempt_ends_at_request_timeout_and_a_body_past_max_body_bytes_fails(tmp_path: Path) -> None:
-    """httpx's read timeout bounds the gap between two reads: a target trickling its body held the sync for ever."""
+def test_an_attempt_ends_at_request_timeout_and_a_body_past_max_body_bytes_is_cut(tmp_path: Path) -> None:
+    """httpx's read timeout bounds the gap between two reads: a target trickling its body held the sync for
+    ever. A body past ``max_body_bytes`` is read no further; the status decides (a target accepting a row
+    with a large answer had it counted as failed)."""
     seed(tmp_path / "warehouse.duckdb", 1)
     options = {"on_failure": "dead_letter", "max_retries": 0, "read_timeout": 5, "request_timeout": 1}
     with trickling_target(0.1) as url, dg.instance_for_test() as instance:
@@ -468,9 +470,9 @@ def test_an_attempt_ends_at_request_timeout_and_a_body_past_max_body_bytes_fails
     ):
         big = {**options, "request_timeout": 60, "max_body_bytes": 1000, "max_retries": 3}
         assert platform(sync_yaml(server.url, **big), tmp_path, instance).materialize([KEY]).success
-        assert len(server.requests) == 1  # another attempt gets as much: not retried
-    errors = [r["error"] for r in results(tmp_path)]
-    assert any("passed max_body_bytes (1,000 bytes)" in str(e) for e in errors)
+        assert len(server.requests) == 1 and latest_metadata(instance, KEY)["rows_succeeded"] == 1
+    outcomes = sorted((r["status"] or 0, r["error"] or "") for r in results(tmp_path))
+    assert outcomes == [(0, "AttemptTooLong: the attempt passed request_timeout (1s)"), (200, "")], outcomes
 
 
 def test_a_malformed_retry_after_counts_as_absent(tmp_path: Path) -> None:
@@ -580,3 +582,47 @@ def test_a_mapping_or_path_column_the_query_lacks_fails_naming_the_sync_and_colu
             assert "sync contacts_out: column(s)" in message and ("'emial'" in message or "'slug'" in message)
             assert "LandingError" not in message
         assert server.requests == []
+
+
+def test_a_null_cursor_row_sorts_last_on_a_database_that_sorts_nulls_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite (like MySQL) sorts NULL first: the refused NULL-cursor row came first, and under
+    ``on_failure: fail`` no other row was ever sent and the mark never set. It comes last: the rows
+    before it go out and the mark stops at the last of them."""
+    source = tmp_path / "crm.sqlite"
+    with sqlite3.connect(source) as conn:
+        conn.execute("CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, version INTEGER)")
+        conn.executemany("INSERT INTO contacts VALUES (?, ?, ?)", [(i, f"u{i}", i) for i in range(1, 21)])
+        conn.execute("UPDATE contacts SET version = NULL WHERE id = 15")
+    monkeypatch.setenv("CRM_DB_URL", f"sqlite:///{source}")
+    with push_target(tmp_path / "target.sqlite") as target, dg.instance_for_test() as instance:
+        text = sync_yaml(
+            target.url,
+            source={"url_env": "CRM_DB_URL"},
+            query="SELECT id, email, version FROM contacts",
+            cursor="version",
+            mapping={"contact_id": "id", "mail": "email"},
+            on_failure="fail",
+            concurrency=1,
+        )
+        assert not platform(text, tmp_path, instance).materialize([KEY], raise_on_error=False).success
+        assert len(arrived(target)) == 19
+        assert latest_metadata(instance, KEY)["cursor_after"] == {"kind": "int", "text": "20"}
+
+
+def test_without_a_cursor_a_column_the_mapping_does_not_send_leaves_the_keys_alone(tmp_path: Path) -> None:
+    """The key hashed the whole row: a column added to the table (never sent) gave every row a new key,
+    and the target stored all 50 again. Only what is sent counts."""
+    seed(tmp_path / "warehouse.duckdb", 50)
+    with push_target(tmp_path / "target.sqlite") as target, dg.instance_for_test() as instance:
+        doc = json.loads(sync_yaml(target.url, cursor=None))
+        del doc["attributes"]["query"]
+        doc["attributes"]["table"] = "crm.contacts"
+        plat = platform(json.dumps(doc), tmp_path, instance)
+        assert plat.materialize([KEY]).success
+        stored = target.stats()["stored_requests"]
+        with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+            conn.execute("ALTER TABLE crm.contacts ADD COLUMN note VARCHAR")
+        assert plat.materialize([KEY]).success
+        assert target.stats()["stored_requests"] == stored

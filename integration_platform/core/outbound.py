@@ -59,6 +59,16 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def json_body(value: Any) -> str:
+    """``value`` as JSON text, NaN and infinities as ``null`` (:func:`json_safe`); values JSON lacks by
+    ``json_default``. The walk runs only when a first dump refuses such a float (it added about 60% to
+    every row's dump)."""
+    try:
+        return json.dumps(value, default=json_default, allow_nan=False)
+    except ValueError:
+        return json.dumps(json_safe(value), default=json_default, allow_nan=False)
+
+
 def relation_sql(table: str | None, query: str | None, catalog: str | None = None) -> str:
     """The FROM item for a ``schema.table`` (each part quoted; in ``catalog`` when given, as the warehouse
     names a stream's table, since ``temp.t`` or ``system.t`` alone is an ambiguous reference in DuckDB) or
@@ -90,7 +100,9 @@ def _select(relation: str, cursor: str | None, mark: str | None, null_cursor_row
         if mark is not None:
             nulls = f" OR {quote(cursor)} IS NULL" if null_cursor_rows else ""
             sql += f" WHERE ({quote(cursor)} >= {mark}{nulls})"
-        sql += f" ORDER BY {quote(cursor)}"
+        # NULL cursors last on every database (SQLite, MySQL and SQL Server sort them first, and a refused
+        # NULL-cursor row first in the order stopped a sync under on_failure: fail before any other row)
+        sql += f" ORDER BY CASE WHEN {quote(cursor)} IS NULL THEN 1 ELSE 0 END, {quote(cursor)}"
     return sql
 
 

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 
 import httpx2 as httpx
 import requests
-from urllib3.exceptions import InvalidHeader, MaxRetryError
+from urllib3.exceptions import MaxRetryError
 from urllib3.response import HTTPResponse
 from urllib3.util.retry import Retry
 
 from integration_platform.resources.http_auth import HttpAuth, HttpAuthError, mask, secret_values
 from integration_platform.resources.http_credentials import OAuth2TokenAuth, build_auth
-from integration_platform.resources.http_retry import retry_policy
+from integration_platform.resources.http_retry import retry_after, retry_policy
 from integration_platform.resources.rate_limit import RateLimiter
 
 #: Characters of a response body kept in the results table.
@@ -86,10 +86,6 @@ class PushPolicy:
     verify_tls: bool | str = True
     request_timeout: float = 600.0
     max_body_bytes: int = 16 << 20
-
-
-class BodyTooLarge(Exception):
-    """A response body passed ``max_body_bytes`` (decoded)."""
 
 
 class AttemptTooLong(httpx.TimeoutException):
@@ -159,10 +155,12 @@ class HttpPusher:
         return str(prepared.url), {**headers, **added}
 
     async def _attempt(self, request: PushRequest, url: str, headers: dict[str, str]) -> tuple[httpx.Response, bytes]:
-        """One attempt: the response and its body (decoded), read as it comes. Raises :class:`BodyTooLarge`
-        past ``max_body_bytes`` and :class:`AttemptTooLong` (an ``httpx.TimeoutException``: transient)
-        when the attempt passes ``request_timeout`` in all: httpx's read timeout bounds only the gap
-        between two reads, so a target sending a byte at a time held a sync for ever."""
+        """One attempt: the response and the first ``max_body_bytes`` of its body (decoded), read as it
+        comes: the status decides, and only :data:`RESPONSE_CHARS` of the body are kept (a target accepting
+        a row with a large answer had it counted as failed). Raises :class:`AttemptTooLong` (an
+        ``httpx.TimeoutException``: transient) when the attempt passes ``request_timeout`` in all: httpx's
+        read timeout bounds only the gap between two reads, so a target sending a byte at a time held a
+        sync for ever."""
         assert self._client is not None
         p = self.policy
         try:
@@ -171,10 +169,10 @@ class HttpPusher:
                 async with stream as response:
                     chunks, size = [], 0
                     async for chunk in response.aiter_bytes():
+                        chunks.append(chunk[: p.max_body_bytes - size])
                         size += len(chunk)
-                        if size > p.max_body_bytes:
-                            raise BodyTooLarge(f"the response body passed max_body_bytes ({p.max_body_bytes:,} bytes)")
-                        chunks.append(chunk)
+                        if size >= p.max_body_bytes:
+                            break  # the rest is not read: the connection is closed, not reused
                     return response, b"".join(chunks)
         except TimeoutError:
             raise AttemptTooLong(f"the attempt passed request_timeout ({p.request_timeout:g}s)") from None
@@ -203,9 +201,6 @@ class HttpPusher:
                 result.sent_at = dt.datetime.now(dt.UTC)
                 try:
                     response, content = await self._attempt(request, url, headers)
-                except BodyTooLarge as exc:  # another attempt gets as much
-                    result.status, result.error = None, str(exc)
-                    return result
                 except (httpx.TransportError, httpx.DecodingError, AttemptTooLong) as exc:
                     # DecodingError: a body its Content-Encoding does not describe (a broken proxy, a cut answer)
                     result.status, result.error = None, self.redact(f"{type(exc).__name__}: {exc}")
@@ -234,10 +229,7 @@ class HttpPusher:
                 except MaxRetryError:
                     result.error += f" (after {result.attempts} attempt(s))"
                     return result
-                try:
-                    wait = retry.get_retry_after(raw)
-                except InvalidHeader:  # "soon", "1.5", "-1": neither seconds nor a date (RFC 9110 10.2.3)
-                    wait = None  # as if absent: the backoff
+                wait = retry_after(retry, raw)
                 if wait is not None and wait > self.policy.max_retry_after:
                     result.error += f": Retry-After {wait:.0f}s exceeds max_retry_after"
                     return result

@@ -79,8 +79,8 @@ from integration_platform.core.outbound import (
     MissingColumnError,
     Watermark,
     batch_id,
+    json_body,
     json_default,
-    json_safe,
     relation_sql,
     row_id,
     select_since,
@@ -201,9 +201,12 @@ class HttpSync(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
         return HttpTargetResource(base_url=base, auth=self.target.auth.resource_config())
 
     def idempotency_key(self, row: dict[str, Any]) -> str:
-        """64 hex digits: SHA-256 of (sync, key values, cursor value), or of (sync, row) without a cursor
-        (:func:`.outbound.row_id`)."""
-        return row_id([self.sync], row, self.key_columns, self.cursor)
+        """64 hex digits: SHA-256 of (sync, key values, cursor value), or without a cursor of (sync, what is
+        sent of the row): with a ``mapping`` its columns (:attr:`required_columns`), else the whole row
+        (:func:`.outbound.row_id`). Hashing columns never sent gave every row a new key when the table
+        gained one, and a target storing by key stored every row again."""
+        sent = {c: row[c] for c in self.required_columns} if self.mapping and not (self.hook or self.cursor) else row
+        return row_id([self.sync], sent, self.key_columns, self.cursor)
 
     def body_builder(self) -> Callable[[dict[str, Any], str], Any]:
         """``(row, idempotency key) -> JSON-able record``: the hook, the mapping, or the whole row."""
@@ -232,7 +235,7 @@ class HttpSync(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
         """The request body: ``payload`` as JSON, or ``{wrap: payload, **wrap_extra}``; NaN and infinities
         as ``null`` (:func:`.outbound.json_safe`)."""
         body = {self.target.wrap: payload, **self.target.wrap_extra} if self.target.wrap else payload
-        return json.dumps(json_safe(body), default=json_default, allow_nan=False).encode()
+        return json_body(body).encode()
 
     @property
     def path_columns(self) -> list[str]:
@@ -378,7 +381,7 @@ class _Progress:
             if failed and sync.on_failure == "dead_letter":
                 at = row[sync.cursor] if sync.cursor else None
                 cursor_text = CursorValue.from_python(at).text if at is not None else None
-                extra = [cursor_text, json.dumps(json_safe(body), default=json_default)]
+                extra = [cursor_text, json_body(body)]
                 for name, value in zip(dead, [*values, *extra], strict=True):
                     dead[name].append(value)
             if sync.cursor:

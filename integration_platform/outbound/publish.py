@@ -44,8 +44,8 @@ from integration_platform.core.loading import current_catalog
 from integration_platform.core.outbound import (
     MissingColumnError,
     Watermark,
+    json_body,
     json_default,
-    json_safe,
     relation_sql,
     row_id,
     select_since,
@@ -160,7 +160,7 @@ def publish_asset(
                 for rows in select_since(conn, relation, spec.cursor, mark, spec.fetch_rows, spec.key_columns):
                     for row in rows:
                         ident = message_id(source, spec, row)
-                        body = json.dumps(json_safe(row), default=json_default, allow_nan=False).encode()
+                        body = json_body(row).encode()
                         try:
                             publisher.send(ident, body)
                         except Exception as exc:  # the broker's error names neither publication nor row

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit, urlun
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import DecodeError, InvalidHeader, MaxRetryError, ProtocolError, ReadTimeoutError, SSLError
+from urllib3.exceptions import DecodeError, MaxRetryError, ProtocolError, ReadTimeoutError, SSLError
 from urllib3.util.retry import Retry
 
 from integration_platform.resources.http_api import HttpSourceError, RestApiResource
@@ -32,7 +32,7 @@ from integration_platform.resources.http_credentials import (
     OriginBoundAuth,
     build_auth,
 )
-from integration_platform.resources.http_retry import retry_policy
+from integration_platform.resources.http_retry import retry_after, retry_policy
 from integration_platform.resources.rate_limit import RateLimiter
 
 #: Errors while reading a response that a new attempt may cure.
@@ -168,14 +168,13 @@ class RestClient:
                         retry = retry.increment("GET", where, response=response.raw)
                     except MaxRetryError:
                         raise self._give_up(where, f"HTTP {status} {response.reason}", attempts, status) from None
-                    try:
-                        wait = retry.get_retry_after(response.raw)
-                    except InvalidHeader:  # "1.5", "-1", junk: neither seconds nor a date (RFC 9110 10.2.3)
-                        retry.sleep()  # as if absent: the backoff
-                        continue
+                    wait = retry_after(retry, response.raw)
                     if wait is not None and wait > self.config.max_retry_after:
                         raise self._give_up(where, f"Retry-After {wait:.0f}s exceeds max_retry_after", attempts)
-                    retry.sleep(response.raw)
+                    if wait is None:
+                        retry.sleep()  # the backoff
+                    else:
+                        time.sleep(wait)
                     continue
                 if status >= 400:
                     snippet = self.redact(response.text, 300).replace("\n", " ")

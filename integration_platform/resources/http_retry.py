@@ -1,6 +1,8 @@
 """The platform's one HTTP retry policy, as urllib3's ``Retry``: REST extraction (requests) and
 HTTP push (httpx) both ask it whether to try again and how long to wait."""
 
+from urllib3.exceptions import InvalidHeader
+from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 #: Statuses retried: 429 Too Many Requests and the 5xx a retry may cure (RFC 9110 section 15).
@@ -29,3 +31,13 @@ def retry_policy(
         respect_retry_after_header=True,
         raise_on_status=False,
     )
+
+
+def retry_after(retry: Retry, response: BaseHTTPResponse) -> float | None:
+    """Seconds ``response``'s ``Retry-After`` asks to wait, or ``None`` when it has none, or one that is
+    neither whole seconds nor an HTTP date (``1.5``, ``-1``, ``soon``; RFC 9110 section 10.2.3): that one
+    counts as absent, and the caller waits the backoff (urllib3 raised a bare ``InvalidHeader``)."""
+    try:
+        return retry.get_retry_after(response)
+    except InvalidHeader:
+        return None
