@@ -115,6 +115,23 @@ def test_a_cursor_paginator_goes_past_an_empty_page_and_stops_after_ten(
     assert p.query("SELECT count(*) FROM shop.items") == [(6,)]
 
 
+def test_an_empty_last_page_handing_back_its_own_cursor_ends_the_stream(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """An API whose last, empty page hands back the cursor it was asked with: paging past the empty page
+    asked for it again and failed as a paginator loop; it is the end."""
+
+    def pages(path: str, query: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        page = int(query.get("cursor", "0"))
+        return 200, {}, {"data": [{"id": page}] if page < 2 else [], "next": str(min(page + 1, 2))}
+
+    with serving(pages) as (url, asked):
+        paginator = "{type: cursor, cursor_path: next, cursor_param: cursor, max_pages: 50}"
+        p = platform(_yaml(url, paginator), tmp_path, instance)
+        assert p.materialize([ITEMS, WAREHOUSE]).success
+    assert len(asked) == 3 and p.query("SELECT count(*) FROM shop.items") == [(2,)]
+
+
 def test_a_page_repeating_the_one_before_fails_naming_the_paginator(
     tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:

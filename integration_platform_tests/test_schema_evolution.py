@@ -152,6 +152,7 @@ def test_a_column_whose_name_changes_case_is_widened_not_cast(tmp_path: Path, to
         (pa.time32("s"), pa.array([3600], pa.timestamp("s")), [1]),  # the date was dropped
         (pa.int64(), pa.array(["10115", "01067", "+5", "-0"], pa.string()), [2, 3]),  # 01067 had become 1067
         (pa.float64(), pa.array(["08", "1.50", "-0.5"], pa.string()), [1]),  # 08 had become 8.0
+        (pa.decimal128(10, 0), pa.array(["01067", "12345"], pa.string()), [1]),  # 01067 had become 1067
         (pa.int64(), pa.array([0, 86400], pa.timestamp("s")), [1, 2]),  # timestamps had landed as epoch seconds
         (pa.int64(), pa.array([18000], pa.date32()), [1]),  # failed with a bare ArrowNotImplementedError
         (pa.float64(), pa.array([3, 12345678901234567], pa.int64()), [2]),  # past 2**53: a bare ArrowInvalid

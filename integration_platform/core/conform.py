@@ -98,7 +98,10 @@ def _changed_by_cast(column: pa.Array, converted: pa.Array) -> list[int]:
     source, target = column.type, converted.type
     valid = column.is_valid()
     if _text(source) or _text(target):
-        if not (_text(source) and (pa.types.is_integer(target) or pa.types.is_floating(target))):
+        if not (
+            _text(source)
+            and (pa.types.is_integer(target) or pa.types.is_floating(target) or pa.types.is_decimal(target))
+        ):
             return []
         changed = pc.fill_null(pc.match_substring_regex(column, _CODE_TEXT), False)
     elif _time(source) != _time(target) or (pa.types.is_timestamp(source) and pa.types.is_time(target)):

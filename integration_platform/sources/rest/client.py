@@ -39,6 +39,8 @@ def endpoint_pages(
     empty = 0  # pages in a row without records
     while request is not None:
         ident = (request.url, tuple(sorted(request.params.items())))
+        if ident in seen and empty:  # an empty page handing back its own cursor or link: the end
+            return
         if ident in seen:
             raise HttpSourceError(
                 f"GET {client.redact_url(request.url, request.params)}: the {paginator.type} paginator "
