@@ -519,8 +519,8 @@ def test_marker_files_gate_the_sensor_and_landed_files_can_be_archived(
         assert p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01").success
     assert (first, second, [r.partition_key for r in third]) == ([], [], ["2023-03-01"])
     assert not (incoming / name).exists()
-    (archived,) = os.listdir(incoming / "archive")
-    assert archived == extract.archived_name(_listed(incoming / "archive", name))
+    archived, marker = sorted(os.listdir(incoming / "archive"))  # the file went with its marker
+    assert archived == extract.archived_name(_listed(incoming / "archive", name)) and marker == f"{archived}.done"
     assert (incoming / "archive" / archived).read_bytes() == (drops / name).read_bytes()
     assert p.query("SELECT count(*) FROM covid.regions")[0][0] == 21
 
@@ -544,7 +544,8 @@ def test_a_run_lands_and_archives_only_the_files_whose_marker_is_there(
         p = platform(_yaml(server, incoming, extra), tmp_path, instance)
         assert p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01").success
     assert (incoming / sibling).exists(), "the file without its marker stays where it is"
-    assert sorted(os.listdir(incoming / "archive")) == [extract.archived_name(_listed(incoming / "archive", name))]
+    archived = extract.archived_name(_listed(incoming / "archive", name))
+    assert sorted(os.listdir(incoming / "archive")) == [archived, f"{archived}.done"]
     assert p.query("SELECT DISTINCT _ip_file FROM covid.regions") == [(name,)]
     assert sibling in str(latest_metadata(instance, LAKE)["files_waiting_for_marker"])
 
@@ -573,14 +574,36 @@ def test_a_days_file_archived_earlier_keeps_its_rows_when_a_later_file_lands(
         (sibling, 21),
     ]
     assert latest_metadata(instance, LAKE)["files_kept_from_archive"] == name
-    assert len(os.listdir(incoming / "archive")) == 2
+    # each file went with its marker: a file re-sent under its name waits for a new marker
+    assert len(os.listdir(incoming / "archive")) == 4 and not list(incoming.glob("*.done"))
+
+
+def test_a_days_file_no_longer_in_the_archive_is_not_kept(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a file the archive holds keeps its rows when its day lands again: one gone from both the
+    drop directory and the archive (deleted at the source) is not carried on."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    name, sibling = "dpc-covid19-ita-regioni-20230301.csv", "dpc-covid19-ita-regioni-20230301_b.csv"
+    shutil.copy(drops / name, incoming / name)
+    extra = f"      archive_directory: {incoming}/archive"
+    with openssh_server(incoming) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, incoming, extra), tmp_path, instance)
+        assert p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01").success
+        shutil.rmtree(incoming / "archive")
+        shutil.copy(drops / name, incoming / sibling)
+        assert p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01").success
+    assert p.query("SELECT _ip_file, count(*) FROM covid.regions GROUP BY ALL") == [(sibling, 21)]
+    assert "files_kept_from_archive" not in latest_metadata(instance, LAKE)
 
 
 def _listed(folder: Path, name: str) -> Any:
     """The :class:`RemoteFile` a listing gives of the one file in ``folder`` (archived from ``name``)."""
     from integration_platform.sources.files.remote_files import RemoteFile
 
-    (only,) = list(folder.iterdir())
+    (only,) = [p for p in folder.iterdir() if not p.name.endswith(".done")]
     return RemoteFile(str(only), name, only.stat().st_size, only.stat().st_mtime)
 
 

@@ -11,6 +11,7 @@ file that cannot be parsed at all fails the run, and nothing of the partition la
 import datetime as dt
 import hashlib
 import queue
+import re
 import tempfile
 import threading
 import time
@@ -35,7 +36,7 @@ from integration_platform.core.streams import StreamSpec
 from integration_platform.sources.files.csv_batch import FileResult, read_files
 from integration_platform.sources.files.drops import LANDED_FILES, DropRules, version
 from integration_platform.sources.files.formats import FileFormat, FileFormatError, read_file
-from integration_platform.sources.files.remote_files import Download, RemoteFile, RemoteFiles
+from integration_platform.sources.files.remote_files import Download, RemoteFile, RemoteFileError, RemoteFiles
 
 FILE_COLUMN = "_ip_file"
 
@@ -262,6 +263,8 @@ class _Session:
     landed_before: dict[str, Manifest] = field(default_factory=dict)
     #: The directory as listed for archiving (:func:`_archive_listing`) and when (``time.monotonic()``).
     archive_listing: dict[str, RemoteFile] | None = None
+    #: The original names of the files in the archive directory (:func:`_in_archive`), once listed.
+    archived: set[str] | None = None
     archive_listed_at: float = 0.0
 
 
@@ -380,25 +383,58 @@ def archived_name(file: RemoteFile) -> str:
     return f"{stem}.{stamp}-{file.size}B{tag}" + (f".{suffix}" if suffix else "")
 
 
+def _in_archive(plan: FileStreamPlan, session: _Session) -> set[str]:
+    """The original names of the files in the archive directory (:func:`archived_name` read back), from
+    one listing per step; empty when the directory cannot be listed (nothing archived yet)."""
+    if session.archived is None:
+        assert plan.archive_directory is not None
+        try:
+            names = [f.name for f in session.remote.list(plan.archive_directory)]
+        except RemoteFileError:
+            names = []
+        session.archived = {m.group(1) + (m.group(2) or "") for n in names if (m := _ARCHIVED_NAME.match(n))}
+    return session.archived
+
+
+#: An :func:`archived_name`: the original stem, the version, the original suffix (with its dot).
+_ARCHIVED_NAME = re.compile(r"^(.+)\.\d{8}T\d{6}Z-\d+B(?:-[0-9a-f]{8})?(\.[^.]*)?$")
+
+
 def _archived_rows(
-    store: LakeStore, before: Manifest | None, files: list[RemoteFile], landed: dict[str, str], report: ExtractionReport
-) -> list[pa.Table]:
-    """The rows that the partition's landing ``before`` holds of files it landed that are no longer listed
-    (archived since), added to ``landed`` (the new landing's files and versions); ``files_kept_from_archive``
-    names them in ``report.metadata``.
+    plan: FileStreamPlan, store: LakeStore, session: _Session, partition: str, files: list[RemoteFile],
+    landed: dict[str, str], report: ExtractionReport,
+) -> list[pa.Table]:  # fmt: skip
+    """The rows that the partition's landing before this step holds of files it landed that are no longer
+    listed but are in the archive directory, conformed to the stream's schema now, added to ``landed``
+    (the new landing's files and versions); ``files_kept_from_archive`` names them in ``report.metadata``.
+    A file gone from the listing but not archived (deleted at the source) is not kept.
 
     Why: a landing replaces its partition, and with an archive directory a file landed earlier is gone from
     the listing once archived. A day whose second file came later (its own marker), or whose file was
     re-published, was landed from the files listed then, and the archived file's rows were lost."""
+    before = session.landed_before.get(partition)
     earlier: dict[str, str] = dict(before.extra.get(LANDED_FILES) or {}) if before is not None else {}
-    kept = sorted(set(earlier) - {f.name for f in files})
+    gone = sorted(set(earlier) - {f.name for f in files})
+    kept = [name for name in gone if name in _in_archive(plan, session)] if gone else []
     if before is None or not kept:
         return []
-    wanted = pa.array(kept, pa.string())
-    rows = [t.filter(pc.is_in(t[FILE_COLUMN], value_set=wanted)) for t in read_landed_files(store, before.files)]
+    rows = pa.concat_tables(read_landed_files(store, before.files), promote_options="permissive")
+    tables = []
+    for name in kept:  # one file at a time, as its rows landed: each keeps its own name
+        own = rows.filter(pc.equal(rows[FILE_COLUMN], name)).drop_columns([FILE_COLUMN])
+        result, session.known = conform(
+            own,
+            session.known,
+            f"{name} (kept from the lake)",
+            declared=dict(plan.columns),
+            on_bad_rows=plan.on_bad_rows,
+        )
+        report.rejected.extend(result.rejected)
+        report.schema_changes.extend(result.changes)
+        tables.append(result.table.append_column(FILE_COLUMN, pa.array([name] * result.table.num_rows, pa.string())))
     landed.update({name: earlier[name] for name in kept})
     report.metadata["files_kept_from_archive"] = ", ".join(kept)
-    return rows
+    return tables
 
 
 def extract_files(
@@ -437,7 +473,7 @@ def extract_files(
         report.metadata["files_waiting_for_marker"] = ", ".join(session.unmarked[partition])
     tables = _tables(plan, session, files, report)
     if plan.archive_directory:
-        tables += _archived_rows(store, session.landed_before.get(partition), files, landed, report)
+        tables += _archived_rows(plan, store, session, partition, files, landed, report)
     # Files parsed earlier in the loop may predate a column a later one added: unify.
     table = pa.concat_tables(tables, promote_options="permissive")
     if plan.archive_directory:
@@ -452,6 +488,11 @@ def extract_files(
                     left.append(file.name)  # replaced (or gone) since it was listed: the sensor lands the new one
                     continue
                 session.remote.rename(file.path, f"{target}/{archived_name(file)}")
+                marker = f"{file.name}{plan.rules.marker_suffix}" if plan.rules.marker_suffix else None
+                if marker in current:  # a re-sent file of this name must wait for its own new marker
+                    session.remote.rename(
+                        current[marker].path, f"{target}/{archived_name(file)}{plan.rules.marker_suffix}"
+                    )
             if left:
                 report.metadata["files_not_archived"] = ", ".join(left) + " (changed since listed: not archived)"
 
