@@ -257,6 +257,63 @@ def test_a_server_whose_sftp_subsystem_never_answers_fails_within_the_timeout(tm
     assert f"127.0.0.1:{stalled.port}" in str(error) and "SFTP subsystem" in str(error) and "timeout=1.0s" in str(error)
 
 
+def test_a_server_that_never_answers_the_subsystem_request_fails_within_the_timeout(tmp_path: Path) -> None:
+    """paramiko waits for the reply to the subsystem request with no timeout: an SSH server (paramiko's own,
+    here) that takes the request and never answers held connect() for ever, past the channel's timeout."""
+    import socket
+
+    import paramiko
+    from paramiko.common import AUTH_SUCCESSFUL, OPEN_SUCCEEDED
+
+    host_key, user_key = paramiko.RSAKey.generate(2048), paramiko.RSAKey.generate(2048)
+    answered = threading.Event()
+
+    class Silent(paramiko.ServerInterface):
+        def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+            return AUTH_SUCCESSFUL
+
+        def get_allowed_auths(self, username: str) -> str:
+            return "publickey"
+
+        def check_channel_request(self, kind: str, chanid: int) -> int:
+            return OPEN_SUCCEEDED
+
+        def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
+            answered.wait(30)  # no reply while the client waits
+            return False
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        with suppress(OSError):
+            conn, _ = listener.accept()
+            transport = paramiko.Transport(conn)
+            transport.add_server_key(host_key)
+            transport.start_server(server=Silent())
+            answered.wait(30)
+            transport.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {host_key.get_name()} {host_key.get_base64()}\n")
+    key_file = tmp_path / "id_rsa"
+    user_key.write_private_key_file(str(key_file))
+    files = SftpResource(
+        host="127.0.0.1", port=port, username="etl", private_key=key_file.read_text(),
+        known_hosts=str(known_hosts), connect_timeout=2.0, timeout=1.0,
+    )  # fmt: skip
+    started = time.monotonic()
+    try:
+        with pytest.raises(RemoteFileError, match=r"cannot start the SFTP subsystem: no reply within timeout=1.0s"):
+            with files.connect():
+                pass
+    finally:
+        answered.set()
+        listener.close()
+    assert time.monotonic() - started < 8
+
+
 def test_unknown_host_key_is_refused(server: SshServer, tmp_path: Path) -> None:
     other = tmp_path / "known_hosts"
     other.write_text(f"[127.0.0.1]:{server.port + 1} {server.host_public_key}\n")  # another server only

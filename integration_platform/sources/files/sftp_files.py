@@ -10,6 +10,7 @@ import os
 import posixpath
 import queue
 import stat
+import threading
 from collections import deque
 from collections.abc import Generator, Iterator
 from contextlib import suppress
@@ -94,6 +95,17 @@ class SftpFiles:
         self._read_size: int | None = None
         transport = client.get_transport()
         assert transport is not None
+        # paramiko waits for the reply to the subsystem request without a timeout (Channel._wait_for_event):
+        # a server that never answers it held connect() for ever; closing the transport ends that wait
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            transport.close()
+
+        watchdog = threading.Timer(config.timeout, expire)
+        watchdog.daemon = True
+        watchdog.start()
         try:  # from_transport, with the timeout set before the client waits for the server's VERSION
             channel = transport.open_session(
                 window_size=config.window_size, max_packet_size=config.max_packet_size, timeout=config.timeout
@@ -103,8 +115,11 @@ class SftpFiles:
             sftp = paramiko.SFTPClient(channel)
         except NETWORK_ERRORS as exc:
             client.close()
-            reason = f"no reply within timeout={config.timeout}s" if isinstance(exc, TimeoutError) else str(exc)
+            timed_out = isinstance(exc, TimeoutError) or expired.is_set()
+            reason = f"no reply within timeout={config.timeout}s" if timed_out else str(exc)
             raise RemoteFileError(f"{self.where}: cannot start the SFTP subsystem: {reason}") from exc
+        finally:
+            watchdog.cancel()
         self.sftp: paramiko.SFTPClient = sftp
         #: The same client through paramiko's request layer (``_request``, ``_async_request``,
         #: ``_read_response``), which its stubs leave out: pipelined reads need it (module doc).
