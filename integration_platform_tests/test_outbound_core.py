@@ -15,12 +15,12 @@ from integration_platform.core.outbound import (
     Watermark,
     batch_id,
     json_default,
-    json_safe,
     relation_sql,
     row_id,
     select_since,
     select_since_sqlalchemy,
 )
+from integration_platform.core.records import json_safe
 
 pytestmark = pytest.mark.fast
 

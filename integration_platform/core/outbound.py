@@ -13,13 +13,13 @@ row version carries the same id, so a consumer that de-duplicates on it keeps on
 - :class:`Watermark` advances the mark over acknowledged rows and stops at the first row that
   was not (the next run starts at its value); it also lists the rows acknowledged at or after the
   mark, which the next run reads again and need not send again.
-- :func:`json_safe` turns NaN and infinities (which JSON has no spelling for) into ``null``.
+- :func:`json_body` writes a row as JSON, NaN and infinities (which JSON has no spelling for) as ``null``
+  (:func:`~integration_platform.core.records.json_safe`).
 """
 
 import datetime as dt
 import hashlib
 import json
-import math
 from collections.abc import Collection, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from integration_platform.core.cursors import CursorValue
 from integration_platform.core.extract import MissingColumnError
 from integration_platform.core.loading import quote
+from integration_platform.core.records import json_safe
 
 Row = dict[str, Any]
 
@@ -44,19 +45,6 @@ def json_default(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.hex()
     return str(value)
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with every float NaN or infinity, at any depth of dicts, lists and tuples, as ``None``:
-    JSON (RFC 8259) has no spelling for them and ``json.dumps`` would write ``NaN``, which targets
-    refuse or misread. The same rule as the REST source's JSON reading (a missing number is null)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def json_body(value: Any) -> str:

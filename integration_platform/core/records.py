@@ -62,20 +62,22 @@ ARROW_TYPES: dict[str, pa.DataType] = {
 }
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with every non-finite float (NaN, infinities) replaced by ``None``, at any depth (one
-    frame per level, as ``json.dumps`` itself recurses)."""
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, infinities) replaced by ``None``, at any depth of dicts,
+    lists and tuples (one frame per level, as ``json.dumps`` itself recurses): JSON (RFC 8259) has no
+    spelling for them, and ``json.dumps`` would write ``NaN``, which readers refuse or misread. Used by the
+    REST source's JSON text and by what the platform sends out (:mod:`~integration_platform.core.outbound`)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
         finite = {}
         for key, item in value.items():
-            finite[key] = _finite(item)
+            finite[key] = json_safe(item)
         return finite
     if isinstance(value, list | tuple):
         items = []
         for item in value:
-            items.append(_finite(item))
+            items.append(json_safe(item))
         return items
     return value
 
@@ -85,7 +87,7 @@ def _json_dumps(value: Any, ascii_only: bool) -> str:
     try:
         return json.dumps(value, ensure_ascii=ascii_only, separators=(",", ":"), allow_nan=False)
     except ValueError:  # a non-finite float
-        return json.dumps(_finite(value), ensure_ascii=ascii_only, separators=(",", ":"))
+        return json.dumps(json_safe(value), ensure_ascii=ascii_only, separators=(",", ":"))
 
 
 def json_text(value: Any) -> str:

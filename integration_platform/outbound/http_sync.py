@@ -233,7 +233,7 @@ class HttpSync(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
 
     def envelope(self, payload: Any) -> bytes:
         """The request body: ``payload`` as JSON, or ``{wrap: payload, **wrap_extra}``; NaN and infinities
-        as ``null`` (:func:`.outbound.json_safe`)."""
+        as ``null`` (:func:`.outbound.json_body`)."""
         body = {self.target.wrap: payload, **self.target.wrap_extra} if self.target.wrap else payload
         return json_body(body).encode()
 
