@@ -225,18 +225,17 @@ def postgres_database() -> Iterator[str]:
 
 @contextmanager
 def bench_instance(args: argparse.Namespace, home: Path) -> Iterator[Any]:
-    """A fresh Dagster instance for one platform run: SQLite under ``home`` (``platform``), or
-    dagster-postgres storage in a new database on ``PG_URL`` dropped afterwards (``platform_postgres``)."""
-    import dagster as dg
+    """A fresh Dagster instance for one platform run, with the platform's storage as ``make run`` writes
+    it: SQLite under ``home`` (``platform``), or dagster-postgres in a new database on ``PG_URL``
+    dropped afterwards (``platform_postgres``)."""
+    from sandbox.harness import platform_instance
 
     if args.child != "platform_postgres":
-        with dg.instance_for_test(temp_dir=str(home)) as instance:
+        with platform_instance(home) as instance:
             yield instance
         return
-    with postgres_database() as url:
-        storage = {"postgres": {"postgres_url": url}}
-        with dg.instance_for_test(temp_dir=str(home), overrides={"storage": storage}) as instance:
-            yield instance
+    with postgres_database() as url, platform_instance(home, url) as instance:
+        yield instance
 
 
 def run_platform(args: argparse.Namespace, tmp: Path) -> None:

@@ -20,6 +20,7 @@ from integration_platform_tests.services import (
     shared_file,
 )
 from sandbox import ServerMissing
+from sandbox.harness import platform_instance
 
 
 @contextmanager
@@ -101,7 +102,8 @@ def provider() -> Iterator[str]:
 
 
 @pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    """A persistent (temporary-folder) Dagster instance, so cursors survive between runs."""
-    with dg.instance_for_test() as test_instance:
+def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.DagsterInstance]:
+    """A persistent (temporary-folder) Dagster instance with the platform's storage, so cursors survive
+    between runs."""
+    with platform_instance(tmp_path_factory.mktemp("dagster_home")) as test_instance:
         yield test_instance

@@ -19,7 +19,7 @@ import dagster as dg
 
 from integration_platform.instance import instance_config
 from integration_platform.resources.lake import LakeResource
-from sandbox.harness import platform
+from sandbox.harness import platform, platform_instance
 
 REPO = Path(__file__).resolve().parent.parent
 #: The lake of the run, when not the work dir's folder (see :func:`_lake`).
@@ -33,7 +33,7 @@ PROJECT_OVERRIDES = instance_config({})
 def main(argv: list[str]) -> int:
     overrides = PROJECT_OVERRIDES if argv[:1] == ["--project-instance"] else None
     yaml_file, work, home, *keys = argv[1:] if overrides else argv
-    with dg.instance_for_test(temp_dir=home, overrides=overrides) as instance:
+    with platform_instance(home, overrides=overrides) as instance:
         target = platform(Path(yaml_file).read_text(), Path(work), instance, lake=_lake())
         result = target.materialize([dg.AssetKey(k.split("/")) for k in keys])
     return 0 if result.success else 1

@@ -18,9 +18,12 @@ pytestmark = pytest.mark.fast
 
 def test_the_storage_modules_of_the_instance_are_named_and_imported(tmp_path: Path) -> None:
     write_instance(tmp_path / "sqlite", {})
-    assert "dagster._core.storage.sqlite_storage" in import_instance_storage(str(tmp_path / "sqlite"))
+    sqlite = import_instance_storage(str(tmp_path / "sqlite"))
+    assert {"dagster._core.storage.runs", "integration_platform.event_log.sqlite"} <= set(sqlite)
     write_instance(tmp_path / "pg", {"DAGSTER_PG_URL": "postgresql+psycopg2://nobody@127.0.0.1:1/none"})
-    assert import_instance_storage(str(tmp_path / "pg")) == ["dagster_postgres"]  # nothing connects
+    pg = import_instance_storage(str(tmp_path / "pg"))  # nothing connects
+    assert {"dagster_postgres", "integration_platform.event_log.postgres"} <= set(pg)
+    assert "integration_platform.event_log.sqlite" not in pg
     assert import_instance_storage(None) == import_instance_storage(str(tmp_path / "missing")) == []
 
 

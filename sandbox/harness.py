@@ -20,6 +20,7 @@ from dagster_duckdb import DuckDBResource
 
 from integration_platform.components import FileSource, HtmlSource, HttpSync, QueueSource, RestSource, SqlSource
 from integration_platform.core.lake import LakeStore
+from integration_platform.instance import storage_config
 from integration_platform.resources.lake import LakeResource
 from integration_platform.resources.object_stores import S3Settings
 
@@ -38,6 +39,19 @@ def load_source(text: str) -> Source:
     """The source component declared by the text of a ``defs.yaml``."""
     document = yaml.safe_load(text)
     return SOURCE_TYPES[document["type"]].from_attributes_dict(attributes=document["attributes"])
+
+
+@contextmanager
+def platform_instance(
+    home: str | Path, postgres_url: str | None = None, overrides: dict[str, Any] | None = None
+) -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance in the folder ``home`` (created if missing) with the platform's storage
+    (``integration_platform.instance.storage_config``: SQLite there, or dagster-postgres at
+    ``postgres_url``) and ``overrides`` (other instance settings), as ``dg.instance_for_test`` makes it."""
+    Path(home).mkdir(parents=True, exist_ok=True)
+    config = {**(overrides or {}), **storage_config(home, postgres_url)}
+    with dg.instance_for_test(temp_dir=str(home), overrides=config) as instance:
+        yield instance
 
 
 @dataclass
