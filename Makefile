@@ -45,7 +45,7 @@ install-azurite:
 install-airflow:
 	bash .ci/install_airflow.sh
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml $(BIN)/.installed
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml integration_platform/instance.py $(BIN)/.installed
 	$(BIN)/python -m integration_platform.instance
 
 ## The main job: land every demo source in the lake and the warehouse, print a summary.

@@ -25,7 +25,8 @@ Python's ``csv`` module counts them; data columns = the distinct header names, 3
 - ``platform`` (platform): the project's ``FileSource`` (``protocol: sftp``, daily partitions from
   2020-02-24, glob ``dpc-covid19-ita-regioni-*.csv``, ``primary_key: [data, codice_regione]``),
   built as the tests' harness builds it (``sandbox.harness.platform``) on a fresh
-  lake, DuckDB file and ``dg.instance_for_test()`` (its folder under ``--tmp`` too); timed: one
+  lake, DuckDB file and instance (``sandbox.harness.platform_instance``: SQLite with the platform's
+  event log, as ``make run`` writes it; its folder under ``--tmp`` too); timed: one
   single-run backfill of the whole range (run tags ``dagster/asset_partition_range_start`` /
   ``_end``) materialising the lake asset and the warehouse asset (with its checks). Also checks
   the 2 platform columns (``_ip_file``, ``_ip_window``) and one ``_ip_file`` per day.

@@ -47,13 +47,15 @@ def instance_config(
 
 
 def storage_config(home: str | Path, postgres_url: str | dict[str, str] | None = None) -> dict[str, Any]:
-    """The storage part of an instance config whose home is ``home``: Dagster's run and schedule storages
-    and the platform's event log (``event_log_storage``, :mod:`integration_platform.event_log`): on
-    PostgreSQL through dagster-postgres when ``postgres_url`` (a URL, or Dagster's ``{"env": NAME}``)
-    is given, else SQLite in Dagster's own layout under ``home`` (``history/``, ``history/runs/``,
-    ``schedules/``)."""
+    """The storage part of the config of the instance whose folder is ``home``, with the platform's event
+    log (``event_log_storage``, :mod:`integration_platform.event_log`). With ``postgres_url`` (a URL,
+    or Dagster's ``{"env": NAME}``): the run, event-log and schedule storages on PostgreSQL through
+    dagster-postgres. Without: only the event log, SQLite in Dagster's own place for it
+    (``home/history/runs/``, ``~`` expanded and made absolute, as Dagster makes the instance's
+    folder); the run and schedule storages stay Dagster's defaults, which Dagster puts in the
+    instance's folder (``history/``, ``schedules/``), so ``home`` must be that folder."""
     if postgres_url is None:
-        folder = os.path.join(str(home), "history", "runs", "")
+        folder = os.path.join(str(Path(home).expanduser().resolve()), "history", "runs", "")
         return {"event_log_storage": {**SQLITE_EVENT_LOG, "config": {"base_dir": folder}}}
     pg = {"postgres_url": postgres_url}
     return {

@@ -1,5 +1,6 @@
 """Fixtures: real databases loaded with real data (pagila, chinook), a Dagster instance per test."""
 
+import tempfile
 import uuid
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
@@ -102,8 +103,8 @@ def provider() -> Iterator[str]:
 
 
 @pytest.fixture
-def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.DagsterInstance]:
+def instance() -> Iterator[dg.DagsterInstance]:
     """A persistent (temporary-folder) Dagster instance with the platform's storage, so cursors survive
-    between runs."""
-    with platform_instance(tmp_path_factory.mktemp("dagster_home")) as test_instance:
+    between runs; the folder is removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="ip-dagster-home-") as home, platform_instance(home) as test_instance:
         yield test_instance

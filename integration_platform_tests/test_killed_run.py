@@ -17,7 +17,7 @@ from integration_platform.core.landing import list_manifests
 from integration_platform.core.streams import StreamSpec
 from integration_platform_tests.run_stream import PROJECT_OVERRIDES, killed_in
 from integration_platform_tests.services import PG_HOST, PG_PORT, REPO, psql, require_port
-from sandbox.harness import landed_rows, latest_metadata, platform
+from sandbox.harness import landed_rows, latest_metadata, platform, platform_instance
 
 YAML = """
 type: integration_platform.components.SqlSource
@@ -62,7 +62,7 @@ def test_kill_mid_extract_then_retry(big_db: str, tmp_path: Path) -> None:
     home.mkdir()
     yaml_file = tmp_path / "big.yaml"
     yaml_file.write_text(YAML)
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
+    with platform_instance(home) as instance:
         target = platform(YAML, tmp_path, instance)
         assert landed_rows(target.materialize(KEYS))["big/events"] == FIRST_ROWS
         mark = latest_metadata(instance, KEYS[0])["cursor_after"]
@@ -94,7 +94,7 @@ def test_kill_mid_extract_then_retry(big_db: str, tmp_path: Path) -> None:
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
 
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
+    with platform_instance(home) as instance:
         target = platform(YAML, tmp_path, instance)
         assert [m.window for m in list_manifests(target.store, STREAM)] == ["initial"], "no partial landing is visible"
         visible = target.store.list_keys("big/events/")
@@ -136,7 +136,7 @@ def test_a_run_killed_in_its_warehouse_step_does_not_block_the_next_load(
     killed = killed_in("integration_platform.assets", "stream_assets", "load", "--project-instance",
                        str(yaml_file), str(tmp_path), str(home), *keys)  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    with dg.instance_for_test(temp_dir=str(home), overrides=PROJECT_OVERRIDES) as instance:
+    with platform_instance(home, overrides=PROJECT_OVERRIDES) as instance:
         info = instance.event_log_storage.get_concurrency_info("duckdb")
         assert [slot.step_key for slot in info.claimed_slots] == ["warehouse__chinook__invoice_line"]
         (dead,) = instance.get_runs()
@@ -148,7 +148,7 @@ def test_a_run_killed_in_its_warehouse_step_does_not_block_the_next_load(
         cwd=REPO, capture_output=True, timeout=180, check=False,
     )  # fmt: skip
     assert retry.returncode == 0, retry.stderr[-3000:]
-    with dg.instance_for_test(temp_dir=str(home), overrides=PROJECT_OVERRIDES) as instance:
+    with platform_instance(home, overrides=PROJECT_OVERRIDES) as instance:
         target = platform(CHINOOK_YAML, tmp_path, instance)
         reclaimed = instance.get_run_by_id(dead.run_id)
         assert reclaimed is not None and reclaimed.status == dg.DagsterRunStatus.FAILURE

@@ -3,16 +3,15 @@ evaluation completes (``integration_platform.event_log.planned_checks``); Dagste
 PLANNED row per partition of the run, which never resolves (the UI shows each as a SKIPPED execution)."""
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 import pytest
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from integration_platform.instance import storage_config, write_instance
+from integration_platform.instance import write_instance
 from integration_platform_tests.services import PG_HOST, PG_PORT, psql, require_port
+from sandbox.harness import platform_instance
 
 DAYS = dg.DailyPartitionsDefinition(start_date="2024-01-01")
 RANGE = {"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-01-10"}
@@ -37,14 +36,6 @@ def executions(instance: dg.DagsterInstance) -> list[tuple[str | None, AssetChec
     return [(r.partition, r.status) for r in records]
 
 
-@contextmanager
-def platform_instance(tmp_path: Path, postgres_url: str | None = None) -> Iterator[dg.DagsterInstance]:
-    home = tmp_path / "home"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home), overrides=storage_config(home, postgres_url)) as instance:
-        yield instance
-
-
 @pytest.mark.fast
 def test_dagster_alone_leaves_a_planned_row_per_partition_of_the_run() -> None:
     """The defect corrected: when this fails, Dagster stores planned checks by the check's own partitions
@@ -54,12 +45,18 @@ def test_dagster_alone_leaves_a_planned_row_per_partition_of_the_run() -> None:
         rows = executions(instance)
     assert rows[0] == (None, AssetCheckExecutionRecordStatus.SUCCEEDED)
     assert len(rows) == 11 and {status for _, status in rows[1:]} == {AssetCheckExecutionRecordStatus.PLANNED}
+    with dg.instance_for_test() as instance:  # a run of one partition (a sensor's daily run) too
+        assert dg.materialize([days], instance=instance, tags={"dagster/partition": "2024-01-03"}).success
+        assert executions(instance) == [
+            (None, AssetCheckExecutionRecordStatus.SUCCEEDED),
+            ("2024-01-03", AssetCheckExecutionRecordStatus.PLANNED),
+        ]
 
 
 @pytest.mark.fast
 @pytest.mark.parametrize("tags", [RANGE, {"dagster/partition": "2024-01-03"}], ids=["range", "one"])
 def test_a_planned_check_is_one_row_that_its_evaluation_completes(tmp_path: Path, tags: dict[str, str]) -> None:
-    with platform_instance(tmp_path) as instance:
+    with platform_instance(tmp_path / "home") as instance:
         assert type(instance.event_log_storage).__name__ == "PlatformSqliteEventLogStorage"
         assert dg.materialize([days], instance=instance, tags=tags).success
         assert executions(instance) == [(None, AssetCheckExecutionRecordStatus.SUCCEEDED)]
@@ -89,7 +86,7 @@ def test_on_postgres_too(tmp_path: Path) -> None:
     psql("postgres", "-c", f"CREATE DATABASE {name}")
     try:
         url = f"postgresql+psycopg2://postgres@{PG_HOST}:{PG_PORT}/{name}"
-        with platform_instance(tmp_path, url) as instance:
+        with platform_instance(tmp_path / "home", url) as instance:
             assert type(instance.event_log_storage).__name__ == "PlatformPostgresEventLogStorage"
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             assert dg.materialize([days], instance=instance, tags=RANGE).success
