@@ -18,9 +18,14 @@ carries its old ones (``publish`` sends whole rows); consumed again, it gets thi
 Two paths, one result. Once the stream has a known schema, a batch is first parsed in one
 go by Arrow's JSON reader (``pyarrow.json.read_json`` over the bodies joined by newlines,
 ``explicit_schema`` = the known schema, unexpected fields an error): about 5x faster than
-one ``json.loads`` per message. Any surprise (a new field, a value of another type, a body
-that is not one line of JSON, a missing or repeated id) sends the batch down the general
-path, message by message, which finds and reports the culprits.
+one ``json.loads`` per message. Only a batch whose every body, stripped of JSON whitespace, starts
+with ``{``, ends with ``}`` and holds no line break goes there (:func:`_one_line_object`): the reader
+skips blank lines and reads two objects on two lines as two rows, so an empty body next to one of two
+objects kept the row count and credited one message with another's data; and a body ``null`` first
+in the input crashes the process (pyarrow 26). Any surprise (such a body, a new field, a value of
+another type, a missing or repeated id) sends the batch down the general path, message by message,
+which finds and reports the culprits. A body starting with a UTF-8 byte order mark is not JSON
+(RFC 8259 forbids sending one) and is poison on both paths.
 """
 
 import hashlib
@@ -48,6 +53,14 @@ def escaped_text(value: str | bytes | None) -> str | None:
     """A broker's text field (a header value, an AMQP short string) as text: bytes as UTF-8, those that
     are not UTF-8 as ``\\xNN`` escapes (``b"o\\xff"`` is ``o\\xff``, the same as that literal text)."""
     return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+
+
+def _one_line_object(body: bytes) -> bool:
+    """Is ``body``, without leading and trailing JSON whitespace, one line that starts with ``{`` and
+    ends with ``}``? Only then can Arrow's line-delimited reader take it as exactly one row (module doc);
+    a line that holds more than one value then reads as more rows, which the row count catches."""
+    text = body.strip(b" \t\r\n")
+    return text.startswith(b"{") and text.endswith(b"}") and b"\n" not in text and b"\r" not in text
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +209,8 @@ class MessageDecoder:
             if id_array.null_count:
                 return None
         if pc.count_distinct(id_array).as_py() != len(batch):
+            return None
+        if not all(_one_line_object(body) for body in batch.bodies):
             return None
         options = pa_json.ParseOptions(explicit_schema=payload, unexpected_field_behavior="error")
         try:
