@@ -110,3 +110,13 @@ def test_the_fast_path_still_takes_objects_with_surrounding_whitespace() -> None
     decoder = _known_decoder()
     out = decoder.decode(_raw_batch([b' {"n": 1, "s": "a"}\n', b'\t{"n": 2, "s": "b"} ']))
     assert out.table is not None and out.table.column("n").to_pylist() == [1, 2] and not out.poison
+
+
+def test_a_body_nested_too_deep_to_parse_is_poison() -> None:
+    """``json.loads`` raised RecursionError, which escaped the decoder: every run failed on the same message."""
+    deep = b'{"n": 1, "a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    out = MessageDecoder("s/orders", id_from="broker", attributes=ATTRIBUTES).decode(
+        _raw_batch([deep, b'{"n": 2, "s": "b"}'])
+    )
+    assert out.table is not None and out.table.column(MESSAGE_ID).to_pylist() == ["id-1"]
+    assert [(m.message_id, "recursion" in why) for m, why in out.poison] == [("id-0", True)]

@@ -6,9 +6,10 @@ so types stay stable from batch to batch), the message id in ``_ip_message_id`` 
 stream's primary key: the warehouse merges on it, which turns at-least-once delivery into
 exactly-once rows) and the broker's own columns (routing key, partition, offset, ...).
 
-A message is *poison* when it cannot become a row: its body is not UTF-8 JSON, it is not an
-object, it has no message id, or a value does not fit the stream's types. Poison messages
-are returned with the reason, for the broker to dead-letter; they never stop a batch.
+A message is *poison* when it cannot become a row: its body is not UTF-8 JSON (or is nested deeper
+than Python's parser goes, about 1,000 levels less the caller's stack), it is not an object, it has
+no message id, or a value does not fit the stream's types. Poison messages are returned with the
+reason, for the broker to dead-letter; they never stop a batch.
 
 A body's fields named as the platform's columns (in any case) are dropped, and the batch's schema
 changes say so: they are the platform's to write (``_ip_message_id`` would have replaced the
@@ -231,7 +232,9 @@ class MessageDecoder:
         for index, body in enumerate(batch.bodies):
             try:
                 record = json.loads(body.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            # ValueError: not UTF-8, not JSON, or an integer of more digits than Python converts;
+            # RecursionError: nested deeper than the parser's stack allows (it blocked the queue)
+            except (ValueError, RecursionError) as exc:
                 poison.append((batch.message(index), f"body is not UTF-8 JSON: {exc}"))
                 continue
             if not isinstance(record, dict):
