@@ -1,16 +1,20 @@
 """RabbitMQ queues landed exactly once, against the machine's real broker."""
 
+import datetime as dt
 import json
+import types
 from pathlib import Path
 
 import dagster as dg
 import pika
+import pika.data
+import pika.exceptions
 import pytest
 
 from integration_platform.core.landing import list_manifests
 from integration_platform.core.streams import StreamSpec
 from integration_platform.resources.brokers import BrokerError
-from integration_platform.resources.rabbitmq import REASON_HEADER, RabbitMQResource
+from integration_platform.resources.rabbitmq import REASON_HEADER, RabbitMQResource, lenient_header_timestamps
 from integration_platform_tests.rabbit import CuttingProxy, connection, depth, fresh_queue, publish, take_all
 from integration_platform_tests.run_stream import killed_in
 from sandbox.harness import failure_messages, latest_metadata, platform
@@ -97,6 +101,55 @@ def test_broker_columns_hold_each_messages_own_values(queue: str, tmp_path: Path
         (5, queue, "", None, "o5"),
     ]
     assert len({row[5] for row in rows}) == 1 and rows[0][5] > 1_700_000_060
+
+
+def _far_timestamp_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make pika encode every header datetime as the timestamp 2**62 seconds (AMQP allows any 64-bit value)."""
+    monkeypatch.setattr(pika.data, "calendar", types.SimpleNamespace(timegm=lambda _: 2**62))
+
+
+def test_a_header_timestamp_beyond_year_9999_does_not_block_the_queue(
+    queue: str, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pika made a datetime of it while reading the frame: the connection broke (an unwrapped
+    StreamLostError), the message could be neither landed nor dead-lettered, every run failed on it."""
+    with monkeypatch.context() as patched:
+        _far_timestamp_header(patched)
+        with connection() as conn:
+            channel = conn.channel()
+            channel.confirm_delivery()
+            properties = pika.BasicProperties(
+                message_id="far", delivery_mode=2, headers={"sent": dt.datetime(2020, 1, 1)}
+            )
+            channel.basic_publish("", queue, json.dumps(_order(1)).encode(), properties)
+    publish(queue, [(_order(2), "fine")])
+    target = platform(_yaml(queue), tmp_path, instance)
+    assert target.materialize([LAKE, WAREHOUSE]).success
+    assert target.query("SELECT _ip_message_id FROM shop.orders ORDER BY order_id") == [("far",), ("fine",)]
+    assert depth(queue) == 0
+
+
+def test_the_lenient_header_timestamps_are_scoped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pika's own decoder is back once the last session closes; inside, a far timestamp is its integer and a
+    near one still a datetime."""
+    pikas_own = pika.data.decode_value
+    with monkeypatch.context() as patched:
+        _far_timestamp_header(patched)
+        far: list[bytes] = []
+        pika.data.encode_table(far, {"t": dt.datetime(2020, 1, 1)})
+    near: list[bytes] = []
+    pika.data.encode_table(near, {"t": dt.datetime(2020, 1, 1, tzinfo=dt.UTC), "a": [dt.datetime(2020, 1, 1)]})
+    with pytest.raises((OverflowError, ValueError, OSError)):
+        pika.data.decode_table(b"".join(far), 0)
+    with lenient_header_timestamps():
+        with lenient_header_timestamps():
+            assert pika.data.decode_table(b"".join(far), 0)[0] == {"t": 2**62}
+        assert pika.data.decode_table(b"".join(far), 0)[0] == {"t": 2**62}  # the outer block still holds it
+        assert pika.data.decode_table(b"".join(near), 0)[0] == {
+            "t": dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+            "a": [dt.datetime(2020, 1, 1, tzinfo=dt.UTC)],
+        }
+    assert pika.data.decode_value is pikas_own
 
 
 def test_duplicate_publishes_collapse_to_one_row(queue: str, tmp_path: Path, instance: dg.DagsterInstance) -> None:

@@ -14,12 +14,18 @@ Protocol details and where they come from:
   once the broker confirmed the message and raises ``NackError`` / ``UnroutableError``
   (``mandatory``) otherwise.
 
+- A field table's timestamp (``T``, in message headers) is any unsigned 64-bit count of seconds;
+  pika turns it into a ``datetime`` while reading the frame, which fails beyond the year 9999.
+  While a session is open such a value is read as its integer (:func:`lenient_header_timestamps`).
+
 What this module adds to pika: connection settings as a Dagster resource, batches of
 deliveries bounded by size and wait, acknowledgement of a batch, the dead-letter exchange
 and queue, and errors that name the broker and queue without the password.
 """
 
 import datetime as dt
+import struct
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,6 +34,7 @@ from typing import Any
 
 import dagster as dg
 import pika
+import pika.data
 import pika.exceptions
 from pydantic import Field
 
@@ -39,6 +46,53 @@ MAX_PREFETCH = 65_535
 #: Headers a dead-lettered message carries (besides its own).
 REASON_HEADER = "x-ip-dead-letter-reason"
 ORIGIN_HEADERS = ("x-ip-source-queue", "x-ip-stream", "x-ip-dead-lettered-at")
+
+
+#: pika's own field-value decoder, which :func:`lenient_header_timestamps` stands in for and restores.
+_PIKA_DECODE_VALUE = pika.data.decode_value
+_lenient_sessions = 0
+_lenient_lock = threading.Lock()
+
+
+def _decode_value_lenient(encoded: bytes, offset: int) -> tuple[Any, int]:
+    """pika's ``pika.data.decode_value`` (one field value of an AMQP table at ``offset``: ``(value, offset
+    after it)``), except that a timestamp (``T``) no ``datetime`` can hold is its integer (seconds since
+    the epoch) instead of an ``OverflowError``/``ValueError``/``OSError``."""
+    if encoded[offset : offset + 1] == b"T":
+        (seconds,) = struct.unpack_from(">Q", encoded, offset + 1)
+        try:
+            return dt.datetime.fromtimestamp(seconds, dt.UTC), offset + 9
+        except (OverflowError, ValueError, OSError):
+            return seconds, offset + 9
+    return _PIKA_DECODE_VALUE(encoded, offset)
+
+
+@contextmanager
+def lenient_header_timestamps() -> Iterator[None]:
+    """While the block runs, pika reads a header timestamp beyond the year 9999 as its integer.
+
+    Why a patch of pika: AMQP's ``T`` field is any unsigned 64-bit count of seconds, and pika 1.x
+    (``pika.data.decode_value``) makes a ``datetime`` of it while it decodes the frame, inside its I/O
+    loop. One message with such a header (any publisher may send it) broke the connection
+    (``StreamLostError``) before the message reached the platform, so it could be neither landed nor
+    dead-lettered, and every run failed on it: the queue was blocked. pika has no hook for it, so the
+    module function is replaced by :func:`_decode_value_lenient` (the same for every other value and
+    for timestamps that fit; encoding is untouched). The replacement is process-wide: it is installed
+    by the first open session (:meth:`RabbitMQResource.connect`) and pika's own is put back when the
+    last one closes (counted under a lock, so concurrent sessions do not undo each other).
+    """
+    global _lenient_sessions
+    with _lenient_lock:
+        if _lenient_sessions == 0:
+            pika.data.decode_value = _decode_value_lenient
+        _lenient_sessions += 1
+    try:
+        yield
+    finally:
+        with _lenient_lock:
+            _lenient_sessions -= 1
+            if _lenient_sessions == 0:
+                pika.data.decode_value = _PIKA_DECODE_VALUE
 
 
 @dataclass(frozen=True)
@@ -92,22 +146,24 @@ class RabbitMQResource(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self) -> Iterator["RabbitSession"]:
-        """An open connection; closed (unacknowledged deliveries requeued) when the block ends.
+        """An open connection; closed (unacknowledged deliveries requeued) when the block ends. Header
+        timestamps beyond the year 9999 are read as integers meanwhile (:func:`lenient_header_timestamps`).
 
         Raises :class:`BrokerError` when the broker cannot be reached or refuses the login.
         """
-        try:
-            connection = pika.BlockingConnection(self.parameters())
-        except pika.exceptions.AMQPError as exc:
-            raise BrokerError(f"cannot connect to {self.where}: {type(exc).__name__} {_describe(exc)}") from None
-        try:
-            yield RabbitSession(connection, self.where)
-        finally:
-            if connection.is_open:
-                try:
-                    connection.close()
-                except pika.exceptions.AMQPError:
-                    pass  # already broken: the broker requeues what was not acknowledged
+        with lenient_header_timestamps():
+            try:
+                connection = pika.BlockingConnection(self.parameters())
+            except pika.exceptions.AMQPError as exc:
+                raise BrokerError(f"cannot connect to {self.where}: {type(exc).__name__} {_describe(exc)}") from None
+            try:
+                yield RabbitSession(connection, self.where)
+            finally:
+                if connection.is_open:
+                    try:
+                        connection.close()
+                    except pika.exceptions.AMQPError:
+                        pass  # already broken: the broker requeues what was not acknowledged
 
 
 def _describe(exc: BaseException) -> str:
@@ -124,6 +180,7 @@ class RabbitSession:
         self._publisher: Any = None
         self._pending: list[Delivery] = []
         self._consumer_tag: str | None = None
+        self._queue = ""  # the queue consumed, for errors
 
     def _publishing_channel(self) -> Any:
         if self._publisher is None:
@@ -135,13 +192,15 @@ class RabbitSession:
         """``(messages ready, consumers)`` of ``queue`` (a passive ``queue.declare``).
 
         Raises :class:`BrokerError` when the queue does not exist (the broker closes the
-        channel with 404; a new one is opened so the session stays usable).
+        channel with 404; a new one is opened so the session stays usable) or the connection drops.
         """
         try:
             result = self._consumer.queue_declare(queue, passive=True)
         except pika.exceptions.ChannelClosedByBroker as exc:
             self._consumer = self.connection.channel()
             raise BrokerError(f"queue {queue!r} on {self.where}: {exc.reply_text}") from None
+        except pika.exceptions.AMQPError as exc:
+            raise BrokerError(f"queue {queue!r} on {self.where}: connection lost: {_describe(exc)}") from None
         return int(result.method.message_count), int(result.method.consumer_count)
 
     def declare_dead_letter(self, exchange: str, queue: str) -> None:
@@ -158,7 +217,8 @@ class RabbitSession:
             raise BrokerError(f"dead-letter {exchange!r} -> {queue!r} on {self.where}: {exc.reply_text}") from None
 
     def consume(self, queue: str, prefetch: int) -> None:
-        """Start consuming ``queue`` with manual acknowledgements and ``prefetch`` deliveries in flight."""
+        """Start consuming ``queue`` with manual acknowledgements and ``prefetch`` deliveries in flight.
+        Raises :class:`BrokerError` naming the queue when the broker refuses or the connection drops."""
         if not 1 <= prefetch <= MAX_PREFETCH:
             raise ValueError(f"prefetch must be 1..{MAX_PREFETCH} (AMQP basic.qos), got {prefetch}")
         self._consumer.basic_qos(prefetch_count=prefetch)
@@ -168,10 +228,13 @@ class RabbitSession:
                 Delivery(method.delivery_tag, method.exchange, method.routing_key, method.redelivered, properties, body)
             )
 
+        self._queue = queue
         try:
             self._consumer_tag = self._consumer.basic_consume(queue, on_message, auto_ack=False)
         except pika.exceptions.ChannelClosedByBroker as exc:
             raise BrokerError(f"cannot consume {queue!r} on {self.where}: {exc.reply_text}") from None
+        except pika.exceptions.AMQPError as exc:  # the connection dropped, e.g. on a frame pika cannot read
+            raise BrokerError(f"cannot consume {queue!r} on {self.where}: {_describe(exc)}") from None
 
     def next_batch(self, size: int, max_wait: float) -> list[Delivery]:
         """Up to ``size`` deliveries, returned once ``size`` arrived or ``max_wait`` seconds passed
@@ -184,7 +247,9 @@ class RabbitSession:
                     break
                 self.connection.process_data_events(time_limit=min(left, 0.25))
         except pika.exceptions.AMQPError as exc:
-            raise BrokerError(f"connection to {self.where} lost while consuming: {_describe(exc)}") from None
+            raise BrokerError(
+                f"connection to {self.where} lost while consuming {self._queue!r}: {_describe(exc)}"
+            ) from None
         batch, self._pending = self._pending[:size], self._pending[size:]
         return batch
 
@@ -194,7 +259,7 @@ class RabbitSession:
             try:
                 self._consumer.basic_ack(delivery_tag=max(d.tag for d in deliveries), multiple=True)
             except pika.exceptions.AMQPError as exc:
-                raise BrokerError(f"acknowledging on {self.where} failed: {_describe(exc)}") from None
+                raise BrokerError(f"acknowledging {self._queue!r} on {self.where} failed: {_describe(exc)}") from None
 
     def publish(self, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties) -> None:
         """Publish one message with a publisher confirm (``mandatory``: an unroutable message
