@@ -308,7 +308,7 @@ def test_reset_to_a_timestamp_with_timestamps_and_headers_as_columns(
     assert sum(1 for *_, raw in rows if raw is None) == 14
     assert target.query("SELECT order_id, _ip_key FROM shop.orders WHERE order_id IN (29, 30, 31) ORDER BY 1") == [
         (29, "29"),
-        (30, "\ufffd30"),
+        (30, "\\xff30"),
         (31, "31"),
     ]
 
@@ -368,6 +368,22 @@ def test_publish_to_a_topic_with_keys_as_idempotent_ids(
     assert target.materialize(replay).success
     assert latest_metadata(instance, replay[0])["messages_consumed"] == 80
     assert target.query("SELECT count(*), count(DISTINCT order_id) FROM shop.replay") == [(40, 40)]
+
+
+def test_keys_that_are_not_utf8_stay_distinct_ids(
+    current_kafka: CurrentKafka, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """With ``message_id: key``, undecodable key bytes were all U+FFFD: distinct keys became one id and
+    all but one message were dropped as duplicates. Nor may the text ``\\xff`` be the byte 0xff's id."""
+    topic = _topic(current_kafka)
+    keys = [b"cust\xff", b"cust\xfe", b"\x00\x01\x80", b"\x00\x01\x81", b"cust\\xff", b"a\\b"]
+    produce(current_kafka, topic, _orders(len(keys)), keys=keys)
+    target = platform(_yaml(current_kafka, topic, extra="      message_id: key\n"), tmp_path, instance)
+    assert target.materialize([LAKE, WAREHOUSE]).success
+    assert latest_metadata(instance, LAKE)["duplicate_ids_dropped"] == 0
+    rows = target.query("SELECT order_id, _ip_message_id, _ip_key FROM shop.orders ORDER BY order_id")
+    expected = ["cust\\xff", "cust\\xfe", "\x00\x01\\x80", "\x00\x01\\x81", "cust\\\\xff", "a\\\\b"]
+    assert rows == [(i, key, key) for i, key in enumerate(expected)]
 
 
 def _read_committed(broker: Broker, topic: str, partitions: int) -> list[bytes]:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from integration_platform.sources.queues.kafka_stream import ATTRIBUTES
-from integration_platform.sources.queues.messages import MESSAGE_ID, Message, MessageBatch, MessageDecoder
+from integration_platform.sources.queues.messages import MESSAGE_ID, Message, MessageBatch, MessageDecoder, key_text
 
 pytestmark = pytest.mark.fast
 
@@ -120,3 +120,17 @@ def test_a_body_nested_too_deep_to_parse_is_poison() -> None:
     )
     assert out.table is not None and out.table.column(MESSAGE_ID).to_pylist() == ["id-1"]
     assert [(m.message_id, "recursion" in why) for m, why in out.poison] == [("id-0", True)]
+
+
+def test_key_text_is_one_to_one() -> None:
+    """A Kafka key may be the message id: no two keys may share a text (as ``escaped_text`` lets the byte 0xff
+    and the text ``\\xff`` do)."""
+    keys = [b"\xff", b"\\xff", b"\\\xff", b"\\\\xff", b"\xfe", b"\xc3", b"\xc3\xbf", b"a\\b", b""]
+    assert len({key_text(k) for k in keys}) == len(keys)
+    assert [key_text(k) for k in (b"\xff", b"\\xff", "\u00ff", b"plain", None)] == [
+        "\\xff",
+        "\\\\xff",
+        "\u00ff",
+        "plain",
+        None,
+    ]

@@ -13,7 +13,7 @@ batch is checked against the ids in the lake (see ``drain.py``). The broker id o
 message is ``topic/partition/offset``.
 
 Columns besides the body's fields: ``_ip_message_id``, ``_ip_topic``, ``_ip_partition``,
-``_ip_offset``, ``_ip_key`` (the key as UTF-8 text), ``_ip_timestamp`` (the message timestamp,
+``_ip_offset``, ``_ip_key`` (the key as text, see :func:`key_text`), ``_ip_timestamp`` (the message timestamp,
 Kafka 0.10+; null before), ``_ip_headers`` (see :func:`headers_json`; Kafka 0.11+, null without
 headers) and ``_ip_received_at``.
 """
@@ -45,7 +45,7 @@ from integration_platform.core.streams import StreamSpec
 from integration_platform.outbound.publish import PublishSpec
 from integration_platform.resources.brokers import BrokerError
 from integration_platform.resources.kafka import RECORD_V2_SINCE, KafkaResource
-from integration_platform.sources.queues.messages import Message, MessageBatch, escaped_text
+from integration_platform.sources.queues.messages import Message, MessageBatch, escaped_text, key_text
 
 ATTRIBUTES = pa.schema(
     [
@@ -83,11 +83,13 @@ def headers_json(
 
 
 def _texts(keys: list[bytes | str | None]) -> pa.Array:
-    """Message keys as a string array: UTF-8 as it is, other bytes with U+FFFD for what does not decode."""
+    """Message keys as a string array, each as :func:`key_text` writes it (backslashes doubled, bytes
+    that are not UTF-8 as ``\\xNN``), so that distinct keys stay distinct ids."""
     try:
-        return pa.array(keys, pa.binary()).cast(pa.string())
+        texts = pa.array(keys, pa.binary()).cast(pa.string())
     except (pa.ArrowInvalid, TypeError):  # not UTF-8, or already text
-        return pa.array([k.decode("utf-8", "replace") if isinstance(k, bytes) else k for k in keys], pa.string())
+        return pa.array([key_text(k) for k in keys], pa.string())
+    return pc.replace_substring(texts, "\\", "\\\\")
 
 
 def landed_offsets(store: LakeStore, spec: StreamSpec) -> dict[int, int]:

@@ -32,6 +32,7 @@ which finds and reports the culprits. A body starting with a UTF-8 byte order ma
 import hashlib
 import io
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -62,6 +63,22 @@ def _one_line_object(body: bytes) -> bool:
     a line that holds more than one value then reads as more rows, which the row count catches."""
     text = body.strip(b" \t\r\n")
     return text.startswith(b"{") and text.endswith(b"}") and b"\n" not in text and b"\r" not in text
+
+
+#: What ``surrogateescape`` makes of the bytes that are not UTF-8 (0x80-0xFF as U+DC80-U+DCFF).
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def key_text(value: bytes | str | None) -> str | None:
+    """A Kafka message key as text that no other key shares (it may be the message id): UTF-8 as it is,
+    except that a backslash is doubled, and bytes that are not UTF-8 as ``\\xNN`` escapes (``b"o\\xff"``
+    is ``o\\xff``, the text ``o\\xff`` is ``o\\\\xff``). :func:`escaped_text` alone would give both
+    the same text, and before that undecodable bytes were all U+FFFD: distinct keys, one id, and all but
+    one message dropped as duplicates."""
+    if not isinstance(value, bytes):
+        return None if value is None else value.replace("\\", "\\\\")
+    text = value.decode("utf-8", "surrogateescape").replace("\\", "\\\\")
+    return _ESCAPED_BYTE.sub(lambda m: f"\\x{ord(m[0]) - 0xDC00:02x}", text)
 
 
 @dataclass(frozen=True, slots=True)
