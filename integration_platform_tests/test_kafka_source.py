@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from integration_platform_tests.kafka_broker import KafkaBroker, require_kafka, start_kafka
 from integration_platform_tests.run_stream import killed_in
@@ -195,14 +195,19 @@ def test_run_killed_after_landing_before_commit_yields_n_rows(kafka_broker: Brok
         assert sum(committed(kafka_broker, topic).values()) == n
 
 
-def _dead_letters(broker: Broker, topic: str) -> list[tuple[bytes, str, dict[str, bytes]]]:
-    """``(value, key, headers)`` of each message in ``topic``'s dead-letter topic."""
+def _dead_letter_messages(broker: Broker, topic: str) -> list[Message]:
+    """The messages in ``topic``'s dead-letter topic, as consumed."""
     consumer = Consumer(broker.client_config({"group.id": f"t{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}))
     consumer.assign([TopicPartition(f"{topic}.dead-letter", 0, 0)])
     try:
-        found = [m for m in consumer.consume(10, timeout=10) if m.error() is None]
+        return [m for m in consumer.consume(10, timeout=10) if m.error() is None]
     finally:
         consumer.close()
+
+
+def _dead_letters(broker: Broker, topic: str) -> list[tuple[bytes, str, dict[str, bytes]]]:
+    """``(value, key, headers)`` of each message in ``topic``'s dead-letter topic."""
+    found = _dead_letter_messages(broker, topic)
     return [(m.value() or b"", (m.key() or b"").decode(), _header_bytes(m.headers())) for m in found]
 
 
@@ -368,6 +373,35 @@ def test_publish_to_a_topic_with_keys_as_idempotent_ids(
     assert target.materialize(replay).success
     assert latest_metadata(instance, replay[0])["messages_consumed"] == 80
     assert target.query("SELECT count(*), count(DISTINCT order_id) FROM shop.replay") == [(40, 40)]
+
+
+def test_a_dead_letter_keeps_the_key_bytes_and_headers(
+    current_kafka: CurrentKafka, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """The dead letter's key was the key as text (U+FFFD for bytes that are not UTF-8) and the message's own
+    headers were gone: what was dead-lettered could not be replayed as it came."""
+    topic = _topic(current_kafka)
+    original: list[tuple[str, str | bytes | None]] = [
+        ("trace-id", b"abc"),
+        ("tenant", b"\xfe\xff"),
+        ("empty", None),
+        ("x-ip-dead-letter-reason", b"an earlier one"),  # dead-lettered and replayed before: replaced
+    ]
+    produce(current_kafka, topic, [b"{not json"], keys=[b"key\xff\x00bin"], headers=[original])
+    target = platform(_yaml(current_kafka, topic), tmp_path, instance)
+    assert target.materialize([LAKE, WAREHOUSE]).success
+    (dead,) = _dead_letter_messages(current_kafka, topic)
+    assert dead.key() == b"key\xff\x00bin" and dead.value() == b"{not json"
+    headers = dead.headers()
+    assert isinstance(headers, list)
+    assert headers[:3] == original[:3]
+    assert [name for name, _ in headers[3:]] == [
+        "x-ip-dead-letter-reason",
+        "x-ip-source-topic",
+        "x-ip-source-partition",
+        "x-ip-source-offset",
+    ]
+    assert b"not UTF-8 JSON" in (headers[3][1] or b"")
 
 
 def test_keys_that_are_not_utf8_stay_distinct_ids(

@@ -24,7 +24,7 @@ import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -67,9 +67,16 @@ COMMIT_ATTEMPTS = 3
 LOG = logging.getLogger(__name__)
 
 
-def headers_json(
-    headers: Mapping[str, str | bytes | None] | Sequence[tuple[str, str | bytes | None]] | None,
-) -> str | None:
+#: A message's headers as confluent-kafka gives them (consumed: a list of ``(name, bytes or None)``).
+Headers = Mapping[str, str | bytes | None] | Sequence[tuple[str, str | bytes | None]] | None
+
+
+def _header_items(headers: Headers) -> list[tuple[str, str | bytes | None]]:
+    """``headers`` as ``(name, value)`` pairs in order (none for ``None``)."""
+    return list(headers.items() if isinstance(headers, Mapping) else headers or [])
+
+
+def headers_json(headers: Headers) -> str | None:
     """A message's headers as a JSON object (``None`` without any): each name to its value as
     text (UTF-8; bytes that are not UTF-8 as ``\\xNN`` escapes; a null value as ``null``); a name
     sent more than once maps to the array of its values in order. Query it in DuckDB as
@@ -77,12 +84,12 @@ def headers_json(
     if not headers:
         return None
     values: dict[str, list[str | None]] = {}
-    for name, value in headers.items() if isinstance(headers, Mapping) else headers:
+    for name, value in _header_items(headers):
         values.setdefault(name, []).append(escaped_text(value))
     return json.dumps({name: found[0] if len(found) == 1 else found for name, found in values.items()})
 
 
-def _texts(keys: list[bytes | str | None]) -> pa.Array:
+def _texts(keys: Sequence[bytes | str | None]) -> pa.Array:
     """Message keys as a string array, each as :func:`key_text` writes it (backslashes doubled, bytes
     that are not UTF-8 as ``\\xNN``), so that distinct keys stay distinct ids."""
     try:
@@ -90,6 +97,16 @@ def _texts(keys: list[bytes | str | None]) -> pa.Array:
     except (pa.ArrowInvalid, TypeError):  # not UTF-8, or already text
         return pa.array([key_text(k) for k in keys], pa.string())
     return pc.replace_substring(texts, "\\", "\\\\")
+
+
+class KafkaRef(NamedTuple):
+    """A consumed message's place (``partition``, ``offset``) and what a dead letter must send as it came:
+    the ``key`` bytes and the ``headers`` (librdkafka's list of ``(name, bytes or None)``, ``None`` without)."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    headers: Headers
 
 
 def landed_offsets(store: LakeStore, spec: StreamSpec) -> dict[int, int]:
@@ -169,7 +186,8 @@ class KafkaTopicSource:
         raw = [m for m in raw if m.error() is None]
         partitions = pa.array([m.partition() for m in raw], pa.int32())
         offsets = pa.array([m.offset() for m in raw], pa.int64())
-        keys = _texts([m.key() for m in raw])
+        raw_keys = [m.key() for m in raw]
+        keys = _texts(raw_keys)
         stamps = [m.timestamp() for m in raw]
         headers = [m.headers() for m in raw]
         attributes = pa.table(
@@ -197,7 +215,7 @@ class KafkaTopicSource:
                 f"topic {self.topic} partition {partition} offset {offset}",
                 keys[i].as_py(),
                 offset < self.landed_through.get(partition, 0),
-                (partition, offset),
+                KafkaRef(partition, offset, raw_keys[i], headers[i]),
             )
 
         return MessageBatch(bodies, ids, keys, attributes, message)
@@ -219,16 +237,19 @@ class KafkaTopicSource:
         }
 
     def dead_letter(self, message: Message, reason: str) -> None:
+        """Send ``message`` to the dead-letter topic as it came: its value, its key bytes and (0.11+) its
+        headers, then the reason and origin headers (``x-ip-dead-letter-reason``, ``x-ip-source-topic``,
+        ``-partition``, ``-offset``), which replace any of those names it carried (dead-lettered before)."""
         if self._producer is None:
             self._producer = self.kafka.new_producer()
-        partition, offset = message.ref
-        origin = {"topic": self.topic, "partition": partition, "offset": offset, "reason": reason[:1000]}
+        ref: KafkaRef = message.ref
+        origin = {"topic": self.topic, "partition": ref.partition, "offset": ref.offset, "reason": reason[:1000]}
         if self.kafka.supports(RECORD_V2_SINCE):
-            value, headers = (
-                message.body,
-                [(REASON_HEADER, reason[:1000].encode())]
-                + [(f"x-ip-source-{k}", str(v).encode()) for k, v in origin.items() if k != "reason"],
-            )
+            ours = [(REASON_HEADER, reason[:1000].encode())] + [
+                (f"x-ip-source-{k}", str(v).encode()) for k, v in origin.items() if k != "reason"
+            ]
+            names = {name for name, _ in ours}
+            value, headers = message.body, [h for h in _header_items(ref.headers) if h[0] not in names] + ours
         else:  # no headers before 0.11: the reason and the original travel in a JSON envelope
             envelope = {**origin, "key": message.key, "value_base64": base64.b64encode(message.body).decode()}
             value, headers = json.dumps(envelope).encode(), None
@@ -238,7 +259,7 @@ class KafkaTopicSource:
             if error is not None:
                 failures.append(error.str())
 
-        self._producer.produce(self.dlt, value=value, key=message.key, headers=headers, on_delivery=delivered)
+        self._producer.produce(self.dlt, value=value, key=ref.key, headers=headers, on_delivery=delivered)
         if self._producer.flush(self.kafka.timeout) or failures:
             raise BrokerError(
                 f"dead letter to {self.dlt!r} on {self.kafka.where} not delivered: {failures or 'timeout'}"

@@ -87,7 +87,7 @@ class Message:
 
     ``message_id``: the broker-level id (AMQP ``message_id`` property; for Kafka
     ``topic/partition/offset``), ``None`` when it has none; ``key``: the Kafka message key as
-    text (``None`` elsewhere). ``origin``: where it came from, for
+    text (:func:`key_text`; ``None`` elsewhere). ``origin``: where it came from, for
     errors and dead letters (``queue orders delivery 17``).
     ``ref``: the broker's own handle (a delivery; for Kafka ``(partition, offset)``).
     """
