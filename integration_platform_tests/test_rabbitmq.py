@@ -74,6 +74,17 @@ def test_n_messages_land_as_exactly_n_rows(queue: str, tmp_path: Path, instance:
     assert target.query("SELECT count(*) FROM shop.orders") == [(n,)]
 
 
+def test_remaining_counts_what_the_run_prefetched(queue: str, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """A run stopped at ``max_messages`` holds deliveries it prefetched beyond its last batch (unacked, not
+    ready): ``remaining_messages`` counted only the ready ones."""
+    publish(queue, [(_order(i), f"order-{i}") for i in range(1000)])
+    target = platform(_yaml(queue, batch_size=100), tmp_path, instance)
+    assert target.materialize([LAKE], run_config={"ops": {"shop__orders": {"config": {"max_messages": 100}}}}).success
+    meta = latest_metadata(instance, LAKE)
+    assert (meta["messages_consumed"], meta["remaining_messages"]) == (100, 900)
+    assert depth(queue) == 900
+
+
 def test_broker_columns_hold_each_messages_own_values(queue: str, tmp_path: Path, instance: dg.DagsterInstance) -> None:
     """Routing key, exchange and the publisher's timestamp per message; a timestamp no datetime can
     hold (AMQP allows any 64-bit value) is null and a message id that is not UTF-8 is escaped,

@@ -43,6 +43,9 @@ from integration_platform.resources.brokers import BrokerError
 #: AMQP 0-9-1 ``basic.qos`` prefetch-count is a 16-bit field.
 MAX_PREFETCH = 65_535
 
+#: Reads of a queue's depth, 10 ms apart, for the requeues of a cancelled consumer to settle.
+_SETTLE_READS = 50
+
 #: Headers a dead-lettered message carries (besides its own).
 REASON_HEADER = "x-ip-dead-letter-reason"
 ORIGIN_HEADERS = ("x-ip-source-queue", "x-ip-stream", "x-ip-dead-lettered-at")
@@ -235,6 +238,34 @@ class RabbitSession:
             raise BrokerError(f"cannot consume {queue!r} on {self.where}: {exc.reply_text}") from None
         except pika.exceptions.AMQPError as exc:  # the connection dropped, e.g. on a frame pika cannot read
             raise BrokerError(f"cannot consume {queue!r} on {self.where}: {_describe(exc)}") from None
+
+    @property
+    def held(self) -> int:
+        """Deliveries received and not yet taken by :meth:`next_batch` (unacknowledged)."""
+        return len(self._pending)
+
+    def stop_consuming(self) -> None:
+        """Cancel the consumer (``basic.cancel``): the broker sends no more, and pika requeues (rejects)
+        the deliveries it received and had not handed over, so afterwards every delivery this session
+        holds unacknowledged is in :attr:`held` or a batch. Returns once the queue's depth is steady:
+        RabbitMQ requeues rejected deliveries asynchronously and answers a passive ``queue.declare``
+        ahead of them (its queue process serves that call with priority), which undercounted by the
+        prefetched deliveries still on their way (a few milliseconds; at most ``_SETTLE_READS`` reads).
+        Raises :class:`BrokerError` naming the queue."""
+        if self._consumer_tag is None:
+            return
+        try:
+            self._consumer.basic_cancel(self._consumer_tag)
+        except pika.exceptions.AMQPError as exc:
+            raise BrokerError(f"cancelling the consumer of {self._queue!r} on {self.where}: {_describe(exc)}") from None
+        self._consumer_tag = None
+        last = -1
+        for _ in range(_SETTLE_READS):
+            ready = self.queue_depth(self._queue)[0]
+            if ready == last:
+                return
+            last = ready
+            time.sleep(0.01)
 
     def next_batch(self, size: int, max_wait: float) -> list[Delivery]:
         """Up to ``size`` deliveries, returned once ``size`` arrived or ``max_wait`` seconds passed

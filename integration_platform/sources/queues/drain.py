@@ -48,7 +48,13 @@ class MessageSource(Protocol):
         ...
 
     def remaining(self) -> int | None:
-        """Messages still waiting (queue depth or consumer lag), if the broker says."""
+        """Messages still waiting (queue depth or consumer lag, with what this run holds unacknowledged),
+        if the broker says."""
+        ...
+
+    def stop(self) -> None:
+        """Take no more messages: the run took its last batch (RabbitMQ cancels its consumer, so that
+        ``remaining`` can count what was prefetched beyond it)."""
         ...
 
     def run_metadata(self) -> dict[str, Any]:
@@ -164,6 +170,7 @@ def drain(
         store, spec, message_batches(source, decoder, limits, stats, lambda line: log(f"{spec.path}: {line}")), run_id
     )
     stats.seconds = time.monotonic() - started
+    source.stop()
     stats.remaining = source.remaining()
     log(
         f"{spec.path}: {stats.messages} messages, {stats.landing.rows_landed} rows landed in "

@@ -299,6 +299,9 @@ class KafkaTopicSource:
             total += max(0, int(high) - self.committed.get(partition, 0))
         return total
 
+    def stop(self) -> None:
+        """Nothing to stop: the consumer fetches ahead, but ``remaining`` counts from the committed offsets."""
+
     def close(self) -> None:
         """Flush the dead-letter producer, if one was made."""
         if self._producer is not None:

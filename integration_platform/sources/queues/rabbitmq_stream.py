@@ -104,7 +104,12 @@ class RabbitQueueSource:
         return {"queue": self.queue, "messages": len(batch)}
 
     def remaining(self) -> int | None:
-        return self.session.queue_depth(self.queue)[0]
+        """The messages ready in the queue and those delivered to this run beyond its batches (prefetched,
+        not acknowledged: the broker counts them as unacked, not ready, until the connection closes)."""
+        return self.session.queue_depth(self.queue)[0] + self.session.held
+
+    def stop(self) -> None:
+        self.session.stop_consuming()
 
     def run_metadata(self) -> dict[str, Any]:
         return {"queue": self.queue}
