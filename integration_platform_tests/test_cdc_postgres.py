@@ -630,3 +630,31 @@ def test_a_key_outside_the_replica_identity_is_refused_naming_it(
     assert not failed.success
     messages = failure_messages(failed)
     assert any("['film_id'] has column(s) ['film_id'] outside the table's replica identity" in m for m in messages)
+
+
+def test_a_deployment_on_another_database_of_the_cluster_keeps_its_slot(
+    source: str, cdc_cluster: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """Slot names are cluster-wide: another database's deployment of the same source and stream shares
+    the prefix. A run neither drops its slot as a stale one of its own nor takes the other's name."""
+    other = f"pagila_{uuid.uuid4().hex[:8]}"
+    sql(cdc_cluster, f"CREATE DATABASE {other}")
+    other_url = f"{cdc_cluster.rsplit('/', 1)[0]}/{other}"
+    prefix = cursor_prefix("pagila", "film")
+    theirs = PostgresChangeLog(other_url, "film", None, prefix).new_cursor()
+    try:
+        sql(other_url, "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", [theirs])
+        target = platform(yaml(), tmp_path, instance)
+        assert target.materialize([FILM]).success
+        sql(source, "UPDATE film SET length = 9 WHERE film_id = 9")
+        assert target.materialize([FILM]).success
+        ours = latest_metadata(instance, FILM)["log_cursor"]
+        assert sql(cdc_cluster, "SELECT slot_name FROM pg_replication_slots WHERE slot_name = %s", [theirs]), (
+            "the other database's slot was dropped as a stale one"
+        )
+        assert ours.startswith(prefix + "_") and theirs.startswith(prefix + "_")
+        assert ours[len(prefix) + 1 :][:4] != theirs[len(prefix) + 1 :][:4], (ours, theirs)
+    finally:
+        sql(cdc_cluster, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s",
+            [other])  # fmt: skip
+        sql(cdc_cluster, f"DROP DATABASE {other} WITH (FORCE)")

@@ -26,6 +26,7 @@ a run). The pieces, each from PostgreSQL itself:
   ``bytea`` as binary, infinities as DuckDB's...); PostgreSQL's own input functions parse them.
 """
 
+import hashlib
 import itertools
 import select
 import threading
@@ -183,8 +184,21 @@ class PostgresChangeLog:
             yield  # the lock goes with the connection
 
     def new_cursor(self) -> str:
-        """A new slot name: the prefix and a generation suffix."""
-        return f"{self.prefix}_{uuid.uuid4().hex[:8]}"
+        """A new slot name: ``<prefix>_<database><generation>``, 4 hex digits of the SHA-256 of the
+        database's name (``current_database()``) then 7 random ones (63 bytes at most).
+
+        Replication slots are cluster-wide while publications, advisory locks and the tables are the
+        database's: two deployments of one source name on two databases of a cluster share the prefix.
+        The database part tells their slots apart when looked at, and every query of the stream's slots
+        is limited to ``pg_replication_slots.database = current_database()`` (:meth:`drop_other_cursors`,
+        :meth:`resume`), so neither drops, advances nor reads the other's. A slot of the naming before
+        the database part (``<prefix>_<8 hex>``, same prefix) keeps working: the snapshot's manifest
+        names the slot, which is looked up by that exact name in this database, so an existing
+        deployment keeps its position; its leftovers are still dropped as the stream's own."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT current_database()::text").fetchone()
+        database = hashlib.sha256(str(row[0] if row else "").encode()).hexdigest()[:4]
+        return f"{self.prefix}_{database}{uuid.uuid4().hex[:7]}"
 
     def _ensure_publication(self, conn: psycopg.Connection[Any]) -> None:
         """Create the stream's publication when missing; a partitioned table publishes its partitions'
@@ -272,10 +286,11 @@ class PostgresChangeLog:
         ``max_slot_wal_keep_size``: it is dropped then); else advance it to ``landed`` when it is behind."""
         with self._connect() as conn:
             row = conn.execute(
-                f"SELECT confirmed_flush_lsn::text, {SLOT_LOST} FROM pg_replication_slots WHERE slot_name = %s",
+                f"SELECT confirmed_flush_lsn::text, {SLOT_LOST} FROM pg_replication_slots "
+                "WHERE slot_name = %s AND database = current_database()",
                 [cursor],
             ).fetchone()
-            if row is None:
+            if row is None:  # gone, or another database's (a lake pointed at another database)
                 return False
             if row[1]:
                 conn.execute("SELECT pg_drop_replication_slot(%s)", [cursor])
@@ -314,11 +329,13 @@ class PostgresChangeLog:
             pause = min(pause * 2, 0.05)
 
     def drop_other_cursors(self, keep: str | None) -> list[str]:
-        """Drop the stream's inactive slots other than ``keep`` (left by a run killed mid-snapshot)."""
+        """Drop the stream's inactive slots other than ``keep`` (left by a run killed mid-snapshot), of
+        this database only: another database's deployment of the same source shares the prefix
+        (:meth:`new_cursor`)."""
         with self._connect() as conn:
             rows = conn.execute(
-                "SELECT slot_name::text FROM pg_replication_slots "
-                "WHERE starts_with(slot_name::text, %s) AND slot_name <> %s AND NOT active",
+                "SELECT slot_name::text FROM pg_replication_slots WHERE database = current_database() "
+                "AND starts_with(slot_name::text, %s) AND slot_name <> %s AND NOT active",
                 [self.prefix + "_", keep or ""],
             ).fetchall()
             for (name,) in rows:
