@@ -66,6 +66,12 @@ def yaml(batch: int = 20_000) -> str:
     return YAML.replace("BATCH", str(batch))
 
 
+def one_table(table: str) -> str:
+    """The YAML capturing ``table`` of chinook alone (``cdc: {}``)."""
+    text = YAML.replace("[InvoiceLine, Track, gadget]", f"[{table}]").split("    - table: InvoiceLine")[0]
+    return text + f"    - table: {table}\n      cdc: {{}}\n"
+
+
 def run_sql(port: int, statement: str, database: str | None = None) -> list[tuple[Any, ...]]:
     with pymysql.connect(host="127.0.0.1", port=port, user="root", database=database, autocommit=True) as conn:
         with conn.cursor() as cur:
@@ -320,10 +326,9 @@ def test_timestamps_from_the_snapshot_and_the_binlog_agree_whatever_the_server_t
     time zone, so a row's value does not shift between its snapshot and its changes."""
     run_sql(binlog_server, "CREATE TABLE stamp (id INT PRIMARY KEY, at TIMESTAMP(6) NULL)", chinook)
     run_sql(binlog_server, "INSERT INTO stamp VALUES (1, '2024-06-01 12:00:00'), (2, '2024-06-01 12:00:00')", chinook)
-    text = YAML.replace("[InvoiceLine, Track, gadget]", "[stamp]").split("    - table: InvoiceLine")[0]
     run_sql(binlog_server, "SET GLOBAL time_zone = '+05:00'")  # new sessions read TIMESTAMPs 5 h ahead
     try:
-        target = platform(text + "    - table: stamp\n      cdc: {}\n", tmp_path, instance)
+        target = platform(one_table("stamp"), tmp_path, instance)
         key = dg.AssetKey(["chinook", "stamp"])
         assert target.materialize([key]).success
         run_sql(binlog_server, "UPDATE stamp SET at = at WHERE id = 2", chinook)  # logged, value unchanged
@@ -354,3 +359,29 @@ def test_a_second_drain_while_one_runs_fails_at_once_and_lands_nothing(
     assert not failed.success
     assert any("another run is capturing" in m for m in failure_messages(failed)), failure_messages(failed)
     assert target.materialize([LINES]).success and latest_metadata(instance, LINES)["deletes"] == 1
+
+
+def test_binary_keys_ending_in_zero_bytes_and_empty_varbinary_values_land_as_the_table_holds_them(
+    chinook: str, binlog_server: int, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """The binlog leaves a BINARY(n) value's trailing 0x00 bytes out, and hands an empty VARBINARY over as
+    text: the key of a delete or update ending in 0x00 must still match its row, an empty value land."""
+    run_sql(binlog_server, "CREATE TABLE bin (id BINARY(4) PRIMARY KEY, vb VARBINARY(10))", chinook)
+    run_sql(
+        binlog_server, "INSERT INTO bin VALUES (x'01020300', x'ff00'), (x'11000000', x'01'), (x'21', x'02')", chinook
+    )
+    target = platform(one_table("bin"), tmp_path, instance)
+    key = dg.AssetKey(["chinook", "bin"])
+    assert target.materialize([key]).success
+    run_sql(binlog_server, "DELETE FROM bin WHERE id = x'01020300'", chinook)
+    run_sql(binlog_server, "UPDATE bin SET vb = x'03' WHERE id = x'11000000'", chinook)
+    run_sql(binlog_server, "UPDATE bin SET vb = '' WHERE id = x'21000000'", chinook)
+    run_sql(binlog_server, "INSERT INTO bin VALUES (x'3100', '')", chinook)
+    assert target.materialize([key, dg.AssetKey(["warehouse", "chinook.bin"])]).success
+    url = f"mysql+pymysql://root@127.0.0.1:{binlog_server}/{chinook}"
+    same_as_a_full_extract(target, url, "bin", "bin", "id")
+    assert target.query("SELECT hex(id), hex(vb) FROM chinook.bin ORDER BY id") == [
+        ("11000000", "03"),
+        ("21000000", ""),
+        ("31000000", ""),
+    ]

@@ -15,7 +15,9 @@ The pieces, each from the server or a well-kept client:
 - **types**: each value goes through the generic reader's own converters
   (:func:`~integration_platform.sources.sql.sa_arrow.arrow_type`), so a change row has the snapshot's
   Arrow types; a ``TIME`` (a ``timedelta`` from the binlog) is written as MySQL's text
-  (``-838:59:59``), as the snapshot selects it.
+  (``-838:59:59``), as the snapshot selects it; a binary column's value gets back the trailing zero
+  bytes of a ``BINARY(n)`` and the bytes of an empty value the binlog reader gives as text
+  (:func:`binary_value`).
 
 There is no slot: the position lives only in the lake (each landing's manifest), so confirming is
 a no-op and a binlog purged past it (``expire_logs_days``) makes :meth:`MariaDbChangeLog.resume`
@@ -61,6 +63,23 @@ def time_text(value: Any) -> Any:
     seconds, fraction = divmod(micros, 1_000_000)
     text = f"{'-' if value < dt.timedelta(0) else ''}{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
     return text + (f".{fraction:06d}" if fraction else "")
+
+
+#: ``information_schema.COLUMNS.DATA_TYPE`` of the columns whose values are bytes.
+BINARY_TYPES = ("binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob")
+
+
+def binary_value(value: Any, width: int | None) -> Any:
+    """A binlog value of a binary column as the table holds it: text turned back into bytes (the
+    binlog reader hands an empty ``VARBINARY`` over as ``''``; text is decoded as UTF-8 there, so it is
+    encoded so here) and, for a ``BINARY(width)`` (``width`` not ``None``), the trailing zero bytes the
+    server leaves out of the row image put back (MySQL docs, "The BINARY and VARBINARY Types": values
+    are right-padded with 0x00; the binlog stores them without the padding); other values as they are."""
+    if isinstance(value, str):
+        value = value.encode()
+    if width is not None and isinstance(value, bytes) and len(value) < width:
+        value = value.ljust(width, b"\0")
+    return value
 
 
 class MariaDbChangeLog:
@@ -232,6 +251,7 @@ class MariaDbChangeLog:
         stream = self._stream(self._position)
         started, taken = time.monotonic(), 0
         typed = self.database.typed_columns(self.table, self.schema)
+        binary = self._binary_columns()
         pending: list[tuple[str, dict[str, Any]]] = []  # this transaction's changes
         done: list[tuple[str, dict[str, Any], int, int, dt.datetime]] = []  # landed-to-be, with position
         position = self._position
@@ -247,7 +267,7 @@ class MariaDbChangeLog:
                     if order >= upto:
                         break
                     if len(done) >= limits.batch_changes:
-                        yield self._batch(typed, done, position)
+                        yield self._batch(typed, binary, done, position)
                         done = []
                         if taken >= limits.max_changes or time.monotonic() - started > limits.max_seconds:
                             return
@@ -264,17 +284,43 @@ class MariaDbChangeLog:
                         pending.append(("delete", row["values"]))
         finally:
             stream.close()
-        yield self._batch(typed, done, position)
+        yield self._batch(typed, binary, done, position)
+
+    def _binary_columns(self) -> dict[str, int | None]:
+        """The table's binary columns (:data:`BINARY_TYPES`): name -> the width of a ``BINARY(n)``, ``None``
+        for the others, from ``information_schema.COLUMNS``."""
+        with self.database.engine().connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_OCTET_LENGTH FROM information_schema.COLUMNS "
+                "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                (self.schema, self.table),
+            ).all()
+        return {
+            str(name): int(width) if str(kind).lower() == "binary" else None
+            for name, kind, width in rows
+            if str(kind).lower() in BINARY_TYPES
+        }
 
     def _batch(
-        self, typed: list[TypedColumn], changes: list[tuple[str, dict[str, Any], int, int, dt.datetime]], position: str
+        self,
+        typed: list[TypedColumn],
+        binary: dict[str, int | None],
+        changes: list[tuple[str, dict[str, Any], int, int, dt.datetime]],
+        position: str,
     ) -> ChangeBatch:
+        """The change rows of ``changes`` (``(op, row by column name, position, seq, commit time)``) with
+        the snapshot's types (``typed``); values of the ``binary`` columns go through :func:`binary_value`."""
         counts: dict[str, int] = {}
         for op, *_ in changes:
             counts[op] = counts.get(op, 0) + 1
         if not changes:
             return ChangeBatch(None, position, counts)
-        columns = [[time_text(row.get(name)) for _, row, *_ in changes] for name, _, _ in typed]
+        columns = [
+            [binary_value(row.get(name), binary[name]) for _, row, *_ in changes]
+            if name in binary
+            else [time_text(row.get(name)) for _, row, *_ in changes]
+            for name, _, _ in typed
+        ]
         table = pa.Table.from_batches([arrow_batch(f"{self.schema}.{self.table}", typed, columns)])
         meta = [
             pa.array([c[0] for c in changes], pa.string()),
