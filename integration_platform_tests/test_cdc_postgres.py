@@ -58,6 +58,12 @@ def yaml(batch: int = 20_000) -> str:
     return YAML.replace("BATCH", str(batch))
 
 
+def one_table(table: str) -> str:
+    """The YAML capturing ``table`` of pagila alone (``cdc: {}``)."""
+    text = YAML.replace("include: [film, film_actor]", f"include: [{table}]").split("  tables:")[0]
+    return text + f"  tables:\n    - table: {table}\n      cdc: {{}}\n"
+
+
 @pytest.fixture(scope="session")
 def cdc_cluster() -> Iterator[str]:
     """Our own PostgreSQL with logical decoding, pagila loaded once as a template; yields the server URI."""
@@ -594,8 +600,7 @@ def test_a_partitioned_table_lands_its_partitions_changes_even_from_an_older_pub
     sql(source, "CREATE TABLE measure_2025 PARTITION OF measure FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')")
     sql(source, "INSERT INTO measure VALUES (1, '2024-03-01', 10)")
     sql(source, f"CREATE PUBLICATION {cursor_prefix('pagila', 'measure')} FOR TABLE measure")  # as made before
-    text = YAML.replace("include: [film, film_actor]", "include: [measure]").split("  tables:")[0]
-    target = platform(text + "  tables:\n    - table: measure\n      cdc: {}\n", tmp_path, instance)
+    target = platform(one_table("measure"), tmp_path, instance)
     key = dg.AssetKey(["pagila", "measure"])
     assert target.materialize([key]).success
     sql(source, "INSERT INTO measure VALUES (2, '2024-05-01', 20), (3, '2025-02-01', 30)")
@@ -658,3 +663,33 @@ def test_a_deployment_on_another_database_of_the_cluster_keeps_its_slot(
         sql(cdc_cluster, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s",
             [other])  # fmt: skip
         sql(cdc_cluster, f"DROP DATABASE {other} WITH (FORCE)")
+
+
+@pytest.mark.parametrize(
+    "replaced",
+    ["DROP TABLE gizmo", "ALTER TABLE gizmo RENAME TO gizmo_old"],
+)
+def test_a_table_replaced_under_its_name_fails_naming_it_and_a_full_refresh_recovers(
+    source: str, tmp_path: Path, instance: dg.DagsterInstance, replaced: str
+) -> None:
+    """The publication holds a table by OID: one dropped and re-created, or renamed away and another made
+    under its name, is no longer published and its changes never arrive. The run fails naming the table
+    and the fix instead of landing nothing for ever; a full refresh follows the new table."""
+    sql(source, "CREATE TABLE gizmo (id int PRIMARY KEY, v int)")
+    sql(source, "INSERT INTO gizmo VALUES (1, 1), (2, 2)")
+    target = platform(one_table("gizmo"), tmp_path, instance)
+    key, warehouse = dg.AssetKey(["pagila", "gizmo"]), dg.AssetKey(["warehouse", "pagila.gizmo"])
+    assert target.materialize([key, warehouse]).success
+    sql(source, replaced)
+    sql(source, "CREATE TABLE gizmo (id int PRIMARY KEY, v int)")
+    sql(source, "INSERT INTO gizmo VALUES (5, 5)")
+    failed = target.materialize([key, warehouse], raise_on_error=False)
+    assert not failed.success
+    errors = failure_messages(failed)
+    assert any("public.gizmo is no longer in publication" in e and "full_refresh" in e for e in errors), errors
+    assert target.query("SELECT id, v FROM pagila.gizmo ORDER BY id") == [(1, 1), (2, 2)]
+    config = {"ops": {"pagila__gizmo": {"config": {"full_refresh": True}}}}
+    assert target.materialize([key, warehouse], run_config=config).success
+    sql(source, "INSERT INTO gizmo VALUES (6, 6)")
+    assert target.materialize([key, warehouse]).success
+    assert target.query("SELECT id, v FROM pagila.gizmo ORDER BY id") == [(5, 5), (6, 6)]

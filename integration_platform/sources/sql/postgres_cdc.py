@@ -201,13 +201,21 @@ class PostgresChangeLog:
         return f"{self.prefix}_{database}{uuid.uuid4().hex[:7]}"
 
     def _ensure_publication(self, conn: psycopg.Connection[Any]) -> None:
-        """Create the stream's publication when missing; a partitioned table publishes its partitions'
-        changes as its own (``publish_via_partition_root``). A table without a replica identity is
-        refused first: once published, PostgreSQL rejects every UPDATE and DELETE on it."""
+        """Create the stream's publication when missing, or make it hold the table again when it does
+        not (:meth:`_published`: the table was dropped and re-created, or renamed away, since the last
+        snapshot; ``SET TABLE``); a partitioned table publishes its partitions' changes as its own
+        (``publish_via_partition_root``). A table without a replica identity is refused first: once
+        published, PostgreSQL rejects every UPDATE and DELETE on it. A publication the YAML names is
+        never altered but refused when missing or without the table."""
         found = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [self.publication]).fetchone()
-        if found is None:
+        if found is None or not self._published(conn):
             if not self._create_publication:
-                raise ChangeCaptureError(f"publication {self.publication!r} does not exist in the source database")
+                raise ChangeCaptureError(
+                    f"publication {self.publication!r} "
+                    + ("does not exist in the source database" if found is None else
+                       f"does not publish table {self.schema}.{self.table}: add it with ALTER PUBLICATION ... "
+                       "ADD TABLE on the source")
+                )  # fmt: skip
             target = sql.Identifier(self.schema, self.table)
             identity = conn.execute(
                 "SELECT c.relreplident::text, "
@@ -221,12 +229,38 @@ class PostgresChangeLog:
                     "NOTHING): once published, PostgreSQL would refuse every UPDATE and DELETE on it. Add a primary "
                     "key, or run ALTER TABLE ... REPLICA IDENTITY FULL (or USING INDEX) on the source first"
                 )
-            conn.execute(
-                sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)").format(
-                    sql.Identifier(self.publication), target
-                )
+            command = (
+                "CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)"
+                if found is None
+                else "ALTER PUBLICATION {} SET TABLE {}"
             )
+            conn.execute(sql.SQL(command).format(sql.Identifier(self.publication), target))
         self._check_partition_root(conn)
+
+    def _published(self, conn: psycopg.Connection[Any]) -> bool:
+        """Whether the publication holds the table now under the stream's name (``pg_publication_tables``,
+        which names each published table as it is called now). A publication holds tables by OID: a
+        table dropped and re-created, or renamed away and another created under its name, is not the one
+        published, and its changes would never arrive."""
+        row = conn.execute(
+            "SELECT EXISTS (SELECT FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s "
+            "AND tablename = %s)",
+            [self.publication, self.schema, self.table],
+        ).fetchone()
+        return bool(row and row[0])
+
+    def _check_still_published(self, conn: psycopg.Connection[Any], cursor: str) -> None:
+        """Raise :class:`ChangeCaptureError` before a change is read when the publication no longer holds
+        the table (:meth:`_published`): its changes since stopped reaching slot ``cursor``, and the log
+        does not say the old table's rows went."""
+        if not self._published(conn):
+            raise ChangeCaptureError(
+                f"table {self.schema}.{self.table} is no longer in publication {self.publication!r} (dropped, or "
+                f"renamed, and maybe re-created under its name, since the snapshot of slot {cursor}): its changes "
+                "no longer reach the slot and the warehouse would silently stop following it. Run the stream with "
+                "full_refresh: true to take a new snapshot"
+                + ("" if self._create_publication else " after adding the table to the publication")
+            )
 
     def _check_partition_root(self, conn: psycopg.Connection[Any]) -> None:
         """A partitioned table's changes must arrive under its own name, or they would be taken for another
@@ -416,6 +450,7 @@ class PostgresChangeLog:
         started, taken = time.monotonic(), 0
         with self._connect() as conn:
             self._batches_conn = conn
+            self._check_still_published(conn, cursor)
             self._check_partition_root(conn)
             upto = self._flushed_upto(conn)
             # pgoutput writes values with the walsender's settings: ISO dates, times in UTC (arrow_from_text)
@@ -527,6 +562,7 @@ class PostgresChangeLog:
                     continue
                 mapping = where.get(id(relation))
                 if mapping is None:
+                    self._check_relation(conn, relation, transaction)
                     names = [c.name for c in relation.columns]
                     mapping = where[id(relation)] = [names.index(n) if n in names else None for n, _, _ in columns]
                     keys[id(relation)] = self._key_indexes(relation)
@@ -606,6 +642,21 @@ class PostgresChangeLog:
             outer, typed, arrays, sql.SQL(", ").join(sql.Identifier(name) for name, _ in sent)
         )
         return read_postgres(self.uri, self.table, self.schema, None, relation=listed).read_all()
+
+    def _check_relation(self, conn: psycopg.Connection[Any], relation: Relation, transaction: Transaction) -> None:
+        """Raise :class:`ChangeCaptureError` when ``relation`` (a relation message naming the table) is not
+        the table now (its OID differs: the table was dropped and re-created, or renamed away and another
+        created under its name, and a publication of all tables sends both): the log does not say the
+        old table's rows went."""
+        row = conn.execute(
+            "SELECT to_regclass(%s)::oid", [sql.Identifier(self.schema, self.table).as_string(conn)]
+        ).fetchone()
+        if row is None or row[0] != relation.oid:
+            raise ChangeCaptureError(
+                f"table {self.schema}.{self.table}: a change at {lsn_text(transaction.commit_lsn)} is of the table "
+                f"with OID {relation.oid}, the table of that name now has {row[0] if row else None}: it was dropped "
+                "(or renamed) and re-created since. Run the stream with full_refresh: true to take a new snapshot"
+            )
 
     def _key_indexes(self, relation: Relation) -> list[int]:
         """Tuple indexes of the stream's key columns in ``relation``. The log carries an update's or a
