@@ -385,3 +385,56 @@ def test_binary_keys_ending_in_zero_bytes_and_empty_varbinary_values_land_as_the
         ("21000000", ""),
         ("31000000", ""),
     ]
+
+
+@pytest.mark.parametrize(
+    "replaced",
+    [
+        "TRUNCATE widget",
+        "DROP TABLE widget; CREATE TABLE widget (id INT PRIMARY KEY, v INT)",
+        "RENAME TABLE widget TO widget_old; CREATE TABLE widget (id INT PRIMARY KEY, v INT)",
+    ],
+)
+def test_a_truncated_or_replaced_table_fails_naming_the_statement_and_a_full_refresh_recovers(
+    chinook: str, binlog_server: int, tmp_path: Path, instance: dg.DagsterInstance, replaced: str
+) -> None:
+    """TRUNCATE, DROP and RENAME change a table's rows without row events: the run fails naming the table,
+    the statement and the fix (after landing what committed before it) instead of keeping gone rows."""
+    run_sql(binlog_server, "CREATE TABLE widget (id INT PRIMARY KEY, v INT)", chinook)
+    run_sql(binlog_server, "INSERT INTO widget VALUES (1, 1), (2, 2)", chinook)
+    target = platform(one_table("widget"), tmp_path, instance)
+    key, warehouse = dg.AssetKey(["chinook", "widget"]), dg.AssetKey(["warehouse", "chinook.widget"])
+    assert target.materialize([key, warehouse]).success
+    run_sql(binlog_server, "UPDATE widget SET v = 3 WHERE id = 2", chinook)
+    for statement in replaced.split("; "):
+        run_sql(binlog_server, statement, chinook)
+    run_sql(binlog_server, "INSERT INTO widget VALUES (5, 5)", chinook)
+    failed = target.materialize([key, warehouse], raise_on_error=False)
+    assert not failed.success
+    errors = failure_messages(failed)
+    verb = replaced.split()[0]
+    assert any(f"{chinook}.widget: {verb}" in e and "full_refresh" in e for e in errors), errors
+    config = {"ops": {"chinook__widget": {"config": {"full_refresh": True}}}}
+    assert target.materialize([key, warehouse], run_config=config).success
+    run_sql(binlog_server, "INSERT INTO widget VALUES (6, 6)", chinook)
+    assert target.materialize([key, warehouse]).success
+    assert target.query("SELECT id, v FROM chinook.widget ORDER BY id") == [(5, 5), (6, 6)]
+
+
+def test_the_child_of_a_cascading_foreign_key_is_refused_naming_the_constraint(
+    chinook: str, binlog_server: int, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """InnoDB does not write a cascaded delete or update to the binlog: capturing the child table would
+    lose them, so its first run fails naming the constraint."""
+    run_sql(binlog_server, "CREATE TABLE holder (id INT PRIMARY KEY)", chinook)
+    run_sql(
+        binlog_server,
+        "CREATE TABLE part (id INT PRIMARY KEY, holder_id INT, CONSTRAINT part_holder FOREIGN KEY (holder_id) "
+        "REFERENCES holder (id) ON DELETE CASCADE)",
+        chinook,
+    )
+    target = platform(one_table("part"), tmp_path, instance)
+    failed = target.materialize([dg.AssetKey(["chinook", "part"])], raise_on_error=False)
+    assert not failed.success
+    errors = failure_messages(failed)
+    assert any("child of cascading foreign key(s) part_holder (references holder" in e for e in errors), errors

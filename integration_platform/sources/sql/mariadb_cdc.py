@@ -19,6 +19,11 @@ The pieces, each from the server or a well-kept client:
   bytes of a ``BINARY(n)`` and the bytes of an empty value the binlog reader gives as text
   (:func:`binary_value`).
 
+Statements that change a table's rows without row events fail the run naming the table and
+``full_refresh``: the binlog's ``QueryEvent`` of a ``TRUNCATE``, ``DROP``, ``RENAME``, ``CREATE OR
+REPLACE`` or renaming ``ALTER`` of it (:func:`statement_tables`). InnoDB's cascaded foreign-key
+changes are in no event at all: a table that is the child of a cascading foreign key is refused.
+
 There is no slot: the position lives only in the lake (each landing's manifest), so confirming is
 a no-op and a binlog purged past it (``expire_logs_days``) makes :meth:`MariaDbChangeLog.resume`
 answer False: the next run takes a new snapshot. Requires ``binlog_format=ROW``,
@@ -30,6 +35,7 @@ columns added later decode by name) and a user with ``REPLICATION SLAVE`` and
 import datetime as dt
 import hashlib
 import random
+import re
 import time
 import uuid
 from collections.abc import Generator, Iterator, Sequence
@@ -63,6 +69,62 @@ def time_text(value: Any) -> Any:
     seconds, fraction = divmod(micros, 1_000_000)
     text = f"{'-' if value < dt.timedelta(0) else ''}{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
     return text + (f".{fraction:06d}" if fraction else "")
+
+
+#: A table name in a statement: a backquoted (```` doubled inside) or plain identifier, maybe ``schema.``-qualified.
+_NAME = r"(?:`(?:[^`]|``)+`|[\w$]+)"
+_QUALIFIED = re.compile(rf"({_NAME})(?:\s*\.\s*({_NAME}))?")
+#: Statements (binlog ``QueryEvent``) that replace a table's rows without row events: the verb, the rest.
+_DDL = re.compile(
+    r"^\s*(?:/\*.*?\*/\s*)*(TRUNCATE(?:\s+TABLE)?|DROP\s+(?:TEMPORARY\s+)?TABLES?(?:\s+IF\s+EXISTS)?|"
+    r"CREATE\s+OR\s+REPLACE\s+TABLE|RENAME\s+TABLES?|ALTER\s+(?:ONLINE\s+)?(?:IGNORE\s+)?TABLE)\s+(.*)$",
+    re.IGNORECASE | re.DOTALL,
+)
+#: ``ALTER TABLE ... RENAME [TO|AS] name`` (not ``RENAME COLUMN/INDEX/KEY``): the new name.
+_ALTER_RENAME = re.compile(
+    rf"\bRENAME\s+(?!(?:COLUMN|INDEX|KEY)\b)(?:(?:TO|AS)\s+)?({_NAME}(?:\s*\.\s*{_NAME})?)", re.I
+)
+#: Foreign-key rules whose changes InnoDB makes itself, without a row event in the binlog.
+CASCADING_RULES = ("CASCADE", "SET NULL", "SET DEFAULT")
+
+
+def _unquoted(name: str) -> str:
+    return name[1:-1].replace("``", "`") if name.startswith("`") else name
+
+
+def statement_tables(statement: str, schema: str) -> tuple[str, list[tuple[str, str]]] | None:
+    """The verb (``TRUNCATE``, ``DROP TABLE``, ``RENAME TABLE``, ``ALTER TABLE``, ``CREATE OR``
+    upper-cased) and the
+    ``(schema, table)`` names a statement that replaces or moves tables' rows without row events
+    touches, or ``None`` for any other statement. ``schema``: the session's database, for unqualified
+    names. Every name of a ``DROP``/``RENAME TABLE`` (sources and targets: a table renamed into the
+    captured one's name replaces it); of an ``ALTER TABLE``, the table and a new name only when it
+    renames the table (``ADD COLUMN`` and the like are followed by the row events' column names)."""
+    found = _DDL.match(statement)
+    if found is None:
+        return None
+    verb, rest = " ".join(found.group(1).upper().split()[:2]), found.group(2)
+    if verb.startswith("ALTER"):
+        first = _QUALIFIED.match(rest)
+        renamed = _ALTER_RENAME.search(rest)
+        if first is None or renamed is None:
+            return None
+        names = [first.group(0), renamed.group(1)]
+    elif verb.startswith(("TRUNCATE", "CREATE")):
+        first = _QUALIFIED.match(rest)
+        names = [first.group(0)] if first else []
+    else:
+        names = [m.group(0) for m in _QUALIFIED.finditer(rest.split("/*")[0]) if m.group(0).upper() not in ("TO",)]
+    tables = []
+    for name in names:
+        parts = _QUALIFIED.fullmatch(name.strip())
+        if parts is None:
+            continue
+        qualified = parts.group(2) is not None
+        tables.append(
+            (_unquoted(parts.group(1)), _unquoted(parts.group(2))) if qualified else (schema, _unquoted(parts.group(1)))
+        )
+    return verb, tables
 
 
 #: ``information_schema.COLUMNS.DATA_TYPE`` of the columns whose values are bytes.
@@ -139,6 +201,30 @@ class MariaDbChangeLog:
                 f"{', '.join(f'{k}={v}' for k, v in REQUIRED.items())}; it has {wrong}"
             )
 
+    def _check_cascades(self, conn: sa.Connection) -> None:
+        """Refuse a table that is the child of a foreign key with ``ON DELETE``/``ON UPDATE`` ``CASCADE``,
+        ``SET NULL`` or ``SET DEFAULT`` (``information_schema.REFERENTIAL_CONSTRAINTS``): InnoDB makes
+        those changes itself and the binlog holds no row event of them (MariaDB docs, "Foreign Keys":
+        cascaded changes are not written to the binary log), so its deletes and updates would be lost.
+        Raises :class:`ChangeCaptureError` naming the constraint, the parent table and the fix."""
+        rows = conn.exec_driver_sql(
+            "SELECT CONSTRAINT_NAME, REFERENCED_TABLE_NAME, DELETE_RULE, UPDATE_RULE "
+            "FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s",
+            (self.schema, self.table),
+        ).all()
+        cascading = [
+            f"{name} (references {parent}: ON DELETE {on_delete}, ON UPDATE {on_update})"
+            for name, parent, on_delete, on_update in rows
+            if str(on_delete).upper() in CASCADING_RULES or str(on_update).upper() in CASCADING_RULES
+        ]
+        if cascading:
+            raise ChangeCaptureError(
+                f"table {self.schema}.{self.table} is the child of cascading foreign key(s) {'; '.join(cascading)}: "
+                "InnoDB changes its rows for the parent's deletes and updates without writing them to the binlog, "
+                "so change data capture would lose them. Capture it without cdc: (a full or cursor extract), or "
+                "change the constraint to RESTRICT / NO ACTION"
+            )
+
     @contextmanager
     def snapshot(self, cursor: str) -> Iterator[tuple[pa.RecordBatchReader, str]]:
         """The table as of a consistent snapshot and the binlog position it lines up with (module doc).
@@ -146,6 +232,7 @@ class MariaDbChangeLog:
         with self.database.engine().connect() as conn:
             conn.detach()  # its session's time zone is not returned to the pool
             self._check_server(conn)
+            self._check_cascades(conn)
             conn.exec_driver_sql("SET time_zone = '+00:00'")
             conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
             status: dict[str, Any] = {
@@ -176,6 +263,7 @@ class MariaDbChangeLog:
         """False when the binlog file of ``landed`` was purged (a new snapshot is needed)."""
         with self.database.engine().connect() as conn:
             self._check_server(conn)
+            self._check_cascades(conn)
             files = {str(row[0]) for row in conn.exec_driver_sql("SHOW BINARY LOGS")}
         self._position = landed
         return landed.rpartition(":")[0] in files
@@ -220,15 +308,20 @@ class MariaDbChangeLog:
             stream.close()
 
     def _stream(self, position: str, row_events_only: bool = False) -> Any:
-        """python-mysql-replication's non-blocking reader of the table's row events (and commits) after
-        ``position``."""
+        """python-mysql-replication's non-blocking reader of the table's row events (and commits and
+        statements, :meth:`_replacing_statement`) after ``position``."""
         from pymysqlreplication import BinLogStreamReader
-        from pymysqlreplication.event import XidEvent
+        from pymysqlreplication.event import QueryEvent, XidEvent
         from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
         url = sa.make_url(self.database.url)
         log_file, _, log_pos = position.rpartition(":")
-        events = [WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, *([] if row_events_only else [XidEvent])]
+        events = [
+            WriteRowsEvent,
+            UpdateRowsEvent,
+            DeleteRowsEvent,
+            *([] if row_events_only else [XidEvent, QueryEvent]),
+        ]
         return BinLogStreamReader(
             connection_settings={"host": url.host or "127.0.0.1", "port": url.port or 3306,
                                  "user": url.username or "root", "passwd": url.password or ""},
@@ -240,7 +333,7 @@ class MariaDbChangeLog:
     def batches(self, cursor: str, limits: ChangeLimits) -> Generator[ChangeBatch, None, None]:
         """Batches of whole transactions of this table after the landed position, up to the binlog's end
         when the run started (a run ends while writers keep committing)."""
-        from pymysqlreplication.event import XidEvent
+        from pymysqlreplication.event import QueryEvent, XidEvent
         from pymysqlreplication.row_event import UpdateRowsEvent, WriteRowsEvent
 
         if self._position is None:
@@ -257,6 +350,13 @@ class MariaDbChangeLog:
         position = self._position
         try:
             for event in stream:
+                if isinstance(event, QueryEvent):
+                    refused = self._replacing_statement(event, f"{stream.log_file}:{stream.log_pos}")
+                    if refused is not None:
+                        if done:  # what committed before it lands, so the error stays at the statement
+                            yield self._batch(typed, binary, done, position)
+                        raise refused
+                    continue
                 if isinstance(event, XidEvent):
                     position = f"{stream.log_file}:{stream.log_pos}"
                     committed = dt.datetime.fromtimestamp(event.timestamp, dt.UTC)
@@ -285,6 +385,22 @@ class MariaDbChangeLog:
         finally:
             stream.close()
         yield self._batch(typed, binary, done, position)
+
+    def _replacing_statement(self, event: Any, at: str) -> ChangeCaptureError | None:
+        """The error for a binlog ``QueryEvent`` whose statement replaces or moves the captured table's rows
+        without row events (:func:`statement_tables`: a ``TRUNCATE``, ``DROP``, ``RENAME``, ``CREATE OR
+        REPLACE`` or renaming ``ALTER`` of it), naming the table, the statement and the fix; ``None``
+        for any other statement. ``at``: the binlog position after the statement."""
+        session = event.schema.decode() if isinstance(event.schema, bytes) else str(event.schema or "")
+        touched = statement_tables(str(event.query), session or self.schema)
+        if touched is None or (self.schema, self.table) not in touched[1]:
+            return None
+        statement = " ".join(str(event.query).split())[:200]
+        return ChangeCaptureError(
+            f"table {self.schema}.{self.table}: {touched[0]} ({statement!r}, binlog before {at}) changed its "
+            "rows without row events in the binlog, so the warehouse cannot "
+            "follow it: run the stream with full_refresh: true to take a new snapshot"
+        )
 
     def _binary_columns(self) -> dict[str, int | None]:
         """The table's binary columns (:data:`BINARY_TYPES`): name -> the width of a ``BINARY(n)``, ``None``
