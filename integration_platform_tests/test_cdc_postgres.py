@@ -693,3 +693,24 @@ def test_a_table_replaced_under_its_name_fails_naming_it_and_a_full_refresh_reco
     sql(source, "INSERT INTO gizmo VALUES (6, 6)")
     assert target.materialize([key, warehouse]).success
     assert target.query("SELECT id, v FROM pagila.gizmo ORDER BY id") == [(5, 5), (6, 6)]
+
+
+def test_a_column_renamed_while_changes_wait_fails_naming_both_names(
+    source: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """The log's rows are matched to today's columns by name: a change logged before a column was renamed
+    would land it NULL. The run fails naming the old and the new name and the fix, landing nothing."""
+    sql(source, "CREATE TABLE gizmo (id int PRIMARY KEY, v int)")
+    sql(source, "INSERT INTO gizmo VALUES (1, 1)")
+    target = platform(one_table("gizmo"), tmp_path, instance)
+    key, warehouse = dg.AssetKey(["pagila", "gizmo"]), dg.AssetKey(["warehouse", "pagila.gizmo"])
+    assert target.materialize([key, warehouse]).success
+    sql(source, "UPDATE gizmo SET v = 2 WHERE id = 1")
+    sql(source, "ALTER TABLE gizmo RENAME COLUMN v TO w")
+    failed = target.materialize([key, warehouse], raise_on_error=False)
+    assert not failed.success
+    errors = failure_messages(failed)
+    assert any(
+        "['v'] the table no longer has, and lacks its column(s) ['w']" in e and "full_refresh" in e for e in errors
+    ), errors
+    assert target.query("SELECT id, v FROM pagila.gizmo") == [(1, 1)]

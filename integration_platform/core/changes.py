@@ -34,7 +34,7 @@ that never advance and fill the disk, duplicates after a restart or from two dra
 """
 
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -64,6 +64,22 @@ POSITION_KEY = "log_position"
 class ChangeCaptureError(RuntimeError):
     """The change log cannot be landed as it is (a truncate, a value the log left out, a server not set
     up for capture); the message names the table and the fix."""
+
+
+def refuse_renamed_columns(table: str, logged: Sequence[str], current: Sequence[str], at: str) -> None:
+    """Raise :class:`ChangeCaptureError` when a change logged at ``at`` names a column the table no longer
+    has (``logged``: its columns then; ``current``: the table's now, generated ones left out) while a
+    current column is missing from it: the column was most likely renamed since (or dropped and
+    another added), and matching by name would land it NULL for every waiting change, silently. A
+    column only dropped, or only added, is matched by name as before."""
+    gone = [name for name in logged if name not in current]
+    new = [name for name in current if name not in logged]
+    if gone and new:
+        raise ChangeCaptureError(
+            f"table {table}: the change at {at} has column(s) {gone} the table no longer has, and lacks its "
+            f"column(s) {new} (renamed since?): its values cannot be matched to today's columns. Run the stream "
+            "with full_refresh: true to take a new snapshot"
+        )
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,13 @@ from typing import Any
 import pyarrow as pa
 import sqlalchemy as sa
 
-from integration_platform.core.changes import CHANGE_SCHEMA, ChangeBatch, ChangeCaptureError, ChangeLimits
+from integration_platform.core.changes import (
+    CHANGE_SCHEMA,
+    ChangeBatch,
+    ChangeCaptureError,
+    ChangeLimits,
+    refuse_renamed_columns,
+)
 from integration_platform.core.streams import CHANGE_COLUMNS
 from integration_platform.sources.sql.database import SqlDatabaseResource
 from integration_platform.sources.sql.sa_arrow import TypedColumn, arrow_batch
@@ -372,6 +378,12 @@ class MariaDbChangeLog:
                         if taken >= limits.max_changes or time.monotonic() - started > limits.max_seconds:
                             return
                     continue
+                refuse_renamed_columns(
+                    f"{self.schema}.{self.table}",
+                    [column.name for column in event.columns],
+                    [name for name, _, _ in typed],
+                    f"{stream.log_file}:{stream.log_pos}",
+                )
                 for row in event.rows:
                     if isinstance(event, WriteRowsEvent):
                         pending.append(("insert", row["values"]))

@@ -41,7 +41,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
-from integration_platform.core.changes import CHANGE_SCHEMA, ChangeBatch, ChangeCaptureError, ChangeLimits
+from integration_platform.core.changes import (
+    CHANGE_SCHEMA,
+    ChangeBatch,
+    ChangeCaptureError,
+    ChangeLimits,
+    refuse_renamed_columns,
+)
 from integration_platform.core.streams import COMMITTED_COLUMN, OP_COLUMN, POSITION_COLUMN, SEQ_COLUMN
 from integration_platform.sources.sql.pgoutput import (
     UNCHANGED,
@@ -564,6 +570,12 @@ class PostgresChangeLog:
                 if mapping is None:
                     self._check_relation(conn, relation, transaction)
                     names = [c.name for c in relation.columns]
+                    refuse_renamed_columns(
+                        f"{self.schema}.{self.table}",
+                        names,
+                        [n for n, _, generated in columns if not generated],
+                        lsn_text(transaction.commit_lsn),
+                    )
                     mapping = where[id(relation)] = [names.index(n) if n in names else None for n, _, _ in columns]
                     keys[id(relation)] = self._key_indexes(relation)
                     used[id(relation)] = {index for index in mapping if index is not None}
