@@ -19,6 +19,7 @@ import duckdb
 import pymysql
 import pytest
 
+from integration_platform.core.changes import landed_position
 from integration_platform.core.landing import list_manifests
 from integration_platform.core.streams import StreamSpec
 from integration_platform.sources.sql.database import SqlDatabaseResource
@@ -459,3 +460,20 @@ def test_a_column_renamed_while_changes_wait_fails_naming_both_names(
         "['v'] the table no longer has, and lacks its column(s) ['w']" in e and "full_refresh" in e for e in errors
     ), errors
     assert target.query("SELECT id, v FROM chinook.widget") == [(1, 1)]
+
+
+def test_a_run_that_lands_nothing_shows_the_saved_binlog_position(
+    chinook: str, binlog_server: int, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """The binlog position lives only in the landings' manifests: a run that read other tables' binlog but
+    landed nothing saved no new position, and its metadata says the saved one (where the next run starts)."""
+    target = platform(yaml(), tmp_path, instance)
+    assert target.materialize([LINES]).success
+    run_sql(binlog_server, "UPDATE Track SET Name = 'X' WHERE TrackId = 1", chinook)  # another table's change
+    assert target.materialize([LINES]).success
+    meta = latest_metadata(instance, LINES)
+    saved = landed_position(
+        target.store, StreamSpec("chinook", "invoice_line", "merge", primary_key=("InvoiceLineId",))
+    )
+    assert meta["snapshot_taken"] is False and meta["changes_landed"] == 0
+    assert meta["binlog_position"] == meta["log_position"] == saved[1], (meta, saved)

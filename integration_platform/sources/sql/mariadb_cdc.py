@@ -166,7 +166,8 @@ class MariaDbChangeLog:
     ) -> None:
         self.database, self.table, self.primary_key = database, table, tuple(primary_key)
         self.schema = schema or sa.make_url(database.url).database or ""
-        self._position: str | None = None
+        self._position: str | None = None  # the position saved in the lake (a landing's manifest)
+        self._with_rows: set[str] = set()  # positions of this run's batches that hold change rows
 
     def lock_name(self) -> str:
         """The server-wide lock (``GET_LOCK``) of this table's capture: ``ip_cdc_`` and a hash of the
@@ -275,28 +276,32 @@ class MariaDbChangeLog:
         return landed.rpartition(":")[0] in files
 
     def confirm(self, cursor: str, position: str) -> None:
-        """Nothing to tell the server: the position is the landing's (module doc)."""
-        self._position = position
+        """Nothing to tell the server: the position is the landing's (module doc). Only a batch with
+        change rows lands, and with it its position; a batch without (other tables' binlog) leaves the
+        saved position where it was, and so does :meth:`status`."""
+        if position in self._with_rows:
+            self._position = position
 
     def drop_other_cursors(self, keep: str | None) -> list[str]:
         """No server-side cursor to drop."""
         return []
 
     def status(self, cursor: str, landed: str = "") -> dict[str, Any]:
-        """The landed binlog position (this run's, else ``landed``), the server's, and the binlog bytes
-        between them."""
+        """The binlog position saved in the lake (this run's newest landing's, else ``landed``), also as
+        ``log_position`` (a run that landed nothing read further, but the next one starts there
+        again), the server's, and the binlog bytes between them."""
         with self.database.engine().connect() as conn:
             logs = [(str(name), int(size)) for name, size, *_ in conn.exec_driver_sql("SHOW BINARY LOGS")]
         sizes = dict(logs)
         position = self._position or landed
         name, _, offset = position.rpartition(":")
         if name not in sizes:
-            return {"log_cursor_exists": False, "binlog_position": position}
+            return {"log_cursor_exists": False, "binlog_position": position, "log_position": position}
         after = [size for log, size in logs if log > name]
         behind = sizes[name] - int(offset) + sum(after)
         current = f"{logs[-1][0]}:{logs[-1][1]}"
         return {"log_cursor_exists": True, "log_retained_bytes": behind, "binlog_position": position,
-                "binlog_server_position": current}  # fmt: skip
+                "log_position": position, "binlog_server_position": current}  # fmt: skip
 
     def waiting(self, cursor: str, landed: str) -> tuple[bool, str | None]:
         """Whether the binlog after ``landed`` holds a row change of the table (read from there up to
@@ -443,6 +448,7 @@ class MariaDbChangeLog:
             counts[op] = counts.get(op, 0) + 1
         if not changes:
             return ChangeBatch(None, position, counts)
+        self._with_rows.add(position)
         columns = [
             [binary_value(row.get(name), binary[name]) for _, row, *_ in changes]
             if name in binary
