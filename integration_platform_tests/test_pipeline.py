@@ -1,5 +1,7 @@
 """The landing and loading guarantees, on a real local lake and a real DuckDB file."""
 
+import datetime as dt
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +13,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from integration_platform.core.lake import TMP_MARK, LocalLake
-from integration_platform.core.landing import DICTIONARY_MIN_ROWS, LandingError, land, list_manifests
+from integration_platform.core import landing
+from integration_platform.core.lake import TMP_MARK, LocalLake, host_id
+from integration_platform.core.landing import (
+    DICTIONARY_MIN_ROWS,
+    LandingError,
+    active_manifests,
+    land,
+    list_manifests,
+    read_landed_files,
+)
 from integration_platform.core.loading import SchemaChangeError, load, pending
 from integration_platform.core.streams import StreamSpec
 from integration_platform.instance import instance_config
@@ -147,6 +157,95 @@ def test_re_landing_a_window_replaces_its_rows_in_an_append_table(tmp_path: Path
         assert apply(conn, lake, spec) == 9
         assert apply(conn, lake, spec) == 9, "nothing pending: applying again changes nothing"
         assert conn.execute("SELECT count(DISTINCT id) FROM s.t").fetchone() == (9,)
+
+
+class _ManifestHeldBack:
+    """A lake whose manifest writes wait until ``release`` is set, signalling ``committed`` first: the
+    landing's files are committed and its manifest not yet written."""
+
+    def __init__(self, lake: LocalLake) -> None:
+        self.lake = lake
+        self.committed, self.release = threading.Event(), threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.lake, name)
+
+    def put_json(self, key: str, obj: Any) -> None:
+        self.committed.set()
+        assert self.release.wait(10), "the other landing never finished"
+        self.lake.put_json(key, obj)
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    ("spec", "window", "full", "partition"),
+    [
+        (StreamSpec(source="s", name="t", write_disposition="append"), "partition=2024-01-01", False, "2024-01-01"),
+        (StreamSpec(source="s", name="t", write_disposition="replace"), "snapshot", True, None),
+    ],
+)
+def test_two_landings_of_one_window_at_once_leave_the_last_manifests_files_in_place(
+    tmp_path: Path, spec: StreamSpec, window: str, full: bool, partition: str | None
+) -> None:
+    """Landing B has committed its file and not yet its manifest when landing A commits and cleans up;
+    then B's manifest is written. A deleted every file of the window its manifest did not name, B's
+    among them: B's manifest named a file that was gone (FileNotFoundError, a 404 on S3)."""
+    lake = LocalLake(tmp_path / "lake")
+    land(
+        lake, spec, window, [batch(range(100, 104))], SCHEMA, full=full, partition=partition
+    )  # the landing both replace
+    held = _ManifestHeldBack(lake)
+    b = threading.Thread(
+        target=land, args=(held, spec, window, [batch(range(3))], SCHEMA), kwargs={"full": full, "partition": partition}
+    )
+    b.start()
+    assert held.committed.wait(10)
+    land(lake, spec, window, [batch(range(10, 12))], SCHEMA, full=full, partition=partition)
+    held.release.set()
+    b.join()
+
+    [last] = active_manifests(list_manifests(lake, spec))
+    assert last.rows == 3, "B's manifest, written last, is the window's"
+    [table] = read_landed_files(lake, last.files)
+    assert table.column("id").to_pylist() == [0, 1, 2]
+    parquet = {k for k in lake.list_keys(f"{spec.path}/") if k.endswith(".parquet")}
+    assert len(parquet) == 2, "the first landing's file is gone; A's is unreferenced and young: kept"
+    # a day later the next landing of the window sweeps A's file, which no manifest names
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    [a_file] = parquet - {f.key for f in last.files}
+    assert landing.abandoned(a_file.rsplit("/", 1)[-1], later)
+    assert not landing.abandoned(a_file.rsplit("/", 1)[-1])
+
+
+@pytest.mark.fast
+def test_a_file_of_a_writer_that_is_gone_is_swept_by_the_next_landing_of_its_window(tmp_path: Path) -> None:
+    """A landing killed between its files and its manifest leaves files no manifest names: the next
+    landing of the window deletes them once their writer (the pid and host in the name) is gone,
+    and leaves a live writer's file (it may be about to be named)."""
+    lake = LocalLake(tmp_path / "lake")
+    spec = StreamSpec(source="s", name="t", write_disposition="append")
+    first = land(lake, spec, "partition=d", [batch(range(3))], SCHEMA, full=False, partition="d")
+    folder = tmp_path / "lake" / "s" / "t" / "partition=d"
+    [own] = folder.glob("*.parquet")
+    dead = _finished_pid()
+    name = own.name.split("-", 3)  # part, time, pid@host, landing-n
+    killed = folder / f"part-{name[1]}-{dead}@{host_id()}-{'0' * 12}-00000.parquet"
+    live = folder / own.name.replace("-00000.parquet", "-00001.parquet")
+    killed.write_bytes(own.read_bytes())
+    live.write_bytes(own.read_bytes())
+    land(lake, spec, "partition=d", [batch(range(2))], SCHEMA, full=False, partition="d")
+    left = {p.name for p in folder.glob("*.parquet")}
+    assert killed.name not in left, "the killed writer's file is swept"
+    assert live.name in left, "a live writer's unnamed file is kept"
+    assert own.name not in left, "the replaced manifest's file is deleted"
+    assert first.files[0].key.endswith(own.name)
+
+
+def _finished_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 def test_a_new_source_column_becomes_a_nullable_warehouse_column(tmp_path: Path) -> None:

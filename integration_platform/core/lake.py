@@ -352,7 +352,12 @@ class S3Lake(_ObjectStoreLake):
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=_json_body(obj))
 
     def _get_bytes(self, key: str) -> bytes:
-        return bytes(self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read())
+        """The object's content; ``FileNotFoundError`` naming its URI when there is none (as the other stores
+        raise), what boto3 raises for any other failure."""
+        try:
+            return bytes(self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read())
+        except self.client.exceptions.NoSuchKey as exc:
+            raise FileNotFoundError(f"no object {self.uri(key)}") from exc
 
     def list_keys(self, prefix: str) -> list[str]:
         return sorted(self.list_versions(prefix))

@@ -6,27 +6,37 @@ manifest last, retry overwrites" over both a local folder and S3 while streaming
 
 Layout of one stream in the lake::
 
-    <source>/<stream>/<window>/part-<landing>-<n>.parquet   data, unique per landing
-    <source>/<stream>/_shared/<time>-<landing>-<n>.parquet  data of many small partitions landed by
-                                                            one step (core.partition_landing)
-    <source>/<stream>/_manifests/<window>.json              written last = the commit point
+    <source>/<stream>/<window>/part-<name>       data, unique per landing (<name>: landed_name)
+    <source>/<stream>/_shared/<name>            data of many small partitions landed by one step
+                                                (core.partition_landing)
+    <source>/<stream>/_manifests/<window>.json  written last = the commit point
+    <source>/<stream>/_quarantine/<window>.parquet  records set aside (core.quarantine)
 
 A *window* is the unit a retry overwrites: ``snapshot`` for a full-replace stream,
 ``initial`` / ``after-<hash of the high-water mark>`` for an incremental stream and
 ``partition=<key>`` for a partitioned one. A reader only trusts files named by a manifest,
-so files of a landing that died before its manifest are invisible and removed by the next
-landing of the same window.
+so files of a landing that died before its manifest are invisible.
+
+A landing deletes only what it replaced: the files of the manifest(s) it read just before writing its
+own. Two landings of one window may run at once (two runs of one partition, two incremental runs
+from one mark): each has committed its files before writing its manifest, so a sweep of everything
+its manifest does not name would delete the other's files, which the other's manifest is about to
+name. A file no manifest names is deleted by :func:`sweep_unreferenced` only once no writer can
+name it any more: its writer's process is gone from this host, or its name's time is older than
+:data:`UNREFERENCED_GRACE`.
 """
 
 import base64
 import datetime as dt
 import hashlib
 import itertools
+import os
 import queue
+import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -36,12 +46,20 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from integration_platform.core.cursors import CursorRange, CursorValue
-from integration_platform.core.lake import LakeStore
+from integration_platform.core.lake import LakeStore, host_id, process_alive
 from integration_platform.core.manifest_reads import read_listed
 from integration_platform.core.names import MAX_KEY_SEGMENT_BYTES, check_segment
 from integration_platform.core.streams import StreamSpec
 
 MANIFESTS = "_manifests"
+QUARANTINE = "_quarantine"
+#: A landed file no manifest names is deleted when its name's time is older than this (or its writer is
+#: gone): a landing writes its manifest right after committing its files.
+UNREFERENCED_GRACE = dt.timedelta(hours=24)
+#: A landed file's name (:func:`landed_name`); before the writer was in it: ``<time>-<landing>-<n>.parquet``
+#: (shared files). Files named ``part-<landing>-<n>.parquet`` (older landings) are never swept.
+_LANDED_NAME = re.compile(r"^(?:part-)?(\d{8}T\d{6}Z)-(?:(\d+)@([0-9a-f]{12})-)?[0-9a-f]{12}-\d{5}\.parquet$")
+_NAME_TIME = "%Y%m%dT%H%M%SZ"
 DEFAULT_ROW_GROUP_ROWS = 1_000_000
 #: A row group is also closed once its Arrow data reaches this size, which bounds memory for
 #: wide rows (see benchmarks/sql_extract.py for the RSS / file-size trade-off measured here).
@@ -137,6 +155,63 @@ def check_window(stream_path: str, window: str) -> str:
     remote file names, and must never address a folder outside its stream."""
     # "<window>.parquet" (quarantine) is the longest name a window becomes
     return check_segment(window, f"window of lake stream {stream_path}", MAX_KEY_SEGMENT_BYTES - len(".parquet"))
+
+
+def quarantine_key(spec: StreamSpec, window: str) -> str:
+    """The lake key of ``window``'s quarantine file: ``<source>/<stream>/_quarantine/<window>.parquet``."""
+    return f"{spec.path}/{QUARANTINE}/{check_window(spec.path, window)}.parquet"
+
+
+def landed_name(landing_id: str, number: int) -> str:
+    """The name of landed file ``number`` of ``landing_id``, committed now by this process:
+    ``<UTC time>-<pid>@<host id>-<landing id>-<number, 5 digits>.parquet``. The time and the writer
+    tell :func:`sweep_unreferenced` whether a file no manifest names yet may still be named."""
+    now = dt.datetime.now(dt.UTC).strftime(_NAME_TIME)
+    return f"{now}-{os.getpid()}@{host_id()}-{landing_id}-{number:05d}.parquet"
+
+
+def abandoned(name: str, now: dt.datetime | None = None) -> bool:
+    """Whether no landing can still name the landed file called ``name`` (see :func:`landed_name`): its
+    name's time is older than :data:`UNREFERENCED_GRACE` before ``now`` (default: the current UTC time),
+    or its writer was a process of this host that is gone (or whose pid was reused since). False for a
+    name this module does not write."""
+    found = _LANDED_NAME.match(name)
+    if not found:
+        return False
+    written = dt.datetime.strptime(found.group(1), _NAME_TIME).replace(tzinfo=dt.UTC)
+    if written < (now or dt.datetime.now(dt.UTC)) - UNREFERENCED_GRACE:
+        return True
+    pid, host = found.group(2), found.group(3)
+    return pid is not None and host == host_id() and not process_alive(int(pid), started_by=written.timestamp())
+
+
+def sweep_unreferenced(
+    store: LakeStore, prefix: str, named: Callable[[], Iterable[str]], now: dt.datetime | None = None
+) -> list[str]:
+    """Delete the landed files under ``prefix`` that are :func:`abandoned` (at ``now``) and not among the
+    keys ``named`` returns; returns their keys. ``named`` (the keys the manifests name) is called only
+    when an abandoned file exists, after they were found: a manifest written meanwhile names only files
+    of a live writer, which are not abandoned. Only names :func:`landed_name` writes are touched."""
+    old = [
+        key
+        for key in store.list_keys(prefix)
+        if key.startswith(prefix) and abandoned(key.rsplit("/", 1)[-1], now)  # only keys under prefix
+    ]
+    if not old:
+        return []
+    keep = set(named())
+    stale = [key for key in old if key not in keep]
+    store.delete(stale)
+    return stale
+
+
+def read_manifest(store: LakeStore, spec: StreamSpec, window: str) -> Manifest | None:
+    """The committed manifest of ``window``, ``None`` when it has none. Raises what the store raises for
+    an unreadable one (a missing one is ``FileNotFoundError`` in every store)."""
+    try:
+        return Manifest.from_json(store.get_json(manifest_key(spec.path, window)))
+    except FileNotFoundError:
+        return None
 
 
 def incremental_window(cursor_before: CursorValue | None) -> str:
@@ -261,7 +336,7 @@ class _ParquetSink:
         self.pending_bytes = 0
         self.row_group_bytes = row_group_bytes
         self.writer: pq.ParquetWriter | None = None
-        self.staging: list[tuple[Any, str]] = []
+        self.staging: list[Any] = []
         self.file_rows_written = 0
         self.files: list[LandedFile] = []
         self.dictionary: list[str] | bool | None = None
@@ -269,9 +344,8 @@ class _ParquetSink:
         self.finishing = False
 
     def _open(self, first: pa.Table) -> pq.ParquetWriter:
-        key = f"{self.prefix}-{len(self.staging):05d}.parquet"
-        path = self.store.staging_path(key)
-        self.staging.append((path, key))
+        path = self.store.staging_path(f"{self.prefix}-{len(self.staging):05d}.parquet")  # its folder
+        self.staging.append(path)
         self.file_rows_written = 0
         if self.dictionary is None:
             # A whole landing under DICTIONARY_MIN_ROWS rows keeps the writer's default: the choice
@@ -314,8 +388,8 @@ class _ParquetSink:
             return
         self.writer.close()
         self.writer = None
-        path, key = self.staging[-1]
-        self.files.append(LandedFile(key=key, rows=self.file_rows_written, bytes=path.stat().st_size))
+        path = self.staging[-1]
+        self.files.append(LandedFile(key="", rows=self.file_rows_written, bytes=path.stat().st_size))
 
     def finish(self) -> None:
         self.finishing = True
@@ -325,10 +399,16 @@ class _ParquetSink:
             self._flush()
         self._close_file()
 
+    def commit(self, folder: str, landing_id: str) -> None:
+        """Commit every staged file as ``<folder>/part-<landed_name>`` and set its key in ``files``."""
+        for number, (path, landed) in enumerate(zip(self.staging, self.files, strict=True)):
+            landed.key = f"{folder}/part-{landed_name(landing_id, number)}"
+            self.store.commit(path, landed.key)
+
     def discard(self) -> None:
         if self.writer is not None:
             self.writer.close()
-        for path, _ in self.staging:
+        for path in self.staging:
             self.store.discard(path)
 
 
@@ -407,12 +487,12 @@ def land(
     started = time.monotonic()
     landing_id = uuid.uuid4().hex[:12]
     cursor = CursorRange(spec.cursor)
-    prefix = f"{spec.path}/{window}/part-{landing_id}"
-    sink = _ParquetSink(store, prefix, schema, row_group_rows, row_group_bytes, file_rows, cursor)
+    folder = f"{spec.path}/{window}"
+    staged = f"{folder}/part-{landing_id}"  # staging names only: committed as landed_name
+    sink = _ParquetSink(store, staged, schema, row_group_rows, row_group_bytes, file_rows, cursor)
     try:
         _write_on_thread(sink, batches)
-        for path, key in sink.staging:
-            store.commit(path, key)
+        sink.commit(folder, landing_id)
     except BaseException as exc:
         sink.discard()
         if isinstance(exc, LandingError | KeyboardInterrupt | SystemExit):
@@ -438,7 +518,9 @@ def commit_manifest(
     extra: dict[str, Any] | None = None,
 ) -> Manifest:
     """Write the manifest of a landing whose ``files`` are committed (the commit point), then remove what
-    it superseded (:func:`_collect_garbage`). ``started``: ``time.monotonic()`` when the landing began."""
+    it superseded (:func:`_collect_garbage`): the manifests read just before writing it, the window's
+    previous one or, for a full landing of an unpartitioned stream, every one of the stream.
+    ``started``: ``time.monotonic()`` when the landing began."""
     low, high = cursor.bounds()
     manifest = Manifest(
         stream=spec.path,
@@ -459,8 +541,12 @@ def commit_manifest(
         partition=partition,
         extra={**(extra or {}), "arrow_schema": base64.b64encode(schema.serialize().to_pybytes()).decode()},
     )
+    if full and partition is None:
+        replaced = list_manifests(store, spec)
+    else:
+        replaced = [m for m in [read_manifest(store, spec, window)] if m is not None]
     store.put_json(manifest.key, manifest.to_json())
-    _collect_garbage(store, spec, manifest)
+    _collect_garbage(store, spec, manifest, replaced)
     return manifest
 
 
@@ -549,21 +635,41 @@ def _read_range(path: Path, landed: LandedFile, columns: list[str] | None) -> pa
     return table.slice(landed.offset - (first or 0), landed.rows)
 
 
-def _collect_garbage(store: LakeStore, spec: StreamSpec, committed: Manifest) -> None:
-    """Remove what the new manifest superseded: older files of its window and, after a full
-    landing of a non-partitioned stream, every older window; and the staging files in that same
-    folder whose writer was killed (``LakeStore.remove_stale_staging``). Runs after the commit, so a
-    crash here leaves only unreferenced files, which the next landing of the window removes.
+def _collect_garbage(store: LakeStore, spec: StreamSpec, committed: Manifest, replaced: list[Manifest]) -> None:
+    """Remove what the new manifest superseded: the files the ``replaced`` manifests (read before it
+    was written) name in their own window's folder (a shared file is left to
+    :func:`~integration_platform.core.partition_landing.sweep_shared`), and, of another window (after a
+    full landing of an unpartitioned stream), the manifest and its quarantine file. Then the
+    :func:`sweep_unreferenced` files and the staging files whose writer was killed
+    (``LakeStore.remove_stale_staging``) in the window's folder, or after a full landing of an
+    unpartitioned stream the whole stream. Runs after the commit, so a crash here leaves only
+    unreferenced files, which a later landing sweeps.
 
+    Files no replaced manifest names are never deleted here at once: they may be a concurrent
+    landing's of this window, committed and about to be named (see the module docstring).
     Only the window's own folder is swept: a sweep of the whole stream per landing lists every
     window each time (quadratic over a backfill: 7 ms of a 27 ms daily-file landing at 400 days).
-    A lake step sweeps the whole stream once when it starts (``start_lake_step``)."""
+    A lake step sweeps the stream's staging files once when it starts (``start_lake_step``)."""
     keep = {f.key for f in committed.files} | {committed.key}
+    stale: list[str] = []
+    for old in replaced:
+        folder = f"{spec.path}/{check_window(spec.path, old.window)}/"
+        # Only keys of this stream and the old window's folder are ever deleted, whatever a manifest says.
+        stale += [f.key for f in old.files if f.key.startswith(folder) and f.key not in keep]
+        if old.window != committed.window:
+            stale += [old.key, quarantine_key(spec, old.window)]
+    store.delete(stale)
     if committed.full and committed.partition is None:
         prefix = f"{spec.path}/"
+
+        def named() -> set[str]:
+            return {f.key for m in list_manifests(store, spec) for f in m.files}
     else:
         prefix = f"{spec.path}/{check_window(spec.path, committed.window)}/"
-    # Only keys of this stream (and window) are ever deleted, whatever a store's listing returns.
-    stale = [k for k in store.list_keys(prefix) if k.startswith(prefix) and k not in keep]
-    store.delete(stale)
+
+        def named() -> set[str]:  # the window's manifest as it is now: another landing's may follow ours
+            current = read_manifest(store, spec, committed.window)
+            return {f.key for f in committed.files} | ({f.key for f in current.files} if current else set())
+
+    sweep_unreferenced(store, prefix, named)
     store.remove_stale_staging(prefix)  # files of this window's writers that were killed

@@ -7,7 +7,7 @@ costs (footer, writer set-up, a commit) are most of a small landing's time.
 
 Layout::
 
-    <source>/<stream>/_shared/<UTC time>-<id>-<n>.parquet   rows of consecutive partitions
+    <source>/<stream>/_shared/<UTC time>-<pid>@<host>-<id>-<n>.parquet   rows of consecutive partitions
     <source>/<stream>/_manifests/partition=<key>.json       one per partition, as before
 
 Each partition's manifest names the shared file with the partition's ``offset`` and ``rows``
@@ -19,8 +19,9 @@ those of :mod:`~integration_platform.core.landing`:
   its commit point: a step killed in between leaves only an unreferenced file;
 - a partition re-landed later gets a new manifest (in a shared file or its own); the old rows in
   the shared file are no longer referenced, and the file is deleted by :func:`sweep_shared` once
-  no manifest names it and its name is older than :data:`SHARED_GRACE` (a landing writes its
-  manifests right after committing the file, so a young unreferenced file may be about to be named);
+  no manifest names it and no landing can name it any more: its name is older than
+  :data:`SHARED_GRACE` or its writer is gone (a landing writes its manifests right after committing
+  the file, so a young unreferenced file of a live writer may be about to be named);
 - only a partition that is small (its batches fit :data:`SHARED_PARTITION_BYTES`) is shared; a
   larger one is landed on its own by :func:`~integration_platform.core.landing.land`, with its
   writer thread overlapping extraction as before.
@@ -30,7 +31,6 @@ starts a new file).
 """
 
 import datetime as dt
-import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -44,14 +44,17 @@ from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import (
     DEFAULT_ROW_GROUP_BYTES,
     DICTIONARY_MIN_ROWS,
+    UNREFERENCED_GRACE,
     LandedFile,
     LandingError,
     Manifest,
     check_window,
     commit_manifest,
     dictionary_columns,
+    landed_name,
     list_manifests,
     parquet_writer,
+    sweep_unreferenced,
 )
 from integration_platform.core.streams import StreamSpec
 
@@ -63,14 +66,11 @@ SHARED_PARTITION_BYTES = 8 << 20
 SHARED_FILE_ROWS = 1_000_000
 SHARED_FILE_BYTES = 64 << 20
 SHARED_FILE_SECONDS = 60.0
-#: An unreferenced shared file is deleted only when the time in its name is older than this.
-SHARED_GRACE = dt.timedelta(hours=24)
+#: An unreferenced shared file of a live writer is deleted only when the time in its name is older than this.
+SHARED_GRACE = UNREFERENCED_GRACE
 #: DuckDB reads a shared file's ranges through its ``file_row_number`` column, which a stream's own
 #: column of that name would clash with: such a stream lands each partition on its own.
 ROW_NUMBER_COLUMN = "file_row_number"
-_SHARED_NAME = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]{12}-\d{5}\.parquet$")
-#: The UTC time in a shared file's name (written by :meth:`SharedLanding.finish`, read by :func:`sweep_shared`).
-_NAME_TIME = "%Y%m%dT%H%M%SZ"
 
 
 def shareable(schema: pa.Schema) -> bool:
@@ -220,8 +220,7 @@ class SharedLanding:
             target.writer.close()
             size = target.path.stat().st_size
             # Named when committed: the time in the name is when the file became visible (see sweep_shared).
-            named = dt.datetime.now(dt.UTC).strftime(_NAME_TIME)
-            key = f"{self.prefix}{named}-{self.landing_id}-{self.files:05d}.parquet"
+            key = f"{self.prefix}{landed_name(self.landing_id, self.files)}"
             self.files += 1
             self.store.commit(target.path, key)
         except BaseException:
@@ -253,21 +252,11 @@ class SharedLanding:
 
 
 def sweep_shared(store: LakeStore, spec: StreamSpec, now: dt.datetime | None = None) -> list[str]:
-    """Delete the stream's shared files that no manifest names and whose name's time is older than
-    :data:`SHARED_GRACE` before ``now`` (default: the current UTC time); returns their keys. Only names
-    this module writes are touched. The manifests are read only when a shared file older than that
-    exists, named or not: once a stream has one, every call reads them (a range landing calls it once,
-    at its end)."""
-    prefix = f"{spec.path}/{SHARED}/"
-    limit = (now or dt.datetime.now(dt.UTC)) - SHARED_GRACE
-    old = []
-    for key in store.list_keys(prefix):
-        found = _SHARED_NAME.match(key[len(prefix) :]) if key.startswith(prefix) else None
-        if found and dt.datetime.strptime(found.group(1), _NAME_TIME).replace(tzinfo=dt.UTC) < limit:
-            old.append(key)
-    if not old:
-        return []
-    named = {f.key for m in list_manifests(store, spec) for f in m.files}
-    stale = [key for key in old if key not in named]
-    store.delete(stale)
-    return stale
+    """Delete the stream's shared files that no manifest names and that no landing can still name
+    (:func:`~integration_platform.core.landing.abandoned` at ``now``, default the current UTC time);
+    returns their keys. Only names :func:`~integration_platform.core.landing.landed_name` writes are
+    touched. The manifests are read only when such a file exists, named or not: once a stream has one,
+    every call reads them (a range landing calls it once, at its end)."""
+    return sweep_unreferenced(
+        store, f"{spec.path}/{SHARED}/", lambda: {f.key for m in list_manifests(store, spec) for f in m.files}, now
+    )

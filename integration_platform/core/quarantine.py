@@ -4,8 +4,8 @@ Layout: ``<source>/<stream>/_quarantine/<window>.parquet`` with columns ``origin
 file and line, queue and delivery tag), ``reason``, ``record`` (the record as JSON text; a lone
 surrogate, which UTF-8 cannot hold, as its JSON escape ``\\ud800``),
 ``run_id`` and ``quarantined_at`` (UTC). A window's file is rewritten each time the window
-lands (a retry replaces it; no rejections removes it); a full landing removes every older
-file with the rest of the stream's superseded data (see ``landing._collect_garbage``).
+lands (a retry replaces it; no rejections removes it); a full landing removes the
+files of the windows it replaced (see ``landing._collect_garbage``).
 """
 
 import datetime as dt
@@ -16,11 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from integration_platform.core.lake import LakeStore
-from integration_platform.core.landing import check_window
+from integration_platform.core.landing import QUARANTINE, quarantine_key
 from integration_platform.core.records import Rejected, utf8_safe
 from integration_platform.core.streams import StreamSpec
 
-QUARANTINE = "_quarantine"
 SCHEMA = pa.schema(
     [
         ("origin", pa.string()),
@@ -30,11 +29,6 @@ SCHEMA = pa.schema(
         ("quarantined_at", pa.timestamp("us", tz="UTC")),
     ]
 )
-
-
-def quarantine_key(spec: StreamSpec, window: str) -> str:
-    """The lake key of ``window``'s quarantine file: ``<source>/<stream>/_quarantine/<window>.parquet``."""
-    return f"{spec.path}/{QUARANTINE}/{check_window(spec.path, window)}.parquet"
 
 
 def write_quarantine(store: LakeStore, spec: StreamSpec, window: str, rejected: Sequence[Rejected], run_id: str) -> int:
