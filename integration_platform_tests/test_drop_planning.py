@@ -17,7 +17,9 @@ def drop(day: str, size: int = 100, mtime: float = 1_700_000_000) -> RemoteFile:
     return RemoteFile(path=f"/in/{name}", name=name, size=size, mtime=mtime)
 
 
-def twice(listing: list[RemoteFile], lake_manifests: list[tuple[str | None, dict[str, object], float]]) -> list[str]:
+def twice(
+    listing: list[RemoteFile], lake_manifests: list[tuple[str | None, dict[str, object], float, str]]
+) -> list[str]:
     """The partitions requested at the second of two looks at the same listing (stable by then)."""
     lake = landed(lake_manifests)
     first = plan_tick(listing, DropState(), RULES, 100, lake)
@@ -27,8 +29,8 @@ def twice(listing: list[RemoteFile], lake_manifests: list[tuple[str | None, dict
 
 def test_a_landing_that_recorded_versions_is_trusted_for_that_version_only() -> None:
     one, two = drop("2024-01-01"), drop("2024-01-02")
-    manifests: list[tuple[str | None, dict[str, object], float]] = [
-        ("2024-01-01", {LANDED_FILES: {one.name: version(one)}}, 1_800_000_000)
+    manifests: list[tuple[str | None, dict[str, object], float, str]] = [
+        ("2024-01-01", {LANDED_FILES: {one.name: version(one)}}, 1_800_000_000, "l1")
     ]
     assert twice([one, two], manifests) == ["2024-01-02"]
     republished = drop("2024-01-01", size=120)
@@ -38,9 +40,9 @@ def test_a_landing_that_recorded_versions_is_trusted_for_that_version_only() -> 
 def test_a_landing_without_recorded_versions_holds_its_partition_files_no_newer_than_it() -> None:
     """Landings made before manifests recorded files: judged by landing time, so an upgrade re-lands nothing."""
     old, newer = drop("2024-01-01", mtime=1_700_000_000), drop("2024-01-02", mtime=1_700_000_000)
-    manifests: list[tuple[str | None, dict[str, object], float]] = [
-        ("2024-01-01", {}, 1_700_000_500),
-        ("2024-01-02", {}, 1_699_999_000),  # the file changed after that landing
+    manifests: list[tuple[str | None, dict[str, object], float, str]] = [
+        ("2024-01-01", {}, 1_700_000_500, "l1"),
+        ("2024-01-02", {}, 1_699_999_000, "l2"),  # the file changed after that landing
     ]
     assert twice([old, newer], manifests) == ["2024-01-02"]
 
@@ -53,7 +55,7 @@ def test_the_cursor_keeps_only_what_has_not_landed() -> None:
     assert sorted(requested.partitions) == ["2024-01-01", "2024-01-02"]  # at most 2 per tick
     later = plan_tick(files, requested.state, RULES, 2, lake)
     assert sorted(later.partitions) == ["2024-01-03", "2024-01-04"] and len(later.in_flight) == 2
-    done = landed([(None, {LANDED_FILES: {f.name: version(f) for f in files}}, 0.0)])
+    done = landed([(None, {LANDED_FILES: {f.name: version(f) for f in files}}, 0.0, "l1")])
     after = plan_tick(files, later.state, RULES, 2, done)
     assert after.partitions == {} and after.state == DropState() and after.landed == 5
     assert after.skip_reason(5) == "5 file(s) listed; 5 already in the lake"
@@ -68,3 +70,28 @@ def test_a_file_dated_outside_the_partitions_is_reported_not_requested() -> None
     assert sorted(second.partitions) == ["2024-01-01"]
     assert second.outside == ["drop-20231231.csv", "drop-20240201.csv"]
     assert "2 dated outside the stream's partitions (drop-20231231.csv, drop-20240201.csv)" in second.skip_reason(3)
+
+
+def test_a_file_the_lake_stopped_holding_gets_a_new_run_key_when_it_comes_again() -> None:
+    """The day landed from A, then from B alone (A deleted at the source), then A re-sent unchanged: the
+    run key held only the partition and the files' versions, so A's second request reused the key of
+    its first run, which Dagster never runs again, and the sensor said "requested, not landed yet" for ever."""
+    a = drop("2024-01-01")
+    b = RemoteFile(path="/in/drop-20240101-b.csv", name="drop-20240101-b.csv", size=200, mtime=1_700_000_100)
+    used: set[str] = set()  # Dagster's memory of the sensor's run keys
+
+    def runs(listing: list[RemoteFile], lake: list[tuple[str | None, dict[str, object], float, str]]) -> list[str]:
+        held = landed(lake)
+        seen = plan_tick(listing, DropState(), RULES, 100, held)
+        requested = plan_tick(listing, seen.state, RULES, 100, held)
+        keys = [requested.run_key(p) for p in sorted(requested.partitions)]
+        new = [k for k in keys if k not in used]
+        used.update(keys)
+        return new
+
+    assert len(runs([a], [])) == 1
+    from_b: list[tuple[str | None, dict[str, object], float, str]] = [
+        ("2024-01-01", {LANDED_FILES: {b.name: version(b)}}, 1_700_000_200, "landing-b")
+    ]
+    assert len(runs([a, b], from_b)) == 1, "A is requested again and its run key is new: Dagster runs it"
+    assert runs([a, b], from_b) == [], "while the lake is unchanged the key is the same: one run"

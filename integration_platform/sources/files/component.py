@@ -327,7 +327,7 @@ class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
             with remote.connect() as files:
                 listing = list(files.list(plan.directory))
             held = landed(
-                (m.partition, m.extra, dt.datetime.fromisoformat(m.landed_at).timestamp())
+                (m.partition, m.extra, dt.datetime.fromisoformat(m.landed_at).timestamp(), m.landing_id)
                 for m in active_manifests(list_manifests(lake.store(), spec))
             )
             state = DropState.from_cursor(context.cursor)

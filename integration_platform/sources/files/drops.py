@@ -76,14 +76,20 @@ def version(file: RemoteFile) -> str:
     return f"{plain}:{file.tag}" if file.tag else plain
 
 
+#: The landing id a run key holds for a partition the lake has no landing of.
+NO_LANDING = "none"
+
+
 @dataclass
 class Landed:
     """What the stream's lake holds, from its manifests: ``versions`` of the files its landings
     recorded, and for landings that recorded none (made before they did) the partition's landing
-    time (``landed_at``, UNIX seconds): a file of that partition no newer than it was landed."""
+    time (``landed_at``, UNIX seconds): a file of that partition no newer than it was landed.
+    ``landings``: each partition's current landing id (``""`` for an unpartitioned landing)."""
 
     versions: dict[str, str] = field(default_factory=dict)
     landed_at: dict[str, float] = field(default_factory=dict)
+    landings: dict[str, str] = field(default_factory=dict)
 
     def holds(self, file: RemoteFile, partition: str | None) -> bool:
         """Whether the lake holds this version of ``file`` (of ``partition``)."""
@@ -93,10 +99,12 @@ class Landed:
         return at is not None and file.mtime <= at
 
 
-def landed(manifests: Iterable[tuple[str | None, dict[str, object], float]]) -> Landed:
-    """:class:`Landed` from ``(partition, extra, landed_at)`` of the stream's active manifests."""
+def landed(manifests: Iterable[tuple[str | None, dict[str, object], float, str]]) -> Landed:
+    """:class:`Landed` from ``(partition, extra, landed_at, landing_id)`` of the stream's active manifests,
+    oldest landing first (a later landing of a partition is its current one)."""
     result = Landed()
-    for partition, extra, at in manifests:
+    for partition, extra, at, landing_id in manifests:
+        result.landings[partition or ""] = landing_id
         files = extra.get(LANDED_FILES)
         if isinstance(files, dict):
             result.versions.update({str(k): str(v) for k, v in files.items()})
@@ -135,11 +143,17 @@ class TickPlan:
     outside: list[str] = field(default_factory=list)
     landed: int = 0
     state: DropState = field(default_factory=DropState)
+    #: Each requested partition's current landing id in the lake (:data:`NO_LANDING` for none).
+    landings: dict[str, str] = field(default_factory=dict)
 
     def run_key(self, partition: str) -> str:
-        """Unique per partition and set of file versions: Dagster runs each key once."""
+        """Unique per partition, set of file versions and the partition's current landing in the lake:
+        Dagster runs each key once, so a key without the landing would never run again once the lake
+        stopped holding a file version it once landed (the day re-landed from other files, a restored
+        lake) and the same file came again. ``KeyError`` for a partition the plan did not request."""
         files = sorted((f.name, version(f)) for f in self.partitions[partition])
-        return f"{partition}:{hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]}"
+        signed = json.dumps([self.landings[partition], files])
+        return f"{partition}:{hashlib.sha256(signed.encode()).hexdigest()[:16]}"
 
     def skip_reason(self, listed: int) -> str:
         """Why nothing was requested, as the sensor page shows it."""
@@ -199,5 +213,6 @@ def plan_tick(
         if key not in plan.partitions and len(plan.partitions) >= max_partitions:
             continue
         plan.partitions.setdefault(key, []).append(file)
+        plan.landings[key] = lake.landings.get(key, NO_LANDING)
         plan.state.requested[file.name] = current
     return plan
