@@ -224,6 +224,12 @@ def test_a_day_without_a_drop_is_skipped_with_the_reason(
         # A single-run backfill over both days lands the one with a file; the other says why it has nothing.
         days = {"dagster/asset_partition_range_start": "2021-01-10", "dagster/asset_partition_range_end": "2021-01-11"}
         both = p.materialize([LAKE, WAREHOUSE], tags=days)
+        # The day landed, its file then gone from the drop directory (archive_directory moves every landed
+        # file): a range run skips it, and its row count stays what the lake holds, not 0.
+        (incoming / "dpc-covid19-ita-regioni-20210110.csv").unlink()
+        shutil.copy(drops / "dpc-covid19-ita-regioni-20210112.csv", incoming)
+        later = {"dagster/asset_partition_range_start": "2021-01-10", "dagster/asset_partition_range_end": "2021-01-12"}
+        archived = p.materialize([LAKE, WAREHOUSE], tags=later)
     # Alone, the day is skipped: the run succeeds, nothing is materialised, the warehouse load is skipped.
     assert missing.success
     assert missing.get_asset_materialization_events() == []
@@ -241,10 +247,21 @@ def test_a_day_without_a_drop_is_skipped_with_the_reason(
     assert by_partition[("covid/regions", "2021-01-11")]["dagster/row_count"].value == 0  # not the other day's
     assert "window" not in by_partition[("covid/regions", "2021-01-11")]
     assert by_partition[("covid/regions", "2021-01-10")]["window"].value == "partition=2021-01-10"
-    assert p.query("SELECT count(*) FROM covid.regions")[0][0] == 21
+    assert p.query("SELECT count(*) FROM covid.regions")[0][0] == 42  # 2021-01-10 and, after archiving, 2021-01-12
     assert [k.rsplit("/", 1)[-1] for k in p.store.list_keys("covid/regions/_manifests")] == [
-        "partition=2021-01-10.json"
+        "partition=2021-01-10.json",
+        "partition=2021-01-12.json",
     ]
+    after_archiving = {
+        m.partition: m.metadata
+        for m in (e.step_materialization_data.materialization for e in archived.get_asset_materialization_events())
+        if m.asset_key == LAKE
+    }
+    held = after_archiving["2021-01-10"]
+    assert stream_assets.SKIPPED in held and held["rows_landed"].value == 0, "nothing of it landed in this run"
+    assert held["dagster/row_count"].value == 21, "the lake still holds the day's 21 rows"
+    assert after_archiving["2021-01-11"]["dagster/row_count"].value == 0, "a day never landed holds none"
+    assert after_archiving["2021-01-12"]["rows_landed"].value == 21
 
 
 def test_a_growing_file_waits_until_it_is_stable(

@@ -413,10 +413,13 @@ def lake_asset(
             rows = sum(int(m["rows_landed"]) for m in done)
             context.log.info(f"landed {len(done)} partitions of {spec.path}, {rows} rows; {skipped} skipped")
             by_partition: dict[str, dict[str, Any]] = {}
+            held = _rows_held_by_partition(store, spec) if skipped else {}
             for index, (window, one_landing) in enumerate(zip(windows, landed, strict=True)):
                 assert window is not None
-                if SKIPPED in one_landing:  # Dagster materialises the whole range: say why it holds nothing
-                    one_landing = {SKIPPED: one_landing[SKIPPED], "rows_landed": 0, "dagster/row_count": 0}
+                if SKIPPED in one_landing:  # Dagster materialises the whole range: say why it holds nothing new
+                    # its row count is what the lake holds for it (an earlier landing whose files were archived)
+                    rows_now = held.get(window.key, 0)
+                    one_landing = {SKIPPED: one_landing[SKIPPED], "rows_landed": 0, "dagster/row_count": rows_now}
                 else:
                     # its seconds are the step's own on it: its files were read ahead on other threads and
                     # its commit shared, so a rate from them would be untrue (21 rows in 0.4 ms: 52,500/s)
@@ -439,6 +442,12 @@ def lake_asset(
         yield dg.MaterializeResult(asset_key=lake_key(spec), metadata=metadata, check_results=checks)
 
     return _lake
+
+
+def _rows_held_by_partition(store: LakeStore, spec: StreamSpec) -> dict[str, int]:
+    """``{partition key: rows}`` of every partition of ``spec`` the lake holds a landing of (its manifest's
+    rows); raises what :func:`list_manifests` raises."""
+    return {m.partition: m.rows for m in list_manifests(store, spec) if m.partition is not None}
 
 
 def _expected_rows(
