@@ -305,11 +305,20 @@ def test_queue_depths_count_waiting_messages_and_consumers() -> None:
 
 #: The first upload of a lake part hangs (as a step stuck on a dead connection would).
 HANG_AT_FIRST_UPLOAD = """
+import os
+import pathlib
 import time
 from integration_platform.core import lake
 
-lake.S3Lake._upload = lambda *args, **kwargs: time.sleep(600)
+def _hang(*args, **kwargs):
+    pathlib.Path(os.environ["IP_TEST_HUNG_AT"]).touch()
+    time.sleep(600)
+
+lake.S3Lake._upload = _hang
 """
+#: The step's time limit: an idle 2-core machine starts the step and reaches its first upload in about
+#: 2 s; under a parallel load the limit once struck before it, which the hook's file now tells apart.
+STEP_LIMIT_S = 4
 
 
 def test_a_step_past_its_time_limit_fails_the_run_instead_of_holding_it(cluster: dict[str, object]) -> None:
@@ -327,16 +336,19 @@ def test_a_step_past_its_time_limit_fails_the_run_instead_of_holding_it(cluster:
     (hook / "sitecustomize.py").write_text(HANG_AT_FIRST_UPLOAD)
     # The coordinator's limit travels in each task's message (Celery's timelimit header): the worker
     # has none of its own here, so only the message can stop the step.
-    env["IP_CELERY_STEP_TIME_LIMIT"] = "4"
+    env["IP_CELERY_STEP_TIME_LIMIT"] = str(STEP_LIMIT_S)
+    hung_at = root / "w4" / "hung"
     hanging = {**env, "PYTHONPATH": f"{hook}{os.pathsep}{env['PYTHONPATH']}", "IP_CELERY_STEP_TIME_LIMIT": "0"}
+    hanging["IP_TEST_HUNG_AT"] = str(hung_at)
     hanging["WAREHOUSE_PATH"] = str(root / "w4" / "no-warehouse-here.duckdb")
     workers.append(start_worker("w4", DEFAULT_QUEUE, hanging, root / "w4"))
     started = time.monotonic()
     done = _materialize(env, root, "chinook/invoice")
     seconds = time.monotonic() - started
     assert done.returncode != 0, done.stdout[-3000:]
-    assert seconds < 60, f"the run failed after {seconds:.0f} s, not at the step's 4 s limit"
-    assert "Hard time limit (4s) exceeded" in (root / "w4" / "worker.log").read_text()
+    assert hung_at.exists(), "the step was stopped before it reached its first upload"
+    assert seconds < 60, f"the run failed after {seconds:.0f} s, not at the step's {STEP_LIMIT_S} s limit"
+    assert f"Hard time limit ({STEP_LIMIT_S}s) exceeded" in (root / "w4" / "worker.log").read_text()
     # Celery stops the step's process with SIGTERM first: the step fails as interrupted, its staged
     # landing discarded, and says so.
     assert "landing chinook/invoice window 'initial' failed, nothing landed" in done.stderr, done.stderr[-3000:]
