@@ -58,7 +58,11 @@ def host_id() -> str:
 def process_alive(pid: int, started_by: float | None = None) -> bool:
     """Whether process ``pid`` of this host exists and, with ``started_by`` (Unix seconds), had started by
     then: a process started later holds a reused pid, so the one asked about is gone. A process of
-    another user counts as alive."""
+    another user counts as alive, and so does one whose start time cannot be read.
+
+    The start time is the kernel's (:func:`process_started`), not the change time of ``/proc/<pid>``:
+    procfs makes that entry when it is first looked up (and again after the kernel drops it), so its
+    time can be minutes after the process started, and a live writer would read as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -67,10 +71,23 @@ def process_alive(pid: int, started_by: float | None = None) -> bool:
         return True
     if started_by is None:
         return True
+    started = process_started(pid)
+    return started is None or started <= started_by + 1
+
+
+def process_started(pid: int) -> float | None:
+    """When process ``pid`` of this host started, in Unix seconds (to the kernel clock's tick, 10 ms);
+    None when it cannot be read (no such process, no procfs). From ``/proc/<pid>/stat`` field 22
+    (``starttime``, clock ticks after boot) and ``/proc/stat``'s ``btime`` (boot, Unix seconds):
+    proc(5)."""
     try:
-        return os.stat(f"/proc/{pid}").st_ctime <= started_by + 1
-    except OSError:
-        return True
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        with open("/proc/stat", encoding="ascii") as system:
+            boot = next(int(line.split()[1]) for line in system if line.startswith("btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 is the 20th after field 2
+    except (OSError, IndexError, ValueError, StopIteration):
+        return None
 
 
 def staging_name(final_name: str) -> str:
