@@ -620,6 +620,31 @@ def test_a_partitioned_table_lands_its_partitions_changes_even_from_an_older_pub
     assert sql(source, "SELECT pubviaroot FROM pg_publication") == [(True,)]
 
 
+def test_a_running_partitioned_stream_whose_publication_lacks_the_partition_root_keeps_running(
+    source: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """A deployment whose own publication predates publish_via_partition_root: pg_publication_tables lists
+    the partitions, not the table. The run does not take the table for dropped or renamed: it sets the
+    option and goes on from the landed position."""
+    sql(source, "CREATE TABLE measure (id int, day date, v int, PRIMARY KEY (id, day)) PARTITION BY RANGE (day)")
+    sql(source, "CREATE TABLE measure_2024 PARTITION OF measure FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')")
+    sql(source, "INSERT INTO measure VALUES (1, '2024-03-01', 10)")
+    target = platform(one_table("measure"), tmp_path, instance)
+    key, warehouse = dg.AssetKey(["pagila", "measure"]), dg.AssetKey(["warehouse", "pagila.measure"])
+    assert target.materialize([key, warehouse]).success
+    publication = cursor_prefix("pagila", "measure")
+    sql(source, f"ALTER PUBLICATION {publication} SET (publish_via_partition_root = false)")  # as made before
+    assert sql(source, "SELECT tablename FROM pg_publication_tables") == [("measure_2024",)]
+    assert target.materialize([key, warehouse]).success
+    assert sql(source, "SELECT pubviaroot FROM pg_publication") == [(True,)]
+    sql(source, "INSERT INTO measure VALUES (2, '2024-05-01', 20)")
+    sql(source, "UPDATE measure SET v = 11 WHERE id = 1")
+    sql(source, "CHECKPOINT")
+    assert target.materialize([key, warehouse]).success
+    rows = "SELECT id, day, v FROM {} ORDER BY id"
+    assert target.query(rows.format("pagila.measure")) == [(1, dt.date(2024, 3, 1), 11), (2, dt.date(2024, 5, 1), 20)]
+
+
 def test_a_key_outside_the_replica_identity_is_refused_naming_it(
     source: str, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:

@@ -244,14 +244,25 @@ class PostgresChangeLog:
         self._check_partition_root(conn)
 
     def _published(self, conn: psycopg.Connection[Any]) -> bool:
-        """Whether the publication holds the table now under the stream's name (``pg_publication_tables``,
-        which names each published table as it is called now). A publication holds tables by OID: a
-        table dropped and re-created, or renamed away and another created under its name, is not the one
-        published, and its changes would never arrive."""
+        """Whether the publication holds the table now under the stream's name: by OID, the table called so
+        now or one of its partition ancestors in ``pg_publication_rel``, or a publication ``FOR ALL
+        TABLES``; or by name in ``pg_publication_tables`` (which names each published table as it is
+        called now; ``FOR TABLES IN SCHEMA``). A publication holds tables by OID: a table dropped and
+        re-created, or renamed away and another created under its name, is not the one published, and
+        its changes would never arrive. ``pg_publication_tables`` alone would not do: for a partitioned
+        table in a publication without ``publish_via_partition_root`` it lists the partitions, not the
+        table (:meth:`_check_partition_root` sets that option)."""
         row = conn.execute(
-            "SELECT EXISTS (SELECT FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s "
-            "AND tablename = %s)",
-            [self.publication, self.schema, self.table],
+            "SELECT EXISTS (SELECT FROM pg_publication_tables WHERE pubname = %(pub)s AND schemaname = %(schema)s "
+            "AND tablename = %(table)s) OR EXISTS (SELECT FROM pg_publication p WHERE p.pubname = %(pub)s "
+            "AND (p.puballtables OR EXISTS (SELECT FROM pg_publication_rel r WHERE r.prpubid = p.oid "
+            "AND r.prrelid IN (SELECT relid FROM pg_partition_ancestors(to_regclass(%(name)s))))))",
+            {
+                "pub": self.publication,
+                "schema": self.schema,
+                "table": self.table,
+                "name": sql.Identifier(self.schema, self.table).as_string(conn),
+            },
         ).fetchone()
         return bool(row and row[0])
 
@@ -274,7 +285,7 @@ class PostgresChangeLog:
         (one created before it was set), a publication the YAML names without it is refused."""
         row = conn.execute(
             "SELECT p.pubviaroot, c.relkind::text FROM pg_publication p, pg_class c "
-            "WHERE p.pubname = %s AND c.oid = %s::regclass",
+            "WHERE p.pubname = %s AND c.oid = to_regclass(%s)",
             [self.publication, sql.Identifier(self.schema, self.table).as_string(conn)],
         ).fetchone()
         if row is None or row[0] or row[1] != "p":
@@ -456,8 +467,8 @@ class PostgresChangeLog:
         started, taken = time.monotonic(), 0
         with self._connect() as conn:
             self._batches_conn = conn
+            self._check_partition_root(conn)  # first: it makes the publication send the table's own changes
             self._check_still_published(conn, cursor)
-            self._check_partition_root(conn)
             upto = self._flushed_upto(conn)
             # pgoutput writes values with the walsender's settings: ISO dates, times in UTC (arrow_from_text)
             keepalive = _KeepAlive(self._stream_lock)
