@@ -72,8 +72,9 @@ def refuse_renamed_columns(table: str, logged: Sequence[str], current: Sequence[
     current column is missing from it: the column was most likely renamed since (or dropped and
     another added), and matching by name would land it NULL for every waiting change, silently. A
     column only dropped, or only added, is matched by name as before."""
-    gone = [name for name in logged if name not in current]
-    new = [name for name in current if name not in logged]
+    logged_set, current_set = set(logged), set(current)
+    gone = [name for name in logged if name not in current_set]
+    new = [name for name in current if name not in logged_set]
     if gone and new:
         raise ChangeCaptureError(
             f"table {table}: the change at {at} has column(s) {gone} the table no longer has, and lacks its "

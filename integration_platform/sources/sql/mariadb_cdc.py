@@ -356,6 +356,8 @@ class MariaDbChangeLog:
         started, taken = time.monotonic(), 0
         typed = self.database.typed_columns(self.table, self.schema)
         binary = self._binary_columns()
+        current = [name for name, _, _ in typed]
+        checked: set[tuple[str, ...]] = set()  # column lists of row events already found to match the table's
         pending: list[tuple[str, dict[str, Any]]] = []  # this transaction's changes
         done: list[tuple[str, dict[str, Any], int, int, dt.datetime]] = []  # landed-to-be, with position
         position = self._position
@@ -383,12 +385,12 @@ class MariaDbChangeLog:
                         if taken >= limits.max_changes or time.monotonic() - started > limits.max_seconds:
                             return
                     continue
-                refuse_renamed_columns(
-                    f"{self.schema}.{self.table}",
-                    [column.name for column in event.columns],
-                    [name for name, _, _ in typed],
-                    f"{stream.log_file}:{stream.log_pos}",
-                )
+                logged = tuple(column.name for column in event.columns)
+                if logged not in checked:  # once per column list: a row event's check is otherwise O(columns²)
+                    refuse_renamed_columns(
+                        f"{self.schema}.{self.table}", logged, current, f"{stream.log_file}:{stream.log_pos}"
+                    )
+                    checked.add(logged)
                 for row in event.rows:
                     if isinstance(event, WriteRowsEvent):
                         pending.append(("insert", row["values"]))
