@@ -21,8 +21,9 @@ The pieces, each from the server or a well-kept client:
 
 Statements that change a table's rows without row events fail the run naming the table and
 ``full_refresh``: the binlog's ``QueryEvent`` of a ``TRUNCATE``, ``DROP``, ``RENAME``, ``CREATE OR
-REPLACE`` or renaming ``ALTER`` of it (:func:`statement_tables`). InnoDB's cascaded foreign-key
-changes are in no event at all: a table that is the child of a cascading foreign key is refused.
+REPLACE``, renaming ``ALTER`` or partition-emptying ``ALTER`` of it (:func:`statement_tables`).
+InnoDB's cascaded foreign-key changes are in no event at all: a table that is the child of a
+cascading foreign key is refused.
 
 There is no slot: the position lives only in the lake (each landing's manifest), so confirming is
 a no-op and a binlog purged past it (``expire_logs_days``) makes :meth:`MariaDbChangeLog.resume`
@@ -83,7 +84,24 @@ _QUALIFIED = re.compile(rf"({_NAME})(?:\s*\.\s*({_NAME}))?")
 #: Statements (binlog ``QueryEvent``) that replace a table's rows without row events: the verb, the rest.
 _DDL = re.compile(
     r"^\s*(?:/\*.*?\*/\s*)*(TRUNCATE(?:\s+TABLE)?|DROP\s+(?:TEMPORARY\s+)?TABLES?(?:\s+IF\s+EXISTS)?|"
-    r"CREATE\s+OR\s+REPLACE\s+TABLE|RENAME\s+TABLES?|ALTER\s+(?:ONLINE\s+)?(?:IGNORE\s+)?TABLE)\s+(.*)$",
+    r"CREATE\s+OR\s+REPLACE\s+TABLE|RENAME\s+TABLES?|ALTER\s+(?:ONLINE\s+)?(?:IGNORE\s+)?TABLE(?:\s+IF\s+EXISTS)?)"
+    r"\s+(.*)$",
+    re.IGNORECASE | re.DOTALL,
+)
+#: What :func:`statement_tables` reads past: a backquoted name (kept), a string literal (emptied), a
+#: comment (dropped; an executable ``/*!NNNNN ... */`` or ``/*M!NNNNN ... */`` one is read as its text).
+_LEXEME = re.compile(
+    r"(?P<name>`(?:[^`]|``)*`)|(?P<string>'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\")"
+    r"|/\*M?!\d*(?P<executable>.*?)\*/|(?P<comment>/\*.*?\*/|--(?:\s[^\n]*)?$|#[^\n]*$)",
+    re.DOTALL | re.MULTILINE,
+)
+#: ``ALTER TABLE ... {TRUNCATE|DROP|EXCHANGE|CONVERT} PARTITION``, ``CONVERT TABLE ... TO PARTITION`` and
+#: ``IMPORT ... TABLESPACE``: rows removed, swapped in or moved without row events; the other table of
+#: an ``EXCHANGE PARTITION p WITH TABLE t2``, ``CONVERT PARTITION p TO TABLE t2`` or ``CONVERT TABLE t2``.
+_ALTER_PARTITION = re.compile(
+    rf"\b(?:(?:TRUNCATE|DROP)\s+PARTITION\b|EXCHANGE\s+PARTITION\s+{_NAME}\s+WITH\s+TABLE\s+"
+    rf"({_NAME}(?:\s*\.\s*{_NAME})?)|CONVERT\s+PARTITION\s+{_NAME}\s+TO\s+TABLE\s+({_NAME}(?:\s*\.\s*{_NAME})?)"
+    rf"|CONVERT\s+TABLE\s+({_NAME}(?:\s*\.\s*{_NAME})?)|IMPORT\s+(?:PARTITION\s.*?)?TABLESPACE\b)",
     re.IGNORECASE | re.DOTALL,
 )
 #: ``ALTER TABLE ... RENAME [TO|AS] name`` (not ``RENAME COLUMN/INDEX/KEY``): the new name.
@@ -98,6 +116,22 @@ def _unquoted(name: str) -> str:
     return name[1:-1].replace("``", "`") if name.startswith("`") else name
 
 
+def _code(statement: str) -> str:
+    """``statement`` without its comments and with its string literals emptied (``''``), so that words
+    inside them (``COMMENT 'rename me'``) are not read as the statement's; backquoted names as they are."""
+
+    def part(found: re.Match[str]) -> str:
+        if found.group("name") is not None:
+            return found.group(0)
+        if found.group("string") is not None:
+            return "''"
+        if found.group("executable") is not None:
+            return " " + _code(found.group("executable")) + " "
+        return " "
+
+    return _LEXEME.sub(part, statement)
+
+
 def statement_tables(statement: str, schema: str) -> tuple[str, list[tuple[str, str]]] | None:
     """The verb (``TRUNCATE``, ``DROP TABLE``, ``RENAME TABLE``, ``ALTER TABLE``, ``CREATE OR``
     upper-cased) and the
@@ -105,17 +139,28 @@ def statement_tables(statement: str, schema: str) -> tuple[str, list[tuple[str, 
     touches, or ``None`` for any other statement. ``schema``: the session's database, for unqualified
     names. Every name of a ``DROP``/``RENAME TABLE`` (sources and targets: a table renamed into the
     captured one's name replaces it); of an ``ALTER TABLE``, the table and a new name only when it
-    renames the table (``ADD COLUMN`` and the like are followed by the row events' column names)."""
-    found = _DDL.match(statement)
+    renames the table or removes, swaps or moves rows of partitions (``TRUNCATE``/``DROP``/``EXCHANGE``/
+    ``CONVERT PARTITION``, with the other table of an exchange or conversion; ``IMPORT TABLESPACE``)
+    (``ADD COLUMN`` and the like are followed by the row events' column names). Words inside string
+    literals and comments are not read (:func:`_code`); a ``DROP TEMPORARY TABLE`` touches no captured
+    table."""
+    found = _DDL.match(_code(statement))
     if found is None:
         return None
-    verb, rest = " ".join(found.group(1).upper().split()[:2]), found.group(2)
+    words = found.group(1).upper().split()
+    if "TEMPORARY" in words:
+        return None
+    verb, rest = " ".join(words[:2]), found.group(2)
     if verb.startswith("ALTER"):
         first = _QUALIFIED.match(rest)
-        renamed = _ALTER_RENAME.search(rest)
-        if first is None or renamed is None:
+        if first is None:
             return None
-        names = [first.group(0), renamed.group(1)]
+        renamed = _ALTER_RENAME.search(rest)
+        partition = _ALTER_PARTITION.search(rest)
+        if renamed is None and partition is None:
+            return None
+        names = [first.group(0)] + ([renamed.group(1)] if renamed else [])
+        names += [other for other in (partition.groups() if partition else ()) if other]
     elif verb.startswith(("TRUNCATE", "CREATE")):
         first = _QUALIFIED.match(rest)
         names = [first.group(0)] if first else []
@@ -412,7 +457,9 @@ class MariaDbChangeLog:
         for any other statement. ``at``: the binlog position after the statement."""
         session = event.schema.decode() if isinstance(event.schema, bytes) else str(event.schema or "")
         touched = statement_tables(str(event.query), session or self.schema)
-        if touched is None or (self.schema, self.table) not in touched[1]:
+        # names compared case-insensitively: with lower_case_table_names, the statement's case need not be the table's
+        mine = (self.schema.lower(), self.table.lower())
+        if touched is None or mine not in {(schema.lower(), table.lower()) for schema, table in touched[1]}:
             return None
         statement = " ".join(str(event.query).split())[:200]
         return ChangeCaptureError(
