@@ -197,7 +197,9 @@ class PostgresChangeLog:
         database's: two deployments of one source name on two databases of a cluster share the prefix.
         The database part tells their slots apart when looked at, and every query of the stream's slots
         is limited to ``pg_replication_slots.database = current_database()`` (:meth:`drop_other_cursors`,
-        :meth:`resume`), so neither drops, advances nor reads the other's. A slot of the naming before
+        :meth:`resume`, :meth:`status`, :meth:`waiting`, :meth:`confirm`; PostgreSQL itself refuses to
+        advance, peek at or stream a logical slot of another database), so neither drops, advances nor
+        reads the other's. A slot of the naming before
         the database part (``<prefix>_<8 hex>``, same prefix) keeps working: the snapshot's manifest
         names the slot, which is looked up by that exact name in this database, so an existing
         deployment keeps its position; its leftovers are still dropped as the stream's own."""
@@ -366,7 +368,9 @@ class PostgresChangeLog:
         conn = self._batches_conn  # batches()' own connection: it is suspended while a batch is confirmed
         while True:
             row = conn.execute(
-                "SELECT confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = %s", [cursor]
+                "SELECT confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = %s "
+                "AND database = current_database()",
+                [cursor],
             ).fetchone()
             if row is not None and row[0] is not None and lsn_int(str(row[0])) >= target:
                 return
@@ -401,7 +405,7 @@ class PostgresChangeLog:
             row = conn.execute(
                 "SELECT confirmed_flush_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, "
                 f"pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, wal_status, {SLOT_LOST} "
-                "FROM pg_replication_slots WHERE slot_name = %s",
+                "FROM pg_replication_slots WHERE slot_name = %s AND database = current_database()",
                 [cursor],
             ).fetchone()
         if row is None or row[4]:
@@ -419,11 +423,14 @@ class PostgresChangeLog:
         with self._connect() as conn:
             row = conn.execute(
                 f"SELECT confirmed_flush_lsn::text, {SLOT_LOST} FROM pg_replication_slots "
-                "WHERE slot_name = %s AND NOT active",
+                "WHERE slot_name = %s AND database = current_database() AND NOT active",
                 [cursor],
             ).fetchone()
             if row is None:
-                in_use = conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", [cursor]).fetchone()
+                in_use = conn.execute(
+                    "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s AND database = current_database()",
+                    [cursor],
+                ).fetchone()
                 return False, (f"{cursor} (being read)" if in_use else None)
             if row[1]:
                 return True, f"{cursor} (lost)"
