@@ -140,6 +140,44 @@ def test_a_header_timestamp_beyond_year_9999_does_not_block_the_queue(
     assert depth(queue) == 0
 
 
+def test_a_poison_message_with_an_unsigned_64_bit_header_timestamp_is_dead_lettered(
+    queue: str, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read as the integer 2**64-1, the timestamp made pika's re-publish of the headers (signed 64-bit at
+    most) raise a struct.error, no AMQPError: the run failed, the message was requeued, the queue blocked."""
+    with monkeypatch.context() as patched:
+        patched.setattr(pika.data, "calendar", types.SimpleNamespace(timegm=lambda _: 2**64 - 1))
+        with connection() as conn:
+            channel = conn.channel()
+            channel.confirm_delivery()
+            sent = dt.datetime(2020, 1, 1)
+            properties = pika.BasicProperties(
+                message_id="far-poison",
+                delivery_mode=2,
+                headers={"sent": sent, "nested": {"at": [sent, "kept"]}, "small": 7},
+            )
+            channel.basic_publish("", queue, b"{not json", properties)
+    publish(queue, [(_order(2), "fine")])
+    target = platform(_yaml(queue), tmp_path, instance)
+    assert target.materialize([LAKE, WAREHOUSE]).success
+    assert target.query("SELECT _ip_message_id FROM shop.orders") == [("fine",)]
+    assert depth(queue) == 0
+    [(props, body)] = take_all(f"{queue}.dead-letter")
+    assert (props.message_id, body) == ("far-poison", b"{not json")
+    headers = props.headers or {}
+    text = str(2**64 - 1)
+    assert (headers["sent"], headers["nested"], headers["small"]) == (text, {"at": [text, "kept"]}, 7)
+    assert "not UTF-8 JSON" in headers[REASON_HEADER]
+
+
+def test_a_message_pika_cannot_encode_is_a_broker_error_naming_the_queue(queue: str) -> None:
+    with RabbitMQResource().connect() as session:
+        with pytest.raises(BrokerError, match=f"{queue}.*struct.error"):
+            session.publish("", queue, b"{}", pika.BasicProperties(headers={"t": 2**64 - 1}))
+        session.publish("", queue, b"{}", pika.BasicProperties())  # the channel is still usable
+    assert depth(queue) == 1
+
+
 def test_the_lenient_header_timestamps_are_scoped(monkeypatch: pytest.MonkeyPatch) -> None:
     """pika's own decoder is back once the last session closes; inside, a far timestamp is its integer and a
     near one still a datetime."""

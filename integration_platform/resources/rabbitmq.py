@@ -169,6 +169,28 @@ class RabbitMQResource(dg.ConfigurableResource):
                         pass  # already broken: the broker requeues what was not acknowledged
 
 
+def _encodable(value: Any) -> Any:
+    """``value`` as pika can encode it in a field table: nested tables and arrays item by item; a leaf
+    pika refuses (an integer outside signed 64-bit, a float, a timestamp before 1970...) as its text."""
+    if isinstance(value, dict):
+        return {key: _encodable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_encodable(item) for item in value]
+    try:
+        pika.data.encode_value([], value)
+    except (pika.exceptions.AMQPError, struct.error, TypeError, ValueError, OverflowError):
+        return str(value)  # an int: its decimal text
+    return value
+
+
+def encodable_headers(headers: dict[str, Any]) -> dict[str, Any]:
+    """A copy of message ``headers`` that pika can publish (:func:`_encodable`); what it can encode is
+    unchanged. Received headers may hold what pika cannot write back: a header timestamp beyond the year
+    9999 is read as its unsigned 64-bit integer (:func:`lenient_header_timestamps`), and pika writes an
+    integer as signed 64-bit at most."""
+    return {key: _encodable(value) for key, value in headers.items()}
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc) or repr(exc)
     return text if len(text) < 300 else text[:297] + "..."
@@ -294,8 +316,9 @@ class RabbitSession:
 
     def publish(self, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties) -> None:
         """Publish one message with a publisher confirm (``mandatory``: an unroutable message
-        is an error). Raises :class:`BrokerError` on a nack, an unroutable message or a
-        closed channel."""
+        is an error). Raises :class:`BrokerError` on a nack, an unroutable message, a closed
+        channel or a message pika cannot encode (e.g. a header integer beyond signed 64-bit: a
+        ``struct.error``, which is no ``AMQPError``)."""
         channel = self._publishing_channel()
         try:
             channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
@@ -304,16 +327,34 @@ class RabbitSession:
                 f"publish to exchange {exchange!r} key {routing_key!r} on {self.where} "
                 f"not confirmed: {type(exc).__name__}"
             ) from None
+        except pika.exceptions.UnsupportedAMQPFieldException as exc:  # an AMQPError, but nothing was sent
+            raise BrokerError(
+                f"publish to {exchange!r}/{routing_key!r} on {self.where}: a header pika cannot encode: "
+                f"{_describe(exc)}"
+            ) from None
         except pika.exceptions.AMQPError as exc:
             self._publisher = None
             raise BrokerError(f"publish to {exchange!r}/{routing_key!r} on {self.where}: {_describe(exc)}") from None
+        except (struct.error, TypeError, ValueError, OverflowError) as exc:
+            # pika marshals the whole message before it sends any of it, so the channel is still usable
+            raise BrokerError(
+                f"publish to {exchange!r}/{routing_key!r} on {self.where}: cannot encode the message: "
+                f"{'struct.error' if isinstance(exc, struct.error) else type(exc).__name__} {_describe(exc)}"
+            ) from None
 
     def dead_letter(self, exchange: str, queue: str, source: str, stream: str, delivery: Delivery, reason: str) -> None:
         """Publish ``delivery`` to the dead-letter ``exchange`` (routing key ``queue``) with its
         body and properties and ``reason`` in header ``x-ip-dead-letter-reason``, confirmed.
-        The original is acknowledged later, with its batch."""
+        The original is acknowledged later, with its batch.
+
+        Header values pika cannot encode are published as their text: an integer outside signed
+        64-bit (pika writes every integer as ``I`` or ``l``) becomes its decimal text, e.g. a header
+        timestamp beyond the year 9999, which :func:`lenient_header_timestamps` read as its unsigned
+        integer; so does any other value pika refuses (``str(value)``), inside nested tables and
+        arrays too (:func:`encodable_headers`). Otherwise the dead-lettering failed, the run failed and
+        the message came back on every run: the queue was blocked."""
         props = delivery.properties
-        headers = dict(props.headers or {})
+        headers = encodable_headers(props.headers or {})
         headers[REASON_HEADER] = reason[:1000]
         headers.update(
             zip(ORIGIN_HEADERS, (source, stream, dt.datetime.now(dt.UTC).isoformat(timespec="seconds")), strict=True)
