@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import logging
 import types
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from integration_platform.core.landing import list_manifests
 from integration_platform.core.streams import StreamSpec
 from integration_platform.resources.brokers import BrokerError
 from integration_platform.resources.rabbitmq import REASON_HEADER, RabbitMQResource, lenient_header_timestamps
+from integration_platform.sources.queues.rabbitmq_stream import RabbitQueueSource
 from integration_platform_tests.rabbit import CuttingProxy, connection, depth, fresh_queue, publish, take_all
 from integration_platform_tests.run_stream import killed_in
 from sandbox.harness import failure_messages, latest_metadata, platform
@@ -83,6 +85,31 @@ def test_remaining_counts_what_the_run_prefetched(queue: str, tmp_path: Path, in
     meta = latest_metadata(instance, LAKE)
     assert (meta["messages_consumed"], meta["remaining_messages"]) == (100, 900)
     assert depth(queue) == 900
+
+
+def test_a_broker_error_measuring_what_remains_fails_no_finished_run(
+    queue: str,
+    tmp_path: Path,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``stop()`` runs after every batch is landed and acknowledged, for the remaining-messages figure
+    only: its BrokerError failed a run whose work was done."""
+
+    def broken(_: object) -> None:
+        raise BrokerError("cancelling the consumer: connection lost")
+
+    monkeypatch.setattr(RabbitQueueSource, "stop", broken)
+    publish(queue, [(_order(i), f"order-{i}") for i in range(3)])
+    target = platform(_yaml(queue), tmp_path, instance)
+    result = target.materialize([LAKE, WAREHOUSE])
+    assert result.success
+    meta = latest_metadata(instance, LAKE)
+    assert (meta["rows_landed"], meta["remaining_messages"]) == (3, None)
+    assert depth(queue) == 0
+    warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
+    assert any("what remains is unknown: cancelling the consumer: connection lost" in w for w in warnings)
 
 
 def test_broker_columns_hold_each_messages_own_values(queue: str, tmp_path: Path, instance: dg.DagsterInstance) -> None:

@@ -178,7 +178,9 @@ class QueueSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
                 attributes=KAFKA_ATTRIBUTES if self.connection.broker == "kafka" else RABBIT_ATTRIBUTES,
             )
             with self._open(getattr(context.resources, key), stream, spec, store, config) as source:
-                stats = drain(store, spec, source, decoder, limits, context.run.run_id, context.log.info)
+                stats = drain(
+                    store, spec, source, decoder, limits, context.run.run_id, context.log.info, context.log.warning
+                )
                 extra = source.run_metadata()
             return dg.MaterializeResult(
                 asset_key=spec_key,

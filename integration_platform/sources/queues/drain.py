@@ -11,6 +11,7 @@ A run killed between dead-lettering and acknowledging dead-letters those poison 
 time (dead letters are at-least-once; they keep their message id).
 """
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,7 +22,10 @@ from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import Manifest, list_manifests
 from integration_platform.core.micro_batches import MicroBatch, MicroBatchStats, land_micro_batches
 from integration_platform.core.streams import StreamSpec
+from integration_platform.resources.brokers import BrokerError
 from integration_platform.sources.queues.messages import Message, MessageBatch, MessageDecoder
+
+LOG = logging.getLogger(__name__)
 
 
 class MessageSource(Protocol):
@@ -156,12 +160,15 @@ def drain(
     limits: DrainLimits,
     run_id: str,
     log: Callable[[str], None],
+    warn: Callable[[str], None] = LOG.warning,
 ) -> DrainStats:
     """Land batches of ``source`` until it is idle or a limit is reached (module doc).
 
     Raises whatever the broker or the landing raises; the batch in hand is then neither
     acknowledged nor lost (the broker delivers it again), and every earlier batch stays landed
-    and acknowledged.
+    and acknowledged. Except once every batch is landed and acknowledged: a :class:`BrokerError`
+    from the source's ``stop()`` or ``remaining()`` (which only measure what is left, for the
+    metadata) fails no run whose work is done; it is passed to ``warn`` and ``remaining`` is ``None``.
     """
     stats = DrainStats()
     started = time.monotonic()
@@ -170,8 +177,12 @@ def drain(
         store, spec, message_batches(source, decoder, limits, stats, lambda line: log(f"{spec.path}: {line}")), run_id
     )
     stats.seconds = time.monotonic() - started
-    source.stop()
-    stats.remaining = source.remaining()
+    try:
+        source.stop()
+        stats.remaining = source.remaining()
+    except BrokerError as exc:
+        warn(f"{spec.path}: every batch is landed and acknowledged, but what remains is unknown: {exc}")
+        stats.remaining = None
     log(
         f"{spec.path}: {stats.messages} messages, {stats.landing.rows_landed} rows landed in "
         f"{stats.landing.batches} batch(es), {stats.dead_lettered} dead-lettered, "
