@@ -89,7 +89,10 @@ class Message:
     ``topic/partition/offset``), ``None`` when it has none; ``key``: the Kafka message key as
     text (:func:`key_text`; ``None`` elsewhere). ``origin``: where it came from, for
     errors and dead letters (``queue orders delivery 17``).
-    ``ref``: the broker's own handle (a delivery; for Kafka ``(partition, offset)``).
+    ``ref``: the broker's own handle (RabbitMQ: its
+    :class:`~integration_platform.resources.rabbitmq.Delivery`; Kafka: a
+    :class:`~integration_platform.sources.queues.kafka_stream.KafkaRef`, the message's partition
+    and offset with the key bytes and headers a dead letter sends as they came).
     """
 
     body: bytes
