@@ -720,6 +720,26 @@ def test_a_table_replaced_under_its_name_fails_naming_it_and_a_full_refresh_reco
     assert target.query("SELECT id, v FROM pagila.gizmo ORDER BY id") == [(5, 5), (6, 6)]
 
 
+def test_a_table_renamed_away_from_a_publication_for_all_tables_fails_naming_it(
+    source: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """A publication FOR ALL TABLES holds every table, but none is called the stream's name any more:
+    its changes would arrive under the new name and be skipped. The run fails naming the table."""
+    sql(source, "CREATE TABLE gizmo (id int PRIMARY KEY, v int)")
+    sql(source, "INSERT INTO gizmo VALUES (1, 1)")
+    sql(source, "CREATE PUBLICATION every_table FOR ALL TABLES")
+    yaml_text = one_table("gizmo").replace("cdc: {}", "cdc: {publication: every_table}")
+    target = platform(yaml_text, tmp_path, instance)
+    key, warehouse = dg.AssetKey(["pagila", "gizmo"]), dg.AssetKey(["warehouse", "pagila.gizmo"])
+    assert target.materialize([key, warehouse]).success
+    sql(source, "ALTER TABLE gizmo RENAME TO gizmo_old")
+    sql(source, "UPDATE gizmo_old SET v = 2 WHERE id = 1")
+    failed = target.materialize([key, warehouse], raise_on_error=False)
+    assert not failed.success
+    errors = failure_messages(failed)
+    assert any("public.gizmo is no longer in publication" in e for e in errors), errors
+
+
 def test_a_column_renamed_while_changes_wait_fails_naming_both_names(
     source: str, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:

@@ -246,19 +246,20 @@ class PostgresChangeLog:
         self._check_partition_root(conn)
 
     def _published(self, conn: psycopg.Connection[Any]) -> bool:
-        """Whether the publication holds the table now under the stream's name: by OID, the table called so
-        now or one of its partition ancestors in ``pg_publication_rel``, or a publication ``FOR ALL
-        TABLES``; or by name in ``pg_publication_tables`` (which names each published table as it is
-        called now; ``FOR TABLES IN SCHEMA``). A publication holds tables by OID: a table dropped and
-        re-created, or renamed away and another created under its name, is not the one published, and
-        its changes would never arrive. ``pg_publication_tables`` alone would not do: for a partitioned
-        table in a publication without ``publish_via_partition_root`` it lists the partitions, not the
-        table (:meth:`_check_partition_root` sets that option)."""
+        """Whether the publication holds the table now under the stream's name: by name in
+        ``pg_publication_tables`` (which names each published table as it is called now; ``FOR ALL
+        TABLES``, ``FOR TABLES IN SCHEMA``), or by OID, the table called so now in ``pg_publication_rel``,
+        or (a table called so existing) a publication ``FOR ALL TABLES``. A publication holds tables by
+        OID: a table dropped and re-created, or renamed away and another created under its name, is not
+        the one published, and its changes would never arrive. ``pg_publication_tables`` alone would not
+        do: for a partitioned table in a publication without ``publish_via_partition_root`` it lists the
+        partitions, not the table (:meth:`_check_partition_root` sets that option). A partition whose
+        parent is published is not held: its changes would arrive under the parent's name."""
         row = conn.execute(
             "SELECT EXISTS (SELECT FROM pg_publication_tables WHERE pubname = %(pub)s AND schemaname = %(schema)s "
             "AND tablename = %(table)s) OR EXISTS (SELECT FROM pg_publication p WHERE p.pubname = %(pub)s "
-            "AND (p.puballtables OR EXISTS (SELECT FROM pg_publication_rel r WHERE r.prpubid = p.oid "
-            "AND r.prrelid IN (SELECT relid FROM pg_partition_ancestors(to_regclass(%(name)s))))))",
+            "AND ((p.puballtables AND to_regclass(%(name)s) IS NOT NULL) OR EXISTS (SELECT FROM "
+            "pg_publication_rel r WHERE r.prpubid = p.oid AND r.prrelid = to_regclass(%(name)s))))",
             {
                 "pub": self.publication,
                 "schema": self.schema,
