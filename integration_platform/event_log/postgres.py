@@ -1,19 +1,40 @@
 """dagster-postgres's event log (``PostgresEventLogStorage``) with the platform's correction of planned
-asset checks (:mod:`.planned_checks`)."""
+asset checks (:mod:`.planned_checks`) and a cheaper insert of a batch of asset events.
 
-from collections.abc import Mapping
+Why the batch insert is overridden: a single-run backfill records one materialisation per partition and
+asset (3,562 for the 1,781-day file-drop backfill), which Dagster stores in batches of
+``DAGSTER_EVENT_BATCH_SIZE`` events (the README's large-backfill setting: 1,000).
+``PostgresEventLogStorage.store_event_batch`` inserts a batch as one ``INSERT ... VALUES (...), (...)``
+statement that SQLAlchemy compiles with a bound parameter per value each time. Given the same rows as
+parameter sets (an ``executemany``), SQLAlchemy 2 sends them through its "insertmanyvalues" path
+(batches of rendered ``VALUES`` with ``RETURNING``, the ids in the order of the rows), which skips that
+compilation. Measured on this 2-core machine for those 3,562 events, serialisation included (1.24-1.35 s
+of it, unchanged): 2.25-2.63 s through Dagster's statement, 1.90-2.05 s through the executemany. What
+follows the insert (the asset event tags, the asset's latest event) is Dagster's own code, called as
+``store_event_batch`` calls it.
+"""
+
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dagster import DagsterEventType
+from dagster._core.errors import DagsterInvariantViolationError
+from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._serdes import ConfigurableClassData
 from dagster_postgres import PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 
 from integration_platform.event_log.planned_checks import PlannedChecksOnce
 
+#: The batches inserted with an executemany; other kinds keep dagster-postgres's path.
+EXECUTEMANY_KINDS = ({DagsterEventType.ASSET_MATERIALIZATION}, {DagsterEventType.ASSET_OBSERVATION})
+
 
 class PlatformPostgresEventLogStorage(PlannedChecksOnce, PostgresEventLogStorage):
     """``PostgresEventLogStorage`` (config as dagster-postgres's: ``postgres_url`` or ``postgres_db``)
-    storing a planned asset check as one row."""
+    storing a planned asset check as one row, and a batch of asset materialisations (or of observations)
+    with one executemany (module docstring)."""
 
     @classmethod
     def from_config_value(
@@ -25,3 +46,20 @@ class PlatformPostgresEventLogStorage(PlannedChecksOnce, PostgresEventLogStorage
             should_autocreate_tables=config_value.get("should_autocreate_tables", True),
             token_provider=get_token_provider_from_config(config_value),
         )
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        """Store ``events`` as ``PostgresEventLogStorage.store_event_batch`` does; a non-empty batch of
+        only materialisations or only observations is inserted as one executemany. Raises
+        ``DagsterInvariantViolationError`` when the database returns no id for a row (as Dagster does)."""
+        kinds = {event.get_dagster_event().event_type for event in events}
+        if not events or kinds not in EXECUTEMANY_KINDS:
+            return super().store_event_batch(events)
+        rows = [self._event_to_row(event) for event in events]
+        insert = SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True)
+        with self._connect() as conn:
+            event_ids = [row[0] for row in conn.execute(insert, rows).fetchall()]
+        if len(event_ids) != len(events) or any(event_id is None for event_id in event_ids):
+            raise DagsterInvariantViolationError("Cannot store asset event tags for null event id.")
+        with self.index_transaction() as conn:
+            self._store_asset_event_tags(conn, events, event_ids)
+            self._store_asset_event(conn, events[-1], event_ids[-1])  # the asset's latest: the batch's last
