@@ -45,6 +45,10 @@ install-azurite:
 install-airflow:
 	bash .ci/install_airflow.sh
 
+## Dagster stores a step's asset events in batches of this many (README, "Large backfills"); set it to 0 to turn off.
+DAGSTER_EVENT_BATCH_SIZE ?= 1000
+run dev: export DAGSTER_EVENT_BATCH_SIZE := $(DAGSTER_EVENT_BATCH_SIZE)
+
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml integration_platform/instance.py $(BIN)/.installed
 	$(BIN)/python -m integration_platform.instance
 

@@ -26,7 +26,8 @@ Python's ``csv`` module counts them; data columns = the distinct header names, 3
   2020-02-24, glob ``dpc-covid19-ita-regioni-*.csv``, ``primary_key: [data, codice_regione]``),
   built as the tests' harness builds it (``sandbox.harness.platform``) on a fresh
   lake, DuckDB file and instance (``sandbox.harness.platform_instance``: SQLite with the platform's
-  event log, as ``make run`` writes it; its folder under ``--tmp`` too); timed: one
+  event log, as ``make run`` writes it; its folder under ``--tmp`` too), with
+  ``DAGSTER_EVENT_BATCH_SIZE=1000`` as ``make run`` and ``make dev`` set it; timed: one
   single-run backfill of the whole range (run tags ``dagster/asset_partition_range_start`` /
   ``_end``) materialising the lake asset and the warehouse asset (with its checks). Also checks
   the 2 platform columns (``_ip_file``, ``_ip_window``) and one ``_ip_file`` per day.
@@ -117,8 +118,10 @@ SENSOR = f"{SOURCE}_{STREAM}_drops"
 KEY_ENV = "IP_BENCH_SFTP_KEY"
 #: The server of ``platform_postgres``'s Dagster storage (the machine's PostgreSQL; a database per run).
 PG_URL = os.environ.get("IP_BENCH_DAGSTER_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
+#: What ``make run`` and ``make dev`` set (the Makefile's ``DAGSTER_EVENT_BATCH_SIZE``), set for ``platform``.
+MAKE_ENV = {"DAGSTER_EVENT_BATCH_SIZE": "1000"}
 #: The README's settings for large backfills (section "Large backfills"), set for ``platform_postgres``.
-BULK_ENV = {"DAGSTER_EVENT_BATCH_SIZE": "1000", "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true"}
+BULK_ENV = {**MAKE_ENV, "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true"}
 #: Dagster's default timeout of a sensor evaluation (the daemon gives up on the tick after it).
 TICK_BUDGET_S = 60.0
 
@@ -521,7 +524,13 @@ def build_methods(args: argparse.Namespace, server: Any, rows: int, columns: int
         return Method(name, role, python_child(SCRIPT, name, *common), rows, size, note=note, env=env)
 
     return [
-        py("platform", "platform", "fetch_s = lake step (list, download, parse, land), load_s = warehouse step"),
+        py(
+            "platform",
+            "platform",
+            "SQLite with DAGSTER_EVENT_BATCH_SIZE=1000 as make dev sets it; fetch_s = lake step (list, download, "
+            "parse, land), load_s = warehouse step",
+            env=MAKE_ENV,
+        ),
         py(
             "platform_postgres",
             "platform",

@@ -1,40 +1,64 @@
-"""The platform's PostgreSQL event log inserts a batch of asset events with one executemany
-(``integration_platform.event_log.postgres``) and stores exactly what dagster-postgres's own statement
-stores: the same events in the same order, the same indexed tags on the same events, the same latest
-event per asset."""
+"""The platform's event logs store a batch of asset events in one statement or transaction
+(``integration_platform.event_log``: an executemany on PostgreSQL, one transaction per database on
+SQLite) and store exactly what Dagster's own storage stores given the same events one at a time: the
+same events of the run in the same order, the same indexed tags on the same events, the same latest
+materialisation and last run per asset. (dagster-postgres's own batch path updates only the batch's
+last asset: a batch of two assets left the other one's latest materialisation behind.)"""
 
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
-from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
+from dagster._core.events import (
+    AssetMaterializationPlannedData,
+    DagsterEvent,
+    DagsterEventType,
+    StepMaterializationData,
+)
 from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.event_log.base import EventLogStorage
+from dagster._core.storage.event_log import SqliteEventLogStorage
+from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster_postgres import PostgresEventLogStorage
 from dagster_shared.check.functions import CheckError
 
 from integration_platform.event_log.postgres import PlatformPostgresEventLogStorage
+from integration_platform.event_log.sqlite import PlatformSqliteEventLogStorage
 from integration_platform_tests.services import PG_HOST, PG_PORT, psql, require_port
 
-KEY = dg.AssetKey(["bench", "days"])
-#: More events than SQLAlchemy's insertmanyvalues page (1,000), so that the ids of several pages are read.
-EVENTS = 2_345
+KEYS = (dg.AssetKey(["bench", "lake"]), dg.AssetKey(["bench", "warehouse"]))
+#: Two batches as ``DAGSTER_EVENT_BATCH_SIZE=1000`` hands them over, the first with both assets.
+EVENTS = 1_100
+
+
+def planned(run_id: str, number: int) -> EventLogEntry:
+    """The planned materialisation of :func:`materialization` ``number`` (logged before a run starts)."""
+    done = materialization(run_id, number)
+    key, partition = done.get_dagster_event().asset_key, done.get_dagster_event().partition
+    event = DagsterEvent(
+        event_type_value=DagsterEventType.ASSET_MATERIALIZATION_PLANNED.value,
+        job_name="__ASSET_JOB",
+        event_specific_data=AssetMaterializationPlannedData(key, partition),  # type: ignore[arg-type]
+    )
+    return done._replace(dagster_event=event, step_key=None)
 
 
 def materialization(run_id: str, number: int) -> EventLogEntry:
-    """Materialisation ``number`` of ``KEY``: its own partition, an indexed tag on every third."""
+    """Materialisation ``number``: of the first asset for the first two thirds, then of the second; its own
+    partition; an indexed tag on every third."""
     tags = {DATA_VERSION_TAG: f"v{number}"} if number % 3 == 0 else {"not/indexed": "x"}
+    key = KEYS[0] if number < EVENTS * 2 // 3 else KEYS[1]
     event = DagsterEvent(
         event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value,
         job_name="__ASSET_JOB",
-        step_key="days",
+        step_key="bench",
         event_specific_data=StepMaterializationData(
-            dg.AssetMaterialization(asset_key=KEY, partition=f"p{number:05d}", metadata={"rows": number}, tags=tags)
+            dg.AssetMaterialization(asset_key=key, partition=f"p{number:05d}", metadata={"rows": number}, tags=tags)
         ),
     )
     return EventLogEntry(
@@ -43,7 +67,7 @@ def materialization(run_id: str, number: int) -> EventLogEntry:
         user_message="",
         run_id=run_id,
         timestamp=time.time(),
-        step_key="days",
+        step_key="bench",
         job_name="__ASSET_JOB",
         dagster_event=event,
     )
@@ -54,66 +78,90 @@ def database() -> Iterator[str]:
     name = f"ip_test_batch_{uuid.uuid4().hex[:8]}"
     psql("postgres", "-c", f"CREATE DATABASE {name}")
     try:
-        yield f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
+        yield f"postgresql+psycopg2://postgres@{PG_HOST}:{PG_PORT}/{name}"  # dagster-postgres needs psycopg2
     finally:
         psql("postgres", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def stored(
-    storage: EventLogStorage, run_id: str
-) -> tuple[list[tuple[int, str | None, Any]], list[dict[str, str]], str]:
-    """What a reader sees: (rank of its id, partition, rows) per materialisation in id order, the indexed tags
-    by event, and the partition of the asset's latest materialisation."""
-    records = storage.fetch_materializations(KEY, limit=EVENTS + 10, ascending=True).records
-    first = records[0].storage_id
-    seen = [(r.storage_id - first, r.partition_key, r.asset_materialization.metadata["rows"].value) for r in records]  # type: ignore[union-attr]
-    tags = [dict(t) for t in storage.get_event_tags_for_asset(KEY)]
-    latest = storage.get_latest_materialization_events([KEY])[KEY]
-    assert latest is not None and latest.run_id == run_id
-    return seen, sorted(tags, key=lambda t: t[DATA_VERSION_TAG]), str(latest.asset_materialization.partition)  # type: ignore[union-attr]
-
-
-def test_a_batch_is_stored_as_dagster_postgres_stores_it() -> None:
+@contextmanager
+def storages(backend: str, folder: Path) -> Iterator[tuple[SqlEventLogStorage, SqlEventLogStorage]]:
+    """The platform's storage and Dagster's own, each on its own empty database(s)."""
+    pair: tuple[SqlEventLogStorage, SqlEventLogStorage]
+    if backend == "sqlite":
+        pair = PlatformSqliteEventLogStorage(str(folder / "ours")), SqliteEventLogStorage(str(folder / "theirs"))
+        yield pair
+        return
     require_port(PG_HOST, PG_PORT, "PostgreSQL")
+    with database() as ours, database() as theirs:
+        pair = PlatformPostgresEventLogStorage(postgres_url=ours), PostgresEventLogStorage(postgres_url=theirs)
+        try:
+            yield pair
+        finally:
+            for storage in pair:
+                storage.dispose()
+
+
+def stored(storage: SqlEventLogStorage, run_id: str) -> dict[str, Any]:
+    """What a reader sees: the run's events, per asset (rank of its id, partition, rows) per materialisation
+    in id order, the indexed tags by event, the latest planned materialisation, the latest materialisation and
+    the asset row's last run and materialisation."""
+    seen: dict[str, Any] = {"run": [(e.dagster_event_type, e.timestamp) for e in storage.get_logs_for_run(run_id)]}
+    for key in KEYS:
+        info = storage.get_latest_planned_materialization_info(key)
+        seen[f"{key} planned"] = info and (info.run_id, info.storage_id)
+        records = storage.fetch_materializations(key, limit=EVENTS + 10, ascending=True).records
+        first = records[0].storage_id if records else 0
+        seen[f"{key} ids"] = [r.storage_id - first for r in records]
+        seen[f"{key} partitions"] = [(r.partition_key, r.asset_materialization.metadata["rows"].value) for r in records]  # type: ignore[union-attr]
+        seen[f"{key} tags"] = sorted((dict(t) for t in storage.get_event_tags_for_asset(key)), key=str)
+        latest = storage.get_latest_materialization_events([key])[key]
+        seen[f"{key} latest"] = latest and (latest.run_id, latest.asset_materialization.partition)  # type: ignore[union-attr]
+        asset = storage.get_asset_records([key])[0].asset_entry
+        seen[f"{key} last run"] = asset.last_run_id
+        seen[f"{key} last record"] = asset.last_materialization_record and asset.last_materialization_record.storage_id
+    return seen
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_batch_is_stored_as_dagster_stores_it(backend: str, tmp_path: Path) -> None:
     run_id = str(uuid.uuid4())
+    plans = [planned(run_id, n) for n in range(0, EVENTS, 4)]  # of both assets; fewer: SQLite's own path is slow
     events = [materialization(run_id, n) for n in range(EVENTS)]
-    with database() as ours_url, database() as theirs_url:
-        ours = PlatformPostgresEventLogStorage(postgres_url=ours_url)
-        theirs = PostgresEventLogStorage(postgres_url=theirs_url)
-        try:
-            for storage in (ours, theirs):
-                for start in range(0, EVENTS, 1_000):  # as DAGSTER_EVENT_BATCH_SIZE=1000 hands them over
-                    storage.store_event_batch(events[start : start + 1_000])
-            mine, dagsters = stored(ours, run_id), stored(theirs, run_id)
-        finally:
-            ours.dispose()
-            theirs.dispose()
+    with storages(backend, tmp_path) as (ours, theirs):
+        ours.store_event_batch(plans)  # as Dagster hands them over: planned before the run, then done
+        for start in range(0, EVENTS, 1_000):
+            ours.store_event_batch(events[start : start + 1_000])
+        for event in plans + events:
+            theirs.store_event(event)
+        mine, dagsters = stored(ours, run_id), stored(theirs, run_id)
     assert mine == dagsters
-    seen, tags, latest = mine
-    assert [partition for _, partition, _ in seen] == [f"p{n:05d}" for n in range(EVENTS)]
-    assert [rank for rank, _, _ in seen] == list(range(EVENTS)), "one id per event, in the batch's order"
-    assert len(tags) == len(range(0, EVENTS, 3)) and latest == f"p{EVENTS - 1:05d}"
+    first = EVENTS * 2 // 3
+    assert mine[f"{KEYS[0]} partitions"] == [(f"p{n:05d}", n) for n in range(first)]
+    assert mine[f"{KEYS[1]} ids"] == list(range(EVENTS - first)), "one id per event, in the batch's order"
+    assert len(mine[f"{KEYS[0]} tags"]) + len(mine[f"{KEYS[1]} tags"]) == len(range(0, EVENTS, 3))
+    assert mine[f"{KEYS[0]} latest"] == (run_id, f"p{first - 1:05d}") and len(mine["run"]) == len(plans) + EVENTS
+    assert all(mine[f"{key} planned"][0] == run_id for key in KEYS)
 
 
-@pytest.mark.parametrize("kind", ["empty", "mixed"])
-def test_other_batches_take_dagster_postgres_path(kind: str) -> None:
-    """An empty batch stores nothing; a batch with a kind Dagster does not batch is refused as Dagster refuses it."""
-    require_port(PG_HOST, PG_PORT, "PostgreSQL")
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_other_batches_are_stored_as_dagster_stores_them(backend: str, tmp_path: Path) -> None:
+    """An empty batch stores nothing; a batch with a kind Dagster does not batch is refused as Dagster
+    refuses it."""
     run_id = str(uuid.uuid4())
-    with database() as url:
-        ours = PlatformPostgresEventLogStorage(postgres_url=url)
-        try:
-            if kind == "empty":
-                ours.store_event_batch([])
-                assert not ours.fetch_materializations(KEY, limit=10).records
-            else:
-                other = materialization(run_id, 1)
-                step_start = other._replace(
-                    dagster_event=DagsterEvent(
-                        event_type_value=DagsterEventType.STEP_START.value, job_name="__ASSET_JOB", step_key="days"
-                    )
-                )
-                with pytest.raises(CheckError, match="only currently supported events for batch writes"):
-                    ours.store_event_batch([materialization(run_id, 0), step_start])
-        finally:
-            ours.dispose()
+    with storages(backend, tmp_path) as (ours, _):
+        ours.store_event_batch([])
+        assert not ours.fetch_materializations(KEYS[0], limit=10).records
+        step_start = materialization(run_id, 1)._replace(
+            dagster_event=DagsterEvent(
+                event_type_value=DagsterEventType.STEP_START.value, job_name="__ASSET_JOB", step_key="bench"
+            )
+        )
+        if backend == "postgres":
+            with pytest.raises(CheckError, match="only currently supported events for batch writes"):
+                ours.store_event_batch([materialization(run_id, 0), step_start])
+        else:  # Dagster's SQLite log stores any batch one event at a time
+            ours.store_event_batch([materialization(run_id, 0), step_start])
+            assert [e.dagster_event_type for e in ours.get_logs_for_run(run_id)] == [
+                DagsterEventType.ASSET_MATERIALIZATION,
+                DagsterEventType.STEP_START,
+            ]

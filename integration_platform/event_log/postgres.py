@@ -9,9 +9,13 @@ statement that SQLAlchemy compiles with a bound parameter per value each time. G
 parameter sets (an ``executemany``), SQLAlchemy 2 sends them through its "insertmanyvalues" path
 (batches of rendered ``VALUES`` with ``RETURNING``, the ids in the order of the rows), which skips that
 compilation. Measured on this 2-core machine for those 3,562 events, serialisation included (1.24-1.35 s
-of it, unchanged): 2.25-2.63 s through Dagster's statement, 1.90-2.05 s through the executemany. What
-follows the insert (the asset event tags, the asset's latest event) is Dagster's own code, called as
-``store_event_batch`` calls it.
+of it, unchanged): 2.25-2.63 s through Dagster's statement, 1.90-2.05 s through the executemany.
+
+What follows the insert (the asset event tags, the assets' rows) is Dagster's own code, with one
+difference: dagster-postgres updates the row of the batch's last event's asset only, so a batch of a
+multi-asset step left the other assets' latest materialisation behind; here each asset's row is updated
+with its own last event (:func:`~integration_platform.event_log.sqlite.last_per_asset`), as storing the
+events one at a time leaves it.
 """
 
 from collections.abc import Mapping, Sequence
@@ -26,6 +30,7 @@ from dagster_postgres import PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 
 from integration_platform.event_log.planned_checks import PlannedChecksOnce
+from integration_platform.event_log.sqlite import last_per_asset
 
 #: The batches inserted with an executemany; other kinds keep dagster-postgres's path.
 EXECUTEMANY_KINDS = ({DagsterEventType.ASSET_MATERIALIZATION}, {DagsterEventType.ASSET_OBSERVATION})
@@ -62,4 +67,5 @@ class PlatformPostgresEventLogStorage(PlannedChecksOnce, PostgresEventLogStorage
             raise DagsterInvariantViolationError("Cannot store asset event tags for null event id.")
         with self.index_transaction() as conn:
             self._store_asset_event_tags(conn, events, event_ids)
-            self._store_asset_event(conn, events[-1], event_ids[-1])  # the asset's latest: the batch's last
+            for event, event_id in last_per_asset(events, event_ids):
+                self._store_asset_event(conn, event, event_id)

@@ -1,21 +1,75 @@
 """Dagster's SQLite event log (``SqliteEventLogStorage``, a database per run beside an index database)
-with the platform's correction of planned asset checks (:mod:`.planned_checks`)."""
+with the platform's correction of planned asset checks (:mod:`.planned_checks`) and a batch of asset
+events stored in one transaction per database.
 
-from collections.abc import Mapping
+Why the batch is overridden: Dagster's SQLite event log has no batch write. With
+``DAGSTER_EVENT_BATCH_SIZE`` set it is handed batches, and stores them one event at a time
+(``EventLogStorage.store_event_batch``): per event a new connection and a committed transaction on
+the run's database, then another on the index database, each commit a WAL sync. A single-run
+backfill records one materialisation per partition and asset (3,562 for the 1,781-day file-drop
+backfill) and, before the run starts, one "planned" event per partition and asset (as many again,
+without ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS``): about 14,000 commits.
+
+:meth:`PlatformSqliteEventLogStorage.store_event_batch` writes a batch of only materialisations (or
+only observations, or only planned materialisations) as ``SqliteEventLogStorage.store_event`` writes
+each of them, in one transaction on the run's database and one on the index database: the same rows
+in the same order, the indexed tags of each, and each asset's row (``_store_asset_event``) updated
+once, with its last event of the batch, which is where updating it per event ends.
+"""
+
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dagster import DagsterEventType
+from dagster._core.errors import DagsterInvariantViolationError
+from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log import SqliteEventLogStorage
+from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._serdes import ConfigurableClassData
 
 from integration_platform.event_log.planned_checks import PlannedChecksOnce
 
+#: The batches written in one transaction per database; other kinds are stored one by one, as by Dagster.
+BATCHED_KINDS = (
+    {DagsterEventType.ASSET_MATERIALIZATION},
+    {DagsterEventType.ASSET_OBSERVATION},
+    {DagsterEventType.ASSET_MATERIALIZATION_PLANNED},
+)
+
+
+def last_per_asset(events: Sequence[EventLogEntry], event_ids: Sequence[int]) -> list[tuple[EventLogEntry, int]]:
+    """Each asset's last event of ``events`` (with its id, from ``event_ids`` in the same order), in the order
+    of those last events: what a batch leaves in the assets' rows when stored one event at a time."""
+    last = {event.get_dagster_event().asset_key: (event, i) for event, i in zip(events, event_ids, strict=True)}
+    return sorted(last.values(), key=lambda pair: pair[1])
+
 
 class PlatformSqliteEventLogStorage(PlannedChecksOnce, SqliteEventLogStorage):
     """``SqliteEventLogStorage`` (config: ``base_dir``, the folder of its databases) storing a planned
-    asset check as one row."""
+    asset check as one row, and a batch of asset materialisations (or of observations, or of planned
+    materialisations) in one transaction per database (module docstring)."""
 
     @classmethod
     def from_config_value(
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> "PlatformSqliteEventLogStorage":
         return cls(inst_data=inst_data, **config_value)
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        """Store ``events`` as ``store_event`` stores each (module docstring). Raises
+        ``DagsterInvariantViolationError`` when the index database returns no id for a row (as Dagster does)."""
+        kinds = {event.get_dagster_event().event_type for event in events}
+        if not events or kinds not in BATCHED_KINDS:
+            return super().store_event_batch(events)
+        rows = [self._event_to_row(event) for event in events]
+        for run_id in dict.fromkeys(event.run_id for event in events):  # a batch is one run's; in order anyway
+            with self.run_connection(run_id) as conn:
+                conn.execute(SqlEventLogStorageTable.insert(), [r for r in rows if r["run_id"] == run_id])
+        insert = SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True)
+        with self.index_transaction() as conn:
+            event_ids = [row[0] for row in conn.execute(insert, rows).fetchall()]
+            if len(event_ids) != len(events) or any(event_id is None for event_id in event_ids):
+                raise DagsterInvariantViolationError("Cannot store asset event tags for null event id.")
+            self._store_asset_event_tags(conn, events, event_ids)
+            for event, event_id in last_per_asset(events, event_ids):
+                self._store_asset_event(conn, event, event_id)
