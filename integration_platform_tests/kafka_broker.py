@@ -227,6 +227,29 @@ class KafkaBroker:
             time.sleep(0.1)
         raise TimeoutError(f"topic {name} has no leader for every partition after {timeout}s\n{self.log_tail()}")
 
+    def delete_topic(self, name: str, timeout: float = 30.0) -> None:
+        """Delete ``name`` through ZooKeeper (``TopicCommand --delete``; the broker runs with
+        ``delete.topic.enable``) and wait until its metadata no longer lists it. Kafka 0.9 has no
+        DeleteTopics request either. The group offsets committed on it stay (0.9 drops them only
+        at ``offsets.retention.minutes``), as they would on a re-created topic of the same name."""
+        command = [
+            str(self.home / "bin" / "kafka-run-class.sh"), "kafka.admin.TopicCommand",
+            "--zookeeper", self.zookeeper, "--delete", "--topic", name,
+        ]  # fmt: skip
+        env = {**self._env, "KAFKA_HEAP_OPTS": TOOL_HEAP}
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        if result.returncode != 0 or "marked for deletion" not in result.stdout:
+            raise RuntimeError(
+                f"kafka TopicCommand --delete {name} failed ({result.returncode}): "
+                f"{(result.stdout + result.stderr)[-2000:]}"
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if name not in self.admin.list_topics(timeout=5).topics:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"topic {name} still listed {timeout}s after its deletion\n{self.log_tail()}")
+
 
 def _broker_ready(config: dict[str, Any]) -> Callable[[], bool]:
     """True once the broker answers a metadata request listing itself (it is then registered in

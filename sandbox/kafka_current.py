@@ -94,6 +94,12 @@ class CurrentKafka:
         for future in self.admin.create_topics([NewTopic(name, partitions, 1)], request_timeout=timeout).values():
             future.result(timeout)
 
+    def delete_topic(self, name: str, timeout: float = 30.0) -> None:
+        """Delete ``name`` through the DeleteTopics request. noida-db keeps the group offsets
+        committed on it (Kafka 2.1+ drops them with the topic)."""
+        for future in self.admin.delete_topics([name], request_timeout=timeout).values():
+            future.result(timeout)
+
 
 @contextmanager
 def start_noida_kafka(workdir: Path | None = None) -> Iterator[CurrentKafka]:
