@@ -511,3 +511,91 @@ def test_transactions_are_refused_on_kafka_0_9(
     target.materialize([LAKE, WAREHOUSE])
     result = target.materialize([dg.AssetKey(["shop", "publish_out"])], raise_on_error=False)
     assert any("transactions need Kafka >= 0.11" in m and "0.9.0.1" in m for m in failure_messages(result))
+
+
+def test_a_topic_deleted_and_recreated_fails_the_run_rather_than_dropping_its_messages(
+    kafka_broker: Broker, topic: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """30 messages landed; the topic is deleted and created again under its name, and 6 new
+    messages (keys 0-5, so each partition holds fewer than it did) take offsets 0-5 again. The
+    next run took them for the landed messages with those offsets (their ids, ``topic/p/o``, are
+    in the lake) and dropped them as already landed, successfully: now it fails naming the topic,
+    the partition and both offsets, lands nothing and commits nothing, with ``offset_reset:
+    earliest`` too. The remedy it names, a new stream, lands all 6."""
+    produce(kafka_broker, topic, _orders(30))
+    target = platform(_yaml(kafka_broker, topic), tmp_path, instance)
+    assert target.materialize([LAKE, WAREHOUSE]).success
+    landed = committed(kafka_broker, topic)
+    kafka_broker.delete_topic(topic)
+    kafka_broker.create_topic(topic, PARTITIONS)
+    produce(kafka_broker, topic, _orders(6, start=1000))
+    for config, group in (({}, True), ({"ops": {"shop__orders": {"config": {"offset_reset": "earliest"}}}}, False)):
+        result = target.materialize([LAKE, WAREHOUSE], run_config=config, raise_on_error=False)
+        assert not result.success, latest_metadata(instance, LAKE)
+        (message,) = failure_messages(result)
+        assert f"TopicRecreated: topic {topic!r} on " in message and "was re-created or truncated" in message, message
+        for partition, offset in landed.items():  # each partition, with both offsets beyond its new end
+            beyond = f"the group's committed offset {offset} and " if group else ""
+            assert f"partition {partition} ends at offset" in message, message
+            assert f"below {beyond}the lake's landed offsets (through {offset - 1})" in message, message
+        assert "as a new stream" in message and "nothing was consumed" in message, message
+    assert _rows(target) == (30, 30, sum(range(30)))
+    assert committed(kafka_broker, topic) == landed
+
+    extra = f"    - name: orders_again\n      topic: {topic}\n      max_wait_seconds: 1\n"
+    again = platform(_yaml(kafka_broker, topic, extra=extra), tmp_path, instance)
+    assert again.materialize([dg.AssetKey(["shop", "orders_again"]), dg.AssetKey(["warehouse", "shop.orders_again"])])
+    assert again.query("SELECT count(*), min(order_id), max(order_id) FROM shop.orders_again") == [(6, 1000, 1005)]
+
+
+def test_a_topic_recreated_with_fewer_partitions_and_refilled_fails_the_run(
+    kafka_broker: Broker, topic: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """Re-created with one partition and refilled past the offsets landed from it: partition 0's end
+    is beyond them, but partitions 1 and 2, which the lake holds, are gone (Kafka never removes a
+    partition), so the topic is another one and its 40 messages are not taken for landed ones."""
+    produce(kafka_broker, topic, _orders(30))
+    target = platform(_yaml(kafka_broker, topic), tmp_path, instance)
+    assert target.materialize([LAKE, WAREHOUSE]).success
+    kafka_broker.delete_topic(topic)
+    kafka_broker.create_topic(topic, 1)
+    produce(kafka_broker, topic, _orders(40, start=1000))
+    result = target.materialize([LAKE, WAREHOUSE], raise_on_error=False)
+    (message,) = failure_messages(result)
+    assert "partition 1 is gone" in message and "partition 2 is gone" in message, message
+    assert "partition 0" not in message, message
+    assert _rows(target) == (30, 30, sum(range(30)))
+
+
+def test_a_recreated_topic_with_ids_from_keys_resumes_from_earliest(
+    kafka_broker: Broker, topic: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """With ``message_id: key`` the ids do not depend on offsets, so only the group's committed
+    offsets, now beyond each partition's end, stop the run (they would skip the new messages); the
+    remedy it names, ``offset_reset: earliest``, lands the 6 new messages and replaces every committed
+    offset beyond its partition's end (also where no new message was), so the runs after it start
+    from the new offsets as usual."""
+    yaml = _yaml(kafka_broker, topic, extra="      message_id: key\n")
+    produce(kafka_broker, topic, _orders(30))
+    target = platform(yaml, tmp_path, instance)
+    assert target.materialize([LAKE, WAREHOUSE]).success
+    before = committed(kafka_broker, topic)
+    assert min(before.values()) > 6  # each partition's old end is beyond the 6 new messages
+    kafka_broker.delete_topic(topic)
+    kafka_broker.create_topic(topic, PARTITIONS)
+    produce(kafka_broker, topic, _orders(6, start=1000), keys=[f"new{i}" for i in range(6)])
+    result = target.materialize([LAKE, WAREHOUSE], raise_on_error=False)
+    (message,) = failure_messages(result)
+    assert "the group's committed offset" in message and "the lake's" not in message, message
+    assert "offset_reset: earliest" in message, message
+    earliest = {"ops": {"shop__orders": {"config": {"offset_reset": "earliest"}}}}
+    assert target.materialize([LAKE, WAREHOUSE], run_config=earliest).success
+    meta = latest_metadata(instance, LAKE)
+    assert meta["rows_landed"] == 6
+    # a partition the 6 did not reach would have kept its old offset, failing every later run
+    assert meta["offsets_replaced"] == {str(p): o for p, o in before.items()}
+    assert all(0 <= o <= 6 for o in committed(kafka_broker, topic).values())
+    assert _rows(target) == (36, 36, sum(range(30)) + sum(range(1000, 1006)))
+    produce(kafka_broker, topic, _orders(3, start=2000), keys=[f"more{i}" for i in range(3)])
+    assert target.materialize([LAKE, WAREHOUSE]).success
+    assert latest_metadata(instance, LAKE)["rows_landed"] == 3

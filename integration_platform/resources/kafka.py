@@ -26,6 +26,7 @@ from typing import Any
 
 import dagster as dg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
 from pydantic import Field
 
 from integration_platform.resources.brokers import BrokerError
@@ -143,6 +144,10 @@ class KafkaResource(dg.ConfigurableResource):
                 )
             config["transactional.id"] = transactional_id
         return Producer(config)
+
+    def new_admin(self) -> AdminClient:
+        """An AdminClient for the cluster (metadata such as topic ids; it has no ``close``)."""
+        return AdminClient(self._config())
 
     def partitions(self, consumer: Consumer, topic: str) -> list[int]:
         """The partition ids of ``topic``; raises :class:`BrokerError` when it does not exist."""

@@ -12,6 +12,26 @@ a run that died before committing, or a reset to an earlier offset) may be lande
 batch is checked against the ids in the lake (see ``drain.py``). The broker id of a Kafka
 message is ``topic/partition/offset``.
 
+That holds only while the topic is the one the lake and the group's committed offsets describe.
+A topic deleted and created again under its name starts its offsets at 0 again (and a partition
+can lose its tail in an unclean leader election): its new messages would take the ids of landed
+ones and be dropped as already landed, or lie below a committed offset and be skipped. So before
+it consumes anything, each run checks (:meth:`KafkaTopicSource.check_same_topic`), and raises
+:class:`TopicRecreated` naming the topic, the partitions, the offsets and the remedy:
+
+- the topic id (KIP-516, Kafka 2.8+: ``describe_topics``; brokers told to be older, and those that
+  answer the zero id, as noida-db and Kafka 0.9 do, have none): each manifest records it as
+  ``topic_id``, and a topic whose id differs from the latest one the lake holds is another topic;
+- on any broker, each partition's high watermark: a committed offset, or (with broker ids) an
+  offset the lake holds, beyond the end of the partition means the log was replaced; so does a
+  partition the lake holds that the topic no longer has (Kafka never removes one).
+
+A topic re-created and then filled past the old offsets before the next run is caught by its id
+only: on a broker without topic ids its first messages would still be dropped (README, queues).
+With broker ids the remedy is a new stream (its own lake path, warehouse table and group): the
+landed rows keep their ids, which the new topic's messages would otherwise take. With ids from
+the message (``key``, ``field``, ``body_sha256``) it is ``offset_reset: earliest``.
+
 Columns besides the body's fields: ``_ip_message_id``, ``_ip_topic``, ``_ip_partition``,
 ``_ip_offset``, ``_ip_key`` (the key as text, see :func:`key_text`), ``_ip_timestamp`` (the message timestamp,
 Kafka 0.10+; null before), ``_ip_headers`` (see :func:`headers_json`; Kafka 0.11+, null without
@@ -36,6 +56,7 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
+    TopicCollection,
     TopicPartition,
 )
 
@@ -61,6 +82,8 @@ ATTRIBUTES = pa.schema(
 Reset = Literal["committed", "earliest", "latest", "timestamp"]
 #: ListOffsets v1 (offsets_for_times) arrived in Kafka 0.10.1; headers with RECORD_V2_SINCE (0.11).
 TIMESTAMP_LOOKUP_SINCE = (0, 10, 1)
+#: Topic ids (KIP-516, Metadata v10) arrived in Kafka 2.8.
+TOPIC_ID_SINCE = (2, 8)
 REASON_HEADER = "x-ip-dead-letter-reason"
 #: commit_transaction tries on retriable errors, each bounded by the resource's timeout.
 COMMIT_ATTEMPTS = 3
@@ -109,13 +132,28 @@ class KafkaRef(NamedTuple):
     headers: Headers
 
 
-def landed_offsets(store: LakeStore, spec: StreamSpec) -> dict[int, int]:
-    """Per partition, the next offset after the highest one any landing of the stream holds."""
+class Landed(NamedTuple):
+    """What the lake holds of a topic: per partition, the next offset after the highest one any
+    landing holds (``through``), and the topic id the latest landing recorded (``None`` without)."""
+
+    through: dict[int, int]
+    topic_id: str | None
+
+
+def landed_offsets(store: LakeStore, spec: StreamSpec) -> Landed:
+    """What the stream's landings hold (:class:`Landed`), from its manifests in landing order."""
     through: dict[int, int] = {}
+    topic_id: str | None = None
     for manifest in list_manifests(store, spec):
         for partition, (_, next_offset) in manifest.extra.get("offsets", {}).items():
             through[int(partition)] = max(through.get(int(partition), 0), int(next_offset))
-    return through
+        topic_id = manifest.extra.get("topic_id") or topic_id
+    return Landed(through, topic_id)
+
+
+class TopicRecreated(BrokerError):
+    """The topic on the broker is not the one the lake and the group's committed offsets describe
+    (deleted and created again under its name, or truncated): nothing was consumed."""
 
 
 class KafkaTopicSource:
@@ -128,20 +166,129 @@ class KafkaTopicSource:
         topic: str,
         *,
         dead_letter_topic: str,
-        landed_through: dict[int, int],
+        landed: Landed,
         reset: Reset = "committed",
         reset_timestamp: dt.datetime | None = None,
+        offset_ids: bool = True,
     ) -> None:
+        """Assign every partition of ``topic`` at its start offset (module doc). ``landed``: what the lake
+        holds; ``offset_ids``: the stream's ids are the broker's (``topic/partition/offset``).
+
+        Raises :class:`TopicRecreated` (see :meth:`check_same_topic`), :class:`BrokerError` when the
+        topic or its offsets cannot be read, ``ValueError`` for ``timestamp`` without ``reset_timestamp``."""
         self.kafka, self.consumer, self.topic, self.dlt = kafka, consumer, topic, dead_letter_topic
-        self.landed_through = landed_through
+        self.landed_through = landed.through
         self.partitions = kafka.partitions(consumer, topic)
+        self.topic_id = self._topic_id()
+        self.from_committed = reset == "committed"
+        self.group_offsets = self._group_offsets()
         self.start = self._start_offsets(reset, reset_timestamp)
+        #: Committed offsets beyond their partition's end that this run's reset start replaced.
+        self.replaced: dict[int, int] = {}
+        self.check_same_topic(landed, offset_ids)
         self.committed: dict[int, int] = dict(self.start)
         self._producer: Any = None
         consumer.assign([TopicPartition(topic, p, offset) for p, offset in self.start.items()])
 
+    def _topic_id(self) -> str | None:
+        """The topic's id (KIP-516) as Kafka prints it, or ``None``: a broker told to be older than 2.8,
+        one that answers the zero id (noida-db), or a ``describe_topics`` that fails (logged; the offset
+        checks of :meth:`check_same_topic` still apply)."""
+        if not self.kafka.supports(TOPIC_ID_SINCE):
+            return None
+        try:
+            found = self.kafka.new_admin().describe_topics(
+                TopicCollection([self.topic]), request_timeout=self.kafka.timeout
+            )
+            uuid = found[self.topic].result(self.kafka.timeout).topic_id
+        except Exception as exc:  # KafkaException, a timeout, or a client without the call
+            LOG.info("topic id of %r unknown: %s", self.topic, self.kafka.error("describe_topics", exc))
+            return None
+        if uuid is None or (uuid.get_most_significant_bits() == 0 and uuid.get_least_significant_bits() == 0):
+            return None
+        return str(uuid)
+
+    def check_same_topic(self, landed: Landed, offset_ids: bool) -> None:
+        """Raise :class:`TopicRecreated` when the topic is not the one ``landed`` and the group's
+        committed offsets describe (module doc): its id differs from the lake's latest (with broker
+        ids, or with the group's offsets to start from), or a partition ends (high watermark) below
+        the offset the group committed (when the run starts there) or, with broker ids, below an
+        offset the lake holds, or (with broker ids) a partition the lake holds is gone.
+
+        A run that starts elsewhere (``offset_reset``) and passes commits its start offset at once
+        for each partition whose committed offset is beyond its end (recorded in ``replaced``):
+        a partition it takes no message from would keep that offset, and fail every later run.
+        Raises :class:`BrokerError` when a watermark cannot be read or that commit fails."""
+        where = f"topic {self.topic!r} on {self.kafka.where}"
+        if offset_ids:
+            remedy = (
+                "The landed rows keep their ids (topic/partition/offset), which the new messages would take: "
+                "land the topic as it is now as a new stream (another 'name', so another lake path, warehouse "
+                "table and default group; a new 'group_id' too if the stream sets one)."
+            )
+        else:
+            remedy = (
+                "Run once with offset_reset: earliest (the stream's ids come from the messages, so the ones "
+                "landed before are still recognised), or land the topic as a new stream."
+            )
+        starts_committed = self.from_committed and bool(self.group_offsets)
+        if self.topic_id and landed.topic_id and self.topic_id != landed.topic_id and (offset_ids or starts_committed):
+            raise TopicRecreated(
+                f"{where} was re-created: its topic id is {self.topic_id}, the lake's landings are of topic id "
+                f"{landed.topic_id}. Nothing was consumed. {remedy}"
+            )
+        problems = [  # Kafka never takes a partition away: only a new topic has fewer
+            f"partition {partition} is gone, the lake's landed offsets run through {held - 1}"
+            for partition, held in sorted(landed.through.items())
+            if offset_ids and held > 0 and partition not in self.partitions
+        ]
+        for partition in self.partitions:
+            committed = self.group_offsets.get(partition, -1)
+            held = landed.through.get(partition, 0) if offset_ids else 0
+            if max(committed, held) <= 0:
+                continue
+            try:
+                _, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, partition), timeout=self.kafka.timeout, cached=False
+                )
+            except Exception as exc:
+                raise self.kafka.error(f"watermarks of {self.topic!r} partition {partition}", exc) from None
+            if committed > high and not self.from_committed:
+                self.replaced[partition], committed = committed, -1
+            beyond = [
+                f"the group's committed offset {committed}" if committed > high else "",
+                f"the lake's landed offsets (through {held - 1})" if held > high else "",
+            ]
+            if any(beyond):
+                problems.append(
+                    f"partition {partition} ends at offset {high}, below {' and '.join(filter(None, beyond))}"
+                )
+        if problems:
+            raise TopicRecreated(
+                f"{where} was re-created or truncated since it was landed: {'; '.join(problems)}. Its new messages "
+                f"would be dropped as already landed or skipped; nothing was consumed. {remedy}"
+            )
+        if self.replaced:
+            offsets = [TopicPartition(self.topic, p, self.start[p]) for p in sorted(self.replaced)]
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            except Exception as exc:
+                raise self.kafka.error(f"committing offsets of {self.topic!r}", exc) from None
+            LOG.warning("%s: committed offsets beyond the end replaced by the reset's start: %s", where, offsets)
+
+    def _group_offsets(self) -> dict[int, int]:
+        """The group's committed offset of each partition that has one; raises :class:`BrokerError`."""
+        try:
+            found = self.consumer.committed(
+                [TopicPartition(self.topic, p) for p in self.partitions], timeout=self.kafka.timeout
+            )
+        except Exception as exc:  # KafkaException, or librdkafka's own errors
+            raise self.kafka.error(f"offsets of {self.topic!r}", exc) from None
+        return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+
     def _start_offsets(self, reset: Reset, at: dt.datetime | None) -> dict[int, int]:
-        partitions = [TopicPartition(self.topic, p) for p in self.partitions]
+        """Each partition's first offset to read: the reset's, or the group's committed one (the
+        earliest where none)."""
         try:
             if reset == "timestamp":
                 if at is None:
@@ -159,8 +306,10 @@ class KafkaTopicSource:
             if reset in ("earliest", "latest"):
                 whence = OFFSET_BEGINNING if reset == "earliest" else OFFSET_END
                 return {p: self._resolve(p, whence, whence) for p in self.partitions}
-            found = self.consumer.committed(partitions, timeout=self.kafka.timeout)
-            return {tp.partition: self._resolve(tp.partition, tp.offset, OFFSET_BEGINNING) for tp in found}
+            return {
+                p: self._resolve(p, self.group_offsets.get(p, OFFSET_INVALID), OFFSET_BEGINNING)
+                for p in self.partitions
+            }
         except BrokerError:
             raise
         except Exception as exc:  # KafkaException, or librdkafka's own errors
@@ -285,10 +434,12 @@ class KafkaTopicSource:
             self.landed_through[partition] = max(self.landed_through.get(partition, 0), high + 1)
 
     def landing_extra(self, batch: MessageBatch) -> dict[str, Any]:
-        return {
-            "topic": self.topic,
-            "offsets": {str(p): [low, high + 1] for p, (low, high) in sorted(self._ranges(batch).items())},
-        }
+        """The topic, its id when the broker gives one (``topic_id``), and the batch's offset ranges."""
+        extra: dict[str, Any] = {"topic": self.topic}
+        if self.topic_id:
+            extra["topic_id"] = self.topic_id
+        extra["offsets"] = {str(p): [low, high + 1] for p, (low, high) in sorted(self._ranges(batch).items())}
+        return extra
 
     def remaining(self) -> int | None:
         total = 0
@@ -308,11 +459,15 @@ class KafkaTopicSource:
             self._producer.flush(self.kafka.timeout)
 
     def run_metadata(self) -> dict[str, Any]:
-        """Offsets where the run started and what it committed, per partition."""
-        return {
+        """Offsets where the run started and what it committed, per partition, and the committed offsets
+        beyond a partition's end that a reset replaced (``offsets_replaced``, only when there were any)."""
+        metadata: dict[str, Any] = {
             "offsets_start": {str(p): o for p, o in sorted(self.start.items())},
             "offsets_committed": {str(p): o for p, o in sorted(self.committed.items())},
         }
+        if self.replaced:
+            metadata["offsets_replaced"] = {str(p): o for p, o in sorted(self.replaced.items())}
+        return metadata
 
 
 def backlog(kafka: KafkaResource, topic: str, group_id: str) -> tuple[int, str]:
