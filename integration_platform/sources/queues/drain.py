@@ -9,6 +9,11 @@ then acknowledge the batch (RabbitMQ ``basic.ack``) or commit its offsets (Kafka
 
 A run killed between dead-lettering and acknowledging dead-letters those poison messages a second
 time (dead letters are at-least-once; they keep their message id).
+
+"Drop what the lake already holds" trusts the source's ids: a source that can no longer tell its
+new messages from landed ones (a Kafka topic deleted and created again under its name, whose
+offsets, and so its ids, start again) refuses to open instead, before anything is consumed
+(``kafka_stream.TopicRecreated``), so that no new message is dropped as a duplicate of an old one.
 """
 
 import logging
