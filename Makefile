@@ -45,7 +45,8 @@ install-azurite:
 install-airflow:
 	bash .ci/install_airflow.sh
 
-## Dagster stores a step's asset events in batches of this many (README, "Large backfills"); set it to 0 to turn off.
+## Dagster stores a step's asset events and a run's planned events in batches of this many (README, "Large
+## backfills"); 0 turns it off.
 DAGSTER_EVENT_BATCH_SIZE ?= 1000
 run dev: export DAGSTER_EVENT_BATCH_SIZE := $(DAGSTER_EVENT_BATCH_SIZE)
 

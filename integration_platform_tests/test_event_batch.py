@@ -18,8 +18,10 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster._core.events import (
     AssetMaterializationPlannedData,
     DagsterEvent,
+    DagsterEventBatchMetadata,
     DagsterEventType,
     StepMaterializationData,
+    generate_event_batch_id,
 )
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log import SqliteEventLogStorage
@@ -30,6 +32,7 @@ from dagster_shared.check.functions import CheckError
 from integration_platform.event_log.postgres import PlatformPostgresEventLogStorage
 from integration_platform.event_log.sqlite import PlatformSqliteEventLogStorage
 from integration_platform_tests.services import PG_HOST, PG_PORT, psql, require_port
+from sandbox.harness import platform_instance
 
 KEYS = (dg.AssetKey(["bench", "lake"]), dg.AssetKey(["bench", "warehouse"]))
 #: Two batches as ``DAGSTER_EVENT_BATCH_SIZE=1000`` hands them over, the first with both assets.
@@ -107,10 +110,10 @@ def stored(storage: SqlEventLogStorage, run_id: str) -> dict[str, Any]:
     the asset row's last run and materialisation."""
     seen: dict[str, Any] = {"run": [(e.dagster_event_type, e.timestamp) for e in storage.get_logs_for_run(run_id)]}
     for key in KEYS:
-        info = storage.get_latest_planned_materialization_info(key)
-        seen[f"{key} planned"] = info and (info.run_id, info.storage_id)
         records = storage.fetch_materializations(key, limit=EVENTS + 10, ascending=True).records
-        first = records[0].storage_id if records else 0
+        first = records[0].storage_id if records else 0  # ids are compared relative to it
+        info = storage.get_latest_planned_materialization_info(key)
+        seen[f"{key} planned"] = info and (info.run_id, info.storage_id - first)
         seen[f"{key} ids"] = [r.storage_id - first for r in records]
         seen[f"{key} partitions"] = [(r.partition_key, r.asset_materialization.metadata["rows"].value) for r in records]  # type: ignore[union-attr]
         seen[f"{key} tags"] = sorted((dict(t) for t in storage.get_event_tags_for_asset(key)), key=str)
@@ -118,7 +121,8 @@ def stored(storage: SqlEventLogStorage, run_id: str) -> dict[str, Any]:
         seen[f"{key} latest"] = latest and (latest.run_id, latest.asset_materialization.partition)  # type: ignore[union-attr]
         asset = storage.get_asset_records([key])[0].asset_entry
         seen[f"{key} last run"] = asset.last_run_id
-        seen[f"{key} last record"] = asset.last_materialization_record and asset.last_materialization_record.storage_id
+        last = asset.last_materialization_record
+        seen[f"{key} last record"] = last and last.storage_id - first
     return seen
 
 
@@ -165,3 +169,55 @@ def test_other_batches_are_stored_as_dagster_stores_them(backend: str, tmp_path:
                 DagsterEventType.ASSET_MATERIALIZATION,
                 DagsterEventType.STEP_START,
             ]
+
+
+@contextmanager
+def databases(backend: str) -> Iterator[tuple[str | None, str | None]]:
+    """Two empty PostgreSQL databases' URLs, or ``(None, None)`` for SQLite (a folder each)."""
+    if backend == "sqlite":
+        yield None, None
+        return
+    require_port(PG_HOST, PG_PORT, "PostgreSQL")
+    with database() as ours, database() as theirs:
+        yield ours, theirs
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_batch_failing_midway_is_stored_once_by_dagsters_retry(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index part of a batch fails after the insert (on SQLite: after the run's database committed):
+    Dagster's ``handle_new_event`` then stores each event alone, and each is stored once."""
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
+    run_id = str(uuid.uuid4())
+    events = [materialization(run_id, n) for n in range(0, EVENTS, 50)]
+    with databases(backend) as (ours_url, theirs_url):
+        theirs: SqlEventLogStorage = (
+            SqliteEventLogStorage(str(tmp_path / "theirs"))
+            if theirs_url is None
+            else PostgresEventLogStorage(postgres_url=theirs_url)
+        )
+        try:
+            for event in events:
+                theirs.store_event(event)
+            dagsters = stored(theirs, run_id)
+        finally:
+            theirs.dispose()
+        with platform_instance(tmp_path / "home", ours_url) as instance:
+            ours = instance.event_log_storage
+            failures: list[str] = []
+
+            def fail_once(*args: Any) -> None:
+                if not failures:
+                    failures.append("tags")
+                    raise RuntimeError("the index database failed")
+                type(ours)._store_asset_event_tags(ours, *args)  # type: ignore[attr-defined]
+
+            monkeypatch.setattr(ours, "_store_asset_event_tags", fail_once)
+            batch = generate_event_batch_id()
+            for number, event in enumerate(events):
+                instance.handle_new_event(
+                    event, batch_metadata=DagsterEventBatchMetadata(batch, number == len(events) - 1)
+                )
+            assert failures == ["tags"], "the batch went through the platform's batch path and failed there"
+            assert stored(ours, run_id) == dagsters  # type: ignore[arg-type]

@@ -13,9 +13,11 @@ of it, unchanged): 2.25-2.63 s through Dagster's statement, 1.90-2.05 s through 
 
 What follows the insert (the asset event tags, the assets' rows) is Dagster's own code, with one
 difference: dagster-postgres updates the row of the batch's last event's asset only, so a batch of a
-multi-asset step left the other assets' latest materialisation behind; here each asset's row is updated
-with its own last event (:func:`~integration_platform.event_log.sqlite.last_per_asset`), as storing the
-events one at a time leaves it.
+multi-asset batch would leave the other assets' latest materialisation behind (Dagster hands over a
+batch per output, of one asset, so this is a safeguard); here each asset's row is updated with its own
+last event (:func:`~integration_platform.event_log.sqlite.last_per_asset`), as storing the events one at a
+time leaves it. And the insert, the tags and the assets' rows are one transaction (dagster-postgres commits
+the insert first, so a failure after it had Dagster's per-event retry store the batch twice).
 """
 
 from collections.abc import Mapping, Sequence
@@ -54,18 +56,21 @@ class PlatformPostgresEventLogStorage(PlannedChecksOnce, PostgresEventLogStorage
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         """Store ``events`` as ``PostgresEventLogStorage.store_event_batch`` does; a non-empty batch of
-        only materialisations or only observations is inserted as one executemany. Raises
-        ``DagsterInvariantViolationError`` when the database returns no id for a row (as Dagster does)."""
+        only materialisations or only observations is inserted as one executemany, in one transaction with
+        its tags and the assets' rows. Raises what the database raises, or ``DagsterInvariantViolationError``
+        when it returns no id for a row (as Dagster does), with nothing of the batch stored: Dagster's
+        ``handle_new_event`` then stores each event alone."""
         kinds = {event.get_dagster_event().event_type for event in events}
         if not events or kinds not in EXECUTEMANY_KINDS:
             return super().store_event_batch(events)
         rows = [self._event_to_row(event) for event in events]
         insert = SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True)
-        with self._connect() as conn:
+        with (
+            self.index_transaction() as conn
+        ):  # one transaction: a failure leaves nothing for Dagster's retry to double
             event_ids = [row[0] for row in conn.execute(insert, rows).fetchall()]
-        if len(event_ids) != len(events) or any(event_id is None for event_id in event_ids):
-            raise DagsterInvariantViolationError("Cannot store asset event tags for null event id.")
-        with self.index_transaction() as conn:
+            if len(event_ids) != len(events) or any(event_id is None for event_id in event_ids):
+                raise DagsterInvariantViolationError("Cannot store asset event tags for null event id.")
             self._store_asset_event_tags(conn, events, event_ids)
             for event, event_id in last_per_asset(events, event_ids):
                 self._store_asset_event(conn, event, event_id)

@@ -14,9 +14,12 @@ without ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS``): about 14,000 commi
 only observations, or only planned materialisations) as ``SqliteEventLogStorage.store_event`` writes
 each of them, in one transaction on the run's database and one on the index database: the same rows
 in the same order, the indexed tags of each, and each asset's row (``_store_asset_event``) updated
-once, with its last event of the batch, which is where updating it per event ends.
+once, with its last event of the batch, which is where updating it per event ends. When the index
+database fails after the run's database committed, the rows written there are deleted again before
+the error reaches Dagster, which then stores each event alone (``handle_new_event``): once, not twice.
 """
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,6 +32,8 @@ from dagster._serdes import ConfigurableClassData
 
 from integration_platform.event_log.planned_checks import PlannedChecksOnce
 
+#: SQLAlchemy's SQLite dialect offers ``INSERT ... RETURNING`` from SQLite 3.35 on (``SQLiteDialect.insert_returning``).
+RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 #: The batches written in one transaction per database; other kinds are stored one by one, as by Dagster.
 BATCHED_KINDS = (
     {DagsterEventType.ASSET_MATERIALIZATION},
@@ -56,20 +61,31 @@ class PlatformSqliteEventLogStorage(PlannedChecksOnce, SqliteEventLogStorage):
         return cls(inst_data=inst_data, **config_value)
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        """Store ``events`` as ``store_event`` stores each (module docstring). Raises
-        ``DagsterInvariantViolationError`` when the index database returns no id for a row (as Dagster does)."""
+        """Store ``events`` as ``store_event`` stores each (module docstring). Raises what the databases raise,
+        or ``DagsterInvariantViolationError`` when the index database returns no id for a row (as Dagster
+        does), after removing the rows this call committed to the run's database: Dagster's
+        ``handle_new_event`` then stores each event alone, once. Without ``RETURNING`` (SQLite before
+        3.35) every batch is stored one event at a time, as by Dagster."""
         kinds = {event.get_dagster_event().event_type for event in events}
-        if not events or kinds not in BATCHED_KINDS:
+        if not events or kinds not in BATCHED_KINDS or not RETURNING:
             return super().store_event_batch(events)
         rows = [self._event_to_row(event) for event in events]
-        for run_id in dict.fromkeys(event.run_id for event in events):  # a batch is one run's; in order anyway
-            with self.run_connection(run_id) as conn:
-                conn.execute(SqlEventLogStorageTable.insert(), [r for r in rows if r["run_id"] == run_id])
         insert = SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True)
-        with self.index_transaction() as conn:
-            event_ids = [row[0] for row in conn.execute(insert, rows).fetchall()]
-            if len(event_ids) != len(events) or any(event_id is None for event_id in event_ids):
-                raise DagsterInvariantViolationError("Cannot store asset event tags for null event id.")
-            self._store_asset_event_tags(conn, events, event_ids)
-            for event, event_id in last_per_asset(events, event_ids):
-                self._store_asset_event(conn, event, event_id)
+        written: dict[str, list[int]] = {}  # run id -> the ids of its rows in the run's database
+        try:
+            for run_id in dict.fromkeys(event.run_id for event in events):  # a batch is one run's
+                with self.run_connection(run_id) as conn:
+                    found = conn.execute(insert, [r for r in rows if r["run_id"] == run_id]).fetchall()
+                written[run_id] = [row[0] for row in found]
+            with self.index_transaction() as conn:
+                event_ids = [row[0] for row in conn.execute(insert, rows).fetchall()]
+                if len(event_ids) != len(events) or any(event_id is None for event_id in event_ids):
+                    raise DagsterInvariantViolationError("Cannot store asset event tags for null event id.")
+                self._store_asset_event_tags(conn, events, event_ids)
+                for event, event_id in last_per_asset(events, event_ids):
+                    self._store_asset_event(conn, event, event_id)
+        except Exception:
+            for run_id, ids in written.items():  # Dagster stores the batch again, one event at a time
+                with self.run_connection(run_id) as conn:
+                    conn.execute(SqlEventLogStorageTable.delete().where(SqlEventLogStorageTable.c.id.in_(ids)))
+            raise
