@@ -130,14 +130,39 @@ def live_keys(
 
 @dataclass
 class LoadResult:
-    """What one load applied: landings (windows), rows inserted, rows now in the table, and the
-    table's schema changes (new columns, type changes)."""
+    """What one load applied: landings (windows), rows inserted (an upserted row once, a deleted key's
+    tombstone or delete change never), rows now in the table, and the table's schema changes (new
+    columns, type changes). ``rows_by_window``: the rows inserted from each window (a window absent
+    inserted none); ``rows_deleted``: the table's rows that deletes removed (tombstones, hard-deleted
+    changes) or stamped ``_ip_deleted_at`` (soft deletes)."""
 
     windows: list[str]
     rows_loaded: int
     table_rows: int
     seconds: float
     schema_changes: list[str] = field(default_factory=list)
+    rows_by_window: dict[str, int] = field(default_factory=dict)
+    rows_deleted: int = 0
+
+
+@dataclass
+class _Applied:
+    """What the statements of one load did to the table, counted as they ran."""
+
+    by_window: dict[str, int] = field(default_factory=dict)
+    deleted: int = 0
+
+    def inserted(self, conn: duckdb.DuckDBPyConnection, rows: str) -> None:
+        """Count the rows of ``rows`` (a table about to be inserted) per window."""
+        counted = conn.execute(f"SELECT {quote(WINDOW_COLUMN)}, count(*) FROM {rows} GROUP BY ALL").fetchall()
+        for window, n in counted:
+            self.by_window[str(window)] = self.by_window.get(str(window), 0) + int(n)
+
+
+def _count(conn: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> int:
+    """The rows a DELETE, UPDATE or INSERT changed (DuckDB returns that count as its result)."""
+    row = conn.execute(sql, list(params)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def ensure_ledger(conn: duckdb.DuckDBPyConnection) -> None:
@@ -240,7 +265,8 @@ def _reconcile_types(conn: duckdb.DuckDBPyConnection, target: str, staged: str, 
 
 
 def _apply_full(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, manifest: Manifest, files: list[str]) -> int:
-    """One full landing: it replaces the table."""
+    """One full landing: it replaces the table. Returns the rows the table holds from it (a merge
+    stream's landing holding a key twice inserts its latest row only)."""
     target = table_name(conn, spec)
     if not files:  # a landing without columns (nothing was ever seen): it only empties the table
         if table_columns(conn, spec):
@@ -255,7 +281,7 @@ def _apply_full(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, manifest: Man
         conn.execute(f"ALTER TABLE {target} ADD COLUMN {quote(DELETED_COLUMN)} TIMESTAMPTZ")
     if spec.changes and spec.changes.history:
         _append_history(conn, spec, target, [manifest.window])
-    return manifest.rows
+    return table_rows(conn, spec)
 
 
 def _append_history(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, rows: str, windows: list[str]) -> None:
@@ -461,6 +487,7 @@ def _apply_batch(
     batch: list[tuple[Manifest, list[LocalFile]]],
     changes: list[str],
     others: "Callable[[], list[tuple[Manifest, list[LocalFile]]]] | None" = None,
+    applied: _Applied | None = None,
 ) -> int:
     """The non-full landings of a stream (one, or many: a backfill's partitions, a queue's
     batches) at once, instead of a scan of the growing table per landing. Their rows are
@@ -475,7 +502,11 @@ def _apply_batch(
       active landings, see :func:`_held_elsewhere`);
     - change data capture: as merge, in log order; a key whose latest change is a delete is not
       inserted again (hard), or keeps its row stamped ``_ip_deleted_at`` (soft).
+
+    Returns the rows inserted (a key's latest version once; no tombstone or delete change), counted
+    per window, with the rows deletes removed, in ``applied``.
     """
+    applied = applied if applied is not None else _Applied()
     target = table_name(conn, spec)
     windows = [m.window for m, _ in batch]
     staged = _stage(conn, batch)
@@ -500,13 +531,14 @@ def _apply_batch(
             conn.execute("DROP TABLE IF EXISTS temp.main._ip_rows")  # qualified: never the warehouse's own table
             conn.execute("ALTER TABLE temp.main._ip_staged RENAME TO _ip_rows")
         if merging and not spec.changes and OP_COLUMN in _columns(conn, "_ip_rows"):
-            _apply_tombstones(conn, spec, target)
+            applied.deleted += _apply_tombstones(conn, spec, target)
         conn.execute(f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM _ip_rows LIMIT 0")
         changes.extend(f"new column {name}" for name in _evolve(conn, target, "_ip_rows"))
         label = windows[0] if len(windows) == 1 else f"{windows[0]} .. {windows[-1]}"
         changes.extend(_reconcile_types(conn, target, "_ip_rows", label))
     if not table_columns(conn, spec):
         return 0
+    before = sum(applied.by_window.values())
     restored = False
     if merging and spec.partitioning is not None and not spec.changes and others is not None:
         restored = _held_elsewhere(conn, spec, target, windows, staged, others)
@@ -517,13 +549,14 @@ def _apply_batch(
         conn.execute("DROP TABLE _ip_back")
     if staged:
         if spec.changes:
-            _apply_changes(conn, spec, target)
+            applied.deleted += _apply_changes(conn, spec, target)
         elif merging:
             match = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in spec.primary_key)
             conn.execute(f"DELETE FROM {target} AS t USING _ip_rows AS s WHERE {match}")
+        applied.inserted(conn, "_ip_rows")
         conn.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _ip_rows")
         conn.execute("DROP TABLE _ip_rows")
-    return sum(m.rows for m, _ in batch)
+    return sum(applied.by_window.values()) - before
 
 
 def _repeats_a_key(conn: duckdb.DuckDBPyConnection, keys: str) -> bool:
@@ -535,22 +568,28 @@ def _repeats_a_key(conn: duckdb.DuckDBPyConnection, keys: str) -> bool:
     return conn.execute(repeated).fetchone() is not None
 
 
-def _apply_tombstones(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, target: str) -> None:
+def _apply_tombstones(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, target: str) -> int:
     """Tombstones among ``_ip_rows`` (keys whose latest version says ``delete``: the source no longer has
     them, :mod:`~integration_platform.core.deletes`) leave the table and ``_ip_rows``, and so does the
-    ``_ip_op`` column, which only tombstones carry."""
+    ``_ip_op`` column, which only tombstones carry. Returns the table's rows they removed."""
+    removed = 0
     if table_columns(conn, spec):
         match = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in spec.primary_key)
-        conn.execute(f"DELETE FROM {target} AS t USING _ip_rows AS s WHERE {match} AND s.{quote(OP_COLUMN)} = 'delete'")
+        removed = _count(
+            conn, f"DELETE FROM {target} AS t USING _ip_rows AS s WHERE {match} AND s.{quote(OP_COLUMN)} = 'delete'"
+        )
     conn.execute(f"DELETE FROM _ip_rows WHERE {quote(OP_COLUMN)} = 'delete'")
     conn.execute(f"ALTER TABLE _ip_rows DROP COLUMN {quote(OP_COLUMN)}")
+    return removed
 
 
-def _apply_changes(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, target: str) -> None:
+def _apply_changes(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, target: str) -> int:
     """Make room in ``target`` for ``_ip_rows`` (each key's latest change) and leave in ``_ip_rows``
     only what is inserted: rows with a changed key leave the table; a deleted key's row is not
     inserted again, or (soft deletes) stays in the table stamped with the time of its deletion, so
-    the table holds every key ever seen (one inserted and deleted between two loads too)."""
+    the table holds every key ever seen (one inserted and deleted between two loads too). Returns the
+    table's rows the deletes removed (hard) or stamped (soft; a key inserted and deleted since the last
+    load is not counted: the table never held it)."""
     assert spec.changes is not None
     match = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in spec.primary_key)
     deleted = f"s.{quote(OP_COLUMN)} = 'delete'"
@@ -560,6 +599,11 @@ def _apply_changes(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, target: st
         stamp = ", ".join(
             f"{quote(c)} = s.{quote(c)}" for c in (OP_COLUMN, POSITION_COLUMN, SEQ_COLUMN, COMMITTED_COLUMN)
         )
+        stamped = conn.execute(
+            f"SELECT count(*) FROM {target} AS t JOIN _ip_rows AS s ON {match} "
+            f"WHERE {deleted} AND t.{quote(DELETED_COLUMN)} IS NULL"
+        ).fetchone()
+        removed = int(stamped[0]) if stamped else 0  # a row stamped before is not deleted again
         conn.execute(
             f"UPDATE {target} AS t SET {quote(DELETED_COLUMN)} = s.{quote(COMMITTED_COLUMN)}, {stamp}, "
             f"{quote(WINDOW_COLUMN)} = s.{quote(WINDOW_COLUMN)} FROM _ip_rows AS s WHERE {match} AND {deleted}"
@@ -581,8 +625,10 @@ def _apply_changes(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, target: st
         conn.execute("DROP TABLE _ip_last")
         conn.execute(f"DELETE FROM {target} AS t USING _ip_rows AS s WHERE {match} AND NOT {deleted}")
     else:
+        removed = _count(conn, f"DELETE FROM {target} AS t USING _ip_rows AS s WHERE {match} AND {deleted}")
         conn.execute(f"DELETE FROM {target} AS t USING _ip_rows AS s WHERE {match}")
     conn.execute(f"DELETE FROM _ip_rows WHERE {quote(OP_COLUMN)} = 'delete'")
+    return removed
 
 
 def _record(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, manifests: list[Manifest]) -> None:
@@ -618,6 +664,7 @@ def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, ma
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(current_catalog(conn))}.{quote(spec.source)}")
     loaded = 0
     changes: list[str] = []
+    applied = _Applied()
     with ExitStack() as stack:
         conn.execute("BEGIN TRANSACTION")
         try:
@@ -625,7 +672,9 @@ def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, ma
             local = [(m, [(copies[f.key], f) for f in m.files]) for m in manifests]
             for manifest, files in local:  # a full landing comes first (see pending)
                 if manifest.full:
-                    loaded += _apply_full(conn, spec, manifest, [path for path, _ in files])
+                    applied = _Applied()  # what came before is replaced
+                    loaded = _apply_full(conn, spec, manifest, [path for path, _ in files])
+                    applied.by_window[manifest.window] = loaded
                     _record(conn, spec, [manifest])
             batch = [(m, f) for m, f in local if not m.full]
 
@@ -640,7 +689,7 @@ def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, ma
                 return [(m, [(paths[f.key], f) for f in m.files]) for m in rest]
 
             if batch:
-                loaded += _apply_batch(conn, spec, batch, changes, others)
+                loaded += _apply_batch(conn, spec, batch, changes, others, applied)
                 _record(conn, spec, [m for m, _ in batch])
             conn.execute("COMMIT")
         except BaseException:
@@ -652,6 +701,8 @@ def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, ma
         table_rows=table_rows(conn, spec),
         seconds=round(time.monotonic() - started, 3),
         schema_changes=changes,
+        rows_by_window={w: n for w, n in applied.by_window.items() if n},
+        rows_deleted=applied.deleted,
     )
 
 
