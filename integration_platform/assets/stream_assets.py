@@ -40,6 +40,7 @@ from integration_platform.core.extract import (
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import Manifest, active_manifests, list_manifests
 from integration_platform.core.loading import (
+    LoadResult,
     applied_landings,
     keys_held,
     load,
@@ -583,17 +584,30 @@ def _apply_pending(
         checks = _checks(conn, store, spec, result.table_rows, active)
         columns = table_columns(conn, spec)
         schema = {"dagster/column_schema": column_schema(spec, [(c[0], c[1]) for c in columns])}
+        figures = _load_figures(result, len(todo))
         if spec.partitioning is not None:  # each partition's page shows its own rows, not the table's
             held = partition_rows(conn, spec, [k for k in keys if k])
             # Run-wide metadata is copied onto every partition's materialisation: the column
-            # schema goes on the last one only (the UI shows the latest's columns).
+            # schema goes on the last one only (the UI shows the latest's columns), and with more
+            # than one partition the run's figures say they are the run's, beside each one's own.
+            applied = {m.partition for m in todo}
             by_partition: dict[str, dict[str, Any]] = {}
             for key in keys:
                 assert key is not None
-                by_partition[key] = {"dagster/row_count": held.get(key, 0), **(schema if key == keys[-1] else {})}
+                own = {"rows_loaded": result.rows_by_window.get(f"partition={key}", 0), "landing_applied": key in applied}
+                by_partition[key] = {
+                    "dagster/row_count": held.get(key, 0),
+                    **(own if len(keys) > 1 else {}),
+                    **(schema if key == keys[-1] else {}),
+                }
             add_partition_metadata(context, warehouse_key(spec), by_partition)
             schema = {}
-    context.log.info(f"applied {len(todo)} landing(s), {result.rows_loaded} rows, to {spec.source}.{spec.name}")
+            if len(keys) > 1:
+                figures = {f"{name}_in_run": value for name, value in figures.items()}
+    context.log.info(
+        f"applied {len(todo)} landing(s), {result.rows_loaded} rows inserted, {result.rows_deleted} deleted, "
+        f"to {spec.source}.{spec.name}"
+    )
     yield dg.MaterializeResult(
         asset_key=warehouse_key(spec),
         metadata={
@@ -601,15 +615,25 @@ def _apply_pending(
             "table_rows": result.table_rows,
             "dagster/table_name": f"{spec.source}.{spec.name}",
             **schema,
-            "rows_loaded": result.rows_loaded,
+            **figures,
             "schema_changes": ", ".join(result.schema_changes),
-            "landings_applied": len(todo),
-            "windows": windows_text(result.windows),
-            "seconds": result.seconds,
-            "rows_per_second": round(result.rows_loaded / max(result.seconds, 1e-6)),
         },
     )
     yield from _selected(context, spec, checks)
+
+
+def _load_figures(result: LoadResult, landings: int) -> dict[str, Any]:
+    """A load's own figures (a warehouse materialisation's): rows inserted (``rows_loaded``: an upserted
+    key once, a tombstone or a delete change never), rows deletes removed, landings and windows
+    applied, its seconds and rate."""
+    return {
+        "rows_loaded": result.rows_loaded,
+        "rows_deleted": result.rows_deleted,
+        "landings_applied": landings,
+        "windows": windows_text(result.windows),
+        "seconds": result.seconds,
+        "rows_per_second": round(result.rows_loaded / max(result.seconds, 1e-6)),
+    }
 
 
 def warehouse_asset(spec: StreamSpec) -> dg.AssetsDefinition:
