@@ -25,6 +25,7 @@ attributes:
     - table: sales
       primary_key: [id]
       partition: {column: sold_on, granularity: monthly, start: "2024-01-01", end: "2024-04-01"}
+      write_disposition: merge
 """
 ITEMS = dg.AssetKey(["warehouse", "shop.items"])
 SALES_LAKE, SALES = dg.AssetKey(["shop", "sales"]), dg.AssetKey(["warehouse", "shop.sales"])
@@ -40,7 +41,9 @@ def _database(path: Path) -> Path:
     return path
 
 
-def test_rows_deleted_at_the_source_are_not_counted_as_rows_loaded(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+def test_rows_deleted_at_the_source_are_not_counted_as_rows_loaded(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
     database = _database(tmp_path / "shop.sqlite")
     p = platform(SQLITE_YAML.replace("DATABASE", str(database)), tmp_path, instance)
     lake, warehouse = dg.AssetKey(["shop", "items"]), ITEMS
@@ -88,3 +91,30 @@ def test_each_partition_of_a_backfill_shows_its_own_loaded_rows(tmp_path: Path, 
         assert figures["rows_loaded"] == figures["dagster/row_count"] == truth, (partition, figures)
         assert figures["rows_loaded_in_run"] == 5 and figures["landings_applied_in_run"] in (2, 3)
         assert "rows_per_second" not in figures and "rows_per_second_in_run" in figures
+
+
+def test_partitions_landed_before_a_failing_one_are_materialised(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    database = _database(tmp_path / "shop.sqlite")
+    with sqlite3.connect(database) as conn:  # March holds a row without its key: that partition fails
+        conn.execute("CREATE TABLE sales_copy (id INTEGER, sold_on DATE, amount INTEGER)")
+        conn.execute("INSERT INTO sales_copy SELECT * FROM sales")
+        conn.execute("INSERT INTO sales_copy VALUES (NULL, '2024-03-02', 1)")
+        conn.execute("DROP TABLE sales")
+        conn.execute("ALTER TABLE sales_copy RENAME TO sales")
+    p = platform(SQLITE_YAML.replace("DATABASE", str(database)), tmp_path, instance)
+    tags = {"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-03-01"}
+    result = p.materialize([SALES_LAKE, SALES], tags=tags, raise_on_error=False)
+    assert not result.success
+    manifests = tmp_path / "lake" / "shop" / "sales" / "_manifests"
+    landed = sorted(f.name for f in manifests.glob("*.json"))
+    assert landed == ["partition=2024-01-01.json", "partition=2024-02-01.json"]
+    # Before, the lake held January and February but neither was materialised: the UI showed them
+    # as never landed, with no figures.
+    for partition, rows in (("2024-01-01", 3), ("2024-02-01", 2)):
+        figures = _partition_figures(instance, SALES_LAKE, partition)
+        assert figures["rows_landed"] == figures["dagster/row_count"] == rows, (partition, figures)
+        assert "partition=2024-03-01" in str(figures["run_failed_at_another_partition"])
+    march = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=SALES_LAKE, asset_partitions=["2024-03-01"]), limit=1
+    ).records
+    assert march == []  # the failing partition landed nothing, and shows nothing

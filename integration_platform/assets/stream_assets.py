@@ -63,6 +63,17 @@ QUARANTINE_CHECK = "quarantine_empty"
 SKIPPED = "skipped"
 
 
+class RangeFailed(Exception):
+    """A single-run backfill failed after some of its partitions landed: ``landed`` holds the metadata of
+    each partition that landed (or was skipped) before the failure, by partition key, and ``cause`` is
+    what failed (raised again once the landed partitions are materialised)."""
+
+    def __init__(self, landed: dict[str, dict[str, Any]], cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.landed = landed
+        self.cause = cause
+
+
 #: Builds the extractor of one landing from the run's context (which holds the resources) and
 #: the partition key it lands (``None`` when unpartitioned); the extractor fills the report.
 ExtractorFactory = Callable[[dg.AssetExecutionContext, ExtractionReport, str | None], Extractor]
@@ -215,7 +226,8 @@ def _land_range(
     order, as :func:`_land_one` would. A failing partition fails the step after the partitions before
     it landed (and ran their after-commit hooks); a landed partition whose quarantine or hooks fail
     fails the step after every other landed partition ran its own. One log line per skipped
-    partition, none per landed one (every log line is a stored event)."""
+    partition, none per landed one (every log line is a stored event). Raises :class:`RangeFailed`
+    (with the metadata of the partitions that landed) for either failure."""
     reports: dict[str, ExtractionReport] = {}
 
     def partitions() -> Iterator[PartitionToLand]:
@@ -225,22 +237,38 @@ def _land_range(
 
     landed: dict[str, dict[str, Any]] = {}
     failed: Exception | None = None  # a landed partition's quarantine or hook failed: the others still run theirs
-    for window, outcome, seconds in extract_and_land_partitions(store, spec, partitions()):
-        if isinstance(outcome, NothingToLand):
-            context.log.warning(f"skipped partition {window.key}: {outcome}")
-            landed[window.key] = {SKIPPED: str(outcome)}
-            continue
-        report = reports.pop(window.key)
-        try:
-            landed[window.key] = _after_landing(
-                context, store, spec, outcome, report, seconds, full_refresh, quarantine
-            )  # fmt: skip
-        except Exception as exc:
-            context.log.error(f"partition {window.key} landed, but what follows its landing failed: {exc}")
-            failed = failed or exc
+    try:
+        for window, outcome, seconds in extract_and_land_partitions(store, spec, partitions()):
+            if isinstance(outcome, NothingToLand):
+                context.log.warning(f"skipped partition {window.key}: {outcome}")
+                landed[window.key] = {SKIPPED: str(outcome)}
+                continue
+            report = reports.pop(window.key)
+            try:
+                landed[window.key] = _after_landing(
+                    context, store, spec, outcome, report, seconds, full_refresh, quarantine
+                )  # fmt: skip
+            except Exception as exc:
+                context.log.error(f"partition {window.key} landed, but what follows its landing failed: {exc}")
+                failed = failed or exc
+    except Exception as exc:  # a partition failed: those before it landed, and are materialised
+        raise RangeFailed(landed, exc) from exc
     if failed is not None:
-        raise failed
+        raise RangeFailed(landed, failed) from failed
     return [landed[window.key] for window in windows]
+
+
+def _landed_before_failure(spec: StreamSpec, failure: RangeFailed) -> Iterator[dg.AssetMaterialization]:
+    """A materialisation of each partition that landed in a single-run backfill before it failed, with its
+    own figures: the lake holds those partitions (their files archived, their messages acknowledged), and
+    before, the failed step left them shown as never landed. Skipped partitions are left out (nothing
+    landed for them)."""
+    for key, metadata in failure.landed.items():
+        if SKIPPED in metadata:
+            continue
+        shown = {k: v for k, v in metadata.items() if k not in ("_reasons", "rows_per_second")}
+        shown["run_failed_at_another_partition"] = str(failure.cause)[:500]
+        yield dg.AssetMaterialization(asset_key=lake_key(spec), partition=key, metadata=shown)
 
 
 def _after_landing(
@@ -381,7 +409,7 @@ def lake_asset(
     @dg.multi_asset(**lake_asset_arguments(spec, kind, source_resource, deps, check_specs))
     def _lake(
         context: dg.AssetExecutionContext, config: StreamRunConfig
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult | dg.AssetMaterialization]:
         if lake_key(spec) not in context.selected_asset_keys:  # its check alone, against what is landed
             lake: LakeResource = context.resources.lake
             yield _quarantine_check(lake.store(), spec, set())[1]
@@ -396,7 +424,13 @@ def lake_asset(
             ranged = [w for w in windows if w is not None]
             started = time.monotonic()
             if len(windows) > 1 and len(ranged) == len(windows):  # a single-run backfill
-                landed = _land_range(context, store, spec, extractor_factory, ranged, full_refresh, quarantine, scope)
+                try:
+                    landed = _land_range(
+                        context, store, spec, extractor_factory, ranged, full_refresh, quarantine, scope
+                    )  # fmt: skip
+                except RangeFailed as failure:
+                    yield from _landed_before_failure(spec, failure)
+                    raise failure.cause from None
             else:
                 landed = [
                     _land_one(context, store, spec, extractor_factory, windows[0], full_refresh, quarantine, scope)
@@ -594,7 +628,10 @@ def _apply_pending(
             by_partition: dict[str, dict[str, Any]] = {}
             for key in keys:
                 assert key is not None
-                own = {"rows_loaded": result.rows_by_window.get(f"partition={key}", 0), "landing_applied": key in applied}
+                own = {
+                    "rows_loaded": result.rows_by_window.get(f"partition={key}", 0),
+                    "landing_applied": key in applied,
+                }
                 by_partition[key] = {
                     "dagster/row_count": held.get(key, 0),
                     **(own if len(keys) > 1 else {}),
