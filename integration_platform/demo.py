@@ -54,7 +54,8 @@ def summarise(result: Result) -> list[Row]:
         name = materialization.asset_key.to_user_string()
         if materialization.partition:
             name += f" [{materialization.partition}]"
-        rows.append(Row(name, landed, _value(md, "bytes"), _value(md, "seconds"), where))
+        seconds = _value(md, "seconds" if "seconds" in md else "seconds_in_run")  # a range run's are the run's
+        rows.append(Row(name, landed, _value(md, "bytes"), seconds, where))
     return rows
 
 

@@ -118,3 +118,11 @@ def test_partitions_landed_before_a_failing_one_are_materialised(tmp_path: Path,
         dg.AssetRecordsFilter(asset_key=SALES_LAKE, asset_partitions=["2024-03-01"]), limit=1
     ).records
     assert march == []  # the failing partition landed nothing, and shows nothing
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    error = failure.step_failure_data.error
+    assert error is not None
+    causes = []
+    while error is not None:  # the step's error keeps its own cause: the partition's null key
+        causes.append(error.cls_name)
+        error = error.cause
+    assert "NullKeyError" in causes, causes

@@ -258,15 +258,22 @@ def _land_range(
     return [landed[window.key] for window in windows]
 
 
-def _landed_before_failure(spec: StreamSpec, failure: RangeFailed) -> Iterator[dg.AssetMaterialization]:
-    """A materialisation of each partition that landed in a single-run backfill before it failed, with its
-    own figures: the lake holds those partitions (their files archived, their messages acknowledged), and
-    before, the failed step left them shown as never landed. Skipped partitions are left out (nothing
-    landed for them)."""
+def _landed_before_failure(
+    store: LakeStore, spec: StreamSpec, failure: RangeFailed
+) -> Iterator[dg.AssetMaterialization]:
+    """A materialisation of each partition a single-run backfill landed (or skipped) before it failed, with
+    its own figures as the successful run would show them: the lake holds those partitions (their files
+    archived, their messages acknowledged), and before, the failed step left them shown as never landed
+    (Dagster marks a planned partition without a materialisation as failed). A skipped partition shows
+    the rows the lake holds for it; the column schema goes on the last landed one only."""
+    held = _rows_held_by_partition(store, spec) if any(SKIPPED in m for m in failure.landed.values()) else {}
+    landed = [key for key, metadata in failure.landed.items() if SKIPPED not in metadata]
     for key, metadata in failure.landed.items():
         if SKIPPED in metadata:
-            continue
-        shown = {k: v for k, v in metadata.items() if k not in ("_reasons", "rows_per_second")}
+            shown = {SKIPPED: metadata[SKIPPED], "rows_landed": 0, "dagster/row_count": held.get(key, 0)}
+        else:
+            drop = {"_reasons", "rows_per_second"} | ({"dagster/column_schema"} if key != landed[-1] else set())
+            shown = {k: v for k, v in metadata.items() if k not in drop}
         shown["run_failed_at_another_partition"] = str(failure.cause)[:500]
         yield dg.AssetMaterialization(asset_key=lake_key(spec), partition=key, metadata=shown)
 
@@ -424,13 +431,16 @@ def lake_asset(
             ranged = [w for w in windows if w is not None]
             started = time.monotonic()
             if len(windows) > 1 and len(ranged) == len(windows):  # a single-run backfill
+                failure: RangeFailed | None = None
                 try:
                     landed = _land_range(
                         context, store, spec, extractor_factory, ranged, full_refresh, quarantine, scope
                     )  # fmt: skip
-                except RangeFailed as failure:
-                    yield from _landed_before_failure(spec, failure)
-                    raise failure.cause from None
+                except RangeFailed as failed:
+                    failure = failed
+                if failure is not None:  # raised outside the handler: the error keeps its own cause
+                    yield from _landed_before_failure(store, spec, failure)
+                    raise failure.cause
             else:
                 landed = [
                     _land_one(context, store, spec, extractor_factory, windows[0], full_refresh, quarantine, scope)
