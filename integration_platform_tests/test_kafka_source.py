@@ -599,3 +599,21 @@ def test_a_recreated_topic_with_ids_from_keys_resumes_from_earliest(
     produce(kafka_broker, topic, _orders(3, start=2000), keys=[f"more{i}" for i in range(3)])
     assert target.materialize([LAKE, WAREHOUSE]).success
     assert latest_metadata(instance, LAKE)["rows_landed"] == 3
+
+
+def test_a_stream_moved_to_another_topic_is_not_compared_with_the_old_one(
+    kafka_broker: Broker, topic: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """30 messages landed from one topic, then the stream's ``topic`` is changed to another holding
+    6: the lake's offsets (and topic id) of the old topic say nothing about the new one, whose
+    partitions end below them. The run took them for a re-created topic and failed; it lands the 6."""
+    produce(kafka_broker, topic, _orders(30))
+    target = platform(_yaml(kafka_broker, topic), tmp_path, instance)
+    assert target.materialize([LAKE, WAREHOUSE]).success
+    moved = _topic(kafka_broker)
+    produce(kafka_broker, moved, _orders(6, start=1000))
+    target = platform(_yaml(kafka_broker, moved), tmp_path, instance)
+    result = target.materialize([LAKE, WAREHOUSE], raise_on_error=False)
+    assert result.success, failure_messages(result)
+    assert latest_metadata(instance, LAKE)["rows_landed"] == 6
+    assert _rows(target) == (36, 36, sum(range(30)) + sum(range(1000, 1006)))

@@ -125,7 +125,7 @@ class QueueSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
                     consumer,
                     stream.topic,
                     dead_letter_topic=stream.dead_letter_topic or f"{stream.topic}.dead-letter",
-                    landed=landed_offsets(store, spec),
+                    landed=landed_offsets(store, spec, stream.topic),
                     reset=config.offset_reset,
                     reset_timestamp=at.replace(tzinfo=at.tzinfo or dt.UTC) if at else None,
                     offset_ids=stream.message_id == "broker",

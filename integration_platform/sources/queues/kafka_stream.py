@@ -140,11 +140,15 @@ class Landed(NamedTuple):
     topic_id: str | None
 
 
-def landed_offsets(store: LakeStore, spec: StreamSpec) -> Landed:
-    """What the stream's landings hold (:class:`Landed`), from its manifests in landing order."""
+def landed_offsets(store: LakeStore, spec: StreamSpec, topic: str) -> Landed:
+    """What the stream's landings of ``topic`` hold (:class:`Landed`), from its manifests in landing
+    order. Only manifests whose ``topic`` is ``topic`` count: a stream whose ``topic`` was changed
+    holds offsets and a topic id of the old topic too, which say nothing about the new one."""
     through: dict[int, int] = {}
     topic_id: str | None = None
     for manifest in list_manifests(store, spec):
+        if manifest.extra.get("topic") != topic:
+            continue
         for partition, (_, next_offset) in manifest.extra.get("offsets", {}).items():
             through[int(partition)] = max(through.get(int(partition), 0), int(next_offset))
         topic_id = manifest.extra.get("topic_id") or topic_id
