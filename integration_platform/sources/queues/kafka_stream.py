@@ -42,6 +42,7 @@ import base64
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal, NamedTuple
@@ -54,11 +55,13 @@ from confluent_kafka import (
     OFFSET_INVALID,
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
+    IsolationLevel,
     KafkaError,
     KafkaException,
     TopicCollection,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import Manifest, list_manifests
@@ -87,6 +90,9 @@ TOPIC_ID_SINCE = (2, 8)
 REASON_HEADER = "x-ip-dead-letter-reason"
 #: commit_transaction tries on retriable errors, each bounded by the resource's timeout.
 COMMIT_ATTEMPTS = 3
+#: Seconds before the end offsets are read again when one is below an offset the group or the lake
+#: holds: a new leader on a broker before 2.2 can report a lower high watermark for a moment (KIP-207).
+RECHECK_SECONDS = 1.0
 LOG = logging.getLogger(__name__)
 
 
@@ -183,6 +189,7 @@ class KafkaTopicSource:
         self.kafka, self.consumer, self.topic, self.dlt = kafka, consumer, topic, dead_letter_topic
         self.landed_through = landed.through
         self.partitions = kafka.partitions(consumer, topic)
+        self._admin: AdminClient | None = None
         self.topic_id = self._topic_id()
         self.from_committed = reset == "committed"
         self.group_offsets = self._group_offsets()
@@ -201,9 +208,7 @@ class KafkaTopicSource:
         if not self.kafka.supports(TOPIC_ID_SINCE):
             return None
         try:
-            found = self.kafka.new_admin().describe_topics(
-                TopicCollection([self.topic]), request_timeout=self.kafka.timeout
-            )
+            found = self.admin().describe_topics(TopicCollection([self.topic]), request_timeout=self.kafka.timeout)
             uuid = found[self.topic].result(self.kafka.timeout).topic_id
         except Exception as exc:  # KafkaException, a timeout, or a client without the call
             LOG.warning(
@@ -216,17 +221,41 @@ class KafkaTopicSource:
             return None
         return str(uuid)
 
+    def admin(self) -> AdminClient:
+        """The run's one AdminClient (topic id and end offsets), made at first use."""
+        if self._admin is None:
+            self._admin = self.kafka.new_admin()
+        return self._admin
+
+    def end_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
+        """Each partition's end (the offset its next message takes) as a ``read_uncommitted``
+        consumer sees it, in one ListOffsets request per leader: a consumer's watermark is the last
+        stable offset under librdkafka's default ``read_committed``, below an offset a
+        ``read_uncommitted`` tool committed while a transaction is open. Works on Kafka 0.9
+        (ListOffsets v0) too. Raises :class:`BrokerError`."""
+        if not partitions:
+            return {}
+        try:
+            found = self.admin().list_offsets(
+                {TopicPartition(self.topic, p): OffsetSpec.latest() for p in partitions},
+                isolation_level=IsolationLevel.READ_UNCOMMITTED,
+                request_timeout=self.kafka.timeout,
+            )
+            return {tp.partition: int(future.result(self.kafka.timeout).offset) for tp, future in found.items()}
+        except Exception as exc:  # KafkaException, or a timeout
+            raise self.kafka.error(f"end offsets of {self.topic!r}", exc) from None
+
     def check_same_topic(self, landed: Landed, offset_ids: bool) -> None:
         """Raise :class:`TopicRecreated` when the topic is not the one ``landed`` and the group's
-        committed offsets describe (module doc): with broker ids, its id differs from the lake's latest;
-        or a partition ends (high watermark) below
-        the offset the group committed (when the run starts there) or, with broker ids, below an
-        offset the lake holds, or (with broker ids) a partition the lake holds is gone.
+        committed offsets describe, under the conditions of the module doc: with broker ids
+        (``offset_ids``), a topic id other than the lake's latest, a partition the lake holds gone,
+        or an end offset below the lake's; when the run starts from committed offsets, an end offset
+        below the group's. An end offset below is read again after :data:`RECHECK_SECONDS` first.
 
         A run that starts elsewhere (``offset_reset``) and passes commits its start offset at once
         for each partition whose committed offset is beyond its end (recorded in ``replaced``):
         a partition it takes no message from would keep that offset, and fail every later run.
-        Raises :class:`BrokerError` when a watermark cannot be read or that commit fails."""
+        Raises :class:`BrokerError` when an end offset cannot be read or that commit fails."""
         where = f"topic {self.topic!r} on {self.kafka.where}"
         if offset_ids:
             remedy = (
@@ -248,30 +277,28 @@ class KafkaTopicSource:
                 f"{landed.topic_id}. Nothing was consumed. {remedy}"
             )
         problems = [  # Kafka never takes a partition away: only a new topic has fewer
-            f"partition {partition} is gone, the lake's landed offsets run through {held - 1}"
+            f"partition {partition} is gone, but the lake holds offsets through {held - 1}"
             for partition, held in sorted(landed.through.items())
             if offset_ids and held > 0 and partition not in self.partitions
         ]
-        for partition in self.partitions:
-            committed = self.group_offsets.get(partition, -1)
-            held = landed.through.get(partition, 0) if offset_ids else 0
-            if max(committed, held) <= 0:
-                continue
-            try:
-                _, high = self.consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, partition), timeout=self.kafka.timeout, cached=False
-                )
-            except Exception as exc:
-                raise self.kafka.error(f"watermarks of {self.topic!r} partition {partition}", exc) from None
-            if committed > high and not self.from_committed:
-                self.replaced[partition], committed = committed, -1
+        committed = {p: self.group_offsets.get(p, -1) for p in self.partitions}
+        held = {p: landed.through.get(p, 0) if offset_ids else 0 for p in self.partitions}
+        ends = self.end_offsets([p for p in self.partitions if max(committed[p], held[p]) > 0])
+        below = [p for p, end in ends.items() if max(committed[p], held[p]) > end]
+        if below:  # one reading is no proof (KIP-207): only an end still below a moment later counts
+            time.sleep(RECHECK_SECONDS)
+            ends.update(self.end_offsets(below))
+        for partition, end in sorted(ends.items()):
+            if committed[partition] > end and not self.from_committed:
+                self.replaced[partition], committed[partition] = committed[partition], -1
             beyond = [
-                f"the group's committed offset {committed}" if committed > high else "",
-                f"the lake's landed offsets (through {held - 1})" if held > high else "",
+                f"the group's committed offset is {committed[partition]}" if committed[partition] > end else "",
+                f"the lake holds offsets through {held[partition] - 1}" if held[partition] > end else "",
             ]
             if any(beyond):
                 problems.append(
-                    f"partition {partition} ends at offset {high}, below {' and '.join(filter(None, beyond))}"
+                    f"partition {partition}'s next offset (high watermark) is {end}, "
+                    f"but {' and '.join(filter(None, beyond))}"
                 )
         if problems:
             raise TopicRecreated(
