@@ -19,18 +19,32 @@ ones and be dropped as already landed, or lie below a committed offset and be sk
 it consumes anything, each run checks (:meth:`KafkaTopicSource.check_same_topic`), and raises
 :class:`TopicRecreated` naming the topic, the partitions, the offsets and the remedy:
 
-- the topic id (KIP-516, Kafka 2.8+: ``describe_topics``; brokers told to be older, and those that
-  answer the zero id, as noida-db and Kafka 0.9 do, have none): each manifest records it as
-  ``topic_id``, and a topic whose id differs from the latest one the lake holds is another topic;
-- on any broker, each partition's high watermark: a committed offset, or (with broker ids) an
-  offset the lake holds, beyond the end of the partition means the log was replaced; so does a
-  partition the lake holds that the topic no longer has (Kafka never removes one).
+Only the lake's landings of the stream's current ``topic`` count (manifest ``topic``). It raises when:
 
-A topic re-created and then filled past the old offsets before the next run is caught by its id
-only: on a broker without topic ids its first messages would still be dropped (README, queues).
-With broker ids the remedy is a new stream (its own lake path, warehouse table and group): the
-landed rows keep their ids, which the new topic's messages would otherwise take. With ids from
-the message (``key``, ``field``, ``body_sha256``) it is ``offset_reset: earliest``.
+- (broker ids only) the topic id differs from the latest one the lake's manifests of the topic
+  record (KIP-516, Kafka 2.8+, ``describe_topics``; a broker told to be older, one that answers
+  the zero id, as noida-db and Kafka 0.9 do, or a failed ``describe_topics``, logged as a warning,
+  gives none and the check is skipped). Not with ids from the message: a batch whose messages are
+  all duplicates writes no manifest, so records no id, but commits its offsets, so after a
+  re-creation the lake's latest id could stay the old one and fail every run for ever;
+- (runs that start from the group's committed offsets, ``offset_reset: committed``) a partition's
+  end is below the group's committed offset;
+- (broker ids only) a partition's end is below the next offset after the highest one the lake
+  holds, or a partition the lake holds is gone (Kafka never removes one).
+
+A partition's end is its ``read_uncommitted`` end offset (ListOffsets, one request per leader;
+Kafka 0.9 and noida-db answer it), not the consumer's ``read_committed`` watermark, which stops at
+an open transaction; an end below is read again after :data:`RECHECK_SECONDS` and counts only if
+it still is, since a new leader on a broker before 2.2 can report a lower one for a moment (KIP-207).
+
+Not caught: a topic re-created and filled past the old offsets before the next run, on a broker
+without topic ids, or with ids from the message on any broker; with broker ids its first messages
+would be dropped as already landed (README, queues), with ids from the message those below the
+committed offsets skipped. With broker ids the remedy is a new stream (its own lake path,
+warehouse table and group): the landed rows keep their ids, which the new topic's messages would
+otherwise take. With ids from the message (``key``, ``field``, ``body_sha256``) it is
+``offset_reset: earliest`` (a run started by a reset replaces each committed offset beyond its
+partition's end with its start).
 
 Columns besides the body's fields: ``_ip_message_id``, ``_ip_topic``, ``_ip_partition``,
 ``_ip_offset``, ``_ip_key`` (the key as text, see :func:`key_text`), ``_ip_timestamp`` (the message timestamp,
