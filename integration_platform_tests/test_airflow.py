@@ -227,6 +227,22 @@ def test_the_token_request_is_not_redirected_so_the_password_stays_with_the_conf
     assert password not in message and refused.value.status == 307
 
 
+def test_an_error_body_echoing_the_basic_credentials_never_shows_them() -> None:
+    """Airflow 2 (``v1``) authenticates with HTTP basic: the ``Authorization`` header is base64 of
+    ``username:password``. A server (or a proxy in front of it) echoing the request's headers in its error
+    body had that value copied into the error, and so into the run's logs: it decodes to the password."""
+    password = "S3cret-Airflow-Pw"
+    credentials = base64.b64encode(f"admin:{password}".encode()).decode()
+    with scripted_server(lambda request: (403, {}, json.dumps(request["headers"]))) as echo:
+        resource = AirflowResource(base_url=echo.url, api_version="v1", username="admin", password=password)
+        with pytest.raises(AirflowError) as refused:
+            resource.get_dag_run(EXAMPLE_DAG, "t_echo")
+    assert echo.requests[0]["headers"]["Authorization"] == f"Basic {credentials}"
+    message = str(refused.value)
+    assert "HTTP 403" in message and '"Authorization": "Basic ***"' in message
+    assert credentials not in message and password not in message
+
+
 def test_dag_run_ids_are_deterministic_and_allowed() -> None:
     key = dg.AssetKey(["airflow", "example output"])
     run_id = dag_run_id_for("0f0e-11", key, "2024-01-01|eu/west")

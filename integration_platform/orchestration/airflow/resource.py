@@ -43,7 +43,7 @@ from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
 from urllib3.util.retry import Retry
 
-from integration_platform.resources.http_auth import mask
+from integration_platform.resources.http_auth import basic_credentials, mask
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Airflow's default ``[scheduler] allowed_run_id_pattern``; run ids are at most 250 characters.
@@ -168,7 +168,10 @@ class AirflowResource(dg.ConfigurableResource):
         return self._session
 
     def _redact(self, text: str, limit: int | None = None) -> str:
-        return mask(text, (self.password, self._token), limit)
+        """``text`` with the password, the JWT and the basic ``Authorization`` value (``v1``: base64 of
+        ``username:password``, which decodes to the password) masked, then cut to ``limit`` characters:
+        an Airflow or a proxy in front of it may echo the request's headers in an error body."""
+        return mask(text, (self.password, self._token, basic_credentials(self.username, self.password)), limit)
 
     def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """One request (retried by urllib3); transport failures become :class:`AirflowError`."""
