@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit, urlun
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import DecodeError, MaxRetryError, ProtocolError, ReadTimeoutError, SSLError
+from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
 from integration_platform.resources.http_api import HttpSourceError, RestApiResource
@@ -26,6 +26,7 @@ from integration_platform.resources.http_auth import (
     mask,
     secret_values,
 )
+from integration_platform.resources.http_body import BodyTooLarge, read_body
 from integration_platform.resources.http_credentials import (
     CredentialSession,
     OAuth2TokenAuth,
@@ -155,7 +156,7 @@ class RestClient:
                 response = self.session.get(
                     url, params=params, timeout=timeout, verify=self.verify, headers=headers, stream=True
                 )
-                _read_body(response, self.config.max_body_bytes, time.monotonic() + self.config.request_timeout)
+                read_body(response, self.config.max_body_bytes, time.monotonic() + self.config.request_timeout)
                 status = response.status_code
                 oauth2 = self.oauth2
                 if status == 401 and oauth2 is not None and not renewed and self.auth.allows(url):
@@ -224,49 +225,6 @@ def _userinfo_secrets(url: str) -> list[str]:
         return []
     password = unquote(parts.password)
     return [parts.password, password, basic_credentials(unquote(parts.username or ""), password)]
-
-
-class BodyTooLarge(Exception):
-    """A response body passed ``max_body_bytes`` (decoded)."""
-
-
-class AttemptTooLong(requests.Timeout):
-    """One attempt passed ``request_timeout`` while its body was read (a transient failure: retried)."""
-
-
-def _read_body(response: requests.Response, limit: int, deadline: float) -> None:
-    """Read the body of ``response`` (opened with ``stream=True``) into it, as requests does without
-    ``stream``, content decoded; the connection goes back to the pool.
-
-    Written here because requests has no bound on a body's size or on an attempt's whole time: its read
-    timeout bounds the gap between two reads, and ``iter_content`` waits for a whole chunk. urllib3's
-    ``read1`` returns what has arrived (up to 64 KiB), so the deadline is checked as bytes come. Raises
-    :class:`BodyTooLarge` past ``limit`` bytes (decoded: a 0.3 MB gzip body inflated to 300 MB) and
-    :class:`AttemptTooLong` (a ``requests.Timeout``) past ``deadline`` (``time.monotonic()`` seconds);
-    urllib3's errors as requests' ``iter_content`` raises them (transient: retried). The response is
-    closed on any error."""
-    chunks, size = [], 0
-    try:
-        while chunk := response.raw.read1(64 << 10, decode_content=True):
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge(f"the response body passed max_body_bytes ({limit:,} bytes, decoded)")
-            if time.monotonic() > deadline:
-                raise AttemptTooLong("the attempt passed request_timeout while its body was read")
-            chunks.append(chunk)
-    except ProtocolError as exc:
-        response.close()
-        raise requests.exceptions.ChunkedEncodingError(exc) from None
-    except DecodeError as exc:
-        response.close()
-        raise requests.exceptions.ContentDecodingError(exc) from None
-    except (ReadTimeoutError, SSLError) as exc:
-        response.close()
-        raise requests.exceptions.ConnectionError(exc) from None
-    except BaseException:
-        response.close()
-        raise
-    response._content = b"".join(chunks)  # what requests keeps when it reads the body itself
 
 
 def _json(response: requests.Response) -> Any:
