@@ -18,6 +18,7 @@ import json
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -154,6 +155,63 @@ def scripted_server(answer: Callable[[dict[str, Any]], Answer]) -> Iterator[Scri
             self.wfile.write(data)
 
         do_POST = do_GET
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    served.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield served
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def dripping_server(answers: Mapping[str, Any], every: float = 0.2) -> Iterator[ScriptedServer]:
+    """An HTTP server on 127.0.0.1 (a free port) answering a request whose path starts with a key of
+    ``answers`` with 200 and that JSON body, and every other with 200 and a chunked JSON body that never
+    ends, two bytes every ``every`` seconds (0: as fast as the client reads): a hostile server holding a
+    client that bounds only the gap between two reads, or filling its memory. Requests are recorded as by
+    :func:`scripted_server`."""
+    served = ScriptedServer("")
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length).decode("latin-1") if length else ""
+            served.requests.append(
+                {"method": self.command, "path": self.path, "headers": dict(self.headers.items()), "body": body}
+            )
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            known = next((answers[p] for p in answers if self.path.startswith(p)), None)
+            if known is not None:
+                data = json.dumps(known).encode()
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            piece = b"0," * (1 if every else 32 << 10)
+            try:
+                self.wfile.write(b"1\r\n[\r\n")
+                while True:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    self.wfile.flush()
+                    if every:
+                        time.sleep(every)
+            except OSError:  # the client gave up
+                self.close_connection = True
+
+        do_POST = do_PATCH = do_GET
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from integration_platform.orchestration.airflow.resource import (
     AirflowTimeout,
 )
 from integration_platform_tests.airflow_server import EXAMPLE_DAG, AirflowServer, airflow_server
-from integration_platform_tests.rest_servers import fault_proxy, scripted_server
+from integration_platform_tests.rest_servers import dripping_server, fault_proxy, scripted_server
 from sandbox.harness import failure_messages, latest_metadata
 
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
@@ -241,6 +242,54 @@ def test_an_error_body_echoing_the_basic_credentials_never_shows_them() -> None:
     message = str(refused.value)
     assert "HTTP 403" in message and '"Authorization": "Basic ***"' in message
     assert credentials not in message and password not in message
+
+
+def test_an_enormous_retry_after_is_waited_at_most_max_retry_after() -> None:
+    """An Airflow (or a proxy) answering 503 with ``Retry-After: 1000000000``: urllib3 slept as asked, up to
+    its own cap of six hours a retry, and the step with it. The wait is now at most ``max_retry_after``."""
+    answers = iter([(503, {"Retry-After": "1000000000"}, "busy"), (200, {}, {"dag_id": "d", "dag_run_id": "r"})])
+    with scripted_server(lambda request: next(answers)) as api:
+        resource = AirflowResource(
+            base_url=api.url, api_version="v1", username="admin", password="pw", max_retries=1, max_retry_after=1
+        )
+        found: list[Any] = []
+        started = time.monotonic()
+        worker = threading.Thread(target=lambda: found.append(resource.get_dag_run("d", "r")), daemon=True)
+        worker.start()
+        worker.join(30)
+        assert not worker.is_alive(), "still waiting out the Retry-After"
+    assert len(api.requests) == 2 and 1 <= time.monotonic() - started < 10
+    assert [run.state for run in found] == ["None"]
+
+
+@pytest.mark.parametrize("every", [0, 0.2])
+def test_an_answer_that_never_ends_fails_within_its_bounds(every: float) -> None:
+    """An answer whose body never ends, as fast as it is read (``every`` 0) or two bytes every 0.2 s:
+    requests read it all into memory (1.9 GB in 10 s) or waited for ever (``read_timeout`` bounds only the
+    gap between two reads). It fails at ``max_body_bytes`` or ``request_timeout``, naming the request."""
+    with dripping_server({"/auth/token": {"access_token": "a.b.c"}}, every) as api:
+        resource = AirflowResource(
+            base_url=api.url, username="admin", password="pw", max_body_bytes=1 << 20, request_timeout=1
+        )
+        failed: list[AirflowError] = []
+
+        def read() -> None:
+            try:
+                resource.get_dag_run("d", "r")
+            except AirflowError as exc:
+                failed.append(exc)
+
+        worker = threading.Thread(target=read, daemon=True)
+        worker.start()
+        worker.join(30)
+        assert not worker.is_alive(), "still reading the answer"
+    url = f"GET {api.url}/api/v2/dags/d/dagRuns/r"
+    reason = (
+        "the response body passed max_body_bytes (1,048,576 bytes, decoded)"
+        if every == 0
+        else "the answer passed request_timeout (1s) while its body was read"
+    )
+    assert [str(exc) for exc in failed] == [f"{url}: {reason}"] and failed[0].status is None
 
 
 def test_dag_run_ids_are_deterministic_and_allowed() -> None:

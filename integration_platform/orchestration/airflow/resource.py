@@ -44,6 +44,7 @@ from requests.auth import HTTPBasicAuth
 from urllib3.util.retry import Retry
 
 from integration_platform.resources.http_auth import basic_credentials, mask
+from integration_platform.resources.http_body import AttemptTooLong, BodyTooLarge, read_body
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Airflow's default ``[scheduler] allowed_run_id_pattern``; run ids are at most 250 characters.
@@ -122,7 +123,7 @@ class AirflowResource(dg.ConfigurableResource):
 
     Timeouts and intervals are seconds. ``max_retries`` counts retries after the first attempt
     of a request answered 429/500/502/503/504 or cut by a connection or read error (urllib3
-    ``Retry``: exponential backoff from ``backoff_factor``, ``Retry-After`` honoured). GET and
+    ``Retry``: exponential backoff from ``backoff_factor``, ``Retry-After`` honoured up to ``max_retry_after``). GET and
     PATCH (setting ``is_paused``) are idempotent. A POST that triggers a run is retried too,
     which is safe only because every trigger carries its ``dag_run_id``: if a lost answer hid a
     run that was created, the retry gets 409 Conflict and :meth:`trigger_dag_run` returns the
@@ -143,6 +144,14 @@ class AirflowResource(dg.ConfigurableResource):
     unpause: bool = Field(default=True, description="Unpause a paused DAG before triggering it.")
     max_retries: int = 5
     backoff_factor: float = 0.5
+    #: The longest ``Retry-After`` waited (seconds; a longer one is waited this long: urllib3's
+    #: ``retry_after_max``), the most seconds one request may take in all, body included (``read_timeout``
+    #: bounds only the gap between two reads), and the most bytes of one answer's body (decoded). An
+    #: answer asking to wait 10^9 s, or a body that never ends or comes a byte a second, held a step
+    #: for ever (urllib3's own cap is six hours a retry) or filled its memory.
+    max_retry_after: int = Field(default=300, gt=0)
+    request_timeout: float = Field(default=600.0, gt=0)
+    max_body_bytes: int = Field(default=64 << 20, gt=0)
 
     _session: requests.Session | None = PrivateAttr(default=None)
     _token: str | None = PrivateAttr(default=None)
@@ -156,6 +165,7 @@ class AirflowResource(dg.ConfigurableResource):
                 allowed_methods=frozenset({"GET", "PATCH", "POST"}),
                 backoff_factor=self.backoff_factor,
                 respect_retry_after_header=True,
+                retry_after_max=self.max_retry_after,
                 raise_on_status=False,
             )
             session = requests.Session()
@@ -174,16 +184,27 @@ class AirflowResource(dg.ConfigurableResource):
         return mask(text, (self.password, self._token, basic_credentials(self.username, self.password)), limit)
 
     def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        """One request (retried by urllib3); transport failures become :class:`AirflowError`."""
+        """One request (retried by urllib3), its body read within ``max_body_bytes`` and ``request_timeout``;
+        transport failures, a body too large and an attempt too long become :class:`AirflowError` (without
+        a status: the answer was lost)."""
         try:
             # verify per request: a session-level value loses to REQUESTS_CA_BUNDLE (psf/requests#3829)
-            return self._http().request(
+            response = self._http().request(
                 method,
                 url,
                 timeout=(self.connect_timeout, self.read_timeout),
                 verify=self.ca_bundle or self.verify_tls,
+                stream=True,
                 **kwargs,
             )
+            read_body(response, self.max_body_bytes, time.monotonic() + self.request_timeout)
+            return response
+        except BodyTooLarge as exc:
+            raise AirflowError(f"{method} {url}: {exc}") from None
+        except AttemptTooLong:
+            raise AirflowError(
+                f"{method} {url}: the answer passed request_timeout ({self.request_timeout:g}s) while its body was read"
+            ) from None
         except requests.exceptions.SSLError:
             raise AirflowError(
                 f"{method} {url}: TLS verification failed; trust the server's CA with ca_bundle"
