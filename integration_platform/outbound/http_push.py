@@ -113,7 +113,7 @@ class HttpPusher:
         extra_secrets: list[str] | None = None,
     ) -> None:
         self.policy, self.headers, self.idempotency_header = policy, headers, idempotency_header
-        self.auth = build_auth(auth, policy.read_timeout, policy.verify_tls)
+        self.auth = build_auth(auth, policy.read_timeout, policy.verify_tls, policy.request_timeout)
         self.secrets = [*secret_values(auth), *(extra_secrets or [])]
         self.limiter = RateLimiter(policy.rate_limit, scope) if policy.rate_limit else None
         self.requests_sent = 0

@@ -62,7 +62,7 @@ class RestClient:
         self.session.headers.update({"Accept": "application/json", **config.headers})
         self.session.verify = self.verify
         self.auth = OriginBoundAuth(
-            build_auth(config.auth, config.read_timeout, self.verify),
+            build_auth(config.auth, config.read_timeout, self.verify, config.request_timeout),
             secret_headers,
             origins,
         )

@@ -31,9 +31,14 @@ from integration_platform.resources.http_auth import (
     origin_of,
     secret_values,
 )
+from integration_platform.resources.http_body import AttemptTooLong, BodyTooLarge, read_body
 
 if TYPE_CHECKING:
     from requests.sessions import _Settings  # a TypedDict of types-requests only
+
+#: The most bytes of a token endpoint's answer read (decoded): an RFC 6749 token response is a small JSON
+#: object, and requests-oauthlib read any answer whole into memory (3 GB in 10 s from an endless one).
+TOKEN_BODY_BYTES = 1 << 20
 
 
 class BearerAuth(AuthBase):
@@ -63,7 +68,10 @@ class ApiKeyAuth(AuthBase):
 
 class TokenSession(OAuth2Session):
     """An ``OAuth2Session`` whose token requests are never redirected: a token endpoint answering 3xx
-    fails with :class:`HttpAuthError` naming ``token_url`` and the origin the answer points to.
+    fails with :class:`HttpAuthError` naming ``token_url`` and the origin the answer points to. Each answer
+    is read within bounds (``read_body``): at most :data:`TOKEN_BODY_BYTES` and ``request_timeout``
+    seconds in all, else :class:`HttpAuthError` (requests' read timeout bounds only the gap between two
+    reads: an endpoint sending a byte a second held the run for ever).
 
     requests follows a 307 or 308 with the method and body unchanged, so a POST carrying the refresh
     token (or the client secret) would reach whatever host the ``Location`` names, and the access
@@ -71,16 +79,29 @@ class TokenSession(OAuth2Session):
     request go only to the token endpoint.
     """
 
-    def __init__(self, token_url: str, grant: str, **kwargs: Any) -> None:
+    def __init__(self, token_url: str, grant: str, request_timeout: float = 600.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.token_url, self.grant = token_url, grant
+        self.token_url, self.grant, self.request_timeout = token_url, grant, request_timeout
         self.register_compliance_hook("access_token_response", self._refuse_redirect)
         self.register_compliance_hook("refresh_token_response", self._refuse_redirect)
 
     def request(self, *args: Any, **kwargs: Any) -> requests.Response:
-        """requests-oauthlib's request, never following a redirect (it passes no ``allow_redirects``)."""
+        """requests-oauthlib's request, never following a redirect (it passes no ``allow_redirects``), its
+        body read within :data:`TOKEN_BODY_BYTES` and ``request_timeout``. Raises :class:`HttpAuthError`
+        naming ``token_url`` and the bound passed."""
         kwargs["allow_redirects"] = False
-        return super().request(*args, **kwargs)
+        kwargs["stream"] = True
+        response = super().request(*args, **kwargs)
+        at = f"OAuth2 {self.grant} grant at {self.token_url}"
+        try:
+            read_body(response, TOKEN_BODY_BYTES, time.monotonic() + self.request_timeout)
+        except BodyTooLarge:
+            raise HttpAuthError(f"{at}: the token endpoint's answer passed {TOKEN_BODY_BYTES:,} bytes") from None
+        except AttemptTooLong:
+            raise HttpAuthError(
+                f"{at}: the token endpoint's answer passed request_timeout ({self.request_timeout:g}s)"
+            ) from None
+        return response
 
     def _refuse_redirect(self, response: requests.Response) -> requests.Response:
         """The token response, or :class:`HttpAuthError` for a redirect (raised before its body is read
@@ -112,9 +133,15 @@ class OAuth2TokenAuth(AuthBase):
     tokens obtained, to be masked like the configured secrets.
     """
 
-    def __init__(self, grant: Literal["client_credentials", "refresh_token"], config: HttpAuth, timeout: float) -> None:
+    def __init__(
+        self,
+        grant: Literal["client_credentials", "refresh_token"],
+        config: HttpAuth,
+        timeout: float,
+        request_timeout: float = 600.0,
+    ) -> None:
         assert config.token_url and config.client_id
-        self.grant, self.config, self.timeout = grant, config, timeout
+        self.grant, self.config, self.timeout, self.request_timeout = grant, config, timeout, request_timeout
         self.refresh = config.refresh_token
         self.verify: bool | str = True
         self.renewals = 0
@@ -141,7 +168,7 @@ class OAuth2TokenAuth(AuthBase):
         try:
             if self.grant == "client_credentials":
                 client = BackendApplicationClient(client_id=config.client_id, scope=list[object](config.scopes))
-                session = TokenSession(config.token_url, self.grant, client=client)
+                session = TokenSession(config.token_url, self.grant, self.request_timeout, client=client)
                 token = session.fetch_token(
                     config.token_url,
                     client_id=config.client_id,
@@ -151,7 +178,11 @@ class OAuth2TokenAuth(AuthBase):
                 )
             else:
                 session = TokenSession(
-                    config.token_url, self.grant, client_id=config.client_id, scope=config.scopes or None
+                    config.token_url,
+                    self.grant,
+                    self.request_timeout,
+                    client_id=config.client_id,
+                    scope=config.scopes or None,
                 )
                 basic = HTTPBasicAuth(config.client_id, config.client_secret) if config.client_secret else None
                 token = session.refresh_token(
@@ -214,8 +245,9 @@ class OAuth2TokenAuth(AuthBase):
         return request
 
 
-def build_auth(config: HttpAuth, timeout: float, verify: bool | str) -> AuthBase | None:
-    """The ``requests`` auth object for ``config``; ``None`` for ``type: none``.
+def build_auth(config: HttpAuth, timeout: float, verify: bool | str, request_timeout: float = 600.0) -> AuthBase | None:
+    """The ``requests`` auth object for ``config``; ``None`` for ``type: none``. ``timeout`` is the read
+    timeout of a token request, ``request_timeout`` the most seconds it may take in all.
 
     Raises ``ValueError`` naming the missing field when the type's required fields are unset.
     """
@@ -232,7 +264,7 @@ def build_auth(config: HttpAuth, timeout: float, verify: bool | str) -> AuthBase
         grant: Literal["client_credentials", "refresh_token"] = (
             "client_credentials" if config.type == "oauth2_client_credentials" else "refresh_token"
         )
-        auth = OAuth2TokenAuth(grant, config, timeout)
+        auth = OAuth2TokenAuth(grant, config, timeout, request_timeout)
         auth.verify = verify
         return auth
     return None
