@@ -17,6 +17,9 @@ from typing import Any, ClassVar
 import dagster as dg
 import pytest
 
+from integration_platform.resources.http_api import RestApiResource
+from integration_platform.sources.html.extract import HtmlSourceError, Robots
+from integration_platform_tests.rest_servers import scripted_server
 from integration_platform_tests.services import REPO, missing
 from sandbox import ServerMissing
 from sandbox.harness import failure_messages, landed_rows, platform
@@ -281,6 +284,35 @@ def test_next_links_end_at_a_disabled_link_crawl_delay_is_kept_and_max_pages_ref
     capped = platform(source_yaml(site.url, paged + "      max_pages: 2\n"), tmp_path / "b", instance)
     failed = capped.materialize(raise_on_error=False)
     assert any("more than max_pages (2) pages; nothing lands" in m for m in failure_messages(failed))
+
+
+def test_a_crawl_delay_longer_than_max_retry_after_fails_instead_of_sleeping() -> None:
+    """robots.txt asking ``Crawl-delay: 100000000`` (three years): the crawler slept as asked, holding the
+    run. A delay longer than ``max_retry_after`` cannot be kept, so the page is not fetched and the run
+    fails naming the origin and the delay; one within it is still kept."""
+
+    def answer(request: dict[str, Any]) -> tuple[int, dict[str, str | list[str]], Any]:
+        return 200, {"Content-Type": "text/plain"}, "User-agent: *\nCrawl-delay: 100000000\n"
+
+    with scripted_server(answer) as site:
+        robots = Robots(RestApiResource(base_url=site.url, max_retry_after=60).client("test"), "integration_platform")
+        failed: list[HtmlSourceError] = []
+
+        def check() -> None:
+            try:
+                robots.check(f"{site.url}/list")
+            except HtmlSourceError as exc:
+                failed.append(exc)
+
+        worker = threading.Thread(target=check, daemon=True)
+        worker.start()
+        worker.join(30)
+        assert not worker.is_alive(), "still sleeping out the Crawl-delay"
+    assert [str(exc) for exc in failed] == [
+        f"GET {site.url}/list: {site.url}/robots.txt asks for a Crawl-delay of 100000000s between requests, longer "
+        "than max_retry_after (60s): nothing more is fetched; raise max_retry_after to keep it"
+    ]
+    assert [r["path"] for r in site.requests] == ["/robots.txt"]
 
 
 def test_a_page_that_is_not_html_or_links_off_the_site_fails_naming_it(

@@ -88,7 +88,10 @@ class Robots:
 
     def check(self, url: str) -> None:
         """Wait out the origin's ``Crawl-delay`` since the last request, then return when ``url`` may be
-        fetched; raises :class:`HtmlSourceError` when robots.txt disallows it or cannot be read."""
+        fetched; raises :class:`HtmlSourceError` when robots.txt disallows it or cannot be read, or asks for
+        a ``Crawl-delay`` longer than the client's ``max_retry_after`` (the longest wait a server may
+        impose: ``Crawl-delay: 100000000`` slept the run for three years; it cannot be kept, so nothing
+        more is fetched)."""
         origin = "{}://{}".format(*urlsplit(url)[:2])
         parser = self.parsers.get(origin) or self._read(origin)
         if not parser.can_fetch(url, self.user_agent):
@@ -97,6 +100,13 @@ class Robots:
                 f"{self.user_agent!r}; set robots_txt: ignore only with the site owner's permission"
             )
         delay = parser.crawl_delay(self.user_agent)
+        longest = self.client.config.max_retry_after
+        if delay and delay > longest:
+            raise HtmlSourceError(
+                f"GET {self.client.redact(url)}: {origin}/robots.txt asks for a Crawl-delay of {delay:.0f}s "
+                f"between requests, longer than max_retry_after ({longest:g}s): nothing more is fetched; "
+                "raise max_retry_after to keep it"
+            )
         if delay:
             time.sleep(max(0.0, self.last_request + float(delay) - time.monotonic()))
         self.last_request = time.monotonic()
