@@ -300,3 +300,16 @@ def test_a_body_dripping_past_request_timeout_is_cut_and_retried() -> None:
     finally:
         server.close()
     assert len(attempts) == 2 and time.monotonic() - started < 4
+
+
+def test_a_body_nested_too_deeply_fails_naming_the_request() -> None:
+    """400 KB of ``[[[...]]]``: the JSON decoder's ``RecursionError`` escaped the client, failing the run
+    without naming the request (and not as the ``HttpSourceError`` a stream's ``skip_statuses`` looks at).
+    It is not retried: the same body comes again."""
+    with scripted_server(lambda request: (200, {}, "[" * 200_000 + "]" * 200_000)) as api:
+        client = RestApiResource(base_url=api.url, max_retries=3).client("test")
+        with pytest.raises(HttpSourceError) as failed:
+            client.get_json(f"{api.url}/items")
+    reason = "the JSON body is nested too deeply to decode"
+    assert str(failed.value) == f"GET {api.url}/items: {reason} (after 1 attempt(s))"
+    assert len(api.requests) == 1

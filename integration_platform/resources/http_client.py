@@ -120,7 +120,8 @@ class RestClient:
         return HttpSourceError(f"GET {where}: {self.redact(reason)} (after {attempts} attempt(s))", status)
 
     def get_json(self, url: str, params: dict[str, str] | None = None) -> tuple[Any, requests.Response]:
-        """GET ``url`` and decode its JSON body (:meth:`get`); an invalid body is retried as a cut one."""
+        """GET ``url`` and decode its JSON body (:meth:`get`); an invalid body is retried as a cut one, one
+        nested too deeply to decode fails at once (:class:`HttpSourceError`)."""
         return self.get(url, params, _json)
 
     def get(
@@ -181,7 +182,7 @@ class RestClient:
                     snippet = self.redact(response.text, 300).replace("\n", " ")
                     raise self._give_up(where, f"HTTP {status} {response.reason}: {snippet}", attempts, status)
                 return decode(response), response
-            except BodyTooLarge as exc:  # another attempt gets as much
+            except (BodyTooLarge, NestedTooDeep) as exc:  # another attempt gets as much
                 raise self._give_up(where, str(exc), attempts) from None
             except requests.exceptions.TooManyRedirects as exc:  # a loop: another attempt loops again
                 last = exc.response.url if exc.response is not None else url
@@ -227,5 +228,15 @@ def _userinfo_secrets(url: str) -> list[str]:
     return [parts.password, password, basic_credentials(unquote(parts.username or ""), password)]
 
 
+class NestedTooDeep(Exception):
+    """A JSON body nested deeper than Python's decoder can follow."""
+
+
 def _json(response: requests.Response) -> Any:
-    return response.json()
+    """The body decoded as JSON. Raises :class:`NestedTooDeep` for a body nested past the interpreter's
+    recursion limit (``[[[[...]]]]`` 200,000 deep is 400 KB: the decoder's bare ``RecursionError`` failed
+    the run without naming the request), and what ``Response.json`` raises."""
+    try:
+        return response.json()
+    except RecursionError:
+        raise NestedTooDeep("the JSON body is nested too deeply to decode") from None
