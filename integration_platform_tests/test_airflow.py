@@ -292,6 +292,35 @@ def test_an_answer_that_never_ends_fails_within_its_bounds(every: float) -> None
     assert [str(exc) for exc in failed] == [f"{url}: {reason}"] and failed[0].status is None
 
 
+def test_an_answer_that_is_not_airflows_json_fails_naming_the_request() -> None:
+    """A login page (or a proxy's answer) in front of Airflow, or JSON of another shape: the step failed with
+    a bare ``JSONDecodeError``, ``KeyError`` or ``TypeError`` naming no request. Each is an ``AirflowError``
+    naming the request and its status; a token answer's body is never shown (it may hold a token)."""
+
+    def answer(request: dict[str, Any]) -> tuple[int, dict[str, str | list[str]], Any]:
+        if request["path"] == "/auth/token" and request["body"].count("first"):
+            return 201, {"Content-Type": "text/html"}, "<html>Sign in</html>"
+        if request["path"] == "/auth/token":
+            return 201, {}, {"access_token": "a.b.c"}
+        return 200, {}, ["not", "a", "run"]
+
+    with scripted_server(answer) as api:
+        login = AirflowResource(base_url=api.url, username="first", password="pw", max_retries=0)
+        with pytest.raises(AirflowError) as refused:
+            login.get_dag_run("d", "r")
+        other = AirflowResource(base_url=api.url, username="admin", password="pw", max_retries=0)
+        with pytest.raises(AirflowError) as shapeless:
+            other.get_dag_run("d", "r")
+    assert str(refused.value) == (
+        f"POST {api.url}/auth/token: HTTP 201 is not the JSON object Airflow answers (with access_token): "
+        "(body not shown)"
+    )
+    assert str(shapeless.value) == (
+        f"GET {api.url}/api/v2/dags/d/dagRuns/r: HTTP 200 is not the JSON object Airflow answers "
+        '(with dag_id, dag_run_id): ["not", "a", "run"]'
+    )
+
+
 def test_dag_run_ids_are_deterministic_and_allowed() -> None:
     key = dg.AssetKey(["airflow", "example output"])
     run_id = dag_run_id_for("0f0e-11", key, "2024-01-01|eu/west")

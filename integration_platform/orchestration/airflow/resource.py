@@ -235,8 +235,27 @@ class AirflowResource(dg.ConfigurableResource):
                     f"(HTTP {response.status_code}: {self._redact(response.text, 200)})",
                     response.status_code,
                 )
-            self._token = str(response.json()["access_token"])
+            self._token = str(self._object(response, "access_token", show_body=False)["access_token"])
         return self._token
+
+    def _object(self, response: requests.Response, *keys: str, show_body: bool = True) -> dict[str, Any]:
+        """The JSON object ``response`` holds, with each of ``keys``. Raises :class:`AirflowError` naming the
+        request, its status and (``show_body``) the start of the body, secrets masked, when it holds
+        something else: a login page or a proxy's answer in front of Airflow failed the step with a bare
+        ``KeyError`` or ``JSONDecodeError`` naming no request. A token answer's body is never shown: it may
+        hold a token under another name."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or any(key not in body for key in keys):
+            detail = self._redact(response.text, 200).replace("\n", " ") if show_body else "(body not shown)"
+            raise AirflowError(
+                f"{response.request.method} {response.url}: HTTP {response.status_code} is not the JSON object "
+                f"Airflow answers (with {', '.join(keys)}): {detail}",
+                response.status_code,
+            )
+        return body
 
     def _send(self, method: str, path: str, *, allow: tuple[int, ...] = (), **kwargs: Any) -> requests.Response:
         """``method`` on ``/api/<version><path>``; a status >= 400 not in ``allow`` raises :class:`AirflowError`."""
@@ -282,7 +301,7 @@ class AirflowResource(dg.ConfigurableResource):
         response = self._send("GET", path, allow=(404,))
         if response.status_code == 404:
             raise AirflowError(f"Airflow has no DAG {dag_id!r} (wrong id, or not parsed yet)", 404)
-        if not response.json().get("is_paused"):
+        if not self._object(response, "is_paused").get("is_paused"):
             return
         if not self.unpause:
             raise AirflowError(f"Airflow DAG {dag_id!r} is paused and unpause is off: its runs would never start")
@@ -327,7 +346,7 @@ class AirflowResource(dg.ConfigurableResource):
                 raise
             return found
         if response.status_code != 409:
-            return self._dag_run(response.json())
+            return self._dag_run(self._object(response, "dag_id", "dag_run_id"))
         existing = self._find_run(dag_id, run_id)
         if existing is None:
             when = logical_date.isoformat() if logical_date else "now"
@@ -340,7 +359,7 @@ class AirflowResource(dg.ConfigurableResource):
 
     def _find_run(self, dag_id: str, run_id: str) -> DagRun | None:
         response = self._send("GET", f"/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}", allow=(404,))
-        return None if response.status_code == 404 else self._dag_run(response.json())
+        return None if response.status_code == 404 else self._dag_run(self._object(response, "dag_id", "dag_run_id"))
 
     def get_dag_run(self, dag_id: str, run_id: str) -> DagRun:
         """The run's current state. Raises :class:`AirflowError` (status 404) when there is no such run."""
@@ -354,10 +373,12 @@ class AirflowResource(dg.ConfigurableResource):
         ``[]`` when the task instances cannot be read."""
         path = f"/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}/taskInstances"
         try:
-            instances = self._send("GET", path, params={"limit": 1000}).json().get("task_instances", [])
-        except (AirflowError, ValueError):
+            body = self._object(self._send("GET", path, params={"limit": 1000}), "task_instances")
+        except AirflowError:
             return []
-        labels = {_task_label(ti) for ti in instances if ti.get("state") == "failed"}
+        instances = body["task_instances"] if isinstance(body["task_instances"], list) else []
+        failed = [ti for ti in instances if isinstance(ti, dict) and "task_id" in ti and ti.get("state") == "failed"]
+        labels = {_task_label(ti) for ti in failed}
         return sorted(labels)
 
     def wait_for_dag_run(
