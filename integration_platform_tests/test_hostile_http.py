@@ -230,6 +230,56 @@ def test_a_secret_echoed_in_the_form_it_was_sent_is_masked(auth: str, monkeypatc
     assert shown == [] and "/items" in str(failed.value), str(failed.value)
 
 
+NEWLINE_SECRETS = {
+    "bearer": (HttpAuth(type="bearer", token=f"{TOKEN}\n"), {}, "auth.token"),
+    "api_key": (HttpAuth(type="api_key", api_key=f"{KEY}\n"), {}, "auth.api_key"),
+    "secret header": (HttpAuth(), {"X-Partner-Token": "IP_TEST_PARTNER_TOKEN"}, "header 'X-Partner-Token'"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NEWLINE_SECRETS))
+def test_a_secret_ending_in_a_newline_is_refused_without_repeating_it(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A secret read from a file with its final newline (a Kubernetes secret mounted into an environment
+    variable): http.client refused the header with ``ValueError: Invalid header value b'Bearer <token>\\n'``,
+    the whole secret in the run's logs (the masking missed it, written as a bytes repr). The client is
+    refused naming the field or the variable, never the value, and nothing is sent."""
+    monkeypatch.setenv("IP_TEST_PARTNER_TOKEN", f"{HEADER_SECRET}\n")
+    auth, headers_env, named = NEWLINE_SECRETS[kind]
+    with scripted_server(lambda request: (200, {}, [])) as api:
+        resource = RestApiResource(base_url=api.url, auth=auth, secret_headers_env=headers_env, max_retries=0)
+        with pytest.raises(ValueError) as refused:
+            resource.client("test").get_json(f"{api.url}/items")
+    message = str(refused.value)
+    assert message.startswith(named) and "line break" in message and api.requests == []
+    assert not any(secret in message for secret in (TOKEN, KEY, HEADER_SECRET)), message
+
+
+def test_an_access_token_that_cannot_be_a_header_is_refused_without_repeating_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A token endpoint issuing ``"<token>\\n"``: the API request failed with http.client's ``ValueError``
+    repeating the token. It fails as ``HttpAuthError`` naming the token endpoint, and the API gets nothing."""
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+
+    def answer(request: dict[str, Any]) -> tuple[int, dict[str, str | list[str]], Any]:
+        if request["path"] == "/token":
+            return 200, {}, {"access_token": f"{TOKEN}\r\n", "token_type": "Bearer", "expires_in": 3600}
+        return 200, {}, []
+
+    with scripted_server(answer) as api:
+        auth = HttpAuth(
+            type="oauth2_client_credentials", token_url=f"{api.url}/token", client_id="etl", client_secret=KEY
+        )
+        client = RestApiResource(base_url=api.url, max_retries=0, auth=auth).client("test")
+        with pytest.raises(HttpAuthError) as refused:
+            client.get_json(f"{api.url}/items")
+    message = str(refused.value)
+    assert message.startswith(f"OAuth2 client_credentials grant at {api.url}/token: the access token issued holds")
+    assert TOKEN not in message and [r["path"] for r in api.requests] == ["/token"]
+
+
 def test_a_token_endpoint_echoing_the_client_credentials_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     """A token endpoint refusing the client with its basic credentials in the error description."""
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")

@@ -107,6 +107,22 @@ SECRET_NAME = re.compile(
 )
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _ENV_NAME = re.compile(ENV_NAME)
+#: A value that can be a header's as it is: no leading or trailing whitespace, no line break or NUL.
+_HEADER_VALUE = re.compile(r"[^\s\x00]([^\r\n\x00]*[^\s\x00])?")
+#: Why a value is not :func:`header_safe`, for messages that never repeat it.
+UNSAFE_HEADER_VALUE = (
+    "holds a line break or leading or trailing whitespace, which cannot go into a header (an environment "
+    "variable read from a file with its final newline?); strip it"
+)
+
+
+def header_safe(value: str) -> bool:
+    """Whether ``value`` can be sent as a header value as it is. http.client refuses one with a line break
+    (``Bearer <token>\\n``) with a ``ValueError`` whose message repeats the whole value, secret included,
+    into the run's logs; the secret's masking missed it, written there as a bytes repr."""
+    return bool(_HEADER_VALUE.fullmatch(value))
+
+
 Origin = tuple[str, str, int]
 
 
@@ -156,11 +172,14 @@ def allowed_origins(base_url: str, allowed_hosts: Iterable[str] = ()) -> frozens
 
 def env_headers(names: Mapping[str, str]) -> dict[str, str]:
     """``{header: value}`` for ``{header: environment variable name}``, read now. Raises ``ValueError``
-    naming the header and the variable (never a value) when the variable is unset or empty."""
+    naming the header and the variable (never a value) when the variable is unset or empty, or its value
+    cannot be a header's (:func:`header_safe`)."""
     values = {}
     for header, variable in names.items():
         value = os.environ.get(variable)
         if not value:
             raise ValueError(f"header {header!r}: environment variable {variable} is not set")
+        if not header_safe(value):
+            raise ValueError(f"header {header!r}: environment variable {variable} {UNSAFE_HEADER_VALUE}")
         values[header] = value
     return values

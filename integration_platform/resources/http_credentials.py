@@ -24,9 +24,11 @@ from requests_oauthlib import OAuth2Session
 
 from integration_platform.resources.http_auth import (
     REQUIRED,
+    UNSAFE_HEADER_VALUE,
     HttpAuth,
     HttpAuthError,
     Origin,
+    header_safe,
     mask,
     origin_of,
     secret_values,
@@ -160,6 +162,10 @@ class OAuth2TokenAuth(AuthBase):
         except HttpAuthError as exc:  # a token endpoint's error description may echo what it was sent
             raise HttpAuthError(mask(str(exc), [*secret_values(self.config), *self._obtained])) from None
         self._obtained += [str(token[name]) for name in ("access_token", "refresh_token") if token.get(name)]
+        if not header_safe(str(token.get("access_token", ""))):
+            raise HttpAuthError(
+                f"OAuth2 {self.grant} grant at {self.config.token_url}: the access token issued {UNSAFE_HEADER_VALUE}"
+            )
         return token
 
     def _grant(self) -> dict[str, Any]:
@@ -226,8 +232,8 @@ class OAuth2TokenAuth(AuthBase):
     def access_token(self) -> str:
         """The current access token, fetching a new one when it is missing or about to expire.
 
-        Raises :class:`HttpAuthError` when the token endpoint refuses, cannot be reached or answers
-        with a redirect."""
+        Raises :class:`HttpAuthError` when the token endpoint refuses, cannot be reached, answers
+        with a redirect, or issues a token that cannot go into a header (never repeating it)."""
         with self._lock:
             if not self._fresh(self._token):
                 self._token = self._fetch()
@@ -249,11 +255,17 @@ def build_auth(config: HttpAuth, timeout: float, verify: bool | str, request_tim
     """The ``requests`` auth object for ``config``; ``None`` for ``type: none``. ``timeout`` is the read
     timeout of a token request, ``request_timeout`` the most seconds it may take in all.
 
-    Raises ``ValueError`` naming the missing field when the type's required fields are unset.
+    Raises ``ValueError`` naming the missing field when the type's required fields are unset, or naming
+    the field (never its value) when a token or API key sent in a header cannot be a header's value
+    (:func:`~integration_platform.resources.http_auth.header_safe`).
     """
     missing = [name for name in REQUIRED[config.type] if not getattr(config, name)]
     if missing:
         raise ValueError(f"auth type {config.type!r} needs {', '.join(missing)}")
+    in_header = {"bearer": "token", "api_key": "api_key" if config.api_key_in == "header" else None}
+    field = in_header.get(config.type)
+    if field is not None and not header_safe(str(getattr(config, field))):
+        raise ValueError(f"auth.{field} {UNSAFE_HEADER_VALUE}")
     if config.type == "bearer":
         return BearerAuth(str(config.token))
     if config.type == "api_key":
