@@ -15,7 +15,7 @@ What follows the insert (the asset event tags, the assets' rows) is Dagster's ow
 difference: dagster-postgres updates the row of the batch's last event's asset only, so a batch of a
 multi-asset batch would leave the other assets' latest materialisation behind (Dagster hands over a
 batch per output, of one asset, so this is a safeguard); here each asset's row is updated with its own
-last event (:func:`~integration_platform.event_log.sqlite.last_per_asset`), as storing the events one at a
+last event (:func:`~integration_platform.event_log.batches.last_per_asset`), as storing the events one at a
 time leaves it. And the insert, the tags and the assets' rows are one transaction (dagster-postgres commits
 the insert first, so a failure after it had Dagster's per-event retry store the batch twice).
 """
@@ -24,15 +24,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dagster import DagsterEventType
-from dagster._core.errors import DagsterInvariantViolationError
 from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._serdes import ConfigurableClassData
 from dagster_postgres import PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 
+from integration_platform.event_log.batches import index_batch
 from integration_platform.event_log.planned_checks import PlannedChecksOnce
-from integration_platform.event_log.sqlite import last_per_asset
 
 #: The batches inserted with an executemany; other kinds keep dagster-postgres's path.
 EXECUTEMANY_KINDS = ({DagsterEventType.ASSET_MATERIALIZATION}, {DagsterEventType.ASSET_OBSERVATION})
@@ -64,13 +62,5 @@ class PlatformPostgresEventLogStorage(PlannedChecksOnce, PostgresEventLogStorage
         if not events or kinds not in EXECUTEMANY_KINDS:
             return super().store_event_batch(events)
         rows = [self._event_to_row(event) for event in events]
-        insert = SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True)
-        with (
-            self.index_transaction() as conn
-        ):  # one transaction: a failure leaves nothing for Dagster's retry to double
-            event_ids = [row[0] for row in conn.execute(insert, rows).fetchall()]
-            if len(event_ids) != len(events) or any(event_id is None for event_id in event_ids):
-                raise DagsterInvariantViolationError("Cannot store asset event tags for null event id.")
-            self._store_asset_event_tags(conn, events, event_ids)
-            for event, event_id in last_per_asset(events, event_ids):
-                self._store_asset_event(conn, event, event_id)
+        with self.index_transaction() as conn:  # one transaction: nothing is left for Dagster's retry to double
+            index_batch(self, conn, events, rows)

@@ -24,12 +24,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dagster import DagsterEventType
-from dagster._core.errors import DagsterInvariantViolationError
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._serdes import ConfigurableClassData
 
+from integration_platform.event_log.batches import INSERT_RETURNING_IDS, index_batch
 from integration_platform.event_log.planned_checks import PlannedChecksOnce
 
 #: SQLAlchemy's SQLite dialect offers ``INSERT ... RETURNING`` from SQLite 3.35 on (``SQLiteDialect.insert_returning``).
@@ -40,13 +40,6 @@ BATCHED_KINDS = (
     {DagsterEventType.ASSET_OBSERVATION},
     {DagsterEventType.ASSET_MATERIALIZATION_PLANNED},
 )
-
-
-def last_per_asset(events: Sequence[EventLogEntry], event_ids: Sequence[int]) -> list[tuple[EventLogEntry, int]]:
-    """Each asset's last event of ``events`` (with its id, from ``event_ids`` in the same order), in the order
-    of those last events: what a batch leaves in the assets' rows when stored one event at a time."""
-    last = {event.get_dagster_event().asset_key: (event, i) for event, i in zip(events, event_ids, strict=True)}
-    return sorted(last.values(), key=lambda pair: pair[1])
 
 
 class PlatformSqliteEventLogStorage(PlannedChecksOnce, SqliteEventLogStorage):
@@ -70,20 +63,14 @@ class PlatformSqliteEventLogStorage(PlannedChecksOnce, SqliteEventLogStorage):
         if not events or kinds not in BATCHED_KINDS or not RETURNING:
             return super().store_event_batch(events)
         rows = [self._event_to_row(event) for event in events]
-        insert = SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True)
         written: dict[str, list[int]] = {}  # run id -> the ids of its rows in the run's database
         try:
             for run_id in dict.fromkeys(event.run_id for event in events):  # a batch is one run's
                 with self.run_connection(run_id) as conn:
-                    found = conn.execute(insert, [r for r in rows if r["run_id"] == run_id]).fetchall()
+                    found = conn.execute(INSERT_RETURNING_IDS, [r for r in rows if r["run_id"] == run_id]).fetchall()
                 written[run_id] = [row[0] for row in found]
             with self.index_transaction() as conn:
-                event_ids = [row[0] for row in conn.execute(insert, rows).fetchall()]
-                if len(event_ids) != len(events) or any(event_id is None for event_id in event_ids):
-                    raise DagsterInvariantViolationError("Cannot store asset event tags for null event id.")
-                self._store_asset_event_tags(conn, events, event_ids)
-                for event, event_id in last_per_asset(events, event_ids):
-                    self._store_asset_event(conn, event, event_id)
+                index_batch(self, conn, events, rows)
         except Exception:
             for run_id, ids in written.items():  # Dagster stores the batch again, one event at a time
                 with self.run_connection(run_id) as conn:
