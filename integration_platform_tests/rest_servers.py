@@ -24,7 +24,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
@@ -123,24 +123,49 @@ class ScriptedServer:
     requests: list[dict[str, Any]] = field(default_factory=list)
 
 
+class _Recording(BaseHTTPRequestHandler):
+    """A handler of the servers below: HTTP/1.1, silent, recording each request into ``served``."""
+
+    protocol_version = "HTTP/1.1"
+    served: "ScriptedServer"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def record(self) -> dict[str, Any]:
+        """The request (method, path, headers, body as latin-1 text), appended to ``served.requests``."""
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode("latin-1") if length else ""
+        request = {"method": self.command, "path": self.path, "headers": dict(self.headers.items()), "body": body}
+        self.served.requests.append(request)
+        return request
+
+
+@contextmanager
+def _serving(handler: type[_Recording]) -> Iterator[ScriptedServer]:
+    """``handler`` served on 127.0.0.1 (a free port) on a thread, stopped on exit."""
+    served = handler.served = ScriptedServer("")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    served.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield served
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @contextmanager
 def scripted_server(answer: Callable[[dict[str, Any]], Answer]) -> Iterator[ScriptedServer]:
     """An HTTP server on 127.0.0.1 (a free port) answering each GET or POST with ``answer(request)``;
     ``request`` is what :attr:`ScriptedServer.requests` records, plus ``"url"``, the server's base URL."""
-    served = ScriptedServer("")
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
+    class Handler(_Recording):
         def do_GET(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length).decode("latin-1") if length else ""
-            request = {"method": self.command, "path": self.path, "headers": dict(self.headers.items()), "body": body}
-            served.requests.append(request)
-            status, headers, content = answer({**request, "url": served.url})
+            request = self.record()
+            status, headers, content = answer({**request, "url": self.served.url})
             data = content if isinstance(content, bytes) else str(content).encode()
             if not isinstance(content, bytes | str):
                 data = json.dumps(content).encode()
@@ -156,16 +181,8 @@ def scripted_server(answer: Callable[[dict[str, Any]], Answer]) -> Iterator[Scri
 
         do_POST = do_GET
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    served.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with _serving(Handler) as served:
         yield served
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @contextmanager
@@ -175,20 +192,10 @@ def dripping_server(answers: Mapping[str, Any], every: float = 0.2) -> Iterator[
     ends, two bytes every ``every`` seconds (0: as fast as the client reads): a hostile server holding a
     client that bounds only the gap between two reads, or filling its memory. Requests are recorded as by
     :func:`scripted_server`."""
-    served = ScriptedServer("")
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
+    class Handler(_Recording):
         def do_GET(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length).decode("latin-1") if length else ""
-            served.requests.append(
-                {"method": self.command, "path": self.path, "headers": dict(self.headers.items()), "body": body}
-            )
+            self.record()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             known = next((answers[p] for p in answers if self.path.startswith(p)), None)
@@ -213,13 +220,29 @@ def dripping_server(answers: Mapping[str, Any], every: float = 0.2) -> Iterator[
 
         do_POST = do_PATCH = do_GET
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    served.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with _serving(Handler) as served:
         yield served
-    finally:
-        server.shutdown()
-        server.server_close()
+
+
+E = TypeVar("E", bound=Exception)
+
+
+def failures_within(
+    work: Callable[[], object], kind: type[E], seconds: float = 30.0, doing: str = "working"
+) -> list[E]:
+    """Run ``work`` on a daemon thread and return the ``kind`` exceptions it raised (at most one); fails the
+    test (``AssertionError`` saying it was still ``doing``) when it has not ended after ``seconds``: a
+    client a hostile server holds for ever must not hold the test with it."""
+    failed: list[E] = []
+
+    def run() -> None:
+        try:
+            work()
+        except kind as exc:
+            failed.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"still {doing} after {seconds:g}s"
+    return failed

@@ -28,7 +28,7 @@ from integration_platform.orchestration.airflow.resource import (
     AirflowTimeout,
 )
 from integration_platform_tests.airflow_server import EXAMPLE_DAG, AirflowServer, airflow_server
-from integration_platform_tests.rest_servers import dripping_server, fault_proxy, scripted_server
+from integration_platform_tests.rest_servers import dripping_server, failures_within, fault_proxy, scripted_server
 from sandbox.harness import failure_messages, latest_metadata
 
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
@@ -271,18 +271,7 @@ def test_an_answer_that_never_ends_fails_within_its_bounds(every: float) -> None
         resource = AirflowResource(
             base_url=api.url, username="admin", password="pw", max_body_bytes=1 << 20, request_timeout=1
         )
-        failed: list[AirflowError] = []
-
-        def read() -> None:
-            try:
-                resource.get_dag_run("d", "r")
-            except AirflowError as exc:
-                failed.append(exc)
-
-        worker = threading.Thread(target=read, daemon=True)
-        worker.start()
-        worker.join(30)
-        assert not worker.is_alive(), "still reading the answer"
+        failed = failures_within(lambda: resource.get_dag_run("d", "r"), AirflowError, doing="reading the answer")
     url = f"GET {api.url}/api/v2/dags/d/dagRuns/r"
     reason = (
         "the response body passed max_body_bytes (1,048,576 bytes, decoded)"

@@ -19,7 +19,7 @@ import pytest
 
 from integration_platform.resources.http_api import RestApiResource
 from integration_platform.sources.html.extract import HtmlSourceError, Robots
-from integration_platform_tests.rest_servers import scripted_server
+from integration_platform_tests.rest_servers import failures_within, scripted_server
 from integration_platform_tests.services import REPO, missing
 from sandbox import ServerMissing
 from sandbox.harness import failure_messages, landed_rows, platform
@@ -296,18 +296,9 @@ def test_a_crawl_delay_longer_than_max_retry_after_fails_instead_of_sleeping() -
 
     with scripted_server(answer) as site:
         robots = Robots(RestApiResource(base_url=site.url, max_retry_after=60).client("test"), "integration_platform")
-        failed: list[HtmlSourceError] = []
-
-        def check() -> None:
-            try:
-                robots.check(f"{site.url}/list")
-            except HtmlSourceError as exc:
-                failed.append(exc)
-
-        worker = threading.Thread(target=check, daemon=True)
-        worker.start()
-        worker.join(30)
-        assert not worker.is_alive(), "still sleeping out the Crawl-delay"
+        failed = failures_within(
+            lambda: robots.check(f"{site.url}/list"), HtmlSourceError, doing="sleeping out the Crawl-delay"
+        )
     assert [str(exc) for exc in failed] == [
         f"GET {site.url}/list: {site.url}/robots.txt asks for a Crawl-delay of 100000000s between requests, longer "
         "than max_retry_after (60s): nothing more is fetched; raise max_retry_after to keep it"

@@ -6,7 +6,6 @@ verification with a custom CA bundle. Secrets come from env vars and never show 
 metadata or errors. (The refresh token's first step, the login, runs against oidc-provider in
 ``test_oauth_login.py``.)"""
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from integration_platform.resources.http_api import RestApiResource
 from integration_platform.resources.http_auth import HttpAuth, HttpAuthError
 from integration_platform_tests.certificates import self_signed_certificate
 from integration_platform_tests.oidc_provider import API_CLIENT, SERVICE_CLIENT, SERVICE_SECRET
-from integration_platform_tests.rest_servers import dripping_server, pokeapi_server, scripted_server
+from integration_platform_tests.rest_servers import dripping_server, failures_within, pokeapi_server, scripted_server
 from sandbox.harness import Platform, latest_metadata, platform
 from sandbox.http_servers import HttpServer
 
@@ -212,18 +211,9 @@ def test_a_token_answer_that_never_ends_fails_within_its_bounds(every: float, mo
             type="oauth2_client_credentials", token_url=f"{endpoint.url}/token", client_id="c", client_secret=SECRET
         )
         client = RestApiResource(base_url=api.url, auth=auth, request_timeout=1, max_retries=0).client("test")
-        failed: list[HttpAuthError] = []
-
-        def read() -> None:
-            try:
-                client.get_json(f"{api.url}/items")
-            except HttpAuthError as exc:
-                failed.append(exc)
-
-        worker = threading.Thread(target=read, daemon=True)
-        worker.start()
-        worker.join(30)
-        assert not worker.is_alive(), "still reading the token answer"
+        failed = failures_within(
+            lambda: client.get_json(f"{api.url}/items"), HttpAuthError, doing="reading the token answer"
+        )
     bound = "passed 1,048,576 bytes" if every == 0 else "passed request_timeout (1s)"
     expected = f"OAuth2 client_credentials grant at {endpoint.url}/token: the token endpoint's answer {bound}"
     assert [str(exc) for exc in failed] == [expected] and api.requests == []
