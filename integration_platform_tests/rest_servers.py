@@ -186,19 +186,21 @@ def scripted_server(answer: Callable[[dict[str, Any]], Answer]) -> Iterator[Scri
 
 
 @contextmanager
-def dripping_server(answers: Mapping[str, Any], every: float = 0.2) -> Iterator[ScriptedServer]:
+def dripping_server(answers: Mapping[str, Any], every: float = 0.2, status: int = 200) -> Iterator[ScriptedServer]:
     """An HTTP server on 127.0.0.1 (a free port) answering a request whose path starts with a key of
-    ``answers`` with 200 and that JSON body, and every other with 200 and a chunked JSON body that never
-    ends, two bytes every ``every`` seconds (0: as fast as the client reads): a hostile server holding a
-    client that bounds only the gap between two reads, or filling its memory. Requests are recorded as by
-    :func:`scripted_server`."""
+    ``answers`` with 200 and that JSON body, and every other with ``status`` (a redirect's to ``/elsewhere``)
+    and a chunked JSON body that never ends, two bytes every ``every`` seconds (0: as fast as the client
+    reads): a hostile server holding a client that bounds only the gap between two reads, or filling its
+    memory. Requests are recorded as by :func:`scripted_server`."""
 
     class Handler(_Recording):
         def do_GET(self) -> None:
             self.record()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
             known = next((answers[p] for p in answers if self.path.startswith(p)), None)
+            self.send_response(200 if known is not None else status)
+            self.send_header("Content-Type", "application/json")
+            if known is None and 300 <= status < 400:
+                self.send_header("Location", "/elsewhere")
             if known is not None:
                 data = json.dumps(known).encode()
                 self.send_header("Content-Length", str(len(data)))

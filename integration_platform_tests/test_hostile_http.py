@@ -20,7 +20,7 @@ import requests
 
 from integration_platform.core.names import UnsafeNameError
 from integration_platform.resources.http_api import HttpSourceError, RestApiResource
-from integration_platform.resources.http_auth import HttpAuth, HttpAuthError
+from integration_platform.resources.http_auth import HttpAuth, HttpAuthError, mask
 from integration_platform.sources.rest.extract import render_path
 from integration_platform_tests.rest_servers import scripted_server
 from integration_platform_tests.services import REPO
@@ -404,3 +404,20 @@ def test_a_secret_given_where_an_object_belongs_is_not_repeated(tmp_path: Path) 
     when the component is built, a second pydantic validation: its error hides the input too."""
     text = _load_error(tmp_path, f'auth: "Bearer {TOKEN}"')
     assert "auth" in text and TOKEN not in text
+
+
+@pytest.mark.fast
+def test_a_secret_echoed_inside_json_is_masked_as_encoders_escape_it() -> None:
+    """An API echoing the request as JSON writes a password with a quote, a backslash, a non-ASCII letter, a
+    ``/`` or a ``+`` escaped (``\\"``, ``\\\\``, ``\\u00f6``; PHP ``\\/``; .NET ``\\u002B``): the raw value
+    never occurs in the echo, so masking it alone showed the password."""
+    password = 'pa"ss\\wörd/x+y'
+    echoes = [
+        json.dumps({"password": password}),
+        json.dumps({"password": password}, ensure_ascii=False),
+        json.dumps({"password": password}).replace("/", "\\/"),
+        json.dumps({"password": password}).replace("+", "\\u002B"),
+    ]
+    for echo in echoes:
+        assert password not in echo
+        assert mask(echo, [password]) == '{"password": "***"}', echo

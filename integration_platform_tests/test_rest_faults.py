@@ -24,7 +24,13 @@ import pytest
 from integration_platform.resources.http_api import HttpSourceError, RestApiResource
 from integration_platform.sources.rest import extract
 from integration_platform.sources.rest.extract import REORDER_RESULTS_PER_WORKER
-from integration_platform_tests.rest_servers import fault_proxy, pokeapi_server, scripted_server
+from integration_platform_tests.rest_servers import (
+    dripping_server,
+    failures_within,
+    fault_proxy,
+    pokeapi_server,
+    scripted_server,
+)
 from integration_platform_tests.services import shared_file
 from sandbox.harness import failure_messages, latest_metadata, platform
 
@@ -267,6 +273,25 @@ def test_a_body_inflating_past_max_body_bytes_fails_without_holding_it() -> None
     assert str(failed.value) == (
         f"GET {api.url}/items: the response body passed max_body_bytes (1,048,576 bytes, decoded) (after 1 attempt(s))"
     )
+
+
+@pytest.mark.parametrize("every", [0, 0.2])
+def test_a_redirect_whose_body_never_ends_fails_within_its_bounds(every: float) -> None:
+    """requests reads a redirect's body itself, to its end, before following it: a 302 with an endless body
+    filled memory (3.9 GB in 8 s) or held the run, whatever bounded the final answer. It is read within
+    ``max_body_bytes`` (not retried) and ``request_timeout`` (retried, then given up)."""
+    with dripping_server({}, every, status=302) as api:
+        client = RestApiResource(
+            base_url=api.url, max_retries=1, backoff_factor=0, max_body_bytes=1 << 20, request_timeout=1
+        ).client("test")
+        failed = failures_within(lambda: client.get_json(f"{api.url}/items"), HttpSourceError, doing="reading")
+    assert len(failed) == 1 and {r["path"] for r in api.requests} == {"/items"}
+    if every == 0:
+        assert str(failed[0]).endswith(
+            "the response body passed max_body_bytes (1,048,576 bytes, decoded) (after 1 attempt(s))"
+        )
+    else:
+        assert str(failed[0]).endswith("/items: AttemptTooLong (after 2 attempt(s))") and len(api.requests) == 2
 
 
 def test_a_body_dripping_past_request_timeout_is_cut_and_retried() -> None:

@@ -26,7 +26,7 @@ from integration_platform.resources.http_auth import (
     mask,
     secret_values,
 )
-from integration_platform.resources.http_body import BodyTooLarge, read_body
+from integration_platform.resources.http_body import BodyTooLarge, bound_redirect_bodies, read_body
 from integration_platform.resources.http_credentials import (
     CredentialSession,
     OAuth2TokenAuth,
@@ -61,6 +61,7 @@ class RestClient:
         self.session.mount("https://", adapter)
         self.session.headers.update({"Accept": "application/json", **config.headers})
         self.session.verify = self.verify
+        bound_redirect_bodies(self.session, config.max_body_bytes, config.request_timeout)
         self.auth = OriginBoundAuth(
             build_auth(config.auth, config.read_timeout, self.verify, config.request_timeout),
             secret_headers,

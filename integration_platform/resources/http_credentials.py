@@ -106,8 +106,8 @@ class TokenSession(OAuth2Session):
         return response
 
     def _refuse_redirect(self, response: requests.Response) -> requests.Response:
-        """The token response, or :class:`HttpAuthError` for a redirect (raised before its body is read
-        as a token). Names the target's origin only: its path or query might hold anything."""
+        """The token response, or :class:`HttpAuthError` for a redirect (raised before its body, read within
+        1 MiB, is parsed as a token). Names the target's origin only: its path or query might hold anything."""
         if not 300 <= response.status_code < 400:
             return response
         response.close()

@@ -44,7 +44,7 @@ from requests.auth import HTTPBasicAuth
 from urllib3.util.retry import Retry
 
 from integration_platform.resources.http_auth import basic_credentials, mask
-from integration_platform.resources.http_body import AttemptTooLong, BodyTooLarge, read_body
+from integration_platform.resources.http_body import AttemptTooLong, BodyTooLarge, bound_redirect_bodies, read_body
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Airflow's default ``[scheduler] allowed_run_id_pattern``; run ids are at most 250 characters.
@@ -172,6 +172,7 @@ class AirflowResource(dg.ConfigurableResource):
             session.mount("http://", HTTPAdapter(max_retries=retry))
             session.mount("https://", HTTPAdapter(max_retries=retry))
             session.headers["Accept"] = "application/json"
+            bound_redirect_bodies(session, self.max_body_bytes, self.request_timeout)
             if self.api_version == "v1":
                 session.auth = HTTPBasicAuth(self.username, self.password)
             self._session = session
@@ -246,7 +247,7 @@ class AirflowResource(dg.ConfigurableResource):
         hold a token under another name."""
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past Python's recursion limit
             body = None
         if not isinstance(body, dict) or any(key not in body for key in keys):
             detail = self._redact(response.text, 200).replace("\n", " ") if show_body else "(body not shown)"
