@@ -258,22 +258,35 @@ def _land_range(
     return [landed[window.key] for window in windows]
 
 
+def _per_partition(store: LakeStore, spec: StreamSpec, landed: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each partition's own metadata in a single-run backfill, from ``landed`` (each partition's landing
+    metadata by key, in the range's order): a skipped partition says why it holds nothing new, with the
+    rows the lake holds for it (an earlier landing whose files were archived; Dagster materialises the
+    whole range); a landed one without its rate (its seconds are the step's own on it: its files were
+    read ahead on other threads and its commit shared, so a rate from them would be untrue: 21 rows in
+    0.4 ms, 52,500/s) and, but on the last landed one, without the column schema (the UI shows the
+    columns of the latest materialisation)."""
+    held = _rows_held_by_partition(store, spec) if any(SKIPPED in m for m in landed.values()) else {}
+    last = [key for key, metadata in landed.items() if SKIPPED not in metadata][-1:]
+    shown: dict[str, dict[str, Any]] = {}
+    for key, metadata in landed.items():
+        if SKIPPED in metadata:
+            shown[key] = {SKIPPED: metadata[SKIPPED], "rows_landed": 0, "dagster/row_count": held.get(key, 0)}
+        else:
+            drop = {"_reasons", "rows_per_second"} | (set() if [key] == last else {"dagster/column_schema"})
+            shown[key] = {name: value for name, value in metadata.items() if name not in drop}
+    return shown
+
+
 def _landed_before_failure(
     store: LakeStore, spec: StreamSpec, failure: RangeFailed
 ) -> Iterator[dg.AssetMaterialization]:
     """A materialisation of each partition a single-run backfill landed (or skipped) before it failed, with
-    its own figures as the successful run would show them: the lake holds those partitions (their files
-    archived, their messages acknowledged), and before, the failed step left them shown as never landed
-    (Dagster marks a planned partition without a materialisation as failed). A skipped partition shows
-    the rows the lake holds for it; the column schema goes on the last landed one only."""
-    held = _rows_held_by_partition(store, spec) if any(SKIPPED in m for m in failure.landed.values()) else {}
-    landed = [key for key, metadata in failure.landed.items() if SKIPPED not in metadata]
-    for key, metadata in failure.landed.items():
-        if SKIPPED in metadata:
-            shown = {SKIPPED: metadata[SKIPPED], "rows_landed": 0, "dagster/row_count": held.get(key, 0)}
-        else:
-            drop = {"_reasons", "rows_per_second"} | ({"dagster/column_schema"} if key != landed[-1] else set())
-            shown = {k: v for k, v in metadata.items() if k not in drop}
+    its own figures as the successful run shows them (:func:`_per_partition`) and the error: the lake
+    holds those partitions (their files archived, their messages acknowledged), and before, the failed
+    step left them shown as never landed (Dagster marks a planned partition without a materialisation as
+    failed)."""
+    for key, shown in _per_partition(store, spec, failure.landed).items():
         shown["run_failed_at_another_partition"] = str(failure.cause)[:500]
         yield dg.AssetMaterialization(asset_key=lake_key(spec), partition=key, metadata=shown)
 
@@ -454,25 +467,10 @@ def lake_asset(
             return
         if len(landed) > 1:  # a single-run backfill: every partition of the range gets its own figures
             done = [m for m in landed if SKIPPED not in m]
-            last = max(i for i, m in enumerate(landed) if SKIPPED not in m)
             rows = sum(int(m["rows_landed"]) for m in done)
             context.log.info(f"landed {len(done)} partitions of {spec.path}, {rows} rows; {skipped} skipped")
-            by_partition: dict[str, dict[str, Any]] = {}
-            held = _rows_held_by_partition(store, spec) if skipped else {}
-            for index, (window, one_landing) in enumerate(zip(windows, landed, strict=True)):
-                assert window is not None
-                if SKIPPED in one_landing:  # Dagster materialises the whole range: say why it holds nothing new
-                    # its row count is what the lake holds for it (an earlier landing whose files were archived)
-                    rows_now = held.get(window.key, 0)
-                    one_landing = {SKIPPED: one_landing[SKIPPED], "rows_landed": 0, "dagster/row_count": rows_now}
-                else:
-                    # its seconds are the step's own on it: its files were read ahead on other threads and
-                    # its commit shared, so a rate from them would be untrue (21 rows in 0.4 ms: 52,500/s)
-                    one_landing.pop("rows_per_second", None)
-                    if index != last:  # the UI shows the columns of the latest materialisation
-                        one_landing.pop("dagster/column_schema", None)
-                by_partition[window.key] = one_landing
-            add_partition_metadata(context, lake_key(spec), by_partition)
+            keyed = {window.key: m for window, m in zip(ranged, landed, strict=True)}
+            add_partition_metadata(context, lake_key(spec), _per_partition(store, spec, keyed))
             metadata = {**_summed(done, seconds), "partitions_skipped": skipped}
         else:
             metadata = landed[0]
@@ -634,12 +632,12 @@ def _apply_pending(
             # Run-wide metadata is copied onto every partition's materialisation: the column
             # schema goes on the last one only (the UI shows the latest's columns), and with more
             # than one partition the run's figures say they are the run's, beside each one's own.
-            applied = {m.partition for m in todo}
+            applied = {m.partition: m.window for m in todo}
             by_partition: dict[str, dict[str, Any]] = {}
             for key in keys:
                 assert key is not None
                 own = {
-                    "rows_loaded": result.rows_by_window.get(f"partition={key}", 0),
+                    "rows_loaded": result.rows_by_window.get(applied[key], 0) if key in applied else 0,
                     "landing_applied": key in applied,
                 }
                 by_partition[key] = {

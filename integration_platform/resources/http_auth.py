@@ -10,6 +10,7 @@ step builds a client: building the definitions needs only this module, which doe
 """
 
 import base64
+import functools
 import json
 import os
 import re
@@ -57,14 +58,15 @@ class HttpAuth(dg.Config):
     scopes: list[str] = Field(default_factory=list)
 
 
-def sent_forms(secret: str) -> set[str]:
+@functools.lru_cache(maxsize=256)  # mask() runs per request and per page: the forms are computed once
+def sent_forms(secret: str) -> frozenset[str]:
     """The forms in which ``secret`` goes out and may be echoed back: as it is, percent-encoded as in a
     query string or a form body (``quote_plus``: ``/`` as ``%2F``, a space as ``+``) or a path segment
     (``quote``: a space as ``%20``), and inside a JSON string as encoders write it (``json.dumps`` with and
     without ``ensure_ascii``; PHP's ``\\/`` for ``/``; ``\\u002B`` for ``+`` as .NET writes it)."""
     escaped = {json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
     escaped |= {e.replace("/", "\\/") for e in escaped} | {e.replace("+", "\\u002B") for e in escaped}
-    return {secret, quote_plus(secret), quote(secret, safe=""), *escaped}
+    return frozenset({secret, quote_plus(secret), quote(secret, safe=""), *escaped})
 
 
 def basic_credentials(username: str, password: str) -> str:
