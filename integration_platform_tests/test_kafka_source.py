@@ -569,13 +569,14 @@ def test_a_topic_recreated_with_fewer_partitions_and_refilled_fails_the_run(
 
 
 def test_a_recreated_topic_with_ids_from_keys_resumes_from_earliest(
-    kafka_broker: Broker, topic: str, tmp_path: Path, instance: dg.DagsterInstance
+    current_kafka: CurrentKafka, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
     """With ``message_id: key`` the ids do not depend on offsets, so only the group's committed
     offsets, now beyond each partition's end, stop the run (they would skip the new messages); the
     remedy it names, ``offset_reset: earliest``, lands the 6 new messages and replaces every committed
     offset beyond its partition's end (also where no new message was), so the runs after it start
     from the new offsets as usual."""
+    kafka_broker, topic = current_kafka, _topic(current_kafka)  # one broker: both run the main re-creation test
     yaml = _yaml(kafka_broker, topic, extra="      message_id: key\n")
     produce(kafka_broker, topic, _orders(30))
     target = platform(yaml, tmp_path, instance)
@@ -603,11 +604,12 @@ def test_a_recreated_topic_with_ids_from_keys_resumes_from_earliest(
 
 
 def test_a_stream_moved_to_another_topic_is_not_compared_with_the_old_one(
-    kafka_broker: Broker, topic: str, tmp_path: Path, instance: dg.DagsterInstance
+    current_kafka: CurrentKafka, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
     """30 messages landed from one topic, then the stream's ``topic`` is changed to another holding
     6: the lake's offsets (and topic id) of the old topic say nothing about the new one, whose
     partitions end below them. The run took them for a re-created topic and failed; it lands the 6."""
+    kafka_broker, topic = current_kafka, _topic(current_kafka)  # one broker: both run the main re-creation test
     produce(kafka_broker, topic, _orders(30))
     target = platform(_yaml(kafka_broker, topic), tmp_path, instance)
     assert target.materialize([LAKE, WAREHOUSE]).success
@@ -621,13 +623,14 @@ def test_a_stream_moved_to_another_topic_is_not_compared_with_the_old_one(
 
 
 def test_ids_from_keys_are_not_failed_for_ever_by_a_topic_id_no_manifest_recorded(
-    kafka_broker: Broker, topic: str, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+    current_kafka: CurrentKafka, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Neither test broker gives topic ids (Kafka 0.9 has none, noida-db answers the zero id), so the
     topic's id is faked: A, then B once the topic is re-created and the same 30 keyed messages are
     published again. With ``message_id: key`` every one is a duplicate, so no batch writes a manifest
     (none records B) while the offsets are committed: the id check failed every run for ever, even
     after the remedy it named (``offset_reset: earliest``). It applies to broker ids only now."""
+    kafka_broker, topic = current_kafka, _topic(current_kafka)  # one broker: both run the main re-creation test
     topic_id = {"now": "aaaaaaaa-0000-4000-8000-000000000001"}
     monkeypatch.setattr(KafkaTopicSource, "_topic_id", lambda self: topic_id["now"])
     keys = [f"k{i}" for i in range(30)]
@@ -695,11 +698,12 @@ def test_an_offset_committed_past_an_open_transaction_is_not_taken_for_a_recreat
 
 
 def test_an_end_offset_read_low_once_is_read_again_before_the_run_fails(
-    kafka_broker: Broker, topic: str, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+    current_kafka: CurrentKafka, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A new leader on a broker before 2.2 can report a lower end for a moment (KIP-207); faked
     here by a first reading of 0 for every partition. The reading a second later is the real one,
     so the run goes on and lands the 6 new messages."""
+    kafka_broker, topic = current_kafka, _topic(current_kafka)  # one broker: both run the main re-creation test
     real, readings = KafkaTopicSource.end_offsets, []
 
     def first_low(self: KafkaTopicSource, partitions: Sequence[int]) -> dict[int, int]:
