@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 import dagster as dg
 from pydantic import Field
@@ -101,6 +101,21 @@ def secret_values(config: HttpAuth) -> list[str]:
     if config.client_id is not None and config.client_secret:
         values.append(basic_credentials(config.client_id, config.client_secret))
     return [v for v in values if v]
+
+
+def userinfo_secrets(url: str) -> list[str]:
+    """The password of ``url``'s user info (``https://etl:pw@host``), as written and decoded, and the basic
+    ``Authorization`` value requests builds of it: secrets to mask wherever they show. ``[]`` when
+    ``url`` has no password or does not parse."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return []
+    if not password:
+        return []
+    decoded = unquote(password)
+    return [password, decoded, basic_credentials(unquote(parts.username or ""), decoded)]
 
 
 #: Names (of headers and query parameters) whose values are secrets: they may only be given by

@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -21,10 +21,10 @@ from integration_platform.resources.http_api import HttpSourceError, RestApiReso
 from integration_platform.resources.http_auth import (
     SECRET_NAME,
     allowed_origins,
-    basic_credentials,
     env_headers,
     mask,
     secret_values,
+    userinfo_secrets,
 )
 from integration_platform.resources.http_body import BodyTooLarge, bound_redirect_bodies, read_body
 from integration_platform.resources.http_credentials import (
@@ -71,7 +71,7 @@ class RestClient:
             self.session.auth = self.auth  # else requests' own: credentials in the URL, ~/.netrc per host
         # (cookies stay with the allowed origins either way: CredentialSession.prepare_request)
         self.limiter = RateLimiter(config.rate_limit, f"{scope}|{config.base_url}") if config.rate_limit else None
-        self._secrets = [*secret_values(config.auth), *secret_headers.values(), *_userinfo_secrets(config.base_url)]
+        self._secrets = [*secret_values(config.auth), *secret_headers.values(), *userinfo_secrets(config.base_url)]
         self.requests_sent = 0
 
     @property
@@ -214,19 +214,6 @@ def _masked_query(query: str, params: dict[str, str]) -> str:
     """``query`` with ``params`` appended, the values of secret-named parameters as ``***``."""
     pairs = [*parse_qsl(query, keep_blank_values=True), *params.items()]
     return urlencode([(k, "***" if SECRET_NAME.search(k) else v) for k, v in pairs])
-
-
-def _userinfo_secrets(url: str) -> list[str]:
-    """The password of ``url``'s user info (``https://etl:pw@host``), as written and decoded, and the basic
-    ``Authorization`` value requests builds of it: secrets to mask wherever they show."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return []
-    if not parts.password:
-        return []
-    password = unquote(parts.password)
-    return [parts.password, password, basic_credentials(unquote(parts.username or ""), password)]
 
 
 class NestedTooDeep(Exception):

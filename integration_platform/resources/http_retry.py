@@ -15,12 +15,15 @@ def retry_policy(
     backoff_max: float,
     backoff_jitter: float,
     allowed_methods: frozenset[str] | None = Retry.DEFAULT_ALLOWED_METHODS,
+    retry_after_max: int = Retry.DEFAULT_RETRY_AFTER_MAX,
 ) -> Retry:
     """The platform's HTTP retry policy as a urllib3 ``Retry``: ``max_retries`` retries after the
     first attempt on :data:`RETRY_STATUSES` and connection/read errors, exponential backoff
     (seconds: ``backoff_factor`` doubling, capped at ``backoff_max``, plus up to ``backoff_jitter``)
-    and ``Retry-After`` honoured. ``allowed_methods``: the methods retried (``None``: every one,
-    for requests made idempotent by a key). The caller's loop asks it whether and how long to wait."""
+    and ``Retry-After`` honoured, up to ``retry_after_max`` seconds (a longer one is waited that long:
+    urllib3 caps it; REST and HTTP push fail on it beforehand). ``allowed_methods``: the methods retried
+    (``None``: every one, for requests made idempotent by a key). The caller's loop asks it whether and
+    how long to wait."""
     return Retry(
         total=max_retries,
         status_forcelist=RETRY_STATUSES,
@@ -29,6 +32,7 @@ def retry_policy(
         backoff_max=backoff_max,
         backoff_jitter=backoff_jitter,
         respect_retry_after_header=True,
+        retry_after_max=retry_after_max,
         raise_on_status=False,
     )
 
