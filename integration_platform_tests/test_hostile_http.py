@@ -280,6 +280,40 @@ def test_an_access_token_that_cannot_be_a_header_is_refused_without_repeating_it
     assert TOKEN not in message and [r["path"] for r in api.requests] == ["/token"]
 
 
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        ('{"access_token": "%s", "token_type": "Bearer", "expires_in": "soon"}', "expires_in must be an int"),
+        ('{"access_token": "%s", "token_type": "Bearer", "expires_in": 1e400}', "OverflowError"),
+        ('["%s"]', "ValueError: dictionary update sequence"),
+    ],
+    ids=["expires_in_words", "expires_in_infinite", "a_list"],
+)
+def test_a_token_answer_of_another_shape_fails_naming_the_token_endpoint(
+    answer: str, reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token endpoint answering ``expires_in: "soon"``, ``1e400`` or a JSON list: oauthlib's bare
+    ``ValueError`` or ``OverflowError`` failed the step naming neither the endpoint nor
+    the grant. It is an ``HttpAuthError`` naming both, never the body, and the API gets nothing."""
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+
+    def serve(request: dict[str, Any]) -> tuple[int, dict[str, str | list[str]], Any]:
+        if request["path"] == "/token":
+            return 200, {"Content-Type": "application/json"}, answer % TOKEN
+        return 200, {}, []
+
+    with scripted_server(serve) as api:
+        auth = HttpAuth(
+            type="oauth2_client_credentials", token_url=f"{api.url}/token", client_id="etl", client_secret=KEY
+        )
+        client = RestApiResource(base_url=api.url, max_retries=0, auth=auth).client("test")
+        with pytest.raises(HttpAuthError) as refused:
+            client.get_json(f"{api.url}/items")
+    message = str(refused.value)
+    assert message.startswith(f"OAuth2 client_credentials grant at {api.url}/token: the answer is not an access")
+    assert reason in message and TOKEN not in message and [r["path"] for r in api.requests] == ["/token"]
+
+
 def test_a_token_endpoint_echoing_the_client_credentials_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     """A token endpoint refusing the client with its basic credentials in the error description."""
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")

@@ -216,6 +216,13 @@ class OAuth2TokenAuth(AuthBase):
             ) from None
         except requests.RequestException as exc:
             raise HttpAuthError(f"OAuth2 token endpoint {config.token_url} unreachable: {type(exc).__name__}") from None
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+            # oauthlib parsing an answer of another shape: ``expires_in`` "soon" (ValueError), 1e400
+            # (OverflowError), a JSON list (ValueError), an object not a mapping. Its messages name no value.
+            raise HttpAuthError(
+                f"OAuth2 {self.grant} grant at {config.token_url}: the answer is not an access token response "
+                f"(RFC 6749 section 5.1): {type(exc).__name__}: {exc}"
+            ) from None
         self.renewals += 1
         return dict(token)
 
