@@ -8,7 +8,7 @@ references (``/detail/1``, ``detail/4``) and echoes every header it receives in 
 import base64
 import json
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,29 +230,51 @@ def test_a_secret_echoed_in_the_form_it_was_sent_is_masked(auth: str, monkeypatc
     assert shown == [] and "/items" in str(failed.value), str(failed.value)
 
 
-NEWLINE_SECRETS = {
-    "bearer": (HttpAuth(type="bearer", token=f"{TOKEN}\n"), {}, "auth.token"),
-    "api_key": (HttpAuth(type="api_key", api_key=f"{KEY}\n"), {}, "auth.api_key"),
-    "secret header": (HttpAuth(), {"X-Partner-Token": "IP_TEST_PARTNER_TOKEN"}, "header 'X-Partner-Token'"),
+UNSAFE_SECRETS = {
+    "bearer": (lambda edge: HttpAuth(type="bearer", token=edge(TOKEN)), {}, "auth.token"),
+    "api_key": (lambda edge: HttpAuth(type="api_key", api_key=edge(KEY)), {}, "auth.api_key"),
+    "secret header": (
+        lambda edge: HttpAuth(),
+        {"X-Partner-Token": "IP_TEST_PARTNER_TOKEN"},
+        "header 'X-Partner-Token'",
+    ),
+}
+#: A secret's unsafe edges: a file's final newline (a Kubernetes secret mounted into an environment
+#: variable), a CRLF, a trailing space or no-break space pasted with it, a leading tab.
+UNSAFE_EDGES: dict[str, Callable[[str], str]] = {
+    "newline": lambda secret: f"{secret}\n",
+    "crlf": lambda secret: f"{secret}\r\n",
+    "space": lambda secret: f"{secret} ",
+    "nbsp": lambda secret: f"{secret}\xa0",
+    "leading_tab": lambda secret: f"\t{secret}",
 }
 
 
-@pytest.mark.parametrize("kind", sorted(NEWLINE_SECRETS))
-def test_a_secret_ending_in_a_newline_is_refused_without_repeating_it(
-    kind: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("kind", "edge"),
+    [
+        *((kind, "newline") for kind in sorted(UNSAFE_SECRETS)),
+        *(("bearer", e) for e in sorted(UNSAFE_EDGES) if e != "newline"),
+    ],
+)
+def test_a_secret_with_a_line_break_or_edge_whitespace_is_refused_without_repeating_it(
+    kind: str, edge: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A secret read from a file with its final newline (a Kubernetes secret mounted into an environment
-    variable): http.client refused the header with ``ValueError: Invalid header value b'Bearer <token>\\n'``,
-    the whole secret in the run's logs (the masking missed it, written as a bytes repr). The client is
-    refused naming the field or the variable, never the value, and nothing is sent."""
-    monkeypatch.setenv("IP_TEST_PARTNER_TOKEN", f"{HEADER_SECRET}\n")
-    auth, headers_env, named = NEWLINE_SECRETS[kind]
+    """A secret read from a file with its final newline: http.client refused the header with
+    ``ValueError: Invalid header value b'Bearer <token>\\n'``, the whole secret in the run's logs (the masking
+    missed it, written as a bytes repr). Edge whitespace went out silently (http.client strips it, or the
+    server does, or it fails as a wrong credential). The client is refused naming the field or the variable,
+    never the value, and nothing is sent."""
+    monkeypatch.setenv("IP_TEST_PARTNER_TOKEN", UNSAFE_EDGES[edge](HEADER_SECRET))
+    auth, headers_env, named = UNSAFE_SECRETS[kind]
     with scripted_server(lambda request: (200, {}, [])) as api:
-        resource = RestApiResource(base_url=api.url, auth=auth, secret_headers_env=headers_env, max_retries=0)
+        resource = RestApiResource(
+            base_url=api.url, auth=auth(UNSAFE_EDGES[edge]), secret_headers_env=headers_env, max_retries=0
+        )
         with pytest.raises(ValueError) as refused:
             resource.client("test").get_json(f"{api.url}/items")
     message = str(refused.value)
-    assert message.startswith(named) and "line break" in message and api.requests == []
+    assert message.startswith(named) and "leading or trailing whitespace" in message and api.requests == []
     assert not any(secret in message for secret in (TOKEN, KEY, HEADER_SECRET)), message
 
 
