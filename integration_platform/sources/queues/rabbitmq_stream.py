@@ -22,7 +22,7 @@ import pyarrow as pa
 from integration_platform.core.landing import Manifest
 from integration_platform.outbound.publish import PublishSpec
 from integration_platform.resources.rabbitmq import Delivery, RabbitMQResource, RabbitSession
-from integration_platform.sources.queues.messages import Message, MessageBatch, escaped_text
+from integration_platform.sources.queues.messages import Message, MessageBatch, escaped_text, key_text
 
 ATTRIBUTES = pa.schema(
     [
@@ -67,10 +67,11 @@ class RabbitQueueSource:
         session.consume(queue, prefetch)
 
     def _message(self, delivery: Delivery) -> Message:
-        # pika hands over an AMQP short string that is not UTF-8 as bytes
+        # pika hands over an AMQP short string that is not UTF-8 as bytes; key_text keeps b"o\xff" and
+        # the text "o\xff" apart (escaped_text gave both one id, and the second was dropped as landed)
         return Message(
             body=delivery.body,
-            message_id=escaped_text(delivery.properties.message_id),
+            message_id=key_text(delivery.properties.message_id),
             origin=f"queue {self.queue} delivery {delivery.tag}",
             redelivered=delivery.redelivered,
             ref=delivery,
