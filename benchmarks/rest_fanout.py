@@ -126,12 +126,12 @@ attributes:
   base_url: {url}
   concurrency: {concurrency}{rate_limit}
   defaults:
-    paginator: {{type: offset, limit: {page}, total_path: count{max_pages}}}
+    paginator: {{type: offset, limit: {page}, total_path: count}}
     records: results
   streams:
     - name: {list_stream}
       path: /api/v2/{endpoint}/
-      primary_key: [name]
+      primary_key: [name]{first}
     - name: {detail_stream}
       path: "{{url}}"
       parent: {{stream: {list_stream}}}
@@ -305,7 +305,9 @@ def run_platform(args: argparse.Namespace, tmp: Path) -> None:
         concurrency=args.concurrency,
         rate_limit=f"\n  rate_limit: {args.rate_limit:g}" if args.rate_limit else "",
         page=PAGE,
-        max_pages=f", max_pages: {args.count // PAGE}" if args.count < args.total else "",
+        # the list's first ``count`` entries as the whole list (the server's ``first``): max_pages fails a
+        # list with more pages than it
+        first=f"\n      params: {{first: {args.count}}}" if args.count < args.total else "",
         list_stream=LIST_STREAM,
         detail_stream=DETAIL_STREAM,
         endpoint=ENDPOINT,

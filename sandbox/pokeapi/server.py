@@ -4,6 +4,7 @@ Routes (trailing slash optional):
   GET /api/v2/                          the mirror's index.json, bytes unchanged
   GET /api/v2/<endpoint>/?offset=&limit= a page {"count", "next", "previous", "results"} with absolute URLs
   GET /api/v2/<endpoint>/?page=&page_size= page-number paging instead: {"page", "total_pages", "results"}
+      either with &first=N: the list as if it held only its first N entries (a benchmark reading a part)
   GET /api/v2/<endpoint>/<id or name>/  the detail file, bytes unchanged (its inner URLs stay relative)
   GET /api/v2/<endpoint>/<id>/<extra>/  a sub-resource file, e.g. pokemon/<id>/encounters
   POST /oauth/token                     RFC 6749 token endpoint (only with --oauth2)
@@ -345,6 +346,11 @@ class Handler(BaseHTTPRequestHandler):
         results = self.server.mirror.listing(endpoint)
         if results is None:
             return 404, NOT_FOUND
+        if "first" in query:
+            try:
+                results = results[: max(int(query["first"][-1]), 0)]
+            except ValueError:
+                return 400, {"detail": "first must be an integer."}
         if "page" in query:
             return self.numbered_page(results, query)
         try:
