@@ -135,22 +135,24 @@ def test_an_empty_last_page_handing_back_its_own_cursor_ends_the_stream(
 def test_more_pages_than_max_pages_fails_and_keeps_the_table(tmp_path: Path, instance: dg.DagsterInstance) -> None:
     """``max_pages`` stopped paging quietly: the pages read so far landed as the whole, replacing a
     snapshot's table with its first pages (and an incremental stream's mark could pass records never read).
-    Asking for one page more than ``max_pages`` now fails naming it; nothing lands."""
+    A page with records beyond ``max_pages`` now fails the run naming it, and nothing lands; the empty
+    page that confirms the end does not count."""
     last, first_id = 2, 0
 
     def pages(path: str, query: dict[str, str]) -> tuple[int, dict[str, str], Any]:
         page = int(query.get("cursor", "0"))
-        return 200, {}, {"data": [{"id": first_id + page}], "next": str(page + 1) if page < last else None}
+        records = [{"id": first_id + page}] if page <= last else []
+        return 200, {}, {"data": records, "next": str(page + 1) if page <= last else None}
 
+    paginator = "{type: cursor, cursor_path: next, cursor_param: cursor, max_pages: 3}"
     with serving(pages) as (url, asked):
-        p = platform(
-            _yaml(url, "{type: cursor, cursor_path: next, cursor_param: cursor, max_pages: 3}"), tmp_path, instance
-        )
-        assert p.materialize([ITEMS, WAREHOUSE]).success  # pages 0..2: exactly max_pages
+        p = platform(_yaml(url, paginator), tmp_path, instance)
+        assert p.materialize([ITEMS, WAREHOUSE]).success  # pages 0..2 with records, then an empty one
+        assert len(asked) == 4
         last, first_id = 5, 10  # six pages of other records: a partial landing would show ids 10..12
         failed = p.materialize([ITEMS, WAREHOUSE], raise_on_error=False)
-    assert not failed.success and len(asked) == 3 + 3, asked
-    assert any("more than max_pages (3) pages; nothing lands: raise max_pages" in m for m in failure_messages(failed))
+    assert not failed.success and len(asked) == 4 + 4, asked
+    assert any("more than max_pages (3) pages with records; nothing lands" in m for m in failure_messages(failed))
     assert p.query("SELECT list(id ORDER BY id) FROM shop.items") == [([0, 1, 2],)]
 
 

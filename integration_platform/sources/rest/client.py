@@ -31,12 +31,13 @@ def endpoint_pages(
     asks for a page it already fetched (a loop), when a page with records repeats the page before it
     byte for byte (the API ignores the paginator's parameter, or clamps to its last page: paging went on
     for ever, landing the same records again and again), when the records path matches nothing in a
-    body, when a page's cursor or next URL cannot go into a URL (a lone surrogate), or when the paginator
-    asks for more than ``max_pages`` pages (a limit that stopped quietly landed a part as the whole)."""
+    body, when a page's cursor or next URL cannot go into a URL (a lone surrogate), or when more than
+    ``max_pages`` pages hold records (a limit that stopped quietly landed a part as the whole)."""
     request: PageRequest | None = first_request(paginator, client.url(path), {**client.config.params, **params})
     seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
     previous: bytes | None = None  # the last page's body, when it held records
     empty = 0  # pages in a row without records
+    filled = 0  # pages with records
     while request is not None:
         ident = (request.url, tuple(sorted(request.params.items())))
         if ident in seen and empty:  # an empty page handing back its own cursor or link: the end
@@ -46,19 +47,21 @@ def endpoint_pages(
                 f"GET {client.redact_url(request.url, request.params)}: the {paginator.type} paginator "
                 "asked for a page it already fetched; check its settings"
             )
-        if paginator.max_pages is not None and len(seen) >= paginator.max_pages:
-            # Landing the pages read so far would replace a snapshot's table with a part of it, or move a
-            # high-water mark past records never read: fail, as the HTML source does.
-            raise HttpSourceError(
-                f"GET {client.redact_url(request.url, request.params)}: more than max_pages "
-                f"({paginator.max_pages}) pages; nothing lands: raise max_pages"
-            )
         seen.add(ident)
         body, response = client.get_json(request.url, request.params)
         try:
             records = select_records(body, records_path)
         except (ValueError, TypeError) as exc:
             raise HttpSourceError(f"GET {client.redact_url(request.url, request.params)}: {exc}") from None
+        filled += bool(records)
+        if paginator.max_pages is not None and filled > paginator.max_pages:
+            # Landing the pages read so far would replace a snapshot's table with a part of it, or move a
+            # high-water mark past records never read: fail, as the HTML source does. Empty pages do not
+            # count (the one confirming the end; the ten-in-a-row rule bounds them).
+            raise HttpSourceError(
+                f"GET {client.redact_url(request.url, request.params)}: more than max_pages "
+                f"({paginator.max_pages}) pages with records; nothing lands: raise max_pages"
+            )
         if records and response.content == previous:
             raise HttpSourceError(
                 f"GET {client.redact_url(request.url, request.params)}: the page repeats the page before it; the "
