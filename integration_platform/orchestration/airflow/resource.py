@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import quote, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import dagster as dg
 import requests
@@ -158,7 +158,15 @@ class AirflowResource(dg.ConfigurableResource):
 
     # -- HTTP -------------------------------------------------------------------------------
     def _http(self) -> requests.Session:
+        """The session, built on first use. Raises :class:`AirflowError` when ``base_url`` holds user info
+        (``http://user:pw@host``): requests would send it as basic auth in place of the token (``v2``
+        always 401) or drop it for the configured login (``v1``), and every error would print it."""
         if self._session is None:
+            if "@" in urlsplit(self.base_url).netloc:
+                shown = mask(self.base_url, userinfo_secrets(self.base_url))
+                raise AirflowError(
+                    f"base_url {shown} holds user info: Airflow's login is username and password; remove it"
+                )
             methods = frozenset({"GET", "PATCH", "POST"})  # POST: idempotent by its dag_run_id (class docstring)
             retry = retry_policy(
                 self.max_retries, self.backoff_factor, Retry.DEFAULT_BACKOFF_MAX, 0.0, methods, self.max_retry_after
@@ -176,10 +184,8 @@ class AirflowResource(dg.ConfigurableResource):
     def _redact(self, text: str, limit: int | None = None) -> str:
         """``text`` with the password, the JWT and the basic ``Authorization`` value (``v1``: base64 of
         ``username:password``, which decodes to the password) masked, then cut to ``limit`` characters:
-        an Airflow or a proxy in front of it may echo the request's headers in an error body. The password
-        of ``base_url``'s user info (``http://proxy-user:pw@host``) is masked too: errors name the URL."""
-        secrets = (self.password, self._token, basic_credentials(self.username, self.password))
-        return mask(text, (*secrets, *userinfo_secrets(self.base_url)), limit)
+        an Airflow or a proxy in front of it may echo the request's headers in an error body."""
+        return mask(text, (self.password, self._token, basic_credentials(self.username, self.password)), limit)
 
     def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """One request (retried by urllib3), its body read within ``max_body_bytes`` and ``request_timeout``;
@@ -198,21 +204,18 @@ class AirflowResource(dg.ConfigurableResource):
             read_body(response, self.max_body_bytes, time.monotonic() + self.request_timeout)
             return response
         except BodyTooLarge as exc:
-            raise AirflowError(self._redact(f"{method} {url}: {exc}")) from None
+            raise AirflowError(f"{method} {url}: {exc}") from None
         except AttemptTooLong:
             raise AirflowError(
-                self._redact(
-                    f"{method} {url}: the answer passed request_timeout ({self.request_timeout:g}s) "
-                    "while its body was read"
-                )
+                f"{method} {url}: the answer passed request_timeout ({self.request_timeout:g}s) while its body was read"
             ) from None
         except requests.exceptions.SSLError:
             raise AirflowError(
-                self._redact(f"{method} {url}: TLS verification failed; trust the server's CA with ca_bundle")
+                f"{method} {url}: TLS verification failed; trust the server's CA with ca_bundle"
             ) from None
         except requests.RequestException as exc:
             raise AirflowError(
-                self._redact(f"{method} {url}: {type(exc).__name__} (after up to {self.max_retries} retries)")
+                f"{method} {url}: {type(exc).__name__} (after up to {self.max_retries} retries)"
             ) from None
 
     def _bearer(self) -> str:
@@ -225,17 +228,15 @@ class AirflowResource(dg.ConfigurableResource):
             response = self._request("POST", url, json=credentials, allow_redirects=False)
             if response.is_redirect:
                 raise AirflowError(
-                    self._redact(
-                        f"POST {url}: Airflow answered HTTP {response.status_code} redirecting the token request "
-                        f"to {_origin(response.headers.get('Location', ''), url)}; it carries the password, so it "
-                        "is not followed: set base_url to the address Airflow serves its API at"
-                    ),
+                    f"POST {url}: Airflow answered HTTP {response.status_code} redirecting the token request "
+                    f"to {_origin(response.headers.get('Location', ''), url)}; it carries the password, so it is "
+                    "not followed: set base_url to the address Airflow serves its API at",
                     response.status_code,
                 )
             if response.status_code not in (200, 201):
                 raise AirflowError(
-                    self._redact(f"POST {url}: Airflow refused a token for user {self.username!r} ")
-                    + f"(HTTP {response.status_code}: {self._redact(response.text, 200)})",
+                    f"POST {url}: Airflow refused a token for user {self.username!r} "
+                    f"(HTTP {response.status_code}: {self._redact(response.text, 200)})",
                     response.status_code,
                 )
             self._token = str(self._object(response, "access_token", show_body=False)["access_token"])
@@ -254,8 +255,8 @@ class AirflowResource(dg.ConfigurableResource):
         if not isinstance(body, dict) or any(key not in body for key in keys):
             detail = self._redact(response.text, 200).replace("\n", " ") if show_body else "(body not shown)"
             raise AirflowError(
-                self._redact(f"{response.request.method} {response.url}: HTTP {response.status_code} ")
-                + f"is not the JSON object Airflow answers (with {', '.join(keys)}): {detail}",
+                f"{response.request.method} {response.url}: HTTP {response.status_code} is not the JSON object "
+                f"Airflow answers (with {', '.join(keys)}): {detail}",
                 response.status_code,
             )
         return body
@@ -274,17 +275,13 @@ class AirflowResource(dg.ConfigurableResource):
                 return response
             detail = self._redact(response.text, 300).replace("\n", " ")
             raise AirflowError(
-                self._redact(f"{method} {url}: HTTP {response.status_code} {response.reason}: ") + detail,
-                response.status_code,
+                f"{method} {url}: HTTP {response.status_code} {response.reason}: {detail}", response.status_code
             )
 
     # -- API --------------------------------------------------------------------------------
     def run_url(self, dag_id: str, run_id: str) -> str:
-        """The run's page in the Airflow UI (Airflow 3: ``/dags/<dag>/runs/<run>``; 2: the grid), without
-        ``base_url``'s user info: the link shows in the UI, and the browser asks for a login itself."""
-        parts = urlsplit(self.base_url.rstrip("/"))
-        base = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-        dag, run = quote(dag_id, safe=""), quote(run_id, safe="")
+        """The run's page in the Airflow UI (Airflow 3: ``/dags/<dag>/runs/<run>``; 2: the grid)."""
+        base, dag, run = self.base_url.rstrip("/"), quote(dag_id, safe=""), quote(run_id, safe="")
         return (
             f"{base}/dags/{dag}/runs/{run}" if self.api_version == "v2" else f"{base}/dags/{dag}/grid?dag_run_id={run}"
         )
