@@ -308,8 +308,10 @@ def test_an_access_token_that_cannot_be_a_header_is_refused_without_repeating_it
         ('{"access_token": "%s", "token_type": "Bearer", "expires_in": "soon"}', "expires_in must be an int"),
         ('{"access_token": "%s", "token_type": "Bearer", "expires_in": 1e400}', "OverflowError"),
         ('["%s"]', "ValueError: dictionary update sequence"),
+        ("5", "TypeError"),
+        ('{"access_token": "%s", "token_type": "Bearer", "expires_in": 1' + "0" * 400 + "}", "expires_in is not"),
     ],
-    ids=["expires_in_words", "expires_in_infinite", "a_list"],
+    ids=["expires_in_words", "expires_in_infinite", "a_list", "a_number", "expires_in_huge"],
 )
 def test_a_token_answer_of_another_shape_fails_naming_the_token_endpoint(
     answer: str, reason: str, monkeypatch: pytest.MonkeyPatch
@@ -321,7 +323,7 @@ def test_a_token_answer_of_another_shape_fails_naming_the_token_endpoint(
 
     def serve(request: dict[str, Any]) -> tuple[int, dict[str, str | list[str]], Any]:
         if request["path"] == "/token":
-            return 200, {"Content-Type": "application/json"}, answer % TOKEN
+            return 200, {"Content-Type": "application/json"}, answer.replace("%s", TOKEN)
         return 200, {}, []
 
     with scripted_server(serve) as api:
@@ -332,7 +334,7 @@ def test_a_token_answer_of_another_shape_fails_naming_the_token_endpoint(
         with pytest.raises(HttpAuthError) as refused:
             client.get_json(f"{api.url}/items")
     message = str(refused.value)
-    assert message.startswith(f"OAuth2 client_credentials grant at {api.url}/token: the answer is not an access")
+    assert message.startswith(f"OAuth2 client_credentials grant at {api.url}/token: the answer")
     assert reason in message and TOKEN not in message and [r["path"] for r in api.requests] == ["/token"]
 
 

@@ -162,6 +162,13 @@ class OAuth2TokenAuth(AuthBase):
         except HttpAuthError as exc:  # a token endpoint's error description may echo what it was sent
             raise HttpAuthError(mask(str(exc), [*secret_values(self.config), *self._obtained])) from None
         self._obtained += [str(token[name]) for name in ("access_token", "refresh_token") if token.get(name)]
+        try:  # oauthlib takes a 400-digit expires_in; the next request's expiry check failed on it
+            float(token.get("expires_in") or 0) + float(token.get("expires_at") or 0)
+        except (OverflowError, ValueError, TypeError):
+            raise HttpAuthError(
+                f"OAuth2 {self.grant} grant at {self.config.token_url}: the answer's expires_in is not a number "
+                "of seconds a clock can hold"
+            ) from None
         if not header_safe(str(token.get("access_token", ""))):
             raise HttpAuthError(
                 f"OAuth2 {self.grant} grant at {self.config.token_url}: the access token issued {UNSAFE_HEADER_VALUE}"
@@ -216,9 +223,9 @@ class OAuth2TokenAuth(AuthBase):
             ) from None
         except requests.RequestException as exc:
             raise HttpAuthError(f"OAuth2 token endpoint {config.token_url} unreachable: {type(exc).__name__}") from None
-        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             # oauthlib parsing an answer of another shape: ``expires_in`` "soon" (ValueError), 1e400
-            # (OverflowError), a JSON list (ValueError), an object not a mapping. Its messages name no value.
+            # (OverflowError), a JSON list (ValueError) or scalar (TypeError). Its messages name no value.
             raise HttpAuthError(
                 f"OAuth2 {self.grant} grant at {config.token_url}: the answer is not an access token response "
                 f"(RFC 6749 section 5.1): {type(exc).__name__}: {exc}"

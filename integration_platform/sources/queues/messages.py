@@ -70,7 +70,8 @@ _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 
 def key_text(value: bytes | str | None) -> str | None:
-    """A Kafka message key as text that no other key shares (it may be the message id): UTF-8 as it is,
+    """A Kafka message key or an AMQP message id as text that no other one shares (it may be the message
+    id): UTF-8 as it is,
     except that a backslash is doubled, and bytes that are not UTF-8 as ``\\xNN`` escapes (``b"o\\xff"``
     is ``o\\xff``, the text ``o\\xff`` is ``o\\\\xff``). :func:`escaped_text` alone would give both
     the same text, and before that undecodable bytes were all U+FFFD: distinct keys, one id, and all but
