@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from integration_platform.core.lake import LakeStore
@@ -59,10 +60,17 @@ def write_quarantine(store: LakeStore, spec: StreamSpec, window: str, rejected: 
 
 
 def quarantined_rows(store: LakeStore, spec: StreamSpec) -> int:
-    """Records currently in the stream's quarantine (all windows)."""
-    total = 0
+    """Records currently in the stream's quarantine (all windows), each set-aside record counted once
+    however many windows hold it: an incremental stream re-reads the records at its high-water mark
+    (``>=``) until the mark moves, and each run set the same rejected record aside again, so a sum
+    over the windows' files counted one bad record once per run. A record held twice in one window
+    (the source sent it twice) counts twice: the count of a record is the most any one window holds.
+    Records are compared by their JSON text; reads the ``record`` column of every window's file."""
+    most: dict[str, int] = {}
     for key in store.list_keys(f"{spec.path}/{QUARANTINE}/"):
         if key.endswith(".parquet"):
             with store.local_copy(key) as path:
-                total += pq.ParquetFile(path).metadata.num_rows
-    return total
+                counts = pc.value_counts(pq.read_table(path, columns=["record"]).column("record"))
+            for entry in counts.to_pylist():
+                most[entry["values"]] = max(most.get(entry["values"], 0), entry["counts"])
+    return sum(most.values())
