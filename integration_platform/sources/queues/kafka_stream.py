@@ -329,13 +329,7 @@ class KafkaTopicSource:
 
     def _group_offsets(self) -> dict[int, int]:
         """The group's committed offset of each partition that has one; raises :class:`BrokerError`."""
-        try:
-            found = self.consumer.committed(
-                [TopicPartition(self.topic, p) for p in self.partitions], timeout=self.kafka.timeout
-            )
-        except Exception as exc:  # KafkaException, or librdkafka's own errors
-            raise self.kafka.error(f"offsets of {self.topic!r}", exc) from None
-        return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+        return committed_offsets(self.kafka, self.consumer, self.topic, self.partitions)
 
     def _start_offsets(self, reset: Reset, at: dt.datetime | None) -> dict[int, int]:
         """Each partition's first offset to read: the reset's, or the group's committed one (the
@@ -521,21 +515,28 @@ class KafkaTopicSource:
         return metadata
 
 
+def committed_offsets(kafka: KafkaResource, consumer: Consumer, topic: str, partitions: list[int]) -> dict[int, int]:
+    """The committed offset of ``consumer``'s group on each of ``partitions`` of ``topic`` that has one;
+    raises :class:`BrokerError`."""
+    try:
+        found = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=kafka.timeout)
+    except Exception as exc:  # KafkaException, or librdkafka's own errors
+        raise kafka.error(f"committed offsets of {topic!r}", exc) from None
+    return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+
+
 def backlog(kafka: KafkaResource, topic: str, group_id: str) -> tuple[int, str]:
     """``(messages waiting, offset ranges)`` of ``group_id`` on ``topic``: per partition from the
     committed offset (earliest when none) to the high watermark, as ``p0:10-25,p1:3-3``."""
     with kafka.consumer(group_id) as consumer:
         partitions = kafka.partitions(consumer, topic)
-        try:
-            committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=kafka.timeout)
-        except Exception as exc:
-            raise kafka.error(f"committed offsets of {topic!r}", exc) from None
+        committed = committed_offsets(kafka, consumer, topic, partitions)
         lag, ranges = 0, []
-        for tp in committed:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=kafka.timeout)
-            start = tp.offset if tp.offset >= 0 else low
+        for partition in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=kafka.timeout)
+            start = committed.get(partition, low)
             lag += max(0, high - start)
-            ranges.append(f"p{tp.partition}:{start}-{high}")
+            ranges.append(f"p{partition}:{start}-{high}")
     return lag, ",".join(ranges)
 
 
