@@ -112,6 +112,7 @@ def dagster_ui(chromium_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
             LAKE_URL=str(tmp / "lake"),
             WAREHOUSE_PATH=str(tmp / "warehouse.duckdb"),
             PYTHONUNBUFFERED="1",
+            DAGSTER_EVENT_BATCH_SIZE="1000",  # as the Makefile exports it for `make run` and `make dev`
         )
         write_instance(home, env)
         # Create the SQLite storages (and run their migrations) now: the webserver and the daemon
