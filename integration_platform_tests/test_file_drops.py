@@ -692,3 +692,86 @@ def test_a_corrected_file_re_sent_after_the_first_was_archived_lands_and_archive
     assert len(archived) == 2 and all(a.startswith(name.removesuffix(".csv") + ".") for a in archived), archived
     assert "20300317T" in archived[1] or "20300317T" in archived[0], "the version's mtime names it"
     assert p.query("SELECT count(*) FROM covid.regions")[0][0] == 10
+
+
+def test_names_the_stream_does_not_take_never_fail_its_listings_or_hide_its_archive(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partner's ``notes\\ops.txt`` beside the drops (a legal Unix name the platform refuses as a
+    partition key), or such a name in the archive directory: the listing failed as a whole. In the drop
+    directory that stopped the sensor and every run; in the archive it was read as "nothing archived",
+    and the day landed again without the archived file's rows. Names the stream does not take are
+    passed over: the day keeps both files' rows."""
+    incoming = tmp_path / "incoming"
+    (incoming / "archive").mkdir(parents=True)
+    name, sibling = "dpc-covid19-ita-regioni-20230301.csv", "dpc-covid19-ita-regioni-20230301_b.csv"
+    shutil.copy(drops / name, incoming / name)
+    (incoming / "notes\\ops.txt").write_text("not a drop\n")
+    (incoming / "archive" / "README\\old.20230101T000000Z-1B.txt").write_text("x\n")
+    extra = f"      archive_directory: {incoming}/archive"
+    with openssh_server(incoming) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, incoming, extra), tmp_path, instance)
+        _, cursor = _sensor_tick(p, None)
+        requests, _ = _sensor_tick(p, cursor)
+        assert [r.partition_key for r in requests] == ["2023-03-01"]
+        assert p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01").success
+        shutil.copy(drops / name, incoming / sibling)
+        assert p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01").success
+    assert p.query("SELECT _ip_file, count(*) FROM covid.regions GROUP BY ALL ORDER BY 1") == [
+        (name, 21),
+        (sibling, 21),
+    ]
+    assert latest_metadata(instance, LAKE)["files_kept_from_archive"] == name
+
+
+def test_an_archive_that_cannot_be_listed_fails_the_day_instead_of_dropping_archived_rows(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archive directory listing failing (here a name that is not UTF-8, which paramiko cannot decode:
+    the whole listing fails) was read as "nothing archived": the day's second file landed alone and the
+    first file's rows were gone from the lake and the warehouse, the run a success. The run fails naming
+    the files and the archive, and the day keeps what it held."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    name, sibling = "dpc-covid19-ita-regioni-20230301.csv", "dpc-covid19-ita-regioni-20230301_b.csv"
+    shutil.copy(drops / name, incoming / name)
+    extra = f"      archive_directory: {incoming}/archive"
+    with openssh_server(incoming) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, incoming, extra), tmp_path, instance)
+        assert p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01").success
+        (incoming / "archive" / os.fsdecode(b"\xff.csv")).write_text("x\n")
+        shutil.copy(drops / name, incoming / sibling)
+        failed = p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01", raise_on_error=False)
+    assert not failed.success
+    assert any(
+        f"{name}: landed earlier and no longer in {incoming}, but the archive directory {incoming}/archive could "
+        "not be listed to keep their rows, so nothing lands" in m
+        for m in failure_messages(failed)
+    ), failure_messages(failed)
+    assert p.query("SELECT _ip_file, count(*) FROM covid.regions GROUP BY ALL") == [(name, 21)]
+
+
+def test_a_file_whose_archived_name_would_be_too_long_is_refused_before_it_lands(
+    tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 190-byte name (the limit is 200) archived with its version in the name took 211 bytes, which the
+    archive listing then refused: the file's rows were lost when its day landed again. With an archive
+    directory such a file fails its day before anything lands, naming it."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    long_name = "dpc-covid19-ita-regioni-20230301" + "x" * 154 + ".csv"
+    (incoming / long_name).write_text("data,codice_regione,n\n2023-03-01,1,5\n")
+    extra = f"      archive_directory: {incoming}/archive"
+    with openssh_server(incoming) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, incoming, extra), tmp_path, instance)
+        failed = p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01", raise_on_error=False)
+    assert not failed.success and len(long_name.encode()) == 190
+    assert any(
+        f"{incoming}/{long_name}: archived with its version in the name, it would take 211 bytes, more than the 200"
+        in m
+        for m in failure_messages(failed)
+    ), failure_messages(failed)
+    assert (incoming / long_name).exists() and not (incoming / "archive").exists()

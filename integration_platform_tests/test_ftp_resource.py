@@ -15,7 +15,7 @@ import dagster as dg
 import pytest
 
 from integration_platform.sources.files.ftp import FtpResource, SessionReusingFTP_TLS, parse_time_val
-from integration_platform.sources.files.remote_files import RemoteFileError, download_all
+from integration_platform.sources.files.remote_files import MissingDirectoryError, RemoteFileError, download_all
 from integration_platform_tests.ftp_servers import FtpServer, ftps_server
 from integration_platform_tests.services import shared_file
 
@@ -97,7 +97,7 @@ def test_servers_without_mlsd_are_listed_with_nlst_size_and_mdtm(tmp_path: Path,
     originals = _fill_drop(tmp_path / "drop")
     with ftps_server(tmp_path, tls=tls, mlsd=False) as plain, _resource(plain).connect() as files:
         listed = {f.name: f for f in files.list("drop")}
-        with pytest.raises(RemoteFileError, match=r"list 'nope': no such directory"):
+        with pytest.raises(MissingDirectoryError, match=r"list 'nope': no such directory"):
             files.list("nope")
         copied = files.download(f"drop/{_csv(DAYS[0]).name}", tmp_path / "copy.csv")
     assert sorted(listed) == sorted(originals)
@@ -105,6 +105,20 @@ def test_servers_without_mlsd_are_listed_with_nlst_size_and_mdtm(tmp_path: Path,
     assert listed[_csv(DAYS[-1]).name].mtime == _published(DAYS[-1])
     assert copied == _csv(DAYS[0]).stat().st_size
     assert (tmp_path / "copy.csv").read_bytes() == _csv(DAYS[0]).read_bytes()
+
+
+@pytest.mark.parametrize("mlsd", [True, False], ids=["mlsd", "nlst"])
+def test_a_name_not_accepted_is_passed_over_unchecked(mlsd: bool, tmp_path: Path) -> None:
+    """A name the listing refuses (a backslash: one plain path segment only) failed the whole listing, even
+    for a stream that does not take that file; with ``accept`` it is passed over before it is checked."""
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "a.csv").write_text("x\n")
+    (tmp_path / "odd" / "notes\\ops.txt").write_text("y\n")
+    with ftps_server(tmp_path, tls=False, mlsd=mlsd) as plain, _resource(plain).connect() as files:
+        with pytest.raises(RemoteFileError, match=r"refusing the file name"):
+            list(files.list("odd"))
+        accepted = [f.name for f in files.list("odd", lambda name: name.endswith(".csv"))]
+    assert accepted == ["a.csv"]
 
 
 def test_downloads_are_byte_identical(server: FtpServer, drop: tuple[str, dict[str, Path]], tmp_path: Path) -> None:
@@ -237,11 +251,11 @@ def test_rename_into_a_new_archive_directory(server: FtpServer, drop: tuple[str,
 
 def test_missing_directory_or_file_names_the_path(server: FtpServer, tmp_path: Path) -> None:
     with _resource(server).connect() as files:
-        with pytest.raises(RemoteFileError) as missing_dir:
+        with pytest.raises(MissingDirectoryError) as missing_dir:  # told apart from a refused listing
             files.list("no/such/drop")
         with pytest.raises(RemoteFileError) as missing_file:
             files.download("no/such/file.csv", tmp_path / "file.csv")
-    assert str(missing_dir.value).startswith(f"FTP 127.0.0.1:{server.port}: list 'no/such/drop': server replied 5")
+    assert str(missing_dir.value) == f"FTP 127.0.0.1:{server.port}: list 'no/such/drop': no such directory"
     assert str(missing_file.value).startswith(f"FTP 127.0.0.1:{server.port}: download 'no/such/file.csv': ")
     assert not (tmp_path / "file.csv").exists()
 

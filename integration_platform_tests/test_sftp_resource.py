@@ -32,6 +32,7 @@ from integration_platform.sources.files.formats import FileFormat
 from integration_platform.sources.files.remote_files import (
     Download,
     HostKeyError,
+    MissingDirectoryError,
     RemoteFile,
     RemoteFileError,
     download_all,
@@ -189,7 +190,7 @@ def test_a_failed_file_closes_the_others_in_flight(server: SshServer, drop_root:
 
 def test_missing_directory_and_file_name_the_path(server: SshServer, drop_root: Path, tmp_path: Path) -> None:
     with resource(server).connect() as files:
-        with pytest.raises(RemoteFileError) as error:
+        with pytest.raises(MissingDirectoryError) as error:  # told apart from a refused listing
             list(files.list(f"{drop_root}/no-such-dir"))
         assert f"sftp://127.0.0.1:{server.port}{drop_root}/no-such-dir" in str(error.value)
         with pytest.raises(RemoteFileError, match=r"no-such-file\.csv"):

@@ -10,7 +10,7 @@ or Azure ETag (S3 through pyarrow lists no ETag: its last-modified second and si
 
 import datetime as dt
 import queue
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -45,7 +45,7 @@ class BucketFiles:
     def _path(self, key: str) -> str:
         return f"{self.bucket}/{key.strip('/')}"
 
-    def list(self, directory: str) -> Iterator[RemoteFile]:
+    def list(self, directory: str, accept: Callable[[str], bool] | None = None) -> Iterator[RemoteFile]:
         """The objects directly under the prefix ``directory`` (no deeper ones, no folder-marker objects
         ending in ``/``). A prefix holding no object is an empty listing (a store has no directories: an
         empty one and a missing one are the same); a bucket that does not exist is not.
@@ -77,6 +77,8 @@ class BucketFiles:
             name = str(path)[len(base) + 1 :]
             if info.get("type") != "file" or not name or "/" in name:
                 continue  # the prefix itself, a marker, or an object further down
+            if accept is not None and not accept(name):
+                continue
             check_segment(name, f"object name listed under {self.where}/{prefix}")
             refuse_misread(
                 name, self.unsafe, f"object name listed under {self.where}/{prefix}",

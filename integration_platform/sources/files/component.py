@@ -37,6 +37,7 @@ hold (stopped by default; switch it on in the UI). Backfill any range of days fr
 """
 
 import datetime as dt
+import posixpath
 from pathlib import Path
 from typing import Literal
 
@@ -248,7 +249,19 @@ class FileStream(SafeModel, dg.Resolvable):
             raise ValueError(f"stream {self.name!r}: columns {bad}: allowed types are {', '.join(ARROW_TYPES)}")
         if self.write_disposition == "merge" and not self.primary_key:
             raise ValueError(f"stream {self.name!r}: write_disposition 'merge' needs a primary_key")
+        if self.archive_directory is not None and _same_folder(self.archive_directory, self.directory):
+            # an archived file (its name with its version) still matches the stream: landed again on every
+            # tick, its rows twice, its name longer each time until the listing refuses it
+            raise ValueError(
+                f"stream {self.name!r}: archive_directory {self.archive_directory!r} is the stream's directory: "
+                "archive into another folder (a sub-folder is not listed)"
+            )
         return self
+
+
+def _same_folder(one: str, other: str) -> bool:
+    """Whether two folder paths as written name one folder (``/in/`` and ``/in``, ``in/./`` and ``in``)."""
+    return posixpath.normpath(one.strip() or ".") == posixpath.normpath(other.strip() or ".")
 
 
 class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
@@ -325,7 +338,7 @@ class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
             remote: DropResource = getattr(context.resources, key)
             lake: LakeResource = context.resources.lake
             with remote.connect() as files:
-                listing = list(files.list(plan.directory))
+                listing = list(files.list(plan.directory, plan.rules.listed))
             held = landed(
                 (m.partition, m.extra, dt.datetime.fromisoformat(m.landed_at).timestamp(), m.landing_id)
                 for m in active_manifests(list_manifests(lake.store(), spec))

@@ -47,6 +47,12 @@ class DropRules:
             return re.fullmatch(self.regex, name) is not None
         return fnmatch.fnmatchcase(name, self.glob or "*")
 
+    def listed(self, name: str) -> bool:
+        """Whether a listing should hand over the file ``name``: one of the stream's files or its marker.
+        Any other name is passed over unchecked (``RemoteFiles.list``'s ``accept``)."""
+        suffix = self.marker_suffix
+        return self.matches(name) or bool(suffix and name.endswith(suffix) and self.matches(name[: -len(suffix)]))
+
     def partition_key(self, file: RemoteFile) -> str | None:
         """The file's partition key, or ``None`` when its name holds no date the rules can read."""
         if self.partition == "per_file":

@@ -30,13 +30,20 @@ from integration_platform.core.conform import conform, known_schema
 from integration_platform.core.extract import ExtractionReport, NothingToLand, RunScope
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.landing import Manifest, active_manifests, list_manifests, read_landed_files
+from integration_platform.core.names import MAX_SEGMENT_BYTES
 from integration_platform.core.records import Rejected
 from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import StreamSpec
 from integration_platform.sources.files.csv_batch import FileResult, read_files
 from integration_platform.sources.files.drops import LANDED_FILES, DropRules, version
 from integration_platform.sources.files.formats import FileFormat, FileFormatError, read_file
-from integration_platform.sources.files.remote_files import Download, RemoteFile, RemoteFileError, RemoteFiles
+from integration_platform.sources.files.remote_files import (
+    Download,
+    MissingDirectoryError,
+    RemoteFile,
+    RemoteFileError,
+    RemoteFiles,
+)
 
 FILE_COLUMN = "_ip_file"
 
@@ -275,7 +282,7 @@ def _session(plan: FileStreamPlan, connector: Connector, store: LakeStore, scope
     remote = scope.stack.enter_context(connector())
     partitions: dict[str, list[RemoteFile]] = {}
     unmarked: dict[str, list[str]] = {}
-    listed = list(remote.list(plan.directory))
+    listed = list(remote.list(plan.directory, plan.rules.listed))
     suffix = plan.rules.marker_suffix
     # with markers, each file waits for its own: a sibling's marker does not make a file still
     # being uploaded ready (the sensor judges each file so; the run must take the same files)
@@ -365,7 +372,7 @@ def _archive_listing(plan: FileStreamPlan, session: _Session) -> dict[str, Remot
     :data:`ARCHIVE_LISTING_MAX_AGE` seconds). Raises what the listing raises (:class:`RemoteFileError`)."""
     now = time.monotonic()
     if session.archive_listing is None or now - session.archive_listed_at > ARCHIVE_LISTING_MAX_AGE:
-        session.archive_listing = {f.name: f for f in session.remote.list(plan.directory)}
+        session.archive_listing = {f.name: f for f in session.remote.list(plan.directory, plan.rules.listed)}
         session.archive_listed_at = now
     return session.archive_listing
 
@@ -383,15 +390,29 @@ def archived_name(file: RemoteFile) -> str:
     return f"{stem}.{stamp}-{file.size}B{tag}" + (f".{suffix}" if suffix else "")
 
 
-def _in_archive(plan: FileStreamPlan, session: _Session) -> set[str]:
-    """The original names of the files in the archive directory (:func:`archived_name` read back), from
-    one listing per step; empty when the directory cannot be listed (nothing archived yet)."""
+def _in_archive(plan: FileStreamPlan, session: _Session, gone: list[str]) -> set[str]:
+    """The original names of the stream's files in the archive directory (:func:`archived_name` read
+    back), from one listing per step; other names there are passed over unchecked. Raises
+    :class:`RemoteFileError` naming ``gone`` (the files landed earlier and no longer listed) when the
+    archive directory cannot be listed: counting that as "nothing archived" replaced the partition
+    without their rows."""
     if session.archived is None:
         assert plan.archive_directory is not None
+
+        def ours(name: str) -> bool:
+            match = _ARCHIVED_NAME.match(name)
+            return match is not None and plan.rules.listed(match.group(1) + (match.group(2) or ""))
+
         try:
-            names = [f.name for f in session.remote.list(plan.archive_directory)]
-        except RemoteFileError:
+            names = [f.name for f in session.remote.list(plan.archive_directory, ours)]
+        except MissingDirectoryError:  # nothing archived yet: the files were deleted at the source
             names = []
+        except (RemoteFileError, ValueError) as exc:  # ValueError: UnsafeNameError from a bucket listing
+            raise RemoteFileError(
+                f"{', '.join(gone[:3])}{' ...' if len(gone) > 3 else ''}: landed earlier and no longer in "
+                f"{plan.directory}, but the archive directory {plan.archive_directory} could not be listed to "
+                f"keep their rows, so nothing lands: {exc}"
+            ) from None
         session.archived = {m.group(1) + (m.group(2) or "") for n in names if (m := _ARCHIVED_NAME.match(n))}
     return session.archived
 
@@ -415,7 +436,7 @@ def _archived_rows(
     before = session.landed_before.get(partition)
     earlier: dict[str, str] = dict(before.extra.get(LANDED_FILES) or {}) if before is not None else {}
     gone = sorted(set(earlier) - {f.name for f in files})
-    kept = [name for name in gone if name in _in_archive(plan, session)] if gone else []
+    kept = [name for name in gone if name in _in_archive(plan, session, gone)] if gone else []
     if before is None or not kept:
         return []
     rows = pa.concat_tables(read_landed_files(store, before.files), promote_options="permissive")
@@ -468,6 +489,15 @@ def extract_files(
             "nothing was landed for it"
         )
     landed = {f.name: version(f) for f in files}
+    if plan.archive_directory:
+        for file in files:  # an archived name the archive listing refuses would hide the file's rows later
+            size = len((archived_name(file) + (plan.rules.marker_suffix or "")).encode("utf-8", "surrogatepass"))
+            if size > MAX_SEGMENT_BYTES:
+                raise RemoteFileError(
+                    f"{file.path}: archived with its version in the name, it would take {size} bytes, more than "
+                    f"the {MAX_SEGMENT_BYTES} a listing accepts, and could not be read back; nothing lands: "
+                    "rename it shorter"
+                )
     report.landing_extra[LANDED_FILES] = landed  # the drop sensor's memory
     if session.unmarked.get(partition):
         report.metadata["files_waiting_for_marker"] = ", ".join(session.unmarked[partition])

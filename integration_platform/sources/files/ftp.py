@@ -23,14 +23,20 @@ import posixpath
 import queue
 import socket
 import ssl
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-from integration_platform.sources.files.remote_files import Download, RemoteFile, RemoteFileError, download_one_by_one
+from integration_platform.sources.files.remote_files import (
+    Download,
+    MissingDirectoryError,
+    RemoteFile,
+    RemoteFileError,
+    download_one_by_one,
+)
 
 #: Bytes asked of the data socket per ``recv`` in :meth:`FtpFiles.download`. A 200 MB file from a local
 #: pyftpdlib server (median of 5, 2 shared cores): FTPS 8 KiB 0.84 s, 256 KiB 0.70 s, 1 MiB 0.88 s; plain FTP
@@ -182,16 +188,16 @@ class FtpFiles:
 
     # --- RemoteFiles
 
-    def list(self, directory: str) -> Iterator[RemoteFile]:
+    def list(self, directory: str, accept: Callable[[str], bool] | None = None) -> Iterator[RemoteFile]:
         """The regular files directly in ``directory``: MLSD, or NLST + SIZE + MDTM on servers without MLSD.
 
         The listing is read completely before the first file is yielded, so errors raise here. Raises
         :class:`RemoteFileError` when the directory does not exist or cannot be read, or a time is unparsable.
         """
         with self._guard("list", directory):
-            files = self._list_mlsd(directory) if self._mlsd is not False else None
+            files = self._list_mlsd(directory, accept) if self._mlsd is not False else None
             if files is None:
-                files = self._list_nlst(directory)
+                files = self._list_nlst(directory, accept)
         for file in files:
             self._sizes[file.path] = file.size
         return iter(files)
@@ -255,7 +261,7 @@ class FtpFiles:
     def _path(self, directory: str, name: str) -> str:
         return name if directory in ("", ".") else posixpath.join(directory, name)
 
-    def _list_mlsd(self, directory: str) -> Files | None:
+    def _list_mlsd(self, directory: str, accept: Callable[[str], bool] | None) -> Files | None:
         """Regular files per MLSD, or ``None`` when the server has no MLSD."""
         try:
             self._binary = False
@@ -264,11 +270,15 @@ class FtpFiles:
             if self._mlsd is None and str(exc).startswith(NOT_IMPLEMENTED):
                 self._mlsd = False
                 return None
+            if not self._is_dir(directory or "."):  # 550 says "missing" and "not allowed" alike
+                raise MissingDirectoryError(str(self._error("list", directory, "no such directory"))) from None
             raise
         self._mlsd = True
         files: Files = []
         for name, facts in entries:
             if facts.get("type", "").lower() != "file" or name in ("", ".", ".."):
+                continue
+            if accept is not None and not accept(name):
                 continue
             path = self._path(directory, name)
             size = int(facts["size"]) if "size" in facts else self._size(path)
@@ -278,9 +288,9 @@ class FtpFiles:
             files.append(RemoteFile(path, name, size, mtime))
         return files
 
-    def _list_nlst(self, directory: str) -> Files:
+    def _list_nlst(self, directory: str, accept: Callable[[str], bool] | None) -> Files:
         if not self._is_dir(directory or "."):
-            raise self._error("list", directory, "no such directory")
+            raise MissingDirectoryError(str(self._error("list", directory, "no such directory")))
         try:
             self._binary = False
             names = self.ftp.nlst(directory) if directory else self.ftp.nlst()
@@ -291,7 +301,7 @@ class FtpFiles:
         files: Files = []
         for entry in names:
             name = posixpath.basename(entry.rstrip("/"))  # some servers answer "dir/name", others "name"
-            if name in ("", ".", ".."):
+            if name in ("", ".", "..") or (accept is not None and not accept(name)):
                 continue
             path = self._path(directory, name)
             try:

@@ -6,7 +6,7 @@ through it, and never see the protocol.
 """
 
 import queue
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -17,6 +17,11 @@ from integration_platform.core.names import check_segment
 class RemoteFileError(Exception):
     """A file-drop operation failed; the message names the server, the path and the reason
     (never a password or key)."""
+
+
+class MissingDirectoryError(RemoteFileError):
+    """The directory listed does not exist (SFTP ``ENOENT``; FTP: the server cannot change into it). A
+    store's prefix is never missing: an empty one and a missing one are the same."""
 
 
 class HostKeyError(RemoteFileError):
@@ -55,8 +60,10 @@ class Download(NamedTuple):
 class RemoteFiles(Protocol):
     """An open connection to a file-drop server."""
 
-    def list(self, directory: str) -> Iterator[RemoteFile]:
-        """The regular files directly in ``directory`` (no recursion), in server order.
+    def list(self, directory: str, accept: Callable[[str], bool] | None = None) -> Iterator[RemoteFile]:
+        """The regular files directly in ``directory`` (no recursion), in server order; with ``accept``
+        only those whose name it accepts. A name not accepted is passed over before its name is checked:
+        a file the stream does not take (a partner's ``notes\\ops.txt``) cannot fail the listing.
 
         Raises :class:`RemoteFileError` when the directory does not exist or cannot be read.
         """

@@ -6,13 +6,14 @@ for why it pipelines reads itself; protocol: SFTP version 3 (draft-ietf-secsh-fi
 OpenSSH's ``limits@openssh.com`` extension (OpenSSH ``PROTOCOL``, section 4.8).
 """
 
+import errno
 import os
 import posixpath
 import queue
 import stat
 import threading
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ from paramiko.sftp import (
 from paramiko.sftp_attr import SFTPAttributes
 
 from integration_platform.core.names import UnsafeNameError
-from integration_platform.sources.files.remote_files import Download, RemoteFile, RemoteFileError
+from integration_platform.sources.files.remote_files import Download, MissingDirectoryError, RemoteFile, RemoteFileError
 
 if TYPE_CHECKING:
     from integration_platform.sources.files.sftp import SftpResource
@@ -161,7 +162,7 @@ class SftpFiles:
         """``sftp://host:port/abs/path``; a relative path is relative to the login directory, written ``/~/``."""
         return f"{self.where}{path}" if path.startswith("/") else f"{self.where}/~/{path}"
 
-    def list(self, directory: str) -> Iterator[RemoteFile]:
+    def list(self, directory: str, accept: Callable[[str], bool] | None = None) -> Iterator[RemoteFile]:
         """The regular files directly in ``directory`` (``S_ISREG``: no directories, links or devices), in
         server order; ``size`` from the server's attributes (bytes), ``mtime`` Unix seconds (SFTP v3 sends whole
         seconds). Raises :class:`RemoteFileError` when the directory is missing or unreadable, or holds a
@@ -172,6 +173,8 @@ class SftpFiles:
         try:
             entries = self.sftp.listdir_attr(directory)
         except NETWORK_ERRORS as exc:
+            if isinstance(exc, OSError) and exc.errno == errno.ENOENT:  # paramiko's SFTP_NO_SUCH_FILE
+                raise MissingDirectoryError(str(self._error("listing", directory, exc))) from None
             self._fail("listing", directory, exc)
         except UnicodeDecodeError as exc:  # a whole reply was read: the session is still in step
             raise RemoteFileError(  # the bytes' repr: \xNN escapes, no control character
@@ -180,6 +183,8 @@ class SftpFiles:
             ) from None
         for entry in entries:
             name = entry.filename
+            if accept is not None and not accept(name):
+                continue
             path = posixpath.join(directory, name)
             mode = entry.st_mode
             if mode is None:  # the server sent no permissions: ask for them
