@@ -58,6 +58,7 @@ def ftps_server(
     mlsd: bool = True,
     hostile_names: tuple[str, ...] = (),
     max_logins: int = 0,
+    refused_dirs: tuple[str, ...] = (),
 ) -> Iterator[FtpServer]:
     """Serve ``root`` (read, write, rename, mkdir for the user) until the block ends.
 
@@ -66,7 +67,8 @@ def ftps_server(
     the server answers MLSD/MLST with 500, so clients must fall back to NLST + SIZE + MDTM; ``hostile_names``:
     every MLSD listing also lists these names (``../../x``) as files, as a hostile server would;
     ``max_logins``: at most this many sessions at once from 127.0.0.1 (0: no limit), as partner servers
-    allowing one login per user do.
+    allowing one login per user do; ``refused_dirs``: folders under ``root`` the user may not enter or
+    list (550, as for a missing folder).
     """
     if importlib.util.find_spec("pyftpdlib") is None or (tls and importlib.util.find_spec("OpenSSL") is None):
         missing("pyftpdlib==2.2.0 and pyopenssl (pip install pyftpdlib==2.2.0 pyopenssl)")
@@ -86,6 +88,8 @@ def ftps_server(
             args += ["--hostile-name", name]
         if max_logins:
             args += ["--max-logins", str(max_logins)]
+        for refused in refused_dirs:
+            args += ["--refuse-dir", refused]
         env = {**os.environ, PASSWORD_ENV: password}
         process, url = start_listening(stack, args, "FTP server", env)
         port = int(url.rsplit(":", 1)[1])

@@ -770,8 +770,8 @@ def test_a_file_whose_archived_name_would_be_too_long_is_refused_before_it_lands
         failed = p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01", raise_on_error=False)
     assert not failed.success and len(long_name.encode()) == 190
     assert any(
-        f"{incoming}/{long_name}: archived with its version in the name, it would take 211 bytes, more than the 200"
-        in m
+        f"{incoming}/{long_name}: archived with its version in the name (and its marker's suffix), it would take "
+        "211 bytes, more than the 200" in m
         for m in failure_messages(failed)
     ), failure_messages(failed)
     assert (incoming / long_name).exists() and not (incoming / "archive").exists()

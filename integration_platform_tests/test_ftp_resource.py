@@ -121,6 +121,24 @@ def test_a_name_not_accepted_is_passed_over_unchecked(mlsd: bool, tmp_path: Path
     assert accepted == ["a.csv"]
 
 
+@pytest.mark.parametrize("mlsd", [True, False], ids=["mlsd", "nlst"])
+def test_a_folder_the_server_refuses_is_not_taken_for_a_missing_one(mlsd: bool, tmp_path: Path) -> None:
+    """A 550 answers "no such folder" and "not allowed" alike, and CWD failing decided "missing": an archive
+    folder the user may not enter counted as "nothing archived yet", and a day landed again lost its
+    archived files' rows. Only a folder its parent lists without is missing."""
+    (tmp_path / "drop" / "archive").mkdir(parents=True)
+    with (
+        ftps_server(tmp_path, tls=False, mlsd=mlsd, refused_dirs=("drop/archive",)) as plain,
+        _resource(plain).connect() as files,
+    ):
+        with pytest.raises(RemoteFileError) as refused:
+            files.list("drop/archive")
+        with pytest.raises(MissingDirectoryError):
+            files.list("drop/gone")
+    assert not isinstance(refused.value, MissingDirectoryError), refused.value
+    assert "drop/archive" in str(refused.value)
+
+
 def test_downloads_are_byte_identical(server: FtpServer, drop: tuple[str, dict[str, Path]], tmp_path: Path) -> None:
     folder, originals = drop
     with _resource(server).connect() as files:
@@ -251,11 +269,15 @@ def test_rename_into_a_new_archive_directory(server: FtpServer, drop: tuple[str,
 
 def test_missing_directory_or_file_names_the_path(server: FtpServer, tmp_path: Path) -> None:
     with _resource(server).connect() as files:
-        with pytest.raises(MissingDirectoryError) as missing_dir:  # told apart from a refused listing
+        with pytest.raises(MissingDirectoryError) as missing_dir:  # its parent lists without it
+            files.list("no-such-drop")
+        with pytest.raises(RemoteFileError) as missing_parent:  # not known missing: the server's reply
             files.list("no/such/drop")
         with pytest.raises(RemoteFileError) as missing_file:
             files.download("no/such/file.csv", tmp_path / "file.csv")
-    assert str(missing_dir.value) == f"FTP 127.0.0.1:{server.port}: list 'no/such/drop': no such directory"
+    assert str(missing_dir.value) == f"FTP 127.0.0.1:{server.port}: list 'no-such-drop': no such directory"
+    assert not isinstance(missing_parent.value, MissingDirectoryError)
+    assert str(missing_parent.value).startswith(f"FTP 127.0.0.1:{server.port}: list 'no/such/drop': server replied 5")
     assert str(missing_file.value).startswith(f"FTP 127.0.0.1:{server.port}: download 'no/such/file.csv': ")
     assert not (tmp_path / "file.csv").exists()
 

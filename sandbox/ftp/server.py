@@ -82,6 +82,9 @@ def main() -> None:
     parser.add_argument("--no-mlsd", action="store_true")
     parser.add_argument("--max-logins", type=int, default=0, help="control connections per client IP (0: no limit)")
     parser.add_argument("--hostile-name", action="append", default=[], help="also list this name in MLSD")
+    parser.add_argument(
+        "--refuse-dir", action="append", default=[], help="a folder under --root the user may not enter or list"
+    )
     args = parser.parse_args()
 
     password = os.environ.get(args.password_env)
@@ -92,6 +95,8 @@ def main() -> None:
 
     authorizer = DummyAuthorizer()
     authorizer.add_user(args.user, password, os.path.abspath(args.root), perm="elradfmw")
+    for refused in args.refuse_dir:  # CWD and listings answer 550, as a missing folder's do
+        authorizer.override_perm(args.user, os.path.join(os.path.abspath(args.root), refused), perm="radfmw")
 
     handler: type[Any]
     if args.tls:

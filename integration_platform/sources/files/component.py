@@ -260,8 +260,11 @@ class FileStream(SafeModel, dg.Resolvable):
 
 
 def _same_folder(one: str, other: str) -> bool:
-    """Whether two folder paths as written name one folder (``/in/`` and ``/in``, ``in/./`` and ``in``)."""
-    return posixpath.normpath(one.strip() or ".") == posixpath.normpath(other.strip() or ".")
+    """Whether two folder paths as written may name one folder: ``/in/`` and ``/in``, ``in/./`` and ``in``,
+    ``//in`` and ``/in``, and ``in`` and ``/in`` (one prefix in a bucket; one folder on a server that
+    locks the login into its home). Stricter than needed on a server where they differ: such a pair
+    is refused though it would work (name the archive otherwise)."""
+    return posixpath.normpath(one.strip() or ".").strip("/") == posixpath.normpath(other.strip() or ".").strip("/")
 
 
 class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):

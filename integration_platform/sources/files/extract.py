@@ -494,9 +494,9 @@ def extract_files(
             size = len((archived_name(file) + (plan.rules.marker_suffix or "")).encode("utf-8", "surrogatepass"))
             if size > MAX_SEGMENT_BYTES:
                 raise RemoteFileError(
-                    f"{file.path}: archived with its version in the name, it would take {size} bytes, more than "
-                    f"the {MAX_SEGMENT_BYTES} a listing accepts, and could not be read back; nothing lands: "
-                    "rename it shorter"
+                    f"{file.path}: archived with its version in the name (and its marker's suffix), it would "
+                    f"take {size} bytes, more than the {MAX_SEGMENT_BYTES} a listing accepts, and could not be "
+                    "read back; nothing lands: rename it shorter"
                 )
     report.landing_extra[LANDED_FILES] = landed  # the drop sensor's memory
     if session.unmarked.get(partition):

@@ -270,7 +270,7 @@ class FtpFiles:
             if self._mlsd is None and str(exc).startswith(NOT_IMPLEMENTED):
                 self._mlsd = False
                 return None
-            if not self._is_dir(directory or "."):  # 550 says "missing" and "not allowed" alike
+            if self._missing(directory):
                 raise MissingDirectoryError(str(self._error("list", directory, "no such directory"))) from None
             raise
         self._mlsd = True
@@ -290,7 +290,9 @@ class FtpFiles:
 
     def _list_nlst(self, directory: str, accept: Callable[[str], bool] | None) -> Files:
         if not self._is_dir(directory or "."):
-            raise MissingDirectoryError(str(self._error("list", directory, "no such directory")))
+            if self._missing(directory):
+                raise MissingDirectoryError(str(self._error("list", directory, "no such directory")))
+            raise self._error("list", directory, "the server refuses to change into it")
         try:
             self._binary = False
             names = self.ftp.nlst(directory) if directory else self.ftp.nlst()
@@ -338,6 +340,23 @@ class FtpFiles:
                 return None
             raise
         return parse_time_val(reply[3:].strip())
+
+    def _missing(self, directory: str) -> bool:
+        """Whether ``directory`` is known not to exist: its parent lists, without its name. A 550 says
+        "missing" and "not allowed" alike, and a refused CWD or listing is no proof either: ``False``
+        whenever the parent cannot be listed."""
+        parent, name = posixpath.split(directory.rstrip("/"))
+        if not name or name in (".", ".."):
+            return False
+        try:
+            self._binary = False
+            if self._mlsd is not False:
+                names = [entry for entry, _ in self.ftp.mlsd(parent or "")]
+            else:
+                names = [posixpath.basename(n.rstrip("/")) for n in self.ftp.nlst(parent or ".")]
+        except FTP_ERRORS:
+            return False
+        return name not in names
 
     def _is_dir(self, directory: str) -> bool:
         """Whether CWD into ``directory`` works; the working directory is set back to the login one."""
