@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -600,18 +601,12 @@ def test_a_days_file_no_longer_in_the_archive_is_not_kept(
 ) -> None:
     """Only a file the archive holds keeps its rows when its day lands again: one gone from both the
     drop directory and the archive (deleted at the source) is not carried on."""
-    incoming = tmp_path / "incoming"
-    incoming.mkdir()
-    name, sibling = "dpc-covid19-ita-regioni-20230301.csv", "dpc-covid19-ita-regioni-20230301_b.csv"
-    shutil.copy(drops / name, incoming / name)
-    extra = f"      archive_directory: {incoming}/archive"
-    with openssh_server(incoming) as server:
-        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
-        p = platform(_yaml(server, incoming, extra), tmp_path, instance)
-        assert p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01").success
+
+    def deleted(incoming: Path) -> None:
         shutil.rmtree(incoming / "archive")
-        shutil.copy(drops / name, incoming / sibling)
-        assert p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01").success
+
+    p, again, (_, sibling) = _day_landed_again(drops, tmp_path, instance, monkeypatch, deleted)
+    assert again.success
     assert p.query("SELECT _ip_file, count(*) FROM covid.regions GROUP BY ALL") == [(sibling, 21)]
     assert "files_kept_from_archive" not in latest_metadata(instance, LAKE)
 
@@ -732,18 +727,12 @@ def test_an_archive_that_cannot_be_listed_fails_the_day_instead_of_dropping_arch
     the whole listing fails) was read as "nothing archived": the day's second file landed alone and the
     first file's rows were gone from the lake and the warehouse, the run a success. The run fails naming
     the files and the archive, and the day keeps what it held."""
-    incoming = tmp_path / "incoming"
-    incoming.mkdir()
-    name, sibling = "dpc-covid19-ita-regioni-20230301.csv", "dpc-covid19-ita-regioni-20230301_b.csv"
-    shutil.copy(drops / name, incoming / name)
-    extra = f"      archive_directory: {incoming}/archive"
-    with openssh_server(incoming) as server:
-        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
-        p = platform(_yaml(server, incoming, extra), tmp_path, instance)
-        assert p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01").success
+
+    def unlistable(incoming: Path) -> None:
         (incoming / "archive" / os.fsdecode(b"\xff.csv")).write_text("x\n")
-        shutil.copy(drops / name, incoming / sibling)
-        failed = p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01", raise_on_error=False)
+
+    p, failed, (name, _) = _day_landed_again(drops, tmp_path, instance, monkeypatch, unlistable)
+    incoming = tmp_path / "incoming"
     assert not failed.success
     assert any(
         f"{name}: landed earlier and no longer in {incoming}, but the archive directory {incoming}/archive could "
@@ -775,3 +764,28 @@ def test_a_file_whose_archived_name_would_be_too_long_is_refused_before_it_lands
         for m in failure_messages(failed)
     ), failure_messages(failed)
     assert (incoming / long_name).exists() and not (incoming / "archive").exists()
+
+
+def _day_landed_again(
+    drops: Path,
+    tmp_path: Path,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    meanwhile: Callable[[Path], None],
+) -> tuple[Platform, dg.ExecuteInProcessResult, tuple[str, str]]:
+    """Day 2023-03-01 landed from its one file with ``archive_directory`` (so the file is archived), then
+    ``meanwhile(incoming)``, then the day landed again from a second file of the day; returns the
+    platform, the second run (not raised) and the two files' names."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    name, sibling = "dpc-covid19-ita-regioni-20230301.csv", "dpc-covid19-ita-regioni-20230301_b.csv"
+    shutil.copy(drops / name, incoming / name)
+    extra = f"      archive_directory: {incoming}/archive"
+    with openssh_server(incoming) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, incoming, extra), tmp_path, instance)
+        assert p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01").success
+        meanwhile(incoming)
+        shutil.copy(drops / name, incoming / sibling)
+        again = p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01", raise_on_error=False)
+    return p, again, (name, sibling)

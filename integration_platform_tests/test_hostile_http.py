@@ -283,23 +283,30 @@ def test_an_access_token_that_cannot_be_a_header_is_refused_without_repeating_it
 ) -> None:
     """A token endpoint issuing ``"<token>\\n"``: the API request failed with http.client's ``ValueError``
     repeating the token. It fails as ``HttpAuthError`` naming the token endpoint, and the API gets nothing."""
+    answer = {"access_token": f"{TOKEN}\r\n", "token_type": "Bearer", "expires_in": 3600}
+    message, url, paths = _refused_by_the_token_endpoint(answer, monkeypatch)
+    assert message.startswith(f"OAuth2 client_credentials grant at {url}/token: the access token issued holds")
+    assert TOKEN not in message and paths == ["/token"]
+
+
+def _refused_by_the_token_endpoint(answer: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str, list[str]]:
+    """A REST client with the OAuth2 client credentials grant, its token endpoint answering ``answer`` (200,
+    as JSON); the ``HttpAuthError`` its first API request raised, the server's URL and the paths asked."""
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
 
-    def answer(request: dict[str, Any]) -> tuple[int, dict[str, str | list[str]], Any]:
+    def serve(request: dict[str, Any]) -> tuple[int, dict[str, str | list[str]], Any]:
         if request["path"] == "/token":
-            return 200, {}, {"access_token": f"{TOKEN}\r\n", "token_type": "Bearer", "expires_in": 3600}
+            return 200, {"Content-Type": "application/json"}, answer
         return 200, {}, []
 
-    with scripted_server(answer) as api:
+    with scripted_server(serve) as api:
         auth = HttpAuth(
             type="oauth2_client_credentials", token_url=f"{api.url}/token", client_id="etl", client_secret=KEY
         )
         client = RestApiResource(base_url=api.url, max_retries=0, auth=auth).client("test")
         with pytest.raises(HttpAuthError) as refused:
             client.get_json(f"{api.url}/items")
-    message = str(refused.value)
-    assert message.startswith(f"OAuth2 client_credentials grant at {api.url}/token: the access token issued holds")
-    assert TOKEN not in message and [r["path"] for r in api.requests] == ["/token"]
+    return str(refused.value), api.url, [r["path"] for r in api.requests]
 
 
 @pytest.mark.parametrize(
@@ -319,23 +326,9 @@ def test_a_token_answer_of_another_shape_fails_naming_the_token_endpoint(
     """A token endpoint answering ``expires_in: "soon"``, ``1e400`` or a JSON list: oauthlib's bare
     ``ValueError`` or ``OverflowError`` failed the step naming neither the endpoint nor
     the grant. It is an ``HttpAuthError`` naming both, never the body, and the API gets nothing."""
-    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
-
-    def serve(request: dict[str, Any]) -> tuple[int, dict[str, str | list[str]], Any]:
-        if request["path"] == "/token":
-            return 200, {"Content-Type": "application/json"}, answer.replace("%s", TOKEN)
-        return 200, {}, []
-
-    with scripted_server(serve) as api:
-        auth = HttpAuth(
-            type="oauth2_client_credentials", token_url=f"{api.url}/token", client_id="etl", client_secret=KEY
-        )
-        client = RestApiResource(base_url=api.url, max_retries=0, auth=auth).client("test")
-        with pytest.raises(HttpAuthError) as refused:
-            client.get_json(f"{api.url}/items")
-    message = str(refused.value)
-    assert message.startswith(f"OAuth2 client_credentials grant at {api.url}/token: the answer")
-    assert reason in message and TOKEN not in message and [r["path"] for r in api.requests] == ["/token"]
+    message, url, paths = _refused_by_the_token_endpoint(answer.replace("%s", TOKEN), monkeypatch)
+    assert message.startswith(f"OAuth2 client_credentials grant at {url}/token: the answer")
+    assert reason in message and TOKEN not in message and paths == ["/token"]
 
 
 def test_a_token_endpoint_echoing_the_client_credentials_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
