@@ -400,8 +400,8 @@ def _in_archive(plan: FileStreamPlan, session: _Session, gone: list[str]) -> set
         assert plan.archive_directory is not None
 
         def ours(name: str) -> bool:
-            match = _ARCHIVED_NAME.match(name)
-            return match is not None and plan.rules.listed(match.group(1) + (match.group(2) or ""))
+            original = _original_name(name)
+            return original is not None and plan.rules.listed(original)
 
         try:
             names = [f.name for f in session.remote.list(plan.archive_directory, ours)]
@@ -413,8 +413,14 @@ def _in_archive(plan: FileStreamPlan, session: _Session, gone: list[str]) -> set
                 f"{plan.directory}, but the archive directory {plan.archive_directory} could not be listed to "
                 f"keep their rows, so nothing lands: {exc}"
             ) from None
-        session.archived = {m.group(1) + (m.group(2) or "") for n in names if (m := _ARCHIVED_NAME.match(n))}
+        session.archived = {original for name in names if (original := _original_name(name)) is not None}
     return session.archived
+
+
+def _original_name(archived: str) -> str | None:
+    """The name a file had before :func:`archived_name` renamed it, or ``None`` for a name it never made."""
+    match = _ARCHIVED_NAME.match(archived)
+    return None if match is None else match.group(1) + (match.group(2) or "")
 
 
 #: An :func:`archived_name`: the original stem, the version, the original suffix (with its dot).

@@ -206,7 +206,7 @@ class KafkaTopicSource:
         self._admin: AdminClient | None = None
         self.topic_id = self._topic_id()
         self.from_committed = reset == "committed"
-        self.group_offsets = self._group_offsets()
+        self.group_offsets = committed_offsets(kafka, consumer, topic, self.partitions)
         self.start = self._start_offsets(reset, reset_timestamp)
         #: Committed offsets beyond their partition's end that this run's reset start replaced.
         self.replaced: dict[int, int] = {}
@@ -326,10 +326,6 @@ class KafkaTopicSource:
             except Exception as exc:
                 raise self.kafka.error(f"committing offsets of {self.topic!r}", exc) from None
             LOG.warning("%s: committed offsets beyond the end replaced by the reset's start: %s", where, offsets)
-
-    def _group_offsets(self) -> dict[int, int]:
-        """The group's committed offset of each partition that has one; raises :class:`BrokerError`."""
-        return committed_offsets(self.kafka, self.consumer, self.topic, self.partitions)
 
     def _start_offsets(self, reset: Reset, at: dt.datetime | None) -> dict[int, int]:
         """Each partition's first offset to read: the reset's, or the group's committed one (the
