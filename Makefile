@@ -74,9 +74,12 @@ dev: $(BIN)/.installed $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m integration_platform.standins -- \
 		$(BIN)/dg dev -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
 
-## The whole test suite, against the real services (see README).
+## The whole test suite, against the real services (see README), on TEST_WORKERS pytest-xdist workers. Most of a
+## test's time is spent waiting on a server or a Dagster subprocess, so two workers on two cores take about 60% of
+## the serial time. --dist loadfile keeps each module on one worker: its module-scoped servers start once.
+TEST_WORKERS ?= 2
 test: $(BIN)/.installed-dev install-kafka install-airflow install-oidc install-azurite
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ## The tests that need no server (the pure core, JSON -> Arrow): seconds, for every change.
 test-fast: $(BIN)/.installed-dev

@@ -47,19 +47,17 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         return (yield)
 
 
-PAGILA_TEMPLATE = "ip_test_pagila_template"
-
-
 @pytest.fixture(scope="session")
-def pagila_template() -> str:
-    """pagila (schema + data) loaded once per session into a template database."""
+def pagila_template(worker_id: str) -> str:
+    """pagila (schema + data) loaded once per session (per pytest-xdist worker) into a template database."""
     require_port(PG_HOST, PG_PORT, "PostgreSQL")
+    template = f"ip_test_pagila_template_{worker_id}"
     schema, data = shared_file("pagila", "pagila-schema.sql"), shared_file("pagila", "pagila-data.sql")
-    psql("postgres", "-c", f"DROP DATABASE IF EXISTS {PAGILA_TEMPLATE}")
-    psql("postgres", "-c", f"CREATE DATABASE {PAGILA_TEMPLATE}")
-    psql(PAGILA_TEMPLATE, "-f", str(schema))
-    psql(PAGILA_TEMPLATE, "-f", str(data))
-    return PAGILA_TEMPLATE
+    psql("postgres", "-c", f"DROP DATABASE IF EXISTS {template}")
+    psql("postgres", "-c", f"CREATE DATABASE {template}")
+    psql(template, "-f", str(schema))
+    psql(template, "-f", str(data))
+    return template
 
 
 @pytest.fixture
