@@ -95,3 +95,29 @@ def test_a_file_the_lake_stopped_holding_gets_a_new_run_key_when_it_comes_again(
     ]
     assert len(runs([a, b], from_b)) == 1, "A is requested again and its run key is new: Dagster runs it"
     assert runs([a, b], from_b) == [], "while the lake is unchanged the key is the same: one run"
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("orders_20210101.csv", "2021-01-01"),
+        ("orders_2021-01-01_v2.csv", "2021-01-01"),
+        ("orders_120210101.csv", None),  # nine digits: no date, not 1202-10-10
+        ("orders_202101011.csv", None),
+        ("orders_20210230.csv", None),  # 30 February
+    ],
+)
+def test_the_default_date_stands_alone_and_is_a_real_day(name: str, key: str | None) -> None:
+    file = RemoteFile(path=f"/in/{name}", name=name, size=1, mtime=1_700_000_000)
+    assert DropRules(glob="orders_*.csv").partition_key(file) == key
+
+
+def test_a_name_without_a_valid_date_is_reported_not_requested() -> None:
+    rules = DropRules(glob="orders_*.csv")
+    files = [
+        RemoteFile(path=f"/in/{n}", name=n, size=1, mtime=1) for n in ("orders_120210101.csv", "orders_20210102.csv")
+    ]
+    first = plan_tick(files, DropState(), rules, 100, landed([]))
+    second = plan_tick(files, first.state, rules, 100, landed([]))
+    assert sorted(second.partitions) == ["2021-01-02"]
+    assert "1 without a valid date in the name (orders_120210101.csv)" in second.skip_reason(2)

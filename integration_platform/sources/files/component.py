@@ -69,7 +69,7 @@ from integration_platform.core.streams import IDENTIFIER, Partitioning, StreamSp
 from integration_platform.resources.lake import LakeResource
 from integration_platform.resources.object_stores import AzureBlobSettings, GcsSettings
 from integration_platform.sources.files.bucket_files import BucketResource
-from integration_platform.sources.files.drops import DropRules, DropState, landed, plan_tick
+from integration_platform.sources.files.drops import DEFAULT_DATE_REGEX, DropRules, DropState, landed, plan_tick
 from integration_platform.sources.files.extract import FileStreamPlan, extractor_for
 from integration_platform.sources.files.formats import FileFormat
 from integration_platform.sources.files.ftp import FtpResource
@@ -201,7 +201,9 @@ class FilePartition(SafeModel, dg.Resolvable):
 
     type: Literal["daily", "per_file"] = "daily"
     date_from: Literal["name", "mtime"] = "name"
-    date_regex: str = Field(default=r"(\d{8}|\d{4}-\d{2}-\d{2})", description="Group 1 holds the date.")
+    date_regex: str = Field(
+        default=DEFAULT_DATE_REGEX, description="Group 1 holds the date; default: 8 digits or ISO, alone."
+    )
     date_format: str | None = Field(default=None, description="strptime format of the date; default ISO / YYYYMMDD.")
     start: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="First daily partition.")
     end: str | None = Field(

@@ -26,6 +26,10 @@ from typing import Literal
 
 from integration_platform.sources.files.remote_files import RemoteFile
 
+#: A date of 8 digits or ISO form, standing alone: not inside a longer run of digits, so
+#: ``orders_120210101.csv`` holds no date rather than 1202-10-10.
+DEFAULT_DATE_REGEX = r"(?<!\d)(\d{8}|\d{4}-\d{2}-\d{2})(?!\d)"
+
 
 @dataclass(frozen=True)
 class DropRules:
@@ -35,7 +39,7 @@ class DropRules:
     regex: str | None = None
     partition: Literal["daily", "per_file"] = "daily"
     date_from: Literal["name", "mtime"] = "name"
-    date_regex: str = r"(\d{8}|\d{4}-\d{2}-\d{2})"
+    date_regex: str = DEFAULT_DATE_REGEX
     date_format: str | None = None
     marker_suffix: str | None = None
 
@@ -169,7 +173,7 @@ class TickPlan:
         if self.in_flight:
             parts.append(f"{len(self.in_flight)} requested, not landed yet")
         if self.unparsable:
-            parts.append(f"{len(self.unparsable)} without a date in the name ({', '.join(self.unparsable[:3])})")
+            parts.append(f"{len(self.unparsable)} without a valid date in the name ({', '.join(self.unparsable[:3])})")
         if self.outside:
             parts.append(f"{len(self.outside)} dated outside the stream's partitions ({', '.join(self.outside[:3])})")
         return "; ".join(parts)
