@@ -626,3 +626,17 @@ def test_without_a_cursor_a_column_the_mapping_does_not_send_leaves_the_keys_alo
             conn.execute("ALTER TABLE crm.contacts ADD COLUMN note VARCHAR")
         assert plat.materialize([KEY]).success
         assert target.stats()["stored_requests"] == stored
+
+
+@pytest.mark.parametrize("value", ["Sun, 06 Nov 99999 08:49:37 GMT", "9" * 5000])
+def test_a_retry_after_python_cannot_hold_counts_as_absent(tmp_path: Path, value: str) -> None:
+    """urllib3 raised a bare ValueError for a date past the year 9999 (or a number of more than 4300 digits):
+    the whole sync failed with 'year 99999 is out of range', naming neither record nor header, nothing landed."""
+    seed(tmp_path / "warehouse.duckdb", 1)
+    answers = iter([(503, {"Retry-After": value}, "busy"), (200, {}, {"ok": True})])
+    with scripted_server(lambda request: next(answers)) as server, dg.instance_for_test() as instance:
+        assert platform(sync_yaml(server.url), tmp_path, instance).materialize([KEY]).success
+        assert len(server.requests) == 2
+    (row,) = results(tmp_path)
+    assert (row["status"], row["attempts"]) == (200, 2)
+

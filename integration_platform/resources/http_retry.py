@@ -40,8 +40,10 @@ def retry_policy(
 def retry_after(retry: Retry, response: BaseHTTPResponse) -> float | None:
     """Seconds ``response``'s ``Retry-After`` asks to wait, or ``None`` when it has none, or one that is
     neither whole seconds nor an HTTP date (``1.5``, ``-1``, ``soon``; RFC 9110 section 10.2.3): that one
-    counts as absent, and the caller waits the backoff (urllib3 raised a bare ``InvalidHeader``)."""
+    counts as absent, and the caller waits the backoff (urllib3 raised a bare ``InvalidHeader``). So does
+    a date Python cannot hold (year 10000 on) and a number of more than 4300 digits: urllib3 raised a bare
+    ``ValueError``/``OverflowError`` there, which failed the whole run naming neither request nor header."""
     try:
         return retry.get_retry_after(response)
-    except InvalidHeader:
+    except (InvalidHeader, ValueError, OverflowError):
         return None
