@@ -220,7 +220,8 @@ class HttpPusher:
                     self.auth.invalidate(headers.get("Authorization", "").removeprefix("Bearer "))
                     renewed = True
                     continue
-                result.error = f"HTTP {status} {response.reason_phrase}"
+                # the reason phrase is the target's text too: it may echo a credential sent
+                result.error = self.redact(f"HTTP {status} {response.reason_phrase}")
                 if not retry.is_retry(request.method, status, has_retry_after="Retry-After" in response.headers):
                     return result
                 raw = HTTPResponse(body=b"", headers=dict(response.headers), status=status, preload_content=False)
