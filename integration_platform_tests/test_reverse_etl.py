@@ -4,6 +4,7 @@ The target is ``sandbox/push_target/server.py`` (SQLite, honours Idempotency-Key
 ``sandbox/fault_proxy.py`` in front of it; assertions count what the target stored.
 """
 
+import base64
 import gzip
 import http.server
 import json
@@ -681,3 +682,26 @@ def test_a_secret_echoed_in_the_reason_phrase_is_masked(tmp_path: Path, monkeypa
     rows = results(tmp_path)
     assert rows and all(str(r["error"]) == "HTTP 422 Unprocessable for Bearer ***" for r in rows)
 
+
+def test_a_password_in_the_base_urls_user_info_is_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """REST sources masked the user info's password, syncs did not: httpx sends it as a basic Authorization
+    header, and a target echoing it put it in the results and dead letters."""
+    seed(tmp_path / "warehouse.duckdb", 2)
+
+    def answer(request: dict[str, object]) -> tuple[int, dict[str, str], object]:
+        headers = request["headers"]
+        assert isinstance(headers, dict)
+        return 422, {}, {"error": "invalid", "echo": headers.get("Authorization")}
+
+    credentials = base64.b64encode(b"etl:pa55-w0rd-secret").decode()
+    with scripted_server(answer) as server, dg.instance_for_test() as instance:
+        monkeypatch.setenv("PUSH_URL", server.url.replace("http://", "http://etl:pa55-w0rd-secret@"))
+        target = {"base_url_env": "PUSH_URL", "path": "/api/contacts"}
+        yaml = sync_yaml(server.url, target=target, on_failure="dead_letter")
+        assert platform(yaml, tmp_path, instance).materialize([KEY]).success
+        assert any(credentials in json.dumps(r) for r in server.requests)  # sent and echoed
+    for name in ("results", "dead_letter"):
+        rows = results(tmp_path, name)
+        text = json.dumps(rows, default=str)
+        assert len(rows) == 2 and "Basic ***" in text
+        assert credentials not in text and "pa55-w0rd-secret" not in text

@@ -89,7 +89,7 @@ from integration_platform.core.outbound import (
 from integration_platform.core.streams import IDENTIFIER, StreamSpec
 from integration_platform.outbound.http_push import HttpPusher, PushPolicy, PushRequest, PushResult
 from integration_platform.outbound.publish import TABLE
-from integration_platform.resources.http_auth import HttpAuth, check_headers, env_headers
+from integration_platform.resources.http_auth import HttpAuth, check_headers, env_headers, userinfo_secrets
 from integration_platform.resources.lake import LakeResource
 
 GROUP = "reverse_etl"
@@ -408,9 +408,9 @@ def _pusher(sync: HttpSync, target: HttpTargetResource, run_id: str) -> HttpPush
     secret_headers = env_headers(sync.target.headers_env)
     headers = {**sync.target.headers, **secret_headers}
     base = target.base_url.rstrip("/")
-    return HttpPusher(
-        policy, target.auth, headers, sync.target.idempotency_header, f"{run_id}|{base}", list(secret_headers.values())
-    )
+    # a password in the base URL's user info goes out as a basic Authorization header a target may echo
+    secrets = [*secret_headers.values(), *userinfo_secrets(base)]
+    return HttpPusher(policy, target.auth, headers, sync.target.idempotency_header, f"{run_id}|{base}", secrets)
 
 
 def _push(
