@@ -3,6 +3,8 @@
 import datetime as dt
 import hashlib
 import json
+import math
+from decimal import Decimal
 
 import duckdb
 import pytest
@@ -57,6 +59,18 @@ def test_an_unacknowledged_row_with_a_null_cursor_stops_the_mark() -> None:
     for value, ok in [(2, True), (None, False), (3, True), (4, True)]:
         mark.observe(value, ok)
     assert mark.blocked and mark.value == CursorValue.from_python(2)
+
+
+def test_a_nan_or_infinite_cursor_does_not_move_the_mark() -> None:
+    """A mark of NaN or infinity compares above every later value: no new row was ever read again. Such a
+    row, read again by every run, is listed as acknowledged; one not acknowledged stops the mark."""
+    for special in (math.nan, math.inf, Decimal("NaN"), Decimal("Infinity")):
+        mark = Watermark(CursorValue.from_python(1))
+        for value, rid in [(2, "a"), (3, "b"), (special, "c")]:
+            mark.observe(value, True, rid)
+        assert mark.value == CursorValue.from_python(3) and mark.acknowledged == ["b", "c"] and not mark.blocked
+        mark.observe(special, False, "d")
+        assert mark.blocked and mark.value == CursorValue.from_python(3)
 
 
 def test_the_rows_read_again_and_already_acknowledged_are_listed() -> None:

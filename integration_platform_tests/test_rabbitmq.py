@@ -7,6 +7,7 @@ import types
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pika
 import pika.data
 import pika.exceptions
@@ -440,6 +441,32 @@ def test_publish_changes_since_the_last_run(queue: str, tmp_path: Path, instance
         assert sorted(second) == list(range(99, 110))
         assert second[99] == first[99]  # the boundary row again, under the same id
         assert latest_metadata(instance, publish_key)["cursor_before"] == {"kind": "int", "text": "99"}
+
+
+def test_publish_a_nan_cursor_does_not_become_the_mark(
+    queue: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """The mark followed the last row, NaN (sorted above every number): later runs read only that row and a
+    row changed since (cursor 2.0) was never published, every run succeeding."""
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+        conn.execute("CREATE SCHEMA pub")
+        conn.execute("CREATE TABLE pub.scores AS SELECT * FROM (VALUES (1, 1.0), (2, 'NaN'::DOUBLE)) t(order_id, v)")
+    publish_key = dg.AssetKey(["shop", "publish_orders_out"])
+    with fresh_queue("ip_test_out") as out:
+        extra = (
+            f'  publish:\n    - name: orders_out\n      query: "SELECT * FROM pub.scores"\n'
+            f"      key_columns: [order_id]\n      cursor: v\n      queue: {out}\n"
+        )
+        target = platform(_yaml(queue, extra=extra), tmp_path, instance)
+        target.materialize([publish_key])
+        assert sorted(json.loads(body)["order_id"] for _, body in take_all(out)) == [1, 2]
+        assert latest_metadata(instance, publish_key)["cursor_after"] == {"kind": "float", "text": "1.0"}
+        with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+            conn.execute("INSERT INTO pub.scores VALUES (3, 2.0)")
+        target.materialize([publish_key])
+        # the row at the mark and the NaN row (above any mark) go out again under their ids, and the new one
+        assert sorted(json.loads(body)["order_id"] for _, body in take_all(out)) == [1, 2, 3]
+        assert latest_metadata(instance, publish_key)["cursor_after"] == {"kind": "float", "text": "2.0"}
 
 
 def test_drain_schedule_targets_both_assets(tmp_path: Path, instance: dg.DagsterInstance) -> None:

@@ -705,3 +705,26 @@ def test_a_password_in_the_base_urls_user_info_is_masked(tmp_path: Path, monkeyp
         text = json.dumps(rows, default=str)
         assert len(rows) == 2 and "Basic ***" in text
         assert credentials not in text and "pa55-w0rd-secret" not in text
+
+
+@pytest.mark.parametrize("special", ["nan", "infinity"])
+def test_a_nan_or_infinite_cursor_does_not_become_the_mark(tmp_path: Path, special: str) -> None:
+    """The mark followed the last row read, NaN or infinity (sorted above every number): the next runs read only
+    that row, and every row changed since (cursor 2.0 here) was never sent, the runs all succeeding."""
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+        conn.execute("CREATE SCHEMA crm")
+        conn.execute(
+            "CREATE TABLE crm.contacts AS SELECT * FROM (VALUES (1, 'a', 1.0::DOUBLE), (2, 'b', ?::DOUBLE)) "
+            "t(id, email, updated_at)",
+            [special],
+        )
+    with push_target(tmp_path / "target.sqlite") as target, dg.instance_for_test() as instance:
+        plat = platform(sync_yaml(target.url), tmp_path, instance)
+        assert plat.materialize([KEY]).success
+        assert latest_metadata(instance, KEY)["cursor_after"] == {"kind": "float", "text": "1.0"}
+        with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+            conn.execute("INSERT INTO crm.contacts VALUES (3, 'c', 2.0)")
+        assert plat.materialize([KEY]).success
+        # row 2 is read again by every run (it compares above any mark) but is not sent again
+        assert arrived(target) == Counter({1: 1, 2: 1, 3: 1})
+        assert latest_metadata(instance, KEY)["cursor_after"] == {"kind": "float", "text": "2.0"}
