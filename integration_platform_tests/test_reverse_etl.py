@@ -27,6 +27,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from integration_platform_tests.rest_servers import fault_proxy, scripted_server
+from integration_platform_tests.services import PG_HOST, PG_PORT, require_port
 from sandbox.harness import failure_messages, latest_metadata, platform
 from sandbox.push_target import PushTarget, datasette_target, push_target
 
@@ -728,3 +729,24 @@ def test_a_nan_or_infinite_cursor_does_not_become_the_mark(tmp_path: Path, speci
         # row 2 is read again by every run (it compares above any mark) but is not sent again
         assert arrived(target) == Counter({1: 1, 2: 1, 3: 1})
         assert latest_metadata(instance, KEY)["cursor_after"] == {"kind": "float", "text": "2.0"}
+
+
+def test_a_column_name_a_postgresql_query_repeats_fails_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL keeps both ``id`` columns of a join; a row read as a dict kept the last, the organisation's,
+    and contact 1 was written to ``/api/contacts/900`` (another record), the run succeeding."""
+    require_port(PG_HOST, PG_PORT, "PostgreSQL")
+    monkeypatch.setenv("CRM_DB_URL", f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/postgres")
+    query = (
+        "SELECT c.id, c.email, c.version, o.id FROM (VALUES (1, 'a@example.com', 1)) AS c(id, email, version) "
+        "JOIN (VALUES (900, 1)) AS o(id, contact) ON o.contact = c.id"
+    )
+    with scripted_server(lambda request: (200, {}, {"ok": True})) as server, dg.instance_for_test() as instance:
+        target = {"base_url": server.url, "path": "/api/contacts/{id}", "method": "POST"}
+        text = sync_yaml(server.url, source={"url_env": "CRM_DB_URL"}, query=query, cursor="version", target=target)
+        result = platform(text, tmp_path, instance).materialize([KEY], raise_on_error=False)
+        assert not result.success
+        message = " ".join(failure_messages(result))
+        assert "sync contacts_out: column name(s) ['id'] appear more than once" in message
+        assert server.requests == []

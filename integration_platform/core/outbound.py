@@ -95,10 +95,22 @@ def _select(relation: str, cursor: str | None, mark: str | None, null_cursor_row
     return sql
 
 
+class RepeatedColumnError(MissingColumnError):
+    """A column name the relation's result has more than once (PostgreSQL keeps both ``id`` of a join): a
+    row read as a dict keeps only the last of them, and the other column's value went out under its name.
+    A :class:`MissingColumnError`, so callers name their sync or publication the same way."""
+
+
 def _require(relation: str, have: Collection[str], names: Sequence[str]) -> None:
     missing = [c for c in names if c not in have]
     if missing:
         raise MissingColumnError(f"column(s) {missing} not in {relation}")
+    names_seen = list(have)
+    repeated = sorted({c for c in names_seen if names_seen.count(c) > 1})
+    if repeated:
+        raise RepeatedColumnError(
+            f"column name(s) {repeated} appear more than once in {relation}: give each column its own name (AS)"
+        )
 
 
 def select_since(
@@ -137,7 +149,8 @@ def select_since_sqlalchemy(
 ) -> Iterator[list[Row]]:
     """:func:`select_since` for any database SQLAlchemy reaches (rows streamed, ``chunk_rows`` at a
     time; the mark bound as its Python value). Raises :class:`MissingColumnError` for a ``required``
-    column the result lacks, ``sqlalchemy.exc.SQLAlchemyError`` (a missing cursor column among them)."""
+    column the result lacks (:class:`RepeatedColumnError` for a name it has twice: a row as a dict kept only
+    the last), ``sqlalchemy.exc.SQLAlchemyError`` (a missing cursor column among them)."""
     sql = _select(relation, cursor, ":mark" if cursor and mark is not None else None, null_cursor_rows)
     params = {"mark": mark.to_python()} if cursor and mark is not None else {}
     with engine.connect() as conn:
