@@ -469,6 +469,38 @@ def test_publish_a_nan_cursor_does_not_become_the_mark(
         assert latest_metadata(instance, publish_key)["cursor_after"] == {"kind": "float", "text": "2.0"}
 
 
+def test_publish_a_row_with_a_null_cursor_fails_naming_it(
+    queue: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """``cursor >= mark`` never reads a NULL cursor: the first run published such a row, every later one passed
+    over those added since in silence (order 3 was never published, every run succeeding). Such a row now
+    fails the run naming the publication, the row and the column, on every run until its cursor is set."""
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+        conn.execute("CREATE SCHEMA pub")
+        conn.execute("CREATE TABLE pub.scores AS SELECT * FROM (VALUES (1, 1), (2, 2)) t(order_id, v)")
+    publish_key = dg.AssetKey(["shop", "publish_orders_out"])
+    with fresh_queue("ip_test_out") as out:
+        extra = (
+            f'  publish:\n    - name: orders_out\n      query: "SELECT * FROM pub.scores"\n'
+            f"      key_columns: [order_id]\n      cursor: v\n      queue: {out}\n"
+        )
+        target = platform(_yaml(queue, extra=extra), tmp_path, instance)
+        target.materialize([publish_key])
+        assert sorted(json.loads(body)["order_id"] for _, body in take_all(out)) == [1, 2]
+        with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+            conn.execute("INSERT INTO pub.scores VALUES (3, NULL), (4, 3)")
+        result = target.materialize([publish_key], raise_on_error=False)
+        assert not result.success
+        message = " ".join(failure_messages(result))
+        assert "publish orders_out: row [3] (message id " in message and "cursor column 'v' is NULL" in message
+        assert latest_metadata(instance, publish_key)["cursor_after"] == {"kind": "int", "text": "2"}
+        take_all(out)
+        with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+            conn.execute("UPDATE pub.scores SET v = 4 WHERE order_id = 3")
+        target.materialize([publish_key])
+        assert sorted(json.loads(body)["order_id"] for _, body in take_all(out)) == [2, 3, 4]
+
+
 def test_drain_schedule_targets_both_assets(tmp_path: Path, instance: dg.DagsterInstance) -> None:
     target = platform(_yaml("orders", extra='      schedule: "*/15 * * * *"\n'), tmp_path, instance)
     schedule = target.defs.resolve_schedule_def("shop_orders_drain_schedule")

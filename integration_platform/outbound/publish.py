@@ -132,7 +132,9 @@ def publish_asset(
 
     Raises ``dg.Failure`` naming the publication when a column is missing or the broker does
     not confirm a message (naming the row's key values and message id when the broker refused it
-    as it was sent); nothing is marked published then (the next run sends again). NaN and
+    as it was sent), or a row's cursor is NULL (read on every run, last, and refused: ``cursor >=
+    mark`` would never read it again, and such rows added after the first run were passed over in
+    silence); nothing is marked published then (the next run sends again). NaN and
     infinities are sent as JSON ``null``.
     """
 
@@ -157,9 +159,18 @@ def publish_asset(
         ):
             relation = relation_sql(spec.table, spec.query, current_catalog(conn))
             try:
-                for rows in select_since(conn, relation, spec.cursor, mark, spec.fetch_rows, spec.key_columns):
+                chunks = select_since(
+                    conn, relation, spec.cursor, mark, spec.fetch_rows, spec.key_columns, null_cursor_rows=True
+                )
+                for rows in chunks:
                     for row in rows:
                         ident = message_id(source, spec, row)
+                        if spec.cursor and row[spec.cursor] is None:  # read last: every other row went out
+                            raise dg.Failure(
+                                f"publish {spec.name}: {_which(spec, row, ident)}: cursor column {spec.cursor!r} "
+                                "is NULL (cursor >= mark would never read it again): set it, or publish "
+                                "without a cursor"
+                            )
                         body = json_body(row).encode()
                         try:
                             publisher.send(ident, body)
