@@ -4,6 +4,7 @@ The target is ``sandbox/push_target/server.py`` (SQLite, honours Idempotency-Key
 ``sandbox/fault_proxy.py`` in front of it; assertions count what the target stored.
 """
 
+import asyncio
 import base64
 import gzip
 import http.server
@@ -26,6 +27,8 @@ import duckdb
 import pyarrow.dataset as ds
 import pytest
 
+from integration_platform.outbound.http_push import HttpPusher, PushPolicy, PushRequest, PushResult
+from integration_platform.resources.http_auth import HttpAuth
 from integration_platform_tests.rest_servers import fault_proxy, scripted_server
 from integration_platform_tests.services import PG_HOST, PG_PORT, require_port
 from sandbox.harness import failure_messages, latest_metadata, platform
@@ -750,3 +753,21 @@ def test_a_column_name_a_postgresql_query_repeats_fails_naming_it(
         message = " ".join(failure_messages(result))
         assert "sync contacts_out: column name(s) ['id'] appear more than once" in message
         assert server.requests == []
+
+
+def test_a_retry_after_past_a_max_retry_after_over_six_hours_fails_at_once() -> None:
+    """urllib3 caps a Retry-After at 6 hours: with ``max_retry_after`` of a day, a target asking for two days was
+    waited 6 hours, then again on each retry, instead of failing the record at once."""
+    answer = (429, {"Retry-After": str(2 * 86400)}, "later")
+    with scripted_server(lambda request: answer) as server:
+        policy = PushPolicy(max_retry_after=86400, max_retries=3)
+        request = PushRequest("POST", f"{server.url}/api/contacts", b"{}", "key", (0,))
+
+        async def send() -> list[PushResult]:
+            async with HttpPusher(policy, HttpAuth(), {}, "Idempotency-Key", "test") as pusher:
+                return await asyncio.wait_for(pusher.send_all([request]), 30)
+
+        (result,) = asyncio.run(send())
+        assert len(server.requests) == 1
+    expected = "HTTP 429 Too Many Requests: Retry-After '172800' exceeds max_retry_after (86400s)"
+    assert not result.ok and result.error == expected

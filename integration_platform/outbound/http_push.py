@@ -15,6 +15,7 @@ scrubbed of secret values.
 
 import asyncio
 import datetime as dt
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -141,8 +142,17 @@ class HttpPusher:
 
     def _retry(self) -> Retry:
         p = self.policy
-        # Every method is retried: each request carries an idempotency key.
-        return retry_policy(p.max_retries, p.backoff_factor, p.backoff_max, p.backoff_jitter, allowed_methods=None)
+        # Every method is retried: each request carries an idempotency key. urllib3 caps a Retry-After at
+        # retry_after_max (6 h by default): one just past max_retry_after still reads as longer than it, and
+        # fails, where a max_retry_after of a day waited 6 h (and again each retry) for a target asking two days.
+        return retry_policy(
+            p.max_retries,
+            p.backoff_factor,
+            p.backoff_max,
+            p.backoff_jitter,
+            allowed_methods=None,
+            retry_after_max=math.floor(p.max_retry_after) + 1,
+        )
 
     def _authorise(self, request: PushRequest) -> tuple[str, dict[str, str]]:
         """URL and headers with auth applied (blocking when an OAuth2 token must be fetched)."""
@@ -232,7 +242,10 @@ class HttpPusher:
                     return result
                 wait = retry_after(retry, raw)
                 if wait is not None and wait > self.policy.max_retry_after:
-                    result.error += f": Retry-After {wait:.0f}s exceeds max_retry_after"
+                    asked = self.redact(response.headers["Retry-After"], 100)  # the cap made ``wait`` max + 1
+                    result.error += (
+                        f": Retry-After {asked!r} exceeds max_retry_after ({self.policy.max_retry_after:g}s)"
+                    )
                     return result
                 await asyncio.sleep(wait if wait is not None else retry.get_backoff_time())
 
