@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from integration_platform.core.cursors import CursorValue
 from integration_platform.core.loading import current_catalog
 from integration_platform.core.outbound import (
+    CursorTypeError,
     MissingColumnError,
     Watermark,
     batch_id,
@@ -151,3 +152,17 @@ def test_select_since_sqlalchemy_binds_the_mark_as_its_python_value() -> None:
         select_since_sqlalchemy(engine, relation_sql(None, "SELECT * FROM t"), "k", CursorValue.from_python(2), 1)
     )
     assert [[r["k"] for r in chunk] for chunk in chunks] == [[2], [3]]
+
+
+def test_a_cursor_whose_values_make_no_mark_fails_before_the_first_chunk() -> None:
+    """Every row was read (and sent), then the mark failed with a bare TypeError: no run ever recorded one."""
+    conn = duckdb.connect()
+    conn.execute("CREATE TABLE t AS SELECT i AS id, i % 2 = 0 AS flag FROM range(5) r(i)")
+    with pytest.raises(CursorTypeError, match="cursor column 'flag' of t: a boolean column cannot be a cursor"):
+        next(select_since(conn, "t", "flag", None, 2))
+    engine = sa.create_engine("sqlite://")
+    with engine.begin() as db:
+        db.execute(sa.text("CREATE TABLE t (id INTEGER, at BLOB)"))
+        db.execute(sa.text("INSERT INTO t VALUES (1, NULL), (2, x'0102')"))
+    with pytest.raises(CursorTypeError, match="cursor column 'at' of t: unsupported cursor value type bytes"):
+        next(select_since_sqlalchemy(engine, "t", "at", None, 10))

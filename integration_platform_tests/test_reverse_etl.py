@@ -771,3 +771,20 @@ def test_a_retry_after_past_a_max_retry_after_over_six_hours_fails_at_once() -> 
         assert len(server.requests) == 1
     expected = "HTTP 429 Too Many Requests: Retry-After '172800' exceeds max_retry_after (86400s)"
     assert not result.ok and result.error == expected
+
+
+def test_a_cursor_whose_values_make_no_mark_fails_before_anything_is_sent(tmp_path: Path) -> None:
+    """A ``time`` cursor: every row was sent, then the run failed with a bare 'TypeError: unsupported cursor value
+    type time' naming neither sync nor column, recording no mark, so every run sent every row again."""
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+        conn.execute("CREATE SCHEMA crm")
+        conn.execute(
+            "CREATE TABLE crm.contacts AS SELECT * FROM (VALUES (1, 'a', TIME '01:00'), (2, 'b', TIME '02:00')) "
+            "t(id, email, updated_at)"
+        )
+    with scripted_server(lambda request: (200, {}, {"ok": True})) as server, dg.instance_for_test() as instance:
+        result = platform(sync_yaml(server.url), tmp_path, instance).materialize([KEY], raise_on_error=False)
+        assert not result.success
+        message = " ".join(failure_messages(result))
+        assert "sync contacts_out: cursor column 'updated_at'" in message and "type time" in message
+        assert server.requests == []

@@ -101,6 +101,28 @@ class RepeatedColumnError(MissingColumnError):
     A :class:`MissingColumnError`, so callers name their sync or publication the same way."""
 
 
+class CursorTypeError(MissingColumnError):
+    """The cursor column holds values no mark can be made of (``time``, ``uuid``, ``boolean``, ``bytes``...).
+    A :class:`MissingColumnError`, so callers name their sync or publication the same way."""
+
+
+def _checked(chunks: Iterator[list[Row]], relation: str, cursor: str | None) -> Iterator[list[Row]]:
+    """``chunks`` as they are, once the first non-null cursor value is known to make a mark: raises
+    :class:`CursorTypeError` before its chunk is yielded (every row was sent, then the run failed with a bare
+    ``TypeError`` recording no mark, so every run sent every row again)."""
+    checked = cursor is None
+    for rows in chunks:
+        if not checked and cursor is not None:
+            value = next((row[cursor] for row in rows if row[cursor] is not None), None)
+            if value is not None:
+                try:
+                    CursorValue.from_python(value)
+                except TypeError as exc:
+                    raise CursorTypeError(f"cursor column {cursor!r} of {relation}: {exc}") from None
+                checked = True
+        yield rows
+
+
 def _require(relation: str, have: Collection[str], names: Sequence[str]) -> None:
     missing = [c for c in names if c not in have]
     if missing:
@@ -126,7 +148,8 @@ def select_since(
     DuckDB connection, in ``cursor`` order and from ``mark`` on (``>=``; the mark is compared as
     the cursor column's type, whatever kind it was stored as); with ``null_cursor_rows`` the rows
     whose cursor is NULL too, on every run (where the database sorts NULLs). Raises :class:`MissingColumnError`
-    when ``cursor`` or a ``required`` column is not in the relation, ``duckdb.Error`` on bad SQL."""
+    when ``cursor`` or a ``required`` column is not in the relation (:class:`CursorTypeError`, before the first
+    chunk, when the cursor's values make no mark), ``duckdb.Error`` on bad SQL."""
     described = conn.execute(f"DESCRIBE SELECT * FROM {relation} AS t").fetchall()
     types = {str(row[0]): str(row[1]) for row in described}
     _require(relation, types, [*required, *([cursor] if cursor else [])])
@@ -134,8 +157,12 @@ def select_since(
     sql = _select(relation, cursor, bound, null_cursor_rows)
     result = conn.execute(sql, [mark.text] if bound and mark else [])
     columns = [d[0] for d in result.description]
-    while rows := result.fetchmany(chunk_rows):
-        yield [dict(zip(columns, values, strict=True)) for values in rows]
+
+    def chunks() -> Iterator[list[Row]]:
+        while rows := result.fetchmany(chunk_rows):
+            yield [dict(zip(columns, values, strict=True)) for values in rows]
+
+    yield from _checked(chunks(), relation, cursor)
 
 
 def select_since_sqlalchemy(
@@ -156,8 +183,8 @@ def select_since_sqlalchemy(
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(sa.text(sql), params)
         _require(relation, result.keys(), required)
-        for part in result.mappings().partitions(chunk_rows):
-            yield [dict(r) for r in part]
+        parts = ([dict(r) for r in part] for part in result.mappings().partitions(chunk_rows))
+        yield from _checked(parts, relation, cursor)
 
 
 def _finite(value: Any) -> bool:
