@@ -788,3 +788,24 @@ def test_a_cursor_whose_values_make_no_mark_fails_before_anything_is_sent(tmp_pa
         message = " ".join(failure_messages(result))
         assert "sync contacts_out: cursor column 'updated_at'" in message and "type time" in message
         assert server.requests == []
+
+
+def domain_body(row: dict[str, object]) -> dict[str, object]:
+    """The ``hook`` of the test below: fails on an address without ``@``."""
+    return {"contact_id": row["id"], "domain": str(row["email"]).split("@")[1]}
+
+
+def test_a_hook_failing_on_a_row_names_the_sync_and_the_record(tmp_path: Path) -> None:
+    """The hook's error escaped bare: 'IndexError: list index out of range', naming neither sync nor record."""
+    seed(tmp_path / "warehouse.duckdb", 3)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+        conn.execute("UPDATE crm.contacts SET email = 'no-at-sign' WHERE id = 2")
+    hook = "integration_platform_tests.test_reverse_etl:domain_body"
+    with scripted_server(lambda request: (200, {}, {"ok": True})) as server, dg.instance_for_test() as instance:
+        yaml = sync_yaml(server.url, mapping={}, hook=hook)
+        result = platform(yaml, tmp_path, instance).materialize([KEY], raise_on_error=False)
+        assert not result.success
+        message = " ".join(failure_messages(result))
+        assert "sync contacts_out: record [2] (idempotency key " in message
+        assert f"hook {hook} failed: IndexError: list index out of range" in message
+        assert server.requests == []  # the chunk holding the record is not sent

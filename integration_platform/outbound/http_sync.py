@@ -439,7 +439,14 @@ def _push(
                         todo.append(i)
                 bodies: list[Any] = [None] * len(rows)
                 for i in todo:
-                    bodies[i] = build(rows[i], keys[i])
+                    try:
+                        bodies[i] = build(rows[i], keys[i])
+                    except Exception as exc:  # the hook's own error names neither sync nor record
+                        ident = json.dumps([rows[i][c] for c in sync.key_columns], default=json_default)
+                        raise dg.Failure(
+                            f"sync {sync.sync}: record {ident} (idempotency key {keys[i]}): hook {sync.hook} "
+                            f"failed: {type(exc).__name__}: {exc}"
+                        ) from exc
                 requests = sync.requests_for(
                     base, [rows[i] for i in todo], [keys[i] for i in todo], [bodies[i] for i in todo]
                 )
