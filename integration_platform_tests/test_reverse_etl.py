@@ -809,3 +809,17 @@ def test_a_hook_failing_on_a_row_names_the_sync_and_the_record(tmp_path: Path) -
         assert "sync contacts_out: record [2] (idempotency key " in message
         assert f"hook {hook} failed: IndexError: list index out of range" in message
         assert server.requests == []  # the chunk holding the record is not sent
+
+
+def test_a_source_url_variable_not_set_fails_naming_the_sync_and_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run failed with a bare ``KeyError: 'CRM_DB_URL'``, naming neither the sync nor the field."""
+    monkeypatch.delenv("CRM_DB_URL", raising=False)
+    with scripted_server(lambda request: (200, {}, {"ok": True})) as server, dg.instance_for_test() as instance:
+        yaml = sync_yaml(server.url, source={"url_env": "CRM_DB_URL"})
+        result = platform(yaml, tmp_path, instance).materialize([KEY], raise_on_error=False)
+        assert not result.success
+        message = " ".join(failure_messages(result))
+        assert "sync contacts_out: source.url_env: the environment variable CRM_DB_URL is not set" in message
+        assert server.requests == []

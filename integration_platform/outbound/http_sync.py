@@ -322,7 +322,12 @@ def _read_rows(
                     conn, relation, sync.cursor, mark, sync.chunk_rows, sync.required_columns, null_cursor_rows=True
                 )
             return
-        engine = sa.create_engine(os.environ[str(sync.source.url_env)])
+        url = os.environ.get(str(sync.source.url_env))
+        if not url:  # os.environ[...] failed with a bare KeyError naming neither sync nor field
+            raise dg.Failure(
+                f"sync {sync.sync}: source.url_env: the environment variable {sync.source.url_env} is not set"
+            )
+        engine = sa.create_engine(url)
         relation = relation_sql(sync.table, sync.query)
         try:
             yield from select_since_sqlalchemy(
