@@ -171,7 +171,7 @@ class HttpSync(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
     rate_limit: float | None = Field(default=None, gt=0)
     max_retries: int = Field(default=5, ge=0)
     backoff_factor: float = Field(default=0.5, ge=0)
-    max_retry_after: float = Field(default=300.0, gt=0)
+    max_retry_after: float = Field(default=300.0, gt=0, allow_inf_nan=False)
     connect_timeout: float = Field(default=10.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0)
     request_timeout: float = Field(default=600.0, gt=0, description="Seconds one attempt may take in all.")
