@@ -1,7 +1,9 @@
 """High-water marks from cursor values that compare oddly: NaN and infinities in a real PostgreSQL, times
 SQLite keeps as text, MariaDB's single-precision floats."""
 
+import datetime as dt
 import sqlite3
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from integration_platform.core.streams import StreamSpec
 from integration_platform.sources.sql.database import SqlDatabaseResource
 from integration_platform.sources.sql.sa_arrow import dispose_engine
 from integration_platform_tests.services import MARIADB_HOST, MARIADB_PORT, PG_HOST, PG_PORT, psql, require_port
+from sandbox.mariadb_server import binlog_mariadb
 
 
 @pytest.fixture
@@ -199,3 +202,55 @@ def test_a_mariadb_binary_cursor_is_refused_naming_stream_and_column(mariadb: tu
     with pytest.raises(CursorTypeError, match=r"stream probe/t: cursor column 'tag' .*its type is binary"):
         extract_and_land(store, spec, lambda row_filter: db.read("t", None, row_filter))
     assert not [p for p in (tmp_path / "lake").rglob("*") if p.is_file()]
+
+
+def test_a_mariadb_timestamp_cursor_keeps_the_rows_of_the_hour_a_dst_change_repeats(tmp_path: Path) -> None:
+    """A MariaDB ``TIMESTAMP`` is an instant; read in the server's time zone (Europe/Berlin here) it landed as
+    wall-clock time, so on the night the clocks go back a later row (01:20 UTC, 02:20 CET) came out before the
+    mark (00:50 UTC, 02:50 CEST), the next run read ``>= '02:50'`` taken as CET, and the row never landed. It
+    is read in UTC, as the change-data-capture snapshot reads it: every row lands, with its UTC time."""
+    with binlog_mariadb() as port:  # a server of our own: its time zone tables and global zone are ours to set
+        zone = subprocess.run(
+            ["mariadb-tzinfo-to-sql", "/usr/share/zoneinfo/Europe/Berlin", "Europe/Berlin"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        subprocess.run(
+            ["mariadb", "-h", "127.0.0.1", "-P", str(port), "-u", "root", "mysql"],
+            input=zone, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        root = pymysql.connect(host="127.0.0.1", port=port, user="root", autocommit=True)
+        cursor = root.cursor()
+        cursor.execute("SET GLOBAL time_zone = 'Europe/Berlin'")
+        cursor.execute("CREATE DATABASE stamps")
+        cursor.execute("CREATE TABLE stamps.ev (id INT PRIMARY KEY, at TIMESTAMP(6) NULL)")
+        cursor.execute("SET time_zone = '+00:00'")  # the rows below are written as UTC instants
+        url = f"mysql+pymysql://root@127.0.0.1:{port}/stamps"
+        try:
+            store, db = LocalLake(tmp_path / "lake"), SqlDatabaseResource(url=url)
+            spec = StreamSpec("probe", "ev", "merge", primary_key=("id",), cursor="at")
+
+            landed: list[tuple[int, dt.datetime]] = []
+
+            def run(mark: CursorValue | None) -> CursorValue | None:
+                """One run from ``mark``: its rows are kept in ``landed``; returns the next mark."""
+                done = extract_and_land(
+                    store, spec, lambda row_filter: db.read("ev", None, row_filter), cursor_before=mark
+                )
+                for part in read_landed_files(store, done.manifest.files, ["id", "at"]):
+                    landed.extend(zip(part.column("id").to_pylist(), part.column("at").to_pylist(), strict=True))
+                return done.cursor_after
+
+            cursor.execute("INSERT INTO stamps.ev VALUES (1, '2024-10-27 00:50:00')")  # 02:50 CEST
+            mark = run(None)
+            cursor.execute("INSERT INTO stamps.ev VALUES (2, '2024-10-27 01:20:00')")  # 02:20 CET, an hour later
+            mark = run(mark)
+            cursor.execute("INSERT INTO stamps.ev VALUES (3, '2024-10-27 01:55:00')")  # 02:55 CET
+            run(mark)
+            assert sorted(set(landed)) == [
+                (1, dt.datetime(2024, 10, 27, 0, 50)),
+                (2, dt.datetime(2024, 10, 27, 1, 20)),
+                (3, dt.datetime(2024, 10, 27, 1, 55)),
+            ]
+        finally:
+            dispose_engine(url)
+            root.close()

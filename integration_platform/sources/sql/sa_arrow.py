@@ -21,15 +21,27 @@ _ENGINES_LOCK = threading.Lock()
 
 def engine_for(url: str) -> Engine:
     """A pooled engine per URL, shared by every resource instance in the process; a MySQL/MariaDB
-    engine reflects spatial columns as :class:`Geometry`."""
+    engine reflects spatial columns as :class:`Geometry` and its sessions read ``TIMESTAMP`` in UTC
+    (:func:`_utc_session`)."""
     with _ENGINES_LOCK:
         if url not in _ENGINES:
             engine = sa.create_engine(url, pool_pre_ping=True)
             dialect: Any = engine.dialect  # MySQLDialect: its reflection's type-name table
             if dialect.name in ("mysql", "mariadb"):  # this engine only, not the dialect class
                 dialect.ischema_names = {**dialect.ischema_names, **dict.fromkeys(SPATIAL_TYPES, Geometry)}
+                sa.event.listen(engine, "connect", _utc_session)
             _ENGINES[url] = engine
         return _ENGINES[url]
+
+
+def _utc_session(dbapi_connection: Any, _: Any) -> None:
+    """Set a new MySQL/MariaDB connection's session time zone to UTC. A ``TIMESTAMP`` is an instant the
+    server converts to the session's zone: read in a zone with daylight saving time (the server's
+    ``Europe/Berlin``) it landed as wall-clock time, the hour the clocks go back twice, so a mark of
+    02:50 CEST was read back as 02:50 CET and a row written between them (02:20 CET) never landed. In
+    UTC it lands as the change-data-capture snapshot lands it. ``DATETIME`` and ``DATE`` do not depend on it."""
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET time_zone = '+00:00'")
 
 
 def dispose_engine(url: str) -> None:
