@@ -10,6 +10,7 @@ import pytest
 
 from integration_platform.core.landing import list_manifests
 from integration_platform.core.streams import StreamSpec
+from integration_platform.sources.sql.database import SqlDatabaseResource
 from integration_platform_tests.services import PG_HOST, PG_PORT
 from sandbox.harness import Platform, landed_rows, latest_metadata, platform
 
@@ -238,3 +239,16 @@ def test_rows_deleted_at_the_source_are_reported_by_a_warning_check(pagila: Plat
     source = outcome["rows_match_source"]
     assert not source.passed and source.severity == dg.AssetCheckSeverity.WARN
     assert source.metadata["rows_not_at_source"].value == 1 and source.metadata["rows_at_source"].value == 200
+
+
+def test_partitions_are_left_out_of_the_schema_the_search_path_names(pagila_db: str, pagila_url: str) -> None:
+    """Without ``schema_name`` the tables listed are those of the connection's own schema (a role's or database's
+    ``search_path``), and their partitions were looked up in ``public``: each partition of ``payment`` became a
+    stream of its own beside ``payment``, every payment landing twice. They are left out as in ``public``."""
+    pg(pagila_db, "ALTER SCHEMA public RENAME TO shop")
+    pg(pagila_db, f"ALTER DATABASE {pagila_db} SET search_path = shop")
+    database = SqlDatabaseResource(url=pagila_url)
+    try:
+        assert database.list_tables() == sorted([*TABLES, "payment"])
+    finally:
+        database.dispose()

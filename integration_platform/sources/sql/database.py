@@ -86,7 +86,8 @@ class SqlDatabaseResource(dg.ConfigurableResource):
     ) -> list[str]:
         """Base tables of ``schema`` whose names match an ``include`` glob and no ``exclude`` glob.
 
-        PostgreSQL partitions of a partitioned table are left out (the parent is listed).
+        PostgreSQL partitions of a partitioned table are left out (the parent is listed), in ``schema`` or,
+        without one, the connection's own schema (``current_schema()``, where its ``search_path`` points).
         """
         import sqlalchemy as sa
 
@@ -98,9 +99,10 @@ class SqlDatabaseResource(dg.ConfigurableResource):
                     conn.execute(
                         sa.text(
                             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :schema"
+                            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                            "WHERE n.nspname = coalesce(CAST(:schema AS text), current_schema())"
                         ),
-                        {"schema": schema or "public"},
+                        {"schema": schema},
                     ).scalars()
                 )
             names = [n for n in names if n not in children]
