@@ -113,3 +113,38 @@ def test_quotes_in_table_names_and_cursor_values_stay_data(
     assert execute("SELECT count(*) FROM canary", ()) == [(1,)]
     rows = injected.query("SELECT id, code, note FROM injected.evil ORDER BY id")
     assert rows == [*[(i, c, "x'y\"z") for i, c in enumerate(EVIL_CODES, start=1)], (4, LATER_CODE, "later")]
+
+
+COLUMN = "up`d \"at'"  # a backtick, a double and a single quote: each dialect's identifier quote among them
+COLUMN_YAML = """
+type: integration_platform.components.SqlSource
+attributes:
+  source: stamped
+  url_env: INJECTION_URL
+  tables:
+    - table: stamped
+      primary_key: [id]
+      cursor: 'up`d "at'''
+      delete_missing: true
+"""
+
+
+def test_a_column_named_with_quotes_and_backticks_lands_and_is_the_cursor(
+    database: Database, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """SQLAlchemy's MySQL reflection kept a column name's backtick doubled as SHOW CREATE TABLE escapes it
+    (``up``d``), so on MariaDB every read of such a table failed with "Unknown column"; the name is the
+    column's own on every dialect."""
+    execute, table = database
+    quote = table[0]
+    column = quote + COLUMN.replace(quote, quote * 2) + quote
+    execute(f"CREATE TABLE stamped (id INTEGER PRIMARY KEY, {column} INTEGER)", ())
+    execute("INSERT INTO stamped VALUES (1, 10), (2, 20)", ())
+    stamped = platform(COLUMN_YAML, tmp_path, instance)
+    assert landed_rows(stamped.materialize())["stamped/stamped"] == 2
+    assert latest_metadata(instance, dg.AssetKey(["stamped", "stamped"]))["cursor_after"]["text"] == "20"
+    execute("INSERT INTO stamped VALUES (3, 30)", ())
+    execute("DELETE FROM stamped WHERE id = 1", ())
+    assert landed_rows(stamped.materialize())["stamped/stamped"] == 1
+    assert stamped.query("SELECT * EXCLUDE (_ip_window) FROM stamped.stamped ORDER BY id") == [(2, 20), (3, 30)]
+    assert [c[0] for c in stamped.query("DESCRIBE stamped.stamped")][:2] == ["id", COLUMN]

@@ -123,9 +123,9 @@ class SqlDatabaseResource(dg.ConfigurableResource):
 
     def describe(self, table: str, schema: str | None = None) -> TableInfo:
         """Columns, primary key and comments of one table. Raises ``NoSuchTableError`` when missing."""
-        import sqlalchemy as sa
+        from integration_platform.sources.sql.sa_arrow import reflect
 
-        reflected = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=self.engine())
+        reflected = reflect(self.engine(), table, schema)
         return TableInfo(
             name=table,
             columns=tuple(c.name for c in reflected.columns),
@@ -199,11 +199,9 @@ class SqlDatabaseResource(dg.ConfigurableResource):
         """``(name, Arrow type, converter)`` of each column of the table as the generic reader lands it
         (:func:`~integration_platform.sources.sql.sa_arrow.arrow_type`), for values read another way (a
         binlog) to land with the same types."""
-        import sqlalchemy as sa
+        from integration_platform.sources.sql.sa_arrow import arrow_type, reflect
 
-        from integration_platform.sources.sql.sa_arrow import arrow_type
-
-        reflected = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=self.engine())
+        reflected = reflect(self.engine(), table, schema)
         return [(c.name, *arrow_type(c.type)) for c in reflected.columns]
 
     def _read_generic(
@@ -220,10 +218,10 @@ class SqlDatabaseResource(dg.ConfigurableResource):
         import sqlalchemy as sa
         from sqlalchemy.dialects import mysql
 
-        from integration_platform.sources.sql.sa_arrow import Geometry, arrow_batch, arrow_type
+        from integration_platform.sources.sql.sa_arrow import Geometry, arrow_batch, arrow_type, reflect
 
         engine = self.engine()
-        reflected = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=engine)
+        reflected = reflect(engine, table, schema)
         missing = [c for c in columns or () if c not in reflected.c]
         if missing:
             raise MissingColumnError(

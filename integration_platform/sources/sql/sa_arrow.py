@@ -52,6 +52,22 @@ def dispose_engine(url: str) -> None:
         engine.dispose()
 
 
+def reflect(engine: Engine, table: str, schema: str | None) -> sa.Table:
+    """The table as the database describes it (columns, primary key, comments); raises
+    ``NoSuchTableError`` when it is missing. On MySQL/MariaDB a column name's backtick is undoubled
+    (:func:`_undoubled_backticks`)."""
+    mysql_like = engine.dialect.name in ("mysql", "mariadb")
+    listeners = [("column_reflect", _undoubled_backticks)] if mysql_like else []
+    return sa.Table(table, sa.MetaData(), schema=schema, autoload_with=engine, listeners=listeners)
+
+
+def _undoubled_backticks(_: Any, __: Any, column: dict[str, Any]) -> None:
+    """A reflected MySQL/MariaDB column's name as the column's own: SQLAlchemy's parser of ``SHOW CREATE
+    TABLE`` keeps a backtick doubled as that statement escapes it (``up``d`` for up`d), so every read of
+    the table failed with "Unknown column" (its primary-key parser undoubles them)."""
+    column["name"] = column["name"].replace("``", "`")
+
+
 class Geometry(sa.types.UserDefinedType[bytes]):
     """A MySQL/MariaDB spatial column (SQLAlchemy reflects them as an unknown type, whose bytes
     were decoded as UTF-8 and lost): read as standard WKB through ``ST_AsBinary``."""
