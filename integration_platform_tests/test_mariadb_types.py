@@ -137,3 +137,20 @@ def test_a_bigint_unsigned_cursor_above_2_63_keeps_running(database: str, tmp_pa
         ("9223372036854775808", "b"),
         ("18446744073709551615", "c"),
     ]
+
+
+def test_set_and_enum_members_with_backslashes_and_quotes_land_as_they_are(database: str) -> None:
+    """SQLAlchemy reflects SET and ENUM members from SHOW CREATE TABLE, which writes a backslash doubled
+    (``'a\\\\b'``): a SET member with one was silently left out of the landed value (``c`` for ``a\\b,c``), and
+    an ENUM value with one failed the read with a LookupError naming neither table nor column."""
+    mariadb(
+        f"USE `{database}`; CREATE TABLE odd (id INT PRIMARY KEY, s SET('a\\\\b', 'it''s', 'c'),"
+        " e ENUM('x\\\\y', 'q''t', 'z'));"
+        "INSERT INTO odd VALUES (1, 'c,it''s,a\\\\b', 'x\\\\y'), (2, 'c', 'q''t');"
+    )
+    db = SqlDatabaseResource(url=f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{database}")
+    try:
+        rows = db.read("odd").read_all().sort_by("id").to_pylist()
+    finally:
+        db.dispose()
+    assert rows == [{"id": 1, "s": "a\\b,it's,c", "e": "x\\y"}, {"id": 2, "s": "c", "e": "q't"}]

@@ -6,6 +6,7 @@ imports this module when it first reflects or reads a table.
 """
 
 import json
+import re
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -54,18 +55,41 @@ def dispose_engine(url: str) -> None:
 
 def reflect(engine: Engine, table: str, schema: str | None) -> sa.Table:
     """The table as the database describes it (columns, primary key, comments); raises
-    ``NoSuchTableError`` when it is missing. On MySQL/MariaDB a column name's backtick is undoubled
-    (:func:`_undoubled_backticks`)."""
+    ``NoSuchTableError`` when it is missing. On MySQL/MariaDB column names and SET/ENUM members are
+    read back as declared (:func:`_as_declared`)."""
     mysql_like = engine.dialect.name in ("mysql", "mariadb")
-    listeners = [("column_reflect", _undoubled_backticks)] if mysql_like else []
+    listeners = [("column_reflect", _as_declared)] if mysql_like else []
     return sa.Table(table, sa.MetaData(), schema=schema, autoload_with=engine, listeners=listeners)
 
 
-def _undoubled_backticks(_: Any, __: Any, column: dict[str, Any]) -> None:
-    """A reflected MySQL/MariaDB column's name as the column's own: SQLAlchemy's parser of ``SHOW CREATE
-    TABLE`` keeps a backtick doubled as that statement escapes it (``up``d`` for up`d), so every read of
-    the table failed with "Unknown column" (its primary-key parser undoubles them)."""
+def _as_declared(_: Any, __: Any, column: dict[str, Any]) -> None:
+    """A reflected MySQL/MariaDB column with its name and its SET/ENUM members as declared. SQLAlchemy
+    parses ``SHOW CREATE TABLE``, which escapes them, and undoes only part of it:
+
+    - a column name's backtick stays doubled (``up``d`` for up`d): every read of the table failed with
+      "Unknown column" (its primary-key parser undoubles them);
+    - a member's backslash escapes stay (``a\\\\b`` for ``a\\b``, ``\\n`` for a newline): a SET member
+      with one was silently left out of the landed value, and an ENUM value with one failed the read with
+      a ``LookupError`` naming neither table nor column.
+    """
     column["name"] = column["name"].replace("``", "`")
+    kind = column["type"]
+    text = {"charset": kind.charset, "collation": kind.collation} if isinstance(kind, mysql.SET | mysql.ENUM) else {}
+    if isinstance(kind, mysql.SET):
+        members = [_unescaped(m) for m in kind.values]
+        column["type"] = mysql.SET(*members, retrieve_as_bitwise=kind.retrieve_as_bitwise, **text)
+    elif isinstance(kind, mysql.ENUM):
+        column["type"] = mysql.ENUM(*[_unescaped(m) for m in kind.enums], **text)
+
+
+#: MySQL's backslash escapes in a string literal (``SHOW CREATE TABLE`` writes \0, \n, \r, \Z and \\).
+_ESCAPES = {"0": "\0", "n": "\n", "r": "\r", "t": "\t", "b": "\b", "Z": "\x1a"}
+_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+
+
+def _unescaped(text: str) -> str:
+    """``text`` (a member as SQLAlchemy reflected it) with MySQL's backslash escapes undone."""
+    return _ESCAPE.sub(lambda m: _ESCAPES.get(m.group(1), m.group(1)), text)
 
 
 class Geometry(sa.types.UserDefinedType[bytes]):
