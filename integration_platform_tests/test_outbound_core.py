@@ -166,3 +166,20 @@ def test_a_cursor_whose_values_make_no_mark_fails_before_the_first_chunk() -> No
         db.execute(sa.text("INSERT INTO t VALUES (1, NULL), (2, x'0102')"))
     with pytest.raises(CursorTypeError, match="cursor column 'at' of t: unsupported cursor value type bytes"):
         next(select_since_sqlalchemy(engine, "t", "at", None, 10))
+
+
+@pytest.mark.parametrize("kind", ["TIMESTAMP", "TIMESTAMPTZ", "DATE"])
+def test_an_infinite_date_or_timestamp_in_duckdb_does_not_become_the_mark(kind: str) -> None:
+    """DuckDB gives ``infinity`` as Python's last instant: as the mark, the next run read only that row and
+    the rows added after it were never sent."""
+    conn = duckdb.connect()
+    conn.execute(f"CREATE TABLE t (id INTEGER, ts {kind})")
+    conn.execute("INSERT INTO t VALUES (1, '2024-01-01'), (2, 'infinity'), (3, '-infinity'), (4, '2024-01-02')")
+    mark = Watermark(None)
+    for chunk in select_since(conn, "t", "ts", None, 10):
+        for row in chunk:
+            mark.observe(row["ts"], True, str(row["id"]))
+    assert mark.value is not None and mark.value.text.startswith("2024-01-02"), mark.value
+    conn.execute("INSERT INTO t VALUES (5, '2024-01-03')")
+    again = [row["id"] for chunk in select_since(conn, "t", "ts", mark.value, 10) for row in chunk]
+    assert 5 in again and 2 in again, again

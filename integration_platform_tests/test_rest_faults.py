@@ -238,6 +238,29 @@ def test_an_invalid_retry_after_counts_as_absent(retry_after: str) -> None:
     assert str(failed.value) == f"GET {api.url}/orders: HTTP 429 Too Many Requests (after 2 attempt(s))"
 
 
+def test_a_retry_after_past_a_max_retry_after_over_six_hours_fails_at_once() -> None:
+    """urllib3 caps a Retry-After at 6 hours: with ``max_retry_after`` of a day, an API asking for two days
+    was waited 6 hours, again on each retry, instead of failing at once (as HTTP push does)."""
+    with scripted_server(lambda request: (429, {"Retry-After": str(2 * 86400)}, {"error": "later"})) as api:
+        resource = RestApiResource(base_url=api.url, max_retries=3, max_retry_after=86400)
+        result: list[BaseException] = []
+
+        def get() -> None:
+            try:
+                resource.client("test").get_json(f"{api.url}/orders")
+            except BaseException as exc:
+                result.append(exc)
+
+        worker = threading.Thread(target=get, daemon=True)
+        worker.start()
+        worker.join(30)
+        assert not worker.is_alive(), "still waiting out the Retry-After"
+    assert len(api.requests) == 1 and isinstance(result[0], HttpSourceError)
+    assert str(result[0]) == (
+        f"GET {api.url}/orders: Retry-After '172800' exceeds max_retry_after (86400s) (after 1 attempt(s))"
+    )
+
+
 def test_a_redirect_loop_fails_naming_the_request() -> None:
     """/orders -> /a -> /b -> /a ...: requests gave up with a bare TooManyRedirects naming no request."""
     loop = {"/orders": "/a", "/a": "/b", "/b": "/a"}

@@ -83,6 +83,27 @@ def markable(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     return values
 
 
+#: The Python values DuckDB (and psycopg) give for a date's or timestamp's ``infinity`` and ``-infinity``:
+#: clamped to Python's last and first instants, so a mark of one compares above (below) every real value.
+_CLAMPED_INFINITIES = (dt.date.max, dt.date.min, dt.datetime.max, dt.datetime.min)
+
+
+def markable_value(value: object) -> bool:
+    """Whether one Python cursor value may become a mark (:func:`markable` for values one at a time): not
+    a float's or a decimal's NaN or infinity, nor a date or timestamp at Python's first or last instant,
+    which is where DuckDB's ``infinity`` and ``-infinity`` arrive (a real 9999-12-31 too: as a mark it
+    would hold back every later row just the same)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, Decimal):
+        return value.is_finite()
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=None) not in _CLAMPED_INFINITIES
+    if isinstance(value, dt.date):
+        return value not in _CLAMPED_INFINITIES
+    return True
+
+
 @dataclass(frozen=True)
 class CursorValue:
     """A typed high-water mark. ``text`` is what the UI shows and JSON stores."""

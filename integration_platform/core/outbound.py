@@ -20,7 +20,6 @@ row version carries the same id, so a consumer that de-duplicates on it keeps on
 import datetime as dt
 import hashlib
 import json
-import math
 from collections.abc import Collection, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import duckdb
 import sqlalchemy as sa
 
-from integration_platform.core.cursors import CursorValue
+from integration_platform.core.cursors import CursorValue, markable_value
 from integration_platform.core.extract import MissingColumnError
 from integration_platform.core.loading import quote
 from integration_platform.core.records import json_safe
@@ -187,15 +186,6 @@ def select_since_sqlalchemy(
         yield from _checked(parts, relation, cursor)
 
 
-def _finite(value: Any) -> bool:
-    """False for a float's or a decimal's NaN and infinities (values a mark leaves out)."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, Decimal):
-        return value.is_finite()
-    return True
-
-
 class Watermark:
     """The high-water mark of rows sent in cursor order: it follows each row whose cursor value is
     not null while every row before it was acknowledged, and stays at the value of the first row
@@ -223,14 +213,15 @@ class Watermark:
     def observe(self, cursor_value: Any, acknowledged: bool, row_id: str | None = None) -> None:
         """One row's cursor value (``None``: the row does not move the mark, but stops it when not
         acknowledged), its outcome and its id (kept in :attr:`acknowledged` when the next run reads
-        the row again). Rows come in cursor order. A NaN or infinite cursor does not move the mark either
-        (as for landings, :func:`~integration_platform.core.cursors.markable`): a mark of NaN or infinity
-        compares above every later value, so no new row was ever sent again; such a row, read again by
-        every run, is listed in :attr:`acknowledged` like the ties at the mark."""
+        the row again). Rows come in cursor order. A NaN or infinite cursor (a date's or timestamp's
+        ``infinity`` included) does not move the mark either
+        (:func:`~integration_platform.core.cursors.markable_value`): a mark of NaN or infinity compares
+        above every later value, so no new row was ever sent again; such a row, read again by every run,
+        is listed in :attr:`acknowledged` like the ties at the mark."""
         if cursor_value is None:
             self.blocked = self.blocked or not acknowledged
             return
-        if not _finite(cursor_value):
+        if not markable_value(cursor_value):
             self.blocked = self.blocked or not acknowledged
             if acknowledged and row_id is not None:
                 self._tail.append(row_id)

@@ -15,7 +15,6 @@ scrubbed of secret values.
 
 import asyncio
 import datetime as dt
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -27,7 +26,7 @@ from urllib3.util.retry import Retry
 
 from integration_platform.resources.http_auth import HttpAuth, HttpAuthError, mask, secret_values
 from integration_platform.resources.http_credentials import OAuth2TokenAuth, build_auth
-from integration_platform.resources.http_retry import retry_after, retry_policy
+from integration_platform.resources.http_retry import retry_after, retry_after_cap, retry_policy
 from integration_platform.resources.rate_limit import RateLimiter
 
 #: Characters of a response body kept in the results table.
@@ -142,16 +141,14 @@ class HttpPusher:
 
     def _retry(self) -> Retry:
         p = self.policy
-        # Every method is retried: each request carries an idempotency key. urllib3 caps a Retry-After at
-        # retry_after_max (6 h by default): one just past max_retry_after still reads as longer than it, and
-        # fails, where a max_retry_after of a day waited 6 h (and again each retry) for a target asking two days.
+        # Every method is retried: each request carries an idempotency key.
         return retry_policy(
             p.max_retries,
             p.backoff_factor,
             p.backoff_max,
             p.backoff_jitter,
             allowed_methods=None,
-            retry_after_max=math.floor(p.max_retry_after) + 1,
+            retry_after_max=retry_after_cap(p.max_retry_after),
         )
 
     def _authorise(self, request: PushRequest) -> tuple[str, dict[str, str]]:

@@ -325,7 +325,7 @@ def _read_rows(
         url = os.environ.get(str(sync.source.url_env))
         if not url:  # os.environ[...] failed with a bare KeyError naming neither sync nor field
             raise dg.Failure(
-                f"sync {sync.sync}: source.url_env: the environment variable {sync.source.url_env} is not set"
+                f"sync {sync.sync}: source.url_env: the environment variable {sync.source.url_env} is not set or empty"
             )
         engine = sa.create_engine(url)
         relation = relation_sql(sync.table, sync.query)
@@ -449,8 +449,10 @@ def _push(
                     except Exception as exc:  # the hook's own error names neither sync nor record
                         ident = json.dumps([rows[i][c] for c in sync.key_columns], default=json_default)
                         raise dg.Failure(
-                            f"sync {sync.sync}: record {ident} (idempotency key {keys[i]}): hook {sync.hook} "
-                            f"failed: {type(exc).__name__}: {exc}"
+                            pusher.redact(
+                                f"sync {sync.sync}: record {ident} (idempotency key {keys[i]}): hook {sync.hook} "
+                                f"failed: {type(exc).__name__}: {exc}"
+                            )
                         ) from exc
                 requests = sync.requests_for(
                     base, [rows[i] for i in todo], [keys[i] for i in todo], [bodies[i] for i in todo]

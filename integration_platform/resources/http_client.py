@@ -33,7 +33,7 @@ from integration_platform.resources.http_credentials import (
     OriginBoundAuth,
     build_auth,
 )
-from integration_platform.resources.http_retry import retry_after, retry_policy
+from integration_platform.resources.http_retry import retry_after, retry_after_cap, retry_policy
 from integration_platform.resources.rate_limit import RateLimiter
 
 #: Errors while reading a response that a new attempt may cure.
@@ -115,7 +115,13 @@ class RestClient:
 
     def _retry(self) -> Retry:
         c = self.config
-        return retry_policy(c.max_retries, c.backoff_factor, c.backoff_max, c.backoff_jitter)
+        return retry_policy(
+            c.max_retries,
+            c.backoff_factor,
+            c.backoff_max,
+            c.backoff_jitter,
+            retry_after_max=retry_after_cap(c.max_retry_after),
+        )
 
     def _give_up(self, where: str, reason: str, attempts: int, status: int | None = None) -> HttpSourceError:
         return HttpSourceError(f"GET {where}: {self.redact(reason)} (after {attempts} attempt(s))", status)
@@ -173,7 +179,11 @@ class RestClient:
                         raise self._give_up(where, f"HTTP {status} {response.reason}", attempts, status) from None
                     wait = retry_after(retry, response.raw)
                     if wait is not None and wait > self.config.max_retry_after:
-                        raise self._give_up(where, f"Retry-After {wait:.0f}s exceeds max_retry_after", attempts)
+                        asked = response.headers["Retry-After"][:100]  # as sent: the cap made ``wait`` max + 1
+                        limit = self.config.max_retry_after
+                        raise self._give_up(
+                            where, f"Retry-After {asked!r} exceeds max_retry_after ({limit:g}s)", attempts
+                        )
                     if wait is None:
                         retry.sleep()  # the backoff
                     else:

@@ -1,6 +1,8 @@
 """The platform's one HTTP retry policy, as urllib3's ``Retry``: REST extraction (requests) and
 HTTP push (httpx) both ask it whether to try again and how long to wait."""
 
+import math
+
 from urllib3.exceptions import InvalidHeader
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
@@ -21,9 +23,9 @@ def retry_policy(
     first attempt on :data:`RETRY_STATUSES` and connection/read errors, exponential backoff
     (seconds: ``backoff_factor`` doubling, capped at ``backoff_max``, plus up to ``backoff_jitter``)
     and ``Retry-After`` honoured, up to ``retry_after_max`` seconds (a longer one is waited that long:
-    urllib3 caps it; REST and HTTP push fail on it beforehand). ``allowed_methods``: the methods retried
-    (``None``: every one, for requests made idempotent by a key). The caller's loop asks it whether and
-    how long to wait."""
+    urllib3 caps it; REST and HTTP push pass :func:`retry_after_cap` and fail on a longer one).
+    ``allowed_methods``: the methods retried (``None``: every one, for requests made idempotent by a
+    key). The caller's loop asks it whether and how long to wait."""
     return Retry(
         total=max_retries,
         status_forcelist=RETRY_STATUSES,
@@ -35,6 +37,14 @@ def retry_policy(
         retry_after_max=retry_after_max,
         raise_on_status=False,
     )
+
+
+def retry_after_cap(max_retry_after: float) -> int:
+    """``retry_after_max`` for a caller that fails on a ``Retry-After`` longer than ``max_retry_after``
+    seconds: one second more, so urllib3's cap (6 hours by default) never turns a longer one into a wait
+    it accepts (a ``max_retry_after`` of a day waited 6 hours, again each retry, for a server asking two
+    days). Urllib3's default for an infinite ``max_retry_after``."""
+    return math.floor(max_retry_after) + 1 if math.isfinite(max_retry_after) else Retry.DEFAULT_RETRY_AFTER_MAX
 
 
 def retry_after(retry: Retry, response: BaseHTTPResponse) -> float | None:

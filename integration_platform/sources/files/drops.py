@@ -26,9 +26,10 @@ from typing import Literal
 
 from integration_platform.sources.files.remote_files import RemoteFile
 
-#: A date of 8 digits or ISO form, standing alone: not inside a longer run of digits, so
+#: A date of 8 digits or ISO form at the start of its run of digits, which may go on with a compact
+#: time (``HH``, ``HHMM`` or ``HHMMSS``: ``orders_20210101093000.csv``) and no more: so
 #: ``orders_120210101.csv`` holds no date rather than 1202-10-10.
-DEFAULT_DATE_REGEX = r"(?<!\d)(\d{8}|\d{4}-\d{2}-\d{2})(?!\d)"
+DEFAULT_DATE_REGEX = r"(?<!\d)(\d{8}|\d{4}-\d{2}-\d{2})(?:\d{2}|\d{4}|\d{6})?(?!\d)"
 
 
 @dataclass(frozen=True)
