@@ -4,6 +4,8 @@ import datetime as dt
 import json
 import logging
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -20,7 +22,7 @@ from integration_platform.resources.rabbitmq import REASON_HEADER, RabbitMQResou
 from integration_platform.sources.queues.rabbitmq_stream import RabbitQueueSource
 from integration_platform_tests.rabbit import CuttingProxy, connection, depth, fresh_queue, publish, take_all
 from integration_platform_tests.run_stream import killed_in
-from sandbox.harness import failure_messages, latest_metadata, platform
+from sandbox.harness import Platform, failure_messages, latest_metadata, platform
 
 
 def _yaml(queue: str, batch_size: int = 1000, extra: str = "", port: int = 5672) -> str:
@@ -443,30 +445,45 @@ def test_publish_changes_since_the_last_run(queue: str, tmp_path: Path, instance
         assert latest_metadata(instance, publish_key)["cursor_before"] == {"kind": "int", "text": "99"}
 
 
-def test_publish_a_nan_cursor_does_not_become_the_mark(
-    queue: str, tmp_path: Path, instance: dg.DagsterInstance
-) -> None:
-    """The mark followed the last row, NaN (sorted above every number): later runs read only that row and a
-    row changed since (cursor 2.0) was never published, every run succeeding."""
+PUBLISH_KEY = dg.AssetKey(["shop", "publish_orders_out"])
+
+
+@contextmanager
+def scores_publication(
+    queue: str, tmp_path: Path, instance: dg.DagsterInstance, rows: str
+) -> Iterator[tuple[Platform, str]]:
+    """A publication ``orders_out`` of the warehouse's ``pub.scores`` (``order_id``, cursor ``v``), created
+    as ``rows`` (a SQL ``VALUES`` list), to a fresh queue; yields the platform and that queue."""
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
         conn.execute("CREATE SCHEMA pub")
-        conn.execute("CREATE TABLE pub.scores AS SELECT * FROM (VALUES (1, 1.0), (2, 'NaN'::DOUBLE)) t(order_id, v)")
-    publish_key = dg.AssetKey(["shop", "publish_orders_out"])
+        conn.execute(f"CREATE TABLE pub.scores AS SELECT * FROM (VALUES {rows}) t(order_id, v)")
     with fresh_queue("ip_test_out") as out:
         extra = (
             f'  publish:\n    - name: orders_out\n      query: "SELECT * FROM pub.scores"\n'
             f"      key_columns: [order_id]\n      cursor: v\n      queue: {out}\n"
         )
-        target = platform(_yaml(queue, extra=extra), tmp_path, instance)
-        target.materialize([publish_key])
-        assert sorted(json.loads(body)["order_id"] for _, body in take_all(out)) == [1, 2]
-        assert latest_metadata(instance, publish_key)["cursor_after"] == {"kind": "float", "text": "1.0"}
+        yield platform(_yaml(queue, extra=extra), tmp_path, instance), out
+
+
+def _published(out: str) -> list[int]:
+    return sorted(json.loads(body)["order_id"] for _, body in take_all(out))
+
+
+def test_publish_a_nan_cursor_does_not_become_the_mark(
+    queue: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """The mark followed the last row, NaN (sorted above every number): later runs read only that row and a
+    row changed since (cursor 2.0) was never published, every run succeeding."""
+    with scores_publication(queue, tmp_path, instance, "(1, 1.0), (2, 'NaN'::DOUBLE)") as (target, out):
+        target.materialize([PUBLISH_KEY])
+        assert _published(out) == [1, 2]
+        assert latest_metadata(instance, PUBLISH_KEY)["cursor_after"] == {"kind": "float", "text": "1.0"}
         with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
             conn.execute("INSERT INTO pub.scores VALUES (3, 2.0)")
-        target.materialize([publish_key])
+        target.materialize([PUBLISH_KEY])
         # the row at the mark and the NaN row (above any mark) go out again under their ids, and the new one
-        assert sorted(json.loads(body)["order_id"] for _, body in take_all(out)) == [1, 2, 3]
-        assert latest_metadata(instance, publish_key)["cursor_after"] == {"kind": "float", "text": "2.0"}
+        assert _published(out) == [1, 2, 3]
+        assert latest_metadata(instance, PUBLISH_KEY)["cursor_after"] == {"kind": "float", "text": "2.0"}
 
 
 def test_publish_a_row_with_a_null_cursor_fails_naming_it(
@@ -475,30 +492,21 @@ def test_publish_a_row_with_a_null_cursor_fails_naming_it(
     """``cursor >= mark`` never reads a NULL cursor: the first run published such a row, every later one passed
     over those added since in silence (order 3 was never published, every run succeeding). Such a row now
     fails the run naming the publication, the row and the column, on every run until its cursor is set."""
-    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
-        conn.execute("CREATE SCHEMA pub")
-        conn.execute("CREATE TABLE pub.scores AS SELECT * FROM (VALUES (1, 1), (2, 2)) t(order_id, v)")
-    publish_key = dg.AssetKey(["shop", "publish_orders_out"])
-    with fresh_queue("ip_test_out") as out:
-        extra = (
-            f'  publish:\n    - name: orders_out\n      query: "SELECT * FROM pub.scores"\n'
-            f"      key_columns: [order_id]\n      cursor: v\n      queue: {out}\n"
-        )
-        target = platform(_yaml(queue, extra=extra), tmp_path, instance)
-        target.materialize([publish_key])
-        assert sorted(json.loads(body)["order_id"] for _, body in take_all(out)) == [1, 2]
+    with scores_publication(queue, tmp_path, instance, "(1, 1), (2, 2)") as (target, out):
+        target.materialize([PUBLISH_KEY])
+        assert _published(out) == [1, 2]
         with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
             conn.execute("INSERT INTO pub.scores VALUES (3, NULL), (4, 3)")
-        result = target.materialize([publish_key], raise_on_error=False)
+        result = target.materialize([PUBLISH_KEY], raise_on_error=False)
         assert not result.success
         message = " ".join(failure_messages(result))
         assert "publish orders_out: row [3] (message id " in message and "cursor column 'v' is NULL" in message
-        assert latest_metadata(instance, publish_key)["cursor_after"] == {"kind": "int", "text": "2"}
+        assert latest_metadata(instance, PUBLISH_KEY)["cursor_after"] == {"kind": "int", "text": "2"}
         take_all(out)
         with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
             conn.execute("UPDATE pub.scores SET v = 4 WHERE order_id = 3")
-        target.materialize([publish_key])
-        assert sorted(json.loads(body)["order_id"] for _, body in take_all(out)) == [2, 3, 4]
+        target.materialize([PUBLISH_KEY])
+        assert _published(out) == [2, 3, 4]
 
 
 def test_drain_schedule_targets_both_assets(tmp_path: Path, instance: dg.DagsterInstance) -> None:
