@@ -104,6 +104,9 @@ def test_a_file_the_lake_stopped_holding_gets_a_new_run_key_when_it_comes_again(
         ("orders_2021-01-01_v2.csv", "2021-01-01"),
         ("orders_2021010109.csv", "2021-01-01"),  # and an hour
         ("orders_20210101093000.csv", "2021-01-01"),  # and a time
+        ("export_1609459200_20210101.csv", "2021-01-01"),  # a Unix time first: 1609-45-92 is no date
+        ("export_1700101234_20231116.csv", "2023-11-16"),  # nor is 1700-10-12 at hour 34
+        ("orders_2021123199.csv", None),  # hour 99
         ("orders_120210101.csv", None),  # nine digits: no date, not 1202-10-10
         ("orders_202101011.csv", None),
         ("orders_20210230.csv", None),  # 30 February

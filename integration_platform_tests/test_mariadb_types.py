@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
+import sqlalchemy as sa
 
 from integration_platform.core.cursors import CursorValue
 from integration_platform.core.extract import extract_and_land
@@ -18,6 +19,7 @@ from integration_platform.core.lake import LocalLake
 from integration_platform.core.loading import load, pending
 from integration_platform.core.streams import StreamSpec
 from integration_platform.sources.sql.database import SqlDatabaseResource
+from integration_platform.sources.sql.sa_arrow import engine_for, utc_sessions
 from integration_platform_tests.services import MARIADB_HOST, MARIADB_PORT, mariadb, require_port
 
 
@@ -154,3 +156,20 @@ def test_set_and_enum_members_with_backslashes_and_quotes_land_as_they_are(datab
     finally:
         db.dispose()
     assert rows == [{"id": 1, "s": "a\\b,it's,c", "e": "x\\y"}, {"id": 2, "s": "c", "e": "q't"}]
+
+
+def test_every_engine_reading_mariadb_reads_timestamp_in_utc(database: str) -> None:
+    """The pooled engines and an HTTP sync's own engine (``utc_sessions``) both set the session's time zone:
+    the sync's alone had read a ``TIMESTAMP`` cursor as the server's wall-clock time."""
+    url = f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{database}"
+    engines = [engine_for(url), utc_sessions(sa.create_engine(url))]
+    for engine in engines:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SET @@session.time_zone = '+05:00'")  # gone with a new connection
+        engine.dispose()
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT @@session.time_zone").scalar() == "+00:00"
+    plain = sa.create_engine(url)
+    with plain.connect() as conn:
+        assert conn.exec_driver_sql("SELECT @@session.time_zone").scalar() != "+00:00"
+    plain.dispose()

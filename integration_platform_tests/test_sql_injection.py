@@ -5,6 +5,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import dagster as dg
 import psycopg
@@ -148,3 +149,26 @@ def test_a_column_named_with_quotes_and_backticks_lands_and_is_the_cursor(
     assert landed_rows(stamped.materialize())["stamped/stamped"] == 1
     assert stamped.query("SELECT * EXCLUDE (_ip_window) FROM stamped.stamped ORDER BY id") == [(2, 20), (3, 30)]
     assert [c[0] for c in stamped.query("DESCRIBE stamped.stamped")][:2] == ["id", COLUMN]
+
+
+def test_a_column_with_two_backticks_on_a_server_quoting_names_with_double_quotes(
+    tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In ``ANSI_QUOTES`` mode SHOW CREATE TABLE quotes names with ``"`` and leaves backticks alone: undoing a
+    doubled backtick there made ``a``b`` into ``a`b`` and every read failed with "Unknown column"."""
+    require_port(MARIADB_HOST, MARIADB_PORT, "MariaDB")
+    name, column = f"ip_test_ansi_{uuid.uuid4().hex[:8]}", "a``b"
+    mariadb(f"CREATE DATABASE `{name}`")
+    try:
+        mariadb(f"CREATE TABLE `{name}`.stamped (id INTEGER PRIMARY KEY, `a````b` INTEGER)")
+        mariadb(f"INSERT INTO `{name}`.stamped VALUES (1, 10), (2, 20)")
+        ansi = quote("SET sql_mode = 'ANSI_QUOTES'")
+        monkeypatch.setenv(
+            "INJECTION_URL", f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{name}?init_command={ansi}"
+        )
+        yaml = COLUMN_YAML.replace("cursor: 'up`d \"at'''", f"cursor: '{column}'")
+        stamped = platform(yaml, tmp_path, instance)
+        assert landed_rows(stamped.materialize())["stamped/stamped"] == 2
+        assert [c[0] for c in stamped.query("DESCRIBE stamped.stamped")][:2] == ["id", column]
+    finally:
+        mariadb(f"DROP DATABASE IF EXISTS `{name}`")

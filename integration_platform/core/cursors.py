@@ -83,16 +83,17 @@ def markable(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     return values
 
 
-#: The Python values DuckDB (and psycopg) give for a date's or timestamp's ``infinity`` and ``-infinity``:
+#: The Python values DuckDB gives for a date's or timestamp's ``infinity`` and ``-infinity``:
 #: clamped to Python's last and first instants, so a mark of one compares above (below) every real value.
 _CLAMPED_INFINITIES = (dt.date.max, dt.date.min, dt.datetime.max, dt.datetime.min)
 
 
 def markable_value(value: object) -> bool:
-    """Whether one Python cursor value may become a mark (:func:`markable` for values one at a time): not
-    a float's or a decimal's NaN or infinity, nor a date or timestamp at Python's first or last instant,
-    which is where DuckDB's ``infinity`` and ``-infinity`` arrive (a real 9999-12-31 too: as a mark it
-    would hold back every later row just the same)."""
+    """Whether one Python cursor value, as DuckDB's Python API gives it, may become an outbound mark: not a
+    float's or a decimal's NaN or infinity, nor a date or timestamp at Python's first or last instant,
+    which is where DuckDB gives ``infinity`` and ``-infinity`` (a real 9999-12-31 too: as a mark it would
+    hold back every later row just the same). :func:`markable` judges landed Arrow columns, where an
+    infinity lies beyond those instants, and keeps them."""
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, Decimal):

@@ -91,6 +91,7 @@ from integration_platform.outbound.http_push import HttpPusher, PushPolicy, Push
 from integration_platform.outbound.publish import TABLE
 from integration_platform.resources.http_auth import HttpAuth, check_headers, env_headers, userinfo_secrets
 from integration_platform.resources.lake import LakeResource
+from integration_platform.sources.sql.sa_arrow import utc_sessions
 
 GROUP = "reverse_etl"
 RESULT_SCHEMA = pa.schema(
@@ -327,7 +328,7 @@ def _read_rows(
             raise dg.Failure(
                 f"sync {sync.sync}: source.url_env: the environment variable {sync.source.url_env} is not set or empty"
             )
-        engine = sa.create_engine(url)
+        engine = utc_sessions(sa.create_engine(url))  # TIMESTAMP in UTC, as the platform reads it everywhere
         relation = relation_sql(sync.table, sync.query)
         try:
             yield from select_since_sqlalchemy(

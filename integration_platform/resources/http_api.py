@@ -74,7 +74,7 @@ class RestApiResource(dg.ConfigurableResource):
     backoff_factor: float = 0.5
     backoff_max: float = 30.0
     backoff_jitter: float = 0.5
-    max_retry_after: float = 300.0
+    max_retry_after: float = Field(default=300.0, gt=0, allow_inf_nan=False)
     #: The most bytes of one response body read (after content decoding: a gzip body of 0.3 MB inflated to
     #: 300 MB in memory), and the most seconds one attempt may take in all (``read_timeout`` bounds only
     #: the gap between two reads: a server sending a byte a second held a request for ever).

@@ -28,8 +28,9 @@ from integration_platform.sources.files.remote_files import RemoteFile
 
 #: A date of 8 digits or ISO form at the start of its run of digits, which may go on with a compact
 #: time (``HH``, ``HHMM`` or ``HHMMSS``: ``orders_20210101093000.csv``) and no more: so
-#: ``orders_120210101.csv`` holds no date rather than 1202-10-10.
-DEFAULT_DATE_REGEX = r"(?<!\d)(\d{8}|\d{4}-\d{2}-\d{2})(?:\d{2}|\d{4}|\d{6})?(?!\d)"
+#: ``orders_120210101.csv`` holds no date rather than 1202-10-10. The first such run that is a real
+#: date is the file's (:meth:`DropRules.partition_key`): ``export_1609459200_20210101.csv`` is 2021-01-01.
+DEFAULT_DATE_REGEX = r"(?<!\d)(\d{8}|\d{4}-\d{2}-\d{2})(?:(?:[01]\d|2[0-3])(?:[0-5]\d){0,2})?(?!\d)"
 
 
 @dataclass(frozen=True)
@@ -59,21 +60,22 @@ class DropRules:
         return self.matches(name) or bool(suffix and name.endswith(suffix) and self.matches(name[: -len(suffix)]))
 
     def partition_key(self, file: RemoteFile) -> str | None:
-        """The file's partition key, or ``None`` when its name holds no date the rules can read."""
+        """The file's partition key, or ``None`` when its name holds no date the rules can read: the first
+        match of ``date_regex`` that is a real date (a number before it, a Unix time or an id, is passed over)."""
         if self.partition == "per_file":
             return file.name
         if self.date_from == "mtime":
             return dt.datetime.fromtimestamp(file.mtime, dt.UTC).date().isoformat()
-        found = re.search(self.date_regex, file.name)
-        if found is None:
-            return None
-        text = found.group(1) if found.groups() else found.group(0)
-        try:
-            if self.date_format:
-                return dt.datetime.strptime(text, self.date_format).date().isoformat()
-            return dt.date.fromisoformat(text if "-" in text else f"{text[:4]}-{text[4:6]}-{text[6:8]}").isoformat()
-        except ValueError:
-            return None
+        for found in re.finditer(self.date_regex, file.name):  # the first match that is a real date
+            text = found.group(1) if found.groups() else found.group(0)
+            try:
+                if self.date_format:
+                    return dt.datetime.strptime(text, self.date_format).date().isoformat()
+                iso = text if "-" in text else f"{text[:4]}-{text[4:6]}-{text[6:8]}"
+                return dt.date.fromisoformat(iso).isoformat()
+            except ValueError:
+                continue
+        return None
 
 
 #: The manifest ``extra`` entry of a file stream's landing: ``{file name: version}``.

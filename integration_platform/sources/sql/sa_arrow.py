@@ -30,9 +30,17 @@ def engine_for(url: str) -> Engine:
             dialect: Any = engine.dialect  # MySQLDialect: its reflection's type-name table
             if dialect.name in ("mysql", "mariadb"):  # this engine only, not the dialect class
                 dialect.ischema_names = {**dialect.ischema_names, **dict.fromkeys(SPATIAL_TYPES, Geometry)}
-                sa.event.listen(engine, "connect", _utc_session)
-            _ENGINES[url] = engine
+            _ENGINES[url] = utc_sessions(engine)
         return _ENGINES[url]
+
+
+def utc_sessions(engine: Engine) -> Engine:
+    """``engine``, whose new connections read ``TIMESTAMP`` in UTC when it is MySQL/MariaDB
+    (:func:`_utc_session`): every engine the platform reads such a database with, the pooled ones of
+    :func:`engine_for` and an HTTP sync's own."""
+    if engine.dialect.name in ("mysql", "mariadb"):
+        sa.event.listen(engine, "connect", _utc_session)
+    return engine
 
 
 def _utc_session(dbapi_connection: Any, _: Any) -> None:
@@ -40,7 +48,9 @@ def _utc_session(dbapi_connection: Any, _: Any) -> None:
     server converts to the session's zone: read in a zone with daylight saving time (the server's
     ``Europe/Berlin``) it landed as wall-clock time, the hour the clocks go back twice, so a mark of
     02:50 CEST was read back as 02:50 CET and a row written between them (02:20 CET) never landed. In
-    UTC it lands as the change-data-capture snapshot lands it. ``DATETIME`` and ``DATE`` do not depend on it."""
+    UTC it lands as the change-data-capture snapshot lands it. Stored ``DATETIME`` and ``DATE`` values do not
+    depend on it; expressions do (``NOW()``, ``CURDATE()``, ``FROM_UNIXTIME``, ``DATE(a_timestamp)`` in a
+    view or query now give UTC's time and day)."""
     with dbapi_connection.cursor() as cursor:
         cursor.execute("SET time_zone = '+00:00'")
 
@@ -62,7 +72,7 @@ def reflect(engine: Engine, table: str, schema: str | None) -> sa.Table:
     return sa.Table(table, sa.MetaData(), schema=schema, autoload_with=engine, listeners=listeners)
 
 
-def _as_declared(_: Any, __: Any, column: dict[str, Any]) -> None:
+def _as_declared(inspector: Any, _: Any, column: dict[str, Any]) -> None:
     """A reflected MySQL/MariaDB column with its name and its SET/ENUM members as declared. SQLAlchemy
     parses ``SHOW CREATE TABLE``, which escapes them, and undoes only part of it:
 
@@ -72,7 +82,8 @@ def _as_declared(_: Any, __: Any, column: dict[str, Any]) -> None:
       with one was silently left out of the landed value, and an ENUM value with one failed the read with
       a ``LookupError`` naming neither table nor column.
     """
-    column["name"] = column["name"].replace("``", "`")
+    quote = inspector.dialect.identifier_preparer.final_quote  # '"' on a server in ANSI_QUOTES mode
+    column["name"] = column["name"].replace(quote * 2, quote)
     kind = column["type"]
     text = {"charset": kind.charset, "collation": kind.collation} if isinstance(kind, mysql.SET | mysql.ENUM) else {}
     if isinstance(kind, mysql.SET):
