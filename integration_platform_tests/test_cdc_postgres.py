@@ -759,3 +759,25 @@ def test_a_column_renamed_while_changes_wait_fails_naming_both_names(
         "['v'] the table no longer has, and lacks its column(s) ['w']" in e and "full_refresh" in e for e in errors
     ), errors
     assert target.query("SELECT id, v FROM pagila.gizmo") == [(1, 1)]
+
+
+def test_values_landed_as_text_read_the_same_from_the_snapshot_and_the_log_in_any_time_zone(
+    source: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """A type the snapshot lands as its text (a range of timestamptz, a timestamptz array) is written in the
+    reading session's time zone; the log's text of the same value must be too, not the walsender's UTC."""
+    sql(source, f"ALTER DATABASE {source.rsplit('/', 1)[1]} SET timezone = 'America/New_York'")
+    sql(source, "CREATE TABLE span (id int PRIMARY KEY, r tstzrange, a timestamptz[], t timestamptz, i interval)")
+    values = (
+        "'[2024-01-01 00:00:00+00,2024-02-01 00:00:00+00)', '{2024-01-01 00:00:00+00}', "
+        "'2024-01-01 05:00:00+00', '1 day 02:00'"
+    )
+    sql(source, f"INSERT INTO span VALUES (1, {values})")
+    target = platform(one_table("span"), tmp_path, instance)
+    assert target.materialize().success
+    sql(source, f"INSERT INTO span VALUES (2, {values})")
+    sql(source, "CHECKPOINT")
+    assert target.materialize().success
+    rows = target.query("SELECT id, r, a, t::text, i FROM pagila.span ORDER BY id")
+    assert rows[0][1] == '["2023-12-31 19:00:00-05","2024-01-31 19:00:00-05")'
+    assert rows[1][1:] == rows[0][1:]

@@ -81,7 +81,8 @@ def array_constant(values: Sequence[str | None]) -> str:
 
 
 def arrow_from_text(values: Sequence[str | None], kind: pa.DataType) -> pa.Array | None:
-    """Values as pgoutput writes them (PostgreSQL's text output, ISO dates, the session's UTC) as Arrow
+    """Values as pgoutput writes them (PostgreSQL's text output with a reading session's time zone and date style,
+    :func:`_walsender_options`) as Arrow
     ``kind`` (the snapshot's type of the column), where Arrow parses that text exactly: text as is
     (every type the snapshot reads as text is read as its text form), ``t``/``f`` booleans, integers,
     floats (PostgreSQL writes the shortest exact form, ``NaN``, ``Infinity``), decimals that fit,
@@ -99,6 +100,25 @@ def arrow_from_text(values: Sequence[str | None], kind: pa.DataType) -> pa.Array
         return pc.cast(text, kind)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
+
+
+def _walsender_options(conn: psycopg.Connection[Any]) -> str:
+    """libpq ``options`` giving the walsender the ``TimeZone``, ``DateStyle`` and ``IntervalStyle`` a reading
+    session of the source has (the database's and role's defaults): pgoutput writes values with the
+    walsender's settings, and a value the snapshot reads as its text (``tstzrange``, ``timestamptz[]``,
+    ``interval``...) is written with the reading session's, so a change row's text is the snapshot's.
+    Walsender times in UTC had landed ``["2024-01-01 00:00:00+00",...)`` for a snapshot's
+    ``["2023-12-31 19:00:00-05",...)`` on a database in New York time. Arrow still parses ISO dates and
+    timestamps with their offsets (:func:`arrow_from_text`); other date styles go to the server."""
+    row = conn.execute(
+        "SELECT current_setting('TimeZone'), current_setting('DateStyle'), current_setting('IntervalStyle')"
+    ).fetchone()
+    assert row is not None
+    settings = zip(("TimeZone", "DateStyle", "IntervalStyle"), row, strict=True)
+    escaped = (
+        f"-c {name}={str(value).replace(chr(92), chr(92) * 2).replace(' ', chr(92) + ' ')}" for name, value in settings
+    )
+    return " ".join([*escaped, "-c extra_float_digits=3"])
 
 
 def _column(rows: list[list[Any]], index: int | None) -> list[Any]:
@@ -478,12 +498,11 @@ class PostgresChangeLog:
             self._check_partition_root(conn)  # first: it makes the publication send the table's own changes
             self._check_still_published(conn, cursor)
             upto = self._flushed_upto(conn)
-            # pgoutput writes values with the walsender's settings: ISO dates, times in UTC (arrow_from_text)
             keepalive = _KeepAlive(self._stream_lock)
             replication = psycopg2.connect(
                 self.uri,
                 connection_factory=psycopg2.extras.LogicalReplicationConnection,
-                options="-c DateStyle=ISO,YMD -c TimeZone=UTC -c extra_float_digits=3",
+                options=_walsender_options(conn),
             )
             try:
                 self._stream = replication.cursor()
