@@ -516,3 +516,18 @@ def test_a_run_that_lands_nothing_shows_the_saved_binlog_position(
     )
     assert meta["snapshot_taken"] is False and meta["changes_landed"] == 0
     assert meta["binlog_position"] == meta["log_position"] == saved[1], (meta, saved)
+
+
+def test_changes_of_a_non_transactional_table_land_without_an_innodb_commit_after_them(
+    chinook: str, binlog_server: int, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """An Aria table's changes end in a COMMIT statement, not an Xid event: they land in the run after them."""
+    run_sql(binlog_server, "CREATE TABLE plain (id INT PRIMARY KEY, v TEXT) ENGINE=Aria TRANSACTIONAL=0", chinook)
+    run_sql(binlog_server, "INSERT INTO plain VALUES (1, 'a')", chinook)
+    target = platform(one_table("plain"), tmp_path, instance)
+    key = dg.AssetKey(["chinook", "plain"])
+    assert target.materialize([key]).success
+    run_sql(binlog_server, "INSERT INTO plain VALUES (2, 'b')", chinook)
+    run_sql(binlog_server, "DELETE FROM plain WHERE id = 1", chinook)
+    assert target.materialize([key, dg.AssetKey(["warehouse", "chinook.plain"])]).success
+    assert target.query("SELECT id, v FROM chinook.plain ORDER BY id") == [(2, "b")]

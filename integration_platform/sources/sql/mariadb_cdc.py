@@ -408,14 +408,17 @@ class MariaDbChangeLog:
         position = self._position
         try:
             for event in stream:
-                if isinstance(event, QueryEvent):
+                # a non-transactional table's (MyISAM, Aria) changes end in a COMMIT statement, not an Xid:
+                # waiting for an Xid left them unlanded by every run while no InnoDB commit followed
+                commit = isinstance(event, QueryEvent) and str(event.query).strip().upper() == "COMMIT"
+                if isinstance(event, QueryEvent) and not commit:
                     refused = self._replacing_statement(event, f"{stream.log_file}:{stream.log_pos}")
                     if refused is not None:
                         if done:  # what committed before it lands, so the error stays at the statement
                             yield self._batch(typed, binary, done, position)
                         raise refused
                     continue
-                if isinstance(event, XidEvent):
+                if isinstance(event, XidEvent) or commit:
                     position = f"{stream.log_file}:{stream.log_pos}"
                     committed = dt.datetime.fromtimestamp(event.timestamp, dt.UTC)
                     order = position_int(position)
