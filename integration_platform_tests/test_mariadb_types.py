@@ -18,8 +18,9 @@ from integration_platform.core.extract import extract_and_land
 from integration_platform.core.lake import LocalLake
 from integration_platform.core.loading import load, pending
 from integration_platform.core.streams import StreamSpec
+from integration_platform.resources.sql_sessions import utc_sessions
 from integration_platform.sources.sql.database import SqlDatabaseResource
-from integration_platform.sources.sql.sa_arrow import engine_for, utc_sessions
+from integration_platform.sources.sql.sa_arrow import engine_for
 from integration_platform_tests.services import MARIADB_HOST, MARIADB_PORT, mariadb, require_port
 
 

@@ -91,7 +91,7 @@ from integration_platform.outbound.http_push import HttpPusher, PushPolicy, Push
 from integration_platform.outbound.publish import TABLE
 from integration_platform.resources.http_auth import HttpAuth, check_headers, env_headers, userinfo_secrets
 from integration_platform.resources.lake import LakeResource
-from integration_platform.sources.sql.sa_arrow import utc_sessions
+from integration_platform.resources.sql_sessions import utc_sessions
 
 GROUP = "reverse_etl"
 RESULT_SCHEMA = pa.schema(

@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
 
+from integration_platform.resources.sql_sessions import utc_sessions
+
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 
@@ -23,7 +25,7 @@ _ENGINES_LOCK = threading.Lock()
 def engine_for(url: str) -> Engine:
     """A pooled engine per URL, shared by every resource instance in the process; a MySQL/MariaDB
     engine reflects spatial columns as :class:`Geometry` and its sessions read ``TIMESTAMP`` in UTC
-    (:func:`_utc_session`)."""
+    (:func:`~integration_platform.resources.sql_sessions.utc_sessions`)."""
     with _ENGINES_LOCK:
         if url not in _ENGINES:
             engine = sa.create_engine(url, pool_pre_ping=True)
@@ -32,27 +34,6 @@ def engine_for(url: str) -> Engine:
                 dialect.ischema_names = {**dialect.ischema_names, **dict.fromkeys(SPATIAL_TYPES, Geometry)}
             _ENGINES[url] = utc_sessions(engine)
         return _ENGINES[url]
-
-
-def utc_sessions(engine: Engine) -> Engine:
-    """``engine``, whose new connections read ``TIMESTAMP`` in UTC when it is MySQL/MariaDB
-    (:func:`_utc_session`): every engine the platform reads such a database with, the pooled ones of
-    :func:`engine_for` and an HTTP sync's own."""
-    if engine.dialect.name in ("mysql", "mariadb"):
-        sa.event.listen(engine, "connect", _utc_session)
-    return engine
-
-
-def _utc_session(dbapi_connection: Any, _: Any) -> None:
-    """Set a new MySQL/MariaDB connection's session time zone to UTC. A ``TIMESTAMP`` is an instant the
-    server converts to the session's zone: read in a zone with daylight saving time (the server's
-    ``Europe/Berlin``) it landed as wall-clock time, the hour the clocks go back twice, so a mark of
-    02:50 CEST was read back as 02:50 CET and a row written between them (02:20 CET) never landed. In
-    UTC it lands as the change-data-capture snapshot lands it. Stored ``DATETIME`` and ``DATE`` values do not
-    depend on it; expressions do (``NOW()``, ``CURDATE()``, ``FROM_UNIXTIME``, ``DATE(a_timestamp)`` in a
-    view or query now give UTC's time and day)."""
-    with dbapi_connection.cursor() as cursor:
-        cursor.execute("SET time_zone = '+00:00'")
 
 
 def dispose_engine(url: str) -> None:
