@@ -26,7 +26,7 @@ from urllib3.util.retry import Retry
 
 from integration_platform.resources.http_auth import HttpAuth, HttpAuthError, mask, secret_values
 from integration_platform.resources.http_credentials import OAuth2TokenAuth, build_auth
-from integration_platform.resources.http_retry import retry_after, retry_after_cap, retry_policy
+from integration_platform.resources.http_retry import retry_after, retry_after_cap, retry_after_refusal, retry_policy
 from integration_platform.resources.rate_limit import RateLimiter
 
 #: Characters of a response body kept in the results table.
@@ -238,11 +238,10 @@ class HttpPusher:
                     result.error += f" (after {result.attempts} attempt(s))"
                     return result
                 wait = retry_after(retry, raw)
-                if wait is not None and wait > self.policy.max_retry_after:
-                    asked = self.redact(response.headers["Retry-After"], 100)  # the cap made ``wait`` max + 1
-                    result.error += (
-                        f": Retry-After {asked!r} exceeds max_retry_after ({self.policy.max_retry_after:g}s)"
-                    )
+                asked = self.redact(response.headers.get("Retry-After", ""), 100)
+                refusal = retry_after_refusal(wait, asked, self.policy.max_retry_after)
+                if refusal is not None:
+                    result.error += f": {refusal}"
                     return result
                 await asyncio.sleep(wait if wait is not None else retry.get_backoff_time())
 

@@ -33,7 +33,7 @@ from integration_platform.resources.http_credentials import (
     OriginBoundAuth,
     build_auth,
 )
-from integration_platform.resources.http_retry import retry_after, retry_after_cap, retry_policy
+from integration_platform.resources.http_retry import retry_after, retry_after_cap, retry_after_refusal, retry_policy
 from integration_platform.resources.rate_limit import RateLimiter
 
 #: Errors while reading a response that a new attempt may cure.
@@ -178,12 +178,10 @@ class RestClient:
                     except MaxRetryError:
                         raise self._give_up(where, f"HTTP {status} {response.reason}", attempts, status) from None
                     wait = retry_after(retry, response.raw)
-                    if wait is not None and wait > self.config.max_retry_after:
-                        asked = response.headers["Retry-After"][:100]  # as sent: the cap made ``wait`` max + 1
-                        limit = self.config.max_retry_after
-                        raise self._give_up(
-                            where, f"Retry-After {asked!r} exceeds max_retry_after ({limit:g}s)", attempts
-                        )
+                    asked = response.headers.get("Retry-After", "")[:100]  # _give_up masks the reason
+                    refusal = retry_after_refusal(wait, asked, self.config.max_retry_after)
+                    if refusal is not None:
+                        raise self._give_up(where, refusal, attempts)
                     if wait is None:
                         retry.sleep()  # the backoff
                     else:

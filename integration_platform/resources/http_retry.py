@@ -47,6 +47,16 @@ def retry_after_cap(max_retry_after: float) -> int:
     return math.floor(max_retry_after) + 1 if math.isfinite(max_retry_after) else Retry.DEFAULT_RETRY_AFTER_MAX
 
 
+def retry_after_refusal(wait: float | None, asked: str, max_retry_after: float) -> str | None:
+    """Why a ``Retry-After`` is not waited, ``"Retry-After '172800' exceeds max_retry_after (86400s)"``,
+    when ``wait`` (seconds, from :func:`retry_after` under :func:`retry_after_cap`) is longer than
+    ``max_retry_after``; ``None`` when it is waited or absent. ``asked``: the header as sent (the cap made
+    ``wait`` ``max_retry_after`` + 1), masked and cut by the caller."""
+    if wait is None or wait <= max_retry_after:
+        return None
+    return f"Retry-After {asked!r} exceeds max_retry_after ({max_retry_after:g}s)"
+
+
 def retry_after(retry: Retry, response: BaseHTTPResponse) -> float | None:
     """Seconds ``response``'s ``Retry-After`` asks to wait, or ``None`` when it has none, or one that is
     neither whole seconds nor an HTTP date (``1.5``, ``-1``, ``soon``; RFC 9110 section 10.2.3): that one

@@ -202,7 +202,8 @@ class FilePartition(SafeModel, dg.Resolvable):
     type: Literal["daily", "per_file"] = "daily"
     date_from: Literal["name", "mtime"] = "name"
     date_regex: str = Field(
-        default=DEFAULT_DATE_REGEX, description="Group 1 holds the date; default: 8 digits or ISO, alone."
+        default=DEFAULT_DATE_REGEX,
+        description="Group 1 holds the date; default: 8 digits or ISO, then at most a compact time.",
     )
     date_format: str | None = Field(default=None, description="strptime format of the date; default ISO / YYYYMMDD.")
     start: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="First daily partition.")
