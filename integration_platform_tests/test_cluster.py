@@ -298,7 +298,8 @@ def test_queue_depths_count_waiting_messages_and_consumers() -> None:
             queue(connection.default_channel).delete()
 
 
-#: The first upload of a lake part hangs (as a step stuck on a dead connection would).
+#: The first upload of a lake part hangs (as a step stuck on a dead connection would); Celery's soft
+#: limit interrupts the sleep.
 HANG_AT_FIRST_UPLOAD = """
 import os
 import pathlib
@@ -311,48 +312,97 @@ def _hang(*args, **kwargs):
 
 lake.S3Lake._upload = _hang
 """
-#: The step's time limit: an idle 2-core machine starts the step and reaches its first upload in about
-#: 2 s; under a parallel load the limit once struck before it, which the hook's file now tells apart.
-STEP_LIMIT_S = 4
+#: The same hang, deaf to every exception (as a step stuck in code that swallows them): only the hard
+#: limit's kill ends it.
+DEAF_SLEEP = """    while True:
+        try:
+            time.sleep(600)
+        except BaseException:
+            pass
+"""
+HANG_DEAF_AT_FIRST_UPLOAD = HANG_AT_FIRST_UPLOAD.replace("    time.sleep(600)\n", DEAF_SLEEP)
+#: The step's hard time limit (its soft limit is half of it, 8 s): an idle 2-core machine starts the
+#: step and reaches its first upload in about 2 s; under a parallel load a 2 s soft limit once struck
+#: before it, which the hook's file tells apart.
+STEP_LIMIT_S = 16
+SOFT_LIMIT_S = 8
 
 
-def test_a_step_past_its_time_limit_fails_the_run_instead_of_holding_it(cluster: dict[str, object]) -> None:
-    """dagster-celery's coordinator waits on a step's result with no timeout: a step hung on a worker
-    would hold its run for ever. With ``IP_CELERY_STEP_TIME_LIMIT`` the worker kills it and the run
-    fails, naming the step, and nothing of it is landed. (Last in this module: it stops the other
-    workers of the ``dagster`` queue, so that the limited worker gets the step.)"""
+def _hanging_worker(cluster: dict[str, object], name: str, hook_code: str) -> tuple[dict[str, str], Path]:
+    """Leave one worker of the ``dagster`` queue: ``name``, whose first lake upload runs ``hook_code``
+    and which has no time limit of its own. Returns the coordinator's environment, with the step
+    time limit set, and the file the hook touches when it starts hanging."""
     env = dict(cluster["env"])  # type: ignore[call-overload]
     root = Path(str(cluster["root"]))
     workers: list[subprocess.Popen[bytes]] = cluster["workers"]  # type: ignore[assignment]
-    for worker in workers[1:]:  # every one but wh
+    for worker in workers[1:]:  # every one but wh (and an earlier test's hanging worker)
         stop(worker)
-    hook = root / "hang_hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(HANG_AT_FIRST_UPLOAD)
+    hook = root / name / "hook"
+    hook.mkdir(parents=True)
+    (hook / "sitecustomize.py").write_text(hook_code)
     # The coordinator's limit travels in each task's message (Celery's timelimit header): the worker
     # has none of its own here, so only the message can stop the step.
     env["IP_CELERY_STEP_TIME_LIMIT"] = str(STEP_LIMIT_S)
-    hung_at = root / "w4" / "hung"
+    hung_at = root / name / "hung"
     hanging = {**env, "PYTHONPATH": f"{hook}{os.pathsep}{env['PYTHONPATH']}", "IP_CELERY_STEP_TIME_LIMIT": "0"}
     hanging["IP_TEST_HUNG_AT"] = str(hung_at)
-    hanging["WAREHOUSE_PATH"] = str(root / "w4" / "no-warehouse-here.duckdb")
-    workers.append(start_worker("w4", DEFAULT_QUEUE, hanging, root / "w4"))
+    hanging["WAREHOUSE_PATH"] = str(root / name / "no-warehouse-here.duckdb")
+    workers.append(start_worker(name, DEFAULT_QUEUE, hanging, root / name))
+    return env, hung_at
+
+
+def _last_run_failed_with_nothing_landed(env: dict[str, str]) -> dict[str, str]:
+    """Asserts the instance's last run failed and chinook/invoice has no materialisation; returns its
+    step key -> status."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DAGSTER_PG_URL", env["DAGSTER_PG_URL"])
+        instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+        try:
+            run = instance.get_runs(limit=1)[0]
+            assert run.status == dg.DagsterRunStatus.FAILURE
+            assert instance.get_latest_materialization_event(dg.AssetKey(["chinook", "invoice"])) is None
+            return {s.step_key: s.status.value for s in instance.get_run_step_stats(run.run_id) if s.status}
+        finally:
+            instance.dispose()
+
+
+def test_a_step_past_its_soft_time_limit_fails_the_run_and_says_what_it_discarded(cluster: dict[str, object]) -> None:
+    """dagster-celery's coordinator waits on a step's result with no timeout: a step hung on a worker
+    would hold its run for ever. At the soft limit Celery raises ``SoftTimeLimitExceeded`` inside the
+    step, which discards its staged landing and records its failure, so the run fails naming the
+    step and what it discarded. (Near the end of this module: it stops the other workers of the
+    ``dagster`` queue, so that the hanging worker gets the step.)"""
+    root = Path(str(cluster["root"]))
+    env, hung_at = _hanging_worker(cluster, "w4", HANG_AT_FIRST_UPLOAD)
     started = time.monotonic()
     done = _materialize(env, root, "chinook/invoice")
     seconds = time.monotonic() - started
     assert done.returncode != 0, done.stdout[-3000:]
     assert hung_at.exists(), "the step was stopped before it reached its first upload"
-    assert seconds < 60, f"the run failed after {seconds:.0f} s, not at the step's {STEP_LIMIT_S} s limit"
-    assert f"Hard time limit ({STEP_LIMIT_S}s) exceeded" in (root / "w4" / "worker.log").read_text()
-    # Celery stops the step's process with SIGTERM first: the step fails as interrupted, its staged
-    # landing discarded, and says so.
+    assert seconds < 60, f"the run failed after {seconds:.0f} s, not at the step's {SOFT_LIMIT_S} s soft limit"
+    log = (root / "w4" / "worker.log").read_text()
+    assert f"Soft time limit ({SOFT_LIMIT_S}s) exceeded" in log
+    assert "Hard time limit" not in log
     assert "landing chinook/invoice window 'initial' failed, nothing landed" in done.stderr, done.stderr[-3000:]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DAGSTER_PG_URL", env["DAGSTER_PG_URL"])
-        instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
-        run = instance.get_runs(limit=1)[0]
-        steps = {stat.step_key: stat.status for stat in instance.get_run_step_stats(run.run_id)}
-        assert run.status == dg.DagsterRunStatus.FAILURE
-        assert {k: s.value for k, s in steps.items() if s} == {"chinook__invoice": "FAILURE"}
-        assert instance.get_latest_materialization_event(dg.AssetKey(["chinook", "invoice"])) is None
-        instance.dispose()
+    assert "SoftTimeLimitExceeded" in done.stderr, done.stderr[-3000:]
+    assert _last_run_failed_with_nothing_landed(env) == {"chinook__invoice": "FAILURE"}
+
+
+def test_a_step_deaf_to_its_soft_limit_is_killed_at_the_hard_one(cluster: dict[str, object]) -> None:
+    """A step that swallows the soft limit's exception is killed at the hard limit (SIGTERM, SIGKILL
+    0.1 s later): the run fails naming the step and Celery's ``TimeLimitExceeded``, nothing of it
+    lands. (Last in this module, after the soft limit's test, whose worker it stops.)"""
+    root = Path(str(cluster["root"]))
+    env, hung_at = _hanging_worker(cluster, "w5", HANG_DEAF_AT_FIRST_UPLOAD)
+    started = time.monotonic()
+    done = _materialize(env, root, "chinook/invoice")
+    seconds = time.monotonic() - started
+    assert done.returncode != 0, done.stdout[-3000:]
+    assert hung_at.exists(), "the step was stopped before it reached its first upload"
+    assert seconds < 90, f"the run failed after {seconds:.0f} s, not at the step's {STEP_LIMIT_S} s hard limit"
+    log = (root / "w5" / "worker.log").read_text()
+    assert f"Soft time limit ({SOFT_LIMIT_S}s) exceeded" in log
+    assert f"Hard time limit ({STEP_LIMIT_S}s) exceeded" in log
+    killed = f"[chinook__invoice]: billiard.exceptions.TimeLimitExceeded: TimeLimitExceeded({STEP_LIMIT_S},)"
+    assert killed in done.stderr, done.stderr[-3000:]
+    _last_run_failed_with_nothing_landed(env)

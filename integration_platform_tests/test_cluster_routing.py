@@ -132,13 +132,21 @@ def test_ip_executor_celery_selects_dagsters_celery_executor(monkeypatch: pytest
 def test_the_step_time_limit_stays_under_rabbitmqs_consumer_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(cluster.TIME_LIMIT_ENV, raising=False)
     assert cluster.celery_config()["config_source"]["task_time_limit"] == 1740 < 30 * 60
+    assert cluster.celery_config()["config_source"]["task_soft_time_limit"] == 1680
     monkeypatch.setenv(cluster.TIME_LIMIT_ENV, "0")
     assert "task_time_limit" not in cluster.worker_settings()
+    assert "task_soft_time_limit" not in cluster.worker_settings()
     monkeypatch.setenv(cluster.TIME_LIMIT_ENV, "7200")
     assert cluster.worker_settings()["task_time_limit"] == 7200
+    assert cluster.worker_settings()["task_soft_time_limit"] == 7140
     monkeypatch.setenv(cluster.TIME_LIMIT_ENV, "2h")
     with pytest.raises(ValueError, match="IP_CELERY_STEP_TIME_LIMIT='2h': give whole seconds"):
         cluster.celery_config()
+
+
+@pytest.mark.parametrize(("limit", "soft"), [(1, 1), (2, 1), (4, 2), (16, 8), (120, 60), (121, 61), (1740, 1680)])
+def test_the_soft_limit_leaves_a_grace_before_the_hard_one(limit: int, soft: int) -> None:
+    assert cluster.soft_time_limit(limit) == soft
 
 
 def test_a_mode_it_does_not_know_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

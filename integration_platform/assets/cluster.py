@@ -19,9 +19,9 @@ over ``rpc://``, so a worker killed mid-step loses the step. This mode sets Cele
 at-least-once delivery (``task_acks_late``, ``task_reject_on_worker_lost``) and a result backend that
 outlives a worker (the Redis at ``IP_CELERY_BACKEND``). The platform's landing guarantees (two-phase
 lake writes, the warehouse's ledger of applied landings) make a step run twice land its rows once.
-A step that runs longer than its time limit (``IP_CELERY_STEP_TIME_LIMIT``, Celery's hard
-``task_time_limit``) has its worker process killed and fails its run, naming the step, rather than
-holding the run for ever: dagster-celery's coordinator waits on a step's result with no timeout.
+A step that runs longer than its time limit (``IP_CELERY_STEP_TIME_LIMIT``) fails its run, naming the
+step, rather than holding the run for ever: dagster-celery's coordinator waits on a step's result with
+no timeout.
 
 Environment (read when the definitions load):
 
@@ -29,10 +29,14 @@ Environment (read when the definitions load):
 - ``IP_CELERY_BROKER``: the broker URL (default ``pyamqp://guest:guest@127.0.0.1:5672//``, RabbitMQ).
 - ``IP_CELERY_BACKEND``: the result backend URL (default ``redis://127.0.0.1:6379/0``).
 - ``IP_CELERY_STEP_TIME_LIMIT``: seconds a step may run on a worker (default 1740, 29 min; ``0`` for
-  none). The run's coordinator writes it into each step's message (Celery's ``timelimit`` header),
-  which the worker obeys; a worker's own setting applies only to messages without one, so ``0``
-  means no limit only where the workers have ``0`` too. Celery stops the step's process with
-  SIGTERM, then SIGKILL 0.1 s later (billiard's pool). The default
+  none): Celery's hard ``task_time_limit``. The run's coordinator writes it into each step's message
+  (Celery's ``timelimit`` header, with the soft limit), which the worker obeys; a worker's own
+  setting applies only to messages without one, so ``0`` means no limit only where the workers have
+  ``0`` too. At the soft limit (:func:`soft_time_limit`, a grace before the hard one) Celery raises
+  ``SoftTimeLimitExceeded`` inside the step, which fails as any error does: its staged landing
+  discarded, its failure recorded. At the hard limit Celery stops the step's process (SIGTERM, then
+  SIGKILL 0.1 s later, billiard's pool): too soon to record anything, so the run fails with Celery's
+  ``TimeLimitExceeded`` for the step and no word from it. The default
   stays under RabbitMQ's ``consumer_timeout`` (30 min by default): past it the broker takes an
   unacknowledged task back and hands it to another worker while the first still runs it. Raise
   both together for longer steps.
@@ -50,6 +54,9 @@ TIME_LIMIT_ENV = "IP_CELERY_STEP_TIME_LIMIT"
 #: Seconds: one minute under RabbitMQ's default ``consumer_timeout`` of 30 min
 #: (https://www.rabbitmq.com/docs/consumers#acknowledgement-timeout).
 DEFAULT_TIME_LIMIT = 29 * 60
+#: Seconds between the soft and the hard limit, at most: time for a step interrupted at its soft
+#: limit to discard its staged landing and record its failure.
+SOFT_LIMIT_GRACE = 60
 DEFAULT_BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
 DEFAULT_BACKEND = "redis://127.0.0.1:6379/0"
 
@@ -104,16 +111,26 @@ def step_time_limit() -> int | None:
     return int(raw) or None
 
 
+def soft_time_limit(limit: int) -> int:
+    """The soft time limit (seconds) of a step whose hard limit is ``limit`` seconds (>= 1): the hard
+    limit less :data:`SOFT_LIMIT_GRACE`, or half of it when that is shorter, so a 4 s limit has its
+    soft limit at 2 s and the default 1,740 s at 1,680 s."""
+    return limit - min(SOFT_LIMIT_GRACE, limit // 2)
+
+
 def celery_config() -> dict[str, Any]:
     """dagster-celery's executor configuration for this mode: ``broker``, ``backend`` and
-    ``config_source`` (the at-least-once settings and the step time limit). The same configuration
+    ``config_source`` (the at-least-once settings and the step's hard and soft time limits). The same configuration
     starts the workers (``python -m integration_platform.cluster worker``), so both ends agree on the
     broker. Raises ``ValueError`` for a bad ``IP_CELERY_STEP_TIME_LIMIT``."""
     limit = step_time_limit()
     return {
         "broker": os.environ.get(BROKER_ENV) or DEFAULT_BROKER,
         "backend": os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND,
-        "config_source": {**AT_LEAST_ONCE, **({"task_time_limit": limit} if limit else {})},
+        "config_source": {
+            **AT_LEAST_ONCE,
+            **({"task_time_limit": limit, "task_soft_time_limit": soft_time_limit(limit)} if limit else {}),
+        },
     }
 
 
