@@ -7,12 +7,22 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+#: SQLAlchemy's dialect names of the MySQL protocol's servers, which share its quirks (session time
+#: zone, ``SHOW CREATE TABLE`` reflection, the binlog).
+MYSQL_DIALECTS = ("mysql", "mariadb")
+
+
+def is_mysql(dialect_name: str) -> bool:
+    """Whether a SQLAlchemy dialect (or a URL's backend) name, such as ``engine.dialect.name``, is
+    MySQL's or MariaDB's."""
+    return dialect_name in MYSQL_DIALECTS
+
 
 def utc_sessions(engine: Engine) -> Engine:
     """``engine``, whose new connections read ``TIMESTAMP`` in UTC when it is MySQL/MariaDB
     (:func:`_utc_session`): every engine the platform reads such a database with, the SQL sources' pooled
     ones and an HTTP sync's own. Returns ``engine`` itself."""
-    if engine.dialect.name in ("mysql", "mariadb"):
+    if is_mysql(engine.dialect.name):
         sa.event.listen(engine, "connect", _utc_session)
     return engine
 

@@ -151,7 +151,9 @@ class SqlDatabaseResource(dg.ConfigurableResource):
             from integration_platform.sources.sql.postgres_cdc import PostgresChangeLog  # psycopg: only here
 
             return PostgresChangeLog(self.libpq_uri(), table, schema, prefix, publication, primary_key)
-        if self.dialect in ("mysql", "mariadb"):
+        from integration_platform.resources.sql_sessions import is_mysql  # SQLAlchemy: only here
+
+        if is_mysql(self.dialect):
             from integration_platform.sources.sql.mariadb_cdc import MariaDbChangeLog  # it imports this module
 
             return MariaDbChangeLog(self, table, schema, primary_key)

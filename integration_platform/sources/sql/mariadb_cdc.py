@@ -280,12 +280,11 @@ class MariaDbChangeLog:
     @contextmanager
     def snapshot(self, cursor: str) -> Iterator[tuple[pa.RecordBatchReader, str]]:
         """The table as of a consistent snapshot and the binlog position it lines up with (module doc).
-        TIMESTAMP values are read in UTC, as the binlog holds them."""
+        TIMESTAMP values are read in UTC, as the binlog holds them: every session of the SQL sources'
+        engine reads them so (:func:`~integration_platform.resources.sql_sessions.utc_sessions`)."""
         with self.database.engine().connect() as conn:
-            conn.detach()  # its session's time zone is not returned to the pool
             self._check_server(conn)
             self._check_cascades(conn)
-            conn.exec_driver_sql("SET time_zone = '+00:00'")
             conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
             status: dict[str, Any] = {
                 str(name): value for name, value in conn.exec_driver_sql("SHOW STATUS LIKE 'binlog_snapshot_%%'")

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
 
-from integration_platform.resources.sql_sessions import utc_sessions
+from integration_platform.resources.sql_sessions import is_mysql, utc_sessions
 
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -30,7 +30,7 @@ def engine_for(url: str) -> Engine:
         if url not in _ENGINES:
             engine = sa.create_engine(url, pool_pre_ping=True)
             dialect: Any = engine.dialect  # MySQLDialect: its reflection's type-name table
-            if dialect.name in ("mysql", "mariadb"):  # this engine only, not the dialect class
+            if is_mysql(dialect.name):  # this engine only, not the dialect class
                 dialect.ischema_names = {**dialect.ischema_names, **dict.fromkeys(SPATIAL_TYPES, Geometry)}
             _ENGINES[url] = utc_sessions(engine)
         return _ENGINES[url]
@@ -48,8 +48,7 @@ def reflect(engine: Engine, table: str, schema: str | None) -> sa.Table:
     """The table as the database describes it (columns, primary key, comments); raises
     ``NoSuchTableError`` when it is missing. On MySQL/MariaDB column names and SET/ENUM members are
     read back as declared (:func:`_as_declared`)."""
-    mysql_like = engine.dialect.name in ("mysql", "mariadb")
-    listeners = [("column_reflect", _as_declared)] if mysql_like else []
+    listeners = [("column_reflect", _as_declared)] if is_mysql(engine.dialect.name) else []
     return sa.Table(table, sa.MetaData(), schema=schema, autoload_with=engine, listeners=listeners)
 
 
