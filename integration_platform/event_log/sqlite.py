@@ -19,6 +19,7 @@ database fails after the run's database committed, the rows written there are de
 the error reaches Dagster, which then stores each event alone (``handle_new_event``): once, not twice.
 """
 
+import itertools
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -54,14 +55,41 @@ class PlatformSqliteEventLogStorage(PlannedChecksOnce, SqliteEventLogStorage):
         return cls(inst_data=inst_data, **config_value)
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        """Store ``events`` as ``store_event`` stores each (module docstring). Raises what the databases raise,
-        or ``DagsterInvariantViolationError`` when the index database returns no id for a row (as Dagster
-        does), after removing the rows this call committed to the run's database: Dagster's
-        ``handle_new_event`` then stores each event alone, once. Without ``RETURNING`` (SQLite before
-        3.35) every batch is stored one event at a time, as by Dagster."""
-        kinds = {event.get_dagster_event().event_type for event in events}
-        if not events or kinds not in BATCHED_KINDS or not RETURNING:
+        """Store ``events`` as ``store_event`` stores each (module docstring): each run of two or more
+        consecutive events of one batched kind in one transaction per database, any other event alone, in
+        the batch's order. A run's planned events are one batch sorted by key (Dagster's
+        ``_log_asset_planned_events``), so a chunk of ``DAGSTER_EVENT_BATCH_SIZE`` holds planned
+        materialisations and then the planned checks: stored one at a time, the 565 events of such a chunk
+        took 3.5 s of a 15 s backfill of 1,781 days.
+
+        Raises what the databases raise, or ``DagsterInvariantViolationError`` when the index database returns
+        no id for a row (as Dagster does). A run that fails leaves nothing of itself: when nothing of the batch
+        was stored before it, the error reaches Dagster's ``handle_new_event``, which then stores each event
+        alone, once; otherwise this stores the rest one at a time itself, so what was stored is not stored
+        again. An event stored alone that fails raises as in Dagster's own one-at-a-time path. Without
+        ``RETURNING`` (SQLite before 3.35) every batch is stored one event at a time, as by Dagster."""
+        if not RETURNING:
             return super().store_event_batch(events)
+        stored = 0
+        for _, run in itertools.groupby(events, key=lambda event: event.get_dagster_event().event_type):
+            group = list(run)
+            if len(group) < 2 or {group[0].get_dagster_event().event_type} not in BATCHED_KINDS:
+                for event in group:
+                    self.store_event(event)
+            else:
+                try:
+                    self._store_one_kind(group)
+                except Exception:
+                    if not stored:
+                        raise
+                    for event in events[stored:]:  # Dagster's retry of the batch would store the first runs again
+                        self.store_event(event)
+                    return
+            stored += len(group)
+
+    def _store_one_kind(self, events: Sequence[EventLogEntry]) -> None:
+        """Store ``events``, all of one batched kind, in one transaction per database; raises what the databases
+        raise, after removing the rows this call committed to the run's database."""
         rows = [self._event_to_row(event) for event in events]
         written: dict[str, list[int]] = {}  # run id -> the ids of its rows in the run's database
         try:
@@ -72,7 +100,7 @@ class PlatformSqliteEventLogStorage(PlannedChecksOnce, SqliteEventLogStorage):
             with self.index_transaction() as conn:
                 index_batch(self, conn, events, rows)
         except Exception:
-            for run_id, ids in written.items():  # Dagster stores the batch again, one event at a time
+            for run_id, ids in written.items():
                 with self.run_connection(run_id) as conn:
                     conn.execute(SqlEventLogStorageTable.delete().where(SqlEventLogStorageTable.c.id.in_(ids)))
             raise
