@@ -351,6 +351,25 @@ def _hanging_worker(cluster: dict[str, object], name: str, hook_code: str) -> tu
     return env, hung_at
 
 
+def _run_into_the_hang(
+    cluster: dict[str, object], name: str, hook_code: str, within_s: float
+) -> tuple[dict[str, str], "subprocess.CompletedProcess[str]", str]:
+    """Materialise chinook/invoice with worker ``name`` hanging at its first upload (:func:`_hanging_worker`);
+    asserts the run failed within ``within_s`` seconds, after the step reached the hang and the soft
+    limit struck. Returns the coordinator's environment, the materialisation's process and the worker's log."""
+    root = Path(str(cluster["root"]))
+    env, hung_at = _hanging_worker(cluster, name, hook_code)
+    started = time.monotonic()
+    done = _materialize(env, root, "chinook/invoice")
+    seconds = time.monotonic() - started
+    assert done.returncode != 0, done.stdout[-3000:]
+    assert hung_at.exists(), "the step was stopped before it reached its first upload"
+    assert seconds < within_s, f"the run failed after {seconds:.0f} s, not at the step's time limits"
+    log = (root / name / "worker.log").read_text()
+    assert f"Soft time limit ({SOFT_LIMIT_S}s) exceeded" in log
+    return env, done, log
+
+
 def _last_run_failed_with_nothing_landed(env: dict[str, str]) -> dict[str, str]:
     """Asserts the instance's last run failed and chinook/invoice has no materialisation; returns its
     step key -> status."""
@@ -372,16 +391,7 @@ def test_a_step_past_its_soft_time_limit_fails_the_run_and_says_what_it_discarde
     step, which discards its staged landing and records its failure, so the run fails naming the
     step and what it discarded. (Near the end of this module: it stops the other workers of the
     ``dagster`` queue, so that the hanging worker gets the step.)"""
-    root = Path(str(cluster["root"]))
-    env, hung_at = _hanging_worker(cluster, "w4", HANG_AT_FIRST_UPLOAD)
-    started = time.monotonic()
-    done = _materialize(env, root, "chinook/invoice")
-    seconds = time.monotonic() - started
-    assert done.returncode != 0, done.stdout[-3000:]
-    assert hung_at.exists(), "the step was stopped before it reached its first upload"
-    assert seconds < 60, f"the run failed after {seconds:.0f} s, not at the step's {SOFT_LIMIT_S} s soft limit"
-    log = (root / "w4" / "worker.log").read_text()
-    assert f"Soft time limit ({SOFT_LIMIT_S}s) exceeded" in log
+    env, done, log = _run_into_the_hang(cluster, "w4", HANG_AT_FIRST_UPLOAD, within_s=60)
     assert "Hard time limit" not in log
     assert "landing chinook/invoice window 'initial' failed, nothing landed" in done.stderr, done.stderr[-3000:]
     assert "SoftTimeLimitExceeded" in done.stderr, done.stderr[-3000:]
@@ -392,16 +402,7 @@ def test_a_step_deaf_to_its_soft_limit_is_killed_at_the_hard_one(cluster: dict[s
     """A step that swallows the soft limit's exception is killed at the hard limit (SIGTERM, SIGKILL
     0.1 s later): the run fails naming the step and Celery's ``TimeLimitExceeded``, nothing of it
     lands. (Last in this module, after the soft limit's test, whose worker it stops.)"""
-    root = Path(str(cluster["root"]))
-    env, hung_at = _hanging_worker(cluster, "w5", HANG_DEAF_AT_FIRST_UPLOAD)
-    started = time.monotonic()
-    done = _materialize(env, root, "chinook/invoice")
-    seconds = time.monotonic() - started
-    assert done.returncode != 0, done.stdout[-3000:]
-    assert hung_at.exists(), "the step was stopped before it reached its first upload"
-    assert seconds < 90, f"the run failed after {seconds:.0f} s, not at the step's {STEP_LIMIT_S} s hard limit"
-    log = (root / "w5" / "worker.log").read_text()
-    assert f"Soft time limit ({SOFT_LIMIT_S}s) exceeded" in log
+    env, done, log = _run_into_the_hang(cluster, "w5", HANG_DEAF_AT_FIRST_UPLOAD, within_s=90)
     assert f"Hard time limit ({STEP_LIMIT_S}s) exceeded" in log
     killed = f"[chinook__invoice]: billiard.exceptions.TimeLimitExceeded: TimeLimitExceeded({STEP_LIMIT_S},)"
     assert killed in done.stderr, done.stderr[-3000:]

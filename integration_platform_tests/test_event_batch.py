@@ -129,6 +129,17 @@ def stored(storage: SqlEventLogStorage, run_id: str) -> dict[str, Any]:
     return seen
 
 
+def stored_one_at_a_time(storage: SqlEventLogStorage, events: list[EventLogEntry], run_id: str) -> dict[str, Any]:
+    """What a reader sees (:func:`stored`) once Dagster's own ``storage`` stored ``events`` one at a time; disposes
+    of ``storage``."""
+    try:
+        for event in events:
+            storage.store_event(event)
+        return stored(storage, run_id)
+    finally:
+        storage.dispose()
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_batch_is_stored_as_dagster_stores_it(backend: str, tmp_path: Path) -> None:
     run_id = str(uuid.uuid4())
@@ -200,12 +211,7 @@ def test_a_batch_failing_midway_is_stored_once_by_dagsters_retry(
             if theirs_url is None
             else PostgresEventLogStorage(postgres_url=theirs_url)
         )
-        try:
-            for event in events:
-                theirs.store_event(event)
-            dagsters = stored(theirs, run_id)
-        finally:
-            theirs.dispose()
+        dagsters = stored_one_at_a_time(theirs, events, run_id)
         with platform_instance(tmp_path / "home", ours_url) as instance:
             ours = instance.event_log_storage
             failures: list[str] = []
@@ -297,13 +303,7 @@ def test_a_run_of_a_batch_failing_after_another_was_stored_leaves_each_event_sto
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
     run_id = str(uuid.uuid4())
     events = mixed_batch(run_id)
-    theirs = SqliteEventLogStorage(str(tmp_path / "theirs"))
-    try:
-        for event in events:
-            theirs.store_event(event)
-        dagsters = stored(theirs, run_id)
-    finally:
-        theirs.dispose()
+    dagsters = stored_one_at_a_time(SqliteEventLogStorage(str(tmp_path / "theirs")), events, run_id)
     with platform_instance(tmp_path / "home", None) as instance:
         ours = instance.event_log_storage
         calls: list[int] = []
