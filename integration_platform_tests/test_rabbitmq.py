@@ -539,3 +539,31 @@ def test_connection_dropped_mid_drain(queue: str, tmp_path: Path, instance: dg.D
         (n, n, sum(range(n)))
     ]
     assert depth(queue) == 0
+
+
+def test_an_empty_object_does_not_block_the_queue(queue: str, tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """A body with an empty object (``{"meta": {}}``, ``[{}]``) became a struct without fields, which
+    Parquet cannot write: the landing failed, the batch was never acknowledged and every run failed on
+    it again (the queue was blocked, and the good order of its batch with it). An empty object is now
+    null; an object with fields in a later message still makes the column a struct."""
+    publish(
+        queue,
+        [
+            ({**_order(1), "meta": {}}, "order-1"),
+            ({**_order(2), "meta": {}, "tags": [{}, {"a": {}}]}, "order-2"),
+            (_order(3), "order-3"),
+        ],
+    )
+    target = platform(_yaml(queue), tmp_path, instance)
+    result = target.materialize([LAKE, WAREHOUSE], raise_on_error=False)
+    assert result.success, failure_messages(result)
+    assert depth(queue) == 0
+    assert target.query("SELECT order_id, meta IS NULL, len(tags) FROM shop.orders ORDER BY order_id") == [
+        (1, True, None),
+        (2, True, 2),
+        (3, True, None),
+    ]
+    publish(queue, [({**_order(4), "meta": {"source": "web"}}, "order-4")])
+    assert target.materialize([LAKE, WAREHOUSE]).success
+    assert target.query("SELECT meta.source FROM shop.orders WHERE order_id = 4") == [("web",)]
+    assert latest_metadata(instance, LAKE)["dead_lettered"] == 0

@@ -11,6 +11,9 @@ than Python's parser goes, about 1,000 levels less the caller's stack), it is no
 no message id, or a value does not fit the stream's types. Poison messages are returned with the
 reason, for the broker to dead-letter; they never stop a batch.
 
+With ``nested: struct`` an empty object (``{}``, at any depth) is null: Arrow would make it a struct
+without fields, which Parquet cannot write, and the batch never landed (:func:`_empty_objects_null`).
+
 A body's fields named as the platform's columns (in any case) are dropped, and the batch's schema
 changes say so: they are the platform's to write (``_ip_message_id`` would have replaced the
 message's id, ``_ip_op = 'delete'`` made it a tombstone). A warehouse row published back to a topic
@@ -63,6 +66,21 @@ def _one_line_object(body: bytes) -> bool:
     a line that holds more than one value then reads as more rows, which the row count catches."""
     text = body.strip(b" \t\r\n")
     return text.startswith(b"{") and text.endswith(b"}") and b"\n" not in text and b"\r" not in text
+
+
+#: An empty JSON object, as a body may hold one (``{}``, ``{ }``): a cheap test before :func:`_empty_objects_null`.
+_EMPTY_OBJECT = re.compile(rb"\{[ \t\r\n]*\}")
+
+
+def _empty_objects_null(value: Any) -> Any:
+    """``value`` with every empty object (``{}``), at any depth, replaced by ``None``: Arrow makes one a
+    struct without fields, which Parquet cannot write (``ArrowNotImplementedError``), so the batch never
+    landed and every run failed on it again. Raises ``RecursionError`` as deep as ``json.loads`` would."""
+    if isinstance(value, dict):
+        return {name: _empty_objects_null(item) for name, item in value.items()} if value else None
+    if isinstance(value, list):
+        return [_empty_objects_null(item) for item in value]
+    return value
 
 
 #: What ``surrogateescape`` makes of the bytes that are not UTF-8 (0x80-0xFF as U+DC80-U+DCFF).
@@ -253,6 +271,8 @@ class MessageDecoder:
         for index, body in enumerate(batch.bodies):
             try:
                 record = json.loads(body.decode("utf-8"))
+                if self.nested == "struct" and isinstance(record, dict) and _EMPTY_OBJECT.search(body):
+                    record = {name: _empty_objects_null(value) for name, value in record.items()}
             # ValueError: not UTF-8, not JSON, or an integer of more digits than Python converts;
             # RecursionError: nested deeper than the parser's stack allows (it blocked the queue)
             except (ValueError, RecursionError) as exc:
