@@ -567,3 +567,26 @@ def test_an_empty_object_does_not_block_the_queue(queue: str, tmp_path: Path, in
     assert target.materialize([LAKE, WAREHOUSE]).success
     assert target.query("SELECT meta.source FROM shop.orders WHERE order_id = 4") == [("web",)]
     assert latest_metadata(instance, LAKE)["dead_lettered"] == 0
+
+
+def test_a_declared_timestamp_converts_alike_whatever_shares_its_batch(
+    queue: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """Once a stream had landed, a batch went through Arrow's JSON reader, which parses text into a
+    declared timestamp by its own rules: ``2024-01-01 10:00:00`` (no offset) landed in a ``timestamptz``
+    column and ``+02:00`` was shifted into a zone-less ``timestamp`` one, while the same bodies in a
+    batch sharing it with a poison message (or in a stream's first batch) were dead-lettered as not
+    convertible. A message's fate depended on its neighbours; now both paths convert alike."""
+    extra = "      columns: {at: timestamptz, local: timestamp}\n"
+    target = platform(_yaml(queue, extra=extra), tmp_path, instance)
+    publish(queue, [({"n": 1, "at": "2024-01-01T10:00:00Z", "local": "2024-01-01 10:00:00"}, "m1")])
+    assert target.materialize([LAKE, WAREHOUSE]).success
+    naive_at = {"n": 2, "at": "2024-01-01 10:00:00", "local": "2024-01-01 10:00:00"}
+    zoned_local = {"n": 3, "at": "2024-01-01T10:00:00Z", "local": "2024-01-01T10:00:00+02:00"}
+    publish(queue, [(naive_at, "m2"), (zoned_local, "m3")])  # alone in their batch
+    assert target.materialize([LAKE, WAREHOUSE]).success
+    publish(queue, [({**naive_at, "n": 4}, "m4"), ({**zoned_local, "n": 5}, "m5"), (b"{not json", "m6")])
+    assert target.materialize([LAKE, WAREHOUSE]).success
+    dead = sorted(props.message_id for props, _ in take_all(f"{queue}.dead-letter"))
+    landed = [row[0] for row in target.query("SELECT n FROM shop.orders ORDER BY n")]
+    assert (landed, dead) == ([1], ["m2", "m3", "m4", "m5", "m6"])

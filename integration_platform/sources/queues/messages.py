@@ -28,8 +28,10 @@ skips blank lines and reads two objects on two lines as two rows, so an empty bo
 objects kept the row count and credited one message with another's data; and a body ``null`` first
 in the input crashes the process (pyarrow 26). Any surprise (such a body, a new field, a value of
 another type, a missing or repeated id) sends the batch down the general path, message by message,
-which finds and reports the culprits. A body starting with a UTF-8 byte order mark is not JSON
-(RFC 8259 forbids sending one) and is poison on both paths.
+which finds and reports the culprits. The reader takes dates and timestamps as text, cast as the
+general path casts them (:func:`_temporal`), so that a message's fate does not depend on its batch.
+A body starting with a UTF-8 byte order mark is not JSON (RFC 8259 forbids sending one) and is
+poison on both paths.
 """
 
 import hashlib
@@ -44,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from integration_platform.core.records import ARROW_ERRORS, JsonRecords, SchemaConflictError
+from integration_platform.core.records import ARROW_ERRORS, JsonRecords, SchemaConflictError, cast
 from integration_platform.core.streams import LOADER_COLUMNS
 
 #: The primary key of every message stream.
@@ -66,6 +68,14 @@ def _one_line_object(body: bytes) -> bool:
     a line that holds more than one value then reads as more rows, which the row count catches."""
     text = body.strip(b" \t\r\n")
     return text.startswith(b"{") and text.endswith(b"}") and b"\n" not in text and b"\r" not in text
+
+
+def _temporal(kind: pa.DataType) -> bool:
+    """Is ``kind`` a date or timestamp? Arrow's JSON reader parses those from text by rules of its own:
+    it takes ``2024-01-01 10:00:00`` (no offset) into a zoned timestamp, shifts ``...+02:00`` into a
+    zone-less one, and reads no date at all, where the general path's cast refuses the first two. So a
+    message landed or was dead-lettered depending on the messages that shared its batch."""
+    return pa.types.is_timestamp(kind) or pa.types.is_date(kind)
 
 
 #: An empty JSON object, as a body may hold one (``{}``, ``{ }``): a cheap test before :func:`_empty_objects_null`.
@@ -252,9 +262,14 @@ class MessageDecoder:
             return None
         if not all(_one_line_object(body) for body in batch.bodies):
             return None
-        options = pa_json.ParseOptions(explicit_schema=payload, unexpected_field_behavior="error")
+        # dates and timestamps are read as text and cast as the general path casts them (_temporal)
+        read = pa.schema([f.with_type(pa.string()) if _temporal(f.type) else f for f in payload])
+        options = pa_json.ParseOptions(explicit_schema=read, unexpected_field_behavior="error")
         try:
             table = pa_json.read_json(io.BytesIO(b"\n".join(batch.bodies)), parse_options=options)
+            for i, kind in enumerate(payload.types):
+                if _temporal(kind) and table.schema.field(i).type == pa.string():
+                    table = table.set_column(i, payload.field(i), cast(table.column(i), kind))
         except ARROW_ERRORS:
             return None
         if table.num_rows != len(batch) or table.schema != payload:
