@@ -590,3 +590,19 @@ def test_a_declared_timestamp_converts_alike_whatever_shares_its_batch(
     dead = sorted(props.message_id for props, _ in take_all(f"{queue}.dead-letter"))
     landed = [row[0] for row in target.query("SELECT n FROM shop.orders ORDER BY n")]
     assert (landed, dead) == ([1], ["m2", "m3", "m4", "m5", "m6"])
+
+
+@pytest.mark.parametrize("max_messages", [0, -1])
+def test_a_max_messages_below_one_is_refused(
+    max_messages: int, queue: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """The run config's ``max_messages: 0`` was read as unset (the drain took up to the stream's
+    1,000,000) and ``-1`` as a run that takes nothing, which succeeded with 0 messages consumed: both
+    are refused now, naming the field, and nothing is consumed."""
+    publish(queue, [(_order(i), f"order-{i}") for i in range(5)])
+    target = platform(_yaml(queue), tmp_path, instance)
+    config = {"ops": {"shop__orders": {"config": {"max_messages": max_messages}}}}
+    with pytest.raises(Exception, match="max_messages") as raised:
+        target.materialize([LAKE], run_config=config)
+    assert "greater than or equal to 1" in str(raised.value)
+    assert depth(queue) == 5

@@ -148,8 +148,9 @@ class QueueStream(SafeModel, dg.Resolvable):
 class DrainRunConfig(dg.Config):
     """Run config of a drain (set it in the launchpad)."""
 
-    max_messages: int | None = None
-    """Take at most this many messages in this run (default: the stream's ``max_messages_per_run``)."""
+    max_messages: int | None = Field(default=None, ge=1)
+    """Take at most this many messages in this run (default: the stream's ``max_messages_per_run``). At least 1:
+    0 read as unset took up to a million, and -1 made a run that took nothing and succeeded."""
     offset_reset: Literal["committed", "earliest", "latest", "timestamp"] = "committed"
     """Kafka: where this run starts reading (messages already in the lake are not landed again)."""
     reset_timestamp: str | None = None
