@@ -719,3 +719,19 @@ def test_an_end_offset_read_low_once_is_read_again_before_the_run_fails(
     assert result.success, failure_messages(result)
     assert readings == [list(range(PARTITIONS))] * 2
     assert latest_metadata(instance, LAKE)["rows_landed"] == 6
+
+
+def test_a_batch_size_beyond_librdkafkas_limit_is_refused_when_loaded(
+    current_kafka: CurrentKafka, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """librdkafka's ``consume`` takes at most 1,000,000 messages a call: a stream with a larger
+    ``batch_size`` (and ``max_messages_per_run``) was accepted, and every run failed on a bare
+    ``ValueError: num_messages must be between 0 and 1000000 (1M)`` naming neither the stream nor
+    the field. It is refused when the definitions load, naming both, as RabbitMQ's prefetch limit is."""
+    topic = _topic(current_kafka)
+    produce(current_kafka, topic, _orders(3))
+    extra = "      max_messages_per_run: 2000000\n"
+    with pytest.raises(ValueError, match=r"stream 'orders': batch_size 1000001 exceeds .*1000000"):
+        target = platform(_yaml(current_kafka, topic, batch_size=1_000_001, extra=extra), tmp_path, instance)
+        result = target.materialize([LAKE, WAREHOUSE], raise_on_error=False)
+        raise AssertionError(f"loaded and ran: {failure_messages(result)}")

@@ -35,6 +35,8 @@ from integration_platform.resources.brokers import BrokerError
 OWN_PROPERTIES = (
     "bootstrap.servers", "group.id", "sasl.username", "sasl.password", "enable.auto.commit", "transactional.id",
 )  # fmt: skip
+#: The most messages librdkafka's ``Consumer.consume`` takes in one call (more is a ``ValueError``).
+MAX_CONSUME = 1_000_000
 #: Record format v2 arrived in Kafka 0.11, and with it headers, idempotent producers and
 #: transactions (InitProducerId).
 RECORD_V2_SINCE = (0, 11)

@@ -15,7 +15,7 @@
         - name: orders
           queue: orders                   # kafka: topic: orders
           message_id: broker              # broker | key (Kafka) | field (with id_field) | body_sha256
-          batch_size: 10000               # messages per landing (RabbitMQ: at most 65535)
+          batch_size: 10000               # messages per landing (RabbitMQ: at most 65535; Kafka: 1000000)
           max_wait_seconds: 5             # a batch closes after this long
           columns: {amount: float64}
           sensor: {min_messages: 1, interval_seconds: 30}

@@ -16,7 +16,7 @@ from integration_platform.assets.config_model import (
 from integration_platform.core.names import ENV_NAME
 from integration_platform.core.records import ARROW_TYPES
 from integration_platform.core.streams import IDENTIFIER
-from integration_platform.resources.kafka import KafkaResource
+from integration_platform.resources.kafka import MAX_CONSUME, KafkaResource
 from integration_platform.resources.rabbitmq import MAX_PREFETCH, RabbitMQResource
 from integration_platform.sources.queues.messages import IdFrom
 
@@ -101,7 +101,7 @@ class QueueStream(SafeModel, dg.Resolvable):
     id_field: str | None = None
     columns: dict[str, str] = Field(default_factory=dict, description=f"Declared types: {', '.join(ARROW_TYPES)}.")
     nested: Literal["struct", "json"] = "struct"
-    batch_size: int = Field(default=10_000, ge=1)
+    batch_size: int = Field(default=10_000, ge=1)  # at most RabbitMQ's MAX_PREFETCH, Kafka's MAX_CONSUME
     max_wait_seconds: float = Field(default=5.0, gt=0)
     max_messages_per_run: int = Field(default=1_000_000, ge=1)
     max_seconds_per_run: float = Field(default=600.0, gt=0)
@@ -133,6 +133,11 @@ class QueueStream(SafeModel, dg.Resolvable):
                 raise ValueError(f"stream {self.name!r}: a kafka stream needs 'topic' (not 'queue')")
             if self.dead_letter_exchange or self.dead_letter_queue:
                 raise ValueError(f"stream {self.name!r}: kafka dead letters go to 'dead_letter_topic'")
+            if self.batch_size > MAX_CONSUME:
+                raise ValueError(
+                    f"stream {self.name!r}: batch_size {self.batch_size} exceeds librdkafka's "
+                    f"limit of {MAX_CONSUME} messages per consume call"
+                )
         else:
             if not self.queue or self.topic:
                 raise ValueError(f"stream {self.name!r}: a rabbitmq stream needs 'queue' (not 'topic')")
