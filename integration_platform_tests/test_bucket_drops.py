@@ -344,3 +344,25 @@ def test_access_denied_fails_the_listing_naming_the_bucket_and_the_cause() -> No
     message = str(failed.value)
     assert "s3://drops" in message and "'incoming'" in message and "ACCESS_DENIED" in message.upper(), message
     assert "b" not in message.split("failed:")[0].replace("s3://drops", ""), "no secret"
+
+
+def test_a_column_whose_header_changes_case_stays_one_column(
+    servers: dict[str, Any], tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Day 1's drop says ``Totale``, day 2's ``totale`` (and a decimal): one column, as the README says of
+    names that differ only in case, widened to a double. Before, the conforming of day 2 took ``totale``
+    for a new column, the landing held both, and DuckDB (whose names have no case) loaded day 2's values
+    into a column it named ``totale_1``, with day 1's column empty for that day."""
+    bucket = new_bucket("s3", servers)
+    p = platform(source_yaml(connection_yaml("s3", bucket, servers, monkeypatch)), tmp_path, instance)
+    with bucket_resource(p).connect() as files:
+        for day, body in [(DAYS[0], b"Totale\n2021-01-14,01,10\n"), (DAYS[1], b"totale\n2021-01-15,01,2.75\n")]:
+            files.fs.pipe_file(f"{bucket}/incoming/regions/{file_name(day)}", b"data,codice_regione," + body)
+    for day in DAYS[:2]:
+        assert p.materialize([LAKE, WAREHOUSE], partition_key=day).success
+    columns = [name for name, *_ in p.query("DESCRIBE covid.regions")]
+    assert [c for c in columns if c.lower().startswith("totale")] == ["Totale"], columns
+    assert p.query("SELECT CAST(data AS VARCHAR), Totale FROM covid.regions ORDER BY 1") == [
+        ("2021-01-14", 10.0),
+        ("2021-01-15", 2.75),
+    ]

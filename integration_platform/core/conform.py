@@ -6,6 +6,8 @@ is Arrow's null type, a column with one stray text value is read as strings. The
 *known schema* (the Arrow schema of its latest landing, kept in each manifest) decides:
 
 - a column the file lacks -> nulls of the known type;
+- a column whose name differs from a known one only in case (``amount`` for ``Amount``) -> the known
+  column, as DuckDB matches names (unless the file has both);
 - a column the stream lacks -> a new nullable column (a schema change, recorded);
 - a known null column gets the file's type; a widening by the one rule of
   :mod:`~integration_platform.core.schema_evolution` (int64 -> double, exact up to 2^53)
@@ -160,7 +162,12 @@ def conform(
     keep: pa.Array | None = None  # the rows kept, once some are set aside
     rejected_rows: set[int] = set()
     columns: dict[str, pa.Array] = {}
+    # A file's ``amount`` is the known ``Amount`` (DuckDB matches names without case: as a new column it
+    # was loaded as ``amount_1``), unless the file has ``Amount`` itself too.
+    uncased = {known_name.lower(): known_name for known_name in reversed(order)}
     for name, chunked in zip(names, table.columns, strict=True):
+        if name not in target and uncased.get(name.lower(), name) not in names:
+            name = uncased.get(name.lower(), name)
         column = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
         if name not in target:
             target[name] = column.type
