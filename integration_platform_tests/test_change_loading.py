@@ -305,3 +305,14 @@ def test_change_batches_refuse_a_null_key_and_a_loader_column(tmp_path: Path) ->
         with pytest.raises((LandingError, ReservedColumnError), match=message):
             land_micro_batches(store, spec, [batch], "run00001")
     assert acknowledged == [] and not list((tmp_path / "lake").rglob("*.parquet"))
+
+
+def test_a_full_landing_of_a_merge_stream_without_a_cursor_holds_each_key_once(tmp_path: Path) -> None:
+    """A merge stream with a primary key and no cursor (a REST or HTML stream with ``write_disposition:
+    merge``, not incremental) lands each run whole: an API whose pages shifted returns a record twice. The
+    full load kept both rows (the latest-row window was applied only with a cursor), so the merge table
+    held key 1 twice while the lake's own count (each key once, ``rows_held``) said 2 rows."""
+    users = StreamSpec("src", "users", "merge", primary_key=("id",))
+    snapshot = pa.table({"id": [1, 2, 1], "name": ["ann", "bob", "ann"]})
+    conn = apply(tmp_path, users, [("snapshot", snapshot, True)])
+    assert conn.execute("SELECT id, name FROM src.users ORDER BY id").fetchall() == [(1, "ann"), (2, "bob")]

@@ -266,16 +266,17 @@ def _reconcile_types(conn: duckdb.DuckDBPyConnection, target: str, staged: str, 
 
 def _apply_full(conn: duckdb.DuckDBPyConnection, spec: StreamSpec, manifest: Manifest, files: list[str]) -> int:
     """One full landing: it replaces the table. Returns the rows the table holds from it (a merge
-    stream's landing holding a key twice inserts its latest row only)."""
+    stream's landing holding a key twice inserts one row of it: its latest by the cursor, any one without)."""
     target = table_name(conn, spec)
     if not files:  # a landing without columns (nothing was ever seen): it only empties the table
         if table_columns(conn, spec):
             conn.execute(f"DELETE FROM {target}")
         return 0
     select = f"SELECT *, {_string(manifest.window)} AS {quote(WINDOW_COLUMN)} FROM {parquet_scan(files)}"
-    if spec.write_disposition == "merge" and spec.cursor:
+    if spec.write_disposition == "merge":  # with or without a cursor: a key once (without, any of its rows)
         keys = ", ".join(quote(k) for k in spec.primary_key)
-        select += f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {quote(spec.cursor)} DESC) = 1"
+        order = f" ORDER BY {quote(spec.cursor)} DESC" if spec.cursor else ""
+        select += f" QUALIFY row_number() OVER (PARTITION BY {keys}{order}) = 1"
     conn.execute(f"CREATE OR REPLACE TABLE {target} AS {select}")
     if spec.changes and spec.changes.deletes == "soft":
         conn.execute(f"ALTER TABLE {target} ADD COLUMN {quote(DELETED_COLUMN)} TIMESTAMPTZ")
