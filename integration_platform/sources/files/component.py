@@ -78,6 +78,15 @@ from integration_platform.sources.files.sftp import SftpResource
 #: Drop sources in an object store (``bucket_files.py``) rather than on a server.
 BUCKET_PROTOCOLS = ("s3", "gcs", "azure")
 DropResource = SftpResource | FtpResource | BucketResource
+_SERVER = ("host", "host_env", "port", "port_env", "username", "password_env", "timeout")
+#: The connection settings each protocol reads (:meth:`FileConnection.resource`); another one given is refused.
+PROTOCOL_SETTINGS: dict[str, tuple[str, ...]] = {
+    "sftp": (*_SERVER, "private_key_env", "private_key_passphrase_env", "known_hosts", "host_key_fingerprint"),
+    "ftp": (*_SERVER, "tls", "ca_bundle"),
+    "s3": ("bucket", "endpoint_url", "endpoint_url_env", "region", "access_key_id_env", "secret_access_key_env"),
+    "gcs": ("bucket", "endpoint_url", "endpoint_url_env", "gcs_project", "gcs_token_env"),
+    "azure": ("bucket", "account_name", "account_key_env", "connection_string_env"),
+}
 
 
 class FileConnection(SafeModel, dg.Resolvable):
@@ -113,14 +122,23 @@ class FileConnection(SafeModel, dg.Resolvable):
 
     @model_validator(mode="after")
     def _complete(self) -> "FileConnection":
+        """Raises ``ValueError`` naming what is missing, given twice, or given but not read by the protocol
+        (:data:`PROTOCOL_SETTINGS`: an Azure container's ``endpoint_url`` or a bucket's ``timeout`` was
+        accepted and ignored)."""
+        takes = PROTOCOL_SETTINGS[self.protocol]
+        ignored = [
+            name
+            for name, info in type(self).model_fields.items()
+            if name != "protocol" and name not in takes and getattr(self, name) != info.default
+        ]
+        if ignored:
+            raise ValueError(
+                f"connection: {self.protocol} does not read {', '.join(ignored)} "
+                "(settings of another protocol, ignored): remove them"
+            )
         if self.protocol in BUCKET_PROTOCOLS:
             if not self.bucket:
                 raise ValueError(f"connection: {self.protocol} needs bucket")
-            server = [
-                f for f in ("host", "host_env", "port", "port_env", "username", "password_env") if getattr(self, f)
-            ]
-            if server:
-                raise ValueError(f"connection: {self.protocol} takes no server settings: {', '.join(server)}")
             if self.endpoint_url and self.endpoint_url_env:
                 raise ValueError("connection: set 'endpoint_url' or 'endpoint_url_env', not both")
             return self
