@@ -177,6 +177,10 @@ def test_a_landing_killed_before_its_manifest_leaves_nothing_visible(
         ("ftp://host/lake", "use a folder path, file://, s3://, gs://"),
         ("gs:///raw", "names no bucket"),
         ("az://", "names no bucket"),
+        # a scheme without its "//" landed in a local folder named "s3:" as if the lake were on S3
+        ("s3:/bucket/lake", "write s3://bucket/prefix"),
+        ("gs:bucket", "write gs://bucket/prefix"),
+        ("abfs:/container", "write abfs://bucket/prefix"),
     ],
 )
 def test_a_lake_url_the_platform_cannot_open_is_refused_naming_it(url: str, message: str) -> None:

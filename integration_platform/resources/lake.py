@@ -35,7 +35,8 @@ class LakeResource(dg.ConfigurableResource):
     region and credentials, secrets as ``dg.EnvVar``); for GCS and Azure the
     fsspec filesystems gcsfs and adlfs, configured by :class:`GcsSettings` and :class:`AzureBlobSettings`
     (``pip install 'integration_platform[gcs]'`` / ``[azure]``). Raises ``ValueError`` for another
-    URL scheme or a URL without a bucket, ``ImportError`` naming the extra when its library is missing.
+    URL scheme, a URL without a bucket or a store's scheme without its ``//`` (``s3:/bucket``, which
+    named a local folder ``s3:``), ``ImportError`` naming the extra when its library is missing.
     """
 
     url: str = Field(default=".data/lake", description="Lake root: a folder path, s3://, gs:// or az://bucket/prefix.")
@@ -65,6 +66,11 @@ class LakeResource(dg.ConfigurableResource):
 
     def _open(self) -> LakeStore:
         scheme, found, rest = self.url.partition("://")
+        typo = self.url.partition(":")[0]
+        if not found and typo in ("s3", *GCS_SCHEMES, *AZURE_SCHEMES):  # "s3:/b/x" is no folder anyone means
+            raise ValueError(
+                f"lake URL {self.url!r} would be a local folder named {typo + ':'!r}: write {typo}://bucket/prefix"
+            )
         if not found or scheme == "file":
             return LocalLake(Path(self.url.removeprefix("file://")))
         bucket, _, prefix = rest.partition("/")
