@@ -162,6 +162,26 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def empty_objects_null(value: Any) -> Any:
+    """``value`` (a parsed JSON value) with every empty object (``{}``), at any depth, replaced by
+    ``None``: Arrow makes one a struct without fields, which Parquet cannot write
+    (``ArrowNotImplementedError``). Raises ``RecursionError`` as deep as ``json.loads`` would."""
+    if isinstance(value, dict):
+        return {name: empty_objects_null(item) for name, item in value.items()} if value else None
+    if isinstance(value, list):
+        return [empty_objects_null(item) for item in value]
+    return value
+
+
+def _has_empty_struct(kind: pa.DataType) -> bool:
+    """Whether ``kind`` is, or holds at any depth, a struct without fields."""
+    if pa.types.is_struct(kind):
+        return kind.num_fields == 0 or any(_has_empty_struct(kind.field(i).type) for i in range(kind.num_fields))
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return _has_empty_struct(kind.value_type)
+    return False
+
+
 class JsonRecords:
     """Converts pages of JSON records to Arrow tables under one evolving schema (module doc).
 
@@ -213,8 +233,13 @@ class JsonRecords:
         self.rejected.append(Rejected(origin, reason, record))
 
     def _column(self, name: str, values: list[Any]) -> tuple[pa.Array, pa.DataType]:
-        """The column as an array and its (possibly widened) type; raises ArrowInvalid etc. on conflict."""
+        """The column as an array and its (possibly widened) type; raises ArrowInvalid etc. on conflict.
+        Where no object of the column has a field at some depth (``{}`` alone), those empty objects are
+        null (:func:`empty_objects_null`): Parquet cannot write a struct without fields, and the
+        landing failed on every run."""
         inferred = pa.array(values)
+        if _has_empty_struct(inferred.type):
+            inferred = pa.array([empty_objects_null(value) for value in values])
         declared = self.declared.get(name)
         if declared is not None:
             return cast(inferred, declared), declared

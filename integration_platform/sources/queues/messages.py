@@ -12,7 +12,9 @@ no message id, or a value does not fit the stream's types. Poison messages are r
 reason, for the broker to dead-letter; they never stop a batch.
 
 With ``nested: struct`` an empty object (``{}``, at any depth) is null: Arrow would make it a struct
-without fields, which Parquet cannot write, and the batch never landed (:func:`_empty_objects_null`).
+without fields, which Parquet cannot write, and the batch never landed
+(:func:`~integration_platform.core.records.empty_objects_null`). A batch with one goes the general
+way: Arrow's reader would make it an object of nulls where the known schema has a struct.
 
 A body's fields named as the platform's columns (in any case) are dropped, and the batch's schema
 changes say so: they are the platform's to write (``_ip_message_id`` would have replaced the
@@ -46,7 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from integration_platform.core.records import ARROW_ERRORS, JsonRecords, SchemaConflictError, cast
+from integration_platform.core.records import ARROW_ERRORS, JsonRecords, SchemaConflictError, cast, empty_objects_null
 from integration_platform.core.streams import LOADER_COLUMNS
 
 #: The primary key of every message stream.
@@ -78,19 +80,9 @@ def _temporal(kind: pa.DataType) -> bool:
     return pa.types.is_timestamp(kind) or pa.types.is_date(kind)
 
 
-#: An empty JSON object, as a body may hold one (``{}``, ``{ }``): a cheap test before :func:`_empty_objects_null`.
+#: An empty JSON object, as a body may hold one (``{}``, ``{ }``): a cheap test before
+#: :func:`~integration_platform.core.records.empty_objects_null`.
 _EMPTY_OBJECT = re.compile(rb"\{[ \t\r\n]*\}")
-
-
-def _empty_objects_null(value: Any) -> Any:
-    """``value`` with every empty object (``{}``), at any depth, replaced by ``None``: Arrow makes one a
-    struct without fields, which Parquet cannot write (``ArrowNotImplementedError``), so the batch never
-    landed and every run failed on it again. Raises ``RecursionError`` as deep as ``json.loads`` would."""
-    if isinstance(value, dict):
-        return {name: _empty_objects_null(item) for name, item in value.items()} if value else None
-    if isinstance(value, list):
-        return [_empty_objects_null(item) for item in value]
-    return value
 
 
 #: What ``surrogateescape`` makes of the bytes that are not UTF-8 (0x80-0xFF as U+DC80-U+DCFF).
@@ -262,6 +254,8 @@ class MessageDecoder:
             return None
         if not all(_one_line_object(body) for body in batch.bodies):
             return None
+        if self.nested == "struct" and any(_EMPTY_OBJECT.search(body) for body in batch.bodies):
+            return None  # the general path makes it null, as in a stream's first batch
         # dates and timestamps are read as text and cast as the general path casts them (_temporal)
         read = pa.schema([f.with_type(pa.string()) if _temporal(f.type) else f for f in payload])
         options = pa_json.ParseOptions(explicit_schema=read, unexpected_field_behavior="error")
@@ -287,7 +281,7 @@ class MessageDecoder:
             try:
                 record = json.loads(body.decode("utf-8"))
                 if self.nested == "struct" and isinstance(record, dict) and _EMPTY_OBJECT.search(body):
-                    record = {name: _empty_objects_null(value) for name, value in record.items()}
+                    record = {name: empty_objects_null(value) for name, value in record.items()}
             # ValueError: not UTF-8, not JSON, or an integer of more digits than Python converts;
             # RecursionError: nested deeper than the parser's stack allows (it blocked the queue)
             except (ValueError, RecursionError) as exc:
