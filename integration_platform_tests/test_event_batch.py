@@ -320,3 +320,31 @@ def test_a_run_of_a_batch_failing_after_another_was_stored_leaves_each_event_sto
             instance.handle_new_event(event, batch_metadata=DagsterEventBatchMetadata(batch, number == len(events) - 1))
         assert calls[:2] == [len(range(0, EVENTS, 4)), 100], "the second run went through the batch path and failed"
         assert stored(ours, run_id) == dagsters  # type: ignore[arg-type]
+
+
+def test_an_event_stored_alone_failing_after_a_run_was_stored_leaves_each_event_stored_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step's start (stored alone) fails once after the first run of materialisations was stored: it and
+    the rest are stored one at a time here; Dagster's retry of the whole batch never comes."""
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
+    run_id = str(uuid.uuid4())
+    events = mixed_batch(run_id)
+    dagsters = stored_one_at_a_time(SqliteEventLogStorage(str(tmp_path / "theirs")), events, run_id)
+    with platform_instance(tmp_path / "home", None) as instance:
+        ours = instance.event_log_storage
+        failures: list[str] = []
+        store_event = ours.store_event
+
+        def fail_step_start_once(event: EventLogEntry) -> None:
+            if event.dagster_event_type == DagsterEventType.STEP_START and not failures:
+                failures.append("step start")
+                raise RuntimeError("the run's database failed")
+            store_event(event)
+
+        monkeypatch.setattr(ours, "store_event", fail_step_start_once)
+        batch = generate_event_batch_id()
+        for number, event in enumerate(events):
+            instance.handle_new_event(event, batch_metadata=DagsterEventBatchMetadata(batch, number == len(events) - 1))
+        assert failures == ["step start"]
+        assert stored(ours, run_id) == dagsters  # type: ignore[arg-type]

@@ -10,13 +10,15 @@ backfill records one materialisation per partition and asset (3,562 for the 1,78
 backfill) and, before the run starts, one "planned" event per partition and asset (as many again,
 without ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS``): about 14,000 commits.
 
-:meth:`PlatformSqliteEventLogStorage.store_event_batch` writes a batch of only materialisations (or
-only observations, or only planned materialisations) as ``SqliteEventLogStorage.store_event`` writes
-each of them, in one transaction on the run's database and one on the index database: the same rows
-in the same order, the indexed tags of each, and each asset's row (``_store_asset_event``) updated
-once, with its last event of the batch, which is where updating it per event ends. When the index
-database fails after the run's database committed, the rows written there are deleted again before
-the error reaches Dagster, which then stores each event alone (``handle_new_event``): once, not twice.
+:meth:`PlatformSqliteEventLogStorage.store_event_batch` writes each run of two or more consecutive
+materialisations (or observations, or planned materialisations) of a batch as
+``SqliteEventLogStorage.store_event`` writes each of them, in one transaction on the run's database and
+one on the index database: the same rows in the same order, the indexed tags of each, and each asset's
+row (``_store_asset_event``) updated once, with its last event of the run, which is where updating it
+per event ends. Other events are stored alone, in the batch's order. When the index database fails
+after the run's database committed, the rows written there are deleted again; the events not yet
+stored are then stored one at a time (by Dagster's ``handle_new_event`` when nothing of the batch was
+stored yet, else by this storage): once, not twice.
 """
 
 import itertools
@@ -63,29 +65,31 @@ class PlatformSqliteEventLogStorage(PlannedChecksOnce, SqliteEventLogStorage):
         took 3.5 s of a 15 s backfill of 1,781 days.
 
         Raises what the databases raise, or ``DagsterInvariantViolationError`` when the index database returns
-        no id for a row (as Dagster does). A run that fails leaves nothing of itself: when nothing of the batch
-        was stored before it, the error reaches Dagster's ``handle_new_event``, which then stores each event
-        alone, once; otherwise this stores the rest one at a time itself, so what was stored is not stored
-        again. An event stored alone that fails raises as in Dagster's own one-at-a-time path. Without
-        ``RETURNING`` (SQLite before 3.35) every batch is stored one event at a time, as by Dagster."""
+        no id for a row (as Dagster does). A run of one kind that fails leaves nothing of itself. When nothing
+        of the batch was stored before a failure, the error reaches Dagster's ``handle_new_event``, which then
+        stores each event alone, once. Otherwise this stores the rest one at a time itself, the failed events
+        included, as Dagster's retry would but without storing again what was stored; only when that fails too
+        does the error reach Dagster, whose retry then stores the whole batch again (as after a failure in
+        Dagster's own one-at-a-time path). Without ``RETURNING`` (SQLite before 3.35) every batch is stored one
+        event at a time, as by Dagster."""
         if not RETURNING:
             return super().store_event_batch(events)
         stored = 0
-        for _, run in itertools.groupby(events, key=lambda event: event.get_dagster_event().event_type):
-            group = list(run)
-            if len(group) < 2 or {group[0].get_dagster_event().event_type} not in BATCHED_KINDS:
+        try:
+            for _, run in itertools.groupby(events, key=lambda event: event.get_dagster_event().event_type):
+                group = list(run)
+                if len(group) > 1 and {group[0].get_dagster_event().event_type} in BATCHED_KINDS:
+                    self._store_one_kind(group)
+                    stored += len(group)
+                    continue
                 for event in group:
                     self.store_event(event)
-            else:
-                try:
-                    self._store_one_kind(group)
-                except Exception:
-                    if not stored:
-                        raise
-                    for event in events[stored:]:  # Dagster's retry of the batch would store the first runs again
-                        self.store_event(event)
-                    return
-            stored += len(group)
+                    stored += 1
+        except Exception:
+            if not stored:
+                raise
+            for event in events[stored:]:  # Dagster's retry of the batch would store the first ones again
+                self.store_event(event)
 
     def _store_one_kind(self, events: Sequence[EventLogEntry]) -> None:
         """Store ``events``, all of one batched kind, in one transaction per database; raises what the databases
