@@ -321,11 +321,11 @@ DEAF_SLEEP = """    while True:
             pass
 """
 HANG_DEAF_AT_FIRST_UPLOAD = HANG_AT_FIRST_UPLOAD.replace("    time.sleep(600)\n", DEAF_SLEEP)
-#: The step's hard time limit (its soft limit is half of it, 8 s): an idle 2-core machine starts the
-#: step and reaches its first upload in about 2 s; under a parallel load a 2 s soft limit once struck
-#: before it, which the hook's file tells apart.
-STEP_LIMIT_S = 16
-SOFT_LIMIT_S = 8
+#: The step's hard time limit (its soft limit is half of it, 15 s, counted from when the worker took
+#: the task): an idle 2-core machine starts the step and reaches its first upload in about 2 s; under
+#: a parallel load a 2 s soft limit once struck before it, which the hook's file tells apart.
+STEP_LIMIT_S = 30
+SOFT_LIMIT_S = 15
 
 
 def _hanging_worker(cluster: dict[str, object], name: str, hook_code: str) -> tuple[dict[str, str], Path]:

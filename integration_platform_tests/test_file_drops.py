@@ -7,6 +7,7 @@ import csv
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -789,3 +790,40 @@ def _day_landed_again(
         shutil.copy(drops / name, incoming / sibling)
         again = p.materialize([LAKE, WAREHOUSE], partition_key="2023-03-01", raise_on_error=False)
     return p, again, (name, sibling)
+
+
+class _SoftLimit(Exception):
+    """What Celery's soft time limit raises in the step's thread (``SoftTimeLimitExceeded``: an ``Exception``)."""
+
+
+def test_an_error_raised_in_the_step_while_it_waits_on_the_read_ahead_fails_the_step(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error raised in the step's own thread while it waited on a file read ahead (as Celery's soft time
+    limit raises one from a signal handler) was taken for the read-ahead's failure: the step stopped reading
+    ahead and went on landing, so the soft limit never ended it. It fails the step now."""
+    days = [f"2022-01-0{d}" for d in range(1, 5)]
+    incoming = _drops_of(drops, days, tmp_path / "incoming")
+    real_parse = extract._ReadAhead._parse
+
+    def slow_parse(self: Any, file: Any, downloaded: Any) -> Any:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)  # strikes the main thread, the step's, waiting on this parse
+        time.sleep(3)
+        return real_parse(self, file, downloaded)
+
+    def soft_limit(*_: Any) -> None:
+        raise _SoftLimit("soft time limit")
+
+    monkeypatch.setattr(extract._ReadAhead, "_parse", slow_parse)
+    previous = signal.signal(signal.SIGALRM, soft_limit)
+    try:
+        with openssh_server(incoming) as server:
+            monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+            p = platform(_yaml(server, incoming), tmp_path, instance)
+            tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]}
+            result = p.materialize([LAKE], tags=tags, raise_on_error=False)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not result.success
+    assert any("soft time limit" in m for m in failure_messages(result)), failure_messages(result)

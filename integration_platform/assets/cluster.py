@@ -33,8 +33,12 @@ Environment (read when the definitions load):
   (Celery's ``timelimit`` header, with the soft limit), which the worker obeys; a worker's own
   setting applies only to messages without one, so ``0`` means no limit only where the workers have
   ``0`` too. At the soft limit (:func:`soft_time_limit`, a grace before the hard one) Celery raises
-  ``SoftTimeLimitExceeded`` inside the step, which fails as any error does: its staged landing
-  discarded, its failure recorded. At the hard limit Celery stops the step's process (SIGTERM, then
+  ``SoftTimeLimitExceeded`` inside the step's thread, which fails as on any error: its staged landing
+  discarded, its failure recorded. Where the step carries on past an error (a range's partitions land
+  those before a failing one; a partition whose quarantine or hook failed leaves the others to run
+  theirs) it does so past this one too, and a thread it waits on (boto3's upload threads, up to
+  their 60 s read timeout) or C code that does not return keeps it running: such a step meets the
+  hard limit. At the hard limit Celery stops the step's process (SIGTERM, then
   SIGKILL 0.1 s later, billiard's pool): too soon to record anything, so the run fails with Celery's
   ``TimeLimitExceeded`` for the step and no word from it. The default
   stays under RabbitMQ's ``consumer_timeout`` (30 min by default): past it the broker takes an
@@ -114,7 +118,8 @@ def step_time_limit() -> int | None:
 def soft_time_limit(limit: int) -> int:
     """The soft time limit (seconds) of a step whose hard limit is ``limit`` seconds (>= 1): the hard
     limit less :data:`SOFT_LIMIT_GRACE`, or half of it when that is shorter, so a 4 s limit has its
-    soft limit at 2 s and the default 1,740 s at 1,680 s."""
+    soft limit at 2 s and the default 1,740 s at 1,680 s. billiard checks the limits about once a
+    second, the hard one first: under 3 s the soft limit may never strike."""
     return limit - min(SOFT_LIMIT_GRACE, limit // 2)
 
 

@@ -205,6 +205,8 @@ class _ReadAhead:
         except FileFormatError:
             raise
         except Exception as exc:
+            if not future.done():  # raised in this thread while it waited (Celery's soft time limit): not the read's
+                raise
             self.stopped = f"{type(exc).__name__}: {exc}"
             self._cancel()
             return None
