@@ -191,3 +191,17 @@ def test_a_cast_that_keeps_every_value_lands_whole(known: pa.DataType, values: p
     result, _ = conform(pa.table({"c": values}), pa.schema([("c", known)]), "day2.csv")
     assert result.rejected == [] and result.table.num_rows == len(values)
     assert result.table.schema.field("c").type == known
+
+
+def test_a_file_with_two_spellings_of_a_known_name_keeps_both_columns() -> None:
+    """A file's only ``amount`` is the known ``Amount``; a file with ``amount`` and ``AMOUNT`` keeps both (mapped
+    onto the known column, one of them lost its values in silence)."""
+    known = pa.schema([("Amount", pa.int64())])
+    one, _ = conform(pa.table({"amount": [1]}), known, "one.csv")
+    assert one.table.to_pylist() == [{"Amount": 1}]
+    two, schema = conform(pa.table({"amount": [1, 2], "AMOUNT": [10, 20]}), known, "two.csv")
+    assert schema.names == ["Amount", "amount", "AMOUNT"]
+    assert two.table.to_pylist() == [
+        {"Amount": None, "amount": 1, "AMOUNT": 10},
+        {"Amount": None, "amount": 2, "AMOUNT": 20},
+    ]

@@ -7,7 +7,7 @@ is Arrow's null type, a column with one stray text value is read as strings. The
 
 - a column the file lacks -> nulls of the known type;
 - a column whose name differs from a known one only in case (``amount`` for ``Amount``) -> the known
-  column, as DuckDB matches names (unless the file has both);
+  column, as DuckDB matches names (unless the file has another name of that spelling);
 - a column the stream lacks -> a new nullable column (a schema change, recorded);
 - a known null column gets the file's type; a widening by the one rule of
   :mod:`~integration_platform.core.schema_evolution` (int64 -> double, exact up to 2^53)
@@ -20,6 +20,7 @@ Declared column types (YAML ``columns``) always win.
 """
 
 import base64
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -163,10 +164,12 @@ def conform(
     rejected_rows: set[int] = set()
     columns: dict[str, pa.Array] = {}
     # A file's ``amount`` is the known ``Amount`` (DuckDB matches names without case: as a new column it
-    # was loaded as ``amount_1``), unless the file has ``Amount`` itself too.
+    # was loaded as ``amount_1``), unless the file has another name of that spelling (``Amount``, ``AMOUNT``):
+    # mapped onto one column, one of them would lose its values.
     uncased = {known_name.lower(): known_name for known_name in reversed(order)}
+    spellings = Counter(name.lower() for name in names)
     for name, chunked in zip(names, table.columns, strict=True):
-        if name not in target and uncased.get(name.lower(), name) not in names:
+        if name not in target and spellings[name.lower()] == 1:
             name = uncased.get(name.lower(), name)
         column = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
         if name not in target:
