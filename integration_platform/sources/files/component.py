@@ -126,11 +126,8 @@ class FileConnection(SafeModel, dg.Resolvable):
         (:data:`PROTOCOL_SETTINGS`: an Azure container's ``endpoint_url`` or a bucket's ``timeout`` was
         accepted and ignored)."""
         takes = PROTOCOL_SETTINGS[self.protocol]
-        ignored = [
-            name
-            for name, info in type(self).model_fields.items()
-            if name != "protocol" and name not in takes and getattr(self, name) != info.default
-        ]
+        # given in the YAML, whatever its value: a bucket's ``timeout: 60`` (the default) was accepted
+        ignored = [name for name in type(self).model_fields if name in self.model_fields_set - {"protocol", *takes}]
         if ignored:
             raise ValueError(
                 f"connection: {self.protocol} does not read {', '.join(ignored)} "
