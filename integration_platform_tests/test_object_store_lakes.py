@@ -181,12 +181,20 @@ def test_a_landing_killed_before_its_manifest_leaves_nothing_visible(
         ("s3:/bucket/lake", "write s3://bucket/prefix"),
         ("gs:bucket", "write gs://bucket/prefix"),
         ("abfs:/container", "write abfs://bucket/prefix"),
+        ("S3:/bucket/lake", "write s3://bucket/prefix"),
     ],
 )
 def test_a_lake_url_the_platform_cannot_open_is_refused_naming_it(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message) as refused:
         resource({"url": url}).store()
     assert repr(url) in str(refused.value)
+
+
+@pytest.mark.fast
+def test_a_file_uri_without_its_slashes_is_the_folder_it_names(tmp_path: Path) -> None:
+    """RFC 8089's ``file:/path`` is that path (it was a folder named ``file:`` in the working directory)."""
+    store = resource({"url": f"file:{tmp_path}/lake"}).store()
+    assert isinstance(store, LocalLake) and Path(store.root) == tmp_path / "lake"
 
 
 @pytest.mark.fast

@@ -51,6 +51,8 @@ from typing import Any
 
 import dagster as dg
 
+from integration_platform.resources.lake import STORE_SCHEMES
+
 MODE_ENV = "IP_EXECUTOR"
 BROKER_ENV = "IP_CELERY_BROKER"
 BACKEND_ENV = "IP_CELERY_BACKEND"
@@ -152,7 +154,7 @@ def require_shared_lake(lake_url: str) -> None:
     mode a lake step lands on one worker and the warehouse step reads its landing on another, so a
     folder lake would leave the warehouse with nothing to load and the run would still succeed."""
     scheme = lake_url.partition("://")[0] if "://" in lake_url else ""
-    if scheme not in ("s3", "gs", "az", "abfs"):
+    if scheme not in STORE_SCHEMES:
         raise ValueError(
             f"{MODE_ENV}=celery needs a lake every worker reaches: set LAKE_URL to s3://, gs:// or az://bucket/prefix "
             f"(it is {lake_url!r})"

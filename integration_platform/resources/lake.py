@@ -25,6 +25,8 @@ from integration_platform.resources.object_stores import (
 #: gcsfs, Azure Blob Storage through adlfs (``abfs://`` is adlfs's other name for ``az://``).
 GCS_SCHEMES = ("gs",)
 AZURE_SCHEMES = ("az", "abfs")
+#: The object stores a lake URL may name (``<scheme>://bucket/prefix``).
+STORE_SCHEMES = ("s3", *GCS_SCHEMES, *AZURE_SCHEMES)
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -67,14 +69,17 @@ class LakeResource(dg.ConfigurableResource):
     def _open(self) -> LakeStore:
         scheme, found, rest = self.url.partition("://")
         typo = self.url.partition(":")[0]
-        if not found and typo in ("s3", *GCS_SCHEMES, *AZURE_SCHEMES):  # "s3:/b/x" is no folder anyone means
+        if not found and typo.lower() in STORE_SCHEMES:  # "s3:/b/x", "S3:b" are no folder anyone means
             raise ValueError(
-                f"lake URL {self.url!r} would be a local folder named {typo + ':'!r}: write {typo}://bucket/prefix"
+                f"lake URL {self.url!r} would be a local folder named {typo + ':'!r}: "
+                f"write {typo.lower()}://bucket/prefix"
             )
+        if not found and typo == "file":  # RFC 8089's file:/path
+            return LocalLake(Path(self.url.removeprefix("file:")))
         if not found or scheme == "file":
             return LocalLake(Path(self.url.removeprefix("file://")))
         bucket, _, prefix = rest.partition("/")
-        if scheme not in ("s3", *GCS_SCHEMES, *AZURE_SCHEMES):
+        if scheme not in STORE_SCHEMES:
             raise ValueError(
                 f"lake URL {self.url!r}: use a folder path, file://, s3://, gs://, az:// or abfs://bucket/prefix"
             )
