@@ -827,3 +827,39 @@ def test_an_error_raised_in_the_step_while_it_waits_on_the_read_ahead_fails_the_
         signal.signal(signal.SIGALRM, previous)
     assert not result.success
     assert any("soft time limit" in m for m in failure_messages(result)), failure_messages(result)
+
+
+def test_a_file_re_sent_under_an_older_marker_waits_for_a_new_marker(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without an archive directory a landed file's marker stays: a partner re-sending the file under its
+    name (overwriting it in place, then writing the marker again) had it requested and landed while half
+    uploaded, the old marker taken for the new version's (5 of 21 rows replaced the day). A marker older
+    than its file marks an earlier version: the file waits for a new one."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    day, name = "2023-03-01", "dpc-covid19-ita-regioni-20230301.csv"
+    data, marker = incoming / name, incoming / f"{name}.done"
+    shutil.copy(drops / name, data)
+    marker.write_text("")
+    os.utime(data, (1_900_000_000, 1_900_000_000))
+    os.utime(marker, (1_900_000_001, 1_900_000_001))
+    with openssh_server(incoming) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, incoming, "      marker_suffix: .done"), tmp_path, instance)
+        assert p.materialize([LAKE, WAREHOUSE], partition_key=day).success
+        lines = (drops / name).read_text(encoding="utf-8").splitlines(keepends=True)
+        data.write_text("".join(lines[:6]), encoding="utf-8")  # the re-send under way: 5 rows so far
+        os.utime(data, (1_900_000_100, 1_900_000_100))
+        during, _ = _sensor_tick(p, None)
+        run = p.materialize([LAKE, WAREHOUSE], partition_key=day)
+        rows_during = p.query("SELECT count(*) FROM covid.regions")[0][0]
+        shutil.copy(drops / name, data)  # the re-send done, then its marker written again
+        os.utime(data, (1_900_000_200, 1_900_000_200))
+        os.utime(marker, (1_900_000_201, 1_900_000_201))
+        after, _ = _sensor_tick(p, None)
+    assert during == [], "requested while half uploaded"
+    assert run.success and rows_during == 21, "the day kept its landed rows"
+    warnings = [r.user_message for r in instance.all_logs(run.run_id) if int(r.level) >= logging.WARNING]
+    assert any(f"1 without their .done marker yet: {name}" in w for w in warnings), warnings
+    assert [r.partition_key for r in after] == [day]

@@ -9,8 +9,9 @@ Pure decisions (no I/O), so the sensor's behaviour is easy to reason about and t
   stream's manifests, which record each landed file's version: size and mtime) and with the
   sensor's cursor (:class:`DropState`). A file is requested when the lake does not hold its
   current version and it is stable: seen unchanged at the previous tick, or accompanied by its
-  marker file. The lake is the memory, so files landed by a backfill, by ``make run`` or by
-  another deployment are never requested again, and a re-published file (a new version) is. The
+  marker file (no older than the file: :meth:`DropRules.marked`). The lake is the memory, so files
+  landed by a backfill, by ``make run`` or by another deployment are never requested again, and a
+  re-published file (a new version) is. The
   cursor holds only files not landed yet: what was seen (for stability) and what was requested
   (so a run in flight is not requested twice); it is empty once everything has landed.
 """
@@ -58,6 +59,19 @@ class DropRules:
         Any other name is passed over unchecked (``RemoteFiles.list``'s ``accept``)."""
         suffix = self.marker_suffix
         return self.matches(name) or bool(suffix and name.endswith(suffix) and self.matches(name[: -len(suffix)]))
+
+    def marked(self, listing: Iterable[RemoteFile]) -> set[str]:
+        """The names of the files in ``listing`` whose own marker (``<name><marker_suffix>``) is listed too and
+        is no older than the file (whole seconds): a marker older than its file marks an earlier version, and
+        the file, re-sent under its name, may still be being uploaded (empty without ``marker_suffix``)."""
+        suffix = self.marker_suffix
+        if not suffix:
+            return set()
+        files = list(listing)
+        markers = {f.name[: -len(suffix)]: f for f in files if f.name.endswith(suffix)}
+        return {
+            f.name for f in files if (marker := markers.get(f.name)) is not None and int(marker.mtime) >= int(f.mtime)
+        }
 
     def partition_key(self, file: RemoteFile) -> str | None:
         """The file's partition key, or ``None`` when its name holds no date the rules can read: the first
@@ -200,8 +214,7 @@ def plan_tick(
     """
     everything = list(listing)
     files = sorted((f for f in everything if rules.matches(f.name)), key=lambda f: f.name)
-    suffix = rules.marker_suffix
-    markers = {f.name[: -len(suffix)] for f in everything if f.name.endswith(suffix)} if suffix else set()
+    markers = rules.marked(everything)
     plan = TickPlan()
     for file in files:
         current, key = version(file), rules.partition_key(file)

@@ -285,10 +285,10 @@ def _session(plan: FileStreamPlan, connector: Connector, store: LakeStore, scope
     partitions: dict[str, list[RemoteFile]] = {}
     unmarked: dict[str, list[str]] = {}
     listed = list(remote.list(plan.directory, plan.rules.listed))
-    suffix = plan.rules.marker_suffix
-    # with markers, each file waits for its own: a sibling's marker does not make a file still
-    # being uploaded ready (the sensor judges each file so; the run must take the same files)
-    marked = {f.name[: -len(suffix)] for f in listed if f.name.endswith(suffix)} if suffix else None
+    # with markers, each file waits for its own, written after it: a sibling's marker, or its own left from
+    # an earlier version, does not make a file still being uploaded ready (the sensor judges each file so;
+    # the run must take the same files)
+    marked = plan.rules.marked(listed) if plan.rules.marker_suffix else None
     for file in listed:
         key = plan.rules.partition_key(file) if plan.rules.matches(file.name) else None
         if key is None:
