@@ -215,7 +215,7 @@ def test_random_groups_give_what_each_file_gives_alone(tmp_path: Path, monkeypat
     [
         CsvOptions(skip_rows=1),
         CsvOptions(header=False),
-        CsvOptions(column_names=["x", "y", "z"]),
+        CsvOptions(header=False, column_names=["x", "y", "z"]),
         CsvOptions(null_values=["NA"]),
         CsvOptions(encoding="latin-1"),
     ],

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from integration_platform.assets.config_model import SafeModel
 from integration_platform.core.json_paths import select_records
@@ -47,6 +47,17 @@ class CsvOptions(SafeModel, dg.Resolvable):
     on_cut_last_line: Literal["fail", "quarantine"] = Field(
         default="fail", description="A last line without line end and with the wrong column count: a cut file."
     )
+
+    @model_validator(mode="after")
+    def _names_without_header(self) -> "CsvOptions":
+        """Raises ``ValueError`` for ``column_names`` with ``header: true``: pyarrow then reads no names from
+        the file, and its header line landed as a row of data (and made every typed column text)."""
+        if self.column_names and self.header:
+            raise ValueError(
+                "csv: column_names names the columns of a file without a header: set header: false "
+                "(with header: true the file's header line landed as a row of data)"
+            )
+        return self
 
 
 class FileFormat(SafeModel, dg.Resolvable):
