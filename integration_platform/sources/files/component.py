@@ -230,6 +230,25 @@ class FilePartition(SafeModel, dg.Resolvable):
 
     @model_validator(mode="after")
     def _start(self) -> "FilePartition":
+        """Raises ``ValueError`` for a daily partition without ``start``, an ``end`` not after it, and a setting
+        given (whatever its value) that the partition does not read: ``start``, ``date_from`` and the date
+        settings of a ``per_file`` partition, ``date_regex`` and ``date_format`` with ``date_from: mtime``
+        (they were accepted and ignored)."""
+        given = self.model_fields_set
+        if self.type == "per_file":
+            ignored = [name for name in ("start", "date_from", "date_regex", "date_format") if name in given]
+            if ignored:
+                raise ValueError(
+                    f"partition: a per_file partition does not read {', '.join(ignored)} "
+                    "(a setting of daily partitions, ignored): remove it"
+                )
+        elif self.date_from == "mtime":
+            ignored = [name for name in ("date_regex", "date_format") if name in given]
+            if ignored:
+                raise ValueError(
+                    f"partition: date_from: mtime does not read {', '.join(ignored)} (the date in the name, ignored): "
+                    "remove it"
+                )
         if self.type == "daily" and not self.start:
             raise ValueError("partition: a daily partition needs 'start' (YYYY-MM-DD)")
         if self.end is not None and (self.type != "daily" or self.start is None or self.end <= self.start):
