@@ -863,3 +863,37 @@ def test_a_file_re_sent_under_an_older_marker_waits_for_a_new_marker(
     warnings = [r.user_message for r in instance.all_logs(run.run_id) if int(r.level) >= logging.WARNING]
     assert any(f"1 without their .done marker yet: {name}" in w for w in warnings), warnings
     assert [r.partition_key for r in after] == [day]
+
+
+def test_a_file_re_sent_unchanged_after_it_was_archived_does_not_fail_its_day(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partner's delivery re-run with preserved times (``rsync -t``, ``scp -p``) re-sends a file already
+    landed and archived, in the same version: the sensor rightly leaves it (the lake holds it), but the
+    next landing of its day (a sibling arriving, a backfill) landed it and then failed the run archiving
+    it (the SFTP rename onto its archived name, which exists), after the commit: the warehouse was not
+    loaded, and every later run of the day failed the same way. It is left where it is, named under
+    ``files_not_archived``."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    day, name, sibling = "2023-03-01", "dpc-covid19-ita-regioni-20230301.csv", "dpc-covid19-ita-regioni-20230301_b.csv"
+    shutil.copy(drops / name, incoming / name)
+    os.utime(incoming / name, (1_900_000_000, 1_900_000_000))
+    with openssh_server(incoming) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, incoming, f"      archive_directory: {incoming}/archive"), tmp_path, instance)
+        assert p.materialize([LAKE, WAREHOUSE], partition_key=day).success
+        shutil.copy(drops / name, incoming / name)  # the same file again, with its time preserved
+        os.utime(incoming / name, (1_900_000_000, 1_900_000_000))
+        _, cursor = _sensor_tick(p, None)
+        unchanged, _ = _sensor_tick(p, cursor)
+        shutil.copy(drops / name, incoming / sibling)
+        again = p.materialize([LAKE, WAREHOUSE], partition_key=day, raise_on_error=False)
+    assert unchanged == [], "the lake holds that version"
+    assert again.success, failure_messages(again)
+    assert p.query("SELECT _ip_file, count(*) FROM covid.regions GROUP BY ALL ORDER BY 1") == [
+        (name, 21),
+        (sibling, 21),
+    ]
+    assert name in str(latest_metadata(instance, LAKE)["files_not_archived"])
+    assert len(os.listdir(incoming / "archive")) == 2  # the first copy of the file and the sibling

@@ -43,6 +43,7 @@ from integration_platform.sources.files.remote_files import (
     RemoteFile,
     RemoteFileError,
     RemoteFiles,
+    TargetExistsError,
 )
 
 FILE_COLUMN = "_ip_file"
@@ -478,7 +479,8 @@ def extract_files(
     The connection, the directory listing and the known schema are shared by every partition
     of the step (``report.scope``). With markers, only the files whose own marker is listed are taken.
     With an archive directory, each file is moved after the commit only while a listing taken then still
-    shows the version landed (else ``files_not_archived`` names it), under :func:`archived_name`.
+    shows the version landed and its archived name is free (else ``files_not_archived`` names it), under
+    :func:`archived_name`.
     Raises :class:`NoFileError` when the partition has no file ready (the step skips it),
     :class:`~integration_platform.sources.files.remote_files.RemoteFileError` when a transfer
     fails, ``FileFormatError`` for a file that is not parseable, ``BadRowsError`` for bad rows
@@ -519,20 +521,27 @@ def extract_files(
 
         def archive() -> None:
             current = _archive_listing(plan, session)
-            left = []
+            left, held = [], []
             for file in files:
                 now = current.get(file.name)
                 if now is None or version(now) != landed[file.name]:
                     left.append(file.name)  # replaced (or gone) since it was listed: the sensor lands the new one
                     continue
-                session.remote.rename(file.path, f"{target}/{archived_name(file)}")
+                try:
+                    session.remote.rename(file.path, f"{target}/{archived_name(file)}")
+                except TargetExistsError:  # this version re-sent unchanged after it was archived (rsync -t)
+                    held.append(file.name)
+                    continue
                 marker = f"{file.name}{plan.rules.marker_suffix}" if plan.rules.marker_suffix else None
                 if marker in current:  # a re-sent file of this name must wait for its own new marker
                     session.remote.rename(
                         current[marker].path, f"{target}/{archived_name(file)}{plan.rules.marker_suffix}"
                     )
-            if left:
-                report.metadata["files_not_archived"] = ", ".join(left) + " (changed since listed: not archived)"
+            why = [f"{', '.join(left)} (changed since listed: not archived)"] if left else []
+            if held:
+                why.append(f"{', '.join(held)} (this version is archived already: left in {plan.directory})")
+            if why:
+                report.metadata["files_not_archived"] = "; ".join(why)
 
         report.after_commit.append(archive)
     return pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=65536))

@@ -24,6 +24,10 @@ class MissingDirectoryError(RemoteFileError):
     store's prefix is never missing: an empty one and a missing one are the same."""
 
 
+class TargetExistsError(RemoteFileError):
+    """A rename's target exists and the server refuses to replace it (SFTP; FTP servers and buckets overwrite)."""
+
+
 class HostKeyError(RemoteFileError):
     """The server's SSH host key is unknown or differs from the expected one: the connection is refused."""
 
@@ -88,7 +92,8 @@ class RemoteFiles(Protocol):
 
     def rename(self, path: str, target: str) -> None:
         """Move remote ``path`` to ``target`` (used to archive a landed file); creates the target
-        directory when missing. Raises :class:`RemoteFileError`."""
+        directory when missing. Raises :class:`RemoteFileError` (:class:`TargetExistsError` when ``target``
+        exists and the server does not replace it)."""
         ...
 
     def close(self) -> None: ...

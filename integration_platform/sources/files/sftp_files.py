@@ -38,7 +38,13 @@ from paramiko.sftp import (
 from paramiko.sftp_attr import SFTPAttributes
 
 from integration_platform.core.names import UnsafeNameError
-from integration_platform.sources.files.remote_files import Download, MissingDirectoryError, RemoteFile, RemoteFileError
+from integration_platform.sources.files.remote_files import (
+    Download,
+    MissingDirectoryError,
+    RemoteFile,
+    RemoteFileError,
+    TargetExistsError,
+)
 
 if TYPE_CHECKING:
     from integration_platform.sources.files.sftp import SftpResource
@@ -396,7 +402,8 @@ class SftpFiles:
 
     def rename(self, path: str, target: str) -> None:
         """Move ``path`` to ``target`` (SSH_FXP_RENAME; fails when ``target`` exists), creating the target's
-        directory and its missing parents first. Raises :class:`RemoteFileError`."""
+        directory and its missing parents first. Raises :class:`RemoteFileError` (:class:`TargetExistsError`
+        when ``target`` exists)."""
         self._check(path)
         folder = posixpath.dirname(target)
         if folder:
@@ -405,7 +412,7 @@ class SftpFiles:
             self.sftp.rename(path, target)
         except NETWORK_ERRORS as exc:
             if isinstance(exc, OSError) and not self._broken and self._exists(target):
-                raise RemoteFileError(f"{self._url(path)}: rename to {target} failed: it exists") from exc
+                raise TargetExistsError(f"{self._url(path)}: rename to {target} failed: it exists") from exc
             self._fail(f"rename to {target}", path, exc)
 
     # ------------------------------------------------------------------ internals
