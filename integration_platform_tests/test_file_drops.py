@@ -23,6 +23,7 @@ from integration_platform.assets import stream_assets
 from integration_platform.assets.run_queue import SOURCE_RUN_TAG
 from integration_platform.core import landing
 from integration_platform.sources.files import extract
+from integration_platform.sources.files.remote_files import RemoteFile
 from integration_platform_tests.services import shared_file
 from integration_platform_tests.sftp_servers import SshServer, openssh_server
 from sandbox.harness import Platform, failure_messages, latest_metadata, platform
@@ -614,7 +615,6 @@ def test_a_days_file_no_longer_in_the_archive_is_not_kept(
 
 def _listed(folder: Path, name: str) -> Any:
     """The :class:`RemoteFile` a listing gives of the one file in ``folder`` (archived from ``name``)."""
-    from integration_platform.sources.files.remote_files import RemoteFile
 
     (only,) = [p for p in folder.iterdir() if not p.name.endswith(".done")]
     return RemoteFile(str(only), name, only.stat().st_size, only.stat().st_mtime)
@@ -897,3 +897,12 @@ def test_a_file_re_sent_unchanged_after_it_was_archived_does_not_fail_its_day(
     ]
     assert name in str(latest_metadata(instance, LAKE)["files_not_archived"])
     assert len(os.listdir(incoming / "archive")) == 2  # the first copy of the file and the sibling
+
+
+@pytest.mark.parametrize("name", ["orders_20240101.csv", "orders_20240101.", "orders_20240101", ".orders", "a.b.csv"])
+def test_an_archived_name_reads_back_as_the_name_it_had(name: str) -> None:
+    """``orders_20240101.`` was archived as ``orders_20240101.<version>``, read back as ``orders_20240101``: never
+    known as archived (its rows left its day's next landing in silence), and one archived name with the file
+    ``orders_20240101`` of the same size and time."""
+    archived = extract.archived_name(RemoteFile(f"/in/{name}", name, 21, 1_700_000_000.0))
+    assert extract._original_name(archived) == name

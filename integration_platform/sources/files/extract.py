@@ -387,10 +387,11 @@ def archived_name(file: RemoteFile) -> str:
     to the first (an SFTP rename onto an existing name fails; FTP servers and buckets overwrite)."""
     stem, dot, suffix = file.name.rpartition(".")
     if not dot or not stem:
-        stem, suffix = file.name, ""
+        stem, dot, suffix = file.name, "", ""
     stamp = dt.datetime.fromtimestamp(int(file.mtime), dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     tag = f"-{hashlib.sha256(file.tag.encode()).hexdigest()[:8]}" if file.tag else ""
-    return f"{stem}.{stamp}-{file.size}B{tag}" + (f".{suffix}" if suffix else "")
+    # a name ending in a dot keeps it: without, orders_20240101. read back as orders_20240101
+    return f"{stem}.{stamp}-{file.size}B{tag}{dot}{suffix}"
 
 
 def _in_archive(plan: FileStreamPlan, session: _Session, gone: list[str]) -> set[str]:
