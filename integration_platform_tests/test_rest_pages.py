@@ -174,6 +174,33 @@ def test_a_page_repeating_the_one_before_fails_naming_the_paginator(
     assert not list((tmp_path / "lake").rglob("*.parquet"))
 
 
+def test_a_page_repeating_the_records_before_it_fails_though_the_body_differs(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """An API ignoring the paginator's parameter whose bodies differ in a field beside the records (a request
+    id, a time stamp): the byte-for-byte check missed the repeat, and paging went on for ever (without
+    ``max_pages``), here until the server gave up after 30 pages. The second page fails the run, naming the
+    paginator, and nothing lands."""
+    served = iter(range(1000))
+
+    def pages(path: str, query: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        request_id = next(served)
+        if request_id >= 30:
+            return 418, {}, {"error": "paged for ever"}
+        return 200, {}, {"data": [{"id": i} for i in range(10)], "request_id": request_id}
+
+    with serving(pages) as (url, asked):
+        p = platform(_yaml(url, "{type: offset, limit: 10}"), tmp_path, instance)
+        failed = p.materialize([ITEMS], raise_on_error=False)
+    assert not failed.success
+    assert any(
+        "offset=10" in m and "the page repeats the page before it; the API ignores the offset paginator's" in m
+        for m in failure_messages(failed)
+    ), failure_messages(failed)
+    assert len(asked) == 2, asked
+    assert not list((tmp_path / "lake").rglob("*.parquet"))
+
+
 @pytest.mark.parametrize("rel", ['rel="Next"', 'REL="next"', 'rel="next last"', 'rel="prev next"', "rel=next"])
 def test_a_link_header_next_is_found_however_rfc_8288_lets_it_be_written(
     tmp_path: Path, instance: dg.DagsterInstance, rel: str

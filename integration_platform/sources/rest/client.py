@@ -30,12 +30,15 @@ def endpoint_pages(
     """Every page of ``path``, in order. Raises :class:`HttpSourceError` when the paginator
     asks for a page it already fetched (a loop), when a page with records repeats the page before it
     byte for byte (the API ignores the paginator's parameter, or clamps to its last page: paging went on
-    for ever, landing the same records again and again), when the records path matches nothing in a
+    for ever, landing the same records again and again), or its records repeat those of the page before (the
+    same API with a request id or a time stamp in each body: the byte-for-byte check missed it, and paging
+    went on for ever), when the records path matches nothing in a
     body, when a page's cursor or next URL cannot go into a URL (a lone surrogate), or when more than
     ``max_pages`` pages hold records (a limit that stopped quietly landed a part as the whole)."""
     request: PageRequest | None = first_request(paginator, client.url(path), {**client.config.params, **params})
     seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
     previous: bytes | None = None  # the last page's body, when it held records
+    previous_records: list[Any] = []  # and its records
     empty = 0  # pages in a row without records
     filled = 0  # pages with records
     while request is not None:
@@ -62,12 +65,12 @@ def endpoint_pages(
                 f"GET {client.redact_url(request.url, request.params)}: more than max_pages "
                 f"({paginator.max_pages}) pages with records; nothing lands: raise max_pages"
             )
-        if records and response.content == previous:
+        if records and (response.content == previous or records == previous_records):
             raise HttpSourceError(
                 f"GET {client.redact_url(request.url, request.params)}: the page repeats the page before it; the "
                 f"API ignores the {paginator.type} paginator's parameter or stays on its last page: check its settings"
             )
-        previous = response.content if records else None
+        previous, previous_records = (response.content, records) if records else (None, [])
         yield Page(records, request, body, len(response.content))
         fetched = request
         try:
