@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import dagster as dg
 import pytest
 
+from integration_platform_tests.rest_servers import scripted_server
 from sandbox.harness import failure_messages, latest_metadata, platform
 
 #: ``(path, query) -> (status, headers, JSON body)``
@@ -199,6 +200,31 @@ def test_a_page_repeating_the_records_before_it_fails_though_the_body_differs(
     ), failure_messages(failed)
     assert len(asked) == 2, asked
     assert not list((tmp_path / "lake").rglob("*.parquet"))
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("text/plain", '{"data": [{"id": 1, "name": "caf\u00e9 \u2615"}]}'),
+        ("application/json; charset=iso-8859-1", '{"data": [{"id": 1, "name": "caf\u00e9 \u2615"}]}'),
+        ("application/json", '{"data": [{"id": 1, "name": "caf\u00e9 \u2615", "score": NaN, "top": Infinity}]}'),
+    ],
+    ids=["text-plain", "labelled-latin-1", "nan-and-infinity"],
+)
+def test_a_json_body_is_read_as_utf_8_whatever_its_content_type_says(
+    tmp_path: Path, instance: dg.DagsterInstance, content_type: str, body: str
+) -> None:
+    """JSON exchanged between systems is UTF-8 and a ``charset`` means nothing to it (RFC 8259, 8.1 and 11):
+    a body served as ``text/plain``, or labelled ISO-8859-1, was decoded as Latin-1 by requests and landed
+    ``cafÃ© â\x98\x95`` in silence. ``NaN`` and ``Infinity``, which the README says land (as nulls in JSON
+    text), failed the run with a bare "JSONDecodeError" after every retry: requests parsed with simplejson
+    (installed with dlt), which refuses them."""
+    data = body.encode()
+    with scripted_server(lambda request: (200, {"Content-Type": content_type}, data)) as server:
+        p = platform(_yaml(server.url, "{type: single_page}"), tmp_path, instance)
+        result = p.materialize([ITEMS, WAREHOUSE], raise_on_error=False)
+    assert result.success, failure_messages(result)
+    assert p.query("SELECT name FROM shop.items") == [("caf\u00e9 \u2615",)]
 
 
 @pytest.mark.parametrize("rel", ['rel="Next"', 'REL="next"', 'rel="next last"', 'rel="prev next"', "rel=next"])

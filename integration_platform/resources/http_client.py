@@ -43,6 +43,7 @@ TRANSIENT = (
     requests.exceptions.ChunkedEncodingError,
     requests.exceptions.ContentDecodingError,
     requests.exceptions.JSONDecodeError,
+    json.JSONDecodeError,  # _json: the standard library's, a body cut short or not JSON
 )
 
 
@@ -229,10 +230,20 @@ class NestedTooDeep(Exception):
 
 
 def _json(response: requests.Response) -> Any:
-    """The body decoded as JSON. Raises :class:`NestedTooDeep` for a body nested past the interpreter's
-    recursion limit (``[[[[...]]]]`` 200,000 deep is 400 KB: the decoder's bare ``RecursionError`` failed
-    the run without naming the request), and what ``Response.json`` raises."""
+    """The body decoded as JSON by the standard library, from its bytes: UTF-8 (or UTF-16/32, told by its
+    first bytes) whatever the ``Content-Type`` says, as RFC 8259 (8.1, 11) has it; a body that is not
+    UTF-8 is read in the charset its ``Content-Type`` names (requests' guess without one). ``NaN`` and
+    ``Infinity`` are read as floats. ``Response.json`` decoded a body served as ``text/plain`` (or labelled
+    ISO-8859-1) as Latin-1, landing ``cafÃ©`` for ``café``, and parsed with simplejson when installed (dlt
+    installs it), which refuses ``NaN`` and whose errors were reported as a bare "JSONDecodeError".
+
+    Raises :class:`NestedTooDeep` for a body nested past the interpreter's recursion limit
+    (``[[[[...]]]]`` 200,000 deep is 400 KB: the decoder's bare ``RecursionError`` failed the run without
+    naming the request), and ``json.JSONDecodeError`` for a body that is not JSON."""
     try:
-        return response.json()
+        try:
+            return json.loads(response.content)
+        except UnicodeDecodeError:
+            return json.loads(response.text)
     except RecursionError:
         raise NestedTooDeep("the JSON body is nested too deeply to decode") from None
