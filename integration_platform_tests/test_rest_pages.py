@@ -312,6 +312,37 @@ def test_a_child_of_an_incremental_parent_is_fetched_once_per_parent_row(
     ]
 
 
+def test_a_parent_whose_placeholder_field_is_null_is_skipped_not_fetched_as_none(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """A guest order has no customer: its null ``customer_id`` was rendered as Python's ``None`` and
+    ``/customers/None`` fetched (an API answering it, its answer landed as that order's customer; one
+    answering 404 failed the run). A parent without a value for the path has nothing to fetch: it is
+    skipped and counted in ``requests_skipped``."""
+
+    def pages(path: str, query: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        if path == "/orders":
+            return 200, {}, {"data": [{"id": 1, "customer_id": 7}, {"id": 2, "customer_id": None}]}
+        return 200, {}, {"data": [{"name": path.rpartition("/")[2]}]}
+
+    streams = """\
+    - name: orders
+      path: /orders
+      records: data
+      primary_key: [id]
+    - name: customers
+      path: /customers/{customer_id}
+      records: data
+      parent: {stream: orders, include: [id]}
+"""
+    with serving(pages) as (url, asked):
+        p = platform(_source(url, streams), tmp_path, instance)
+        assert p.materialize().success
+    assert sorted(asked) == ["/customers/7", "/orders"], asked
+    assert p.query("SELECT name, _orders_id FROM shop.customers") == [("7", 1)]
+    assert latest_metadata(instance, dg.AssetKey(["shop", "customers"]))["requests_skipped"] == 1
+
+
 def test_a_keyless_row_differing_only_in_a_nested_field_is_not_already_landed(
     tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:

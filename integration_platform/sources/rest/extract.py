@@ -189,7 +189,9 @@ def _fan_out(
 ) -> Iterator[tuple[dict[str, Any], list[Page] | None]]:
     """Fetch every parent row's path with ``concurrency`` workers, yielding results in parent
     order whatever order responses come in (so the schema a landing infers never depends on
-    timing). The first failure in parent order is raised; what has not started is cancelled.
+    timing). The first failure in parent order is raised; what has not started is cancelled. A row
+    with a null placeholder value has nothing to fetch: its result is ``None``, as a skipped status's
+    (it was rendered as Python's ``None``, and ``/customers/None`` fetched).
 
     New requests are queued whenever any request finishes, not only the oldest: a worker waiting
     out a ``Retry-After`` (or a slow response) at the head of the order leaves the others busy.
@@ -219,6 +221,11 @@ def _fan_out(
             row = next(todo, None)
             if row is None:
                 return
+            if any(row[name] is None for name in plan.placeholders):
+                nothing: Future[list[Page] | None] = Future()
+                nothing.set_result(None)
+                ordered.append((row, nothing))
+                continue
             try:
                 path = render_path(plan.path, row, base)
             except ValueError as exc:  # the parent's value as the URL it would be, masked as any URL shown
