@@ -96,6 +96,30 @@ def test_a_body_without_the_records_path_fails_the_run_and_keeps_the_table(
     assert p.query("SELECT count(*) FROM shop.items") == [(0,)]
 
 
+def test_an_error_body_whose_records_path_holds_null_fails_the_run_and_keeps_the_table(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """An API answering 200 with ``{"data": null, "errors": [...]}`` (GraphQL's and many REST APIs' way):
+    the path matched a null, which passed for a page without records beside the error, and the snapshot
+    replaced the table with nothing. It fails as an error body without the path does; ``{"data": null}``
+    alone is still an empty page."""
+    body: dict[str, Any] = {"data": [{"id": 1}, {"id": 2}]}
+    with serving(lambda path, query: (200, {}, body)) as (url, _):
+        p = platform(_yaml(url, "{type: single_page}"), tmp_path, instance)
+        assert p.materialize([ITEMS, WAREHOUSE]).success
+        body = {"data": None, "errors": [{"message": "upstream timed out"}]}
+        failed = p.materialize([ITEMS, WAREHOUSE], raise_on_error=False)
+        assert not failed.success
+        assert any(
+            "the records path 'data' matches nothing in an error body (an object with keys ['data', 'errors'])" in m
+            for m in failure_messages(failed)
+        ), failure_messages(failed)
+        assert p.query("SELECT count(*) FROM shop.items") == [(2,)]
+        body = {"data": None}
+        assert p.materialize([ITEMS, WAREHOUSE]).success
+    assert p.query("SELECT count(*) FROM shop.items") == [(0,)]
+
+
 def test_a_cursor_paginator_goes_past_an_empty_page_and_stops_after_ten(
     tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:

@@ -39,14 +39,15 @@ def select_records(body: Any, path: str | None) -> list[Any]:
     nothing is a page without records (protobuf-style APIs leave an empty list out: ``{}``), unless the
     body is an error object (a top-level key of :data:`ERROR_KEYS`): then ``ValueError`` naming the path
     and the body's keys. An error body sent with status 200 (``{"error": ...}``) was taken for a page
-    without records, and a full-refresh stream's table was replaced by nothing.
+    without records, and a full-refresh stream's table was replaced by nothing. A path matching only nulls
+    matches nothing here: ``{"data": null, "errors": [...]}`` (GraphQL's error answer) was such a page.
     """
     if path in (None, "", "$"):
         values = [body]
     else:
         assert path is not None
         values = find(body, path)
-        if not values and isinstance(body, dict) and ERROR_KEYS & {str(k).lower() for k in body}:
+        if all(v is None for v in values) and isinstance(body, dict) and ERROR_KEYS & {str(k).lower() for k in body}:
             keys = sorted(body)[:10]
             raise ValueError(f"the records path {path!r} matches nothing in an error body (an object with keys {keys})")
     if len(values) == 1 and isinstance(values[0], list):
