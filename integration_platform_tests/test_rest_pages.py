@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import dagster as dg
 import pytest
 
+from integration_platform.sources.rest.extract import has_value
 from integration_platform_tests.rest_servers import scripted_server
 from sandbox.harness import failure_messages, latest_metadata, platform
 
@@ -102,7 +103,7 @@ def test_an_error_body_whose_records_path_holds_null_fails_the_run_and_keeps_the
     """An API answering 200 with ``{"data": null, "errors": [...]}`` (GraphQL's and many REST APIs' way):
     the path matched a null, which passed for a page without records beside the error, and the snapshot
     replaced the table with nothing. It fails as an error body without the path does; ``{"data": null}``
-    alone is still an empty page."""
+    beside an empty ``errors`` (an envelope's) is still an empty page."""
     body: dict[str, Any] = {"data": [{"id": 1}, {"id": 2}]}
     with serving(lambda path, query: (200, {}, body)) as (url, _):
         p = platform(_yaml(url, "{type: single_page}"), tmp_path, instance)
@@ -115,7 +116,7 @@ def test_an_error_body_whose_records_path_holds_null_fails_the_run_and_keeps_the
             for m in failure_messages(failed)
         ), failure_messages(failed)
         assert p.query("SELECT count(*) FROM shop.items") == [(2,)]
-        body = {"data": None}
+        body = {"data": None, "errors": []}
         assert p.materialize([ITEMS, WAREHOUSE]).success
     assert p.query("SELECT count(*) FROM shop.items") == [(0,)]
 
@@ -224,6 +225,23 @@ def test_a_page_repeating_the_records_before_it_fails_though_the_body_differs(
     ), failure_messages(failed)
     assert len(asked) == 2, asked
     assert not list((tmp_path / "lake").rglob("*.parquet"))
+
+
+def test_a_cursor_paginator_lands_pages_whose_records_are_alike(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """A cursor paginator's pages may hold the same records (a series of equal readings): its requests differ,
+    and an API ignoring its cursor repeats a request, which fails on its own. Alike records on pages that are
+    counted (offset, page number) fail; here they land (each key once: the stream's primary key is ``id``)."""
+
+    def pages(path: str, query: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        page = int(query.get("cursor", "0"))
+        records = [{"id": i, "value": 0} for i in range(3)]
+        return 200, {}, {"data": records, **({"next": str(page + 1)} if page < 2 else {})}
+
+    with serving(pages) as (url, asked):
+        p = platform(_yaml(url, "{type: cursor, cursor_path: next, cursor_param: cursor}"), tmp_path, instance)
+        assert p.materialize([ITEMS, WAREHOUSE]).success
+    assert len(asked) == 3, asked
+    assert p.query("SELECT count(*) FROM shop.items") == [(3,)]
 
 
 @pytest.mark.parametrize(
@@ -342,11 +360,13 @@ def test_a_parent_whose_placeholder_field_is_null_is_skipped_not_fetched_as_none
     """A guest order has no customer: its null ``customer_id`` was rendered as Python's ``None`` and
     ``/customers/None`` fetched (an API answering it, its answer landed as that order's customer; one
     answering 404 failed the run). A parent without a value for the path has nothing to fetch: it is
-    skipped and counted in ``requests_skipped``."""
+    skipped and counted in ``parents_without_value``. One float among the ids widened the column to double,
+    and every parent was fetched as ``/customers/7.0``: a whole number is written as one."""
 
     def pages(path: str, query: dict[str, str]) -> tuple[int, dict[str, str], Any]:
         if path == "/orders":
-            return 200, {}, {"data": [{"id": 1, "customer_id": 7}, {"id": 2, "customer_id": None}]}
+            orders = [{"id": 1, "customer_id": 7}, {"id": 2, "customer_id": None}, {"id": 3, "customer_id": 8.0}]
+            return 200, {}, {"data": orders}
         return 200, {}, {"data": [{"name": path.rpartition("/")[2]}]}
 
     streams = """\
@@ -362,9 +382,16 @@ def test_a_parent_whose_placeholder_field_is_null_is_skipped_not_fetched_as_none
     with serving(pages) as (url, asked):
         p = platform(_source(url, streams), tmp_path, instance)
         assert p.materialize().success
-    assert sorted(asked) == ["/customers/7", "/orders"], asked
-    assert p.query("SELECT name, _orders_id FROM shop.customers") == [("7", 1)]
-    assert latest_metadata(instance, dg.AssetKey(["shop", "customers"]))["requests_skipped"] == 1
+    assert sorted(asked) == ["/customers/7", "/customers/8", "/orders"], asked
+    assert p.query("SELECT name, _orders_id FROM shop.customers ORDER BY 2") == [("7", 1), ("8", 3)]
+    shown = latest_metadata(instance, dg.AssetKey(["shop", "customers"]))
+    assert (shown["parents_without_value"], shown["requests_skipped"], shown["parent_records"]) == (1, 0, 3)
+
+
+@pytest.mark.parametrize(("value", "fetched"), [("", False), (float("nan"), False), (float("inf"), False), (0, True)])
+def test_an_empty_or_non_finite_placeholder_value_has_nothing_to_fetch(value: Any, fetched: bool) -> None:
+    """``""`` rendered ``/customers/``, the collection, which landed as one customer; NaN ``/customers/nan``."""
+    assert has_value(value) is fetched
 
 
 def test_a_keyless_row_differing_only_in_a_nested_field_is_not_already_landed(

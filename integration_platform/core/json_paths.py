@@ -32,22 +32,32 @@ def find_one(body: Any, path: str) -> Any:
 ERROR_KEYS = frozenset({"error", "errors", "fault"})
 
 
+def _holds_an_error(body: Any) -> bool:
+    """Whether ``body`` is an object with a top-level key of :data:`ERROR_KEYS` holding something: an
+    envelope's empty ``"errors": []`` or ``"error": null`` (Cloudflare's ``{"success": true, "errors": [],
+    "result": null}``) is no error."""
+    return isinstance(body, dict) and any(
+        str(key).lower() in ERROR_KEYS and value not in (None, [], {}, "") for key, value in body.items()
+    )
+
+
 def select_records(body: Any, path: str | None) -> list[Any]:
     """The records of a page: what ``path`` selects (a list, or one object), or the body itself.
 
     ``None`` or ``$`` selects the body: a list is the records, an object is one record. A path matching
     nothing is a page without records (protobuf-style APIs leave an empty list out: ``{}``), unless the
-    body is an error object (a top-level key of :data:`ERROR_KEYS`): then ``ValueError`` naming the path
-    and the body's keys. An error body sent with status 200 (``{"error": ...}``) was taken for a page
-    without records, and a full-refresh stream's table was replaced by nothing. A path matching only nulls
-    matches nothing here: ``{"data": null, "errors": [...]}`` (GraphQL's error answer) was such a page.
+    body is an error object (a top-level key of :data:`ERROR_KEYS` holding something): then
+    ``ValueError`` naming the path and the body's keys. An error body sent with status 200
+    (``{"error": ...}``) was taken for a page without records, and a full-refresh stream's table was
+    replaced by nothing. A path matching only nulls matches nothing here: ``{"data": null, "errors":
+    [...]}`` (GraphQL's error answer) was such a page.
     """
     if path in (None, "", "$"):
         values = [body]
     else:
         assert path is not None
         values = find(body, path)
-        if all(v is None for v in values) and isinstance(body, dict) and ERROR_KEYS & {str(k).lower() for k in body}:
+        if all(v is None for v in values) and _holds_an_error(body):
             keys = sorted(body)[:10]
             raise ValueError(f"the records path {path!r} matches nothing in an error body (an object with keys {keys})")
     if len(values) == 1 and isinstance(values[0], list):

@@ -232,7 +232,8 @@ class NestedTooDeep(Exception):
 def _json(response: requests.Response) -> Any:
     """The body decoded as JSON by the standard library, from its bytes: UTF-8 (or UTF-16/32, told by its
     first bytes) whatever the ``Content-Type`` says, as RFC 8259 (8.1, 11) has it; a body that is not
-    UTF-8 is read in the charset its ``Content-Type`` names (requests' guess without one). ``NaN`` and
+    UTF-8 is read in the charset its ``Content-Type`` names (requests' guess without one), bytes that do
+    not decode in it as U+FFFD (``errors="replace"``, as requests decodes). ``NaN`` and
     ``Infinity`` are read as floats. ``Response.json`` decoded a body served as ``text/plain`` (or labelled
     ISO-8859-1) as Latin-1, landing ``cafÃ©`` for ``café``, and parsed with simplejson when installed (dlt
     installs it), which refuses ``NaN`` and whose errors were reported as a bare "JSONDecodeError".

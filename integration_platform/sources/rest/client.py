@@ -30,9 +30,10 @@ def endpoint_pages(
     """Every page of ``path``, in order. Raises :class:`HttpSourceError` when the paginator
     asks for a page it already fetched (a loop), when a page with records repeats the page before it
     byte for byte (the API ignores the paginator's parameter, or clamps to its last page: paging went on
-    for ever, landing the same records again and again), or its records repeat those of the page before (the
-    same API with a request id or a time stamp in each body: the byte-for-byte check missed it, and paging
-    went on for ever), when the records path matches nothing in a
+    for ever, landing the same records again and again) or, for the ``offset`` and ``page_number``
+    paginators, whose requests never repeat, holds the records of the page before (the same API with a
+    request id or a time stamp in each body: the byte-for-byte check missed it, and paging went on for
+    ever; a cursor or a next link the API ignores repeats a request instead), when the records path matches nothing in a
     body, when a page's cursor or next URL cannot go into a URL (a lone surrogate), or when more than
     ``max_pages`` pages hold records (a limit that stopped quietly landed a part as the whole)."""
     request: PageRequest | None = first_request(paginator, client.url(path), {**client.config.params, **params})
@@ -65,7 +66,8 @@ def endpoint_pages(
                 f"GET {client.redact_url(request.url, request.params)}: more than max_pages "
                 f"({paginator.max_pages}) pages with records; nothing lands: raise max_pages"
             )
-        if records and (response.content == previous or records == previous_records):
+        counted = paginator.type in ("offset", "page_number")  # their parameter, ignored, repeats no request
+        if records and (response.content == previous or (counted and records == previous_records)):
             raise HttpSourceError(
                 f"GET {client.redact_url(request.url, request.params)}: the page repeats the page before it; the "
                 f"API ignores the {paginator.type} paginator's parameter or stays on its last page: check its settings"

@@ -12,6 +12,7 @@ record twice.
 
 import datetime as dt
 import json
+import math
 import string
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -85,7 +86,7 @@ def render_path(template: str, row: dict[str, Any], base: str) -> str:
     """
     names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
     if len(names) == 1 and template == "{" + names[0] + "}":
-        value, what = str(row[names[0]]), f"value of {{{names[0]}}} in {template!r}"
+        value, what = placeholder_text(row[names[0]]), f"value of {{{names[0]}}} in {template!r}"
         try:
             if urlsplit(value).scheme or "/" in value:
                 url = urljoin(base, value)
@@ -97,8 +98,26 @@ def render_path(template: str, row: dict[str, Any], base: str) -> str:
             raise
         except ValueError as exc:  # urlsplit: an unclosed IPv6 bracket, a port out of range
             raise UnsafeNameError(f"{what} is not a URL ({exc})") from None
-    values = {name: url_segment(str(row[name]), f"value of {{{name}}} in {template!r}") for name in names}
+    values = {name: url_segment(placeholder_text(row[name]), f"value of {{{name}}} in {template!r}") for name in names}
     return template.format_map(values)
+
+
+def placeholder_text(value: Any) -> str:
+    """A parent's value as a path placeholder writes it: a whole float as the integer it is (a parent
+    column widened to double by one record sent ``/customers/7.0`` for every parent), anything else as
+    ``str``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def has_value(value: Any) -> bool:
+    """Whether a parent's placeholder value names something to fetch: not null, not empty text (which
+    rendered ``/customers/``, the collection, landed as one customer) and not a NaN or infinite float
+    (``/customers/nan``)."""
+    if value is None or value == "":
+        return False
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def param_value(value: Any, fmt: str | None) -> str:
@@ -189,9 +208,7 @@ def _fan_out(
 ) -> Iterator[tuple[dict[str, Any], list[Page] | None]]:
     """Fetch every parent row's path with ``concurrency`` workers, yielding results in parent
     order whatever order responses come in (so the schema a landing infers never depends on
-    timing). The first failure in parent order is raised; what has not started is cancelled. A row
-    with a null placeholder value has nothing to fetch: its result is ``None``, as a skipped status's
-    (it was rendered as Python's ``None``, and ``/customers/None`` fetched).
+    timing). The first failure in parent order is raised; what has not started is cancelled.
 
     New requests are queued whenever any request finishes, not only the oldest: a worker waiting
     out a ``Retry-After`` (or a slow response) at the head of the order leaves the others busy.
@@ -221,11 +238,6 @@ def _fan_out(
             row = next(todo, None)
             if row is None:
                 return
-            if any(row[name] is None for name in plan.placeholders):
-                nothing: Future[list[Page] | None] = Future()
-                nothing.set_result(None)
-                ordered.append((row, nothing))
-                continue
             try:
                 path = render_path(plan.path, row, base)
             except ValueError as exc:  # the parent's value as the URL it would be, masked as any URL shown
@@ -286,7 +298,7 @@ def extract_rest(
         version=spec.cursor,
     )
     spill = TableSpill()
-    pages = skipped = parents = 0
+    pages = skipped = parents = without_value = 0
     try:
         if plan.parent is None:
             params = dict(plan.params)
@@ -300,6 +312,9 @@ def extract_rest(
             fields = tuple(dict.fromkeys([*plan.placeholders, *plan.include_from_parent]))
             rows = parent_rows(store, plan.parent, fields, spec.path)
             parents = len(rows)
+            # a guest order's null customer_id has nothing to fetch (it was fetched as /customers/None)
+            rows = [row for row in rows if all(has_value(row[name]) for name in plan.placeholders)]
+            without_value = parents - len(rows)
             group: list[tuple[list[Any], str]] = []  # pages converted together (JsonRecords.convert_pages)
             held = 0
             for row, fetched in _fan_out(_Fetch(client, plan), rows, max(client.config.concurrency, 1)):
@@ -330,7 +345,9 @@ def extract_rest(
         }
     )
     if plan.parent is not None:
-        report.metadata.update({"parent_records": parents, "requests_skipped": skipped})
+        report.metadata.update(
+            {"parent_records": parents, "requests_skipped": skipped, "parents_without_value": without_value}
+        )
     if client.oauth2 is not None:
         report.metadata["oauth2_tokens_obtained"] = client.oauth2.renewals
     return spill.reader(records.schema)
