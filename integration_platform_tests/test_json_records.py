@@ -275,3 +275,5 @@ def test_an_empty_object_no_record_gives_a_field_is_null_and_the_page_writes_to_
     ]
     later = records.convert([{"id": 3, "meta": {"source": "web"}}, {"id": 4, "meta": {}}], "page 2")
     assert later.column("meta").to_pylist() == [{"source": "web"}, {"source": None}]
+    alone = records.convert([{"id": 5, "meta": {}}], "page 3")  # the column is a struct now: as beside one
+    assert alone.column("meta").to_pylist() == [{"source": None}]

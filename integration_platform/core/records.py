@@ -234,20 +234,22 @@ class JsonRecords:
 
     def _column(self, name: str, values: list[Any]) -> tuple[pa.Array, pa.DataType]:
         """The column as an array and its (possibly widened) type; raises ArrowInvalid etc. on conflict.
-        Where no object of the column has a field at some depth (``{}`` alone), those empty objects are
-        null (:func:`empty_objects_null`): Parquet cannot write a struct without fields, and the
-        landing failed on every run."""
+        Where neither an object of the column nor the column's type so far has a field at some depth
+        (``{}`` alone), those empty objects are null (:func:`empty_objects_null`): Parquet cannot write a
+        struct without fields, and the landing failed on every run. Beside a known struct's fields they
+        are objects of nulls, as Arrow casts them."""
         inferred = pa.array(values)
-        if _has_empty_struct(inferred.type):
-            inferred = pa.array([empty_objects_null(value) for value in values])
         declared = self.declared.get(name)
         if declared is not None:
             return cast(inferred, declared), declared
         index = self.schema.get_field_index(name)
+        current = self.schema.field(index).type if index >= 0 else pa.null()
+        unified = widened(current, inferred.type)
+        if unified is not None and _has_empty_struct(unified):
+            inferred = pa.array([empty_objects_null(value) for value in values])
+            unified = widened(current, inferred.type)
         if index < 0:
             return inferred, inferred.type
-        current = self.schema.field(index).type
-        unified = widened(current, inferred.type)
         if unified is None:
             raise pa.ArrowTypeError(f"expected {current}, got {inferred.type}")
         return cast(inferred, unified), unified
