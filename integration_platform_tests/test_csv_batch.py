@@ -263,3 +263,11 @@ def test_the_quote_check_jumping_between_quotes_answers_as_removing_every_quoted
         assert csv_batch._quotes_well_formed(data, b'"', fields) == expected, data
         answers.add(expected)
     assert answers == {True, False}
+
+
+def test_column_names_rename_a_header_skipped_with_skip_rows() -> None:
+    """``column_names`` with ``skip_rows: 1`` renames a file's header (the header line is skipped): kept when
+    the names without ``header: false`` were refused; alone, they still are."""
+    assert CsvOptions(skip_rows=1, column_names=["x", "y"]).column_names == ["x", "y"]
+    with pytest.raises(ValueError, match="set header: false, or skip_rows: 1"):
+        CsvOptions(column_names=["x", "y"])

@@ -74,8 +74,10 @@ class LakeResource(dg.ConfigurableResource):
                 f"lake URL {self.url!r} would be a local folder named {typo + ':'!r}: "
                 f"write {typo.lower()}://bucket/prefix"
             )
-        if not found and typo == "file":  # RFC 8089's file:/path
-            return LocalLake(Path(self.url.removeprefix("file:")))
+        if not found and typo.lower() == "file":  # RFC 8089's file:/path
+            if not self.url[5:]:
+                raise ValueError(f"lake URL {self.url!r} names no folder")
+            return LocalLake(Path(self.url[5:]))
         if not found or scheme == "file":
             return LocalLake(Path(self.url.removeprefix("file://")))
         bucket, _, prefix = rest.partition("/")

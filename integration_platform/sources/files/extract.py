@@ -194,7 +194,8 @@ class _ReadAhead:
         A file that does not parse raises its :class:`FileFormatError` here, as the step's own read
         would. Any other failure (the server refused a second session, as servers allowing one login
         per user do; the connection broke) stops the read-ahead for the rest of the step, is kept in
-        :attr:`stopped`, and the step reads this file and the next ones on its own connection."""
+        :attr:`stopped`, and the step reads this file and the next ones on its own connection. An error
+        raised in the step's thread while it waits (Celery's soft time limit) is raised."""
         future = self.pending.pop(file.path, None)
         if future is None:  # asked out of order, or stopped: the step reads it itself
             with suppress(ValueError):
@@ -206,8 +207,8 @@ class _ReadAhead:
         except FileFormatError:
             raise
         except Exception as exc:
-            if not future.done():  # raised in this thread while it waited (Celery's soft time limit): not the read's
-                raise
+            if not future.done() or future.exception() is not exc:  # raised in this thread while it waited
+                raise  # (Celery's soft time limit), not by the read
             self.stopped = f"{type(exc).__name__}: {exc}"
             self._cancel()
             return None

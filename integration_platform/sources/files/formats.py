@@ -50,12 +50,14 @@ class CsvOptions(SafeModel, dg.Resolvable):
 
     @model_validator(mode="after")
     def _names_without_header(self) -> "CsvOptions":
-        """Raises ``ValueError`` for ``column_names`` with ``header: true``: pyarrow then reads no names from
-        the file, and its header line landed as a row of data (and made every typed column text)."""
-        if self.column_names and self.header:
+        """Raises ``ValueError`` for ``column_names`` with ``header: true`` and no ``skip_rows``: pyarrow then
+        reads no names from the file, and its header line landed as a row of data (and made every typed
+        column text). With ``skip_rows`` the header is skipped, and ``column_names`` renames its columns."""
+        if self.column_names and self.header and not self.skip_rows:
             raise ValueError(
-                "csv: column_names names the columns of a file without a header: set header: false "
-                "(with header: true the file's header line landed as a row of data)"
+                "csv: column_names names the columns of a file without a header: set header: false, or "
+                "skip_rows: 1 to rename a header's columns (with header: true the file's header line landed as a "
+                "row of data)"
             )
         return self
 
