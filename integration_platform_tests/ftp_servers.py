@@ -59,6 +59,7 @@ def ftps_server(
     hostile_names: tuple[str, ...] = (),
     max_logins: int = 0,
     refused_dirs: tuple[str, ...] = (),
+    overwrite: bool = True,
 ) -> Iterator[FtpServer]:
     """Serve ``root`` (read, write, rename, mkdir for the user) until the block ends.
 
@@ -68,7 +69,8 @@ def ftps_server(
     every MLSD listing also lists these names (``../../x``) as files, as a hostile server would;
     ``max_logins``: at most this many sessions at once from 127.0.0.1 (0: no limit), as partner servers
     allowing one login per user do; ``refused_dirs``: folders under ``root`` the user may not enter or
-    list (550, as for a missing folder).
+    list (550, as for a missing folder); ``overwrite=False``: a rename onto an existing file is refused (550),
+    as IIS refuses it.
     """
     if importlib.util.find_spec("pyftpdlib") is None or (tls and importlib.util.find_spec("OpenSSL") is None):
         missing("pyftpdlib==2.2.0 and pyopenssl (pip install pyftpdlib==2.2.0 pyopenssl)")
@@ -90,6 +92,8 @@ def ftps_server(
             args += ["--max-logins", str(max_logins)]
         for refused in refused_dirs:
             args += ["--refuse-dir", refused]
+        if not overwrite:
+            args.append("--no-overwrite")
         env = {**os.environ, PASSWORD_ENV: password}
         process, url = start_listening(stack, args, "FTP server", env)
         port = int(url.rsplit(":", 1)[1])

@@ -2,6 +2,8 @@
 predate recorded versions included), the cursor holds only what has not landed, and the per-tick limit
 leaves the rest for later."""
 
+import dataclasses
+
 import pytest
 
 from integration_platform.sources.files.drops import LANDED_FILES, DropRules, DropState, landed, plan_tick, version
@@ -126,3 +128,16 @@ def test_a_name_without_a_valid_date_is_reported_not_requested() -> None:
     second = plan_tick(files, first.state, rules, 100, landed([]))
     assert sorted(second.partitions) == ["2021-01-02"]
     assert "1 without a valid date in the name (orders_120210101.csv)" in second.skip_reason(2)
+
+
+def test_a_marker_older_than_its_file_marks_it_on_a_server_not_in_a_bucket() -> None:
+    """On a file server a marker older than its file marks an earlier version (the file may be being re-sent);
+    a bucket lists an object only once uploaded, and parallel uploaders finish the small marker first."""
+    data = RemoteFile(path="/in/drop-20240101.csv", name="drop-20240101.csv", size=200, mtime=1_700_000_100)
+    marker = RemoteFile(path="/in/drop-20240101.csv.done", name="drop-20240101.csv.done", size=0, mtime=1_700_000_050)
+    server = DropRules(glob="drop-*.csv", marker_suffix=".done")
+    bucket = DropRules(glob="drop-*.csv", marker_suffix=".done", marker_after_file=False)
+    assert server.marked([data, marker]) == set()
+    assert bucket.marked([data, marker]) == {"drop-20240101.csv"}
+    same_second = dataclasses.replace(marker, mtime=1_700_000_100.0)
+    assert server.marked([dataclasses.replace(data, mtime=1_700_000_100.9), same_second]) == {"drop-20240101.csv"}

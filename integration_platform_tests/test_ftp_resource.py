@@ -15,7 +15,12 @@ import dagster as dg
 import pytest
 
 from integration_platform.sources.files.ftp import FtpResource, SessionReusingFTP_TLS, parse_time_val
-from integration_platform.sources.files.remote_files import MissingDirectoryError, RemoteFileError, download_all
+from integration_platform.sources.files.remote_files import (
+    MissingDirectoryError,
+    RemoteFileError,
+    TargetExistsError,
+    download_all,
+)
 from integration_platform_tests.ftp_servers import FtpServer, ftps_server
 from integration_platform_tests.services import shared_file
 
@@ -265,6 +270,24 @@ def test_rename_into_a_new_archive_directory(server: FtpServer, drop: tuple[str,
     assert {(f.name, f.size) for f in archived} == {(first.name, first.size), (second.name, second.size)}
     assert sorted(f.name for f in remaining) == sorted(f.name for f in rest)
     assert len(rest) == len(originals) - 2
+
+
+def test_a_rename_onto_an_existing_file_a_server_refuses_is_told_apart(tmp_path: Path) -> None:
+    """A server that refuses to overwrite (IIS; ProFTPD with AllowOverwrite off) answers RNTO 550: that was a
+    plain failure, so the archive step failed the day on a file re-sent unchanged after it was archived (the
+    SFTP rename is told apart the same way). Another RNTO refusal stays a plain failure."""
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "a.csv").write_text("x\n1\n")
+    (folder / "archive").mkdir()
+    (folder / "archive" / "a.csv").write_text("x\n1\n")
+    with ftps_server(tmp_path, tls=False, overwrite=False) as refusing, _resource(refusing).connect() as files:
+        with pytest.raises(TargetExistsError, match=r"rename 'drop/a.csv -> drop/archive/a.csv': it exists"):
+            files.rename("drop/a.csv", "drop/archive/a.csv")
+        with pytest.raises(RemoteFileError) as other:
+            files.rename("drop/gone.csv", "drop/archive/b.csv")
+    assert not isinstance(other.value, TargetExistsError)
+    assert (folder / "a.csv").exists()
 
 
 def test_missing_directory_or_file_names_the_path(server: FtpServer, tmp_path: Path) -> None:

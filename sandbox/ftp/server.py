@@ -21,6 +21,7 @@ after 0.1 s (pyftpdlib's default delay is 3 s). Listens on 127.0.0.1 only and pr
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 from typing import Any, ClassVar
 
@@ -69,6 +70,19 @@ def listing_also(names: list[str]) -> type[AbstractedFS]:
     return Hostile
 
 
+def refusing_overwrite(base: type[AbstractedFS]) -> type[AbstractedFS]:
+    """A file system whose rename refuses an existing target (RNTO answers 550), as IIS does and ProFTPD
+    with ``AllowOverwrite off``; pyftpdlib's own replaces it (``os.rename``)."""
+
+    class NoOverwrite(base):
+        def rename(self, src: str, dst: str) -> None:
+            if os.path.lexists(dst):
+                raise OSError(errno.EEXIST, "Cannot create a file when that file already exists")
+            super().rename(src, dst)
+
+    return NoOverwrite
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, help="directory served as the user's home")
@@ -82,6 +96,7 @@ def main() -> None:
     parser.add_argument("--no-mlsd", action="store_true")
     parser.add_argument("--max-logins", type=int, default=0, help="control connections per client IP (0: no limit)")
     parser.add_argument("--hostile-name", action="append", default=[], help="also list this name in MLSD")
+    parser.add_argument("--no-overwrite", action="store_true", help="RNTO onto an existing file answers 550")
     parser.add_argument(
         "--refuse-dir", action="append", default=[], help="a folder under --root the user may not enter or list"
     )
@@ -114,6 +129,8 @@ def main() -> None:
     handler.authorizer = authorizer
     if args.hostile_name:
         handler.abstracted_fs = listing_also(args.hostile_name)
+    if args.no_overwrite:
+        handler.abstracted_fs = refusing_overwrite(handler.abstracted_fs)
     handler.passive_ports = PASSIVE_PORTS
     handler.auth_failed_timeout = 0.1
     handler.banner = "integration-platform sandbox FTP server ready."

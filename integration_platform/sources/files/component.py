@@ -338,6 +338,7 @@ class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
             date_regex=part.date_regex,
             date_format=part.date_format,
             marker_suffix=stream.marker_suffix,
+            marker_after_file=self.connection.protocol not in BUCKET_PROTOCOLS,
         )
         return FileStreamPlan(
             spec=spec,

@@ -45,6 +45,10 @@ class DropRules:
     date_regex: str = DEFAULT_DATE_REGEX
     date_format: str | None = None
     marker_suffix: str | None = None
+    #: Whether a marker must be no older than its file (file servers, where a file is listed while it is
+    #: written): an object store lists an object only once uploaded, and parallel uploaders finish the
+    #: small marker first, so there a file newer than its marker is no upload in progress.
+    marker_after_file: bool = True
 
     def matches(self, name: str) -> bool:
         """Whether the file ``name`` belongs to the stream (marker files never do)."""
@@ -61,16 +65,20 @@ class DropRules:
         return self.matches(name) or bool(suffix and name.endswith(suffix) and self.matches(name[: -len(suffix)]))
 
     def marked(self, listing: Iterable[RemoteFile]) -> set[str]:
-        """The names of the files in ``listing`` whose own marker (``<name><marker_suffix>``) is listed too and
-        is no older than the file (whole seconds): a marker older than its file marks an earlier version, and
-        the file, re-sent under its name, may still be being uploaded (empty without ``marker_suffix``)."""
+        """The names of the files in ``listing`` whose own marker (``<name><marker_suffix>``) is listed too and,
+        with :attr:`marker_after_file`, is no older than the file (whole seconds): on a file server a marker
+        older than its file marks an earlier version, and the file, re-sent under its name, may still be
+        being uploaded (empty without ``marker_suffix``)."""
         suffix = self.marker_suffix
         if not suffix:
             return set()
         files = list(listing)
         markers = {f.name[: -len(suffix)]: f for f in files if f.name.endswith(suffix)}
         return {
-            f.name for f in files if (marker := markers.get(f.name)) is not None and int(marker.mtime) >= int(f.mtime)
+            f.name
+            for f in files
+            if (marker := markers.get(f.name)) is not None
+            and (not self.marker_after_file or int(marker.mtime) >= int(f.mtime))
         }
 
     def partition_key(self, file: RemoteFile) -> str | None:

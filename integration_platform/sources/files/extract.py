@@ -495,7 +495,10 @@ def extract_files(
         cover = f"the matching files cover {days[0]} .. {days[-1]}" if days else "no file matches"
         waiting = session.unmarked.get(partition, [])
         if waiting:
-            cover += f"; {len(waiting)} without their {plan.rules.marker_suffix} marker yet: {', '.join(waiting[:3])}"
+            cover += (
+                f"; {len(waiting)} without their {plan.rules.marker_suffix} marker yet, or with one older than the"
+                f" file: {', '.join(waiting[:3])}"
+            )
         raise NoFileError(
             f"partition {partition} of {plan.spec.path} has no file in {plan.directory} ({cover}); "
             "nothing was landed for it"

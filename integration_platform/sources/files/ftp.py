@@ -35,6 +35,7 @@ from integration_platform.sources.files.remote_files import (
     MissingDirectoryError,
     RemoteFile,
     RemoteFileError,
+    TargetExistsError,
     download_one_by_one,
 )
 
@@ -232,12 +233,17 @@ class FtpFiles:
 
     def rename(self, path: str, target: str) -> None:
         """Move ``path`` to ``target`` (RNFR/RNTO); when RNTO is refused because the target's directory is
-        missing, create it (MKD, parents too) and try once more. Raises :class:`RemoteFileError`."""
+        missing, create it (MKD, parents too) and try once more. Raises :class:`RemoteFileError`
+        (:class:`TargetExistsError` when RNTO is refused and ``target`` exists: most servers overwrite, IIS
+        and ProFTPD without overwrite refuse)."""
         with self._guard("rename", f"{path} -> {target}"):
             try:
                 self._rename(path, target)
             except ftplib.error_perm as exc:
                 parent = posixpath.dirname(target.rstrip("/"))
+                if getattr(exc, "stage", None) == "RNTO" and self._exists(target):
+                    error = self._error("rename", f"{path} -> {target}", "it exists")
+                    raise TargetExistsError(str(error)) from exc
                 if getattr(exc, "stage", None) != "RNTO" or not parent or self._is_dir(parent):
                     raise
                 with self._guard("create directory", parent):
@@ -357,6 +363,13 @@ class FtpFiles:
         except FTP_ERRORS:
             return False
         return name not in names
+
+    def _exists(self, path: str) -> bool:
+        """Whether ``path`` is a file SIZE answers for (``False`` when it is refused or not implemented)."""
+        try:
+            return self._size(path) is not None
+        except ftplib.error_perm:
+            return False
 
     def _is_dir(self, directory: str) -> bool:
         """Whether CWD into ``directory`` works; the working directory is set back to the login one."""

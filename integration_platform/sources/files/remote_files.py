@@ -25,7 +25,8 @@ class MissingDirectoryError(RemoteFileError):
 
 
 class TargetExistsError(RemoteFileError):
-    """A rename's target exists and the server refuses to replace it (SFTP; FTP servers and buckets overwrite)."""
+    """A rename's target exists and the server refuses to replace it (SFTP; FTP servers that refuse to overwrite,
+    told by SIZE; buckets overwrite)."""
 
 
 class HostKeyError(RemoteFileError):
