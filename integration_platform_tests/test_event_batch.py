@@ -294,17 +294,27 @@ def test_a_batch_of_several_kinds_stores_each_run_of_one_kind_in_one_transaction
     assert checks[0] == checks[1] and len(checks[0]) == 1, "the planned check stored once, as Dagster stores it"
 
 
+@contextmanager
+def mixed_batch_on_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, list[EventLogEntry], dict[str, Any], dg.DagsterInstance]]:
+    """A run id, its :func:`mixed_batch`, what Dagster's SQLite storage holds of it stored one at a time, and
+    an instance on the platform's SQLite event log batching by 1,000."""
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
+    run_id = str(uuid.uuid4())
+    events = mixed_batch(run_id)
+    dagsters = stored_one_at_a_time(SqliteEventLogStorage(str(tmp_path / "theirs")), events, run_id)
+    with platform_instance(tmp_path / "home", None) as instance:
+        yield run_id, events, dagsters, instance
+
+
 def test_a_run_of_a_batch_failing_after_another_was_stored_leaves_each_event_stored_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The second run of one kind fails in the index database after the first was stored: the rest of the batch
     is stored one event at a time, and Dagster's retry of the whole batch (which would store the first run
     again) never comes."""
-    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
-    run_id = str(uuid.uuid4())
-    events = mixed_batch(run_id)
-    dagsters = stored_one_at_a_time(SqliteEventLogStorage(str(tmp_path / "theirs")), events, run_id)
-    with platform_instance(tmp_path / "home", None) as instance:
+    with mixed_batch_on_sqlite(tmp_path, monkeypatch) as (run_id, events, dagsters, instance):
         ours = instance.event_log_storage
         calls: list[int] = []
 
@@ -327,11 +337,7 @@ def test_an_event_stored_alone_failing_after_a_run_was_stored_leaves_each_event_
 ) -> None:
     """The step's start (stored alone) fails once after the first run of materialisations was stored: it and
     the rest are stored one at a time here; Dagster's retry of the whole batch never comes."""
-    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
-    run_id = str(uuid.uuid4())
-    events = mixed_batch(run_id)
-    dagsters = stored_one_at_a_time(SqliteEventLogStorage(str(tmp_path / "theirs")), events, run_id)
-    with platform_instance(tmp_path / "home", None) as instance:
+    with mixed_batch_on_sqlite(tmp_path, monkeypatch) as (run_id, events, dagsters, instance):
         ours = instance.event_log_storage
         failures: list[str] = []
         store_event = ours.store_event
