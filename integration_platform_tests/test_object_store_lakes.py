@@ -183,6 +183,7 @@ def test_a_landing_killed_before_its_manifest_leaves_nothing_visible(
         ("abfs:/container", "write abfs://bucket/prefix"),
         ("S3:/bucket/lake", "write s3://bucket/prefix"),
         ("file:", "names no folder"),
+        ("file://", "names no folder"),
     ],
 )
 def test_a_lake_url_the_platform_cannot_open_is_refused_naming_it(url: str, message: str) -> None:
@@ -194,7 +195,7 @@ def test_a_lake_url_the_platform_cannot_open_is_refused_naming_it(url: str, mess
 @pytest.mark.fast
 def test_a_file_uri_without_its_slashes_is_the_folder_it_names(tmp_path: Path) -> None:
     """RFC 8089's ``file:/path`` is that path (it was a folder named ``file:`` in the working directory)."""
-    for url in (f"file:{tmp_path}/lake", f"FILE:{tmp_path}/lake"):
+    for url in (f"file:{tmp_path}/lake", f"FILE:{tmp_path}/lake", f"FILE://{tmp_path}/lake"):
         store = resource({"url": url}).store()
         assert isinstance(store, LocalLake) and Path(store.root) == tmp_path / "lake", url
 

@@ -103,7 +103,7 @@ def test_an_error_body_whose_records_path_holds_null_fails_the_run_and_keeps_the
     """An API answering 200 with ``{"data": null, "errors": [...]}`` (GraphQL's and many REST APIs' way):
     the path matched a null, which passed for a page without records beside the error, and the snapshot
     replaced the table with nothing. It fails as an error body without the path does; ``{"data": null}``
-    beside an empty ``errors`` (an envelope's) is still an empty page."""
+    beside an empty ``errors`` or a false ``error`` (an envelope's) is still an empty page."""
     body: dict[str, Any] = {"data": [{"id": 1}, {"id": 2}]}
     with serving(lambda path, query: (200, {}, body)) as (url, _):
         p = platform(_yaml(url, "{type: single_page}"), tmp_path, instance)
@@ -116,7 +116,7 @@ def test_an_error_body_whose_records_path_holds_null_fails_the_run_and_keeps_the
             for m in failure_messages(failed)
         ), failure_messages(failed)
         assert p.query("SELECT count(*) FROM shop.items") == [(2,)]
-        body = {"data": None, "errors": []}
+        body = {"data": None, "errors": [], "error": False}
         assert p.materialize([ITEMS, WAREHOUSE]).success
     assert p.query("SELECT count(*) FROM shop.items") == [(0,)]
 

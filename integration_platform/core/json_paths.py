@@ -33,12 +33,10 @@ ERROR_KEYS = frozenset({"error", "errors", "fault"})
 
 
 def _holds_an_error(body: Any) -> bool:
-    """Whether ``body`` is an object with a top-level key of :data:`ERROR_KEYS` holding something: an
-    envelope's empty ``"errors": []`` or ``"error": null`` (Cloudflare's ``{"success": true, "errors": [],
-    "result": null}``) is no error."""
-    return isinstance(body, dict) and any(
-        str(key).lower() in ERROR_KEYS and value not in (None, [], {}, "") for key, value in body.items()
-    )
+    """Whether ``body`` is an object with a top-level key of :data:`ERROR_KEYS` holding something true: an
+    envelope's empty ``"errors": []``, ``"error": null`` or ``"error": false`` (Cloudflare's ``{"success": true,
+    "errors": [], "result": null}``) is no error."""
+    return isinstance(body, dict) and any(str(key).lower() in ERROR_KEYS and bool(value) for key, value in body.items())
 
 
 def select_records(body: Any, path: str | None) -> list[Any]:

@@ -78,8 +78,12 @@ class LakeResource(dg.ConfigurableResource):
             if not self.url[5:]:
                 raise ValueError(f"lake URL {self.url!r} names no folder")
             return LocalLake(Path(self.url[5:]))
-        if not found or scheme == "file":
-            return LocalLake(Path(self.url.removeprefix("file://")))
+        if found and scheme.lower() == "file":
+            if not rest:
+                raise ValueError(f"lake URL {self.url!r} names no folder")
+            return LocalLake(Path(rest))
+        if not found:
+            return LocalLake(Path(self.url))
         bucket, _, prefix = rest.partition("/")
         if scheme not in STORE_SCHEMES:
             raise ValueError(

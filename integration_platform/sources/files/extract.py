@@ -495,9 +495,9 @@ def extract_files(
         cover = f"the matching files cover {days[0]} .. {days[-1]}" if days else "no file matches"
         waiting = session.unmarked.get(partition, [])
         if waiting:
+            older = ", or with one older than the file" if plan.rules.marker_after_file else ""
             cover += (
-                f"; {len(waiting)} without their {plan.rules.marker_suffix} marker yet, or with one older than the"
-                f" file: {', '.join(waiting[:3])}"
+                f"; {len(waiting)} without their {plan.rules.marker_suffix} marker yet{older}: {', '.join(waiting[:3])}"
             )
         raise NoFileError(
             f"partition {partition} of {plan.spec.path} has no file in {plan.directory} ({cover}); "

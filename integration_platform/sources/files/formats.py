@@ -43,7 +43,12 @@ class CsvOptions(SafeModel, dg.Resolvable):
     header: bool = Field(default=True, description="First row holds the column names.")
     column_names: list[str] = Field(default_factory=list, description="Names when there is no header.")
     null_values: list[str] = Field(default_factory=lambda: [""], description="Strings read as NULL.")
-    skip_rows: int = Field(default=0, ge=0, description="Lines to skip before the header.")
+    skip_rows: int = Field(
+        default=0,
+        ge=0,
+        description="Lines to skip before the header; with column_names (and header: true), the lines skipped "
+        "include the header, whose columns column_names renames.",
+    )
     on_cut_last_line: Literal["fail", "quarantine"] = Field(
         default="fail", description="A last line without line end and with the wrong column count: a cut file."
     )

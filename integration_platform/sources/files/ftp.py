@@ -242,7 +242,7 @@ class FtpFiles:
             except ftplib.error_perm as exc:
                 parent = posixpath.dirname(target.rstrip("/"))
                 if getattr(exc, "stage", None) == "RNTO" and self._exists(target):
-                    error = self._error("rename", f"{path} -> {target}", "it exists")
+                    error = self._error("rename", f"{path} -> {target}", f"it exists ({self._reason(exc)})")
                     raise TargetExistsError(str(error)) from exc
                 if getattr(exc, "stage", None) != "RNTO" or not parent or self._is_dir(parent):
                     raise
@@ -365,10 +365,11 @@ class FtpFiles:
         return name not in names
 
     def _exists(self, path: str) -> bool:
-        """Whether ``path`` is a file SIZE answers for (``False`` when it is refused or not implemented)."""
+        """Whether ``path`` is a file SIZE answers for (``False`` when it is refused, for now or for good, or
+        not implemented)."""
         try:
             return self._size(path) is not None
-        except ftplib.error_perm:
+        except (ftplib.error_perm, ftplib.error_temp):
             return False
 
     def _is_dir(self, directory: str) -> bool:

@@ -241,7 +241,9 @@ def _fan_out(
             try:
                 path = render_path(plan.path, row, base)
             except ValueError as exc:  # the parent's value as the URL it would be, masked as any URL shown
-                shown = ", ".join(fetch.client.redact_url(str(row[name]), {}) for name in plan.placeholders)
+                shown = ", ".join(
+                    fetch.client.redact_url(placeholder_text(row[name]), {}) for name in plan.placeholders
+                )
                 raise HttpSourceError(
                     f"stream {plan.spec.path}: GET {shown} (from its parent's record): {exc}"
                 ) from None
