@@ -388,6 +388,26 @@ def test_binary_keys_ending_in_zero_bytes_and_empty_varbinary_values_land_as_the
     ]
 
 
+def test_bit_values_and_keys_from_the_binlog_land_as_the_snapshot_lands_them(
+    chinook: str, binlog_server: int, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """The snapshot lands a BIT as its integer's text (``5``); the binlog reader hands it over as a string of
+    bits (``00000101``): an updated value landed as another number's digits, and a delete by a BIT key
+    matched no landed row, which stayed in the warehouse."""
+    run_sql(binlog_server, "CREATE TABLE bits (id BIT(8) PRIMARY KEY, b BIT(12), flag BIT(1))", chinook)
+    run_sql(binlog_server, "INSERT INTO bits VALUES (b'101', b'1', b'0'), (b'11', b'100000000001', b'1')", chinook)
+    target = platform(one_table("bits"), tmp_path, instance)
+    key = dg.AssetKey(["chinook", "bits"])
+    assert target.materialize([key]).success
+    run_sql(binlog_server, "DELETE FROM bits WHERE id = b'101'", chinook)
+    run_sql(binlog_server, "UPDATE bits SET b = b'111111111111', flag = b'0' WHERE id = b'11'", chinook)
+    run_sql(binlog_server, "INSERT INTO bits VALUES (b'10000000', b'0', NULL)", chinook)
+    assert target.materialize([key, dg.AssetKey(["warehouse", "chinook.bits"])]).success
+    url = f"mysql+pymysql://root@127.0.0.1:{binlog_server}/{chinook}"
+    same_as_a_full_extract(target, url, "bits", "bits", "id")
+    assert target.query("SELECT id, b, flag FROM chinook.bits ORDER BY id") == [("128", "0", None), ("3", "4095", "0")]
+
+
 @pytest.mark.parametrize(
     "replaced",
     [

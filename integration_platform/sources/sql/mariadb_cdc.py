@@ -17,7 +17,8 @@ The pieces, each from the server or a well-kept client:
   Arrow types; a ``TIME`` (a ``timedelta`` from the binlog) is written as MySQL's text
   (``-838:59:59``), as the snapshot selects it; a binary column's value gets back the trailing zero
   bytes of a ``BINARY(n)`` and the bytes of an empty value the binlog reader gives as text
-  (:func:`binary_value`).
+  (:func:`binary_value`); a ``BIT`` (a string of bits from the binlog) is written as its integer's
+  text (``5``), as the snapshot lands it (:func:`bit_value`).
 
 Statements that change a table's rows without row events fail the run naming the table and
 ``full_refresh``: the binlog's ``QueryEvent`` of a ``TRUNCATE``, ``DROP``, ``RENAME``, ``CREATE OR
@@ -193,6 +194,14 @@ def binary_value(value: Any, width: int | None) -> Any:
     if width is not None and isinstance(value, bytes) and len(value) < width:
         value = value.ljust(width, b"\0")
     return value
+
+
+def bit_value(value: Any) -> Any:
+    """A binlog ``BIT`` value (python-mysql-replication's string of bits, ``00000101``) as the snapshot
+    lands it: its integer's text (``5``; SQLAlchemy reads a ``BIT`` as an integer); other values as
+    they are. As bits, an updated value landed as another number's digits and a delete by a ``BIT`` key
+    matched no landed row."""
+    return str(int(value, 2)) if isinstance(value, str) and value else value
 
 
 class MariaDbChangeLog:
@@ -400,6 +409,7 @@ class MariaDbChangeLog:
         started, taken = time.monotonic(), 0
         typed = self.database.typed_columns(self.table, self.schema)
         binary = self._binary_columns()
+        bits = self._bit_columns()
         current = [name for name, _, _ in typed]
         checked: set[tuple[str, ...]] = set()  # column lists of row events already found to match the table's
         pending: list[tuple[str, dict[str, Any]]] = []  # this transaction's changes
@@ -414,7 +424,7 @@ class MariaDbChangeLog:
                     refused = self._replacing_statement(event, f"{stream.log_file}:{stream.log_pos}")
                     if refused is not None:
                         if done:  # what committed before it lands, so the error stays at the statement
-                            yield self._batch(typed, binary, done, position)
+                            yield self._batch(typed, binary, bits, done, position)
                         raise refused
                     continue
                 if isinstance(event, XidEvent) or commit:
@@ -427,7 +437,7 @@ class MariaDbChangeLog:
                     if order >= upto:
                         break
                     if len(done) >= limits.batch_changes:
-                        yield self._batch(typed, binary, done, position)
+                        yield self._batch(typed, binary, bits, done, position)
                         done = []
                         if taken >= limits.max_changes or time.monotonic() - started > limits.max_seconds:
                             return
@@ -450,7 +460,7 @@ class MariaDbChangeLog:
                         pending.append(("delete", row["values"]))
         finally:
             stream.close()
-        yield self._batch(typed, binary, done, position)
+        yield self._batch(typed, binary, bits, done, position)
 
     def _replacing_statement(self, event: Any, at: str) -> ChangeCaptureError | None:
         """The error for a binlog ``QueryEvent`` whose statement replaces or moves the captured table's rows
@@ -470,30 +480,42 @@ class MariaDbChangeLog:
             "follow it: run the stream with full_refresh: true to take a new snapshot"
         )
 
-    def _binary_columns(self) -> dict[str, int | None]:
-        """The table's binary columns (:data:`BINARY_TYPES`): name -> the width of a ``BINARY(n)``, ``None``
-        for the others, from ``information_schema.COLUMNS``."""
+    def _column_kinds(self) -> list[tuple[str, str, Any]]:
+        """``(name, DATA_TYPE lower-cased, CHARACTER_OCTET_LENGTH)`` of the table's columns, from
+        ``information_schema.COLUMNS``."""
         with self.database.engine().connect() as conn:
             rows = conn.exec_driver_sql(
                 "SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_OCTET_LENGTH FROM information_schema.COLUMNS "
                 "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
                 (self.schema, self.table),
             ).all()
+        return [(str(name), str(kind).lower(), width) for name, kind, width in rows]
+
+    def _binary_columns(self) -> dict[str, int | None]:
+        """The table's binary columns (:data:`BINARY_TYPES`): name -> the width of a ``BINARY(n)``, ``None``
+        for the others (:meth:`_column_kinds`)."""
         return {
-            str(name): int(width) if str(kind).lower() == "binary" else None
-            for name, kind, width in rows
-            if str(kind).lower() in BINARY_TYPES
+            name: int(width) if kind == "binary" else None
+            for name, kind, width in self._column_kinds()
+            if kind in BINARY_TYPES
         }
+
+    def _bit_columns(self) -> set[str]:
+        """The names of the table's ``BIT`` columns (:meth:`_column_kinds`), whose values go through
+        :func:`bit_value`."""
+        return {name for name, kind, _ in self._column_kinds() if kind == "bit"}
 
     def _batch(
         self,
         typed: list[TypedColumn],
         binary: dict[str, int | None],
+        bits: set[str],
         changes: list[tuple[str, dict[str, Any], int, int, dt.datetime]],
         position: str,
     ) -> ChangeBatch:
         """The change rows of ``changes`` (``(op, row by column name, position, seq, commit time)``) with
-        the snapshot's types (``typed``); values of the ``binary`` columns go through :func:`binary_value`."""
+        the snapshot's types (``typed``); values of the ``binary`` columns go through :func:`binary_value`,
+        of the ``bits`` columns through :func:`bit_value`."""
         counts: dict[str, int] = {}
         for op, *_ in changes:
             counts[op] = counts.get(op, 0) + 1
@@ -503,6 +525,8 @@ class MariaDbChangeLog:
         columns = [
             [binary_value(row.get(name), binary[name]) for _, row, *_ in changes]
             if name in binary
+            else [bit_value(row.get(name)) for _, row, *_ in changes]
+            if name in bits
             else [time_text(row.get(name)) for _, row, *_ in changes]
             for name, _, _ in typed
         ]
