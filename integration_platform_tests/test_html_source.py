@@ -17,8 +17,9 @@ from typing import Any, ClassVar
 import dagster as dg
 import pytest
 
+from integration_platform.core.streams import StreamSpec
 from integration_platform.resources.http_api import RestApiResource
-from integration_platform.sources.html.extract import HtmlSourceError, Robots
+from integration_platform.sources.html.extract import HtmlSourceError, HtmlStreamPlan, Robots, html_pages
 from integration_platform_tests.rest_servers import failures_within, scripted_server
 from integration_platform_tests.services import REPO, missing
 from sandbox import ServerMissing
@@ -335,3 +336,73 @@ def test_a_declaration_that_cannot_work_is_refused_when_definitions_load(tmp_pat
     agent = source_yaml("http://127.0.0.1:9", GENRES, "  headers: {User-Agent: other}\n")
     with pytest.raises(Exception, match="set user_agent instead"):
         platform(agent, tmp_path, dg.DagsterInstance.ephemeral())
+
+
+def _pages_of(answer: Any, **plan: Any) -> list[list[dict[str, Any]]]:
+    """The records of each page the extractor reads from ``answer``'s server, robots.txt ignored."""
+    with scripted_server(answer) as served:
+        client = RestApiResource(base_url=served.url, max_retries=0).client("test")
+        spec = StreamSpec(source="site", name="page", write_disposition="replace")
+        steps = HtmlStreamPlan(spec=spec, path="/page", robots_txt="ignore", **plan)
+        return [records for _, records in html_pages(steps, client)]
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("text/html", "<meta charset='utf-8'><table><tr><th>a</th></tr><tr><td>café</td></tr></table>".encode()),
+        ("text/html", "<table><tr><th>a</th></tr><tr><td>café</td></tr></table>".encode()),
+        (
+            "text/html",
+            '<meta http-equiv="Content-Type" content="text/html; charset=windows-1252">'
+            "<table><tr><th>a</th></tr><tr><td>café</td></tr></table>".encode("cp1252"),
+        ),
+        (
+            "text/html; charset=iso-8859-1",
+            b"\xef\xbb\xbf" + "<table><tr><th>a</th></tr><tr><td>café</td></tr></table>".encode(),
+        ),
+        ("text/html", "\ufeff<table><tr><th>a</th></tr><tr><td>café</td></tr></table>".encode("utf-16-le")),
+        ("text/html; charset=iso-8859-1", "<table><tr><th>a</th></tr><tr><td>café</td></tr></table>".encode("latin-1")),
+    ],
+    ids=["meta-utf8", "no-charset-utf8", "http-equiv-1252", "bom-beats-header", "utf16-bom", "header-latin1"],
+)
+def test_a_page_is_decoded_in_the_encoding_a_browser_finds(content_type: str, body: bytes) -> None:
+    """A page is decoded as browsers decode it: a byte-order mark first, then the charset of the
+    ``Content-Type``, then a ``<meta>`` charset, else UTF-8. requests decodes every ``text/html`` without a
+    charset as ISO-8859-1, landing ``cafÃ©`` for a UTF-8 page saying ``<meta charset="utf-8">`` (what
+    Python's own http.server sends for a .html file)."""
+    pages = _pages_of(lambda request: (200, {"Content-Type": content_type}, body), table="table")
+    assert pages == [[{"a": "café"}]]
+
+
+@pytest.mark.fast
+def test_a_tables_cells_are_laid_out_as_a_browser_shows_them() -> None:
+    """Each value lands under the header of its column: a row's own ``<th>`` (a row header) counts as a
+    cell, a header cell that is no ``<th>`` (an empty corner) names no column, ``rowspan`` and ``colspan``
+    repeat a value in the rows and columns it spans, and a table inside a cell is that cell's text, not rows
+    of the outer table. Row headers shifted every value one column left and dropped the last; a nested
+    table's rows landed as rows of the outer one."""
+    tables = {
+        "row headers": "<table><thead><tr><th>country</th><th>pop</th></tr></thead>"
+        "<tbody><tr><th>France</th><td>67</td></tr><tr><th>Spain</th><td>48</td></tr></tbody></table>",
+        "corner cell": "<table><tr><td></td><th>pop</th></tr><tr><th>France</th><td>67</td></tr>"
+        "<tr><th>Spain</th><td>48</td></tr></table>",
+        "spans": "<table><tr><th>country</th><th>pop</th></tr><tr><td>France</td><td rowspan=2>67</td></tr>"
+        "<tr><td>Spain</td></tr></table>",
+        "nested": "<table id=outer><tr><th>country</th><th>pop</th></tr>"
+        "<tr><td><table><tr><td>France</td></tr><tr><td>(metropolitan)</td></tr></table></td><td>67</td></tr>"
+        "<tr><td>Spain</td><td>48</td></tr></table>",
+    }
+    expected = {
+        "row headers": [{"country": "France", "pop": "67"}, {"country": "Spain", "pop": "48"}],
+        "corner cell": [{"pop": "67"}, {"pop": "48"}],
+        "spans": [{"country": "France", "pop": "67"}, {"country": "Spain", "pop": "67"}],
+        "nested": [{"country": "France (metropolitan)", "pop": "67"}, {"country": "Spain", "pop": "48"}],
+    }
+    for name, table in tables.items():
+        pages = _pages_of(lambda request, table=table: (200, {"Content-Type": "text/html"}, table), table="table")
+        assert pages == [expected[name]], name
+    colspan = "<table><tr><th>a</th><th>b</th></tr><tr><td colspan=2>both</td></tr></table>"
+    pages = _pages_of(lambda request: (200, {"Content-Type": "text/html"}, colspan), table="table")
+    assert pages == [[{"a": "both", "b": "both"}]]

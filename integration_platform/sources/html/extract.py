@@ -14,6 +14,8 @@ server error or no answer means "disallow everything" (section 2.3.1.4, and what
 (a value that does not convert is quarantined with its page and row).
 """
 
+import codecs
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,12 +35,24 @@ from integration_platform.resources.http_api import HttpSourceError
 from integration_platform.resources.http_auth import Origin, allowed_origins, origin_of
 
 if TYPE_CHECKING:
+    from requests import Response
+
     from integration_platform.resources.http_client import RestClient
 
 #: The ``Accept`` header of a page request.
 ACCEPT_HTML = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"
 #: Content types a page may have; anything else (JSON, an image, a PDF) fails naming the URL.
 HTML_TYPES = ("text/html", "application/xhtml+xml")
+#: Byte-order marks, which decide a page's encoding before anything else (WHATWG Encoding, "decode").
+BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+#: A charset named in a ``Content-Type`` value.
+CHARSET = re.compile(rb"""charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
+#: A ``<meta charset>`` or ``<meta http-equiv="Content-Type" content="...; charset=...">`` (or an XML
+#: declaration's ``encoding``), looked for in a page's first 1,024 bytes as browsers do.
+META_CHARSET = re.compile(
+    rb"""<meta[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)|<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)""",
+    re.IGNORECASE,
+)
 
 
 class HtmlSourceError(HttpSourceError):
@@ -125,6 +139,40 @@ class Robots:
         return parser
 
 
+def _codec(label: bytes | None, meta: bool = False) -> str | None:
+    """The Python codec of a charset label, or None when unknown. As in the WHATWG Encoding standard,
+    ISO-8859-1 and ASCII are read as windows-1252 (what every browser decodes them as), and a ``<meta>``
+    saying UTF-16 as UTF-8 (a page whose bytes were ASCII-compatible enough to read it is not UTF-16)."""
+    if not label:
+        return None
+    try:
+        name = codecs.lookup(label.decode("ascii")).name
+    except (LookupError, UnicodeDecodeError):
+        return None
+    if name in ("iso8859-1", "ascii"):
+        return "cp1252"
+    if meta and name.startswith("utf-16"):
+        return "utf-8"
+    return name
+
+
+def page_text(response: "Response") -> str:
+    """A page's text in the encoding a browser finds (WHATWG HTML, "determining the character encoding",
+    without the guessing step): a byte-order mark, else the charset of ``Content-Type``, else a ``<meta>``
+    charset in the first 1,024 bytes, else UTF-8; bytes that do not decode as U+FFFD. requests decodes any
+    ``text/html`` without a charset as ISO-8859-1, which landed ``cafÃ©`` for a UTF-8 page saying
+    ``<meta charset="utf-8">`` (Python's http.server serves .html files so)."""
+    body = response.content
+    codec = next((name for bom, name in BOMS if body.startswith(bom)), None)
+    if codec is None:
+        declared = CHARSET.search(response.headers.get("Content-Type", "").encode("latin-1", "replace"))
+        codec = _codec(declared.group(1) if declared else None)
+    if codec is None:
+        meta = META_CHARSET.search(body[:1024])
+        codec = _codec(meta and (meta.group(1) or meta.group(2)), meta=True)
+    return body.decode(codec or "utf-8", errors="replace")
+
+
 def _text(node: LexborNode | None, attribute: str | None) -> str | None:
     """A node's text (stripped; ``None`` when blank or no node) or attribute value."""
     if node is None:
@@ -140,13 +188,66 @@ def _records_by_selectors(tree: LexborHTMLParser, plan: HtmlStreamPlan) -> list[
     return [{c.name: _text(row.css_first(c.css), c.attribute) for c in plan.columns} for row in tree.css(plan.rows)]
 
 
+def _own_rows(table: LexborNode) -> list[LexborNode]:
+    """The ``<tr>`` of ``table`` itself, in order: not those of a table nested in one of its cells."""
+    rows = []
+    for child in table.iter():
+        if child.tag == "tr":
+            rows.append(child)
+        elif child.tag in ("thead", "tbody", "tfoot"):
+            rows.extend(row for row in child.iter() if row.tag == "tr")
+    return rows
+
+
+def _span(cell: LexborNode, name: str) -> int:
+    """A cell's ``rowspan`` or ``colspan`` (1 when absent or not a positive number; at most 1,000)."""
+    value = (cell.attributes.get(name) or "").strip()
+    return min(int(value), 1000) if value.isdigit() and int(value) > 0 else 1
+
+
+def _grid(rows: list[LexborNode]) -> list[list[LexborNode]]:
+    """The cells (``<th>`` and ``<td>``) of each row by column, as a browser lays them out (HTML's table
+    model): a cell spanning rows or columns fills each slot it covers."""
+    grid: list[list[LexborNode]] = []
+    carried: dict[int, tuple[LexborNode, int]] = {}  # column -> (cell, rows it still covers below)
+    for row in rows:
+        line: dict[int, LexborNode] = {}
+        column = 0
+        for cell in (c for c in row.iter() if c.tag in ("th", "td")):
+            while column in carried:
+                column += 1
+            for _ in range(_span(cell, "colspan")):
+                line[column] = cell
+                if _span(cell, "rowspan") > 1:
+                    carried[column] = (cell, _span(cell, "rowspan"))
+                column += 1
+        for at, (cell, left) in list(carried.items()):
+            line.setdefault(at, cell)
+            if left <= 1 or line[at] is not cell:
+                del carried[at]
+            else:
+                carried[at] = (cell, left - 1)
+        grid.append([line[at] for at in range(max(line, default=-1) + 1) if at in line])
+    return grid
+
+
 def _records_of_table(tree: LexborHTMLParser, plan: HtmlStreamPlan, where: str) -> list[dict[str, Any]]:
+    """The records of the ``<table>`` ``plan.table`` selects: its first row (in ``<thead>`` when it has one)
+    names the columns by its ``<th>`` cells (a ``<td>`` there, an empty corner, names none), and each
+    further row holding a ``<td>`` is a record, its cells (row headers ``<th>`` included) matched to the
+    header by column as the table is laid out (``rowspan`` and ``colspan`` repeat a value). A table
+    nested in a cell is part of that cell's text."""
     assert plan.table is not None
     table = tree.css_first(plan.table)
     if table is None:
         raise HtmlSourceError(f"GET {where}: no element matches the table selector {plan.table!r}")
-    header = table.css("thead th") or table.css("tr:first-child th")
-    names = [_text(cell, plan.header_attribute) or "" for cell in header]
+    rows = _own_rows(table)
+    heads = [row for row in rows if row.parent is not None and row.parent.tag == "thead"]
+    header_row = heads[0] if heads else rows[0] if rows else None
+    grid = _grid(rows)
+    header = grid[rows.index(header_row)] if header_row is not None else []
+    columns = [(at, _text(cell, plan.header_attribute) or "") for at, cell in enumerate(header) if cell.tag == "th"]
+    names = [name for _, name in columns]
     bad = implausible_column_names(names)
     if not names or bad:
         raise HtmlSourceError(
@@ -156,12 +257,11 @@ def _records_of_table(tree: LexborHTMLParser, plan: HtmlStreamPlan, where: str) 
     if len(set(names)) != len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
         raise HtmlSourceError(f"GET {where}: table {plan.table!r} names columns more than once: {twice}")
-    records = []
-    for row in table.css("tbody tr") or table.css("tr"):
-        cells = row.css("td")
-        if cells:
-            records.append({name: _text(cell, None) for name, cell in zip(names, cells, strict=False)})
-    return records
+    return [
+        {name: _text(cells[at], None) for at, name in columns if at < len(cells)}
+        for row, cells in zip(rows, grid, strict=True)
+        if row is not header_row and any(cell.tag == "td" for cell in cells)
+    ]
 
 
 def _next_url(
@@ -215,7 +315,7 @@ def html_pages(plan: HtmlStreamPlan, client: "RestClient") -> Iterator[tuple[str
         seen.add(url)
         if robots is not None:
             robots.check(url)
-        body, response = client.get(url, accept=ACCEPT_HTML)
+        body, response = client.get(url, decode=page_text, accept=ACCEPT_HTML)
         kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if kind not in HTML_TYPES:
             raise HtmlSourceError(f"GET {where}: expected an HTML page, got Content-Type {kind or 'none'!r}")
