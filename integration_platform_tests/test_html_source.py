@@ -406,3 +406,35 @@ def test_a_tables_cells_are_laid_out_as_a_browser_shows_them() -> None:
     colspan = "<table><tr><th>a</th><th>b</th></tr><tr><td colspan=2>both</td></tr></table>"
     pages = _pages_of(lambda request: (200, {"Content-Type": "text/html"}, colspan), table="table")
     assert pages == [[{"a": "both", "b": "both"}]]
+
+
+@pytest.mark.fast
+def test_a_redirect_is_followed_only_where_a_next_page_link_could_go() -> None:
+    """A redirect goes where a next-page link may: on the site, to a page robots.txt allows, checked before
+    it is requested. requests followed every redirect itself, so a page redirecting to a path robots.txt
+    disallows was fetched and landed, and one redirecting to another host landed that host's rows."""
+    table = "<table><tr><th>a</th></tr><tr><td>{}</td></tr></table>"
+    with scripted_server(lambda request: (200, {"Content-Type": "text/html"}, table.format("elsewhere"))) as other:
+
+        def answer(request: dict[str, Any]) -> tuple[int, dict[str, str], str]:
+            path = request["path"]
+            if path == "/robots.txt":
+                return 200, {"Content-Type": "text/plain"}, "User-agent: *\nDisallow: /private\n"
+            moves = {"/old": "/page", "/secret": "/private/page", "/away": f"{other.url}/page"}
+            if path in moves:
+                return 302, {"Location": moves[path]}, ""
+            return 200, {"Content-Type": "text/html"}, table.format(path)
+
+        with scripted_server(answer) as site:
+            client = RestApiResource(base_url=site.url, max_retries=0).client("test")
+            spec = StreamSpec(source="site", name="page", write_disposition="replace")
+            moved = list(html_pages(HtmlStreamPlan(spec=spec, path="/old", table="table"), client))
+            assert moved == [(f"{site.url}/page", [{"a": "/page"}])]
+            with pytest.raises(HtmlSourceError, match=r"robots\.txt disallows it") as refused:
+                list(html_pages(HtmlStreamPlan(spec=spec, path="/secret", table="table"), client))
+            assert f"{site.url}/private/page" in str(refused.value)
+            with pytest.raises(HtmlSourceError, match="redirects off the site") as leaving:
+                list(html_pages(HtmlStreamPlan(spec=spec, path="/away", table="table"), client))
+            assert other.url in str(leaving.value)
+    assert "/private/page" not in [r["path"] for r in site.requests]
+    assert other.requests == []

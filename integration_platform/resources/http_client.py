@@ -138,10 +138,12 @@ class RestClient:
         params: dict[str, str] | None = None,
         decode: Callable[[requests.Response], Any] = lambda response: response.text,
         accept: str | None = None,
+        follow_redirects: bool = True,
     ) -> tuple[Any, requests.Response]:
         """GET ``url`` and ``decode`` its body (default: the text), retrying transient failures
         (``decode`` raising ``json.JSONDecodeError`` counts as one). ``accept`` replaces the session's
-        ``Accept`` header (``application/json``) for this request.
+        ``Accept`` header (``application/json``) for this request. ``follow_redirects=False`` returns a
+        redirect (3xx) as it is, for the caller to decide whether to follow it.
 
         A ``Retry-After`` that is neither whole seconds nor an HTTP date counts as absent (the backoff).
         Returns ``(decoded body, response)``. Raises :class:`HttpSourceError` on a non-retryable
@@ -163,7 +165,13 @@ class RestClient:
             try:
                 # verify per request: a session-level value loses to REQUESTS_CA_BUNDLE (psf/requests#3829)
                 response = self.session.get(
-                    url, params=params, timeout=timeout, verify=self.verify, headers=headers, stream=True
+                    url,
+                    params=params,
+                    timeout=timeout,
+                    verify=self.verify,
+                    headers=headers,
+                    stream=True,
+                    allow_redirects=follow_redirects,
                 )
                 read_body(response, self.config.max_body_bytes, time.monotonic() + self.config.request_timeout)
                 status = response.status_code
