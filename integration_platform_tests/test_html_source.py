@@ -438,3 +438,21 @@ def test_a_redirect_is_followed_only_where_a_next_page_link_could_go() -> None:
             assert other.url in str(leaving.value)
     assert "/private/page" not in [r["path"] for r in site.requests]
     assert other.requests == []
+
+
+@pytest.mark.fast
+def test_a_next_page_link_to_another_scheme_fails_instead_of_ending_the_pages() -> None:
+    """Only ``#`` (the page itself) or ``javascript:`` is a disabled "next" that ends the pages; an
+    ``ftp:``, ``data:`` or ``mailto:`` link is a next page that cannot be read here. Any scheme but http(s)
+    ended the pages, landing the first part of the stream as the whole table."""
+    for href in ("ftp://files.example/page/2", "data:text/html,<table></table>", "mailto:web@example.org"):
+        page = f"<table><tr><th>n</th></tr><tr><td>1</td></tr></table><a class=next href='{href}'>next</a>"
+        with pytest.raises(HtmlSourceError, match="leads off the site"):
+            _pages_of(lambda request, page=page: (200, {"Content-Type": "text/html"}, page), **_NEXT)
+    for href in ("#", "javascript:void(0)", " JavaScript:void(0)"):
+        page = f"<table><tr><th>n</th></tr><tr><td>1</td></tr></table><a class=next href='{href}'>next</a>"
+        pages = _pages_of(lambda request, page=page: (200, {"Content-Type": "text/html"}, page), **_NEXT)
+        assert pages == [[{"n": "1"}]], href
+
+
+_NEXT = {"table": "table", "next_page": "a.next"}

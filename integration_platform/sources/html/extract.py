@@ -275,8 +275,9 @@ def _leaves(target: str, allowed: frozenset[Origin]) -> bool:
 def _next_url(
     tree: LexborHTMLParser, plan: HtmlStreamPlan, page_url: str, allowed: frozenset[Origin], where: str
 ) -> str | None:
-    """The next page's absolute URL, or None at the last page. Raises :class:`HtmlSourceError` when the
-    link leaves the site (another origin than the base URL's and the allowed hosts')."""
+    """The next page's absolute URL, or None at the last page (no link, or ``#`` or ``javascript:``).
+    Raises :class:`HtmlSourceError` when the link leaves the site (another origin than the base URL's and
+    the allowed hosts', or a scheme other than http(s): ``ftp:``, ``data:``)."""
     if plan.next_page is None:
         return None
     link = tree.css_first(plan.next_page)
@@ -284,8 +285,8 @@ def _next_url(
     if not href:
         return None
     target = urldefrag(urljoin(page_url, href.strip())).url
-    if target == urldefrag(page_url).url or urlsplit(target).scheme not in ("http", "https"):
-        return None  # "#" or "javascript:..." : a disabled "next" on the last page
+    if target == urldefrag(page_url).url or urlsplit(target).scheme == "javascript":
+        return None  # "#" or "javascript:..." : a disabled "next" on the last page (another scheme leaves)
     if _leaves(target, allowed):
         raise HtmlSourceError(
             f"GET {where}: the next-page link leads off the site, to {target[:200]!r}; "
