@@ -358,7 +358,8 @@ def html_pages(plan: HtmlStreamPlan, client: "RestClient") -> Iterator[tuple[str
 
 def extract_html(plan: HtmlStreamPlan, client: "RestClient", report: ExtractionReport) -> pa.RecordBatchReader:
     """Every record of the stream's pages as Arrow (declared ``types`` applied; a value that does not
-    convert is set aside for the quarantine with its page and row). Raises what :func:`html_pages` raises."""
+    convert is set aside for the quarantine with its page and row; a primary key seen on an earlier page
+    is dropped, counted in ``duplicate_records_dropped``). Raises what :func:`html_pages` raises."""
     records = JsonRecords(
         plan.spec.path,
         columns={name: ARROW_TYPES[kind] for name, kind in plan.types},
@@ -372,7 +373,14 @@ def extract_html(plan: HtmlStreamPlan, client: "RestClient", report: ExtractionR
         rows += len(found)
         spill.add(records.convert(found, client.redact(url)))
     report.rejected.extend(records.rejected)
-    report.metadata.update({"pages_fetched": pages, "rows_read": rows, "requests_sent": client.requests_sent})
+    report.metadata.update(
+        {
+            "pages_fetched": pages,
+            "rows_read": rows,
+            "duplicate_records_dropped": records.duplicates,  # a key again on a later page, as REST shows it
+            "requests_sent": client.requests_sent,
+        }
+    )
     return spill.reader(records.schema)
 
 
