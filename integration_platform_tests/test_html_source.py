@@ -483,3 +483,22 @@ def test_the_rows_read_are_accounted_for_by_the_figures_shown(tmp_path: Path, in
     accounted = ("rows_landed", "quarantined", "duplicates_dropped", "duplicate_records_dropped")
     assert shown["rows_read"] == sum(shown.get(name, 0) for name in accounted), shown
     assert landed_rows(result) == {"chinook_site/page": 9}
+
+
+def test_a_declared_column_that_is_blank_on_every_page_is_text(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """Every value picked from a page is text, so a declared column without a type is text even when no
+    page fills it: it was a column of Arrow's null type, shown as ``null`` in the lake's column schema and
+    created as an INTEGER column in DuckDB."""
+    page = "<table><tr><th>id</th><th>note</th></tr><tr><td>1</td><td></td></tr></table>"
+    stream = """    - name: page
+      path: /page
+      rows: "tr:has(td)"
+      columns: {id: "td:nth-child(1)", note: "td:nth-child(2)"}
+"""
+    with scripted_server(lambda request: (200, {"Content-Type": "text/html"}, page)) as served:
+        p = platform(source_yaml(served.url, stream, "  robots_txt: ignore\n"), tmp_path, instance)
+        assert p.materialize().success
+    shown = latest_metadata(instance, dg.AssetKey(["chinook_site", "page"]))["dagster/column_schema"]
+    assert [(c.name, c.type) for c in shown.columns] == [("id", "string"), ("note", "string")]
+    types = p.query("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'page'")
+    assert ("note", "VARCHAR") in types

@@ -357,12 +357,17 @@ def html_pages(plan: HtmlStreamPlan, client: "RestClient") -> Iterator[tuple[str
 
 
 def extract_html(plan: HtmlStreamPlan, client: "RestClient", report: ExtractionReport) -> pa.RecordBatchReader:
-    """Every record of the stream's pages as Arrow (declared ``types`` applied; a value that does not
-    convert is set aside for the quarantine with its page and row; a primary key seen on an earlier page
-    is dropped, counted in ``duplicate_records_dropped``). Raises what :func:`html_pages` raises."""
+    """Every record of the stream's pages as Arrow (declared ``types`` applied, other declared ``columns``
+    text even where no page fills them; a value that does not convert is set aside for the quarantine
+    with its page and row; a primary key seen on an earlier page is dropped, counted in
+    ``duplicate_records_dropped``). Raises what :func:`html_pages` raises."""
     records = JsonRecords(
         plan.spec.path,
-        columns={name: ARROW_TYPES[kind] for name, kind in plan.types},
+        # every value is text: a column no page fills is text too, not of Arrow's null type
+        columns={
+            **{c.name: pa.string() for c in plan.columns},
+            **{name: ARROW_TYPES[kind] for name, kind in plan.types},
+        },
         on_conflict="quarantine",
         primary_key=plan.spec.primary_key,
     )
