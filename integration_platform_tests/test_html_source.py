@@ -406,6 +406,13 @@ def test_a_tables_cells_are_laid_out_as_a_browser_shows_them() -> None:
     colspan = "<table><tr><th>a</th><th>b</th></tr><tr><td colspan=2>both</td></tr></table>"
     pages = _pages_of(lambda request: (200, {"Content-Type": "text/html"}, colspan), table="table")
     assert pages == [[{"a": "both", "b": "both"}]]
+    # a short row under a cell spanning rows: the spanned value stays in its own column, the gap is empty
+    short = (
+        "<table><tr><th>a</th><th>b</th><th>c</th></tr><tr><td>x</td><td>y</td><td rowspan=2>z</td></tr>"
+        "<tr><td>p</td></tr></table>"
+    )
+    pages = _pages_of(lambda request: (200, {"Content-Type": "text/html"}, short), table="table")
+    assert pages == [[{"a": "x", "b": "y", "c": "z"}, {"a": "p", "b": None, "c": "z"}]]
 
 
 @pytest.mark.fast

@@ -205,10 +205,11 @@ def _span(cell: LexborNode, name: str) -> int:
     return min(int(value), 1000) if value.isdigit() and int(value) > 0 else 1
 
 
-def _grid(rows: list[LexborNode]) -> list[list[LexborNode]]:
+def _grid(rows: list[LexborNode]) -> list[list[LexborNode | None]]:
     """The cells (``<th>`` and ``<td>``) of each row by column, as a browser lays them out (HTML's table
-    model): a cell spanning rows or columns fills each slot it covers."""
-    grid: list[list[LexborNode]] = []
+    model): a cell spanning rows or columns fills each slot it covers; a slot no cell covers (a short row
+    before a cell spanning rows from above) is ``None``, so the cells after it keep their columns."""
+    grid: list[list[LexborNode | None]] = []
     carried: dict[int, tuple[LexborNode, int]] = {}  # column -> (cell, rows it still covers below)
     for row in rows:
         line: dict[int, LexborNode] = {}
@@ -227,7 +228,7 @@ def _grid(rows: list[LexborNode]) -> list[list[LexborNode]]:
                 del carried[at]
             else:
                 carried[at] = (cell, left - 1)
-        grid.append([line[at] for at in range(max(line, default=-1) + 1) if at in line])
+        grid.append([line.get(at) for at in range(max(line, default=-1) + 1)])
     return grid
 
 
@@ -246,7 +247,9 @@ def _records_of_table(tree: LexborHTMLParser, plan: HtmlStreamPlan, where: str) 
     header_row = heads[0] if heads else rows[0] if rows else None
     grid = _grid(rows)
     header = grid[rows.index(header_row)] if header_row is not None else []
-    columns = [(at, _text(cell, plan.header_attribute) or "") for at, cell in enumerate(header) if cell.tag == "th"]
+    columns = [
+        (at, _text(cell, plan.header_attribute) or "") for at, cell in enumerate(header) if cell and cell.tag == "th"
+    ]
     names = [name for _, name in columns]
     bad = implausible_column_names(names)
     if not names or bad:
@@ -260,7 +263,7 @@ def _records_of_table(tree: LexborHTMLParser, plan: HtmlStreamPlan, where: str) 
     return [
         {name: _text(cells[at], None) for at, name in columns if at < len(cells)}
         for row, cells in zip(rows, grid, strict=True)
-        if row is not header_row and any(cell.tag == "td" for cell in cells)
+        if row is not header_row and any(cell and cell.tag == "td" for cell in cells)
     ]
 
 
