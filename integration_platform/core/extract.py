@@ -327,6 +327,33 @@ class NullKeyError(ValueError):
     """A row of a merge stream has no value (null) in a primary-key column."""
 
 
+class NullCursorError(ValueError):
+    """A row of an incremental stream has no value (null) in its cursor column."""
+
+
+def refuse_null_cursor(spec: StreamSpec, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``batches`` unchanged; for a stream with a cursor, raises :class:`NullCursorError` (naming the column
+    and the rows; the landing wraps it in a ``LandingError`` naming the stream and window) at the first
+    batch with a null in the cursor column, so its landing fails whole.
+
+    For a source read by ``cursor >= mark`` (a SQL table): no comparison matches NULL, so such a row
+    landed with the first (full) read and one added or set to NULL later was passed over for good, in
+    silence. The reader asks for those rows too (:attr:`~integration_platform.core.row_filter.RowFilter.nulls`),
+    and they fail the run on every run until the source gives them a value, as dlt's incremental
+    cursor does by default (``on_cursor_value_missing="raise"``). Cost: ``null_count`` is kept with an
+    Arrow array."""
+    for batch in batches:
+        nulls = batch.column(spec.cursor).null_count if spec.cursor else 0
+        if nulls:
+            raise NullCursorError(
+                f"{nulls:,} row(s) of a batch have no value in cursor column {spec.cursor!r}; a run reads the "
+                "rows at or above the high-water mark, which a NULL never is, so such rows would be passed "
+                "over: give them a value, read the table through a view whose cursor is e.g. "
+                f"coalesce({spec.cursor}, created_at), or land the stream with write_disposition replace"
+            )
+        yield batch
+
+
 def refuse_null_keys(spec: StreamSpec, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """``batches`` unchanged; for a merge stream, raises :class:`NullKeyError` (naming the column and the
     rows; the landing wraps it in a ``LandingError`` naming the stream and window) at the first batch

@@ -10,7 +10,10 @@ TimeKind = Literal["date", "timestamp", "timestamptz"]
 
 @dataclass(frozen=True)
 class RowFilter:
-    """``lower <= column < upper``; either bound may be ``None`` (open).
+    """``lower <= column < upper``; either bound may be ``None`` (open). ``nulls``: rows whose ``column``
+    is NULL pass too (``(lower <= column < upper) OR column IS NULL``), so that a source reading by a
+    high-water mark sees rows no comparison ever matches
+    (:func:`~integration_platform.core.extract.refuse_null_cursor`).
 
     Bounds are Python values (datetime, date, int, Decimal, str) that drivers bind or
     quote themselves; they are never formatted into SQL text by hand. A time partition's
@@ -21,6 +24,7 @@ class RowFilter:
     column: str
     lower: Any = None
     upper: Any = None
+    nulls: bool = False
 
 
 def bound_for(value: Any, kind: TimeKind | None) -> Any:

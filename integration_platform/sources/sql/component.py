@@ -37,10 +37,12 @@ import json
 import logging
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
+import pyarrow as pa
 from dagster.components.utils.defs_state import DefsStateConfig
 from dagster.components.utils.project_paths import get_local_state_path
 from dagster_shared.serdes.objects.models.defs_state_info import DefsStateManagementType
@@ -68,9 +70,10 @@ from integration_platform.assets.stream_assets import (
     warehouse_key,
 )
 from integration_platform.core.deletes import land_deletes
-from integration_platform.core.extract import Extractor, missing_column
+from integration_platform.core.extract import Extractor, missing_column, refuse_null_cursor
 from integration_platform.core.loading import live_rows
 from integration_platform.core.names import ENV_NAME
+from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import IDENTIFIER, ChangeCapture, Partitioning, StreamSpec, to_identifier
 from integration_platform.resources.lake import LakeResource
 from integration_platform.sources.sql.change_assets import SqlChangeCapture, change_lake_asset, change_sensor
@@ -427,7 +430,9 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
                         context.log.info(f"{spec.path}: {tombstones.rows} row(s) gone from the source, tombstoned")
 
                 report.after_commit.append(detect_deletes)
-            return lambda row_filter: database.read(table, schema, row_filter)
+            if spec.cursor is None or spec.partitioning is not None or spec.changes is not None:
+                return lambda row_filter: database.read(table, schema, row_filter)
+            return lambda row_filter: _read_by_cursor(database, table, schema, spec, row_filter)
 
         return factory
 
@@ -569,3 +574,15 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             sensors=sensors,
             resources={self.resource_key: SqlDatabaseResource(url=from_env(self.url, self.url_env, "url"))},
         )
+
+
+def _read_by_cursor(
+    database: SqlDatabaseResource, table: str, schema: str | None, spec: StreamSpec, row_filter: RowFilter | None
+) -> pa.RecordBatchReader:
+    """The table's rows for an incremental stream: those at or above the mark and those whose cursor is
+    NULL, which fail the landing (:func:`~integration_platform.core.extract.refuse_null_cursor`): no
+    ``cursor >= mark`` matches them, so they were passed over in silence once the first run had landed."""
+    if row_filter is not None and row_filter.column == spec.cursor:
+        row_filter = replace(row_filter, nulls=True)
+    reader = database.read(table, schema, row_filter)
+    return pa.RecordBatchReader.from_batches(reader.schema, refuse_null_cursor(spec, reader))

@@ -250,10 +250,14 @@ class SqlDatabaseResource(dg.ConfigurableResource):
             column = reflected.c[row_filter.column]
             kind = _time_kind(column.type)
             left, bound = compared(engine.dialect.name, column)
+            bounds = []
             if row_filter.lower is not None:
-                statement = statement.where(left >= bound(bound_for(row_filter.lower, kind)))
+                bounds.append(left >= bound(bound_for(row_filter.lower, kind)))
             if row_filter.upper is not None:
-                statement = statement.where(left < bound(bound_for(row_filter.upper, kind)))
+                bounds.append(left < bound(bound_for(row_filter.upper, kind)))
+            if bounds:
+                within = sa.and_(*bounds)
+                statement = statement.where(sa.or_(within, column.is_(None)) if row_filter.nulls else within)
         batch_rows = self.batch_rows
 
         def batches() -> Iterator[pa.RecordBatch]:

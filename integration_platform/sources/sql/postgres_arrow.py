@@ -307,10 +307,15 @@ def _where(
     if row_filter is not None:
         column = sql.Identifier(row_filter.column)
         kind = _TIME_KINDS.get((types or {}).get(row_filter.column, _Column("", -1)).kind)
+        bounds = []
         if row_filter.lower is not None:
-            parts.append(sql.SQL("{} >= {}").format(column, sql.Literal(bound_for(row_filter.lower, kind))))
+            bounds.append(sql.SQL("{} >= {}").format(column, sql.Literal(bound_for(row_filter.lower, kind))))
         if row_filter.upper is not None:
-            parts.append(sql.SQL("{} < {}").format(column, sql.Literal(bound_for(row_filter.upper, kind))))
+            bounds.append(sql.SQL("{} < {}").format(column, sql.Literal(bound_for(row_filter.upper, kind))))
+        if bounds and row_filter.nulls:
+            parts.append(sql.SQL("({} OR {} IS NULL)").format(sql.SQL(" AND ").join(bounds), column))
+        else:
+            parts += bounds
     if pages is not None:
         first, end = pages
         parts.append(sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({int(first)},0)")))
