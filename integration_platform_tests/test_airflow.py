@@ -5,6 +5,7 @@ example DAG ``sandbox/airflow/dags/integration_platform_example.py``."""
 import base64
 import hashlib
 import hmac
+import http.server
 import json
 import re
 import threading
@@ -242,6 +243,48 @@ def test_an_error_body_echoing_the_basic_credentials_never_shows_them() -> None:
     message = str(refused.value)
     assert "HTTP 403" in message and '"Authorization": "Basic ***"' in message
     assert credentials not in message and password not in message
+
+
+@pytest.mark.parametrize("api_version", ["v2", "v1"])
+def test_a_reason_phrase_echoing_the_credentials_never_shows_them(api_version: Literal["v2", "v1"]) -> None:
+    """The error body was masked, the reason phrase was not: an Airflow (or a proxy in front of it) repeating
+    the request's ``Authorization`` header there put the JWT (``v2``) or the basic credentials (``v1``, which
+    decode to the password) into the error, and so into the run's logs."""
+    password, token = "S3cret-Airflow-Pw", "jwt-S3cret-Token-0123456789"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # the token request
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = json.dumps({"access_token": token}).encode()
+            self.send_response(201)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            self.send_response(403, f"Forbidden for {self.headers.get('Authorization')}")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"no")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        resource = AirflowResource(base_url=url, api_version=api_version, username="admin", password=password)
+        with pytest.raises(AirflowError) as refused:
+            resource.get_dag_run(EXAMPLE_DAG, "t_reason")
+    finally:
+        server.shutdown()
+        server.server_close()
+    message = str(refused.value)
+    credentials = base64.b64encode(f"admin:{password}".encode()).decode()
+    shown = "Bearer ***" if api_version == "v2" else "Basic ***"
+    assert f"HTTP 403 Forbidden for {shown}: no" in message
+    assert token not in message and credentials not in message and password not in message
 
 
 def test_an_enormous_retry_after_is_waited_at_most_max_retry_after() -> None:

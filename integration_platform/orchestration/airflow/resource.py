@@ -21,7 +21,8 @@ Endpoints: ``GET|PATCH /dags/{dag_id}`` (pause flag), ``POST /dags/{dag_id}/dagR
 ``GET /dags/{dag_id}/dagRuns/{run_id}/taskInstances`` (which tasks failed).
 
 Errors raised (:class:`AirflowError` and its subclasses) name the DAG, the run id and the HTTP
-status; they never contain the password or the token and never chain the underlying exception.
+status; they never contain the password or the token (masked in the body and the reason phrase an
+answer may echo them in) and never chain the underlying exception.
 The token request is never redirected (a 307/308 would carry its JSON body, the password, to the
 ``Location``): a redirect fails naming the configured URL and the redirect's origin. Other
 requests follow redirects; requests drops their ``Authorization`` header on another host.
@@ -274,9 +275,8 @@ class AirflowResource(dg.ConfigurableResource):
             if response.status_code < 400 or response.status_code in allow:
                 return response
             detail = self._redact(response.text, 300).replace("\n", " ")
-            raise AirflowError(
-                f"{method} {url}: HTTP {response.status_code} {response.reason}: {detail}", response.status_code
-            )
+            reason = self._redact(response.reason or "", 100)  # the server's text too: it may echo a credential
+            raise AirflowError(f"{method} {url}: HTTP {response.status_code} {reason}: {detail}", response.status_code)
 
     # -- API --------------------------------------------------------------------------------
     def run_url(self, dag_id: str, run_id: str) -> str:
