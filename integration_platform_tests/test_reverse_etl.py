@@ -823,3 +823,32 @@ def test_a_source_url_variable_not_set_fails_naming_the_sync_and_the_variable(
         message = " ".join(failure_messages(result))
         assert "sync contacts_out: source.url_env: the environment variable CRM_DB_URL is not set" in message
         assert server.requests == []
+
+
+@pytest.mark.parametrize("end", ["  -- every contact\n", ";", " ;\n"])
+def test_a_query_ending_in_a_comment_or_semicolon_is_read(tmp_path: Path, end: str) -> None:
+    """The query is wrapped as ``(<query>) AS t``: a final ``-- comment`` swallowed the closing parenthesis
+    and a final ``;`` stood inside it, and the run failed with a parser error at a parenthesis the user never
+    wrote, naming neither sync nor query."""
+    seed(tmp_path / "warehouse.duckdb", 3)
+    with scripted_server(lambda request: (200, {}, {"ok": True})) as server, dg.instance_for_test() as instance:
+        yaml = sync_yaml(server.url, query="SELECT id, email, updated_at FROM crm.contacts" + end)
+        assert platform(yaml, tmp_path, instance).materialize([KEY]).success
+        assert len(server.requests) == 3
+
+
+def test_a_map_with_keys_that_are_not_text_is_sent_with_its_keys_as_text(tmp_path: Path) -> None:
+    """A DuckDB MAP keyed by dates or decimals reads as a dict with such keys: ``json.dumps`` refuses them
+    (its ``default`` is never asked about keys), and the run failed with a bare ``TypeError``."""
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+        conn.execute("CREATE SCHEMA crm")
+        conn.execute(
+            "CREATE TABLE crm.contacts AS SELECT 1 AS id, TIMESTAMP '2026-01-01' AS updated_at, "
+            "MAP {DATE '2026-01-02': 5} AS visits, MAP {1.5::DECIMAL(3, 1): 'x'} AS grades"
+        )
+    with scripted_server(lambda request: (200, {}, {"ok": True})) as server, dg.instance_for_test() as instance:
+        for cursor in ("updated_at", None):  # without a cursor the whole row is the idempotency key
+            yaml = sync_yaml(server.url, query="SELECT * FROM crm.contacts", mapping={}, cursor=cursor)
+            assert platform(yaml, tmp_path, instance).materialize([KEY]).success
+        bodies = [json.loads(str(request["body"])) for request in server.requests]
+    assert [(b["visits"], b["grades"]) for b in bodies] == [({"2026-01-02": 5}, {"1.5": "x"})] * 2

@@ -14,7 +14,7 @@ row version carries the same id, so a consumer that de-duplicates on it keeps on
   was not (the next run starts at its value); it also lists the rows acknowledged at or after the
   mark, which the next run reads again and need not send again.
 - :func:`json_body` writes a row as JSON, NaN and infinities (which JSON has no spelling for) as ``null``
-  (:func:`~integration_platform.core.records.json_safe`).
+  (:func:`~integration_platform.core.records.json_safe`), dict keys JSON cannot hold as text (:func:`text_keys`).
 """
 
 import datetime as dt
@@ -47,23 +47,38 @@ def json_default(value: Any) -> Any:
     return str(value)
 
 
+def text_keys(value: Any) -> Any:
+    """``value`` with every dict key JSON cannot hold (a DuckDB MAP keyed by dates or decimals reads as such a
+    dict) written as its :func:`json_default` text, at any depth: ``json.dumps`` never asks ``default`` about
+    keys and raises ``TypeError`` instead."""
+    if isinstance(value, dict):
+        return {
+            key if key is None or isinstance(key, str | int | float) else json_default(key): text_keys(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [text_keys(item) for item in value]
+    return value
+
+
 def json_body(value: Any) -> str:
     """``value`` as JSON text, NaN and infinities as ``null`` (:func:`json_safe`); values JSON lacks by
-    ``json_default``. The walk runs only when a first dump refuses such a float (it added about 60% to
-    every row's dump)."""
+    ``json_default``, dict keys it lacks as their text (:func:`text_keys`). The walks run only when a first
+    dump refuses such a float or key (they added about 60% to every row's dump)."""
     try:
         return json.dumps(value, default=json_default, allow_nan=False)
-    except ValueError:
-        return json.dumps(json_safe(value), default=json_default, allow_nan=False)
+    except (ValueError, TypeError):
+        return json.dumps(json_safe(text_keys(value)), default=json_default, allow_nan=False)
 
 
 def relation_sql(table: str | None, query: str | None, catalog: str | None = None) -> str:
     """The FROM item for a ``schema.table`` (each part quoted; in ``catalog`` when given, as the warehouse
     names a stream's table, since ``temp.t`` or ``system.t`` alone is an ambiguous reference in DuckDB) or
-    a query (parenthesised)."""
+    a query (parenthesised, without its final ``;``, the closing parenthesis on a line of its own: a final
+    ``-- comment`` swallowed it)."""
     if table:
         return ".".join(quote(part) for part in ([catalog] if catalog else []) + table.split("."))
-    return f"({query})"
+    return f"({str(query).rstrip().rstrip(';').rstrip()}\n)"
 
 
 def row_id(scope: Sequence[str], row: Row, key_columns: Sequence[str], cursor: str | None) -> str:
@@ -73,7 +88,10 @@ def row_id(scope: Sequence[str], row: Row, key_columns: Sequence[str], cursor: s
     de-duplicating on it would keep the old version). ``scope`` names the sender (a publication:
     source and name; a sync: its name)."""
     identity: Any = [*(row[c] for c in key_columns), row[cursor]] if key_columns and cursor else row
-    text = json.dumps([*scope, identity], sort_keys=True, default=json_default)
+    try:
+        text = json.dumps([*scope, identity], sort_keys=True, default=json_default)
+    except TypeError:  # a dict key JSON cannot hold: as its text (the ids of other rows stay as they were)
+        text = json.dumps([*scope, text_keys(identity)], sort_keys=True, default=json_default)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
