@@ -10,6 +10,7 @@ import gzip
 import http.server
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -823,6 +824,67 @@ def test_a_source_url_variable_not_set_fails_naming_the_sync_and_the_variable(
         message = " ".join(failure_messages(result))
         assert "sync contacts_out: source.url_env: the environment variable CRM_DB_URL is not set" in message
         assert server.requests == []
+
+
+@pytest.mark.parametrize("base", ["crm.example.com/api", "ftp://127.0.0.1:1"])
+def test_a_base_url_that_is_no_http_url_fails_the_run_before_anything_is_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, base: str
+) -> None:
+    """A base URL variable without ``https://`` (or of another scheme) was retried as a transient failure on
+    every row, 6 attempts and ~15 s of backoff each (under ``dead_letter`` every row then went to the dead
+    letters, the mark past them). The run fails at once naming the sync and the variable."""
+    seed(tmp_path / "warehouse.duckdb", 3)
+    monkeypatch.setenv("PUSH_URL", base)
+    with dg.instance_for_test() as instance:
+        target = {"base_url_env": "PUSH_URL", "path": "/api/contacts"}
+        yaml = sync_yaml("http://unused", target=target, on_failure="dead_letter", backoff_factor=0.5)
+        started = time.monotonic()
+        result = platform(yaml, tmp_path, instance).materialize([KEY], raise_on_error=False)
+        assert time.monotonic() - started < 10
+        assert not result.success
+        message = " ".join(failure_messages(result))
+    assert "sync contacts_out: target.base_url_env: the value of PUSH_URL is not an http(s) URL" in message
+    assert not (tmp_path / "lake" / "reverse_etl" / "contacts_out_dead_letter").exists()
+
+
+@pytest.mark.parametrize(
+    ("target", "refusal"),
+    [
+        ({"idempotency_header": "Idempotency Key"}, "target.idempotency_header: 'Idempotency Key' is not"),
+        ({"idempotency_header": ""}, "target.idempotency_header: '' is not"),
+        ({"headers": {"X Tenant": "a"}}, "target.headers: 'X Tenant' is not"),
+        ({"headers_env": {"X-Api Key": "API_KEY"}}, "target.headers_env: 'X-Api Key' is not"),
+        ({"headers": {"X-Tenant": "a\nb"}}, "target.headers.X-Tenant: the value holds a line break"),
+    ],
+)
+def test_a_header_that_cannot_be_sent_is_refused_when_the_sync_loads(target: dict[str, object], refusal: str) -> None:
+    """A header name that is no HTTP token, or an inline value with a line break, was accepted: httpx refused
+    every request (LocalProtocolError), and each was retried as a transient failure, row after row."""
+    with dg.instance_for_test() as instance, pytest.raises(Exception, match=re.escape(refusal)):
+        url = "http://127.0.0.1:9"
+        platform(sync_yaml(url, target={"base_url": url, "path": "/api/contacts", **target}), REPO, instance)
+
+
+@pytest.mark.parametrize(
+    ("target", "refusal"),
+    [
+        ({"wrap_extra": {"source": "warehouse"}}, "target.wrap_extra needs target.wrap"),
+        ({"wrap": "rows", "wrap_extra": {"rows": []}}, "target.wrap_extra: 'rows' is the key target.wrap"),
+        ({"path": "/api/contacts/{}"}, "target.path: '/api/contacts/{}': a placeholder must name a column"),
+        ({"path": "/api/contacts/{id"}, "target.path: '/api/contacts/{id': expected '}' before end of string"),
+        ({"path": "/api/contacts/{id!r}"}, "target.path: '/api/contacts/{id!r}': a placeholder must name a column"),
+    ],
+)
+def test_a_target_envelope_or_path_that_cannot_work_is_refused_when_the_sync_loads(
+    target: dict[str, object], refusal: str
+) -> None:
+    """``wrap_extra`` without ``wrap`` was silently ignored (its fields never sent), and one holding the ``wrap``
+    key replaced the rows (every row acknowledged, none sent); a path placeholder without a column name or
+    with an unclosed brace failed the run with a bare ``ValueError`` naming neither sync nor field."""
+    url = "http://127.0.0.1:9"
+    attributes = {"base_url": url, "path": "/api/contacts", **target}
+    with dg.instance_for_test() as instance, pytest.raises(Exception, match=re.escape(refusal)):
+        platform(sync_yaml(url, target=attributes), REPO, instance)
 
 
 @pytest.mark.parametrize("end", ["  -- every contact\n", ";", " ;\n"])

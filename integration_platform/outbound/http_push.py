@@ -3,7 +3,8 @@
 HTTP is ``httpx2`` (the httpx API; already pinned through datasette) with one ``AsyncClient`` per sync and at most
 ``concurrency`` requests in flight (an ``asyncio.Semaphore``). The retry policy is urllib3's ``Retry`` as in
 ``resources/http_client.py``: statuses 429/500/502/503/504 and transport errors are retried with exponential backoff
-and jitter; ``Retry-After`` (RFC 9110 section 10.2.3) is honoured on 429/503. Every request, POST included, is
+and jitter (not those of a request that cannot be formed: ``UnsupportedProtocol``, ``LocalProtocolError``);
+``Retry-After`` (RFC 9110 section 10.2.3) is honoured on 429/503. Every request, POST included, is
 retried: each carries an idempotency key header (draft-ietf-httpapi-idempotency-key-header), so a retry of a request
 that did reach the target creates nothing new there. Every attempt passes the run-wide :class:`RateLimiter`
 (blocking, so it runs on a worker thread via ``asyncio.to_thread``).
@@ -211,6 +212,8 @@ class HttpPusher:
                 except (httpx.TransportError, httpx.DecodingError, AttemptTooLong) as exc:
                     # DecodingError: a body its Content-Encoding does not describe (a broken proxy, a cut answer)
                     result.status, result.error = None, self.redact(f"{type(exc).__name__}: {exc}")
+                    if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
+                        return result  # the request cannot be formed (a URL or header): no retry would
                     try:
                         retry = retry.increment(request.method, url, error=exc)
                     except MaxRetryError:

@@ -37,10 +37,11 @@ batch's key is that of its rows, so a row re-sent in a batch of other rows would
 A row is refused, not sent, and fails as ``on_failure`` says, naming the column, when its cursor is NULL (such rows
 are read on every run, refused each time until the cursor is set: the mark cannot wait for them) or a path
 placeholder's value is NULL, empty or not one path segment. NaN and infinite numbers are sent as ``null`` (JSON has
-no spelling for them). A mapping or path placeholder naming a column the query lacks fails the run before anything
-is sent. One attempt may take ``request_timeout`` seconds in all and
-read a response body of up to ``max_body_bytes`` (decoded); a ``Retry-After`` that is neither seconds nor a date
-counts as absent.
+no spelling for them). A mapping or path placeholder naming a column the query lacks, or a base URL that is no
+``http(s)`` URL, fails the run before anything is sent; a header that cannot be sent (a name that is no token, a
+line break in a value), ``wrap_extra`` without ``wrap`` and a path placeholder naming no column fail at load.
+One attempt may take ``request_timeout`` seconds in all and read a response body of up to ``max_body_bytes``
+(decoded); a ``Retry-After`` that is neither seconds nor a date counts as absent.
 """
 
 import asyncio
@@ -48,11 +49,13 @@ import dataclasses
 import importlib
 import json
 import os
+import re
 import string
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import dagster as dg
 import pyarrow as pa
@@ -89,7 +92,14 @@ from integration_platform.core.outbound import (
 from integration_platform.core.streams import IDENTIFIER, StreamSpec
 from integration_platform.outbound.http_push import HttpPusher, PushPolicy, PushRequest, PushResult
 from integration_platform.outbound.publish import TABLE
-from integration_platform.resources.http_auth import HttpAuth, check_headers, env_headers, userinfo_secrets
+from integration_platform.resources.http_auth import (
+    UNSAFE_HEADER_VALUE,
+    HttpAuth,
+    check_headers,
+    env_headers,
+    header_safe,
+    userinfo_secrets,
+)
 from integration_platform.resources.lake import LakeResource
 from integration_platform.resources.sql_sessions import utc_sessions
 
@@ -106,6 +116,8 @@ RESULT_SCHEMA = pa.schema(
     ]
 )
 DEAD_LETTER_SCHEMA = pa.schema([*RESULT_SCHEMA, ("cursor", pa.string()), ("body", pa.string())])
+#: An HTTP header name: an RFC 9110 token (section 5.1).
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class SyncSource(SafeModel, dg.Resolvable):
@@ -142,6 +154,35 @@ class SyncTarget(SafeModel, dg.Resolvable):
     def _url(self) -> "SyncTarget":
         require_exactly_one(self, "base_url", "base_url_env", "target: ")
         check_headers(self.headers, self.headers_env, lambda where, why: ValueError(f"target.{where}: {why}"))
+        return self
+
+    @model_validator(mode="after")
+    def _sendable(self) -> "SyncTarget":
+        """Refuse what no request can carry or what would be ignored: a header name that is no HTTP token
+        or an inline value with a line break (httpx refused every request, each retried row after row),
+        ``wrap_extra`` without ``wrap`` (never sent) or holding the ``wrap`` key (it replaced the rows), a
+        path placeholder naming no column or left unclosed (a bare ``ValueError`` at run time)."""
+        named = [("idempotency_header", self.idempotency_header), *(("headers", h) for h in self.headers)]
+        for where, name in [*named, *(("headers_env", h) for h in self.headers_env)]:
+            if not HEADER_NAME.fullmatch(name):
+                raise ValueError(f"target.{where}: {name!r} is not an HTTP header name (RFC 9110 token)")
+        for name, value in self.headers.items():
+            if value and not header_safe(value):
+                raise ValueError(f"target.headers.{name}: the value {UNSAFE_HEADER_VALUE}")
+        if self.wrap_extra and self.wrap is None:
+            raise ValueError("target.wrap_extra needs target.wrap (the key the payload goes under): it is never sent")
+        if self.wrap is not None and self.wrap in self.wrap_extra:
+            raise ValueError(f"target.wrap_extra: {self.wrap!r} is the key target.wrap puts the payload under")
+        try:
+            fields = [(field, spec, conversion) for _, field, spec, conversion in string.Formatter().parse(self.path)]
+        except ValueError as exc:
+            raise ValueError(f"target.path: {self.path!r}: {exc}") from None
+        for field, spec, conversion in fields:
+            if field is not None and (not field or field.isdigit() or set(field) & set(".[]") or spec or conversion):
+                raise ValueError(
+                    f"target.path: {self.path!r}: a placeholder must name a column, as {{column}} (without "
+                    "format spec or conversion); write a literal brace as {{ or }}"
+                )
         return self
 
 
@@ -398,6 +439,23 @@ class _Progress:
         return pa.RecordBatch.from_pydict(columns, schema=RESULT_SCHEMA)
 
 
+def _base_url(sync: HttpSync, url: str) -> str:
+    """The target's base URL without its final ``/``. Raises ``dg.Failure`` naming the sync and the field (never
+    the value, which may hold a password) when it is no ``http(s)`` URL with a host: a variable without
+    ``https://`` failed every row after retrying it as a transient failure (under ``dead_letter`` every row
+    then went to the dead letters)."""
+    try:
+        parts = urlsplit(url)
+        usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is no number, a broken IPv6 address
+        usable = False
+    if not usable:
+        env = sync.target.base_url_env
+        where = f"target.base_url_env: the value of {env}" if env else "target.base_url"
+        raise dg.Failure(f"sync {sync.sync}: {where} is not an http(s) URL with a host (http://host or https://host)")
+    return url.rstrip("/")
+
+
 def _pusher(sync: HttpSync, target: HttpTargetResource, run_id: str) -> HttpPusher:
     policy = PushPolicy(
         concurrency=sync.concurrency,
@@ -473,6 +531,7 @@ def _run_sync(context: dg.AssetExecutionContext, sync: HttpSync) -> dg.Materiali
     """The sync asset's body (see :func:`sync_asset`): push the rows since the mark, land the results
     and dead letters, and return the materialisation's metadata."""
     target: HttpTargetResource = getattr(context.resources, sync.resource_key)
+    base = _base_url(sync, target.base_url)
     lake: LakeResource = context.resources.lake
     refuse_ephemeral_marks(context, sync.cursor is not None, f"sync {sync.sync}")
     tag_run_host(context)  # it holds the duckdb slot: a kill from now on is reclaimable
@@ -482,7 +541,7 @@ def _run_sync(context: dg.AssetExecutionContext, sync: HttpSync) -> dg.Materiali
     pusher = _pusher(sync, target, context.run.run_id)
     started = time.monotonic()
     window = f"run-{context.run.run_id}"
-    results = _push(sync, context, target.base_url.rstrip("/"), pusher, progress)
+    results = _push(sync, context, base, pusher, progress)
     results_spec = StreamSpec(source=GROUP, name=f"{sync.sync}_results", write_disposition="append")
     dead_spec = StreamSpec(source=GROUP, name=f"{sync.sync}_dead_letter", write_disposition="append")
     store = lake.store()
