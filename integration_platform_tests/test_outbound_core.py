@@ -183,3 +183,21 @@ def test_an_infinite_date_or_timestamp_in_duckdb_does_not_become_the_mark(kind: 
     conn.execute("INSERT INTO t VALUES (5, '2024-01-03')")
     again = [row["id"] for chunk in select_since(conn, "t", "ts", mark.value, 10) for row in chunk]
     assert 5 in again and 2 in again, again
+
+
+def test_a_row_id_does_not_depend_on_the_time_zone_a_timestamptz_is_read_in() -> None:
+    """DuckDB gives a TIMESTAMPTZ in the session's time zone (the process's ``TZ`` by default): the id hashed
+    the offset, so the same row version read on a host in another zone went out under a new id (a target or
+    consumer de-duplicating on it stored it twice; the ids kept beside the mark no longer matched). The id
+    is that of the instant; read in UTC it is the id sent before."""
+    ids = []
+    for zone in ("UTC", "Asia/Tokyo", "America/New_York"):
+        with duckdb.connect() as conn:
+            conn.execute(f"SET TimeZone = '{zone}'")
+            (at,) = conn.execute("SELECT TIMESTAMPTZ '2026-01-01 00:00:00+00'").fetchone() or ()
+        row = {"id": 1, "updated_at": at, "seen": [at]}
+        ids.append((row_id(["sync"], row, ["id"], "updated_at"), row_id(["sync"], row, ["id"], None)))
+    assert ids[1] == ids[0] and ids[2] == ids[0]
+    in_utc = {"id": 1, "updated_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)}
+    before = json.dumps(["sync", [1, in_utc["updated_at"]]], sort_keys=True, default=json_default)
+    assert ids[0][0] == hashlib.sha256(before.encode()).hexdigest()

@@ -61,6 +61,14 @@ def text_keys(value: Any) -> Any:
     return value
 
 
+def _id_default(value: Any) -> Any:
+    """:func:`json_default` for ids: an aware datetime in UTC first. DuckDB gives a TIMESTAMPTZ in the
+    session's time zone (the process's ``TZ``), and an id hashing the offset changed with the host."""
+    if isinstance(value, dt.datetime) and value.utcoffset() is not None:
+        value = value.astimezone(dt.UTC)
+    return json_default(value)
+
+
 def json_body(value: Any) -> str:
     """``value`` as JSON text, NaN and infinities as ``null`` (:func:`json_safe`); values JSON lacks by
     ``json_default``, dict keys it lacks as their text (:func:`text_keys`). The walks run only when a first
@@ -86,12 +94,13 @@ def row_id(scope: Sequence[str], row: Row, key_columns: Sequence[str], cursor: s
     where identity is the key values plus the cursor value, or the whole row without key columns or
     without a cursor (key values alone would give a changed row its old version's id, and a target
     de-duplicating on it would keep the old version). ``scope`` names the sender (a publication:
-    source and name; a sync: its name)."""
+    source and name; a sync: its name). A timestamp with a time zone counts as its instant in UTC, whatever
+    zone it was read in (:func:`_id_default`)."""
     identity: Any = [*(row[c] for c in key_columns), row[cursor]] if key_columns and cursor else row
     try:
-        text = json.dumps([*scope, identity], sort_keys=True, default=json_default)
+        text = json.dumps([*scope, identity], sort_keys=True, default=_id_default)
     except TypeError:  # a dict key JSON cannot hold: as its text (the ids of other rows stay as they were)
-        text = json.dumps([*scope, text_keys(identity)], sort_keys=True, default=json_default)
+        text = json.dumps([*scope, text_keys(identity)], sort_keys=True, default=_id_default)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
