@@ -914,3 +914,23 @@ def test_a_map_with_keys_that_are_not_text_is_sent_with_its_keys_as_text(tmp_pat
             assert platform(yaml, tmp_path, instance).materialize([KEY]).success
         bodies = [json.loads(str(request["body"])) for request in server.requests]
     assert [(b["visits"], b["grades"]) for b in bodies] == [({"2026-01-02": 5}, {"1.5": "x"})] * 2
+
+
+def test_a_numeric_nan_or_infinity_from_postgresql_is_sent_as_null(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL's NUMERIC holds ``NaN`` and (14+) ``Infinity``, read as a Python ``Decimal``: the body had the
+    strings "NaN" and "Infinity" where the sync promises JSON ``null`` for NaN and infinite numbers (floats
+    were nulled, decimals went through as text)."""
+    require_port(PG_HOST, PG_PORT, "PostgreSQL")
+    monkeypatch.setenv("CRM_DB_URL", f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/postgres")
+    query = (
+        "SELECT 1 AS id, 1 AS version, 'NaN'::numeric AS score, 'Infinity'::numeric AS high, "
+        "'-Infinity'::numeric AS low, 1.50::numeric(4, 2) AS price"
+    )
+    with scripted_server(lambda request: (200, {}, {"ok": True})) as server, dg.instance_for_test() as instance:
+        text = sync_yaml(server.url, source={"url_env": "CRM_DB_URL"}, query=query, cursor="version", mapping={})
+        assert platform(text, tmp_path, instance).materialize([KEY]).success
+        (request,) = server.requests
+    body = json.loads(str(request["body"]))
+    assert (body["score"], body["high"], body["low"], body["price"]) == (None, None, None, "1.50")

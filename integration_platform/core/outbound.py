@@ -69,14 +69,22 @@ def _id_default(value: Any) -> Any:
     return json_default(value)
 
 
+def _body_default(value: Any) -> Any:
+    """:func:`json_default` for what is sent: a Decimal's NaN or infinity (PostgreSQL's NUMERIC holds them) as
+    ``None``, as a float's: its text ("NaN", "Infinity") went out where JSON ``null`` is promised."""
+    if isinstance(value, Decimal) and not value.is_finite():
+        return None
+    return json_default(value)
+
+
 def json_body(value: Any) -> str:
-    """``value`` as JSON text, NaN and infinities as ``null`` (:func:`json_safe`); values JSON lacks by
-    ``json_default``, dict keys it lacks as their text (:func:`text_keys`). The walks run only when a first
-    dump refuses such a float or key (they added about 60% to every row's dump)."""
+    """``value`` as JSON text, NaN and infinities (floats' and Decimals') as ``null`` (:func:`json_safe`);
+    values JSON lacks by ``json_default``, dict keys it lacks as their text (:func:`text_keys`). The walks run
+    only when a first dump refuses such a float or key (they added about 60% to every row's dump)."""
     try:
-        return json.dumps(value, default=json_default, allow_nan=False)
+        return json.dumps(value, default=_body_default, allow_nan=False)
     except (ValueError, TypeError):
-        return json.dumps(json_safe(text_keys(value)), default=json_default, allow_nan=False)
+        return json.dumps(json_safe(text_keys(value)), default=_body_default, allow_nan=False)
 
 
 def relation_sql(table: str | None, query: str | None, catalog: str | None = None) -> str:
