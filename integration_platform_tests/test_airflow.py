@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import math
 import re
 import threading
 import time
@@ -285,6 +286,35 @@ def test_a_reason_phrase_echoing_the_credentials_never_shows_them(api_version: L
     shown = "Bearer ***" if api_version == "v2" else "Basic ***"
     assert f"HTTP 403 Forbidden for {shown}: no" in message
     assert token not in message and credentials not in message and password not in message
+
+
+def test_a_conf_that_is_no_json_object_is_refused_naming_the_dag_before_anything_is_sent(
+    instance: dg.DagsterInstance,
+) -> None:
+    """JSON has no NaN: a YAML ``.nan`` in a conf failed the trigger with a bare ``InvalidJSONError`` after
+    retries, taken for a lost answer (a run lookup followed). It is refused when the component loads, and a
+    launchpad conf holding one fails the step without a retry and without a request."""
+    with pytest.raises(ValueError, match="conf is not JSON: Out of range float values"):
+        AirflowDag.from_attributes_dict(
+            attributes={"asset_key": "airflow/nan", "dag_id": EXAMPLE_DAG, "conf": {"x": math.nan}}
+        )
+    with scripted_server(lambda request: (500, {}, "")) as never:
+        resource = AirflowResource(base_url=never.url, api_version="v1", username="admin", password="pw")
+        with pytest.raises(ValueError, match=f"the conf of a run of DAG '{EXAMPLE_DAG}' is not JSON"):
+            resource.trigger_dag_run(EXAMPLE_DAG, {"limit": math.inf})
+        asset = airflow_dag_asset("airflow/nan", EXAMPLE_DAG, retry_policy=dg.RetryPolicy(max_retries=2))
+        result = dg.materialize(
+            [asset],
+            resources={"airflow": resource},
+            instance=instance,
+            run_config={"ops": {"airflow__nan": {"config": {"conf": {"x": math.nan}}}}},
+            raise_on_error=False,
+        )
+    assert not result.success
+    assert never.requests == []
+    failures = [e for e in result.all_events if e.is_step_failure]
+    assert len(failures) == 1 and "is not JSON" in failures[0].step_failure_data.error.message
+    assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_RESTARTED]
 
 
 def test_an_enormous_retry_after_is_waited_at_most_max_retry_after() -> None:

@@ -42,6 +42,7 @@ from integration_platform.orchestration.airflow.resource import (
     AirflowRunFailed,
     AirflowTimeout,
     DagRun,
+    json_conf_problem,
 )
 
 UNSAFE = re.compile(r"[^A-Za-z0-9_.~:+-]")
@@ -165,6 +166,8 @@ def airflow_dag_asset(
             raise dg.Failure(str(exc), metadata=_metadata(exc.run), allow_retries=False) from None
         except AirflowTimeout as exc:
             raise dg.Failure(str(exc), metadata=_metadata(exc.run)) from None
+        except ValueError as exc:  # a conf that is no JSON object (the launchpad's): a retry sends it again
+            raise dg.Failure(f"Airflow DAG {dag_id!r}: {exc}", allow_retries=False) from None
         except AirflowError as exc:  # a 4xx other than 429 (unknown DAG, logical date taken) recurs on retry
             transient = exc.status is None or exc.status == 429 or exc.status >= 500
             raise dg.Failure(f"Airflow DAG {dag_id!r}, run {run_id!r}: {exc}", allow_retries=transient) from None
@@ -216,6 +219,9 @@ class AirflowDag(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
     @model_validator(mode="after")
     def _current_deps(self) -> "AirflowDag":
         current_asset_keys(self.deps)
+        problem = json_conf_problem(self.conf)
+        if problem:
+            raise ValueError(f"conf {problem}")
         return self
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:

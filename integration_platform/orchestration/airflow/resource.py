@@ -28,6 +28,7 @@ The token request is never redirected (a 307/308 would carry its JSON body, the 
 requests follow redirects; requests drops their ``Authorization`` header on another host.
 """
 
+import json
 import re
 import time
 import uuid
@@ -117,6 +118,19 @@ class AirflowTimeout(AirflowError):
             f"(timeout); it was not stopped in Airflow ({run.url})"
         )
         self.run, self.timeout_s = run, timeout_s
+
+
+def json_conf_problem(conf: Any) -> str | None:
+    """Why ``conf`` cannot be a DAG run's conf, or ``None``: it must be a JSON object, whose numbers are finite
+    (JSON has no NaN; RFC 8259 section 6). A YAML ``.nan`` failed the trigger as a bare ``InvalidJSONError``
+    after retries, taken for a lost answer."""
+    if not isinstance(conf, dict):
+        return f"must be a JSON object, not {type(conf).__name__}"
+    try:
+        json.dumps(conf, allow_nan=False)
+    except (ValueError, TypeError) as exc:
+        return f"is not JSON: {exc}"
+    return None
 
 
 class AirflowResource(dg.ConfigurableResource):
@@ -326,13 +340,16 @@ class AirflowResource(dg.ConfigurableResource):
         Idempotent per ``dag_run_id``: when Airflow already has that run (409 Conflict), the
         existing run is returned and no second run starts (its conf is the first trigger's).
         Without ``dag_run_id`` a random ``dagster__<uuid>`` is used, so HTTP retries stay safe.
-        Raises ``ValueError`` for a run id Airflow rejects or a naive ``logical_date``, and
-        :class:`AirflowError` when the DAG is unknown or another run holds ``logical_date``
-        (Airflow keeps one run per DAG and logical date).
+        Raises ``ValueError`` for a run id Airflow rejects, a naive ``logical_date`` or a ``conf`` that is no
+        JSON object (:func:`json_conf_problem`), and :class:`AirflowError` when the DAG is unknown or another
+        run holds ``logical_date`` (Airflow keeps one run per DAG and logical date).
         """
         run_id = dag_run_id or f"dagster__{uuid.uuid4().hex}"
         if not RUN_ID.match(run_id):
             raise ValueError(f"dag_run_id {run_id!r} must match {RUN_ID.pattern} (Airflow's allowed_run_id_pattern)")
+        problem = json_conf_problem(conf or {})
+        if problem:
+            raise ValueError(f"the conf of a run of DAG {dag_id!r} {problem}")
         if logical_date is not None and logical_date.utcoffset() is None:
             raise ValueError(f"logical_date {logical_date.isoformat()} must be timezone-aware")
         self.ensure_unpaused(dag_id)
