@@ -17,6 +17,7 @@ from integration_platform.core.outbound import (
     MissingColumnError,
     Watermark,
     batch_id,
+    json_body,
     json_default,
     relation_sql,
     row_id,
@@ -201,3 +202,18 @@ def test_a_row_id_does_not_depend_on_the_time_zone_a_timestamptz_is_read_in() ->
     in_utc = {"id": 1, "updated_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)}
     before = json.dumps(["sync", [1, in_utc["updated_at"]]], sort_keys=True, default=json_default)
     assert ids[0][0] == hashlib.sha256(before.encode()).hexdigest()
+
+
+def test_an_interval_is_sent_as_an_iso_8601_duration() -> None:
+    """DuckDB gives an INTERVAL as a timedelta, whose Python text went out: ``1 day, 0:00:00`` and, for minus one
+    hour, ``-1 day, 23:00:00``, which nothing reads as minus one hour. Its id stays what it was."""
+    with duckdb.connect() as conn:
+        values = conn.execute(
+            "SELECT * FROM (VALUES (INTERVAL 1 DAY), (INTERVAL '-1 hour'), (INTERVAL 90 MINUTE), "
+            "(INTERVAL '1 day 2 hours 3 minutes 4.5 seconds'), (INTERVAL 0 SECOND), (INTERVAL 1 MICROSECOND))"
+        ).fetchall()
+    sent = [json.loads(json_body({"every": value}))["every"] for (value,) in values]
+    assert sent == ["P1D", "-PT1H", "PT1H30M", "P1DT2H3M4.5S", "PT0S", "PT0.000001S"]
+    row = {"id": 1, "every": dt.timedelta(hours=-1)}
+    before = hashlib.sha256(json.dumps(["s", row], sort_keys=True, default=str).encode()).hexdigest()
+    assert row_id(["s"], row, [], None) == before

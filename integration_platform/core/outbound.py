@@ -13,7 +13,8 @@ row version carries the same id, so a consumer that de-duplicates on it keeps on
 - :class:`Watermark` advances the mark over acknowledged rows and stops at the first row that
   was not (the next run starts at its value); it also lists the rows acknowledged at or after the
   mark, which the next run reads again and need not send again.
-- :func:`json_body` writes a row as JSON, NaN and infinities (which JSON has no spelling for) as ``null``
+- :func:`json_body` writes a row as JSON, intervals as ISO 8601 durations, NaN and infinities (which JSON has
+  no spelling for) as ``null``
   (:func:`~integration_platform.core.records.json_safe`), dict keys JSON cannot hold as text (:func:`text_keys`).
 """
 
@@ -69,11 +70,29 @@ def _id_default(value: Any) -> Any:
     return json_default(value)
 
 
+def iso_duration(value: dt.timedelta) -> str:
+    """``value`` as an ISO 8601 duration in days, hours, minutes and seconds, negative with a leading ``-``
+    (XML Schema's ``duration``): ``P1DT2H3M4.5S``, ``-PT1H``, ``PT0S``. Python's own text of a timedelta
+    (``-1 day, 23:00:00`` for minus one hour) is read by nothing else."""
+    micros = abs(value) // dt.timedelta(microseconds=1)
+    seconds, micro = divmod(micros, 1_000_000)
+    minutes, second = divmod(seconds, 60)
+    hours, minute = divmod(minutes, 60)
+    days, hour = divmod(hours, 24)
+    whole = f"{second}.{micro:06d}".rstrip("0").rstrip(".") if micro else str(second)
+    time = "".join(f"{n}{unit}" for n, unit in ((hour, "H"), (minute, "M")) if n)
+    time += f"{whole}S" if second or micro or not (days or time) else ""
+    return ("-" if value < dt.timedelta(0) else "") + "P" + (f"{days}D" if days else "") + (f"T{time}" if time else "")
+
+
 def _body_default(value: Any) -> Any:
     """:func:`json_default` for what is sent: a Decimal's NaN or infinity (PostgreSQL's NUMERIC holds them) as
-    ``None``, as a float's: its text ("NaN", "Infinity") went out where JSON ``null`` is promised."""
+    ``None``, as a float's: its text ("NaN", "Infinity") went out where JSON ``null`` is promised; an interval
+    (a timedelta) as its ISO 8601 duration (:func:`iso_duration`). Ids keep :func:`json_default`'s text."""
     if isinstance(value, Decimal) and not value.is_finite():
         return None
+    if isinstance(value, dt.timedelta):
+        return iso_duration(value)
     return json_default(value)
 
 
