@@ -125,7 +125,7 @@ def test_a_sqlite_time_written_without_fraction_is_read_again_at_the_mark(tmp_pa
 def test_a_mariadb_single_precision_cursor_reads_again_the_rows_at_the_mark(
     mariadb: tuple[str, Any], tmp_path: Path
 ) -> None:
-    """MariaDB sends a FLOAT as its shortest text (1.3 for 1.2999999523...): the mark 1.3 was above the stored
+    """MariaDB sent a FLOAT as text (1.3 for 1.2999999523...): the mark 1.3 was above the stored
     value, so rows sharing it, committed after the run, were never read. They land."""
     url, cursor = mariadb
     cursor.execute("CREATE TABLE t (id INT PRIMARY KEY, v FLOAT)")

@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
@@ -109,6 +110,23 @@ def test_the_other_types_land_typed_or_as_their_text(database: str) -> None:
     row = table.to_pylist()[0]
     for column, (kind, value) in expected.items():
         assert (table.schema.field(column).type, row[column]) == (kind, value), column
+
+
+def test_a_float_lands_as_the_single_precision_value_it_holds(database: str) -> None:
+    """MariaDB sends a FLOAT as text of 6 significant digits: 16777216 landed as 16777200, 123456.7 as 123457,
+    1.2345678 as 1.23457 (and the binlog, exact, disagreed with the snapshot). It lands as the stored value."""
+    mariadb(
+        f"USE `{database}`; CREATE TABLE fl (id INT PRIMARY KEY, f FLOAT, fu FLOAT(10, 2) UNSIGNED);"
+        "INSERT INTO fl VALUES (1, 16777216, 1.5), (2, 123456.7, NULL), (3, 1.2345678, 99999999.99), (4, -1.3, 0);"
+    )
+    db = SqlDatabaseResource(url=f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{database}")
+    try:
+        table = db.read("fl").read_all().sort_by("id")
+    finally:
+        db.dispose()
+    assert table.schema.field("f").type == pa.float64()
+    assert table.column("f").to_pylist() == [float(np.float32(v)) for v in (16777216, 123456.7, 1.2345678, -1.3)]
+    assert table.column("fu").to_pylist() == [1.5, None, float(np.float32(99999999.99)), 0.0]
 
 
 def test_a_bigint_unsigned_cursor_above_2_63_keeps_running(database: str, tmp_path: Path) -> None:

@@ -237,6 +237,10 @@ class SqlDatabaseResource(dg.ConfigurableResource):
             if isinstance(c.type, Geometry)
             else sa.cast(c, sa.String).label(c.name)
             if isinstance(c.type, mysql.TIME)
+            # a FLOAT goes over the wire as text of 6 significant digits (16777216 as 16777200, 123456.7 as
+            # 123457); as a DOUBLE it is the stored single-precision value exactly, as the binlog gives it
+            else sa.cast(c, mysql.DOUBLE(asdecimal=False)).label(c.name)
+            if isinstance(c.type, mysql.FLOAT)
             else c
             for c in chosen
         ]
@@ -280,11 +284,11 @@ def compared(dialect: str, column: Any) -> tuple[Any, Callable[[Any], Any]]:
     below that compare equal and are re-read, then dropped as already landed); no index on the column
     is used then.
 
-    MariaDB and MySQL send a ``FLOAT`` (single precision) as the shortest text that reads back as it
-    (``1.3`` for 1.2999999523...), so the mark is the double 1.3, which the stored value is below: rows
-    sharing the mark's value were never read again. There a bound is the largest single-precision value
-    not above it (as a double), which the stored values equal to it pass. Elsewhere the column and the
-    bound as they are."""
+    A MariaDB or MySQL ``FLOAT`` (single precision) is compared with a bound that is the largest
+    single-precision value not above it (as a double), which the stored values equal to it pass: a FLOAT is
+    now selected as the exact double of its stored value, but the marks of landings before were its text
+    (``1.3`` for 1.2999999523...), above the stored value, so rows sharing the mark's value were never read
+    again. Elsewhere the column and the bound as they are."""
     import sqlalchemy as sa
     from sqlalchemy.dialects import mysql
 
