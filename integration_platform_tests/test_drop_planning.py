@@ -141,3 +141,18 @@ def test_a_marker_older_than_its_file_marks_it_on_a_server_not_in_a_bucket() -> 
     assert bucket.marked([data, marker]) == {"drop-20240101.csv"}
     same_second = dataclasses.replace(marker, mtime=1_700_000_100.0)
     assert server.marked([dataclasses.replace(data, mtime=1_700_000_100.9), same_second]) == {"drop-20240101.csv"}
+
+
+def test_a_day_waits_while_another_of_its_files_is_not_stable() -> None:
+    """Its run would land every file of the day listed, the one still being written half."""
+    a = drop("2024-01-01")
+    b = RemoteFile(path="/in/drop-20240101-b.csv", name="drop-20240101-b.csv", size=10, mtime=1_700_000_100)
+    first = plan_tick([a], DropState(), RULES, 100, landed([]))
+    second = plan_tick([a, b], first.state, RULES, 100, landed([]))
+    assert second.partitions == {} and second.state.requested == {}
+    assert "1 stable, waiting for another file of their partition (drop-20240101.csv)" in second.skip_reason(2)
+    third = plan_tick([a, b], second.state, RULES, 100, landed([]))
+    assert {k: [f.name for f in v] for k, v in third.partitions.items()} == {"2024-01-01": [b.name, a.name]}
+    marked = DropRules(glob="drop-*.csv", marker_suffix=".done")  # the run leaves out the unmarked file
+    done = RemoteFile(path="/in/drop-20240101.csv.done", name="drop-20240101.csv.done", size=0, mtime=1_800_000_000)
+    assert list(plan_tick([a, b, done], DropState(), marked, 100, landed([])).partitions) == ["2024-01-01"]

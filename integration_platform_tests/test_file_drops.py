@@ -289,6 +289,33 @@ def test_a_growing_file_waits_until_it_is_stable(
     assert p.query("SELECT count(*) FROM covid.regions")[0][0] == 21
 
 
+def test_a_day_is_not_requested_while_another_of_its_files_is_still_growing(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run lands every file of its day listed when it starts: a request made for a stable file while a
+    second file of the same day was still being written landed the second one half (here cut at a line
+    end, so its first rows landed as the day's whole), and the warehouse held the half day until the next run."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    whole = (drops / "dpc-covid19-ita-regioni-20220101.csv").read_bytes()
+    header, *lines = whole.splitlines(keepends=True)
+    (incoming / "dpc-covid19-ita-regioni-20220101.csv").write_bytes(whole)
+    late = incoming / "dpc-covid19-ita-regioni-20220101-late.csv"
+    with openssh_server(incoming) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, incoming), tmp_path, instance)
+        first, cursor = _sensor_tick(p, None)  # the first file seen
+        late.write_bytes(header + b"".join(lines[:5]))  # the partner starts sending the second
+        second, cursor = _sensor_tick(p, cursor)
+        late.write_bytes(whole)  # done
+        third, cursor = _sensor_tick(p, cursor)
+        fourth, cursor = _sensor_tick(p, cursor)
+        assert [len(t) for t in (first, second, third)] == [0, 0, 0], "requested while a file of the day grows"
+        assert [r.partition_key for r in fourth] == ["2022-01-01"]
+        assert p.materialize([LAKE, WAREHOUSE], partition_key="2022-01-01").success
+    assert p.query("SELECT count(*) FROM covid.regions")[0][0] == 2 * len(lines)
+
+
 def test_a_changed_host_key_is_refused(
     drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,7 +8,8 @@ Pure decisions (no I/O), so the sensor's behaviour is easy to reason about and t
 - :func:`plan_tick` compares a listing with what the lake holds (:class:`Landed`, read from the
   stream's manifests, which record each landed file's version: size and mtime) and with the
   sensor's cursor (:class:`DropState`). A file is requested when the lake does not hold its
-  current version and it is stable: seen unchanged at the previous tick, or accompanied by its
+  current version and it is stable: seen unchanged at the previous tick (and so is every other file
+  of its partition not landed yet, since the run takes them all), or accompanied by its
   marker file (no older than the file: :meth:`DropRules.marked`). The lake is the memory, so files
   landed by a backfill, by ``make run`` or by another deployment are never requested again, and a
   re-published file (a new version) is. The
@@ -176,6 +177,8 @@ class TickPlan:
     in_flight: list[str] = field(default_factory=list)
     unparsable: list[str] = field(default_factory=list)
     outside: list[str] = field(default_factory=list)
+    #: Stable files not requested because another file of their partition is not stable yet.
+    held: list[str] = field(default_factory=list)
     landed: int = 0
     state: DropState = field(default_factory=DropState)
     #: Each requested partition's current landing id in the lake (:data:`NO_LANDING` for none).
@@ -195,6 +198,10 @@ class TickPlan:
         parts = [f"{listed} file(s) listed", f"{self.landed} already in the lake"]
         if self.waiting:
             parts.append(f"{len(self.waiting)} waiting to be stable ({', '.join(self.waiting[:3])})")
+        if self.held:
+            parts.append(
+                f"{len(self.held)} stable, waiting for another file of their partition ({', '.join(self.held[:3])})"
+            )
         if self.in_flight:
             parts.append(f"{len(self.in_flight)} requested, not landed yet")
         if self.unparsable:
@@ -215,15 +222,20 @@ def plan_tick(
     """Decide which partitions to request from a directory listing and what the lake holds.
 
     A file qualifies when it matches, the lake does not hold its version, it was not requested in
-    that version already and it is stable; at most ``max_partitions`` partitions are requested per
-    tick (the rest wait for the next tick, their files staying in the cursor). ``accepts``: whether
-    the stream has a partition of that key (a file dated before ``start`` or from ``end`` on is
-    listed in ``outside``, not requested: a request for a key the stream lacks fails the tick).
+    that version already and it is stable; without markers, also only once every other file of its
+    partition the lake does not hold is stable (``held`` otherwise): the run lands every file of the
+    partition it lists, and a second file of the day still being written landed half. At most
+    ``max_partitions`` partitions are requested per tick (the rest wait for the next tick, their files
+    staying in the cursor). ``accepts``: whether the stream has a partition of that key (a file dated
+    before ``start`` or from ``end`` on is listed in ``outside``, not requested: a request for a key
+    the stream lacks fails the tick).
     """
     everything = list(listing)
     files = sorted((f for f in everything if rules.matches(f.name)), key=lambda f: f.name)
     markers = rules.marked(everything)
     plan = TickPlan()
+    ready: list[tuple[RemoteFile, str]] = []
+    growing: set[str | None] = set()  # partitions with a file not stable yet
     for file in files:
         current, key = version(file), rules.partition_key(file)
         if lake.holds(file, key):
@@ -237,6 +249,7 @@ def plan_tick(
         stable = file.name in markers if rules.marker_suffix else state.looked.get(file.name) == current
         if not stable:
             plan.waiting.append(file.name)
+            growing.add(key)
             continue
         if key is None:
             plan.unparsable.append(file.name)
@@ -244,9 +257,16 @@ def plan_tick(
         if accepts is not None and not accepts(key):
             plan.outside.append(file.name)
             continue
+        ready.append((file, key))
+    for file, key in ready:
+        if key in growing and not rules.marker_suffix:
+            # a run lands every file of its partition listed when it starts, the growing one half
+            # written; with markers it leaves out the files without their own, so those need not wait
+            plan.held.append(file.name)
+            continue
         if key not in plan.partitions and len(plan.partitions) >= max_partitions:
             continue
         plan.partitions.setdefault(key, []).append(file)
         plan.landings[key] = lake.landings.get(key, NO_LANDING)
-        plan.state.requested[file.name] = current
+        plan.state.requested[file.name] = version(file)
     return plan
