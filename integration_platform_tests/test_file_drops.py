@@ -572,6 +572,23 @@ def test_marker_files_gate_the_sensor_and_landed_files_can_be_archived(
     assert p.query("SELECT count(*) FROM covid.regions")[0][0] == 21
 
 
+def test_the_sensor_counts_the_files_it_lists_not_their_markers(
+    drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Markers are listed with their files but are none of the stream's: "4 file(s) listed; 2 already in
+    the lake" for two landed files and their markers did not add up."""
+    incoming = _drops_of(drops, ["2023-03-01", "2023-03-02"], tmp_path / "incoming")
+    for name in os.listdir(incoming):
+        (incoming / f"{name}.done").write_text("")
+    with openssh_server(incoming) as server:
+        monkeypatch.setenv("IP_TEST_SFTP_KEY", server.private_key_pem)
+        p = platform(_yaml(server, incoming, "      marker_suffix: .done"), tmp_path, instance)
+        for day in ("2023-03-01", "2023-03-02"):
+            assert p.materialize([LAKE, WAREHOUSE], partition_key=day).success
+        requests, skipped = p.tick("covid_regions_drops")
+    assert requests == [] and skipped == "2 file(s) listed; 2 already in the lake"
+
+
 def test_a_run_lands_and_archives_only_the_files_whose_marker_is_there(
     drops: Path, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -385,6 +385,7 @@ class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
                 for m in active_manifests(list_manifests(lake.store(), spec))
             )
             state = DropState.from_cursor(context.cursor)
+            files_listed = sum(plan.rules.matches(f.name) for f in listing)  # not their markers
             accepts = None if dynamic else days.has_partition_key
             tick = plan_tick(listing, state, plan.rules, stream.max_partitions_per_tick, held, accepts)
             if tick.outside:
@@ -396,13 +397,13 @@ class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
                 # updated through the context when it changed.
                 if tick.state != state:
                     context.update_cursor(tick.state.to_cursor())
-                return dg.SkipReason(tick.skip_reason(len(listing)))
+                return dg.SkipReason(tick.skip_reason(files_listed))
             tags = source_run_tags(plan.spec.source)
             requests = [
                 dg.RunRequest(run_key=tick.run_key(p), partition_key=p, tags=tags) for p in sorted(tick.partitions)
             ]
             added = [dg.AddDynamicPartitionsRequest(dynamic, sorted(tick.partitions))] if dynamic else []
-            context.log.info(f"{len(requests)} partition(s) requested; {tick.skip_reason(len(listing))}")
+            context.log.info(f"{len(requests)} partition(s) requested; {tick.skip_reason(files_listed)}")
             return dg.SensorResult(
                 run_requests=requests, cursor=tick.state.to_cursor(), dynamic_partitions_requests=added
             )

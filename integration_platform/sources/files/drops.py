@@ -194,7 +194,8 @@ class TickPlan:
         return f"{partition}:{hashlib.sha256(signed.encode()).hexdigest()[:16]}"
 
     def skip_reason(self, listed: int) -> str:
-        """Why nothing was requested, as the sensor page shows it."""
+        """Why nothing was requested, as the sensor page shows it; ``listed``: the stream's files listed (markers
+        not counted)."""
         parts = [f"{listed} file(s) listed", f"{self.landed} already in the lake"]
         if self.waiting:
             parts.append(f"{len(self.waiting)} waiting to be stable ({', '.join(self.waiting[:3])})")
