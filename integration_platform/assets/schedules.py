@@ -1,4 +1,5 @@
-"""Refresh jobs and their schedules: the one way a source declares "run these assets on a cron"."""
+"""Refresh jobs and their schedules: the one way a source declares "run these assets on a cron";
+and the schedules of partitioned jobs, which land each partition once it has ended."""
 
 from __future__ import annotations
 
@@ -33,3 +34,33 @@ def refresh_job(
         default_status=dg.DefaultScheduleStatus.STOPPED,
     )
     return job, schedule
+
+
+def ended_partition_schedule(
+    job: dg.UnresolvedAssetJobDefinition, partitions: dg.TimeWindowPartitionsDefinition
+) -> dg.ScheduleDefinition:
+    """The schedule ``<job>_schedule`` (stopped by default) that, at the end of each partition of
+    ``partitions`` (its cron: midnight UTC for days, the 1st for months), requests the partition that
+    has just ended (run key: its key), and skips a tick whose ended partition the stream does not have
+    (before ``start``, or from ``end`` on).
+
+    Why not Dagster's ``build_schedule_from_partitioned_job``: it requests the last partition the
+    definition has at the tick, which for the platform's partitions (they include the current one,
+    ``end_offset=1``) is the day (month) just begun, empty at midnight, so yesterday's drop was never
+    landed; and with ``end`` it requested the last partition again at every tick after the end."""
+
+    @dg.schedule(
+        name=f"{job.name}_schedule",
+        cron_schedule=partitions.get_cron_schedule(),
+        execution_timezone=partitions.timezone,
+        job=job,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+    )
+    def _ended(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        tick = context.scheduled_execution_time
+        key = partitions.get_partition_key_for_timestamp(tick.timestamp(), end_closed=True)
+        if not partitions.has_partition_key(key):
+            return dg.SkipReason(f"the partition ended at {tick.isoformat()} ({key}) is not one of the job's")
+        return dg.RunRequest(run_key=key, partition_key=key)
+
+    return _ended

@@ -53,6 +53,7 @@ from integration_platform.assets.config_model import (
     secret_from_env,
 )
 from integration_platform.assets.run_queue import source_run_tags
+from integration_platform.assets.schedules import ended_partition_schedule
 from integration_platform.assets.stream_assets import (
     ExtractionReport,
     ExtractorFactory,
@@ -430,9 +431,9 @@ class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
             )
             jobs.append(job)
             if stream.partition.type == "daily":  # each day, the day before: a drop that came on time
-                schedules.append(
-                    dg.build_schedule_from_partitioned_job(job, default_status=dg.DefaultScheduleStatus.STOPPED)
-                )
+                days = partitions_def(plan.spec.partitioning)
+                assert isinstance(days, dg.TimeWindowPartitionsDefinition)
+                schedules.append(ended_partition_schedule(job, days))
         return dg.Definitions(
             assets=assets,
             sensors=sensors,

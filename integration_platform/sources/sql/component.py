@@ -59,11 +59,12 @@ from integration_platform.assets.config_model import (
 from integration_platform.assets.freshness import freshness_checks
 from integration_platform.assets.run_queue import source_run_tags
 from integration_platform.assets.run_recovery import tag_run_host
-from integration_platform.assets.schedules import refresh_job
+from integration_platform.assets.schedules import ended_partition_schedule, refresh_job
 from integration_platform.assets.stream_assets import (
     ExtractionReport,
     ExtractorFactory,
     lake_key,
+    partitions_def,
     stream_assets,
     warehouse_asset,
     warehouse_connection,
@@ -478,11 +479,11 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
 
     def _partition_jobs(
         self, specs: list[StreamSpec]
-    ) -> "tuple[list[dg.UnresolvedAssetJobDefinition], list[dg.UnresolvedPartitionedAssetScheduleDefinition]]":
-        """One job (and its stopped schedule) per partitions definition of the partitioned ``specs``: a
-        job's assets must share it."""
+    ) -> "tuple[list[dg.UnresolvedAssetJobDefinition], list[dg.ScheduleDefinition]]":
+        """One job (and its stopped schedule, :func:`ended_partition_schedule`) per partitions definition of the
+        partitioned ``specs``: a job's assets must share it."""
         jobs: list[dg.UnresolvedAssetJobDefinition] = []
-        schedules: list[dg.UnresolvedPartitionedAssetScheduleDefinition] = []
+        schedules: list[dg.ScheduleDefinition] = []
         for granularity in ("daily", "monthly"):
             group = [s for s in specs if s.partitioning and s.partitioning.granularity == granularity]
             ranges = {(s.partitioning.start or "", s.partitioning.end or "") for s in group if s.partitioning}
@@ -503,9 +504,9 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
                     tags=source_run_tags(self.source),
                 )
                 jobs.append(job)
-                schedules.append(
-                    dg.build_schedule_from_partitioned_job(job, default_status=dg.DefaultScheduleStatus.STOPPED)
-                )
+                periods = partitions_def(members[0].partitioning)
+                assert isinstance(periods, dg.TimeWindowPartitionsDefinition)
+                schedules.append(ended_partition_schedule(job, periods))
         return jobs, schedules
 
     def _assets(
@@ -541,7 +542,7 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
             raise ValueError(f"{yaml_path}: attributes.tables: {exc}") from exc
         assets, sensors = self._assets(specs, kind)
         jobs: list[dg.UnresolvedAssetJobDefinition] = []
-        schedules: list[dg.ScheduleDefinition | dg.UnresolvedPartitionedAssetScheduleDefinition] = []
+        schedules: list[dg.ScheduleDefinition] = []
         plain = [s for s, _ in specs if s.partitioning is None]
         fresh: list[dg.AssetChecksDefinition] = []
         if plain:
