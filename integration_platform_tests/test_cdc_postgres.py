@@ -25,6 +25,7 @@ import pytest
 from integration_platform.core.changes import ChangeCaptureError
 from integration_platform.core.landing import list_manifests
 from integration_platform.core.streams import StreamSpec
+from integration_platform.sources.sql.change_assets import POSITION_TAG, drain_retry
 from integration_platform.sources.sql.postgres_cdc import PostgresChangeLog, array_constant
 from integration_platform.sources.sql.slot_names import cursor_prefix
 from integration_platform_tests.run_stream import killed_materialization
@@ -358,6 +359,35 @@ def test_the_drain_sensor_requests_a_run_only_when_the_table_has_changes_waiting
     assert len(requests) == 1 and (requests[0].run_key or "").startswith("pagila/film@")
     assert target.materialize([FILM]).success and latest_metadata(instance, FILM)["updates"] == 1
     assert target.tick("pagila_film_changes")[0] == []
+
+
+def test_a_failed_drain_is_requested_again_later_each_time(
+    source: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """Dagster requests a run key once, whatever that run's fate, and a failed drain leaves the log position
+    where it was: with one key per position, the sensor asked for nothing more after a failure, while the
+    slot's WAL grew. A failed drain of a position is now requested again after 1 minute, 2, 4, ..."""
+    target = platform(yaml(), tmp_path, instance)
+    assert target.materialize([FILM]).success
+    sql(source, "UPDATE film SET length = 98 WHERE film_id = 4")
+    sql(source, "CHECKPOINT")
+    (request,), _ = target.tick("pagila_film_changes")
+    position = request.tags[POSITION_TAG]
+    assert request.run_key == f"pagila/film@{position}"
+
+    @dg.asset(name="drain_that_fails")
+    def fails() -> None:
+        raise RuntimeError("the source went away")
+
+    # a drain run from that position that failed, as the sensor finds it in the instance's runs
+    assert not dg.materialize([fails], instance=instance, tags=request.tags, raise_on_error=False).success
+    requests, skipped = target.tick("pagila_film_changes")
+    assert requests == [] and skipped and "1 drain(s) from there failed" in skipped and "the next in" in skipped
+    assert drain_retry("p", "0/1", 1, 1000.0, 1059.0) == (None, 1.0)
+    assert drain_retry("p", "0/1", 1, 1000.0, 1060.0) == ("p@0/1#retry1", 0.0)
+    assert drain_retry("p", "0/1", 3, 1000.0, 1200.0) == (None, 40.0)  # 4 minutes after the third
+    assert drain_retry("p", "0/1", 3, 1000.0, 1240.0) == ("p@0/1#retry3", 0.0)
+    assert drain_retry("p", "0/1", 30, 1000.0, 4599.0) == (None, 1.0)  # at most hourly
 
 
 def test_text_sent_back_to_postgresql_round_trips_whatever_it_holds(cdc_cluster: str) -> None:

@@ -7,6 +7,7 @@ retains more WAL than ``lag_warn_bytes``: a slot nobody drains fills the source'
 sensor, stopped by default, that requests a drain when the log has changes of the table waiting.
 """
 
+import time
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -32,6 +33,32 @@ from integration_platform.sources.sql.slot_names import SLOT_NAME, cursor_prefix
 
 LAG_CHECK = "log_lag_within_limit"
 DRAIN_TAG = "integration_platform/cdc_drain"
+#: The log position a drain run the sensor requested starts from (its failed runs are counted per position).
+POSITION_TAG = "integration_platform/cdc_position"
+#: A failed drain of a position is requested again after 1 minute, then 2, 4, ..., at most every hour.
+RETRY_FIRST_S, RETRY_MAX_S = 60.0, 3600.0
+#: Run statuses of a drain in flight.
+ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def drain_retry(
+    path: str, position: str, failures: int, last_end: float | None, now: float
+) -> tuple[str | None, float]:
+    """The run key of the next drain of ``path`` from ``position`` and ``0.0``, or ``None`` and the seconds
+    still to wait: after ``failures`` failed drains of that position (the last one ended at ``last_end``,
+    epoch seconds), the next waits ``RETRY_FIRST_S * 2 ** (failures - 1)`` seconds, at most
+    ``RETRY_MAX_S``. Why: Dagster requests a run key once, whatever that run's fate, and a failed drain
+    leaves the position where it was, so with one key per position a failure stopped the sensor for good
+    while the slot's WAL grew; a failure that recurs (a ``TRUNCATE``) is tried again at most hourly."""
+    if failures <= 0:
+        return f"{path}@{position}", 0.0
+    left = (last_end or now) + min(RETRY_FIRST_S * 2 ** (failures - 1), RETRY_MAX_S) - now
+    return (None, left) if left > 0 else (f"{path}@{position}#retry{failures}", 0.0)
 
 
 class SqlChangeCapture(SafeModel, dg.Resolvable):
@@ -130,7 +157,7 @@ def change_sensor(
 ) -> dg.SensorDefinition:
     """Requests a drain of the stream (lake and warehouse) when its log has a change of the table
     waiting and no drain of it is in flight; the run key names the position looked from, so one
-    position is drained once."""
+    position is drained once, and again after a failed drain of it, later each time (:func:`drain_retry`)."""
     prefix = cursor_prefix(spec.source, spec.name)
 
     @dg.sensor(
@@ -144,8 +171,7 @@ def change_sensor(
     def _changes(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         database: SqlDatabaseResource = getattr(context.resources, resource_key)
         log = database.change_log(table, schema, prefix, options.publication, spec.primary_key)
-        active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
-        in_flight = context.instance.get_runs(filters=dg.RunsFilter(tags={DRAIN_TAG: spec.path}, statuses=active))
+        in_flight = context.instance.get_runs(filters=dg.RunsFilter(tags={DRAIN_TAG: spec.path}, statuses=ACTIVE))
         if in_flight:  # first: a slot being streamed cannot be peeked at
             return dg.SkipReason(f"drain run {in_flight[0].run_id} of {spec.path} in flight")
         lake: LakeResource = context.resources.lake
@@ -156,12 +182,21 @@ def change_sensor(
             )
         if not waiting:
             return dg.SkipReason(f"no changes waiting after {position}")
-        return dg.SensorResult(
-            run_requests=[
-                dg.RunRequest(
-                    run_key=f"{spec.path}@{position}", tags={DRAIN_TAG: spec.path, **source_run_tags(spec.source)}
-                )
-            ]
+        failed = context.instance.get_run_records(
+            filters=dg.RunsFilter(
+                tags={DRAIN_TAG: spec.path, POSITION_TAG: position},
+                statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
+            )
         )
+        last = failed[0] if failed else None
+        ended = (last.end_time or last.update_timestamp.timestamp()) if last else None
+        run_key, wait = drain_retry(spec.path, position, len(failed), ended, time.time())
+        if run_key is None:
+            return dg.SkipReason(
+                f"changes wait after {position}; {len(failed)} drain(s) from there failed (the last: run "
+                f"{failed[0].dagster_run.run_id}): the next in {wait:.0f} s"
+            )
+        tags = {DRAIN_TAG: spec.path, POSITION_TAG: position, **source_run_tags(spec.source)}
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=run_key, tags=tags)])
 
     return _changes
