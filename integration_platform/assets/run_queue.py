@@ -10,7 +10,16 @@ schedules, its drop, drain and change sensors) carries :data:`SOURCE_RUN_TAG` wi
 Materialize of a hand-picked selection, an automation condition's run) is not limited by it.
 """
 
+import dagster as dg
+
 SOURCE_RUN_TAG = "integration_platform/source"
+#: The statuses of a run in flight (queued to running): a drain sensor requests no second drain beside one.
+ACTIVE_RUN_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
 def source_run_tags(source: str) -> dict[str, str]:

@@ -45,7 +45,7 @@ import dagster as dg
 from pydantic import Field
 
 from integration_platform.assets.config_model import SafeModel, SecretSafeComponent
-from integration_platform.assets.run_queue import source_run_tags
+from integration_platform.assets.run_queue import ACTIVE_RUN_STATUSES, source_run_tags
 from integration_platform.assets.schedules import refresh_job
 from integration_platform.assets.stream_assets import (
     lake_asset_arguments,
@@ -72,12 +72,6 @@ from integration_platform.sources.queues.rabbitmq_stream import RabbitQueueSourc
 
 #: Tag of every drain run, so the backlog sensor sees a drain in flight.
 DRAIN_TAG = "integration_platform/drain"
-ACTIVE = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
 
 
 class QueueSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
@@ -211,7 +205,7 @@ class QueueSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
             if depth < stream.sensor.min_messages:
                 return dg.SkipReason(f"{depth} message(s) waiting in {stream.target}")
             in_flight = context.instance.get_runs(
-                filters=dg.RunsFilter(tags={DRAIN_TAG: spec.path}, statuses=ACTIVE), limit=1
+                filters=dg.RunsFilter(tags={DRAIN_TAG: spec.path}, statuses=ACTIVE_RUN_STATUSES), limit=1
             )
             if in_flight:
                 return dg.SkipReason(f"{depth} message(s) waiting; drain run {in_flight[0].run_id} in flight")

@@ -15,7 +15,7 @@ import dagster as dg
 from pydantic import Field
 
 from integration_platform.assets.config_model import SafeModel
-from integration_platform.assets.run_queue import source_run_tags
+from integration_platform.assets.run_queue import ACTIVE_RUN_STATUSES, source_run_tags
 from integration_platform.assets.stream_assets import (
     FULL_REFRESH_TAG,
     StreamRunConfig,
@@ -37,13 +37,6 @@ DRAIN_TAG = "integration_platform/cdc_drain"
 POSITION_TAG = "integration_platform/cdc_position"
 #: A failed drain of a position is requested again after 1 minute, then 2, 4, ..., at most every hour.
 RETRY_FIRST_S, RETRY_MAX_S = 60.0, 3600.0
-#: Run statuses of a drain in flight.
-ACTIVE = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
 
 
 def drain_retry(
@@ -171,7 +164,9 @@ def change_sensor(
     def _changes(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         database: SqlDatabaseResource = getattr(context.resources, resource_key)
         log = database.change_log(table, schema, prefix, options.publication, spec.primary_key)
-        in_flight = context.instance.get_runs(filters=dg.RunsFilter(tags={DRAIN_TAG: spec.path}, statuses=ACTIVE))
+        in_flight = context.instance.get_runs(
+            filters=dg.RunsFilter(tags={DRAIN_TAG: spec.path}, statuses=ACTIVE_RUN_STATUSES)
+        )
         if in_flight:  # first: a slot being streamed cannot be peeked at
             return dg.SkipReason(f"drain run {in_flight[0].run_id} of {spec.path} in flight")
         lake: LakeResource = context.resources.lake
