@@ -248,3 +248,42 @@ def failures_within(
     worker.join(seconds)
     assert not worker.is_alive(), f"still {doing} after {seconds:g}s"
     return failed
+
+
+@contextmanager
+def reason_echoing_server(status: int, token: str | None = None) -> Iterator[str]:
+    """A server (its base URL) refusing every request with ``status`` and a reason phrase repeating the request's
+    ``Authorization`` header, as a proxy echoing credentials might; with ``token``, a POST is answered 201 with
+    ``{"access_token": token}`` (Airflow 3's ``/auth/token``) instead."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _refuse(self) -> None:
+            self.send_response(status, f"Refused for {self.headers.get('Authorization')}")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"no")
+
+        def do_GET(self) -> None:
+            self._refuse()
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if token is None:
+                self._refuse()
+                return
+            body = json.dumps({"access_token": token}).encode()
+            self.send_response(201)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -5,7 +5,6 @@ example DAG ``sandbox/airflow/dags/integration_platform_example.py``."""
 import base64
 import hashlib
 import hmac
-import http.server
 import json
 import math
 import re
@@ -30,7 +29,13 @@ from integration_platform.orchestration.airflow.resource import (
     AirflowTimeout,
 )
 from integration_platform_tests.airflow_server import EXAMPLE_DAG, AirflowServer, airflow_server
-from integration_platform_tests.rest_servers import dripping_server, failures_within, fault_proxy, scripted_server
+from integration_platform_tests.rest_servers import (
+    dripping_server,
+    failures_within,
+    fault_proxy,
+    reason_echoing_server,
+    scripted_server,
+)
 from sandbox.harness import failure_messages, latest_metadata
 
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
@@ -253,38 +258,14 @@ def test_a_reason_phrase_echoing_the_credentials_never_shows_them(api_version: L
     decode to the password) into the error, and so into the run's logs."""
     password, token = "S3cret-Airflow-Pw", "jwt-S3cret-Token-0123456789"
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # the token request
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            body = json.dumps({"access_token": token}).encode()
-            self.send_response(201)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self) -> None:
-            self.send_response(403, f"Forbidden for {self.headers.get('Authorization')}")
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"no")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with reason_echoing_server(403, token) as url:
         resource = AirflowResource(base_url=url, api_version=api_version, username="admin", password=password)
         with pytest.raises(AirflowError) as refused:
             resource.get_dag_run(EXAMPLE_DAG, "t_reason")
-    finally:
-        server.shutdown()
-        server.server_close()
     message = str(refused.value)
     credentials = base64.b64encode(f"admin:{password}".encode()).decode()
     shown = "Bearer ***" if api_version == "v2" else "Basic ***"
-    assert f"HTTP 403 Forbidden for {shown}: no" in message
+    assert f"HTTP 403 Refused for {shown}: no" in message
     assert token not in message and credentials not in message and password not in message
 
 
@@ -313,7 +294,7 @@ def test_a_conf_that_is_no_json_object_is_refused_naming_the_dag_before_anything
     assert not result.success
     assert never.requests == []
     failures = [e for e in result.all_events if e.is_step_failure]
-    assert len(failures) == 1 and "is not JSON" in failures[0].step_failure_data.error.message
+    assert len(failures) == 1 and "is not JSON" in " ".join(failure_messages(result))
     assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_RESTARTED]
 
 

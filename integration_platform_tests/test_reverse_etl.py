@@ -7,7 +7,6 @@ The target is ``sandbox/push_target/server.py`` (SQLite, honours Idempotency-Key
 import asyncio
 import base64
 import gzip
-import http.server
 import json
 import os
 import re
@@ -30,7 +29,7 @@ import pytest
 
 from integration_platform.outbound.http_push import HttpPusher, PushPolicy, PushRequest, PushResult
 from integration_platform.resources.http_auth import HttpAuth
-from integration_platform_tests.rest_servers import fault_proxy, scripted_server
+from integration_platform_tests.rest_servers import fault_proxy, reason_echoing_server, scripted_server
 from integration_platform_tests.services import PG_HOST, PG_PORT, require_port
 from sandbox.harness import failure_messages, latest_metadata, platform
 from sandbox.push_target import PushTarget, datasette_target, push_target
@@ -648,44 +647,20 @@ def test_a_retry_after_python_cannot_hold_counts_as_absent(tmp_path: Path, value
     assert (row["status"], row["attempts"]) == (200, 2)
 
 
-@contextmanager
-def reason_echoing_target() -> Iterator[str]:
-    """A target refusing every request with 422 and a reason phrase that repeats its Authorization header."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            self.send_response(422, f"Unprocessable for {self.headers.get('Authorization')}")
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"no")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_a_secret_echoed_in_the_reason_phrase_is_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The response text was masked, the reason phrase was not: a target repeating the Authorization header
     there put the token in the results' error column and in the run's failure message."""
     seed(tmp_path / "warehouse.duckdb", 2)
     token = "push-token-0123456789-secret"
     monkeypatch.setenv("PUSH_TOKEN", token)
-    with reason_echoing_target() as url, dg.instance_for_test() as instance:
+    with reason_echoing_server(422) as url, dg.instance_for_test() as instance:
         target = {"base_url": url, "path": "/api/contacts", "auth": {"type": "bearer", "token_env": "PUSH_TOKEN"}}
         result = platform(sync_yaml(url, target=target), tmp_path, instance).materialize([KEY], raise_on_error=False)
         assert not result.success
         message = " ".join(failure_messages(result))
-    assert "HTTP 422 Unprocessable for Bearer ***" in message and token not in message
+    assert "HTTP 422 Refused for Bearer ***" in message and token not in message
     rows = results(tmp_path)
-    assert rows and all(str(r["error"]) == "HTTP 422 Unprocessable for Bearer ***" for r in rows)
+    assert rows and all(str(r["error"]) == "HTTP 422 Refused for Bearer ***" for r in rows)
 
 
 def test_a_password_in_the_base_urls_user_info_is_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
