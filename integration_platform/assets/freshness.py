@@ -2,7 +2,9 @@
 
 Dagster's own last-update freshness checks (``build_last_update_freshness_checks``), one per
 warehouse asset a refresh schedule loads: at each tick of the schedule's cron (UTC), the table must
-have been loaded since the tick before (the run that tick started). A table whose schedule is off,
+have been loaded within the cron's longest gap between two ticks (:func:`longest_gap`; Dagster's check
+takes one allowance for every tick, so where ticks are unevenly spaced, as ``*/15 * * * 1-5`` with its
+weekend, a table may be stale up to that longest gap on any day before its check fails). A table whose schedule is off,
 or whose runs fail, fails its check (severity WARN) until it is loaded again. The checks are
 evaluated by the sensor ``<job>_freshness`` (stopped by default, like the schedule: switch both on
 together) or run on their own from the UI.
