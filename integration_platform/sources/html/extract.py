@@ -188,39 +188,65 @@ def _records_by_selectors(tree: LexborHTMLParser, plan: HtmlStreamPlan) -> list[
     return [{c.name: _text(row.css_first(c.css), c.attribute) for c in plan.columns} for row in tree.css(plan.rows)]
 
 
-def _own_rows(table: LexborNode) -> list[LexborNode]:
-    """The ``<tr>`` of ``table`` itself, in order: not those of a table nested in one of its cells."""
-    rows = []
+#: The most columns a ``table`` may have: its header spanning more fails the page. It bounds the layout's work
+#: and memory, which a page of cells spanning 1,000 columns and rows each made quadratic.
+MAX_TABLE_COLUMNS = 1000
+#: Browsers' bounds of a cell's ``colspan`` and ``rowspan`` (WHATWG HTML, "the table model").
+MAX_COLSPAN, MAX_ROWSPAN = 1000, 65534
+#: The leading ASCII digits of a span attribute, as browsers read it (``"2x"`` is 2).
+SPAN_DIGITS = re.compile(r"\s*(\d+)", re.ASCII)
+
+
+def _row_groups(table: LexborNode) -> list[tuple[str, list[LexborNode]]]:
+    """The row groups of ``table`` itself, in order, as ``(thead | tbody | tfoot, its <tr>)``: rows directly in
+    the table (not in a group) form a ``tbody``; rows of a table nested in a cell are not among them."""
+    groups: list[tuple[str, list[LexborNode]]] = []
+    loose: list[LexborNode] = []
     for child in table.iter():
         if child.tag == "tr":
-            rows.append(child)
-        elif child.tag in ("thead", "tbody", "tfoot"):
-            rows.extend(row for row in child.iter() if row.tag == "tr")
-    return rows
+            loose.append(child)
+            continue
+        if loose:
+            groups.append(("tbody", loose))
+            loose = []
+        if child.tag in ("thead", "tbody", "tfoot"):
+            groups.append((child.tag, [row for row in child.iter() if row.tag == "tr"]))
+    if loose:
+        groups.append(("tbody", loose))
+    return groups
 
 
 def _span(cell: LexborNode, name: str) -> int:
-    """A cell's ``rowspan`` or ``colspan`` (1 when absent or not a positive number; at most 1,000)."""
-    value = (cell.attributes.get(name) or "").strip()
-    return min(int(value), 1000) if value.isdigit() and int(value) > 0 else 1
+    """A cell's ``colspan`` (1 to :data:`MAX_COLSPAN`) or ``rowspan`` (0, "to the end of its row group", to
+    :data:`MAX_ROWSPAN`) as browsers read it: the attribute's leading ASCII digits, else 1."""
+    match = SPAN_DIGITS.match(cell.attributes.get(name) or "")
+    value = int(match.group(1)) if match else 1
+    return min(max(value, 1), MAX_COLSPAN) if name == "colspan" else min(value, MAX_ROWSPAN)
 
 
-def _grid(rows: list[LexborNode]) -> list[list[LexborNode | None]]:
-    """The cells (``<th>`` and ``<td>``) of each row by column, as a browser lays them out (HTML's table
-    model): a cell spanning rows or columns fills each slot it covers; a slot no cell covers (a short row
-    before a cell spanning rows from above) is ``None``, so the cells after it keep their columns."""
+def _layout(rows: list[LexborNode], width: int) -> list[list[LexborNode | None]]:
+    """The cells (``<th>`` and ``<td>``) of each row of one row group by column, as a browser lays them out
+    (HTML's table model): a cell spanning rows (within its group) or columns fills each slot it covers; a slot
+    no cell covers (a short row under a cell spanning rows from above) is ``None``, so the cells after it keep
+    their columns. Slots from ``width`` on are left out: the work is at most rows x ``width``."""
     grid: list[list[LexborNode | None]] = []
-    carried: dict[int, tuple[LexborNode, int]] = {}  # column -> (cell, rows it still covers below)
-    for row in rows:
+    carried: dict[int, tuple[LexborNode, int]] = {}  # column -> (cell, rows it covers from this one on)
+    for index, row in enumerate(rows):
         line: dict[int, LexborNode] = {}
         column = 0
         for cell in (c for c in row.iter() if c.tag in ("th", "td")):
             while column in carried:
                 column += 1
+            if column >= width:
+                break
+            rowspan = _span(cell, "rowspan")
+            covers = len(rows) - index if rowspan == 0 else rowspan
             for _ in range(_span(cell, "colspan")):
+                if column >= width:
+                    break
                 line[column] = cell
-                if _span(cell, "rowspan") > 1:
-                    carried[column] = (cell, _span(cell, "rowspan"))
+                if covers > 1:
+                    carried[column] = (cell, covers)
                 column += 1
         for at, (cell, left) in list(carried.items()):
             line.setdefault(at, cell)
@@ -232,23 +258,21 @@ def _grid(rows: list[LexborNode]) -> list[list[LexborNode | None]]:
     return grid
 
 
-def _records_of_table(tree: LexborHTMLParser, plan: HtmlStreamPlan, where: str) -> list[dict[str, Any]]:
-    """The records of the ``<table>`` ``plan.table`` selects: its first row (in ``<thead>`` when it has one)
-    names the columns by its ``<th>`` cells (a ``<td>`` there, an empty corner, names none), and each
-    further row holding a ``<td>`` is a record, its cells (row headers ``<th>`` included) matched to the
-    header by column as the table is laid out (``rowspan`` and ``colspan`` repeat a value). A table
-    nested in a cell is part of that cell's text."""
-    assert plan.table is not None
-    table = tree.css_first(plan.table)
-    if table is None:
-        raise HtmlSourceError(f"GET {where}: no element matches the table selector {plan.table!r}")
-    rows = _own_rows(table)
-    heads = [row for row in rows if row.parent is not None and row.parent.tag == "thead"]
-    header_row = heads[0] if heads else rows[0] if rows else None
-    grid = _grid(rows)
-    header = grid[rows.index(header_row)] if header_row is not None else []
+def _header(
+    groups: list[tuple[str, list[LexborNode]]], plan: HtmlStreamPlan, where: str
+) -> tuple[LexborNode | None, list[tuple[int, str]]]:
+    """The header row (the first of ``<thead>``, else the table's first row) and its named columns
+    ``(column, name)``: each ``<th>`` cell's text (a ``<td>`` there, an empty corner, names none). Raises
+    :class:`HtmlSourceError` for no usable names, a name twice, or more than :data:`MAX_TABLE_COLUMNS`."""
+    group = next((rows for kind, rows in groups if kind == "thead" and rows), None)
+    group = group or next((rows for _, rows in groups if rows), [])
+    if not group:
+        return None, []
+    line = _layout(group, MAX_TABLE_COLUMNS + 1)[0]
+    if len(line) > MAX_TABLE_COLUMNS:
+        raise HtmlSourceError(f"GET {where}: table {plan.table!r} has more than {MAX_TABLE_COLUMNS} columns")
     columns = [
-        (at, _text(cell, plan.header_attribute) or "") for at, cell in enumerate(header) if cell and cell.tag == "th"
+        (at, _text(cell, plan.header_attribute) or "") for at, cell in enumerate(line) if cell and cell.tag == "th"
     ]
     names = [name for _, name in columns]
     bad = implausible_column_names(names)
@@ -259,12 +283,42 @@ def _records_of_table(tree: LexborHTMLParser, plan: HtmlStreamPlan, where: str) 
         )
     if len(set(names)) != len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
-        raise HtmlSourceError(f"GET {where}: table {plan.table!r} names columns more than once: {twice}")
-    return [
-        {name: _text(cells[at], None) for at, name in columns if at < len(cells)}
-        for row, cells in zip(rows, grid, strict=True)
-        if row is not header_row and any(cell and cell.tag == "td" for cell in cells)
-    ]
+        spanning = any(line[a] is line[b] for a, b in zip(range(len(line)), range(1, len(line)), strict=False))
+        why = " (a header cell spans columns: colspan)" if spanning else ""
+        raise HtmlSourceError(f"GET {where}: table {plan.table!r} names columns more than once{why}: {twice}")
+    return group[0], columns
+
+
+def _records_of_table(tree: LexborHTMLParser, plan: HtmlStreamPlan, where: str) -> list[dict[str, Any]]:
+    """The records of the ``<table>`` ``plan.table`` selects (:func:`_header` names its columns): each row of
+    its bodies (``<tbody>``, or rows in no group) that holds a ``<td>``, but the header row, its cells (row
+    headers ``<th>`` included) matched to the header by column as the table is laid out (``rowspan`` and
+    ``colspan`` repeat a value, within a row group; a header cell spanning rows down leaves its slots empty).
+    Footer rows (``<tfoot>``, a total) are no records. A table
+    nested in a cell is part of that cell's text."""
+    assert plan.table is not None
+    table = tree.css_first(plan.table)
+    if table is None:
+        raise HtmlSourceError(f"GET {where}: no element matches the table selector {plan.table!r}")
+    groups = _row_groups(table)
+    header_row, columns = _header(groups, plan, where)
+    if header_row is None:
+        raise HtmlSourceError(
+            f"GET {where}: the header of table {plan.table!r} gives no usable column names (no <th> cells); "
+            "set header_attribute, or use rows and columns"
+        )
+    width = max(at for at, _ in columns) + 1
+    records = []
+    for kind, rows in groups:
+        if kind != "tbody":
+            continue
+        for row, cells in zip(rows, _layout(rows, width), strict=True):
+            if row == header_row or not any(cell and cell.tag == "td" for cell in cells):
+                continue
+            # a slot the header's own cell spans down to (rowspan) holds no value of this row
+            values = [None if cell is None or cell.parent == header_row else cell for cell in cells]
+            records.append({name: _text(values[at], None) for at, name in columns if at < len(values)})
+    return records
 
 
 def _leaves(target: str, allowed: frozenset[Origin]) -> bool:
