@@ -374,8 +374,22 @@ def _pages_of(answer: Any, **plan: Any) -> list[list[dict[str, Any]]]:
         ),
         ("text/html", "\ufeff<table><tr><th>a</th></tr><tr><td>café</td></tr></table>".encode("utf-16-le")),
         ("text/html; charset=iso-8859-1", "<table><tr><th>a</th></tr><tr><td>café</td></tr></table>".encode("latin-1")),
+        # a label naming no text encoding counts as absent (base64 failed the run with a bare LookupError)
+        ("text/html; charset=base64", "<table><tr><th>a</th></tr><tr><td>café</td></tr></table>".encode()),
+        ("text/html; charset=utf-7", "<table><tr><th>a</th></tr><tr><td>café</td></tr></table>".encode()),
+        ("text/html; charset=utf-16", "<table><tr><th>a</th></tr><tr><td>café</td></tr></table>".encode("utf-16-le")),
     ],
-    ids=["meta-utf8", "no-charset-utf8", "http-equiv-1252", "bom-beats-header", "utf16-bom", "header-latin1"],
+    ids=[
+        "meta-utf8",
+        "no-charset-utf8",
+        "http-equiv-1252",
+        "bom-beats-header",
+        "utf16-bom",
+        "header-latin1",
+        "base64-label",
+        "utf7-label",
+        "utf16-label-le",
+    ],
 )
 def test_a_page_is_decoded_in_the_encoding_a_browser_finds(content_type: str, body: bytes) -> None:
     """A page is decoded as browsers decode it: a byte-order mark first, then the charset of the

@@ -139,21 +139,46 @@ class Robots:
         return parser
 
 
+#: Python's codec for an encoding a browser decodes in its place (WHATWG Encoding, "names and labels"): ASCII and
+#: ISO-8859-1 are windows-1252, ISO-8859-9 windows-1254, TIS-620 and ISO-8859-11 windows-874, GB2312 GBK, EUC-KR
+#: windows-949, Shift_JIS windows-31J, Big5 Big5-HKSCS, UTF-16 (without a byte-order mark) UTF-16LE.
+BROWSER_CODECS = {
+    "ascii": "cp1252",
+    "iso8859-1": "cp1252",
+    "iso8859-9": "cp1254",
+    "tis-620": "cp874",
+    "iso8859-11": "cp874",
+    "gb2312": "gbk",
+    "euc_kr": "cp949",
+    "shift_jis": "cp932",
+    "big5": "big5hkscs",
+    "utf-16": "utf-16-le",
+}
+#: The codecs a page may be decoded with (the WHATWG Encoding standard's encodings Python has): a label naming
+#: another codec (``base64``, ``hex``, ``utf-7``, ``unicode_escape``) counts as absent, as in a browser.
+PAGE_CODECS = frozenset(
+    {"utf-8", "utf-16", "utf-16-le", "utf-16-be", "koi8-r", "koi8-u", "mac-roman", "cp866", "gbk", "gb18030"}
+    | {f"cp{n}" for n in (874, 932, 949, *range(1250, 1259))}
+    | {f"iso8859-{n}" for n in (2, 3, 4, 5, 6, 7, 8, 10, 13, 14, 15, 16)}
+    | {"big5hkscs", "euc_jp", "iso2022_jp"}
+)
+
+
 def _codec(label: bytes | None, meta: bool = False) -> str | None:
-    """The Python codec of a charset label, or None when unknown. As in the WHATWG Encoding standard,
-    ISO-8859-1 and ASCII are read as windows-1252 (what every browser decodes them as), and a ``<meta>``
-    saying UTF-16 as UTF-8 (a page whose bytes were ASCII-compatible enough to read it is not UTF-16)."""
+    """The Python codec of a charset label as a browser reads it (:data:`BROWSER_CODECS`), or None when the
+    label names no encoding of :data:`PAGE_CODECS` (``charset=base64`` failed the run with a bare
+    ``LookupError``; ``utf-7`` decoded ``+ADw-`` as ``<``). A ``<meta>`` saying UTF-16 is read as UTF-8 (a page
+    whose bytes were ASCII-compatible enough to read it is not UTF-16)."""
     if not label:
         return None
     try:
         name = codecs.lookup(label.decode("ascii")).name
     except (LookupError, UnicodeDecodeError):
         return None
-    if name in ("iso8859-1", "ascii"):
-        return "cp1252"
+    name = BROWSER_CODECS.get(name, name)
     if meta and name.startswith("utf-16"):
         return "utf-8"
-    return name
+    return name if name in PAGE_CODECS else None
 
 
 def page_text(response: "Response") -> str:
