@@ -17,6 +17,7 @@ from integration_platform.core.cursors import CursorValue
 from integration_platform.core.extract import CursorTypeError, Extraction, extract_and_land
 from integration_platform.core.lake import LocalLake
 from integration_platform.core.landing import read_landed_files
+from integration_platform.core.row_filter import RowFilter
 from integration_platform.core.streams import StreamSpec
 from integration_platform.sources.sql.database import SqlDatabaseResource
 from integration_platform.sources.sql.sa_arrow import dispose_engine
@@ -119,6 +120,23 @@ def test_a_sqlite_time_written_without_fraction_is_read_again_at_the_mark(tmp_pa
     second = run(first.cursor_after)
     ids = [i for part in read_landed_files(store, second.manifest.files, ["id"]) for i in part.column("id").to_pylist()]
     assert ids == [3] and second.duplicates_dropped == 1  # row 1 read again at the mark, and dropped
+    dispose_engine(f"sqlite:///{path}")
+
+
+def test_rows_asked_for_with_a_null_cursor_include_sqlite_times_julianday_cannot_read(tmp_path: Path) -> None:
+    """A SQLite time is compared as ``julianday(column)``, NULL for a text it cannot read (``20240601T100000``,
+    which Python reads): asked for the rows whose cursor is NULL, the reader tested the column, so such a row,
+    landed by the first full read, was neither read again nor refused once added later."""
+    path = tmp_path / "shop.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, updated_at DATETIME)")
+        conn.execute("INSERT INTO t VALUES (1, '2024-01-01 00:00:00'), (2, '20240601T100000'), (3, NULL)")
+    db = SqlDatabaseResource(url=f"sqlite:///{path}")
+    since = RowFilter("updated_at", dt.datetime(2023, 1, 1), None, nulls=True)
+    assert sorted(db.read("t", None, since).read_all().column("id").to_pylist()) == [1, 2, 3]
+    assert db.read("t", None, RowFilter("updated_at", dt.datetime(2023, 1, 1))).read_all().column("id").to_pylist() == [
+        1
+    ]
     dispose_engine(f"sqlite:///{path}")
 
 

@@ -99,3 +99,31 @@ def test_a_null_cursor_fails_the_first_run_too(
     assert not failed.success
     assert any("cursor column 'changed'" in m for m in failure_messages(failed)), failure_messages(failed)
     assert not failed.get_asset_materialization_events()
+
+
+def test_a_table_set_to_replace_opts_out_of_the_default_cursor(
+    source: tuple[str, Callable[[str], None]], tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """The way out the error names: ``write_disposition: replace`` under ``tables:``. With ``defaults.cursor``
+    it was refused at load (a cursor needs append or merge), so a table with a NULL cursor had none."""
+    url, run = source
+    run("INSERT INTO items VALUES (1, NULL, 'a'), (2, 20, 'b')")
+    yaml = f"""
+type: integration_platform.components.SqlSource
+attributes:
+  source: probe
+  url: "{url}"
+  include: ["items"]
+  defaults: {{cursor: changed}}
+  tables:
+    - table: items
+      write_disposition: replace
+"""
+    target = platform(yaml, tmp_path, instance)
+    for _ in range(2):
+        assert target.materialize().success
+    assert target.query("SELECT id, changed FROM probe.items ORDER BY id") == [(1, None), (2, 20)]
+    discovered = yaml.replace("  tables:\n    - table: items\n      write_disposition: replace\n", "")
+    defaulted = platform(discovered, tmp_path / "defaulted", instance)
+    failed = defaulted.materialize([ITEMS], raise_on_error=False)
+    assert not failed.success and any("cursor column 'changed'" in m for m in failure_messages(failed))

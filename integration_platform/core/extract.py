@@ -339,9 +339,9 @@ def refuse_null_cursor(spec: StreamSpec, batches: Iterable[pa.RecordBatch]) -> I
     For a source read by ``cursor >= mark`` (a SQL table): no comparison matches NULL, so such a row
     landed with the first (full) read and one added or set to NULL later was passed over for good, in
     silence. The reader asks for those rows too (:attr:`~integration_platform.core.row_filter.RowFilter.nulls`),
-    and they fail the run on every run until the source gives them a value, as dlt's incremental
-    cursor does by default (``on_cursor_value_missing="raise"``). Cost: ``null_count`` is kept with an
-    Arrow array."""
+    and they fail the run on every run until the source gives them a value. (dlt's incremental cursor
+    raises on a NULL by default too, but only in rows it reads: its ``cursor >= mark`` query never reads
+    a later one.) Cost: ``null_count`` is kept with an Arrow array."""
     for batch in batches:
         nulls = batch.column(spec.cursor).null_count if spec.cursor else 0
         if nulls:
@@ -349,7 +349,8 @@ def refuse_null_cursor(spec: StreamSpec, batches: Iterable[pa.RecordBatch]) -> I
                 f"{nulls:,} row(s) of a batch have no value in cursor column {spec.cursor!r}; a run reads the "
                 "rows at or above the high-water mark, which a NULL never is, so such rows would be passed "
                 "over: give them a value, read the table through a view whose cursor is e.g. "
-                f"coalesce({spec.cursor}, created_at), or land the stream with write_disposition replace"
+                f"coalesce({spec.cursor}, created_at), or set the table's write_disposition to replace (a full "
+                "read every run; it also opts the table out of defaults.cursor)"
             )
         yield batch
 

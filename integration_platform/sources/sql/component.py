@@ -253,8 +253,9 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
     def _stream(self, entry: SqlTableStream, info: TableInfo | None) -> StreamSpec:
         columns = set(info.columns) if info else set()
         cursor = entry.cursor
-        if cursor is None and entry.partition is None and entry.cdc is None and self.defaults.cursor in columns:
-            cursor = self.defaults.cursor
+        defaulted = entry.partition is None and entry.cdc is None and entry.write_disposition != "replace"
+        if cursor is None and defaulted and self.defaults.cursor in columns:
+            cursor = self.defaults.cursor  # a table set to replace opts out (a full read, no mark)
         primary_key = tuple(entry.primary_key if entry.primary_key is not None else (info.primary_key if info else ()))
         disposition = entry.write_disposition or (
             "merge"

@@ -261,7 +261,9 @@ class SqlDatabaseResource(dg.ConfigurableResource):
                 bounds.append(left < bound(bound_for(row_filter.upper, kind)))
             if bounds:
                 within = sa.and_(*bounds)
-                statement = statement.where(sa.or_(within, column.is_(None)) if row_filter.nulls else within)
+                # left, not the column: SQLite's julianday() is NULL for a time it cannot read, which the
+                # comparison never matches either
+                statement = statement.where(sa.or_(within, left.is_(None)) if row_filter.nulls else within)
         batch_rows = self.batch_rows
 
         def batches() -> Iterator[pa.RecordBatch]:
