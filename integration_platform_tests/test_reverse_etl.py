@@ -801,7 +801,16 @@ def test_a_source_url_variable_not_set_fails_naming_the_sync_and_the_variable(
         assert server.requests == []
 
 
-@pytest.mark.parametrize("base", ["crm.example.com/api", "ftp://127.0.0.1:1"])
+@pytest.mark.parametrize(
+    "base",
+    [
+        "crm.example.com/api",
+        "ftp://127.0.0.1:1",
+        "http://127.0.0.1:1\n",
+        " http://127.0.0.1:1",
+        "http://127.0.0.1:1/\t",
+    ],
+)
 def test_a_base_url_that_is_no_http_url_fails_the_run_before_anything_is_sent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, base: str
 ) -> None:
@@ -862,7 +871,7 @@ def test_a_target_envelope_or_path_that_cannot_work_is_refused_when_the_sync_loa
         platform(sync_yaml(url, target=attributes), REPO, instance)
 
 
-@pytest.mark.parametrize("end", ["  -- every contact\n", ";", " ;\n"])
+@pytest.mark.parametrize("end", ["  -- every contact\n", ";", " ;\n", ";  -- every contact", "; /* done */ ;"])
 def test_a_query_ending_in_a_comment_or_semicolon_is_read(tmp_path: Path, end: str) -> None:
     """The query is wrapped as ``(<query>) AS t``: a final ``-- comment`` swallowed the closing parenthesis
     and a final ``;`` stood inside it, and the run failed with a parser error at a parenthesis the user never

@@ -21,7 +21,7 @@ row version carries the same id, so a consumer that de-duplicates on it keeps on
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -48,17 +48,17 @@ def json_default(value: Any) -> Any:
     return str(value)
 
 
-def text_keys(value: Any) -> Any:
+def text_keys(value: Any, default: Callable[[Any], Any] = json_default) -> Any:
     """``value`` with every dict key JSON cannot hold (a DuckDB MAP keyed by dates or decimals reads as such a
-    dict) written as its :func:`json_default` text, at any depth: ``json.dumps`` never asks ``default`` about
-    keys and raises ``TypeError`` instead."""
+    dict) written as its ``default`` text (ids: a time zone's instant in UTC), at any depth: ``json.dumps``
+    never asks ``default`` about keys and raises ``TypeError`` instead."""
     if isinstance(value, dict):
         return {
-            key if key is None or isinstance(key, str | int | float) else json_default(key): text_keys(item)
+            key if key is None or isinstance(key, str | int | float) else default(key): text_keys(item, default)
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):
-        return [text_keys(item) for item in value]
+        return [text_keys(item, default) for item in value]
     return value
 
 
@@ -110,10 +110,19 @@ def relation_sql(table: str | None, query: str | None, catalog: str | None = Non
     """The FROM item for a ``schema.table`` (each part quoted; in ``catalog`` when given, as the warehouse
     names a stream's table, since ``temp.t`` or ``system.t`` alone is an ambiguous reference in DuckDB) or
     a query (parenthesised, without its final ``;``, the closing parenthesis on a line of its own: a final
-    ``-- comment`` swallowed it)."""
+    ``-- comment`` swallowed it). The final ``;`` are found by DuckDB's tokenizer, which skips comments and
+    reads string constants, so ``SELECT 1; -- done`` loses its ``;`` and ``SELECT ';'`` keeps its text."""
     if table:
         return ".".join(quote(part) for part in ([catalog] if catalog else []) + table.split("."))
-    return f"({str(query).rstrip().rstrip(';').rstrip()}\n)"
+    text = str(query)
+    try:
+        tokens = duckdb.tokenize(text)
+    except duckdb.Error:  # not tokenizable: the query as written, its error shown when it runs
+        tokens = []
+    end = len(text)
+    while tokens and tokens[-1][1] == duckdb.token_type.operator and text[tokens[-1][0]] == ";":
+        end = tokens.pop()[0]
+    return f"({text[:end].rstrip()}\n)"
 
 
 def row_id(scope: Sequence[str], row: Row, key_columns: Sequence[str], cursor: str | None) -> str:
@@ -127,7 +136,7 @@ def row_id(scope: Sequence[str], row: Row, key_columns: Sequence[str], cursor: s
     try:
         text = json.dumps([*scope, identity], sort_keys=True, default=_id_default)
     except TypeError:  # a dict key JSON cannot hold: as its text (the ids of other rows stay as they were)
-        text = json.dumps([*scope, text_keys(identity)], sort_keys=True, default=_id_default)
+        text = json.dumps([*scope, text_keys(identity, _id_default)], sort_keys=True, default=_id_default)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

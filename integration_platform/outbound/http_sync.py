@@ -441,7 +441,8 @@ class _Progress:
 
 def _base_url(sync: HttpSync, url: str) -> str:
     """The target's base URL without its final ``/``. Raises ``dg.Failure`` naming the sync and the field (never
-    the value, which may hold a password) when it is no ``http(s)`` URL with a host: a variable without
+    the value, which may hold a password) when it is no ``http(s)`` URL with a host, or holds a space at either
+    end or a control character (a line break from a file read into the variable): a variable without
     ``https://`` failed every row after retrying it as a transient failure (under ``dead_letter`` every row
     then went to the dead letters)."""
     try:
@@ -449,6 +450,8 @@ def _base_url(sync: HttpSync, url: str) -> str:
         usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and parts.port != 0
     except ValueError:  # a port that is no number, a broken IPv6 address
         usable = False
+    # urlsplit drops tabs and line breaks and reads past leading spaces; httpx refuses them on every row
+    usable = usable and url == url.strip() and not any(ord(c) < 0x20 or c == "\x7f" for c in url)
     if not usable:
         env = sync.target.base_url_env
         where = f"target.base_url_env: the value of {env}" if env else "target.base_url"

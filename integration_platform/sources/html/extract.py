@@ -383,10 +383,12 @@ def _fetch(client: "RestClient", url: str, robots: Robots | None, allowed: froze
     requested, at most ``max_redirects`` of them. Returns the page's text and response; raises
     :class:`HtmlSourceError` for a redirect off the site or one robots.txt disallows, or too many."""
     body, response = client.get(url, decode=page_text, accept=ACCEPT_HTML, follow_redirects=False)
-    for _ in range(client.session.max_redirects):
+    for hops in range(client.session.max_redirects + 1):
         target = client.session.get_redirect_target(response)
         if target is None:
             return body, response
+        if hops == client.session.max_redirects:  # requests' own bound: that many are followed, not one more
+            break
         target = urldefrag(urljoin(response.url, target)).url
         if _leaves(target, allowed):
             raise HtmlSourceError(
