@@ -811,3 +811,26 @@ def test_values_landed_as_text_read_the_same_from_the_snapshot_and_the_log_in_an
     rows = target.query("SELECT id, r, a, t::text, i FROM pagila.span ORDER BY id")
     assert rows[0][1] == '["2023-12-31 19:00:00-05","2024-01-31 19:00:00-05")'
     assert rows[1][1:] == rows[0][1:]
+
+
+def test_an_inet_host_key_from_the_log_matches_its_snapshot_text(
+    source: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """The snapshot's reader writes an ``inet`` host with its netmask (``10.0.0.1/32``), PostgreSQL's text
+    output (the log's) without it: a change landed as ``10.0.0.1`` matched no snapshot key, so an update
+    left the old version beside the new row and a delete left its row in the warehouse."""
+    sql(source, "CREATE DOMAIN host_address AS inet")
+    sql(source, "CREATE TABLE host (ip inet PRIMARY KEY, name text, alias host_address)")
+    sql(source, "INSERT INTO host VALUES ('10.0.0.1', 'a', '10.0.0.9'), ('10.0.0.2', 'b', NULL), ('::1', 'c', '::2')")
+    target = platform(one_table("host"), tmp_path, instance)
+    assert target.materialize().success
+    sql(source, "UPDATE host SET name = 'a2' WHERE ip = '10.0.0.1'")
+    sql(source, "DELETE FROM host WHERE ip = '10.0.0.2'")
+    sql(source, "INSERT INTO host VALUES ('10.0.0.3', 'd', '10.0.0.9')")
+    sql(source, "CHECKPOINT")
+    assert target.materialize().success
+    assert target.query("SELECT ip, name, alias FROM pagila.host ORDER BY name") == [
+        ("10.0.0.1/32", "a2", "10.0.0.9/32"),
+        ("::1/128", "c", "::2/128"),
+        ("10.0.0.3/32", "d", "10.0.0.9/32"),
+    ]

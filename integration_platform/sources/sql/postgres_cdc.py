@@ -20,7 +20,8 @@ a run). The pieces, each from PostgreSQL itself:
   ``pg_replication_slot_advance`` 11.7 s (the advance decodes each range a second time).
 - **types**: pgoutput sends each value as text. A column whose snapshot type Arrow parses exactly
   from that text (text, booleans, numbers, dates, timestamps) is typed in Arrow
-  (:func:`arrow_from_text`); the others go back to PostgreSQL as one ``text[]`` per column, cast to
+  (:func:`arrow_from_text`); the others (and ``inet``, whose text the snapshot's driver writes with
+  its netmask) go back to PostgreSQL as one ``text[]`` per column, cast to
   the table's column types (``format_type`` of the live catalog) and read through the same reader
   as the snapshot, so a change row has exactly the snapshot's Arrow types (arrays as lists,
   ``bytea`` as binary, infinities as DuckDB's...); PostgreSQL's own input functions parse them.
@@ -484,6 +485,21 @@ class PostgresChangeLog:
             (str(name), str(kind), None if expression is None else str(expression)) for name, kind, expression in rows
         ]
 
+    def _rewritten_text(self, conn: psycopg.Connection[Any]) -> set[str]:
+        """The table's columns the snapshot's reader lands as text other than PostgreSQL's text output,
+        which the log holds: ``inet`` (or a domain over it, at any depth), which the driver writes with
+        its netmask (``10.0.0.1/32``, ``::1/128``) where PostgreSQL leaves a host's out. Their change
+        values go through the server and that reader (:meth:`_parse_on_server`), or a change's
+        ``10.0.0.1`` would match no snapshot key."""
+        rows = conn.execute(
+            "WITH RECURSIVE base (name, kind) AS (SELECT a.attname::text, a.atttypid FROM pg_attribute a "
+            "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped UNION ALL "
+            "SELECT b.name, t.typbasetype FROM base b JOIN pg_type t ON t.oid = b.kind WHERE t.typtype = 'd') "
+            "SELECT name FROM base WHERE kind = 'inet'::regtype",
+            [sql.Identifier(self.schema, self.table).as_string(conn)],
+        ).fetchall()
+        return {str(name) for (name,) in rows}
+
     def batches(self, cursor: str, limits: ChangeLimits) -> Generator[ChangeBatch, None, None]:
         """Batches of whole transactions after slot ``cursor``'s confirmed position, up to the WAL
         flushed when the run started, streamed through psycopg 2's ``LogicalReplicationConnection``;
@@ -642,8 +658,9 @@ class PostgresChangeLog:
         ]
         values.append(ops)
         target = postgres_schema(self.uri, self.table, self.schema)
+        rewritten = self._rewritten_text(conn)
         typed = {  # generated columns are not in the log (PostgreSQL 15): computed by the server below
-            name: None if generated else arrow_from_text(column, target.field(name).type)
+            name: None if generated or name in rewritten else arrow_from_text(column, target.field(name).type)
             for (name, _, generated), column in zip(columns, values[: len(columns)], strict=True)
         }
         slow = [name for name, array in typed.items() if array is None]
