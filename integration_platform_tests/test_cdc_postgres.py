@@ -834,3 +834,34 @@ def test_an_inet_host_key_from_the_log_matches_its_snapshot_text(
         ("::1/128", "c", "::2/128"),
         ("10.0.0.3/32", "d", "10.0.0.9/32"),
     ]
+
+
+@pytest.mark.parametrize("style", ["SQL, DMY", "Postgres, MDY", "German"])
+def test_a_time_before_standard_time_reads_from_the_log_in_any_date_style(
+    source: str, tmp_path: Path, instance: dg.DagsterInstance, style: str
+) -> None:
+    """In a date style other than ISO PostgreSQL writes a time of a zone's local mean time with the
+    abbreviation ``LMT``, which its own input refuses: a change holding one (a 0001-01-01 sentinel in
+    Europe/Amsterdam) failed every run. The log is read in ISO; values landed as text are written in the
+    reading session's style, as the snapshot wrote them."""
+    database = source.rsplit("/", 1)[1]
+    sql(source, f"ALTER DATABASE {database} SET timezone = 'Europe/Amsterdam'")
+    sql(source, f"ALTER DATABASE {database} SET datestyle = '{style}'")
+    sql(source, "CREATE TABLE span (id int PRIMARY KEY, t timestamptz, r tstzrange, a timestamptz[], d date, n text)")
+    values = [
+        "'0001-01-01 00:00:00+00', '[0001-01-01 00:00:00+00,)', '{0001-01-01 00:00:00+00}', '0001-01-01', 'x'",
+        "'2024-03-01 12:30:00+00', '[2024-03-01 12:30:00+00,)', '{2024-03-01 12:30:00+00}', '2024-03-01', 'y'",
+    ]
+    for number, value in enumerate(values):
+        sql(source, f"INSERT INTO span VALUES ({number}, {value})")
+    target = platform(one_table("span"), tmp_path, instance)
+    assert target.materialize().success
+    for number, value in enumerate(values):
+        sql(source, f"INSERT INTO span VALUES ({number + 10}, {value})")
+    sql(source, "UPDATE span SET n = n || '+' WHERE id < 10")
+    sql(source, "CHECKPOINT")
+    assert target.materialize().success
+    rows = target.query("SELECT id, t, r, a, d, n FROM pagila.span ORDER BY id")
+    assert [row[1:5] for row in rows[:2]] == [row[1:5] for row in rows[2:]]
+    assert [row[5] for row in rows] == ["x+", "y+", "x", "y"]
+    assert "LMT" in rows[0][2]

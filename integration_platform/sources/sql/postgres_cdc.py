@@ -103,23 +103,31 @@ def arrow_from_text(values: Sequence[str | None], kind: pa.DataType) -> pa.Array
         return None
 
 
-def _walsender_options(conn: psycopg.Connection[Any]) -> str:
-    """libpq ``options`` giving the walsender the ``TimeZone``, ``DateStyle`` and ``IntervalStyle`` a reading
-    session of the source has (the database's and role's defaults): pgoutput writes values with the
-    walsender's settings, and a value the snapshot reads as its text (``tstzrange``, ``timestamptz[]``,
-    ``interval``...) is written with the reading session's, so a change row's text is the snapshot's.
-    Walsender times in UTC had landed ``["2024-01-01 00:00:00+00",...)`` for a snapshot's
-    ``["2023-12-31 19:00:00-05",...)`` on a database in New York time. Arrow still parses ISO dates and
-    timestamps with their offsets (:func:`arrow_from_text`); other date styles go to the server."""
+def _walsender_options(conn: psycopg.Connection[Any]) -> tuple[str, bool]:
+    """libpq ``options`` giving the walsender the ``TimeZone``, date order and ``IntervalStyle`` a reading
+    session of the source has (the database's and role's defaults), and whether that session writes
+    dates in ISO. pgoutput writes values with the walsender's settings, and a value the snapshot reads
+    as its text (``tstzrange``, ``timestamptz[]``, ``interval``...) is written with the reading
+    session's, so a change row's text is the snapshot's. Walsender times in UTC had landed
+    ``["2024-01-01 00:00:00+00",...)`` for a snapshot's ``["2023-12-31 19:00:00-05",...)`` on a database
+    in New York time. The walsender always writes dates in ISO (``DateStyle`` ``ISO, <order>``): in the
+    other styles PostgreSQL writes a zone's local mean time as ``LMT`` (``01/01/0001 00:19:32 LMT`` in
+    Europe/Amsterdam), which its own input refuses, so such a change failed every run. Arrow parses
+    ISO dates and timestamps with their offsets (:func:`arrow_from_text`); when the reading session's
+    style is not ISO, the columns landed as text go through the server (:meth:`PostgresChangeLog._decode`),
+    which writes them in that style."""
     row = conn.execute(
         "SELECT current_setting('TimeZone'), current_setting('DateStyle'), current_setting('IntervalStyle')"
     ).fetchone()
     assert row is not None
-    settings = zip(("TimeZone", "DateStyle", "IntervalStyle"), row, strict=True)
+    zone, style, interval = (str(value) for value in row)
+    output, _, order = style.partition(",")
+    settings = {"TimeZone": zone, "DateStyle": "ISO," + order if order else "ISO", "IntervalStyle": interval}
     escaped = (
-        f"-c {name}={str(value).replace(chr(92), chr(92) * 2).replace(' ', chr(92) + ' ')}" for name, value in settings
+        f"-c {name}={value.replace(chr(92), chr(92) * 2).replace(' ', chr(92) + ' ')}"
+        for name, value in settings.items()
     )
-    return " ".join([*escaped, "-c extra_float_digits=3"])
+    return " ".join([*escaped, "-c extra_float_digits=3"]), output.strip().upper() == "ISO"
 
 
 def _column(rows: list[list[Any]], index: int | None) -> list[Any]:
@@ -192,6 +200,7 @@ class PostgresChangeLog:
         self._stream: Any = None  # psycopg 2's replication cursor while batches() streams the slot
         self._stream_lock = threading.Lock()  # the stream is used by batches() and by its keepalive thread
         self._batches_conn: Any = None  # batches()' psycopg 3 connection while it streams
+        self._iso_dates = True  # whether a reading session writes dates in ISO (_walsender_options)
 
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.uri, autocommit=True)
@@ -515,10 +524,9 @@ class PostgresChangeLog:
             self._check_still_published(conn, cursor)
             upto = self._flushed_upto(conn)
             keepalive = _KeepAlive(self._stream_lock)
+            options, self._iso_dates = _walsender_options(conn)
             replication = psycopg2.connect(
-                self.uri,
-                connection_factory=psycopg2.extras.LogicalReplicationConnection,
-                options=_walsender_options(conn),
+                self.uri, connection_factory=psycopg2.extras.LogicalReplicationConnection, options=options
             )
             try:
                 self._stream = replication.cursor()
@@ -659,6 +667,8 @@ class PostgresChangeLog:
         values.append(ops)
         target = postgres_schema(self.uri, self.table, self.schema)
         rewritten = self._rewritten_text(conn)
+        if not self._iso_dates:  # text the log wrote in ISO, the snapshot in the reading session's style
+            rewritten |= {field.name for field in target if pa.types.is_string(field.type)}
         typed = {  # generated columns are not in the log (PostgreSQL 15): computed by the server below
             name: None if generated or name in rewritten else arrow_from_text(column, target.field(name).type)
             for (name, _, generated), column in zip(columns, values[: len(columns)], strict=True)
