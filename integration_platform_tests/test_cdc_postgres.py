@@ -865,3 +865,40 @@ def test_a_time_before_standard_time_reads_from_the_log_in_any_date_style(
     assert [row[1:5] for row in rows[:2]] == [row[1:5] for row in rows[2:]]
     assert [row[5] for row in rows] == ["x+", "y+", "x", "y"]
     assert "LMT" in rows[0][2]
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ("FOR TABLE gizmo WITH (publish = 'insert, update')", "does not publish delete, truncate table"),
+        ("FOR TABLE gizmo WITH (publish = 'insert, update, delete')", "does not publish truncate"),
+        ("FOR TABLE gizmo (id, v)", "only some columns of table"),
+        ("FOR TABLE gizmo WHERE (id < 3)", "only some rows of table"),
+    ],
+)
+def test_a_named_publication_sending_part_of_the_changes_is_refused_naming_it(
+    source: str, tmp_path: Path, instance: dg.DagsterInstance, options: str, named: str
+) -> None:
+    """A publication the YAML names that leaves out deletes or truncates, columns (a column list) or rows (a
+    row filter) of the table sends only part of its changes: deletes never reached the warehouse, a
+    truncated table kept every row, unpublished columns landed NULL on each change, rows outside the
+    filter stayed as the snapshot had them. It is refused before the snapshot, and a stream whose
+    publication is altered so later fails its next run."""
+    sql(source, "CREATE TABLE gizmo (id int PRIMARY KEY, v int, w text)")
+    sql(source, "INSERT INTO gizmo VALUES (1, 1, 'a'), (2, 2, 'b'), (3, 3, 'c')")
+    sql(source, f"CREATE PUBLICATION gizmos {options}")
+    target = platform(one_table("gizmo").replace("cdc: {}", "cdc: {publication: gizmos}"), tmp_path, instance)
+    for attempt in ("snapshot", "changes"):
+        failed = target.materialize(raise_on_error=False)
+        assert not failed.success, attempt
+        errors = failure_messages(failed)
+        assert any("publication 'gizmos'" in e and named in e for e in errors), (attempt, errors)
+        if attempt == "snapshot":
+            sql(source, "DROP PUBLICATION gizmos")
+            sql(source, "CREATE PUBLICATION gizmos FOR TABLE gizmo")
+            assert target.materialize().success
+            sql(source, "DROP PUBLICATION gizmos")
+            sql(source, f"CREATE PUBLICATION gizmos {options}")
+            sql(source, "DELETE FROM gizmo WHERE id = 2")
+            sql(source, "CHECKPOINT")
+    assert target.query("SELECT id FROM pagila.gizmo ORDER BY id") == [(1,), (2,), (3,)]

@@ -274,6 +274,7 @@ class PostgresChangeLog:
             )
             conn.execute(sql.SQL(command).format(sql.Identifier(self.publication), target))
         self._check_partition_root(conn)
+        self._check_publishes_all(conn)
 
     def _published(self, conn: psycopg.Connection[Any]) -> bool:
         """Whether the publication holds the table now under the stream's name: by name in
@@ -310,6 +311,42 @@ class PostgresChangeLog:
                 "no longer reach the slot and the warehouse would silently stop following it. Run the stream with "
                 "full_refresh: true to take a new snapshot"
                 + ("" if self._create_publication else " after adding the table to the publication")
+            )
+
+    def _check_publishes_all(self, conn: psycopg.Connection[Any]) -> None:
+        """Raise :class:`ChangeCaptureError` when the publication sends only part of the table's changes:
+        not every one of inserts, updates, deletes and truncates (``publish``), or only some columns (a
+        column list) or rows (a row filter, ``WHERE``) of the table (PostgreSQL 15). The snapshot holds
+        the whole table, so deletes would never reach the warehouse, a truncate would go unseen (the
+        table keeps its rows), an unpublished column would land NULL on each change, and a row outside
+        the filter would keep its snapshot's values for ever. The stream's own publication has none of
+        these; one the YAML names is not altered (module doc). ``to_jsonb`` reads the column list and
+        filter without naming them, as servers before 15 have neither."""
+        row = conn.execute(
+            "SELECT p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, to_jsonb(r) ->> 'prattrs' IS NOT NULL, "
+            "to_jsonb(r) ->> 'prqual' IS NOT NULL FROM pg_publication p LEFT JOIN pg_publication_rel r "
+            "ON r.prpubid = p.oid AND r.prrelid = to_regclass(%s) WHERE p.pubname = %s",
+            [sql.Identifier(self.schema, self.table).as_string(conn), self.publication],
+        ).fetchone()
+        if row is None:
+            return  # no such publication: _published() tells
+        left_out = [
+            op for op, sent in zip(("insert", "update", "delete", "truncate"), row[:4], strict=True) if not sent
+        ]
+        problems = [f"does not publish {', '.join(left_out)}"] if left_out else []
+        problems += [
+            f"publishes only some {part} of" for part, some in zip(("columns", "rows"), row[4:], strict=True) if some
+        ]
+        if problems:
+            fix = (
+                "ALTER PUBLICATION ... SET (publish = 'insert, update, delete, truncate')"
+                if left_out
+                else "ALTER PUBLICATION ... SET TABLE without a column list or WHERE clause"
+            )
+            raise ChangeCaptureError(
+                f"publication {self.publication!r} {' and '.join(problems)} table {self.schema}.{self.table}: the "
+                f"warehouse would silently differ from the table. Run {fix} on the source (or name another "
+                "publication), then run the stream with full_refresh: true"
             )
 
     def _check_partition_root(self, conn: psycopg.Connection[Any]) -> None:
@@ -522,6 +559,7 @@ class PostgresChangeLog:
             self._batches_conn = conn
             self._check_partition_root(conn)  # first: it makes the publication send the table's own changes
             self._check_still_published(conn, cursor)
+            self._check_publishes_all(conn)
             upto = self._flushed_upto(conn)
             keepalive = _KeepAlive(self._stream_lock)
             options, self._iso_dates = _walsender_options(conn)
