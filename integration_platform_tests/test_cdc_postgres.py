@@ -902,3 +902,26 @@ def test_a_named_publication_sending_part_of_the_changes_is_refused_naming_it(
             sql(source, "DELETE FROM gizmo WHERE id = 2")
             sql(source, "CHECKPOINT")
     assert target.query("SELECT id FROM pagila.gizmo ORDER BY id") == [(1,), (2,), (3,)]
+
+
+def test_a_change_logged_before_its_column_was_retyped_fails_naming_the_table_and_the_fix(
+    source: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """An update logged while ``v`` was text (``'abc'``), then ``ALTER COLUMN v TYPE integer``: the server
+    cannot read that change as the column's type now. Every run failed with libpq's bare "invalid input
+    syntax for type integer", naming neither the table nor what to do; it names both, and a full refresh
+    recovers."""
+    sql(source, "CREATE TABLE gizmo (id int PRIMARY KEY, v text)")
+    sql(source, "INSERT INTO gizmo VALUES (1, '1')")
+    target = platform(one_table("gizmo"), tmp_path, instance)
+    assert target.materialize().success
+    sql(source, "UPDATE gizmo SET v = 'abc'")
+    sql(source, "UPDATE gizmo SET v = '5'")
+    sql(source, "ALTER TABLE gizmo ALTER COLUMN v TYPE integer USING v::integer")
+    sql(source, "CHECKPOINT")
+    failed = target.materialize(raise_on_error=False)
+    assert not failed.success
+    errors = failure_messages(failed)
+    assert any("public.gizmo" in e and '"abc"' in e and "full_refresh" in e for e in errors), errors
+    assert target.materialize(run_config={"ops": {"pagila__gizmo": {"config": {"full_refresh": True}}}}).success
+    assert target.query("SELECT id, v FROM pagila.gizmo") == [(1, 5)]

@@ -713,7 +713,15 @@ class PostgresChangeLog:
         }
         slow = [name for name, array in typed.items() if array is None]
         if slow:  # what Arrow cannot parse as PostgreSQL writes it: PostgreSQL's own input functions
-            parsed = self._parse_on_server(columns, values, slow)
+            try:
+                parsed = self._parse_on_server(columns, values, slow)
+            except ValueError as error:  # pa.ArrowInvalid: the server's error, or a value the reader refused
+                raise ChangeCaptureError(
+                    f"table {self.schema}.{self.table}: the changes up to {position} cannot be read as the table's "
+                    f"column types now ({str(error).strip()}). A value logged before its column's type changed "
+                    "(ALTER COLUMN ... TYPE) may not be one of the new type: run the stream with full_refresh: true "
+                    "to take a new snapshot"
+                ) from None  # the server's message is in it: the first thing the run's failure shows
             typed |= {name: parsed.column(name) for name in slow}
         meta = [
             pa.array(ops, pa.string()),
