@@ -379,15 +379,21 @@ def test_a_failed_drain_is_requested_again_later_each_time(
     def fails() -> None:
         raise RuntimeError("the source went away")
 
+    # a drain requested before the position tag, which failed: found by its run key
+    before = {k: v for k, v in request.tags.items() if k != POSITION_TAG} | {"dagster/run_key": request.run_key}
+    assert not dg.materialize([fails], instance=instance, tags=before, raise_on_error=False).success
+    requests, skipped = target.tick("pagila_film_changes")
+    assert requests == [] and skipped and "1 drain(s) from there failed" in skipped and "the next in" in skipped
     # a drain run from that position that failed, as the sensor finds it in the instance's runs
     assert not dg.materialize([fails], instance=instance, tags=request.tags, raise_on_error=False).success
     requests, skipped = target.tick("pagila_film_changes")
-    assert requests == [] and skipped and "1 drain(s) from there failed" in skipped and "the next in" in skipped
+    assert requests == [] and skipped and "2 drain(s) from there failed" in skipped and "the next in" in skipped
     assert drain_retry("p", "0/1", 1, 1000.0, 1059.0) == (None, 1.0)
     assert drain_retry("p", "0/1", 1, 1000.0, 1060.0) == ("p@0/1#retry1", 0.0)
     assert drain_retry("p", "0/1", 3, 1000.0, 1200.0) == (None, 40.0)  # 4 minutes after the third
     assert drain_retry("p", "0/1", 3, 1000.0, 1240.0) == ("p@0/1#retry3", 0.0)
     assert drain_retry("p", "0/1", 30, 1000.0, 4599.0) == (None, 1.0)  # at most hourly
+    assert drain_retry("p", "0/1", 5000, 1000.0, 4600.0) == ("p@0/1#retry5000", 0.0)
 
 
 def test_text_sent_back_to_postgresql_round_trips_whatever_it_holds(cdc_cluster: str) -> None:
@@ -872,8 +878,8 @@ def test_a_time_before_standard_time_reads_from_the_log_in_any_date_style(
     [
         ("FOR TABLE gizmo WITH (publish = 'insert, update')", "does not publish delete, truncate table"),
         ("FOR TABLE gizmo WITH (publish = 'insert, update, delete')", "does not publish truncate"),
-        ("FOR TABLE gizmo (id, v)", "only some columns of table"),
-        ("FOR TABLE gizmo WHERE (id < 3)", "only some rows of table"),
+        ("FOR TABLE gizmo (id, v)", "has a column list (columns added later go unpublished) for table"),
+        ("FOR TABLE gizmo WHERE (id < 3)", "has a row filter for table"),
     ],
 )
 def test_a_named_publication_sending_part_of_the_changes_is_refused_naming_it(

@@ -462,6 +462,14 @@ def test_row_groups_footers_and_span_attributes_are_read_as_a_browser_reads_them
         ],
         "<tr><th>A</th><th>B</th><th>C</th></tr><tr><td colspan='\u00b2'>1</td><td>2</td></tr>": [{"A": "1", "B": "2"}],
         "<tr><th rowspan=2>A</th><th>B</th></tr><tr><td>1</td></tr>": [{"A": None, "B": "1"}],
+        # rows compared by identity: selectolax's == compares HTML, so rows like the header were dropped
+        "<tr><th>k</th><th>x</th></tr><tr><th>k</th><td>v</td></tr><tr><th>k</th><td>v</td></tr>": [
+            {"k": "k", "x": "v"},
+            {"k": "k", "x": "v"},
+        ],
+        # HTML 4 put <tfoot> first: without a <thead> the header is the first body row, not the footer
+        "<tfoot><tr><td>T</td><td>9</td></tr></tfoot><tbody><tr><th>A</th><th>B</th></tr>"
+        "<tr><td>1</td><td>2</td></tr></tbody>": [{"A": "1", "B": "2"}],
     }
     for table, expected in cases.items():
         assert _records_of_table(LexborHTMLParser(f"<table>{table}</table>"), plan, "x") == expected, table

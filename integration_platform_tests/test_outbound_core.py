@@ -217,3 +217,12 @@ def test_an_interval_is_sent_as_an_iso_8601_duration() -> None:
     row = {"id": 1, "every": dt.timedelta(hours=-1)}
     before = hashlib.sha256(json.dumps(["s", row], sort_keys=True, default=str).encode()).hexdigest()
     assert row_id(["s"], row, [], None) == before
+
+
+def test_a_query_with_text_beyond_ascii_keeps_its_text_and_loses_its_final_semicolon() -> None:
+    """DuckDB's tokenizer gives byte offsets: read as character positions, ``SELECT 'Zürich' AS city;`` raised a
+    bare IndexError and ``...;\n`` kept its ``;`` inside the parentheses (a parser error)."""
+    with duckdb.connect() as conn:
+        for query in ("SELECT 'Zürich' AS city;", "SELECT 'Zürich' AS city;\n", "SELECT 'Zürich' AS city; -- ü"):
+            relation = relation_sql(None, query)
+            assert conn.execute(f"SELECT * FROM {relation} AS t").fetchall() == [("Zürich",)], query

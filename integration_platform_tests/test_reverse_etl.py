@@ -827,7 +827,8 @@ def test_a_base_url_that_is_no_http_url_fails_the_run_before_anything_is_sent(
         assert time.monotonic() - started < 10
         assert not result.success
         message = " ".join(failure_messages(result))
-    assert "sync contacts_out: target.base_url_env: the value of PUSH_URL is not an http(s) URL" in message
+    why = "is not an http(s) URL" if base == base.strip() else "has a space at either end or a control character"
+    assert f"sync contacts_out: target.base_url_env: the value of PUSH_URL {why}" in message
     assert not (tmp_path / "lake" / "reverse_etl" / "contacts_out_dead_letter").exists()
 
 
@@ -871,7 +872,9 @@ def test_a_target_envelope_or_path_that_cannot_work_is_refused_when_the_sync_loa
         platform(sync_yaml(url, target=attributes), REPO, instance)
 
 
-@pytest.mark.parametrize("end", ["  -- every contact\n", ";", " ;\n", ";  -- every contact", "; /* done */ ;"])
+@pytest.mark.parametrize(
+    "end", ["  -- every contact\n", ";", " ;\n", ";  -- every contact", "; /* done */ ;", " -- Zürich\n;"]
+)
 def test_a_query_ending_in_a_comment_or_semicolon_is_read(tmp_path: Path, end: str) -> None:
     """The query is wrapped as ``(<query>) AS t``: a final ``-- comment`` swallowed the closing parenthesis
     and a final ``;`` stood inside it, and the run failed with a parser error at a parenthesis the user never

@@ -19,6 +19,7 @@ ACTIVE_RUN_STATUSES = [
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,  # a drain being cancelled still holds its queue or replication slot
 ]
 
 

@@ -103,7 +103,7 @@ def json_body(value: Any) -> str:
     try:
         return json.dumps(value, default=_body_default, allow_nan=False)
     except (ValueError, TypeError):
-        return json.dumps(json_safe(text_keys(value)), default=_body_default, allow_nan=False)
+        return json.dumps(json_safe(text_keys(value, _body_default)), default=_body_default, allow_nan=False)
 
 
 def relation_sql(table: str | None, query: str | None, catalog: str | None = None) -> str:
@@ -119,10 +119,11 @@ def relation_sql(table: str | None, query: str | None, catalog: str | None = Non
         tokens = duckdb.tokenize(text)
     except duckdb.Error:  # not tokenizable: the query as written, its error shown when it runs
         tokens = []
-    end = len(text)
-    while tokens and tokens[-1][1] == duckdb.token_type.operator and text[tokens[-1][0]] == ";":
+    raw = text.encode()  # the tokenizer's positions are byte offsets into the UTF-8 text
+    end = len(raw)
+    while tokens and tokens[-1][1] == duckdb.token_type.operator and raw[tokens[-1][0] : tokens[-1][0] + 1] == b";":
         end = tokens.pop()[0]
-    return f"({text[:end].rstrip()}\n)"
+    return f"({raw[:end].decode().rstrip()}\n)"
 
 
 def row_id(scope: Sequence[str], row: Row, key_columns: Sequence[str], cursor: str | None) -> str:

@@ -450,11 +450,15 @@ def _base_url(sync: HttpSync, url: str) -> str:
         usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and parts.port != 0
     except ValueError:  # a port that is no number, a broken IPv6 address
         usable = False
+    env = sync.target.base_url_env
+    where = f"target.base_url_env: the value of {env}" if env else "target.base_url"
     # urlsplit drops tabs and line breaks and reads past leading spaces; httpx refuses them on every row
-    usable = usable and url == url.strip() and not any(ord(c) < 0x20 or c == "\x7f" for c in url)
+    if url != url.strip() or any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in url):
+        raise dg.Failure(
+            f"sync {sync.sync}: {where} has a space at either end or a control character (a line break read from "
+            "a file?)"
+        )
     if not usable:
-        env = sync.target.base_url_env
-        where = f"target.base_url_env: the value of {env}" if env else "target.base_url"
         raise dg.Failure(f"sync {sync.sync}: {where} is not an http(s) URL with a host (http://host or https://host)")
     return url.rstrip("/")
 

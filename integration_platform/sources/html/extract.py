@@ -154,10 +154,29 @@ BROWSER_CODECS = {
     "big5": "big5hkscs",
     "utf-16": "utf-16-le",
 }
+#: WHATWG labels (Encoding standard, "names and labels") Python's codec registry does not know, by Python codec.
+_WHATWG_ALIASES = {
+    "cp874": ("windows-874", "dos-874"),
+    "iso8859-6": ("iso-8859-6-e", "iso-8859-6-i", "csiso88596e", "csiso88596i"),
+    "iso8859-8": ("iso-8859-8-i", "iso-8859-8-e", "csiso88598i", "csiso88598e", "logical", "visual"),
+    "mac-cyrillic": ("x-mac-cyrillic", "x-mac-ukrainian"),
+    "cp932": ("windows-31j", "x-sjis", "ms932", "ms_kanji", "csshiftjis"),
+    "cp949": ("cseuckr", "windows-949", "ks_c_5601-1987", "ks_c_5601-1989", "ksc_5601", "ksc5601", "iso-ir-149"),
+    "gbk": ("x-gbk", "csgb2312", "gb_2312-80", "gb_2312", "iso-ir-58", "csiso58gb231280", "chinese"),
+    "big5hkscs": ("cn-big5", "x-x-big5", "csbig5"),
+    "euc_jp": ("x-euc-jp", "cseucpkdfmtjapanese"),
+    "koi8-r": ("koi", "koi8", "cskoi8r", "koi8_r"),
+    "koi8-u": ("koi8-ru",),
+    "mac-roman": ("mac", "x-mac-roman", "csmacintosh"),
+    "utf-8": ("unicode-1-1-utf-8", "unicode11utf8", "unicode20utf8", "x-unicode20utf8"),
+    **{f"cp{n}": (f"x-cp{n}",) for n in range(1250, 1259)},
+}
+WHATWG_LABELS = {label: codec for codec, labels in _WHATWG_ALIASES.items() for label in labels}
 #: The codecs a page may be decoded with (the WHATWG Encoding standard's encodings Python has): a label naming
 #: another codec (``base64``, ``hex``, ``utf-7``, ``unicode_escape``) counts as absent, as in a browser.
 PAGE_CODECS = frozenset(
-    {"utf-8", "utf-16", "utf-16-le", "utf-16-be", "koi8-r", "koi8-u", "mac-roman", "cp866", "gbk", "gb18030"}
+    {"utf-8", "utf-16", "utf-16-le", "utf-16-be", "koi8-r", "koi8-u", "mac-roman", "mac-cyrillic", "cp866"}
+    | {"gbk", "gb18030"}
     | {f"cp{n}" for n in (874, 932, 949, *range(1250, 1259))}
     | {f"iso8859-{n}" for n in (2, 3, 4, 5, 6, 7, 8, 10, 13, 14, 15, 16)}
     | {"big5hkscs", "euc_jp", "iso2022_jp"}
@@ -172,7 +191,8 @@ def _codec(label: bytes | None, meta: bool = False) -> str | None:
     if not label:
         return None
     try:
-        name = codecs.lookup(label.decode("ascii")).name
+        text = label.decode("ascii").strip().lower()
+        name = WHATWG_LABELS.get(text) or codecs.lookup(text).name
     except (LookupError, UnicodeDecodeError):
         return None
     name = BROWSER_CODECS.get(name, name)
@@ -241,12 +261,18 @@ def _row_groups(table: LexborNode) -> list[tuple[str, list[LexborNode]]]:
     return groups
 
 
-def _span(cell: LexborNode, name: str) -> int:
-    """A cell's ``colspan`` (1 to :data:`MAX_COLSPAN`) or ``rowspan`` (0, "to the end of its row group", to
-    :data:`MAX_ROWSPAN`) as browsers read it: the attribute's leading ASCII digits, else 1."""
-    match = SPAN_DIGITS.match(cell.attributes.get(name) or "")
-    value = int(match.group(1)) if match else 1
-    return min(max(value, 1), MAX_COLSPAN) if name == "colspan" else min(value, MAX_ROWSPAN)
+def _spans(cell: LexborNode) -> tuple[int, int]:
+    """A cell's ``colspan`` (1 to :data:`MAX_COLSPAN`) and ``rowspan`` (0, "to the end of its row group", to
+    :data:`MAX_ROWSPAN`) as browsers read them: an attribute's leading ASCII digits, else 1. The attributes
+    are read once (selectolax builds their dict on every access: most of a table's layout time)."""
+    attributes = cell.attributes
+    if not attributes:
+        return 1, 1
+    spans = []
+    for name in ("colspan", "rowspan"):
+        match = SPAN_DIGITS.match(attributes.get(name) or "")
+        spans.append(int(match.group(1)) if match else 1)
+    return min(max(spans[0], 1), MAX_COLSPAN), min(spans[1], MAX_ROWSPAN)
 
 
 def _layout(rows: list[LexborNode], width: int) -> list[list[LexborNode | None]]:
@@ -264,9 +290,9 @@ def _layout(rows: list[LexborNode], width: int) -> list[list[LexborNode | None]]
                 column += 1
             if column >= width:
                 break
-            rowspan = _span(cell, "rowspan")
+            colspan, rowspan = _spans(cell)
             covers = len(rows) - index if rowspan == 0 else rowspan
-            for _ in range(_span(cell, "colspan")):
+            for _ in range(colspan):
                 if column >= width:
                     break
                 line[column] = cell
@@ -290,7 +316,7 @@ def _header(
     ``(column, name)``: each ``<th>`` cell's text (a ``<td>`` there, an empty corner, names none). Raises
     :class:`HtmlSourceError` for no usable names, a name twice, or more than :data:`MAX_TABLE_COLUMNS`."""
     group = next((rows for kind, rows in groups if kind == "thead" and rows), None)
-    group = group or next((rows for _, rows in groups if rows), [])
+    group = group or next((rows for kind, rows in groups if kind == "tbody" and rows), [])  # not a <tfoot>
     if not group:
         return None, []
     line = _layout(group, MAX_TABLE_COLUMNS + 1)[0]
@@ -333,15 +359,17 @@ def _records_of_table(tree: LexborHTMLParser, plan: HtmlStreamPlan, where: str) 
             "set header_attribute, or use rows and columns"
         )
     width = max(at for at, _ in columns) + 1
+    header_cells = {cell.mem_id for cell in header_row.iter() if cell.tag in ("th", "td")}
     records = []
     for kind, rows in groups:
         if kind != "tbody":
             continue
         for row, cells in zip(rows, _layout(rows, width), strict=True):
-            if row == header_row or not any(cell and cell.tag == "td" for cell in cells):
+            if row is header_row or not any(cell and cell.tag == "td" for cell in cells):
                 continue
-            # a slot the header's own cell spans down to (rowspan) holds no value of this row
-            values = [None if cell is None or cell.parent == header_row else cell for cell in cells]
+            # a slot the header's own cell spans down to (rowspan) holds no value of this row; nodes compare
+            # by identity (mem_id): selectolax's == compares their HTML, so a row like the header was taken for it
+            values = [None if cell is None or cell.mem_id in header_cells else cell for cell in cells]
             records.append({name: _text(values[at], None) for at, name in columns if at < len(values)})
     return records
 

@@ -37,6 +37,10 @@ DRAIN_TAG = "integration_platform/cdc_drain"
 POSITION_TAG = "integration_platform/cdc_position"
 #: A failed drain of a position is requested again after 1 minute, then 2, 4, ..., at most every hour.
 RETRY_FIRST_S, RETRY_MAX_S = 60.0, 3600.0
+#: The stream's failed drains a tick looks at (newest first): enough to reach the hourly bound.
+RECENT_FAILURES = 64
+#: Dagster's tag of a run's run key (a sensor's request).
+RUN_KEY_TAG = "dagster/run_key"
 
 
 def drain_retry(
@@ -50,7 +54,7 @@ def drain_retry(
     while the slot's WAL grew; a failure that recurs (a ``TRUNCATE``) is tried again at most hourly."""
     if failures <= 0:
         return f"{path}@{position}", 0.0
-    left = (last_end or now) + min(RETRY_FIRST_S * 2 ** (failures - 1), RETRY_MAX_S) - now
+    left = (last_end or now) + min(RETRY_FIRST_S * 2 ** min(failures - 1, 16), RETRY_MAX_S) - now
     return (None, left) if left > 0 else (f"{path}@{position}#retry{failures}", 0.0)
 
 
@@ -177,12 +181,19 @@ def change_sensor(
             )
         if not waiting:
             return dg.SkipReason(f"no changes waiting after {position}")
-        failed = context.instance.get_run_records(
+        recent = context.instance.get_run_records(
             filters=dg.RunsFilter(
-                tags={DRAIN_TAG: spec.path, POSITION_TAG: position},
-                statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
-            )
+                tags={DRAIN_TAG: spec.path}, statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+            ),
+            limit=RECENT_FAILURES,
         )
+        key = f"{spec.path}@{position}"
+        failed = [  # of this position: tagged with it, or (drains requested before the tag) by their run key
+            r
+            for r in recent
+            if r.dagster_run.tags.get(POSITION_TAG, "") == position
+            or r.dagster_run.tags.get(RUN_KEY_TAG, "").split("#")[0] == key
+        ]
         last = failed[0] if failed else None
         ended = (last.end_time or last.update_timestamp.timestamp()) if last else None
         run_key, wait = drain_retry(spec.path, position, len(failed), ended, time.time())

@@ -335,14 +335,19 @@ class PostgresChangeLog:
         ]
         problems = [f"does not publish {', '.join(left_out)}"] if left_out else []
         problems += [
-            f"publishes only some {part} of" for part, some in zip(("columns", "rows"), row[4:], strict=True) if some
+            what
+            for what, some in zip(
+                ("has a column list (columns added later go unpublished) for", "has a row filter for"),
+                row[4:],
+                strict=True,
+            )
+            if some
         ]
         if problems:
-            fix = (
-                "ALTER PUBLICATION ... SET (publish = 'insert, update, delete, truncate')"
-                if left_out
-                else "ALTER PUBLICATION ... SET TABLE without a column list or WHERE clause"
-            )
+            fixes = ["ALTER PUBLICATION ... SET (publish = 'insert, update, delete, truncate')"] if left_out else []
+            if any(row[4:]):
+                fixes.append("ALTER PUBLICATION ... SET TABLE without a column list or WHERE clause")
+            fix = " and ".join(fixes)
             raise ChangeCaptureError(
                 f"publication {self.publication!r} {' and '.join(problems)} table {self.schema}.{self.table}: the "
                 f"warehouse would silently differ from the table. Run {fix} on the source (or name another "
