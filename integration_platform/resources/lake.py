@@ -74,14 +74,11 @@ class LakeResource(dg.ConfigurableResource):
                 f"lake URL {self.url!r} would be a local folder named {typo + ':'!r}: "
                 f"write {typo.lower()}://bucket/prefix"
             )
-        if not found and typo.lower() == "file":  # RFC 8089's file:/path
-            if not self.url[5:]:
+        if (scheme if found else typo).lower() == "file":  # file://path, and RFC 8089's file:/path
+            folder = rest if found else self.url[len("file:") :]
+            if not folder:
                 raise ValueError(f"lake URL {self.url!r} names no folder")
-            return LocalLake(Path(self.url[5:]))
-        if found and scheme.lower() == "file":
-            if not rest:
-                raise ValueError(f"lake URL {self.url!r} names no folder")
-            return LocalLake(Path(rest))
+            return LocalLake(Path(folder))
         if not found:
             return LocalLake(Path(self.url))
         bucket, _, prefix = rest.partition("/")

@@ -235,7 +235,7 @@ def plan_tick(
     files = sorted((f for f in everything if rules.matches(f.name)), key=lambda f: f.name)
     markers = rules.marked(everything)
     plan = TickPlan()
-    ready: list[tuple[RemoteFile, str]] = []
+    ready: list[tuple[RemoteFile, str, str]] = []  # (file, partition, version) of the stable files
     growing: set[str | None] = set()  # partitions with a file not stable yet
     for file in files:
         current, key = version(file), rules.partition_key(file)
@@ -258,8 +258,8 @@ def plan_tick(
         if accepts is not None and not accepts(key):
             plan.outside.append(file.name)
             continue
-        ready.append((file, key))
-    for file, key in ready:
+        ready.append((file, key, current))
+    for file, key, current in ready:
         if key in growing and not rules.marker_suffix:
             # a run lands every file of its partition listed when it starts, the growing one half
             # written; with markers it leaves out the files without their own, so those need not wait
@@ -269,5 +269,5 @@ def plan_tick(
             continue
         plan.partitions.setdefault(key, []).append(file)
         plan.landings[key] = lake.landings.get(key, NO_LANDING)
-        plan.state.requested[file.name] = version(file)
+        plan.state.requested[file.name] = current
     return plan
