@@ -58,7 +58,7 @@ from integration_platform.core.extract import MissingColumnError
 from integration_platform.core.row_filter import RowFilter, TimeKind, bound_for
 
 if TYPE_CHECKING:
-    import adbc_driver_postgresql.dbapi as adbc
+    from integration_platform.sources.sql.adbc_session import AdbcSession
 
 NUMERIC_TYPMOD_OFFSET = 4
 DECIMAL256_MAX_PRECISION = 76
@@ -238,7 +238,7 @@ def _plan(probe: pa.Schema, types: dict[str, _Column], catalog: dict[int, _PgTyp
     return plan
 
 
-def _column_types(cur: "adbc.Cursor", target: sql.Composable) -> dict[str, _Column]:
+def _column_types(session: "AdbcSession", target: sql.Composable) -> dict[str, _Column]:
     """Each column of the table or view ``target`` and its type (:class:`_Column`).
 
     For a column of a domain the type is the domain's base type, and for a domain over
@@ -252,14 +252,13 @@ def _column_types(cur: "adbc.Cursor", target: sql.Composable) -> dict[str, _Colu
         " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
         " WHERE a.attrelid = {}::regclass AND a.attnum > 0 AND NOT a.attisdropped"
     ).format(sql.Literal(target.as_string()))
-    cur.execute(query.as_string())
-    rows = cur.fetch_arrow_table().to_pylist()
+    rows = session.table(query.as_string()).to_pylist()
     return {
         row["name"]: _Column(str(row["kind"]), int(row["typmod"]), int(row["oid"]), int(row["dims"])) for row in rows
     }
 
 
-def _type_catalog(cur: "adbc.Cursor", target: sql.Composable) -> dict[int, _PgType]:
+def _type_catalog(session: "AdbcSession", target: sql.Composable) -> dict[int, _PgType]:
     """Every type the columns of ``target`` are made of (domains' bases, arrays' elements, composites'
     fields, at any depth), by ``pg_type.oid``: one recursive catalog query."""
     query = sql.SQL(
@@ -278,10 +277,9 @@ def _type_catalog(cur: "adbc.Cursor", target: sql.Composable) -> dict[int, _PgTy
         "  AND f.attnum > 0 AND NOT f.attisdropped ORDER BY f.attnum) AS fields"
         " FROM pg_type t WHERE t.oid IN (SELECT oid FROM reach)"
     ).format(sql.Literal(target.as_string()))
-    cur.execute(query.as_string())
     return {
         int(row["oid"]): _PgType(str(row["kind"]), int(row["base"]), int(row["element"]), tuple(row["fields"] or ()))
-        for row in cur.fetch_arrow_table().to_pylist()
+        for row in session.table(query.as_string()).to_pylist()
     }
 
 
@@ -405,23 +403,23 @@ def _only(plan: _Plan, columns: Sequence[str], where: str) -> _Plan:
     )
 
 
-def _planned(cur: "adbc.Cursor", target: sql.Composable) -> tuple[_Plan, dict[str, _Column]]:
+def _planned(session: "AdbcSession", target: sql.Composable) -> tuple[_Plan, dict[str, _Column]]:
     """The :func:`_plan` of ``target`` (from a ``LIMIT 0`` probe and the catalog), and its columns'
     types (:func:`_column_types`)."""
-    cur.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(target).as_string())
-    probe = cur.fetch_record_batch().schema
-    types = _column_types(cur, target)
+    with session.query(sql.SQL("SELECT * FROM {} LIMIT 0").format(target).as_string()) as reader:
+        probe = reader.schema
+    types = _column_types(session, target)
     nested = any(pa.types.is_nested(f.type) for f in probe)
-    catalog = _type_catalog(cur, target) if nested else {}
+    catalog = _type_catalog(session, target) if nested else {}
     return _plan(probe, types, catalog), types
 
 
 def postgres_schema(uri: str, table: str, schema: str | None) -> pa.Schema:
     """The Arrow schema :func:`read_postgres` gives the table's rows (one probe, no rows read)."""
-    import adbc_driver_postgresql.dbapi as adbc
+    from integration_platform.sources.sql.adbc_session import AdbcSession
 
-    with adbc.connect(uri) as conn, conn.cursor() as cur:
-        return _planned(cur, sql.Identifier(schema, table) if schema else sql.Identifier(table))[0].schema
+    with AdbcSession(uri) as session:
+        return _planned(session, sql.Identifier(schema, table) if schema else sql.Identifier(table))[0].schema
 
 
 def read_postgres(
@@ -459,19 +457,16 @@ def read_postgres(
     all of them (the keys delete detection compares with the landed rows' keys); raises
     :class:`~integration_platform.core.extract.MissingColumnError` naming the table and those it lacks.
     """
-    # Imported here, not with the module: the ADBC driver manager imports pyarrow.dataset and pandas
-    # (0.45 s), which every code location would otherwise pay for when it loads, PostgreSQL or not.
-    import adbc_driver_postgresql.dbapi as adbc
+    # Imported here, not with the module: the driver is loaded when a PostgreSQL table is read
+    from integration_platform.sources.sql.adbc_session import AdbcSession
 
-    conn = adbc.connect(uri)
+    session = AdbcSession(uri)
     try:
-        cur = conn.cursor()
-        cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_bytes)})
         if snapshot is not None:
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            cur.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)).as_string())
+            session.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            session.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)).as_string())
         target = sql.Identifier(schema, table) if schema else sql.Identifier(table)
-        plan, types = _planned(cur, target)
+        plan, types = _planned(session, target)
         if columns is not None:
             plan = _only(plan, columns, target.as_string())
         out_schema = plan.schema
@@ -483,10 +478,9 @@ def read_postgres(
             relation or target,
             _where(row_filter, pages, types),
         )
-        cur.execute(query.as_string())
-        source = cur.fetch_record_batch()
+        source = session.query(query.as_string(), {"adbc.postgresql.batch_size_hint_bytes": str(batch_bytes)})
     except BaseException:
-        conn.close()
+        session.close()
         raise
 
     where = target.as_string()
@@ -497,8 +491,7 @@ def read_postgres(
                 yield _convert(batch, out_schema, where, checks)
         finally:
             source.close()
-            cur.close()
-            conn.close()
+            session.close()
 
     return pa.RecordBatchReader.from_batches(out_schema, batches())
 
