@@ -15,8 +15,9 @@ loopback listener and the safety checks around it.
         --client-id my-app --scope openid --scope offline_access --env-var SHOP_API_REFRESH_TOKEN
 
 Raises :class:`LoginError` (exit status 1, a message without secrets) when the provider answers
-with an error, the ``state`` does not match, no redirect arrives within ``--timeout`` seconds, or the
-token response holds no refresh token.
+with an error, the ``state`` does not match, no redirect arrives within ``--timeout`` seconds, the token
+endpoint answers with a redirect (the code, the PKCE verifier and the client secret would follow it to
+whatever host it names) or cannot be reached, or the token response holds no refresh token.
 """
 
 import argparse
@@ -32,10 +33,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import requests
 from oauthlib.oauth2 import OAuth2Error
-from requests_oauthlib import OAuth2Session
 
 from integration_platform.core.names import ENV_NAME
+from integration_platform.resources.http_auth import HttpAuthError
+from integration_platform.resources.http_credentials import TokenSession
 
 CALLBACK_PATH = "/callback"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -105,7 +108,16 @@ def login(
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        session = OAuth2Session(client_id, redirect_uri=redirect_uri, scope=list(scopes) or None, pkce="S256")
+        # never redirected (TokenSession): requests re-sent a 307's POST, client secret, code and verifier
+        # included, to the host it named (http too), and printed the refresh token that host issued
+        session = TokenSession(
+            token_url,
+            "authorization_code",
+            client_id=client_id,
+            redirect_uri=redirect_uri,
+            scope=list(scopes) or None,
+            pkce="S256",
+        )
         address, state = session.authorization_url(authorization_url, **(extra_parameters or {}))
         print(f"Opening the provider's sign-in page; if no browser opens, visit:\n  {address}", flush=True)
         (open_browser or webbrowser.open)(address)
@@ -127,6 +139,10 @@ def login(
         )
     except OAuth2Error as exc:
         raise LoginError(f"the token endpoint {token_url} refused the code: {exc.error}") from None
+    except HttpAuthError as exc:  # a redirect or an answer out of bounds; the message holds no secret
+        raise LoginError(str(exc)) from None
+    except requests.RequestException as exc:
+        raise LoginError(f"the token endpoint {token_url} unreachable: {type(exc).__name__}") from None
     except Warning as exc:
         # oauthlib raises a Warning carrying the token when the provider granted other scopes than
         # asked (allowed by RFC 6749 section 5.1, and common): the token is issued, keep it.

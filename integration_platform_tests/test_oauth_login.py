@@ -18,6 +18,7 @@ from integration_platform.oauth_login import LoginError, login
 from integration_platform.resources.http_auth import HttpAuth
 from integration_platform.resources.http_credentials import OAuth2TokenAuth, build_auth
 from integration_platform_tests.oidc_provider import CLIENT, SCOPES
+from integration_platform_tests.rest_servers import scripted_server
 
 
 @pytest.fixture(autouse=True)
@@ -119,3 +120,31 @@ def test_a_token_url_off_loopback_must_be_https() -> None:
     with pytest.raises(LoginError, match="must be https"):
         login("https://login.example.com/authorize", "http://login.example.com/token", CLIENT, SCOPES)
     assert "OAUTHLIB_INSECURE_TRANSPORT" in os.environ  # (set for the loopback provider; not what refuses here)
+
+
+def test_a_token_endpoint_redirecting_gets_no_secret_and_yields_no_token() -> None:
+    """A token endpoint answering 307 to another host: requests re-sent the POST there, with the client
+    secret, the code and the PKCE verifier, and the command printed the refresh token that host issued as the
+    one to set. The redirect now fails the login naming it, and the other host receives nothing."""
+    issued = {"access_token": "a", "refresh_token": "planted", "token_type": "Bearer"}
+    with scripted_server(lambda request: (200, {}, issued)) as elsewhere:
+        with scripted_server(lambda request: (307, {"Location": f"{elsewhere.url}/token"}, {})) as provider:
+
+            def signed_in(address: str) -> None:  # the provider's redirect back, with this login's state
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(address).query)
+                back = {"code": "the-code", "state": query["state"][0]}
+                requests.get(query["redirect_uri"][0], params=back, timeout=10)
+
+            with pytest.raises(LoginError, match=f"HTTP 307 redirecting to {elsewhere.url}") as refused:
+                login(
+                    f"{provider.url}/auth",
+                    f"{provider.url}/token",
+                    CLIENT,
+                    SCOPES,
+                    client_secret="client-Secret-9f3k",
+                    open_browser=signed_in,
+                    timeout=30,
+                )
+    assert elsewhere.requests == []
+    assert "the-code" not in str(refused.value) and "client-Secret-9f3k" not in str(refused.value)
+    assert [r["method"] for r in provider.requests] == ["POST"]
