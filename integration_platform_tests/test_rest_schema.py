@@ -10,9 +10,9 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from integration_platform_tests.rest_servers import pokeapi_server
+from integration_platform_tests.rest_servers import pokeapi_server, scripted_server
 from integration_platform_tests.services import shared_file
-from sandbox.harness import failure_messages, latest_metadata, platform
+from sandbox.harness import failure_messages, landed_rows, latest_metadata, platform
 
 DETAILS = dg.AssetKey(["drift", "details"])
 
@@ -140,3 +140,44 @@ attributes:
     for path, what in (("/api/v2/berry/1/", "cursor"), ("/api/v2/berry/2/", "next URL")):
         assert any(f"{path}: the {what} in the body holds a lone surrogate" in c for c in causes), causes
     assert not (tmp_path / "lake" / "hostile").exists()
+
+
+def test_timestamps_finer_than_microseconds_land_in_a_declared_column(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """.NET writes seven digits of a second (``.1234567Z``), Go up to nine: Arrow's cast refused each such
+    value, so every record of those APIs was a type conflict for a declared ``timestamptz`` cursor and the
+    run failed. They land cut to microseconds, and the mark is the cut value."""
+    records = [
+        {"id": 1, "at": "2024-03-01T10:00:00.1234567Z"},
+        {"id": 2, "at": "2024-03-01T12:00:00.987654321+02:00"},
+    ]
+    with scripted_server(lambda request: (200, {}, records)) as api:
+        yaml = f"""
+type: integration_platform.components.RestSource
+attributes:
+  source: clock
+  base_url: {api.url}
+  max_retries: 0
+  streams:
+    - name: events
+      path: /events
+      primary_key: [id]
+      columns: {{at: timestamptz}}
+      incremental: {{cursor: at, param: since}}
+"""
+        p = platform(yaml, tmp_path, instance)
+        events = dg.AssetKey(["clock", "events"])
+        result = p.materialize([events, dg.AssetKey(["warehouse", "clock.events"])], raise_on_error=False)
+        assert result.success, failure_messages(result)
+        assert latest_metadata(instance, events)["cursor_after"] == {
+            "kind": "timestamp",
+            "text": "2024-03-01T10:00:00.987654+00:00",
+        }
+        assert p.query('SELECT id, epoch_us("at") FROM clock.events ORDER BY id') == [
+            (1, 1709287200_123456),  # 2024-03-01T10:00:00Z
+            (2, 1709287200_987654),
+        ]
+        again = p.materialize([events])  # re-read at the mark: nothing lands twice
+        assert api.requests[-1]["path"] == "/events?since=2024-03-01T10%3A00%3A00.987654%2B00%3A00"
+        assert landed_rows(again)["clock/events"] == 0

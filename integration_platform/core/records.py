@@ -33,6 +33,7 @@ from typing import Any, Literal, TypeVar
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from integration_platform.core.schema_evolution import widened
 
@@ -133,15 +134,33 @@ class Rejected:
     record: Any
 
 
+#: The digits of a second's fraction each timestamp unit holds.
+_FRACTION_DIGITS = {"s": 0, "ms": 3, "us": 6, "ns": 9}
+
+
 def cast(array: pa.Array | pa.ChunkedArray, kind: pa.DataType) -> pa.Array | pa.ChunkedArray:
     """``array`` as ``kind``. Nested types are rebuilt from Python values: pyarrow 26's cast
     of a list<struct<list<struct<null ...>>>> array returns an invalid array (seen on
-    PokeAPI's ``past_abilities``), even to its own type."""
+    PokeAPI's ``past_abilities``), even to its own type.
+
+    Text to a timestamp: a fraction of a second finer than ``kind``'s unit is cut to it (truncated, as
+    ordering needs: a cut value never passes a later one). .NET writes 7 digits
+    (``2024-01-01T10:00:00.1234567Z``), Go up to 9; Arrow's cast refused every such value, so each record of
+    such an API was a conflict for a declared ``timestamptz`` column. Raises what Arrow's cast raises
+    (``ArrowInvalid`` for text that is no timestamp even so)."""
     if array.type == kind:
         return array
     if pa.types.is_nested(kind):
         return pa.array(array.to_pylist(), type=kind)
-    return array.cast(kind)
+    try:
+        return array.cast(kind)
+    except pa.ArrowInvalid:
+        text = pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
+        if not (text and pa.types.is_timestamp(kind)):
+            raise
+    digits = _FRACTION_DIGITS[kind.unit]
+    finer = rf"(:\d\d\.\d{{{digits}}})\d+" if digits else r"(:\d\d)\.\d+"  # the seconds, then more digits
+    return pc.replace_substring_regex(array, finer, r"\1").cast(kind)
 
 
 def utf8_safe(text: str) -> str:
