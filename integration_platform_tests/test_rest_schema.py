@@ -181,3 +181,35 @@ attributes:
         again = p.materialize([events])  # re-read at the mark: nothing lands twice
         assert api.requests[-1]["path"] == "/events?since=2024-03-01T10%3A00%3A00.987654%2B00%3A00"
         assert landed_rows(again)["clock/events"] == 0
+
+
+def test_a_declared_column_takes_a_page_mixing_numbers_and_text(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """A page whose zip codes come as ``12345`` and ``"01234"`` and prices as ``3`` and ``"12.50"``, the very
+    case a declared type is for: each value converts, yet the page as a whole did not, so the run failed
+    naming no page, with ``on_schema_conflict: quarantine`` too. It lands; a value that does not convert
+    still goes to the quarantine alone."""
+    records = [
+        {"id": 1, "zip": 12345, "price": 3},
+        {"id": 2, "zip": "01234", "price": "12.50"},
+        {"id": 3, "zip": "75001", "price": "n/a"},
+    ]
+    with scripted_server(lambda request: (200, {}, records)) as api:
+        yaml = f"""
+type: integration_platform.components.RestSource
+attributes:
+  source: mixed
+  base_url: {api.url}
+  max_retries: 0
+  streams:
+    - name: shops
+      path: /shops
+      primary_key: [id]
+      columns: {{zip: string, price: float64}}
+      on_schema_conflict: quarantine
+"""
+        p = platform(yaml, tmp_path, instance)
+        shops = dg.AssetKey(["mixed", "shops"])
+        result = p.materialize([shops, dg.AssetKey(["warehouse", "mixed.shops"])], raise_on_error=False)
+    assert result.success, failure_messages(result)
+    assert p.query("SELECT id, zip, price FROM mixed.shops ORDER BY id") == [(1, "12345", 3.0), (2, "01234", 12.5)]
+    assert latest_metadata(instance, shops)["quarantined"] == 1

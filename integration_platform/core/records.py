@@ -121,6 +121,19 @@ def _without(items: list[_T], gone: set[int]) -> list[_T]:
     return [item for i, item in enumerate(items) if i not in gone]
 
 
+def _as_declared(values: list[Any], kind: pa.DataType) -> pa.Array:
+    """``values`` (one field of a page's records) as the declared type ``kind``: converted together when
+    Arrow infers one type for them, else each alone. A page mixing JSON types that each convert
+    (``12345`` and ``"01234"`` for a declared ``string``, ``3`` and ``"12.50"`` for a ``float64``: what a
+    column is declared for) failed the run, quarantine or not, as no record alone was to blame. Raises
+    what :func:`cast` raises for a value that does not convert."""
+    try:
+        inferred = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed JSON types: each value alone
+        return pa.concat_arrays([cast(pa.array([value]), kind) for value in values])
+    return cast(inferred, kind)
+
+
 class SchemaConflictError(ValueError):
     """A record does not fit the stream's schema (names the stream, field, value and origin)."""
 
@@ -257,10 +270,10 @@ class JsonRecords:
         (``{}`` alone), those empty objects are null (:func:`empty_objects_null`): Parquet cannot write a
         struct without fields, and the landing failed on every run. Beside a known struct's fields they
         are objects of nulls, as Arrow casts them."""
-        inferred = pa.array(values)
         declared = self.declared.get(name)
         if declared is not None:
-            return cast(inferred, declared), declared
+            return _as_declared(values, declared), declared
+        inferred = pa.array(values)
         index = self.schema.get_field_index(name)
         current = self.schema.field(index).type if index >= 0 else pa.null()
         unified = widened(current, inferred.type)
