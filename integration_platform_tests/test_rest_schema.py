@@ -5,6 +5,7 @@ field and the URL, or, when the stream asks for it, sends the record to quaranti
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pyarrow.parquet as pq
@@ -213,3 +214,46 @@ attributes:
     assert result.success, failure_messages(result)
     assert p.query("SELECT id, zip, price FROM mixed.shops ORDER BY id") == [(1, "12345", 3.0), (2, "01234", 12.5)]
     assert latest_metadata(instance, shops)["quarantined"] == 1
+
+
+def test_a_value_nested_deeper_than_parquet_reads_is_a_conflict(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """A record whose field nests 120 objects deep: its landing was written, but pyarrow opens no Parquet
+    schema that deep, so every read of the stream's lake files failed (its child streams, the "already
+    landed" comparison of an incremental run) with a bare "Parquet schema too deeply nested". The record is
+    a conflict naming the field and the way out (keep it as JSON text); the others land and are read."""
+    deep: Any = 1
+    for _ in range(120):
+        deep = {"a": deep}
+    records = [{"id": 1, "name": "plain"}, {"id": 2, "name": "deep", "meta": deep}]
+
+    def answer(request: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        if request["path"] == "/things":
+            return 200, {}, records
+        return 200, {}, {"id": int(request["path"].rpartition("/")[2]), "detail": "x"}
+
+    with scripted_server(answer) as api:
+        yaml = f"""
+type: integration_platform.components.RestSource
+attributes:
+  source: nest
+  base_url: {api.url}
+  max_retries: 0
+  streams:
+    - name: things
+      path: /things
+      primary_key: [id]
+      on_schema_conflict: quarantine
+    - name: details
+      path: /things/{{id}}
+      parent: {{stream: things}}
+      records: $
+      primary_key: [id]
+"""
+        p = platform(yaml, tmp_path, instance)
+        result = p.materialize(raise_on_error=False)
+    assert result.success, failure_messages(result)
+    assert p.query("SELECT id, name FROM nest.things") == [(1, "plain")]
+    assert p.query("SELECT id, detail FROM nest.details") == [(1, "x")]
+    assert latest_metadata(instance, dg.AssetKey(["nest", "things"]))["quarantined"] == 1
+    quarantine = pq.read_table(next((tmp_path / "lake" / "nest" / "things" / "_quarantine").rglob("*.parquet")))
+    assert "field 'meta' is nested 122 Parquet levels deep" in quarantine.column("reason")[0].as_py()

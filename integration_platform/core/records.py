@@ -12,8 +12,9 @@ a change and what is a conflict:
   gaining fields), also recorded; int64 -> double is exact only for integers up to 2^53 in
   magnitude (larger ones are rounded to the nearest double), so declare such columns instead;
 - anything else (a string where numbers were, a value that does not cast to a declared
-  column type, a string or a field name with a lone surrogate, which UTF-8 cannot hold) is a
-  conflict: :class:`SchemaConflictError`, or, with ``on_conflict="quarantine"``, the offending
+  column type, a string or a field name with a lone surrogate, which UTF-8 cannot hold, a value
+  nested deeper than a Parquet reader opens: :data:`PARQUET_MAX_DEPTH`) is a conflict:
+  :class:`SchemaConflictError`, or, with ``on_conflict="quarantine"``, the offending
   records go to ``rejected`` with the reason.
 
 ``nested="json"`` keeps objects and lists as JSON text instead of structs and lists;
@@ -205,6 +206,44 @@ def empty_objects_null(value: Any) -> Any:
     return value
 
 
+#: The deepest schema Parquet's reader opens (Arrow C++'s schema depth limit): its root, one level per
+#: struct, two per list, one for the leaf. A deeper column was written, and then pyarrow could not open the
+#: landing (``Parquet schema too deeply nested``): a child stream, an incremental run's "already landed"
+#: comparison, every read of the stream's lake files failed.
+PARQUET_MAX_DEPTH = 100
+
+
+def parquet_depth(kind: pa.DataType) -> int:
+    """The levels of a Parquet schema holding one column of Arrow type ``kind``, its root included (see
+    :data:`PARQUET_MAX_DEPTH`). Walks the type without recursion: a body nested 800 levels deep is valid
+    JSON, and recursing over its type had raised a bare ``RecursionError``."""
+    deepest, todo = 0, [(kind, 2)]  # (type, levels down to it: the root, then the type's own)
+    while todo:
+        current, levels = todo.pop()
+        deepest = max(deepest, levels)
+        if pa.types.is_struct(current):
+            todo.extend((current.field(i).type, levels + 1) for i in range(current.num_fields))
+        elif pa.types.is_list(current) or pa.types.is_large_list(current) or pa.types.is_fixed_size_list(current):
+            todo.append((current.value_type, levels + 2))
+        elif pa.types.is_map(current):
+            todo.extend([(current.key_type, levels + 2), (current.item_type, levels + 2)])
+    return deepest
+
+
+def _too_deep(name: str, kind: pa.DataType) -> str | None:
+    """Why column ``name`` of type ``kind`` cannot land (a Parquet schema deeper than the reader opens), or
+    ``None`` when it can."""
+    if not pa.types.is_nested(kind):
+        return None
+    depth = parquet_depth(kind)
+    if depth <= PARQUET_MAX_DEPTH:
+        return None
+    return (
+        f"field {name!r} is nested {depth} Parquet levels deep, more than a reader opens ({PARQUET_MAX_DEPTH}); "
+        f"keep it as JSON text (columns: {{{name}: json}}, or nested: json)"
+    )
+
+
 def _has_empty_struct(kind: pa.DataType) -> bool:
     """Whether ``kind`` is, or holds at any depth, a struct without fields."""
     if pa.types.is_struct(kind):
@@ -274,6 +313,9 @@ class JsonRecords:
         if declared is not None:
             return _as_declared(values, declared), declared
         inferred = pa.array(values)
+        deep = _too_deep(name, inferred.type)
+        if deep is not None:
+            raise pa.ArrowInvalid(deep)
         index = self.schema.get_field_index(name)
         current = self.schema.field(index).type if index >= 0 else pa.null()
         unified = widened(current, inferred.type)
@@ -290,6 +332,9 @@ class JsonRecords:
         """Why ``value`` cannot go into column ``name`` of type ``kind``, or None when it can."""
         try:
             array = pa.array([value])
+            deep = None if name in self.declared else _too_deep(name, array.type)
+            if deep is not None:
+                return deep
             if kind is not None and kind != array.type:
                 if name in self.declared:
                     cast(array, kind)
@@ -307,10 +352,12 @@ class JsonRecords:
             for obj in objects:
                 if obj.get(name) is not None:
                     try:
-                        kind = pa.array([obj[name]]).type
-                        break
+                        candidate = pa.array([obj[name]]).type
                     except ARROW_ERRORS:
                         continue
+                    if _too_deep(name, candidate) is None:
+                        kind = candidate
+                        break
         keep: list[int] = []
         for i, obj in enumerate(objects):
             reason = self._fits(name, obj.get(name), kind) if obj.get(name) is not None else None
