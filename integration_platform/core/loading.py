@@ -482,6 +482,44 @@ def _held_elsewhere(
     return True
 
 
+def _newer_elsewhere(
+    conn: duckdb.DuckDBPyConnection,
+    spec: StreamSpec,
+    target: str,
+    batch: list[tuple[Manifest, list[LocalFile]]],
+    landed: "Callable[[], dict[str, str]]",
+) -> int:
+    """For a partitioned merge stream: leave out of ``_ip_rows`` each key the table holds from another
+    window whose loaded landing landed after the staged row's (``landed()``: ``{window: landed_at}`` of
+    the other loaded landings, read only when such a key exists). Partitions are loaded by their own
+    runs, in any order: day 1 landed before day 2 but loaded after it replaced day 2's newer version of
+    a key with its older one, where a rebuild from the lake (landings in landing order) keeps day 2's.
+    Returns the rows left out."""
+    match = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in spec.primary_key)
+    window = quote(WINDOW_COLUMN)
+    windows = [m.window for m, _ in batch]
+    clash = conn.execute(
+        f"SELECT 1 FROM {target} AS t SEMI JOIN _ip_rows AS s ON {match} "
+        f"WHERE t.{window} NOT IN (SELECT unnest(?::VARCHAR[])) LIMIT 1",
+        [windows],
+    ).fetchone()
+    if clash is None:
+        return 0
+    when = {**landed(), **{m.window: m.landed_at for m, _ in batch}}
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE _ip_landed AS SELECT unnest(?::VARCHAR[]) AS win, unnest(?::VARCHAR[]) AS at",
+        [list(when), list(when.values())],
+    )
+    removed = _count(
+        conn,
+        f"DELETE FROM _ip_rows AS s WHERE EXISTS (SELECT 1 FROM {target} AS t "
+        f"JOIN _ip_landed AS lt ON lt.win = t.{window} JOIN _ip_landed AS ls ON ls.win = s.{window} "
+        f"WHERE {match} AND lt.at > ls.at)",
+    )
+    conn.execute("DROP TABLE _ip_landed")
+    return removed
+
+
 def _apply_batch(
     conn: duckdb.DuckDBPyConnection,
     spec: StreamSpec,
@@ -489,6 +527,7 @@ def _apply_batch(
     changes: list[str],
     others: "Callable[[], list[tuple[Manifest, list[LocalFile]]]] | None" = None,
     applied: _Applied | None = None,
+    landed: "Callable[[], dict[str, str]] | None" = None,
 ) -> int:
     """The non-full landings of a stream (one, or many: a backfill's partitions, a queue's
     batches) at once, instead of a scan of the growing table per landing. Their rows are
@@ -500,7 +539,9 @@ def _apply_batch(
       removes the table's rows with those keys (an upsert); a partitioned stream's windows lose
       their rows first too, as append (a key the source removed from a partition leaves the table,
       or takes its row from the latest other landing holding it: ``others()``, the stream's other
-      active landings, see :func:`_held_elsewhere`);
+      active landings, see :func:`_held_elsewhere`); a key the table holds from another partition whose
+      loaded landing landed later keeps that row (``landed()``: ``{window: landed_at}`` of those
+      landings, see :func:`_newer_elsewhere`);
     - change data capture: as merge, in log order; a key whose latest change is a delete is not
       inserted again (hard), or keeps its row stamped ``_ip_deleted_at`` (soft).
 
@@ -542,6 +583,8 @@ def _apply_batch(
     before = sum(applied.by_window.values())
     restored = False
     if merging and spec.partitioning is not None and not spec.changes and others is not None:
+        if staged and landed is not None:
+            _newer_elsewhere(conn, spec, target, batch, landed)
         restored = _held_elsewhere(conn, spec, target, windows, staged, others)
     if not merging or spec.partitioning is not None:  # a partition's rows replace it, merge or not
         conn.execute(f"DELETE FROM {target} WHERE {quote(WINDOW_COLUMN)} IN (SELECT unnest(?::VARCHAR[]))", [windows])
@@ -681,18 +724,31 @@ def load(conn: duckdb.DuckDBPyConnection, store: LakeStore, spec: StreamSpec, ma
                     _record(conn, spec, [manifest])
             batch = [(m, f) for m, f in local if not m.full]
 
+            listed: list[list[Manifest]] = []
+
+            def elsewhere() -> list[Manifest]:
+                """The stream's active landings of other windows that are loaded (listed once)."""
+                if not listed:
+                    windows, done = {m.window for m in manifests}, applied_landings(conn, spec)
+                    listed.append(
+                        [
+                            m
+                            for m in active_manifests(list_manifests(store, spec))
+                            if m.window not in windows and (m.window, m.landing_id) in done  # loaded ones only
+                        ]
+                    )
+                return listed[0]
+
             def others() -> list[tuple[Manifest, list[LocalFile]]]:
-                windows, applied = {m.window for m in manifests}, applied_landings(conn, spec)
-                rest = [
-                    m
-                    for m in active_manifests(list_manifests(store, spec))
-                    if m.window not in windows and (m.window, m.landing_id) in applied  # loaded ones only
-                ]
+                rest = elsewhere()
                 paths = duckdb_paths(stack, conn, store, rest)
                 return [(m, [(paths[f.key], f) for f in m.files]) for m in rest]
 
+            def landed() -> dict[str, str]:
+                return {m.window: m.landed_at for m in elsewhere()}
+
             if batch:
-                loaded += _apply_batch(conn, spec, batch, changes, others, applied)
+                loaded += _apply_batch(conn, spec, batch, changes, others, applied, landed)
                 _record(conn, spec, [m for m, _ in batch])
             conn.execute("COMMIT")
         except BaseException:
