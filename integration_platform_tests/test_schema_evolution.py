@@ -9,7 +9,7 @@ import pytest
 from integration_platform.core.conform import conform, known_schema
 from integration_platform.core.lake import LocalLake
 from integration_platform.core.landing import land, list_manifests
-from integration_platform.core.loading import load, pending
+from integration_platform.core.loading import SchemaChangeError, load, pending
 from integration_platform.core.records import JsonRecords
 from integration_platform.core.schema_evolution import SQL_TYPES, WIDENINGS, sql_widened, widened
 from integration_platform.core.streams import StreamSpec
@@ -205,3 +205,38 @@ def test_a_file_with_two_spellings_of_a_known_name_keeps_both_columns() -> None:
         {"Amount": None, "amount": 1, "AMOUNT": 10},
         {"Amount": None, "amount": 2, "AMOUNT": 20},
     ]
+
+
+def test_a_struct_gaining_or_losing_a_field_and_a_list_widening_load(tmp_path: Path) -> None:
+    """An API's nested object gains a field in one run and lacks another in the next, its list of numbers
+    turns to doubles: each run lands its own types (JSON records keep no schema across runs), and the
+    warehouse merges them by the one rule, field by field, loaded one at a time or together. Before,
+    every load after the first failed (``STRUCT(city VARCHAR)`` but the landing brings ``STRUCT(city
+    VARCHAR, zip VARCHAR)``) until a full refresh, which the next run's landing failed again."""
+    store = LocalLake(tmp_path / "lake")
+    spec = StreamSpec(source="s", name="t", write_disposition="append")
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    landings = [
+        [{"id": 1, "address": {"city": "Oslo"}, "tags": [1, 2]}],
+        [{"id": 2, "address": {"city": "Rome", "zip": "00100"}, "tags": [2.5]}],
+        [{"id": 3, "address": {"zip": "75001", "geo": {"lat": 48.8}}, "tags": [3]}],
+    ]
+    for number, records in enumerate(landings):
+        table = pa.Table.from_pylist(records)
+        land(store, spec, f"w{number}", table.to_batches(), table.schema, full=False)
+        load(conn, store, spec, pending(conn, store, spec))
+    rebuilt = duckdb.connect(str(tmp_path / "rebuilt.duckdb"))
+    load(rebuilt, store, spec, pending(rebuilt, store, spec))
+    for warehouse in (conn, rebuilt):
+        assert warehouse.execute("SELECT id, address, tags FROM s.t ORDER BY id").fetchall() == [
+            (1, {"city": "Oslo", "zip": None, "geo": None}, [1.0, 2.0]),
+            (2, {"city": "Rome", "zip": "00100", "geo": None}, [2.5]),
+            (3, {"city": None, "zip": "75001", "geo": {"lat": 48.8}}, [3.0]),
+        ]
+    kinds = dict(conn.execute("SELECT column_name, column_type FROM (DESCRIBE s.t)").fetchall())
+    assert kinds["address"] == "STRUCT(city VARCHAR, zip VARCHAR, geo STRUCT(lat DOUBLE))"
+    assert kinds["tags"] == "DOUBLE[]"
+    clash = pa.table({"id": [4], "address": ["a text"]})  # a struct and a text still conflict, named
+    land(store, spec, "w9", clash.to_batches(), clash.schema, full=False)
+    with pytest.raises(SchemaChangeError, match="column 'address' is STRUCT"):
+        load(conn, store, spec, pending(conn, store, spec))

@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from integration_platform.core.lake import FsspecLake, LakeStore
 from integration_platform.core.landing import LandedFile, Manifest, active_manifests, list_manifests
-from integration_platform.core.schema_evolution import sql_widened
+from integration_platform.core.schema_evolution import sql_widened, widened
 from integration_platform.core.streams import (
     CHANGE_COLUMNS,
     COMMITTED_COLUMN,
@@ -231,6 +232,27 @@ def _has_values(conn: duckdb.DuckDBPyConnection, relation: str, column: str) -> 
     return bool(row and row[0])
 
 
+def _nested(kind: str) -> bool:
+    """Whether the DuckDB type ``kind`` (as ``DESCRIBE`` prints it) is a struct, a list, an array or a map."""
+    return kind.startswith(("STRUCT(", "MAP(")) or kind.endswith("]")
+
+
+def _nested_widened(conn: duckdb.DuckDBPyConnection, target: str, staged: str, column: str, old: str) -> str | None:
+    """The DuckDB type that holds ``column`` of both ``target`` and ``staged`` when either is nested:
+    :func:`~integration_platform.core.schema_evolution.widened` of their Arrow types (a struct's fields
+    merged, the known ones first; a list's elements widened), named as DuckDB names it; ``None`` when
+    they conflict; ``old`` (``target``'s type) when it holds both. DuckDB casts structs by field name, a
+    missing field read as NULL."""
+    known, new = (
+        conn.execute(f"SELECT {quote(column)} FROM {relation} LIMIT 0").arrow().schema.field(0).type
+        for relation in (target, staged)
+    )
+    both = widened(known, new)
+    if both is None or both.equals(known):
+        return None if both is None else old
+    return str(conn.from_arrow(pa.table({column: pa.array([], both)})).types[0])
+
+
 def _reconcile_types(conn: duckdb.DuckDBPyConnection, target: str, staged: str, window: str) -> list[str]:
     """Make ``target``'s column types take ``staged``'s rows; returns the changes made.
 
@@ -238,8 +260,9 @@ def _reconcile_types(conn: duckdb.DuckDBPyConnection, target: str, staged: str, 
     A column that holds only NULLs on either side takes the other side's type (a field first
     empty, later filled: Parquet's null type reads as INTEGER); otherwise the one widening rule
     (:func:`~integration_platform.core.schema_evolution.sql_widened`: INTEGER -> BIGINT exact;
-    BIGINT -> DOUBLE exact up to 2^53) decides: a column that already holds the staged type is
-    kept (the insert casts), a wider type is applied in place, and a conflict raises
+    BIGINT -> DOUBLE exact up to 2^53; for structs and lists :func:`_nested_widened`: a field first
+    seen, or no longer sent, by a later landing) decides: a column that already holds the staged type
+    is kept (the insert casts), a wider type is applied in place, and a conflict raises
     :class:`SchemaChangeError`.
     """
     have = {name.lower(): kind for name, kind in _columns(conn, target).items()}  # DuckDB matches names without case
@@ -249,6 +272,8 @@ def _reconcile_types(conn: duckdb.DuckDBPyConnection, target: str, staged: str, 
         if old is None or old == kind or not _has_values(conn, staged, column):
             continue
         wider = sql_widened(old, kind)  # the rule first: the scan of the column only when it says no
+        if wider is None and (_nested(old) or _nested(kind)):
+            wider = _nested_widened(conn, target, staged, column, old)
         if wider is None and not _has_values(conn, target, column):
             wider = kind
         if wider == old:

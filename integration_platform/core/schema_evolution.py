@@ -12,7 +12,8 @@ everything else derives from it:
   result, in either order; structs merge field by field (fields of both, the known ones first)
   and lists by their value type, with the same rule applied inside; anything else is ``None``
   (a conflict for the caller to report or quarantine).
-- :func:`sql_widened` (DuckDB type names): the same rule read through :data:`SQL_TYPES`.
+- :func:`sql_widened` (DuckDB type names): the same rule read through :data:`SQL_TYPES`; the
+  warehouse loader reads nested DuckDB types (structs, lists) as Arrow types for :func:`widened`.
 
 An integer widened to ``double`` is exact only up to 2^53 in magnitude; larger integers are
 rounded to the nearest double, so declare such columns' types instead.
