@@ -126,3 +126,33 @@ def test_partitions_landed_before_a_failing_one_are_materialised(tmp_path: Path,
         causes.append(error.cls_name)
         error = error.cause
     assert "NullKeyError" in causes, causes
+
+
+def test_the_key_check_counts_null_keys_apart_from_duplicate_ones(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """An append stream lands rows without their key (the check reports them): three null ids and id 2
+    twice are 3 null keys and 1 duplicate; keyed on (id, part), 3 null keys and none. Before, null-keyed
+    rows were also counted as duplicates (``count(DISTINCT id)`` leaves nulls out; two ``(NULL, 1)`` were
+    one distinct pair): 4 and 1 "duplicate keys", sending the reader after duplicates that were not there."""
+    database = tmp_path / "events.sqlite"
+    with sqlite3.connect(database) as conn:
+        conn.execute("CREATE TABLE events (id INTEGER, part INTEGER, v TEXT)")
+        conn.executemany(
+            "INSERT INTO events VALUES (?, ?, 'x')", [(1, 1), (2, 1), (2, 2), (None, 1), (None, 1), (None, 2)]
+        )
+    yaml = f"""
+type: integration_platform.components.SqlSource
+attributes:
+  source: log
+  url: "sqlite:///{database}"
+  tables:
+    - {{table: events, primary_key: [id], write_disposition: append}}
+    - {{table: pairs, primary_key: [id, part], write_disposition: append}}
+"""
+    with sqlite3.connect(database) as conn:
+        conn.execute("CREATE TABLE pairs AS SELECT * FROM events")
+    p = platform(yaml, tmp_path, instance)
+    result = p.materialize()
+    checks = {(e.asset_key.path[-1], e.check_name): e.metadata for e in result.get_asset_check_evaluations()}
+    for table, duplicates in (("log.events", 1), ("log.pairs", 0)):  # id 2 twice; (2, 1) and (2, 2) differ
+        figures = checks[(table, "primary_key_unique_not_null")]
+        assert (figures["duplicate_keys"].value, figures["null_keys"].value) == (duplicates, 3), table

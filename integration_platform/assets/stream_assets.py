@@ -528,7 +528,10 @@ def _checks(
     if spec.primary_key:
         keys = ", ".join(quote(k) for k in spec.primary_key)
         nulls = " OR ".join(f"{quote(k)} IS NULL" for k in spec.primary_key)
-        counted = f"SELECT count(*) - count(DISTINCT ({keys})), count(*) FILTER (WHERE {nulls})"
+        # duplicates among the rows with a whole key: count(DISTINCT) leaves out a single column's nulls,
+        # so every null-keyed row after the first was also counted as a duplicate key
+        whole = f"FILTER (WHERE NOT ({nulls}))"
+        counted = f"SELECT count(*) {whole} - count(DISTINCT ({keys})) {whole}, count(*) FILTER (WHERE {nulls})"
         row = (
             conn.execute(f"{counted} FROM {table_name(conn, spec)}").fetchone()
             if table_columns(conn, spec)
