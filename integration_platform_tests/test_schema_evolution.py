@@ -9,7 +9,7 @@ import pytest
 from integration_platform.core.conform import conform, known_schema
 from integration_platform.core.lake import LocalLake
 from integration_platform.core.landing import land, list_manifests
-from integration_platform.core.loading import SchemaChangeError, load, pending
+from integration_platform.core.loading import SchemaChangeError, _reconcile_types, load, pending
 from integration_platform.core.records import JsonRecords
 from integration_platform.core.schema_evolution import SQL_TYPES, WIDENINGS, sql_widened, widened
 from integration_platform.core.streams import StreamSpec
@@ -240,3 +240,15 @@ def test_a_struct_gaining_or_losing_a_field_and_a_list_widening_load(tmp_path: P
     land(store, spec, "w9", clash.to_batches(), clash.schema, full=False)
     with pytest.raises(SchemaChangeError, match="column 'address' is STRUCT"):
         load(conn, store, spec, pending(conn, store, spec))
+
+
+def test_a_struct_whose_field_arrow_names_otherwise_is_not_widened_through_arrow(tmp_path: Path) -> None:
+    """A struct holding a UUID (Arrow text) or a HUGEINT (an Arrow decimal) that gains a field is a
+    conflict, named, rather than a struct whose UUID turned VARCHAR: widening goes through Arrow only for
+    types that come back from it as they were."""
+    conn = duckdb.connect()
+    conn.execute("CREATE TABLE t AS SELECT {'u': uuid(), 'h': 1::HUGEINT} AS s")
+    conn.execute("CREATE TEMP TABLE staged AS SELECT {'u': uuid(), 'h': 2::HUGEINT, 'n': 3} AS s")
+    with pytest.raises(SchemaChangeError, match="column 's' is STRUCT"):
+        _reconcile_types(conn, "t", "staged", "w2")
+    assert conn.execute("SELECT column_type FROM (DESCRIBE t)").fetchone() == ("STRUCT(u UUID, h HUGEINT)",)

@@ -237,20 +237,30 @@ def _nested(kind: str) -> bool:
     return kind.startswith(("STRUCT(", "MAP(")) or kind.endswith("]")
 
 
-def _nested_widened(conn: duckdb.DuckDBPyConnection, target: str, staged: str, column: str, old: str) -> str | None:
-    """The DuckDB type that holds ``column`` of both ``target`` and ``staged`` when either is nested:
-    :func:`~integration_platform.core.schema_evolution.widened` of their Arrow types (a struct's fields
-    merged, the known ones first; a list's elements widened), named as DuckDB names it; ``None`` when
-    they conflict; ``old`` (``target``'s type) when it holds both. DuckDB casts structs by field name, a
-    missing field read as NULL."""
+def _sql_type(conn: duckdb.DuckDBPyConnection, kind: pa.DataType) -> str:
+    """DuckDB's name of the Arrow type ``kind`` (as ``DESCRIBE`` prints it)."""
+    return str(conn.from_arrow(pa.table({"c": pa.array([], kind)})).types[0])
+
+
+def _nested_widened(
+    conn: duckdb.DuckDBPyConnection, target: str, staged: str, column: str, old: str, kind: str
+) -> str | None:
+    """The DuckDB type that holds ``column`` of both ``target`` (type ``old``) and ``staged`` (type ``kind``)
+    when either is nested: :func:`~integration_platform.core.schema_evolution.widened` of their Arrow
+    types (a struct's fields merged, the known ones first; a list's elements widened), named as DuckDB
+    names it; ``old`` when it holds both; ``None`` when they conflict, or when a type does not come back
+    from Arrow as it was (a UUID is Arrow text, a HUGEINT a decimal: widening through them would change
+    them). DuckDB casts structs by field name, a missing field read as NULL."""
     known, new = (
         conn.execute(f"SELECT {quote(column)} FROM {relation} LIMIT 0").arrow().schema.field(0).type
         for relation in (target, staged)
     )
+    if [_sql_type(conn, known), _sql_type(conn, new)] != [old, kind]:
+        return None
     both = widened(known, new)
     if both is None or both.equals(known):
         return None if both is None else old
-    return str(conn.from_arrow(pa.table({column: pa.array([], both)})).types[0])
+    return _sql_type(conn, both)
 
 
 def _reconcile_types(conn: duckdb.DuckDBPyConnection, target: str, staged: str, window: str) -> list[str]:
@@ -273,7 +283,7 @@ def _reconcile_types(conn: duckdb.DuckDBPyConnection, target: str, staged: str, 
             continue
         wider = sql_widened(old, kind)  # the rule first: the scan of the column only when it says no
         if wider is None and (_nested(old) or _nested(kind)):
-            wider = _nested_widened(conn, target, staged, column, old)
+            wider = _nested_widened(conn, target, staged, column, old, kind)
         if wider is None and not _has_values(conn, target, column):
             wider = kind
         if wider == old:
