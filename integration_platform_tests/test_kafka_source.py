@@ -250,6 +250,36 @@ def test_poison_goes_to_the_dead_letter_topic_with_its_reason(
     assert any("order_id" in r and "twenty" in r for r in reasons.values())
 
 
+def test_a_poison_message_too_large_to_dead_letter_whole_does_not_block_the_topic(
+    kafka_broker: Broker, topic: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """A dead letter larger than the producer takes (Kafka 0.9: the base64 envelope of an 800 kB value is
+    1.07 MB, over librdkafka's message.max.bytes of 1 MB; a current broker: a producer limit below the
+    message, as when the source topic allows larger messages) failed every run with a bare
+    ``KafkaException`` MSG_SIZE_TOO_LARGE: nothing was committed and the topic was blocked for ever.
+    It is dead-lettered without its value, which stays readable at its offset."""
+    values = _orders(5)
+    values[2] = b"x" * 800_000
+    produce(kafka_broker, topic, values)
+    limit = "" if _legacy(kafka_broker) else "message.max.bytes: 500000"
+    target = platform(_yaml(kafka_broker, topic, client_config=limit), tmp_path, instance)
+    assert target.materialize([LAKE, WAREHOUSE]).success
+    assert _rows(target) == (4, 4, 0 + 1 + 3 + 4)
+    assert latest_metadata(instance, LAKE)["dead_lettered"] == 1
+    assert sum(max(o, 0) for o in committed(kafka_broker, topic).values()) == 5
+    [(value, key, headers)] = _dead_letters(kafka_broker, topic)
+    assert key == "2"
+    if _legacy(kafka_broker):
+        envelope = json.loads(value)
+        assert envelope["value_omitted"] == "800000 bytes" and "value_base64" not in envelope
+        assert envelope["topic"] == topic and "not UTF-8 JSON" in envelope["reason"]
+    else:
+        assert value == b"" and headers["x-ip-dead-letter-omitted"] == b"value of 800000 bytes and headers"
+        assert (
+            headers["x-ip-source-topic"] == topic.encode() and b"not UTF-8 JSON" in headers["x-ip-dead-letter-reason"]
+        )
+
+
 def test_offset_reset_from_run_config(
     kafka_broker: Broker, topic: str, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:

@@ -102,6 +102,8 @@ TIMESTAMP_LOOKUP_SINCE = (0, 10, 1)
 #: Topic ids (KIP-516, Metadata v10) arrived in Kafka 2.8.
 TOPIC_ID_SINCE = (2, 8)
 REASON_HEADER = "x-ip-dead-letter-reason"
+#: Header of a dead letter sent without the value it was too large to carry (:meth:`KafkaTopicSource.dead_letter`).
+OMITTED_HEADER = "x-ip-dead-letter-omitted"
 #: commit_transaction tries on retriable errors, each bounded by the resource's timeout.
 COMMIT_ATTEMPTS = 3
 #: Seconds before the end offsets are read again when one is below an offset the group or the lake
@@ -429,31 +431,69 @@ class KafkaTopicSource:
     def dead_letter(self, message: Message, reason: str) -> None:
         """Send ``message`` to the dead-letter topic as it came: its value, its key bytes and (0.11+) its
         headers, then the reason and origin headers (``x-ip-dead-letter-reason``, ``x-ip-source-topic``,
-        ``-partition``, ``-offset``), which replace any of those names it carried (dead-lettered before)."""
+        ``-partition``, ``-offset``), which replace any of those names it carried (dead-lettered before).
+
+        A dead letter larger than the producer or the dead-letter topic takes (``MSG_SIZE_TOO_LARGE``: a
+        poison message near the source topic's own limit, or on Kafka 0.9, whose base64 envelope is a third
+        larger than the value) goes out without the value and the original headers, with
+        :data:`OMITTED_HEADER` (or the envelope's ``value_omitted``) giving the value's size: the message
+        stays readable at its topic, partition and offset. Before, the producer's exception failed every
+        run on that message: the partition was blocked for ever.
+
+        Raises :class:`BrokerError` naming the dead-letter topic and the origin when it is not delivered."""
         if self._producer is None:
             self._producer = self.kafka.new_producer()
         ref: KafkaRef = message.ref
         origin = {"topic": self.topic, "partition": ref.partition, "offset": ref.offset, "reason": reason[:1000]}
+        headers: list[tuple[str, str | bytes | None]] | None
         if self.kafka.supports(RECORD_V2_SINCE):
             ours = [(REASON_HEADER, reason[:1000].encode())] + [
                 (f"x-ip-source-{k}", str(v).encode()) for k, v in origin.items() if k != "reason"
             ]
             names = {name for name, _ in ours}
             value, headers = message.body, [h for h in _header_items(ref.headers) if h[0] not in names] + ours
+            omitted: tuple[bytes | None, list[tuple[str, str | bytes | None]] | None] = (
+                None,
+                [*ours, (OMITTED_HEADER, f"value of {len(message.body)} bytes and headers".encode())],
+            )
         else:  # no headers before 0.11: the reason and the original travel in a JSON envelope
             envelope = {**origin, "key": message.key, "value_base64": base64.b64encode(message.body).decode()}
             value, headers = json.dumps(envelope).encode(), None
-        failures: list[str] = []
+            del envelope["value_base64"]
+            omitted = (json.dumps({**envelope, "value_omitted": f"{len(message.body)} bytes"}).encode(), None)
+        error = self._send_dead_letter(value, ref.key, headers)
+        if isinstance(error, KafkaError) and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+            LOG.warning(
+                "dead letter of %s to %r is too large (%s bytes of value): sent without its value",
+                message.origin,
+                self.dlt,
+                len(message.body),
+            )
+            error = self._send_dead_letter(omitted[0], ref.key, omitted[1])
+        if error is not None:
+            cause = error if isinstance(error, KafkaError) else RuntimeError(error)
+            raise self.kafka.error(f"dead letter of {message.origin} to {self.dlt!r} not delivered", cause)
+
+    def _send_dead_letter(
+        self, value: bytes | None, key: bytes | None, headers: list[tuple[str, str | bytes | None]] | None
+    ) -> KafkaError | str | None:
+        """Produce one dead letter and wait for its delivery report: ``None`` once delivered, else the
+        error (``"timeout"`` when no report came in time)."""
+        failures: list[KafkaError] = []
 
         def delivered(error: KafkaError | None, _: Any) -> None:
             if error is not None:
-                failures.append(error.str())
+                failures.append(error)
 
-        self._producer.produce(self.dlt, value=value, key=ref.key, headers=headers, on_delivery=delivered)
-        if self._producer.flush(self.kafka.timeout) or failures:
-            raise BrokerError(
-                f"dead letter to {self.dlt!r} on {self.kafka.where} not delivered: {failures or 'timeout'}"
-            )
+        try:  # librdkafka refuses a message over its message.max.bytes here, before sending it
+            self._producer.produce(self.dlt, value=value, key=key, headers=headers, on_delivery=delivered)
+        except KafkaException as exc:
+            return exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
+        except BufferError as exc:
+            return f"the producer's queue is full: {exc}"
+        if self._producer.flush(self.kafka.timeout):
+            return "timeout"
+        return failures[0] if failures else None
 
     def commit(self, batch: MessageBatch, manifest: Manifest | None) -> None:
         """Commit, per partition, the consumer's position after the batch: the last message's
