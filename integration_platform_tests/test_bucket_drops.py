@@ -8,12 +8,13 @@ lands again, a half-uploaded one is never seen, and landed objects are archived.
 import csv
 import http.server
 import io
+import json
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import boto3
 import dagster as dg
@@ -344,6 +345,77 @@ def test_access_denied_fails_the_listing_naming_the_bucket_and_the_cause() -> No
     message = str(failed.value)
     assert "s3://drops" in message and "'incoming'" in message and "ACCESS_DENIED" in message.upper(), message
     assert "b" not in message.split("failed:")[0].replace("s3://drops", ""), "no secret"
+
+
+class _Partner(http.server.BaseHTTPRequestHandler):
+    """A partner's storage endpoint that records each request's ``Authorization`` and session-token headers
+    and lists nothing; ``POST /token`` is an OAuth2 token endpoint handing out the deployment's token."""
+
+    seen: ClassVar[list[str | None]] = []
+
+    def do_GET(self) -> None:
+        _Partner.seen += [self.headers.get("Authorization"), self.headers.get("X-Amz-Security-Token")]
+        body = b'{"kind": "storage#objects"}' if self.path.startswith("/storage/") else b""
+        self.send_response(200 if body else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_HEAD = do_GET
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b'{"access_token": "ya29.DEPLOYMENT-TOKEN", "expires_in": 3600, "token_type": "Bearer"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("store", ["s3", "gcs"])
+def test_a_bucket_at_another_endpoint_never_gets_the_deployments_own_credentials(
+    store: str, tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drop bucket with ``endpoint_url`` (a partner's server) and no credentials of its own in the YAML
+    was read with the default chains': S3 requests signed with the deployment's AWS key id and session
+    token, and GCS requests carrying the bearer token of ``GOOGLE_APPLICATION_CREDENTIALS`` (the lake's),
+    which that endpoint could replay against Google. It is read anonymously."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Partner)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_port}"
+    _Partner.seen = []
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIADEPLOYMENTLAKE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "deployment-secret")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "deployment-session-token")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    account = {
+        "type": "service_account", "project_id": "lake", "private_key_id": "1", "private_key": key.decode(),
+        "client_email": "lake@lake.iam.gserviceaccount.com", "client_id": "1", "token_uri": f"{endpoint}/token",
+    }  # fmt: skip
+    (tmp_path / "lake-account.json").write_text(json.dumps(account))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "lake-account.json"))
+    connection = f"protocol: {store}\n    bucket: drops\n    endpoint_url: {endpoint}"
+    try:
+        with bucket_resource(platform(source_yaml(connection), tmp_path, instance)).connect() as files:
+            try:
+                list(files.list("incoming/regions"))
+            except RemoteFileError:
+                pass  # the partner's answer does not matter: what was sent does
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _Partner.seen, "the endpoint was asked"
+    assert not any(_Partner.seen), _Partner.seen
 
 
 def test_a_column_whose_header_changes_case_stays_one_column(

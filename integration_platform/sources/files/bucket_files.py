@@ -142,7 +142,13 @@ class BucketResource(dg.ConfigurableResource):
 
     S3 goes through pyarrow's ``S3FileSystem`` (``endpoint_url``, ``region``, ``access_key_id``,
     ``secret_access_key``; the keys as ``dg.EnvVar``, or the AWS default chain when unset); GCS and
-    Azure through gcsfs and adlfs with :class:`GcsSettings` / :class:`AzureBlobSettings`."""
+    Azure through gcsfs and adlfs with :class:`GcsSettings` / :class:`AzureBlobSettings`.
+
+    A bucket at another ``endpoint_url`` (S3's, or ``gcs.endpoint_url``: a partner's MinIO, an emulator)
+    gets only the credentials given here: without them it is read anonymously. The default chains
+    (``AWS_*`` variables, ``GOOGLE_APPLICATION_CREDENTIALS``, an instance's metadata server) hold the
+    deployment's own credentials, for AWS or Google and for the lake; they signed requests to that
+    endpoint with the deployment's AWS key id (and session token) and sent it the Google bearer token."""
 
     store: BucketStore
     bucket: str = Field(description="Bucket (S3, GCS) or container (Azure).")
@@ -163,7 +169,8 @@ class BucketResource(dg.ConfigurableResource):
         """The bucket's objects as :class:`BucketFiles`. Raises ``ImportError`` naming the extra
         when the store's library is missing."""
         if self.store == "gcs":
-            fs = gcs_filesystem(self.gcs)
+            anonymous = self.gcs.endpoint_url is not None and self.gcs.token is None
+            fs = gcs_filesystem(GcsSettings(**{**self.gcs.model_dump(), "token": "anon"}) if anonymous else self.gcs)
         elif self.store == "azure":
             fs = azure_filesystem(self.azure)
         else:
@@ -180,4 +187,6 @@ class BucketResource(dg.ConfigurableResource):
             options.update(endpoint_override=host.rstrip("/"), scheme=scheme)
         if self.access_key_id or self.secret_access_key:
             options.update(access_key=self.access_key_id, secret_key=self.secret_access_key)
+        elif self.endpoint_url:  # not AWS: never the deployment's own AWS credentials (class doc)
+            options.update(anonymous=True)
         return ArrowFSWrapper(pafs.S3FileSystem(**options))
