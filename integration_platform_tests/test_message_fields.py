@@ -134,3 +134,18 @@ def test_key_text_is_one_to_one() -> None:
         "plain",
         None,
     ]
+
+
+@pytest.mark.parametrize("known", [False, True], ids=["general path", "fast path"])
+def test_an_empty_id_is_poison_on_both_paths(known: bool) -> None:
+    """An empty AMQP message id or Kafka key, or an ``id_field`` of ``""``, was an id like any other: every
+    message with one was the same row (the real broker's test: ``test_rabbitmq``)."""
+    decoder = _known_decoder() if known else MessageDecoder("s/orders", id_from="broker", attributes=ATTRIBUTES)
+    bodies = [json.dumps({"n": i, "s": "x"}).encode() for i in range(3)]
+    messages = [Message(body, "" if i == 1 else f"id-{i}", f"t/0/{i}") for i, body in enumerate(bodies)]
+    out = decoder.decode(MessageBatch.of(messages, pa.table({f.name: pa.nulls(3, f.type) for f in ATTRIBUTES})))
+    assert out.table is not None and out.table.column(MESSAGE_ID).to_pylist() == ["id-0", "id-2"]
+    assert [(m.origin, "missing or empty" in why) for m, why in out.poison] == [("t/0/1", True)]
+    by_field = MessageDecoder("s/orders", id_from="field", id_field="n", attributes=ATTRIBUTES)
+    out = by_field.decode(_batch([{"n": ""}, {"n": "a"}]))
+    assert out.table is not None and out.table.column(MESSAGE_ID).to_pylist() == ["a"] and len(out.poison) == 1

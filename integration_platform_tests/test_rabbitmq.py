@@ -277,6 +277,23 @@ def test_poison_is_dead_lettered_with_reason(queue: str, tmp_path: Path, instanc
     assert dead["bad-type"]["x-ip-source-queue"] == queue
 
 
+def test_an_empty_message_id_is_poison_not_one_id_for_all(
+    queue: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """A publisher that sets ``message_id`` to ``""`` gave every such message one id: all but the first of a
+    batch were dropped as duplicates (and acknowledged), the rest merged into one row, none dead-lettered.
+    Both decoding paths: the first run's batch (general path) and one under a known schema (Arrow's reader)."""
+    target = platform(_yaml(queue, batch_size=10), tmp_path, instance)
+    for run in range(2):
+        publish(queue, [(_order(10 * run + i), "" if i % 2 else f"order-{10 * run + i}") for i in range(6)])
+        assert target.materialize([LAKE, WAREHOUSE]).success
+        assert latest_metadata(instance, LAKE)["dead_lettered"] == 3
+    assert target.query("SELECT list(order_id ORDER BY order_id) FROM shop.orders") == [([0, 2, 4, 10, 12, 14],)]
+    dead = take_all(f"{queue}.dead-letter")
+    assert sorted(json.loads(body)["order_id"] for _, body in dead) == [1, 3, 5, 11, 13, 15]
+    assert all("no id (the broker's message id missing or empty)" in (p.headers or {})[REASON_HEADER] for p, _ in dead)
+
+
 def test_run_killed_after_landing_before_ack_yields_n_rows(queue: str, tmp_path: Path) -> None:
     """The drain is SIGKILLed inside the acknowledgement of its first batch: the batch is in the
     lake, the broker still holds it. The next run gets it again and still yields exactly N rows."""

@@ -178,7 +178,10 @@ class MessageDecoder:
 
     ``id_from``: ``broker`` takes the broker's id (a message without one is poison), ``key``
     the Kafka message key, ``field`` the body's ``id_field``, ``body_sha256`` the SHA-256 of the body (identical
-    bodies are then one row). ``columns``: declared Arrow types; ``attributes``: the broker
+    bodies are then one row). An empty id (an AMQP ``message_id`` or Kafka key of no characters, an
+    ``id_field`` of ``""``) is no id: poison. It was an id, the same for every such message, so all but
+    the first of each batch were dropped as duplicates, the rest merged into one warehouse row, and none
+    was dead-lettered. ``columns``: declared Arrow types; ``attributes``: the broker
     columns appended to every row. ``known``: the stream's landed schema, if any.
     """
 
@@ -248,8 +251,8 @@ class MessageDecoder:
             id_array = pa.array(self._message_ids(batch), pa.string())
         else:
             id_array = batch.ids if self.id_from == "broker" else batch.keys
-            if id_array.null_count:
-                return None
+            if id_array.null_count or pc.any(pc.equal(id_array, "")).as_py():
+                return None  # a message without an id, or with an empty one: the general path makes it poison
         if pc.count_distinct(id_array).as_py() != len(batch):
             return None
         if not all(_one_line_object(body) for body in batch.bodies):
@@ -295,6 +298,8 @@ class MessageDecoder:
             else:
                 value = record.get(self.id_field or "")
                 message_id = None if value is None else str(value)
+            if message_id == "":  # not an id: every message sending one would be one row (class doc)
+                message_id = None
             if any(name.lower() in self.reserved for name in record):
                 dropped.update(name for name in record if name.lower() in self.reserved and name != self.id_field)
                 record = {name: value for name, value in record.items() if name.lower() not in self.reserved}
@@ -304,7 +309,7 @@ class MessageDecoder:
                     "key": "message key",
                     "field": f"field {self.id_field!r}",
                 }[self.id_from]
-                poison.append((batch.message(index), f"message has no id ({source} missing)"))
+                poison.append((batch.message(index), f"message has no id ({source} missing or empty)"))
                 continue
             records.append({_INDEX: index, MESSAGE_ID: message_id, **record})
         converter = JsonRecords(
