@@ -107,6 +107,10 @@ def test_a_read_that_fails_before_its_rows_closes_its_connection(uri: str, pagil
                 "application_name": "ip",
             },
         ),
+        (  # raw characters SQLAlchemy's grammar allows in a password, which a libpq URI must encode
+            "postgresql+psycopg://user:pa/ss%zz 50%off@db.example:5432/app",
+            {"user": "user", "password": "pa/ss%zz 50%off", "host": "db.example", "port": "5432", "dbname": "app"},
+        ),
         (
             "postgresql+asyncpg://user@[::1]:5432/pagila",
             {"user": "user", "host": "::1", "port": "5432", "dbname": "pagila"},
@@ -153,3 +157,44 @@ def test_reading_a_postgresql_table_imports_neither_pandas_nor_sqlalchemy(uri: s
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["16044", "False", "False"]
+
+
+def test_a_reader_dropped_before_its_first_batch_closes_its_session(uri: str, pagila_db: str) -> None:
+    """ADBC's own handles have no finalizer: a reader dropped unread (a key column renamed at the source
+    fails the extract before its first batch) kept its server session open, holding its snapshot."""
+    import gc
+
+    reader = read_postgres(uri, "rental", "public", None)
+    assert reader.schema.names[0] == "rental_id"
+    del reader
+    gc.collect()
+    with psycopg.connect(uri, autocommit=True) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [pagila_db]
+        ).fetchone()[0]  # type: ignore[index]
+    assert left == 0
+
+
+def test_ranges_opened_before_one_that_fails_close_their_sessions(uri: str, pagila_db: str) -> None:
+    """A role allowed two sessions: the coordinator and the first range open, the second range is refused;
+    the first range's session, which holds the exported snapshot, is closed with the failure."""
+    role = "ip_two_sessions"
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
+        conn.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 2")
+        conn.execute(f"GRANT SELECT ON rental TO {role}")
+    try:
+        limited = uri.replace("postgres@", f"{role}@", 1)
+        with pytest.raises(Exception, match="too many connections"):
+            read_postgres_parallel(limited, "rental", "public", None, 3, min_bytes=0)
+        with psycopg.connect(uri, autocommit=True) as conn:
+            deadline = time.monotonic() + 10
+            while (
+                left := conn.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", [role]).fetchone()[0]  # type: ignore[index]
+            ) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert left == 0
+    finally:
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute(f"REVOKE ALL ON rental FROM {role}")
+            conn.execute(f"DROP ROLE {role}")

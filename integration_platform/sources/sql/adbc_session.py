@@ -15,22 +15,32 @@ import pyarrow as pa
 class AdbcSession:
     """An open ADBC connection to PostgreSQL (``uri``: a libpq URI), in a transaction as the DB-API
     opens it (autocommit off: ``SET TRANSACTION ...`` applies to the reads after it). Close it with
-    :meth:`close` (or use it as a context manager); a reader from :meth:`query` must be consumed or
-    closed before the next statement. Raises ``adbc_driver_manager.Error`` subclasses (``OperationalError``
+    :meth:`close` (or use it as a context manager), which closes its readers first; a session dropped
+    unclosed closes when it is collected (the DB-API's connection did: ADBC's own handles do not, and a
+    reader dropped before its first batch kept its server session open, holding a snapshot and a lock on
+    the table, until the process ended). A reader from :meth:`query` must be consumed or closed before
+    the next statement. Raises ``adbc_driver_manager.Error`` subclasses (``OperationalError``
     for a server that cannot be reached or a failed connection, ``ProgrammingError`` for bad SQL)."""
 
     def __init__(self, uri: str) -> None:
         import adbc_driver_manager
         import adbc_driver_postgresql
 
+        self._closed = True  # until every handle below is open
+        self._readers: list[pa.RecordBatchReader] = []
+        self._statements: list[Any] = []
         self._database = adbc_driver_postgresql.connect(uri)
         try:
             self._connection = adbc_driver_manager.AdbcConnection(self._database)
-            self._connection.set_autocommit(False)
         except BaseException:
             self._database.close()
             raise
-        self._statements: list[Any] = []
+        try:
+            self._connection.set_autocommit(False)
+        except BaseException:
+            self._connection.close()  # the database refuses to close while a connection is open
+            self._database.close()
+            raise
         self._closed = False
 
     def _statement(self, text: str, options: dict[str, str] | None) -> Any:
@@ -54,7 +64,9 @@ class AdbcSession:
         """The rows of ``text`` as they stream in (``options``: the driver's statement options, such as
         ``adbc.postgresql.batch_size_hint_bytes``); its statement is closed with the session."""
         handle, _ = self._statement(text, options).execute_query()
-        return pa.RecordBatchReader._import_from_c(handle.address)
+        reader = pa.RecordBatchReader._import_from_c(handle.address)
+        self._readers.append(reader)
+        return reader
 
     def table(self, text: str) -> pa.Table:
         """All the rows of ``text`` (a catalog query: a few rows)."""
@@ -62,14 +74,20 @@ class AdbcSession:
             return reader.read_all()
 
     def close(self) -> None:
-        """Release the statements, the connection and the database handle (idempotent)."""
+        """Release the readers, the statements, the connection and the database handle, in that order
+        (idempotent)."""
         if self._closed:
             return
         self._closed = True
+        while self._readers:
+            self._readers.pop().close()
         while self._statements:
             self._statements.pop().close()
         self._connection.close()
         self._database.close()
+
+    def __del__(self) -> None:
+        self.close()
 
     def __enter__(self) -> "AdbcSession":
         return self

@@ -5,11 +5,13 @@ definitions of a SQL source load without it (0.09 s of a code location's 1.0 s l
 """
 
 import fnmatch
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote
 
 import dagster as dg
 import pyarrow as pa
@@ -26,13 +28,34 @@ if TYPE_CHECKING:
     from integration_platform.sources.sql.sa_arrow import TypedColumn
 
 
-def _scheme(url: str) -> str:
-    """The scheme of a SQLAlchemy URL (``dialect[+driver]``, before ``://``). Raises ``ValueError`` naming
-    the shape a URL must have when there is none."""
-    scheme, separator, _ = url.partition("://")
-    if not separator or not scheme or not all(c.isalnum() or c in "+_" for c in scheme):
-        raise ValueError("a SQL database url must look like dialect+driver://user:password@host:port/database")
-    return scheme
+#: A SQLAlchemy URL's parts as SQLAlchemy 2 splits them (``sqlalchemy.engine.url.make_url``): the user ends
+#: at the first ``:`` or ``/``, the password at the first ``@``, then a host (an IPv6 one in brackets), a
+#: port, ``/database`` and ``?query``. A password may hold a raw ``/`` or ``%`` there, which a libpq URI
+#: must have percent-encoded.
+_SQLALCHEMY_URL = re.compile(
+    r"(?P<scheme>[\w+]+)://"
+    r"(?:(?P<user>[^:/]*)(?::(?P<password>[^@]*))?@)?"
+    r"(?P<host>\[[^/?]+\]|[^/:?]+)?(?::(?P<port>[^/?]*))?"
+    r"(?:/(?P<database>[^?]*))?"
+    r"(?:\?(?P<query>.*))?",
+    re.DOTALL,
+)
+_URL_SHAPE = "a SQL database url must look like dialect+driver://user:password@host:port/database"
+
+
+def _url_parts(url: str) -> "re.Match[str]":
+    """``url``'s parts (:data:`_SQLALCHEMY_URL`). Raises ``ValueError`` naming the shape a URL must have,
+    never the URL (it holds the password)."""
+    parts = _SQLALCHEMY_URL.fullmatch(url)
+    if parts is None or not (parts["port"] or "0").isdigit():
+        raise ValueError(_URL_SHAPE)
+    return parts
+
+
+def _encoded(text: str) -> str:
+    """A user, password or database name as a libpq URI writes it: decoded as SQLAlchemy decodes it
+    (``%xx`` escapes; a ``%`` before no hex digits stays), then every reserved character percent-encoded."""
+    return quote(unquote(text), safe="")
 
 
 @dataclass(frozen=True)
@@ -87,7 +110,7 @@ class SqlDatabaseResource(dg.ConfigurableResource):
     def dialect(self) -> str:
         """The URL's backend name (``postgresql``, ``mysql``, ``mariadb``, ``sqlite``, ...): its scheme up to a
         ``+driver``, as SQLAlchemy's ``URL.get_backend_name`` reads it."""
-        return _scheme(self.url).partition("+")[0]
+        return _url_parts(self.url)["scheme"].partition("+")[0]
 
     def list_tables(
         self, schema: str | None = None, include: Sequence[str] = ("*",), exclude: Sequence[str] = ()
@@ -144,12 +167,20 @@ class SqlDatabaseResource(dg.ConfigurableResource):
 
     def libpq_uri(self) -> str:
         """The URL as a libpq URI (``postgresql://...``, password included) for PostgreSQL's own clients:
-        the ``postgresql+driver`` scheme becomes ``postgresql``, the rest is as given. A SQLAlchemy URL's
-        user, password, host, port, database and query are written as a libpq URI writes them
-        (percent-encoded; see PostgreSQL's "Connection URIs"), so libpq reads the same connection
-        SQLAlchemy would. Not rendered through SQLAlchemy's ``URL``: importing SQLAlchemy cost every
-        run that reads a PostgreSQL table 0.11-0.17 s, and nothing else of it is used on that path."""
-        return "postgresql" + self.url[len(_scheme(self.url)) :]
+        split as SQLAlchemy splits it (:data:`_SQLALCHEMY_URL`), then the user, password and database
+        percent-encoded as a libpq URI needs them (PostgreSQL's "Connection URIs"); host, port and query as
+        given. So libpq connects where SQLAlchemy would, a password with a raw ``/``, ``%`` or space
+        included. Not rendered through SQLAlchemy's ``URL``: importing SQLAlchemy cost every run that reads
+        a PostgreSQL table 0.11-0.17 s, and nothing else of it is used on that path. Raises
+        ``ValueError`` for a URL of another shape, without quoting it."""
+        parts = _url_parts(self.url)
+        auth = ""
+        if parts["user"] is not None:
+            password = "" if parts["password"] is None else ":" + _encoded(parts["password"])
+            auth = _encoded(parts["user"]) + password + "@"
+        uri = f"postgresql://{auth}{parts['host'] or ''}" + (f":{parts['port']}" if parts["port"] else "")
+        uri += "" if parts["database"] is None else "/" + _encoded(parts["database"])
+        return uri + ("" if parts["query"] is None else "?" + parts["query"])
 
     def change_log(
         self, table: str, schema: str | None, prefix: str, publication: str | None, primary_key: Sequence[str] = ()

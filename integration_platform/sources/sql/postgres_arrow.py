@@ -552,10 +552,15 @@ def read_postgres_parallel(
         firsts = list(range(0, int(pages), step))
         ends: list[int | None] = [*firsts[1:], None]
         each = max(1 << 20, batch_bytes // len(firsts))
-        opened = [
-            read_postgres(uri, table, schema, row_filter, each, snapshot=snapshot, pages=pair)
-            for pair in zip(firsts, ends, strict=True)
-        ]
+        opened: list[pa.RecordBatchReader] = []
+        try:
+            for pair in zip(firsts, ends, strict=True):
+                opened.append(read_postgres(uri, table, schema, row_filter, each, snapshot=snapshot, pages=pair))
+        except BaseException:
+            # An unread reader's generator never ran, so its ``finally`` will not: dropping the reader
+            # here (not when the traceback holding this frame goes) closes its session (AdbcSession).
+            opened.clear()
+            raise
     finally:
         coordinator.close()  # every reader has set its snapshot (each opened its transaction above)
     return _merged(opened)
