@@ -252,3 +252,14 @@ def test_a_struct_whose_field_arrow_names_otherwise_is_not_widened_through_arrow
     with pytest.raises(SchemaChangeError, match="column 's' is STRUCT"):
         _reconcile_types(conn, "t", "staged", "w2")
     assert conn.execute("SELECT column_type FROM (DESCRIBE t)").fetchone() == ("STRUCT(u UUID, h HUGEINT)",)
+
+
+def test_a_struct_field_whose_name_changes_case_is_a_named_conflict(tmp_path: Path) -> None:
+    """``{City}`` then ``{city}``: merged by Arrow as two fields, one to DuckDB, which refused the type with a
+    bare ``Duplicate STRUCT type argument name``; it is the named conflict it was before nested widening."""
+    conn = duckdb.connect()
+    conn.execute("CREATE TABLE t AS SELECT {'City': 'Oslo'} AS address")
+    conn.execute("CREATE TEMP TABLE staged AS SELECT {'city': 'Rome'} AS address")
+    with pytest.raises(SchemaChangeError, match="column 'address' is STRUCT"):
+        _reconcile_types(conn, "t", "staged", "w2")
+    assert conn.execute("SELECT column_type FROM (DESCRIBE t)").fetchone() == ("STRUCT(City VARCHAR)",)

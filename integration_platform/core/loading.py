@@ -250,7 +250,8 @@ def _nested_widened(
     types (a struct's fields merged, the known ones first; a list's elements widened), named as DuckDB
     names it; ``old`` when it holds both; ``None`` when they conflict, or when a type does not come back
     from Arrow as it was (a UUID is Arrow text, a HUGEINT a decimal: widening through them would change
-    them). DuckDB casts structs by field name, a missing field read as NULL."""
+    them), or when the merged struct would hold two fields whose names differ only in case.
+    DuckDB casts structs by field name, a missing field read as NULL."""
     known, new = (
         conn.execute(f"SELECT {quote(column)} FROM {relation} LIMIT 0").arrow().schema.field(0).type
         for relation in (target, staged)
@@ -258,9 +259,27 @@ def _nested_widened(
     if [_sql_type(conn, known), _sql_type(conn, new)] != [old, kind]:
         return None
     both = widened(known, new)
-    if both is None or both.equals(known):
-        return None if both is None else old
-    return _sql_type(conn, both)
+    if both is None or _names_clash(both):
+        return None
+    return old if both.equals(known) else _sql_type(conn, both)
+
+
+def _names_clash(kind: pa.DataType) -> bool:
+    """Whether a struct in ``kind``, at any depth, has two fields whose names differ only in case: one
+    field to DuckDB, which refuses such a type (``Duplicate STRUCT type argument name``)."""
+    todo = [kind]
+    while todo:
+        current = todo.pop()
+        if pa.types.is_struct(current):
+            names = [current.field(i).name.lower() for i in range(current.num_fields)]
+            if len(set(names)) < len(names):
+                return True
+            todo.extend(current.field(i).type for i in range(current.num_fields))
+        elif pa.types.is_list(current) or pa.types.is_large_list(current) or pa.types.is_fixed_size_list(current):
+            todo.append(current.value_type)
+        elif pa.types.is_map(current):
+            todo.extend([current.key_type, current.item_type])
+    return False
 
 
 def _reconcile_types(conn: duckdb.DuckDBPyConnection, target: str, staged: str, window: str) -> list[str]:
@@ -545,11 +564,12 @@ def _newer_elsewhere(
         "CREATE OR REPLACE TEMP TABLE _ip_landed AS SELECT unnest(?::VARCHAR[]) AS win, unnest(?::VARCHAR[]) AS at",
         [list(when), list(when.values())],
     )
+    # A join, not a correlated EXISTS: DuckDB un-nested that into the table's rows times half the windows
+    # before matching keys (4.0 s of a 4.1 s load of one day into 300 days, 1.5M rows; 0.07 s so).
     removed = _count(
         conn,
-        f"DELETE FROM _ip_rows AS s WHERE EXISTS (SELECT 1 FROM {target} AS t "
-        f"JOIN _ip_landed AS lt ON lt.win = t.{window} JOIN _ip_landed AS ls ON ls.win = s.{window} "
-        f"WHERE {match} AND lt.at > ls.at)",
+        f"DELETE FROM _ip_rows AS s USING {target} AS t, _ip_landed AS lt, _ip_landed AS ls "
+        f"WHERE {match} AND lt.win = t.{window} AND ls.win = s.{window} AND lt.at > ls.at",
     )
     conn.execute("DROP TABLE _ip_landed")
     return removed
