@@ -257,3 +257,44 @@ attributes:
     assert latest_metadata(instance, dg.AssetKey(["nest", "things"]))["quarantined"] == 1
     quarantine = pq.read_table(next((tmp_path / "lake" / "nest" / "things" / "_quarantine").rglob("*.parquet")))
     assert "field 'meta' is nested 122 Parquet levels deep" in quarantine.column("reason")[0].as_py()
+
+
+def test_epoch_numbers_in_a_declared_time_column_and_lists_nested_too_deep_are_conflicts(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """Arrow casts a number to a timestamp as a count of the unit, so epoch seconds declared ``timestamptz``
+    landed as minutes into January 1970 without a word; and a value in 21 nested lists landed, and the
+    warehouse's load of such a column doubles its time every two levels (26 lists: 19.5 s for one value).
+    Both records go to the quarantine naming the field; the rest land."""
+    lists: Any = 1
+    for _ in range(21):
+        lists = [lists]
+    records = [
+        {"id": 1, "at": "2024-01-01T00:00:00Z", "tags": [[1]]},
+        {"id": 2, "at": 1700000000},
+        {"id": 3, "at": "2024-01-02T00:00:00Z", "tags": lists},
+    ]
+    with scripted_server(lambda request: (200, {}, records)) as api:
+        yaml = f"""
+type: integration_platform.components.RestSource
+attributes:
+  source: times
+  base_url: {api.url}
+  max_retries: 0
+  streams:
+    - name: events
+      path: /events
+      primary_key: [id]
+      columns: {{at: timestamptz}}
+      on_schema_conflict: quarantine
+"""
+        p = platform(yaml, tmp_path, instance)
+        events = dg.AssetKey(["times", "events"])
+        result = p.materialize([events, dg.AssetKey(["warehouse", "times.events"])], raise_on_error=False)
+    assert result.success, failure_messages(result)
+    assert [row[0] for row in p.query("SELECT id FROM times.events ORDER BY id")] == [1]
+    quarantine = pq.read_table(next((tmp_path / "lake" / "times" / "events" / "_quarantine").rglob("*.parquet")))
+    reasons = sorted(quarantine.column("reason").to_pylist())
+    assert len(reasons) == 2
+    assert "field 'tags' nests 21 lists" in " ".join(reasons)
+    assert "a number is no timestamp" in " ".join(reasons)
