@@ -418,6 +418,27 @@ def test_a_bucket_at_another_endpoint_never_gets_the_deployments_own_credentials
     assert not any(_Partner.seen), _Partner.seen
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "anonymous"),
+    [
+        ("https://bucket.vpce-0a1b.s3.us-east-1.vpce.amazonaws.com", False),  # AWS's own interface endpoint
+        ("https://s3-fips.us-east-1.amazonaws.com", False),
+        ("https://s3.cn-north-1.amazonaws.com.cn", False),
+        ("http://127.0.0.1:9000", True),  # a partner's MinIO
+        ("https://evil.example/amazonaws.com", True),
+        ("https://amazonaws.com.evil.example", True),
+        ("https://notamazonaws.com", True),
+    ],
+)
+def test_an_endpoint_aws_itself_runs_keeps_the_default_chain(endpoint: str, anonymous: bool) -> None:
+    """Anonymous reads are for endpoints outside the cloud: one AWS runs (a VPC interface endpoint, FIPS)
+    gets the instance profile as the default endpoint does; a host merely naming AWS does not."""
+    from integration_platform.sources.files.bucket_files import BucketResource
+
+    options = BucketResource(store="s3", bucket="drops", endpoint_url=endpoint)._s3().fs.__reduce__()[1][0]
+    assert options["anonymous"] is anonymous
+
+
 def test_a_column_whose_header_changes_case_stays_one_column(
     servers: dict[str, Any], tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
