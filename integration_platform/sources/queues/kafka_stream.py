@@ -453,7 +453,7 @@ class KafkaTopicSource:
             names = {name for name, _ in ours}
             value, headers = message.body, [h for h in _header_items(ref.headers) if h[0] not in names] + ours
             omitted: tuple[bytes | None, list[tuple[str, str | bytes | None]] | None] = (
-                None,
+                b"",  # not None: a null value is a tombstone, which compaction treats as a delete of the key
                 [*ours, (OMITTED_HEADER, f"value of {len(message.body)} bytes and headers".encode())],
             )
         else:  # no headers before 0.11: the reason and the original travel in a JSON envelope
