@@ -298,3 +298,44 @@ attributes:
     assert len(reasons) == 2
     assert "field 'tags' nests 21 lists" in " ".join(reasons)
     assert "a number is no timestamp" in " ".join(reasons)
+
+
+def test_an_object_field_null_in_every_record_of_a_run_takes_its_type_from_a_later_run(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """``address.zip`` null in every record of one run, text in the next: the first landing wrote the field
+    as Parquet's null type, DuckDB made it ``INTEGER``, and every later warehouse load failed as a type
+    conflict (``STRUCT(city VARCHAR, zip INTEGER)`` against ``zip VARCHAR``), a rebuild too. A field
+    without a value is left out of its landing, and the later one adds it."""
+    pages = [
+        [{"id": 1, "address": {"city": "Oslo", "zip": None, "geo": {"lat": None}}}],
+        [{"id": 2, "address": {"city": "Rome", "zip": "00100", "geo": {"lat": 41.9}}}],
+    ]
+    served: list[int] = []
+
+    def answer(request: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        served.append(1)
+        return 200, {}, pages[min(len(served), 2) - 1]
+
+    with scripted_server(answer) as api:
+        yaml = f"""
+type: integration_platform.components.RestSource
+attributes:
+  source: places
+  base_url: {api.url}
+  max_retries: 0
+  streams:
+    - name: shops
+      path: /shops
+      primary_key: [id]
+      incremental: {{cursor: id, param: since}}
+"""
+        p = platform(yaml, tmp_path, instance)
+        keys = [dg.AssetKey(["places", "shops"]), dg.AssetKey(["warehouse", "places.shops"])]
+        for _ in pages:
+            result = p.materialize(keys, raise_on_error=False)
+            assert result.success, failure_messages(result)
+    assert p.query("SELECT id, address FROM places.shops ORDER BY id") == [
+        (1, {"city": "Oslo", "zip": None, "geo": None}),
+        (2, {"city": "Rome", "zip": "00100", "geo": {"lat": 41.9}}),
+    ]

@@ -291,6 +291,45 @@ def _has_empty_struct(kind: pa.DataType) -> bool:
     return False
 
 
+def _has_null_field(kind: pa.DataType) -> bool:
+    """Whether a struct in ``kind``, at any depth, has a field of Arrow's null type (null in every record)."""
+    if pa.types.is_struct(kind):
+        return any(
+            pa.types.is_null(kind.field(i).type) or _has_null_field(kind.field(i).type) for i in range(kind.num_fields)
+        )
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return _has_null_field(kind.value_type)
+    return False
+
+
+def without_null_fields(value: Any, kind: pa.DataType) -> Any:
+    """``value`` (a parsed JSON value Arrow typed ``kind``) without the objects' fields ``kind`` types as null
+    (:func:`_has_null_field`): such a field carries no value, and landed as Parquet's null type, which
+    DuckDB reads as ``INTEGER``, so a later run's text in it (``address.zip``, null in every record of one
+    run) failed the warehouse load as a type conflict, run after run. Left out, it is a field a later
+    landing adds. Raises nothing."""
+    if isinstance(value, dict) and pa.types.is_struct(kind):
+        fields = [kind.field(i) for i in range(kind.num_fields)]
+        return {f.name: without_null_fields(value.get(f.name), f.type) for f in fields if not pa.types.is_null(f.type)}
+    if isinstance(value, list) and (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+        return [without_null_fields(item, kind.value_type) for item in value]
+    return value
+
+
+def _pair(values: list[Any]) -> tuple[list[Any], pa.Array]:
+    return values, pa.array(values)
+
+
+def _fields_with_values(values: list[Any], inferred: pa.Array) -> tuple[list[Any], pa.Array]:
+    """``values`` and their array without the objects' fields null in every record
+    (:func:`without_null_fields`), until none is left (an object left empty is a field of its own)."""
+    while _has_null_field(inferred.type):
+        values = [without_null_fields(value, inferred.type) for value in values]
+        values = [empty_objects_null(value) for value in values]
+        inferred = pa.array(values)
+    return values, inferred
+
+
 class JsonRecords:
     """Converts pages of JSON records to Arrow tables under one evolving schema (module doc).
 
@@ -354,11 +393,12 @@ class JsonRecords:
         deep = _too_deep(name, inferred.type)
         if deep is not None:
             raise pa.ArrowInvalid(deep)
+        values, inferred = _fields_with_values(values, inferred)
         index = self.schema.get_field_index(name)
         current = self.schema.field(index).type if index >= 0 else pa.null()
         unified = widened(current, inferred.type)
         if unified is not None and _has_empty_struct(unified):
-            inferred = pa.array([empty_objects_null(value) for value in values])
+            values, inferred = _fields_with_values(*_pair([empty_objects_null(value) for value in values]))
             unified = widened(current, inferred.type)
         if index < 0:
             return inferred, inferred.type
