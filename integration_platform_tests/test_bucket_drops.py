@@ -419,24 +419,33 @@ def test_a_bucket_at_another_endpoint_never_gets_the_deployments_own_credentials
 
 
 @pytest.mark.parametrize(
-    ("endpoint", "anonymous"),
+    ("endpoint", "default_credentials", "anonymous"),
     [
-        ("https://bucket.vpce-0a1b.s3.us-east-1.vpce.amazonaws.com", False),  # AWS's own interface endpoint
-        ("https://s3-fips.us-east-1.amazonaws.com", False),
-        ("https://s3.cn-north-1.amazonaws.com.cn", False),
-        ("http://127.0.0.1:9000", True),  # a partner's MinIO
-        ("https://evil.example/amazonaws.com", True),
-        ("https://amazonaws.com.evil.example", True),
-        ("https://notamazonaws.com", True),
+        ("https://bucket.vpce-0a1b.s3.us-east-1.vpce.amazonaws.com", True, False),  # said to be AWS's own
+        ("https://s3-fips.us-east-1.amazonaws.com", True, False),
+        ("https://s3-1234567890.us-east-1.elb.amazonaws.com", False, True),  # a customer's load balancer
+        ("http://127.0.0.1:9000@s3.amazonaws.com", False, True),  # pyarrow connects to 127.0.0.1:9000
+        ("http://127.0.0.1:9000", False, True),  # a partner's MinIO
     ],
 )
-def test_an_endpoint_aws_itself_runs_keeps_the_default_chain(endpoint: str, anonymous: bool) -> None:
-    """Anonymous reads are for endpoints outside the cloud: one AWS runs (a VPC interface endpoint, FIPS)
-    gets the instance profile as the default endpoint does; a host merely naming AWS does not."""
-    from integration_platform.sources.files.bucket_files import BucketResource
+def test_default_credentials_go_to_an_endpoint_only_when_the_yaml_says_it_is_the_clouds(
+    endpoint: str, default_credentials: bool, anonymous: bool, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """An endpoint AWS itself runs (a VPC interface endpoint, FIPS) takes the instance profile only with
+    ``default_credentials: true``: a host name cannot tell, as customers run hosts under ``amazonaws.com``
+    (a load balancer named s3, API Gateway, another account's PrivateLink service), and a URL's userinfo
+    made a check of the host name pass while pyarrow connected elsewhere."""
+    flag = "\n    default_credentials: true" if default_credentials else ""
+    connection = f"protocol: s3\n    bucket: drops\n    endpoint_url: '{endpoint}'{flag}"
+    resource = bucket_resource(platform(source_yaml(connection), tmp_path, instance))
+    assert resource._s3().fs.__reduce__()[1][0]["anonymous"] is anonymous
 
-    options = BucketResource(store="s3", bucket="drops", endpoint_url=endpoint)._s3().fs.__reduce__()[1][0]
-    assert options["anonymous"] is anonymous
+
+def test_default_credentials_are_refused_for_a_protocol_that_does_not_read_them() -> None:
+    from integration_platform.sources.files.component import FileConnection
+
+    with pytest.raises(ValueError, match="azure does not read default_credentials"):
+        FileConnection(protocol="azure", bucket="drops", account_name="a", default_credentials=True)
 
 
 def test_a_column_whose_header_changes_case_stays_one_column(

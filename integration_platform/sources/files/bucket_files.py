@@ -30,23 +30,6 @@ from integration_platform.sources.files.remote_files import Download, RemoteFile
 
 BucketStore = Literal["s3", "gcs", "azure"]
 
-#: Endpoints run by the cloud itself (a VPC or PrivateLink interface endpoint, FIPS, a China region;
-#: Private Service Connect), where the deployment's default credentials may go as they go to the default
-#: endpoint: a SigV4 signature does not reveal the secret key, and Google terminates a bearer token's TLS.
-AWS_HOSTS = ("amazonaws.com", "amazonaws.com.cn")
-GOOGLE_HOSTS = ("googleapis.com",)
-
-
-def _hosted_by(url: str, domains: tuple[str, ...]) -> bool:
-    """Whether ``url``'s host is one of ``domains`` or under one (``bucket.vpce-1.s3.us-east-1.vpce.amazonaws.com``)."""
-    from urllib.parse import urlsplit
-
-    try:
-        host = (urlsplit(url).hostname or "").rstrip(".")
-    except ValueError:  # a malformed URL: no cloud's
-        return False
-    return any(host == domain or host.endswith("." + domain) for domain in domains)
-
 
 class BucketFiles:
     """The objects under a bucket's prefixes as a drop directory. ``fs``: an fsspec filesystem whose
@@ -162,9 +145,10 @@ class BucketResource(dg.ConfigurableResource):
     Azure through gcsfs and adlfs with :class:`GcsSettings` / :class:`AzureBlobSettings`.
 
     A bucket at another ``endpoint_url`` (S3's, or ``gcs.endpoint_url``: a partner's MinIO, an emulator)
-    gets only the credentials given here: without them it is read anonymously, unless the cloud itself
-    runs that endpoint (a host under :data:`AWS_HOSTS` or :data:`GOOGLE_HOSTS`: an interface endpoint of a
-    VPC, FIPS, Private Service Connect), where the default chains go as to the default one. The default chains
+    gets only the credentials given here: without them it is read anonymously, unless
+    ``default_credentials`` says the endpoint is the cloud's own (a VPC interface endpoint, FIPS, Private
+    Service Connect): a host name cannot say so, since customers run hosts under ``amazonaws.com`` (API
+    Gateway, load balancers, another account's PrivateLink service). The default chains
     (``AWS_*`` variables, ``GOOGLE_APPLICATION_CREDENTIALS``, an instance's metadata server) hold the
     deployment's own credentials, for AWS or Google and for the lake; they signed requests to that
     endpoint with the deployment's AWS key id (and session token) and sent it the Google bearer token."""
@@ -175,6 +159,11 @@ class BucketResource(dg.ConfigurableResource):
     region: str | None = Field(default=None, description="S3: the bucket's region.")
     access_key_id: str | None = Field(default=None, description="S3: access key id (dg.EnvVar).")
     secret_access_key: str | None = Field(default=None, description="S3: secret access key (dg.EnvVar).")
+    default_credentials: bool = Field(
+        default=False,
+        description="S3/GCS at an endpoint_url: sign with the deployment's default credential chain, for an "
+        "endpoint the cloud itself runs (a VPC interface endpoint, FIPS, Private Service Connect).",
+    )
     gcs: GcsSettings = Field(default_factory=GcsSettings)
     azure: AzureBlobSettings = Field(default_factory=AzureBlobSettings)
 
@@ -188,11 +177,7 @@ class BucketResource(dg.ConfigurableResource):
         """The bucket's objects as :class:`BucketFiles`. Raises ``ImportError`` naming the extra
         when the store's library is missing."""
         if self.store == "gcs":
-            anonymous = (
-                self.gcs.endpoint_url is not None
-                and self.gcs.token is None
-                and not _hosted_by(self.gcs.endpoint_url, GOOGLE_HOSTS)
-            )
+            anonymous = self.gcs.endpoint_url is not None and self.gcs.token is None and not self.default_credentials
             fs = gcs_filesystem(GcsSettings(**{**self.gcs.model_dump(), "token": "anon"}) if anonymous else self.gcs)
         elif self.store == "azure":
             fs = azure_filesystem(self.azure)
@@ -210,6 +195,6 @@ class BucketResource(dg.ConfigurableResource):
             options.update(endpoint_override=host.rstrip("/"), scheme=scheme)
         if self.access_key_id or self.secret_access_key:
             options.update(access_key=self.access_key_id, secret_key=self.secret_access_key)
-        elif self.endpoint_url and not _hosted_by(self.endpoint_url, AWS_HOSTS):  # never the deployment's own
+        elif self.endpoint_url and not self.default_credentials:  # never the deployment's own (class doc)
             options.update(anonymous=True)
         return ArrowFSWrapper(pafs.S3FileSystem(**options))

@@ -84,8 +84,16 @@ _SERVER = ("host", "host_env", "port", "port_env", "username", "password_env", "
 PROTOCOL_SETTINGS: dict[str, tuple[str, ...]] = {
     "sftp": (*_SERVER, "private_key_env", "private_key_passphrase_env", "known_hosts", "host_key_fingerprint"),
     "ftp": (*_SERVER, "tls", "ca_bundle"),
-    "s3": ("bucket", "endpoint_url", "endpoint_url_env", "region", "access_key_id_env", "secret_access_key_env"),
-    "gcs": ("bucket", "endpoint_url", "endpoint_url_env", "gcs_project", "gcs_token_env"),
+    "s3": (
+        "bucket",
+        "endpoint_url",
+        "endpoint_url_env",
+        "region",
+        "access_key_id_env",
+        "secret_access_key_env",
+        "default_credentials",
+    ),
+    "gcs": ("bucket", "endpoint_url", "endpoint_url_env", "gcs_project", "gcs_token_env", "default_credentials"),
     "azure": ("bucket", "account_name", "account_key_env", "connection_string_env"),
 }
 
@@ -113,6 +121,12 @@ class FileConnection(SafeModel, dg.Resolvable):
     region: str | None = Field(default=None, description="s3: the bucket's region.")
     access_key_id_env: str | None = Field(default=None, pattern=ENV_NAME, description="s3: access key id.")
     secret_access_key_env: str | None = Field(default=None, pattern=ENV_NAME, description="s3: secret access key.")
+    default_credentials: bool = Field(
+        default=False,
+        description="s3/gcs at an endpoint_url: use the deployment's default credential chain (an endpoint the "
+        "cloud itself runs: a VPC interface endpoint, FIPS, Private Service Connect); otherwise it is read "
+        "anonymously unless keys are named here.",
+    )
     gcs_project: str | None = None
     gcs_token_env: str | None = Field(
         default=None, pattern=ENV_NAME, description="gcs: env var holding a service-account JSON path, or anon."
@@ -199,6 +213,7 @@ class FileConnection(SafeModel, dg.Resolvable):
             region=self.region,
             access_key_id=secret_from_env(self.access_key_id_env),
             secret_access_key=secret_from_env(self.secret_access_key_env),
+            default_credentials=self.default_credentials,
             gcs=GcsSettings(
                 project=self.gcs_project,
                 token=secret_from_env(self.gcs_token_env),
