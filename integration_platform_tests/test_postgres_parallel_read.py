@@ -111,6 +111,17 @@ def test_a_read_that_fails_before_its_rows_closes_its_connection(uri: str, pagil
             "postgresql+psycopg://user:pa/ss%zz 50%off@db.example:5432/app",
             {"user": "user", "password": "pa/ss%zz 50%off", "host": "db.example", "port": "5432", "dbname": "app"},
         ),
+        (  # a zone id's % and a query SQLAlchemy decodes (+ a space)
+            "postgresql+psycopg://user@[fe80::1%eth0]:5432/db?options=-c+search_path%3Dx&application_name=a%zz",
+            {
+                "user": "user",
+                "host": "fe80::1%eth0",
+                "port": "5432",
+                "dbname": "db",
+                "options": "-c search_path=x",
+                "application_name": "a%zz",
+            },
+        ),
         (
             "postgresql+asyncpg://user@[::1]:5432/pagila",
             {"user": "user", "host": "::1", "port": "5432", "dbname": "pagila"},
@@ -198,3 +209,24 @@ def test_ranges_opened_before_one_that_fails_close_their_sessions(uri: str, pagi
         with psycopg.connect(uri, autocommit=True) as conn:
             conn.execute(f"REVOKE ALL ON rental FROM {role}")
             conn.execute(f"DROP ROLE {role}")
+
+
+def test_a_parallel_reader_dropped_before_its_first_batch_closes_its_sessions(uri: str, pagila_db: str) -> None:
+    """The ranges' drain threads start with the first batch asked for: started when the reader was made,
+    a reader dropped unread kept both ranges' sessions and threads until the process ended."""
+    import gc
+
+    reader = read_postgres_parallel(uri, "rental", "public", None, 2, min_bytes=0)
+    assert reader.schema.names[0] == "rental_id"
+    del reader
+    gc.collect()
+    with psycopg.connect(uri, autocommit=True) as conn:
+        deadline = time.monotonic() + 10
+        while (
+            left := conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [pagila_db]
+            ).fetchone()[0]  # type: ignore[index]
+        ) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert left == 0
+    assert not [t for t in threading.enumerate() if t.name == "pg-range"]

@@ -172,7 +172,8 @@ def cast(array: pa.Array | pa.ChunkedArray, kind: pa.DataType) -> pa.Array | pa.
     ):
         # Arrow reads a number as a count of the unit: 1700000000 seconds landed as 1970-01-01 00:28:20
         raise pa.ArrowInvalid(
-            f"a number is no {kind} (epoch seconds or milliseconds would land as days of January 1970): "
+            f"a number is no {kind} (Arrow counts it in the type's unit from 1970-01-01: epoch seconds "
+            "landed in January 1970): "
             "declare the column int64 and convert it in the warehouse"
         )
     try:

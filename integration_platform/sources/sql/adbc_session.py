@@ -22,11 +22,12 @@ class AdbcSession:
     the next statement. Raises ``adbc_driver_manager.Error`` subclasses (``OperationalError``
     for a server that cannot be reached or a failed connection, ``ProgrammingError`` for bad SQL)."""
 
+    _closed = True  # until every handle is open: ``__del__`` of a session whose ``__init__`` failed does nothing
+
     def __init__(self, uri: str) -> None:
         import adbc_driver_manager
         import adbc_driver_postgresql
 
-        self._closed = True  # until every handle below is open
         self._readers: list[pa.RecordBatchReader] = []
         self._statements: list[Any] = []
         self._database = adbc_driver_postgresql.connect(uri)

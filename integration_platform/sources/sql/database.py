@@ -11,7 +11,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import dagster as dg
 import pyarrow as pa
@@ -168,19 +168,24 @@ class SqlDatabaseResource(dg.ConfigurableResource):
     def libpq_uri(self) -> str:
         """The URL as a libpq URI (``postgresql://...``, password included) for PostgreSQL's own clients:
         split as SQLAlchemy splits it (:data:`_SQLALCHEMY_URL`), then the user, password and database
-        percent-encoded as a libpq URI needs them (PostgreSQL's "Connection URIs"); host, port and query as
-        given. So libpq connects where SQLAlchemy would, a password with a raw ``/``, ``%`` or space
-        included. Not rendered through SQLAlchemy's ``URL``: importing SQLAlchemy cost every run that reads
-        a PostgreSQL table 0.11-0.17 s, and nothing else of it is used on that path. Raises
-        ``ValueError`` for a URL of another shape, without quoting it."""
+        percent-encoded as a libpq URI needs them (PostgreSQL's "Connection URIs"), the host's ``%`` too,
+        and the query decoded as SQLAlchemy decodes it (``+`` a space) and encoded again. So libpq connects
+        where SQLAlchemy would, a password with a raw ``/``, ``%`` or space included. Not rendered through
+        SQLAlchemy's ``URL``: importing SQLAlchemy cost every run that reads a PostgreSQL table 0.11-0.17 s,
+        and nothing else of it is used on that path. Raises ``ValueError`` for a URL of another shape,
+        without quoting it."""
         parts = _url_parts(self.url)
         auth = ""
         if parts["user"] is not None:
             password = "" if parts["password"] is None else ":" + _encoded(parts["password"])
             auth = _encoded(parts["user"]) + password + "@"
-        uri = f"postgresql://{auth}{parts['host'] or ''}" + (f":{parts['port']}" if parts["port"] else "")
+        host = quote(parts["host"] or "", safe="[]:")  # an IPv6 zone id's % (fe80::1%eth0) encoded
+        uri = f"postgresql://{auth}{host}" + (f":{parts['port']}" if parts["port"] else "")
         uri += "" if parts["database"] is None else "/" + _encoded(parts["database"])
-        return uri + ("" if parts["query"] is None else "?" + parts["query"])
+        if parts["query"] is None:
+            return uri
+        # decoded as SQLAlchemy decodes a query (``+`` a space), written as libpq decodes one
+        return uri + "?" + urlencode(parse_qsl(parts["query"], keep_blank_values=True), quote_via=quote)
 
     def change_log(
         self, table: str, schema: str | None, prefix: str, publication: str | None, primary_key: Sequence[str] = ()

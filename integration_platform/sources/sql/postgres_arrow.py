@@ -593,12 +593,15 @@ def _merged(readers: Sequence[pa.RecordBatchReader]) -> pa.RecordBatchReader:
             reader.close()
 
     threads = [threading.Thread(target=drain, args=(r,), daemon=True, name="pg-range") for r in readers]
-    for thread in threads:
-        thread.start()
 
     def batches() -> Iterator[pa.RecordBatch]:
         left = len(threads)
         try:
+            # Started with the first batch asked for, not when the reader is made: a reader dropped unread
+            # (a key column renamed at the source fails the extract first) never runs this generator, and
+            # threads started before kept both ranges' sessions, snapshot and locks until the process ended.
+            for thread in threads:
+                thread.start()
             while left:
                 item = pending.get()
                 if item is done:
@@ -609,7 +612,7 @@ def _merged(readers: Sequence[pa.RecordBatchReader]) -> pa.RecordBatchReader:
                     yield item
         finally:
             stop.set()
-            while any(t.is_alive() for t in threads):
+            while any(t.is_alive() for t in threads if t.ident is not None):
                 try:
                     pending.get(timeout=0.1)
                 except queue.Empty:
