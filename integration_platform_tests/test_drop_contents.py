@@ -62,6 +62,18 @@ def test_other_encodings_and_blank_header_cells(tmp_path: Path) -> None:
     assert table.column_names == ["column_0", "name"]
 
 
+def test_a_file_not_in_its_encoding_fails_naming_line_and_column_instead_of_landing_bytes(tmp_path: Path) -> None:
+    # pyarrow read the Latin-1 column as binary: the stream's column became binary for good, and every
+    # later day's UTF-8 text in it landed as bytes
+    assert "drop.csv line 3: column 'city' holds bytes that are not utf-8 text" in _fails(
+        tmp_path, "id,city\n1,Berlin\n2,K\xf6ln\n".encode("latin-1")
+    )
+    path = tmp_path / "latin.csv"
+    path.write_bytes("id,city\n2,K\xf6ln\n".encode("latin-1"))
+    table, _ = read_file(path, FileFormat(csv={"encoding": "latin-1"}), "latin.csv", "s")  # type: ignore[arg-type]
+    assert table.column("city").to_pylist() == ["K\xf6ln"]
+
+
 def test_a_file_without_codes_is_read_once_and_keeps_its_numbers(tmp_path: Path) -> None:
     table, _ = _read(tmp_path, "region,count\n1,5\n13,6\n")
     assert table.schema.field("region").type == pa.int64()

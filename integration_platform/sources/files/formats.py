@@ -157,7 +157,32 @@ def _csv(path: Path, options: CsvOptions, origin: str, rejected: list[Rejected])
         raise FileFormatError(
             f"{origin}: the header holds {len(bad)} name(s) that are not column names: {bad[0][:60]!r}"
         )
+    _check_text(path, table, names, options.encoding, origin)
     return _keep_codes_as_text(path, table, read, parse, convert, options).rename_columns(names)
+
+
+def _check_text(path: Path, table: pa.Table, names: list[str], encoding: str, origin: str) -> None:
+    """Raise :class:`FileFormatError` naming the file, line and column when pyarrow read a column as
+    ``binary``: its bytes are not text in ``encoding`` (a Latin-1 "Köln" in a UTF-8 stream). Landed,
+    the column became the stream's ``binary`` type for good, and every later file's text in it landed
+    as bytes (a BLOB in the warehouse)."""
+    binary = [name for name, f in zip(names, table.schema, strict=True) if pa.types.is_binary(f.type)]
+    if not binary:
+        return
+    data = path.read_bytes()
+    try:
+        data.decode(encoding)
+    except (UnicodeDecodeError, LookupError) as exc:
+        start = exc.start if isinstance(exc, UnicodeDecodeError) else 0
+        line = data.count(b"\n", 0, start) + 1
+        where = f"{origin} line {line}"
+        found = f" ({data[max(0, start - 20) : start + 20]!r})"
+    else:
+        where, found = origin, ""
+    raise FileFormatError(
+        f"{where}: column {binary[0]!r} holds bytes that are not {encoding} text{found}: set csv.encoding to "
+        "the file's encoding (latin-1, cp1252, ...)"
+    )
 
 
 #: Values a number type would change: a leading zero ("066", "-01") in any numeric column; in a
