@@ -118,6 +118,19 @@ def test_a_cut_last_line_fails_the_file_and_a_missing_final_newline_does_not(tmp
     assert table.num_rows == 2 and [r.origin for r in set_aside] == ["cut.csv line 4"]
 
 
+def test_a_file_whose_only_line_has_no_line_end_lands_instead_of_failing(tmp_path: Path) -> None:
+    # an empty day's export written as "\n".join([header, *rows]); pyarrow raised "Empty CSV file or block"
+    table, rejected = _read(tmp_path, "region,count")
+    assert table.column_names == ["region", "count"] and table.num_rows == 0 and rejected == []
+    path = tmp_path / "one.csv"
+    path.write_text("title line\nregion,count")
+    table, _ = read_file(path, FileFormat(csv={"skip_rows": 1}), "one.csv", "s")  # type: ignore[arg-type]
+    assert table.column_names == ["region", "count"] and table.num_rows == 0
+    path.write_text("066,5")  # one row, no header: its code stays text
+    table, _ = read_file(path, FileFormat(csv={"header": False}), "one.csv", "s")  # type: ignore[arg-type]
+    assert table.to_pylist() == [{"f0": "066", "f1": 5}]
+
+
 def test_a_rejected_row_is_named_by_its_own_line_not_an_earlier_prefix(tmp_path: Path) -> None:
     # line 2 starts with the text of the bad line 4; a prefix search named line 2
     _, rejected = _read(tmp_path, 'a,b,c\n1,2,3\n"x\ny",5,6\n1,2\n1,2,3\n')

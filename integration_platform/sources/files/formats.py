@@ -116,10 +116,31 @@ def _unterminated_tail(path: Path, encoding: str) -> str | None:
     return tail.rsplit(b"\n", 1)[-1].decode(encoding, errors="replace").rstrip("\r")
 
 
+#: A file of at most this many bytes whose lines after ``skip_rows`` hold no line end is read from memory
+#: with one added: pyarrow's reader raises "Empty CSV file or block" for a file whose only line (its header,
+#: or a file's one row without header) has none, and a header-only file written without a final newline
+#: (an empty day's export, ``"\n".join([header, *rows])``) failed its run.
+ONE_LINE_BYTES = 64 << 10
+
+
+def _source(path: Path, options: CsvOptions, cut: str | None) -> Path | bytes:
+    """What pyarrow reads of ``path``: the path, or its bytes with a line end added (:data:`ONE_LINE_BYTES`);
+    ``cut``: the file's last line when it has no line end (:func:`_unterminated_tail`)."""
+    if cut is None or path.stat().st_size > ONE_LINE_BYTES:
+        return path
+    data = path.read_bytes()
+    return data + b"\n" if data.count(b"\n") <= options.skip_rows else path
+
+
+def _open(source: Path | bytes) -> Path | pa.BufferReader:
+    return pa.BufferReader(source) if isinstance(source, bytes) else source
+
+
 def _csv(path: Path, options: CsvOptions, origin: str, rejected: list[Rejected]) -> pa.Table:
 
     cache: dict[str, Any] = {}
     cut = _unterminated_tail(path, options.encoding)
+    source = _source(path, options, cut)
 
     def invalid(row: Any) -> str:
         number = row.number if row.number is not None else _line_of(path, options.encoding, row.text, cache)
@@ -148,7 +169,7 @@ def _csv(path: Path, options: CsvOptions, origin: str, rejected: list[Rejected])
         invalid_row_handler=invalid,
     )
     convert = pv.ConvertOptions(null_values=options.null_values, strings_can_be_null=True)
-    table = pv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+    table = pv.read_csv(_open(source), read_options=read, parse_options=parse, convert_options=convert)
     if "cut" in cache:
         raise FileFormatError(cache["cut"])
     names = [name or f"column_{i}" for i, name in enumerate(table.column_names)]  # a blank header cell
@@ -158,7 +179,7 @@ def _csv(path: Path, options: CsvOptions, origin: str, rejected: list[Rejected])
             f"{origin}: the header holds {len(bad)} name(s) that are not column names: {bad[0][:60]!r}"
         )
     _check_text(path, table, names, options.encoding, origin)
-    return _keep_codes_as_text(path, table, read, parse, convert, options).rename_columns(names)
+    return _keep_codes_as_text(source, table, read, parse, convert, options).rename_columns(names)
 
 
 def _check_text(path: Path, table: pa.Table, names: list[str], encoding: str, origin: str) -> None:
@@ -193,7 +214,7 @@ _CODE = r"^[+-]?(0[0-9]|[0-9]{16,})"
 
 
 def _keep_codes_as_text(
-    path: Path,
+    source: Path | bytes,
     table: pa.Table,
     read: pv.ReadOptions,
     parse: pv.ParseOptions,
@@ -221,7 +242,7 @@ def _keep_codes_as_text(
         newlines_in_values=True,
         invalid_row_handler=lambda _: "skip",  # already set aside by the first read
     )
-    text = pv.read_csv(path, read_options=read, parse_options=quiet, convert_options=as_text)
+    text = pv.read_csv(_open(source), read_options=read, parse_options=quiet, convert_options=as_text)
     for code, names in (
         (_CODE, [name for name in numeric if pa.types.is_floating(table.schema.field(name).type)]),
         (_LEADING_ZERO, [name for name in numeric if pa.types.is_integer(table.schema.field(name).type)]),
