@@ -131,6 +131,23 @@ def test_a_file_whose_only_line_has_no_line_end_lands_instead_of_failing(tmp_pat
     assert table.to_pylist() == [{"f0": "066", "f1": 5}]
 
 
+def test_a_file_cut_inside_a_quoted_value_fails_though_its_column_count_is_right(tmp_path: Path) -> None:
+    # a quote-all export cut mid-value: pyarrow read "Mila" (and "line one\nline") as whole values
+    whole = 'region,count,note\n"01","5","a ""b"""\n'
+    for cut in (whole + '"02","6","Mila', whole + '"02","6","line one\nline', whole + '"02","6","a ""b""'):
+        assert 'the last line is cut (a quoted value without its closing ", no line end)' in _fails(
+            tmp_path, cut.encode()
+        )
+    for whole_value in ('"02","6","Milano"', '"02",6,x"y', '"02","6","a ""b"""'):  # closed: lands
+        table, rejected = _read(tmp_path, whole + whole_value)
+        assert table.num_rows == 2 and rejected == []
+    path = tmp_path / "cut.csv"
+    path.write_text(whole + '"02","6","line one\nline')
+    options = FileFormat(csv={"on_cut_last_line": "quarantine"})  # type: ignore[arg-type]
+    table, set_aside = read_file(path, options, "cut.csv", "s")
+    assert table.num_rows == 1 and [r.origin for r in set_aside] == ["cut.csv line 4"]
+
+
 def test_a_rejected_row_is_named_by_its_own_line_not_an_earlier_prefix(tmp_path: Path) -> None:
     # line 2 starts with the text of the bad line 4; a prefix search named line 2
     _, rejected = _read(tmp_path, 'a,b,c\n1,2,3\n"x\ny",5,6\n1,2\n1,2,3\n')

@@ -132,6 +132,38 @@ def _source(path: Path, options: CsvOptions, cut: str | None) -> Path | bytes:
     return data + b"\n" if data.count(b"\n") <= options.skip_rows else path
 
 
+def _ends_in_quotes(path: Path, options: CsvOptions) -> bool:
+    """Whether the file (lacking its final line end) ends inside a quoted value: cut while that value was
+    written, which pyarrow reads as a whole value up to the cut. Only a file with an odd count of quote
+    characters can (a quoted value holds an even count, its doubled quotes included): only such a file is
+    read whole and scanned from the start (:func:`_open_quote_scan`); ``False`` for an encoding that is not
+    ASCII-compatible (not checked)."""
+    quote = options.quote_char.encode()
+    if not _ascii_compatible(options.encoding):
+        return False
+    count = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            count += chunk.count(quote)
+    if count % 2 == 0:
+        return False
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # pyarrow drops a UTF-8 byte-order mark
+    for _ in range(options.skip_rows):
+        data = data.partition(b"\n")[2]
+    return _open_quote_scan(options).fullmatch(data) is None
+
+
+def _open_quote_scan(options: CsvOptions) -> re.Pattern[bytes]:
+    """Matches a whole CSV text that does not end inside a quoted value, as pyarrow reads quotes: a quote
+    opens a value only at a field's start; in a quoted value a doubled quote is one quote and a single one
+    closes it; what follows up to the next delimiter or line end is plain. Possessive, so it takes each
+    quote as pyarrow does, never backtracking to read a doubled quote as a closing one."""
+    q, d = re.escape(options.quote_char.encode()), re.escape(options.delimiter.encode())
+    field = rb"(?:" + q + rb"(?:[^" + q + rb"]|" + q + q + rb")*+" + q + rb"[^" + d + rb"\r\n]*+|(?!" + q
+    field += rb")[^" + d + rb"\r\n]*+)"
+    return re.compile(field + rb"(?:[" + d + rb"\r\n]" + field + rb")*+")
+
+
 def _open(source: Path | bytes) -> Path | pa.BufferReader:
     return pa.BufferReader(source) if isinstance(source, bytes) else source
 
@@ -152,6 +184,8 @@ def _csv(path: Path, options: CsvOptions, origin: str, rejected: list[Rejected])
                 "was truncated; it lands once complete (or set csv.on_cut_last_line: quarantine)"
             )
             return "skip"  # an exception raised here would reach the caller as pyarrow's own parse error
+        if cut and row.text.rstrip("\r\n").endswith(cut):
+            cache["last set aside"] = True
         rejected.append(Rejected(where, reason, row.text))
         return "skip"
 
@@ -172,6 +206,17 @@ def _csv(path: Path, options: CsvOptions, origin: str, rejected: list[Rejected])
     table = pv.read_csv(_open(source), read_options=read, parse_options=parse, convert_options=convert)
     if "cut" in cache:
         raise FileFormatError(cache["cut"])
+    if cut is not None and "last set aside" not in cache and table.num_rows and _ends_in_quotes(path, options):
+        # its column count may be right: the cut value reads as whole, without its end
+        line = path.read_bytes().count(b"\n") + 1
+        reason = f"a quoted value without its closing {options.quote_char}, no line end"
+        if options.on_cut_last_line == "fail":
+            raise FileFormatError(
+                f"{origin} line {line}: the last line is cut ({reason}): the file is still being written or was "
+                "truncated; it lands once complete (or set csv.on_cut_last_line: quarantine)"
+            )
+        rejected.append(Rejected(f"{origin} line {line}", reason, cut))
+        cache["drop last"] = True
     names = [name or f"column_{i}" for i, name in enumerate(table.column_names)]  # a blank header cell
     bad = implausible_column_names(names)
     if bad:  # it would become a warehouse column for good
@@ -179,7 +224,8 @@ def _csv(path: Path, options: CsvOptions, origin: str, rejected: list[Rejected])
             f"{origin}: the header holds {len(bad)} name(s) that are not column names: {bad[0][:60]!r}"
         )
     _check_text(path, table, names, options.encoding, origin)
-    return _keep_codes_as_text(source, table, read, parse, convert, options).rename_columns(names)
+    table = _keep_codes_as_text(source, table, read, parse, convert, options).rename_columns(names)
+    return table.slice(0, table.num_rows - 1) if "drop last" in cache else table
 
 
 def _check_text(path: Path, table: pa.Table, names: list[str], encoding: str, origin: str) -> None:
