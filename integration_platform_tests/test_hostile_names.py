@@ -211,3 +211,14 @@ def test_stores_refuse_keys_with_dot_segments(store: LakeStore) -> None:
 def test_check_segment_accepts_the_names_real_drops_have() -> None:
     for name in ("dpc-covid19-ita-regioni-20210105.csv", "Report 2021 (final).xlsx", "données_été.csv", "a..b.csv"):
         assert check_segment(name, "file name") == name
+
+
+@pytest.mark.parametrize(("source", "stream"), [("a__b", "c"), ("shop_", "x"), ("_shop", "x")])
+def test_a_source_name_whose_joined_names_meet_another_sources_is_refused(source: str, stream: str) -> None:
+    """Dagster's op of a stream is ``<source>__<stream>`` (a per-file stream's partitions
+    ``<source>__<stream>__files``): ``a__b``'s stream ``c`` was the op of ``a``'s stream ``b__c``,
+    ``shop_``'s ``x`` that of ``shop``'s ``_x``, and a code location holding both failed to load naming
+    neither (``node ... does not have output``). Source names are words joined by single underscores."""
+    with pytest.raises(ValueError, match=rf"source name '{source}' must be lowercase letters and digits in words"):
+        StreamSpec(source, stream, "append")
+    StreamSpec("a", f"b__{stream}", "append")  # a stream's name may hold '__': the source's may not

@@ -17,6 +17,18 @@ Granularity = Literal["daily", "monthly", "dynamic"]
 
 #: Identifiers we put into lake keys, asset keys and DuckDB names.
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+#: What a source's name may be: an :data:`IDENTIFIER` of lowercase words (letters and digits, the first
+#: starting with a letter) joined by single underscores. Dagster's names join a source's name and a
+#: stream's with ``__`` (the op ``<source>__<stream>``, a file stream's partitions
+#: ``<source>__<stream>__files``): a ``__`` or a trailing ``_`` in a source's name made two streams of two
+#: sources (``a``'s ``b__c`` and ``a__b``'s ``c``) one op, and the code location failed to load naming neither.
+SOURCE_NAME = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+#: Why a name is not a :data:`SOURCE_NAME`, for error messages.
+SOURCE_NAME_RULE = (
+    "lowercase letters and digits in words joined by single underscores, starting with a letter (shop, "
+    "chinook_api): no '__' and no leading or trailing '_', since Dagster's op and partition names join a "
+    "source's name and a stream's with '__'"
+)
 
 #: The warehouse schema of the platform's own tables (the load ledger, ``core.loading``).
 LEDGER_SCHEMA = "_integration_platform"
@@ -110,9 +122,9 @@ class ChangeCapture:
 class StreamSpec:
     """One stream of one source, as the pipeline sees it.
 
-    - ``source``/``name``: identifiers; the lake prefix is ``source/name`` and the DuckDB table
-      ``"<source>"."<name>"`` in the warehouse's catalog (``core.loading.table_name``; the asset keys
-      are made in ``assets/stream_assets.py``).
+    - ``source``/``name``: a :data:`SOURCE_NAME` and an :data:`IDENTIFIER`; the lake prefix is ``source/name``
+      and the DuckDB table ``"<source>"."<name>"`` in the warehouse's catalog (``core.loading.table_name``;
+      the asset keys are made in ``assets/stream_assets.py``).
     - ``primary_key``: column names; required for ``merge``; may be empty otherwise.
     - ``cursor``: the high-water-mark column of an incremental stream, or ``None``.
     - ``lag``: look-back applied below the high-water mark (seconds for date/time cursors,
@@ -144,6 +156,8 @@ class StreamSpec:
                 f"source name {self.source!r} is reserved: a source's tables go to the warehouse schema of its "
                 f"name, and {self.source!r} is {owner}; choose another"
             )
+        if not SOURCE_NAME.fullmatch(self.source):
+            raise ValueError(f"source name {self.source!r} must be {SOURCE_NAME_RULE}")
         if self.write_disposition == "merge" and not self.primary_key:
             raise ValueError(f"stream {self.path}: write disposition 'merge' needs a primary key")
         if self.cursor and self.write_disposition == "replace":

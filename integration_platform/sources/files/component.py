@@ -66,7 +66,7 @@ from integration_platform.core.extract import Extractor
 from integration_platform.core.landing import active_manifests, list_manifests
 from integration_platform.core.names import ENV_NAME
 from integration_platform.core.records import ARROW_TYPES
-from integration_platform.core.streams import IDENTIFIER, Partitioning, StreamSpec
+from integration_platform.core.streams import IDENTIFIER, SOURCE_NAME, Partitioning, StreamSpec
 from integration_platform.resources.lake import LakeResource
 from integration_platform.resources.object_stores import AzureBlobSettings, GcsSettings
 from integration_platform.sources.files.bucket_files import BucketResource
@@ -323,7 +323,9 @@ def _same_folder(one: str, other: str) -> bool:
 class FileSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
     """A file-drop server whose file streams land in the lake and the warehouse (see module doc)."""
 
-    source: str = Field(pattern=IDENTIFIER.pattern, description="Asset group, lake prefix and DuckDB schema.")
+    source: str = Field(
+        pattern=SOURCE_NAME.pattern, description="Asset group, lake prefix, DuckDB schema (words joined by single _)."
+    )
     connection: FileConnection
     streams: list[FileStream] = Field(min_length=1)
 

@@ -47,7 +47,7 @@ from integration_platform.assets.stream_assets import (
 )
 from integration_platform.core.extract import Extractor
 from integration_platform.core.records import ARROW_TYPES
-from integration_platform.core.streams import IDENTIFIER, StreamSpec
+from integration_platform.core.streams import IDENTIFIER, SOURCE_NAME, StreamSpec
 from integration_platform.resources.http_api import RestApiResource
 from integration_platform.sources.html.extract import HtmlColumn, HtmlStreamPlan, extractor_for
 
@@ -100,7 +100,9 @@ class HtmlStream(SafeModel, dg.Resolvable):
 class HtmlSource(SecretSafeComponent, dg.Component, HttpSiteConfig, dg.Resolvable):
     """A web site whose pages land in the lake and the warehouse (see module doc)."""
 
-    source: str = Field(pattern=IDENTIFIER.pattern, description="Asset group, lake prefix and DuckDB schema.")
+    source: str = Field(
+        pattern=SOURCE_NAME.pattern, description="Asset group, lake prefix, DuckDB schema (words joined by single _)."
+    )
     robots_txt: Literal["obey", "ignore"] = "obey"
     user_agent: str = Field(default="integration_platform", description="User-Agent sent and matched in robots.txt.")
     streams: list[HtmlStream] = Field(min_length=1)

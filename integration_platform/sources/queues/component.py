@@ -57,7 +57,7 @@ from integration_platform.assets.stream_assets import (
 from integration_platform.core.extract import rows_held
 from integration_platform.core.lake import LakeStore
 from integration_platform.core.records import ARROW_TYPES
-from integration_platform.core.streams import IDENTIFIER, StreamSpec
+from integration_platform.core.streams import SOURCE_NAME, StreamSpec
 from integration_platform.outbound.publish import PublishSpec, publish_asset
 from integration_platform.resources.kafka import KafkaResource
 from integration_platform.resources.rabbitmq import MAX_PREFETCH, RabbitMQResource
@@ -77,7 +77,9 @@ DRAIN_TAG = "integration_platform/drain"
 class QueueSource(SecretSafeComponent, dg.Component, SafeModel, dg.Resolvable):
     """A broker whose queues or topics land in the lake and the warehouse (see module doc)."""
 
-    source: str = Field(pattern=IDENTIFIER.pattern, description="Asset group, lake prefix and DuckDB schema.")
+    source: str = Field(
+        pattern=SOURCE_NAME.pattern, description="Asset group, lake prefix, DuckDB schema (words joined by single _)."
+    )
     connection: QueueConnection
     streams: list[QueueStream] = Field(default_factory=list)
     publish: list[PublishSpec] = Field(default_factory=list)

@@ -51,7 +51,7 @@ from integration_platform.assets.stream_assets import (
 )
 from integration_platform.core.extract import Extractor
 from integration_platform.core.json_paths import compile_path
-from integration_platform.core.streams import IDENTIFIER, StreamSpec
+from integration_platform.core.streams import IDENTIFIER, SOURCE_NAME, StreamSpec
 from integration_platform.resources.http_api import RestApiResource
 from integration_platform.resources.lake import LakeResource
 from integration_platform.sources.rest.extract import COLUMN_TYPES, RestStreamPlan, extractor_for
@@ -200,7 +200,9 @@ class RestDefaults(SafeModel, dg.Resolvable):
 class RestSource(SecretSafeComponent, dg.Component, HttpSiteConfig, dg.Resolvable):
     """An HTTP JSON API whose endpoints land in the lake and the warehouse (see module doc)."""
 
-    source: str = Field(pattern=IDENTIFIER.pattern, description="Asset group, lake prefix and DuckDB schema.")
+    source: str = Field(
+        pattern=SOURCE_NAME.pattern, description="Asset group, lake prefix, DuckDB schema (words joined by single _)."
+    )
     defaults: RestDefaults = Field(default_factory=RestDefaults)
     streams: list[RestStream] = Field(min_length=1)
     schedule: str = Field(default="0 3 * * *", description="Cron (UTC) of the daily refresh.")

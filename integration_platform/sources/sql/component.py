@@ -75,7 +75,14 @@ from integration_platform.core.extract import Extractor, missing_column, refuse_
 from integration_platform.core.loading import live_rows
 from integration_platform.core.names import ENV_NAME
 from integration_platform.core.row_filter import RowFilter
-from integration_platform.core.streams import IDENTIFIER, ChangeCapture, Partitioning, StreamSpec, to_identifier
+from integration_platform.core.streams import (
+    SOURCE_NAME,
+    SOURCE_NAME_RULE,
+    ChangeCapture,
+    Partitioning,
+    StreamSpec,
+    to_identifier,
+)
 from integration_platform.resources.lake import LakeResource
 from integration_platform.sources.sql.change_assets import SqlChangeCapture, change_lake_asset, change_sensor
 from integration_platform.sources.sql.database import SqlDatabaseResource, TableInfo
@@ -200,11 +207,8 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
 
     def validate_declaration(self, yaml_path: Path) -> None:
         """Checks beyond the field types, each failing with ``ValueError("<file>: <field>: ...")``."""
-        if not IDENTIFIER.fullmatch(self.source):
-            raise ValueError(
-                f"{yaml_path}: attributes.source: {self.source!r} must match {IDENTIFIER.pattern} "
-                "(lowercase letters, digits, underscores)"
-            )
+        if not SOURCE_NAME.fullmatch(self.source):
+            raise ValueError(f"{yaml_path}: attributes.source: {self.source!r} must be {SOURCE_NAME_RULE}")
         if problem := cron_problem(self.schedule):
             raise ValueError(f"{yaml_path}: attributes.schedule: {problem}")
         try:
