@@ -19,7 +19,13 @@ from integration_platform.assets.config_model import (
 )
 from integration_platform.core.names import ENV_NAME
 from integration_platform.resources.http_api import RestApiResource
-from integration_platform.resources.http_auth import HttpAuth, check_headers, origin_of, secret_header_names
+from integration_platform.resources.http_auth import (
+    HttpAuth,
+    check_headers,
+    inline_url_secret,
+    origin_of,
+    secret_header_names,
+)
 
 SECRET_FIELDS = {"token": "token_env", "api_key": "api_key_env", "password": "password_env"}
 SECRET_FIELDS |= {"client_secret": "client_secret_env", "refresh_token": "refresh_token_env"}
@@ -152,20 +158,40 @@ class HttpSiteConfig(SafeModel):
 
         if problem := cron_problem(schedule):
             raise fail("schedule", problem)
-        self.validate_site(fail, {f"streams[{i}].params": s.params for i, s in enumerate(streams)})
+        self.validate_site(
+            fail,
+            {f"streams[{i}].params": s.params for i, s in enumerate(streams)},
+            {f"streams[{i}].path": s.path for i, s in enumerate(streams)},
+        )
         names = [s.name for s in streams]
         for i, stream in enumerate(streams):
             if names.count(stream.name) > 1:
                 raise fail(f"streams[{i}].name", f"{stream.name!r} is declared more than once")
 
-    def validate_site(self, fail: Callable[[str, str], ValueError], extra_params: dict[str, dict[str, Any]]) -> None:
+    def validate_site(
+        self,
+        fail: Callable[[str, str], ValueError],
+        extra_params: dict[str, dict[str, Any]],
+        extra_urls: dict[str, str] | None = None,
+    ) -> None:
         """Checks across the connection fields; ``fail(field, why)`` makes the error raised.
-        ``extra_params``: other ``params`` mappings by field name (a stream's), checked for secrets too."""
+        ``extra_params``: other ``params`` mappings by field name (a stream's), checked for secrets too;
+        ``extra_urls``: other URLs or paths by field name (a stream's ``path``), checked with ``base_url``,
+        ``allowed_hosts`` and the auth's ``token_url`` for a secret written inline (:func:`inline_url_secret`)."""
         try:
             require_exactly_one(self, "base_url", "base_url_env")
         except ValueError as exc:
             raise fail("base_url", str(exc)) from None
         check_headers(self.headers, self.headers_env, fail)
+        urls = {"base_url": self.base_url, "auth.token_url": getattr(self.auth, "token_url", None)}
+        urls |= {f"allowed_hosts[{i}]": entry for i, entry in enumerate(self.allowed_hosts)}
+        for where, url in {**urls, **(extra_urls or {})}.items():
+            if url and (problem := inline_url_secret(url)):
+                raise fail(
+                    where,
+                    f"{problem}, which cannot be written inline (the UI would show it): give the URL by "
+                    "base_url_env, a query secret by auth: {type: api_key, api_key_in: query, api_key_env: ...}",
+                )
         for where, params in [("params", self.params), *extra_params.items()]:
             for name in secret_header_names(params):
                 raise fail(

@@ -98,6 +98,7 @@ from integration_platform.resources.http_auth import (
     check_headers,
     env_headers,
     header_safe,
+    inline_url_secret,
     userinfo_secrets,
 )
 from integration_platform.resources.lake import LakeResource
@@ -154,6 +155,13 @@ class SyncTarget(SafeModel, dg.Resolvable):
     def _url(self) -> "SyncTarget":
         require_exactly_one(self, "base_url", "base_url_env", "target: ")
         check_headers(self.headers, self.headers_env, lambda where, why: ValueError(f"target.{where}: {why}"))
+        urls = {"base_url": self.base_url, "path": self.path, "auth.token_url": getattr(self.auth, "token_url", None)}
+        for where, url in urls.items():
+            if url and (problem := inline_url_secret(url)):
+                raise ValueError(
+                    f"target.{where}: {problem}, which cannot be written inline (the UI would show it): give the "
+                    "URL by base_url_env, a query secret by auth: {type: api_key, api_key_in: query, api_key_env: ...}"
+                )
         return self
 
     @model_validator(mode="after")

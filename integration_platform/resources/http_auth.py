@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
-from urllib.parse import quote, quote_plus, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 import dagster as dg
 from pydantic import Field
@@ -151,6 +151,25 @@ def secret_header_names(headers: Iterable[str]) -> list[str]:
     """The names among ``headers`` (or query parameters) that :data:`SECRET_NAME` calls secret
     (Authorization, Cookie, ``*token*``, ``*key*``, ``*secret*``, ...), in the order given."""
     return [name for name in headers if SECRET_NAME.search(name)]
+
+
+def inline_url_secret(url: str) -> str | None:
+    """Why ``url`` (a base URL, a path, a token URL written in YAML) carries a secret, or ``None``: a
+    password in its user info (``https://etl:pw@host``) or a query parameter whose name :data:`SECRET_NAME`
+    calls secret (``?api_key=...``). The reason names the parameter, never a value. Such a URL went past
+    the checks of ``params`` and ``headers`` into the resource's config and the asset's description and
+    metadata, where the UI shows it, and its query went to every host."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # a malformed port or bracket: the URL fails where it is used, never quoted here
+        return None
+    if password:
+        return "holds a password (user:password@)"
+    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+        if SECRET_NAME.search(name):
+            return f"its query parameter {name!r} carries a secret"
+    return None
 
 
 def check_headers(
