@@ -32,6 +32,7 @@ integration_platform.refresh_state`` (run by ``make run`` and ``make dev``) refr
 demand, keeping the previous file when the database cannot be reached.
 """
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -117,6 +118,21 @@ class SqlPartition(SafeModel, dg.Resolvable):
 
     @model_validator(mode="after")
     def _ordered(self) -> "SqlPartition":
+        """Raises ``ValueError`` for a ``start`` or ``end`` that is no calendar date (``2024-02-30`` failed
+        in Dagster's partitions naming no file), an ``end`` not after ``start``, and a monthly ``start`` or
+        ``end`` not on the 1st: the months run from the 1st, so the first partition was the next whole
+        month and the rows of the days before it (or after the last whole month) were never read."""
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            try:
+                day = dt.date.fromisoformat(value) if value is not None else None
+            except ValueError:
+                raise ValueError(f"partition: {name} {value} is not a calendar date (YYYY-MM-DD)") from None
+            if day is not None and self.granularity == "monthly" and day.day != 1:
+                raise ValueError(
+                    f"partition: a monthly partition's {name} must be the 1st of a month ({value[:8]}01): months "
+                    f"run from the 1st, and the days of {value[:7]} would be in no partition"
+                )
         if self.end is not None and self.end <= self.start:
             raise ValueError(f"partition: end {self.end} must come after start {self.start}")
         return self
