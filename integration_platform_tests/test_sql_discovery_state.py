@@ -125,3 +125,21 @@ def test_changing_include_or_exclude_discovers_again(tmp_path: Path, monkeypatch
     yaml_path = project / module / "defs" / "shop" / "defs.yaml"
     yaml_path.write_text(yaml_path.read_text().replace("include: ['*']", "include: ['*']\n  exclude: [customers]"))
     assert _keys(project) == {"shop/orders", "shop/refunds"}  # not the table list cached for the old selection
+
+
+def test_a_stream_named_as_another_streams_change_history_is_refused() -> None:
+    """``cdc: {history: true}`` keeps every change of ``orders`` in the DuckDB table ``orders__history``;
+    a table of that name (here discovered by ``include``) was a stream loading into the same table, each
+    stream's loads mixing rows into, or replacing, the other's."""
+    from integration_platform.sources.sql.component import SqlSource
+    from integration_platform.sources.sql.database import TableInfo
+    from sandbox.harness import load_source
+
+    source = load_source(
+        "type: integration_platform.components.SqlSource\nattributes:\n  source: shop\n  url_env: SHOP_URL\n"
+        "  include: ['*']\n  tables:\n    - table: orders\n      primary_key: [id]\n      cdc: {history: true}\n"
+    )
+    assert isinstance(source, SqlSource)
+    found = {name: TableInfo(name=name, columns=("id",), primary_key=("id",)) for name in ("orders", "orders__history")}
+    with pytest.raises(ValueError, match=r"stream name\(s\) \['orders__history'\] are the DuckDB tables of other"):
+        source.streams(found)

@@ -396,7 +396,8 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
 
     def streams(self, infos: dict[str, TableInfo] | None = None) -> list[tuple[StreamSpec, str]]:
         """``(spec, source table)`` for every declared table and every table in ``infos`` (the
-        discovered ones; read from the database when not given)."""
+        discovered ones; read from the database when not given). Raises ``ValueError`` naming the stream
+        names two tables map to, or a stream named as another's change history table (``<stream>__history``)."""
         explicit = {t.table: t for t in self.tables}
         infos = self.discover() if infos is None else infos
         specs = []
@@ -407,6 +408,13 @@ class SqlSource(SecretSafeComponent, dg.StateBackedComponent, SafeModel, dg.Reso
         clashes = sorted({n for n in names if names.count(n) > 1})
         if clashes:
             raise ValueError(f"source {self.source!r}: several tables map to the stream name(s) {clashes}; set 'name'")
+        # a change-captured stream with history keeps it in the DuckDB table <stream>__history
+        histories = sorted({f"{s.name}__history" for s, _ in specs if s.changes and s.changes.history} & set(names))
+        if histories:
+            raise ValueError(
+                f"source {self.source!r}: the stream name(s) {histories} are the DuckDB tables of other streams' "
+                "change history (cdc: {history: true}); both would load into one table: set 'name'"
+            )
         return specs
 
     def _declared_streams(self) -> list[tuple[StreamSpec, str]]:
