@@ -123,7 +123,7 @@ def userinfo_secrets(url: str) -> list[str]:
 #: and are masked in every URL we show. Broad on purpose: a name caught wrongly (``X-Partition-Key``)
 #: costs a line of ``headers_env``; one missed leaks a secret.
 SECRET_NAME = re.compile(
-    r"auth(?!ors?)|cookie|token|secret|passw|session|signature|credential|apikey|(?:^|[-_.])key(?:$|[-_.])",
+    r"auth(?!ors?(?:\b|_))|cookie|token|secret|passw|session|signature|credential|apikey|(?:^|[-_.])key(?:$|[-_.])",
     re.IGNORECASE,
 )
 DEFAULT_PORTS = {"http": 80, "https": 443}

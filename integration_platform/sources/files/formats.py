@@ -134,20 +134,18 @@ def _source(path: Path, options: CsvOptions, cut: str | None) -> Path | bytes:
 
 def _ends_in_quotes(path: Path, options: CsvOptions) -> bool:
     """Whether the file (lacking its final line end) ends inside a quoted value: cut while that value was
-    written, which pyarrow reads as a whole value up to the cut. Only a file with an odd count of quote
-    characters can (a quoted value holds an even count, its doubled quotes included): only such a file is
-    read whole and scanned from the start (:func:`_open_quote_scan`); ``False`` for an encoding that is not
-    ASCII-compatible (not checked)."""
+    written, which pyarrow reads as a whole value up to the cut. A file holding a quote character is read
+    whole and scanned from the start (:func:`_open_quote_scan`, linear: 0.1-0.17 s per 10 MB). The count of
+    quotes says nothing: a quote inside an unquoted field (``5'11"``) is a plain character to pyarrow, and a
+    file with one such quote and a cut quoted value had an even count and landed the cut value.
+    ``False`` for an encoding that is not ASCII-compatible (not checked)."""
     quote = options.quote_char.encode()
     if not _ascii_compatible(options.encoding):
         return False
-    count = 0
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            count += chunk.count(quote)
-    if count % 2 == 0:
+    data = path.read_bytes()
+    if quote not in data:
         return False
-    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # pyarrow drops a UTF-8 byte-order mark
+    data = data.removeprefix(b"\xef\xbb\xbf")  # pyarrow drops a UTF-8 byte-order mark
     for _ in range(options.skip_rows):
         data = data.partition(b"\n")[2]
     return _open_quote_scan(options).fullmatch(data) is None
