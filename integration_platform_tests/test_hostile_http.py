@@ -472,3 +472,13 @@ def test_a_secret_echoed_inside_json_is_masked_as_encoders_escape_it() -> None:
     for echo in echoes:
         assert password not in echo
         assert mask(echo, [password]) == '{"password": "***"}', echo
+
+
+def test_a_query_parameter_named_author_is_no_secret_but_an_api_key_is() -> None:
+    """The secret-name pattern's exception for ``author``/``authors`` held a backspace byte where ``\\b`` was
+    meant, so ``?author=5`` was refused as a secret, in ``params`` and in a stream's path."""
+    from integration_platform.resources.http_auth import inline_url_secret
+
+    assert inline_url_secret("/wp/v2/posts?author=5&authors=1&coauthor=2") is None
+    assert inline_url_secret("/wp/v2/posts?auth=x") is not None
+    assert inline_url_secret("/orders?api_key=x") is not None

@@ -222,13 +222,3 @@ def test_a_source_name_whose_joined_names_meet_another_sources_is_refused(source
     with pytest.raises(ValueError, match=rf"source name '{source}' must be lowercase letters and digits in words"):
         StreamSpec(source, stream, "append")
     StreamSpec("a", f"b__{stream}", "append")  # a stream's name may hold '__': the source's may not
-
-
-def test_a_source_named_warehouse_is_refused() -> None:
-    """Every warehouse asset's op is ``warehouse__<source>__<stream>``: source ``warehouse``'s stream
-    ``shop__orders`` was the op of source ``shop``'s stream ``orders``, and the code location failed
-    naming neither."""
-    from integration_platform.core.streams import StreamSpec
-
-    with pytest.raises(ValueError, match="source name 'warehouse' is reserved"):
-        StreamSpec(source="warehouse", name="shop__orders", write_disposition="append")

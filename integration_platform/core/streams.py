@@ -32,10 +32,9 @@ SOURCE_NAME_RULE = (
 
 #: The warehouse schema of the platform's own tables (the load ledger, ``core.loading``).
 LEDGER_SCHEMA = "_integration_platform"
-#: Names a source cannot take: DuckDB's own schemas (they take no tables), the platform's ledger, and
-#: ``warehouse``, the first word of every warehouse asset's op (``warehouse__<source>__<stream>``: source
-#: ``warehouse``'s stream ``shop__orders`` was the op of source ``shop``'s ``orders``).
-RESERVED_SOURCES = frozenset({"information_schema", "pg_catalog", LEDGER_SCHEMA, "warehouse"})
+#: Names a source cannot take, since its streams' tables go to the DuckDB schema of that name:
+#: DuckDB's own schemas (they take no tables) and the platform's ledger.
+RESERVED_SOURCES = frozenset({"information_schema", "pg_catalog", LEDGER_SCHEMA})
 
 #: Lineage column added to every warehouse table: the landing window a row came from.
 WINDOW_COLUMN = "_ip_window"
@@ -152,10 +151,7 @@ class StreamSpec:
             if not IDENTIFIER.fullmatch(value):
                 raise ValueError(f"{label} name {value!r} must match {IDENTIFIER.pattern}")
         if self.source in RESERVED_SOURCES:
-            owner = {
-                LEDGER_SCHEMA: "the platform's load ledger",
-                "warehouse": "the prefix of every warehouse asset",
-            }.get(self.source, "DuckDB's own")
+            owner = "the platform's load ledger" if self.source == LEDGER_SCHEMA else "DuckDB's own"
             raise ValueError(
                 f"source name {self.source!r} is reserved: a source's tables go to the warehouse schema of its "
                 f"name, and {self.source!r} is {owner}; choose another"
